@@ -1,0 +1,113 @@
+//! Validated identifiers. A task id ends up in a sandbox path, so every id
+//! is checked once at the edge: no separators, no dot-names, bounded length.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 200;
+
+/// Why an id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} id is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} id is {len} bytes long (at most {MAX_ID_LEN})")]
+    TooLong { kind: &'static str, len: usize },
+    #[error("{kind} id {id:?} may hold only letters, digits and '-', '_', '.', ':', '@' and may not be '.' or '..'")]
+    BadChars { kind: &'static str, id: String },
+}
+
+fn check(kind: &'static str, s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong { kind, len: s.len() });
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@');
+    if s == "." || s == ".." || !s.chars().all(ok_char) {
+        return Err(IdError::BadChars {
+            kind,
+            id: s.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `s` and wraps it.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                check($kind, s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// A fresh random id.
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::new_v4().to_string())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A framework, assigned by the master when it first subscribes.
+    FrameworkId,
+    "framework"
+);
+id_type!(
+    /// An agent, assigned by the master when it first registers.
+    AgentId,
+    "agent"
+);
+id_type!(
+    /// An offer; each is usable once.
+    OfferId,
+    "offer"
+);
+id_type!(
+    /// A task, chosen by its framework; unique within that framework.
+    TaskId,
+    "task"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_refuse_path_tricks_and_empties() {
+        for bad in ["", ".", "..", "a/b", "a b", "../x", "x\0", "é"] {
+            assert!(TaskId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(TaskId::parse(&"x".repeat(MAX_ID_LEN + 1)).is_err());
+        for good in ["t-1", "job.3", "a:b@c_d", "..a"] {
+            assert_eq!(TaskId::parse(good).map(|t| t.to_string()).as_deref(), Ok(good));
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = AgentId::generate();
+        assert!(AgentId::parse(a.as_str()).is_ok());
+        assert_ne!(a, AgentId::generate());
+    }
+}

@@ -1,0 +1,19 @@
+//! The `mezzo.v1` API and the domain types every Mezzo crate shares.
+//!
+//! Generated protobuf types live in [`v1`] and are meant for the edges of a
+//! daemon only: decode, then convert into the validated types of
+//! [`resources`] and [`ids`] before any logic sees the value.
+
+pub mod ids;
+pub mod resources;
+pub mod state;
+
+/// Generated messages and gRPC services of package `mezzo.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("mezzo.v1");
+}
+
+/// Largest gRPC message any Mezzo daemon accepts (4 MiB). A larger one is
+/// refused with `RESOURCE_EXHAUSTED` before it is decoded.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
