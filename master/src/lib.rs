@@ -1,1 +1,18 @@
-//! wip
+//! The Mezzo master.
+//!
+//! The leader logic is [`core::Master`], a state machine with no I/O; the
+//! [`runtime`] owns it in one tokio task and executes its effects; [`api`]
+//! turns gRPC calls into validated domain values; [`http`] serves
+//! `/health`, `/state` and `/metrics`. [`server::start`] wires them up.
+
+pub mod allocator;
+pub mod api;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod storage;
+
+pub use server::{MasterConfig, MasterHandle, start};

@@ -1,0 +1,161 @@
+//! `mezzo.v1.AgentApi`: the agent's one bidirectional stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use mezzo_proto::ids::{AgentId, FrameworkId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+use mezzo_proto::v1::agent_api_server::AgentApi;
+use mezzo_proto::v1::agent_message::Message;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::validate_task;
+use crate::core::{AgentHello, ConnId};
+use crate::core::agent_types::{AgentDescription, ReportedTask};
+use crate::error::MasterError;
+use crate::runtime::{Command, Handle};
+
+/// How long an agent may take to send its first message.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const AGENT_QUEUE: usize = 65536;
+
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    handle: Handle,
+}
+
+impl AgentService {
+    pub fn new(handle: Handle) -> Self {
+        AgentService { handle }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> MasterError {
+    MasterError::Invalid(msg.into())
+}
+
+fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError> {
+    let info = info.ok_or_else(|| invalid("registration carries no agent info"))?;
+    if info.hostname.trim().is_empty() || info.hostname.len() > 255 {
+        return Err(invalid("agent hostname must be 1 to 255 bytes"));
+    }
+    let resources = Resources::from_proto(&info.resources)?;
+    if resources.is_empty() {
+        return Err(invalid("agent offers no resources"));
+    }
+    Ok(AgentDescription {
+        hostname: info.hostname,
+        http_address: info.http_address,
+        resources,
+        attributes: info.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
+    })
+}
+
+/// Validates the first message of the stream.
+pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
+    match msg.message {
+        Some(Message::Register(r)) => Ok(AgentHello::Register { info: describe(r.agent)? }),
+        Some(Message::Reregister(r)) => {
+            let id = AgentId::parse(&r.agent_id)?;
+            let info = describe(r.agent)?;
+            let mut tasks = Vec::new();
+            for t in r.tasks {
+                let state = TaskState::from_proto(t.state).ok_or_else(|| invalid("reported task has no state"))?;
+                let launch = validate_task(t.task.ok_or_else(|| invalid("reported task carries no task info"))?)?;
+                tasks.push(ReportedTask {
+                    framework_id: FrameworkId::parse(&t.framework_id)?,
+                    task_id: launch.task_id,
+                    resources: launch.resources,
+                    info: launch.info,
+                    state,
+                });
+            }
+            Ok(AgentHello::Reregister { id, info, tasks })
+        }
+        _ => Err(invalid("the first message on an agent stream must be register or reregister")),
+    }
+}
+
+/// The stream to the agent; tells the owner when it is dropped.
+pub struct ToAgentStream {
+    rx: mpsc::Receiver<Result<v1::MasterMessage, Status>>,
+    conn: ConnId,
+    handle: Handle,
+}
+
+impl Stream for ToAgentStream {
+    type Item = Result<v1::MasterMessage, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for ToAgentStream {
+    fn drop(&mut self) {
+        self.handle.notify(Command::AgentClosed(self.conn));
+    }
+}
+
+#[tonic::async_trait]
+impl AgentApi for AgentService {
+    type AttachStream = ToAgentStream;
+
+    async fn attach(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ToAgentStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no registration within 10 s"))?
+            .ok_or_else(|| Status::invalid_argument("stream closed before registration"))??;
+        let hello = hello(first)?;
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        let conn = self.handle.ask(|reply| Command::AgentAttach { hello, tx, reply }).await??;
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.next().await {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(conn, error = %e, "agent stream ended");
+                        break;
+                    }
+                };
+                let cmd = match msg.message {
+                    Some(Message::StatusUpdate(u)) => match status_update(conn, u) {
+                        Ok(cmd) => cmd,
+                        Err(e) => {
+                            tracing::warn!(conn, error = %e, "dropping an invalid status update");
+                            continue;
+                        }
+                    },
+                    Some(Message::Heartbeat(_)) => Command::AgentHeartbeat(conn),
+                    _ => {
+                        tracing::warn!(conn, "unexpected message on an attached agent stream");
+                        continue;
+                    }
+                };
+                if handle.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+            handle.notify(Command::AgentClosed(conn));
+        });
+        Ok(Response::new(ToAgentStream { rx, conn, handle: self.handle.clone() }))
+    }
+}
+
+fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
+    let framework = FrameworkId::parse(&u.framework_id)?;
+    let status = u.status.ok_or_else(|| invalid("status update carries no status"))?;
+    let latest = TaskState::from_proto(u.latest_state)
+        .or_else(|| TaskState::from_proto(status.state))
+        .ok_or_else(|| invalid("status update has no state"))?;
+    if TaskState::from_proto(status.state).is_none() {
+        return Err(invalid("status update has no state"));
+    }
+    Ok(Command::StatusUpdate { conn, framework, status, latest })
+}

@@ -1,0 +1,153 @@
+//! The gRPC edge: decode, validate, convert to domain values, and hand the
+//! result to the owner task. Nothing past this layer sees unchecked input.
+
+pub mod agent;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use mezzo_proto::ids::TaskId;
+use mezzo_proto::resources::Resources;
+use mezzo_proto::v1;
+
+use crate::core::LaunchRequest;
+use crate::error::MasterError;
+
+/// Longest kill grace period a task may ask for.
+pub const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
+/// Longest failover timeout a framework may ask for (a year).
+pub const MAX_FAILOVER_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+fn invalid(msg: impl Into<String>) -> MasterError {
+    MasterError::Invalid(msg.into())
+}
+
+fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
+    if s.contains('\0') { Err(invalid(format!("{what} contains a NUL byte"))) } else { Ok(()) }
+}
+
+/// Checks one task of a Launch: id, resources, command, grace period.
+pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
+    let task_id = TaskId::parse(&info.task_id)?;
+    let t = &task_id;
+    let resources = Resources::from_proto(&info.resources).map_err(|e| invalid(format!("task {t}: {e}")))?;
+    if resources.is_empty() {
+        return Err(invalid(format!("task {t} asks for no resources")));
+    }
+    if resources.cpus.0 == 0 && resources.mem.0 == 0 {
+        return Err(invalid(format!("task {t} must ask for some cpus or mem")));
+    }
+    let cmd = info.command.as_ref().ok_or_else(|| invalid(format!("task {t} has no command")))?;
+    if cmd.value.trim().is_empty() {
+        return Err(invalid(format!("task {t} has an empty command")));
+    }
+    no_nul(&format!("task {t} command"), &cmd.value)?;
+    for a in &cmd.arguments {
+        no_nul(&format!("task {t} argument"), a)?;
+    }
+    for e in &cmd.environment {
+        if e.name.is_empty() || e.name.contains('=') {
+            return Err(invalid(format!("task {t}: bad environment variable name {:?}", e.name)));
+        }
+        no_nul(&format!("task {t} environment"), &e.name)?;
+        no_nul(&format!("task {t} environment"), &e.value)?;
+    }
+    if info.name.len() > 1024 {
+        return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
+    }
+    if let Some(ms) = info.kill_grace_period_ms
+        && Duration::from_millis(ms) > MAX_KILL_GRACE
+    {
+        return Err(invalid(format!("task {t}: kill grace period {ms} ms exceeds {} s", MAX_KILL_GRACE.as_secs())));
+    }
+    let mut info = info;
+    if info.name.is_empty() {
+        info.name = info.task_id.clone();
+    }
+    info.agent_id.clear();
+    Ok(LaunchRequest { task_id, resources, info })
+}
+
+/// Checks a framework's self-description.
+pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::FrameworkInfo, MasterError> {
+    let mut info = info.ok_or_else(|| invalid("subscribe carries no framework info"))?;
+    if info.name.trim().is_empty() || info.name.len() > 256 {
+        return Err(invalid("framework name must be 1 to 256 bytes"));
+    }
+    let f = info.failover_timeout_secs;
+    if !f.is_finite() || !(0.0..=MAX_FAILOVER_SECS).contains(&f) {
+        return Err(invalid(format!("failover timeout {f} must be between 0 and {MAX_FAILOVER_SECS} seconds")));
+    }
+    if info.roles.is_empty() {
+        info.roles.push("*".into());
+    }
+    for r in &info.roles {
+        if r.is_empty() || r.len() > 128 || r.contains(char::is_whitespace) {
+            return Err(invalid(format!("bad role {r:?}")));
+        }
+    }
+    Ok(info)
+}
+
+/// A refuse filter from the API, checked.
+pub fn refuse(filters: Option<&v1::Filters>) -> Result<Option<Duration>, MasterError> {
+    match filters.and_then(|f| f.refuse_seconds) {
+        None => Ok(None),
+        Some(s) if s.is_finite() && (0.0..=MAX_FAILOVER_SECS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(invalid(format!("refuse_seconds {s} must be between 0 and {MAX_FAILOVER_SECS}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, res: &str, cmd: &str) -> v1::TaskInfo {
+        v1::TaskInfo {
+            task_id: id.into(),
+            resources: Resources::parse(res).map(|r| r.to_proto()).unwrap_or_default(),
+            command: Some(v1::CommandInfo { value: cmd.into(), shell: true, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_tasks_are_refused_with_the_reason() {
+        let neg = v1::TaskInfo {
+            resources: vec![v1::Resource { name: "cpus".into(), scalar: -1.0, ..Default::default() }],
+            ..task("t", "", "true")
+        };
+        let nan = v1::TaskInfo {
+            resources: vec![v1::Resource { name: "cpus".into(), scalar: f64::NAN, ..Default::default() }],
+            ..task("t", "", "true")
+        };
+        let cases = [
+            (task("", "cpus:1", "true"), "empty"),
+            (task("a/b", "cpus:1", "true"), "may hold only"),
+            (task("t", "cpus:1", "  "), "empty command"),
+            (task("t", "", "true"), "no resources"),
+            (task("t", "disk:5", "true"), "some cpus or mem"),
+            (neg, "negative"),
+            (nan, "finite"),
+            (v1::TaskInfo { kill_grace_period_ms: Some(u64::MAX / 2), ..task("t", "cpus:1", "true") }, "exceeds"),
+            (v1::TaskInfo { command: None, ..task("t", "cpus:1", "true") }, "no command"),
+        ];
+        for (info, want) in cases {
+            let err = validate_task(info).expect_err(want).to_string();
+            assert!(err.contains(want), "{err:?} lacks {want:?}");
+        }
+        let ok = validate_task(task("t", "cpus:0.1;mem:16", "true")).expect("valid");
+        assert_eq!(ok.info.name, "t");
+    }
+
+    #[test]
+    fn framework_info_is_checked() {
+        assert!(validate_framework(None).is_err());
+        let mut f = v1::FrameworkInfo { name: "x".into(), ..Default::default() };
+        assert_eq!(validate_framework(Some(f.clone())).map(|f| f.roles), Ok(vec!["*".to_string()]));
+        f.failover_timeout_secs = f64::NAN;
+        assert!(validate_framework(Some(f.clone())).is_err());
+        f.failover_timeout_secs = -1.0;
+        assert!(validate_framework(Some(f)).is_err());
+    }
+}

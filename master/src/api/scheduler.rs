@@ -1,0 +1,152 @@
+//! `mezzo.v1.Scheduler`: the framework-facing gRPC service.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::v1;
+use mezzo_proto::v1::scheduler_server::Scheduler;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::{refuse, validate_framework, validate_task};
+use crate::core::ConnId;
+use crate::error::MasterError;
+use crate::runtime::{Call, Command, Handle};
+
+/// Capacity of one framework's event queue; a framework this far behind is
+/// disconnected rather than allowed to grow the master's memory.
+pub const EVENT_QUEUE: usize = 65536;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerApi {
+    handle: Handle,
+}
+
+impl SchedulerApi {
+    pub fn new(handle: Handle) -> Self {
+        SchedulerApi { handle }
+    }
+
+    async fn call(&self, framework_id: &str, call: impl FnOnce() -> Result<Call, MasterError>) -> Result<Response<v1::CallResponse>, Status> {
+        let fid = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
+        self.handle.call(fid, call()?).await?;
+        Ok(Response::new(v1::CallResponse {}))
+    }
+}
+
+/// The event stream handed to tonic; tells the owner when the framework
+/// goes away (tonic drops the stream when the client disconnects).
+pub struct EventStream {
+    rx: mpsc::Receiver<Result<v1::Event, Status>>,
+    conn: ConnId,
+    handle: Handle,
+}
+
+impl Stream for EventStream {
+    type Item = Result<v1::Event, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.handle.notify(Command::FrameworkClosed(self.conn));
+    }
+}
+
+fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, MasterError> {
+    ids.iter().map(|s| OfferId::parse(s).map_err(MasterError::from)).collect()
+}
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerApi {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, req: Request<v1::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        let info = validate_framework(req.framework)?;
+        let id = match req.framework_id.as_str() {
+            "" => None,
+            s => Some(FrameworkId::parse(s).map_err(MasterError::from)?),
+        };
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let conn = self.handle.ask(|reply| Command::Subscribe { info, id, tx, reply }).await??;
+        Ok(Response::new(EventStream { rx, conn, handle: self.handle.clone() }))
+    }
+
+    async fn accept(&self, req: Request<v1::AcceptRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        self.call(&req.framework_id, || {
+            let offers = offer_ids(&req.offer_ids)?;
+            let mut launches = Vec::new();
+            for op in req.operations {
+                match op.operation {
+                    Some(v1::operation::Operation::Launch(l)) => {
+                        for t in l.tasks {
+                            launches.push(validate_task(t)?);
+                        }
+                    }
+                    None => return Err(MasterError::Invalid("empty operation".into())),
+                }
+            }
+            Ok(Call::Accept { offers, launches, refuse: refuse(req.filters.as_ref())? })
+        })
+        .await
+    }
+
+    async fn decline(&self, req: Request<v1::DeclineRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        self.call(&req.framework_id, || {
+            if req.offer_ids.is_empty() {
+                return Err(MasterError::Invalid("decline names no offers".into()));
+            }
+            Ok(Call::Decline { offers: offer_ids(&req.offer_ids)?, refuse: refuse(req.filters.as_ref())? })
+        })
+        .await
+    }
+
+    async fn revive(&self, req: Request<v1::ReviveRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.call(&req.into_inner().framework_id, || Ok(Call::Revive)).await
+    }
+
+    async fn suppress(&self, req: Request<v1::SuppressRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.call(&req.into_inner().framework_id, || Ok(Call::Suppress)).await
+    }
+
+    async fn kill(&self, req: Request<v1::KillRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        self.call(&req.framework_id, || {
+            let grace = req.kill_grace_period_ms.map(Duration::from_millis);
+            if grace.is_some_and(|g| g > super::MAX_KILL_GRACE) {
+                return Err(MasterError::Invalid("kill grace period exceeds an hour".into()));
+            }
+            Ok(Call::Kill { task: TaskId::parse(&req.task_id)?, grace })
+        })
+        .await
+    }
+
+    async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        self.call(&req.framework_id, || {
+            Ok(Call::Acknowledge { agent: AgentId::parse(&req.agent_id)?, task: TaskId::parse(&req.task_id)?, uuid: req.uuid })
+        })
+        .await
+    }
+
+    async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        self.call(&req.framework_id, || {
+            let tasks = req.tasks.iter().map(|t| TaskId::parse(&t.task_id).map_err(MasterError::from)).collect::<Result<_, _>>()?;
+            Ok(Call::Reconcile { tasks })
+        })
+        .await
+    }
+
+    async fn teardown(&self, req: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.call(&req.into_inner().framework_id, || Ok(Call::Teardown)).await
+    }
+}

@@ -1,0 +1,262 @@
+//! Agents: registration, re-registration, heartbeats, loss.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+
+use super::{Agent, AgentStatus, ConnId, Effect, Master, Task, unix_now};
+use crate::error::MasterError;
+use crate::registry::{AgentRecord, RegistryOp};
+
+/// A task an agent reports when it re-registers, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedTask {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+    pub resources: Resources,
+    pub info: v1::TaskInfo,
+    pub state: TaskState,
+}
+
+/// The first message on an agent's stream, validated by the API layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentHello {
+    Register { info: AgentDescription },
+    Reregister { id: AgentId, info: AgentDescription, tasks: Vec<ReportedTask> },
+}
+
+/// What an agent says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDescription {
+    pub hostname: String,
+    pub http_address: String,
+    pub resources: Resources,
+    pub attributes: Vec<(String, String)>,
+}
+
+pub(crate) fn agent_from_record(rec: &AgentRecord, now: Instant) -> Option<Agent> {
+    let total = match Resources::parse(&rec.resources) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(agent = %rec.id, error = %e, "registry holds unparsable resources; skipping agent");
+            return None;
+        }
+    };
+    Some(Agent {
+        id: rec.id.clone(),
+        hostname: rec.hostname.clone(),
+        http_address: rec.http_address.clone(),
+        attributes: rec.attributes.clone(),
+        total,
+        used: Resources::default(),
+        offered: Resources::default(),
+        conn: None,
+        status: if rec.unreachable_since.is_some() { AgentStatus::Unreachable } else { AgentStatus::Active },
+        last_seen: now,
+        tasks: HashSet::new(),
+    })
+}
+
+fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
+    AgentRecord {
+        id: id.clone(),
+        hostname: d.hostname.clone(),
+        http_address: d.http_address.clone(),
+        resources: d.resources.to_string(),
+        attributes: d.attributes.clone(),
+        unreachable_since: None,
+    }
+}
+
+impl Master {
+    /// An agent opened its stream. Both registration and re-registration
+    /// are committed to the registry before the agent is told.
+    pub fn agent_attach(&mut self, conn: ConnId, hello: AgentHello, _now: Instant) -> Result<(), MasterError> {
+        let (id, desc) = match &hello {
+            AgentHello::Register { info } => (AgentId::generate(), info),
+            AgentHello::Reregister { id, info, .. } => (id.clone(), info),
+        };
+        self.emit(Effect::Propose(RegistryOp::AdmitAgent(record_of(&id, desc))));
+        self.pending_agents.insert(id, (conn, hello));
+        Ok(())
+    }
+
+    pub(crate) fn agent_admitted(&mut self, rec: &AgentRecord, now: Instant) {
+        let Some((conn, hello)) = self.pending_agents.remove(&rec.id) else {
+            // Replayed or admitted elsewhere: refresh what we know.
+            if !self.agents.contains_key(&rec.id)
+                && let Some(a) = agent_from_record(rec, now)
+            {
+                self.agents.insert(rec.id.clone(), a);
+            }
+            return;
+        };
+        let reported = match hello {
+            AgentHello::Register { .. } => Vec::new(),
+            AgentHello::Reregister { tasks, .. } => tasks,
+        };
+        let Some(mut fresh) = agent_from_record(rec, now) else { return };
+        fresh.conn = Some(conn);
+        fresh.status = AgentStatus::Active;
+        if let Some(old) = self.agents.remove(&rec.id) {
+            if let Some(old_conn) = old.conn.filter(|c| *c != conn) {
+                self.agent_conns.remove(&old_conn);
+                self.emit(Effect::CloseAgent(old_conn));
+            }
+            fresh.used = old.used;
+            fresh.tasks = old.tasks;
+            for offer in self.offers.values().filter(|o| o.agent_id == rec.id).map(|o| o.id.clone()).collect::<Vec<_>>() {
+                self.rescind_offer(&offer, true);
+            }
+        }
+        self.agent_conns.insert(conn, rec.id.clone());
+        self.agents.insert(rec.id.clone(), fresh);
+        self.reconcile_agent_tasks(&rec.id, reported);
+        let msg = v1::master_message::Message::Registered(v1::Registered {
+            agent_id: rec.id.to_string(),
+            master_id: self.cfg.master_id.clone(),
+            heartbeat_interval_secs: self.cfg.heartbeat_interval.as_secs_f64(),
+        });
+        self.to_agent(&rec.id, msg);
+        self.allocation_needed = true;
+        tracing::info!(agent = %rec.id, hostname = %rec.hostname, resources = %rec.resources, "agent admitted");
+    }
+
+    /// The agent is the source of truth for its tasks: adopt what it
+    /// reports, and mark LOST what the master thought it ran but it does not.
+    fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<ReportedTask>) {
+        let mut seen = HashSet::new();
+        let mut unknown_frameworks = HashSet::new();
+        for rt in reported {
+            let key = (rt.framework_id.clone(), rt.task_id.clone());
+            seen.insert(key.clone());
+            let Some(fw) = self.frameworks.get_mut(&rt.framework_id) else {
+                unknown_frameworks.insert(rt.framework_id.clone());
+                continue;
+            };
+            let was_active = fw.tasks.get(&rt.task_id).is_some_and(|t| !t.state.is_terminal());
+            let task = fw.tasks.entry(rt.task_id.clone()).or_insert_with(|| Task {
+                id: rt.task_id.clone(),
+                framework_id: rt.framework_id.clone(),
+                agent_id: agent_id.clone(),
+                resources: rt.resources.clone(),
+                info: rt.info.clone(),
+                state: rt.state,
+                last_status: None,
+                unacked: None,
+                launched_at: unix_now(),
+            });
+            task.state = rt.state;
+            let now_active = !rt.state.is_terminal();
+            if now_active && !was_active {
+                fw.allocated.add(&rt.resources);
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    agent.used.add(&rt.resources);
+                }
+            }
+            if let Some(agent) = self.agents.get_mut(agent_id) {
+                agent.tasks.insert(key);
+            }
+        }
+        let missing: Vec<(FrameworkId, TaskId)> = self
+            .agents
+            .get(agent_id)
+            .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
+            .unwrap_or_default();
+        for (fid, tid) in missing {
+            let active = self.frameworks.get(&fid).and_then(|f| f.tasks.get(&tid)).is_some_and(|t| !t.state.is_terminal());
+            if active {
+                self.master_update(&fid, &tid, TaskState::Lost, v1::StatusReason::ReasonAgentRestarted, "the agent re-registered without this task");
+            }
+        }
+        for fid in unknown_frameworks {
+            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework { framework_id: fid.to_string() });
+            self.to_agent(agent_id, msg);
+        }
+    }
+
+    /// Any message from the agent proves it alive.
+    pub(crate) fn agent_seen(&mut self, conn: ConnId, now: Instant) -> Option<AgentId> {
+        let id = self.agent_conns.get(&conn)?.clone();
+        if let Some(a) = self.agents.get_mut(&id) {
+            a.last_seen = now;
+        }
+        Some(id)
+    }
+
+    pub fn agent_heartbeat(&mut self, conn: ConnId, now: Instant) {
+        self.agent_seen(conn, now);
+    }
+
+    /// The agent's stream closed: stop offering it at once; its tasks get
+    /// `agent_timeout` to come back before they are marked unreachable.
+    pub fn agent_conn_closed(&mut self, conn: ConnId, now: Instant) {
+        self.pending_agents.retain(|_, (c, _)| *c != conn);
+        let Some(id) = self.agent_conns.remove(&conn) else { return };
+        let Some(agent) = self.agents.get_mut(&id) else { return };
+        if agent.conn != Some(conn) {
+            return;
+        }
+        agent.conn = None;
+        agent.status = AgentStatus::Disconnected;
+        agent.last_seen = now;
+        tracing::warn!(agent = %id, "agent disconnected");
+        let offers: Vec<_> = self.offers.values().filter(|o| o.agent_id == id).map(|o| o.id.clone()).collect();
+        for offer in offers {
+            self.rescind_offer(&offer, true);
+        }
+    }
+
+    /// Marks agents unreachable once they have been silent, disconnected
+    /// or unrecovered for longer than `agent_timeout`.
+    pub(crate) fn check_agents(&mut self, now: Instant) {
+        let timeout = self.cfg.agent_timeout;
+        let late: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| a.status != AgentStatus::Unreachable && now.duration_since(a.last_seen) > timeout)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in late {
+            if let Some(a) = self.agents.get_mut(&id) {
+                a.last_seen = now; // propose once per timeout
+                if let Some(conn) = a.conn.take() {
+                    self.agent_conns.remove(&conn);
+                    self.emit(Effect::CloseAgent(conn));
+                }
+            }
+            tracing::warn!(agent = %id, "agent timed out; marking it unreachable");
+            self.emit(Effect::Propose(RegistryOp::MarkAgentUnreachable { id, at: unix_now() }));
+        }
+    }
+
+    pub(crate) fn agent_unreachable(&mut self, id: &AgentId, now: Instant) {
+        let Some(agent) = self.agents.get_mut(id) else { return };
+        agent.status = AgentStatus::Unreachable;
+        agent.last_seen = now;
+        let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
+        if let Some(conn) = agent.conn.take() {
+            self.agent_conns.remove(&conn);
+            self.emit(Effect::CloseAgent(conn));
+        }
+        let offers: Vec<_> = self.offers.values().filter(|o| &o.agent_id == id).map(|o| o.id.clone()).collect();
+        for offer in offers {
+            self.rescind_offer(&offer, true);
+        }
+        let mut frameworks = HashSet::new();
+        for (fid, tid) in tasks {
+            let active = self.frameworks.get(&fid).and_then(|f| f.tasks.get(&tid)).is_some_and(|t| !t.state.is_terminal());
+            if active {
+                self.master_update(&fid, &tid, TaskState::Unreachable, v1::StatusReason::ReasonAgentUnreachable, "agent is unreachable");
+                frameworks.insert(fid);
+            }
+        }
+        for fid in frameworks {
+            self.to_framework(&fid, v1::event::Event::Failure(v1::Failure { agent_id: id.to_string() }));
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Frameworks: subscribe, resume, disconnect, failover timeout, teardown.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::resources::Resources;
+use mezzo_proto::v1;
+
+use super::{ConnId, Effect, Framework, Master, unix_now};
+use crate::error::MasterError;
+use crate::registry::{FrameworkRecord, RegistryOp};
+
+fn record(id: &FrameworkId, info: &v1::FrameworkInfo) -> FrameworkRecord {
+    FrameworkRecord {
+        id: id.clone(),
+        name: info.name.clone(),
+        user: info.user.clone(),
+        principal: info.principal.clone(),
+        roles: info.roles.clone(),
+        failover_timeout_secs: info.failover_timeout_secs,
+        hostname: info.hostname.clone(),
+    }
+}
+
+fn info_of(rec: &FrameworkRecord) -> v1::FrameworkInfo {
+    v1::FrameworkInfo {
+        name: rec.name.clone(),
+        user: rec.user.clone(),
+        principal: rec.principal.clone(),
+        roles: rec.roles.clone(),
+        failover_timeout_secs: rec.failover_timeout_secs,
+        hostname: rec.hostname.clone(),
+    }
+}
+
+impl Master {
+    pub(crate) fn insert_framework(&mut self, rec: &FrameworkRecord, conn: Option<ConnId>, disconnected_at: Option<Instant>) {
+        self.frameworks.insert(
+            rec.id.clone(),
+            Framework {
+                id: rec.id.clone(),
+                info: info_of(rec),
+                conn,
+                disconnected_at,
+                suppressed: false,
+                tasks: HashMap::new(),
+                completed: VecDeque::new(),
+                completed_ids: HashSet::new(),
+                offers: HashSet::new(),
+                allocated: Resources::default(),
+                offered: Resources::default(),
+                registered_at: unix_now(),
+            },
+        );
+    }
+
+    /// A framework opens its event stream. A new framework is registered
+    /// through the registry first; a known id resumes at once.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        info: v1::FrameworkInfo,
+        id: Option<FrameworkId>,
+        _now: Instant,
+    ) -> Result<(), MasterError> {
+        let Some(id) = id else {
+            let id = FrameworkId::generate();
+            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
+            self.pending_frameworks.insert(id, (conn, info));
+            return Ok(());
+        };
+        let Some(fw) = self.frameworks.get_mut(&id) else {
+            return Err(MasterError::UnknownFramework(id.to_string()));
+        };
+        let old = fw.conn.replace(conn);
+        fw.disconnected_at = None;
+        fw.suppressed = false;
+        let changed = fw.info != info;
+        if let Some(old) = old {
+            self.framework_conns.remove(&old);
+            let err = v1::event::Event::Error(v1::Error { message: "framework failed over to a newer subscription".into() });
+            self.emit(Effect::ToFramework(old, v1::Event { event: Some(err) }));
+            self.emit(Effect::CloseFramework(old));
+        }
+        if changed {
+            let mut info = info;
+            // The failover timeout may change; the name and principal are fixed.
+            let fw = self.frameworks.get_mut(&id).ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
+            info.name = fw.info.name.clone();
+            fw.info = info.clone();
+            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
+        }
+        self.framework_conns.insert(conn, id.clone());
+        self.send_subscribed(&id);
+        // Updates forwarded while it was away and never acknowledged.
+        let resend: Vec<v1::TaskStatus> =
+            self.frameworks.get(&id).map(|f| f.tasks.values().filter_map(|t| t.unacked.clone()).collect()).unwrap_or_default();
+        for status in resend {
+            self.to_framework(&id, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        }
+        self.allocation_needed = true;
+        tracing::info!(framework = %id, conn, "framework re-subscribed");
+        Ok(())
+    }
+
+    fn send_subscribed(&mut self, id: &FrameworkId) {
+        let ev = v1::event::Event::Subscribed(v1::Subscribed {
+            framework_id: id.to_string(),
+            heartbeat_interval_secs: self.cfg.heartbeat_interval.as_secs_f64(),
+            master_id: self.cfg.master_id.clone(),
+        });
+        self.to_framework(id, ev);
+    }
+
+    pub(crate) fn framework_registered(&mut self, rec: &FrameworkRecord, now: Instant) {
+        if self.frameworks.contains_key(&rec.id) {
+            return; // an info update of a known framework
+        }
+        match self.pending_frameworks.remove(&rec.id) {
+            Some((conn, _)) => {
+                self.insert_framework(rec, Some(conn), None);
+                self.framework_conns.insert(conn, rec.id.clone());
+                self.send_subscribed(&rec.id);
+                self.allocation_needed = true;
+                tracing::info!(framework = %rec.id, name = %rec.name, "framework registered");
+            }
+            None => self.insert_framework(rec, None, Some(now)),
+        }
+    }
+
+    /// The framework's event stream closed. Its offers are rescinded; its
+    /// tasks keep running until its failover timeout passes.
+    pub fn framework_conn_closed(&mut self, conn: ConnId, now: Instant) {
+        self.pending_frameworks.retain(|_, (c, _)| *c != conn);
+        let Some(id) = self.framework_conns.remove(&conn) else { return };
+        let Some(fw) = self.frameworks.get_mut(&id) else { return };
+        if fw.conn != Some(conn) {
+            return;
+        }
+        fw.conn = None;
+        fw.disconnected_at = Some(now);
+        tracing::info!(framework = %id, "framework disconnected");
+        self.rescind_framework_offers(&id, false);
+        self.check_failovers(now);
+    }
+
+    pub(crate) fn check_failovers(&mut self, now: Instant) {
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .values()
+            .filter(|f| {
+                f.disconnected_at.is_some_and(|at| {
+                    let timeout = Duration::try_from_secs_f64(f.info.failover_timeout_secs).unwrap_or(Duration::MAX);
+                    now.duration_since(at) >= timeout
+                })
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(fw) = self.frameworks.get_mut(&id) {
+                fw.disconnected_at = None; // propose once
+            }
+            tracing::info!(framework = %id, "failover timeout passed; removing framework");
+            self.emit(Effect::Propose(RegistryOp::RemoveFramework { id }));
+        }
+    }
+
+    pub fn teardown(&mut self, id: &FrameworkId) -> Result<(), MasterError> {
+        self.subscribed(id)?;
+        self.emit(Effect::Propose(RegistryOp::RemoveFramework { id: id.clone() }));
+        Ok(())
+    }
+
+    /// Returns an error unless `id` holds an open subscription.
+    pub(crate) fn subscribed(&self, id: &FrameworkId) -> Result<(), MasterError> {
+        match self.frameworks.get(id) {
+            Some(f) if f.conn.is_some() => Ok(()),
+            _ => Err(MasterError::NotSubscribed(id.to_string())),
+        }
+    }
+
+    pub(crate) fn framework_removed(&mut self, id: &FrameworkId, _now: Instant) {
+        self.rescind_framework_offers(id, false);
+        let Some(fw) = self.frameworks.remove(id) else { return };
+        if let Some(conn) = fw.conn {
+            self.framework_conns.remove(&conn);
+            let err = v1::event::Event::Error(v1::Error { message: format!("framework {id} was removed") });
+            self.emit(Effect::ToFramework(conn, v1::Event { event: Some(err) }));
+            self.emit(Effect::CloseFramework(conn));
+        }
+        let mut agents = HashSet::new();
+        for task in fw.tasks.values() {
+            if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+                agent.tasks.remove(&(id.clone(), task.id.clone()));
+                if !task.state.is_terminal() {
+                    agent.used = agent.used.checked_sub(&task.resources).unwrap_or_default();
+                }
+            }
+            agents.insert(task.agent_id.clone());
+        }
+        for agent in agents {
+            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework { framework_id: id.to_string() });
+            self.to_agent(&agent, msg);
+        }
+        self.filters.retain(|(f, _), _| f != id);
+        self.allocation_needed = true;
+        tracing::info!(framework = %id, "framework removed");
+    }
+}

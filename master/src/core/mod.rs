@@ -1,0 +1,294 @@
+//! The master's leader logic as a plain state machine with no I/O.
+//!
+//! Every input is a method call with the current time; every output is an
+//! [`Effect`] pushed to an outbox that the runtime drains and executes
+//! (send to a framework or agent, close a stream, propose a registry op).
+//! Registry changes are two-step: a method proposes a [`RegistryOp`], and
+//! only when the runtime reports it committed does [`Master::apply`] act
+//! on it — the seam that a replicated log drives.
+
+mod accept;
+mod agent;
+mod framework;
+mod offer;
+mod update;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+
+use crate::registry::{Registry, RegistryOp};
+
+pub use accept::LaunchRequest;
+pub use agent::AgentHello;
+/// Validated pieces of an agent's registration.
+pub mod agent_types {
+    pub use super::agent::{AgentDescription, ReportedTask};
+}
+
+/// Identifies one open stream (a framework's Subscribe or an agent's
+/// Attach); assigned by the runtime, never reused.
+pub type ConnId = u64;
+
+/// Tunables of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub master_id: String,
+    /// Heartbeats to frameworks and agents.
+    pub heartbeat_interval: Duration,
+    /// An agent silent (or disconnected) this long is marked unreachable.
+    pub agent_timeout: Duration,
+    /// An offer not used within this time is rescinded.
+    pub offer_timeout: Duration,
+    /// Filter applied by a decline that names no refuse time (Mesos: 5 s).
+    pub default_refuse: Duration,
+    /// Terminal tasks remembered per framework (for /state and duplicate
+    /// task id checks).
+    pub completed_tasks_per_framework: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            master_id: uuid::Uuid::new_v4().to_string(),
+            heartbeat_interval: Duration::from_secs(1),
+            agent_timeout: Duration::from_secs(10),
+            offer_timeout: Duration::from_secs(30),
+            default_refuse: Duration::from_secs(5),
+            completed_tasks_per_framework: 1000,
+        }
+    }
+}
+
+/// What the core asks the runtime to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    ToFramework(ConnId, v1::Event),
+    CloseFramework(ConnId),
+    ToAgent(ConnId, v1::MasterMessage),
+    CloseAgent(ConnId),
+    Propose(RegistryOp),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Counters {
+    pub offers_sent: u64,
+    pub offers_declined: u64,
+    pub offers_rescinded: u64,
+    pub offers_accepted: u64,
+    pub tasks_launched: u64,
+    pub status_updates: u64,
+    pub acknowledgements: u64,
+    pub invalid_calls: u64,
+    pub allocation_runs: u64,
+    pub allocation_nanos: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Task {
+    pub id: TaskId,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+    pub info: v1::TaskInfo,
+    pub state: TaskState,
+    /// Newest update seen, for reconciliation and /state.
+    pub last_status: Option<v1::TaskStatus>,
+    /// Forwarded to the framework and not yet acknowledged: resent when
+    /// the framework re-subscribes.
+    pub unacked: Option<v1::TaskStatus>,
+    pub launched_at: f64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Framework {
+    pub id: FrameworkId,
+    pub info: v1::FrameworkInfo,
+    pub conn: Option<ConnId>,
+    pub disconnected_at: Option<Instant>,
+    pub suppressed: bool,
+    pub tasks: HashMap<TaskId, Task>,
+    pub completed: VecDeque<Task>,
+    pub completed_ids: HashSet<TaskId>,
+    pub offers: HashSet<OfferId>,
+    pub allocated: Resources,
+    pub offered: Resources,
+    pub registered_at: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Active,
+    Disconnected,
+    /// Known from the registry after a master start; waiting to re-register.
+    Recovering,
+    Unreachable,
+}
+
+#[derive(Debug)]
+pub(crate) struct Agent {
+    pub id: AgentId,
+    pub hostname: String,
+    pub http_address: String,
+    pub attributes: Vec<(String, String)>,
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+    pub conn: Option<ConnId>,
+    pub status: AgentStatus,
+    /// Last message from the agent, or when it entered its current status.
+    pub last_seen: Instant,
+    pub tasks: HashSet<(FrameworkId, TaskId)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Offer {
+    pub id: OfferId,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+    pub expires: Instant,
+}
+
+/// The leader's in-memory state.
+#[derive(Debug)]
+pub struct Master {
+    pub(crate) cfg: CoreConfig,
+    pub(crate) registry: Registry,
+    pub(crate) frameworks: BTreeMap<FrameworkId, Framework>,
+    pub(crate) agents: BTreeMap<AgentId, Agent>,
+    pub(crate) offers: HashMap<OfferId, Offer>,
+    pub(crate) filters: HashMap<(FrameworkId, AgentId), Instant>,
+    /// Subscriptions and registrations waiting for their registry op.
+    pub(crate) pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
+    pub(crate) pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
+    pub(crate) framework_conns: HashMap<ConnId, FrameworkId>,
+    pub(crate) agent_conns: HashMap<ConnId, AgentId>,
+    pub(crate) allocation_needed: bool,
+    pub(crate) last_heartbeat: Instant,
+    pub(crate) started: Instant,
+    pub(crate) counters: Counters,
+    effects: Vec<Effect>,
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Master {
+    /// Builds the leader state from a recovered registry: known frameworks
+    /// start disconnected (their failover clocks run from `now`), known
+    /// agents start recovering (they have `agent_timeout` to re-register).
+    pub fn recover(cfg: CoreConfig, registry: Registry, now: Instant) -> Master {
+        let mut m = Master {
+            cfg,
+            registry: Registry::default(),
+            frameworks: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            offers: HashMap::new(),
+            filters: HashMap::new(),
+            pending_frameworks: HashMap::new(),
+            pending_agents: HashMap::new(),
+            framework_conns: HashMap::new(),
+            agent_conns: HashMap::new(),
+            allocation_needed: false,
+            last_heartbeat: now,
+            started: now,
+            counters: Counters::default(),
+            effects: Vec::new(),
+        };
+        for rec in registry.frameworks.values() {
+            m.insert_framework(rec, None, Some(now));
+        }
+        for rec in registry.agents.values() {
+            if let Some(mut a) = agent::agent_from_record(rec, now) {
+                if rec.unreachable_since.is_none() {
+                    a.status = AgentStatus::Recovering;
+                }
+                m.agents.insert(a.id.clone(), a);
+            }
+        }
+        m.registry = registry;
+        m
+    }
+
+    /// Takes the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn emit(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    pub(crate) fn to_framework(&mut self, id: &FrameworkId, event: v1::event::Event) {
+        if let Some(conn) = self.frameworks.get(id).and_then(|f| f.conn) {
+            self.emit(Effect::ToFramework(conn, v1::Event { event: Some(event) }));
+        }
+    }
+
+    pub(crate) fn to_agent(&mut self, id: &AgentId, msg: v1::master_message::Message) -> bool {
+        match self.agents.get(id).and_then(|a| a.conn) {
+            Some(conn) => {
+                self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(msg) }));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a committed registry op and acts on it.
+    pub fn apply(&mut self, op: RegistryOp, now: Instant) {
+        self.registry.apply(&op);
+        match op {
+            RegistryOp::AdmitAgent(rec) => self.agent_admitted(&rec, now),
+            RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
+            RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
+            RegistryOp::RemoveFramework { id } => self.framework_removed(&id, now),
+        }
+    }
+
+    /// Timers: heartbeats, agent timeouts, offer expiry, framework
+    /// failover, and filter expiry (which may make new offers possible).
+    pub fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.last_heartbeat) >= self.cfg.heartbeat_interval {
+            self.last_heartbeat = now;
+            let fw_conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
+            for conn in fw_conns {
+                let hb = v1::Event { event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})) };
+                self.emit(Effect::ToFramework(conn, hb));
+            }
+            let agent_conns: Vec<ConnId> = self.agents.values().filter_map(|a| a.conn).collect();
+            for conn in agent_conns {
+                let hb = v1::master_message::Message::Heartbeat(v1::MasterHeartbeat {});
+                self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(hb) }));
+            }
+        }
+        self.check_agents(now);
+        self.expire_offers(now);
+        self.check_failovers(now);
+        let before = self.filters.len();
+        self.filters.retain(|_, until| *until > now);
+        if self.filters.len() != before {
+            self.allocation_needed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

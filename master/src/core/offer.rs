@@ -1,0 +1,158 @@
+//! Offers: allocation into offers, decline filters, revive, suppress,
+//! expiry and rescind.
+
+use std::time::{Duration, Instant};
+
+use mezzo_proto::ids::{FrameworkId, OfferId};
+use mezzo_proto::v1;
+
+use super::{AgentStatus, Master, Offer};
+use crate::allocator::{self, AgentSlot, FrameworkSlot};
+use crate::error::MasterError;
+
+impl Master {
+    /// Runs the allocator if anything changed since the last run.
+    pub fn allocate_if_needed(&mut self, now: Instant) {
+        if self.allocation_needed {
+            self.allocation_needed = false;
+            self.allocate(now);
+        }
+    }
+
+    /// Offers every agent's free resources, DRF across frameworks.
+    pub fn allocate(&mut self, now: Instant) {
+        let started = Instant::now();
+        let mut total = mezzo_proto::resources::Resources::default();
+        let mut slots = Vec::new();
+        for a in self.agents.values().filter(|a| a.status == AgentStatus::Active) {
+            total.add(&a.total);
+            let mut busy = a.used.clone();
+            busy.add(&a.offered);
+            if let Some(free) = a.total.checked_sub(&busy) {
+                slots.push(AgentSlot { id: a.id.clone(), free });
+            }
+        }
+        let frameworks: Vec<FrameworkSlot> = self
+            .frameworks
+            .values()
+            .filter(|f| f.conn.is_some() && !f.suppressed)
+            .map(|f| {
+                let mut held = f.allocated.clone();
+                held.add(&f.offered);
+                FrameworkSlot { id: f.id.clone(), held }
+            })
+            .collect();
+        let decisions =
+            allocator::allocate(&total, &slots, &frameworks, |f, a| self.filters.get(&(f.clone(), a.clone())).is_some_and(|t| *t > now));
+        let mut batches: std::collections::BTreeMap<FrameworkId, Vec<v1::Offer>> = Default::default();
+        for (agent_id, fid, resources) in decisions {
+            let id = OfferId::generate();
+            let (Some(agent), Some(fw)) = (self.agents.get_mut(&agent_id), self.frameworks.get_mut(&fid)) else { continue };
+            agent.offered.add(&resources);
+            fw.offered.add(&resources);
+            fw.offers.insert(id.clone());
+            batches.entry(fid.clone()).or_default().push(v1::Offer {
+                offer_id: id.to_string(),
+                framework_id: fid.to_string(),
+                agent_id: agent_id.to_string(),
+                hostname: agent.hostname.clone(),
+                resources: resources.to_proto(),
+                attributes: agent.attributes.iter().map(|(k, v)| v1::Attribute { name: k.clone(), value: v.clone() }).collect(),
+            });
+            self.offers.insert(
+                id.clone(),
+                Offer { id, framework_id: fid, agent_id, resources, expires: now + self.cfg.offer_timeout },
+            );
+        }
+        for (fid, offers) in batches {
+            self.counters.offers_sent += offers.len() as u64;
+            self.to_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
+        }
+        self.counters.allocation_runs += 1;
+        self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
+    }
+
+    /// Removes an offer and returns its resources to the pool. With
+    /// `notify` the framework is sent a Rescind event.
+    pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
+        let offer = self.offers.remove(id)?;
+        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
+            agent.offered = agent.offered.checked_sub(&offer.resources).unwrap_or_default();
+        }
+        if let Some(fw) = self.frameworks.get_mut(&offer.framework_id) {
+            fw.offered = fw.offered.checked_sub(&offer.resources).unwrap_or_default();
+            fw.offers.remove(id);
+        }
+        if notify {
+            self.counters.offers_rescinded += 1;
+            self.to_framework(&offer.framework_id, v1::event::Event::Rescind(v1::Rescind { offer_id: id.to_string() }));
+        }
+        self.allocation_needed = true;
+        Some(offer)
+    }
+
+    pub(crate) fn rescind_framework_offers(&mut self, fid: &FrameworkId, notify: bool) {
+        let ids: Vec<OfferId> = self.frameworks.get(fid).map(|f| f.offers.iter().cloned().collect()).unwrap_or_default();
+        for id in ids {
+            self.rescind_offer(&id, notify);
+        }
+    }
+
+    pub(crate) fn expire_offers(&mut self, now: Instant) {
+        let expired: Vec<OfferId> = self.offers.values().filter(|o| o.expires <= now).map(|o| o.id.clone()).collect();
+        for id in expired {
+            tracing::debug!(offer = %id, "offer timed out");
+            self.rescind_offer(&id, true);
+        }
+    }
+
+    /// Declines offers; their agents are not offered to this framework
+    /// again for `refuse` (default 5 s).
+    pub fn decline(&mut self, fid: &FrameworkId, ids: &[OfferId], refuse: Option<Duration>, now: Instant) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        for id in ids {
+            self.owned_offer(fid, id)?;
+        }
+        let refuse = refuse.unwrap_or(self.cfg.default_refuse);
+        for id in ids {
+            if let Some(offer) = self.rescind_offer(id, false) {
+                self.counters.offers_declined += 1;
+                if !refuse.is_zero() {
+                    self.filters.insert((fid.clone(), offer.agent_id), now + refuse);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `id` is an outstanding offer of framework `fid`.
+    pub(crate) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
+        let offer = self.offers.get(id).ok_or_else(|| MasterError::UnknownOffer(id.to_string()))?;
+        if &offer.framework_id != fid {
+            return Err(MasterError::ForeignOffer { offer: id.to_string() });
+        }
+        Ok(offer)
+    }
+
+    /// Clears the framework's filters and ends a suppress.
+    pub fn revive(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        self.filters.retain(|(f, _), _| f != fid);
+        if let Some(fw) = self.frameworks.get_mut(fid) {
+            fw.suppressed = false;
+        }
+        self.allocation_needed = true;
+        Ok(())
+    }
+
+    /// Stops offers to the framework until it revives; outstanding offers
+    /// are rescinded.
+    pub fn suppress(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        if let Some(fw) = self.frameworks.get_mut(fid) {
+            fw.suppressed = true;
+        }
+        self.rescind_framework_offers(fid, true);
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! Core tests: inputs in, effects out, no I/O. Each names the DESIGN.md
+//! contract it checks.
+
+use std::time::{Duration, Instant};
+
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+
+use super::agent::AgentDescription;
+use super::*;
+use crate::api::validate_task;
+use crate::error::MasterError;
+use crate::registry::Registry;
+
+const FW_CONN: ConnId = 100;
+const AGENT_CONN: ConnId = 200;
+
+struct Sim {
+    m: Master,
+    now: Instant,
+    /// Everything sent, in order.
+    sent: Vec<Effect>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let now = Instant::now();
+        let cfg = CoreConfig { agent_timeout: Duration::from_secs(5), ..CoreConfig::default() };
+        Sim { m: Master::recover(cfg, Registry::default(), now), now, sent: Vec::new() }
+    }
+
+    /// Commits proposals at once, as the single-master runtime does.
+    fn run(&mut self) {
+        loop {
+            self.m.allocate_if_needed(self.now);
+            let effects = self.m.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for e in effects {
+                match e {
+                    Effect::Propose(op) => self.m.apply(op, self.now),
+                    other => self.sent.push(other),
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.m.tick(self.now);
+        self.run();
+    }
+
+    fn framework(&mut self) -> FrameworkId {
+        let info = v1::FrameworkInfo { name: "f".into(), failover_timeout_secs: 60.0, ..Default::default() };
+        self.m.subscribe(FW_CONN, info, None, self.now).expect("subscribe");
+        self.run();
+        let id = self.events().iter().find_map(|e| match e {
+            v1::event::Event::Subscribed(s) => Some(s.framework_id.clone()),
+            _ => None,
+        });
+        FrameworkId::parse(&id.expect("subscribed")).expect("id")
+    }
+
+    fn agent(&mut self, conn: ConnId, res: &str) -> AgentId {
+        let info = AgentDescription {
+            hostname: "h".into(),
+            http_address: String::new(),
+            resources: Resources::parse(res).expect("res"),
+            attributes: vec![],
+        };
+        self.m.agent_attach(conn, AgentHello::Register { info }, self.now).expect("attach");
+        self.run();
+        let id = self.agent_msgs().iter().rev().find_map(|m| match m {
+            v1::master_message::Message::Registered(r) => Some(r.agent_id.clone()),
+            _ => None,
+        });
+        AgentId::parse(&id.expect("registered")).expect("id")
+    }
+
+    fn events(&self) -> Vec<v1::event::Event> {
+        self.sent
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToFramework(_, ev) => ev.event.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agent_msgs(&self) -> Vec<v1::master_message::Message> {
+        self.sent
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToAgent(_, m) => m.message.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn offers(&self) -> Vec<v1::Offer> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                v1::event::Event::Offers(o) => Some(o.offers),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn updates(&self) -> Vec<v1::TaskStatus> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                v1::event::Event::Update(u) => u.status,
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn launch(id: &str, res: &str) -> LaunchRequest {
+    validate_task(v1::TaskInfo {
+        task_id: id.into(),
+        resources: Resources::parse(res).expect("res").to_proto(),
+        command: Some(v1::CommandInfo { value: "true".into(), ..Default::default() }),
+        ..Default::default()
+    })
+    .expect("valid task")
+}
+
+fn oid(o: &v1::Offer) -> OfferId {
+    OfferId::parse(&o.offer_id).expect("offer id")
+}
+
+fn status(task: &str, state: TaskState, uuid: u8) -> v1::TaskStatus {
+    v1::TaskStatus { task_id: task.into(), state: state.to_proto() as i32, uuid: vec![uuid; 16], ..Default::default() }
+}
+
+/// DESIGN.md "The flow of one task": offer, accept, run, update, ack.
+#[test]
+fn one_task_end_to_end() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let a = s.agent(AGENT_CONN, "cpus:2;mem:1024");
+    let offers = s.offers();
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].agent_id, a.as_str());
+    s.m.accept(&f, &[oid(&offers[0])], vec![launch("t1", "cpus:0.5;mem:128")], None, s.now).expect("accept");
+    s.run();
+    assert!(s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::RunTask(r) if r.task.as_ref().is_some_and(|t| t.task_id == "t1" && t.agent_id == a.as_str()))));
+    // The rest of the agent is offered again at once.
+    let again = s.offers();
+    assert_eq!(again.len(), 2);
+    assert_eq!(Resources::from_proto(&again[1].resources).expect("res").cpus.0, 1500);
+
+    let fid = f.clone();
+    s.m.status_update(AGENT_CONN, fid.clone(), status("t1", TaskState::Running, 1), TaskState::Finished, s.now).expect("update");
+    s.run();
+    assert_eq!(s.updates().len(), 1);
+    let t1 = TaskId::parse("t1").expect("id");
+    s.m.acknowledge(&f, &a, &t1, &[1; 16]).expect("ack");
+    s.m.status_update(AGENT_CONN, fid, status("t1", TaskState::Finished, 2), TaskState::Finished, s.now).expect("update");
+    s.m.acknowledge(&f, &a, &t1, &[2; 16]).expect("ack");
+    s.run();
+    let view = s.m.view(true);
+    assert!(view.tasks.is_empty());
+    assert_eq!(view.completed_tasks.len(), 1);
+    assert_eq!(view.completed_tasks[0].state, "TASK_FINISHED");
+    assert_eq!(view.agents[0].used, Resources::default());
+    let acks = s.agent_msgs().iter().filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_))).count();
+    assert_eq!(acks, 2);
+}
+
+/// DESIGN.md "Offers" and "Tasks": invalid accepts launch nothing, leave
+/// the offer usable, and say why.
+#[test]
+fn invalid_accepts_change_nothing() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    let cases: Vec<(Vec<OfferId>, Vec<LaunchRequest>, &str)> = vec![
+        (vec![OfferId::parse("nope").expect("id")], vec![launch("a", "cpus:0.1")], "unknown offer"),
+        (vec![o.clone()], vec![launch("a", "cpus:2")], "asks for"),
+        (vec![o.clone()], vec![launch("a", "cpus:0.6"), launch("b", "cpus:0.6")], "asks for"),
+        (vec![o.clone()], vec![launch("a", "cpus:0.1"), launch("a", "cpus:0.1")], "already exists"),
+        (vec![o.clone(), o.clone()], vec![launch("a", "cpus:0.1")], "named twice"),
+        (vec![], vec![launch("a", "cpus:0.1")], "no offers"),
+    ];
+    for (offers, launches, want) in cases {
+        let err = s.m.accept(&f, &offers, launches, None, s.now).expect_err(want);
+        assert!(err.to_string().contains(want), "{err} lacks {want:?}");
+    }
+    s.run();
+    assert!(!s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::RunTask(_))));
+    // The offer is still good, once.
+    s.m.accept(&f, std::slice::from_ref(&o), vec![launch("a", "cpus:0.1")], None, s.now).expect("valid accept");
+    let err = s.m.accept(&f, &[o], vec![launch("b", "cpus:0.1")], None, s.now).expect_err("used twice");
+    assert!(matches!(err, MasterError::UnknownOffer(_)));
+    // A task id is never reused.
+    s.run();
+    let o2 = oid(s.offers().last().expect("offer"));
+    let err = s.m.accept(&f, &[o2], vec![launch("a", "cpus:0.1")], None, s.now).expect_err("dup");
+    assert!(matches!(err, MasterError::DuplicateTask(_)));
+}
+
+/// A call from a framework without an open subscription is refused.
+#[test]
+fn calls_before_subscribing_are_refused() {
+    let mut s = Sim::new();
+    let f = FrameworkId::parse("ghost").expect("id");
+    assert!(matches!(s.m.revive(&f), Err(MasterError::NotSubscribed(_))));
+    assert!(matches!(s.m.accept(&f, &[], vec![], None, s.now), Err(MasterError::NotSubscribed(_))));
+    let info = v1::FrameworkInfo { name: "x".into(), ..Default::default() };
+    assert!(matches!(s.m.subscribe(1, info, Some(f), s.now), Err(MasterError::UnknownFramework(_))));
+}
+
+/// DESIGN.md "Offers": decline filters keep the agent away for the refuse
+/// time; revive clears them.
+#[test]
+fn decline_filter_then_revive() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    s.m.decline(&f, &[o], Some(Duration::from_secs(10)), s.now).expect("decline");
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.offers().len(), 1);
+    s.m.revive(&f).expect("revive");
+    s.run();
+    assert_eq!(s.offers().len(), 2);
+}
+
+/// DESIGN.md "Offers" and "Leadership": an agent that goes silent loses
+/// its offers at once and its tasks become UNREACHABLE after the timeout.
+#[test]
+fn lost_agent_rescinds_offers_and_marks_tasks_unreachable() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.run();
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.run();
+    assert!(s.events().iter().any(|e| matches!(e, v1::event::Event::Rescind(_))));
+    s.advance(Duration::from_secs(3));
+    assert!(s.updates().is_empty());
+    s.advance(Duration::from_secs(3));
+    let ups = s.updates();
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, v1::TaskState::TaskUnreachable as i32);
+    assert!(ups[0].uuid.is_empty());
+    assert!(s.events().iter().any(|e| matches!(e, v1::event::Event::Failure(_))));
+    assert!(s.m.registry().agents.values().all(|a| a.unreachable_since.is_some()));
+}
+
+/// DESIGN.md "Status updates": a framework that comes back gets the updates
+/// it never acknowledged.
+#[test]
+fn resubscribe_resends_unacknowledged_updates() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.m.framework_conn_closed(FW_CONN, s.now);
+    s.m.status_update(AGENT_CONN, f.clone(), status("t", TaskState::Finished, 7), TaskState::Finished, s.now).expect("upd");
+    s.run();
+    assert!(s.updates().is_empty());
+    let info = v1::FrameworkInfo { name: "f".into(), failover_timeout_secs: 60.0, ..Default::default() };
+    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now).expect("resubscribe");
+    s.run();
+    let ups = s.updates();
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].uuid, vec![7; 16]);
+}
+
+/// A framework whose failover timeout passes is removed and its tasks
+/// are shut down on their agents.
+#[test]
+fn failover_timeout_removes_framework() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.m.framework_conn_closed(FW_CONN, s.now);
+    for _ in 0..61 {
+        s.m.agent_heartbeat(AGENT_CONN, s.now);
+        s.advance(Duration::from_secs(1));
+    }
+    assert!(s.m.registry().frameworks.is_empty());
+    assert!(s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::ShutdownFramework(_))));
+}

@@ -1,0 +1,233 @@
+//! Status updates from agents, acknowledgements from frameworks, kills and
+//! reconciliation.
+
+use std::time::{Duration, Instant};
+
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+
+use super::{ConnId, Effect, Master, Task, unix_now};
+use crate::error::MasterError;
+
+impl Master {
+    /// An update from an agent. The master records the task's newest state
+    /// (`latest`, which may be ahead of the update itself), frees resources
+    /// when it turns terminal, and forwards the update to the framework.
+    pub fn status_update(
+        &mut self,
+        conn: ConnId,
+        fid: FrameworkId,
+        status: v1::TaskStatus,
+        latest: TaskState,
+        now: Instant,
+    ) -> Result<(), MasterError> {
+        let agent_id = self.agent_seen(conn, now).ok_or_else(|| MasterError::Invalid("update from an unregistered stream".into()))?;
+        self.counters.status_updates += 1;
+        let tid = TaskId::parse(&status.task_id)?;
+        if !self.frameworks.contains_key(&fid) {
+            // The framework is gone: nobody will acknowledge, so the master does.
+            let ack = v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+                framework_id: fid.to_string(),
+                task_id: tid.to_string(),
+                uuid: status.uuid.clone(),
+            });
+            self.to_agent(&agent_id, ack);
+            return Ok(());
+        }
+        self.set_task_state(&fid, &tid, &agent_id, latest, Some(&status));
+        if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
+            && !status.uuid.is_empty()
+        {
+            task.unacked = Some(status.clone());
+        }
+        self.to_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        Ok(())
+    }
+
+    /// Moves a task to `state`, keeping resource accounting right.
+    fn set_task_state(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        agent_id: &AgentId,
+        state: TaskState,
+        status: Option<&v1::TaskStatus>,
+    ) {
+        let Some(fw) = self.frameworks.get_mut(fid) else { return };
+        let Some(task) = fw.tasks.get_mut(tid) else {
+            tracing::debug!(framework = %fid, task = %tid, "update for a task the master does not know");
+            return;
+        };
+        let was_terminal = task.state.is_terminal();
+        match task.state.transition(state) {
+            Ok(s) => task.state = s,
+            Err(e) => tracing::warn!(framework = %fid, task = %tid, error = %e, "ignoring an impossible state change"),
+        }
+        if let Some(s) = status {
+            task.last_status = Some(s.clone());
+        }
+        let res = task.resources.clone();
+        match (was_terminal, task.state.is_terminal()) {
+            (false, true) => {
+                fw.allocated = fw.allocated.checked_sub(&res).unwrap_or_default();
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    agent.used = agent.used.checked_sub(&res).unwrap_or_default();
+                }
+                self.allocation_needed = true;
+            }
+            (true, false) => {
+                fw.allocated.add(&res);
+                if let Some(agent) = self.agents.get_mut(agent_id) {
+                    agent.used.add(&res);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A state change the master decides itself (agent lost, ...). Sent to
+    /// the framework without a uuid: it needs no acknowledgement.
+    pub(crate) fn master_update(&mut self, fid: &FrameworkId, tid: &TaskId, state: TaskState, reason: v1::StatusReason, message: &str) {
+        let Some(agent_id) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)).map(|t| t.agent_id.clone()) else {
+            return;
+        };
+        let status = v1::TaskStatus {
+            task_id: tid.to_string(),
+            state: state.to_proto() as i32,
+            reason: reason as i32,
+            message: message.to_owned(),
+            source: v1::StatusSource::SourceMaster as i32,
+            agent_id: agent_id.to_string(),
+            uuid: Vec::new(),
+            timestamp: unix_now(),
+            exit_code: None,
+            framework_id: fid.to_string(),
+        };
+        self.set_task_state(fid, tid, &agent_id, state, Some(&status));
+        if state.is_terminal() && state != TaskState::Unreachable {
+            self.complete_task(fid, tid);
+        }
+        self.to_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+    }
+
+    /// Moves a terminal task from the active table to the completed ring.
+    fn complete_task(&mut self, fid: &FrameworkId, tid: &TaskId) {
+        let limit = self.cfg.completed_tasks_per_framework;
+        let Some(fw) = self.frameworks.get_mut(fid) else { return };
+        let Some(task) = fw.tasks.remove(tid) else { return };
+        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+            agent.tasks.remove(&(fid.clone(), tid.clone()));
+        }
+        fw.completed_ids.insert(task.id.clone());
+        fw.completed.push_back(task);
+        while fw.completed.len() > limit {
+            if let Some(old) = fw.completed.pop_front() {
+                fw.completed_ids.remove(&old.id);
+            }
+        }
+    }
+
+    /// The framework acknowledges one update; the agent may now forget it.
+    pub fn acknowledge(&mut self, fid: &FrameworkId, agent_id: &AgentId, tid: &TaskId, uuid: &[u8]) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        if uuid.len() != 16 {
+            return Err(MasterError::Invalid(format!("uuid must be 16 bytes, got {}", uuid.len())));
+        }
+        if !self.agents.contains_key(agent_id) {
+            return Err(MasterError::UnknownAgent(agent_id.to_string()));
+        }
+        self.counters.acknowledgements += 1;
+        let mut done = false;
+        if let Some(task) = self.frameworks.get_mut(fid).and_then(|f| f.tasks.get_mut(tid))
+            && task.unacked.as_ref().is_some_and(|s| s.uuid == uuid)
+        {
+            let acked = task.unacked.take();
+            let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
+            done = task.state.is_terminal() && acked_state.is_some_and(TaskState::is_terminal);
+        }
+        if done {
+            self.complete_task(fid, tid);
+        }
+        let ack = v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+            framework_id: fid.to_string(),
+            task_id: tid.to_string(),
+            uuid: uuid.to_vec(),
+        });
+        // A disconnected agent resends the update later; it is acked again then.
+        self.to_agent(agent_id, ack);
+        Ok(())
+    }
+
+    pub fn kill(&mut self, fid: &FrameworkId, tid: &TaskId, grace: Option<Duration>) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        let fw = self.frameworks.get(fid).ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let task: &Task = match fw.tasks.get(tid) {
+            Some(t) => t,
+            None => {
+                return Err(match fw.completed.iter().rev().find(|t| &t.id == tid) {
+                    Some(t) => MasterError::TaskTerminal { task: tid.to_string(), state: t.state.name() },
+                    None => MasterError::UnknownTask(tid.to_string()),
+                });
+            }
+        };
+        if task.state.is_terminal() {
+            return Err(MasterError::TaskTerminal { task: tid.to_string(), state: task.state.name() });
+        }
+        let agent_id = task.agent_id.clone();
+        let msg = v1::master_message::Message::KillTask(v1::KillTask {
+            framework_id: fid.to_string(),
+            task_id: tid.to_string(),
+            kill_grace_period_ms: grace.map(|g| g.as_millis() as u64),
+        });
+        if !self.to_agent(&agent_id, msg) {
+            return Err(MasterError::AgentDisconnected(agent_id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Sends the master's view of the named tasks (all active ones when
+    /// `tasks` is empty), without uuids.
+    pub fn reconcile(&mut self, fid: &FrameworkId, tasks: &[TaskId]) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        let fw = self.frameworks.get(fid).ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let status_of = |t: &Task| v1::TaskStatus {
+            task_id: t.id.to_string(),
+            state: t.state.to_proto() as i32,
+            reason: v1::StatusReason::ReasonReconciliation as i32,
+            message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+            source: v1::StatusSource::SourceMaster as i32,
+            agent_id: t.agent_id.to_string(),
+            uuid: Vec::new(),
+            timestamp: unix_now(),
+            exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
+            framework_id: fid.to_string(),
+        };
+        let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
+            fw.tasks.values().map(status_of).collect()
+        } else {
+            tasks
+                .iter()
+                .map(|tid| {
+                    let known = fw.tasks.get(tid).or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid));
+                    known.map(status_of).unwrap_or_else(|| v1::TaskStatus {
+                        task_id: tid.to_string(),
+                        state: v1::TaskState::TaskUnknown as i32,
+                        reason: v1::StatusReason::ReasonReconciliation as i32,
+                        message: "the master knows no such task".into(),
+                        source: v1::StatusSource::SourceMaster as i32,
+                        timestamp: unix_now(),
+                        framework_id: fid.to_string(),
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        };
+        if let Some(conn) = fw.conn {
+            for s in statuses {
+                self.emit(Effect::ToFramework(conn, v1::Event { event: Some(v1::event::Event::Update(v1::Update { status: Some(s) })) }));
+            }
+        }
+        Ok(())
+    }
+}

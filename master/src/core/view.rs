@@ -1,0 +1,185 @@
+//! A serializable snapshot of the master for `/state` and `/metrics`.
+
+use mezzo_proto::resources::Resources;
+use serde::Serialize;
+
+use super::{AgentStatus, Counters, Master, Task};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    pub master_id: String,
+    pub leader: bool,
+    pub uptime_secs: f64,
+    pub registry_ops_applied: u64,
+    pub totals: Totals,
+    pub agents: Vec<AgentView>,
+    pub frameworks: Vec<FrameworkView>,
+    pub tasks: Vec<TaskView>,
+    pub completed_tasks: Vec<TaskView>,
+    pub offers: Vec<OfferView>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: String,
+    pub hostname: String,
+    pub http_address: String,
+    pub status: AgentStatus,
+    pub connected: bool,
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+    pub attributes: Vec<(String, String)>,
+    pub active_tasks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub connected: bool,
+    pub suppressed: bool,
+    pub failover_timeout_secs: f64,
+    pub allocated: Resources,
+    pub offered: Resources,
+    pub active_tasks: usize,
+    pub outstanding_offers: usize,
+    pub registered_at: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub state: &'static str,
+    pub reason: String,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub resources: Resources,
+    pub launched_at: f64,
+    pub awaiting_ack: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OfferView {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub resources: Resources,
+}
+
+fn task_view(t: &Task) -> TaskView {
+    let reason = t
+        .last_status
+        .as_ref()
+        .and_then(|s| mezzo_proto::v1::StatusReason::try_from(s.reason).ok())
+        .map(|r| r.as_str_name().to_owned())
+        .unwrap_or_default();
+    TaskView {
+        id: t.id.to_string(),
+        name: t.info.name.clone(),
+        framework_id: t.framework_id.to_string(),
+        agent_id: t.agent_id.to_string(),
+        state: t.state.name(),
+        reason,
+        message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
+        resources: t.resources.clone(),
+        launched_at: t.launched_at,
+        awaiting_ack: t.unacked.is_some(),
+    }
+}
+
+impl Master {
+    pub fn view(&self, leader: bool) -> StateView {
+        let mut totals = Totals::default();
+        let agents = self
+            .agents
+            .values()
+            .map(|a| {
+                if a.status == AgentStatus::Active {
+                    totals.total.add(&a.total);
+                    totals.used.add(&a.used);
+                    totals.offered.add(&a.offered);
+                }
+                AgentView {
+                    id: a.id.to_string(),
+                    hostname: a.hostname.clone(),
+                    http_address: a.http_address.clone(),
+                    status: a.status,
+                    connected: a.conn.is_some(),
+                    total: a.total.clone(),
+                    used: a.used.clone(),
+                    offered: a.offered.clone(),
+                    attributes: a.attributes.clone(),
+                    active_tasks: a.tasks.len(),
+                }
+            })
+            .collect();
+        let frameworks = self
+            .frameworks
+            .values()
+            .map(|f| FrameworkView {
+                id: f.id.to_string(),
+                name: f.info.name.clone(),
+                roles: f.info.roles.clone(),
+                connected: f.conn.is_some(),
+                suppressed: f.suppressed,
+                failover_timeout_secs: f.info.failover_timeout_secs,
+                allocated: f.allocated.clone(),
+                offered: f.offered.clone(),
+                active_tasks: f.tasks.values().filter(|t| !t.state.is_terminal()).count(),
+                outstanding_offers: f.offers.len(),
+                registered_at: f.registered_at,
+            })
+            .collect();
+        let mut tasks: Vec<TaskView> = self.frameworks.values().flat_map(|f| f.tasks.values().map(task_view)).collect();
+        tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
+        let completed_tasks = self.frameworks.values().flat_map(|f| f.completed.iter().map(task_view)).collect();
+        let offers = self
+            .offers
+            .values()
+            .map(|o| OfferView {
+                id: o.id.to_string(),
+                framework_id: o.framework_id.to_string(),
+                agent_id: o.agent_id.to_string(),
+                resources: o.resources.clone(),
+            })
+            .collect();
+        StateView {
+            master_id: self.cfg.master_id.clone(),
+            leader,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            registry_ops_applied: self.registry.applied,
+            totals,
+            agents,
+            frameworks,
+            tasks,
+            completed_tasks,
+            offers,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Active and retained tasks by state, for metrics.
+    pub fn task_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for f in self.frameworks.values() {
+            for t in f.tasks.values().chain(f.completed.iter()) {
+                *m.entry(t.state.name()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+}

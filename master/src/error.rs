@@ -1,0 +1,85 @@
+//! The master's typed errors. Each variant has a stable `code()` that maps
+//! to a gRPC status, so clients can act on the kind, not the text.
+
+use mezzo_proto::ids::IdError;
+use mezzo_proto::resources::ResourceError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MasterError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    BadId(#[from] IdError),
+    #[error(transparent)]
+    BadResources(#[from] ResourceError),
+    #[error("framework {0} is not subscribed: open a Subscribe stream first")]
+    NotSubscribed(String),
+    #[error("unknown framework {0}")]
+    UnknownFramework(String),
+    #[error("unknown offer {0}: it never existed, was already used, or was rescinded")]
+    UnknownOffer(String),
+    #[error("offer {offer} belongs to another framework")]
+    ForeignOffer { offer: String },
+    #[error("offers {0} and {1} are on different agents; one accept may use offers of one agent only")]
+    MixedAgents(String, String),
+    #[error("task {task}: asks for {asked} but the offers hold only {offered}")]
+    BeyondOffer { task: String, asked: String, offered: String },
+    #[error("task {0} already exists in this framework; task ids are never reused")]
+    DuplicateTask(String),
+    #[error("unknown task {0}")]
+    UnknownTask(String),
+    #[error("task {task} is already {state}")]
+    TaskTerminal { task: String, state: &'static str },
+    #[error("unknown agent {0}")]
+    UnknownAgent(String),
+    #[error("agent {0} is not connected; try again once it re-registers")]
+    AgentDisconnected(String),
+    #[error("agent {0} was marked gone and may not register again")]
+    AgentGone(String),
+    #[error("the master is shutting down")]
+    ShuttingDown,
+    #[error("registry write failed: {0}")]
+    Storage(String),
+}
+
+/// Stable machine-readable kinds of [`MasterError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    FailedPrecondition,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    Unavailable,
+    Internal,
+}
+
+impl MasterError {
+    pub fn code(&self) -> ErrorCode {
+        use MasterError::*;
+        match self {
+            Invalid(_) | BadId(_) | BadResources(_) | MixedAgents(..) | BeyondOffer { .. } => ErrorCode::InvalidArgument,
+            NotSubscribed(_) | TaskTerminal { .. } => ErrorCode::FailedPrecondition,
+            UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) => ErrorCode::NotFound,
+            DuplicateTask(_) => ErrorCode::AlreadyExists,
+            ForeignOffer { .. } | AgentGone(_) => ErrorCode::PermissionDenied,
+            AgentDisconnected(_) | ShuttingDown => ErrorCode::Unavailable,
+            Storage(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<MasterError> for tonic::Status {
+    fn from(e: MasterError) -> Self {
+        let code = match e.code() {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Internal => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
