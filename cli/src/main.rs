@@ -1,1 +1,67 @@
-fn main() {}
+//! `mezzo`: the one user-facing binary. Runs a master or an agent, runs
+//! one-off tasks, and queries the cluster.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mezzo", version, about = "Mezzo: a two-level cluster resource manager")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "MEZZO_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a master.
+    Master(cmd::master::Args),
+    /// Run an agent.
+    Agent(cmd::agent::Args),
+    /// Run a command as one task (or N copies) and wait for it, like mesos-execute.
+    Run(cmd::run::Args),
+    /// Show agents, frameworks and tasks.
+    Status(cmd::status::Args),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mezzo: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(70);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Master(a) => cmd::master::run(a).await,
+            Command::Agent(a) => cmd::agent::run(a).await,
+            Command::Run(a) => cmd::run::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mezzo: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

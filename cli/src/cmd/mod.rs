@@ -1,0 +1,36 @@
+pub mod agent;
+pub mod master;
+pub mod run;
+pub mod status;
+
+use std::time::Duration;
+
+/// Parses durations like `500ms`, `10s`, `2m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)"))
+}
+
+/// Splits a comma-separated list of master addresses.
+pub fn masters(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Prints the line that scripts and tests wait for, and flushes it.
+pub fn ready(what: &str, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "mezzo {what} listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

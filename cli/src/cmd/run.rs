@@ -1,0 +1,200 @@
+//! `mezzo run`: a small framework on the public SDK that runs one command
+//! as one task (or N copies), waits for them, and reports.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, task_state};
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Master addresses, comma-separated.
+    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    master: String,
+    /// Cpus per task.
+    #[arg(long, default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory per task, MiB.
+    #[arg(long, default_value_t = 32)]
+    mem: u64,
+    /// Task name prefix.
+    #[arg(long, default_value = "mezzo-run")]
+    name: String,
+    /// Number of copies to run.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Run the words after `--` through /bin/sh -c.
+    #[arg(long)]
+    shell: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "10m", value_parser = super::duration)]
+    timeout: Duration,
+    /// Print a JSON summary (with latency percentiles) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct TaskTrack {
+    accepted: Option<Instant>,
+    running: Option<Instant>,
+    done: Option<(Instant, TaskState, Option<i32>, String)>,
+}
+
+/// What `--json` prints; also what `scripts/bench` reads.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub tasks: usize,
+    pub finished: usize,
+    pub failed: usize,
+    pub other: usize,
+    pub seconds: f64,
+    pub tasks_per_second: f64,
+    pub accept_to_running_ms: Percentiles,
+    pub accept_to_finished_ms: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Percentiles { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.instances == 0 {
+        bail!("--instances must be at least 1");
+    }
+    let per_task = Resources::parse(&format!("cpus:{};mem:{}", a.cpus, a.mem)).context("--cpus/--mem")?;
+    let mut cfg = SchedulerConfig::new(super::masters(&a.master), a.name.clone());
+    cfg.framework.failover_timeout_secs = 10.0;
+    let (sched, mut events) = Scheduler::start(cfg);
+    let run_id = &uuid_prefix();
+    let mut tracks: HashMap<String, TaskTrack> = HashMap::new();
+    let mut next = 0usize;
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    let started = Instant::now();
+    let mut done = 0usize;
+    while done < a.instances {
+        let ev = tokio::time::timeout_at(deadline, events.next()).await;
+        let Ok(ev) = ev else { bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances) };
+        let Some(ev) = ev else { bail!("the scheduler driver stopped") };
+        match ev {
+            Event::Offers(offers) => {
+                for offer in offers {
+                    let mut avail = Resources::from_proto(&offer.resources).unwrap_or_default();
+                    let mut tasks = Vec::new();
+                    while next < a.instances {
+                        let Some(left) = avail.checked_sub(&per_task) else { break };
+                        avail = left;
+                        let id = format!("{}-{run_id}-{next}", a.name);
+                        let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
+                        let b = if a.shell { b.shell(a.command.join(" ")) } else { b.command(&a.command[0], a.command[1..].to_vec()) };
+                        tasks.push(b.build());
+                        next += 1;
+                    }
+                    if tasks.is_empty() {
+                        let refuse = if next >= a.instances { 3600.0 } else { 1.0 };
+                        let _ = sched.decline(vec![offer.offer_id], Some(refuse)).await;
+                        continue;
+                    }
+                    let now = Instant::now();
+                    for t in &tasks {
+                        tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
+                    }
+                    sched.accept(vec![offer.offer_id], tasks, None).await.context("accept refused")?;
+                }
+            }
+            Event::Update(status) => {
+                let Some(state) = task_state(&status) else { continue };
+                let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                if state == TaskState::Running && t.running.is_none() {
+                    t.running = Some(Instant::now());
+                }
+                if state.is_terminal() && t.done.is_none() {
+                    t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
+                    done += 1;
+                    if a.instances == 1 && !a.json {
+                        println!("Task {} {} on agent {}{}", status.task_id, state.name(), status.agent_id, match status.exit_code {
+                            Some(c) => format!(" (exit {c})"),
+                            None if !status.message.is_empty() => format!(": {}", status.message),
+                            None => String::new(),
+                        });
+                    }
+                }
+            }
+            Event::Error { message } => bail!("the master removed this framework: {message}"),
+            Event::Disconnected { reason } => tracing::warn!(%reason, "disconnected from the master; reconnecting"),
+            _ => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = sched.teardown().await;
+    sched.stop().await;
+
+    let (mut to_running, mut to_done) = (histogram()?, histogram()?);
+    let (mut finished, mut failed, mut other) = (0, 0, 0);
+    let mut exit = 0u8;
+    for t in tracks.values() {
+        let Some((at, state, code, _)) = &t.done else { continue };
+        match state {
+            TaskState::Finished => finished += 1,
+            TaskState::Failed => failed += 1,
+            _ => other += 1,
+        }
+        if let Some(acc) = t.accepted {
+            if let Some(r) = t.running {
+                let _ = to_running.record(r.duration_since(acc).as_micros().max(1) as u64);
+            }
+            let _ = to_done.record(at.duration_since(acc).as_micros().max(1) as u64);
+        }
+        if *state != TaskState::Finished {
+            exit = code.filter(|c| *c > 0).map(|c| c.min(255) as u8).unwrap_or(1).max(exit);
+        }
+    }
+    let summary = Summary {
+        tasks: a.instances,
+        finished,
+        failed,
+        other,
+        seconds,
+        tasks_per_second: a.instances as f64 / seconds,
+        accept_to_running_ms: percentiles(&to_running),
+        accept_to_finished_ms: percentiles(&to_done),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if a.instances > 1 {
+        let r = &summary.accept_to_running_ms;
+        let f = &summary.accept_to_finished_ms;
+        println!(
+            "{} tasks: {finished} finished, {failed} failed, {other} other in {seconds:.2}s ({:.0} tasks/s)\n\
+             accept->running  p50 {:.1} ms  p99 {:.1} ms\naccept->finished p50 {:.1} ms  p99 {:.1} ms",
+            a.instances, summary.tasks_per_second, r.p50, r.p99, f.p50, f.p99
+        );
+    }
+    Ok(ExitCode::from(exit))
+}
+
+/// A short random tag so that repeated runs never reuse task ids.
+fn uuid_prefix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+}

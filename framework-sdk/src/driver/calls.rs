@@ -1,0 +1,182 @@
+//! The call path: every unary call (the framework's and the driver's own
+//! acknowledgements and reconciliations) goes through [`Calls::send`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use mezzo_proto::v1;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+use tracing::debug;
+
+use super::connect::leader_hint;
+use super::{Command, Link, Session};
+use crate::error::SdkError;
+use crate::task::millis;
+
+type Reply = Result<tonic::Response<v1::CallResponse>, tonic::Status>;
+
+/// Cheap, cloneable access to the current connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Calls {
+    session: watch::Receiver<Session>,
+    cmds: mpsc::Sender<Command>,
+    timeout: Duration,
+}
+
+impl Calls {
+    pub(crate) fn new(session: watch::Receiver<Session>, cmds: mpsc::Sender<Command>, timeout: Duration) -> Self {
+        Calls { session, cmds, timeout }
+    }
+
+    pub(crate) fn framework_id(&self) -> Option<String> {
+        self.session.borrow().framework_id.clone()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        matches!(self.session.borrow().link, Link::Connected { .. })
+    }
+
+    pub(crate) fn master(&self) -> Option<String> {
+        match &self.session.borrow().link {
+            Link::Connected { master, .. } => Some(master.clone()),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the driver has stopped (or vanished).
+    pub(crate) async fn stopped(&self) {
+        let mut session = self.session.clone();
+        // An error means the driver dropped its sender: it is gone too.
+        let _ = session.wait_for(|s| matches!(s.link, Link::Stopped)).await;
+    }
+
+    /// The client and framework id to call with, or why there is none.
+    fn link(&self) -> Result<(SchedulerClient<Channel>, String), SdkError> {
+        let session = self.session.borrow();
+        match (&session.link, &session.framework_id) {
+            (Link::Connected { client, .. }, Some(id)) => Ok((client.clone(), id.clone())),
+            (Link::Stopped, _) => Err(SdkError::Stopped),
+            _ => Err(SdkError::NotConnected),
+        }
+    }
+
+    /// Makes one call with the current client, within the call timeout.
+    /// A "not the leader" answer is passed on to the driver so that it
+    /// re-subscribes with the leader.
+    async fn send<F, Fut>(&self, what: &'static str, call: F) -> Result<(), SdkError>
+    where
+        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        Fut: Future<Output = Reply>,
+    {
+        let (client, framework_id) = self.link()?;
+        match tokio::time::timeout(self.timeout, call(client, framework_id)).await {
+            Err(_) => Err(SdkError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => {
+                debug!(call = what, code = ?status.code(), message = status.message(), "call failed");
+                if let Some(leader) = leader_hint(&status) {
+                    // Full queue: the driver already has hints to act on.
+                    let _ = self.cmds.try_send(Command::FollowLeader(leader));
+                }
+                Err(SdkError::from_status(&status))
+            }
+        }
+    }
+
+    pub(crate) async fn accept(
+        &self,
+        offer_ids: Vec<String>,
+        tasks: Vec<v1::TaskInfo>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
+        self.send("accept", |mut c, framework_id| async move {
+            let operations = vec![v1::Operation {
+                operation: Some(v1::operation::Operation::Launch(v1::Launch { tasks })),
+            }];
+            c.accept(v1::AcceptRequest {
+                framework_id,
+                offer_ids,
+                operations,
+                filters: Some(v1::Filters { refuse_seconds }),
+            })
+            .await
+        })
+        .await
+    }
+
+    pub(crate) async fn decline(&self, offer_ids: Vec<String>, refuse_seconds: Option<f64>) -> Result<(), SdkError> {
+        self.send("decline", |mut c, framework_id| async move {
+            c.decline(v1::DeclineRequest {
+                framework_id,
+                offer_ids,
+                filters: Some(v1::Filters { refuse_seconds }),
+            })
+            .await
+        })
+        .await
+    }
+
+    pub(crate) async fn revive(&self) -> Result<(), SdkError> {
+        self.send("revive", |mut c, framework_id| async move {
+            c.revive(v1::ReviveRequest { framework_id }).await
+        })
+        .await
+    }
+
+    pub(crate) async fn suppress(&self) -> Result<(), SdkError> {
+        self.send("suppress", |mut c, framework_id| async move {
+            c.suppress(v1::SuppressRequest { framework_id }).await
+        })
+        .await
+    }
+
+    pub(crate) async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
+        let task_id = task_id.to_owned();
+        self.send("kill", |mut c, framework_id| async move {
+            c.kill(v1::KillRequest {
+                framework_id,
+                task_id,
+                kill_grace_period_ms: grace.map(millis),
+            })
+            .await
+        })
+        .await
+    }
+
+    pub(crate) async fn acknowledge(&self, status: &v1::TaskStatus) -> Result<(), SdkError> {
+        if status.uuid.is_empty() {
+            return Ok(());
+        }
+        let (agent_id, task_id, uuid) = (status.agent_id.clone(), status.task_id.clone(), status.uuid.clone());
+        self.send("acknowledge", |mut c, framework_id| async move {
+            c.acknowledge(v1::AcknowledgeRequest {
+                framework_id,
+                agent_id,
+                task_id,
+                uuid,
+            })
+            .await
+        })
+        .await
+    }
+
+    pub(crate) async fn reconcile(&self, tasks: Vec<(String, String)>) -> Result<(), SdkError> {
+        let tasks = tasks
+            .into_iter()
+            .map(|(task_id, agent_id)| v1::ReconcileTask { task_id, agent_id })
+            .collect();
+        self.send("reconcile", |mut c, framework_id| async move {
+            c.reconcile(v1::ReconcileRequest { framework_id, tasks }).await
+        })
+        .await
+    }
+
+    pub(crate) async fn teardown(&self) -> Result<(), SdkError> {
+        self.send("teardown", |mut c, framework_id| async move {
+            c.teardown(v1::TeardownRequest { framework_id }).await
+        })
+        .await
+    }
+}

@@ -1,0 +1,190 @@
+//! Finding and reaching the leading master: channels, leader hints, the
+//! master rotation and the reconnection backoff.
+
+use std::time::Duration;
+
+use mezzo_proto::MAX_MESSAGE_BYTES;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata key with which a non-leading master names the leader.
+pub const LEADER_METADATA: &str = "mezzo-leader";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a channel to `addr` (`host:port` or a full URI) and wraps it in a
+/// client that accepts messages as large as the daemons do.
+pub(crate) async fn connect(addr: &str) -> Result<SchedulerClient<Channel>, String> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| format!("bad master address {addr:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {}", error_chain(&e)))?;
+    Ok(SchedulerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// "a: b: c" for an error and its sources (tonic's own Display is terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The leader named by an UNAVAILABLE answer, if any.
+pub(crate) fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
+    (!leader.is_empty()).then(|| leader.to_owned())
+}
+
+/// Codes with which a master refuses a subscription for good: retrying the
+/// same request cannot help (bad framework info, removed framework).
+pub(crate) fn is_fatal_subscribe_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument | PermissionDenied | Unauthenticated | NotFound | FailedPrecondition
+    )
+}
+
+/// The masters to try, in turn, with a leader hint taking precedence.
+#[derive(Debug)]
+pub(crate) struct Masters {
+    list: Vec<String>,
+    next: usize,
+    hint: Option<String>,
+}
+
+impl Masters {
+    pub(crate) fn new(list: Vec<String>) -> Self {
+        Masters {
+            list,
+            next: 0,
+            hint: None,
+        }
+    }
+
+    /// The address to try now.
+    pub(crate) fn current(&self) -> Option<&str> {
+        self.hint
+            .as_deref()
+            .or_else(|| self.list.get(self.next).map(String::as_str))
+    }
+
+    /// The current address failed: forget the hint, or move down the list.
+    pub(crate) fn failed(&mut self) {
+        if self.hint.take().is_none() && !self.list.is_empty() {
+            self.next = (self.next + 1) % self.list.len();
+        }
+    }
+
+    /// Try `leader` next.
+    pub(crate) fn follow(&mut self, leader: String) {
+        self.hint = Some(leader);
+    }
+}
+
+/// Capped exponential backoff with jitter: each pause is drawn from
+/// `[d/2, d]` where `d` doubles from `BASE` up to the cap.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new(max: Duration) -> Self {
+        Backoff { max, attempt: 0 }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let ceiling = Self::BASE.saturating_mul(1 << self.attempt.min(16)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let mut ceilings = Vec::new();
+        for _ in 0..8 {
+            let d = b.next_delay();
+            ceilings.push(d);
+        }
+        let bounds = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (d, ceiling) in ceilings.iter().zip(bounds) {
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(
+                *d >= ceiling / 2 && *d <= ceiling,
+                "{d:?} not in [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn masters_cycle_and_hints_come_first() {
+        let mut m = Masters::new(vec!["a".into(), "b".into()]);
+        assert_eq!(m.current(), Some("a"));
+        m.failed();
+        assert_eq!(m.current(), Some("b"));
+        m.follow("c".into());
+        assert_eq!(m.current(), Some("c"));
+        m.failed(); // the hint is dropped, the rotation resumes where it was
+        assert_eq!(m.current(), Some("b"));
+        m.failed();
+        assert_eq!(m.current(), Some("a"));
+        assert_eq!(Masters::new(vec![]).current(), None);
+    }
+
+    #[test]
+    fn leader_hint_only_on_unavailable_with_metadata() {
+        let mut s = tonic::Status::unavailable("not the leader");
+        assert_eq!(leader_hint(&s), None);
+        s.metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
+        assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.2:5050"));
+        let mut other = tonic::Status::internal("boom");
+        other
+            .metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
+        assert_eq!(leader_hint(&other), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! The scheduler driver: one owner task that holds the connection to the
+//! master, and the cheap [`Scheduler`] handle that frameworks call.
+//!
+//! ```text
+//!  Scheduler (Clone) ──calls: read `session` watch, call master directly──▶ master
+//!        │  stop: `stop` watch                      ▲
+//!        ▼                                          │ Subscribe stream
+//!  driver task (run.rs) ── owns framework id, master list, backoff
+//!        │  publishes `session` (watch), receives leader hints (`Command`, mpsc)
+//!        ▼
+//!  Events (mpsc, bounded) ──▶ framework
+//! ```
+//!
+//! Calls never queue behind the event stream: they clone the current
+//! connection's client out of the `session` watch, or fail fast with
+//! [`SdkError::NotConnected`] while there is none.
+
+mod acks;
+mod calls;
+mod connect;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzo_proto::v1;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+
+use crate::config::SchedulerConfig;
+use crate::error::SdkError;
+use crate::event::Events;
+use calls::Calls;
+
+/// Capacity of the events channel: enough for bursts of offers and updates,
+/// small enough that a stuck framework applies back-pressure.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// What the handle can see of the driver, published through a watch.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// Known once the first subscription succeeded.
+    framework_id: Option<String>,
+    link: Link,
+}
+
+#[derive(Clone, Debug)]
+enum Link {
+    /// No usable subscription right now.
+    Connecting,
+    /// Subscribed; calls go through this client (its address, for logs).
+    Connected {
+        client: SchedulerClient<Channel>,
+        master: String,
+    },
+    /// The driver has ended; it will not come back.
+    Stopped,
+}
+
+/// Messages from the call path to the driver.
+#[derive(Debug)]
+enum Command {
+    /// A call was answered by a master that is not the leader.
+    FollowLeader(String),
+}
+
+/// Handle on a running scheduler driver. Cloning is cheap; every clone talks
+/// to the same driver.
+///
+/// The driver stops on [`Scheduler::stop`], on [`Event::Error`](crate::Event::Error), or once
+/// every handle *and* the [`Events`] receiver have been dropped.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    calls: Calls,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Scheduler {
+    /// Starts the driver task and returns at once; the driver connects in
+    /// the background and reports [`Event::Subscribed`](crate::Event::Subscribed) when it is ready.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(config: SchedulerConfig) -> (Scheduler, Events) {
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
+        let (session_tx, session_rx) = watch::channel(Session {
+            framework_id: config.framework_id.clone().filter(|id| !id.is_empty()),
+            link: Link::Connecting,
+        });
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let calls = Calls::new(session_rx, cmd_tx, config.call_timeout);
+        run::spawn(config, calls.clone(), session_tx, events_tx, cmd_rx, stop_rx);
+        let scheduler = Scheduler {
+            calls,
+            stop: Arc::new(stop_tx),
+        };
+        (scheduler, Events::new(events_rx))
+    }
+
+    /// The framework's id, once the master has assigned (or confirmed) it.
+    pub fn framework_id(&self) -> Option<String> {
+        self.calls.framework_id()
+    }
+
+    /// True while subscribed to a master.
+    pub fn is_connected(&self) -> bool {
+        self.calls.is_connected()
+    }
+
+    /// The address of the master the driver is subscribed to, if any.
+    pub fn master(&self) -> Option<String> {
+        self.calls.master()
+    }
+
+    /// Launches `tasks` on the resources of `offer_ids` (all from one agent).
+    /// Whatever is not used is declined, filtered for `refuse_seconds`.
+    pub async fn accept(
+        &self,
+        offer_ids: Vec<String>,
+        tasks: Vec<v1::TaskInfo>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
+        self.calls.accept(offer_ids, tasks, refuse_seconds).await
+    }
+
+    /// Gives offers back; their resources are not offered to this framework
+    /// again for `refuse_seconds` (master default if `None`).
+    pub async fn decline(&self, offer_ids: Vec<String>, refuse_seconds: Option<f64>) -> Result<(), SdkError> {
+        self.calls.decline(offer_ids, refuse_seconds).await
+    }
+
+    /// Clears offer filters and resumes offers after [`Scheduler::suppress`].
+    pub async fn revive(&self) -> Result<(), SdkError> {
+        self.calls.revive().await
+    }
+
+    /// Asks the master to stop sending offers.
+    pub async fn suppress(&self) -> Result<(), SdkError> {
+        self.calls.suppress().await
+    }
+
+    /// Kills a task; `grace` overrides the task's own kill grace period.
+    pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
+        self.calls.kill(task_id, grace).await
+    }
+
+    /// Acknowledges a status update so the agent stops resending it. A
+    /// status without a uuid needs no acknowledgement: `Ok` without a call.
+    /// Only needed when [`SchedulerConfig::auto_acknowledge`] is off.
+    pub async fn acknowledge(&self, status: &v1::TaskStatus) -> Result<(), SdkError> {
+        self.calls.acknowledge(status).await
+    }
+
+    /// Asks the master for the current state of `(task_id, agent_id)` pairs
+    /// (agent id may be empty); an empty list asks for every task. Answers
+    /// arrive as [`Event::Update`](crate::Event::Update)s without uuid.
+    pub async fn reconcile(&self, tasks: Vec<(String, String)>) -> Result<(), SdkError> {
+        self.calls.reconcile(tasks).await
+    }
+
+    /// Removes the framework from the cluster: its tasks are killed and the
+    /// master ends the subscription (the driver then stops).
+    pub async fn teardown(&self) -> Result<(), SdkError> {
+        self.calls.teardown().await
+    }
+
+    /// Stops the driver and waits until it has; the framework stays
+    /// registered and can be resumed within its failover timeout. Calls
+    /// made afterwards return [`SdkError::Stopped`].
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        self.calls.stopped().await;
+    }
+}

@@ -1,0 +1,461 @@
+//! The driver against an in-process fake master (the generated `Scheduler`
+//! service on 127.0.0.1:0). Each test names the behaviour of the SDK brief
+//! it checks.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mezzo_proto::v1;
+use mezzo_proto::v1::event::Event as Wire;
+use mezzo_proto::v1::scheduler_server::{Scheduler as SchedulerService, SchedulerServer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Code, Request, Response, Status};
+
+use crate::{Event, Events, Scheduler, SchedulerConfig, SdkError};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What the fake master saw, and how it behaves.
+#[derive(Default)]
+struct Seen {
+    subscribes: Vec<v1::SubscribeRequest>,
+    acks: Vec<v1::AcknowledgeRequest>,
+    reconciles: Vec<v1::ReconcileRequest>,
+    accepts: Vec<v1::AcceptRequest>,
+    /// Sender of the open event stream; dropping it ends the stream.
+    stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
+    /// Announced heartbeat interval (no heartbeat is ever sent).
+    heartbeat_secs: f64,
+    /// Refuse subscriptions with UNAVAILABLE, naming this leader if set.
+    refuse: Option<Option<String>>,
+    /// Answer Revive with UNAVAILABLE naming this leader.
+    revive_redirect: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeMaster(Arc<Mutex<Seen>>);
+
+impl FakeMaster {
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.0.lock().expect("fake master lock")
+    }
+
+    async fn serve(self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SchedulerServer::new(self))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    async fn push(&self, event: Wire) {
+        let tx = self.seen().stream.clone().expect("a subscriber");
+        tx.send(Ok(v1::Event { event: Some(event) }))
+            .await
+            .expect("stream open");
+    }
+
+    fn drop_stream(&self) {
+        self.seen().stream = None;
+    }
+}
+
+fn ok() -> Result<Response<v1::CallResponse>, Status> {
+    Ok(Response::new(v1::CallResponse {}))
+}
+
+#[tonic::async_trait]
+impl SchedulerService for FakeMaster {
+    type SubscribeStream = ReceiverStream<Result<v1::Event, Status>>;
+
+    async fn subscribe(&self, req: Request<v1::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = req.into_inner();
+        let mut seen = self.seen();
+        if let Some(leader) = &seen.refuse {
+            let mut status = Status::unavailable("not the leader");
+            if let Some(leader) = leader {
+                status
+                    .metadata_mut()
+                    .insert("mezzo-leader", leader.parse().expect("ascii address"));
+            }
+            return Err(status);
+        }
+        let framework_id = if req.framework_id.is_empty() {
+            "fw-1".to_owned()
+        } else {
+            req.framework_id.clone()
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let subscribed = Wire::Subscribed(v1::Subscribed {
+            framework_id,
+            heartbeat_interval_secs: seen.heartbeat_secs,
+            master_id: "fake".into(),
+        });
+        tx.try_send(Ok(v1::Event {
+            event: Some(subscribed),
+        }))
+        .expect("fresh channel");
+        seen.subscribes.push(req);
+        seen.stream = Some(tx);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn accept(&self, req: Request<v1::AcceptRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.seen().accepts.push(req.into_inner());
+        Err(Status::invalid_argument("unknown offer o-9"))
+    }
+
+    async fn decline(&self, _: Request<v1::DeclineRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
+
+    async fn revive(&self, _: Request<v1::ReviveRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        match self.seen().revive_redirect.clone() {
+            Some(leader) => {
+                let mut status = Status::unavailable("lost leadership");
+                status
+                    .metadata_mut()
+                    .insert("mezzo-leader", leader.parse().expect("ascii address"));
+                Err(status)
+            }
+            None => ok(),
+        }
+    }
+
+    async fn suppress(&self, _: Request<v1::SuppressRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
+
+    async fn kill(&self, _: Request<v1::KillRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
+
+    async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.seen().acks.push(req.into_inner());
+        ok()
+    }
+
+    async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.seen().reconciles.push(req.into_inner());
+        ok()
+    }
+
+    async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
+}
+
+fn config(masters: &[SocketAddr]) -> SchedulerConfig {
+    let mut config = SchedulerConfig::new(masters.iter().map(ToString::to_string), "test");
+    config.reconnect_backoff_max = Duration::from_millis(200);
+    config.call_timeout = Duration::from_secs(2);
+    config
+}
+
+async fn next(events: &mut Events) -> Event {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("an event in time")
+        .expect("driver running")
+}
+
+/// Waits until `check` holds on what the fake master saw.
+async fn eventually(master: &FakeMaster, what: &str, check: impl Fn(&Seen) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check(&master.seen()) {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn subscribed(framework_id: &str, resumed: bool) -> Event {
+    Event::Subscribed {
+        framework_id: framework_id.into(),
+        resumed,
+    }
+}
+
+/// An address where nothing listens.
+async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+#[tokio::test]
+async fn resubscribes_with_the_framework_id_and_reconciles() {
+    let master = FakeMaster::default();
+    master.seen().heartbeat_secs = 30.0;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.framework_id().as_deref(), Some("fw-1"));
+    assert_eq!(scheduler.master(), Some(addr.to_string()));
+    assert_eq!(master.seen().subscribes[0].framework_id, "");
+    assert_eq!(
+        master.seen().subscribes[0].framework.as_ref().map(|f| f.name.as_str()),
+        Some("test")
+    );
+    assert!(
+        master.seen().reconciles.is_empty(),
+        "no reconciliation on a first registration"
+    );
+
+    // The master ends the stream and refuses to take the framework back for
+    // now: the app hears of it and calls fail fast.
+    master.seen().refuse = Some(None);
+    master.drop_stream();
+    assert!(matches!(next(&mut events).await, Event::Disconnected { .. }));
+    assert_eq!(scheduler.revive().await, Err(SdkError::NotConnected));
+    assert!(!scheduler.is_connected());
+    assert_eq!(scheduler.framework_id().as_deref(), Some("fw-1"), "the id survives");
+
+    master.seen().refuse = None;
+    assert_eq!(next(&mut events).await, subscribed("fw-1", true));
+    assert_eq!(master.seen().subscribes[1].framework_id, "fw-1");
+    eventually(&master, "implicit reconciliation", |s| s.reconciles.len() == 1).await;
+    let reconcile = master.seen().reconciles[0].clone();
+    assert_eq!(reconcile.framework_id, "fw-1");
+    assert!(reconcile.tasks.is_empty(), "implicit = every task");
+    assert_eq!(scheduler.revive().await, Ok(()));
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn auto_ack_only_for_updates_with_a_uuid() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let update = |task: &str, uuid: &[u8]| v1::TaskStatus {
+        task_id: task.into(),
+        agent_id: "agent-1".into(),
+        state: v1::TaskState::TaskRunning as i32,
+        uuid: uuid.to_vec(),
+        ..Default::default()
+    };
+    for status in [update("t1", b"u1"), update("t2", b""), update("t3", b"u3")] {
+        master
+            .push(Wire::Update(v1::Update {
+                status: Some(status.clone()),
+            }))
+            .await;
+        assert_eq!(next(&mut events).await, Event::Update(status));
+    }
+    eventually(&master, "two acknowledgements", |s| s.acks.len() >= 2).await;
+    // Give a wrong third ack time to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acks: Vec<_> = master
+        .seen()
+        .acks
+        .iter()
+        .map(|a| {
+            (
+                a.framework_id.clone(),
+                a.agent_id.clone(),
+                a.task_id.clone(),
+                a.uuid.clone(),
+            )
+        })
+        .collect();
+    let want = |t: &str, u: &[u8]| ("fw-1".to_owned(), "agent-1".to_owned(), t.to_owned(), u.to_vec());
+    let mut acks = acks;
+    acks.sort();
+    assert_eq!(acks, vec![want("t1", b"u1"), want("t3", b"u3")]);
+
+    // A manual ack of a uuid-less update is a no-op.
+    assert_eq!(scheduler.acknowledge(&update("t2", b"")).await, Ok(()));
+    assert_eq!(master.seen().acks.len(), 2);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn other_events_are_relayed() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let offer = v1::Offer {
+        offer_id: "o-1".into(),
+        agent_id: "a-1".into(),
+        ..Default::default()
+    };
+    master.push(Wire::Heartbeat(v1::Heartbeat {})).await;
+    master
+        .push(Wire::Offers(v1::Offers {
+            offers: vec![offer.clone()],
+        }))
+        .await;
+    master.push(Wire::Rescind(v1::Rescind { offer_id: "o-1".into() })).await;
+    master.push(Wire::Failure(v1::Failure { agent_id: "a-1".into() })).await;
+    assert_eq!(next(&mut events).await, Event::Offers(vec![offer]));
+    assert_eq!(next(&mut events).await, Event::Rescind { offer_id: "o-1".into() });
+    assert_eq!(next(&mut events).await, Event::AgentLost { agent_id: "a-1".into() });
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeat_timeout_triggers_reconnect() {
+    let master = FakeMaster::default();
+    master.seen().heartbeat_secs = 0.2; // dead after the 1 s minimum
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let started = tokio::time::Instant::now();
+    match next(&mut events).await {
+        Event::Disconnected { reason } => assert!(reason.contains("heartbeat"), "{reason}"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(next(&mut events).await, subscribed("fw-1", true));
+    assert_eq!(master.seen().subscribes.len(), 2);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn calls_fail_fast_when_not_connected_and_after_stop() {
+    let (scheduler, mut events) = Scheduler::start(config(&[dead_address().await]));
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        scheduler.accept(vec!["o".into()], vec![], None).await,
+        Err(SdkError::NotConnected)
+    );
+    assert_eq!(scheduler.kill("t", None).await, Err(SdkError::NotConnected));
+    assert_eq!(scheduler.teardown().await, Err(SdkError::NotConnected));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(scheduler.framework_id(), None);
+
+    scheduler.stop().await;
+    assert_eq!(scheduler.decline(vec![], None).await, Err(SdkError::Stopped));
+    assert_eq!(tokio::time::timeout(WAIT, events.next()).await.expect("closed"), None);
+}
+
+#[tokio::test]
+async fn refused_calls_carry_the_masters_reason() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let task = crate::TaskBuilder::new("t-1").shell("true").build();
+    let got = scheduler
+        .accept(vec!["o-9".into()], vec![task.clone()], Some(5.0))
+        .await;
+    assert_eq!(
+        got,
+        Err(SdkError::Rejected {
+            code: Code::InvalidArgument,
+            message: "unknown offer o-9".into()
+        })
+    );
+    let accept = master.seen().accepts[0].clone();
+    assert_eq!(accept.framework_id, "fw-1");
+    assert_eq!(accept.offer_ids, ["o-9"]);
+    assert_eq!(accept.filters.and_then(|f| f.refuse_seconds), Some(5.0));
+    let launched = match accept.operations.first().and_then(|op| op.operation.clone()) {
+        Some(v1::operation::Operation::Launch(launch)) => launch.tasks,
+        other => panic!("expected a launch, got {other:?}"),
+    };
+    assert_eq!(launched, vec![task]);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn follows_the_leader_named_by_a_follower() {
+    let leader = FakeMaster::default();
+    let leader_addr = leader.clone().serve().await;
+    let follower = FakeMaster::default();
+    follower.seen().refuse = Some(Some(leader_addr.to_string()));
+    let follower_addr = follower.clone().serve().await;
+
+    let (scheduler, mut events) = Scheduler::start(config(&[dead_address().await, follower_addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.master(), Some(leader_addr.to_string()));
+    assert_eq!(leader.seen().subscribes.len(), 1);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn master_error_stops_the_driver() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    master
+        .push(Wire::Error(v1::Error {
+            message: "framework torn down".into(),
+        }))
+        .await;
+    assert_eq!(
+        next(&mut events).await,
+        Event::Error {
+            message: "framework torn down".into()
+        }
+    );
+    assert_eq!(tokio::time::timeout(WAIT, events.next()).await.expect("closed"), None);
+    assert_eq!(scheduler.revive().await, Err(SdkError::Stopped));
+    scheduler.stop().await; // already stopped: returns at once
+}
+
+#[tokio::test]
+async fn resumes_a_configured_framework_id() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let mut config = config(&[addr]);
+    config.framework_id = Some("fw-old".into());
+    let (scheduler, mut events) = Scheduler::start(config);
+    assert_eq!(scheduler.framework_id().as_deref(), Some("fw-old"));
+    assert_eq!(next(&mut events).await, subscribed("fw-old", true));
+    assert_eq!(master.seen().subscribes[0].framework_id, "fw-old");
+    eventually(&master, "implicit reconciliation", |s| s.reconciles.len() == 1).await;
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_answered_by_a_follower_moves_the_driver_to_the_leader() {
+    let old = FakeMaster::default();
+    let old_addr = old.clone().serve().await;
+    let new = FakeMaster::default();
+    let new_addr = new.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[old_addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    old.seen().revive_redirect = Some(new_addr.to_string());
+    assert_eq!(
+        scheduler.revive().await,
+        Err(SdkError::Transport("lost leadership".into()))
+    );
+    assert!(matches!(next(&mut events).await, Event::Disconnected { .. }));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", true));
+    assert_eq!(scheduler.master(), Some(new_addr.to_string()));
+    assert_eq!(new.seen().subscribes[0].framework_id, "fw-1");
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn dropping_every_handle_and_the_events_stops_the_driver() {
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    let watcher = scheduler.calls.clone();
+    drop(scheduler);
+    drop(events);
+    tokio::time::timeout(WAIT, watcher.stopped())
+        .await
+        .expect("driver stopped");
+}

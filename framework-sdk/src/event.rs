@@ -1,0 +1,75 @@
+//! What the driver tells the framework, one event at a time.
+
+use mezzo_proto::v1;
+use tokio::sync::mpsc;
+
+/// One thing that happened to the framework. Events arrive in order, one at
+/// a time, through [`Events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The master (re)registered the framework. `resumed` is true when the
+    /// SDK passed a framework id, i.e. this is a failover or a reconnection;
+    /// the SDK then asks for an implicit reconciliation, whose answers arrive
+    /// as [`Event::Update`]s.
+    Subscribed {
+        /// The framework's id; pass it in [`SchedulerConfig::framework_id`](crate::SchedulerConfig::framework_id)
+        /// to resume after a restart.
+        framework_id: String,
+        /// True when an existing framework was resumed.
+        resumed: bool,
+    },
+    /// New resource offers. Accept or decline each one.
+    Offers(Vec<v1::Offer>),
+    /// An offer is no longer valid; accepting it would fail.
+    Rescind {
+        /// The offer withdrawn.
+        offer_id: String,
+    },
+    /// A task changed state. With auto-acknowledgement on, the SDK has
+    /// already acknowledged it; otherwise call [`Scheduler::acknowledge`](crate::Scheduler::acknowledge).
+    Update(v1::TaskStatus),
+    /// An agent (or an executor on it) was lost; its tasks get their own
+    /// updates.
+    AgentLost {
+        /// The agent lost.
+        agent_id: String,
+    },
+    /// The connection to the master was lost. The SDK is reconnecting;
+    /// calls return [`SdkError::NotConnected`](crate::SdkError::NotConnected) until the next
+    /// [`Event::Subscribed`]. Outstanding offers should be considered gone.
+    Disconnected {
+        /// What happened, for logs.
+        reason: String,
+    },
+    /// The master removed the framework (or refused it for good). The driver
+    /// has stopped and the channel closes after this event.
+    Error {
+        /// The master's explanation.
+        message: String,
+    },
+}
+
+/// The receiving end of the driver's events.
+///
+/// Events are delivered through a bounded channel: a framework that stops
+/// reading slows the driver down rather than losing events.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
+        Events { rx }
+    }
+
+    /// The next event, or `None` once the driver has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is already waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}

@@ -1,0 +1,199 @@
+//! Helpers to describe tasks and read their states.
+
+use std::time::Duration;
+
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+
+/// Builds a [`v1::TaskInfo`] for [`Scheduler::accept`](crate::Scheduler::accept).
+///
+/// ```
+/// use mezzo_sdk::{Resources, TaskBuilder};
+/// let task = TaskBuilder::new("hello-1")
+///     .resources(&Resources::parse("cpus:0.1;mem:32").unwrap())
+///     .shell("echo hello")
+///     .env("GREETING", "hi")
+///     .build();
+/// assert_eq!(task.task_id, "hello-1");
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskBuilder {
+    info: v1::TaskInfo,
+    command: v1::CommandInfo,
+}
+
+impl TaskBuilder {
+    /// A task with this id (unique within the framework); its name defaults
+    /// to the id.
+    pub fn new(task_id: impl Into<String>) -> Self {
+        let task_id = task_id.into();
+        TaskBuilder {
+            info: v1::TaskInfo {
+                name: task_id.clone(),
+                task_id,
+                ..Default::default()
+            },
+            command: v1::CommandInfo::default(),
+        }
+    }
+
+    /// A human-readable name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.info.name = name.into();
+        self
+    }
+
+    /// The resources the task needs; they must fit in the accepted offers.
+    pub fn resources(mut self, resources: &Resources) -> Self {
+        self.info.resources = resources.to_proto();
+        self
+    }
+
+    /// Runs `script` with `/bin/sh -c`.
+    pub fn shell(mut self, script: impl Into<String>) -> Self {
+        self.command.value = script.into();
+        self.command.arguments.clear();
+        self.command.shell = true;
+        self
+    }
+
+    /// Runs `program` directly with `args` as its `argv[1..]`.
+    pub fn command(mut self, program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.command.value = program.into();
+        self.command.arguments = args.into_iter().map(Into::into).collect();
+        self.command.shell = false;
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.command.environment.push(v1::EnvVar {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Runs the task as this user (the agent must allow it).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.command.user = user.into();
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when the task is killed.
+    pub fn kill_grace(mut self, grace: Duration) -> Self {
+        self.info.kill_grace_period_ms = Some(millis(grace));
+        self
+    }
+
+    /// Adds a free-form label.
+    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.info.labels.push(v1::Attribute {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// The finished task description.
+    pub fn build(self) -> v1::TaskInfo {
+        v1::TaskInfo {
+            command: Some(self.command),
+            ..self.info
+        }
+    }
+}
+
+/// Whole milliseconds, saturating (a grace period of 584 million years is
+/// as good as forever).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The state a status reports, or `None` for an unknown or unset value.
+pub fn task_state(status: &v1::TaskStatus) -> Option<TaskState> {
+    TaskState::from_proto(status.state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_task_carries_everything_set() {
+        let res = Resources::parse("cpus:0.5;mem:64;ports:[31000-31001]").expect("valid resources");
+        let task = TaskBuilder::new("t-1")
+            .name("greeter")
+            .resources(&res)
+            .env("A", "1")
+            .shell("echo hi")
+            .env("B", "2")
+            .kill_grace(Duration::from_millis(1500))
+            .label("team", "infra")
+            .build();
+        assert_eq!(task.task_id, "t-1");
+        assert_eq!(task.name, "greeter");
+        assert_eq!(Resources::from_proto(&task.resources).expect("round trip"), res);
+        assert_eq!(task.kill_grace_period_ms, Some(1500));
+        assert_eq!(task.agent_id, "");
+        assert_eq!(
+            task.labels,
+            vec![v1::Attribute {
+                name: "team".into(),
+                value: "infra".into()
+            }]
+        );
+        let cmd = task.command.expect("command set");
+        assert!(cmd.shell);
+        assert_eq!(cmd.value, "echo hi");
+        assert!(cmd.arguments.is_empty());
+        let env: Vec<_> = cmd
+            .environment
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "1"), ("B", "2")]);
+    }
+
+    #[test]
+    fn command_task_has_argv_and_defaults() {
+        let task = TaskBuilder::new("t-2")
+            .command("/bin/sleep", ["10"])
+            .user("nobody")
+            .build();
+        assert_eq!(task.name, "t-2", "name defaults to the id");
+        assert!(task.resources.is_empty());
+        assert_eq!(task.kill_grace_period_ms, None);
+        let cmd = task.command.expect("command set");
+        assert!(!cmd.shell);
+        assert_eq!(cmd.value, "/bin/sleep");
+        assert_eq!(cmd.arguments, ["10"]);
+        assert_eq!(cmd.user, "nobody");
+    }
+
+    #[test]
+    fn last_command_wins() {
+        let task = TaskBuilder::new("t").command("ls", ["-l"]).shell("true").build();
+        let cmd = task.command.expect("command set");
+        assert!(cmd.shell && cmd.arguments.is_empty() && cmd.value == "true");
+    }
+
+    #[test]
+    fn task_state_reads_the_proto_enum() {
+        let mut status = v1::TaskStatus {
+            state: v1::TaskState::TaskFinished as i32,
+            ..Default::default()
+        };
+        assert_eq!(task_state(&status), Some(TaskState::Finished));
+        status.state = 0;
+        assert_eq!(task_state(&status), None);
+        status.state = 999;
+        assert_eq!(task_state(&status), None);
+    }
+
+    #[test]
+    fn huge_grace_saturates() {
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+    }
+}
