@@ -1,1 +1,189 @@
-//! wip
+//! The Mezzo agent: offers this machine's resources to the master, runs
+//! the tasks it is sent, and reports their status updates reliably.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), mezzo_agent::AgentError> {
+//! use mezzo_agent::{AgentConfig, start};
+//!
+//! let config = AgentConfig::new(
+//!     vec!["127.0.0.1:5050".to_owned()],
+//!     "127.0.0.1:0".parse().expect("literal address"),
+//!     "/tmp/mezzo-agent".into(),
+//! );
+//! let agent = start(config).await?;
+//! println!("agent HTTP on http://{}", agent.http_addr);
+//! agent.wait().await
+//! # }
+//! ```
+//!
+//! Inside, a few actors, each owning its state and reached through a
+//! cloneable handle over a bounded channel:
+//!
+//! | actor | owns | module |
+//! |---|---|---|
+//! | master connection | the `Attach` stream, registration, heartbeats | [`attach`] |
+//! | task table | every task, its latest state and supervisor | [`task::table`] |
+//! | one supervisor per task | the task's container | [`task::supervisor`] |
+//! | status update manager | per-task update queues and their journal | [`status`] |
+//! | HTTP server | nothing; asks the others | [`http`] |
+//!
+//! The files the agent keeps are drawn in [`paths`].
+
+pub mod attach;
+mod config;
+pub mod containerizer;
+mod error;
+pub mod http;
+pub mod metrics;
+pub mod paths;
+mod resources;
+pub mod status;
+pub mod task;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use config::AgentConfig;
+pub use error::AgentError;
+pub use resources::detect_resources;
+
+use crate::attach::register::{self, Identity};
+use crate::containerizer::PosixContainerizer;
+use crate::metrics::Metrics;
+use crate::status::StatusConfig;
+use crate::task::table::{self, TableDeps};
+
+/// A running agent.
+pub struct AgentHandle {
+    /// Where the HTTP endpoint listens.
+    pub http_addr: SocketAddr,
+    actors: JoinSet<(&'static str, Result<(), AgentError>)>,
+}
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHandle")
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+impl AgentHandle {
+    /// Runs until one of the agent's actors fails; dropping the handle
+    /// stops the agent (running tasks are left alone).
+    pub async fn wait(mut self) -> Result<(), AgentError> {
+        match self.actors.join_next().await {
+            Some(Ok((_, Err(e)))) => Err(e),
+            Some(Ok((name, Ok(())))) => Err(AgentError::ActorStopped(name)),
+            Some(Err(_)) => Err(AgentError::ActorPanicked("agent actor")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts an agent: binds HTTP, recovers pending status updates, and
+/// starts attaching to the masters. Returns once everything is running.
+pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    if config.masters.is_empty() {
+        return Err(AgentError::NoMasters);
+    }
+    let work_dir = config.work_dir.clone();
+    tokio::fs::create_dir_all(&work_dir)
+        .await
+        .map_err(AgentError::io("create work dir", &work_dir))?;
+    let resources = match config.resources.clone() {
+        Some(r) => r,
+        None => detect_resources(&work_dir)?,
+    };
+    let stored_id = register::load_agent_id(&work_dir)?;
+    let metrics = Metrics::new();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let (forget_tx, forget_rx) = mpsc::unbounded_channel();
+    let status_config = StatusConfig {
+        work_dir: work_dir.clone(),
+        retry_initial: config.status_retry_initial,
+        retry_max: config.status_retry_max,
+    };
+    let (status, recovered, status_join) = status::start(status_config, metrics.clone(), forget_tx).await?;
+    if !recovered.is_empty() {
+        tracing::info!(tasks = recovered.len(), "recovered pending status updates");
+    }
+
+    let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
+    let (master_tx, master_rx) = watch::channel(None);
+    let (table, table_join) = table::start(
+        TableDeps {
+            work_dir: work_dir.clone(),
+            default_kill_grace: config.default_kill_grace,
+            containerizer: Arc::new(PosixContainerizer::new()),
+            status: status.clone(),
+            forget: forget_rx,
+            agent_id: agent_id_rx.clone(),
+            metrics: metrics.clone(),
+        },
+        recovered,
+    )
+    .await?;
+
+    let mut actors = JoinSet::new();
+    actors.spawn(async move {
+        let r = status_join
+            .await
+            .unwrap_or(Err(AgentError::ActorPanicked("status update manager")));
+        ("status update manager", r)
+    });
+    actors.spawn(async move {
+        let r = table_join.await.unwrap_or(Err(AgentError::ActorPanicked("task table")));
+        ("task table", r)
+    });
+
+    let app = http::router(http::HttpState {
+        table: table.clone(),
+        status: status.clone(),
+        agent_id: agent_id_rx,
+        master: master_rx,
+        hostname: config.hostname.clone(),
+        resources: resources.clone(),
+        metrics: metrics.clone(),
+    });
+    actors.spawn(async move {
+        let r = axum::serve(listener, app).await.map_err(|source| AgentError::Http {
+            addr: http_addr,
+            source,
+        });
+        ("HTTP server", r)
+    });
+
+    let deps = attach::AttachDeps {
+        masters: config.masters.clone(),
+        work_dir,
+        identity: Identity {
+            hostname: config.hostname.clone(),
+            resources,
+            attributes: config.attributes.clone(),
+            http_address: http_addr.to_string(),
+        },
+        table,
+        status,
+        agent_id: agent_id_tx,
+        master: master_tx,
+        metrics,
+    };
+    actors.spawn(async move { ("master connection", attach::run(deps).await) });
+    tracing::info!(%http_addr, masters = ?config.masters, "agent started");
+    Ok(AgentHandle { http_addr, actors })
+}

@@ -69,10 +69,16 @@ mod tests {
     use super::*;
 
     fn agent(id: &str, r: &str) -> AgentSlot {
-        AgentSlot { id: AgentId::parse(id).expect("id"), free: Resources::parse(r).expect("res") }
+        AgentSlot {
+            id: AgentId::parse(id).expect("id"),
+            free: Resources::parse(r).expect("res"),
+        }
     }
     fn fw(id: &str, r: &str) -> FrameworkSlot {
-        FrameworkSlot { id: FrameworkId::parse(id).expect("id"), held: Resources::parse(r).expect("res") }
+        FrameworkSlot {
+            id: FrameworkId::parse(id).expect("id"),
+            held: Resources::parse(r).expect("res"),
+        }
     }
 
     /// DESIGN.md "Allocator": the framework with the lowest dominant share
@@ -80,7 +86,11 @@ mod tests {
     #[test]
     fn lowest_dominant_share_goes_first_and_alternates() {
         let total = Resources::parse("cpus:4;mem:4096").expect("res");
-        let agents = [agent("a1", "cpus:1;mem:1024"), agent("a2", "cpus:1;mem:1024"), agent("a3", "cpus:1;mem:1024")];
+        let agents = [
+            agent("a1", "cpus:1;mem:1024"),
+            agent("a2", "cpus:1;mem:1024"),
+            agent("a3", "cpus:1;mem:1024"),
+        ];
         let fws = [fw("f1", "cpus:1"), fw("f2", "mem:100")];
         let got = allocate(&total, &agents, &fws, |_, _| false);
         let order: Vec<&str> = got.iter().map(|(_, f, _)| f.as_str()).collect();

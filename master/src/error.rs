@@ -23,7 +23,11 @@ pub enum MasterError {
     #[error("offers {0} and {1} are on different agents; one accept may use offers of one agent only")]
     MixedAgents(String, String),
     #[error("task {task}: asks for {asked} but the offers hold only {offered}")]
-    BeyondOffer { task: String, asked: String, offered: String },
+    BeyondOffer {
+        task: String,
+        asked: String,
+        offered: String,
+    },
     #[error("task {0} already exists in this framework; task ids are never reused")]
     DuplicateTask(String),
     #[error("unknown task {0}")]
@@ -58,7 +62,9 @@ impl MasterError {
     pub fn code(&self) -> ErrorCode {
         use MasterError::*;
         match self {
-            Invalid(_) | BadId(_) | BadResources(_) | MixedAgents(..) | BeyondOffer { .. } => ErrorCode::InvalidArgument,
+            Invalid(_) | BadId(_) | BadResources(_) | MixedAgents(..) | BeyondOffer { .. } => {
+                ErrorCode::InvalidArgument
+            }
             NotSubscribed(_) | TaskTerminal { .. } => ErrorCode::FailedPrecondition,
             UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) => ErrorCode::NotFound,
             DuplicateTask(_) => ErrorCode::AlreadyExists,

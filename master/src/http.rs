@@ -49,43 +49,94 @@ fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
 /// Renders the metrics of one state snapshot.
 pub fn render(view: &StateView, tasks: &std::collections::BTreeMap<&'static str, u64>) -> String {
     let mut reg = Registry::with_prefix("mezzo_master");
-    gauge(&mut reg, "elected", "1 when this master is the leader", i64::from(view.leader));
-    gauge(&mut reg, "uptime_seconds", "Seconds since this master started", view.uptime_secs as i64);
+    gauge(
+        &mut reg,
+        "elected",
+        "1 when this master is the leader",
+        i64::from(view.leader),
+    );
+    gauge(
+        &mut reg,
+        "uptime_seconds",
+        "Seconds since this master started",
+        view.uptime_secs as i64,
+    );
     let agents = Family::<Vec<(String, String)>, Gauge>::default();
     for a in &view.agents {
-        let status = serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let status = serde_json::to_value(a.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         agents.get_or_create(&vec![("status".into(), status)]).inc();
     }
     reg.register("agents", "Agents by status", agents);
     let fws = Family::<Vec<(String, String)>, Gauge>::default();
     for f in &view.frameworks {
-        fws.get_or_create(&vec![("connected".into(), f.connected.to_string())]).inc();
+        fws.get_or_create(&vec![("connected".into(), f.connected.to_string())])
+            .inc();
     }
     reg.register("frameworks", "Frameworks by connection", fws);
     let by_state = Family::<Vec<(String, String)>, Gauge>::default();
     for (state, n) in tasks {
-        by_state.get_or_create(&vec![("state".into(), (*state).to_owned())]).set(*n as i64);
+        by_state
+            .get_or_create(&vec![("state".into(), (*state).to_owned())])
+            .set(*n as i64);
     }
-    reg.register("tasks", "Known tasks by state (active and recently completed)", by_state);
+    reg.register(
+        "tasks",
+        "Known tasks by state (active and recently completed)",
+        by_state,
+    );
     let res = Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-    for (kind, r) in [("total", &view.totals.total), ("used", &view.totals.used), ("offered", &view.totals.offered)] {
-        res.get_or_create(&vec![("resource".into(), "cpus".into()), ("kind".into(), kind.into())]).set(r.cpus.0 as f64 / 1000.0);
-        res.get_or_create(&vec![("resource".into(), "mem".into()), ("kind".into(), kind.into())]).set(r.mem.0 as f64);
-        res.get_or_create(&vec![("resource".into(), "disk".into()), ("kind".into(), kind.into())]).set(r.disk.0 as f64);
+    for (kind, r) in [
+        ("total", &view.totals.total),
+        ("used", &view.totals.used),
+        ("offered", &view.totals.offered),
+    ] {
+        res.get_or_create(&vec![("resource".into(), "cpus".into()), ("kind".into(), kind.into())])
+            .set(r.cpus.0 as f64 / 1000.0);
+        res.get_or_create(&vec![("resource".into(), "mem".into()), ("kind".into(), kind.into())])
+            .set(r.mem.0 as f64);
+        res.get_or_create(&vec![("resource".into(), "disk".into()), ("kind".into(), kind.into())])
+            .set(r.disk.0 as f64);
     }
-    reg.register("resources", "Cluster resources of active agents (cpus; mem and disk in MiB)", res);
-    gauge(&mut reg, "offers_outstanding", "Offers not yet used", view.offers.len() as i64);
+    reg.register(
+        "resources",
+        "Cluster resources of active agents (cpus; mem and disk in MiB)",
+        res,
+    );
+    gauge(
+        &mut reg,
+        "offers_outstanding",
+        "Offers not yet used",
+        view.offers.len() as i64,
+    );
     let c = &view.counters;
     counter(&mut reg, "offers_sent", "Offers sent to frameworks", c.offers_sent);
     counter(&mut reg, "offers_declined", "Offers declined", c.offers_declined);
     counter(&mut reg, "offers_rescinded", "Offers rescinded", c.offers_rescinded);
     counter(&mut reg, "offers_accepted", "Offers accepted", c.offers_accepted);
     counter(&mut reg, "tasks_launched", "Tasks sent to agents", c.tasks_launched);
-    counter(&mut reg, "status_updates", "Status updates received from agents", c.status_updates);
-    counter(&mut reg, "acknowledgements", "Acknowledgements received from frameworks", c.acknowledgements);
+    counter(
+        &mut reg,
+        "status_updates",
+        "Status updates received from agents",
+        c.status_updates,
+    );
+    counter(
+        &mut reg,
+        "acknowledgements",
+        "Acknowledgements received from frameworks",
+        c.acknowledgements,
+    );
     counter(&mut reg, "invalid_calls", "Calls refused as invalid", c.invalid_calls);
     counter(&mut reg, "allocation_runs", "Allocator runs", c.allocation_runs);
-    counter(&mut reg, "allocation_nanoseconds", "Time spent in the allocator", c.allocation_nanos);
+    counter(
+        &mut reg,
+        "allocation_nanoseconds",
+        "Time spent in the allocator",
+        c.allocation_nanos,
+    );
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         out.clear();
@@ -99,5 +150,9 @@ async fn metrics(State(h): State<Handle>) -> Response {
         Err(e) => return unavailable(e),
     };
     let tasks = h.ask(Command::TaskCounts).await.unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&view, &tasks)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&view, &tasks),
+    )
+        .into_response()
 }

@@ -42,9 +42,14 @@ pub enum RegistryOp {
     /// Admit a new agent, or re-admit a known one (re-registration also
     /// clears `unreachable_since`).
     AdmitAgent(AgentRecord),
-    MarkAgentUnreachable { id: AgentId, at: f64 },
+    MarkAgentUnreachable {
+        id: AgentId,
+        at: f64,
+    },
     RegisterFramework(FrameworkRecord),
-    RemoveFramework { id: FrameworkId },
+    RemoveFramework {
+        id: FrameworkId,
+    },
 }
 
 /// The registry state: what must survive the loss of any master.
@@ -105,7 +110,10 @@ mod tests {
         let ops = vec![
             RegistryOp::AdmitAgent(agent("a1")),
             RegistryOp::MarkAgentUnreachable { id: a.clone(), at: 5.0 },
-            RegistryOp::MarkAgentUnreachable { id: AgentId::parse("nope").expect("id"), at: 6.0 },
+            RegistryOp::MarkAgentUnreachable {
+                id: AgentId::parse("nope").expect("id"),
+                at: 6.0,
+            },
             RegistryOp::AdmitAgent(agent("a1")),
         ];
         let mut r1 = Registry::default();

@@ -28,13 +28,29 @@ pub type AgentTx = mpsc::Sender<Result<v1::MasterMessage, tonic::Status>>;
 /// Scheduler calls after API validation.
 #[derive(Debug)]
 pub enum Call {
-    Accept { offers: Vec<OfferId>, launches: Vec<LaunchRequest>, refuse: Option<Duration> },
-    Decline { offers: Vec<OfferId>, refuse: Option<Duration> },
+    Accept {
+        offers: Vec<OfferId>,
+        launches: Vec<LaunchRequest>,
+        refuse: Option<Duration>,
+    },
+    Decline {
+        offers: Vec<OfferId>,
+        refuse: Option<Duration>,
+    },
     Revive,
     Suppress,
-    Kill { task: TaskId, grace: Option<Duration> },
-    Acknowledge { agent: AgentId, task: TaskId, uuid: Vec<u8> },
-    Reconcile { tasks: Vec<TaskId> },
+    Kill {
+        task: TaskId,
+        grace: Option<Duration>,
+    },
+    Acknowledge {
+        agent: AgentId,
+        task: TaskId,
+        uuid: Vec<u8>,
+    },
+    Reconcile {
+        tasks: Vec<TaskId>,
+    },
     Teardown,
 }
 
@@ -47,9 +63,22 @@ pub enum Command {
         reply: oneshot::Sender<Result<ConnId, MasterError>>,
     },
     FrameworkClosed(ConnId),
-    Call { framework: FrameworkId, call: Call, reply: oneshot::Sender<Result<(), MasterError>> },
-    AgentAttach { hello: AgentHello, tx: AgentTx, reply: oneshot::Sender<Result<ConnId, MasterError>> },
-    StatusUpdate { conn: ConnId, framework: FrameworkId, status: v1::TaskStatus, latest: TaskState },
+    Call {
+        framework: FrameworkId,
+        call: Call,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+    AgentAttach {
+        hello: AgentHello,
+        tx: AgentTx,
+        reply: oneshot::Sender<Result<ConnId, MasterError>>,
+    },
+    StatusUpdate {
+        conn: ConnId,
+        framework: FrameworkId,
+        status: v1::TaskStatus,
+        latest: TaskState,
+    },
     AgentHeartbeat(ConnId),
     AgentClosed(ConnId),
     State(oneshot::Sender<StateView>),
@@ -100,9 +129,19 @@ struct Runtime {
 
 /// Spawns the owner task. The returned future ends with an error only when
 /// the registry cannot be written (the master must not go on then).
-pub fn spawn(core: Master, log: LocalLog, tick: Duration) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
+pub fn spawn(
+    core: Master,
+    log: LocalLog,
+    tick: Duration,
+) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
-    let rt = Runtime { core, log, next_conn: 1, frameworks: HashMap::new(), agents: HashMap::new() };
+    let rt = Runtime {
+        core,
+        log,
+        next_conn: 1,
+        frameworks: HashMap::new(),
+        agents: HashMap::new(),
+    };
     (Handle { tx }, tokio::spawn(rt.run(rx, tick)))
 }
 
@@ -160,7 +199,12 @@ impl Runtime {
                 }
                 let _ = reply.send(result.map(|()| conn));
             }
-            Command::StatusUpdate { conn, framework, status, latest } => {
+            Command::StatusUpdate {
+                conn,
+                framework,
+                status,
+                latest,
+            } => {
                 if let Err(e) = self.core.status_update(conn, framework, status, latest, now) {
                     tracing::warn!(conn, error = %e, "bad status update from agent");
                 }
@@ -182,7 +226,11 @@ impl Runtime {
     fn call(&mut self, fid: &FrameworkId, call: Call, now: Instant) -> Result<(), MasterError> {
         let c = &mut self.core;
         match call {
-            Call::Accept { offers, launches, refuse } => c.accept(fid, &offers, launches, refuse, now),
+            Call::Accept {
+                offers,
+                launches,
+                refuse,
+            } => c.accept(fid, &offers, launches, refuse, now),
             Call::Decline { offers, refuse } => c.decline(fid, &offers, refuse, now),
             Call::Revive => c.revive(fid),
             Call::Suppress => c.suppress(fid),
@@ -233,7 +281,9 @@ impl Runtime {
             }
             let now = Instant::now();
             if !proposals.is_empty() {
-                self.log.append(&proposals).map_err(|e| MasterError::Storage(e.to_string()))?;
+                self.log
+                    .append(&proposals)
+                    .map_err(|e| MasterError::Storage(e.to_string()))?;
                 for op in proposals {
                     self.core.apply(op, now);
                 }

@@ -31,7 +31,13 @@ pub struct MasterConfig {
 
 impl MasterConfig {
     pub fn new(listen: SocketAddr, work_dir: PathBuf) -> Self {
-        MasterConfig { listen, http: None, work_dir, core: CoreConfig::default(), tick: Duration::from_millis(50) }
+        MasterConfig {
+            listen,
+            http: None,
+            work_dir,
+            core: CoreConfig::default(),
+            tick: Duration::from_millis(50),
+        }
     }
 }
 
@@ -62,11 +68,16 @@ impl MasterHandle {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
-    std::fs::create_dir_all(&cfg.work_dir).map_err(|source| StartError::WorkDir { path: cfg.work_dir.clone(), source })?;
+    std::fs::create_dir_all(&cfg.work_dir).map_err(|source| StartError::WorkDir {
+        path: cfg.work_dir.clone(),
+        source,
+    })?;
     let (log, registry) = LocalLog::open(&cfg.work_dir.join("registry.log"))?;
     tracing::info!(
         agents = registry.agents.len(),
@@ -82,11 +93,16 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let agents = AgentApiServer::new(AgentService::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let grpc = tonic::service::Routes::new(scheduler).add_service(agents).into_axum_router();
+    let grpc = tonic::service::Routes::new(scheduler)
+        .add_service(agents)
+        .into_axum_router();
     let app = grpc.merge(crate::http::router(handle.clone()));
 
     let listener = bind(cfg.listen).await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -98,7 +114,9 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let http_addr = match cfg.http {
         Some(http) => {
             let l = bind(http).await?;
-            let a = l.local_addr().map_err(|source| StartError::Bind { addr: http, source })?;
+            let a = l
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr: http, source })?;
             let router = crate::http::router(handle.clone());
             tokio::spawn(async move {
                 let _ = axum::serve(l, router).await;

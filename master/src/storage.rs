@@ -13,7 +13,9 @@ use crate::registry::{Registry, RegistryOp};
 pub enum StorageError {
     #[error("registry log {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("registry log {path} is corrupt at line {line}: {why}; refusing to start (move the file away to start empty)")]
+    #[error(
+        "registry log {path} is corrupt at line {line}: {why}; refusing to start (move the file away to start empty)"
+    )]
     Corrupt { path: PathBuf, line: usize, why: String },
 }
 
@@ -30,8 +32,16 @@ impl LocalLog {
     /// was never acknowledged: it is dropped. Any other bad line is
     /// corruption and refuses the start.
     pub fn open(path: &Path) -> Result<(LocalLog, Registry), StorageError> {
-        let io = |source| StorageError::Io { path: path.to_owned(), source };
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+        let io = |source| StorageError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         let mut registry = Registry::default();
         let mut good_len = 0u64;
         {
@@ -49,20 +59,32 @@ impl LocalLog {
                     tracing::warn!(path = %path.display(), line = n, "dropping a partly written last registry entry");
                     break;
                 }
-                let op: RegistryOp = serde_json::from_str(line.trim_end())
-                    .map_err(|e| StorageError::Corrupt { path: path.to_owned(), line: n, why: e.to_string() })?;
+                let op: RegistryOp = serde_json::from_str(line.trim_end()).map_err(|e| StorageError::Corrupt {
+                    path: path.to_owned(),
+                    line: n,
+                    why: e.to_string(),
+                })?;
                 registry.apply(&op);
                 good_len += read as u64;
             }
         }
         file.set_len(good_len).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        Ok((LocalLog { path: path.to_owned(), file }, registry))
+        Ok((
+            LocalLog {
+                path: path.to_owned(),
+                file,
+            },
+            registry,
+        ))
     }
 
     /// Appends ops and makes them durable with one fsync.
     pub fn append(&mut self, ops: &[RegistryOp]) -> Result<(), StorageError> {
-        let io = |source| StorageError::Io { path: self.path.clone(), source };
+        let io = |source| StorageError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut buf = Vec::new();
         for op in ops {
             serde_json::to_writer(&mut buf, op).map_err(|e| io(e.into()))?;

@@ -1,1 +1,369 @@
-//! wip
+//! A cluster test harness: real `mezzo` processes on loopback.
+//!
+//! [`Cluster::start`] runs one master and N agents, each a child process of
+//! the test with its own work dir under one temp dir, on ephemeral ports.
+//! Everything is killed when the `Cluster` is dropped — also when the test
+//! panics — including task processes that outlived a SIGKILLed agent
+//! (found by their working directory inside the cluster's temp dir).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Path of the `mezzo` binary: `$MEZZO_BIN`, else next to the test
+/// executable's `deps/` folder (where `cargo build` puts it).
+pub fn mezzo_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MEZZO_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("mezzo");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p mezzo-cli` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// One running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    pub name: String,
+    pub addr: String,
+    pub args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `mezzo ARGS` and waits for its "listening on ADDR" line.
+    pub async fn spawn(name: &str, args: &[String], log: PathBuf) -> Result<Daemon> {
+        let stderr = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut child = Command::new(mezzo_bin())
+            .args(args)
+            .env("MEZZO_LOG", "info,mezzo_master=debug,mezzo_agent=debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn mezzo")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some((_, addr)) = line.split_once(" listening on ") {
+                    return Ok::<_, anyhow::Error>(addr.trim().to_owned());
+                }
+            }
+            bail!("{name} exited before listening; see {}", log.display())
+        })
+        .await
+        .with_context(|| format!("{name} did not start in 20 s"))??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Daemon {
+            name: name.to_owned(),
+            addr,
+            args: args.to_vec(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| c.id()).map(|p| p as i32)
+    }
+
+    /// SIGKILLs the daemon and waits for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// The daemon's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// How to build a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub agents: usize,
+    pub agent_resources: String,
+    pub master_args: Vec<String>,
+    pub agent_args: Vec<String>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            agents: 2,
+            agent_resources: "cpus:8;mem:8192;disk:8192;ports:[31000-31099]".into(),
+            master_args: vec![
+                "--agent-timeout".into(),
+                "3s".into(),
+                "--heartbeat-interval".into(),
+                "500ms".into(),
+            ],
+            agent_args: vec![
+                "--status-retry".into(),
+                "300ms".into(),
+                "--status-retry-max".into(),
+                "2s".into(),
+            ],
+        }
+    }
+}
+
+/// A master and its agents.
+#[derive(Debug)]
+pub struct Cluster {
+    pub master: Daemon,
+    pub agents: Vec<Daemon>,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("mezzo-test-").tempdir()?;
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--work-dir".into(),
+        ];
+        args.push(dir.path().join("master").display().to_string());
+        args.extend(spec.master_args.iter().cloned());
+        let master = Daemon::spawn("master", &args, dir.path().join("master.log")).await?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let mut cluster = Cluster {
+            master,
+            agents: Vec::new(),
+            dir,
+            http,
+        };
+        for i in 0..spec.agents {
+            cluster.add_agent(i, &spec).await?;
+        }
+        let n = spec.agents;
+        cluster
+            .wait_master("all agents registered", |s| {
+                s["agents"].as_array().map(|a| a.len()) == Some(n)
+            })
+            .await?;
+        Ok(cluster)
+    }
+
+    async fn add_agent(&mut self, i: usize, spec: &ClusterSpec) -> Result<()> {
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            self.master.addr.clone(),
+            "--listen".into(),
+        ];
+        args.push("127.0.0.1:0".into());
+        args.push("--work-dir".into());
+        args.push(self.dir.path().join(format!("agent{i}")).display().to_string());
+        args.push("--resources".into());
+        args.push(spec.agent_resources.clone());
+        args.push("--hostname".into());
+        args.push(format!("agent{i}"));
+        args.extend(spec.agent_args.iter().cloned());
+        let d = Daemon::spawn(
+            &format!("agent{i}"),
+            &args,
+            self.dir.path().join(format!("agent{i}.log")),
+        )
+        .await?;
+        self.agents.push(d);
+        Ok(())
+    }
+
+    pub fn masters(&self) -> Vec<String> {
+        vec![self.master.addr.clone()]
+    }
+
+    pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
+        let url = format!("http://{addr}{path}");
+        Ok(self.http.get(&url).send().await?.error_for_status()?.json().await?)
+    }
+
+    pub async fn text(&self, addr: &str, path: &str) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    pub async fn master_state(&self) -> Result<Value> {
+        self.get(&self.master.addr, "/state").await
+    }
+
+    pub async fn agent_state(&self, i: usize) -> Result<Value> {
+        self.get(&self.agents[i].addr, "/state").await
+    }
+
+    /// Polls the master's `/state` until `ok` holds (10 s at most).
+    pub async fn wait_master(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+        wait_for(what, Duration::from_secs(10), || self.master_state(), ok).await
+    }
+
+    /// Polls agent `i`'s `/state` until `ok` holds (10 s at most).
+    pub async fn wait_agent(&self, i: usize, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+        wait_for(what, Duration::from_secs(10), || self.agent_state(i), ok).await
+    }
+
+    /// Every daemon's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = format!("--- master log ---\n{}", tail(&self.master.log()));
+        for a in &self.agents {
+            out += &format!("\n--- {} log ---\n{}", a.name, tail(&a.log()));
+        }
+        out
+    }
+}
+
+fn tail(s: &str) -> &str {
+    let start = s.len().saturating_sub(6000);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    &s[start..]
+}
+
+/// Polls `get` until `ok` holds or `limit` passes.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, get: F, ok: impl Fn(&Value) -> bool) -> Result<Value>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Value>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last;
+    loop {
+        match get().await {
+            Ok(v) if ok(&v) => return Ok(v),
+            Ok(v) => last = v,
+            Err(e) => last = Value::String(e.to_string()),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}; last seen: {}",
+                serde_json::to_string(&last).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills every process whose working directory lies inside `dir`: tasks
+/// orphaned by a killed agent.
+pub fn kill_processes_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd"))
+            && cwd.starts_with(dir)
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in self.agents.iter_mut().chain(std::iter::once(&mut self.master)) {
+            if let Some(pid) = d.pid() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        kill_processes_under(self.dir.path());
+    }
+}
+
+/// Framework-side helpers over the public SDK.
+pub mod fw {
+    use std::time::Duration;
+
+    use anyhow::{Result, bail};
+    use mezzo_sdk::{Event, Events, Resources, Scheduler, SchedulerConfig, TaskBuilder, v1};
+
+    /// Starts a framework and waits until it is subscribed.
+    pub async fn subscribe(
+        masters: Vec<String>,
+        name: &str,
+        id: Option<String>,
+    ) -> Result<(Scheduler, Events, String)> {
+        let mut cfg = SchedulerConfig::new(masters, name);
+        cfg.framework.failover_timeout_secs = 60.0;
+        cfg.framework_id = id;
+        let (s, mut ev) = Scheduler::start(cfg);
+        let fid = next(&mut ev, Duration::from_secs(10), |e| match e {
+            Event::Subscribed { framework_id, .. } => Some(framework_id.clone()),
+            _ => None,
+        })
+        .await?;
+        Ok((s, ev, fid))
+    }
+
+    /// Waits for the first event that `pick` accepts; others are dropped.
+    pub async fn next<T>(ev: &mut Events, limit: Duration, mut pick: impl FnMut(&Event) -> Option<T>) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, ev.next()).await {
+                Err(_) => bail!("no matching event within {limit:?}"),
+                Ok(None) => bail!("event stream closed"),
+                Ok(Some(e)) => {
+                    if let Some(t) = pick(&e) {
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for an offer.
+    pub async fn offer(ev: &mut Events) -> Result<v1::Offer> {
+        next(ev, Duration::from_secs(10), |e| match e {
+            Event::Offers(o) => o.first().cloned(),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for an update of `task` whose state satisfies `want`.
+    pub async fn update(
+        ev: &mut Events,
+        task: &str,
+        limit: Duration,
+        want: impl Fn(mezzo_sdk::TaskState) -> bool,
+    ) -> Result<v1::TaskStatus> {
+        next(ev, limit, |e| match e {
+            Event::Update(s) if s.task_id == task && mezzo_sdk::task_state(s).is_some_and(&want) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A shell task with small resources.
+    pub fn shell_task(id: &str, script: &str) -> v1::TaskInfo {
+        let r = Resources::parse("cpus:0.1;mem:16").expect("static resources");
+        TaskBuilder::new(id).resources(&r).shell(script).build()
+    }
+}

@@ -36,7 +36,9 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let work_dir = a.work_dir.unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
+    let work_dir = a
+        .work_dir
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
     let mut cfg = AgentConfig::new(super::masters(&a.master), a.listen, work_dir);
     if let Some(r) = a.resources {
         cfg.resources = Some(Resources::parse(&r).context("--resources")?);
@@ -45,7 +47,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         cfg.hostname = h;
     }
     for kv in a.attributes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once(':').with_context(|| format!("attribute {kv:?} is not name:value"))?;
+        let (k, v) = kv
+            .split_once(':')
+            .with_context(|| format!("attribute {kv:?} is not name:value"))?;
         cfg.attributes.push((k.to_owned(), v.to_owned()));
     }
     cfg.status_retry_initial = a.status_retry;

@@ -12,7 +12,11 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 /// Splits a comma-separated list of master addresses.
 pub fn masters(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Prints the line that scripts and tests wait for, and flushes it.

@@ -71,7 +71,12 @@ pub struct Percentiles {
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Percentiles { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
+    Percentiles {
+        p50: ms(0.5),
+        p90: ms(0.9),
+        p99: ms(0.99),
+        max: h.max() as f64 / 1000.0,
+    }
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -94,19 +99,33 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut done = 0usize;
     while done < a.instances {
         let ev = tokio::time::timeout_at(deadline, events.next()).await;
-        let Ok(ev) = ev else { bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances) };
-        let Some(ev) = ev else { bail!("the scheduler driver stopped") };
+        let Ok(ev) = ev else {
+            bail!(
+                "timed out after {:?} with {done} of {} tasks done",
+                a.timeout,
+                a.instances
+            )
+        };
+        let Some(ev) = ev else {
+            bail!("the scheduler driver stopped")
+        };
         match ev {
             Event::Offers(offers) => {
                 for offer in offers {
                     let mut avail = Resources::from_proto(&offer.resources).unwrap_or_default();
                     let mut tasks = Vec::new();
                     while next < a.instances {
-                        let Some(left) = avail.checked_sub(&per_task) else { break };
+                        let Some(left) = avail.checked_sub(&per_task) else {
+                            break;
+                        };
                         avail = left;
                         let id = format!("{}-{run_id}-{next}", a.name);
                         let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
-                        let b = if a.shell { b.shell(a.command.join(" ")) } else { b.command(&a.command[0], a.command[1..].to_vec()) };
+                        let b = if a.shell {
+                            b.shell(a.command.join(" "))
+                        } else {
+                            b.command(&a.command[0], a.command[1..].to_vec())
+                        };
                         tasks.push(b.build());
                         next += 1;
                     }
@@ -119,12 +138,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     for t in &tasks {
                         tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
                     }
-                    sched.accept(vec![offer.offer_id], tasks, None).await.context("accept refused")?;
+                    sched
+                        .accept(vec![offer.offer_id], tasks, None)
+                        .await
+                        .context("accept refused")?;
                 }
             }
             Event::Update(status) => {
                 let Some(state) = task_state(&status) else { continue };
-                let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                let Some(t) = tracks.get_mut(&status.task_id) else {
+                    continue;
+                };
                 if state == TaskState::Running && t.running.is_none() {
                     t.running = Some(Instant::now());
                 }
@@ -132,11 +156,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
                     done += 1;
                     if a.instances == 1 && !a.json {
-                        println!("Task {} {} on agent {}{}", status.task_id, state.name(), status.agent_id, match status.exit_code {
-                            Some(c) => format!(" (exit {c})"),
-                            None if !status.message.is_empty() => format!(": {}", status.message),
-                            None => String::new(),
-                        });
+                        println!(
+                            "Task {} {} on agent {}{}",
+                            status.task_id,
+                            state.name(),
+                            status.agent_id,
+                            match status.exit_code {
+                                Some(c) => format!(" (exit {c})"),
+                                None if !status.message.is_empty() => format!(": {}", status.message),
+                                None => String::new(),
+                            }
+                        );
                     }
                 }
             }
@@ -195,6 +225,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// A short random tag so that repeated runs never reuse task ids.
 fn uuid_prefix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
 }

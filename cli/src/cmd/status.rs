@@ -16,10 +16,17 @@ pub struct Args {
 
 /// Fetches `/state` from the first master that answers.
 pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
     let mut last = None;
     for m in super::masters(masters) {
-        match client.get(format!("http://{m}/state")).send().await.and_then(|r| r.error_for_status()) {
+        match client
+            .get(format!("http://{m}/state"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
             Ok(resp) => return resp.json().await.with_context(|| format!("bad /state from {m}")),
             Err(e) => last = Some(anyhow::anyhow!("{m}: {e}")),
         }
@@ -47,24 +54,53 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let empty = vec![];
     let list = |k: &str| state[k].as_array().unwrap_or(&empty).clone();
-    println!("master {}  uptime {:.0}s", s(&state["master_id"]), state["uptime_secs"].as_f64().unwrap_or(0.0));
-    println!("cluster: total {}  used {}  offered {}", res(&state["totals"]["total"]), res(&state["totals"]["used"]), res(&state["totals"]["offered"]));
+    println!(
+        "master {}  uptime {:.0}s",
+        s(&state["master_id"]),
+        state["uptime_secs"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "cluster: total {}  used {}  offered {}",
+        res(&state["totals"]["total"]),
+        res(&state["totals"]["used"]),
+        res(&state["totals"]["offered"])
+    );
     let mut t = Table::new();
     t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED"]);
     for a in list("agents") {
-        t.add_row([s(&a["id"]), s(&a["hostname"]), s(&a["status"]), s(&a["active_tasks"]), res(&a["total"]), res(&a["used"])]);
+        t.add_row([
+            s(&a["id"]),
+            s(&a["hostname"]),
+            s(&a["status"]),
+            s(&a["active_tasks"]),
+            res(&a["total"]),
+            res(&a["used"]),
+        ]);
     }
     println!("\n{t}");
     let mut t = Table::new();
     t.set_header(["FRAMEWORK", "NAME", "CONNECTED", "TASKS", "OFFERS", "ALLOCATED"]);
     for f in list("frameworks") {
-        t.add_row([s(&f["id"]), s(&f["name"]), s(&f["connected"]), s(&f["active_tasks"]), s(&f["outstanding_offers"]), res(&f["allocated"])]);
+        t.add_row([
+            s(&f["id"]),
+            s(&f["name"]),
+            s(&f["connected"]),
+            s(&f["active_tasks"]),
+            s(&f["outstanding_offers"]),
+            res(&f["allocated"]),
+        ]);
     }
     println!("\n{t}");
     let mut t = Table::new();
     t.set_header(["TASK", "FRAMEWORK", "AGENT", "STATE", "RESOURCES"]);
     for task in list("tasks") {
-        t.add_row([s(&task["id"]), s(&task["framework_id"]), s(&task["agent_id"]), s(&task["state"]), res(&task["resources"])]);
+        t.add_row([
+            s(&task["id"]),
+            s(&task["framework_id"]),
+            s(&task["agent_id"]),
+            s(&task["state"]),
+            res(&task["resources"]),
+        ]);
     }
     println!("\n{t}");
     Ok(ExitCode::SUCCESS)

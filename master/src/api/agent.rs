@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use mezzo_proto::ids::{AgentId, FrameworkId};
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
@@ -14,9 +14,8 @@ use mezzo_proto::v1::agent_message::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::validate_task;
-use crate::core::{AgentHello, ConnId};
 use crate::core::agent_types::{AgentDescription, ReportedTask};
+use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
 use crate::runtime::{Command, Handle};
 
@@ -59,25 +58,32 @@ fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError
 /// Validates the first message of the stream.
 pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
     match msg.message {
-        Some(Message::Register(r)) => Ok(AgentHello::Register { info: describe(r.agent)? }),
+        Some(Message::Register(r)) => Ok(AgentHello::Register {
+            info: describe(r.agent)?,
+        }),
         Some(Message::Reregister(r)) => {
             let id = AgentId::parse(&r.agent_id)?;
             let info = describe(r.agent)?;
             let mut tasks = Vec::new();
             for t in r.tasks {
                 let state = TaskState::from_proto(t.state).ok_or_else(|| invalid("reported task has no state"))?;
-                let launch = validate_task(t.task.ok_or_else(|| invalid("reported task carries no task info"))?)?;
+                // The agent is the source of truth for what it runs: only ids
+                // and resources must make sense (a restarted agent may know
+                // little more than the id of a task with pending updates).
+                let info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
                 tasks.push(ReportedTask {
                     framework_id: FrameworkId::parse(&t.framework_id)?,
-                    task_id: launch.task_id,
-                    resources: launch.resources,
-                    info: launch.info,
+                    task_id: TaskId::parse(&info.task_id)?,
+                    resources: Resources::from_proto(&info.resources)?,
+                    info,
                     state,
                 });
             }
             Ok(AgentHello::Reregister { id, info, tasks })
         }
-        _ => Err(invalid("the first message on an agent stream must be register or reregister")),
+        _ => Err(invalid(
+            "the first message on an agent stream must be register or reregister",
+        )),
     }
 }
 
@@ -113,7 +119,10 @@ impl AgentApi for AgentService {
             .ok_or_else(|| Status::invalid_argument("stream closed before registration"))??;
         let hello = hello(first)?;
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
-        let conn = self.handle.ask(|reply| Command::AgentAttach { hello, tx, reply }).await??;
+        let conn = self
+            .handle
+            .ask(|reply| Command::AgentAttach { hello, tx, reply })
+            .await??;
         let handle = self.handle.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbound.next().await {
@@ -144,7 +153,11 @@ impl AgentApi for AgentService {
             }
             handle.notify(Command::AgentClosed(conn));
         });
-        Ok(Response::new(ToAgentStream { rx, conn, handle: self.handle.clone() }))
+        Ok(Response::new(ToAgentStream {
+            rx,
+            conn,
+            handle: self.handle.clone(),
+        }))
     }
 }
 
@@ -157,5 +170,10 @@ fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterErr
     if TaskState::from_proto(status.state).is_none() {
         return Err(invalid("status update has no state"));
     }
-    Ok(Command::StatusUpdate { conn, framework, status, latest })
+    Ok(Command::StatusUpdate {
+        conn,
+        framework,
+        status,
+        latest,
+    })
 }

@@ -23,7 +23,11 @@ fn invalid(msg: impl Into<String>) -> MasterError {
 }
 
 fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
-    if s.contains('\0') { Err(invalid(format!("{what} contains a NUL byte"))) } else { Ok(()) }
+    if s.contains('\0') {
+        Err(invalid(format!("{what} contains a NUL byte")))
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks one task of a Launch: id, resources, command, grace period.
@@ -37,7 +41,10 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     if resources.cpus.0 == 0 && resources.mem.0 == 0 {
         return Err(invalid(format!("task {t} must ask for some cpus or mem")));
     }
-    let cmd = info.command.as_ref().ok_or_else(|| invalid(format!("task {t} has no command")))?;
+    let cmd = info
+        .command
+        .as_ref()
+        .ok_or_else(|| invalid(format!("task {t} has no command")))?;
     if cmd.value.trim().is_empty() {
         return Err(invalid(format!("task {t} has an empty command")));
     }
@@ -58,14 +65,21 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     if let Some(ms) = info.kill_grace_period_ms
         && Duration::from_millis(ms) > MAX_KILL_GRACE
     {
-        return Err(invalid(format!("task {t}: kill grace period {ms} ms exceeds {} s", MAX_KILL_GRACE.as_secs())));
+        return Err(invalid(format!(
+            "task {t}: kill grace period {ms} ms exceeds {} s",
+            MAX_KILL_GRACE.as_secs()
+        )));
     }
     let mut info = info;
     if info.name.is_empty() {
         info.name = info.task_id.clone();
     }
     info.agent_id.clear();
-    Ok(LaunchRequest { task_id, resources, info })
+    Ok(LaunchRequest {
+        task_id,
+        resources,
+        info,
+    })
 }
 
 /// Checks a framework's self-description.
@@ -76,7 +90,9 @@ pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::Framewo
     }
     let f = info.failover_timeout_secs;
     if !f.is_finite() || !(0.0..=MAX_FAILOVER_SECS).contains(&f) {
-        return Err(invalid(format!("failover timeout {f} must be between 0 and {MAX_FAILOVER_SECS} seconds")));
+        return Err(invalid(format!(
+            "failover timeout {f} must be between 0 and {MAX_FAILOVER_SECS} seconds"
+        )));
     }
     if info.roles.is_empty() {
         info.roles.push("*".into());
@@ -94,7 +110,9 @@ pub fn refuse(filters: Option<&v1::Filters>) -> Result<Option<Duration>, MasterE
     match filters.and_then(|f| f.refuse_seconds) {
         None => Ok(None),
         Some(s) if s.is_finite() && (0.0..=MAX_FAILOVER_SECS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(invalid(format!("refuse_seconds {s} must be between 0 and {MAX_FAILOVER_SECS}"))),
+        Some(s) => Err(invalid(format!(
+            "refuse_seconds {s} must be between 0 and {MAX_FAILOVER_SECS}"
+        ))),
     }
 }
 
@@ -106,7 +124,11 @@ mod tests {
         v1::TaskInfo {
             task_id: id.into(),
             resources: Resources::parse(res).map(|r| r.to_proto()).unwrap_or_default(),
-            command: Some(v1::CommandInfo { value: cmd.into(), shell: true, ..Default::default() }),
+            command: Some(v1::CommandInfo {
+                value: cmd.into(),
+                shell: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -114,11 +136,19 @@ mod tests {
     #[test]
     fn bad_tasks_are_refused_with_the_reason() {
         let neg = v1::TaskInfo {
-            resources: vec![v1::Resource { name: "cpus".into(), scalar: -1.0, ..Default::default() }],
+            resources: vec![v1::Resource {
+                name: "cpus".into(),
+                scalar: -1.0,
+                ..Default::default()
+            }],
             ..task("t", "", "true")
         };
         let nan = v1::TaskInfo {
-            resources: vec![v1::Resource { name: "cpus".into(), scalar: f64::NAN, ..Default::default() }],
+            resources: vec![v1::Resource {
+                name: "cpus".into(),
+                scalar: f64::NAN,
+                ..Default::default()
+            }],
             ..task("t", "", "true")
         };
         let cases = [
@@ -129,8 +159,20 @@ mod tests {
             (task("t", "disk:5", "true"), "some cpus or mem"),
             (neg, "negative"),
             (nan, "finite"),
-            (v1::TaskInfo { kill_grace_period_ms: Some(u64::MAX / 2), ..task("t", "cpus:1", "true") }, "exceeds"),
-            (v1::TaskInfo { command: None, ..task("t", "cpus:1", "true") }, "no command"),
+            (
+                v1::TaskInfo {
+                    kill_grace_period_ms: Some(u64::MAX / 2),
+                    ..task("t", "cpus:1", "true")
+                },
+                "exceeds",
+            ),
+            (
+                v1::TaskInfo {
+                    command: None,
+                    ..task("t", "cpus:1", "true")
+                },
+                "no command",
+            ),
         ];
         for (info, want) in cases {
             let err = validate_task(info).expect_err(want).to_string();
@@ -143,8 +185,14 @@ mod tests {
     #[test]
     fn framework_info_is_checked() {
         assert!(validate_framework(None).is_err());
-        let mut f = v1::FrameworkInfo { name: "x".into(), ..Default::default() };
-        assert_eq!(validate_framework(Some(f.clone())).map(|f| f.roles), Ok(vec!["*".to_string()]));
+        let mut f = v1::FrameworkInfo {
+            name: "x".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_framework(Some(f.clone())).map(|f| f.roles),
+            Ok(vec!["*".to_string()])
+        );
         f.failover_timeout_secs = f64::NAN;
         assert!(validate_framework(Some(f.clone())).is_err());
         f.failover_timeout_secs = -1.0;

@@ -30,7 +30,11 @@ impl SchedulerApi {
         SchedulerApi { handle }
     }
 
-    async fn call(&self, framework_id: &str, call: impl FnOnce() -> Result<Call, MasterError>) -> Result<Response<v1::CallResponse>, Status> {
+    async fn call(
+        &self,
+        framework_id: &str,
+        call: impl FnOnce() -> Result<Call, MasterError>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
         let fid = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
         self.handle.call(fid, call()?).await?;
         Ok(Response::new(v1::CallResponse {}))
@@ -59,7 +63,9 @@ impl Drop for EventStream {
 }
 
 fn offer_ids(ids: &[String]) -> Result<Vec<OfferId>, MasterError> {
-    ids.iter().map(|s| OfferId::parse(s).map_err(MasterError::from)).collect()
+    ids.iter()
+        .map(|s| OfferId::parse(s).map_err(MasterError::from))
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -74,8 +80,15 @@ impl Scheduler for SchedulerApi {
             s => Some(FrameworkId::parse(s).map_err(MasterError::from)?),
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let conn = self.handle.ask(|reply| Command::Subscribe { info, id, tx, reply }).await??;
-        Ok(Response::new(EventStream { rx, conn, handle: self.handle.clone() }))
+        let conn = self
+            .handle
+            .ask(|reply| Command::Subscribe { info, id, tx, reply })
+            .await??;
+        Ok(Response::new(EventStream {
+            rx,
+            conn,
+            handle: self.handle.clone(),
+        }))
     }
 
     async fn accept(&self, req: Request<v1::AcceptRequest>) -> Result<Response<v1::CallResponse>, Status> {
@@ -93,7 +106,11 @@ impl Scheduler for SchedulerApi {
                     None => return Err(MasterError::Invalid("empty operation".into())),
                 }
             }
-            Ok(Call::Accept { offers, launches, refuse: refuse(req.filters.as_ref())? })
+            Ok(Call::Accept {
+                offers,
+                launches,
+                refuse: refuse(req.filters.as_ref())?,
+            })
         })
         .await
     }
@@ -104,7 +121,10 @@ impl Scheduler for SchedulerApi {
             if req.offer_ids.is_empty() {
                 return Err(MasterError::Invalid("decline names no offers".into()));
             }
-            Ok(Call::Decline { offers: offer_ids(&req.offer_ids)?, refuse: refuse(req.filters.as_ref())? })
+            Ok(Call::Decline {
+                offers: offer_ids(&req.offer_ids)?,
+                refuse: refuse(req.filters.as_ref())?,
+            })
         })
         .await
     }
@@ -124,7 +144,10 @@ impl Scheduler for SchedulerApi {
             if grace.is_some_and(|g| g > super::MAX_KILL_GRACE) {
                 return Err(MasterError::Invalid("kill grace period exceeds an hour".into()));
             }
-            Ok(Call::Kill { task: TaskId::parse(&req.task_id)?, grace })
+            Ok(Call::Kill {
+                task: TaskId::parse(&req.task_id)?,
+                grace,
+            })
         })
         .await
     }
@@ -132,7 +155,11 @@ impl Scheduler for SchedulerApi {
     async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let req = req.into_inner();
         self.call(&req.framework_id, || {
-            Ok(Call::Acknowledge { agent: AgentId::parse(&req.agent_id)?, task: TaskId::parse(&req.task_id)?, uuid: req.uuid })
+            Ok(Call::Acknowledge {
+                agent: AgentId::parse(&req.agent_id)?,
+                task: TaskId::parse(&req.task_id)?,
+                uuid: req.uuid,
+            })
         })
         .await
     }
@@ -140,7 +167,11 @@ impl Scheduler for SchedulerApi {
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let req = req.into_inner();
         self.call(&req.framework_id, || {
-            let tasks = req.tasks.iter().map(|t| TaskId::parse(&t.task_id).map_err(MasterError::from)).collect::<Result<_, _>>()?;
+            let tasks = req
+                .tasks
+                .iter()
+                .map(|t| TaskId::parse(&t.task_id).map_err(MasterError::from))
+                .collect::<Result<_, _>>()?;
             Ok(Call::Reconcile { tasks })
         })
         .await

@@ -73,7 +73,7 @@ impl Master {
                 framework: framework_info.clone(),
                 task: Some(info),
             });
-            self.to_agent(&agent_id, run);
+            self.send_agent(&agent_id, run);
             self.counters.tasks_launched += 1;
         }
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
@@ -112,11 +112,16 @@ impl Master {
             }
             offered.add(&offer.resources);
         }
-        let agent_id = agent.map(|(_, a)| a.clone()).ok_or_else(|| MasterError::Invalid("no offers".into()))?;
-        if !self.agents.get(&agent_id).is_some_and(|a| a.conn.is_some()) {
+        let agent_id = agent
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| MasterError::Invalid("no offers".into()))?;
+        if self.agents.get(&agent_id).is_none_or(|a| a.conn.is_none()) {
             return Err(MasterError::AgentDisconnected(agent_id.to_string()));
         }
-        let fw = self.frameworks.get(fid).ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let fw = self
+            .frameworks
+            .get(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
         let mut left = offered.clone();
         let mut ids = HashSet::new();
         for launch in launches {
@@ -126,11 +131,13 @@ impl Master {
             {
                 return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
             }
-            left = left.checked_sub(&launch.resources).ok_or_else(|| MasterError::BeyondOffer {
-                task: launch.task_id.to_string(),
-                asked: launch.resources.to_string(),
-                offered: left.to_string(),
-            })?;
+            left = left
+                .checked_sub(&launch.resources)
+                .ok_or_else(|| MasterError::BeyondOffer {
+                    task: launch.task_id.to_string(),
+                    asked: launch.resources.to_string(),
+                    offered: left.to_string(),
+                })?;
         }
         Ok((agent_id, offered))
     }

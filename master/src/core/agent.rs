@@ -25,8 +25,14 @@ pub struct ReportedTask {
 /// The first message on an agent's stream, validated by the API layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentHello {
-    Register { info: AgentDescription },
-    Reregister { id: AgentId, info: AgentDescription, tasks: Vec<ReportedTask> },
+    Register {
+        info: AgentDescription,
+    },
+    Reregister {
+        id: AgentId,
+        info: AgentDescription,
+        tasks: Vec<ReportedTask>,
+    },
 }
 
 /// What an agent says about itself.
@@ -55,7 +61,11 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, now: Instant) -> Option<Agent
         used: Resources::default(),
         offered: Resources::default(),
         conn: None,
-        status: if rec.unreachable_since.is_some() { AgentStatus::Unreachable } else { AgentStatus::Active },
+        status: if rec.unreachable_since.is_some() {
+            AgentStatus::Unreachable
+        } else {
+            AgentStatus::Active
+        },
         last_seen: now,
         tasks: HashSet::new(),
     })
@@ -99,7 +109,9 @@ impl Master {
             AgentHello::Register { .. } => Vec::new(),
             AgentHello::Reregister { tasks, .. } => tasks,
         };
-        let Some(mut fresh) = agent_from_record(rec, now) else { return };
+        let Some(mut fresh) = agent_from_record(rec, now) else {
+            return;
+        };
         fresh.conn = Some(conn);
         fresh.status = AgentStatus::Active;
         if let Some(old) = self.agents.remove(&rec.id) {
@@ -109,7 +121,13 @@ impl Master {
             }
             fresh.used = old.used;
             fresh.tasks = old.tasks;
-            for offer in self.offers.values().filter(|o| o.agent_id == rec.id).map(|o| o.id.clone()).collect::<Vec<_>>() {
+            for offer in self
+                .offers
+                .values()
+                .filter(|o| o.agent_id == rec.id)
+                .map(|o| o.id.clone())
+                .collect::<Vec<_>>()
+            {
                 self.rescind_offer(&offer, true);
             }
         }
@@ -121,7 +139,7 @@ impl Master {
             master_id: self.cfg.master_id.clone(),
             heartbeat_interval_secs: self.cfg.heartbeat_interval.as_secs_f64(),
         });
-        self.to_agent(&rec.id, msg);
+        self.send_agent(&rec.id, msg);
         self.allocation_needed = true;
         tracing::info!(agent = %rec.id, hostname = %rec.hostname, resources = %rec.resources, "agent admitted");
     }
@@ -168,14 +186,26 @@ impl Master {
             .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
             .unwrap_or_default();
         for (fid, tid) in missing {
-            let active = self.frameworks.get(&fid).and_then(|f| f.tasks.get(&tid)).is_some_and(|t| !t.state.is_terminal());
+            let active = self
+                .frameworks
+                .get(&fid)
+                .and_then(|f| f.tasks.get(&tid))
+                .is_some_and(|t| !t.state.is_terminal());
             if active {
-                self.master_update(&fid, &tid, TaskState::Lost, v1::StatusReason::ReasonAgentRestarted, "the agent re-registered without this task");
+                self.master_update(
+                    &fid,
+                    &tid,
+                    TaskState::Lost,
+                    v1::StatusReason::ReasonAgentRestarted,
+                    "the agent re-registered without this task",
+                );
             }
         }
         for fid in unknown_frameworks {
-            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework { framework_id: fid.to_string() });
-            self.to_agent(agent_id, msg);
+            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework {
+                framework_id: fid.to_string(),
+            });
+            self.send_agent(agent_id, msg);
         }
     }
 
@@ -196,7 +226,9 @@ impl Master {
     /// `agent_timeout` to come back before they are marked unreachable.
     pub fn agent_conn_closed(&mut self, conn: ConnId, now: Instant) {
         self.pending_agents.retain(|_, (c, _)| *c != conn);
-        let Some(id) = self.agent_conns.remove(&conn) else { return };
+        let Some(id) = self.agent_conns.remove(&conn) else {
+            return;
+        };
         let Some(agent) = self.agents.get_mut(&id) else { return };
         if agent.conn != Some(conn) {
             return;
@@ -205,7 +237,12 @@ impl Master {
         agent.status = AgentStatus::Disconnected;
         agent.last_seen = now;
         tracing::warn!(agent = %id, "agent disconnected");
-        let offers: Vec<_> = self.offers.values().filter(|o| o.agent_id == id).map(|o| o.id.clone()).collect();
+        let offers: Vec<_> = self
+            .offers
+            .values()
+            .filter(|o| o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
         for offer in offers {
             self.rescind_offer(&offer, true);
         }
@@ -243,20 +280,40 @@ impl Master {
             self.agent_conns.remove(&conn);
             self.emit(Effect::CloseAgent(conn));
         }
-        let offers: Vec<_> = self.offers.values().filter(|o| &o.agent_id == id).map(|o| o.id.clone()).collect();
+        let offers: Vec<_> = self
+            .offers
+            .values()
+            .filter(|o| &o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
         for offer in offers {
             self.rescind_offer(&offer, true);
         }
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
-            let active = self.frameworks.get(&fid).and_then(|f| f.tasks.get(&tid)).is_some_and(|t| !t.state.is_terminal());
+            let active = self
+                .frameworks
+                .get(&fid)
+                .and_then(|f| f.tasks.get(&tid))
+                .is_some_and(|t| !t.state.is_terminal());
             if active {
-                self.master_update(&fid, &tid, TaskState::Unreachable, v1::StatusReason::ReasonAgentUnreachable, "agent is unreachable");
+                self.master_update(
+                    &fid,
+                    &tid,
+                    TaskState::Unreachable,
+                    v1::StatusReason::ReasonAgentUnreachable,
+                    "agent is unreachable",
+                );
                 frameworks.insert(fid);
             }
         }
         for fid in frameworks {
-            self.to_framework(&fid, v1::event::Event::Failure(v1::Failure { agent_id: id.to_string() }));
+            self.send_framework(
+                &fid,
+                v1::event::Event::Failure(v1::Failure {
+                    agent_id: id.to_string(),
+                }),
+            );
         }
     }
 }

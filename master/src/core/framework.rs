@@ -35,7 +35,12 @@ fn info_of(rec: &FrameworkRecord) -> v1::FrameworkInfo {
 }
 
 impl Master {
-    pub(crate) fn insert_framework(&mut self, rec: &FrameworkRecord, conn: Option<ConnId>, disconnected_at: Option<Instant>) {
+    pub(crate) fn insert_framework(
+        &mut self,
+        rec: &FrameworkRecord,
+        conn: Option<ConnId>,
+        disconnected_at: Option<Instant>,
+    ) {
         self.frameworks.insert(
             rec.id.clone(),
             Framework {
@@ -79,14 +84,19 @@ impl Master {
         let changed = fw.info != info;
         if let Some(old) = old {
             self.framework_conns.remove(&old);
-            let err = v1::event::Event::Error(v1::Error { message: "framework failed over to a newer subscription".into() });
+            let err = v1::event::Event::Error(v1::Error {
+                message: "framework failed over to a newer subscription".into(),
+            });
             self.emit(Effect::ToFramework(old, v1::Event { event: Some(err) }));
             self.emit(Effect::CloseFramework(old));
         }
         if changed {
             let mut info = info;
             // The failover timeout may change; the name and principal are fixed.
-            let fw = self.frameworks.get_mut(&id).ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
+            let fw = self
+                .frameworks
+                .get_mut(&id)
+                .ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
             info.name = fw.info.name.clone();
             fw.info = info.clone();
             self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
@@ -94,10 +104,13 @@ impl Master {
         self.framework_conns.insert(conn, id.clone());
         self.send_subscribed(&id);
         // Updates forwarded while it was away and never acknowledged.
-        let resend: Vec<v1::TaskStatus> =
-            self.frameworks.get(&id).map(|f| f.tasks.values().filter_map(|t| t.unacked.clone()).collect()).unwrap_or_default();
+        let resend: Vec<v1::TaskStatus> = self
+            .frameworks
+            .get(&id)
+            .map(|f| f.tasks.values().filter_map(|t| t.unacked.clone()).collect())
+            .unwrap_or_default();
         for status in resend {
-            self.to_framework(&id, v1::event::Event::Update(v1::Update { status: Some(status) }));
+            self.send_framework(&id, v1::event::Event::Update(v1::Update { status: Some(status) }));
         }
         self.allocation_needed = true;
         tracing::info!(framework = %id, conn, "framework re-subscribed");
@@ -110,7 +123,7 @@ impl Master {
             heartbeat_interval_secs: self.cfg.heartbeat_interval.as_secs_f64(),
             master_id: self.cfg.master_id.clone(),
         });
-        self.to_framework(id, ev);
+        self.send_framework(id, ev);
     }
 
     pub(crate) fn framework_registered(&mut self, rec: &FrameworkRecord, now: Instant) {
@@ -133,7 +146,9 @@ impl Master {
     /// tasks keep running until its failover timeout passes.
     pub fn framework_conn_closed(&mut self, conn: ConnId, now: Instant) {
         self.pending_frameworks.retain(|_, (c, _)| *c != conn);
-        let Some(id) = self.framework_conns.remove(&conn) else { return };
+        let Some(id) = self.framework_conns.remove(&conn) else {
+            return;
+        };
         let Some(fw) = self.frameworks.get_mut(&id) else { return };
         if fw.conn != Some(conn) {
             return;
@@ -185,7 +200,9 @@ impl Master {
         let Some(fw) = self.frameworks.remove(id) else { return };
         if let Some(conn) = fw.conn {
             self.framework_conns.remove(&conn);
-            let err = v1::event::Event::Error(v1::Error { message: format!("framework {id} was removed") });
+            let err = v1::event::Event::Error(v1::Error {
+                message: format!("framework {id} was removed"),
+            });
             self.emit(Effect::ToFramework(conn, v1::Event { event: Some(err) }));
             self.emit(Effect::CloseFramework(conn));
         }
@@ -200,8 +217,10 @@ impl Master {
             agents.insert(task.agent_id.clone());
         }
         for agent in agents {
-            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework { framework_id: id.to_string() });
-            self.to_agent(&agent, msg);
+            let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework {
+                framework_id: id.to_string(),
+            });
+            self.send_agent(&agent, msg);
         }
         self.filters.retain(|(f, _), _| f != id);
         self.allocation_needed = true;

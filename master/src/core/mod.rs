@@ -66,6 +66,7 @@ impl Default for CoreConfig {
 }
 
 /// What the core asks the runtime to do.
+#[allow(clippy::large_enum_variant)] // effects are drained at once, never stored
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     ToFramework(ConnId, v1::Event),
@@ -179,7 +180,10 @@ pub struct Master {
 }
 
 pub(crate) fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Master {
@@ -236,13 +240,13 @@ impl Master {
         self.effects.push(e);
     }
 
-    pub(crate) fn to_framework(&mut self, id: &FrameworkId, event: v1::event::Event) {
+    pub(crate) fn send_framework(&mut self, id: &FrameworkId, event: v1::event::Event) {
         if let Some(conn) = self.frameworks.get(id).and_then(|f| f.conn) {
             self.emit(Effect::ToFramework(conn, v1::Event { event: Some(event) }));
         }
     }
 
-    pub(crate) fn to_agent(&mut self, id: &AgentId, msg: v1::master_message::Message) -> bool {
+    pub(crate) fn send_agent(&mut self, id: &AgentId, msg: v1::master_message::Message) -> bool {
         match self.agents.get(id).and_then(|a| a.conn) {
             Some(conn) => {
                 self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(msg) }));
@@ -270,7 +274,9 @@ impl Master {
             self.last_heartbeat = now;
             let fw_conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
             for conn in fw_conns {
-                let hb = v1::Event { event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})) };
+                let hb = v1::Event {
+                    event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})),
+                };
                 self.emit(Effect::ToFramework(conn, hb));
             }
             let agent_conns: Vec<ConnId> = self.agents.values().filter_map(|a| a.conn).collect();

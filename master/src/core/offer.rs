@@ -42,12 +42,15 @@ impl Master {
                 FrameworkSlot { id: f.id.clone(), held }
             })
             .collect();
-        let decisions =
-            allocator::allocate(&total, &slots, &frameworks, |f, a| self.filters.get(&(f.clone(), a.clone())).is_some_and(|t| *t > now));
+        let decisions = allocator::allocate(&total, &slots, &frameworks, |f, a| {
+            self.filters.get(&(f.clone(), a.clone())).is_some_and(|t| *t > now)
+        });
         let mut batches: std::collections::BTreeMap<FrameworkId, Vec<v1::Offer>> = Default::default();
         for (agent_id, fid, resources) in decisions {
             let id = OfferId::generate();
-            let (Some(agent), Some(fw)) = (self.agents.get_mut(&agent_id), self.frameworks.get_mut(&fid)) else { continue };
+            let (Some(agent), Some(fw)) = (self.agents.get_mut(&agent_id), self.frameworks.get_mut(&fid)) else {
+                continue;
+            };
             agent.offered.add(&resources);
             fw.offered.add(&resources);
             fw.offers.insert(id.clone());
@@ -57,16 +60,29 @@ impl Master {
                 agent_id: agent_id.to_string(),
                 hostname: agent.hostname.clone(),
                 resources: resources.to_proto(),
-                attributes: agent.attributes.iter().map(|(k, v)| v1::Attribute { name: k.clone(), value: v.clone() }).collect(),
+                attributes: agent
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| v1::Attribute {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
             });
             self.offers.insert(
                 id.clone(),
-                Offer { id, framework_id: fid, agent_id, resources, expires: now + self.cfg.offer_timeout },
+                Offer {
+                    id,
+                    framework_id: fid,
+                    agent_id,
+                    resources,
+                    expires: now + self.cfg.offer_timeout,
+                },
             );
         }
         for (fid, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
-            self.to_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
+            self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
         }
         self.counters.allocation_runs += 1;
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
@@ -85,21 +101,35 @@ impl Master {
         }
         if notify {
             self.counters.offers_rescinded += 1;
-            self.to_framework(&offer.framework_id, v1::event::Event::Rescind(v1::Rescind { offer_id: id.to_string() }));
+            self.send_framework(
+                &offer.framework_id,
+                v1::event::Event::Rescind(v1::Rescind {
+                    offer_id: id.to_string(),
+                }),
+            );
         }
         self.allocation_needed = true;
         Some(offer)
     }
 
     pub(crate) fn rescind_framework_offers(&mut self, fid: &FrameworkId, notify: bool) {
-        let ids: Vec<OfferId> = self.frameworks.get(fid).map(|f| f.offers.iter().cloned().collect()).unwrap_or_default();
+        let ids: Vec<OfferId> = self
+            .frameworks
+            .get(fid)
+            .map(|f| f.offers.iter().cloned().collect())
+            .unwrap_or_default();
         for id in ids {
             self.rescind_offer(&id, notify);
         }
     }
 
     pub(crate) fn expire_offers(&mut self, now: Instant) {
-        let expired: Vec<OfferId> = self.offers.values().filter(|o| o.expires <= now).map(|o| o.id.clone()).collect();
+        let expired: Vec<OfferId> = self
+            .offers
+            .values()
+            .filter(|o| o.expires <= now)
+            .map(|o| o.id.clone())
+            .collect();
         for id in expired {
             tracing::debug!(offer = %id, "offer timed out");
             self.rescind_offer(&id, true);
@@ -108,7 +138,13 @@ impl Master {
 
     /// Declines offers; their agents are not offered to this framework
     /// again for `refuse` (default 5 s).
-    pub fn decline(&mut self, fid: &FrameworkId, ids: &[OfferId], refuse: Option<Duration>, now: Instant) -> Result<(), MasterError> {
+    pub fn decline(
+        &mut self,
+        fid: &FrameworkId,
+        ids: &[OfferId],
+        refuse: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), MasterError> {
         self.subscribed(fid)?;
         for id in ids {
             self.owned_offer(fid, id)?;
@@ -127,7 +163,10 @@ impl Master {
 
     /// Checks that `id` is an outstanding offer of framework `fid`.
     pub(crate) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
-        let offer = self.offers.get(id).ok_or_else(|| MasterError::UnknownOffer(id.to_string()))?;
+        let offer = self
+            .offers
+            .get(id)
+            .ok_or_else(|| MasterError::UnknownOffer(id.to_string()))?;
         if &offer.framework_id != fid {
             return Err(MasterError::ForeignOffer { offer: id.to_string() });
         }

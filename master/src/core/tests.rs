@@ -27,8 +27,15 @@ struct Sim {
 impl Sim {
     fn new() -> Sim {
         let now = Instant::now();
-        let cfg = CoreConfig { agent_timeout: Duration::from_secs(5), ..CoreConfig::default() };
-        Sim { m: Master::recover(cfg, Registry::default(), now), now, sent: Vec::new() }
+        let cfg = CoreConfig {
+            agent_timeout: Duration::from_secs(5),
+            ..CoreConfig::default()
+        };
+        Sim {
+            m: Master::recover(cfg, Registry::default(), now),
+            now,
+            sent: Vec::new(),
+        }
     }
 
     /// Commits proposals at once, as the single-master runtime does.
@@ -55,7 +62,11 @@ impl Sim {
     }
 
     fn framework(&mut self) -> FrameworkId {
-        let info = v1::FrameworkInfo { name: "f".into(), failover_timeout_secs: 60.0, ..Default::default() };
+        let info = v1::FrameworkInfo {
+            name: "f".into(),
+            failover_timeout_secs: 60.0,
+            ..Default::default()
+        };
         self.m.subscribe(FW_CONN, info, None, self.now).expect("subscribe");
         self.run();
         let id = self.events().iter().find_map(|e| match e {
@@ -72,7 +83,9 @@ impl Sim {
             resources: Resources::parse(res).expect("res"),
             attributes: vec![],
         };
-        self.m.agent_attach(conn, AgentHello::Register { info }, self.now).expect("attach");
+        self.m
+            .agent_attach(conn, AgentHello::Register { info }, self.now)
+            .expect("attach");
         self.run();
         let id = self.agent_msgs().iter().rev().find_map(|m| match m {
             v1::master_message::Message::Registered(r) => Some(r.agent_id.clone()),
@@ -127,7 +140,10 @@ fn launch(id: &str, res: &str) -> LaunchRequest {
     validate_task(v1::TaskInfo {
         task_id: id.into(),
         resources: Resources::parse(res).expect("res").to_proto(),
-        command: Some(v1::CommandInfo { value: "true".into(), ..Default::default() }),
+        command: Some(v1::CommandInfo {
+            value: "true".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     })
     .expect("valid task")
@@ -138,7 +154,12 @@ fn oid(o: &v1::Offer) -> OfferId {
 }
 
 fn status(task: &str, state: TaskState, uuid: u8) -> v1::TaskStatus {
-    v1::TaskStatus { task_id: task.into(), state: state.to_proto() as i32, uuid: vec![uuid; 16], ..Default::default() }
+    v1::TaskStatus {
+        task_id: task.into(),
+        state: state.to_proto() as i32,
+        uuid: vec![uuid; 16],
+        ..Default::default()
+    }
 }
 
 /// DESIGN.md "The flow of one task": offer, accept, run, update, ack.
@@ -150,7 +171,14 @@ fn one_task_end_to_end() {
     let offers = s.offers();
     assert_eq!(offers.len(), 1);
     assert_eq!(offers[0].agent_id, a.as_str());
-    s.m.accept(&f, &[oid(&offers[0])], vec![launch("t1", "cpus:0.5;mem:128")], None, s.now).expect("accept");
+    s.m.accept(
+        &f,
+        &[oid(&offers[0])],
+        vec![launch("t1", "cpus:0.5;mem:128")],
+        None,
+        s.now,
+    )
+    .expect("accept");
     s.run();
     assert!(s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::RunTask(r) if r.task.as_ref().is_some_and(|t| t.task_id == "t1" && t.agent_id == a.as_str()))));
     // The rest of the agent is offered again at once.
@@ -159,12 +187,26 @@ fn one_task_end_to_end() {
     assert_eq!(Resources::from_proto(&again[1].resources).expect("res").cpus.0, 1500);
 
     let fid = f.clone();
-    s.m.status_update(AGENT_CONN, fid.clone(), status("t1", TaskState::Running, 1), TaskState::Finished, s.now).expect("update");
+    s.m.status_update(
+        AGENT_CONN,
+        fid.clone(),
+        status("t1", TaskState::Running, 1),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("update");
     s.run();
     assert_eq!(s.updates().len(), 1);
     let t1 = TaskId::parse("t1").expect("id");
     s.m.acknowledge(&f, &a, &t1, &[1; 16]).expect("ack");
-    s.m.status_update(AGENT_CONN, fid, status("t1", TaskState::Finished, 2), TaskState::Finished, s.now).expect("update");
+    s.m.status_update(
+        AGENT_CONN,
+        fid,
+        status("t1", TaskState::Finished, 2),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("update");
     s.m.acknowledge(&f, &a, &t1, &[2; 16]).expect("ack");
     s.run();
     let view = s.m.view(true);
@@ -172,7 +214,11 @@ fn one_task_end_to_end() {
     assert_eq!(view.completed_tasks.len(), 1);
     assert_eq!(view.completed_tasks[0].state, "TASK_FINISHED");
     assert_eq!(view.agents[0].used, Resources::default());
-    let acks = s.agent_msgs().iter().filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_))).count();
+    let acks = s
+        .agent_msgs()
+        .iter()
+        .filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_)))
+        .count();
     assert_eq!(acks, 2);
 }
 
@@ -185,10 +231,22 @@ fn invalid_accepts_change_nothing() {
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
     let cases: Vec<(Vec<OfferId>, Vec<LaunchRequest>, &str)> = vec![
-        (vec![OfferId::parse("nope").expect("id")], vec![launch("a", "cpus:0.1")], "unknown offer"),
+        (
+            vec![OfferId::parse("nope").expect("id")],
+            vec![launch("a", "cpus:0.1")],
+            "unknown offer",
+        ),
         (vec![o.clone()], vec![launch("a", "cpus:2")], "asks for"),
-        (vec![o.clone()], vec![launch("a", "cpus:0.6"), launch("b", "cpus:0.6")], "asks for"),
-        (vec![o.clone()], vec![launch("a", "cpus:0.1"), launch("a", "cpus:0.1")], "already exists"),
+        (
+            vec![o.clone()],
+            vec![launch("a", "cpus:0.6"), launch("b", "cpus:0.6")],
+            "asks for",
+        ),
+        (
+            vec![o.clone()],
+            vec![launch("a", "cpus:0.1"), launch("a", "cpus:0.1")],
+            "already exists",
+        ),
         (vec![o.clone(), o.clone()], vec![launch("a", "cpus:0.1")], "named twice"),
         (vec![], vec![launch("a", "cpus:0.1")], "no offers"),
     ];
@@ -197,15 +255,24 @@ fn invalid_accepts_change_nothing() {
         assert!(err.to_string().contains(want), "{err} lacks {want:?}");
     }
     s.run();
-    assert!(!s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::RunTask(_))));
+    assert!(
+        !s.agent_msgs()
+            .iter()
+            .any(|m| matches!(m, v1::master_message::Message::RunTask(_)))
+    );
     // The offer is still good, once.
-    s.m.accept(&f, std::slice::from_ref(&o), vec![launch("a", "cpus:0.1")], None, s.now).expect("valid accept");
-    let err = s.m.accept(&f, &[o], vec![launch("b", "cpus:0.1")], None, s.now).expect_err("used twice");
+    s.m.accept(&f, std::slice::from_ref(&o), vec![launch("a", "cpus:0.1")], None, s.now)
+        .expect("valid accept");
+    let err =
+        s.m.accept(&f, &[o], vec![launch("b", "cpus:0.1")], None, s.now)
+            .expect_err("used twice");
     assert!(matches!(err, MasterError::UnknownOffer(_)));
     // A task id is never reused.
     s.run();
     let o2 = oid(s.offers().last().expect("offer"));
-    let err = s.m.accept(&f, &[o2], vec![launch("a", "cpus:0.1")], None, s.now).expect_err("dup");
+    let err =
+        s.m.accept(&f, &[o2], vec![launch("a", "cpus:0.1")], None, s.now)
+            .expect_err("dup");
     assert!(matches!(err, MasterError::DuplicateTask(_)));
 }
 
@@ -215,9 +282,18 @@ fn calls_before_subscribing_are_refused() {
     let mut s = Sim::new();
     let f = FrameworkId::parse("ghost").expect("id");
     assert!(matches!(s.m.revive(&f), Err(MasterError::NotSubscribed(_))));
-    assert!(matches!(s.m.accept(&f, &[], vec![], None, s.now), Err(MasterError::NotSubscribed(_))));
-    let info = v1::FrameworkInfo { name: "x".into(), ..Default::default() };
-    assert!(matches!(s.m.subscribe(1, info, Some(f), s.now), Err(MasterError::UnknownFramework(_))));
+    assert!(matches!(
+        s.m.accept(&f, &[], vec![], None, s.now),
+        Err(MasterError::NotSubscribed(_))
+    ));
+    let info = v1::FrameworkInfo {
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.m.subscribe(1, info, Some(f), s.now),
+        Err(MasterError::UnknownFramework(_))
+    ));
 }
 
 /// DESIGN.md "Offers": decline filters keep the agent away for the refuse
@@ -228,7 +304,8 @@ fn decline_filter_then_revive() {
     let f = s.framework();
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
-    s.m.decline(&f, &[o], Some(Duration::from_secs(10)), s.now).expect("decline");
+    s.m.decline(&f, &[o], Some(Duration::from_secs(10)), s.now)
+        .expect("decline");
     s.advance(Duration::from_secs(1));
     assert_eq!(s.offers().len(), 1);
     s.m.revive(&f).expect("revive");
@@ -244,7 +321,8 @@ fn lost_agent_rescinds_offers_and_marks_tasks_unreachable() {
     let f = s.framework();
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
+        .expect("accept");
     s.run();
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     s.run();
@@ -268,13 +346,26 @@ fn resubscribe_resends_unacknowledged_updates() {
     let f = s.framework();
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
+        .expect("accept");
     s.m.framework_conn_closed(FW_CONN, s.now);
-    s.m.status_update(AGENT_CONN, f.clone(), status("t", TaskState::Finished, 7), TaskState::Finished, s.now).expect("upd");
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t", TaskState::Finished, 7),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("upd");
     s.run();
     assert!(s.updates().is_empty());
-    let info = v1::FrameworkInfo { name: "f".into(), failover_timeout_secs: 60.0, ..Default::default() };
-    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now).expect("resubscribe");
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now)
+        .expect("resubscribe");
     s.run();
     let ups = s.updates();
     assert_eq!(ups.len(), 1);
@@ -289,12 +380,17 @@ fn failover_timeout_removes_framework() {
     let f = s.framework();
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now).expect("accept");
+    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
+        .expect("accept");
     s.m.framework_conn_closed(FW_CONN, s.now);
     for _ in 0..61 {
         s.m.agent_heartbeat(AGENT_CONN, s.now);
         s.advance(Duration::from_secs(1));
     }
     assert!(s.m.registry().frameworks.is_empty());
-    assert!(s.agent_msgs().iter().any(|m| matches!(m, v1::master_message::Message::ShutdownFramework(_))));
+    assert!(
+        s.agent_msgs()
+            .iter()
+            .any(|m| matches!(m, v1::master_message::Message::ShutdownFramework(_)))
+    );
 }

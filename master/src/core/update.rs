@@ -22,7 +22,9 @@ impl Master {
         latest: TaskState,
         now: Instant,
     ) -> Result<(), MasterError> {
-        let agent_id = self.agent_seen(conn, now).ok_or_else(|| MasterError::Invalid("update from an unregistered stream".into()))?;
+        let agent_id = self
+            .agent_seen(conn, now)
+            .ok_or_else(|| MasterError::Invalid("update from an unregistered stream".into()))?;
         self.counters.status_updates += 1;
         let tid = TaskId::parse(&status.task_id)?;
         if !self.frameworks.contains_key(&fid) {
@@ -32,7 +34,7 @@ impl Master {
                 task_id: tid.to_string(),
                 uuid: status.uuid.clone(),
             });
-            self.to_agent(&agent_id, ack);
+            self.send_agent(&agent_id, ack);
             return Ok(());
         }
         self.set_task_state(&fid, &tid, &agent_id, latest, Some(&status));
@@ -41,7 +43,7 @@ impl Master {
         {
             task.unacked = Some(status.clone());
         }
-        self.to_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
     }
 
@@ -88,8 +90,20 @@ impl Master {
 
     /// A state change the master decides itself (agent lost, ...). Sent to
     /// the framework without a uuid: it needs no acknowledgement.
-    pub(crate) fn master_update(&mut self, fid: &FrameworkId, tid: &TaskId, state: TaskState, reason: v1::StatusReason, message: &str) {
-        let Some(agent_id) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)).map(|t| t.agent_id.clone()) else {
+    pub(crate) fn master_update(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        state: TaskState,
+        reason: v1::StatusReason,
+        message: &str,
+    ) {
+        let Some(agent_id) = self
+            .frameworks
+            .get(fid)
+            .and_then(|f| f.tasks.get(tid))
+            .map(|t| t.agent_id.clone())
+        else {
             return;
         };
         let status = v1::TaskStatus {
@@ -108,7 +122,7 @@ impl Master {
         if state.is_terminal() && state != TaskState::Unreachable {
             self.complete_task(fid, tid);
         }
-        self.to_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        self.send_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
     }
 
     /// Moves a terminal task from the active table to the completed ring.
@@ -129,10 +143,19 @@ impl Master {
     }
 
     /// The framework acknowledges one update; the agent may now forget it.
-    pub fn acknowledge(&mut self, fid: &FrameworkId, agent_id: &AgentId, tid: &TaskId, uuid: &[u8]) -> Result<(), MasterError> {
+    pub fn acknowledge(
+        &mut self,
+        fid: &FrameworkId,
+        agent_id: &AgentId,
+        tid: &TaskId,
+        uuid: &[u8],
+    ) -> Result<(), MasterError> {
         self.subscribed(fid)?;
         if uuid.len() != 16 {
-            return Err(MasterError::Invalid(format!("uuid must be 16 bytes, got {}", uuid.len())));
+            return Err(MasterError::Invalid(format!(
+                "uuid must be 16 bytes, got {}",
+                uuid.len()
+            )));
         }
         if !self.agents.contains_key(agent_id) {
             return Err(MasterError::UnknownAgent(agent_id.to_string()));
@@ -155,24 +178,33 @@ impl Master {
             uuid: uuid.to_vec(),
         });
         // A disconnected agent resends the update later; it is acked again then.
-        self.to_agent(agent_id, ack);
+        self.send_agent(agent_id, ack);
         Ok(())
     }
 
     pub fn kill(&mut self, fid: &FrameworkId, tid: &TaskId, grace: Option<Duration>) -> Result<(), MasterError> {
         self.subscribed(fid)?;
-        let fw = self.frameworks.get(fid).ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let fw = self
+            .frameworks
+            .get(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
         let task: &Task = match fw.tasks.get(tid) {
             Some(t) => t,
             None => {
                 return Err(match fw.completed.iter().rev().find(|t| &t.id == tid) {
-                    Some(t) => MasterError::TaskTerminal { task: tid.to_string(), state: t.state.name() },
+                    Some(t) => MasterError::TaskTerminal {
+                        task: tid.to_string(),
+                        state: t.state.name(),
+                    },
                     None => MasterError::UnknownTask(tid.to_string()),
                 });
             }
         };
         if task.state.is_terminal() {
-            return Err(MasterError::TaskTerminal { task: tid.to_string(), state: task.state.name() });
+            return Err(MasterError::TaskTerminal {
+                task: tid.to_string(),
+                state: task.state.name(),
+            });
         }
         let agent_id = task.agent_id.clone();
         let msg = v1::master_message::Message::KillTask(v1::KillTask {
@@ -180,7 +212,7 @@ impl Master {
             task_id: tid.to_string(),
             kill_grace_period_ms: grace.map(|g| g.as_millis() as u64),
         });
-        if !self.to_agent(&agent_id, msg) {
+        if !self.send_agent(&agent_id, msg) {
             return Err(MasterError::AgentDisconnected(agent_id.to_string()));
         }
         Ok(())
@@ -190,7 +222,10 @@ impl Master {
     /// `tasks` is empty), without uuids.
     pub fn reconcile(&mut self, fid: &FrameworkId, tasks: &[TaskId]) -> Result<(), MasterError> {
         self.subscribed(fid)?;
-        let fw = self.frameworks.get(fid).ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let fw = self
+            .frameworks
+            .get(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
         let status_of = |t: &Task| v1::TaskStatus {
             task_id: t.id.to_string(),
             state: t.state.to_proto() as i32,
@@ -209,7 +244,10 @@ impl Master {
             tasks
                 .iter()
                 .map(|tid| {
-                    let known = fw.tasks.get(tid).or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid));
+                    let known = fw
+                        .tasks
+                        .get(tid)
+                        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid));
                     known.map(status_of).unwrap_or_else(|| v1::TaskStatus {
                         task_id: tid.to_string(),
                         state: v1::TaskState::TaskUnknown as i32,
@@ -225,7 +263,12 @@ impl Master {
         };
         if let Some(conn) = fw.conn {
             for s in statuses {
-                self.emit(Effect::ToFramework(conn, v1::Event { event: Some(v1::event::Event::Update(v1::Update { status: Some(s) })) }));
+                self.emit(Effect::ToFramework(
+                    conn,
+                    v1::Event {
+                        event: Some(v1::event::Event::Update(v1::Update { status: Some(s) })),
+                    },
+                ));
             }
         }
         Ok(())

@@ -144,9 +144,17 @@ impl Master {
                 registered_at: f.registered_at,
             })
             .collect();
-        let mut tasks: Vec<TaskView> = self.frameworks.values().flat_map(|f| f.tasks.values().map(task_view)).collect();
+        let mut tasks: Vec<TaskView> = self
+            .frameworks
+            .values()
+            .flat_map(|f| f.tasks.values().map(task_view))
+            .collect();
         tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
-        let completed_tasks = self.frameworks.values().flat_map(|f| f.completed.iter().map(task_view)).collect();
+        let completed_tasks = self
+            .frameworks
+            .values()
+            .flat_map(|f| f.completed.iter().map(task_view))
+            .collect();
         let offers = self
             .offers
             .values()

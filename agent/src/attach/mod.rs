@@ -1,0 +1,242 @@
+//! The agent's side of `AgentApi.Attach`: one long-lived bidirectional
+//! stream to the leading master, re-established with backoff.
+//!
+//! Per connection: send `Register` (no id yet) or `Reregister` (with every
+//! task the table knows), wait for `Registered`, persist the id, hand the
+//! outbound stream to the status update manager (which resends every
+//! pending head), then heartbeat and dispatch master messages until the
+//! stream ends or the master has been silent for three heartbeats.
+
+mod backoff;
+pub mod register;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mezzo_proto::MAX_MESSAGE_BYTES;
+use mezzo_proto::ids::AgentId;
+use mezzo_proto::v1::agent_api_client::AgentApiClient;
+use mezzo_proto::v1::{self, master_message::Message};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use self::backoff::Backoff;
+use self::register::Identity;
+use crate::AgentError;
+use crate::metrics::Metrics;
+use crate::status::StatusHandle;
+use crate::task::table::TableHandle;
+
+/// Metadata key a non-leading master sets on its UNAVAILABLE answer.
+pub const LEADER_METADATA: &str = "mezzo-leader";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+const OUTBOUND_CAPACITY: usize = 8192;
+
+/// What the connection needs from the rest of the agent.
+pub struct AttachDeps {
+    pub masters: Vec<String>,
+    pub work_dir: PathBuf,
+    pub identity: Identity,
+    pub table: TableHandle,
+    pub status: StatusHandle,
+    pub agent_id: watch::Sender<Option<AgentId>>,
+    /// The master currently registered with, for `/state`.
+    pub master: watch::Sender<Option<String>>,
+    pub metrics: Metrics,
+}
+
+/// How one connection ended.
+enum Ended {
+    /// The agent cannot go on (e.g. its disk failed).
+    Fatal(AgentError),
+    /// This master is not the leader and named the one that is.
+    NotLeader {
+        leader: String,
+    },
+    Failed(String),
+}
+
+impl From<AgentError> for Ended {
+    fn from(e: AgentError) -> Self {
+        Ended::Fatal(e)
+    }
+}
+
+/// Stays attached to a master until a fatal error.
+pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
+    if deps.masters.is_empty() {
+        return Err(AgentError::NoMasters);
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut next = 0;
+    let mut leader_hint: Option<String> = None;
+    loop {
+        let addr = leader_hint.take().unwrap_or_else(|| {
+            let addr = deps.masters[next % deps.masters.len()].clone();
+            next += 1;
+            addr
+        });
+        match session(&deps, &addr, &mut backoff).await {
+            Ok(()) => tracing::info!(master = %addr, "master closed the connection"),
+            Err(Ended::Fatal(e)) => return Err(e),
+            Err(Ended::NotLeader { leader }) => {
+                tracing::info!(master = %addr, %leader, "not the leader; following");
+                leader_hint = Some(leader);
+            }
+            Err(Ended::Failed(why)) => tracing::warn!(master = %addr, "{why}"),
+        }
+        deps.metrics.connected.set(0);
+        deps.master.send_replace(None);
+        deps.status.disconnected().await?;
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Turns a gRPC error into `NotLeader` when it names a leader.
+fn refused(addr: &str, status: tonic::Status) -> Ended {
+    if status.code() == tonic::Code::Unavailable {
+        let leader = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && *l != addr);
+        if let Some(leader) = leader {
+            return Ended::NotLeader {
+                leader: leader.to_owned(),
+            };
+        }
+    }
+    Ended::Failed(format!(
+        "master {addr} answered {:?}: {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result<(), Ended> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Ended::Failed(format!("bad master address {addr:?}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Ended::Failed(format!("cannot connect to master {addr}: {e}")))?;
+    let mut client = AgentApiClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let known_id = deps.agent_id.borrow().clone();
+    let tasks = match known_id {
+        Some(_) => deps.table.snapshot().await?,
+        None => Vec::new(),
+    };
+    let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let first = deps.identity.first_message(known_id.as_ref(), tasks);
+    tx.send(first)
+        .await
+        .map_err(|_| Ended::Failed("outbound stream closed before registering".to_owned()))?;
+
+    let attach = tokio::time::timeout(REGISTER_TIMEOUT, client.attach(ReceiverStream::new(rx)));
+    let mut inbound = match attach.await {
+        Err(_) => return Err(Ended::Failed(format!("master {addr} did not answer Attach"))),
+        Ok(Err(status)) => return Err(refused(addr, status)),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let registered = loop {
+        match tokio::time::timeout_at(deadline, inbound.next()).await {
+            Err(_) => return Err(Ended::Failed(format!("master {addr} sent no Registered"))),
+            Ok(None) => {
+                return Err(Ended::Failed(format!(
+                    "master {addr} closed the stream before Registered"
+                )));
+            }
+            Ok(Some(Err(status))) => return Err(refused(addr, status)),
+            Ok(Some(Ok(v1::MasterMessage {
+                message: Some(Message::Registered(r)),
+            }))) => break r,
+            Ok(Some(Ok(other))) => tracing::warn!(master = %addr, "ignoring {other:?} before Registered"),
+        }
+    };
+    let agent_id = AgentId::parse(&registered.agent_id)
+        .map_err(|e| Ended::Failed(format!("master {addr} assigned an invalid agent id: {e}")))?;
+    if known_id.as_ref().is_some_and(|k| *k != agent_id) {
+        tracing::warn!(old = ?known_id, new = %agent_id, "master assigned a new agent id");
+    }
+    if known_id.as_ref() != Some(&agent_id) {
+        let (dir, id) = (deps.work_dir.clone(), agent_id.clone());
+        tokio::task::spawn_blocking(move || register::store_agent_id(&dir, &id))
+            .await
+            .map_err(|_| AgentError::ActorPanicked("agent id writer"))??;
+        deps.agent_id.send_replace(Some(agent_id.clone()));
+    }
+    let heartbeat = heartbeat_interval(registered.heartbeat_interval_secs);
+    tracing::info!(master = %addr, %agent_id, ?heartbeat, "registered");
+    backoff.reset();
+    deps.master.send_replace(Some(addr.to_owned()));
+    deps.metrics.connected.set(1);
+    deps.status.connected(tx.clone()).await?;
+
+    let silence = heartbeat * 3;
+    let mut last_heard = Instant::now();
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = tokio::time::timeout_at(last_heard + silence, inbound.next()) => match msg {
+                Err(_) => return Err(Ended::Failed(format!("master {addr} silent for {silence:?}"))),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(status))) => return Err(refused(addr, status)),
+                Ok(Some(Ok(msg))) => {
+                    last_heard = Instant::now();
+                    dispatch(deps, msg).await?;
+                }
+            },
+            _ = ticker.tick() => {
+                let beat = v1::AgentMessage {
+                    message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+                };
+                if tx.try_send(beat).is_err() {
+                    tracing::debug!(master = %addr, "heartbeat skipped: outbound stream full");
+                }
+            }
+        }
+    }
+}
+
+fn heartbeat_interval(secs: f64) -> Duration {
+    if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs.clamp(0.01, 3600.0))
+    } else {
+        DEFAULT_HEARTBEAT
+    }
+}
+
+async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), AgentError> {
+    match msg.message {
+        Some(Message::RunTask(run)) => deps.table.run_task(run).await,
+        Some(Message::KillTask(kill)) => {
+            let grace = kill.kill_grace_period_ms.map(Duration::from_millis);
+            deps.table.kill(kill.framework_id, kill.task_id, grace).await
+        }
+        Some(Message::Acknowledge(ack)) => deps.status.acknowledge(ack).await,
+        Some(Message::ShutdownFramework(s)) => deps.table.shutdown_framework(s.framework_id).await,
+        Some(Message::Heartbeat(_)) => Ok(()),
+        Some(Message::Registered(_)) => {
+            tracing::debug!("duplicate Registered ignored");
+            Ok(())
+        }
+        None => {
+            tracing::debug!("empty master message ignored");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Containers: the seam between a task's supervisor and the isolation
+//! technology.
+//!
+//! A [`Containerizer`] launches a [`ContainerSpec`] and hands back a
+//! [`Container`]: something with a pid that can be signalled as a whole,
+//! waited for, and cleaned up. [`PosixContainerizer`] runs the command in
+//! its own process group; a Linux containerizer (cgroups + namespaces)
+//! slots in behind the same trait, with `signal` and `cleanup` acting on
+//! the cgroup instead of the process group.
+
+mod posix;
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use mezzo_proto::resources::Resources;
+pub use nix::sys::signal::Signal;
+
+pub use posix::PosixContainerizer;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    /// `/bin/sh -c <script>`.
+    Shell(String),
+    /// `program` (looked up in the task's `PATH`) with `args`.
+    Exec { program: String, args: Vec<String> },
+}
+
+/// Everything a containerizer needs to start one task's container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Unique among live containers, e.g. `<framework_id>/<task_id>`.
+    pub id: String,
+    /// Working directory; created by the containerizer; holds `stdout` and `stderr`.
+    pub sandbox: PathBuf,
+    pub command: CommandSpec,
+    /// The complete environment of the command.
+    pub env: Vec<(String, String)>,
+    /// Limits an isolating containerizer enforces; the posix one ignores them.
+    pub resources: Resources,
+    /// Run as this user; `None` = the agent's user.
+    pub user: Option<String>,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited by itself with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("cannot prepare sandbox {}: {source}", path.display())]
+    Sandbox { path: PathBuf, source: std::io::Error },
+    #[error("cannot start {program:?}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("running tasks as user {user:?} is not supported by this containerizer (agent runs as {agent_user:?})")]
+    User { user: String, agent_user: String },
+    #[error("cannot signal container {id}: {source}")]
+    Signal { id: String, source: nix::Error },
+    #[error("cannot wait for container {id}: {source}")]
+    Wait { id: String, source: std::io::Error },
+}
+
+/// Starts containers. One per agent, chosen at start-up.
+pub trait Containerizer: Send + Sync + 'static {
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>>;
+}
+
+/// One running container.
+pub trait Container: Send {
+    /// Pid of the container's main process (in the agent's pid namespace).
+    fn pid(&self) -> u32;
+
+    /// Sends `signal` to every process of the container.
+    fn signal(&self, signal: Signal) -> Result<(), ContainerError>;
+
+    /// Waits for the main process to end. Cancel-safe; once it has
+    /// returned, later calls return the same status at once.
+    fn wait(&mut self) -> BoxFuture<'_, Result<ExitStatus, ContainerError>>;
+
+    /// Kills whatever is left of the container and releases its resources.
+    /// Called once, after the task has ended.
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>>;
+}

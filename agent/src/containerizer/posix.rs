@@ -1,0 +1,193 @@
+//! A containerizer without isolation: the command runs in its own process
+//! group in the sandbox directory, and the group is what gets signalled.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus};
+
+/// How long `cleanup` keeps killing and reaping a process group.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct PosixContainerizer {
+    agent_user: String,
+}
+
+impl Default for PosixContainerizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PosixContainerizer {
+    /// Also makes this process a child subreaper, so that processes a task
+    /// leaves behind are re-parented to the agent, which then reaps them in
+    /// [`Container::cleanup`] instead of leaving zombies in the group.
+    pub fn new() -> Self {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!("cannot become a child subreaper ({e}); orphaned task processes are reaped by init");
+        }
+        let agent_user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        PosixContainerizer { agent_user }
+    }
+
+    async fn launch_posix(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
+        if let Some(user) = spec.user.filter(|u| *u != self.agent_user) {
+            return Err(ContainerError::User {
+                user,
+                agent_user: self.agent_user.clone(),
+            });
+        }
+        let sandbox_err = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| ContainerError::Sandbox { path, source }
+        };
+        tokio::fs::create_dir_all(&spec.sandbox)
+            .await
+            .map_err(sandbox_err(&spec.sandbox))?;
+        let stdout_path = spec.sandbox.join("stdout");
+        let stderr_path = spec.sandbox.join("stderr");
+        let stdout = std::fs::File::create(&stdout_path).map_err(sandbox_err(&stdout_path))?;
+        let stderr = std::fs::File::create(&stderr_path).map_err(sandbox_err(&stderr_path))?;
+
+        let (mut cmd, program) = match &spec.command {
+            CommandSpec::Shell(script) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(script);
+                (c, "/bin/sh".to_owned())
+            }
+            CommandSpec::Exec { program, args } => {
+                let mut c = Command::new(program);
+                c.args(args);
+                (c, program.clone())
+            }
+        };
+        cmd.current_dir(&spec.sandbox)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|source| ContainerError::Spawn { program, source })?;
+        // `id()` is only `None` after the child was reaped, which cannot have happened yet.
+        let pid = child.id().unwrap_or_default();
+        tracing::debug!(container = %spec.id, pid, "launched");
+        Ok(Box::new(PosixContainer {
+            id: spec.id,
+            pid,
+            child,
+            status: None,
+        }))
+    }
+}
+
+impl Containerizer for PosixContainerizer {
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        self.launch_posix(spec).boxed()
+    }
+}
+
+struct PosixContainer {
+    id: String,
+    /// Also the process group id (`process_group(0)`).
+    pid: u32,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl PosixContainer {
+    fn pgid(&self) -> Pid {
+        Pid::from_raw(self.pid as i32)
+    }
+
+    async fn wait_main(&mut self) -> Result<ExitStatus, ContainerError> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let st = self.child.wait().await.map_err(|source| ContainerError::Wait {
+            id: self.id.clone(),
+            source,
+        })?;
+        let status = match (st.code(), st.signal()) {
+            (Some(code), _) => ExitStatus::Code(code),
+            (None, Some(sig)) => ExitStatus::Signal(sig),
+            (None, None) => ExitStatus::Code(-1),
+        };
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// SIGKILLs the group until none of it is left, reaping the members that
+    /// were re-parented to us. The main process must be reaped first, by
+    /// tokio, so that this never steals its exit status.
+    async fn kill_and_reap_group(&mut self) -> Result<(), ContainerError> {
+        let _ = killpg(self.pgid(), Signal::SIGKILL);
+        self.wait_main().await?;
+        let group = Pid::from_raw(-(self.pid as i32));
+        let deadline = tokio::time::Instant::now() + CLEANUP_LIMIT;
+        loop {
+            match waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) => continue,
+                Err(Errno::ECHILD) => {
+                    if killpg(self.pgid(), None) == Err(Errno::ESRCH) {
+                        return Ok(());
+                    }
+                }
+                Err(source) => {
+                    return Err(ContainerError::Signal {
+                        id: self.id.clone(),
+                        source,
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(container = %self.id, "processes of the container's group survive cleanup");
+                return Ok(());
+            }
+            let _ = killpg(self.pgid(), Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Container for PosixContainer {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), ContainerError> {
+        match killpg(self.pgid(), signal) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(source) => Err(ContainerError::Signal {
+                id: self.id.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<ExitStatus, ContainerError>> {
+        self.wait_main().boxed()
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
+        self.kill_and_reap_group().boxed()
+    }
+}

@@ -1,0 +1,96 @@
+//! The agent's HTTP endpoint: `/health`, `/state` (JSON), `/metrics`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use mezzo_proto::ids::AgentId;
+use mezzo_proto::resources::Resources;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::status::StatusHandle;
+use crate::task::table::TableHandle;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub table: TableHandle,
+    pub status: StatusHandle,
+    pub agent_id: watch::Receiver<Option<AgentId>>,
+    pub master: watch::Receiver<Option<String>>,
+    pub hostname: String,
+    pub resources: Resources,
+    pub metrics: Metrics,
+}
+
+#[derive(Serialize)]
+struct AgentState {
+    agent_id: Option<String>,
+    hostname: String,
+    master: Option<String>,
+    resources: Resources,
+    tasks: Vec<TaskState>,
+    pending_updates: usize,
+}
+
+#[derive(Serialize)]
+struct TaskState {
+    framework_id: String,
+    task_id: String,
+    name: String,
+    state: &'static str,
+    resources: Resources,
+    sandbox: String,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/state", get(agent_state))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn agent_state(State(s): State<HttpState>) -> Response {
+    let (tasks, pending) = match (s.table.snapshot().await, s.status.pending().await) {
+        (Ok(tasks), Ok(pending)) => (tasks, pending),
+        (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let tasks = tasks
+        .into_iter()
+        .map(|t| TaskState {
+            framework_id: t.key.framework_id.to_string(),
+            task_id: t.key.task_id.to_string(),
+            name: t.info.name.clone(),
+            state: t.state.name(),
+            resources: Resources::from_proto(&t.info.resources).unwrap_or_default(),
+            sandbox: t.sandbox.display().to_string(),
+        })
+        .collect();
+    let body = AgentState {
+        agent_id: s.agent_id.borrow().as_ref().map(|a| a.to_string()),
+        hostname: s.hostname.clone(),
+        master: s.master.borrow().clone(),
+        resources: s.resources.clone(),
+        tasks,
+        pending_updates: pending,
+    };
+    Json(body).into_response()
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}

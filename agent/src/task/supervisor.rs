@@ -1,0 +1,276 @@
+//! One supervisor per task: launch its container, report each state, and
+//! carry out a kill (SIGTERM, grace period, SIGKILL).
+//!
+//! ```text
+//! (invalid command) ------------------------------------------> FAILED (TASK_INVALID)
+//! STARTING -- kill pending -----------------------------------> KILLED (KILLED_DURING_LAUNCH)
+//!          -- launch error -----------------------------------> FAILED (CONTAINER_LAUNCH_FAILED)
+//!          -- launched --> RUNNING -- exit 0 -----------------> FINISHED
+//!                                  -- exit N / signal --------> FAILED (exit_code N / -signal)
+//!                                  -- kill: TERM, grace, KILL -> KILLED
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, StatusReason};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{StatusReport, TaskKey, agent_status};
+use crate::containerizer::{CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Signal};
+use crate::metrics::Metrics;
+
+/// What a supervisor needs to run one task.
+#[derive(Debug, Clone)]
+pub struct SupervisorSpec {
+    pub key: TaskKey,
+    pub task: v1::TaskInfo,
+    pub agent_id: String,
+    pub sandbox: PathBuf,
+    pub default_kill_grace: Duration,
+}
+
+/// The table's handle on a running supervisor.
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    kill: mpsc::Sender<Option<Duration>>,
+    join: JoinHandle<()>,
+}
+
+impl SupervisorHandle {
+    /// Asks for a kill; `grace` overrides the task's grace period. A second
+    /// request while one is pending changes nothing.
+    pub fn kill(&self, grace: Option<Duration>) {
+        let _ = self.kill.try_send(grace);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+/// Starts the supervisor of one task. Every state change is sent on `reports`.
+pub fn spawn(
+    spec: SupervisorSpec,
+    containerizer: Arc<dyn Containerizer>,
+    reports: mpsc::Sender<StatusReport>,
+    metrics: Metrics,
+) -> SupervisorHandle {
+    let (kill, kill_rx) = mpsc::channel(1);
+    let sup = Supervisor {
+        spec,
+        reports,
+        kill_rx,
+        metrics,
+    };
+    let join = tokio::spawn(sup.run(containerizer));
+    SupervisorHandle { kill, join }
+}
+
+struct Supervisor {
+    spec: SupervisorSpec,
+    reports: mpsc::Sender<StatusReport>,
+    kill_rx: mpsc::Receiver<Option<Duration>>,
+    metrics: Metrics,
+}
+
+impl Supervisor {
+    async fn report(&self, state: TaskState, reason: StatusReason, message: impl Into<String>, exit_code: Option<i32>) {
+        let mut status = agent_status(&self.spec.key, &self.spec.agent_id, state, reason, message);
+        status.exit_code = exit_code;
+        let report = StatusReport {
+            key: self.spec.key.clone(),
+            status,
+        };
+        if self.reports.send(report).await.is_err() {
+            tracing::debug!(task = %self.spec.key, "status report dropped: the task table is gone");
+        }
+    }
+
+    fn grace(&self, requested: Option<Duration>) -> Duration {
+        requested
+            .or(self.spec.task.kill_grace_period_ms.map(Duration::from_millis))
+            .unwrap_or(self.spec.default_kill_grace)
+    }
+
+    async fn run(mut self, containerizer: Arc<dyn Containerizer>) {
+        let command = match command_spec(&self.spec.task) {
+            Ok(c) => c,
+            Err(why) => {
+                self.report(TaskState::Failed, StatusReason::ReasonTaskInvalid, why, None)
+                    .await;
+                return;
+            }
+        };
+        self.report(TaskState::Starting, StatusReason::ReasonUnspecified, "", None)
+            .await;
+        if self.kill_rx.try_recv().is_ok() {
+            self.report(
+                TaskState::Killed,
+                StatusReason::ReasonTaskKilledDuringLaunch,
+                "killed before its container was launched",
+                None,
+            )
+            .await;
+            return;
+        }
+
+        let container_spec = self.container_spec(command);
+        let mut container = match containerizer.launch(container_spec).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(task = %self.spec.key, "launch failed: {e}");
+                self.report(
+                    TaskState::Failed,
+                    StatusReason::ReasonContainerLaunchFailed,
+                    e.to_string(),
+                    None,
+                )
+                .await;
+                return;
+            }
+        };
+        self.metrics.tasks_launched.inc();
+
+        if let Ok(grace) = self.kill_rx.try_recv() {
+            // The kill arrived while the container was being launched.
+            self.kill(container.as_mut(), grace).await;
+            self.report(
+                TaskState::Killed,
+                StatusReason::ReasonTaskKilledDuringLaunch,
+                "killed while its container was being launched",
+                None,
+            )
+            .await;
+        } else {
+            self.report(TaskState::Running, StatusReason::ReasonUnspecified, "", None)
+                .await;
+            self.watch(container.as_mut()).await;
+        }
+        if let Err(e) = container.cleanup().await {
+            tracing::warn!(task = %self.spec.key, "container cleanup failed: {e}");
+        }
+    }
+
+    /// Waits for the task to end by itself or for a kill request.
+    async fn watch(&mut self, container: &mut dyn Container) {
+        let kill = tokio::select! {
+            exit = container.wait() => Err(exit),
+            Some(grace) = self.kill_rx.recv() => Ok(grace),
+        };
+        match kill {
+            Ok(grace) => {
+                self.kill(container, grace).await;
+                self.report(
+                    TaskState::Killed,
+                    StatusReason::ReasonTaskKilled,
+                    "killed on request",
+                    None,
+                )
+                .await;
+            }
+            Err(Ok(ExitStatus::Code(0))) => {
+                self.report(
+                    TaskState::Finished,
+                    StatusReason::ReasonCommandExited,
+                    "exited with status 0",
+                    Some(0),
+                )
+                .await;
+            }
+            Err(Ok(ExitStatus::Code(code))) => {
+                self.report(
+                    TaskState::Failed,
+                    StatusReason::ReasonCommandExited,
+                    format!("exited with status {code}"),
+                    Some(code),
+                )
+                .await;
+            }
+            Err(Ok(ExitStatus::Signal(sig))) => {
+                self.report(
+                    TaskState::Failed,
+                    StatusReason::ReasonCommandExited,
+                    format!("killed by signal {sig}"),
+                    Some(-sig),
+                )
+                .await;
+            }
+            Err(Err(e)) => {
+                self.report(TaskState::Failed, StatusReason::ReasonUnspecified, e.to_string(), None)
+                    .await;
+            }
+        }
+    }
+
+    /// SIGTERM to the whole container, then SIGKILL once the grace period is over.
+    async fn kill(&self, container: &mut dyn Container, requested: Option<Duration>) {
+        let grace = self.grace(requested);
+        tracing::debug!(task = %self.spec.key, ?grace, "killing");
+        if let Err(e) = container.signal(Signal::SIGTERM) {
+            tracing::warn!(task = %self.spec.key, "{e}");
+        }
+        if tokio::time::timeout(grace, container.wait()).await.is_err() {
+            if let Err(e) = container.signal(Signal::SIGKILL) {
+                tracing::warn!(task = %self.spec.key, "{e}");
+            }
+            let _ = container.wait().await;
+        }
+    }
+
+    fn container_spec(&self, command: CommandSpec) -> ContainerSpec {
+        let key = &self.spec.key;
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
+        let mut env = vec![("PATH".to_owned(), path)];
+        if let Some(cmd) = &self.spec.task.command {
+            env.extend(cmd.environment.iter().map(|e| (e.name.clone(), e.value.clone())));
+        }
+        env.extend([
+            ("MEZZO_TASK_ID".to_owned(), key.task_id.to_string()),
+            ("MEZZO_FRAMEWORK_ID".to_owned(), key.framework_id.to_string()),
+            ("MEZZO_AGENT_ID".to_owned(), self.spec.agent_id.clone()),
+            ("MEZZO_SANDBOX".to_owned(), self.spec.sandbox.display().to_string()),
+        ]);
+        let user = self
+            .spec
+            .task
+            .command
+            .as_ref()
+            .map(|c| c.user.clone())
+            .filter(|u| !u.is_empty());
+        ContainerSpec {
+            id: key.to_string(),
+            sandbox: self.spec.sandbox.clone(),
+            command,
+            env,
+            resources: Resources::from_proto(&self.spec.task.resources).unwrap_or_default(),
+            user,
+        }
+    }
+}
+
+/// The command to run, or why the task cannot run.
+fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
+    let Some(cmd) = task.command.as_ref().filter(|c| !c.value.trim().is_empty()) else {
+        return Err("the task has no command to run".to_owned());
+    };
+    if let Some(e) = cmd
+        .environment
+        .iter()
+        .find(|e| e.name.is_empty() || e.name.contains(['=', '\0']))
+    {
+        return Err(format!("invalid environment variable name {:?}", e.name));
+    }
+    if cmd.shell {
+        Ok(CommandSpec::Shell(cmd.value.clone()))
+    } else {
+        Ok(CommandSpec::Exec {
+            program: cmd.value.clone(),
+            args: cmd.arguments.clone(),
+        })
+    }
+}

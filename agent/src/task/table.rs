@@ -1,0 +1,325 @@
+//! The task table's owner: the one actor that knows every task on the
+//! agent, its latest state and its supervisor.
+//!
+//! Inputs: commands from the master connection and HTTP (bounded, awaited),
+//! status reports from supervisors (bounded), and `forget` notices from the
+//! status update manager (unbounded, so that the manager never waits on the
+//! table while the table waits on the manager).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzo_proto::ids::AgentId;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, StatusReason};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
+use super::{StatusReport, TaskKey, agent_status};
+use crate::containerizer::Containerizer;
+use crate::metrics::Metrics;
+use crate::status::{Recovered, StatusHandle};
+use crate::{AgentError, paths};
+
+/// One task as `/state` and `Reregister` see it.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    pub key: TaskKey,
+    pub info: v1::TaskInfo,
+    pub state: TaskState,
+    pub sandbox: PathBuf,
+}
+
+#[derive(Debug)]
+enum TableCmd {
+    Run(Box<v1::RunTask>),
+    Kill {
+        framework_id: String,
+        task_id: String,
+        grace: Option<Duration>,
+    },
+    ShutdownFramework(String),
+    Snapshot(oneshot::Sender<Vec<TaskView>>),
+}
+
+/// Cloneable handle on the task table.
+#[derive(Debug, Clone)]
+pub struct TableHandle {
+    tx: mpsc::Sender<TableCmd>,
+}
+
+impl TableHandle {
+    async fn send(&self, cmd: TableCmd) -> Result<(), AgentError> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
+    pub async fn run_task(&self, run: v1::RunTask) -> Result<(), AgentError> {
+        self.send(TableCmd::Run(Box::new(run))).await
+    }
+
+    pub async fn kill(&self, framework_id: String, task_id: String, grace: Option<Duration>) -> Result<(), AgentError> {
+        self.send(TableCmd::Kill {
+            framework_id,
+            task_id,
+            grace,
+        })
+        .await
+    }
+
+    pub async fn shutdown_framework(&self, framework_id: String) -> Result<(), AgentError> {
+        self.send(TableCmd::ShutdownFramework(framework_id)).await
+    }
+
+    pub async fn snapshot(&self) -> Result<Vec<TaskView>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Snapshot(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+}
+
+/// What the table needs from the rest of the agent.
+pub struct TableDeps {
+    pub work_dir: PathBuf,
+    pub default_kill_grace: Duration,
+    pub containerizer: Arc<dyn Containerizer>,
+    pub status: StatusHandle,
+    pub forget: mpsc::UnboundedReceiver<TaskKey>,
+    pub agent_id: watch::Receiver<Option<AgentId>>,
+    pub metrics: Metrics,
+}
+
+struct Entry {
+    info: v1::TaskInfo,
+    state: TaskState,
+    sandbox: PathBuf,
+    supervisor: Option<SupervisorHandle>,
+}
+
+struct Table {
+    deps: TableDeps,
+    tasks: BTreeMap<TaskKey, Entry>,
+    reports_tx: mpsc::Sender<StatusReport>,
+}
+
+/// Starts the table, seeded with the tasks whose updates survived a restart.
+pub async fn start(
+    deps: TableDeps,
+    recovered: Vec<Recovered>,
+) -> Result<(TableHandle, JoinHandle<Result<(), AgentError>>), AgentError> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (reports_tx, reports_rx) = mpsc::channel(1024);
+    let mut table = Table {
+        deps,
+        tasks: BTreeMap::new(),
+        reports_tx,
+    };
+    table.recover(recovered).await?;
+    let join = tokio::spawn(table.run(rx, reports_rx));
+    Ok((TableHandle { tx }, join))
+}
+
+impl Table {
+    fn agent_id(&self) -> String {
+        self.deps
+            .agent_id
+            .borrow()
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Containers are not recovered yet: a task that was still live when
+    /// the agent stopped is reported LOST; finished ones wait for their acks.
+    async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
+        for r in recovered {
+            let mut state = r.latest_state;
+            if !state.is_terminal() {
+                let status = agent_status(
+                    &r.key,
+                    &self.agent_id(),
+                    TaskState::Lost,
+                    StatusReason::ReasonAgentRestarted,
+                    "the agent restarted and does not recover running containers",
+                );
+                self.deps.status.update(r.key.clone(), status).await?;
+                state = TaskState::Lost;
+            }
+            self.deps.metrics.task_state(state).inc();
+            let entry = Entry {
+                info: v1::TaskInfo {
+                    task_id: r.key.task_id.to_string(),
+                    ..Default::default()
+                },
+                state,
+                sandbox: paths::sandbox_dir(&self.deps.work_dir, &r.key.framework_id, &r.key.task_id),
+                supervisor: None,
+            };
+            self.tasks.insert(r.key, entry);
+        }
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<TableCmd>,
+        mut reports: mpsc::Receiver<StatusReport>,
+    ) -> Result<(), AgentError> {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await?,
+                    None => return Ok(()),
+                },
+                Some(report) = reports.recv() => self.on_report(report).await?,
+                Some(key) = self.deps.forget.recv() => self.on_forget(key),
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: TableCmd) -> Result<(), AgentError> {
+        match cmd {
+            TableCmd::Run(run) => self.on_run(*run),
+            TableCmd::Kill {
+                framework_id,
+                task_id,
+                grace,
+            } => self.on_kill(&framework_id, &task_id, grace).await?,
+            TableCmd::ShutdownFramework(framework_id) => {
+                let doomed = self
+                    .tasks
+                    .iter()
+                    .filter(|(k, e)| k.framework_id.as_str() == framework_id && !e.state.is_terminal());
+                for (key, entry) in doomed {
+                    tracing::info!(task = %key, "killing: its framework is shut down");
+                    if let Some(sup) = &entry.supervisor {
+                        sup.kill(None);
+                    }
+                }
+            }
+            TableCmd::Snapshot(reply) => {
+                let views = self
+                    .tasks
+                    .iter()
+                    .map(|(key, e)| TaskView {
+                        key: key.clone(),
+                        info: e.info.clone(),
+                        state: e.state,
+                        sandbox: e.sandbox.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_run(&mut self, run: v1::RunTask) {
+        let Some(task) = run.task else {
+            tracing::warn!(framework_id = %run.framework_id, "RunTask without a task ignored");
+            return;
+        };
+        let key = match TaskKey::parse(&run.framework_id, &task.task_id) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!("RunTask refused: {e}");
+                return;
+            }
+        };
+        if self.tasks.contains_key(&key) {
+            tracing::warn!(task = %key, "RunTask for a task this agent already has; nothing launched");
+            return;
+        }
+        let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+        let mut agent_id = self.agent_id();
+        if agent_id.is_empty() {
+            agent_id = task.agent_id.clone();
+        }
+        let spec = SupervisorSpec {
+            key: key.clone(),
+            task: task.clone(),
+            agent_id,
+            sandbox: sandbox.clone(),
+            default_kill_grace: self.deps.default_kill_grace,
+        };
+        let sup = supervisor::spawn(
+            spec,
+            self.deps.containerizer.clone(),
+            self.reports_tx.clone(),
+            self.deps.metrics.clone(),
+        );
+        tracing::info!(task = %key, "launching");
+        self.deps.metrics.task_state(TaskState::Staging).inc();
+        self.tasks.insert(
+            key,
+            Entry {
+                info: task,
+                state: TaskState::Staging,
+                sandbox,
+                supervisor: Some(sup),
+            },
+        );
+    }
+
+    async fn on_kill(&mut self, framework_id: &str, task_id: &str, grace: Option<Duration>) -> Result<(), AgentError> {
+        let key = match TaskKey::parse(framework_id, task_id) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!("KillTask refused: {e}");
+                return Ok(());
+            }
+        };
+        match self.tasks.get(&key) {
+            Some(entry) if entry.state.is_terminal() => {
+                tracing::debug!(task = %key, "kill of a task that already ended ignored")
+            }
+            Some(Entry {
+                supervisor: Some(sup), ..
+            }) => sup.kill(grace),
+            Some(_) => tracing::debug!(task = %key, "kill of a task without a supervisor ignored"),
+            None => {
+                // The master believes the task is here; correct it.
+                tracing::warn!(task = %key, "kill of an unknown task: reporting it lost");
+                let status = agent_status(
+                    &key,
+                    &self.agent_id(),
+                    TaskState::Lost,
+                    StatusReason::ReasonTaskUnknown,
+                    "the agent does not know this task",
+                );
+                self.deps.status.update(key, status).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_report(&mut self, report: StatusReport) -> Result<(), AgentError> {
+        let Some(new) = report.state() else { return Ok(()) };
+        if let Some(entry) = self.tasks.get_mut(&report.key) {
+            if let Err(e) = entry.state.transition(new) {
+                tracing::warn!(task = %report.key, "supervisor reported an unexpected change: {e}");
+            }
+            self.deps.metrics.task_state(entry.state).dec();
+            self.deps.metrics.task_state(new).inc();
+            entry.state = new;
+        }
+        self.deps.status.update(report.key, report.status).await
+    }
+
+    fn on_forget(&mut self, key: TaskKey) {
+        let terminal = self.tasks.get(&key).is_some_and(|e| e.state.is_terminal());
+        if !terminal {
+            return;
+        }
+        if let Some(entry) = self.tasks.remove(&key) {
+            self.deps.metrics.task_state(entry.state).dec();
+            let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
+            tracing::debug!(task = %key, still_running, "forgotten");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Supervisor + posix containerizer with real processes (DESIGN.md
+//! "Containers": SIGTERM, grace period, then the whole group is killed).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, StatusReason};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
+use super::{StatusReport, TaskKey};
+use crate::containerizer::{Container, ContainerError, ContainerSpec, Containerizer, PosixContainerizer};
+use crate::metrics::Metrics;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Records the process group of every container, and SIGKILLs them all
+/// when dropped, so a failing test leaves no process behind.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: Arc<PosixContainerizer>,
+    pgids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Recording {
+    fn pgids(&self) -> Vec<u32> {
+        self.pgids.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl Containerizer for Recording {
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        async move {
+            let c = self.inner.launch(spec).await?;
+            if let Ok(mut p) = self.pgids.lock() {
+                p.push(c.pid());
+            }
+            Ok(c)
+        }
+        .boxed()
+    }
+}
+
+struct KillGuard(Recording);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        for pgid in self.0.pgids() {
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+struct Run {
+    sandbox: PathBuf,
+    handle: SupervisorHandle,
+    reports: mpsc::Receiver<StatusReport>,
+    containerizer: Recording,
+    _guard: KillGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn command(value: &str, shell: bool, args: &[&str]) -> v1::CommandInfo {
+    v1::CommandInfo {
+        value: value.to_owned(),
+        arguments: args.iter().map(|a| a.to_string()).collect(),
+        shell,
+        ..Default::default()
+    }
+}
+
+fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let key = TaskKey::parse("fw-1", "task-1")?;
+    let sandbox = crate::paths::sandbox_dir(dir.path(), &key.framework_id, &key.task_id);
+    let spec = SupervisorSpec {
+        key,
+        task: v1::TaskInfo {
+            task_id: "task-1".into(),
+            command: Some(cmd),
+            kill_grace_period_ms: grace_ms,
+            ..Default::default()
+        },
+        agent_id: "agent-1".into(),
+        sandbox: sandbox.clone(),
+        default_kill_grace: Duration::from_secs(3),
+    };
+    let containerizer = Recording::default();
+    let (tx, reports) = mpsc::channel(16);
+    let handle = supervisor::spawn(spec, Arc::new(containerizer.clone()), tx, Metrics::new());
+    Ok(Run {
+        sandbox,
+        handle,
+        reports,
+        _guard: KillGuard(containerizer.clone()),
+        containerizer,
+        _dir: dir,
+    })
+}
+
+impl Run {
+    async fn next(&mut self) -> v1::TaskStatus {
+        let r = tokio::time::timeout(Duration::from_secs(10), self.reports.recv())
+            .await
+            .expect("a report within 10s")
+            .expect("supervisor alive");
+        r.status
+    }
+
+    /// Reports up to and including the terminal one.
+    async fn until_terminal(&mut self) -> Vec<v1::TaskStatus> {
+        let mut out = Vec::new();
+        loop {
+            let s = self.next().await;
+            let terminal = state(&s).is_terminal();
+            out.push(s);
+            if terminal {
+                return out;
+            }
+        }
+    }
+
+    async fn wait_running(&mut self) {
+        assert_eq!(state(&self.next().await), TaskState::Starting);
+        assert_eq!(state(&self.next().await), TaskState::Running);
+    }
+}
+
+fn state(s: &v1::TaskStatus) -> TaskState {
+    TaskState::from_proto(s.state).expect("a known state")
+}
+
+fn states(list: &[v1::TaskStatus]) -> Vec<TaskState> {
+    list.iter().map(state).collect()
+}
+
+/// Polls until no process of the group is left.
+async fn assert_group_gone(pgid: u32) {
+    let pgid = Pid::from_raw(pgid as i32);
+    for _ in 0..300 {
+        if killpg(pgid, None) == Err(Errno::ESRCH) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("process group {pgid} survives");
+}
+
+#[tokio::test]
+async fn true_finishes() -> TestResult {
+    let mut run = launch(command("true", false, &[]), None)?;
+    let reports = run.until_terminal().await;
+    assert_eq!(
+        states(&reports),
+        [TaskState::Starting, TaskState::Running, TaskState::Finished]
+    );
+    let last = &reports[2];
+    assert_eq!(last.reason, StatusReason::ReasonCommandExited as i32);
+    assert_eq!(last.exit_code, Some(0));
+    assert_eq!(last.task_id, "task-1");
+    assert_eq!(last.agent_id, "agent-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_fails_with_its_code() -> TestResult {
+    let mut run = launch(command("exit 3", true, &[]), None)?;
+    let reports = run.until_terminal().await;
+    let last = reports.last().expect("a terminal report");
+    assert_eq!(state(last), TaskState::Failed);
+    assert_eq!(last.exit_code, Some(3));
+    assert_eq!(last.message, "exited with status 3");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unrequested_signal_fails_with_the_negated_signal() -> TestResult {
+    let mut run = launch(command("kill -9 $$", true, &[]), None)?;
+    let last = run.until_terminal().await.pop().expect("a terminal report");
+    assert_eq!(state(&last), TaskState::Failed);
+    assert_eq!(last.exit_code, Some(-9));
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_of_sleep_is_quick() -> TestResult {
+    let mut run = launch(command("sleep", false, &["60"]), None)?;
+    run.wait_running().await;
+    let t0 = std::time::Instant::now();
+    run.handle.kill(None);
+    let last = run.next().await;
+    assert_eq!(state(&last), TaskState::Killed);
+    assert_eq!(last.reason, StatusReason::ReasonTaskKilled as i32);
+    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    assert_group_gone(run.containerizer.pgids()[0]).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_ignoring_sigterm_is_killed_after_the_grace_period() -> TestResult {
+    let mut run = launch(command("trap '' TERM; sleep 60 & sleep 60; wait", true, &[]), Some(300))?;
+    run.wait_running().await;
+    // Let the shell install its trap and start both sleeps.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    run.handle.kill(None);
+    let last = run.next().await;
+    let took = t0.elapsed();
+    assert_eq!(state(&last), TaskState::Killed);
+    assert!(
+        took >= Duration::from_millis(300),
+        "killed before the grace period: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_group_gone(run.containerizer.pgids()[0]).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_kill_while_starting_launches_nothing() -> TestResult {
+    let mut run = launch(command("sleep", false, &["60"]), None)?;
+    run.handle.kill(Some(Duration::from_millis(100)));
+    let reports = run.until_terminal().await;
+    assert_eq!(states(&reports), [TaskState::Starting, TaskState::Killed]);
+    assert!(run.containerizer.pgids().is_empty(), "a container was launched");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_to_launch() -> TestResult {
+    let mut run = launch(command("/nonexistent/mezzo-test-program", false, &[]), None)?;
+    let reports = run.until_terminal().await;
+    let last = reports.last().expect("a terminal report");
+    assert_eq!(states(&reports), [TaskState::Starting, TaskState::Failed]);
+    assert_eq!(last.reason, StatusReason::ReasonContainerLaunchFailed as i32);
+    assert!(last.message.contains("nonexistent"), "{}", last.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_command_is_invalid() -> TestResult {
+    let mut run = launch(command("  ", true, &[]), None)?;
+    let reports = run.until_terminal().await;
+    assert_eq!(states(&reports), [TaskState::Failed]);
+    assert_eq!(reports[0].reason, StatusReason::ReasonTaskInvalid as i32);
+    Ok(())
+}
+
+#[tokio::test]
+async fn output_and_environment_land_in_the_sandbox() -> TestResult {
+    let cmd = v1::CommandInfo {
+        environment: vec![v1::EnvVar {
+            name: "GREETING".into(),
+            value: "hello".into(),
+        }],
+        ..command(
+            "echo $GREETING $MEZZO_TASK_ID $MEZZO_FRAMEWORK_ID $MEZZO_AGENT_ID; pwd; echo oops >&2",
+            true,
+            &[],
+        )
+    };
+    let mut run = launch(cmd, None)?;
+    assert_eq!(
+        state(run.until_terminal().await.last().expect("terminal")),
+        TaskState::Finished
+    );
+    let stdout = std::fs::read_to_string(run.sandbox.join("stdout"))?;
+    let cwd = std::fs::canonicalize(&run.sandbox)?;
+    assert_eq!(
+        stdout,
+        format!("hello task-1 fw-1 agent-1\n{}\n", cwd.display()),
+        "sandbox {}",
+        Path::new(&run.sandbox).display()
+    );
+    assert_eq!(std::fs::read_to_string(run.sandbox.join("stderr"))?, "oops\n");
+    Ok(())
+}
