@@ -299,66 +299,91 @@ impl Drop for Cluster {
 
 /// Framework-side helpers over the public SDK.
 pub mod fw {
+    use std::collections::VecDeque;
     use std::time::Duration;
 
     use anyhow::{Result, bail};
     use mezzo_sdk::{Event, Events, Resources, Scheduler, SchedulerConfig, TaskBuilder, v1};
 
-    /// Starts a framework and waits until it is subscribed.
-    pub async fn subscribe(
-        masters: Vec<String>,
-        name: &str,
-        id: Option<String>,
-    ) -> Result<(Scheduler, Events, String)> {
-        let mut cfg = SchedulerConfig::new(masters, name);
-        cfg.framework.failover_timeout_secs = 60.0;
-        cfg.framework_id = id;
-        let (s, mut ev) = Scheduler::start(cfg);
-        let fid = next(&mut ev, Duration::from_secs(10), |e| match e {
-            Event::Subscribed { framework_id, .. } => Some(framework_id.clone()),
-            _ => None,
-        })
-        .await?;
-        Ok((s, ev, fid))
+    /// A framework's events with a backlog: waiting for one kind of event
+    /// keeps the others for later waits instead of dropping them.
+    #[derive(Debug)]
+    pub struct Inbox {
+        events: Events,
+        backlog: VecDeque<Event>,
     }
 
-    /// Waits for the first event that `pick` accepts; others are dropped.
-    pub async fn next<T>(ev: &mut Events, limit: Duration, mut pick: impl FnMut(&Event) -> Option<T>) -> Result<T> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, ev.next()).await {
-                Err(_) => bail!("no matching event within {limit:?}"),
+    impl Inbox {
+        pub fn new(events: Events) -> Inbox {
+            Inbox { events, backlog: VecDeque::new() }
+        }
+
+        /// The next event of any kind (backlog first).
+        pub async fn any(&mut self, limit: Duration) -> Result<Event> {
+            if let Some(e) = self.backlog.pop_front() {
+                return Ok(e);
+            }
+            match tokio::time::timeout(limit, self.events.next()).await {
+                Err(_) => bail!("no event within {limit:?}"),
                 Ok(None) => bail!("event stream closed"),
-                Ok(Some(e)) => {
-                    if let Some(t) = pick(&e) {
-                        return Ok(t);
-                    }
+                Ok(Some(e)) => Ok(e),
+            }
+        }
+
+        /// The first event that `pick` accepts; the others stay queued.
+        pub async fn next<T>(&mut self, limit: Duration, mut pick: impl FnMut(&Event) -> Option<T>) -> Result<T> {
+            if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some())
+                && let Some(e) = self.backlog.remove(i)
+                && let Some(t) = pick(&e)
+            {
+                return Ok(t);
+            }
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                match tokio::time::timeout_at(deadline, self.events.next()).await {
+                    Err(_) => bail!("no matching event within {limit:?}"),
+                    Ok(None) => bail!("event stream closed"),
+                    Ok(Some(e)) => match pick(&e) {
+                        Some(t) => return Ok(t),
+                        None => self.backlog.push_back(e),
+                    },
                 }
             }
         }
+
+        /// Waits for an offer.
+        pub async fn offer(&mut self) -> Result<v1::Offer> {
+            self.next(Duration::from_secs(10), |e| match e {
+                Event::Offers(o) => o.first().cloned(),
+                _ => None,
+            })
+            .await
+        }
+
+        /// Waits for an update of `task` whose state satisfies `want`.
+        pub async fn update(&mut self, task: &str, limit: Duration, want: impl Fn(mezzo_sdk::TaskState) -> bool) -> Result<v1::TaskStatus> {
+            self.next(limit, |e| match e {
+                Event::Update(s) if s.task_id == task && mezzo_sdk::task_state(s).is_some_and(&want) => Some(s.clone()),
+                _ => None,
+            })
+            .await
+        }
     }
 
-    /// Waits for an offer.
-    pub async fn offer(ev: &mut Events) -> Result<v1::Offer> {
-        next(ev, Duration::from_secs(10), |e| match e {
-            Event::Offers(o) => o.first().cloned(),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Waits for an update of `task` whose state satisfies `want`.
-    pub async fn update(
-        ev: &mut Events,
-        task: &str,
-        limit: Duration,
-        want: impl Fn(mezzo_sdk::TaskState) -> bool,
-    ) -> Result<v1::TaskStatus> {
-        next(ev, limit, |e| match e {
-            Event::Update(s) if s.task_id == task && mezzo_sdk::task_state(s).is_some_and(&want) => Some(s.clone()),
-            _ => None,
-        })
-        .await
+    /// Starts a framework and waits until it is subscribed.
+    pub async fn subscribe(masters: Vec<String>, name: &str, id: Option<String>) -> Result<(Scheduler, Inbox, String)> {
+        let mut cfg = SchedulerConfig::new(masters, name);
+        cfg.framework.failover_timeout_secs = 60.0;
+        cfg.framework_id = id;
+        let (s, ev) = Scheduler::start(cfg);
+        let mut inbox = Inbox::new(ev);
+        let fid = inbox
+            .next(Duration::from_secs(10), |e| match e {
+                Event::Subscribed { framework_id, .. } => Some(framework_id.clone()),
+                _ => None,
+            })
+            .await?;
+        Ok((s, inbox, fid))
     }
 
     /// A shell task with small resources.

@@ -24,10 +24,7 @@ async fn two_hundred_tasks_finish_and_every_update_is_acknowledged() -> Result<(
         let deadline = Instant::now() + Duration::from_secs(60);
         while done < total {
             ensure!(Instant::now() < deadline, "only {done} of {total} tasks ended");
-            let Some(e) = tokio::time::timeout(Duration::from_secs(20), ev.next()).await? else {
-                anyhow::bail!("events ended")
-            };
-            match e {
+            match ev.any(Duration::from_secs(20)).await? {
                 Event::Offers(offers) => {
                     for o in offers {
                         let mut left = Resources::from_proto(&o.resources)?;
@@ -106,7 +103,7 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
     .await?;
     let result = async {
         let (s, mut ev, _) = fw::subscribe(c.masters(), "kills", None).await?;
-        let o = fw::offer(&mut ev).await?;
+        let o = ev.offer().await?;
         let stubborn = TaskBuilder::new("stubborn")
             .resources(&Resources::parse("cpus:0.1;mem:16")?)
             .shell("trap '' TERM; echo ready; while true; do sleep 0.1; done")
@@ -123,7 +120,7 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
         let mut three = None;
         let mut running = HashSet::new();
         while three.is_none() || running.len() < 2 {
-            let st = fw::next(&mut ev, Duration::from_secs(10), |e| match e {
+            let st = ev.next(Duration::from_secs(10), |e| match e {
                 Event::Update(st) => Some(st.clone()),
                 _ => None,
             })
@@ -140,13 +137,13 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
         ensure!(task_state(&three) == Some(TaskState::Failed), "exit 3 gave {three:?}");
         ensure!(three.exit_code == Some(3), "exit code {:?}", three.exit_code);
         s.kill("sleeper", None).await?;
-        let k = fw::update(&mut ev, "sleeper", Duration::from_secs(10), TaskState::is_terminal).await?;
+        let k = ev.update("sleeper", Duration::from_secs(10), TaskState::is_terminal).await?;
         ensure!(task_state(&k) == Some(TaskState::Killed), "sleeper ended {k:?}");
 
         tokio::time::sleep(Duration::from_millis(300)).await; // let the trap be installed
         let t0 = Instant::now();
         s.kill("stubborn", None).await?;
-        let k = fw::update(&mut ev, "stubborn", Duration::from_secs(10), TaskState::is_terminal).await?;
+        let k = ev.update("stubborn", Duration::from_secs(10), TaskState::is_terminal).await?;
         let took = t0.elapsed();
         ensure!(task_state(&k) == Some(TaskState::Killed), "stubborn ended {k:?}");
         ensure!(
@@ -175,13 +172,13 @@ async fn killed_agent_rescinds_offers_and_tasks_become_unreachable() -> Result<(
     .await?;
     let result = async {
         let (s, mut ev, _) = fw::subscribe(c.masters(), "lost-agent", None).await?;
-        let o = fw::offer(&mut ev).await?;
+        let o = ev.offer().await?;
         s.accept(vec![o.offer_id], vec![fw::shell_task("long", "exec sleep 120")], None)
             .await?;
         // The task runs, and the rest of the agent comes back as a new offer.
         let (mut running, mut o2) = (false, None);
         while !running || o2.is_none() {
-            match fw::next(&mut ev, Duration::from_secs(10), |e| Some(e.clone())).await? {
+            match ev.any(Duration::from_secs(10)).await? {
                 Event::Update(st) if task_state(&st) == Some(TaskState::Running) => running = true,
                 Event::Offers(o) => o2 = o.into_iter().next().or(o2),
                 _ => {}
@@ -190,7 +187,7 @@ async fn killed_agent_rescinds_offers_and_tasks_become_unreachable() -> Result<(
         let o2 = o2.context("offer")?;
         let t0 = Instant::now();
         c.agents[0].kill().await;
-        let rescinded = fw::next(&mut ev, Duration::from_secs(5), |e| match e {
+        let rescinded = ev.next(Duration::from_secs(5), |e| match e {
             Event::Rescind { offer_id } => Some(offer_id.clone()),
             _ => None,
         })
@@ -200,7 +197,7 @@ async fn killed_agent_rescinds_offers_and_tasks_become_unreachable() -> Result<(
             "rescinded {rescinded}, expected {}",
             o2.offer_id
         );
-        let st = fw::update(&mut ev, "long", Duration::from_secs(10), |s| {
+        let st = ev.update("long", Duration::from_secs(10), |s| {
             matches!(s, TaskState::Unreachable | TaskState::Lost)
         })
         .await?;
@@ -234,14 +231,14 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
     .await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(c.masters(), "failover", None).await?;
-        let o = fw::offer(&mut ev).await?;
+        let o = ev.offer().await?;
         s.accept(
             vec![o.offer_id],
             vec![fw::shell_task("brief", "sleep 1.5; exit 0")],
             None,
         )
         .await?;
-        fw::update(&mut ev, "brief", Duration::from_secs(10), |s| s == TaskState::Running).await?;
+        ev.update("brief", Duration::from_secs(10), |s| s == TaskState::Running).await?;
         s.stop().await;
         drop(ev);
         c.wait_master("framework disconnected", |s| s["frameworks"][0]["connected"] == false)
@@ -255,7 +252,7 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
         ensure!(fid2 == fid, "resumed as {fid2}");
         // Reconciliation may answer first (without a uuid); the agent's own
         // updates, which need acknowledging, must arrive too.
-        let fin = fw::next(&mut ev2, Duration::from_secs(10), |e| match e {
+        let fin = ev2.next(Duration::from_secs(10), |e| match e {
             Event::Update(st)
                 if st.task_id == "brief" && !st.uuid.is_empty() && task_state(st) == Some(TaskState::Finished) =>
             {
