@@ -71,7 +71,19 @@ impl PosixContainerizer {
                 (c, "/bin/sh".to_owned())
             }
             CommandSpec::Exec { program, args } => {
-                let mut c = Command::new(program);
+                // Resolve the program in the task's own PATH here: with an
+                // absolute path std can use posix_spawn instead of forking
+                // the whole agent (a fork copies its page tables per task).
+                let path_env = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+                let resolved = if program.contains('/') {
+                    program.into()
+                } else {
+                    which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
+                        program: program.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("not found in the task's PATH: {e}")),
+                    })?
+                };
+                let mut c = Command::new(resolved);
                 c.args(args);
                 (c, program.clone())
             }

@@ -33,6 +33,10 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "10m", value_parser = super::duration)]
     timeout: Duration,
+    /// Launch at most this many tasks per second (offers are held until
+    /// tasks are due); without it every task is launched as soon as it fits.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print a JSON summary (with latency percentiles) instead of text.
     #[arg(long)]
     json: bool,
@@ -95,86 +99,87 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut tracks: HashMap<String, TaskTrack> = HashMap::new();
     let mut next = 0usize;
     let deadline = tokio::time::Instant::now() + a.timeout;
-    let started = Instant::now();
+    let mut started: Option<Instant> = None;
     let mut done = 0usize;
+    // Offers not used yet, with what is left in them.
+    let mut held: Vec<(String, Resources)> = Vec::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(2));
     while done < a.instances {
-        let ev = tokio::time::timeout_at(deadline, events.next()).await;
-        let Ok(ev) = ev else {
-            bail!(
-                "timed out after {:?} with {done} of {} tasks done",
-                a.timeout,
-                a.instances
-            )
-        };
-        let Some(ev) = ev else {
-            bail!("the scheduler driver stopped")
-        };
-        match ev {
-            Event::Offers(offers) => {
-                for offer in offers {
-                    let mut avail = Resources::from_proto(&offer.resources).unwrap_or_default();
-                    let mut tasks = Vec::new();
-                    while next < a.instances {
-                        let Some(left) = avail.checked_sub(&per_task) else {
-                            break;
-                        };
-                        avail = left;
-                        let id = format!("{}-{run_id}-{next}", a.name);
-                        let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
-                        let b = if a.shell {
-                            b.shell(a.command.join(" "))
-                        } else {
-                            b.command(&a.command[0], a.command[1..].to_vec())
-                        };
-                        tasks.push(b.build());
-                        next += 1;
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { bail!("the scheduler driver stopped") };
+                match ev {
+                    Event::Offers(offers) => {
+                        held.extend(offers.into_iter().map(|o| (o.offer_id, Resources::from_proto(&o.resources).unwrap_or_default())));
                     }
-                    if tasks.is_empty() {
-                        let refuse = if next >= a.instances { 3600.0 } else { 1.0 };
-                        let _ = sched.decline(vec![offer.offer_id], Some(refuse)).await;
-                        continue;
-                    }
-                    let now = Instant::now();
-                    for t in &tasks {
-                        tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
-                    }
-                    sched
-                        .accept(vec![offer.offer_id], tasks, None)
-                        .await
-                        .context("accept refused")?;
-                }
-            }
-            Event::Update(status) => {
-                let Some(state) = task_state(&status) else { continue };
-                let Some(t) = tracks.get_mut(&status.task_id) else {
-                    continue;
-                };
-                if state == TaskState::Running && t.running.is_none() {
-                    t.running = Some(Instant::now());
-                }
-                if state.is_terminal() && t.done.is_none() {
-                    t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
-                    done += 1;
-                    if a.instances == 1 && !a.json {
-                        println!(
-                            "Task {} {} on agent {}{}",
-                            status.task_id,
-                            state.name(),
-                            status.agent_id,
-                            match status.exit_code {
-                                Some(c) => format!(" (exit {c})"),
-                                None if !status.message.is_empty() => format!(": {}", status.message),
-                                None => String::new(),
+                    Event::Rescind { offer_id } => held.retain(|(id, _)| *id != offer_id),
+                    Event::Update(status) => {
+                        let Some(state) = task_state(&status) else { continue };
+                        let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                        if state == TaskState::Running && t.running.is_none() {
+                            t.running = Some(Instant::now());
+                        }
+                        if state.is_terminal() && t.done.is_none() {
+                            t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
+                            done += 1;
+                            if a.instances == 1 && !a.json {
+                                let detail = match status.exit_code {
+                                    Some(c) => format!(" (exit {c})"),
+                                    None if !status.message.is_empty() => format!(": {}", status.message),
+                                    None => String::new(),
+                                };
+                                println!("Task {} {} on agent {}{detail}", status.task_id, state.name(), status.agent_id);
                             }
-                        );
+                        }
                     }
+                    Event::Error { message } => bail!("the master removed this framework: {message}"),
+                    Event::Disconnected { reason } => {
+                        held.clear();
+                        tracing::warn!(%reason, "disconnected from the master; reconnecting");
+                    }
+                    _ => {}
                 }
             }
-            Event::Error { message } => bail!("the master removed this framework: {message}"),
-            Event::Disconnected { reason } => tracing::warn!(%reason, "disconnected from the master; reconnecting"),
-            _ => {}
+            _ = pace.tick(), if a.rate.is_some() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances)
+            }
+        }
+        // Launch what is due from the held offers.
+        let start = *started.get_or_insert_with(Instant::now);
+        let due = match a.rate {
+            Some(r) => a.instances.min((r * start.elapsed().as_secs_f64()) as usize + 1),
+            None => a.instances,
+        };
+        while next < due {
+            let Some((offer_id, mut avail)) = held.pop() else { break };
+            let mut tasks = Vec::new();
+            while next < due {
+                let Some(left) = avail.checked_sub(&per_task) else { break };
+                avail = left;
+                let id = format!("{}-{run_id}-{next}", a.name);
+                let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
+                let b = if a.shell { b.shell(a.command.join(" ")) } else { b.command(&a.command[0], a.command[1..].to_vec()) };
+                tasks.push(b.build());
+                next += 1;
+            }
+            if tasks.is_empty() {
+                // Too small for a task: let it merge with resources freed later.
+                let _ = sched.decline(vec![offer_id], Some(0.1)).await;
+                continue;
+            }
+            let now = Instant::now();
+            for t in &tasks {
+                tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
+            }
+            sched.accept(vec![offer_id], tasks, None).await.context("accept refused")?;
+        }
+        if next >= a.instances && !held.is_empty() {
+            let ids = held.drain(..).map(|(id, _)| id).collect();
+            let _ = sched.decline(ids, Some(3600.0)).await;
         }
     }
+    let started = started.unwrap_or_else(Instant::now);
     let seconds = started.elapsed().as_secs_f64();
     let _ = sched.teardown().await;
     sched.stop().await;
