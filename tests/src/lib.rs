@@ -315,7 +315,10 @@ pub mod fw {
 
     impl Inbox {
         pub fn new(events: Events) -> Inbox {
-            Inbox { events, backlog: VecDeque::new() }
+            Inbox {
+                events,
+                backlog: VecDeque::new(),
+            }
         }
 
         /// The next event of any kind (backlog first).
@@ -361,7 +364,12 @@ pub mod fw {
         }
 
         /// Waits for an update of `task` whose state satisfies `want`.
-        pub async fn update(&mut self, task: &str, limit: Duration, want: impl Fn(mezzo_sdk::TaskState) -> bool) -> Result<v1::TaskStatus> {
+        pub async fn update(
+            &mut self,
+            task: &str,
+            limit: Duration,
+            want: impl Fn(mezzo_sdk::TaskState) -> bool,
+        ) -> Result<v1::TaskStatus> {
             self.next(limit, |e| match e {
                 Event::Update(s) if s.task_id == task && mezzo_sdk::task_state(s).is_some_and(&want) => Some(s.clone()),
                 _ => None,

@@ -13,7 +13,11 @@ use tonic::Code;
 
 fn with_cpus(id: &str, cpus: f64) -> v1::TaskInfo {
     let mut t = fw::shell_task(id, "true");
-    t.resources = vec![v1::Resource { name: "cpus".into(), scalar: cpus, ..Default::default() }];
+    t.resources = vec![v1::Resource {
+        name: "cpus".into(),
+        scalar: cpus,
+        ..Default::default()
+    }];
     t
 }
 
@@ -26,42 +30,123 @@ fn rejected(r: Result<(), SdkError>, code: Code, text: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
-    let c = Cluster::start(ClusterSpec { agents: 1, ..Default::default() }).await?;
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
     let result = async {
         let addr = format!("http://{}", c.master.addr);
         let mut raw = SchedulerClient::connect(addr.clone()).await?;
 
         // A call before subscribing.
-        let req = v1::AcceptRequest { framework_id: "nobody".into(), offer_ids: vec!["x".into()], ..Default::default() };
+        let req = v1::AcceptRequest {
+            framework_id: "nobody".into(),
+            offer_ids: vec!["x".into()],
+            ..Default::default()
+        };
         let err = raw.accept(req).await.expect_err("not subscribed");
-        ensure!(err.code() == Code::FailedPrecondition && err.message().contains("not subscribed"), "{err:?}");
+        ensure!(
+            err.code() == Code::FailedPrecondition && err.message().contains("not subscribed"),
+            "{err:?}"
+        );
         // A subscription without a name, and one with a NaN failover timeout.
-        let info = v1::FrameworkInfo { name: String::new(), ..Default::default() };
-        let err = raw.subscribe(v1::SubscribeRequest { framework: Some(info), framework_id: String::new() }).await.expect_err("no name");
+        let info = v1::FrameworkInfo {
+            name: String::new(),
+            ..Default::default()
+        };
+        let err = raw
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                framework_id: String::new(),
+            })
+            .await
+            .expect_err("no name");
         ensure!(err.code() == Code::InvalidArgument, "{err:?}");
-        let info = v1::FrameworkInfo { name: "x".into(), failover_timeout_secs: f64::NAN, ..Default::default() };
-        let err = raw.subscribe(v1::SubscribeRequest { framework: Some(info), framework_id: String::new() }).await.expect_err("nan");
-        ensure!(err.code() == Code::InvalidArgument && err.message().contains("failover"), "{err:?}");
+        let info = v1::FrameworkInfo {
+            name: "x".into(),
+            failover_timeout_secs: f64::NAN,
+            ..Default::default()
+        };
+        let err = raw
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                framework_id: String::new(),
+            })
+            .await
+            .expect_err("nan");
+        ensure!(
+            err.code() == Code::InvalidArgument && err.message().contains("failover"),
+            "{err:?}"
+        );
         // Resuming an unknown framework id.
-        let info = v1::FrameworkInfo { name: "x".into(), ..Default::default() };
-        let err = raw.subscribe(v1::SubscribeRequest { framework: Some(info), framework_id: "ghost".into() }).await.expect_err("ghost");
+        let info = v1::FrameworkInfo {
+            name: "x".into(),
+            ..Default::default()
+        };
+        let err = raw
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                framework_id: "ghost".into(),
+            })
+            .await
+            .expect_err("ghost");
         ensure!(err.code() == Code::NotFound, "{err:?}");
 
         let (s, mut ev, fid) = fw::subscribe(c.masters(), "bad-input", None).await?;
         let o = ev.offer().await?;
         let id = || vec![o.offer_id.clone()];
 
-        rejected(s.accept(vec!["no-such-offer".into()], vec![fw::shell_task("a", "true")], None).await, Code::NotFound, "unknown offer")?;
-        rejected(s.accept(id(), vec![with_cpus("a", 1000.0)], None).await, Code::InvalidArgument, "asks for")?;
-        rejected(s.accept(id(), vec![with_cpus("a", -1.0)], None).await, Code::InvalidArgument, "negative")?;
-        rejected(s.accept(id(), vec![with_cpus("a", 0.0)], None).await, Code::InvalidArgument, "greater than zero")?;
-        rejected(s.accept(id(), vec![with_cpus("a", f64::NAN)], None).await, Code::InvalidArgument, "not a finite number")?;
-        rejected(s.accept(id(), vec![fw::shell_task("a", "   ")], None).await, Code::InvalidArgument, "empty command")?;
-        rejected(s.accept(id(), vec![fw::shell_task("../a", "true")], None).await, Code::InvalidArgument, "may hold only")?;
+        rejected(
+            s.accept(vec!["no-such-offer".into()], vec![fw::shell_task("a", "true")], None)
+                .await,
+            Code::NotFound,
+            "unknown offer",
+        )?;
+        rejected(
+            s.accept(id(), vec![with_cpus("a", 1000.0)], None).await,
+            Code::InvalidArgument,
+            "asks for",
+        )?;
+        rejected(
+            s.accept(id(), vec![with_cpus("a", -1.0)], None).await,
+            Code::InvalidArgument,
+            "negative",
+        )?;
+        rejected(
+            s.accept(id(), vec![with_cpus("a", 0.0)], None).await,
+            Code::InvalidArgument,
+            "greater than zero",
+        )?;
+        rejected(
+            s.accept(id(), vec![with_cpus("a", f64::NAN)], None).await,
+            Code::InvalidArgument,
+            "not a finite number",
+        )?;
+        rejected(
+            s.accept(id(), vec![fw::shell_task("a", "   ")], None).await,
+            Code::InvalidArgument,
+            "empty command",
+        )?;
+        rejected(
+            s.accept(id(), vec![fw::shell_task("../a", "true")], None).await,
+            Code::InvalidArgument,
+            "may hold only",
+        )?;
         let twins = vec![fw::shell_task("twin", "true"), fw::shell_task("twin", "true")];
         rejected(s.accept(id(), twins, None).await, Code::AlreadyExists, "already exists")?;
         rejected(s.kill("never-launched", None).await, Code::NotFound, "unknown task")?;
-        rejected(s.acknowledge(&v1::TaskStatus { task_id: "a".into(), agent_id: "nope".into(), uuid: vec![1; 16], ..Default::default() }).await, Code::NotFound, "unknown agent")?;
+        rejected(
+            s.acknowledge(&v1::TaskStatus {
+                task_id: "a".into(),
+                agent_id: "nope".into(),
+                uuid: vec![1; 16],
+                ..Default::default()
+            })
+            .await,
+            Code::NotFound,
+            "unknown agent",
+        )?;
 
         // An oversized message is refused before it is decoded.
         let mut huge = fw::shell_task("huge", "true");
@@ -69,29 +154,50 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
         let req = v1::AcceptRequest {
             framework_id: fid.clone(),
             offer_ids: id(),
-            operations: vec![v1::Operation { operation: Some(v1::operation::Operation::Launch(v1::Launch { tasks: vec![huge] })) }],
+            operations: vec![v1::Operation {
+                operation: Some(v1::operation::Operation::Launch(v1::Launch { tasks: vec![huge] })),
+            }],
             filters: None,
         };
         let err = raw.accept(req).await.expect_err("oversized");
-        ensure!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+        ensure!(
+            matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{err:?}"
+        );
         ensure!(err.message().contains("too large"), "{err:?}");
 
         // None of that touched the offer: it still launches, exactly once.
         s.accept(id(), vec![fw::shell_task("good", "true")], None).await?;
-        rejected(s.accept(id(), vec![fw::shell_task("again", "true")], None).await, Code::NotFound, "unknown offer")?;
-        let fin = ev.update("good", Duration::from_secs(10), TaskState::is_terminal).await?;
+        rejected(
+            s.accept(id(), vec![fw::shell_task("again", "true")], None).await,
+            Code::NotFound,
+            "unknown offer",
+        )?;
+        let fin = ev
+            .update("good", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
         ensure!(task_state(&fin) == Some(TaskState::Finished), "{fin:?}");
         // A task id is never reused, even after the task ended.
-        let o2 = ev.next(Duration::from_secs(10), |e| match e {
-            Event::Offers(o) => o.first().cloned(),
-            _ => None,
-        })
-        .await?;
-        rejected(s.accept(vec![o2.offer_id], vec![fw::shell_task("good", "true")], None).await, Code::AlreadyExists, "already exists")?;
+        let o2 = ev
+            .next(Duration::from_secs(10), |e| match e {
+                Event::Offers(o) => o.first().cloned(),
+                _ => None,
+            })
+            .await?;
+        rejected(
+            s.accept(vec![o2.offer_id], vec![fw::shell_task("good", "true")], None)
+                .await,
+            Code::AlreadyExists,
+            "already exists",
+        )?;
 
         let st = c.master_state().await?;
         ensure!(st["counters"]["tasks_launched"] == 1, "launched: {}", st["counters"]);
-        ensure!(st["counters"]["invalid_calls"].as_u64().unwrap_or(0) >= 4, "{}", st["counters"]);
+        ensure!(
+            st["counters"]["invalid_calls"].as_u64().unwrap_or(0) >= 4,
+            "{}",
+            st["counters"]
+        );
         c.get(&c.master.addr, "/health").await.ok(); // still serving
         Ok(())
     }
@@ -103,26 +209,43 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
 /// so is a registration with impossible resources.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_agent_registrations_are_refused() -> Result<()> {
-    let c = Cluster::start(ClusterSpec { agents: 0, ..Default::default() }).await?;
+    let c = Cluster::start(ClusterSpec {
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
     let mut client = AgentApiClient::connect(format!("http://{}", c.master.addr)).await?;
     let cases: Vec<(v1::agent_message::Message, &str)> = vec![
-        (v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}), "must be register"),
+        (
+            v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
+            "must be register",
+        ),
         (
             v1::agent_message::Message::Register(v1::Register {
                 agent: Some(v1::AgentInfo {
                     hostname: "h".into(),
-                    resources: vec![v1::Resource { name: "mem".into(), scalar: -5.0, ..Default::default() }],
+                    resources: vec![v1::Resource {
+                        name: "mem".into(),
+                        scalar: -5.0,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
             }),
             "negative",
         ),
-        (v1::agent_message::Message::Register(v1::Register { agent: None }), "no agent info"),
+        (
+            v1::agent_message::Message::Register(v1::Register { agent: None }),
+            "no agent info",
+        ),
     ];
     for (first, want) in cases {
         let msg = v1::AgentMessage { message: Some(first) };
         let err = client.attach(tokio_stream::iter(vec![msg])).await.expect_err(want);
-        ensure!(err.code() == Code::InvalidArgument && err.message().contains(want), "{want}: {err:?}");
+        ensure!(
+            err.code() == Code::InvalidArgument && err.message().contains(want),
+            "{want}: {err:?}"
+        );
     }
     let st = c.master_state().await?;
     ensure!(st["agents"].as_array().is_some_and(|a| a.is_empty()), "{st}");
@@ -132,7 +255,11 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
 /// `mezzo run` runs one task and exits with its exit status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
-    let c = Cluster::start(ClusterSpec { agents: 1, ..Default::default() }).await?;
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(mezzo_tests::mezzo_bin());
         cmd.args(["run", "--master", &c.master.addr]).args(args);
@@ -142,11 +269,19 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     let out = String::from_utf8_lossy(&ok.stdout);
     ensure!(ok.status.code() == Some(0) && out.contains("TASK_FINISHED"), "{ok:?}");
     let three = run(&["--shell", "--", "exit 3"])?;
-    ensure!(three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"), "{three:?}");
+    ensure!(
+        three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"),
+        "{three:?}"
+    );
     let many = run(&["--instances", "20", "--json", "--", "true"])?;
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
-    let status = std::process::Command::new(mezzo_tests::mezzo_bin()).args(["status", "--master", &c.master.addr]).output()?;
-    ensure!(status.status.success() && String::from_utf8_lossy(&status.stdout).contains("agent0"), "{status:?}");
+    let status = std::process::Command::new(mezzo_tests::mezzo_bin())
+        .args(["status", "--master", &c.master.addr])
+        .output()?;
+    ensure!(
+        status.status.success() && String::from_utf8_lossy(&status.stdout).contains("agent0"),
+        "{status:?}"
+    );
     Ok(())
 }

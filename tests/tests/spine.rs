@@ -120,11 +120,12 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
         let mut three = None;
         let mut running = HashSet::new();
         while three.is_none() || running.len() < 2 {
-            let st = ev.next(Duration::from_secs(10), |e| match e {
-                Event::Update(st) => Some(st.clone()),
-                _ => None,
-            })
-            .await?;
+            let st = ev
+                .next(Duration::from_secs(10), |e| match e {
+                    Event::Update(st) => Some(st.clone()),
+                    _ => None,
+                })
+                .await?;
             match (st.task_id.as_str(), task_state(&st)) {
                 ("three", Some(s)) if s.is_terminal() => three = Some(st),
                 (id, Some(TaskState::Running)) if id != "three" => {
@@ -137,13 +138,17 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
         ensure!(task_state(&three) == Some(TaskState::Failed), "exit 3 gave {three:?}");
         ensure!(three.exit_code == Some(3), "exit code {:?}", three.exit_code);
         s.kill("sleeper", None).await?;
-        let k = ev.update("sleeper", Duration::from_secs(10), TaskState::is_terminal).await?;
+        let k = ev
+            .update("sleeper", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
         ensure!(task_state(&k) == Some(TaskState::Killed), "sleeper ended {k:?}");
 
         tokio::time::sleep(Duration::from_millis(300)).await; // let the trap be installed
         let t0 = Instant::now();
         s.kill("stubborn", None).await?;
-        let k = ev.update("stubborn", Duration::from_secs(10), TaskState::is_terminal).await?;
+        let k = ev
+            .update("stubborn", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
         let took = t0.elapsed();
         ensure!(task_state(&k) == Some(TaskState::Killed), "stubborn ended {k:?}");
         ensure!(
@@ -187,20 +192,22 @@ async fn killed_agent_rescinds_offers_and_tasks_become_unreachable() -> Result<(
         let o2 = o2.context("offer")?;
         let t0 = Instant::now();
         c.agents[0].kill().await;
-        let rescinded = ev.next(Duration::from_secs(5), |e| match e {
-            Event::Rescind { offer_id } => Some(offer_id.clone()),
-            _ => None,
-        })
-        .await?;
+        let rescinded = ev
+            .next(Duration::from_secs(5), |e| match e {
+                Event::Rescind { offer_id } => Some(offer_id.clone()),
+                _ => None,
+            })
+            .await?;
         ensure!(
             rescinded == o2.offer_id,
             "rescinded {rescinded}, expected {}",
             o2.offer_id
         );
-        let st = ev.update("long", Duration::from_secs(10), |s| {
-            matches!(s, TaskState::Unreachable | TaskState::Lost)
-        })
-        .await?;
+        let st = ev
+            .update("long", Duration::from_secs(10), |s| {
+                matches!(s, TaskState::Unreachable | TaskState::Lost)
+            })
+            .await?;
         let took = t0.elapsed();
         ensure!(
             took < Duration::from_secs(6),
@@ -238,7 +245,8 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
             None,
         )
         .await?;
-        ev.update("brief", Duration::from_secs(10), |s| s == TaskState::Running).await?;
+        ev.update("brief", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
         s.stop().await;
         drop(ev);
         c.wait_master("framework disconnected", |s| s["frameworks"][0]["connected"] == false)
@@ -252,15 +260,16 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
         ensure!(fid2 == fid, "resumed as {fid2}");
         // Reconciliation may answer first (without a uuid); the agent's own
         // updates, which need acknowledging, must arrive too.
-        let fin = ev2.next(Duration::from_secs(10), |e| match e {
-            Event::Update(st)
-                if st.task_id == "brief" && !st.uuid.is_empty() && task_state(st) == Some(TaskState::Finished) =>
-            {
-                Some(st.clone())
-            }
-            _ => None,
-        })
-        .await?;
+        let fin = ev2
+            .next(Duration::from_secs(10), |e| match e {
+                Event::Update(st)
+                    if st.task_id == "brief" && !st.uuid.is_empty() && task_state(st) == Some(TaskState::Finished) =>
+                {
+                    Some(st.clone())
+                }
+                _ => None,
+            })
+            .await?;
         ensure!(fin.exit_code == Some(0), "{fin:?}");
         c.wait_agent(0, "no pending updates", |s| s["pending_updates"] == 0)
             .await?;

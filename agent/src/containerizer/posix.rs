@@ -80,7 +80,10 @@ impl PosixContainerizer {
                 } else {
                     which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
                         program: program.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("not found in the task's PATH: {e}")),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("not found in the task's PATH: {e}"),
+                        ),
                     })?
                 };
                 let mut c = Command::new(resolved);

@@ -155,11 +155,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             let Some((offer_id, mut avail)) = held.pop() else { break };
             let mut tasks = Vec::new();
             while next < due {
-                let Some(left) = avail.checked_sub(&per_task) else { break };
+                let Some(left) = avail.checked_sub(&per_task) else {
+                    break;
+                };
                 avail = left;
                 let id = format!("{}-{run_id}-{next}", a.name);
                 let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
-                let b = if a.shell { b.shell(a.command.join(" ")) } else { b.command(&a.command[0], a.command[1..].to_vec()) };
+                let b = if a.shell {
+                    b.shell(a.command.join(" "))
+                } else {
+                    b.command(&a.command[0], a.command[1..].to_vec())
+                };
                 tasks.push(b.build());
                 next += 1;
             }
@@ -172,7 +178,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             for t in &tasks {
                 tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
             }
-            sched.accept(vec![offer_id], tasks, None).await.context("accept refused")?;
+            sched
+                .accept(vec![offer_id], tasks, None)
+                .await
+                .context("accept refused")?;
         }
         if next >= a.instances && !held.is_empty() {
             let ids = held.drain(..).map(|(id, _)| id).collect();
