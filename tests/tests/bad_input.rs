@@ -285,3 +285,24 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     );
     Ok(())
 }
+
+/// DESIGN.md "Observability": every daemon serves /health, /state and
+/// /metrics in Prometheus text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_serve_health_state_and_metrics() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
+    for addr in [&c.master.addr, &c.agents[0].addr] {
+        ensure!(c.text(addr, "/health").await?.trim() == "ok", "{addr} /health");
+        let m = c.text(addr, "/metrics").await?;
+        ensure!(m.contains("# TYPE") && m.contains("mezzo_"), "{addr} /metrics: {m}");
+    }
+    let m = c.text(&c.master.addr, "/metrics").await?;
+    ensure!(m.contains("mezzo_master_agents{status=\"active\"} 1"), "{m}");
+    let a = c.agent_state(0).await?;
+    ensure!(a["agent_id"] == c.master_state().await?["agents"][0]["id"], "{a}");
+    Ok(())
+}

@@ -186,20 +186,13 @@ impl Master {
             .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
             .unwrap_or_default();
         for (fid, tid) in missing {
-            let active = self
-                .frameworks
-                .get(&fid)
-                .and_then(|f| f.tasks.get(&tid))
-                .is_some_and(|t| !t.state.is_terminal());
-            if active {
-                self.master_update(
-                    &fid,
-                    &tid,
-                    TaskState::Lost,
-                    v1::StatusReason::ReasonAgentRestarted,
-                    "the agent re-registered without this task",
-                );
-            }
+            self.master_update_if_active(
+                &fid,
+                &tid,
+                TaskState::Lost,
+                v1::StatusReason::ReasonAgentRestarted,
+                "the agent re-registered without this task",
+            );
         }
         for fid in unknown_frameworks {
             let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework {
@@ -291,19 +284,8 @@ impl Master {
         }
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
-            let active = self
-                .frameworks
-                .get(&fid)
-                .and_then(|f| f.tasks.get(&tid))
-                .is_some_and(|t| !t.state.is_terminal());
-            if active {
-                self.master_update(
-                    &fid,
-                    &tid,
-                    TaskState::Unreachable,
-                    v1::StatusReason::ReasonAgentUnreachable,
-                    "agent is unreachable",
-                );
+            let reason = v1::StatusReason::ReasonAgentUnreachable;
+            if self.master_update_if_active(&fid, &tid, TaskState::Unreachable, reason, "agent is unreachable") {
                 frameworks.insert(fid);
             }
         }

@@ -94,6 +94,17 @@ impl Sim {
         AgentId::parse(&id.expect("registered")).expect("id")
     }
 
+    /// A framework, an agent, and task "t" launched on it.
+    fn with_task() -> (Sim, FrameworkId) {
+        let mut s = Sim::new();
+        let f = s.framework();
+        s.agent(AGENT_CONN, "cpus:1;mem:256");
+        let o = oid(&s.offers()[0]);
+        s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
+            .expect("accept");
+        (s, f)
+    }
+
     fn events(&self) -> Vec<v1::event::Event> {
         self.sent
             .iter()
@@ -317,12 +328,7 @@ fn decline_filter_then_revive() {
 /// its offers at once and its tasks become UNREACHABLE after the timeout.
 #[test]
 fn lost_agent_rescinds_offers_and_marks_tasks_unreachable() {
-    let mut s = Sim::new();
-    let f = s.framework();
-    s.agent(AGENT_CONN, "cpus:1;mem:256");
-    let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
-        .expect("accept");
+    let (mut s, f) = Sim::with_task();
     s.run();
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     s.run();
@@ -342,12 +348,7 @@ fn lost_agent_rescinds_offers_and_marks_tasks_unreachable() {
 /// it never acknowledged.
 #[test]
 fn resubscribe_resends_unacknowledged_updates() {
-    let mut s = Sim::new();
-    let f = s.framework();
-    s.agent(AGENT_CONN, "cpus:1;mem:256");
-    let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
-        .expect("accept");
+    let (mut s, f) = Sim::with_task();
     s.m.framework_conn_closed(FW_CONN, s.now);
     s.m.status_update(
         AGENT_CONN,
@@ -376,12 +377,7 @@ fn resubscribe_resends_unacknowledged_updates() {
 /// are shut down on their agents.
 #[test]
 fn failover_timeout_removes_framework() {
-    let mut s = Sim::new();
-    let f = s.framework();
-    s.agent(AGENT_CONN, "cpus:1;mem:256");
-    let o = oid(&s.offers()[0]);
-    s.m.accept(&f, &[o], vec![launch("t", "cpus:0.5")], None, s.now)
-        .expect("accept");
+    let (mut s, f) = Sim::with_task();
     s.m.framework_conn_closed(FW_CONN, s.now);
     for _ in 0..61 {
         s.m.agent_heartbeat(AGENT_CONN, s.now);

@@ -125,6 +125,27 @@ impl Master {
         self.send_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
     }
 
+    /// [`Master::master_update`] for a task that is still active; returns
+    /// whether it was.
+    pub(crate) fn master_update_if_active(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        state: TaskState,
+        reason: v1::StatusReason,
+        message: &str,
+    ) -> bool {
+        let active = self
+            .frameworks
+            .get(fid)
+            .and_then(|f| f.tasks.get(tid))
+            .is_some_and(|t| !t.state.is_terminal());
+        if active {
+            self.master_update(fid, tid, state, reason, message);
+        }
+        active
+    }
+
     /// Moves a terminal task from the active table to the completed ring.
     fn complete_task(&mut self, fid: &FrameworkId, tid: &TaskId) {
         let limit = self.cfg.completed_tasks_per_framework;
