@@ -292,6 +292,26 @@ impl Resources {
         Some(r)
     }
 
+    /// `self - other`, each part floored at zero. For bookkeeping where a
+    /// mismatch must not wipe out the rest of the count (as a failed
+    /// `checked_sub` defaulting to empty would).
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        let mut r = self.clone();
+        r.cpus.0 = r.cpus.0.saturating_sub(other.cpus.0);
+        r.mem.0 = r.mem.0.saturating_sub(other.mem.0);
+        r.disk.0 = r.disk.0.saturating_sub(other.disk.0);
+        for range in other.ports.iter() {
+            r.ports.remove(range.clone());
+        }
+        for (k, v) in &other.scalars {
+            if let Some(mine) = r.scalars.get_mut(k) {
+                *mine = mine.saturating_sub(*v);
+            }
+        }
+        r.scalars.retain(|_, v| *v > 0);
+        r
+    }
+
     /// Adds `other` into `self`. Values are capped far below overflow by
     /// [`MAX_SCALAR`], and sums saturate rather than wrap.
     pub fn add(&mut self, other: &Resources) {
@@ -504,6 +524,13 @@ mod tests {
             prop_assert!(back.contains(&a));
             prop_assert_eq!(back.cpus, a.cpus);
             prop_assert_eq!(back.mem, a.mem);
+        }
+
+        #[test]
+        fn saturating_sub_equals_checked_sub_when_contained(a in arb(), b in arb()) {
+            if let Some(exact) = a.checked_sub(&b) {
+                prop_assert_eq!(a.saturating_sub(&b), exact);
+            }
         }
 
         #[test]

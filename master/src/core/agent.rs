@@ -150,47 +150,68 @@ impl Master {
         let mut seen = HashSet::new();
         let mut unknown_frameworks = HashSet::new();
         for rt in reported {
-            let key = (rt.framework_id.clone(), rt.task_id.clone());
-            seen.insert(key.clone());
-            let Some(fw) = self.frameworks.get_mut(&rt.framework_id) else {
-                unknown_frameworks.insert(rt.framework_id.clone());
+            let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
+            let Some(fw) = self.frameworks.get_mut(&fid) else {
+                unknown_frameworks.insert(fid);
                 continue;
             };
-            let was_active = fw.tasks.get(&rt.task_id).is_some_and(|t| !t.state.is_terminal());
-            let task = fw.tasks.entry(rt.task_id.clone()).or_insert_with(|| Task {
-                id: rt.task_id.clone(),
-                framework_id: rt.framework_id.clone(),
-                agent_id: agent_id.clone(),
-                resources: rt.resources.clone(),
-                info: rt.info.clone(),
-                state: rt.state,
-                last_status: None,
-                unacked: None,
-                launched_at: unix_now(),
-            });
-            task.state = rt.state;
-            let now_active = !rt.state.is_terminal();
-            if now_active && !was_active {
-                fw.allocated.add(&rt.resources);
-                if let Some(agent) = self.agents.get_mut(agent_id) {
-                    agent.used.add(&rt.resources);
+            match fw.tasks.get(&tid) {
+                Some(t) if &t.agent_id != agent_id => {
+                    tracing::warn!(agent = %agent_id, task = %tid, on = %t.agent_id, "agent reports a task the master places on another agent; ignoring it");
+                }
+                Some(t) => {
+                    seen.insert((fid.clone(), tid.clone()));
+                    if t.state == TaskState::Unreachable && rt.state != TaskState::Unreachable {
+                        // Tell the framework, which was told UNREACHABLE.
+                        let reason = v1::StatusReason::ReasonReconciliation;
+                        self.master_update(&fid, &tid, rt.state, reason, "the task's agent re-registered");
+                    } else {
+                        self.set_task_state(&fid, &tid, rt.state, None);
+                    }
+                }
+                None => {
+                    if !rt.state.is_terminal() {
+                        fw.allocated.add(&rt.resources);
+                        if let Some(agent) = self.agents.get_mut(agent_id) {
+                            agent.used.add(&rt.resources);
+                        }
+                    }
+                    fw.tasks.insert(
+                        tid.clone(),
+                        Task {
+                            id: tid.clone(),
+                            framework_id: fid.clone(),
+                            agent_id: agent_id.clone(),
+                            resources: rt.resources,
+                            info: rt.info,
+                            state: rt.state,
+                            last_status: None,
+                            unacked: None,
+                            launched_at: unix_now(),
+                        },
+                    );
+                    if let Some(agent) = self.agents.get_mut(agent_id) {
+                        agent.tasks.insert((fid.clone(), tid.clone()));
+                    }
+                    seen.insert((fid, tid));
                 }
             }
-            if let Some(agent) = self.agents.get_mut(agent_id) {
-                agent.tasks.insert(key);
-            }
         }
+        // What the master placed here but the agent does not have is gone,
+        // including tasks the framework was told are UNREACHABLE.
         let missing: Vec<(FrameworkId, TaskId)> = self
             .agents
             .get(agent_id)
             .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
             .unwrap_or_default();
         for (fid, tid) in missing {
-            self.master_update_if_active(
+            let reason = v1::StatusReason::ReasonAgentRestarted;
+            self.master_update_if(
                 &fid,
                 &tid,
+                |s| !s.is_terminal() || s == TaskState::Unreachable,
                 TaskState::Lost,
-                v1::StatusReason::ReasonAgentRestarted,
+                reason,
                 "the agent re-registered without this task",
             );
         }
@@ -285,7 +306,15 @@ impl Master {
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
             let reason = v1::StatusReason::ReasonAgentUnreachable;
-            if self.master_update_if_active(&fid, &tid, TaskState::Unreachable, reason, "agent is unreachable") {
+            let active = |s: TaskState| !s.is_terminal();
+            if self.master_update_if(
+                &fid,
+                &tid,
+                active,
+                TaskState::Unreachable,
+                reason,
+                "agent is unreachable",
+            ) {
                 frameworks.insert(fid);
             }
         }

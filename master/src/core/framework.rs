@@ -83,6 +83,8 @@ impl Master {
         fw.suppressed = false;
         let changed = fw.info != info;
         if let Some(old) = old {
+            // Offers went to the old stream; the new one never saw them.
+            self.rescind_framework_offers(&id, false);
             self.framework_conns.remove(&old);
             let err = v1::event::Event::Error(v1::Error {
                 message: "framework failed over to a newer subscription".into(),
@@ -211,7 +213,7 @@ impl Master {
             if let Some(agent) = self.agents.get_mut(&task.agent_id) {
                 agent.tasks.remove(&(id.clone(), task.id.clone()));
                 if !task.state.is_terminal() {
-                    agent.used = agent.used.checked_sub(&task.resources).unwrap_or_default();
+                    agent.used = agent.used.saturating_sub(&task.resources);
                 }
             }
             agents.insert(task.agent_id.clone());

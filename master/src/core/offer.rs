@@ -93,10 +93,10 @@ impl Master {
     pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
         let offer = self.offers.remove(id)?;
         if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
-            agent.offered = agent.offered.checked_sub(&offer.resources).unwrap_or_default();
+            agent.offered = agent.offered.saturating_sub(&offer.resources);
         }
         if let Some(fw) = self.frameworks.get_mut(&offer.framework_id) {
-            fw.offered = fw.offered.checked_sub(&offer.resources).unwrap_or_default();
+            fw.offered = fw.offered.saturating_sub(&offer.resources);
             fw.offers.remove(id);
         }
         if notify {

@@ -390,3 +390,129 @@ fn failover_timeout_removes_framework() {
             .any(|m| matches!(m, v1::master_message::Message::ShutdownFramework(_)))
     );
 }
+
+fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, &str, TaskState)>) {
+    let info = AgentDescription {
+        hostname: "h".into(),
+        http_address: String::new(),
+        resources: Resources::parse("cpus:1;mem:256").expect("res"),
+        attributes: vec![],
+    };
+    let tasks = tasks
+        .into_iter()
+        .map(|(fid, t, state)| agent::ReportedTask {
+            framework_id: fid,
+            task_id: TaskId::parse(t).expect("id"),
+            resources: Resources::parse("cpus:0.5").expect("res"),
+            info: v1::TaskInfo {
+                task_id: t.into(),
+                ..Default::default()
+            },
+            state,
+        })
+        .collect();
+    s.m.agent_attach(
+        conn,
+        AgentHello::Reregister {
+            id: id.clone(),
+            info,
+            tasks,
+        },
+        s.now,
+    )
+    .expect("attach");
+    s.run();
+}
+
+fn agent_id(s: &Sim) -> AgentId {
+    s.m.agents.keys().next().expect("agent").clone()
+}
+
+/// DESIGN.md "Agent recovery": an unreachable agent that comes back with
+/// its task running brings the task back, and the framework is told.
+#[test]
+fn unreachable_agent_returns_with_its_task() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.advance(Duration::from_secs(6));
+    assert_eq!(s.m.view(true).agents[0].used, Resources::default());
+    reregister(&mut s, AGENT_CONN + 1, &a, vec![(f.clone(), "t", TaskState::Running)]);
+    let last = s.updates().pop().expect("update");
+    assert_eq!(
+        (last.task_id.as_str(), last.state),
+        ("t", v1::TaskState::TaskRunning as i32)
+    );
+    let view = s.m.view(true);
+    assert_eq!(view.agents[0].used.cpus.0, 500);
+    assert_eq!(view.frameworks[0].allocated.cpus.0, 500);
+}
+
+/// An agent that comes back without a task it was running: the task is
+/// LOST (also when the framework was told UNREACHABLE), and its id is done.
+#[test]
+fn returning_agent_without_the_task_loses_it() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.advance(Duration::from_secs(6));
+    reregister(&mut s, AGENT_CONN + 1, &a, vec![]);
+    let last = s.updates().pop().expect("update");
+    assert_eq!(last.state, v1::TaskState::TaskLost as i32);
+    let view = s.m.view(true);
+    assert!(view.tasks.is_empty());
+    assert_eq!(view.completed_tasks.len(), 1);
+    assert_eq!(view.agents[0].active_tasks, 0);
+    let _ = f;
+}
+
+/// An agent that reports a task terminal when it re-registers frees the
+/// task's resources (no leak).
+#[test]
+fn reregistration_with_a_finished_task_frees_resources() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    reregister(&mut s, AGENT_CONN + 1, &a, vec![(f, "t", TaskState::Finished)]);
+    let view = s.m.view(true);
+    assert_eq!(view.agents[0].used, Resources::default());
+    assert_eq!(view.frameworks[0].allocated, Resources::default());
+}
+
+/// An update from an agent the task is not on changes no accounting.
+#[test]
+fn update_from_the_wrong_agent_changes_nothing() {
+    let (mut s, f) = Sim::with_task();
+    s.agent(AGENT_CONN + 5, "cpus:1;mem:256");
+    s.m.status_update(
+        AGENT_CONN + 5,
+        f,
+        status("t", TaskState::Finished, 3),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("upd");
+    s.run();
+    let view = s.m.view(true);
+    assert_eq!(view.tasks[0].state, "TASK_STAGING");
+    assert_eq!(view.frameworks[0].allocated.cpus.0, 500);
+}
+
+/// A framework that fails over while its old stream is open gets fresh
+/// offers on the new stream instead of losing them to the old one.
+#[test]
+fn failover_subscription_gets_the_offers() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    assert_eq!(s.offers().len(), 1);
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN + 1, info, Some(f), s.now).expect("resubscribe");
+    s.run();
+    let to_new = s.sent.iter().any(|e| matches!(e, Effect::ToFramework(c, ev) if *c == FW_CONN + 1 && matches!(ev.event, Some(v1::event::Event::Offers(_)))));
+    assert!(to_new, "no offer on the new stream");
+    assert_eq!(s.m.offers.len(), 1);
+}

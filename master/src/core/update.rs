@@ -37,7 +37,17 @@ impl Master {
             self.send_agent(&agent_id, ack);
             return Ok(());
         }
-        self.set_task_state(&fid, &tid, &agent_id, latest, Some(&status));
+        let placed = self
+            .frameworks
+            .get(&fid)
+            .and_then(|f| f.tasks.get(&tid))
+            .map(|t| t.agent_id.clone());
+        match placed {
+            Some(on) if on != agent_id => {
+                tracing::warn!(agent = %agent_id, task = %tid, on = %on, "update from an agent the task is not on; forwarding it without changing the task");
+            }
+            _ => self.set_task_state(&fid, &tid, latest, Some(&status)),
+        }
         if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
             && !status.uuid.is_empty()
         {
@@ -48,11 +58,10 @@ impl Master {
     }
 
     /// Moves a task to `state`, keeping resource accounting right.
-    fn set_task_state(
+    pub(crate) fn set_task_state(
         &mut self,
         fid: &FrameworkId,
         tid: &TaskId,
-        agent_id: &AgentId,
         state: TaskState,
         status: Option<&v1::TaskStatus>,
     ) {
@@ -70,17 +79,18 @@ impl Master {
             task.last_status = Some(s.clone());
         }
         let res = task.resources.clone();
+        let agent_id = task.agent_id.clone();
         match (was_terminal, task.state.is_terminal()) {
             (false, true) => {
-                fw.allocated = fw.allocated.checked_sub(&res).unwrap_or_default();
-                if let Some(agent) = self.agents.get_mut(agent_id) {
-                    agent.used = agent.used.checked_sub(&res).unwrap_or_default();
+                fw.allocated = fw.allocated.saturating_sub(&res);
+                if let Some(agent) = self.agents.get_mut(&agent_id) {
+                    agent.used = agent.used.saturating_sub(&res);
                 }
                 self.allocation_needed = true;
             }
             (true, false) => {
                 fw.allocated.add(&res);
-                if let Some(agent) = self.agents.get_mut(agent_id) {
+                if let Some(agent) = self.agents.get_mut(&agent_id) {
                     agent.used.add(&res);
                 }
             }
@@ -118,32 +128,33 @@ impl Master {
             exit_code: None,
             framework_id: fid.to_string(),
         };
-        self.set_task_state(fid, tid, &agent_id, state, Some(&status));
+        self.set_task_state(fid, tid, state, Some(&status));
         if state.is_terminal() && state != TaskState::Unreachable {
             self.complete_task(fid, tid);
         }
         self.send_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
     }
 
-    /// [`Master::master_update`] for a task that is still active; returns
-    /// whether it was.
-    pub(crate) fn master_update_if_active(
+    /// [`Master::master_update`] for a task whose current state passes
+    /// `when`; returns whether it did.
+    pub(crate) fn master_update_if(
         &mut self,
         fid: &FrameworkId,
         tid: &TaskId,
+        when: impl Fn(TaskState) -> bool,
         state: TaskState,
         reason: v1::StatusReason,
         message: &str,
     ) -> bool {
-        let active = self
+        let matches = self
             .frameworks
             .get(fid)
             .and_then(|f| f.tasks.get(tid))
-            .is_some_and(|t| !t.state.is_terminal());
-        if active {
+            .is_some_and(|t| when(t.state));
+        if matches {
             self.master_update(fid, tid, state, reason, message);
         }
-        active
+        matches
     }
 
     /// Moves a terminal task from the active table to the completed ring.
