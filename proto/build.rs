@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mezzo/v1/common.proto",
         "mezzo/v1/scheduler.proto",
         "mezzo/v1/agent.proto",
+        "mezzo/v1/raft.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

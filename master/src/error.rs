@@ -4,6 +4,9 @@
 use mezzo_proto::ids::IdError;
 use mezzo_proto::resources::ResourceError;
 
+/// gRPC metadata key naming the leader's address in a NotLeader answer.
+pub const LEADER_METADATA: &str = "mezzo-leader";
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MasterError {
     #[error("invalid request: {0}")]
@@ -42,6 +45,8 @@ pub enum MasterError {
     AgentGone(String),
     #[error("the master is shutting down")]
     ShuttingDown,
+    #[error("this master is not the leader{}", match .leader { Some(l) => format!("; the leader is {l}"), None => "; no leader is elected yet".into() })]
+    NotLeader { leader: Option<String> },
     #[error("registry write failed: {0}")]
     Storage(String),
 }
@@ -69,7 +74,7 @@ impl MasterError {
             UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) => ErrorCode::NotFound,
             DuplicateTask(_) => ErrorCode::AlreadyExists,
             ForeignOffer { .. } | AgentGone(_) => ErrorCode::PermissionDenied,
-            AgentDisconnected(_) | ShuttingDown => ErrorCode::Unavailable,
+            AgentDisconnected(_) | ShuttingDown | NotLeader { .. } => ErrorCode::Unavailable,
             Storage(_) => ErrorCode::Internal,
         }
     }
@@ -86,6 +91,12 @@ impl From<MasterError> for tonic::Status {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         };
-        tonic::Status::new(code, e.to_string())
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let MasterError::NotLeader { leader: Some(l) } = &e
+            && let Ok(v) = l.parse()
+        {
+            status.metadata_mut().insert(LEADER_METADATA, v);
+        }
+        status
     }
 }

@@ -13,24 +13,66 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::view::StateView;
+use crate::error::MasterError;
+use crate::raft::{RaftHandle, RaftStatus};
 use crate::runtime::{Command, Handle};
 
-pub fn router(handle: Handle) -> Router {
+#[derive(Clone)]
+struct Ctx {
+    handle: Handle,
+    raft: RaftHandle,
+}
+
+pub fn router(handle: Handle, raft: RaftHandle) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
         .route("/metrics", get(metrics))
-        .with_state(handle)
+        .route("/raft", get(raft_status))
+        .route("/raft/registry", get(raft_registry))
+        .with_state(Ctx { handle, raft })
+}
+
+/// Answers a request a follower cannot serve: 307 to the leader's same
+/// path, or 503 while there is no leader.
+fn to_leader(e: MasterError, path: &str) -> Response {
+    match e {
+        MasterError::NotLeader { leader: Some(ref l) } => {
+            let location = format!("http://{l}{path}");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+                e.to_string(),
+            )
+                .into_response()
+        }
+        other => unavailable(other),
+    }
+}
+
+/// This master's applied registry (no redirect: for comparing replicas).
+async fn raft_registry(State(c): State<Ctx>) -> Response {
+    match c.raft.registry().await {
+        Some(r) => Json(r).into_response(),
+        None => unavailable("raft node stopped"),
+    }
+}
+
+async fn raft_status(State(c): State<Ctx>) -> Response {
+    match c.raft.status().await {
+        Some(s) => Json(s).into_response(),
+        None => unavailable("raft node stopped"),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
 }
 
-async fn state(State(h): State<Handle>) -> Response {
-    match h.ask(Command::State).await {
+async fn state(State(c): State<Ctx>) -> Response {
+    match c.handle.ask(Command::State).await.and_then(|r| r) {
         Ok(v) => Json(v).into_response(),
-        Err(e) => unavailable(e),
+        Err(e) => to_leader(e, "/state"),
     }
 }
 
@@ -46,19 +88,39 @@ fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
     reg.register(name, help, c);
 }
 
-/// Renders the metrics of one state snapshot.
-pub fn render(view: &StateView, tasks: &std::collections::BTreeMap<&'static str, u64>) -> String {
+/// Renders the metrics of this master: its Raft position always, the
+/// cluster's figures when it leads.
+pub fn render(
+    view: Option<&StateView>,
+    raft: Option<&RaftStatus>,
+    tasks: &std::collections::BTreeMap<&'static str, u64>,
+) -> String {
     let mut reg = Registry::with_prefix("mezzo_master");
     gauge(
         &mut reg,
         "elected",
         "1 when this master is the leader",
-        i64::from(view.leader),
+        i64::from(view.is_some()),
     );
+    if let Some(r) = raft {
+        gauge(&mut reg, "raft_term", "Current Raft term", r.term as i64);
+        gauge(&mut reg, "raft_commit_index", "Raft commit index", r.commit as i64);
+        gauge(&mut reg, "raft_applied_index", "Raft applied index", r.applied as i64);
+        gauge(
+            &mut reg,
+            "raft_apply_lag",
+            "Committed entries not yet applied",
+            r.commit.saturating_sub(r.applied) as i64,
+        );
+        gauge(&mut reg, "raft_members", "Masters in the group", r.members.len() as i64);
+    }
+    let Some(view) = view else {
+        return encode_registry(&reg);
+    };
     gauge(
         &mut reg,
         "uptime_seconds",
-        "Seconds since this master started",
+        "Seconds since this master started leading",
         view.uptime_secs as i64,
     );
     let agents = Family::<Vec<(String, String)>, Gauge>::default();
@@ -137,22 +199,23 @@ pub fn render(view: &StateView, tasks: &std::collections::BTreeMap<&'static str,
         "Time spent in the allocator",
         c.allocation_nanos,
     );
+    encode_registry(&reg)
+}
+
+fn encode_registry(reg: &Registry) -> String {
     let mut out = String::new();
-    if encode(&mut out, &reg).is_err() {
+    if encode(&mut out, reg).is_err() {
         out.clear();
     }
     out
 }
 
-async fn metrics(State(h): State<Handle>) -> Response {
-    let view = match h.ask(Command::State).await {
-        Ok(v) => v,
-        Err(e) => return unavailable(e),
-    };
-    let tasks = h.ask(Command::TaskCounts).await.unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&view, &tasks),
-    )
-        .into_response()
+/// Every master answers /metrics itself (a follower reports itself not
+/// elected and its Raft position), so Prometheus can scrape all of them.
+async fn metrics(State(c): State<Ctx>) -> Response {
+    let view = c.handle.ask(Command::State).await.and_then(|r| r).ok();
+    let tasks = c.handle.ask(Command::TaskCounts).await.unwrap_or_default();
+    let raft = c.raft.status().await;
+    let text = render(view.as_ref(), raft.as_ref(), &tasks);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

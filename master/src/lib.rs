@@ -10,9 +10,9 @@ pub mod api;
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod raft;
 pub mod registry;
 pub mod runtime;
 pub mod server;
-pub mod storage;
 
 pub use server::{MasterConfig, MasterHandle, start};

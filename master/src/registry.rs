@@ -57,6 +57,9 @@ pub enum RegistryOp {
 pub struct Registry {
     pub agents: BTreeMap<AgentId, AgentRecord>,
     pub frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+    /// The masters of the Raft group: id -> address.
+    #[serde(default)]
+    pub masters: BTreeMap<u64, String>,
     /// Number of ops applied, for observability and snapshots.
     pub applied: u64,
 }

@@ -2,10 +2,13 @@
 //! [`Handle`] and sends [`Command`]s over a bounded channel, with a
 //! oneshot for the reply.
 //!
-//! Each loop turn handles a batch of queued commands, runs the allocator
-//! once if anything changed, then executes the effects: sends go to the
-//! per-stream channels, registry ops are made durable (one fsync for the
-//! whole batch) and only then applied.
+//! The core exists only while this master leads: the Raft node says when
+//! leading starts (with the registry to rebuild from) and stops (every
+//! stream is then closed, so clients find the new leader). Each loop turn
+//! handles a batch of queued commands, runs the allocator once if anything
+//! changed, then executes the effects: sends go to the per-stream
+//! channels; registry ops are proposed to Raft and applied only when they
+//! come back committed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,9 +19,10 @@ use mezzo_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::view::StateView;
-use crate::core::{AgentHello, ConnId, Effect, LaunchRequest, Master};
+use crate::core::{AgentHello, ConnId, CoreConfig, Effect, LaunchRequest, Master};
 use crate::error::MasterError;
-use crate::storage::LocalLog;
+use crate::raft::{RaftEvent, RaftHandle};
+use crate::registry::Registry;
 
 /// Events for one framework stream.
 pub type FrameworkTx = mpsc::Sender<Result<v1::Event, tonic::Status>>;
@@ -48,8 +52,10 @@ pub enum Call {
         task: TaskId,
         uuid: Vec<u8>,
     },
+    /// Explicit tasks, each with the agent the framework believes it is
+    /// on; empty for all.
     Reconcile {
-        tasks: Vec<TaskId>,
+        tasks: Vec<(TaskId, Option<AgentId>)>,
     },
     Teardown,
 }
@@ -81,7 +87,7 @@ pub enum Command {
     },
     AgentHeartbeat(ConnId),
     AgentClosed(ConnId),
-    State(oneshot::Sender<StateView>),
+    State(oneshot::Sender<Result<StateView, MasterError>>),
     TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
 }
 
@@ -120,33 +126,44 @@ impl Handle {
 
 /// The owner task's state besides the core.
 struct Runtime {
-    core: Master,
-    log: LocalLog,
+    /// Present only while leading.
+    core: Option<Master>,
+    cfg: CoreConfig,
+    raft: RaftHandle,
+    /// Where to send clients while not leading.
+    leader: Option<String>,
     next_conn: ConnId,
     frameworks: HashMap<ConnId, FrameworkTx>,
     agents: HashMap<ConnId, AgentTx>,
 }
 
-/// Spawns the owner task. The returned future ends with an error only when
-/// the registry cannot be written (the master must not go on then).
+/// Spawns the owner task.
 pub fn spawn(
-    core: Master,
-    log: LocalLog,
+    cfg: CoreConfig,
+    raft: RaftHandle,
+    events: mpsc::Receiver<RaftEvent>,
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
     let rt = Runtime {
-        core,
-        log,
+        core: None,
+        cfg,
+        raft,
+        leader: None,
         next_conn: 1,
         frameworks: HashMap::new(),
         agents: HashMap::new(),
     };
-    (Handle { tx }, tokio::spawn(rt.run(rx, tick)))
+    (Handle { tx }, tokio::spawn(rt.run(rx, events, tick)))
 }
 
 impl Runtime {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, tick: Duration) -> Result<(), MasterError> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<RaftEvent>,
+        tick: Duration,
+    ) -> Result<(), MasterError> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -161,11 +178,62 @@ impl Runtime {
                         }
                     }
                 }
-                _ = ticker.tick() => self.core.tick(Instant::now()),
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return Err(MasterError::ShuttingDown) };
+                    self.raft_event(ev);
+                    for _ in 0..1024 {
+                        match events.try_recv() {
+                            Ok(ev) => self.raft_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Some(core) = self.core.as_mut() {
+                        core.tick(Instant::now());
+                    }
+                }
             }
-            self.core.allocate_if_needed(Instant::now());
-            self.execute()?;
+            if let Some(core) = self.core.as_mut() {
+                core.allocate_if_needed(Instant::now());
+            }
+            self.execute();
         }
+    }
+
+    fn raft_event(&mut self, ev: RaftEvent) {
+        let now = Instant::now();
+        match ev {
+            RaftEvent::Leading { registry } => self.lead(registry, now),
+            RaftEvent::Following { leader } => {
+                if self.core.take().is_some() {
+                    tracing::warn!(
+                        ?leader,
+                        "stepped down; closing every stream so clients follow the new leader"
+                    );
+                    self.frameworks.clear();
+                    self.agents.clear();
+                }
+                self.leader = leader;
+            }
+            RaftEvent::Committed(op) => {
+                if let Some(core) = self.core.as_mut() {
+                    core.apply(op, now);
+                }
+            }
+        }
+    }
+
+    fn lead(&mut self, registry: Registry, now: Instant) {
+        tracing::info!(
+            agents = registry.agents.len(),
+            frameworks = registry.frameworks.len(),
+            "leading: recovered the registry; waiting for agents and frameworks to come back"
+        );
+        self.leader = self.raft.members().get(&self.raft.id()).cloned();
+        self.frameworks.clear();
+        self.agents.clear();
+        self.core = Some(Master::recover(self.cfg.clone(), registry, now));
     }
 
     fn conn(&mut self) -> ConnId {
@@ -173,12 +241,40 @@ impl Runtime {
         self.next_conn
     }
 
+    fn not_leader(&self) -> MasterError {
+        MasterError::NotLeader {
+            leader: self.leader.clone(),
+        }
+    }
+
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now();
+        let conn = self.conn();
+        let not_leader = self.not_leader();
+        let Some(core) = self.core.as_mut() else {
+            match cmd {
+                Command::Subscribe { reply, .. } | Command::AgentAttach { reply, .. } => {
+                    let _ = reply.send(Err(not_leader));
+                }
+                Command::Call { reply, .. } => {
+                    let _ = reply.send(Err(not_leader));
+                }
+                Command::State(reply) => {
+                    let _ = reply.send(Err(not_leader));
+                }
+                Command::TaskCounts(reply) => {
+                    let _ = reply.send(Default::default());
+                }
+                Command::FrameworkClosed(_)
+                | Command::AgentClosed(_)
+                | Command::StatusUpdate { .. }
+                | Command::AgentHeartbeat(_) => {}
+            }
+            return;
+        };
         match cmd {
             Command::Subscribe { info, id, tx, reply } => {
-                let conn = self.conn();
-                let result = self.core.subscribe(conn, info, id, now);
+                let result = core.subscribe(conn, info, id, now);
                 if result.is_ok() {
                     self.frameworks.insert(conn, tx);
                 }
@@ -186,14 +282,13 @@ impl Runtime {
             }
             Command::FrameworkClosed(conn) => {
                 self.frameworks.remove(&conn);
-                self.core.framework_conn_closed(conn, now);
+                core.framework_conn_closed(conn, now);
             }
             Command::Call { framework, call, reply } => {
-                let _ = reply.send(self.call(&framework, call, now));
+                let _ = reply.send(Self::call(core, &framework, call, now));
             }
             Command::AgentAttach { hello, tx, reply } => {
-                let conn = self.conn();
-                let result = self.core.agent_attach(conn, hello, now);
+                let result = core.agent_attach(conn, hello, now);
                 if result.is_ok() {
                     self.agents.insert(conn, tx);
                 }
@@ -205,26 +300,25 @@ impl Runtime {
                 status,
                 latest,
             } => {
-                if let Err(e) = self.core.status_update(conn, framework, status, latest, now) {
+                if let Err(e) = core.status_update(conn, framework, status, latest, now) {
                     tracing::warn!(conn, error = %e, "bad status update from agent");
                 }
             }
-            Command::AgentHeartbeat(conn) => self.core.agent_heartbeat(conn, now),
+            Command::AgentHeartbeat(conn) => core.agent_heartbeat(conn, now),
             Command::AgentClosed(conn) => {
                 self.agents.remove(&conn);
-                self.core.agent_conn_closed(conn, now);
+                core.agent_conn_closed(conn, now);
             }
             Command::State(reply) => {
-                let _ = reply.send(self.core.view(true));
+                let _ = reply.send(Ok(core.view(true)));
             }
             Command::TaskCounts(reply) => {
-                let _ = reply.send(self.core.task_counts());
+                let _ = reply.send(core.task_counts());
             }
         }
     }
 
-    fn call(&mut self, fid: &FrameworkId, call: Call, now: Instant) -> Result<(), MasterError> {
-        let c = &mut self.core;
+    fn call(c: &mut Master, fid: &FrameworkId, call: Call, now: Instant) -> Result<(), MasterError> {
         match call {
             Call::Accept {
                 offers,
@@ -241,15 +335,14 @@ impl Runtime {
         }
     }
 
-    /// Executes effects until none are left: committing registry ops can
-    /// produce more.
-    fn execute(&mut self) -> Result<(), MasterError> {
+    /// Executes the core's effects. Closing a stream can produce more.
+    fn execute(&mut self) {
         loop {
-            let effects = self.core.take_effects();
+            let Some(core) = self.core.as_mut() else { return };
+            let effects = core.take_effects();
             if effects.is_empty() {
-                return Ok(());
+                return;
             }
-            let mut proposals = Vec::new();
             let mut closed_fw = Vec::new();
             let mut closed_agents = Vec::new();
             for e in effects {
@@ -276,27 +369,19 @@ impl Runtime {
                     Effect::CloseAgent(conn) => {
                         self.agents.remove(&conn);
                     }
-                    Effect::Propose(op) => proposals.push(op),
+                    Effect::Propose(op) => self.raft.propose(op),
                 }
             }
             let now = Instant::now();
-            if !proposals.is_empty() {
-                self.log
-                    .append(&proposals)
-                    .map_err(|e| MasterError::Storage(e.to_string()))?;
-                for op in proposals {
-                    self.core.apply(op, now);
-                }
-            }
             for conn in closed_fw {
                 self.frameworks.remove(&conn);
-                self.core.framework_conn_closed(conn, now);
+                core.framework_conn_closed(conn, now);
             }
             for conn in closed_agents {
                 self.agents.remove(&conn);
-                self.core.agent_conn_closed(conn, now);
+                core.agent_conn_closed(conn, now);
             }
-            self.core.allocate_if_needed(now);
+            core.allocate_if_needed(now);
         }
     }
 }

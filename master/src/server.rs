@@ -1,21 +1,25 @@
-//! Starting a master: open the registry, spawn the owner task, serve gRPC
-//! and HTTP on one port (and optionally HTTP on a second).
+//! Starting a master: open the Raft log, spawn the Raft node and the owner
+//! task, serve gRPC (scheduler, agent and Raft APIs) and HTTP on one port
+//! (and optionally HTTP on a second).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use mezzo_proto::MAX_MESSAGE_BYTES;
 use mezzo_proto::v1::agent_api_server::AgentApiServer;
+use mezzo_proto::v1::raft_transport_server::RaftTransportServer;
 use mezzo_proto::v1::scheduler_server::SchedulerServer;
 use tokio::net::TcpListener;
 
 use crate::api::agent::AgentService;
 use crate::api::scheduler::SchedulerApi;
-use crate::core::{CoreConfig, Master};
+use crate::core::CoreConfig;
 use crate::error::MasterError;
-use crate::storage::{LocalLog, StorageError};
+use crate::raft::node::NodeError;
+use crate::raft::transport::{MAX_BATCH_BYTES, RaftService};
+use crate::raft::{RaftConfig, node};
 
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -24,9 +28,20 @@ pub struct MasterConfig {
     /// Extra HTTP-only address, if wanted.
     pub http: Option<SocketAddr>,
     pub work_dir: PathBuf,
+    /// Every master's address, this one's included, in the same order on
+    /// each; empty for a single master.
+    pub peers: Vec<String>,
     pub core: CoreConfig,
     /// How often timers are checked.
     pub tick: Duration,
+    /// One Raft tick; elections start after `election_ticks` of them
+    /// (randomised up to twice that), leaders heartbeat every
+    /// `heartbeat_ticks`.
+    pub raft_tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Applied entries between registry snapshots.
+    pub snapshot_every: u64,
 }
 
 impl MasterConfig {
@@ -35,8 +50,13 @@ impl MasterConfig {
             listen,
             http: None,
             work_dir,
+            peers: Vec::new(),
             core: CoreConfig::default(),
             tick: Duration::from_millis(50),
+            raft_tick: Duration::from_millis(50),
+            election_ticks: 6,
+            heartbeat_ticks: 1,
+            snapshot_every: 10_000,
         }
     }
 }
@@ -46,7 +66,11 @@ pub enum StartError {
     #[error("cannot create work dir {path}: {source}")]
     WorkDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Raft(#[from] NodeError),
+    #[error("--listen {listen} is not one of --peers {peers:?}; list every master's address, this one's included")]
+    NotAPeer { listen: String, peers: Vec<String> },
+    #[error("--peers names {0} twice")]
+    DuplicatePeer(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -78,14 +102,43 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         path: cfg.work_dir.clone(),
         source,
     })?;
-    let (log, registry) = LocalLog::open(&cfg.work_dir.join("registry.log"))?;
-    tracing::info!(
-        agents = registry.agents.len(),
-        frameworks = registry.frameworks.len(),
-        "registry recovered"
-    );
-    let core = Master::recover(cfg.core.clone(), registry, Instant::now());
-    let (handle, owner) = crate::runtime::spawn(core, log, cfg.tick);
+    let listener = bind(cfg.listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let (id, peers) = if cfg.peers.is_empty() {
+        (1, [(1, addr.to_string())].into_iter().collect())
+    } else {
+        let mut peers = std::collections::BTreeMap::new();
+        for (i, p) in cfg.peers.iter().enumerate() {
+            if peers.values().any(|v| v == p) {
+                return Err(StartError::DuplicatePeer(p.clone()));
+            }
+            peers.insert(i as u64 + 1, p.clone());
+        }
+        let me = cfg.listen.to_string();
+        let id = peers
+            .iter()
+            .find(|(_, a)| **a == me || **a == addr.to_string())
+            .map(|(id, _)| *id);
+        let id = id.ok_or_else(|| StartError::NotAPeer {
+            listen: me,
+            peers: cfg.peers.clone(),
+        })?;
+        (id, peers)
+    };
+    let raft_cfg = RaftConfig {
+        id,
+        peers,
+        dir: cfg.work_dir.join("raft"),
+        tick: cfg.raft_tick,
+        election_ticks: cfg.election_ticks,
+        heartbeat_ticks: cfg.heartbeat_ticks,
+        snapshot_every: cfg.snapshot_every,
+    };
+    let (raft, events) = node::start(raft_cfg)?;
+    let (handle, owner) = crate::runtime::spawn(cfg.core.clone(), raft.clone(), events, cfg.tick);
 
     let scheduler = SchedulerServer::new(SchedulerApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -93,16 +146,15 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let agents = AgentApiServer::new(AgentService::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let raft_api = RaftTransportServer::new(RaftService::new(raft.clone()))
+        .max_decoding_message_size(MAX_BATCH_BYTES)
+        .max_encoding_message_size(MAX_BATCH_BYTES);
     let grpc = tonic::service::Routes::new(scheduler)
         .add_service(agents)
+        .add_service(raft_api)
         .into_axum_router();
-    let app = grpc.merge(crate::http::router(handle.clone()));
+    let app = grpc.merge(crate::http::router(handle.clone(), raft.clone()));
 
-    let listener = bind(cfg.listen).await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -117,7 +169,7 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
             let a = l
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr: http, source })?;
-            let router = crate::http::router(handle.clone());
+            let router = crate::http::router(handle.clone(), raft.clone());
             tokio::spawn(async move {
                 let _ = axum::serve(l, router).await;
             });
@@ -125,6 +177,6 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         }
         None => None,
     };
-    tracing::info!(%addr, "master listening (gRPC and HTTP)");
+    tracing::info!(%addr, id, "master listening (gRPC and HTTP)");
     Ok(MasterHandle { addr, http_addr, owner })
 }

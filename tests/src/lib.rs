@@ -1,6 +1,6 @@
 //! A cluster test harness: real `mezzo` processes on loopback.
 //!
-//! [`Cluster::start`] runs one master and N agents, each a child process of
+//! [`Cluster::start`] runs M masters (a Raft group) and N agents, each a child process of
 //! the test with its own work dir under one temp dir, on ephemeral ports.
 //! Everything is killed when the `Cluster` is dropped — also when the test
 //! panics — including task processes that outlived a SIGKILLed agent
@@ -98,6 +98,8 @@ impl Daemon {
 /// How to build a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
+    /// 1, 3 or 5 masters (a Raft group).
+    pub masters: usize,
     pub agents: usize,
     pub agent_resources: String,
     pub master_args: Vec<String>,
@@ -107,6 +109,7 @@ pub struct ClusterSpec {
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
+            masters: 1,
             agents: 2,
             agent_resources: "cpus:8;mem:8192;disk:8192;ports:[31000-31099]".into(),
             master_args: vec![
@@ -125,10 +128,21 @@ impl Default for ClusterSpec {
     }
 }
 
-/// A master and its agents.
+/// Free loopback ports, found by binding port 0 and letting go.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Masters and agents.
 #[derive(Debug)]
 pub struct Cluster {
-    pub master: Daemon,
+    pub masters: Vec<Daemon>,
     pub agents: Vec<Daemon>,
     pub dir: tempfile::TempDir,
     http: reqwest::Client,
@@ -137,22 +151,35 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("mezzo-test-").tempdir()?;
-        let mut args: Vec<String> = vec![
-            "master".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--work-dir".into(),
-        ];
-        args.push(dir.path().join("master").display().to_string());
-        args.extend(spec.master_args.iter().cloned());
-        let master = Daemon::spawn("master", &args, dir.path().join("master.log")).await?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let mut cluster = Cluster {
-            master,
+            masters: Vec::new(),
             agents: Vec::new(),
             dir,
             http,
         };
+        let addrs: Vec<String> = if spec.masters == 1 {
+            vec!["127.0.0.1:0".into()]
+        } else {
+            free_ports(spec.masters)?
+                .into_iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect()
+        };
+        for (i, addr) in addrs.iter().enumerate() {
+            let mut args: Vec<String> = vec!["master".into(), "--listen".into(), addr.clone(), "--work-dir".into()];
+            args.push(cluster.dir.path().join(format!("master{i}")).display().to_string());
+            if spec.masters > 1 {
+                args.push("--peers".into());
+                args.push(addrs.join(","));
+            }
+            args.extend(spec.master_args.iter().cloned());
+            let log = cluster.dir.path().join(format!("master{i}.log"));
+            cluster
+                .masters
+                .push(Daemon::spawn(&format!("master{i}"), &args, log).await?);
+        }
+        cluster.wait_leader().await?;
         for i in 0..spec.agents {
             cluster.add_agent(i, &spec).await?;
         }
@@ -169,7 +196,7 @@ impl Cluster {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--master".into(),
-            self.master.addr.clone(),
+            self.masters().join(","),
             "--listen".into(),
         ];
         args.push("127.0.0.1:0".into());
@@ -190,8 +217,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every master's address.
     pub fn masters(&self) -> Vec<String> {
-        vec![self.master.addr.clone()]
+        self.masters.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    /// The first master's address (the only one in a one-master cluster).
+    pub fn master_addr(&self) -> &str {
+        &self.masters[0].addr
+    }
+
+    /// Restarts master `i` (after [`Daemon::kill`]) with its work dir.
+    pub async fn restart_master(&mut self, i: usize) -> Result<()> {
+        let old = &self.masters[i];
+        let log = self.dir.path().join(format!("master{i}.restart.log"));
+        let d = Daemon::spawn(&old.name, &old.args.clone(), log).await?;
+        self.masters[i] = d;
+        Ok(())
     }
 
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
@@ -210,15 +252,53 @@ impl Cluster {
             .await?)
     }
 
+    /// Index of the master that leads and serves, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, m) in self.masters.iter().enumerate() {
+            if m.pid().is_none() {
+                continue;
+            }
+            if let Ok(r) = self.get(&m.addr, "/raft").await
+                && r["role"] == "leader"
+                && self.get(&m.addr, "/state").await.is_ok()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits (10 s at most) until some master leads and serves.
+    pub async fn wait_leader(&self) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no master leads after 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `/state` from whichever live master answers (followers redirect).
     pub async fn master_state(&self) -> Result<Value> {
-        self.get(&self.master.addr, "/state").await
+        let mut last = anyhow::anyhow!("no live master");
+        for m in self.masters.iter().filter(|m| m.pid().is_some()) {
+            match self.get(&m.addr, "/state").await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     pub async fn agent_state(&self, i: usize) -> Result<Value> {
         self.get(&self.agents[i].addr, "/state").await
     }
 
-    /// Polls the master's `/state` until `ok` holds (10 s at most).
+    /// Polls the leader's `/state` until `ok` holds (10 s at most).
     pub async fn wait_master(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
         wait_for(what, Duration::from_secs(10), || self.master_state(), ok).await
     }
@@ -230,9 +310,9 @@ impl Cluster {
 
     /// Every daemon's log, for a failing test's message.
     pub fn logs(&self) -> String {
-        let mut out = format!("--- master log ---\n{}", tail(&self.master.log()));
-        for a in &self.agents {
-            out += &format!("\n--- {} log ---\n{}", a.name, tail(&a.log()));
+        let mut out = String::new();
+        for d in self.masters.iter().chain(&self.agents) {
+            out += &format!("\n--- {} log ---\n{}", d.name, tail(&d.log()));
         }
         out
     }
@@ -288,7 +368,7 @@ pub fn kill_processes_under(dir: &Path) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for d in self.agents.iter_mut().chain(std::iter::once(&mut self.master)) {
+        for d in self.agents.iter_mut().chain(self.masters.iter_mut()) {
             if let Some(pid) = d.pid() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }

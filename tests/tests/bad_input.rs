@@ -36,7 +36,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
     })
     .await?;
     let result = async {
-        let addr = format!("http://{}", c.master.addr);
+        let addr = format!("http://{}", c.master_addr());
         let mut raw = SchedulerClient::connect(addr.clone()).await?;
 
         // A call before subscribing.
@@ -198,7 +198,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             "{}",
             st["counters"]
         );
-        c.get(&c.master.addr, "/health").await.ok(); // still serving
+        c.get(c.master_addr(), "/health").await.ok(); // still serving
         Ok(())
     }
     .await;
@@ -214,7 +214,7 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let mut client = AgentApiClient::connect(format!("http://{}", c.master.addr)).await?;
+    let mut client = AgentApiClient::connect(format!("http://{}", c.master_addr())).await?;
     let cases: Vec<(v1::agent_message::Message, &str)> = vec![
         (
             v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
@@ -262,7 +262,7 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     .await?;
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(mezzo_tests::mezzo_bin());
-        cmd.args(["run", "--master", &c.master.addr]).args(args);
+        cmd.args(["run", "--master", c.master_addr()]).args(args);
         cmd.output()
     };
     let ok = run(&["--", "echo", "hi"])?;
@@ -277,7 +277,7 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
     let status = std::process::Command::new(mezzo_tests::mezzo_bin())
-        .args(["status", "--master", &c.master.addr])
+        .args(["status", "--master", c.master_addr()])
         .output()?;
     ensure!(
         status.status.success() && String::from_utf8_lossy(&status.stdout).contains("agent0"),
@@ -295,12 +295,12 @@ async fn daemons_serve_health_state_and_metrics() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    for addr in [&c.master.addr, &c.agents[0].addr] {
+    for addr in [c.master_addr(), &c.agents[0].addr] {
         ensure!(c.text(addr, "/health").await?.trim() == "ok", "{addr} /health");
         let m = c.text(addr, "/metrics").await?;
         ensure!(m.contains("# TYPE") && m.contains("mezzo_"), "{addr} /metrics: {m}");
     }
-    let m = c.text(&c.master.addr, "/metrics").await?;
+    let m = c.text(c.master_addr(), "/metrics").await?;
     ensure!(m.contains("mezzo_master_agents{status=\"active\"} 1"), "{m}");
     let a = c.agent_state(0).await?;
     ensure!(a["agent_id"] == c.master_state().await?["agents"][0]["id"], "{a}");

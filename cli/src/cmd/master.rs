@@ -23,6 +23,22 @@ pub struct Args {
     /// An agent silent or disconnected this long is marked unreachable.
     #[arg(long, env = "MEZZO_AGENT_TIMEOUT", default_value = "10s", value_parser = super::duration)]
     agent_timeout: Duration,
+    /// Every master's address, this one's included, comma-separated, in the
+    /// same order on every master. Omit for a single master.
+    #[arg(long, env = "MEZZO_PEERS", default_value = "")]
+    peers: String,
+    /// One Raft tick.
+    #[arg(long, env = "MEZZO_RAFT_TICK", default_value = "50ms", value_parser = super::duration)]
+    raft_tick: std::time::Duration,
+    /// Raft ticks without a leader before an election (randomised up to twice this).
+    #[arg(long, env = "MEZZO_ELECTION_TICKS", default_value_t = 6)]
+    election_ticks: usize,
+    /// Raft ticks between a leader's heartbeats.
+    #[arg(long, env = "MEZZO_HEARTBEAT_TICKS", default_value_t = 1)]
+    heartbeat_ticks: usize,
+    /// Applied registry changes between snapshots (log compaction).
+    #[arg(long, env = "MEZZO_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
     /// Unused offers are rescinded after this long.
     #[arg(long, env = "MEZZO_OFFER_TIMEOUT", default_value = "30s", value_parser = super::duration)]
     offer_timeout: Duration,
@@ -31,6 +47,11 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = MasterConfig::new(a.listen, a.work_dir);
     cfg.http = a.http;
+    cfg.peers = super::masters(&a.peers);
+    cfg.raft_tick = a.raft_tick;
+    cfg.election_ticks = a.election_ticks;
+    cfg.heartbeat_ticks = a.heartbeat_ticks;
+    cfg.snapshot_every = a.snapshot_every;
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
     cfg.core.offer_timeout = a.offer_timeout;

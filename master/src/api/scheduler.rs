@@ -167,11 +167,14 @@ impl Scheduler for SchedulerApi {
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let req = req.into_inner();
         self.call(&req.framework_id, || {
-            let tasks = req
-                .tasks
-                .iter()
-                .map(|t| TaskId::parse(&t.task_id).map_err(MasterError::from))
-                .collect::<Result<_, _>>()?;
+            let mut tasks = Vec::with_capacity(req.tasks.len());
+            for t in &req.tasks {
+                let agent = match t.agent_id.as_str() {
+                    "" => None,
+                    a => Some(AgentId::parse(a)?),
+                };
+                tasks.push((TaskId::parse(&t.task_id)?, agent));
+            }
             Ok(Call::Reconcile { tasks })
         })
         .await

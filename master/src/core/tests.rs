@@ -328,7 +328,7 @@ fn decline_filter_then_revive() {
 /// its offers at once and its tasks become UNREACHABLE after the timeout.
 #[test]
 fn lost_agent_rescinds_offers_and_marks_tasks_unreachable() {
-    let (mut s, f) = Sim::with_task();
+    let (mut s, _f) = Sim::with_task();
     s.run();
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     s.run();
@@ -377,7 +377,7 @@ fn resubscribe_resends_unacknowledged_updates() {
 /// are shut down on their agents.
 #[test]
 fn failover_timeout_removes_framework() {
-    let (mut s, f) = Sim::with_task();
+    let (mut s, _f) = Sim::with_task();
     s.m.framework_conn_closed(FW_CONN, s.now);
     for _ in 0..61 {
         s.m.agent_heartbeat(AGENT_CONN, s.now);
@@ -515,4 +515,30 @@ fn failover_subscription_gets_the_offers() {
     let to_new = s.sent.iter().any(|e| matches!(e, Effect::ToFramework(c, ev) if *c == FW_CONN + 1 && matches!(ev.event, Some(v1::event::Event::Offers(_)))));
     assert!(to_new, "no offer on the new stream");
     assert_eq!(s.m.offers.len(), 1);
+}
+
+/// DESIGN.md "Status updates" (reconcile): a task the master never heard
+/// of is LOST once its agent has re-registered, and gets no answer while
+/// the agent may still bring it back.
+#[test]
+fn explicit_reconciliation_of_unknown_tasks() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let a = s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let ghost = TaskId::parse("ghost").expect("id");
+    s.m.reconcile(&f, &[(ghost.clone(), Some(a.clone()))])
+        .expect("reconcile");
+    s.run();
+    assert_eq!(s.updates().pop().map(|u| u.state), Some(v1::TaskState::TaskLost as i32));
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    let before = s.updates().len();
+    s.m.reconcile(&f, &[(ghost.clone(), Some(a))]).expect("reconcile");
+    s.run();
+    assert_eq!(s.updates().len(), before, "no answer while the agent may come back");
+    s.m.reconcile(&f, &[(ghost, None)]).expect("reconcile");
+    s.run();
+    assert_eq!(
+        s.updates().pop().map(|u| u.state),
+        Some(v1::TaskState::TaskUnknown as i32)
+    );
 }

@@ -7,7 +7,7 @@ use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
-use super::{ConnId, Effect, Master, Task, unix_now};
+use super::{AgentStatus, ConnId, Effect, Master, Task, unix_now};
 use crate::error::MasterError;
 
 impl Master {
@@ -252,7 +252,7 @@ impl Master {
 
     /// Sends the master's view of the named tasks (all active ones when
     /// `tasks` is empty), without uuids.
-    pub fn reconcile(&mut self, fid: &FrameworkId, tasks: &[TaskId]) -> Result<(), MasterError> {
+    pub fn reconcile(&mut self, fid: &FrameworkId, tasks: &[(TaskId, Option<AgentId>)]) -> Result<(), MasterError> {
         self.subscribed(fid)?;
         let fw = self
             .frameworks
@@ -270,26 +270,56 @@ impl Master {
             exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
             framework_id: fid.to_string(),
         };
+        let unknown = |tid: &TaskId, agent: &Option<AgentId>, state: v1::TaskState, message: &str| v1::TaskStatus {
+            task_id: tid.to_string(),
+            state: state as i32,
+            reason: v1::StatusReason::ReasonReconciliation as i32,
+            message: message.into(),
+            source: v1::StatusSource::SourceMaster as i32,
+            agent_id: agent.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            timestamp: unix_now(),
+            framework_id: fid.to_string(),
+            ..Default::default()
+        };
         let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
             fw.tasks.values().map(status_of).collect()
         } else {
+            // A task the master does not know is answered by what its agent
+            // says: an agent that has re-registered does not run it (LOST);
+            // one that has not re-registered yet gets no answer now (the
+            // framework asks again); an unreachable one makes it UNREACHABLE.
             tasks
                 .iter()
-                .map(|tid| {
-                    let known = fw
+                .filter_map(|(tid, agent)| {
+                    if let Some(t) = fw
                         .tasks
                         .get(tid)
-                        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid));
-                    known.map(status_of).unwrap_or_else(|| v1::TaskStatus {
-                        task_id: tid.to_string(),
-                        state: v1::TaskState::TaskUnknown as i32,
-                        reason: v1::StatusReason::ReasonReconciliation as i32,
-                        message: "the master knows no such task".into(),
-                        source: v1::StatusSource::SourceMaster as i32,
-                        timestamp: unix_now(),
-                        framework_id: fid.to_string(),
-                        ..Default::default()
-                    })
+                        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid))
+                    {
+                        return Some(status_of(t));
+                    }
+                    let status = agent.as_ref().and_then(|a| self.agents.get(a)).map(|a| a.status);
+                    match status {
+                        Some(AgentStatus::Active) => Some(unknown(
+                            tid,
+                            agent,
+                            v1::TaskState::TaskLost,
+                            "the task is not on its agent",
+                        )),
+                        Some(AgentStatus::Recovering | AgentStatus::Disconnected) => None,
+                        Some(AgentStatus::Unreachable) => Some(unknown(
+                            tid,
+                            agent,
+                            v1::TaskState::TaskUnreachable,
+                            "the task's agent is unreachable",
+                        )),
+                        None => Some(unknown(
+                            tid,
+                            agent,
+                            v1::TaskState::TaskUnknown,
+                            "the master knows no such task",
+                        )),
+                    }
                 })
                 .collect()
         };

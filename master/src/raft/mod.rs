@@ -1,0 +1,16 @@
+//! The registry's replicated log: raft-rs driven by one owner task.
+//!
+//! [`node`] owns the `RawNode`, handles each `Ready` in the documented
+//! order, applies committed [`RegistryOp`]s to its copy of the registry
+//! and tells the master runtime when it starts or stops leading.
+//! [`storage`] keeps entries, hard state and snapshots in raft-engine with
+//! fsync; [`transport`] carries raft messages between masters over gRPC
+//! as opaque bytes, batched per peer.
+//!
+//! [`RegistryOp`]: crate::registry::RegistryOp
+
+pub mod node;
+pub mod storage;
+pub mod transport;
+
+pub use node::{RaftConfig, RaftEvent, RaftHandle, RaftStatus};

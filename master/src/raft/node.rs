@@ -1,0 +1,492 @@
+//! The Raft node: one tokio task owns the `RawNode`, its storage and the
+//! applied registry. Others talk to it through a [`RaftHandle`].
+//!
+//! Each loop turn takes a batch of inputs (proposals, messages from peers,
+//! ticks), then handles one `Ready` in the order raft-rs documents:
+//! send messages, apply a snapshot, apply committed entries, persist new
+//! entries and the hard state (one fsync), send the messages that had to
+//! wait for that, advance, and handle the light ready.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, MessageType};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
+use raft_proto::ConfChangeI as _;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::storage::{RaftStorage, RaftStorageError};
+use super::transport;
+use crate::registry::{Registry, RegistryOp};
+
+/// How one master takes part in the group.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This master's id (its position in `--peers`, from 1).
+    pub id: u64,
+    /// Every master's id and address when the group is first created.
+    pub peers: BTreeMap<u64, String>,
+    /// Where the log lives.
+    pub dir: PathBuf,
+    /// One Raft tick.
+    pub tick: Duration,
+    /// Ticks without a leader's heartbeat before a follower campaigns
+    /// (randomised up to twice this).
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Applied entries between registry snapshots (log compaction).
+    pub snapshot_every: u64,
+}
+
+/// What the node tells the master runtime.
+#[derive(Debug)]
+pub enum RaftEvent {
+    /// This master leads and has applied everything committed before its
+    /// term: serve from `registry`. Every later commit follows as
+    /// [`RaftEvent::Committed`], in order.
+    Leading { registry: Registry },
+    /// Not (or no longer) leading; the leader's address when known.
+    Following { leader: Option<String> },
+    /// A registry op was committed and applied (only while leading).
+    Committed(RegistryOp),
+}
+
+/// A snapshot of the node for `/raft` and `mezzo status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: u64,
+    pub leader: Option<String>,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub members: BTreeMap<u64, String>,
+    /// Replication progress of each peer, as the leader sees it.
+    pub matched: BTreeMap<u64, u64>,
+}
+
+pub(crate) enum NodeCmd {
+    Propose(RegistryOp),
+    Messages(Vec<Message>),
+    Unreachable(u64),
+    SnapshotSent { to: u64, ok: bool },
+    Status(oneshot::Sender<RaftStatus>),
+    Registry(oneshot::Sender<Registry>),
+}
+
+/// A cloneable way to talk to the node.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: mpsc::Sender<NodeCmd>,
+    members: watch::Receiver<BTreeMap<u64, String>>,
+    id: u64,
+}
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle").field("id", &self.id).finish()
+    }
+}
+
+impl RaftHandle {
+    /// Proposes an op; its commit comes back as [`RaftEvent::Committed`].
+    /// A proposal made while not leading is dropped by Raft, as is one made
+    /// while the node is overloaded.
+    pub fn propose(&self, op: RegistryOp) {
+        if self.tx.try_send(NodeCmd::Propose(op)).is_err() {
+            tracing::warn!("raft node is not keeping up; proposal dropped");
+        }
+    }
+
+    pub async fn status(&self) -> Option<RaftStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(NodeCmd::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The registry as this master has applied it (leader or not).
+    pub async fn registry(&self) -> Option<Registry> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(NodeCmd::Registry(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The current members (id -> address).
+    pub fn members(&self) -> BTreeMap<u64, String> {
+        self.members.borrow().clone()
+    }
+
+    pub(crate) async fn deliver(&self, msgs: Vec<Message>) -> bool {
+        self.tx.send(NodeCmd::Messages(msgs)).await.is_ok()
+    }
+}
+
+/// Forwards raft-rs's slog records to `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match r.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{}", r.msg()),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", r.msg()),
+            slog::Level::Info => tracing::debug!(target: "raft", "{}", r.msg()),
+            _ => tracing::trace!(target: "raft", "{}", r.msg()),
+        }
+        Ok(())
+    }
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("registry snapshot in {dir} does not decode: {why}")]
+    Snapshot { dir: PathBuf, why: String },
+}
+
+struct Node {
+    raw: RawNode<RaftStorage>,
+    registry: Registry,
+    applied: u64,
+    last_snapshot: u64,
+    snapshot_every: u64,
+    /// The leader has applied an entry of its own term.
+    leader_ready: bool,
+    serving: bool,
+    last_leader: u64,
+    events: mpsc::Sender<RaftEvent>,
+    peers: HashMap<u64, mpsc::Sender<Message>>,
+    self_tx: mpsc::Sender<NodeCmd>,
+    members_tx: watch::Sender<BTreeMap<u64, String>>,
+}
+
+/// Opens the log (creating the group on first start) and spawns the node.
+pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>), NodeError> {
+    let mut storage = RaftStorage::open(&cfg.dir)?;
+    if !storage.is_initialized() {
+        let voters: Vec<u64> = cfg.peers.keys().copied().collect();
+        let registry = Registry {
+            masters: cfg.peers.clone(),
+            ..Registry::default()
+        };
+        let data = serde_json::to_vec(&registry).map_err(|e| NodeError::Snapshot {
+            dir: cfg.dir.clone(),
+            why: e.to_string(),
+        })?;
+        storage.bootstrap(&voters, data)?;
+    }
+    let (meta, data) = storage.snapshot_data();
+    let registry: Registry = serde_json::from_slice(&data).map_err(|e| NodeError::Snapshot {
+        dir: cfg.dir.clone(),
+        why: e.to_string(),
+    })?;
+    let raft_cfg = Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied: meta.index,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    raft_cfg.validate()?;
+    let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => cfg.id));
+    let raw = RawNode::new(&raft_cfg, storage, &logger)?;
+    let (tx, rx) = mpsc::channel(16384);
+    let (events_tx, events_rx) = mpsc::channel(16384);
+    let (members_tx, members_rx) = watch::channel(registry.masters.clone());
+    let node = Node {
+        raw,
+        applied: meta.index,
+        last_snapshot: meta.index,
+        snapshot_every: cfg.snapshot_every.max(1),
+        registry,
+        leader_ready: false,
+        serving: false,
+        last_leader: 0,
+        events: events_tx,
+        peers: HashMap::new(),
+        self_tx: tx.clone(),
+        members_tx,
+    };
+    tokio::spawn(node.run(rx, cfg.tick));
+    Ok((
+        RaftHandle {
+            tx,
+            members: members_rx,
+            id: cfg.id,
+        },
+        events_rx,
+    ))
+}
+
+impl Node {
+    async fn run(mut self, mut rx: mpsc::Receiver<NodeCmd>, tick: Duration) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A group of one needs no election timeout to pass.
+        if self.registry.masters.len() == 1 && self.raw.raft.prs().conf().voters().contains(self.raw.raft.id) {
+            let _ = self.raw.campaign();
+        }
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.handle(cmd);
+                    for _ in 0..4096 {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    if let Err(e) = self.raw.mut_store().mark_if_stale() {
+                        tracing::warn!(error = %e, "cannot write the raft log's mark");
+                    }
+                }
+            }
+            if let Err(e) = self.on_ready().await {
+                // The log cannot be written: this master must stop.
+                tracing::error!(error = %e, "raft storage failed; stopping the master");
+                std::process::exit(70);
+            }
+            self.check_role().await;
+        }
+    }
+
+    fn handle(&mut self, cmd: NodeCmd) {
+        match cmd {
+            NodeCmd::Propose(op) => match serde_json::to_vec(&op) {
+                Ok(data) => {
+                    if let Err(e) = self.raw.propose(vec![], data) {
+                        tracing::debug!(error = %e, "proposal dropped");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a registry op"),
+            },
+            NodeCmd::Messages(msgs) => {
+                for m in msgs {
+                    if let Err(e) = self.raw.step(m) {
+                        tracing::debug!(error = %e, "raft message refused");
+                    }
+                }
+            }
+            NodeCmd::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeCmd::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            NodeCmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            NodeCmd::Registry(reply) => {
+                let _ = reply.send(self.registry.clone());
+            }
+        }
+    }
+
+    fn status(&self) -> RaftStatus {
+        let r = &self.raw.raft;
+        let store = self.raw.store();
+        let matched = if r.state == StateRole::Leader {
+            r.prs().iter().map(|(id, p)| (*id, p.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        RaftStatus {
+            id: r.id,
+            role: format!("{:?}", r.state).to_lowercase(),
+            term: r.term,
+            leader_id: r.leader_id,
+            leader: self.registry.masters.get(&r.leader_id).cloned(),
+            commit: r.raft_log.committed,
+            applied: self.applied,
+            last_index: store.last_index().unwrap_or(0),
+            snapshot_index: store.snapshot_data().0.index,
+            members: self.registry.masters.clone(),
+            matched,
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if !self.peers.contains_key(&to) {
+                let Some(addr) = self.registry.masters.get(&to).cloned() else {
+                    tracing::warn!(to, "no address for raft peer");
+                    continue;
+                };
+                let (tx, rx) = mpsc::channel(4096);
+                tokio::spawn(transport::peer_sender(
+                    self.raw.raft.id,
+                    to,
+                    addr,
+                    rx,
+                    self.self_tx.clone(),
+                ));
+                self.peers.insert(to, tx);
+            }
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            if let Some(tx) = self.peers.get(&to)
+                && tx.try_send(m).is_err()
+            {
+                // Raft resends what is lost; tell it the peer is behind.
+                self.raw.report_unreachable(to);
+                if is_snapshot {
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
+            }
+        }
+    }
+
+    async fn on_ready(&mut self) -> Result<(), NodeError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if !rd.messages().is_empty() {
+            let msgs = rd.take_messages();
+            self.send(msgs);
+        }
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            let registry: Registry = serde_json::from_slice(&snap.data).map_err(|e| NodeError::Snapshot {
+                dir: PathBuf::from("(received)"),
+                why: e.to_string(),
+            })?;
+            self.raw.mut_store().apply_snapshot(snap.clone())?;
+            self.registry = registry;
+            self.applied = snap.get_metadata().index;
+            self.last_snapshot = self.applied;
+            self.members_tx.send_replace(self.registry.masters.clone());
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(committed).await?;
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            let entries = rd.take_entries();
+            let hs = rd.hs().cloned();
+            self.raw.mut_store().append(&entries, hs.as_ref())?;
+        }
+        if !rd.persisted_messages().is_empty() {
+            let msgs = rd.take_persisted_messages();
+            self.send(msgs);
+        }
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        let msgs = light.take_messages();
+        self.send(msgs);
+        let committed = light.take_committed_entries();
+        self.apply(committed).await?;
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    async fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        for e in entries {
+            self.applied = e.index;
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {
+                    // The empty entry a new leader appends: once it is
+                    // applied, everything before this term is applied too.
+                    if self.raw.raft.state == StateRole::Leader && e.term == self.raw.raft.term {
+                        self.leader_ready = true;
+                    }
+                }
+                EntryType::EntryNormal => match serde_json::from_slice::<RegistryOp>(&e.data) {
+                    Ok(op) => {
+                        self.registry.apply(&op);
+                        if self.serving {
+                            let _ = self.events.send(RaftEvent::Committed(op)).await;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "skipping an undecodable registry entry")
+                    }
+                },
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    if e.get_entry_type() == EntryType::EntryConfChange {
+                        let mut v1 = raft::eraftpb::ConfChange::default();
+                        if v1.merge_from_bytes(&e.data).is_ok() {
+                            cc = v1.into_v2();
+                        }
+                    } else if let Err(err) = cc.merge_from_bytes(&e.data) {
+                        tracing::error!(index = e.index, error = %err, "skipping an undecodable conf change");
+                        continue;
+                    }
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().set_conf_state(cs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        if self.applied < self.last_snapshot + self.snapshot_every {
+            return Ok(());
+        }
+        let data = serde_json::to_vec(&self.registry).map_err(|e| NodeError::Snapshot {
+            dir: PathBuf::new(),
+            why: e.to_string(),
+        })?;
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        self.raw.mut_store().compact(self.applied, cs, data)?;
+        self.last_snapshot = self.applied;
+        tracing::debug!(index = self.applied, "registry snapshot taken; log compacted");
+        Ok(())
+    }
+
+    /// Tells the runtime when leading starts or stops, or the leader changes.
+    async fn check_role(&mut self) {
+        let leader = self.raw.raft.state == StateRole::Leader;
+        if !leader {
+            self.leader_ready = false;
+        }
+        if leader && self.leader_ready && !self.serving {
+            self.serving = true;
+            tracing::info!(id = self.raw.raft.id, term = self.raw.raft.term, "leading");
+            let _ = self
+                .events
+                .send(RaftEvent::Leading {
+                    registry: self.registry.clone(),
+                })
+                .await;
+        } else if !leader && (self.serving || self.raw.raft.leader_id != self.last_leader) {
+            if self.serving {
+                tracing::warn!(id = self.raw.raft.id, "no longer leading");
+            }
+            self.serving = false;
+            let addr = self.registry.masters.get(&self.raw.raft.leader_id).cloned();
+            let _ = self.events.send(RaftEvent::Following { leader: addr }).await;
+        }
+        self.last_leader = self.raw.raft.leader_id;
+    }
+}

@@ -1,0 +1,113 @@
+//! Raft messages between masters: a gRPC service receiving batches, and
+//! one sender task per peer that batches what the node hands it.
+
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::node::{NodeCmd, RaftHandle};
+use mezzo_proto::v1;
+use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
+use mezzo_proto::v1::raft_transport_server::RaftTransport;
+
+/// Largest batch between masters (a registry snapshot travels in one).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+const BATCH_MESSAGES: usize = 512;
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The receiving side, served by every master.
+#[derive(Debug, Clone)]
+pub struct RaftService {
+    node: RaftHandle,
+}
+
+impl RaftService {
+    pub fn new(node: RaftHandle) -> Self {
+        RaftService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftService {
+    async fn send(&self, req: Request<v1::RaftBatch>) -> Result<Response<v1::RaftAck>, Status> {
+        let batch = req.into_inner();
+        let me = self.node.id();
+        if batch.to != me {
+            return Err(Status::failed_precondition(format!(
+                "raft batch for master {} reached master {me}",
+                batch.to
+            )));
+        }
+        if !self.node.members().contains_key(&batch.from) {
+            return Err(Status::permission_denied(format!(
+                "raft batch from {}, which is not a member of this group",
+                batch.from
+            )));
+        }
+        let mut msgs = Vec::with_capacity(batch.messages.len());
+        for bytes in &batch.messages {
+            let m = Message::parse_from_bytes(bytes)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            if m.from != batch.from || m.to != me {
+                return Err(Status::invalid_argument(format!(
+                    "raft message {}->{} in a batch {}->{me}",
+                    m.from, m.to, batch.from
+                )));
+            }
+            msgs.push(m);
+        }
+        if !self.node.deliver(msgs).await {
+            return Err(Status::unavailable("raft node stopped"));
+        }
+        Ok(Response::new(v1::RaftAck {}))
+    }
+}
+
+/// Sends what the node queues for one peer, in batches, in order. A
+/// failed send drops the batch (Raft resends) and reports the peer
+/// unreachable so the leader probes it instead of streaming to it.
+pub(crate) async fn peer_sender(
+    me: u64,
+    to: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Message>,
+    node: mpsc::Sender<NodeCmd>,
+) {
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true),
+        Err(e) => {
+            tracing::error!(to, %addr, error = %e, "bad raft peer address");
+            return;
+        }
+    };
+    let mut client = RaftTransportClient::new(endpoint.connect_lazy())
+        .max_encoding_message_size(MAX_BATCH_BYTES)
+        .max_decoding_message_size(MAX_BATCH_BYTES);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MESSAGES {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let snapshots: Vec<u64> = batch
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        let messages = batch.iter().filter_map(|m| m.write_to_bytes().ok()).collect();
+        let req = v1::RaftBatch { from: me, to, messages };
+        let ok = matches!(tokio::time::timeout(SEND_TIMEOUT, client.send(req)).await, Ok(Ok(_)));
+        if !ok {
+            tracing::debug!(to, %addr, "raft batch not delivered");
+            let _ = node.try_send(NodeCmd::Unreachable(to));
+        }
+        for to in snapshots {
+            let _ = node.try_send(NodeCmd::SnapshotSent { to, ok });
+        }
+    }
+}

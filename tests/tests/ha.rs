@@ -1,0 +1,295 @@
+//! DESIGN.md "Durable state (Raft)" and "Leadership": three masters, real
+//! processes, leaders killed under load.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use mezzo_proto::v1;
+use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
+use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState, task_state};
+use mezzo_tests::{Cluster, ClusterSpec, fw};
+use tonic::Code;
+
+fn three_masters(agents: usize) -> ClusterSpec {
+    ClusterSpec {
+        masters: 3,
+        agents,
+        ..Default::default()
+    }
+}
+
+/// Sandboxes per task id across all agents: a task launched twice would
+/// have two.
+fn sandboxes(c: &Cluster) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for i in 0..c.agents.len() {
+        let root = c.dir.path().join(format!("agent{i}")).join("sandboxes");
+        for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
+                *n.entry(task.file_name().to_string_lossy().into_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Waits until every live master has applied the same index, then
+/// returns their registries.
+async fn registries(c: &Cluster) -> Result<Vec<serde_json::Value>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut applied = HashSet::new();
+        for m in &c.masters {
+            applied.insert(c.get(&m.addr, "/raft").await?["applied"].as_u64());
+        }
+        if applied.len() == 1 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "masters did not converge: {applied:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    for m in &c.masters {
+        out.push(c.get(&m.addr, "/raft/registry").await?);
+    }
+    Ok(out)
+}
+
+/// Three masters, two agents, a framework launching tasks continuously;
+/// the leader is SIGKILLed three times. Every accepted task ends in one
+/// terminal state, none runs twice, and the registries agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
+    let mut c = Cluster::start(three_masters(2)).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "chaos", None).await?;
+        let need = Resources::parse("cpus:0.1;mem:16")?;
+        let mut accepted: BTreeMap<String, String> = BTreeMap::new(); // task -> agent
+        let mut terminal: HashMap<String, HashSet<TaskState>> = HashMap::new();
+        let start = Instant::now();
+        let kills = [Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(8)];
+        let mut killed = 0;
+        let mut next_reconcile = Instant::now();
+        let mut n = 0;
+        loop {
+            let elapsed = start.elapsed();
+            let launching = elapsed < Duration::from_secs(10);
+            if killed < kills.len() && elapsed >= kills[killed] {
+                let leader = c.wait_leader().await?;
+                c.masters[leader].kill().await;
+                c.wait_leader().await.context("no new leader")?;
+                c.restart_master(leader).await?;
+                killed += 1;
+            }
+            let open: Vec<(String, String)> = accepted
+                .iter()
+                .filter(|(t, _)| !terminal.contains_key(*t))
+                .map(|(t, a)| (t.clone(), a.clone()))
+                .collect();
+            if !launching && killed == kills.len() && open.is_empty() {
+                break;
+            }
+            ensure!(
+                elapsed < Duration::from_secs(60),
+                "{} tasks never ended: {:?}",
+                open.len(),
+                open.iter().take(5).collect::<Vec<_>>()
+            );
+            if Instant::now() >= next_reconcile && !open.is_empty() {
+                next_reconcile = Instant::now() + Duration::from_secs(1);
+                let _ = s.reconcile(open).await;
+            }
+            let e = match ev.any(Duration::from_millis(200)).await {
+                Ok(e) => e,
+                Err(_) => continue,
+            };
+            match e {
+                Event::Offers(offers) => {
+                    for o in offers {
+                        let in_flight = accepted.len() - terminal.len();
+                        if !launching || in_flight > 100 {
+                            let _ = s.decline(vec![o.offer_id], Some(0.5)).await;
+                            continue;
+                        }
+                        let mut left = Resources::from_proto(&o.resources)?;
+                        let mut tasks = Vec::new();
+                        while tasks.len() < 5 && left.contains(&need) {
+                            left = left.checked_sub(&need).context("fits")?;
+                            let id = format!("c{n}");
+                            n += 1;
+                            tasks.push(TaskBuilder::new(&id).resources(&need).shell("sleep 0.5").build());
+                        }
+                        // Even a failed call may have reached the master: such
+                        // tasks are reconciled like the rest.
+                        for t in &tasks {
+                            accepted.insert(t.task_id.clone(), o.agent_id.clone());
+                        }
+                        let _ = s.accept(vec![o.offer_id], tasks, None).await;
+                    }
+                }
+                Event::Update(st) => {
+                    let Some(state) = task_state(&st) else { continue };
+                    if state.is_terminal() && state != TaskState::Unreachable {
+                        terminal.entry(st.task_id.clone()).or_default().insert(state);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ensure!(accepted.len() > 50, "only {} tasks were launched", accepted.len());
+        let twice: Vec<_> = terminal.iter().filter(|(_, s)| s.len() > 1).collect();
+        ensure!(twice.is_empty(), "tasks with two different terminal states: {twice:?}");
+        let finished = terminal.values().filter(|s| s.contains(&TaskState::Finished)).count();
+        ensure!(
+            finished * 10 >= accepted.len() * 9,
+            "{finished} of {} finished: {terminal:?}",
+            accepted.len()
+        );
+        let runs = sandboxes(&c);
+        let dup: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+        ensure!(dup.is_empty(), "tasks launched twice: {dup:?}");
+        let regs = registries(&c).await?;
+        ensure!(regs.windows(2).all(|w| w[0] == w[1]), "registries differ: {regs:?}");
+        ensure!(
+            regs[0]["frameworks"].as_object().is_some_and(|f| f.len() == 1),
+            "{}",
+            regs[0]
+        );
+        ensure!(
+            regs[0]["agents"].as_object().is_some_and(|a| a.len() == 2),
+            "{}",
+            regs[0]
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// DESIGN.md "Durable state (Raft)": stop every master and start them
+/// again: the frameworks and agents are still registered, the framework
+/// resumes by its id, and the agents re-register.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_masters_restarted_keep_the_registry() -> Result<()> {
+    let mut c = Cluster::start(three_masters(1)).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "durable", None).await?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![fw::shell_task("survivor", "sleep 30")], None)
+            .await?;
+        ev.update("survivor", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        for m in c.masters.iter_mut() {
+            m.kill().await;
+        }
+        for i in 0..c.masters.len() {
+            c.restart_master(i).await?;
+        }
+        c.wait_leader().await?;
+        let st = c
+            .wait_master("agent back with its task", |s| {
+                s["agents"][0]["status"] == "active" && s["tasks"].as_array().is_some_and(|t| t.len() == 1)
+            })
+            .await?;
+        ensure!(st["frameworks"][0]["id"] == fid.as_str(), "framework lost: {st}");
+        ensure!(st["tasks"][0]["state"] == "TASK_RUNNING", "{st}");
+        // The SDK reconnects by itself and resumes the same framework.
+        ev.next(Duration::from_secs(10), |e| {
+            matches!(e, Event::Subscribed { resumed: true, .. }).then_some(())
+        })
+        .await?;
+        s.kill("survivor", None).await?;
+        ev.update("survivor", Duration::from_secs(10), |s| s == TaskState::Killed)
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// A master whose Raft log is truncated refuses to start and names the
+/// file; the other two keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_log_refuses_to_start() -> Result<()> {
+    let mut c = Cluster::start(three_masters(1)).await?;
+    let victim = (c.wait_leader().await? + 1) % 3;
+    c.masters[victim].kill().await;
+    let dir = c.dir.path().join(format!("master{victim}")).join("raft");
+    let mut damaged = 0;
+    for f in std::fs::read_dir(&dir)?.flatten() {
+        let p = f.path();
+        if p.extension().is_some_and(|e| e == "raftlog") {
+            // Files are preallocated: cut half of what was written, not of
+            // the zero tail.
+            let bytes = std::fs::read(&p)?;
+            let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let file = std::fs::OpenOptions::new().write(true).open(&p)?;
+            file.set_len(written as u64 / 2)?;
+            damaged += 1;
+        }
+    }
+    ensure!(damaged > 0, "no raft log file in {}", dir.display());
+    let out = std::process::Command::new(mezzo_tests::mezzo_bin())
+        .args(&c.masters[victim].args)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started on a truncated log");
+    ensure!(
+        err.contains(&dir.display().to_string()),
+        "error does not name {}: {err}",
+        dir.display()
+    );
+    c.wait_master("still serving", |s| {
+        s["agents"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Bad input to the Raft transport: wrong addressee, a non-member sender,
+/// undecodable bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_transport_refuses_bad_batches() -> Result<()> {
+    let c = Cluster::start(three_masters(0)).await?;
+    let r = c.get(c.master_addr(), "/raft").await?;
+    let me = r["id"].as_u64().context("id")?;
+    let mut client = RaftTransportClient::connect(format!("http://{}", c.master_addr())).await?;
+    let cases = [
+        (
+            v1::RaftBatch {
+                from: 2,
+                to: me + 10,
+                messages: vec![],
+            },
+            Code::FailedPrecondition,
+            "reached master",
+        ),
+        (
+            v1::RaftBatch {
+                from: 99,
+                to: me,
+                messages: vec![],
+            },
+            Code::PermissionDenied,
+            "not a member",
+        ),
+        (
+            v1::RaftBatch {
+                from: if me == 1 { 2 } else { 1 },
+                to: me,
+                messages: vec![vec![0xff; 7]],
+            },
+            Code::InvalidArgument,
+            "undecodable",
+        ),
+    ];
+    for (batch, code, text) in cases {
+        match client.send(batch).await {
+            Err(e) if e.code() == code && e.message().contains(text) => {}
+            other => bail!("expected {code:?} {text:?}, got {other:?}"),
+        }
+    }
+    c.wait_leader().await?;
+    Ok(())
+}
