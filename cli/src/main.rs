@@ -23,8 +23,10 @@ enum Command {
     Agent(cmd::agent::Args),
     /// Run a command as one task (or N copies) and wait for it, like mesos-execute.
     Run(cmd::run::Args),
-    /// Show agents, frameworks and tasks.
+    /// Show the masters, agents, frameworks and tasks.
     Status(cmd::status::Args),
+    /// List, add or remove masters of the Raft group.
+    Masters(cmd::masters::Args),
 }
 
 fn init_logging(format: &str) {
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(a) => cmd::agent::run(a).await,
             Command::Run(a) => cmd::run::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Masters(a) => cmd::masters::run(a).await,
         }
     });
     match result {

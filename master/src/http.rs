@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::core::view::StateView;
 use crate::error::MasterError;
-use crate::raft::{RaftHandle, RaftStatus};
+use crate::raft::{MemberChange, MembershipError, RaftHandle, RaftStatus};
 use crate::runtime::{Command, Handle};
 
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub fn router(handle: Handle, raft: RaftHandle) -> Router {
         .route("/metrics", get(metrics))
         .route("/raft", get(raft_status))
         .route("/raft/registry", get(raft_registry))
+        .route("/raft/members", axum::routing::post(add_member))
+        .route("/raft/members/{id}", axum::routing::delete(remove_member))
         .with_state(Ctx { handle, raft })
 }
 
@@ -47,6 +49,49 @@ fn to_leader(e: MasterError, path: &str) -> Response {
                 .into_response()
         }
         other => unavailable(other),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AddMember {
+    address: String,
+}
+
+async fn add_member(
+    State(c): State<Ctx>,
+    body: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(b)) => member_change(&c, MemberChange::Add { address: b.address }, "/raft/members").await,
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"address\": \"host:port\"}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn remove_member(State(c): State<Ctx>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match id.parse::<u64>() {
+        Ok(id) => member_change(&c, MemberChange::Remove { id }, &format!("/raft/members/{id}")).await,
+        Err(_) => (StatusCode::BAD_REQUEST, format!("master id {id:?} is not a number")).into_response(),
+    }
+}
+
+/// Runs a membership change on the leader (a follower redirects with 307,
+/// which keeps the method and body).
+async fn member_change(c: &Ctx, change: MemberChange, path: &str) -> Response {
+    match c.raft.change_members(change).await {
+        Ok(id) => Json(serde_json::json!({ "id": id, "members": c.raft.members() })).into_response(),
+        Err(MembershipError::NotLeader(leader)) => to_leader(MasterError::NotLeader { leader }, path),
+        Err(e @ (MembershipError::BadAddress(_) | MembershipError::LastMember(_))) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e @ MembershipError::UnknownMember(_)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e @ (MembershipError::AlreadyMember { .. } | MembershipError::Busy)) => {
+            (StatusCode::CONFLICT, e.to_string()).into_response()
+        }
+        Err(e @ MembershipError::Raft(_)) => unavailable(e),
     }
 }
 

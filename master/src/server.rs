@@ -2,8 +2,9 @@
 //! task, serve gRPC (scheduler, agent and Raft APIs) and HTTP on one port
 //! (and optionally HTTP on a second).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -31,6 +32,9 @@ pub struct MasterConfig {
     /// Every master's address, this one's included, in the same order on
     /// each; empty for a single master.
     pub peers: Vec<String>,
+    /// Instead of `peers`: addresses of a running group that this master
+    /// joins (after an operator added its address with `mezzo masters add`).
+    pub join: Vec<String>,
     pub core: CoreConfig,
     /// How often timers are checked.
     pub tick: Duration,
@@ -51,6 +55,7 @@ impl MasterConfig {
             http: None,
             work_dir,
             peers: Vec::new(),
+            join: Vec::new(),
             core: CoreConfig::default(),
             tick: Duration::from_millis(50),
             raft_tick: Duration::from_millis(50),
@@ -71,6 +76,8 @@ pub enum StartError {
     NotAPeer { listen: String, peers: Vec<String> },
     #[error("--peers names {0} twice")]
     DuplicatePeer(String),
+    #[error("cannot join: {0}")]
+    Join(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -107,10 +114,12 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         addr: cfg.listen,
         source,
     })?;
-    let (id, peers) = if cfg.peers.is_empty() {
+    let (id, peers) = if !cfg.join.is_empty() {
+        join_group(&cfg.join, &addr.to_string(), &cfg.work_dir).await?
+    } else if cfg.peers.is_empty() {
         (1, [(1, addr.to_string())].into_iter().collect())
     } else {
-        let mut peers = std::collections::BTreeMap::new();
+        let mut peers = BTreeMap::new();
         for (i, p) in cfg.peers.iter().enumerate() {
             if peers.values().any(|v| v == p) {
                 return Err(StartError::DuplicatePeer(p.clone()));
@@ -136,6 +145,7 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         election_ticks: cfg.election_ticks,
         heartbeat_ticks: cfg.heartbeat_ticks,
         snapshot_every: cfg.snapshot_every,
+        join: !cfg.join.is_empty(),
     };
     let (raft, events) = node::start(raft_cfg)?;
     let (handle, owner) = crate::runtime::spawn(cfg.core.clone(), raft.clone(), events, cfg.tick);
@@ -179,4 +189,49 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     };
     tracing::info!(%addr, id, "master listening (gRPC and HTTP)");
     Ok(MasterHandle { addr, http_addr, owner })
+}
+
+/// Asks a running group for its members and finds this master among them
+/// (an operator adds it first). The id is kept in the work dir so a
+/// restart works even while the others are unreachable.
+async fn join_group(join: &[String], me: &str, work_dir: &Path) -> Result<(u64, BTreeMap<u64, String>), StartError> {
+    let id_file = work_dir.join("raft-id");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| StartError::Join(e.to_string()))?;
+    let mut why = Vec::new();
+    for m in join {
+        let status = match client.get(format!("http://{m}/raft")).send().await {
+            Ok(r) => r.json::<crate::raft::RaftStatus>().await,
+            Err(e) => {
+                why.push(format!("{m}: {e}"));
+                continue;
+            }
+        };
+        match status {
+            Ok(st) => {
+                let Some(id) = st.members.iter().find(|(_, a)| a.as_str() == me).map(|(id, _)| *id) else {
+                    return Err(StartError::Join(format!(
+                        "{me} is not a member of the group at {m} (members: {:?}); add it first with `mezzo masters add {me} --master {m}`",
+                        st.members
+                    )));
+                };
+                let _ = std::fs::write(&id_file, id.to_string());
+                return Ok((id, st.members));
+            }
+            Err(e) => why.push(format!("{m}: {e}")),
+        }
+    }
+    if let Some(id) = std::fs::read_to_string(&id_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        tracing::warn!(
+            id,
+            "no master of the group answered; restarting as the member recorded in the work dir"
+        );
+        return Ok((id, BTreeMap::new()));
+    }
+    Err(StartError::Join(format!("no master answered: {}", why.join("; "))))
 }

@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod netns;
+
 /// Path of the `mezzo` binary: `$MEZZO_BIN`, else next to the test
 /// executable's `deps/` folder (where `cargo build` puts it).
 pub fn mezzo_bin() -> PathBuf {
@@ -47,8 +49,22 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `mezzo ARGS` and waits for its "listening on ADDR" line.
     pub async fn spawn(name: &str, args: &[String], log: PathBuf) -> Result<Daemon> {
+        Daemon::spawn_via(&[], name, args, log).await
+    }
+
+    /// Like [`Daemon::spawn`], through a command prefix that ends by
+    /// exec'ing `mezzo` (e.g. `ip netns exec NS`), so the pid is mezzo's.
+    pub async fn spawn_via(prefix: &[String], name: &str, args: &[String], log: PathBuf) -> Result<Daemon> {
         let stderr = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let mut child = Command::new(mezzo_bin())
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(mezzo_bin());
+                c
+            }
+            None => Command::new(mezzo_bin()),
+        };
+        let mut child = cmd
             .args(args)
             .env("MEZZO_LOG", "info,mezzo_master=debug,mezzo_agent=debug")
             .stdout(Stdio::piped())

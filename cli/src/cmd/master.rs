@@ -27,6 +27,10 @@ pub struct Args {
     /// same order on every master. Omit for a single master.
     #[arg(long, env = "MEZZO_PEERS", default_value = "")]
     peers: String,
+    /// Join a running group instead (its masters' addresses, comma-separated),
+    /// after `mezzo masters add THIS-ADDRESS`.
+    #[arg(long, env = "MEZZO_JOIN", default_value = "", conflicts_with = "peers")]
+    join: String,
     /// One Raft tick.
     #[arg(long, env = "MEZZO_RAFT_TICK", default_value = "50ms", value_parser = super::duration)]
     raft_tick: std::time::Duration,
@@ -48,6 +52,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = MasterConfig::new(a.listen, a.work_dir);
     cfg.http = a.http;
     cfg.peers = super::masters(&a.peers);
+    cfg.join = super::masters(&a.join);
     cfg.raft_tick = a.raft_tick;
     cfg.election_ticks = a.election_ticks;
     cfg.heartbeat_ticks = a.heartbeat_ticks;

@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod master;
+pub mod masters;
 pub mod run;
 pub mod status;
 

@@ -46,17 +46,77 @@ fn res(v: &Value) -> String {
     format!("cpus {} mem {} disk {}", s(&v["cpus"]), s(&v["mem"]), s(&v["disk"]))
 }
 
+/// `/raft` of every given master (unreachable ones included, as errors).
+pub async fn masters_status(masters: &str) -> Vec<(String, Result<Value, String>)> {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return vec![(masters.to_owned(), Err(e.to_string()))],
+    };
+    let mut out = Vec::new();
+    for m in super::masters(masters) {
+        let r = match client.get(format!("http://{m}/raft")).send().await {
+            Ok(resp) => resp.json::<Value>().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push((m, r));
+    }
+    out
+}
+
+/// The masters table.
+pub fn masters_table(masters: &[(String, Result<Value, String>)]) -> Table {
+    let mut t = Table::new();
+    t.set_header(["MASTER", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER"]);
+    for (addr, r) in masters {
+        match r {
+            Ok(v) => t.add_row([
+                addr.clone(),
+                s(&v["id"]),
+                s(&v["role"]),
+                s(&v["term"]),
+                s(&v["commit"]),
+                s(&v["applied"]),
+                s(&v["leader"]),
+            ]),
+            Err(e) => t.add_row([
+                addr.clone(),
+                String::new(),
+                "unreachable".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                e.chars().take(40).collect(),
+            ]),
+        };
+    }
+    t
+}
+
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let state = fetch_state(&a.master).await?;
+    let masters = masters_status(&a.master).await;
+    let mut state = fetch_state(&a.master).await?;
+    if let Some(obj) = state.as_object_mut() {
+        let list: Vec<Value> = masters
+            .iter()
+            .map(|(addr, r)| match r {
+                Ok(v) => serde_json::json!({ "address": addr, "raft": v }),
+                Err(e) => serde_json::json!({ "address": addr, "error": e }),
+            })
+            .collect();
+        obj.insert("masters".into(), Value::Array(list));
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&state)?);
         return Ok(ExitCode::SUCCESS);
     }
     let empty = vec![];
     let list = |k: &str| state[k].as_array().unwrap_or(&empty).clone();
+    println!("{}", masters_table(&masters));
     println!(
-        "master {}  uptime {:.0}s",
-        s(&state["master_id"]),
+        "leader has served for {:.0}s",
         state["uptime_secs"].as_f64().unwrap_or(0.0)
     );
     println!(

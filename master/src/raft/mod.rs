@@ -9,8 +9,10 @@
 //!
 //! [`RegistryOp`]: crate::registry::RegistryOp
 
+pub mod members;
 pub mod node;
 pub mod storage;
 pub mod transport;
 
+pub use members::{MemberChange, MembershipError};
 pub use node::{RaftConfig, RaftEvent, RaftHandle, RaftStatus};

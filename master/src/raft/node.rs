@@ -18,6 +18,7 @@ use raft_proto::ConfChangeI as _;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::members::{self, MemberChange, MembershipError};
 use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
 use crate::registry::{Registry, RegistryOp};
@@ -40,6 +41,9 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between registry snapshots (log compaction).
     pub snapshot_every: u64,
+    /// Joining a running group: never create a group of our own; wait for
+    /// the leader to send the log (or a snapshot).
+    pub join: bool,
 }
 
 /// What the node tells the master runtime.
@@ -56,7 +60,7 @@ pub enum RaftEvent {
 }
 
 /// A snapshot of the node for `/raft` and `mezzo status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RaftStatus {
     pub id: u64,
     pub role: String,
@@ -79,6 +83,7 @@ pub(crate) enum NodeCmd {
     SnapshotSent { to: u64, ok: bool },
     Status(oneshot::Sender<RaftStatus>),
     Registry(oneshot::Sender<Registry>),
+    ChangeMembers(MemberChange, oneshot::Sender<Result<u64, MembershipError>>),
 }
 
 /// A cloneable way to talk to the node.
@@ -109,6 +114,19 @@ impl RaftHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(NodeCmd::Status(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Adds or removes a master; answers with the member's id once the
+    /// change is committed and applied.
+    pub async fn change_members(&self, change: MemberChange) -> Result<u64, MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(NodeCmd::ChangeMembers(change, tx))
+            .await
+            .map_err(|_| MembershipError::Raft("raft node stopped".into()))?;
+        rx.await.map_err(|_| {
+            MembershipError::Raft("the change was dropped (leadership changed?); check the members and retry".into())
+        })?
     }
 
     /// The registry as this master has applied it (leader or not).
@@ -172,6 +190,10 @@ struct Node {
     last_leader: u64,
     events: mpsc::Sender<RaftEvent>,
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    /// Take a snapshot at the next opportunity (after a conf change).
+    snapshot_now: bool,
+    /// A membership change proposed here, answered when applied.
+    pending_change: Option<(u64, oneshot::Sender<Result<u64, MembershipError>>)>,
     self_tx: mpsc::Sender<NodeCmd>,
     members_tx: watch::Sender<BTreeMap<u64, String>>,
 }
@@ -179,7 +201,8 @@ struct Node {
 /// Opens the log (creating the group on first start) and spawns the node.
 pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>), NodeError> {
     let mut storage = RaftStorage::open(&cfg.dir)?;
-    if !storage.is_initialized() {
+    let fresh_joiner = cfg.join && !storage.is_initialized();
+    if !storage.is_initialized() && !cfg.join {
         let voters: Vec<u64> = cfg.peers.keys().copied().collect();
         let registry = Registry {
             masters: cfg.peers.clone(),
@@ -192,10 +215,19 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         storage.bootstrap(&voters, data)?;
     }
     let (meta, data) = storage.snapshot_data();
-    let registry: Registry = serde_json::from_slice(&data).map_err(|e| NodeError::Snapshot {
-        dir: cfg.dir.clone(),
-        why: e.to_string(),
-    })?;
+    let registry: Registry = if fresh_joiner {
+        // Nothing stored yet: know the members' addresses so that this
+        // master can answer the leader until its snapshot arrives.
+        Registry {
+            masters: cfg.peers.clone(),
+            ..Registry::default()
+        }
+    } else {
+        serde_json::from_slice(&data).map_err(|e| NodeError::Snapshot {
+            dir: cfg.dir.clone(),
+            why: e.to_string(),
+        })?
+    };
     let raft_cfg = Config {
         id: cfg.id,
         election_tick: cfg.election_ticks,
@@ -224,6 +256,8 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         last_leader: 0,
         events: events_tx,
         peers: HashMap::new(),
+        pending_change: None,
+        snapshot_now: false,
         self_tx: tx.clone(),
         members_tx,
     };
@@ -305,6 +339,30 @@ impl Node {
             }
             NodeCmd::Registry(reply) => {
                 let _ = reply.send(self.registry.clone());
+            }
+            NodeCmd::ChangeMembers(change, reply) => self.change_members(change, reply),
+        }
+    }
+
+    fn change_members(&mut self, change: MemberChange, reply: oneshot::Sender<Result<u64, MembershipError>>) {
+        if self.raw.raft.state != StateRole::Leader {
+            let leader = self.registry.masters.get(&self.raw.raft.leader_id).cloned();
+            let _ = reply.send(Err(MembershipError::NotLeader(leader)));
+            return;
+        }
+        if self.pending_change.is_some() || self.raw.raft.has_pending_conf() {
+            let _ = reply.send(Err(MembershipError::Busy));
+            return;
+        }
+        match members::plan(&change, &self.registry.masters) {
+            Ok((id, cc, ctx)) => match self.raw.propose_conf_change(ctx, cc) {
+                Ok(()) => self.pending_change = Some((id, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(MembershipError::Raft(e.to_string())));
+                }
+            },
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }
@@ -443,6 +501,23 @@ impl Node {
                     }
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.mut_store().set_conf_state(cs)?;
+                    members::apply(&cc, &e.context, &mut self.registry.masters);
+                    // Snapshots sent to a new member must name it in their
+                    // conf state, so take one at this index.
+                    self.snapshot_now = true;
+                    self.members_tx.send_replace(self.registry.masters.clone());
+                    tracing::info!(members = ?self.registry.masters, "raft membership changed");
+                    for id in cc.get_changes().iter().map(|c| c.node_id) {
+                        if !self.registry.masters.contains_key(&id) {
+                            self.peers.remove(&id);
+                        }
+                        if let Some((want, _)) = &self.pending_change
+                            && *want == id
+                            && let Some((_, reply)) = self.pending_change.take()
+                        {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
                 }
             }
         }
@@ -450,9 +525,11 @@ impl Node {
     }
 
     fn maybe_compact(&mut self) -> Result<(), NodeError> {
-        if self.applied < self.last_snapshot + self.snapshot_every {
+        let due = self.applied >= self.last_snapshot + self.snapshot_every;
+        if !(due || (self.snapshot_now && self.applied > self.last_snapshot)) {
             return Ok(());
         }
+        self.snapshot_now = false;
         let data = serde_json::to_vec(&self.registry).map_err(|e| NodeError::Snapshot {
             dir: PathBuf::new(),
             why: e.to_string(),
@@ -469,6 +546,9 @@ impl Node {
         let leader = self.raw.raft.state == StateRole::Leader;
         if !leader {
             self.leader_ready = false;
+            // A change proposed while leading may never commit now; its
+            // caller is told (the dropped reply) and can check and retry.
+            self.pending_change = None;
         }
         if leader && self.leader_ready && !self.serving {
             self.serving = true;

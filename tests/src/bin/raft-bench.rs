@@ -1,0 +1,692 @@
+//! Benchmark driver for `scripts/bench-raft`: the Raft-replicated registry.
+//!
+//! - `raft-bench writes`: registry write throughput and commit latency of a
+//!   running three-master Mezzo group against a running three-member etcd
+//!   cluster, the same number of writes of the same size at the same
+//!   concurrency. A Mezzo write is a Subscribe of a new framework, timed
+//!   until its `Subscribed` event arrives: the master answers only after
+//!   the framework's `RegisterFramework` op is committed (replicated and
+//!   fsynced by a quorum) and applied. An etcd write is a Put of a fresh key
+//!   whose value is as long as that op's JSON.
+//! - `raft-bench failover`: three masters, one agent and a framework on the
+//!   SDK; the leader is SIGKILLed and the time until a framework call
+//!   succeeds again, and until the framework is offered resources again, is
+//!   measured; the killed master is restarted and caught up between trials.
+//!
+//! etcd is spoken to over its own gRPC API with hand-written prost messages
+//! (only the fields used here), so no `protoc` is needed to build this.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use futures::future::BoxFuture;
+use hdrhistogram::Histogram;
+use mezzo_master::registry::{FrameworkRecord, RegistryOp};
+use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::v1;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
+use mezzo_sdk::{Event, Scheduler, SchedulerConfig};
+use mezzo_tests::{Cluster, ClusterSpec};
+use tokio::sync::mpsc;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of Mezzo's Raft-replicated registry (run by scripts/bench-raft)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Prints the size in bytes of one RegisterFramework op as the log stores it (JSON).
+    OpSize,
+    /// Registry writes: Mezzo (Subscribe of a new framework) vs etcd (Put of a fresh key).
+    Writes {
+        /// The three masters, comma-separated.
+        #[arg(long)]
+        mezzo: String,
+        /// etcd client URLs, comma-separated (the leader is found and used).
+        #[arg(long)]
+        etcd: String,
+        /// Measured writes per system and concurrency.
+        #[arg(long, default_value_t = 5000)]
+        writes: u64,
+        /// Concurrent clients (each its own connection), comma-separated list.
+        #[arg(long, default_value = "1,32")]
+        concurrency: String,
+        /// Unmeasured writes before each measured run.
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+    },
+    /// Leader failover: SIGKILL the leader, time the way back.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Quiet time after the group is whole again, before the next kill.
+        #[arg(long, default_value_t = 500)]
+        settle_ms: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // On a signal the benchmark future is dropped: a failover cluster's
+        // processes are killed by its Drop.
+        tokio::select! {
+            r = run(cli.cmd) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
+        }
+    })
+}
+
+async fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::OpSize => {
+            println!("{}", sample_op_json().len());
+            Ok(())
+        }
+        Cmd::Writes {
+            mezzo,
+            etcd,
+            writes,
+            concurrency,
+            warmup,
+        } => {
+            let conc: Vec<usize> = concurrency
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .context("--concurrency")?;
+            writes_bench(&list(&mezzo), &list(&etcd), writes, &conc, warmup).await
+        }
+        Cmd::Failover { trials, settle_ms } => failover_bench(trials, Duration::from_millis(settle_ms)).await,
+    }
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// What is written
+
+const FAILOVER_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// The framework that write `i` of run `run` registers. The failover timeout
+/// is a week (the SDK's default), so a framework whose stream the benchmark
+/// drops stays registered: one Subscribe is exactly one registry write (with
+/// a timeout of 0 its removal would be a second write).
+fn framework_info(run: &str, i: u64) -> v1::FrameworkInfo {
+    v1::FrameworkInfo {
+        name: format!("raft-bench-{run}-{i:07}"),
+        user: "bench".into(),
+        principal: "raft-bench".into(),
+        roles: vec!["*".into()],
+        failover_timeout_secs: FAILOVER_TIMEOUT_SECS,
+        hostname: "raft-bench-client.localdomain".into(),
+    }
+}
+
+/// The registry op a Subscribe of `framework_info` proposes, as the Raft
+/// log stores it.
+fn sample_op_json() -> Vec<u8> {
+    let info = framework_info("c32", 1234);
+    let op = RegistryOp::RegisterFramework(FrameworkRecord {
+        id: FrameworkId::generate(),
+        name: info.name,
+        user: info.user,
+        principal: info.principal,
+        roles: info.roles,
+        failover_timeout_secs: info.failover_timeout_secs,
+        hostname: info.hostname,
+    });
+    serde_json::to_vec(&op).expect("a registry op serializes")
+}
+
+// ---------------------------------------------------------------------------
+// Closed-loop clients
+
+trait Writer: Send + 'static {
+    fn write(&mut self, i: u64) -> BoxFuture<'_, Result<()>>;
+}
+
+#[derive(Debug)]
+struct RunResult {
+    writes: u64,
+    secs: f64,
+    /// Latency in microseconds.
+    hist: Histogram<u64>,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.writes as f64 / self.secs
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Each writer loops, taking the next index, until `writes` are done.
+async fn run_writers<W: Writer>(writers: Vec<W>, first: u64, writes: u64) -> Result<RunResult> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut w in writers {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return Ok::<_, anyhow::Error>(hist);
+                }
+                let t = Instant::now();
+                w.write(first + i)
+                    .await
+                    .with_context(|| format!("write {}", first + i))?;
+                hist.saturating_record(t.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await??)?;
+    }
+    Ok(RunResult {
+        writes,
+        secs: start.elapsed().as_secs_f64(),
+        hist,
+    })
+}
+
+async fn channel(uri: &str) -> Result<Channel> {
+    let uri = if uri.contains("://") {
+        uri.to_owned()
+    } else {
+        format!("http://{uri}")
+    };
+    Endpoint::from_shared(uri.clone())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connect to {uri}"))
+}
+
+// ---------------------------------------------------------------------------
+// Mezzo
+
+struct MezzoWriter {
+    client: SchedulerClient<Channel>,
+    run: String,
+}
+
+impl Writer for MezzoWriter {
+    fn write(&mut self, i: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let req = v1::SubscribeRequest {
+                framework: Some(framework_info(&self.run, i)),
+                framework_id: String::new(),
+            };
+            let mut stream = self.client.subscribe(req).await?.into_inner();
+            match stream.message().await? {
+                Some(v1::Event {
+                    event: Some(v1::event::Event::Subscribed(s)),
+                }) if !s.framework_id.is_empty() => Ok(()),
+                other => bail!("first event was not Subscribed: {other:?}"),
+            }
+            // Dropping the stream disconnects the framework; with its
+            // one-week failover timeout it stays registered.
+        })
+    }
+}
+
+/// The master that leads and serves, found through `/raft` and confirmed
+/// by one write.
+async fn mezzo_leader(masters: &[String]) -> Result<String> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for m in masters {
+            let Ok(r) = http.get(format!("http://{m}/raft")).send().await else {
+                continue;
+            };
+            let Ok(v) = r.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if v["role"] == "leader" {
+                let mut w = MezzoWriter {
+                    client: SchedulerClient::new(channel(m).await?),
+                    run: "probe".into(),
+                };
+                if w.write(0).await.is_ok() {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no Mezzo master leads after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn mezzo_writers(leader: &str, n: usize, run: &str) -> Result<Vec<MezzoWriter>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(MezzoWriter {
+            client: SchedulerClient::new(channel(leader).await?),
+            run: run.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// etcd (etcdserverpb, only the fields used)
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResponseHeader {
+    #[prost(uint64, tag = "1")]
+    cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    member_id: u64,
+    #[prost(int64, tag = "3")]
+    revision: i64,
+    #[prost(uint64, tag = "4")]
+    raft_term: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    version: String,
+    #[prost(uint64, tag = "4")]
+    leader: u64,
+}
+
+async fn etcd_unary<Req, Resp>(grpc: &mut tonic::client::Grpc<Channel>, path: &'static str, req: Req) -> Result<Resp>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    grpc.ready()
+        .await
+        .map_err(|e| anyhow::anyhow!("etcd channel not ready: {e}"))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let resp = grpc
+        .unary(tonic::Request::new(req), PathAndQuery::from_static(path), codec)
+        .await?;
+    Ok(resp.into_inner())
+}
+
+struct EtcdWriter {
+    grpc: tonic::client::Grpc<Channel>,
+    prefix: String,
+    value: Vec<u8>,
+}
+
+impl Writer for EtcdWriter {
+    fn write(&mut self, i: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let req = PutRequest {
+                key: format!("{}/{i:07}", self.prefix).into_bytes(),
+                value: self.value.clone(),
+            };
+            let resp: PutResponse = etcd_unary(&mut self.grpc, "/etcdserverpb.KV/Put", req).await?;
+            if resp.header.is_none() {
+                bail!("etcd Put answered without a header");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The leader's client URL and etcd's version.
+async fn etcd_leader(endpoints: &[String]) -> Result<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for e in endpoints {
+            let Ok(ch) = channel(e).await else { continue };
+            let mut grpc = tonic::client::Grpc::new(ch);
+            let Ok(st) =
+                etcd_unary::<_, StatusResponse>(&mut grpc, "/etcdserverpb.Maintenance/Status", StatusRequest {}).await
+            else {
+                continue;
+            };
+            if st.leader != 0 && st.header.as_ref().map(|h| h.member_id) == Some(st.leader) {
+                return Ok((e.clone(), st.version));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no etcd member leads after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Result<Vec<EtcdWriter>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(EtcdWriter {
+            grpc: tonic::client::Grpc::new(channel(leader).await?),
+            prefix: prefix.to_owned(),
+            value: value.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Benchmark 1: writes
+
+async fn writes_bench(masters: &[String], etcd: &[String], writes: u64, conc: &[usize], warmup: u64) -> Result<()> {
+    let value = sample_op_json();
+    let mezzo = mezzo_leader(masters).await?;
+    let (etcd_leader, version) = etcd_leader(etcd).await?;
+    println!("mezzo leader {mezzo}; etcd {version}, leader {etcd_leader}");
+    println!(
+        "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it), \
+         {warmup} unmeasured writes first; every client has its own connection",
+        value.len()
+    );
+    println!(
+        "  {:<7} {:>7} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9}",
+        "system", "clients", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let mut rows = Vec::new();
+    for &c in conc {
+        let run = format!("c{c}");
+        let w = mezzo_writers(&mezzo, c, &format!("{run}w")).await?;
+        run_writers(w, 0, warmup).await.context("Mezzo warm-up")?;
+        let w = mezzo_writers(&mezzo, c, &run).await?;
+        let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
+        print_row("mezzo", c, &m);
+        let w = etcd_writers(&etcd_leader, c, &format!("bench/{run}w"), &value).await?;
+        run_writers(w, 0, warmup).await.context("etcd warm-up")?;
+        let w = etcd_writers(&etcd_leader, c, &format!("bench/{run}"), &value).await?;
+        let e = run_writers(w, 0, writes).await.context("etcd run")?;
+        print_row("etcd", c, &e);
+        rows.push((c, m, e));
+    }
+    println!("Mezzo / etcd");
+    for (c, m, e) in &rows {
+        println!(
+            "  {c:>2} clients: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x  (above 1x is better for throughput, below 1x for latency)",
+            m.rate() / e.rate(),
+            m.ms(0.5) / e.ms(0.5),
+            m.ms(0.99) / e.ms(0.99)
+        );
+    }
+    Ok(())
+}
+
+fn print_row(system: &str, c: usize, r: &RunResult) {
+    println!(
+        "  {:<7} {:>7} {:>7} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>9.2}",
+        system,
+        c,
+        r.writes,
+        r.secs,
+        r.rate(),
+        r.ms(0.5),
+        r.ms(0.99),
+        r.hist.max() as f64 / 1000.0
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Benchmark 2: failover
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Seen {
+    Subscribed,
+    Offers,
+    Disconnected,
+}
+
+/// Follows the framework's events: offers are declined for an hour so the
+/// current leader offers nothing more (a new leader starts without filters
+/// and offers again).
+fn pump(s: Scheduler, mut events: mezzo_sdk::Events) -> mpsc::UnboundedReceiver<(Instant, Seen)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            let now = Instant::now();
+            let seen = match ev {
+                Event::Subscribed { .. } => Seen::Subscribed,
+                Event::Disconnected { .. } => Seen::Disconnected,
+                Event::Offers(offers) => {
+                    let ids: Vec<String> = offers.into_iter().map(|o| o.offer_id).collect();
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let _ = s.decline(ids, Some(3600.0)).await;
+                    });
+                    Seen::Offers
+                }
+                Event::Error { message } => {
+                    eprintln!("framework removed: {message}");
+                    return;
+                }
+                _ => continue,
+            };
+            if tx.send((now, seen)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn raft_status(c: &Cluster, i: usize) -> Option<serde_json::Value> {
+    c.get(&c.masters[i].addr, "/raft").await.ok()
+}
+
+/// Waits until every master has applied what the leader has applied.
+async fn wait_caught_up(c: &Cluster, leader: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut applied = Vec::new();
+        for i in 0..c.masters.len() {
+            applied.push(raft_status(c, i).await.and_then(|v| v["applied"].as_u64()));
+        }
+        if applied[leader].is_some() && applied.iter().all(|a| *a == applied[leader]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("masters did not catch up: applied {applied:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank percentile of a sorted list.
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+async fn failover_bench(trials: usize, settle: Duration) -> Result<()> {
+    let spec = ClusterSpec {
+        masters: 3,
+        agents: 1,
+        agent_resources: "cpus:2;mem:2048;disk:2048".into(),
+        // The daemons' defaults: 50 ms Raft tick, election after 6-12 ticks,
+        // heartbeats every tick; 1 s framework heartbeats.
+        master_args: vec![],
+        agent_args: vec![],
+    };
+    let mut c = Cluster::start(spec).await?;
+    let masters = c.masters();
+    println!("three masters {}, one agent; {trials} trials", masters.join(","));
+    let cfg = SchedulerConfig::new(masters.clone(), "failover-bench");
+    let (s, events) = Scheduler::start(cfg);
+    let mut rx = pump(s.clone(), events);
+
+    let mut elect = Vec::new();
+    let mut call = Vec::new();
+    let mut offers = Vec::new();
+    println!(
+        "  {:>5} {:>8} {:>8} {:>14} {:>14} {:>14} {:>12}",
+        "trial", "killed", "new", "elected ms", "call ok ms", "offers ms", "catch-up ms"
+    );
+    for trial in 1..=trials {
+        // Steady state: one leader, everyone caught up, the framework
+        // subscribed to the leader and offered the agent's resources.
+        let leader = c.wait_leader().await?;
+        wait_caught_up(&c, leader).await?;
+        let leader_addr = c.masters[leader].addr.clone();
+        let old_term = raft_status(&c, leader)
+            .await
+            .and_then(|v| v["term"].as_u64())
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut offered = false;
+        loop {
+            while let Ok((_, seen)) = rx.try_recv() {
+                match seen {
+                    Seen::Offers => offered = true,
+                    Seen::Subscribed | Seen::Disconnected => offered = false,
+                }
+            }
+            if offered && s.master().as_deref() == Some(leader_addr.as_str()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "trial {trial}: the framework is not subscribed to {leader_addr} with offers (master {:?}){}",
+                    s.master(),
+                    c.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(settle).await;
+        while rx.try_recv().is_ok() {}
+
+        let t0 = Instant::now();
+        c.masters[leader].kill().await;
+        let survivors: Vec<usize> = (0..c.masters.len()).filter(|i| *i != leader).collect();
+        let limit = Duration::from_secs(30);
+        let elected = async {
+            loop {
+                for &i in &survivors {
+                    if let Some(v) = raft_status(&c, i).await
+                        && v["role"] == "leader"
+                        && v["term"].as_u64().unwrap_or(0) > old_term
+                    {
+                        return Some((t0.elapsed(), i));
+                    }
+                }
+                if t0.elapsed() > limit {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let call_ok = async {
+            loop {
+                if s.revive().await.is_ok() {
+                    return Some(t0.elapsed());
+                }
+                if t0.elapsed() > limit {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let offered = async {
+            loop {
+                match tokio::time::timeout(limit, rx.recv()).await {
+                    Ok(Some((at, Seen::Offers))) => return Some(at.duration_since(t0)),
+                    Ok(Some(_)) => {}
+                    _ => return None,
+                }
+            }
+        };
+        let (e, a, b) = tokio::join!(elected, call_ok, offered);
+        let (Some((te, new)), Some(ta), Some(tb)) = (e, a, b) else {
+            bail!(
+                "trial {trial}: no recovery within {limit:?} (elected {e:?}, call {a:?}, offers {b:?}){}",
+                c.logs()
+            );
+        };
+
+        let t1 = Instant::now();
+        c.restart_master(leader).await?;
+        let now_leader = c.wait_leader().await?;
+        wait_caught_up(&c, now_leader).await?;
+        let catch_up = t1.elapsed();
+        println!(
+            "  {trial:>5} {:>8} {:>8} {:>14.0} {:>14.0} {:>14.0} {:>12.0}",
+            format!("m{}", leader + 1),
+            format!("m{}", new + 1),
+            ms(te),
+            ms(ta),
+            ms(tb),
+            ms(catch_up)
+        );
+        elect.push(ms(te));
+        call.push(ms(ta));
+        offers.push(ms(tb));
+    }
+    s.stop().await;
+    let mut summary = BTreeMap::new();
+    summary.insert("1 new leader elected (/raft)", elect);
+    summary.insert("2 framework call (Revive) succeeds", call);
+    summary.insert("3 framework receives Offers again", offers);
+    println!("from SIGKILL of the leader, over {trials} trials:");
+    for (what, mut v) in summary {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "  {:<36} p50 {:>6.0} ms  p99 {:>6.0} ms  max {:>6.0} ms",
+            &what[2..],
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            v[v.len() - 1]
+        );
+    }
+    Ok(())
+}
