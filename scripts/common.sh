@@ -25,12 +25,13 @@ wait_line() {
   return 1
 }
 
-# start_master DIR LISTEN: starts a master; sets ADDR to its address.
+# start_master DIR LISTEN [FLAGS...]: starts a master; sets ADDR to its address.
 # (Not to be called in $(...): the pid must reach PIDS in this shell.)
 start_master() {
   local dir=$1 listen=$2
+  shift 2
   mkdir -p "$dir"
-  "$MEZZO" master --listen "$listen" --work-dir "$dir/master" >"$dir/master.out" 2>"$dir/master.log" &
+  "$MEZZO" master --listen "$listen" --work-dir "$dir/master" "$@" >"$dir/master.out" 2>"$dir/master.log" &
   PIDS+=($!)
   wait_line "$dir/master.out"
 }

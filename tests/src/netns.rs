@@ -21,7 +21,9 @@
 //! daemons that run inside it, so that Rust drops the daemons first (they
 //! are killed the ordinary way, their logs complete) and the network
 //! last. Leftovers of a test process that was itself SIGKILLed are swept
-//! by the next [`Net::new`] (names carry the owner's pid).
+//! by the next [`Net::new`] (names carry the owner's pid), which also
+//! kills their processes: those inside the namespaces, and the `mezzo`
+//! processes of the root namespace with an argument on the stale subnet.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -252,8 +254,50 @@ pub fn sweep_leftovers() {
                 && (kind == "br" || kind.starts_with('v') || kind.starts_with('p'))
                 && dead(tag)
             {
+                if kind == "br" {
+                    kill_root_daemons(name);
+                }
                 ip_quiet(&["link", "del", name]);
             }
+        }
+    }
+}
+
+/// SIGKILLs the `mezzo` processes of the root namespace (agents) that a
+/// dead test left on bridge `bridge`: those with an argument on its subnet.
+fn kill_root_daemons(bridge: &str) {
+    let Ok(addrs) = ip(&["-4", "-o", "addr", "show", "dev", bridge]) else {
+        return;
+    };
+    // "5: mezzo1a2b3-br    inet 10.211.7.1/24 ..."
+    let Some(subnet) = addrs
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.rsplit_once('.'))
+        .map(|(net, _)| format!("{net}."))
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_mezzo = args
+            .first()
+            .is_some_and(|a| std::path::Path::new(a).file_name().is_some_and(|n| n == "mezzo"));
+        if is_mezzo && args.iter().any(|a| a.contains(&subnet)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

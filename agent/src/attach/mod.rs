@@ -32,8 +32,10 @@ use crate::task::table::TableHandle;
 
 /// Metadata key a non-leading master sets on its UNAVAILABLE answer.
 pub const LEADER_METADATA: &str = "mezzo-leader";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A master that does not accept a connection this fast is skipped for the
+/// next address (a partitioned host drops packets instead of refusing).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 const OUTBOUND_CAPACITY: usize = 8192;
 

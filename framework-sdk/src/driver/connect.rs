@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 /// Metadata key with which a non-leading master names the leader.
 pub const LEADER_METADATA: &str = "mezzo-leader";
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
