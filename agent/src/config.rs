@@ -26,6 +26,59 @@ pub struct AgentConfig {
     /// Time between SIGTERM and SIGKILL when neither the kill nor the task
     /// names one.
     pub default_kill_grace: Duration,
+    /// How tasks are isolated.
+    pub isolation: Isolation,
+}
+
+/// How the agent runs tasks.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    /// cgroups + namespaces, as an unprivileged user (needs root).
+    Linux(IsolationConfig),
+    /// A plain process group in the sandbox, as the agent's user.
+    None,
+}
+
+/// Settings of [`Isolation::Linux`].
+#[derive(Debug, Clone)]
+pub struct IsolationConfig {
+    /// The `mezzo` binary, which runs as each container's supervisor.
+    pub exe: PathBuf,
+    /// The cgroup filesystem.
+    pub cgroup_root: PathBuf,
+    /// Parent cgroup of this agent's containers; `None` derives a stable
+    /// name from the work dir (`mezzo-agent-<hash>`).
+    pub cgroup_parent: Option<String>,
+    /// User of tasks that name none.
+    pub task_user: String,
+    /// Other users tasks may ask for.
+    pub allowed_users: Vec<String>,
+    /// Hard-cap each task at its cpus (CFS quota) instead of weighting only.
+    pub cpu_hard_limit: bool,
+    /// Most processes per task.
+    pub pids_max: u64,
+    /// How often sandbox disk use is measured (and logs rotated).
+    pub disk_check_interval: Duration,
+    /// stdout/stderr size at which they are rotated.
+    pub log_max_bytes: u64,
+}
+
+impl IsolationConfig {
+    /// Defaults: tasks run as `nobody`, 4096 processes each, weighted (not
+    /// capped) cpu, disk checked every 5 s, logs rotated at 64 MiB.
+    pub fn new(exe: PathBuf) -> Self {
+        IsolationConfig {
+            exe,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: None,
+            task_user: "nobody".into(),
+            allowed_users: Vec::new(),
+            cpu_hard_limit: false,
+            pids_max: 4096,
+            disk_check_interval: Duration::from_secs(5),
+            log_max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl AgentConfig {
@@ -45,6 +98,7 @@ impl AgentConfig {
             status_retry_initial: Duration::from_secs(1),
             status_retry_max: Duration::from_secs(30),
             default_kill_grace: Duration::from_secs(3),
+            isolation: Isolation::None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum AgentError {
     ActorStopped(&'static str),
     #[error("the agent's {0} panicked")]
     ActorPanicked(&'static str),
+    #[error("cannot isolate tasks: {0}")]
+    Isolation(String),
 }
 
 impl AgentError {

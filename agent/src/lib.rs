@@ -30,6 +30,7 @@
 //! The files the agent keeps are drawn in [`paths`].
 
 pub mod attach;
+pub mod cgroups;
 mod config;
 pub mod containerizer;
 mod error;
@@ -46,12 +47,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Isolation, IsolationConfig};
 pub use error::AgentError;
 pub use resources::detect_resources;
 
 use crate::attach::register::{self, Identity};
-use crate::containerizer::PosixContainerizer;
+use crate::containerizer::{Containerizer, LinuxConfig, LinuxContainerizer, PosixContainerizer};
 use crate::metrics::Metrics;
 use crate::status::StatusConfig;
 use crate::task::table::{self, TableDeps};
@@ -123,13 +124,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         tracing::info!(tasks = recovered.len(), "recovered pending status updates");
     }
 
+    let containerizer = containerizer(&config, &work_dir)?;
     let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
     let (master_tx, master_rx) = watch::channel(None);
     let (table, table_join) = table::start(
         TableDeps {
             work_dir: work_dir.clone(),
             default_kill_grace: config.default_kill_grace,
-            containerizer: Arc::new(PosixContainerizer::new()),
+            containerizer,
             status: status.clone(),
             forget: forget_rx,
             agent_id: agent_id_rx.clone(),
@@ -186,4 +188,41 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     actors.spawn(async move { ("master connection", attach::run(deps).await) });
     tracing::info!(%http_addr, masters = ?config.masters, "agent started");
     Ok(AgentHandle { http_addr, actors })
+}
+
+/// The containerizer the configuration asks for; refuses to start an
+/// isolating agent that cannot isolate.
+fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc<dyn Containerizer>, AgentError> {
+    match &config.isolation {
+        Isolation::None => Ok(Arc::new(PosixContainerizer::new())),
+        Isolation::Linux(iso) => {
+            // Tasks run as another user: their sandboxes must be reachable.
+            for dir in [work_dir.to_path_buf(), work_dir.join("sandboxes")] {
+                std::fs::create_dir_all(&dir).map_err(AgentError::io("create", &dir))?;
+                let mut perms = std::fs::metadata(&dir).map_err(AgentError::io("stat", &dir))?.permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o711);
+                std::fs::set_permissions(&dir, perms).map_err(AgentError::io("chmod", &dir))?;
+            }
+            // One parent cgroup per agent work dir, stable across restarts.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&work_dir, &mut h);
+            let parent = iso
+                .cgroup_parent
+                .clone()
+                .unwrap_or_else(|| format!("mezzo-agent-{:016x}", std::hash::Hasher::finish(&h)));
+            let cfg = LinuxConfig {
+                cgroup_root: iso.cgroup_root.clone(),
+                parent,
+                exe: iso.exe.clone(),
+                default_user: iso.task_user.clone(),
+                allowed_users: iso.allowed_users.clone(),
+                cpu_hard_limit: iso.cpu_hard_limit,
+                pids_max: iso.pids_max,
+                disk_check_interval: iso.disk_check_interval,
+                log_max_bytes: iso.log_max_bytes,
+            };
+            let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
+            Ok(Arc::new(c))
+        }
+    }
 }

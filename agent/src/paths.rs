@@ -6,6 +6,11 @@
 //! ├── status/
 //! │   ├── updates.log           append-only journal: status updates and their acks
 //! │   └── updates.log.tmp       a compaction in progress (renamed over updates.log)
+//! ├── meta/tasks/
+//! │   └── <framework_id>/
+//! │       └── <task_id>/        checkpoint of one task, removed once its last update is acked
+//! │           ├── task.pb       the RunTask it came with (written before launch)
+//! │           └── ...           the containerizer's own records (pids, spec, exit status)
 //! └── sandboxes/
 //!     └── <framework_id>/
 //!         └── <task_id>/        the task's working directory
@@ -35,6 +40,19 @@ pub fn status_dir(work_dir: &Path) -> PathBuf {
 pub fn status_journal(work_dir: &Path) -> PathBuf {
     status_dir(work_dir).join("updates.log")
 }
+
+/// Root of the task checkpoints.
+pub fn tasks_meta_root(work_dir: &Path) -> PathBuf {
+    work_dir.join("meta").join("tasks")
+}
+
+/// Checkpoint directory of one task (also its container's run dir).
+pub fn task_meta_dir(work_dir: &Path, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
+    tasks_meta_root(work_dir).join(framework_id.as_str()).join(task_id.as_str())
+}
+
+/// File name of a task's checkpointed `RunTask`.
+pub const TASK_CHECKPOINT: &str = "task.pb";
 
 pub fn sandbox_dir(work_dir: &Path, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
     work_dir

@@ -44,6 +44,12 @@ fn init_logging(format: &str) {
 }
 
 fn main() -> std::process::ExitCode {
+    // A container's supervisor: a fresh single-threaded process that sets
+    // up namespaces and runs the task; no async runtime, no argument parser.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == "__container-init" {
+        mezzo_agent::containerizer::init::main(std::path::Path::new(&args[2]));
+    }
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

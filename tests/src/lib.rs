@@ -233,6 +233,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// The parent cgroup of agent `i`'s containers: unique to this cluster,
+    /// so that dropping it removes exactly what it created.
+    pub fn cgroup_parent(&self, i: usize) -> String {
+        let tag = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("mezzo-{tag}-agent{i}")
+    }
+
     /// Every master's address.
     pub fn masters(&self) -> Vec<String> {
         self.masters.iter().map(|m| m.addr.clone()).collect()
@@ -382,6 +389,36 @@ pub fn kill_processes_under(dir: &Path) {
     }
 }
 
+/// Kills every process in the cgroups named `parent` (and their children)
+/// in every hierarchy under /sys/fs/cgroup, then removes them.
+pub fn remove_cgroups(parent: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for h in hierarchies.flatten() {
+        let dir = h.path().join(parent);
+        if !dir.is_dir() {
+            continue;
+        }
+        let children: Vec<PathBuf> =
+            std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        for cg in children.iter().chain(std::iter::once(&dir)) {
+            for _ in 0..50 {
+                let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if pids.is_empty() {
+                    break;
+                }
+                // A frozen cgroup would hold its processes: thaw it first.
+                let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
+                for p in pids {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for d in self.agents.iter_mut().chain(self.masters.iter_mut()) {
@@ -390,6 +427,9 @@ impl Drop for Cluster {
             }
         }
         kill_processes_under(self.dir.path());
+        for i in 0..self.agents.len() {
+            remove_cgroups(&self.cgroup_parent(i));
+        }
     }
 }
 

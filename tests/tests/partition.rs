@@ -89,6 +89,9 @@ impl Group {
             "300ms",
             "--status-retry-max",
             "2s",
+            // These agents run no task: no cgroups to create or clean up.
+            "--isolation",
+            "none",
         ]);
         let log = self.dir.path().join(format!("agent{i}.log"));
         let d = Daemon::spawn(&format!("agent{i}"), &args, log).await;

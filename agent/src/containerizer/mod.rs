@@ -8,6 +8,8 @@
 //! slots in behind the same trait, with `signal` and `cleanup` acting on
 //! the cgroup instead of the process group.
 
+pub mod init;
+pub mod linux;
 mod posix;
 
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use futures::future::BoxFuture;
 use mezzo_proto::resources::Resources;
 pub use nix::sys::signal::Signal;
 
+pub use linux::{LinuxConfig, LinuxContainerizer};
 pub use posix::PosixContainerizer;
 
 /// What to run.
@@ -39,8 +42,21 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Limits an isolating containerizer enforces; the posix one ignores them.
     pub resources: Resources,
-    /// Run as this user; `None` = the agent's user.
+    /// Run as this user; `None` = the containerizer's default.
     pub user: Option<String>,
+    /// A directory of this task's own, kept across agent restarts until the
+    /// task is forgotten, where the containerizer records what it needs to
+    /// find the container again.
+    pub run_dir: PathBuf,
+}
+
+/// A limit the container hit, which ended the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limitation {
+    /// The kernel OOM-killed a process of the container.
+    Memory,
+    /// The sandbox grew beyond the task's disk resource.
+    Disk { used_mib: u64, limit_mib: u64 },
 }
 
 /// How a container's main process ended.
@@ -64,11 +80,20 @@ pub enum ContainerError {
     Signal { id: String, source: nix::Error },
     #[error("cannot wait for container {id}: {source}")]
     Wait { id: String, source: std::io::Error },
+    #[error("isolation: {0}")]
+    Isolation(String),
 }
 
 /// Starts containers. One per agent, chosen at start-up.
 pub trait Containerizer: Send + Sync + 'static {
     fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>>;
+
+    /// After an agent restart: finds the container of a checkpointed task
+    /// from what was recorded in `run_dir` — a live one to watch again, or
+    /// one that ended while the agent was down (its `wait` then returns the
+    /// true exit status at once). `None` when it cannot be recovered; the
+    /// task is then reported LOST.
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>>;
 }
 
 /// One running container.
@@ -86,4 +111,9 @@ pub trait Container: Send {
     /// Kills whatever is left of the container and releases its resources.
     /// Called once, after the task has ended.
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>>;
+
+    /// The limit that ended the task, if one did; asked after `wait`.
+    fn limitation(&mut self) -> BoxFuture<'_, Option<Limitation>> {
+        Box::pin(async { None })
+    }
 }

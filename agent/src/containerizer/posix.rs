@@ -103,6 +103,11 @@ impl PosixContainerizer {
             .map_err(|source| ContainerError::Spawn { program, source })?;
         // `id()` is only `None` after the child was reaped, which cannot have happened yet.
         let pid = child.id().unwrap_or_default();
+        // Recorded so that a restarted agent can at least stop what it
+        // cannot supervise any more (see `recover`).
+        if let Err(e) = crate::paths::write_atomic(&spec.run_dir.join("posix.pgid"), pid.to_string().as_bytes()) {
+            tracing::warn!(container = %spec.id, "cannot record the process group: {e}");
+        }
         tracing::debug!(container = %spec.id, pid, "launched");
         Ok(Box::new(PosixContainer {
             id: spec.id,
@@ -116,6 +121,23 @@ impl PosixContainerizer {
 impl Containerizer for PosixContainerizer {
     fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
         self.launch_posix(spec).boxed()
+    }
+
+    /// A plain process cannot be waited for by a new agent (it is not its
+    /// child), so its exit status would be lost: stop what is left of it
+    /// and let the task be reported LOST rather than run unmanaged.
+    fn recover(&self, id: String, run_dir: std::path::PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+        async move {
+            let pgid = std::fs::read_to_string(run_dir.join("posix.pgid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if let Some(pgid) = pgid.filter(|p| *p > 1)
+                && killpg(Pid::from_raw(pgid), None).is_ok()
+            {
+                tracing::warn!(container = %id, pgid, "killing a task left from before the restart (isolation none cannot recover it)");
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            Ok(None)
+        }
+        .boxed()
     }
 }
 

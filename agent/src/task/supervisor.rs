@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{StatusReport, TaskKey, agent_status};
-use crate::containerizer::{CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Signal};
+use crate::containerizer::{CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
 use crate::metrics::Metrics;
 
 /// What a supervisor needs to run one task.
@@ -31,6 +31,8 @@ pub struct SupervisorSpec {
     pub task: v1::TaskInfo,
     pub agent_id: String,
     pub sandbox: PathBuf,
+    /// The task's checkpoint dir, handed to the containerizer as its run dir.
+    pub run_dir: PathBuf,
     pub default_kill_grace: Duration,
 }
 
@@ -53,12 +55,15 @@ impl SupervisorHandle {
     }
 }
 
-/// Starts the supervisor of one task. Every state change is sent on `reports`.
+/// Starts the supervisor of one task. Every state change is sent on
+/// `reports`. With `adopted`, the container already runs (found again after
+/// an agent restart): the supervisor only watches it.
 pub fn spawn(
     spec: SupervisorSpec,
     containerizer: Arc<dyn Containerizer>,
     reports: mpsc::Sender<StatusReport>,
     metrics: Metrics,
+    adopted: Option<Box<dyn Container>>,
 ) -> SupervisorHandle {
     let (kill, kill_rx) = mpsc::channel(1);
     let sup = Supervisor {
@@ -67,7 +72,10 @@ pub fn spawn(
         kill_rx,
         metrics,
     };
-    let join = tokio::spawn(sup.run(containerizer));
+    let join = match adopted {
+        Some(container) => tokio::spawn(sup.adopt(container)),
+        None => tokio::spawn(sup.run(containerizer)),
+    };
     SupervisorHandle { kill, join }
 }
 
@@ -95,6 +103,15 @@ impl Supervisor {
         requested
             .or(self.spec.task.kill_grace_period_ms.map(Duration::from_millis))
             .unwrap_or(self.spec.default_kill_grace)
+    }
+
+    /// Watches a container that was already running when the agent started.
+    async fn adopt(mut self, mut container: Box<dyn Container>) {
+        tracing::info!(task = %self.spec.key, pid = container.pid(), "watching a recovered container");
+        self.watch(container.as_mut()).await;
+        if let Err(e) = container.cleanup().await {
+            tracing::warn!(task = %self.spec.key, "container cleanup failed: {e}");
+        }
     }
 
     async fn run(mut self, containerizer: Arc<dyn Containerizer>) {
@@ -162,6 +179,26 @@ impl Supervisor {
             exit = container.wait() => Err(exit),
             Some(grace) = self.kill_rx.recv() => Ok(grace),
         };
+        if kill.is_err()
+            && let Some(limit) = container.limitation().await
+        {
+            let (reason, message) = match limit {
+                Limitation::Memory => {
+                    (StatusReason::ReasonContainerLimitationMemory, "the task exceeded its memory limit and was OOM-killed".to_owned())
+                }
+                Limitation::Disk { used_mib, limit_mib } => (
+                    StatusReason::ReasonContainerLimitationDisk,
+                    format!("the sandbox used {used_mib} MiB of disk, over the task's {limit_mib} MiB"),
+                ),
+            };
+            let code = match kill {
+                Err(Ok(ExitStatus::Code(c))) => Some(c),
+                Err(Ok(ExitStatus::Signal(s))) => Some(-s),
+                _ => None,
+            };
+            self.report(TaskState::Failed, reason, message, code).await;
+            return;
+        }
         match kill {
             Ok(grace) => {
                 self.kill(container, grace).await;
@@ -249,6 +286,7 @@ impl Supervisor {
             env,
             resources: Resources::from_proto(&self.spec.task.resources).unwrap_or_default(),
             user,
+            run_dir: self.spec.run_dir.clone(),
         }
     }
 }

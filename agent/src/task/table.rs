@@ -134,35 +134,107 @@ impl Table {
             .unwrap_or_default()
     }
 
-    /// Containers are not recovered yet: a task that was still live when
-    /// the agent stopped is reported LOST; finished ones wait for their acks.
+    /// Rebuilds the table after a restart from the task checkpoints and the
+    /// status journal. A task whose container the containerizer finds again
+    /// is watched by a new supervisor (its end is reported with its true
+    /// exit status, also when it ended while the agent was down); a live
+    /// task whose container is gone is reported LOST; a finished one waits
+    /// for the acknowledgements of its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
-        for r in recovered {
-            let mut state = r.latest_state;
+        let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
+        for (key, run) in self.checkpoints() {
+            let state = latest.remove(&key).unwrap_or(TaskState::Running);
+            let task = run.task.clone().unwrap_or_default();
+            let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            let run_dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            let mut supervisor = None;
+            let mut state = state;
             if !state.is_terminal() {
+                let found = match self.deps.containerizer.recover(key.to_string(), run_dir.clone()).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(task = %key, "cannot recover the container: {e}");
+                        None
+                    }
+                };
+                match found {
+                    Some(container) => {
+                        let spec = SupervisorSpec {
+                            key: key.clone(),
+                            task: task.clone(),
+                            agent_id: self.agent_id(),
+                            sandbox: sandbox.clone(),
+                            run_dir,
+                            default_kill_grace: self.deps.default_kill_grace,
+                        };
+                        let sup = supervisor::spawn(
+                            spec,
+                            self.deps.containerizer.clone(),
+                            self.reports_tx.clone(),
+                            self.deps.metrics.clone(),
+                            Some(container),
+                        );
+                        supervisor = Some(sup);
+                        state = TaskState::Running;
+                    }
+                    None => {
+                        let status = agent_status(
+                            &key,
+                            &self.agent_id(),
+                            TaskState::Lost,
+                            StatusReason::ReasonAgentRestarted,
+                            "the agent restarted and could not find the task's container",
+                        );
+                        self.deps.status.update(key.clone(), status).await?;
+                        state = TaskState::Lost;
+                    }
+                }
+            }
+            self.deps.metrics.task_state(state).inc();
+            self.tasks.insert(key, Entry { info: task, state, sandbox, supervisor });
+        }
+        // Updates pending for tasks without a checkpoint (from before
+        // checkpoints existed, or a damaged one): keep them until acked.
+        for (key, state) in latest {
+            let state = if state.is_terminal() {
+                state
+            } else {
                 let status = agent_status(
-                    &r.key,
+                    &key,
                     &self.agent_id(),
                     TaskState::Lost,
                     StatusReason::ReasonAgentRestarted,
-                    "the agent restarted and does not recover running containers",
+                    "the agent restarted and has no checkpoint of this task",
                 );
-                self.deps.status.update(r.key.clone(), status).await?;
-                state = TaskState::Lost;
-            }
-            self.deps.metrics.task_state(state).inc();
-            let entry = Entry {
-                info: v1::TaskInfo {
-                    task_id: r.key.task_id.to_string(),
-                    ..Default::default()
-                },
-                state,
-                sandbox: paths::sandbox_dir(&self.deps.work_dir, &r.key.framework_id, &r.key.task_id),
-                supervisor: None,
+                self.deps.status.update(key.clone(), status).await?;
+                TaskState::Lost
             };
-            self.tasks.insert(r.key, entry);
+            self.deps.metrics.task_state(state).inc();
+            let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            let info = v1::TaskInfo { task_id: key.task_id.to_string(), ..Default::default() };
+            self.tasks.insert(key, Entry { info, state, sandbox, supervisor: None });
         }
         Ok(())
+    }
+
+    /// Every readable task checkpoint.
+    fn checkpoints(&self) -> Vec<(TaskKey, v1::RunTask)> {
+        let mut out = Vec::new();
+        let root = paths::tasks_meta_root(&self.deps.work_dir);
+        for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for t in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
+                let file = t.path().join(paths::TASK_CHECKPOINT);
+                let run = std::fs::read(&file)
+                    .ok()
+                    .and_then(|b| <v1::RunTask as prost::Message>::decode(b.as_slice()).ok());
+                let key = TaskKey::parse(&fw.file_name().to_string_lossy(), &t.file_name().to_string_lossy());
+                match (run, key) {
+                    (Some(run), Ok(key)) => out.push((key, run)),
+                    _ => tracing::warn!(path = %file.display(), "unreadable task checkpoint skipped"),
+                }
+            }
+        }
+        out
     }
 
     async fn run(
@@ -220,7 +292,7 @@ impl Table {
     }
 
     fn on_run(&mut self, run: v1::RunTask) {
-        let Some(task) = run.task else {
+        let Some(task) = run.task.clone() else {
             tracing::warn!(framework_id = %run.framework_id, "RunTask without a task ignored");
             return;
         };
@@ -236,15 +308,38 @@ impl Table {
             return;
         }
         let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+        let run_dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+        // Checkpoint before launching: a restarted agent must know every
+        // container it may have started.
+        let checkpoint = std::fs::create_dir_all(&run_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                paths::write_atomic(&run_dir.join(paths::TASK_CHECKPOINT), &prost::Message::encode_to_vec(&run))
+                    .map_err(|e| e.to_string())
+            });
         let mut agent_id = self.agent_id();
         if agent_id.is_empty() {
             agent_id = task.agent_id.clone();
+        }
+        if let Err(e) = checkpoint {
+            tracing::error!(task = %key, "cannot checkpoint the task; not launching it: {e}");
+            let status = agent_status(
+                &key,
+                &agent_id,
+                TaskState::Failed,
+                StatusReason::ReasonContainerLaunchFailed,
+                format!("the agent cannot checkpoint the task: {e}"),
+            );
+            let _ = self.reports_tx.try_send(super::StatusReport { key: key.clone(), status });
+            self.tasks.insert(key, Entry { info: task, state: TaskState::Staging, sandbox, supervisor: None });
+            return;
         }
         let spec = SupervisorSpec {
             key: key.clone(),
             task: task.clone(),
             agent_id,
             sandbox: sandbox.clone(),
+            run_dir,
             default_kill_grace: self.deps.default_kill_grace,
         };
         let sup = supervisor::spawn(
@@ -252,6 +347,7 @@ impl Table {
             self.deps.containerizer.clone(),
             self.reports_tx.clone(),
             self.deps.metrics.clone(),
+            None,
         );
         tracing::info!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
@@ -320,6 +416,12 @@ impl Table {
             self.deps.metrics.task_state(entry.state).dec();
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
+            let dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(task = %key, "cannot remove the task's checkpoint {}: {e}", dir.display());
+            }
         }
     }
 }

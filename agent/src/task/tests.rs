@@ -46,6 +46,10 @@ impl Containerizer for Recording {
         }
         .boxed()
     }
+
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+        self.inner.recover(id, run_dir)
+    }
 }
 
 struct KillGuard(Recording);
@@ -90,11 +94,12 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
         },
         agent_id: "agent-1".into(),
         sandbox: sandbox.clone(),
+        run_dir: dir.path().join("run"),
         default_kill_grace: Duration::from_secs(3),
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);
-    let handle = supervisor::spawn(spec, Arc::new(containerizer.clone()), tx, Metrics::new());
+    let handle = supervisor::spawn(spec, Arc::new(containerizer.clone()), tx, Metrics::new(), None);
     Ok(Run {
         sandbox,
         handle,

@@ -30,6 +30,31 @@ pub struct Args {
     /// First resend delay for unacknowledged status updates.
     #[arg(long, default_value = "1s", value_parser = super::duration)]
     status_retry: Duration,
+    /// How tasks are isolated: `linux` (cgroups + namespaces, needs root) or
+    /// `none` (a plain process group, as the agent's user).
+    #[arg(long, env = "MEZZO_ISOLATION", default_value = "linux", value_parser = ["linux", "none"])]
+    isolation: String,
+    /// User of tasks that name none (with linux isolation).
+    #[arg(long, env = "MEZZO_TASK_USER", default_value = "nobody")]
+    task_user: String,
+    /// Other users tasks may ask for, comma-separated.
+    #[arg(long, env = "MEZZO_ALLOWED_USERS", default_value = "")]
+    allowed_users: String,
+    /// Parent cgroup of this agent's containers (default: mezzo-agent-<hash of the work dir>).
+    #[arg(long, env = "MEZZO_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
+    /// Cap each task's cpu at what it asked for (CFS quota), not only weight it.
+    #[arg(long, env = "MEZZO_CPU_HARD_LIMIT")]
+    cpu_hard_limit: bool,
+    /// Most processes one task may have.
+    #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
+    pids_limit: u64,
+    /// How often each sandbox's disk use is measured.
+    #[arg(long, default_value = "5s", value_parser = super::duration)]
+    disk_check_interval: Duration,
+    /// Size at which a task's stdout and stderr are rotated, in MiB.
+    #[arg(long, default_value_t = 64)]
+    log_max_mib: u64,
     /// Largest resend delay for unacknowledged status updates.
     #[arg(long, default_value = "30s", value_parser = super::duration)]
     status_retry_max: Duration,
@@ -51,6 +76,18 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             .split_once(':')
             .with_context(|| format!("attribute {kv:?} is not name:value"))?;
         cfg.attributes.push((k.to_owned(), v.to_owned()));
+    }
+    if a.isolation == "linux" {
+        let exe = std::env::current_exe().context("cannot find the mezzo binary to supervise containers")?;
+        let mut iso = mezzo_agent::IsolationConfig::new(exe);
+        iso.task_user = a.task_user;
+        iso.cgroup_parent = a.cgroup_parent;
+        iso.allowed_users = super::masters(&a.allowed_users);
+        iso.cpu_hard_limit = a.cpu_hard_limit;
+        iso.pids_max = a.pids_limit;
+        iso.disk_check_interval = a.disk_check_interval;
+        iso.log_max_bytes = a.log_max_mib * 1024 * 1024;
+        cfg.isolation = mezzo_agent::Isolation::Linux(iso);
     }
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;

@@ -1,0 +1,692 @@
+//! The container supervisor and init: `mezzo __container-init SPEC`.
+//!
+//! The agent is a multi-threaded tokio process, so it never forks and then
+//! sets up namespaces itself. Instead it writes an [`InitSpec`] and starts
+//! the `mezzo` binary again in this internal mode, a fresh single-threaded
+//! process, which builds the container:
+//!
+//! ```text
+//! agent ──spawn──▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
+//!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
+//!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
+//!                           │        sets the hostname, brings lo up; forwards
+//!                           │        signals to the task, reaps orphans, exits
+//!                           │        with the task's status
+//!                           └─fork─▶ task   stdio, chdir, setgroups/setgid/setuid, execve
+//! ```
+//!
+//! The supervisor lives in its own session, so it survives the agent: the
+//! `exit` file is written even when no agent is watching, and a restarted
+//! agent finds `init.pid` and `exit` in the run directory (DESIGN.md, "Agent
+//! recovery"). The agent signals the *init* pid; the init forwards
+//! TERM, INT, HUP, QUIT, USR1 and USR2 to the task. SIGKILL to the init ends
+//! the whole pid namespace.
+//!
+//! Errors before the task starts are appended to the task's stderr file and
+//! recorded as [`ExitRecord::Error`].
+
+// `fork` is an `unsafe fn`, and so are setting signal dispositions and the
+// ioctl that brings `lo` up. Every `unsafe` block below says why it is sound.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use serde::{Deserialize, Serialize};
+
+use super::ExitStatus;
+
+/// Name of the file in `run_dir` holding the init's pid (host pid namespace).
+pub const INIT_PID_FILE: &str = "init.pid";
+/// Name of the file in `run_dir` holding the [`ExitRecord`] as JSON.
+pub const EXIT_FILE: &str = "exit";
+
+/// Signals the init passes on to the task.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+/// Signals the supervisor ignores: the agent signals the init, never the
+/// supervisor, and a terminal hang-up or Ctrl-C must not lose the exit record.
+const IGNORED_BY_SUPERVISOR: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+/// Exit code of the task process when it could not be started.
+const EXEC_FAILED: i32 = 127;
+
+/// Which namespaces the container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub pid: bool,
+    pub mount: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub net: bool,
+}
+
+/// Everything the supervisor needs; written by the agent with [`write_spec`].
+/// Keep the spec file inside `run_dir`: if the spec cannot be read, the
+/// error is recorded in the spec file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// Container id, for messages.
+    pub id: String,
+    /// Per-container directory created by the agent; receives `init.pid` and `exit`.
+    pub run_dir: PathBuf,
+    /// Working directory of the task.
+    pub sandbox: PathBuf,
+    /// Opened `O_APPEND|O_CREAT` for the task, so the agent may rotate them
+    /// by copy and truncate.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// `argv[0]` is the absolute path of the program.
+    pub argv: Vec<String>,
+    /// The complete environment.
+    pub env: Vec<(String, String)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Set in a new UTS namespace (implies `namespaces.uts`).
+    pub hostname: Option<String>,
+    pub namespaces: Namespaces,
+    /// `cgroup.procs` (or v1 `tasks`) files the init joins before forking
+    /// the task, so only the init and the task are in the cgroups.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+/// How the task ended, as recorded in `run_dir/exit`:
+/// `{"code": N}`, `{"signal": N}` or `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitRecord {
+    /// The task exited with this code (127: the program could not be executed).
+    Code(i32),
+    /// The task was killed by this signal. Also recorded when the init
+    /// itself was killed (SIGKILL to the init kills the whole container).
+    Signal(i32),
+    /// The container could not be started.
+    Error(String),
+}
+
+impl ExitRecord {
+    /// The task's exit status, or `None` if it never started.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        match self {
+            ExitRecord::Code(c) => Some(ExitStatus::Code(*c)),
+            ExitRecord::Signal(s) => Some(ExitStatus::Signal(*s)),
+            ExitRecord::Error(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot read init spec {}: {source}", path.display())]
+    ReadSpec { path: PathBuf, source: io::Error },
+    #[error("invalid init spec {}: {source}", path.display())]
+    ParseSpec { path: PathBuf, source: serde_json::Error },
+    #[error("invalid init spec for container {id}: {reason}")]
+    InvalidSpec { id: String, reason: String },
+    #[error("container init must start single-threaded, but has {0} threads")]
+    NotSingleThreaded(usize),
+    #[error("{op} failed: {source}")]
+    Sys { op: &'static str, source: Errno },
+    #[error("cannot join cgroup via {}: {source}", path.display())]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("cannot mount proc on /proc: {0}")]
+    MountProc(Errno),
+    #[error("cannot set hostname {hostname:?}: {source}")]
+    Hostname { hostname: String, source: Errno },
+    #[error("cannot bring up the loopback interface: {0}")]
+    Loopback(Errno),
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot enter sandbox {}: {source}", path.display())]
+    Sandbox { path: PathBuf, source: Errno },
+    #[error("cannot switch to uid {uid} gid {gid} groups {groups:?}: {source}")]
+    User {
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+        source: Errno,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    /// Reported by the task process before it could exec.
+    #[error("{0}")]
+    Task(String),
+}
+
+fn sys(op: &'static str) -> impl FnOnce(Errno) -> InitError {
+    move |source| InitError::Sys { op, source }
+}
+
+/// Entry point of `mezzo __container-init SPEC`. Call it before any other
+/// thread exists (no tokio runtime). Exits 0 once the task's status is
+/// recorded, 1 if the container could not be started.
+pub fn main(spec_path: &Path) -> ! {
+    // Leave the agent's session and process group, so signals to the
+    // agent's group do not reach us. EPERM means we already lead a process
+    // group (the agent spawned us with one of our own), which is as good.
+    let _ = nix::unistd::setsid();
+
+    let spec = match read_spec(spec_path) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("mezzo container-init: {e}");
+            if let Some(dir) = spec_path.parent() {
+                let _ = write_exit(dir, &ExitRecord::Error(e.to_string()));
+            }
+            std::process::exit(1);
+        }
+    };
+    let record = match run(&spec) {
+        Ok(record) => record,
+        Err(e) => {
+            let message = e.to_string();
+            append_stderr(&spec, &message);
+            ExitRecord::Error(message)
+        }
+    };
+    if let Err(e) = write_exit(&spec.run_dir, &record) {
+        let message = e.to_string();
+        append_stderr(&spec, &message);
+        std::process::exit(1);
+    }
+    std::process::exit(if matches!(record, ExitRecord::Error(_)) { 1 } else { 0 });
+}
+
+/// The supervisor's work without `setsid` and without writing `exit`:
+/// unshares the namespaces, forks the init, writes `init.pid`, waits and
+/// returns what to record. `Err` is a failure of the supervisor itself;
+/// failures reported by the init come back as `Ok(ExitRecord::Error)`
+/// (already written to the task's stderr file).
+///
+/// Changes this process's namespaces and signal state: only for a fresh,
+/// single-threaded process.
+pub fn run(spec: &InitSpec) -> Result<ExitRecord, InitError> {
+    validate(spec)?;
+    ensure_single_threaded()?;
+
+    for signal in IGNORED_BY_SUPERVISOR {
+        set_disposition(signal, SigHandler::SigIgn).map_err(sys("sigaction"))?;
+    }
+    // Blocked before fork, so the init starts with the mask it needs: a
+    // signal the agent sends as soon as it reads `init.pid` stays pending
+    // until the init collects it with sigwait.
+    init_mask().thread_block().map_err(sys("sigprocmask"))?;
+
+    unshare(clone_flags(spec)).map_err(sys("unshare"))?;
+    if spec.namespaces.mount {
+        // Mounts made in the container (its /proc) must not propagate back.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys("making / private"))?;
+    }
+
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    // SAFETY: `ensure_single_threaded` checked that this process has one
+    // thread, so the child is an exact copy with no lock held by a thread
+    // that no longer exists; it may allocate and do any other work.
+    match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(report_read);
+            let code = container_init(spec, report_write);
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop(report_write);
+            let pid_file = spec.run_dir.join(INIT_PID_FILE);
+            if let Err(source) = write_atomic(&pid_file, format!("{child}\n").as_bytes()) {
+                // Without init.pid nobody could ever signal the container.
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = wait_for(child);
+                return Err(InitError::Write { path: pid_file, source });
+            }
+            let status = wait_for(child)?;
+            let mut report = Vec::new();
+            let _ = File::from(report_read).read_to_end(&mut report);
+            Ok(decode(&report, status))
+        }
+    }
+}
+
+/// Reads the spec the agent wrote.
+pub fn read_spec(path: &Path) -> Result<InitSpec, InitError> {
+    let bytes = fs::read(path).map_err(|source| InitError::ReadSpec {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| InitError::ParseSpec {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `spec` to `path` atomically, for the agent.
+pub fn write_spec(path: &Path, spec: &InitSpec) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(spec).map_err(io::Error::other)?;
+    write_atomic(path, &json)
+}
+
+/// The recorded exit of the container in `run_dir`, if it has ended.
+pub fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
+    let bytes = fs::read(run_dir.join(EXIT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The init's pid (host pid namespace), once the supervisor has forked it.
+pub fn read_init_pid(run_dir: &Path) -> Option<i32> {
+    fs::read_to_string(run_dir.join(INIT_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_exit(run_dir: &Path, record: &ExitRecord) -> Result<(), InitError> {
+    let path = run_dir.join(EXIT_FILE);
+    let json = serde_json::to_vec(record).map_err(|e| InitError::Write {
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&path, &json).map_err(|source| InitError::Write { path, source })
+}
+
+/// tmp + fsync + rename + fsync of the directory: a reader sees the old
+/// state or the whole new file, also after a crash.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or(OsStr::new("file")).to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Best effort: the message goes where the user looks for the task's errors.
+fn append_stderr(spec: &InitSpec, message: &str) {
+    let line = format!("mezzo: container {}: {message}\n", spec.id);
+    match OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(&spec.stderr)
+    {
+        Ok(mut file) => {
+            let _ = file.write_all(line.as_bytes());
+        }
+        Err(_) => eprint!("{line}"),
+    }
+}
+
+fn validate(spec: &InitSpec) -> Result<(), InitError> {
+    let invalid = |reason: String| InitError::InvalidSpec {
+        id: spec.id.clone(),
+        reason,
+    };
+    let Some(program) = spec.argv.first() else {
+        return Err(invalid("argv is empty".into()));
+    };
+    if !Path::new(program).is_absolute() {
+        return Err(invalid(format!("argv[0] {program:?} is not an absolute path")));
+    }
+    if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
+        return Err(invalid(format!("argument {arg:?} contains a NUL byte")));
+    }
+    if let Some((k, _)) = spec
+        .env
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+    {
+        return Err(invalid(format!("invalid environment variable {k:?}")));
+    }
+    Ok(())
+}
+
+/// `fork` in a multi-threaded process leaves locks held by other threads
+/// locked forever in the child; refuse rather than risk it.
+fn ensure_single_threaded() -> Result<(), InitError> {
+    match fs::read_dir("/proc/self/task") {
+        Ok(entries) => match entries.count() {
+            1 => Ok(()),
+            n => Err(InitError::NotSingleThreaded(n)),
+        },
+        // No /proc to ask: trust the caller (documented precondition).
+        Err(_) => Ok(()),
+    }
+}
+
+fn clone_flags(spec: &InitSpec) -> CloneFlags {
+    let ns = &spec.namespaces;
+    let mut flags = CloneFlags::empty();
+    for (wanted, flag) in [
+        (ns.pid, CloneFlags::CLONE_NEWPID),
+        (ns.mount, CloneFlags::CLONE_NEWNS),
+        (ns.uts || spec.hostname.is_some(), CloneFlags::CLONE_NEWUTS),
+        (ns.ipc, CloneFlags::CLONE_NEWIPC),
+        (ns.net, CloneFlags::CLONE_NEWNET),
+    ] {
+        if wanted {
+            flags |= flag;
+        }
+    }
+    flags
+}
+
+/// What the init waits for with sigwait: forwarded signals and SIGCHLD.
+fn init_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask
+}
+
+fn set_disposition(signal: Signal, handler: SigHandler) -> nix::Result<()> {
+    debug_assert!(matches!(handler, SigHandler::SigIgn | SigHandler::SigDfl));
+    // SAFETY: only SIG_IGN or SIG_DFL are installed, never a handler
+    // function, so no code runs in signal context.
+    unsafe { nix::sys::signal::signal(signal, handler) }.map(drop)
+}
+
+fn wait_for(pid: Pid) -> Result<WaitStatus, InitError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return Ok(status),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(source) => return Err(InitError::Sys { op: "waitpid", source }),
+        }
+    }
+}
+
+/// What the supervisor records: the init's report if it sent one,
+/// otherwise the init's own status (128+N decoded back to signal N).
+fn decode(report: &[u8], init_status: WaitStatus) -> ExitRecord {
+    if let Ok(record) = serde_json::from_slice::<ExitRecord>(report) {
+        return record;
+    }
+    match init_status {
+        WaitStatus::Exited(_, code) if code > 128 && code < 128 + 65 => ExitRecord::Signal(code - 128),
+        WaitStatus::Exited(_, code) => ExitRecord::Code(code),
+        WaitStatus::Signaled(_, signal, _) => ExitRecord::Signal(signal as i32),
+        other => ExitRecord::Error(format!("unexpected wait status of the init: {other:?}")),
+    }
+}
+
+/// The status the init exits with: the task's code, or 128+signal (the
+/// init cannot die of a signal it sends itself when it is pid 1).
+fn init_exit_code(record: &ExitRecord) -> i32 {
+    match record {
+        ExitRecord::Code(code) => *code,
+        ExitRecord::Signal(signal) => 128 + signal,
+        ExitRecord::Error(_) => 1,
+    }
+}
+
+// ---------------------------------------------------------------- the init
+
+/// Runs in the forked init; returns its exit code. `report` carries the
+/// exact [`ExitRecord`] to the supervisor.
+fn container_init(spec: &InitSpec, report: OwnedFd) -> i32 {
+    let record = match init_body(spec) {
+        Ok(record) => record,
+        Err(e) => {
+            let message = e.to_string();
+            append_stderr(spec, &message);
+            ExitRecord::Error(message)
+        }
+    };
+    if let Ok(json) = serde_json::to_vec(&record) {
+        let _ = File::from(report).write_all(&json);
+    }
+    init_exit_code(&record)
+}
+
+fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
+    // Inherited SIG_IGN from the supervisor; the signals are still blocked,
+    // so nothing is lost in between.
+    for signal in IGNORED_BY_SUPERVISOR {
+        set_disposition(signal, SigHandler::SigDfl).map_err(sys("sigaction"))?;
+    }
+    for path in &spec.cgroup_procs {
+        // "0" is the writing process, whatever pid namespace it is in.
+        fs::write(path, b"0").map_err(|source| InitError::Cgroup {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if spec.namespaces.pid && spec.namespaces.mount {
+        // A proc that shows only this pid namespace. (Without a private
+        // mount namespace this would cover the host's /proc: skipped.)
+        mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(InitError::MountProc)?;
+    }
+    if let Some(hostname) = &spec.hostname {
+        nix::unistd::sethostname(hostname).map_err(|source| InitError::Hostname {
+            hostname: hostname.clone(),
+            source,
+        })?;
+    }
+    if spec.namespaces.net {
+        loopback_up().map_err(InitError::Loopback)?;
+    }
+
+    let init_pid = nix::unistd::getpid();
+    let (failure_read, failure_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    // SAFETY: the init is the only thread of a process forked from a
+    // single-threaded supervisor, so the child may do any work before exec.
+    let task = match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(failure_read);
+            exec_task(spec, init_pid, failure_write)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(failure_write);
+
+    // EOF: the task exec'd. Otherwise it reports why it could not.
+    let mut failure = Vec::new();
+    let _ = File::from(failure_read).read_to_end(&mut failure);
+    if let Some((b'S', message)) = failure.split_first() {
+        let _ = wait_for(task);
+        return Err(InitError::Task(String::from_utf8_lossy(message).into_owned()));
+    }
+    supervise(task)
+}
+
+/// Forwards signals to the task and reaps every child until the task ends.
+fn supervise(task: Pid) -> Result<ExitRecord, InitError> {
+    let mask = init_mask();
+    loop {
+        let signal = mask.wait().map_err(sys("sigwait"))?;
+        if signal != Signal::SIGCHLD {
+            // ESRCH only if the task is already gone; its SIGCHLD is pending.
+            let _ = kill(task, signal);
+            continue;
+        }
+        // SIGCHLD does not queue: reap everything that has ended.
+        let mut task_record = None;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(WaitStatus::Exited(pid, code)) if pid == task => task_record = Some(ExitRecord::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == task => {
+                    task_record = Some(ExitRecord::Signal(signal as i32))
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(source) => return Err(InitError::Sys { op: "waitpid", source }),
+            }
+        }
+        if let Some(record) = task_record {
+            return Ok(record);
+        }
+    }
+}
+
+/// `ioctl(SIOCSIFFLAGS)` with IFF_UP on `lo` of the new network namespace.
+fn loopback_up() -> Result<(), Errno> {
+    use nix::libc;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: `ifreq` is a plain C struct (a name array and a union of
+    // integers, addresses and pointers); all-zero is a valid value of it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is an open socket and `req` a valid, writable ifreq
+    // that lives across the call, as SIOCGIFFLAGS requires.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the kernel initialised `ifru_flags`.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the task
+
+/// In the forked task process: set up and exec, or report over `failure`
+/// (`S<message>` before exec, `E<message>` when exec itself failed) and
+/// exit 127.
+fn exec_task(spec: &InitSpec, init_pid: Pid, failure: OwnedFd) -> ! {
+    let mut failure = File::from(failure);
+    let (program, argv, env) = match prepare_task(spec, init_pid) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let _ = failure.write_all(format!("S{e}").as_bytes());
+            std::process::exit(EXEC_FAILED);
+        }
+    };
+    let Err(errno) = nix::unistd::execve(&program, &argv, &env);
+    let message = format!("cannot execute {}: {errno}", spec.argv[0]);
+    // fd 2 is the task's stderr file by now.
+    eprintln!("mezzo: container {}: {message}", spec.id);
+    let _ = failure.write_all(format!("E{message}").as_bytes());
+    std::process::exit(EXEC_FAILED);
+}
+
+type Prepared = (CString, Vec<CString>, Vec<CString>);
+
+fn prepare_task(spec: &InitSpec, init_pid: Pid) -> Result<Prepared, InitError> {
+    let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let program = argv
+        .first()
+        .cloned()
+        .ok_or_else(|| InitError::Task("argv is empty".into()))?;
+
+    // The task starts with default signal handling and nothing blocked
+    // (dispositions SIG_IGN and the mask survive exec). SIGPIPE: the Rust
+    // runtime of `mezzo` ignores it.
+    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, Signal::SIGPIPE]) {
+        set_disposition(signal, SigHandler::SigDfl).map_err(sys("sigaction"))?;
+    }
+    SigSet::empty().thread_set_mask().map_err(sys("sigprocmask"))?;
+    if !spec.namespaces.pid {
+        // No pid namespace to end with the init: die with it instead.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
+        if nix::unistd::getppid() != init_pid {
+            return Err(InitError::Task(
+                "the container init died before the task started".into(),
+            ));
+        }
+    }
+
+    let open_out = |path: &Path| {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(|source| InitError::Open {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    let stdout = open_out(&spec.stdout)?;
+    let stderr = open_out(&spec.stderr)?;
+    let dev_null = File::open("/dev/null").map_err(|source| InitError::Open {
+        path: "/dev/null".into(),
+        source,
+    })?;
+    nix::unistd::dup2_stdin(&dev_null).map_err(sys("dup2"))?;
+    nix::unistd::dup2_stdout(&stdout).map_err(sys("dup2"))?;
+    nix::unistd::dup2_stderr(&stderr).map_err(sys("dup2"))?;
+
+    nix::unistd::chdir(&spec.sandbox).map_err(|source| InitError::Sandbox {
+        path: spec.sandbox.clone(),
+        source,
+    })?;
+    set_user(spec)?;
+    Ok((program, argv, env))
+}
+
+fn set_user(spec: &InitSpec) -> Result<(), InitError> {
+    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+    // An unprivileged agent can only run tasks as itself: nothing to change.
+    if !nix::unistd::geteuid().is_root()
+        && uid == nix::unistd::geteuid()
+        && gid == nix::unistd::getegid()
+        && spec.groups.is_empty()
+    {
+        return Ok(());
+    }
+    let user_error = |source| InitError::User {
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+        source,
+    };
+    let groups: Vec<Gid> = spec.groups.iter().copied().map(Gid::from_raw).collect();
+    nix::unistd::setgroups(&groups).map_err(user_error)?;
+    nix::unistd::setgid(gid).map_err(user_error)?;
+    nix::unistd::setuid(uid).map_err(user_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "init_tests.rs"]
+mod tests;

@@ -1,0 +1,426 @@
+//! Contract tests for the container init (DESIGN.md, "Containers" and
+//! "Agent recovery"). They need root and build real namespaces.
+//!
+//! How the supervisor is started: exactly as in production, as a fresh
+//! single-threaded process. The test binary re-executes itself with
+//! `MEZZO_TEST_CONTAINER_INIT=<spec>`; a constructor in `.init_array` sees
+//! the variable and runs [`super::main`] before libtest's `main` starts any
+//! thread. (A test thread cannot be the entry point: libtest runs tests on
+//! spawned threads, and `unshare(CLONE_NEWNS)` refuses a multi-threaded
+//! process; forking the multi-threaded test process is what STYLE.md item 8
+//! forbids.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use super::*;
+
+const ENTRY_ENV: &str = "MEZZO_TEST_CONTAINER_INIT";
+
+// SAFETY: `.init_array` holds plain `extern "C" fn()` pointers the loader
+// calls once before `main`, single-threaded; `entry` has that type, and it
+// does nothing unless the variable is set (only in the re-executed binary).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTRY: extern "C" fn() = entry;
+
+extern "C" fn entry() {
+    if let Some(spec) = std::env::var_os(ENTRY_ENV) {
+        super::main(Path::new(&spec));
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One container under test. Dropping it kills whatever is left (SIGKILL
+/// to the init ends its pid namespace; the supervisor follows) and removes
+/// the temp dir.
+struct Container {
+    dir: TempDir,
+    spec: InitSpec,
+    supervisor: Option<Child>,
+    cgroup: Option<PathBuf>,
+}
+
+impl Container {
+    /// Pid, mount, uts and ipc namespaces; runs as root.
+    fn new(argv: &[&str]) -> Container {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Let an unprivileged task reach its sandbox.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod temp dir");
+        let sandbox = dir.path().join("sandbox");
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&sandbox).expect("sandbox");
+        std::fs::create_dir(&run_dir).expect("run dir");
+        let spec = InitSpec {
+            id: "test/task".into(),
+            stdout: sandbox.join("stdout"),
+            stderr: sandbox.join("stderr"),
+            run_dir,
+            sandbox,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            hostname: None,
+            namespaces: Namespaces {
+                pid: true,
+                mount: true,
+                uts: true,
+                ipc: true,
+                net: false,
+            },
+            cgroup_procs: vec![],
+        };
+        Container {
+            dir,
+            spec,
+            supervisor: None,
+            cgroup: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let spec_path = self.spec.run_dir.join("spec.json");
+        write_spec(&spec_path, &self.spec).expect("write spec");
+        let exe = std::env::current_exe().expect("test binary");
+        let child = Command::new(exe)
+            .env(ENTRY_ENV, &spec_path)
+            // Harmless should the constructor not take over: list no tests.
+            .args(["--list", "--exact", "no such test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn supervisor");
+        self.supervisor = Some(child);
+    }
+
+    /// Starts, waits for the supervisor and returns the record.
+    fn run(&mut self) -> ExitRecord {
+        self.start();
+        self.wait()
+    }
+
+    fn wait(&mut self) -> ExitRecord {
+        let child = self.supervisor.as_mut().expect("started");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "supervisor still running after {TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.supervisor = None;
+        let record = read_exit(&self.spec.run_dir).expect("exit record");
+        let expected = if matches!(record, ExitRecord::Error(_)) { 1 } else { 0 };
+        assert_eq!(status.code(), Some(expected), "supervisor status for {record:?}");
+        record
+    }
+
+    fn supervisor_running(&mut self) -> bool {
+        matches!(self.supervisor.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn init_pid(&self) -> Pid {
+        let pid = wait_until(|| read_init_pid(&self.spec.run_dir)).expect("init.pid");
+        Pid::from_raw(pid)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.spec.stdout).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.spec.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.supervisor.take() {
+            if let Some(pid) = read_init_pid(&self.spec.run_dir) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let _ = wait_until(|| std::fs::remove_dir(cgroup).ok());
+        }
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most [`TIMEOUT`].
+fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = f() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn is_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: container init tests need root");
+    }
+    root
+}
+
+/// A `sleep` duration nobody else uses, to find the process in /proc.
+fn marker() -> String {
+    format!("300.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000_000)
+}
+
+/// Pids (host namespace) of processes with `arg` among their arguments.
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmdline| cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn echo_runs_and_exits_zero() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(c.run(), ExitRecord::Code(0));
+    assert_eq!(c.stdout(), "hi\n");
+    assert!(read_init_pid(&c.spec.run_dir).is_some(), "init.pid written");
+}
+
+#[test]
+fn exit_code_is_recorded_without_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]);
+    c.spec.namespaces = Namespaces::default();
+    assert_eq!(c.run(), ExitRecord::Code(3));
+    assert_eq!(c.stdout(), "out\n");
+    assert_eq!(c.stderr(), "err\n");
+}
+
+#[test]
+fn pid_namespace_has_a_private_proc() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"]);
+    assert_eq!(c.run(), ExitRecord::Code(0));
+    let out = c.stdout();
+    let numbers: Vec<u32> = out.lines().map(|l| l.trim().parse().expect("number")).collect();
+    // init = 1, the shell = 2; /proc shows init, sh, ls and grep at most.
+    assert_eq!(numbers[0], 2, "the task's shell pid: {out}");
+    assert!((2..=5).contains(&numbers[1]), "processes in /proc: {out}");
+}
+
+#[test]
+fn hostname_is_set_in_a_new_uts_namespace() {
+    if !is_root() {
+        return;
+    }
+    let host = nix::unistd::gethostname().expect("hostname");
+    let mut c = Container::new(&["/bin/cat", "/proc/sys/kernel/hostname"]);
+    c.spec.hostname = Some("mezzo-test-box".into());
+    assert_eq!(c.run(), ExitRecord::Code(0));
+    assert_eq!(c.stdout(), "mezzo-test-box\n");
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), host, "host unchanged");
+}
+
+#[test]
+fn sigterm_to_the_init_is_forwarded_to_the_task() {
+    if !is_root() {
+        return;
+    }
+    let marker = marker();
+    let mut c = Container::new(&["/bin/sleep", &marker]);
+    c.start();
+    let init = c.init_pid();
+    wait_until(|| (!processes_with_arg(&marker).is_empty()).then_some(())).expect("task started");
+    kill(init, Signal::SIGTERM).expect("kill");
+    assert_eq!(c.wait(), ExitRecord::Signal(Signal::SIGTERM as i32));
+    assert!(processes_with_arg(&marker).is_empty());
+}
+
+#[test]
+fn task_ignoring_sigterm_survives_it_and_sigkill_ends_everything() {
+    if !is_root() {
+        return;
+    }
+    let marker = marker();
+    let script = format!("trap '' TERM; sleep {marker}; echo not reached");
+    let mut c = Container::new(&["/bin/sh", "-c", &script]);
+    c.start();
+    let init = c.init_pid();
+    wait_until(|| (!processes_with_arg(&marker).is_empty()).then_some(())).expect("task started");
+
+    // The supervisor leads its own session and shrugs off TERM/INT/HUP.
+    let supervisor = Pid::from_raw(c.supervisor.as_ref().expect("started").id() as i32);
+    assert_eq!(nix::unistd::getsid(Some(supervisor)).expect("getsid"), supervisor);
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        kill(supervisor, signal).expect("signal supervisor");
+    }
+    kill(init, Signal::SIGTERM).expect("SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(c.supervisor_running(), "container survives SIGTERM");
+    assert!(!processes_with_arg(&marker).is_empty(), "sleep survives SIGTERM");
+
+    kill(init, Signal::SIGKILL).expect("SIGKILL");
+    assert_eq!(c.wait(), ExitRecord::Signal(Signal::SIGKILL as i32));
+    let gone = wait_until(|| processes_with_arg(&marker).is_empty().then_some(()));
+    assert!(gone.is_some(), "processes left: {:?}", processes_with_arg(&marker));
+    assert_eq!(c.stdout(), "");
+}
+
+#[test]
+fn task_runs_as_nobody() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "id -u; id -g; touch mine"]);
+    nix::unistd::chown(&c.spec.sandbox, Some(Uid::from_raw(65534)), Some(Gid::from_raw(65534))).expect("chown");
+    c.spec.uid = 65534;
+    c.spec.gid = 65534;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert_eq!(c.stdout(), "65534\n65534\n");
+    let meta = std::fs::metadata(c.spec.sandbox.join("mine")).expect("file made by the task");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+}
+
+#[test]
+fn missing_program_exits_127_with_the_error_in_stderr() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/nonexistent/program", "arg"]);
+    assert_eq!(c.run(), ExitRecord::Code(127));
+    let stderr = c.stderr();
+    assert!(
+        stderr.contains("cannot execute /nonexistent/program"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("No such file or directory"), "stderr: {stderr}");
+}
+
+#[test]
+fn setup_failure_is_recorded_as_an_error() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/true"]);
+    c.spec.cgroup_procs = vec!["/nonexistent/cgroup.procs".into()];
+    let ExitRecord::Error(message) = c.run() else {
+        panic!("expected an error record")
+    };
+    assert!(message.contains("/nonexistent/cgroup.procs"), "{message}");
+    assert!(c.stderr().contains(&message), "stderr: {}", c.stderr());
+}
+
+#[test]
+fn bad_spec_is_recorded_next_to_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, b"{not json").expect("write");
+    let status = Command::new(std::env::current_exe().expect("test binary"))
+        .env(ENTRY_ENV, &spec_path)
+        .args(["--list", "--exact", "no such test"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run supervisor");
+    assert_eq!(status.code(), Some(1));
+    assert!(matches!(read_exit(dir.path()), Some(ExitRecord::Error(m)) if m.contains("invalid init spec")));
+}
+
+#[test]
+fn task_joins_the_cgroup_but_the_supervisor_does_not() {
+    if !is_root() {
+        return;
+    }
+    let root = Path::new("/sys/fs/cgroup/pids");
+    if !root.join("cgroup.procs").exists() {
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
+        return;
+    }
+    let marker = marker();
+    let name = format!("mezzo-init-test-{}", uuid::Uuid::new_v4().simple());
+    let script = format!("grep pids /proc/self/cgroup; exec sleep {marker}");
+    let mut c = Container::new(&["/bin/sh", "-c", &script]);
+    let cgroup = root.join(&name);
+    std::fs::create_dir(&cgroup).expect("create cgroup");
+    c.cgroup = Some(cgroup.clone());
+    c.spec.cgroup_procs = vec![cgroup.join("cgroup.procs")];
+    c.start();
+    let init = c.init_pid();
+    let task = wait_until(|| processes_with_arg(&marker).first().copied()).expect("task started");
+
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("read cgroup.procs");
+    let mut pids: Vec<i32> = procs.lines().map(|l| l.parse().expect("pid")).collect();
+    pids.sort();
+    let mut expected = vec![init.as_raw(), task];
+    expected.sort();
+    assert_eq!(pids, expected, "only the init and the task");
+
+    kill(init, Signal::SIGTERM).expect("kill");
+    assert_eq!(c.wait(), ExitRecord::Signal(Signal::SIGTERM as i32));
+    assert!(
+        c.stdout().trim_end().ends_with(&format!(":pids:/{name}")),
+        "stdout: {}",
+        c.stdout()
+    );
+}
+
+#[test]
+fn network_namespace_has_only_loopback_and_it_is_up() {
+    if !is_root() {
+        return;
+    }
+    let ip = "/usr/sbin/ip";
+    if !Path::new(ip).exists() {
+        eprintln!("skipped: no {ip}");
+        return;
+    }
+    let mut c = Container::new(&[ip, "-o", "link", "show"]);
+    c.spec.namespaces.net = true;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    let out = c.stdout();
+    assert_eq!(out.lines().count(), 1, "only lo: {out}");
+    assert!(out.contains(": lo: <LOOPBACK,UP"), "lo up: {out}");
+}
+
+#[test]
+fn exit_record_json_shape() {
+    for (record, json) in [
+        (ExitRecord::Code(0), r#"{"code":0}"#),
+        (ExitRecord::Signal(9), r#"{"signal":9}"#),
+        (ExitRecord::Error("boom".into()), r#"{"error":"boom"}"#),
+    ] {
+        assert_eq!(serde_json::to_string(&record).expect("json"), json);
+        assert_eq!(serde_json::from_str::<ExitRecord>(json).expect("parse"), record);
+    }
+    assert_eq!(ExitRecord::Signal(15).exit_status(), Some(ExitStatus::Signal(15)));
+}

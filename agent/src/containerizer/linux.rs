@@ -1,0 +1,417 @@
+//! The Linux containerizer: each task in its own cgroup (cpu, memory, pids
+//! limits) and its own pid, mount, uts and ipc namespaces, as an
+//! unprivileged user.
+//!
+//! The agent never forks a container itself: it starts `mezzo
+//! __container-init SPEC` (a fresh, single-threaded process, see
+//! [`super::init`]) which sets up the namespaces, runs the task under a tiny
+//! init, and records the task's exit status in the container's run dir.
+//! That supervisor outlives the agent, so a restarted agent finds the
+//! container again ([`Containerizer::recover`]) and still learns how a task
+//! that ended meanwhile exited.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use nix::sys::signal::kill;
+use nix::unistd::{Pid, User};
+use serde::{Deserialize, Serialize};
+
+use super::init::{ExitRecord, InitSpec, Namespaces};
+use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
+use crate::cgroups::{self, Cgroup, CgroupBackend, Limits};
+
+/// How the agent isolates tasks.
+#[derive(Debug, Clone)]
+pub struct LinuxConfig {
+    /// The cgroup filesystem, normally `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
+    /// Parent cgroup of every container of this agent.
+    pub parent: String,
+    /// The `mezzo` binary, started as `mezzo __container-init SPEC`.
+    pub exe: PathBuf,
+    /// User for tasks that name none.
+    pub default_user: String,
+    /// Users a task may ask for (the default user is always allowed).
+    pub allowed_users: Vec<String>,
+    /// Cap each task at its cpus with a CFS quota, not only weight it.
+    pub cpu_hard_limit: bool,
+    /// Most processes one task may have.
+    pub pids_max: u64,
+    /// How often the sandbox's disk use is measured and logs rotated.
+    pub disk_check_interval: Duration,
+    /// Size at which stdout and stderr are rotated (one old copy is kept).
+    pub log_max_bytes: u64,
+}
+
+/// What the containerizer records in a container's run dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    cgroup: String,
+    supervisor_pid: u32,
+    sandbox: PathBuf,
+    disk_limit_mib: u64,
+}
+
+#[derive(Debug)]
+pub struct LinuxContainerizer {
+    cfg: LinuxConfig,
+    backend: Arc<dyn CgroupBackend>,
+}
+
+impl LinuxContainerizer {
+    /// Refuses to start when this agent cannot isolate (not root, or the
+    /// cgroup controllers are missing), with what is missing.
+    pub fn new(cfg: LinuxConfig) -> Result<Self, ContainerError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(ContainerError::Isolation(
+                "isolating tasks needs root (cgroups and namespaces); run the agent as root or pass --isolation none".into(),
+            ));
+        }
+        let backend = cgroups::detect(&cfg.cgroup_root)
+            .map_err(|e| ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation")))?;
+        tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
+        Ok(LinuxContainerizer { cfg, backend: Arc::from(backend) })
+    }
+
+    fn user(&self, asked: Option<&str>) -> Result<User, ContainerError> {
+        let name = asked.unwrap_or(&self.cfg.default_user);
+        if name != self.cfg.default_user && !self.cfg.allowed_users.iter().any(|u| u == name) {
+            return Err(ContainerError::User {
+                user: name.to_owned(),
+                agent_user: format!("allowed: {}, {}", self.cfg.default_user, self.cfg.allowed_users.join(", ")),
+            });
+        }
+        User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
+    }
+
+    async fn launch_linux(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
+        let user = self.user(spec.user.as_deref())?;
+        let sandbox_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ContainerError::Sandbox { path, source }
+        };
+        std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
+        std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .map_err(sandbox_err(&spec.sandbox))?;
+        std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
+        let argv = argv(&spec)?;
+        let limits = Limits {
+            cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
+            cpu_quota: (self.cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
+                .then(|| Duration::from_micros(spec.resources.cpus.0 * 100)),
+            memory_bytes: (spec.resources.mem.0 > 0).then(|| spec.resources.mem.0 * 1024 * 1024),
+            pids_max: Some(self.cfg.pids_max),
+        };
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let cgroup: Arc<dyn Cgroup> = Arc::from(
+            self.backend
+                .create(&self.cfg.parent, &name, &limits)
+                .map_err(|e| ContainerError::Isolation(e.to_string()))?,
+        );
+        let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
+        let init = InitSpec {
+            id: spec.id.clone(),
+            run_dir: spec.run_dir.clone(),
+            sandbox: spec.sandbox.clone(),
+            stdout: spec.sandbox.join("stdout"),
+            stderr: spec.sandbox.join("stderr"),
+            argv,
+            env: spec.env.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: vec![user.gid.as_raw()],
+            hostname: Some(hostname),
+            namespaces: Namespaces { pid: true, mount: true, uts: true, ipc: true, net: false },
+            cgroup_procs: cgroup.procs_files(),
+        };
+        let spec_path = spec.run_dir.join("init.json");
+        let started = super::init::write_spec(&spec_path, &init)
+            .map_err(|e| ContainerError::Isolation(format!("cannot write {}: {e}", spec_path.display())))
+            .and_then(|()| {
+                tokio::process::Command::new(&self.cfg.exe)
+                    .arg("__container-init")
+                    .arg(&spec_path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|source| ContainerError::Spawn { program: self.cfg.exe.display().to_string(), source })
+            });
+        let child = match started {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = cgroup.destroy();
+                return Err(e);
+            }
+        };
+        let supervisor_pid = child.id().unwrap_or_default();
+        let record = Record {
+            cgroup: name,
+            supervisor_pid,
+            sandbox: spec.sandbox.clone(),
+            disk_limit_mib: spec.resources.disk.0,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = crate::paths::write_atomic(&spec.run_dir.join("container.json"), &bytes) {
+            tracing::warn!(container = %spec.id, "cannot record the container: {e}");
+        }
+        tracing::debug!(container = %spec.id, supervisor_pid, "launched");
+        Ok(Box::new(LinuxContainer::new(spec.id, spec.run_dir, record, cgroup, Some(child), &self.cfg)))
+    }
+
+    async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Option<Box<dyn Container>>, ContainerError> {
+        let Some(record) = std::fs::read(run_dir.join("container.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        else {
+            return Ok(None);
+        };
+        let cgroup = self
+            .backend
+            .open(&self.cfg.parent, &record.cgroup)
+            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
+        let ended = super::init::read_exit(&run_dir).is_some();
+        let alive = pid_alive(record.supervisor_pid);
+        match cgroup {
+            Some(cgroup) if ended || alive => {
+                let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
+                Ok(Some(Box::new(LinuxContainer::new(id, run_dir, record, cgroup, None, &self.cfg))))
+            }
+            Some(cgroup) => {
+                // No supervisor and no exit record: nothing can report this
+                // container's end; stop it.
+                tracing::warn!(container = %id, "container without its supervisor; destroying it");
+                let _ = cgroup.destroy();
+                Ok(None)
+            }
+            None if ended => {
+                tracing::debug!(container = %id, "container ended and its cgroup is gone");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    pid > 1 && kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// The task's argv with an absolute program path (resolved in the task's
+/// own PATH; the init execs it directly).
+fn argv(spec: &ContainerSpec) -> Result<Vec<String>, ContainerError> {
+    Ok(match &spec.command {
+        CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        CommandSpec::Exec { program, args } => {
+            let path_env = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+            let resolved = if program.contains('/') {
+                PathBuf::from(program)
+            } else {
+                which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
+                    program: program.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("not found in the task's PATH: {e}")),
+                })?
+            };
+            std::iter::once(resolved.display().to_string()).chain(args.iter().cloned()).collect()
+        }
+    })
+}
+
+impl Containerizer for LinuxContainerizer {
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        self.launch_linux(spec).boxed()
+    }
+
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+        self.recover_linux(id, run_dir).boxed()
+    }
+}
+
+struct LinuxContainer {
+    id: String,
+    run_dir: PathBuf,
+    record: Record,
+    cgroup: Arc<dyn Cgroup>,
+    /// The supervisor, when this agent started it (else it is polled).
+    child: Option<tokio::process::Child>,
+    status: Option<ExitStatus>,
+    /// MiB of disk the sandbox used when the watcher found it over its
+    /// limit (0 = never).
+    disk_over: Arc<AtomicU64>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl LinuxContainer {
+    fn new(
+        id: String,
+        run_dir: PathBuf,
+        record: Record,
+        cgroup: Arc<dyn Cgroup>,
+        child: Option<tokio::process::Child>,
+        cfg: &LinuxConfig,
+    ) -> Self {
+        let disk_over = Arc::new(AtomicU64::new(0));
+        let watcher = tokio::spawn(watch_sandbox(
+            id.clone(),
+            record.sandbox.clone(),
+            record.disk_limit_mib,
+            cfg.disk_check_interval,
+            cfg.log_max_bytes,
+            cgroup.clone(),
+            disk_over.clone(),
+        ));
+        LinuxContainer { id, run_dir, record, cgroup, child, status: None, disk_over, watcher }
+    }
+
+    fn init_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.run_dir.join("init.pid")).ok()?.trim().parse().ok()
+    }
+
+    async fn wait_exit(&mut self) -> Result<ExitStatus, ContainerError> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        if let Some(child) = self.child.as_mut() {
+            child.wait().await.map_err(|source| ContainerError::Wait { id: self.id.clone(), source })?;
+        } else {
+            // Not our child (recovered): poll for its exit record.
+            while super::init::read_exit(&self.run_dir).is_none() && pid_alive(self.record.supervisor_pid) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let status = match super::init::read_exit(&self.run_dir) {
+            Some(ExitRecord::Code(c)) => ExitStatus::Code(c),
+            Some(ExitRecord::Signal(s)) => ExitStatus::Signal(s),
+            Some(ExitRecord::Error(msg)) => {
+                return Err(ContainerError::Spawn { program: "container init".into(), source: std::io::Error::other(msg) });
+            }
+            None => {
+                return Err(ContainerError::Isolation(format!(
+                    "the supervisor of container {} ended without recording the task's exit",
+                    self.id
+                )));
+            }
+        };
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+impl Container for LinuxContainer {
+    fn pid(&self) -> u32 {
+        self.init_pid().unwrap_or(self.record.supervisor_pid as i32) as u32
+    }
+
+    /// SIGKILL takes the whole cgroup down (freeze, kill all, thaw); other
+    /// signals go to the container's init, which passes them to the task.
+    fn signal(&self, signal: Signal) -> Result<(), ContainerError> {
+        if signal == Signal::SIGKILL {
+            return self.cgroup.kill_all().map_err(|e| ContainerError::Isolation(e.to_string()));
+        }
+        match self.init_pid() {
+            Some(pid) => match kill(Pid::from_raw(pid), signal) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(source) => Err(ContainerError::Signal { id: self.id.clone(), source }),
+            },
+            // Not started yet: only a kill can stop it.
+            None => Ok(()),
+        }
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<ExitStatus, ContainerError>> {
+        self.wait_exit().boxed()
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
+        async move {
+            self.watcher.abort();
+            self.cgroup.destroy().map_err(|e| ContainerError::Isolation(e.to_string()))
+        }
+        .boxed()
+    }
+
+    fn limitation(&mut self) -> BoxFuture<'_, Option<Limitation>> {
+        async move {
+            if self.cgroup.oom_killed().unwrap_or(false) {
+                return Some(Limitation::Memory);
+            }
+            match self.disk_over.load(Ordering::Relaxed) {
+                0 => None,
+                used_mib => Some(Limitation::Disk { used_mib, limit_mib: self.record.disk_limit_mib }),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Every `interval`: rotate stdout/stderr past `log_max` (copy to `.1`,
+/// truncate; the task writes with O_APPEND), and kill the container when
+/// the sandbox outgrows its disk resource (Mesos' posix/disk isolator does
+/// the same periodic measurement).
+async fn watch_sandbox(
+    id: String,
+    sandbox: PathBuf,
+    limit_mib: u64,
+    interval: Duration,
+    log_max: u64,
+    cgroup: Arc<dyn Cgroup>,
+    over: Arc<AtomicU64>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let dir = sandbox.clone();
+        let used = tokio::task::spawn_blocking(move || {
+            for name in ["stdout", "stderr"] {
+                rotate(&dir.join(name), log_max);
+            }
+            du(&dir)
+        })
+        .await
+        .unwrap_or(0);
+        let used_mib = used.div_ceil(1024 * 1024);
+        if limit_mib > 0 && used_mib > limit_mib {
+            tracing::info!(container = %id, used_mib, limit_mib, "sandbox over its disk limit; killing the task");
+            over.store(used_mib, Ordering::Relaxed);
+            let _ = cgroup.kill_all();
+            return;
+        }
+    }
+}
+
+fn rotate(file: &Path, max: u64) {
+    let Ok(meta) = std::fs::metadata(file) else { return };
+    if meta.len() <= max {
+        return;
+    }
+    let old = crate::paths::with_suffix(file, ".1");
+    if std::fs::copy(file, &old).is_ok()
+        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(file)
+    {
+        let _ = f.set_len(0);
+    }
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
