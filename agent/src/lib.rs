@@ -199,7 +199,9 @@ fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc
             // Tasks run as another user: their sandboxes must be reachable.
             for dir in [work_dir.to_path_buf(), work_dir.join("sandboxes")] {
                 std::fs::create_dir_all(&dir).map_err(AgentError::io("create", &dir))?;
-                let mut perms = std::fs::metadata(&dir).map_err(AgentError::io("stat", &dir))?.permissions();
+                let mut perms = std::fs::metadata(&dir)
+                    .map_err(AgentError::io("stat", &dir))?
+                    .permissions();
                 std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o711);
                 std::fs::set_permissions(&dir, perms).map_err(AgentError::io("chmod", &dir))?;
             }

@@ -48,7 +48,9 @@ pub fn tasks_meta_root(work_dir: &Path) -> PathBuf {
 
 /// Checkpoint directory of one task (also its container's run dir).
 pub fn task_meta_dir(work_dir: &Path, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
-    tasks_meta_root(work_dir).join(framework_id.as_str()).join(task_id.as_str())
+    tasks_meta_root(work_dir)
+        .join(framework_id.as_str())
+        .join(task_id.as_str())
 }
 
 /// File name of a task's checkpointed `RunTask`.

@@ -88,7 +88,7 @@ async fn member_change(c: &Ctx, change: MemberChange, path: &str) -> Response {
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
         }
         Err(e @ MembershipError::UnknownMember(_)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
-        Err(e @ (MembershipError::AlreadyMember { .. } | MembershipError::Busy)) => {
+        Err(e @ (MembershipError::AlreadyMember { .. } | MembershipError::Busy | MembershipError::IsLeader(_))) => {
             (StatusCode::CONFLICT, e.to_string()).into_response()
         }
         Err(e @ MembershipError::Raft(_)) => unavailable(e),

@@ -60,6 +60,9 @@ pub struct Registry {
     /// The masters of the Raft group: id -> address.
     #[serde(default)]
     pub masters: BTreeMap<u64, String>,
+    /// Highest master id ever used (ids are never reused).
+    #[serde(default)]
+    pub highest_master_id: u64,
     /// Number of ops applied, for observability and snapshots.
     pub applied: u64,
 }

@@ -236,7 +236,12 @@ impl Cluster {
     /// The parent cgroup of agent `i`'s containers: unique to this cluster,
     /// so that dropping it removes exactly what it created.
     pub fn cgroup_parent(&self, i: usize) -> String {
-        let tag = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tag = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!("mezzo-{tag}-agent{i}")
     }
 
@@ -392,14 +397,21 @@ pub fn kill_processes_under(dir: &Path) {
 /// Kills every process in the cgroups named `parent` (and their children)
 /// in every hierarchy under /sys/fs/cgroup, then removes them.
 pub fn remove_cgroups(parent: &str) {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     for h in hierarchies.flatten() {
         let dir = h.path().join(parent);
         if !dir.is_dir() {
             continue;
         }
-        let children: Vec<PathBuf> =
-            std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let children: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         for cg in children.iter().chain(std::iter::once(&dir)) {
             for _ in 0..50 {
                 let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();

@@ -41,7 +41,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// to the init ends its pid namespace; the supervisor follows) and removes
 /// the temp dir.
 struct Container {
-    dir: TempDir,
+    _dir: TempDir,
     spec: InitSpec,
     supervisor: Option<Child>,
     cgroup: Option<PathBuf>,
@@ -80,7 +80,7 @@ impl Container {
             cgroup_procs: vec![],
         };
         Container {
-            dir,
+            _dir: dir,
             spec,
             supervisor: None,
             cgroup: None,

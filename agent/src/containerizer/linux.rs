@@ -69,13 +69,18 @@ impl LinuxContainerizer {
     pub fn new(cfg: LinuxConfig) -> Result<Self, ContainerError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(ContainerError::Isolation(
-                "isolating tasks needs root (cgroups and namespaces); run the agent as root or pass --isolation none".into(),
+                "isolating tasks needs root (cgroups and namespaces); run the agent as root or pass --isolation none"
+                    .into(),
             ));
         }
-        let backend = cgroups::detect(&cfg.cgroup_root)
-            .map_err(|e| ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation")))?;
+        let backend = cgroups::detect(&cfg.cgroup_root).map_err(|e| {
+            ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation"))
+        })?;
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
-        Ok(LinuxContainerizer { cfg, backend: Arc::from(backend) })
+        Ok(LinuxContainerizer {
+            cfg,
+            backend: Arc::from(backend),
+        })
     }
 
     fn user(&self, asked: Option<&str>) -> Result<User, ContainerError> {
@@ -83,7 +88,11 @@ impl LinuxContainerizer {
         if name != self.cfg.default_user && !self.cfg.allowed_users.iter().any(|u| u == name) {
             return Err(ContainerError::User {
                 user: name.to_owned(),
-                agent_user: format!("allowed: {}, {}", self.cfg.default_user, self.cfg.allowed_users.join(", ")),
+                agent_user: format!(
+                    "allowed: {}, {}",
+                    self.cfg.default_user,
+                    self.cfg.allowed_users.join(", ")
+                ),
             });
         }
         User::from_name(name)
@@ -129,7 +138,13 @@ impl LinuxContainerizer {
             gid: user.gid.as_raw(),
             groups: vec![user.gid.as_raw()],
             hostname: Some(hostname),
-            namespaces: Namespaces { pid: true, mount: true, uts: true, ipc: true, net: false },
+            namespaces: Namespaces {
+                pid: true,
+                mount: true,
+                uts: true,
+                ipc: true,
+                net: false,
+            },
             cgroup_procs: cgroup.procs_files(),
         };
         let spec_path = spec.run_dir.join("init.json");
@@ -143,7 +158,10 @@ impl LinuxContainerizer {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .spawn()
-                    .map_err(|source| ContainerError::Spawn { program: self.cfg.exe.display().to_string(), source })
+                    .map_err(|source| ContainerError::Spawn {
+                        program: self.cfg.exe.display().to_string(),
+                        source,
+                    })
             });
         let child = match started {
             Ok(c) => c,
@@ -164,7 +182,14 @@ impl LinuxContainerizer {
             tracing::warn!(container = %spec.id, "cannot record the container: {e}");
         }
         tracing::debug!(container = %spec.id, supervisor_pid, "launched");
-        Ok(Box::new(LinuxContainer::new(spec.id, spec.run_dir, record, cgroup, Some(child), &self.cfg)))
+        Ok(Box::new(LinuxContainer::new(
+            spec.id,
+            spec.run_dir,
+            record,
+            cgroup,
+            Some(child),
+            &self.cfg,
+        )))
     }
 
     async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Option<Box<dyn Container>>, ContainerError> {
@@ -183,7 +208,9 @@ impl LinuxContainerizer {
         match cgroup {
             Some(cgroup) if ended || alive => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
-                Ok(Some(Box::new(LinuxContainer::new(id, run_dir, record, cgroup, None, &self.cfg))))
+                Ok(Some(Box::new(LinuxContainer::new(
+                    id, run_dir, record, cgroup, None, &self.cfg,
+                ))))
             }
             Some(cgroup) => {
                 // No supervisor and no exit record: nothing can report this
@@ -217,10 +244,15 @@ fn argv(spec: &ContainerSpec) -> Result<Vec<String>, ContainerError> {
             } else {
                 which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
                     program: program.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("not found in the task's PATH: {e}")),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("not found in the task's PATH: {e}"),
+                    ),
                 })?
             };
-            std::iter::once(resolved.display().to_string()).chain(args.iter().cloned()).collect()
+            std::iter::once(resolved.display().to_string())
+                .chain(args.iter().cloned())
+                .collect()
         }
     })
 }
@@ -230,7 +262,11 @@ impl Containerizer for LinuxContainerizer {
         self.launch_linux(spec).boxed()
     }
 
-    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(
+        &self,
+        id: String,
+        run_dir: PathBuf,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
     }
 }
@@ -268,11 +304,24 @@ impl LinuxContainer {
             cgroup.clone(),
             disk_over.clone(),
         ));
-        LinuxContainer { id, run_dir, record, cgroup, child, status: None, disk_over, watcher }
+        LinuxContainer {
+            id,
+            run_dir,
+            record,
+            cgroup,
+            child,
+            status: None,
+            disk_over,
+            watcher,
+        }
     }
 
     fn init_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.run_dir.join("init.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.run_dir.join("init.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     async fn wait_exit(&mut self) -> Result<ExitStatus, ContainerError> {
@@ -280,7 +329,10 @@ impl LinuxContainer {
             return Ok(s);
         }
         if let Some(child) = self.child.as_mut() {
-            child.wait().await.map_err(|source| ContainerError::Wait { id: self.id.clone(), source })?;
+            child.wait().await.map_err(|source| ContainerError::Wait {
+                id: self.id.clone(),
+                source,
+            })?;
         } else {
             // Not our child (recovered): poll for its exit record.
             while super::init::read_exit(&self.run_dir).is_none() && pid_alive(self.record.supervisor_pid) {
@@ -291,7 +343,10 @@ impl LinuxContainer {
             Some(ExitRecord::Code(c)) => ExitStatus::Code(c),
             Some(ExitRecord::Signal(s)) => ExitStatus::Signal(s),
             Some(ExitRecord::Error(msg)) => {
-                return Err(ContainerError::Spawn { program: "container init".into(), source: std::io::Error::other(msg) });
+                return Err(ContainerError::Spawn {
+                    program: "container init".into(),
+                    source: std::io::Error::other(msg),
+                });
             }
             None => {
                 return Err(ContainerError::Isolation(format!(
@@ -314,12 +369,18 @@ impl Container for LinuxContainer {
     /// signals go to the container's init, which passes them to the task.
     fn signal(&self, signal: Signal) -> Result<(), ContainerError> {
         if signal == Signal::SIGKILL {
-            return self.cgroup.kill_all().map_err(|e| ContainerError::Isolation(e.to_string()));
+            return self
+                .cgroup
+                .kill_all()
+                .map_err(|e| ContainerError::Isolation(e.to_string()));
         }
         match self.init_pid() {
             Some(pid) => match kill(Pid::from_raw(pid), signal) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-                Err(source) => Err(ContainerError::Signal { id: self.id.clone(), source }),
+                Err(source) => Err(ContainerError::Signal {
+                    id: self.id.clone(),
+                    source,
+                }),
             },
             // Not started yet: only a kill can stop it.
             None => Ok(()),
@@ -333,7 +394,9 @@ impl Container for LinuxContainer {
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
         async move {
             self.watcher.abort();
-            self.cgroup.destroy().map_err(|e| ContainerError::Isolation(e.to_string()))
+            self.cgroup
+                .destroy()
+                .map_err(|e| ContainerError::Isolation(e.to_string()))
         }
         .boxed()
     }
@@ -345,7 +408,10 @@ impl Container for LinuxContainer {
             }
             match self.disk_over.load(Ordering::Relaxed) {
                 0 => None,
-                used_mib => Some(Limitation::Disk { used_mib, limit_mib: self.record.disk_limit_mib }),
+                used_mib => Some(Limitation::Disk {
+                    used_mib,
+                    limit_mib: self.record.disk_limit_mib,
+                }),
             }
         }
         .boxed()
@@ -405,7 +471,9 @@ fn du(dir: &Path) -> u64 {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(meta) = e.path().symlink_metadata() else { continue };
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
             if meta.is_dir() {
                 stack.push(e.path());
             } else if meta.is_file() {

@@ -93,7 +93,11 @@ pub trait Containerizer: Send + Sync + 'static {
     /// one that ended while the agent was down (its `wait` then returns the
     /// true exit status at once). `None` when it cannot be recovered; the
     /// task is then reported LOST.
-    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>>;
+    fn recover(
+        &self,
+        id: String,
+        run_dir: PathBuf,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>>;
 }
 
 /// One running container.

@@ -126,7 +126,11 @@ impl Containerizer for PosixContainerizer {
     /// A plain process cannot be waited for by a new agent (it is not its
     /// child), so its exit status would be lost: stop what is left of it
     /// and let the task be reported LOST rather than run unmanaged.
-    fn recover(&self, id: String, run_dir: std::path::PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(
+        &self,
+        id: String,
+        run_dir: std::path::PathBuf,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
         async move {
             let pgid = std::fs::read_to_string(run_dir.join("posix.pgid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
             if let Some(pgid) = pgid.filter(|p| *p > 1)

@@ -183,9 +183,10 @@ impl Supervisor {
             && let Some(limit) = container.limitation().await
         {
             let (reason, message) = match limit {
-                Limitation::Memory => {
-                    (StatusReason::ReasonContainerLimitationMemory, "the task exceeded its memory limit and was OOM-killed".to_owned())
-                }
+                Limitation::Memory => (
+                    StatusReason::ReasonContainerLimitationMemory,
+                    "the task exceeded its memory limit and was OOM-killed".to_owned(),
+                ),
                 Limitation::Disk { used_mib, limit_mib } => (
                     StatusReason::ReasonContainerLimitationDisk,
                     format!("the sandbox used {used_mib} MiB of disk, over the task's {limit_mib} MiB"),

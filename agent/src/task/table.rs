@@ -191,7 +191,15 @@ impl Table {
                 }
             }
             self.deps.metrics.task_state(state).inc();
-            self.tasks.insert(key, Entry { info: task, state, sandbox, supervisor });
+            self.tasks.insert(
+                key,
+                Entry {
+                    info: task,
+                    state,
+                    sandbox,
+                    supervisor,
+                },
+            );
         }
         // Updates pending for tasks without a checkpoint (from before
         // checkpoints existed, or a damaged one): keep them until acked.
@@ -211,8 +219,19 @@ impl Table {
             };
             self.deps.metrics.task_state(state).inc();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-            let info = v1::TaskInfo { task_id: key.task_id.to_string(), ..Default::default() };
-            self.tasks.insert(key, Entry { info, state, sandbox, supervisor: None });
+            let info = v1::TaskInfo {
+                task_id: key.task_id.to_string(),
+                ..Default::default()
+            };
+            self.tasks.insert(
+                key,
+                Entry {
+                    info,
+                    state,
+                    sandbox,
+                    supervisor: None,
+                },
+            );
         }
         Ok(())
     }
@@ -314,8 +333,11 @@ impl Table {
         let checkpoint = std::fs::create_dir_all(&run_dir)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                paths::write_atomic(&run_dir.join(paths::TASK_CHECKPOINT), &prost::Message::encode_to_vec(&run))
-                    .map_err(|e| e.to_string())
+                paths::write_atomic(
+                    &run_dir.join(paths::TASK_CHECKPOINT),
+                    &prost::Message::encode_to_vec(&run),
+                )
+                .map_err(|e| e.to_string())
             });
         let mut agent_id = self.agent_id();
         if agent_id.is_empty() {
@@ -330,8 +352,19 @@ impl Table {
                 StatusReason::ReasonContainerLaunchFailed,
                 format!("the agent cannot checkpoint the task: {e}"),
             );
-            let _ = self.reports_tx.try_send(super::StatusReport { key: key.clone(), status });
-            self.tasks.insert(key, Entry { info: task, state: TaskState::Staging, sandbox, supervisor: None });
+            let _ = self.reports_tx.try_send(super::StatusReport {
+                key: key.clone(),
+                status,
+            });
+            self.tasks.insert(
+                key,
+                Entry {
+                    info: task,
+                    state: TaskState::Staging,
+                    sandbox,
+                    supervisor: None,
+                },
+            );
             return;
         }
         let spec = SupervisorSpec {

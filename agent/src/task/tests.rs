@@ -47,7 +47,11 @@ impl Containerizer for Recording {
         .boxed()
     }
 
-    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(
+        &self,
+        id: String,
+        run_dir: PathBuf,
+    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
         self.inner.recover(id, run_dir)
     }
 }

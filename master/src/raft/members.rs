@@ -30,6 +30,8 @@ pub enum MembershipError {
     LastMember(u64),
     #[error("another membership change is still in progress; try again when it is applied")]
     Busy,
+    #[error("master {0} leads; leadership is being handed to another master: retry the removal in a moment")]
+    IsLeader(u64),
     #[error("raft refused the change: {0}")]
     Raft(String),
 }
@@ -46,6 +48,7 @@ pub(crate) struct ChangeContext {
 pub(crate) fn plan(
     change: &MemberChange,
     members: &BTreeMap<u64, String>,
+    highest_ever: u64,
 ) -> Result<(u64, ConfChangeV2, Vec<u8>), MembershipError> {
     let (id, ty, address) = match change {
         MemberChange::Add { address } => {
@@ -58,7 +61,9 @@ pub(crate) fn plan(
                     address: address.clone(),
                 });
             }
-            let id = members.keys().max().copied().unwrap_or(0) + 1;
+            // Ids are never reused: a removed master's process must not be
+            // taken for a new one.
+            let id = members.keys().max().copied().unwrap_or(0).max(highest_ever) + 1;
             (id, ConfChangeType::AddNode, Some(address.clone()))
         }
         MemberChange::Remove { id } => {
@@ -80,8 +85,9 @@ pub(crate) fn plan(
     Ok((id, cc, ctx))
 }
 
-/// Applies a committed change to the member list.
-pub(crate) fn apply(cc: &ConfChangeV2, context: &[u8], members: &mut BTreeMap<u64, String>) {
+/// Applies a committed change to the member list; returns the highest id
+/// it names (to keep ids from being reused).
+pub(crate) fn apply(cc: &ConfChangeV2, context: &[u8], members: &mut BTreeMap<u64, String>) -> u64 {
     let ctx: Option<ChangeContext> = serde_json::from_slice(context).ok();
     for change in cc.get_changes() {
         match change.get_change_type() {
@@ -99,6 +105,7 @@ pub(crate) fn apply(cc: &ConfChangeV2, context: &[u8], members: &mut BTreeMap<u6
             }
         }
     }
+    cc.get_changes().iter().map(|c| c.node_id).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -130,11 +137,11 @@ mod tests {
             (MemberChange::Remove { id: 9 }, "not a member"),
         ];
         for (change, want) in cases {
-            let err = plan(&change, &m).expect_err(want).to_string();
+            let err = plan(&change, &m, 0).expect_err(want).to_string();
             assert!(err.contains(want), "{err}");
         }
         assert!(matches!(
-            plan(&MemberChange::Remove { id: 1 }, &members(1)),
+            plan(&MemberChange::Remove { id: 1 }, &members(1), 0),
             Err(MembershipError::LastMember(1))
         ));
 
@@ -144,13 +151,26 @@ mod tests {
                 address: "127.0.0.1:6000".into(),
             },
             &m,
+            0,
         )
         .expect("add");
         assert_eq!(id, 4);
-        apply(&cc, &ctx, &mut m);
+        assert_eq!(apply(&cc, &ctx, &mut m), 4);
         assert_eq!(m.get(&4).map(String::as_str), Some("127.0.0.1:6000"));
-        let (_, cc, ctx) = plan(&MemberChange::Remove { id: 2 }, &m).expect("remove");
+        let (_, cc, ctx) = plan(&MemberChange::Remove { id: 2 }, &m, 0).expect("remove");
         apply(&cc, &ctx, &mut m);
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4]);
+        // A removed id is never handed out again.
+        let (_, cc, ctx) = plan(&MemberChange::Remove { id: 4 }, &m, 0).expect("remove");
+        apply(&cc, &ctx, &mut m);
+        let (id, _, _) = plan(
+            &MemberChange::Add {
+                address: "127.0.0.1:6001".into(),
+            },
+            &m,
+            4,
+        )
+        .expect("add");
+        assert_eq!(id, 5);
     }
 }

@@ -201,7 +201,9 @@ struct Node {
 /// Opens the log (creating the group on first start) and spawns the node.
 pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>), NodeError> {
     let mut storage = RaftStorage::open(&cfg.dir)?;
-    let fresh_joiner = cfg.join && !storage.is_initialized();
+    // A joiner counts as fresh until the leader's snapshot arrives, even if
+    // it already stored a hard state from the leader's first message.
+    let fresh_joiner = cfg.join && storage.snapshot_data().1.is_empty();
     if !storage.is_initialized() && !cfg.join {
         let voters: Vec<u64> = cfg.peers.keys().copied().collect();
         let registry = Registry {
@@ -299,10 +301,13 @@ impl Node {
                     }
                 }
             }
-            if let Err(e) = self.on_ready().await {
-                // The log cannot be written: this master must stop.
-                tracing::error!(error = %e, "raft storage failed; stopping the master");
-                std::process::exit(70);
+            // Applying can produce more to do (e.g. after a conf change).
+            while self.raw.has_ready() {
+                if let Err(e) = self.on_ready().await {
+                    // The log cannot be written: this master must stop.
+                    tracing::error!(error = %e, "raft storage failed; stopping the master");
+                    std::process::exit(70);
+                }
             }
             self.check_role().await;
         }
@@ -310,6 +315,12 @@ impl Node {
 
     fn handle(&mut self, cmd: NodeCmd) {
         match cmd {
+            // Only the serving leader proposes: raft-rs would forward a
+            // follower's proposal to the new leader, committing an op that a
+            // stale core decided.
+            NodeCmd::Propose(_) if !(self.serving && self.raw.raft.state == StateRole::Leader) => {
+                tracing::debug!("proposal from a core that no longer leads dropped");
+            }
             NodeCmd::Propose(op) => match serde_json::to_vec(&op) {
                 Ok(data) => {
                     if let Err(e) = self.raw.propose(vec![], data) {
@@ -354,7 +365,18 @@ impl Node {
             let _ = reply.send(Err(MembershipError::Busy));
             return;
         }
-        match members::plan(&change, &self.registry.masters) {
+        if let MemberChange::Remove { id } = change
+            && id == self.raw.raft.id
+            && self.registry.masters.len() > 1
+        {
+            // raft-rs keeps a removed leader leading; hand over first.
+            if let Some(next) = self.registry.masters.keys().copied().find(|m| *m != id) {
+                self.raw.transfer_leader(next);
+            }
+            let _ = reply.send(Err(MembershipError::IsLeader(id)));
+            return;
+        }
+        match members::plan(&change, &self.registry.masters, self.registry.highest_master_id) {
             Ok((id, cc, ctx)) => match self.raw.propose_conf_change(ctx, cc) {
                 Ok(()) => self.pending_change = Some((id, reply)),
                 Err(e) => {
@@ -492,16 +514,19 @@ impl Node {
                     let mut cc = ConfChangeV2::default();
                     if e.get_entry_type() == EntryType::EntryConfChange {
                         let mut v1 = raft::eraftpb::ConfChange::default();
-                        if v1.merge_from_bytes(&e.data).is_ok() {
-                            cc = v1.into_v2();
+                        if let Err(err) = v1.merge_from_bytes(&e.data) {
+                            tracing::error!(index = e.index, error = %err, "skipping an undecodable conf change");
+                            continue;
                         }
+                        cc = v1.into_v2();
                     } else if let Err(err) = cc.merge_from_bytes(&e.data) {
                         tracing::error!(index = e.index, error = %err, "skipping an undecodable conf change");
                         continue;
                     }
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.mut_store().set_conf_state(cs)?;
-                    members::apply(&cc, &e.context, &mut self.registry.masters);
+                    let highest = members::apply(&cc, &e.context, &mut self.registry.masters);
+                    self.registry.highest_master_id = self.registry.highest_master_id.max(highest);
                     // Snapshots sent to a new member must name it in their
                     // conf state, so take one at this index.
                     self.snapshot_now = true;

@@ -512,6 +512,17 @@ impl RaftStorage {
         if let Some(hs) = hard_state {
             self.put(&mut batch, KEY_HARD_STATE, hs)?;
         }
+        // Replacing a suffix shrinks the log: lower the mark first, so a crash
+        // between the two never leaves a mark above what the log holds.
+        if let Some(first) = entries.first()
+            && first.index.saturating_sub(1) < self.marked.last
+        {
+            let lowered = Mark {
+                term: self.marked.term,
+                last: first.index.saturating_sub(1),
+            };
+            self.write_mark(lowered)?;
+        }
         self.write(&mut batch, true)?;
         if let Some(first) = entries.first() {
             self.terms.truncate((first.index - self.first()) as usize);

@@ -42,6 +42,8 @@ impl RaftTransport for RaftService {
             )));
         }
         if !self.node.members().contains_key(&batch.from) {
+            // (A member this master has not yet learned of would be refused
+            // too; it catches up once the leader's log reaches it.)
             return Err(Status::permission_denied(format!(
                 "raft batch from {}, which is not a member of this group",
                 batch.from
@@ -87,10 +89,14 @@ pub(crate) async fn peer_sender(
         .max_encoding_message_size(MAX_BATCH_BYTES)
         .max_decoding_message_size(MAX_BATCH_BYTES);
     while let Some(first) = rx.recv().await {
+        let mut bytes = protobuf::Message::compute_size(&first) as usize;
         let mut batch = vec![first];
-        while batch.len() < BATCH_MESSAGES {
+        while batch.len() < BATCH_MESSAGES && bytes < MAX_BATCH_BYTES / 2 {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    bytes += protobuf::Message::compute_size(&m) as usize;
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }
@@ -101,7 +107,13 @@ pub(crate) async fn peer_sender(
             .collect();
         let messages = batch.iter().filter_map(|m| m.write_to_bytes().ok()).collect();
         let req = v1::RaftBatch { from: me, to, messages };
-        let ok = matches!(tokio::time::timeout(SEND_TIMEOUT, client.send(req)).await, Ok(Ok(_)));
+        // A snapshot may be large: give it longer than a heartbeat.
+        let limit = if snapshots.is_empty() {
+            SEND_TIMEOUT
+        } else {
+            SEND_TIMEOUT * 15
+        };
+        let ok = matches!(tokio::time::timeout(limit, client.send(req)).await, Ok(Ok(_)));
         if !ok {
             tracing::debug!(to, %addr, "raft batch not delivered");
             let _ = node.try_send(NodeCmd::Unreachable(to));
