@@ -222,6 +222,8 @@ impl Cluster {
         args.push(spec.agent_resources.clone());
         args.push("--hostname".into());
         args.push(format!("agent{i}"));
+        args.push("--cgroup-parent".into());
+        args.push(self.cgroup_parent(i));
         args.extend(spec.agent_args.iter().cloned());
         let d = Daemon::spawn(
             &format!("agent{i}"),
@@ -262,6 +264,35 @@ impl Cluster {
         let d = Daemon::spawn(&old.name, &old.args.clone(), log).await?;
         self.masters[i] = d;
         Ok(())
+    }
+
+    /// Restarts agent `i` (after [`Daemon::kill`]) with its work dir.
+    pub async fn restart_agent(&mut self, i: usize) -> Result<()> {
+        let old = &self.agents[i];
+        let log = self.dir.path().join(format!("agent{i}.restart.log"));
+        let d = Daemon::spawn(&old.name, &old.args.clone(), log).await?;
+        self.agents[i] = d;
+        Ok(())
+    }
+
+    /// The cgroup directory of a task's container in one v1 hierarchy
+    /// (e.g. "cpuacct"), from the agent's checkpoint of it.
+    pub fn task_cgroup(&self, agent: usize, controller: &str, task_id: &str) -> Option<PathBuf> {
+        let root = self.dir.path().join(format!("agent{agent}")).join("meta").join("tasks");
+        for fw in std::fs::read_dir(root).ok()?.flatten() {
+            let rec = fw.path().join(task_id).join("container.json");
+            if let Ok(bytes) = std::fs::read(&rec) {
+                let v: Value = serde_json::from_slice(&bytes).ok()?;
+                let name = v["cgroup"].as_str()?;
+                return Some(
+                    Path::new("/sys/fs/cgroup")
+                        .join(controller)
+                        .join(self.cgroup_parent(agent))
+                        .join(name),
+                );
+            }
+        }
+        None
     }
 
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {

@@ -1,0 +1,283 @@
+//! DESIGN.md "Containers" and "Agent recovery": tasks in real cgroups and
+//! namespaces (this machine and CI run as root).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use mezzo_proto::v1;
+use mezzo_sdk::{Resources, TaskBuilder, TaskState, task_state};
+use mezzo_tests::{Cluster, ClusterSpec, fw};
+
+fn spec(extra_agent_args: &[&str]) -> ClusterSpec {
+    let mut s = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    s.agent_args.extend(extra_agent_args.iter().map(|a| a.to_string()));
+    s
+}
+
+fn task(id: &str, res: &str, script: &str) -> Result<v1::TaskInfo> {
+    Ok(TaskBuilder::new(id)
+        .resources(&Resources::parse(res)?)
+        .shell(script)
+        .build())
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A task beyond its memory ends FAILED with the memory-limit reason; the
+/// agent and another task are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_is_oom_killed_and_reported() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "oom", None).await?;
+        let o = ev.offer().await?;
+        let hog = task(
+            "hog",
+            "cpus:0.2;mem:32",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        )?;
+        let calm = task("calm", "cpus:0.1;mem:32", "sleep 1; echo calm")?;
+        s.accept(vec![o.offer_id], vec![hog, calm], None).await?;
+        let st = ev
+            .update("hog", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Failed), "{st:?}");
+        ensure!(
+            st.reason == v1::StatusReason::ReasonContainerLimitationMemory as i32,
+            "reason: {st:?}"
+        );
+        let calm = ev
+            .update("calm", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&calm) == Some(TaskState::Finished), "{calm:?}");
+        c.agent_state(0).await.context("agent still serving")?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// A fork bomb stops at the pids limit; killing the task leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_is_contained_and_kill_leaves_nothing() -> Result<()> {
+    let c = Cluster::start(spec(&["--pids-limit", "40"])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "bomb", None).await?;
+        let o = ev.offer().await?;
+        let bomb = task(
+            "bomb",
+            "cpus:0.2;mem:256",
+            "exec bash -c 'for i in $(seq 1 200); do sleep 31.4159 & done 2>/dev/null; exec sleep 31.4159'",
+        )?;
+        s.accept(vec![o.offer_id], vec![bomb], None).await?;
+        ev.update("bomb", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let sleeping = processes_with("31.4159").len();
+        ensure!(sleeping > 0 && sleeping <= 40, "{sleeping} processes, limit 40");
+        let cg = c.task_cgroup(0, "pids", "bomb").context("task cgroup")?;
+        let current: u64 = std::fs::read_to_string(cg.join("pids.current"))?.trim().parse()?;
+        ensure!(current <= 40, "pids.current {current}");
+        s.kill("bomb", Some(Duration::from_millis(200))).await?;
+        let st = ev
+            .update("bomb", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Killed), "{st:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (!processes_with("31.4159").is_empty() || cg.exists()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(processes_with("31.4159").is_empty(), "processes left after the kill");
+        ensure!(!cg.exists(), "cgroup {} left after the kill", cg.display());
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Inside a task, /proc shows only its own processes, the hostname is its
+/// own, and it runs as nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "ns", None).await?;
+        let o = ev.offer().await?;
+        let t = task(
+            "peek",
+            "cpus:0.1;mem:32",
+            "ls /proc | grep -c '^[0-9]'; hostname; id -u; echo $$",
+        )?;
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        let st = ev
+            .update("peek", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        let out = std::fs::read_to_string(
+            c.dir
+                .path()
+                .join("agent0")
+                .join("sandboxes")
+                .join(&fid)
+                .join("peek")
+                .join("stdout"),
+        )?;
+        let lines: Vec<&str> = out.lines().collect();
+        ensure!(lines.len() == 4, "{out}");
+        let procs: usize = lines[0].trim().parse()?;
+        ensure!(procs <= 5, "the task sees {procs} processes");
+        ensure!(lines[1] == "peek", "hostname {:?}", lines[1]);
+        ensure!(lines[2] == "65534", "uid {:?}", lines[2]);
+        ensure!(lines[3].parse::<u32>()? <= 3, "pid of the task's shell: {}", lines[3]);
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// A busy loop with a hard quota of 0.5 cpu uses at most about 0.55 cpu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
+    let c = Cluster::start(spec(&["--cpu-hard-limit"])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "cpu", None).await?;
+        let o = ev.offer().await?;
+        let t = task("spin", "cpus:0.5;mem:32", "while :; do :; done")?;
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        ev.update("spin", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cg = c.task_cgroup(0, "cpuacct", "spin").context("task cgroup")?;
+        let file = cg.join("cpuacct.usage");
+        let read = || -> Result<u64> {
+            Ok(std::fs::read_to_string(&file)
+                .with_context(|| file.display().to_string())?
+                .trim()
+                .parse()?)
+        };
+        let (u0, t0) = (read()?, Instant::now());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (u1, t1) = (read()?, Instant::now());
+        let cores = (u1 - u0) as f64 / 1e9 / (t1 - t0).as_secs_f64();
+        ensure!(cores <= 0.55, "the task used {cores:.3} cpus with a 0.5 quota");
+        ensure!(cores >= 0.3, "the task used only {cores:.3} cpus: was it running?");
+        s.kill("spin", None).await?;
+        ev.update("spin", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// SIGKILL the agent while tasks run and start it again: they are still
+/// running and finish normally; one that ended while the agent was down is
+/// reported with its true exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_an_agent_restart() -> Result<()> {
+    let mut c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "survivors", None).await?;
+        let o = ev.offer().await?;
+        let long = task("long", "cpus:0.1;mem:32", "sleep 4; exit 0")?;
+        let short = task("short", "cpus:0.1;mem:32", "sleep 1; exit 7")?;
+        s.accept(vec![o.offer_id], vec![long, short], None).await?;
+        ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        ev.update("short", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        c.agents[0].kill().await;
+        tokio::time::sleep(Duration::from_millis(1800)).await; // "short" ends meanwhile
+        c.restart_agent(0).await?;
+        let st = ev
+            .update("short", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Failed) && st.exit_code == Some(7),
+            "short: {st:?}"
+        );
+        let st = ev
+            .update("long", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Finished) && st.exit_code == Some(0),
+            "long: {st:?}"
+        );
+        c.wait_agent(0, "no pending updates", |s| s["pending_updates"] == 0)
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// DESIGN.md "Bad input": a task asking for a user outside the agent's
+/// allow-list fails to launch with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_allow_list_is_refused() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "users", None).await?;
+        let o = ev.offer().await?;
+        let mut t = task("as-root", "cpus:0.1;mem:32", "id")?;
+        if let Some(cmd) = t.command.as_mut() {
+            cmd.user = "root".into();
+        }
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        let st = ev
+            .update("as-root", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Failed), "{st:?}");
+        ensure!(
+            st.reason == v1::StatusReason::ReasonContainerLaunchFailed as i32 && st.message.contains("root"),
+            "{st:?}"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Dropping a cluster leaves no cgroup and no task process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_left_behind() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let parent = c.cgroup_parent(0);
+    let (s, mut ev, _) = fw::subscribe(c.masters(), "leftovers", None).await?;
+    let o = ev.offer().await?;
+    s.accept(
+        vec![o.offer_id],
+        vec![task("linger", "cpus:0.1;mem:32", "sleep 27.1828")?],
+        None,
+    )
+    .await?;
+    ev.update("linger", Duration::from_secs(10), |s| s == TaskState::Running)
+        .await?;
+    s.stop().await;
+    drop(c);
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")?
+        .flatten()
+        .map(|h| h.path().join(&parent))
+        .filter(|p| p.exists())
+        .collect();
+    ensure!(left.is_empty(), "cgroups left: {left:?}");
+    ensure!(processes_with("27.1828").is_empty(), "task processes left");
+    Ok(())
+}
