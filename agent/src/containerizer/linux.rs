@@ -120,11 +120,14 @@ impl LinuxContainerizer {
             pids_max: Some(self.cfg.pids_max),
         };
         let name = uuid::Uuid::new_v4().simple().to_string();
-        let cgroup: Arc<dyn Cgroup> = Arc::from(
-            self.backend
-                .create(&self.cfg.parent, &name, &limits)
-                .map_err(|e| ContainerError::Isolation(e.to_string()))?,
-        );
+        // cgroup calls block (file writes, brief retries): keep them off
+        // the async workers.
+        let (backend, parent, cg_name) = (self.backend.clone(), self.cfg.parent.clone(), name.clone());
+        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || backend.create(&parent, &cg_name, &limits))
+            .await
+            .map_err(|e| ContainerError::Isolation(e.to_string()))?
+            .map(Arc::from)
+            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
         let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
         let init = InitSpec {
             id: spec.id.clone(),
@@ -446,7 +449,7 @@ async fn watch_sandbox(
         if limit_mib > 0 && used_mib > limit_mib {
             tracing::info!(container = %id, used_mib, limit_mib, "sandbox over its disk limit; killing the task");
             over.store(used_mib, Ordering::Relaxed);
-            let _ = cgroup.kill_all();
+            let _ = tokio::task::spawn_blocking(move || cgroup.kill_all()).await;
             return;
         }
     }
