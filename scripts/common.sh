@@ -36,13 +36,25 @@ start_master() {
   wait_line "$dir/master.out"
 }
 
-# start_agent DIR NAME MASTER LISTEN RESOURCES: starts an agent; sets ADDR.
+# start_agent DIR NAME MASTER LISTEN RESOURCES [FLAGS...]: starts an agent; sets ADDR.
 start_agent() {
   local dir=$1 name=$2 master=$3 listen=$4 res=$5
+  shift 5
   "$MEZZO" agent --master "$master" --listen "$listen" --work-dir "$dir/$name" --hostname "$name" \
-    --resources "$res" >"$dir/$name.out" 2>"$dir/$name.log" &
+    --resources "$res" "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
   PIDS+=($!)
   wait_line "$dir/$name.out"
+}
+
+# wait_agents_active MASTER N: waits until N agents are active.
+wait_agents_active() {
+  for _ in $(seq 1 400); do
+    n=$("$MEZZO" status --master "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(sum(a["status"] == "active" for a in json.load(sys.stdin)["agents"]))' 2>/dev/null || echo 0)
+    [ "$n" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  echo "agents did not become active" >&2
+  return 1
 }
 
 # wait_agents MASTER N: waits until N agents are registered.

@@ -281,3 +281,34 @@ async fn nothing_is_left_behind() -> Result<()> {
     ensure!(processes_with("27.1828").is_empty(), "task processes left");
     Ok(())
 }
+
+/// A task labelled `mezzo.network=isolated` gets a network namespace with
+/// loopback only (and loopback up); others share the host's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_network_has_only_loopback() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "net", None).await?;
+        let o = ev.offer().await?;
+        let script = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; cat /sys/class/net/lo/operstate 2>/dev/null || true";
+        let private = TaskBuilder::new("private")
+            .resources(&Resources::parse("cpus:0.1;mem:32")?)
+            .shell(script)
+            .label("mezzo.network", "isolated")
+            .build();
+        let shared = task("shared", "cpus:0.1;mem:32", script)?;
+        s.accept(vec![o.offer_id], vec![private, shared], None).await?;
+        for t in ["private", "shared"] {
+            let st = ev.update(t, Duration::from_secs(10), TaskState::is_terminal).await?;
+            ensure!(task_state(&st) == Some(TaskState::Finished), "{t}: {st:?}");
+        }
+        let out = |t: &str| std::fs::read_to_string(c.dir.path().join("agent0").join("sandboxes").join(&fid).join(t).join("stdout"));
+        let private = out("private")?;
+        ensure!(private.split_whitespace().next() == Some("lo") && !private.contains("eth"), "private: {private:?}");
+        let shared = out("shared")?;
+        ensure!(shared.split_whitespace().count() > 2, "shared sees only {shared:?}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -146,7 +146,7 @@ impl LinuxContainerizer {
                 mount: true,
                 uts: true,
                 ipc: true,
-                net: false,
+                net: spec.isolated_network,
             },
             cgroup_procs: cgroup.procs_files(),
         };

@@ -48,7 +48,13 @@ pub struct ContainerSpec {
     /// task is forgotten, where the containerizer records what it needs to
     /// find the container again.
     pub run_dir: PathBuf,
+    /// Give the task a network namespace of its own with only loopback
+    /// (task label `mezzo.network=isolated`).
+    pub isolated_network: bool,
 }
+
+/// Task label asking for a private network namespace (loopback only).
+pub const NETWORK_LABEL: &str = "mezzo.network";
 
 /// A limit the container hit, which ended the task.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -288,6 +288,12 @@ impl Supervisor {
             resources: Resources::from_proto(&self.spec.task.resources).unwrap_or_default(),
             user,
             run_dir: self.spec.run_dir.clone(),
+            isolated_network: self
+                .spec
+                .task
+                .labels
+                .iter()
+                .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
         }
     }
 }

@@ -56,12 +56,19 @@ enum Cmd {
         /// Measured writes per system and concurrency.
         #[arg(long, default_value_t = 5000)]
         writes: u64,
-        /// Concurrent clients (each its own connection), comma-separated list.
-        #[arg(long, default_value = "1,32")]
-        concurrency: String,
+        /// Concurrent clients, each with its own connection.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
         /// Unmeasured writes before each measured run.
         #[arg(long, default_value_t = 200)]
         warmup: u64,
+        /// Measured runs one after the other on the same clusters (the
+        /// registry grows by warmup + writes each round).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Print the description and the column names first.
+        #[arg(long)]
+        header: bool,
     },
     /// Leader failover: SIGKILL the leader, time the way back.
     Failover {
@@ -106,16 +113,11 @@ async fn run(cmd: Cmd) -> Result<()> {
             mezzo,
             etcd,
             writes,
-            concurrency,
+            clients,
             warmup,
-        } => {
-            let conc: Vec<usize> = concurrency
-                .split(',')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .context("--concurrency")?;
-            writes_bench(&list(&mezzo), &list(&etcd), writes, &conc, warmup).await
-        }
+            rounds,
+            header,
+        } => writes_bench(&list(&mezzo), &list(&etcd), writes, clients, warmup, rounds, header).await,
         Cmd::Failover {
             trials,
             settle_ms,
@@ -432,58 +434,70 @@ async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Res
 // ---------------------------------------------------------------------------
 // Benchmark 1: writes
 
-async fn writes_bench(masters: &[String], etcd: &[String], writes: u64, conc: &[usize], warmup: u64) -> Result<()> {
+async fn writes_bench(
+    masters: &[String],
+    etcd: &[String],
+    writes: u64,
+    clients: usize,
+    warmup: u64,
+    rounds: usize,
+    header: bool,
+) -> Result<()> {
     let value = sample_op_json();
     let mezzo = mezzo_leader(masters).await?;
     let (etcd_leader, version) = etcd_leader(etcd).await?;
-    println!("mezzo leader {mezzo}; etcd {version}, leader {etcd_leader}");
-    println!(
-        "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it), \
-         {warmup} unmeasured writes first; every client has its own connection",
-        value.len()
-    );
-    println!(
-        "  {:<7} {:>7} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9}",
-        "system", "clients", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "max ms"
-    );
-    let mut rows = Vec::new();
-    for &c in conc {
-        let run = format!("c{c}");
-        let w = mezzo_writers(&mezzo, c, &format!("{run}w")).await?;
-        run_writers(w, 0, warmup).await.context("Mezzo warm-up")?;
-        let w = mezzo_writers(&mezzo, c, &run).await?;
-        let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
-        print_row("mezzo", c, &m);
-        let w = etcd_writers(&etcd_leader, c, &format!("bench/{run}w"), &value).await?;
-        run_writers(w, 0, warmup).await.context("etcd warm-up")?;
-        let w = etcd_writers(&etcd_leader, c, &format!("bench/{run}"), &value).await?;
-        let e = run_writers(w, 0, writes).await.context("etcd run")?;
-        print_row("etcd", c, &e);
-        rows.push((c, m, e));
-    }
-    println!("Mezzo / etcd");
-    for (c, m, e) in &rows {
+    if header {
         println!(
-            "  {c:>2} clients: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x  (above 1x is better for throughput, below 1x for latency)",
+            "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it); \
+             {warmup} unmeasured writes first; each client has its own connection; etcd {version}",
+            value.len()
+        );
+        println!(
+            "  {:<6} {:>7} {:>10} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8}   Mezzo/etcd",
+            "system", "clients", "registry", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "max ms"
+        );
+    }
+    // Frameworks in the registry (the probe write made one).
+    let mut registered = 1;
+    for round in 0..rounds.max(1) {
+        let run = format!("c{clients}r{round}");
+        let w = mezzo_writers(&mezzo, clients, &format!("{run}w")).await?;
+        run_writers(w, 0, warmup).await.context("Mezzo warm-up")?;
+        registered += warmup;
+        let w = mezzo_writers(&mezzo, clients, &run).await?;
+        let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
+        print_row("mezzo", clients, registered, &m, String::new());
+        registered += writes;
+        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}w"), &value).await?;
+        run_writers(w, 0, warmup).await.context("etcd warm-up")?;
+        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}"), &value).await?;
+        let e = run_writers(w, 0, writes).await.context("etcd run")?;
+        let ratio = format!(
+            "throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
             m.rate() / e.rate(),
             m.ms(0.5) / e.ms(0.5),
             m.ms(0.99) / e.ms(0.99)
         );
+        let keys = 1 + (round as u64) * (warmup + writes) + warmup;
+        print_row("etcd", clients, keys, &e, ratio);
     }
     Ok(())
 }
 
-fn print_row(system: &str, c: usize, r: &RunResult) {
+/// `registry`: frameworks (Mezzo) or keys (etcd) stored before the run.
+fn print_row(system: &str, c: usize, registry: u64, r: &RunResult, ratio: String) {
     println!(
-        "  {:<7} {:>7} {:>7} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>9.2}",
+        "  {:<6} {:>7} {:>10} {:>7} {:>8.2} {:>9.0} {:>8.2} {:>8.2} {:>8.2}   {}",
         system,
         c,
+        registry,
         r.writes,
         r.secs,
         r.rate(),
         r.ms(0.5),
         r.ms(0.99),
-        r.hist.max() as f64 / 1000.0
+        r.hist.max() as f64 / 1000.0,
+        ratio
     );
 }
 
