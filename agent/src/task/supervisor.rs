@@ -105,6 +105,23 @@ impl Supervisor {
             .unwrap_or(self.spec.default_kill_grace)
     }
 
+    /// Writes the task's `RunTask` to its run dir (durably).
+    async fn checkpoint(&self) -> Result<(), String> {
+        let run = v1::RunTask {
+            framework_id: self.spec.key.framework_id.to_string(),
+            framework: None,
+            task: Some(self.spec.task.clone()),
+        };
+        let dir = self.spec.run_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            crate::paths::write_atomic(&dir.join(crate::paths::TASK_CHECKPOINT), &prost::Message::encode_to_vec(&run))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Watches a container that was already running when the agent started.
     async fn adopt(mut self, mut container: Box<dyn Container>) {
         tracing::info!(task = %self.spec.key, pid = container.pid(), "watching a recovered container");
@@ -125,6 +142,14 @@ impl Supervisor {
         };
         self.report(TaskState::Starting, StatusReason::ReasonUnspecified, "", None)
             .await;
+        // Checkpoint before launching: a restarted agent must know every
+        // container it may have started.
+        if let Err(e) = self.checkpoint().await {
+            tracing::error!(task = %self.spec.key, "cannot checkpoint the task; not launching it: {e}");
+            let message = format!("the agent cannot checkpoint the task: {e}");
+            self.report(TaskState::Failed, StatusReason::ReasonContainerLaunchFailed, message, None).await;
+            return;
+        }
         if self.kill_rx.try_recv().is_ok() {
             self.report(
                 TaskState::Killed,

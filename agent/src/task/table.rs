@@ -328,44 +328,9 @@ impl Table {
         }
         let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
         let run_dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-        // Checkpoint before launching: a restarted agent must know every
-        // container it may have started.
-        let checkpoint = std::fs::create_dir_all(&run_dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                paths::write_atomic(
-                    &run_dir.join(paths::TASK_CHECKPOINT),
-                    &prost::Message::encode_to_vec(&run),
-                )
-                .map_err(|e| e.to_string())
-            });
         let mut agent_id = self.agent_id();
         if agent_id.is_empty() {
             agent_id = task.agent_id.clone();
-        }
-        if let Err(e) = checkpoint {
-            tracing::error!(task = %key, "cannot checkpoint the task; not launching it: {e}");
-            let status = agent_status(
-                &key,
-                &agent_id,
-                TaskState::Failed,
-                StatusReason::ReasonContainerLaunchFailed,
-                format!("the agent cannot checkpoint the task: {e}"),
-            );
-            let _ = self.reports_tx.try_send(super::StatusReport {
-                key: key.clone(),
-                status,
-            });
-            self.tasks.insert(
-                key,
-                Entry {
-                    info: task,
-                    state: TaskState::Staging,
-                    sandbox,
-                    supervisor: None,
-                },
-            );
-            return;
         }
         let spec = SupervisorSpec {
             key: key.clone(),
@@ -375,6 +340,8 @@ impl Table {
             run_dir,
             default_kill_grace: self.deps.default_kill_grace,
         };
+        // The supervisor checkpoints the task before launching it (off this
+        // actor, so launches do not queue behind each other's fsyncs).
         let sup = supervisor::spawn(
             spec,
             self.deps.containerizer.clone(),
