@@ -43,6 +43,16 @@ struct TaskState {
     state: &'static str,
     resources: Resources,
     sandbox: String,
+    /// Measured usage of the task's container (isolated tasks).
+    usage: Option<UsageView>,
+}
+
+#[derive(Serialize)]
+struct UsageView {
+    cpu_seconds: f64,
+    memory_rss_bytes: u64,
+    memory_cache_bytes: u64,
+    pids: u64,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -71,6 +81,12 @@ async fn agent_state(State(s): State<HttpState>) -> Response {
             state: t.state.name(),
             resources: Resources::from_proto(&t.info.resources).unwrap_or_default(),
             sandbox: t.sandbox.display().to_string(),
+            usage: t.usage.map(|u| UsageView {
+                cpu_seconds: u.cpu_time.as_secs_f64(),
+                memory_rss_bytes: u.memory_rss,
+                memory_cache_bytes: u.memory_cache,
+                pids: u.pids,
+            }),
         })
         .collect();
     let body = AgentState {
@@ -85,6 +101,9 @@ async fn agent_state(State(s): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
+    if let Ok(tasks) = s.table.snapshot().await {
+        s.metrics.set_usage(&tasks);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type StateLabels = Vec<(&'static str, &'static str)>;
+type TaskLabels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -22,6 +24,10 @@ pub struct Metrics {
     pub connected: Gauge,
     pub updates_sent: Counter,
     pub tasks_launched: Counter,
+    cpu_seconds: Family<TaskLabels, FloatGauge>,
+    memory_rss: Family<TaskLabels, Gauge>,
+    memory_cache: Family<TaskLabels, Gauge>,
+    pids: Family<TaskLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,7 +66,35 @@ impl Metrics {
             "Tasks whose container was launched",
             tasks_launched.clone(),
         );
+        let cpu_seconds = Family::<TaskLabels, FloatGauge>::default();
+        let memory_rss = Family::<TaskLabels, Gauge>::default();
+        let memory_cache = Family::<TaskLabels, Gauge>::default();
+        let pids = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "mezzo_agent_container_cpu_seconds",
+            "Cpu time used by a task's container",
+            cpu_seconds.clone(),
+        );
+        registry.register(
+            "mezzo_agent_container_memory_rss_bytes",
+            "Anonymous memory of a task's container",
+            memory_rss.clone(),
+        );
+        registry.register(
+            "mezzo_agent_container_memory_cache_bytes",
+            "Page cache of a task's container",
+            memory_cache.clone(),
+        );
+        registry.register(
+            "mezzo_agent_container_pids",
+            "Processes and threads in a task's container",
+            pids.clone(),
+        );
         Metrics {
+            cpu_seconds,
+            memory_rss,
+            memory_cache,
+            pids,
             registry: Arc::new(registry),
             tasks,
             pending_updates,
@@ -72,6 +106,25 @@ impl Metrics {
 
     pub fn task_state(&self, state: TaskState) -> Gauge {
         self.tasks.get_or_create(&vec![("state", state.name())]).clone()
+    }
+
+    /// Replaces the per-container usage figures with these.
+    pub fn set_usage(&self, tasks: &[crate::task::table::TaskView]) {
+        for f in [&self.memory_rss, &self.memory_cache, &self.pids] {
+            f.clear();
+        }
+        self.cpu_seconds.clear();
+        for t in tasks {
+            let Some(u) = t.usage else { continue };
+            let labels = vec![
+                ("framework_id", t.key.framework_id.to_string()),
+                ("task_id", t.key.task_id.to_string()),
+            ];
+            self.cpu_seconds.get_or_create(&labels).set(u.cpu_time.as_secs_f64());
+            self.memory_rss.get_or_create(&labels).set(u.memory_rss as i64);
+            self.memory_cache.get_or_create(&labels).set(u.memory_cache as i64);
+            self.pids.get_or_create(&labels).set(u.pids as i64);
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -178,6 +178,19 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
         let cores = (u1 - u0) as f64 / 1e9 / (t1 - t0).as_secs_f64();
         ensure!(cores <= 0.55, "the task used {cores:.3} cpus with a 0.5 quota");
         ensure!(cores >= 0.3, "the task used only {cores:.3} cpus: was it running?");
+        // Usage shows in the agent's /state and /metrics.
+        let st = c.agent_state(0).await?;
+        let u = &st["tasks"][0]["usage"];
+        ensure!(
+            u["cpu_seconds"].as_f64().unwrap_or(0.0) > 1.0 && u["pids"].as_u64().unwrap_or(0) >= 1,
+            "usage: {st}"
+        );
+        let m = c.text(&c.agents[0].addr, "/metrics").await?;
+        ensure!(
+            m.lines()
+                .any(|l| l.starts_with("mezzo_agent_container_cpu_seconds") && l.contains("task_id=\"spin\"")),
+            "{m}"
+        );
         s.kill("spin", None).await?;
         ev.update("spin", Duration::from_secs(10), TaskState::is_terminal)
             .await?;

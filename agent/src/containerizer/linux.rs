@@ -285,6 +285,7 @@ struct LinuxContainer {
     /// MiB of disk the sandbox used when the watcher found it over its
     /// limit (0 = never).
     disk_over: Arc<AtomicU64>,
+    usage: tokio::sync::watch::Receiver<Option<crate::cgroups::Usage>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -298,14 +299,18 @@ impl LinuxContainer {
         cfg: &LinuxConfig,
     ) -> Self {
         let disk_over = Arc::new(AtomicU64::new(0));
+        let (usage_tx, usage) = tokio::sync::watch::channel(None);
         let watcher = tokio::spawn(watch_sandbox(
-            id.clone(),
-            record.sandbox.clone(),
-            record.disk_limit_mib,
-            cfg.disk_check_interval,
-            cfg.log_max_bytes,
+            Watch {
+                id: id.clone(),
+                sandbox: record.sandbox.clone(),
+                limit_mib: record.disk_limit_mib,
+                interval: cfg.disk_check_interval,
+                log_max: cfg.log_max_bytes,
+            },
             cgroup.clone(),
             disk_over.clone(),
+            usage_tx,
         ));
         LinuxContainer {
             id,
@@ -315,6 +320,7 @@ impl LinuxContainer {
             child,
             status: None,
             disk_over,
+            usage,
             watcher,
         }
     }
@@ -404,6 +410,10 @@ impl Container for LinuxContainer {
         .boxed()
     }
 
+    fn usage_feed(&self) -> Option<tokio::sync::watch::Receiver<Option<crate::cgroups::Usage>>> {
+        Some(self.usage.clone())
+    }
+
     fn limitation(&mut self) -> BoxFuture<'_, Option<Limitation>> {
         async move {
             if self.cgroup.oom_killed().unwrap_or(false) {
@@ -421,22 +431,39 @@ impl Container for LinuxContainer {
     }
 }
 
-/// Every `interval`: rotate stdout/stderr past `log_max` (copy to `.1`,
-/// truncate; the task writes with O_APPEND), and kill the container when
-/// the sandbox outgrows its disk resource (Mesos' posix/disk isolator does
-/// the same periodic measurement).
-async fn watch_sandbox(
+/// What one container's watcher looks after.
+struct Watch {
     id: String,
     sandbox: PathBuf,
     limit_mib: u64,
     interval: Duration,
     log_max: u64,
+}
+
+/// Every second: publish the cgroup's usage. Every `interval`: rotate
+/// stdout/stderr past `log_max` (copy to `.1`, truncate; the task writes
+/// with O_APPEND), and kill the container when the sandbox outgrows its
+/// disk resource (Mesos' posix/disk isolator does the same periodic
+/// measurement).
+async fn watch_sandbox(
+    w: Watch,
     cgroup: Arc<dyn Cgroup>,
     over: Arc<AtomicU64>,
+    usage: tokio::sync::watch::Sender<Option<crate::cgroups::Usage>>,
 ) {
+    let tick = Duration::from_secs(1).min(w.interval);
+    let mut last_disk = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(interval).await;
-        let dir = sandbox.clone();
+        tokio::time::sleep(tick).await;
+        let cg = cgroup.clone();
+        if let Ok(Ok(u)) = tokio::task::spawn_blocking(move || cg.usage()).await {
+            usage.send_replace(Some(u));
+        }
+        if last_disk.elapsed() < w.interval {
+            continue;
+        }
+        last_disk = tokio::time::Instant::now();
+        let (dir, log_max) = (w.sandbox.clone(), w.log_max);
         let used = tokio::task::spawn_blocking(move || {
             for name in ["stdout", "stderr"] {
                 rotate(&dir.join(name), log_max);
@@ -446,8 +473,8 @@ async fn watch_sandbox(
         .await
         .unwrap_or(0);
         let used_mib = used.div_ceil(1024 * 1024);
-        if limit_mib > 0 && used_mib > limit_mib {
-            tracing::info!(container = %id, used_mib, limit_mib, "sandbox over its disk limit; killing the task");
+        if w.limit_mib > 0 && used_mib > w.limit_mib {
+            tracing::info!(container = %w.id, used_mib, limit_mib = w.limit_mib, "sandbox over its disk limit; killing the task");
             over.store(used_mib, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || cgroup.kill_all()).await;
             return;

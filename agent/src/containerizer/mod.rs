@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use mezzo_proto::resources::Resources;
 pub use nix::sys::signal::Signal;
 
+pub use crate::cgroups::Usage;
 pub use linux::{LinuxConfig, LinuxContainerizer};
 pub use posix::PosixContainerizer;
 
@@ -121,6 +122,12 @@ pub trait Container: Send {
     /// Kills whatever is left of the container and releases its resources.
     /// Called once, after the task has ended.
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>>;
+
+    /// A feed of the container's resource usage, refreshed every second or
+    /// so, for containerizers that can measure it.
+    fn usage_feed(&self) -> Option<tokio::sync::watch::Receiver<Option<Usage>>> {
+        None
+    }
 
     /// The limit that ended the task, if one did; asked after `wait`.
     fn limitation(&mut self) -> BoxFuture<'_, Option<Limitation>> {

@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{StatusReport, TaskKey, agent_status};
-use crate::containerizer::{CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
+use crate::containerizer::{
+    CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
+};
 use crate::metrics::Metrics;
 
 /// What a supervisor needs to run one task.
@@ -41,6 +43,7 @@ pub struct SupervisorSpec {
 pub struct SupervisorHandle {
     kill: mpsc::Sender<Option<Duration>>,
     join: JoinHandle<()>,
+    usage: tokio::sync::watch::Receiver<Option<Usage>>,
 }
 
 impl SupervisorHandle {
@@ -52,6 +55,11 @@ impl SupervisorHandle {
 
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
+    }
+
+    /// The container's latest measured usage, if its containerizer measures.
+    pub fn usage(&self) -> Option<Usage> {
+        *self.usage.borrow()
     }
 }
 
@@ -66,17 +74,19 @@ pub fn spawn(
     adopted: Option<Box<dyn Container>>,
 ) -> SupervisorHandle {
     let (kill, kill_rx) = mpsc::channel(1);
+    let (usage_tx, usage) = tokio::sync::watch::channel(None);
     let sup = Supervisor {
         spec,
         reports,
         kill_rx,
         metrics,
+        usage: usage_tx,
     };
     let join = match adopted {
         Some(container) => tokio::spawn(sup.adopt(container)),
         None => tokio::spawn(sup.run(containerizer)),
     };
-    SupervisorHandle { kill, join }
+    SupervisorHandle { kill, join, usage }
 }
 
 struct Supervisor {
@@ -84,6 +94,20 @@ struct Supervisor {
     reports: mpsc::Sender<StatusReport>,
     kill_rx: mpsc::Receiver<Option<Duration>>,
     metrics: Metrics,
+    usage: tokio::sync::watch::Sender<Option<Usage>>,
+}
+
+/// Copies a container's usage feed into the supervisor's own, until the
+/// container goes away.
+fn forward_usage(container: &dyn Container, to: &tokio::sync::watch::Sender<Option<Usage>>) {
+    let Some(mut feed) = container.usage_feed() else { return };
+    let to = to.clone();
+    tokio::spawn(async move {
+        while feed.changed().await.is_ok() {
+            let u = *feed.borrow();
+            to.send_replace(u);
+        }
+    });
 }
 
 impl Supervisor {
@@ -115,8 +139,11 @@ impl Supervisor {
         let dir = self.spec.run_dir.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            crate::paths::write_atomic(&dir.join(crate::paths::TASK_CHECKPOINT), &prost::Message::encode_to_vec(&run))
-                .map_err(|e| e.to_string())
+            crate::paths::write_atomic(
+                &dir.join(crate::paths::TASK_CHECKPOINT),
+                &prost::Message::encode_to_vec(&run),
+            )
+            .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -125,6 +152,7 @@ impl Supervisor {
     /// Watches a container that was already running when the agent started.
     async fn adopt(mut self, mut container: Box<dyn Container>) {
         tracing::info!(task = %self.spec.key, pid = container.pid(), "watching a recovered container");
+        forward_usage(container.as_ref(), &self.usage);
         self.watch(container.as_mut()).await;
         if let Err(e) = container.cleanup().await {
             tracing::warn!(task = %self.spec.key, "container cleanup failed: {e}");
@@ -147,7 +175,13 @@ impl Supervisor {
         if let Err(e) = self.checkpoint().await {
             tracing::error!(task = %self.spec.key, "cannot checkpoint the task; not launching it: {e}");
             let message = format!("the agent cannot checkpoint the task: {e}");
-            self.report(TaskState::Failed, StatusReason::ReasonContainerLaunchFailed, message, None).await;
+            self.report(
+                TaskState::Failed,
+                StatusReason::ReasonContainerLaunchFailed,
+                message,
+                None,
+            )
+            .await;
             return;
         }
         if self.kill_rx.try_recv().is_ok() {
@@ -177,6 +211,7 @@ impl Supervisor {
             }
         };
         self.metrics.tasks_launched.inc();
+        forward_usage(container.as_ref(), &self.usage);
 
         if let Ok(grace) = self.kill_rx.try_recv() {
             // The kill arrived while the container was being launched.

@@ -31,6 +31,8 @@ pub struct TaskView {
     pub info: v1::TaskInfo,
     pub state: TaskState,
     pub sandbox: PathBuf,
+    /// Latest measured usage of its container (isolated tasks only).
+    pub usage: Option<crate::containerizer::Usage>,
 }
 
 #[derive(Debug)]
@@ -302,6 +304,7 @@ impl Table {
                         info: e.info.clone(),
                         state: e.state,
                         sandbox: e.sandbox.clone(),
+                        usage: e.supervisor.as_ref().and_then(|s| s.usage()),
                     })
                     .collect();
                 let _ = reply.send(views);
