@@ -444,20 +444,22 @@ pub fn remove_cgroups(parent: &str) {
             .filter(|p| p.is_dir())
             .collect();
         for cg in children.iter().chain(std::iter::once(&dir)) {
-            for _ in 0..50 {
+            // Kill what is inside, then remove it; the kernel releases a
+            // cgroup a little after its last process dies (EBUSY meanwhile).
+            for _ in 0..300 {
                 let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
                 let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
-                if pids.is_empty() {
+                if !pids.is_empty() {
+                    // A frozen cgroup would hold its processes: thaw it first.
+                    let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
+                    for p in pids {
+                        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                    }
+                } else if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
                     break;
-                }
-                // A frozen cgroup would hold its processes: thaw it first.
-                let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
-                for p in pids {
-                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = std::fs::remove_dir(cg);
         }
     }
 }

@@ -325,3 +325,47 @@ async fn isolated_network_has_only_loopback() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// A sandbox that outgrows the task's disk resource ends the task FAILED
+/// with the disk-limit reason; stdout past its size limit is rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_limit_and_log_rotation() -> Result<()> {
+    let c = Cluster::start(spec(&["--disk-check-interval", "500ms", "--log-max-mib", "1"])).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "disk", None).await?;
+        let o = ev.offer().await?;
+        let hog = task(
+            "filler",
+            "cpus:0.1;mem:64;disk:5",
+            "head -c 20000000 /dev/zero > blob; sleep 30",
+        )?;
+        let chatty = task(
+            "chatty",
+            "cpus:0.1;mem:64;disk:100",
+            "head -c 3000000 /dev/zero | tr '\\0' x; sleep 30",
+        )?;
+        s.accept(vec![o.offer_id], vec![hog, chatty], None).await?;
+        let st = ev
+            .update("filler", Duration::from_secs(15), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Failed), "{st:?}");
+        ensure!(
+            st.reason == v1::StatusReason::ReasonContainerLimitationDisk as i32,
+            "reason: {st:?}"
+        );
+        let sandbox = c.dir.path().join("agent0").join("sandboxes").join(&fid).join("chatty");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sandbox.join("stdout.1").exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(sandbox.join("stdout.1").exists(), "stdout was not rotated");
+        let size = std::fs::metadata(sandbox.join("stdout"))?.len();
+        ensure!(size < 1024 * 1024, "stdout is still {size} bytes after rotation");
+        s.kill("chatty", Some(Duration::from_millis(100))).await?;
+        ev.update("chatty", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -77,25 +77,48 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut next = 0;
     let mut leader_hint: Option<String> = None;
+    let mut failed_in_round = 0usize;
+    let mut followed = false;
     loop {
         let addr = leader_hint.take().unwrap_or_else(|| {
             let addr = deps.masters[next % deps.masters.len()].clone();
             next += 1;
             addr
         });
-        match session(&deps, &addr, &mut backoff).await {
-            Ok(()) => tracing::info!(master = %addr, "master closed the connection"),
+        // How long to wait before the next attempt: follow a redirect at
+        // once (once in a row), try the rest of the list quickly, and back
+        // off only after a whole round failed.
+        let pause = match session(&deps, &addr, &mut backoff).await {
+            Ok(()) => {
+                tracing::info!(master = %addr, "master closed the connection");
+                failed_in_round = 0;
+                followed = false;
+                Some(Duration::from_millis(50))
+            }
             Err(Ended::Fatal(e)) => return Err(e),
             Err(Ended::NotLeader { leader }) => {
                 tracing::info!(master = %addr, %leader, "not the leader; following");
                 leader_hint = Some(leader);
+                let at_once = !followed;
+                followed = true;
+                at_once.then_some(Duration::ZERO)
             }
-            Err(Ended::Failed(why)) => tracing::warn!(master = %addr, "{why}"),
-        }
+            Err(Ended::Failed(why)) => {
+                tracing::warn!(master = %addr, "{why}");
+                followed = false;
+                failed_in_round += 1;
+                if failed_in_round < deps.masters.len() {
+                    Some(Duration::from_millis(50))
+                } else {
+                    failed_in_round = 0;
+                    None
+                }
+            }
+        };
         deps.metrics.connected.set(0);
         deps.master.send_replace(None);
         deps.status.disconnected().await?;
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::time::sleep(pause.unwrap_or_else(|| backoff.next_delay())).await;
     }
 }
 
@@ -136,7 +159,7 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result
 
     let known_id = deps.agent_id.borrow().clone();
     let tasks = match known_id {
-        Some(_) => deps.table.snapshot().await?,
+        Some(_) => deps.table.reregistration().await?,
         None => Vec::new(),
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);

@@ -45,6 +45,8 @@ enum TableCmd {
     },
     ShutdownFramework(String),
     Snapshot(oneshot::Sender<Vec<TaskView>>),
+    /// Live tasks plus the recently completed ones (see `Table::completed`).
+    Reregistration(oneshot::Sender<Vec<TaskView>>),
 }
 
 /// Cloneable handle on the task table.
@@ -78,6 +80,15 @@ impl TableHandle {
         self.send(TableCmd::ShutdownFramework(framework_id)).await
     }
 
+    /// What a re-registration reports: every live task and the recently
+    /// completed ones, so that a new leader can answer reconciliation of a
+    /// task that finished before the failover with its true end.
+    pub async fn reregistration(&self) -> Result<Vec<TaskView>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Reregistration(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
     pub async fn snapshot(&self) -> Result<Vec<TaskView>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(TableCmd::Snapshot(tx)).await?;
@@ -103,9 +114,14 @@ struct Entry {
     supervisor: Option<SupervisorHandle>,
 }
 
+/// Completed tasks remembered after their last update was acknowledged.
+const COMPLETED_KEPT: usize = 1000;
+
 struct Table {
     deps: TableDeps,
     tasks: BTreeMap<TaskKey, Entry>,
+    /// Recently completed tasks (newest last), reported on re-registration.
+    completed: std::collections::VecDeque<TaskView>,
     reports_tx: mpsc::Sender<StatusReport>,
 }
 
@@ -119,6 +135,7 @@ pub async fn start(
     let mut table = Table {
         deps,
         tasks: BTreeMap::new(),
+        completed: std::collections::VecDeque::new(),
         reports_tx,
     };
     table.recover(recovered).await?;
@@ -295,22 +312,29 @@ impl Table {
                     }
                 }
             }
-            TableCmd::Snapshot(reply) => {
-                let views = self
-                    .tasks
-                    .iter()
-                    .map(|(key, e)| TaskView {
-                        key: key.clone(),
-                        info: e.info.clone(),
-                        state: e.state,
-                        sandbox: e.sandbox.clone(),
-                        usage: e.supervisor.as_ref().and_then(|s| s.usage()),
-                    })
-                    .collect();
+            TableCmd::Reregistration(reply) => {
+                let mut views: Vec<TaskView> = self.completed.iter().cloned().collect();
+                views.extend(self.views());
                 let _ = reply.send(views);
+            }
+            TableCmd::Snapshot(reply) => {
+                let _ = reply.send(self.views());
             }
         }
         Ok(())
+    }
+
+    fn views(&self) -> Vec<TaskView> {
+        self.tasks
+            .iter()
+            .map(|(key, e)| TaskView {
+                key: key.clone(),
+                info: e.info.clone(),
+                state: e.state,
+                sandbox: e.sandbox.clone(),
+                usage: e.supervisor.as_ref().and_then(|s| s.usage()),
+            })
+            .collect()
     }
 
     fn on_run(&mut self, run: v1::RunTask) {
@@ -417,6 +441,16 @@ impl Table {
         }
         if let Some(entry) = self.tasks.remove(&key) {
             self.deps.metrics.task_state(entry.state).dec();
+            self.completed.push_back(TaskView {
+                key: key.clone(),
+                info: entry.info.clone(),
+                state: entry.state,
+                sandbox: entry.sandbox.clone(),
+                usage: None,
+            });
+            if self.completed.len() > COMPLETED_KEPT {
+                self.completed.pop_front();
+            }
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);

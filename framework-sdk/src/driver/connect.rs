@@ -94,6 +94,11 @@ impl Masters {
             .or_else(|| self.list.get(self.next).map(String::as_str))
     }
 
+    /// Number of configured masters.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len().max(1)
+    }
+
     /// The current address failed: forget the hint, or move down the list.
     pub(crate) fn failed(&mut self) {
         if self.hint.take().is_none() && !self.list.is_empty() {

@@ -25,7 +25,10 @@ use crate::event::Event;
 
 /// A session that lasted this long was healthy: the next reconnection
 /// starts again from the smallest backoff.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
+const STABLE_SESSION: Duration = Duration::from_secs(1);
+/// Pause before trying the next master of the list after one failed (a
+/// full round of failures backs off instead).
+const NEXT_MASTER: Duration = Duration::from_millis(50);
 /// Silence tolerated when the master announces no heartbeat interval.
 const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(45);
 /// The master is declared dead after this many missed heartbeats...
@@ -120,6 +123,7 @@ struct Driver {
 impl Driver {
     async fn run(&mut self) {
         let mut redirected = false;
+        let mut failed_in_round = 0usize;
         loop {
             let Some(addr) = self.masters.current().map(str::to_owned) else {
                 self.emit(Event::Error {
@@ -133,6 +137,7 @@ impl Driver {
             redirected = matches!(attempt, Attempt::Redirect(_));
             match attempt {
                 Attempt::Subscribed(live) => {
+                    failed_in_round = 0;
                     let began = Instant::now();
                     match self.serve(live).await {
                         Outcome::Fatal(message) => return self.fail(message).await,
@@ -153,6 +158,14 @@ impl Driver {
                 Attempt::Retry(why) => {
                     warn!(master = %addr, %why, "subscription failed");
                     self.masters.failed();
+                    failed_in_round += 1;
+                    // Try the rest of the list quickly (a dead master refuses
+                    // at once); back off once all of them failed.
+                    if failed_in_round < self.masters.len() {
+                        tokio::time::sleep(NEXT_MASTER).await;
+                        continue;
+                    }
+                    failed_in_round = 0;
                 }
                 Attempt::Fatal(message) => return self.fail(message).await,
             }

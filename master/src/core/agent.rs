@@ -169,6 +169,35 @@ impl Master {
                         self.set_task_state(&fid, &tid, rt.state, None);
                     }
                 }
+                None if rt.state.is_terminal() && rt.state != TaskState::Unreachable => {
+                    // Ended before this leader knew it (the agent remembers
+                    // recent ends): remember it as completed, so that
+                    // reconciliation answers with its true end.
+                    let fw = self.frameworks.get_mut(&fid).map(|f| {
+                        f.completed_ids.insert(tid.clone());
+                        f
+                    });
+                    if let Some(fw) = fw {
+                        fw.completed.push_back(Task {
+                            id: tid.clone(),
+                            framework_id: fid.clone(),
+                            agent_id: agent_id.clone(),
+                            resources: rt.resources,
+                            info: rt.info,
+                            state: rt.state,
+                            last_status: None,
+                            unacked: None,
+                            launched_at: unix_now(),
+                        });
+                        let limit = self.cfg.completed_tasks_per_framework;
+                        while fw.completed.len() > limit {
+                            if let Some(old) = fw.completed.pop_front() {
+                                fw.completed_ids.remove(&old.id);
+                            }
+                        }
+                    }
+                    seen.insert((fid, tid));
+                }
                 None => {
                     if !rt.state.is_terminal() {
                         fw.allocated.add(&rt.resources);

@@ -159,10 +159,22 @@ impl Master {
         fw.disconnected_at = Some(now);
         tracing::info!(framework = %id, "framework disconnected");
         self.rescind_framework_offers(&id, false);
-        self.check_failovers(now);
+        // A framework with no failover timeout goes at once; the others are
+        // left to the periodic check (no scan of every framework here).
+        if fw_timeout_is_zero(self.frameworks.get(&id)) {
+            if let Some(fw) = self.frameworks.get_mut(&id) {
+                fw.disconnected_at = None;
+            }
+            self.emit(Effect::Propose(RegistryOp::RemoveFramework { id }));
+        }
     }
 
     pub(crate) fn check_failovers(&mut self, now: Instant) {
+        // Once a second is enough for timeouts given in seconds.
+        if now.duration_since(self.last_failover_check) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_failover_check = now;
         let expired: Vec<FrameworkId> = self
             .frameworks
             .values()
@@ -228,4 +240,8 @@ impl Master {
         self.allocation_needed = true;
         tracing::info!(framework = %id, "framework removed");
     }
+}
+
+fn fw_timeout_is_zero(fw: Option<&Framework>) -> bool {
+    fw.is_some_and(|f| f.info.failover_timeout_secs <= 0.0)
 }

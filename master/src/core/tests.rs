@@ -542,3 +542,27 @@ fn explicit_reconciliation_of_unknown_tasks() {
         Some(v1::TaskState::TaskUnknown as i32)
     );
 }
+
+/// After a failover, a task that ended before the new leader knew it is
+/// reported by its agent as completed, and reconciliation answers with its
+/// true end rather than LOST.
+#[test]
+fn completed_tasks_reported_on_reregistration_reconcile_truthfully() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let a = s.agent(AGENT_CONN, "cpus:1;mem:256");
+    reregister(
+        &mut s,
+        AGENT_CONN + 1,
+        &a,
+        vec![(f.clone(), "done", TaskState::Finished)],
+    );
+    let done = TaskId::parse("done").expect("id");
+    s.m.reconcile(&f, &[(done, Some(a))]).expect("reconcile");
+    s.run();
+    assert_eq!(
+        s.updates().pop().map(|u| u.state),
+        Some(v1::TaskState::TaskFinished as i32)
+    );
+    assert!(s.m.view(true).tasks.is_empty());
+}

@@ -469,7 +469,10 @@ impl Node {
         if !rd.entries().is_empty() || rd.hs().is_some() {
             let entries = rd.take_entries();
             let hs = rd.hs().cloned();
-            self.raw.mut_store().append(&entries, hs.as_ref())?;
+            // Only new entries or a new term/vote need an fsync; a hard
+            // state whose only change is the commit index does not.
+            let sync = rd.must_sync();
+            self.raw.mut_store().append(&entries, hs.as_ref(), sync)?;
         }
         if !rd.persisted_messages().is_empty() {
             let msgs = rd.take_persisted_messages();

@@ -480,7 +480,12 @@ impl RaftStorage {
     /// prefix, or leaving a gap after the last entry) this returns
     /// [`RaftStorageError::Invalid`] and writes nothing; non-contiguous
     /// `entries` are refused the same way.
-    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), RaftStorageError> {
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), RaftStorageError> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
@@ -523,7 +528,7 @@ impl RaftStorage {
             };
             self.write_mark(lowered)?;
         }
-        self.write(&mut batch, true)?;
+        self.write(&mut batch, sync || !entries.is_empty())?;
         if let Some(first) = entries.first() {
             self.terms.truncate((first.index - self.first()) as usize);
             self.terms.extend(entries.iter().map(|e| e.term));
@@ -886,7 +891,7 @@ mod tests {
         let mut s = RaftStorage::open(dir).unwrap();
         s.apply_snapshot(new_snapshot(2, 2, vec![1], b"")).unwrap();
         let ents: Vec<Entry> = (3..=last).map(|i| new_entry(i, i)).collect();
-        s.append(&ents, None).unwrap();
+        s.append(&ents, None, true).unwrap();
         s
     }
 
@@ -968,7 +973,7 @@ mod tests {
 
         let mut s = storage_3_to(5, &tmp.path().join("log"));
         assert_eq!((s.first_index(), s.last_index()), (Ok(3), Ok(5)));
-        s.append(&[new_entry(6, 5)], None).unwrap();
+        s.append(&[new_entry(6, 5)], None, true).unwrap();
         assert_eq!(s.last_index(), Ok(6));
         s.compact(3, voters(&[1]), b"state@3".to_vec()).unwrap();
         assert_eq!((s.first_index(), s.last_index()), (Ok(4), Ok(6)));
@@ -1008,7 +1013,7 @@ mod tests {
             assert_eq!(data, format!("state@{idx}").into_bytes());
             assert!(s.hard_state().commit >= idx, "commit raised to the snapshot index");
             // appending continues after the compacted prefix
-            s.append(&[new_entry(6, 6)], None).unwrap();
+            s.append(&[new_entry(6, 6)], None, true).unwrap();
             assert_eq!(s.last_index(), Ok(6));
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -1043,7 +1048,7 @@ mod tests {
         for (i, (ents, want)) in cases.into_iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
             let mut s = storage_3_to(5, tmp.path());
-            let res = s.append(&ents, None);
+            let res = s.append(&ents, None, true);
             match want {
                 Some(want) => {
                     res.unwrap();
@@ -1083,7 +1088,7 @@ mod tests {
             let ents: Vec<Entry> = (1..=6)
                 .map(|i| entry_with_data(i, 1 + i / 3, vec![i as u8; 10]))
                 .collect();
-            s.append(&ents, Some(&hs)).unwrap();
+            s.append(&ents, Some(&hs), true).unwrap();
             s.set_conf_state(voters(&[1, 2, 3, 4])).unwrap();
             s.compact(2, voters(&[1, 2, 3]), b"state@2".to_vec()).unwrap();
             s.set_commit(5).unwrap();
@@ -1151,7 +1156,7 @@ mod tests {
         let mut hs = HardState::default();
         hs.term = 2;
         hs.commit = 3;
-        s.append(&(1..=8).map(|i| new_entry(i, 2)).collect::<Vec<_>>(), Some(&hs))
+        s.append(&(1..=8).map(|i| new_entry(i, 2)).collect::<Vec<_>>(), Some(&hs), true)
             .unwrap();
 
         // a snapshot behind the log end still drops the whole log
@@ -1169,7 +1174,7 @@ mod tests {
         assert_eq!((s.first_index(), s.last_index()), (Ok(21), Ok(20)));
         let err = s.apply_snapshot(new_snapshot(20, 5, vec![1], b"")).unwrap_err();
         assert!(err.to_string().contains("out of date"), "{err}");
-        s.append(&[new_entry(21, 5), new_entry(22, 5)], None).unwrap();
+        s.append(&[new_entry(21, 5), new_entry(22, 5)], None, true).unwrap();
 
         drop(s);
         let s = RaftStorage::open(tmp.path()).unwrap();
@@ -1216,6 +1221,7 @@ mod tests {
                     entry_with_data(2, 1, vec![byte; 32]),
                 ],
                 None,
+                true,
             )
             .unwrap();
             s
@@ -1252,8 +1258,8 @@ mod tests {
         let mut s = RaftStorage::open(dir).unwrap();
         s.bootstrap(&[1], b"init".to_vec()).unwrap();
         let ents: Vec<Entry> = (1..=64).map(|i| entry_with_data(i, 1, noise(1024, i))).collect();
-        s.append(&ents[..32], None).unwrap();
-        s.append(&ents[32..], None).unwrap();
+        s.append(&ents[..32], None, true).unwrap();
+        s.append(&ents[32..], None, true).unwrap();
         drop(s);
         let files = raftlog_files(dir);
         assert!(!files.is_empty(), "no *.raftlog in {}", dir.display());
@@ -1336,7 +1342,7 @@ mod tests {
             let ents: Vec<Entry> = (next..next + 8)
                 .map(|i| entry_with_data(i, 1, noise(2048, i)))
                 .collect();
-            s.append(&ents, None).unwrap();
+            s.append(&ents, None, true).unwrap();
             next += 8;
         }
         let before = s.engine.get_used_size();
