@@ -73,6 +73,19 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the
 /// new content: write a temporary file, fsync it, rename it over `path`,
 /// fsync the directory.
+/// Writes `bytes` to `path` so that a reader sees the old or the new
+/// contents, never a mix (tmp + rename), without waiting for the disk.
+///
+/// For records that only have to outlive the agent *process*: what they
+/// describe (a running container) does not outlive a machine crash either,
+/// and the page cache survives the process. A torn file after a crash is
+/// read as unreadable and skipped.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let tmp = with_suffix(path, ".tmp");
+    std::fs::write(&tmp, bytes).map_err(AgentError::io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(AgentError::io("rename into place", path))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = with_suffix(path, ".tmp");
     let mut file = OpenOptions::new()

@@ -355,7 +355,14 @@ async fn disk_limit_and_log_rotation() -> Result<()> {
         );
         let sandbox = c.dir.path().join("agent0").join("sandboxes").join(&fid).join("chatty");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sandbox.join("stdout.1").exists() && Instant::now() < deadline {
+        let rotated = || {
+            sandbox.join("stdout.1").exists()
+                && std::fs::metadata(sandbox.join("stdout"))
+                    .map(|m| m.len())
+                    .unwrap_or(u64::MAX)
+                    < 1024 * 1024
+        };
+        while !rotated() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         ensure!(sandbox.join("stdout.1").exists(), "stdout was not rotated");

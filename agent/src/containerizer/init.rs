@@ -311,21 +311,18 @@ fn write_exit(run_dir: &Path, record: &ExitRecord) -> Result<(), InitError> {
     write_atomic(&path, &json).map_err(|source| InitError::Write { path, source })
 }
 
-/// tmp + fsync + rename + fsync of the directory: a reader sees the old
-/// state or the whole new file, also after a crash.
+/// tmp + rename: a reader sees the old state or the whole new file. No
+/// fsync: these records (pids, the exit status) only have to outlive the
+/// agent process, and the container they describe does not outlive a
+/// machine crash; a torn file after one reads as missing.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or(OsStr::new("file")).to_owned();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    fs::rename(&tmp, path)
 }
 
 /// Best effort: the message goes where the user looks for the task's errors.

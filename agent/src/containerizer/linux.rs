@@ -181,7 +181,7 @@ impl LinuxContainerizer {
             disk_limit_mib: spec.resources.disk.0,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = crate::paths::write_atomic(&spec.run_dir.join("container.json"), &bytes) {
+        if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
             tracing::warn!(container = %spec.id, "cannot record the container: {e}");
         }
         tracing::debug!(container = %spec.id, supervisor_pid, "launched");
@@ -241,18 +241,7 @@ fn argv(spec: &ContainerSpec) -> Result<Vec<String>, ContainerError> {
     Ok(match &spec.command {
         CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
         CommandSpec::Exec { program, args } => {
-            let path_env = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-            let resolved = if program.contains('/') {
-                PathBuf::from(program)
-            } else {
-                which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
-                    program: program.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("not found in the task's PATH: {e}"),
-                    ),
-                })?
-            };
+            let resolved = super::resolve_program(spec, program)?;
             std::iter::once(resolved.display().to_string())
                 .chain(args.iter().cloned())
                 .collect()

@@ -134,3 +134,20 @@ pub trait Container: Send {
         Box::pin(async { None })
     }
 }
+
+/// `program` as an absolute path, looked up in the task's own `PATH` when it
+/// has no `/`: with an absolute path std starts it with `posix_spawn`, and
+/// an init can exec it directly.
+pub(crate) fn resolve_program(spec: &ContainerSpec, program: &str) -> Result<PathBuf, ContainerError> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path_env = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
+        program: program.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("not found in the task's PATH: {e}"),
+        ),
+    })
+}

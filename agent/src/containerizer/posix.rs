@@ -46,7 +46,7 @@ impl PosixContainerizer {
     }
 
     async fn launch_posix(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
-        if let Some(user) = spec.user.filter(|u| *u != self.agent_user) {
+        if let Some(user) = spec.user.clone().filter(|u| *u != self.agent_user) {
             return Err(ContainerError::User {
                 user,
                 agent_user: self.agent_user.clone(),
@@ -74,18 +74,7 @@ impl PosixContainerizer {
                 // Resolve the program in the task's own PATH here: with an
                 // absolute path std can use posix_spawn instead of forking
                 // the whole agent (a fork copies its page tables per task).
-                let path_env = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-                let resolved = if program.contains('/') {
-                    program.into()
-                } else {
-                    which::which_in(program, path_env, &spec.sandbox).map_err(|e| ContainerError::Spawn {
-                        program: program.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            format!("not found in the task's PATH: {e}"),
-                        ),
-                    })?
-                };
+                let resolved = super::resolve_program(&spec, program)?;
                 let mut c = Command::new(resolved);
                 c.args(args);
                 (c, program.clone())
@@ -105,7 +94,7 @@ impl PosixContainerizer {
         let pid = child.id().unwrap_or_default();
         // Recorded so that a restarted agent can at least stop what it
         // cannot supervise any more (see `recover`).
-        if let Err(e) = crate::paths::write_atomic(&spec.run_dir.join("posix.pgid"), pid.to_string().as_bytes()) {
+        if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("posix.pgid"), pid.to_string().as_bytes()) {
             tracing::warn!(container = %spec.id, "cannot record the process group: {e}");
         }
         tracing::debug!(container = %spec.id, pid, "launched");

@@ -129,7 +129,8 @@ impl Supervisor {
             .unwrap_or(self.spec.default_kill_grace)
     }
 
-    /// Writes the task's `RunTask` to its run dir (durably).
+    /// Writes the task's `RunTask` to its run dir, where a restarted agent
+    /// finds it (see [`crate::paths::write_replace`] for why no fsync).
     async fn checkpoint(&self) -> Result<(), String> {
         let run = v1::RunTask {
             framework_id: self.spec.key.framework_id.to_string(),
@@ -139,7 +140,7 @@ impl Supervisor {
         let dir = self.spec.run_dir.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            crate::paths::write_atomic(
+            crate::paths::write_replace(
                 &dir.join(crate::paths::TASK_CHECKPOINT),
                 &prost::Message::encode_to_vec(&run),
             )

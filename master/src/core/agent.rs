@@ -44,6 +44,23 @@ pub struct AgentDescription {
     pub attributes: Vec<(String, String)>,
 }
 
+impl Task {
+    /// A task as its agent reported it when re-registering.
+    fn reported(agent_id: &AgentId, rt: ReportedTask) -> Task {
+        Task {
+            id: rt.task_id,
+            framework_id: rt.framework_id,
+            agent_id: agent_id.clone(),
+            resources: rt.resources,
+            info: rt.info,
+            state: rt.state,
+            last_status: None,
+            unacked: None,
+            launched_at: unix_now(),
+        }
+    }
+}
+
 pub(crate) fn agent_from_record(rec: &AgentRecord, now: Instant) -> Option<Agent> {
     let total = match Resources::parse(&rec.resources) {
         Ok(r) => r,
@@ -178,17 +195,7 @@ impl Master {
                         f
                     });
                     if let Some(fw) = fw {
-                        fw.completed.push_back(Task {
-                            id: tid.clone(),
-                            framework_id: fid.clone(),
-                            agent_id: agent_id.clone(),
-                            resources: rt.resources,
-                            info: rt.info,
-                            state: rt.state,
-                            last_status: None,
-                            unacked: None,
-                            launched_at: unix_now(),
-                        });
+                        fw.completed.push_back(Task::reported(agent_id, rt));
                         let limit = self.cfg.completed_tasks_per_framework;
                         while fw.completed.len() > limit {
                             if let Some(old) = fw.completed.pop_front() {
@@ -205,20 +212,7 @@ impl Master {
                             agent.used.add(&rt.resources);
                         }
                     }
-                    fw.tasks.insert(
-                        tid.clone(),
-                        Task {
-                            id: tid.clone(),
-                            framework_id: fid.clone(),
-                            agent_id: agent_id.clone(),
-                            resources: rt.resources,
-                            info: rt.info,
-                            state: rt.state,
-                            last_status: None,
-                            unacked: None,
-                            launched_at: unix_now(),
-                        },
-                    );
+                    fw.tasks.insert(tid.clone(), Task::reported(agent_id, rt));
                     if let Some(agent) = self.agents.get_mut(agent_id) {
                         agent.tasks.insert((fid.clone(), tid.clone()));
                     }
