@@ -178,21 +178,7 @@ impl Table {
                 };
                 match found {
                     Some(container) => {
-                        let spec = SupervisorSpec {
-                            key: key.clone(),
-                            task: task.clone(),
-                            agent_id: self.agent_id(),
-                            sandbox: sandbox.clone(),
-                            run_dir,
-                            default_kill_grace: self.deps.default_kill_grace,
-                        };
-                        let sup = supervisor::spawn(
-                            spec,
-                            self.deps.containerizer.clone(),
-                            self.reports_tx.clone(),
-                            self.deps.metrics.clone(),
-                            Some(container),
-                        );
+                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container));
                         supervisor = Some(sup);
                         state = TaskState::Running;
                     }
@@ -253,6 +239,32 @@ impl Table {
             );
         }
         Ok(())
+    }
+
+    /// Starts the supervisor of a task (launching it, or watching an
+    /// `adopted` container found again after a restart).
+    fn supervise(
+        &self,
+        key: &TaskKey,
+        task: &v1::TaskInfo,
+        agent_id: String,
+        adopted: Option<Box<dyn crate::containerizer::Container>>,
+    ) -> SupervisorHandle {
+        let spec = SupervisorSpec {
+            key: key.clone(),
+            task: task.clone(),
+            agent_id,
+            sandbox: paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id),
+            run_dir: paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id),
+            default_kill_grace: self.deps.default_kill_grace,
+        };
+        supervisor::spawn(
+            spec,
+            self.deps.containerizer.clone(),
+            self.reports_tx.clone(),
+            self.deps.metrics.clone(),
+            adopted,
+        )
     }
 
     /// Every readable task checkpoint.
@@ -354,28 +366,13 @@ impl Table {
             return;
         }
         let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-        let run_dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
         let mut agent_id = self.agent_id();
         if agent_id.is_empty() {
             agent_id = task.agent_id.clone();
         }
-        let spec = SupervisorSpec {
-            key: key.clone(),
-            task: task.clone(),
-            agent_id,
-            sandbox: sandbox.clone(),
-            run_dir,
-            default_kill_grace: self.deps.default_kill_grace,
-        };
         // The supervisor checkpoints the task before launching it (off this
-        // actor, so launches do not queue behind each other's fsyncs).
-        let sup = supervisor::spawn(
-            spec,
-            self.deps.containerizer.clone(),
-            self.reports_tx.clone(),
-            self.deps.metrics.clone(),
-            None,
-        );
+        // actor, so launches do not queue behind each other's writes).
+        let sup = self.supervise(&key, &task, agent_id, None);
         tracing::info!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
