@@ -190,13 +190,10 @@ impl Master {
                     // Ended before this leader knew it (the agent remembers
                     // recent ends): remember it as completed, so that
                     // reconciliation answers with its true end.
-                    let fw = self.frameworks.get_mut(&fid).map(|f| {
-                        f.completed_ids.insert(tid.clone());
-                        f
-                    });
-                    if let Some(fw) = fw {
+                    let limit = self.cfg.completed_tasks_per_framework;
+                    if let Some(fw) = self.frameworks.get_mut(&fid) {
+                        fw.completed_ids.insert(tid.clone());
                         fw.completed.push_back(Task::reported(agent_id, rt));
-                        let limit = self.cfg.completed_tasks_per_framework;
                         while fw.completed.len() > limit {
                             if let Some(old) = fw.completed.pop_front() {
                                 fw.completed_ids.remove(&old.id);
