@@ -17,6 +17,9 @@ use mezzo_proto::v1::raft_transport_server::RaftTransport;
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 const BATCH_MESSAGES: usize = 512;
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Batches queued on one peer's stream before new ones are dropped (Raft
+/// resends what is lost).
+const STREAM_QUEUE: usize = 256;
 
 /// The receiving side, served by every master.
 #[derive(Debug, Clone)]
@@ -33,17 +36,30 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn send(&self, req: Request<v1::RaftBatch>) -> Result<Response<v1::RaftAck>, Status> {
-        let batch = req.into_inner();
+        self.deliver(req.into_inner()).await?;
+        Ok(Response::new(v1::RaftAck {}))
+    }
+
+    async fn stream(&self, req: Request<tonic::Streaming<v1::RaftBatch>>) -> Result<Response<v1::RaftAck>, Status> {
+        let mut inbound = req.into_inner();
+        while let Some(batch) = inbound.message().await? {
+            self.deliver(batch).await?;
+        }
+        Ok(Response::new(v1::RaftAck {}))
+    }
+}
+
+impl RaftService {
+    /// Checks a batch (addressed to this master, from a member, decodable,
+    /// each message matching the batch's ends) and hands it to the node.
+    async fn deliver(&self, batch: v1::RaftBatch) -> Result<(), Status> {
         let me = self.node.id();
         if batch.to != me {
-            return Err(Status::failed_precondition(format!(
-                "raft batch for master {} reached master {me}",
-                batch.to
-            )));
+            return Err(Status::failed_precondition(format!("raft batch for master {} reached master {me}", batch.to)));
         }
         if !self.node.members().contains_key(&batch.from) {
-            // (A member this master has not yet learned of would be refused
-            // too; it catches up once the leader's log reaches it.)
+            // (A member this master has not yet learned of is refused too;
+            // it catches up once the leader's log reaches it.)
             return Err(Status::permission_denied(format!(
                 "raft batch from {}, which is not a member of this group",
                 batch.from
@@ -64,7 +80,7 @@ impl RaftTransport for RaftService {
         if !self.node.deliver(msgs).await {
             return Err(Status::unavailable("raft node stopped"));
         }
-        Ok(Response::new(v1::RaftAck {}))
+        Ok(())
     }
 }
 
@@ -88,6 +104,7 @@ pub(crate) async fn peer_sender(
     let mut client = RaftTransportClient::new(endpoint.connect_lazy())
         .max_encoding_message_size(MAX_BATCH_BYTES)
         .max_decoding_message_size(MAX_BATCH_BYTES);
+    let mut stream: Option<mpsc::Sender<v1::RaftBatch>> = None;
     while let Some(first) = rx.recv().await {
         let mut bytes = protobuf::Message::compute_size(&first) as usize;
         let mut batch = vec![first];
@@ -113,8 +130,17 @@ pub(crate) async fn peer_sender(
         } else {
             SEND_TIMEOUT * 15
         };
-        let ok = matches!(tokio::time::timeout(limit, client.send(req)).await, Ok(Ok(_)));
+        let ok = if snapshots.is_empty() {
+            // The normal path: onto the open stream (opened on demand).
+            if stream.as_ref().is_none_or(|tx| tx.is_closed()) {
+                stream = Some(open_stream(&client));
+            }
+            stream.as_ref().is_some_and(|tx| tx.try_send(req).is_ok())
+        } else {
+            matches!(tokio::time::timeout(limit, client.send(req)).await, Ok(Ok(_)))
+        };
         if !ok {
+            stream = None;
             tracing::debug!(to, %addr, "raft batch not delivered");
             let _ = node.try_send(NodeCmd::Unreachable(to));
         }
@@ -122,4 +148,18 @@ pub(crate) async fn peer_sender(
             let _ = node.try_send(NodeCmd::SnapshotSent { to, ok });
         }
     }
+}
+
+/// Opens a `Stream` call to the peer; batches go into the returned sender.
+/// When the call ends (the peer or the connection went away), the sender
+/// reports closed and the next batch opens a new call.
+fn open_stream(client: &RaftTransportClient<tonic::transport::Channel>) -> mpsc::Sender<v1::RaftBatch> {
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let mut client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+            tracing::debug!(error = %e, "raft stream ended");
+        }
+    });
+    tx
 }
