@@ -55,7 +55,10 @@ impl RaftService {
     async fn deliver(&self, batch: v1::RaftBatch) -> Result<(), Status> {
         let me = self.node.id();
         if batch.to != me {
-            return Err(Status::failed_precondition(format!("raft batch for master {} reached master {me}", batch.to)));
+            return Err(Status::failed_precondition(format!(
+                "raft batch for master {} reached master {me}",
+                batch.to
+            )));
         }
         if !self.node.members().contains_key(&batch.from) {
             // (A member this master has not yet learned of is refused too;
