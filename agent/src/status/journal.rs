@@ -117,12 +117,15 @@ impl Journal {
         Ok((journal, records))
     }
 
-    /// Appends already-encoded records and makes them durable.
-    pub fn append(&mut self, bytes: &[u8], count: usize) -> Result<(), AgentError> {
+    /// Appends already-encoded records; with `sync`, makes them (and all
+    /// earlier ones) durable.
+    pub fn append(&mut self, bytes: &[u8], count: usize, sync: bool) -> Result<(), AgentError> {
         self.file
             .write_all(bytes)
             .map_err(AgentError::io("append to", &self.path))?;
-        self.file.sync_data().map_err(AgentError::io("fsync", &self.path))?;
+        if sync {
+            self.file.sync_data().map_err(AgentError::io("fsync", &self.path))?;
+        }
         self.records += count;
         Ok(())
     }

@@ -146,6 +146,10 @@ impl Manager {
         let mut to_send: HashSet<TaskKey> = HashSet::new();
         let mut replies = Vec::new();
         let mut send_all = false;
+        // Only new updates need the fsync before they are sent. A lost ack
+        // record only makes a restarted agent resend an update that was
+        // already acknowledged, which at-least-once delivery allows.
+        let mut sync = false;
 
         // Change the queues in memory; nothing leaves before the fsync below.
         for cmd in batch {
@@ -154,6 +158,7 @@ impl Manager {
                     let update = self.stamp(&key, status);
                     Record::Update(update.clone()).encode(&mut bytes);
                     count += 1;
+                    sync = true;
                     let queue = self.queue(key.clone());
                     queue.updates.push_back(update);
                     if queue.updates.len() == 1 {
@@ -183,7 +188,7 @@ impl Manager {
         }
 
         if count > 0 {
-            self.write(bytes, count).await?;
+            self.write(bytes, count, sync).await?;
         }
         let pending = self.pending();
         self.metrics.pending_updates.set(pending as i64);
@@ -248,12 +253,12 @@ impl Manager {
         Some(None)
     }
 
-    async fn write(&mut self, bytes: Vec<u8>, count: usize) -> Result<(), AgentError> {
+    async fn write(&mut self, bytes: Vec<u8>, count: usize, sync: bool) -> Result<(), AgentError> {
         let Some(mut journal) = self.journal.take() else {
             return Err(AgentError::ActorStopped("status journal"));
         };
         let (journal, result) = tokio::task::spawn_blocking(move || {
-            let r = journal.append(&bytes, count);
+            let r = journal.append(&bytes, count, sync);
             (journal, r)
         })
         .await

@@ -373,7 +373,7 @@ impl Table {
         // The supervisor checkpoints the task before launching it (off this
         // actor, so launches do not queue behind each other's writes).
         let sup = self.supervise(&key, &task, agent_id, None);
-        tracing::info!(task = %key, "launching");
+        tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
             key,
