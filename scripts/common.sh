@@ -46,21 +46,14 @@ start_agent() {
   wait_line "$dir/$name.out"
 }
 
-# wait_agents_active MASTER N: waits until N agents are active.
-wait_agents_active() {
-  for _ in $(seq 1 400); do
-    n=$("$MEZZO" status --master "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(sum(a["status"] == "active" for a in json.load(sys.stdin)["agents"]))' 2>/dev/null || echo 0)
-    [ "$n" -ge "$2" ] && return 0
-    sleep 0.05
-  done
-  echo "agents did not become active" >&2
-  return 1
-}
-
-# wait_agents MASTER N: waits until N agents are registered.
+# wait_agents MASTER N [active]: waits until N agents are registered (with
+# "active": until N are active, not counting disconnected ones).
 wait_agents() {
-  for _ in $(seq 1 200); do
-    n=$("$MEZZO" status --master "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["agents"]))' 2>/dev/null || echo 0)
+  local count='len(agents)'
+  [ "${3:-}" = active ] && count='sum(a["status"] == "active" for a in agents)'
+  for _ in $(seq 1 400); do
+    n=$("$MEZZO" status --master "$1" --json 2>/dev/null |
+      python3 -c "import json,sys; agents = json.load(sys.stdin)['agents']; print($count)" 2>/dev/null || echo 0)
     [ "$n" -ge "$2" ] && return 0
     sleep 0.05
   done

@@ -273,23 +273,7 @@ impl Resources {
 
     /// `self - other`, or `None` when `other` is not contained in `self`.
     pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
-        if !self.contains(other) {
-            return None;
-        }
-        let mut r = self.clone();
-        r.cpus.0 -= other.cpus.0;
-        r.mem.0 -= other.mem.0;
-        r.disk.0 -= other.disk.0;
-        for range in other.ports.iter() {
-            r.ports.remove(range.clone());
-        }
-        for (k, v) in &other.scalars {
-            if let Some(mine) = r.scalars.get_mut(k) {
-                *mine -= v;
-            }
-        }
-        r.scalars.retain(|_, v| *v > 0);
-        Some(r)
+        self.contains(other).then(|| self.saturating_sub(other))
     }
 
     /// `self - other`, each part floored at zero. For bookkeeping where a
