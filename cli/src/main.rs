@@ -2,6 +2,7 @@
 //! one-off tasks, and queries the cluster.
 
 mod cmd;
+mod config_file;
 
 use clap::{Parser, Subcommand};
 
@@ -50,7 +51,14 @@ fn main() -> std::process::ExitCode {
     if args.len() == 3 && args[1] == "__container-init" {
         mezzo_agent::containerizer::init::main(std::path::Path::new(&args[2]));
     }
-    let cli = Cli::parse();
+    let args = match config_file::expand::<Cli>(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mezzo: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging(&cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -9,6 +9,10 @@ use mezzo_proto::resources::Resources;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// TOML file of flag values (keys are the long flag names); flags and
+    /// MEZZO_* variables override it.
+    #[arg(long, env = "MEZZO_CONFIG")]
+    config: Option<PathBuf>,
     /// Master addresses, comma-separated.
     #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
     master: String,

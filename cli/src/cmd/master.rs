@@ -8,6 +8,10 @@ use mezzo_master::MasterConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// TOML file of flag values (keys are the long flag names); flags and
+    /// MEZZO_* variables override it.
+    #[arg(long, env = "MEZZO_CONFIG")]
+    config: Option<PathBuf>,
     /// Address for gRPC and HTTP (`/state`, `/metrics`, `/health`).
     #[arg(long, env = "MEZZO_LISTEN", default_value = "127.0.0.1:5050")]
     listen: SocketAddr,
