@@ -64,7 +64,10 @@ impl Role {
         }
         let short: String = s.chars().take(64).collect();
         if s.len() > MAX_ROLE_LEN {
-            return Err(RoleError::TooLong { role: short, len: s.len() });
+            return Err(RoleError::TooLong {
+                role: short,
+                len: s.len(),
+            });
         }
         if s.split('/').count() > MAX_ROLE_DEPTH {
             return Err(RoleError::TooDeep { role: short });
@@ -396,7 +399,10 @@ mod tests {
             let e = Role::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
-        assert_eq!(Role::parse("eng/batch").ok().and_then(|r| r.parent()), Role::parse("eng").ok());
+        assert_eq!(
+            Role::parse("eng/batch").ok().and_then(|r| r.parent()),
+            Role::parse("eng").ok()
+        );
         assert!(Role::star().parent().is_none());
     }
 
@@ -434,7 +440,10 @@ mod tests {
         let taken = r.take_for(&eng, &rr("cpus:3;mem:10")).expect("fits");
         assert_eq!(taken, rr("cpus:2;mem:10;cpus(eng):1"));
         assert!(r.take_for(&Role::star(), &rr("cpus:3")).is_none());
-        assert!(r.take_for(&Role::parse("ops").expect("role"), &rr("cpus(eng):1")).is_none());
+        assert!(
+            r.take_for(&Role::parse("ops").expect("role"), &rr("cpus(eng):1"))
+                .is_none()
+        );
         assert!(r.take_for(&eng, &rr("cpus:5")).is_none());
     }
 }

@@ -80,7 +80,7 @@ impl Sim {
         let info = AgentDescription {
             hostname: "h".into(),
             http_address: String::new(),
-            resources: Resources::parse(res).expect("res"),
+            resources: mezzo_proto::reservation::ReservedResources::parse(res).expect("res"),
             attributes: vec![],
         };
         self.m
@@ -395,7 +395,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
     let info = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
-        resources: Resources::parse("cpus:1;mem:256").expect("res"),
+        resources: mezzo_proto::reservation::ReservedResources::parse("cpus:1;mem:256").expect("res"),
         attributes: vec![],
     };
     let tasks = tasks
@@ -403,7 +403,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
         .map(|(fid, t, state)| agent::ReportedTask {
             framework_id: fid,
             task_id: TaskId::parse(t).expect("id"),
-            resources: Resources::parse("cpus:0.5").expect("res"),
+            resources: mezzo_proto::reservation::ReservedResources::parse("cpus:0.5").expect("res"),
             info: v1::TaskInfo {
                 task_id: t.into(),
                 ..Default::default()
