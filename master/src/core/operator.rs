@@ -82,6 +82,7 @@ impl Master {
                     }
                 } else {
                     quota.validate(role.as_str(), &self.known_scalars()).map_err(invalid)?;
+                    self.check_nesting(&role, &quota)?;
                 }
                 self.propose_ticket(RegistryOp::SetQuota { role, quota }, ticket);
             }
@@ -91,6 +92,41 @@ impl Master {
                 principal,
             } => self.operator_reserve(ticket, agent, resources, principal)?,
             OperatorRequest::Unreserve { agent, resources } => self.operator_unreserve(ticket, agent, resources)?,
+        }
+        Ok(())
+    }
+
+    /// A parent's guarantee must cover its children's together (as in
+    /// Mesos), so that meeting the children's meets the parent's.
+    fn check_nesting(&self, role: &Role, quota: &Quota) -> Result<(), MasterError> {
+        let quotas = &self.registry.quotas;
+        let mut children = mezzo_proto::resources::Resources::default();
+        for (r, q) in quotas {
+            if r.parent().as_ref() == Some(role) {
+                children.add(&q.guarantee);
+            }
+        }
+        if !quota.guarantee.is_empty() && !quota.guarantee.contains(&children) {
+            return Err(MasterError::Invalid(format!(
+                "quota for role {role}: guarantee {} is less than its child roles' guarantees together ({children})",
+                quota.guarantee
+            )));
+        }
+        if let Some(parent) = role.parent()
+            && let Some(pq) = quotas.get(&parent).filter(|q| !q.guarantee.is_empty())
+        {
+            let mut siblings = quota.guarantee.clone();
+            for (r, q) in quotas {
+                if r != role && r.parent().as_ref() == Some(&parent) {
+                    siblings.add(&q.guarantee);
+                }
+            }
+            if !pq.guarantee.contains(&siblings) {
+                return Err(MasterError::Invalid(format!(
+                    "quota for role {role}: with it, the child roles of {parent} would be guaranteed {siblings}, more than {parent}'s own guarantee {}",
+                    pq.guarantee
+                )));
+            }
         }
         Ok(())
     }
