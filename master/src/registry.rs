@@ -219,4 +219,70 @@ mod tests {
         assert_eq!(r1.agents[&a].unreachable_since, None);
         assert_eq!(r1.applied, 4);
     }
+
+    /// A snapshot written before weights, quotas and reservations existed
+    /// still loads.
+    #[test]
+    fn old_snapshots_load_without_the_new_fields() {
+        let old = r#"{"agents":{},"frameworks":{},"masters":{"1":"127.0.0.1:5050"},"highest_master_id":1,"applied":7}"#;
+        let r: Registry = serde_json::from_str(old).expect("old snapshot");
+        assert_eq!(r.applied, 7);
+        assert!(r.weights.is_empty() && r.quotas.is_empty() && r.reservations.is_empty());
+    }
+
+    /// DESIGN.md "Durable state": weights, quotas and dynamic reservations
+    /// are registry ops, replayable like the others.
+    #[test]
+    fn policy_ops_apply_and_replay() {
+        let a = AgentId::parse("a1").expect("id");
+        let eng = Role::parse("eng").expect("role");
+        let quota = Quota {
+            guarantee: Resources::parse("cpus:2").expect("r"),
+            limit: Resources::default(),
+        };
+        let ops = vec![
+            RegistryOp::SetWeights {
+                weights: [(eng.clone(), 2.0)].into_iter().collect(),
+            },
+            RegistryOp::SetQuota {
+                role: eng.clone(),
+                quota: quota.clone(),
+            },
+            RegistryOp::Reserve {
+                agent: a.clone(),
+                role: eng.clone(),
+                resources: "cpus:2;mem:512".into(),
+                principal: "ops".into(),
+            },
+            RegistryOp::Unreserve {
+                agent: a.clone(),
+                role: eng.clone(),
+                resources: "cpus:1".into(),
+            },
+        ];
+        let mut r1 = Registry::default();
+        let mut r2 = Registry::default();
+        for op in &ops {
+            r1.apply(op);
+            let text = serde_json::to_string(op).expect("ser");
+            r2.apply(&serde_json::from_str(&text).expect("de"));
+        }
+        assert_eq!(r1, r2);
+        assert_eq!(r1.weights[&eng], 2.0);
+        assert_eq!(r1.quotas[&eng], quota);
+        assert_eq!(r1.reservations[&a], "cpus(eng):1;mem(eng):512");
+        r1.apply(&RegistryOp::Unreserve {
+            agent: a.clone(),
+            role: eng.clone(),
+            resources: "cpus:1;mem:512".into(),
+        });
+        assert!(r1.reservations.is_empty());
+        r1.apply(&RegistryOp::SetQuota {
+            role: eng.clone(),
+            quota: Quota::default(),
+        });
+        assert!(r1.quotas.is_empty());
+        let snap = serde_json::to_string(&r2).expect("ser");
+        assert_eq!(serde_json::from_str::<Registry>(&snap).expect("de"), r2);
+    }
 }

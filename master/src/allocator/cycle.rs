@@ -126,9 +126,8 @@ impl Allocator {
                 skip.push(rix);
                 continue;
             }
-            let r = ReservedResources::unreserved(give);
-            free = free.saturating_sub(&r);
-            self.give(f, rix, a, &r, &mut given);
+            free.unreserved = free.unreserved.saturating_sub(&give);
+            self.give(f, rix, a, &ReservedResources::unreserved(give), &mut given);
             // Whatever a cap left stays for other roles.
             skip.push(rix);
         }
@@ -170,8 +169,9 @@ impl Allocator {
         if let Some(ag) = self.agents.get_mut(a as usize).and_then(Option::as_mut) {
             ag.allocated.add(r);
         }
-        self.allocated.add(r);
-        self.roles.change(rix, Some(f), &r.total(), true, &self.total_flat);
+        self.allocated.add(&super::no_ports(r));
+        self.roles
+            .change(rix, Some(f), &super::shares(r), true, &self.total_flat);
         given.entry((f, rix)).or_default().add(r);
     }
 
@@ -207,7 +207,7 @@ impl Allocator {
         if required.is_empty() {
             return cap;
         }
-        let available = self.total.unreserved.saturating_sub(&self.allocated.unreserved);
+        let available = super::strip(&self.total.unreserved).saturating_sub(&self.allocated.unreserved);
         let allowed = add_sub(&available, &own, &required);
         cap.tighten(&allowed, &required);
         cap
@@ -219,7 +219,7 @@ impl Allocator {
     /// offers of roles that are not themselves below a guarantee.
     pub fn quota_rescinds(&self) -> Vec<(FrameworkId, AgentId)> {
         let mut out = Vec::new();
-        let available = self.total.unreserved.saturating_sub(&self.allocated.unreserved);
+        let available = super::strip(&self.total.unreserved).saturating_sub(&self.allocated.unreserved);
         for &q in &self.quota_roles {
             let node = &self.roles.nodes[q];
             let lack = need(&node.quota.guarantee, &node.subtree);

@@ -54,6 +54,35 @@ pub fn allocatable(r: &Resources) -> bool {
     r.cpus >= MIN_CPUS || r.mem >= MIN_MEM
 }
 
+/// The scalars of every part together, without ports: what shares and
+/// headroom are computed from (ports never count, and copying port sets
+/// is the dearest part of the arithmetic).
+fn shares(r: &ReservedResources) -> Resources {
+    let mut out = strip(&r.unreserved);
+    for part in r.reserved.values() {
+        out.add(&strip(part));
+    }
+    out
+}
+
+fn strip(r: &Resources) -> Resources {
+    Resources {
+        cpus: r.cpus,
+        mem: r.mem,
+        disk: r.disk,
+        ports: Default::default(),
+        scalars: r.scalars.clone(),
+    }
+}
+
+/// `r` without its ports.
+fn no_ports(r: &ReservedResources) -> ReservedResources {
+    ReservedResources {
+        unreserved: strip(&r.unreserved),
+        reserved: r.reserved.iter().map(|(k, v)| (k.clone(), strip(v))).collect(),
+    }
+}
+
 fn allocatable_any(r: &ReservedResources) -> bool {
     allocatable(&r.unreserved) || r.reserved.values().any(allocatable)
 }
@@ -158,7 +187,7 @@ impl Allocator {
         };
         if active {
             self.total.add(&total);
-            self.total_flat.add(&total.total());
+            self.total_flat.add(&shares(&total));
             self.keys_stale = true;
         }
         self.agents[a as usize] = Some(AgentSt {
@@ -182,7 +211,8 @@ impl Allocator {
             if let Some(h) = self.holdings.remove(&k) {
                 let mut all = h.offered;
                 all.add(&h.used);
-                self.roles.change(k.1, Some(k.0), &all.total(), false, &self.total_flat);
+                self.roles
+                    .change(k.1, Some(k.0), &shares(&all), false, &self.total_flat);
             }
         }
         self.agent_ix.remove(id);
@@ -204,12 +234,12 @@ impl Allocator {
         ag.active = active;
         if active {
             self.total.add(&ag.total);
-            self.total_flat.add(&ag.total.total());
-            self.allocated.add(&ag.allocated);
+            self.total_flat.add(&shares(&ag.total));
+            self.allocated.add(&no_ports(&ag.allocated));
             self.mark(a);
         } else {
             self.total = self.total.saturating_sub(&ag.total);
-            self.total_flat = self.total_flat.saturating_sub(&ag.total.total());
+            self.total_flat = self.total_flat.saturating_sub(&shares(&ag.total));
             self.allocated = self.allocated.saturating_sub(&ag.allocated);
             self.idle.remove(&a);
         }
@@ -224,9 +254,9 @@ impl Allocator {
         };
         if ag.active {
             self.total = self.total.saturating_sub(&ag.total);
-            self.total_flat = self.total_flat.saturating_sub(&ag.total.total());
+            self.total_flat = self.total_flat.saturating_sub(&shares(&ag.total));
             self.total.add(&total);
-            self.total_flat.add(&total.total());
+            self.total_flat.add(&shares(&total));
             self.keys_stale = true;
         }
         ag.total = total;
@@ -258,7 +288,7 @@ impl Allocator {
         if grow {
             ag.allocated.add(r);
             if ag.active {
-                self.allocated.add(r);
+                self.allocated.add(&no_ports(r));
             }
         } else {
             ag.allocated = ag.allocated.saturating_sub(r);
@@ -325,7 +355,7 @@ impl Allocator {
                 let mut all = h.offered;
                 all.add(&h.used);
                 self.take_back(k.2, &all);
-                self.roles.change(k.1, Some(f), &all.total(), false, &self.total_flat);
+                self.roles.change(k.1, Some(f), &shares(&all), false, &self.total_flat);
             }
         }
         for rix in 0..self.roles.nodes.len() {
@@ -395,7 +425,7 @@ impl Allocator {
         };
         self.holdings.entry(k).or_default().used.add(r);
         self.adjust_agent(agent, r, true);
-        self.roles.change(k.1, Some(k.0), &r.total(), true, &self.total_flat);
+        self.roles.change(k.1, Some(k.0), &shares(r), true, &self.total_flat);
     }
 
     /// Part of an offer became a task: from offered to used.
@@ -444,7 +474,7 @@ impl Allocator {
             self.holdings.remove(&(f, rix, a));
         }
         self.take_back(a, &back);
-        self.roles.change(rix, Some(f), &back.total(), false, &self.total_flat);
+        self.roles.change(rix, Some(f), &shares(&back), false, &self.total_flat);
     }
 
     fn take_back(&mut self, a: u32, r: &ReservedResources) {
