@@ -14,6 +14,9 @@
 //! All handlers sit in this one router, so an authentication layer can be
 //! put in front of it in one place.
 
+// The parsing helpers return the error answer itself, ready to send.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -265,9 +265,12 @@ fn hierarchy_shares_by_subtree_then_framework() {
 
 // ---- properties ----
 
+/// An agent: cpus, GiB of mem, and maybe (role index, cpus) reserved.
+type AgentSpec = (u64, u64, Option<(usize, u64)>);
+
 #[derive(Debug, Clone)]
 struct Scenario {
-    agents: Vec<(u64, u64, Option<(usize, u64)>)>,
+    agents: Vec<AgentSpec>,
     frameworks: Vec<usize>,
     limits: Vec<Option<u64>>,
     ops: Vec<(u8, usize, usize)>,
@@ -381,10 +384,10 @@ proptest! {
         let mut totals = Vec::new();
         for (i, (c, m, rsv)) in s.agents.iter().enumerate() {
             let mut t = rr(&format!("cpus:{c};mem:{};ports:[{}-{}]", m * 1024, 1000 + i * 10, 1000 + i * 10 + 9));
-            if let Some((r, n)) = rsv {
-                if let Some(x) = t.reserve(&role(ROLES[*r]), &res(&format!("cpus:{}", (*n).min(*c)))) {
-                    t = x;
-                }
+            if let Some((r, n)) = rsv
+                && let Some(x) = t.reserve(&role(ROLES[*r]), &res(&format!("cpus:{}", (*n).min(*c))))
+            {
+                t = x;
             }
             al.add_agent(&aid(i), t.clone(), true);
             totals.push(t);
@@ -463,9 +466,11 @@ proptest! {
         if first { hoarder(); al.allocate(now); }
         for (i, (c, m)) in want.iter().enumerate() {
             if *c == 0 && *m == 0 { continue; }
-            let mut guarantee = Resources::default();
-            guarantee.cpus = MilliCpus(c * 1000);
-            guarantee.mem = Mib(m * 1024);
+            let guarantee = Resources {
+                cpus: MilliCpus(c * 1000),
+                mem: Mib(m * 1024),
+                ..Default::default()
+            };
             al.set_quota(&role(quota_roles[i]), Quota { guarantee, limit: Resources::default() });
         }
         for (i, r) in quota_roles.iter().enumerate() {

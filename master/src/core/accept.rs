@@ -28,6 +28,7 @@ pub struct LaunchRequest {
 }
 
 /// One operation of an Accept, checked for syntax by the API layer.
+#[allow(clippy::large_enum_variant)] // a handful per Accept, consumed at once
 #[derive(Debug, Clone, PartialEq)]
 pub enum OfferOperation {
     Launch(LaunchRequest),
@@ -166,9 +167,7 @@ impl Master {
         ticket: Option<u64>,
     ) {
         self.alloc.recover_offered(fid, role, agent, &held);
-        self.alloc.hold(agent, &held);
-        self.pending_ops.push((op.clone(), agent.clone(), held, ticket));
-        self.emit(super::Effect::Propose(op));
+        self.propose_held(agent, vec![(op, held)], ticket);
     }
 
     /// Checks every operation against the offers before anything changes.

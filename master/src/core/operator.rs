@@ -213,21 +213,37 @@ impl Master {
             )));
         }
         self.rescind_if_needed(&agent, offers, &ReservedResources::unreserved(want));
-        let n = parts.len();
-        for (i, (role, r)) in parts.into_iter().enumerate() {
-            let held = ReservedResources::unreserved(r.clone());
-            let op = RegistryOp::Reserve {
-                agent: agent.clone(),
-                role,
-                resources: r.to_string(),
-                principal: principal.clone(),
-            };
-            self.alloc.hold(&agent, &held);
-            self.pending_ops
-                .push((op.clone(), agent.clone(), held, (i + 1 == n).then_some(ticket)));
+        let ops = parts
+            .into_iter()
+            .map(|(role, r)| {
+                let op = RegistryOp::Reserve {
+                    agent: agent.clone(),
+                    role,
+                    resources: r.to_string(),
+                    principal: principal.clone(),
+                };
+                (op, ReservedResources::unreserved(r))
+            })
+            .collect();
+        self.propose_held(&agent, ops, Some(ticket));
+        Ok(())
+    }
+
+    /// Holds each op's resources aside and proposes the ops; `ticket` is
+    /// answered when the last one commits.
+    pub(crate) fn propose_held(
+        &mut self,
+        agent: &AgentId,
+        ops: Vec<(RegistryOp, ReservedResources)>,
+        ticket: Option<u64>,
+    ) {
+        let n = ops.len();
+        for (i, (op, held)) in ops.into_iter().enumerate() {
+            self.alloc.hold(agent, &held);
+            let t = if i + 1 == n { ticket } else { None };
+            self.pending_ops.push((op.clone(), agent.clone(), held, t));
             self.emit(Effect::Propose(op));
         }
-        Ok(())
     }
 
     fn operator_unreserve(
@@ -263,19 +279,19 @@ impl Master {
             }
         }
         self.rescind_if_needed(&agent, offers, &resources);
-        let n = parts.len();
-        for (i, (role, r)) in parts.into_iter().enumerate() {
-            let held = ReservedResources::for_role(&role, r.clone());
-            let op = RegistryOp::Unreserve {
-                agent: agent.clone(),
-                role,
-                resources: r.to_string(),
-            };
-            self.alloc.hold(&agent, &held);
-            self.pending_ops
-                .push((op.clone(), agent.clone(), held, (i + 1 == n).then_some(ticket)));
-            self.emit(Effect::Propose(op));
-        }
+        let ops = parts
+            .into_iter()
+            .map(|(role, r)| {
+                let held = ReservedResources::for_role(&role, r.clone());
+                let op = RegistryOp::Unreserve {
+                    agent: agent.clone(),
+                    role,
+                    resources: r.to_string(),
+                };
+                (op, held)
+            })
+            .collect();
+        self.propose_held(&agent, ops, Some(ticket));
         Ok(())
     }
 
