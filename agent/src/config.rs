@@ -17,6 +17,9 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// Resources to offer; `None` detects them (see [`crate::detect_resources`]).
     pub resources: Option<Resources>,
+    /// Static reservations, offered on top of `resources` and only to
+    /// their role (`cpus(eng):2` in `--resources`).
+    pub reservations: std::collections::BTreeMap<mezzo_proto::reservation::Role, Resources>,
     pub hostname: String,
     pub attributes: Vec<(String, String)>,
     /// First delay before an unacknowledged status update is resent.
@@ -93,6 +96,7 @@ impl AgentConfig {
             listen,
             work_dir,
             resources: None,
+            reservations: Default::default(),
             hostname,
             attributes: Vec::new(),
             status_retry_initial: Duration::from_secs(1),

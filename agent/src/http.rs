@@ -79,7 +79,9 @@ async fn agent_state(State(s): State<HttpState>) -> Response {
             task_id: t.key.task_id.to_string(),
             name: t.info.name.clone(),
             state: t.state.name(),
-            resources: Resources::from_proto(&t.info.resources).unwrap_or_default(),
+            resources: mezzo_proto::reservation::ReservedResources::from_proto(&t.info.resources)
+                .map(|r| r.total())
+                .unwrap_or_default(),
             sandbox: t.sandbox.display().to_string(),
             usage: t.usage.map(|u| UsageView {
                 cpu_seconds: u.cpu_time.as_secs_f64(),

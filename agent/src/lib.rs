@@ -95,9 +95,12 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     tokio::fs::create_dir_all(&work_dir)
         .await
         .map_err(AgentError::io("create work dir", &work_dir))?;
-    let resources = match config.resources.clone() {
-        Some(r) => r,
-        None => detect_resources(&work_dir)?,
+    let resources = mezzo_proto::reservation::ReservedResources {
+        unreserved: match config.resources.clone() {
+            Some(r) => r,
+            None => detect_resources(&work_dir)?,
+        },
+        reserved: config.reservations.clone(),
     };
     let stored_id = register::load_agent_id(&work_dir)?;
     let metrics = Metrics::new();
@@ -159,7 +162,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         agent_id: agent_id_rx,
         master: master_rx,
         hostname: config.hostname.clone(),
-        resources: resources.clone(),
+        resources: resources.total(),
         metrics: metrics.clone(),
     });
     actors.spawn(async move {

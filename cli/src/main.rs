@@ -28,6 +28,8 @@ enum Command {
     Status(cmd::status::Args),
     /// List, add or remove masters of the Raft group.
     Masters(cmd::masters::Args),
+    #[command(flatten)]
+    Roles(cmd::roles::Command),
 }
 
 fn init_logging(format: &str) {
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Masters(a) => cmd::masters::run(a).await,
+            Command::Roles(c) => cmd::roles::run(c).await,
         }
     });
     match result {

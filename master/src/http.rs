@@ -32,12 +32,16 @@ pub fn router(handle: Handle, raft: RaftHandle) -> Router {
         .route("/raft/registry", get(raft_registry))
         .route("/raft/members", axum::routing::post(add_member))
         .route("/raft/members/{id}", axum::routing::delete(remove_member))
-        .with_state(Ctx { handle, raft })
+        .with_state(Ctx {
+            handle: handle.clone(),
+            raft,
+        })
+        .merge(crate::http_roles::router(handle))
 }
 
 /// Answers a request a follower cannot serve: 307 to the leader's same
 /// path, or 503 while there is no leader.
-fn to_leader(e: MasterError, path: &str) -> Response {
+pub(crate) fn to_leader(e: MasterError, path: &str) -> Response {
     match e {
         MasterError::NotLeader { leader: Some(ref l) } => {
             let location = format!("http://{l}{path}");

@@ -8,7 +8,11 @@
 use std::collections::BTreeMap;
 
 use mezzo_proto::ids::{AgentId, FrameworkId};
+use mezzo_proto::reservation::{ReservedResources, Role};
+use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
+
+use crate::allocator::Quota;
 
 /// An agent the master has admitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +54,29 @@ pub enum RegistryOp {
     RemoveFramework {
         id: FrameworkId,
     },
+    /// Role weights to set (others keep theirs; 1 is the default).
+    SetWeights {
+        weights: BTreeMap<Role, f64>,
+    },
+    /// A role's quota; an empty one removes it.
+    SetQuota {
+        role: Role,
+        quota: Quota,
+    },
+    /// Dynamically reserves an agent's unreserved resources (text form)
+    /// for a role.
+    Reserve {
+        agent: AgentId,
+        role: Role,
+        resources: String,
+        principal: String,
+    },
+    /// Gives back dynamically reserved resources (text form).
+    Unreserve {
+        agent: AgentId,
+        role: Role,
+        resources: String,
+    },
 }
 
 /// The registry state: what must survive the loss of any master.
@@ -65,6 +92,14 @@ pub struct Registry {
     pub highest_master_id: u64,
     /// Number of ops applied, for observability and snapshots.
     pub applied: u64,
+    /// Role weights other than the default 1.
+    #[serde(default)]
+    pub weights: BTreeMap<Role, f64>,
+    #[serde(default)]
+    pub quotas: BTreeMap<Role, Quota>,
+    /// Dynamic reservations per agent, in text form (`cpus(eng):2;...`).
+    #[serde(default)]
+    pub reservations: BTreeMap<AgentId, String>,
 }
 
 impl Registry {
@@ -90,6 +125,55 @@ impl Registry {
             RegistryOp::RemoveFramework { id } => {
                 self.frameworks.remove(id);
             }
+            RegistryOp::SetWeights { weights } => {
+                for (role, w) in weights {
+                    if *w == 1.0 {
+                        self.weights.remove(role);
+                    } else {
+                        self.weights.insert(role.clone(), *w);
+                    }
+                }
+            }
+            RegistryOp::SetQuota { role, quota } => {
+                if quota.is_empty() {
+                    self.quotas.remove(role);
+                } else {
+                    self.quotas.insert(role.clone(), quota.clone());
+                }
+            }
+            RegistryOp::Reserve {
+                agent, role, resources, ..
+            } => {
+                let mut r = self.dynamic_reservations(agent);
+                if let Ok(add) = Resources::parse(resources) {
+                    r.add(&ReservedResources::for_role(role, add));
+                }
+                self.set_reservations(agent, r);
+            }
+            RegistryOp::Unreserve { agent, role, resources } => {
+                let r = self.dynamic_reservations(agent);
+                let r = match Resources::parse(resources) {
+                    Ok(sub) => r.saturating_sub(&ReservedResources::for_role(role, sub)),
+                    Err(_) => r,
+                };
+                self.set_reservations(agent, r);
+            }
+        }
+    }
+
+    /// The agent's dynamic reservations (unreserved part always empty).
+    pub fn dynamic_reservations(&self, agent: &AgentId) -> ReservedResources {
+        self.reservations
+            .get(agent)
+            .and_then(|t| ReservedResources::parse(t).ok())
+            .unwrap_or_default()
+    }
+
+    fn set_reservations(&mut self, agent: &AgentId, r: ReservedResources) {
+        if r.is_empty() {
+            self.reservations.remove(agent);
+        } else {
+            self.reservations.insert(agent.clone(), r.to_string());
         }
     }
 }
@@ -134,5 +218,71 @@ mod tests {
         assert_eq!(r1, r2);
         assert_eq!(r1.agents[&a].unreachable_since, None);
         assert_eq!(r1.applied, 4);
+    }
+
+    /// A snapshot written before weights, quotas and reservations existed
+    /// still loads.
+    #[test]
+    fn old_snapshots_load_without_the_new_fields() {
+        let old = r#"{"agents":{},"frameworks":{},"masters":{"1":"127.0.0.1:5050"},"highest_master_id":1,"applied":7}"#;
+        let r: Registry = serde_json::from_str(old).expect("old snapshot");
+        assert_eq!(r.applied, 7);
+        assert!(r.weights.is_empty() && r.quotas.is_empty() && r.reservations.is_empty());
+    }
+
+    /// DESIGN.md "Durable state": weights, quotas and dynamic reservations
+    /// are registry ops, replayable like the others.
+    #[test]
+    fn policy_ops_apply_and_replay() {
+        let a = AgentId::parse("a1").expect("id");
+        let eng = Role::parse("eng").expect("role");
+        let quota = Quota {
+            guarantee: Resources::parse("cpus:2").expect("r"),
+            limit: Resources::default(),
+        };
+        let ops = vec![
+            RegistryOp::SetWeights {
+                weights: [(eng.clone(), 2.0)].into_iter().collect(),
+            },
+            RegistryOp::SetQuota {
+                role: eng.clone(),
+                quota: quota.clone(),
+            },
+            RegistryOp::Reserve {
+                agent: a.clone(),
+                role: eng.clone(),
+                resources: "cpus:2;mem:512".into(),
+                principal: "ops".into(),
+            },
+            RegistryOp::Unreserve {
+                agent: a.clone(),
+                role: eng.clone(),
+                resources: "cpus:1".into(),
+            },
+        ];
+        let mut r1 = Registry::default();
+        let mut r2 = Registry::default();
+        for op in &ops {
+            r1.apply(op);
+            let text = serde_json::to_string(op).expect("ser");
+            r2.apply(&serde_json::from_str(&text).expect("de"));
+        }
+        assert_eq!(r1, r2);
+        assert_eq!(r1.weights[&eng], 2.0);
+        assert_eq!(r1.quotas[&eng], quota);
+        assert_eq!(r1.reservations[&a], "cpus(eng):1;mem(eng):512");
+        r1.apply(&RegistryOp::Unreserve {
+            agent: a.clone(),
+            role: eng.clone(),
+            resources: "cpus:1;mem:512".into(),
+        });
+        assert!(r1.reservations.is_empty());
+        r1.apply(&RegistryOp::SetQuota {
+            role: eng.clone(),
+            quota: Quota::default(),
+        });
+        assert!(r1.quotas.is_empty());
+        let snap = serde_json::to_string(&r2).expect("ser");
+        assert_eq!(serde_json::from_str::<Registry>(&snap).expect("de"), r2);
     }
 }

@@ -19,7 +19,7 @@ use mezzo_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::view::StateView;
-use crate::core::{AgentHello, ConnId, CoreConfig, Effect, LaunchRequest, Master};
+use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorRequest};
 use crate::error::MasterError;
 use crate::raft::{RaftEvent, RaftHandle};
 use crate::registry::Registry;
@@ -34,7 +34,7 @@ pub type AgentTx = mpsc::Sender<Result<v1::MasterMessage, tonic::Status>>;
 pub enum Call {
     Accept {
         offers: Vec<OfferId>,
-        launches: Vec<LaunchRequest>,
+        operations: Vec<OfferOperation>,
         refuse: Option<Duration>,
     },
     Decline {
@@ -88,6 +88,11 @@ pub enum Command {
     AgentHeartbeat(ConnId),
     AgentClosed(ConnId),
     State(oneshot::Sender<Result<StateView, MasterError>>),
+    /// An operator request, answered once its registry op has committed.
+    Operator {
+        request: OperatorRequest,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
     TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
 }
 
@@ -135,6 +140,8 @@ struct Runtime {
     next_conn: ConnId,
     frameworks: HashMap<ConnId, FrameworkTx>,
     agents: HashMap<ConnId, AgentTx>,
+    /// Operator requests waiting for their commit, by ticket.
+    operators: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
 }
 
 /// Spawns the owner task.
@@ -153,6 +160,7 @@ pub fn spawn(
         next_conn: 1,
         frameworks: HashMap::new(),
         agents: HashMap::new(),
+        operators: HashMap::new(),
     };
     (Handle { tx }, tokio::spawn(rt.run(rx, events, tick)))
 }
@@ -213,6 +221,9 @@ impl Runtime {
                     );
                     self.frameworks.clear();
                     self.agents.clear();
+                    // Their ops may or may not commit: the senders drop,
+                    // so the operators are told to try again.
+                    self.operators.clear();
                 }
                 self.leader = leader;
             }
@@ -233,6 +244,7 @@ impl Runtime {
         self.leader = self.raft.members().get(&self.raft.id()).cloned();
         self.frameworks.clear();
         self.agents.clear();
+        self.operators.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
     }
 
@@ -256,7 +268,7 @@ impl Runtime {
                 Command::Subscribe { reply, .. } | Command::AgentAttach { reply, .. } => {
                     let _ = reply.send(Err(not_leader));
                 }
-                Command::Call { reply, .. } => {
+                Command::Call { reply, .. } | Command::Operator { reply, .. } => {
                     let _ = reply.send(Err(not_leader));
                 }
                 Command::State(reply) => {
@@ -312,6 +324,14 @@ impl Runtime {
             Command::State(reply) => {
                 let _ = reply.send(Ok(core.view(true)));
             }
+            Command::Operator { request, reply } => match core.operator(conn, request, now) {
+                Ok(()) => {
+                    self.operators.insert(conn, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::TaskCounts(reply) => {
                 let _ = reply.send(core.task_counts());
             }
@@ -322,9 +342,9 @@ impl Runtime {
         match call {
             Call::Accept {
                 offers,
-                launches,
+                operations,
                 refuse,
-            } => c.accept(fid, &offers, launches, refuse, now),
+            } => c.accept_operations(fid, &offers, operations, refuse, now),
             Call::Decline { offers, refuse } => c.decline(fid, &offers, refuse, now),
             Call::Revive => c.revive(fid),
             Call::Suppress => c.suppress(fid),
@@ -370,6 +390,11 @@ impl Runtime {
                         self.agents.remove(&conn);
                     }
                     Effect::Propose(op) => self.raft.propose(op),
+                    Effect::OperatorDone(ticket, result) => {
+                        if let Some(reply) = self.operators.remove(&ticket) {
+                            let _ = reply.send(result);
+                        }
+                    }
                 }
             }
             let now = Instant::now();

@@ -5,6 +5,7 @@
 //! [`resources`] and [`ids`] before any logic sees the value.
 
 pub mod ids;
+pub mod reservation;
 pub mod resources;
 pub mod state;
 

@@ -55,7 +55,7 @@ pub enum ResourceError {
     PortsAsScalar,
     #[error("resource {name} must be a scalar, not ranges")]
     RangesOnScalar { name: String },
-    #[error("resource {name}: reserved for role {role:?}, but reservations are not enabled on this cluster")]
+    #[error("resource {name}: reserved for role {role:?}, but only unreserved resources are accepted here")]
     Reserved { name: String, role: String },
     #[error("cannot parse resources {text:?}: {why}")]
     Syntax { text: String, why: String },

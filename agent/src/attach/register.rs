@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use mezzo_proto::ids::AgentId;
-use mezzo_proto::resources::Resources;
+use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::v1;
 
 use crate::task::table::TaskView;
@@ -30,7 +30,8 @@ pub fn store_agent_id(work_dir: &Path, id: &AgentId) -> Result<(), AgentError> {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub hostname: String,
-    pub resources: Resources,
+    /// Static reservations included.
+    pub resources: ReservedResources,
     pub attributes: Vec<(String, String)>,
     pub http_address: String,
 }

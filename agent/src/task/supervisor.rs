@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_proto::resources::Resources;
+use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::mpsc;
@@ -346,7 +346,10 @@ impl Supervisor {
             sandbox: self.spec.sandbox.clone(),
             command,
             env,
-            resources: Resources::from_proto(&self.spec.task.resources).unwrap_or_default(),
+            // Limits count reserved resources too.
+            resources: ReservedResources::from_proto(&self.spec.task.resources)
+                .map(|r| r.total())
+                .unwrap_or_default(),
             user,
             run_dir: self.spec.run_dir.clone(),
             isolated_network: self

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mezzo_agent::AgentConfig;
-use mezzo_proto::resources::Resources;
+use mezzo_proto::reservation::ReservedResources;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +23,8 @@ pub struct Args {
     #[arg(long, env = "MEZZO_WORK_DIR")]
     work_dir: Option<PathBuf>,
     /// Resources to offer instead of the detected ones, e.g. "cpus:4;mem:8192;disk:10000;ports:[31000-32000]".
+    /// `name(role):value` reserves statically for a role, e.g. "cpus:4;mem:8192;cpus(eng):2;mem(eng):1024"
+    /// (with only reserved ones, the detected resources are not offered).
     #[arg(long, env = "MEZZO_RESOURCES")]
     resources: Option<String>,
     /// Hostname to report (default: the machine's).
@@ -70,7 +72,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
     let mut cfg = AgentConfig::new(super::masters(&a.master), a.listen, work_dir);
     if let Some(r) = a.resources {
-        cfg.resources = Some(Resources::parse(&r).context("--resources")?);
+        let r = ReservedResources::parse(&r).context("--resources")?;
+        cfg.resources = Some(r.unreserved);
+        cfg.reservations = r.reserved;
     }
     if let Some(h) = a.hostname {
         cfg.hostname = h;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
-use mezzo_proto::resources::Resources;
+use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use mezzo_proto::v1::agent_api_server::AgentApi;
@@ -43,7 +43,8 @@ fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError
     if info.hostname.trim().is_empty() || info.hostname.len() > 255 {
         return Err(invalid("agent hostname must be 1 to 255 bytes"));
     }
-    let resources = Resources::from_proto(&info.resources)?;
+    let resources =
+        ReservedResources::from_proto(&info.resources).map_err(|e| invalid(format!("agent resources: {e}")))?;
     if resources.is_empty() {
         return Err(invalid("agent offers no resources"));
     }
@@ -74,7 +75,8 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                 tasks.push(ReportedTask {
                     framework_id: FrameworkId::parse(&t.framework_id)?,
                     task_id: TaskId::parse(&info.task_id)?,
-                    resources: Resources::from_proto(&info.resources)?,
+                    resources: ReservedResources::from_proto(&info.resources)
+                        .map_err(|e| invalid(format!("reported task {}: {e}", info.task_id)))?,
                     info,
                     state,
                 });

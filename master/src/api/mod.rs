@@ -7,6 +7,8 @@ pub mod scheduler;
 use std::time::Duration;
 
 use mezzo_proto::ids::TaskId;
+use mezzo_proto::reservation::{ReservedResources, Role};
+#[cfg(test)]
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
@@ -34,11 +36,12 @@ fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
 pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     let task_id = TaskId::parse(&info.task_id)?;
     let t = &task_id;
-    let resources = Resources::from_proto(&info.resources).map_err(|e| invalid(format!("task {t}: {e}")))?;
+    let resources = ReservedResources::from_proto(&info.resources).map_err(|e| invalid(format!("task {t}: {e}")))?;
     if resources.is_empty() {
         return Err(invalid(format!("task {t} asks for no resources")));
     }
-    if resources.cpus.0 == 0 && resources.mem.0 == 0 {
+    let flat = resources.total();
+    if flat.cpus.0 == 0 && flat.mem.0 == 0 {
         return Err(invalid(format!("task {t} must ask for some cpus or mem")));
     }
     let cmd = info
@@ -98,11 +101,18 @@ pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::Framewo
         info.roles.push("*".into());
     }
     for r in &info.roles {
-        if r.is_empty() || r.len() > 128 || r.contains(char::is_whitespace) {
-            return Err(invalid(format!("bad role {r:?}")));
-        }
+        Role::parse(r).map_err(|e| invalid(format!("framework roles: {e}")))?;
     }
     Ok(info)
+}
+
+/// Resources of a Reserve or Unreserve operation, checked.
+pub fn operation_resources(what: &str, list: &[v1::Resource]) -> Result<ReservedResources, MasterError> {
+    let r = ReservedResources::from_proto(list).map_err(|e| invalid(format!("{what}: {e}")))?;
+    if r.is_empty() {
+        return Err(invalid(format!("{what}: no resources given")));
+    }
+    Ok(r)
 }
 
 /// A refuse filter from the API, checked.

@@ -11,8 +11,8 @@ use mezzo_proto::v1::scheduler_server::Scheduler;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{refuse, validate_framework, validate_task};
-use crate::core::ConnId;
+use super::{operation_resources, refuse, validate_framework, validate_task};
+use crate::core::{ConnId, OfferOperation};
 use crate::error::MasterError;
 use crate::runtime::{Call, Command, Handle};
 
@@ -95,20 +95,26 @@ impl Scheduler for SchedulerApi {
         let req = req.into_inner();
         self.call(&req.framework_id, || {
             let offers = offer_ids(&req.offer_ids)?;
-            let mut launches = Vec::new();
+            let mut operations = Vec::new();
             for op in req.operations {
                 match op.operation {
                     Some(v1::operation::Operation::Launch(l)) => {
                         for t in l.tasks {
-                            launches.push(validate_task(t)?);
+                            operations.push(OfferOperation::Launch(validate_task(t)?));
                         }
                     }
+                    Some(v1::operation::Operation::Reserve(r)) => {
+                        operations.push(OfferOperation::Reserve(operation_resources("reserve", &r.resources)?));
+                    }
+                    Some(v1::operation::Operation::Unreserve(r)) => operations.push(OfferOperation::Unreserve(
+                        operation_resources("unreserve", &r.resources)?,
+                    )),
                     None => return Err(MasterError::Invalid("empty operation".into())),
                 }
             }
             Ok(Call::Accept {
                 offers,
-                launches,
+                operations,
                 refuse: refuse(req.filters.as_ref())?,
             })
         })

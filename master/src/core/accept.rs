@@ -8,19 +8,44 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
 use super::{Master, Task, unix_now};
 use crate::error::MasterError;
+use crate::registry::RegistryOp;
 
 /// A task to launch, already checked for syntax by the API layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchRequest {
     pub task_id: TaskId,
-    pub resources: Resources,
+    /// As asked: unreserved resources may be taken from the offer's
+    /// reservation when its unreserved part does not have them.
+    pub resources: ReservedResources,
     pub info: v1::TaskInfo,
+}
+
+/// One operation of an Accept, checked for syntax by the API layer.
+#[allow(clippy::large_enum_variant)] // a handful per Accept, consumed at once
+#[derive(Debug, Clone, PartialEq)]
+pub enum OfferOperation {
+    Launch(LaunchRequest),
+    /// Reserve these resources of the offer for the offer's role.
+    Reserve(ReservedResources),
+    /// Give back these reserved resources of the offer.
+    Unreserve(ReservedResources),
+}
+
+/// An Accept that passed validation: what each operation takes.
+struct Plan {
+    agent: AgentId,
+    role: Role,
+    launches: Vec<(LaunchRequest, ReservedResources)>,
+    reserve: Vec<Resources>,
+    unreserve: Vec<Resources>,
+    left: ReservedResources,
 }
 
 impl Master {
@@ -32,8 +57,21 @@ impl Master {
         refuse: Option<Duration>,
         now: Instant,
     ) -> Result<(), MasterError> {
-        let result = self.validate_accept(fid, offer_ids, &launches);
-        let (agent_id, mut left) = match result {
+        let ops = launches.into_iter().map(OfferOperation::Launch).collect();
+        self.accept_operations(fid, offer_ids, ops, refuse, now)
+    }
+
+    /// Accepts offers (all of one agent and one role) with launches and
+    /// reservation changes. Nothing changes unless every operation fits.
+    pub fn accept_operations(
+        &mut self,
+        fid: &FrameworkId,
+        offer_ids: &[OfferId],
+        ops: Vec<OfferOperation>,
+        refuse: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), MasterError> {
+        let plan = match self.validate_accept(fid, offer_ids, ops) {
             Ok(v) => v,
             Err(e) => {
                 self.counters.invalid_calls += 1;
@@ -41,19 +79,31 @@ impl Master {
             }
         };
         for id in offer_ids {
-            self.rescind_offer(id, false);
+            self.take_offer(id);
             self.counters.offers_accepted += 1;
         }
+        let Plan {
+            agent: agent_id,
+            role,
+            launches,
+            reserve,
+            unreserve,
+            left,
+        } = plan;
         let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
-        for launch in launches {
-            left = left.checked_sub(&launch.resources).unwrap_or_default();
+        for (launch, taken) in launches {
             let mut info = launch.info;
             info.agent_id = agent_id.to_string();
+            info.resources = taken.to_proto();
+            info.allocation_role = role.to_string();
+            self.alloc.offer_used(fid, &role, &agent_id, &taken);
+            let flat = taken.total();
             let task = Task {
                 id: launch.task_id.clone(),
                 framework_id: fid.clone(),
                 agent_id: agent_id.clone(),
-                resources: launch.resources.clone(),
+                role: role.clone(),
+                resources: taken,
                 info: info.clone(),
                 state: TaskState::Staging,
                 last_status: None,
@@ -61,11 +111,11 @@ impl Master {
                 launched_at: unix_now(),
             };
             if let Some(fw) = self.frameworks.get_mut(fid) {
-                fw.allocated.add(&launch.resources);
+                fw.allocated.add(&flat);
                 fw.tasks.insert(launch.task_id.clone(), task);
             }
             if let Some(agent) = self.agents.get_mut(&agent_id) {
-                agent.used.add(&launch.resources);
+                agent.used.add(&flat);
                 agent.tasks.insert((fid.clone(), launch.task_id.clone()));
             }
             let run = v1::master_message::Message::RunTask(v1::RunTask {
@@ -76,44 +126,85 @@ impl Master {
             self.send_agent(&agent_id, run);
             self.counters.tasks_launched += 1;
         }
+        let principal = framework_info.map(|i| i.principal).unwrap_or_default();
+        for r in reserve {
+            let held = ReservedResources::unreserved(r.clone());
+            let op = RegistryOp::Reserve {
+                agent: agent_id.clone(),
+                role: role.clone(),
+                resources: r.to_string(),
+                principal: principal.clone(),
+            };
+            self.hold_for(fid, &role, &agent_id, held, op, None);
+        }
+        for r in unreserve {
+            let held = ReservedResources::for_role(&role, r.clone());
+            let op = RegistryOp::Unreserve {
+                agent: agent_id.clone(),
+                role: role.clone(),
+                resources: r.to_string(),
+            };
+            self.hold_for(fid, &role, &agent_id, held, op, None);
+        }
+        self.alloc.recover_offered(fid, &role, &agent_id, &left);
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
             && !left.is_empty()
         {
-            self.filters.insert((fid.clone(), agent_id), now + refuse);
+            self.alloc.filter(fid, &agent_id, now + refuse);
         }
         self.allocation_needed = true;
         Ok(())
     }
 
-    /// Returns the agent of the offers and their summed resources.
+    /// Moves offered resources to a hold until the reservation op commits.
+    fn hold_for(
+        &mut self,
+        fid: &FrameworkId,
+        role: &Role,
+        agent: &AgentId,
+        held: ReservedResources,
+        op: RegistryOp,
+        ticket: Option<u64>,
+    ) {
+        self.alloc.recover_offered(fid, role, agent, &held);
+        self.propose_held(agent, vec![(op, held)], ticket);
+    }
+
+    /// Checks every operation against the offers before anything changes.
     fn validate_accept(
         &self,
         fid: &FrameworkId,
         offer_ids: &[OfferId],
-        launches: &[LaunchRequest],
-    ) -> Result<(AgentId, Resources), MasterError> {
+        ops: Vec<OfferOperation>,
+    ) -> Result<Plan, MasterError> {
         self.subscribed(fid)?;
         if offer_ids.is_empty() {
             return Err(MasterError::Invalid("accept names no offers".into()));
         }
         let mut seen = HashSet::new();
-        let mut agent: Option<(&OfferId, &AgentId)> = None;
-        let mut offered = Resources::default();
+        let mut first: Option<(&OfferId, &AgentId, &Role)> = None;
+        let mut offered = ReservedResources::default();
         for id in offer_ids {
             if !seen.insert(id) {
                 return Err(MasterError::Invalid(format!("offer {id} is named twice")));
             }
             let offer = self.owned_offer(fid, id)?;
-            match agent {
-                Some((first, a)) if a != &offer.agent_id => {
-                    return Err(MasterError::MixedAgents(first.to_string(), id.to_string()));
+            match first {
+                Some((f, a, _)) if a != &offer.agent_id => {
+                    return Err(MasterError::MixedAgents(f.to_string(), id.to_string()));
                 }
-                _ => agent = Some((id, &offer.agent_id)),
+                Some((f, _, r)) if r != &offer.role => {
+                    return Err(MasterError::Invalid(format!(
+                        "offers {f} and {id} were made to different roles ({r} and {}); one accept may use offers of one role only",
+                        offer.role
+                    )));
+                }
+                _ => first = Some((id, &offer.agent_id, &offer.role)),
             }
             offered.add(&offer.resources);
         }
-        let agent_id = agent
-            .map(|(_, a)| a.clone())
+        let (agent_id, role) = first
+            .map(|(_, a, r)| (a.clone(), r.clone()))
             .ok_or_else(|| MasterError::Invalid("no offers".into()))?;
         if self.agents.get(&agent_id).is_none_or(|a| a.conn.is_none()) {
             return Err(MasterError::AgentDisconnected(agent_id.to_string()));
@@ -122,23 +213,84 @@ impl Master {
             .frameworks
             .get(fid)
             .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
-        let mut left = offered.clone();
+        let mut plan = Plan {
+            agent: agent_id.clone(),
+            role: role.clone(),
+            launches: Vec::new(),
+            reserve: Vec::new(),
+            unreserve: Vec::new(),
+            left: offered,
+        };
         let mut ids = HashSet::new();
-        for launch in launches {
-            if !ids.insert(&launch.task_id)
-                || fw.tasks.contains_key(&launch.task_id)
-                || fw.completed_ids.contains(&launch.task_id)
-            {
-                return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
+        let dynamic = self.registry.dynamic_reservations(&agent_id);
+        for op in ops {
+            match op {
+                OfferOperation::Reserve(r) => {
+                    let amount = operation_part(&r, &role, "reserve")?;
+                    plan.left = plan.left.reserve(&role, &amount).ok_or_else(|| {
+                        MasterError::Invalid(format!(
+                            "reserve: {amount} is not among the unreserved resources left in the offer ({})",
+                            plan.left.unreserved
+                        ))
+                    })?;
+                    // Reserved now, they are not the framework's to use in this accept.
+                    plan.left = plan
+                        .left
+                        .saturating_sub(&ReservedResources::for_role(&role, amount.clone()));
+                    plan.reserve.push(amount);
+                }
+                OfferOperation::Unreserve(r) => {
+                    let amount = operation_part(&r, &role, "unreserve")?;
+                    if !dynamic.part(&role).is_some_and(|d| d.contains(&amount)) {
+                        return Err(MasterError::Invalid(format!(
+                            "unreserve: {amount} is not dynamically reserved for role {role} on agent {agent_id} (static reservations cannot be unreserved)"
+                        )));
+                    }
+                    plan.left = plan
+                        .left
+                        .checked_sub(&ReservedResources::for_role(&role, amount.clone()))
+                        .ok_or_else(|| {
+                            MasterError::Invalid(format!(
+                                "unreserve: {amount} is not among the resources reserved for {role} left in the offer"
+                            ))
+                        })?;
+                    plan.unreserve.push(amount);
+                }
+                OfferOperation::Launch(launch) => {
+                    if !ids.insert(launch.task_id.clone())
+                        || fw.tasks.contains_key(&launch.task_id)
+                        || fw.completed_ids.contains(&launch.task_id)
+                    {
+                        return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
+                    }
+                    let taken =
+                        plan.left
+                            .take_for(&role, &launch.resources)
+                            .ok_or_else(|| MasterError::BeyondOffer {
+                                task: launch.task_id.to_string(),
+                                asked: launch.resources.to_string(),
+                                offered: plan.left.to_string(),
+                            })?;
+                    plan.left = plan.left.saturating_sub(&taken);
+                    plan.launches.push((launch, taken));
+                }
             }
-            left = left
-                .checked_sub(&launch.resources)
-                .ok_or_else(|| MasterError::BeyondOffer {
-                    task: launch.task_id.to_string(),
-                    asked: launch.resources.to_string(),
-                    offered: left.to_string(),
-                })?;
         }
-        Ok((agent_id, offered))
+        Ok(plan)
     }
+}
+
+/// The resources of a Reserve or Unreserve: all for the offer's role.
+fn operation_part(r: &ReservedResources, role: &Role, what: &str) -> Result<Resources, MasterError> {
+    if role.is_star() {
+        return Err(MasterError::Invalid(format!(
+            "{what}: the offer was made to role *, which cannot hold reservations; subscribe in a named role"
+        )));
+    }
+    if !r.unreserved.is_empty() || r.reserved.keys().any(|k| k != role) || r.is_empty() {
+        return Err(MasterError::Invalid(format!(
+            "{what}: every resource must name the offer's role {role} (e.g. cpus({role}):1), got {r}"
+        )));
+    }
+    Ok(r.reserved.get(role).cloned().unwrap_or_default())
 }

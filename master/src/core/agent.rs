@@ -4,20 +4,21 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
 use super::{Agent, AgentStatus, ConnId, Effect, Master, Task, unix_now};
 use crate::error::MasterError;
-use crate::registry::{AgentRecord, RegistryOp};
+use crate::registry::{AgentRecord, Registry, RegistryOp};
 
 /// A task an agent reports when it re-registers, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportedTask {
     pub framework_id: FrameworkId,
     pub task_id: TaskId,
-    pub resources: Resources,
+    pub resources: ReservedResources,
     pub info: v1::TaskInfo,
     pub state: TaskState,
 }
@@ -40,17 +41,19 @@ pub enum AgentHello {
 pub struct AgentDescription {
     pub hostname: String,
     pub http_address: String,
-    pub resources: Resources,
+    /// Static reservations included.
+    pub resources: ReservedResources,
     pub attributes: Vec<(String, String)>,
 }
 
 impl Task {
     /// A task as its agent reported it when re-registering.
-    fn reported(agent_id: &AgentId, rt: ReportedTask) -> Task {
+    fn reported(agent_id: &AgentId, rt: ReportedTask, role: Role) -> Task {
         Task {
             id: rt.task_id,
             framework_id: rt.framework_id,
             agent_id: agent_id.clone(),
+            role,
             resources: rt.resources,
             info: rt.info,
             state: rt.state,
@@ -61,19 +64,55 @@ impl Task {
     }
 }
 
-pub(crate) fn agent_from_record(rec: &AgentRecord, now: Instant) -> Option<Agent> {
-    let total = match Resources::parse(&rec.resources) {
+/// An agent's resources with the registry's dynamic reservations applied
+/// (a reservation the agent no longer has room for is skipped).
+pub(crate) fn effective_total(
+    id: &AgentId,
+    reported: &ReservedResources,
+    dynamic: &ReservedResources,
+) -> ReservedResources {
+    let mut total = reported.clone();
+    for (role, r) in &dynamic.reserved {
+        match total.reserve(role, r) {
+            Some(t) => total = t,
+            None => {
+                tracing::warn!(agent = %id, role = %role, resources = %r, "the agent no longer has the unreserved resources of a dynamic reservation; ignoring it")
+            }
+        }
+    }
+    total
+}
+
+/// The role a reported task's resources are allocated to: the one the
+/// master recorded in it, else its reservation's, else the framework's first.
+fn task_role(rt: &ReportedTask, framework_roles: &[String]) -> Role {
+    if let Ok(r) = Role::parse(&rt.info.allocation_role) {
+        return r;
+    }
+    if let Some(r) = rt.resources.reserved.keys().next() {
+        return r.clone();
+    }
+    framework_roles
+        .first()
+        .and_then(|r| Role::parse(r).ok())
+        .unwrap_or_else(Role::star)
+}
+
+pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Instant) -> Option<Agent> {
+    let reported = match ReservedResources::parse(&rec.resources) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(agent = %rec.id, error = %e, "registry holds unparsable resources; skipping agent");
             return None;
         }
     };
+    let total = effective_total(&rec.id, &reported, &registry.dynamic_reservations(&rec.id));
     Some(Agent {
         id: rec.id.clone(),
         hostname: rec.hostname.clone(),
         http_address: rec.http_address.clone(),
         attributes: rec.attributes.clone(),
+        reported,
         total,
         used: Resources::default(),
         offered: Resources::default(),
@@ -116,8 +155,9 @@ impl Master {
         let Some((conn, hello)) = self.pending_agents.remove(&rec.id) else {
             // Replayed or admitted elsewhere: refresh what we know.
             if !self.agents.contains_key(&rec.id)
-                && let Some(a) = agent_from_record(rec, now)
+                && let Some(a) = agent_from_record(rec, &self.registry, now)
             {
+                self.alloc.add_agent(&a.id, a.total.clone(), false);
                 self.agents.insert(rec.id.clone(), a);
             }
             return;
@@ -126,7 +166,7 @@ impl Master {
             AgentHello::Register { .. } => Vec::new(),
             AgentHello::Reregister { tasks, .. } => tasks,
         };
-        let Some(mut fresh) = agent_from_record(rec, now) else {
+        let Some(mut fresh) = agent_from_record(rec, &self.registry, now) else {
             return;
         };
         fresh.conn = Some(conn);
@@ -149,6 +189,7 @@ impl Master {
             }
         }
         self.agent_conns.insert(conn, rec.id.clone());
+        self.alloc.add_agent(&rec.id, fresh.total.clone(), true);
         self.agents.insert(rec.id.clone(), fresh);
         self.reconcile_agent_tasks(&rec.id, reported);
         let msg = v1::master_message::Message::Registered(v1::Registered {
@@ -191,9 +232,10 @@ impl Master {
                     // recent ends): remember it as completed, so that
                     // reconciliation answers with its true end.
                     let limit = self.cfg.completed_tasks_per_framework;
+                    let role = task_role(&rt, &fw.info.roles);
                     if let Some(fw) = self.frameworks.get_mut(&fid) {
                         fw.completed_ids.insert(tid.clone());
-                        fw.completed.push_back(Task::reported(agent_id, rt));
+                        fw.completed.push_back(Task::reported(agent_id, rt, role));
                         while fw.completed.len() > limit {
                             if let Some(old) = fw.completed.pop_front() {
                                 fw.completed_ids.remove(&old.id);
@@ -203,13 +245,18 @@ impl Master {
                     seen.insert((fid, tid));
                 }
                 None => {
+                    let role = task_role(&rt, &fw.info.roles);
                     if !rt.state.is_terminal() {
-                        fw.allocated.add(&rt.resources);
+                        fw.allocated.add(&rt.resources.total());
                         if let Some(agent) = self.agents.get_mut(agent_id) {
-                            agent.used.add(&rt.resources);
+                            agent.used.add(&rt.resources.total());
                         }
+                        self.alloc.track_used(&fid, &role, agent_id, &rt.resources);
                     }
-                    fw.tasks.insert(tid.clone(), Task::reported(agent_id, rt));
+                    let Some(fw) = self.frameworks.get_mut(&fid) else {
+                        continue;
+                    };
+                    fw.tasks.insert(tid.clone(), Task::reported(agent_id, rt, role));
                     if let Some(agent) = self.agents.get_mut(agent_id) {
                         agent.tasks.insert((fid.clone(), tid.clone()));
                     }
@@ -270,6 +317,7 @@ impl Master {
         agent.conn = None;
         agent.status = AgentStatus::Disconnected;
         agent.last_seen = now;
+        self.alloc.set_agent_active(&id, false);
         tracing::warn!(agent = %id, "agent disconnected");
         let offers: Vec<_> = self
             .offers
@@ -308,6 +356,7 @@ impl Master {
     pub(crate) fn agent_unreachable(&mut self, id: &AgentId, now: Instant) {
         let Some(agent) = self.agents.get_mut(id) else { return };
         agent.status = AgentStatus::Unreachable;
+        self.alloc.set_agent_active(id, false);
         agent.last_seen = now;
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
@@ -34,6 +35,15 @@ fn info_of(rec: &FrameworkRecord) -> v1::FrameworkInfo {
     }
 }
 
+/// The framework's roles (validated by the API layer); `*` if none.
+pub(crate) fn roles_of(roles: &[String]) -> Vec<Role> {
+    let mut out: Vec<Role> = roles.iter().filter_map(|r| Role::parse(r).ok()).collect();
+    if out.is_empty() {
+        out.push(Role::star());
+    }
+    out
+}
+
 impl Master {
     pub(crate) fn insert_framework(
         &mut self,
@@ -58,6 +68,7 @@ impl Master {
                 registered_at: unix_now(),
             },
         );
+        self.alloc.add_framework(&rec.id, &roles_of(&rec.roles), conn.is_some());
     }
 
     /// A framework opens its event stream. A new framework is registered
@@ -101,9 +112,12 @@ impl Master {
                 .ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
             info.name = fw.info.name.clone();
             fw.info = info.clone();
+            self.alloc.add_framework(&id, &roles_of(&info.roles), true);
             self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
         }
         self.framework_conns.insert(conn, id.clone());
+        self.alloc.set_framework_active(&id, true);
+        self.alloc.revive(&id);
         self.send_subscribed(&id);
         // Updates forwarded while it was away and never acknowledged.
         let resend: Vec<v1::TaskStatus> = self
@@ -157,6 +171,7 @@ impl Master {
         }
         fw.conn = None;
         fw.disconnected_at = Some(now);
+        self.alloc.set_framework_active(&id, false);
         tracing::info!(framework = %id, "framework disconnected");
         self.rescind_framework_offers(&id, false);
         // A framework with no failover timeout goes at once; the others are
@@ -225,7 +240,7 @@ impl Master {
             if let Some(agent) = self.agents.get_mut(&task.agent_id) {
                 agent.tasks.remove(&(id.clone(), task.id.clone()));
                 if !task.state.is_terminal() {
-                    agent.used = agent.used.saturating_sub(&task.resources);
+                    agent.used = agent.used.saturating_sub(&task.resources.total());
                 }
             }
             agents.insert(task.agent_id.clone());
@@ -236,7 +251,7 @@ impl Master {
             });
             self.send_agent(&agent, msg);
         }
-        self.filters.retain(|(f, _), _| f != id);
+        self.alloc.remove_framework(id);
         self.allocation_needed = true;
         tracing::info!(framework = %id, "framework removed");
     }

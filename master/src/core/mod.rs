@@ -11,6 +11,7 @@ mod accept;
 mod agent;
 mod framework;
 mod offer;
+mod operator;
 mod update;
 pub mod view;
 
@@ -18,14 +19,18 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+use crate::allocator::Allocator;
+use crate::error::MasterError;
 use crate::registry::{Registry, RegistryOp};
 
-pub use accept::LaunchRequest;
+pub use accept::{LaunchRequest, OfferOperation};
 pub use agent::AgentHello;
+pub use operator::OperatorRequest;
 /// Validated pieces of an agent's registration.
 pub mod agent_types {
     pub use super::agent::{AgentDescription, ReportedTask};
@@ -50,6 +55,9 @@ pub struct CoreConfig {
     /// Terminal tasks remembered per framework (for /state and duplicate
     /// task id checks).
     pub completed_tasks_per_framework: usize,
+    /// Between periodic allocation cycles over agents with free
+    /// resources (events allocate at once).
+    pub allocation_interval: Duration,
 }
 
 impl Default for CoreConfig {
@@ -61,6 +69,7 @@ impl Default for CoreConfig {
             offer_timeout: Duration::from_secs(30),
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
+            allocation_interval: Duration::from_secs(1),
         }
     }
 }
@@ -74,6 +83,9 @@ pub enum Effect {
     ToAgent(ConnId, v1::MasterMessage),
     CloseAgent(ConnId),
     Propose(RegistryOp),
+    /// The operator request with this ticket is done (its registry op
+    /// committed) or failed.
+    OperatorDone(u64, Result<(), MasterError>),
 }
 
 /// Counters for `/metrics`.
@@ -96,7 +108,9 @@ pub(crate) struct Task {
     pub id: TaskId,
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
-    pub resources: Resources,
+    /// The role its resources are allocated to.
+    pub role: Role,
+    pub resources: ReservedResources,
     pub info: v1::TaskInfo,
     pub state: TaskState,
     /// Newest update seen, for reconciliation and /state.
@@ -139,7 +153,10 @@ pub(crate) struct Agent {
     pub hostname: String,
     pub http_address: String,
     pub attributes: Vec<(String, String)>,
-    pub total: Resources,
+    /// What the agent reports, static reservations included.
+    pub reported: ReservedResources,
+    /// `reported` with the registry's dynamic reservations applied.
+    pub total: ReservedResources,
     pub used: Resources,
     pub offered: Resources,
     pub conn: Option<ConnId>,
@@ -154,7 +171,8 @@ pub(crate) struct Offer {
     pub id: OfferId,
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
-    pub resources: Resources,
+    pub role: Role,
+    pub resources: ReservedResources,
     pub expires: Instant,
 }
 
@@ -166,7 +184,13 @@ pub struct Master {
     pub(crate) frameworks: BTreeMap<FrameworkId, Framework>,
     pub(crate) agents: BTreeMap<AgentId, Agent>,
     pub(crate) offers: HashMap<OfferId, Offer>,
-    pub(crate) filters: HashMap<(FrameworkId, AgentId), Instant>,
+    pub(crate) alloc: Allocator,
+    /// Reservation changes proposed and not yet committed: the op, the
+    /// resources held aside meanwhile, and the operator ticket to answer.
+    pub(crate) pending_ops: Vec<(RegistryOp, AgentId, ReservedResources, Option<u64>)>,
+    /// Weight and quota changes waiting for their commit.
+    pub(crate) pending_tickets: Vec<(RegistryOp, u64)>,
+    pub(crate) last_periodic: Instant,
     /// Subscriptions and registrations waiting for their registry op.
     pub(crate) pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
     pub(crate) pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
@@ -198,7 +222,10 @@ impl Master {
             frameworks: BTreeMap::new(),
             agents: BTreeMap::new(),
             offers: HashMap::new(),
-            filters: HashMap::new(),
+            alloc: Allocator::new(),
+            pending_ops: Vec::new(),
+            pending_tickets: Vec::new(),
+            last_periodic: now,
             pending_frameworks: HashMap::new(),
             pending_agents: HashMap::new(),
             framework_conns: HashMap::new(),
@@ -210,18 +237,27 @@ impl Master {
             counters: Counters::default(),
             effects: Vec::new(),
         };
-        for rec in registry.frameworks.values() {
+        for (role, w) in &registry.weights {
+            m.alloc.set_weight(role, *w);
+        }
+        for (role, q) in &registry.quotas {
+            m.alloc.set_quota(role, q.clone());
+        }
+        m.registry = registry;
+        let frameworks: Vec<_> = m.registry.frameworks.values().cloned().collect();
+        for rec in &frameworks {
             m.insert_framework(rec, None, Some(now));
         }
-        for rec in registry.agents.values() {
-            if let Some(mut a) = agent::agent_from_record(rec, now) {
+        let agents: Vec<_> = m.registry.agents.values().cloned().collect();
+        for rec in &agents {
+            if let Some(mut a) = agent::agent_from_record(rec, &m.registry, now) {
                 if rec.unreachable_since.is_none() {
                     a.status = AgentStatus::Recovering;
                 }
+                m.alloc.add_agent(&a.id, a.total.clone(), false);
                 m.agents.insert(a.id.clone(), a);
             }
         }
-        m.registry = registry;
         m
     }
 
@@ -266,6 +302,10 @@ impl Master {
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id } => self.framework_removed(&id, now),
+            op @ (RegistryOp::SetWeights { .. }
+            | RegistryOp::SetQuota { .. }
+            | RegistryOp::Reserve { .. }
+            | RegistryOp::Unreserve { .. }) => self.policy_applied(op),
         }
     }
 
@@ -290,9 +330,11 @@ impl Master {
         self.check_agents(now);
         self.expire_offers(now);
         self.check_failovers(now);
-        let before = self.filters.len();
-        self.filters.retain(|_, until| *until > now);
-        if self.filters.len() != before {
+        if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {
+            // The periodic cycle: agents left with free resources (and
+            // filters that expired) are looked at again.
+            self.last_periodic = now;
+            self.alloc.mark_idle_agents();
             self.allocation_needed = true;
         }
     }

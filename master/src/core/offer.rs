@@ -6,60 +6,59 @@ use std::time::{Duration, Instant};
 use mezzo_proto::ids::{FrameworkId, OfferId};
 use mezzo_proto::v1;
 
-use super::{AgentStatus, Master, Offer};
-use crate::allocator::{self, AgentSlot, FrameworkSlot};
+use super::{Master, Offer};
 use crate::error::MasterError;
 
 impl Master {
     /// Runs the allocator if anything changed since the last run.
     pub fn allocate_if_needed(&mut self, now: Instant) {
-        if self.allocation_needed {
+        if self.allocation_needed || self.alloc.pending() > 0 {
             self.allocation_needed = false;
             self.allocate(now);
         }
     }
 
-    /// Offers every agent's free resources, DRF across frameworks.
+    /// Takes back offers that quota guarantees need, then offers the free
+    /// resources of the agents the allocator has marked.
     pub fn allocate(&mut self, now: Instant) {
         let started = Instant::now();
-        let mut total = mezzo_proto::resources::Resources::default();
-        let mut slots = Vec::new();
-        for a in self.agents.values().filter(|a| a.status == AgentStatus::Active) {
-            total.add(&a.total);
-            let mut busy = a.used.clone();
-            busy.add(&a.offered);
-            if let Some(free) = a.total.checked_sub(&busy) {
-                slots.push(AgentSlot { id: a.id.clone(), free });
+        for (fid, agent) in self.alloc.quota_rescinds() {
+            let ids: Vec<OfferId> = self
+                .frameworks
+                .get(&fid)
+                .map(|f| {
+                    f.offers
+                        .iter()
+                        .filter(|o| self.offers.get(*o).is_some_and(|o| o.agent_id == agent))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for id in ids {
+                tracing::info!(offer = %id, framework = %fid, agent = %agent, "rescinding an offer for a quota guarantee");
+                self.rescind_offer(&id, true);
             }
         }
-        let frameworks: Vec<FrameworkSlot> = self
-            .frameworks
-            .values()
-            .filter(|f| f.conn.is_some() && !f.suppressed)
-            .map(|f| {
-                let mut held = f.allocated.clone();
-                held.add(&f.offered);
-                FrameworkSlot { id: f.id.clone(), held }
-            })
-            .collect();
-        let decisions = allocator::allocate(&total, &slots, &frameworks, |f, a| {
-            self.filters.get(&(f.clone(), a.clone())).is_some_and(|t| *t > now)
-        });
+        let decisions = self.alloc.allocate(now);
         let mut batches: std::collections::BTreeMap<FrameworkId, Vec<v1::Offer>> = Default::default();
-        for (agent_id, fid, resources) in decisions {
+        for d in decisions {
             let id = OfferId::generate();
-            let (Some(agent), Some(fw)) = (self.agents.get_mut(&agent_id), self.frameworks.get_mut(&fid)) else {
+            let (Some(agent), Some(fw)) = (self.agents.get_mut(&d.agent), self.frameworks.get_mut(&d.framework)) else {
+                // The allocator and the core disagree: give it back.
+                self.alloc
+                    .recover_offered(&d.framework, &d.role, &d.agent, &d.resources);
                 continue;
             };
-            agent.offered.add(&resources);
-            fw.offered.add(&resources);
+            let flat = d.resources.total();
+            agent.offered.add(&flat);
+            fw.offered.add(&flat);
             fw.offers.insert(id.clone());
-            batches.entry(fid.clone()).or_default().push(v1::Offer {
+            batches.entry(d.framework.clone()).or_default().push(v1::Offer {
                 offer_id: id.to_string(),
-                framework_id: fid.to_string(),
-                agent_id: agent_id.to_string(),
+                framework_id: d.framework.to_string(),
+                agent_id: d.agent.to_string(),
                 hostname: agent.hostname.clone(),
-                resources: resources.to_proto(),
+                resources: d.resources.to_proto(),
                 attributes: agent
                     .attributes
                     .iter()
@@ -68,14 +67,16 @@ impl Master {
                         value: v.clone(),
                     })
                     .collect(),
+                allocation_role: d.role.to_string(),
             });
             self.offers.insert(
                 id.clone(),
                 Offer {
                     id,
-                    framework_id: fid,
-                    agent_id,
-                    resources,
+                    framework_id: d.framework,
+                    agent_id: d.agent,
+                    role: d.role,
+                    resources: d.resources,
                     expires: now + self.cfg.offer_timeout,
                 },
             );
@@ -88,17 +89,27 @@ impl Master {
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
     }
 
+    /// Removes an offer from the books without returning its resources
+    /// (the caller accounts for them).
+    pub(crate) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
+        let offer = self.offers.remove(id)?;
+        let flat = offer.resources.total();
+        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
+            agent.offered = agent.offered.saturating_sub(&flat);
+        }
+        if let Some(fw) = self.frameworks.get_mut(&offer.framework_id) {
+            fw.offered = fw.offered.saturating_sub(&flat);
+            fw.offers.remove(id);
+        }
+        Some(offer)
+    }
+
     /// Removes an offer and returns its resources to the pool. With
     /// `notify` the framework is sent a Rescind event.
     pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
-        let offer = self.offers.remove(id)?;
-        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
-            agent.offered = agent.offered.saturating_sub(&offer.resources);
-        }
-        if let Some(fw) = self.frameworks.get_mut(&offer.framework_id) {
-            fw.offered = fw.offered.saturating_sub(&offer.resources);
-            fw.offers.remove(id);
-        }
+        let offer = self.take_offer(id)?;
+        self.alloc
+            .recover_offered(&offer.framework_id, &offer.role, &offer.agent_id, &offer.resources);
         if notify {
             self.counters.offers_rescinded += 1;
             self.send_framework(
@@ -154,7 +165,7 @@ impl Master {
             if let Some(offer) = self.rescind_offer(id, false) {
                 self.counters.offers_declined += 1;
                 if !refuse.is_zero() {
-                    self.filters.insert((fid.clone(), offer.agent_id), now + refuse);
+                    self.alloc.filter(fid, &offer.agent_id, now + refuse);
                 }
             }
         }
@@ -176,7 +187,7 @@ impl Master {
     /// Clears the framework's filters and ends a suppress.
     pub fn revive(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
         self.subscribed(fid)?;
-        self.filters.retain(|(f, _), _| f != fid);
+        self.alloc.revive(fid);
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.suppressed = false;
         }
@@ -188,6 +199,7 @@ impl Master {
     /// are rescinded.
     pub fn suppress(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
         self.subscribed(fid)?;
+        self.alloc.suppress(fid);
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.suppressed = true;
         }

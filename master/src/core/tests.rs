@@ -10,6 +10,7 @@ use mezzo_proto::v1;
 
 use super::agent::AgentDescription;
 use super::*;
+use super::{OfferOperation, OperatorRequest};
 use crate::api::validate_task;
 use crate::error::MasterError;
 use crate::registry::Registry;
@@ -80,7 +81,7 @@ impl Sim {
         let info = AgentDescription {
             hostname: "h".into(),
             http_address: String::new(),
-            resources: Resources::parse(res).expect("res"),
+            resources: mezzo_proto::reservation::ReservedResources::parse(res).expect("res"),
             attributes: vec![],
         };
         self.m
@@ -395,7 +396,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
     let info = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
-        resources: Resources::parse("cpus:1;mem:256").expect("res"),
+        resources: mezzo_proto::reservation::ReservedResources::parse("cpus:1;mem:256").expect("res"),
         attributes: vec![],
     };
     let tasks = tasks
@@ -403,7 +404,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
         .map(|(fid, t, state)| agent::ReportedTask {
             framework_id: fid,
             task_id: TaskId::parse(t).expect("id"),
-            resources: Resources::parse("cpus:0.5").expect("res"),
+            resources: mezzo_proto::reservation::ReservedResources::parse("cpus:0.5").expect("res"),
             info: v1::TaskInfo {
                 task_id: t.into(),
                 ..Default::default()
@@ -565,4 +566,195 @@ fn completed_tasks_reported_on_reregistration_reconcile_truthfully() {
         Some(v1::TaskState::TaskFinished as i32)
     );
     assert!(s.m.view(true).tasks.is_empty());
+}
+
+/// A framework subscribed in `roles` on its own connection.
+fn framework_in(s: &mut Sim, conn: ConnId, roles: &[&str]) -> FrameworkId {
+    let info = v1::FrameworkInfo {
+        name: "r".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(conn, info, None, s.now).expect("subscribe");
+    s.run();
+    let id = s.sent.iter().rev().find_map(|e| match e {
+        Effect::ToFramework(c, ev) if *c == conn => match &ev.event {
+            Some(v1::event::Event::Subscribed(x)) => Some(x.framework_id.clone()),
+            _ => None,
+        },
+        _ => None,
+    });
+    FrameworkId::parse(&id.expect("subscribed")).expect("id")
+}
+
+fn offers_to(s: &Sim, fid: &FrameworkId) -> Vec<v1::Offer> {
+    s.offers()
+        .into_iter()
+        .filter(|o| o.framework_id == fid.as_str())
+        .collect()
+}
+
+/// DESIGN.md "Allocator": an offer names its role; a RESERVE in Accept is
+/// committed to the registry, and the reservation is offered to its role.
+#[test]
+fn reserve_through_accept_is_committed_and_offered_to_its_role() {
+    use mezzo_proto::reservation::ReservedResources;
+    let mut s = Sim::new();
+    let agent = s.agent(AGENT_CONN, "cpus:4;mem:1024");
+    let eng = framework_in(&mut s, 101, &["eng"]);
+    let o = offers_to(&s, &eng).pop().expect("offer");
+    assert_eq!(o.allocation_role, "eng");
+    let reserve = OfferOperation::Reserve(ReservedResources::parse("cpus(eng):1;mem(eng):256").expect("r"));
+    let launch_all = OfferOperation::Launch(launch("big", "cpus:4"));
+    // The reserved part is not the framework's to launch on in the same accept.
+    let err =
+        s.m.accept_operations(&eng, &[oid(&o)], vec![reserve.clone(), launch_all], None, s.now)
+            .expect_err("beyond");
+    assert!(err.to_string().contains("asks for"), "{err}");
+    let bad = OfferOperation::Reserve(ReservedResources::parse("cpus(ops):1").expect("r"));
+    let err =
+        s.m.accept_operations(&eng, &[oid(&o)], vec![bad], None, s.now)
+            .expect_err("other role");
+    assert!(err.to_string().contains("offer's role"), "{err}");
+    let unreserve = OfferOperation::Unreserve(ReservedResources::parse("cpus(eng):1").expect("r"));
+    let err =
+        s.m.accept_operations(&eng, &[oid(&o)], vec![unreserve], None, s.now)
+            .expect_err("not reserved");
+    assert!(err.to_string().contains("not dynamically reserved"), "{err}");
+    s.m.accept_operations(&eng, &[oid(&o)], vec![reserve], None, s.now)
+        .expect("reserve");
+    s.run();
+    assert_eq!(
+        s.m.registry().reservations.get(&agent).map(String::as_str),
+        Some("cpus(eng):1;mem(eng):256")
+    );
+    // The rest came back at once, the reservation once committed.
+    let again: Vec<v1::Offer> = offers_to(&s, &eng)
+        .into_iter()
+        .filter(|x| x.offer_id != o.offer_id)
+        .collect();
+    let mut r = ReservedResources::default();
+    for x in &again {
+        r.add(&ReservedResources::from_proto(&x.resources).expect("resources"));
+    }
+    assert_eq!(r.to_string(), "cpus:3;mem:768;cpus(eng):1;mem(eng):256");
+    // A task asking for unreserved cpus gets the reserved ones when needed,
+    // and is recorded with the split it took.
+    let ids: Vec<OfferId> = again.iter().map(oid).collect();
+    s.m.accept(&eng, &ids, vec![launch("t", "cpus:4;mem:300")], None, s.now)
+        .expect("accept");
+    s.run();
+    let view = s.m.view(true);
+    assert_eq!(view.tasks[0].role, "eng");
+    let sent_task = s.agent_msgs().into_iter().rev().find_map(|m| match m {
+        v1::master_message::Message::RunTask(r) => r.task,
+        _ => None,
+    });
+    let task = sent_task.expect("run task");
+    assert_eq!(task.allocation_role, "eng");
+    let split = ReservedResources::from_proto(&task.resources).expect("split");
+    assert_eq!(split.to_string(), "cpus:3;mem:300;cpus(eng):1");
+}
+
+/// Operator requests are answered after their op commits; bad ones at once.
+#[test]
+fn operator_requests_answer_after_commit_and_refuse_bad_input() {
+    use crate::allocator::Quota;
+    use mezzo_proto::reservation::{ReservedResources, Role};
+    let mut s = Sim::new();
+    let agent = s.agent(AGENT_CONN, "cpus:4;mem:1024");
+    let eng = Role::parse("eng").expect("role");
+    let q = |g: &str, l: &str| Quota {
+        guarantee: Resources::parse(g).unwrap_or_default(),
+        limit: Resources::parse(l).unwrap_or_default(),
+    };
+    let bad = [
+        (
+            OperatorRequest::SetWeights([(eng.clone(), f64::NAN)].into_iter().collect()),
+            "finite",
+        ),
+        (
+            OperatorRequest::SetWeights([(eng.clone(), -1.0)].into_iter().collect()),
+            "above 0",
+        ),
+        (
+            OperatorRequest::SetQuota {
+                role: eng.clone(),
+                quota: q("cpus:4", "cpus:2"),
+            },
+            "above its limit",
+        ),
+        (
+            OperatorRequest::SetQuota {
+                role: eng.clone(),
+                quota: q("gpus:1", ""),
+            },
+            "unknown resource",
+        ),
+        (
+            OperatorRequest::SetQuota {
+                role: eng.clone(),
+                quota: Quota::default(),
+            },
+            "no quota to remove",
+        ),
+        (
+            OperatorRequest::Reserve {
+                agent: agent.clone(),
+                resources: ReservedResources::parse("cpus(eng):5").expect("r"),
+                principal: String::new(),
+            },
+            "cannot reserve",
+        ),
+        (
+            OperatorRequest::Reserve {
+                agent: AgentId::parse("nope").expect("id"),
+                resources: ReservedResources::parse("cpus(eng):1").expect("r"),
+                principal: String::new(),
+            },
+            "unknown agent",
+        ),
+        (
+            OperatorRequest::Unreserve {
+                agent: agent.clone(),
+                resources: ReservedResources::parse("cpus(eng):1").expect("r"),
+            },
+            "not dynamically reserved",
+        ),
+    ];
+    for (req, why) in bad {
+        let err = s.m.operator(1, req, s.now).expect_err(why).to_string();
+        assert!(err.contains(why), "{err} lacks {why}");
+    }
+    s.run();
+    assert!(!s.sent.iter().any(|e| matches!(e, Effect::OperatorDone(..))));
+    s.m.operator(
+        7,
+        OperatorRequest::Reserve {
+            agent: agent.clone(),
+            resources: ReservedResources::parse("cpus(eng):2").expect("r"),
+            principal: "admin".into(),
+        },
+        s.now,
+    )
+    .expect("reserve");
+    s.m.operator(
+        8,
+        OperatorRequest::SetQuota {
+            role: eng,
+            quota: q("cpus:1", ""),
+        },
+        s.now,
+    )
+    .expect("quota");
+    s.run();
+    assert!(s.sent.contains(&Effect::OperatorDone(7, Ok(()))));
+    assert!(s.sent.contains(&Effect::OperatorDone(8, Ok(()))));
+    let view = s.m.view(true);
+    assert_eq!(
+        view.agents[0].resources_by_role.to_string(),
+        "cpus:2;mem:1024;cpus(eng):2"
+    );
+    assert_eq!(view.allocation.quotas.len(), 1);
 }

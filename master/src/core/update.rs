@@ -78,14 +78,17 @@ impl Master {
         if let Some(s) = status {
             task.last_status = Some(s.clone());
         }
-        let res = task.resources.clone();
+        let split = task.resources.clone();
+        let res = split.total();
         let agent_id = task.agent_id.clone();
+        let role = task.role.clone();
         match (was_terminal, task.state.is_terminal()) {
             (false, true) => {
                 fw.allocated = fw.allocated.saturating_sub(&res);
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
                     agent.used = agent.used.saturating_sub(&res);
                 }
+                self.alloc.recover_used(fid, &role, &agent_id, &split);
                 self.allocation_needed = true;
             }
             (true, false) => {
@@ -93,6 +96,7 @@ impl Master {
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
                     agent.used.add(&res);
                 }
+                self.alloc.track_used(fid, &role, &agent_id, &split);
             }
             _ => {}
         }

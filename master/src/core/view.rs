@@ -1,5 +1,6 @@
 //! A serializable snapshot of the master for `/state` and `/metrics`.
 
+use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use serde::Serialize;
 
@@ -18,6 +19,8 @@ pub struct StateView {
     pub completed_tasks: Vec<TaskView>,
     pub offers: Vec<OfferView>,
     pub counters: Counters,
+    /// Roles, weights, quotas and reservations (see `operator.rs`).
+    pub allocation: super::operator::AllocationView,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,6 +38,8 @@ pub struct AgentView {
     pub status: AgentStatus,
     pub connected: bool,
     pub total: Resources,
+    /// `total` split into unreserved and reserved per role.
+    pub resources_by_role: ReservedResources,
     pub used: Resources,
     pub offered: Resources,
     pub attributes: Vec<(String, String)>,
@@ -66,6 +71,7 @@ pub struct TaskView {
     pub reason: String,
     pub message: String,
     pub exit_code: Option<i32>,
+    pub role: String,
     pub resources: Resources,
     pub launched_at: f64,
     pub awaiting_ack: bool,
@@ -76,7 +82,8 @@ pub struct OfferView {
     pub id: String,
     pub framework_id: String,
     pub agent_id: String,
-    pub resources: Resources,
+    pub role: String,
+    pub resources: ReservedResources,
 }
 
 fn task_view(t: &Task) -> TaskView {
@@ -95,7 +102,8 @@ fn task_view(t: &Task) -> TaskView {
         reason,
         message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
         exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
-        resources: t.resources.clone(),
+        role: t.role.to_string(),
+        resources: t.resources.total(),
         launched_at: t.launched_at,
         awaiting_ack: t.unacked.is_some(),
     }
@@ -109,7 +117,7 @@ impl Master {
             .values()
             .map(|a| {
                 if a.status == AgentStatus::Active {
-                    totals.total.add(&a.total);
+                    totals.total.add(&a.total.total());
                     totals.used.add(&a.used);
                     totals.offered.add(&a.offered);
                 }
@@ -119,7 +127,8 @@ impl Master {
                     http_address: a.http_address.clone(),
                     status: a.status,
                     connected: a.conn.is_some(),
-                    total: a.total.clone(),
+                    total: a.total.total(),
+                    resources_by_role: a.total.clone(),
                     used: a.used.clone(),
                     offered: a.offered.clone(),
                     attributes: a.attributes.clone(),
@@ -162,6 +171,7 @@ impl Master {
                 id: o.id.to_string(),
                 framework_id: o.framework_id.to_string(),
                 agent_id: o.agent_id.to_string(),
+                role: o.role.to_string(),
                 resources: o.resources.clone(),
             })
             .collect();
@@ -177,6 +187,7 @@ impl Master {
             completed_tasks,
             offers,
             counters: self.counters.clone(),
+            allocation: self.allocation_view(),
         }
     }
 

@@ -1,0 +1,325 @@
+//! `mezzo quota`, `mezzo weights`, `mezzo reserve`, `mezzo unreserve`:
+//! the allocator's operator controls, over the master's HTTP API
+//! (`master/src/http_roles.rs`). Tables by default, `--json` for scripts.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use comfy_table::Table;
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct Conn {
+    /// Master addresses, comma-separated (any of them; followers redirect).
+    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050", global = true)]
+    master: String,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Role quotas: a guarantee set aside for the role and a limit it never passes.
+    Quota {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: QuotaAction,
+    },
+    /// Role weights for the fair share (1 is the default).
+    Weights {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: WeightsAction,
+    },
+    /// Reserve an agent's unreserved resources for roles, e.g. `mezzo reserve AGENT 'cpus(eng):2;mem(eng):1GiB'`.
+    Reserve {
+        #[command(flatten)]
+        conn: Conn,
+        agent: String,
+        /// Resources with their role: `cpus(eng):2;mem(eng):1024` (mem and disk take MiB or a unit like 1GiB).
+        resources: String,
+        /// Who reserves (kept with the reservation).
+        #[arg(long, default_value = "")]
+        principal: String,
+    },
+    /// Give back dynamically reserved resources of an agent.
+    Unreserve {
+        #[command(flatten)]
+        conn: Conn,
+        agent: String,
+        resources: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuotaAction {
+    /// Set a role's quota: `mezzo quota set eng/batch cpus=4,mem=8GiB --limit cpus=8,mem=16GiB`.
+    Set {
+        role: String,
+        /// Guaranteed resources, e.g. `cpus=4,mem=8GiB`.
+        guarantee: Option<String>,
+        /// Most the role may ever hold, e.g. `cpus=8`.
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Every role with its quota, allocation and share (the default).
+    List,
+    /// Remove a role's quota.
+    Remove { role: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WeightsAction {
+    /// Set weights: `mezzo weights set eng=2 ops=1`.
+    Set {
+        #[arg(required = true)]
+        weights: Vec<String>,
+    },
+    /// Every role with its weight and share (the default).
+    List,
+}
+
+/// Converts `cpus=4,mem=8GiB` (or `cpus:4;mem:8192`) into the resource
+/// text form with mem and disk in MiB.
+pub fn quantity_list(text: &str) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    for part in text.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once(['=', ':'])
+            .with_context(|| format!("{part:?} is not name=value (e.g. cpus=4,mem=8GiB)"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let value = if value.starts_with('[') {
+            value.to_owned()
+        } else if matches!(base_name(name), "mem" | "disk") {
+            mib(value).with_context(|| format!("{name}={value}"))?
+        } else {
+            value.to_owned()
+        };
+        out.push(format!("{name}:{value}"));
+    }
+    if out.is_empty() {
+        bail!("no resources given");
+    }
+    Ok(out.join(";"))
+}
+
+/// `mem` of `mem(eng)`.
+fn base_name(name: &str) -> &str {
+    name.split('(').next().unwrap_or(name).trim()
+}
+
+/// A size in MiB: plain numbers are MiB; units B, K/KiB, M/MiB, G/GiB, T/TiB.
+fn mib(v: &str) -> anyhow::Result<String> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.trim().parse().with_context(|| format!("{num:?} is not a number"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mi" | "mib" => 1.0,
+        "g" | "gb" | "gi" | "gib" => 1024.0,
+        "t" | "tb" | "ti" | "tib" => 1024.0 * 1024.0,
+        "k" | "kb" | "ki" | "kib" => 1.0 / 1024.0,
+        other => bail!("unknown size unit {other:?} (use MiB, GiB or TiB)"),
+    };
+    let m = n * factor;
+    if m.fract() != 0.0 {
+        bail!("{v} is not a whole number of MiB");
+    }
+    Ok(format!("{m}"))
+}
+
+async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()?;
+    let mut last = None;
+    for m in super::masters(&conn.master) {
+        let mut req = client.request(method.clone(), format!("http://{m}{path}"));
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+                if !status.is_success() {
+                    let msg = v["error"].as_str().map(str::to_owned).unwrap_or(text);
+                    bail!("{m} refused ({status}): {msg}");
+                }
+                return Ok(v);
+            }
+            Err(e) => last = Some(anyhow::anyhow!("{m}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `cpus 4 mem 8192` from a resources object, leaving out zeros.
+fn res(v: &Value) -> String {
+    let Some(o) = v.as_object() else { return s(v) };
+    let parts: Vec<String> = o
+        .iter()
+        .filter(|(k, x)| !(x.as_f64() == Some(0.0) || (k.as_str() == "ports" && x.as_str() == Some("[]"))))
+        .map(|(k, x)| format!("{k} {}", s(x)))
+        .collect();
+    if parts.is_empty() { "-".into() } else { parts.join(" ") }
+}
+
+fn print_roles(v: &Value, weights_only: bool) {
+    let mut t = Table::new();
+    if weights_only {
+        t.set_header(["ROLE", "WEIGHT", "ALLOCATED", "SHARE", "FRAMEWORKS"]);
+    } else {
+        t.set_header(["ROLE", "WEIGHT", "GUARANTEE", "LIMIT", "ALLOCATED", "OFFERED", "SHARE"]);
+    }
+    for r in v["roles"].as_array().into_iter().flatten() {
+        let share = format!("{:.3}", r["dominant_share"].as_f64().unwrap_or(0.0));
+        if weights_only {
+            let fws = r["frameworks"].as_array().map(|a| a.len()).unwrap_or(0);
+            t.add_row([
+                s(&r["role"]),
+                s(&r["weight"]),
+                res(&r["allocated"]),
+                share,
+                fws.to_string(),
+            ]);
+        } else {
+            t.add_row([
+                s(&r["role"]),
+                s(&r["weight"]),
+                res(&r["guarantee"]),
+                res(&r["limit"]),
+                res(&r["allocated"]),
+                res(&r["offered"]),
+                share,
+            ]);
+        }
+    }
+    println!("{t}");
+    if !weights_only && let Some(rsv) = v["reservations"].as_object().filter(|o| !o.is_empty()) {
+        let mut t = Table::new();
+        t.set_header(["AGENT", "DYNAMIC RESERVATIONS"]);
+        for (agent, r) in rsv {
+            t.add_row([agent.clone(), s(r)]);
+        }
+        println!("\n{t}");
+    }
+}
+
+fn done(conn: &Conn, v: &Value, what: String) -> anyhow::Result<ExitCode> {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        println!("{what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match c {
+        Command::Quota { conn, action } => match action {
+            QuotaAction::List => {
+                let v = request(&conn, Method::GET, "/roles", None).await?;
+                if conn.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    print_roles(&v, false);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            QuotaAction::Set { role, guarantee, limit } => {
+                if guarantee.is_none() && limit.is_none() {
+                    bail!("give a guarantee (e.g. cpus=4,mem=8GiB), a --limit, or both");
+                }
+                let g = guarantee.as_deref().map(quantity_list).transpose()?.unwrap_or_default();
+                let l = limit.as_deref().map(quantity_list).transpose()?.unwrap_or_default();
+                let body = serde_json::json!({ "role": role, "guarantee": g, "limit": l });
+                let v = request(&conn, Method::PUT, "/quota", Some(body)).await?;
+                done(&conn, &v, format!("quota of {role}: guarantee {g:?}, limit {l:?}"))
+            }
+            QuotaAction::Remove { role } => {
+                let v = request(&conn, Method::DELETE, &format!("/quota/{role}"), None).await?;
+                done(&conn, &v, format!("quota of {role} removed"))
+            }
+        },
+        Command::Weights { conn, action } => match action {
+            WeightsAction::List => {
+                let v = request(&conn, Method::GET, "/roles", None).await?;
+                if conn.json {
+                    println!("{}", serde_json::to_string_pretty(&v["weights"])?);
+                } else {
+                    print_roles(&v, true);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            WeightsAction::Set { weights } => {
+                let mut body = serde_json::Map::new();
+                for w in &weights {
+                    let (role, value) = w
+                        .split_once('=')
+                        .with_context(|| format!("{w:?} is not role=weight (e.g. eng=2)"))?;
+                    let value: f64 = value
+                        .trim()
+                        .parse()
+                        .with_context(|| format!("weight of {role}: {value:?} is not a number"))?;
+                    if !value.is_finite() || value <= 0.0 {
+                        bail!("weight of {role} must be a finite number above 0, got {value}");
+                    }
+                    body.insert(role.trim().to_owned(), serde_json::json!(value));
+                }
+                let v = request(&conn, Method::PUT, "/weights", Some(Value::Object(body))).await?;
+                done(&conn, &v, format!("weights set: {}", weights.join(" ")))
+            }
+        },
+        Command::Reserve {
+            conn,
+            agent,
+            resources,
+            principal,
+        } => {
+            let r = quantity_list(&resources)?;
+            let body = serde_json::json!({ "agent": agent, "resources": r, "principal": principal });
+            let v = request(&conn, Method::POST, "/reserve", Some(body)).await?;
+            done(&conn, &v, format!("reserved {r} on {agent}"))
+        }
+        Command::Unreserve { conn, agent, resources } => {
+            let r = quantity_list(&resources)?;
+            let body = serde_json::json!({ "agent": agent, "resources": r });
+            let v = request(&conn, Method::POST, "/unreserve", Some(body)).await?;
+            done(&conn, &v, format!("unreserved {r} on {agent}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_convert_to_resource_text() {
+        assert_eq!(
+            quantity_list("cpus=4,mem=8GiB").ok().as_deref(),
+            Some("cpus:4;mem:8192")
+        );
+        assert_eq!(
+            quantity_list("cpus(eng):2;mem(eng):1GiB").ok().as_deref(),
+            Some("cpus(eng):2;mem(eng):1024")
+        );
+        assert_eq!(quantity_list("disk=1TiB").ok().as_deref(), Some("disk:1048576"));
+        for bad in ["", "cpus", "mem=1.5PiB", "mem=0.3"] {
+            assert!(quantity_list(bad).is_err(), "{bad}");
+        }
+    }
+}
