@@ -10,6 +10,7 @@ pub mod api;
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod kv;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

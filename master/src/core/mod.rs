@@ -10,6 +10,7 @@
 mod accept;
 mod agent;
 mod framework;
+mod kv;
 mod offer;
 mod update;
 pub mod view;
@@ -22,6 +23,7 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+use crate::error::MasterError;
 use crate::registry::{Registry, RegistryOp};
 
 pub use accept::LaunchRequest;
@@ -74,6 +76,8 @@ pub enum Effect {
     ToAgent(ConnId, v1::MasterMessage),
     CloseAgent(ConnId),
     Propose(RegistryOp),
+    /// A key-value write proposed for call `request` was committed.
+    KvDone(u64, Result<crate::kv::KvDone, MasterError>),
 }
 
 /// Counters for `/metrics`.
@@ -260,12 +264,17 @@ impl Master {
 
     /// Applies a committed registry op and acts on it.
     pub fn apply(&mut self, op: RegistryOp, now: Instant) {
-        self.registry.apply(&op);
+        let outcome = self.registry.apply(&op);
         match op {
             RegistryOp::AdmitAgent(rec) => self.agent_admitted(&rec, now),
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id } => self.framework_removed(&id, now),
+            RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
+                if let Some(outcome) = outcome {
+                    self.kv_applied(w.request, outcome.map_err(MasterError::from));
+                }
+            }
         }
     }
 
