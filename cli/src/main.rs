@@ -27,6 +27,8 @@ enum Command {
     Status(cmd::status::Args),
     /// List, add or remove masters of the Raft group.
     Masters(cmd::masters::Args),
+    /// Long-running services: run the framework, deploy, scale, update, discover.
+    Service(cmd::service::Args),
 }
 
 fn init_logging(format: &str) {
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Masters(a) => cmd::masters::run(a).await,
+            Command::Service(a) => cmd::service::run(a).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod master;
 pub mod masters;
 pub mod run;
+pub mod service;
 pub mod status;
 
 use std::time::Duration;
