@@ -118,7 +118,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         } => {
             let mut cfg = mezzo_service::Config::new(super::masters(&masters), listen, work_dir);
             cfg.failover_timeout = failover_timeout;
-            let running = mezzo_service::serve(cfg).await.context("cannot start the service framework")?;
+            let running = mezzo_service::serve(cfg)
+                .await
+                .context("cannot start the service framework")?;
             super::ready("service", running.addr);
             tokio::select! {
                 r = running.wait() => r.context("the service framework stopped")?,
@@ -138,7 +140,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             })
         }
         Sub::Status { name, query } => {
-            let r: Result<ServiceStatus, _> = call(&query.client, reqwest::Method::GET, &format!("/{name}"), None).await?;
+            let r: Result<ServiceStatus, _> =
+                call(&query.client, reqwest::Method::GET, &format!("/{name}"), None).await?;
             show(r, query.json, print_status)
         }
         Sub::List { query } => {
@@ -147,19 +150,30 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         Sub::Scale { name, instances, query } => {
             let body = serde_json::to_string(&ScaleBody { instances })?;
-            let r: Result<Summary, _> =
-                call(&query.client, reqwest::Method::POST, &format!("/{name}/scale"), Some(body)).await?;
-            show(r, query.json, |s| println!("service {}: scaling to {}", s.name, s.desired))
+            let r: Result<Summary, _> = call(
+                &query.client,
+                reqwest::Method::POST,
+                &format!("/{name}/scale"),
+                Some(body),
+            )
+            .await?;
+            show(r, query.json, |s| {
+                println!("service {}: scaling to {}", s.name, s.desired)
+            })
         }
         Sub::Restart { name, query } => {
             let r: Result<DeployReply, _> =
                 call(&query.client, reqwest::Method::POST, &format!("/{name}/restart"), None).await?;
-            show(r, query.json, |d| println!("service {}: restarting as version {}", d.name, d.version))
+            show(r, query.json, |d| {
+                println!("service {}: restarting as version {}", d.name, d.version)
+            })
         }
         Sub::Rollback { name, query } => {
             let r: Result<DeployReply, _> =
                 call(&query.client, reqwest::Method::POST, &format!("/{name}/rollback"), None).await?;
-            show(r, query.json, |d| println!("service {}: rolling back to version {}", d.name, d.version))
+            show(r, query.json, |d| {
+                println!("service {}: rolling back to version {}", d.name, d.version)
+            })
         }
         Sub::Remove { name, query } => {
             let r: Result<Summary, _> = call(&query.client, reqwest::Method::DELETE, &format!("/{name}"), None).await?;
@@ -203,14 +217,22 @@ async fn call<T: DeserializeOwned>(
     let status = resp.status();
     let text = resp.text().await.context("read the answer")?;
     if status.is_success() {
-        return Ok(Ok(serde_json::from_str(&text).with_context(|| format!("bad answer from {url}"))?));
+        return Ok(Ok(
+            serde_json::from_str(&text).with_context(|| format!("bad answer from {url}"))?
+        ));
     }
-    let message = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|e| e.error)
+        .unwrap_or(text);
     Ok(Err((status.as_u16(), message)))
 }
 
 /// Prints a result (JSON or text) and picks the exit code.
-fn show<T: serde::Serialize>(r: Result<T, (u16, String)>, json: bool, text: impl FnOnce(&T)) -> anyhow::Result<ExitCode> {
+fn show<T: serde::Serialize>(
+    r: Result<T, (u16, String)>,
+    json: bool,
+    text: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
     match r {
         Ok(v) => {
             if json {

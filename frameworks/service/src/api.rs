@@ -59,7 +59,13 @@ pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: Vec<String>) -> Router {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(ErrorBody { error: self.to_string() })).into_response()
+        (
+            self.status(),
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -101,13 +107,10 @@ async fn remove(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
     ask(&c, |r| Cmd::Remove(name, r)).await
 }
 
-async fn scale(
-    State(c): State<Ctx>,
-    Path(name): Path<String>,
-    body: Result<Json<ScaleBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match body {
-        Ok(Json(b)) => ask(&c, |r| Cmd::Scale(name, b.instances, r)).await,
+async fn scale(State(c): State<Ctx>, Path(name): Path<String>, body: String) -> Response {
+    // Parsed by hand so that any content type is accepted.
+    match serde_json::from_str::<ScaleBody>(&body) {
+        Ok(b) => ask(&c, |r| Cmd::Scale(name, b.instances, r)).await,
         Err(e) => ApiError::BadRequest(format!("expected {{\"instances\": N}}: {e}")).into_response(),
     }
 }
@@ -129,7 +132,11 @@ async fn deploy(State(c): State<Ctx>, body: String) -> Response {
 async fn check_fits(c: &Ctx, spec: &ServiceSpec) -> Result<(), ApiError> {
     let mut state = None;
     for m in &c.masters {
-        let url = if m.starts_with("http") { format!("{m}/state") } else { format!("http://{m}/state") };
+        let url = if m.starts_with("http") {
+            format!("{m}/state")
+        } else {
+            format!("http://{m}/state")
+        };
         match c.http.get(&url).send().await.and_then(|r| r.error_for_status()) {
             Ok(r) => match r.json::<Value>().await {
                 Ok(v) => {
@@ -155,7 +162,9 @@ pub(crate) fn fits_some_agent(spec: &ServiceSpec, state: &Value) -> Result<(), S
     let mut largest = String::new();
     for a in agents {
         let t = &a["total"];
-        let ports = t["ports"].as_str().and_then(|p| mezzo_sdk::Resources::parse(&format!("ports:{p}")).ok());
+        let ports = t["ports"]
+            .as_str()
+            .and_then(|p| mezzo_sdk::Resources::parse(&format!("ports:{p}")).ok());
         let port_count = ports.map_or(0, |p| p.port_count());
         let scalars_ok = need.scalars.iter().all(|(k, v)| milli(&t[k]) >= *v);
         if milli(&t["cpus"]) >= need.cpus.0
@@ -203,8 +212,14 @@ mod tests {
         assert!(fits_some_agent(&spec("cpus:2;mem:1024", "[\"a\", \"b\"]"), &state).is_ok());
         assert!(fits_some_agent(&spec("cpus:8;mem:512", "[]"), &state).is_ok());
         let err = fits_some_agent(&spec("cpus:8;mem:1024", "[]"), &state).expect_err("too big");
-        assert!(err.contains("`resources`") && err.contains("none of the 2 agent(s)"), "{err}");
-        assert!(fits_some_agent(&spec("cpus:1", "[\"a\", \"b\", \"c\"]"), &state).is_err(), "3 ports");
+        assert!(
+            err.contains("`resources`") && err.contains("none of the 2 agent(s)"),
+            "{err}"
+        );
+        assert!(
+            fits_some_agent(&spec("cpus:1", "[\"a\", \"b\", \"c\"]"), &state).is_err(),
+            "3 ports"
+        );
         assert!(fits_some_agent(&spec("cpus:100", "[]"), &serde_json::json!({"agents": []})).is_ok());
     }
 }

@@ -94,7 +94,10 @@ struct Svc {
 
 impl Svc {
     fn new(rec: ServiceRecord, phase: Phase) -> Svc {
-        let initial = rec.target_spec().map(|s| s.restart.backoff).unwrap_or(Duration::from_secs(1));
+        let initial = rec
+            .target_spec()
+            .map(|s| s.restart.backoff)
+            .unwrap_or(Duration::from_secs(1));
         let live = rec.instances.keys().map(|k| (k.clone(), Live::new(phase))).collect();
         Svc {
             rec,
@@ -392,7 +395,9 @@ impl Owner {
     async fn flush(&mut self) {
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            let Some(s) = self.services.get_mut(&name) else { continue };
+            let Some(s) = self.services.get_mut(&name) else {
+                continue;
+            };
             if s.rec.removing && s.rec.instances.is_empty() {
                 match self.kv.delete(&record::key(&name)).await {
                     Ok(_) => {
@@ -468,9 +473,13 @@ impl Owner {
         offers: &[v1::Offer],
         room: &mut [v1::Offer],
     ) -> Vec<(usize, String, v1::TaskInfo)> {
-        let Some(s) = self.services.get_mut(name) else { return vec![] };
+        let Some(s) = self.services.get_mut(name) else {
+            return vec![];
+        };
         let version = s.rec.deployment.target;
-        let Some(spec) = s.rec.versions.get(&version).cloned() else { return vec![] };
+        let Some(spec) = s.rec.versions.get(&version).cloned() else {
+            return vec![];
+        };
         let (Ok(res), Ok(constraints)) = (spec.resources(), spec.placement()) else {
             return vec![];
         };
@@ -499,7 +508,11 @@ impl Owner {
                 version,
                 agent_id: offer.agent_id.clone(),
                 host: offer.hostname.clone(),
-                attributes: offer.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                attributes: offer
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
                 ports: p.ports.clone(),
                 seq: s.rec.next_seq,
             };
@@ -555,13 +568,19 @@ impl Owner {
                 if l.running_since.is_none() {
                     l.running_since = Some(now);
                 }
-                let spec = s.rec.instances.get(&id).and_then(|r| s.rec.versions.get(&r.version).map(|v| (r, v)));
+                let spec = s
+                    .rec
+                    .instances
+                    .get(&id)
+                    .and_then(|r| s.rec.versions.get(&r.version).map(|v| (r, v)));
                 match spec.map(|(r, v)| (r, v, v.probe())) {
                     Some((r, v, Ok(Some(probe)))) if l.checker.is_none() => {
                         let (interval, timeout) = v
                             .health
                             .as_ref()
-                            .map_or((Duration::from_secs(5), Duration::from_secs(2)), |h| (h.interval, h.timeout));
+                            .map_or((Duration::from_secs(5), Duration::from_secs(2)), |h| {
+                                (h.interval, h.timeout)
+                            });
                         let target = health::Target {
                             task_id: id.clone(),
                             host: r.host.clone(),
@@ -608,7 +627,9 @@ impl Owner {
         if l.phase != Phase::Running {
             return;
         }
-        let Some(inst) = s.rec.instances.get(&r.task_id) else { return };
+        let Some(inst) = s.rec.instances.get(&r.task_id) else {
+            return;
+        };
         let version = inst.version;
         let Some(h) = s.rec.versions.get(&version).and_then(|v| v.health.clone()) else {
             return;
@@ -617,7 +638,12 @@ impl Owner {
             l.failures = 0;
             if l.health != Health::Healthy {
                 l.health = Health::Healthy;
-                let initial = s.rec.versions.get(&version).map(|v| v.restart.backoff).unwrap_or_default();
+                let initial = s
+                    .rec
+                    .versions
+                    .get(&version)
+                    .map(|v| v.restart.backoff)
+                    .unwrap_or_default();
                 s.backoff.reset(initial);
             }
             return;
@@ -630,7 +656,10 @@ impl Owner {
         if l.failures >= h.failures {
             l.health = Health::Unhealthy;
             l.stop_checker();
-            let what = format!("instance {} failed {} health checks: {}", r.task_id, l.failures, r.detail);
+            let what = format!(
+                "instance {} failed {} health checks: {}",
+                r.task_id, l.failures, r.detail
+            );
             self.failure(&name, version, &what, true);
         }
     }
@@ -642,9 +671,14 @@ impl Owner {
         let Some(s) = self.services.get_mut(name) else { return };
         warn!(service = %name, "{what}");
         s.rec.event(what);
-        let Some(spec) = s.rec.versions.get(&version).cloned() else { return };
+        let Some(spec) = s.rec.versions.get(&version).cloned() else {
+            return;
+        };
         s.backoff.failure(now, spec.restart.factor, spec.restart.max_backoff);
-        if fault && let Verdict::RolledBack { from, to } = plan::failed(&mut s.rec.deployment, version, spec.upgrade.auto_rollback) {
+        if fault
+            && let Verdict::RolledBack { from, to } =
+                plan::failed(&mut s.rec.deployment, version, spec.upgrade.auto_rollback)
+        {
             let what = format!("version {from} failed; rolling back to version {to}");
             warn!(service = %name, "{what}");
             s.rec.event(what);
@@ -672,7 +706,9 @@ impl Owner {
             }
             Cmd::Scale(name, n, reply) => {
                 let r = if n > MAX_INSTANCES {
-                    Err(ApiError::BadRequest(format!("instances: {n} is more than the limit of {MAX_INSTANCES}")))
+                    Err(ApiError::BadRequest(format!(
+                        "instances: {n} is more than the limit of {MAX_INSTANCES}"
+                    )))
                 } else {
                     self.change(&name, |rec| {
                         rec.desired = n;
@@ -687,7 +723,10 @@ impl Owner {
             Cmd::Restart(name, reply) => {
                 let r = self
                     .change(&name, |rec| {
-                        let mut spec = rec.target_spec().cloned().ok_or_else(|| ApiError::Conflict("no target version".into()))?;
+                        let mut spec = rec
+                            .target_spec()
+                            .cloned()
+                            .ok_or_else(|| ApiError::Conflict("no target version".into()))?;
                         spec.instances = rec.desired;
                         let v = rec.add_version(spec);
                         rec.event(format!("restart: rolling to version {v}"));
@@ -742,7 +781,9 @@ impl Owner {
             return Ok(reply);
         };
         if s.rec.removing {
-            return Err(ApiError::Conflict(format!("service {name} is being removed; deploy it again once it is gone")));
+            return Err(ApiError::Conflict(format!(
+                "service {name} is being removed; deploy it again once it is gone"
+            )));
         }
         if s.rec.target_spec() == Some(&spec) {
             return Ok(reply_of(&s.rec, "unchanged"));
@@ -800,7 +841,11 @@ impl Owner {
             summary: s.summary(),
             instances,
             events: s.rec.events.clone(),
-            spec: s.rec.target_spec().cloned().ok_or_else(|| ApiError::Conflict("no target version".into()))?,
+            spec: s
+                .rec
+                .target_spec()
+                .cloned()
+                .ok_or_else(|| ApiError::Conflict("no target version".into()))?,
         })
     }
 
@@ -828,7 +873,9 @@ mod tonic_code {
 }
 
 fn not_ready<T>() -> Result<T, ApiError> {
-    Err(ApiError::Unavailable("the framework is still connecting to the masters".into()))
+    Err(ApiError::Unavailable(
+        "the framework is still connecting to the masters".into(),
+    ))
 }
 
 fn unknown(name: &str) -> ApiError {
@@ -836,7 +883,9 @@ fn unknown(name: &str) -> ApiError {
 }
 
 fn store_error(e: SdkError) -> ApiError {
-    ApiError::Unavailable(format!("cannot store the change in the masters' registry (nothing was changed): {e}"))
+    ApiError::Unavailable(format!(
+        "cannot store the change in the masters' registry (nothing was changed): {e}"
+    ))
 }
 
 fn reply_of(rec: &ServiceRecord, outcome: &str) -> DeployReply {
@@ -848,7 +897,11 @@ fn reply_of(rec: &ServiceRecord, outcome: &str) -> DeployReply {
 }
 
 fn port_map(rec: &ServiceRecord, r: &InstanceRecord) -> BTreeMap<String, u64> {
-    let names = rec.versions.get(&r.version).map(|v| v.ports.clone()).unwrap_or_default();
+    let names = rec
+        .versions
+        .get(&r.version)
+        .map(|v| v.ports.clone())
+        .unwrap_or_default();
     names.into_iter().zip(r.ports.iter().copied()).collect()
 }
 
@@ -909,7 +962,11 @@ mod tests {
         let res = Resources::parse("cpus:0.1;ports:[31000-31001]").expect("res");
         let t = build_task("web.3.x", &spec, &res, &inst);
         let cmd = t.command.expect("command");
-        let env: BTreeMap<_, _> = cmd.environment.iter().map(|e| (e.name.as_str(), e.value.as_str())).collect();
+        let env: BTreeMap<_, _> = cmd
+            .environment
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
         assert_eq!(env["PORT0"], "31000");
         assert_eq!(env["PORT1"], "31001");
         assert_eq!(env["PORT"], "31000");

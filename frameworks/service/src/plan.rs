@@ -150,7 +150,10 @@ pub fn step(d: &mut Deployment, desired: u32, limits: Limits, instances: &[Inst]
 
     let (mut new, mut old): (Vec<&Inst>, Vec<&Inst>) = live.into_iter().partition(|i| i.version == d.target);
     // Least useful first: not healthy before healthy, then newest first.
-    let order = |a: &&Inst, b: &&Inst| (a.health == Health::Healthy, std::cmp::Reverse(a.seq)).cmp(&(b.health == Health::Healthy, std::cmp::Reverse(b.seq)));
+    let order = |a: &&Inst, b: &&Inst| {
+        (a.health == Health::Healthy, std::cmp::Reverse(a.seq))
+            .cmp(&(b.health == Health::Healthy, std::cmp::Reverse(b.seq)))
+    };
     new.sort_by(order);
     old.sort_by(order);
 
@@ -269,7 +272,15 @@ mod tests {
 
     fn healthy(n: usize, version: u64, from: u64) -> Vec<Inst> {
         (0..n)
-            .map(|k| inst(&format!("v{version}-{k}"), version, Phase::Running, Health::Healthy, from + k as u64))
+            .map(|k| {
+                inst(
+                    &format!("v{version}-{k}"),
+                    version,
+                    Phase::Running,
+                    Health::Healthy,
+                    from + k as u64,
+                )
+            })
             .collect()
     }
 
@@ -318,7 +329,10 @@ mod tests {
                 return round;
             }
             let healthy = is.iter().filter(|i| i.health == Health::Healthy).count();
-            assert!(healthy + limits.max_unavailable as usize >= desired, "round {round}: {healthy} healthy");
+            assert!(
+                healthy + limits.max_unavailable as usize >= desired,
+                "round {round}: {healthy} healthy"
+            );
             for i in &mut is {
                 i.health = Health::Healthy;
             }
@@ -326,7 +340,11 @@ mod tests {
                 seq += 1;
                 is.push(inst(&format!("n{seq}"), 2, Phase::Staging, Health::Unknown, seq));
             }
-            assert!(is.len() <= desired + limits.max_surge as usize, "round {round}: {} live", is.len());
+            assert!(
+                is.len() <= desired + limits.max_surge as usize,
+                "round {round}: {} live",
+                is.len()
+            );
         }
         panic!("the update never completed")
     }

@@ -52,7 +52,7 @@ const MAX_EVENTS: usize = 20;
 impl ServiceRecord {
     /// A new service at version 1.
     pub fn new(spec: ServiceSpec) -> ServiceRecord {
-        ServiceRecord {
+        let mut rec = ServiceRecord {
             name: spec.name.clone(),
             desired: spec.instances,
             versions: BTreeMap::from([(1, spec)]),
@@ -61,8 +61,10 @@ impl ServiceRecord {
             instances: BTreeMap::new(),
             removing: false,
             next_seq: 0,
-            events: vec!["deployed version 1".into()],
-        }
+            events: Vec::new(),
+        };
+        rec.event("created at version 1");
+        rec
     }
 
     /// The spec of the target version.
@@ -121,8 +123,8 @@ mod tests {
 
     #[test]
     fn versions_are_pruned_to_those_in_use() {
-        let spec = ServiceSpec::parse("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n")
-            .expect("spec");
+        let spec =
+            ServiceSpec::parse("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n").expect("spec");
         let mut r = ServiceRecord::new(spec.clone());
         assert_eq!(r.add_version(spec.clone()), 2);
         assert_eq!(r.add_version(spec.clone()), 3);

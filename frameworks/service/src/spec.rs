@@ -308,7 +308,10 @@ impl ServiceSpec {
             ));
         }
         if self.command.trim().is_empty() || self.command.contains('\0') {
-            return Err(invalid("command", "must be a non-blank shell command without NUL bytes"));
+            return Err(invalid(
+                "command",
+                "must be a non-blank shell command without NUL bytes",
+            ));
         }
         self.resources()?;
         if self.ports.len() > MAX_PORTS {
@@ -351,7 +354,10 @@ impl ServiceSpec {
         }
         let r = &self.restart;
         if !(r.factor.is_finite() && r.factor >= 1.0 && r.factor <= 100.0) {
-            return Err(invalid("restart.factor", format!("{} must be between 1 and 100", r.factor)));
+            return Err(invalid(
+                "restart.factor",
+                format!("{} must be between 1 and 100", r.factor),
+            ));
         }
         if r.max_backoff < r.backoff {
             return Err(invalid("restart.max_backoff", "must be at least restart.backoff"));
@@ -438,7 +444,8 @@ impl ServiceSpec {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !n.starts_with('-')
 }
 
@@ -449,7 +456,10 @@ fn parse_constraint(text: &str) -> Result<Constraint, String> {
         [a, o, v] => (*a, *o, Some(*v)),
         _ => return Err(format!("{text:?} is not ATTRIBUTE:OPERATOR[:VALUE]")),
     };
-    let need = |arg: Option<&str>| arg.map(str::to_owned).ok_or(format!("{op} needs a value ({attr}:{op}:VALUE)"));
+    let need = |arg: Option<&str>| {
+        arg.map(str::to_owned)
+            .ok_or(format!("{op} needs a value ({attr}:{op}:VALUE)"))
+    };
     match (attr, op.to_ascii_uppercase().as_str()) {
         ("hostname", "UNIQUE") => Ok(Constraint::UniqueHost),
         ("hostname", "MAX_PER") => {
@@ -515,20 +525,59 @@ interval = "500ms"
     fn bad_files_name_the_field_or_line() {
         let cases: &[(&str, &str)] = &[
             ("name = \"web\"\ninstances = \"five\"\n", "line 2"),
-            ("name = \"web\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\ncolour = 1\n", "colour"),
+            (
+                "name = \"web\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\ncolour = 1\n",
+                "colour",
+            ),
             ("name = \"web\"\ninstances = 1\ncommand = \"x\"\n", "resources"),
-            ("name = \"Web!\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n", "`name`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \" \"\nresources = \"cpus:1\"\n", "`command`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:-1\"\n", "`resources`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1;ports:[1-2]\"\n", "`resources`"),
-            ("name = \"w\"\ninstances = 500\ncommand = \"x\"\nresources = \"cpus:1\"\n", "`instances`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nconstraints = [\"rack:NEAR:x\"]\n", "constraints[0]"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ntcp = {}\n", "health.tcp.port"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ncommand = \"true\"\ninterval = \"soon\"\n", "line 7"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ninterval = \"1s\"\n", "`health`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[upgrade]\nmax_surge = 0\n", "`upgrade`"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[restart]\nfactor = 0.5\n", "restart.factor"),
-            ("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nports = [\"a\", \"a\"]\n", "ports[1]"),
+            (
+                "name = \"Web!\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n",
+                "`name`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \" \"\nresources = \"cpus:1\"\n",
+                "`command`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:-1\"\n",
+                "`resources`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1;ports:[1-2]\"\n",
+                "`resources`",
+            ),
+            (
+                "name = \"w\"\ninstances = 500\ncommand = \"x\"\nresources = \"cpus:1\"\n",
+                "`instances`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nconstraints = [\"rack:NEAR:x\"]\n",
+                "constraints[0]",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ntcp = {}\n",
+                "health.tcp.port",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ncommand = \"true\"\ninterval = \"soon\"\n",
+                "line 7",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ninterval = \"1s\"\n",
+                "`health`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[upgrade]\nmax_surge = 0\n",
+                "`upgrade`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[restart]\nfactor = 0.5\n",
+                "restart.factor",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nports = [\"a\", \"a\"]\n",
+                "ports[1]",
+            ),
             ("name = [\n", "line"),
         ];
         for (text, want) in cases {
