@@ -19,11 +19,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-fn spec(agents: usize) -> ClusterSpec {
+/// `test` (0-9) gives each test's agents port ranges of their own
+/// (2TI00-2TI99, below the ephemeral ports), as tests run in parallel.
+fn spec(test: u32, agents: usize) -> ClusterSpec {
     let mut s = ClusterSpec {
         masters: 1,
         agents,
-        agent_resources: "cpus:4;mem:4096;disk:4096;ports:[3{i}000-3{i}099]".into(),
+        agent_resources: format!("cpus:4;mem:4096;disk:4096;ports:[2{test}{{i}}00-2{test}{{i}}99]"),
         ..Default::default()
     };
     s.agent_args.extend(
@@ -83,11 +85,14 @@ impl Service {
         ];
         let log = c.dir.path().join(format!("service-{tag}.log"));
         let daemon = Daemon::spawn("service", &args, log).await?;
-        Ok(Service {
+        let svc = Service {
             daemon,
             work_dir,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-        })
+        };
+        // It answers 503 until it has subscribed and read its records.
+        mezzo_tests::wait_for("the framework to be ready", LONG, || svc.get(""), Value::is_array).await?;
+        Ok(svc)
     }
 
     /// Runs `mezzo service ARGS --service ADDR`: (exit code, stdout, stderr).
@@ -190,7 +195,7 @@ const LONG: Duration = Duration::from_secs(90);
 /// agent holding some of them is SIGKILLed (its tasks become unreachable).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
-    let mut c = Cluster::start(spec(3)).await?;
+    let mut c = Cluster::start(spec(0, 3)).await?;
     let svc = Service::start(&c, "a").await?;
     let result = async {
         svc.deploy(&c, "web.toml", &web("web", 5, HTTPD, "")).await?;
@@ -280,7 +285,7 @@ async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
 /// `instances - max_unavailable`, checked all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_update_rolls_back_without_dropping_below_the_floor() -> Result<()> {
-    let c = Cluster::start(spec(3)).await?;
+    let c = Cluster::start(spec(1, 3)).await?;
     let svc = Service::start(&c, "a").await?;
     let result = async {
         let upgrade = "[upgrade]\nmax_surge = 1\nmax_unavailable = 1\n";
@@ -339,7 +344,7 @@ async fn a_broken_update_rolls_back_without_dropping_below_the_floor() -> Result
 /// id, adopts the running tasks and launches nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_framework_adopts_its_tasks_and_starts_no_duplicates() -> Result<()> {
-    let c = Cluster::start(spec(2)).await?;
+    let c = Cluster::start(spec(2, 2)).await?;
     let mut svc = Service::start(&c, "a").await?;
     let result = async {
         svc.deploy(&c, "web.toml", &web("web", 3, HTTPD, "")).await?;
@@ -381,7 +386,7 @@ async fn a_restarted_framework_adopts_its_tasks_and_starts_no_duplicates() -> Re
 /// the line or field; nothing is deployed or launched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
-    let c = Cluster::start(spec(1)).await?;
+    let c = Cluster::start(spec(3, 1)).await?;
     let svc = Service::start(&c, "a").await?;
     let result = async {
         let file = |name: &str, text: &str| -> Result<String> {
@@ -460,6 +465,64 @@ async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
         )
         .await?;
         ensure!(live_tasks(&c).await?.is_empty(), "its task was killed");
+        Ok(())
+    }
+    .await;
+    with_logs(result, &c, Some(&svc))
+}
+
+/// The leading master is SIGKILLed: the framework follows the new leader,
+/// keeps its instances (no duplicates), and its state is still there: a
+/// scale, written to the new leader's registry, takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec {
+        masters: 3,
+        ..spec(4, 2)
+    })
+    .await?;
+    let svc = Service::start(&c, "a").await?;
+    let result = async {
+        svc.deploy(&c, "web.toml", &web("web", 3, HTTPD, "")).await?;
+        let s = svc.wait("web", "3 healthy", LONG, |s| healthy(s) == 3).await?;
+        let ids: BTreeSet<String> = instances(&s)
+            .iter()
+            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+
+        let leader = c.wait_leader().await?;
+        c.masters[leader].kill().await;
+        c.wait_leader().await?;
+        // Scaling needs the registry: retried until the framework has
+        // re-subscribed to the new leader.
+        let deadline = Instant::now() + LONG;
+        loop {
+            let (code, _, err) = svc.cli(&["scale", "web", "4"]).await?;
+            if code == 0 {
+                break;
+            }
+            ensure!(
+                code == 6 && Instant::now() < deadline,
+                "scale after failover: {code}: {err}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let s = svc.wait("web", "4 healthy", LONG, |s| healthy(s) == 4).await?;
+        let now: BTreeSet<String> = instances(&s)
+            .iter()
+            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        ensure!(ids.is_subset(&now), "the first three kept: {ids:?} in {now:?}");
+        mezzo_tests::wait_for(
+            "the new leader to hold exactly the 4 instances",
+            Duration::from_secs(30),
+            || async { Ok(Value::from(live_tasks(&c).await?.into_iter().collect::<Vec<_>>())) },
+            |v| {
+                v.as_array()
+                    .is_some_and(|a| a.len() == 4 && a.iter().all(|t| now.contains(t.as_str().unwrap_or(""))))
+            },
+        )
+        .await?;
         Ok(())
     }
     .await;

@@ -154,6 +154,18 @@ impl Svc {
         })
     }
 
+    /// An instance passed its check (or runs, without one): healthy, and
+    /// the restart backoff starts over.
+    fn healthy_now(&mut self, id: &str) {
+        let Some(l) = self.live.get_mut(id) else { return };
+        l.failures = 0;
+        if l.health != Health::Healthy {
+            l.health = Health::Healthy;
+            let initial = self.rec.target_spec().map(|t| t.restart.backoff).unwrap_or_default();
+            self.backoff.reset(initial);
+        }
+    }
+
     fn desired(&self) -> u32 {
         if self.rec.removing { 0 } else { self.rec.desired }
     }
@@ -591,13 +603,8 @@ impl Owner {
                         };
                         l.checker = Some(health::spawn(target, self.http.clone(), self.reports_tx.clone()));
                     }
-                    Some((_, _, Ok(None))) => {
-                        if l.health != Health::Healthy {
-                            l.health = Health::Healthy;
-                            let initial = s.rec.target_spec().map(|t| t.restart.backoff).unwrap_or_default();
-                            s.backoff.reset(initial);
-                        }
-                    }
+                    // No check: running is healthy.
+                    Some((_, _, Ok(None))) => s.healthy_now(&id),
                     _ => {}
                 }
             }
@@ -623,31 +630,23 @@ impl Owner {
         let name = service_of(&r.task_id).to_owned();
         let now = Instant::now();
         let Some(s) = self.services.get_mut(&name) else { return };
-        let Some(l) = s.live.get_mut(&r.task_id) else { return };
-        if l.phase != Phase::Running {
-            return;
-        }
-        let Some(inst) = s.rec.instances.get(&r.task_id) else {
+        let running = s.live.get(&r.task_id).is_some_and(|l| l.phase == Phase::Running);
+        let Some(version) = s.rec.instances.get(&r.task_id).map(|i| i.version) else {
             return;
         };
-        let version = inst.version;
         let Some(h) = s.rec.versions.get(&version).and_then(|v| v.health.clone()) else {
             return;
         };
-        if r.ok {
-            l.failures = 0;
-            if l.health != Health::Healthy {
-                l.health = Health::Healthy;
-                let initial = s
-                    .rec
-                    .versions
-                    .get(&version)
-                    .map(|v| v.restart.backoff)
-                    .unwrap_or_default();
-                s.backoff.reset(initial);
-            }
+        if !running {
             return;
         }
+        if r.ok {
+            s.healthy_now(&r.task_id);
+            return;
+        }
+        let Some(l) = s.live.get_mut(&r.task_id) else { return };
+        // Failures count only after the grace period, or once it has been
+        // healthy.
         let in_grace = l.health != Health::Healthy && l.running_since.is_some_and(|t| now < t + h.grace_period);
         if in_grace || l.health == Health::Unhealthy {
             return;
