@@ -144,6 +144,25 @@ fn instances(s: &Value) -> Vec<Value> {
     s["instances"].as_array().cloned().unwrap_or_default()
 }
 
+fn task_ids(s: &Value) -> BTreeSet<String> {
+    instances(s)
+        .iter()
+        .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Waits until the master's live tasks are exactly `ids`.
+async fn master_holds(c: &Cluster, what: &str, ids: &BTreeSet<String>) -> Result<()> {
+    let ok = |v: &Value| {
+        v.as_array()
+            .is_some_and(|a| a.len() == ids.len() && a.iter().all(|t| ids.contains(t.as_str().unwrap_or(""))))
+    };
+    let live = || async { Ok(Value::from(live_tasks(c).await?.into_iter().collect::<Vec<_>>())) };
+    mezzo_tests::wait_for(what, Duration::from_secs(30), live, ok)
+        .await
+        .map(drop)
+}
+
 /// The framework's tasks the master holds as not ended.
 async fn live_tasks(c: &Cluster) -> Result<BTreeSet<String>> {
     let state = c.master_state().await?;
@@ -210,10 +229,7 @@ async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
         );
 
         // Two instances die.
-        let before: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
+        let before = task_ids(&s);
         let victims: Vec<(String, u64)> = instances(&s)
             .iter()
             .take(2)
@@ -228,10 +244,7 @@ async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
             kill_instance(*port)?;
         }
         svc.wait("web", "the killed instances replaced", LONG, |s| {
-            let ids: BTreeSet<String> = instances(s)
-                .iter()
-                .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-                .collect();
+            let ids = task_ids(s);
             healthy(s) == 5 && victims.iter().all(|(v, _)| !ids.contains(v)) && ids.len() == 5
         })
         .await?;
@@ -252,20 +265,8 @@ async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
             .await?;
         ensure!(before.len() == 5);
         // The master agrees: five live tasks, those the framework lists.
-        let ids: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
-        mezzo_tests::wait_for(
-            "the master to hold exactly the 5 instances",
-            Duration::from_secs(30),
-            || async { Ok(Value::from(live_tasks(&c).await?.into_iter().collect::<Vec<_>>())) },
-            |v| {
-                v.as_array()
-                    .is_some_and(|a| a.len() == 5 && a.iter().all(|t| ids.contains(t.as_str().unwrap_or(""))))
-            },
-        )
-        .await?;
+        let ids = task_ids(&s);
+        master_holds(&c, "the master to hold exactly the 5 instances", &ids).await?;
         // Discovery lists exactly the healthy ones.
         let (code, out, err) = svc.cli(&["endpoints", "web"]).await?;
         ensure!(code == 0, "endpoints: {err}");
@@ -319,20 +320,8 @@ async fn a_broken_update_rolls_back_without_dropping_below_the_floor() -> Result
         ensure!(saw_v2, "version 2 was tried");
         // Nothing of version 2 is left running on the cluster either.
         let s = svc.get("/api").await?;
-        let ids: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
-        mezzo_tests::wait_for(
-            "only the 5 version-1 tasks live",
-            Duration::from_secs(30),
-            || async { Ok(Value::from(live_tasks(&c).await?.into_iter().collect::<Vec<_>>())) },
-            |v| {
-                v.as_array()
-                    .is_some_and(|a| a.len() == 5 && a.iter().all(|t| ids.contains(t.as_str().unwrap_or(""))))
-            },
-        )
-        .await?;
+        let ids = task_ids(&s);
+        master_holds(&c, "only the 5 version-1 tasks live", &ids).await?;
         eprintln!("lowest healthy count during the update: {lowest}");
         Ok(())
     }
@@ -349,10 +338,7 @@ async fn a_restarted_framework_adopts_its_tasks_and_starts_no_duplicates() -> Re
     let result = async {
         svc.deploy(&c, "web.toml", &web("web", 3, HTTPD, "")).await?;
         let s = svc.wait("web", "3 healthy", LONG, |s| healthy(s) == 3).await?;
-        let ids: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
+        let ids = task_ids(&s);
         let framework_id = std::fs::read_to_string(svc.work_dir.join("framework_id"))?;
 
         svc.daemon.kill().await;
@@ -361,10 +347,7 @@ async fn a_restarted_framework_adopts_its_tasks_and_starts_no_duplicates() -> Re
         let s = svc
             .wait("web", "3 adopted and healthy", LONG, |s| healthy(s) == 3)
             .await?;
-        let adopted: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
+        let adopted = task_ids(&s);
         ensure!(adopted == ids, "the same tasks: {ids:?} then {adopted:?}");
         ensure!(std::fs::read_to_string(svc.work_dir.join("framework_id"))? == framework_id);
         // Give a duplicate every chance to appear, then count.
@@ -485,10 +468,7 @@ async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
     let result = async {
         svc.deploy(&c, "web.toml", &web("web", 3, HTTPD, "")).await?;
         let s = svc.wait("web", "3 healthy", LONG, |s| healthy(s) == 3).await?;
-        let ids: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
+        let ids = task_ids(&s);
 
         let leader = c.wait_leader().await?;
         c.masters[leader].kill().await;
@@ -508,21 +488,9 @@ async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let s = svc.wait("web", "4 healthy", LONG, |s| healthy(s) == 4).await?;
-        let now: BTreeSet<String> = instances(&s)
-            .iter()
-            .map(|i| i["task_id"].as_str().unwrap_or("").to_owned())
-            .collect();
+        let now = task_ids(&s);
         ensure!(ids.is_subset(&now), "the first three kept: {ids:?} in {now:?}");
-        mezzo_tests::wait_for(
-            "the new leader to hold exactly the 4 instances",
-            Duration::from_secs(30),
-            || async { Ok(Value::from(live_tasks(&c).await?.into_iter().collect::<Vec<_>>())) },
-            |v| {
-                v.as_array()
-                    .is_some_and(|a| a.len() == 4 && a.iter().all(|t| now.contains(t.as_str().unwrap_or(""))))
-            },
-        )
-        .await?;
+        master_holds(&c, "the new leader to hold exactly the 4 instances", &now).await?;
         Ok(())
     }
     .await;

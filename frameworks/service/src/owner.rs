@@ -715,7 +715,7 @@ impl Owner {
                         Ok(())
                     })
                     .await
-                    .map(|()| self.services[&name].summary())
+                    .and_then(|()| self.summary(&name))
                 };
                 let _ = reply.send(r);
             }
@@ -754,7 +754,7 @@ impl Owner {
                         Ok(())
                     })
                     .await
-                    .map(|()| self.services[&name].summary());
+                    .and_then(|()| self.summary(&name));
                 let _ = reply.send(r);
             }
             Cmd::Status(name, reply) => {
@@ -815,6 +815,10 @@ impl Owner {
             s.dirty = false;
         }
         Ok(out)
+    }
+
+    fn summary(&self, name: &str) -> Result<Summary, ApiError> {
+        self.services.get(name).map(Svc::summary).ok_or_else(|| unknown(name))
     }
 
     fn status(&self, name: &str) -> Result<ServiceStatus, ApiError> {
