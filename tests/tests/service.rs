@@ -359,6 +359,29 @@ async fn a_restarted_framework_adopts_its_tasks_and_starts_no_duplicates() -> Re
         let state = c.master_state().await?;
         let frameworks = state["frameworks"].as_array().context("frameworks")?;
         ensure!(frameworks.len() == 1, "one framework: {frameworks:?}");
+
+        // The adopted instances take part in a rolling restart like any
+        // others: all replaced by version 2, never below 3 healthy
+        // (max_unavailable 0).
+        let (code, out, err) = svc.cli(&["restart", "web"]).await?;
+        ensure!(code == 0 && out.contains("version 2"), "restart: {code}: {out}{err}");
+        let deadline = Instant::now() + LONG;
+        loop {
+            ensure!(Instant::now() < deadline, "the rolling restart did not finish");
+            let s = svc.get("/web").await?;
+            ensure!(healthy(&s) >= 3, "below 3 healthy during the restart: {s}");
+            if s["state"] == "stable" && s["version"] == 2 {
+                let now = task_ids(&s);
+                ensure!(
+                    now.len() == 3 && now.is_disjoint(&ids),
+                    "all replaced: {ids:?} then {now:?}"
+                );
+                ensure!(instances(&s).iter().all(|i| i["version"] == 2), "{s}");
+                master_holds(&c, "only the 3 restarted tasks live", &now).await?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
     .await;
@@ -491,6 +514,15 @@ async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
         let now = task_ids(&s);
         ensure!(ids.is_subset(&now), "the first three kept: {ids:?} in {now:?}");
         master_holds(&c, "the new leader to hold exactly the 4 instances", &now).await?;
+        // And down again.
+        let (code, _, err) = svc.cli(&["scale", "web", "2"]).await?;
+        ensure!(code == 0, "scale down: {err}");
+        let s = svc
+            .wait("web", "2 instances", LONG, |s| {
+                healthy(s) == 2 && instances(s).len() == 2
+            })
+            .await?;
+        master_holds(&c, "the 2 instances left", &task_ids(&s)).await?;
         Ok(())
     }
     .await;

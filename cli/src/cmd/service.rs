@@ -248,7 +248,7 @@ fn show<T: serde::Serialize>(
             }
             eprintln!("mezzo service: {message}");
             Ok(ExitCode::from(match status {
-                400 => 2,
+                400 | 413 => 2,
                 404 => 3,
                 409 => 4,
                 422 => 5,

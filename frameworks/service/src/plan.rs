@@ -184,8 +184,11 @@ pub fn step(d: &mut Deployment, desired: u32, limits: Limits, instances: &[Inst]
         out.launch = missing.min(room) as u32;
     }
 
+    // Complete once no other version is left at all, stopping ones
+    // included (so "stable" means every instance runs the target).
     let new_healthy = new.iter().filter(|i| i.health == Health::Healthy).count();
-    if d.from.is_some() && kept_old.is_empty() && new_healthy >= desired {
+    let others = instances.iter().any(|i| i.version != d.target);
+    if d.from.is_some() && !others && new_healthy >= desired {
         d.complete();
         out.completed = true;
     }
@@ -383,6 +386,9 @@ mod tests {
         assert_eq!(failed(&mut d, 1, true), Verdict::Replace, "no ping-pong");
         let s = step(&mut d, 5, SURGE1, &is, true);
         assert_eq!(s.kill, vec!["new".to_owned()]);
+        assert!(!s.completed, "not while the failed instance is stopping");
+        is.pop();
+        let s = step(&mut d, 5, SURGE1, &is, true);
         assert!(s.completed, "all old ones are healthy: back to stable");
         assert_eq!((d.target, d.from, d.previous), (1, None, Some(2)));
     }
