@@ -459,6 +459,15 @@ async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
         svc.deploy(&c, "ok.toml", &web("web", 1, HTTPD, "")).await?;
         let (code, _, err) = svc.cli(&["rollback", "web"]).await?;
         ensure!(code == 4 && err.contains("no previous version"), "{code}: {err}");
+        // An update that never completes (its instance neither passes nor
+        // fails its check) is rolled back at its progress deadline.
+        let stuck = web("web", 1, "exec sleep 600", "[upgrade]\nprogress_deadline = \"2s\"\n")
+            .replace("grace_period = \"10s\"", "grace_period = \"10m\"");
+        svc.deploy(&c, "stuck.toml", &stuck).await?;
+        svc.wait("web", "the stuck update rolled back", LONG, |s| {
+            s["state"] == "stable" && s["version"] == 1 && s["events"].to_string().contains("not deployed within 2s")
+        })
+        .await?;
         // Removing leaves nothing behind.
         svc.wait("web", "1 healthy", LONG, |s| healthy(s) == 1).await?;
         let (code, _, err) = svc.cli(&["remove", "web"]).await?;

@@ -90,6 +90,8 @@ struct Svc {
     live: BTreeMap<String, Live>,
     backoff: Backoff,
     dirty: bool,
+    /// When the current update (or rollback) was first seen running.
+    update_seen: Option<Instant>,
 }
 
 impl Svc {
@@ -104,6 +106,7 @@ impl Svc {
             live,
             backoff: Backoff::new(initial),
             dirty: false,
+            update_seen: None,
         }
     }
 
@@ -308,6 +311,7 @@ impl Owner {
         let mut wanting = false;
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in &names {
+            self.check_progress(name);
             let step = self.plan(name, now);
             wanting |= step.launch > 0;
             self.kill_all(name, step.kill).await;
@@ -323,6 +327,34 @@ impl Owner {
             self.reconcile_unknown(false).await;
         }
         self.flush().await;
+    }
+
+    /// Rolls back an update that has not completed within its
+    /// `progress_deadline` (say, new instances that never get offers or
+    /// never start).
+    fn check_progress(&mut self, name: &str) {
+        let Some(s) = self.services.get_mut(name) else { return };
+        if s.rec.deployment.from.is_none() {
+            s.update_seen = None;
+            return;
+        }
+        let seen = *s.update_seen.get_or_insert_with(Instant::now);
+        let Some(spec) = s.rec.target_spec() else { return };
+        let (deadline, auto) = (spec.upgrade.progress_deadline, spec.upgrade.auto_rollback);
+        if s.rec.deployment.rolling_back || seen.elapsed() < deadline {
+            return;
+        }
+        let version = s.rec.deployment.target;
+        if let Verdict::RolledBack { from, to } = plan::failed(&mut s.rec.deployment, version, auto) {
+            let what = format!(
+                "version {from} not deployed within {}; rolling back to version {to}",
+                humantime::format_duration(deadline)
+            );
+            warn!(service = %name, "{what}");
+            s.rec.event(what);
+            s.update_seen = Some(Instant::now());
+            s.dirty = true;
+        }
     }
 
     /// Runs the planner for one service, recording a completed update.

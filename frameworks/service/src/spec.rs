@@ -172,6 +172,11 @@ pub struct UpgradeSpec {
     /// Go back to the previous version when a new instance fails.
     #[serde(default = "yes")]
     pub auto_rollback: bool,
+    /// An update not complete after this long is rolled back too (with
+    /// `auto_rollback`); counted from the update's start, or from the
+    /// framework's restart.
+    #[serde(default = "default_progress_deadline", with = "duration")]
+    pub progress_deadline: Duration,
 }
 
 impl Default for UpgradeSpec {
@@ -180,6 +185,7 @@ impl Default for UpgradeSpec {
             max_surge: 1,
             max_unavailable: 0,
             auto_rollback: true,
+            progress_deadline: default_progress_deadline(),
         }
     }
 }
@@ -210,6 +216,9 @@ fn default_max_backoff() -> Duration {
 }
 fn default_factor() -> f64 {
     2.0
+}
+fn default_progress_deadline() -> Duration {
+    Duration::from_secs(600)
 }
 fn one() -> u32 {
     1
@@ -368,6 +377,9 @@ impl ServiceSpec {
                 "upgrade",
                 "max_surge and max_unavailable cannot both be 0 (no update could make progress)",
             ));
+        }
+        if u.progress_deadline.is_zero() {
+            return Err(invalid("upgrade.progress_deadline", "must be greater than zero"));
         }
         if self.kill_grace > Duration::from_secs(3600) {
             return Err(invalid("kill_grace", "at most 1h"));
