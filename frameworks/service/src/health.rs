@@ -110,3 +110,61 @@ async fn probe(t: &Target, http: &reqwest::Client) -> Result<(), String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(probe: Probe, port: u64) -> Target {
+        Target {
+            task_id: "web.1.x".into(),
+            host: "127.0.0.1".into(),
+            ports: vec![("http".into(), port)],
+            probe,
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_and_command_probes_pass_and_fail() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open = u64::from(listener.local_addr().expect("addr").port());
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            u64::from(l.local_addr().expect("addr").port())
+        };
+        let http = reqwest::Client::new();
+        assert!(probe(&target(Probe::Tcp { port: 0 }, open), &http).await.is_ok());
+        let err = probe(&target(Probe::Tcp { port: 0 }, closed), &http)
+            .await
+            .expect_err("closed");
+        assert!(err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+        // The command sees the instance's host and ports.
+        let cmd = format!("test \"$HOST:$PORT0:$MEZZO_PORT_HTTP\" = 127.0.0.1:{open}:{open}");
+        assert!(probe(&target(Probe::Command(cmd), open), &http).await.is_ok());
+        assert!(
+            probe(&target(Probe::Command("exit 3".into()), open), &http)
+                .await
+                .is_err()
+        );
+        let err = probe(&target(Probe::Tcp { port: 1 }, open), &http)
+            .await
+            .expect_err("no port 1");
+        assert!(err.contains("no port 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_checker_reports_until_aborted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = u64::from(listener.local_addr().expect("addr").port());
+        let (tx, mut rx) = mpsc::channel(4);
+        let handle = spawn(target(Probe::Tcp { port: 0 }, port), reqwest::Client::new(), tx);
+        for _ in 0..2 {
+            let r = rx.recv().await.expect("a report");
+            assert!(r.ok && r.task_id == "web.1.x", "{r:?}");
+        }
+        handle.abort();
+        while rx.recv().await.is_some() {}
+    }
+}
