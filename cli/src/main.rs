@@ -30,6 +30,8 @@ enum Command {
     Masters(cmd::masters::Args),
     #[command(flatten)]
     Roles(cmd::roles::Command),
+    /// Long-running services: run the framework, deploy, scale, update, discover.
+    Service(cmd::service::Args),
 }
 
 fn init_logging(format: &str) {
@@ -77,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Masters(a) => cmd::masters::run(a).await,
             Command::Roles(c) => cmd::roles::run(c).await,
+            Command::Service(a) => cmd::service::run(a).await,
         }
     });
     match result {

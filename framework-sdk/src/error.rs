@@ -16,6 +16,10 @@ pub enum SdkError {
         /// The master's explanation.
         message: String,
     },
+    /// A compare-and-set of the key-value store found another version: read
+    /// the key again and decide anew.
+    #[error("version conflict: {0}")]
+    Conflict(String),
     /// The call may not have reached the master (connection lost, master
     /// unavailable or no longer the leader).
     #[error("transport error: {0}")]
@@ -36,6 +40,7 @@ impl SdkError {
         match status.code() {
             tonic::Code::Unavailable | tonic::Code::Cancelled => SdkError::Transport(status.message().to_owned()),
             tonic::Code::DeadlineExceeded => SdkError::Timeout,
+            tonic::Code::Aborted => SdkError::Conflict(status.message().to_owned()),
             code => SdkError::Rejected {
                 code,
                 message: status.message().to_owned(),
@@ -74,6 +79,10 @@ mod tests {
             ),
             (Status::cancelled("gone"), SdkError::Transport("gone".into())),
             (Status::deadline_exceeded("slow"), SdkError::Timeout),
+            (
+                Status::aborted("key \"k\": expected version 0, found version 5"),
+                SdkError::Conflict("key \"k\": expected version 0, found version 5".into()),
+            ),
             (
                 Status::invalid_argument("unknown offer o-1"),
                 SdkError::Rejected {

@@ -96,17 +96,35 @@
 //! - **Failover.** Store [`Scheduler::framework_id`] and pass it as
 //!   [`SchedulerConfig::framework_id`] after a restart to take over your
 //!   running tasks (within the framework's failover timeout).
+//!
+//! # Helpers
+//!
+//! - [`offers`]: fit task requests into offers ([`offers::pack`], first fit
+//!   or best fit across several offers), pick ports from offered ranges
+//!   ([`offers::ports`]), and placement constraints (unique host, max per
+//!   host, attribute equals or like, spread over an attribute).
+//! - [`Kv`] ([`Scheduler::kv`]): a small durable key-value namespace in the
+//!   masters' replicated registry, so a framework needs no external store
+//!   to survive its own restart or a master failover.
+//! - Manual acknowledgements: set [`SchedulerConfig::auto_acknowledge`] to
+//!   false and call [`Scheduler::acknowledge`] once an update is safely
+//!   handled (e.g. recorded in the [`Kv`]); the agent resends it until then.
+
+#![warn(missing_docs)]
 
 mod config;
 mod driver;
 mod error;
 mod event;
+pub mod kv;
+pub mod offers;
 mod task;
 
 pub use config::{DEFAULT_FAILOVER_TIMEOUT, SchedulerConfig};
 pub use driver::Scheduler;
 pub use error::SdkError;
 pub use event::{Event, Events};
+pub use kv::{Kv, KvEntry};
 pub use task::{TaskBuilder, task_state};
 
 /// Exact resource arithmetic: `Resources::parse("cpus:0.1;mem:32")`.

@@ -49,6 +49,9 @@ pub enum MasterError {
     NotLeader { leader: Option<String> },
     #[error("registry write failed: {0}")]
     Storage(String),
+    /// A compare-and-set found another version, or the namespace is full.
+    #[error(transparent)]
+    Kv(#[from] crate::kv::KvError),
 }
 
 /// Stable machine-readable kinds of [`MasterError`].
@@ -59,6 +62,10 @@ pub enum ErrorCode {
     NotFound,
     AlreadyExists,
     PermissionDenied,
+    /// A compare-and-set lost the race: read again and retry.
+    Aborted,
+    /// A size limit (a framework's key-value namespace) is reached.
+    ResourceExhausted,
     Unavailable,
     Internal,
 }
@@ -76,6 +83,9 @@ impl MasterError {
             ForeignOffer { .. } | AgentGone(_) => ErrorCode::PermissionDenied,
             AgentDisconnected(_) | ShuttingDown | NotLeader { .. } => ErrorCode::Unavailable,
             Storage(_) => ErrorCode::Internal,
+            Kv(crate::kv::KvError::UnknownFramework(_)) => ErrorCode::NotFound,
+            Kv(crate::kv::KvError::Conflict { .. }) => ErrorCode::Aborted,
+            Kv(crate::kv::KvError::NamespaceFull { .. }) => ErrorCode::ResourceExhausted,
         }
     }
 }
@@ -88,6 +98,8 @@ impl From<MasterError> for tonic::Status {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::Aborted => tonic::Code::Aborted,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         };

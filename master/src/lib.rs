@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod http_roles;
+pub mod kv;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

@@ -13,6 +13,7 @@ use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 use crate::allocator::Quota;
+use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub enum RegistryOp {
         role: Role,
         resources: String,
     },
+    /// Write a key of a framework's namespace (see [`crate::kv`]).
+    KvPut(KvWrite),
+    /// Delete a key of a framework's namespace (`value` is `None`).
+    KvDelete(KvWrite),
 }
 
 /// The registry state: what must survive the loss of any master.
@@ -90,6 +95,9 @@ pub struct Registry {
     /// Highest master id ever used (ids are never reused).
     #[serde(default)]
     pub highest_master_id: u64,
+    /// Frameworks' own durable key-value namespaces (see [`crate::kv`]).
+    #[serde(default)]
+    pub kv: BTreeMap<FrameworkId, Namespace>,
     /// Number of ops applied, for observability and snapshots.
     pub applied: u64,
     /// Role weights other than the default 1.
@@ -105,8 +113,9 @@ pub struct Registry {
 impl Registry {
     /// Applies one committed op. Never fails: ops are validated before
     /// they are proposed, and applying an op about an unknown id is a no-op
-    /// so that replay is always possible.
-    pub fn apply(&mut self, op: &RegistryOp) {
+    /// so that replay is always possible. A key-value write returns its
+    /// outcome (decided here, so every replica agrees); other ops `None`.
+    pub fn apply(&mut self, op: &RegistryOp) -> Option<Result<KvDone, KvError>> {
         self.applied += 1;
         match op {
             RegistryOp::AdmitAgent(rec) => {
@@ -124,6 +133,11 @@ impl Registry {
             }
             RegistryOp::RemoveFramework { id } => {
                 self.frameworks.remove(id);
+                self.kv.remove(id);
+            }
+            RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
+                let registered = self.frameworks.contains_key(&w.framework);
+                return Some(kv::apply(&mut self.kv, registered, w, self.applied));
             }
             RegistryOp::SetWeights { weights } => {
                 for (role, w) in weights {
@@ -159,6 +173,7 @@ impl Registry {
                 self.set_reservations(agent, r);
             }
         }
+        None
     }
 
     /// The agent's dynamic reservations (unreserved part always empty).
@@ -284,5 +299,59 @@ mod tests {
         assert!(r1.quotas.is_empty());
         let snap = serde_json::to_string(&r2).expect("ser");
         assert_eq!(serde_json::from_str::<Registry>(&snap).expect("de"), r2);
+    }
+
+    fn framework(id: &str) -> FrameworkRecord {
+        FrameworkRecord {
+            id: FrameworkId::parse(id).expect("id"),
+            name: "f".into(),
+            user: String::new(),
+            principal: String::new(),
+            roles: vec!["*".into()],
+            failover_timeout_secs: 60.0,
+            hostname: String::new(),
+        }
+    }
+
+    fn put(fw: &str, key: &str, value: &[u8]) -> RegistryOp {
+        RegistryOp::KvPut(KvWrite {
+            framework: FrameworkId::parse(fw).expect("id"),
+            key: key.into(),
+            value: Some(value.to_vec()),
+            expected_version: None,
+            request: 1,
+        })
+    }
+
+    /// A framework's namespace is replicated like any registry state: it
+    /// survives a snapshot round trip, is versioned by registry index, and
+    /// goes away with the framework.
+    #[test]
+    fn kv_namespace_lives_and_dies_with_its_framework() {
+        let mut r = Registry::default();
+        assert!(matches!(
+            r.apply(&put("f1", "k", b"v")),
+            Some(Err(KvError::UnknownFramework(_)))
+        ));
+        r.apply(&RegistryOp::RegisterFramework(framework("f1")));
+        assert_eq!(r.apply(&put("f1", "k", b"v")), Some(Ok(KvDone::Put { version: 3 })));
+        let snapshot: Registry = serde_json::from_slice(&serde_json::to_vec(&r).expect("ser")).expect("de");
+        assert_eq!(snapshot, r);
+        let fid = FrameworkId::parse("f1").expect("id");
+        assert_eq!(
+            kv::get(snapshot.kv.get(&fid), "k").map(|e| e.value),
+            Some(b"v".to_vec())
+        );
+        r.apply(&RegistryOp::RemoveFramework { id: fid.clone() });
+        assert!(r.kv.is_empty());
+    }
+
+    /// Snapshots written before namespaces existed still load.
+    #[test]
+    fn old_snapshot_without_kv_loads() {
+        let old = r#"{"agents":{},"frameworks":{},"masters":{},"highest_master_id":1,"applied":9}"#;
+        let r: Registry = serde_json::from_str(old).expect("old snapshot");
+        assert!(r.kv.is_empty());
+        assert_eq!(r.applied, 9);
     }
 }

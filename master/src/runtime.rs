@@ -21,8 +21,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::view::StateView;
 use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorRequest};
 use crate::error::MasterError;
+use crate::kv::{KvAnswer, KvCall};
 use crate::raft::{RaftEvent, RaftHandle};
 use crate::registry::Registry;
+
+/// Where the answer to a key-value call goes.
+pub type KvReply = oneshot::Sender<Result<KvAnswer, MasterError>>;
 
 /// Events for one framework stream.
 pub type FrameworkTx = mpsc::Sender<Result<v1::Event, tonic::Status>>;
@@ -87,6 +91,12 @@ pub enum Command {
     },
     AgentHeartbeat(ConnId),
     AgentClosed(ConnId),
+    /// A framework's key-value call; writes are answered once committed.
+    Kv {
+        framework: FrameworkId,
+        call: KvCall,
+        reply: KvReply,
+    },
     State(oneshot::Sender<Result<StateView, MasterError>>),
     /// An operator request, answered once its registry op has committed.
     Operator {
@@ -142,6 +152,11 @@ struct Runtime {
     agents: HashMap<ConnId, AgentTx>,
     /// Operator requests waiting for their commit, by ticket.
     operators: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
+    /// Key-value writes proposed and not yet committed, by request number.
+    kv_waiting: HashMap<u64, KvReply>,
+    /// Request numbers start at a random point so that no two leaderships
+    /// of this process could mistake each other's committed writes.
+    next_kv_request: u64,
 }
 
 /// Spawns the owner task.
@@ -161,6 +176,8 @@ pub fn spawn(
         frameworks: HashMap::new(),
         agents: HashMap::new(),
         operators: HashMap::new(),
+        kv_waiting: HashMap::new(),
+        next_kv_request: rand::random::<u64>() >> 1,
     };
     (Handle { tx }, tokio::spawn(rt.run(rx, events, tick)))
 }
@@ -226,6 +243,12 @@ impl Runtime {
                     self.operators.clear();
                 }
                 self.leader = leader;
+                // A write may or may not commit under the new leader: the
+                // caller is told to ask the leader (and may read to check).
+                let err = self.not_leader();
+                for (_, reply) in self.kv_waiting.drain() {
+                    let _ = reply.send(Err(err.clone()));
+                }
             }
             RaftEvent::Committed(op) => {
                 if let Some(core) = self.core.as_mut() {
@@ -274,6 +297,9 @@ impl Runtime {
                 Command::State(reply) => {
                     let _ = reply.send(Err(not_leader));
                 }
+                Command::Kv { reply, .. } => {
+                    let _ = reply.send(Err(not_leader));
+                }
                 Command::TaskCounts(reply) => {
                     let _ = reply.send(Default::default());
                 }
@@ -320,6 +346,21 @@ impl Runtime {
             Command::AgentClosed(conn) => {
                 self.agents.remove(&conn);
                 core.agent_conn_closed(conn, now);
+            }
+            Command::Kv { framework, call, reply } => {
+                self.next_kv_request = self.next_kv_request.wrapping_add(1);
+                let request = self.next_kv_request;
+                match core.kv(&framework, call, request) {
+                    Ok(Some(answer)) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Ok(None) => {
+                        self.kv_waiting.insert(request, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::State(reply) => {
                 let _ = reply.send(Ok(core.view(true)));
@@ -393,6 +434,11 @@ impl Runtime {
                     Effect::OperatorDone(ticket, result) => {
                         if let Some(reply) = self.operators.remove(&ticket) {
                             let _ = reply.send(result);
+                        }
+                    }
+                    Effect::KvDone(request, outcome) => {
+                        if let Some(reply) = self.kv_waiting.remove(&request) {
+                            let _ = reply.send(outcome.map(crate::kv::KvAnswer::Done));
                         }
                     }
                 }

@@ -218,13 +218,18 @@ impl Cluster {
         args.push("127.0.0.1:0".into());
         args.push("--work-dir".into());
         args.push(self.dir.path().join(format!("agent{i}")).display().to_string());
+        // `{i}` in the resources or arguments becomes the agent's index
+        // (e.g. a port range of its own when agents share loopback).
+        let per_agent = |s: &String| s.replace("{i}", &i.to_string());
         args.push("--resources".into());
-        args.push(spec.agent_resources.clone());
-        args.push("--hostname".into());
-        args.push(format!("agent{i}"));
+        args.push(per_agent(&spec.agent_resources));
+        if !spec.agent_args.iter().any(|a| a == "--hostname") {
+            args.push("--hostname".into());
+            args.push(format!("agent{i}"));
+        }
         args.push("--cgroup-parent".into());
         args.push(self.cgroup_parent(i));
-        args.extend(spec.agent_args.iter().cloned());
+        args.extend(spec.agent_args.iter().map(per_agent));
         let d = Daemon::spawn(
             &format!("agent{i}"),
             &args,

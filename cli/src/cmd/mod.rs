@@ -3,6 +3,7 @@ pub mod master;
 pub mod masters;
 pub mod roles;
 pub mod run;
+pub mod service;
 pub mod status;
 
 use std::time::Duration;

@@ -70,10 +70,19 @@ impl Calls {
         F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
         Fut: Future<Output = Reply>,
     {
+        self.ask(what, call).await.map(drop)
+    }
+
+    /// Like [`Calls::send`], for calls whose answer carries something.
+    pub(crate) async fn ask<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, SdkError>
+    where
+        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let (client, framework_id) = self.link()?;
         match tokio::time::timeout(self.timeout, call(client, framework_id)).await {
             Err(_) => Err(SdkError::Timeout),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {
                 debug!(call = what, code = ?status.code(), message = status.message(), "call failed");
                 if let Some(leader) = leader_hint(&status) {

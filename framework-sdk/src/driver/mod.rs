@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 use crate::config::SchedulerConfig;
 use crate::error::SdkError;
 use crate::event::Events;
-use calls::Calls;
+pub(crate) use calls::Calls;
 
 /// Capacity of the events channel: enough for bursts of offers and updates,
 /// small enough that a stuck framework applies back-pressure.
@@ -62,7 +62,7 @@ enum Link {
 
 /// Messages from the call path to the driver.
 #[derive(Debug)]
-enum Command {
+pub(crate) enum Command {
     /// A call was answered by a master that is not the leader.
     FollowLeader(String),
 }
@@ -110,6 +110,11 @@ impl Scheduler {
     /// True while subscribed to a master.
     pub fn is_connected(&self) -> bool {
         self.calls.is_connected()
+    }
+
+    /// The framework's durable key-value namespace (see [`Kv`](crate::Kv)).
+    pub fn kv(&self) -> crate::kv::Kv {
+        crate::kv::Kv::new(self.calls.clone())
     }
 
     /// The address of the master the driver is subscribed to, if any.

@@ -149,6 +149,35 @@ impl SchedulerService for FakeMaster {
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         ok()
     }
+
+    // The key-value calls answer fixed values: enough to check the SDK's
+    // conversions (the real store is tested in the master and tests/).
+    async fn kv_get(&self, req: Request<v1::KvGetRequest>) -> Result<Response<v1::KvGetResponse>, Status> {
+        let key = req.into_inner().key;
+        let entry = (key == "present").then(|| v1::KvEntry {
+            key,
+            value: b"v".to_vec(),
+            version: 7,
+        });
+        Ok(Response::new(v1::KvGetResponse { entry }))
+    }
+
+    async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
+        match req.into_inner().expected_version {
+            Some(v) if v != 7 => Err(Status::aborted(format!(
+                "key \"k\": expected version {v}, found version 7"
+            ))),
+            _ => Ok(Response::new(v1::KvPutResponse { version: 8 })),
+        }
+    }
+
+    async fn kv_delete(&self, _: Request<v1::KvDeleteRequest>) -> Result<Response<v1::KvDeleteResponse>, Status> {
+        Ok(Response::new(v1::KvDeleteResponse { existed: true }))
+    }
+
+    async fn kv_list(&self, _: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
+        Err(Status::not_found("unknown framework fw-1"))
+    }
 }
 
 fn config(masters: &[SocketAddr]) -> SchedulerConfig {
@@ -458,4 +487,36 @@ async fn dropping_every_handle_and_the_events_stops_the_driver() {
     tokio::time::timeout(WAIT, watcher.stopped())
         .await
         .expect("driver stopped");
+}
+
+#[tokio::test]
+async fn key_value_calls_convert_answers_and_conflicts() {
+    let master = FakeMaster::default();
+    master.seen().heartbeat_secs = 30.0;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let kv = scheduler.kv();
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    let entry = kv.get("present").await.expect("get").expect("present");
+    assert_eq!(
+        (entry.key.as_str(), entry.value.as_slice(), entry.version),
+        ("present", &b"v"[..], 7)
+    );
+    assert_eq!(kv.get("absent").await.expect("get"), None);
+    assert_eq!(kv.put("k", b"x".to_vec()).await, Ok(8));
+    assert_eq!(kv.put_if("k", b"x".to_vec(), 7).await, Ok(8));
+    match kv.put_if("k", b"x".to_vec(), 3).await {
+        Err(SdkError::Conflict(why)) => assert!(why.contains("expected version 3"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kv.delete("k").await, Ok(true));
+    assert!(matches!(
+        kv.list("").await,
+        Err(SdkError::Rejected {
+            code: Code::NotFound,
+            ..
+        })
+    ));
+    scheduler.stop().await;
+    assert_eq!(kv.get("present").await, Err(SdkError::Stopped));
 }

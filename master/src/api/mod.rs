@@ -2,6 +2,7 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
+mod kv;
 pub mod scheduler;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@ use mezzo_proto::v1::scheduler_server::Scheduler;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{operation_resources, refuse, validate_framework, validate_task};
+use super::{kv, operation_resources, refuse, validate_framework, validate_task};
 use crate::core::{ConnId, OfferOperation};
 use crate::error::MasterError;
 use crate::runtime::{Call, Command, Handle};
@@ -188,5 +188,31 @@ impl Scheduler for SchedulerApi {
 
     async fn teardown(&self, req: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         self.call(&req.into_inner().framework_id, || Ok(Call::Teardown)).await
+    }
+
+    async fn kv_get(&self, req: Request<v1::KvGetRequest>) -> Result<Response<v1::KvGetResponse>, Status> {
+        let req = req.into_inner();
+        let answer = kv::ask(&self.handle, &req.framework_id, kv::get(&req)?).await?;
+        Ok(Response::new(kv::get_response(&req.key, answer)?))
+    }
+
+    async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
+        let req = req.into_inner();
+        let framework_id = req.framework_id.clone();
+        let answer = kv::ask(&self.handle, &framework_id, kv::put(req)?).await?;
+        Ok(Response::new(kv::put_response(answer)?))
+    }
+
+    async fn kv_delete(&self, req: Request<v1::KvDeleteRequest>) -> Result<Response<v1::KvDeleteResponse>, Status> {
+        let req = req.into_inner();
+        let framework_id = req.framework_id.clone();
+        let answer = kv::ask(&self.handle, &framework_id, kv::delete(req)?).await?;
+        Ok(Response::new(kv::delete_response(answer)?))
+    }
+
+    async fn kv_list(&self, req: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
+        let req = req.into_inner();
+        let answer = kv::ask(&self.handle, &req.framework_id, kv::list(&req)?).await?;
+        Ok(Response::new(kv::list_response(answer)?))
     }
 }

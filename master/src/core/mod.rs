@@ -10,6 +10,7 @@
 mod accept;
 mod agent;
 mod framework;
+mod kv;
 mod offer;
 mod operator;
 mod update;
@@ -86,6 +87,8 @@ pub enum Effect {
     /// The operator request with this ticket is done (its registry op
     /// committed) or failed.
     OperatorDone(u64, Result<(), MasterError>),
+    /// A key-value write proposed for call `request` was committed.
+    KvDone(u64, Result<crate::kv::KvDone, MasterError>),
 }
 
 /// Counters for `/metrics`.
@@ -296,7 +299,7 @@ impl Master {
 
     /// Applies a committed registry op and acts on it.
     pub fn apply(&mut self, op: RegistryOp, now: Instant) {
-        self.registry.apply(&op);
+        let outcome = self.registry.apply(&op);
         match op {
             RegistryOp::AdmitAgent(rec) => self.agent_admitted(&rec, now),
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
@@ -306,6 +309,11 @@ impl Master {
             | RegistryOp::SetQuota { .. }
             | RegistryOp::Reserve { .. }
             | RegistryOp::Unreserve { .. }) => self.policy_applied(op),
+            RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
+                if let Some(outcome) = outcome {
+                    self.kv_applied(w.request, outcome.map_err(MasterError::from));
+                }
+            }
         }
     }
 

@@ -1,0 +1,301 @@
+//! Fitting task requests into offers: first fit and best fit bin-packing
+//! across several offers, with ports and constraints.
+
+use std::collections::BTreeMap;
+
+use mezzo_proto::resources::{ResourceError, Resources};
+use mezzo_proto::v1;
+
+use super::constraints::{Constraint, Placed, check_all};
+use super::ports;
+
+/// What one task needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    /// Scalars (cpus, mem, disk, named scalars); ports here are ignored.
+    pub resources: Resources,
+    /// How many ports to pick from the offer's ranges.
+    pub ports: usize,
+}
+
+impl TaskRequest {
+    /// A request for these resources and no ports.
+    pub fn new(resources: Resources) -> Self {
+        TaskRequest { resources, ports: 0 }
+    }
+
+    /// Also asks for `count` ports, chosen from the offer.
+    pub fn ports(mut self, count: usize) -> Self {
+        self.ports = count;
+        self
+    }
+}
+
+/// How to choose an offer for each task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The first offer (in the order given) with room: fast, and it fills
+    /// offers one after another.
+    #[default]
+    FirstFit,
+    /// The offer left with the least room after placing the task (summed
+    /// over cpus, mem and disk as fractions of all offered): packs tightly
+    /// and keeps large offers free for large tasks.
+    BestFit,
+}
+
+/// One task placed on one offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Index of the request in the slice given to [`pack`].
+    pub request: usize,
+    /// Index of the offer in the slice given to [`pack`].
+    pub offer: usize,
+    /// The resources to give the task: the request's plus its ports.
+    pub resources: Resources,
+    /// The ports chosen, in order (to pass to the task, e.g. as `PORT0`).
+    pub ports: Vec<u64>,
+}
+
+/// The result of [`pack`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packing {
+    /// Placed tasks, in request order.
+    pub placements: Vec<Placement>,
+    /// Indices of requests that fit nowhere (or broke a constraint
+    /// everywhere).
+    pub unplaced: Vec<usize>,
+}
+
+impl Packing {
+    /// Placements grouped by offer index, in offer order: one accept call
+    /// per entry (an accept takes offers of one agent).
+    pub fn by_offer(&self) -> Vec<(usize, Vec<&Placement>)> {
+        let mut groups: BTreeMap<usize, Vec<&Placement>> = BTreeMap::new();
+        for p in &self.placements {
+            groups.entry(p.offer).or_default().push(p);
+        }
+        groups.into_iter().collect()
+    }
+
+    /// Indices of offers that received no task (to decline).
+    pub fn unused_offers(&self, offers: usize) -> Vec<usize> {
+        let used: std::collections::BTreeSet<usize> = self.placements.iter().map(|p| p.offer).collect();
+        (0..offers).filter(|i| !used.contains(i)).collect()
+    }
+}
+
+/// Places each request, in order, on an offer with room for it that breaks
+/// no constraint, choosing by `strategy`. `placed` says where the group's
+/// tasks already run and is updated with every placement. Fails only if an
+/// offer's resources do not parse.
+pub fn pack(
+    offers: &[v1::Offer],
+    requests: &[TaskRequest],
+    strategy: Strategy,
+    constraints: &[Constraint],
+    placed: &mut Placed,
+) -> Result<Packing, ResourceError> {
+    let mut left = offers
+        .iter()
+        .map(|o| Resources::from_proto(&o.resources))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut total = Resources::default();
+    for r in &left {
+        total.add(r);
+    }
+    let mut packing = Packing::default();
+    for (request, want) in requests.iter().enumerate() {
+        let mut need = want.resources.clone();
+        need.ports.clear();
+        let mut best: Option<(usize, f64)> = None;
+        for (i, room) in left.iter().enumerate() {
+            if !room.contains(&need) || room.port_count() < want.ports as u64 {
+                continue;
+            }
+            if check_all(constraints, &offers[i], placed, offers).is_err() {
+                continue;
+            }
+            match strategy {
+                Strategy::FirstFit => {
+                    best = Some((i, 0.0));
+                    break;
+                }
+                Strategy::BestFit => {
+                    let score = slack(&room.saturating_sub(&need), &total);
+                    if best.is_none_or(|(_, s)| score < s) {
+                        best = Some((i, score));
+                    }
+                }
+            }
+        }
+        let Some((i, _)) = best else {
+            packing.unplaced.push(request);
+            continue;
+        };
+        let (port_list, port_res) = ports::take(&left[i], want.ports).unwrap_or_default();
+        need.add(&port_res);
+        left[i] = left[i].saturating_sub(&need);
+        placed.add(&offers[i]);
+        packing.placements.push(Placement {
+            request,
+            offer: i,
+            resources: need,
+            ports: port_list,
+        });
+    }
+    Ok(packing)
+}
+
+/// Room left, as the sum of fractions of all offered cpus, mem and disk.
+fn slack(room: &Resources, total: &Resources) -> f64 {
+    let frac = |a: u64, t: u64| if t == 0 { 0.0 } else { a as f64 / t as f64 };
+    frac(room.cpus.0, total.cpus.0) + frac(room.mem.0, total.mem.0) + frac(room.disk.0, total.disk.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::{Strategy as Gen, any, prop_assert, prop_assert_eq, proptest};
+
+    use super::*;
+
+    fn offer(i: usize, host: &str, res: &str) -> v1::Offer {
+        v1::Offer {
+            offer_id: format!("o{i}"),
+            agent_id: format!("a-{host}"),
+            hostname: host.into(),
+            resources: Resources::parse(res).expect("res").to_proto(),
+            ..Default::default()
+        }
+    }
+
+    fn req(res: &str) -> TaskRequest {
+        TaskRequest::new(Resources::parse(res).expect("res"))
+    }
+
+    #[test]
+    fn first_fit_fills_in_order_best_fit_packs_tightly() {
+        let offers = [offer(0, "a", "cpus:4;mem:4096"), offer(1, "b", "cpus:1;mem:1024")];
+        let small = [req("cpus:1;mem:512")];
+        let first = pack(&offers, &small, Strategy::FirstFit, &[], &mut Placed::default()).expect("pack");
+        assert_eq!(first.placements[0].offer, 0);
+        let best = pack(&offers, &small, Strategy::BestFit, &[], &mut Placed::default()).expect("pack");
+        assert_eq!(best.placements[0].offer, 1, "the small offer is the tighter fit");
+        assert_eq!(best.unused_offers(2), vec![0]);
+    }
+
+    #[test]
+    fn ports_come_from_the_chosen_offer() {
+        let offers = [offer(0, "a", "cpus:1;mem:64;ports:[8000-8001]")];
+        let reqs = [req("cpus:0.1").ports(2), req("cpus:0.1").ports(1)];
+        let p = pack(&offers, &reqs, Strategy::FirstFit, &[], &mut Placed::default()).expect("pack");
+        assert_eq!(p.placements[0].ports, vec![8000, 8001]);
+        assert_eq!(p.unplaced, vec![1], "no port left");
+        let res = &p.placements[0].resources;
+        assert_eq!(res.port_count(), 2);
+        assert_eq!(res.cpus.0, 100);
+    }
+
+    #[test]
+    fn max_per_host_holds_across_offers_of_one_host() {
+        let offers = [
+            offer(0, "a", "cpus:8"),
+            offer(1, "a", "cpus:8"),
+            offer(2, "b", "cpus:8"),
+        ];
+        let reqs = vec![req("cpus:1"); 6];
+        let c = [Constraint::MaxPerHost(2)];
+        let mut placed = Placed::default();
+        let p = pack(&offers, &reqs, Strategy::FirstFit, &c, &mut placed).expect("pack");
+        assert_eq!(p.placements.len(), 4);
+        assert_eq!(placed.count("hostname", "a"), 2);
+        assert_eq!(placed.count("hostname", "b"), 2);
+    }
+
+    #[test]
+    fn bad_offer_resources_are_an_error() {
+        let mut bad = offer(0, "a", "cpus:1");
+        bad.resources[0].scalar = -1.0;
+        assert!(
+            pack(
+                &[bad],
+                &[req("cpus:1")],
+                Strategy::FirstFit,
+                &[],
+                &mut Placed::default()
+            )
+            .is_err()
+        );
+    }
+
+    fn arb_offers() -> impl Gen<Value = Vec<v1::Offer>> {
+        proptest::collection::vec((1u64..8, 1u64..8, 0u64..4, 0usize..3), 1..6).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (c, m, p, h))| {
+                    let ports = if p == 0 {
+                        String::new()
+                    } else {
+                        format!(";ports:[{}-{}]", 9000 + 10 * i, 9000 + 10 * i + p as usize - 1)
+                    };
+                    offer(i, &format!("h{h}"), &format!("cpus:{c};mem:{}{ports}", m * 128))
+                })
+                .collect()
+        })
+    }
+
+    fn arb_requests() -> impl Gen<Value = Vec<TaskRequest>> {
+        proptest::collection::vec((1u64..4, 1u64..4, 0usize..3), 0..20).prop_map(|v| {
+            v.into_iter()
+                .map(|(c, m, p)| req(&format!("cpus:{};mem:{}", c as f64 / 2.0, m * 64)).ports(p))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// No strategy overcommits an offer; every request is either placed
+        /// once or listed unplaced; ports are distinct and from the offer.
+        #[test]
+        fn packing_never_overcommits(offers in arb_offers(), reqs in arb_requests(), best in any::<bool>(), unique in any::<bool>()) {
+            let strategy = if best { Strategy::BestFit } else { Strategy::FirstFit };
+            let constraints = if unique { vec![Constraint::UniqueHost] } else { vec![] };
+            let mut placed = Placed::default();
+            let p = pack(&offers, &reqs, strategy, &constraints, &mut placed).expect("pack");
+            prop_assert_eq!(p.placements.len() + p.unplaced.len(), reqs.len());
+            for (offer, tasks) in p.by_offer() {
+                let mut used = Resources::default();
+                for t in &tasks {
+                    prop_assert!(used.ports.iter().all(|r| t.resources.ports.gaps(r).next().is_some()), "ports reused");
+                    used.add(&t.resources);
+                }
+                let have = Resources::from_proto(&offers[offer].resources).expect("res");
+                prop_assert!(have.contains(&used), "offer {} overcommitted: {} > {}", offer, used, have);
+            }
+            if unique {
+                let mut hosts: Vec<_> = p.placements.iter().map(|t| offers[t.offer].hostname.clone()).collect();
+                let n = hosts.len();
+                hosts.sort();
+                hosts.dedup();
+                prop_assert_eq!(hosts.len(), n, "two tasks on one host");
+            }
+        }
+
+        /// First fit leaves a request unplaced only when no offer could
+        /// take it at that point (no constraints).
+        #[test]
+        fn first_fit_is_complete(offers in arb_offers(), reqs in arb_requests()) {
+            let p = pack(&offers, &reqs, Strategy::FirstFit, &[], &mut Placed::default()).expect("pack");
+            // Replay to know each offer's room when an unplaced request came.
+            let mut room: Vec<Resources> = offers.iter().map(|o| Resources::from_proto(&o.resources).expect("res")).collect();
+            let mut placements = p.placements.iter().peekable();
+            for (i, r) in reqs.iter().enumerate() {
+                if let Some(pl) = placements.next_if(|pl| pl.request == i) {
+                    room[pl.offer] = room[pl.offer].saturating_sub(&pl.resources);
+                } else {
+                    let fits = room.iter().any(|x| x.contains(&r.resources) && x.port_count() >= r.ports as u64);
+                    prop_assert!(!fits, "request {} fit somewhere but was not placed", i);
+                }
+            }
+        }
+    }
+}

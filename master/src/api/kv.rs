@@ -1,0 +1,100 @@
+//! The key-value calls of `mezzo.v1.Scheduler`: validate, ask the owner
+//! task, convert the answer.
+
+use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::v1;
+use tonic::Status;
+
+use crate::error::MasterError;
+use crate::kv::{self, KvAnswer, KvCall, KvDone, KvEntry};
+use crate::runtime::{Command, Handle};
+
+/// Sends one validated call to the owner task and waits for its answer
+/// (for a write: until it is committed).
+pub(super) async fn ask(handle: &Handle, framework_id: &str, call: KvCall) -> Result<KvAnswer, Status> {
+    let framework = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
+    let answer = handle.ask(|reply| Command::Kv { framework, call, reply }).await??;
+    Ok(answer)
+}
+
+pub(super) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
+    kv::validate_key(&req.key)?;
+    Ok(KvCall::Get { key: req.key.clone() })
+}
+
+pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
+    if req.prefix.len() > kv::MAX_KEY_BYTES {
+        return Err(MasterError::Invalid(format!(
+            "prefix: {} bytes; the limit is {}",
+            req.prefix.len(),
+            kv::MAX_KEY_BYTES
+        )));
+    }
+    Ok(KvCall::List {
+        prefix: req.prefix.clone(),
+    })
+}
+
+pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
+    kv::validate_key(&req.key)?;
+    kv::validate_value(&req.key, &req.value)?;
+    Ok(KvCall::Put {
+        key: req.key,
+        value: req.value,
+        expected_version: req.expected_version,
+    })
+}
+
+pub(super) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
+    kv::validate_key(&req.key)?;
+    Ok(KvCall::Delete {
+        key: req.key,
+        expected_version: req.expected_version,
+    })
+}
+
+fn entry(key: String, e: KvEntry) -> v1::KvEntry {
+    v1::KvEntry {
+        key,
+        value: e.value,
+        version: e.version,
+    }
+}
+
+/// The answer as the response of the call it answers; a mismatch is an
+/// internal error (the owner answered a different kind of call).
+pub(super) fn get_response(key: &str, a: KvAnswer) -> Result<v1::KvGetResponse, Status> {
+    match a {
+        KvAnswer::Entry(e) => Ok(v1::KvGetResponse {
+            entry: e.map(|e| entry(key.to_owned(), e)),
+        }),
+        other => Err(mismatch(&other)),
+    }
+}
+
+pub(super) fn list_response(a: KvAnswer) -> Result<v1::KvListResponse, Status> {
+    match a {
+        KvAnswer::Entries(list) => Ok(v1::KvListResponse {
+            entries: list.into_iter().map(|(k, e)| entry(k, e)).collect(),
+        }),
+        other => Err(mismatch(&other)),
+    }
+}
+
+pub(super) fn put_response(a: KvAnswer) -> Result<v1::KvPutResponse, Status> {
+    match a {
+        KvAnswer::Done(KvDone::Put { version }) => Ok(v1::KvPutResponse { version }),
+        other => Err(mismatch(&other)),
+    }
+}
+
+pub(super) fn delete_response(a: KvAnswer) -> Result<v1::KvDeleteResponse, Status> {
+    match a {
+        KvAnswer::Done(KvDone::Deleted { existed }) => Ok(v1::KvDeleteResponse { existed }),
+        other => Err(mismatch(&other)),
+    }
+}
+
+fn mismatch(a: &KvAnswer) -> Status {
+    Status::internal(format!("unexpected key-value answer {a:?}"))
+}
