@@ -376,3 +376,61 @@ async fn disk_limit_and_log_rotation() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// A running task's container usage reaches the master: per task and
+/// summed per agent in its `/state`, per agent in its `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_forwarded_to_the_master() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "usage", None).await?;
+        let o = ev.offer().await?;
+        // Burns cpu and holds a few processes.
+        let t = task("busy", "cpus:0.2;mem:64", "sleep 300 & sleep 300 & while :; do :; done")?;
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        ev.update("busy", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let st = mezzo_tests::wait_for(
+            "the task's usage in the master's /state",
+            Duration::from_secs(20),
+            || c.master_state(),
+            |st| {
+                let u = &st["tasks"][0]["usage"];
+                u["cpu_time_secs"].as_f64().unwrap_or(0.0) > 0.2 && u["pids"].as_u64().unwrap_or(0) >= 3
+            },
+        )
+        .await?;
+        let u = &st["tasks"][0]["usage"];
+        ensure!(u["memory_rss_bytes"].as_u64().unwrap_or(0) > 0, "{u}");
+        let a = &st["agents"][0]["usage"];
+        ensure!(a["containers"] == 1, "agent usage: {a}");
+        ensure!(
+            a["pids"] == u["pids"] || a["pids"].as_u64() >= u["pids"].as_u64(),
+            "agent usage: {a}"
+        );
+        ensure!(
+            a["cpu_time_secs"].as_f64() >= u["cpu_time_secs"].as_f64(),
+            "agent usage: {a}"
+        );
+        let m = c.text(c.master_addr(), "/metrics").await?;
+        ensure!(
+            m.lines()
+                .any(|l| l.starts_with("mezzo_master_agent_container_pids{") && !l.ends_with(" 0")),
+            "{m}"
+        );
+        s.kill("busy", Some(Duration::from_millis(100))).await?;
+        ev.update("busy", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        // Once ended, the agent stops reporting it and the master forgets it.
+        mezzo_tests::wait_for(
+            "the agent's usage cleared",
+            Duration::from_secs(10),
+            || c.master_state(),
+            |st| st["agents"][0]["usage"]["containers"] == 0,
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -47,6 +47,8 @@ enum TableCmd {
     Snapshot(oneshot::Sender<Vec<TaskView>>),
     /// Live tasks plus the recently completed ones (see `Table::completed`).
     Reregistration(oneshot::Sender<Vec<TaskView>>),
+    /// The latest measured usage of every container that has one.
+    Usage(oneshot::Sender<Vec<(TaskKey, crate::containerizer::Usage)>>),
 }
 
 /// Cloneable handle on the task table.
@@ -86,6 +88,14 @@ impl TableHandle {
     pub async fn reregistration(&self) -> Result<Vec<TaskView>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(TableCmd::Reregistration(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
+    /// The latest measured usage of each container that has one (cheaper
+    /// than a snapshot: no task infos are copied).
+    pub async fn usage(&self) -> Result<Vec<(TaskKey, crate::containerizer::Usage)>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Usage(tx)).await?;
         rx.await.map_err(|_| AgentError::ActorStopped("task table"))
     }
 
@@ -331,6 +341,15 @@ impl Table {
             }
             TableCmd::Snapshot(reply) => {
                 let _ = reply.send(self.views());
+            }
+            TableCmd::Usage(reply) => {
+                let usage = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, e)| !e.state.is_terminal())
+                    .filter_map(|(k, e)| Some((k.clone(), e.supervisor.as_ref()?.usage()?)))
+                    .collect();
+                let _ = reply.send(usage);
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod scheduler;
+mod usage;
 
 use std::time::Duration;
 

@@ -85,6 +85,7 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, now: Instant) -> Option<Agent
         },
         last_seen: now,
         tasks: HashSet::new(),
+        usage: Default::default(),
     })
 }
 
@@ -309,6 +310,7 @@ impl Master {
         let Some(agent) = self.agents.get_mut(id) else { return };
         agent.status = AgentStatus::Unreachable;
         agent.last_seen = now;
+        agent.usage = Default::default();
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {
             self.agent_conns.remove(&conn);

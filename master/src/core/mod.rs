@@ -12,6 +12,7 @@ mod agent;
 mod framework;
 mod offer;
 mod update;
+pub mod usage;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -147,6 +148,8 @@ pub(crate) struct Agent {
     /// Last message from the agent, or when it entered its current status.
     pub last_seen: Instant,
     pub tasks: HashSet<(FrameworkId, TaskId)>,
+    /// Latest container usage the agent reported (not in the registry).
+    pub usage: usage::AgentUsageTable,
 }
 
 #[derive(Debug, Clone)]
