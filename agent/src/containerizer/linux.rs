@@ -22,6 +22,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
 use super::init::{ExitRecord, InitSpec, Namespaces};
+use super::launcher::{Launcher, PidFd};
 use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
 use crate::cgroups::{self, Cgroup, CgroupBackend, Limits};
 
@@ -61,6 +62,7 @@ struct Record {
 pub struct LinuxContainerizer {
     cfg: LinuxConfig,
     backend: Arc<dyn CgroupBackend>,
+    launcher: Launcher,
 }
 
 impl LinuxContainerizer {
@@ -78,6 +80,7 @@ impl LinuxContainerizer {
         })?;
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
         Ok(LinuxContainerizer {
+            launcher: Launcher::start(cfg.exe.clone()),
             cfg,
             backend: Arc::from(backend),
         })
@@ -150,30 +153,14 @@ impl LinuxContainerizer {
             },
             cgroup_procs: cgroup.procs_files(),
         };
-        let spec_path = spec.run_dir.join("init.json");
-        let started = super::init::write_spec(&spec_path, &init)
-            .map_err(|e| ContainerError::Isolation(format!("cannot write {}: {e}", spec_path.display())))
-            .and_then(|()| {
-                tokio::process::Command::new(&self.cfg.exe)
-                    .arg("__container-init")
-                    .arg(&spec_path)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .map_err(|source| ContainerError::Spawn {
-                        program: self.cfg.exe.display().to_string(),
-                        source,
-                    })
-            });
-        let child = match started {
-            Ok(c) => c,
+        let supervisor_pid = match self.launcher.launch(init).await {
+            Ok(pid) => pid,
             Err(e) => {
                 let _ = cgroup.destroy();
                 return Err(e);
             }
         };
-        let supervisor_pid = child.id().unwrap_or_default();
+        let pidfd = open_pidfd(&spec.id, supervisor_pid);
         let record = Record {
             cgroup: name,
             supervisor_pid,
@@ -190,7 +177,7 @@ impl LinuxContainerizer {
             spec.run_dir,
             record,
             cgroup,
-            Some(child),
+            pidfd,
             &self.cfg,
         )))
     }
@@ -211,8 +198,13 @@ impl LinuxContainerizer {
         match cgroup {
             Some(cgroup) if ended || alive => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
+                let pidfd = if ended {
+                    None
+                } else {
+                    open_pidfd(&id, record.supervisor_pid)
+                };
                 Ok(Some(Box::new(LinuxContainer::new(
-                    id, run_dir, record, cgroup, None, &self.cfg,
+                    id, run_dir, record, cgroup, pidfd, &self.cfg,
                 ))))
             }
             Some(cgroup) => {
@@ -228,6 +220,41 @@ impl LinuxContainerizer {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// A pidfd on a supervisor, or `None` (already gone, or no pidfd support:
+/// `wait` then polls).
+fn open_pidfd(id: &str, pid: u32) -> Option<PidFd> {
+    PidFd::open(pid).unwrap_or_else(|e| {
+        tracing::debug!(container = %id, pid, "no pidfd ({e}); polling for the exit");
+        None
+    })
+}
+
+impl LinuxContainerizer {
+    /// Destroys every child of the parent cgroup that no adopted container
+    /// records (blocking: cgroup calls).
+    fn sweep_blocking(backend: &dyn CgroupBackend, parent: &str, adopted: &[PathBuf]) -> Result<usize, ContainerError> {
+        let iso = |e: cgroups::CgroupError| ContainerError::Isolation(e.to_string());
+        let kept: std::collections::HashSet<String> = adopted
+            .iter()
+            .filter_map(|dir| std::fs::read(dir.join("container.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .map(|r| r.cgroup)
+            .collect();
+        let mut removed = 0;
+        for name in backend.list(parent).map_err(iso)? {
+            if kept.contains(&name) {
+                continue;
+            }
+            if let Some(cg) = backend.open(parent, &name).map_err(iso)? {
+                tracing::warn!(parent, cgroup = %name, pids = ?cg.pids().unwrap_or_default(), "removing a cgroup that belongs to no checkpointed container");
+                cg.destroy().map_err(iso)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -261,6 +288,38 @@ impl Containerizer for LinuxContainerizer {
     ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
     }
+
+    fn sweep(&self, adopted: Vec<PathBuf>) -> BoxFuture<'_, Result<usize, ContainerError>> {
+        let (backend, parent) = (self.backend.clone(), self.cfg.parent.clone());
+        async move {
+            tokio::task::spawn_blocking(move || Self::sweep_blocking(backend.as_ref(), &parent, &adopted))
+                .await
+                .map_err(|e| ContainerError::Isolation(e.to_string()))?
+        }
+        .boxed()
+    }
+
+    /// Removes the agent's parent cgroup if no container is left in it.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        let (backend, parent) = (self.backend.clone(), self.cfg.parent.clone());
+        async move {
+            let removed = tokio::task::spawn_blocking(move || match backend.list(&parent) {
+                Ok(children) if children.is_empty() => backend.remove_parent(&parent).map(|()| true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e),
+            })
+            .await;
+            match removed {
+                Ok(Ok(true)) => tracing::info!(parent = %self.cfg.parent, "removed the agent's parent cgroup"),
+                Ok(Ok(false)) => {
+                    tracing::info!(parent = %self.cfg.parent, "containers still run: the parent cgroup stays")
+                }
+                Ok(Err(e)) => tracing::warn!("cannot remove the agent's parent cgroup: {e}"),
+                Err(e) => tracing::warn!("cannot remove the agent's parent cgroup: {e}"),
+            }
+        }
+        .boxed()
+    }
 }
 
 struct LinuxContainer {
@@ -268,8 +327,8 @@ struct LinuxContainer {
     run_dir: PathBuf,
     record: Record,
     cgroup: Arc<dyn Cgroup>,
-    /// The supervisor, when this agent started it (else it is polled).
-    child: Option<tokio::process::Child>,
+    /// Readable once the supervisor has exited (without one, it is polled).
+    supervisor: Option<PidFd>,
     status: Option<ExitStatus>,
     /// MiB of disk the sandbox used when the watcher found it over its
     /// limit (0 = never).
@@ -284,7 +343,7 @@ impl LinuxContainer {
         run_dir: PathBuf,
         record: Record,
         cgroup: Arc<dyn Cgroup>,
-        child: Option<tokio::process::Child>,
+        supervisor: Option<PidFd>,
         cfg: &LinuxConfig,
     ) -> Self {
         let disk_over = Arc::new(AtomicU64::new(0));
@@ -306,7 +365,7 @@ impl LinuxContainer {
             run_dir,
             record,
             cgroup,
-            child,
+            supervisor,
             status: None,
             disk_over,
             usage,
@@ -326,13 +385,13 @@ impl LinuxContainer {
         if let Some(s) = self.status {
             return Ok(s);
         }
-        if let Some(child) = self.child.as_mut() {
-            child.wait().await.map_err(|source| ContainerError::Wait {
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.exited().await.map_err(|source| ContainerError::Wait {
                 id: self.id.clone(),
                 source,
             })?;
         } else {
-            // Not our child (recovered): poll for its exit record.
+            // No pidfd: poll for the exit record.
             while super::init::read_exit(&self.run_dir).is_none() && pid_alive(self.record.supervisor_pid) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

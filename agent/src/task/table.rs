@@ -171,6 +171,7 @@ impl Table {
     /// for the acknowledgements of its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
+        let mut adopted = Vec::new();
         for (key, run) in self.checkpoints() {
             let state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();
@@ -188,6 +189,7 @@ impl Table {
                 };
                 match found {
                     Some(container) => {
+                        adopted.push(run_dir.clone());
                         let sup = self.supervise(&key, &task, self.agent_id(), Some(container));
                         supervisor = Some(sup);
                         state = TaskState::Running;
@@ -215,6 +217,13 @@ impl Table {
                     supervisor,
                 },
             );
+        }
+        // Whatever the containerizer finds that no adopted container owns
+        // (e.g. a cgroup made just before the agent died) goes now.
+        match self.deps.containerizer.sweep(adopted).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(removed = n, "removed orphan containers"),
+            Err(e) => tracing::warn!("cannot sweep orphan containers: {e}"),
         }
         // Updates pending for tasks without a checkpoint (from before
         // checkpoints existed, or a damaged one): keep them until acked.
