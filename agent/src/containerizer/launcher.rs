@@ -56,8 +56,14 @@ enum Reply {
 
 // ---------------------------------------------------------------- agent side
 
+/// Run on the launcher's thread with the supervisor's pid, before the
+/// launch is answered (to record the container without blocking an async
+/// worker).
+pub type OnLaunched = Box<dyn FnOnce(u32) + Send>;
+
 struct Request {
     spec: InitSpec,
+    on_launched: OnLaunched,
     reply: oneshot::Sender<Result<u32, ContainerError>>,
 }
 
@@ -86,6 +92,9 @@ impl Launcher {
                         }
                         launch_once(&exe, &mut process, &req.spec)
                     });
+                    if let Ok(pid) = result {
+                        (req.on_launched)(pid);
+                    }
                     let _ = req.reply.send(result);
                 }
                 if let Some(p) = process.take() {
@@ -98,11 +107,16 @@ impl Launcher {
         Launcher { tx }
     }
 
-    /// Forks a supervisor for `spec`; returns its pid.
-    pub async fn launch(&self, spec: InitSpec) -> Result<u32, ContainerError> {
+    /// Forks a supervisor for `spec`; runs `on_launched` with its pid and
+    /// returns the pid.
+    pub async fn launch(&self, spec: InitSpec, on_launched: OnLaunched) -> Result<u32, ContainerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { spec, reply })
+            .send(Request {
+                spec,
+                on_launched,
+                reply,
+            })
             .map_err(|_| ContainerError::Isolation("the container launcher thread is gone".into()))?;
         rx.await
             .map_err(|_| ContainerError::Isolation("the container launcher thread is gone".into()))?

@@ -60,7 +60,7 @@ struct Record {
 
 #[derive(Debug)]
 pub struct LinuxContainerizer {
-    cfg: LinuxConfig,
+    cfg: Arc<LinuxConfig>,
     backend: Arc<dyn CgroupBackend>,
     launcher: Launcher,
 }
@@ -81,101 +81,46 @@ impl LinuxContainerizer {
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
         Ok(LinuxContainerizer {
             launcher: Launcher::start(cfg.exe.clone()),
-            cfg,
+            cfg: Arc::new(cfg),
             backend: Arc::from(backend),
         })
     }
 
-    fn user(&self, asked: Option<&str>) -> Result<User, ContainerError> {
-        let name = asked.unwrap_or(&self.cfg.default_user);
-        if name != self.cfg.default_user && !self.cfg.allowed_users.iter().any(|u| u == name) {
-            return Err(ContainerError::User {
-                user: name.to_owned(),
-                agent_user: format!(
-                    "allowed: {}, {}",
-                    self.cfg.default_user,
-                    self.cfg.allowed_users.join(", ")
-                ),
-            });
-        }
-        User::from_name(name)
-            .ok()
-            .flatten()
-            .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
-    }
-
     async fn launch_linux(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
-        let user = self.user(spec.user.as_deref())?;
-        let sandbox_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ContainerError::Sandbox { path, source }
-        };
-        std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
-        std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            .map_err(sandbox_err(&spec.sandbox))?;
-        std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
-        let argv = argv(&spec)?;
-        let limits = Limits {
-            cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
-            cpu_quota: (self.cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
-                .then(|| Duration::from_micros(spec.resources.cpus.0 * 100)),
-            memory_bytes: (spec.resources.mem.0 > 0).then(|| spec.resources.mem.0 * 1024 * 1024),
-            pids_max: Some(self.cfg.pids_max),
-        };
-        let name = uuid::Uuid::new_v4().simple().to_string();
-        // cgroup calls block (file writes, brief retries): keep them off
-        // the async workers.
-        let (backend, parent, cg_name) = (self.backend.clone(), self.cfg.parent.clone(), name.clone());
-        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || backend.create(&parent, &cg_name, &limits))
+        // Everything before the fork blocks (user lookup, directories,
+        // cgroup files): one trip to the blocking pool, off the async workers.
+        let (cfg, backend) = (self.cfg.clone(), self.backend.clone());
+        let (spec, init, cgroup, name) = tokio::task::spawn_blocking(move || prepare(&cfg, backend.as_ref(), spec))
             .await
-            .map_err(|e| ContainerError::Isolation(e.to_string()))?
-            .map(Arc::from)
-            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
-        let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
-        let init = InitSpec {
-            id: spec.id.clone(),
-            run_dir: spec.run_dir.clone(),
-            sandbox: spec.sandbox.clone(),
-            stdout: spec.sandbox.join("stdout"),
-            stderr: spec.sandbox.join("stderr"),
-            argv,
-            env: spec.env.clone(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: vec![user.gid.as_raw()],
-            hostname: Some(hostname),
-            namespaces: Namespaces {
-                pid: true,
-                mount: true,
-                uts: true,
-                ipc: true,
-                net: spec.isolated_network,
-            },
-            cgroup_procs: cgroup.procs_files(),
-        };
-        let supervisor_pid = match self.launcher.launch(init).await {
-            Ok(pid) => pid,
-            Err(e) => {
-                let _ = cgroup.destroy();
-                return Err(e);
-            }
-        };
-        let pidfd = open_pidfd(&spec.id, supervisor_pid);
-        let record = Record {
-            cgroup: name,
+            .map_err(|e| ContainerError::Isolation(e.to_string()))??;
+        // The record is written by the launcher's thread once the pid is
+        // known, so no write happens on an async worker either.
+        let record = move |supervisor_pid| Record {
+            cgroup: name.clone(),
             supervisor_pid,
             sandbox: spec.sandbox.clone(),
             disk_limit_mib: spec.resources.disk.0,
         };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
-            tracing::warn!(container = %spec.id, "cannot record the container: {e}");
-        }
+        let (on_launched, path, id) = (record.clone(), spec.run_dir.join("container.json"), spec.id.clone());
+        let write_record = Box::new(move |pid: u32| {
+            let bytes = serde_json::to_vec(&on_launched(pid)).unwrap_or_default();
+            if let Err(e) = crate::paths::write_replace(&path, &bytes) {
+                tracing::warn!(container = %id, "cannot record the container: {e}");
+            }
+        });
+        let supervisor_pid = match self.launcher.launch(init, write_record).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || cgroup.destroy()).await;
+                return Err(e);
+            }
+        };
+        let pidfd = open_pidfd(&spec.id, supervisor_pid);
         tracing::debug!(container = %spec.id, supervisor_pid, "launched");
         Ok(Box::new(LinuxContainer::new(
-            spec.id,
-            spec.run_dir,
-            record,
+            spec.id.clone(),
+            spec.run_dir.clone(),
+            record(supervisor_pid),
             cgroup,
             pidfd,
             &self.cfg,
@@ -256,6 +201,76 @@ impl LinuxContainerizer {
         }
         Ok(removed)
     }
+}
+
+/// The task's user: `command.user`, or the default; another must be in the
+/// allow-list and exist on the host.
+fn task_user(cfg: &LinuxConfig, asked: Option<&str>) -> Result<User, ContainerError> {
+    let name = asked.unwrap_or(&cfg.default_user);
+    if name != cfg.default_user && !cfg.allowed_users.iter().any(|u| u == name) {
+        return Err(ContainerError::User {
+            user: name.to_owned(),
+            agent_user: format!("allowed: {}, {}", cfg.default_user, cfg.allowed_users.join(", ")),
+        });
+    }
+    User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
+}
+
+/// Blocking part of a launch: the user, the sandbox (owned by the task's
+/// user) and run dir, the cgroup with the task's limits, and the init spec.
+fn prepare(
+    cfg: &LinuxConfig,
+    backend: &dyn CgroupBackend,
+    spec: ContainerSpec,
+) -> Result<(ContainerSpec, InitSpec, Arc<dyn Cgroup>, String), ContainerError> {
+    let user = task_user(cfg, spec.user.as_deref())?;
+    let sandbox_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ContainerError::Sandbox { path, source }
+    };
+    std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
+    std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+        .map_err(sandbox_err(&spec.sandbox))?;
+    std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
+    let argv = argv(&spec)?;
+    let limits = Limits {
+        cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
+        cpu_quota: (cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
+            .then(|| Duration::from_micros(spec.resources.cpus.0 * 100)),
+        memory_bytes: (spec.resources.mem.0 > 0).then(|| spec.resources.mem.0 * 1024 * 1024),
+        pids_max: Some(cfg.pids_max),
+    };
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let cgroup: Arc<dyn Cgroup> = backend
+        .create(&cfg.parent, &name, &limits)
+        .map(Arc::from)
+        .map_err(|e| ContainerError::Isolation(e.to_string()))?;
+    let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
+    let init = InitSpec {
+        id: spec.id.clone(),
+        run_dir: spec.run_dir.clone(),
+        sandbox: spec.sandbox.clone(),
+        stdout: spec.sandbox.join("stdout"),
+        stderr: spec.sandbox.join("stderr"),
+        argv,
+        env: spec.env.clone(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: vec![user.gid.as_raw()],
+        hostname: Some(hostname),
+        namespaces: Namespaces {
+            pid: true,
+            mount: true,
+            uts: true,
+            ipc: true,
+            net: spec.isolated_network,
+        },
+        cgroup_procs: cgroup.procs_files(),
+    };
+    Ok((spec, init, cgroup, name))
 }
 
 fn pid_alive(pid: u32) -> bool {
