@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─fork─▶ task
-//!   (one thread owns the pipes; launches queue on a channel)
+//!   (each launch's blocking step writes a spec and reads a pid, under a mutex)
 //! ```
 //!
 //! The launcher ignores SIGCHLD, so the kernel reaps supervisors as they
@@ -30,14 +30,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::{ForkResult, fork};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
 
 use super::ContainerError;
 use super::init::InitSpec;
@@ -56,73 +55,49 @@ enum Reply {
 
 // ---------------------------------------------------------------- agent side
 
-/// Run on the launcher's thread with the supervisor's pid, before the
-/// launch is answered (to record the container without blocking an async
-/// worker).
-pub type OnLaunched = Box<dyn FnOnce(u32) + Send>;
-
-struct Request {
-    spec: InitSpec,
-    on_launched: OnLaunched,
-    reply: oneshot::Sender<Result<u32, ContainerError>>,
-}
-
-/// The agent's handle on its launcher process. Cloneable; launches are
-/// served one at a time, in order, by one thread that owns the pipes.
-#[derive(Debug, Clone)]
+/// The agent's handle on its launcher process, started on the first
+/// launch (and again if it ever dies). A launch is a blocking call (write
+/// the spec, read the pid) made from the blocking step of a container's
+/// launch, so it costs no extra thread hand-off; the mutex only keeps one
+/// request and its answer together on the pipes.
+#[derive(Debug)]
 pub struct Launcher {
-    tx: std_mpsc::Sender<Request>,
+    exe: PathBuf,
+    process: Mutex<Option<Process>>,
 }
 
 impl Launcher {
-    /// Starts the thread; the launcher process itself is started on the
-    /// first launch (and again if it ever dies).
-    pub fn start(exe: PathBuf) -> Launcher {
-        let (tx, rx) = std_mpsc::channel::<Request>();
-        let spawned = std::thread::Builder::new()
-            .name("container-launcher".into())
-            .spawn(move || {
-                let mut process: Option<Process> = None;
-                while let Ok(req) = rx.recv() {
-                    let result = launch_once(&exe, &mut process, &req.spec).or_else(|e| {
-                        // A dead or broken launcher: start a new one and try once more.
-                        tracing::warn!("container launcher failed ({e}); restarting it");
-                        if let Some(p) = process.take() {
-                            p.stop();
-                        }
-                        launch_once(&exe, &mut process, &req.spec)
-                    });
-                    if let Ok(pid) = result {
-                        (req.on_launched)(pid);
-                    }
-                    let _ = req.reply.send(result);
-                }
-                if let Some(p) = process.take() {
-                    p.stop();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the container launcher thread: {e}");
+    pub fn new(exe: PathBuf) -> Launcher {
+        Launcher {
+            exe,
+            process: Mutex::new(None),
         }
-        Launcher { tx }
     }
 
-    /// Forks a supervisor for `spec`; runs `on_launched` with its pid and
-    /// returns the pid.
-    pub async fn launch(&self, spec: InitSpec, on_launched: OnLaunched) -> Result<u32, ContainerError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                spec,
-                on_launched,
-                reply,
-            })
-            .map_err(|_| ContainerError::Isolation("the container launcher thread is gone".into()))?;
-        rx.await
-            .map_err(|_| ContainerError::Isolation("the container launcher thread is gone".into()))?
+    /// Forks a supervisor for `spec` and returns its pid. Blocks.
+    pub fn launch(&self, spec: &InitSpec) -> Result<u32, ContainerError> {
+        let mut process = self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        launch_once(&self.exe, &mut process, spec).or_else(|e| {
+            // A dead or broken launcher: start a new one and try once more.
+            tracing::warn!("container launcher failed ({e}); restarting it");
+            if let Some(p) = process.take() {
+                p.stop();
+            }
+            launch_once(&self.exe, &mut process, spec)
+        })
     }
 }
 
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let process = self.process.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = process.take() {
+            p.stop();
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Process {
     child: Child,
     stdin: ChildStdin,

@@ -62,7 +62,7 @@ struct Record {
 pub struct LinuxContainerizer {
     cfg: Arc<LinuxConfig>,
     backend: Arc<dyn CgroupBackend>,
-    launcher: Launcher,
+    launcher: Arc<Launcher>,
 }
 
 impl LinuxContainerizer {
@@ -80,47 +80,46 @@ impl LinuxContainerizer {
         })?;
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
         Ok(LinuxContainerizer {
-            launcher: Launcher::start(cfg.exe.clone()),
+            launcher: Arc::new(Launcher::new(cfg.exe.clone())),
             cfg: Arc::new(cfg),
             backend: Arc::from(backend),
         })
     }
 
     async fn launch_linux(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
-        // Everything before the fork blocks (user lookup, directories,
-        // cgroup files): one trip to the blocking pool, off the async workers.
-        let (cfg, backend) = (self.cfg.clone(), self.backend.clone());
-        let (spec, init, cgroup, name) = tokio::task::spawn_blocking(move || prepare(&cfg, backend.as_ref(), spec))
-            .await
-            .map_err(|e| ContainerError::Isolation(e.to_string()))??;
-        // The record is written by the launcher's thread once the pid is
-        // known, so no write happens on an async worker either.
-        let record = move |supervisor_pid| Record {
-            cgroup: name.clone(),
-            supervisor_pid,
-            sandbox: spec.sandbox.clone(),
-            disk_limit_mib: spec.resources.disk.0,
-        };
-        let (on_launched, path, id) = (record.clone(), spec.run_dir.join("container.json"), spec.id.clone());
-        let write_record = Box::new(move |pid: u32| {
-            let bytes = serde_json::to_vec(&on_launched(pid)).unwrap_or_default();
-            if let Err(e) = crate::paths::write_replace(&path, &bytes) {
-                tracing::warn!(container = %id, "cannot record the container: {e}");
+        // Everything up to the fork blocks (user lookup, directories,
+        // cgroup files, the launcher's pipes, the record): one trip to the
+        // blocking pool, off the async workers.
+        let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
+        let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
+            let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
+            let supervisor_pid = match launcher.launch(&init) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = cgroup.destroy();
+                    return Err(e);
+                }
+            };
+            let record = Record {
+                cgroup: name,
+                supervisor_pid,
+                sandbox: spec.sandbox.clone(),
+                disk_limit_mib: spec.resources.disk.0,
+            };
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
+                tracing::warn!(container = %spec.id, "cannot record the container: {e}");
             }
-        });
-        let supervisor_pid = match self.launcher.launch(init, write_record).await {
-            Ok(pid) => pid,
-            Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || cgroup.destroy()).await;
-                return Err(e);
-            }
-        };
-        let pidfd = open_pidfd(&spec.id, supervisor_pid);
-        tracing::debug!(container = %spec.id, supervisor_pid, "launched");
+            Ok((spec, record, cgroup))
+        })
+        .await
+        .map_err(|e| ContainerError::Isolation(e.to_string()))??;
+        let pidfd = open_pidfd(&spec.id, record.supervisor_pid);
+        tracing::debug!(container = %spec.id, supervisor_pid = record.supervisor_pid, "launched");
         Ok(Box::new(LinuxContainer::new(
-            spec.id.clone(),
-            spec.run_dir.clone(),
-            record(supervisor_pid),
+            spec.id,
+            spec.run_dir,
+            record,
             cgroup,
             pidfd,
             &self.cfg,

@@ -48,6 +48,9 @@ struct Args {
     /// Measured launches per system and concurrency.
     #[arg(long, default_value_t = 500)]
     launches: usize,
+    /// Launches in flight at once, one measured run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    concurrency: Vec<usize>,
     /// Unmeasured launches first.
     #[arg(long, default_value_t = 50)]
     warmup: usize,
@@ -79,6 +82,8 @@ impl Hist {
 
 #[derive(Default)]
 struct Sample {
+    /// `Containerizer::launch` returned (the supervisor is forked).
+    launched: Option<Duration>,
     exec: Option<Duration>,
     exit: Option<Duration>,
     cycle: Duration,
@@ -104,7 +109,7 @@ impl Mezzo {
                 args: vec![],
             },
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            resources: Resources::parse("cpus:0.01;mem:32")?,
+            resources: Resources::parse("cpus:1;mem:64")?,
             user: None,
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
@@ -114,6 +119,7 @@ impl Mezzo {
         std::fs::create_dir_all(&run_dir)?;
         mezzo_agent::paths::write_replace(&run_dir.join(mezzo_agent::paths::TASK_CHECKPOINT), &[0u8; 160])?;
         let mut container = self.c.launch(spec).await?;
+        let launched = t0.elapsed();
         let exec = watch.wait(t0).await?;
         let status = container.wait().await?;
         let exit = t0.elapsed();
@@ -126,6 +132,7 @@ impl Mezzo {
         let _ = std::fs::remove_dir_all(&sandbox);
         let _ = std::fs::remove_dir_all(&run_dir);
         Ok(Sample {
+            launched: Some(launched),
             exec: Some(exec),
             exit: Some(exit),
             cycle,
@@ -184,6 +191,7 @@ impl Crun {
             bail!("crun run {id}: {} {}", out.status, String::from_utf8_lossy(&out.stderr));
         }
         Ok(Sample {
+            launched: None,
             exec: None,
             exit: None,
             cycle,
@@ -227,9 +235,12 @@ async fn measure(name: &str, sys: Arc<System>, launches: usize, warmup: usize, c
             }
         }));
     }
-    let (mut exec, mut exit, mut cycle) = (Hist::new(), Hist::new(), Hist::new());
+    let (mut launched, mut exec, mut exit, mut cycle) = (Hist::new(), Hist::new(), Hist::new(), Hist::new());
     for w in workers {
         for s in w.await?? {
+            if let Some(d) = s.launched {
+                launched.record(d);
+            }
             if let Some(d) = s.exec {
                 exec.record(d);
             }
@@ -243,6 +254,7 @@ async fn measure(name: &str, sys: Arc<System>, launches: usize, warmup: usize, c
     let rate = launches as f64 / secs;
     println!("  {name:<34} {concurrency} at a time: {rate:6.0} launches/s");
     if !exec.0.is_empty() {
+        println!("  {:<34}   launch() returned     {}", "", launched.line());
         println!("  {:<34}   launch -> executing   {}", "", exec.line());
         println!("  {:<34}   launch -> exited      {}", "", exit.line());
     }
@@ -309,7 +321,7 @@ async fn run(a: Args) -> Result<()> {
         }
     }
     let systems: Vec<(String, Arc<System>)> = systems.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
-    for concurrency in [1, 2] {
+    for &concurrency in &a.concurrency {
         for (name, sys) in &systems {
             measure(name, sys.clone(), a.launches, a.warmup, concurrency).await?;
         }
