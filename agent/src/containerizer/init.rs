@@ -1,12 +1,14 @@
 //! The container supervisor and init: `mezzo __container-init SPEC`.
 //!
 //! The agent is a multi-threaded tokio process, so it never forks and then
-//! sets up namespaces itself. Instead it writes an [`InitSpec`] and starts
-//! the `mezzo` binary again in this internal mode, a fresh single-threaded
-//! process, which builds the container:
+//! sets up namespaces itself. Instead it hands an [`InitSpec`] to its
+//! launcher (the `mezzo` binary started once in this internal mode, a
+//! fresh single-threaded process, see [`super::launcher`]), which forks a
+//! supervisor that builds the container ([`supervise`]); `mezzo
+//! __container-init SPEC` does the same from a spec file:
 //!
 //! ```text
-//! agent ──spawn──▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
+//! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
 //!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
 //!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
 //!                           │        sets the hostname, brings lo up; forwards
