@@ -537,3 +537,56 @@ async fn orphan_cgroups_are_swept_and_a_clean_stop_removes_the_parent() -> Resul
     }
     result.with_context(|| c.logs())
 }
+
+/// The agent's container launcher (`mezzo __container-init --launcher`)
+/// is started again when it dies; running containers do not depend on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_launcher_is_replaced() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "launcher", None).await?;
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("first", "cpus:0.1;mem:32", "sleep 1.5; exit 3")?],
+            None,
+        )
+        .await?;
+        ev.update("first", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let agent = c.agents[0].pid().context("agent pid")?;
+        let launchers: Vec<i32> = processes_with("--launcher")
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(agent)
+            })
+            .collect();
+        ensure!(launchers.len() == 1, "launchers of the agent: {launchers:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(launchers[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        // The running container ends normally, with its own exit status.
+        let st = ev
+            .update("first", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Failed) && st.exit_code == Some(3),
+            "{st:?}"
+        );
+        // The next launch gets a new launcher.
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![task("second", "cpus:0.1;mem:32", "true")?], None)
+            .await?;
+        let st = ev
+            .update("second", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

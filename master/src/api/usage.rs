@@ -67,13 +67,13 @@ mod tests {
             (entry("f", "t", -1.0), "containers[0].cpu_time_secs"),
         ];
         for (e, field) in bad {
-            let err = report(v1::UsageReport { containers: vec![e] }).unwrap_err().to_string();
-            assert!(err.contains(field), "{err}");
+            let err = report(v1::UsageReport { containers: vec![e] }).expect_err("refused");
+            assert!(err.to_string().contains(field), "{err}");
         }
         let ok = report(v1::UsageReport {
             containers: vec![entry("f", "t", 0.5)],
         })
-        .unwrap();
+        .expect("a valid report");
         assert_eq!(ok[0].usage.pids, 3);
     }
 }
