@@ -10,7 +10,7 @@
 //!     "127.0.0.1:0".parse().expect("literal address"),
 //!     "/tmp/mezzo-agent".into(),
 //! );
-//! let agent = start(config).await?;
+//! let mut agent = start(config).await?;
 //! println!("agent HTTP on http://{}", agent.http_addr);
 //! agent.wait().await
 //! # }
@@ -62,6 +62,7 @@ pub struct AgentHandle {
     /// Where the HTTP endpoint listens.
     pub http_addr: SocketAddr,
     actors: JoinSet<(&'static str, Result<(), AgentError>)>,
+    containerizer: Arc<dyn Containerizer>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -75,13 +76,21 @@ impl std::fmt::Debug for AgentHandle {
 impl AgentHandle {
     /// Runs until one of the agent's actors fails; dropping the handle
     /// stops the agent (running tasks are left alone).
-    pub async fn wait(mut self) -> Result<(), AgentError> {
+    pub async fn wait(&mut self) -> Result<(), AgentError> {
         match self.actors.join_next().await {
             Some(Ok((_, Err(e)))) => Err(e),
             Some(Ok((name, Ok(())))) => Err(AgentError::ActorStopped(name)),
             Some(Err(_)) => Err(AgentError::ActorPanicked("agent actor")),
             None => Ok(()),
         }
+    }
+
+    /// A clean stop: stops the actors, then lets the containerizer release
+    /// what it holds for itself (with isolation, the agent's parent cgroup
+    /// once no container is left in it). Running tasks are left alone.
+    pub async fn shutdown(mut self) {
+        self.actors.shutdown().await;
+        self.containerizer.shutdown().await;
     }
 }
 
@@ -134,7 +143,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         TableDeps {
             work_dir: work_dir.clone(),
             default_kill_grace: config.default_kill_grace,
-            containerizer,
+            containerizer: containerizer.clone(),
             status: status.clone(),
             forget: forget_rx,
             agent_id: agent_id_rx.clone(),
@@ -190,7 +199,11 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     };
     actors.spawn(async move { ("master connection", attach::run(deps).await) });
     tracing::info!(%http_addr, masters = ?config.masters, "agent started");
-    Ok(AgentHandle { http_addr, actors })
+    Ok(AgentHandle {
+        http_addr,
+        actors,
+        containerizer,
+    })
 }
 
 /// The containerizer the configuration asks for; refuses to start an

@@ -216,6 +216,7 @@ pub fn render(
         "Cluster resources of active agents (cpus; mem and disk in MiB)",
         res,
     );
+    usage_metrics(&mut reg, view);
     gauge(
         &mut reg,
         "offers_outstanding",
@@ -249,6 +250,43 @@ pub fn render(
         c.allocation_nanos,
     );
     encode_registry(&reg)
+}
+
+/// Per-agent container usage from the agents' latest reports.
+fn usage_metrics(reg: &mut Registry, view: &StateView) {
+    type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+    let cpu = Family::<Vec<(String, String)>, F64Gauge>::default();
+    let rss = Family::<Vec<(String, String)>, Gauge>::default();
+    let cache = Family::<Vec<(String, String)>, Gauge>::default();
+    let pids = Family::<Vec<(String, String)>, Gauge>::default();
+    for a in view.agents.iter().filter(|a| a.usage.age_secs.is_some()) {
+        let labels = vec![("agent_id".to_owned(), a.id.clone())];
+        let u = &a.usage.total;
+        cpu.get_or_create(&labels).set(u.cpu_time_secs);
+        rss.get_or_create(&labels).set(u.memory_rss_bytes as i64);
+        cache.get_or_create(&labels).set(u.memory_cache_bytes as i64);
+        pids.get_or_create(&labels).set(u.pids as i64);
+    }
+    reg.register(
+        "agent_container_cpu_seconds",
+        "CPU time of the agent's live containers, as last reported",
+        cpu,
+    );
+    reg.register(
+        "agent_container_memory_rss_bytes",
+        "Anonymous memory of the agent's live containers",
+        rss,
+    );
+    reg.register(
+        "agent_container_memory_cache_bytes",
+        "Page cache of the agent's live containers",
+        cache,
+    );
+    reg.register(
+        "agent_container_pids",
+        "Processes and threads in the agent's live containers",
+        pids,
+    );
 }
 
 fn encode_registry(reg: &Registry) -> String {

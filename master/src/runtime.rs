@@ -90,6 +90,8 @@ pub enum Command {
         latest: TaskState,
     },
     AgentHeartbeat(ConnId),
+    /// An agent's periodic container usage report, validated.
+    AgentUsage(ConnId, Vec<crate::core::usage::ContainerUsage>),
     AgentClosed(ConnId),
     /// A framework's key-value call; writes are answered once committed.
     Kv {
@@ -306,7 +308,8 @@ impl Runtime {
                 Command::FrameworkClosed(_)
                 | Command::AgentClosed(_)
                 | Command::StatusUpdate { .. }
-                | Command::AgentHeartbeat(_) => {}
+                | Command::AgentHeartbeat(_)
+                | Command::AgentUsage(..) => {}
             }
             return;
         };
@@ -343,6 +346,7 @@ impl Runtime {
                 }
             }
             Command::AgentHeartbeat(conn) => core.agent_heartbeat(conn, now),
+            Command::AgentUsage(conn, usage) => core.agent_usage(conn, usage, now),
             Command::AgentClosed(conn) => {
                 self.agents.remove(&conn);
                 core.agent_conn_closed(conn, now);

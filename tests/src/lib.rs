@@ -105,6 +105,20 @@ impl Daemon {
         }
     }
 
+    /// SIGTERMs the daemon (a clean stop) and waits up to `limit` for it
+    /// to exit; SIGKILLs it after that. Returns whether it exited by itself.
+    pub async fn stop(&mut self, limit: Duration) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        if let Some(pid) = c.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(limit, c.wait()).await.is_ok() {
+            return true;
+        }
+        let _ = c.kill().await;
+        false
+    }
+
     /// The daemon's log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

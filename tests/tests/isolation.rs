@@ -376,3 +376,217 @@ async fn disk_limit_and_log_rotation() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// A running task's container usage reaches the master: per task and
+/// summed per agent in its `/state`, per agent in its `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_forwarded_to_the_master() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "usage", None).await?;
+        let o = ev.offer().await?;
+        // Burns cpu and holds a few processes.
+        let t = task("busy", "cpus:0.2;mem:64", "sleep 300 & sleep 300 & while :; do :; done")?;
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        ev.update("busy", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let st = mezzo_tests::wait_for(
+            "the task's usage in the master's /state",
+            Duration::from_secs(20),
+            || c.master_state(),
+            |st| {
+                let u = &st["tasks"][0]["usage"];
+                u["cpu_time_secs"].as_f64().unwrap_or(0.0) > 0.2 && u["pids"].as_u64().unwrap_or(0) >= 3
+            },
+        )
+        .await?;
+        let u = &st["tasks"][0]["usage"];
+        ensure!(u["memory_rss_bytes"].as_u64().unwrap_or(0) > 0, "{u}");
+        let a = &st["agents"][0]["usage"];
+        ensure!(a["containers"] == 1, "agent usage: {a}");
+        ensure!(
+            a["pids"] == u["pids"] || a["pids"].as_u64() >= u["pids"].as_u64(),
+            "agent usage: {a}"
+        );
+        ensure!(
+            a["cpu_time_secs"].as_f64() >= u["cpu_time_secs"].as_f64(),
+            "agent usage: {a}"
+        );
+        let m = c.text(c.master_addr(), "/metrics").await?;
+        ensure!(
+            m.lines()
+                .any(|l| l.starts_with("mezzo_master_agent_container_pids{") && !l.ends_with(" 0")),
+            "{m}"
+        );
+        s.kill("busy", Some(Duration::from_millis(100))).await?;
+        ev.update("busy", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        // Once ended, the agent stops reporting it and the master forgets it.
+        mezzo_tests::wait_for(
+            "the agent's usage cleared",
+            Duration::from_secs(10),
+            || c.master_state(),
+            |st| st["agents"][0]["usage"]["containers"] == 0,
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// The v1 hierarchies a container's cgroup lives in.
+const HIERARCHIES: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "freezer"];
+
+/// At start the agent removes the cgroups under its parent that no
+/// checkpointed container owns, killing what runs there, and keeps the
+/// containers it adopts; a clean shutdown (SIGTERM) removes the parent once
+/// no container is left in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_cgroups_are_swept_and_a_clean_stop_removes_the_parent() -> Result<()> {
+    let mut c = Cluster::start(spec(&[])).await?;
+    let parent = c.cgroup_parent(0);
+    let mut orphan_proc = None;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "sweep", None).await?;
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("keep", "cpus:0.1;mem:32", "sleep 29.9792")?],
+            None,
+        )
+        .await?;
+        ev.update("keep", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        // An orphan: a cgroup under the agent's parent with a process in it
+        // that no checkpoint names (as if the agent died mid-launch).
+        let sleeper = std::process::Command::new("sleep").arg("31.8309").spawn()?;
+        let orphans: Vec<_> = HIERARCHIES
+            .iter()
+            .map(|h| {
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(h)
+                    .join(&parent)
+                    .join("orphan-test")
+            })
+            .collect();
+        for dir in &orphans {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("cgroup.procs"), sleeper.id().to_string())?;
+        }
+        orphan_proc = Some(sleeper);
+        c.agents[0].kill().await;
+        c.restart_agent(0).await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while (orphans.iter().any(|d| d.exists()) || !processes_with("31.8309").is_empty()) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(mut p) = orphan_proc.take() {
+            let _ = p.try_wait();
+            orphan_proc = Some(p);
+        }
+        ensure!(!orphans.iter().any(|d| d.exists()), "orphan cgroup left: {orphans:?}");
+        ensure!(processes_with("31.8309").is_empty(), "the orphan's process survived");
+        // The adopted container is untouched.
+        ensure!(!processes_with("29.9792").is_empty(), "the adopted task was killed");
+        let cg = c.task_cgroup(0, "memory", "keep").context("task cgroup")?;
+        ensure!(cg.exists(), "the adopted container's cgroup was removed");
+        c.wait_agent(0, "keep running after the restart", |st| {
+            st["tasks"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["task_id"] == "keep" && t["state"] == "TASK_RUNNING"))
+        })
+        .await?;
+
+        // A clean stop with a container still running keeps the parent.
+        c.agents[0].stop(Duration::from_secs(10)).await;
+        ensure!(
+            HIERARCHIES
+                .iter()
+                .all(|h| std::path::Path::new("/sys/fs/cgroup").join(h).join(&parent).exists()),
+            "parent removed under a running container"
+        );
+        c.restart_agent(0).await?;
+        c.wait_agent(0, "registered again", |st| !st["master"].is_null())
+            .await?;
+        s.kill("keep", Some(Duration::from_millis(100))).await?;
+        ev.update("keep", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cg.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(!cg.exists(), "the killed container's cgroup is left");
+        ensure!(
+            c.agents[0].stop(Duration::from_secs(10)).await,
+            "the agent did not stop on SIGTERM"
+        );
+        let left: Vec<_> = HIERARCHIES
+            .iter()
+            .map(|h| std::path::Path::new("/sys/fs/cgroup").join(h).join(&parent))
+            .filter(|p| p.exists())
+            .collect();
+        ensure!(left.is_empty(), "parent cgroup left after a clean stop: {left:?}");
+        Ok(())
+    }
+    .await;
+    if let Some(mut p) = orphan_proc {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    result.with_context(|| c.logs())
+}
+
+/// The agent's container launcher (`mezzo __container-init --launcher`)
+/// is started again when it dies; running containers do not depend on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_launcher_is_replaced() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(c.masters(), "launcher", None).await?;
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("first", "cpus:0.1;mem:32", "sleep 1.5; exit 3")?],
+            None,
+        )
+        .await?;
+        ev.update("first", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let agent = c.agents[0].pid().context("agent pid")?;
+        let launchers: Vec<i32> = processes_with("--launcher")
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(agent)
+            })
+            .collect();
+        ensure!(launchers.len() == 1, "launchers of the agent: {launchers:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(launchers[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        // The running container ends normally, with its own exit status.
+        let st = ev
+            .update("first", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Failed) && st.exit_code == Some(3),
+            "{st:?}"
+        );
+        // The next launch gets a new launcher.
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![task("second", "cpus:0.1;mem:32", "true")?], None)
+            .await?;
+        let st = ev
+            .update("second", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

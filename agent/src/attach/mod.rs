@@ -9,6 +9,7 @@
 
 mod backoff;
 pub mod register;
+mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -214,6 +215,7 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result
     let mut last_heard = Instant::now();
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut usage = usage::UsageReporter::default();
     loop {
         tokio::select! {
             msg = tokio::time::timeout_at(last_heard + silence, inbound.next()) => match msg {
@@ -231,6 +233,12 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result
                 };
                 if tx.try_send(beat).is_err() {
                     tracing::debug!(master = %addr, "heartbeat skipped: outbound stream full");
+                }
+                // Container usage goes with the heartbeat (best effort, like it).
+                if let Some(report) = usage.next(&deps.table).await?
+                    && tx.try_send(report).is_err()
+                {
+                    tracing::debug!(master = %addr, "usage report skipped: outbound stream full");
                 }
             }
         }

@@ -42,6 +42,8 @@ mod v2;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_kernel_tests;
 
 use std::fs;
 use std::io;

@@ -176,9 +176,13 @@ struct V1Cgroup {
 impl V1Cgroup {
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         write_file(&self.cpu.join("cpu.shares"), &limits.shares().to_string())?;
-        write_file(&self.cpu.join("cpu.cfs_period_us"), &CPU_PERIOD.as_micros().to_string())?;
-        let quota = limits.quota_us().map_or_else(|| "-1".to_owned(), |q| q.to_string());
-        write_file(&self.cpu.join("cpu.cfs_quota_us"), &quota)?;
+        // Only called on a fresh cgroup, whose CFS period is already 100 ms
+        // and quota -1 (none): without a quota there is nothing to write
+        // (two control-file writes less per launch).
+        if let Some(quota) = limits.quota_us() {
+            write_file(&self.cpu.join("cpu.cfs_period_us"), &CPU_PERIOD.as_micros().to_string())?;
+            write_file(&self.cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
         if let Some(bytes) = limits.memory_bytes {
             let value = bytes.to_string();
             write_file(&self.memory.join("memory.limit_in_bytes"), &value)?;

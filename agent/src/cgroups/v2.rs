@@ -142,7 +142,7 @@ impl V2Cgroup {
     }
 }
 
-struct V2Freezer<'a>(&'a Path);
+pub(super) struct V2Freezer<'a>(pub(super) &'a Path);
 
 impl Freezer for V2Freezer<'_> {
     fn request(&self, frozen: bool) -> Result<(), CgroupError> {

@@ -1,12 +1,14 @@
 //! The container supervisor and init: `mezzo __container-init SPEC`.
 //!
 //! The agent is a multi-threaded tokio process, so it never forks and then
-//! sets up namespaces itself. Instead it writes an [`InitSpec`] and starts
-//! the `mezzo` binary again in this internal mode, a fresh single-threaded
-//! process, which builds the container:
+//! sets up namespaces itself. Instead it hands an [`InitSpec`] to its
+//! launcher (the `mezzo` binary started once in this internal mode, a
+//! fresh single-threaded process, see [`super::launcher`]), which forks a
+//! supervisor that builds the container ([`supervise`]); `mezzo
+//! __container-init SPEC` does the same from a spec file:
 //!
 //! ```text
-//! agent ──spawn──▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
+//! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
 //!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
 //!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
 //!                           │        sets the hostname, brings lo up; forwards
@@ -174,15 +176,14 @@ fn sys(op: &'static str) -> impl FnOnce(Errno) -> InitError {
     move |source| InitError::Sys { op, source }
 }
 
-/// Entry point of `mezzo __container-init SPEC`. Call it before any other
-/// thread exists (no tokio runtime). Exits 0 once the task's status is
-/// recorded, 1 if the container could not be started.
+/// Entry point of `mezzo __container-init SPEC` (and of `mezzo
+/// __container-init --launcher`, see [`super::launcher`]). Call it before
+/// any other thread exists (no tokio runtime). Exits 0 once the task's
+/// status is recorded, 1 if the container could not be started.
 pub fn main(spec_path: &Path) -> ! {
-    // Leave the agent's session and process group, so signals to the
-    // agent's group do not reach us. EPERM means we already lead a process
-    // group (the agent spawned us with one of our own), which is as good.
-    let _ = nix::unistd::setsid();
-
+    if spec_path.as_os_str() == super::launcher::LAUNCHER_ARG {
+        super::launcher::serve();
+    }
     let spec = match read_spec(spec_path) {
         Ok(spec) => spec,
         Err(e) => {
@@ -193,17 +194,27 @@ pub fn main(spec_path: &Path) -> ! {
             std::process::exit(1);
         }
     };
-    let record = match run(&spec) {
+    supervise(&spec)
+}
+
+/// The supervisor of one container, in a fresh single-threaded process:
+/// leaves the agent's session, runs the container and records its exit.
+pub fn supervise(spec: &InitSpec) -> ! {
+    // Leave the agent's session and process group, so signals to the
+    // agent's group do not reach us. EPERM means we already lead a process
+    // group (the agent spawned us with one of our own), which is as good.
+    let _ = nix::unistd::setsid();
+    let record = match run(spec) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
-            append_stderr(&spec, &message);
+            append_stderr(spec, &message);
             ExitRecord::Error(message)
         }
     };
     if let Err(e) = write_exit(&spec.run_dir, &record) {
         let message = e.to_string();
-        append_stderr(&spec, &message);
+        append_stderr(spec, &message);
         std::process::exit(1);
     }
     std::process::exit(if matches!(record, ExitRecord::Error(_)) { 1 } else { 0 });
@@ -367,7 +378,7 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
 
 /// `fork` in a multi-threaded process leaves locks held by other threads
 /// locked forever in the child; refuse rather than risk it.
-fn ensure_single_threaded() -> Result<(), InitError> {
+pub(super) fn ensure_single_threaded() -> Result<(), InitError> {
     match fs::read_dir("/proc/self/task") {
         Ok(entries) => match entries.count() {
             1 => Ok(()),
@@ -520,11 +531,11 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
         let _ = wait_for(task);
         return Err(InitError::Task(String::from_utf8_lossy(message).into_owned()));
     }
-    supervise(task)
+    supervise_task(task)
 }
 
 /// Forwards signals to the task and reaps every child until the task ends.
-fn supervise(task: Pid) -> Result<ExitRecord, InitError> {
+fn supervise_task(task: Pid) -> Result<ExitRecord, InitError> {
     let mask = init_mask();
     loop {
         let signal = mask.wait().map_err(sys("sigwait"))?;

@@ -22,6 +22,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
 use super::init::{ExitRecord, InitSpec, Namespaces};
+use super::launcher::{Launcher, PidFd};
 use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
 use crate::cgroups::{self, Cgroup, CgroupBackend, Limits};
 
@@ -59,8 +60,9 @@ struct Record {
 
 #[derive(Debug)]
 pub struct LinuxContainerizer {
-    cfg: LinuxConfig,
+    cfg: Arc<LinuxConfig>,
     backend: Arc<dyn CgroupBackend>,
+    launcher: Arc<Launcher>,
 }
 
 impl LinuxContainerizer {
@@ -78,119 +80,48 @@ impl LinuxContainerizer {
         })?;
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
         Ok(LinuxContainerizer {
-            cfg,
+            launcher: Arc::new(Launcher::new(cfg.exe.clone())),
+            cfg: Arc::new(cfg),
             backend: Arc::from(backend),
         })
     }
 
-    fn user(&self, asked: Option<&str>) -> Result<User, ContainerError> {
-        let name = asked.unwrap_or(&self.cfg.default_user);
-        if name != self.cfg.default_user && !self.cfg.allowed_users.iter().any(|u| u == name) {
-            return Err(ContainerError::User {
-                user: name.to_owned(),
-                agent_user: format!(
-                    "allowed: {}, {}",
-                    self.cfg.default_user,
-                    self.cfg.allowed_users.join(", ")
-                ),
-            });
-        }
-        User::from_name(name)
-            .ok()
-            .flatten()
-            .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
-    }
-
     async fn launch_linux(&self, spec: ContainerSpec) -> Result<Box<dyn Container>, ContainerError> {
-        let user = self.user(spec.user.as_deref())?;
-        let sandbox_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ContainerError::Sandbox { path, source }
-        };
-        std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
-        std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            .map_err(sandbox_err(&spec.sandbox))?;
-        std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
-        let argv = argv(&spec)?;
-        let limits = Limits {
-            cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
-            cpu_quota: (self.cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
-                .then(|| Duration::from_micros(spec.resources.cpus.0 * 100)),
-            memory_bytes: (spec.resources.mem.0 > 0).then(|| spec.resources.mem.0 * 1024 * 1024),
-            pids_max: Some(self.cfg.pids_max),
-        };
-        let name = uuid::Uuid::new_v4().simple().to_string();
-        // cgroup calls block (file writes, brief retries): keep them off
-        // the async workers.
-        let (backend, parent, cg_name) = (self.backend.clone(), self.cfg.parent.clone(), name.clone());
-        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || backend.create(&parent, &cg_name, &limits))
-            .await
-            .map_err(|e| ContainerError::Isolation(e.to_string()))?
-            .map(Arc::from)
-            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
-        let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
-        let init = InitSpec {
-            id: spec.id.clone(),
-            run_dir: spec.run_dir.clone(),
-            sandbox: spec.sandbox.clone(),
-            stdout: spec.sandbox.join("stdout"),
-            stderr: spec.sandbox.join("stderr"),
-            argv,
-            env: spec.env.clone(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: vec![user.gid.as_raw()],
-            hostname: Some(hostname),
-            namespaces: Namespaces {
-                pid: true,
-                mount: true,
-                uts: true,
-                ipc: true,
-                net: spec.isolated_network,
-            },
-            cgroup_procs: cgroup.procs_files(),
-        };
-        let spec_path = spec.run_dir.join("init.json");
-        let started = super::init::write_spec(&spec_path, &init)
-            .map_err(|e| ContainerError::Isolation(format!("cannot write {}: {e}", spec_path.display())))
-            .and_then(|()| {
-                tokio::process::Command::new(&self.cfg.exe)
-                    .arg("__container-init")
-                    .arg(&spec_path)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .map_err(|source| ContainerError::Spawn {
-                        program: self.cfg.exe.display().to_string(),
-                        source,
-                    })
-            });
-        let child = match started {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = cgroup.destroy();
-                return Err(e);
+        // Everything up to the fork blocks (user lookup, directories,
+        // cgroup files, the launcher's pipes, the record): one trip to the
+        // blocking pool, off the async workers.
+        let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
+        let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
+            let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
+            let supervisor_pid = match launcher.launch(&init) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = cgroup.destroy();
+                    return Err(e);
+                }
+            };
+            let record = Record {
+                cgroup: name,
+                supervisor_pid,
+                sandbox: spec.sandbox.clone(),
+                disk_limit_mib: spec.resources.disk.0,
+            };
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
+                tracing::warn!(container = %spec.id, "cannot record the container: {e}");
             }
-        };
-        let supervisor_pid = child.id().unwrap_or_default();
-        let record = Record {
-            cgroup: name,
-            supervisor_pid,
-            sandbox: spec.sandbox.clone(),
-            disk_limit_mib: spec.resources.disk.0,
-        };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
-            tracing::warn!(container = %spec.id, "cannot record the container: {e}");
-        }
-        tracing::debug!(container = %spec.id, supervisor_pid, "launched");
+            Ok((spec, record, cgroup))
+        })
+        .await
+        .map_err(|e| ContainerError::Isolation(e.to_string()))??;
+        let pidfd = open_pidfd(&spec.id, record.supervisor_pid);
+        tracing::debug!(container = %spec.id, supervisor_pid = record.supervisor_pid, "launched");
         Ok(Box::new(LinuxContainer::new(
             spec.id,
             spec.run_dir,
             record,
             cgroup,
-            Some(child),
+            pidfd,
             &self.cfg,
         )))
     }
@@ -211,8 +142,13 @@ impl LinuxContainerizer {
         match cgroup {
             Some(cgroup) if ended || alive => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
+                let pidfd = if ended {
+                    None
+                } else {
+                    open_pidfd(&id, record.supervisor_pid)
+                };
                 Ok(Some(Box::new(LinuxContainer::new(
-                    id, run_dir, record, cgroup, None, &self.cfg,
+                    id, run_dir, record, cgroup, pidfd, &self.cfg,
                 ))))
             }
             Some(cgroup) => {
@@ -229,6 +165,111 @@ impl LinuxContainerizer {
             None => Ok(None),
         }
     }
+}
+
+/// A pidfd on a supervisor, or `None` (already gone, or no pidfd support:
+/// `wait` then polls).
+fn open_pidfd(id: &str, pid: u32) -> Option<PidFd> {
+    PidFd::open(pid).unwrap_or_else(|e| {
+        tracing::debug!(container = %id, pid, "no pidfd ({e}); polling for the exit");
+        None
+    })
+}
+
+impl LinuxContainerizer {
+    /// Destroys every child of the parent cgroup that no adopted container
+    /// records (blocking: cgroup calls).
+    fn sweep_blocking(backend: &dyn CgroupBackend, parent: &str, adopted: &[PathBuf]) -> Result<usize, ContainerError> {
+        let iso = |e: cgroups::CgroupError| ContainerError::Isolation(e.to_string());
+        let kept: std::collections::HashSet<String> = adopted
+            .iter()
+            .filter_map(|dir| std::fs::read(dir.join("container.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .map(|r| r.cgroup)
+            .collect();
+        let mut removed = 0;
+        for name in backend.list(parent).map_err(iso)? {
+            if kept.contains(&name) {
+                continue;
+            }
+            if let Some(cg) = backend.open(parent, &name).map_err(iso)? {
+                tracing::warn!(parent, cgroup = %name, pids = ?cg.pids().unwrap_or_default(), "removing a cgroup that belongs to no checkpointed container");
+                cg.destroy().map_err(iso)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The task's user: `command.user`, or the default; another must be in the
+/// allow-list and exist on the host.
+fn task_user(cfg: &LinuxConfig, asked: Option<&str>) -> Result<User, ContainerError> {
+    let name = asked.unwrap_or(&cfg.default_user);
+    if name != cfg.default_user && !cfg.allowed_users.iter().any(|u| u == name) {
+        return Err(ContainerError::User {
+            user: name.to_owned(),
+            agent_user: format!("allowed: {}, {}", cfg.default_user, cfg.allowed_users.join(", ")),
+        });
+    }
+    User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
+}
+
+/// Blocking part of a launch: the user, the sandbox (owned by the task's
+/// user) and run dir, the cgroup with the task's limits, and the init spec.
+fn prepare(
+    cfg: &LinuxConfig,
+    backend: &dyn CgroupBackend,
+    spec: ContainerSpec,
+) -> Result<(ContainerSpec, InitSpec, Arc<dyn Cgroup>, String), ContainerError> {
+    let user = task_user(cfg, spec.user.as_deref())?;
+    let sandbox_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ContainerError::Sandbox { path, source }
+    };
+    std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
+    std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+        .map_err(sandbox_err(&spec.sandbox))?;
+    std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
+    let argv = argv(&spec)?;
+    let limits = Limits {
+        cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
+        cpu_quota: (cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
+            .then(|| Duration::from_micros(spec.resources.cpus.0 * 100)),
+        memory_bytes: (spec.resources.mem.0 > 0).then(|| spec.resources.mem.0 * 1024 * 1024),
+        pids_max: Some(cfg.pids_max),
+    };
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let cgroup: Arc<dyn Cgroup> = backend
+        .create(&cfg.parent, &name, &limits)
+        .map(Arc::from)
+        .map_err(|e| ContainerError::Isolation(e.to_string()))?;
+    let hostname: String = spec.id.rsplit('/').next().unwrap_or("task").chars().take(63).collect();
+    let init = InitSpec {
+        id: spec.id.clone(),
+        run_dir: spec.run_dir.clone(),
+        sandbox: spec.sandbox.clone(),
+        stdout: spec.sandbox.join("stdout"),
+        stderr: spec.sandbox.join("stderr"),
+        argv,
+        env: spec.env.clone(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: vec![user.gid.as_raw()],
+        hostname: Some(hostname),
+        namespaces: Namespaces {
+            pid: true,
+            mount: true,
+            uts: true,
+            ipc: true,
+            net: spec.isolated_network,
+        },
+        cgroup_procs: cgroup.procs_files(),
+    };
+    Ok((spec, init, cgroup, name))
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -261,6 +302,38 @@ impl Containerizer for LinuxContainerizer {
     ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
     }
+
+    fn sweep(&self, adopted: Vec<PathBuf>) -> BoxFuture<'_, Result<usize, ContainerError>> {
+        let (backend, parent) = (self.backend.clone(), self.cfg.parent.clone());
+        async move {
+            tokio::task::spawn_blocking(move || Self::sweep_blocking(backend.as_ref(), &parent, &adopted))
+                .await
+                .map_err(|e| ContainerError::Isolation(e.to_string()))?
+        }
+        .boxed()
+    }
+
+    /// Removes the agent's parent cgroup if no container is left in it.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        let (backend, parent) = (self.backend.clone(), self.cfg.parent.clone());
+        async move {
+            let removed = tokio::task::spawn_blocking(move || match backend.list(&parent) {
+                Ok(children) if children.is_empty() => backend.remove_parent(&parent).map(|()| true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e),
+            })
+            .await;
+            match removed {
+                Ok(Ok(true)) => tracing::info!(parent = %self.cfg.parent, "removed the agent's parent cgroup"),
+                Ok(Ok(false)) => {
+                    tracing::info!(parent = %self.cfg.parent, "containers still run: the parent cgroup stays")
+                }
+                Ok(Err(e)) => tracing::warn!("cannot remove the agent's parent cgroup: {e}"),
+                Err(e) => tracing::warn!("cannot remove the agent's parent cgroup: {e}"),
+            }
+        }
+        .boxed()
+    }
 }
 
 struct LinuxContainer {
@@ -268,8 +341,8 @@ struct LinuxContainer {
     run_dir: PathBuf,
     record: Record,
     cgroup: Arc<dyn Cgroup>,
-    /// The supervisor, when this agent started it (else it is polled).
-    child: Option<tokio::process::Child>,
+    /// Readable once the supervisor has exited (without one, it is polled).
+    supervisor: Option<PidFd>,
     status: Option<ExitStatus>,
     /// MiB of disk the sandbox used when the watcher found it over its
     /// limit (0 = never).
@@ -284,7 +357,7 @@ impl LinuxContainer {
         run_dir: PathBuf,
         record: Record,
         cgroup: Arc<dyn Cgroup>,
-        child: Option<tokio::process::Child>,
+        supervisor: Option<PidFd>,
         cfg: &LinuxConfig,
     ) -> Self {
         let disk_over = Arc::new(AtomicU64::new(0));
@@ -306,7 +379,7 @@ impl LinuxContainer {
             run_dir,
             record,
             cgroup,
-            child,
+            supervisor,
             status: None,
             disk_over,
             usage,
@@ -326,13 +399,13 @@ impl LinuxContainer {
         if let Some(s) = self.status {
             return Ok(s);
         }
-        if let Some(child) = self.child.as_mut() {
-            child.wait().await.map_err(|source| ContainerError::Wait {
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.exited().await.map_err(|source| ContainerError::Wait {
                 id: self.id.clone(),
                 source,
             })?;
         } else {
-            // Not our child (recovered): poll for its exit record.
+            // No pidfd: poll for the exit record.
             while super::init::read_exit(&self.run_dir).is_none() && pid_alive(self.record.supervisor_pid) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

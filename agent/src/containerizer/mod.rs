@@ -9,6 +9,7 @@
 //! the cgroup instead of the process group.
 
 pub mod init;
+pub mod launcher;
 pub mod linux;
 mod posix;
 
@@ -105,6 +106,21 @@ pub trait Containerizer: Send + Sync + 'static {
         id: String,
         run_dir: PathBuf,
     ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>>;
+
+    /// After recovery, before any launch: removes (killing what runs there)
+    /// whatever this containerizer left behind that belongs to none of the
+    /// `adopted` containers (their run dirs), e.g. the cgroup of a container
+    /// whose record was never written. Returns how many it removed.
+    fn sweep(&self, adopted: Vec<PathBuf>) -> BoxFuture<'_, Result<usize, ContainerError>> {
+        let _ = adopted;
+        Box::pin(async { Ok(0) })
+    }
+
+    /// On a clean agent shutdown: releases what the containerizer holds for
+    /// itself (running containers are left alone).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One running container.

@@ -47,6 +47,8 @@ enum TableCmd {
     Snapshot(oneshot::Sender<Vec<TaskView>>),
     /// Live tasks plus the recently completed ones (see `Table::completed`).
     Reregistration(oneshot::Sender<Vec<TaskView>>),
+    /// The latest measured usage of every container that has one.
+    Usage(oneshot::Sender<Vec<(TaskKey, crate::containerizer::Usage)>>),
 }
 
 /// Cloneable handle on the task table.
@@ -86,6 +88,14 @@ impl TableHandle {
     pub async fn reregistration(&self) -> Result<Vec<TaskView>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(TableCmd::Reregistration(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
+    /// The latest measured usage of each container that has one (cheaper
+    /// than a snapshot: no task infos are copied).
+    pub async fn usage(&self) -> Result<Vec<(TaskKey, crate::containerizer::Usage)>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Usage(tx)).await?;
         rx.await.map_err(|_| AgentError::ActorStopped("task table"))
     }
 
@@ -161,6 +171,7 @@ impl Table {
     /// for the acknowledgements of its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
+        let mut adopted = Vec::new();
         for (key, run) in self.checkpoints() {
             let state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();
@@ -178,6 +189,7 @@ impl Table {
                 };
                 match found {
                     Some(container) => {
+                        adopted.push(run_dir.clone());
                         let sup = self.supervise(&key, &task, self.agent_id(), Some(container));
                         supervisor = Some(sup);
                         state = TaskState::Running;
@@ -205,6 +217,13 @@ impl Table {
                     supervisor,
                 },
             );
+        }
+        // Whatever the containerizer finds that no adopted container owns
+        // (e.g. a cgroup made just before the agent died) goes now.
+        match self.deps.containerizer.sweep(adopted).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(removed = n, "removed orphan containers"),
+            Err(e) => tracing::warn!("cannot sweep orphan containers: {e}"),
         }
         // Updates pending for tasks without a checkpoint (from before
         // checkpoints existed, or a damaged one): keep them until acked.
@@ -331,6 +350,15 @@ impl Table {
             }
             TableCmd::Snapshot(reply) => {
                 let _ = reply.send(self.views());
+            }
+            TableCmd::Usage(reply) => {
+                let usage = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, e)| !e.state.is_terminal())
+                    .filter_map(|(k, e)| Some((k.clone(), e.supervisor.as_ref()?.usage()?)))
+                    .collect();
+                let _ = reply.send(usage);
             }
         }
         Ok(())

@@ -99,13 +99,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
-    let agent = mezzo_agent::start(cfg).await.context("cannot start the agent")?;
+    let mut agent = mezzo_agent::start(cfg).await.context("cannot start the agent")?;
     super::ready("agent", agent.http_addr);
     tokio::select! {
         r = agent.wait() => {
             r.context("agent stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        _ = super::shutdown_signal() => Ok(ExitCode::SUCCESS),
+        _ = super::shutdown_signal() => {
+            agent.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

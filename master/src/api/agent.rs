@@ -144,6 +144,13 @@ impl AgentApi for AgentService {
                         }
                     },
                     Some(Message::Heartbeat(_)) => Command::AgentHeartbeat(conn),
+                    Some(Message::Usage(u)) => match super::usage::report(u) {
+                        Ok(usage) => Command::AgentUsage(conn, usage),
+                        Err(e) => {
+                            tracing::warn!(conn, error = %e, "dropping an invalid usage report");
+                            continue;
+                        }
+                    },
                     _ => {
                         tracing::warn!(conn, "unexpected message on an attached agent stream");
                         continue;

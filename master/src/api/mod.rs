@@ -4,6 +4,7 @@
 pub mod agent;
 mod kv;
 pub mod scheduler;
+mod usage;
 
 use std::time::Duration;
 

@@ -124,6 +124,7 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Ins
         },
         last_seen: now,
         tasks: HashSet::new(),
+        usage: Default::default(),
     })
 }
 
@@ -358,6 +359,7 @@ impl Master {
         agent.status = AgentStatus::Unreachable;
         self.alloc.set_agent_active(id, false);
         agent.last_seen = now;
+        agent.usage = Default::default();
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {
             self.agent_conns.remove(&conn);

@@ -14,6 +14,7 @@ mod kv;
 mod offer;
 mod operator;
 mod update;
+pub mod usage;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -167,6 +168,8 @@ pub(crate) struct Agent {
     /// Last message from the agent, or when it entered its current status.
     pub last_seen: Instant,
     pub tasks: HashSet<(FrameworkId, TaskId)>,
+    /// Latest container usage the agent reported (not in the registry).
+    pub usage: usage::AgentUsageTable,
 }
 
 #[derive(Debug, Clone)]

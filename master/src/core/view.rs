@@ -4,6 +4,7 @@ use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use serde::Serialize;
 
+use super::usage::{AgentUsage, Usage};
 use super::{AgentStatus, Counters, Master, Task};
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +45,8 @@ pub struct AgentView {
     pub offered: Resources,
     pub attributes: Vec<(String, String)>,
     pub active_tasks: usize,
+    /// Summed container usage from the agent's latest report.
+    pub usage: AgentUsage,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +78,8 @@ pub struct TaskView {
     pub resources: Resources,
     pub launched_at: f64,
     pub awaiting_ack: bool,
+    /// Latest container usage its agent reported (live isolated tasks).
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +91,7 @@ pub struct OfferView {
     pub resources: ReservedResources,
 }
 
-fn task_view(t: &Task) -> TaskView {
+fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
     let reason = t
         .last_status
         .as_ref()
@@ -106,6 +111,7 @@ fn task_view(t: &Task) -> TaskView {
         resources: t.resources.total(),
         launched_at: t.launched_at,
         awaiting_ack: t.unacked.is_some(),
+        usage,
     }
 }
 
@@ -133,6 +139,7 @@ impl Master {
                     offered: a.offered.clone(),
                     attributes: a.attributes.clone(),
                     active_tasks: a.tasks.len(),
+                    usage: a.usage.total(std::time::Instant::now()),
                 }
             })
             .collect();
@@ -156,13 +163,17 @@ impl Master {
         let mut tasks: Vec<TaskView> = self
             .frameworks
             .values()
-            .flat_map(|f| f.tasks.values().map(task_view))
+            .flat_map(|f| {
+                f.tasks
+                    .values()
+                    .map(|t| task_view(t, self.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+            })
             .collect();
         tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
         let completed_tasks = self
             .frameworks
             .values()
-            .flat_map(|f| f.completed.iter().map(task_view))
+            .flat_map(|f| f.completed.iter().map(|t| task_view(t, None)))
             .collect();
         let offers = self
             .offers

@@ -1,0 +1,247 @@
+//! The container launcher: one long-lived `mezzo __container-init
+//! --launcher` process per agent that forks each container's supervisor.
+//!
+//! Re-executing the `mezzo` binary for every container (dynamic loading,
+//! relocations and Rust start-up of a large binary, about 1.5 ms of CPU on
+//! this kind of machine) was the largest cost of an isolated launch. The
+//! launcher is started once, as a fresh single-threaded process (so `fork`
+//! is safe there, as in [`super::init`]); for each container the agent
+//! writes the [`InitSpec`] as one JSON line on the launcher's stdin and the
+//! launcher forks a supervisor that runs [`super::init::supervise`] on it,
+//! then answers the supervisor's pid as one line on its stdout.
+//!
+//! ```text
+//! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─fork─▶ task
+//!   (each launch's blocking step writes a spec and reads a pid, under a mutex)
+//! ```
+//!
+//! The launcher ignores SIGCHLD, so the kernel reaps supervisors as they
+//! exit; the agent waits for a supervisor with a pidfd ([`PidFd`]), which
+//! works for processes that are not its children (also after a restart).
+//! Supervisors still leave their session and outlive both the agent and
+//! the launcher: the launcher exits at EOF on its stdin, that is when the
+//! agent is gone, and a restarted agent starts a new one.
+
+// `fork`, `pidfd_open` and registering a pidfd with tokio are `unsafe`;
+// every block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, Signal};
+use nix::unistd::{ForkResult, fork};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use super::ContainerError;
+use super::init::InitSpec;
+
+/// The argument (after `__container-init`) that starts a launcher.
+pub const LAUNCHER_ARG: &str = "--launcher";
+
+/// The launcher's answer to one request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Reply {
+    /// The supervisor's pid.
+    Pid(u32),
+    Error(String),
+}
+
+// ---------------------------------------------------------------- agent side
+
+/// The agent's handle on its launcher process, started on the first
+/// launch (and again if it ever dies). A launch is a blocking call (write
+/// the spec, read the pid) made from the blocking step of a container's
+/// launch, so it costs no extra thread hand-off; the mutex only keeps one
+/// request and its answer together on the pipes.
+#[derive(Debug)]
+pub struct Launcher {
+    exe: PathBuf,
+    process: Mutex<Option<Process>>,
+}
+
+impl Launcher {
+    pub fn new(exe: PathBuf) -> Launcher {
+        Launcher {
+            exe,
+            process: Mutex::new(None),
+        }
+    }
+
+    /// Forks a supervisor for `spec` and returns its pid. Blocks.
+    pub fn launch(&self, spec: &InitSpec) -> Result<u32, ContainerError> {
+        let mut process = self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        launch_once(&self.exe, &mut process, spec).or_else(|e| {
+            // A dead or broken launcher: start a new one and try once more.
+            tracing::warn!("container launcher failed ({e}); restarting it");
+            if let Some(p) = process.take() {
+                p.stop();
+            }
+            launch_once(&self.exe, &mut process, spec)
+        })
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let process = self.process.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = process.take() {
+            p.stop();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Process {
+    fn spawn(exe: &PathBuf) -> std::io::Result<Process> {
+        let mut child = Command::new(exe)
+            .arg("__container-init")
+            .arg(LAUNCHER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(std::io::Error::other("launcher pipes missing"));
+        };
+        Ok(Process {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        })
+    }
+
+    /// Closes its stdin (it exits at EOF) and reaps it.
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+fn launch_once(exe: &PathBuf, process: &mut Option<Process>, spec: &InitSpec) -> Result<u32, ContainerError> {
+    let io_err = |what: &str, e: std::io::Error| ContainerError::Spawn {
+        program: format!("{} __container-init {LAUNCHER_ARG} ({what})", exe.display()),
+        source: e,
+    };
+    if process.is_none() {
+        *process = Some(Process::spawn(exe).map_err(|e| io_err("start", e))?);
+    }
+    let Some(p) = process.as_mut() else {
+        return Err(ContainerError::Isolation("no container launcher".into()));
+    };
+    let mut line = serde_json::to_vec(spec).map_err(|e| ContainerError::Isolation(e.to_string()))?;
+    line.push(b'\n');
+    p.stdin.write_all(&line).map_err(|e| io_err("write", e))?;
+    let mut answer = String::new();
+    if p.stdout.read_line(&mut answer).map_err(|e| io_err("read", e))? == 0 {
+        return Err(io_err("read", std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    match serde_json::from_str::<Reply>(&answer) {
+        Ok(Reply::Pid(pid)) => Ok(pid),
+        Ok(Reply::Error(e)) => Err(ContainerError::Isolation(format!("container launcher: {e}"))),
+        Err(e) => Err(io_err("decode", std::io::Error::other(e))),
+    }
+}
+
+/// A process to wait for that need not be our child (Linux 5.3+ pidfd):
+/// readable once the process has exited.
+#[derive(Debug)]
+pub struct PidFd(AsyncFd<OwnedFd>);
+
+impl PidFd {
+    /// `Ok(None)` when no process has that pid (it already ended).
+    pub fn open(pid: u32) -> std::io::Result<Option<PidFd>> {
+        let Ok(raw_pid) = nix::libc::pid_t::try_from(pid) else {
+            return Ok(None);
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new file
+        // descriptor or -1; it touches no memory of ours.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw_pid, 0) };
+        if fd < 0 {
+            return match Errno::last() {
+                Errno::ESRCH => Ok(None),
+                e => Err(e.into()),
+            };
+        }
+        // SAFETY: the syscall returned a new descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open for as
+        // long as it is registered.
+        let async_fd = unsafe { AsyncFd::register(owned) }?;
+        Ok(Some(PidFd(async_fd)))
+    }
+
+    /// Waits until the process has exited. Cancel-safe.
+    pub async fn exited(&self) -> std::io::Result<()> {
+        self.0.readable().await.map(|mut guard| guard.retain_ready())
+    }
+}
+
+// ---------------------------------------------------------------- launcher side
+
+/// The launcher process: reads specs from stdin, forks a supervisor for
+/// each, answers its pid. Exits at EOF. Call only in a fresh,
+/// single-threaded process (`mezzo __container-init --launcher`).
+pub fn serve() -> ! {
+    // The kernel reaps the supervisors (they are waited for by pidfd).
+    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn) {
+        eprintln!("mezzo container launcher: sigaction: {e}");
+        std::process::exit(1);
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match serde_json::from_str::<InitSpec>(&line) {
+            Ok(spec) => fork_supervisor(&spec),
+            Err(e) => Reply::Error(format!("invalid init spec: {e}")),
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
+        out.push(b'\n');
+        if stdout.write_all(&out).and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0);
+}
+
+fn fork_supervisor(spec: &InitSpec) -> Reply {
+    if let Err(e) = super::init::ensure_single_threaded() {
+        return Reply::Error(e.to_string());
+    }
+    // SAFETY: the launcher is single-threaded (checked just above), so the
+    // child is an exact copy with no lock held by a vanished thread.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // Not the agent's pipes: the agent must see EOF when the
+            // launcher goes, whatever the supervisors do.
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            // The supervisor waits for its init: SIGCHLD back to default.
+            let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
+            super::init::supervise(spec)
+        }
+        Ok(ForkResult::Parent { child }) => Reply::Pid(child.as_raw() as u32),
+        Err(e) => Reply::Error(format!("fork: {e}")),
+    }
+}
+
+fn set_disposition(signal: Signal, handler: SigHandler) -> nix::Result<()> {
+    // SAFETY: only SIG_IGN or SIG_DFL, never a handler function.
+    unsafe { nix::sys::signal::signal(signal, handler) }.map(drop)
+}

@@ -1,0 +1,330 @@
+//! Benchmark driver for `scripts/bench --isolation-vs-crun`: Mezzo's
+//! isolated launch against crun, side by side in one run.
+//!
+//! Mezzo: the agent's Linux containerizer (the library, as the agent's task
+//! supervisor calls it) launches `/bin/true` with the default isolation
+//! (cgroups in every hierarchy, pid/mount/uts/ipc namespaces, as `nobody`,
+//! through the re-exec'd `mezzo __container-init` supervisor). One launch
+//! is timed from the moment the agent would receive it: the supervisor's
+//! checkpoint write (`task.pb`), then `Containerizer::launch`, until
+//!
+//! - *executing*: the task process creates its `stdout` in the sandbox,
+//!   after it joined the cgroups and namespaces and switched user, a few
+//!   system calls before its `execve` (seen with inotify);
+//! - *exited*: `Container::wait` returns the exit status the supervisor
+//!   recorded;
+//! - *cycle*: `Container::cleanup` has removed the cgroups too.
+//!
+//! crun: `crun run` of `/bin/true` in a minimal busybox rootfs (its wall
+//! time: create, start, wait, delete), with crun's default namespaces (net
+//! included) and again without a network namespace (Mezzo's default set).
+//!
+//! Throughput is whole cycles per second, one at a time and two at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use mezzo_agent::containerizer::{CommandSpec, ContainerSpec, Containerizer, LinuxConfig, LinuxContainerizer};
+use mezzo_proto::resources::Resources;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+#[derive(Debug, Parser)]
+#[command(about = "Isolated launch latency and rate: Mezzo's containerizer vs crun")]
+struct Args {
+    /// The `mezzo` binary (its `__container-init` supervises each container).
+    #[arg(long)]
+    exe: PathBuf,
+    /// crun bundle with a busybox rootfs and `/bin/true` as the process;
+    /// crun is skipped without it.
+    #[arg(long)]
+    crun_bundle: Option<PathBuf>,
+    /// The same bundle without a network namespace.
+    #[arg(long)]
+    crun_bundle_nonet: Option<PathBuf>,
+    /// Measured launches per system and concurrency.
+    #[arg(long, default_value_t = 500)]
+    launches: usize,
+    /// Launches in flight at once, one measured run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    concurrency: Vec<usize>,
+    /// Unmeasured launches first.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// Parent cgroup of Mezzo's containers.
+    #[arg(long, default_value = "mezzo-isobench")]
+    cgroup_parent: String,
+    /// Where sandboxes and run dirs go.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// Latencies in microseconds.
+struct Hist(Histogram<u64>);
+
+impl Hist {
+    fn new() -> Hist {
+        Hist(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"))
+    }
+    fn record(&mut self, d: Duration) {
+        let _ = self.0.record((d.as_micros() as u64).max(1));
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+    fn line(&self) -> String {
+        format!("p50 {:6.2} ms  p99 {:6.2} ms", self.ms(0.5), self.ms(0.99))
+    }
+}
+
+#[derive(Default)]
+struct Sample {
+    /// `Containerizer::launch` returned (the supervisor is forked).
+    launched: Option<Duration>,
+    exec: Option<Duration>,
+    exit: Option<Duration>,
+    cycle: Duration,
+}
+
+struct Mezzo {
+    c: LinuxContainerizer,
+    dir: PathBuf,
+    isolated_network: bool,
+}
+
+impl Mezzo {
+    async fn launch(&self, n: usize) -> Result<Sample> {
+        let sandbox = self.dir.join("sandboxes").join(format!("t{n}"));
+        let run_dir = self.dir.join("meta").join(format!("t{n}"));
+        std::fs::create_dir_all(&sandbox)?;
+        let watch = StdoutWatch::new(&sandbox)?;
+        let spec = ContainerSpec {
+            id: format!("bench/t{n}"),
+            sandbox: sandbox.clone(),
+            command: CommandSpec::Exec {
+                program: "/bin/true".into(),
+                args: vec![],
+            },
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            resources: Resources::parse("cpus:1;mem:64")?,
+            user: None,
+            run_dir: run_dir.clone(),
+            isolated_network: self.isolated_network,
+        };
+        let t0 = Instant::now();
+        // What the task's supervisor does before it launches: checkpoint.
+        std::fs::create_dir_all(&run_dir)?;
+        mezzo_agent::paths::write_replace(&run_dir.join(mezzo_agent::paths::TASK_CHECKPOINT), &[0u8; 160])?;
+        let mut container = self.c.launch(spec).await?;
+        let launched = t0.elapsed();
+        let exec = watch.wait(t0).await?;
+        let status = container.wait().await?;
+        let exit = t0.elapsed();
+        container.cleanup().await?;
+        let cycle = t0.elapsed();
+        ensure!(
+            matches!(status, mezzo_agent::containerizer::ExitStatus::Code(0)),
+            "launch {n}: /bin/true ended with {status:?}"
+        );
+        let _ = std::fs::remove_dir_all(&sandbox);
+        let _ = std::fs::remove_dir_all(&run_dir);
+        Ok(Sample {
+            launched: Some(launched),
+            exec: Some(exec),
+            exit: Some(exit),
+            cycle,
+        })
+    }
+}
+
+/// inotify on a sandbox: the moment the task creates its `stdout`, read
+/// by a blocking thread that takes the time as soon as the event arrives.
+struct StdoutWatch(tokio::task::JoinHandle<Result<Instant>>);
+
+impl StdoutWatch {
+    fn new(dir: &Path) -> Result<StdoutWatch> {
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC)?;
+        ino.add_watch(dir, AddWatchFlags::IN_CREATE)?;
+        Ok(StdoutWatch(tokio::task::spawn_blocking(move || {
+            loop {
+                let events = ino.read_events()?;
+                let at = Instant::now();
+                if events
+                    .iter()
+                    .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("stdout")))
+                {
+                    return Ok(at);
+                }
+            }
+        })))
+    }
+
+    async fn wait(self, t0: Instant) -> Result<Duration> {
+        let at = tokio::time::timeout(Duration::from_secs(10), self.0)
+            .await
+            .context("no stdout within 10 s")???;
+        Ok(at.saturating_duration_since(t0))
+    }
+}
+
+struct Crun {
+    bundle: PathBuf,
+}
+
+impl Crun {
+    async fn launch(&self, n: usize) -> Result<Sample> {
+        let id = format!("mezzo-crunbench-{}-{n}", std::process::id());
+        let t0 = Instant::now();
+        let out = tokio::process::Command::new("crun")
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        let cycle = t0.elapsed();
+        if !out.status.success() {
+            bail!("crun run {id}: {} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Sample {
+            launched: None,
+            exec: None,
+            exit: None,
+            cycle,
+        })
+    }
+}
+
+enum System {
+    Mezzo(Mezzo),
+    Crun(Crun),
+}
+
+impl System {
+    async fn launch(&self, n: usize) -> Result<Sample> {
+        match self {
+            System::Mezzo(m) => m.launch(n).await,
+            System::Crun(c) => c.launch(n).await,
+        }
+    }
+}
+
+/// Runs `launches` launches, `concurrency` at a time; prints one line per
+/// figure and returns the rate.
+async fn measure(name: &str, sys: Arc<System>, launches: usize, warmup: usize, concurrency: usize) -> Result<f64> {
+    for n in 0..warmup {
+        sys.launch(1_000_000 + n).await?;
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (sys, next) = (sys.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= launches {
+                    return Ok::<_, anyhow::Error>(samples);
+                }
+                samples.push(sys.launch(n).await?);
+            }
+        }));
+    }
+    let (mut launched, mut exec, mut exit, mut cycle) = (Hist::new(), Hist::new(), Hist::new(), Hist::new());
+    for w in workers {
+        for s in w.await?? {
+            if let Some(d) = s.launched {
+                launched.record(d);
+            }
+            if let Some(d) = s.exec {
+                exec.record(d);
+            }
+            if let Some(d) = s.exit {
+                exit.record(d);
+            }
+            cycle.record(s.cycle);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = launches as f64 / secs;
+    println!("  {name:<34} {concurrency} at a time: {rate:6.0} launches/s");
+    if !exec.0.is_empty() {
+        println!("  {:<34}   launch() returned     {}", "", launched.line());
+        println!("  {:<34}   launch -> executing   {}", "", exec.line());
+        println!("  {:<34}   launch -> exited      {}", "", exit.line());
+    }
+    println!("  {:<34}   whole cycle           {}", "", cycle.line());
+    println!(
+        "RESULT {{\"system\":\"{name}\",\"concurrency\":{concurrency},\"rate\":{rate:.1},\"exec_p50\":{:.3},\"exec_p99\":{:.3},\"cycle_p50\":{:.3},\"cycle_p99\":{:.3}}}",
+        exec.ms(0.5),
+        exec.ms(0.99),
+        cycle.ms(0.5),
+        cycle.ms(0.99)
+    );
+    Ok(rate)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match runtime.block_on(run(Args::parse())) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("iso-bench: {e:#}");
+            1
+        }
+    };
+    // Without waiting for a watcher thread still blocked on a launch that failed.
+    std::process::exit(code);
+}
+
+async fn run(a: Args) -> Result<()> {
+    ensure!(nix::unistd::geteuid().is_root(), "needs root (cgroups and namespaces)");
+    let mut systems: Vec<(String, System)> = Vec::new();
+    for (name, net) in [("mezzo", false), ("mezzo (+ network namespace)", true)] {
+        let cfg = LinuxConfig {
+            cgroup_root: "/sys/fs/cgroup".into(),
+            parent: a.cgroup_parent.clone(),
+            exe: a.exe.clone(),
+            default_user: "nobody".into(),
+            allowed_users: vec![],
+            cpu_hard_limit: false,
+            pids_max: 4096,
+            disk_check_interval: Duration::from_secs(5),
+            log_max_bytes: 64 << 20,
+        };
+        let c = LinuxContainerizer::new(cfg)?;
+        let dir = a.dir.join(if net { "mezzo-net" } else { "mezzo" });
+        systems.push((
+            name.into(),
+            System::Mezzo(Mezzo {
+                c,
+                dir,
+                isolated_network: net,
+            }),
+        ));
+    }
+    for (name, bundle) in [
+        ("crun (default namespaces, + net)", &a.crun_bundle),
+        ("crun (no network namespace)", &a.crun_bundle_nonet),
+    ] {
+        if let Some(bundle) = bundle {
+            systems.push((name.into(), System::Crun(Crun { bundle: bundle.clone() })));
+        }
+    }
+    let systems: Vec<(String, Arc<System>)> = systems.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
+    for &concurrency in &a.concurrency {
+        for (name, sys) in &systems {
+            measure(name, sys.clone(), a.launches, a.warmup, concurrency).await?;
+        }
+    }
+    Ok(())
+}
