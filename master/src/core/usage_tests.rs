@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
@@ -48,7 +49,7 @@ fn cluster() -> (Master, FrameworkId, AgentId, Instant) {
     let desc = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
-        resources: Resources::parse("cpus:2;mem:512").expect("resources"),
+        resources: ReservedResources::unreserved(Resources::parse("cpus:2;mem:512").expect("resources")),
         attributes: vec![],
     };
     m.agent_attach(AGENT, AgentHello::Register { info: desc }, now)
