@@ -10,6 +10,7 @@ pub mod api;
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod operator;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

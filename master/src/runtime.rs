@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::core::operator::ClusterEvent;
 use crate::core::view::StateView;
 use crate::core::{AgentHello, ConnId, CoreConfig, Effect, LaunchRequest, Master};
 use crate::error::MasterError;
@@ -89,12 +90,29 @@ pub enum Command {
     AgentClosed(ConnId),
     State(oneshot::Sender<Result<StateView, MasterError>>),
     TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
+    /// An operator query or action, run on the owner task with the core
+    /// (or the NotLeader error); it answers through its own oneshot.
+    Operator(OperatorFn),
 }
+
+/// Work for [`Command::Operator`].
+pub struct OperatorFn(Box<dyn FnOnce(Result<&mut Master, MasterError>) + Send>);
+
+impl std::fmt::Debug for OperatorFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorFn")
+    }
+}
+
+/// Capacity of the operator event broadcast; a subscriber that falls
+/// further behind is told how many it missed.
+pub const OPERATOR_EVENTS: usize = 16_384;
 
 /// A cloneable way to talk to the owner task.
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 impl Handle {
@@ -111,6 +129,25 @@ impl Handle {
 
     pub async fn call(&self, framework: FrameworkId, call: Call) -> Result<(), MasterError> {
         self.ask(|reply| Command::Call { framework, call, reply }).await?
+    }
+
+    /// Runs `f` on the owner task with the core (or the NotLeader error)
+    /// and returns its answer.
+    pub async fn with_core<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Result<&mut Master, MasterError>) -> T + Send + 'static,
+    ) -> Result<T, MasterError> {
+        self.ask(|reply| {
+            Command::Operator(OperatorFn(Box::new(move |core| {
+                let _ = reply.send(f(core));
+            })))
+        })
+        .await
+    }
+
+    /// Follows the cluster events (the operator event stream).
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
     }
 
     /// Tells the owner a stream ended, from a non-async context (a Drop).
@@ -135,6 +172,7 @@ struct Runtime {
     next_conn: ConnId,
     frameworks: HashMap<ConnId, FrameworkTx>,
     agents: HashMap<ConnId, AgentTx>,
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 /// Spawns the owner task.
@@ -145,7 +183,9 @@ pub fn spawn(
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
+    let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let rt = Runtime {
+        events: ops_events.clone(),
         core: None,
         cfg,
         raft,
@@ -154,7 +194,8 @@ pub fn spawn(
         frameworks: HashMap::new(),
         agents: HashMap::new(),
     };
-    (Handle { tx }, tokio::spawn(rt.run(rx, events, tick)))
+    let handle = Handle { tx, events: ops_events };
+    (handle, tokio::spawn(rt.run(rx, events, tick)))
 }
 
 impl Runtime {
@@ -214,6 +255,9 @@ impl Runtime {
                     self.frameworks.clear();
                     self.agents.clear();
                 }
+                if self.leader != leader {
+                    let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
+                }
                 self.leader = leader;
             }
             RaftEvent::Committed(op) => {
@@ -234,6 +278,9 @@ impl Runtime {
         self.frameworks.clear();
         self.agents.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
+        let _ = self.events.send(ClusterEvent::LeaderChanged {
+            leader: self.leader.clone(),
+        });
     }
 
     fn conn(&mut self) -> ConnId {
@@ -265,6 +312,7 @@ impl Runtime {
                 Command::TaskCounts(reply) => {
                     let _ = reply.send(Default::default());
                 }
+                Command::Operator(f) => (f.0)(Err(not_leader)),
                 Command::FrameworkClosed(_)
                 | Command::AgentClosed(_)
                 | Command::StatusUpdate { .. }
@@ -315,6 +363,7 @@ impl Runtime {
             Command::TaskCounts(reply) => {
                 let _ = reply.send(core.task_counts());
             }
+            Command::Operator(f) => (f.0)(Ok(core)),
         }
     }
 
@@ -339,6 +388,10 @@ impl Runtime {
     fn execute(&mut self) {
         loop {
             let Some(core) = self.core.as_mut() else { return };
+            for ev in core.take_events() {
+                // No subscriber is fine: events are for whoever follows.
+                let _ = self.events.send(ev);
+            }
             let effects = core.take_effects();
             if effects.is_empty() {
                 return;

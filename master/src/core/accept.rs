@@ -44,6 +44,7 @@ impl Master {
             self.rescind_offer(id, false);
             self.counters.offers_accepted += 1;
         }
+        self.ops.accepted(fid, offer_ids.len());
         let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
         for launch in launches {
             left = left.checked_sub(&launch.resources).unwrap_or_default();
@@ -75,6 +76,7 @@ impl Master {
             });
             self.send_agent(&agent_id, run);
             self.counters.tasks_launched += 1;
+            self.note_task_added(fid, &launch.task_id, &agent_id);
         }
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
             && !left.is_empty()

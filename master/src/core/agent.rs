@@ -107,6 +107,9 @@ impl Master {
             AgentHello::Register { info } => (AgentId::generate(), info),
             AgentHello::Reregister { id, info, .. } => (id.clone(), info),
         };
+        if self.registry.gone.contains_key(&id) {
+            return Err(MasterError::AgentGone(id.to_string()));
+        }
         self.emit(Effect::Propose(RegistryOp::AdmitAgent(record_of(&id, desc))));
         self.pending_agents.insert(id, (conn, hello));
         Ok(())
@@ -158,6 +161,7 @@ impl Master {
         });
         self.send_agent(&rec.id, msg);
         self.allocation_needed = true;
+        self.note_agent_added(&rec.id, &rec.hostname);
         tracing::info!(agent = %rec.id, hostname = %rec.hostname, resources = %rec.resources, "agent admitted");
     }
 
@@ -308,6 +312,11 @@ impl Master {
     pub(crate) fn agent_unreachable(&mut self, id: &AgentId, now: Instant) {
         let Some(agent) = self.agents.get_mut(id) else { return };
         agent.status = AgentStatus::Unreachable;
+        self.ops.event(super::operator::ClusterEvent::AgentRemoved {
+            agent_id: id.to_string(),
+            why: "unreachable",
+        });
+        let Some(agent) = self.agents.get_mut(id) else { return };
         agent.last_seen = now;
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {

@@ -11,6 +11,7 @@ mod accept;
 mod agent;
 mod framework;
 mod offer;
+pub mod operator;
 mod update;
 pub mod view;
 
@@ -177,6 +178,7 @@ pub struct Master {
     pub(crate) last_failover_check: Instant,
     pub(crate) started: Instant,
     pub(crate) counters: Counters,
+    pub(crate) ops: operator::OpsState,
     effects: Vec<Effect>,
 }
 
@@ -208,6 +210,7 @@ impl Master {
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
+            ops: operator::OpsState::default(),
             effects: Vec::new(),
         };
         for rec in registry.frameworks.values() {
@@ -266,6 +269,8 @@ impl Master {
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id } => self.framework_removed(&id, now),
+            RegistryOp::DrainAgent { id, .. } | RegistryOp::ReactivateAgent { id } => self.agent_drain_changed(&id),
+            RegistryOp::MarkAgentGone { id, .. } => self.agent_gone(&id),
         }
     }
 
@@ -290,6 +295,7 @@ impl Master {
         self.check_agents(now);
         self.expire_offers(now);
         self.check_failovers(now);
+        self.drain_tick();
         let before = self.filters.len();
         self.filters.retain(|_, until| *until > now);
         if self.filters.len() != before {

@@ -25,6 +25,9 @@ impl Master {
         let mut total = mezzo_proto::resources::Resources::default();
         let mut slots = Vec::new();
         for a in self.agents.values().filter(|a| a.status == AgentStatus::Active) {
+            if self.is_draining(&a.id) {
+                continue;
+            }
             total.add(&a.total);
             let mut busy = a.used.clone();
             busy.add(&a.offered);
@@ -82,10 +85,12 @@ impl Master {
         }
         for (fid, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
+            self.ops.offered(&fid, &offers);
             self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
         }
         self.counters.allocation_runs += 1;
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
+        self.ops.allocation_took(started.elapsed());
     }
 
     /// Removes an offer and returns its resources to the pool. With
@@ -153,6 +158,7 @@ impl Master {
         for id in ids {
             if let Some(offer) = self.rescind_offer(id, false) {
                 self.counters.offers_declined += 1;
+                self.ops.declined(fid);
                 if !refuse.is_zero() {
                     self.filters.insert((fid.clone(), offer.agent_id), now + refuse);
                 }

@@ -79,7 +79,7 @@ pub struct OfferView {
     pub resources: Resources,
 }
 
-fn task_view(t: &Task) -> TaskView {
+pub(crate) fn task_view(t: &Task) -> TaskView {
     let reason = t
         .last_status
         .as_ref()
