@@ -169,7 +169,9 @@ impl Sandbox {
         let mut entries = Vec::new();
         for e in std::fs::read_dir(&real).map_err(io)?.take(MAX_ENTRIES) {
             let e = e.map_err(io)?;
-            let Ok(meta) = e.path().symlink_metadata() else { continue };
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
             let kind = if meta.is_dir() {
                 "dir"
             } else if meta.is_file() {
@@ -195,7 +197,13 @@ impl Sandbox {
 
     /// Reads part of a file: `length` bytes from `offset`, or the last
     /// `tail` bytes.
-    pub fn read(&self, rel: &str, offset: Option<u64>, length: Option<u64>, tail: Option<u64>) -> Result<Chunk, FilesError> {
+    pub fn read(
+        &self,
+        rel: &str,
+        offset: Option<u64>,
+        length: Option<u64>,
+        tail: Option<u64>,
+    ) -> Result<Chunk, FilesError> {
         let real = self.resolve(rel)?;
         let mut file = self.open(rel, &real)?;
         let io = |e| FilesError::Io {
@@ -212,7 +220,9 @@ impl Sandbox {
         let size = meta.len();
         let length = length.unwrap_or(DEFAULT_READ);
         if length > MAX_READ {
-            return Err(FilesError::Invalid(format!("length: {length} is over the limit of {MAX_READ} bytes")));
+            return Err(FilesError::Invalid(format!(
+                "length: {length} is over the limit of {MAX_READ} bytes"
+            )));
         }
         let (start, want) = match (offset, tail) {
             (Some(_), Some(_)) => return Err(FilesError::Invalid("give offset or tail, not both".into())),
@@ -287,7 +297,9 @@ fn bad_query(e: QueryRejection) -> Response {
     FilesError::Invalid(format!("bad query string: {}", e.body_text())).into_response()
 }
 
-async fn blocking<T: Serialize + Send + 'static>(f: impl FnOnce() -> Result<T, FilesError> + Send + 'static) -> Response {
+async fn blocking<T: Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, FilesError> + Send + 'static,
+) -> Response {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => e.into_response(),

@@ -41,7 +41,10 @@ fn reads_and_lists_inside_the_sandbox() {
     let c = s.read("stdout", Some(100), None, None).expect("past the end");
     assert_eq!((c.length, c.offset), (0, 12));
     assert_eq!(s.read("./sub/inner", None, None, None).expect("read").data, "inner");
-    assert_eq!(s.read("in-link", None, None, None).expect("symlink inside").data, "inner");
+    assert_eq!(
+        s.read("in-link", None, None, None).expect("symlink inside").data,
+        "inner"
+    );
     let l = s.browse(".").expect("browse");
     let names: Vec<_> = l.entries.iter().map(|e| e.name.as_str()).collect();
     assert!(names.contains(&"stdout") && names.contains(&"sub"), "{names:?}");
@@ -57,8 +60,17 @@ fn reads_and_lists_inside_the_sandbox() {
 #[test]
 fn dot_dot_is_refused() {
     let (_d, s) = setup();
-    for p in ["..", "../t2/stdout", "sub/../../t2/stdout", "sub/../stdout", "./../../../secret"] {
-        assert!(matches!(s.read(p, None, None, None), Err(FilesError::Outside(_))), "{p}");
+    for p in [
+        "..",
+        "../t2/stdout",
+        "sub/../../t2/stdout",
+        "sub/../stdout",
+        "./../../../secret",
+    ] {
+        assert!(
+            matches!(s.read(p, None, None, None), Err(FilesError::Outside(_))),
+            "{p}"
+        );
         assert!(matches!(s.browse(p), Err(FilesError::Outside(_))), "{p}");
     }
 }
@@ -68,16 +80,25 @@ fn absolute_paths_are_refused() {
     let (d, s) = setup();
     let abs = d.path().join("secret");
     for p in ["/etc/passwd", abs.to_str().expect("utf8"), "/"] {
-        assert!(matches!(s.read(p, None, None, None), Err(FilesError::Outside(_))), "{p}");
+        assert!(
+            matches!(s.read(p, None, None, None), Err(FilesError::Outside(_))),
+            "{p}"
+        );
     }
-    assert!(matches!(s.read("stdout\0x", None, None, None), Err(FilesError::Outside(_))));
+    assert!(matches!(
+        s.read("stdout\0x", None, None, None),
+        Err(FilesError::Outside(_))
+    ));
 }
 
 #[test]
 fn symlinks_out_of_the_sandbox_are_refused() {
     let (_d, s) = setup();
     for p in ["out-abs", "out-rel", "neighbour/stdout", "etc/passwd"] {
-        assert!(matches!(s.read(p, None, None, None), Err(FilesError::Escapes(_))), "{p}");
+        assert!(
+            matches!(s.read(p, None, None, None), Err(FilesError::Escapes(_))),
+            "{p}"
+        );
     }
     for p in ["neighbour", "etc"] {
         assert!(matches!(s.browse(p), Err(FilesError::Escapes(_))), "{p}");
@@ -88,8 +109,14 @@ fn symlinks_out_of_the_sandbox_are_refused() {
 fn bad_ids_and_missing_sandboxes_are_refused() {
     let (d, _s) = setup();
     assert!(matches!(Sandbox::of(d.path(), "..", "t1"), Err(FilesError::Invalid(_))));
-    assert!(matches!(Sandbox::of(d.path(), "fw1", "../t2"), Err(FilesError::Invalid(_))));
-    assert!(matches!(Sandbox::of(d.path(), "fw1", "t9"), Err(FilesError::NoSandbox { .. })));
+    assert!(matches!(
+        Sandbox::of(d.path(), "fw1", "../t2"),
+        Err(FilesError::Invalid(_))
+    ));
+    assert!(matches!(
+        Sandbox::of(d.path(), "fw1", "t9"),
+        Err(FilesError::NoSandbox { .. })
+    ));
 }
 
 /// Sends one raw request (so no client normalises the path) and returns
@@ -128,7 +155,10 @@ async fn percent_encoded_traversal_is_refused_over_http() {
     ] {
         let (code, body) = raw_get(addr, target).await;
         assert!(code == 400 || code == 403, "{target}: {code} {body}");
-        assert!(!body.contains("secret\"") && !body.contains("other task"), "{target}: {body}");
+        assert!(
+            !body.contains("secret\"") && !body.contains("other task"),
+            "{target}: {body}"
+        );
     }
     // Double encoding is decoded once: `%252e%252e` names a file called
     // `%2e%2e`, which does not exist; it never becomes `..`.
