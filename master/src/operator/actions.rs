@@ -23,9 +23,9 @@ fn uri(u: &OriginalUri) -> String {
     u.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
-/// Parses an optional JSON body; an empty body is the default.
+/// Parses an optional JSON body; an empty body or `null` is the default.
 fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Response> {
-    if b.iter().all(u8::is_ascii_whitespace) {
+    if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     serde_json::from_slice(b).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
