@@ -337,3 +337,76 @@ async fn followers_redirect_the_dashboard_and_api_to_the_leader() -> Result<()> 
     .await;
     result.with_context(|| c.logs())
 }
+
+/// Runs `mezzo ARGS` against the cluster; returns exit code and stdout.
+async fn mezzo(c: &Cluster, args: &[&str], token: Option<&str>) -> Result<(i32, String, String)> {
+    let mut cmd = tokio::process::Command::new(mezzo_tests::mezzo_bin());
+    cmd.args(args)
+        .env("MEZZO_MASTER", c.masters().join(","))
+        .env_remove("MEZZO_OPERATOR_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MEZZO_OPERATOR_TOKEN", t);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The CLI's queries print tables or JSON, and its exit codes tell
+/// scripts what happened: 0 ok, 2 not found, 3 refused, 4 bad request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "cli", None).await?;
+        let agent = launch_on_next_offer(&s, &mut ev, "talker", "echo hello-from-task; sleep 60").await?;
+
+        let (code, out, err) = mezzo(&c, &["tasks", "--state", "running", "--json"], None).await?;
+        ensure!(code == 0, "{err}");
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(v["total"] == 1 && v["items"][0]["id"] == "talker", "{v}");
+        let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid], None).await?;
+        ensure!(
+            code == 0 && out.contains("talker") && out.contains("TASK_RUNNING"),
+            "{out}"
+        );
+        let (code, out, _) = mezzo(&c, &["agents"], None).await?;
+        ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
+        let (code, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(
+            code == 0 && v["items"][0]["offers"]["accepted"].as_u64() >= Some(1),
+            "{v}"
+        );
+        let (code, out, _) = mezzo(&c, &["why", &fid], None).await?;
+        ensure!(code == 0 && out.contains("offers received"), "{out}");
+        let (code, out, _) = mezzo(&c, &["logs", "talker"], None).await?;
+        ensure!(code == 0 && out.contains("hello-from-task"), "{out}");
+        let (code, out, _) = mezzo(&c, &["top", "--once"], None).await?;
+        ensure!(code == 0 && out.contains("talker") && out.contains("cpus"), "{out}");
+
+        // Exit codes.
+        let (code, _, err) = mezzo(&c, &["logs", "no-such-task"], None).await?;
+        ensure!(code == 2, "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["why", "no-such-thing"], None).await?;
+        ensure!(code == 2, "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["drain", &agent], None).await?;
+        ensure!(code == 3 && err.contains("token"), "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["tasks", "--state", "sleepy"], None).await?;
+        ensure!(code == 4 && err.contains("state"), "{code} {err}");
+
+        // With the token: kill the task, and its state shows it.
+        let (code, _, err) = mezzo(&c, &["kill", "talker"], Some(TOKEN)).await?;
+        ensure!(code == 0, "{err}");
+        ev.update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
+            .await?;
+        let (code, out, _) = mezzo(&c, &["drain", &agent, "--deadline", "5s", "--json"], Some(TOKEN)).await?;
+        ensure!(code == 0 && out.contains("drain"), "{out}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
