@@ -42,9 +42,7 @@ pub fn spawn(handle: Handle, every: Duration) -> Samples {
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     tokio::spawn(async move {
         let mut ring: VecDeque<Sample> = VecDeque::with_capacity(KEEP);
-        let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
             let got = handle
                 .with_core(|c| {
                     c.ok().map(|m| {
@@ -56,7 +54,12 @@ pub fn spawn(handle: Handle, every: Duration) -> Samples {
                 .await;
             let (u, active_tasks) = match got {
                 Ok(Some(v)) => v,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // Not leading: look again soon, so a new leader's
+                    // charts start at once.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 Err(_) => return, // the owner task is gone
             };
             if ring.len() == KEEP {
@@ -77,6 +80,7 @@ pub fn spawn(handle: Handle, every: Duration) -> Samples {
             if tx.send(Arc::new(ring.iter().cloned().collect())).is_err() {
                 return;
             }
+            tokio::time::sleep(every).await;
         }
     });
     rx

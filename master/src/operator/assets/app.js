@@ -158,15 +158,30 @@ function bindTasks() {
   document.getElementById("p-next").onclick = () => { f.offset += PAGE; render(); };
 }
 
-async function viewTask(fid, tid) {
-  const t = await api(`/api/v1/tasks/${enc(fid)}/${enc(tid)}`);
-  let files = "";
+async function sandboxRows(fid, tid) {
   try {
     const l = await api(`/api/v1/tasks/${enc(fid)}/${enc(tid)}/files/browse?path=.`);
-    files = l.entries.map(e => `<tr><td>${e.kind === "file" ? `<a href="javascript:void(0)" onclick="mezzoTail('${esc(e.name)}')">${esc(e.name)}</a>` : esc(e.name)}</td><td>${esc(e.kind)}</td><td>${e.size}</td></tr>`).join("");
-  } catch (e) { files = `<tr><td class="muted">${esc(e.message)}</td></tr>`; }
-  const hist = t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(h.reason)}</td><td>${esc(h.message)}</td></tr>`).join("");
-  return `<h2>Task ${esc(t.id)} <span class="state ${esc(t.state)}">${esc(t.state)}</span>
+    return l.entries.map(e => `<tr><td>${e.kind === "file" ? `<a href="javascript:void(0)" onclick="mezzoTail('${esc(e.name)}')">${esc(e.name)}</a>` : esc(e.name)}</td><td>${esc(e.kind)}</td><td>${e.size}</td></tr>`).join("");
+  } catch (e) { return `<tr><td class="muted">${esc(e.message)}</td></tr>`; }
+}
+function historyRows(t) {
+  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(h.reason)}</td><td>${esc(h.message)}</td></tr>`).join("");
+}
+// Redraws the parts of an open task view that change, keeping the log tail.
+async function refreshTask(fid, tid) {
+  const t = await api(`/api/v1/tasks/${enc(fid)}/${enc(tid)}`);
+  const files = await sandboxRows(fid, tid);
+  const h = document.getElementById("history"), s = document.getElementById("sandbox"), st = document.getElementById("task-state");
+  if (h) h.innerHTML = historyRows(t);
+  if (s) s.innerHTML = files;
+  if (st) { st.textContent = t.state; st.className = "state " + t.state; }
+}
+
+async function viewTask(fid, tid) {
+  const t = await api(`/api/v1/tasks/${enc(fid)}/${enc(tid)}`);
+  const files = await sandboxRows(fid, tid);
+  const hist = historyRows(t);
+  return `<h2>Task ${esc(t.id)} <span id="task-state" class="state ${esc(t.state)}">${esc(t.state)}</span>
       ${["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"].includes(t.state) ? `<button onclick="mezzoKill('${esc(fid)}','${esc(tid)}')">Kill</button>` : ""}</h2>
     <div class="grid2"><table class="kv">
       <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td><code>${esc(t.framework_id)}</code></td></tr>
@@ -174,7 +189,7 @@ async function viewTask(fid, tid) {
       <tr><td>Reason</td><td>${esc(t.reason)} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (operator token needed)</span>'}</td></tr>
-    </table><div><h2 style="margin-top:0">Status updates</h2><table>${hist}</table></div></div>
+    </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
     <h2>Log: <span id="log-name">stdout</span></h2><pre class="log" id="log"></pre>`;
 }
@@ -257,7 +272,7 @@ async function render(first) {
   rendering = true;
   try {
     // The task view keeps its log tail; only its top part is redrawn.
-    if (state.view === "task" && !first && state.tail) return;
+    if (state.view === "task" && !first && state.tail) { await refreshTask(state.args[0], state.args[1]); return; }
     const views = {
       overview: viewOverview, agents: viewAgents, frameworks: viewFrameworks, tasks: viewTasks,
       task: () => viewTask(state.args[0], state.args[1]), why: () => viewWhy(state.args[1]), roles: viewRoles, masters: viewMasters,
@@ -303,4 +318,4 @@ window.addEventListener("hashchange", route);
 route();
 connect();
 // Slow refresh as a safety net (figures that change without events, like usage).
-setInterval(() => state.view !== "task" && schedule(), 15000);
+setInterval(() => schedule(), 5000);
