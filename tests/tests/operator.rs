@@ -410,3 +410,70 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
     .await;
     result.with_context(|| c.logs())
 }
+
+/// "Why is my work not running?": the master counts what a framework was
+/// offered and declined, the SDK reports waiting tasks with a reason, and
+/// `mezzo why` shows both; oversized reports are refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "why", None).await?;
+        let offer = ev.offer().await?;
+        s.decline(vec![offer.offer_id], Some(30.0)).await?;
+        let big = Resources::parse("cpus:64;mem:1024")?;
+        s.report_pending(vec![mezzo_sdk::pending_task(
+            "big-job",
+            "needs 64 cpus, largest offer 8",
+            Some(&big),
+        )])
+        .await?;
+
+        let (code, out, err) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(code == 0, "{err}");
+        ensure!(
+            out.contains("needs 64 cpus, largest offer 8") && out.contains("declined 1"),
+            "{out}"
+        );
+        let (code, out, _) = mezzo(&c, &["why", &fid, "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(
+            code == 0 && v["pending"]["tasks"][0]["resources"]["cpus"] == 64.0,
+            "{v}"
+        );
+        ensure!(
+            v["filtered_agents"] == 1 && v["offers"]["largest_offer"]["cpus"] == 8.0,
+            "{v}"
+        );
+        let (_, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(v["items"][0]["pending_tasks"] == 1, "{v}");
+
+        // Limits: the field is named, and the previous report stays.
+        let many: Vec<_> = (0..1001)
+            .map(|i| mezzo_sdk::pending_task(format!("t{i}"), "waiting", None))
+            .collect();
+        let e = s.report_pending(many).await.expect_err("1001 tasks refused");
+        ensure!(e.to_string().contains("tasks"), "{e}");
+        let long = "x".repeat(2000);
+        let e = s
+            .report_pending(vec![mezzo_sdk::pending_task("t1", long, None)])
+            .await
+            .expect_err("long reason refused");
+        ensure!(e.to_string().contains("reason"), "{e}");
+        let e = s
+            .report_pending(vec![mezzo_sdk::pending_task("bad id/..", "x", None)])
+            .await
+            .expect_err("bad id refused");
+        ensure!(e.to_string().contains("task_id"), "{e}");
+        let (_, out, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(out.contains("needs 64 cpus"), "{out}");
+        // An empty report clears it.
+        s.report_pending(Vec::new()).await?;
+        let (code, _, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(code == 2, "cleared report still found");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

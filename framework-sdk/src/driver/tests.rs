@@ -149,6 +149,10 @@ impl SchedulerService for FakeMaster {
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         ok()
     }
+
+    async fn report_pending(&self, _: Request<v1::ReportPendingRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
 }
 
 fn config(masters: &[SocketAddr]) -> SchedulerConfig {

@@ -183,4 +183,17 @@ impl Scheduler for SchedulerApi {
     async fn teardown(&self, req: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         self.call(&req.into_inner().framework_id, || Ok(Call::Teardown)).await
     }
+
+    async fn report_pending(
+        &self,
+        req: Request<v1::ReportPendingRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        let fid = FrameworkId::parse(&req.framework_id).map_err(MasterError::from)?;
+        let tasks = crate::operator::query::pending_tasks(req.tasks)?;
+        self.handle
+            .with_core(move |c| c.and_then(|m| m.report_pending(&fid, tasks)))
+            .await??;
+        Ok(Response::new(v1::CallResponse {}))
+    }
 }

@@ -581,3 +581,34 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
         frameworks: fws,
     })
 }
+
+/// Checks a ReportPending call's tasks (count and reason length are
+/// checked by the core, which owns the limits).
+pub fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<Vec<PendingTask>, MasterError> {
+    if list.len() > crate::core::operator::MAX_PENDING_TASKS {
+        return Err(MasterError::Invalid(format!(
+            "tasks: {} pending tasks reported, at most {} are accepted",
+            list.len(),
+            crate::core::operator::MAX_PENDING_TASKS
+        )));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            TaskId::parse(&t.task_id).map_err(|e| MasterError::Invalid(format!("tasks[{i}].task_id: {e}")))?;
+            let resources = if t.resources.is_empty() {
+                None
+            } else {
+                Some(
+                    Resources::from_proto(&t.resources)
+                        .map_err(|e| MasterError::Invalid(format!("tasks[{i}].resources: {e}")))?,
+                )
+            };
+            Ok(PendingTask {
+                task_id: t.task_id,
+                reason: t.reason,
+                resources,
+            })
+        })
+        .collect()
+}
