@@ -566,3 +566,5 @@ fn completed_tasks_reported_on_reregistration_reconcile_truthfully() {
     );
     assert!(s.m.view(true).tasks.is_empty());
 }
+
+mod operator;
