@@ -96,7 +96,8 @@ pub enum Command {
 }
 
 /// Work for [`Command::Operator`].
-pub struct OperatorFn(Box<dyn FnOnce(Result<&mut Master, MasterError>) + Send>);
+pub struct OperatorFn(Box<OperatorWork>);
+type OperatorWork = dyn FnOnce(Result<&mut Master, MasterError>) + Send;
 
 impl std::fmt::Debug for OperatorFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -312,38 +312,36 @@ impl Master {
     pub(crate) fn agent_unreachable(&mut self, id: &AgentId, now: Instant) {
         let Some(agent) = self.agents.get_mut(id) else { return };
         agent.status = AgentStatus::Unreachable;
-        self.ops.event(super::operator::ClusterEvent::AgentRemoved {
-            agent_id: id.to_string(),
-            why: "unreachable",
-        });
-        let Some(agent) = self.agents.get_mut(id) else { return };
         agent.last_seen = now;
+        self.note_agent_removed(id, "unreachable");
+        let active = |s: TaskState| !s.is_terminal();
+        let why = (
+            TaskState::Unreachable,
+            v1::StatusReason::ReasonAgentUnreachable,
+            "agent is unreachable",
+        );
+        self.lose_agent(id, active, why);
+    }
+
+    /// Closes a lost agent's stream, rescinds its offers, moves its tasks
+    /// that pass `when` to `why` (state, reason, message), and tells their
+    /// frameworks the agent failed.
+    pub(crate) fn lose_agent(
+        &mut self,
+        id: &AgentId,
+        when: impl Fn(TaskState) -> bool,
+        why: (TaskState, v1::StatusReason, &str),
+    ) {
+        let Some(agent) = self.agents.get_mut(id) else { return };
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {
             self.agent_conns.remove(&conn);
             self.emit(Effect::CloseAgent(conn));
         }
-        let offers: Vec<_> = self
-            .offers
-            .values()
-            .filter(|o| &o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer, true);
-        }
+        self.rescind_agent_offers(id);
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
-            let reason = v1::StatusReason::ReasonAgentUnreachable;
-            let active = |s: TaskState| !s.is_terminal();
-            if self.master_update_if(
-                &fid,
-                &tid,
-                active,
-                TaskState::Unreachable,
-                reason,
-                "agent is unreachable",
-            ) {
+            if self.master_update_if(&fid, &tid, &when, why.0, why.1, why.2) {
                 frameworks.insert(fid);
             }
         }
@@ -354,6 +352,19 @@ impl Master {
                     agent_id: id.to_string(),
                 }),
             );
+        }
+    }
+
+    /// Rescinds every outstanding offer of an agent.
+    pub(crate) fn rescind_agent_offers(&mut self, id: &AgentId) {
+        let offers: Vec<_> = self
+            .offers
+            .values()
+            .filter(|o| &o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
+        for offer in offers {
+            self.rescind_offer(&offer, true);
         }
     }
 }

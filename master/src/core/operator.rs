@@ -395,15 +395,7 @@ impl Master {
     pub(crate) fn agent_drain_changed(&mut self, id: &AgentId) {
         let draining = self.is_draining(id);
         if draining {
-            let offers: Vec<_> = self
-                .offers
-                .values()
-                .filter(|o| &o.agent_id == id)
-                .map(|o| o.id.clone())
-                .collect();
-            for offer in offers {
-                self.rescind_offer(&offer, true);
-            }
+            self.rescind_agent_offers(id);
         } else {
             self.ops.drain_killed.remove(id);
         }
@@ -445,35 +437,16 @@ impl Master {
     /// A committed gone mark: every task on the agent becomes GONE, its
     /// stream is closed, and it is forgotten.
     pub(crate) fn agent_gone(&mut self, id: &AgentId) {
-        let Some(agent) = self.agents.get_mut(id) else { return };
-        let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
-        if let Some(conn) = agent.conn.take() {
-            self.agent_conns.remove(&conn);
-            self.emit(Effect::CloseAgent(conn));
+        if !self.agents.contains_key(id) {
+            return;
         }
-        let offers: Vec<_> = self
-            .offers
-            .values()
-            .filter(|o| &o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer, true);
-        }
-        let mut frameworks = HashSet::new();
-        for (fid, tid) in tasks {
-            let reason = v1::StatusReason::ReasonAgentRemoved;
-            let active = |s: TaskState| !s.is_terminal() || s == TaskState::Unreachable;
-            if self.master_update_if(&fid, &tid, active, TaskState::Gone, reason, "agent was marked gone") {
-                frameworks.insert(fid);
-            }
-        }
-        for fid in frameworks {
-            let failure = v1::Failure {
-                agent_id: id.to_string(),
-            };
-            self.send_framework(&fid, v1::event::Event::Failure(failure));
-        }
+        let active = |s: TaskState| !s.is_terminal() || s == TaskState::Unreachable;
+        let why = (
+            TaskState::Gone,
+            v1::StatusReason::ReasonAgentRemoved,
+            "agent was marked gone",
+        );
+        self.lose_agent(id, active, why);
         self.agents.remove(id);
         self.ops.drain_killed.remove(id);
         self.allocation_needed = true;

@@ -23,22 +23,34 @@ fn uri(u: &OriginalUri) -> String {
     u.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
+/// A request refused before it reaches the core.
+struct Reject(Box<Response>);
+
+impl From<MasterError> for Reject {
+    fn from(e: MasterError) -> Self {
+        Reject(Box::new(fail(e, "")))
+    }
+}
+
+fn invalid(msg: String) -> Reject {
+    Reject(Box::new(bad(StatusCode::BAD_REQUEST, msg)))
+}
+
 /// Parses an optional JSON body; an empty body or `null` is the default.
-fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Response> {
+fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Reject> {
     if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+    serde_json::from_slice(b).map_err(|e| invalid(format!("bad JSON body: {e}")))
 }
 
-fn secs(field: &str, v: Option<f64>) -> Result<Option<Duration>, Response> {
+fn secs(field: &str, v: Option<f64>) -> Result<Option<Duration>, Reject> {
     match v {
         None => Ok(None),
         Some(s) if s.is_finite() && (0.0..=MAX_SECS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(bad(
-            StatusCode::BAD_REQUEST,
-            format!("{field}: {s} is not a number of seconds in 0..={MAX_SECS}"),
-        )),
+        Some(s) => Err(invalid(format!(
+            "{field}: {s} is not a number of seconds in 0..={MAX_SECS}"
+        ))),
     }
 }
 
@@ -81,7 +93,7 @@ pub(super) async fn kill(
     };
     let grace = match body::<KillBody>(&b).and_then(|k| secs("grace_secs", k.grace_secs)) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(Reject(r)) => return *r,
     };
     act(&ops, uri(&u), "kill", move |m| m.operator_kill(&fid, &tid, grace)).await
 }
@@ -94,18 +106,18 @@ struct DrainBody {
     deadline_secs: Option<f64>,
 }
 
-fn agent_id(s: &str) -> Result<AgentId, Response> {
-    AgentId::parse(s).map_err(|e| fail(e.into(), ""))
+fn agent_id(s: &str) -> Result<AgentId, Reject> {
+    Ok(AgentId::parse(s).map_err(MasterError::from)?)
 }
 
 pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>, b: Bytes) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(Reject(r)) => return *r,
     };
     let deadline = match body::<DrainBody>(&b).and_then(|d| secs("deadline_secs", d.deadline_secs)) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(Reject(r)) => return *r,
     };
     act(&ops, uri(&u), "drain", move |m| m.drain_agent(&id, deadline)).await
 }
@@ -113,7 +125,7 @@ pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path
 pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(Reject(r)) => return *r,
     };
     act(&ops, uri(&u), "reactivate", move |m| m.reactivate_agent(&id)).await
 }
@@ -121,7 +133,7 @@ pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id):
 pub(super) async fn gone(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(Reject(r)) => return *r,
     };
     act(&ops, uri(&u), "gone", move |m| m.mark_agent_gone(&id)).await
 }

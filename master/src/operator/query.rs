@@ -513,7 +513,7 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
             "{filtered} agent(s) filtered after this framework declined them"
         ));
     }
-    if f.offers.len() > 0 {
+    if !f.offers.is_empty() {
         hints.push(format!("{} offer(s) are outstanding and unused", f.offers.len()));
     }
     Ok(WhyFramework {
