@@ -27,6 +27,8 @@ pub const HISTORY_PER_TASK: usize = 16;
 pub const MAX_PENDING_TASKS: usize = 1000;
 /// Longest reason text accepted in a pending report.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Launches between two sweeps of forgotten tasks' bookkeeping.
+const PRUNE_EVERY: usize = 4096;
 /// Events kept for the runtime between two turns (a stuck runtime never
 /// grows memory: the oldest are dropped and counted).
 const MAX_QUEUED_EVENTS: usize = 65_536;
@@ -120,6 +122,8 @@ pub struct OpsState {
     drain_killed: HashSet<AgentId>,
     /// Updates forwarded to frameworks and not yet acknowledged.
     forwarded: HashMap<(FrameworkId, TaskId), Instant>,
+    /// Tasks added since the last sweep of forgotten tasks.
+    added_since_prune: usize,
     pub allocation_seconds: Histogram,
     pub ack_latency_seconds: Histogram,
 }
@@ -135,6 +139,7 @@ impl Default for OpsState {
             history: HashMap::new(),
             drain_killed: HashSet::new(),
             forwarded: HashMap::new(),
+            added_since_prune: 0,
             allocation_seconds: Histogram::new(buckets),
             ack_latency_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
         }
@@ -232,6 +237,30 @@ impl Master {
             .entry((fid.clone(), tid.clone()))
             .or_default()
             .push_back(entry);
+        self.ops.added_since_prune += 1;
+        if self.ops.added_since_prune >= PRUNE_EVERY {
+            self.prune_ops();
+        }
+    }
+
+    /// Forgets the history and pending acknowledgements of tasks the core
+    /// no longer remembers (dropped from the completed ring). Run every
+    /// [`PRUNE_EVERY`] launches, so its cost is constant per launch.
+    fn prune_ops(&mut self) {
+        self.ops.added_since_prune = 0;
+        let frameworks = &self.frameworks;
+        let known = |(f, t): &(FrameworkId, TaskId)| {
+            frameworks
+                .get(f)
+                .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_ids.contains(t))
+        };
+        self.ops.history.retain(|k, _| known(k));
+        self.ops.forwarded.retain(|k, _| {
+            frameworks
+                .get(&k.0)
+                .and_then(|fw| fw.tasks.get(&k.1))
+                .is_some_and(|t| t.unacked.is_some())
+        });
     }
 
     pub(crate) fn note_task_state(&mut self, fid: &FrameworkId, tid: &TaskId, status: Option<&v1::TaskStatus>) {
