@@ -18,6 +18,7 @@ function ago(t) {
   const s = Math.max(0, Date.now() / 1000 - t);
   return s < 60 ? `${s.toFixed(0)}s ago` : s < 3600 ? `${(s / 60).toFixed(0)}m ago` : `${(s / 3600).toFixed(1)}h ago`;
 }
+function reason(r) { return r === "REASON_UNSPECIFIED" ? "" : r; }
 function pct(a, b) { return b > 0 ? Math.min(100, (100 * a) / b) : 0; }
 
 async function api(path) {
@@ -122,7 +123,7 @@ async function viewTasks() {
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(t.reason)}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}</td>
     <td><code>${esc(t.framework_id)}</code></td><td><code>${esc(t.agent_id)}</code></td>
     <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td>
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td></tr>`).join("");
@@ -165,7 +166,7 @@ async function sandboxRows(fid, tid) {
   } catch (e) { return `<tr><td class="muted">${esc(e.message)}</td></tr>`; }
 }
 function historyRows(t) {
-  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(h.reason)}</td><td>${esc(h.message)}</td></tr>`).join("");
+  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(reason(h.reason))}</td><td>${esc(h.message)}</td></tr>`).join("");
 }
 // Redraws the parts of an open task view that change, keeping the log tail.
 async function refreshTask(fid, tid) {
@@ -186,7 +187,7 @@ async function viewTask(fid, tid) {
     <div class="grid2"><table class="kv">
       <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td><code>${esc(t.framework_id)}</code></td></tr>
       <tr><td>Agent</td><td><code>${esc(t.agent_id)}</code> ${esc(t.agent_http_address || "")}</td></tr>
-      <tr><td>Reason</td><td>${esc(t.reason)} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
+      <tr><td>Reason</td><td>${esc(reason(t.reason))} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (operator token needed)</span>'}</td></tr>
     </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
@@ -272,6 +273,9 @@ async function render(first) {
   rendering = true;
   try {
     // The task view keeps its log tail; only its top part is redrawn.
+    // Never redraw under an operator typing a filter.
+    const typing = document.activeElement && main.contains(document.activeElement) && /^(INPUT|SELECT)$/.test(document.activeElement.tagName);
+    if (!first && typing) return;
     if (state.view === "task" && !first && state.tail) { await refreshTask(state.args[0], state.args[1]); return; }
     const views = {
       overview: viewOverview, agents: viewAgents, frameworks: viewFrameworks, tasks: viewTasks,
