@@ -612,3 +612,56 @@ pub fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<Vec<Pend
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_pages_are_checked_by_field() {
+        assert_eq!(parse_states("running").expect("ok"), vec![TaskState::Running]);
+        assert_eq!(
+            parse_states("TASK_FAILED, killed").expect("ok"),
+            vec![TaskState::Failed, TaskState::Killed]
+        );
+        let active = parse_states("active").expect("ok");
+        assert!(active.contains(&TaskState::Staging) && !active.contains(&TaskState::Finished));
+        let terminal = parse_states("terminal").expect("ok");
+        assert!(terminal.iter().all(|s| s.is_terminal()) && terminal.contains(&TaskState::Gone));
+        assert!(matches!(parse_states("sleepy"), Err(MasterError::Invalid(m)) if m.starts_with("state:")));
+        assert_eq!(page(None, None).expect("ok"), (DEFAULT_LIMIT, 0));
+        assert!(matches!(page(Some(0), None), Err(MasterError::Invalid(m)) if m.starts_with("limit:")));
+        assert!(page(Some(MAX_LIMIT + 1), None).is_err());
+        let bad = TaskFilter {
+            framework: Some("a/b".into()),
+            ..Default::default()
+        };
+        assert!(matches!(bad.check(), Err(MasterError::Invalid(m)) if m.starts_with("framework:")));
+        let bad = TaskFilter {
+            agent: Some("..".into()),
+            ..Default::default()
+        };
+        assert!(matches!(bad.check(), Err(MasterError::Invalid(m)) if m.starts_with("agent:")));
+    }
+
+    #[test]
+    fn pending_tasks_are_validated_by_index() {
+        let ok = mezzo_proto::v1::PendingTask {
+            task_id: "t1".into(),
+            reason: "needs 8 cpus".into(),
+            resources: Resources::parse("cpus:8").expect("res").to_proto(),
+        };
+        let got = pending_tasks(vec![ok.clone()]).expect("valid");
+        assert_eq!(got[0].resources.as_ref().map(|r| r.cpus.0), Some(8000));
+        let mut bad = ok.clone();
+        bad.task_id = "a/b".into();
+        assert!(
+            matches!(pending_tasks(vec![ok.clone(), bad]), Err(MasterError::Invalid(m)) if m.starts_with("tasks[1].task_id"))
+        );
+        let mut bad = ok;
+        bad.resources[0].scalar = -1.0;
+        assert!(
+            matches!(pending_tasks(vec![bad]), Err(MasterError::Invalid(m)) if m.starts_with("tasks[0].resources"))
+        );
+    }
+}
