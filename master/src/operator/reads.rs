@@ -59,20 +59,30 @@ pub(super) struct PageQuery {
     offset: Option<usize>,
 }
 
-pub(super) async fn agents(
-    State(ops): State<Ops>,
-    u: OriginalUri,
+/// A paged list: checks `limit`/`offset`, then lists on the core.
+async fn paged<T: Serialize + Send + 'static>(
+    ops: &Ops,
+    u: &OriginalUri,
     q: Result<Query<PageQuery>, QueryRejection>,
+    list: fn(&crate::core::Master, Option<&str>, usize, usize) -> query::Page<T>,
 ) -> Response {
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
-    read(&ops, uri(&u), move |m| {
+    read(ops, uri(u), move |m| {
         let (limit, offset) = query::page(q.limit, q.offset)?;
-        Ok(query::agents(m, q.status.as_deref(), limit, offset))
+        Ok(list(m, q.status.as_deref(), limit, offset))
     })
     .await
+}
+
+pub(super) async fn agents(
+    State(ops): State<Ops>,
+    u: OriginalUri,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    paged(&ops, &u, q, query::agents).await
 }
 
 pub(super) async fn frameworks(
@@ -80,15 +90,7 @@ pub(super) async fn frameworks(
     u: OriginalUri,
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(e),
-    };
-    read(&ops, uri(&u), move |m| {
-        let (limit, offset) = query::page(q.limit, q.offset)?;
-        Ok(query::frameworks(m, limit, offset))
-    })
-    .await
+    paged(&ops, &u, q, |m, _, limit, offset| query::frameworks(m, limit, offset)).await
 }
 
 pub(super) async fn tasks(
