@@ -34,6 +34,7 @@ pub mod cgroups;
 mod config;
 pub mod containerizer;
 mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod paths;
@@ -173,7 +174,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         hostname: config.hostname.clone(),
         resources: resources.total(),
         metrics: metrics.clone(),
-    });
+    })
+    .merge(files::router(work_dir.clone()));
     actors.spawn(async move {
         let r = axum::serve(listener, app).await.map_err(|source| AgentError::Http {
             addr: http_addr,

@@ -32,6 +32,8 @@ enum Command {
     Roles(cmd::roles::Command),
     /// Long-running services: run the framework, deploy, scale, update, discover.
     Service(cmd::service::Args),
+    #[command(flatten)]
+    Ops(cmd::ops::Command),
 }
 
 fn init_logging(format: &str) {
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Masters(a) => cmd::masters::run(a).await,
             Command::Roles(c) => cmd::roles::run(c).await,
             Command::Service(a) => cmd::service::run(a).await,
+            Command::Ops(c) => cmd::ops::run(c).await,
         }
     });
     match result {

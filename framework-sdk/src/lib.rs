@@ -125,7 +125,7 @@ pub use driver::Scheduler;
 pub use error::SdkError;
 pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};
-pub use task::{TaskBuilder, task_state};
+pub use task::{TaskBuilder, pending_task, task_state};
 
 /// Exact resource arithmetic: `Resources::parse("cpus:0.1;mem:32")`.
 pub use mezzo_proto::resources::Resources;

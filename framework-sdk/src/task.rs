@@ -111,6 +111,20 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One entry of [`Scheduler::report_pending`](crate::Scheduler::report_pending):
+/// a task not launched yet, why it waits, and optionally what it needs.
+pub fn pending_task(
+    task_id: impl Into<String>,
+    reason: impl Into<String>,
+    needs: Option<&Resources>,
+) -> v1::PendingTask {
+    v1::PendingTask {
+        task_id: task_id.into(),
+        reason: reason.into(),
+        resources: needs.map(Resources::to_proto).unwrap_or_default(),
+    }
+}
+
 /// The state a status reports, or `None` for an unknown or unset value.
 pub fn task_state(status: &v1::TaskStatus) -> Option<TaskState> {
     TaskState::from_proto(status.state)

@@ -19,11 +19,13 @@ use crate::runtime::{Command, Handle};
 
 #[derive(Clone)]
 struct Ctx {
+    ops: crate::operator::Ops,
     handle: Handle,
     raft: RaftHandle,
 }
 
-pub fn router(handle: Handle, raft: RaftHandle) -> Router {
+pub fn router(handle: Handle, raft: RaftHandle, ops: crate::operator::Ops) -> Router {
+    let operator = crate::operator::router(ops.clone());
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
@@ -33,10 +35,12 @@ pub fn router(handle: Handle, raft: RaftHandle) -> Router {
         .route("/raft/members", axum::routing::post(add_member))
         .route("/raft/members/{id}", axum::routing::delete(remove_member))
         .with_state(Ctx {
+            ops: ops.clone(),
             handle: handle.clone(),
             raft,
         })
-        .merge(crate::http_roles::router(handle))
+        .merge(operator)
+        .merge(crate::http_roles::router(handle, &ops.auth))
 }
 
 /// Answers a request a follower cannot serve: 307 to the leader's same
@@ -304,5 +308,6 @@ async fn metrics(State(c): State<Ctx>) -> Response {
     let tasks = c.handle.ask(Command::TaskCounts).await.unwrap_or_default();
     let raft = c.raft.status().await;
     let text = render(view.as_ref(), raft.as_ref(), &tasks);
+    let text = crate::operator::metrics::append(text, &c.ops.handle).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

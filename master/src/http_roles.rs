@@ -40,14 +40,18 @@ use crate::runtime::{Command, Handle};
 /// How long a request waits for its registry op to commit.
 const COMMIT_WAIT: Duration = Duration::from_secs(15);
 
-pub fn router(handle: Handle) -> Router {
-    Router::new()
-        .route("/roles", get(roles))
+/// The routes; the changing ones need the operator token (see
+/// `docs/operator-api.md`), reading `/roles` does not.
+pub fn router(handle: Handle, auth: &crate::operator::OperatorAuth) -> Router {
+    let changes = Router::new()
         .route("/weights", put(set_weights))
         .route("/quota", put(set_quota))
         .route("/quota/{*role}", delete(remove_quota))
         .route("/reserve", post(reserve))
-        .route("/unreserve", post(unreserve))
+        .route("/unreserve", post(unreserve));
+    Router::new()
+        .route("/roles", get(roles))
+        .merge(auth.protect(changes))
         .with_state(handle)
 }
 
@@ -76,7 +80,7 @@ fn error(e: MasterError, path: &str) -> Response {
 
 /// Sends a request to the owner and waits for its commit.
 async fn run(handle: &Handle, request: OperatorRequest, path: &str, done: serde_json::Value) -> Response {
-    let asked = handle.ask(|reply| Command::Operator { request, reply });
+    let asked = handle.ask(|reply| Command::Policy { request, reply });
     match tokio::time::timeout(COMMIT_WAIT, asked).await {
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,

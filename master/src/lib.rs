@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod http_roles;
 pub mod kv;
+pub mod operator;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

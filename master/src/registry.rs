@@ -82,6 +82,32 @@ pub enum RegistryOp {
     KvPut(KvWrite),
     /// Delete a key of a framework's namespace (`value` is `None`).
     KvDelete(KvWrite),
+    /// An operator drains an agent: no new offers; tasks still running at
+    /// `deadline` (unix seconds) are killed.
+    DrainAgent {
+        id: AgentId,
+        deadline: Option<f64>,
+        at: f64,
+    },
+    /// Ends a drain: the agent is offered again.
+    ReactivateAgent {
+        id: AgentId,
+    },
+    /// An operator marks an agent gone for good: its tasks become GONE and
+    /// it may never register again under this id.
+    MarkAgentGone {
+        id: AgentId,
+        at: f64,
+    },
+}
+
+/// An agent being drained by an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// Unix seconds after which its remaining tasks are killed.
+    pub deadline: Option<f64>,
+    /// Unix seconds when the drain started.
+    pub since: f64,
 }
 
 /// The registry state: what must survive the loss of any master.
@@ -108,6 +134,12 @@ pub struct Registry {
     /// Dynamic reservations per agent, in text form (`cpus(eng):2;...`).
     #[serde(default)]
     pub reservations: BTreeMap<AgentId, String>,
+    /// Agents being drained (DESIGN.md "Durable state": maintenance).
+    #[serde(default)]
+    pub draining: BTreeMap<AgentId, DrainRecord>,
+    /// Agents marked gone, with the unix seconds when; never re-admitted.
+    #[serde(default)]
+    pub gone: BTreeMap<AgentId, f64>,
 }
 
 impl Registry {
@@ -171,6 +203,24 @@ impl Registry {
                     Err(_) => r,
                 };
                 self.set_reservations(agent, r);
+            }
+            RegistryOp::DrainAgent { id, deadline, at } => {
+                if self.agents.contains_key(id) {
+                    let rec = DrainRecord {
+                        deadline: *deadline,
+                        since: *at,
+                    };
+                    self.draining.insert(id.clone(), rec);
+                }
+            }
+            RegistryOp::ReactivateAgent { id } => {
+                self.draining.remove(id);
+            }
+            RegistryOp::MarkAgentGone { id, at } => {
+                if self.agents.remove(id).is_some() {
+                    self.draining.remove(id);
+                    self.gone.insert(id.clone(), *at);
+                }
             }
         }
         None
@@ -353,5 +403,35 @@ mod tests {
         let r: Registry = serde_json::from_str(old).expect("old snapshot");
         assert!(r.kv.is_empty());
         assert_eq!(r.applied, 9);
+    }
+
+    /// Drain and gone survive a JSON round trip, and a registry written
+    /// before they existed still loads.
+    #[test]
+    fn drain_and_gone_are_durable_and_old_snapshots_load() {
+        let a = AgentId::parse("a1").expect("id");
+        let mut r = Registry::default();
+        r.apply(&RegistryOp::AdmitAgent(agent("a1")));
+        r.apply(&RegistryOp::DrainAgent {
+            id: a.clone(),
+            deadline: Some(10.0),
+            at: 1.0,
+        });
+        assert!(r.draining.contains_key(&a));
+        let back: Registry = serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("de");
+        assert_eq!(back, r);
+        r.apply(&RegistryOp::MarkAgentGone { id: a.clone(), at: 2.0 });
+        assert!(!r.agents.contains_key(&a) && !r.draining.contains_key(&a));
+        assert_eq!(r.gone.get(&a), Some(&2.0));
+        // A drain of an unknown (or gone) agent is a no-op.
+        r.apply(&RegistryOp::DrainAgent {
+            id: a.clone(),
+            deadline: None,
+            at: 3.0,
+        });
+        assert!(r.draining.is_empty());
+        let old = r#"{"agents":{},"frameworks":{},"applied":3}"#;
+        let old: Registry = serde_json::from_str(old).expect("old snapshot loads");
+        assert!(old.draining.is_empty() && old.gone.is_empty());
     }
 }

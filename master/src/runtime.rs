@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::core::ops::ClusterEvent;
 use crate::core::view::StateView;
 use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorRequest};
 use crate::error::MasterError;
@@ -100,18 +101,37 @@ pub enum Command {
         reply: KvReply,
     },
     State(oneshot::Sender<Result<StateView, MasterError>>),
-    /// An operator request, answered once its registry op has committed.
-    Operator {
+    /// An operator's policy request (weights, quota, reservations),
+    /// answered once its registry op has committed.
+    Policy {
         request: OperatorRequest,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
     TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
+    /// An operator query or action, run on the owner task with the core
+    /// (or the NotLeader error); it answers through its own oneshot.
+    Operator(OperatorFn),
 }
+
+/// Work for [`Command::Operator`].
+pub struct OperatorFn(Box<OperatorWork>);
+type OperatorWork = dyn FnOnce(Result<&mut Master, MasterError>) + Send;
+
+impl std::fmt::Debug for OperatorFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorFn")
+    }
+}
+
+/// Capacity of the operator event broadcast; a subscriber that falls
+/// further behind is told how many it missed.
+pub const OPERATOR_EVENTS: usize = 16_384;
 
 /// A cloneable way to talk to the owner task.
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 impl Handle {
@@ -128,6 +148,25 @@ impl Handle {
 
     pub async fn call(&self, framework: FrameworkId, call: Call) -> Result<(), MasterError> {
         self.ask(|reply| Command::Call { framework, call, reply }).await?
+    }
+
+    /// Runs `f` on the owner task with the core (or the NotLeader error)
+    /// and returns its answer.
+    pub async fn with_core<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Result<&mut Master, MasterError>) -> T + Send + 'static,
+    ) -> Result<T, MasterError> {
+        self.ask(|reply| {
+            Command::Operator(OperatorFn(Box::new(move |core| {
+                let _ = reply.send(f(core));
+            })))
+        })
+        .await
+    }
+
+    /// Follows the cluster events (the operator event stream).
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
     }
 
     /// Tells the owner a stream ended, from a non-async context (a Drop).
@@ -159,6 +198,7 @@ struct Runtime {
     /// Request numbers start at a random point so that no two leaderships
     /// of this process could mistake each other's committed writes.
     next_kv_request: u64,
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 /// Spawns the owner task.
@@ -169,7 +209,9 @@ pub fn spawn(
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
+    let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let rt = Runtime {
+        events: ops_events.clone(),
         core: None,
         cfg,
         raft,
@@ -181,7 +223,8 @@ pub fn spawn(
         kv_waiting: HashMap::new(),
         next_kv_request: rand::random::<u64>() >> 1,
     };
-    (Handle { tx }, tokio::spawn(rt.run(rx, events, tick)))
+    let handle = Handle { tx, events: ops_events };
+    (handle, tokio::spawn(rt.run(rx, events, tick)))
 }
 
 impl Runtime {
@@ -244,6 +287,9 @@ impl Runtime {
                     // so the operators are told to try again.
                     self.operators.clear();
                 }
+                if self.leader != leader {
+                    let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
+                }
                 self.leader = leader;
                 // A write may or may not commit under the new leader: the
                 // caller is told to ask the leader (and may read to check).
@@ -271,6 +317,9 @@ impl Runtime {
         self.agents.clear();
         self.operators.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
+        let _ = self.events.send(ClusterEvent::LeaderChanged {
+            leader: self.leader.clone(),
+        });
     }
 
     fn conn(&mut self) -> ConnId {
@@ -293,7 +342,7 @@ impl Runtime {
                 Command::Subscribe { reply, .. } | Command::AgentAttach { reply, .. } => {
                     let _ = reply.send(Err(not_leader));
                 }
-                Command::Call { reply, .. } | Command::Operator { reply, .. } => {
+                Command::Call { reply, .. } | Command::Policy { reply, .. } => {
                     let _ = reply.send(Err(not_leader));
                 }
                 Command::State(reply) => {
@@ -305,6 +354,7 @@ impl Runtime {
                 Command::TaskCounts(reply) => {
                     let _ = reply.send(Default::default());
                 }
+                Command::Operator(f) => (f.0)(Err(not_leader)),
                 Command::FrameworkClosed(_)
                 | Command::AgentClosed(_)
                 | Command::StatusUpdate { .. }
@@ -369,7 +419,7 @@ impl Runtime {
             Command::State(reply) => {
                 let _ = reply.send(Ok(core.view(true)));
             }
-            Command::Operator { request, reply } => match core.operator(conn, request, now) {
+            Command::Policy { request, reply } => match core.operator(conn, request, now) {
                 Ok(()) => {
                     self.operators.insert(conn, reply);
                 }
@@ -380,6 +430,7 @@ impl Runtime {
             Command::TaskCounts(reply) => {
                 let _ = reply.send(core.task_counts());
             }
+            Command::Operator(f) => (f.0)(Ok(core)),
         }
     }
 
@@ -404,6 +455,10 @@ impl Runtime {
     fn execute(&mut self) {
         loop {
             let Some(core) = self.core.as_mut() else { return };
+            for ev in core.take_events() {
+                // No subscriber is fine: events are for whoever follows.
+                let _ = self.events.send(ev);
+            }
             let effects = core.take_effects();
             if effects.is_empty() {
                 return;

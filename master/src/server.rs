@@ -46,6 +46,8 @@ pub struct MasterConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between registry snapshots.
     pub snapshot_every: u64,
+    /// The operator token (`--operator-token`); its Debug hides it.
+    pub operator: crate::operator::OperatorAuth,
 }
 
 impl MasterConfig {
@@ -62,6 +64,7 @@ impl MasterConfig {
             election_ticks: 6,
             heartbeat_ticks: 1,
             snapshot_every: 10_000,
+            operator: Default::default(),
         }
     }
 }
@@ -163,7 +166,8 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         .add_service(agents)
         .add_service(raft_api)
         .into_axum_router();
-    let app = grpc.merge(crate::http::router(handle.clone(), raft.clone()));
+    let ops = crate::operator::Ops::start(handle.clone(), raft.clone(), cfg.operator.clone());
+    let app = grpc.merge(crate::http::router(handle.clone(), raft.clone(), ops.clone()));
 
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -179,7 +183,7 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
             let a = l
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr: http, source })?;
-            let router = crate::http::router(handle.clone(), raft.clone());
+            let router = crate::http::router(handle.clone(), raft.clone(), ops.clone());
             tokio::spawn(async move {
                 let _ = axum::serve(l, router).await;
             });

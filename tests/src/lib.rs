@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod browser;
 pub mod netns;
 
 /// Path of the `mezzo` binary: `$MEZZO_BIN`, else next to the test

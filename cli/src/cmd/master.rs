@@ -50,6 +50,10 @@ pub struct Args {
     /// Unused offers are rescinded after this long.
     #[arg(long, env = "MEZZO_OFFER_TIMEOUT", default_value = "30s", value_parser = super::duration)]
     offer_timeout: Duration,
+    /// Token operators must send (`Authorization: Bearer ...`) for actions
+    /// such as drain and teardown; without one those are refused.
+    #[arg(long, env = "MEZZO_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -64,6 +68,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
     cfg.core.offer_timeout = a.offer_timeout;
+    cfg.operator = mezzo_master::operator::OperatorAuth::new(a.operator_token);
     let master = mezzo_master::start(cfg).await.context("cannot start the master")?;
     super::ready("master", master.addr);
     if let Some(http) = master.http_addr {

@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod master;
 pub mod masters;
+pub mod ops;
 pub mod roles;
 pub mod run;
 pub mod service;

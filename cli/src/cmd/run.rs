@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, task_state};
+use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, pending_task, task_state};
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +104,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Offers not used yet, with what is left in them.
     let mut held: Vec<(String, Resources)> = Vec::new();
     let mut pace = tokio::time::interval(Duration::from_millis(2));
+    // "Why is it pending": told to the master at most once a second.
+    let mut reported: Option<Instant> = None;
     while done < a.instances {
         tokio::select! {
             ev = events.next() => {
@@ -172,6 +174,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             if tasks.is_empty() {
                 // Too small for a task: let it merge with resources freed later.
                 let _ = sched.decline(vec![offer_id], Some(0.1)).await;
+                if reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    reported = Some(Instant::now());
+                    let id = format!("{}-{run_id}-{next}", a.name);
+                    let reason = format!(
+                        "needs {per_task}, offer had {avail}; {} task(s) waiting",
+                        a.instances - next
+                    );
+                    let _ = sched
+                        .report_pending(vec![pending_task(id, reason, Some(&per_task))])
+                        .await;
+                }
                 continue;
             }
             let now = Instant::now();
@@ -182,6 +195,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .accept(vec![offer_id], tasks, None)
                 .await
                 .context("accept refused")?;
+        }
+        if next >= a.instances && reported.take().is_some() {
+            let _ = sched.report_pending(Vec::new()).await; // nothing waits any more
         }
         if next >= a.instances && !held.is_empty() {
             let ids = held.drain(..).map(|(id, _)| id).collect();

@@ -34,7 +34,7 @@ pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -42,7 +42,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn res(v: &Value) -> String {
+pub(crate) fn res(v: &Value) -> String {
     format!("cpus {} mem {} disk {}", s(&v["cpus"]), s(&v["mem"]), s(&v["disk"]))
 }
 

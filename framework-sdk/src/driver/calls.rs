@@ -188,4 +188,11 @@ impl Calls {
         })
         .await
     }
+
+    pub(crate) async fn report_pending(&self, tasks: Vec<v1::PendingTask>) -> Result<(), SdkError> {
+        self.send("report_pending", |mut c, framework_id| async move {
+            c.report_pending(v1::ReportPendingRequest { framework_id, tasks }).await
+        })
+        .await
+    }
 }

@@ -174,6 +174,13 @@ impl Scheduler {
         self.calls.teardown().await
     }
 
+    /// Tells operators which tasks wait to be placed and why (shown by
+    /// the dashboard and `mezzo why`). Each report replaces the previous
+    /// one; an empty list clears it. Build entries with [`pending_task`](crate::pending_task).
+    pub async fn report_pending(&self, tasks: Vec<v1::PendingTask>) -> Result<(), SdkError> {
+        self.calls.report_pending(tasks).await
+    }
+
     /// Stops the driver and waits until it has; the framework stays
     /// registered and can be resumed within its failover timeout. Calls
     /// made afterwards return [`SdkError::Stopped`].

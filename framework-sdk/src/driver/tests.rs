@@ -178,6 +178,10 @@ impl SchedulerService for FakeMaster {
     async fn kv_list(&self, _: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
         Err(Status::not_found("unknown framework fw-1"))
     }
+
+    async fn report_pending(&self, _: Request<v1::ReportPendingRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
 }
 
 fn config(masters: &[SocketAddr]) -> SchedulerConfig {

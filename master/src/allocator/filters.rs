@@ -23,6 +23,11 @@ impl Filters {
         self.next_expiry = Some(self.next_expiry.map_or(until, |n| n.min(until)));
     }
 
+    /// Filters the framework holds (some may have expired, not yet swept).
+    pub fn count_of(&self, fw: FwIx) -> usize {
+        self.per_fw.get(&fw).copied().unwrap_or(0)
+    }
+
     /// True while a filter keeps `agent` from `fw` at `now`.
     pub fn blocks(&self, fw: FwIx, agent: u32, now: Instant) -> bool {
         self.per_fw.contains_key(&fw) && self.until.get(&(fw, agent)).is_some_and(|t| *t > now)

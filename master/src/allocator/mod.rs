@@ -622,6 +622,11 @@ impl Allocator {
     pub fn filter_count(&self) -> usize {
         self.filters.len()
     }
+
+    /// Agents a framework's decline filters keep from it.
+    pub fn filters_of(&self, id: &FrameworkId) -> usize {
+        self.fw_ix.get(id).map_or(0, |f| self.filters.count_of(*f))
+    }
 }
 
 /// `want` cut down to what `have` holds, kind by kind.

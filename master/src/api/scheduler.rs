@@ -215,4 +215,17 @@ impl Scheduler for SchedulerApi {
         let answer = kv::ask(&self.handle, &req.framework_id, kv::list(&req)?).await?;
         Ok(Response::new(kv::list_response(answer)?))
     }
+
+    async fn report_pending(
+        &self,
+        req: Request<v1::ReportPendingRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let req = req.into_inner();
+        let fid = FrameworkId::parse(&req.framework_id).map_err(MasterError::from)?;
+        let tasks = crate::operator::query::pending_tasks(req.tasks)?;
+        self.handle
+            .with_core(move |c| c.and_then(|m| m.report_pending(&fid, tasks)))
+            .await??;
+        Ok(Response::new(v1::CallResponse {}))
+    }
 }

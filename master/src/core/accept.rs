@@ -90,6 +90,7 @@ impl Master {
             unreserve,
             left,
         } = plan;
+        self.ops.accepted(fid, offer_ids.len());
         let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
         for (launch, taken) in launches {
             let mut info = launch.info;
@@ -125,6 +126,7 @@ impl Master {
             });
             self.send_agent(&agent_id, run);
             self.counters.tasks_launched += 1;
+            self.note_task_added(fid, &launch.task_id, &agent_id);
         }
         let principal = framework_info.map(|i| i.principal).unwrap_or_default();
         for r in reserve {

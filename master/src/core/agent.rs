@@ -147,6 +147,9 @@ impl Master {
             AgentHello::Register { info } => (AgentId::generate(), info),
             AgentHello::Reregister { id, info, .. } => (id.clone(), info),
         };
+        if self.registry.gone.contains_key(&id) {
+            return Err(MasterError::AgentGone(id.to_string()));
+        }
         self.emit(Effect::Propose(RegistryOp::AdmitAgent(record_of(&id, desc))));
         self.pending_agents.insert(id, (conn, hello));
         Ok(())
@@ -190,7 +193,8 @@ impl Master {
             }
         }
         self.agent_conns.insert(conn, rec.id.clone());
-        self.alloc.add_agent(&rec.id, fresh.total.clone(), true);
+        let offerable = !self.is_draining(&rec.id);
+        self.alloc.add_agent(&rec.id, fresh.total.clone(), offerable);
         self.agents.insert(rec.id.clone(), fresh);
         self.reconcile_agent_tasks(&rec.id, reported);
         let msg = v1::master_message::Message::Registered(v1::Registered {
@@ -200,6 +204,7 @@ impl Master {
         });
         self.send_agent(&rec.id, msg);
         self.allocation_needed = true;
+        self.note_agent_added(&rec.id, &rec.hostname);
         tracing::info!(agent = %rec.id, hostname = %rec.hostname, resources = %rec.resources, "agent admitted");
     }
 
@@ -360,32 +365,35 @@ impl Master {
         self.alloc.set_agent_active(id, false);
         agent.last_seen = now;
         agent.usage = Default::default();
+        self.note_agent_removed(id, "unreachable");
+        let active = |s: TaskState| !s.is_terminal();
+        let why = (
+            TaskState::Unreachable,
+            v1::StatusReason::ReasonAgentUnreachable,
+            "agent is unreachable",
+        );
+        self.lose_agent(id, active, why);
+    }
+
+    /// Closes a lost agent's stream, rescinds its offers, moves its tasks
+    /// that pass `when` to `why` (state, reason, message), and tells their
+    /// frameworks the agent failed.
+    pub(crate) fn lose_agent(
+        &mut self,
+        id: &AgentId,
+        when: impl Fn(TaskState) -> bool,
+        why: (TaskState, v1::StatusReason, &str),
+    ) {
+        let Some(agent) = self.agents.get_mut(id) else { return };
         let tasks: Vec<(FrameworkId, TaskId)> = agent.tasks.iter().cloned().collect();
         if let Some(conn) = agent.conn.take() {
             self.agent_conns.remove(&conn);
             self.emit(Effect::CloseAgent(conn));
         }
-        let offers: Vec<_> = self
-            .offers
-            .values()
-            .filter(|o| &o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer, true);
-        }
+        self.rescind_agent_offers(id);
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
-            let reason = v1::StatusReason::ReasonAgentUnreachable;
-            let active = |s: TaskState| !s.is_terminal();
-            if self.master_update_if(
-                &fid,
-                &tid,
-                active,
-                TaskState::Unreachable,
-                reason,
-                "agent is unreachable",
-            ) {
+            if self.master_update_if(&fid, &tid, &when, why.0, why.1, why.2) {
                 frameworks.insert(fid);
             }
         }
@@ -396,6 +404,19 @@ impl Master {
                     agent_id: id.to_string(),
                 }),
             );
+        }
+    }
+
+    /// Rescinds every outstanding offer of an agent.
+    pub(crate) fn rescind_agent_offers(&mut self, id: &AgentId) {
+        let offers: Vec<_> = self
+            .offers
+            .values()
+            .filter(|o| &o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
+        for offer in offers {
+            self.rescind_offer(&offer, true);
         }
     }
 }

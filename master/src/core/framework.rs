@@ -152,6 +152,7 @@ impl Master {
                 self.framework_conns.insert(conn, rec.id.clone());
                 self.send_subscribed(&rec.id);
                 self.allocation_needed = true;
+                self.note_framework_added(&rec.id, &rec.name);
                 tracing::info!(framework = %rec.id, name = %rec.name, "framework registered");
             }
             None => self.insert_framework(rec, None, Some(now)),
@@ -253,6 +254,7 @@ impl Master {
         }
         self.alloc.remove_framework(id);
         self.allocation_needed = true;
+        self.note_framework_removed(id);
         tracing::info!(framework = %id, "framework removed");
     }
 }

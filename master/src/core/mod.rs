@@ -13,6 +13,7 @@ mod framework;
 mod kv;
 mod offer;
 mod operator;
+pub mod ops;
 mod update;
 pub mod usage;
 pub mod view;
@@ -207,6 +208,7 @@ pub struct Master {
     pub(crate) last_failover_check: Instant,
     pub(crate) started: Instant,
     pub(crate) counters: Counters,
+    pub(crate) ops: ops::OpsState,
     effects: Vec<Effect>,
 }
 
@@ -241,6 +243,7 @@ impl Master {
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
+            ops: ops::OpsState::default(),
             effects: Vec::new(),
         };
         for (role, w) in &registry.weights {
@@ -317,6 +320,8 @@ impl Master {
                     self.kv_applied(w.request, outcome.map_err(MasterError::from));
                 }
             }
+            RegistryOp::DrainAgent { id, .. } | RegistryOp::ReactivateAgent { id } => self.agent_drain_changed(&id),
+            RegistryOp::MarkAgentGone { id, .. } => self.agent_gone(&id),
         }
     }
 
@@ -341,6 +346,7 @@ impl Master {
         self.check_agents(now);
         self.expire_offers(now);
         self.check_failovers(now);
+        self.drain_tick();
         if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {
             // The periodic cycle: agents left with free resources (and
             // filters that expired) are looked at again.

@@ -52,6 +52,7 @@ impl Master {
             && !status.uuid.is_empty()
         {
             task.unacked = Some(status.clone());
+            self.ops.forwarded(&fid, &tid);
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
@@ -100,6 +101,7 @@ impl Master {
             }
             _ => {}
         }
+        self.note_task_state(fid, tid, status);
     }
 
     /// A state change the master decides itself (agent lost, ...). Sent to
@@ -202,6 +204,7 @@ impl Master {
             && task.unacked.as_ref().is_some_and(|s| s.uuid == uuid)
         {
             let acked = task.unacked.take();
+            self.ops.acknowledged(fid, tid);
             let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
             done = task.state.is_terminal() && acked_state.is_some_and(TaskState::is_terminal);
         }
@@ -220,6 +223,16 @@ impl Master {
 
     pub fn kill(&mut self, fid: &FrameworkId, tid: &TaskId, grace: Option<Duration>) -> Result<(), MasterError> {
         self.subscribed(fid)?;
+        self.kill_task(fid, tid, grace)
+    }
+
+    /// Asks the task's agent to kill it.
+    pub(crate) fn kill_task(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        grace: Option<Duration>,
+    ) -> Result<(), MasterError> {
         let fw = self
             .frameworks
             .get(fid)

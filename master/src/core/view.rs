@@ -91,7 +91,7 @@ pub struct OfferView {
     pub resources: ReservedResources,
 }
 
-fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
+pub(crate) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
     let reason = t
         .last_status
         .as_ref()

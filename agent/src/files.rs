@@ -1,0 +1,339 @@
+//! The files API: browse a task's sandbox and read its files by offset, for
+//! the dashboard's log tail and `mezzo logs -f`.
+//!
+//! ```text
+//! GET /files/<framework>/<task>/browse?path=DIR
+//! GET /files/<framework>/<task>/read?path=FILE&offset=N&length=N   (or &tail=N)
+//! ```
+//!
+//! Paths are confined to the sandbox. A request path must be relative and
+//! made only of plain names (no `..`, no root; query strings are
+//! percent-decoded once by the router, so `%2e%2e` is `..` and refused,
+//! and nothing is decoded twice). The joined path is canonicalized and
+//! must stay under the canonical sandbox, which refuses symlinks that lead
+//! out; the final file is opened with `O_NOFOLLOW` and its real path read
+//! back from `/proc/self/fd` and checked again, so a symlink swapped in
+//! between the check and the open is refused too.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use mezzo_proto::ids::{FrameworkId, TaskId};
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+
+/// Largest read answered at once.
+pub const MAX_READ: u64 = 1 << 20;
+/// Read size when the request names none.
+pub const DEFAULT_READ: u64 = 64 * 1024;
+/// Entries listed from one directory at most.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Why a files request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("path {0:?}: must be relative to the sandbox, without `..` or a leading `/`")]
+    Outside(String),
+    #[error("path {0:?} leads out of the sandbox (a symlink?)")]
+    Escapes(String),
+    #[error("path {0:?}: not found in the sandbox")]
+    NotFound(String),
+    #[error("no sandbox for task {task} of framework {framework}")]
+    NoSandbox { framework: String, task: String },
+    #[error("path {0:?} is a directory; use browse")]
+    IsDir(String),
+    #[error("path {0:?} is not a directory; use read")]
+    NotDir(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading {path:?}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FilesError {
+    fn status(&self) -> StatusCode {
+        match self {
+            FilesError::Outside(_) | FilesError::Invalid(_) | FilesError::IsDir(_) | FilesError::NotDir(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            FilesError::Escapes(_) => StatusCode::FORBIDDEN,
+            FilesError::NotFound(_) | FilesError::NoSandbox { .. } => StatusCode::NOT_FOUND,
+            FilesError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for FilesError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string(), "status": self.status().as_u16() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// A task's sandbox, checked to exist.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    root: PathBuf,
+}
+
+impl Sandbox {
+    /// The sandbox of a task under `work_dir`.
+    pub fn of(work_dir: &Path, framework: &str, task: &str) -> Result<Sandbox, FilesError> {
+        let fid = FrameworkId::parse(framework).map_err(|e| FilesError::Invalid(format!("framework: {e}")))?;
+        let tid = TaskId::parse(task).map_err(|e| FilesError::Invalid(format!("task: {e}")))?;
+        let dir = paths::sandbox_dir(work_dir, &fid, &tid);
+        let root = dir.canonicalize().map_err(|_| FilesError::NoSandbox {
+            framework: framework.to_owned(),
+            task: task.to_owned(),
+        })?;
+        Ok(Sandbox { root })
+    }
+
+    /// Resolves `rel` inside the sandbox (see the module doc).
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, FilesError> {
+        if rel.contains('\0') {
+            return Err(FilesError::Outside(rel.to_owned()));
+        }
+        let p = Path::new(rel);
+        for c in p.components() {
+            match c {
+                Component::Normal(_) | Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                    return Err(FilesError::Outside(rel.to_owned()));
+                }
+            }
+        }
+        let joined = self.root.join(p);
+        let real = joined.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => FilesError::NotFound(rel.to_owned()),
+            _ => FilesError::Io {
+                path: rel.to_owned(),
+                source: e,
+            },
+        })?;
+        if !real.starts_with(&self.root) {
+            return Err(FilesError::Escapes(rel.to_owned()));
+        }
+        Ok(real)
+    }
+
+    /// Opens a resolved path without following a final symlink, and checks
+    /// where the open really landed.
+    fn open(&self, rel: &str, real: &Path) -> Result<File, FilesError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(real)
+            .map_err(|e| match e.raw_os_error() {
+                Some(code) if code == nix::errno::Errno::ELOOP as i32 => FilesError::Escapes(rel.to_owned()),
+                _ => FilesError::Io {
+                    path: rel.to_owned(),
+                    source: e,
+                },
+            })?;
+        let landed = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| FilesError::Io {
+            path: rel.to_owned(),
+            source: e,
+        })?;
+        if !landed.starts_with(&self.root) {
+            return Err(FilesError::Escapes(rel.to_owned()));
+        }
+        Ok(file)
+    }
+
+    /// Lists a directory of the sandbox.
+    pub fn browse(&self, rel: &str) -> Result<Listing, FilesError> {
+        let real = self.resolve(rel)?;
+        let dir = self.open(rel, &real)?;
+        let io = |e| FilesError::Io {
+            path: rel.to_owned(),
+            source: e,
+        };
+        if !dir.metadata().map_err(io)?.is_dir() {
+            return Err(FilesError::NotDir(rel.to_owned()));
+        }
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&real).map_err(io)?.take(MAX_ENTRIES) {
+            let e = e.map_err(io)?;
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            let kind = if meta.is_dir() {
+                "dir"
+            } else if meta.is_file() {
+                "file"
+            } else if meta.file_type().is_symlink() {
+                "symlink"
+            } else {
+                "other"
+            };
+            entries.push(Entry {
+                name: e.file_name().to_string_lossy().into_owned(),
+                kind,
+                size: meta.len(),
+                mtime: meta.mtime(),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Listing {
+            path: rel.to_owned(),
+            entries,
+        })
+    }
+
+    /// Reads part of a file: `length` bytes from `offset`, or the last
+    /// `tail` bytes.
+    pub fn read(
+        &self,
+        rel: &str,
+        offset: Option<u64>,
+        length: Option<u64>,
+        tail: Option<u64>,
+    ) -> Result<Chunk, FilesError> {
+        let real = self.resolve(rel)?;
+        let mut file = self.open(rel, &real)?;
+        let io = |e| FilesError::Io {
+            path: rel.to_owned(),
+            source: e,
+        };
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(FilesError::IsDir(rel.to_owned()));
+        }
+        if !meta.is_file() {
+            return Err(FilesError::Invalid(format!("path {rel:?} is not a regular file")));
+        }
+        let size = meta.len();
+        let length = length.unwrap_or(DEFAULT_READ);
+        if length > MAX_READ {
+            return Err(FilesError::Invalid(format!(
+                "length: {length} is over the limit of {MAX_READ} bytes"
+            )));
+        }
+        let (start, want) = match (offset, tail) {
+            (Some(_), Some(_)) => return Err(FilesError::Invalid("give offset or tail, not both".into())),
+            (_, Some(t)) => {
+                let t = t.min(MAX_READ);
+                (size.saturating_sub(t), t)
+            }
+            (o, None) => (o.unwrap_or(0).min(size), length),
+        };
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut buf = Vec::new();
+        file.take(want).read_to_end(&mut buf).map_err(io)?;
+        Ok(Chunk {
+            path: rel.to_owned(),
+            offset: start,
+            length: buf.len() as u64,
+            size,
+            data: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub kind: &'static str,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub path: String,
+    pub entries: Vec<Entry>,
+}
+
+/// Part of a file. The next read starts at `offset + length`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chunk {
+    pub path: String,
+    pub offset: u64,
+    pub length: u64,
+    /// The file's size when it was read.
+    pub size: u64,
+    /// The bytes, as UTF-8 (invalid sequences replaced).
+    pub data: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct BrowseQuery {
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    path: String,
+    offset: Option<u64>,
+    length: Option<u64>,
+    tail: Option<u64>,
+}
+
+/// The files routes over the agent's work dir.
+pub fn router(work_dir: PathBuf) -> Router {
+    Router::new()
+        .route("/files/{framework}/{task}/browse", get(browse))
+        .route("/files/{framework}/{task}/read", get(read))
+        .with_state(work_dir)
+}
+
+fn bad_query(e: QueryRejection) -> Response {
+    FilesError::Invalid(format!("bad query string: {}", e.body_text())).into_response()
+}
+
+async fn blocking<T: Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, FilesError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn browse(
+    State(work_dir): State<PathBuf>,
+    UrlPath((fw, task)): UrlPath<(String, String)>,
+    q: Result<Query<BrowseQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    blocking(move || {
+        let path = q.path.filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into());
+        Sandbox::of(&work_dir, &fw, &task)?.browse(&path)
+    })
+    .await
+}
+
+async fn read(
+    State(work_dir): State<PathBuf>,
+    UrlPath((fw, task)): UrlPath<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    blocking(move || Sandbox::of(&work_dir, &fw, &task)?.read(&q.path, q.offset, q.length, q.tail)).await
+}
+
+#[cfg(test)]
+mod tests;

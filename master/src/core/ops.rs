@@ -1,0 +1,491 @@
+//! What operators see and do, inside the core: cluster events for the
+//! operator event stream, drain and gone, kill and teardown on an
+//! operator's behalf, per-framework offer figures and pending reports (the
+//! "why is my work not running?" answer), status update history, and the
+//! histograms `/metrics` exports.
+//!
+//! Everything here is bookkeeping beside the core's own tables; the core
+//! calls the small `note_*` hooks at the points where things happen.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+use prometheus_client::metrics::histogram::Histogram;
+use serde::Serialize;
+
+use super::{AgentStatus, Effect, Master, unix_now};
+use crate::error::MasterError;
+use crate::registry::RegistryOp;
+
+/// Status updates remembered per task for the dashboard.
+pub const HISTORY_PER_TASK: usize = 16;
+/// Waiting tasks a framework may report at once.
+pub const MAX_PENDING_TASKS: usize = 1000;
+/// Longest reason text accepted in a pending report.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Launches between two sweeps of forgotten tasks' bookkeeping.
+const PRUNE_EVERY: usize = 4096;
+/// Events kept for the runtime between two turns (a stuck runtime never
+/// grows memory: the oldest are dropped and counted).
+const MAX_QUEUED_EVENTS: usize = 65_536;
+
+/// One change operators can follow on `/api/v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    TaskAdded {
+        framework_id: String,
+        task_id: String,
+        agent_id: String,
+        state: &'static str,
+    },
+    TaskUpdated {
+        framework_id: String,
+        task_id: String,
+        agent_id: String,
+        state: &'static str,
+        reason: String,
+    },
+    AgentAdded {
+        agent_id: String,
+        hostname: String,
+    },
+    AgentRemoved {
+        agent_id: String,
+        why: &'static str,
+    },
+    AgentDraining {
+        agent_id: String,
+        draining: bool,
+    },
+    FrameworkAdded {
+        framework_id: String,
+        name: String,
+    },
+    FrameworkRemoved {
+        framework_id: String,
+    },
+    LeaderChanged {
+        leader: Option<String>,
+    },
+}
+
+/// What one framework was offered and did with it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OfferStats {
+    pub received: u64,
+    pub declined: u64,
+    pub accepted: u64,
+    /// Unix seconds of the newest offer.
+    pub last_offer_at: Option<f64>,
+    /// The largest single offer (by cpus, then memory) it was ever sent.
+    pub largest_offer: Option<Resources>,
+}
+
+/// A task the framework says it cannot place yet, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingTask {
+    pub task_id: String,
+    pub reason: String,
+    pub resources: Option<Resources>,
+}
+
+/// A framework's newest report of its waiting work.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingReport {
+    pub reported_at: f64,
+    pub tasks: Vec<PendingTask>,
+}
+
+/// One status update as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusEntry {
+    pub state: &'static str,
+    pub reason: String,
+    pub message: String,
+    pub at: f64,
+}
+
+/// The operator bookkeeping held by the core.
+#[derive(Debug)]
+pub struct OpsState {
+    events: VecDeque<ClusterEvent>,
+    pub(crate) events_dropped: u64,
+    pub(crate) offer_stats: HashMap<FrameworkId, OfferStats>,
+    pub(crate) pending: HashMap<FrameworkId, PendingReport>,
+    pub(crate) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
+    /// Draining agents whose deadline passed and whose tasks were killed.
+    drain_killed: HashSet<AgentId>,
+    /// Updates forwarded to frameworks and not yet acknowledged.
+    forwarded: HashMap<(FrameworkId, TaskId), Instant>,
+    /// Tasks added since the last sweep of forgotten tasks.
+    added_since_prune: usize,
+    pub allocation_seconds: Histogram,
+    pub ack_latency_seconds: Histogram,
+}
+
+impl Default for OpsState {
+    fn default() -> Self {
+        let buckets = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+        OpsState {
+            events: VecDeque::new(),
+            events_dropped: 0,
+            offer_stats: HashMap::new(),
+            pending: HashMap::new(),
+            history: HashMap::new(),
+            drain_killed: HashSet::new(),
+            forwarded: HashMap::new(),
+            added_since_prune: 0,
+            allocation_seconds: Histogram::new(buckets),
+            ack_latency_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        }
+    }
+}
+
+impl OpsState {
+    pub(crate) fn event(&mut self, e: ClusterEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    pub(crate) fn offered(&mut self, fid: &FrameworkId, offers: &[v1::Offer]) {
+        let s = self.offer_stats.entry(fid.clone()).or_default();
+        s.received += offers.len() as u64;
+        s.last_offer_at = Some(unix_now());
+        for o in offers {
+            let Ok(r) = Resources::from_proto(&o.resources) else {
+                continue;
+            };
+            let bigger = s
+                .largest_offer
+                .as_ref()
+                .is_none_or(|l| (r.cpus, r.mem) > (l.cpus, l.mem));
+            if bigger {
+                s.largest_offer = Some(r);
+            }
+        }
+    }
+
+    pub(crate) fn declined(&mut self, fid: &FrameworkId) {
+        self.offer_stats.entry(fid.clone()).or_default().declined += 1;
+    }
+
+    pub(crate) fn accepted(&mut self, fid: &FrameworkId, n: usize) {
+        self.offer_stats.entry(fid.clone()).or_default().accepted += n as u64;
+    }
+
+    pub(crate) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
+        self.forwarded.insert((fid.clone(), tid.clone()), Instant::now());
+    }
+
+    pub(crate) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
+        if let Some(at) = self.forwarded.remove(&(fid.clone(), tid.clone())) {
+            self.ack_latency_seconds.observe(at.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(crate) fn allocation_took(&mut self, d: Duration) {
+        self.allocation_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Updates waiting for an acknowledgement (the status update queue).
+    pub fn unacked(&self) -> usize {
+        self.forwarded.len()
+    }
+
+    /// Forgets what belonged to a removed framework.
+    fn framework_gone(&mut self, fid: &FrameworkId) {
+        self.offer_stats.remove(fid);
+        self.pending.remove(fid);
+        self.history.retain(|(f, _), _| f != fid);
+        self.forwarded.retain(|(f, _), _| f != fid);
+    }
+}
+
+impl Master {
+    /// Events produced since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<ClusterEvent> {
+        self.ops.events.drain(..).collect()
+    }
+
+    pub fn ops(&self) -> &OpsState {
+        &self.ops
+    }
+
+    pub(crate) fn note_task_added(&mut self, fid: &FrameworkId, tid: &TaskId, agent: &AgentId) {
+        self.ops.event(ClusterEvent::TaskAdded {
+            framework_id: fid.to_string(),
+            task_id: tid.to_string(),
+            agent_id: agent.to_string(),
+            state: TaskState::Staging.name(),
+        });
+        let entry = StatusEntry {
+            state: TaskState::Staging.name(),
+            reason: String::new(),
+            message: "launched".into(),
+            at: unix_now(),
+        };
+        self.ops
+            .history
+            .entry((fid.clone(), tid.clone()))
+            .or_default()
+            .push_back(entry);
+        self.ops.added_since_prune += 1;
+        if self.ops.added_since_prune >= PRUNE_EVERY {
+            self.prune_ops();
+        }
+    }
+
+    /// Forgets the history and pending acknowledgements of tasks the core
+    /// no longer remembers (dropped from the completed ring). Run every
+    /// [`PRUNE_EVERY`] launches, so its cost is constant per launch.
+    fn prune_ops(&mut self) {
+        self.ops.added_since_prune = 0;
+        let frameworks = &self.frameworks;
+        let known = |(f, t): &(FrameworkId, TaskId)| {
+            frameworks
+                .get(f)
+                .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_ids.contains(t))
+        };
+        self.ops.history.retain(|k, _| known(k));
+        self.ops.forwarded.retain(|k, _| {
+            frameworks
+                .get(&k.0)
+                .and_then(|fw| fw.tasks.get(&k.1))
+                .is_some_and(|t| t.unacked.is_some())
+        });
+    }
+
+    pub(crate) fn note_task_state(&mut self, fid: &FrameworkId, tid: &TaskId, status: Option<&v1::TaskStatus>) {
+        let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)) else {
+            return;
+        };
+        let reason = status
+            .and_then(|s| v1::StatusReason::try_from(s.reason).ok())
+            .map(|r| r.as_str_name().to_owned())
+            .unwrap_or_default();
+        let (state, agent) = (t.state.name(), t.agent_id.to_string());
+        let h = self.ops.history.entry((fid.clone(), tid.clone())).or_default();
+        if h.len() >= HISTORY_PER_TASK {
+            h.pop_front();
+        }
+        h.push_back(StatusEntry {
+            state,
+            reason: reason.clone(),
+            message: status.map(|s| s.message.clone()).unwrap_or_default(),
+            at: status.map(|s| s.timestamp).unwrap_or_else(unix_now),
+        });
+        self.ops.event(ClusterEvent::TaskUpdated {
+            framework_id: fid.to_string(),
+            task_id: tid.to_string(),
+            agent_id: agent,
+            state,
+            reason,
+        });
+    }
+
+    pub(crate) fn note_agent_added(&mut self, id: &AgentId, hostname: &str) {
+        self.ops.event(ClusterEvent::AgentAdded {
+            agent_id: id.to_string(),
+            hostname: hostname.to_owned(),
+        });
+    }
+
+    pub(crate) fn note_agent_removed(&mut self, id: &AgentId, why: &'static str) {
+        self.ops.event(ClusterEvent::AgentRemoved {
+            agent_id: id.to_string(),
+            why,
+        });
+    }
+
+    pub(crate) fn note_framework_added(&mut self, id: &FrameworkId, name: &str) {
+        self.ops.event(ClusterEvent::FrameworkAdded {
+            framework_id: id.to_string(),
+            name: name.to_owned(),
+        });
+    }
+
+    pub(crate) fn note_framework_removed(&mut self, id: &FrameworkId) {
+        self.ops.framework_gone(id);
+        self.ops.event(ClusterEvent::FrameworkRemoved {
+            framework_id: id.to_string(),
+        });
+    }
+
+    /// True while an operator drains the agent: it gets no new offers.
+    pub fn is_draining(&self, id: &AgentId) -> bool {
+        self.registry.draining.contains_key(id)
+    }
+
+    /// Starts draining an agent (committed through the registry first).
+    /// Its tasks may finish; those still running after `deadline` are
+    /// killed.
+    pub fn drain_agent(&mut self, id: &AgentId, deadline: Option<Duration>) -> Result<(), MasterError> {
+        self.known_agent(id)?;
+        let at = unix_now();
+        self.emit(Effect::Propose(RegistryOp::DrainAgent {
+            id: id.clone(),
+            deadline: deadline.map(|d| at + d.as_secs_f64()),
+            at,
+        }));
+        Ok(())
+    }
+
+    /// Ends a drain.
+    pub fn reactivate_agent(&mut self, id: &AgentId) -> Result<(), MasterError> {
+        self.known_agent(id)?;
+        self.emit(Effect::Propose(RegistryOp::ReactivateAgent { id: id.clone() }));
+        Ok(())
+    }
+
+    /// Marks an agent gone for good (committed first): its tasks become
+    /// GONE and it may not register again.
+    pub fn mark_agent_gone(&mut self, id: &AgentId) -> Result<(), MasterError> {
+        self.known_agent(id)?;
+        self.emit(Effect::Propose(RegistryOp::MarkAgentGone {
+            id: id.clone(),
+            at: unix_now(),
+        }));
+        Ok(())
+    }
+
+    fn known_agent(&self, id: &AgentId) -> Result<(), MasterError> {
+        if self.registry.gone.contains_key(id) {
+            return Err(MasterError::AgentGone(id.to_string()));
+        }
+        if !self.agents.contains_key(id) {
+            return Err(MasterError::UnknownAgent(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Kills a task for an operator (the framework need not be connected).
+    pub fn operator_kill(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        grace: Option<Duration>,
+    ) -> Result<(), MasterError> {
+        if !self.frameworks.contains_key(fid) {
+            return Err(MasterError::UnknownFramework(fid.to_string()));
+        }
+        self.kill_task(fid, tid, grace)
+    }
+
+    /// Removes a framework for an operator, connected or not.
+    pub fn operator_teardown(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
+        if !self.frameworks.contains_key(fid) {
+            return Err(MasterError::UnknownFramework(fid.to_string()));
+        }
+        self.emit(Effect::Propose(RegistryOp::RemoveFramework { id: fid.clone() }));
+        Ok(())
+    }
+
+    /// Stores a framework's report of its waiting tasks (replacing the
+    /// previous one). An empty list clears it.
+    pub fn report_pending(&mut self, fid: &FrameworkId, tasks: Vec<PendingTask>) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        if tasks.len() > MAX_PENDING_TASKS {
+            return Err(MasterError::Invalid(format!(
+                "tasks: {} pending tasks reported, at most {MAX_PENDING_TASKS} are accepted",
+                tasks.len()
+            )));
+        }
+        for t in &tasks {
+            TaskId::parse(&t.task_id)?;
+            if t.reason.len() > MAX_REASON_BYTES {
+                return Err(MasterError::Invalid(format!(
+                    "tasks[{}].reason: {} bytes, at most {MAX_REASON_BYTES}",
+                    t.task_id,
+                    t.reason.len()
+                )));
+            }
+        }
+        if tasks.is_empty() {
+            self.ops.pending.remove(fid);
+        } else {
+            let report = PendingReport {
+                reported_at: unix_now(),
+                tasks,
+            };
+            self.ops.pending.insert(fid.clone(), report);
+        }
+        Ok(())
+    }
+
+    /// A committed drain started or ended.
+    pub(crate) fn agent_drain_changed(&mut self, id: &AgentId) {
+        let draining = self.is_draining(id);
+        if let Some(a) = self.agents.get(id) {
+            // A draining agent gets no offers: the allocator leaves it out.
+            let offerable = a.status == AgentStatus::Active && !draining;
+            self.alloc.set_agent_active(id, offerable);
+        }
+        if draining {
+            self.rescind_agent_offers(id);
+        } else {
+            self.ops.drain_killed.remove(id);
+        }
+        self.allocation_needed = true;
+        self.ops.event(ClusterEvent::AgentDraining {
+            agent_id: id.to_string(),
+            draining,
+        });
+        tracing::info!(agent = %id, draining, "agent drain changed");
+    }
+
+    /// Kills what still runs on draining agents past their deadline (once
+    /// per drain; a task that ignores the kill is the agent's business).
+    pub(crate) fn drain_tick(&mut self) {
+        let now = unix_now();
+        let due: Vec<AgentId> = self
+            .registry
+            .draining
+            .iter()
+            .filter(|(id, d)| d.deadline.is_some_and(|t| t <= now) && !self.ops.drain_killed.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.ops.drain_killed.insert(id.clone());
+            let tasks: Vec<(FrameworkId, TaskId)> = self
+                .agents
+                .get(&id)
+                .map(|a| a.tasks.iter().cloned().collect())
+                .unwrap_or_default();
+            tracing::info!(agent = %id, tasks = tasks.len(), "drain deadline passed; killing the agent's tasks");
+            for (fid, tid) in tasks {
+                if let Err(e) = self.kill_task(&fid, &tid, None) {
+                    tracing::debug!(task = %tid, error = %e, "drain kill skipped");
+                }
+            }
+        }
+    }
+
+    /// A committed gone mark: every task on the agent becomes GONE, its
+    /// stream is closed, and it is forgotten.
+    pub(crate) fn agent_gone(&mut self, id: &AgentId) {
+        if !self.agents.contains_key(id) {
+            return;
+        }
+        let active = |s: TaskState| !s.is_terminal() || s == TaskState::Unreachable;
+        let why = (
+            TaskState::Gone,
+            v1::StatusReason::ReasonAgentRemoved,
+            "agent was marked gone",
+        );
+        self.lose_agent(id, active, why);
+        self.agents.remove(id);
+        self.alloc.remove_agent(id);
+        self.ops.drain_killed.remove(id);
+        self.allocation_needed = true;
+        self.note_agent_removed(id, "gone");
+        tracing::warn!(agent = %id, "agent marked gone by an operator");
+    }
+}

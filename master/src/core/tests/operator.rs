@@ -1,0 +1,165 @@
+//! Operator actions and bookkeeping in the core (issue 7): drain, gone,
+//! operator kill and teardown, pending reports, events and history.
+
+use super::*;
+use crate::core::ops::{ClusterEvent, PendingTask};
+
+/// A drained agent gets no new offers and its outstanding ones are
+/// rescinded; tasks at the deadline are killed; reactivating offers again.
+#[test]
+fn drain_stops_offers_and_kills_at_the_deadline() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    let agent = s.m.agents.keys().next().expect("agent").clone();
+    let offers_before = s.offers().len();
+    s.m.drain_agent(&agent, Some(Duration::ZERO)).expect("drain");
+    s.run();
+    assert!(s.m.is_draining(&agent));
+    assert!(s.m.offers.is_empty(), "drain rescinds the agent's offers");
+    // The deadline passed: the next tick kills the task, once.
+    s.advance(Duration::from_millis(10));
+    let kills = |s: &Sim| {
+        s.agent_msgs()
+            .iter()
+            .filter(|m| matches!(m, v1::master_message::Message::KillTask(k) if k.task_id == "t"))
+            .count()
+    };
+    assert_eq!(kills(&s), 1);
+    s.advance(Duration::from_millis(10));
+    assert_eq!(kills(&s), 1, "killed once per drain");
+    // The task ends: the agent is empty and still not offered.
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t", TaskState::Killed, 1),
+        TaskState::Killed,
+        s.now,
+    )
+    .expect("update");
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.offers().len(), offers_before, "no offers while draining");
+    s.m.reactivate_agent(&agent).expect("reactivate");
+    s.run();
+    assert!(!s.m.is_draining(&agent));
+    assert!(s.offers().len() > offers_before, "offered again after reactivation");
+    let events = s.m.take_events();
+    assert!(events.contains(&ClusterEvent::AgentDraining {
+        agent_id: agent.to_string(),
+        draining: true
+    }));
+}
+
+/// Gone: tasks become GONE, the agent is forgotten and may not register again.
+#[test]
+fn a_gone_agent_loses_its_tasks_and_cannot_return() {
+    let (mut s, _f) = Sim::with_task();
+    s.run();
+    let agent = s.m.agents.keys().next().expect("agent").clone();
+    s.m.mark_agent_gone(&agent).expect("gone");
+    s.run();
+    assert!(s.m.agents.is_empty());
+    let u = s.updates().into_iter().find(|u| u.task_id == "t").expect("update");
+    assert_eq!(TaskState::from_proto(u.state), Some(TaskState::Gone));
+    assert_eq!(u.reason, v1::StatusReason::ReasonAgentRemoved as i32);
+    let again = AgentHello::Reregister {
+        id: agent.clone(),
+        info: super::agent::AgentDescription {
+            hostname: "h".into(),
+            http_address: String::new(),
+            resources: mezzo_proto::reservation::ReservedResources::unreserved(
+                Resources::parse("cpus:1").expect("res"),
+            ),
+            attributes: vec![],
+        },
+        tasks: vec![],
+    };
+    assert_eq!(
+        s.m.agent_attach(999, again, s.now),
+        Err(MasterError::AgentGone(agent.to_string()))
+    );
+    assert_eq!(
+        s.m.drain_agent(&agent, None),
+        Err(MasterError::AgentGone(agent.to_string()))
+    );
+    let unknown = AgentId::parse("nope").expect("id");
+    assert_eq!(
+        s.m.mark_agent_gone(&unknown),
+        Err(MasterError::UnknownAgent("nope".into()))
+    );
+}
+
+/// Operators may kill and tear down for a framework that is not connected.
+#[test]
+fn operator_kill_and_teardown_work_without_a_subscription() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    s.m.framework_conn_closed(FW_CONN, s.now);
+    s.run();
+    let t = TaskId::parse("t").expect("id");
+    assert!(matches!(s.m.kill(&f, &t, None), Err(MasterError::NotSubscribed(_))));
+    s.m.operator_kill(&f, &t, None).expect("operator kill");
+    s.run();
+    assert!(
+        s.agent_msgs()
+            .iter()
+            .any(|m| matches!(m, v1::master_message::Message::KillTask(k) if k.task_id == "t"))
+    );
+    let ghost = FrameworkId::parse("ghost").expect("id");
+    assert_eq!(
+        s.m.operator_teardown(&ghost),
+        Err(MasterError::UnknownFramework("ghost".into()))
+    );
+    s.m.operator_teardown(&f).expect("teardown");
+    s.run();
+    assert!(s.m.frameworks.is_empty());
+    assert!(s.m.take_events().contains(&ClusterEvent::FrameworkRemoved {
+        framework_id: f.to_string()
+    }));
+}
+
+/// Pending reports: limits are enforced by field, and the master keeps
+/// offer figures and status history per task.
+#[test]
+fn pending_reports_offer_figures_and_history() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    let ok = |id: &str, reason: &str| PendingTask {
+        task_id: id.into(),
+        reason: reason.into(),
+        resources: None,
+    };
+    let too_many: Vec<_> = (0..1001).map(|i| ok(&format!("p{i}"), "x")).collect();
+    assert!(matches!(s.m.report_pending(&f, too_many), Err(MasterError::Invalid(m)) if m.starts_with("tasks")));
+    let long = "r".repeat(2000);
+    assert!(
+        matches!(s.m.report_pending(&f, vec![ok("p1", &long)]), Err(MasterError::Invalid(m)) if m.contains("reason"))
+    );
+    s.m.report_pending(&f, vec![ok("p1", "needs 8 cpus")]).expect("report");
+    assert_eq!(s.m.ops.pending[&f].tasks.len(), 1);
+    s.m.report_pending(&f, vec![]).expect("clear");
+    assert!(!s.m.ops.pending.contains_key(&f));
+    let stats = &s.m.ops.offer_stats[&f];
+    assert!(stats.received >= 1 && stats.accepted == 1, "{stats:?}");
+    assert!(stats.largest_offer.is_some());
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t", TaskState::Running, 1),
+        TaskState::Running,
+        s.now,
+    )
+    .expect("update");
+    let t = TaskId::parse("t").expect("id");
+    let h = &s.m.ops.history[&(f.clone(), t)];
+    let states: Vec<_> = h.iter().map(|e| e.state).collect();
+    assert_eq!(states, ["TASK_STAGING", "TASK_RUNNING"]);
+    assert_eq!(s.m.ops.unacked(), 1);
+    s.m.acknowledge(
+        &f,
+        &s.m.agents.keys().next().expect("agent").clone(),
+        &TaskId::parse("t").expect("id"),
+        &[1; 16],
+    )
+    .expect("ack");
+    assert_eq!(s.m.ops.unacked(), 0);
+}

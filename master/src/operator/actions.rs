@@ -1,0 +1,139 @@
+//! Operator actions (behind the token, see [`super::auth`]). Each is
+//! checked on the leader and answered 202: durable ones (drain, gone,
+//! teardown) take effect once their registry op commits; kill once the
+//! agent reports the task killed. Follow `/api/v1/events` to see them land.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use serde::Deserialize;
+
+use super::{Ops, bad, fail};
+use crate::core::Master;
+use crate::error::MasterError;
+
+/// Longest drain deadline or kill grace accepted (a week).
+const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+fn uri(u: &OriginalUri) -> String {
+    u.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
+}
+
+/// A request refused before it reaches the core.
+struct Reject(Box<Response>);
+
+impl From<MasterError> for Reject {
+    fn from(e: MasterError) -> Self {
+        Reject(Box::new(fail(e, "")))
+    }
+}
+
+fn invalid(msg: String) -> Reject {
+    Reject(Box::new(bad(StatusCode::BAD_REQUEST, msg)))
+}
+
+/// Parses an optional JSON body; an empty body or `null` is the default.
+fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Reject> {
+    if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| invalid(format!("bad JSON body: {e}")))
+}
+
+fn secs(field: &str, v: Option<f64>) -> Result<Option<Duration>, Reject> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && (0.0..=MAX_SECS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(invalid(format!(
+            "{field}: {s} is not a number of seconds in 0..={MAX_SECS}"
+        ))),
+    }
+}
+
+async fn act(
+    ops: &Ops,
+    path: String,
+    what: &'static str,
+    f: impl FnOnce(&mut Master) -> Result<(), MasterError> + Send + 'static,
+) -> Response {
+    match ops.handle.with_core(move |c| c.and_then(f)).await.and_then(|r| r) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": what }))).into_response(),
+        Err(e) => fail(e, &path),
+    }
+}
+
+pub(super) async fn teardown(State(ops): State<Ops>, u: OriginalUri, Path(fid): Path<String>) -> Response {
+    let fid = match FrameworkId::parse(&fid) {
+        Ok(f) => f,
+        Err(e) => return fail(e.into(), ""),
+    };
+    act(&ops, uri(&u), "teardown", move |m| m.operator_teardown(&fid)).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    grace_secs: Option<f64>,
+}
+
+pub(super) async fn kill(
+    State(ops): State<Ops>,
+    u: OriginalUri,
+    Path((fid, tid)): Path<(String, String)>,
+    b: Bytes,
+) -> Response {
+    let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
+    let (fid, tid) = match ids {
+        Ok(v) => v,
+        Err(e) => return fail(e.into(), ""),
+    };
+    let grace = match body::<KillBody>(&b).and_then(|k| secs("grace_secs", k.grace_secs)) {
+        Ok(g) => g,
+        Err(Reject(r)) => return *r,
+    };
+    act(&ops, uri(&u), "kill", move |m| m.operator_kill(&fid, &tid, grace)).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// Tasks still running this many seconds from now are killed; absent
+    /// lets them run to completion.
+    deadline_secs: Option<f64>,
+}
+
+fn agent_id(s: &str) -> Result<AgentId, Reject> {
+    Ok(AgentId::parse(s).map_err(MasterError::from)?)
+}
+
+pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>, b: Bytes) -> Response {
+    let id = match agent_id(&id) {
+        Ok(a) => a,
+        Err(Reject(r)) => return *r,
+    };
+    let deadline = match body::<DrainBody>(&b).and_then(|d| secs("deadline_secs", d.deadline_secs)) {
+        Ok(d) => d,
+        Err(Reject(r)) => return *r,
+    };
+    act(&ops, uri(&u), "drain", move |m| m.drain_agent(&id, deadline)).await
+}
+
+pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
+    let id = match agent_id(&id) {
+        Ok(a) => a,
+        Err(Reject(r)) => return *r,
+    };
+    act(&ops, uri(&u), "reactivate", move |m| m.reactivate_agent(&id)).await
+}
+
+pub(super) async fn gone(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
+    let id = match agent_id(&id) {
+        Ok(a) => a,
+        Err(Reject(r)) => return *r,
+    };
+    act(&ops, uri(&u), "gone", move |m| m.mark_agent_gone(&id)).await
+}

@@ -1,0 +1,479 @@
+//! Issue 7, the operator API against a live cluster: actions without the
+//! token are refused; with it a drain empties an agent and it receives no
+//! new offers; the drain and a gone mark survive a master restart; reads
+//! filter and page; the event stream reports tasks; sandbox files are
+//! read through the master, confined to the sandbox.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState};
+use mezzo_tests::{Cluster, ClusterSpec, fw, wait_for};
+use serde_json::Value;
+
+const TOKEN: &str = "op-s3cret";
+
+fn spec() -> ClusterSpec {
+    let mut s = ClusterSpec::default();
+    s.master_args.extend(["--operator-token".into(), TOKEN.into()]);
+    s
+}
+
+fn url(c: &Cluster, path: &str) -> String {
+    format!("http://{}{path}", c.master_addr())
+}
+
+async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Result<(u16, String)> {
+    let mut r = http.post(url).json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> Result<(u16, Value)> {
+    let mut r = http.get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await?;
+    let code = r.status().as_u16();
+    Ok((code, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// Launches one long task on the agent of the next offer; returns the
+/// task's agent id.
+async fn launch_on_next_offer(s: &mezzo_sdk::Scheduler, ev: &mut fw::Inbox, id: &str, script: &str) -> Result<String> {
+    let offer = ev.offer().await?;
+    let need = Resources::parse("cpus:0.1;mem:16")?;
+    let task = TaskBuilder::new(id)
+        .resources(&need)
+        .shell(script)
+        .env("DB_PASSWORD", "hunter2")
+        .build();
+    s.accept(vec![offer.offer_id.clone()], vec![task], None).await?;
+    ev.update(id, Duration::from_secs(20), |st| st == TaskState::Running)
+        .await?;
+    Ok(offer.agent_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
+    let mut c = Cluster::start(spec()).await?;
+    let result = async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "ops", None).await?;
+        let agent = launch_on_next_offer(&s, &mut ev, "sleeper", "echo started; sleep 120").await?;
+
+        // Without the token (or with a wrong one) every action is 401.
+        let actions = [
+            format!("/api/v1/agents/{agent}/drain"),
+            format!("/api/v1/agents/{agent}/gone"),
+            format!("/api/v1/agents/{agent}/reactivate"),
+            format!("/api/v1/frameworks/{fid}/teardown"),
+            format!("/api/v1/tasks/{fid}/sleeper/kill"),
+        ];
+        for a in &actions {
+            for token in [None, Some("wrong")] {
+                let (code, body) = post(&http, &url(&c, a), token, serde_json::json!({})).await?;
+                ensure!(code == 401, "{a} with {token:?}: {code} {body}");
+            }
+        }
+        // The task is untouched, and its environment is only shown with the token.
+        let task_url = url(&c, &format!("/api/v1/tasks/{fid}/sleeper"));
+        let (code, t) = get(&http, &task_url, None).await?;
+        ensure!(code == 200 && t["state"] == "TASK_RUNNING", "{code} {t}");
+        ensure!(t["environment"].is_null(), "environment shown without token: {t}");
+        let (_, t) = get(&http, &task_url, Some(TOKEN)).await?;
+        ensure!(t["environment"]["DB_PASSWORD"] == "hunter2", "{t}");
+        ensure!(!t["history"].as_array().context("history")?.is_empty(), "{t}");
+
+        // Bad input names the field.
+        let (code, body) = post(
+            &http,
+            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
+            Some(TOKEN),
+            serde_json::json!({ "deadline_secs": -1 }),
+        )
+        .await?;
+        ensure!(code == 400 && body.contains("deadline_secs"), "{code} {body}");
+        let (code, body) = post(
+            &http,
+            &url(&c, "/api/v1/agents/nope/drain"),
+            Some(TOKEN),
+            serde_json::json!({}),
+        )
+        .await?;
+        ensure!(code == 404, "{code} {body}");
+        let (code, v) = get(&http, &url(&c, "/api/v1/tasks?state=sleepy"), None).await?;
+        ensure!(
+            code == 400 && v["error"].as_str().is_some_and(|e| e.contains("state")),
+            "{v}"
+        );
+        let (code, _) = get(&http, &url(&c, "/api/v1/tasks?limit=0"), None).await?;
+        ensure!(code == 400);
+
+        // Sandbox files through the master; traversal refused.
+        let read = url(&c, &format!("/api/v1/tasks/{fid}/sleeper/files/read?path=stdout"));
+        let out = wait_for(
+            "stdout through the master",
+            Duration::from_secs(10),
+            || async { Ok(get(&http, &read, None).await?.1) },
+            |v| v["data"].as_str().is_some_and(|d| d.contains("started")),
+        )
+        .await?;
+        ensure!(out["offset"] == 0, "{out}");
+        for bad in ["..%2F..%2Fagent_id", "%2Fetc%2Fpasswd", "../../agent_id"] {
+            let u = url(&c, &format!("/api/v1/tasks/{fid}/sleeper/files/read?path={bad}"));
+            let (code, v) = get(&http, &u, None).await?;
+            ensure!(code == 400 || code == 403, "{bad}: {code} {v}");
+        }
+
+        // With the token, a drain with a deadline empties the agent.
+        let (code, body) = post(
+            &http,
+            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
+            Some(TOKEN),
+            serde_json::json!({ "deadline_secs": 1 }),
+        )
+        .await?;
+        ensure!(code == 202, "{code} {body}");
+        let killed = ev
+            .update("sleeper", Duration::from_secs(20), |st| st.is_terminal())
+            .await?;
+        ensure!(mezzo_sdk::task_state(&killed) == Some(TaskState::Killed), "{killed:?}");
+        let agents_url = url(&c, "/api/v1/agents?status=draining");
+        let (_, v) = get(&http, &agents_url, None).await?;
+        ensure!(v["total"] == 1 && v["items"][0]["id"] == agent.as_str(), "{v}");
+        wait_for(
+            "drained agent has no tasks",
+            Duration::from_secs(10),
+            || async { Ok(get(&http, &agents_url, None).await?.1) },
+            |v| v["items"][0]["active_tasks"] == 0,
+        )
+        .await?;
+        // Filters find the killed task on that agent.
+        let (_, v) = get(
+            &http,
+            &url(&c, &format!("/api/v1/tasks?state=killed&agent={agent}&framework={fid}")),
+            None,
+        )
+        .await?;
+        ensure!(v["total"] == 1 && v["items"][0]["id"] == "sleeper", "{v}");
+
+        // No new offers for the drained agent, while the other is offered.
+        // (Offers made before the drain are rescinded by it, in order.)
+        s.revive().await?;
+        let mut others = 0;
+        let mut unrescinded = std::collections::HashSet::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(4);
+        while tokio::time::Instant::now() < until {
+            let Ok(e) = ev.any(Duration::from_millis(500)).await else {
+                continue;
+            };
+            match e {
+                Event::Offers(offers) => {
+                    for o in offers {
+                        if o.agent_id == agent {
+                            unrescinded.insert(o.offer_id);
+                        } else {
+                            others += 1;
+                            let _ = s.decline(vec![o.offer_id], Some(0.2)).await;
+                        }
+                    }
+                }
+                Event::Rescind { offer_id } => {
+                    unrescinded.remove(&offer_id);
+                }
+                _ => {}
+            }
+        }
+        ensure!(unrescinded.is_empty(), "the drained agent was offered: {unrescinded:?}");
+        let st = c.master_state().await?;
+        let offers = st["offers"].as_array().context("offers")?;
+        ensure!(
+            offers.iter().all(|o| o["agent_id"] != agent.as_str()),
+            "an offer of the drained agent is outstanding: {offers:?}"
+        );
+        ensure!(
+            others > 0 || !offers.is_empty(),
+            "the other agent was not offered either"
+        );
+        drop(s);
+
+        // The drain is durable: a restarted master still has it.
+        c.masters[0].kill().await;
+        c.restart_master(0).await?;
+        c.wait_leader().await?;
+        let drained = wait_for(
+            "drain survives a restart",
+            Duration::from_secs(15),
+            || async { Ok(get(&http, &url(&c, "/api/v1/agents?status=draining"), None).await?.1) },
+            |v| v["total"] == 1,
+        )
+        .await?;
+        ensure!(drained["items"][0]["id"] == agent.as_str(), "{drained}");
+
+        // Gone: the agent is forgotten and stays gone across a restart.
+        let (code, body) = post(
+            &http,
+            &url(&c, &format!("/api/v1/agents/{agent}/gone")),
+            Some(TOKEN),
+            Value::Null,
+        )
+        .await?;
+        ensure!(code == 202, "{code} {body}");
+        wait_for(
+            "agent gone",
+            Duration::from_secs(10),
+            || async { Ok(get(&http, &url(&c, "/api/v1/overview"), None).await?.1) },
+            |v| v["agents_by_status"]["gone"] == 1 && v["agents"] == 1,
+        )
+        .await?;
+        let (code, body) = post(
+            &http,
+            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
+            Some(TOKEN),
+            Value::Null,
+        )
+        .await?;
+        ensure!(code == 403, "a gone agent cannot be drained: {code} {body}");
+        let reg: Value = c.get(c.master_addr(), "/raft/registry").await?;
+        ensure!(reg["gone"].get(&agent).is_some(), "{reg}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// The event stream reports a task launched after the reader connected,
+/// and a framework teardown by an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let result = async {
+        let http = reqwest::Client::builder().build()?;
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "events", None).await?;
+        let mut stream = http.get(url(&c, "/api/v1/events")).send().await?;
+        ensure!(stream.status() == 200);
+        let mut seen = String::new();
+        // The hello arrives first: the stream is live before the launch.
+        while !seen.contains("hello") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await??;
+            seen.push_str(&String::from_utf8_lossy(&chunk.context("stream ended")?));
+        }
+        launch_on_next_offer(&s, &mut ev, "evt", "sleep 60").await?;
+        let (code, body) = post(
+            &http,
+            &url(&c, &format!("/api/v1/frameworks/{fid}/teardown")),
+            Some(TOKEN),
+            Value::Null,
+        )
+        .await?;
+        ensure!(code == 202, "{code} {body}");
+        let want = [
+            r#""type":"task_added""#,
+            r#""type":"task_updated""#,
+            r#""state":"TASK_RUNNING""#,
+            r#""type":"framework_removed""#,
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !want.iter().all(|w| seen.contains(w)) {
+            let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+                .await
+                .with_context(|| format!("events so far: {seen}"))??;
+            seen.push_str(&String::from_utf8_lossy(&chunk.context("stream ended")?));
+        }
+        ensure!(seen.contains("\"task_id\":\"evt\""), "{seen}");
+        // The why answer for a removed framework is a clear 404.
+        let (code, _) = get(&http, &url(&c, &format!("/api/v1/why/framework/{fid}")), None).await?;
+        ensure!(code == 404);
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Followers send operators to the leader (307), for the dashboard too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_the_dashboard_and_api_to_the_leader() -> Result<()> {
+    let mut s = spec();
+    s.masters = 3;
+    s.agents = 1;
+    let c = Cluster::start(s).await?;
+    let result = async {
+        let leader = c.wait_leader().await?;
+        let follower = (0..3).find(|i| *i != leader).context("a follower")?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        for path in ["/", "/api/v1/overview", "/api/v1/tasks?state=running", "/api/v1/events"] {
+            let r = http
+                .get(format!("http://{}{path}", c.masters[follower].addr))
+                .send()
+                .await?;
+            ensure!(r.status() == 307, "{path}: {}", r.status());
+            let loc = r.headers()["location"].to_str()?;
+            ensure!(
+                loc == format!("http://{}{path}", c.masters[leader].addr),
+                "{path} -> {loc}"
+            );
+        }
+        let page = c.text(&c.masters[leader].addr, "/").await?;
+        ensure!(page.contains("/ui/app.js"), "{page}");
+        let metrics = c.text(&c.masters[leader].addr, "/metrics").await?;
+        for m in [
+            "mezzo_master_elected 1",
+            "mezzo_master_agents_draining",
+            "mezzo_master_allocation_run_seconds_bucket",
+            "mezzo_master_status_update_queue",
+            "mezzo_master_ack_latency_seconds",
+        ] {
+            ensure!(metrics.contains(m), "{m} missing from\n{metrics}");
+        }
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Runs `mezzo ARGS` against the cluster; returns exit code and stdout.
+async fn mezzo(c: &Cluster, args: &[&str], token: Option<&str>) -> Result<(i32, String, String)> {
+    let mut cmd = tokio::process::Command::new(mezzo_tests::mezzo_bin());
+    cmd.args(args)
+        .env("MEZZO_MASTER", c.masters().join(","))
+        .env_remove("MEZZO_OPERATOR_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MEZZO_OPERATOR_TOKEN", t);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The CLI's queries print tables or JSON, and its exit codes tell
+/// scripts what happened: 0 ok, 2 not found, 3 refused, 4 bad request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "cli", None).await?;
+        let agent = launch_on_next_offer(&s, &mut ev, "talker", "echo hello-from-task; sleep 60").await?;
+
+        let (code, out, err) = mezzo(&c, &["tasks", "--state", "running", "--json"], None).await?;
+        ensure!(code == 0, "{err}");
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(v["total"] == 1 && v["items"][0]["id"] == "talker", "{v}");
+        let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid], None).await?;
+        ensure!(
+            code == 0 && out.contains("talker") && out.contains("TASK_RUNNING"),
+            "{out}"
+        );
+        let (code, out, _) = mezzo(&c, &["agents"], None).await?;
+        ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
+        let (code, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(
+            code == 0 && v["items"][0]["offers"]["accepted"].as_u64() >= Some(1),
+            "{v}"
+        );
+        let (code, out, _) = mezzo(&c, &["why", &fid], None).await?;
+        ensure!(code == 0 && out.contains("offers received"), "{out}");
+        let (code, out, _) = mezzo(&c, &["logs", "talker"], None).await?;
+        ensure!(code == 0 && out.contains("hello-from-task"), "{out}");
+        let (code, out, _) = mezzo(&c, &["top", "--once"], None).await?;
+        ensure!(code == 0 && out.contains("talker") && out.contains("cpus"), "{out}");
+
+        // Exit codes.
+        let (code, _, err) = mezzo(&c, &["logs", "no-such-task"], None).await?;
+        ensure!(code == 2, "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["why", "no-such-thing"], None).await?;
+        ensure!(code == 2, "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["drain", &agent], None).await?;
+        ensure!(code == 3 && err.contains("token"), "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["tasks", "--state", "sleepy"], None).await?;
+        ensure!(code == 4 && err.contains("state"), "{code} {err}");
+
+        // With the token: kill the task, and its state shows it.
+        let (code, _, err) = mezzo(&c, &["kill", "talker"], Some(TOKEN)).await?;
+        ensure!(code == 0, "{err}");
+        ev.update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
+            .await?;
+        let (code, out, _) = mezzo(&c, &["drain", &agent, "--deadline", "5s", "--json"], Some(TOKEN)).await?;
+        ensure!(code == 0 && out.contains("drain"), "{out}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// "Why is my work not running?": the master counts what a framework was
+/// offered and declined, the SDK reports waiting tasks with a reason, and
+/// `mezzo why` shows both; oversized reports are refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "why", None).await?;
+        let offer = ev.offer().await?;
+        s.decline(vec![offer.offer_id], Some(30.0)).await?;
+        let big = Resources::parse("cpus:64;mem:1024")?;
+        s.report_pending(vec![mezzo_sdk::pending_task(
+            "big-job",
+            "needs 64 cpus, largest offer 8",
+            Some(&big),
+        )])
+        .await?;
+
+        let (code, out, err) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(code == 0, "{err}");
+        ensure!(
+            out.contains("needs 64 cpus, largest offer 8") && out.contains("declined 1"),
+            "{out}"
+        );
+        let (code, out, _) = mezzo(&c, &["why", &fid, "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(
+            code == 0 && v["pending"]["tasks"][0]["resources"]["cpus"] == 64.0,
+            "{v}"
+        );
+        ensure!(
+            v["filtered_agents"] == 1 && v["offers"]["largest_offer"]["cpus"] == 8.0,
+            "{v}"
+        );
+        let (_, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        ensure!(v["items"][0]["pending_tasks"] == 1, "{v}");
+
+        // Limits: the field is named, and the previous report stays.
+        let many: Vec<_> = (0..1001)
+            .map(|i| mezzo_sdk::pending_task(format!("t{i}"), "waiting", None))
+            .collect();
+        let e = s.report_pending(many).await.expect_err("1001 tasks refused");
+        ensure!(e.to_string().contains("tasks"), "{e}");
+        let long = "x".repeat(2000);
+        let e = s
+            .report_pending(vec![mezzo_sdk::pending_task("t1", long, None)])
+            .await
+            .expect_err("long reason refused");
+        ensure!(e.to_string().contains("reason"), "{e}");
+        let e = s
+            .report_pending(vec![mezzo_sdk::pending_task("bad id/..", "x", None)])
+            .await
+            .expect_err("bad id refused");
+        ensure!(e.to_string().contains("task_id"), "{e}");
+        let (_, out, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(out.contains("needs 64 cpus"), "{out}");
+        // An empty report clears it.
+        s.report_pending(Vec::new()).await?;
+        let (code, _, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        ensure!(code == 2, "cleared report still found");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
