@@ -72,6 +72,43 @@ async fn a_quota_role_gets_its_guarantee_from_a_hoarder() -> Result<()> {
                 })
                 .await?;
         }
+        // Bad input is refused with the reason, and changes nothing.
+        for (method, path, body, why) in [
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "cpus:-1"}),
+                "negative",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "gpus:1"}),
+                "unknown resource",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "cpus:4", "limit": "cpus:2"}),
+                "above its limit",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng//x", "limit": "cpus:1"}),
+                "each part",
+            ),
+            (reqwest::Method::PUT, "/weights", json!({"eng": -2}), "above 0"),
+            (
+                reqwest::Method::PUT,
+                "/weights",
+                json!({"eng": "heavy"}),
+                "role to weight",
+            ),
+        ] {
+            let (status, v) = operator(&c, method, path, body.clone()).await?;
+            ensure!(status == 400 && v.to_string().contains(why), "{body}: {status} {v}");
+        }
         let (status, v) = operator(
             &c,
             reqwest::Method::PUT,
