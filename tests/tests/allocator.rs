@@ -72,6 +72,43 @@ async fn a_quota_role_gets_its_guarantee_from_a_hoarder() -> Result<()> {
                 })
                 .await?;
         }
+        // Bad input is refused with the reason, and changes nothing.
+        for (method, path, body, why) in [
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "cpus:-1"}),
+                "negative",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "gpus:1"}),
+                "unknown resource",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng", "guarantee": "cpus:4", "limit": "cpus:2"}),
+                "above its limit",
+            ),
+            (
+                reqwest::Method::PUT,
+                "/quota",
+                json!({"role": "eng//x", "limit": "cpus:1"}),
+                "each part",
+            ),
+            (reqwest::Method::PUT, "/weights", json!({"eng": -2}), "above 0"),
+            (
+                reqwest::Method::PUT,
+                "/weights",
+                json!({"eng": "heavy"}),
+                "role to weight",
+            ),
+        ] {
+            let (status, v) = operator(&c, method, path, body.clone()).await?;
+            ensure!(status == 400 && v.to_string().contains(why), "{body}: {status} {v}");
+        }
         let (status, v) = operator(
             &c,
             reqwest::Method::PUT,
@@ -144,7 +181,7 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
     })
     .await?;
     let result = async {
-        let (_s, mut ev, fid) = subscribe_in(&c, "eng", &["eng"]).await?;
+        let (s, mut ev, fid) = subscribe_in(&c, "eng", &["eng"]).await?;
         let o = ev.offer().await?;
         ensure!(o.allocation_role == "eng");
         let agent = o.agent_id.clone();
@@ -260,13 +297,9 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // A framework in role * is offered only the unreserved part.
-        let (_star, mut sev, _) = subscribe_in(&c, "star", &["*"]).await?;
-        let o = sev.offer().await?;
-        let r = offered(&o)?;
-        ensure!(r.reserved.is_empty(), "reserved resources offered to *: {r}");
-        ensure!(r.unreserved.cpus.0 <= 2000, "offered {r} of cpus:4 with 2 reserved");
-        // The eng framework (which followed the new leader) gets eng's reservation.
+        // The eng framework (which followed the new leader) is offered
+        // eng's reservation; it declines everything for a minute, so that
+        // a framework in * can be offered the rest.
         let deadline = Instant::now() + Duration::from_secs(20);
         let eng = Role::parse("eng")?;
         loop {
@@ -276,15 +309,26 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
                     _ => None,
                 })
                 .await?;
-            if offers
-                .iter()
-                .filter_map(|o| offered(o).ok())
-                .any(|r| r.reserved.get(&eng).is_some_and(|e| e.cpus.0 == 1000))
-            {
+            // Offers of the old leader may still be queued: declining one
+            // of those fails (it is gone anyway), so only a declined offer
+            // counts, and each is declined on its own.
+            let mut found = false;
+            for o in &offers {
+                let declined = s.decline(vec![o.offer_id.clone()], Some(60.0)).await.is_ok();
+                let reserved = offered(o)?.reserved.get(&eng).is_some_and(|e| e.cpus.0 == 1000);
+                found |= declined && reserved;
+            }
+            if found {
                 break;
             }
             ensure!(Instant::now() < deadline, "eng was never offered its reservation");
         }
+        // A framework in role * is offered only the unreserved part.
+        let (_star, mut sev, _) = subscribe_in(&c, "star", &["*"]).await?;
+        let o = sev.offer().await?;
+        let r = offered(&o)?;
+        ensure!(r.reserved.is_empty(), "reserved resources offered to *: {r}");
+        ensure!(r.unreserved.cpus.0 <= 2000, "offered {r} of cpus:4 with 2 reserved");
         Ok(())
     }
     .await;

@@ -137,7 +137,7 @@ impl Master {
                 resources: r.to_string(),
                 principal: principal.clone(),
             };
-            self.hold_for(fid, &role, &agent_id, held, op, None);
+            self.hold_for(fid, &role, &agent_id, held, op);
         }
         for r in unreserve {
             let held = ReservedResources::for_role(&role, r.clone());
@@ -146,7 +146,7 @@ impl Master {
                 role: role.clone(),
                 resources: r.to_string(),
             };
-            self.hold_for(fid, &role, &agent_id, held, op, None);
+            self.hold_for(fid, &role, &agent_id, held, op);
         }
         self.alloc.recover_offered(fid, &role, &agent_id, &left);
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
@@ -159,17 +159,9 @@ impl Master {
     }
 
     /// Moves offered resources to a hold until the reservation op commits.
-    fn hold_for(
-        &mut self,
-        fid: &FrameworkId,
-        role: &Role,
-        agent: &AgentId,
-        held: ReservedResources,
-        op: RegistryOp,
-        ticket: Option<u64>,
-    ) {
+    fn hold_for(&mut self, fid: &FrameworkId, role: &Role, agent: &AgentId, held: ReservedResources, op: RegistryOp) {
         self.alloc.recover_offered(fid, role, agent, &held);
-        self.propose_held(agent, vec![(op, held)], ticket);
+        self.propose_held(agent, vec![(op, held)], None);
     }
 
     /// Checks every operation against the offers before anything changes.
@@ -224,7 +216,7 @@ impl Master {
             left: offered,
         };
         let mut ids = HashSet::new();
-        let dynamic = self.registry.dynamic_reservations(&agent_id);
+        let dynamic = self.unreservable(&agent_id);
         for op in ops {
             match op {
                 OfferOperation::Reserve(r) => {

@@ -229,6 +229,18 @@ impl Master {
         Ok(())
     }
 
+    /// The agent's dynamic reservations less what pending unreserves
+    /// already give back: what may still be unreserved.
+    pub(crate) fn unreservable(&self, agent: &AgentId) -> ReservedResources {
+        let mut dynamic = self.registry.dynamic_reservations(agent);
+        for (op, a, held, _) in &self.pending_ops {
+            if a == agent && matches!(op, RegistryOp::Unreserve { .. }) {
+                dynamic = dynamic.saturating_sub(held);
+            }
+        }
+        dynamic
+    }
+
     /// Holds each op's resources aside and proposes the ops; `ticket` is
     /// answered when the last one commits.
     pub(crate) fn propose_held(
@@ -256,13 +268,7 @@ impl Master {
         if !self.agents.contains_key(&agent) {
             return Err(MasterError::UnknownAgent(agent.to_string()));
         }
-        let mut dynamic = self.registry.dynamic_reservations(&agent);
-        // What pending unreserves will give back is no longer reserved.
-        for (op, a, held, _) in &self.pending_ops {
-            if a == &agent && matches!(op, RegistryOp::Unreserve { .. }) {
-                dynamic = dynamic.saturating_sub(held);
-            }
-        }
+        let dynamic = self.unreservable(&agent);
         let (free, offers) = self.free_with_offers(&agent)?;
         for (role, r) in &parts {
             if !dynamic.part(role).is_some_and(|d| d.contains(r)) {

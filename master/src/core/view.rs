@@ -88,7 +88,9 @@ pub struct OfferView {
     pub framework_id: String,
     pub agent_id: String,
     pub role: String,
-    pub resources: ReservedResources,
+    pub resources: Resources,
+    /// `resources` split into unreserved and reserved per role.
+    pub resources_by_role: ReservedResources,
 }
 
 pub(crate) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
@@ -183,7 +185,8 @@ impl Master {
                 framework_id: o.framework_id.to_string(),
                 agent_id: o.agent_id.to_string(),
                 role: o.role.to_string(),
-                resources: o.resources.clone(),
+                resources: o.resources.total(),
+                resources_by_role: o.resources.clone(),
             })
             .collect();
         StateView {
