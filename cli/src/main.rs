@@ -27,6 +27,8 @@ enum Command {
     Status(cmd::status::Args),
     /// List, add or remove masters of the Raft group.
     Masters(cmd::masters::Args),
+    /// Batch jobs: run the batch framework, submit jobs, follow them.
+    Batch(cmd::batch::Args),
 }
 
 fn init_logging(format: &str) {
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Masters(a) => cmd::masters::run(a).await,
+            Command::Batch(a) => cmd::batch::run(a).await,
         }
     });
     match result {
