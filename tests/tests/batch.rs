@@ -341,3 +341,44 @@ async fn bad_job_files_are_refused_and_nothing_is_half_submitted() -> Result<()>
     }
     Ok(())
 }
+
+/// Three masters; the leader is SIGKILLed while a job runs. The batch
+/// framework follows the new leader: no task runs twice, none is lost,
+/// and the job succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_failover_mid_job_loses_and_reruns_nothing() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec {
+        masters: 3,
+        ..Default::default()
+    })
+    .await?;
+    let shared = shared_dir()?;
+    let d = shared.path().display().to_string();
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let file = format!(
+            "[[job]]\nname = \"steady\"\ncount = 6\ncommand = \"echo run >> {d}/runs-$MEZZO_TASK_INDEX; if [ $MEZZO_TASK_INDEX -ge 2 ]; then sleep 5; fi\"\n"
+        );
+        let out = b.submit(shared.path(), &file, false).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("steady", "2 succeeded, 4 running", |s| {
+            s.summary.counts.succeeded == 2 && s.summary.counts.running == 4
+        })
+        .await?;
+        let leader = c.wait_leader().await?;
+        c.masters[leader].kill().await;
+        c.wait_leader().await.context("no new leader")?;
+        c.restart_master(leader).await?;
+        b.wait_job("steady", "succeeded after the failover", |s| s.summary.state == JobState::Succeeded)
+            .await?;
+        for i in 0..6 {
+            let n = lines(&shared.path().join(format!("runs-{i}")));
+            ensure!(n == 1, "task {i} ran {n} times");
+        }
+        let st = b.client().status("steady", false).await?;
+        ensure!(st.summary.counts.retried == 0, "{st:?}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
+}

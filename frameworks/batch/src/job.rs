@@ -131,12 +131,17 @@ pub fn task_id(job: &str, index: u32, attempt: u32, epoch: u64) -> String {
 
 /// The job and index a task id names.
 pub fn parse_task_id(id: &str) -> Option<(&str, u32)> {
+    parse_full(id).map(|(job, index, _)| (job, index))
+}
+
+/// Job, index and attempt of a task id.
+fn parse_full(id: &str) -> Option<(&str, u32, u32)> {
     let mut parts = id.split('.');
     let (job, index, attempt, epoch) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || attempt.parse::<u32>().is_err() || epoch.parse::<u64>().is_err() {
+    if parts.next().is_some() || epoch.parse::<u64>().is_err() {
         return None;
     }
-    Some((job, index.parse().ok()?))
+    Some((job, index.parse().ok()?, attempt.parse().ok()?))
 }
 
 impl Job {
@@ -230,7 +235,9 @@ impl Job {
     }
 
     /// A status update for `index`. Non-terminal updates of an unknown
-    /// attempt adopt it as running (reconciliation after a restart).
+    /// attempt adopt it as running (reconciliation after a restart). Only
+    /// the current attempt counts: a resent or late update of an attempt
+    /// already recorded changes nothing.
     pub fn update(
         &mut self,
         index: u32,
@@ -244,10 +251,11 @@ impl Job {
         let Some(slot) = self.slots.get(i).cloned() else {
             return Outcome::Nothing;
         };
+        let current = parse_full(task_id).is_some_and(|(_, _, attempt)| attempt >= self.next_attempt(index));
         if !state.is_terminal() {
             // A task the framework did not know it had (it was restarted):
             // adopt it rather than launch the index again.
-            if matches!(slot, Slot::Pending | Slot::Backoff { .. }) {
+            if current && matches!(slot, Slot::Pending | Slot::Backoff { .. }) {
                 self.slots[i] = Slot::Running {
                     task_id: task_id.to_owned(),
                     started: now,
@@ -260,9 +268,9 @@ impl Job {
             Slot::Running {
                 task_id: t, killing, ..
             } if t == task_id => *killing,
-            // A terminal update of an attempt we did not track (restart):
-            // count it unless the index already ended.
-            Slot::Pending | Slot::Backoff { .. } => None,
+            // A terminal update of the current attempt that we did not
+            // track (we were restarted): count it.
+            Slot::Pending | Slot::Backoff { .. } if current => None,
             _ => return Outcome::Nothing,
         };
         self.dirty = true;
@@ -504,6 +512,37 @@ mod tests {
         let launch = again.launchable(100);
         assert!(!launch.contains(&11) && !launch.contains(&5), "{launch:?}");
         assert_eq!(launch.len(), 9, "10 and 12..20");
+    }
+
+    /// The agent resends an update until it is acknowledged, and the
+    /// framework acknowledges only after saving: a resent failure must
+    /// not count twice.
+    #[test]
+    fn a_resent_failure_counts_once() {
+        let now = Instant::now();
+        let mut j = Job::new(spec(1, 3), Progress::default());
+        j.launched(0, task_id("j", 0, 1, 1), now);
+        assert_eq!(
+            j.update(0, "j.0.1.1", TaskState::Failed, Some(3), "", now),
+            Outcome::Recorded
+        );
+        assert_eq!(
+            j.update(0, "j.0.1.1", TaskState::Failed, Some(3), "", now),
+            Outcome::Nothing
+        );
+        assert_eq!(j.next_attempt(0), 2);
+        // A late RUNNING of the failed attempt is not adopted either.
+        j.update(0, "j.0.1.1", TaskState::Running, None, "", now);
+        assert!(matches!(j.slots[0], Slot::Backoff { .. }));
+        j.tick(now + Duration::from_secs(5));
+        j.launched(0, task_id("j", 0, 2, 1), now);
+        j.update(0, "j.0.2.1", TaskState::Finished, Some(0), "", now);
+        assert_eq!(
+            j.update(0, "j.0.2.1", TaskState::Finished, Some(0), "", now),
+            Outcome::Nothing
+        );
+        assert_eq!(j.counts().retried, 1);
+        assert_eq!(j.progress.failures[&0].attempt, 1);
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl State {
                 let attempt = job.next_attempt(*index);
                 let id = job::task_id(name, *index, attempt, self.epoch);
                 tasks.push(task_info(&job.spec, &id, *index, &p.resources));
-                job.launched(*index, id, now);
+                job.launched(*index, id.clone(), now);
+                self.last
+                    .insert((name.clone(), *index), (id, offers[offer].agent_id.clone()));
                 launched.push((name.clone(), *index));
             }
             let offer_id = offers[offer].offer_id.clone();

@@ -37,6 +37,10 @@ pub use view::{JobStatus, JobSummary, TaskView};
 const RECONCILE_GRACE: Duration = Duration::from_secs(2);
 /// How often progress is saved and timers checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the state of running tasks is asked for explicitly: a launch
+/// that a dying master accepted but never passed on is then reported lost
+/// instead of being waited for forever.
+const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 
 /// Settings of the batch framework.
 #[derive(Debug, Clone)]
@@ -149,6 +153,7 @@ impl Engine {
             agents: agents_rx,
             suppressed: false,
             revive: false,
+            next_reconcile: Instant::now() + RECONCILE_EVERY,
         };
         tokio::spawn(state.run(events, rx));
         Ok(Engine {
@@ -223,6 +228,7 @@ struct State {
     suppressed: bool,
     /// Offers are wanted again (new work); revive at the next tick.
     revive: bool,
+    next_reconcile: Instant,
 }
 
 fn unix_now() -> f64 {
@@ -330,8 +336,12 @@ impl State {
                 .insert((name.clone(), index), (status.task_id.clone(), status.agent_id.clone()));
         }
         let outcome = job.update(index, &status.task_id, state, status.exit_code, &status.message, now);
-        if state.is_terminal() && outcome == Outcome::Recorded {
-            self.revive |= state != TaskState::Finished;
+        if outcome == Outcome::Recorded && state != TaskState::Finished {
+            self.revive = true;
+        }
+        // Every task end (also a resent one, whose first copy may still wait
+        // for the save) is acknowledged only after the next save.
+        if state.is_terminal() {
             self.held_acks.push(status);
         } else {
             self.ack_now(status);
@@ -371,6 +381,10 @@ impl State {
         for task in kills {
             self.kill(task);
         }
+        if now >= self.next_reconcile && self.connected {
+            self.next_reconcile = now + RECONCILE_EVERY;
+            self.reconcile_running();
+        }
         self.save().await;
         if self.revive && self.connected && self.loaded {
             self.revive = false;
@@ -380,6 +394,37 @@ impl State {
                 self.revive = true;
             }
         }
+    }
+
+    /// Asks the master for the state of every running task, each with the
+    /// agent it was launched on.
+    fn reconcile_running(&self) {
+        let mut tasks = Vec::new();
+        for (name, job) in &self.jobs {
+            for (i, slot) in job.slots.iter().enumerate() {
+                if let job::Slot::Running { task_id, .. } = slot {
+                    let agent = self
+                        .last
+                        .get(&(name.clone(), i as u32))
+                        .filter(|(t, _)| t == task_id)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_default();
+                    tasks.push((task_id.clone(), agent));
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        let s = self.scheduler.clone();
+        tokio::spawn(async move {
+            for chunk in tasks.chunks(1000) {
+                if let Err(e) = s.reconcile(chunk.to_vec()).await {
+                    tracing::debug!(error = %e, "reconciliation failed; asked again later");
+                    return;
+                }
+            }
+        });
     }
 
     /// Jobs whose dependency failed or was cancelled will never run.
