@@ -57,6 +57,20 @@ impl Batch {
         Ok(())
     }
 
+    /// Waits for `name` to succeed, then checks from the tasks' own
+    /// records (`runs-INDEX` files) that each of its `n` tasks ran once.
+    async fn each_ran_once(&self, name: &str, n: usize, dir: &Path) -> Result<()> {
+        self.wait_job(name, "succeeded", |s| s.summary.state == JobState::Succeeded)
+            .await?;
+        for i in 0..n {
+            let runs = lines(&dir.join(format!("runs-{i}")));
+            ensure!(runs == 1, "task {i} ran {runs} times");
+        }
+        let st = self.client().status(name, false).await?;
+        ensure!(st.summary.counts.retried == 0, "{st:?}");
+        Ok(())
+    }
+
     fn client(&self) -> Client {
         Client::new(self.daemon.addr.clone())
     }
@@ -264,15 +278,7 @@ async fn restarting_the_framework_mid_job_reruns_nothing() -> Result<()> {
         .await?;
         b.daemon.kill().await;
         b.restart(&c).await?;
-        b.wait_job("half", "succeeded after the restart", |s| s.summary.state == JobState::Succeeded)
-            .await?;
-        for i in 0..8 {
-            let n = lines(&shared.path().join(format!("runs-{i}")));
-            ensure!(n == 1, "task {i} ran {n} times");
-        }
-        let st = b.client().status("half", false).await?;
-        ensure!(st.summary.counts.retried == 0, "{st:?}");
-        Ok::<_, anyhow::Error>(())
+        b.each_ran_once("half", 8, shared.path()).await
     }
     .await;
     result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
@@ -369,15 +375,7 @@ async fn a_master_failover_mid_job_loses_and_reruns_nothing() -> Result<()> {
         c.masters[leader].kill().await;
         c.wait_leader().await.context("no new leader")?;
         c.restart_master(leader).await?;
-        b.wait_job("steady", "succeeded after the failover", |s| s.summary.state == JobState::Succeeded)
-            .await?;
-        for i in 0..6 {
-            let n = lines(&shared.path().join(format!("runs-{i}")));
-            ensure!(n == 1, "task {i} ran {n} times");
-        }
-        let st = b.client().status("steady", false).await?;
-        ensure!(st.summary.counts.retried == 0, "{st:?}");
-        Ok::<_, anyhow::Error>(())
+        b.each_ran_once("steady", 6, shared.path()).await
     }
     .await;
     result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
