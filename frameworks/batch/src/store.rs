@@ -104,12 +104,64 @@ pub async fn save_submission(kv: &Kv, sub: &Submission) -> Result<(), StoreError
     Ok(())
 }
 
-/// Saves a job's progress.
+/// Saves a job's progress. A job with so many failures that their
+/// reasons would not fit in one value keeps exit codes and attempts but
+/// drops the reasons' text.
 pub async fn save_progress(kv: &Kv, job: &str, p: &Progress) -> Result<(), StoreError> {
-    let value = serde_json::to_vec(p).map_err(|e| StoreError::Corrupt {
-        key: format!("{PROGRESS}{job}"),
-        why: e.to_string(),
-    })?;
-    kv.put(&format!("{PROGRESS}{job}"), value).await?;
+    let key = format!("{PROGRESS}{job}");
+    let value = encode_progress(&key, p)?;
+    kv.put(&key, value).await?;
     Ok(())
+}
+
+fn encode_progress(key: &str, p: &Progress) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        key: key.to_owned(),
+        why: e.to_string(),
+    };
+    let value = serde_json::to_vec(p).map_err(corrupt)?;
+    if value.len() <= mezzo_sdk::kv::MAX_VALUE_BYTES {
+        return Ok(value);
+    }
+    let mut slim = p.clone();
+    for f in slim.failures.values_mut() {
+        f.reason.clear();
+    }
+    serde_json::to_vec(&slim).map_err(corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Failure;
+
+    #[test]
+    fn oversized_progress_drops_reasons_not_outcomes() {
+        let mut p = Progress::default();
+        for i in 0..2000 {
+            p.failed.insert(i);
+            p.failed_attempts.insert(i, 1);
+            let reason = "x".repeat(160);
+            p.failures.insert(
+                i,
+                Failure {
+                    attempt: 1,
+                    state: "TASK_FAILED".into(),
+                    exit_code: Some(1),
+                    reason,
+                },
+            );
+        }
+        let bytes = encode_progress("progress/j", &p).expect("encodes");
+        assert!(bytes.len() <= mezzo_sdk::kv::MAX_VALUE_BYTES, "{}", bytes.len());
+        let back: Progress = serde_json::from_slice(&bytes).expect("decodes");
+        assert_eq!(back.failed, p.failed);
+        assert_eq!(back.failures[&7].exit_code, Some(1));
+        assert!(back.failures[&7].reason.is_empty());
+        let small = Progress::default();
+        assert_eq!(
+            serde_json::from_slice::<Progress>(&encode_progress("k", &small).expect("ok")).expect("de"),
+            small
+        );
+    }
 }
