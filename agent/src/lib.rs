@@ -39,6 +39,7 @@ pub mod http;
 pub mod metrics;
 pub mod paths;
 mod resources;
+pub mod sandbox_files;
 pub mod status;
 pub mod task;
 

@@ -34,6 +34,8 @@ enum Command {
     Service(cmd::service::Args),
     #[command(flatten)]
     Ops(cmd::ops::Command),
+    /// Batch jobs: run the batch framework, submit jobs, follow them.
+    Batch(cmd::batch::Args),
 }
 
 fn init_logging(format: &str) {
@@ -83,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Roles(c) => cmd::roles::run(c).await,
             Command::Service(a) => cmd::service::run(a).await,
             Command::Ops(c) => cmd::ops::run(c).await,
+            Command::Batch(a) => cmd::batch::run(a).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod batch;
 pub mod master;
 pub mod masters;
 pub mod ops;

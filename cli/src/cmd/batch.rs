@@ -1,0 +1,291 @@
+//! `mezzo batch`: run the batch framework (`serve`) and talk to it
+//! (`submit`, `status`, `list`, `cancel`, `logs`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressStyle};
+use mezzo_batch::client::{Client, ClientError};
+use mezzo_batch::engine::{JobStatus, JobSummary};
+use mezzo_batch::job::JobState;
+use mezzo_batch::{BatchConfig, Engine};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address of the batch framework's HTTP API.
+    #[arg(long, global = true, env = "MEZZO_BATCH", default_value = "127.0.0.1:5070")]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the batch framework with its HTTP API (a daemon).
+    Serve(ServeArgs),
+    /// Submit a job file (TOML); with --wait, follow it to its end.
+    Submit {
+        /// The job file.
+        file: PathBuf,
+        /// Wait for every job of the file to end, with a progress bar; the
+        /// exit status is 0 only if all succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// Print the final statuses as JSON (with --wait).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job and its unfinished or failed tasks.
+    Status {
+        name: String,
+        /// List every task.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the jobs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: nothing more starts, running tasks are killed.
+    Cancel { name: String },
+    /// Print the tail of a task's output.
+    Logs {
+        name: String,
+        /// Index of the task in the array.
+        #[arg(long, default_value_t = 0)]
+        index: u32,
+        /// stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Master addresses, comma-separated.
+    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    masters: String,
+    /// Where the framework id is kept between runs (jobs are kept in the
+    /// masters' registry).
+    #[arg(long, env = "MEZZO_BATCH_STATE_DIR", default_value = "mezzo-batch-state")]
+    state_dir: PathBuf,
+    /// Framework name.
+    #[arg(long, default_value = "mezzo-batch")]
+    name: String,
+    /// How long the masters keep the tasks of a stopped batch framework.
+    #[arg(long, default_value = "1week", value_parser = super::duration)]
+    failover_timeout: Duration,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args.addr.clone());
+    let refused = |e: ClientError| -> anyhow::Result<ExitCode> {
+        eprintln!("mezzo batch: {e}");
+        Ok(ExitCode::from(2))
+    };
+    match args.command {
+        Command::Serve(s) => serve(&args.addr, s).await,
+        Command::Submit { file, wait, json } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let names = match client.submit(text).await {
+                Ok(n) => n,
+                Err(e) => return refused(e),
+            };
+            if !wait {
+                println!("submitted {}", names.join(", "));
+                return Ok(ExitCode::SUCCESS);
+            }
+            follow(&client, &names, json).await
+        }
+        Command::Status { name, all, json } => match client.status(&name, all).await {
+            Ok(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(s) => {
+                print_status(&s);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => refused(e),
+        },
+        Command::List { json } => match client.list().await {
+            Ok(l) if json => {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(l) => {
+                print_list(&l);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => refused(e),
+        },
+        Command::Cancel { name } => match client.cancel(&name).await {
+            Ok(s) => {
+                println!("{}: {}", s.name, state_name(s.state));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => refused(e),
+        },
+        Command::Logs { name, index, stderr } => {
+            match client
+                .logs(&name, index, if stderr { "stderr" } else { "stdout" })
+                .await
+            {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => refused(e),
+            }
+        }
+    }
+}
+
+async fn serve(addr: &str, s: ServeArgs) -> anyhow::Result<ExitCode> {
+    let engine = Engine::start(BatchConfig {
+        masters: super::masters(&s.masters),
+        state_dir: s.state_dir,
+        name: s.name,
+        failover_timeout: s.failover_timeout,
+    })
+    .context("cannot start the batch framework")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    super::ready("batch", listener.local_addr()?);
+    axum::serve(listener, mezzo_batch::api::router(engine)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the jobs to their end with a progress bar; exit 0 only if all
+/// succeeded.
+async fn follow(client: &Client, names: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut errors = 0;
+    let statuses = loop {
+        let mut all = Vec::new();
+        let mut failed = false;
+        for n in names {
+            match client.status(n, false).await {
+                Ok(s) => all.push(s),
+                Err(e) => {
+                    failed = true;
+                    errors += 1;
+                    bar.set_message(format!("({e})"));
+                    if errors > 150 {
+                        bar.abandon();
+                        anyhow::bail!("lost the batch framework: {e}");
+                    }
+                }
+            }
+        }
+        if !failed {
+            errors = 0;
+            let total: u64 = all.iter().map(|s| u64::from(s.summary.count)).sum();
+            let ended: u64 = all
+                .iter()
+                .map(|s| (s.summary.counts.succeeded + s.summary.counts.failed + s.summary.counts.cancelled) as u64)
+                .sum();
+            let running: usize = all.iter().map(|s| s.summary.counts.running).sum();
+            let failed_tasks: usize = all.iter().map(|s| s.summary.counts.failed).sum();
+            bar.set_length(total);
+            bar.set_position(ended);
+            bar.set_message(format!("running {running}, failed {failed_tasks}"));
+            if all.iter().all(|s| s.summary.state.is_final()) {
+                bar.finish_and_clear();
+                break all;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        for s in &statuses {
+            print_status(s);
+        }
+    }
+    let ok = statuses.iter().all(|s| s.summary.state == JobState::Succeeded);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn state_name(s: JobState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn print_list(list: &[JobSummary]) {
+    let mut t = Table::new();
+    t.set_header([
+        "JOB",
+        "STATE",
+        "TASKS",
+        "SUCCEEDED",
+        "FAILED",
+        "RUNNING",
+        "RETRIED",
+        "DEPENDS ON",
+    ]);
+    for j in list {
+        t.add_row([
+            j.name.clone(),
+            state_name(j.state),
+            j.count.to_string(),
+            j.counts.succeeded.to_string(),
+            j.counts.failed.to_string(),
+            j.counts.running.to_string(),
+            j.counts.retried.to_string(),
+            j.depends_on.join(","),
+        ]);
+    }
+    println!("{t}");
+}
+
+fn print_status(s: &JobStatus) {
+    let j = &s.summary;
+    println!(
+        "job {}: {} — {}/{} succeeded, {} failed, {} running, {} pending, {} cancelled, {} retried",
+        j.name,
+        state_name(j.state),
+        j.counts.succeeded,
+        j.count,
+        j.counts.failed,
+        j.counts.running,
+        j.counts.pending,
+        j.counts.cancelled,
+        j.counts.retried
+    );
+    if let Some(why) = &j.abandoned {
+        println!("  not run: {why}");
+    }
+    if s.tasks.is_empty() {
+        return;
+    }
+    let mut t = Table::new();
+    t.set_header(["INDEX", "STATE", "ATTEMPTS", "EXIT", "LAST FAILURE"]);
+    for task in &s.tasks {
+        t.add_row([
+            task.index.to_string(),
+            task.state.clone(),
+            task.attempts.to_string(),
+            task.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            task.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    if s.truncated {
+        println!("  (first {} tasks shown)", s.tasks.len());
+    }
+}

@@ -1,0 +1,248 @@
+//! Turning offers into launches, and knowing how large agents are.
+
+use std::time::{Duration, Instant};
+
+use mezzo_sdk::offers::{Placed, Strategy, TaskRequest, pack};
+use mezzo_sdk::{Resources, TaskBuilder, v1};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::{BatchError, State};
+use crate::job;
+use crate::spec::JobSpec;
+
+/// Most tasks considered per batch of offers (bounds the work per event).
+const MAX_PER_ROUND: usize = 4096;
+/// Offers declined while there is nothing to run stay away this long
+/// (a revive brings them back when work appears).
+const IDLE_REFUSE: f64 = 30.0;
+
+impl State {
+    /// Packs launchable tasks of runnable jobs, in submission order, into
+    /// the offers (first fit); declines what is left.
+    pub(super) async fn offers(&mut self, offers: Vec<v1::Offer>) {
+        let now = Instant::now();
+        let holding = self.hold_until.is_some_and(|t| t > now);
+        let mut wanted: Vec<(String, u32, TaskRequest)> = Vec::new();
+        if self.loaded && self.connected && !holding {
+            for name in &self.order {
+                let Some(job) = self.jobs.get(name) else { continue };
+                if wanted.len() >= MAX_PER_ROUND || !self.deps_ok(job) {
+                    continue;
+                }
+                let Ok(res) = Resources::parse(&job.spec.resources_text()) else {
+                    continue;
+                };
+                let req = TaskRequest::new(res);
+                for index in job.launchable(MAX_PER_ROUND - wanted.len()) {
+                    wanted.push((name.clone(), index, req.clone()));
+                }
+            }
+        }
+        let requests: Vec<TaskRequest> = wanted.iter().map(|(_, _, r)| r.clone()).collect();
+        let packing = match pack(&offers, &requests, Strategy::FirstFit, &[], &mut Placed::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "offers with bad resources; declining them");
+                Default::default()
+            }
+        };
+        for (offer, placed) in packing.by_offer() {
+            let mut tasks = Vec::with_capacity(placed.len());
+            let mut launched = Vec::with_capacity(placed.len());
+            for p in placed {
+                let (name, index, _) = &wanted[p.request];
+                let Some(job) = self.jobs.get_mut(name) else { continue };
+                let attempt = job.next_attempt(*index);
+                let id = job::task_id(name, *index, attempt, self.epoch);
+                tasks.push(task_info(&job.spec, &id, *index, &p.resources));
+                job.launched(*index, id.clone(), now);
+                self.last
+                    .insert((name.clone(), *index), (id, offers[offer].agent_id.clone()));
+                launched.push((name.clone(), *index));
+            }
+            let offer_id = offers[offer].offer_id.clone();
+            if let Err(e) = self.scheduler.accept(vec![offer_id], tasks, Some(0.0)).await {
+                warn!(error = %e, tasks = launched.len(), "accept failed; the tasks stay pending");
+                for (name, index) in launched {
+                    if let Some(job) = self.jobs.get_mut(&name) {
+                        job.launch_failed(index);
+                    }
+                }
+            }
+        }
+        let unused: Vec<String> = packing
+            .unused_offers(offers.len())
+            .into_iter()
+            .map(|i| offers[i].offer_id.clone())
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        // Nothing at all to do: keep offers away until a revive.
+        let idle = self.loaded && !holding && self.jobs.values().all(|j| j.launchable(1).is_empty());
+        let refuse = if idle { IDLE_REFUSE } else { 1.0 };
+        if idle && !self.suppressed {
+            self.suppressed = true;
+            debug!("nothing to launch; declining offers until new work arrives");
+        }
+        if let Err(e) = self.scheduler.decline(unused, Some(refuse)).await {
+            debug!(error = %e, "decline failed");
+        }
+    }
+}
+
+/// The task for attempt `id` of `index`.
+fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1::TaskInfo {
+    let mut b = TaskBuilder::new(id)
+        .name(format!("{}[{index}]", spec.name))
+        .resources(resources)
+        .shell(spec.command.clone())
+        .env("MEZZO_TASK_INDEX", index.to_string())
+        .env("MEZZO_JOB", spec.name.clone())
+        .label("mezzo.batch.job", spec.name.clone());
+    for (k, v) in &spec.env {
+        b = b.env(k.clone(), v.clone());
+    }
+    b.build()
+}
+
+/// Refuses jobs whose task is larger than every agent known. With no
+/// agent known yet nothing can be judged, and the job is taken.
+pub(super) fn check_satisfiable(specs: &[JobSpec], agents: &[Resources]) -> Result<(), BatchError> {
+    if agents.is_empty() {
+        return Ok(());
+    }
+    for spec in specs {
+        let need = Resources::parse(&spec.resources_text()).map_err(|e| crate::spec::SpecError::Field {
+            job: spec.name.clone(),
+            field: "cpus",
+            why: e.to_string(),
+        })?;
+        if !agents.iter().any(|a| a.contains(&need)) {
+            let largest = agents
+                .iter()
+                .max_by_key(|a| (a.cpus, a.mem))
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(BatchError::Unsatisfiable {
+                job: spec.name.clone(),
+                need: need.to_string(),
+                largest,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the total resources of every registered agent, from the
+/// master's `/state`, every 2 s.
+pub(super) async fn poll_agents(masters: Vec<String>, tx: watch::Sender<Vec<Resources>>) {
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "no HTTP client; resource checks at submission are off");
+            return;
+        }
+    };
+    loop {
+        for m in &masters {
+            if let Some(list) = agent_totals(&http, m).await {
+                tx.send_replace(list);
+                break;
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn agent_totals(http: &reqwest::Client, master: &str) -> Option<Vec<Resources>> {
+    let state: serde_json::Value = http
+        .get(format!("http://{master}/state"))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let agents = state["agents"].as_array()?;
+    Some(
+        agents
+            .iter()
+            .filter(|a| a["status"] != "unreachable")
+            .filter_map(|a| totals_of(&a["total"]))
+            .collect(),
+    )
+}
+
+/// Reads the JSON form of `Resources` (cpus, mem, disk, named scalars).
+fn totals_of(v: &serde_json::Value) -> Option<Resources> {
+    let obj = v.as_object()?;
+    let mut parts = Vec::new();
+    for (k, val) in obj {
+        if k == "ports" {
+            continue;
+        }
+        if let Some(n) = val.as_f64()
+            && n > 0.0
+        {
+            parts.push(format!("{k}:{n}"));
+        }
+    }
+    Resources::parse(&parts.join(";")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> Vec<JobSpec> {
+        crate::spec::parse(text, &Default::default()).expect("spec")
+    }
+
+    #[test]
+    fn tasks_larger_than_every_agent_are_refused() {
+        let agents = vec![
+            Resources::parse("cpus:2;mem:1024").expect("res"),
+            Resources::parse("cpus:8;mem:512").expect("res"),
+        ];
+        let fits = spec("[[job]]\nname = \"a\"\ncommand = \"x\"\ncpus = 4\nmem = 512\n");
+        assert!(check_satisfiable(&fits, &agents).is_ok());
+        let too_big = spec("[[job]]\nname = \"a\"\ncommand = \"x\"\ncpus = 4\nmem = 1024\n");
+        let err = check_satisfiable(&too_big, &agents).expect_err("no agent has both");
+        assert!(err.to_string().contains("no agent could ever run"), "{err}");
+        assert!(
+            check_satisfiable(&too_big, &[]).is_ok(),
+            "no agents known: cannot judge"
+        );
+    }
+
+    #[test]
+    fn agent_totals_parse_from_state_json() {
+        let v = serde_json::json!({"cpus": 8.0, "mem": 8192, "disk": 0, "ports": "[31000-31099]", "gpus": 1.0});
+        let r = totals_of(&v).expect("parses");
+        assert_eq!(r.cpus.0, 8000);
+        assert_eq!(r.mem.0, 8192);
+        assert_eq!(r.scalars.get("gpus"), Some(&1000));
+    }
+
+    #[test]
+    fn task_info_carries_index_and_env() {
+        let s = &spec("[[job]]\nname = \"a\"\ncommand = \"echo hi\"\nenv = { X = \"1\" }\n")[0];
+        let t = task_info(s, "a.3.1.1", 3, &Resources::parse("cpus:0.1;mem:32").expect("res"));
+        let cmd = t.command.expect("command");
+        let env: Vec<_> = cmd
+            .environment
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert!(env.contains(&("MEZZO_TASK_INDEX", "3")));
+        assert!(env.contains(&("X", "1")));
+        assert_eq!(t.name, "a[3]");
+    }
+}

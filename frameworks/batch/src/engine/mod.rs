@@ -1,0 +1,591 @@
+//! The framework's one owner task. It holds the SDK driver's events, the
+//! jobs, and the handle to the store; the HTTP API talks to it through
+//! [`Engine`] (a bounded channel with a oneshot per request).
+//!
+//! ```text
+//!  HTTP API ──Request (mpsc)──▶ engine task ◀── Events (SDK)
+//!                                  │  accept / decline / kill / ack (SDK calls)
+//!                                  │  progress and submissions (SDK Kv)
+//!  agent totals (watch) ◀── poller task (master /state every 2 s)
+//! ```
+//!
+//! Durability: a task's end is saved in the job's progress *before* its
+//! update is acknowledged (manual acknowledgements), so an update the
+//! framework never saved is resent by the agent after a restart. Running
+//! tasks are not saved: after a restart the SDK's reconciliation reports
+//! them and the engine adopts them, holding launches for a short grace
+//! period until it has.
+
+mod launch;
+mod view;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mezzo_sdk::{Event, Events, Scheduler, SchedulerConfig, TaskState, task_state, v1};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::job::{self, Job, Outcome, Progress};
+use crate::spec::{self, SpecError};
+use crate::store::{self, StoreError, Submission};
+pub use view::{JobStatus, JobSummary, TaskView};
+
+/// How long launches wait after a restart for reconciliation to report
+/// the tasks still running.
+const RECONCILE_GRACE: Duration = Duration::from_secs(2);
+/// How often progress is saved and timers checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the state of running tasks is asked for explicitly: a launch
+/// that a dying master accepted but never passed on is then reported lost
+/// instead of being waited for forever.
+const RECONCILE_EVERY: Duration = Duration::from_secs(15);
+
+/// Settings of the batch framework.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Master addresses.
+    pub masters: Vec<String>,
+    /// Where the framework id is kept between runs.
+    pub state_dir: PathBuf,
+    /// Framework name.
+    pub name: String,
+    /// Failover timeout: how long the masters keep the tasks of a stopped
+    /// batch framework.
+    pub failover_timeout: Duration,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("unknown job {0:?}")]
+    UnknownJob(String),
+    #[error("job {job:?}: no agent could ever run a task of {need} (largest agent: {largest})")]
+    Unsatisfiable { job: String, need: String, largest: String },
+    #[error("job {job:?}: index {index} is out of range (the job has {count} tasks)")]
+    BadIndex { job: String, index: u32, count: u32 },
+    #[error("the batch framework is not connected to a master yet; try again")]
+    NotReady,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the batch framework has stopped")]
+    Stopped,
+}
+
+/// Where a task's latest attempt runs or ran, for `logs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskLocation {
+    pub task_id: String,
+    pub agent_id: String,
+    pub framework_id: String,
+}
+
+enum Request {
+    Submit {
+        text: String,
+        reply: oneshot::Sender<Result<Vec<String>, BatchError>>,
+    },
+    List(oneshot::Sender<Vec<JobSummary>>),
+    Status {
+        name: String,
+        all: bool,
+        reply: oneshot::Sender<Result<JobStatus, BatchError>>,
+    },
+    Cancel {
+        name: String,
+        reply: oneshot::Sender<Result<JobSummary, BatchError>>,
+    },
+    Locate {
+        name: String,
+        index: u32,
+        reply: oneshot::Sender<Result<Option<TaskLocation>, BatchError>>,
+    },
+}
+
+/// Handle on the running framework. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Request>,
+    masters: Vec<String>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Request")
+    }
+}
+
+impl Engine {
+    /// Starts the framework: the SDK driver, the engine task, and the
+    /// poller of agent sizes.
+    pub fn start(cfg: BatchConfig) -> std::io::Result<Engine> {
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let id_file = cfg.state_dir.join("framework_id");
+        let saved_id = std::fs::read_to_string(&id_file)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        let mut sdk = SchedulerConfig::new(cfg.masters.clone(), cfg.name.clone());
+        sdk.framework.failover_timeout_secs = cfg.failover_timeout.as_secs_f64();
+        sdk.framework_id = saved_id.clone();
+        sdk.auto_acknowledge = false;
+        let (scheduler, events) = Scheduler::start(sdk);
+        let (agents_tx, agents_rx) = watch::channel(Vec::new());
+        tokio::spawn(launch::poll_agents(cfg.masters.clone(), agents_tx));
+        let (tx, rx) = mpsc::channel(256);
+        let state = State {
+            scheduler,
+            id_file,
+            restarted: saved_id.is_some(),
+            loaded: false,
+            connected: false,
+            hold_until: None,
+            epoch: 0,
+            next_seq: 1,
+            order: Vec::new(),
+            jobs: HashMap::new(),
+            submitted_at: HashMap::new(),
+            held_acks: Vec::new(),
+            last: HashMap::new(),
+            agents: agents_rx,
+            suppressed: false,
+            revive: false,
+            next_reconcile: Instant::now() + RECONCILE_EVERY,
+        };
+        tokio::spawn(state.run(events, rx));
+        Ok(Engine {
+            tx,
+            masters: cfg.masters,
+        })
+    }
+
+    /// The masters this framework uses.
+    pub fn masters(&self) -> &[String] {
+        &self.masters
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, BatchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| BatchError::Stopped)?;
+        rx.await.map_err(|_| BatchError::Stopped)
+    }
+
+    /// Submits a job file; answers the new jobs' names once saved.
+    pub async fn submit(&self, text: String) -> Result<Vec<String>, BatchError> {
+        self.ask(|reply| Request::Submit { text, reply }).await?
+    }
+
+    /// Every job, in submission order.
+    pub async fn list(&self) -> Result<Vec<JobSummary>, BatchError> {
+        self.ask(Request::List).await
+    }
+
+    /// One job in detail (`all`: every task, else the interesting ones).
+    pub async fn status(&self, name: &str, all: bool) -> Result<JobStatus, BatchError> {
+        let name = name.to_owned();
+        self.ask(|reply| Request::Status { name, all, reply }).await?
+    }
+
+    /// Cancels a job: nothing more launches, running tasks are killed.
+    pub async fn cancel(&self, name: &str) -> Result<JobSummary, BatchError> {
+        let name = name.to_owned();
+        self.ask(|reply| Request::Cancel { name, reply }).await?
+    }
+
+    /// Where task `index` of `name` last ran, if it ran since this start.
+    pub async fn locate(&self, name: &str, index: u32) -> Result<Option<TaskLocation>, BatchError> {
+        let name = name.to_owned();
+        self.ask(|reply| Request::Locate { name, index, reply }).await?
+    }
+}
+
+/// The engine task's state.
+struct State {
+    scheduler: Scheduler,
+    id_file: PathBuf,
+    /// Started with a saved framework id: reconcile before launching.
+    restarted: bool,
+    /// Saved jobs are loaded (after the first subscription).
+    loaded: bool,
+    connected: bool,
+    /// No launches before this (reconciliation grace).
+    hold_until: Option<Instant>,
+    epoch: u64,
+    next_seq: u64,
+    /// Job names in submission order.
+    order: Vec<String>,
+    jobs: HashMap<String, Job>,
+    submitted_at: HashMap<String, f64>,
+    /// Terminal updates recorded but not yet saved: acknowledged after the
+    /// next successful save.
+    held_acks: Vec<v1::TaskStatus>,
+    /// `job.index` -> where its latest attempt ran.
+    last: HashMap<(String, u32), (String, String)>,
+    agents: watch::Receiver<Vec<mezzo_sdk::Resources>>,
+    suppressed: bool,
+    /// Offers are wanted again (new work); revive at the next tick.
+    revive: bool,
+    next_reconcile: Instant,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl State {
+    async fn run(mut self, mut events: Events, mut requests: mpsc::Receiver<Request>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => self.event(event).await,
+                    None => {
+                        warn!("the scheduler driver stopped; the batch framework stops");
+                        return;
+                    }
+                },
+                request = requests.recv() => match request {
+                    Some(r) => self.request(r).await,
+                    None => return,
+                },
+                _ = ticker.tick() => self.tick().await,
+            }
+        }
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            Event::Subscribed { framework_id, .. } => {
+                self.connected = true;
+                if let Err(e) = std::fs::write(&self.id_file, &framework_id) {
+                    warn!(error = %e, "cannot save the framework id; a restart would register anew");
+                }
+                if !self.loaded {
+                    self.load().await;
+                }
+                self.revive = true;
+            }
+            Event::Disconnected { reason } => {
+                warn!(%reason, "disconnected from the master; tasks keep running");
+                self.connected = false;
+            }
+            Event::Offers(offers) => self.offers(offers).await,
+            Event::Update(status) => self.update(status),
+            Event::Error { message } => warn!(%message, "the master removed the batch framework"),
+            Event::Rescind { .. } | Event::AgentLost { .. } => {}
+        }
+    }
+
+    /// Loads saved jobs and takes a new epoch. On failure the next tick
+    /// tries again; nothing launches meanwhile.
+    async fn load(&mut self) {
+        let kv = self.scheduler.kv();
+        let result = async {
+            let epoch = store::next_epoch(&kv).await?;
+            let saved = store::load(&kv).await?;
+            Ok::<_, StoreError>((epoch, saved))
+        }
+        .await;
+        let (epoch, mut saved) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cannot load the saved jobs; retrying");
+                return;
+            }
+        };
+        self.epoch = epoch;
+        for sub in saved.submissions {
+            self.next_seq = self.next_seq.max(sub.seq + 1);
+            for spec in sub.jobs {
+                let progress = saved.progress.remove(&spec.name).unwrap_or_default();
+                self.submitted_at.insert(spec.name.clone(), sub.submitted_at);
+                self.order.push(spec.name.clone());
+                self.jobs.insert(spec.name.clone(), Job::new(spec, progress));
+            }
+        }
+        self.loaded = true;
+        if self.restarted {
+            self.hold_until = Some(Instant::now() + RECONCILE_GRACE);
+        }
+        info!(epoch, jobs = self.jobs.len(), "batch framework state loaded");
+    }
+
+    fn update(&mut self, status: v1::TaskStatus) {
+        let Some(state) = task_state(&status) else {
+            self.ack_now(status);
+            return;
+        };
+        let Some((name, index)) = job::parse_task_id(&status.task_id) else {
+            self.ack_now(status);
+            return;
+        };
+        let (name, now) = (name.to_owned(), Instant::now());
+        let Some(job) = self.jobs.get_mut(&name) else {
+            self.ack_now(status);
+            return;
+        };
+        if !status.agent_id.is_empty() {
+            self.last
+                .insert((name.clone(), index), (status.task_id.clone(), status.agent_id.clone()));
+        }
+        let outcome = job.update(index, &status.task_id, state, status.exit_code, &status.message, now);
+        if outcome == Outcome::Recorded && state != TaskState::Finished {
+            self.revive = true;
+        }
+        // Every task end (also a resent one, whose first copy may still wait
+        // for the save) is acknowledged only after the next save.
+        if state.is_terminal() {
+            self.held_acks.push(status);
+        } else {
+            self.ack_now(status);
+        }
+    }
+
+    fn ack_now(&self, status: v1::TaskStatus) {
+        if status.uuid.is_empty() {
+            return;
+        }
+        let s = self.scheduler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = s.acknowledge(&status).await {
+                tracing::debug!(task = %status.task_id, error = %e, "acknowledgement failed; the agent resends");
+            }
+        });
+    }
+
+    async fn tick(&mut self) {
+        if self.connected && !self.loaded {
+            self.load().await;
+        }
+        let now = Instant::now();
+        if self.hold_until.is_some_and(|t| t <= now) {
+            self.hold_until = None;
+            self.revive = true;
+        }
+        let mut kills = Vec::new();
+        for job in self.jobs.values_mut() {
+            let before = job.launchable(1).is_empty();
+            kills.extend(job.tick(now));
+            if before && !job.launchable(1).is_empty() {
+                self.revive = true;
+            }
+        }
+        self.abandon_orphans();
+        for task in kills {
+            self.kill(task);
+        }
+        if now >= self.next_reconcile && self.connected {
+            self.next_reconcile = now + RECONCILE_EVERY;
+            self.reconcile_running();
+        }
+        self.save().await;
+        if self.revive && self.connected && self.loaded {
+            self.revive = false;
+            self.suppressed = false;
+            if let Err(e) = self.scheduler.revive().await {
+                tracing::debug!(error = %e, "revive failed");
+                self.revive = true;
+            }
+        }
+    }
+
+    /// Asks the master for the state of every running task, each with the
+    /// agent it was launched on.
+    fn reconcile_running(&self) {
+        let mut tasks = Vec::new();
+        for (name, job) in &self.jobs {
+            for (i, slot) in job.slots.iter().enumerate() {
+                if let job::Slot::Running { task_id, .. } = slot {
+                    let agent = self
+                        .last
+                        .get(&(name.clone(), i as u32))
+                        .filter(|(t, _)| t == task_id)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_default();
+                    tasks.push((task_id.clone(), agent));
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        let s = self.scheduler.clone();
+        tokio::spawn(async move {
+            for chunk in tasks.chunks(1000) {
+                if let Err(e) = s.reconcile(chunk.to_vec()).await {
+                    tracing::debug!(error = %e, "reconciliation failed; asked again later");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Jobs whose dependency failed or was cancelled will never run.
+    fn abandon_orphans(&mut self) {
+        let states: HashMap<String, job::JobState> = self
+            .order
+            .iter()
+            .filter_map(|n| Some((n.clone(), self.job_state(n)?)))
+            .collect();
+        for job in self.jobs.values_mut() {
+            if job.progress.abandoned.is_some() || job.progress.cancelled {
+                continue;
+            }
+            for dep in &job.spec.depends_on {
+                match states.get(dep) {
+                    Some(job::JobState::Failed) => job.abandon(format!("dependency {dep:?} failed")),
+                    Some(job::JobState::Cancelled | job::JobState::Cancelling) => {
+                        job.abandon(format!("dependency {dep:?} was cancelled"))
+                    }
+                    _ => continue,
+                }
+                break;
+            }
+        }
+    }
+
+    fn deps_ok(&self, job: &Job) -> bool {
+        job.spec.depends_on.iter().all(|d| {
+            self.jobs
+                .get(d)
+                .is_some_and(|j| j.state(true) == job::JobState::Succeeded)
+        })
+    }
+
+    fn job_state(&self, name: &str) -> Option<job::JobState> {
+        let job = self.jobs.get(name)?;
+        Some(job.state(self.deps_ok(job)))
+    }
+
+    fn kill(&self, task_id: String) {
+        let s = self.scheduler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = s.kill(&task_id, None).await {
+                warn!(task = %task_id, error = %e, "kill failed; retried on the next update");
+            }
+        });
+    }
+
+    /// Saves every changed job, then acknowledges the updates it covers.
+    async fn save(&mut self) {
+        if !self.connected || !self.loaded {
+            return;
+        }
+        let kv = self.scheduler.kv();
+        let dirty: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.dirty)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut all_saved = true;
+        for name in dirty {
+            let Some(job) = self.jobs.get_mut(&name) else { continue };
+            let progress: Progress = job.snapshot();
+            job.dirty = false;
+            if let Err(e) = store::save_progress(&kv, &name, &progress).await {
+                warn!(job = %name, error = %e, "cannot save progress; retrying");
+                if let Some(job) = self.jobs.get_mut(&name) {
+                    job.dirty = true;
+                }
+                all_saved = false;
+            }
+        }
+        if all_saved && !self.held_acks.is_empty() {
+            let acks = std::mem::take(&mut self.held_acks);
+            let s = self.scheduler.clone();
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                futures::stream::iter(acks)
+                    .for_each_concurrent(64, |status| {
+                        let s = s.clone();
+                        async move {
+                            if let Err(e) = s.acknowledge(&status).await {
+                                tracing::debug!(task = %status.task_id, error = %e, "acknowledgement failed");
+                            }
+                        }
+                    })
+                    .await;
+            });
+        }
+    }
+
+    async fn request(&mut self, r: Request) {
+        match r {
+            Request::Submit { text, reply } => {
+                let _ = reply.send(self.submit(&text).await);
+            }
+            Request::List(reply) => {
+                let list = self.order.iter().filter_map(|n| self.summary(n)).collect();
+                let _ = reply.send(list);
+            }
+            Request::Status { name, all, reply } => {
+                let _ = reply.send(self.status(&name, all));
+            }
+            Request::Cancel { name, reply } => {
+                let result = match self.jobs.get_mut(&name) {
+                    None => Err(BatchError::UnknownJob(name.clone())),
+                    Some(job) => {
+                        let kills = job.cancel();
+                        info!(job = %name, killing = kills.len(), "job cancelled");
+                        for t in kills {
+                            self.kill(t);
+                        }
+                        self.save().await;
+                        self.summary(&name).ok_or(BatchError::UnknownJob(name))
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Request::Locate { name, index, reply } => {
+                let result = match self.jobs.get(&name) {
+                    None => Err(BatchError::UnknownJob(name.clone())),
+                    Some(job) if index >= job.spec.count => Err(BatchError::BadIndex {
+                        job: name.clone(),
+                        index,
+                        count: job.spec.count,
+                    }),
+                    Some(_) => Ok(self.last.get(&(name, index)).map(|(task_id, agent_id)| TaskLocation {
+                        task_id: task_id.clone(),
+                        agent_id: agent_id.clone(),
+                        framework_id: self.scheduler.framework_id().unwrap_or_default(),
+                    })),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn submit(&mut self, text: &str) -> Result<Vec<String>, BatchError> {
+        if !self.loaded || !self.connected {
+            return Err(BatchError::NotReady);
+        }
+        let existing: BTreeSet<String> = self.jobs.keys().cloned().collect();
+        let specs = spec::parse(text, &existing)?;
+        launch::check_satisfiable(&specs, &self.agents.borrow())?;
+        let sub = Submission {
+            seq: self.next_seq,
+            submitted_at: unix_now(),
+            jobs: specs,
+        };
+        // Saved first: a submission the store did not take leaves nothing.
+        store::save_submission(&self.scheduler.kv(), &sub).await?;
+        self.next_seq += 1;
+        let names: Vec<String> = sub.jobs.iter().map(|j| j.name.clone()).collect();
+        for spec in sub.jobs {
+            self.submitted_at.insert(spec.name.clone(), sub.submitted_at);
+            self.order.push(spec.name.clone());
+            self.jobs.insert(spec.name.clone(), Job::new(spec, Progress::default()));
+        }
+        info!(jobs = ?names, "submitted");
+        self.revive = true;
+        Ok(names)
+    }
+}

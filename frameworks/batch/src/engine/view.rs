@@ -1,0 +1,112 @@
+//! What `list` and `status` show.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchError, State};
+use crate::job::{Counts, JobState, Slot};
+
+/// Most tasks listed by `status` unless all are asked for.
+const MAX_LISTED: usize = 1000;
+
+/// One line of `mezzo batch list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub name: String,
+    pub state: JobState,
+    /// Tasks in the job (1 for a single task).
+    pub count: u32,
+    pub counts: Counts,
+    pub depends_on: Vec<String>,
+    /// Unix seconds.
+    pub submitted_at: f64,
+    /// Why the job will not run, when a dependency failed.
+    pub abandoned: Option<String>,
+}
+
+/// One task of `mezzo batch status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub index: u32,
+    /// pending, backoff, running, succeeded, failed, cancelled.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Exit code of the last failed attempt.
+    pub exit_code: Option<i32>,
+    /// How the last failed attempt ended.
+    pub reason: Option<String>,
+    /// The running attempt's task id.
+    pub task_id: Option<String>,
+}
+
+/// `mezzo batch status NAME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    pub command: String,
+    /// Tasks that are not plainly succeeded (all with `?all=true`); at
+    /// most 1000.
+    pub tasks: Vec<TaskView>,
+    /// True when `tasks` was cut at the limit.
+    pub truncated: bool,
+}
+
+impl State {
+    pub(super) fn summary(&self, name: &str) -> Option<JobSummary> {
+        let job = self.jobs.get(name)?;
+        Some(JobSummary {
+            name: name.to_owned(),
+            state: job.state(self.deps_ok(job)),
+            count: job.spec.count,
+            counts: job.counts(),
+            depends_on: job.spec.depends_on.clone(),
+            submitted_at: self.submitted_at.get(name).copied().unwrap_or(0.0),
+            abandoned: job.progress.abandoned.clone(),
+        })
+    }
+
+    pub(super) fn status(&self, name: &str, all: bool) -> Result<JobStatus, BatchError> {
+        let summary = self
+            .summary(name)
+            .ok_or_else(|| BatchError::UnknownJob(name.to_owned()))?;
+        let job = &self.jobs[name];
+        let mut tasks = Vec::new();
+        let mut truncated = false;
+        for (i, slot) in job.slots.iter().enumerate() {
+            let index = i as u32;
+            let failure = job.progress.failures.get(&index);
+            if !all && *slot == Slot::Succeeded && failure.is_none() {
+                continue;
+            }
+            if tasks.len() == MAX_LISTED {
+                truncated = true;
+                break;
+            }
+            let (state, task_id) = match slot {
+                Slot::Pending => ("pending", None),
+                Slot::Backoff { .. } => ("backoff", None),
+                Slot::Running { task_id, .. } => ("running", Some(task_id.clone())),
+                Slot::Succeeded => ("succeeded", None),
+                Slot::Failed => ("failed", None),
+                Slot::Cancelled => ("cancelled", None),
+            };
+            let failed_attempts = job.progress.failed_attempts.get(&index).copied().unwrap_or(0);
+            let attempts = failed_attempts + u32::from(matches!(slot, Slot::Succeeded | Slot::Running { .. }));
+            tasks.push(TaskView {
+                index,
+                state: state.to_owned(),
+                attempts,
+                exit_code: failure.and_then(|f| f.exit_code),
+                reason: failure.map(|f| f.reason.clone()),
+                task_id,
+            });
+        }
+        Ok(JobStatus {
+            summary,
+            command: job.spec.command.clone(),
+            tasks,
+            truncated,
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! The batch framework (`mezzo batch`) through real masters, agents and
+//! the `mezzo` binary: a DAG with a flaky task, cancellation, a restart of
+//! the framework mid-job, and bad input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use mezzo_batch::client::Client;
+use mezzo_batch::job::JobState;
+use mezzo_tests::{Cluster, ClusterSpec, Daemon, mezzo_bin};
+
+/// A batch framework daemon beside a cluster.
+struct Batch {
+    daemon: Daemon,
+    state_dir: PathBuf,
+}
+
+impl Batch {
+    async fn start(c: &Cluster) -> Result<Batch> {
+        let state_dir = c.dir.path().join("batch-state");
+        let args: Vec<String> = vec![
+            "batch".into(),
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "serve".into(),
+            "--masters".into(),
+            c.masters().join(","),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+        ];
+        let daemon = Daemon::spawn("batch", &args, c.dir.path().join("batch.log")).await?;
+        let b = Batch { daemon, state_dir };
+        b.wait_ready().await?;
+        Ok(b)
+    }
+
+    async fn restart(&mut self, c: &Cluster) -> Result<()> {
+        let log = c.dir.path().join("batch.restart.log");
+        self.daemon = Daemon::spawn("batch", &self.daemon.args.clone(), log).await?;
+        self.wait_ready().await
+    }
+
+    /// Waits until the framework has subscribed and loaded its jobs.
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.client().list().await.is_err() || !self.state_dir.join("framework_id").exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "batch framework not ready: {}",
+                self.daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for `name` to succeed, then checks from the tasks' own
+    /// records (`runs-INDEX` files) that each of its `n` tasks ran once.
+    async fn each_ran_once(&self, name: &str, n: usize, dir: &Path) -> Result<()> {
+        self.wait_job(name, "succeeded", |s| s.summary.state == JobState::Succeeded)
+            .await?;
+        for i in 0..n {
+            let runs = lines(&dir.join(format!("runs-{i}")));
+            ensure!(runs == 1, "task {i} ran {runs} times");
+        }
+        let st = self.client().status(name, false).await?;
+        ensure!(st.summary.counts.retried == 0, "{st:?}");
+        Ok(())
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.daemon.addr.clone())
+    }
+
+    fn framework_id(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.state_dir.join("framework_id"))?
+            .trim()
+            .to_owned())
+    }
+
+    /// Runs `mezzo batch ARGS` against this daemon.
+    async fn cli(&self, args: &[&str]) -> Result<Output> {
+        let out = tokio::process::Command::new(mezzo_bin())
+            .arg("batch")
+            .arg("--addr")
+            .arg(&self.daemon.addr)
+            .args(args)
+            .output()
+            .await?;
+        Ok(out)
+    }
+
+    /// Submits `text` from a file; the command's output.
+    async fn submit(&self, dir: &Path, text: &str, wait: bool) -> Result<Output> {
+        let file = dir.join(format!("job-{}.toml", rand_suffix()));
+        std::fs::write(&file, text)?;
+        let path = file.display().to_string();
+        let mut args = vec!["submit", path.as_str()];
+        if wait {
+            args.extend(["--wait", "--json"]);
+        }
+        tokio::time::timeout(Duration::from_secs(120), self.cli(&args))
+            .await
+            .context("submit did not return in 120 s")?
+    }
+
+    async fn wait_job(
+        &self,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&mezzo_batch::engine::JobStatus) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.client().status(name, true).await;
+            if let Ok(s) = &s
+                && ok(s)
+            {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "job {name}: {what}: last {s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A directory every task user may write to (tasks run as nobody).
+fn shared_dir() -> Result<tempfile::TempDir> {
+    let d = tempfile::Builder::new()
+        .prefix("mezzo-batch-test-")
+        .tempdir_in("/tmp")?;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(d)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// A DAG of three jobs: `c` needs `a` and `b`; `b` has a task that fails
+/// its first attempt with exit 3 and succeeds on its retry. `submit --wait`
+/// exits 0 and reports the retry exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dag_of_three_jobs_with_a_flaky_task() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let shared = shared_dir()?;
+    let d = shared.path().display().to_string();
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let file = format!(
+            r#"
+[[job]]
+name = "a"
+command = "touch {d}/a-$MEZZO_TASK_INDEX"
+count = 3
+
+[[job]]
+name = "b"
+command = "test -e {d}/a-0 -a -e {d}/a-1 -a -e {d}/a-2 || exit 9; if [ $MEZZO_TASK_INDEX = 0 ] && [ ! -e {d}/flaky ]; then touch {d}/flaky; exit 3; fi; touch {d}/b-$MEZZO_TASK_INDEX"
+count = 2
+retries = 2
+backoff = "200ms"
+depends_on = ["a"]
+
+[[job]]
+name = "c"
+command = "test -e {d}/b-0 -a -e {d}/b-1 && touch {d}/c"
+depends_on = ["a", "b"]
+"#
+        );
+        let out = b.submit(shared.path(), &file, true).await?;
+        ensure!(out.status.success(), "submit --wait: {}", text(&out));
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).context(text(&out))?;
+        let by_name = |n: &str| statuses.as_array().and_then(|a| a.iter().find(|s| s["name"] == n)).cloned();
+        for n in ["a", "b", "c"] {
+            let s = by_name(n).context("job in output")?;
+            ensure!(s["state"] == "succeeded", "{n}: {s}");
+        }
+        let bs = by_name("b").context("b")?;
+        ensure!(bs["counts"]["retried"] == 1, "one task retried: {bs}");
+        let flaky = &bs["tasks"][0];
+        ensure!(
+            flaky["index"] == 0 && flaky["attempts"] == 2 && flaky["exit_code"] == 3,
+            "the flaky task's first failure is reported: {bs}"
+        );
+        ensure!(shared.path().join("c").exists(), "c ran after b");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Cancelling a job midway kills its running tasks and starts no more:
+/// nothing of it runs on any agent afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_leaves_nothing_running() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let shared = shared_dir()?;
+        let file = "[[job]]\nname = \"long\"\ncommand = \"exec sleep 120\"\ncount = 20\nmax_parallel = 4\n";
+        let out = b.submit(shared.path(), file, false).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("long", "4 running", |s| s.summary.counts.running == 4)
+            .await?;
+        let out = b.cli(&["cancel", "long"]).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("long", "cancelled", |s| s.summary.state == JobState::Cancelled)
+            .await?;
+        let st = b.client().status("long", false).await?;
+        ensure!(st.summary.counts.cancelled == 20, "{st:?}");
+        let fid = b.framework_id()?;
+        c.wait_master("no task of the batch framework left", |s| {
+            s["tasks"]
+                .as_array()
+                .is_some_and(|t| t.iter().all(|t| t["framework_id"] != fid.as_str()))
+        })
+        .await?;
+        for i in 0..c.agents.len() {
+            let st = c.agent_state(i).await?;
+            let live = st["tasks"].as_array().map_or(0, |t| {
+                t.iter()
+                    .filter(|t| t["framework_id"] == fid.as_str() && t["state"] == "TASK_RUNNING")
+                    .count()
+            });
+            ensure!(live == 0, "agent {i} still runs {live} task(s): {st}");
+        }
+        // And nothing starts later.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let st = b.client().status("long", false).await?;
+        ensure!(
+            st.summary.counts.running == 0 && st.summary.state == JobState::Cancelled,
+            "{st:?}"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// SIGKILL the batch framework while half of a job has finished and the
+/// other half runs; after a restart, finished tasks are not rerun, running
+/// ones are adopted (not started again), and the job succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_framework_mid_job_reruns_nothing() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let shared = shared_dir()?;
+    let d = shared.path().display().to_string();
+    let result = async {
+        let mut b = Batch::start(&c).await?;
+        let file = format!(
+            "[[job]]\nname = \"half\"\ncount = 8\ncommand = \"echo run >> {d}/runs-$MEZZO_TASK_INDEX; if [ $MEZZO_TASK_INDEX -ge 4 ]; then sleep 6; fi\"\n"
+        );
+        let out = b.submit(shared.path(), &file, false).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("half", "4 succeeded, 4 running", |s| {
+            s.summary.counts.succeeded == 4 && s.summary.counts.running == 4
+        })
+        .await?;
+        b.daemon.kill().await;
+        b.restart(&c).await?;
+        b.each_ran_once("half", 8, shared.path()).await
+    }
+    .await;
+    result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
+}
+
+fn batch_logs(c: &Cluster) -> String {
+    ["batch.log", "batch.restart.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(c.dir.path().join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n--- restart ---\n")
+}
+
+/// Bad input: each refused with a clear error naming the field, line or
+/// job, exit status 2, and nothing submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_job_files_are_refused_and_nothing_is_half_submitted() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let shared = shared_dir()?;
+        // Let the framework learn the agents' sizes.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cases: &[(&str, &str)] = &[
+            ("[[job]]\nname = \"a\"\ncommand = \"true\"\ncuont = 3\n", "unknown field `cuont`"),
+            ("[[job]]\nname = \"a\"\ncommand = \"true\"\ncount = \"x\"\n", "line 4"),
+            ("[[job]\nname = \"a\"\n", "line 1"),
+            (
+                "[[job]]\nname = \"a\"\ncommand = \"true\"\ndepends_on = [\"b\"]\n[[job]]\nname = \"b\"\ncommand = \"true\"\ndepends_on = [\"a\"]\n",
+                "cycle",
+            ),
+            (
+                "[[job]]\nname = \"ok\"\ncommand = \"true\"\n[[job]]\nname = \"huge\"\ncommand = \"true\"\ncpus = 64\n",
+                "no agent could ever run",
+            ),
+            ("[[job]]\nname = \"a\"\ncommand = \"true\"\ndepends_on = [\"ghost\"]\n", "unknown job \"ghost\""),
+            ("[[job]]\nname = \"a\"\ncommand = \"true\"\ncount = 0\n", "field `count`"),
+        ];
+        for (file, want) in cases {
+            let out = b.submit(shared.path(), file, false).await?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(out.status.code() == Some(2), "{file:?}: {}", text(&out));
+            ensure!(err.contains(want), "{file:?}: error lacks {want:?}: {err}");
+        }
+        let list = b.client().list().await?;
+        ensure!(list.is_empty(), "nothing submitted: {list:?}");
+        for args in [["status", "nope"], ["cancel", "nope"], ["logs", "nope"]] {
+            let out = b.cli(&args).await?;
+            ensure!(out.status.code() == Some(2), "{args:?}: {}", text(&out));
+            ensure!(
+                String::from_utf8_lossy(&out.stderr).contains("unknown job \"nope\""),
+                "{args:?}: {}",
+                text(&out)
+            );
+        }
+        // The framework still works after all that.
+        let out = b.submit(shared.path(), "[[job]]\nname = \"fine\"\ncommand = \"echo fine\"\n", true).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        let logs = b.cli(&["logs", "fine"]).await?;
+        ensure!(String::from_utf8_lossy(&logs.stdout).contains("fine"), "{}", text(&logs));
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        bail!("{:?}\n{}", result.err(), c.logs());
+    }
+    Ok(())
+}
+
+/// Three masters; the leader is SIGKILLed while a job runs. The batch
+/// framework follows the new leader: no task runs twice, none is lost,
+/// and the job succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_failover_mid_job_loses_and_reruns_nothing() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec {
+        masters: 3,
+        ..Default::default()
+    })
+    .await?;
+    let shared = shared_dir()?;
+    let d = shared.path().display().to_string();
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let file = format!(
+            "[[job]]\nname = \"steady\"\ncount = 6\ncommand = \"echo run >> {d}/runs-$MEZZO_TASK_INDEX; if [ $MEZZO_TASK_INDEX -ge 2 ]; then sleep 5; fi\"\n"
+        );
+        let out = b.submit(shared.path(), &file, false).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("steady", "2 succeeded, 4 running", |s| {
+            s.summary.counts.succeeded == 2 && s.summary.counts.running == 4
+        })
+        .await?;
+        let leader = c.wait_leader().await?;
+        c.masters[leader].kill().await;
+        c.wait_leader().await.context("no new leader")?;
+        c.restart_master(leader).await?;
+        b.each_ran_once("steady", 6, shared.path()).await
+    }
+    .await;
+    result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
+}
