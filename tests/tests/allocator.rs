@@ -29,13 +29,23 @@ async fn subscribe_in(c: &Cluster, name: &str, roles: &[&str]) -> Result<(Schedu
     Ok((s, inbox, id))
 }
 
-/// Sends an operator request to the first master (followers answer 307,
-/// which reqwest follows with the same method and body).
+/// The masters' operator token: weights, quotas and reservations need it.
+const TOKEN: &str = "alloc-token";
+
+fn with_token() -> ClusterSpec {
+    let mut spec = ClusterSpec::default();
+    spec.master_args.extend(["--operator-token".into(), TOKEN.into()]);
+    spec
+}
+
+/// Sends an operator request, with the token, to the leader.
 async fn operator(c: &Cluster, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value)> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
-    let addr = c.masters().into_iter().next().context("a master")?;
+    let leader = c.wait_leader().await?;
+    let addr = c.masters().into_iter().nth(leader).context("the leader")?;
     let resp = client
         .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(TOKEN)
         .json(&body)
         .send()
         .await?;
@@ -57,7 +67,7 @@ async fn a_quota_role_gets_its_guarantee_from_a_hoarder() -> Result<()> {
     let c = Cluster::start(ClusterSpec {
         agents: 2,
         agent_resources: "cpus:4;mem:4096;disk:1000".into(),
-        ..Default::default()
+        ..with_token()
     })
     .await?;
     let result = async {
@@ -177,7 +187,7 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
         masters: 3,
         agents: 1,
         agent_resources: "cpus:4;mem:4096;disk:1000".into(),
-        ..Default::default()
+        ..with_token()
     })
     .await?;
     let result = async {

@@ -16,6 +16,9 @@ pub struct Conn {
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Operator token (the masters' `--operator-token`); changes need it.
+    #[arg(long, env = "MEZZO_OPERATOR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -131,30 +134,8 @@ fn mib(v: &str) -> anyhow::Result<String> {
 }
 
 async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .build()?;
-    let mut last = None;
-    for m in super::masters(&conn.master) {
-        let mut req = client.request(method.clone(), format!("http://{m}{path}"));
-        if let Some(b) = &body {
-            req = req.json(b);
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-                if !status.is_success() {
-                    let msg = v["error"].as_str().map(str::to_owned).unwrap_or(text);
-                    bail!("{m} refused ({status}): {msg}");
-                }
-                return Ok(v);
-            }
-            Err(e) => last = Some(anyhow::anyhow!("{m}: {e}")),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
+    let client = super::ops::client::Client::new(&conn.master, conn.token.clone())?;
+    Ok(client.call(method, path, body).await?)
 }
 
 fn s(v: &Value) -> String {

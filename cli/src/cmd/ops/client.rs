@@ -65,7 +65,8 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
+    /// Any method; `body` is sent as JSON.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
         let mut last = ApiError::Other("no master answered".into());
         for m in &self.masters {
             let mut url = format!("http://{m}{path}");

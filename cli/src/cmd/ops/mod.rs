@@ -3,7 +3,7 @@
 //! Exit codes: 0 ok, 1 error or unreachable, 2 not found, 3 refused
 //! (token), 4 bad request.
 
-mod client;
+pub mod client;
 mod logs;
 mod top;
 
