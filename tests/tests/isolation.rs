@@ -177,7 +177,9 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
         let (u1, t1) = (read()?, Instant::now());
         let cores = (u1 - u0) as f64 / 1e9 / (t1 - t0).as_secs_f64();
         ensure!(cores <= 0.55, "the task used {cores:.3} cpus with a 0.5 quota");
-        ensure!(cores >= 0.3, "the task used only {cores:.3} cpus: was it running?");
+        // Only a sign of life: on a loaded machine the loop may get far less
+        // than its quota; the cap above is what this test is about.
+        ensure!(cores >= 0.05, "the task used only {cores:.3} cpus: was it running?");
         // Usage shows in the agent's /state and /metrics.
         let st = c.agent_state(0).await?;
         let u = &st["tasks"][0]["usage"];
