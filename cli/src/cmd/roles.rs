@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use comfy_table::Table;
 use serde_json::Value;
 
+use super::status::{res, s};
+
 #[derive(Debug, clap::Args)]
 pub struct Conn {
     /// Master addresses, comma-separated (any of them; followers redirect).
@@ -136,25 +138,6 @@ fn mib(v: &str) -> anyhow::Result<String> {
 async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let client = super::ops::client::Client::new(&conn.master, conn.token.clone())?;
     Ok(client.call(method, path, body).await?)
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// `cpus 4 mem 8192` from a resources object, leaving out zeros.
-fn res(v: &Value) -> String {
-    let Some(o) = v.as_object() else { return s(v) };
-    let parts: Vec<String> = o
-        .iter()
-        .filter(|(k, x)| !(x.as_f64() == Some(0.0) || (k.as_str() == "ports" && x.as_str() == Some("[]"))))
-        .map(|(k, x)| format!("{k} {}", s(x)))
-        .collect();
-    if parts.is_empty() { "-".into() } else { parts.join(" ") }
 }
 
 fn print_roles(v: &Value, weights_only: bool) {

@@ -42,8 +42,16 @@ pub(crate) fn s(v: &Value) -> String {
     }
 }
 
+/// `cpus 4 mem 8192` from a resources object, leaving out zeros and
+/// empty port sets ("-" when nothing is left).
 pub(crate) fn res(v: &Value) -> String {
-    format!("cpus {} mem {} disk {}", s(&v["cpus"]), s(&v["mem"]), s(&v["disk"]))
+    let Some(o) = v.as_object() else { return s(v) };
+    let parts: Vec<String> = o
+        .iter()
+        .filter(|(k, x)| !(x.as_f64() == Some(0.0) || (k.as_str() == "ports" && x.as_str() == Some("[]"))))
+        .map(|(k, x)| format!("{k} {}", s(x)))
+        .collect();
+    if parts.is_empty() { "-".into() } else { parts.join(" ") }
 }
 
 /// `/raft` of every given master (unreachable ones included, as errors).
