@@ -414,6 +414,13 @@ async fn usage_is_forwarded_to_the_master() -> Result<()> {
             a["cpu_time_secs"].as_f64() >= u["cpu_time_secs"].as_f64(),
             "agent usage: {a}"
         );
+        // The operator API (the dashboard's agents view) shows the same.
+        let rows = c.get(c.master_addr(), "/api/v1/agents").await?;
+        let row = &rows["items"][0]["usage"];
+        ensure!(
+            row["containers"] == 1 && row["pids"].as_u64() >= Some(1),
+            "api agent usage: {row}"
+        );
         let m = c.text(c.master_addr(), "/metrics").await?;
         ensure!(
             m.lines()

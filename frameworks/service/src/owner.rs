@@ -19,7 +19,7 @@ use mezzo_sdk::{Event, Events, Kv, Resources, Scheduler, SdkError, TaskBuilder, 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::health;
@@ -190,6 +190,8 @@ pub(crate) struct Owner {
     http: reqwest::Client,
     services: BTreeMap<String, Svc>,
     loaded: bool,
+    /// A pending report stands at the masters (cleared once all fit).
+    pending_reported: bool,
     reports_tx: mpsc::Sender<health::Report>,
     last_revive: Option<Instant>,
     last_reconcile: Option<Instant>,
@@ -205,6 +207,7 @@ impl Owner {
             http: reqwest::Client::new(),
             services: BTreeMap::new(),
             loaded: false,
+            pending_reported: false,
             reports_tx,
             last_revive: None,
             last_reconcile: None,
@@ -472,6 +475,7 @@ impl Owner {
         let mut room = offers.clone();
         let mut tasks: BTreeMap<usize, Vec<(String, v1::TaskInfo)>> = BTreeMap::new();
         let mut wanting = false;
+        let mut waiting = Vec::new();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in &names {
             let step = self.plan(name, now);
@@ -481,6 +485,8 @@ impl Owner {
             }
             let placed = self.place(name, step.launch, &offers, &mut room).await;
             wanting |= (placed.len() as u32) < step.launch;
+            let missing = step.launch.saturating_sub(placed.len() as u32);
+            waiting.extend(self.waiting(name, missing, &offers));
             for (i, id, task) in placed {
                 tasks.entry(i).or_default().push((id, task));
             }
@@ -503,7 +509,44 @@ impl Owner {
             let refuse = if wanting { REFUSE_WANTING } else { REFUSE_IDLE };
             let _ = self.sched.decline(unused, Some(refuse)).await;
         }
+        if !waiting.is_empty() || self.pending_reported {
+            // Why instances are not running, for the dashboard and `mezzo why`.
+            self.pending_reported = !waiting.is_empty();
+            if let Err(e) = self.sched.report_pending(waiting).await {
+                debug!("pending report failed: {e}");
+            }
+        }
         self.flush().await;
+    }
+
+    /// Pending-report entries for `missing` instances of `name` that the
+    /// offers had no room for.
+    fn waiting(&self, name: &str, missing: u32, offers: &[v1::Offer]) -> Vec<v1::PendingTask> {
+        let Some(s) = self.services.get(name) else {
+            return vec![];
+        };
+        let version = s.rec.deployment.target;
+        let Some(spec) = s.rec.versions.get(&version) else {
+            return vec![];
+        };
+        let Ok(res) = spec.resources() else { return vec![] };
+        let largest = offers
+            .iter()
+            .filter_map(|o| Resources::from_proto(&o.resources).ok())
+            .max_by_key(|r| (r.cpus, r.mem))
+            .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
+        let constraints = if spec.constraints.is_empty() {
+            String::new()
+        } else {
+            format!(" under constraints {}", spec.constraints.join(", "))
+        };
+        let reason = format!(
+            "service {name}: {missing} instance(s) of version {version} find no room; each needs {res} and {} port(s){constraints}; {largest}",
+            spec.ports.len()
+        );
+        (0..missing.min(100))
+            .map(|k| mezzo_sdk::pending_task(format!("{name}#{k}"), reason.clone(), Some(&res)))
+            .collect()
     }
 
     /// Places up to `n` new instances of a service's target version on the

@@ -233,6 +233,8 @@ pub struct AgentRow {
     pub offered: Resources,
     pub attributes: Vec<(String, String)>,
     pub active_tasks: usize,
+    /// Its containers' usage, summed, from the agent's latest report.
+    pub usage: crate::core::usage::AgentUsage,
 }
 
 pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> Page<AgentRow> {
@@ -254,6 +256,7 @@ pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> 
                 offered: a.offered.clone(),
                 attributes: a.attributes.clone(),
                 active_tasks: a.tasks.len(),
+                usage: a.usage.total(std::time::Instant::now()),
             }
         })
         .filter(|r| match status {

@@ -71,6 +71,7 @@ impl State {
                 }
             }
         }
+        self.report_waiting(&offers, &wanted, &packing.unplaced).await;
         let unused: Vec<String> = packing
             .unused_offers(offers.len())
             .into_iter()
@@ -88,6 +89,51 @@ impl State {
         }
         if let Err(e) = self.scheduler.decline(unused, Some(refuse)).await {
             debug!(error = %e, "decline failed");
+        }
+    }
+}
+
+/// Tasks named in one pending report at most (the rest are counted).
+const MAX_REPORTED: usize = 100;
+
+impl State {
+    /// Tells the masters which tasks the offers had no room for, and why
+    /// (shown by the dashboard and `mezzo why`); clears the report once
+    /// everything found room.
+    async fn report_waiting(
+        &mut self,
+        offers: &[v1::Offer],
+        wanted: &[(String, u32, TaskRequest)],
+        unplaced: &[usize],
+    ) {
+        if unplaced.is_empty() {
+            if self.pending_reported {
+                self.pending_reported = false;
+                let _ = self.scheduler.report_pending(Vec::new()).await;
+            }
+            return;
+        }
+        let largest = offers
+            .iter()
+            .filter_map(|o| Resources::from_proto(&o.resources).ok())
+            .max_by_key(|r| (r.cpus, r.mem))
+            .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
+        let report: Vec<v1::PendingTask> = unplaced
+            .iter()
+            .take(MAX_REPORTED)
+            .map(|&i| {
+                let (name, index, req) = &wanted[i];
+                let reason = format!(
+                    "job {name}: {} task(s) wait for room; each needs {}, {largest}",
+                    unplaced.len(),
+                    req.resources
+                );
+                mezzo_sdk::pending_task(format!("{name}[{index}]"), reason, Some(&req.resources))
+            })
+            .collect();
+        self.pending_reported = true;
+        if let Err(e) = self.scheduler.report_pending(report).await {
+            debug!(error = %e, "pending report failed");
         }
     }
 }

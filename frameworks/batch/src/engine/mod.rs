@@ -152,6 +152,7 @@ impl Engine {
             last: HashMap::new(),
             agents: agents_rx,
             suppressed: false,
+            pending_reported: false,
             revive: false,
             next_reconcile: Instant::now() + RECONCILE_EVERY,
         };
@@ -226,6 +227,8 @@ struct State {
     last: HashMap<(String, u32), (String, String)>,
     agents: watch::Receiver<Vec<mezzo_sdk::Resources>>,
     suppressed: bool,
+    /// A pending report is standing at the masters (cleared when all fit).
+    pending_reported: bool,
     /// Offers are wanted again (new work); revive at the next tick.
     revive: bool,
     next_reconcile: Instant,

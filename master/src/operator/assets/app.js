@@ -98,9 +98,10 @@ async function viewAgents() {
     <td class="${a.draining ? "draining" : esc(a.status)}">${a.draining ? "draining" : esc(a.status)}</td>
     <td>${a.used.cpus} / ${a.total.cpus}</td><td>${a.used.mem} / ${a.total.mem}</td><td>${a.used.disk} / ${a.total.disk}</td>
     <td>${a.offered.cpus} cpus</td><td>${a.active_tasks}</td>
+    <td>${a.usage.containers ? `${a.usage.containers} ctr · ${a.usage.cpu_time_secs.toFixed(1)} cpu-s · ${(a.usage.memory_rss_bytes / 1048576).toFixed(0)} MiB rss · ${a.usage.pids} pids` : "–"}</td>
     <td>${esc(a.attributes.map(([k, v]) => k + "=" + v).join(", "))}</td>
     <td>${a.draining ? `<button onclick="mezzoReactivate('${esc(a.id)}')">Reactivate</button>` : `<button onclick="mezzoDrain('${esc(a.id)}')">Drain</button>`}</td></tr>`).join("");
-  return `<h2>Agents (${p.total})</h2><table><tr><th>Agent</th><th>State</th><th>CPUs used</th><th>Mem used</th><th>Disk used</th><th>Offered</th><th>Tasks</th><th>Attributes</th><th></th></tr>${rows}</table>`;
+  return `<h2>Agents (${p.total})</h2><table><tr><th>Agent</th><th>State</th><th>CPUs used</th><th>Mem used</th><th>Disk used</th><th>Offered</th><th>Tasks</th><th>Usage (containers)</th><th>Attributes</th><th></th></tr>${rows}</table>`;
 }
 
 async function viewFrameworks() {
@@ -188,7 +189,8 @@ async function viewTask(fid, tid) {
       <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td><code>${esc(t.framework_id)}</code></td></tr>
       <tr><td>Agent</td><td><code>${esc(t.agent_id)}</code> ${esc(t.agent_http_address || "")}</td></tr>
       <tr><td>Reason</td><td>${esc(reason(t.reason))} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
-      <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
+      <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
+      <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (operator token needed)</span>'}</td></tr>
     </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
