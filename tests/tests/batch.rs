@@ -380,3 +380,44 @@ async fn a_master_failover_mid_job_loses_and_reruns_nothing() -> Result<()> {
     .await;
     result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
 }
+
+/// "Why is my work not running?": while tasks of an array wait for room,
+/// the batch framework reports them to the masters with the reason; the
+/// report is cleared once everything found room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_tasks_are_reported_as_pending_with_their_reason() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let b = Batch::start(&c).await?;
+    let dir = shared_dir()?;
+    // 8 cpus per agent: four 4-cpu tasks run at once, the other two wait.
+    let job = "[[job]]\nname = \"big\"\ncommand = \"sleep 2\"\ncount = 6\ncpus = 4\n";
+    let out = b.submit(dir.path(), job, false).await?;
+    ensure!(out.status.success(), "{}", text(&out));
+    let fid = b.framework_id()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        let v = c.get(c.master_addr(), &format!("/api/v1/why/framework/{fid}")).await?;
+        if let Some(r) = v["pending"]["tasks"][0]["reason"].as_str() {
+            break r.to_owned();
+        }
+        ensure!(Instant::now() < deadline, "no pending report: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(
+        reason.contains("job big") && reason.contains("wait for room"),
+        "{reason}"
+    );
+    b.wait_job("big", "succeeded", |s| s.summary.state == JobState::Succeeded)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c.get(c.master_addr(), &format!("/api/v1/why/framework/{fid}")).await?;
+        let n = v["pending"]["tasks"].as_array().map_or(0, Vec::len);
+        if n == 0 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the pending report was never cleared: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -545,7 +545,7 @@ impl Owner {
             spec.ports.len()
         );
         (0..missing.min(100))
-            .map(|k| mezzo_sdk::pending_task(format!("{name}#{k}"), reason.clone(), Some(&res)))
+            .map(|k| mezzo_sdk::pending_task(format!("{name}.waiting-{k}"), reason.clone(), Some(&res)))
             .collect()
     }
 

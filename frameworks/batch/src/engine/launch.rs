@@ -128,7 +128,7 @@ impl State {
                     unplaced.len(),
                     req.resources
                 );
-                mezzo_sdk::pending_task(format!("{name}[{index}]"), reason, Some(&req.resources))
+                mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(&req.resources))
             })
             .collect();
         self.pending_reported = true;
