@@ -95,6 +95,8 @@ impl State {
 
 /// Tasks named in one pending report at most (the rest are counted).
 const MAX_REPORTED: usize = 100;
+/// Shortest time between two pending reports that both name waiting tasks.
+const PENDING_EVERY: Duration = Duration::from_secs(1);
 
 impl State {
     /// Tells the masters which tasks the offers had no room for, and why
@@ -113,6 +115,13 @@ impl State {
             }
             return;
         }
+        // While tasks keep waiting, every round of offers would repeat the
+        // same report: one a second is plenty for a human asking "why".
+        let now = Instant::now();
+        if self.pending_sent.is_some_and(|t| now.duration_since(t) < PENDING_EVERY) {
+            return;
+        }
+        self.pending_sent = Some(now);
         let largest = offers
             .iter()
             .filter_map(|o| Resources::from_proto(&o.resources).ok())

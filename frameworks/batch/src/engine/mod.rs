@@ -153,6 +153,7 @@ impl Engine {
             agents: agents_rx,
             suppressed: false,
             pending_reported: false,
+            pending_sent: None,
             revive: false,
             next_reconcile: Instant::now() + RECONCILE_EVERY,
         };
@@ -229,6 +230,8 @@ struct State {
     suppressed: bool,
     /// A pending report is standing at the masters (cleared when all fit).
     pending_reported: bool,
+    /// When the last pending report was sent (at most one a second).
+    pending_sent: Option<Instant>,
     /// Offers are wanted again (new work); revive at the next tick.
     revive: bool,
     next_reconcile: Instant,
