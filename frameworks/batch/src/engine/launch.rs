@@ -149,10 +149,16 @@ impl State {
 
 /// The task for attempt `id` of `index`.
 fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1::TaskInfo {
-    let mut b = TaskBuilder::new(id)
+    let b = TaskBuilder::new(id)
         .name(format!("{}[{index}]", spec.name))
-        .resources(resources)
-        .shell(spec.command.clone())
+        .resources(resources);
+    // A command that is only plain words needs no shell: exec it directly
+    // (a shell's start-up is a quarter of a trivial task's cost).
+    let b = match plain_words(&spec.command) {
+        Some((program, args)) => b.command(program, args),
+        None => b.shell(spec.command.clone()),
+    };
+    let mut b = b
         .env("MEZZO_TASK_INDEX", index.to_string())
         .env("MEZZO_JOB", spec.name.clone())
         .label("mezzo.batch.job", spec.name.clone());
@@ -160,6 +166,29 @@ fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1:
         b = b.env(k.clone(), v.clone());
     }
     b.build()
+}
+
+/// Shell keywords and the builtins that have no program of their name.
+const SHELL_ONLY: &[&str] = &[
+    ".", "alias", "break", "case", "cd", "command", "continue", "do", "done", "elif", "else", "esac", "eval", "exec",
+    "exit", "export", "fi", "for", "getopts", "hash", "if", "local", "read", "readonly", "return", "set", "shift",
+    "source", "then", "times", "trap", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+];
+
+/// `command` split into a program and its arguments when it is nothing but
+/// words of characters no shell treats specially; otherwise `None`.
+fn plain_words(command: &str) -> Option<(&str, Vec<&str>)> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./-=:,+@%".contains(c);
+    let mut words = command.split_ascii_whitespace();
+    let program = words.next()?;
+    let args: Vec<&str> = words.collect();
+    let all_plain = std::iter::once(program)
+        .chain(args.iter().copied())
+        .all(|w| w.chars().all(plain));
+    // `a=b cmd` is an assignment to a shell, not a program named "a=b";
+    // builtins that change the shell itself exist only inside one.
+    let shell_only = program.contains('=') || SHELL_ONLY.contains(&program);
+    (all_plain && !shell_only).then_some((program, args))
 }
 
 /// Refuses jobs whose task is larger than every agent known. With no
@@ -255,6 +284,31 @@ fn totals_of(v: &serde_json::Value) -> Option<Resources> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_words_skip_the_shell() {
+        assert_eq!(plain_words("true"), Some(("true", vec![])));
+        assert_eq!(plain_words("  sleep 0.5 "), Some(("sleep", vec!["0.5"])));
+        assert_eq!(
+            plain_words("/bin/echo a-b c=d"),
+            Some(("/bin/echo", vec!["a-b", "c=d"]))
+        );
+        for shell in [
+            "echo $MEZZO_TASK_INDEX",
+            "a && b",
+            "x > f",
+            "echo 'q'",
+            "A=1 cmd",
+            "ls *",
+            "f; g",
+            "",
+            "echo \\n",
+            "exec sleep 1",
+            "cd /tmp",
+        ] {
+            assert_eq!(plain_words(shell), None, "{shell}");
+        }
+    }
 
     fn spec(text: &str) -> Vec<JobSpec> {
         crate::spec::parse(text, &Default::default()).expect("spec")
