@@ -198,6 +198,9 @@ fn real_v2_freeze_and_signal_fallback_kills_everything() {
         .arg("-c")
         .arg("while :; do sleep 60 & sleep 0.01; done")
         .stdin(Stdio::null())
+        // Not the test's own pipes: a straggler would hold them open.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     cg.add_pid(child.id()).unwrap();
