@@ -16,6 +16,11 @@ const MAX_PER_ROUND: usize = 4096;
 /// Offers declined while there is nothing to run stay away this long
 /// (a revive brings them back when work appears).
 const IDLE_REFUSE: f64 = 30.0;
+/// Offers too small for any waiting task come back after this long. A
+/// decline filters the whole agent, so a long one would hide the resources
+/// that finishing tasks free meanwhile (1 s here cost a third of the
+/// throughput); a short one lets them merge into a usable offer.
+const BUSY_REFUSE: f64 = 0.1;
 
 impl State {
     /// Packs launchable tasks of runnable jobs, in submission order, into
@@ -82,7 +87,7 @@ impl State {
         }
         // Nothing at all to do: keep offers away until a revive.
         let idle = self.loaded && !holding && self.jobs.values().all(|j| j.launchable(1).is_empty());
-        let refuse = if idle { IDLE_REFUSE } else { 1.0 };
+        let refuse = if idle { IDLE_REFUSE } else { BUSY_REFUSE };
         if idle && !self.suppressed {
             self.suppressed = true;
             debug!("nothing to launch; declining offers until new work arrives");
