@@ -537,3 +537,34 @@ async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
     .await;
     with_logs(result, &c, Some(&svc))
 }
+
+/// "Why is my work not running?": instances the offers have no room for
+/// are reported to the masters with the reason, for the dashboard and
+/// `mezzo why`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_without_room_are_reported_as_pending() -> Result<()> {
+    let c = Cluster::start(spec(5, 1)).await?;
+    let svc = Service::start(&c, "a").await?;
+    let result = async {
+        // One agent of 4 cpus: two instances of 1.5 cpus fit, the third waits.
+        let file = "name = \"wide\"\ninstances = 3\ncommand = \"sleep 600\"\nresources = \"cpus:1.5;mem:32\"\n";
+        svc.deploy(&c, "wide.toml", file).await?;
+        let fid = std::fs::read_to_string(svc.work_dir.join("framework_id"))?;
+        let path = format!("/api/v1/why/framework/{}", fid.trim());
+        let v = mezzo_tests::wait_for(
+            "a pending report for the third instance",
+            LONG,
+            || c.get(c.master_addr(), &path),
+            |v| v["pending"]["tasks"].as_array().is_some_and(|t| t.len() == 1),
+        )
+        .await?;
+        let reason = v["pending"]["tasks"][0]["reason"].as_str().unwrap_or_default();
+        ensure!(
+            reason.contains("service wide") && reason.contains("find no room") && reason.contains("cpus:1.5"),
+            "{reason}"
+        );
+        Ok(())
+    }
+    .await;
+    with_logs(result, &c, Some(&svc))
+}
