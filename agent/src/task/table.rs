@@ -479,11 +479,17 @@ impl Table {
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(task = %key, "cannot remove the task's checkpoint {}: {e}", dir.display());
-            }
+            // Off the owner task: removing files can take milliseconds on a
+            // busy file system, and nothing waits for it. A crash before it
+            // runs leaves the checkpoint behind, as a crash just before the
+            // removal always could.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_dir_all(&dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(task = %key, "cannot remove the task's checkpoint {}: {e}", dir.display());
+                }
+            });
         }
     }
 }
