@@ -60,10 +60,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/state", get(agent_state))
         .route("/metrics", get(metrics))
-        .route(
-            "/sandbox/{framework_id}/{task_id}/{file}",
-            get(crate::sandbox_files::task_file),
-        )
         .with_state(state)
 }
 

@@ -39,7 +39,6 @@ pub mod http;
 pub mod metrics;
 pub mod paths;
 mod resources;
-pub mod sandbox_files;
 pub mod status;
 pub mod task;
 

@@ -183,7 +183,7 @@ depends_on = ["a"]
 
 [[job]]
 name = "c"
-command = "test -e {d}/b-0 -a -e {d}/b-1 && touch {d}/c"
+command = "test -e {d}/b-0 -a -e {d}/b-1 && touch {d}/c && echo c-done"
 depends_on = ["a", "b"]
 "#
         );
@@ -203,6 +203,9 @@ depends_on = ["a", "b"]
             "the flaky task's first failure is reported: {bs}"
         );
         ensure!(shared.path().join("c").exists(), "c ran after b");
+        // `logs` reads the task's stdout through its agent's files API.
+        let out = b.cli(&["logs", "c", "--index", "0"]).await?;
+        ensure!(out.status.success() && text(&out).contains("c-done"), "logs: {}", text(&out));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -133,15 +133,23 @@ async fn logs(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<Lo
             ),
         );
     };
-    let url = format!("http://{agent}/sandbox/{}/{}/{}", loc.framework_id, loc.task_id, q.file);
+    // The agent's files API (confined to the sandbox): the last MiB.
+    let url = format!(
+        "http://{agent}/files/{}/{}/read?path={}&tail={}",
+        loc.framework_id,
+        loc.task_id,
+        q.file,
+        1 << 20
+    );
     match c.http.get(&url).send().await {
         Ok(r) => {
             let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let text = r.text().await.unwrap_or_default();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
             if code.is_success() {
-                text.into_response()
+                body["data"].as_str().unwrap_or_default().to_owned().into_response()
             } else {
-                error_text(code, text)
+                let msg = body["error"].as_str().map_or_else(|| code.to_string(), str::to_owned);
+                error_text(code, msg)
             }
         }
         Err(e) => error_text(StatusCode::BAD_GATEWAY, format!("agent {agent}: {e}")),
