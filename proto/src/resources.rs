@@ -18,7 +18,7 @@ use std::ops::RangeInclusive;
 
 use rangemap::RangeInclusiveSet;
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::v1;
 
@@ -390,10 +390,50 @@ impl Serialize for Resources {
     }
 }
 
+/// The inverse of the JSON form, so that clients of `/state` (frameworks,
+/// the CLI) read resources with the same checks as the text form.
+impl<'de> Deserialize<'de> for Resources {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Number(f64),
+            Ranges(String),
+        }
+        let map = BTreeMap::<String, Value>::deserialize(d)?;
+        // The JSON form writes every kind, zero and empty ones too; the
+        // text form leaves them out.
+        let parts: Vec<String> = map
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::Number(n) if n == 0.0 => None,
+                Value::Ranges(r) if r.is_empty() || r == "[]" => None,
+                Value::Number(n) => Some(format!("{k}:{n}")),
+                Value::Ranges(r) => Some(format!("{k}:{r}")),
+            })
+            .collect();
+        Resources::parse(&parts.join(";")).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `/state`'s JSON form reads back to the same resources; bad values
+    /// are refused like bad text.
+    #[test]
+    fn json_form_round_trips() {
+        let r = Resources::parse("cpus:1.5;mem:128;disk:10;ports:[31000-31009,31020-31020];gpus:2").expect("parse");
+        let back: Resources = serde_json::from_value(serde_json::to_value(&r).expect("ser")).expect("de");
+        assert_eq!(back, r);
+        let empty: Resources =
+            serde_json::from_value(serde_json::to_value(Resources::default()).expect("ser")).expect("de");
+        assert_eq!(empty, Resources::default());
+        assert!(serde_json::from_str::<Resources>(r#"{"cpus": -1}"#).is_err());
+        assert!(serde_json::from_str::<Resources>(r#"{"ports": "[9-1]"}"#).is_err());
+    }
 
     fn scalar(name: &str, v: f64) -> v1::Resource {
         v1::Resource {

@@ -158,31 +158,16 @@ pub(crate) fn fits_some_agent(spec: &ServiceSpec, state: &Value) -> Result<(), S
     let Some(agents) = state["agents"].as_array().filter(|a| !a.is_empty()) else {
         return Ok(());
     };
-    let milli = |v: &Value| (v.as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
     let mut largest = String::new();
     for a in agents {
-        let t = &a["total"];
-        let ports = t["ports"]
-            .as_str()
-            .and_then(|p| mezzo_sdk::Resources::parse(&format!("ports:{p}")).ok());
-        let port_count = ports.map_or(0, |p| p.port_count());
-        let scalars_ok = need.scalars.iter().all(|(k, v)| milli(&t[k]) >= *v);
-        if milli(&t["cpus"]) >= need.cpus.0
-            && t["mem"].as_u64().unwrap_or(0) >= need.mem.0
-            && t["disk"].as_u64().unwrap_or(0) >= need.disk.0
-            && port_count >= spec.ports.len() as u64
-            && scalars_ok
-        {
+        let Ok(total) = serde_json::from_value::<mezzo_sdk::Resources>(a["total"].clone()) else {
+            continue;
+        };
+        if total.contains(&need) && total.port_count() >= spec.ports.len() as u64 {
             return Ok(());
         }
         if largest.is_empty() {
-            largest = format!(
-                "e.g. agent {} has cpus:{};mem:{};disk:{} and {port_count} port(s)",
-                a["hostname"].as_str().unwrap_or("?"),
-                t["cpus"],
-                t["mem"],
-                t["disk"]
-            );
+            largest = format!("e.g. agent {} has {total}", a["hostname"].as_str().unwrap_or("?"),);
         }
     }
     Err(format!(

@@ -269,21 +269,9 @@ async fn agent_totals(http: &reqwest::Client, master: &str) -> Option<Vec<Resour
     )
 }
 
-/// Reads the JSON form of `Resources` (cpus, mem, disk, named scalars).
+/// Reads the JSON form of `Resources` that `/state` writes.
 fn totals_of(v: &serde_json::Value) -> Option<Resources> {
-    let obj = v.as_object()?;
-    let mut parts = Vec::new();
-    for (k, val) in obj {
-        if k == "ports" {
-            continue;
-        }
-        if let Some(n) = val.as_f64()
-            && n > 0.0
-        {
-            parts.push(format!("{k}:{n}"));
-        }
-    }
-    Resources::parse(&parts.join(";")).ok()
+    serde_json::from_value(v.clone()).ok()
 }
 
 #[cfg(test)]
