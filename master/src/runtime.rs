@@ -459,6 +459,8 @@ impl Runtime {
                 // No subscriber is fine: events are for whoever follows.
                 let _ = self.events.send(ev);
             }
+            // The next turn builds events only if someone follows them.
+            core.set_events_watched(self.events.receiver_count() > 0);
             let effects = core.take_effects();
             if effects.is_empty() {
                 return;

@@ -114,6 +114,9 @@ pub struct StatusEntry {
 #[derive(Debug)]
 pub struct OpsState {
     events: VecDeque<ClusterEvent>,
+    /// Whether anyone follows the event stream; when not, events are not
+    /// built at all (a task update is on the hot path).
+    watched: bool,
     pub(crate) events_dropped: u64,
     pub(crate) offer_stats: HashMap<FrameworkId, OfferStats>,
     pub(crate) pending: HashMap<FrameworkId, PendingReport>,
@@ -133,6 +136,7 @@ impl Default for OpsState {
         let buckets = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
         OpsState {
             events: VecDeque::new(),
+            watched: true,
             events_dropped: 0,
             offer_stats: HashMap::new(),
             pending: HashMap::new(),
@@ -147,7 +151,12 @@ impl Default for OpsState {
 }
 
 impl OpsState {
-    pub(crate) fn event(&mut self, e: ClusterEvent) {
+    /// Queues the event `e` builds, if anyone follows the stream.
+    pub(crate) fn event(&mut self, e: impl FnOnce() -> ClusterEvent) {
+        if !self.watched {
+            return;
+        }
+        let e = e();
         if self.events.len() >= MAX_QUEUED_EVENTS {
             self.events.pop_front();
             self.events_dropped += 1;
@@ -211,6 +220,11 @@ impl OpsState {
 
 impl Master {
     /// Events produced since the last call, oldest first.
+    /// Tells the core whether the event stream has followers.
+    pub fn set_events_watched(&mut self, watched: bool) {
+        self.ops.watched = watched;
+    }
+
     pub fn take_events(&mut self) -> Vec<ClusterEvent> {
         self.ops.events.drain(..).collect()
     }
@@ -220,7 +234,7 @@ impl Master {
     }
 
     pub(crate) fn note_task_added(&mut self, fid: &FrameworkId, tid: &TaskId, agent: &AgentId) {
-        self.ops.event(ClusterEvent::TaskAdded {
+        self.ops.event(move || ClusterEvent::TaskAdded {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
             agent_id: agent.to_string(),
@@ -282,7 +296,7 @@ impl Master {
             message: status.map(|s| s.message.clone()).unwrap_or_default(),
             at: status.map(|s| s.timestamp).unwrap_or_else(unix_now),
         });
-        self.ops.event(ClusterEvent::TaskUpdated {
+        self.ops.event(move || ClusterEvent::TaskUpdated {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
             agent_id: agent,
@@ -292,21 +306,21 @@ impl Master {
     }
 
     pub(crate) fn note_agent_added(&mut self, id: &AgentId, hostname: &str) {
-        self.ops.event(ClusterEvent::AgentAdded {
+        self.ops.event(move || ClusterEvent::AgentAdded {
             agent_id: id.to_string(),
             hostname: hostname.to_owned(),
         });
     }
 
     pub(crate) fn note_agent_removed(&mut self, id: &AgentId, why: &'static str) {
-        self.ops.event(ClusterEvent::AgentRemoved {
+        self.ops.event(move || ClusterEvent::AgentRemoved {
             agent_id: id.to_string(),
             why,
         });
     }
 
     pub(crate) fn note_framework_added(&mut self, id: &FrameworkId, name: &str) {
-        self.ops.event(ClusterEvent::FrameworkAdded {
+        self.ops.event(move || ClusterEvent::FrameworkAdded {
             framework_id: id.to_string(),
             name: name.to_owned(),
         });
@@ -314,7 +328,7 @@ impl Master {
 
     pub(crate) fn note_framework_removed(&mut self, id: &FrameworkId) {
         self.ops.framework_gone(id);
-        self.ops.event(ClusterEvent::FrameworkRemoved {
+        self.ops.event(move || ClusterEvent::FrameworkRemoved {
             framework_id: id.to_string(),
         });
     }
@@ -434,7 +448,7 @@ impl Master {
             self.ops.drain_killed.remove(id);
         }
         self.allocation_needed = true;
-        self.ops.event(ClusterEvent::AgentDraining {
+        self.ops.event(move || ClusterEvent::AgentDraining {
             agent_id: id.to_string(),
             draining,
         });
