@@ -15,6 +15,9 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Where the agent keeps its id, status updates and sandboxes.
     pub work_dir: PathBuf,
+    /// Where task checkpoints are kept; `None` picks a tmpfs
+    /// ([`crate::paths::default_runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
     /// Resources to offer; `None` detects them (see [`crate::detect_resources`]).
     pub resources: Option<Resources>,
     /// Static reservations, offered on top of `resources` and only to
@@ -95,6 +98,7 @@ impl AgentConfig {
             masters,
             listen,
             work_dir,
+            runtime_dir: None,
             resources: None,
             reservations: Default::default(),
             hostname,

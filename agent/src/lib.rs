@@ -64,6 +64,8 @@ pub struct AgentHandle {
     pub http_addr: SocketAddr,
     actors: JoinSet<(&'static str, Result<(), AgentError>)>,
     containerizer: Arc<dyn Containerizer>,
+    runtime_dir: std::path::PathBuf,
+    runtime_dir_is_default: bool,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -92,6 +94,13 @@ impl AgentHandle {
     pub async fn shutdown(mut self) {
         self.actors.shutdown().await;
         self.containerizer.shutdown().await;
+        paths::prune_runtime_dir(&self.runtime_dir);
+        if self.runtime_dir_is_default
+            && let Some(parent) = self.runtime_dir.parent()
+        {
+            // `/run/mezzo` or `/dev/shm/mezzo`, once no agent uses it.
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
@@ -112,6 +121,11 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         },
         reserved: config.reservations.clone(),
     };
+    let runtime_dir = config
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| paths::default_runtime_dir(&work_dir));
+    create_private_dir(&runtime_dir)?;
     let stored_id = register::load_agent_id(&work_dir)?;
     let metrics = Metrics::new();
 
@@ -143,6 +157,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (table, table_join) = table::start(
         TableDeps {
             work_dir: work_dir.clone(),
+            runtime_dir: runtime_dir.clone(),
             default_kill_grace: config.default_kill_grace,
             containerizer: containerizer.clone(),
             status: status.clone(),
@@ -200,12 +215,25 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         metrics,
     };
     actors.spawn(async move { ("master connection", attach::run(deps).await) });
-    tracing::info!(%http_addr, masters = ?config.masters, "agent started");
+    tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %runtime_dir.display(), "agent started");
     Ok(AgentHandle {
         http_addr,
         actors,
         containerizer,
+        runtime_dir,
+        runtime_dir_is_default: config.runtime_dir.is_none(),
     })
+}
+
+/// Creates the runtime dir readable by root only: checkpoints hold tasks'
+/// environments.
+fn create_private_dir(dir: &std::path::Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(AgentError::io("create runtime dir", dir))
 }
 
 /// The containerizer the configuration asks for; refuses to start an
@@ -224,12 +252,10 @@ fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc
                 std::fs::set_permissions(&dir, perms).map_err(AgentError::io("chmod", &dir))?;
             }
             // One parent cgroup per agent work dir, stable across restarts.
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(&work_dir, &mut h);
             let parent = iso
                 .cgroup_parent
                 .clone()
-                .unwrap_or_else(|| format!("mezzo-agent-{:016x}", std::hash::Hasher::finish(&h)));
+                .unwrap_or_else(|| format!("mezzo-agent-{}", paths::work_dir_tag(work_dir)));
             let cfg = LinuxConfig {
                 cgroup_root: iso.cgroup_root.clone(),
                 parent,

@@ -71,6 +71,7 @@ async fn agent(master: SocketAddr, dir: &std::path::Path) -> Result<AgentHandle,
     let mut config = AgentConfig::new(vec![master.to_string()], "127.0.0.1:0".parse()?, dir.to_owned());
     config.resources = Some(Resources::parse("cpus:1;mem:128;disk:100;ports:[31000-31010]")?);
     config.status_retry_initial = Duration::from_millis(500);
+    config.runtime_dir = Some(dir.join("run"));
     Ok(start(config).await?)
 }
 

@@ -176,17 +176,25 @@ pub struct Cluster {
     pub masters: Vec<Daemon>,
     pub agents: Vec<Daemon>,
     pub dir: tempfile::TempDir,
+    /// The agents' runtime dirs (task checkpoints), on a tmpfs as in a
+    /// real deployment; removed with the cluster.
+    pub runtime: tempfile::TempDir,
     http: reqwest::Client,
 }
 
 impl Cluster {
     pub async fn start(spec: ClusterSpec) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("mezzo-test-").tempdir()?;
+        let runtime = tempfile::Builder::new()
+            .prefix("mezzo-test-run-")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::Builder::new().prefix("mezzo-test-run-").tempdir())?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let mut cluster = Cluster {
             masters: Vec::new(),
             agents: Vec::new(),
             dir,
+            runtime,
             http,
         };
         let addrs: Vec<String> = if spec.masters == 1 {
@@ -233,6 +241,8 @@ impl Cluster {
         args.push("127.0.0.1:0".into());
         args.push("--work-dir".into());
         args.push(self.dir.path().join(format!("agent{i}")).display().to_string());
+        args.push("--runtime-dir".into());
+        args.push(self.runtime_dir(i).display().to_string());
         // `{i}` in the resources or arguments becomes the agent's index
         // (e.g. a port range of its own when agents share loopback).
         let per_agent = |s: &String| s.replace("{i}", &i.to_string());
@@ -253,6 +263,11 @@ impl Cluster {
         .await?;
         self.agents.push(d);
         Ok(())
+    }
+
+    /// Agent `i`'s runtime dir (its task checkpoints).
+    pub fn runtime_dir(&self, i: usize) -> PathBuf {
+        self.runtime.path().join(format!("agent{i}"))
     }
 
     /// The parent cgroup of agent `i`'s containers: unique to this cluster,
@@ -298,7 +313,7 @@ impl Cluster {
     /// The cgroup directory of a task's container in one v1 hierarchy
     /// (e.g. "cpuacct"), from the agent's checkpoint of it.
     pub fn task_cgroup(&self, agent: usize, controller: &str, task_id: &str) -> Option<PathBuf> {
-        let root = self.dir.path().join(format!("agent{agent}")).join("meta").join("tasks");
+        let root = self.runtime_dir(agent).join("tasks");
         for fw in std::fs::read_dir(root).ok()?.flatten() {
             let rec = fw.path().join(task_id).join("container.json");
             if let Ok(bytes) = std::fs::read(&rec) {

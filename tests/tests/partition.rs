@@ -81,6 +81,8 @@ impl Group {
             &format!("{}:0", net.gateway()),
             "--work-dir",
             &work.display().to_string(),
+            "--runtime-dir",
+            &work.join("run").display().to_string(),
             "--resources",
             "cpus:4;mem:4096;disk:4096;ports:[31000-31099]",
             "--hostname",

@@ -108,7 +108,10 @@ impl TableHandle {
 
 /// What the table needs from the rest of the agent.
 pub struct TableDeps {
+    /// Where sandboxes are.
     pub work_dir: PathBuf,
+    /// Where task checkpoints are ([`crate::paths`]).
+    pub runtime_dir: PathBuf,
     pub default_kill_grace: Duration,
     pub containerizer: Arc<dyn Containerizer>,
     pub status: StatusHandle,
@@ -176,7 +179,7 @@ impl Table {
             let state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-            let run_dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            let run_dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
             let mut supervisor = None;
             let mut state = state;
             if !state.is_terminal() {
@@ -274,7 +277,7 @@ impl Table {
             task: task.clone(),
             agent_id,
             sandbox: paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id),
-            run_dir: paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id),
+            run_dir: paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id),
             default_kill_grace: self.deps.default_kill_grace,
         };
         supervisor::spawn(
@@ -289,7 +292,7 @@ impl Table {
     /// Every readable task checkpoint.
     fn checkpoints(&self) -> Vec<(TaskKey, v1::RunTask)> {
         let mut out = Vec::new();
-        let root = paths::tasks_meta_root(&self.deps.work_dir);
+        let root = paths::tasks_meta_root(&self.deps.runtime_dir);
         for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             for t in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
                 let file = t.path().join(paths::TASK_CHECKPOINT);
@@ -478,7 +481,7 @@ impl Table {
             }
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
-            let dir = paths::task_meta_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
             // Off the owner task: removing files can take milliseconds on a
             // busy file system, and nothing waits for it. A crash before it
             // runs leaves the checkpoint behind, as a crash just before the

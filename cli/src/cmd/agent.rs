@@ -22,6 +22,11 @@ pub struct Args {
     /// Work dir for sandboxes and checkpoints (default /tmp/mezzo/agent-PORT).
     #[arg(long, env = "MEZZO_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Where task checkpoints are kept; they need only outlive the agent
+    /// process, so a tmpfs is best (default: /run/mezzo/agent-<hash> or
+    /// /dev/shm/mezzo/agent-<hash>, whichever is a tmpfs, else WORK_DIR/run).
+    #[arg(long, env = "MEZZO_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
     /// Resources to offer instead of the detected ones, e.g. "cpus:4;mem:8192;disk:10000;ports:[31000-32000]".
     /// `name(role):value` reserves statically for a role, e.g. "cpus:4;mem:8192;cpus(eng):2;mem(eng):1024"
     /// (with only reserved ones, the detected resources are not offered).
@@ -71,6 +76,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .work_dir
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
     let mut cfg = AgentConfig::new(super::masters(&a.master), a.listen, work_dir);
+    cfg.runtime_dir = a.runtime_dir;
     if let Some(r) = a.resources {
         let r = ReservedResources::parse(&r).context("--resources")?;
         cfg.resources = Some(r.unreserved);
