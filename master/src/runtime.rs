@@ -52,11 +52,8 @@ pub enum Call {
         task: TaskId,
         grace: Option<Duration>,
     },
-    Acknowledge {
-        agent: AgentId,
-        task: TaskId,
-        uuid: Vec<u8>,
-    },
+    /// One or more (agent, task, uuid) acknowledgements.
+    Acknowledge(Vec<(AgentId, TaskId, Vec<u8>)>),
     /// Explicit tasks, each with the agent the framework believes it is
     /// on; empty for all.
     Reconcile {
@@ -445,7 +442,7 @@ impl Runtime {
             Call::Revive => c.revive(fid),
             Call::Suppress => c.suppress(fid),
             Call::Kill { task, grace } => c.kill(fid, &task, grace),
-            Call::Acknowledge { agent, task, uuid } => c.acknowledge(fid, &agent, &task, &uuid),
+            Call::Acknowledge(acks) => c.acknowledge_all(fid, &acks),
             Call::Reconcile { tasks } => c.reconcile(fid, &tasks),
             Call::Teardown => c.teardown(fid),
         }

@@ -147,6 +147,45 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             Code::NotFound,
             "unknown agent",
         )?;
+        // Batched acknowledgements are checked whole: one bad entry refuses
+        // the call, and naming both forms is refused.
+        let ack = |agent: &str, uuid: Vec<u8>| v1::Acknowledgement {
+            agent_id: agent.into(),
+            task_id: "a".into(),
+            uuid,
+        };
+        let batch = |acks: Vec<v1::Acknowledgement>, single: &str| v1::AcknowledgeRequest {
+            framework_id: fid.clone(),
+            agent_id: single.into(),
+            acks,
+            ..Default::default()
+        };
+        let agent = o.agent_id.clone();
+        for (req, code, words) in [
+            (
+                batch(vec![ack(&agent, vec![1; 16]), ack(&agent, vec![1; 3])], ""),
+                Code::InvalidArgument,
+                "16 bytes",
+            ),
+            (
+                batch(vec![ack(&agent, vec![1; 16]), ack("nope", vec![1; 16])], ""),
+                Code::NotFound,
+                "unknown agent",
+            ),
+            (
+                batch(vec![ack(&agent, vec![1; 16])], &agent),
+                Code::InvalidArgument,
+                "not both",
+            ),
+            (
+                batch((0..10_001).map(|_| ack(&agent, vec![1; 16])).collect(), ""),
+                Code::InvalidArgument,
+                "at most",
+            ),
+        ] {
+            let err = raw.acknowledge(req).await.expect_err(words);
+            ensure!(err.code() == code && err.message().contains(words), "{words}: {err:?}");
+        }
 
         // An oversized message is refused before it is decoded.
         let mut huge = fw::shell_task("huge", "true");

@@ -4,9 +4,14 @@
 //! push the reconciliation's updates before it answers the call).
 
 use mezzo_proto::v1;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::calls::Calls;
+use crate::error::SdkError;
+
+/// Most acknowledgements sent in one call.
+const ACK_BATCH: usize = 1024;
 
 /// True for updates the agent will resend until they are acknowledged;
 /// master-generated and reconciliation updates carry no uuid.
@@ -14,16 +19,39 @@ pub(crate) fn needs_ack(status: &v1::TaskStatus) -> bool {
     !status.uuid.is_empty()
 }
 
-/// Acknowledges `status` in the background. A failure is harmless: the
-/// agent resends the update and it is acknowledged then.
-pub(crate) fn spawn_ack(calls: &Calls, status: v1::TaskStatus) {
-    let calls = calls.clone();
+/// Starts the acknowledger and returns its queue. It sends one call at a
+/// time with every update queued meanwhile, so acknowledgements cost one
+/// call each at low rates and a fraction of one under load, without ever
+/// waiting to fill a batch. It ends when the queue's sender is dropped. A
+/// failure is harmless: the agent resends the update and it is
+/// acknowledged then.
+pub(crate) fn spawn_acker(calls: Calls) -> mpsc::UnboundedSender<v1::TaskStatus> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        match calls.acknowledge(&status).await {
-            Ok(()) => debug!(task = %status.task_id, "acknowledged update"),
-            Err(e) => warn!(task = %status.task_id, error = %e, "acknowledgement failed; the agent will resend"),
+        let mut batch = Vec::with_capacity(ACK_BATCH);
+        while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+            acknowledge(&calls, &batch).await;
+            batch.clear();
         }
     });
+    tx
+}
+
+async fn acknowledge(calls: &Calls, batch: &[v1::TaskStatus]) {
+    match calls.acknowledge_all(batch).await {
+        Ok(()) => debug!(count = batch.len(), "acknowledged updates"),
+        // One bad entry (say, of an agent removed meanwhile) refuses the
+        // whole call: the others go one by one.
+        Err(SdkError::Rejected { message, .. }) if batch.len() > 1 => {
+            debug!(%message, "batched acknowledgement refused; acknowledging one by one");
+            for status in batch {
+                if let Err(e) = calls.acknowledge(status).await {
+                    warn!(task = %status.task_id, error = %e, "acknowledgement failed; the agent will resend");
+                }
+            }
+        }
+        Err(e) => warn!(count = batch.len(), error = %e, "acknowledgement failed; the agent will resend"),
+    }
 }
 
 /// Asks for the state of every task, so the framework learns what changed

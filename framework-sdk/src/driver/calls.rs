@@ -165,6 +165,35 @@ impl Calls {
                 agent_id,
                 task_id,
                 uuid,
+                acks: Vec::new(),
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Acknowledges several updates in one call (see `AcknowledgeRequest`:
+    /// the master refuses the whole batch if one entry is bad).
+    pub(crate) async fn acknowledge_all(&self, statuses: &[v1::TaskStatus]) -> Result<(), SdkError> {
+        let acks: Vec<_> = statuses
+            .iter()
+            .filter(|s| !s.uuid.is_empty())
+            .map(|s| v1::Acknowledgement {
+                agent_id: s.agent_id.clone(),
+                task_id: s.task_id.clone(),
+                uuid: s.uuid.clone(),
+            })
+            .collect();
+        match acks.len() {
+            0 => return Ok(()),
+            1 => return self.acknowledge(&statuses[0]).await,
+            _ => {}
+        }
+        self.send("acknowledge", |mut c, framework_id| async move {
+            c.acknowledge(v1::AcknowledgeRequest {
+                framework_id,
+                acks,
+                ..Default::default()
             })
             .await
         })

@@ -52,6 +52,7 @@ pub(crate) fn spawn(
         framework: config.framework,
         framework_id: config.framework_id.filter(|id| !id.is_empty()),
         auto_ack: config.auto_acknowledge,
+        acker: acks::spawn_acker(calls.clone()),
         call_timeout: config.call_timeout,
         masters: Masters::new(config.masters),
         backoff: Backoff::new(config.reconnect_backoff_max),
@@ -110,6 +111,8 @@ struct Driver {
     /// Passed on every subscription once known, so the framework resumes.
     framework_id: Option<String>,
     auto_ack: bool,
+    /// Queue of the acknowledger ([`acks::spawn_acker`]).
+    acker: mpsc::UnboundedSender<v1::TaskStatus>,
     call_timeout: Duration,
     masters: Masters,
     backoff: Backoff,
@@ -281,7 +284,8 @@ impl Driver {
                 let copy = ack.then(|| status.clone());
                 self.emit(Event::Update(status)).await;
                 if let Some(status) = copy {
-                    acks::spawn_ack(&self.calls, status);
+                    // Only fails once the acknowledger is gone, with the driver.
+                    let _ = self.acker.send(status);
                 }
             }
             Wire::Error(e) => return Some(Outcome::Fatal(e.message)),

@@ -22,7 +22,12 @@ const WAIT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Seen {
     subscribes: Vec<v1::SubscribeRequest>,
+    /// Every acknowledgement, a batch's entries one by one.
     acks: Vec<v1::AcknowledgeRequest>,
+    /// Acknowledge calls (a batch is one).
+    ack_calls: usize,
+    /// Each Acknowledge call takes this long to answer.
+    ack_delay: Duration,
     reconciles: Vec<v1::ReconcileRequest>,
     accepts: Vec<v1::AcceptRequest>,
     /// Sender of the open event stream; dropping it ends the stream.
@@ -137,7 +142,26 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.seen().acks.push(req.into_inner());
+        let req = req.into_inner();
+        let delay = {
+            let mut seen = self.seen();
+            seen.ack_calls += 1;
+            let batch = req.acks.iter().map(|a| v1::AcknowledgeRequest {
+                framework_id: req.framework_id.clone(),
+                agent_id: a.agent_id.clone(),
+                task_id: a.task_id.clone(),
+                uuid: a.uuid.clone(),
+                acks: Vec::new(),
+            });
+            let batch: Vec<_> = batch.collect();
+            if batch.is_empty() {
+                seen.acks.push(req);
+            } else {
+                seen.acks.extend(batch);
+            }
+            seen.ack_delay
+        };
+        tokio::time::sleep(delay).await;
         ok()
     }
 
@@ -306,6 +330,37 @@ async fn auto_ack_only_for_updates_with_a_uuid() {
     // A manual ack of a uuid-less update is a no-op.
     assert_eq!(scheduler.acknowledge(&update("t2", b"")).await, Ok(()));
     assert_eq!(master.seen().acks.len(), 2);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn acknowledgements_queued_during_a_call_go_in_one_batch() {
+    let master = FakeMaster::default();
+    master.seen().ack_delay = Duration::from_millis(100);
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    for i in 0..20u8 {
+        let status = v1::TaskStatus {
+            task_id: format!("t{i}"),
+            agent_id: "agent-1".into(),
+            state: v1::TaskState::TaskRunning as i32,
+            uuid: vec![i; 16],
+            ..Default::default()
+        };
+        master.push(Wire::Update(v1::Update { status: Some(status) })).await;
+        next(&mut events).await;
+    }
+    eventually(&master, "20 acknowledgements", |s| s.acks.len() == 20).await;
+    let seen = master.seen();
+    let mut tasks: Vec<_> = seen.acks.iter().map(|a| a.task_id.clone()).collect();
+    tasks.sort();
+    tasks.dedup();
+    assert_eq!(tasks.len(), 20, "each update acknowledged once");
+    // The first call is answered after 100 ms; everything queued meanwhile
+    // goes in the next.
+    assert!(seen.ack_calls < 20, "{} calls for 20 acknowledgements", seen.ack_calls);
+    drop(seen);
     scheduler.stop().await;
 }
 

@@ -19,6 +19,9 @@ use crate::runtime::{Call, Command, Handle};
 /// Capacity of one framework's event queue; a framework this far behind is
 /// disconnected rather than allowed to grow the master's memory.
 pub const EVENT_QUEUE: usize = 65536;
+/// Most acknowledgements one call may carry (an SDK batches what arrived
+/// while its previous call was in flight: a few dozen under load).
+pub const MAX_ACKS_PER_CALL: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerApi {
@@ -161,11 +164,31 @@ impl Scheduler for SchedulerApi {
     async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let req = req.into_inner();
         self.call(&req.framework_id, || {
-            Ok(Call::Acknowledge {
-                agent: AgentId::parse(&req.agent_id)?,
-                task: TaskId::parse(&req.task_id)?,
-                uuid: req.uuid,
-            })
+            let single = !(req.agent_id.is_empty() && req.task_id.is_empty() && req.uuid.is_empty());
+            if req.acks.is_empty() || single {
+                if !req.acks.is_empty() {
+                    return Err(MasterError::Invalid(
+                        "name one acknowledgement (agent_id, task_id, uuid) or several in acks, not both".into(),
+                    ));
+                }
+                return Ok(Call::Acknowledge(vec![(
+                    AgentId::parse(&req.agent_id)?,
+                    TaskId::parse(&req.task_id)?,
+                    req.uuid,
+                )]));
+            }
+            if req.acks.len() > MAX_ACKS_PER_CALL {
+                return Err(MasterError::Invalid(format!(
+                    "{} acknowledgements in one call; at most {MAX_ACKS_PER_CALL}",
+                    req.acks.len()
+                )));
+            }
+            let acks = req
+                .acks
+                .into_iter()
+                .map(|a| Ok((AgentId::parse(&a.agent_id)?, TaskId::parse(&a.task_id)?, a.uuid)))
+                .collect::<Result<Vec<_>, MasterError>>()?;
+            Ok(Call::Acknowledge(acks))
         })
         .await
     }

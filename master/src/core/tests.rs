@@ -236,6 +236,59 @@ fn one_task_end_to_end() {
 
 /// DESIGN.md "Offers" and "Tasks": invalid accepts launch nothing, leave
 /// the offer usable, and say why.
+/// A batch of acknowledgements with one bad entry is refused whole.
+#[test]
+fn a_refused_batch_of_acknowledgements_changes_nothing() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let a = s.agent(AGENT_CONN, "cpus:2;mem:1024");
+    let offers = s.offers();
+    let tasks = vec![launch("t1", "cpus:0.5;mem:128"), launch("t2", "cpus:0.5;mem:128")];
+    s.m.accept(&f, &[oid(&offers[0])], tasks, None, s.now).expect("accept");
+    for (t, uuid) in [("t1", 1), ("t2", 2)] {
+        s.m.status_update(
+            AGENT_CONN,
+            f.clone(),
+            status(t, TaskState::Finished, uuid),
+            TaskState::Finished,
+            s.now,
+        )
+        .expect("update");
+    }
+    s.run();
+    let acks = |s: &Sim| {
+        s.agent_msgs()
+            .iter()
+            .filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_)))
+            .count()
+    };
+    let (t1, t2) = (TaskId::parse("t1").expect("id"), TaskId::parse("t2").expect("id"));
+    let ghost = AgentId::parse("ghost").expect("id");
+    let bad = vec![(a.clone(), t1.clone(), vec![1; 16]), (ghost, t2.clone(), vec![2; 16])];
+    assert!(matches!(
+        s.m.acknowledge_all(&f, &bad),
+        Err(MasterError::UnknownAgent(_))
+    ));
+    let short = vec![
+        (a.clone(), t1.clone(), vec![1; 16]),
+        (a.clone(), t2.clone(), vec![2; 3]),
+    ];
+    assert!(matches!(s.m.acknowledge_all(&f, &short), Err(MasterError::Invalid(_))));
+    s.run();
+    assert_eq!(acks(&s), 0, "nothing forwarded");
+    assert_eq!(
+        s.m.view(true).tasks.len(),
+        2,
+        "both still wait for their acknowledgement"
+    );
+
+    let good = vec![(a.clone(), t1, vec![1; 16]), (a, t2, vec![2; 16])];
+    s.m.acknowledge_all(&f, &good).expect("batch");
+    s.run();
+    assert_eq!(acks(&s), 2);
+    assert!(s.m.view(true).tasks.is_empty());
+}
+
 #[test]
 fn invalid_accepts_change_nothing() {
     let mut s = Sim::new();

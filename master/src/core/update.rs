@@ -189,6 +189,29 @@ impl Master {
         uuid: &[u8],
     ) -> Result<(), MasterError> {
         self.subscribed(fid)?;
+        self.check_ack(agent_id, uuid)?;
+        self.apply_ack(fid, agent_id, tid, uuid);
+        Ok(())
+    }
+
+    /// Several acknowledgements in one call: all are checked before any is
+    /// applied, so a refused call changes nothing.
+    pub fn acknowledge_all(
+        &mut self,
+        fid: &FrameworkId,
+        acks: &[(AgentId, TaskId, Vec<u8>)],
+    ) -> Result<(), MasterError> {
+        self.subscribed(fid)?;
+        for (agent_id, _, uuid) in acks {
+            self.check_ack(agent_id, uuid)?;
+        }
+        for (agent_id, tid, uuid) in acks {
+            self.apply_ack(fid, agent_id, tid, uuid);
+        }
+        Ok(())
+    }
+
+    fn check_ack(&self, agent_id: &AgentId, uuid: &[u8]) -> Result<(), MasterError> {
         if uuid.len() != 16 {
             return Err(MasterError::Invalid(format!(
                 "uuid must be 16 bytes, got {}",
@@ -198,6 +221,10 @@ impl Master {
         if !self.agents.contains_key(agent_id) {
             return Err(MasterError::UnknownAgent(agent_id.to_string()));
         }
+        Ok(())
+    }
+
+    fn apply_ack(&mut self, fid: &FrameworkId, agent_id: &AgentId, tid: &TaskId, uuid: &[u8]) {
         self.counters.acknowledgements += 1;
         let mut done = false;
         if let Some(task) = self.frameworks.get_mut(fid).and_then(|f| f.tasks.get_mut(tid))
@@ -218,7 +245,6 @@ impl Master {
         });
         // A disconnected agent resends the update later; it is acked again then.
         self.send_agent(agent_id, ack);
-        Ok(())
     }
 
     pub fn kill(&mut self, fid: &FrameworkId, tid: &TaskId, grace: Option<Duration>) -> Result<(), MasterError> {
