@@ -254,6 +254,15 @@ impl Manager {
     }
 
     async fn write(&mut self, bytes: Vec<u8>, count: usize, sync: bool) -> Result<(), AgentError> {
+        if !sync {
+            // Acknowledgement records only: a write into the page cache,
+            // cheaper in place than handing it to a blocking thread and back.
+            let journal = self
+                .journal
+                .as_mut()
+                .ok_or(AgentError::ActorStopped("status journal"))?;
+            return journal.append(&bytes, count, false);
+        }
         let Some(mut journal) = self.journal.take() else {
             return Err(AgentError::ActorStopped("status journal"));
         };

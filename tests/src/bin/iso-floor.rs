@@ -149,7 +149,12 @@ fn machine_busy() -> Result<f64> {
     let line = stat.lines().next().context("empty /proc/stat")?;
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal
-    let busy = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum::<u64>();
+    let busy = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum::<u64>();
     Ok(busy as f64 / 100.0)
 }
 
@@ -169,7 +174,13 @@ fn child(way: Way, cgroups: &[PathBuf], procs: &str) -> isize {
     if !way.namespaces() {
         exec_true();
     }
-    let private = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>);
+    let private = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if private.is_err() || mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>).is_err() {
         return 3;
@@ -202,8 +213,15 @@ fn launch(way: Way, i: usize, parents: &Parents, reused: &[PathBuf]) -> Result<(
         let cg = cgroups.clone();
         // SAFETY: single-threaded; the child runs on its own stack in a
         // copy of this process (no CLONE_VM).
-        unsafe { nix::sched::clone(Box::new(move || child(way, &cg, procs)), &mut stack, flags, Some(Signal::SIGCHLD as i32)) }
-            .context("clone")?
+        unsafe {
+            nix::sched::clone(
+                Box::new(move || child(way, &cg, procs)),
+                &mut stack,
+                flags,
+                Some(Signal::SIGCHLD as i32),
+            )
+        }
+        .context("clone")?
     } else {
         // SAFETY: single-threaded (see the crate attribute's comment).
         match unsafe { fork() }.context("fork")? {
@@ -252,7 +270,10 @@ fn main() -> Result<()> {
         for i in 0..a.launches {
             launch(way, i, &parents, &reused)?;
         }
-        let (cpu, wall) = ((machine_busy()? - b0) * 1000.0 / a.launches as f64, t0.elapsed().as_secs_f64());
+        let (cpu, wall) = (
+            (machine_busy()? - b0) * 1000.0 / a.launches as f64,
+            t0.elapsed().as_secs_f64(),
+        );
         let base = *plain.get_or_insert(cpu);
         println!(
             "  {:<22} {:6.0} launches/s, machine cpu {:.3} ms per launch ({:+.3} ms over plain)",
