@@ -289,6 +289,7 @@ impl Manager {
         let Some(mut journal) = self.journal.take() else {
             return Err(AgentError::ActorStopped("status journal"));
         };
+        let started = std::time::Instant::now();
         let (journal, result) = tokio::task::spawn_blocking(move || {
             let r = journal.compact(&bytes, pending);
             (journal, r)
@@ -296,7 +297,13 @@ impl Manager {
         .await
         .map_err(|_| AgentError::ActorPanicked("status journal compaction"))?;
         self.journal = Some(journal);
-        tracing::debug!(records, pending, "compacted the status journal");
+        // Updates wait meanwhile: a slow disk shows here first.
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(20) {
+            tracing::warn!(records, pending, ?took, "compacting the status journal was slow");
+        } else {
+            tracing::debug!(records, pending, ?took, "compacted the status journal");
+        }
         result
     }
 

@@ -48,6 +48,7 @@ pub struct Args {
 #[derive(Debug, Default)]
 struct TaskTrack {
     accepted: Option<Instant>,
+    starting: Option<Instant>,
     running: Option<Instant>,
     done: Option<(Instant, TaskState, Option<i32>, String)>,
 }
@@ -63,6 +64,11 @@ pub struct Summary {
     pub tasks_per_second: f64,
     pub accept_to_running_ms: Percentiles,
     pub accept_to_finished_ms: Percentiles,
+    /// The part of Accept→RUNNING until STARTING arrived (master, agent,
+    /// journal), and the rest (STARTING's acknowledgement round trip, the
+    /// launch, RUNNING's way back).
+    pub accept_to_starting_ms: Percentiles,
+    pub starting_to_running_ms: Percentiles,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +110,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Offers not used yet, with what is left in them.
     let mut held: Vec<(String, Resources)> = Vec::new();
     let mut pace = tokio::time::interval(Duration::from_millis(2));
+    // An Accept the master refused ends the run.
+    let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
     // "Why is it pending": told to the master at most once a second.
     let mut reported: Option<Instant> = None;
     while done < a.instances {
@@ -118,6 +126,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     Event::Update(status) => {
                         let Some(state) = task_state(&status) else { continue };
                         let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                        if state == TaskState::Starting && t.starting.is_none() {
+                            t.starting = Some(Instant::now());
+                        }
                         if state == TaskState::Running && t.running.is_none() {
                             t.running = Some(Instant::now());
                         }
@@ -143,6 +154,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = pace.tick(), if a.rate.is_some() => {}
+            Some(e) = refused.recv() => return Err(e),
             _ = tokio::time::sleep_until(deadline) => {
                 bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances)
             }
@@ -191,10 +203,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             for t in &tasks {
                 tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
             }
-            sched
-                .accept(vec![offer_id], tasks, None)
-                .await
-                .context("accept refused")?;
+            // Not awaited here: the loop goes on handling updates (their
+            // arrival times are what it measures) while the call is out.
+            let (s, refused) = (sched.clone(), refused_tx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = s.accept(vec![offer_id], tasks, None).await {
+                    let _ = refused.send(anyhow::Error::new(e).context("accept refused"));
+                }
+            });
         }
         if next >= a.instances && reported.take().is_some() {
             let _ = sched.report_pending(Vec::new()).await; // nothing waits any more
@@ -210,6 +226,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     sched.stop().await;
 
     let (mut to_running, mut to_done) = (histogram()?, histogram()?);
+    let (mut to_starting, mut starting_to_running) = (histogram()?, histogram()?);
     let (mut finished, mut failed, mut other) = (0, 0, 0);
     let mut exit = 0u8;
     for t in tracks.values() {
@@ -222,6 +239,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let Some(acc) = t.accepted {
             if let Some(r) = t.running {
                 let _ = to_running.record(r.duration_since(acc).as_micros().max(1) as u64);
+            }
+            if let Some(st) = t.starting {
+                let _ = to_starting.record(st.duration_since(acc).as_micros().max(1) as u64);
+                if let Some(r) = t.running {
+                    let _ = starting_to_running.record(r.duration_since(st).as_micros().max(1) as u64);
+                }
             }
             let _ = to_done.record(at.duration_since(acc).as_micros().max(1) as u64);
         }
@@ -238,6 +261,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         tasks_per_second: a.instances as f64 / seconds,
         accept_to_running_ms: percentiles(&to_running),
         accept_to_finished_ms: percentiles(&to_done),
+        accept_to_starting_ms: percentiles(&to_starting),
+        starting_to_running_ms: percentiles(&starting_to_running),
     };
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -3,8 +3,10 @@
 //! path, so that a slow answer never stalls the event stream (a master may
 //! push the reconciliation's updates before it answers the call).
 
+use std::sync::Arc;
+
 use mezzo_proto::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::calls::Calls;
@@ -12,6 +14,11 @@ use crate::error::SdkError;
 
 /// Most acknowledgements sent in one call.
 const ACK_BATCH: usize = 1024;
+/// Acknowledge calls in flight at once. An agent sends a task's next
+/// update only once the current one is acknowledged, so an acknowledgement
+/// queued behind a slow call delays the task's next update (STARTING's
+/// holds back RUNNING): a few calls at once keep that wait short.
+const ACK_CALLS: usize = 4;
 
 /// True for updates the agent will resend until they are acknowledged;
 /// master-generated and reconciliation updates carry no uuid.
@@ -19,19 +26,30 @@ pub(crate) fn needs_ack(status: &v1::TaskStatus) -> bool {
     !status.uuid.is_empty()
 }
 
-/// Starts the acknowledger and returns its queue. It sends one call at a
-/// time with every update queued meanwhile, so acknowledgements cost one
-/// call each at low rates and a fraction of one under load, without ever
-/// waiting to fill a batch. It ends when the queue's sender is dropped. A
-/// failure is harmless: the agent resends the update and it is
+/// Starts the acknowledger and returns its queue. With fewer than
+/// [`ACK_CALLS`] calls in flight it sends what is queued at once; otherwise
+/// everything queued meanwhile goes in the next call. So acknowledgements
+/// cost one call each at low rates and a fraction of one under load,
+/// without ever waiting to fill a batch. It ends when the queue's sender is
+/// dropped. A failure is harmless: the agent resends the update and it is
 /// acknowledged then.
 pub(crate) fn spawn_acker(calls: Calls) -> mpsc::UnboundedSender<v1::TaskStatus> {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let slots = Arc::new(Semaphore::new(ACK_CALLS));
     tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(ACK_BATCH);
-        while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
-            acknowledge(&calls, &batch).await;
-            batch.clear();
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch = Vec::with_capacity(ACK_BATCH);
+            if rx.recv_many(&mut batch, ACK_BATCH).await == 0 {
+                return;
+            }
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                acknowledge(&calls, &batch).await;
+                drop(slot);
+            });
         }
     });
     tx
