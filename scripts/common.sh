@@ -4,11 +4,15 @@
 
 MEZZO=${MEZZO:-target/release/mezzo}
 PIDS=()
+# The agents' runtime dirs (task checkpoints), on a tmpfs like the agent's
+# default, but made here so that stop_cluster removes them with the rest.
+RUNTIME_BASE=
 
 stop_cluster() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
   PIDS=()
+  if [ -n "$RUNTIME_BASE" ]; then rm -rf "$RUNTIME_BASE"; RUNTIME_BASE=; fi
 }
 
 # wait_line FILE: waits for "listening on ADDR" in FILE and sets ADDR.
@@ -40,8 +44,11 @@ start_master() {
 start_agent() {
   local dir=$1 name=$2 master=$3 listen=$4 res=$5
   shift 5
+  if [ -z "$RUNTIME_BASE" ]; then
+    RUNTIME_BASE=$(mktemp -d /dev/shm/mezzo-run.XXXXXX 2>/dev/null || mktemp -d /tmp/mezzo-run.XXXXXX)
+  fi
   "$MEZZO" agent --master "$master" --listen "$listen" --work-dir "$dir/$name" --hostname "$name" \
-    --resources "$res" "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
+    --runtime-dir "$RUNTIME_BASE/$name" --resources "$res" "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
   PIDS+=($!)
   wait_line "$dir/$name.out"
 }
