@@ -512,26 +512,44 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
     }
 
     let init_pid = nix::unistd::getpid();
+    let task = TaskExec::prepare(spec, init_pid)?;
     let (failure_read, failure_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
-    // SAFETY: the init is the only thread of a process forked from a
-    // single-threaded supervisor, so the child may do any work before exec.
-    let task = match unsafe { fork() }.map_err(sys("fork"))? {
-        ForkResult::Child => {
-            drop(failure_read);
-            exec_task(spec, init_pid, failure_write)
-        }
-        ForkResult::Parent { child } => child,
-    };
+    // The task is started the way posix_spawn starts a process: it shares
+    // the init's memory until its execve (CLONE_VM), and the init waits
+    // until then (CLONE_VFORK). No copy of the init's page tables is made
+    // and torn down again, and nothing is copied on write: both cost more
+    // than the rest of a launch. The child therefore only makes system
+    // calls with what `prepare` built (see `TaskExec::run`).
+    let mut stack = vec![0u8; TASK_STACK];
+    // SAFETY: with CLONE_VFORK this thread is suspended until the child
+    // has exec'd or exited, so nothing else touches the shared memory
+    // meanwhile; the child runs on `stack`, allocates nothing, takes no
+    // lock and leaves by execve or _exit (see `TaskExec::run`).
+    let pid = unsafe {
+        nix::sched::clone(
+            Box::new(|| task.run(&failure_write)),
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(Signal::SIGCHLD as i32),
+        )
+    }
+    .map_err(sys("clone"))?;
     drop(failure_write);
 
-    // EOF: the task exec'd. Otherwise it reports why it could not.
+    // EOF: the task exec'd. Otherwise it says which step failed and why.
     let mut failure = Vec::new();
     let _ = File::from(failure_read).read_to_end(&mut failure);
-    if let Some((b'S', message)) = failure.split_first() {
-        let _ = wait_for(task);
-        return Err(InitError::Task(String::from_utf8_lossy(message).into_owned()));
+    if let Some(failed) = TaskFailure::decode(&failure) {
+        let error = failed.error(spec);
+        if failed.step == Step::Exec {
+            // The task has exited 127; its status is recorded as usual.
+            append_stderr(spec, &error.to_string());
+        } else {
+            let _ = wait_for(pid);
+            return Err(error);
+        }
     }
-    supervise_task(task)
+    supervise_task(pid)
 }
 
 /// Forwards signals to the task and reaps every child until the task ends.
@@ -587,112 +605,222 @@ fn loopback_up() -> Result<(), Errno> {
 
 // ---------------------------------------------------------------- the task
 
-/// In the forked task process: set up and exec, or report over `failure`
-/// (`S<message>` before exec, `E<message>` when exec itself failed) and
-/// exit 127.
-fn exec_task(spec: &InitSpec, init_pid: Pid, failure: OwnedFd) -> ! {
-    let mut failure = File::from(failure);
-    let (program, argv, env) = match prepare_task(spec, init_pid) {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            let _ = failure.write_all(format!("S{e}").as_bytes());
-            std::process::exit(EXEC_FAILED);
-        }
-    };
-    let Err(errno) = nix::unistd::execve(&program, &argv, &env);
-    let message = format!("cannot execute {}: {errno}", spec.argv[0]);
-    // fd 2 is the task's stderr file by now.
-    eprintln!("mezzo: container {}: {message}", spec.id);
-    let _ = failure.write_all(format!("E{message}").as_bytes());
-    std::process::exit(EXEC_FAILED);
+/// Stack of the task process between clone and execve.
+const TASK_STACK: usize = 64 * 1024;
+
+/// Everything the task process needs, built by the init beforehand so that
+/// the task process itself only makes system calls.
+struct TaskExec {
+    program: CString,
+    /// NULL-terminated pointer arrays into `_argv` and `_env`.
+    argv: Vec<*const nix::libc::c_char>,
+    env: Vec<*const nix::libc::c_char>,
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    sandbox: CString,
+    stdin: File,
+    stdout: File,
+    stderr: File,
+    /// `None`: keep the init's user (an unprivileged agent running tasks as itself).
+    user: Option<(Uid, Gid, Vec<Gid>)>,
+    /// Without a pid namespace the task dies with the init instead.
+    init_pid: Option<Pid>,
 }
 
-type Prepared = (CString, Vec<CString>, Vec<CString>);
+/// The step of [`TaskExec::run`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Step {
+    Signals = 1,
+    InitGone,
+    Stdio,
+    Sandbox,
+    User,
+    Exec,
+}
 
-fn prepare_task(spec: &InitSpec, init_pid: Pid) -> Result<Prepared, InitError> {
-    let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let program = argv
-        .first()
-        .cloned()
-        .ok_or_else(|| InitError::Task("argv is empty".into()))?;
+/// What the task process writes to the init when a step fails: the step
+/// and the errno, six bytes that need no allocation.
+struct TaskFailure {
+    step: Step,
+    errno: Errno,
+}
 
-    // The task starts with default signal handling and nothing blocked
-    // (dispositions SIG_IGN and the mask survive exec). SIGPIPE: the Rust
-    // runtime of `mezzo` ignores it.
-    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, Signal::SIGPIPE]) {
-        set_disposition(signal, SigHandler::SigDfl).map_err(sys("sigaction"))?;
-    }
-    SigSet::empty().thread_set_mask().map_err(sys("sigprocmask"))?;
-    if !spec.namespaces.pid {
-        // No pid namespace to end with the init: die with it instead.
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
-        if nix::unistd::getppid() != init_pid {
-            return Err(InitError::Task(
-                "the container init died before the task started".into(),
-            ));
-        }
+impl TaskFailure {
+    fn encode(step: Step, errno: Errno) -> [u8; 6] {
+        let mut out = [0u8; 6];
+        out[0] = b'F';
+        out[1] = step as u8;
+        out[2..].copy_from_slice(&(errno as i32).to_le_bytes());
+        out
     }
 
-    let open_out = |path: &Path| {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|source| InitError::Open {
-                path: path.to_owned(),
+    fn decode(bytes: &[u8]) -> Option<TaskFailure> {
+        let [b'F', step, e0, e1, e2, e3] = *bytes else {
+            return None;
+        };
+        let step = [
+            Step::Signals,
+            Step::InitGone,
+            Step::Stdio,
+            Step::Sandbox,
+            Step::User,
+            Step::Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == step)?;
+        Some(TaskFailure {
+            step,
+            errno: Errno::from_raw(i32::from_le_bytes([e0, e1, e2, e3])),
+        })
+    }
+
+    fn error(&self, spec: &InitSpec) -> InitError {
+        let source = self.errno;
+        match self.step {
+            Step::Signals => InitError::Sys {
+                op: "resetting signals",
                 source,
-            })
-    };
-    let stdout = open_out(&spec.stdout)?;
-    let stderr = open_out(&spec.stderr)?;
-    let dev_null = File::open("/dev/null").map_err(|source| InitError::Open {
-        path: "/dev/null".into(),
-        source,
-    })?;
-    nix::unistd::dup2_stdin(&dev_null).map_err(sys("dup2"))?;
-    nix::unistd::dup2_stdout(&stdout).map_err(sys("dup2"))?;
-    nix::unistd::dup2_stderr(&stderr).map_err(sys("dup2"))?;
-
-    nix::unistd::chdir(&spec.sandbox).map_err(|source| InitError::Sandbox {
-        path: spec.sandbox.clone(),
-        source,
-    })?;
-    set_user(spec)?;
-    Ok((program, argv, env))
+            },
+            Step::InitGone => InitError::Task("the container init died before the task started".into()),
+            Step::Stdio => InitError::Sys { op: "dup2", source },
+            Step::Sandbox => InitError::Sandbox {
+                path: spec.sandbox.clone(),
+                source,
+            },
+            Step::User => InitError::User {
+                uid: spec.uid,
+                gid: spec.gid,
+                groups: spec.groups.clone(),
+                source,
+            },
+            Step::Exec => InitError::Task(format!("cannot execute {}: {source}", spec.argv[0])),
+        }
+    }
 }
 
-fn set_user(spec: &InitSpec) -> Result<(), InitError> {
-    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
-    // An unprivileged agent can only run tasks as itself: nothing to change.
-    if !nix::unistd::geteuid().is_root()
-        && uid == nix::unistd::geteuid()
-        && gid == nix::unistd::getegid()
-        && spec.groups.is_empty()
-    {
-        return Ok(());
+impl TaskExec {
+    fn prepare(spec: &InitSpec, init_pid: Pid) -> Result<TaskExec, InitError> {
+        let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let program = argv
+            .first()
+            .cloned()
+            .ok_or_else(|| InitError::Task("argv is empty".into()))?;
+        let pointers = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let open_out = |path: &Path| {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(nix::libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|source| InitError::Open {
+                    path: path.to_owned(),
+                    source,
+                })
+        };
+        let stdout = open_out(&spec.stdout)?;
+        let stderr = open_out(&spec.stderr)?;
+        let stdin = File::open("/dev/null").map_err(|source| InitError::Open {
+            path: "/dev/null".into(),
+            source,
+        })?;
+        use std::os::unix::ffi::OsStrExt;
+        let sandbox = cstring(spec.sandbox.as_os_str().as_bytes())?;
+        let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+        // An unprivileged agent can only run tasks as itself: nothing to change.
+        let unchanged = !nix::unistd::geteuid().is_root()
+            && uid == nix::unistd::geteuid()
+            && gid == nix::unistd::getegid()
+            && spec.groups.is_empty();
+        let user = (!unchanged).then(|| (uid, gid, spec.groups.iter().copied().map(Gid::from_raw).collect()));
+        Ok(TaskExec {
+            program,
+            argv: pointers(&argv),
+            env: pointers(&env),
+            _argv: argv,
+            _env: env,
+            sandbox,
+            stdin,
+            stdout,
+            stderr,
+            user,
+            init_pid: (!spec.namespaces.pid).then_some(init_pid),
+        })
     }
-    let user_error = |source| InitError::User {
-        uid: spec.uid,
-        gid: spec.gid,
-        groups: spec.groups.clone(),
-        source,
-    };
-    let groups: Vec<Gid> = spec.groups.iter().copied().map(Gid::from_raw).collect();
-    nix::unistd::setgroups(&groups).map_err(user_error)?;
-    nix::unistd::setgid(gid).map_err(user_error)?;
-    nix::unistd::setuid(uid).map_err(user_error)?;
-    Ok(())
+
+    /// In the task process, on its own small stack in the init's memory:
+    /// only system calls on what `prepare` built; no allocation, no lock,
+    /// no unwinding. Leaves by execve, or by `_exit(127)` after writing the
+    /// failed step to `failure`.
+    fn run(&self, failure: &OwnedFd) -> isize {
+        let fail = |step: Step, errno: Errno| -> isize {
+            let _ = nix::unistd::write(failure, &TaskFailure::encode(step, errno));
+            // SAFETY: _exit ends this process at once, without running
+            // atexit handlers or flushing buffers that it shares with the init.
+            unsafe { nix::libc::_exit(EXEC_FAILED) }
+        };
+        // The task starts with default signal handling and nothing blocked
+        // (dispositions SIG_IGN and the mask survive exec). SIGPIPE: the
+        // Rust runtime of `mezzo` ignores it.
+        for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, Signal::SIGPIPE]) {
+            if let Err(e) = set_disposition(signal, SigHandler::SigDfl) {
+                return fail(Step::Signals, e);
+            }
+        }
+        if let Err(e) = SigSet::empty().thread_set_mask() {
+            return fail(Step::Signals, e);
+        }
+        if let Some(init_pid) = self.init_pid {
+            // No pid namespace to end with the init: die with it instead.
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                return fail(Step::Signals, e);
+            }
+            if nix::unistd::getppid() != init_pid {
+                return fail(Step::InitGone, Errno::ESRCH);
+            }
+        }
+        for result in [
+            nix::unistd::dup2_stdin(&self.stdin),
+            nix::unistd::dup2_stdout(&self.stdout),
+            nix::unistd::dup2_stderr(&self.stderr),
+        ] {
+            if let Err(e) = result {
+                return fail(Step::Stdio, e);
+            }
+        }
+        if let Err(e) = nix::unistd::chdir(self.sandbox.as_c_str()) {
+            return fail(Step::Sandbox, e);
+        }
+        if let Some((uid, gid, groups)) = &self.user {
+            let switched = nix::unistd::setgroups(groups)
+                .and_then(|()| nix::unistd::setgid(*gid))
+                .and_then(|()| nix::unistd::setuid(*uid));
+            if let Err(e) = switched {
+                return fail(Step::User, e);
+            }
+        }
+        // SAFETY: `program` is a valid C string and `argv`/`env` are
+        // NULL-terminated arrays of pointers to C strings that `self` keeps
+        // alive; execve only reads them.
+        unsafe { nix::libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) };
+        fail(Step::Exec, Errno::last())
+    }
 }
 
 #[cfg(test)]

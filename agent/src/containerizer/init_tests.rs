@@ -339,6 +339,26 @@ fn setup_failure_is_recorded_as_an_error() {
     assert!(c.stderr().contains(&message), "stderr: {}", c.stderr());
 }
 
+/// A step of the task process that fails after the clone (here: entering
+/// the sandbox) comes back to the init with its errno, and nothing runs.
+#[test]
+fn failure_in_the_task_process_is_recorded_with_its_step() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/true"]);
+    c.spec.sandbox = "/nonexistent/sandbox".into();
+    let ExitRecord::Error(message) = c.run() else {
+        panic!("expected an error record")
+    };
+    assert!(
+        message.contains("cannot enter sandbox /nonexistent/sandbox"),
+        "{message}"
+    );
+    assert!(message.contains("No such file or directory"), "{message}");
+    assert!(c.stderr().contains(&message), "stderr: {}", c.stderr());
+}
+
 #[test]
 fn bad_spec_is_recorded_next_to_it() {
     let dir = tempfile::tempdir().expect("temp dir");
