@@ -159,7 +159,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances)
             }
         }
-        // Launch what is due from the held offers.
+        // Launch what is due from the held offers. The clock starts with
+        // the first offer, so that a rate counts from the first launch
+        // (not from the subscription, which would make a burst of the
+        // tasks "due" while the first offer was on its way).
+        if started.is_none() && held.is_empty() {
+            continue;
+        }
         let start = *started.get_or_insert_with(Instant::now);
         let due = match a.rate {
             Some(r) => a.instances.min((r * start.elapsed().as_secs_f64()) as usize + 1),
