@@ -14,7 +14,8 @@
 //!                           │        sets the hostname, brings lo up; forwards
 //!                           │        signals to the task, reaps orphans, exits
 //!                           │        with the task's status
-//!                           └─fork─▶ task   stdio, chdir, setgroups/setgid/setuid, execve
+//!                           └─vfork─▶ task  stdio, chdir, setgroups/setgid/setuid, execve
+//!                                           (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
 //! ```
 //!
 //! The supervisor lives in its own session, so it survives the agent: the

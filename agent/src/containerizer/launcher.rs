@@ -11,7 +11,7 @@
 //! then answers the supervisor's pid as one line on its stdout.
 //!
 //! ```text
-//! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─fork─▶ task
+//! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─vfork─▶ task
 //!   (each launch's blocking step writes a spec and reads a pid, under a mutex)
 //! ```
 //!
