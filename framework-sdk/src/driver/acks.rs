@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mezzo_proto::v1;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::calls::Calls;
@@ -26,33 +26,88 @@ pub(crate) fn needs_ack(status: &v1::TaskStatus) -> bool {
     !status.uuid.is_empty()
 }
 
-/// Starts the acknowledger and returns its queue. With fewer than
-/// [`ACK_CALLS`] calls in flight it sends what is queued at once; otherwise
-/// everything queued meanwhile goes in the next call. So acknowledgements
-/// cost one call each at low rates and a fraction of one under load,
-/// without ever waiting to fill a batch. It ends when the queue's sender is
-/// dropped. A failure is harmless: the agent resends the update and it is
-/// acknowledged then.
-pub(crate) fn spawn_acker(calls: Calls) -> mpsc::UnboundedSender<v1::TaskStatus> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let slots = Arc::new(Semaphore::new(ACK_CALLS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let mut batch = Vec::with_capacity(ACK_BATCH);
-            if rx.recv_many(&mut batch, ACK_BATCH).await == 0 {
-                return;
-            }
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                acknowledge(&calls, &batch).await;
-                drop(slot);
-            });
+enum AckMsg {
+    Ack(v1::TaskStatus),
+    /// Answered once everything queued before it has been answered.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The acknowledger's queue. With fewer than [`ACK_CALLS`] calls in flight
+/// it sends what is queued at once; otherwise everything queued meanwhile
+/// goes in the next call. So acknowledgements cost one call each at low
+/// rates and a fraction of one under load, without ever waiting to fill a
+/// batch. It ends when every clone of the queue is dropped. A failure is
+/// harmless: the agent resends the update and it is acknowledged then.
+#[derive(Clone, Debug)]
+pub(crate) struct Acker(mpsc::UnboundedSender<AckMsg>);
+
+impl std::fmt::Debug for AckMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckMsg::Ack(s) => write!(f, "Ack({})", s.task_id),
+            AckMsg::Flush(_) => f.write_str("Flush"),
         }
-    });
-    tx
+    }
+}
+
+impl Acker {
+    pub(crate) fn spawn(calls: Calls) -> Acker {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let slots = Arc::new(Semaphore::new(ACK_CALLS));
+        tokio::spawn(async move {
+            let mut msgs = Vec::with_capacity(ACK_BATCH);
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                if rx.recv_many(&mut msgs, ACK_BATCH).await == 0 {
+                    return;
+                }
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                for msg in msgs.drain(..) {
+                    match msg {
+                        AckMsg::Ack(status) => batch.push(status),
+                        AckMsg::Flush(done) => flushes.push(done),
+                    }
+                }
+                if batch.is_empty() {
+                    drop(slot);
+                } else {
+                    let calls = calls.clone();
+                    tokio::spawn(async move {
+                        acknowledge(&calls, &batch).await;
+                        drop(slot);
+                    });
+                }
+                if !flushes.is_empty() {
+                    // Every slot free = every call sent so far answered.
+                    if let Ok(all) = slots.clone().acquire_many_owned(ACK_CALLS as u32).await {
+                        drop(all);
+                    }
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Acker(tx)
+    }
+
+    /// Queues an acknowledgement of `status`.
+    pub(crate) fn ack(&self, status: v1::TaskStatus) {
+        // Fails only once the acknowledger is gone, with the driver.
+        let _ = self.0.send(AckMsg::Ack(status));
+    }
+
+    /// Resolves once every acknowledgement queued before the call has been
+    /// answered (or has failed).
+    pub(crate) async fn flush(&self) {
+        let (done, answered) = oneshot::channel();
+        if self.0.send(AckMsg::Flush(done)).is_ok() {
+            let _ = answered.await;
+        }
+    }
 }
 
 async fn acknowledge(calls: &Calls, batch: &[v1::TaskStatus]) {

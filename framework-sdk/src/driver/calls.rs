@@ -30,6 +30,11 @@ impl Calls {
         Calls { session, cmds, timeout }
     }
 
+    /// How long one call may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn framework_id(&self) -> Option<String> {
         self.session.borrow().framework_id.clone()
     }

@@ -75,6 +75,7 @@ pub(crate) enum Command {
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     calls: Calls,
+    acker: acks::Acker,
     stop: Arc<watch::Sender<bool>>,
 }
 
@@ -94,9 +95,19 @@ impl Scheduler {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
         let calls = Calls::new(session_rx, cmd_tx, config.call_timeout);
-        run::spawn(config, calls.clone(), session_tx, events_tx, cmd_rx, stop_rx);
+        let acker = acks::Acker::spawn(calls.clone());
+        run::spawn(
+            config,
+            calls.clone(),
+            acker.clone(),
+            session_tx,
+            events_tx,
+            cmd_rx,
+            stop_rx,
+        );
         let scheduler = Scheduler {
             calls,
+            acker,
             stop: Arc::new(stop_tx),
         };
         (scheduler, Events::new(events_rx))
@@ -169,8 +180,13 @@ impl Scheduler {
     }
 
     /// Removes the framework from the cluster: its tasks are killed and the
-    /// master ends the subscription (the driver then stops).
+    /// master ends the subscription (the driver then stops). Automatic
+    /// acknowledgements already queued are sent first.
     pub async fn teardown(&self) -> Result<(), SdkError> {
+        // Acknowledgements still out would be refused once the framework is
+        // gone, and agents would resend their updates until the master
+        // acknowledges them instead: let them land first.
+        let _ = tokio::time::timeout(self.calls.timeout(), self.acker.flush()).await;
         self.calls.teardown().await
     }
 

@@ -42,6 +42,7 @@ const MIN_DEAD_AFTER: Duration = Duration::from_secs(1);
 pub(crate) fn spawn(
     config: SchedulerConfig,
     calls: Calls,
+    acker: acks::Acker,
     session: watch::Sender<Session>,
     events: mpsc::Sender<Event>,
     cmds: mpsc::Receiver<Command>,
@@ -52,7 +53,7 @@ pub(crate) fn spawn(
         framework: config.framework,
         framework_id: config.framework_id.filter(|id| !id.is_empty()),
         auto_ack: config.auto_acknowledge,
-        acker: acks::spawn_acker(calls.clone()),
+        acker,
         call_timeout: config.call_timeout,
         masters: Masters::new(config.masters),
         backoff: Backoff::new(config.reconnect_backoff_max),
@@ -111,8 +112,8 @@ struct Driver {
     /// Passed on every subscription once known, so the framework resumes.
     framework_id: Option<String>,
     auto_ack: bool,
-    /// Queue of the acknowledger ([`acks::spawn_acker`]).
-    acker: mpsc::UnboundedSender<v1::TaskStatus>,
+    /// The acknowledger ([`acks::Acker`]), shared with the handles.
+    acker: acks::Acker,
     call_timeout: Duration,
     masters: Masters,
     backoff: Backoff,
@@ -280,13 +281,13 @@ impl Driver {
             Wire::Failure(f) => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
             Wire::Update(u) => {
                 let status = u.status?;
-                let ack = self.auto_ack && acks::needs_ack(&status);
-                let copy = ack.then(|| status.clone());
-                self.emit(Event::Update(status)).await;
-                if let Some(status) = copy {
-                    // Only fails once the acknowledger is gone, with the driver.
-                    let _ = self.acker.send(status);
+                // Queued before the event is handed over (the same promise:
+                // an update in the channel is not redelivered), so that a
+                // teardown the framework makes on seeing it waits for it.
+                if self.auto_ack && acks::needs_ack(&status) {
+                    self.acker.ack(status.clone());
                 }
+                self.emit(Event::Update(status)).await;
             }
             Wire::Error(e) => return Some(Outcome::Fatal(e.message)),
         }

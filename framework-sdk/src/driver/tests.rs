@@ -28,6 +28,10 @@ struct Seen {
     ack_calls: usize,
     /// Each Acknowledge call takes this long to answer.
     ack_delay: Duration,
+    /// Acknowledge calls answered (after `ack_delay`).
+    acks_answered: usize,
+    /// How many Acknowledge calls had been answered when Teardown was called.
+    acks_at_teardown: Option<usize>,
     reconciles: Vec<v1::ReconcileRequest>,
     accepts: Vec<v1::AcceptRequest>,
     /// Sender of the open event stream; dropping it ends the stream.
@@ -162,6 +166,7 @@ impl SchedulerService for FakeMaster {
             seen.ack_delay
         };
         tokio::time::sleep(delay).await;
+        self.seen().acks_answered += 1;
         ok()
     }
 
@@ -171,6 +176,9 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let mut seen = self.seen();
+        seen.acks_at_teardown = Some(seen.acks_answered);
+        drop(seen);
         ok()
     }
 
@@ -360,6 +368,34 @@ async fn acknowledgements_queued_during_a_call_go_in_one_batch() {
     // Calls are answered after 100 ms; once the few allowed at once are in
     // flight, everything queued meanwhile goes in the next.
     assert!(seen.ack_calls < 20, "{} calls for 20 acknowledgements", seen.ack_calls);
+    drop(seen);
+    scheduler.stop().await;
+}
+
+#[tokio::test]
+async fn teardown_waits_for_queued_acknowledgements() {
+    let master = FakeMaster::default();
+    master.seen().ack_delay = Duration::from_millis(200);
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    for i in 0..3u8 {
+        let status = v1::TaskStatus {
+            task_id: format!("t{i}"),
+            agent_id: "agent-1".into(),
+            state: v1::TaskState::TaskFinished as i32,
+            uuid: vec![i; 16],
+            ..Default::default()
+        };
+        master.push(Wire::Update(v1::Update { status: Some(status) })).await;
+        next(&mut events).await;
+    }
+    assert_eq!(scheduler.teardown().await, Ok(()));
+    // Every acknowledgement call was answered (each takes 200 ms) before
+    // the teardown went out.
+    let seen = master.seen();
+    assert_eq!(seen.acks.len(), 3);
+    assert_eq!(seen.acks_at_teardown, Some(seen.ack_calls));
     drop(seen);
     scheduler.stop().await;
 }
