@@ -612,8 +612,8 @@ const TASK_STACK: usize = 64 * 1024;
 /// Everything the task process needs, built by the init beforehand so that
 /// the task process itself only makes system calls.
 struct TaskExec {
-    program: CString,
-    /// NULL-terminated pointer arrays into `_argv` and `_env`.
+    /// NULL-terminated pointer arrays into `_argv` and `_env`; `argv[0]`
+    /// is the program's absolute path.
     argv: Vec<*const nix::libc::c_char>,
     env: Vec<*const nix::libc::c_char>,
     _argv: Vec<CString>,
@@ -640,6 +640,17 @@ enum Step {
     Exec,
 }
 
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Signals,
+        Step::InitGone,
+        Step::Stdio,
+        Step::Sandbox,
+        Step::User,
+        Step::Exec,
+    ];
+}
+
 /// What the task process writes to the init when a step fails: the step
 /// and the errno, six bytes that need no allocation.
 struct TaskFailure {
@@ -660,16 +671,7 @@ impl TaskFailure {
         let [b'F', step, e0, e1, e2, e3] = *bytes else {
             return None;
         };
-        let step = [
-            Step::Signals,
-            Step::InitGone,
-            Step::Stdio,
-            Step::Sandbox,
-            Step::User,
-            Step::Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as u8 == step)?;
+        let step = Step::ALL.into_iter().find(|s| *s as u8 == step)?;
         Some(TaskFailure {
             step,
             errno: Errno::from_raw(i32::from_le_bytes([e0, e1, e2, e3])),
@@ -713,10 +715,9 @@ impl TaskExec {
             .iter()
             .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
-        let program = argv
-            .first()
-            .cloned()
-            .ok_or_else(|| InitError::Task("argv is empty".into()))?;
+        if argv.is_empty() {
+            return Err(InitError::Task("argv is empty".into()));
+        }
         let pointers = |v: &[CString]| {
             v.iter()
                 .map(|c| c.as_ptr())
@@ -751,7 +752,6 @@ impl TaskExec {
             && spec.groups.is_empty();
         let user = (!unchanged).then(|| (uid, gid, spec.groups.iter().copied().map(Gid::from_raw).collect()));
         Ok(TaskExec {
-            program,
             argv: pointers(&argv),
             env: pointers(&env),
             _argv: argv,
@@ -816,10 +816,10 @@ impl TaskExec {
                 return fail(Step::User, e);
             }
         }
-        // SAFETY: `program` is a valid C string and `argv`/`env` are
+        // SAFETY: `argv` (non-empty, checked by `prepare`) and `env` are
         // NULL-terminated arrays of pointers to C strings that `self` keeps
         // alive; execve only reads them.
-        unsafe { nix::libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) };
+        unsafe { nix::libc::execve(self.argv[0], self.argv.as_ptr(), self.env.as_ptr()) };
         fail(Step::Exec, Errno::last())
     }
 }

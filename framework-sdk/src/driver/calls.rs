@@ -160,27 +160,14 @@ impl Calls {
     }
 
     pub(crate) async fn acknowledge(&self, status: &v1::TaskStatus) -> Result<(), SdkError> {
-        if status.uuid.is_empty() {
-            return Ok(());
-        }
-        let (agent_id, task_id, uuid) = (status.agent_id.clone(), status.task_id.clone(), status.uuid.clone());
-        self.send("acknowledge", |mut c, framework_id| async move {
-            c.acknowledge(v1::AcknowledgeRequest {
-                framework_id,
-                agent_id,
-                task_id,
-                uuid,
-                acks: Vec::new(),
-            })
-            .await
-        })
-        .await
+        self.acknowledge_all(std::slice::from_ref(status)).await
     }
 
-    /// Acknowledges several updates in one call (see `AcknowledgeRequest`:
-    /// the master refuses the whole batch if one entry is bad).
+    /// Acknowledges the updates that carry a uuid, in one call: the single
+    /// form for one, `acks` for several (the master refuses a whole batch
+    /// if one entry is bad).
     pub(crate) async fn acknowledge_all(&self, statuses: &[v1::TaskStatus]) -> Result<(), SdkError> {
-        let acks: Vec<_> = statuses
+        let mut acks: Vec<_> = statuses
             .iter()
             .filter(|s| !s.uuid.is_empty())
             .map(|s| v1::Acknowledgement {
@@ -189,18 +176,25 @@ impl Calls {
                 uuid: s.uuid.clone(),
             })
             .collect();
-        match acks.len() {
+        let mut request = match acks.len() {
             0 => return Ok(()),
-            1 => return self.acknowledge(&statuses[0]).await,
-            _ => {}
-        }
-        self.send("acknowledge", |mut c, framework_id| async move {
-            c.acknowledge(v1::AcknowledgeRequest {
-                framework_id,
+            1 => {
+                let one = acks.pop().unwrap_or_default();
+                v1::AcknowledgeRequest {
+                    agent_id: one.agent_id,
+                    task_id: one.task_id,
+                    uuid: one.uuid,
+                    ..Default::default()
+                }
+            }
+            _ => v1::AcknowledgeRequest {
                 acks,
                 ..Default::default()
-            })
-            .await
+            },
+        };
+        self.send("acknowledge", |mut c, framework_id| async move {
+            request.framework_id = framework_id;
+            c.acknowledge(request).await
         })
         .await
     }
