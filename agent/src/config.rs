@@ -34,6 +34,10 @@ pub struct AgentConfig {
     pub default_kill_grace: Duration,
     /// How tasks are isolated.
     pub isolation: Isolation,
+    /// How often new sandboxes' metadata is written back (`syncfs`), so
+    /// that the kernel's own writeback does not stall the status journal's
+    /// fsync (see [`crate::writeback`]); `None` leaves it to the kernel.
+    pub sandbox_writeback: Option<Duration>,
 }
 
 /// How the agent runs tasks.
@@ -107,6 +111,7 @@ impl AgentConfig {
             status_retry_max: Duration::from_secs(30),
             default_kill_grace: Duration::from_secs(3),
             isolation: Isolation::None,
+            sandbox_writeback: Some(Duration::from_secs(1)),
         }
     }
 }

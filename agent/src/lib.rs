@@ -25,6 +25,7 @@
 //! | task table | every task, its latest state and supervisor | [`task::table`] |
 //! | one supervisor per task | the task's container | [`task::supervisor`] |
 //! | status update manager | per-task update queues and their journal | [`status`] |
+//! | sandbox writeback | nothing; `syncfs` of the sandboxes now and then | [`writeback`] |
 //! | HTTP server | nothing; asks the others | [`http`] |
 //!
 //! The files the agent keeps are drawn in [`paths`].
@@ -41,6 +42,7 @@ pub mod paths;
 mod resources;
 pub mod status;
 pub mod task;
+pub mod writeback;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,6 +154,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     }
 
     let containerizer = containerizer(&config, &work_dir)?;
+    let (writeback, writeback_join) = writeback::start(&paths::sandboxes_root(&work_dir), config.sandbox_writeback)?;
     let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
     let (master_tx, master_rx) = watch::channel(None);
     let (table, table_join) = table::start(
@@ -164,6 +167,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             forget: forget_rx,
             agent_id: agent_id_rx.clone(),
             metrics: metrics.clone(),
+            writeback,
         },
         recovered,
     )
@@ -176,6 +180,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             .unwrap_or(Err(AgentError::ActorPanicked("status update manager")));
         ("status update manager", r)
     });
+    if let Some(join) = writeback_join {
+        actors.spawn(async move {
+            let r = join
+                .await
+                .unwrap_or(Err(AgentError::ActorPanicked("sandbox writeback")));
+            ("sandbox writeback", r)
+        });
+    }
     actors.spawn(async move {
         let r = table_join.await.unwrap_or(Err(AgentError::ActorPanicked("task table")));
         ("task table", r)
@@ -243,7 +255,7 @@ fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc
         Isolation::None => Ok(Arc::new(PosixContainerizer::new())),
         Isolation::Linux(iso) => {
             // Tasks run as another user: their sandboxes must be reachable.
-            for dir in [work_dir.to_path_buf(), work_dir.join("sandboxes")] {
+            for dir in [work_dir.to_path_buf(), paths::sandboxes_root(work_dir)] {
                 std::fs::create_dir_all(&dir).map_err(AgentError::io("create", &dir))?;
                 let mut perms = std::fs::metadata(&dir)
                     .map_err(AgentError::io("stat", &dir))?

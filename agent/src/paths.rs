@@ -102,9 +102,13 @@ pub fn prune_runtime_dir(runtime_dir: &Path) {
 /// File name of a task's checkpointed `RunTask`.
 pub const TASK_CHECKPOINT: &str = "task.pb";
 
+/// Where every sandbox is (`<work_dir>/sandboxes`).
+pub fn sandboxes_root(work_dir: &Path) -> PathBuf {
+    work_dir.join("sandboxes")
+}
+
 pub fn sandbox_dir(work_dir: &Path, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
-    work_dir
-        .join("sandboxes")
+    sandboxes_root(work_dir)
         .join(framework_id.as_str())
         .join(task_id.as_str())
 }

@@ -312,9 +312,29 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
         three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"),
         "{three:?}"
     );
-    let many = run(&["--instances", "20", "--json", "--", "true"])?;
+    let dir = tempfile::tempdir()?;
+    let timeline = dir.path().join("timeline.jsonl");
+    let timeline_arg = timeline.to_str().context("utf-8 temp path")?;
+    let many = run(&["--instances", "20", "--json", "--timeline", timeline_arg, "--", "true"])?;
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
+    // One line per task; each update stamped by the agent after the Accept
+    // and arriving after it was stamped (one host, one clock).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&timeline)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 20, "{lines:?}");
+    for l in &lines {
+        let accepted = l["accepted"].as_f64().context("accepted")?;
+        let updates = l["updates"].as_array().context("updates")?;
+        let states: Vec<&str> = updates.iter().filter_map(|u| u[0].as_str()).collect();
+        ensure!(states == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], "{l}");
+        for u in updates {
+            let (stamped, arrived) = (u[1].as_f64().context("stamp")?, u[2].as_f64().context("arrival")?);
+            ensure!(accepted <= stamped && stamped <= arrived, "{l}");
+        }
+    }
     let status = std::process::Command::new(mezzo_tests::mezzo_bin())
         .args(["status", "--master", c.master_addr()])
         .output()?;

@@ -20,6 +20,9 @@ use crate::task::{TaskKey, now_secs};
 const MAX_BATCH: usize = 1024;
 /// Compact once the file holds this many records and 4x the pending ones.
 const COMPACT_MIN_RECORDS: usize = 4096;
+/// A journal write (with its fsync) or compaction slower than this is
+/// logged as a warning.
+const SLOW_WRITE: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 struct TaskQueue {
@@ -266,6 +269,7 @@ impl Manager {
         let Some(mut journal) = self.journal.take() else {
             return Err(AgentError::ActorStopped("status journal"));
         };
+        let started = std::time::Instant::now();
         let (journal, result) = tokio::task::spawn_blocking(move || {
             let r = journal.append(&bytes, count, sync);
             (journal, r)
@@ -273,6 +277,11 @@ impl Manager {
         .await
         .map_err(|_| AgentError::ActorPanicked("status journal writer"))?;
         self.journal = Some(journal);
+        // Every new update waits for this fsync: a slow disk shows here.
+        let took = started.elapsed();
+        if took > SLOW_WRITE {
+            tracing::warn!(count, ?took, "writing status updates to the journal was slow");
+        }
         result
     }
 
@@ -299,7 +308,7 @@ impl Manager {
         self.journal = Some(journal);
         // Updates wait meanwhile: a slow disk shows here first.
         let took = started.elapsed();
-        if took > std::time::Duration::from_millis(20) {
+        if took > SLOW_WRITE {
             tracing::warn!(records, pending, ?took, "compacting the status journal was slow");
         } else {
             tracing::debug!(records, pending, ?took, "compacted the status journal");

@@ -118,6 +118,8 @@ pub struct TableDeps {
     pub forget: mpsc::UnboundedReceiver<TaskKey>,
     pub agent_id: watch::Receiver<Option<AgentId>>,
     pub metrics: Metrics,
+    /// Told of each launch: a new sandbox to write back.
+    pub writeback: crate::writeback::Writeback,
 }
 
 struct Entry {
@@ -404,6 +406,7 @@ impl Table {
         // The supervisor checkpoints the task before launching it (off this
         // actor, so launches do not queue behind each other's writes).
         let sup = self.supervise(&key, &task, agent_id, None);
+        self.deps.writeback.mark();
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(

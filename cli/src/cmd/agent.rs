@@ -69,6 +69,11 @@ pub struct Args {
     /// Largest resend delay for unacknowledged status updates.
     #[arg(long, default_value = "30s", value_parser = super::duration)]
     status_retry_max: Duration,
+    /// How often new sandboxes are written back to disk (`syncfs`), so that
+    /// the kernel does not write many seconds of them at once while status
+    /// updates wait for their fsync; 0 leaves it to the kernel.
+    #[arg(long, env = "MEZZO_SANDBOX_WRITEBACK", default_value = "1s", value_parser = super::duration)]
+    sandbox_writeback: Duration,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -105,6 +110,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
+    cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());
     let mut agent = mezzo_agent::start(cfg).await.context("cannot start the agent")?;
     super::ready("agent", agent.http_addr);
     tokio::select! {

@@ -40,6 +40,12 @@ pub struct Args {
     /// Print a JSON summary (with latency percentiles) instead of text.
     #[arg(long)]
     json: bool,
+    /// Write each task's timeline to this file, a JSON object per line:
+    /// when it was accepted and, for each update, when the agent stamped it
+    /// and when it arrived here (seconds since the Unix epoch). For finding
+    /// which hop a slow task waited in.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -51,6 +57,24 @@ struct TaskTrack {
     starting: Option<Instant>,
     running: Option<Instant>,
     done: Option<(Instant, TaskState, Option<i32>, String)>,
+    /// For `--timeline`: the Accept's wall-clock time, and each update's
+    /// (state, agent's timestamp, arrival).
+    accepted_at: f64,
+    updates: Vec<(&'static str, f64, f64)>,
+}
+
+#[derive(Serialize)]
+struct TimelineLine<'a> {
+    task_id: &'a str,
+    accepted: f64,
+    updates: &'a [(&'static str, f64, f64)],
+}
+
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// What `--json` prints; also what `scripts/bench` reads.
@@ -126,6 +150,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     Event::Update(status) => {
                         let Some(state) = task_state(&status) else { continue };
                         let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                        if a.timeline.is_some() {
+                            t.updates.push((state.name(), status.timestamp, wall_clock()));
+                        }
                         if state == TaskState::Starting && t.starting.is_none() {
                             t.starting = Some(Instant::now());
                         }
@@ -205,9 +232,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 }
                 continue;
             }
-            let now = Instant::now();
+            let (now, wall) = (Instant::now(), wall_clock());
             for t in &tasks {
-                tracks.entry(t.task_id.clone()).or_default().accepted = Some(now);
+                let track = tracks.entry(t.task_id.clone()).or_default();
+                track.accepted = Some(now);
+                track.accepted_at = wall;
             }
             // Not awaited here: the loop goes on handling updates (their
             // arrival times are what it measures) while the call is out.
@@ -231,6 +260,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let _ = sched.teardown().await;
     sched.stop().await;
 
+    if let Some(path) = &a.timeline {
+        write_timeline(path, &tracks).with_context(|| format!("--timeline {}", path.display()))?;
+    }
     let (mut to_running, mut to_done) = (histogram()?, histogram()?);
     let (mut to_starting, mut starting_to_running) = (histogram()?, histogram()?);
     let (mut finished, mut failed, mut other) = (0, 0, 0);
@@ -282,6 +314,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(exit))
+}
+
+fn write_timeline(path: &std::path::Path, tracks: &HashMap<String, TaskTrack>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (id, t) in tracks {
+        let line = TimelineLine {
+            task_id: id,
+            accepted: t.accepted_at,
+            updates: &t.updates,
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A short random tag so that repeated runs never reuse task ids.
