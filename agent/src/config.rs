@@ -38,6 +38,8 @@ pub struct AgentConfig {
     /// that the kernel's own writeback does not stall the status journal's
     /// fsync (see [`crate::writeback`]); `None` leaves it to the kernel.
     pub sandbox_writeback: Option<Duration>,
+    /// When the sandboxes of done tasks are removed.
+    pub sandbox_gc: crate::gc::GcConfig,
 }
 
 /// How the agent runs tasks.
@@ -112,6 +114,7 @@ impl AgentConfig {
             default_kill_grace: Duration::from_secs(3),
             isolation: Isolation::None,
             sandbox_writeback: Some(Duration::from_secs(1)),
+            sandbox_gc: crate::gc::GcConfig::default(),
         }
     }
 }

@@ -25,6 +25,7 @@
 //! | task table | every task, its latest state and supervisor | [`task::table`] |
 //! | one supervisor per task | the task's container | [`task::supervisor`] |
 //! | status update manager | per-task update queues and their journal | [`status`] |
+//! | sandbox garbage collector | done sandboxes, oldest first | [`gc`] |
 //! | sandbox writeback | nothing; `syncfs` of the sandboxes now and then | [`writeback`] |
 //! | HTTP server | nothing; asks the others | [`http`] |
 //!
@@ -36,6 +37,7 @@ mod config;
 pub mod containerizer;
 mod error;
 pub mod files;
+pub mod gc;
 pub mod http;
 pub mod metrics;
 pub mod paths;
@@ -155,6 +157,11 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
 
     let containerizer = containerizer(&config, &work_dir)?;
     let (writeback, writeback_join) = writeback::start(&paths::sandboxes_root(&work_dir), config.sandbox_writeback)?;
+    let (gc, gc_join) = gc::start(
+        paths::sandboxes_root(&work_dir),
+        config.sandbox_gc.clone(),
+        metrics.clone(),
+    );
     let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
     let (master_tx, master_rx) = watch::channel(None);
     let (table, table_join) = table::start(
@@ -168,6 +175,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             agent_id: agent_id_rx.clone(),
             metrics: metrics.clone(),
             writeback,
+            gc,
         },
         recovered,
     )
@@ -179,6 +187,10 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             .await
             .unwrap_or(Err(AgentError::ActorPanicked("status update manager")));
         ("status update manager", r)
+    });
+    actors.spawn(async move {
+        let r = gc_join.await.unwrap_or(Err(AgentError::ActorPanicked("sandbox gc")));
+        ("sandbox garbage collector", r)
     });
     if let Some(join) = writeback_join {
         actors.spawn(async move {

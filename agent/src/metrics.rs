@@ -24,6 +24,9 @@ pub struct Metrics {
     pub connected: Gauge,
     pub updates_sent: Counter,
     pub tasks_launched: Counter,
+    /// Sandboxes of done tasks waiting for garbage collection.
+    pub sandboxes_done: Gauge,
+    pub sandboxes_removed: Counter,
     cpu_seconds: Family<TaskLabels, FloatGauge>,
     memory_rss: Family<TaskLabels, Gauge>,
     memory_cache: Family<TaskLabels, Gauge>,
@@ -66,6 +69,18 @@ impl Metrics {
             "Tasks whose container was launched",
             tasks_launched.clone(),
         );
+        let sandboxes_done = Gauge::default();
+        let sandboxes_removed = Counter::default();
+        registry.register(
+            "mezzo_agent_sandboxes_done",
+            "Sandboxes of done tasks kept until garbage collection removes them",
+            sandboxes_done.clone(),
+        );
+        registry.register(
+            "mezzo_agent_sandboxes_removed",
+            "Sandboxes removed by garbage collection",
+            sandboxes_removed.clone(),
+        );
         let cpu_seconds = Family::<TaskLabels, FloatGauge>::default();
         let memory_rss = Family::<TaskLabels, Gauge>::default();
         let memory_cache = Family::<TaskLabels, Gauge>::default();
@@ -101,6 +116,8 @@ impl Metrics {
             connected,
             updates_sent,
             tasks_launched,
+            sandboxes_done,
+            sandboxes_removed,
         }
     }
 

@@ -279,3 +279,62 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
     .await;
     result.with_context(|| c.logs())
 }
+
+/// Sandbox garbage collection (as Mesos's `--gc_delay`): a done task's
+/// sandbox is removed once old enough; a running task's never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_sandboxes_are_garbage_collected_and_live_ones_kept() -> Result<()> {
+    let mut spec = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    spec.agent_args.extend(
+        [
+            "--sandbox-gc-delay",
+            "1s",
+            "--sandbox-gc-interval",
+            "100ms",
+            "--sandbox-gc-disk-headroom",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let c = Cluster::start(spec).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(c.masters(), "gc", None).await?;
+        let o = ev.offer().await?;
+        let tasks = vec![
+            fw::shell_task("brief", "echo bye"),
+            fw::shell_task("long", "exec sleep 60"),
+        ];
+        s.accept(vec![o.offer_id], tasks, None).await?;
+        let fin = ev
+            .update("brief", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&fin) == Some(TaskState::Finished), "{fin:?}");
+        ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let root = c.dir.path().join("agent0").join("sandboxes").join(&fid);
+        let (brief, long) = (root.join("brief"), root.join("long"));
+        ensure!(brief.join("stdout").exists() && long.is_dir(), "sandboxes made");
+        let t0 = Instant::now();
+        while brief.exists() {
+            ensure!(
+                t0.elapsed() < Duration::from_secs(15),
+                "the done sandbox was never removed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Well past the delay, the running task's sandbox is still there.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ensure!(long.is_dir(), "a running task's sandbox was removed");
+        let m = c.text(&c.agents[0].addr, "/metrics").await?;
+        ensure!(m.contains("mezzo_agent_sandboxes_removed_total 1"), "{m}");
+        s.kill("long", None).await?;
+        ev.update("long", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -120,6 +120,8 @@ pub struct TableDeps {
     pub metrics: Metrics,
     /// Told of each launch: a new sandbox to write back.
     pub writeback: crate::writeback::Writeback,
+    /// Told which sandboxes are in use and which tasks are done.
+    pub gc: crate::gc::GcHandle,
 }
 
 struct Entry {
@@ -213,6 +215,7 @@ impl Table {
                 }
             }
             self.deps.metrics.task_state(state).inc();
+            self.deps.gc.launched(sandbox.clone());
             self.tasks.insert(
                 key,
                 Entry {
@@ -248,6 +251,7 @@ impl Table {
             };
             self.deps.metrics.task_state(state).inc();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+            self.deps.gc.launched(sandbox.clone());
             let info = v1::TaskInfo {
                 task_id: key.task_id.to_string(),
                 ..Default::default()
@@ -262,6 +266,8 @@ impl Table {
                 },
             );
         }
+        // Every sandbox still in use is now known to the collector.
+        self.deps.gc.recovered();
         Ok(())
     }
 
@@ -407,6 +413,7 @@ impl Table {
         // actor, so launches do not queue behind each other's writes).
         let sup = self.supervise(&key, &task, agent_id, None);
         self.deps.writeback.mark();
+        self.deps.gc.launched(sandbox.clone());
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
@@ -482,6 +489,7 @@ impl Table {
             if self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();
             }
+            self.deps.gc.done(entry.sandbox.clone());
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);

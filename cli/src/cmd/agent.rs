@@ -74,6 +74,25 @@ pub struct Args {
     /// updates wait for their fsync; 0 leaves it to the kernel.
     #[arg(long, env = "MEZZO_SANDBOX_WRITEBACK", default_value = "1s", value_parser = super::duration)]
     sandbox_writeback: Duration,
+    /// How long the sandbox of a done task is kept on an empty disk; less
+    /// as the disk fills (see --sandbox-gc-disk-headroom).
+    #[arg(long, env = "MEZZO_SANDBOX_GC_DELAY", default_value = "1week", value_parser = super::duration)]
+    sandbox_gc_delay: Duration,
+    /// Fraction of the disk (blocks or inodes) to keep free: a sandbox is
+    /// kept for DELAY × (1 − HEADROOM − usage), so none once usage reaches
+    /// 1 − HEADROOM.
+    #[arg(long, env = "MEZZO_SANDBOX_GC_DISK_HEADROOM", default_value_t = 0.1, value_parser = headroom)]
+    sandbox_gc_disk_headroom: f64,
+    /// How often the disk is measured and due sandboxes removed.
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
+    sandbox_gc_interval: Duration,
+}
+
+fn headroom(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -111,6 +130,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
     cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());
+    if a.sandbox_gc_interval.is_zero() {
+        anyhow::bail!("--sandbox-gc-interval must be more than 0");
+    }
+    cfg.sandbox_gc = mezzo_agent::gc::GcConfig {
+        delay: a.sandbox_gc_delay,
+        disk_headroom: a.sandbox_gc_disk_headroom,
+        interval: a.sandbox_gc_interval,
+    };
     let mut agent = mezzo_agent::start(cfg).await.context("cannot start the agent")?;
     super::ready("agent", agent.http_addr);
     tokio::select! {
