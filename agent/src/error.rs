@@ -37,6 +37,8 @@ pub enum AgentError {
     ActorPanicked(&'static str),
     #[error("cannot isolate tasks: {0}")]
     Isolation(String),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
 }
 
 impl AgentError {

@@ -10,20 +10,26 @@
 //! sandbox at the next check. Inodes count because a task's sandbox costs
 //! three of them however little it writes.
 //!
-//! The task table tells the collector when a task is launched (its sandbox
-//! is in use: never removed) and when it is done. At start the collector
-//! also schedules every sandbox it finds on disk by its modification time,
-//! and removes nothing until the table has said which of them belong to
-//! tasks it recovered.
+//! Safety: the table adds a sandbox to the collector's in-use set before
+//! the task's container creates it, and takes it out when the task is done.
+//! The collector checks that set, under its lock, and renames the sandbox
+//! to a tombstone (`<root>/+gc/`, a name no id can have) before deleting
+//! it, so a task launched again under the same id never loses its new
+//! sandbox. At start the collector schedules every sandbox it finds on disk
+//! by its modification time (the table sets it when a task is done) and
+//! removes nothing until the table has said which of them belong to tasks
+//! it recovered.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
 use crate::AgentError;
 use crate::metrics::Metrics;
+use crate::task::TaskKey;
 
 /// When done sandboxes are removed.
 #[derive(Debug, Clone)]
@@ -33,7 +39,7 @@ pub struct GcConfig {
     /// The fraction of the disk to keep free: the keeping time shrinks to
     /// nothing as usage approaches `1 − headroom`.
     pub disk_headroom: f64,
-    /// How often the disk is measured and due sandboxes removed.
+    /// How often the disk is measured and due sandboxes removed (> 0).
     pub interval: Duration,
 }
 
@@ -57,23 +63,19 @@ pub fn keep_for(config: &GcConfig, usage: f64) -> Duration {
 /// The done sandboxes, oldest first. Pure: no I/O.
 #[derive(Debug, Default)]
 pub struct Schedule {
-    by_age: BTreeSet<(SystemTime, PathBuf)>,
-    since: HashMap<PathBuf, SystemTime>,
+    by_age: BTreeSet<(SystemTime, Arc<Path>)>,
+    since: HashMap<Arc<Path>, SystemTime>,
 }
 
 impl Schedule {
-    /// `path` is done since `since` (replacing an earlier entry).
-    pub fn add(&mut self, path: PathBuf, since: SystemTime) {
-        self.remove(&path);
-        self.by_age.insert((since, path.clone()));
-        self.since.insert(path, since);
-    }
-
-    /// `path` is in use again (a task launched in it): keep it.
-    pub fn remove(&mut self, path: &Path) {
-        if let Some(since) = self.since.remove(path) {
-            self.by_age.remove(&(since, path.to_path_buf()));
+    /// `path` is done since `since` (replacing an earlier entry: a task
+    /// launched again under the same id ended again).
+    pub fn add(&mut self, path: &Path, since: SystemTime) {
+        let path: Arc<Path> = Arc::from(path);
+        if let Some(old) = self.since.insert(path.clone(), since) {
+            self.by_age.remove(&(old, path.clone()));
         }
+        self.by_age.insert((since, path));
     }
 
     /// Takes out every entry done for at least `keep` at `now`.
@@ -87,7 +89,7 @@ impl Schedule {
                 break;
             };
             self.since.remove(&path);
-            due.push(path);
+            due.push(path.to_path_buf());
         }
         due
     }
@@ -103,27 +105,33 @@ impl Schedule {
 
 #[derive(Debug)]
 enum GcCmd {
-    Launched(PathBuf),
     Done(PathBuf),
     /// The table has reported every task it recovered.
     Recovered,
 }
 
-/// Tells the collector about sandboxes; cheap to clone, never blocks.
+/// Sandboxes in use: never removed.
+type InUse = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// Tells the collector about sandboxes; cheap to clone, never blocks for
+/// longer than a set insertion.
 #[derive(Debug, Clone)]
 pub struct GcHandle {
     tx: mpsc::UnboundedSender<GcCmd>,
+    in_use: InUse,
 }
 
 impl GcHandle {
-    /// A task is (or, after a restart, still is) using this sandbox.
-    pub fn launched(&self, sandbox: PathBuf) {
-        let _ = self.tx.send(GcCmd::Launched(sandbox));
+    /// A task is (or, after a restart, still is) using this sandbox. Call
+    /// before the sandbox is created.
+    pub fn launched(&self, sandbox: &Path) {
+        lock(&self.in_use).insert(sandbox.to_path_buf());
     }
 
     /// The task is done: its sandbox may go once old enough.
-    pub fn done(&self, sandbox: PathBuf) {
-        let _ = self.tx.send(GcCmd::Done(sandbox));
+    pub fn done(&self, sandbox: &Path) {
+        lock(&self.in_use).remove(sandbox);
+        let _ = self.tx.send(GcCmd::Done(sandbox.to_path_buf()));
     }
 
     /// Every recovered task has been reported with [`GcHandle::launched`].
@@ -132,15 +140,35 @@ impl GcHandle {
     }
 }
 
-/// Starts the collector for the sandboxes under `root` (`<work_dir>/sandboxes`).
+fn lock(in_use: &InUse) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    // A panic while holding it leaves a set that is still valid.
+    in_use.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where sandboxes go to be deleted; `+` is in no id, so no framework has
+/// this name.
+const TOMBSTONES: &str = "+gc";
+/// Sandboxes removed per blocking call, so that a large backlog neither
+/// holds a blocking thread for long nor delays the agent's stop.
+const CHUNK: usize = 256;
+
+/// The collector for the sandboxes under `root` (`<work_dir>/sandboxes`):
+/// its handle, and the actor to run.
 pub fn start(
     root: PathBuf,
     config: GcConfig,
     metrics: Metrics,
-) -> (GcHandle, tokio::task::JoinHandle<Result<(), AgentError>>) {
+) -> Result<(GcHandle, impl Future<Output = Result<(), AgentError>>), AgentError> {
+    if config.interval.is_zero() {
+        return Err(AgentError::Config("the sandbox gc interval must be more than 0"));
+    }
     let (tx, rx) = mpsc::unbounded_channel();
-    let join = tokio::spawn(run(root, config, metrics, rx));
-    (GcHandle { tx }, join)
+    let in_use = InUse::default();
+    let handle = GcHandle {
+        tx,
+        in_use: in_use.clone(),
+    };
+    Ok((handle, run(root, config, metrics, rx, in_use)))
 }
 
 async fn run(
@@ -148,14 +176,13 @@ async fn run(
     config: GcConfig,
     metrics: Metrics,
     mut rx: mpsc::UnboundedReceiver<GcCmd>,
+    in_use: InUse,
 ) -> Result<(), AgentError> {
     let mut schedule = Schedule::default();
     let scan_root = root.clone();
-    let found = tokio::task::spawn_blocking(move || scan(&scan_root))
-        .await
-        .map_err(|_| AgentError::ActorPanicked("sandbox gc"))?;
+    let found = blocking(move || scan(&scan_root)).await?;
     for (path, mtime) in found {
-        schedule.add(path, mtime);
+        schedule.add(&path, mtime);
     }
     let mut recovered = false;
     let mut tick = tokio::time::interval(config.interval);
@@ -164,8 +191,7 @@ async fn run(
         tokio::select! {
             biased;
             cmd = rx.recv() => match cmd {
-                Some(GcCmd::Launched(path)) => schedule.remove(&path),
-                Some(GcCmd::Done(path)) => schedule.add(path, SystemTime::now()),
+                Some(GcCmd::Done(path)) => schedule.add(&path, SystemTime::now()),
                 Some(GcCmd::Recovered) => recovered = true,
                 None => return Ok(()),
             },
@@ -174,28 +200,46 @@ async fn run(
                 if schedule.is_empty() {
                     continue;
                 }
-                let usage = disk_usage(&root);
+                let probe = root.clone();
+                let usage = blocking(move || disk_usage(&probe)).await?;
                 let keep = keep_for(&config, usage);
-                let due = schedule.take_due(SystemTime::now(), keep);
-                if due.is_empty() {
-                    continue;
+                let mut due = schedule.take_due(SystemTime::now(), keep);
+                if !due.is_empty() {
+                    tracing::debug!(count = due.len(), usage, ?keep, "removing done sandboxes");
                 }
-                tracing::debug!(count = due.len(), usage, ?keep, "removing done sandboxes");
-                let removed = tokio::task::spawn_blocking(move || remove_all(&due))
-                    .await
-                    .map_err(|_| AgentError::ActorPanicked("sandbox gc"))?;
-                metrics.sandboxes_removed.inc_by(removed);
+                while !due.is_empty() {
+                    let chunk: Vec<PathBuf> = due.drain(..due.len().min(CHUNK)).collect();
+                    let (root, in_use) = (root.clone(), in_use.clone());
+                    let (removed, failed) = blocking(move || remove_chunk(&root, &in_use, chunk)).await?;
+                    metrics.sandboxes_removed.inc_by(removed);
+                    // Tried again after another keeping time.
+                    for path in failed {
+                        schedule.add(&path, SystemTime::now());
+                    }
+                }
                 metrics.sandboxes_done.set(schedule.len() as i64);
             }
         }
     }
 }
 
-/// Every `<root>/<framework>/<task>` directory with its modification time.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| AgentError::ActorPanicked("sandbox gc"))
+}
+
+/// Every `<root>/<framework>/<task>` directory with its modification time;
+/// clears tombstones a crash left behind.
 fn scan(root: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let _ = std::fs::remove_dir_all(root.join(TOMBSTONES));
     let mut out = Vec::new();
     for fw in std::fs::read_dir(root).into_iter().flatten().flatten() {
         for task in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
+            // Not a sandbox (e.g. `lost+found` of a disk mounted here).
+            if TaskKey::parse(&fw.file_name().to_string_lossy(), &task.file_name().to_string_lossy()).is_err() {
+                continue;
+            }
             let Ok(meta) = task.metadata() else { continue };
             if meta.is_dir() {
                 out.push((task.path(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
@@ -227,20 +271,44 @@ fn disk_usage(path: &Path) -> f64 {
     }
 }
 
-/// Removes the sandboxes, and their framework's directory once empty.
-fn remove_all(due: &[PathBuf]) -> u64 {
-    let mut removed = 0;
-    for path in due {
-        match std::fs::remove_dir_all(path) {
+/// Removes the sandboxes not in use (and their framework's directory once
+/// empty and unused). Returns how many went and those that could not.
+fn remove_chunk(root: &Path, in_use: &InUse, chunk: Vec<PathBuf>) -> (u64, Vec<PathBuf>) {
+    let tombstones = root.join(TOMBSTONES);
+    let _ = std::fs::create_dir(&tombstones);
+    let (mut removed, mut failed) = (0, Vec::new());
+    let mut parents = HashSet::new();
+    for (i, path) in chunk.into_iter().enumerate() {
+        let grave = tombstones.join(i.to_string());
+        let moved = {
+            let in_use = lock(in_use);
+            if in_use.contains(&path) {
+                continue; // launched again: done again later
+            }
+            std::fs::rename(&path, &grave)
+        };
+        match moved.and_then(|()| std::fs::remove_dir_all(&grave)) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), "cannot remove a done sandbox: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove a done sandbox: {e}");
+                if !grave.exists() {
+                    failed.push(path.clone());
+                }
+            }
         }
         if let Some(fw) = path.parent() {
-            let _ = std::fs::remove_dir(fw); // fails while other sandboxes are left
+            parents.insert(fw.to_path_buf());
         }
     }
-    removed
+    // What could not be deleted from the tombstones goes at the next start.
+    let _ = std::fs::remove_dir(&tombstones);
+    let in_use = lock(in_use);
+    let used: HashSet<&Path> = in_use.iter().filter_map(|p| p.parent()).collect();
+    for fw in parents.iter().filter(|fw| !used.contains(fw.as_path())) {
+        let _ = std::fs::remove_dir(fw); // fails while other sandboxes are left
+    }
+    (removed, failed)
 }
 
 #[cfg(test)]
@@ -270,21 +338,19 @@ mod tests {
     }
 
     #[test]
-    fn due_entries_come_out_oldest_first_and_relaunched_ones_never() {
+    fn due_entries_come_out_oldest_first_and_a_later_end_counts() {
         let mut s = Schedule::default();
-        s.add("/s/fw/b".into(), at(20));
-        s.add("/s/fw/a".into(), at(10));
-        s.add("/s/fw/c".into(), at(30));
-        s.add("/s/fw/d".into(), at(5));
-        s.remove(Path::new("/s/fw/d")); // launched again
-        s.add("/s/fw/c".into(), at(12)); // re-added: the new time counts
+        s.add(Path::new("/s/fw/b"), at(20));
+        s.add(Path::new("/s/fw/a"), at(10));
+        s.add(Path::new("/s/fw/c"), at(30));
+        s.add(Path::new("/s/fw/c"), at(12)); // re-added: the new time counts
+        s.add(Path::new("/s/fw/a"), at(40)); // launched again, done again
         assert_eq!(s.len(), 3);
         assert!(s.take_due(at(25), Duration::from_secs(20)).is_empty());
-        let due = s.take_due(at(35), Duration::from_secs(20));
-        assert_eq!(due, vec![PathBuf::from("/s/fw/a"), PathBuf::from("/s/fw/c")]);
-        assert_eq!(s.take_due(at(100), Duration::ZERO), vec![PathBuf::from("/s/fw/b")]);
+        let due = s.take_due(at(45), Duration::from_secs(20));
+        assert_eq!(due, vec![PathBuf::from("/s/fw/c"), PathBuf::from("/s/fw/b")]);
+        assert_eq!(s.take_due(at(100), Duration::ZERO), vec![PathBuf::from("/s/fw/a")]);
         assert!(s.is_empty());
-        s.remove(Path::new("/s/fw/unknown"));
     }
 
     fn old_dir(path: &Path) {
@@ -304,6 +370,14 @@ mod tests {
         }
     }
 
+    fn config(delay: Duration, disk_headroom: f64) -> GcConfig {
+        GcConfig {
+            delay,
+            disk_headroom,
+            interval: Duration::from_millis(20),
+        }
+    }
+
     #[tokio::test]
     async fn removes_old_leftovers_after_recovery_and_done_sandboxes_after_the_delay() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -312,47 +386,59 @@ mod tests {
         for d in [&left, &live, &other_fw] {
             old_dir(d);
         }
-        let config = GcConfig {
-            delay: Duration::from_secs(60),
-            disk_headroom: 0.0,
-            interval: Duration::from_millis(20),
-        };
-        let metrics = Metrics::new();
-        let (gc, join) = start(root.clone(), config, metrics);
+        // Not sandboxes: a disk's lost+found, a crash's tombstones.
+        std::fs::create_dir_all(root.join("lost+found/x")).expect("mkdir");
+        std::fs::create_dir_all(root.join(TOMBSTONES).join("0")).expect("mkdir");
+        let (gc, actor) = start(root.clone(), config(Duration::from_secs(60), 0.0), Metrics::new()).expect("start");
+        let join = tokio::spawn(actor);
         // Nothing goes before the table has reported what it recovered.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(left.exists() && other_fw.exists());
-        gc.launched(live.clone());
+        gc.launched(&live);
         gc.recovered();
         wait_until("leftovers removed", || !left.exists() && !other_fw.exists()).await;
         assert!(!root.join("fw2").exists(), "an emptied framework dir goes too");
         assert!(live.exists(), "a recovered task's sandbox stays");
+        assert!(root.join("lost+found/x").exists(), "not a sandbox: left alone");
+        assert!(!root.join(TOMBSTONES).exists(), "old tombstones cleared");
         // Done just now: kept for the delay (60 s here).
-        gc.done(live.clone());
+        gc.done(&live);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(live.exists(), "kept until it is old enough");
         join.abort();
     }
 
     #[tokio::test]
-    async fn a_full_disk_removes_done_sandboxes_at_once() {
+    async fn a_full_disk_removes_done_sandboxes_at_once_but_not_one_launched_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("sandboxes");
-        let done = root.join("fw/done");
-        std::fs::create_dir_all(&done).expect("mkdir");
+        let (done, again) = (root.join("fw/done"), root.join("fw/again"));
         // A headroom of 1 means "keep the whole disk free": keep for nothing.
-        let config = GcConfig {
-            delay: Duration::from_secs(3600),
-            disk_headroom: 1.0,
-            interval: Duration::from_millis(20),
-        };
-        let (gc, join) = start(root.clone(), config, Metrics::new());
-        gc.launched(done.clone());
+        let (gc, actor) = start(root.clone(), config(Duration::from_secs(3600), 1.0), Metrics::new()).expect("start");
+        let join = tokio::spawn(actor);
         gc.recovered();
+        for d in [&done, &again] {
+            gc.launched(d);
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(done.exists(), "in use: never removed");
-        gc.done(done.clone());
+        assert!(done.exists() && again.exists(), "in use: never removed");
+        gc.done(&again);
+        gc.launched(&again); // the same task id, launched again at once
+        gc.done(&done);
         wait_until("done sandbox removed", || !done.exists()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(again.exists(), "a sandbox launched again is kept");
+        assert!(root.join("fw").exists(), "its framework dir too");
         join.abort();
+    }
+
+    #[test]
+    fn a_zero_interval_is_refused() {
+        let c = GcConfig {
+            interval: Duration::ZERO,
+            ..GcConfig::default()
+        };
+        assert!(start(PathBuf::from("/nonexistent"), c, Metrics::new()).is_err());
     }
 }

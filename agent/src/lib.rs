@@ -156,12 +156,12 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     }
 
     let containerizer = containerizer(&config, &work_dir)?;
-    let (writeback, writeback_join) = writeback::start(&paths::sandboxes_root(&work_dir), config.sandbox_writeback)?;
-    let (gc, gc_join) = gc::start(
+    let (writeback, writeback_actor) = writeback::start(&paths::sandboxes_root(&work_dir), config.sandbox_writeback)?;
+    let (gc, gc_actor) = gc::start(
         paths::sandboxes_root(&work_dir),
         config.sandbox_gc.clone(),
         metrics.clone(),
-    );
+    )?;
     let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
     let (master_tx, master_rx) = watch::channel(None);
     let (table, table_join) = table::start(
@@ -188,17 +188,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             .unwrap_or(Err(AgentError::ActorPanicked("status update manager")));
         ("status update manager", r)
     });
-    actors.spawn(async move {
-        let r = gc_join.await.unwrap_or(Err(AgentError::ActorPanicked("sandbox gc")));
-        ("sandbox garbage collector", r)
-    });
-    if let Some(join) = writeback_join {
-        actors.spawn(async move {
-            let r = join
-                .await
-                .unwrap_or(Err(AgentError::ActorPanicked("sandbox writeback")));
-            ("sandbox writeback", r)
-        });
+    actors.spawn(async move { ("sandbox garbage collector", gc_actor.await) });
+    if let Some(actor) = writeback_actor {
+        actors.spawn(async move { ("sandbox writeback", actor.await) });
     }
     actors.spawn(async move {
         let r = table_join.await.unwrap_or(Err(AgentError::ActorPanicked("task table")));

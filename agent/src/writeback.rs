@@ -37,22 +37,21 @@ impl Writeback {
 /// something else on the file system writes a lot.
 const SLOW: Duration = Duration::from_secs(1);
 
-/// Starts the writeback actor for the file system holding `sandboxes`
-/// (created if missing). `interval: None` turns it off: the handle's marks
-/// are then ignored.
+/// The writeback actor for the file system holding `sandboxes` (created
+/// if missing), to run, and its handle. `interval: None` turns it off: the
+/// handle's marks are then ignored.
 pub fn start(
     sandboxes: &Path,
     interval: Option<Duration>,
-) -> Result<(Writeback, Option<tokio::task::JoinHandle<Result<(), AgentError>>>), AgentError> {
+) -> Result<(Writeback, Option<impl Future<Output = Result<(), AgentError>> + use<>>), AgentError> {
     let handle = Writeback::default();
     let Some(interval) = interval.filter(|i| !i.is_zero()) else {
         return Ok((handle, None));
     };
     std::fs::create_dir_all(sandboxes).map_err(AgentError::io("create", sandboxes))?;
-    let dir = std::fs::File::open(sandboxes).map_err(AgentError::io("open", sandboxes))?;
+    let dir = Arc::new(std::fs::File::open(sandboxes).map_err(AgentError::io("open", sandboxes))?);
     let dirty = handle.dirty.clone();
-    let join = tokio::spawn(async move {
-        let dir = Arc::new(dir);
+    let actor = async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -74,8 +73,8 @@ pub fn start(
                 Ok(()) => tracing::trace!(?took, "wrote the sandboxes' file system back"),
             }
         }
-    });
-    Ok((handle, Some(join)))
+    };
+    Ok((handle, Some(actor)))
 }
 
 #[cfg(test)]
@@ -86,7 +85,8 @@ mod tests {
     async fn marks_are_written_back_and_cleared() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sandboxes = dir.path().join("sandboxes");
-        let (wb, join) = start(&sandboxes, Some(Duration::from_millis(10))).expect("start");
+        let (wb, actor) = start(&sandboxes, Some(Duration::from_millis(10))).expect("start");
+        let join = tokio::spawn(actor.expect("an actor"));
         assert!(sandboxes.is_dir(), "the sandboxes' root is created");
         wb.mark();
         // The actor clears the mark once it has synced.
@@ -95,7 +95,6 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the mark was never taken");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let join = join.expect("an actor runs");
         assert!(!join.is_finished(), "the actor keeps running");
         join.abort();
     }
@@ -103,10 +102,10 @@ mod tests {
     #[tokio::test]
     async fn off_means_no_actor() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (wb, join) = start(&dir.path().join("s"), None).expect("start");
+        let (wb, actor) = start(&dir.path().join("s"), None).expect("start");
         wb.mark();
-        assert!(join.is_none());
-        let (_, join) = start(&dir.path().join("s"), Some(Duration::ZERO)).expect("start");
-        assert!(join.is_none());
+        assert!(actor.is_none());
+        let (_, actor) = start(&dir.path().join("s"), Some(Duration::ZERO)).expect("start");
+        assert!(actor.is_none());
     }
 }

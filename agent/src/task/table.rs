@@ -215,7 +215,7 @@ impl Table {
                 }
             }
             self.deps.metrics.task_state(state).inc();
-            self.deps.gc.launched(sandbox.clone());
+            self.deps.gc.launched(&sandbox);
             self.tasks.insert(
                 key,
                 Entry {
@@ -251,7 +251,7 @@ impl Table {
             };
             self.deps.metrics.task_state(state).inc();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-            self.deps.gc.launched(sandbox.clone());
+            self.deps.gc.launched(&sandbox);
             let info = v1::TaskInfo {
                 task_id: key.task_id.to_string(),
                 ..Default::default()
@@ -411,9 +411,11 @@ impl Table {
         }
         // The supervisor checkpoints the task before launching it (off this
         // actor, so launches do not queue behind each other's writes).
+        // In use before its container creates it: the collector never
+        // removes it from under the task.
+        self.deps.gc.launched(&sandbox);
         let sup = self.supervise(&key, &task, agent_id, None);
         self.deps.writeback.mark();
-        self.deps.gc.launched(sandbox.clone());
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
@@ -489,7 +491,7 @@ impl Table {
             if self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();
             }
-            self.deps.gc.done(entry.sandbox.clone());
+            self.deps.gc.done(&entry.sandbox);
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
@@ -497,12 +499,16 @@ impl Table {
             // busy file system, and nothing waits for it. A crash before it
             // runs leaves the checkpoint behind, as a crash just before the
             // removal always could.
+            let sandbox = entry.sandbox.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = std::fs::remove_dir_all(&dir)
                     && e.kind() != std::io::ErrorKind::NotFound
                 {
                     tracing::warn!(task = %key, "cannot remove the task's checkpoint {}: {e}", dir.display());
                 }
+                // A restarted agent ages the sandbox from its mtime: make
+                // that the time the task was done, not when it started.
+                let _ = std::fs::File::open(&sandbox).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             });
         }
     }

@@ -138,6 +138,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
     // "Why is it pending": told to the master at most once a second.
     let mut reported: Option<Instant> = None;
+    // The loop is a block so that `--timeline` is written however it ends
+    // (a timeout or a refused Accept are when it is most wanted).
+    let outcome: anyhow::Result<()> = async {
     while done < a.instances {
         tokio::select! {
             ev = events.next() => {
@@ -255,6 +258,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             let _ = sched.decline(ids, Some(3600.0)).await;
         }
     }
+    Ok(())
+    }
+    .await;
     let started = started.unwrap_or_else(Instant::now);
     let seconds = started.elapsed().as_secs_f64();
     let _ = sched.teardown().await;
@@ -263,6 +269,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.timeline {
         write_timeline(path, &tracks).with_context(|| format!("--timeline {}", path.display()))?;
     }
+    outcome?;
     let (mut to_running, mut to_done) = (histogram()?, histogram()?);
     let (mut to_starting, mut starting_to_running) = (histogram()?, histogram()?);
     let (mut finished, mut failed, mut other) = (0, 0, 0);
@@ -319,6 +326,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn write_timeline(path: &std::path::Path, tracks: &HashMap<String, TaskTrack>) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut tracks: Vec<_> = tracks.iter().collect();
+    tracks.sort_by(|a, b| a.1.accepted_at.total_cmp(&b.1.accepted_at));
     for (id, t) in tracks {
         let line = TimelineLine {
             task_id: id,
