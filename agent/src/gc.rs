@@ -16,9 +16,10 @@
 //! to a tombstone (`<root>/+gc/`, a name no id can have) before deleting
 //! it, so a task launched again under the same id never loses its new
 //! sandbox. At start the collector schedules every sandbox it finds on disk
-//! by its modification time (the table sets it when a task is done) and
-//! removes nothing until the table has said which of them belong to tasks
-//! it recovered.
+//! by its last modification (of the directory or of the task's stdout or
+//! stderr, whichever is newest: roughly when the task last wrote, or else
+//! when it started) and removes nothing until the table has said which of
+//! them belong to tasks it recovered.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -229,8 +230,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|_| AgentError::ActorPanicked("sandbox gc"))
 }
 
-/// Every `<root>/<framework>/<task>` directory with its modification time;
-/// clears tombstones a crash left behind.
+/// Every `<root>/<framework>/<task>` directory with the newest modification
+/// time of it and its stdout and stderr; clears tombstones a crash left
+/// behind.
 fn scan(root: &Path) -> Vec<(PathBuf, SystemTime)> {
     let _ = std::fs::remove_dir_all(root.join(TOMBSTONES));
     let mut out = Vec::new();
@@ -241,9 +243,17 @@ fn scan(root: &Path) -> Vec<(PathBuf, SystemTime)> {
                 continue;
             }
             let Ok(meta) = task.metadata() else { continue };
-            if meta.is_dir() {
-                out.push((task.path(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            if !meta.is_dir() {
+                continue;
             }
+            let path = task.path();
+            let newest = ["stdout", "stderr"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(path.join(f)).and_then(|m| m.modified()).ok())
+                .chain(meta.modified().ok())
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push((path, newest));
         }
     }
     out
@@ -357,9 +367,9 @@ mod tests {
         std::fs::create_dir_all(path).expect("mkdir");
         std::fs::write(path.join("stdout"), b"out").expect("write");
         let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::open(path)
-            .and_then(|f| f.set_modified(old))
-            .expect("set mtime");
+        for p in [path.join("stdout"), path.to_path_buf()] {
+            std::fs::File::open(&p).and_then(|f| f.set_modified(old)).expect("set mtime");
+        }
     }
 
     async fn wait_until(what: &str, f: impl Fn() -> bool) {
@@ -386,6 +396,10 @@ mod tests {
         for d in [&left, &live, &other_fw] {
             old_dir(d);
         }
+        // An old directory whose task wrote to stdout lately is not due.
+        let chatty = root.join("fw/chatty");
+        old_dir(&chatty);
+        std::fs::write(chatty.join("stdout"), b"more").expect("write");
         // Not sandboxes: a disk's lost+found, a crash's tombstones.
         std::fs::create_dir_all(root.join("lost+found/x")).expect("mkdir");
         std::fs::create_dir_all(root.join(TOMBSTONES).join("0")).expect("mkdir");
@@ -399,6 +413,7 @@ mod tests {
         wait_until("leftovers removed", || !left.exists() && !other_fw.exists()).await;
         assert!(!root.join("fw2").exists(), "an emptied framework dir goes too");
         assert!(live.exists(), "a recovered task's sandbox stays");
+        assert!(chatty.exists(), "aged from its latest output");
         assert!(root.join("lost+found/x").exists(), "not a sandbox: left alone");
         assert!(!root.join(TOMBSTONES).exists(), "old tombstones cleared");
         // Done just now: kept for the delay (60 s here).

@@ -499,16 +499,12 @@ impl Table {
             // busy file system, and nothing waits for it. A crash before it
             // runs leaves the checkpoint behind, as a crash just before the
             // removal always could.
-            let sandbox = entry.sandbox.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = std::fs::remove_dir_all(&dir)
                     && e.kind() != std::io::ErrorKind::NotFound
                 {
                     tracing::warn!(task = %key, "cannot remove the task's checkpoint {}: {e}", dir.display());
                 }
-                // A restarted agent ages the sandbox from its mtime: make
-                // that the time the task was done, not when it started.
-                let _ = std::fs::File::open(&sandbox).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             });
         }
     }
