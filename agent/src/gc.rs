@@ -368,7 +368,9 @@ mod tests {
         std::fs::write(path.join("stdout"), b"out").expect("write");
         let old = SystemTime::now() - Duration::from_secs(3600);
         for p in [path.join("stdout"), path.to_path_buf()] {
-            std::fs::File::open(&p).and_then(|f| f.set_modified(old)).expect("set mtime");
+            std::fs::File::open(&p)
+                .and_then(|f| f.set_modified(old))
+                .expect("set mtime");
         }
     }
 

@@ -1,6 +1,7 @@
 //! DESIGN.md "Bad input": every malformed or impossible request over the
 //! real gRPC API gets a clear error, and nothing is launched or lost.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -291,11 +292,12 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
     Ok(())
 }
 
-/// `mezzo run` runs one task and exits with its exit status.
+/// `mezzo run` runs one task and exits with its exit status; paced
+/// copies take turns across the agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     let c = Cluster::start(ClusterSpec {
-        agents: 1,
+        agents: 2,
         ..Default::default()
     })
     .await?;
@@ -315,7 +317,17 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let timeline = dir.path().join("timeline.jsonl");
     let timeline_arg = timeline.to_str().context("utf-8 temp path")?;
-    let many = run(&["--instances", "20", "--json", "--timeline", timeline_arg, "--", "true"])?;
+    let many = run(&[
+        "--instances",
+        "20",
+        "--rate",
+        "100",
+        "--json",
+        "--timeline",
+        timeline_arg,
+        "--",
+        "true",
+    ])?;
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
     // One line per task; each update stamped by the agent after the Accept
@@ -325,6 +337,8 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     ensure!(lines.len() == 20, "{lines:?}");
+    let agents: HashSet<&str> = lines.iter().filter_map(|l| l["agent_id"].as_str()).collect();
+    ensure!(agents.len() == 2, "all on one agent: {lines:?}");
     for l in &lines {
         let accepted = l["accepted"].as_f64().context("accepted")?;
         let updates = l["updates"].as_array().context("updates")?;

@@ -60,12 +60,14 @@ struct TaskTrack {
     /// For `--timeline`: the Accept's wall-clock time, and each update's
     /// (state, agent's timestamp, arrival).
     accepted_at: f64,
+    agent_id: String,
     updates: Vec<(&'static str, f64, f64)>,
 }
 
 #[derive(Serialize)]
 struct TimelineLine<'a> {
     task_id: &'a str,
+    agent_id: &'a str,
     accepted: f64,
     updates: &'a [(&'static str, f64, f64)],
 }
@@ -132,7 +134,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut started: Option<Instant> = None;
     let mut done = 0usize;
     // Offers not used yet, with what is left in them.
-    let mut held: Vec<(String, Resources)> = Vec::new();
+    // Oldest first: the offer used longest ago is used next, so that paced
+    // launches take turns across agents instead of piling onto whichever
+    // agent's leftover came back last.
+    let mut held: std::collections::VecDeque<(String, Resources)> = Default::default();
     let mut pace = tokio::time::interval(Duration::from_millis(2));
     // An Accept the master refused ends the run.
     let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
@@ -155,6 +160,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                         let Some(t) = tracks.get_mut(&status.task_id) else { continue };
                         if a.timeline.is_some() {
                             t.updates.push((state.name(), status.timestamp, wall_clock()));
+                            if t.agent_id.is_empty() {
+                                t.agent_id = status.agent_id.clone();
+                            }
                         }
                         if state == TaskState::Starting && t.starting.is_none() {
                             t.starting = Some(Instant::now());
@@ -202,7 +210,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             None => a.instances,
         };
         while next < due {
-            let Some((offer_id, mut avail)) = held.pop() else { break };
+            let Some((offer_id, mut avail)) = held.pop_front() else { break };
             let mut tasks = Vec::new();
             while next < due {
                 let Some(left) = avail.checked_sub(&per_task) else {
@@ -331,6 +339,7 @@ fn write_timeline(path: &std::path::Path, tracks: &HashMap<String, TaskTrack>) -
     for (id, t) in tracks {
         let line = TimelineLine {
             task_id: id,
+            agent_id: &t.agent_id,
             accepted: t.accepted_at,
             updates: &t.updates,
         };
