@@ -23,6 +23,9 @@ const COMPACT_MIN_RECORDS: usize = 4096;
 /// A journal write (with its fsync) or compaction slower than this is
 /// logged as a warning.
 const SLOW_WRITE: Duration = Duration::from_millis(20);
+/// At most one slow-write warning per this long (a slow disk is slow for
+/// every batch; the warning counts the others).
+const SLOW_WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct TaskQueue {
@@ -56,6 +59,10 @@ pub(super) struct Manager {
     rx: mpsc::Receiver<StatusCmd>,
     forget: mpsc::UnboundedSender<TaskKey>,
     metrics: Metrics,
+    /// When the last slow-write warning was logged, and how many slow
+    /// writes went unreported since.
+    slow_warned: Option<std::time::Instant>,
+    slow_unreported: u64,
 }
 
 impl Manager {
@@ -76,6 +83,8 @@ impl Manager {
             rx,
             forget,
             metrics,
+            slow_warned: None,
+            slow_unreported: 0,
         };
         for record in records {
             match record {
@@ -280,9 +289,25 @@ impl Manager {
         // Every new update waits for this fsync: a slow disk shows here.
         let took = started.elapsed();
         if took > SLOW_WRITE {
-            tracing::warn!(count, ?took, "writing status updates to the journal was slow");
+            self.slow_write(count, took);
         }
         result
+    }
+
+    /// Logs a slow journal write, at most once per [`SLOW_WARN_EVERY`].
+    fn slow_write(&mut self, count: usize, took: Duration) {
+        if self.slow_warned.is_some_and(|at| at.elapsed() < SLOW_WARN_EVERY) {
+            self.slow_unreported += 1;
+            return;
+        }
+        let others = std::mem::take(&mut self.slow_unreported);
+        self.slow_warned = Some(std::time::Instant::now());
+        tracing::warn!(
+            count,
+            ?took,
+            others_since_last_warning = others,
+            "writing status updates to the journal was slow"
+        );
     }
 
     async fn maybe_compact(&mut self) -> Result<(), AgentError> {
