@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -152,6 +153,8 @@ const TOMBSTONES: &str = "+gc";
 /// Sandboxes removed per blocking call, so that a large backlog neither
 /// holds a blocking thread for long nor delays the agent's stop.
 const CHUNK: usize = 256;
+/// The next tombstone's name.
+static NEXT_GRAVE: AtomicU64 = AtomicU64::new(0);
 
 /// The collector for the sandboxes under `root` (`<work_dir>/sandboxes`):
 /// its handle, and the actor to run.
@@ -288,8 +291,10 @@ fn remove_chunk(root: &Path, in_use: &InUse, chunk: Vec<PathBuf>) -> (u64, Vec<P
     let _ = std::fs::create_dir(&tombstones);
     let (mut removed, mut failed) = (0, Vec::new());
     let mut parents = HashSet::new();
-    for (i, path) in chunk.into_iter().enumerate() {
-        let grave = tombstones.join(i.to_string());
+    for path in chunk {
+        // Unique for the agent's life: a grave left by a failed deletion
+        // never blocks the next one.
+        let grave = tombstones.join(NEXT_GRAVE.fetch_add(1, Ordering::Relaxed).to_string());
         let moved = {
             let in_use = lock(in_use);
             if in_use.contains(&path) {
@@ -297,22 +302,23 @@ fn remove_chunk(root: &Path, in_use: &InUse, chunk: Vec<PathBuf>) -> (u64, Vec<P
             }
             std::fs::rename(&path, &grave)
         };
-        match moved.and_then(|()| std::fs::remove_dir_all(&grave)) {
-            Ok(()) => removed += 1,
+        match moved {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), "cannot remove a done sandbox: {e}");
-                if !grave.exists() {
-                    failed.push(path.clone());
-                }
+                failed.push(path.clone());
             }
+            Ok(()) => match std::fs::remove_dir_all(&grave) {
+                Ok(()) => removed += 1,
+                // Out of the way already; cleared at the next start.
+                Err(e) => tracing::warn!(path = %path.display(), "cannot delete a done sandbox: {e}"),
+            },
         }
         if let Some(fw) = path.parent() {
             parents.insert(fw.to_path_buf());
         }
     }
-    // What could not be deleted from the tombstones goes at the next start.
-    let _ = std::fs::remove_dir(&tombstones);
+    let _ = std::fs::remove_dir(&tombstones); // fails while a grave is left
     let in_use = lock(in_use);
     let used: HashSet<&Path> = in_use.iter().filter_map(|p| p.parent()).collect();
     for fw in parents.iter().filter(|fw| !used.contains(fw.as_path())) {

@@ -156,12 +156,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     }
 
     let containerizer = containerizer(&config, &work_dir)?;
-    let (writeback, writeback_actor) = writeback::start(&paths::sandboxes_root(&work_dir), config.sandbox_writeback)?;
-    let (gc, gc_actor) = gc::start(
-        paths::sandboxes_root(&work_dir),
-        config.sandbox_gc.clone(),
-        metrics.clone(),
-    )?;
+    let sandboxes = paths::sandboxes_root(&work_dir);
+    let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
+    let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
     let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
     let (master_tx, master_rx) = watch::channel(None);
     let (table, table_join) = table::start(

@@ -409,11 +409,11 @@ impl Table {
         if agent_id.is_empty() {
             agent_id = task.agent_id.clone();
         }
-        // The supervisor checkpoints the task before launching it (off this
-        // actor, so launches do not queue behind each other's writes).
         // In use before its container creates it: the collector never
         // removes it from under the task.
         self.deps.gc.launched(&sandbox);
+        // The supervisor checkpoints the task before launching it (off this
+        // actor, so launches do not queue behind each other's writes).
         let sup = self.supervise(&key, &task, agent_id, None);
         self.deps.writeback.mark();
         tracing::debug!(task = %key, "launching");

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+// The clock agents stamp updates with, for `--timeline`.
+use mezzo_agent::task::now_secs;
 use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, pending_task, task_state};
 use serde::Serialize;
 
@@ -70,13 +72,6 @@ struct TimelineLine<'a> {
     agent_id: &'a str,
     accepted: f64,
     updates: &'a [(&'static str, f64, f64)],
-}
-
-fn wall_clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// What `--json` prints; also what `scripts/bench` reads.
@@ -146,127 +141,127 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // The loop is a block so that `--timeline` is written however it ends
     // (a timeout or a refused Accept are when it is most wanted).
     let outcome: anyhow::Result<()> = async {
-    while done < a.instances {
-        tokio::select! {
-            ev = events.next() => {
-                let Some(ev) = ev else { bail!("the scheduler driver stopped") };
-                match ev {
-                    Event::Offers(offers) => {
-                        held.extend(offers.into_iter().map(|o| (o.offer_id, Resources::from_proto(&o.resources).unwrap_or_default())));
-                    }
-                    Event::Rescind { offer_id } => held.retain(|(id, _)| *id != offer_id),
-                    Event::Update(status) => {
-                        let Some(state) = task_state(&status) else { continue };
-                        let Some(t) = tracks.get_mut(&status.task_id) else { continue };
-                        if a.timeline.is_some() {
-                            t.updates.push((state.name(), status.timestamp, wall_clock()));
-                            if t.agent_id.is_empty() {
-                                t.agent_id = status.agent_id.clone();
+        while done < a.instances {
+            tokio::select! {
+                ev = events.next() => {
+                    let Some(ev) = ev else { bail!("the scheduler driver stopped") };
+                    match ev {
+                        Event::Offers(offers) => {
+                            held.extend(offers.into_iter().map(|o| (o.offer_id, Resources::from_proto(&o.resources).unwrap_or_default())));
+                        }
+                        Event::Rescind { offer_id } => held.retain(|(id, _)| *id != offer_id),
+                        Event::Update(status) => {
+                            let Some(state) = task_state(&status) else { continue };
+                            let Some(t) = tracks.get_mut(&status.task_id) else { continue };
+                            if a.timeline.is_some() {
+                                t.updates.push((state.name(), status.timestamp, now_secs()));
+                                if t.agent_id.is_empty() {
+                                    t.agent_id = status.agent_id.clone();
+                                }
+                            }
+                            if state == TaskState::Starting && t.starting.is_none() {
+                                t.starting = Some(Instant::now());
+                            }
+                            if state == TaskState::Running && t.running.is_none() {
+                                t.running = Some(Instant::now());
+                            }
+                            if state.is_terminal() && t.done.is_none() {
+                                t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
+                                done += 1;
+                                if a.instances == 1 && !a.json {
+                                    let detail = match status.exit_code {
+                                        Some(c) => format!(" (exit {c})"),
+                                        None if !status.message.is_empty() => format!(": {}", status.message),
+                                        None => String::new(),
+                                    };
+                                    println!("Task {} {} on agent {}{detail}", status.task_id, state.name(), status.agent_id);
+                                }
                             }
                         }
-                        if state == TaskState::Starting && t.starting.is_none() {
-                            t.starting = Some(Instant::now());
+                        Event::Error { message } => bail!("the master removed this framework: {message}"),
+                        Event::Disconnected { reason } => {
+                            held.clear();
+                            tracing::warn!(%reason, "disconnected from the master; reconnecting");
                         }
-                        if state == TaskState::Running && t.running.is_none() {
-                            t.running = Some(Instant::now());
-                        }
-                        if state.is_terminal() && t.done.is_none() {
-                            t.done = Some((Instant::now(), state, status.exit_code, status.message.clone()));
-                            done += 1;
-                            if a.instances == 1 && !a.json {
-                                let detail = match status.exit_code {
-                                    Some(c) => format!(" (exit {c})"),
-                                    None if !status.message.is_empty() => format!(": {}", status.message),
-                                    None => String::new(),
-                                };
-                                println!("Task {} {} on agent {}{detail}", status.task_id, state.name(), status.agent_id);
-                            }
-                        }
+                        _ => {}
                     }
-                    Event::Error { message } => bail!("the master removed this framework: {message}"),
-                    Event::Disconnected { reason } => {
-                        held.clear();
-                        tracing::warn!(%reason, "disconnected from the master; reconnecting");
-                    }
-                    _ => {}
+                }
+                _ = pace.tick(), if a.rate.is_some() => {}
+                Some(e) = refused.recv() => return Err(e),
+                _ = tokio::time::sleep_until(deadline) => {
+                    bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances)
                 }
             }
-            _ = pace.tick(), if a.rate.is_some() => {}
-            Some(e) = refused.recv() => return Err(e),
-            _ = tokio::time::sleep_until(deadline) => {
-                bail!("timed out after {:?} with {done} of {} tasks done", a.timeout, a.instances)
-            }
-        }
-        // Launch what is due from the held offers. The clock starts with
-        // the first offer, so that a rate counts from the first launch
-        // (not from the subscription, which would make a burst of the
-        // tasks "due" while the first offer was on its way).
-        if started.is_none() && held.is_empty() {
-            continue;
-        }
-        let start = *started.get_or_insert_with(Instant::now);
-        let due = match a.rate {
-            Some(r) => a.instances.min((r * start.elapsed().as_secs_f64()) as usize + 1),
-            None => a.instances,
-        };
-        while next < due {
-            let Some((offer_id, mut avail)) = held.pop_front() else { break };
-            let mut tasks = Vec::new();
-            while next < due {
-                let Some(left) = avail.checked_sub(&per_task) else {
-                    break;
-                };
-                avail = left;
-                let id = format!("{}-{run_id}-{next}", a.name);
-                let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
-                let b = if a.shell {
-                    b.shell(a.command.join(" "))
-                } else {
-                    b.command(&a.command[0], a.command[1..].to_vec())
-                };
-                tasks.push(b.build());
-                next += 1;
-            }
-            if tasks.is_empty() {
-                // Too small for a task: let it merge with resources freed later.
-                let _ = sched.decline(vec![offer_id], Some(0.1)).await;
-                if reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    reported = Some(Instant::now());
-                    let id = format!("{}-{run_id}-{next}", a.name);
-                    let reason = format!(
-                        "needs {per_task}, offer had {avail}; {} task(s) waiting",
-                        a.instances - next
-                    );
-                    let _ = sched
-                        .report_pending(vec![pending_task(id, reason, Some(&per_task))])
-                        .await;
-                }
+            // Launch what is due from the held offers. The clock starts with
+            // the first offer, so that a rate counts from the first launch
+            // (not from the subscription, which would make a burst of the
+            // tasks "due" while the first offer was on its way).
+            if started.is_none() && held.is_empty() {
                 continue;
             }
-            let (now, wall) = (Instant::now(), wall_clock());
-            for t in &tasks {
-                let track = tracks.entry(t.task_id.clone()).or_default();
-                track.accepted = Some(now);
-                track.accepted_at = wall;
-            }
-            // Not awaited here: the loop goes on handling updates (their
-            // arrival times are what it measures) while the call is out.
-            let (s, refused) = (sched.clone(), refused_tx.clone());
-            tokio::spawn(async move {
-                if let Err(e) = s.accept(vec![offer_id], tasks, None).await {
-                    let _ = refused.send(anyhow::Error::new(e).context("accept refused"));
+            let start = *started.get_or_insert_with(Instant::now);
+            let due = match a.rate {
+                Some(r) => a.instances.min((r * start.elapsed().as_secs_f64()) as usize + 1),
+                None => a.instances,
+            };
+            while next < due {
+                let Some((offer_id, mut avail)) = held.pop_front() else { break };
+                let mut tasks = Vec::new();
+                while next < due {
+                    let Some(left) = avail.checked_sub(&per_task) else {
+                        break;
+                    };
+                    avail = left;
+                    let id = format!("{}-{run_id}-{next}", a.name);
+                    let b = TaskBuilder::new(&id).name(&id).resources(&per_task);
+                    let b = if a.shell {
+                        b.shell(a.command.join(" "))
+                    } else {
+                        b.command(&a.command[0], a.command[1..].to_vec())
+                    };
+                    tasks.push(b.build());
+                    next += 1;
                 }
-            });
+                if tasks.is_empty() {
+                    // Too small for a task: let it merge with resources freed later.
+                    let _ = sched.decline(vec![offer_id], Some(0.1)).await;
+                    if reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        reported = Some(Instant::now());
+                        let id = format!("{}-{run_id}-{next}", a.name);
+                        let reason = format!(
+                            "needs {per_task}, offer had {avail}; {} task(s) waiting",
+                            a.instances - next
+                        );
+                        let _ = sched
+                            .report_pending(vec![pending_task(id, reason, Some(&per_task))])
+                            .await;
+                    }
+                    continue;
+                }
+                let (now, wall) = (Instant::now(), now_secs());
+                for t in &tasks {
+                    let track = tracks.entry(t.task_id.clone()).or_default();
+                    track.accepted = Some(now);
+                    track.accepted_at = wall;
+                }
+                // Not awaited here: the loop goes on handling updates (their
+                // arrival times are what it measures) while the call is out.
+                let (s, refused) = (sched.clone(), refused_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = s.accept(vec![offer_id], tasks, None).await {
+                        let _ = refused.send(anyhow::Error::new(e).context("accept refused"));
+                    }
+                });
+            }
+            if next >= a.instances && reported.take().is_some() {
+                let _ = sched.report_pending(Vec::new()).await; // nothing waits any more
+            }
+            if next >= a.instances && !held.is_empty() {
+                let ids = held.drain(..).map(|(id, _)| id).collect();
+                let _ = sched.decline(ids, Some(3600.0)).await;
+            }
         }
-        if next >= a.instances && reported.take().is_some() {
-            let _ = sched.report_pending(Vec::new()).await; // nothing waits any more
-        }
-        if next >= a.instances && !held.is_empty() {
-            let ids = held.drain(..).map(|(id, _)| id).collect();
-            let _ = sched.decline(ids, Some(3600.0)).await;
-        }
-    }
-    Ok(())
+        Ok(())
     }
     .await;
     let started = started.unwrap_or_else(Instant::now);

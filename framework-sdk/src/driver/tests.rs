@@ -230,6 +230,28 @@ async fn next(events: &mut Events) -> Event {
         .expect("driver running")
 }
 
+/// A status update of `task` on agent-1, as the master forwards it.
+fn status(task: &str, state: v1::TaskState, uuid: &[u8]) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task.into(),
+        agent_id: "agent-1".into(),
+        state: state as i32,
+        uuid: uuid.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Pushes `status` from the fake master and waits for the driver to hand
+/// it over.
+async fn deliver(master: &FakeMaster, events: &mut Events, status: v1::TaskStatus) {
+    master
+        .push(Wire::Update(v1::Update {
+            status: Some(status.clone()),
+        }))
+        .await;
+    assert_eq!(next(events).await, Event::Update(status));
+}
+
 /// Waits until `check` holds on what the fake master saw.
 async fn eventually(master: &FakeMaster, what: &str, check: impl Fn(&Seen) -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -299,20 +321,9 @@ async fn auto_ack_only_for_updates_with_a_uuid() {
     let (scheduler, mut events) = Scheduler::start(config(&[addr]));
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
 
-    let update = |task: &str, uuid: &[u8]| v1::TaskStatus {
-        task_id: task.into(),
-        agent_id: "agent-1".into(),
-        state: v1::TaskState::TaskRunning as i32,
-        uuid: uuid.to_vec(),
-        ..Default::default()
-    };
+    let update = |task: &str, uuid: &[u8]| status(task, v1::TaskState::TaskRunning, uuid);
     for status in [update("t1", b"u1"), update("t2", b""), update("t3", b"u3")] {
-        master
-            .push(Wire::Update(v1::Update {
-                status: Some(status.clone()),
-            }))
-            .await;
-        assert_eq!(next(&mut events).await, Event::Update(status));
+        deliver(&master, &mut events, status).await;
     }
     eventually(&master, "two acknowledgements", |s| s.acks.len() >= 2).await;
     // Give a wrong third ack time to show up.
@@ -349,15 +360,8 @@ async fn acknowledgements_queued_during_a_call_go_in_one_batch() {
     let (scheduler, mut events) = Scheduler::start(config(&[addr]));
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     for i in 0..20u8 {
-        let status = v1::TaskStatus {
-            task_id: format!("t{i}"),
-            agent_id: "agent-1".into(),
-            state: v1::TaskState::TaskRunning as i32,
-            uuid: vec![i; 16],
-            ..Default::default()
-        };
-        master.push(Wire::Update(v1::Update { status: Some(status) })).await;
-        next(&mut events).await;
+        let st = status(&format!("t{i}"), v1::TaskState::TaskRunning, &[i; 16]);
+        deliver(&master, &mut events, st).await;
     }
     eventually(&master, "20 acknowledgements", |s| s.acks.len() == 20).await;
     let seen = master.seen();
@@ -380,15 +384,8 @@ async fn teardown_waits_for_queued_acknowledgements() {
     let (scheduler, mut events) = Scheduler::start(config(&[addr]));
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     for i in 0..3u8 {
-        let status = v1::TaskStatus {
-            task_id: format!("t{i}"),
-            agent_id: "agent-1".into(),
-            state: v1::TaskState::TaskFinished as i32,
-            uuid: vec![i; 16],
-            ..Default::default()
-        };
-        master.push(Wire::Update(v1::Update { status: Some(status) })).await;
-        next(&mut events).await;
+        let st = status(&format!("t{i}"), v1::TaskState::TaskFinished, &[i; 16]);
+        deliver(&master, &mut events, st).await;
     }
     assert_eq!(scheduler.teardown().await, Ok(()));
     // Every acknowledgement call was answered (each takes 200 ms) before

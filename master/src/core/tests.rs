@@ -116,6 +116,14 @@ impl Sim {
             .collect()
     }
 
+    /// Acknowledgements forwarded to agents so far.
+    fn acks_forwarded(&self) -> usize {
+        self.agent_msgs()
+            .iter()
+            .filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_)))
+            .count()
+    }
+
     fn agent_msgs(&self) -> Vec<v1::master_message::Message> {
         self.sent
             .iter()
@@ -226,16 +234,9 @@ fn one_task_end_to_end() {
     assert_eq!(view.completed_tasks.len(), 1);
     assert_eq!(view.completed_tasks[0].state, "TASK_FINISHED");
     assert_eq!(view.agents[0].used, Resources::default());
-    let acks = s
-        .agent_msgs()
-        .iter()
-        .filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_)))
-        .count();
-    assert_eq!(acks, 2);
+    assert_eq!(s.acks_forwarded(), 2);
 }
 
-/// DESIGN.md "Offers" and "Tasks": invalid accepts launch nothing, leave
-/// the offer usable, and say why.
 /// A batch of acknowledgements with one bad entry is refused whole.
 #[test]
 fn a_refused_batch_of_acknowledgements_changes_nothing() {
@@ -256,12 +257,6 @@ fn a_refused_batch_of_acknowledgements_changes_nothing() {
         .expect("update");
     }
     s.run();
-    let acks = |s: &Sim| {
-        s.agent_msgs()
-            .iter()
-            .filter(|m| matches!(m, v1::master_message::Message::Acknowledge(_)))
-            .count()
-    };
     let (t1, t2) = (TaskId::parse("t1").expect("id"), TaskId::parse("t2").expect("id"));
     let ghost = AgentId::parse("ghost").expect("id");
     let bad = vec![(a.clone(), t1.clone(), vec![1; 16]), (ghost, t2.clone(), vec![2; 16])];
@@ -275,7 +270,7 @@ fn a_refused_batch_of_acknowledgements_changes_nothing() {
     ];
     assert!(matches!(s.m.acknowledge_all(&f, &short), Err(MasterError::Invalid(_))));
     s.run();
-    assert_eq!(acks(&s), 0, "nothing forwarded");
+    assert_eq!(s.acks_forwarded(), 0, "nothing forwarded");
     assert_eq!(
         s.m.view(true).tasks.len(),
         2,
@@ -285,10 +280,12 @@ fn a_refused_batch_of_acknowledgements_changes_nothing() {
     let good = vec![(a.clone(), t1, vec![1; 16]), (a, t2, vec![2; 16])];
     s.m.acknowledge_all(&f, &good).expect("batch");
     s.run();
-    assert_eq!(acks(&s), 2);
+    assert_eq!(s.acks_forwarded(), 2);
     assert!(s.m.view(true).tasks.is_empty());
 }
 
+/// DESIGN.md "Offers" and "Tasks": invalid accepts launch nothing, leave
+/// the offer usable, and say why.
 #[test]
 fn invalid_accepts_change_nothing() {
     let mut s = Sim::new();
