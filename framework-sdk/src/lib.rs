@@ -127,6 +127,11 @@ pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};
 pub use task::{TaskBuilder, pending_task, task_state};
 
+/// The capped exponential backoff the driver reconnects with, for a
+/// framework's own retries.
+pub use mezzo_proto::backoff::Backoff;
+/// Unix-seconds timestamps, the form status updates carry.
+pub use mezzo_proto::clock;
 /// Exact resource arithmetic: `Resources::parse("cpus:0.1;mem:32")`.
 pub use mezzo_proto::resources::Resources;
 /// Task states with Mesos names and the terminal-state test.

@@ -7,7 +7,6 @@
 //! pending head), then heartbeat and dispatch master messages until the
 //! stream ends or the master has been silent for three heartbeats.
 
-mod backoff;
 pub mod register;
 mod usage;
 
@@ -24,12 +23,12 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use self::backoff::Backoff;
 use self::register::Identity;
 use crate::AgentError;
 use crate::metrics::Metrics;
 use crate::status::StatusHandle;
 use crate::task::table::TableHandle;
+use mezzo_proto::backoff::Backoff;
 
 /// Metadata key a non-leading master sets on its UNAVAILABLE answer.
 pub const LEADER_METADATA: &str = "mezzo-leader";
@@ -75,7 +74,7 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
     if deps.masters.is_empty() {
         return Err(AgentError::NoMasters);
     }
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(0.25);
     let mut next = 0;
     let mut leader_hint: Option<String> = None;
     let mut failed_in_round = 0usize;

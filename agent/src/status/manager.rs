@@ -5,6 +5,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::time::Duration;
 
+use mezzo_proto::backoff::Backoff;
+use mezzo_proto::clock::unix_now;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::mpsc;
@@ -14,7 +16,7 @@ use super::journal::{Journal, Record};
 use super::{Recovered, StatusCmd, StatusConfig};
 use crate::AgentError;
 use crate::metrics::Metrics;
-use crate::task::{TaskKey, now_secs};
+use crate::task::TaskKey;
 
 /// Most commands handled (and records written) per fsync.
 const MAX_BATCH: usize = 1024;
@@ -31,7 +33,7 @@ const SLOW_WARN_EVERY: Duration = Duration::from_secs(10);
 struct TaskQueue {
     /// Oldest first; the head is the one in flight.
     updates: VecDeque<v1::StatusUpdate>,
-    backoff: Duration,
+    backoff: Backoff,
     /// Bumped whenever the head's retry timer is re-armed, so stale timer
     /// entries in the heap are recognised and skipped.
     timer_gen: u64,
@@ -119,7 +121,7 @@ impl Manager {
     }
 
     fn queue(&mut self, key: TaskKey) -> &mut TaskQueue {
-        let backoff = self.config.retry_initial;
+        let backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
         self.queues.entry(key).or_insert_with(|| TaskQueue {
             updates: VecDeque::new(),
             backoff,
@@ -226,7 +228,7 @@ impl Manager {
         status.task_id = key.task_id.to_string();
         status.framework_id = key.framework_id.to_string();
         if status.timestamp == 0.0 {
-            status.timestamp = now_secs();
+            status.timestamp = unix_now();
         }
         let latest_state = status.state;
         v1::StatusUpdate {
@@ -243,7 +245,6 @@ impl Manager {
             tracing::debug!(task_id = %ack.task_id, "acknowledgement with invalid ids ignored");
             return None;
         };
-        let initial = self.config.retry_initial;
         let Some(queue) = self.queues.get_mut(&key) else {
             tracing::debug!(task = %key, "acknowledgement for a task with no pending update ignored");
             return None;
@@ -253,7 +254,7 @@ impl Manager {
             return None;
         }
         let acked = queue.updates.pop_front();
-        queue.backoff = initial;
+        queue.backoff.reset();
         queue.timer_gen += 1;
         if !queue.updates.is_empty() {
             return Some(Some(key));
@@ -363,13 +364,11 @@ impl Manager {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => self.outbound = None,
         }
-        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
         let Some(queue) = self.queues.get_mut(key) else { return };
         if reset_backoff {
-            queue.backoff = initial;
+            queue.backoff.reset();
         }
-        let delay = queue.backoff;
-        queue.backoff = (queue.backoff * 2).min(max);
+        let delay = queue.backoff.next_delay();
         queue.timer_gen += 1;
         self.timers
             .push(Reverse((Instant::now() + delay, key.clone(), queue.timer_gen)));

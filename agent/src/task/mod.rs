@@ -7,7 +7,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use mezzo_proto::clock::unix_now;
 
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
@@ -66,14 +66,7 @@ pub fn agent_status(
         reason: reason as i32,
         message: message.into(),
         source: v1::StatusSource::SourceAgent as i32,
-        timestamp: now_secs(),
+        timestamp: unix_now(),
         ..Default::default()
     }
-}
-
-pub fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 // The clock agents stamp updates with, for `--timeline`.
-use mezzo_agent::task::now_secs;
+use mezzo_proto::clock::unix_now;
 use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, pending_task, task_state};
 use serde::Serialize;
 
@@ -154,7 +154,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                             let Some(state) = task_state(&status) else { continue };
                             let Some(t) = tracks.get_mut(&status.task_id) else { continue };
                             if a.timeline.is_some() {
-                                t.updates.push((state.name(), status.timestamp, now_secs()));
+                                t.updates.push((state.name(), status.timestamp, unix_now()));
                                 if t.agent_id.is_empty() {
                                     t.agent_id = status.agent_id.clone();
                                 }
@@ -238,7 +238,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     }
                     continue;
                 }
-                let (now, wall) = (Instant::now(), now_secs());
+                let (now, wall) = (Instant::now(), unix_now());
                 for t in &tasks {
                     let track = tracks.entry(t.task_id.clone()).or_default();
                     track.accepted = Some(now);

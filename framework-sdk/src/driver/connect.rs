@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use mezzo_proto::MAX_MESSAGE_BYTES;
+use mezzo_proto::backoff::Backoff;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 
 /// Metadata key with which a non-leading master names the leader.
@@ -112,31 +112,10 @@ impl Masters {
     }
 }
 
-/// Capped exponential backoff with jitter: each pause is drawn from
-/// `[d/2, d]` where `d` doubles from `BASE` up to the cap.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    const BASE: Duration = Duration::from_millis(100);
-
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff { max, attempt: 0 }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let ceiling = Self::BASE.saturating_mul(1 << self.attempt.min(16)).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
-    }
+/// The reconnection backoff: from 100 ms, doubling up to `max`, each
+/// pause drawn from the upper half of its step.
+pub(crate) fn reconnect_backoff(max: Duration) -> Backoff {
+    Backoff::new(Duration::from_millis(100), max).jitter(0.5)
 }
 
 #[cfg(test)]
@@ -145,7 +124,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(1));
+        let mut b = reconnect_backoff(Duration::from_secs(1));
         let mut ceilings = Vec::new();
         for _ in 0..8 {
             let d = b.next_delay();

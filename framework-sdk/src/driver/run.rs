@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::acks;
 use super::calls::Calls;
-use super::connect::{self, Backoff, Masters, is_fatal_subscribe_error, leader_hint};
+use super::connect::{self, Masters, is_fatal_subscribe_error, leader_hint};
 use super::{Command, Link, Session};
 use crate::config::SchedulerConfig;
 use crate::event::Event;
@@ -56,7 +56,7 @@ pub(crate) fn spawn(
         acker,
         call_timeout: config.call_timeout,
         masters: Masters::new(config.masters),
-        backoff: Backoff::new(config.reconnect_backoff_max),
+        backoff: connect::reconnect_backoff(config.reconnect_backoff_max),
         calls,
         session,
         events,
@@ -116,7 +116,7 @@ struct Driver {
     acker: acks::Acker,
     call_timeout: Duration,
     masters: Masters,
-    backoff: Backoff,
+    backoff: mezzo_proto::backoff::Backoff,
     /// The same call path as the framework's, for acks and reconciliation.
     calls: Calls,
     session: watch::Sender<Session>,

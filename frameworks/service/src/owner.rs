@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::health;
-use crate::plan::{self, Backoff, Health, Inst, Limits, Phase, Verdict};
+use crate::plan::{self, Health, Inst, Limits, Phase, RestartHold, Verdict};
 use crate::record::{self, InstanceRecord, ServiceRecord};
 use crate::spec::{MAX_INSTANCES, ServiceSpec};
 use crate::view::{DeployReply, Endpoint, InstanceStatus, ServiceStatus, Summary};
@@ -88,7 +88,7 @@ impl Live {
 struct Svc {
     rec: ServiceRecord,
     live: BTreeMap<String, Live>,
-    backoff: Backoff,
+    backoff: RestartHold,
     dirty: bool,
     /// When the current update (or rollback) was first seen running.
     update_seen: Option<Instant>,
@@ -96,15 +96,12 @@ struct Svc {
 
 impl Svc {
     fn new(rec: ServiceRecord, phase: Phase) -> Svc {
-        let initial = rec
-            .target_spec()
-            .map(|s| s.restart.backoff)
-            .unwrap_or(Duration::from_secs(1));
+        let restart = rec.target_spec().map(|s| s.restart.clone()).unwrap_or_default();
         let live = rec.instances.keys().map(|k| (k.clone(), Live::new(phase))).collect();
         Svc {
             rec,
             live,
-            backoff: Backoff::new(initial),
+            backoff: RestartHold::new(&restart),
             dirty: false,
             update_seen: None,
         }
@@ -164,8 +161,8 @@ impl Svc {
         l.failures = 0;
         if l.health != Health::Healthy {
             l.health = Health::Healthy;
-            let initial = self.rec.target_spec().map(|t| t.restart.backoff).unwrap_or_default();
-            self.backoff.reset(initial);
+            let restart = self.rec.target_spec().map(|t| t.restart.clone()).unwrap_or_default();
+            self.backoff.reset(&restart);
         }
     }
 
@@ -748,7 +745,7 @@ impl Owner {
         let Some(spec) = s.rec.versions.get(&version).cloned() else {
             return;
         };
-        s.backoff.failure(now, spec.restart.factor, spec.restart.max_backoff);
+        s.backoff.failure(now);
         if fault
             && let Verdict::RolledBack { from, to } =
                 plan::failed(&mut s.rec.deployment, version, spec.upgrade.auto_rollback)
@@ -757,7 +754,7 @@ impl Owner {
             warn!(service = %name, "{what}");
             s.rec.event(what);
             // The old version is known to work: no need to wait.
-            s.backoff = Backoff::new(spec.restart.backoff);
+            s.backoff = RestartHold::new(&spec.restart);
         }
         s.dirty = true;
     }

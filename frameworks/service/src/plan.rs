@@ -12,7 +12,10 @@
 
 use std::time::Duration;
 
+use mezzo_sdk::Backoff;
 use serde::{Deserialize, Serialize};
+
+use crate::spec::RestartSpec;
 
 /// Which version runs, and whether the service is moving between two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,34 +226,39 @@ pub fn failed(d: &mut Deployment, version: u64, auto_rollback: bool) -> Verdict 
     }
 }
 
-/// Restart backoff: the delay grows by `factor` with each failure, up to
-/// `max`, and goes back to `initial` once an instance is healthy.
+/// The hold on launches after failures: each failure holds them for the
+/// next delay of the service's restart backoff; a healthy instance starts
+/// the backoff over.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Backoff {
-    delay: Duration,
+pub struct RestartHold {
+    delay: Backoff,
     /// No launch before this instant (seconds on the owner's clock).
     until: Option<Duration>,
 }
 
-impl Backoff {
-    /// No delay pending.
-    pub fn new(initial: Duration) -> Backoff {
-        Backoff {
-            delay: initial,
+impl RestartHold {
+    /// No hold pending.
+    pub fn new(spec: &RestartSpec) -> RestartHold {
+        RestartHold {
+            delay: Self::delays(spec),
             until: None,
         }
     }
 
-    /// A failure at `now`: launches wait for the current delay, which then
-    /// grows.
-    pub fn failure(&mut self, now: Duration, factor: f64, max: Duration) {
-        self.until = Some(now + self.delay);
-        self.delay = self.delay.mul_f64(factor).min(max);
+    fn delays(spec: &RestartSpec) -> Backoff {
+        Backoff::new(spec.backoff, spec.max_backoff).factor(spec.factor)
     }
 
-    /// An instance became healthy: the next failure waits `initial` again.
-    pub fn reset(&mut self, initial: Duration) {
-        self.delay = initial;
+    /// A failure at `now`: launches wait for the current delay, which then
+    /// grows.
+    pub fn failure(&mut self, now: Duration) {
+        self.until = Some(now + self.delay.next_delay());
+    }
+
+    /// An instance became healthy: the next failure waits the first delay
+    /// of `spec` (the settings of the version now running).
+    pub fn reset(&mut self, spec: &RestartSpec) {
+        self.delay = Self::delays(spec);
     }
 
     /// Whether launching is allowed at `now`.
@@ -425,18 +433,23 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1));
+        let spec = RestartSpec {
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(3),
+            factor: 2.0,
+        };
+        let mut b = RestartHold::new(&spec);
         let t = Duration::from_secs(100);
         assert!(b.may_launch(t));
-        b.failure(t, 2.0, Duration::from_secs(3));
+        b.failure(t);
         assert!(!b.may_launch(t + Duration::from_millis(900)));
         assert!(b.may_launch(t + Duration::from_secs(1)));
-        b.failure(t, 2.0, Duration::from_secs(3));
-        b.failure(t, 2.0, Duration::from_secs(3));
+        b.failure(t);
+        b.failure(t);
         assert!(!b.may_launch(t + Duration::from_millis(2900)), "capped at 3 s");
         assert!(b.may_launch(t + Duration::from_secs(3)));
-        b.reset(Duration::from_secs(1));
-        b.failure(t, 2.0, Duration::from_secs(3));
+        b.reset(&spec);
+        b.failure(t);
         assert!(b.may_launch(t + Duration::from_secs(1)));
     }
 }

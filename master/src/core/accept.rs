@@ -13,9 +13,10 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
-use super::{Master, Task, unix_now};
+use super::{Master, Task};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
+use mezzo_proto::clock::unix_now;
 
 /// A task to launch, already checked for syntax by the API layer.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,10 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
-use super::{Agent, AgentStatus, ConnId, Effect, Master, Task, unix_now};
+use super::{Agent, AgentStatus, ConnId, Effect, Master, Task};
 use crate::error::MasterError;
 use crate::registry::{AgentRecord, Registry, RegistryOp};
+use mezzo_proto::clock::unix_now;
 
 /// A task an agent reports when it re-registers, already validated.
 #[derive(Debug, Clone, PartialEq)]

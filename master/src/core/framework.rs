@@ -8,9 +8,10 @@ use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
-use super::{ConnId, Effect, Framework, Master, unix_now};
+use super::{ConnId, Effect, Framework, Master};
 use crate::error::MasterError;
 use crate::registry::{FrameworkRecord, RegistryOp};
+use mezzo_proto::clock::unix_now;
 
 fn record(id: &FrameworkId, info: &v1::FrameworkInfo) -> FrameworkRecord {
     FrameworkRecord {

@@ -19,7 +19,7 @@ pub mod usage;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use mezzo_proto::reservation::{ReservedResources, Role};
@@ -210,13 +210,6 @@ pub struct Master {
     pub(crate) counters: Counters,
     pub(crate) ops: ops::OpsState,
     effects: Vec<Effect>,
-}
-
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Master {

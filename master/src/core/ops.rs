@@ -17,9 +17,10 @@ use mezzo_proto::v1;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-use super::{AgentStatus, Effect, Master, unix_now};
+use super::{AgentStatus, Effect, Master};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
+use mezzo_proto::clock::unix_now;
 
 /// Status updates remembered per task for the dashboard.
 pub const HISTORY_PER_TASK: usize = 16;

@@ -7,8 +7,9 @@ use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
-use super::{AgentStatus, ConnId, Effect, Master, Task, unix_now};
+use super::{AgentStatus, ConnId, Effect, Master, Task};
 use crate::error::MasterError;
+use mezzo_proto::clock::unix_now;
 
 impl Master {
     /// An update from an agent. The master records the task's newest state

@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::query;
-use crate::core::unix_now;
 use crate::runtime::Handle;
+use mezzo_proto::clock::unix_now;
 
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// One hour of samples.

@@ -398,9 +398,10 @@ async fn why(conn: Conn, id: &str) -> Result<(), ApiError> {
             s(&o["received"]),
             s(&o["declined"]),
             s(&o["accepted"]),
-            o["last_offer_at"]
-                .as_f64()
-                .map_or("never".into(), |t| format!("{:.0}s ago", ago(t))),
+            o["last_offer_at"].as_f64().map_or("never".into(), |t| format!(
+                "{:.0}s ago",
+                mezzo_proto::clock::secs_since(t)
+            )),
             if o["largest_offer"].is_null() {
                 "none".into()
             } else {
@@ -417,12 +418,4 @@ async fn why(conn: Conn, id: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-fn ago(t: f64) -> f64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    (now - t).max(0.0)
 }

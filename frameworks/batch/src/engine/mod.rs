@@ -237,13 +237,6 @@ struct State {
     next_reconcile: Instant,
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl State {
     async fn run(mut self, mut events: Events, mut requests: mpsc::Receiver<Request>) {
         let mut ticker = tokio::time::interval(TICK);
@@ -578,7 +571,7 @@ impl State {
         launch::check_satisfiable(&specs, &self.agents.borrow())?;
         let sub = Submission {
             seq: self.next_seq,
-            submitted_at: unix_now(),
+            submitted_at: mezzo_sdk::clock::unix_now(),
             jobs: specs,
         };
         // Saved first: a submission the store did not take leaves nothing.
