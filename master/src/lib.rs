@@ -7,12 +7,14 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auth;
 pub mod core;
 pub mod error;
 pub mod http;
 pub mod http_roles;
 pub mod kv;
 pub mod operator;
+pub mod pki;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod ids;
 pub mod reservation;
 pub mod resources;
+pub mod security;
 pub mod state;
 
 /// Generated messages and gRPC services of package `mezzo.v1`.
