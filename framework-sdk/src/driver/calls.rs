@@ -5,12 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use mezzo_proto::v1;
-use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 use tracing::debug;
 
-use super::connect::leader_hint;
+use super::connect::{Client, leader_hint};
 use super::{Command, Link, Session};
 use crate::error::SdkError;
 use crate::task::millis;
@@ -58,7 +56,7 @@ impl Calls {
     }
 
     /// The client and framework id to call with, or why there is none.
-    fn link(&self) -> Result<(SchedulerClient<Channel>, String), SdkError> {
+    fn link(&self) -> Result<(Client, String), SdkError> {
         let session = self.session.borrow();
         match (&session.link, &session.framework_id) {
             (Link::Connected { client, .. }, Some(id)) => Ok((client.clone(), id.clone())),
@@ -72,7 +70,7 @@ impl Calls {
     /// re-subscribes with the leader.
     async fn send<F, Fut>(&self, what: &'static str, call: F) -> Result<(), SdkError>
     where
-        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        F: FnOnce(Client, String) -> Fut,
         Fut: Future<Output = Reply>,
     {
         self.ask(what, call).await.map(drop)
@@ -81,7 +79,7 @@ impl Calls {
     /// Like [`Calls::send`], for calls whose answer carries something.
     pub(crate) async fn ask<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, SdkError>
     where
-        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        F: FnOnce(Client, String) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (client, framework_id) = self.link()?;

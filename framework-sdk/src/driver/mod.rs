@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mezzo_proto::v1;
-use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
+use self::connect::Client;
 use crate::config::SchedulerConfig;
 use crate::error::SdkError;
 use crate::event::Events;
@@ -52,10 +51,7 @@ enum Link {
     /// No usable subscription right now.
     Connecting,
     /// Subscribed; calls go through this client (its address, for logs).
-    Connected {
-        client: SchedulerClient<Channel>,
-        master: String,
-    },
+    Connected { client: Client, master: String },
     /// The driver has ended; it will not come back.
     Stopped,
 }

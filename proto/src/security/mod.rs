@@ -8,6 +8,7 @@
 
 pub mod client_config;
 pub mod csr;
+pub mod grpc;
 pub mod principal;
 pub mod serve;
 pub mod tls;
