@@ -13,6 +13,7 @@ use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 use crate::allocator::Quota;
+use crate::auth::state::{SecurityOp, SecurityState};
 use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
@@ -26,6 +27,10 @@ pub struct AgentRecord {
     pub attributes: Vec<(String, String)>,
     /// Unix seconds when it was marked unreachable; `None` while reachable.
     pub unreachable_since: Option<f64>,
+    /// The principal that registered it (`agent:NAME`): only the same
+    /// credential may re-register it. `None` for an `--insecure` cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// A registered framework.
@@ -99,6 +104,10 @@ pub enum RegistryOp {
         id: AgentId,
         at: f64,
     },
+    /// ACLs, credentials, revocations and secrets (see [`crate::auth::state`]).
+    Security {
+        security: SecurityOp,
+    },
 }
 
 /// An agent being drained by an operator.
@@ -140,6 +149,9 @@ pub struct Registry {
     /// Agents marked gone, with the unix seconds when; never re-admitted.
     #[serde(default)]
     pub gone: BTreeMap<AgentId, f64>,
+    /// ACLs, issued and revoked credentials, sealed secrets.
+    #[serde(default)]
+    pub security: SecurityState,
 }
 
 impl Registry {
@@ -222,6 +234,7 @@ impl Registry {
                     self.gone.insert(id.clone(), *at);
                 }
             }
+            RegistryOp::Security { security } => self.security.apply(security),
         }
         None
     }
@@ -255,6 +268,7 @@ mod tests {
             resources: "cpus:1".into(),
             attributes: vec![],
             unreachable_since: None,
+            principal: None,
         }
     }
 

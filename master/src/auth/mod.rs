@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod seal;
+pub mod state;
 
 pub use acl::{Acl, Action, Denied, authorize};
 pub use mezzo_proto::security::Principal;

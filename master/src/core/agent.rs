@@ -137,6 +137,7 @@ fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
         resources: d.resources.to_string(),
         attributes: d.attributes.clone(),
         unreachable_since: None,
+        principal: None,
     }
 }
 

@@ -315,6 +315,7 @@ impl Master {
             }
             RegistryOp::DrainAgent { id, .. } | RegistryOp::ReactivateAgent { id } => self.agent_drain_changed(&id),
             RegistryOp::MarkAgentGone { id, .. } => self.agent_gone(&id),
+            RegistryOp::Security { .. } => {}
         }
     }
 
