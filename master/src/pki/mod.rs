@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use mezzo_proto::security::join::AuthorityFiles;
 use mezzo_proto::security::principal::MASTER_DNS_NAME;
 use mezzo_proto::security::token::fingerprint;
 use mezzo_proto::security::{CertInfo, Kind, Principal};
@@ -78,20 +79,6 @@ impl fmt::Debug for Authority {
         f.debug_struct("Authority")
             .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
-    }
-}
-
-/// The material that makes a master a CA, as handed to a joining master.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub struct AuthorityFiles {
-    pub ca_cert: String,
-    pub ca_key: String,
-    pub data_key: String,
-}
-
-impl fmt::Debug for AuthorityFiles {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuthorityFiles(<hidden>)")
     }
 }
 
