@@ -32,7 +32,7 @@ use mezzo_proto::resources::Resources;
 use serde::Deserialize;
 
 use crate::allocator::Quota;
-use crate::core::OperatorRequest;
+use crate::core::PolicyRequest;
 use crate::error::MasterError;
 use crate::http::to_leader;
 use crate::runtime::{Command, Handle};
@@ -79,7 +79,7 @@ fn error(e: MasterError, path: &str) -> Response {
 }
 
 /// Sends a request to the owner and waits for its commit.
-async fn run(handle: &Handle, request: OperatorRequest, path: &str, done: serde_json::Value) -> Response {
+async fn run(handle: &Handle, request: PolicyRequest, path: &str, done: serde_json::Value) -> Response {
     let asked = handle.ask(|reply| Command::Policy { request, reply });
     match tokio::time::timeout(COMMIT_WAIT, asked).await {
         Err(_) => (
@@ -115,7 +115,7 @@ async fn set_weights(State(h): State<Handle>, body: Result<Json<BTreeMap<String,
         };
     }
     let done = serde_json::json!({ "weights": &weights });
-    run(&h, OperatorRequest::SetWeights(weights), "/weights", done).await
+    run(&h, PolicyRequest::SetWeights(weights), "/weights", done).await
 }
 
 #[derive(Deserialize)]
@@ -154,7 +154,7 @@ async fn set_quota(State(h): State<Handle>, body: Result<Json<QuotaBody>, JsonRe
         return bad(format!("quota for role {role} sets neither a guarantee nor a limit"));
     }
     let done = serde_json::json!({ "role": role, "quota": &quota });
-    run(&h, OperatorRequest::SetQuota { role, quota }, "/quota", done).await
+    run(&h, PolicyRequest::SetQuota { role, quota }, "/quota", done).await
 }
 
 async fn remove_quota(State(h): State<Handle>, Path(r): Path<String>) -> Response {
@@ -166,7 +166,7 @@ async fn remove_quota(State(h): State<Handle>, Path(r): Path<String>) -> Respons
     let done = serde_json::json!({ "role": role, "removed": true });
     run(
         &h,
-        OperatorRequest::SetQuota {
+        PolicyRequest::SetQuota {
             role,
             quota: Quota::default(),
         },
@@ -199,7 +199,7 @@ async fn reserve(State(h): State<Handle>, body: Result<Json<ReserveBody>, JsonRe
         Err(e) => return e,
     };
     let done = serde_json::json!({ "agent": agent, "reserved": resources.to_string() });
-    let req = OperatorRequest::Reserve {
+    let req = PolicyRequest::Reserve {
         agent,
         resources,
         principal: b.principal,
@@ -216,5 +216,5 @@ async fn unreserve(State(h): State<Handle>, body: Result<Json<ReserveBody>, Json
         Err(e) => return e,
     };
     let done = serde_json::json!({ "agent": agent, "unreserved": resources.to_string() });
-    run(&h, OperatorRequest::Unreserve { agent, resources }, "/unreserve", done).await
+    run(&h, PolicyRequest::Unreserve { agent, resources }, "/unreserve", done).await
 }

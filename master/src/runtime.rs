@@ -18,9 +18,9 @@ use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::ops::ClusterEvent;
+use crate::core::observe::ClusterEvent;
 use crate::core::view::StateView;
-use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorRequest};
+use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, PolicyRequest};
 use crate::error::MasterError;
 use crate::kv::{KvAnswer, KvCall};
 use crate::raft::{RaftEvent, RaftHandle};
@@ -101,7 +101,7 @@ pub enum Command {
     /// An operator's policy request (weights, quota, reservations),
     /// answered once its registry op has committed.
     Policy {
-        request: OperatorRequest,
+        request: PolicyRequest,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
     TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
@@ -188,8 +188,8 @@ struct Runtime {
     next_conn: ConnId,
     frameworks: HashMap<ConnId, FrameworkTx>,
     agents: HashMap<ConnId, AgentTx>,
-    /// Operator requests waiting for their commit, by ticket.
-    operators: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
+    /// Policy changes waiting for their commit, by ticket.
+    policy_waiting: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
     /// Key-value writes proposed and not yet committed, by request number.
     kv_waiting: HashMap<u64, KvReply>,
     /// Request numbers start at a random point so that no two leaderships
@@ -216,7 +216,7 @@ pub fn spawn(
         next_conn: 1,
         frameworks: HashMap::new(),
         agents: HashMap::new(),
-        operators: HashMap::new(),
+        policy_waiting: HashMap::new(),
         kv_waiting: HashMap::new(),
         next_kv_request: rand::random::<u64>() >> 1,
     };
@@ -282,7 +282,7 @@ impl Runtime {
                     self.agents.clear();
                     // Their ops may or may not commit: the senders drop,
                     // so the operators are told to try again.
-                    self.operators.clear();
+                    self.policy_waiting.clear();
                 }
                 if self.leader != leader {
                     let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
@@ -312,7 +312,7 @@ impl Runtime {
         self.leader = self.raft.members().get(&self.raft.id()).cloned();
         self.frameworks.clear();
         self.agents.clear();
-        self.operators.clear();
+        self.policy_waiting.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
         let _ = self.events.send(ClusterEvent::LeaderChanged {
             leader: self.leader.clone(),
@@ -416,9 +416,9 @@ impl Runtime {
             Command::State(reply) => {
                 let _ = reply.send(Ok(core.view(true)));
             }
-            Command::Policy { request, reply } => match core.operator(conn, request, now) {
+            Command::Policy { request, reply } => match core.policy(conn, request) {
                 Ok(()) => {
-                    self.operators.insert(conn, reply);
+                    self.policy_waiting.insert(conn, reply);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -489,8 +489,8 @@ impl Runtime {
                         self.agents.remove(&conn);
                     }
                     Effect::Propose(op) => self.raft.propose(op),
-                    Effect::OperatorDone(ticket, result) => {
-                        if let Some(reply) = self.operators.remove(&ticket) {
+                    Effect::PolicyDone(ticket, result) => {
+                        if let Some(reply) = self.policy_waiting.remove(&ticket) {
                             let _ = reply.send(result);
                         }
                     }

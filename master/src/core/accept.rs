@@ -91,7 +91,7 @@ impl Master {
             unreserve,
             left,
         } = plan;
-        self.ops.accepted(fid, offer_ids.len());
+        self.observed.accepted(fid, offer_ids.len());
         let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
         for (launch, taken) in launches {
             let mut info = launch.info;

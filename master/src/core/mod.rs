@@ -11,9 +11,10 @@ mod accept;
 mod agent;
 mod framework;
 mod kv;
+mod maintenance;
+pub mod observe;
 mod offer;
-mod operator;
-pub mod ops;
+mod policy;
 mod update;
 pub mod usage;
 pub mod view;
@@ -33,7 +34,8 @@ use crate::registry::{Registry, RegistryOp};
 
 pub use accept::{LaunchRequest, OfferOperation};
 pub use agent::AgentHello;
-pub use operator::OperatorRequest;
+pub use maintenance::OperatorAction;
+pub use policy::PolicyRequest;
 /// Validated pieces of an agent's registration.
 pub mod agent_types {
     pub use super::agent::{AgentDescription, ReportedTask};
@@ -86,9 +88,9 @@ pub enum Effect {
     ToAgent(ConnId, v1::MasterMessage),
     CloseAgent(ConnId),
     Propose(RegistryOp),
-    /// The operator request with this ticket is done (its registry op
+    /// The policy change with this ticket is done (its registry op
     /// committed) or failed.
-    OperatorDone(u64, Result<(), MasterError>),
+    PolicyDone(u64, Result<(), MasterError>),
     /// A key-value write proposed for call `request` was committed.
     KvDone(u64, Result<crate::kv::KvDone, MasterError>),
 }
@@ -208,7 +210,9 @@ pub struct Master {
     pub(crate) last_failover_check: Instant,
     pub(crate) started: Instant,
     pub(crate) counters: Counters,
-    pub(crate) ops: ops::OpsState,
+    pub(crate) observed: observe::Observations,
+    /// Draining agents whose deadline passed and whose tasks were killed.
+    pub(crate) drain_killed: HashSet<AgentId>,
     effects: Vec<Effect>,
 }
 
@@ -236,7 +240,8 @@ impl Master {
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
-            ops: ops::OpsState::default(),
+            observed: observe::Observations::default(),
+            drain_killed: HashSet::new(),
             effects: Vec::new(),
         };
         for (role, w) in &registry.weights {

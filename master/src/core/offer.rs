@@ -83,12 +83,12 @@ impl Master {
         }
         for (fid, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
-            self.ops.offered(&fid, &offers);
+            self.observed.offered(&fid, &offers);
             self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
         }
         self.counters.allocation_runs += 1;
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
-        self.ops.allocation_took(started.elapsed());
+        self.observed.allocation_took(started.elapsed());
     }
 
     /// Removes an offer from the books without returning its resources
@@ -166,7 +166,7 @@ impl Master {
         for id in ids {
             if let Some(offer) = self.rescind_offer(id, false) {
                 self.counters.offers_declined += 1;
-                self.ops.declined(fid);
+                self.observed.declined(fid);
                 if !refuse.is_zero() {
                     self.alloc.filter(fid, &offer.agent_id, now + refuse);
                 }

@@ -21,7 +21,7 @@ pub struct StateView {
     pub offers: Vec<OfferView>,
     pub counters: Counters,
     /// Roles, weights, quotas and reservations (see `operator.rs`).
-    pub allocation: super::operator::AllocationView,
+    pub allocation: super::policy::AllocationView,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

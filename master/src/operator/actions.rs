@@ -13,7 +13,7 @@ use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use serde::Deserialize;
 
 use super::{Ops, bad, fail};
-use crate::core::Master;
+use crate::core::{Master, OperatorAction};
 use crate::error::MasterError;
 
 /// Longest drain deadline or kill grace accepted (a week).
@@ -71,7 +71,10 @@ pub(super) async fn teardown(State(ops): State<Ops>, u: OriginalUri, Path(fid): 
         Ok(f) => f,
         Err(e) => return fail(e.into(), ""),
     };
-    act(&ops, uri(&u), "teardown", move |m| m.operator_teardown(&fid)).await
+    act(&ops, uri(&u), "teardown", move |m| {
+        m.operator_action(OperatorAction::Teardown { framework: fid })
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,7 +98,14 @@ pub(super) async fn kill(
         Ok(g) => g,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "kill", move |m| m.operator_kill(&fid, &tid, grace)).await
+    act(&ops, uri(&u), "kill", move |m| {
+        m.operator_action(OperatorAction::KillTask {
+            framework: fid,
+            task: tid,
+            grace,
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,7 +129,10 @@ pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path
         Ok(d) => d,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "drain", move |m| m.drain_agent(&id, deadline)).await
+    act(&ops, uri(&u), "drain", move |m| {
+        m.operator_action(OperatorAction::Drain { agent: id, deadline })
+    })
+    .await
 }
 
 pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
@@ -127,7 +140,10 @@ pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id):
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "reactivate", move |m| m.reactivate_agent(&id)).await
+    act(&ops, uri(&u), "reactivate", move |m| {
+        m.operator_action(OperatorAction::Reactivate { agent: id })
+    })
+    .await
 }
 
 pub(super) async fn gone(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
@@ -135,5 +151,8 @@ pub(super) async fn gone(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "gone", move |m| m.mark_agent_gone(&id)).await
+    act(&ops, uri(&u), "gone", move |m| {
+        m.operator_action(OperatorAction::MarkGone { agent: id })
+    })
+    .await
 }

@@ -61,20 +61,20 @@ pub fn render(m: &Master) -> String {
         &mut reg,
         "status_update_queue",
         "Status updates forwarded to frameworks and not yet acknowledged",
-        m.ops.unacked() as i64,
+        m.observed.unacked() as i64,
     );
     reg.register(
         "ack_latency_seconds",
         "Time from forwarding a status update to its acknowledgement",
-        m.ops.ack_latency_seconds.clone(),
+        m.observed.ack_latency_seconds.clone(),
     );
     reg.register(
         "allocation_run_seconds",
         "Run time of one allocator pass",
-        m.ops.allocation_seconds.clone(),
+        m.observed.allocation_seconds.clone(),
     );
     let dropped = Counter::<u64>::default();
-    dropped.inc_by(m.ops.events_dropped);
+    dropped.inc_by(m.observed.events_dropped);
     reg.register(
         "operator_events_dropped",
         "Operator events dropped because the runtime fell behind",

@@ -10,7 +10,7 @@ use mezzo_proto::state::TaskState;
 use serde::{Deserialize, Serialize};
 
 use crate::allocator;
-use crate::core::ops::{OfferStats, PendingReport, PendingTask, StatusEntry};
+use crate::core::observe::{OfferStats, PendingReport, PendingTask, StatusEntry};
 use crate::core::view::{TaskView, task_view};
 use crate::core::{AgentStatus, Master, Task};
 use crate::error::MasterError;
@@ -190,7 +190,7 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
     Ok(TaskDetail {
         task: task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
         history: m
-            .ops
+            .observed
             .history
             .get(&(fid.clone(), tid.clone()))
             .map(|h| h.iter().cloned().collect())
@@ -326,9 +326,9 @@ pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow>
                 allocated: f.allocated.clone(),
                 offered: f.offered.clone(),
                 outstanding_offers: f.offers.len(),
-                offers: m.ops.offer_stats.get(&f.id).cloned().unwrap_or_default(),
+                offers: m.observed.offer_stats.get(&f.id).cloned().unwrap_or_default(),
                 tasks_by_state: by_state,
-                pending_tasks: m.ops.pending.get(&f.id).map_or(0, |p| p.tasks.len()),
+                pending_tasks: m.observed.pending.get(&f.id).map_or(0, |p| p.tasks.len()),
                 registered_at: f.registered_at,
             }
         })
@@ -475,7 +475,7 @@ pub fn overview(m: &Master) -> Overview {
         tasks_by_state: m.task_counts(),
         active_tasks,
         outstanding_offers: m.offers.len(),
-        unacknowledged_updates: m.ops.unacked(),
+        unacknowledged_updates: m.observed.unacked(),
     }
 }
 
@@ -530,10 +530,10 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
         connected: f.conn.is_some(),
         suppressed: f.suppressed,
         roles: f.info.roles.clone(),
-        offers: m.ops.offer_stats.get(fid).cloned().unwrap_or_default(),
+        offers: m.observed.offer_stats.get(fid).cloned().unwrap_or_default(),
         outstanding_offers: f.offers.len(),
         filtered_agents: filtered,
-        pending: m.ops.pending.get(fid).cloned(),
+        pending: m.observed.pending.get(fid).cloned(),
         largest_free_agent: largest,
         hints,
     })
@@ -571,7 +571,7 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
         .collect();
     let mut pending = Vec::new();
     let mut fws = Vec::new();
-    for (fid, report) in &m.ops.pending {
+    for (fid, report) in &m.observed.pending {
         for t in report.tasks.iter().filter(|t| t.task_id == tid.as_str()) {
             pending.push((fid.to_string(), t.clone()));
             fws.push(why_framework(m, fid)?);
@@ -593,11 +593,11 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
 /// Checks a ReportPending call's tasks (count and reason length are
 /// checked by the core, which owns the limits).
 pub fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<Vec<PendingTask>, MasterError> {
-    if list.len() > crate::core::ops::MAX_PENDING_TASKS {
+    if list.len() > crate::core::observe::MAX_PENDING_TASKS {
         return Err(MasterError::Invalid(format!(
             "tasks: {} pending tasks reported, at most {} are accepted",
             list.len(),
-            crate::core::ops::MAX_PENDING_TASKS
+            crate::core::observe::MAX_PENDING_TASKS
         )));
     }
     list.into_iter()
