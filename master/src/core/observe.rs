@@ -6,6 +6,7 @@
 //! Everything here is bookkeeping beside the core's own tables; the core
 //! calls the small `note_*` hooks at the points where things happen.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,9 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use prometheus_client::metrics::histogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::Master;
+use super::{Master, StateName};
 use crate::error::MasterError;
 use mezzo_proto::clock::unix_now;
 
@@ -74,7 +75,7 @@ pub enum ClusterEvent {
 }
 
 /// What one framework was offered and did with it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OfferStats {
     pub received: u64,
     pub declined: u64,
@@ -86,7 +87,7 @@ pub struct OfferStats {
 }
 
 /// A task the framework says it cannot place yet, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingTask {
     pub task_id: String,
     pub reason: String,
@@ -94,38 +95,38 @@ pub struct PendingTask {
 }
 
 /// A framework's newest report of its waiting work.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingReport {
     pub reported_at: f64,
     pub tasks: Vec<PendingTask>,
 }
 
 /// One status update as the dashboard shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusEntry {
-    pub state: &'static str,
+    pub state: StateName,
     pub reason: String,
     pub message: String,
     pub at: f64,
 }
 
-/// The operator bookkeeping held by the core.
+/// The operators' bookkeeping held by the core.
 #[derive(Debug)]
-pub struct Observations {
+pub(super) struct Observations {
     events: VecDeque<ClusterEvent>,
     /// Whether anyone follows the event stream; when not, events are not
     /// built at all (a task update is on the hot path).
     watched: bool,
-    pub(crate) events_dropped: u64,
-    pub(crate) offer_stats: HashMap<FrameworkId, OfferStats>,
-    pub(crate) pending: HashMap<FrameworkId, PendingReport>,
-    pub(crate) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
+    pub(super) events_dropped: u64,
+    pub(super) offer_stats: HashMap<FrameworkId, OfferStats>,
+    pub(super) pending: HashMap<FrameworkId, PendingReport>,
+    pub(super) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
     /// Updates forwarded to frameworks and not yet acknowledged.
     forwarded: HashMap<(FrameworkId, TaskId), Instant>,
     /// Tasks added since the last sweep of forgotten tasks.
     added_since_prune: usize,
-    pub allocation_seconds: Histogram,
-    pub ack_latency_seconds: Histogram,
+    pub(super) allocation_seconds: Histogram,
+    pub(super) ack_latency_seconds: Histogram,
 }
 
 impl Default for Observations {
@@ -148,7 +149,7 @@ impl Default for Observations {
 
 impl Observations {
     /// Queues the event `e` builds, if anyone follows the stream.
-    pub(crate) fn event(&mut self, e: impl FnOnce() -> ClusterEvent) {
+    pub(super) fn event(&mut self, e: impl FnOnce() -> ClusterEvent) {
         if !self.watched {
             return;
         }
@@ -160,7 +161,7 @@ impl Observations {
         self.events.push_back(e);
     }
 
-    pub(crate) fn offered(&mut self, fid: &FrameworkId, offers: &[v1::Offer]) {
+    pub(super) fn offered(&mut self, fid: &FrameworkId, offers: &[v1::Offer]) {
         let s = self.offer_stats.entry(fid.clone()).or_default();
         s.received += offers.len() as u64;
         s.last_offer_at = Some(unix_now());
@@ -178,30 +179,30 @@ impl Observations {
         }
     }
 
-    pub(crate) fn declined(&mut self, fid: &FrameworkId) {
+    pub(super) fn declined(&mut self, fid: &FrameworkId) {
         self.offer_stats.entry(fid.clone()).or_default().declined += 1;
     }
 
-    pub(crate) fn accepted(&mut self, fid: &FrameworkId, n: usize) {
+    pub(super) fn accepted(&mut self, fid: &FrameworkId, n: usize) {
         self.offer_stats.entry(fid.clone()).or_default().accepted += n as u64;
     }
 
-    pub(crate) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
+    pub(super) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
         self.forwarded.insert((fid.clone(), tid.clone()), Instant::now());
     }
 
-    pub(crate) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
+    pub(super) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
         if let Some(at) = self.forwarded.remove(&(fid.clone(), tid.clone())) {
             self.ack_latency_seconds.observe(at.elapsed().as_secs_f64());
         }
     }
 
-    pub(crate) fn allocation_took(&mut self, d: Duration) {
+    pub(super) fn allocation_took(&mut self, d: Duration) {
         self.allocation_seconds.observe(d.as_secs_f64());
     }
 
     /// Updates waiting for an acknowledgement (the status update queue).
-    pub fn unacked(&self) -> usize {
+    pub(super) fn unacked(&self) -> usize {
         self.forwarded.len()
     }
 
@@ -233,7 +234,7 @@ impl Master {
             state: TaskState::Staging.name(),
         });
         let entry = StatusEntry {
-            state: TaskState::Staging.name(),
+            state: Cow::Borrowed(TaskState::Staging.name()),
             reason: String::new(),
             message: "launched".into(),
             at: unix_now(),
@@ -283,7 +284,7 @@ impl Master {
             h.pop_front();
         }
         h.push_back(StatusEntry {
-            state,
+            state: Cow::Borrowed(state),
             reason: reason.clone(),
             message: status.map(|s| s.message.clone()).unwrap_or_default(),
             at: status.map(|s| s.timestamp).unwrap_or_else(unix_now),

@@ -93,7 +93,7 @@ impl Master {
 
     /// Removes an offer from the books without returning its resources
     /// (the caller accounts for them).
-    pub(crate) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
+    pub(super) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
         let offer = self.offers.remove(id)?;
         let flat = offer.resources.total();
         if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
@@ -108,7 +108,7 @@ impl Master {
 
     /// Removes an offer and returns its resources to the pool. With
     /// `notify` the framework is sent a Rescind event.
-    pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
+    pub(super) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
         let offer = self.take_offer(id)?;
         self.alloc
             .recover_offered(&offer.framework_id, &offer.role, &offer.agent_id, &offer.resources);
@@ -176,7 +176,7 @@ impl Master {
     }
 
     /// Checks that `id` is an outstanding offer of framework `fid`.
-    pub(crate) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
+    pub(super) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
         let offer = self
             .offers
             .get(id)

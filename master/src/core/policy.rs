@@ -17,18 +17,6 @@ use crate::allocator::{Quota, QuotaError};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
 
-/// Roles as `/state` shows them.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AllocationView {
-    /// Each role's weight, quota, allocation, offers and dominant share.
-    pub roles: Vec<crate::allocator::RoleView>,
-    pub weights: BTreeMap<Role, f64>,
-    pub quotas: BTreeMap<Role, Quota>,
-    /// Dynamic reservations by agent (static ones are in each agent's
-    /// `resources_by_role`).
-    pub reservations: BTreeMap<AgentId, String>,
-}
-
 /// Largest weight a role may have.
 pub const MAX_WEIGHT: f64 = 1e6;
 
@@ -339,15 +327,6 @@ impl Master {
             self.emit(Effect::PolicyDone(t, Ok(())));
         }
         self.allocation_needed = true;
-    }
-
-    pub(crate) fn allocation_view(&self) -> AllocationView {
-        AllocationView {
-            roles: self.alloc.roles_view(),
-            weights: self.registry.weights.clone(),
-            quotas: self.registry.quotas.clone(),
-            reservations: self.registry.reservations.clone(),
-        }
     }
 
     /// Recomputes an agent's resources from what it reports and the

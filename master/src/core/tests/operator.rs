@@ -151,7 +151,7 @@ fn pending_reports_offer_figures_and_history() {
     .expect("update");
     let t = TaskId::parse("t").expect("id");
     let h = &s.m.observed.history[&(f.clone(), t)];
-    let states: Vec<_> = h.iter().map(|e| e.state).collect();
+    let states: Vec<_> = h.iter().map(|e| e.state.as_ref()).collect();
     assert_eq!(states, ["TASK_STAGING", "TASK_RUNNING"]);
     assert_eq!(s.m.observed.unacked(), 1);
     s.m.acknowledge(
