@@ -39,7 +39,7 @@ use axum::extract::{FromRef, OriginalUri};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post, put};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, MasterError};
 use crate::raft::RaftHandle;
@@ -172,14 +172,18 @@ pub(crate) fn error(e: MasterError, path: &str) -> Response {
     error_body(status, e.to_string())
 }
 
-/// The JSON error shape of every JSON route.
+/// The JSON error of every JSON route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// The HTTP status, repeated for clients that only keep the body.
+    #[serde(default)]
+    pub status: u16,
+}
+
+/// Answers an [`ErrorBody`] with its status.
 pub(crate) fn error_body(status: StatusCode, msg: impl Into<String>) -> Response {
-    #[derive(Serialize)]
-    struct Body {
-        error: String,
-        status: u16,
-    }
-    let body = Body {
+    let body = ErrorBody {
         error: msg.into(),
         status: status.as_u16(),
     };
