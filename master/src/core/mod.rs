@@ -291,7 +291,8 @@ impl Master {
         std::mem::take(&mut self.effects)
     }
 
-    pub fn registry(&self) -> &Registry {
+    #[cfg(test)]
+    fn registry(&self) -> &Registry {
         &self.registry
     }
 

@@ -4,7 +4,7 @@
 //! cluster's figures.
 //!
 //! One [`Registry`] per master, built once, holds one [`Collector`]
-//! ([`Families`]). A scrape reads one snapshot (this master's Raft status
+//! (`Families`). A scrape reads one snapshot (this master's Raft status
 //! and, when leading, the core's [`MetricsView`]), hands it to the
 //! collector, and encodes the registry once. Metric names and labels are
 //! those of earlier releases: `mezzo_master_*`, see each `describe` call.

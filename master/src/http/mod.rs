@@ -6,19 +6,19 @@
 //! |---|---|---|
 //! | `/health`, `/state`, `/api/v1/{overview,agents,frameworks,tasks,masters,why/...}` | [`reads`] | secrets only |
 //! | `/metrics` (OpenMetrics) | [`metrics`] | no |
-//! | `/api/v1/roles` (canonical) and `/roles` (the same handler) | [`policy`] | no |
-//! | `PUT /weights`, `PUT /quota`, `DELETE /quota/{role}`, `POST /reserve`, `POST /unreserve` | [`policy`] | yes |
-//! | `/raft`, `/raft/registry`, `/raft/members` | [`raft`] | no |
-//! | `POST /api/v1/{frameworks,tasks,agents}/.../{teardown,kill,drain,reactivate,gone}` | [`actions`] | yes |
-//! | `/api/v1/events` (server-sent events) | [`events`] | no |
-//! | `/api/v1/tasks/{fw}/{task}/files/{browse,read}` | [`files`] | no |
-//! | `/`, `/ui/{file}` | [`dashboard`] | no |
+//! | `/api/v1/roles` (canonical) and `/roles` (the same handler) | `policy.rs` | no |
+//! | `PUT /weights`, `PUT /quota`, `DELETE /quota/{role}`, `POST /reserve`, `POST /unreserve` | `policy.rs` | yes |
+//! | `/raft`, `/raft/registry`, `/raft/members` | `raft.rs` | no |
+//! | `POST /api/v1/{frameworks,tasks,agents}/.../{teardown,kill,drain,reactivate,gone}` | `actions.rs` | yes |
+//! | `/api/v1/events` (server-sent events) | `events.rs` | no |
+//! | `/api/v1/tasks/{fw}/{task}/files/{browse,read}` | `files.rs` | no |
+//! | `/`, `/ui/{file}` | `dashboard.rs` | no |
 //!
 //! Every route is built in [`router`], so a layer for every request (the
 //! coming authentication and authorization) has one place to go; today
 //! [`auth`] guards the operator's changes there. Answers about the cluster
 //! come from the owner task through read models ([`crate::core::view`]);
-//! a follower answers 307 to the leader's same path ([`to_leader`]).
+//! a follower answers 307 to the leader's same path (`to_leader`).
 
 mod actions;
 pub mod auth;

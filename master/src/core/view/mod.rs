@@ -8,11 +8,11 @@
 //! | Read model | Serves |
 //! |---|---|
 //! | [`state`] ([`Master::view`]) | `/state` |
-//! | [`roles`] | `/api/v1/roles` (also at `/roles`) |
+//! | [`roles`](mod@roles) | `/api/v1/roles` (also at `/roles`) |
 //! | [`pages`] | the paged `/api/v1/{tasks,agents,frameworks}`, one task in full, a task's agent (files proxy) |
 //! | [`why`] | `/api/v1/why/...` |
-//! | [`overview`] | `/api/v1/overview` and the utilisation sampler |
-//! | [`metrics`] | `/metrics` |
+//! | [`overview`](mod@overview) | `/api/v1/overview` and the utilisation sampler |
+//! | [`metrics`](mod@metrics) | `/metrics` |
 
 pub mod metrics;
 pub mod overview;

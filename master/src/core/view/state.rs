@@ -25,7 +25,7 @@ pub struct StateView {
     pub completed_tasks: Vec<TaskView>,
     pub offers: Vec<OfferView>,
     pub counters: Counters,
-    /// Roles, weights, quotas and reservations (see [`super::roles`]).
+    /// Roles, weights, quotas and reservations (see [`super::roles()`]).
     pub allocation: AllocationView,
 }
 
