@@ -68,7 +68,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
     cfg.core.offer_timeout = a.offer_timeout;
-    cfg.operator = mezzo_master::operator::OperatorAuth::new(a.operator_token);
+    cfg.operator = mezzo_master::http::OperatorAuth::new(a.operator_token);
     let master = mezzo_master::start(cfg).await.context("cannot start the master")?;
     super::ready("master", master.addr);
     if let Some(http) = master.http_addr {

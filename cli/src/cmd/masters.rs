@@ -47,7 +47,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             let ok = masters
                 .iter()
-                .any(|(_, r)| r.as_ref().is_ok_and(|v| v["role"] == "leader"));
+                .any(|(_, r)| r.as_ref().is_ok_and(|v| v.role == "leader"));
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) });
         }
         Action::Add { address } => (

@@ -10,9 +10,20 @@ pub mod status;
 
 use std::time::Duration;
 
+use mezzo_proto::resources::Resources;
+
 /// Parses durations like `500ms`, `10s`, `2m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)"))
+}
+
+/// `cpus 4 mem 8192` for a table cell: the resource text form without
+/// its punctuation, zeros left out ("-" when nothing is left).
+pub fn res(r: &Resources) -> String {
+    if r.is_empty() {
+        return "-".into();
+    }
+    r.to_string().replace([';', ':'], " ")
 }
 
 /// Splits a comma-separated list of master addresses.
