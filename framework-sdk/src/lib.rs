@@ -112,6 +112,7 @@
 
 #![warn(missing_docs)]
 
+mod calls;
 mod config;
 mod driver;
 mod error;
