@@ -15,8 +15,9 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)"))
 }
 
-/// Splits a comma-separated list of master addresses.
-pub fn masters(s: &str) -> Vec<String> {
+/// Splits a comma-separated list (master addresses, user names), dropping
+/// empty entries. (`masters` is the name of the `mezzo masters` module.)
+pub fn comma_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

@@ -119,7 +119,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         bail!("--instances must be at least 1");
     }
     let per_task = Resources::parse(&format!("cpus:{};mem:{}", a.cpus, a.mem)).context("--cpus/--mem")?;
-    let mut cfg = SchedulerConfig::new(super::masters(&a.master), a.name.clone());
+    let mut cfg = SchedulerConfig::new(super::comma_list(&a.master), a.name.clone());
     cfg.framework.failover_timeout_secs = 10.0;
     let (sched, mut events) = Scheduler::start(cfg);
     let run_id = &uuid_prefix();
