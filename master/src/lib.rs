@@ -5,6 +5,8 @@
 //! turns gRPC calls into validated domain values; [`http`] serves
 //! `/health`, `/state` and `/metrics`. [`server::start`] wires them up.
 
+#![forbid(unsafe_code)]
+
 pub mod allocator;
 pub mod api;
 pub mod core;
