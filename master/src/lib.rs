@@ -6,6 +6,8 @@
 //! HTTP route (state, metrics, the operator API, the dashboard), reading
 //! the core through [`core::view`]. [`server::start`] wires them up.
 
+#![forbid(unsafe_code)]
+
 pub mod allocator;
 pub mod api;
 pub mod core;

@@ -59,8 +59,8 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = MasterConfig::new(a.listen, a.work_dir);
     cfg.http = a.http;
-    cfg.peers = super::masters(&a.peers);
-    cfg.join = super::masters(&a.join);
+    cfg.peers = super::comma_list(&a.peers);
+    cfg.join = super::comma_list(&a.join);
     cfg.raft_tick = a.raft_tick;
     cfg.election_ticks = a.election_ticks;
     cfg.heartbeat_ticks = a.heartbeat_ticks;

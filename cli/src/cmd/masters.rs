@@ -58,7 +58,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Action::Remove { id } => (format!("/raft/members/{id}"), None, true),
     };
     let mut last = None;
-    for m in super::masters(&a.master) {
+    for m in super::comma_list(&a.master) {
         let url = format!("http://{m}{path}");
         let req = if delete {
             client.delete(&url)

@@ -26,8 +26,9 @@ pub fn res(r: &Resources) -> String {
     r.to_string().replace([';', ':'], " ")
 }
 
-/// Splits a comma-separated list of master addresses.
-pub fn masters(s: &str) -> Vec<String> {
+/// Splits a comma-separated list (master addresses, user names), dropping
+/// empty entries. (`masters` is the name of the `mezzo masters` module.)
+pub fn comma_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

@@ -27,7 +27,7 @@ pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
         .timeout(std::time::Duration::from_secs(5))
         .build()?;
     let mut last = None;
-    for m in super::masters(masters) {
+    for m in super::comma_list(masters) {
         match client
             .get(format!("http://{m}/state"))
             .send()
@@ -51,7 +51,7 @@ pub async fn masters_status(masters: &str) -> Vec<(String, Result<RaftStatus, St
         Err(e) => return vec![(masters.to_owned(), Err(e.to_string()))],
     };
     let mut out = Vec::new();
-    for m in super::masters(masters) {
+    for m in super::comma_list(masters) {
         let r = match client.get(format!("http://{m}/raft")).send().await {
             Ok(resp) => resp.json::<RaftStatus>().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

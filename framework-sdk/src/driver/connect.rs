@@ -1,5 +1,4 @@
-//! Finding and reaching the leading master: channels, leader hints, the
-//! master rotation and the reconnection backoff.
+//! Finding and reaching the leading master: channels, the master rotation and the reconnection backoff.
 
 use std::time::Duration;
 
@@ -7,9 +6,6 @@ use mezzo_proto::MAX_MESSAGE_BYTES;
 use mezzo_proto::backoff::Backoff;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tonic::transport::{Channel, Endpoint};
-
-/// Metadata key with which a non-leading master names the leader.
-pub const LEADER_METADATA: &str = "mezzo-leader";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -49,15 +45,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// The leader named by an UNAVAILABLE answer, if any.
-pub(crate) fn leader_hint(status: &tonic::Status) -> Option<String> {
-    if status.code() != tonic::Code::Unavailable {
-        return None;
-    }
-    let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
-    (!leader.is_empty()).then(|| leader.to_owned())
 }
 
 /// Codes with which a master refuses a subscription for good: retrying the
@@ -156,19 +143,5 @@ mod tests {
         m.failed();
         assert_eq!(m.current(), Some("a"));
         assert_eq!(Masters::new(vec![]).current(), None);
-    }
-
-    #[test]
-    fn leader_hint_only_on_unavailable_with_metadata() {
-        let mut s = tonic::Status::unavailable("not the leader");
-        assert_eq!(leader_hint(&s), None);
-        s.metadata_mut()
-            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
-        assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.2:5050"));
-        let mut other = tonic::Status::internal("boom");
-        other
-            .metadata_mut()
-            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
-        assert_eq!(leader_hint(&other), None);
     }
 }

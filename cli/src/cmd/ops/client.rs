@@ -47,7 +47,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Other(e.to_string()))?;
-        let masters = super::super::masters(masters);
+        let masters = super::super::comma_list(masters);
         if masters.is_empty() {
             return Err(ApiError::Bad("--master: no master address given".into()));
         }
