@@ -1,6 +1,8 @@
 //! `mezzo`: the one user-facing binary. Runs a master or an agent, runs
 //! one-off tasks, and queries the cluster.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod config_file;
 

@@ -1,6 +1,8 @@
 //! Runs `echo hello` tasks, waits for them to finish, then tears down.
 //! `cargo run -p mezzo-sdk --example hello -- 127.0.0.1:5050 [tasks]`
 
+#![forbid(unsafe_code)]
+
 use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, task_state};
 
 #[tokio::main]

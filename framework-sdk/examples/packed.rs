@@ -2,6 +2,8 @@
 //! of finished tasks in the framework's durable key-value namespace.
 //! `cargo run -p mezzo-sdk --example packed -- 127.0.0.1:5050 [tasks]`
 
+#![forbid(unsafe_code)]
+
 use mezzo_sdk::offers::{Placed, Strategy, TaskRequest, pack};
 use mezzo_sdk::{Event, Resources, Scheduler, SchedulerConfig, TaskBuilder, TaskState, task_state};
 

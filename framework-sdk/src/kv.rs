@@ -31,7 +31,7 @@
 
 use mezzo_proto::v1;
 
-use crate::driver::Calls;
+use crate::calls::Calls;
 use crate::error::SdkError;
 
 /// Longest key, in bytes.

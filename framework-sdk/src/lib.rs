@@ -111,7 +111,9 @@
 //!   handled (e.g. recorded in the [`Kv`]); the agent resends it until then.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod calls;
 mod config;
 mod driver;
 mod error;

@@ -21,8 +21,6 @@ use std::collections::BTreeMap;
 use mezzo_proto::ids::FrameworkId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::MasterError;
-
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 /// Largest value, in bytes.
@@ -111,37 +109,6 @@ pub enum KvAnswer {
     Entry(Option<KvEntry>),
     Entries(Vec<(String, KvEntry)>),
     Done(KvDone),
-}
-
-/// Checks a key: non-empty, at most [`MAX_KEY_BYTES`], no control
-/// characters (keys show up in logs and listings).
-pub fn validate_key(key: &str) -> Result<(), MasterError> {
-    if key.is_empty() {
-        return Err(MasterError::Invalid("key: must not be empty".into()));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(MasterError::Invalid(format!(
-            "key: {} bytes; the limit is {MAX_KEY_BYTES}",
-            key.len()
-        )));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(MasterError::Invalid(format!(
-            "key {key:?}: contains a control character"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a value's size against [`MAX_VALUE_BYTES`].
-pub fn validate_value(key: &str, value: &[u8]) -> Result<(), MasterError> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(MasterError::Invalid(format!(
-            "value of key {key:?}: {} bytes; the limit is {MAX_VALUE_BYTES}",
-            value.len()
-        )));
-    }
-    Ok(())
 }
 
 fn entry_bytes(key: &str, value: &[u8]) -> u64 {
@@ -371,18 +338,6 @@ mod tests {
         let err = apply(&mut s, false, &put("k", b"v", None), 1).expect_err("unknown");
         assert_eq!(err, KvError::UnknownFramework("fw-1".into()));
         assert!(s.is_empty());
-    }
-
-    #[test]
-    fn keys_and_values_are_validated() {
-        assert!(validate_key("jobs/a-1").is_ok());
-        assert!(validate_key("").is_err());
-        assert!(validate_key("a\nb").is_err());
-        let long = "k".repeat(MAX_KEY_BYTES + 1);
-        assert!(validate_key(&long).expect_err("long").to_string().contains("257 bytes"));
-        assert!(validate_value("k", &vec![0; MAX_VALUE_BYTES]).is_ok());
-        let err = validate_value("k", &vec![0; MAX_VALUE_BYTES + 1]).expect_err("big");
-        assert!(err.to_string().contains("value of key \"k\""), "{err}");
     }
 
     #[test]

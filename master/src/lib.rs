@@ -2,8 +2,11 @@
 //!
 //! The leader logic is [`core::Master`], a state machine with no I/O; the
 //! [`runtime`] owns it in one tokio task and executes its effects; [`api`]
-//! turns gRPC calls into validated domain values; [`http`] serves
-//! `/health`, `/state` and `/metrics`. [`server::start`] wires them up.
+//! turns gRPC calls into validated domain values; [`http`] serves every
+//! HTTP route (state, metrics, the operator API, the dashboard), reading
+//! the core through [`core::view`]. [`server::start`] wires them up.
+
+#![forbid(unsafe_code)]
 
 pub mod allocator;
 pub mod api;
@@ -11,9 +14,7 @@ pub mod auth;
 pub mod core;
 pub mod error;
 pub mod http;
-pub mod http_roles;
 pub mod kv;
-pub mod operator;
 pub mod pki;
 pub mod raft;
 pub mod registry;

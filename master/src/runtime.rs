@@ -18,9 +18,8 @@ use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::ops::ClusterEvent;
-use crate::core::view::StateView;
-use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorRequest};
+use crate::core::observe::{ClusterEvent, PendingTask};
+use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorAction, PolicyRequest};
 use crate::error::MasterError;
 use crate::kv::{KvAnswer, KvCall};
 use crate::raft::{RaftEvent, RaftHandle};
@@ -60,6 +59,9 @@ pub enum Call {
         tasks: Vec<(TaskId, Option<AgentId>)>,
     },
     Teardown,
+    /// The framework's report of the tasks it cannot place yet (checked
+    /// at the edge); replaces the previous one.
+    ReportPending(Vec<PendingTask>),
 }
 
 #[derive(Debug)]
@@ -97,26 +99,31 @@ pub enum Command {
         call: KvCall,
         reply: KvReply,
     },
-    State(oneshot::Sender<Result<StateView, MasterError>>),
     /// An operator's policy request (weights, quota, reservations),
     /// answered once its registry op has committed.
     Policy {
-        request: OperatorRequest,
+        request: PolicyRequest,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
-    TaskCounts(oneshot::Sender<std::collections::BTreeMap<&'static str, u64>>),
-    /// An operator query or action, run on the owner task with the core
-    /// (or the NotLeader error); it answers through its own oneshot.
-    Operator(OperatorFn),
+    /// An operator's action (drain, gone, kill, teardown...), answered
+    /// once checked (durable ones take effect when committed).
+    Operator {
+        action: OperatorAction,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+    /// A read of the core through a read model (see
+    /// [`crate::core::view`]); it answers through its own oneshot.
+    Read(ReadFn),
 }
 
-/// Work for [`Command::Operator`].
-pub struct OperatorFn(Box<OperatorWork>);
-type OperatorWork = dyn FnOnce(Result<&mut Master, MasterError>) + Send;
+/// Work for [`Command::Read`]: it sees the core (or the NotLeader error),
+/// never changes it.
+pub struct ReadFn(Box<ReadWork>);
+type ReadWork = dyn FnOnce(Result<&Master, MasterError>) + Send;
 
-impl std::fmt::Debug for OperatorFn {
+impl std::fmt::Debug for ReadFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OperatorFn")
+        f.write_str("ReadFn")
     }
 }
 
@@ -147,18 +154,32 @@ impl Handle {
         self.ask(|reply| Command::Call { framework, call, reply }).await?
     }
 
-    /// Runs `f` on the owner task with the core (or the NotLeader error)
-    /// and returns its answer.
-    pub async fn with_core<T: Send + 'static>(
+    /// Reads the core on the owner task: `read` gets `&Master` and returns
+    /// an owned answer (a read model from [`crate::core::view`]). A master
+    /// that does not lead answers NotLeader.
+    pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Result<&mut Master, MasterError>) -> T + Send + 'static,
+        read: impl FnOnce(&Master) -> T + Send + 'static,
     ) -> Result<T, MasterError> {
         self.ask(|reply| {
-            Command::Operator(OperatorFn(Box::new(move |core| {
-                let _ = reply.send(f(core));
+            Command::Read(ReadFn(Box::new(move |core| {
+                let _ = reply.send(core.map(read));
             })))
         })
-        .await
+        .await?
+    }
+
+    /// Like [`Handle::read`], for a read that may itself fail.
+    pub async fn try_read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Master) -> Result<T, MasterError> + Send + 'static,
+    ) -> Result<T, MasterError> {
+        self.read(read).await?
+    }
+
+    /// Runs an operator's action on the core.
+    pub async fn operator(&self, action: OperatorAction) -> Result<(), MasterError> {
+        self.ask(|reply| Command::Operator { action, reply }).await?
     }
 
     /// Follows the cluster events (the operator event stream).
@@ -185,17 +206,24 @@ struct Runtime {
     raft: RaftHandle,
     /// Where to send clients while not leading.
     leader: Option<String>,
+    clients: Clients,
+    events: broadcast::Sender<ClusterEvent>,
+}
+
+/// The open streams and the callers waiting for a commit. Emptied when
+/// leadership is lost: dropping a sender ends its stream, so clients
+/// look for the new leader.
+struct Clients {
     next_conn: ConnId,
     frameworks: HashMap<ConnId, FrameworkTx>,
     agents: HashMap<ConnId, AgentTx>,
-    /// Operator requests waiting for their commit, by ticket.
-    operators: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
+    /// Policy changes waiting for their commit, by ticket.
+    policy_waiting: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
     /// Key-value writes proposed and not yet committed, by request number.
     kv_waiting: HashMap<u64, KvReply>,
     /// Request numbers start at a random point so that no two leaderships
     /// of this process could mistake each other's committed writes.
     next_kv_request: u64,
-    events: broadcast::Sender<ClusterEvent>,
 }
 
 /// Spawns the owner task.
@@ -213,12 +241,14 @@ pub fn spawn(
         cfg,
         raft,
         leader: None,
-        next_conn: 1,
-        frameworks: HashMap::new(),
-        agents: HashMap::new(),
-        operators: HashMap::new(),
-        kv_waiting: HashMap::new(),
-        next_kv_request: rand::random::<u64>() >> 1,
+        clients: Clients {
+            next_conn: 1,
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            policy_waiting: HashMap::new(),
+            kv_waiting: HashMap::new(),
+            next_kv_request: rand::random::<u64>() >> 1,
+        },
     };
     let handle = Handle { tx, events: ops_events };
     (handle, tokio::spawn(rt.run(rx, events, tick)))
@@ -272,29 +302,7 @@ impl Runtime {
         let now = Instant::now();
         match ev {
             RaftEvent::Leading { registry } => self.lead(registry, now),
-            RaftEvent::Following { leader } => {
-                if self.core.take().is_some() {
-                    tracing::warn!(
-                        ?leader,
-                        "stepped down; closing every stream so clients follow the new leader"
-                    );
-                    self.frameworks.clear();
-                    self.agents.clear();
-                    // Their ops may or may not commit: the senders drop,
-                    // so the operators are told to try again.
-                    self.operators.clear();
-                }
-                if self.leader != leader {
-                    let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
-                }
-                self.leader = leader;
-                // A write may or may not commit under the new leader: the
-                // caller is told to ask the leader (and may read to check).
-                let err = self.not_leader();
-                for (_, reply) in self.kv_waiting.drain() {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
+            RaftEvent::Following { leader } => self.follow(leader),
             RaftEvent::Committed(op) => {
                 if let Some(core) = self.core.as_mut() {
                     core.apply(op, now);
@@ -310,18 +318,37 @@ impl Runtime {
             "leading: recovered the registry; waiting for agents and frameworks to come back"
         );
         self.leader = self.raft.members().get(&self.raft.id()).cloned();
-        self.frameworks.clear();
-        self.agents.clear();
-        self.operators.clear();
+        self.clients.frameworks.clear();
+        self.clients.agents.clear();
+        self.clients.policy_waiting.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
         let _ = self.events.send(ClusterEvent::LeaderChanged {
             leader: self.leader.clone(),
         });
     }
 
-    fn conn(&mut self) -> ConnId {
-        self.next_conn += 1;
-        self.next_conn
+    fn follow(&mut self, leader: Option<String>) {
+        if self.core.take().is_some() {
+            tracing::warn!(
+                ?leader,
+                "stepped down; closing every stream so clients follow the new leader"
+            );
+            self.clients.frameworks.clear();
+            self.clients.agents.clear();
+            // Their ops may or may not commit: the senders drop, so the
+            // operators are told to try again.
+            self.clients.policy_waiting.clear();
+        }
+        if self.leader != leader {
+            let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
+        }
+        self.leader = leader;
+        // A write may or may not commit under the new leader: the caller
+        // is told to ask the leader (and may read to check).
+        let err = self.not_leader();
+        for (_, reply) in self.clients.kv_waiting.drain() {
+            let _ = reply.send(Err(err.clone()));
+        }
     }
 
     fn not_leader(&self) -> MasterError {
@@ -330,38 +357,77 @@ impl Runtime {
         }
     }
 
+    /// One command: served by the core while leading, else refused.
     fn handle(&mut self, cmd: Command) {
-        let now = Instant::now();
-        let conn = self.conn();
         let not_leader = self.not_leader();
-        let Some(core) = self.core.as_mut() else {
-            match cmd {
-                Command::Subscribe { reply, .. } | Command::AgentAttach { reply, .. } => {
-                    let _ = reply.send(Err(not_leader));
-                }
-                Command::Call { reply, .. } | Command::Policy { reply, .. } => {
-                    let _ = reply.send(Err(not_leader));
-                }
-                Command::State(reply) => {
-                    let _ = reply.send(Err(not_leader));
-                }
-                Command::Kv { reply, .. } => {
-                    let _ = reply.send(Err(not_leader));
-                }
-                Command::TaskCounts(reply) => {
-                    let _ = reply.send(Default::default());
-                }
-                Command::Operator(f) => (f.0)(Err(not_leader)),
-                Command::FrameworkClosed(_)
-                | Command::AgentClosed(_)
-                | Command::StatusUpdate { .. }
-                | Command::AgentHeartbeat(_)
-                | Command::AgentUsage(..) => {}
+        match self.core.as_mut() {
+            Some(core) => self.clients.serve(core, cmd, Instant::now()),
+            None => refuse(cmd, not_leader),
+        }
+    }
+
+    /// Executes the core's effects. Closing a stream can produce more.
+    fn execute(&mut self) {
+        loop {
+            let Some(core) = self.core.as_mut() else { return };
+            for ev in core.take_events() {
+                // No subscriber is fine: events are for whoever follows.
+                let _ = self.events.send(ev);
             }
-            return;
-        };
+            // The next turn builds events only if someone follows them.
+            core.set_events_watched(self.events.receiver_count() > 0);
+            let effects = core.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            let (closed_fw, closed_agents) = self.clients.deliver(effects, &self.raft);
+            let now = Instant::now();
+            for conn in closed_fw {
+                self.clients.frameworks.remove(&conn);
+                core.framework_conn_closed(conn, now);
+            }
+            for conn in closed_agents {
+                self.clients.agents.remove(&conn);
+                core.agent_conn_closed(conn, now);
+            }
+            core.allocate_if_needed(now);
+        }
+    }
+}
+
+/// Answers a command while not leading: requests get NotLeader, notices
+/// are dropped (their streams are gone already).
+fn refuse(cmd: Command, not_leader: MasterError) {
+    match cmd {
+        Command::Subscribe { reply, .. } | Command::AgentAttach { reply, .. } => {
+            let _ = reply.send(Err(not_leader));
+        }
+        Command::Call { reply, .. } | Command::Policy { reply, .. } | Command::Operator { reply, .. } => {
+            let _ = reply.send(Err(not_leader));
+        }
+        Command::Kv { reply, .. } => {
+            let _ = reply.send(Err(not_leader));
+        }
+        Command::Read(f) => (f.0)(Err(not_leader)),
+        Command::FrameworkClosed(_)
+        | Command::AgentClosed(_)
+        | Command::StatusUpdate { .. }
+        | Command::AgentHeartbeat(_)
+        | Command::AgentUsage(..) => {}
+    }
+}
+
+impl Clients {
+    fn next_conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        self.next_conn
+    }
+
+    /// Hands one command to the core and keeps what it opens or waits for.
+    fn serve(&mut self, core: &mut Master, cmd: Command, now: Instant) {
         match cmd {
             Command::Subscribe { info, id, tx, reply } => {
+                let conn = self.next_conn();
                 let result = core.subscribe(conn, info, id, now);
                 if result.is_ok() {
                     self.frameworks.insert(conn, tx);
@@ -373,9 +439,10 @@ impl Runtime {
                 core.framework_conn_closed(conn, now);
             }
             Command::Call { framework, call, reply } => {
-                let _ = reply.send(Self::call(core, &framework, call, now));
+                let _ = reply.send(call.run(core, &framework, now));
             }
             Command::AgentAttach { hello, tx, reply } => {
+                let conn = self.next_conn();
                 let result = core.agent_attach(conn, hello, now);
                 if result.is_ok() {
                     self.agents.insert(conn, tx);
@@ -398,41 +465,93 @@ impl Runtime {
                 self.agents.remove(&conn);
                 core.agent_conn_closed(conn, now);
             }
-            Command::Kv { framework, call, reply } => {
-                self.next_kv_request = self.next_kv_request.wrapping_add(1);
-                let request = self.next_kv_request;
-                match core.kv(&framework, call, request) {
-                    Ok(Some(answer)) => {
-                        let _ = reply.send(Ok(answer));
-                    }
-                    Ok(None) => {
-                        self.kv_waiting.insert(request, reply);
+            Command::Kv { framework, call, reply } => self.kv(core, framework, call, reply),
+            Command::Policy { request, reply } => {
+                let ticket = self.next_conn();
+                match core.policy(ticket, request) {
+                    Ok(()) => {
+                        self.policy_waiting.insert(ticket, reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
-            Command::State(reply) => {
-                let _ = reply.send(Ok(core.view(true)));
+            Command::Operator { action, reply } => {
+                let _ = reply.send(core.operator_action(action));
             }
-            Command::Policy { request, reply } => match core.operator(conn, request, now) {
-                Ok(()) => {
-                    self.operators.insert(conn, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Command::TaskCounts(reply) => {
-                let _ = reply.send(core.task_counts());
-            }
-            Command::Operator(f) => (f.0)(Ok(core)),
+            Command::Read(f) => (f.0)(Ok(core)),
         }
     }
 
-    fn call(c: &mut Master, fid: &FrameworkId, call: Call, now: Instant) -> Result<(), MasterError> {
-        match call {
+    /// A key-value call: reads answer at once, writes once committed.
+    fn kv(&mut self, core: &mut Master, framework: FrameworkId, call: KvCall, reply: KvReply) {
+        self.next_kv_request = self.next_kv_request.wrapping_add(1);
+        let request = self.next_kv_request;
+        match core.kv(&framework, call, request) {
+            Ok(Some(answer)) => {
+                let _ = reply.send(Ok(answer));
+            }
+            Ok(None) => {
+                self.kv_waiting.insert(request, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Sends the effects on their way; answers the streams that are
+    /// closed or not reading (framework conns, agent conns), which the
+    /// core must be told of.
+    fn deliver(&mut self, effects: Vec<Effect>, raft: &RaftHandle) -> (Vec<ConnId>, Vec<ConnId>) {
+        let mut closed_fw = Vec::new();
+        let mut closed_agents = Vec::new();
+        for e in effects {
+            match e {
+                Effect::ToFramework(conn, ev) => {
+                    if let Some(tx) = self.frameworks.get(&conn)
+                        && tx.try_send(Ok(ev)).is_err()
+                    {
+                        tracing::warn!(conn, "framework stream is closed or not reading; dropping it");
+                        closed_fw.push(conn);
+                    }
+                }
+                Effect::CloseFramework(conn) => {
+                    self.frameworks.remove(&conn);
+                }
+                Effect::ToAgent(conn, msg) => {
+                    if let Some(tx) = self.agents.get(&conn)
+                        && tx.try_send(Ok(msg)).is_err()
+                    {
+                        tracing::warn!(conn, "agent stream is closed or not reading; dropping it");
+                        closed_agents.push(conn);
+                    }
+                }
+                Effect::CloseAgent(conn) => {
+                    self.agents.remove(&conn);
+                }
+                Effect::Propose(op) => raft.propose(op),
+                Effect::PolicyDone(ticket, result) => {
+                    if let Some(reply) = self.policy_waiting.remove(&ticket) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Effect::KvDone(request, outcome) => {
+                    if let Some(reply) = self.kv_waiting.remove(&request) {
+                        let _ = reply.send(outcome.map(crate::kv::KvAnswer::Done));
+                    }
+                }
+            }
+        }
+        (closed_fw, closed_agents)
+    }
+}
+
+impl Call {
+    /// Runs a validated scheduler call on the core.
+    fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
+        match self {
             Call::Accept {
                 offers,
                 operations,
@@ -445,72 +564,7 @@ impl Runtime {
             Call::Acknowledge(acks) => c.acknowledge_all(fid, &acks),
             Call::Reconcile { tasks } => c.reconcile(fid, &tasks),
             Call::Teardown => c.teardown(fid),
-        }
-    }
-
-    /// Executes the core's effects. Closing a stream can produce more.
-    fn execute(&mut self) {
-        loop {
-            let Some(core) = self.core.as_mut() else { return };
-            for ev in core.take_events() {
-                // No subscriber is fine: events are for whoever follows.
-                let _ = self.events.send(ev);
-            }
-            // The next turn builds events only if someone follows them.
-            core.set_events_watched(self.events.receiver_count() > 0);
-            let effects = core.take_effects();
-            if effects.is_empty() {
-                return;
-            }
-            let mut closed_fw = Vec::new();
-            let mut closed_agents = Vec::new();
-            for e in effects {
-                match e {
-                    Effect::ToFramework(conn, ev) => {
-                        if let Some(tx) = self.frameworks.get(&conn)
-                            && tx.try_send(Ok(ev)).is_err()
-                        {
-                            tracing::warn!(conn, "framework stream is closed or not reading; dropping it");
-                            closed_fw.push(conn);
-                        }
-                    }
-                    Effect::CloseFramework(conn) => {
-                        self.frameworks.remove(&conn);
-                    }
-                    Effect::ToAgent(conn, msg) => {
-                        if let Some(tx) = self.agents.get(&conn)
-                            && tx.try_send(Ok(msg)).is_err()
-                        {
-                            tracing::warn!(conn, "agent stream is closed or not reading; dropping it");
-                            closed_agents.push(conn);
-                        }
-                    }
-                    Effect::CloseAgent(conn) => {
-                        self.agents.remove(&conn);
-                    }
-                    Effect::Propose(op) => self.raft.propose(op),
-                    Effect::OperatorDone(ticket, result) => {
-                        if let Some(reply) = self.operators.remove(&ticket) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Effect::KvDone(request, outcome) => {
-                        if let Some(reply) = self.kv_waiting.remove(&request) {
-                            let _ = reply.send(outcome.map(crate::kv::KvAnswer::Done));
-                        }
-                    }
-                }
-            }
-            let now = Instant::now();
-            for conn in closed_fw {
-                self.frameworks.remove(&conn);
-                core.framework_conn_closed(conn, now);
-            }
-            for conn in closed_agents {
-                self.agents.remove(&conn);
-                core.agent_conn_closed(conn, now);
-            }
-            core.allocate_if_needed(now);
+            Call::ReportPending(tasks) => c.report_pending(fid, tasks),
         }
     }
 }

@@ -47,7 +47,7 @@ pub struct MasterConfig {
     /// Applied entries between registry snapshots.
     pub snapshot_every: u64,
     /// The operator token (`--operator-token`); its Debug hides it.
-    pub operator: crate::operator::OperatorAuth,
+    pub operator: crate::http::OperatorAuth,
 }
 
 impl MasterConfig {
@@ -166,8 +166,8 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         .add_service(agents)
         .add_service(raft_api)
         .into_axum_router();
-    let ops = crate::operator::Ops::start(handle.clone(), raft.clone(), cfg.operator.clone());
-    let app = grpc.merge(crate::http::router(handle.clone(), raft.clone(), ops.clone()));
+    let http_state = crate::http::HttpState::start(handle.clone(), raft.clone(), cfg.operator.clone());
+    let app = grpc.merge(crate::http::router(http_state.clone()));
 
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -183,7 +183,7 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
             let a = l
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr: http, source })?;
-            let router = crate::http::router(handle.clone(), raft.clone(), ops.clone());
+            let router = crate::http::router(http_state);
             tokio::spawn(async move {
                 let _ = axum::serve(l, router).await;
             });

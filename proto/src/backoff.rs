@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
 /// Capped exponential backoff; see the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
@@ -56,7 +54,7 @@ impl Backoff {
         if self.jitter == 0.0 {
             return step;
         }
-        let cut = rand::rng().random_range(0.0..=self.jitter);
+        let cut = rand::random_range(0.0..=self.jitter);
         step.mul_f64(1.0 - cut)
     }
 

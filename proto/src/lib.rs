@@ -4,6 +4,8 @@
 //! daemon only: decode, then convert into the validated types of
 //! [`resources`] and [`ids`] before any logic sees the value.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod clock;
 pub mod ids;

@@ -373,6 +373,30 @@ impl Serialize for ReservedResources {
     }
 }
 
+/// The inverse of the JSON form, so that clients of `/state` (the CLI)
+/// read it back with the same checks as [`Resources`]; a role with
+/// nothing reserved is dropped, as the text form drops it.
+impl<'de> Deserialize<'de> for ReservedResources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Json {
+            #[serde(default)]
+            unreserved: Resources,
+            #[serde(default)]
+            reserved: BTreeMap<String, Resources>,
+        }
+        let j = Json::deserialize(d)?;
+        let mut reserved = BTreeMap::new();
+        for (role, r) in j.reserved.into_iter().filter(|(_, r)| !r.is_empty()) {
+            reserved.insert(Role::parse(&role).map_err(serde::de::Error::custom)?, r);
+        }
+        Ok(ReservedResources {
+            unreserved: j.unreserved,
+            reserved,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +448,15 @@ mod tests {
             let e = ReservedResources::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn json_form_round_trips() {
+        let r = rr("cpus:4;mem:4096;cpus(eng):2;mem(eng/batch):1024");
+        let text = serde_json::to_string(&r).expect("ser");
+        assert_eq!(serde_json::from_str::<ReservedResources>(&text).expect("de"), r);
+        let bad = r#"{"unreserved": {}, "reserved": {"bad role": {"cpus": 1}}}"#;
+        assert!(serde_json::from_str::<ReservedResources>(bad).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! panics — including task processes that outlived a SIGKILLed agent
 //! (found by their working directory inside the cluster's temp dir).
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

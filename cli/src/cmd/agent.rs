@@ -99,7 +99,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let work_dir = a
         .work_dir
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
-    let mut cfg = AgentConfig::new(super::masters(&a.master), a.listen, work_dir);
+    let mut cfg = AgentConfig::new(super::comma_list(&a.master), a.listen, work_dir);
     cfg.runtime_dir = a.runtime_dir;
     if let Some(r) = a.resources {
         let r = ReservedResources::parse(&r).context("--resources")?;
@@ -120,7 +120,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let mut iso = mezzo_agent::IsolationConfig::new(exe);
         iso.task_user = a.task_user;
         iso.cgroup_parent = a.cgroup_parent;
-        iso.allowed_users = super::masters(&a.allowed_users);
+        iso.allowed_users = super::comma_list(&a.allowed_users);
         iso.cpu_hard_limit = a.cpu_hard_limit;
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;

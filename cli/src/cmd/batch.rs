@@ -149,7 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(addr: &str, s: ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::start(BatchConfig {
-        masters: super::masters(&s.masters),
+        masters: super::comma_list(&s.masters),
         state_dir: s.state_dir,
         name: s.name,
         failover_timeout: s.failover_timeout,

@@ -59,8 +59,8 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = MasterConfig::new(a.listen, a.work_dir);
     cfg.http = a.http;
-    cfg.peers = super::masters(&a.peers);
-    cfg.join = super::masters(&a.join);
+    cfg.peers = super::comma_list(&a.peers);
+    cfg.join = super::comma_list(&a.join);
     cfg.raft_tick = a.raft_tick;
     cfg.election_ticks = a.election_ticks;
     cfg.heartbeat_ticks = a.heartbeat_ticks;
@@ -68,7 +68,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
     cfg.core.offer_timeout = a.offer_timeout;
-    cfg.operator = mezzo_master::operator::OperatorAuth::new(a.operator_token);
+    cfg.operator = mezzo_master::http::OperatorAuth::new(a.operator_token);
     let master = mezzo_master::start(cfg).await.context("cannot start the master")?;
     super::ready("master", master.addr);
     if let Some(http) = master.http_addr {

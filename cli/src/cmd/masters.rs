@@ -47,7 +47,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             let ok = masters
                 .iter()
-                .any(|(_, r)| r.as_ref().is_ok_and(|v| v["role"] == "leader"));
+                .any(|(_, r)| r.as_ref().is_ok_and(|v| v.role == "leader"));
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) });
         }
         Action::Add { address } => (
@@ -58,7 +58,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Action::Remove { id } => (format!("/raft/members/{id}"), None, true),
     };
     let mut last = None;
-    for m in super::masters(&a.master) {
+    for m in super::comma_list(&a.master) {
         let url = format!("http://{m}{path}");
         let req = if delete {
             client.delete(&url)

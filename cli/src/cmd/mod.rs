@@ -10,13 +10,25 @@ pub mod status;
 
 use std::time::Duration;
 
+use mezzo_proto::resources::Resources;
+
 /// Parses durations like `500ms`, `10s`, `2m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)"))
 }
 
-/// Splits a comma-separated list of master addresses.
-pub fn masters(s: &str) -> Vec<String> {
+/// `cpus 4 mem 8192` for a table cell: the resource text form without
+/// its punctuation, zeros left out ("-" when nothing is left).
+pub fn res(r: &Resources) -> String {
+    if r.is_empty() {
+        return "-".into();
+    }
+    r.to_string().replace([';', ':'], " ")
+}
+
+/// Splits a comma-separated list (master addresses, user names), dropping
+/// empty entries. (`masters` is the name of the `mezzo masters` module.)
+pub fn comma_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

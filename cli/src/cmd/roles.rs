@@ -1,14 +1,15 @@
 //! `mezzo quota`, `mezzo weights`, `mezzo reserve`, `mezzo unreserve`:
 //! the allocator's operator controls, over the master's HTTP API
-//! (`master/src/http_roles.rs`). Tables by default, `--json` for scripts.
+//! (`master/src/http/policy.rs`). Tables by default, `--json` for scripts.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use comfy_table::Table;
+use mezzo_master::core::view::AllocationView;
 use serde_json::Value;
 
-use super::status::{res, s};
+use super::res;
 
 #[derive(Debug, clap::Args)]
 pub struct Conn {
@@ -140,45 +141,51 @@ async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<
     Ok(client.call(method, path, body).await?)
 }
 
-fn print_roles(v: &Value, weights_only: bool) {
+fn print_roles(v: &AllocationView, weights_only: bool) {
     let mut t = Table::new();
     if weights_only {
         t.set_header(["ROLE", "WEIGHT", "ALLOCATED", "SHARE", "FRAMEWORKS"]);
     } else {
         t.set_header(["ROLE", "WEIGHT", "GUARANTEE", "LIMIT", "ALLOCATED", "OFFERED", "SHARE"]);
     }
-    for r in v["roles"].as_array().into_iter().flatten() {
-        let share = format!("{:.3}", r["dominant_share"].as_f64().unwrap_or(0.0));
+    for r in &v.roles {
+        let share = format!("{:.3}", r.dominant_share);
         if weights_only {
-            let fws = r["frameworks"].as_array().map(|a| a.len()).unwrap_or(0);
             t.add_row([
-                s(&r["role"]),
-                s(&r["weight"]),
-                res(&r["allocated"]),
+                r.role.clone(),
+                r.weight.to_string(),
+                res(&r.allocated),
                 share,
-                fws.to_string(),
+                r.frameworks.len().to_string(),
             ]);
         } else {
             t.add_row([
-                s(&r["role"]),
-                s(&r["weight"]),
-                res(&r["guarantee"]),
-                res(&r["limit"]),
-                res(&r["allocated"]),
-                res(&r["offered"]),
+                r.role.clone(),
+                r.weight.to_string(),
+                res(&r.guarantee),
+                res(&r.limit),
+                res(&r.allocated),
+                res(&r.offered),
                 share,
             ]);
         }
     }
     println!("{t}");
-    if !weights_only && let Some(rsv) = v["reservations"].as_object().filter(|o| !o.is_empty()) {
+    if !weights_only && !v.reservations.is_empty() {
         let mut t = Table::new();
         t.set_header(["AGENT", "DYNAMIC RESERVATIONS"]);
-        for (agent, r) in rsv {
-            t.add_row([agent.clone(), s(r)]);
+        for (agent, r) in &v.reservations {
+            t.add_row([agent.to_string(), r.clone()]);
         }
         println!("\n{t}");
     }
+}
+
+/// The roles, as they came (`--json`) or read into the master's view.
+async fn roles(conn: &Conn) -> anyhow::Result<(Value, AllocationView)> {
+    let v = request(conn, reqwest::Method::GET, "/api/v1/roles", None).await?;
+    let view = serde_json::from_value(v.clone()).context("unexpected answer from the master")?;
+    Ok((v, view))
 }
 
 fn done(conn: &Conn, v: &Value, what: String) -> anyhow::Result<ExitCode> {
@@ -195,11 +202,11 @@ pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
     match c {
         Command::Quota { conn, action } => match action {
             QuotaAction::List => {
-                let v = request(&conn, Method::GET, "/roles", None).await?;
+                let (v, view) = roles(&conn).await?;
                 if conn.json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
-                    print_roles(&v, false);
+                    print_roles(&view, false);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -220,11 +227,11 @@ pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Weights { conn, action } => match action {
             WeightsAction::List => {
-                let v = request(&conn, Method::GET, "/roles", None).await?;
+                let (_, view) = roles(&conn).await?;
                 if conn.json {
-                    println!("{}", serde_json::to_string_pretty(&v["weights"])?);
+                    println!("{}", serde_json::to_string_pretty(&view.weights)?);
                 } else {
-                    print_roles(&v, true);
+                    print_roles(&view, true);
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -116,7 +116,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             work_dir,
             failover_timeout,
         } => {
-            let mut cfg = mezzo_service::Config::new(super::masters(&masters), listen, work_dir);
+            let mut cfg = mezzo_service::Config::new(super::comma_list(&masters), listen, work_dir);
             cfg.failover_timeout = failover_timeout;
             let running = mezzo_service::serve(cfg)
                 .await

@@ -1,8 +1,15 @@
+//! `mezzo status`: every master's Raft view and the leader's `/state`, as
+//! tables (read into the master's own view types) or `--json`.
+
 use std::process::ExitCode;
 
 use anyhow::Context;
 use comfy_table::Table;
+use mezzo_master::core::view::StateView;
+use mezzo_master::raft::RaftStatus;
 use serde_json::Value;
+
+use super::res;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,13 +21,13 @@ pub struct Args {
     json: bool,
 }
 
-/// Fetches `/state` from the first master that answers.
+/// Fetches `/state` from the first master that answers, as it came.
 pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?;
     let mut last = None;
-    for m in super::masters(masters) {
+    for m in super::comma_list(masters) {
         match client
             .get(format!("http://{m}/state"))
             .send()
@@ -34,28 +41,8 @@ pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
 }
 
-pub(crate) fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// `cpus 4 mem 8192` from a resources object, leaving out zeros and
-/// empty port sets ("-" when nothing is left).
-pub(crate) fn res(v: &Value) -> String {
-    let Some(o) = v.as_object() else { return s(v) };
-    let parts: Vec<String> = o
-        .iter()
-        .filter(|(k, x)| !(x.as_f64() == Some(0.0) || (k.as_str() == "ports" && x.as_str() == Some("[]"))))
-        .map(|(k, x)| format!("{k} {}", s(x)))
-        .collect();
-    if parts.is_empty() { "-".into() } else { parts.join(" ") }
-}
-
 /// `/raft` of every given master (unreachable ones included, as errors).
-pub async fn masters_status(masters: &str) -> Vec<(String, Result<Value, String>)> {
+pub async fn masters_status(masters: &str) -> Vec<(String, Result<RaftStatus, String>)> {
     let client = match reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
         .build()
@@ -64,9 +51,9 @@ pub async fn masters_status(masters: &str) -> Vec<(String, Result<Value, String>
         Err(e) => return vec![(masters.to_owned(), Err(e.to_string()))],
     };
     let mut out = Vec::new();
-    for m in super::masters(masters) {
+    for m in super::comma_list(masters) {
         let r = match client.get(format!("http://{m}/raft")).send().await {
-            Ok(resp) => resp.json::<Value>().await.map_err(|e| e.to_string()),
+            Ok(resp) => resp.json::<RaftStatus>().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         out.push((m, r));
@@ -75,19 +62,19 @@ pub async fn masters_status(masters: &str) -> Vec<(String, Result<Value, String>
 }
 
 /// The masters table.
-pub fn masters_table(masters: &[(String, Result<Value, String>)]) -> Table {
+pub fn masters_table(masters: &[(String, Result<RaftStatus, String>)]) -> Table {
     let mut t = Table::new();
     t.set_header(["MASTER", "ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER"]);
     for (addr, r) in masters {
         match r {
             Ok(v) => t.add_row([
                 addr.clone(),
-                s(&v["id"]),
-                s(&v["role"]),
-                s(&v["term"]),
-                s(&v["commit"]),
-                s(&v["applied"]),
-                s(&v["leader"]),
+                v.id.to_string(),
+                v.role.clone(),
+                v.term.to_string(),
+                v.commit.to_string(),
+                v.applied.to_string(),
+                v.leader.clone().unwrap_or_default(),
             ]),
             Err(e) => t.add_row([
                 addr.clone(),
@@ -105,7 +92,20 @@ pub fn masters_table(masters: &[(String, Result<Value, String>)]) -> Table {
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let masters = masters_status(&a.master).await;
-    let mut state = fetch_state(&a.master).await?;
+    let state = fetch_state(&a.master).await?;
+    if a.json {
+        print_json(state, &masters)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state: StateView = serde_json::from_value(state).context("unexpected /state")?;
+    println!("{}", masters_table(&masters));
+    print_state(&state);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/state` as it came, with every master's Raft view (or why it did not
+/// answer) under `masters`.
+fn print_json(mut state: Value, masters: &[(String, Result<RaftStatus, String>)]) -> anyhow::Result<()> {
     if let Some(obj) = state.as_object_mut() {
         let list: Vec<Value> = masters
             .iter()
@@ -116,60 +116,56 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             .collect();
         obj.insert("masters".into(), Value::Array(list));
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&state)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let empty = vec![];
-    let list = |k: &str| state[k].as_array().unwrap_or(&empty).clone();
-    println!("{}", masters_table(&masters));
-    println!(
-        "leader has served for {:.0}s",
-        state["uptime_secs"].as_f64().unwrap_or(0.0)
-    );
+    println!("{}", serde_json::to_string_pretty(&state)?);
+    Ok(())
+}
+
+/// The leader's agents, frameworks and active tasks.
+fn print_state(state: &StateView) {
+    println!("leader has served for {:.0}s", state.uptime_secs);
+    let totals = &state.totals;
     println!(
         "cluster: total {}  used {}  offered {}",
-        res(&state["totals"]["total"]),
-        res(&state["totals"]["used"]),
-        res(&state["totals"]["offered"])
+        res(&totals.total),
+        res(&totals.used),
+        res(&totals.offered)
     );
     let mut t = Table::new();
     t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED"]);
-    for a in list("agents") {
+    for a in &state.agents {
         t.add_row([
-            s(&a["id"]),
-            s(&a["hostname"]),
-            s(&a["status"]),
-            s(&a["active_tasks"]),
-            res(&a["total"]),
-            res(&a["used"]),
+            a.id.clone(),
+            a.hostname.clone(),
+            a.status.name().to_owned(),
+            a.active_tasks.to_string(),
+            res(&a.total),
+            res(&a.used),
         ]);
     }
     println!("\n{t}");
     let mut t = Table::new();
     t.set_header(["FRAMEWORK", "NAME", "CONNECTED", "TASKS", "OFFERS", "ALLOCATED"]);
-    for f in list("frameworks") {
+    for f in &state.frameworks {
         t.add_row([
-            s(&f["id"]),
-            s(&f["name"]),
-            s(&f["connected"]),
-            s(&f["active_tasks"]),
-            s(&f["outstanding_offers"]),
-            res(&f["allocated"]),
+            f.id.clone(),
+            f.name.clone(),
+            f.connected.to_string(),
+            f.active_tasks.to_string(),
+            f.outstanding_offers.to_string(),
+            res(&f.allocated),
         ]);
     }
     println!("\n{t}");
     let mut t = Table::new();
     t.set_header(["TASK", "FRAMEWORK", "AGENT", "STATE", "RESOURCES"]);
-    for task in list("tasks") {
+    for task in &state.tasks {
         t.add_row([
-            s(&task["id"]),
-            s(&task["framework_id"]),
-            s(&task["agent_id"]),
-            s(&task["state"]),
-            res(&task["resources"]),
+            task.id.clone(),
+            task.framework_id.clone(),
+            task.agent_id.clone(),
+            task.state.to_string(),
+            res(&task.resources),
         ]);
     }
     println!("\n{t}");
-    Ok(ExitCode::SUCCESS)
 }

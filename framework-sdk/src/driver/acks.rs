@@ -9,7 +9,7 @@ use mezzo_proto::v1;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::calls::Calls;
+use crate::calls::Calls;
 use crate::error::SdkError;
 
 /// Most acknowledgements sent in one call.

@@ -1,22 +1,14 @@
-//! Finding and reaching the leading master: channels, leader hints, the
-//! master rotation and the reconnection backoff.
+//! Finding and reaching the leading master: channels, the master rotation and the reconnection backoff.
 
 use std::time::Duration;
 
 use mezzo_proto::MAX_MESSAGE_BYTES;
 use mezzo_proto::backoff::Backoff;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use mezzo_proto::security::Transport;
 use mezzo_proto::security::grpc::{self, BearerAuth};
-use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-/// Metadata key with which a non-leading master names the leader.
-pub const LEADER_METADATA: &str = "mezzo-leader";
-
-/// A scheduler client whose calls carry the framework's bearer token, if
-/// its credentials are a token.
-pub(crate) type Client = SchedulerClient<InterceptedService<Channel, BearerAuth>>;
+use crate::calls::Client;
 
 /// Opens a channel to `addr` (`host:port` or a full URI) over `transport`
 /// and wraps it in a client that accepts messages as large as the daemons
@@ -26,15 +18,6 @@ pub(crate) async fn connect(addr: &str, transport: &Transport) -> Result<Client,
     Ok(SchedulerClient::with_interceptor(channel, BearerAuth::new(transport))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// The leader named by an UNAVAILABLE answer, if any.
-pub(crate) fn leader_hint(status: &tonic::Status) -> Option<String> {
-    if status.code() != tonic::Code::Unavailable {
-        return None;
-    }
-    let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
-    (!leader.is_empty()).then(|| leader.to_owned())
 }
 
 /// Codes with which a master refuses a subscription for good: retrying the
@@ -133,19 +116,5 @@ mod tests {
         m.failed();
         assert_eq!(m.current(), Some("a"));
         assert_eq!(Masters::new(vec![]).current(), None);
-    }
-
-    #[test]
-    fn leader_hint_only_on_unavailable_with_metadata() {
-        let mut s = tonic::Status::unavailable("not the leader");
-        assert_eq!(leader_hint(&s), None);
-        s.metadata_mut()
-            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
-        assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.2:5050"));
-        let mut other = tonic::Status::internal("boom");
-        other
-            .metadata_mut()
-            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
-        assert_eq!(leader_hint(&other), None);
     }
 }

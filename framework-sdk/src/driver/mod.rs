@@ -13,10 +13,11 @@
 //!
 //! Calls never queue behind the event stream: they clone the current
 //! connection's client out of the `session` watch, or fail fast with
-//! [`SdkError::NotConnected`] while there is none.
+//! [`SdkError::NotConnected`] while there is none. The call path and the
+//! session it reads live in [`crate::calls`], which the key-value handle
+//! shares.
 
 mod acks;
-mod calls;
 mod connect;
 mod run;
 #[cfg(test)]
@@ -28,40 +29,15 @@ use std::time::Duration;
 use mezzo_proto::v1;
 use tokio::sync::{mpsc, watch};
 
-use self::connect::Client;
+use crate::calls::{Calls, Link, Session};
 use crate::config::SchedulerConfig;
 use crate::error::SdkError;
 use crate::event::Events;
-pub(crate) use calls::Calls;
+use crate::kv::Kv;
 
 /// Capacity of the events channel: enough for bursts of offers and updates,
 /// small enough that a stuck framework applies back-pressure.
 const EVENTS_CAPACITY: usize = 1024;
-
-/// What the handle can see of the driver, published through a watch.
-#[derive(Clone, Debug)]
-pub(crate) struct Session {
-    /// Known once the first subscription succeeded.
-    framework_id: Option<String>,
-    link: Link,
-}
-
-#[derive(Clone, Debug)]
-enum Link {
-    /// No usable subscription right now.
-    Connecting,
-    /// Subscribed; calls go through this client (its address, for logs).
-    Connected { client: Client, master: String },
-    /// The driver has ended; it will not come back.
-    Stopped,
-}
-
-/// Messages from the call path to the driver.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// A call was answered by a master that is not the leader.
-    FollowLeader(String),
-}
 
 /// Handle on a running scheduler driver. Cloning is cheap; every clone talks
 /// to the same driver.
@@ -120,8 +96,8 @@ impl Scheduler {
     }
 
     /// The framework's durable key-value namespace (see [`Kv`](crate::Kv)).
-    pub fn kv(&self) -> crate::kv::Kv {
-        crate::kv::Kv::new(self.calls.clone())
+    pub fn kv(&self) -> Kv {
+        Kv::new(self.calls.clone())
     }
 
     /// The address of the master the driver is subscribed to, if any.

@@ -15,9 +15,8 @@ use tonic::Streaming;
 use tracing::{debug, info, warn};
 
 use super::acks;
-use super::calls::Calls;
-use super::connect::{self, Client, Masters, is_fatal_subscribe_error, leader_hint};
-use super::{Command, Link, Session};
+use super::connect::{self, Masters, is_fatal_subscribe_error};
+use crate::calls::{Calls, Client, Command, Link, Session, leader_hint};
 use crate::config::SchedulerConfig;
 use crate::event::Event;
 

@@ -366,15 +366,16 @@ async fn acknowledgements_queued_during_a_call_go_in_one_batch() {
         deliver(&master, &mut events, st).await;
     }
     eventually(&master, "20 acknowledgements", |s| s.acks.len() == 20).await;
-    let seen = master.seen();
-    let mut tasks: Vec<_> = seen.acks.iter().map(|a| a.task_id.clone()).collect();
-    tasks.sort();
-    tasks.dedup();
-    assert_eq!(tasks.len(), 20, "each update acknowledged once");
-    // Calls are answered after 100 ms; once the few allowed at once are in
-    // flight, everything queued meanwhile goes in the next.
-    assert!(seen.ack_calls < 20, "{} calls for 20 acknowledgements", seen.ack_calls);
-    drop(seen);
+    {
+        let seen = master.seen();
+        let mut tasks: Vec<_> = seen.acks.iter().map(|a| a.task_id.clone()).collect();
+        tasks.sort();
+        tasks.dedup();
+        assert_eq!(tasks.len(), 20, "each update acknowledged once");
+        // Calls are answered after 100 ms; once the few allowed at once are in
+        // flight, everything queued meanwhile goes in the next.
+        assert!(seen.ack_calls < 20, "{} calls for 20 acknowledgements", seen.ack_calls);
+    }
     scheduler.stop().await;
 }
 
@@ -392,10 +393,11 @@ async fn teardown_waits_for_queued_acknowledgements() {
     assert_eq!(scheduler.teardown().await, Ok(()));
     // Every acknowledgement call was answered (each takes 200 ms) before
     // the teardown went out.
-    let seen = master.seen();
-    assert_eq!(seen.acks.len(), 3);
-    assert_eq!(seen.acks_at_teardown, Some(seen.ack_calls));
-    drop(seen);
+    {
+        let seen = master.seen();
+        assert_eq!(seen.acks.len(), 3);
+        assert_eq!(seen.acks_at_teardown, Some(seen.ack_calls));
+    }
     scheduler.stop().await;
 }
 

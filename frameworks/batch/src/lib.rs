@@ -13,6 +13,8 @@
 //! HTTP API; `mezzo batch submit FILE [--wait]`, `status`, `list`, `cancel`
 //! and `logs` talk to that API.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod client;
 pub mod engine;

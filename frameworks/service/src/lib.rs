@@ -33,6 +33,7 @@
 //! the deployment decisions are a pure function ([`plan`]).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 mod error;

@@ -12,6 +12,15 @@ use super::quota::{Cap, add_sub, need, overlaps};
 use super::roles::{FwIx, RoleIx};
 use super::{Allocation, Allocator, allocatable, allocatable_any};
 
+/// One agent's pass through the stages: what is still free, and what
+/// each (framework, role) was given so far.
+struct AgentPass {
+    a: u32,
+    now: Instant,
+    free: ReservedResources,
+    given: BTreeMap<(FwIx, RoleIx), ReservedResources>,
+}
+
 impl Allocator {
     /// Allocates the free resources of every agent marked since the last
     /// cycle. Expired filters are dropped first.
@@ -33,40 +42,55 @@ impl Allocator {
         out
     }
 
+    /// One agent's pass, in three stages, each taking from what the one
+    /// before left free: reservations to their own roles, then roles
+    /// below their quota guarantee, then hierarchical DRF over the rest.
     fn allocate_agent(&mut self, a: u32, now: Instant, out: &mut Vec<Allocation>) {
         let Some(ag) = self.agent(a) else { return };
         if !ag.active {
             self.idle.remove(&a);
             return;
         }
-        let mut free = ag.total.saturating_sub(&ag.allocated);
-        let mut given: BTreeMap<(FwIx, RoleIx), ReservedResources> = BTreeMap::new();
+        let mut pass = AgentPass {
+            a,
+            now,
+            free: ag.total.saturating_sub(&ag.allocated),
+            given: BTreeMap::new(),
+        };
+        self.give_reservations(&mut pass);
+        self.give_guarantees(&mut pass);
+        self.give_fair_share(&mut pass);
+        self.finish_agent(pass, out);
+    }
 
-        // 1. Reservations go to their own role's frameworks.
-        let reserved: Vec<_> = free.reserved.keys().cloned().collect();
+    /// Stage 1: each role's reservation goes to one of its own frameworks
+    /// (the one holding the least of this agent in that role).
+    fn give_reservations(&mut self, pass: &mut AgentPass) {
+        let reserved: Vec<_> = pass.free.reserved.keys().cloned().collect();
         for role in reserved {
             let Some(rix) = self.roles.get(&role) else { continue };
-            let part = free.reserved.get(&role).cloned().unwrap_or_default();
+            let part = pass.free.reserved.get(&role).cloned().unwrap_or_default();
             let give = self.limit_cap(rix).apply(&part);
             if !allocatable(&give) {
                 continue;
             }
-            let fws = &self.fws;
-            let filters = &self.filters;
+            let (fws, filters) = (&self.fws, &self.filters);
             let hit = self.roles.nodes[rix]
                 .clients()
-                .filter(|f| eligible(fws, filters, *f, rix, a, now))
+                .filter(|f| eligible(fws, filters, *f, rix, pass.a, pass.now))
                 .min_by_key(|f| (self.roles.nodes[rix].client_alloc.get(f).map(|x| x.1), *f));
             if let Some(f) = hit {
                 let r = ReservedResources::for_role(&role, give);
-                free = free.saturating_sub(&r);
-                self.give(f, rix, a, &r, &mut given);
+                pass.free = pass.free.saturating_sub(&r);
+                self.give(f, rix, pass, &r);
             }
         }
+    }
 
-        // 2. Roles below their guarantee get what they lack first.
-        // Deepest roles first, so that a child's guarantee is met by the
-        // child, and counts towards its parent's.
+    /// Stage 2: roles below their guarantee get what they lack first.
+    /// Deepest roles first, so that a child's guarantee is met by the
+    /// child, and counts towards its parent's.
+    fn give_guarantees(&mut self, pass: &mut AgentPass) {
         let mut quota_roles: Vec<(usize, RoleIx)> = self
             .quota_roles
             .iter()
@@ -74,7 +98,7 @@ impl Allocator {
             .collect();
         quota_roles.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, q) in quota_roles {
-            if !allocatable(&free.unreserved) {
+            if !allocatable(&pass.free.unreserved) {
                 break;
             }
             let lack = need(&self.roles.nodes[q].quota.guarantee, &self.roles.nodes[q].subtree);
@@ -86,15 +110,14 @@ impl Allocator {
             // within the headroom other roles' guarantees leave.
             let mut cap = self.headroom_cap(q);
             cap.set(&lack, &self.roles.nodes[q].quota.guarantee);
-            let mut give = cap.apply(&free.unreserved);
-            give = self.limit_cap(q).apply(&give);
+            let give = self.limit_cap(q).apply(&cap.apply(&pass.free.unreserved));
             if !allocatable(&give) || !overlaps(&give, &lack) {
                 continue;
             }
             let hit = {
                 let (fws, filters) = (&self.fws, &self.filters);
                 let mut enter = |_: RoleIx| true;
-                let mut ok = |r: RoleIx, f: FwIx| eligible(fws, filters, f, r, a, now);
+                let mut ok = |r: RoleIx, f: FwIx| eligible(fws, filters, f, r, pass.a, pass.now);
                 self.roles.pick(q, &mut enter, &mut ok)
             };
             if let Some((rix, f)) = hit {
@@ -102,37 +125,45 @@ impl Allocator {
                 let give = self.limit_cap(rix).apply(&give);
                 if allocatable(&give) {
                     let r = ReservedResources::unreserved(give);
-                    free = free.saturating_sub(&r);
-                    self.give(f, rix, a, &r, &mut given);
+                    pass.free = pass.free.saturating_sub(&r);
+                    self.give(f, rix, pass, &r);
                 }
             }
         }
+    }
 
-        // 3. Fair share: the rest, whole, by hierarchical DRF.
+    /// Stage 3: the rest, whole, by hierarchical DRF; a role whose caps
+    /// leave it nothing is skipped for the rest of this agent's pass.
+    fn give_fair_share(&mut self, pass: &mut AgentPass) {
         let mut skip: Vec<RoleIx> = Vec::new();
-        while allocatable(&free.unreserved) {
+        while allocatable(&pass.free.unreserved) {
             let hit = {
                 let (fws, filters, roles) = (&self.fws, &self.filters, &self.roles);
                 let mut enter = |r: RoleIx| !skip.contains(&r);
-                let mut ok = |r: RoleIx, f: FwIx| !skip.contains(&r) && eligible(fws, filters, f, r, a, now);
+                let mut ok = |r: RoleIx, f: FwIx| !skip.contains(&r) && eligible(fws, filters, f, r, pass.a, pass.now);
                 roles.pick(0, &mut enter, &mut ok)
             };
             let Some((rix, f)) = hit else { break };
             let mut cap = self.limit_cap(rix);
             let room = self.headroom_cap(rix);
             cap.tighten(&room.at, &room.named);
-            let give = cap.apply(&free.unreserved);
+            let give = cap.apply(&pass.free.unreserved);
             if !allocatable(&give) {
                 skip.push(rix);
                 continue;
             }
-            free.unreserved = free.unreserved.saturating_sub(&give);
-            self.give(f, rix, a, &ReservedResources::unreserved(give), &mut given);
+            pass.free.unreserved = pass.free.unreserved.saturating_sub(&give);
+            self.give(f, rix, pass, &ReservedResources::unreserved(give));
             // Whatever a cap left stays for other roles.
             skip.push(rix);
         }
+    }
 
-        if allocatable_any(&free) {
+    /// Marks the agent idle if anything worth offering is left, and turns
+    /// what each (framework, role) was given into one allocation.
+    fn finish_agent(&mut self, pass: AgentPass, out: &mut Vec<Allocation>) {
+        let a = pass.a;
+        if allocatable_any(&pass.free) {
             self.idle.insert(a);
         } else {
             self.idle.remove(&a);
@@ -140,7 +171,7 @@ impl Allocator {
         let Some(agent_id) = self.agent(a).map(|g| g.id.clone()) else {
             return;
         };
-        for ((f, rix), resources) in given {
+        for ((f, rix), resources) in pass.given {
             let (Some(fw), Some(role)) = (
                 self.fws.get(f as usize).and_then(Option::as_ref),
                 self.roles.nodes[rix].role.clone(),
@@ -156,15 +187,10 @@ impl Allocator {
         }
     }
 
-    /// Records `r` as offered to framework `f` in role `rix` on agent `a`.
-    fn give(
-        &mut self,
-        f: FwIx,
-        rix: RoleIx,
-        a: u32,
-        r: &ReservedResources,
-        given: &mut BTreeMap<(FwIx, RoleIx), ReservedResources>,
-    ) {
+    /// Records `r` as offered to framework `f` in role `rix` on the pass's
+    /// agent.
+    fn give(&mut self, f: FwIx, rix: RoleIx, pass: &mut AgentPass, r: &ReservedResources) {
+        let a = pass.a;
         self.holdings.entry((f, rix, a)).or_default().offered.add(r);
         if let Some(ag) = self.agents.get_mut(a as usize).and_then(Option::as_mut) {
             ag.allocated.add(r);
@@ -172,7 +198,7 @@ impl Allocator {
         self.allocated.add(&super::no_ports(r));
         self.roles
             .change(rix, Some(f), &super::shares(r), true, &self.total_flat);
-        given.entry((f, rix)).or_default().add(r);
+        pass.given.entry((f, rix)).or_default().add(r);
     }
 
     /// How much more `rix` may get before it or an ancestor hits its limit.

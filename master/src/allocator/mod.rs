@@ -40,7 +40,7 @@ use std::time::Instant;
 use mezzo_proto::ids::{AgentId, FrameworkId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::{Mib, MilliCpus, Resources};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use quota::{Quota, QuotaError};
 use roles::{FwIx, RoleIx, RoleTree};
@@ -123,7 +123,7 @@ struct FwSt {
 }
 
 /// One role as `/state` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleView {
     pub role: String,
     pub weight: f64,

@@ -6,7 +6,7 @@ use mezzo_proto::v1;
 use tonic::Status;
 
 use crate::error::MasterError;
-use crate::kv::{self, KvAnswer, KvCall, KvDone, KvEntry};
+use crate::kv::{KvAnswer, KvCall, KvDone, KvEntry, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::runtime::{Command, Handle};
 
 /// Sends one validated call to the owner task and waits for its answer
@@ -18,16 +18,16 @@ pub(super) async fn ask(handle: &Handle, framework_id: &str, call: KvCall) -> Re
 }
 
 pub(super) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
-    kv::validate_key(&req.key)?;
+    validate_key(&req.key)?;
     Ok(KvCall::Get { key: req.key.clone() })
 }
 
 pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
-    if req.prefix.len() > kv::MAX_KEY_BYTES {
+    if req.prefix.len() > MAX_KEY_BYTES {
         return Err(MasterError::Invalid(format!(
             "prefix: {} bytes; the limit is {}",
             req.prefix.len(),
-            kv::MAX_KEY_BYTES
+            MAX_KEY_BYTES
         )));
     }
     Ok(KvCall::List {
@@ -36,8 +36,8 @@ pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
 }
 
 pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
-    kv::validate_key(&req.key)?;
-    kv::validate_value(&req.key, &req.value)?;
+    validate_key(&req.key)?;
+    validate_value(&req.key, &req.value)?;
     Ok(KvCall::Put {
         key: req.key,
         value: req.value,
@@ -46,11 +46,42 @@ pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
 }
 
 pub(super) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
-    kv::validate_key(&req.key)?;
+    validate_key(&req.key)?;
     Ok(KvCall::Delete {
         key: req.key,
         expected_version: req.expected_version,
     })
+}
+
+/// Checks a key: non-empty, at most [`MAX_KEY_BYTES`], no control
+/// characters (keys show up in logs and listings).
+fn validate_key(key: &str) -> Result<(), MasterError> {
+    if key.is_empty() {
+        return Err(MasterError::Invalid("key: must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(MasterError::Invalid(format!(
+            "key: {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(MasterError::Invalid(format!(
+            "key {key:?}: contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value's size against [`MAX_VALUE_BYTES`].
+fn validate_value(key: &str, value: &[u8]) -> Result<(), MasterError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(MasterError::Invalid(format!(
+            "value of key {key:?}: {} bytes; the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 fn entry(key: String, e: KvEntry) -> v1::KvEntry {
@@ -97,4 +128,21 @@ pub(super) fn delete_response(a: KvAnswer) -> Result<v1::KvDeleteResponse, Statu
 
 fn mismatch(a: &KvAnswer) -> Status {
     Status::internal(format!("unexpected key-value answer {a:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_are_validated() {
+        assert!(validate_key("jobs/a-1").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("a\nb").is_err());
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(validate_key(&long).expect_err("long").to_string().contains("257 bytes"));
+        assert!(validate_value("k", &vec![0; MAX_VALUE_BYTES]).is_ok());
+        let err = validate_value("k", &vec![0; MAX_VALUE_BYTES + 1]).expect_err("big");
+        assert!(err.to_string().contains("value of key \"k\""), "{err}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 mod kv;
+mod pending;
 pub mod scheduler;
 mod usage;
 

@@ -245,10 +245,8 @@ impl Scheduler for SchedulerApi {
     ) -> Result<Response<v1::CallResponse>, Status> {
         let req = req.into_inner();
         let fid = FrameworkId::parse(&req.framework_id).map_err(MasterError::from)?;
-        let tasks = crate::operator::query::pending_tasks(req.tasks)?;
-        self.handle
-            .with_core(move |c| c.and_then(|m| m.report_pending(&fid, tasks)))
-            .await??;
+        let tasks = super::pending::pending_tasks(req.tasks)?;
+        self.handle.call(fid, Call::ReportPending(tasks)).await?;
         Ok(Response::new(v1::CallResponse {}))
     }
 }

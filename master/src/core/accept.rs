@@ -83,80 +83,94 @@ impl Master {
             self.take_offer(id);
             self.counters.offers_accepted += 1;
         }
+        self.observed.accepted(fid, offer_ids.len());
+        let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
         let Plan {
-            agent: agent_id,
+            agent,
             role,
             launches,
             reserve,
             unreserve,
             left,
         } = plan;
-        self.ops.accepted(fid, offer_ids.len());
-        let framework_info = self.frameworks.get(fid).map(|f| f.info.clone());
         for (launch, taken) in launches {
-            let mut info = launch.info;
-            info.agent_id = agent_id.to_string();
-            info.resources = taken.to_proto();
-            info.allocation_role = role.to_string();
-            self.alloc.offer_used(fid, &role, &agent_id, &taken);
-            let flat = taken.total();
-            let task = Task {
-                id: launch.task_id.clone(),
-                framework_id: fid.clone(),
-                agent_id: agent_id.clone(),
-                role: role.clone(),
-                resources: taken,
-                info: info.clone(),
-                state: TaskState::Staging,
-                last_status: None,
-                unacked: None,
-                launched_at: unix_now(),
-            };
-            if let Some(fw) = self.frameworks.get_mut(fid) {
-                fw.allocated.add(&flat);
-                fw.tasks.insert(launch.task_id.clone(), task);
-            }
-            if let Some(agent) = self.agents.get_mut(&agent_id) {
-                agent.used.add(&flat);
-                agent.tasks.insert((fid.clone(), launch.task_id.clone()));
-            }
-            let run = v1::master_message::Message::RunTask(v1::RunTask {
-                framework_id: fid.to_string(),
-                framework: framework_info.clone(),
-                task: Some(info),
-            });
-            self.send_agent(&agent_id, run);
-            self.counters.tasks_launched += 1;
-            self.note_task_added(fid, &launch.task_id, &agent_id);
+            self.launch(fid, framework_info.as_ref(), &agent, &role, launch, taken);
         }
         let principal = framework_info.map(|i| i.principal).unwrap_or_default();
         for r in reserve {
             let held = ReservedResources::unreserved(r.clone());
             let op = RegistryOp::Reserve {
-                agent: agent_id.clone(),
+                agent: agent.clone(),
                 role: role.clone(),
                 resources: r.to_string(),
                 principal: principal.clone(),
             };
-            self.hold_for(fid, &role, &agent_id, held, op);
+            self.hold_for(fid, &role, &agent, held, op);
         }
         for r in unreserve {
             let held = ReservedResources::for_role(&role, r.clone());
             let op = RegistryOp::Unreserve {
-                agent: agent_id.clone(),
+                agent: agent.clone(),
                 role: role.clone(),
                 resources: r.to_string(),
             };
-            self.hold_for(fid, &role, &agent_id, held, op);
+            self.hold_for(fid, &role, &agent, held, op);
         }
-        self.alloc.recover_offered(fid, &role, &agent_id, &left);
+        self.alloc.recover_offered(fid, &role, &agent, &left);
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
             && !left.is_empty()
         {
-            self.alloc.filter(fid, &agent_id, now + refuse);
+            self.alloc.filter(fid, &agent, now + refuse);
         }
         self.allocation_needed = true;
         Ok(())
+    }
+
+    /// Records one validated task as STAGING on its agent, counts its
+    /// resources as used, and sends it to the agent.
+    fn launch(
+        &mut self,
+        fid: &FrameworkId,
+        framework: Option<&v1::FrameworkInfo>,
+        agent_id: &AgentId,
+        role: &Role,
+        launch: LaunchRequest,
+        taken: ReservedResources,
+    ) {
+        let mut info = launch.info;
+        info.agent_id = agent_id.to_string();
+        info.resources = taken.to_proto();
+        info.allocation_role = role.to_string();
+        self.alloc.offer_used(fid, role, agent_id, &taken);
+        let flat = taken.total();
+        let task = Task {
+            id: launch.task_id.clone(),
+            framework_id: fid.clone(),
+            agent_id: agent_id.clone(),
+            role: role.clone(),
+            resources: taken,
+            info: info.clone(),
+            state: TaskState::Staging,
+            last_status: None,
+            unacked: None,
+            launched_at: unix_now(),
+        };
+        if let Some(fw) = self.frameworks.get_mut(fid) {
+            fw.allocated.add(&flat);
+            fw.tasks.insert(launch.task_id.clone(), task);
+        }
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used.add(&flat);
+            agent.tasks.insert((fid.clone(), launch.task_id.clone()));
+        }
+        let run = v1::master_message::Message::RunTask(v1::RunTask {
+            framework_id: fid.to_string(),
+            framework: framework.cloned(),
+            task: Some(info),
+        });
+        self.send_agent(agent_id, run);
+        self.counters.tasks_launched += 1;
+        self.note_task_added(fid, &launch.task_id, agent_id);
     }
 
     /// Moves offered resources to a hold until the reservation op commits.
@@ -173,6 +187,34 @@ impl Master {
         ops: Vec<OfferOperation>,
     ) -> Result<Plan, MasterError> {
         self.subscribed(fid)?;
+        let mut plan = self.check_offers(fid, offer_ids)?;
+        let fw = self
+            .frameworks
+            .get(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        let dynamic = self.unreservable(&plan.agent);
+        let mut ids = HashSet::new();
+        for op in ops {
+            match op {
+                OfferOperation::Reserve(r) => plan.reserve(&r)?,
+                OfferOperation::Unreserve(r) => plan.unreserve(&r, &dynamic)?,
+                OfferOperation::Launch(launch) => {
+                    if !ids.insert(launch.task_id.clone())
+                        || fw.tasks.contains_key(&launch.task_id)
+                        || fw.completed_ids.contains(&launch.task_id)
+                    {
+                        return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
+                    }
+                    plan.launch(launch)?;
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The offers must be the framework's, named once each, of one agent
+    /// (connected) and one role: an empty plan over what they hold.
+    fn check_offers(&self, fid: &FrameworkId, offer_ids: &[OfferId]) -> Result<Plan, MasterError> {
         if offer_ids.is_empty() {
             return Err(MasterError::Invalid("accept names no offers".into()));
         }
@@ -198,80 +240,76 @@ impl Master {
             }
             offered.add(&offer.resources);
         }
-        let (agent_id, role) = first
+        let (agent, role) = first
             .map(|(_, a, r)| (a.clone(), r.clone()))
             .ok_or_else(|| MasterError::Invalid("no offers".into()))?;
-        if self.agents.get(&agent_id).is_none_or(|a| a.conn.is_none()) {
-            return Err(MasterError::AgentDisconnected(agent_id.to_string()));
+        if self.agents.get(&agent).is_none_or(|a| a.conn.is_none()) {
+            return Err(MasterError::AgentDisconnected(agent.to_string()));
         }
-        let fw = self
-            .frameworks
-            .get(fid)
-            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
-        let mut plan = Plan {
-            agent: agent_id.clone(),
-            role: role.clone(),
+        Ok(Plan {
+            agent,
+            role,
             launches: Vec::new(),
             reserve: Vec::new(),
             unreserve: Vec::new(),
             left: offered,
-        };
-        let mut ids = HashSet::new();
-        let dynamic = self.unreservable(&agent_id);
-        for op in ops {
-            match op {
-                OfferOperation::Reserve(r) => {
-                    let amount = operation_part(&r, &role, "reserve")?;
-                    plan.left = plan.left.reserve(&role, &amount).ok_or_else(|| {
-                        MasterError::Invalid(format!(
-                            "reserve: {amount} is not among the unreserved resources left in the offer ({})",
-                            plan.left.unreserved
-                        ))
-                    })?;
-                    // Reserved now, they are not the framework's to use in this accept.
-                    plan.left = plan
-                        .left
-                        .saturating_sub(&ReservedResources::for_role(&role, amount.clone()));
-                    plan.reserve.push(amount);
-                }
-                OfferOperation::Unreserve(r) => {
-                    let amount = operation_part(&r, &role, "unreserve")?;
-                    if !dynamic.part(&role).is_some_and(|d| d.contains(&amount)) {
-                        return Err(MasterError::Invalid(format!(
-                            "unreserve: {amount} is not dynamically reserved for role {role} on agent {agent_id} (static reservations cannot be unreserved)"
-                        )));
-                    }
-                    plan.left = plan
-                        .left
-                        .checked_sub(&ReservedResources::for_role(&role, amount.clone()))
-                        .ok_or_else(|| {
-                            MasterError::Invalid(format!(
-                                "unreserve: {amount} is not among the resources reserved for {role} left in the offer"
-                            ))
-                        })?;
-                    plan.unreserve.push(amount);
-                }
-                OfferOperation::Launch(launch) => {
-                    if !ids.insert(launch.task_id.clone())
-                        || fw.tasks.contains_key(&launch.task_id)
-                        || fw.completed_ids.contains(&launch.task_id)
-                    {
-                        return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
-                    }
-                    let taken =
-                        plan.left
-                            .take_for(&role, &launch.resources)
-                            .ok_or_else(|| MasterError::BeyondOffer {
-                                task: launch.task_id.to_string(),
-                                asked: launch.resources.to_string(),
-                                offered: plan.left.to_string(),
-                            })?;
-                    plan.left = plan.left.saturating_sub(&taken);
-                    plan.launches.push((launch, taken));
-                }
-            }
+        })
+    }
+}
+
+impl Plan {
+    /// Reserves part of what is left unreserved for the offer's role.
+    fn reserve(&mut self, r: &ReservedResources) -> Result<(), MasterError> {
+        let role = &self.role;
+        let amount = operation_part(r, role, "reserve")?;
+        let left = self.left.reserve(role, &amount).ok_or_else(|| {
+            MasterError::Invalid(format!(
+                "reserve: {amount} is not among the unreserved resources left in the offer ({})",
+                self.left.unreserved
+            ))
+        })?;
+        // Reserved now, they are not the framework's to use in this accept.
+        self.left = left.saturating_sub(&ReservedResources::for_role(role, amount.clone()));
+        self.reserve.push(amount);
+        Ok(())
+    }
+
+    /// Gives back part of the role's dynamic reservation left in the offer
+    /// (`dynamic`: what the agent has that may be unreserved).
+    fn unreserve(&mut self, r: &ReservedResources, dynamic: &ReservedResources) -> Result<(), MasterError> {
+        let role = &self.role;
+        let amount = operation_part(r, role, "unreserve")?;
+        if !dynamic.part(role).is_some_and(|d| d.contains(&amount)) {
+            return Err(MasterError::Invalid(format!(
+                "unreserve: {amount} is not dynamically reserved for role {role} on agent {} (static reservations cannot be unreserved)",
+                self.agent
+            )));
         }
-        Ok(plan)
+        self.left = self
+            .left
+            .checked_sub(&ReservedResources::for_role(role, amount.clone()))
+            .ok_or_else(|| {
+                MasterError::Invalid(format!(
+                    "unreserve: {amount} is not among the resources reserved for {role} left in the offer"
+                ))
+            })?;
+        self.unreserve.push(amount);
+        Ok(())
+    }
+
+    /// Takes a task's resources from what is left.
+    fn launch(&mut self, launch: LaunchRequest) -> Result<(), MasterError> {
+        let taken = self
+            .left
+            .take_for(&self.role, &launch.resources)
+            .ok_or_else(|| MasterError::BeyondOffer {
+                task: launch.task_id.to_string(),
+                asked: launch.resources.to_string(),
+                offered: self.left.to_string(),
+            })?;
+        self.left = self.left.saturating_sub(&taken);
+        self.launches.push((launch, taken));
+        Ok(())
     }
 }
 

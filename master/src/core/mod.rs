@@ -11,9 +11,10 @@ mod accept;
 mod agent;
 mod framework;
 mod kv;
+mod maintenance;
+pub mod observe;
 mod offer;
-mod operator;
-pub mod ops;
+mod policy;
 mod update;
 pub mod usage;
 pub mod view;
@@ -33,11 +34,16 @@ use crate::registry::{Registry, RegistryOp};
 
 pub use accept::{LaunchRequest, OfferOperation};
 pub use agent::AgentHello;
-pub use operator::OperatorRequest;
+pub use maintenance::OperatorAction;
+pub use policy::PolicyRequest;
 /// Validated pieces of an agent's registration.
 pub mod agent_types {
     pub use super::agent::{AgentDescription, ReportedTask};
 }
+
+/// A task state's name (`TASK_RUNNING`) in a view: borrowed when the
+/// master writes it, owned when a client reads it back.
+pub type StateName = std::borrow::Cow<'static, str>;
 
 /// Identifies one open stream (a framework's Subscribe or an agent's
 /// Attach); assigned by the runtime, never reused.
@@ -86,15 +92,15 @@ pub enum Effect {
     ToAgent(ConnId, v1::MasterMessage),
     CloseAgent(ConnId),
     Propose(RegistryOp),
-    /// The operator request with this ticket is done (its registry op
+    /// The policy change with this ticket is done (its registry op
     /// committed) or failed.
-    OperatorDone(u64, Result<(), MasterError>),
+    PolicyDone(u64, Result<(), MasterError>),
     /// A key-value write proposed for call `request` was committed.
     KvDone(u64, Result<crate::kv::KvDone, MasterError>),
 }
 
 /// Counters for `/metrics`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub offers_sent: u64,
     pub offers_declined: u64,
@@ -109,7 +115,7 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Task {
+struct Task {
     pub id: TaskId,
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
@@ -127,7 +133,7 @@ pub(crate) struct Task {
 }
 
 #[derive(Debug)]
-pub(crate) struct Framework {
+struct Framework {
     pub id: FrameworkId,
     pub info: v1::FrameworkInfo,
     pub conn: Option<ConnId>,
@@ -142,7 +148,7 @@ pub(crate) struct Framework {
     pub registered_at: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Active,
@@ -152,8 +158,20 @@ pub enum AgentStatus {
     Unreachable,
 }
 
+impl AgentStatus {
+    /// The name it has in JSON and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Disconnected => "disconnected",
+            AgentStatus::Recovering => "recovering",
+            AgentStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct Agent {
+struct Agent {
     pub id: AgentId,
     pub hostname: String,
     pub http_address: String,
@@ -174,7 +192,7 @@ pub(crate) struct Agent {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Offer {
+struct Offer {
     pub id: OfferId,
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
@@ -183,32 +201,36 @@ pub(crate) struct Offer {
     pub expires: Instant,
 }
 
-/// The leader's in-memory state.
+/// The leader's in-memory state. Its tables are private to `core`: the
+/// world outside reads them through [`view`] and changes them through
+/// the methods that take inputs.
 #[derive(Debug)]
 pub struct Master {
-    pub(crate) cfg: CoreConfig,
-    pub(crate) registry: Registry,
-    pub(crate) frameworks: BTreeMap<FrameworkId, Framework>,
-    pub(crate) agents: BTreeMap<AgentId, Agent>,
-    pub(crate) offers: HashMap<OfferId, Offer>,
-    pub(crate) alloc: Allocator,
+    cfg: CoreConfig,
+    registry: Registry,
+    frameworks: BTreeMap<FrameworkId, Framework>,
+    agents: BTreeMap<AgentId, Agent>,
+    offers: HashMap<OfferId, Offer>,
+    alloc: Allocator,
     /// Reservation changes proposed and not yet committed: the op, the
     /// resources held aside meanwhile, and the operator ticket to answer.
-    pub(crate) pending_ops: Vec<(RegistryOp, AgentId, ReservedResources, Option<u64>)>,
+    pending_ops: Vec<(RegistryOp, AgentId, ReservedResources, Option<u64>)>,
     /// Weight and quota changes waiting for their commit.
-    pub(crate) pending_tickets: Vec<(RegistryOp, u64)>,
-    pub(crate) last_periodic: Instant,
+    pending_tickets: Vec<(RegistryOp, u64)>,
+    last_periodic: Instant,
     /// Subscriptions and registrations waiting for their registry op.
-    pub(crate) pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
-    pub(crate) pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
-    pub(crate) framework_conns: HashMap<ConnId, FrameworkId>,
-    pub(crate) agent_conns: HashMap<ConnId, AgentId>,
-    pub(crate) allocation_needed: bool,
-    pub(crate) last_heartbeat: Instant,
-    pub(crate) last_failover_check: Instant,
-    pub(crate) started: Instant,
-    pub(crate) counters: Counters,
-    pub(crate) ops: ops::OpsState,
+    pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
+    pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
+    framework_conns: HashMap<ConnId, FrameworkId>,
+    agent_conns: HashMap<ConnId, AgentId>,
+    allocation_needed: bool,
+    last_heartbeat: Instant,
+    last_failover_check: Instant,
+    started: Instant,
+    counters: Counters,
+    observed: observe::Observations,
+    /// Draining agents whose deadline passed and whose tasks were killed.
+    drain_killed: HashSet<AgentId>,
     effects: Vec<Effect>,
 }
 
@@ -236,7 +258,8 @@ impl Master {
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
-            ops: ops::OpsState::default(),
+            observed: observe::Observations::default(),
+            drain_killed: HashSet::new(),
             effects: Vec::new(),
         };
         for (role, w) in &registry.weights {
@@ -268,11 +291,8 @@ impl Master {
         std::mem::take(&mut self.effects)
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    pub fn registry(&self) -> &Registry {
+    #[cfg(test)]
+    fn registry(&self) -> &Registry {
         &self.registry
     }
 

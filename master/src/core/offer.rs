@@ -83,17 +83,17 @@ impl Master {
         }
         for (fid, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
-            self.ops.offered(&fid, &offers);
+            self.observed.offered(&fid, &offers);
             self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
         }
         self.counters.allocation_runs += 1;
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
-        self.ops.allocation_took(started.elapsed());
+        self.observed.allocation_took(started.elapsed());
     }
 
     /// Removes an offer from the books without returning its resources
     /// (the caller accounts for them).
-    pub(crate) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
+    pub(super) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
         let offer = self.offers.remove(id)?;
         let flat = offer.resources.total();
         if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
@@ -108,7 +108,7 @@ impl Master {
 
     /// Removes an offer and returns its resources to the pool. With
     /// `notify` the framework is sent a Rescind event.
-    pub(crate) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
+    pub(super) fn rescind_offer(&mut self, id: &OfferId, notify: bool) -> Option<Offer> {
         let offer = self.take_offer(id)?;
         self.alloc
             .recover_offered(&offer.framework_id, &offer.role, &offer.agent_id, &offer.resources);
@@ -166,7 +166,7 @@ impl Master {
         for id in ids {
             if let Some(offer) = self.rescind_offer(id, false) {
                 self.counters.offers_declined += 1;
-                self.ops.declined(fid);
+                self.observed.declined(fid);
                 if !refuse.is_zero() {
                     self.alloc.filter(fid, &offer.agent_id, now + refuse);
                 }
@@ -176,7 +176,7 @@ impl Master {
     }
 
     /// Checks that `id` is an outstanding offer of framework `fid`.
-    pub(crate) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
+    pub(super) fn owned_offer(&self, fid: &FrameworkId, id: &OfferId) -> Result<&Offer, MasterError> {
         let offer = self
             .offers
             .get(id)

@@ -10,7 +10,7 @@ use mezzo_proto::v1;
 
 use super::agent::AgentDescription;
 use super::*;
-use super::{OfferOperation, OperatorRequest};
+use super::{OfferOperation, PolicyRequest};
 use crate::api::validate_task;
 use crate::error::MasterError;
 use crate::registry::Registry;
@@ -721,36 +721,36 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
     };
     let bad = [
         (
-            OperatorRequest::SetWeights([(eng.clone(), f64::NAN)].into_iter().collect()),
+            PolicyRequest::SetWeights([(eng.clone(), f64::NAN)].into_iter().collect()),
             "finite",
         ),
         (
-            OperatorRequest::SetWeights([(eng.clone(), -1.0)].into_iter().collect()),
+            PolicyRequest::SetWeights([(eng.clone(), -1.0)].into_iter().collect()),
             "above 0",
         ),
         (
-            OperatorRequest::SetQuota {
+            PolicyRequest::SetQuota {
                 role: eng.clone(),
                 quota: q("cpus:4", "cpus:2"),
             },
             "above its limit",
         ),
         (
-            OperatorRequest::SetQuota {
+            PolicyRequest::SetQuota {
                 role: eng.clone(),
                 quota: q("gpus:1", ""),
             },
             "unknown resource",
         ),
         (
-            OperatorRequest::SetQuota {
+            PolicyRequest::SetQuota {
                 role: eng.clone(),
                 quota: Quota::default(),
             },
             "no quota to remove",
         ),
         (
-            OperatorRequest::Reserve {
+            PolicyRequest::Reserve {
                 agent: agent.clone(),
                 resources: ReservedResources::parse("cpus(eng):5").expect("r"),
                 principal: String::new(),
@@ -758,7 +758,7 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
             "cannot reserve",
         ),
         (
-            OperatorRequest::Reserve {
+            PolicyRequest::Reserve {
                 agent: AgentId::parse("nope").expect("id"),
                 resources: ReservedResources::parse("cpus(eng):1").expect("r"),
                 principal: String::new(),
@@ -766,7 +766,7 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
             "unknown agent",
         ),
         (
-            OperatorRequest::Unreserve {
+            PolicyRequest::Unreserve {
                 agent: agent.clone(),
                 resources: ReservedResources::parse("cpus(eng):1").expect("r"),
             },
@@ -774,33 +774,31 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
         ),
     ];
     for (req, why) in bad {
-        let err = s.m.operator(1, req, s.now).expect_err(why).to_string();
+        let err = s.m.policy(1, req).expect_err(why).to_string();
         assert!(err.contains(why), "{err} lacks {why}");
     }
     s.run();
-    assert!(!s.sent.iter().any(|e| matches!(e, Effect::OperatorDone(..))));
-    s.m.operator(
+    assert!(!s.sent.iter().any(|e| matches!(e, Effect::PolicyDone(..))));
+    s.m.policy(
         7,
-        OperatorRequest::Reserve {
+        PolicyRequest::Reserve {
             agent: agent.clone(),
             resources: ReservedResources::parse("cpus(eng):2").expect("r"),
             principal: "admin".into(),
         },
-        s.now,
     )
     .expect("reserve");
-    s.m.operator(
+    s.m.policy(
         8,
-        OperatorRequest::SetQuota {
+        PolicyRequest::SetQuota {
             role: eng,
             quota: q("cpus:1", ""),
         },
-        s.now,
     )
     .expect("quota");
     s.run();
-    assert!(s.sent.contains(&Effect::OperatorDone(7, Ok(()))));
-    assert!(s.sent.contains(&Effect::OperatorDone(8, Ok(()))));
+    assert!(s.sent.contains(&Effect::PolicyDone(7, Ok(()))));
+    assert!(s.sent.contains(&Effect::PolicyDone(8, Ok(()))));
     let view = s.m.view(true);
     assert_eq!(
         view.agents[0].resources_by_role.to_string(),

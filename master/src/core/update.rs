@@ -53,7 +53,7 @@ impl Master {
             && !status.uuid.is_empty()
         {
             task.unacked = Some(status.clone());
-            self.ops.forwarded(&fid, &tid);
+            self.observed.forwarded(&fid, &tid);
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
@@ -232,7 +232,7 @@ impl Master {
             && task.unacked.as_ref().is_some_and(|s| s.uuid == uuid)
         {
             let acked = task.unacked.take();
-            self.ops.acknowledged(fid, tid);
+            self.observed.acknowledged(fid, tid);
             let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
             done = task.state.is_terminal() && acked_state.is_some_and(TaskState::is_terminal);
         }

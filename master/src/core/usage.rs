@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use mezzo_proto::ids::{FrameworkId, TaskId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConnId, Master};
 
@@ -23,7 +23,7 @@ pub struct ContainerUsage {
 }
 
 /// What one container (or, summed, one agent) uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub cpu_time_secs: f64,
     pub memory_rss_bytes: u64,
@@ -32,7 +32,7 @@ pub struct Usage {
 }
 
 /// An agent's figures summed over its reporting containers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentUsage {
     #[serde(flatten)]
     pub total: Usage,

@@ -205,8 +205,9 @@ impl Authority {
             .create(dir)
             .map_err(io(dir))?;
         let lock_path = dir.join("lock");
-        let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
+        let file = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io(&lock_path)(errno.into()))?;
         let result = if dir.join("ca.crt").exists() {
             Authority::load(dir).map(|a| (a, false))
         } else {

@@ -15,9 +15,9 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use raft_proto::ConfChangeI as _;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::handle::{NodeCmd, RaftEvent, RaftHandle, RaftStatus};
 use super::members::{self, MemberChange, MembershipError};
 use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
@@ -44,110 +44,6 @@ pub struct RaftConfig {
     /// Joining a running group: never create a group of our own; wait for
     /// the leader to send the log (or a snapshot).
     pub join: bool,
-}
-
-/// What the node tells the master runtime.
-#[derive(Debug)]
-pub enum RaftEvent {
-    /// This master leads and has applied everything committed before its
-    /// term: serve from `registry`. Every later commit follows as
-    /// [`RaftEvent::Committed`], in order.
-    Leading { registry: Registry },
-    /// Not (or no longer) leading; the leader's address when known.
-    Following { leader: Option<String> },
-    /// A registry op was committed and applied (only while leading).
-    Committed(RegistryOp),
-}
-
-/// A snapshot of the node for `/raft` and `mezzo status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct RaftStatus {
-    pub id: u64,
-    pub role: String,
-    pub term: u64,
-    pub leader_id: u64,
-    pub leader: Option<String>,
-    pub commit: u64,
-    pub applied: u64,
-    pub last_index: u64,
-    pub snapshot_index: u64,
-    pub members: BTreeMap<u64, String>,
-    /// Replication progress of each peer, as the leader sees it.
-    pub matched: BTreeMap<u64, u64>,
-}
-
-pub(crate) enum NodeCmd {
-    Propose(RegistryOp),
-    Messages(Vec<Message>),
-    Unreachable(u64),
-    SnapshotSent { to: u64, ok: bool },
-    Status(oneshot::Sender<RaftStatus>),
-    Registry(oneshot::Sender<Registry>),
-    ChangeMembers(MemberChange, oneshot::Sender<Result<u64, MembershipError>>),
-}
-
-/// A cloneable way to talk to the node.
-#[derive(Clone)]
-pub struct RaftHandle {
-    tx: mpsc::Sender<NodeCmd>,
-    members: watch::Receiver<BTreeMap<u64, String>>,
-    id: u64,
-}
-
-impl std::fmt::Debug for RaftHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftHandle").field("id", &self.id).finish()
-    }
-}
-
-impl RaftHandle {
-    /// Proposes an op; its commit comes back as [`RaftEvent::Committed`].
-    /// A proposal made while not leading is dropped by Raft, as is one made
-    /// while the node is overloaded.
-    pub fn propose(&self, op: RegistryOp) {
-        if self.tx.try_send(NodeCmd::Propose(op)).is_err() {
-            tracing::warn!("raft node is not keeping up; proposal dropped");
-        }
-    }
-
-    pub async fn status(&self) -> Option<RaftStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(NodeCmd::Status(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Adds or removes a master; answers with the member's id once the
-    /// change is committed and applied.
-    pub async fn change_members(&self, change: MemberChange) -> Result<u64, MembershipError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(NodeCmd::ChangeMembers(change, tx))
-            .await
-            .map_err(|_| MembershipError::Raft("raft node stopped".into()))?;
-        rx.await.map_err(|_| {
-            MembershipError::Raft("the change was dropped (leadership changed?); check the members and retry".into())
-        })?
-    }
-
-    /// The registry as this master has applied it (leader or not).
-    pub async fn registry(&self) -> Option<Registry> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(NodeCmd::Registry(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The current members (id -> address).
-    pub fn members(&self) -> BTreeMap<u64, String> {
-        self.members.borrow().clone()
-    }
-
-    pub(crate) async fn deliver(&self, msgs: Vec<Message>) -> bool {
-        self.tx.send(NodeCmd::Messages(msgs)).await.is_ok()
-    }
 }
 
 /// Forwards raft-rs's slog records to `tracing`.
@@ -264,14 +160,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         members_tx,
     };
     tokio::spawn(node.run(rx, cfg.tick));
-    Ok((
-        RaftHandle {
-            tx,
-            members: members_rx,
-            id: cfg.id,
-        },
-        events_rx,
-    ))
+    Ok((RaftHandle::new(tx, members_rx, cfg.id), events_rx))
 }
 
 impl Node {

@@ -8,7 +8,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::node::{NodeCmd, RaftHandle};
+use super::handle::{NodeCmd, RaftHandle};
 use mezzo_proto::v1;
 use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
 use mezzo_proto::v1::raft_transport_server::RaftTransport;

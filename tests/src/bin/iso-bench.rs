@@ -21,6 +21,8 @@
 //!
 //! Throughput is whole cycles per second, one at a time and two at a time.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -160,7 +160,7 @@ fn machine_busy() -> Result<f64> {
 
 fn exec_true() -> ! {
     let prog = CString::new("/bin/true").expect("no NUL");
-    let _ = execv(&prog, &[prog.clone()]);
+    let _ = execv(&prog, std::slice::from_ref(&prog));
     std::process::exit(127);
 }
 

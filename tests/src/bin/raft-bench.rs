@@ -16,6 +16,8 @@
 //! etcd is spoken to over its own gRPC API with hand-written prost messages
 //! (only the fields used here), so no `protoc` is needed to build this.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

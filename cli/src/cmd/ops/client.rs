@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mezzo_master::http::ErrorBody;
 use serde_json::Value;
 
 /// How an operator call failed; each kind has its own exit code.
@@ -46,7 +47,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Other(e.to_string()))?;
-        let masters = super::super::masters(masters);
+        let masters = super::super::comma_list(masters);
         if masters.is_empty() {
             return Err(ApiError::Bad("--master: no master address given".into()));
         }
@@ -97,10 +98,9 @@ impl Client {
                 }
                 let text = resp.text().await.unwrap_or_default();
                 let msg = || {
-                    serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v["error"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| text.trim().to_owned())
+                    serde_json::from_str::<ErrorBody>(&text)
+                        .map(|b| b.error)
+                        .unwrap_or_else(|_| text.trim().to_owned())
                 };
                 return match status.as_u16() {
                     200..=299 => {

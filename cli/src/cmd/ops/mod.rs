@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::Table;
+use mezzo_master::core::view::{AgentRow, FrameworkRow, Page, TaskView, WhyFramework, WhyTask};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::status::{res, s};
+use super::res;
 pub use client::{ApiError, Client};
 
 /// Where and how to reach the masters.
@@ -46,22 +48,7 @@ pub enum Command {
         conn: Conn,
     },
     /// List tasks, newest first.
-    Tasks {
-        #[command(flatten)]
-        conn: Conn,
-        /// State(s), e.g. running, failed, active, terminal (comma-separated).
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        framework: Option<String>,
-        #[arg(long)]
-        agent: Option<String>,
-        /// At most this many (1..=1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
-    },
+    Tasks(TasksArgs),
     /// Print a task's stdout (or another sandbox file); -f follows it.
     Logs(logs::Args),
     /// Why is a task or framework not running? Shows offers and reported waits.
@@ -114,6 +101,24 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// State(s), e.g. running, failed, active, terminal (comma-separated).
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    framework: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// At most this many (1..=1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+}
+
 /// Runs an operator command and maps its failure to an exit code.
 pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match exec(cmd).await {
@@ -153,171 +158,165 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn items(v: &Value) -> Vec<Value> {
-    v["items"].as_array().cloned().unwrap_or_default()
+/// Reads the master's JSON into its own view type.
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::Other(format!("unexpected answer from the master: {e}")))
+}
+
+/// GETs `path`: with `--json`, prints the answer as it came and returns
+/// `None`; else reads it into the master's view type `T`.
+async fn read<T: DeserializeOwned>(c: &Client, path: &str, json: bool) -> Result<Option<T>, ApiError> {
+    let v = c.get(path).await?;
+    if json {
+        print_json(&v);
+        return Ok(None);
+    }
+    decode(v).map(Some)
 }
 
 async fn exec(cmd: Command) -> Result<(), ApiError> {
     match cmd {
-        Command::Agents { conn, status } => {
-            let c = Client::new(&conn.master, conn.token)?;
-            let v = c
-                .get(&with_query(
-                    "/api/v1/agents",
-                    &[("status", status), ("limit", Some("1000".into()))],
-                ))
-                .await?;
-            if conn.json {
-                print_json(&v);
-                return Ok(());
-            }
-            let mut t = Table::new();
-            t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED", "OFFERED"]);
-            for a in items(&v) {
-                let status = if a["draining"] == true {
-                    "draining".into()
-                } else {
-                    s(&a["status"])
-                };
-                t.add_row([
-                    s(&a["id"]),
-                    s(&a["hostname"]),
-                    status,
-                    s(&a["active_tasks"]),
-                    res(&a["total"]),
-                    res(&a["used"]),
-                    res(&a["offered"]),
-                ]);
-            }
-            println!("{t}");
-        }
-        Command::Frameworks { conn } => {
-            let c = Client::new(&conn.master, conn.token)?;
-            let v = c.get("/api/v1/frameworks?limit=1000").await?;
-            if conn.json {
-                print_json(&v);
-                return Ok(());
-            }
-            let mut t = Table::new();
-            t.set_header([
-                "FRAMEWORK",
-                "NAME",
-                "ROLES",
-                "CONNECTED",
-                "SHARE",
-                "OFFERS R/D/A",
-                "TASKS",
-                "PENDING",
-            ]);
-            for f in items(&v) {
-                let o = &f["offers"];
-                let tasks: Vec<String> = f["tasks_by_state"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, n)| format!("{} {}", n, k.trim_start_matches("TASK_").to_lowercase()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                t.add_row([
-                    s(&f["id"]),
-                    s(&f["name"]),
-                    f["roles"]
-                        .as_array()
-                        .map(|r| r.iter().map(s).collect::<Vec<_>>().join(","))
-                        .unwrap_or_default(),
-                    s(&f["connected"]),
-                    format!("{:.1}%", f["dominant_share"].as_f64().unwrap_or(0.0) * 100.0),
-                    format!("{}/{}/{}", s(&o["received"]), s(&o["declined"]), s(&o["accepted"])),
-                    tasks.join(", "),
-                    s(&f["pending_tasks"]),
-                ]);
-            }
-            println!("{t}");
-        }
-        Command::Tasks {
-            conn,
-            state,
-            framework,
-            agent,
-            limit,
-            offset,
-        } => {
-            let c = Client::new(&conn.master, conn.token)?;
-            let path = with_query(
-                "/api/v1/tasks",
-                &[
-                    ("state", state),
-                    ("framework", framework),
-                    ("agent", agent),
-                    ("limit", Some(limit.to_string())),
-                    ("offset", Some(offset.to_string())),
-                ],
-            );
-            let v = c.get(&path).await?;
-            if conn.json {
-                print_json(&v);
-                return Ok(());
-            }
-            let mut t = Table::new();
-            t.set_header(["TASK", "NAME", "STATE", "REASON", "FRAMEWORK", "AGENT", "RESOURCES"]);
-            for task in items(&v) {
-                t.add_row([
-                    s(&task["id"]),
-                    s(&task["name"]),
-                    s(&task["state"]),
-                    s(&task["reason"]),
-                    s(&task["framework_id"]),
-                    s(&task["agent_id"]),
-                    res(&task["resources"]),
-                ]);
-            }
-            println!("{t}");
-            let shown = v["items"].as_array().map_or(0, Vec::len);
-            println!("{shown} of {} task(s) shown (offset {offset})", s(&v["total"]));
-        }
-        Command::Logs(a) => logs::run(a).await?,
-        Command::Why { conn, id } => why(conn, &id).await?,
-        Command::Top(a) => top::run(a).await?,
+        Command::Agents { conn, status } => agents(conn, status).await,
+        Command::Frameworks { conn } => frameworks(conn).await,
+        Command::Tasks(a) => tasks(a).await,
+        Command::Logs(a) => logs::run(a).await,
+        Command::Why { conn, id } => why(conn, &id).await,
+        Command::Top(a) => top::run(a).await,
         Command::Drain { conn, agent, deadline } => {
             let body = serde_json::json!({ "deadline_secs": deadline.map(|d| d.as_secs_f64()) });
-            act(
-                conn,
-                &format!("/api/v1/agents/{}/drain", seg(&agent)),
-                body,
-                &format!("draining agent {agent}"),
-            )
-            .await?;
+            let path = format!("/api/v1/agents/{}/drain", seg(&agent));
+            act(conn, &path, body, &format!("draining agent {agent}")).await
         }
         Command::Reactivate { conn, agent } => {
             let path = format!("/api/v1/agents/{}/reactivate", seg(&agent));
-            act(conn, &path, Value::Null, &format!("reactivating agent {agent}")).await?;
+            act(conn, &path, Value::Null, &format!("reactivating agent {agent}")).await
         }
         Command::Gone { conn, agent } => {
             let path = format!("/api/v1/agents/{}/gone", seg(&agent));
-            act(conn, &path, Value::Null, &format!("agent {agent} marked gone")).await?;
+            act(conn, &path, Value::Null, &format!("agent {agent} marked gone")).await
         }
         Command::Teardown { conn, framework } => {
             let path = format!("/api/v1/frameworks/{}/teardown", seg(&framework));
-            act(conn, &path, Value::Null, &format!("tearing down framework {framework}")).await?;
+            act(conn, &path, Value::Null, &format!("tearing down framework {framework}")).await
         }
         Command::Kill {
             conn,
             task,
             framework,
             grace,
-        } => {
-            let c = Client::new(&conn.master, conn.token.clone())?;
-            let fw = match framework {
-                Some(f) => f,
-                None => framework_of(&c, &task).await?,
-            };
-            let body = serde_json::json!({ "grace_secs": grace.map(|d| d.as_secs_f64()) });
-            let path = format!("/api/v1/tasks/{}/{}/kill", seg(&fw), seg(&task));
-            act(conn, &path, body, &format!("killing task {task}")).await?;
-        }
+        } => kill(conn, task, framework, grace).await,
     }
+}
+
+/// `mezzo agents`.
+async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
+    let c = Client::new(&conn.master, conn.token)?;
+    let path = with_query("/api/v1/agents", &[("status", status), ("limit", Some("1000".into()))]);
+    let Some(page) = read::<Page<AgentRow>>(&c, &path, conn.json).await? else {
+        return Ok(());
+    };
+    let mut t = Table::new();
+    t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED", "OFFERED"]);
+    for a in page.items {
+        let status = if a.draining { "draining" } else { a.status.name() };
+        t.add_row([
+            a.id,
+            a.hostname,
+            status.to_owned(),
+            a.active_tasks.to_string(),
+            res(&a.total),
+            res(&a.used),
+            res(&a.offered),
+        ]);
+    }
+    println!("{t}");
     Ok(())
+}
+
+/// `mezzo frameworks`.
+async fn frameworks(conn: Conn) -> Result<(), ApiError> {
+    let c = Client::new(&conn.master, conn.token)?;
+    let Some(page) = read::<Page<FrameworkRow>>(&c, "/api/v1/frameworks?limit=1000", conn.json).await? else {
+        return Ok(());
+    };
+    let mut t = Table::new();
+    t.set_header([
+        "FRAMEWORK",
+        "NAME",
+        "ROLES",
+        "CONNECTED",
+        "SHARE",
+        "OFFERS R/D/A",
+        "TASKS",
+        "PENDING",
+    ]);
+    for f in page.items {
+        let tasks: Vec<String> = f
+            .tasks_by_state
+            .iter()
+            .map(|(k, n)| format!("{} {}", n, k.trim_start_matches("TASK_").to_lowercase()))
+            .collect();
+        let o = &f.offers;
+        t.add_row([
+            f.id,
+            f.name,
+            f.roles.join(","),
+            f.connected.to_string(),
+            format!("{:.1}%", f.dominant_share * 100.0),
+            format!("{}/{}/{}", o.received, o.declined, o.accepted),
+            tasks.join(", "),
+            f.pending_tasks.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// `mezzo tasks`.
+async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
+    let c = Client::new(&a.conn.master, a.conn.token)?;
+    let path = with_query(
+        "/api/v1/tasks",
+        &[
+            ("state", a.state),
+            ("framework", a.framework),
+            ("agent", a.agent),
+            ("limit", Some(a.limit.to_string())),
+            ("offset", Some(a.offset.to_string())),
+        ],
+    );
+    let Some(page) = read::<Page<TaskView>>(&c, &path, a.conn.json).await? else {
+        return Ok(());
+    };
+    let mut t = Table::new();
+    t.set_header(["TASK", "NAME", "STATE", "REASON", "FRAMEWORK", "AGENT", "RESOURCES"]);
+    let shown = page.items.len();
+    for task in page.items {
+        t.add_row([
+            task.id,
+            task.name,
+            task.state.into_owned(),
+            task.reason,
+            task.framework_id,
+            task.agent_id,
+            res(&task.resources),
+        ]);
+    }
+    println!("{t}");
+    println!("{shown} of {} task(s) shown (offset {})", page.total, a.offset);
+    Ok(())
+}
+
+/// `mezzo kill`: finds the task's framework unless given.
+async fn kill(conn: Conn, task: String, framework: Option<String>, grace: Option<Duration>) -> Result<(), ApiError> {
+    let c = Client::new(&conn.master, conn.token.clone())?;
+    let fw = match framework {
+        Some(f) => f,
+        None => framework_of(&c, &task).await?,
+    };
+    let body = serde_json::json!({ "grace_secs": grace.map(|d| d.as_secs_f64()) });
+    let path = format!("/api/v1/tasks/{}/{}/kill", seg(&fw), seg(&task));
+    act(conn, &path, body, &format!("killing task {task}")).await
 }
 
 async fn act(conn: Conn, path: &str, body: Value, what: &str) -> Result<(), ApiError> {
@@ -333,16 +332,16 @@ async fn act(conn: Conn, path: &str, body: Value, what: &str) -> Result<(), ApiE
 
 /// The framework of a task id, when exactly one framework has it.
 pub(super) async fn framework_of(c: &Client, task: &str) -> Result<String, ApiError> {
-    let v = c
-        .get(&with_query(
-            "/api/v1/tasks",
-            &[("q", Some(task.to_owned())), ("limit", Some("1000".into()))],
-        ))
-        .await?;
-    let mut fws: Vec<String> = items(&v)
-        .iter()
-        .filter(|t| t["id"] == task)
-        .map(|t| s(&t["framework_id"]))
+    let path = with_query(
+        "/api/v1/tasks",
+        &[("q", Some(task.to_owned())), ("limit", Some("1000".into()))],
+    );
+    let page: Page<TaskView> = decode(c.get(&path).await?)?;
+    let mut fws: Vec<String> = page
+        .items
+        .into_iter()
+        .filter(|t| t.id == task)
+        .map(|t| t.framework_id)
         .collect();
     fws.dedup();
     match fws.len() {
@@ -355,6 +354,7 @@ pub(super) async fn framework_of(c: &Client, task: &str) -> Result<String, ApiEr
     }
 }
 
+/// `mezzo why ID`: a framework id, else a task id.
 async fn why(conn: Conn, id: &str) -> Result<(), ApiError> {
     let c = Client::new(&conn.master, conn.token)?;
     let (v, is_task) = match c.get(&format!("/api/v1/why/framework/{}", seg(id))).await {
@@ -364,58 +364,50 @@ async fn why(conn: Conn, id: &str) -> Result<(), ApiError> {
     };
     if conn.json {
         print_json(&v);
-        return Ok(());
-    }
-    let frameworks: Vec<Value> = if is_task {
-        for t in v["launched"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "task {} of framework {} was launched on agent {}: {} {} {}",
-                s(&t["id"]),
-                s(&t["framework_id"]),
-                s(&t["agent_id"]),
-                s(&t["state"]),
-                s(&t["reason"]),
-                s(&t["message"])
-            );
-        }
-        for p in v["pending"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "framework {} reports task {} waiting: {}",
-                s(&p[0]),
-                s(&p[1]["task_id"]),
-                s(&p[1]["reason"])
-            );
-        }
-        v["frameworks"].as_array().cloned().unwrap_or_default()
+    } else if is_task {
+        print_why_task(decode(v)?);
     } else {
-        vec![v]
-    };
-    for f in frameworks {
-        let o = &f["offers"];
-        println!("framework {} ({})", s(&f["name"]), s(&f["framework_id"]));
-        println!(
-            "  offers received {}, declined {}, accepted {}; last offer {}; largest offer {}",
-            s(&o["received"]),
-            s(&o["declined"]),
-            s(&o["accepted"]),
-            o["last_offer_at"].as_f64().map_or("never".into(), |t| format!(
-                "{:.0}s ago",
-                mezzo_proto::clock::secs_since(t)
-            )),
-            if o["largest_offer"].is_null() {
-                "none".into()
-            } else {
-                res(&o["largest_offer"])
-            }
-        );
-        for h in f["hints"].as_array().cloned().unwrap_or_default() {
-            println!("  - {}", s(&h));
-        }
-        if !is_task {
-            for p in f["pending"]["tasks"].as_array().cloned().unwrap_or_default() {
-                println!("  waiting: {} — {}", s(&p["task_id"]), s(&p["reason"]));
-            }
-        }
+        print_why_framework(&decode(v)?, true);
     }
     Ok(())
+}
+
+fn print_why_task(w: WhyTask) {
+    for t in &w.launched {
+        println!(
+            "task {} of framework {} was launched on agent {}: {} {} {}",
+            t.id, t.framework_id, t.agent_id, t.state, t.reason, t.message
+        );
+    }
+    for (fid, p) in &w.pending {
+        println!("framework {fid} reports task {} waiting: {}", p.task_id, p.reason);
+    }
+    for f in &w.frameworks {
+        print_why_framework(f, false);
+    }
+}
+
+/// One framework's offers and hints; its waiting tasks with `pending`.
+fn print_why_framework(f: &WhyFramework, pending: bool) {
+    let o = &f.offers;
+    println!("framework {} ({})", f.name, f.framework_id);
+    println!(
+        "  offers received {}, declined {}, accepted {}; last offer {}; largest offer {}",
+        o.received,
+        o.declined,
+        o.accepted,
+        o.last_offer_at.map_or("never".into(), |t| format!(
+            "{:.0}s ago",
+            mezzo_proto::clock::secs_since(t)
+        )),
+        o.largest_offer.as_ref().map_or("none".into(), res)
+    );
+    for h in &f.hints {
+        println!("  - {h}");
+    }
+    if pending {
+        for p in f.pending.iter().flat_map(|p| &p.tasks) {
+            println!("  waiting: {} — {}", p.task_id, p.reason);
+        }
+    }
 }

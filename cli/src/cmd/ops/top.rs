@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use comfy_table::Table;
-use serde_json::Value;
+use mezzo_master::core::view::{FrameworkRow, Page, ResourceBuckets, TaskView};
+use mezzo_master::http::OverviewBody;
+use mezzo_proto::resources::Resources;
 
-use super::{ApiError, Client, Conn, items, res, s};
+use super::{ApiError, Client, Conn, decode, res};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,8 +22,7 @@ pub struct Args {
     once: bool,
 }
 
-fn pct(a: &Value, b: &Value) -> String {
-    let (a, b) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+fn pct(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:5.1}%", 100.0 * a / b)
     } else {
@@ -29,71 +30,89 @@ fn pct(a: &Value, b: &Value) -> String {
     }
 }
 
-async fn frame(c: &Client) -> Result<(String, Value), ApiError> {
+/// One frame: the overview, the top frameworks and the active tasks;
+/// with `json`, the three answers as they came, in one object.
+async fn frame(c: &Client, json: bool) -> Result<String, ApiError> {
     let o = c.get("/api/v1/overview").await?;
     let fws = c.get("/api/v1/frameworks?limit=20").await?;
     let tasks = c.get("/api/v1/tasks?state=active&limit=15").await?;
-    let r = &o["resources"];
-    let mut out = String::new();
-    out.push_str(&format!(
-        "mezzo top — leader {} term {} · {} agents · {} frameworks ({} connected) · {} active tasks · {} offers out\n\n",
-        s(&o["raft"]["leader"]),
-        s(&o["raft"]["term"]),
-        s(&o["agents"]),
-        s(&o["frameworks"]),
-        s(&o["frameworks_connected"]),
-        s(&o["active_tasks"]),
-        s(&o["outstanding_offers"]),
-    ));
-    let mut t = Table::new();
-    t.set_header(["RESOURCE", "TOTAL", "ALLOCATED", "OFFERED", "IDLE", "USED%"]);
-    for k in ["cpus", "mem", "disk"] {
-        t.add_row([
-            k.to_owned(),
-            s(&r["total"][k]),
-            s(&r["allocated"][k]),
-            s(&r["offered"][k]),
-            s(&r["idle"][k]),
-            pct(&r["allocated"][k], &r["total"][k]),
-        ]);
+    if json {
+        return Ok(serde_json::json!({ "overview": o, "frameworks": fws, "tasks": tasks }).to_string());
     }
-    out.push_str(&format!("{t}\n\n"));
+    let (o, fws, tasks): (OverviewBody, Page<FrameworkRow>, Page<TaskView>) =
+        (decode(o)?, decode(fws)?, decode(tasks)?);
+    let ov = &o.overview;
+    let raft = o.raft.as_ref();
+    let mut out = format!(
+        "mezzo top — leader {} term {} · {} agents · {} frameworks ({} connected) · {} active tasks · {} offers out\n\n",
+        raft.and_then(|r| r.leader.clone()).unwrap_or_default(),
+        raft.map(|r| r.term.to_string()).unwrap_or_default(),
+        ov.agents,
+        ov.frameworks,
+        ov.frameworks_connected,
+        ov.active_tasks,
+        ov.outstanding_offers,
+    );
+    out.push_str(&format!("{}\n\n", resources(&ov.resources)));
     let mut t = Table::new();
     t.set_header(["FRAMEWORK", "NAME", "SHARE", "ALLOCATED", "OFFERS R/D/A", "PENDING"]);
-    for f in items(&fws) {
-        let of = &f["offers"];
+    for f in fws.items {
+        let of = &f.offers;
         t.add_row([
-            s(&f["id"]),
-            s(&f["name"]),
-            format!("{:.1}%", f["dominant_share"].as_f64().unwrap_or(0.0) * 100.0),
-            res(&f["allocated"]),
-            format!("{}/{}/{}", s(&of["received"]), s(&of["declined"]), s(&of["accepted"])),
-            s(&f["pending_tasks"]),
+            f.id,
+            f.name,
+            format!("{:.1}%", f.dominant_share * 100.0),
+            res(&f.allocated),
+            format!("{}/{}/{}", of.received, of.declined, of.accepted),
+            f.pending_tasks.to_string(),
         ]);
     }
     out.push_str(&format!("{t}\n\n"));
     let mut t = Table::new();
     t.set_header(["TASK", "STATE", "FRAMEWORK", "AGENT", "RESOURCES"]);
-    for task in items(&tasks) {
+    for task in tasks.items {
         t.add_row([
-            s(&task["id"]),
-            s(&task["state"]),
-            s(&task["framework_id"]),
-            s(&task["agent_id"]),
-            res(&task["resources"]),
+            task.id,
+            task.state.into_owned(),
+            task.framework_id,
+            task.agent_id,
+            res(&task.resources),
         ]);
     }
     out.push_str(&format!("{t}\n"));
-    let json = serde_json::json!({ "overview": o, "frameworks": fws, "tasks": tasks });
-    Ok((out, json))
+    Ok(out)
+}
+
+/// cpus, mem and disk: total, allocated, offered, idle and used share.
+fn resources(r: &ResourceBuckets) -> Table {
+    type Amount = fn(&Resources) -> f64;
+    let kinds: [(&str, Amount); 3] = [
+        ("cpus", |x| x.cpus.0 as f64 / 1000.0),
+        ("mem", |x| x.mem.0 as f64),
+        ("disk", |x| x.disk.0 as f64),
+    ];
+    let mut t = Table::new();
+    t.set_header(["RESOURCE", "TOTAL", "ALLOCATED", "OFFERED", "IDLE", "USED%"]);
+    for (k, get) in kinds {
+        let (total, allocated) = (get(&r.total), get(&r.allocated));
+        t.add_row([
+            k.to_owned(),
+            total.to_string(),
+            allocated.to_string(),
+            get(&r.offered).to_string(),
+            get(&r.idle).to_string(),
+            pct(allocated, total),
+        ]);
+    }
+    t
 }
 
 pub async fn run(a: Args) -> Result<(), ApiError> {
     let c = Client::new(&a.conn.master, a.conn.token.clone())?;
     loop {
-        let (text, json) = frame(&c).await?;
+        let text = frame(&c, a.conn.json).await?;
         if a.conn.json {
-            println!("{json}");
+            println!("{text}");
         } else if a.once {
             print!("{text}");
         } else {

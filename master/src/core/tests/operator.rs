@@ -2,7 +2,7 @@
 //! operator kill and teardown, pending reports, events and history.
 
 use super::*;
-use crate::core::ops::{ClusterEvent, PendingTask};
+use crate::core::observe::{ClusterEvent, PendingTask};
 
 /// A drained agent gets no new offers and its outstanding ones are
 /// rescinded; tasks at the deadline are killed; reactivating offers again.
@@ -135,10 +135,10 @@ fn pending_reports_offer_figures_and_history() {
         matches!(s.m.report_pending(&f, vec![ok("p1", &long)]), Err(MasterError::Invalid(m)) if m.contains("reason"))
     );
     s.m.report_pending(&f, vec![ok("p1", "needs 8 cpus")]).expect("report");
-    assert_eq!(s.m.ops.pending[&f].tasks.len(), 1);
+    assert_eq!(s.m.observed.pending[&f].tasks.len(), 1);
     s.m.report_pending(&f, vec![]).expect("clear");
-    assert!(!s.m.ops.pending.contains_key(&f));
-    let stats = &s.m.ops.offer_stats[&f];
+    assert!(!s.m.observed.pending.contains_key(&f));
+    let stats = &s.m.observed.offer_stats[&f];
     assert!(stats.received >= 1 && stats.accepted == 1, "{stats:?}");
     assert!(stats.largest_offer.is_some());
     s.m.status_update(
@@ -150,10 +150,10 @@ fn pending_reports_offer_figures_and_history() {
     )
     .expect("update");
     let t = TaskId::parse("t").expect("id");
-    let h = &s.m.ops.history[&(f.clone(), t)];
-    let states: Vec<_> = h.iter().map(|e| e.state).collect();
+    let h = &s.m.observed.history[&(f.clone(), t)];
+    let states: Vec<_> = h.iter().map(|e| e.state.as_ref()).collect();
     assert_eq!(states, ["TASK_STAGING", "TASK_RUNNING"]);
-    assert_eq!(s.m.ops.unacked(), 1);
+    assert_eq!(s.m.observed.unacked(), 1);
     s.m.acknowledge(
         &f,
         &s.m.agents.keys().next().expect("agent").clone(),
@@ -161,5 +161,5 @@ fn pending_reports_offer_figures_and_history() {
         &[1; 16],
     )
     .expect("ack");
-    assert_eq!(s.m.ops.unacked(), 0);
+    assert_eq!(s.m.observed.unacked(), 0);
 }

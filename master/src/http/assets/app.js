@@ -240,9 +240,12 @@ async function viewWhy(fid) {
 
 async function viewRoles() {
   const r = await api("/api/v1/roles");
-  const rows = r.roles.map(x => `<tr><td>${esc(x.name)}</td><td>${x.frameworks}</td><td>${esc(fmtRes(x.allocated))}</td><td>${esc(fmtRes(x.offered))}</td><td>${(x.dominant_share * 100).toFixed(1)}%</td></tr>`).join("");
-  const extra = Object.entries(r.registry).map(([k, v]) => `<h2>${esc(k)}</h2><pre class="log" style="height:auto;max-height:300px">${esc(JSON.stringify(v, null, 2))}</pre>`).join("");
-  return `<h2>Roles</h2><table><tr><th>Role</th><th>Frameworks</th><th>Allocated</th><th>Offered</th><th>Dominant share</th></tr>${rows}</table>${extra || '<p class="muted">No weights, quotas or reservations are configured.</p>'}`;
+  const some = res => res && Object.entries(res).some(([k, v]) => (k === "ports" ? v && v !== "[]" : v > 0));
+  const quota = x => [some(x.guarantee) ? `guarantee ${fmtRes(x.guarantee)}` : "", some(x.limit) ? `limit ${fmtRes(x.limit)}` : ""].filter(Boolean).join("; ");
+  const rows = r.roles.map(x => `<tr><td>${esc(x.role)}</td><td>${esc(x.weight)}</td><td>${esc(quota(x))}</td><td>${x.frameworks.length}</td><td>${esc(fmtRes(x.allocated))}</td><td>${esc(fmtRes(x.offered))}</td><td>${(x.dominant_share * 100).toFixed(1)}%</td></tr>`).join("");
+  const rsv = Object.entries(r.reservations).map(([agent, res]) => `<tr><td>${esc(agent)}</td><td>${esc(res)}</td></tr>`).join("");
+  return `<h2>Roles</h2><table><tr><th>Role</th><th>Weight</th><th>Quota</th><th>Frameworks</th><th>Allocated</th><th>Offered</th><th>Dominant share</th></tr>${rows}</table>
+    <h2>Dynamic reservations</h2>${rsv ? `<table><tr><th>Agent</th><th>Resources</th></tr>${rsv}</table>` : '<p class="muted">None.</p>'}`;
 }
 
 async function viewMasters() {

@@ -4,8 +4,9 @@
 //! token configured they are refused outright: an unprotected cluster
 //! cannot be torn down over HTTP by accident.
 //!
-//! Two ways to use it on other routes: [`OperatorAuth::layer`] (a tower
-//! layer for a whole router) or the [`Operator`] extractor in a handler.
+//! Two ways to use it on other routes: [`OperatorAuth::protect`] (a tower
+//! layer for a whole router; what [`super::router`] does) or the
+//! [`Operator`] extractor in a handler.
 
 use std::sync::Arc;
 

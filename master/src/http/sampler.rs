@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::query;
+use crate::core::view;
+use crate::error::MasterError;
 use crate::runtime::Handle;
 use mezzo_proto::clock::unix_now;
 
@@ -19,7 +20,7 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEP: usize = 360;
 
 /// One point of the charts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     pub at: f64,
     pub cpus_total: f64,
@@ -43,18 +44,9 @@ pub fn spawn(handle: Handle, every: Duration) -> Samples {
     tokio::spawn(async move {
         let mut ring: VecDeque<Sample> = VecDeque::with_capacity(KEEP);
         loop {
-            let got = handle
-                .with_core(|c| {
-                    c.ok().map(|m| {
-                        let u = query::usage(m);
-                        let active = m.frameworks.values().map(|f| f.tasks.len()).sum();
-                        (u, active)
-                    })
-                })
-                .await;
-            let (u, active_tasks) = match got {
-                Ok(Some(v)) => v,
-                Ok(None) => {
+            let (u, active_tasks) = match handle.read(view::utilisation).await {
+                Ok(v) => v,
+                Err(MasterError::NotLeader { .. }) => {
                     // Not leading: look again soon, so a new leader's
                     // charts start at once.
                     tokio::time::sleep(Duration::from_secs(1)).await;

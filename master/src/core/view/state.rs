@@ -1,13 +1,18 @@
-//! A serializable snapshot of the master for `/state` and `/metrics`.
+//! `/state`: the whole leader in one snapshot (every agent, framework,
+//! active and completed task, and offer).
+
+use std::borrow::Cow;
 
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::usage::{AgentUsage, Usage};
-use super::{AgentStatus, Counters, Master, Task};
+use super::StateName;
+use super::roles::AllocationView;
+use crate::core::usage::{AgentUsage, Usage};
+use crate::core::{AgentStatus, Counters, Master, Task};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateView {
     pub master_id: String,
     pub leader: bool,
@@ -20,18 +25,18 @@ pub struct StateView {
     pub completed_tasks: Vec<TaskView>,
     pub offers: Vec<OfferView>,
     pub counters: Counters,
-    /// Roles, weights, quotas and reservations (see `operator.rs`).
-    pub allocation: super::operator::AllocationView,
+    /// Roles, weights, quotas and reservations (see [`super::roles()`]).
+    pub allocation: AllocationView,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub total: Resources,
     pub used: Resources,
     pub offered: Resources,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentView {
     pub id: String,
     pub hostname: String,
@@ -49,7 +54,7 @@ pub struct AgentView {
     pub usage: AgentUsage,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrameworkView {
     pub id: String,
     pub name: String,
@@ -64,13 +69,13 @@ pub struct FrameworkView {
     pub registered_at: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskView {
     pub id: String,
     pub name: String,
     pub framework_id: String,
     pub agent_id: String,
-    pub state: &'static str,
+    pub state: StateName,
     pub reason: String,
     pub message: String,
     pub exit_code: Option<i32>,
@@ -82,7 +87,7 @@ pub struct TaskView {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OfferView {
     pub id: String,
     pub framework_id: String,
@@ -93,7 +98,7 @@ pub struct OfferView {
     pub resources_by_role: ReservedResources,
 }
 
-pub(crate) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
+pub(super) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
     let reason = t
         .last_status
         .as_ref()
@@ -105,7 +110,7 @@ pub(crate) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
         name: t.info.name.clone(),
         framework_id: t.framework_id.to_string(),
         agent_id: t.agent_id.to_string(),
-        state: t.state.name(),
+        state: Cow::Borrowed(t.state.name()),
         reason,
         message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
         exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
@@ -201,18 +206,7 @@ impl Master {
             completed_tasks,
             offers,
             counters: self.counters.clone(),
-            allocation: self.allocation_view(),
+            allocation: super::roles(self),
         }
-    }
-
-    /// Active and retained tasks by state, for metrics.
-    pub fn task_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        let mut m = std::collections::BTreeMap::new();
-        for f in self.frameworks.values() {
-            for t in f.tasks.values().chain(f.completed.iter()) {
-                *m.entry(t.state.name()).or_insert(0) += 1;
-            }
-        }
-        m
     }
 }

@@ -12,28 +12,24 @@ use axum::response::{IntoResponse, Json, Response};
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use serde::Deserialize;
 
-use super::{Ops, bad, fail};
-use crate::core::Master;
+use super::{HttpState, error, error_body, path_of};
+use crate::core::OperatorAction;
 use crate::error::MasterError;
 
 /// Longest drain deadline or kill grace accepted (a week).
 const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
-
-fn uri(u: &OriginalUri) -> String {
-    u.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
-}
 
 /// A request refused before it reaches the core.
 struct Reject(Box<Response>);
 
 impl From<MasterError> for Reject {
     fn from(e: MasterError) -> Self {
-        Reject(Box::new(fail(e, "")))
+        Reject(Box::new(error(e, "")))
     }
 }
 
 fn invalid(msg: String) -> Reject {
-    Reject(Box::new(bad(StatusCode::BAD_REQUEST, msg)))
+    Reject(Box::new(error_body(StatusCode::BAD_REQUEST, msg)))
 }
 
 /// Parses an optional JSON body; an empty body or `null` is the default.
@@ -54,24 +50,20 @@ fn secs(field: &str, v: Option<f64>) -> Result<Option<Duration>, Reject> {
     }
 }
 
-async fn act(
-    ops: &Ops,
-    path: String,
-    what: &'static str,
-    f: impl FnOnce(&mut Master) -> Result<(), MasterError> + Send + 'static,
-) -> Response {
-    match ops.handle.with_core(move |c| c.and_then(f)).await.and_then(|r| r) {
+/// Runs the action on the leader: 202 once it is checked.
+async fn act(s: &HttpState, u: &OriginalUri, what: &'static str, action: OperatorAction) -> Response {
+    match s.handle.operator(action).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": what }))).into_response(),
-        Err(e) => fail(e, &path),
+        Err(e) => error(e, &path_of(u)),
     }
 }
 
-pub(super) async fn teardown(State(ops): State<Ops>, u: OriginalUri, Path(fid): Path<String>) -> Response {
+pub(super) async fn teardown(State(s): State<HttpState>, u: OriginalUri, Path(fid): Path<String>) -> Response {
     let fid = match FrameworkId::parse(&fid) {
         Ok(f) => f,
-        Err(e) => return fail(e.into(), ""),
+        Err(e) => return error(e.into(), ""),
     };
-    act(&ops, uri(&u), "teardown", move |m| m.operator_teardown(&fid)).await
+    act(&s, &u, "teardown", OperatorAction::Teardown { framework: fid }).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +73,7 @@ struct KillBody {
 }
 
 pub(super) async fn kill(
-    State(ops): State<Ops>,
+    State(s): State<HttpState>,
     u: OriginalUri,
     Path((fid, tid)): Path<(String, String)>,
     b: Bytes,
@@ -89,13 +81,23 @@ pub(super) async fn kill(
     let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
     let (fid, tid) = match ids {
         Ok(v) => v,
-        Err(e) => return fail(e.into(), ""),
+        Err(e) => return error(e.into(), ""),
     };
     let grace = match body::<KillBody>(&b).and_then(|k| secs("grace_secs", k.grace_secs)) {
         Ok(g) => g,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "kill", move |m| m.operator_kill(&fid, &tid, grace)).await
+    act(
+        &s,
+        &u,
+        "kill",
+        OperatorAction::KillTask {
+            framework: fid,
+            task: tid,
+            grace,
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,7 +112,7 @@ fn agent_id(s: &str) -> Result<AgentId, Reject> {
     Ok(AgentId::parse(s).map_err(MasterError::from)?)
 }
 
-pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>, b: Bytes) -> Response {
+pub(super) async fn drain(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>, b: Bytes) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
@@ -119,21 +121,21 @@ pub(super) async fn drain(State(ops): State<Ops>, u: OriginalUri, Path(id): Path
         Ok(d) => d,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "drain", move |m| m.drain_agent(&id, deadline)).await
+    act(&s, &u, "drain", OperatorAction::Drain { agent: id, deadline }).await
 }
 
-pub(super) async fn reactivate(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
+pub(super) async fn reactivate(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "reactivate", move |m| m.reactivate_agent(&id)).await
+    act(&s, &u, "reactivate", OperatorAction::Reactivate { agent: id }).await
 }
 
-pub(super) async fn gone(State(ops): State<Ops>, u: OriginalUri, Path(id): Path<String>) -> Response {
+pub(super) async fn gone(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
-    act(&ops, uri(&u), "gone", move |m| m.mark_agent_gone(&id)).await
+    act(&s, &u, "gone", OperatorAction::MarkGone { agent: id }).await
 }

@@ -1,13 +1,13 @@
-//! Operator controls: role weights, quotas, and dynamic reservations.
+//! The allocation policy operators set: role weights, quotas, and
+//! dynamic reservations.
 //!
 //! Each request is validated here, proposed as a registry op, and
-//! answered ([`Effect::OperatorDone`]) only once that op has committed
+//! answered ([`Effect::PolicyDone`]) only once that op has committed
 //! and the allocator has taken it in. Resources being reserved or
 //! unreserved are held aside from the moment the request is accepted, so
 //! that no offer is made of them while the op waits for its commit.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use mezzo_proto::ids::{AgentId, OfferId};
 use mezzo_proto::reservation::{ReservedResources, Role};
@@ -17,24 +17,12 @@ use crate::allocator::{Quota, QuotaError};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
 
-/// Roles as `/state` shows them.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AllocationView {
-    /// Each role's weight, quota, allocation, offers and dominant share.
-    pub roles: Vec<crate::allocator::RoleView>,
-    pub weights: BTreeMap<Role, f64>,
-    pub quotas: BTreeMap<Role, Quota>,
-    /// Dynamic reservations by agent (static ones are in each agent's
-    /// `resources_by_role`).
-    pub reservations: BTreeMap<AgentId, String>,
-}
-
 /// Largest weight a role may have.
 pub const MAX_WEIGHT: f64 = 1e6;
 
-/// A validated-for-syntax operator request.
+/// An operator's change to the allocation policy, checked for syntax.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OperatorRequest {
+pub enum PolicyRequest {
     SetWeights(BTreeMap<Role, f64>),
     /// Sets a role's quota; an empty quota removes it.
     SetQuota {
@@ -57,11 +45,11 @@ fn invalid(e: impl std::fmt::Display) -> MasterError {
 }
 
 impl Master {
-    /// Starts an operator request; the answer comes as
-    /// `Effect::OperatorDone(ticket, ..)` after the commit.
-    pub fn operator(&mut self, ticket: u64, req: OperatorRequest, _now: Instant) -> Result<(), MasterError> {
+    /// Starts a policy change; the answer comes as
+    /// `Effect::PolicyDone(ticket, ..)` after the commit.
+    pub fn policy(&mut self, ticket: u64, req: PolicyRequest) -> Result<(), MasterError> {
         match req {
-            OperatorRequest::SetWeights(weights) => {
+            PolicyRequest::SetWeights(weights) => {
                 if weights.is_empty() {
                     return Err(invalid("weights: give at least one role=weight"));
                 }
@@ -75,7 +63,7 @@ impl Master {
                 }
                 self.propose_ticket(RegistryOp::SetWeights { weights }, ticket);
             }
-            OperatorRequest::SetQuota { role, quota } => {
+            PolicyRequest::SetQuota { role, quota } => {
                 if quota.is_empty() {
                     if !self.registry.quotas.contains_key(&role) {
                         return Err(MasterError::Invalid(format!("role {role} has no quota to remove")));
@@ -86,12 +74,12 @@ impl Master {
                 }
                 self.propose_ticket(RegistryOp::SetQuota { role, quota }, ticket);
             }
-            OperatorRequest::Reserve {
+            PolicyRequest::Reserve {
                 agent,
                 resources,
                 principal,
-            } => self.operator_reserve(ticket, agent, resources, principal)?,
-            OperatorRequest::Unreserve { agent, resources } => self.operator_unreserve(ticket, agent, resources)?,
+            } => self.reserve_for_operator(ticket, agent, resources, principal)?,
+            PolicyRequest::Unreserve { agent, resources } => self.unreserve_for_operator(ticket, agent, resources)?,
         }
         Ok(())
     }
@@ -185,7 +173,7 @@ impl Master {
         Ok((free, offers))
     }
 
-    fn operator_reserve(
+    fn reserve_for_operator(
         &mut self,
         ticket: u64,
         agent: AgentId,
@@ -258,7 +246,7 @@ impl Master {
         }
     }
 
-    fn operator_unreserve(
+    fn unreserve_for_operator(
         &mut self,
         ticket: u64,
         agent: AgentId,
@@ -327,7 +315,7 @@ impl Master {
                     let (_, a, held, ticket) = self.pending_ops.remove(i);
                     self.alloc.release(&a, &held);
                     if let Some(t) = ticket {
-                        self.emit(Effect::OperatorDone(t, Ok(())));
+                        self.emit(Effect::PolicyDone(t, Ok(())));
                     }
                 }
                 self.refresh_agent_total(agent);
@@ -336,18 +324,9 @@ impl Master {
         }
         if let Some(i) = self.pending_tickets.iter().position(|(o, _)| o == &op) {
             let (_, t) = self.pending_tickets.remove(i);
-            self.emit(Effect::OperatorDone(t, Ok(())));
+            self.emit(Effect::PolicyDone(t, Ok(())));
         }
         self.allocation_needed = true;
-    }
-
-    pub(crate) fn allocation_view(&self) -> AllocationView {
-        AllocationView {
-            roles: self.alloc.roles_view(),
-            weights: self.registry.weights.clone(),
-            quotas: self.registry.quotas.clone(),
-            reservations: self.registry.reservations.clone(),
-        }
     }
 
     /// Recomputes an agent's resources from what it reports and the

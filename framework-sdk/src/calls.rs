@@ -1,17 +1,68 @@
-//! The call path: every unary call (the framework's and the driver's own
-//! acknowledgements and reconciliations) goes through [`Calls::send`].
+//! The call path: every unary call (the framework's, the [`Kv`](crate::Kv)'s
+//! and the driver's own acknowledgements and reconciliations) goes through
+//! [`Calls::send`], reading the connection the driver publishes as a
+//! [`Session`].
+//!
+//! A leaf below both the driver and the key-value handle: it knows neither,
+//! so imports point one way (`driver` → `calls`, `kv` → `calls`).
 
 use std::future::Future;
 use std::time::Duration;
 
 use mezzo_proto::v1;
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
+use mezzo_proto::security::grpc::BearerAuth;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tracing::debug;
 
-use super::connect::{Client, leader_hint};
-use super::{Command, Link, Session};
 use crate::error::SdkError;
 use crate::task::millis;
+
+/// Metadata key with which a non-leading master names the leader.
+pub(crate) const LEADER_METADATA: &str = "mezzo-leader";
+
+/// A scheduler client whose calls carry the framework's bearer token, if
+/// its credentials are a token.
+pub(crate) type Client = SchedulerClient<InterceptedService<Channel, BearerAuth>>;
+
+/// What the handles can see of the driver, published through a watch.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// Known once the first subscription succeeded.
+    pub(crate) framework_id: Option<String>,
+    pub(crate) link: Link,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Link {
+    /// No usable subscription right now.
+    Connecting,
+    /// Subscribed; calls go through this client (its address, for logs).
+    Connected {
+        client: Client,
+        master: String,
+    },
+    /// The driver has ended; it will not come back.
+    Stopped,
+}
+
+/// Messages from the call path to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A call was answered by a master that is not the leader.
+    FollowLeader(String),
+}
+
+/// The leader named by an UNAVAILABLE answer, if any.
+pub(crate) fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let leader = status.metadata().get(LEADER_METADATA)?.to_str().ok()?.trim();
+    (!leader.is_empty()).then(|| leader.to_owned())
+}
 
 type Reply = Result<tonic::Response<v1::CallResponse>, tonic::Status>;
 
@@ -220,5 +271,24 @@ impl Calls {
             c.report_pending(v1::ReportPendingRequest { framework_id, tasks }).await
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_hint_only_on_unavailable_with_metadata() {
+        let mut s = tonic::Status::unavailable("not the leader");
+        assert_eq!(leader_hint(&s), None);
+        s.metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
+        assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.2:5050"));
+        let mut other = tonic::Status::internal("boom");
+        other
+            .metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.2:5050".parse().expect("ascii"));
+        assert_eq!(leader_hint(&other), None);
     }
 }

@@ -13,13 +13,13 @@ use futures::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{Ops, fail};
+use super::{HttpState, error};
 
-pub(super) async fn stream(State(ops): State<Ops>, u: OriginalUri) -> Response {
+pub(super) async fn stream(State(s): State<HttpState>, u: OriginalUri) -> Response {
     // Subscribe first, then check leadership: nothing falls in between.
-    let rx = ops.handle.events();
-    if let Err(e) = ops.handle.with_core(|c| c.map(|_| ())).await.and_then(|r| r) {
-        return fail(e, u.0.path());
+    let rx = s.handle.events();
+    if let Err(e) = s.handle.read(|_| ()).await {
+        return error(e, u.0.path());
     }
     let hello = futures::stream::once(async { Ok::<_, Infallible>(Event::default().data(r#"{"type":"hello"}"#)) });
     let events = BroadcastStream::new(rx).map(|item| {

@@ -6,14 +6,14 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Ops, bad};
+use super::{HttpState, error, error_body};
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
-pub(super) async fn index(State(ops): State<Ops>) -> Response {
-    match ops.handle.with_core(|c| c.map(|_| ())).await.and_then(|r| r) {
+pub(super) async fn index(State(s): State<HttpState>) -> Response {
+    match s.handle.read(|_| ()).await {
         Ok(()) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -22,7 +22,7 @@ pub(super) async fn index(State(ops): State<Ops>) -> Response {
             INDEX,
         )
             .into_response(),
-        Err(e) => super::fail(e, "/"),
+        Err(e) => error(e, "/"),
     }
 }
 
@@ -30,7 +30,7 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
-        _ => return bad(StatusCode::NOT_FOUND, format!("no dashboard file {file:?}")),
+        _ => return error_body(StatusCode::NOT_FOUND, format!("no dashboard file {file:?}")),
     };
     (
         [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")],

@@ -1,13 +1,13 @@
-//! What operators see and do, inside the core: cluster events for the
-//! operator event stream, drain and gone, kill and teardown on an
-//! operator's behalf, per-framework offer figures and pending reports (the
+//! What operators see, inside the core: cluster events for the operator
+//! event stream, per-framework offer figures and pending reports (the
 //! "why is my work not running?" answer), status update history, and the
 //! histograms `/metrics` exports.
 //!
 //! Everything here is bookkeeping beside the core's own tables; the core
 //! calls the small `note_*` hooks at the points where things happen.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
@@ -15,11 +15,10 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use prometheus_client::metrics::histogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{AgentStatus, Effect, Master};
+use super::{Master, StateName};
 use crate::error::MasterError;
-use crate::registry::RegistryOp;
 use mezzo_proto::clock::unix_now;
 
 /// Status updates remembered per task for the dashboard.
@@ -76,7 +75,7 @@ pub enum ClusterEvent {
 }
 
 /// What one framework was offered and did with it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OfferStats {
     pub received: u64,
     pub declined: u64,
@@ -88,7 +87,7 @@ pub struct OfferStats {
 }
 
 /// A task the framework says it cannot place yet, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingTask {
     pub task_id: String,
     pub reason: String,
@@ -96,53 +95,50 @@ pub struct PendingTask {
 }
 
 /// A framework's newest report of its waiting work.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingReport {
     pub reported_at: f64,
     pub tasks: Vec<PendingTask>,
 }
 
 /// One status update as the dashboard shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusEntry {
-    pub state: &'static str,
+    pub state: StateName,
     pub reason: String,
     pub message: String,
     pub at: f64,
 }
 
-/// The operator bookkeeping held by the core.
+/// The operators' bookkeeping held by the core.
 #[derive(Debug)]
-pub struct OpsState {
+pub(super) struct Observations {
     events: VecDeque<ClusterEvent>,
     /// Whether anyone follows the event stream; when not, events are not
     /// built at all (a task update is on the hot path).
     watched: bool,
-    pub(crate) events_dropped: u64,
-    pub(crate) offer_stats: HashMap<FrameworkId, OfferStats>,
-    pub(crate) pending: HashMap<FrameworkId, PendingReport>,
-    pub(crate) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
-    /// Draining agents whose deadline passed and whose tasks were killed.
-    drain_killed: HashSet<AgentId>,
+    pub(super) events_dropped: u64,
+    pub(super) offer_stats: HashMap<FrameworkId, OfferStats>,
+    pub(super) pending: HashMap<FrameworkId, PendingReport>,
+    pub(super) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
     /// Updates forwarded to frameworks and not yet acknowledged.
     forwarded: HashMap<(FrameworkId, TaskId), Instant>,
     /// Tasks added since the last sweep of forgotten tasks.
     added_since_prune: usize,
-    pub allocation_seconds: Histogram,
-    pub ack_latency_seconds: Histogram,
+    pub(super) allocation_seconds: Histogram,
+    pub(super) ack_latency_seconds: Histogram,
 }
 
-impl Default for OpsState {
+impl Default for Observations {
     fn default() -> Self {
         let buckets = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-        OpsState {
+        Observations {
             events: VecDeque::new(),
             watched: true,
             events_dropped: 0,
             offer_stats: HashMap::new(),
             pending: HashMap::new(),
             history: HashMap::new(),
-            drain_killed: HashSet::new(),
             forwarded: HashMap::new(),
             added_since_prune: 0,
             allocation_seconds: Histogram::new(buckets),
@@ -151,9 +147,9 @@ impl Default for OpsState {
     }
 }
 
-impl OpsState {
+impl Observations {
     /// Queues the event `e` builds, if anyone follows the stream.
-    pub(crate) fn event(&mut self, e: impl FnOnce() -> ClusterEvent) {
+    pub(super) fn event(&mut self, e: impl FnOnce() -> ClusterEvent) {
         if !self.watched {
             return;
         }
@@ -165,7 +161,7 @@ impl OpsState {
         self.events.push_back(e);
     }
 
-    pub(crate) fn offered(&mut self, fid: &FrameworkId, offers: &[v1::Offer]) {
+    pub(super) fn offered(&mut self, fid: &FrameworkId, offers: &[v1::Offer]) {
         let s = self.offer_stats.entry(fid.clone()).or_default();
         s.received += offers.len() as u64;
         s.last_offer_at = Some(unix_now());
@@ -183,30 +179,30 @@ impl OpsState {
         }
     }
 
-    pub(crate) fn declined(&mut self, fid: &FrameworkId) {
+    pub(super) fn declined(&mut self, fid: &FrameworkId) {
         self.offer_stats.entry(fid.clone()).or_default().declined += 1;
     }
 
-    pub(crate) fn accepted(&mut self, fid: &FrameworkId, n: usize) {
+    pub(super) fn accepted(&mut self, fid: &FrameworkId, n: usize) {
         self.offer_stats.entry(fid.clone()).or_default().accepted += n as u64;
     }
 
-    pub(crate) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
+    pub(super) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
         self.forwarded.insert((fid.clone(), tid.clone()), Instant::now());
     }
 
-    pub(crate) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
+    pub(super) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
         if let Some(at) = self.forwarded.remove(&(fid.clone(), tid.clone())) {
             self.ack_latency_seconds.observe(at.elapsed().as_secs_f64());
         }
     }
 
-    pub(crate) fn allocation_took(&mut self, d: Duration) {
+    pub(super) fn allocation_took(&mut self, d: Duration) {
         self.allocation_seconds.observe(d.as_secs_f64());
     }
 
     /// Updates waiting for an acknowledgement (the status update queue).
-    pub fn unacked(&self) -> usize {
+    pub(super) fn unacked(&self) -> usize {
         self.forwarded.len()
     }
 
@@ -220,40 +216,36 @@ impl OpsState {
 }
 
 impl Master {
-    /// Events produced since the last call, oldest first.
     /// Tells the core whether the event stream has followers.
     pub fn set_events_watched(&mut self, watched: bool) {
-        self.ops.watched = watched;
+        self.observed.watched = watched;
     }
 
+    /// Events produced since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<ClusterEvent> {
-        self.ops.events.drain(..).collect()
-    }
-
-    pub fn ops(&self) -> &OpsState {
-        &self.ops
+        self.observed.events.drain(..).collect()
     }
 
     pub(crate) fn note_task_added(&mut self, fid: &FrameworkId, tid: &TaskId, agent: &AgentId) {
-        self.ops.event(move || ClusterEvent::TaskAdded {
+        self.observed.event(move || ClusterEvent::TaskAdded {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
             agent_id: agent.to_string(),
             state: TaskState::Staging.name(),
         });
         let entry = StatusEntry {
-            state: TaskState::Staging.name(),
+            state: Cow::Borrowed(TaskState::Staging.name()),
             reason: String::new(),
             message: "launched".into(),
             at: unix_now(),
         };
-        self.ops
+        self.observed
             .history
             .entry((fid.clone(), tid.clone()))
             .or_default()
             .push_back(entry);
-        self.ops.added_since_prune += 1;
-        if self.ops.added_since_prune >= PRUNE_EVERY {
+        self.observed.added_since_prune += 1;
+        if self.observed.added_since_prune >= PRUNE_EVERY {
             self.prune_ops();
         }
     }
@@ -262,15 +254,15 @@ impl Master {
     /// no longer remembers (dropped from the completed ring). Run every
     /// [`PRUNE_EVERY`] launches, so its cost is constant per launch.
     fn prune_ops(&mut self) {
-        self.ops.added_since_prune = 0;
+        self.observed.added_since_prune = 0;
         let frameworks = &self.frameworks;
         let known = |(f, t): &(FrameworkId, TaskId)| {
             frameworks
                 .get(f)
                 .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_ids.contains(t))
         };
-        self.ops.history.retain(|k, _| known(k));
-        self.ops.forwarded.retain(|k, _| {
+        self.observed.history.retain(|k, _| known(k));
+        self.observed.forwarded.retain(|k, _| {
             frameworks
                 .get(&k.0)
                 .and_then(|fw| fw.tasks.get(&k.1))
@@ -287,17 +279,17 @@ impl Master {
             .map(|r| r.as_str_name().to_owned())
             .unwrap_or_default();
         let (state, agent) = (t.state.name(), t.agent_id.to_string());
-        let h = self.ops.history.entry((fid.clone(), tid.clone())).or_default();
+        let h = self.observed.history.entry((fid.clone(), tid.clone())).or_default();
         if h.len() >= HISTORY_PER_TASK {
             h.pop_front();
         }
         h.push_back(StatusEntry {
-            state,
+            state: Cow::Borrowed(state),
             reason: reason.clone(),
             message: status.map(|s| s.message.clone()).unwrap_or_default(),
             at: status.map(|s| s.timestamp).unwrap_or_else(unix_now),
         });
-        self.ops.event(move || ClusterEvent::TaskUpdated {
+        self.observed.event(move || ClusterEvent::TaskUpdated {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
             agent_id: agent,
@@ -307,100 +299,31 @@ impl Master {
     }
 
     pub(crate) fn note_agent_added(&mut self, id: &AgentId, hostname: &str) {
-        self.ops.event(move || ClusterEvent::AgentAdded {
+        self.observed.event(move || ClusterEvent::AgentAdded {
             agent_id: id.to_string(),
             hostname: hostname.to_owned(),
         });
     }
 
     pub(crate) fn note_agent_removed(&mut self, id: &AgentId, why: &'static str) {
-        self.ops.event(move || ClusterEvent::AgentRemoved {
+        self.observed.event(move || ClusterEvent::AgentRemoved {
             agent_id: id.to_string(),
             why,
         });
     }
 
     pub(crate) fn note_framework_added(&mut self, id: &FrameworkId, name: &str) {
-        self.ops.event(move || ClusterEvent::FrameworkAdded {
+        self.observed.event(move || ClusterEvent::FrameworkAdded {
             framework_id: id.to_string(),
             name: name.to_owned(),
         });
     }
 
     pub(crate) fn note_framework_removed(&mut self, id: &FrameworkId) {
-        self.ops.framework_gone(id);
-        self.ops.event(move || ClusterEvent::FrameworkRemoved {
+        self.observed.framework_gone(id);
+        self.observed.event(move || ClusterEvent::FrameworkRemoved {
             framework_id: id.to_string(),
         });
-    }
-
-    /// True while an operator drains the agent: it gets no new offers.
-    pub fn is_draining(&self, id: &AgentId) -> bool {
-        self.registry.draining.contains_key(id)
-    }
-
-    /// Starts draining an agent (committed through the registry first).
-    /// Its tasks may finish; those still running after `deadline` are
-    /// killed.
-    pub fn drain_agent(&mut self, id: &AgentId, deadline: Option<Duration>) -> Result<(), MasterError> {
-        self.known_agent(id)?;
-        let at = unix_now();
-        self.emit(Effect::Propose(RegistryOp::DrainAgent {
-            id: id.clone(),
-            deadline: deadline.map(|d| at + d.as_secs_f64()),
-            at,
-        }));
-        Ok(())
-    }
-
-    /// Ends a drain.
-    pub fn reactivate_agent(&mut self, id: &AgentId) -> Result<(), MasterError> {
-        self.known_agent(id)?;
-        self.emit(Effect::Propose(RegistryOp::ReactivateAgent { id: id.clone() }));
-        Ok(())
-    }
-
-    /// Marks an agent gone for good (committed first): its tasks become
-    /// GONE and it may not register again.
-    pub fn mark_agent_gone(&mut self, id: &AgentId) -> Result<(), MasterError> {
-        self.known_agent(id)?;
-        self.emit(Effect::Propose(RegistryOp::MarkAgentGone {
-            id: id.clone(),
-            at: unix_now(),
-        }));
-        Ok(())
-    }
-
-    fn known_agent(&self, id: &AgentId) -> Result<(), MasterError> {
-        if self.registry.gone.contains_key(id) {
-            return Err(MasterError::AgentGone(id.to_string()));
-        }
-        if !self.agents.contains_key(id) {
-            return Err(MasterError::UnknownAgent(id.to_string()));
-        }
-        Ok(())
-    }
-
-    /// Kills a task for an operator (the framework need not be connected).
-    pub fn operator_kill(
-        &mut self,
-        fid: &FrameworkId,
-        tid: &TaskId,
-        grace: Option<Duration>,
-    ) -> Result<(), MasterError> {
-        if !self.frameworks.contains_key(fid) {
-            return Err(MasterError::UnknownFramework(fid.to_string()));
-        }
-        self.kill_task(fid, tid, grace)
-    }
-
-    /// Removes a framework for an operator, connected or not.
-    pub fn operator_teardown(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
-        if !self.frameworks.contains_key(fid) {
-            return Err(MasterError::UnknownFramework(fid.to_string()));
-        }
-        self.emit(Effect::Propose(RegistryOp::RemoveFramework { id: fid.clone() }));
-        Ok(())
     }
 
     /// Stores a framework's report of its waiting tasks (replacing the
@@ -424,83 +347,14 @@ impl Master {
             }
         }
         if tasks.is_empty() {
-            self.ops.pending.remove(fid);
+            self.observed.pending.remove(fid);
         } else {
             let report = PendingReport {
                 reported_at: unix_now(),
                 tasks,
             };
-            self.ops.pending.insert(fid.clone(), report);
+            self.observed.pending.insert(fid.clone(), report);
         }
         Ok(())
-    }
-
-    /// A committed drain started or ended.
-    pub(crate) fn agent_drain_changed(&mut self, id: &AgentId) {
-        let draining = self.is_draining(id);
-        if let Some(a) = self.agents.get(id) {
-            // A draining agent gets no offers: the allocator leaves it out.
-            let offerable = a.status == AgentStatus::Active && !draining;
-            self.alloc.set_agent_active(id, offerable);
-        }
-        if draining {
-            self.rescind_agent_offers(id);
-        } else {
-            self.ops.drain_killed.remove(id);
-        }
-        self.allocation_needed = true;
-        self.ops.event(move || ClusterEvent::AgentDraining {
-            agent_id: id.to_string(),
-            draining,
-        });
-        tracing::info!(agent = %id, draining, "agent drain changed");
-    }
-
-    /// Kills what still runs on draining agents past their deadline (once
-    /// per drain; a task that ignores the kill is the agent's business).
-    pub(crate) fn drain_tick(&mut self) {
-        let now = unix_now();
-        let due: Vec<AgentId> = self
-            .registry
-            .draining
-            .iter()
-            .filter(|(id, d)| d.deadline.is_some_and(|t| t <= now) && !self.ops.drain_killed.contains(*id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            self.ops.drain_killed.insert(id.clone());
-            let tasks: Vec<(FrameworkId, TaskId)> = self
-                .agents
-                .get(&id)
-                .map(|a| a.tasks.iter().cloned().collect())
-                .unwrap_or_default();
-            tracing::info!(agent = %id, tasks = tasks.len(), "drain deadline passed; killing the agent's tasks");
-            for (fid, tid) in tasks {
-                if let Err(e) = self.kill_task(&fid, &tid, None) {
-                    tracing::debug!(task = %tid, error = %e, "drain kill skipped");
-                }
-            }
-        }
-    }
-
-    /// A committed gone mark: every task on the agent becomes GONE, its
-    /// stream is closed, and it is forgotten.
-    pub(crate) fn agent_gone(&mut self, id: &AgentId) {
-        if !self.agents.contains_key(id) {
-            return;
-        }
-        let active = |s: TaskState| !s.is_terminal() || s == TaskState::Unreachable;
-        let why = (
-            TaskState::Gone,
-            v1::StatusReason::ReasonAgentRemoved,
-            "agent was marked gone",
-        );
-        self.lose_agent(id, active, why);
-        self.agents.remove(id);
-        self.alloc.remove_agent(id);
-        self.ops.drain_killed.remove(id);
-        self.allocation_needed = true;
-        self.note_agent_removed(id, "gone");
-        tracing::warn!(agent = %id, "agent marked gone by an operator");
     }
 }

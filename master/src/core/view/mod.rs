@@ -1,0 +1,85 @@
+//! Read models: what the world outside the core may know about it.
+//!
+//! Each takes `&Master` and returns an owned, serializable view, so the
+//! core's tables stay private and a table can change in one place. The
+//! same structs are what the HTTP API writes and what the CLI reads back
+//! (they derive both `Serialize` and `Deserialize`).
+//!
+//! | Read model | Serves |
+//! |---|---|
+//! | [`state`] ([`Master::view`]) | `/state` |
+//! | [`roles`](mod@roles) | `/api/v1/roles` (also at `/roles`) |
+//! | [`pages`] | the paged `/api/v1/{tasks,agents,frameworks}`, one task in full, a task's agent (files proxy) |
+//! | [`why`] | `/api/v1/why/...` |
+//! | [`overview`](mod@overview) | `/api/v1/overview` and the utilisation sampler |
+//! | [`metrics`](mod@metrics) | `/metrics` |
+
+pub mod metrics;
+pub mod overview;
+pub mod pages;
+pub mod roles;
+pub mod state;
+pub mod why;
+
+use std::borrow::Cow;
+
+use mezzo_proto::ids::{FrameworkId, TaskId};
+use serde::{Deserialize, Serialize};
+
+pub use metrics::{MetricsView, metrics};
+pub use overview::{Overview, ResourceBuckets, overview, utilisation};
+pub use pages::{
+    AgentRow, FrameworkRow, TaskDetail, TaskFilter, TaskQuery, agents, frameworks, task, task_agent_address, tasks,
+};
+pub use roles::{AllocationView, roles};
+pub use state::{AgentView, FrameworkView, OfferView, StateView, TaskView, Totals};
+pub use why::{WhyFramework, WhyTask, why_framework, why_task};
+
+pub use super::StateName;
+use super::{Master, Task};
+use crate::error::MasterError;
+
+/// One page of results with the number that matched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub items: Vec<T>,
+}
+
+impl<T> Page<T> {
+    /// Cuts the page at `offset` out of every row that matched.
+    fn of(rows: impl ExactSizeIterator<Item = T>, limit: usize, offset: usize) -> Page<T> {
+        let total = rows.len();
+        Page {
+            total,
+            offset,
+            limit,
+            items: rows.skip(offset).take(limit).collect(),
+        }
+    }
+}
+
+/// A task of a framework, active or among its recently completed ones.
+fn find_task<'m>(m: &'m Master, fid: &FrameworkId, tid: &TaskId) -> Result<&'m Task, MasterError> {
+    let fw = m
+        .frameworks
+        .get(fid)
+        .ok_or_else(|| MasterError::UnknownFramework(fid.to_string()))?;
+    fw.tasks
+        .get(tid)
+        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid))
+        .ok_or_else(|| MasterError::UnknownTask(tid.to_string()))
+}
+
+/// Active and retained tasks by state.
+pub fn task_counts(m: &Master) -> std::collections::BTreeMap<StateName, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for f in m.frameworks.values() {
+        for t in f.tasks.values().chain(f.completed.iter()) {
+            *counts.entry(Cow::Borrowed(t.state.name())).or_insert(0) += 1;
+        }
+    }
+    counts
+}

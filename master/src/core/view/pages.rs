@@ -1,0 +1,345 @@
+//! The operator API's lists, filtered and paged: tasks, agents and
+//! frameworks, one task in full, and which agent holds a task's sandbox.
+//! Each walks the tables once, so a page of 10,000 tasks costs one pass.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
+use serde::{Deserialize, Serialize};
+
+use super::state::task_view;
+use super::{Page, StateName, TaskView, find_task};
+use crate::core::observe::{OfferStats, StatusEntry};
+use crate::core::{AgentStatus, Master, Task};
+use crate::error::MasterError;
+
+/// Largest page a query may ask for.
+pub const MAX_LIMIT: usize = 1000;
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// `?state=&framework=&agent=&q=&limit=&offset=` of `/api/v1/tasks`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TaskFilter {
+    pub state: Option<String>,
+    pub framework: Option<String>,
+    pub agent: Option<String>,
+    /// Substring of the task id or name.
+    pub q: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+/// A checked [`TaskFilter`].
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    states: Vec<TaskState>,
+    framework: Option<FrameworkId>,
+    agent: Option<AgentId>,
+    q: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Every state a filter may name.
+const STATES: [TaskState; 13] = [
+    TaskState::Staging,
+    TaskState::Starting,
+    TaskState::Running,
+    TaskState::Killing,
+    TaskState::Finished,
+    TaskState::Failed,
+    TaskState::Killed,
+    TaskState::Lost,
+    TaskState::Unreachable,
+    TaskState::Gone,
+    TaskState::Error,
+    TaskState::Dropped,
+    TaskState::Unknown,
+];
+
+/// Parses `running`, `TASK_RUNNING`, or a comma-separated list; `active`
+/// and `terminal` name groups.
+pub fn parse_states(text: &str) -> Result<Vec<TaskState>, MasterError> {
+    let mut out = Vec::new();
+    for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let upper = word.to_ascii_uppercase();
+        match upper.as_str() {
+            "ACTIVE" => out.extend(STATES.iter().filter(|s| !s.is_terminal())),
+            "TERMINAL" => out.extend(STATES.iter().filter(|s| s.is_terminal())),
+            _ => {
+                let name = if upper.starts_with("TASK_") {
+                    upper.clone()
+                } else {
+                    format!("TASK_{upper}")
+                };
+                let s = STATES.iter().find(|s| s.name() == name).ok_or_else(|| {
+                    MasterError::Invalid(format!(
+                        "state: unknown task state {word:?} (e.g. running, TASK_FAILED, active, terminal)"
+                    ))
+                })?;
+                out.push(*s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `limit` and `offset`.
+pub fn page(limit: Option<usize>, offset: Option<usize>) -> Result<(usize, usize), MasterError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(MasterError::Invalid(format!(
+            "limit: {limit} is out of range 1..={MAX_LIMIT}"
+        )));
+    }
+    Ok((limit, offset.unwrap_or(0)))
+}
+
+impl TaskFilter {
+    pub fn check(self) -> Result<TaskQuery, MasterError> {
+        let (limit, offset) = page(self.limit, self.offset)?;
+        let id_err = |field: &str, e: mezzo_proto::ids::IdError| MasterError::Invalid(format!("{field}: {e}"));
+        Ok(TaskQuery {
+            states: self.state.as_deref().map(parse_states).transpose()?.unwrap_or_default(),
+            framework: self
+                .framework
+                .filter(|s| !s.is_empty())
+                .map(|f| FrameworkId::parse(&f).map_err(|e| id_err("framework", e)))
+                .transpose()?,
+            agent: self
+                .agent
+                .filter(|s| !s.is_empty())
+                .map(|a| AgentId::parse(&a).map_err(|e| id_err("agent", e)))
+                .transpose()?,
+            q: self.q.filter(|s| !s.is_empty()),
+            limit,
+            offset,
+        })
+    }
+
+    fn matches(q: &TaskQuery, t: &Task) -> bool {
+        (q.states.is_empty() || q.states.contains(&t.state))
+            && q.agent.as_ref().is_none_or(|a| a == &t.agent_id)
+            && q.q
+                .as_deref()
+                .is_none_or(|s| t.id.as_str().contains(s) || t.info.name.contains(s))
+    }
+}
+
+/// Tasks matching `q`, newest launches first.
+pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
+    let mut hits: Vec<&Task> = m
+        .frameworks
+        .values()
+        .filter(|f| q.framework.as_ref().is_none_or(|id| id == &f.id))
+        .flat_map(|f| f.tasks.values().chain(f.completed.iter()))
+        .filter(|t| TaskFilter::matches(q, t))
+        .collect();
+    let total = hits.len();
+    hits.sort_by(|a, b| b.launched_at.total_cmp(&a.launched_at).then_with(|| a.id.cmp(&b.id)));
+    let items = hits
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .map(|t| task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+        .collect();
+    Page {
+        total,
+        offset: q.offset,
+        limit: q.limit,
+        items,
+    }
+}
+
+/// One task in full: its status history, command and sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: TaskView,
+    pub history: Vec<StatusEntry>,
+    pub command: String,
+    pub arguments: Vec<String>,
+    /// Only shown to operators: environments often hold secrets.
+    pub environment: Option<BTreeMap<String, String>>,
+    pub agent_http_address: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// One task in full; its environment only for an operator.
+pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Result<TaskDetail, MasterError> {
+    let t = find_task(m, fid, tid)?;
+    let cmd = t.info.command.clone().unwrap_or_default();
+    Ok(TaskDetail {
+        task: task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
+        history: m
+            .observed
+            .history
+            .get(&(fid.clone(), tid.clone()))
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default(),
+        command: cmd.value,
+        arguments: cmd.arguments,
+        environment: operator.then(|| cmd.environment.into_iter().map(|e| (e.name, e.value)).collect()),
+        agent_http_address: m.agents.get(&t.agent_id).map(|a| a.http_address.clone()),
+        labels: t
+            .info
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect(),
+    })
+}
+
+/// An agent as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub hostname: String,
+    pub http_address: String,
+    pub status: AgentStatus,
+    pub draining: bool,
+    pub drain_deadline: Option<f64>,
+    pub connected: bool,
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+    pub attributes: Vec<(String, String)>,
+    pub active_tasks: usize,
+    /// Its containers' usage, summed, from the agent's latest report.
+    pub usage: crate::core::usage::AgentUsage,
+}
+
+pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> Page<AgentRow> {
+    let rows: Vec<AgentRow> = m
+        .agents
+        .values()
+        .map(|a| {
+            let drain = m.registry.draining.get(&a.id);
+            AgentRow {
+                id: a.id.to_string(),
+                hostname: a.hostname.clone(),
+                http_address: a.http_address.clone(),
+                status: a.status,
+                draining: drain.is_some(),
+                drain_deadline: drain.and_then(|d| d.deadline),
+                connected: a.conn.is_some(),
+                total: a.total.total(),
+                used: a.used.clone(),
+                offered: a.offered.clone(),
+                attributes: a.attributes.clone(),
+                active_tasks: a.tasks.len(),
+                usage: a.usage.total(std::time::Instant::now()),
+            }
+        })
+        .filter(|r| match status {
+            None | Some("") => true,
+            Some("draining") => r.draining,
+            Some(s) => r.status.name() == s,
+        })
+        .collect();
+    Page::of(rows.into_iter(), limit, offset)
+}
+
+/// The HTTP address of the agent that runs (or ran) a task, for the files
+/// proxy.
+pub fn task_agent_address(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<String, MasterError> {
+    let task = find_task(m, fid, tid)?;
+    m.agents
+        .get(&task.agent_id)
+        .map(|a| a.http_address.clone())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))
+}
+
+/// A framework as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameworkRow {
+    pub id: String,
+    pub name: String,
+    pub principal: String,
+    pub roles: Vec<String>,
+    pub connected: bool,
+    pub suppressed: bool,
+    pub dominant_share: f64,
+    pub allocated: Resources,
+    pub offered: Resources,
+    pub outstanding_offers: usize,
+    pub offers: OfferStats,
+    pub tasks_by_state: BTreeMap<StateName, u64>,
+    pub pending_tasks: usize,
+    pub registered_at: f64,
+}
+
+fn cluster_total(m: &Master) -> Resources {
+    let mut total = Resources::default();
+    for a in m.agents.values().filter(|a| a.status == AgentStatus::Active) {
+        total.add(&a.total.total());
+    }
+    total
+}
+
+pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow> {
+    let total = cluster_total(m);
+    let rows: Vec<FrameworkRow> = m
+        .frameworks
+        .values()
+        .map(|f| {
+            let mut by_state = BTreeMap::new();
+            for t in f.tasks.values().chain(f.completed.iter()) {
+                *by_state.entry(Cow::Borrowed(t.state.name())).or_insert(0) += 1;
+            }
+            FrameworkRow {
+                id: f.id.to_string(),
+                name: f.info.name.clone(),
+                principal: f.info.principal.clone(),
+                roles: f.info.roles.clone(),
+                connected: f.conn.is_some(),
+                suppressed: f.suppressed,
+                dominant_share: f.allocated.dominant_share(&total),
+                allocated: f.allocated.clone(),
+                offered: f.offered.clone(),
+                outstanding_offers: f.offers.len(),
+                offers: m.observed.offer_stats.get(&f.id).cloned().unwrap_or_default(),
+                tasks_by_state: by_state,
+                pending_tasks: m.observed.pending.get(&f.id).map_or(0, |p| p.tasks.len()),
+                registered_at: f.registered_at,
+            }
+        })
+        .collect();
+    Page::of(rows.into_iter(), limit, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_pages_are_checked_by_field() {
+        assert_eq!(parse_states("running").expect("ok"), vec![TaskState::Running]);
+        assert_eq!(
+            parse_states("TASK_FAILED, killed").expect("ok"),
+            vec![TaskState::Failed, TaskState::Killed]
+        );
+        let active = parse_states("active").expect("ok");
+        assert!(active.contains(&TaskState::Staging) && !active.contains(&TaskState::Finished));
+        let terminal = parse_states("terminal").expect("ok");
+        assert!(terminal.iter().all(|s| s.is_terminal()) && terminal.contains(&TaskState::Gone));
+        assert!(matches!(parse_states("sleepy"), Err(MasterError::Invalid(m)) if m.starts_with("state:")));
+        assert_eq!(page(None, None).expect("ok"), (DEFAULT_LIMIT, 0));
+        assert!(matches!(page(Some(0), None), Err(MasterError::Invalid(m)) if m.starts_with("limit:")));
+        assert!(page(Some(MAX_LIMIT + 1), None).is_err());
+        let bad = TaskFilter {
+            framework: Some("a/b".into()),
+            ..Default::default()
+        };
+        assert!(matches!(bad.check(), Err(MasterError::Invalid(m)) if m.starts_with("framework:")));
+        let bad = TaskFilter {
+            agent: Some("..".into()),
+            ..Default::default()
+        };
+        assert!(matches!(bad.check(), Err(MasterError::Invalid(m)) if m.starts_with("agent:")));
+    }
+}

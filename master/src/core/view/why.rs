@@ -1,0 +1,127 @@
+//! "Why is my work not running?": what a framework was offered and did
+//! with it, what it reports waiting, and the master's own reading.
+
+use mezzo_proto::ids::{FrameworkId, TaskId};
+use mezzo_proto::resources::Resources;
+use serde::{Deserialize, Serialize};
+
+use super::TaskView;
+use super::state::task_view;
+use crate::allocator;
+use crate::core::observe::{OfferStats, PendingReport, PendingTask};
+use crate::core::{AgentStatus, Master};
+use crate::error::MasterError;
+
+/// "Why is my work not running?" for one framework.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhyFramework {
+    pub framework_id: String,
+    pub name: String,
+    pub connected: bool,
+    pub suppressed: bool,
+    pub roles: Vec<String>,
+    pub offers: OfferStats,
+    pub outstanding_offers: usize,
+    /// Agents this framework declined and is not offered until the filter ends.
+    pub filtered_agents: usize,
+    pub pending: Option<PendingReport>,
+    /// The most free resources on any one schedulable agent right now.
+    pub largest_free_agent: Option<Resources>,
+    /// The master's own reading, most important first.
+    pub hints: Vec<String>,
+}
+
+/// Why a framework's work may not be running.
+pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, MasterError> {
+    let f = m
+        .frameworks
+        .get(fid)
+        .ok_or_else(|| MasterError::UnknownFramework(fid.to_string()))?;
+    let largest = largest_free(m);
+    let filtered = m.alloc.filters_of(fid);
+    let mut hints = Vec::new();
+    if f.conn.is_none() {
+        hints.push("the framework is not connected, so it receives no offers".to_owned());
+    }
+    if f.suppressed {
+        hints.push("the framework suppressed offers; it gets none until it revives".to_owned());
+    }
+    match &largest {
+        None => hints.push("no agent has free resources worth offering".to_owned()),
+        Some(r) => hints.push(format!("largest free resources on one agent: {}", r)),
+    }
+    if filtered > 0 {
+        hints.push(format!(
+            "{filtered} agent(s) filtered after this framework declined them"
+        ));
+    }
+    if !f.offers.is_empty() {
+        hints.push(format!("{} offer(s) are outstanding and unused", f.offers.len()));
+    }
+    Ok(WhyFramework {
+        framework_id: f.id.to_string(),
+        name: f.info.name.clone(),
+        connected: f.conn.is_some(),
+        suppressed: f.suppressed,
+        roles: f.info.roles.clone(),
+        offers: m.observed.offer_stats.get(fid).cloned().unwrap_or_default(),
+        outstanding_offers: f.offers.len(),
+        filtered_agents: filtered,
+        pending: m.observed.pending.get(fid).cloned(),
+        largest_free_agent: largest,
+        hints,
+    })
+}
+
+fn largest_free(m: &Master) -> Option<Resources> {
+    m.agents
+        .values()
+        .filter(|a| a.status == AgentStatus::Active && !m.is_draining(&a.id))
+        .filter_map(|a| a.total.total().checked_sub(&a.used))
+        .filter(allocator::allocatable)
+        .max_by_key(|r| (r.cpus, r.mem))
+}
+
+/// "Why" for one task id: its state if it was launched, and what its
+/// framework reported while it waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhyTask {
+    pub task_id: String,
+    pub launched: Vec<TaskView>,
+    pub pending: Vec<(String, PendingTask)>,
+    pub frameworks: Vec<WhyFramework>,
+}
+
+/// Why a task may not be running: refused when it was neither launched
+/// nor reported pending.
+pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
+    let launched: Vec<TaskView> = m
+        .frameworks
+        .values()
+        .filter_map(|f| {
+            f.tasks
+                .get(tid)
+                .or_else(|| f.completed.iter().rev().find(|t| &t.id == tid))
+        })
+        .map(|t| task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+        .collect();
+    let mut pending = Vec::new();
+    let mut fws = Vec::new();
+    for (fid, report) in &m.observed.pending {
+        for t in report.tasks.iter().filter(|t| t.task_id == tid.as_str()) {
+            pending.push((fid.to_string(), t.clone()));
+            fws.push(why_framework(m, fid)?);
+        }
+    }
+    if launched.is_empty() && pending.is_empty() {
+        return Err(MasterError::UnknownTask(format!(
+            "{tid}: not launched, and no framework reported it as pending"
+        )));
+    }
+    Ok(WhyTask {
+        task_id: tid.to_string(),
+        launched,
+        pending,
+        frameworks: fws,
+    })
+}

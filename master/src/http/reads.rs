@@ -1,0 +1,165 @@
+//! The GET routes about the cluster: `/state` and the operator API's
+//! reads under `/api/v1/`. Each answer is a read model computed on the
+//! owner task ([`crate::core::view`]); a follower redirects to the leader.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use mezzo_proto::ids::{FrameworkId, TaskId};
+use serde::{Deserialize, Serialize};
+
+use super::auth::MaybeOperator;
+use super::sampler::Sample;
+use super::{HttpState, error, error_body, path_of, reply, to_leader};
+use crate::core::Master;
+use crate::core::view::{self, Page, TaskFilter};
+use crate::error::MasterError;
+use crate::raft::RaftStatus;
+
+fn bad_query(e: QueryRejection) -> Response {
+    error_body(StatusCode::BAD_REQUEST, format!("bad query string: {}", e.body_text()))
+}
+
+/// Runs a read model on the owner task and answers it.
+async fn read<T: Serialize + Send + 'static>(
+    s: &HttpState,
+    path: String,
+    read: impl FnOnce(&Master) -> Result<T, MasterError> + Send + 'static,
+) -> Response {
+    reply(s.handle.try_read(read).await, &path)
+}
+
+/// `/state`: the whole leader (a follower redirects, in plain text).
+pub(super) async fn state(State(s): State<HttpState>) -> Response {
+    match s.handle.read(|m| m.view(true)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => to_leader(e, "/state"),
+    }
+}
+
+/// `/api/v1/overview`: the leader's overview with this master's Raft view
+/// and the last hour of utilisation samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverviewBody {
+    #[serde(flatten)]
+    pub overview: view::Overview,
+    pub raft: Option<RaftStatus>,
+    pub samples: Vec<Sample>,
+}
+
+pub(super) async fn overview(State(s): State<HttpState>, u: OriginalUri) -> Response {
+    match s.handle.read(view::overview).await {
+        Ok(overview) => Json(OverviewBody {
+            overview,
+            raft: s.raft.status().await,
+            samples: s.samples.borrow().as_ref().clone(),
+        })
+        .into_response(),
+        Err(e) => error(e, &path_of(&u)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PageQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// A paged list: checks `limit`/`offset`, then lists on the core.
+async fn paged<T: Serialize + Send + 'static>(
+    s: &HttpState,
+    u: &OriginalUri,
+    q: Result<Query<PageQuery>, QueryRejection>,
+    list: fn(&Master, Option<&str>, usize, usize) -> Page<T>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    read(s, path_of(u), move |m| {
+        let (limit, offset) = view::pages::page(q.limit, q.offset)?;
+        Ok(list(m, q.status.as_deref(), limit, offset))
+    })
+    .await
+}
+
+pub(super) async fn agents(
+    State(s): State<HttpState>,
+    u: OriginalUri,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    paged(&s, &u, q, view::agents).await
+}
+
+pub(super) async fn frameworks(
+    State(s): State<HttpState>,
+    u: OriginalUri,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    paged(&s, &u, q, |m, _, limit, offset| view::frameworks(m, limit, offset)).await
+}
+
+pub(super) async fn tasks(
+    State(s): State<HttpState>,
+    u: OriginalUri,
+    q: Result<Query<TaskFilter>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let q = match q.check() {
+        Ok(q) => q,
+        Err(e) => return error(e, ""),
+    };
+    read(&s, path_of(&u), move |m| Ok(view::tasks(m, &q))).await
+}
+
+pub(super) async fn task(
+    State(s): State<HttpState>,
+    u: OriginalUri,
+    MaybeOperator(operator): MaybeOperator,
+    Path((fid, tid)): Path<(String, String)>,
+) -> Response {
+    let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
+    let (fid, tid) = match ids {
+        Ok(v) => v,
+        Err(e) => return error(e.into(), ""),
+    };
+    read(&s, path_of(&u), move |m| view::task(m, &fid, &tid, operator)).await
+}
+
+/// `/api/v1/masters`: this master's Raft view and the members.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MastersBody {
+    /// This master's Raft view (the leader's includes every peer's match index).
+    pub raft: Option<RaftStatus>,
+    pub members: std::collections::BTreeMap<u64, String>,
+}
+
+/// Answered by any master (no redirect): each tells its own Raft view.
+pub(super) async fn masters(State(s): State<HttpState>) -> Response {
+    Json(MastersBody {
+        raft: s.raft.status().await,
+        members: s.raft.members(),
+    })
+    .into_response()
+}
+
+pub(super) async fn why_framework(State(s): State<HttpState>, u: OriginalUri, Path(fid): Path<String>) -> Response {
+    let fid = match FrameworkId::parse(&fid) {
+        Ok(f) => f,
+        Err(e) => return error(e.into(), ""),
+    };
+    read(&s, path_of(&u), move |m| view::why_framework(m, &fid)).await
+}
+
+pub(super) async fn why_task(State(s): State<HttpState>, u: OriginalUri, Path(tid): Path<String>) -> Response {
+    let tid = match TaskId::parse(&tid) {
+        Ok(t) => t,
+        Err(e) => return error(e.into(), ""),
+    };
+    read(&s, path_of(&u), move |m| view::why_task(m, &tid)).await
+}
