@@ -9,10 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use mezzo_proto::security::grpc::BearerAuth;
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
-use mezzo_proto::security::grpc::BearerAuth;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::debug;
@@ -35,15 +35,14 @@ pub(crate) struct Session {
     pub(crate) link: Link,
 }
 
+// One per session, read through a watch: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Link {
     /// No usable subscription right now.
     Connecting,
     /// Subscribed; calls go through this client (its address, for logs).
-    Connected {
-        client: Client,
-        master: String,
-    },
+    Connected { client: Client, master: String },
     /// The driver has ended; it will not come back.
     Stopped,
 }

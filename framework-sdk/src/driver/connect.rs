@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use mezzo_proto::MAX_MESSAGE_BYTES;
 use mezzo_proto::backoff::Backoff;
-use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use mezzo_proto::security::Transport;
 use mezzo_proto::security::grpc::{self, BearerAuth};
+use mezzo_proto::v1::scheduler_client::SchedulerClient;
 
 use crate::calls::Client;
 

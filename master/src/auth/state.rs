@@ -82,18 +82,26 @@ pub struct SecurityState {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum SecurityOp {
     /// Replaces the ACL.
-    SetAcl { acl: Acl },
+    SetAcl {
+        acl: Acl,
+    },
     /// Records an issued credential.
     RecordCredential(CredentialRecord),
     /// Revokes a credential (a certificate serial or a token nonce, known
     /// or not: a token need not be on record to be revoked).
-    Revoke { id: String, at: f64 },
+    Revoke {
+        id: String,
+        at: f64,
+    },
     PutSecret {
         role: Role,
         name: String,
         record: SecretRecord,
     },
-    DeleteSecret { role: Role, name: String },
+    DeleteSecret {
+        role: Role,
+        name: String,
+    },
 }
 
 impl SecurityState {

@@ -121,9 +121,12 @@ impl fmt::Debug for Identity {
 }
 
 /// What a party trusts (the cluster CA) and how it proves itself: a
-/// certificate, or a bearer token for clients without one.
+/// certificate, or a bearer token for clients without one. Cheap to clone.
 #[derive(Clone)]
-pub struct Credentials {
+pub struct Credentials(Arc<Inner>);
+
+#[derive(Clone)]
+struct Inner {
     ca: Vec<CertificateDer<'static>>,
     ca_pem: String,
     identity: Option<Identity>,
@@ -133,8 +136,8 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
-            .field("identity", &self.identity)
-            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("identity", &self.0.identity)
+            .field("token", &self.0.token.as_ref().map(|_| "<hidden>"))
             .finish()
     }
 }
@@ -142,47 +145,47 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// Trusts the CA certificate(s) in `ca_pem`.
     pub fn new(ca_pem: &str) -> Result<Credentials, TlsError> {
-        Ok(Credentials {
+        Ok(Credentials(Arc::new(Inner {
             ca: certs_from_pem("CA", ca_pem)?,
             ca_pem: ca_pem.to_owned(),
             identity: None,
             token: None,
-        })
+        })))
     }
 
     /// Proves itself with a certificate.
     pub fn with_identity(mut self, identity: Identity) -> Credentials {
-        self.identity = Some(identity);
+        Arc::make_mut(&mut self.0).identity = Some(identity);
         self
     }
 
     /// Proves itself with a bearer token (sent by clients only).
     pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Credentials {
-        self.token = Some(token.into());
+        Arc::make_mut(&mut self.0).token = Some(token.into());
         self
     }
 
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.0.identity.as_ref()
     }
 
     pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.0.token.as_deref()
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.0.ca_pem
     }
 
     /// Whom these credentials name: the certificate's principal (a token's
     /// is known only to the masters).
     pub fn principal(&self) -> Option<&Principal> {
-        self.identity.as_ref().map(Identity::principal)
+        self.0.identity.as_ref().map(Identity::principal)
     }
 
     fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        let (_, _) = roots.add_parsable_certificates(self.ca.iter().cloned());
+        let (_, _) = roots.add_parsable_certificates(self.0.ca.iter().cloned());
         roots
     }
 
@@ -191,7 +194,7 @@ impl Credentials {
     /// without a certificate through to authenticate by token (or be
     /// refused) at the request layer.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let id = self.identity.as_ref().ok_or(TlsError::NoIdentity)?;
+        let id = self.0.identity.as_ref().ok_or(TlsError::NoIdentity)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider())
             .allow_unauthenticated()
             .build()
@@ -218,7 +221,7 @@ impl Credentials {
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut cfg = match &self.identity {
+        let mut cfg = match &self.0.identity {
             Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
             None => builder.with_no_client_auth(),
         };
@@ -229,10 +232,10 @@ impl Credentials {
     /// The gRPC client side: verify the master as `master.mezzo`.
     pub fn grpc_tls(&self) -> tonic::transport::ClientTlsConfig {
         let mut tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.0.ca_pem))
             .domain_name(super::principal::MASTER_DNS_NAME)
             .assume_http2(true);
-        if let Some(id) = &self.identity {
+        if let Some(id) = &self.0.identity {
             tls = tls.identity(tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem));
         }
         tls
