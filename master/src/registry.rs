@@ -239,6 +239,24 @@ impl Registry {
         None
     }
 
+    /// A copy for dumps: every key-value value and sealed secret replaced
+    /// by its SHA-256 (`sha256:<hex>`), so two replicas still compare equal
+    /// exactly when their data does.
+    pub fn redacted(&self) -> Registry {
+        let mut r = self.clone();
+        for ns in r.kv.values_mut() {
+            for e in ns.entries.values_mut() {
+                e.value = digest(&e.value).into_bytes();
+            }
+        }
+        for secrets in r.security.secrets.values_mut() {
+            for s in secrets.values_mut() {
+                s.sealed = digest(s.sealed.as_bytes());
+            }
+        }
+        r
+    }
+
     /// The agent's dynamic reservations (unreserved part always empty).
     pub fn dynamic_reservations(&self, agent: &AgentId) -> ReservedResources {
         self.reservations
@@ -254,6 +272,12 @@ impl Registry {
             self.reservations.insert(agent.clone(), r.to_string());
         }
     }
+}
+
+fn digest(b: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let hex: String = d.as_ref().iter().map(|x| format!("{x:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 #[cfg(test)]

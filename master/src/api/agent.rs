@@ -14,10 +14,12 @@ use mezzo_proto::v1::agent_message::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::core::agent_types::{AgentDescription, ReportedTask};
 use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
 use crate::runtime::{Command, Handle};
+use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,12 +50,33 @@ fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError
     if resources.is_empty() {
         return Err(invalid("agent offers no resources"));
     }
+    check_http_address(&info.http_address)?;
     Ok(AgentDescription {
         hostname: info.hostname,
         http_address: info.http_address,
         resources,
         attributes: info.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
     })
+}
+
+/// An agent's HTTP address is `host:port` and nothing else: the master
+/// builds URLs from it (the files proxy), so a path, query, user or
+/// scheme in it could point the master anywhere.
+fn check_http_address(addr: &str) -> Result<(), MasterError> {
+    if addr.is_empty() {
+        return Ok(());
+    }
+    let bad = || invalid(format!("agent http_address {addr:?} must be host:port"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host_ok = host.parse::<std::net::IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if port_ok && host_ok { Ok(()) } else { Err(bad()) }
 }
 
 /// Validates the first message of the stream.
@@ -114,6 +137,9 @@ impl AgentApi for AgentService {
     type AttachStream = ToAgentStream;
 
     async fn attach(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ToAgentStream>, Status> {
+        let caller = Caller::of(&req);
+        // Only an agent's credential may open an agent stream.
+        caller.expect_kind(Kind::Agent).map_err(|e| e.status())?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -123,7 +149,12 @@ impl AgentApi for AgentService {
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let conn = self
             .handle
-            .ask(|reply| Command::AgentAttach { hello, tx, reply })
+            .ask(|reply| Command::AgentAttach {
+                hello,
+                caller,
+                tx,
+                reply,
+            })
             .await??;
         let handle = self.handle.clone();
         tokio::spawn(async move {

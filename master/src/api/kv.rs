@@ -5,15 +5,23 @@ use mezzo_proto::ids::FrameworkId;
 use mezzo_proto::v1;
 use tonic::Status;
 
+use crate::auth::Caller;
 use crate::error::MasterError;
 use crate::kv::{KvAnswer, KvCall, KvDone, KvEntry, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::runtime::{Command, Handle};
 
 /// Sends one validated call to the owner task and waits for its answer
 /// (for a write: until it is committed).
-pub(super) async fn ask(handle: &Handle, framework_id: &str, call: KvCall) -> Result<KvAnswer, Status> {
+pub(super) async fn ask(handle: &Handle, caller: Caller, framework_id: &str, call: KvCall) -> Result<KvAnswer, Status> {
     let framework = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
-    let answer = handle.ask(|reply| Command::Kv { framework, call, reply }).await??;
+    let answer = handle
+        .ask(|reply| Command::Kv {
+            framework,
+            call,
+            caller,
+            reply,
+        })
+        .await??;
     Ok(answer)
 }
 

@@ -89,6 +89,11 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
 }
 
 /// Checks a framework's self-description.
+/// Most roles one framework may be in.
+pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
+/// Most tasks one Accept may launch.
+pub const MAX_TASKS_PER_ACCEPT: usize = 10_000;
+
 pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::FrameworkInfo, MasterError> {
     let mut info = info.ok_or_else(|| invalid("subscribe carries no framework info"))?;
     if info.name.trim().is_empty() || info.name.len() > 256 {
@@ -102,6 +107,12 @@ pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::Framewo
     }
     if info.roles.is_empty() {
         info.roles.push("*".into());
+    }
+    if info.roles.len() > MAX_ROLES_PER_FRAMEWORK {
+        return Err(invalid(format!(
+            "a framework may be in at most {MAX_ROLES_PER_FRAMEWORK} roles, not {}",
+            info.roles.len()
+        )));
     }
     for r in &info.roles {
         Role::parse(r).map_err(|e| invalid(format!("framework roles: {e}")))?;

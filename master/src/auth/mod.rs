@@ -4,8 +4,13 @@
 //! decided by [`acl::authorize`] over the registry's rules.
 
 pub mod acl;
+pub mod authn;
+pub mod caller;
 pub mod seal;
 pub mod state;
+pub mod view;
 
 pub use acl::{Acl, Action, Denied, authorize};
+pub use caller::{AuthzError, Caller};
 pub use mezzo_proto::security::Principal;
+pub use view::AuthView;

@@ -14,6 +14,7 @@ use mezzo_proto::reservation::{ReservedResources, Role};
 
 use super::{Effect, Master};
 use crate::allocator::{Quota, QuotaError};
+use crate::auth::state::{MAX_SECRETS, SecurityOp};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
 
@@ -38,6 +39,9 @@ pub enum PolicyRequest {
         agent: AgentId,
         resources: ReservedResources,
     },
+    /// A change to the ACL, the credentials on record or the secrets
+    /// (checked by the HTTP layer, which holds the CA and data key).
+    Security(SecurityOp),
 }
 
 fn invalid(e: impl std::fmt::Display) -> MasterError {
@@ -80,6 +84,18 @@ impl Master {
                 principal,
             } => self.reserve_for_operator(ticket, agent, resources, principal)?,
             PolicyRequest::Unreserve { agent, resources } => self.unreserve_for_operator(ticket, agent, resources)?,
+            PolicyRequest::Security(op) => {
+                if let SecurityOp::PutSecret { role, name, .. } = &op {
+                    let s = &self.registry.security;
+                    let known = s.secrets.get(role).is_some_and(|r| r.contains_key(name));
+                    if !known && s.secret_count() >= MAX_SECRETS {
+                        return Err(MasterError::ResourceExhausted(format!(
+                            "the cluster holds {MAX_SECRETS} secrets already; delete some first"
+                        )));
+                    }
+                }
+                self.propose_ticket(RegistryOp::Security { security: op }, ticket);
+            }
         }
         Ok(())
     }
@@ -304,6 +320,9 @@ impl Master {
     /// in, held resources are released, the operator is answered.
     pub(crate) fn policy_applied(&mut self, op: RegistryOp) {
         match &op {
+            RegistryOp::Security {
+                security: SecurityOp::Revoke { id, .. },
+            } => self.close_revoked(id),
             RegistryOp::SetWeights { weights } => {
                 for (role, w) in weights {
                     self.alloc.set_weight(role, *w);

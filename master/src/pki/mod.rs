@@ -104,7 +104,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
+pub(crate) fn write_private(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -335,6 +335,8 @@ impl Authority {
         })
     }
 }
+
+pub mod setup;
 
 #[cfg(test)]
 mod tests;

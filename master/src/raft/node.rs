@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -21,6 +22,9 @@ use super::handle::{NodeCmd, RaftEvent, RaftHandle, RaftStatus};
 use super::members::{self, MemberChange, MembershipError};
 use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
+use mezzo_proto::security::Transport;
+
+use crate::auth::AuthView;
 use crate::registry::{Registry, RegistryOp};
 
 /// How one master takes part in the group.
@@ -44,6 +48,8 @@ pub struct RaftConfig {
     /// Joining a running group: never create a group of our own; wait for
     /// the leader to send the log (or a snapshot).
     pub join: bool,
+    /// How to reach the other masters (TLS with this master's certificate).
+    pub transport: Transport,
 }
 
 /// Forwards raft-rs's slog records to `tracing`.
@@ -92,6 +98,9 @@ struct Node {
     pending_change: Option<(u64, oneshot::Sender<Result<u64, MembershipError>>)>,
     self_tx: mpsc::Sender<NodeCmd>,
     members_tx: watch::Sender<BTreeMap<u64, String>>,
+    /// The security facts the edge reads (see [`AuthView`]).
+    auth_tx: watch::Sender<Arc<AuthView>>,
+    transport: Transport,
 }
 
 /// Opens the log (creating the group on first start) and spawns the node.
@@ -143,6 +152,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
     let (tx, rx) = mpsc::channel(16384);
     let (events_tx, events_rx) = mpsc::channel(16384);
     let (members_tx, members_rx) = watch::channel(registry.masters.clone());
+    let (auth_tx, auth_rx) = watch::channel(AuthView::of(&registry));
     let node = Node {
         raw,
         applied: meta.index,
@@ -158,9 +168,11 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         snapshot_now: false,
         self_tx: tx.clone(),
         members_tx,
+        auth_tx,
+        transport: cfg.transport.clone(),
     };
     tokio::spawn(node.run(rx, cfg.tick));
-    Ok((RaftHandle::new(tx, members_rx, cfg.id), events_rx))
+    Ok((RaftHandle::new(tx, members_rx, auth_rx, cfg.id), events_rx))
 }
 
 impl Node {
@@ -314,6 +326,7 @@ impl Node {
                     self.raw.raft.id,
                     to,
                     addr,
+                    self.transport.clone(),
                     rx,
                     self.self_tx.clone(),
                 ));
@@ -352,6 +365,7 @@ impl Node {
             self.applied = snap.get_metadata().index;
             self.last_snapshot = self.applied;
             self.members_tx.send_replace(self.registry.masters.clone());
+            self.auth_tx.send_replace(AuthView::of(&self.registry));
         }
         let committed = rd.take_committed_entries();
         self.apply(committed).await?;
@@ -394,6 +408,9 @@ impl Node {
                 EntryType::EntryNormal => match serde_json::from_slice::<RegistryOp>(&e.data) {
                     Ok(op) => {
                         self.registry.apply(&op);
+                        if AuthView::changed_by(&op) {
+                            self.auth_tx.send_replace(AuthView::of(&self.registry));
+                        }
                         if self.serving {
                             let _ = self.events.send(RaftEvent::Committed(op)).await;
                         }

@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::handle::{NodeCmd, RaftHandle};
+use crate::auth::Caller;
+use mezzo_proto::security::{Kind, Transport};
 use mezzo_proto::v1;
 use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
 use mezzo_proto::v1::raft_transport_server::RaftTransport;
@@ -36,23 +38,26 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn send(&self, req: Request<v1::RaftBatch>) -> Result<Response<v1::RaftAck>, Status> {
-        self.deliver(req.into_inner()).await?;
+        let caller = Caller::of(&req);
+        self.deliver(&caller, req.into_inner()).await?;
         Ok(Response::new(v1::RaftAck {}))
     }
 
     async fn stream(&self, req: Request<tonic::Streaming<v1::RaftBatch>>) -> Result<Response<v1::RaftAck>, Status> {
+        let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         while let Some(batch) = inbound.message().await? {
-            self.deliver(batch).await?;
+            self.deliver(&caller, batch).await?;
         }
         Ok(Response::new(v1::RaftAck {}))
     }
 }
 
 impl RaftService {
-    /// Checks a batch (addressed to this master, from a member, decodable,
-    /// each message matching the batch's ends) and hands it to the node.
-    async fn deliver(&self, batch: v1::RaftBatch) -> Result<(), Status> {
+    /// Checks a batch (addressed to this master, from a member whose
+    /// certificate sent it, decodable, each message matching the batch's
+    /// ends) and hands it to the node.
+    async fn deliver(&self, caller: &Caller, batch: v1::RaftBatch) -> Result<(), Status> {
         let me = self.node.id();
         if batch.to != me {
             return Err(Status::failed_precondition(format!(
@@ -68,6 +73,7 @@ impl RaftService {
                 batch.from
             )));
         }
+        self.check_sender(caller, batch.from)?;
         let mut msgs = Vec::with_capacity(batch.messages.len());
         for bytes in &batch.messages {
             let m = Message::parse_from_bytes(bytes)
@@ -87,6 +93,23 @@ impl RaftService {
     }
 }
 
+impl RaftService {
+    /// Only the member named `from` may send as `from`: its certificate
+    /// must be a master's, named by that member's address.
+    fn check_sender(&self, caller: &Caller, from: u64) -> Result<(), Status> {
+        let Some(principal) = caller.expect_kind(Kind::Master).map_err(|e| e.status())? else {
+            return Ok(()); // --insecure
+        };
+        let claimed = self.node.members().get(&from).cloned().unwrap_or_default();
+        if principal.name() != claimed {
+            return Err(Status::permission_denied(format!(
+                "raft batch claims to come from member {from} ({claimed}), but was sent by {principal}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Sends what the node queues for one peer, in batches, in order. A
 /// failed send drops the batch (Raft resends) and reports the peer
 /// unreachable so the leader probes it instead of streaming to it.
@@ -94,11 +117,12 @@ pub(crate) async fn peer_sender(
     me: u64,
     to: u64,
     addr: String,
+    transport: Transport,
     mut rx: mpsc::Receiver<Message>,
     node: mpsc::Sender<NodeCmd>,
 ) {
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true),
+    let endpoint = match mezzo_proto::security::grpc::endpoint(&addr, &transport) {
+        Ok(e) => e.connect_timeout(Duration::from_millis(500)),
         Err(e) => {
             tracing::error!(to, %addr, error = %e, "bad raft peer address");
             return;

@@ -9,6 +9,7 @@
 pub mod client_config;
 pub mod csr;
 pub mod grpc;
+pub mod https;
 pub mod join;
 pub mod principal;
 pub mod serve;

@@ -229,6 +229,23 @@ impl Credentials {
         Ok(Arc::new(cfg))
     }
 
+    /// Whether `identity`'s certificate is one this CA issued for a server
+    /// named `server` and valid now (a master checks its saved certificate
+    /// with it at start).
+    pub fn would_accept(&self, identity: &Identity, server: &str) -> bool {
+        let Ok(inner) =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()), provider()).build()
+        else {
+            return false;
+        };
+        let Ok(name) = ServerName::try_from(server.to_owned()) else {
+            return false;
+        };
+        inner
+            .verify_server_cert(&identity.chain[0], &identity.chain[1..], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
     /// The gRPC client side: verify the master as `master.mezzo`.
     pub fn grpc_tls(&self) -> tonic::transport::ClientTlsConfig {
         let mut tls = tonic::transport::ClientTlsConfig::new()

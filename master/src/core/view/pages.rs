@@ -243,15 +243,18 @@ pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> 
     Page::of(rows.into_iter(), limit, offset)
 }
 
-/// The HTTP address of the agent that runs (or ran) a task, for the files
-/// proxy.
-pub fn task_agent_address(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<String, MasterError> {
+/// The HTTP address of the agent that runs (or ran) a task and the
+/// principal that registered it, for the files proxy.
+pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<(String, Option<String>), MasterError> {
     let task = find_task(m, fid, tid)?;
-    m.agents
+    let addr = m
+        .agents
         .get(&task.agent_id)
         .map(|a| a.http_address.clone())
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))
+        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))?;
+    let principal = m.registry.agents.get(&task.agent_id).and_then(|r| r.principal.clone());
+    Ok((addr, principal))
 }
 
 /// A framework as operators see it.
