@@ -406,7 +406,7 @@ impl<'de> Deserialize<'de> for Resources {
         let parts: Vec<String> = map
             .into_iter()
             .filter_map(|(k, v)| match v {
-                Value::Number(n) if n == 0.0 => None,
+                Value::Number(0.0) => None,
                 Value::Ranges(r) if r.is_empty() || r == "[]" => None,
                 Value::Number(n) => Some(format!("{k}:{n}")),
                 Value::Ranges(r) => Some(format!("{k}:{r}")),
