@@ -446,7 +446,8 @@ fn v2_leaf(dir: &Path) -> V2Cgroup {
     ] {
         put(&dir.join(file), contents);
     }
-    V2Cgroup { dir: dir.to_owned() }
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    V2Cgroup::new(dir.parent().unwrap(), name)
 }
 
 #[test]

@@ -84,7 +84,7 @@ impl Mounted {
     fn leaf(&self, name: &str) -> V2Cgroup {
         let dir = self.parent_dir().join(name);
         fs::create_dir_all(&dir).unwrap();
-        V2Cgroup { dir }
+        V2Cgroup::new(self.root(), &format!("{}/{name}", self.parent))
     }
 
     /// A `sleep` child moved into `cg`.
@@ -250,7 +250,7 @@ fn real_v2_create_with_or_without_controllers() {
         (64u64 << 20).to_string()
     );
     assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "16");
-    let leaf = V2Cgroup { dir: dir.clone() };
+    let leaf = V2Cgroup::new(m.root(), &format!("{}/c", m.parent));
     let pid = m.sleeper_in(&leaf);
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     let u = cg.usage().unwrap();
