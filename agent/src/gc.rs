@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::AgentError;
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
-use crate::task::TaskKey;
 
 /// When done sandboxes are removed.
 #[derive(Debug, Clone)]

@@ -39,6 +39,7 @@ mod error;
 pub mod files;
 pub mod gc;
 pub mod http;
+pub mod key;
 pub mod metrics;
 pub mod paths;
 mod resources;
