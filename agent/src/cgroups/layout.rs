@@ -10,9 +10,9 @@
 //! layout.
 //!
 //! The rest of this file is the glue every backend uses: [`controller`]
-//! picks a typed controller out of a cgroups-rs handle, [`set`] runs one
-//! cgroups-rs setter on one control file, and [`CgroupError::lib`] puts the
-//! path back into cgroups-rs's errors.
+//! picks a typed controller out of a cgroups-rs handle, a [`Writer`] runs
+//! one cgroups-rs setter on one control file, and [`CgroupError::lib`]
+//! puts the path back into cgroups-rs's errors.
 
 use std::fmt::Display;
 use std::io;
@@ -142,23 +142,48 @@ where
     })
 }
 
-/// Runs a cgroups-rs setter that writes `value` to the control file `file`
-/// in `dir`. cgroups-rs opens control files with `File::create`: under a
-/// root that is not a cgroupfs (a test's temp dir) that would make a plain
-/// file and report the value as set. Only the kernel makes control files,
-/// so a missing one is refused here, with its path.
-pub(super) fn set(
-    dir: &Path,
-    file: &str,
-    value: &dyn Display,
-    setter: impl FnOnce() -> Result<(), LibError>,
-) -> Result<(), CgroupError> {
-    let path = dir.join(file);
-    let op = format!("write {:?} to", value.to_string());
-    if !path.is_file() {
-        return Err(CgroupError::io(op, &path)(io::ErrorKind::NotFound.into()));
+/// How control files are written through cgroups-rs's setters.
+///
+/// They open the file with `File::create`. On a cgroupfs the kernel
+/// refuses to create a missing control file (EACCES), but under a root
+/// that is not one (a test's temp dir) it would make a plain file and
+/// report the value as set. So a writer checks that the file exists
+/// first, except where its root is a cgroupfs: the launch path writes
+/// through its backend's writer, which saves a `stat` per control file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Writer {
+    pub(super) check_exists: bool,
+}
+
+impl Writer {
+    /// Checks every file: for calls off the launch path.
+    pub(super) const CHECKED: Writer = Writer { check_exists: true };
+
+    /// The writer for a hierarchy mounted at `mount`: checking unless it
+    /// is a cgroupfs (v1 or v2).
+    pub(super) fn for_mount(mount: &Path) -> Writer {
+        use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+        let kernel =
+            statfs(mount).is_ok_and(|fs| [CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC].contains(&fs.filesystem_type()));
+        Writer { check_exists: !kernel }
     }
-    setter().map_err(CgroupError::lib(op, &path))
+
+    /// Runs a cgroups-rs setter that writes `value` to the control file
+    /// `file` in `dir`; errors carry the file's path.
+    pub(super) fn set(
+        self,
+        dir: &Path,
+        file: &str,
+        value: &dyn Display,
+        setter: impl FnOnce() -> Result<(), LibError>,
+    ) -> Result<(), CgroupError> {
+        let path = dir.join(file);
+        let op = format!("write {:?} to", value.to_string());
+        if self.check_exists && !path.is_file() {
+            return Err(CgroupError::io(op, &path)(io::ErrorKind::NotFound.into()));
+        }
+        setter().map_err(CgroupError::lib(op, &path))
+    }
 }
 
 /// Saturates a count for cgroups-rs's `i64` setters. Anything past
@@ -191,5 +216,80 @@ impl CgroupError {
             }
             CgroupError::Controller { op, path, source: e }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_layout_holds_only_our_controllers_under_its_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let paths = |layout: Layout| -> Vec<PathBuf> {
+            let handle = layout.load("mezzo-a/t1");
+            handle
+                .subsystems()
+                .iter()
+                .map(|s| s.to_controller().path().to_owned())
+                .collect()
+        };
+        let v1 = paths(Layout::V1(Mounts::under(root)));
+        let expected: Vec<PathBuf> = ["cpu", "cpuacct", "memory", "pids", "freezer"]
+            .iter()
+            .map(|c| root.join(c).join("mezzo-a/t1"))
+            .collect();
+        assert_eq!(v1, expected);
+        let v2 = paths(Layout::V2 { root: root.to_owned() });
+        assert_eq!(v2, vec![root.join("mezzo-a/t1"); 4]);
+    }
+
+    #[test]
+    fn a_missing_control_file_is_refused_not_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cpu = CpuController::new(tmp.path().to_owned(), PathBuf::new(), true);
+        let writer = Writer::for_mount(tmp.path());
+        let err = writer
+            .set(tmp.path(), "cpu.weight", &39, || cpu.set_shares(39))
+            .unwrap_err();
+        let CgroupError::Io { op, path, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((op.as_str(), path), ("write \"39\" to", &tmp.path().join("cpu.weight")));
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        assert!(!tmp.path().join("cpu.weight").exists());
+    }
+
+    #[test]
+    fn library_errors_get_the_path_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("pids.current");
+        let pids = PidController::new(tmp.path().to_owned(), PathBuf::new(), true);
+
+        let missing = pids
+            .get_pid_current()
+            .map_err(CgroupError::lib("read", &file))
+            .unwrap_err();
+        assert!(
+            matches!(&missing, CgroupError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{missing:?}"
+        );
+        assert!(
+            missing.to_string().starts_with(&format!("read {}: ", file.display())),
+            "{missing}"
+        );
+
+        std::fs::write(&file, "three\n").unwrap();
+        let bad = pids
+            .get_pid_current()
+            .map_err(CgroupError::lib("read", &file))
+            .unwrap_err();
+        assert!(
+            matches!(&bad, CgroupError::Parse { path, .. } if *path == file),
+            "{bad:?}"
+        );
     }
 }

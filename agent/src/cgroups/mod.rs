@@ -33,12 +33,12 @@
 //!
 //! The control files are driven by cgroups-rs (`cgroups_rs::fs`): its
 //! cpu, memory, pids and freezer controllers set the limits, freeze and
-//! thaw, join processes, read `pids.current`, and v2's `cgroup.kill`. They
-//! run over our own [`Hierarchy`](cgroups_rs::fs::Hierarchy), `layout.rs`,
+//! thaw, join processes, read `pids.current` and write v2's `cgroup.kill`.
+//! They run over our own [`Hierarchy`](cgroups_rs::fs::Hierarchy), `layout.rs`,
 //! rooted where we are told. What cgroups-rs cannot do the way the agent
 //! needs stays by hand here, each place saying why (see also
 //! ARCHITECTURE.md, "cgroups-rs and what stays by hand"): detection under a
-//! given root, exclusive creation, v2's controller enabling, listing,
+//! given root, creating directories, v2's controller enabling, listing,
 //! reading `cgroup.procs`, usage, OOM detection, the freeze-and-kill
 //! protocol and removal.
 

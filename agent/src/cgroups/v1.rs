@@ -17,10 +17,10 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{self as lib, Controller, MaxValue};
 
-use super::layout::{Layout, Mounts, controller, saturating_i64, set};
+use super::layout::{Layout, Mounts, Writer, controller, saturating_i64};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
-    keyed, keyed_required, kill_all_with, mkdir_leaf, read_file, read_procs, read_u64, rmdir_retry,
+    keyed, keyed_required, kill_all_with, mkdir_all, mkdir_leaf, read_file, read_procs, read_u64, rmdir_retry,
 };
 
 /// Controllers we need, each with a file its hierarchy root has (pids and
@@ -44,6 +44,8 @@ pub struct V1Backend {
     mounts: Mounts,
     /// One per distinct hierarchy.
     hierarchies: Vec<PathBuf>,
+    /// For the limits, written on the launch path.
+    writer: Writer,
 }
 
 impl V1Backend {
@@ -71,6 +73,7 @@ impl V1Backend {
         V1Backend {
             layout: Layout::V1(mounts.clone()),
             hierarchies: mounts.unique(),
+            writer: Writer::for_mount(&mounts.cpu),
             mounts,
         }
     }
@@ -86,15 +89,17 @@ impl V1Backend {
             freezer: at(&self.mounts.freezer)?,
             dirs,
             handle: self.layout.load(&format!("{parent}/{name}")),
+            writer: self.writer,
         })
     }
 
-    /// Makes a validated `parent` in every hierarchy if missing (cgroups-rs's
-    /// `create_dir_all` per controller, each error with its directory).
+    /// Makes `parent` in every hierarchy if missing. By hand, as it runs on
+    /// every launch: cgroups-rs's `create` is a `create_dir_all` per
+    /// controller, a `mkdir` and a `stat` each, where one `mkdir` per
+    /// hierarchy will do.
     fn create_parent(&self, parent: &str) -> Result<(), CgroupError> {
-        for sub in self.layout.load(parent).subsystems() {
-            let c = sub.to_controller();
-            c.create().map_err(CgroupError::lib("create", c.path()))?;
+        for h in &self.hierarchies {
+            mkdir_all(h, &cgroup_path(h, parent, None)?, |_| Ok(()))?;
         }
         Ok(())
     }
@@ -165,38 +170,43 @@ struct V1Cgroup {
     freezer: PathBuf,
     /// One per distinct hierarchy.
     dirs: Vec<PathBuf>,
+    writer: Writer,
 }
 
 impl V1Cgroup {
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         let cpu: &CpuController = controller(&self.handle, &self.memory)?;
         let shares = limits.shares();
-        set(cpu.path(), "cpu.shares", &shares, || cpu.set_shares(shares))?;
+        self.writer
+            .set(cpu.path(), "cpu.shares", &shares, || cpu.set_shares(shares))?;
         // Only called on a fresh cgroup, whose CFS period is already 100 ms
         // and quota -1 (none): without a quota there is nothing to write
         // (two control-file writes less per launch).
         if let Some(quota) = limits.quota_us() {
-            set(cpu.path(), "cpu.cfs_period_us", &CPU_PERIOD_US, || {
+            self.writer.set(cpu.path(), "cpu.cfs_period_us", &CPU_PERIOD_US, || {
                 cpu.set_cfs_period(CPU_PERIOD_US)
             })?;
-            set(cpu.path(), "cpu.cfs_quota_us", &quota, || cpu.set_cfs_quota(quota))?;
+            self.writer
+                .set(cpu.path(), "cpu.cfs_quota_us", &quota, || cpu.set_cfs_quota(quota))?;
         }
         if let Some(bytes) = limits.memory_bytes {
             let mem: &MemController = controller(&self.handle, &self.memory)?;
             let bytes = saturating_i64(bytes);
-            set(mem.path(), "memory.limit_in_bytes", &bytes, || mem.set_limit(bytes))?;
+            self.writer
+                .set(mem.path(), "memory.limit_in_bytes", &bytes, || mem.set_limit(bytes))?;
             // With swap accounting, cap memory+swap at the same value so
             // the limit cannot be escaped by swapping.
             let memsw = "memory.memsw.limit_in_bytes";
             if mem.path().join(memsw).exists() {
-                set(mem.path(), memsw, &bytes, || mem.set_memswap_limit(bytes))?;
+                self.writer
+                    .set(mem.path(), memsw, &bytes, || mem.set_memswap_limit(bytes))?;
             }
         }
         let pids: &PidController = controller(&self.handle, &self.memory)?;
         let max = limits
             .pids_max
             .map_or(MaxValue::Max, |n| MaxValue::Value(saturating_i64(n)));
-        set(pids.path(), "pids.max", &max, || pids.set_pid_max(max))
+        self.writer.set(pids.path(), "pids.max", &max, || pids.set_pid_max(max))
     }
 
     /// By hand: cgroups-rs's `procs()` reads an unreadable `cgroup.procs`
@@ -223,9 +233,9 @@ impl Freezer for V1Freezer<'_> {
     fn request(&self, frozen: bool) -> Result<(), CgroupError> {
         let dir = self.0.path();
         if frozen {
-            set(dir, "freezer.state", &"FROZEN", || self.0.freeze())
+            Writer::CHECKED.set(dir, "freezer.state", &"FROZEN", || self.0.freeze())
         } else {
-            set(dir, "freezer.state", &"THAWED", || self.0.thaw())
+            Writer::CHECKED.set(dir, "freezer.state", &"THAWED", || self.0.thaw())
         }
     }
 
@@ -248,7 +258,7 @@ impl Cgroup for V1Cgroup {
         let tgid = CgroupPid::from(u64::from(pid));
         for sub in self.handle.subsystems() {
             let c = sub.to_controller();
-            set(c.path(), "cgroup.procs", &pid, || c.add_task_by_tgid(&tgid))?;
+            Writer::CHECKED.set(c.path(), "cgroup.procs", &pid, || c.add_task_by_tgid(&tgid))?;
         }
         Ok(())
     }

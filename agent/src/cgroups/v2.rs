@@ -16,7 +16,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{self as lib, MaxValue};
 
-use super::layout::{Layout, controller, saturating_i64, set};
+use super::layout::{Layout, Writer, controller, saturating_i64};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
     keyed, keyed_required, kill_all_with, mkdir_all, mkdir_leaf, read_file, read_procs, rmdir_retry, wait_empty,
@@ -30,6 +30,8 @@ const REQUIRED: [&str; 3] = ["cpu", "memory", "pids"];
 #[derive(Debug, Clone)]
 pub struct V2Backend {
     root: PathBuf,
+    /// For the limits, written on the launch path.
+    writer: Writer,
 }
 
 impl V2Backend {
@@ -48,7 +50,10 @@ impl V2Backend {
 
     /// A backend over the unified hierarchy at `root` without checking it.
     pub fn at(root: &Path) -> Self {
-        V2Backend { root: root.to_owned() }
+        V2Backend {
+            root: root.to_owned(),
+            writer: Writer::for_mount(root),
+        }
     }
 
     /// Enables cpu, memory and pids for the children of `dir`.
@@ -93,7 +98,7 @@ impl CgroupBackend for V2Backend {
         // By hand: cgroups-rs's create is `create_dir_all`, which cannot
         // tell a new cgroup from one already there.
         mkdir_leaf(&dir)?;
-        let cg = V2Cgroup::new(&self.root, &format!("{parent}/{name}"));
+        let cg = V2Cgroup::new(&self.root, &format!("{parent}/{name}"), self.writer);
         if let Err(e) = cg.apply(limits) {
             let _ = std::fs::remove_dir(&cg.dir);
             return Err(e);
@@ -103,7 +108,7 @@ impl CgroupBackend for V2Backend {
 
     fn open(&self, parent: &str, name: &str) -> Result<Option<Box<dyn Cgroup>>, CgroupError> {
         cgroup_path(&self.root, parent, Some(name))?;
-        let cg = V2Cgroup::new(&self.root, &format!("{parent}/{name}"));
+        let cg = V2Cgroup::new(&self.root, &format!("{parent}/{name}"), self.writer);
         Ok(cg.handle.exists().then(|| Box::new(cg) as Box<dyn Cgroup>))
     }
 
@@ -126,6 +131,7 @@ pub(super) struct V2Cgroup {
     pub(super) dir: PathBuf,
     /// cgroups-rs's handle on it, over [`Layout::V2`].
     handle: lib::Cgroup,
+    writer: Writer,
 }
 
 /// v1 `cpu.shares` (2..=262144) to v2 `cpu.weight` (1..=10000), the
@@ -135,11 +141,13 @@ pub(super) fn shares_to_weight(shares: u64) -> u64 {
 }
 
 impl V2Cgroup {
-    /// A handle on `<root>/<rel>`, with `rel` already validated.
-    pub(super) fn new(root: &Path, rel: &str) -> V2Cgroup {
+    /// A handle on `<root>/<rel>`, with `rel` already validated, whose
+    /// limits go through `writer`.
+    pub(super) fn new(root: &Path, rel: &str, writer: Writer) -> V2Cgroup {
         V2Cgroup {
             dir: root.join(rel),
             handle: Layout::V2 { root: root.to_owned() }.load(rel),
+            writer,
         }
     }
 
@@ -147,32 +155,33 @@ impl V2Cgroup {
         let dir = &self.dir;
         let cpu: &CpuController = controller(&self.handle, dir)?;
         let weight = shares_to_weight(limits.shares());
-        set(dir, "cpu.weight", &weight, || cpu.set_shares(weight))?;
+        self.writer.set(dir, "cpu.weight", &weight, || cpu.set_shares(weight))?;
         // cgroups-rs writes "max" for a quota that is not positive.
         let quota = limits.quota_us().unwrap_or(-1);
         let shown = if quota > 0 { quota.to_string() } else { "max".to_owned() };
-        set(dir, "cpu.max", &format!("{shown} {CPU_PERIOD_US}"), || {
-            cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US))
-        })?;
+        self.writer
+            .set(dir, "cpu.max", &format!("{shown} {CPU_PERIOD_US}"), || {
+                cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US))
+            })?;
         let mem: &MemController = controller(&self.handle, dir)?;
         match limits.memory_bytes {
             Some(bytes) => {
                 let bytes = saturating_i64(bytes);
-                set(dir, "memory.max", &bytes, || mem.set_limit(bytes))?;
+                self.writer.set(dir, "memory.max", &bytes, || mem.set_limit(bytes))?;
                 // No swapping past the limit (as v1's memsw limit).
                 let swap = "memory.swap.max";
                 if dir.join(swap).exists() {
-                    set(dir, swap, &0, || mem.set_memswap_limit(0))?;
+                    self.writer.set(dir, swap, &0, || mem.set_memswap_limit(0))?;
                 }
             }
             // cgroups-rs writes "max" for -1 on v2.
-            None => set(dir, "memory.max", &"max", || mem.set_limit(-1))?,
+            None => self.writer.set(dir, "memory.max", &"max", || mem.set_limit(-1))?,
         }
         let pids: &PidController = controller(&self.handle, dir)?;
         let max = limits
             .pids_max
             .map_or(MaxValue::Max, |n| MaxValue::Value(saturating_i64(n)));
-        set(dir, "pids.max", &max, || pids.set_pid_max(max))
+        self.writer.set(dir, "pids.max", &max, || pids.set_pid_max(max))
     }
 
     fn procs(&self) -> PathBuf {
@@ -189,9 +198,9 @@ impl Freezer for V2Freezer<'_> {
     fn request(&self, frozen: bool) -> Result<(), CgroupError> {
         let freezer = FreezerController::new(self.0.to_owned(), PathBuf::new(), true);
         if frozen {
-            set(self.0, "cgroup.freeze", &1, || freezer.freeze())
+            Writer::CHECKED.set(self.0, "cgroup.freeze", &1, || freezer.freeze())
         } else {
-            set(self.0, "cgroup.freeze", &0, || freezer.thaw())
+            Writer::CHECKED.set(self.0, "cgroup.freeze", &0, || freezer.thaw())
         }
     }
 
@@ -208,7 +217,7 @@ impl Cgroup for V2Cgroup {
 
     fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
         let tgid = CgroupPid::from(u64::from(pid));
-        set(&self.dir, "cgroup.procs", &pid, || self.handle.add_task_by_tgid(tgid))
+        Writer::CHECKED.set(&self.dir, "cgroup.procs", &pid, || self.handle.add_task_by_tgid(tgid))
     }
 
     /// By hand: cgroups-rs's `procs()` reads an unreadable `cgroup.procs`
