@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::AgentError;
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
-use crate::task::TaskKey;
 
 /// When done sandboxes are removed.
 #[derive(Debug, Clone)]
@@ -267,15 +267,10 @@ fn scan(root: &Path) -> Vec<(PathBuf, SystemTime)> {
 fn disk_usage(path: &Path) -> f64 {
     match nix::sys::statvfs::statvfs(path) {
         Ok(fs) => {
-            let frac = |avail: u64, total: u64| {
-                if total == 0 {
-                    0.0
-                } else {
-                    1.0 - avail as f64 / total as f64
-                }
-            };
-            frac(fs.blocks_available() as u64, fs.blocks() as u64)
-                .max(frac(fs.files_available() as u64, fs.files() as u64))
+            // The counts' integer types differ between platforms.
+            let frac = |avail: f64, total: f64| if total == 0.0 { 0.0 } else { 1.0 - avail / total };
+            frac(fs.blocks_available() as f64, fs.blocks() as f64)
+                .max(frac(fs.files_available() as f64, fs.files() as f64))
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), "cannot measure the sandboxes' disk: {e}");

@@ -104,7 +104,8 @@ async fn agent_state(State(s): State<HttpState>) -> Response {
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     if let Ok(tasks) = s.table.snapshot().await {
-        s.metrics.set_usage(&tasks);
+        s.metrics
+            .set_usage(tasks.iter().filter_map(|t| Some((&t.key, t.usage.as_ref()?))));
     }
     (
         [(

@@ -39,6 +39,7 @@ mod error;
 pub mod files;
 pub mod gc;
 pub mod http;
+pub mod key;
 pub mod metrics;
 pub mod paths;
 mod resources;
@@ -47,10 +48,16 @@ pub mod task;
 pub mod writeback;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mezzo_proto::ids::AgentId;
+use mezzo_proto::reservation::ReservedResources;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 pub use config::{AgentConfig, Isolation, IsolationConfig};
 pub use error::AgentError;
@@ -59,8 +66,8 @@ pub use resources::detect_resources;
 use crate::attach::register::{self, Identity};
 use crate::containerizer::{Containerizer, LinuxConfig, LinuxContainerizer, PosixContainerizer};
 use crate::metrics::Metrics;
-use crate::status::StatusConfig;
-use crate::task::table::{self, TableDeps};
+use crate::status::{StatusConfig, StatusHandle};
+use crate::task::table::{self, TableDeps, TableHandle};
 
 /// A running agent.
 pub struct AgentHandle {
@@ -114,11 +121,75 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     if config.masters.is_empty() {
         return Err(AgentError::NoMasters);
     }
+    let host = prepare_host(&config).await?;
+    let metrics = Metrics::new();
+    let (listener, http_addr) = bind_http(config.listen).await?;
+    let (agent_id_tx, agent_id_rx) = watch::channel(host.stored_id.clone());
+    let (master_tx, master_rx) = watch::channel(None);
+    let tasks = recover_tasks(&config, &host, &metrics, agent_id_rx.clone()).await?;
+
+    let mut actors = JoinSet::new();
+    watch_actor(&mut actors, "status update manager", tasks.status_join);
+    spawn_actor(&mut actors, "sandbox garbage collector", tasks.gc_actor);
+    if let Some(actor) = tasks.writeback_actor {
+        spawn_actor(&mut actors, "sandbox writeback", actor);
+    }
+    watch_actor(&mut actors, "task table", tasks.table_join);
+    let http_state = http::HttpState {
+        table: tasks.table.clone(),
+        status: tasks.status.clone(),
+        agent_id: agent_id_rx,
+        master: master_rx,
+        hostname: config.hostname.clone(),
+        resources: host.resources.total(),
+        metrics: metrics.clone(),
+    };
+    let server = http_server(listener, http_addr, http_state, host.work_dir.clone());
+    spawn_actor(&mut actors, "HTTP server", server);
+    let deps = attach::AttachDeps {
+        masters: config.masters.clone(),
+        work_dir: host.work_dir,
+        identity: Identity {
+            hostname: config.hostname.clone(),
+            resources: host.resources,
+            attributes: config.attributes.clone(),
+            http_address: http_addr.to_string(),
+        },
+        table: tasks.table,
+        status: tasks.status,
+        agent_id: agent_id_tx,
+        master: master_tx,
+        metrics,
+    };
+    spawn_actor(&mut actors, "master connection", attach::run(deps));
+    tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %host.runtime_dir.display(), "agent started");
+    Ok(AgentHandle {
+        http_addr,
+        actors,
+        containerizer: tasks.containerizer,
+        runtime_dir: host.runtime_dir,
+        runtime_dir_is_default: config.runtime_dir.is_none(),
+    })
+}
+
+/// What the agent finds or makes on this host before any actor starts.
+struct Host {
+    work_dir: PathBuf,
+    runtime_dir: PathBuf,
+    /// What this agent offers.
+    resources: ReservedResources,
+    /// The id a master gave this agent before a restart, if any.
+    stored_id: Option<AgentId>,
+}
+
+/// Creates the work dir and the runtime dir, and reads the resources to
+/// offer and the stored agent id.
+async fn prepare_host(config: &AgentConfig) -> Result<Host, AgentError> {
     let work_dir = config.work_dir.clone();
     tokio::fs::create_dir_all(&work_dir)
         .await
         .map_err(AgentError::io("create work dir", &work_dir))?;
-    let resources = mezzo_proto::reservation::ReservedResources {
+    let resources = ReservedResources {
         unreserved: match config.resources.clone() {
             Some(r) => r,
             None => detect_resources(&work_dir)?,
@@ -131,22 +202,51 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .unwrap_or_else(|| paths::default_runtime_dir(&work_dir));
     create_private_dir(&runtime_dir)?;
     let stored_id = register::load_agent_id(&work_dir)?;
-    let metrics = Metrics::new();
+    Ok(Host {
+        work_dir,
+        runtime_dir,
+        resources,
+        stored_id,
+    })
+}
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| AgentError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+/// Binds the HTTP listener before anything is recovered, so that a port
+/// in use fails the start early; returns it with the address it got.
+async fn bind_http(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), AgentError> {
+    let bind_error = |source| AgentError::Bind { addr: listen, source };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
 
+/// An actor that has yet to be spawned.
+type Actor = BoxFuture<'static, Result<(), AgentError>>;
+
+/// The task side of the agent, recovered: the status update manager and
+/// the task table run already; the sandbox keepers are still to spawn.
+struct Tasks {
+    status: StatusHandle,
+    status_join: JoinHandle<Result<(), AgentError>>,
+    containerizer: Arc<dyn Containerizer>,
+    table: TableHandle,
+    table_join: JoinHandle<Result<(), AgentError>>,
+    gc_actor: Actor,
+    writeback_actor: Option<Actor>,
+}
+
+/// Replays the status journal, builds the containerizer and the sandbox
+/// keepers, then recovers the task table from its checkpoints, which
+/// needs the journal's latest states and a containerizer to adopt
+/// running containers with.
+async fn recover_tasks(
+    config: &AgentConfig,
+    host: &Host,
+    metrics: &Metrics,
+    agent_id: watch::Receiver<Option<AgentId>>,
+) -> Result<Tasks, AgentError> {
     let (forget_tx, forget_rx) = mpsc::unbounded_channel();
     let status_config = StatusConfig {
-        work_dir: work_dir.clone(),
+        work_dir: host.work_dir.clone(),
         retry_initial: config.status_retry_initial,
         retry_max: config.status_retry_max,
     };
@@ -155,87 +255,66 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         tracing::info!(tasks = recovered.len(), "recovered pending status updates");
     }
 
-    let containerizer = containerizer(&config, &work_dir)?;
-    let sandboxes = paths::sandboxes_root(&work_dir);
+    let containerizer = containerizer(config, &host.work_dir)?;
+    let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
-    let (agent_id_tx, agent_id_rx) = watch::channel(stored_id);
-    let (master_tx, master_rx) = watch::channel(None);
-    let (table, table_join) = table::start(
-        TableDeps {
-            work_dir: work_dir.clone(),
-            runtime_dir: runtime_dir.clone(),
-            default_kill_grace: config.default_kill_grace,
-            containerizer: containerizer.clone(),
-            status: status.clone(),
-            forget: forget_rx,
-            agent_id: agent_id_rx.clone(),
-            metrics: metrics.clone(),
-            writeback,
-            gc,
-        },
-        recovered,
-    )
-    .await?;
-
-    let mut actors = JoinSet::new();
-    actors.spawn(async move {
-        let r = status_join
-            .await
-            .unwrap_or(Err(AgentError::ActorPanicked("status update manager")));
-        ("status update manager", r)
-    });
-    actors.spawn(async move { ("sandbox garbage collector", gc_actor.await) });
-    if let Some(actor) = writeback_actor {
-        actors.spawn(async move { ("sandbox writeback", actor.await) });
-    }
-    actors.spawn(async move {
-        let r = table_join.await.unwrap_or(Err(AgentError::ActorPanicked("task table")));
-        ("task table", r)
-    });
-
-    let app = http::router(http::HttpState {
-        table: table.clone(),
+    let deps = TableDeps {
+        work_dir: host.work_dir.clone(),
+        runtime_dir: host.runtime_dir.clone(),
+        default_kill_grace: config.default_kill_grace,
+        containerizer: containerizer.clone(),
         status: status.clone(),
-        agent_id: agent_id_rx,
-        master: master_rx,
-        hostname: config.hostname.clone(),
-        resources: resources.total(),
+        forget: forget_rx,
+        agent_id,
         metrics: metrics.clone(),
-    })
-    .merge(files::router(work_dir.clone()));
-    actors.spawn(async move {
-        let r = axum::serve(listener, app).await.map_err(|source| AgentError::Http {
-            addr: http_addr,
-            source,
-        });
-        ("HTTP server", r)
-    });
-
-    let deps = attach::AttachDeps {
-        masters: config.masters.clone(),
-        work_dir,
-        identity: Identity {
-            hostname: config.hostname.clone(),
-            resources,
-            attributes: config.attributes.clone(),
-            http_address: http_addr.to_string(),
-        },
-        table,
-        status,
-        agent_id: agent_id_tx,
-        master: master_tx,
-        metrics,
+        writeback,
+        gc,
     };
-    actors.spawn(async move { ("master connection", attach::run(deps).await) });
-    tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %runtime_dir.display(), "agent started");
-    Ok(AgentHandle {
-        http_addr,
-        actors,
+    let (table, table_join) = table::start(deps, recovered).await?;
+    Ok(Tasks {
+        status,
+        status_join,
         containerizer,
-        runtime_dir,
-        runtime_dir_is_default: config.runtime_dir.is_none(),
+        table,
+        table_join,
+        gc_actor: gc_actor.boxed(),
+        writeback_actor: writeback_actor.map(FutureExt::boxed),
     })
+}
+
+/// Serves `/state`, `/metrics` and the sandboxes' files.
+fn http_server(
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: http::HttpState,
+    work_dir: PathBuf,
+) -> impl Future<Output = Result<(), AgentError>> + Send + 'static {
+    let app = http::router(state).merge(files::router(work_dir));
+    async move {
+        axum::serve(listener, app)
+            .await
+            .map_err(|source| AgentError::Http { addr, source })
+    }
+}
+
+/// Runs `actor` in the set under `name`.
+fn spawn_actor(
+    actors: &mut JoinSet<(&'static str, Result<(), AgentError>)>,
+    name: &'static str,
+    actor: impl Future<Output = Result<(), AgentError>> + Send + 'static,
+) {
+    actors.spawn(async move { (name, actor.await) });
+}
+
+/// Waits in the set for an actor that already runs as its own task; its
+/// panic ends the agent like an error.
+fn watch_actor(
+    actors: &mut JoinSet<(&'static str, Result<(), AgentError>)>,
+    name: &'static str,
+    join: JoinHandle<Result<(), AgentError>>,
+) {
+    actors.spawn(async move { (name, join.await.unwrap_or(Err(AgentError::ActorPanicked(name)))) });
 }
 
 /// Creates the runtime dir readable by root only: checkpoints hold tasks'

@@ -12,6 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::cgroups::Usage;
+use crate::key::TaskKey;
+
 type StateLabels = Vec<(&'static str, &'static str)>;
 type TaskLabels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -126,16 +129,15 @@ impl Metrics {
     }
 
     /// Replaces the per-container usage figures with these.
-    pub fn set_usage(&self, tasks: &[crate::task::table::TaskView]) {
+    pub fn set_usage<'a>(&self, usage: impl IntoIterator<Item = (&'a TaskKey, &'a Usage)>) {
         for f in [&self.memory_rss, &self.memory_cache, &self.pids] {
             f.clear();
         }
         self.cpu_seconds.clear();
-        for t in tasks {
-            let Some(u) = t.usage else { continue };
+        for (key, u) in usage {
             let labels = vec![
-                ("framework_id", t.key.framework_id.to_string()),
-                ("task_id", t.key.task_id.to_string()),
+                ("framework_id", key.framework_id.to_string()),
+                ("task_id", key.task_id.to_string()),
             ];
             self.cpu_seconds.get_or_create(&labels).set(u.cpu_time.as_secs_f64());
             self.memory_rss.get_or_create(&labels).set(u.memory_rss as i64);

@@ -31,12 +31,18 @@
 //! All calls block (file I/O; `kill_all` waits up to [`KILL_TIMEOUT`]);
 //! async callers use `spawn_blocking`.
 //!
-//! Why not `cgroups-rs`: version 0.5.1 hard-codes `/sys/fs/cgroup` and
-//! `/proc/self/mountinfo` (so it cannot run against a temp-dir root),
-//! panics (`unwrap`) on unexpected file contents, reports errors without
-//! the full path, and pulls in nix 0.25 plus zbus. The few files we need
-//! are plain reads and writes, done here under the root we are given.
+//! The control files are driven by cgroups-rs (`cgroups_rs::fs`): its
+//! cpu, memory, pids and freezer controllers set the limits, freeze and
+//! thaw, join processes, read `pids.current` and write v2's `cgroup.kill`.
+//! They run over our own [`Hierarchy`](cgroups_rs::fs::Hierarchy), `layout.rs`,
+//! rooted where we are told. What cgroups-rs cannot do the way the agent
+//! needs stays by hand here, each place saying why (see also
+//! ARCHITECTURE.md, "cgroups-rs and what stays by hand"): detection under a
+//! given root, creating directories, v2's controller enabling, listing,
+//! reading `cgroup.procs`, usage, OOM detection, the freeze-and-kill
+//! protocol and removal.
 
+mod layout;
 mod v1;
 mod v2;
 
@@ -67,6 +73,9 @@ const RMDIR_TIMEOUT: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(10);
 /// The CFS period every quota is expressed against.
 pub const CPU_PERIOD: Duration = Duration::from_millis(100);
+/// [`CPU_PERIOD`] as both versions write it.
+const CPU_PERIOD_US: u64 = 100_000;
+const _: () = assert!(CPU_PERIOD.as_micros() == CPU_PERIOD_US as u128);
 /// The kernel refuses CFS quotas under 1 ms.
 const MIN_CPU_QUOTA: Duration = Duration::from_millis(1);
 const MIN_CPU_SHARES: u64 = 2;
@@ -126,9 +135,10 @@ impl Limits {
         Ok(())
     }
 
-    /// The quota in microseconds, as both versions write it.
-    fn quota_us(&self) -> Option<u128> {
-        self.cpu_quota.map(|q| q.as_micros())
+    /// The quota in microseconds, as both versions write it (cgroups-rs
+    /// takes an `i64`; no quota the kernel accepts comes near its end).
+    fn quota_us(&self) -> Option<i64> {
+        self.cpu_quota.map(|q| i64::try_from(q.as_micros()).unwrap_or(i64::MAX))
     }
 }
 
@@ -208,6 +218,25 @@ pub enum CgroupError {
         pids: Vec<u32>,
         /// How long we waited.
         timeout: Duration,
+    },
+    /// cgroups-rs failed without an I/O or parse cause.
+    #[error("{op} {}: {source}", path.display())]
+    Controller {
+        /// What we were doing.
+        op: String,
+        /// The control file or cgroup.
+        path: PathBuf,
+        /// cgroups-rs's error.
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+    /// The cgroups-rs handle lacks a controller its backend needs.
+    #[error("no {controller} controller for cgroup {}", path.display())]
+    NoController {
+        /// The cgroup.
+        path: PathBuf,
+        /// The controller's name.
+        controller: String,
     },
     /// A signal could not be sent.
     #[error("kill pid {pid} in {}: {source}", path.display())]
@@ -418,6 +447,10 @@ fn child_dirs(dir: &Path) -> Result<Vec<String>, CgroupError> {
 
 /// Removes a cgroup directory, retrying briefly while the kernel still
 /// reports it busy (tasks that just died are released asynchronously).
+///
+/// By hand: cgroups-rs's `delete` gives up after about 150 ms of EBUSY,
+/// then removes child directories recursively (for a parent, the cgroups
+/// of containers about to start), and its error names no path.
 fn rmdir_retry(path: &Path) -> Result<(), CgroupError> {
     let start = Instant::now();
     loop {

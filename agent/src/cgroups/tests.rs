@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::layout::Writer;
 use super::v2::{V2Backend, V2Cgroup, shares_to_weight};
 use super::*;
 
@@ -365,6 +366,20 @@ fn real_list_and_remove_parent() {
     t.backend.remove_parent(&t.parent).unwrap(); // already gone: fine
 }
 
+/// Why the launch path may skip the existence check of `Writer` on a
+/// cgroupfs: the kernel refuses to make a control file, which is what
+/// cgroups-rs's `File::create` would otherwise do.
+#[test]
+fn real_kernel_refuses_to_make_a_control_file() {
+    let Some(t) = TestParent::new() else { return };
+    let _cg = t.create("k", &limits());
+    for h in V1_HIERARCHIES {
+        let err = fs::File::create(t.dir(h, "k").join("no.such.file")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{h}");
+        assert!(!Writer::for_mount(&Path::new(ROOT).join(h)).check_exists, "{h}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Fake hierarchies in a temp dir.
 
@@ -446,7 +461,9 @@ fn v2_leaf(dir: &Path) -> V2Cgroup {
     ] {
         put(&dir.join(file), contents);
     }
-    V2Cgroup { dir: dir.to_owned() }
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let root = dir.parent().unwrap();
+    V2Cgroup::new(root, name, Writer::for_mount(root))
 }
 
 #[test]

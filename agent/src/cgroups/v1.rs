@@ -2,15 +2,25 @@
 //!
 //! We use the cpu, cpuacct, memory, pids and freezer hierarchies; where
 //! two are co-mounted (`cpu,cpuacct` with `cpu` and `cpuacct` symlinks)
-//! the cgroup is created once in the shared hierarchy.
+//! the cgroup is created once in the shared hierarchy. Limits, the
+//! freezer, joining and `pids.current` go through cgroups-rs's controllers
+//! (over [`Layout::V1`]); what stays by hand says why where it is.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cgroups_rs::CgroupPid;
+use cgroups_rs::FreezerState;
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{self as lib, Controller, MaxValue};
+
+use super::layout::{Layout, Mounts, Writer, controller, saturating_i64};
 use super::{
-    CPU_PERIOD, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
+    CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
     keyed, keyed_required, kill_all_with, mkdir_all, mkdir_leaf, read_file, read_procs, read_u64, rmdir_retry,
-    write_file,
 };
 
 /// Controllers we need, each with a file its hierarchy root has (pids and
@@ -27,44 +37,21 @@ const REQUIRED: [(&str, Option<&str>); 5] = [
 /// unlimited; anything that large is no limit.
 const UNLIMITED: u64 = 1 << 62;
 
-/// The mount point of each controller we use.
-#[derive(Debug, Clone)]
-struct Mounts {
-    cpu: PathBuf,
-    cpuacct: PathBuf,
-    memory: PathBuf,
-    pids: PathBuf,
-    freezer: PathBuf,
-}
-
-impl Mounts {
-    fn all(&self) -> [&PathBuf; 5] {
-        [&self.cpu, &self.cpuacct, &self.memory, &self.pids, &self.freezer]
-    }
-
-    /// The distinct hierarchies, so co-mounted controllers get one dir.
-    fn unique(&self) -> Vec<PathBuf> {
-        let mut seen: Vec<(PathBuf, PathBuf)> = Vec::new();
-        for m in self.all() {
-            let canon = m.canonicalize().unwrap_or_else(|_| m.clone());
-            if !seen.iter().any(|(c, _)| *c == canon) {
-                seen.push((canon, m.clone()));
-            }
-        }
-        seen.into_iter().map(|(_, m)| m).collect()
-    }
-}
-
 /// cgroup v1, with each controller's hierarchy under one root.
 #[derive(Debug, Clone)]
 pub struct V1Backend {
+    layout: Layout,
     mounts: Mounts,
+    /// One per distinct hierarchy.
     hierarchies: Vec<PathBuf>,
+    /// For the limits, written on the launch path.
+    writer: Writer,
 }
 
 impl V1Backend {
     /// A backend if `root/<controller>` is a cgroup hierarchy for every
-    /// controller we need; otherwise the missing ones.
+    /// controller we need; otherwise the missing ones. By hand: cgroups-rs
+    /// finds v1 hierarchies only through `/proc/self/mountinfo`.
     pub(super) fn probe(root: &Path) -> Result<Result<Self, String>, CgroupError> {
         let missing: Vec<&str> = REQUIRED
             .iter()
@@ -82,27 +69,39 @@ impl V1Backend {
 
     /// A backend over `root/<controller>` without checking them.
     pub fn at(root: &Path) -> Self {
-        let mounts = Mounts {
-            cpu: root.join("cpu"),
-            cpuacct: root.join("cpuacct"),
-            memory: root.join("memory"),
-            pids: root.join("pids"),
-            freezer: root.join("freezer"),
-        };
-        let hierarchies = mounts.unique();
-        V1Backend { mounts, hierarchies }
+        let mounts = Mounts::under(root);
+        V1Backend {
+            layout: Layout::V1(mounts.clone()),
+            hierarchies: mounts.unique(),
+            writer: Writer::for_mount(&mounts.cpu),
+            mounts,
+        }
     }
 
+    /// A handle on `<parent>/<name>`; both are validated here.
     fn cgroup(&self, parent: &str, name: &str) -> Result<V1Cgroup, CgroupError> {
         let at = |m: &Path| cgroup_path(m, parent, Some(name));
+        let dirs = self.hierarchies.iter().map(|h| at(h)).collect::<Result<_, _>>()?;
         Ok(V1Cgroup {
-            cpu: at(&self.mounts.cpu)?,
             cpuacct: at(&self.mounts.cpuacct)?,
             memory: at(&self.mounts.memory)?,
             pids: at(&self.mounts.pids)?,
             freezer: at(&self.mounts.freezer)?,
-            dirs: self.hierarchies.iter().map(|h| at(h)).collect::<Result<_, _>>()?,
+            dirs,
+            handle: self.layout.load(&format!("{parent}/{name}")),
+            writer: self.writer,
         })
+    }
+
+    /// Makes `parent` in every hierarchy if missing. By hand, as it runs on
+    /// every launch: cgroups-rs's `create` is a `create_dir_all` per
+    /// controller, a `mkdir` and a `stat` each, where one `mkdir` per
+    /// hierarchy will do.
+    fn create_parent(&self, parent: &str) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            mkdir_all(h, &cgroup_path(h, parent, None)?, |_| Ok(()))?;
+        }
+        Ok(())
     }
 }
 
@@ -114,11 +113,12 @@ impl CgroupBackend for V1Backend {
     fn create(&self, parent: &str, name: &str, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError> {
         let cg = self.cgroup(parent, name)?;
         limits.validate(&cg.memory)?;
+        self.create_parent(parent)?;
         let mut created = Vec::new();
         let made = (|| {
-            for (h, dir) in self.hierarchies.iter().zip(&cg.dirs) {
-                let parent_dir = cgroup_path(h, parent, None)?;
-                mkdir_all(h, &parent_dir, |_| Ok(()))?;
+            // By hand: cgroups-rs's create is `create_dir_all`, which cannot
+            // tell a new cgroup from one already there.
+            for dir in &cg.dirs {
                 mkdir_leaf(dir)?;
                 created.push(dir.clone());
             }
@@ -136,13 +136,10 @@ impl CgroupBackend for V1Backend {
 
     fn open(&self, parent: &str, name: &str) -> Result<Option<Box<dyn Cgroup>>, CgroupError> {
         let cg = self.cgroup(parent, name)?;
-        if cg.dirs.iter().any(|d| d.is_dir()) {
-            Ok(Some(Box::new(cg)))
-        } else {
-            Ok(None)
-        }
+        Ok(cg.handle.exists().then(|| Box::new(cg) as Box<dyn Cgroup>))
     }
 
+    /// By hand: cgroups-rs has no listing of child cgroups.
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {
         let mut names = Vec::new();
         for h in &self.hierarchies {
@@ -153,6 +150,7 @@ impl CgroupBackend for V1Backend {
         Ok(names)
     }
 
+    /// By hand: see [`rmdir_retry`].
     fn remove_parent(&self, parent: &str) -> Result<(), CgroupError> {
         for h in &self.hierarchies {
             rmdir_retry(&cgroup_path(h, parent, None)?)?;
@@ -162,41 +160,58 @@ impl CgroupBackend for V1Backend {
 }
 
 /// A cgroup in each v1 hierarchy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct V1Cgroup {
-    cpu: PathBuf,
+    /// cgroups-rs's handle on it, over [`Layout::V1`].
+    handle: lib::Cgroup,
     cpuacct: PathBuf,
     memory: PathBuf,
     pids: PathBuf,
     freezer: PathBuf,
     /// One per distinct hierarchy.
     dirs: Vec<PathBuf>,
+    writer: Writer,
 }
 
 impl V1Cgroup {
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
-        write_file(&self.cpu.join("cpu.shares"), &limits.shares().to_string())?;
+        let cpu: &CpuController = controller(&self.handle, &self.memory)?;
+        let shares = limits.shares();
+        self.writer
+            .set(cpu.path(), "cpu.shares", &shares, || cpu.set_shares(shares))?;
         // Only called on a fresh cgroup, whose CFS period is already 100 ms
         // and quota -1 (none): without a quota there is nothing to write
         // (two control-file writes less per launch).
         if let Some(quota) = limits.quota_us() {
-            write_file(&self.cpu.join("cpu.cfs_period_us"), &CPU_PERIOD.as_micros().to_string())?;
-            write_file(&self.cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            self.writer.set(cpu.path(), "cpu.cfs_period_us", &CPU_PERIOD_US, || {
+                cpu.set_cfs_period(CPU_PERIOD_US)
+            })?;
+            self.writer
+                .set(cpu.path(), "cpu.cfs_quota_us", &quota, || cpu.set_cfs_quota(quota))?;
         }
         if let Some(bytes) = limits.memory_bytes {
-            let value = bytes.to_string();
-            write_file(&self.memory.join("memory.limit_in_bytes"), &value)?;
+            let mem: &MemController = controller(&self.handle, &self.memory)?;
+            let bytes = saturating_i64(bytes);
+            self.writer
+                .set(mem.path(), "memory.limit_in_bytes", &bytes, || mem.set_limit(bytes))?;
             // With swap accounting, cap memory+swap at the same value so
             // the limit cannot be escaped by swapping.
-            let memsw = self.memory.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                write_file(&memsw, &value)?;
+            let memsw = "memory.memsw.limit_in_bytes";
+            if mem.path().join(memsw).exists() {
+                self.writer
+                    .set(mem.path(), memsw, &bytes, || mem.set_memswap_limit(bytes))?;
             }
         }
-        let pids = limits.pids_max.map_or_else(|| "max".to_owned(), |n| n.to_string());
-        write_file(&self.pids.join("pids.max"), &pids)
+        let pids: &PidController = controller(&self.handle, &self.memory)?;
+        let max = limits
+            .pids_max
+            .map_or(MaxValue::Max, |n| MaxValue::Value(saturating_i64(n)));
+        self.writer.set(pids.path(), "pids.max", &max, || pids.set_pid_max(max))
     }
 
+    /// By hand: cgroups-rs's `procs()` reads an unreadable `cgroup.procs`
+    /// as empty and a bad line as pid 0, and `kill_all` must never take a
+    /// cgroup it cannot read for an empty one.
     fn list(&self) -> Result<Vec<u32>, CgroupError> {
         let mut pids = Vec::new();
         for dir in &self.dirs {
@@ -211,16 +226,25 @@ impl V1Cgroup {
     }
 }
 
-struct V1Freezer<'a>(&'a Path);
+/// The v1 freezer (`freezer.state`), through cgroups-rs.
+struct V1Freezer<'a>(&'a FreezerController);
 
 impl Freezer for V1Freezer<'_> {
     fn request(&self, frozen: bool) -> Result<(), CgroupError> {
-        let state = if frozen { "FROZEN" } else { "THAWED" };
-        write_file(&self.0.join("freezer.state"), state)
+        let dir = self.0.path();
+        if frozen {
+            Writer::CHECKED.set(dir, "freezer.state", &"FROZEN", || self.0.freeze())
+        } else {
+            Writer::CHECKED.set(dir, "freezer.state", &"THAWED", || self.0.thaw())
+        }
     }
 
     fn is_frozen(&self) -> Result<bool, CgroupError> {
-        Ok(read_file(&self.0.join("freezer.state"))?.trim() == "FROZEN")
+        let state = self
+            .0
+            .state()
+            .map_err(CgroupError::lib("read", &self.0.path().join("freezer.state")))?;
+        Ok(matches!(state, FreezerState::Frozen))
     }
 }
 
@@ -229,9 +253,12 @@ impl Cgroup for V1Cgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// Joins every hierarchy (co-mounted ones twice, which is harmless).
     fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
-        for file in self.procs_files() {
-            write_file(&file, &pid.to_string())?;
+        let tgid = CgroupPid::from(u64::from(pid));
+        for sub in self.handle.subsystems() {
+            let c = sub.to_controller();
+            Writer::CHECKED.set(c.path(), "cgroup.procs", &pid, || c.add_task_by_tgid(&tgid))?;
         }
         Ok(())
     }
@@ -240,6 +267,9 @@ impl Cgroup for V1Cgroup {
         self.list()
     }
 
+    /// By hand but `pids.current`: cgroups-rs's `cpuacct()` and
+    /// `memory_stat()` read 8 and 12 files for the 2 we need, every second
+    /// per container, and turn a file they cannot read into a zero.
     fn usage(&self) -> Result<Usage, CgroupError> {
         let cpu_ns = read_u64(&self.cpuacct.join("cpuacct.usage"))?;
         let stat_path = self.memory.join("memory.stat");
@@ -253,14 +283,21 @@ impl Cgroup for V1Cgroup {
             Some(v) => v,
             None => keyed_required(&stat_path, &stat, "cache")?,
         };
+        let pids: &PidController = controller(&self.handle, &self.memory)?;
         Ok(Usage {
             cpu_time: Duration::from_nanos(cpu_ns),
             memory_rss: rss,
             memory_cache: cache,
-            pids: read_u64(&self.pids.join("pids.current"))?,
+            pids: pids
+                .get_pid_current()
+                .map_err(CgroupError::lib("read", &self.pids.join("pids.current")))?,
         })
     }
 
+    /// By hand: cgroups-rs's `memory.oom_control` parser `unwrap`s its
+    /// numbers (a panic in the agent on unexpected contents), and its
+    /// `memory_stat()` reads a missing file as 0, which here would hide an
+    /// OOM kill.
     fn oom_killed(&self) -> Result<bool, CgroupError> {
         let path = self.memory.join("memory.oom_control");
         let contents = read_file(&path)?;
@@ -275,14 +312,18 @@ impl Cgroup for V1Cgroup {
         Ok(failcnt > 0 && limit < UNLIMITED && peak >= limit - limit / 100)
     }
 
+    /// The freeze-and-kill protocol is ours ([`kill_all_with`]); cgroups-rs
+    /// only kills on v2. Its freezer does the freezing.
     fn kill_all(&self) -> Result<(), CgroupError> {
         if !self.freezer.is_dir() {
             // Only possible for a half-present cgroup found by `open`.
             return kill_all_with(&self.freezer, &NoFreezer, &|| self.list());
         }
-        kill_all_with(&self.freezer, &V1Freezer(&self.freezer), &|| self.list())
+        let freezer: &FreezerController = controller(&self.handle, &self.freezer)?;
+        kill_all_with(&self.freezer, &V1Freezer(freezer), &|| self.list())
     }
 
+    /// By hand: see [`rmdir_retry`].
     fn destroy(&self) -> Result<(), CgroupError> {
         self.kill_all()?;
         for dir in &self.dirs {

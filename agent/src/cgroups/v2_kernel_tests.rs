@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
+use super::layout::Writer;
 use super::v2::{V2Backend, V2Cgroup};
 use super::*;
 
@@ -84,7 +85,7 @@ impl Mounted {
     fn leaf(&self, name: &str) -> V2Cgroup {
         let dir = self.parent_dir().join(name);
         fs::create_dir_all(&dir).unwrap();
-        V2Cgroup { dir }
+        V2Cgroup::new(self.root(), &format!("{}/{name}", self.parent), Writer::CHECKED)
     }
 
     /// A `sleep` child moved into `cg`.
@@ -250,7 +251,7 @@ fn real_v2_create_with_or_without_controllers() {
         (64u64 << 20).to_string()
     );
     assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "16");
-    let leaf = V2Cgroup { dir: dir.clone() };
+    let leaf = V2Cgroup::new(m.root(), &format!("{}/c", m.parent), Writer::CHECKED);
     let pid = m.sleeper_in(&leaf);
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     let u = cg.usage().unwrap();

@@ -1,4 +1,7 @@
-//! The container supervisor and init: `mezzo __container-init SPEC`.
+//! The container supervisor and init: `mezzo __container-init SPEC`, and
+//! the launcher process that forks supervisors (`mezzo __container-init
+//! --launcher`, whose agent side is [`super::launcher`]). Everything here
+//! runs in those helper processes, never in the agent.
 //!
 //! The agent is a multi-threaded tokio process, so it never forks and then
 //! sets up namespaces itself. Instead it hands an [`InitSpec`] to its
@@ -34,7 +37,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -178,12 +181,12 @@ fn sys(op: &'static str) -> impl FnOnce(Errno) -> InitError {
 }
 
 /// Entry point of `mezzo __container-init SPEC` (and of `mezzo
-/// __container-init --launcher`, see [`super::launcher`]). Call it before
+/// __container-init --launcher`, see [`serve_launcher`]). Call it before
 /// any other thread exists (no tokio runtime). Exits 0 once the task's
 /// status is recorded, 1 if the container could not be started.
 pub fn main(spec_path: &Path) -> ! {
-    if spec_path.as_os_str() == super::launcher::LAUNCHER_ARG {
-        super::launcher::serve();
+    if spec_path.as_os_str() == LAUNCHER_ARG {
+        serve_launcher();
     }
     let spec = match read_spec(spec_path) {
         Ok(spec) => spec,
@@ -196,6 +199,68 @@ pub fn main(spec_path: &Path) -> ! {
         }
     };
     supervise(&spec)
+}
+
+/// The argument (after `__container-init`) that starts a launcher.
+pub const LAUNCHER_ARG: &str = "--launcher";
+
+/// The launcher's answer to one request, a JSON line on its stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchReply {
+    /// The supervisor's pid.
+    Pid(u32),
+    Error(String),
+}
+
+/// The launcher process (its agent side is [`super::launcher`]): reads
+/// [`InitSpec`]s from stdin, one JSON line each, forks a supervisor for
+/// each, answers its pid. Exits at EOF. Call only in a fresh,
+/// single-threaded process (`mezzo __container-init --launcher`).
+fn serve_launcher() -> ! {
+    // The kernel reaps the supervisors (they are waited for by pidfd).
+    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn) {
+        eprintln!("mezzo container launcher: sigaction: {e}");
+        std::process::exit(1);
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match serde_json::from_str::<InitSpec>(&line) {
+            Ok(spec) => fork_supervisor(&spec),
+            Err(e) => LaunchReply::Error(format!("invalid init spec: {e}")),
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
+        out.push(b'\n');
+        if stdout.write_all(&out).and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0);
+}
+
+fn fork_supervisor(spec: &InitSpec) -> LaunchReply {
+    if let Err(e) = ensure_single_threaded() {
+        return LaunchReply::Error(e.to_string());
+    }
+    // SAFETY: the launcher is single-threaded (checked just above), so the
+    // child is an exact copy with no lock held by a vanished thread.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // Not the agent's pipes: the agent must see EOF when the
+            // launcher goes, whatever the supervisors do.
+            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            // The supervisor waits for its init: SIGCHLD back to default.
+            let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
+            supervise(spec)
+        }
+        Ok(ForkResult::Parent { child }) => LaunchReply::Pid(child.as_raw() as u32),
+        Err(e) => LaunchReply::Error(format!("fork: {e}")),
+    }
 }
 
 /// The supervisor of one container, in a fresh single-threaded process:
@@ -379,7 +444,7 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
 
 /// `fork` in a multi-threaded process leaves locks held by other threads
 /// locked forever in the child; refuse rather than risk it.
-pub(super) fn ensure_single_threaded() -> Result<(), InitError> {
+fn ensure_single_threaded() -> Result<(), InitError> {
     match fs::read_dir("/proc/self/task") {
         Ok(entries) => match entries.count() {
             1 => Ok(()),

@@ -1,5 +1,8 @@
 //! The container launcher: one long-lived `mezzo __container-init
 //! --launcher` process per agent that forks each container's supervisor.
+//! This file is the agent's side; the launcher process itself runs in
+//! [`super::init`] (`serve_launcher`), with the rest of the code that runs
+//! outside the agent, so imports point one way: launcher → init.
 //!
 //! Re-executing the `mezzo` binary for every container (dynamic loading,
 //! relocations and Rust start-up of a large binary, about 1.5 ms of CPU on
@@ -8,7 +11,8 @@
 //! is safe there, as in [`super::init`]); for each container the agent
 //! writes the [`InitSpec`] as one JSON line on the launcher's stdin and the
 //! launcher forks a supervisor that runs [`super::init::supervise`] on it,
-//! then answers the supervisor's pid as one line on its stdout.
+//! then answers the supervisor's pid as one line on its stdout
+//! ([`LaunchReply`]).
 //!
 //! ```text
 //! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─vfork─▶ task
@@ -22,8 +26,8 @@
 //! the launcher: the launcher exits at EOF on its stdin, that is when the
 //! agent is gone, and a restarted agent starts a new one.
 
-// `fork`, `pidfd_open` and registering a pidfd with tokio are `unsafe`;
-// every block says why it is sound.
+// `pidfd_open` and registering a pidfd with tokio are `unsafe`; every
+// block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,27 +37,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigHandler, Signal};
-use nix::unistd::{ForkResult, fork};
-use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use super::ContainerError;
-use super::init::InitSpec;
-
-/// The argument (after `__container-init`) that starts a launcher.
-pub const LAUNCHER_ARG: &str = "--launcher";
-
-/// The launcher's answer to one request.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Reply {
-    /// The supervisor's pid.
-    Pid(u32),
-    Error(String),
-}
-
-// ---------------------------------------------------------------- agent side
+use super::init::{InitSpec, LAUNCHER_ARG, LaunchReply};
 
 /// The agent's handle on its launcher process, started on the first
 /// launch (and again if it ever dies). A launch is a blocking call (write
@@ -149,9 +136,9 @@ fn launch_once(exe: &PathBuf, process: &mut Option<Process>, spec: &InitSpec) ->
     if p.stdout.read_line(&mut answer).map_err(|e| io_err("read", e))? == 0 {
         return Err(io_err("read", std::io::ErrorKind::UnexpectedEof.into()));
     }
-    match serde_json::from_str::<Reply>(&answer) {
-        Ok(Reply::Pid(pid)) => Ok(pid),
-        Ok(Reply::Error(e)) => Err(ContainerError::Isolation(format!("container launcher: {e}"))),
+    match serde_json::from_str::<LaunchReply>(&answer) {
+        Ok(LaunchReply::Pid(pid)) => Ok(pid),
+        Ok(LaunchReply::Error(e)) => Err(ContainerError::Isolation(format!("container launcher: {e}"))),
         Err(e) => Err(io_err("decode", std::io::Error::other(e))),
     }
 }
@@ -188,60 +175,4 @@ impl PidFd {
     pub async fn exited(&self) -> std::io::Result<()> {
         self.0.readable().await.map(|mut guard| guard.retain_ready())
     }
-}
-
-// ---------------------------------------------------------------- launcher side
-
-/// The launcher process: reads specs from stdin, forks a supervisor for
-/// each, answers its pid. Exits at EOF. Call only in a fresh,
-/// single-threaded process (`mezzo __container-init --launcher`).
-pub fn serve() -> ! {
-    // The kernel reaps the supervisors (they are waited for by pidfd).
-    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn) {
-        eprintln!("mezzo container launcher: sigaction: {e}");
-        std::process::exit(1);
-    }
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let reply = match serde_json::from_str::<InitSpec>(&line) {
-            Ok(spec) => fork_supervisor(&spec),
-            Err(e) => Reply::Error(format!("invalid init spec: {e}")),
-        };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
-        out.push(b'\n');
-        if stdout.write_all(&out).and_then(|()| stdout.flush()).is_err() {
-            break;
-        }
-    }
-    std::process::exit(0);
-}
-
-fn fork_supervisor(spec: &InitSpec) -> Reply {
-    if let Err(e) = super::init::ensure_single_threaded() {
-        return Reply::Error(e.to_string());
-    }
-    // SAFETY: the launcher is single-threaded (checked just above), so the
-    // child is an exact copy with no lock held by a vanished thread.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // Not the agent's pipes: the agent must see EOF when the
-            // launcher goes, whatever the supervisors do.
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-                let _ = nix::unistd::dup2_stdin(&null);
-                let _ = nix::unistd::dup2_stdout(&null);
-            }
-            // The supervisor waits for its init: SIGCHLD back to default.
-            let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
-            super::init::supervise(spec)
-        }
-        Ok(ForkResult::Parent { child }) => Reply::Pid(child.as_raw() as u32),
-        Err(e) => Reply::Error(format!("fork: {e}")),
-    }
-}
-
-fn set_disposition(signal: Signal, handler: SigHandler) -> nix::Result<()> {
-    // SAFETY: only SIG_IGN or SIG_DFL, never a handler function.
-    unsafe { nix::sys::signal::signal(signal, handler) }.map(drop)
 }

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::journal::{Journal, Record};
 use super::{Recovered, StatusCmd, StatusConfig};
 use crate::AgentError;
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
-use crate::task::TaskKey;
 
 /// Most commands handled (and records written) per fsync.
 const MAX_BATCH: usize = 1024;

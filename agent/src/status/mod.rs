@@ -23,8 +23,8 @@ use mezzo_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
-use crate::task::TaskKey;
 use crate::{AgentError, paths};
 
 /// Settings of the status update manager.

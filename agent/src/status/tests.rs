@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use super::journal::{Record, decode_all};
 use super::{Recovered, StatusConfig, StatusHandle, start};
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
-use crate::task::{TaskKey, agent_status};
+use crate::task::agent_status;
 use crate::{AgentError, paths};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -8,33 +8,10 @@ pub mod table;
 mod tests;
 
 use mezzo_proto::clock::unix_now;
-
-use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
-/// A task is unique within its framework.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskKey {
-    pub framework_id: FrameworkId,
-    pub task_id: TaskId,
-}
-
-impl TaskKey {
-    /// Validates the two ids as they arrive from the wire.
-    pub fn parse(framework_id: &str, task_id: &str) -> Result<TaskKey, mezzo_proto::ids::IdError> {
-        Ok(TaskKey {
-            framework_id: FrameworkId::parse(framework_id)?,
-            task_id: TaskId::parse(task_id)?,
-        })
-    }
-}
-
-impl std::fmt::Display for TaskKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.framework_id, self.task_id)
-    }
-}
+use crate::key::TaskKey;
 
 /// A state change a supervisor reports; the uuid is added by the status
 /// update manager.

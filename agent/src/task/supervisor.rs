@@ -20,10 +20,11 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{StatusReport, TaskKey, agent_status};
+use super::{StatusReport, agent_status};
 use crate::containerizer::{
     CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
 };
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
 
 /// What a supervisor needs to run one task.

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
-use super::{StatusReport, TaskKey, agent_status};
+use super::{StatusReport, agent_status};
 use crate::containerizer::Containerizer;
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
 use crate::{AgentError, paths};

@@ -14,9 +14,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::StatusReport;
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
-use super::{StatusReport, TaskKey};
 use crate::containerizer::{Container, ContainerError, ContainerSpec, Containerizer, PosixContainerizer};
+use crate::key::TaskKey;
 use crate::metrics::Metrics;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
