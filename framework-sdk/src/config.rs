@@ -64,7 +64,7 @@ impl SchedulerConfig {
 
     /// The transport to use, and the masters (the file's when none are
     /// configured); an error says what is missing.
-    pub(crate) fn resolve_transport(&self) -> Result<(Transport, Vec<String>), String> {
+    pub fn resolve_transport(&self) -> Result<(Transport, Vec<String>), String> {
         if let Some(t) = &self.transport {
             return Ok((t.clone(), self.masters.clone()));
         }
