@@ -71,6 +71,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    mezzo_proto::security::tls::ensure_provider();
     init_logging(&cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -93,6 +93,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        mezzo_proto::security::tls::ensure_provider();
         let http = reqwest::Client::new();
         let pages: Vec<Value> = loop {
             let list: Vec<Value> = http

@@ -94,7 +94,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             .expect_err("ghost");
         ensure!(err.code() == Code::NotFound, "{err:?}");
 
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "bad-input", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "bad-input", None).await?;
         let o = ev.offer().await?;
         let id = || vec![o.offer_id.clone()];
 

@@ -29,7 +29,7 @@ async fn the_dashboard_shows_the_cluster_live() -> Result<()> {
     let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
         let shots = artifacts_dir("dashboard")?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "dash", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "dash", None).await?;
         launch(&s, &mut ev, "first", "sleep 120").await?;
         let base = format!("http://{}", c.master_addr());
         let mut b = Browser::launch().await?;

@@ -63,7 +63,7 @@ async fn registries(c: &Cluster) -> Result<Vec<serde_json::Value>> {
 async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
     let mut c = Cluster::start(three_masters(2)).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "chaos", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "chaos", None).await?;
         let need = Resources::parse("cpus:0.1;mem:16")?;
         let mut accepted: BTreeMap<String, String> = BTreeMap::new(); // task -> agent
         let mut terminal: HashMap<String, HashSet<TaskState>> = HashMap::new();
@@ -177,7 +177,7 @@ async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
 async fn all_masters_restarted_keep_the_registry() -> Result<()> {
     let mut c = Cluster::start(three_masters(1)).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "durable", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "durable", None).await?;
         let o = ev.offer().await?;
         s.accept(vec![o.offer_id], vec![fw::shell_task("survivor", "sleep 30")], None)
             .await?;
@@ -300,7 +300,7 @@ async fn raft_transport_refuses_bad_batches() -> Result<()> {
 /// Registers `n` frameworks (each one replicated registry write).
 async fn register_frameworks(c: &Cluster, prefix: &str, n: usize) -> Result<()> {
     for i in 0..n {
-        let (s, _ev, _) = fw::subscribe(c.masters(), &format!("{prefix}{i}"), None).await?;
+        let (s, _ev, _) = fw::subscribe(&c, &format!("{prefix}{i}"), None).await?;
         s.stop().await;
     }
     Ok(())

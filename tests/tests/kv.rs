@@ -41,7 +41,7 @@ async fn namespace_survives_leader_failover_and_goes_with_teardown() -> Result<(
     .await?;
     let result = async {
         c.wait_leader().await?;
-        let (s, _ev, fid) = fw::subscribe(c.masters(), "kv", None).await?;
+        let (s, _ev, fid) = fw::subscribe(&c, "kv", None).await?;
         let kv = s.kv();
         let v1 = kv.put("jobs/a", b"one".to_vec()).await?;
         kv.put("jobs/b", b"two".to_vec()).await?;

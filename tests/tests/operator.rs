@@ -63,7 +63,7 @@ async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
     let mut c = Cluster::start(spec()).await?;
     let result = async {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "ops", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "ops", None).await?;
         let agent = launch_on_next_offer(&s, &mut ev, "sleeper", "echo started; sleep 120").await?;
 
         // Without the token (or with a wrong one) every action is 401.
@@ -254,7 +254,7 @@ async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
     let c = Cluster::start(spec()).await?;
     let result = async {
         let http = reqwest::Client::builder().build()?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "events", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "events", None).await?;
         let mut stream = http.get(url(&c, "/api/v1/events")).send().await?;
         ensure!(stream.status() == 200);
         let mut seen = String::new();
@@ -361,7 +361,7 @@ async fn mezzo(c: &Cluster, args: &[&str], token: Option<&str>) -> Result<(i32, 
 async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Result<()> {
     let c = Cluster::start(spec()).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "cli", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "cli", None).await?;
         let agent = launch_on_next_offer(&s, &mut ev, "talker", "echo hello-from-task; sleep 60").await?;
 
         let (code, out, err) = mezzo(&c, &["tasks", "--state", "running", "--json"], None).await?;
@@ -418,7 +418,7 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
 async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
     let c = Cluster::start(spec()).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "why", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "why", None).await?;
         let offer = ev.offer().await?;
         s.decline(vec![offer.offer_id], Some(30.0)).await?;
         let big = Resources::parse("cpus:64;mem:1024")?;

@@ -134,6 +134,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             u64::from(l.local_addr().expect("addr").port())
         };
+        mezzo_sdk::ensure_tls_provider();
         let http = reqwest::Client::new();
         assert!(probe(&target(Probe::Tcp { port: 0 }, open), &http).await.is_ok());
         let err = probe(&target(Probe::Tcp { port: 0 }, closed), &http)

@@ -11,6 +11,7 @@ use super::client_config::Transport;
 /// A client for servers named `server` (`master.mezzo`, or an agent's
 /// `NAME.agent.mezzo`).
 pub fn client(transport: &Transport, server: &str, timeout: Duration) -> Result<reqwest::Client, String> {
+    super::tls::ensure_provider();
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -49,6 +49,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process's default crypto provider (once; later calls do
+/// nothing). HTTP clients built without our own TLS config (plain-text
+/// ones, to an `--insecure` cluster or a task's endpoint) need one.
+pub fn ensure_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// PEM text that holds certificates, parsed.
 pub fn certs_from_pem(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
