@@ -430,20 +430,25 @@ impl Cluster {
         None
     }
 
+    /// GETs JSON from a master or an agent of this cluster, as `user:admin`.
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
         let url = self.url(addr, path);
-        Ok(self.http.get(&url).send().await?.error_for_status()?.json().await?)
+        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?.json().await?)
     }
 
+    /// GETs text from a master or an agent of this cluster.
     pub async fn text(&self, addr: &str, path: &str) -> Result<String> {
-        Ok(self
-            .http
-            .get(self.url(addr, path))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        let url = self.url(addr, path);
+        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?.text().await?)
+    }
+
+    /// The client that verifies the daemon at `addr`: an agent's by its
+    /// own name, a master's as `master.mezzo`.
+    fn client_for(&self, addr: &str) -> Result<reqwest::Client> {
+        match self.agents.iter().position(|a| a.addr == addr) {
+            Some(i) => self.agent_http(i),
+            None => Ok(self.http.clone()),
+        }
     }
 
     /// An HTTP client of agent `i` as `user:admin`, verifying the agent by
