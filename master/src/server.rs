@@ -153,7 +153,11 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         transport: transport.clone(),
     };
     let (raft, events) = node::start(raft_cfg)?;
-    let (handle, owner) = crate::runtime::spawn(cfg.core.clone(), raft.clone(), events, cfg.tick);
+    let mut core = cfg.core.clone();
+    if let Some(a) = &authority {
+        core.data_key = crate::core::DataKey::new(*a.data_key());
+    }
+    let (handle, owner) = crate::runtime::spawn(core, raft.clone(), events, cfg.tick);
 
     let scheduler = SchedulerServer::new(SchedulerApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

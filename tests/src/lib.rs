@@ -433,13 +433,27 @@ impl Cluster {
     /// GETs JSON from a master or an agent of this cluster, as `user:admin`.
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
         let url = self.url(addr, path);
-        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .client_for(addr)?
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// GETs text from a master or an agent of this cluster.
     pub async fn text(&self, addr: &str, path: &str) -> Result<String> {
         let url = self.url(addr, path);
-        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?.text().await?)
+        Ok(self
+            .client_for(addr)?
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 
     /// The client that verifies the daemon at `addr`: an agent's by its

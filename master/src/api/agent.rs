@@ -79,6 +79,19 @@ fn check_http_address(addr: &str) -> Result<(), MasterError> {
     if port_ok && host_ok { Ok(()) } else { Err(bad()) }
 }
 
+/// A re-registering agent reports its tasks as it got them, secrets'
+/// values included: the master keeps only their names.
+fn forget_secret_values(info: &mut v1::TaskInfo) {
+    if let Some(cmd) = info.command.as_mut() {
+        for e in cmd.environment.iter_mut().filter(|e| !e.secret.is_empty()) {
+            e.value.clear();
+        }
+        for f in cmd.secret_files.iter_mut() {
+            f.value.clear();
+        }
+    }
+}
+
 /// Validates the first message of the stream.
 pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
     match msg.message {
@@ -94,7 +107,8 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                 // The agent is the source of truth for what it runs: only ids
                 // and resources must make sense (a restarted agent may know
                 // little more than the id of a task with pending updates).
-                let info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
+                let mut info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
+                forget_secret_values(&mut info);
                 tasks.push(ReportedTask {
                     framework_id: FrameworkId::parse(&t.framework_id)?,
                     task_id: TaskId::parse(&info.task_id)?,

@@ -36,6 +36,14 @@ fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
 }
 
 /// Checks one task of a Launch: id, resources, command, grace period.
+fn check_secret_ref(t: &TaskId, name: &str) -> Result<(), MasterError> {
+    if mezzo_proto::security::secret::valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(format!("task {t}: {name:?} is not a secret name")))
+    }
+}
+
 pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     let task_id = TaskId::parse(&info.task_id)?;
     let t = &task_id;
@@ -64,6 +72,28 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
         }
         no_nul(&format!("task {t} environment"), &e.name)?;
         no_nul(&format!("task {t} environment"), &e.value)?;
+        if !e.secret.is_empty() {
+            check_secret_ref(t, &e.secret)?;
+            if !e.value.is_empty() {
+                return Err(invalid(format!(
+                    "task {t}: environment variable {} names secret {:?} and a value; give one",
+                    e.name, e.secret
+                )));
+            }
+        }
+    }
+    if cmd.secret_files.len() > 64 {
+        return Err(invalid(format!("task {t}: at most 64 secret files")));
+    }
+    for f in &cmd.secret_files {
+        check_secret_ref(t, &f.secret)?;
+        mezzo_proto::security::secret::sandbox_path(&f.path).map_err(|e| invalid(format!("task {t}: {e}")))?;
+        if !f.value.is_empty() {
+            return Err(invalid(format!(
+                "task {t}: secret file {} carries a value; name the secret only",
+                f.path
+            )));
+        }
     }
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));

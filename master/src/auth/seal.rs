@@ -7,6 +7,11 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// The context a secret is sealed under: moving it elsewhere breaks it.
+pub fn secret_context(role: &mezzo_proto::reservation::Role, name: &str) -> String {
+    format!("mezzo-secret\n{role}\n{name}")
+}
+
 /// Why a value could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {

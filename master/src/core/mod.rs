@@ -16,6 +16,7 @@ mod maintenance;
 pub mod observe;
 mod offer;
 mod policy;
+mod secrets;
 mod update;
 pub mod usage;
 pub mod view;
@@ -72,6 +73,32 @@ pub struct CoreConfig {
     pub max_frameworks_per_principal: usize,
     /// Agents the cluster admits (0: no limit).
     pub max_agents: usize,
+    /// The key that opens secrets (none on an `--insecure` cluster).
+    pub data_key: DataKey,
+}
+
+/// The cluster's data key, kept out of `Debug`.
+#[derive(Clone, Default)]
+pub struct DataKey(Option<std::sync::Arc<[u8; 32]>>);
+
+impl DataKey {
+    pub fn new(key: [u8; 32]) -> DataKey {
+        DataKey(Some(std::sync::Arc::new(key)))
+    }
+
+    pub fn get(&self) -> Option<&[u8; 32]> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DataKey(<hidden>)"
+        } else {
+            "DataKey(none)"
+        })
+    }
 }
 
 impl Default for CoreConfig {
@@ -86,6 +113,7 @@ impl Default for CoreConfig {
             allocation_interval: Duration::from_secs(1),
             max_frameworks_per_principal: 100,
             max_agents: 100_000,
+            data_key: DataKey::default(),
         }
     }
 }

@@ -483,18 +483,7 @@ pub(super) async fn secrets(State(s): State<HttpState>) -> Response {
     }
 }
 
-/// A secret's name: what tasks refer to it by.
-pub fn valid_secret_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 128
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The context a secret is sealed under: moving it elsewhere breaks it.
-pub fn secret_context(role: &Role, name: &str) -> String {
-    format!("mezzo-secret\n{role}\n{name}")
-}
+use crate::auth::seal::secret_context;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,7 +499,7 @@ pub(super) struct SecretBody {
 
 fn secret_target(b: &SecretBody) -> Result<Role, Response> {
     let role = Role::parse(&b.role).map_err(|e| bad(format!("role: {e}")))?;
-    if !valid_secret_name(&b.name) {
+    if !mezzo_proto::security::secret::valid_name(&b.name) {
         return Err(bad("name: 1 to 128 letters, digits, '-', '_' or '.'"));
     }
     Ok(role)

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod https;
 pub mod join;
 pub mod principal;
+pub mod secret;
 pub mod serve;
 pub mod tls;
 pub mod token;

@@ -162,8 +162,13 @@ pub struct TaskDetail {
     pub history: Vec<StatusEntry>,
     pub command: String,
     pub arguments: Vec<String>,
-    /// Only shown to operators: environments often hold secrets.
+    /// Only shown to whoever may see it (`view_environment`): environments
+    /// often hold credentials. A variable from a secret shows as
+    /// `secret:NAME`, to everyone.
     pub environment: Option<BTreeMap<String, String>>,
+    /// Secret files: sandbox path -> `secret:NAME`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
     pub agent_http_address: Option<String>,
     pub labels: Vec<(String, String)>,
 }
@@ -182,7 +187,23 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
             .unwrap_or_default(),
         command: cmd.value,
         arguments: cmd.arguments,
-        environment: operator.then(|| cmd.environment.into_iter().map(|e| (e.name, e.value)).collect()),
+        environment: operator.then(|| {
+            cmd.environment
+                .into_iter()
+                .map(|e| {
+                    if e.secret.is_empty() {
+                        (e.name, e.value)
+                    } else {
+                        (e.name, format!("secret:{}", e.secret))
+                    }
+                })
+                .collect()
+        }),
+        secret_files: cmd
+            .secret_files
+            .into_iter()
+            .map(|f| (f.path, format!("secret:{}", f.secret)))
+            .collect(),
         agent_http_address: m.agents.get(&t.agent_id).map(|a| a.http_address.clone()),
         labels: t
             .info
