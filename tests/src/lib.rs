@@ -556,12 +556,17 @@ impl Cluster {
 }
 
 /// An HTTP client verifying servers as `server`, with the transport's
-/// credential; it follows redirects (the harness reads through followers).
+/// credential (a bearer token goes with every request); it follows redirects (the harness reads through followers).
 pub fn http_client(transport: &Transport, server: &str) -> Result<reqwest::Client> {
     mezzo_proto::security::tls::ensure_provider();
     let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
     if let Some(c) = transport.credentials() {
         b = b.use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(c.client_config(server)?));
+        if let Some(t) = c.token() {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+            b = b.default_headers(h);
+        }
     }
     Ok(b.build()?)
 }

@@ -32,6 +32,7 @@ pub mod sampler;
 mod security;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::OriginalUri;
@@ -153,8 +154,11 @@ fn router(state: HttpState) -> Router {
         .route("/api/v1/why/task/{task}", get(reads::why_task))
         .route("/api/v1/roles", get(policy::roles))
         .route("/roles", get(policy::roles))
-        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/acl", get(security::acl))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+    // The event stream lasts as long as its reader: no request timeout.
+    let streams = Router::new()
+        .route("/api/v1/events", get(events::stream))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
     let changes = Router::new()
         .route("/raft/members", post(raft::add_member))
@@ -189,8 +193,18 @@ fn router(state: HttpState) -> Router {
         .route("/ui/{file}", get(dashboard::asset))
         .route("/ui/login", post(dashboard::login))
         .route("/ui/logout", post(dashboard::logout));
-    reads.merge(changes).merge(open).with_state(state)
+    // Every other request gets an answer (408 at worst) within this.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    reads
+        .merge(changes)
+        .merge(open)
+        .layer(timeout)
+        .merge(streams)
+        .with_state(state)
 }
+
+/// Longest an HTTP request (not a stream) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn require_read(
     axum::extract::State(s): axum::extract::State<HttpState>,

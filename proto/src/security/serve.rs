@@ -53,6 +53,9 @@ impl ServeOptions {
 
 type Request = http::Request<Incoming>;
 
+/// Longest an HTTP/1 client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `service` on `listener` until the task is dropped.
 pub async fn serve<S, B>(listener: TcpListener, opts: ServeOptions, service: S)
 where
@@ -83,7 +86,12 @@ where
         let timeout = opts.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that trickles its headers is dropped.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             match acceptor {
                 None => {
                     let peer = Peer {
