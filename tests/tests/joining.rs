@@ -225,3 +225,104 @@ fn agent_parent_cgroup() -> Option<String> {
     let work = std::path::Path::new("/tmp/mezzo/agent-5051");
     Some(format!("mezzo-agent-{}", mezzo_agent::paths::work_dir_tag(work)))
 }
+
+/// A master on another host joins a running group: the operator adds its
+/// address, then it starts with a master join token and nothing else of
+/// the cluster's; it receives the CA (to admit agents itself) and its own
+/// certificate, and replicates the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_on_another_host_joins_with_a_token() -> Result<()> {
+    let net = Net::new(1)?;
+    let dir = tempfile::Builder::new().prefix("mezzo-join-m-").tempdir()?;
+    let home = dir.path().join("home");
+    let env = vec![("MEZZO_HOME".to_owned(), home.display().to_string())];
+    let first_addr = format!("{}:{}", net.gateway(), free_port()?);
+    let args: Vec<String> = [
+        "master",
+        "--listen",
+        &first_addr,
+        "--work-dir",
+        &dir.path().join("master0").display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut first = Daemon::spawn_env(&env, "master0", &args, dir.path().join("master0.log")).await?;
+    let mut second: Option<Daemon> = None;
+    let result = async {
+        let path = home.join("config.toml");
+        let admin = ClientConfig::load(&path)?.transport(&path)?;
+        let http = http_client(&admin, "master.mezzo")?;
+        let url = |p: &str| mezzo_proto::security::https::url(&admin, &first_addr, p);
+        let new_addr = format!("{}:{}", net.ip(0), 5050);
+        // The token first: once the group counts the new master, nothing
+        // commits until it runs.
+        let r = http
+            .post(url("/api/v1/tokens"))
+            .json(&json!({ "kind": "master", "ttl_secs": 600 }))
+            .send()
+            .await?;
+        let token = r.json::<serde_json::Value>().await?["token"]
+            .as_str()
+            .context("token")?
+            .to_owned();
+        let r = http
+            .post(url("/raft/members"))
+            .json(&json!({ "address": new_addr }))
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "add member: {}", r.text().await?);
+        let other_home = dir.path().join("other-home");
+        let env2 = vec![
+            ("MEZZO_HOME".to_owned(), other_home.display().to_string()),
+            ("MEZZO_JOIN_TOKEN".to_owned(), token),
+        ];
+        let args2: Vec<String> = [
+            "master",
+            "--listen",
+            &new_addr,
+            "--join",
+            &first_addr,
+            "--work-dir",
+            &dir.path().join("master1").display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let d = Daemon::spawn_full(&net.prefix(0), &env2, "master1", &args2, dir.path().join("master1.log")).await?;
+        second = Some(d);
+        ensure!(other_home.join("pki/ca.crt").exists(), "the joined master holds no CA");
+        // Both members replicate: a registry change shows on the new one.
+        let r = http.put(url("/weights")).json(&json!({ "eng": 3 })).send().await?;
+        ensure!(r.status().is_success(), "weights: {}", r.text().await?);
+        let new_url = mezzo_proto::security::https::url(&admin, &new_addr, "/raft/registry");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = http.get(&new_url).send().await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["weights"]["eng"] == 3.0
+            {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the joined master never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let logs = format!(
+        "{}\n{}",
+        first.log(),
+        second.as_ref().map(Daemon::log).unwrap_or_default()
+    );
+    if let Some(mut d) = second {
+        d.kill().await;
+    }
+    first.kill().await;
+    result.with_context(|| logs)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

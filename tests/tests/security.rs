@@ -758,3 +758,51 @@ async fn a_flood_from_one_principal_is_cut_off_and_others_keep_working() -> Resu
     .await;
     result.with_context(|| c.logs())
 }
+
+/// `--anonymous-read` lets a client without a credential read the
+/// cluster, and nothing more: no action, no environment, no sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_read_is_an_explicit_opt_in_for_reads_only() -> Result<()> {
+    let mut spec = one_agent();
+    spec.master_args.push("--anonymous-read".into());
+    let c = Cluster::start(spec).await?;
+    let result = async {
+        let master = c.master_addr().to_owned();
+        let (s, mut ev, fid) = fw::subscribe(&c, "open", None).await?;
+        let o = ev.offer().await?;
+        let mut t = fw::shell_task("t1", "exec sleep 60");
+        t.command.as_mut().context("cmd")?.environment.push(v1::EnvVar {
+            name: "PASSWORD".into(),
+            value: "hunter2".into(),
+            ..Default::default()
+        });
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
+            .await?;
+        let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
+        let anon = http_client(&Transport::Tls(Credentials::new(&ca)?), MASTER)?;
+        let r = anon.get(c.url(&master, "/state")).send().await?;
+        ensure!(r.status().as_u16() == 200, "read: {}", r.status());
+        let detail: Value = anon
+            .get(c.url(&master, &format!("/api/v1/tasks/{fid}/t1")))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(detail["environment"].is_null(), "{detail}");
+        let r = anon
+            .get(c.url(&master, &format!("/api/v1/tasks/{fid}/t1/files/read?path=stdout")))
+            .send()
+            .await?;
+        ensure!(r.status().as_u16() == 401, "sandbox: {}", r.status());
+        let r = anon
+            .post(c.url(&master, &format!("/api/v1/tasks/{fid}/t1/kill")))
+            .send()
+            .await?;
+        ensure!(r.status().as_u16() == 401, "kill: {}", r.status());
+        s.kill("t1", None).await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
