@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mezzo_proto::security::{ClientConfig, Transport};
+use mezzo_proto::security::Transport;
 use mezzo_proto::v1;
 
 /// One week: how long the master keeps a disconnected framework's tasks by
@@ -68,11 +68,9 @@ impl SchedulerConfig {
         if let Some(t) = &self.transport {
             return Ok((t.clone(), self.masters.clone()));
         }
-        let path = mezzo_proto::security::client_config::default_path();
-        let file = ClientConfig::load(&path).map_err(|e| e.to_string())?;
-        let transport = file.transport(&path).map_err(|e| e.to_string())?;
+        let (transport, configured) = Transport::discover().map_err(|e| e.to_string())?;
         let masters = if self.masters.is_empty() {
-            file.masters
+            configured
         } else {
             self.masters.clone()
         };

@@ -266,7 +266,7 @@ impl<'a> Run<'a> {
             }
             Event::Rescind { offer_id } => self.held.retain(|(id, _)| *id != offer_id),
             Event::Update(status) => return Ok(self.on_update(&status)),
-            Event::Error { message } => bail!("the master removed this framework: {message}"),
+            Event::Error { message } => bail!("the framework cannot go on: {message}"),
             Event::Disconnected { reason } => {
                 self.held.clear();
                 tracing::warn!(%reason, "disconnected from the master; reconnecting");

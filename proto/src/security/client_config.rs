@@ -128,12 +128,17 @@ impl Transport {
         }
     }
 
-    /// The client config found where clients look, with `MEZZO_TOKEN`
-    /// applied.
-    pub fn discover() -> Result<(Transport, ClientConfig), ConfigError> {
+    /// How a client reaches the cluster, and the masters its
+    /// configuration names: plain text when `MEZZO_INSECURE` is `1` or
+    /// `true` (an `--insecure` cluster), else the client configuration
+    /// found where clients look, with `MEZZO_TOKEN` applied.
+    pub fn discover() -> Result<(Transport, Vec<String>), ConfigError> {
+        if std::env::var("MEZZO_INSECURE").is_ok_and(|v| v == "1" || v == "true") {
+            return Ok((Transport::Plain, Vec::new()));
+        }
         let path = default_path();
         let cfg = ClientConfig::load(&path)?;
-        Ok((cfg.transport(&path)?, cfg))
+        Ok((cfg.transport(&path)?, cfg.masters))
     }
 }
 

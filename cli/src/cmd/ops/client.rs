@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use mezzo_master::http::ErrorBody;
 use mezzo_proto::security::Transport;
-use mezzo_proto::security::client_config::{ClientConfig, default_path};
 use mezzo_sdk::{HttpAnswer, MasterHttp};
 use serde_json::Value;
 
@@ -47,13 +46,7 @@ pub const DEFAULT_MASTER: &str = "127.0.0.1:5050";
 /// How this client reaches the cluster, and the masters the client
 /// configuration names.
 pub fn transport() -> Result<(Transport, Vec<String>), ApiError> {
-    if std::env::var("MEZZO_INSECURE").is_ok_and(|v| v == "1" || v == "true") {
-        return Ok((Transport::Plain, Vec::new()));
-    }
-    let path = default_path();
-    let cfg = ClientConfig::load(&path).map_err(|e| ApiError::Refused(e.to_string()))?;
-    let t = cfg.transport(&path).map_err(|e| ApiError::Refused(e.to_string()))?;
-    Ok((t, cfg.masters))
+    Transport::discover().map_err(|e| ApiError::Refused(e.to_string()))
 }
 
 /// `masters` (comma-separated; empty: the configuration's, else the
