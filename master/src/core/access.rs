@@ -43,6 +43,16 @@ impl Master {
         if let Some(id) = id {
             let owner = self.owner_of(id).to_owned();
             caller.may_touch(self.acl(), Action::TakeOverFramework, &owner)?;
+            // A resumed framework may change its roles and user: new ones
+            // need the same rights as at registration.
+            if let Some(rec) = self.registry.frameworks.get(id) {
+                for role in info.roles.iter().filter(|r| !rec.roles.contains(r)) {
+                    caller.may(self.acl(), Action::RegisterFramework, role)?;
+                }
+                if !info.user.is_empty() && info.user != rec.user {
+                    caller.may(self.acl(), Action::RunAs, &info.user)?;
+                }
+            }
             info.principal = owner;
             return Ok(());
         }
