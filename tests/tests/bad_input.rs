@@ -37,8 +37,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
     })
     .await?;
     let result = async {
-        let addr = format!("http://{}", c.master_addr());
-        let mut raw = SchedulerClient::connect(addr.clone()).await?;
+        let mut raw = SchedulerClient::new(c.channel(c.master_addr()).await?);
 
         // A call before subscribing.
         let req = v1::AcceptRequest {
@@ -254,7 +253,24 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let mut client = AgentApiClient::connect(format!("http://{}", c.master_addr())).await?;
+    // Only agents attach.
+    let mut admin = AgentApiClient::new(c.channel(c.master_addr()).await?);
+    let hello = v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+    };
+    let err = admin
+        .attach(tokio_stream::iter(vec![hello]))
+        .await
+        .expect_err("admin attach");
+    ensure!(
+        err.code() == Code::PermissionDenied && err.message().contains("only agent principals"),
+        "{err:?}"
+    );
+    let agent = c.join_as_agent("bad-agent").await?;
+    let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &agent)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut client = AgentApiClient::new(channel);
     let cases: Vec<(v1::agent_message::Message, &str)> = vec![
         (
             v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
@@ -302,14 +318,14 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     })
     .await?;
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(mezzo_tests::mezzo_bin());
+        let mut cmd = c.command();
         cmd.args(["run", "--master", c.master_addr()]).args(args);
-        cmd.output()
+        async move { cmd.output().await }
     };
-    let ok = run(&["--", "echo", "hi"])?;
+    let ok = run(&["--", "echo", "hi"]).await?;
     let out = String::from_utf8_lossy(&ok.stdout);
     ensure!(ok.status.code() == Some(0) && out.contains("TASK_FINISHED"), "{ok:?}");
-    let three = run(&["--shell", "--", "exit 3"])?;
+    let three = run(&["--shell", "--", "exit 3"]).await?;
     ensure!(
         three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"),
         "{three:?}"
@@ -327,7 +343,8 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
         timeline_arg,
         "--",
         "true",
-    ])?;
+    ])
+    .await?;
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
     // One line per task; each update stamped by the agent after the Accept
@@ -349,9 +366,11 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
             ensure!(accepted <= stamped && stamped <= arrived, "{l}");
         }
     }
-    let status = std::process::Command::new(mezzo_tests::mezzo_bin())
+    let status = c
+        .command()
         .args(["status", "--master", c.master_addr()])
-        .output()?;
+        .output()
+        .await?;
     ensure!(
         status.status.success() && String::from_utf8_lossy(&status.stdout).contains("agent0"),
         "{status:?}"
@@ -360,7 +379,7 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
 }
 
 /// DESIGN.md "Observability": every daemon serves /health, /state and
-/// /metrics in Prometheus text.
+/// /metrics in Prometheus text (as OpenMetrics, its successor).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_serve_health_state_and_metrics() -> Result<()> {
     let c = Cluster::start(ClusterSpec {
@@ -368,10 +387,23 @@ async fn daemons_serve_health_state_and_metrics() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    for addr in [c.master_addr(), &c.agents[0].addr] {
+    for (addr, http) in [
+        (c.master_addr(), c.http().clone()),
+        (&c.agents[0].addr, c.agent_http(0)?),
+    ] {
         ensure!(c.text(addr, "/health").await?.trim() == "ok", "{addr} /health");
         let m = c.text(addr, "/metrics").await?;
         ensure!(m.contains("# TYPE") && m.contains("mezzo_"), "{addr} /metrics: {m}");
+        let r = http.get(c.url(addr, "/metrics")).send().await?;
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ensure!(
+            kind.starts_with("application/openmetrics-text"),
+            "{addr} /metrics: {kind}"
+        );
     }
     let m = c.text(c.master_addr(), "/metrics").await?;
     ensure!(m.contains("mezzo_master_agents{status=\"active\"} 1"), "{m}");
