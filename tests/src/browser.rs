@@ -69,6 +69,8 @@ impl Browser {
                 "--disable-sync",
                 "--disable-dev-shm-usage",
                 "--window-size=1400,1000",
+                // The cluster's CA is its own: the tests trust it.
+                "--ignore-certificate-errors",
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
