@@ -308,6 +308,104 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// DESIGN.md "Trust": an agent reports only on the tasks placed on it. An
+/// agent with a credential of its own sends updates for another agent's
+/// task and for a task never launched: neither reaches the framework, and
+/// the task's state does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_report_on_tasks_it_does_not_run() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "victim", None).await?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![fw::shell_task("victim", "sleep 60")], None)
+            .await?;
+        ev.update("victim", Duration::from_secs(10), |st| st == TaskState::Running)
+            .await?;
+
+        // An impostor joins as an agent of its own and registers.
+        let impostor = c.join_as_agent("impostor").await?;
+        let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &impostor)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let register = v1::agent_message::Message::Register(v1::Register {
+            agent: Some(v1::AgentInfo {
+                hostname: "impostor".into(),
+                resources: fw::shell_task("x", "true").resources,
+                http_address: "127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+        });
+        tx.send(v1::AgentMessage {
+            message: Some(register),
+        })
+        .await?;
+        let mut from_master = AgentApiClient::new(channel)
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let registered = tokio::time::timeout(Duration::from_secs(10), from_master.message())
+            .await
+            .context("no answer to the registration")??;
+        let own_id = match registered.and_then(|m| m.message) {
+            Some(v1::master_message::Message::Registered(r)) => r.agent_id,
+            other => bail!("expected Registered, got {other:?}"),
+        };
+        for task in ["victim", "never-launched"] {
+            let status = v1::TaskStatus {
+                task_id: task.into(),
+                state: v1::TaskState::TaskFinished as i32,
+                agent_id: own_id.clone(),
+                uuid: vec![7; 16],
+                framework_id: fid.clone(),
+                ..Default::default()
+            };
+            let update = v1::StatusUpdate {
+                framework_id: fid.clone(),
+                status: Some(status),
+                latest_state: v1::TaskState::TaskFinished as i32,
+            };
+            let msg = v1::AgentMessage {
+                message: Some(v1::agent_message::Message::StatusUpdate(update)),
+            };
+            // The master may close the impostor's stream on the first one.
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+        // Nothing reaches the framework; the task still runs.
+        let forged = ev
+            .next(Duration::from_secs(2), |e| match e {
+                Event::Update(st) if st.agent_id == own_id || task_state(st).is_some_and(|s| s.is_terminal()) => {
+                    Some(st.clone())
+                }
+                _ => None,
+            })
+            .await;
+        ensure!(forged.is_err(), "a forged update reached the framework: {forged:?}");
+        let st = c.master_state().await?;
+        let victim = st["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == "victim"))
+            .context("victim in /state")?;
+        ensure!(victim["state"] == "TASK_RUNNING", "{victim}");
+        ensure!(
+            st["tasks"]
+                .as_array()
+                .is_some_and(|t| t.iter().all(|t| t["id"] != "never-launched")),
+            "{st}"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// `mezzo run` runs one task and exits with its exit status; paced
 /// copies take turns across the agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
