@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use mezzo_proto::security::principal::MASTER_DNS_NAME;
-use mezzo_proto::security::{ClientConfig, Transport};
+use mezzo_proto::security::{ClientConfig, Credentials, Identity, Transport};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -432,28 +432,18 @@ impl Cluster {
 
     /// GETs JSON from a master or an agent of this cluster, as `user:admin`.
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
-        let url = self.url(addr, path);
-        Ok(self
-            .client_for(addr)?
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        Ok(self.fetch(addr, path).await?.json().await?)
     }
 
     /// GETs text from a master or an agent of this cluster.
     pub async fn text(&self, addr: &str, path: &str) -> Result<String> {
+        Ok(self.fetch(addr, path).await?.text().await?)
+    }
+
+    /// GETs `path` from the daemon at `addr`; an error unless it succeeds.
+    async fn fetch(&self, addr: &str, path: &str) -> Result<reqwest::Response> {
         let url = self.url(addr, path);
-        Ok(self
-            .client_for(addr)?
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?)
     }
 
     /// The client that verifies the daemon at `addr`: an agent's by its
@@ -552,6 +542,65 @@ impl Cluster {
             out += &format!("\n--- {} log ---\n{}", d.name, tail(&d.log()));
         }
         out
+    }
+
+    // ---- Other credentials: callers that are not the administrator ----
+
+    /// The cluster CA certificate (PEM), from the client configuration.
+    pub fn ca_pem(&self) -> Result<String> {
+        match &self.transport {
+            Transport::Tls(c) => Ok(c.ca_pem().to_owned()),
+            Transport::Plain => bail!("an --insecure cluster has no CA"),
+        }
+    }
+
+    /// A transport that trusts the cluster's CA and proves nothing: an
+    /// unauthenticated caller.
+    pub fn anonymous_transport(&self) -> Result<Transport> {
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?))
+    }
+
+    /// A transport with a bearer token.
+    pub fn token_transport(&self, token: &str) -> Result<Transport> {
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?.with_token(token)))
+    }
+
+    /// Master `i`'s own credential (its certificate, `master:<address>`),
+    /// as a Raft peer presents it.
+    pub fn master_transport(&self, i: usize) -> Result<Transport> {
+        let dir = self.dir.path().join(format!("master{i}")).join("tls");
+        let read =
+            |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("read {}/{f}", dir.display()));
+        let id = Identity::from_pem(&read("master.crt")?, &read("master.key")?)?;
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?.with_identity(id)))
+    }
+
+    /// Joins the cluster as a new agent named after `hostname`, with the
+    /// agent join token of the client configuration, as `mezzo agent`
+    /// does: the credential of a fresh `agent:` principal.
+    pub async fn join_as_agent(&self, hostname: &str) -> Result<Transport> {
+        let cfg = ClientConfig::load(&self.client_config())?;
+        let token = cfg
+            .agent_join_token
+            .context("no agent join token in the client configuration")?;
+        let joined = mezzo_proto::security::join::join(&self.masters(), &token, hostname, "127.0.0.1:1").await?;
+        Ok(Transport::Tls(joined.credentials))
+    }
+
+    /// Issues a bearer token for `principal` (`user:NAME`) as the
+    /// administrator (`POST /api/v1/credentials`).
+    pub async fn issue_token(&self, principal: &str) -> Result<String> {
+        let leader = self.wait_leader().await?;
+        let url = self.url(&self.masters[leader].addr, "/api/v1/credentials");
+        let body = serde_json::json!({ "principal": principal, "token": true });
+        let resp = self.http.post(&url).json(&body).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        ensure!(status.is_success(), "issuing a token for {principal}: {status} {v}");
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no token in {v}"))
     }
 }
 

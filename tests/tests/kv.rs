@@ -81,7 +81,7 @@ async fn namespace_survives_leader_failover_and_goes_with_teardown() -> Result<(
 
         // An unknown framework gets NOT_FOUND naming it.
         let leader = c.wait_leader().await?;
-        let mut raw = SchedulerClient::connect(format!("http://{}", c.masters[leader].addr)).await?;
+        let mut raw = SchedulerClient::new(c.channel(&c.masters[leader].addr).await?);
         let err = raw
             .kv_get(v1::KvGetRequest {
                 framework_id: "no-such-framework".into(),

@@ -13,11 +13,17 @@
 //!   succeeds again, and until the framework is offered resources again, is
 //!   measured; the killed master is restarted and caught up between trials.
 //!
+//! Mezzo is spoken to as clients do: over TLS with the credential of the
+//! client configuration (`--client-config`, else where clients look:
+//! `$MEZZO_CLIENT_CONFIG`, `$MEZZO_HOME/config.toml`), or in plain text to
+//! masters started with `--insecure` (`--insecure`, for comparison figures).
+//!
 //! etcd is spoken to over its own gRPC API with hand-written prost messages
 //! (only the fields used here), so no `protoc` is needed to build this.
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,9 +34,11 @@ use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 use mezzo_master::registry::{FrameworkRecord, RegistryOp};
 use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
+use mezzo_proto::security::{ClientConfig, Transport, client_config, grpc, https};
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use mezzo_sdk::{Event, Scheduler, SchedulerConfig};
+use mezzo_sdk::{Event, Scheduler};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::sync::mpsc;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -39,6 +47,14 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of Mezzo's Raft-replicated registry (run by scripts/bench-raft)")]
 struct Cli {
+    /// Plain text to masters started with `--insecure` (`failover` starts
+    /// its masters and agent so).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// The client configuration for the masters of `writes` (default:
+    /// $MEZZO_CLIENT_CONFIG, else $MEZZO_HOME/config.toml).
+    #[arg(long, global = true)]
+    client_config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -98,15 +114,15 @@ fn main() -> Result<()> {
         // On a signal the benchmark future is dropped: a failover cluster's
         // processes are killed by its Drop.
         tokio::select! {
-            r = run(cli.cmd) => r,
+            r = run(cli) => r,
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
             _ = term.recv() => bail!("terminated"),
         }
     })
 }
 
-async fn run(cmd: Cmd) -> Result<()> {
-    match cmd {
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
         Cmd::OpSize => {
             println!("{}", sample_op_json().len());
             Ok(())
@@ -119,7 +135,17 @@ async fn run(cmd: Cmd) -> Result<()> {
             warmup,
             rounds,
             header,
-        } => writes_bench(&list(&mezzo), &list(&etcd), writes, clients, warmup, rounds, header).await,
+        } => {
+            let transport = transport(cli.insecure, cli.client_config)?;
+            let runs = Runs {
+                writes,
+                clients,
+                warmup,
+                rounds,
+                header,
+            };
+            writes_bench(&list(&mezzo), &list(&etcd), &transport, runs).await
+        }
         Cmd::Failover {
             trials,
             settle_ms,
@@ -129,10 +155,21 @@ async fn run(cmd: Cmd) -> Result<()> {
                 trials,
                 Duration::from_millis(settle_ms),
                 Duration::from_millis(min_session_ms),
+                cli.insecure,
             )
             .await
         }
     }
+}
+
+/// How to reach the masters of `writes`.
+fn transport(insecure: bool, path: Option<PathBuf>) -> Result<Transport> {
+    if insecure {
+        return Ok(Transport::Plain);
+    }
+    let path = path.unwrap_or_else(client_config::default_path);
+    let cfg = ClientConfig::load(&path)?;
+    Ok(cfg.transport(&path)?)
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -236,6 +273,17 @@ async fn run_writers<W: Writer>(writers: Vec<W>, first: u64, writes: u64) -> Res
     })
 }
 
+/// A channel to a master, as clients open one (TLS unless insecure).
+async fn mezzo_channel(addr: &str, transport: &Transport) -> Result<Channel> {
+    grpc::endpoint(addr, transport)
+        .map_err(anyhow::Error::msg)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connect to {addr}"))
+}
+
+/// A plain-text channel (etcd).
 async fn channel(uri: &str) -> Result<Channel> {
     let uri = if uri.contains("://") {
         uri.to_owned()
@@ -280,12 +328,12 @@ impl Writer for MezzoWriter {
 
 /// The master that leads and serves, found through `/raft` and confirmed
 /// by one write.
-async fn mezzo_leader(masters: &[String]) -> Result<String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+async fn mezzo_leader(masters: &[String], transport: &Transport) -> Result<String> {
+    let http = https::client(transport, MASTER_DNS_NAME, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for m in masters {
-            let Ok(r) = http.get(format!("http://{m}/raft")).send().await else {
+            let Ok(r) = http.get(https::url(transport, m, "/raft")).send().await else {
                 continue;
             };
             let Ok(v) = r.json::<serde_json::Value>().await else {
@@ -293,7 +341,7 @@ async fn mezzo_leader(masters: &[String]) -> Result<String> {
             };
             if v["role"] == "leader" {
                 let mut w = MezzoWriter {
-                    client: SchedulerClient::new(channel(m).await?),
+                    client: SchedulerClient::new(mezzo_channel(m, transport).await?),
                     run: "probe".into(),
                 };
                 if w.write(0).await.is_ok() {
@@ -308,11 +356,11 @@ async fn mezzo_leader(masters: &[String]) -> Result<String> {
     }
 }
 
-async fn mezzo_writers(leader: &str, n: usize, run: &str) -> Result<Vec<MezzoWriter>> {
+async fn mezzo_writers(leader: &str, n: usize, run: &str, transport: &Transport) -> Result<Vec<MezzoWriter>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(MezzoWriter {
-            client: SchedulerClient::new(channel(leader).await?),
+            client: SchedulerClient::new(mezzo_channel(leader, transport).await?),
             run: run.to_owned(),
         });
     }
@@ -436,23 +484,37 @@ async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Res
 // ---------------------------------------------------------------------------
 // Benchmark 1: writes
 
-async fn writes_bench(
-    masters: &[String],
-    etcd: &[String],
+/// The shape of the `writes` benchmark.
+#[derive(Debug, Clone, Copy)]
+struct Runs {
     writes: u64,
     clients: usize,
     warmup: u64,
     rounds: usize,
     header: bool,
-) -> Result<()> {
+}
+
+async fn writes_bench(masters: &[String], etcd: &[String], transport: &Transport, runs: Runs) -> Result<()> {
+    let Runs {
+        writes,
+        clients,
+        warmup,
+        rounds,
+        header,
+    } = runs;
     let value = sample_op_json();
-    let mezzo = mezzo_leader(masters).await?;
+    let mezzo = mezzo_leader(masters, transport).await?;
     let (etcd_leader, version) = etcd_leader(etcd).await?;
     if header {
         println!(
             "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it); \
-             {warmup} unmeasured writes first; each client has its own connection; etcd {version}",
-            value.len()
+             {warmup} unmeasured writes first; each client has its own connection; etcd {version}; \
+             Mezzo over {}",
+            value.len(),
+            match transport {
+                Transport::Tls(_) => "mutual TLS (its client configuration's credential)",
+                Transport::Plain => "plain text (--insecure masters)",
+            }
         );
         println!(
             "  {:<6} {:>7} {:>10} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8}   Mezzo/etcd",
@@ -463,10 +525,10 @@ async fn writes_bench(
     let mut registered = 1;
     for round in 0..rounds.max(1) {
         let run = format!("c{clients}r{round}");
-        let w = mezzo_writers(&mezzo, clients, &format!("{run}w")).await?;
+        let w = mezzo_writers(&mezzo, clients, &format!("{run}w"), transport).await?;
         run_writers(w, 0, warmup).await.context("Mezzo warm-up")?;
         registered += warmup;
-        let w = mezzo_writers(&mezzo, clients, &run).await?;
+        let w = mezzo_writers(&mezzo, clients, &run, transport).await?;
         let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
         print_row("mezzo", clients, registered, &m, String::new());
         registered += writes;
@@ -579,24 +641,31 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-async fn failover_bench(trials: usize, settle: Duration, min_session: Duration) -> Result<()> {
+async fn failover_bench(trials: usize, settle: Duration, min_session: Duration, insecure: bool) -> Result<()> {
+    // TLS as by default, or everything --insecure for comparison.
+    let plain: Vec<String> = if insecure { vec!["--insecure".into()] } else { vec![] };
     let spec = ClusterSpec {
         masters: 3,
         agents: 1,
         agent_resources: "cpus:2;mem:2048;disk:2048".into(),
         // The daemons' defaults: 50 ms Raft tick, election after 6-12 ticks,
         // heartbeats every tick; 1 s framework heartbeats.
-        master_args: vec![],
-        agent_args: vec![],
+        master_args: plain.clone(),
+        agent_args: plain,
     };
     let mut c = Cluster::start(spec).await?;
     let masters = c.masters();
     println!(
-        "three masters {}, one agent; {trials} trials, each kill at least {:.1} s after the framework's last subscription",
+        "three masters {}, one agent ({}); {trials} trials, each kill at least {:.1} s after the framework's last subscription",
         masters.join(","),
+        if insecure {
+            "--insecure: plain text"
+        } else {
+            "mutual TLS"
+        },
         min_session.as_secs_f64()
     );
-    let cfg = SchedulerConfig::new(masters.clone(), "failover-bench");
+    let cfg = c.sdk_config("failover-bench");
     let (s, events) = Scheduler::start(cfg);
     let mut rx = pump(s.clone(), events);
 
