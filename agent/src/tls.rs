@@ -38,6 +38,10 @@ pub struct AgentSecurity {
     pub join_token: Option<String>,
 }
 
+/// How long a first start keeps asking the masters to let it join while
+/// none can answer (they may be starting too).
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn dir(work_dir: &Path) -> PathBuf {
     work_dir.join("tls")
 }
@@ -62,7 +66,7 @@ pub async fn credentials(
         Some(t) => t,
         None => local_join_token()?,
     };
-    let joined = join::join(masters, &token, hostname, http_address)
+    let joined = join::join_patiently(masters, &token, hostname, http_address, JOIN_PATIENCE)
         .await
         .map_err(|e| AgentError::Security(e.to_string()))?;
     save(&tls, &joined.response.cert, &joined.key_pem, &joined.response.ca)?;

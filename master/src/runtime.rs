@@ -466,7 +466,7 @@ impl Clients {
                 reply,
             } => {
                 let result = core
-                    .check_call(&caller, &framework, &call)
+                    .check_call(&caller, &framework, call.action(), call.operations())
                     .and_then(|()| call.run(core, &framework, now));
                 let _ = reply.send(result);
             }
@@ -597,6 +597,24 @@ impl Clients {
 }
 
 impl Call {
+    /// The ACL action a caller other than the framework's owner needs.
+    fn action(&self) -> crate::auth::Action {
+        use crate::auth::Action;
+        match self {
+            Call::Kill { .. } => Action::KillTask,
+            Call::Teardown => Action::TeardownFramework,
+            _ => Action::TakeOverFramework,
+        }
+    }
+
+    /// The operations of an accept (whose launches need `run_as`).
+    fn operations(&self) -> &[OfferOperation] {
+        match self {
+            Call::Accept { operations, .. } => operations,
+            _ => &[],
+        }
+    }
+
     /// Runs a validated scheduler call on the core.
     fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
         match self {

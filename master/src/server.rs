@@ -21,9 +21,9 @@ use tokio::net::TcpListener;
 
 use crate::api::agent::AgentService;
 use crate::api::scheduler::SchedulerApi;
-use crate::auth::authn::Authenticator;
 use crate::core::CoreConfig;
 use crate::error::MasterError;
+use crate::http::authn::Authenticator;
 use crate::pki::Authority;
 use crate::pki::setup::{self, SecurityConfig, SetupError, hostname};
 use crate::raft::node::NodeError;
@@ -136,7 +136,11 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         Some((_, p)) => p.values().cloned().collect(),
         None => cfg.join.iter().cloned().chain([member.clone()]).collect(),
     };
-    let (transport, server_tls, authority) = secure(&cfg, addr, &member, &known).await?;
+    let Secured {
+        transport,
+        server_tls,
+        authority,
+    } = secure(&cfg, addr, &member, &known).await?;
     let (id, peers) = match peers {
         Some(p) => p,
         None => join_group(&cfg.join, &member, &cfg.work_dir, &transport).await?,
@@ -200,9 +204,12 @@ async fn crate_serve(listener: TcpListener, opts: ServeOptions, app: axum::Route
     mezzo_proto::security::serve::serve(listener, opts, app).await;
 }
 
+/// This master's id and every member's address.
+type Group = (u64, BTreeMap<u64, String>);
+
 /// The group from `--peers` (or a lone master): this master's id and
 /// every member; `None` when joining a running group.
-fn static_peers(cfg: &MasterConfig, addr: SocketAddr) -> Result<Option<(u64, BTreeMap<u64, String>)>, StartError> {
+fn static_peers(cfg: &MasterConfig, addr: SocketAddr) -> Result<Option<Group>, StartError> {
     if !cfg.join.is_empty() {
         return Ok(None);
     }
@@ -228,20 +235,27 @@ fn static_peers(cfg: &MasterConfig, addr: SocketAddr) -> Result<Option<(u64, BTr
     Ok(Some((id, peers)))
 }
 
+/// How a master is secured: its transport to the other masters and the
+/// agents, its server's TLS config, and the CA (none under `--insecure`).
+struct Secured {
+    transport: Transport,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    authority: Option<Arc<Authority>>,
+}
+
 /// The transport to the other masters, the server's TLS config and the
 /// CA, or plain text with a warning under `--insecure`.
-async fn secure(
-    cfg: &MasterConfig,
-    addr: SocketAddr,
-    member: &str,
-    known: &[String],
-) -> Result<(Transport, Option<Arc<rustls::ServerConfig>>, Option<Arc<Authority>>), StartError> {
+async fn secure(cfg: &MasterConfig, addr: SocketAddr, member: &str, known: &[String]) -> Result<Secured, StartError> {
     if cfg.security.insecure {
         tracing::warn!(
             "--insecure: this master serves plain text and authenticates nobody; \
              anyone who can reach {addr} controls the cluster. Never use it outside a test machine."
         );
-        return Ok((Transport::Plain, None, None));
+        return Ok(Secured {
+            transport: Transport::Plain,
+            server_tls: None,
+            authority: None,
+        });
     }
     let mut hosts = vec![hostname()];
     if !addr.ip().is_unspecified() {
@@ -249,11 +263,11 @@ async fn secure(
     }
     let tls = setup::prepare(&cfg.security, &cfg.work_dir, member, &hosts, known).await?;
     let server = tls.credentials.server_config().map_err(SetupError::from)?;
-    Ok((
-        Transport::Tls(tls.credentials),
-        Some(server),
-        Some(Arc::new(tls.authority)),
-    ))
+    Ok(Secured {
+        transport: Transport::Tls(tls.credentials),
+        server_tls: Some(server),
+        authority: Some(Arc::new(tls.authority)),
+    })
 }
 
 /// Asks a running group for its members and finds this master among them

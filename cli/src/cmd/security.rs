@@ -366,19 +366,26 @@ async fn secret(conn: Conn, action: SecretAction) -> anyhow::Result<ExitCode> {
 
 async fn dashboard(conn: Conn, ttl: Duration) -> anyhow::Result<ExitCode> {
     let c = Client::new(&conn.master)?;
-    let who = std::env::var("USER").unwrap_or_else(|_| "admin".into());
-    let name = if who == "root" { "admin".to_owned() } else { who };
-    let body = json!({ "principal": name, "token": true, "ttl_secs": ttl.as_secs().max(60), "description": "dashboard sign-in" });
-    let v = c.post("/api/v1/credentials", body).await?;
+    // A token of the caller's own: the dashboard shows what this
+    // credential may see, no more.
+    let v = c
+        .post("/api/v1/credentials/self", json!({ "ttl_secs": ttl.as_secs().max(60) }))
+        .await?;
     let master = c.masters().first().cloned().unwrap_or_default();
+    let ca = mezzo_proto::security::client_config::mezzo_home().join("pki/ca.crt");
     if conn.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "url": format!("https://{master}/"), "token": v["token"] }))?
-        );
+        let out = json!({ "url": format!("https://{master}/"), "token": v["token"], "principal": v["principal"] });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("dashboard: https://{master}/  (the browser will ask to trust the cluster's CA: ~/.mezzo/pki/ca.crt)");
-        println!("sign in with: {}", v["token"].as_str().unwrap_or_default());
+        println!(
+            "dashboard: https://{master}/  (the browser will ask to trust the cluster's CA: {})",
+            ca.display()
+        );
+        println!(
+            "sign in as {} with: {}",
+            v["principal"].as_str().unwrap_or_default(),
+            v["token"].as_str().unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

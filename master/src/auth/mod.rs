@@ -1,16 +1,14 @@
-//! Authentication and authorization at the master's edge. Identity is
-//! established once per request, from the TLS peer certificate or a
-//! bearer token, and carried with it as a [`Principal`]; what it may do is
-//! decided by [`acl::authorize`] over the registry's rules.
+//! Who may do what: the caller of a request ([`Caller`]), the authorizer
+//! over the registry's rules ([`acl::authorize`]), the registry's security
+//! state, and sealed secrets. A leaf of the crate: it imports nothing else
+//! of it, so the HTTP edge (`http::authn`, which establishes the caller),
+//! the registry, the Raft node and the core may all use it.
 
 pub mod acl;
-pub mod authn;
 pub mod caller;
 pub mod seal;
 pub mod state;
-pub mod view;
 
 pub use acl::{Acl, Action, Denied, authorize};
 pub use caller::{AuthzError, Caller};
 pub use mezzo_proto::security::Principal;
-pub use view::AuthView;

@@ -13,7 +13,6 @@ use crate::auth::Caller;
 use crate::auth::acl::{Acl, Action};
 use crate::error::MasterError;
 use crate::kv::KvCall;
-use crate::runtime::Call;
 
 impl Master {
     fn acl(&self) -> &Acl {
@@ -34,7 +33,7 @@ impl Master {
     /// of its roles (and stays within its principal's framework limit); a
     /// known id is its owner's, or needs `take_over_framework`. The
     /// framework's recorded principal is always the caller's own.
-    pub(crate) fn check_subscribe(
+    pub fn check_subscribe(
         &self,
         caller: &Caller,
         info: &mut v1::FrameworkInfo,
@@ -100,29 +99,28 @@ impl Master {
     }
 
     /// A scheduler call on framework `fid`: its owner's, or allowed by a
-    /// rule (kill and teardown by their own actions, anything else only by
-    /// `take_over_framework`). Launches also need `run_as` for their user.
-    pub(crate) fn check_call(&self, caller: &Caller, fid: &FrameworkId, call: &Call) -> Result<(), MasterError> {
-        let owner = self.owner_of(fid);
-        let action = match call {
-            Call::Kill { .. } => Action::KillTask,
-            Call::Teardown => Action::TeardownFramework,
-            _ => Action::TakeOverFramework,
-        };
-        caller.may_touch(self.acl(), action, owner)?;
-        if let Call::Accept { operations, .. } = call {
-            let fw_user = self
-                .frameworks
-                .get(fid)
-                .map(|f| f.info.user.as_str())
-                .unwrap_or_default();
-            for op in operations {
-                if let OfferOperation::Launch(l) = op {
-                    let user = l.info.command.as_ref().map(|c| c.user.as_str()).unwrap_or_default();
-                    let user = if user.is_empty() { fw_user } else { user };
-                    if !user.is_empty() {
-                        caller.may(self.acl(), Action::RunAs, user)?;
-                    }
+    /// rule (`action`: kill and teardown have their own, anything else is
+    /// `take_over_framework`). Launches also need `run_as` for their user
+    /// (the task's, else the framework's).
+    pub fn check_call(
+        &self,
+        caller: &Caller,
+        fid: &FrameworkId,
+        action: Action,
+        operations: &[OfferOperation],
+    ) -> Result<(), MasterError> {
+        caller.may_touch(self.acl(), action, self.owner_of(fid))?;
+        let fw_user = self
+            .frameworks
+            .get(fid)
+            .map(|f| f.info.user.as_str())
+            .unwrap_or_default();
+        for op in operations {
+            if let OfferOperation::Launch(l) = op {
+                let user = l.info.command.as_ref().map(|c| c.user.as_str()).unwrap_or_default();
+                let user = if user.is_empty() { fw_user } else { user };
+                if !user.is_empty() {
+                    caller.may(self.acl(), Action::RunAs, user)?;
                 }
             }
         }
@@ -130,7 +128,7 @@ impl Master {
     }
 
     /// A key-value call: the owner's, or `framework_kv` by a rule.
-    pub(crate) fn check_kv(&self, caller: &Caller, fid: &FrameworkId, _call: &KvCall) -> Result<(), MasterError> {
+    pub fn check_kv(&self, caller: &Caller, fid: &FrameworkId, _call: &KvCall) -> Result<(), MasterError> {
         caller.may_touch(self.acl(), Action::FrameworkKv, self.owner_of(fid))?;
         Ok(())
     }
@@ -138,7 +136,7 @@ impl Master {
     /// An agent's registration: only an agent credential registers; an
     /// agent id belongs to the credential's principal that first
     /// registered it; and a new agent must fit under `max_agents`.
-    pub(crate) fn check_agent(&self, caller: &Caller, id: Option<&AgentId>) -> Result<Option<String>, MasterError> {
+    pub fn check_agent(&self, caller: &Caller, id: Option<&AgentId>) -> Result<Option<String>, MasterError> {
         let principal = caller.expect_kind(Kind::Agent)?.map(ToString::to_string);
         match id.and_then(|id| self.registry.agents.get(id).map(|r| (id, r))) {
             Some((id, rec)) => {
@@ -164,13 +162,13 @@ impl Master {
 
     /// Remembers which credential opened a stream, so that revoking it
     /// closes the stream.
-    pub(crate) fn track_credential(&mut self, conn: ConnId, caller: &Caller) {
+    pub fn track_credential(&mut self, conn: ConnId, caller: &Caller) {
         if let Some(id) = caller.credential() {
             self.conn_credentials.insert(conn, id.to_owned());
         }
     }
 
-    pub(crate) fn forget_credential(&mut self, conn: ConnId) {
+    pub fn forget_credential(&mut self, conn: ConnId) {
         self.conn_credentials.remove(&conn);
     }
 

@@ -16,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 
 use super::{HttpState, error, error_body};
 use crate::auth::Caller;
-use crate::auth::authn::COOKIE;
+use crate::http::authn::COOKIE;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");

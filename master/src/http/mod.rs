@@ -21,6 +21,7 @@
 //! a follower answers 307 to the leader's same path (`to_leader`).
 
 mod actions;
+pub mod authn;
 mod dashboard;
 mod events;
 mod files;
@@ -43,7 +44,7 @@ use mezzo_proto::ids::FrameworkId;
 use mezzo_proto::security::Transport;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::authn::{self, Authenticator};
+use self::authn::Authenticator;
 use crate::auth::{Action, AuthzError, Caller};
 use crate::error::{ErrorCode, MasterError};
 use crate::pki::Authority;
@@ -75,6 +76,8 @@ impl std::fmt::Debug for HttpState {
     }
 }
 
+// The checks return the refusal itself, ready to send.
+#[allow(clippy::result_large_err)]
 impl HttpState {
     /// Starts the utilisation sampler and builds the metrics registry;
     /// call once per master (every listener shares the result).
@@ -178,6 +181,7 @@ fn router(state: HttpState) -> Router {
         .route("/api/v1/acl", put(security::set_acl))
         .route("/api/v1/credentials", get(security::credentials).post(security::issue))
         .route("/api/v1/credentials/revoke", post(security::revoke))
+        .route("/api/v1/credentials/self", post(security::own_token))
         .route("/api/v1/tokens", post(security::join_token))
         .route(
             "/api/v1/secrets",

@@ -11,10 +11,14 @@
 //! | `GET /api/v1/credentials` | | `manage_credentials` |
 //! | `POST /api/v1/credentials` | `{"principal", "csr"?, "token"?, "ttl_secs"?, "description"?}` | `manage_credentials` |
 //! | `POST /api/v1/credentials/revoke` | `{"id"}` | `manage_credentials` |
+//! | `POST /api/v1/credentials/self` | `{"ttl_secs"?}` | a user credential: a bearer token of the caller's own (the dashboard's sign-in) |
 //! | `POST /api/v1/tokens` | `{"kind": "agent"\|"master", "ttl_secs"?, "description"?}` | `manage_credentials` |
 //! | `GET /api/v1/secrets` | | `read` (names only) |
 //! | `PUT /api/v1/secrets` | `{"role", "name", "value"}` | `manage_secrets` on the role |
 //! | `DELETE /api/v1/secrets` | `{"role", "name"}` | `manage_secrets` on the role |
+
+// The checking helpers return the refusal itself, ready to send.
+#![allow(clippy::result_large_err)]
 
 use std::time::Duration;
 
@@ -367,6 +371,66 @@ pub(super) async fn issue(
         ca: ca.cert_pem().to_owned(),
         cert,
         token,
+    })
+    .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OwnTokenRequest {
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// Longest a token of one's own lasts (a week): a sign-in, not a service
+/// credential.
+const OWN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A bearer token for the caller itself (no new rights: the same
+/// principal), as the dashboard's sign-in needs.
+pub(super) async fn own_token(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    body: Option<Json<OwnTokenRequest>>,
+) -> Response {
+    let Some(principal) = caller.as_principal().filter(|p| p.kind() == Kind::User).cloned() else {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            "only a user's credential gets a token of its own",
+        );
+    };
+    let ca = match authority(&s) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let ttl = body
+        .and_then(|Json(b)| b.ttl_secs)
+        .map_or(Duration::from_secs(12 * 3600), Duration::from_secs)
+        .clamp(Duration::from_secs(60), OWN_TOKEN_TTL);
+    let expires = unix_now() as u64 + ttl.as_secs();
+    let token = match Token::issue(ca.data_key(), Grant::Bearer(principal.clone()), expires) {
+        Ok(t) => t,
+        Err(e) => return error_body(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let rec = CredentialRecord {
+        id: token.nonce.clone(),
+        kind: CredentialKind::BearerToken,
+        principal: principal.to_string(),
+        expires,
+        issued_at: unix_now(),
+        issued_by: principal.to_string(),
+        description: "its own token".into(),
+    };
+    if let Err(r) = record(&s, rec, "/api/v1/credentials/self").await {
+        return r;
+    }
+    Json(Issued {
+        principal: principal.to_string(),
+        id: token.nonce.clone(),
+        expires,
+        ca: ca.cert_pem().to_owned(),
+        cert: None,
+        token: Some(token.reveal()),
     })
     .into_response()
 }

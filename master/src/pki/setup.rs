@@ -180,7 +180,7 @@ async fn join_cluster(
     }
     let others: Vec<String> = masters.iter().filter(|m| *m != member).cloned().collect();
     let host = hostname();
-    let joined = join::join(&others, token, &host, member).await?;
+    let joined = join::join_patiently(&others, token, &host, member, Duration::from_secs(300)).await?;
     let files = joined
         .response
         .authority

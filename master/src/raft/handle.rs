@@ -10,8 +10,8 @@ use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::auth_view::AuthView;
 use super::members::{MemberChange, MembershipError};
-use crate::auth::AuthView;
 use crate::registry::{Registry, RegistryOp};
 
 /// What the node tells the master runtime.

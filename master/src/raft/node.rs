@@ -24,7 +24,7 @@ use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
 use mezzo_proto::security::Transport;
 
-use crate::auth::AuthView;
+use super::auth_view::AuthView;
 use crate::registry::{Registry, RegistryOp};
 
 /// How one master takes part in the group.

@@ -104,6 +104,37 @@ pub enum JoinError {
     NoMaster(String),
 }
 
+impl JoinError {
+    /// Whether asking again later may succeed (no master answered, or none
+    /// could serve yet); a refused token or another cluster's CA is final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JoinError::NoMaster(_))
+    }
+}
+
+/// Joins as [`join`] does, asking again with backoff (100 ms to 5 s) while
+/// no master can answer (none up yet, no leader elected), until `patience`
+/// has passed.
+pub async fn join_patiently(
+    masters: &[String],
+    token: &str,
+    hostname: &str,
+    address: &str,
+    patience: Duration,
+) -> Result<Joined, JoinError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(0.25);
+    loop {
+        match join(masters, token, hostname, address).await {
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cannot join yet; trying again");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A key, a certificate and the CA: what joining gives.
 #[derive(Debug, Clone)]
 pub struct Joined {
@@ -195,6 +226,10 @@ async fn join_one(master: &str, want: &str, request: &JoinRequest) -> Result<Joi
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or(body);
+        // No leader yet, or one that just changed: worth asking again.
+        if status.is_server_error() {
+            return Err(JoinError::NoMaster(format!("{master}: {status}: {message}")));
+        }
         return Err(JoinError::Master {
             master: master.to_owned(),
             message: format!("{status}: {message}"),

@@ -17,7 +17,7 @@ use mezzo_proto::clock::unix_now;
 use mezzo_proto::security::serve::Peer;
 use mezzo_proto::security::token::{Grant, Token};
 
-use super::caller::Caller;
+use crate::auth::Caller;
 use crate::raft::RaftHandle;
 
 /// The dashboard's session cookie.
@@ -161,7 +161,7 @@ fn refuse(req: &Request, status: StatusCode, message: String) -> Response {
         };
         return s.into_http::<axum::body::Body>().into_response();
     }
-    let mut resp = crate::http::error_body(status, message);
+    let mut resp = super::error_body(status, message);
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

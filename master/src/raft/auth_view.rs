@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use mezzo_proto::ids::FrameworkId;
 
-use super::acl::Acl;
+use crate::auth::acl::Acl;
 use crate::registry::{Registry, RegistryOp};
 
 /// The security facts of one applied registry.
