@@ -1,6 +1,7 @@
 //! Raft messages between masters: a gRPC service receiving batches, and
 //! one sender task per peer that batches what the node hands it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -50,41 +51,47 @@ impl RaftTransport for RaftService {
 }
 
 impl RaftService {
-    /// Checks a batch (addressed to this master, from a member, decodable,
-    /// each message matching the batch's ends) and hands it to the node.
+    /// Checks a batch (see [`decode_batch`]) and hands it to the node.
     async fn deliver(&self, batch: v1::RaftBatch) -> Result<(), Status> {
-        let me = self.node.id();
-        if batch.to != me {
-            return Err(Status::failed_precondition(format!(
-                "raft batch for master {} reached master {me}",
-                batch.to
-            )));
-        }
-        if !self.node.members().contains_key(&batch.from) {
-            // (A member this master has not yet learned of is refused too;
-            // it catches up once the leader's log reaches it.)
-            return Err(Status::permission_denied(format!(
-                "raft batch from {}, which is not a member of this group",
-                batch.from
-            )));
-        }
-        let mut msgs = Vec::with_capacity(batch.messages.len());
-        for bytes in &batch.messages {
-            let m = Message::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-            if m.from != batch.from || m.to != me {
-                return Err(Status::invalid_argument(format!(
-                    "raft message {}->{} in a batch {}->{me}",
-                    m.from, m.to, batch.from
-                )));
-            }
-            msgs.push(m);
-        }
+        let msgs = decode_batch(&batch, self.node.id(), &self.node.members())?;
         if !self.node.deliver(msgs).await {
             return Err(Status::unavailable("raft node stopped"));
         }
         Ok(())
     }
+}
+
+/// Decodes a received batch into raft-rs messages, checking that it is
+/// addressed to this master (`me`), comes from one of `members`, and that
+/// every message decodes and matches the batch's ends.
+pub fn decode_batch(batch: &v1::RaftBatch, me: u64, members: &BTreeMap<u64, String>) -> Result<Vec<Message>, Status> {
+    if batch.to != me {
+        return Err(Status::failed_precondition(format!(
+            "raft batch for master {} reached master {me}",
+            batch.to
+        )));
+    }
+    if !members.contains_key(&batch.from) {
+        // (A member this master has not yet learned of is refused too;
+        // it catches up once the leader's log reaches it.)
+        return Err(Status::permission_denied(format!(
+            "raft batch from {}, which is not a member of this group",
+            batch.from
+        )));
+    }
+    let mut msgs = Vec::with_capacity(batch.messages.len());
+    for bytes in &batch.messages {
+        let m = Message::parse_from_bytes(bytes)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        if m.from != batch.from || m.to != me {
+            return Err(Status::invalid_argument(format!(
+                "raft message {}->{} in a batch {}->{me}",
+                m.from, m.to, batch.from
+            )));
+        }
+        msgs.push(m);
+    }
+    Ok(msgs)
 }
 
 /// Sends what the node queues for one peer, in batches, in order. A
