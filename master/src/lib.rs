@@ -12,6 +12,8 @@ pub mod allocator;
 pub mod api;
 pub mod core;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod http;
 pub mod kv;
 pub mod raft;

@@ -247,6 +247,10 @@ impl Registry {
 }
 
 #[cfg(test)]
+#[path = "registry_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

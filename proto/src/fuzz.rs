@@ -33,6 +33,13 @@ pub fn ids(data: &[u8]) {
         TaskId::parse(s).is_ok(),
     ];
     assert!(accepted.iter().all(|a| *a == accepted[0]), "id kinds disagree on {s:?}");
+    // The JSON form is checked the same way.
+    let json = serde_json::Value::String(s.to_owned());
+    assert_eq!(
+        serde_json::from_value::<AgentId>(json).is_ok(),
+        accepted[0],
+        "JSON id {s:?}"
+    );
     if let Ok(id) = TaskId::parse(s) {
         check_id(&id);
     }

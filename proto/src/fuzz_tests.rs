@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use crate::fuzz::{self, RESOURCE_TEXTS, RESOURCE_TOKENS};
-use crate::mutate::{config, crossover, mutated, mutated_text};
+use crate::mutate::{config, crossover, mutated, mutated_text, resource, scalar, scalar_name};
 use crate::reservation::ReservedResources;
 use crate::resources::Resources;
 use crate::v1;
@@ -18,65 +18,6 @@ const ALPHABET: &str = "[a-z0-9:;()\\[\\],./*@ _-]{0,64}";
 
 fn valid_text() -> impl Strategy<Value = String> {
     prop::sample::select(RESOURCE_TEXTS).prop_map(str::to_owned)
-}
-
-/// Names and roles from a small pool, so that duplicates and clashes
-/// happen.
-fn name() -> impl Strategy<Value = String> {
-    prop::sample::select(
-        &[
-            "cpus", "mem", "disk", "ports", "gpus", "", " gpus", "a;b", "a(b", "x]", "é",
-        ][..],
-    )
-    .prop_map(str::to_owned)
-}
-
-fn role() -> impl Strategy<Value = String> {
-    prop::sample::select(&["", "*", "eng", "eng/batch", "eng/", "a b", "ops"][..]).prop_map(str::to_owned)
-}
-
-/// Scalars at and around every boundary the decoder checks.
-fn scalar() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        prop::sample::select(
-            &[
-                0.0,
-                -0.0,
-                -1.0,
-                0.0004,
-                0.0005,
-                0.001,
-                0.1,
-                1.5,
-                500.0004,
-                1e12,
-                1e12 + 1.0,
-                f64::MAX,
-                f64::MIN_POSITIVE,
-                f64::NAN,
-                f64::INFINITY,
-            ][..]
-        ),
-        any::<f64>(),
-        (1u64..=1_000_000_000_000_000).prop_map(|m| m as f64 / 1000.0),
-    ]
-}
-
-fn resource() -> impl Strategy<Value = v1::Resource> {
-    let range = (
-        prop_oneof![0u64..70000, any::<u64>()],
-        prop_oneof![0u64..70000, any::<u64>()],
-    )
-        .prop_map(|(begin, end)| v1::Range { begin, end });
-    (name(), scalar(), prop::collection::vec(range, 0..3), role()).prop_map(|(name, scalar, ranges, role)| {
-        v1::Resource {
-            name,
-            scalar,
-            ranges,
-            role,
-            reservation_principal: String::new(),
-        }
-    })
 }
 
 fn encoded_reserve() -> impl Strategy<Value = Vec<u8>> {
@@ -147,7 +88,7 @@ proptest! {
     /// The JSON form with keys from the pool: a key is a name, never more
     /// text of the form.
     #[test]
-    fn resources_from_generated_json(entries in prop::collection::vec((name(), prop_oneof![scalar().prop_map(serde_json::Value::from), "\\[[0-9,-]{0,12}\\]".prop_map(serde_json::Value::from)]), 0..5)) {
+    fn resources_from_generated_json(entries in prop::collection::vec((scalar_name(), prop_oneof![scalar().prop_map(serde_json::Value::from), "\\[[0-9,-]{0,12}\\]".prop_map(serde_json::Value::from)]), 0..5)) {
         let map: serde_json::Map<String, serde_json::Value> = entries.into_iter().collect();
         fuzz::resources_json(&serde_json::to_vec(&map).unwrap_or_default());
     }

@@ -11,6 +11,8 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+use crate::v1;
+
 /// Longest run of bytes one mutation inserts, deletes or copies.
 const MAX_RUN: usize = 16;
 
@@ -147,6 +149,101 @@ pub fn crossover(
         out.extend_from_slice(&b[at(&j, b.len() + 1).min(b.len())..]);
         out
     })
+}
+
+// Generators of API values at the decoders' boundaries.
+
+/// Resource names from a small pool (valid, clashing and malformed), so
+/// that duplicates and clashes happen.
+pub fn scalar_name() -> impl Strategy<Value = String> {
+    prop::sample::select(
+        &[
+            "cpus", "mem", "disk", "ports", "gpus", "", " gpus", "a;b", "a(b", "x]", "é",
+        ][..],
+    )
+    .prop_map(str::to_owned)
+}
+
+/// Roles from a small pool, valid and not.
+pub fn role() -> impl Strategy<Value = String> {
+    prop::sample::select(&["", "*", "eng", "eng/batch", "eng/", "a b", "ops"][..]).prop_map(str::to_owned)
+}
+
+/// Scalars at and around every boundary the decoder checks.
+pub fn scalar() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        prop::sample::select(
+            &[
+                0.0,
+                -0.0,
+                -1.0,
+                0.0004,
+                0.0005,
+                0.001,
+                0.1,
+                1.5,
+                500.0004,
+                1e12,
+                1e12 + 1.0,
+                f64::MAX,
+                f64::MIN_POSITIVE,
+                f64::NAN,
+                f64::INFINITY,
+            ][..]
+        ),
+        any::<f64>(),
+        (1u64..=1_000_000_000_000_000).prop_map(|m| m as f64 / 1000.0),
+    ]
+}
+
+/// One API resource built from the pools above, ranges included.
+pub fn resource() -> impl Strategy<Value = v1::Resource> {
+    let range = (
+        prop_oneof![0u64..70000, any::<u64>()],
+        prop_oneof![0u64..70000, any::<u64>()],
+    )
+        .prop_map(|(begin, end)| v1::Range { begin, end });
+    (scalar_name(), scalar(), prop::collection::vec(range, 0..3), role()).prop_map(|(name, scalar, ranges, role)| {
+        v1::Resource {
+            name,
+            scalar,
+            ranges,
+            role,
+            reservation_principal: String::new(),
+        }
+    })
+}
+
+/// A resource list for a task, an operation or an agent: mostly valid
+/// ones of a few sizes (so that checks past the decoder are reached),
+/// sometimes any list of [`resource`]s.
+pub fn resources() -> impl Strategy<Value = Vec<v1::Resource>> {
+    let valid = prop::sample::select(
+        &[
+            "cpus:0.5;mem:64",
+            "cpus:1",
+            "mem:32;ports:[31000-31001]",
+            "cpus(eng):1;mem(eng):64",
+            "cpus:0.1;gpus:1",
+            "cpus:100;mem:100000",
+            "disk:10",
+        ][..],
+    )
+    .prop_map(|t| {
+        crate::reservation::ReservedResources::parse(t)
+            .map(|r| r.to_proto())
+            .unwrap_or_default()
+    });
+    prop_oneof![3 => valid, 1 => prop::collection::vec(resource(), 0..4)]
+}
+
+/// Ids from a small pool: valid ones, the path tricks and the limits.
+pub fn id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(&["t1", "t2", "a1", "f1", "o0", "o1", "..a"][..]).prop_map(str::to_owned),
+        1 => prop::sample::select(&["", ".", "..", "a/b", "../x", "x\0", "\u{e9}"][..]).prop_map(str::to_owned),
+        1 => (200usize..=201).prop_map(|n| "x".repeat(n)),
+    ]
 }
 
 #[cfg(test)]

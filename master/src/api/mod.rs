@@ -2,6 +2,8 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
+#[cfg(test)]
+mod fuzz_tests;
 pub(crate) mod kv;
 pub(crate) mod pending;
 pub mod scheduler;

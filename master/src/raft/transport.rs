@@ -173,3 +173,7 @@ fn open_stream(client: &RaftTransportClient<tonic::transport::Channel>) -> mpsc:
     });
     tx
 }
+
+#[cfg(test)]
+#[path = "transport_fuzz_tests.rs"]
+mod fuzz_tests;
