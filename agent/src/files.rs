@@ -354,4 +354,6 @@ async fn read(
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
