@@ -116,10 +116,10 @@ pub fn mutated(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = V
 /// grammar (`tokens`: separators, keywords, boundary numbers) inserted.
 pub fn mutated_text(
     valid: impl Strategy<Value = String>,
-    tokens: &'static [&'static str],
+    tokens: impl Into<Vec<&'static str>>,
 ) -> impl Strategy<Value = String> {
-    let token =
-        (any::<Index>(), prop::sample::select(tokens)).prop_map(|(i, t)| Mutation::Insert(i, t.as_bytes().to_vec()));
+    let token = (any::<Index>(), prop::sample::select(tokens.into()))
+        .prop_map(|(i, t)| Mutation::Insert(i, t.as_bytes().to_vec()));
     let change = prop_oneof![1 => mutation(), 1 => token];
     (valid, prop::collection::vec(change, 1..=4))
         .prop_map(|(v, ms)| String::from_utf8_lossy(&apply(v.as_bytes(), &ms)).into_owned())

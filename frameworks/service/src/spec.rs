@@ -521,6 +521,10 @@ fn parse_constraint(text: &str) -> Result<Constraint, String> {
 }
 
 #[cfg(test)]
+#[path = "spec_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
