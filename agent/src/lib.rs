@@ -37,6 +37,8 @@ mod config;
 pub mod containerizer;
 mod error;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gc;
 pub mod http;
 pub mod key;

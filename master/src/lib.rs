@@ -13,6 +13,8 @@ pub mod api;
 pub mod auth;
 pub mod core;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod http;
 pub mod kv;
 pub mod pki;

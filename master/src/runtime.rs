@@ -616,7 +616,7 @@ impl Call {
     }
 
     /// Runs a validated scheduler call on the core.
-    fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
+    pub(crate) fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
         match self {
             Call::Accept {
                 offers,

@@ -37,6 +37,8 @@
 
 pub mod api;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod health;
 mod owner;
 pub mod plan;

@@ -1,5 +1,6 @@
 //! `mezzo.v1.AgentApi`: the agent's one bidirectional stream.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -59,24 +60,24 @@ fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError
     })
 }
 
-/// An agent's HTTP address is `host:port` and nothing else: the master
-/// builds URLs from it (the files proxy), so a path, query, user or
-/// scheme in it could point the master anywhere.
+/// The agent's HTTP address, to which the master's files proxy sends
+/// requests: `host:port` (an IP address, `[IPv6]` or a DNS name), or empty
+/// for none. Anything more (`user@`, a path, a query) would ride along
+/// into the proxy's URL.
 fn check_http_address(addr: &str) -> Result<(), MasterError> {
-    if addr.is_empty() {
+    if addr.is_empty() || addr.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || invalid(format!("agent http_address {addr:?} must be host:port"));
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let host_ok = host.parse::<std::net::IpAddr>().is_ok()
-        || (!host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
-    if port_ok && host_ok { Ok(()) } else { Err(bad()) }
+    let label = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let dns = |h: &str| h.len() <= 253 && h.split('.').all(label);
+    let port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    match addr.rsplit_once(':') {
+        Some((h, p)) if dns(h) && port(p) => Ok(()),
+        _ => Err(invalid(format!(
+            "agent http address {:?} must be host:port",
+            addr.chars().take(64).collect::<String>()
+        ))),
+    }
 }
 
 /// A re-registering agent reports its tasks as it got them, secrets'
@@ -215,7 +216,7 @@ impl AgentApi for AgentService {
     }
 }
 
-fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
+pub(crate) fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
     let framework = FrameworkId::parse(&u.framework_id)?;
     let status = u.status.ok_or_else(|| invalid("status update carries no status"))?;
     let latest = TaskState::from_proto(u.latest_state)
@@ -230,4 +231,55 @@ fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterErr
         status,
         latest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(http_address: &str) -> v1::AgentMessage {
+        v1::AgentMessage {
+            message: Some(Message::Register(v1::Register {
+                agent: Some(v1::AgentInfo {
+                    hostname: "h".into(),
+                    resources: mezzo_proto::resources::Resources::parse("cpus:1")
+                        .map(|r| r.to_proto())
+                        .unwrap_or_default(),
+                    attributes: vec![],
+                    http_address: http_address.into(),
+                }),
+            })),
+        }
+    }
+
+    /// Found by fuzzing (docs/fuzzing.md): the agent's HTTP address was
+    /// taken as sent, and the files proxy builds `http://{address}/files/..`
+    /// from it, so `evil@host:1`, `host:1/x?` or `host:1#` pointed the
+    /// master's requests elsewhere.
+    #[test]
+    fn agent_http_address_is_host_and_port_only() {
+        for ok in [
+            "127.0.0.1:5051",
+            "[::1]:5051",
+            "agent-1.example:5051",
+            "localhost:1",
+            "",
+        ] {
+            assert!(hello(register(ok)).is_ok(), "{ok:?} refused");
+        }
+        for bad in [
+            "evil@host:1",
+            "host:1/x?",
+            "h:1#",
+            "host",
+            "host:99999",
+            "host:+80",
+            "h :1",
+            "h..x:1",
+            "\u{e9}:1",
+        ] {
+            let err = hello(register(bad)).expect_err(bad);
+            assert!(err.to_string().contains("must be host:port"), "{bad:?}: {err}");
+        }
+    }
 }

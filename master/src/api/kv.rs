@@ -25,12 +25,12 @@ pub(super) async fn ask(handle: &Handle, caller: Caller, framework_id: &str, cal
     Ok(answer)
 }
 
-pub(super) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     Ok(KvCall::Get { key: req.key.clone() })
 }
 
-pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
     if req.prefix.len() > MAX_KEY_BYTES {
         return Err(MasterError::Invalid(format!(
             "prefix: {} bytes; the limit is {}",
@@ -43,7 +43,7 @@ pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
     })
 }
 
-pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     validate_value(&req.key, &req.value)?;
     Ok(KvCall::Put {
@@ -53,7 +53,7 @@ pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
     })
 }
 
-pub(super) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     Ok(KvCall::Delete {
         key: req.key,

@@ -2,10 +2,12 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
-mod kv;
-mod pending;
+#[cfg(test)]
+mod fuzz_tests;
+pub(crate) mod kv;
+pub(crate) mod pending;
 pub mod scheduler;
-mod usage;
+pub(crate) mod usage;
 
 use std::time::Duration;
 

@@ -13,13 +13,10 @@ use mezzo_proto::ids::{AgentId, OfferId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 
 use super::{Effect, Master};
-use crate::allocator::{Quota, QuotaError};
+use crate::allocator::{Quota, QuotaError, valid_weight};
 use crate::auth::state::{MAX_SECRETS, SecurityOp};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
-
-/// Largest weight a role may have.
-pub const MAX_WEIGHT: f64 = 1e6;
 
 /// An operator's change to the allocation policy, checked for syntax.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +55,7 @@ impl Master {
                     return Err(invalid("weights: give at least one role=weight"));
                 }
                 for (role, w) in &weights {
-                    if !w.is_finite() || *w <= 0.0 || *w > MAX_WEIGHT {
+                    if !valid_weight(*w) {
                         return Err(invalid(QuotaError::BadWeight {
                             role: role.to_string(),
                             weight: *w,

@@ -1,6 +1,7 @@
 //! Raft messages between masters: a gRPC service receiving batches, and
 //! one sender task per peer that batches what the node hands it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -54,38 +55,12 @@ impl RaftTransport for RaftService {
 }
 
 impl RaftService {
-    /// Checks a batch (addressed to this master, from a member whose
-    /// certificate sent it, decodable, each message matching the batch's
-    /// ends) and hands it to the node.
+    /// Checks a batch (see [`decode_batch`]; and that the member it
+    /// claims to come from sent it) and hands it to the node.
     async fn deliver(&self, caller: &Caller, batch: v1::RaftBatch) -> Result<(), Status> {
-        let me = self.node.id();
-        if batch.to != me {
-            return Err(Status::failed_precondition(format!(
-                "raft batch for master {} reached master {me}",
-                batch.to
-            )));
-        }
-        if !self.node.members().contains_key(&batch.from) {
-            // (A member this master has not yet learned of is refused too;
-            // it catches up once the leader's log reaches it.)
-            return Err(Status::permission_denied(format!(
-                "raft batch from {}, which is not a member of this group",
-                batch.from
-            )));
-        }
-        self.check_sender(caller, batch.from)?;
-        let mut msgs = Vec::with_capacity(batch.messages.len());
-        for bytes in &batch.messages {
-            let m = Message::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-            if m.from != batch.from || m.to != me {
-                return Err(Status::invalid_argument(format!(
-                    "raft message {}->{} in a batch {}->{me}",
-                    m.from, m.to, batch.from
-                )));
-            }
-            msgs.push(m);
-        }
+        let members = self.node.members();
+        let msgs = decode_batch(&batch, self.node.id(), &members)?;
+        check_sender(caller, batch.from, &members)?;
         if !self.node.deliver(msgs).await {
             return Err(Status::unavailable("raft node stopped"));
         }
@@ -93,21 +68,52 @@ impl RaftService {
     }
 }
 
-impl RaftService {
-    /// Only the member named `from` may send as `from`: its certificate
-    /// must be a master's, named by that member's address.
-    fn check_sender(&self, caller: &Caller, from: u64) -> Result<(), Status> {
-        let Some(principal) = caller.expect_kind(Kind::Master).map_err(|e| e.status())? else {
-            return Ok(()); // --insecure
-        };
-        let claimed = self.node.members().get(&from).cloned().unwrap_or_default();
-        if principal.name() != claimed {
-            return Err(Status::permission_denied(format!(
-                "raft batch claims to come from member {from} ({claimed}), but was sent by {principal}"
+/// Only the member named `from` may send as `from`: its certificate must
+/// be a master's, named by that member's address.
+fn check_sender(caller: &Caller, from: u64, members: &BTreeMap<u64, String>) -> Result<(), Status> {
+    let Some(principal) = caller.expect_kind(Kind::Master).map_err(|e| e.status())? else {
+        return Ok(()); // --insecure
+    };
+    let claimed = members.get(&from).map(String::as_str).unwrap_or_default();
+    if principal.name() != claimed {
+        return Err(Status::permission_denied(format!(
+            "raft batch claims to come from member {from} ({claimed}), but was sent by {principal}"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a received batch into raft-rs messages, checking that it is
+/// addressed to this master (`me`), comes from one of `members`, and that
+/// every message decodes and matches the batch's ends.
+pub fn decode_batch(batch: &v1::RaftBatch, me: u64, members: &BTreeMap<u64, String>) -> Result<Vec<Message>, Status> {
+    if batch.to != me {
+        return Err(Status::failed_precondition(format!(
+            "raft batch for master {} reached master {me}",
+            batch.to
+        )));
+    }
+    if !members.contains_key(&batch.from) {
+        // (A member this master has not yet learned of is refused too;
+        // it catches up once the leader's log reaches it.)
+        return Err(Status::permission_denied(format!(
+            "raft batch from {}, which is not a member of this group",
+            batch.from
+        )));
+    }
+    let mut msgs = Vec::with_capacity(batch.messages.len());
+    for bytes in &batch.messages {
+        let m = Message::parse_from_bytes(bytes)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        if m.from != batch.from || m.to != me {
+            return Err(Status::invalid_argument(format!(
+                "raft message {}->{} in a batch {}->{me}",
+                m.from, m.to, batch.from
             )));
         }
-        Ok(())
+        msgs.push(m);
     }
+    Ok(msgs)
 }
 
 /// Sends what the node queues for one peer, in batches, in order. A
@@ -190,3 +196,7 @@ fn open_stream(client: &RaftTransportClient<tonic::transport::Channel>) -> mpsc:
     });
     tx
 }
+
+#[cfg(test)]
+#[path = "transport_fuzz_tests.rs"]
+mod fuzz_tests;
