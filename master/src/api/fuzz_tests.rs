@@ -58,7 +58,11 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
             text(&["sleep 1", "", "  ", "a\0"]),
             prop::collection::vec(text(&["-c", "x\0"]), 0..2),
             prop::collection::vec(
-                (text(&["A", "", "B=C", "D\0"]), text(&["1", "\0"]), text(&["", "db", "a b"]))
+                (
+                    text(&["A", "", "B=C", "D\0"]),
+                    text(&["1", "\0"]),
+                    text(&["", "db", "a b"]),
+                )
                     .prop_map(|(name, value, secret)| v1::EnvVar { name, value, secret }),
                 0..2,
             ),

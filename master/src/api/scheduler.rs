@@ -118,12 +118,14 @@ impl Scheduler for SchedulerApi {
 
     async fn revive(&self, req: Request<v1::ReviveRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
-        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Revive)).await
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Revive))
+            .await
     }
 
     async fn suppress(&self, req: Request<v1::SuppressRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
-        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Suppress)).await
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Suppress))
+            .await
     }
 
     async fn kill(&self, req: Request<v1::KillRequest>) -> Result<Response<v1::CallResponse>, Status> {
@@ -147,7 +149,8 @@ impl Scheduler for SchedulerApi {
 
     async fn teardown(&self, req: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
-        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Teardown)).await
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Teardown))
+            .await
     }
 
     async fn kv_get(&self, req: Request<v1::KvGetRequest>) -> Result<Response<v1::KvGetResponse>, Status> {

@@ -8,6 +8,8 @@
 
 pub mod client_config;
 pub mod csr;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod grpc;
 pub mod https;
 pub mod join;
