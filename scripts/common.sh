@@ -87,8 +87,8 @@ wait_leader() {
 }
 
 # start_agent DIR NAME MASTER LISTEN RESOURCES [FLAGS...]: starts an agent; sets ADDR.
-# A new agent joins the cluster first, which needs a leader: an agent
-# started before one is elected exits (it does not retry its join).
+# A new agent joins the cluster first (it asks again while no leader is
+# elected); waiting for a leader here keeps the logs quiet.
 start_agent() {
   local dir=$1 name=$2 master=$3 listen=$4 res=$5
   shift 5

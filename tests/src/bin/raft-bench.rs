@@ -42,7 +42,7 @@ use mezzo_sdk::{Event, Scheduler};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::sync::mpsc;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of Mezzo's Raft-replicated registry (run by scripts/bench-raft)")]
@@ -55,6 +55,10 @@ struct Cli {
     /// $MEZZO_CLIENT_CONFIG, else $MEZZO_HOME/config.toml).
     #[arg(long, global = true)]
     client_config: Option<PathBuf>,
+    /// Talk to etcd over TLS with the certificates `etcd-certs` wrote in
+    /// this dir (etcd started with client and peer TLS).
+    #[arg(long, global = true)]
+    etcd_tls: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -63,6 +67,10 @@ struct Cli {
 enum Cmd {
     /// Prints the size in bytes of one RegisterFramework op as the log stores it (JSON).
     OpSize,
+    /// Writes certificates of the cluster's CA ($MEZZO_HOME/pki) for an
+    /// etcd group on loopback into DIR: ca.crt, etcd.crt/key (server and
+    /// peer, for 127.0.0.1 and localhost) and client.crt/key.
+    EtcdCerts { out: PathBuf },
     /// Registry writes: Mezzo (Subscribe of a new framework) vs etcd (Put of a fresh key).
     Writes {
         /// The three masters, comma-separated.
@@ -127,6 +135,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", sample_op_json().len());
             Ok(())
         }
+        Cmd::EtcdCerts { out } => etcd_certs(&out),
         Cmd::Writes {
             mezzo,
             etcd,
@@ -144,7 +153,8 @@ async fn run(cli: Cli) -> Result<()> {
                 rounds,
                 header,
             };
-            writes_bench(&list(&mezzo), &list(&etcd), &transport, runs).await
+            let etcd_tls = cli.etcd_tls.as_deref().map(etcd_tls).transpose()?;
+            writes_bench(&list(&mezzo), &list(&etcd), &transport, etcd_tls, runs).await
         }
         Cmd::Failover {
             trials,
@@ -284,18 +294,50 @@ async fn mezzo_channel(addr: &str, transport: &Transport) -> Result<Channel> {
 }
 
 /// A plain-text channel (etcd).
-async fn channel(uri: &str) -> Result<Channel> {
+async fn channel(uri: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel> {
     let uri = if uri.contains("://") {
         uri.to_owned()
     } else {
         format!("http://{uri}")
     };
-    Endpoint::from_shared(uri.clone())?
+    let mut e = Endpoint::from_shared(uri.clone())?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .with_context(|| format!("connect to {uri}"))
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        e = e.tls_config(tls.clone())?;
+    }
+    e.connect().await.with_context(|| format!("connect to {uri}"))
+}
+
+/// Certificates for a TLS etcd group on loopback, from the cluster's CA:
+/// the same CA and the same kind of keys (ECDSA P-256) as Mezzo's, so the
+/// two pay the same for TLS.
+fn etcd_certs(out: &std::path::Path) -> Result<()> {
+    let ca = mezzo_master::pki::Authority::load(&client_config::mezzo_home().join("pki"))?;
+    std::fs::create_dir_all(out)?;
+    let validity = Duration::from_secs(24 * 3600);
+    let hosts = ["127.0.0.1".to_owned()];
+    let (server, key) = ca.issue_with_key(&"master:etcd".parse()?, &hosts, validity)?;
+    let (client, ckey) = ca.issue_with_key(&"user:bench".parse()?, &[], validity)?;
+    for (name, text) in [
+        ("ca.crt", ca.cert_pem()),
+        ("etcd.crt", server.cert_pem.as_str()),
+        ("etcd.key", key.as_str()),
+        ("client.crt", client.cert_pem.as_str()),
+        ("client.key", ckey.as_str()),
+    ] {
+        std::fs::write(out.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// The client side of etcd's TLS, from the dir `etcd-certs` wrote.
+fn etcd_tls(dir: &std::path::Path) -> Result<ClientTlsConfig> {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("{}/{f}", dir.display()));
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")?))
+        .identity(tonic::transport::Identity::from_pem(read("client.crt")?, read("client.key")?))
+        .domain_name("localhost"))
 }
 
 // ---------------------------------------------------------------------------
@@ -447,11 +489,11 @@ impl Writer for EtcdWriter {
 }
 
 /// The leader's client URL and etcd's version.
-async fn etcd_leader(endpoints: &[String]) -> Result<(String, String)> {
+async fn etcd_leader(endpoints: &[String], tls: Option<&ClientTlsConfig>) -> Result<(String, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for e in endpoints {
-            let Ok(ch) = channel(e).await else { continue };
+            let Ok(ch) = channel(e, tls).await else { continue };
             let mut grpc = tonic::client::Grpc::new(ch);
             let Ok(st) =
                 etcd_unary::<_, StatusResponse>(&mut grpc, "/etcdserverpb.Maintenance/Status", StatusRequest {}).await
@@ -469,11 +511,17 @@ async fn etcd_leader(endpoints: &[String]) -> Result<(String, String)> {
     }
 }
 
-async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Result<Vec<EtcdWriter>> {
+async fn etcd_writers(
+    leader: &str,
+    n: usize,
+    prefix: &str,
+    value: &[u8],
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Vec<EtcdWriter>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(EtcdWriter {
-            grpc: tonic::client::Grpc::new(channel(leader).await?),
+            grpc: tonic::client::Grpc::new(channel(leader, tls).await?),
             prefix: prefix.to_owned(),
             value: value.to_vec(),
         });
@@ -494,7 +542,13 @@ struct Runs {
     header: bool,
 }
 
-async fn writes_bench(masters: &[String], etcd: &[String], transport: &Transport, runs: Runs) -> Result<()> {
+async fn writes_bench(
+    masters: &[String],
+    etcd: &[String],
+    transport: &Transport,
+    etcd_tls: Option<ClientTlsConfig>,
+    runs: Runs,
+) -> Result<()> {
     let Runs {
         writes,
         clients,
@@ -504,7 +558,7 @@ async fn writes_bench(masters: &[String], etcd: &[String], transport: &Transport
     } = runs;
     let value = sample_op_json();
     let mezzo = mezzo_leader(masters, transport).await?;
-    let (etcd_leader, version) = etcd_leader(etcd).await?;
+    let (etcd_leader, version) = etcd_leader(etcd, etcd_tls.as_ref()).await?;
     if header {
         println!(
             "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it); \
@@ -532,9 +586,9 @@ async fn writes_bench(masters: &[String], etcd: &[String], transport: &Transport
         let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
         print_row("mezzo", clients, registered, &m, String::new());
         registered += writes;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}w"), &value).await?;
+        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}w"), &value, etcd_tls.as_ref()).await?;
         run_writers(w, 0, warmup).await.context("etcd warm-up")?;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}"), &value).await?;
+        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}"), &value, etcd_tls.as_ref()).await?;
         let e = run_writers(w, 0, writes).await.context("etcd run")?;
         let ratio = format!(
             "throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
