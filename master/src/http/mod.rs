@@ -110,7 +110,7 @@ impl HttpState {
     pub(crate) fn check_owner(&self, caller: &Caller, action: Action, framework: &FrameworkId) -> Result<(), Response> {
         let view = self.raft.auth();
         let owner = view.owner(framework).unwrap_or_default();
-        caller.may_touch(&view.acl, action, owner).map_err(refused)
+        caller.may_touch(&view.acl, action, &owner).map_err(refused)
     }
 
     /// Refuses the caller unless it may read the cluster.

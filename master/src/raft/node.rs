@@ -24,7 +24,7 @@ use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
 use mezzo_proto::security::Transport;
 
-use super::auth_view::AuthView;
+use super::auth_view::{AuthView, Owners};
 use crate::registry::{Registry, RegistryOp};
 
 /// How one master takes part in the group.
@@ -100,6 +100,8 @@ struct Node {
     members_tx: watch::Sender<BTreeMap<u64, String>>,
     /// The security facts the edge reads (see [`AuthView`]).
     auth_tx: watch::Sender<Arc<AuthView>>,
+    /// Each framework's owner, shared with every published [`AuthView`].
+    owners: Owners,
     transport: Transport,
 }
 
@@ -152,7 +154,9 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
     let (tx, rx) = mpsc::channel(16384);
     let (events_tx, events_rx) = mpsc::channel(16384);
     let (members_tx, members_rx) = watch::channel(registry.masters.clone());
-    let (auth_tx, auth_rx) = watch::channel(AuthView::of(&registry));
+    let owners = Owners::default();
+    owners.reset(&registry);
+    let (auth_tx, auth_rx) = watch::channel(AuthView::of(&registry, &owners));
     let node = Node {
         raw,
         applied: meta.index,
@@ -169,6 +173,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         self_tx: tx.clone(),
         members_tx,
         auth_tx,
+        owners,
         transport: cfg.transport.clone(),
     };
     tokio::spawn(node.run(rx, cfg.tick));
@@ -365,7 +370,8 @@ impl Node {
             self.applied = snap.get_metadata().index;
             self.last_snapshot = self.applied;
             self.members_tx.send_replace(self.registry.masters.clone());
-            self.auth_tx.send_replace(AuthView::of(&self.registry));
+            self.owners.reset(&self.registry);
+            self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
         }
         let committed = rd.take_committed_entries();
         self.apply(committed).await?;
@@ -408,8 +414,11 @@ impl Node {
                 EntryType::EntryNormal => match serde_json::from_slice::<RegistryOp>(&e.data) {
                     Ok(op) => {
                         self.registry.apply(&op);
+                        if AuthView::owners_changed_by(&op) {
+                            self.owners.apply(&op);
+                        }
                         if AuthView::changed_by(&op) {
-                            self.auth_tx.send_replace(AuthView::of(&self.registry));
+                            self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
                         }
                         if self.serving {
                             let _ = self.events.send(RaftEvent::Committed(op)).await;

@@ -336,7 +336,10 @@ fn etcd_tls(dir: &std::path::Path) -> Result<ClientTlsConfig> {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("{}/{f}", dir.display()));
     Ok(ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")?))
-        .identity(tonic::transport::Identity::from_pem(read("client.crt")?, read("client.key")?))
+        .identity(tonic::transport::Identity::from_pem(
+            read("client.crt")?,
+            read("client.key")?,
+        ))
         .domain_name("localhost"))
 }
 
@@ -586,9 +589,23 @@ async fn writes_bench(
         let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
         print_row("mezzo", clients, registered, &m, String::new());
         registered += writes;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}w"), &value, etcd_tls.as_ref()).await?;
+        let w = etcd_writers(
+            &etcd_leader,
+            clients,
+            &format!("bench/{run}w"),
+            &value,
+            etcd_tls.as_ref(),
+        )
+        .await?;
         run_writers(w, 0, warmup).await.context("etcd warm-up")?;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}"), &value, etcd_tls.as_ref()).await?;
+        let w = etcd_writers(
+            &etcd_leader,
+            clients,
+            &format!("bench/{run}"),
+            &value,
+            etcd_tls.as_ref(),
+        )
+        .await?;
         let e = run_writers(w, 0, writes).await.context("etcd run")?;
         let ratio = format!(
             "throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
