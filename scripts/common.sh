@@ -1,6 +1,13 @@
 # Shared by scripts/demo and scripts/bench: start and stop a local cluster
-# of `mezzo` processes. Source it; it defines start_master, start_agent,
-# wait_agents and stop_cluster; callers trap stop_cluster on EXIT.
+# of `mezzo` processes. Source it; it defines new_home, start_master,
+# start_agent, wait_agents, mcurl and stop_cluster; callers trap
+# stop_cluster on EXIT.
+#
+# Security is on: each cluster has its own MEZZO_HOME (new_home DIR, before
+# the first master), where its first master creates the CA (pki/) and the
+# administrator's client configuration (config.toml, with an agent join
+# token). The agents, the CLI and the frameworks started from the script
+# find them there; mcurl is curl as the administrator.
 
 MEZZO=${MEZZO:-target/release/mezzo}
 PIDS=()
@@ -29,21 +36,63 @@ wait_line() {
   return 1
 }
 
+# new_home DIR: exports MEZZO_HOME=DIR/home for this cluster (and forgets
+# any other credential of the caller's environment).
+new_home() {
+  export MEZZO_HOME=$1/home
+  unset MEZZO_CLIENT_CONFIG MEZZO_TOKEN MEZZO_INSECURE
+}
+
+# admin_pem: the administrator's certificate and key from the client
+# configuration, as files for curl ($MEZZO_HOME/admin.crt, admin.key).
+admin_pem() {
+  python3 - "$MEZZO_HOME" <<'PY'
+import os, sys, tomllib
+home = sys.argv[1]
+cfg = tomllib.load(open(os.path.join(home, "config.toml"), "rb"))
+for name, key in (("admin.crt", "cert"), ("admin.key", "key")):
+    fd = os.open(os.path.join(home, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(cfg[key])
+PY
+}
+
+# mcurl ARGS...: curl as the administrator, verifying the server against
+# the cluster's CA (masters and agents name 127.0.0.1 in their certificates).
+mcurl() {
+  [ -f "$MEZZO_HOME/admin.key" ] || admin_pem
+  curl --cacert "$MEZZO_HOME/pki/ca.crt" --cert "$MEZZO_HOME/admin.crt" --key "$MEZZO_HOME/admin.key" "$@"
+}
+
 # start_master DIR LISTEN [FLAGS...]: starts a master; sets ADDR to its address.
 # (Not to be called in $(...): the pid must reach PIDS in this shell.)
 start_master() {
   local dir=$1 listen=$2
   shift 2
+  : "${MEZZO_HOME:?call new_home DIR before start_master}"
   mkdir -p "$dir"
   "$MEZZO" master --listen "$listen" --work-dir "$dir/master" "$@" >"$dir/master.out" 2>"$dir/master.log" &
   PIDS+=($!)
   wait_line "$dir/master.out"
 }
 
+# wait_leader MASTERS: waits until a master leads and serves (/state).
+wait_leader() {
+  for _ in $(seq 1 400); do
+    "$MEZZO" status --master "$1" --json >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "no master leads" >&2
+  return 1
+}
+
 # start_agent DIR NAME MASTER LISTEN RESOURCES [FLAGS...]: starts an agent; sets ADDR.
+# A new agent joins the cluster first (it asks again while no leader is
+# elected); waiting for a leader here keeps the logs quiet.
 start_agent() {
   local dir=$1 name=$2 master=$3 listen=$4 res=$5
   shift 5
+  wait_leader "$master"
   if [ -z "$RUNTIME_BASE" ]; then
     RUNTIME_BASE=$(mktemp -d /dev/shm/mezzo-run.XXXXXX 2>/dev/null || mktemp -d /tmp/mezzo-run.XXXXXX)
   fi

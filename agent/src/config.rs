@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub sandbox_writeback: Option<Duration>,
     /// When the sandboxes of done tasks are removed.
     pub sandbox_gc: crate::gc::GcConfig,
+    /// TLS and joining (see [`crate::tls`]).
+    pub security: crate::tls::AgentSecurity,
 }
 
 /// How the agent runs tasks.
@@ -115,6 +117,7 @@ impl AgentConfig {
             isolation: Isolation::None,
             sandbox_writeback: Some(Duration::from_secs(1)),
             sandbox_gc: crate::gc::GcConfig::default(),
+            security: Default::default(),
         }
     }
 }

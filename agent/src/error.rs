@@ -39,6 +39,8 @@ pub enum AgentError {
     Isolation(String),
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    #[error("credential: {0}")]
+    Security(String),
 }
 
 impl AgentError {

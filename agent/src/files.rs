@@ -118,17 +118,35 @@ impl Sandbox {
             }
         }
         let joined = self.root.join(p);
-        let real = joined.canonicalize().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FilesError::NotFound(rel.to_owned()),
-            _ => FilesError::Io {
-                path: rel.to_owned(),
-                source: e,
-            },
-        })?;
+        let real = joined.canonicalize().map_err(|e| self.unresolved(rel, &joined, e))?;
         if !real.starts_with(&self.root) {
             return Err(FilesError::Escapes(rel.to_owned()));
         }
         Ok(real)
+    }
+
+    /// Why `joined` does not resolve, as the caller's mistake: a way out
+    /// when the part of it that exists already leads out of the sandbox
+    /// (so that what lies beyond a symlink out, or does not, stays
+    /// unknown), else not found, a symlink loop or an overlong name.
+    fn unresolved(&self, rel: &str, joined: &Path, e: std::io::Error) -> FilesError {
+        let outside = joined
+            .ancestors()
+            .skip(1)
+            .find_map(|p| p.canonicalize().ok())
+            .is_some_and(|real| !real.starts_with(&self.root));
+        if outside {
+            return FilesError::Escapes(rel.to_owned());
+        }
+        match e.raw_os_error().map(nix::errno::Errno::from_raw) {
+            Some(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => FilesError::NotFound(rel.to_owned()),
+            Some(nix::errno::Errno::ELOOP) => FilesError::Invalid(format!("path {rel:?}: a symlink loop")),
+            Some(nix::errno::Errno::ENAMETOOLONG) => FilesError::Invalid(format!("path {rel:?}: a name is too long")),
+            _ => FilesError::Io {
+                path: rel.to_owned(),
+                source: e,
+            },
+        }
     }
 
     /// Opens a resolved path without following a final symlink, and checks
@@ -335,5 +353,7 @@ async fn read(
     blocking(move || Sandbox::of(&work_dir, &fw, &task)?.read(&q.path, q.offset, q.length, q.tail)).await
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,8 @@ mod config;
 pub mod containerizer;
 mod error;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gc;
 pub mod http;
 pub mod key;
@@ -45,6 +47,7 @@ pub mod paths;
 mod resources;
 pub mod status;
 pub mod task;
+pub mod tls;
 pub mod writeback;
 
 use std::net::SocketAddr;
@@ -55,6 +58,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use mezzo_proto::ids::AgentId;
 use mezzo_proto::reservation::ReservedResources;
+use mezzo_proto::security::Transport;
+use mezzo_proto::security::serve::ServeOptions;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -124,6 +129,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let host = prepare_host(&config).await?;
     let metrics = Metrics::new();
     let (listener, http_addr) = bind_http(config.listen).await?;
+    let transport = tls::credentials(
+        &config.security,
+        &host.work_dir,
+        &config.masters,
+        &config.hostname,
+        &http_addr.to_string(),
+    )
+    .await?;
     let (agent_id_tx, agent_id_rx) = watch::channel(host.stored_id.clone());
     let (master_tx, master_rx) = watch::channel(None);
     let tasks = recover_tasks(&config, &host, &metrics, agent_id_rx.clone()).await?;
@@ -144,7 +157,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         resources: host.resources.total(),
         metrics: metrics.clone(),
     };
-    let server = http_server(listener, http_addr, http_state, host.work_dir.clone());
+    let server = http_server(listener, &transport, http_state, host.work_dir.clone())?;
     spawn_actor(&mut actors, "HTTP server", server);
     let deps = attach::AttachDeps {
         masters: config.masters.clone(),
@@ -155,6 +168,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             attributes: config.attributes.clone(),
             http_address: http_addr.to_string(),
         },
+        transport,
         table: tasks.table,
         status: tasks.status,
         agent_id: agent_id_tx,
@@ -283,19 +297,25 @@ async fn recover_tasks(
     })
 }
 
-/// Serves `/state`, `/metrics` and the sandboxes' files.
+/// Serves `/state`, `/metrics` and the sandboxes' files, over TLS with
+/// the agent's certificate, to its masters and the administrator.
 fn http_server(
     listener: TcpListener,
-    addr: SocketAddr,
+    transport: &Transport,
     state: http::HttpState,
     work_dir: PathBuf,
-) -> impl Future<Output = Result<(), AgentError>> + Send + 'static {
-    let app = http::router(state).merge(files::router(work_dir));
-    async move {
-        axum::serve(listener, app)
-            .await
-            .map_err(|source| AgentError::Http { addr, source })
-    }
+) -> Result<impl Future<Output = Result<(), AgentError>> + Send + 'static, AgentError> {
+    let app = http::router(state)
+        .merge(files::router(work_dir))
+        .layer(axum::middleware::from_fn(tls::only_masters));
+    let server_tls = match transport.credentials() {
+        Some(c) => Some(c.server_config().map_err(|e| AgentError::Security(e.to_string()))?),
+        None => None,
+    };
+    Ok(async move {
+        mezzo_proto::security::serve::serve(listener, ServeOptions::new(server_tls), app).await;
+        Ok(())
+    })
 }
 
 /// Runs `actor` in the set under `name`.

@@ -72,6 +72,8 @@ async fn agent(master: SocketAddr, dir: &std::path::Path) -> Result<AgentHandle,
     config.resources = Some(Resources::parse("cpus:1;mem:128;disk:100;ports:[31000-31010]")?);
     config.status_retry_initial = Duration::from_millis(500);
     config.runtime_dir = Some(dir.join("run"));
+    // The fake master speaks plain text.
+    config.security.insecure = true;
     Ok(start(config).await?)
 }
 

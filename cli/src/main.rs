@@ -38,6 +38,8 @@ enum Command {
     Ops(cmd::ops::Command),
     /// Batch jobs: run the batch framework, submit jobs, follow them.
     Batch(cmd::batch::Args),
+    #[command(flatten)]
+    Security(cmd::security::Command),
 }
 
 fn init_logging(format: &str) {
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    mezzo_proto::security::tls::ensure_provider();
     init_logging(&cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
             Command::Service(a) => cmd::service::run(a).await,
             Command::Ops(c) => cmd::ops::run(c).await,
             Command::Batch(a) => cmd::batch::run(a).await,
+            Command::Security(c) => cmd::security::run(c).await,
         }
     });
     match result {

@@ -9,9 +9,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use mezzo_proto::security::grpc::BearerAuth;
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::debug;
 
@@ -21,6 +23,10 @@ use crate::task::millis;
 /// Metadata key with which a non-leading master names the leader.
 pub(crate) const LEADER_METADATA: &str = "mezzo-leader";
 
+/// A scheduler client whose calls carry the framework's bearer token, if
+/// its credentials are a token.
+pub(crate) type Client = SchedulerClient<InterceptedService<Channel, BearerAuth>>;
+
 /// What the handles can see of the driver, published through a watch.
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
@@ -29,15 +35,14 @@ pub(crate) struct Session {
     pub(crate) link: Link,
 }
 
+// One per session, read through a watch: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Link {
     /// No usable subscription right now.
     Connecting,
     /// Subscribed; calls go through this client (its address, for logs).
-    Connected {
-        client: SchedulerClient<Channel>,
-        master: String,
-    },
+    Connected { client: Client, master: String },
     /// The driver has ended; it will not come back.
     Stopped,
 }
@@ -101,7 +106,7 @@ impl Calls {
     }
 
     /// The client and framework id to call with, or why there is none.
-    fn link(&self) -> Result<(SchedulerClient<Channel>, String), SdkError> {
+    fn link(&self) -> Result<(Client, String), SdkError> {
         let session = self.session.borrow();
         match (&session.link, &session.framework_id) {
             (Link::Connected { client, .. }, Some(id)) => Ok((client.clone(), id.clone())),
@@ -115,7 +120,7 @@ impl Calls {
     /// re-subscribes with the leader.
     async fn send<F, Fut>(&self, what: &'static str, call: F) -> Result<(), SdkError>
     where
-        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        F: FnOnce(Client, String) -> Fut,
         Fut: Future<Output = Reply>,
     {
         self.ask(what, call).await.map(drop)
@@ -124,7 +129,7 @@ impl Calls {
     /// Like [`Calls::send`], for calls whose answer carries something.
     pub(crate) async fn ask<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, SdkError>
     where
-        F: FnOnce(SchedulerClient<Channel>, String) -> Fut,
+        F: FnOnce(Client, String) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (client, framework_id) = self.link()?;

@@ -119,6 +119,7 @@ mod driver;
 mod error;
 mod event;
 pub mod kv;
+mod master_http;
 pub mod offers;
 mod task;
 
@@ -127,6 +128,10 @@ pub use driver::Scheduler;
 pub use error::SdkError;
 pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};
+pub use master_http::{HttpAnswer, MasterHttp};
+/// Makes ring the process's TLS crypto provider, which any `reqwest`
+/// client of the framework's own needs (idempotent).
+pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;
 pub use task::{TaskBuilder, pending_task, task_state};
 
 /// The capped exponential backoff the driver reconnects with, for a

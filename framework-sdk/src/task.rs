@@ -71,6 +71,30 @@ impl TaskBuilder {
         self.command.environment.push(v1::EnvVar {
             name: name.into(),
             value: value.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Adds an environment variable whose value is the secret `secret` of
+    /// the task's role (`mezzo secret put ROLE NAME`); the value reaches
+    /// only the task's agent.
+    pub fn secret_env(mut self, name: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.command.environment.push(v1::EnvVar {
+            name: name.into(),
+            secret: secret.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Writes the secret `secret` of the task's role to `path` in the
+    /// sandbox (mode 0400) before the task starts.
+    pub fn secret_file(mut self, path: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.command.secret_files.push(v1::SecretFile {
+            path: path.into(),
+            secret: secret.into(),
+            ..Default::default()
         });
         self
     }

@@ -52,6 +52,24 @@ pub enum MasterError {
     /// A compare-and-set found another version, or the namespace is full.
     #[error(transparent)]
     Kv(#[from] crate::kv::KvError),
+    /// A limit against abuse (frameworks per principal, agents, secrets).
+    #[error("limit reached: {0}")]
+    ResourceExhausted(String),
+    /// No credential, or one that names nobody.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's principal may not do this (see `docs/security.md`).
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl From<crate::auth::AuthzError> for MasterError {
+    fn from(e: crate::auth::AuthzError) -> Self {
+        match e {
+            crate::auth::AuthzError::Unauthenticated => MasterError::Unauthenticated(e.to_string()),
+            _ => MasterError::Denied(e.to_string()),
+        }
+    }
 }
 
 /// Stable machine-readable kinds of [`MasterError`].
@@ -66,6 +84,8 @@ pub enum ErrorCode {
     Aborted,
     /// A size limit (a framework's key-value namespace) is reached.
     ResourceExhausted,
+    /// No credential.
+    Unauthenticated,
     Unavailable,
     Internal,
 }
@@ -80,7 +100,9 @@ impl MasterError {
             NotSubscribed(_) | TaskTerminal { .. } => ErrorCode::FailedPrecondition,
             UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) => ErrorCode::NotFound,
             DuplicateTask(_) => ErrorCode::AlreadyExists,
-            ForeignOffer { .. } | AgentGone(_) => ErrorCode::PermissionDenied,
+            ForeignOffer { .. } | AgentGone(_) | Denied(_) => ErrorCode::PermissionDenied,
+            Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             AgentDisconnected(_) | ShuttingDown | NotLeader { .. } => ErrorCode::Unavailable,
             Storage(_) => ErrorCode::Internal,
             Kv(crate::kv::KvError::UnknownFramework(_)) => ErrorCode::NotFound,
@@ -100,6 +122,7 @@ impl From<MasterError> for tonic::Status {
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Aborted => tonic::Code::Aborted,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         };

@@ -133,7 +133,8 @@ pub fn check(ns: Option<&Namespace>, w: &KvWrite) -> Result<(), KvError> {
     if let Some(value) = &w.value {
         let used = ns.map_or(0, |ns| ns.bytes);
         let freed = current.map_or(0, |e| entry_bytes(&w.key, &e.value));
-        let would = used - freed.min(used) + entry_bytes(&w.key, value);
+        // Saturating: a snapshot's count may not match its entries.
+        let would = used.saturating_sub(freed).saturating_add(entry_bytes(&w.key, value));
         if would > MAX_NAMESPACE_BYTES {
             return Err(KvError::NamespaceFull {
                 framework: w.framework.to_string(),
@@ -164,7 +165,7 @@ pub fn apply(
     }
     let done = match &w.value {
         Some(value) => {
-            ns.bytes += entry_bytes(&w.key, value);
+            ns.bytes = ns.bytes.saturating_add(entry_bytes(&w.key, value));
             ns.entries.insert(
                 w.key.clone(),
                 KvEntry {

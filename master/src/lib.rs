@@ -10,10 +10,14 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auth;
 pub mod core;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod http;
 pub mod kv;
+pub mod pki;
 pub mod raft;
 pub mod registry;
 pub mod runtime;

@@ -12,7 +12,8 @@ use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
 
-use crate::allocator::Quota;
+use crate::allocator::{Quota, valid_weight};
+use crate::auth::state::{SecurityOp, SecurityState};
 use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
@@ -26,6 +27,10 @@ pub struct AgentRecord {
     pub attributes: Vec<(String, String)>,
     /// Unix seconds when it was marked unreachable; `None` while reachable.
     pub unreachable_since: Option<f64>,
+    /// The principal that registered it (`agent:NAME`): only the same
+    /// credential may re-register it. `None` for an `--insecure` cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// A registered framework.
@@ -99,6 +104,10 @@ pub enum RegistryOp {
         id: AgentId,
         at: f64,
     },
+    /// ACLs, credentials, revocations and secrets (see [`crate::auth::state`]).
+    Security {
+        security: SecurityOp,
+    },
 }
 
 /// An agent being drained by an operator.
@@ -140,6 +149,9 @@ pub struct Registry {
     /// Agents marked gone, with the unix seconds when; never re-admitted.
     #[serde(default)]
     pub gone: BTreeMap<AgentId, f64>,
+    /// ACLs, issued and revoked credentials, sealed secrets.
+    #[serde(default)]
+    pub security: SecurityState,
 }
 
 impl Registry {
@@ -148,7 +160,8 @@ impl Registry {
     /// so that replay is always possible. A key-value write returns its
     /// outcome (decided here, so every replica agrees); other ops `None`.
     pub fn apply(&mut self, op: &RegistryOp) -> Option<Result<KvDone, KvError>> {
-        self.applied += 1;
+        // Saturating: a damaged snapshot's count must not crash a replica.
+        self.applied = self.applied.saturating_add(1);
         match op {
             RegistryOp::AdmitAgent(rec) => {
                 let mut rec = rec.clone();
@@ -172,7 +185,9 @@ impl Registry {
                 return Some(kv::apply(&mut self.kv, registered, w, self.applied));
             }
             RegistryOp::SetWeights { weights } => {
-                for (role, w) in weights {
+                // Checked before proposing; a weight no allocator could use
+                // (from a damaged log) is skipped the same way everywhere.
+                for (role, w) in weights.iter().filter(|(_, w)| valid_weight(**w)) {
                     if *w == 1.0 {
                         self.weights.remove(role);
                     } else {
@@ -222,8 +237,27 @@ impl Registry {
                     self.gone.insert(id.clone(), *at);
                 }
             }
+            RegistryOp::Security { security } => self.security.apply(security),
         }
         None
+    }
+
+    /// A copy for dumps: every key-value value and sealed secret replaced
+    /// by its SHA-256 (`sha256:<hex>`), so two replicas still compare equal
+    /// exactly when their data does.
+    pub fn redacted(&self) -> Registry {
+        let mut r = self.clone();
+        for ns in r.kv.values_mut() {
+            for e in ns.entries.values_mut() {
+                e.value = digest(&e.value).into_bytes();
+            }
+        }
+        for secrets in r.security.secrets.values_mut() {
+            for s in secrets.values_mut() {
+                s.sealed = digest(s.sealed.as_bytes());
+            }
+        }
+        r
     }
 
     /// The agent's dynamic reservations (unreserved part always empty).
@@ -243,6 +277,16 @@ impl Registry {
     }
 }
 
+fn digest(b: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let hex: String = d.as_ref().iter().map(|x| format!("{x:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+#[path = "registry_fuzz_tests.rs"]
+mod fuzz_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +299,7 @@ mod tests {
             resources: "cpus:1".into(),
             attributes: vec![],
             unreachable_since: None,
+            principal: None,
         }
     }
 
@@ -433,5 +478,65 @@ mod tests {
         let old = r#"{"agents":{},"frameworks":{},"applied":3}"#;
         let old: Registry = serde_json::from_str(old).expect("old snapshot loads");
         assert!(old.draining.is_empty() && old.gone.is_empty());
+    }
+
+    /// Found by fuzzing (docs/fuzzing.md): a weight no allocator can use
+    /// (zero, negative, huge) from a damaged log or snapshot reached DRF,
+    /// whose shares became NaN, and `/state` no longer read back. Apply
+    /// skips such weights, and the allocator ignores them.
+    #[test]
+    fn unusable_weights_are_skipped() {
+        let eng = Role::parse("eng").expect("role");
+        let mut r = Registry::default();
+        for w in [0.0, -1.0, 1e7, -5.4e-106] {
+            r.apply(&RegistryOp::SetWeights {
+                weights: [(eng.clone(), w)].into_iter().collect(),
+            });
+        }
+        assert!(r.weights.is_empty());
+        let snapshot = r#"{"agents":{},"frameworks":{},"applied":1,"weights":{"eng":0.0}}"#;
+        let r: Registry = serde_json::from_str(snapshot).expect("snapshot");
+        let m = crate::core::Master::recover(crate::core::CoreConfig::default(), r, std::time::Instant::now());
+        let view = serde_json::to_value(m.view(true)).expect("ser");
+        assert!(
+            serde_json::from_value::<crate::core::view::state::StateView>(view).is_ok(),
+            "/state reads back"
+        );
+    }
+
+    /// Found by fuzzing: floats read back from JSON could be one ulp off,
+    /// so a snapshot differed from the registry it was taken of (and a
+    /// master restored from it from one that applied the log).
+    #[test]
+    fn snapshots_read_back_exactly() {
+        let mut r = Registry::default();
+        r.apply(&RegistryOp::AdmitAgent(agent("a1")));
+        r.apply(&RegistryOp::MarkAgentGone {
+            id: AgentId::parse("a1").expect("id"),
+            at: -5.373845867286946e-106,
+        });
+        r.apply(&RegistryOp::RegisterFramework(FrameworkRecord {
+            failover_timeout_secs: 1.3723250794740873e19,
+            ..framework("f1")
+        }));
+        let back: Registry = serde_json::from_slice(&serde_json::to_vec(&r).expect("ser")).expect("de");
+        assert_eq!(back, r);
+    }
+
+    /// Found by fuzzing: a snapshot whose `applied` count or namespace byte
+    /// count sat at the top of `u64` made the next op overflow (a panic in
+    /// debug builds, a wrapped count in release ones).
+    #[test]
+    fn counts_at_their_limit_do_not_overflow() {
+        let max = u64::MAX;
+        let snapshot = format!(
+            r#"{{"agents":{{}},"frameworks":{{"f1":{{"id":"f1","name":"f","user":"","principal":"","roles":[],"failover_timeout_secs":1.0,"hostname":""}}}},"applied":{max},"kv":{{"f1":{{"entries":{{"k":{{"value":"dg==","version":1}}}},"bytes":{max}}}}}}}"#
+        );
+        let mut r: Registry = serde_json::from_str(&snapshot).expect("snapshot");
+        assert!(matches!(
+            r.apply(&put("f1", "other", b"v")),
+            Some(Err(KvError::NamespaceFull { .. }))
+        ));
+        assert_eq!(r.applied, max);
     }
 }

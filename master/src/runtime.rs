@@ -18,6 +18,7 @@ use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::auth::Caller;
 use crate::core::observe::{ClusterEvent, PendingTask};
 use crate::core::{AgentHello, ConnId, CoreConfig, Effect, Master, OfferOperation, OperatorAction, PolicyRequest};
 use crate::error::MasterError;
@@ -69,6 +70,7 @@ pub enum Command {
     Subscribe {
         info: v1::FrameworkInfo,
         id: Option<FrameworkId>,
+        caller: Caller,
         tx: FrameworkTx,
         reply: oneshot::Sender<Result<ConnId, MasterError>>,
     },
@@ -76,10 +78,12 @@ pub enum Command {
     Call {
         framework: FrameworkId,
         call: Call,
+        caller: Caller,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
     AgentAttach {
         hello: AgentHello,
+        caller: Caller,
         tx: AgentTx,
         reply: oneshot::Sender<Result<ConnId, MasterError>>,
     },
@@ -97,6 +101,7 @@ pub enum Command {
     Kv {
         framework: FrameworkId,
         call: KvCall,
+        caller: Caller,
         reply: KvReply,
     },
     /// An operator's policy request (weights, quota, reservations),
@@ -150,8 +155,14 @@ impl Handle {
         rx.await.map_err(|_| MasterError::ShuttingDown)
     }
 
-    pub async fn call(&self, framework: FrameworkId, call: Call) -> Result<(), MasterError> {
-        self.ask(|reply| Command::Call { framework, call, reply }).await?
+    pub async fn call(&self, framework: FrameworkId, call: Call, caller: Caller) -> Result<(), MasterError> {
+        self.ask(|reply| Command::Call {
+            framework,
+            call,
+            caller,
+            reply,
+        })
+        .await?
     }
 
     /// Reads the core on the owner task: `read` gets `&Master` and returns
@@ -426,25 +437,51 @@ impl Clients {
     /// Hands one command to the core and keeps what it opens or waits for.
     fn serve(&mut self, core: &mut Master, cmd: Command, now: Instant) {
         match cmd {
-            Command::Subscribe { info, id, tx, reply } => {
+            Command::Subscribe {
+                mut info,
+                id,
+                caller,
+                tx,
+                reply,
+            } => {
                 let conn = self.next_conn();
-                let result = core.subscribe(conn, info, id, now);
+                let result = core
+                    .check_subscribe(&caller, &mut info, id.as_ref())
+                    .and_then(|()| core.subscribe(conn, info, id, now));
                 if result.is_ok() {
+                    core.track_credential(conn, &caller);
                     self.frameworks.insert(conn, tx);
                 }
                 let _ = reply.send(result.map(|()| conn));
             }
             Command::FrameworkClosed(conn) => {
                 self.frameworks.remove(&conn);
+                core.forget_credential(conn);
                 core.framework_conn_closed(conn, now);
             }
-            Command::Call { framework, call, reply } => {
-                let _ = reply.send(call.run(core, &framework, now));
+            Command::Call {
+                framework,
+                call,
+                caller,
+                reply,
+            } => {
+                let result = core
+                    .check_call(&caller, &framework, call.action(), call.operations())
+                    .and_then(|()| call.run(core, &framework, now));
+                let _ = reply.send(result);
             }
-            Command::AgentAttach { hello, tx, reply } => {
+            Command::AgentAttach {
+                hello,
+                caller,
+                tx,
+                reply,
+            } => {
                 let conn = self.next_conn();
-                let result = core.agent_attach(conn, hello, now);
+                let result = core
+                    .check_agent(&caller, hello.id())
+                    .and_then(|principal| core.agent_attach(conn, hello, principal, now));
                 if result.is_ok() {
+                    core.track_credential(conn, &caller);
                     self.agents.insert(conn, tx);
                 }
                 let _ = reply.send(result.map(|()| conn));
@@ -463,9 +500,20 @@ impl Clients {
             Command::AgentUsage(conn, usage) => core.agent_usage(conn, usage, now),
             Command::AgentClosed(conn) => {
                 self.agents.remove(&conn);
+                core.forget_credential(conn);
                 core.agent_conn_closed(conn, now);
             }
-            Command::Kv { framework, call, reply } => self.kv(core, framework, call, reply),
+            Command::Kv {
+                framework,
+                call,
+                caller,
+                reply,
+            } => match core.check_kv(&caller, &framework, &call) {
+                Ok(()) => self.kv(core, framework, call, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Policy { request, reply } => {
                 let ticket = self.next_conn();
                 match core.policy(ticket, request) {
@@ -549,8 +597,26 @@ impl Clients {
 }
 
 impl Call {
+    /// The ACL action a caller other than the framework's owner needs.
+    fn action(&self) -> crate::auth::Action {
+        use crate::auth::Action;
+        match self {
+            Call::Kill { .. } => Action::KillTask,
+            Call::Teardown => Action::TeardownFramework,
+            _ => Action::TakeOverFramework,
+        }
+    }
+
+    /// The operations of an accept (whose launches need `run_as`).
+    fn operations(&self) -> &[OfferOperation] {
+        match self {
+            Call::Accept { operations, .. } => operations,
+            _ => &[],
+        }
+    }
+
     /// Runs a validated scheduler call on the core.
-    fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
+    pub(crate) fn run(self, c: &mut Master, fid: &FrameworkId, now: Instant) -> Result<(), MasterError> {
         match self {
             Call::Accept {
                 offers,

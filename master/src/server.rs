@@ -5,10 +5,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use mezzo_proto::MAX_MESSAGE_BYTES;
+use mezzo_proto::security::Transport;
+use mezzo_proto::security::client_config::mezzo_home;
+use mezzo_proto::security::https;
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
+use mezzo_proto::security::serve::ServeOptions;
 use mezzo_proto::v1::agent_api_server::AgentApiServer;
 use mezzo_proto::v1::raft_transport_server::RaftTransportServer;
 use mezzo_proto::v1::scheduler_server::SchedulerServer;
@@ -18,6 +23,9 @@ use crate::api::agent::AgentService;
 use crate::api::scheduler::SchedulerApi;
 use crate::core::CoreConfig;
 use crate::error::MasterError;
+use crate::http::authn::Authenticator;
+use crate::pki::Authority;
+use crate::pki::setup::{self, SecurityConfig, SetupError, hostname};
 use crate::raft::node::NodeError;
 use crate::raft::transport::{MAX_BATCH_BYTES, RaftService};
 use crate::raft::{RaftConfig, node};
@@ -46,8 +54,8 @@ pub struct MasterConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between registry snapshots.
     pub snapshot_every: u64,
-    /// The operator token (`--operator-token`); its Debug hides it.
-    pub operator: crate::http::OperatorAuth,
+    /// TLS, authentication and limits (see `docs/security.md`).
+    pub security: SecurityConfig,
 }
 
 impl MasterConfig {
@@ -64,7 +72,7 @@ impl MasterConfig {
             election_ticks: 6,
             heartbeat_ticks: 1,
             snapshot_every: 10_000,
-            operator: Default::default(),
+            security: SecurityConfig::new(mezzo_home().join("pki")),
         }
     }
 }
@@ -83,6 +91,8 @@ pub enum StartError {
     Join(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Security(#[from] SetupError),
 }
 
 /// A running master.
@@ -117,28 +127,23 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         addr: cfg.listen,
         source,
     })?;
-    let (id, peers) = if !cfg.join.is_empty() {
-        join_group(&cfg.join, &addr.to_string(), &cfg.work_dir).await?
-    } else if cfg.peers.is_empty() {
-        (1, [(1, addr.to_string())].into_iter().collect())
-    } else {
-        let mut peers = BTreeMap::new();
-        for (i, p) in cfg.peers.iter().enumerate() {
-            if peers.values().any(|v| v == p) {
-                return Err(StartError::DuplicatePeer(p.clone()));
-            }
-            peers.insert(i as u64 + 1, p.clone());
-        }
-        let me = cfg.listen.to_string();
-        let id = peers
-            .iter()
-            .find(|(_, a)| **a == me || **a == addr.to_string())
-            .map(|(id, _)| *id);
-        let id = id.ok_or_else(|| StartError::NotAPeer {
-            listen: me,
-            peers: cfg.peers.clone(),
-        })?;
-        (id, peers)
+    let peers = static_peers(&cfg, addr)?;
+    let member = match &peers {
+        Some((id, peers)) => peers.get(id).cloned().unwrap_or_else(|| addr.to_string()),
+        None => addr.to_string(),
+    };
+    let known: Vec<String> = match &peers {
+        Some((_, p)) => p.values().cloned().collect(),
+        None => cfg.join.iter().cloned().chain([member.clone()]).collect(),
+    };
+    let Secured {
+        transport,
+        server_tls,
+        authority,
+    } = secure(&cfg, addr, &member, &known).await?;
+    let (id, peers) = match peers {
+        Some(p) => p,
+        None => join_group(&cfg.join, &member, &cfg.work_dir, &transport).await?,
     };
     let raft_cfg = RaftConfig {
         id,
@@ -149,9 +154,14 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         heartbeat_ticks: cfg.heartbeat_ticks,
         snapshot_every: cfg.snapshot_every,
         join: !cfg.join.is_empty(),
+        transport: transport.clone(),
     };
     let (raft, events) = node::start(raft_cfg)?;
-    let (handle, owner) = crate::runtime::spawn(cfg.core.clone(), raft.clone(), events, cfg.tick);
+    let mut core = cfg.core.clone();
+    if let Some(a) = &authority {
+        core.data_key = crate::core::DataKey::new(*a.data_key());
+    }
+    let (handle, owner) = crate::runtime::spawn(core, raft.clone(), events, cfg.tick);
 
     let scheduler = SchedulerServer::new(SchedulerApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -166,27 +176,22 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         .add_service(agents)
         .add_service(raft_api)
         .into_axum_router();
-    let http_state = crate::http::HttpState::start(handle.clone(), raft.clone(), cfg.operator.clone());
-    let app = grpc.merge(crate::http::router(http_state.clone()));
-
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
+    let data_key = authority.as_ref().map(|a| *a.data_key());
+    let mut authn = Authenticator::new(data_key, raft.clone(), cfg.security.max_calls_per_second);
+    authn.anonymous_read = cfg.security.anonymous_read;
+    let http_state = crate::http::HttpState::start(handle.clone(), raft.clone(), authn, authority, transport);
+    let app = crate::http::app(http_state.clone(), grpc);
+    let mut serve = ServeOptions::new(server_tls);
+    serve.max_connections = cfg.security.max_connections;
+    tokio::spawn(crate_serve(listener, serve.clone(), app));
     let http_addr = match cfg.http {
         Some(http) => {
             let l = bind(http).await?;
             let a = l
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr: http, source })?;
-            let router = crate::http::router(http_state);
-            tokio::spawn(async move {
-                let _ = axum::serve(l, router).await;
-            });
+            let router = crate::http::app(http_state, axum::Router::new());
+            tokio::spawn(crate_serve(l, serve, router));
             Some(a)
         }
         None => None,
@@ -195,18 +200,91 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     Ok(MasterHandle { addr, http_addr, owner })
 }
 
+async fn crate_serve(listener: TcpListener, opts: ServeOptions, app: axum::Router) {
+    mezzo_proto::security::serve::serve(listener, opts, app).await;
+}
+
+/// This master's id and every member's address.
+type Group = (u64, BTreeMap<u64, String>);
+
+/// The group from `--peers` (or a lone master): this master's id and
+/// every member; `None` when joining a running group.
+fn static_peers(cfg: &MasterConfig, addr: SocketAddr) -> Result<Option<Group>, StartError> {
+    if !cfg.join.is_empty() {
+        return Ok(None);
+    }
+    if cfg.peers.is_empty() {
+        return Ok(Some((1, [(1, addr.to_string())].into_iter().collect())));
+    }
+    let mut peers = BTreeMap::new();
+    for (i, p) in cfg.peers.iter().enumerate() {
+        if peers.values().any(|v| v == p) {
+            return Err(StartError::DuplicatePeer(p.clone()));
+        }
+        peers.insert(i as u64 + 1, p.clone());
+    }
+    let me = cfg.listen.to_string();
+    let id = peers
+        .iter()
+        .find(|(_, a)| **a == me || **a == addr.to_string())
+        .map(|(id, _)| *id)
+        .ok_or_else(|| StartError::NotAPeer {
+            listen: me,
+            peers: cfg.peers.clone(),
+        })?;
+    Ok(Some((id, peers)))
+}
+
+/// How a master is secured: its transport to the other masters and the
+/// agents, its server's TLS config, and the CA (none under `--insecure`).
+struct Secured {
+    transport: Transport,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    authority: Option<Arc<Authority>>,
+}
+
+/// The transport to the other masters, the server's TLS config and the
+/// CA, or plain text with a warning under `--insecure`.
+async fn secure(cfg: &MasterConfig, addr: SocketAddr, member: &str, known: &[String]) -> Result<Secured, StartError> {
+    if cfg.security.insecure {
+        tracing::warn!(
+            "--insecure: this master serves plain text and authenticates nobody; \
+             anyone who can reach {addr} controls the cluster. Never use it outside a test machine."
+        );
+        return Ok(Secured {
+            transport: Transport::Plain,
+            server_tls: None,
+            authority: None,
+        });
+    }
+    let mut hosts = vec![hostname()];
+    if !addr.ip().is_unspecified() {
+        hosts.push(addr.ip().to_string());
+    }
+    let tls = setup::prepare(&cfg.security, &cfg.work_dir, member, &hosts, known).await?;
+    let server = tls.credentials.server_config().map_err(SetupError::from)?;
+    Ok(Secured {
+        transport: Transport::Tls(tls.credentials),
+        server_tls: Some(server),
+        authority: Some(Arc::new(tls.authority)),
+    })
+}
+
 /// Asks a running group for its members and finds this master among them
 /// (an operator adds it first). The id is kept in the work dir so a
 /// restart works even while the others are unreachable.
-async fn join_group(join: &[String], me: &str, work_dir: &Path) -> Result<(u64, BTreeMap<u64, String>), StartError> {
+async fn join_group(
+    join: &[String],
+    me: &str,
+    work_dir: &Path,
+    transport: &Transport,
+) -> Result<(u64, BTreeMap<u64, String>), StartError> {
     let id_file = work_dir.join("raft-id");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| StartError::Join(e.to_string()))?;
+    let client = https::client(transport, MASTER_DNS_NAME, Duration::from_secs(3)).map_err(StartError::Join)?;
     let mut why = Vec::new();
     for m in join {
-        let status = match client.get(format!("http://{m}/raft")).send().await {
+        let get = https::authorize(client.get(https::url(transport, m, "/raft")), transport);
+        let status = match get.send().await {
             Ok(r) => r.json::<crate::raft::RaftStatus>().await,
             Err(e) => {
                 why.push(format!("{m}: {e}"));

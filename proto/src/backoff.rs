@@ -50,7 +50,10 @@ impl Backoff {
     /// The next delay; the step then grows.
     pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
-        self.step = step.mul_f64(self.factor).min(self.max);
+        // A step too large for a Duration (mul_f64 would panic) is the cap.
+        self.step = Duration::try_from_secs_f64(step.as_secs_f64() * self.factor)
+            .unwrap_or(self.max)
+            .min(self.max);
         if self.jitter == 0.0 {
             return step;
         }
@@ -119,5 +122,17 @@ mod tests {
         assert!(b.next_delay() <= MS(100));
         let mut b = Backoff::new(MS(10), MS(100)).factor(0.1);
         assert_eq!((b.next_delay(), b.next_delay()), (MS(10), MS(10)));
+    }
+
+    /// Found while fuzzing the service file (docs/fuzzing.md): a step near
+    /// `Duration::MAX` times the factor made `mul_f64` panic; the step now
+    /// stays at the cap.
+    #[test]
+    fn huge_steps_stay_at_the_cap() {
+        let huge = Duration::from_secs(u64::MAX / 2);
+        let mut b = Backoff::new(huge, Duration::MAX).factor(100.0);
+        assert_eq!(b.next_delay(), huge);
+        assert_eq!(b.next_delay(), Duration::MAX);
+        assert_eq!(b.next_delay(), Duration::MAX);
     }
 }

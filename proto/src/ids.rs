@@ -39,8 +39,9 @@ fn check(kind: &'static str, s: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        /// Its JSON form is a string, checked like [`Self::parse`] when read.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -57,6 +58,20 @@ macro_rules! id_type {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check($kind, &s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
             }
         }
 
@@ -102,6 +117,18 @@ mod tests {
         for good in ["t-1", "job.3", "a:b@c_d", "..a"] {
             assert_eq!(TaskId::parse(good).map(|t| t.to_string()).as_deref(), Ok(good));
         }
+    }
+
+    /// Found by fuzzing (docs/fuzzing.md): the JSON form was read without
+    /// the checks, so a registry op or snapshot could hold `..` or `a/b`
+    /// as an agent or framework id.
+    #[test]
+    fn json_ids_are_checked_like_parsed_ones() {
+        for bad in ["\"\"", "\"..\"", "\"a/b\"", "\"x\\u0000\""] {
+            assert!(serde_json::from_str::<AgentId>(bad).is_err(), "{bad} accepted");
+        }
+        let id: FrameworkId = serde_json::from_str("\"f-1\"").expect("valid");
+        assert_eq!(serde_json::to_string(&id).ok().as_deref(), Some("\"f-1\""));
     }
 
     #[test]

@@ -8,9 +8,16 @@
 
 pub mod backoff;
 pub mod clock;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod ids;
+#[cfg(any(test, feature = "proptest"))]
+pub mod mutate;
 pub mod reservation;
 pub mod resources;
+pub mod security;
 pub mod state;
 
 /// Generated messages and gRPC services of package `mezzo.v1`.

@@ -27,12 +27,18 @@ use crate::v1;
 pub const MAX_SCALAR: f64 = 1e12;
 /// Largest port number.
 pub const MAX_PORT: u64 = 65535;
+/// Longest resource name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
 
 /// Why a resource description was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResourceError {
     #[error("resource has an empty name")]
     EmptyName,
+    #[error(
+        "resource name {name:?} must be at most {MAX_NAME_LEN} letters, digits, '-', '_', '.' or '/' (a reservation, name(role), is not accepted here)"
+    )]
+    BadName { name: String },
     #[error("resource {name}: value {value} is not a finite number")]
     NotFinite { name: String, value: f64 },
     #[error("resource {name}: value {value} is negative")]
@@ -80,6 +86,21 @@ pub struct Resources {
     pub scalars: BTreeMap<String, u64>,
 }
 
+/// A name the text and JSON forms carry unchanged: none of their
+/// separators (`;`, `:`, `(`, `[`, `,`...), no spaces, bounded.
+fn check_name(name: &str) -> Result<(), ResourceError> {
+    if name.is_empty() {
+        return Err(ResourceError::EmptyName);
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if name.len() > MAX_NAME_LEN || !name.chars().all(ok) {
+        return Err(ResourceError::BadName {
+            name: name.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
 fn to_milli(name: &str, value: f64) -> Result<u64, ResourceError> {
     let name = name.to_owned();
     if !value.is_finite() {
@@ -95,7 +116,9 @@ fn to_milli(name: &str, value: f64) -> Result<u64, ResourceError> {
         return Err(ResourceError::TooLarge { name, value });
     }
     let milli = (value * 1000.0).round();
-    if milli == 0.0 || ((value * 1000.0) - milli).abs() > 1e-6 * milli.max(1.0) {
+    // Within float error of a whole number of thousandths (the decimal
+    // text of one is not exact in binary); anything further is finer.
+    if milli == 0.0 || ((value * 1000.0) - milli).abs() > 2.0 * f64::EPSILON * milli {
         return Err(ResourceError::TooFine { name, value });
     }
     Ok(milli as u64)
@@ -133,9 +156,7 @@ impl Resources {
         let mut seen = std::collections::BTreeSet::new();
         for res in list {
             let name = res.name.trim();
-            if name.is_empty() {
-                return Err(ResourceError::EmptyName);
-            }
+            check_name(name)?;
             if !(res.role.is_empty() || res.role == "*") {
                 return Err(ResourceError::Reserved {
                     name: name.to_owned(),
@@ -401,6 +422,10 @@ impl<'de> Deserialize<'de> for Resources {
             Ranges(String),
         }
         let map = BTreeMap::<String, Value>::deserialize(d)?;
+        // A key is one name, never more of the text form.
+        for k in map.keys() {
+            check_name(k).map_err(serde::de::Error::custom)?;
+        }
         // The JSON form writes every kind, zero and empty ones too; the
         // text form leaves them out.
         let parts: Vec<String> = map
@@ -504,6 +529,38 @@ mod tests {
         assert_eq!(Resources::parse(&r.to_string()), Ok(r.clone()));
         assert_eq!(Resources::from_proto(&r.to_proto()), Ok(r));
         assert!(Resources::parse("cpus=1").is_err());
+    }
+
+    /// Found by fuzzing (docs/fuzzing.md): a name holding the text form's
+    /// separators (or a reservation given where only unreserved resources
+    /// go) was taken as a named scalar whose text form did not parse back,
+    /// so a reservation or quota stored as text changed or vanished.
+    #[test]
+    fn names_that_would_not_survive_the_text_form_are_refused() {
+        for text in ["cpus(eng):2", "a(b:1", "x]:1", "g\u{e9}:1"] {
+            let err = Resources::parse(text).expect_err(text);
+            assert!(matches!(err, ResourceError::BadName { .. }), "{text}: {err}");
+        }
+        for name in ["a;b", "a:b", "a b", "x,y", &"n".repeat(MAX_NAME_LEN + 1)] {
+            let err = Resources::from_proto(&[scalar(name, 1.0)]).expect_err(name);
+            assert!(matches!(err, ResourceError::BadName { .. }), "{name:?}: {err}");
+        }
+        assert!(serde_json::from_str::<Resources>(r#"{"cpus:1;mem": 5}"#).is_err());
+        let r = Resources::parse("gpu/a100:1;net-bandwidth.mbps:0.5").expect("valid names");
+        assert_eq!(Resources::parse(&r.to_string()), Ok(r));
+    }
+
+    /// Found by fuzzing: the float tolerance grew with the value, so from
+    /// 500 up a finer value was rounded instead of refused.
+    #[test]
+    fn finer_values_are_refused_at_any_magnitude() {
+        for text in ["cpus:500.0004", "gpus:123456789.0001", "cpus:99999999999.9996"] {
+            let err = Resources::parse(text).expect_err(text);
+            assert!(matches!(err, ResourceError::TooFine { .. }), "{text}: {err}");
+        }
+        let r = Resources::parse("cpus:999999999999.999;gpus:0.001").expect("exact");
+        assert_eq!(r.cpus, MilliCpus(999_999_999_999_999));
+        assert_eq!(r.scalars.get("gpus"), Some(&1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Headless Chromium driven over the DevTools protocol, for the dashboard
 //! tests: navigate, evaluate JavaScript, wait for a condition, take a
-//! screenshot. The browser runs with a fresh profile in a temp dir and is
-//! killed when the [`Browser`] is dropped.
+//! screenshot. The browser runs with a fresh profile in a temp dir (its
+//! temporary files too) and is killed, with its helper processes, when the
+//! [`Browser`] is dropped, before the profile is removed.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,7 +47,8 @@ pub fn artifacts_dir(what: &str) -> Result<PathBuf> {
 
 #[derive(Debug)]
 pub struct Browser {
-    _child: tokio::process::Child,
+    /// Chromium, leading a process group of its own (its helpers).
+    child: tokio::process::Child,
     _profile: tempfile::TempDir,
     ws: Ws,
     next_id: u64,
@@ -69,10 +71,15 @@ impl Browser {
                 "--disable-sync",
                 "--disable-dev-shm-usage",
                 "--window-size=1400,1000",
+                // The cluster's CA is its own: the tests trust it.
+                "--ignore-certificate-errors",
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
+            // Its singleton socket dir goes into the profile, not /tmp.
+            .env("TMPDIR", profile.path())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -93,6 +100,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        mezzo_proto::security::tls::ensure_provider();
         let http = reqwest::Client::new();
         let pages: Vec<Value> = loop {
             let list: Vec<Value> = http
@@ -116,7 +124,7 @@ impl Browser {
             .context("page without a DevTools URL")?;
         let (ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
         Ok(Browser {
-            _child: child,
+            child,
             _profile: profile,
             ws,
             next_id: 0,
@@ -194,5 +202,24 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD.decode(data)?;
         std::fs::write(path, png).with_context(|| format!("write {}", path.display()))?;
         Ok(())
+    }
+}
+
+impl Drop for Browser {
+    /// Kills Chromium's process group and waits (2 s at most) for Chromium
+    /// to exit, so that nothing writes into the profile once it is removed.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -2,6 +2,12 @@
 //!
 //! [`Cluster::start`] runs M masters (a Raft group) and N agents, each a child process of
 //! the test with its own work dir under one temp dir, on ephemeral ports.
+//! Security is on, as by default: the processes share a `MEZZO_HOME` in the
+//! cluster's temp dir, where the first master creates the cluster's CA and
+//! the administrator's client configuration, and the agents join with the
+//! agent join token in it. The harness talks to the daemons as that
+//! administrator, over TLS ([`Cluster::http`], [`Cluster::url`],
+//! [`Cluster::sdk_config`], [`Cluster::command`]).
 //! Everything is killed when the `Cluster` is dropped — also when the test
 //! panics — including task processes that outlived a SIGKILLed agent
 //! (found by their working directory inside the cluster's temp dir).
@@ -12,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
+use mezzo_proto::security::{ClientConfig, Credentials, Identity, Transport};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -45,6 +53,8 @@ pub struct Daemon {
     pub name: String,
     pub addr: String,
     pub args: Vec<String>,
+    /// Environment variables it was started with (kept for restarts).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -55,9 +65,25 @@ impl Daemon {
         Daemon::spawn_via(&[], name, args, log).await
     }
 
+    /// Like [`Daemon::spawn`], with environment variables.
+    pub async fn spawn_env(env: &[(String, String)], name: &str, args: &[String], log: PathBuf) -> Result<Daemon> {
+        Daemon::spawn_full(&[], env, name, args, log).await
+    }
+
     /// Like [`Daemon::spawn`], through a command prefix that ends by
     /// exec'ing `mezzo` (e.g. `ip netns exec NS`), so the pid is mezzo's.
     pub async fn spawn_via(prefix: &[String], name: &str, args: &[String], log: PathBuf) -> Result<Daemon> {
+        Daemon::spawn_full(prefix, &[], name, args, log).await
+    }
+
+    /// Spawns through a prefix, with environment variables.
+    pub async fn spawn_full(
+        prefix: &[String],
+        env: &[(String, String)],
+        name: &str,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Daemon> {
         let stderr = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = match prefix.split_first() {
             Some((program, rest)) => {
@@ -69,6 +95,7 @@ impl Daemon {
         };
         let mut child = cmd
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("MEZZO_LOG", "info,mezzo_master=debug,mezzo_agent=debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -83,7 +110,8 @@ impl Daemon {
                     return Ok::<_, anyhow::Error>(addr.trim().to_owned());
                 }
             }
-            bail!("{name} exited before listening; see {}", log.display())
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("{name} exited before listening; its log ends:\n{}", tail(&text))
         })
         .await
         .with_context(|| format!("{name} did not start in 20 s"))??;
@@ -92,6 +120,7 @@ impl Daemon {
             name: name.to_owned(),
             addr,
             args: args.to_vec(),
+            env: env.to_vec(),
             child: Some(child),
             log,
         })
@@ -181,6 +210,9 @@ pub struct Cluster {
     /// The agents' runtime dirs (task checkpoints), on a tmpfs as in a
     /// real deployment; removed with the cluster.
     pub runtime: tempfile::TempDir,
+    /// How the harness reaches the cluster: as `user:admin`, over TLS.
+    transport: Transport,
+    /// An HTTP client of the masters with that credential.
     http: reqwest::Client,
 }
 
@@ -191,13 +223,14 @@ impl Cluster {
             .prefix("mezzo-test-run-")
             .tempdir_in("/dev/shm")
             .or_else(|_| tempfile::Builder::new().prefix("mezzo-test-run-").tempdir())?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let insecure = spec.master_args.iter().any(|a| a == "--insecure");
         let mut cluster = Cluster {
             masters: Vec::new(),
             agents: Vec::new(),
             dir,
             runtime,
-            http,
+            transport: Transport::Plain,
+            http: http_client(&Transport::Plain, MASTER_DNS_NAME)?,
         };
         let addrs: Vec<String> = if spec.masters == 1 {
             vec!["127.0.0.1:0".into()]
@@ -216,9 +249,13 @@ impl Cluster {
             }
             args.extend(spec.master_args.iter().cloned());
             let log = cluster.dir.path().join(format!("master{i}.log"));
+            let env = cluster.env();
             cluster
                 .masters
-                .push(Daemon::spawn(&format!("master{i}"), &args, log).await?);
+                .push(Daemon::spawn_env(&env, &format!("master{i}"), &args, log).await?);
+            if i == 0 && !insecure {
+                cluster.load_credentials()?;
+            }
         }
         cluster.wait_leader().await?;
         for i in 0..spec.agents {
@@ -231,6 +268,66 @@ impl Cluster {
             })
             .await?;
         Ok(cluster)
+    }
+
+    /// `MEZZO_HOME` of every process of this cluster: its CA and the
+    /// administrator's client configuration.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// The administrator's client configuration file.
+    pub fn client_config(&self) -> PathBuf {
+        self.home().join("config.toml")
+    }
+
+    /// The environment of every process of this cluster.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("MEZZO_HOME".into(), self.home().display().to_string())]
+    }
+
+    /// Reads the client configuration the first master wrote.
+    fn load_credentials(&mut self) -> Result<()> {
+        let path = self.client_config();
+        let cfg = ClientConfig::load(&path).with_context(|| format!("the first master wrote no {}", path.display()))?;
+        self.transport = cfg.transport(&path)?;
+        self.http = http_client(&self.transport, MASTER_DNS_NAME)?;
+        Ok(())
+    }
+
+    /// How the harness reaches the cluster (TLS as `user:admin`).
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
+    }
+
+    /// An HTTP client of the masters as `user:admin` (it follows a
+    /// follower's redirect to the leader).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `https://ADDR/PATH` (or `http://` on an `--insecure` cluster).
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        mezzo_proto::security::https::url(&self.transport, addr, path)
+    }
+
+    /// A framework's config for this cluster, as `user:admin`.
+    pub fn sdk_config(&self, name: &str) -> mezzo_sdk::SchedulerConfig {
+        mezzo_sdk::SchedulerConfig::new(self.masters(), name).with_transport(self.transport())
+    }
+
+    /// A gRPC channel to `addr` as `user:admin`.
+    pub async fn channel(&self, addr: &str) -> Result<tonic::transport::Channel> {
+        mezzo_proto::security::grpc::connect(addr, &self.transport)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// `mezzo ARGS` as a CLI user of this cluster (its MEZZO_HOME).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(mezzo_bin());
+        c.envs(self.env()).env("MEZZO_MASTER", self.masters().join(","));
+        c
     }
 
     async fn add_agent(&mut self, i: usize, spec: &ClusterSpec) -> Result<()> {
@@ -257,7 +354,8 @@ impl Cluster {
         args.push("--cgroup-parent".into());
         args.push(self.cgroup_parent(i));
         args.extend(spec.agent_args.iter().map(per_agent));
-        let d = Daemon::spawn(
+        let d = Daemon::spawn_env(
+            &self.env(),
             &format!("agent{i}"),
             &args,
             self.dir.path().join(format!("agent{i}.log")),
@@ -298,7 +396,7 @@ impl Cluster {
     pub async fn restart_master(&mut self, i: usize) -> Result<()> {
         let old = &self.masters[i];
         let log = self.dir.path().join(format!("master{i}.restart.log"));
-        let d = Daemon::spawn(&old.name, &old.args.clone(), log).await?;
+        let d = Daemon::spawn_env(&old.env.clone(), &old.name, &old.args.clone(), log).await?;
         self.masters[i] = d;
         Ok(())
     }
@@ -307,7 +405,7 @@ impl Cluster {
     pub async fn restart_agent(&mut self, i: usize) -> Result<()> {
         let old = &self.agents[i];
         let log = self.dir.path().join(format!("agent{i}.restart.log"));
-        let d = Daemon::spawn(&old.name, &old.args.clone(), log).await?;
+        let d = Daemon::spawn_env(&old.env.clone(), &old.name, &old.args.clone(), log).await?;
         self.agents[i] = d;
         Ok(())
     }
@@ -332,20 +430,45 @@ impl Cluster {
         None
     }
 
+    /// GETs JSON from a master or an agent of this cluster, as `user:admin`.
     pub async fn get(&self, addr: &str, path: &str) -> Result<Value> {
-        let url = format!("http://{addr}{path}");
-        Ok(self.http.get(&url).send().await?.error_for_status()?.json().await?)
+        Ok(self.fetch(addr, path).await?.json().await?)
     }
 
+    /// GETs text from a master or an agent of this cluster.
     pub async fn text(&self, addr: &str, path: &str) -> Result<String> {
-        Ok(self
-            .http
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        Ok(self.fetch(addr, path).await?.text().await?)
+    }
+
+    /// GETs `path` from the daemon at `addr`; an error unless it succeeds.
+    async fn fetch(&self, addr: &str, path: &str) -> Result<reqwest::Response> {
+        let url = self.url(addr, path);
+        Ok(self.client_for(addr)?.get(&url).send().await?.error_for_status()?)
+    }
+
+    /// The client that verifies the daemon at `addr`: an agent's by its
+    /// own name, a master's as `master.mezzo`.
+    fn client_for(&self, addr: &str) -> Result<reqwest::Client> {
+        match self.agents.iter().position(|a| a.addr == addr) {
+            Some(i) => self.agent_http(i),
+            None => Ok(self.http.clone()),
+        }
+    }
+
+    /// An HTTP client of agent `i` as `user:admin`, verifying the agent by
+    /// the name in the certificate it joined with.
+    pub fn agent_http(&self, i: usize) -> Result<reqwest::Client> {
+        let name = match &self.transport {
+            Transport::Plain => "agent.mezzo".to_owned(),
+            Transport::Tls(_) => {
+                let cert = self.dir.path().join(format!("agent{i}")).join("tls/agent.crt");
+                let pem = std::fs::read_to_string(&cert).with_context(|| format!("read {}", cert.display()))?;
+                let der = mezzo_proto::security::tls::certs_from_pem("agent", &pem)?;
+                let p = mezzo_proto::security::Principal::from_certificate(&der[0])?;
+                p.dns_name().unwrap_or_default()
+            }
+        };
+        http_client(&self.transport, &name)
     }
 
     /// Index of the master that leads and serves, if any.
@@ -391,7 +514,15 @@ impl Cluster {
     }
 
     pub async fn agent_state(&self, i: usize) -> Result<Value> {
-        self.get(&self.agents[i].addr, "/state").await
+        let url = self.url(&self.agents[i].addr, "/state");
+        Ok(self
+            .agent_http(i)?
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// Polls the leader's `/state` until `ok` holds (10 s at most).
@@ -412,6 +543,81 @@ impl Cluster {
         }
         out
     }
+
+    // ---- Other credentials: callers that are not the administrator ----
+
+    /// The cluster CA certificate (PEM), from the client configuration.
+    pub fn ca_pem(&self) -> Result<String> {
+        match &self.transport {
+            Transport::Tls(c) => Ok(c.ca_pem().to_owned()),
+            Transport::Plain => bail!("an --insecure cluster has no CA"),
+        }
+    }
+
+    /// A transport that trusts the cluster's CA and proves nothing: an
+    /// unauthenticated caller.
+    pub fn anonymous_transport(&self) -> Result<Transport> {
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?))
+    }
+
+    /// A transport with a bearer token.
+    pub fn token_transport(&self, token: &str) -> Result<Transport> {
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?.with_token(token)))
+    }
+
+    /// Master `i`'s own credential (its certificate, `master:<address>`),
+    /// as a Raft peer presents it.
+    pub fn master_transport(&self, i: usize) -> Result<Transport> {
+        let dir = self.dir.path().join(format!("master{i}")).join("tls");
+        let read =
+            |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("read {}/{f}", dir.display()));
+        let id = Identity::from_pem(&read("master.crt")?, &read("master.key")?)?;
+        Ok(Transport::Tls(Credentials::new(&self.ca_pem()?)?.with_identity(id)))
+    }
+
+    /// Joins the cluster as a new agent named after `hostname`, with the
+    /// agent join token of the client configuration, as `mezzo agent`
+    /// does: the credential of a fresh `agent:` principal.
+    pub async fn join_as_agent(&self, hostname: &str) -> Result<Transport> {
+        let cfg = ClientConfig::load(&self.client_config())?;
+        let token = cfg
+            .agent_join_token
+            .context("no agent join token in the client configuration")?;
+        let joined = mezzo_proto::security::join::join(&self.masters(), &token, hostname, "127.0.0.1:1").await?;
+        Ok(Transport::Tls(joined.credentials))
+    }
+
+    /// Issues a bearer token for `principal` (`user:NAME`) as the
+    /// administrator (`POST /api/v1/credentials`).
+    pub async fn issue_token(&self, principal: &str) -> Result<String> {
+        let leader = self.wait_leader().await?;
+        let url = self.url(&self.masters[leader].addr, "/api/v1/credentials");
+        let body = serde_json::json!({ "principal": principal, "token": true });
+        let resp = self.http.post(&url).json(&body).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        ensure!(status.is_success(), "issuing a token for {principal}: {status} {v}");
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no token in {v}"))
+    }
+}
+
+/// An HTTP client verifying servers as `server`, with the transport's
+/// credential (a bearer token goes with every request); it follows redirects (the harness reads through followers).
+pub fn http_client(transport: &Transport, server: &str) -> Result<reqwest::Client> {
+    mezzo_proto::security::tls::ensure_provider();
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if let Some(c) = transport.credentials() {
+        b = b.use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(c.client_config(server)?));
+        if let Some(t) = c.token() {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+            b = b.default_headers(h);
+        }
+    }
+    Ok(b.build()?)
 }
 
 fn tail(s: &str) -> &str {
@@ -521,7 +727,7 @@ pub mod fw {
     use std::time::Duration;
 
     use anyhow::{Result, bail};
-    use mezzo_sdk::{Event, Events, Resources, Scheduler, SchedulerConfig, TaskBuilder, v1};
+    use mezzo_sdk::{Event, Events, Resources, Scheduler, TaskBuilder, v1};
 
     /// A framework's events with a backlog: waiting for one kind of event
     /// keeps the others for later waits instead of dropping them.
@@ -596,9 +802,10 @@ pub mod fw {
         }
     }
 
-    /// Starts a framework and waits until it is subscribed.
-    pub async fn subscribe(masters: Vec<String>, name: &str, id: Option<String>) -> Result<(Scheduler, Inbox, String)> {
-        let mut cfg = SchedulerConfig::new(masters, name);
+    /// Starts a framework on cluster `c` (as `user:admin`) and waits until
+    /// it is subscribed.
+    pub async fn subscribe(c: &crate::Cluster, name: &str, id: Option<String>) -> Result<(Scheduler, Inbox, String)> {
+        let mut cfg = c.sdk_config(name);
         cfg.framework.failover_timeout_secs = 60.0;
         cfg.framework_id = id;
         let (s, ev) = Scheduler::start(cfg);

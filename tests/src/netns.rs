@@ -147,11 +147,13 @@ impl Net {
         Ok(())
     }
 
-    /// A GET from inside namespace `i` (with `curl`, at most 1 s): the
-    /// HTTP status and the body. Redirects are not followed.
-    pub async fn http_get(&self, i: usize, url: &str) -> Result<(u16, String)> {
+    /// A GET from inside namespace `i` (with `curl`, at most 1 s, adding
+    /// `curl_args`, e.g. the CA and a client certificate): the HTTP status
+    /// and the body. Redirects are not followed.
+    pub async fn http_get(&self, i: usize, url: &str, curl_args: &[String]) -> Result<(u16, String)> {
         let out = tokio::process::Command::new("ip")
             .args(["netns", "exec", &self.hosts[i].ns, "curl", "-sS", "--noproxy", "*"])
+            .args(curl_args)
             .args(["--max-time", "1", "-w", "\n%{http_code}", url])
             .kill_on_drop(true)
             .output()

@@ -9,13 +9,13 @@ use anyhow::{Context, Result, bail, ensure};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use mezzo_sdk::{Event, Scheduler, SchedulerConfig};
+use mezzo_sdk::{Event, Scheduler};
 use mezzo_tests::{Cluster, ClusterSpec, fw};
 use serde_json::{Value, json};
 
 /// Subscribes a framework in `roles`.
 async fn subscribe_in(c: &Cluster, name: &str, roles: &[&str]) -> Result<(Scheduler, fw::Inbox, String)> {
-    let mut cfg = SchedulerConfig::new(c.masters(), name);
+    let mut cfg = c.sdk_config(name);
     cfg.framework.failover_timeout_secs = 60.0;
     cfg.framework.roles = roles.iter().map(|r| r.to_string()).collect();
     let (s, ev) = Scheduler::start(cfg);
@@ -29,26 +29,11 @@ async fn subscribe_in(c: &Cluster, name: &str, roles: &[&str]) -> Result<(Schedu
     Ok((s, inbox, id))
 }
 
-/// The masters' operator token: weights, quotas and reservations need it.
-const TOKEN: &str = "alloc-token";
-
-fn with_token() -> ClusterSpec {
-    let mut spec = ClusterSpec::default();
-    spec.master_args.extend(["--operator-token".into(), TOKEN.into()]);
-    spec
-}
-
-/// Sends an operator request, with the token, to the leader.
+/// Sends an operator request, as `user:admin`, to the leader.
 async fn operator(c: &Cluster, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value)> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
     let leader = c.wait_leader().await?;
     let addr = c.masters().into_iter().nth(leader).context("the leader")?;
-    let resp = client
-        .request(method, format!("http://{addr}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await?;
+    let resp = c.http().request(method, c.url(&addr, path)).json(&body).send().await?;
     let status = resp.status().as_u16();
     let v = resp.json().await.unwrap_or(Value::Null);
     Ok((status, v))
@@ -67,7 +52,7 @@ async fn a_quota_role_gets_its_guarantee_from_a_hoarder() -> Result<()> {
     let c = Cluster::start(ClusterSpec {
         agents: 2,
         agent_resources: "cpus:4;mem:4096;disk:1000".into(),
-        ..with_token()
+        ..Default::default()
     })
     .await?;
     let result = async {
@@ -187,7 +172,7 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
         masters: 3,
         agents: 1,
         agent_resources: "cpus:4;mem:4096;disk:1000".into(),
-        ..with_token()
+        ..Default::default()
     })
     .await?;
     let result = async {
@@ -197,7 +182,7 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
         let agent = o.agent_id.clone();
         // RESERVE through Accept, over the raw API (the SDK's accept only launches).
         let want = ReservedResources::parse("cpus(eng):1;mem(eng):512")?;
-        let mut client = SchedulerClient::connect(format!("http://{}", leader_addr(&c).await?)).await?;
+        let mut client = SchedulerClient::new(c.channel(&leader_addr(&c).await?).await?);
         let op = v1::Operation {
             operation: Some(v1::operation::Operation::Reserve(v1::Reserve {
                 resources: want.to_proto(),

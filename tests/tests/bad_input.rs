@@ -37,8 +37,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
     })
     .await?;
     let result = async {
-        let addr = format!("http://{}", c.master_addr());
-        let mut raw = SchedulerClient::connect(addr.clone()).await?;
+        let mut raw = SchedulerClient::new(c.channel(c.master_addr()).await?);
 
         // A call before subscribing.
         let req = v1::AcceptRequest {
@@ -94,7 +93,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             .expect_err("ghost");
         ensure!(err.code() == Code::NotFound, "{err:?}");
 
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "bad-input", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "bad-input", None).await?;
         let o = ev.offer().await?;
         let id = || vec![o.offer_id.clone()];
 
@@ -254,7 +253,24 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let mut client = AgentApiClient::connect(format!("http://{}", c.master_addr())).await?;
+    // Only agents attach.
+    let mut admin = AgentApiClient::new(c.channel(c.master_addr()).await?);
+    let hello = v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+    };
+    let err = admin
+        .attach(tokio_stream::iter(vec![hello]))
+        .await
+        .expect_err("admin attach");
+    ensure!(
+        err.code() == Code::PermissionDenied && err.message().contains("only agent principals"),
+        "{err:?}"
+    );
+    let agent = c.join_as_agent("bad-agent").await?;
+    let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &agent)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut client = AgentApiClient::new(channel);
     let cases: Vec<(v1::agent_message::Message, &str)> = vec![
         (
             v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
@@ -292,6 +308,104 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// DESIGN.md "Trust": an agent reports only on the tasks placed on it. An
+/// agent with a credential of its own sends updates for another agent's
+/// task and for a task never launched: neither reaches the framework, and
+/// the task's state does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_report_on_tasks_it_does_not_run() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "victim", None).await?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![fw::shell_task("victim", "sleep 60")], None)
+            .await?;
+        ev.update("victim", Duration::from_secs(10), |st| st == TaskState::Running)
+            .await?;
+
+        // An impostor joins as an agent of its own and registers.
+        let impostor = c.join_as_agent("impostor").await?;
+        let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &impostor)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let register = v1::agent_message::Message::Register(v1::Register {
+            agent: Some(v1::AgentInfo {
+                hostname: "impostor".into(),
+                resources: fw::shell_task("x", "true").resources,
+                http_address: "127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+        });
+        tx.send(v1::AgentMessage {
+            message: Some(register),
+        })
+        .await?;
+        let mut from_master = AgentApiClient::new(channel)
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let registered = tokio::time::timeout(Duration::from_secs(10), from_master.message())
+            .await
+            .context("no answer to the registration")??;
+        let own_id = match registered.and_then(|m| m.message) {
+            Some(v1::master_message::Message::Registered(r)) => r.agent_id,
+            other => bail!("expected Registered, got {other:?}"),
+        };
+        for task in ["victim", "never-launched"] {
+            let status = v1::TaskStatus {
+                task_id: task.into(),
+                state: v1::TaskState::TaskFinished as i32,
+                agent_id: own_id.clone(),
+                uuid: vec![7; 16],
+                framework_id: fid.clone(),
+                ..Default::default()
+            };
+            let update = v1::StatusUpdate {
+                framework_id: fid.clone(),
+                status: Some(status),
+                latest_state: v1::TaskState::TaskFinished as i32,
+            };
+            let msg = v1::AgentMessage {
+                message: Some(v1::agent_message::Message::StatusUpdate(update)),
+            };
+            // The master may close the impostor's stream on the first one.
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+        // Nothing reaches the framework; the task still runs.
+        let forged = ev
+            .next(Duration::from_secs(2), |e| match e {
+                Event::Update(st) if st.agent_id == own_id || task_state(st).is_some_and(|s| s.is_terminal()) => {
+                    Some(st.clone())
+                }
+                _ => None,
+            })
+            .await;
+        ensure!(forged.is_err(), "a forged update reached the framework: {forged:?}");
+        let st = c.master_state().await?;
+        let victim = st["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == "victim"))
+            .context("victim in /state")?;
+        ensure!(victim["state"] == "TASK_RUNNING", "{victim}");
+        ensure!(
+            st["tasks"]
+                .as_array()
+                .is_some_and(|t| t.iter().all(|t| t["id"] != "never-launched")),
+            "{st}"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// `mezzo run` runs one task and exits with its exit status; paced
 /// copies take turns across the agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,14 +416,14 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
     })
     .await?;
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(mezzo_tests::mezzo_bin());
+        let mut cmd = c.command();
         cmd.args(["run", "--master", c.master_addr()]).args(args);
-        cmd.output()
+        async move { cmd.output().await }
     };
-    let ok = run(&["--", "echo", "hi"])?;
+    let ok = run(&["--", "echo", "hi"]).await?;
     let out = String::from_utf8_lossy(&ok.stdout);
     ensure!(ok.status.code() == Some(0) && out.contains("TASK_FINISHED"), "{ok:?}");
-    let three = run(&["--shell", "--", "exit 3"])?;
+    let three = run(&["--shell", "--", "exit 3"]).await?;
     ensure!(
         three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"),
         "{three:?}"
@@ -327,7 +441,8 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
         timeline_arg,
         "--",
         "true",
-    ])?;
+    ])
+    .await?;
     let summary: serde_json::Value = serde_json::from_slice(&many.stdout).with_context(|| format!("{many:?}"))?;
     ensure!(summary["finished"] == 20 && many.status.success(), "{summary}");
     // One line per task; each update stamped by the agent after the Accept
@@ -349,9 +464,11 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
             ensure!(accepted <= stamped && stamped <= arrived, "{l}");
         }
     }
-    let status = std::process::Command::new(mezzo_tests::mezzo_bin())
+    let status = c
+        .command()
         .args(["status", "--master", c.master_addr()])
-        .output()?;
+        .output()
+        .await?;
     ensure!(
         status.status.success() && String::from_utf8_lossy(&status.stdout).contains("agent0"),
         "{status:?}"
@@ -360,7 +477,7 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
 }
 
 /// DESIGN.md "Observability": every daemon serves /health, /state and
-/// /metrics in Prometheus text.
+/// /metrics in Prometheus text (as OpenMetrics, its successor).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_serve_health_state_and_metrics() -> Result<()> {
     let c = Cluster::start(ClusterSpec {
@@ -368,10 +485,23 @@ async fn daemons_serve_health_state_and_metrics() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    for addr in [c.master_addr(), &c.agents[0].addr] {
+    for (addr, http) in [
+        (c.master_addr(), c.http().clone()),
+        (&c.agents[0].addr, c.agent_http(0)?),
+    ] {
         ensure!(c.text(addr, "/health").await?.trim() == "ok", "{addr} /health");
         let m = c.text(addr, "/metrics").await?;
         ensure!(m.contains("# TYPE") && m.contains("mezzo_"), "{addr} /metrics: {m}");
+        let r = http.get(c.url(addr, "/metrics")).send().await?;
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ensure!(
+            kind.starts_with("application/openmetrics-text"),
+            "{addr} /metrics: {kind}"
+        );
     }
     let m = c.text(c.master_addr(), "/metrics").await?;
     ensure!(m.contains("mezzo_master_agents{status=\"active\"} 1"), "{m}");

@@ -31,7 +31,7 @@ impl Batch {
             "--state-dir".into(),
             state_dir.display().to_string(),
         ];
-        let daemon = Daemon::spawn("batch", &args, c.dir.path().join("batch.log")).await?;
+        let daemon = Daemon::spawn_env(&c.env(), "batch", &args, c.dir.path().join("batch.log")).await?;
         let b = Batch { daemon, state_dir };
         b.wait_ready().await?;
         Ok(b)
@@ -39,7 +39,8 @@ impl Batch {
 
     async fn restart(&mut self, c: &Cluster) -> Result<()> {
         let log = c.dir.path().join("batch.restart.log");
-        self.daemon = Daemon::spawn("batch", &self.daemon.args.clone(), log).await?;
+        let (env, args) = (self.daemon.env.clone(), self.daemon.args.clone());
+        self.daemon = Daemon::spawn_env(&env, "batch", &args, log).await?;
         self.wait_ready().await
     }
 
@@ -81,9 +82,11 @@ impl Batch {
             .to_owned())
     }
 
-    /// Runs `mezzo batch ARGS` against this daemon.
+    /// Runs `mezzo batch ARGS` against this daemon (with the cluster's
+    /// environment, as its user would).
     async fn cli(&self, args: &[&str]) -> Result<Output> {
         let out = tokio::process::Command::new(mezzo_bin())
+            .envs(self.daemon.env.iter().cloned())
             .arg("batch")
             .arg("--addr")
             .arg(&self.daemon.addr)

@@ -29,6 +29,8 @@ async fn agent_takes_its_flags_from_a_config_file_and_flags_win() -> Result<()> 
     Ok(())
 }
 
+/// (The masters it starts get a `MEZZO_HOME` of their own: a file that
+/// did parse would otherwise create a CA in the caller's `~/.mezzo`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_file_stops_the_daemon_with_the_key_named() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -40,6 +42,7 @@ async fn a_bad_config_file_stops_the_daemon_with_the_key_named() -> Result<()> {
     let out = tokio::time::timeout(
         Duration::from_secs(20),
         tokio::process::Command::new(mezzo_bin())
+            .env("MEZZO_HOME", dir.path().join("home"))
             .args(["master", "--work-dir"])
             .arg(dir.path().join("m"))
             .arg("--config")
@@ -53,6 +56,7 @@ async fn a_bad_config_file_stops_the_daemon_with_the_key_named() -> Result<()> {
     // A value the flag itself would refuse is refused too.
     std::fs::write(&file, "heartbeat_interval = \"soon\"\n")?;
     let out = tokio::process::Command::new(mezzo_bin())
+        .env("MEZZO_HOME", dir.path().join("home"))
         .args(["master", "--config"])
         .arg(&file)
         .output()

@@ -1,7 +1,10 @@
 //! Issue 7, the web dashboard in headless Chromium against a live cluster:
-//! the overview shows the right agent and task counts; a task launched
-//! during the test appears without a reload; the sandbox view tails a
-//! task's output live. Screenshots go to target/test-artifacts/dashboard/.
+//! signed out, the page shows a sign-in form and nothing of the cluster; a
+//! forged token is refused; the administrator's token signs in (an
+//! HttpOnly session cookie); the overview shows the right agent and task
+//! counts; a task launched during the test appears without a reload; the
+//! sandbox view tails a task's output live. Screenshots go to
+//! target/test-artifacts/dashboard/.
 
 use std::time::Duration;
 
@@ -29,14 +32,37 @@ async fn the_dashboard_shows_the_cluster_live() -> Result<()> {
     let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
         let shots = artifacts_dir("dashboard")?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "dash", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "dash", None).await?;
         launch(&s, &mut ev, "first", "sleep 120").await?;
-        let base = format!("http://{}", c.master_addr());
         let mut b = Browser::launch().await?;
+        let wait = Duration::from_secs(20);
+
+        // Signed out: a sign-in form, no figures.
+        b.navigate(&c.url(c.master_addr(), "/")).await?;
+        b.wait_for("document.getElementById('signin') !== null", wait)
+            .await
+            .context("sign-in form")?;
+        ensure!(
+            b.eval("document.getElementById('agents-count') === null").await? == true,
+            "figures shown before signing in"
+        );
+        b.screenshot(&shots.join("signin.png")).await?;
+        let sign_in = |token: &str| {
+            format!(
+                "document.getElementById('signin-token').value = {}; document.getElementById('signin').requestSubmit(); true",
+                serde_json::Value::from(token)
+            )
+        };
+        b.eval(&sign_in("mzt.forged")).await?;
+        b.wait_for("document.getElementById('signin-error')?.hidden === false", wait)
+            .await
+            .context("a forged token is refused")?;
+        // The administrator's token signs in; the page reloads itself, and
+        // the session cookie is out of the page's reach (HttpOnly).
+        let token = c.issue_token("user:admin").await?;
+        b.eval(&sign_in(&token)).await?;
 
         // Overview: 2 agents, 1 active task.
-        b.navigate(&format!("{base}/")).await?;
-        let wait = Duration::from_secs(20);
         b.wait_for(
             "document.getElementById('agents-count')?.textContent === '2' && document.getElementById('tasks-count')?.textContent === '1'",
             wait,
@@ -47,6 +73,11 @@ async fn the_dashboard_shows_the_cluster_live() -> Result<()> {
             .await
             .context("event stream connected")?;
         b.screenshot(&shots.join("overview.png")).await?;
+        let cookies = b.eval("document.cookie").await?;
+        ensure!(
+            !cookies.as_str().unwrap_or_default().contains("mezzo_token"),
+            "the session cookie is readable by scripts: {cookies}"
+        );
 
         // Tasks: a task launched now appears without a reload.
         b.eval("location.hash = '#tasks'; window.__noReload = 42; true").await?;

@@ -63,7 +63,7 @@ async fn registries(c: &Cluster) -> Result<Vec<serde_json::Value>> {
 async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
     let mut c = Cluster::start(three_masters(2)).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "chaos", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "chaos", None).await?;
         let need = Resources::parse("cpus:0.1;mem:16")?;
         let mut accepted: BTreeMap<String, String> = BTreeMap::new(); // task -> agent
         let mut terminal: HashMap<String, HashSet<TaskState>> = HashMap::new();
@@ -177,7 +177,7 @@ async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
 async fn all_masters_restarted_keep_the_registry() -> Result<()> {
     let mut c = Cluster::start(three_masters(1)).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "durable", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "durable", None).await?;
         let o = ev.offer().await?;
         s.accept(vec![o.offer_id], vec![fw::shell_task("survivor", "sleep 30")], None)
             .await?;
@@ -233,9 +233,7 @@ async fn a_truncated_log_refuses_to_start() -> Result<()> {
         }
     }
     ensure!(damaged > 0, "no raft log file in {}", dir.display());
-    let out = std::process::Command::new(mezzo_tests::mezzo_bin())
-        .args(&c.masters[victim].args)
-        .output()?;
+    let out = c.command().args(&c.masters[victim].args).output().await?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "started on a truncated log");
     ensure!(
@@ -251,44 +249,64 @@ async fn a_truncated_log_refuses_to_start() -> Result<()> {
 }
 
 /// Bad input to the Raft transport: wrong addressee, a non-member sender,
-/// undecodable bytes.
+/// a sender whose certificate is not the member it claims to be (the
+/// administrator's, another master's), undecodable bytes (from the
+/// member's own certificate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_transport_refuses_bad_batches() -> Result<()> {
     let c = Cluster::start(three_masters(0)).await?;
     let r = c.get(c.master_addr(), "/raft").await?;
     let me = r["id"].as_u64().context("id")?;
-    let mut client = RaftTransportClient::connect(format!("http://{}", c.master_addr())).await?;
+    // The members other than master0, by id, and their harness index.
+    let members = r["members"].as_object().context("members")?;
+    let mut peers = Vec::new();
+    for (id, addr) in members {
+        let i = c.masters.iter().position(|m| Some(m.addr.as_str()) == addr.as_str());
+        if let (Ok(id), Some(i)) = (id.parse::<u64>(), i)
+            && id != me
+        {
+            peers.push((id, i));
+        }
+    }
+    ensure!(peers.len() == 2, "members: {r}");
+    let (peer, peer_i) = peers[0];
+    let (other, _) = peers[1];
+    let as_admin = RaftTransportClient::new(c.channel(c.master_addr()).await?);
+    let as_peer = RaftTransportClient::new(
+        mezzo_proto::security::grpc::connect(c.master_addr(), &c.master_transport(peer_i)?)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    );
+    let batch = |from: u64, to: u64, messages: Vec<Vec<u8>>| v1::RaftBatch { from, to, messages };
     let cases = [
         (
-            v1::RaftBatch {
-                from: 2,
-                to: me + 10,
-                messages: vec![],
-            },
+            &as_admin,
+            batch(peer, me + 10, vec![]),
             Code::FailedPrecondition,
             "reached master",
         ),
+        (&as_admin, batch(99, me, vec![]), Code::PermissionDenied, "not a member"),
         (
-            v1::RaftBatch {
-                from: 99,
-                to: me,
-                messages: vec![],
-            },
+            &as_admin,
+            batch(peer, me, vec![]),
             Code::PermissionDenied,
-            "not a member",
+            "only master principals",
         ),
         (
-            v1::RaftBatch {
-                from: if me == 1 { 2 } else { 1 },
-                to: me,
-                messages: vec![vec![0xff; 7]],
-            },
+            &as_peer,
+            batch(other, me, vec![]),
+            Code::PermissionDenied,
+            "claims to come from",
+        ),
+        (
+            &as_peer,
+            batch(peer, me, vec![vec![0xff; 7]]),
             Code::InvalidArgument,
             "undecodable",
         ),
     ];
-    for (batch, code, text) in cases {
-        match client.send(batch).await {
+    for (client, batch, code, text) in cases {
+        match client.clone().send(batch).await {
             Err(e) if e.code() == code && e.message().contains(text) => {}
             other => bail!("expected {code:?} {text:?}, got {other:?}"),
         }
@@ -300,16 +318,15 @@ async fn raft_transport_refuses_bad_batches() -> Result<()> {
 /// Registers `n` frameworks (each one replicated registry write).
 async fn register_frameworks(c: &Cluster, prefix: &str, n: usize) -> Result<()> {
     for i in 0..n {
-        let (s, _ev, _) = fw::subscribe(c.masters(), &format!("{prefix}{i}"), None).await?;
+        let (s, _ev, _) = fw::subscribe(c, &format!("{prefix}{i}"), None).await?;
         s.stop().await;
     }
     Ok(())
 }
 
-fn mezzo(args: &[&str]) -> Result<std::process::Output> {
-    Ok(std::process::Command::new(mezzo_tests::mezzo_bin())
-        .args(args)
-        .output()?)
+/// `mezzo ARGS` as the cluster's administrator.
+async fn mezzo(c: &Cluster, args: &[&str]) -> Result<std::process::Output> {
+    Ok(c.command().args(args).output().await?)
 }
 
 /// DESIGN.md "Leadership" (membership): an operator adds a master, which
@@ -325,17 +342,17 @@ async fn masters_join_leave_and_catch_up_from_snapshots() -> Result<()> {
         register_frameworks(&c, "before", 25).await?;
         let all = c.masters().join(",");
         // Refusals first.
-        let out = mezzo(&["masters", "remove", "99", "--master", &all])?;
+        let out = mezzo(&c, &["masters", "remove", "99", "--master", &all]).await?;
         ensure!(
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a member"),
             "{out:?}"
         );
-        let out = mezzo(&["masters", "add", "not-an-address", "--master", &all])?;
+        let out = mezzo(&c, &["masters", "add", "not-an-address", "--master", &all]).await?;
         ensure!(
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not host:port"),
             "{out:?}"
         );
-        let out = mezzo(&["masters", "add", &c.masters[1].addr, "--master", &all])?;
+        let out = mezzo(&c, &["masters", "add", &c.masters[1].addr, "--master", &all]).await?;
         ensure!(
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already master"),
             "{out:?}"
@@ -344,14 +361,14 @@ async fn masters_join_leave_and_catch_up_from_snapshots() -> Result<()> {
         // A fourth master joins and is brought up to date by a snapshot.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr4 = format!("127.0.0.1:{port}");
-        let out = mezzo(&["masters", "add", &addr4, "--master", &all])?;
+        let out = mezzo(&c, &["masters", "add", &addr4, "--master", &all]).await?;
         ensure!(out.status.success(), "{out:?}");
         let dir4 = c.dir.path().join("master3").display().to_string();
         let mut args: Vec<String> = ["master", "--listen", &addr4, "--join", &all, "--work-dir", &dir4]
             .map(String::from)
             .to_vec();
         args.extend(spec.master_args.iter().cloned());
-        let d = mezzo_tests::Daemon::spawn("master3", &args, c.dir.path().join("master3.log")).await?;
+        let d = mezzo_tests::Daemon::spawn_env(&c.env(), "master3", &args, c.dir.path().join("master3.log")).await?;
         c.masters.push(d);
         let regs = registries(&c).await?;
         ensure!(regs.windows(2).all(|w| w[0] == w[1]), "registries differ after join");
@@ -389,7 +406,7 @@ async fn masters_join_leave_and_catch_up_from_snapshots() -> Result<()> {
         let id = c.get(&c.masters[victim].addr, "/raft").await?["id"]
             .as_u64()
             .context("id")?;
-        let out = mezzo(&["masters", "remove", &id.to_string(), "--master", &all])?;
+        let out = mezzo(&c, &["masters", "remove", &id.to_string(), "--master", &all]).await?;
         ensure!(out.status.success(), "{out:?}");
         c.masters[victim].kill().await;
         let r = c.get(&c.masters[leader].addr, "/raft").await?;
@@ -409,12 +426,12 @@ async fn the_last_master_cannot_be_removed() -> Result<()> {
         ..Default::default()
     })
     .await?;
-    let out = mezzo(&["masters", "remove", "1", "--master", c.master_addr()])?;
+    let out = mezzo(&c, &["masters", "remove", "1", "--master", c.master_addr()]).await?;
     ensure!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("last member"),
         "{out:?}"
     );
-    let out = mezzo(&["masters", "--master", c.master_addr()])?;
+    let out = mezzo(&c, &["masters", "--master", c.master_addr()]).await?;
     ensure!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("leader"),
         "{out:?}"

@@ -46,7 +46,7 @@ fn processes_with(marker: &str) -> Vec<i32> {
 async fn memory_hog_is_oom_killed_and_reported() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "oom", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "oom", None).await?;
         let o = ev.offer().await?;
         let hog = task(
             "hog",
@@ -79,7 +79,7 @@ async fn memory_hog_is_oom_killed_and_reported() -> Result<()> {
 async fn fork_bomb_is_contained_and_kill_leaves_nothing() -> Result<()> {
     let c = Cluster::start(spec(&["--pids-limit", "40"])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "bomb", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "bomb", None).await?;
         let o = ev.offer().await?;
         let bomb = task(
             "bomb",
@@ -118,7 +118,7 @@ async fn fork_bomb_is_contained_and_kill_leaves_nothing() -> Result<()> {
 async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "ns", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "ns", None).await?;
         let o = ev.offer().await?;
         let t = task(
             "peek",
@@ -157,7 +157,7 @@ async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
 async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
     let c = Cluster::start(spec(&["--cpu-hard-limit"])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "cpu", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "cpu", None).await?;
         let o = ev.offer().await?;
         let t = task("spin", "cpus:0.5;mem:32", "while :; do :; done")?;
         s.accept(vec![o.offer_id], vec![t], None).await?;
@@ -209,7 +209,7 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
 async fn tasks_survive_an_agent_restart() -> Result<()> {
     let mut c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "survivors", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "survivors", None).await?;
         let o = ev.offer().await?;
         let long = task("long", "cpus:0.1;mem:32", "sleep 4; exit 0")?;
         let short = task("short", "cpus:0.1;mem:32", "sleep 1; exit 7")?;
@@ -249,7 +249,7 @@ async fn tasks_survive_an_agent_restart() -> Result<()> {
 async fn a_user_outside_the_allow_list_is_refused() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "users", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "users", None).await?;
         let o = ev.offer().await?;
         let mut t = task("as-root", "cpus:0.1;mem:32", "id")?;
         if let Some(cmd) = t.command.as_mut() {
@@ -275,7 +275,7 @@ async fn a_user_outside_the_allow_list_is_refused() -> Result<()> {
 async fn nothing_is_left_behind() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let parent = c.cgroup_parent(0);
-    let (s, mut ev, _) = fw::subscribe(c.masters(), "leftovers", None).await?;
+    let (s, mut ev, _) = fw::subscribe(&c, "leftovers", None).await?;
     let o = ev.offer().await?;
     s.accept(
         vec![o.offer_id],
@@ -303,7 +303,7 @@ async fn nothing_is_left_behind() -> Result<()> {
 async fn isolated_network_has_only_loopback() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "net", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "net", None).await?;
         let o = ev.offer().await?;
         let script = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; cat /sys/class/net/lo/operstate 2>/dev/null || true";
         let private = TaskBuilder::new("private")
@@ -334,7 +334,7 @@ async fn isolated_network_has_only_loopback() -> Result<()> {
 async fn disk_limit_and_log_rotation() -> Result<()> {
     let c = Cluster::start(spec(&["--disk-check-interval", "500ms", "--log-max-mib", "1"])).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "disk", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "disk", None).await?;
         let o = ev.offer().await?;
         let hog = task(
             "filler",
@@ -385,7 +385,7 @@ async fn disk_limit_and_log_rotation() -> Result<()> {
 async fn usage_is_forwarded_to_the_master() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "usage", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "usage", None).await?;
         let o = ev.offer().await?;
         // Burns cpu and holds a few processes.
         let t = task("busy", "cpus:0.2;mem:64", "sleep 300 & sleep 300 & while :; do :; done")?;
@@ -457,7 +457,7 @@ async fn orphan_cgroups_are_swept_and_a_clean_stop_removes_the_parent() -> Resul
     let parent = c.cgroup_parent(0);
     let mut orphan_proc = None;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "sweep", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "sweep", None).await?;
         let o = ev.offer().await?;
         s.accept(
             vec![o.offer_id],
@@ -553,7 +553,7 @@ async fn orphan_cgroups_are_swept_and_a_clean_stop_removes_the_parent() -> Resul
 async fn a_dead_launcher_is_replaced() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "launcher", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "launcher", None).await?;
         let o = ev.offer().await?;
         s.accept(
             vec![o.offer_id],

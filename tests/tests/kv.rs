@@ -41,7 +41,7 @@ async fn namespace_survives_leader_failover_and_goes_with_teardown() -> Result<(
     .await?;
     let result = async {
         c.wait_leader().await?;
-        let (s, _ev, fid) = fw::subscribe(c.masters(), "kv", None).await?;
+        let (s, _ev, fid) = fw::subscribe(&c, "kv", None).await?;
         let kv = s.kv();
         let v1 = kv.put("jobs/a", b"one".to_vec()).await?;
         kv.put("jobs/b", b"two".to_vec()).await?;
@@ -81,7 +81,7 @@ async fn namespace_survives_leader_failover_and_goes_with_teardown() -> Result<(
 
         // An unknown framework gets NOT_FOUND naming it.
         let leader = c.wait_leader().await?;
-        let mut raw = SchedulerClient::connect(format!("http://{}", c.masters[leader].addr)).await?;
+        let mut raw = SchedulerClient::new(c.channel(&c.masters[leader].addr).await?);
         let err = raw
             .kv_get(v1::KvGetRequest {
                 framework_id: "no-such-framework".into(),

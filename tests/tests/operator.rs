@@ -1,45 +1,72 @@
-//! Issue 7, the operator API against a live cluster: actions without the
-//! token are refused; with it a drain empties an agent and it receives no
-//! new offers; the drain and a gone mark survive a master restart; reads
-//! filter and page; the event stream reports tasks; sandbox files are
-//! read through the master, confined to the sandbox.
+//! Issue 7, the operator API against a live cluster: actions without a
+//! credential are refused (401), and so are those of a principal no rule
+//! allows (403); as the administrator a drain empties an agent and it
+//! receives no new offers; the drain and a gone mark survive a master
+//! restart; reads filter and page; the event stream reports tasks;
+//! sandbox files are read through the master, confined to the sandbox.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
 use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState};
 use mezzo_tests::{Cluster, ClusterSpec, fw, wait_for};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-const TOKEN: &str = "op-s3cret";
-
-fn spec() -> ClusterSpec {
-    let mut s = ClusterSpec::default();
-    s.master_args.extend(["--operator-token".into(), TOKEN.into()]);
-    s
+/// Who calls the master.
+#[derive(Debug, Clone, Copy)]
+enum As<'a> {
+    /// `user:admin`, with the certificate of the client configuration.
+    Admin,
+    /// A TLS client that trusts the CA and presents no credential.
+    Nobody,
+    /// A bearer token (on a TLS client without a certificate).
+    Bearer(&'a str),
 }
 
-fn url(c: &Cluster, path: &str) -> String {
-    format!("http://{}{path}", c.master_addr())
+/// HTTP clients of the (first) master as each kind of caller.
+struct Api {
+    admin: reqwest::Client,
+    anonymous: reqwest::Client,
 }
 
-async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Result<(u16, String)> {
-    let mut r = http.post(url).json(&body);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
+impl Api {
+    /// Clients with this timeout (it bounds a whole answer, an event
+    /// stream's included); they follow no redirect.
+    fn new(c: &Cluster, timeout: Duration) -> Result<Api> {
+        let client = |t| mezzo_proto::security::https::client(&t, MASTER_DNS_NAME, timeout).map_err(anyhow::Error::msg);
+        Ok(Api {
+            admin: client(c.transport())?,
+            anonymous: client(c.anonymous_transport()?)?,
+        })
     }
-    let r = r.send().await?;
-    Ok((r.status().as_u16(), r.text().await?))
-}
 
-async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> Result<(u16, Value)> {
-    let mut r = http.get(url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
+    fn request(&self, c: &Cluster, who: As<'_>, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = c.url(c.master_addr(), path);
+        match who {
+            As::Admin => self.admin.request(method, url),
+            As::Nobody => self.anonymous.request(method, url),
+            As::Bearer(t) => self.anonymous.request(method, url).bearer_auth(t),
+        }
     }
-    let r = r.send().await?;
-    let code = r.status().as_u16();
-    Ok((code, r.json().await.unwrap_or(Value::Null)))
+
+    /// Any method with a JSON body: the status and the text answered.
+    async fn call(&self, c: &Cluster, who: As<'_>, method: Method, path: &str, body: Value) -> Result<(u16, String)> {
+        let r = self.request(c, who, method, path).json(&body).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    async fn post(&self, c: &Cluster, who: As<'_>, path: &str, body: Value) -> Result<(u16, String)> {
+        self.call(c, who, Method::POST, path, body).await
+    }
+
+    /// A GET: the status and the JSON answered (null if none).
+    async fn get(&self, c: &Cluster, who: As<'_>, path: &str) -> Result<(u16, Value)> {
+        let r = self.request(c, who, Method::GET, path).send().await?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await.unwrap_or(Value::Null)))
+    }
 }
 
 /// Launches one long task on the agent of the next offer; returns the
@@ -59,14 +86,16 @@ async fn launch_on_next_offer(s: &mezzo_sdk::Scheduler, ev: &mut fw::Inbox, id: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
-    let mut c = Cluster::start(spec()).await?;
+async fn actions_need_a_credential_and_a_rule_and_a_drain_empties_an_agent() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "ops", None).await?;
+        let api = Api::new(&c, Duration::from_secs(10))?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "ops", None).await?;
         let agent = launch_on_next_offer(&s, &mut ev, "sleeper", "echo started; sleep 120").await?;
+        let x = c.issue_token("user:x").await?;
 
-        // Without the token (or with a wrong one) every action is 401.
+        // Without a credential (or with a forged token) every action is
+        // 401; with a credential no rule allows it, 403.
         let actions = [
             format!("/api/v1/agents/{agent}/drain"),
             format!("/api/v1/agents/{agent}/gone"),
@@ -75,91 +104,96 @@ async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
             format!("/api/v1/tasks/{fid}/sleeper/kill"),
         ];
         for a in &actions {
-            for token in [None, Some("wrong")] {
-                let (code, body) = post(&http, &url(&c, a), token, serde_json::json!({})).await?;
-                ensure!(code == 401, "{a} with {token:?}: {code} {body}");
+            for (who, want) in [(As::Nobody, 401), (As::Bearer("wrong"), 401), (As::Bearer(&x), 403)] {
+                let (code, body) = api.post(&c, who, a, json!({})).await?;
+                ensure!(code == want, "{a} as {who:?}: {code} {body}");
             }
         }
-        // The task is untouched, and its environment is only shown with the token.
-        let task_url = url(&c, &format!("/api/v1/tasks/{fid}/sleeper"));
-        let (code, t) = get(&http, &task_url, None).await?;
+        // Reads need a credential too, and a rule.
+        let task = format!("/api/v1/tasks/{fid}/sleeper");
+        for (who, want) in [(As::Nobody, 401), (As::Bearer(&x), 403)] {
+            let (code, t) = api.get(&c, who, &task).await?;
+            ensure!(code == want, "{task} as {who:?}: {code} {t}");
+        }
+        // Allowed to read, user:x sees the task but neither its
+        // environment nor its sandbox; the administrator sees both.
+        let rule = json!({"rules": [{"principals": ["user:x"], "actions": ["read"], "objects": ["cluster"]}]});
+        let (code, body) = api.call(&c, As::Admin, Method::PUT, "/api/v1/acl", rule).await?;
+        ensure!(code == 200, "{code} {body}");
+        let (code, t) = api.get(&c, As::Bearer(&x), &task).await?;
         ensure!(code == 200 && t["state"] == "TASK_RUNNING", "{code} {t}");
-        ensure!(t["environment"].is_null(), "environment shown without token: {t}");
-        let (_, t) = get(&http, &task_url, Some(TOKEN)).await?;
+        ensure!(t["environment"].is_null(), "environment shown to a reader: {t}");
+        let stdout = format!("/api/v1/tasks/{fid}/sleeper/files/read?path=stdout");
+        let (code, v) = api.get(&c, As::Bearer(&x), &stdout).await?;
+        ensure!(code == 403, "sandbox shown to a reader: {code} {v}");
+        let (_, t) = api.get(&c, As::Admin, &task).await?;
         ensure!(t["environment"]["DB_PASSWORD"] == "hunter2", "{t}");
         ensure!(!t["history"].as_array().context("history")?.is_empty(), "{t}");
 
         // Bad input names the field.
-        let (code, body) = post(
-            &http,
-            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
-            Some(TOKEN),
-            serde_json::json!({ "deadline_secs": -1 }),
-        )
-        .await?;
+        let (code, body) = api
+            .post(
+                &c,
+                As::Admin,
+                &format!("/api/v1/agents/{agent}/drain"),
+                serde_json::json!({ "deadline_secs": -1 }),
+            )
+            .await?;
         ensure!(code == 400 && body.contains("deadline_secs"), "{code} {body}");
-        let (code, body) = post(
-            &http,
-            &url(&c, "/api/v1/agents/nope/drain"),
-            Some(TOKEN),
-            serde_json::json!({}),
-        )
-        .await?;
+        let (code, body) = api
+            .post(&c, As::Admin, "/api/v1/agents/nope/drain", serde_json::json!({}))
+            .await?;
         ensure!(code == 404, "{code} {body}");
-        let (code, v) = get(&http, &url(&c, "/api/v1/tasks?state=sleepy"), None).await?;
+        let (code, v) = api.get(&c, As::Admin, "/api/v1/tasks?state=sleepy").await?;
         ensure!(
             code == 400 && v["error"].as_str().is_some_and(|e| e.contains("state")),
             "{v}"
         );
-        let (code, _) = get(&http, &url(&c, "/api/v1/tasks?limit=0"), None).await?;
+        let (code, _) = api.get(&c, As::Admin, "/api/v1/tasks?limit=0").await?;
         ensure!(code == 400);
 
         // Sandbox files through the master; traversal refused.
-        let read = url(&c, &format!("/api/v1/tasks/{fid}/sleeper/files/read?path=stdout"));
         let out = wait_for(
             "stdout through the master",
             Duration::from_secs(10),
-            || async { Ok(get(&http, &read, None).await?.1) },
+            || async { Ok(api.get(&c, As::Admin, &stdout).await?.1) },
             |v| v["data"].as_str().is_some_and(|d| d.contains("started")),
         )
         .await?;
         ensure!(out["offset"] == 0, "{out}");
         for bad in ["..%2F..%2Fagent_id", "%2Fetc%2Fpasswd", "../../agent_id"] {
-            let u = url(&c, &format!("/api/v1/tasks/{fid}/sleeper/files/read?path={bad}"));
-            let (code, v) = get(&http, &u, None).await?;
+            let u = format!("/api/v1/tasks/{fid}/sleeper/files/read?path={bad}");
+            let (code, v) = api.get(&c, As::Admin, &u).await?;
             ensure!(code == 400 || code == 403, "{bad}: {code} {v}");
         }
 
-        // With the token, a drain with a deadline empties the agent.
-        let (code, body) = post(
-            &http,
-            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
-            Some(TOKEN),
-            serde_json::json!({ "deadline_secs": 1 }),
-        )
-        .await?;
+        // As the administrator, a drain with a deadline empties the agent.
+        let (code, body) = api
+            .post(
+                &c,
+                As::Admin,
+                &format!("/api/v1/agents/{agent}/drain"),
+                serde_json::json!({ "deadline_secs": 1 }),
+            )
+            .await?;
         ensure!(code == 202, "{code} {body}");
         let killed = ev
             .update("sleeper", Duration::from_secs(20), |st| st.is_terminal())
             .await?;
         ensure!(mezzo_sdk::task_state(&killed) == Some(TaskState::Killed), "{killed:?}");
-        let agents_url = url(&c, "/api/v1/agents?status=draining");
-        let (_, v) = get(&http, &agents_url, None).await?;
+        let agents_url = "/api/v1/agents?status=draining";
+        let (_, v) = api.get(&c, As::Admin, agents_url).await?;
         ensure!(v["total"] == 1 && v["items"][0]["id"] == agent.as_str(), "{v}");
         wait_for(
             "drained agent has no tasks",
             Duration::from_secs(10),
-            || async { Ok(get(&http, &agents_url, None).await?.1) },
+            || async { Ok(api.get(&c, As::Admin, agents_url).await?.1) },
             |v| v["items"][0]["active_tasks"] == 0,
         )
         .await?;
         // Filters find the killed task on that agent.
-        let (_, v) = get(
-            &http,
-            &url(&c, &format!("/api/v1/tasks?state=killed&agent={agent}&framework={fid}")),
-            None,
-        )
-        .await?;
+        let killed_here = format!("/api/v1/tasks?state=killed&agent={agent}&framework={fid}");
+        let (_, v) = api.get(&c, As::Admin, &killed_here).await?;
         ensure!(v["total"] == 1 && v["items"][0]["id"] == "sleeper", "{v}");
 
         // No new offers for the drained agent, while the other is offered.
@@ -209,35 +243,27 @@ async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
         let drained = wait_for(
             "drain survives a restart",
             Duration::from_secs(15),
-            || async { Ok(get(&http, &url(&c, "/api/v1/agents?status=draining"), None).await?.1) },
+            || async { Ok(api.get(&c, As::Admin, agents_url).await?.1) },
             |v| v["total"] == 1,
         )
         .await?;
         ensure!(drained["items"][0]["id"] == agent.as_str(), "{drained}");
 
         // Gone: the agent is forgotten and stays gone across a restart.
-        let (code, body) = post(
-            &http,
-            &url(&c, &format!("/api/v1/agents/{agent}/gone")),
-            Some(TOKEN),
-            Value::Null,
-        )
-        .await?;
+        let (code, body) = api
+            .post(&c, As::Admin, &format!("/api/v1/agents/{agent}/gone"), Value::Null)
+            .await?;
         ensure!(code == 202, "{code} {body}");
         wait_for(
             "agent gone",
             Duration::from_secs(10),
-            || async { Ok(get(&http, &url(&c, "/api/v1/overview"), None).await?.1) },
+            || async { Ok(api.get(&c, As::Admin, "/api/v1/overview").await?.1) },
             |v| v["agents_by_status"]["gone"] == 1 && v["agents"] == 1,
         )
         .await?;
-        let (code, body) = post(
-            &http,
-            &url(&c, &format!("/api/v1/agents/{agent}/drain")),
-            Some(TOKEN),
-            Value::Null,
-        )
-        .await?;
+        let (code, body) = api
+            .post(&c, As::Admin, &format!("/api/v1/agents/{agent}/drain"), Value::Null)
+            .await?;
         ensure!(code == 403, "a gone agent cannot be drained: {code} {body}");
         let reg: Value = c.get(c.master_addr(), "/raft/registry").await?;
         ensure!(reg["gone"].get(&agent).is_some(), "{reg}");
@@ -251,11 +277,13 @@ async fn actions_need_the_token_and_a_drain_empties_an_agent() -> Result<()> {
 /// and a framework teardown by an operator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
-    let c = Cluster::start(spec()).await?;
+    let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
-        let http = reqwest::Client::builder().build()?;
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "events", None).await?;
-        let mut stream = http.get(url(&c, "/api/v1/events")).send().await?;
+        let api = Api::new(&c, Duration::from_secs(60))?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "events", None).await?;
+        let (code, v) = api.get(&c, As::Nobody, "/api/v1/events").await?;
+        ensure!(code == 401, "events without a credential: {code} {v}");
+        let mut stream = api.request(&c, As::Admin, Method::GET, "/api/v1/events").send().await?;
         ensure!(stream.status() == 200);
         let mut seen = String::new();
         // The hello arrives first: the stream is live before the launch.
@@ -264,13 +292,14 @@ async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
             seen.push_str(&String::from_utf8_lossy(&chunk.context("stream ended")?));
         }
         launch_on_next_offer(&s, &mut ev, "evt", "sleep 60").await?;
-        let (code, body) = post(
-            &http,
-            &url(&c, &format!("/api/v1/frameworks/{fid}/teardown")),
-            Some(TOKEN),
-            Value::Null,
-        )
-        .await?;
+        let (code, body) = api
+            .post(
+                &c,
+                As::Admin,
+                &format!("/api/v1/frameworks/{fid}/teardown"),
+                Value::Null,
+            )
+            .await?;
         ensure!(code == 202, "{code} {body}");
         let want = [
             r#""type":"task_added""#,
@@ -287,7 +316,7 @@ async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
         }
         ensure!(seen.contains("\"task_id\":\"evt\""), "{seen}");
         // The why answer for a removed framework is a clear 404.
-        let (code, _) = get(&http, &url(&c, &format!("/api/v1/why/framework/{fid}")), None).await?;
+        let (code, _) = api.get(&c, As::Admin, &format!("/api/v1/why/framework/{fid}")).await?;
         ensure!(code == 404);
         Ok(())
     }
@@ -298,27 +327,23 @@ async fn the_event_stream_reports_tasks_and_teardown() -> Result<()> {
 /// Followers send operators to the leader (307), for the dashboard too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_redirect_the_dashboard_and_api_to_the_leader() -> Result<()> {
-    let mut s = spec();
-    s.masters = 3;
-    s.agents = 1;
-    let c = Cluster::start(s).await?;
+    let c = Cluster::start(ClusterSpec {
+        masters: 3,
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
     let result = async {
         let leader = c.wait_leader().await?;
         let follower = (0..3).find(|i| *i != leader).context("a follower")?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = mezzo_proto::security::https::client(&c.transport(), MASTER_DNS_NAME, Duration::from_secs(10))
+            .map_err(anyhow::Error::msg)?;
+        // Scheme-relative: the client keeps https.
         for path in ["/", "/api/v1/overview", "/api/v1/tasks?state=running", "/api/v1/events"] {
-            let r = http
-                .get(format!("http://{}{path}", c.masters[follower].addr))
-                .send()
-                .await?;
+            let r = http.get(c.url(&c.masters[follower].addr, path)).send().await?;
             ensure!(r.status() == 307, "{path}: {}", r.status());
             let loc = r.headers()["location"].to_str()?;
-            ensure!(
-                loc == format!("http://{}{path}", c.masters[leader].addr),
-                "{path} -> {loc}"
-            );
+            ensure!(loc == format!("//{}{path}", c.masters[leader].addr), "{path} -> {loc}");
         }
         let page = c.text(&c.masters[leader].addr, "/").await?;
         ensure!(page.contains("/ui/app.js"), "{page}");
@@ -338,14 +363,27 @@ async fn followers_redirect_the_dashboard_and_api_to_the_leader() -> Result<()> 
     result.with_context(|| c.logs())
 }
 
-/// Runs `mezzo ARGS` against the cluster; returns exit code and stdout.
-async fn mezzo(c: &Cluster, args: &[&str], token: Option<&str>) -> Result<(i32, String, String)> {
-    let mut cmd = tokio::process::Command::new(mezzo_tests::mezzo_bin());
-    cmd.args(args)
-        .env("MEZZO_MASTER", c.masters().join(","))
-        .env_remove("MEZZO_OPERATOR_TOKEN");
-    if let Some(t) = token {
-        cmd.env("MEZZO_OPERATOR_TOKEN", t);
+/// Runs `mezzo ARGS` against the cluster as `who`; returns exit code,
+/// stdout and stderr.
+async fn mezzo(c: &Cluster, args: &[&str], who: As<'_>) -> Result<(i32, String, String)> {
+    let mut cmd = c.command();
+    cmd.args(args).env_remove("MEZZO_TOKEN");
+    match who {
+        As::Admin => {}
+        As::Nobody => {
+            // A client configuration with the CA and no credential.
+            let path = c.dir.path().join("nobody.toml");
+            let cfg = mezzo_proto::security::ClientConfig {
+                masters: c.masters(),
+                ca: c.ca_pem()?,
+                ..Default::default()
+            };
+            cfg.save(&path)?;
+            cmd.env("MEZZO_CLIENT_CONFIG", &path);
+        }
+        As::Bearer(t) => {
+            cmd.env("MEZZO_TOKEN", t);
+        }
     }
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await??;
     Ok((
@@ -359,51 +397,54 @@ async fn mezzo(c: &Cluster, args: &[&str], token: Option<&str>) -> Result<(i32, 
 /// scripts what happened: 0 ok, 2 not found, 3 refused, 4 bad request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Result<()> {
-    let c = Cluster::start(spec()).await?;
+    let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "cli", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "cli", None).await?;
         let agent = launch_on_next_offer(&s, &mut ev, "talker", "echo hello-from-task; sleep 60").await?;
 
-        let (code, out, err) = mezzo(&c, &["tasks", "--state", "running", "--json"], None).await?;
+        let (code, out, err) = mezzo(&c, &["tasks", "--state", "running", "--json"], As::Admin).await?;
         ensure!(code == 0, "{err}");
         let v: Value = serde_json::from_str(&out)?;
         ensure!(v["total"] == 1 && v["items"][0]["id"] == "talker", "{v}");
-        let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid], None).await?;
+        let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid], As::Admin).await?;
         ensure!(
             code == 0 && out.contains("talker") && out.contains("TASK_RUNNING"),
             "{out}"
         );
-        let (code, out, _) = mezzo(&c, &["agents"], None).await?;
+        let (code, out, _) = mezzo(&c, &["agents"], As::Admin).await?;
         ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
-        let (code, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let (code, out, _) = mezzo(&c, &["frameworks", "--json"], As::Admin).await?;
         let v: Value = serde_json::from_str(&out)?;
         ensure!(
             code == 0 && v["items"][0]["offers"]["accepted"].as_u64() >= Some(1),
             "{v}"
         );
-        let (code, out, _) = mezzo(&c, &["why", &fid], None).await?;
+        let (code, out, _) = mezzo(&c, &["why", &fid], As::Admin).await?;
         ensure!(code == 0 && out.contains("offers received"), "{out}");
-        let (code, out, _) = mezzo(&c, &["logs", "talker"], None).await?;
+        let (code, out, _) = mezzo(&c, &["logs", "talker"], As::Admin).await?;
         ensure!(code == 0 && out.contains("hello-from-task"), "{out}");
-        let (code, out, _) = mezzo(&c, &["top", "--once"], None).await?;
+        let (code, out, _) = mezzo(&c, &["top", "--once"], As::Admin).await?;
         ensure!(code == 0 && out.contains("talker") && out.contains("cpus"), "{out}");
 
         // Exit codes.
-        let (code, _, err) = mezzo(&c, &["logs", "no-such-task"], None).await?;
+        let (code, _, err) = mezzo(&c, &["logs", "no-such-task"], As::Admin).await?;
         ensure!(code == 2, "{code} {err}");
-        let (code, _, err) = mezzo(&c, &["why", "no-such-thing"], None).await?;
+        let (code, _, err) = mezzo(&c, &["why", "no-such-thing"], As::Admin).await?;
         ensure!(code == 2, "{code} {err}");
-        let (code, _, err) = mezzo(&c, &["drain", &agent], None).await?;
-        ensure!(code == 3 && err.contains("token"), "{code} {err}");
-        let (code, _, err) = mezzo(&c, &["tasks", "--state", "sleepy"], None).await?;
+        let (code, _, err) = mezzo(&c, &["drain", &agent], As::Nobody).await?;
+        ensure!(code == 3 && err.contains("credential"), "{code} {err}");
+        let x = c.issue_token("user:x").await?;
+        let (code, _, err) = mezzo(&c, &["drain", &agent], As::Bearer(&x)).await?;
+        ensure!(code == 3 && err.contains("user:x may not drain_agent"), "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["tasks", "--state", "sleepy"], As::Admin).await?;
         ensure!(code == 4 && err.contains("state"), "{code} {err}");
 
-        // With the token: kill the task, and its state shows it.
-        let (code, _, err) = mezzo(&c, &["kill", "talker"], Some(TOKEN)).await?;
+        // As the administrator: kill the task, and its state shows it.
+        let (code, _, err) = mezzo(&c, &["kill", "talker"], As::Admin).await?;
         ensure!(code == 0, "{err}");
         ev.update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
             .await?;
-        let (code, out, _) = mezzo(&c, &["drain", &agent, "--deadline", "5s", "--json"], Some(TOKEN)).await?;
+        let (code, out, _) = mezzo(&c, &["drain", &agent, "--deadline", "5s", "--json"], As::Admin).await?;
         ensure!(code == 0 && out.contains("drain"), "{out}");
         Ok(())
     }
@@ -416,9 +457,9 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
 /// `mezzo why` shows both; oversized reports are refused by field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
-    let c = Cluster::start(spec()).await?;
+    let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "why", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "why", None).await?;
         let offer = ev.offer().await?;
         s.decline(vec![offer.offer_id], Some(30.0)).await?;
         let big = Resources::parse("cpus:64;mem:1024")?;
@@ -429,13 +470,13 @@ async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
         )])
         .await?;
 
-        let (code, out, err) = mezzo(&c, &["why", "big-job"], None).await?;
+        let (code, out, err) = mezzo(&c, &["why", "big-job"], As::Admin).await?;
         ensure!(code == 0, "{err}");
         ensure!(
             out.contains("needs 64 cpus, largest offer 8") && out.contains("declined 1"),
             "{out}"
         );
-        let (code, out, _) = mezzo(&c, &["why", &fid, "--json"], None).await?;
+        let (code, out, _) = mezzo(&c, &["why", &fid, "--json"], As::Admin).await?;
         let v: Value = serde_json::from_str(&out)?;
         ensure!(
             code == 0 && v["pending"]["tasks"][0]["resources"]["cpus"] == 64.0,
@@ -445,7 +486,7 @@ async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
             v["filtered_agents"] == 1 && v["offers"]["largest_offer"]["cpus"] == 8.0,
             "{v}"
         );
-        let (_, out, _) = mezzo(&c, &["frameworks", "--json"], None).await?;
+        let (_, out, _) = mezzo(&c, &["frameworks", "--json"], As::Admin).await?;
         let v: Value = serde_json::from_str(&out)?;
         ensure!(v["items"][0]["pending_tasks"] == 1, "{v}");
 
@@ -466,11 +507,11 @@ async fn why_pending_shows_offers_and_reported_reasons() -> Result<()> {
             .await
             .expect_err("bad id refused");
         ensure!(e.to_string().contains("task_id"), "{e}");
-        let (_, out, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        let (_, out, _) = mezzo(&c, &["why", "big-job"], As::Admin).await?;
         ensure!(out.contains("needs 64 cpus"), "{out}");
         // An empty report clears it.
         s.report_pending(Vec::new()).await?;
-        let (code, _, _) = mezzo(&c, &["why", "big-job"], None).await?;
+        let (code, _, _) = mezzo(&c, &["why", "big-job"], As::Admin).await?;
         ensure!(code == 2, "cleared report still found");
         Ok(())
     }

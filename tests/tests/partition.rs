@@ -3,11 +3,16 @@
 //! private bridge ([`mezzo_tests::netns`]), agents in the root namespace.
 //! The leader is cut off: it stops serving, the other two elect a leader
 //! that keeps admitting agents; once healed, the old leader follows and all
-//! three hold the same registry. Needs root and iproute2.
+//! three hold the same registry. Needs root and iproute2. Security is on:
+//! the masters share one `MEZZO_HOME` (the first creates the CA), the
+//! agents join with its agent join token, and the test reads as the
+//! administrator (curl inside a namespace with the admin's certificate).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
+use mezzo_proto::security::{ClientConfig, Transport};
 use mezzo_tests::netns::Net;
 use mezzo_tests::{Daemon, mezzo_bin};
 use serde_json::Value;
@@ -23,24 +28,25 @@ struct Group {
     masters: Vec<Daemon>,
     agents: Vec<Daemon>,
     dir: tempfile::TempDir,
-    /// Follows no redirect: a follower's `/state` shows as 307.
+    /// As `user:admin`; follows no redirect: a follower's `/state` shows
+    /// as 307.
     http: reqwest::Client,
+    /// curl's TLS arguments: the CA, the admin's certificate and key.
+    curl_tls: Vec<String>,
     peers: String,
 }
 
 impl Group {
     /// Three masters, master `i` in namespace `i` on port 5050.
     async fn start(net: &Net) -> Result<Group> {
+        mezzo_proto::security::tls::ensure_provider();
         let addrs: Vec<String> = (0..3).map(|i| format!("{}:5050", net.ip(i))).collect();
         let mut g = Group {
             masters: Vec::new(),
             agents: Vec::new(),
             dir: tempfile::Builder::new().prefix("mezzo-test-").tempdir()?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(1))
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()?,
+            http: reqwest::Client::new(),
+            curl_tls: Vec::new(),
             peers: addrs.join(","),
         };
         for (i, addr) in addrs.iter().enumerate() {
@@ -63,10 +69,58 @@ impl Group {
                 "500ms",
             ]);
             let log = g.dir.path().join(format!("master{i}.log"));
-            let d = Daemon::spawn_via(&net.prefix(i), &format!("master{i}"), &args, log).await;
+            let d = Daemon::spawn_full(&net.prefix(i), &g.env(), &format!("master{i}"), &args, log).await;
             g.masters.push(d.with_context(|| g.logs())?);
+            if i == 0 {
+                g.load_credentials()?;
+            }
         }
         Ok(g)
+    }
+
+    /// `MEZZO_HOME` of every daemon of the group.
+    fn env(&self) -> Vec<(String, String)> {
+        vec![("MEZZO_HOME".into(), self.dir.path().join("home").display().to_string())]
+    }
+
+    /// Reads the client configuration the first master wrote: the HTTP
+    /// client, and the same credential as files for curl.
+    fn load_credentials(&mut self) -> Result<()> {
+        let path = self.dir.path().join("home/config.toml");
+        let cfg = ClientConfig::load(&path)?;
+        let transport = cfg.transport(&path)?;
+        let Transport::Tls(creds) = &transport else {
+            bail!("the group runs with TLS");
+        };
+        let tls = creds.client_config(MASTER_DNS_NAME)?;
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(tls))
+            .build()?;
+        let (cert, key) = cfg
+            .cert
+            .zip(cfg.key)
+            .context("no admin certificate in the client configuration")?;
+        for (flag, name, pem) in [
+            ("--cacert", "ca.crt", &cfg.ca),
+            ("--cert", "admin.crt", &cert),
+            ("--key", "admin.key", &key),
+        ] {
+            let file = self.dir.path().join(name);
+            std::fs::write(&file, pem)?;
+            self.curl_tls.extend([flag.to_owned(), file.display().to_string()]);
+        }
+        Ok(())
+    }
+
+    /// GET `https://<master i>PATH` from inside namespace `ns` as the
+    /// administrator (curl verifies the master by its address, which its
+    /// certificate names).
+    async fn get_in(&self, net: &Net, ns: usize, i: usize, path: &str) -> Result<(u16, String)> {
+        let url = format!("https://{}{path}", self.masters[i].addr);
+        net.http_get(ns, &url, &self.curl_tls).await
     }
 
     /// Starts agent `i` in the root namespace, on the bridge's address.
@@ -96,7 +150,7 @@ impl Group {
             "none",
         ]);
         let log = self.dir.path().join(format!("agent{i}.log"));
-        let d = Daemon::spawn(&format!("agent{i}"), &args, log).await;
+        let d = Daemon::spawn_env(&self.env(), &format!("agent{i}"), &args, log).await;
         self.agents.push(d.with_context(|| self.logs())?);
         Ok(())
     }
@@ -105,7 +159,7 @@ impl Group {
     async fn get(&self, i: usize, path: &str) -> Result<(u16, Value)> {
         let r = self
             .http
-            .get(format!("http://{}{path}", self.masters[i].addr))
+            .get(format!("https://{}{path}", self.masters[i].addr))
             .send()
             .await?;
         let code = r.status().as_u16();
@@ -211,10 +265,9 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
     // and stops serving /state (307 or 503).
     net.partition(old)?;
     println!("partitioned master{old} ({})", net.ns(old));
-    let old_addr = gr.masters[old].addr.as_str();
     let (_, took) = until("the cut-off leader steps down", STEP_DOWN, || async move {
-        let raft = net.http_get(old, &format!("http://{old_addr}/raft")).await;
-        let state = net.http_get(old, &format!("http://{old_addr}/state")).await;
+        let raft = gr.get_in(net, old, old, "/raft").await;
+        let state = gr.get_in(net, old, old, "/state").await;
         match (&raft, &state) {
             (Ok((200, r)), Ok((code, _))) if *code != 200 && !r.contains(r#""role":"leader""#) => Ok(()),
             _ => Err(format!("/raft {raft:?}, /state {state:?}")),
@@ -241,7 +294,6 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
     g.add_agent(net).await?;
     println!("agent1: {} (root namespace)", g.agents[1].addr);
     let gr = &*g;
-    let old_addr = gr.masters[old].addr.as_str();
     let new_addr = new_addr.as_str();
     let (_, took) = until("agent1 registers with the new leader", LIMIT, || async move {
         match gr.get(new, "/state").await {
@@ -258,13 +310,13 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
     .await?;
     println!("agent1 admitted by master{new} after {took:?}");
     // The cut-off master saw none of it and still does not serve.
-    let (code, body) = net.http_get(old, &format!("http://{old_addr}/raft/registry")).await?;
+    let (code, body) = gr.get_in(net, old, old, "/raft/registry").await?;
     let reg: Value = serde_json::from_str(&body).with_context(|| format!("{code} {body}"))?;
     ensure!(
         reg["agents"].as_object().map(|a| a.len()) == Some(1),
         "the cut-off master applied what it could not have seen: {reg}"
     );
-    let (code, _) = net.http_get(old, &format!("http://{old_addr}/state")).await?;
+    let (code, _) = gr.get_in(net, old, old, "/state").await?;
     ensure!(code != 200, "the cut-off master serves /state");
 
     // Heal: the old leader follows the new one; all three agree on the

@@ -84,7 +84,7 @@ impl Service {
             work_dir.display().to_string(),
         ];
         let log = c.dir.path().join(format!("service-{tag}.log"));
-        let daemon = Daemon::spawn("service", &args, log).await?;
+        let daemon = Daemon::spawn_env(&c.env(), "service", &args, log).await?;
         let svc = Service {
             daemon,
             work_dir,
@@ -95,9 +95,11 @@ impl Service {
         Ok(svc)
     }
 
-    /// Runs `mezzo service ARGS --service ADDR`: (exit code, stdout, stderr).
+    /// Runs `mezzo service ARGS --service ADDR` (with the cluster's
+    /// environment): (exit code, stdout, stderr).
     async fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
         let out = tokio::process::Command::new(mezzo_bin())
+            .envs(self.daemon.env.iter().cloned())
             .arg("service")
             .args(args)
             .arg("--service")

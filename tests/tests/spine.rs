@@ -15,7 +15,7 @@ use mezzo_tests::{Cluster, ClusterSpec, fw};
 async fn two_hundred_tasks_finish_and_every_update_is_acknowledged() -> Result<()> {
     let c = Cluster::start(ClusterSpec::default()).await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "two-hundred", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "two-hundred", None).await?;
         let need = Resources::parse("cpus:0.1;mem:16")?;
         let total = 200;
         let (mut launched, mut done) = (0, 0);
@@ -102,7 +102,7 @@ async fn exit_codes_kill_and_grace_period() -> Result<()> {
     })
     .await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "kills", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "kills", None).await?;
         let o = ev.offer().await?;
         let stubborn = TaskBuilder::new("stubborn")
             .resources(&Resources::parse("cpus:0.1;mem:16")?)
@@ -176,7 +176,7 @@ async fn killed_agent_rescinds_offers_and_tasks_become_unreachable() -> Result<(
     })
     .await?;
     let result = async {
-        let (s, mut ev, _) = fw::subscribe(c.masters(), "lost-agent", None).await?;
+        let (s, mut ev, _) = fw::subscribe(&c, "lost-agent", None).await?;
         let o = ev.offer().await?;
         s.accept(vec![o.offer_id], vec![fw::shell_task("long", "exec sleep 120")], None)
             .await?;
@@ -237,7 +237,7 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
     })
     .await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "failover", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "failover", None).await?;
         let o = ev.offer().await?;
         s.accept(
             vec![o.offer_id],
@@ -256,7 +256,7 @@ async fn resubscribed_framework_keeps_tasks_and_gets_missed_updates() -> Result<
         let st = c.master_state().await?;
         ensure!(st["frameworks"][0]["id"] == fid.as_str(), "framework kept: {st}");
 
-        let (s2, mut ev2, fid2) = fw::subscribe(c.masters(), "failover", Some(fid.clone())).await?;
+        let (s2, mut ev2, fid2) = fw::subscribe(&c, "failover", Some(fid.clone())).await?;
         ensure!(fid2 == fid, "resumed as {fid2}");
         // Reconciliation may answer first (without a uuid); the agent's own
         // updates, which need acknowledging, must arrive too.
@@ -301,7 +301,7 @@ async fn done_sandboxes_are_garbage_collected_and_live_ones_kept() -> Result<()>
     );
     let c = Cluster::start(spec).await?;
     let result = async {
-        let (s, mut ev, fid) = fw::subscribe(c.masters(), "gc", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "gc", None).await?;
         let o = ev.offer().await?;
         let tasks = vec![
             fw::shell_task("brief", "echo bye"),

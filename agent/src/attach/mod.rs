@@ -21,7 +21,6 @@ use mezzo_proto::v1::{self, master_message::Message};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 use self::register::Identity;
 use crate::AgentError;
@@ -42,6 +41,8 @@ const OUTBOUND_CAPACITY: usize = 8192;
 /// What the connection needs from the rest of the agent.
 pub struct AttachDeps {
     pub masters: Vec<String>,
+    /// TLS with the agent's certificate (or plain text, `--insecure`).
+    pub transport: mezzo_proto::security::Transport,
     pub work_dir: PathBuf,
     pub identity: Identity,
     pub table: TableHandle,
@@ -145,14 +146,15 @@ fn refused(addr: &str, status: tonic::Status) -> Ended {
 }
 
 async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result<(), Ended> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Ended::Failed(format!("bad master address {addr:?}: {e}")))?
-        .tcp_nodelay(true)
+    let endpoint = mezzo_proto::security::grpc::endpoint(addr, &deps.transport)
+        .map_err(Ended::Failed)?
         .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Ended::Failed(format!("cannot connect to master {addr}: {e}")))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        Ended::Failed(format!(
+            "cannot connect to master {addr}: {}",
+            mezzo_proto::security::grpc::error_chain(&e)
+        ))
+    })?;
     let mut client = AgentApiClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -234,6 +234,11 @@ fn prepare(
     std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
         .map_err(sandbox_err(&spec.sandbox))?;
     std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
+    super::write_secret_files(
+        &spec.sandbox,
+        &spec.secret_files,
+        Some((user.uid.as_raw(), user.gid.as_raw())),
+    )?;
     let argv = argv(&spec)?;
     let limits = Limits {
         cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),

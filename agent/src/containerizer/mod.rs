@@ -53,6 +53,70 @@ pub struct ContainerSpec {
     /// Give the task a network namespace of its own with only loopback
     /// (task label `mezzo.network=isolated`).
     pub isolated_network: bool,
+    /// Secret files to write into the sandbox before the task starts.
+    pub secret_files: Vec<SecretFile>,
+}
+
+/// A secret's value and where in the sandbox it goes (0400, the task's
+/// user). Its `Debug` shows the path only.
+#[derive(Clone, Default)]
+pub struct SecretFile {
+    /// Relative to the sandbox, checked ([`mezzo_proto::security::secret::sandbox_path`]).
+    pub path: PathBuf,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes the secret files into a fresh sandbox, as `uid`:`gid` (None:
+/// the agent's own user), refusing to follow any symlink on the way.
+pub fn write_secret_files(
+    sandbox: &std::path::Path,
+    files: &[SecretFile],
+    owner: Option<(u32, u32)>,
+) -> Result<(), ContainerError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    for f in files {
+        let err = |source| ContainerError::Sandbox {
+            path: sandbox.join(&f.path),
+            source,
+        };
+        let mut dir = sandbox.to_path_buf();
+        let parts: Vec<_> = f.path.components().collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => return Err(err(std::io::Error::other("a part of the path is not a directory"))),
+                Err(_) => {
+                    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(err)?;
+                    if let Some((uid, gid)) = owner {
+                        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)).map_err(err)?;
+                    }
+                }
+            }
+        }
+        let path = sandbox.join(&f.path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(err)?;
+        file.write_all(&f.value).map_err(err)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Task label asking for a private network namespace (loopback only).

@@ -59,6 +59,7 @@ impl PosixContainerizer {
         tokio::fs::create_dir_all(&spec.sandbox)
             .await
             .map_err(sandbox_err(&spec.sandbox))?;
+        super::write_secret_files(&spec.sandbox, &spec.secret_files, None)?;
         let stdout_path = spec.sandbox.join("stdout");
         let stderr_path = spec.sandbox.join("stderr");
         let stdout = std::fs::File::create(&stdout_path).map_err(sandbox_err(&stdout_path))?;

@@ -105,6 +105,35 @@ fn symlinks_out_of_the_sandbox_are_refused() {
     }
 }
 
+/// Found by fuzzing (docs/fuzzing.md): a path through a file
+/// (`stdout/x`), a symlink loop or an overlong name was answered 500, and
+/// past a symlink out, "not found" against "leads out" told whether a file
+/// exists on the host. Now each is the caller's mistake, and anything
+/// beyond a way out is a way out.
+#[test]
+fn unresolvable_paths_are_client_errors_that_tell_nothing_of_the_host() {
+    let (d, s) = setup();
+    let sb = d.path().join("sandboxes/fw1/t1");
+    symlink("loop-b", sb.join("loop-a")).expect("symlink");
+    symlink("loop-a", sb.join("loop-b")).expect("symlink");
+    assert!(matches!(
+        s.read("stdout/x", None, None, None),
+        Err(FilesError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.read("loop-a", None, None, None),
+        Err(FilesError::Invalid(_))
+    ));
+    let long = "n".repeat(300);
+    assert!(matches!(s.read(&long, None, None, None), Err(FilesError::Invalid(_))));
+    for p in ["etc/passwd", "etc/no-such-file", "out-abs/x", "neighbour/none"] {
+        assert!(
+            matches!(s.read(p, None, None, None), Err(FilesError::Escapes(_))),
+            "{p}"
+        );
+    }
+}
+
 #[test]
 fn bad_ids_and_missing_sandboxes_are_refused() {
     let (d, _s) = setup();

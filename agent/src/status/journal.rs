@@ -154,6 +154,10 @@ impl Journal {
 }
 
 #[cfg(test)]
+#[path = "journal_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

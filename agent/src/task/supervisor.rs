@@ -353,6 +353,7 @@ impl Supervisor {
                 .unwrap_or_default(),
             user,
             run_dir: self.spec.run_dir.clone(),
+            secret_files: secret_files(&self.spec.task),
             isolated_network: self
                 .spec
                 .task
@@ -361,6 +362,25 @@ impl Supervisor {
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
         }
     }
+}
+
+/// The task's secret files, with paths checked again here (the agent
+/// writes them as root).
+fn secret_files(task: &v1::TaskInfo) -> Vec<crate::containerizer::SecretFile> {
+    let Some(cmd) = &task.command else { return Vec::new() };
+    cmd.secret_files
+        .iter()
+        .filter_map(|f| match mezzo_proto::security::secret::sandbox_path(&f.path) {
+            Ok(path) => Some(crate::containerizer::SecretFile {
+                path,
+                value: f.value.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(task = %task.task_id, "{e}; not written");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The command to run, or why the task cannot run.

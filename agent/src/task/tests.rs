@@ -269,6 +269,13 @@ async fn output_and_environment_land_in_the_sandbox() -> TestResult {
         environment: vec![v1::EnvVar {
             name: "GREETING".into(),
             value: "hello".into(),
+            ..Default::default()
+        }],
+        // As the master sends it: the secret's value filled in.
+        secret_files: vec![v1::SecretFile {
+            path: "conf/db.pw".into(),
+            secret: "db".into(),
+            value: b"hunter2".to_vec(),
         }],
         ..command(
             "echo $GREETING $MEZZO_TASK_ID $MEZZO_FRAMEWORK_ID $MEZZO_AGENT_ID; pwd; echo oops >&2",
@@ -290,5 +297,9 @@ async fn output_and_environment_land_in_the_sandbox() -> TestResult {
         Path::new(&run.sandbox).display()
     );
     assert_eq!(std::fs::read_to_string(run.sandbox.join("stderr"))?, "oops\n");
+    let secret = run.sandbox.join("conf/db.pw");
+    assert_eq!(std::fs::read(&secret)?, b"hunter2");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&secret)?.permissions().mode() & 0o777, 0o400);
     Ok(())
 }

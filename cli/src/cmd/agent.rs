@@ -86,6 +86,14 @@ pub struct Args {
     /// How often the disk is measured and due sandboxes removed.
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     sandbox_gc_interval: Duration,
+    /// Talk plain text to an `--insecure` cluster and serve HTTP to anyone.
+    #[arg(long, env = "MEZZO_INSECURE_AGENT")]
+    insecure: bool,
+    /// A file holding the join token for the first start (`mezzo token
+    /// create --kind agent`); or set MEZZO_JOIN_TOKEN. Without either, the
+    /// agent join token of the local client configuration is used.
+    #[arg(long, env = "MEZZO_JOIN_TOKEN_FILE")]
+    join_token_file: Option<PathBuf>,
 }
 
 fn headroom(s: &str) -> Result<f64, String> {
@@ -101,6 +109,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/mezzo/agent-{}", a.listen.port())));
     let mut cfg = AgentConfig::new(super::comma_list(&a.master), a.listen, work_dir);
     cfg.runtime_dir = a.runtime_dir;
+    cfg.security.insecure = a.insecure;
+    cfg.security.join_token = super::master::join_token(a.join_token_file.as_deref())?;
     if let Some(r) = a.resources {
         let r = ReservedResources::parse(&r).context("--resources")?;
         cfg.resources = Some(r.unreserved);

@@ -50,10 +50,49 @@ pub struct Args {
     /// Unused offers are rescinded after this long.
     #[arg(long, env = "MEZZO_OFFER_TIMEOUT", default_value = "30s", value_parser = super::duration)]
     offer_timeout: Duration,
-    /// Token operators must send (`Authorization: Bearer ...`) for actions
-    /// such as drain and teardown; without one those are refused.
-    #[arg(long, env = "MEZZO_OPERATOR_TOKEN", hide_env_values = true)]
-    operator_token: Option<String>,
+    /// Serve plain text and authenticate nobody (development only; every
+    /// start logs a warning). Clients then need MEZZO_INSECURE=1.
+    #[arg(long, env = "MEZZO_INSECURE_MASTER")]
+    insecure: bool,
+    /// Where the cluster CA lives, shared by the masters of one machine
+    /// (created on a new cluster's first start).
+    #[arg(long, env = "MEZZO_PKI_DIR")]
+    pki_dir: Option<PathBuf>,
+    /// Where a master that creates a new CA writes the administrator's
+    /// client configuration (default: $MEZZO_HOME/config.toml, i.e.
+    /// ~/.mezzo/config.toml). "none" writes none.
+    #[arg(long, env = "MEZZO_ADMIN_CONFIG")]
+    admin_config: Option<String>,
+    /// A file holding a master join token (`mezzo token create --kind
+    /// master`), for a master joining from another machine; or set
+    /// MEZZO_JOIN_TOKEN.
+    #[arg(long, env = "MEZZO_JOIN_TOKEN_FILE")]
+    join_token_file: Option<PathBuf>,
+    /// Let clients without a credential read (never act).
+    #[arg(long, env = "MEZZO_ANONYMOUS_READ")]
+    anonymous_read: bool,
+    /// Calls per second one principal may make (burst twice that); 0: no limit.
+    #[arg(long, env = "MEZZO_MAX_CALLS_PER_SECOND", default_value_t = 5_000)]
+    max_calls_per_second: u32,
+    /// Connections a master holds open at once.
+    #[arg(long, env = "MEZZO_MAX_CONNECTIONS", default_value_t = 16_384)]
+    max_connections: usize,
+    /// Frameworks one principal may register; 0: no limit.
+    #[arg(long, env = "MEZZO_MAX_FRAMEWORKS_PER_PRINCIPAL", default_value_t = 100)]
+    max_frameworks_per_principal: usize,
+    /// Agents the cluster admits; 0: no limit.
+    #[arg(long, env = "MEZZO_MAX_AGENTS", default_value_t = 100_000)]
+    max_agents: usize,
+}
+
+/// A join token from `file`, else from MEZZO_JOIN_TOKEN (never a flag's
+/// value: command lines are visible to every user of the machine).
+pub fn join_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f).with_context(|| format!("cannot read the join token in {}", f.display()))?;
+        return Ok(Some(t.trim().to_owned()));
+    }
+    Ok(std::env::var("MEZZO_JOIN_TOKEN").ok().filter(|t| !t.trim().is_empty()))
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -68,7 +107,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
     cfg.core.offer_timeout = a.offer_timeout;
-    cfg.operator = mezzo_master::http::OperatorAuth::new(a.operator_token);
+    cfg.core.max_frameworks_per_principal = a.max_frameworks_per_principal;
+    cfg.core.max_agents = a.max_agents;
+    let sec = &mut cfg.security;
+    sec.insecure = a.insecure;
+    if let Some(dir) = a.pki_dir {
+        sec.pki_dir = dir;
+    }
+    sec.client_config = match a.admin_config.as_deref() {
+        Some("none") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(mezzo_proto::security::client_config::mezzo_home().join("config.toml")),
+    };
+    sec.join_token = join_token(a.join_token_file.as_deref())?;
+    sec.anonymous_read = a.anonymous_read;
+    sec.max_calls_per_second = a.max_calls_per_second;
+    sec.max_connections = a.max_connections;
     let master = mezzo_master::start(cfg).await.context("cannot start the master")?;
     super::ready("master", master.addr);
     if let Some(http) = master.http_addr {

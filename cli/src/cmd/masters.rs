@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use super::ops::client::Client;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Master addresses, comma-separated (any of them; followers redirect).
-    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050", global = true)]
+    #[arg(long, env = "MEZZO_MASTER", default_value = "", global = true)]
     master: String,
     /// Print JSON.
     #[arg(long, global = true)]
@@ -27,10 +27,7 @@ enum Action {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
-    let (path, body, delete) = match a.action.unwrap_or(Action::List) {
+    let (method, path, body) = match a.action.unwrap_or(Action::List) {
         Action::List => {
             let masters = super::status::masters_status(&a.master).await;
             if a.json {
@@ -51,37 +48,25 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) });
         }
         Action::Add { address } => (
+            reqwest::Method::POST,
             "/raft/members".to_owned(),
             Some(serde_json::json!({ "address": address })),
-            false,
         ),
-        Action::Remove { id } => (format!("/raft/members/{id}"), None, true),
+        Action::Remove { id } => (reqwest::Method::DELETE, format!("/raft/members/{id}"), None),
     };
-    let mut last = None;
-    for m in super::comma_list(&a.master) {
-        let url = format!("http://{m}{path}");
-        let req = if delete {
-            client.delete(&url)
-        } else {
-            client.post(&url).json(&body)
-        };
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                if !status.is_success() {
-                    bail!("{m} refused: {status}: {text}");
-                }
-                let v: serde_json::Value = serde_json::from_str(&text).context("bad answer")?;
-                if a.json {
-                    println!("{v}");
-                } else {
-                    println!("done: master {} ; members now {}", v["id"], v["members"]);
-                }
-                return Ok(ExitCode::SUCCESS);
+    let client = Client::new(&a.master)?;
+    match client.call(method, &path, body).await {
+        Ok(v) => {
+            if a.json {
+                println!("{v}");
+            } else {
+                println!("done: master {} ; members now {}", v["id"], v["members"]);
             }
-            Err(e) => last = Some(anyhow::anyhow!("{m}: {e}")),
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
 }

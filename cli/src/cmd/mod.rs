@@ -5,6 +5,7 @@ pub mod masters;
 pub mod ops;
 pub mod roles;
 pub mod run;
+pub mod security;
 pub mod service;
 pub mod status;
 

@@ -14,14 +14,11 @@ use super::res;
 #[derive(Debug, clap::Args)]
 pub struct Conn {
     /// Master addresses, comma-separated (any of them; followers redirect).
-    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050", global = true)]
+    #[arg(long, env = "MEZZO_MASTER", default_value = "", global = true)]
     master: String,
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
-    /// Operator token (the masters' `--operator-token`); changes need it.
-    #[arg(long, env = "MEZZO_OPERATOR_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -137,7 +134,7 @@ fn mib(v: &str) -> anyhow::Result<String> {
 }
 
 async fn request(conn: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let client = super::ops::client::Client::new(&conn.master, conn.token.clone())?;
+    let client = super::ops::client::Client::new(&conn.master)?;
     Ok(client.call(method, path, body).await?)
 }
 

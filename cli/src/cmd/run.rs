@@ -51,9 +51,31 @@ pub struct Args {
     /// which hop a slow task waited in.
     #[arg(long, value_name = "FILE")]
     timeline: Option<std::path::PathBuf>,
+    /// The role the framework registers in (its tasks' secrets are that
+    /// role's).
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// An environment variable, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// An environment variable holding a secret of the role, NAME=SECRET
+    /// (repeatable; see `mezzo secret put`).
+    #[arg(long = "secret-env", value_name = "NAME=SECRET")]
+    secret_env: Vec<String>,
+    /// A file in the sandbox holding a secret of the role, PATH=SECRET
+    /// (repeatable).
+    #[arg(long = "secret-file", value_name = "PATH=SECRET")]
+    secret_file: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
+}
+
+/// `K=V` split at the first `=`.
+fn pair<'s>(flag: &str, s: &'s str) -> anyhow::Result<(&'s str, &'s str)> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--{flag} {s:?}: expected NAME=VALUE"))
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +144,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         bail!("--instances must be at least 1");
     }
     let per_task = Resources::parse(&format!("cpus:{};mem:{}", a.cpus, a.mem)).context("--cpus/--mem")?;
+    for (flag, list) in [
+        ("env", &a.env),
+        ("secret-env", &a.secret_env),
+        ("secret-file", &a.secret_file),
+    ] {
+        for s in list {
+            pair(flag, s)?;
+        }
+    }
     let mut cfg = SchedulerConfig::new(super::comma_list(&a.master), a.name.clone());
+    cfg.framework.roles = vec![a.role.clone()];
     cfg.framework.failover_timeout_secs = 10.0;
     let (sched, events) = Scheduler::start(cfg);
     let (mut run, refused) = Run::new(&a, per_task, sched);
@@ -234,7 +266,7 @@ impl<'a> Run<'a> {
             }
             Event::Rescind { offer_id } => self.held.retain(|(id, _)| *id != offer_id),
             Event::Update(status) => return Ok(self.on_update(&status)),
-            Event::Error { message } => bail!("the master removed this framework: {message}"),
+            Event::Error { message } => bail!("the framework cannot go on: {message}"),
             Event::Disconnected { reason } => {
                 self.held.clear();
                 tracing::warn!(%reason, "disconnected from the master; reconnecting");
@@ -332,11 +364,21 @@ impl<'a> Run<'a> {
             *avail = left;
             let id = self.task_id(self.next);
             let b = TaskBuilder::new(&id).name(&id).resources(&self.per_task);
-            let b = if a.shell {
+            let mut b = if a.shell {
                 b.shell(a.command.join(" "))
             } else {
                 b.command(&a.command[0], a.command[1..].to_vec())
             };
+            // Checked in `run` before anything was started.
+            for (k, v) in a.env.iter().filter_map(|s| s.split_once('=')) {
+                b = b.env(k, v);
+            }
+            for (k, v) in a.secret_env.iter().filter_map(|s| s.split_once('=')) {
+                b = b.secret_env(k, v);
+            }
+            for (k, v) in a.secret_file.iter().filter_map(|s| s.split_once('=')) {
+                b = b.secret_file(k, v);
+            }
             tasks.push(b.build());
             self.next += 1;
         }

@@ -9,54 +9,40 @@ use mezzo_master::core::view::StateView;
 use mezzo_master::raft::RaftStatus;
 use serde_json::Value;
 
+use std::time::Duration;
+
+use super::ops::client::Client;
 use super::res;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Master addresses, comma-separated; the first that answers is used.
-    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    #[arg(long, env = "MEZZO_MASTER", default_value = "")]
     master: String,
     /// Print the master's full state as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Fetches `/state` from the first master that answers, as it came.
+/// Fetches `/state` from the leader (through any master), as it came.
 pub async fn fetch_state(masters: &str) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()?;
-    let mut last = None;
-    for m in super::comma_list(masters) {
-        match client
-            .get(format!("http://{m}/state"))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-        {
-            Ok(resp) => return resp.json().await.with_context(|| format!("bad /state from {m}")),
-            Err(e) => last = Some(anyhow::anyhow!("{m}: {e}")),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
+    let client = Client::with_timeout(masters, Duration::from_secs(5))?;
+    Ok(client.get("/state").await?)
 }
 
 /// `/raft` of every given master (unreachable ones included, as errors).
 pub async fn masters_status(masters: &str) -> Vec<(String, Result<RaftStatus, String>)> {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .build()
-    {
+    let client = match Client::with_timeout(masters, Duration::from_secs(2)) {
         Ok(c) => c,
         Err(e) => return vec![(masters.to_owned(), Err(e.to_string()))],
     };
     let mut out = Vec::new();
-    for m in super::comma_list(masters) {
-        let r = match client.get(format!("http://{m}/raft")).send().await {
-            Ok(resp) => resp.json::<RaftStatus>().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        out.push((m, r));
+    for m in client.masters() {
+        let r = client
+            .get_from::<RaftStatus>(m, "/raft")
+            .await
+            .map_err(|e| e.to_string());
+        out.push((m.clone(), r));
     }
     out
 }

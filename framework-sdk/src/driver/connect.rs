@@ -4,47 +4,20 @@ use std::time::Duration;
 
 use mezzo_proto::MAX_MESSAGE_BYTES;
 use mezzo_proto::backoff::Backoff;
+use mezzo_proto::security::Transport;
+use mezzo_proto::security::grpc::{self, BearerAuth};
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use tonic::transport::{Channel, Endpoint};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::calls::Client;
 
-/// Opens a channel to `addr` (`host:port` or a full URI) and wraps it in a
-/// client that accepts messages as large as the daemons do.
-pub(crate) async fn connect(addr: &str) -> Result<SchedulerClient<Channel>, String> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("bad master address {addr:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {}", error_chain(&e)))?;
-    Ok(SchedulerClient::new(channel)
+/// Opens a channel to `addr` (`host:port` or a full URI) over `transport`
+/// and wraps it in a client that accepts messages as large as the daemons
+/// do.
+pub(crate) async fn connect(addr: &str, transport: &Transport) -> Result<Client, String> {
+    let channel = grpc::connect(addr, transport).await?;
+    Ok(SchedulerClient::with_interceptor(channel, BearerAuth::new(transport))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// "a: b: c" for an error and its sources (tonic's own Display is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Codes with which a master refuses a subscription for good: retrying the

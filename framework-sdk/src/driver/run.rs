@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use mezzo_proto::v1;
 use mezzo_proto::v1::event::Event as Wire;
-use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::Streaming;
-use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::acks;
 use super::connect::{self, Masters, is_fatal_subscribe_error};
-use crate::calls::{Calls, Command, Link, Session, leader_hint};
+use crate::calls::{Calls, Client, Command, Link, Session, leader_hint};
 use crate::config::SchedulerConfig;
 use crate::event::Event;
 
@@ -48,13 +46,18 @@ pub(crate) fn spawn(
     stop: watch::Receiver<bool>,
 ) {
     let stop_requested = stop_signal(stop, events.clone());
+    let (transport, masters) = match config.resolve_transport() {
+        Ok((t, m)) => (Ok(t), m),
+        Err(why) => (Err(why), config.masters.clone()),
+    };
     let mut driver = Driver {
+        transport,
         framework: config.framework,
         framework_id: config.framework_id.filter(|id| !id.is_empty()),
         auto_ack: config.auto_acknowledge,
         acker,
         call_timeout: config.call_timeout,
-        masters: Masters::new(config.masters),
+        masters: Masters::new(masters),
         backoff: connect::reconnect_backoff(config.reconnect_backoff_max),
         calls,
         session,
@@ -100,13 +103,15 @@ enum Outcome {
 /// A subscription that has received its `Subscribed` event.
 struct Live {
     master: String,
-    client: SchedulerClient<Channel>,
+    client: Client,
     stream: Streaming<v1::Event>,
     framework_id: String,
     dead_after: Duration,
 }
 
 struct Driver {
+    /// How to reach the masters, or why that is unknown (fatal at once).
+    transport: Result<mezzo_proto::security::Transport, String>,
     framework: v1::FrameworkInfo,
     /// Passed on every subscription once known, so the framework resumes.
     framework_id: Option<String>,
@@ -180,7 +185,11 @@ impl Driver {
 
     /// Connects to `addr`, subscribes and waits for the `Subscribed` event.
     async fn subscribe(&mut self, addr: &str) -> Attempt {
-        let mut client = match connect::connect(addr).await {
+        let transport = match &self.transport {
+            Ok(t) => t,
+            Err(why) => return Attempt::Fatal(why.clone()),
+        };
+        let mut client = match connect::connect(addr, transport).await {
             Ok(client) => client,
             Err(why) => return Attempt::Retry(why),
         };

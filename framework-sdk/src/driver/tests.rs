@@ -217,7 +217,9 @@ impl SchedulerService for FakeMaster {
 }
 
 fn config(masters: &[SocketAddr]) -> SchedulerConfig {
-    let mut config = SchedulerConfig::new(masters.iter().map(ToString::to_string), "test");
+    // The fake master speaks plain text.
+    let mut config = SchedulerConfig::new(masters.iter().map(ToString::to_string), "test")
+        .with_transport(mezzo_proto::security::Transport::Plain);
     config.reconnect_backoff_max = Duration::from_millis(200);
     config.call_timeout = Duration::from_secs(2);
     config

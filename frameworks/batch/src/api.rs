@@ -13,8 +13,6 @@
 //! resources, bad index), 404 (unknown job), 503 (not connected yet, store
 //! unavailable).
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -30,15 +28,10 @@ pub const MAX_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 struct Ctx {
     engine: Engine,
-    http: reqwest::Client,
 }
 
 /// The routes, over a running [`Engine`].
 pub fn router(engine: Engine) -> Router {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/jobs", post(submit).get(list))
@@ -46,7 +39,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/logs", get(logs))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Ctx { engine, http })
+        .with_state(Ctx { engine })
 }
 
 fn error(e: BatchError) -> Response {
@@ -124,27 +117,20 @@ async fn logs(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<Lo
         }
         Err(e) => return error(e),
     };
-    let Some(agent) = agent_address(&c, &loc.agent_id).await else {
-        return error_text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "agent {} of task {} is not known to the master",
-                loc.agent_id, loc.task_id
-            ),
-        );
-    };
-    // The agent's files API (confined to the sandbox): the last MiB.
-    let url = format!(
-        "http://{agent}/files/{}/{}/read?path={}&tail={}",
+    // Through the master's files proxy (it checks that this framework
+    // owns the task, and reaches the agent with the master's own
+    // credential): the last MiB.
+    let path = format!(
+        "/api/v1/tasks/{}/{}/files/read?path={}&tail={}",
         loc.framework_id,
         loc.task_id,
         q.file,
         1 << 20
     );
-    match c.http.get(&url).send().await {
-        Ok(r) => {
-            let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
+    match c.engine.master_http().request(reqwest::Method::GET, &path, None).await {
+        Ok(a) => {
+            let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
             if code.is_success() {
                 body["data"].as_str().unwrap_or_default().to_owned().into_response()
             } else {
@@ -152,29 +138,10 @@ async fn logs(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<Lo
                 error_text(code, msg)
             }
         }
-        Err(e) => error_text(StatusCode::BAD_GATEWAY, format!("agent {agent}: {e}")),
+        Err(e) => error_text(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 
 fn error_text(code: StatusCode, msg: String) -> Response {
     (code, Json(serde_json::json!({ "error": msg }))).into_response()
-}
-
-/// The agent's HTTP address, from the master's `/state`.
-async fn agent_address(c: &Ctx, agent_id: &str) -> Option<String> {
-    for m in c.engine.masters() {
-        let Ok(r) = c.http.get(format!("http://{m}/state")).send().await else {
-            continue;
-        };
-        let Ok(state) = r.json::<serde_json::Value>().await else {
-            continue;
-        };
-        let agents = state["agents"].as_array()?;
-        return agents
-            .iter()
-            .find(|a| a["id"] == agent_id)
-            .and_then(|a| a["http_address"].as_str())
-            .map(str::to_owned);
-    }
-    None
 }

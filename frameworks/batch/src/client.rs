@@ -25,6 +25,7 @@ pub struct Client {
 impl Client {
     /// A client of the framework at `addr` (`host:port`).
     pub fn new(addr: impl Into<String>) -> Client {
+        mezzo_sdk::ensure_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -18,6 +18,8 @@
 pub mod api;
 pub mod client;
 pub mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod job;
 pub mod spec;
 pub mod store;

@@ -329,6 +329,10 @@ fn duration_text(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
+#[path = "spec_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

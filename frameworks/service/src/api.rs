@@ -34,17 +34,12 @@ use crate::view::{ErrorBody, ScaleBody};
 #[derive(Clone)]
 struct Ctx {
     cmds: mpsc::Sender<Cmd>,
-    masters: Vec<String>,
-    http: reqwest::Client,
+    masters: mezzo_sdk::MasterHttp,
 }
 
-/// The router; `masters` are asked for agents' sizes when a service is
+/// The router; the masters are asked for agents' sizes when a service is
 /// deployed.
-pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: Vec<String>) -> Router {
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-        .unwrap_or_default();
+pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: mezzo_sdk::MasterHttp) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/services", get(list).post(deploy))
@@ -54,7 +49,7 @@ pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: Vec<String>) -> Router {
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/services/{name}/rollback", post(rollback))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FILE_BYTES + 1))
-        .with_state(Ctx { cmds, masters, http })
+        .with_state(Ctx { cmds, masters })
 }
 
 impl IntoResponse for ApiError {
@@ -130,25 +125,13 @@ async fn deploy(State(c): State<Ctx>, body: String) -> Response {
 /// empty one (from the masters' `/state`). Unknown when no master
 /// answers or no agent is registered: then it is accepted, and waits.
 async fn check_fits(c: &Ctx, spec: &ServiceSpec) -> Result<(), ApiError> {
-    let mut state = None;
-    for m in &c.masters {
-        let url = if m.starts_with("http") {
-            format!("{m}/state")
-        } else {
-            format!("http://{m}/state")
-        };
-        match c.http.get(&url).send().await.and_then(|r| r.error_for_status()) {
-            Ok(r) => match r.json::<Value>().await {
-                Ok(v) => {
-                    state = Some(v);
-                    break;
-                }
-                Err(e) => warn!(%url, "bad /state: {e}"),
-            },
-            Err(e) => warn!(%url, "cannot read /state: {e}"),
+    let state = match c.masters.get_json::<Value>("/state").await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("cannot read the masters' /state: {e}");
+            return Ok(());
         }
-    }
-    let Some(state) = state else { return Ok(()) };
+    };
     fits_some_agent(spec, &state).map_err(ApiError::Infeasible)
 }
 

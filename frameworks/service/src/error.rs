@@ -59,4 +59,8 @@ pub enum ServeError {
     /// The master removed the framework.
     #[error("the master removed the framework: {0}")]
     Removed(String),
+    /// The masters cannot be reached as configured (no client
+    /// configuration, bad credential).
+    #[error("masters: {0}")]
+    Masters(String),
 }

@@ -134,6 +134,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             u64::from(l.local_addr().expect("addr").port())
         };
+        mezzo_sdk::ensure_tls_provider();
         let http = reqwest::Client::new();
         assert!(probe(&target(Probe::Tcp { port: 0 }, open), &http).await.is_ok());
         let err = probe(&target(Probe::Tcp { port: 0 }, closed), &http)
@@ -159,6 +160,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = u64::from(listener.local_addr().expect("addr").port());
         let (tx, mut rx) = mpsc::channel(4);
+        mezzo_sdk::ensure_tls_provider();
         let handle = spawn(target(Probe::Tcp { port: 0 }, port), reqwest::Client::new(), tx);
         for _ in 0..2 {
             let r = rx.recv().await.expect("a report");

@@ -37,6 +37,8 @@
 
 pub mod api;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod health;
 mod owner;
 pub mod plan;
@@ -134,13 +136,15 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
     sc.framework.failover_timeout_secs = config.failover_timeout.as_secs_f64();
     sc.framework_id = framework_id.clone();
     info!(resume = ?framework_id, "starting the service framework");
+    // The masters' HTTP API, with the framework's own credential.
+    let master_http = mezzo_sdk::MasterHttp::new(&sc).map_err(|e| ServeError::Masters(e.to_string()))?;
     let (sched, events) = Scheduler::start(sc);
 
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (rep_tx, rep_rx) = mpsc::channel(1024);
     let owner = owner::Owner::new(sched, config.work_dir.clone(), rep_tx);
     let owner = tokio::spawn(owner.run(events, cmd_rx, rep_rx));
-    let app = api::router(cmd_tx, config.masters.clone());
+    let app = api::router(cmd_tx, master_http);
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");

@@ -46,6 +46,9 @@ pub const MAX_INSTANCES: u32 = 200;
 pub const MAX_PORTS: usize = 16;
 /// Largest service file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 64 * 1024;
+/// Longest duration of any setting (the owner adds them to its clocks and
+/// grows the restart backoff by up to 100 times from them).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A declared service, as written in its file (after validation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,7 +387,31 @@ impl ServiceSpec {
         if self.kill_grace > Duration::from_secs(3600) {
             return Err(invalid("kill_grace", "at most 1h"));
         }
-        Ok(())
+        self.check_durations()
+    }
+
+    /// Every duration at most [`MAX_DURATION`]: humantime reads up to
+    /// billions of years, which overflow a clock when added to it.
+    fn check_durations(&self) -> Result<(), SpecError> {
+        let mut all = vec![
+            ("restart.backoff", self.restart.backoff),
+            ("restart.max_backoff", self.restart.max_backoff),
+            ("upgrade.progress_deadline", self.upgrade.progress_deadline),
+        ];
+        if let Some(h) = &self.health {
+            all.extend([
+                ("health.grace_period", h.grace_period),
+                ("health.interval", h.interval),
+                ("health.timeout", h.timeout),
+            ]);
+        }
+        match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((field, d)) => Err(invalid(
+                field,
+                format!("{} is more than 30 days", humantime::format_duration(d)),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The per-instance resources, without ports.
@@ -494,8 +521,39 @@ fn parse_constraint(text: &str) -> Result<Constraint, String> {
 }
 
 #[cfg(test)]
+#[path = "spec_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (docs/fuzzing.md): durations were unbounded, and
+    /// humantime reads up to billions of years, so `grace_period =
+    /// "300000000000years"` made the owner's `Instant + grace_period`
+    /// panic (and a restart backoff that large overflowed on the first
+    /// failure).
+    #[test]
+    fn durations_that_overflow_a_clock_are_refused() {
+        let base = "name = \"a\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:0.1\"\nports = [\"p\"]\n";
+        for (section, field) in [
+            ("[health]\ntcp = {}", "grace_period"),
+            ("[health]\ntcp = {}", "interval"),
+            ("[health]\ntcp = {}", "timeout"),
+            ("[restart]\nmax_backoff = \"300000000001years\"", "backoff"),
+            ("[restart]", "max_backoff"),
+            ("[upgrade]", "progress_deadline"),
+        ] {
+            let text = format!("{base}{section}\n{field} = \"300000000000years\"\n");
+            let err = ServiceSpec::parse(&text).expect_err(field).to_string();
+            assert!(
+                err.contains(field) && err.contains("more than 30 days"),
+                "{field}: {err}"
+            );
+        }
+        let ok = format!("{base}[restart]\nbackoff = \"30days\"\nmax_backoff = \"30days\"\n");
+        assert!(ServiceSpec::parse(&ok).is_ok());
+    }
 
     const GOOD: &str = r#"
 name = "web"

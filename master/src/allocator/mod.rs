@@ -42,7 +42,7 @@ use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::{Mib, MilliCpus, Resources};
 use serde::{Deserialize, Serialize};
 
-pub use quota::{Quota, QuotaError};
+pub use quota::{Quota, QuotaError, valid_weight};
 use roles::{FwIx, RoleIx, RoleTree};
 
 /// Smallest offer worth making (Mesos' minimum allocatable resources).
@@ -490,7 +490,11 @@ impl Allocator {
     // ---- weights and quotas ----
 
     /// Sets a role's weight (validated by the caller; 1 is the default).
+    /// A weight DRF cannot divide by (from a damaged snapshot) is ignored.
     pub fn set_weight(&mut self, role: &Role, weight: f64) {
+        if !valid_weight(weight) {
+            return;
+        }
         let rix = self.roles.ensure(role);
         self.roles.set_weight(rix, weight, &self.total_flat);
         self.mark_idle();

@@ -9,6 +9,14 @@ use mezzo_proto::resources::{Mib, MilliCpus, Resources};
 use serde::{Deserialize, Serialize};
 
 /// Why a quota or weight was refused.
+/// Largest weight a role may have.
+pub const MAX_WEIGHT: f64 = 1e6;
+
+/// A weight DRF can divide by: finite, above 0, at most [`MAX_WEIGHT`].
+pub fn valid_weight(w: f64) -> bool {
+    w.is_finite() && w > 0.0 && w <= MAX_WEIGHT
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QuotaError {
     #[error("quota for role {role}: {kind} guarantee {guarantee} is above its limit {limit}")]

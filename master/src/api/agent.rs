@@ -1,5 +1,6 @@
 //! `mezzo.v1.AgentApi`: the agent's one bidirectional stream.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,10 +15,12 @@ use mezzo_proto::v1::agent_message::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::core::agent_types::{AgentDescription, ReportedTask};
 use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
 use crate::runtime::{Command, Handle};
+use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,12 +51,46 @@ fn describe(info: Option<v1::AgentInfo>) -> Result<AgentDescription, MasterError
     if resources.is_empty() {
         return Err(invalid("agent offers no resources"));
     }
+    check_http_address(&info.http_address)?;
     Ok(AgentDescription {
         hostname: info.hostname,
         http_address: info.http_address,
         resources,
         attributes: info.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
     })
+}
+
+/// The agent's HTTP address, to which the master's files proxy sends
+/// requests: `host:port` (an IP address, `[IPv6]` or a DNS name), or empty
+/// for none. Anything more (`user@`, a path, a query) would ride along
+/// into the proxy's URL.
+fn check_http_address(addr: &str) -> Result<(), MasterError> {
+    if addr.is_empty() || addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let label = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let dns = |h: &str| h.len() <= 253 && h.split('.').all(label);
+    let port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    match addr.rsplit_once(':') {
+        Some((h, p)) if dns(h) && port(p) => Ok(()),
+        _ => Err(invalid(format!(
+            "agent http address {:?} must be host:port",
+            addr.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+/// A re-registering agent reports its tasks as it got them, secrets'
+/// values included: the master keeps only their names.
+fn forget_secret_values(info: &mut v1::TaskInfo) {
+    if let Some(cmd) = info.command.as_mut() {
+        for e in cmd.environment.iter_mut().filter(|e| !e.secret.is_empty()) {
+            e.value.clear();
+        }
+        for f in cmd.secret_files.iter_mut() {
+            f.value.clear();
+        }
+    }
 }
 
 /// Validates the first message of the stream.
@@ -71,7 +108,8 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                 // The agent is the source of truth for what it runs: only ids
                 // and resources must make sense (a restarted agent may know
                 // little more than the id of a task with pending updates).
-                let info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
+                let mut info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
+                forget_secret_values(&mut info);
                 tasks.push(ReportedTask {
                     framework_id: FrameworkId::parse(&t.framework_id)?,
                     task_id: TaskId::parse(&info.task_id)?,
@@ -114,6 +152,9 @@ impl AgentApi for AgentService {
     type AttachStream = ToAgentStream;
 
     async fn attach(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ToAgentStream>, Status> {
+        let caller = Caller::of(&req);
+        // Only an agent's credential may open an agent stream.
+        caller.expect_kind(Kind::Agent).map_err(|e| e.status())?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -123,7 +164,12 @@ impl AgentApi for AgentService {
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let conn = self
             .handle
-            .ask(|reply| Command::AgentAttach { hello, tx, reply })
+            .ask(|reply| Command::AgentAttach {
+                hello,
+                caller,
+                tx,
+                reply,
+            })
             .await??;
         let handle = self.handle.clone();
         tokio::spawn(async move {
@@ -170,7 +216,7 @@ impl AgentApi for AgentService {
     }
 }
 
-fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
+pub(crate) fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
     let framework = FrameworkId::parse(&u.framework_id)?;
     let status = u.status.ok_or_else(|| invalid("status update carries no status"))?;
     let latest = TaskState::from_proto(u.latest_state)
@@ -185,4 +231,55 @@ fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterErr
         status,
         latest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(http_address: &str) -> v1::AgentMessage {
+        v1::AgentMessage {
+            message: Some(Message::Register(v1::Register {
+                agent: Some(v1::AgentInfo {
+                    hostname: "h".into(),
+                    resources: mezzo_proto::resources::Resources::parse("cpus:1")
+                        .map(|r| r.to_proto())
+                        .unwrap_or_default(),
+                    attributes: vec![],
+                    http_address: http_address.into(),
+                }),
+            })),
+        }
+    }
+
+    /// Found by fuzzing (docs/fuzzing.md): the agent's HTTP address was
+    /// taken as sent, and the files proxy builds `http://{address}/files/..`
+    /// from it, so `evil@host:1`, `host:1/x?` or `host:1#` pointed the
+    /// master's requests elsewhere.
+    #[test]
+    fn agent_http_address_is_host_and_port_only() {
+        for ok in [
+            "127.0.0.1:5051",
+            "[::1]:5051",
+            "agent-1.example:5051",
+            "localhost:1",
+            "",
+        ] {
+            assert!(hello(register(ok)).is_ok(), "{ok:?} refused");
+        }
+        for bad in [
+            "evil@host:1",
+            "host:1/x?",
+            "h:1#",
+            "host",
+            "host:99999",
+            "host:+80",
+            "h :1",
+            "h..x:1",
+            "\u{e9}:1",
+        ] {
+            let err = hello(register(bad)).expect_err(bad);
+            assert!(err.to_string().contains("must be host:port"), "{bad:?}: {err}");
+        }
+    }
 }

@@ -5,24 +5,32 @@ use mezzo_proto::ids::FrameworkId;
 use mezzo_proto::v1;
 use tonic::Status;
 
+use crate::auth::Caller;
 use crate::error::MasterError;
 use crate::kv::{KvAnswer, KvCall, KvDone, KvEntry, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::runtime::{Command, Handle};
 
 /// Sends one validated call to the owner task and waits for its answer
 /// (for a write: until it is committed).
-pub(super) async fn ask(handle: &Handle, framework_id: &str, call: KvCall) -> Result<KvAnswer, Status> {
+pub(super) async fn ask(handle: &Handle, caller: Caller, framework_id: &str, call: KvCall) -> Result<KvAnswer, Status> {
     let framework = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
-    let answer = handle.ask(|reply| Command::Kv { framework, call, reply }).await??;
+    let answer = handle
+        .ask(|reply| Command::Kv {
+            framework,
+            call,
+            caller,
+            reply,
+        })
+        .await??;
     Ok(answer)
 }
 
-pub(super) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn get(req: &v1::KvGetRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     Ok(KvCall::Get { key: req.key.clone() })
 }
 
-pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
     if req.prefix.len() > MAX_KEY_BYTES {
         return Err(MasterError::Invalid(format!(
             "prefix: {} bytes; the limit is {}",
@@ -35,7 +43,7 @@ pub(super) fn list(req: &v1::KvListRequest) -> Result<KvCall, MasterError> {
     })
 }
 
-pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     validate_value(&req.key, &req.value)?;
     Ok(KvCall::Put {
@@ -45,7 +53,7 @@ pub(super) fn put(req: v1::KvPutRequest) -> Result<KvCall, MasterError> {
     })
 }
 
-pub(super) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
+pub(crate) fn delete(req: v1::KvDeleteRequest) -> Result<KvCall, MasterError> {
     validate_key(&req.key)?;
     Ok(KvCall::Delete {
         key: req.key,

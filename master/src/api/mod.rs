@@ -2,10 +2,12 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
-mod kv;
-mod pending;
+#[cfg(test)]
+mod fuzz_tests;
+pub(crate) mod kv;
+pub(crate) mod pending;
 pub mod scheduler;
-mod usage;
+pub(crate) mod usage;
 
 use std::time::Duration;
 
@@ -36,6 +38,14 @@ fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
 }
 
 /// Checks one task of a Launch: id, resources, command, grace period.
+fn check_secret_ref(t: &TaskId, name: &str) -> Result<(), MasterError> {
+    if mezzo_proto::security::secret::valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(format!("task {t}: {name:?} is not a secret name")))
+    }
+}
+
 pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     let task_id = TaskId::parse(&info.task_id)?;
     let t = &task_id;
@@ -64,6 +74,28 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
         }
         no_nul(&format!("task {t} environment"), &e.name)?;
         no_nul(&format!("task {t} environment"), &e.value)?;
+        if !e.secret.is_empty() {
+            check_secret_ref(t, &e.secret)?;
+            if !e.value.is_empty() {
+                return Err(invalid(format!(
+                    "task {t}: environment variable {} names secret {:?} and a value; give one",
+                    e.name, e.secret
+                )));
+            }
+        }
+    }
+    if cmd.secret_files.len() > 64 {
+        return Err(invalid(format!("task {t}: at most 64 secret files")));
+    }
+    for f in &cmd.secret_files {
+        check_secret_ref(t, &f.secret)?;
+        mezzo_proto::security::secret::sandbox_path(&f.path).map_err(|e| invalid(format!("task {t}: {e}")))?;
+        if !f.value.is_empty() {
+            return Err(invalid(format!(
+                "task {t}: secret file {} carries a value; name the secret only",
+                f.path
+            )));
+        }
     }
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
@@ -89,6 +121,11 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
 }
 
 /// Checks a framework's self-description.
+/// Most roles one framework may be in.
+pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
+/// Most tasks one Accept may launch.
+pub const MAX_TASKS_PER_ACCEPT: usize = 10_000;
+
 pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::FrameworkInfo, MasterError> {
     let mut info = info.ok_or_else(|| invalid("subscribe carries no framework info"))?;
     if info.name.trim().is_empty() || info.name.len() > 256 {
@@ -102,6 +139,12 @@ pub fn validate_framework(info: Option<v1::FrameworkInfo>) -> Result<v1::Framewo
     }
     if info.roles.is_empty() {
         info.roles.push("*".into());
+    }
+    if info.roles.len() > MAX_ROLES_PER_FRAMEWORK {
+        return Err(invalid(format!(
+            "a framework may be in at most {MAX_ROLES_PER_FRAMEWORK} roles, not {}",
+            info.roles.len()
+        )));
     }
     for r in &info.roles {
         Role::parse(r).map_err(|e| invalid(format!("framework roles: {e}")))?;

@@ -10,7 +10,7 @@ use crate::error::MasterError;
 
 /// Checks a ReportPending call's tasks, naming the field of the first
 /// bad one.
-pub(super) fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<Vec<PendingTask>, MasterError> {
+pub(crate) fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<Vec<PendingTask>, MasterError> {
     if list.len() > MAX_PENDING_TASKS {
         return Err(MasterError::Invalid(format!(
             "tasks: {} pending tasks reported, at most {} are accepted",

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::{kv, operation_resources, refuse, validate_framework, validate_task};
+use crate::auth::Caller;
 use crate::core::{ConnId, OfferOperation};
 use crate::error::MasterError;
 use crate::runtime::{Call, Command, Handle};
@@ -35,11 +36,12 @@ impl SchedulerApi {
 
     async fn call(
         &self,
+        caller: Caller,
         framework_id: &str,
         call: impl FnOnce() -> Result<Call, MasterError>,
     ) -> Result<Response<v1::CallResponse>, Status> {
         let fid = FrameworkId::parse(framework_id).map_err(MasterError::from)?;
-        self.handle.call(fid, call()?).await?;
+        self.handle.call(fid, call()?, caller).await?;
         Ok(Response::new(v1::CallResponse {}))
     }
 }
@@ -76,6 +78,7 @@ impl Scheduler for SchedulerApi {
     type SubscribeStream = EventStream;
 
     async fn subscribe(&self, req: Request<v1::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let info = validate_framework(req.framework)?;
         let id = match req.framework_id.as_str() {
@@ -85,7 +88,13 @@ impl Scheduler for SchedulerApi {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let conn = self
             .handle
-            .ask(|reply| Command::Subscribe { info, id, tx, reply })
+            .ask(|reply| Command::Subscribe {
+                info,
+                id,
+                caller,
+                tx,
+                reply,
+            })
             .await??;
         Ok(Response::new(EventStream {
             rx,
@@ -95,147 +104,82 @@ impl Scheduler for SchedulerApi {
     }
 
     async fn accept(&self, req: Request<v1::AcceptRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        let req = req.into_inner();
-        self.call(&req.framework_id, || {
-            let offers = offer_ids(&req.offer_ids)?;
-            let mut operations = Vec::new();
-            for op in req.operations {
-                match op.operation {
-                    Some(v1::operation::Operation::Launch(l)) => {
-                        for t in l.tasks {
-                            operations.push(OfferOperation::Launch(validate_task(t)?));
-                        }
-                    }
-                    Some(v1::operation::Operation::Reserve(r)) => {
-                        operations.push(OfferOperation::Reserve(operation_resources("reserve", &r.resources)?));
-                    }
-                    Some(v1::operation::Operation::Unreserve(r)) => operations.push(OfferOperation::Unreserve(
-                        operation_resources("unreserve", &r.resources)?,
-                    )),
-                    None => return Err(MasterError::Invalid("empty operation".into())),
-                }
-            }
-            Ok(Call::Accept {
-                offers,
-                operations,
-                refuse: refuse(req.filters.as_ref())?,
-            })
-        })
-        .await
+        let caller = Caller::of(&req);
+        let mut req = req.into_inner();
+        let fid = std::mem::take(&mut req.framework_id);
+        self.call(caller, &fid, || accept(req)).await
     }
 
     async fn decline(&self, req: Request<v1::DeclineRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        self.call(&req.framework_id, || {
-            if req.offer_ids.is_empty() {
-                return Err(MasterError::Invalid("decline names no offers".into()));
-            }
-            Ok(Call::Decline {
-                offers: offer_ids(&req.offer_ids)?,
-                refuse: refuse(req.filters.as_ref())?,
-            })
-        })
-        .await
+        self.call(caller, &req.framework_id, || decline(&req)).await
     }
 
     async fn revive(&self, req: Request<v1::ReviveRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.call(&req.into_inner().framework_id, || Ok(Call::Revive)).await
+        let caller = Caller::of(&req);
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Revive))
+            .await
     }
 
     async fn suppress(&self, req: Request<v1::SuppressRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.call(&req.into_inner().framework_id, || Ok(Call::Suppress)).await
+        let caller = Caller::of(&req);
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Suppress))
+            .await
     }
 
     async fn kill(&self, req: Request<v1::KillRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        self.call(&req.framework_id, || {
-            let grace = req.kill_grace_period_ms.map(Duration::from_millis);
-            if grace.is_some_and(|g| g > super::MAX_KILL_GRACE) {
-                return Err(MasterError::Invalid("kill grace period exceeds an hour".into()));
-            }
-            Ok(Call::Kill {
-                task: TaskId::parse(&req.task_id)?,
-                grace,
-            })
-        })
-        .await
+        self.call(caller, &req.framework_id, || kill(&req)).await
     }
 
     async fn acknowledge(&self, req: Request<v1::AcknowledgeRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        let req = req.into_inner();
-        self.call(&req.framework_id, || {
-            let single = !(req.agent_id.is_empty() && req.task_id.is_empty() && req.uuid.is_empty());
-            if req.acks.is_empty() || single {
-                if !req.acks.is_empty() {
-                    return Err(MasterError::Invalid(
-                        "name one acknowledgement (agent_id, task_id, uuid) or several in acks, not both".into(),
-                    ));
-                }
-                return Ok(Call::Acknowledge(vec![(
-                    AgentId::parse(&req.agent_id)?,
-                    TaskId::parse(&req.task_id)?,
-                    req.uuid,
-                )]));
-            }
-            if req.acks.len() > MAX_ACKS_PER_CALL {
-                return Err(MasterError::Invalid(format!(
-                    "{} acknowledgements in one call; at most {MAX_ACKS_PER_CALL}",
-                    req.acks.len()
-                )));
-            }
-            let acks = req
-                .acks
-                .into_iter()
-                .map(|a| Ok((AgentId::parse(&a.agent_id)?, TaskId::parse(&a.task_id)?, a.uuid)))
-                .collect::<Result<Vec<_>, MasterError>>()?;
-            Ok(Call::Acknowledge(acks))
-        })
-        .await
+        let caller = Caller::of(&req);
+        let mut req = req.into_inner();
+        let fid = std::mem::take(&mut req.framework_id);
+        self.call(caller, &fid, || acknowledge(req)).await
     }
 
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        self.call(&req.framework_id, || {
-            let mut tasks = Vec::with_capacity(req.tasks.len());
-            for t in &req.tasks {
-                let agent = match t.agent_id.as_str() {
-                    "" => None,
-                    a => Some(AgentId::parse(a)?),
-                };
-                tasks.push((TaskId::parse(&t.task_id)?, agent));
-            }
-            Ok(Call::Reconcile { tasks })
-        })
-        .await
+        self.call(caller, &req.framework_id, || reconcile(&req)).await
     }
 
     async fn teardown(&self, req: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.call(&req.into_inner().framework_id, || Ok(Call::Teardown)).await
+        let caller = Caller::of(&req);
+        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Teardown))
+            .await
     }
 
     async fn kv_get(&self, req: Request<v1::KvGetRequest>) -> Result<Response<v1::KvGetResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let answer = kv::ask(&self.handle, &req.framework_id, kv::get(&req)?).await?;
+        let answer = kv::ask(&self.handle, caller, &req.framework_id, kv::get(&req)?).await?;
         Ok(Response::new(kv::get_response(&req.key, answer)?))
     }
 
     async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let framework_id = req.framework_id.clone();
-        let answer = kv::ask(&self.handle, &framework_id, kv::put(req)?).await?;
+        let answer = kv::ask(&self.handle, caller, &framework_id, kv::put(req)?).await?;
         Ok(Response::new(kv::put_response(answer)?))
     }
 
     async fn kv_delete(&self, req: Request<v1::KvDeleteRequest>) -> Result<Response<v1::KvDeleteResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let framework_id = req.framework_id.clone();
-        let answer = kv::ask(&self.handle, &framework_id, kv::delete(req)?).await?;
+        let answer = kv::ask(&self.handle, caller, &framework_id, kv::delete(req)?).await?;
         Ok(Response::new(kv::delete_response(answer)?))
     }
 
     async fn kv_list(&self, req: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let answer = kv::ask(&self.handle, &req.framework_id, kv::list(&req)?).await?;
+        let answer = kv::ask(&self.handle, caller, &req.framework_id, kv::list(&req)?).await?;
         Ok(Response::new(kv::list_response(answer)?))
     }
 
@@ -243,10 +187,111 @@ impl Scheduler for SchedulerApi {
         &self,
         req: Request<v1::ReportPendingRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let fid = FrameworkId::parse(&req.framework_id).map_err(MasterError::from)?;
         let tasks = super::pending::pending_tasks(req.tasks)?;
-        self.handle.call(fid, Call::ReportPending(tasks)).await?;
+        self.handle.call(fid, Call::ReportPending(tasks), caller).await?;
         Ok(Response::new(v1::CallResponse {}))
     }
+}
+
+/// Checks an Accept and converts it (the framework id is checked by the
+/// caller).
+pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
+    let offers = offer_ids(&req.offer_ids)?;
+    let mut operations = Vec::new();
+    for op in req.operations {
+        match op.operation {
+            Some(v1::operation::Operation::Launch(l)) => {
+                let launches = operations.len() + l.tasks.len();
+                if launches > super::MAX_TASKS_PER_ACCEPT {
+                    return Err(MasterError::Invalid(format!(
+                        "one accept launches at most {} tasks, not {launches}",
+                        super::MAX_TASKS_PER_ACCEPT
+                    )));
+                }
+                for t in l.tasks {
+                    operations.push(OfferOperation::Launch(validate_task(t)?));
+                }
+            }
+            Some(v1::operation::Operation::Reserve(r)) => {
+                operations.push(OfferOperation::Reserve(operation_resources("reserve", &r.resources)?));
+            }
+            Some(v1::operation::Operation::Unreserve(r)) => operations.push(OfferOperation::Unreserve(
+                operation_resources("unreserve", &r.resources)?,
+            )),
+            None => return Err(MasterError::Invalid("empty operation".into())),
+        }
+    }
+    Ok(Call::Accept {
+        offers,
+        operations,
+        refuse: refuse(req.filters.as_ref())?,
+    })
+}
+
+/// Checks a Decline and converts it.
+pub fn decline(req: &v1::DeclineRequest) -> Result<Call, MasterError> {
+    if req.offer_ids.is_empty() {
+        return Err(MasterError::Invalid("decline names no offers".into()));
+    }
+    Ok(Call::Decline {
+        offers: offer_ids(&req.offer_ids)?,
+        refuse: refuse(req.filters.as_ref())?,
+    })
+}
+
+/// Checks a Kill and converts it.
+pub fn kill(req: &v1::KillRequest) -> Result<Call, MasterError> {
+    let grace = req.kill_grace_period_ms.map(Duration::from_millis);
+    if grace.is_some_and(|g| g > super::MAX_KILL_GRACE) {
+        return Err(MasterError::Invalid("kill grace period exceeds an hour".into()));
+    }
+    Ok(Call::Kill {
+        task: TaskId::parse(&req.task_id)?,
+        grace,
+    })
+}
+
+/// Checks an Acknowledge, one or a batch (parsed whole), and converts it.
+pub fn acknowledge(req: v1::AcknowledgeRequest) -> Result<Call, MasterError> {
+    let single = !(req.agent_id.is_empty() && req.task_id.is_empty() && req.uuid.is_empty());
+    if req.acks.is_empty() || single {
+        if !req.acks.is_empty() {
+            return Err(MasterError::Invalid(
+                "name one acknowledgement (agent_id, task_id, uuid) or several in acks, not both".into(),
+            ));
+        }
+        return Ok(Call::Acknowledge(vec![(
+            AgentId::parse(&req.agent_id)?,
+            TaskId::parse(&req.task_id)?,
+            req.uuid,
+        )]));
+    }
+    if req.acks.len() > MAX_ACKS_PER_CALL {
+        return Err(MasterError::Invalid(format!(
+            "{} acknowledgements in one call; at most {MAX_ACKS_PER_CALL}",
+            req.acks.len()
+        )));
+    }
+    let acks = req
+        .acks
+        .into_iter()
+        .map(|a| Ok((AgentId::parse(&a.agent_id)?, TaskId::parse(&a.task_id)?, a.uuid)))
+        .collect::<Result<Vec<_>, MasterError>>()?;
+    Ok(Call::Acknowledge(acks))
+}
+
+/// Checks a Reconcile and converts it.
+pub fn reconcile(req: &v1::ReconcileRequest) -> Result<Call, MasterError> {
+    let mut tasks = Vec::with_capacity(req.tasks.len());
+    for t in &req.tasks {
+        let agent = match t.agent_id.as_str() {
+            "" => None,
+            a => Some(AgentId::parse(a)?),
+        };
+        tasks.push((TaskId::parse(&t.task_id)?, agent));
+    }
+    Ok(Call::Reconcile { tasks })
 }

@@ -163,6 +163,14 @@ impl Master {
             agent.used.add(&flat);
             agent.tasks.insert((fid.clone(), launch.task_id.clone()));
         }
+        // Checked when the accept was validated; the agent's copy only.
+        let info = match self.with_secrets(role, &info) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(task = %launch.task_id, error = %e, "secret unavailable at launch");
+                info
+            }
+        };
         let run = v1::master_message::Message::RunTask(v1::RunTask {
             framework_id: fid.to_string(),
             framework: framework.cloned(),
@@ -204,6 +212,9 @@ impl Master {
                         || fw.completed_ids.contains(&launch.task_id)
                     {
                         return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
+                    }
+                    if super::secrets::names_secrets(&launch.info) {
+                        self.with_secrets(&plan.role, &launch.info)?;
                     }
                     plan.launch(launch)?;
                 }

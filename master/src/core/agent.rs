@@ -37,6 +37,16 @@ pub enum AgentHello {
     },
 }
 
+impl AgentHello {
+    /// The id a re-registration claims.
+    pub fn id(&self) -> Option<&AgentId> {
+        match self {
+            AgentHello::Register { .. } => None,
+            AgentHello::Reregister { id, .. } => Some(id),
+        }
+    }
+}
+
 /// What an agent says about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentDescription {
@@ -137,13 +147,20 @@ fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
         resources: d.resources.to_string(),
         attributes: d.attributes.clone(),
         unreachable_since: None,
+        principal: None,
     }
 }
 
 impl Master {
     /// An agent opened its stream. Both registration and re-registration
     /// are committed to the registry before the agent is told.
-    pub fn agent_attach(&mut self, conn: ConnId, hello: AgentHello, _now: Instant) -> Result<(), MasterError> {
+    pub fn agent_attach(
+        &mut self,
+        conn: ConnId,
+        hello: AgentHello,
+        principal: Option<String>,
+        _now: Instant,
+    ) -> Result<(), MasterError> {
         let (id, desc) = match &hello {
             AgentHello::Register { info } => (AgentId::generate(), info),
             AgentHello::Reregister { id, info, .. } => (id.clone(), info),
@@ -151,7 +168,10 @@ impl Master {
         if self.registry.gone.contains_key(&id) {
             return Err(MasterError::AgentGone(id.to_string()));
         }
-        self.emit(Effect::Propose(RegistryOp::AdmitAgent(record_of(&id, desc))));
+        let mut rec = record_of(&id, desc);
+        // A principal, once bound, stays (an insecure restart binds none).
+        rec.principal = principal.or_else(|| self.registry.agents.get(&id).and_then(|r| r.principal.clone()));
+        self.emit(Effect::Propose(RegistryOp::AdmitAgent(rec)));
         self.pending_agents.insert(id, (conn, hello));
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! on it — the seam that a replicated log drives.
 
 mod accept;
+mod access;
 mod agent;
 mod framework;
 mod kv;
@@ -15,6 +16,7 @@ mod maintenance;
 pub mod observe;
 mod offer;
 mod policy;
+mod secrets;
 mod update;
 pub mod usage;
 pub mod view;
@@ -67,6 +69,36 @@ pub struct CoreConfig {
     /// Between periodic allocation cycles over agents with free
     /// resources (events allocate at once).
     pub allocation_interval: Duration,
+    /// Frameworks one principal may register (0: no limit).
+    pub max_frameworks_per_principal: usize,
+    /// Agents the cluster admits (0: no limit).
+    pub max_agents: usize,
+    /// The key that opens secrets (none on an `--insecure` cluster).
+    pub data_key: DataKey,
+}
+
+/// The cluster's data key, kept out of `Debug`.
+#[derive(Clone, Default)]
+pub struct DataKey(Option<std::sync::Arc<[u8; 32]>>);
+
+impl DataKey {
+    pub fn new(key: [u8; 32]) -> DataKey {
+        DataKey(Some(std::sync::Arc::new(key)))
+    }
+
+    pub fn get(&self) -> Option<&[u8; 32]> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DataKey(<hidden>)"
+        } else {
+            "DataKey(none)"
+        })
+    }
 }
 
 impl Default for CoreConfig {
@@ -79,6 +111,9 @@ impl Default for CoreConfig {
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
             allocation_interval: Duration::from_secs(1),
+            max_frameworks_per_principal: 100,
+            max_agents: 100_000,
+            data_key: DataKey::default(),
         }
     }
 }
@@ -221,6 +256,8 @@ pub struct Master {
     /// Subscriptions and registrations waiting for their registry op.
     pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
     pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
+    /// The credential that opened each stream (see `access.rs`).
+    conn_credentials: HashMap<ConnId, String>,
     framework_conns: HashMap<ConnId, FrameworkId>,
     agent_conns: HashMap<ConnId, AgentId>,
     allocation_needed: bool,
@@ -251,6 +288,7 @@ impl Master {
             last_periodic: now,
             pending_frameworks: HashMap::new(),
             pending_agents: HashMap::new(),
+            conn_credentials: HashMap::new(),
             framework_conns: HashMap::new(),
             agent_conns: HashMap::new(),
             allocation_needed: false,
@@ -327,7 +365,8 @@ impl Master {
             op @ (RegistryOp::SetWeights { .. }
             | RegistryOp::SetQuota { .. }
             | RegistryOp::Reserve { .. }
-            | RegistryOp::Unreserve { .. }) => self.policy_applied(op),
+            | RegistryOp::Unreserve { .. }
+            | RegistryOp::Security { .. }) => self.policy_applied(op),
             RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
                 if let Some(outcome) = outcome {
                     self.kv_applied(w.request, outcome.map_err(MasterError::from));

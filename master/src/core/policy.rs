@@ -13,12 +13,10 @@ use mezzo_proto::ids::{AgentId, OfferId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 
 use super::{Effect, Master};
-use crate::allocator::{Quota, QuotaError};
+use crate::allocator::{Quota, QuotaError, valid_weight};
+use crate::auth::state::{MAX_SECRETS, SecurityOp};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
-
-/// Largest weight a role may have.
-pub const MAX_WEIGHT: f64 = 1e6;
 
 /// An operator's change to the allocation policy, checked for syntax.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +36,9 @@ pub enum PolicyRequest {
         agent: AgentId,
         resources: ReservedResources,
     },
+    /// A change to the ACL, the credentials on record or the secrets
+    /// (checked by the HTTP layer, which holds the CA and data key).
+    Security(SecurityOp),
 }
 
 fn invalid(e: impl std::fmt::Display) -> MasterError {
@@ -54,7 +55,7 @@ impl Master {
                     return Err(invalid("weights: give at least one role=weight"));
                 }
                 for (role, w) in &weights {
-                    if !w.is_finite() || *w <= 0.0 || *w > MAX_WEIGHT {
+                    if !valid_weight(*w) {
                         return Err(invalid(QuotaError::BadWeight {
                             role: role.to_string(),
                             weight: *w,
@@ -80,6 +81,18 @@ impl Master {
                 principal,
             } => self.reserve_for_operator(ticket, agent, resources, principal)?,
             PolicyRequest::Unreserve { agent, resources } => self.unreserve_for_operator(ticket, agent, resources)?,
+            PolicyRequest::Security(op) => {
+                if let SecurityOp::PutSecret { role, name, .. } = &op {
+                    let s = &self.registry.security;
+                    let known = s.secrets.get(role).is_some_and(|r| r.contains_key(name));
+                    if !known && s.secret_count() >= MAX_SECRETS {
+                        return Err(MasterError::ResourceExhausted(format!(
+                            "the cluster holds {MAX_SECRETS} secrets already; delete some first"
+                        )));
+                    }
+                }
+                self.propose_ticket(RegistryOp::Security { security: op }, ticket);
+            }
         }
         Ok(())
     }
@@ -304,6 +317,9 @@ impl Master {
     /// in, held resources are released, the operator is answered.
     pub(crate) fn policy_applied(&mut self, op: RegistryOp) {
         match &op {
+            RegistryOp::Security {
+                security: SecurityOp::Revoke { id, .. },
+            } => self.close_revoked(id),
             RegistryOp::SetWeights { weights } => {
                 for (role, w) in weights {
                     self.alloc.set_weight(role, *w);

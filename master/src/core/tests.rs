@@ -85,7 +85,7 @@ impl Sim {
             attributes: vec![],
         };
         self.m
-            .agent_attach(conn, AgentHello::Register { info }, self.now)
+            .agent_attach(conn, AgentHello::Register { info }, None, self.now)
             .expect("attach");
         self.run();
         let id = self.agent_msgs().iter().rev().find_map(|m| match m {
@@ -469,6 +469,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
             info,
             tasks,
         },
+        None,
         s.now,
     )
     .expect("attach");
@@ -529,19 +530,28 @@ fn reregistration_with_a_finished_task_frees_resources() {
     assert_eq!(view.frameworks[0].allocated, Resources::default());
 }
 
-/// An update from an agent the task is not on changes no accounting.
+/// An update from an agent the task is not on is refused: it changes no
+/// accounting and never reaches the framework (DESIGN.md "Trust").
 #[test]
 fn update_from_the_wrong_agent_changes_nothing() {
     let (mut s, f) = Sim::with_task();
     s.agent(AGENT_CONN + 5, "cpus:1;mem:256");
-    s.m.status_update(
-        AGENT_CONN + 5,
-        f,
-        status("t", TaskState::Finished, 3),
-        TaskState::Finished,
-        s.now,
-    )
-    .expect("upd");
+    s.run();
+    let err =
+        s.m.status_update(
+            AGENT_CONN + 5,
+            f,
+            status("t", TaskState::Finished, 3),
+            TaskState::Finished,
+            s.now,
+        )
+        .expect_err("refused");
+    assert!(matches!(err, MasterError::Denied(_)), "{err}");
+    let forwarded =
+        s.m.take_effects()
+            .into_iter()
+            .any(|e| matches!(e, Effect::ToFramework(..)));
+    assert!(!forwarded, "a refused update is not forwarded");
     s.run();
     let view = s.m.view(true);
     assert_eq!(view.tasks[0].state, "TASK_STAGING");

@@ -44,10 +44,19 @@ impl Master {
             .and_then(|f| f.tasks.get(&tid))
             .map(|t| t.agent_id.clone());
         match placed {
-            Some(on) if on != agent_id => {
-                tracing::warn!(agent = %agent_id, task = %tid, on = %on, "update from an agent the task is not on; forwarding it without changing the task");
+            Some(on) if on == agent_id => self.set_task_state(&fid, &tid, latest, Some(&status)),
+            // An agent speaks only for the tasks placed on it: anything
+            // else is dropped (never forwarded, never acknowledged).
+            Some(on) => {
+                return Err(MasterError::Denied(format!(
+                    "agent {agent_id} sent an update for task {tid}, which runs on agent {on}"
+                )));
             }
-            _ => self.set_task_state(&fid, &tid, latest, Some(&status)),
+            None => {
+                return Err(MasterError::Denied(format!(
+                    "agent {agent_id} sent an update for task {tid}, which the master never placed on it"
+                )));
+            }
         }
         if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
             && !status.uuid.is_empty()

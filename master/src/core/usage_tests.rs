@@ -52,7 +52,7 @@ fn cluster() -> (Master, FrameworkId, AgentId, Instant) {
         resources: ReservedResources::unreserved(Resources::parse("cpus:2;mem:512").expect("resources")),
         attributes: vec![],
     };
-    m.agent_attach(AGENT, AgentHello::Register { info: desc }, now)
+    m.agent_attach(AGENT, AgentHello::Register { info: desc }, None, now)
         .expect("attach");
     let sent = run(&mut m, now);
     let mut fid = None;

@@ -1,4 +1,5 @@
-//! Operator actions (behind the token, see [`super::auth`]). Each is
+//! Operator actions, each allowed by its ACL action (see
+//! [`crate::auth::acl`]). Each is
 //! checked on the leader and answered 202: durable ones (drain, gone,
 //! teardown) take effect once their registry op commits; kill once the
 //! agent reports the task killed. Follow `/api/v1/events` to see them land.
@@ -13,6 +14,7 @@ use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use serde::Deserialize;
 
 use super::{HttpState, error, error_body, path_of};
+use crate::auth::{Action, Caller};
 use crate::core::OperatorAction;
 use crate::error::MasterError;
 
@@ -58,11 +60,19 @@ async fn act(s: &HttpState, u: &OriginalUri, what: &'static str, action: Operato
     }
 }
 
-pub(super) async fn teardown(State(s): State<HttpState>, u: OriginalUri, Path(fid): Path<String>) -> Response {
+pub(super) async fn teardown(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    u: OriginalUri,
+    Path(fid): Path<String>,
+) -> Response {
     let fid = match FrameworkId::parse(&fid) {
         Ok(f) => f,
         Err(e) => return error(e.into(), ""),
     };
+    if let Err(r) = s.check_owner(&caller, Action::TeardownFramework, &fid) {
+        return r;
+    }
     act(&s, &u, "teardown", OperatorAction::Teardown { framework: fid }).await
 }
 
@@ -74,6 +84,7 @@ struct KillBody {
 
 pub(super) async fn kill(
     State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     u: OriginalUri,
     Path((fid, tid)): Path<(String, String)>,
     b: Bytes,
@@ -83,6 +94,9 @@ pub(super) async fn kill(
         Ok(v) => v,
         Err(e) => return error(e.into(), ""),
     };
+    if let Err(r) = s.check_owner(&caller, Action::KillTask, &fid) {
+        return r;
+    }
     let grace = match body::<KillBody>(&b).and_then(|k| secs("grace_secs", k.grace_secs)) {
         Ok(g) => g,
         Err(Reject(r)) => return *r,
@@ -112,11 +126,20 @@ fn agent_id(s: &str) -> Result<AgentId, Reject> {
     Ok(AgentId::parse(s).map_err(MasterError::from)?)
 }
 
-pub(super) async fn drain(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>, b: Bytes) -> Response {
+pub(super) async fn drain(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    u: OriginalUri,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
+    if let Err(r) = s.check(&caller, Action::DrainAgent, id.as_str()) {
+        return r;
+    }
     let deadline = match body::<DrainBody>(&b).and_then(|d| secs("deadline_secs", d.deadline_secs)) {
         Ok(d) => d,
         Err(Reject(r)) => return *r,
@@ -124,18 +147,34 @@ pub(super) async fn drain(State(s): State<HttpState>, u: OriginalUri, Path(id): 
     act(&s, &u, "drain", OperatorAction::Drain { agent: id, deadline }).await
 }
 
-pub(super) async fn reactivate(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>) -> Response {
+pub(super) async fn reactivate(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    u: OriginalUri,
+    Path(id): Path<String>,
+) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
+    if let Err(r) = s.check(&caller, Action::DrainAgent, id.as_str()) {
+        return r;
+    }
     act(&s, &u, "reactivate", OperatorAction::Reactivate { agent: id }).await
 }
 
-pub(super) async fn gone(State(s): State<HttpState>, u: OriginalUri, Path(id): Path<String>) -> Response {
+pub(super) async fn gone(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    u: OriginalUri,
+    Path(id): Path<String>,
+) -> Response {
     let id = match agent_id(&id) {
         Ok(a) => a,
         Err(Reject(r)) => return *r,
     };
+    if let Err(r) = s.check(&caller, Action::DrainAgent, id.as_str()) {
+        return r;
+    }
     act(&s, &u, "gone", OperatorAction::MarkGone { agent: id }).await
 }

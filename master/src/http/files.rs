@@ -10,40 +10,72 @@ use axum::response::{IntoResponse, Response};
 use mezzo_proto::ids::{FrameworkId, TaskId};
 
 use super::{HttpState, error, error_body, path_of};
+use std::time::Duration;
+
+use mezzo_proto::security::{Principal, https};
+
+use crate::auth::{Action, Caller};
 use crate::core::view;
 
 pub(super) async fn browse(
     State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     u: OriginalUri,
     Path((fid, tid)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    pass(&s, &u, &fid, &tid, "browse", q).await
+    pass(&s, &caller, &u, &fid, &tid, "browse", q).await
 }
 
 pub(super) async fn read(
     State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     u: OriginalUri,
     Path((fid, tid)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    pass(&s, &u, &fid, &tid, "read", q).await
+    pass(&s, &caller, &u, &fid, &tid, "read", q).await
 }
 
-async fn pass(s: &HttpState, u: &OriginalUri, fid: &str, tid: &str, what: &str, q: Option<String>) -> Response {
+async fn pass(
+    s: &HttpState,
+    caller: &Caller,
+    u: &OriginalUri,
+    fid: &str,
+    tid: &str,
+    what: &str,
+    q: Option<String>,
+) -> Response {
     let ids = FrameworkId::parse(fid).and_then(|f| Ok((f, TaskId::parse(tid)?)));
     let (fid, tid) = match ids {
         Ok(v) => v,
         Err(e) => return error(e.into(), ""),
     };
+    if let Err(r) = s.check_owner(caller, Action::ReadSandbox, &fid) {
+        return r;
+    }
     let (f2, t2) = (fid.clone(), tid.clone());
-    let addr = match s.handle.try_read(move |m| view::task_agent_address(m, &f2, &t2)).await {
+    let (addr, agent) = match s.handle.try_read(move |m| view::task_agent(m, &f2, &t2)).await {
         Ok(a) => a,
         Err(e) => return error(e, &path_of(u)),
     };
+    // Only the agent that registered (its own certificate name) is asked,
+    // and a redirect is not followed: the request goes nowhere else.
+    let name = match agent.as_deref().map(str::parse::<Principal>) {
+        Some(Ok(p)) => p.dns_name().unwrap_or_default(),
+        _ => "agent.mezzo".to_owned(),
+    };
+    let client = match https::client(&s.transport, &name, Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(e) => return error_body(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
     // The query string goes on as it came: the agent decodes it once.
-    let url = format!("http://{addr}/files/{fid}/{tid}/{what}?{}", q.unwrap_or_default());
-    match s.agents.get(&url).send().await {
+    let url = https::url(
+        &s.transport,
+        &addr,
+        &format!("/files/{fid}/{tid}/{what}?{}", q.unwrap_or_default()),
+    );
+    match client.get(&url).send().await {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             match r.bytes().await {

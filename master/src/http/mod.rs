@@ -21,7 +21,7 @@
 //! a follower answers 307 to the leader's same path (`to_leader`).
 
 mod actions;
-pub mod auth;
+pub mod authn;
 mod dashboard;
 mod events;
 mod files;
@@ -30,84 +30,123 @@ mod policy;
 mod raft;
 pub mod reads;
 pub mod sampler;
+mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRef, OriginalUri};
+use axum::extract::OriginalUri;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get, post, put};
+use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::security::Transport;
 use serde::{Deserialize, Serialize};
 
+use self::authn::Authenticator;
+use crate::auth::{Action, AuthzError, Caller};
 use crate::error::{ErrorCode, MasterError};
+use crate::pki::Authority;
 use crate::raft::RaftHandle;
 use crate::runtime::Handle;
-pub use auth::{Operator, OperatorAuth};
 pub use reads::{MastersBody, OverviewBody};
 pub use sampler::{Sample, Samples};
 
 /// What every HTTP handler shares: the way to the owner task and the Raft
-/// node, the operator token, the utilisation history, the metrics
-/// registry and a client for the agents' files API.
+/// node, the authenticator, the CA, this master's transport (for the
+/// agents' files API), the utilisation history and the metrics registry.
 #[derive(Clone)]
 pub struct HttpState {
     handle: Handle,
     raft: RaftHandle,
-    auth: OperatorAuth,
+    authn: Authenticator,
+    /// None on an insecure cluster.
+    authority: Option<Arc<Authority>>,
+    transport: Transport,
     samples: Samples,
     metrics: Arc<metrics::Metrics>,
-    /// For the agents' files API.
-    agents: reqwest::Client,
 }
 
 impl std::fmt::Debug for HttpState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpState")
-            .field("auth", &self.auth)
+            .field("authn", &self.authn)
             .finish_non_exhaustive()
     }
 }
 
-impl FromRef<HttpState> for OperatorAuth {
-    fn from_ref(s: &HttpState) -> OperatorAuth {
-        s.auth.clone()
-    }
-}
-
+// The checks return the refusal itself, ready to send.
+#[allow(clippy::result_large_err)]
 impl HttpState {
     /// Starts the utilisation sampler and builds the metrics registry;
     /// call once per master (every listener shares the result).
-    pub fn start(handle: Handle, raft: RaftHandle, auth: OperatorAuth) -> HttpState {
+    pub fn start(
+        handle: Handle,
+        raft: RaftHandle,
+        authn: Authenticator,
+        authority: Option<Arc<Authority>>,
+        transport: Transport,
+    ) -> HttpState {
         let samples = sampler::spawn(handle.clone(), sampler::INTERVAL);
-        let agents = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
         HttpState {
             handle,
             raft,
-            auth,
+            authn,
+            authority,
+            transport,
             samples,
             metrics: Arc::new(metrics::Metrics::new()),
-            agents,
         }
+    }
+
+    /// Refuses the caller unless it may do `action` to `object`.
+    pub(crate) fn check(&self, caller: &Caller, action: Action, object: &str) -> Result<(), Response> {
+        caller.may(&self.raft.auth().acl, action, object).map_err(refused)
+    }
+
+    /// Refuses the caller unless it owns the framework or a rule lets it
+    /// do `action` to it.
+    pub(crate) fn check_owner(&self, caller: &Caller, action: Action, framework: &FrameworkId) -> Result<(), Response> {
+        let view = self.raft.auth();
+        let owner = view.owner(framework).unwrap_or_default();
+        caller.may_touch(&view.acl, action, &owner).map_err(refused)
+    }
+
+    /// Refuses the caller unless it may read the cluster.
+    pub(crate) fn check_read(&self, caller: &Caller) -> Result<(), Response> {
+        caller
+            .may_read(&self.raft.auth().acl, self.authn.anonymous_read)
+            .map_err(refused)
     }
 }
 
-/// Every route of the master's HTTP API.
-pub fn router(state: HttpState) -> Router {
-    let open = Router::new()
-        .route("/health", get(|| async { "ok" }))
+/// 401 without a credential, 403 without the right.
+pub(crate) fn refused(e: AuthzError) -> Response {
+    match e {
+        AuthzError::Unauthenticated => error_body(StatusCode::UNAUTHORIZED, e.to_string()),
+        _ => error_body(StatusCode::FORBIDDEN, e.to_string()),
+    }
+}
+
+/// The whole application of a master's port: the gRPC services in
+/// `grpc` and every HTTP route, behind the one authentication layer
+/// ([`authn::layer`]), which gives every request its [`Caller`].
+pub fn app(state: HttpState, grpc: Router) -> Router {
+    let authn = state.authn.clone();
+    grpc.merge(router(state))
+        .layer(axum::middleware::from_fn_with_state(authn, authn::layer))
+}
+
+/// Every route of the master's HTTP API. Reads need the `read` action
+/// (checked by a layer on their group); every other route checks its own
+/// action on its object.
+fn router(state: HttpState) -> Router {
+    let reads = Router::new()
         .route("/state", get(reads::state))
         .route("/metrics", get(metrics::scrape))
         .route("/raft", get(raft::status))
         .route("/raft/registry", get(raft::registry))
-        .route("/raft/members", post(raft::add_member))
-        .route("/raft/members/{id}", delete(raft::remove_member))
-        .route("/", get(dashboard::index))
-        .route("/ui/{file}", get(dashboard::asset))
         .route("/api/v1/overview", get(reads::overview))
         .route("/api/v1/agents", get(reads::agents))
         .route("/api/v1/frameworks", get(reads::frameworks))
@@ -118,10 +157,15 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/why/task/{task}", get(reads::why_task))
         .route("/api/v1/roles", get(policy::roles))
         .route("/roles", get(policy::roles))
+        .route("/api/v1/acl", get(security::acl))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+    // The event stream lasts as long as its reader: no request timeout.
+    let streams = Router::new()
         .route("/api/v1/events", get(events::stream))
-        .route("/api/v1/tasks/{framework}/{task}/files/browse", get(files::browse))
-        .route("/api/v1/tasks/{framework}/{task}/files/read", get(files::read));
-    let operator = Router::new()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+    let changes = Router::new()
+        .route("/raft/members", post(raft::add_member))
+        .route("/raft/members/{id}", delete(raft::remove_member))
         .route("/weights", put(policy::set_weights))
         .route("/quota", put(policy::set_quota))
         .route("/quota/{*role}", delete(policy::remove_quota))
@@ -131,8 +175,51 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/tasks/{framework}/{task}/kill", post(actions::kill))
         .route("/api/v1/agents/{agent}/drain", post(actions::drain))
         .route("/api/v1/agents/{agent}/reactivate", post(actions::reactivate))
-        .route("/api/v1/agents/{agent}/gone", post(actions::gone));
-    open.merge(state.auth.protect(operator)).with_state(state)
+        .route("/api/v1/agents/{agent}/gone", post(actions::gone))
+        .route("/api/v1/tasks/{framework}/{task}/files/browse", get(files::browse))
+        .route("/api/v1/tasks/{framework}/{task}/files/read", get(files::read))
+        .route("/api/v1/acl", put(security::set_acl))
+        .route("/api/v1/credentials", get(security::credentials).post(security::issue))
+        .route("/api/v1/credentials/revoke", post(security::revoke))
+        .route("/api/v1/credentials/self", post(security::own_token))
+        .route("/api/v1/tokens", post(security::join_token))
+        .route(
+            "/api/v1/secrets",
+            get(security::secrets)
+                .put(security::put_secret)
+                .delete(security::delete_secret),
+        );
+    let open = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/api/v1/ca", get(security::ca))
+        .route("/api/v1/join", post(security::join))
+        .route("/", get(dashboard::index))
+        .route("/ui/{file}", get(dashboard::asset))
+        .route("/ui/login", post(dashboard::login))
+        .route("/ui/logout", post(dashboard::logout));
+    // Every other request gets an answer (408 at worst) within this.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    reads
+        .merge(changes)
+        .merge(open)
+        .layer(timeout)
+        .merge(streams)
+        .with_state(state)
+}
+
+/// Longest an HTTP request (not a stream) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn require_read(
+    axum::extract::State(s): axum::extract::State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.check_read(&caller) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r,
+    }
 }
 
 /// Answers a request a follower cannot serve: 307 to the leader's same
@@ -141,7 +228,9 @@ pub fn router(state: HttpState) -> Router {
 pub(crate) fn to_leader(e: MasterError, path: &str) -> Response {
     match e {
         MasterError::NotLeader { leader: Some(ref l) } => {
-            let location = format!("http://{l}{path}");
+            // Scheme-relative (as Mesos answers): the client keeps https,
+            // or http on an insecure cluster.
+            let location = format!("//{l}{path}");
             (
                 StatusCode::TEMPORARY_REDIRECT,
                 [(header::LOCATION, location)],
@@ -161,7 +250,11 @@ pub(crate) fn error(e: MasterError, path: &str) -> Response {
         ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::FailedPrecondition | ErrorCode::AlreadyExists | ErrorCode::Aborted => StatusCode::CONFLICT,
-        ErrorCode::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::ResourceExhausted => match e {
+            MasterError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::PAYLOAD_TOO_LARGE,
+        },
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Unavailable => match e {

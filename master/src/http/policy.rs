@@ -45,7 +45,7 @@ fn bad(msg: impl std::fmt::Display) -> Response {
 }
 
 /// Sends a change to the owner and waits for its commit.
-async fn run(s: &HttpState, request: PolicyRequest, path: &str, done: serde_json::Value) -> Response {
+pub(super) async fn run(s: &HttpState, request: PolicyRequest, path: &str, done: serde_json::Value) -> Response {
     let asked = s.handle.ask(|reply| Command::Policy { request, reply });
     match tokio::time::timeout(COMMIT_WAIT, asked).await {
         Err(_) => error_body(

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 
 use super::{HttpState, to_leader};
+use crate::auth::{Action, Caller};
 use crate::error::MasterError;
 use crate::raft::{MemberChange, MembershipError};
 
@@ -18,8 +19,12 @@ pub(super) struct AddMember {
 
 pub(super) async fn add_member(
     State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    if let Err(r) = s.check(&caller, Action::ManageMasters, "masters") {
+        return r;
+    }
     match body {
         Ok(Json(b)) => member_change(&s, MemberChange::Add { address: b.address }, "/raft/members").await,
         Err(e) => (
@@ -30,7 +35,14 @@ pub(super) async fn add_member(
     }
 }
 
-pub(super) async fn remove_member(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+pub(super) async fn remove_member(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = s.check(&caller, Action::ManageMasters, "masters") {
+        return r;
+    }
     match id.parse::<u64>() {
         Ok(id) => member_change(&s, MemberChange::Remove { id }, &format!("/raft/members/{id}")).await,
         Err(_) => (StatusCode::BAD_REQUEST, format!("master id {id:?} is not a number")).into_response(),
@@ -54,10 +66,12 @@ async fn member_change(s: &HttpState, change: MemberChange, path: &str) -> Respo
     }
 }
 
-/// This master's applied registry (no redirect: for comparing replicas).
+/// This master's applied registry (no redirect: for comparing replicas),
+/// with frameworks' key-value data and sealed secrets shown only by
+/// digest: replicas still compare, and no value leaves in a dump.
 pub(super) async fn registry(State(s): State<HttpState>) -> Response {
     match s.raft.registry().await {
-        Some(r) => Json(r).into_response(),
+        Some(r) => Json(r.redacted()).into_response(),
         None => unavailable("raft node stopped"),
     }
 }

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Json, Response};
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
-use super::auth::MaybeOperator;
 use super::sampler::Sample;
 use super::{HttpState, error, error_body, path_of, reply, to_leader};
+use crate::auth::{Action, Caller};
 use crate::core::Master;
 use crate::core::view::{self, Page, TaskFilter};
 use crate::error::MasterError;
@@ -120,7 +120,7 @@ pub(super) async fn tasks(
 pub(super) async fn task(
     State(s): State<HttpState>,
     u: OriginalUri,
-    MaybeOperator(operator): MaybeOperator,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((fid, tid)): Path<(String, String)>,
 ) -> Response {
     let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
@@ -128,7 +128,9 @@ pub(super) async fn task(
         Ok(v) => v,
         Err(e) => return error(e.into(), ""),
     };
-    read(&s, path_of(&u), move |m| view::task(m, &fid, &tid, operator)).await
+    // Environments often hold secrets: shown only to whoever may see them.
+    let environment = s.check_owner(&caller, Action::ViewEnvironment, &fid).is_ok();
+    read(&s, path_of(&u), move |m| view::task(m, &fid, &tid, environment)).await
 }
 
 /// `/api/v1/masters`: this master's Raft view and the members.

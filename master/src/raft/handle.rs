@@ -4,11 +4,13 @@
 //! it, and it uses neither.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::auth_view::AuthView;
 use super::members::{MemberChange, MembershipError};
 use crate::registry::{Registry, RegistryOp};
 
@@ -57,6 +59,7 @@ pub(crate) enum NodeCmd {
 pub struct RaftHandle {
     tx: mpsc::Sender<NodeCmd>,
     members: watch::Receiver<BTreeMap<u64, String>>,
+    auth: watch::Receiver<Arc<AuthView>>,
     id: u64,
 }
 
@@ -67,8 +70,19 @@ impl std::fmt::Debug for RaftHandle {
 }
 
 impl RaftHandle {
-    pub(super) fn new(tx: mpsc::Sender<NodeCmd>, members: watch::Receiver<BTreeMap<u64, String>>, id: u64) -> Self {
-        RaftHandle { tx, members, id }
+    pub(super) fn new(
+        tx: mpsc::Sender<NodeCmd>,
+        members: watch::Receiver<BTreeMap<u64, String>>,
+        auth: watch::Receiver<Arc<AuthView>>,
+        id: u64,
+    ) -> Self {
+        RaftHandle { tx, members, auth, id }
+    }
+
+    /// The ACL, revocations and framework owners as this master has
+    /// applied them (leader or not).
+    pub fn auth(&self) -> Arc<AuthView> {
+        self.auth.borrow().clone()
     }
 
     /// Proposes an op; its commit comes back as [`RaftEvent::Committed`].

@@ -10,12 +10,14 @@
 //!
 //! [`RegistryOp`]: crate::registry::RegistryOp
 
+pub mod auth_view;
 pub mod handle;
 pub mod members;
 pub mod node;
 pub mod storage;
 pub mod transport;
 
+pub use auth_view::AuthView;
 pub use handle::{RaftEvent, RaftHandle, RaftStatus};
 pub use members::{MemberChange, MembershipError};
 pub use node::RaftConfig;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -21,6 +22,9 @@ use super::handle::{NodeCmd, RaftEvent, RaftHandle, RaftStatus};
 use super::members::{self, MemberChange, MembershipError};
 use super::storage::{RaftStorage, RaftStorageError};
 use super::transport;
+use mezzo_proto::security::Transport;
+
+use super::auth_view::{AuthView, Owners};
 use crate::registry::{Registry, RegistryOp};
 
 /// How one master takes part in the group.
@@ -44,6 +48,8 @@ pub struct RaftConfig {
     /// Joining a running group: never create a group of our own; wait for
     /// the leader to send the log (or a snapshot).
     pub join: bool,
+    /// How to reach the other masters (TLS with this master's certificate).
+    pub transport: Transport,
 }
 
 /// Forwards raft-rs's slog records to `tracing`.
@@ -92,6 +98,11 @@ struct Node {
     pending_change: Option<(u64, oneshot::Sender<Result<u64, MembershipError>>)>,
     self_tx: mpsc::Sender<NodeCmd>,
     members_tx: watch::Sender<BTreeMap<u64, String>>,
+    /// The security facts the edge reads (see [`AuthView`]).
+    auth_tx: watch::Sender<Arc<AuthView>>,
+    /// Each framework's owner, shared with every published [`AuthView`].
+    owners: Owners,
+    transport: Transport,
 }
 
 /// Opens the log (creating the group on first start) and spawns the node.
@@ -143,6 +154,9 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
     let (tx, rx) = mpsc::channel(16384);
     let (events_tx, events_rx) = mpsc::channel(16384);
     let (members_tx, members_rx) = watch::channel(registry.masters.clone());
+    let owners = Owners::default();
+    owners.reset(&registry);
+    let (auth_tx, auth_rx) = watch::channel(AuthView::of(&registry, &owners));
     let node = Node {
         raw,
         applied: meta.index,
@@ -158,9 +172,12 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         snapshot_now: false,
         self_tx: tx.clone(),
         members_tx,
+        auth_tx,
+        owners,
+        transport: cfg.transport.clone(),
     };
     tokio::spawn(node.run(rx, cfg.tick));
-    Ok((RaftHandle::new(tx, members_rx, cfg.id), events_rx))
+    Ok((RaftHandle::new(tx, members_rx, auth_rx, cfg.id), events_rx))
 }
 
 impl Node {
@@ -314,6 +331,7 @@ impl Node {
                     self.raw.raft.id,
                     to,
                     addr,
+                    self.transport.clone(),
                     rx,
                     self.self_tx.clone(),
                 ));
@@ -352,6 +370,8 @@ impl Node {
             self.applied = snap.get_metadata().index;
             self.last_snapshot = self.applied;
             self.members_tx.send_replace(self.registry.masters.clone());
+            self.owners.reset(&self.registry);
+            self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
         }
         let committed = rd.take_committed_entries();
         self.apply(committed).await?;
@@ -394,6 +414,12 @@ impl Node {
                 EntryType::EntryNormal => match serde_json::from_slice::<RegistryOp>(&e.data) {
                     Ok(op) => {
                         self.registry.apply(&op);
+                        if AuthView::owners_changed_by(&op) {
+                            self.owners.apply(&op);
+                        }
+                        if AuthView::changed_by(&op) {
+                            self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
+                        }
                         if self.serving {
                             let _ = self.events.send(RaftEvent::Committed(op)).await;
                         }

@@ -1,6 +1,7 @@
 //! Raft messages between masters: a gRPC service receiving batches, and
 //! one sender task per peer that batches what the node hands it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -9,6 +10,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::handle::{NodeCmd, RaftHandle};
+use crate::auth::Caller;
+use mezzo_proto::security::{Kind, Transport};
 use mezzo_proto::v1;
 use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
 use mezzo_proto::v1::raft_transport_server::RaftTransport;
@@ -36,55 +39,81 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn send(&self, req: Request<v1::RaftBatch>) -> Result<Response<v1::RaftAck>, Status> {
-        self.deliver(req.into_inner()).await?;
+        let caller = Caller::of(&req);
+        self.deliver(&caller, req.into_inner()).await?;
         Ok(Response::new(v1::RaftAck {}))
     }
 
     async fn stream(&self, req: Request<tonic::Streaming<v1::RaftBatch>>) -> Result<Response<v1::RaftAck>, Status> {
+        let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         while let Some(batch) = inbound.message().await? {
-            self.deliver(batch).await?;
+            self.deliver(&caller, batch).await?;
         }
         Ok(Response::new(v1::RaftAck {}))
     }
 }
 
 impl RaftService {
-    /// Checks a batch (addressed to this master, from a member, decodable,
-    /// each message matching the batch's ends) and hands it to the node.
-    async fn deliver(&self, batch: v1::RaftBatch) -> Result<(), Status> {
-        let me = self.node.id();
-        if batch.to != me {
-            return Err(Status::failed_precondition(format!(
-                "raft batch for master {} reached master {me}",
-                batch.to
-            )));
-        }
-        if !self.node.members().contains_key(&batch.from) {
-            // (A member this master has not yet learned of is refused too;
-            // it catches up once the leader's log reaches it.)
-            return Err(Status::permission_denied(format!(
-                "raft batch from {}, which is not a member of this group",
-                batch.from
-            )));
-        }
-        let mut msgs = Vec::with_capacity(batch.messages.len());
-        for bytes in &batch.messages {
-            let m = Message::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
-            if m.from != batch.from || m.to != me {
-                return Err(Status::invalid_argument(format!(
-                    "raft message {}->{} in a batch {}->{me}",
-                    m.from, m.to, batch.from
-                )));
-            }
-            msgs.push(m);
-        }
+    /// Checks a batch (see [`decode_batch`]; and that the member it
+    /// claims to come from sent it) and hands it to the node.
+    async fn deliver(&self, caller: &Caller, batch: v1::RaftBatch) -> Result<(), Status> {
+        let members = self.node.members();
+        let msgs = decode_batch(&batch, self.node.id(), &members)?;
+        check_sender(caller, batch.from, &members)?;
         if !self.node.deliver(msgs).await {
             return Err(Status::unavailable("raft node stopped"));
         }
         Ok(())
     }
+}
+
+/// Only the member named `from` may send as `from`: its certificate must
+/// be a master's, named by that member's address.
+fn check_sender(caller: &Caller, from: u64, members: &BTreeMap<u64, String>) -> Result<(), Status> {
+    let Some(principal) = caller.expect_kind(Kind::Master).map_err(|e| e.status())? else {
+        return Ok(()); // --insecure
+    };
+    let claimed = members.get(&from).map(String::as_str).unwrap_or_default();
+    if principal.name() != claimed {
+        return Err(Status::permission_denied(format!(
+            "raft batch claims to come from member {from} ({claimed}), but was sent by {principal}"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a received batch into raft-rs messages, checking that it is
+/// addressed to this master (`me`), comes from one of `members`, and that
+/// every message decodes and matches the batch's ends.
+pub fn decode_batch(batch: &v1::RaftBatch, me: u64, members: &BTreeMap<u64, String>) -> Result<Vec<Message>, Status> {
+    if batch.to != me {
+        return Err(Status::failed_precondition(format!(
+            "raft batch for master {} reached master {me}",
+            batch.to
+        )));
+    }
+    if !members.contains_key(&batch.from) {
+        // (A member this master has not yet learned of is refused too;
+        // it catches up once the leader's log reaches it.)
+        return Err(Status::permission_denied(format!(
+            "raft batch from {}, which is not a member of this group",
+            batch.from
+        )));
+    }
+    let mut msgs = Vec::with_capacity(batch.messages.len());
+    for bytes in &batch.messages {
+        let m = Message::parse_from_bytes(bytes)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        if m.from != batch.from || m.to != me {
+            return Err(Status::invalid_argument(format!(
+                "raft message {}->{} in a batch {}->{me}",
+                m.from, m.to, batch.from
+            )));
+        }
+        msgs.push(m);
+    }
+    Ok(msgs)
 }
 
 /// Sends what the node queues for one peer, in batches, in order. A
@@ -94,11 +123,12 @@ pub(crate) async fn peer_sender(
     me: u64,
     to: u64,
     addr: String,
+    transport: Transport,
     mut rx: mpsc::Receiver<Message>,
     node: mpsc::Sender<NodeCmd>,
 ) {
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true),
+    let endpoint = match mezzo_proto::security::grpc::endpoint(&addr, &transport) {
+        Ok(e) => e.connect_timeout(Duration::from_millis(500)),
         Err(e) => {
             tracing::error!(to, %addr, error = %e, "bad raft peer address");
             return;
@@ -166,3 +196,7 @@ fn open_stream(client: &RaftTransportClient<tonic::transport::Channel>) -> mpsc:
     });
     tx
 }
+
+#[cfg(test)]
+#[path = "transport_fuzz_tests.rs"]
+mod fuzz_tests;

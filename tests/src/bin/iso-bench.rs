@@ -115,6 +115,7 @@ impl Mezzo {
             user: None,
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
+            secret_files: Vec::new(),
         };
         let t0 = Instant::now();
         // What the task's supervisor does before it launches: checkpoint.

@@ -13,11 +13,17 @@
 //!   succeeds again, and until the framework is offered resources again, is
 //!   measured; the killed master is restarted and caught up between trials.
 //!
+//! Mezzo is spoken to as clients do: over TLS with the credential of the
+//! client configuration (`--client-config`, else where clients look:
+//! `$MEZZO_CLIENT_CONFIG`, `$MEZZO_HOME/config.toml`), or in plain text to
+//! masters started with `--insecure` (`--insecure`, for comparison figures).
+//!
 //! etcd is spoken to over its own gRPC API with hand-written prost messages
 //! (only the fields used here), so no `protoc` is needed to build this.
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,17 +34,31 @@ use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 use mezzo_master::registry::{FrameworkRecord, RegistryOp};
 use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::security::principal::MASTER_DNS_NAME;
+use mezzo_proto::security::{ClientConfig, Transport, client_config, grpc, https};
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
-use mezzo_sdk::{Event, Scheduler, SchedulerConfig};
+use mezzo_sdk::{Event, Scheduler};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::sync::mpsc;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of Mezzo's Raft-replicated registry (run by scripts/bench-raft)")]
 struct Cli {
+    /// Plain text to masters started with `--insecure` (`failover` starts
+    /// its masters and agent so).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// The client configuration for the masters of `writes` (default:
+    /// $MEZZO_CLIENT_CONFIG, else $MEZZO_HOME/config.toml).
+    #[arg(long, global = true)]
+    client_config: Option<PathBuf>,
+    /// Talk to etcd over TLS with the certificates `etcd-certs` wrote in
+    /// this dir (etcd started with client and peer TLS).
+    #[arg(long, global = true)]
+    etcd_tls: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -47,6 +67,10 @@ struct Cli {
 enum Cmd {
     /// Prints the size in bytes of one RegisterFramework op as the log stores it (JSON).
     OpSize,
+    /// Writes certificates of the cluster's CA ($MEZZO_HOME/pki) for an
+    /// etcd group on loopback into DIR: ca.crt, etcd.crt/key (server and
+    /// peer, for 127.0.0.1 and localhost) and client.crt/key.
+    EtcdCerts { out: PathBuf },
     /// Registry writes: Mezzo (Subscribe of a new framework) vs etcd (Put of a fresh key).
     Writes {
         /// The three masters, comma-separated.
@@ -98,19 +122,20 @@ fn main() -> Result<()> {
         // On a signal the benchmark future is dropped: a failover cluster's
         // processes are killed by its Drop.
         tokio::select! {
-            r = run(cli.cmd) => r,
+            r = run(cli) => r,
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
             _ = term.recv() => bail!("terminated"),
         }
     })
 }
 
-async fn run(cmd: Cmd) -> Result<()> {
-    match cmd {
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
         Cmd::OpSize => {
             println!("{}", sample_op_json().len());
             Ok(())
         }
+        Cmd::EtcdCerts { out } => etcd_certs(&out),
         Cmd::Writes {
             mezzo,
             etcd,
@@ -119,7 +144,18 @@ async fn run(cmd: Cmd) -> Result<()> {
             warmup,
             rounds,
             header,
-        } => writes_bench(&list(&mezzo), &list(&etcd), writes, clients, warmup, rounds, header).await,
+        } => {
+            let transport = transport(cli.insecure, cli.client_config)?;
+            let runs = Runs {
+                writes,
+                clients,
+                warmup,
+                rounds,
+                header,
+            };
+            let etcd_tls = cli.etcd_tls.as_deref().map(etcd_tls).transpose()?;
+            writes_bench(&list(&mezzo), &list(&etcd), &transport, etcd_tls, runs).await
+        }
         Cmd::Failover {
             trials,
             settle_ms,
@@ -129,10 +165,21 @@ async fn run(cmd: Cmd) -> Result<()> {
                 trials,
                 Duration::from_millis(settle_ms),
                 Duration::from_millis(min_session_ms),
+                cli.insecure,
             )
             .await
         }
     }
+}
+
+/// How to reach the masters of `writes`.
+fn transport(insecure: bool, path: Option<PathBuf>) -> Result<Transport> {
+    if insecure {
+        return Ok(Transport::Plain);
+    }
+    let path = path.unwrap_or_else(client_config::default_path);
+    let cfg = ClientConfig::load(&path)?;
+    Ok(cfg.transport(&path)?)
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -236,18 +283,64 @@ async fn run_writers<W: Writer>(writers: Vec<W>, first: u64, writes: u64) -> Res
     })
 }
 
-async fn channel(uri: &str) -> Result<Channel> {
+/// A channel to a master, as clients open one (TLS unless insecure).
+async fn mezzo_channel(addr: &str, transport: &Transport) -> Result<Channel> {
+    grpc::endpoint(addr, transport)
+        .map_err(anyhow::Error::msg)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connect to {addr}"))
+}
+
+/// A plain-text channel (etcd).
+async fn channel(uri: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel> {
     let uri = if uri.contains("://") {
         uri.to_owned()
     } else {
         format!("http://{uri}")
     };
-    Endpoint::from_shared(uri.clone())?
+    let mut e = Endpoint::from_shared(uri.clone())?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .with_context(|| format!("connect to {uri}"))
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        e = e.tls_config(tls.clone())?;
+    }
+    e.connect().await.with_context(|| format!("connect to {uri}"))
+}
+
+/// Certificates for a TLS etcd group on loopback, from the cluster's CA:
+/// the same CA and the same kind of keys (ECDSA P-256) as Mezzo's, so the
+/// two pay the same for TLS.
+fn etcd_certs(out: &std::path::Path) -> Result<()> {
+    let ca = mezzo_master::pki::Authority::load(&client_config::mezzo_home().join("pki"))?;
+    std::fs::create_dir_all(out)?;
+    let validity = Duration::from_secs(24 * 3600);
+    let hosts = ["127.0.0.1".to_owned()];
+    let (server, key) = ca.issue_with_key(&"master:etcd".parse()?, &hosts, validity)?;
+    let (client, ckey) = ca.issue_with_key(&"user:bench".parse()?, &[], validity)?;
+    for (name, text) in [
+        ("ca.crt", ca.cert_pem()),
+        ("etcd.crt", server.cert_pem.as_str()),
+        ("etcd.key", key.as_str()),
+        ("client.crt", client.cert_pem.as_str()),
+        ("client.key", ckey.as_str()),
+    ] {
+        std::fs::write(out.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// The client side of etcd's TLS, from the dir `etcd-certs` wrote.
+fn etcd_tls(dir: &std::path::Path) -> Result<ClientTlsConfig> {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).with_context(|| format!("{}/{f}", dir.display()));
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")?))
+        .identity(tonic::transport::Identity::from_pem(
+            read("client.crt")?,
+            read("client.key")?,
+        ))
+        .domain_name("localhost"))
 }
 
 // ---------------------------------------------------------------------------
@@ -280,12 +373,12 @@ impl Writer for MezzoWriter {
 
 /// The master that leads and serves, found through `/raft` and confirmed
 /// by one write.
-async fn mezzo_leader(masters: &[String]) -> Result<String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+async fn mezzo_leader(masters: &[String], transport: &Transport) -> Result<String> {
+    let http = https::client(transport, MASTER_DNS_NAME, Duration::from_secs(2)).map_err(anyhow::Error::msg)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for m in masters {
-            let Ok(r) = http.get(format!("http://{m}/raft")).send().await else {
+            let Ok(r) = http.get(https::url(transport, m, "/raft")).send().await else {
                 continue;
             };
             let Ok(v) = r.json::<serde_json::Value>().await else {
@@ -293,7 +386,7 @@ async fn mezzo_leader(masters: &[String]) -> Result<String> {
             };
             if v["role"] == "leader" {
                 let mut w = MezzoWriter {
-                    client: SchedulerClient::new(channel(m).await?),
+                    client: SchedulerClient::new(mezzo_channel(m, transport).await?),
                     run: "probe".into(),
                 };
                 if w.write(0).await.is_ok() {
@@ -308,11 +401,11 @@ async fn mezzo_leader(masters: &[String]) -> Result<String> {
     }
 }
 
-async fn mezzo_writers(leader: &str, n: usize, run: &str) -> Result<Vec<MezzoWriter>> {
+async fn mezzo_writers(leader: &str, n: usize, run: &str, transport: &Transport) -> Result<Vec<MezzoWriter>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(MezzoWriter {
-            client: SchedulerClient::new(channel(leader).await?),
+            client: SchedulerClient::new(mezzo_channel(leader, transport).await?),
             run: run.to_owned(),
         });
     }
@@ -399,11 +492,11 @@ impl Writer for EtcdWriter {
 }
 
 /// The leader's client URL and etcd's version.
-async fn etcd_leader(endpoints: &[String]) -> Result<(String, String)> {
+async fn etcd_leader(endpoints: &[String], tls: Option<&ClientTlsConfig>) -> Result<(String, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for e in endpoints {
-            let Ok(ch) = channel(e).await else { continue };
+            let Ok(ch) = channel(e, tls).await else { continue };
             let mut grpc = tonic::client::Grpc::new(ch);
             let Ok(st) =
                 etcd_unary::<_, StatusResponse>(&mut grpc, "/etcdserverpb.Maintenance/Status", StatusRequest {}).await
@@ -421,11 +514,17 @@ async fn etcd_leader(endpoints: &[String]) -> Result<(String, String)> {
     }
 }
 
-async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Result<Vec<EtcdWriter>> {
+async fn etcd_writers(
+    leader: &str,
+    n: usize,
+    prefix: &str,
+    value: &[u8],
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Vec<EtcdWriter>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(EtcdWriter {
-            grpc: tonic::client::Grpc::new(channel(leader).await?),
+            grpc: tonic::client::Grpc::new(channel(leader, tls).await?),
             prefix: prefix.to_owned(),
             value: value.to_vec(),
         });
@@ -436,23 +535,43 @@ async fn etcd_writers(leader: &str, n: usize, prefix: &str, value: &[u8]) -> Res
 // ---------------------------------------------------------------------------
 // Benchmark 1: writes
 
-async fn writes_bench(
-    masters: &[String],
-    etcd: &[String],
+/// The shape of the `writes` benchmark.
+#[derive(Debug, Clone, Copy)]
+struct Runs {
     writes: u64,
     clients: usize,
     warmup: u64,
     rounds: usize,
     header: bool,
+}
+
+async fn writes_bench(
+    masters: &[String],
+    etcd: &[String],
+    transport: &Transport,
+    etcd_tls: Option<ClientTlsConfig>,
+    runs: Runs,
 ) -> Result<()> {
+    let Runs {
+        writes,
+        clients,
+        warmup,
+        rounds,
+        header,
+    } = runs;
     let value = sample_op_json();
-    let mezzo = mezzo_leader(masters).await?;
-    let (etcd_leader, version) = etcd_leader(etcd).await?;
+    let mezzo = mezzo_leader(masters, transport).await?;
+    let (etcd_leader, version) = etcd_leader(etcd, etcd_tls.as_ref()).await?;
     if header {
         println!(
             "{writes} writes per run, each {} bytes (a RegisterFramework op's JSON; the etcd value is a copy of it); \
-             {warmup} unmeasured writes first; each client has its own connection; etcd {version}",
-            value.len()
+             {warmup} unmeasured writes first; each client has its own connection; etcd {version}; \
+             Mezzo over {}",
+            value.len(),
+            match transport {
+                Transport::Tls(_) => "mutual TLS (its client configuration's credential)",
+                Transport::Plain => "plain text (--insecure masters)",
+            }
         );
         println!(
             "  {:<6} {:>7} {:>10} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8}   Mezzo/etcd",
@@ -463,16 +582,30 @@ async fn writes_bench(
     let mut registered = 1;
     for round in 0..rounds.max(1) {
         let run = format!("c{clients}r{round}");
-        let w = mezzo_writers(&mezzo, clients, &format!("{run}w")).await?;
+        let w = mezzo_writers(&mezzo, clients, &format!("{run}w"), transport).await?;
         run_writers(w, 0, warmup).await.context("Mezzo warm-up")?;
         registered += warmup;
-        let w = mezzo_writers(&mezzo, clients, &run).await?;
+        let w = mezzo_writers(&mezzo, clients, &run, transport).await?;
         let m = run_writers(w, 0, writes).await.context("Mezzo run")?;
         print_row("mezzo", clients, registered, &m, String::new());
         registered += writes;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}w"), &value).await?;
+        let w = etcd_writers(
+            &etcd_leader,
+            clients,
+            &format!("bench/{run}w"),
+            &value,
+            etcd_tls.as_ref(),
+        )
+        .await?;
         run_writers(w, 0, warmup).await.context("etcd warm-up")?;
-        let w = etcd_writers(&etcd_leader, clients, &format!("bench/{run}"), &value).await?;
+        let w = etcd_writers(
+            &etcd_leader,
+            clients,
+            &format!("bench/{run}"),
+            &value,
+            etcd_tls.as_ref(),
+        )
+        .await?;
         let e = run_writers(w, 0, writes).await.context("etcd run")?;
         let ratio = format!(
             "throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
@@ -579,24 +712,31 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-async fn failover_bench(trials: usize, settle: Duration, min_session: Duration) -> Result<()> {
+async fn failover_bench(trials: usize, settle: Duration, min_session: Duration, insecure: bool) -> Result<()> {
+    // TLS as by default, or everything --insecure for comparison.
+    let plain: Vec<String> = if insecure { vec!["--insecure".into()] } else { vec![] };
     let spec = ClusterSpec {
         masters: 3,
         agents: 1,
         agent_resources: "cpus:2;mem:2048;disk:2048".into(),
         // The daemons' defaults: 50 ms Raft tick, election after 6-12 ticks,
         // heartbeats every tick; 1 s framework heartbeats.
-        master_args: vec![],
-        agent_args: vec![],
+        master_args: plain.clone(),
+        agent_args: plain,
     };
     let mut c = Cluster::start(spec).await?;
     let masters = c.masters();
     println!(
-        "three masters {}, one agent; {trials} trials, each kill at least {:.1} s after the framework's last subscription",
+        "three masters {}, one agent ({}); {trials} trials, each kill at least {:.1} s after the framework's last subscription",
         masters.join(","),
+        if insecure {
+            "--insecure: plain text"
+        } else {
+            "mutual TLS"
+        },
         min_session.as_secs_f64()
     );
-    let cfg = SchedulerConfig::new(masters.clone(), "failover-bench");
+    let cfg = c.sdk_config("failover-bench");
     let (s, events) = Scheduler::start(cfg);
     let mut rx = pump(s.clone(), events);
 

@@ -1,11 +1,17 @@
-//! A small client of the operator API: tries each master, follows a
-//! follower's 307 to the leader itself (so the bearer token goes along:
-//! HTTP clients drop it on a redirect to another host), and turns HTTP
-//! errors into [`ApiError`] kinds that map to exit codes.
+//! The CLI's one client of the masters' HTTP API. It finds the masters
+//! and its credential in the client configuration (`~/.mezzo/config.toml`,
+//! `MEZZO_CLIENT_CONFIG`; `MEZZO_TOKEN` for a bearer token;
+//! `MEZZO_INSECURE=1` for an `--insecure` cluster), speaks TLS verified
+//! against the cluster's CA as `master.mezzo`, tries each master, follows
+//! a follower's 307 to the leader itself (only ever to another verified
+//! master, so the credential goes nowhere else), and turns HTTP errors
+//! into [`ApiError`] kinds that map to exit codes.
 
 use std::time::Duration;
 
 use mezzo_master::http::ErrorBody;
+use mezzo_proto::security::Transport;
+use mezzo_sdk::{HttpAnswer, MasterHttp};
 use serde_json::Value;
 
 /// How an operator call failed; each kind has its own exit code.
@@ -33,29 +39,51 @@ impl ApiError {
     }
 }
 
+/// The default master when neither `--master`/`MEZZO_MASTER` nor the
+/// client configuration names one.
+pub const DEFAULT_MASTER: &str = "127.0.0.1:5050";
+
+/// How this client reaches the cluster, and the masters the client
+/// configuration names.
+pub fn transport() -> Result<(Transport, Vec<String>), ApiError> {
+    Transport::discover().map_err(|e| ApiError::Refused(e.to_string()))
+}
+
+/// `masters` (comma-separated; empty: the configuration's, else the
+/// default) as a list.
+pub fn masters_or_default(masters: &str, configured: &[String]) -> Vec<String> {
+    let given = super::super::comma_list(masters);
+    if !given.is_empty() {
+        return given;
+    }
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    vec![DEFAULT_MASTER.to_owned()]
+}
+
+/// The masters' HTTP API, with exit-code errors.
 #[derive(Debug, Clone)]
 pub struct Client {
-    masters: Vec<String>,
-    token: Option<String>,
-    http: reqwest::Client,
+    inner: MasterHttp,
 }
 
 impl Client {
-    pub fn new(masters: &str, token: Option<String>) -> Result<Client, ApiError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+    /// A client of `masters` (comma-separated, or empty for those of the
+    /// client configuration).
+    pub fn new(masters: &str) -> Result<Client, ApiError> {
+        Client::with_timeout(masters, Duration::from_secs(10))
+    }
+
+    pub fn with_timeout(masters: &str, timeout: Duration) -> Result<Client, ApiError> {
+        let (transport, configured) = transport()?;
+        let inner = MasterHttp::with(masters_or_default(masters, &configured), transport, timeout)
             .map_err(|e| ApiError::Other(e.to_string()))?;
-        let masters = super::super::comma_list(masters);
-        if masters.is_empty() {
-            return Err(ApiError::Bad("--master: no master address given".into()));
-        }
-        Ok(Client {
-            masters,
-            token: token.filter(|t| !t.is_empty()),
-            http,
-        })
+        Ok(Client { inner })
+    }
+
+    pub fn masters(&self) -> &[String] {
+        self.inner.masters()
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
@@ -66,57 +94,40 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Asks one master, without following it elsewhere (for views each
+    /// master answers itself, like `/raft`).
+    pub async fn get_from<T: serde::de::DeserializeOwned>(&self, master: &str, path: &str) -> Result<T, ApiError> {
+        let a = self
+            .inner
+            .get_from(master, path)
+            .await
+            .map_err(|e| ApiError::Other(e.to_string()))?;
+        read(&a)
+    }
+
     /// Any method; `body` is sent as JSON.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
-        let mut last = ApiError::Other("no master answered".into());
-        for m in &self.masters {
-            let mut url = format!("http://{m}{path}");
-            for _hop in 0..5 {
-                let mut req = self.http.request(method.clone(), &url);
-                if let Some(t) = &self.token {
-                    req = req.bearer_auth(t);
-                }
-                if let Some(b) = &body {
-                    req = req.json(b);
-                }
-                let resp = match req.send().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        last = ApiError::Other(format!("{m}: {e}"));
-                        break;
-                    }
-                };
-                let status = resp.status();
-                if status.is_redirection()
-                    && let Some(loc) = resp
-                        .headers()
-                        .get(reqwest::header::LOCATION)
-                        .and_then(|l| l.to_str().ok())
-                {
-                    url = loc.to_owned();
-                    continue;
-                }
-                let text = resp.text().await.unwrap_or_default();
-                let msg = || {
-                    serde_json::from_str::<ErrorBody>(&text)
-                        .map(|b| b.error)
-                        .unwrap_or_else(|_| text.trim().to_owned())
-                };
-                return match status.as_u16() {
-                    200..=299 => {
-                        serde_json::from_str(&text).map_err(|e| ApiError::Other(format!("bad JSON from {url}: {e}")))
-                    }
-                    404 => Err(ApiError::NotFound(msg())),
-                    401 | 403 => Err(ApiError::Refused(msg())),
-                    400 | 409 | 422 => Err(ApiError::Bad(msg())),
-                    503 => {
-                        last = ApiError::Other(format!("{m}: {}", msg()));
-                        break;
-                    }
-                    _ => Err(ApiError::Other(format!("{status}: {}", msg()))),
-                };
-            }
-        }
-        Err(last)
+        let a = self
+            .inner
+            .request(method, path, body.as_ref())
+            .await
+            .map_err(|e| ApiError::Other(e.to_string()))?;
+        read(&a)
     }
+}
+
+/// An answer's JSON, or its error by kind.
+fn read<T: serde::de::DeserializeOwned>(a: &HttpAnswer) -> Result<T, ApiError> {
+    if !(200..300).contains(&a.status) {
+        let msg = serde_json::from_str::<ErrorBody>(&a.body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| a.body.trim().to_owned());
+        return Err(match a.status {
+            404 => ApiError::NotFound(msg),
+            401 | 403 | 429 => ApiError::Refused(msg),
+            400 | 409 | 422 => ApiError::Bad(msg),
+            code => ApiError::Other(format!("{}: {code}: {msg}", a.master)),
+        });
+    }
+    serde_json::from_str(&a.body).map_err(|e| ApiError::Other(format!("bad JSON from {}: {e}", a.master)))
 }

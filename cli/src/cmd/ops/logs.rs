@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master, a.conn.token.clone())?;
+    let c = Client::new(&a.conn.master)?;
     let fw = match a.framework {
         Some(f) => f,
         None => framework_of(&c, &a.task).await?,

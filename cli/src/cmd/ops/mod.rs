@@ -1,7 +1,8 @@
 //! Operator commands over the operator HTTP API (docs/operator-api.md):
-//! queries print tables (or `--json`), actions send the operator token.
+//! queries print tables (or `--json`), actions need the rights the ACLs
+//! give the caller's credential (the client configuration's).
 //! Exit codes: 0 ok, 1 error or unreachable, 2 not found, 3 refused
-//! (token), 4 bad request.
+//! (no credential, or not allowed), 4 bad request.
 
 pub mod client;
 mod logs;
@@ -22,11 +23,8 @@ pub use client::{ApiError, Client};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
     /// Master addresses, comma-separated; followers send us to the leader.
-    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    #[arg(long, env = "MEZZO_MASTER", default_value = "")]
     master: String,
-    /// Operator token for actions and secret fields.
-    #[arg(long, env = "MEZZO_OPERATOR_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -210,7 +208,7 @@ async fn exec(cmd: Command) -> Result<(), ApiError> {
 
 /// `mezzo agents`.
 async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
-    let c = Client::new(&conn.master, conn.token)?;
+    let c = Client::new(&conn.master)?;
     let path = with_query("/api/v1/agents", &[("status", status), ("limit", Some("1000".into()))]);
     let Some(page) = read::<Page<AgentRow>>(&c, &path, conn.json).await? else {
         return Ok(());
@@ -235,7 +233,7 @@ async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
 
 /// `mezzo frameworks`.
 async fn frameworks(conn: Conn) -> Result<(), ApiError> {
-    let c = Client::new(&conn.master, conn.token)?;
+    let c = Client::new(&conn.master)?;
     let Some(page) = read::<Page<FrameworkRow>>(&c, "/api/v1/frameworks?limit=1000", conn.json).await? else {
         return Ok(());
     };
@@ -274,7 +272,7 @@ async fn frameworks(conn: Conn) -> Result<(), ApiError> {
 
 /// `mezzo tasks`.
 async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master, a.conn.token)?;
+    let c = Client::new(&a.conn.master)?;
     let path = with_query(
         "/api/v1/tasks",
         &[
@@ -309,7 +307,7 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
 
 /// `mezzo kill`: finds the task's framework unless given.
 async fn kill(conn: Conn, task: String, framework: Option<String>, grace: Option<Duration>) -> Result<(), ApiError> {
-    let c = Client::new(&conn.master, conn.token.clone())?;
+    let c = Client::new(&conn.master)?;
     let fw = match framework {
         Some(f) => f,
         None => framework_of(&c, &task).await?,
@@ -320,7 +318,7 @@ async fn kill(conn: Conn, task: String, framework: Option<String>, grace: Option
 }
 
 async fn act(conn: Conn, path: &str, body: Value, what: &str) -> Result<(), ApiError> {
-    let c = Client::new(&conn.master, conn.token)?;
+    let c = Client::new(&conn.master)?;
     let v = c.post(path, body).await?;
     if conn.json {
         print_json(&v);
@@ -356,7 +354,7 @@ pub(super) async fn framework_of(c: &Client, task: &str) -> Result<String, ApiEr
 
 /// `mezzo why ID`: a framework id, else a task id.
 async fn why(conn: Conn, id: &str) -> Result<(), ApiError> {
-    let c = Client::new(&conn.master, conn.token)?;
+    let c = Client::new(&conn.master)?;
     let (v, is_task) = match c.get(&format!("/api/v1/why/framework/{}", seg(id))).await {
         Ok(v) => (v, false),
         Err(ApiError::NotFound(_) | ApiError::Bad(_)) => (c.get(&format!("/api/v1/why/task/{}", seg(id))).await?, true),

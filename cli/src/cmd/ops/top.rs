@@ -108,7 +108,7 @@ fn resources(r: &ResourceBuckets) -> Table {
 }
 
 pub async fn run(a: Args) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master, a.conn.token.clone())?;
+    let c = Client::new(&a.conn.master)?;
     loop {
         let text = frame(&c, a.conn.json).await?;
         if a.conn.json {

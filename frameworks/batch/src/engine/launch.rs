@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use mezzo_sdk::offers::{Placed, Strategy, TaskRequest, pack};
-use mezzo_sdk::{Resources, TaskBuilder, v1};
+use mezzo_sdk::{MasterHttp, Resources, TaskBuilder, v1};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -226,20 +226,13 @@ pub(super) fn check_satisfiable(specs: &[JobSpec], agents: &[Resources]) -> Resu
 
 /// Keeps the total resources of every registered agent, from the
 /// master's `/state`, every 2 s.
-pub(super) async fn poll_agents(masters: Vec<String>, tx: watch::Sender<Vec<Resources>>) {
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "no HTTP client; resource checks at submission are off");
-            return;
-        }
-    };
+pub(super) async fn poll_agents(http: MasterHttp, tx: watch::Sender<Vec<Resources>>) {
     loop {
-        for m in &masters {
-            if let Some(list) = agent_totals(&http, m).await {
+        match agent_totals(&http).await {
+            Ok(list) => {
                 tx.send_replace(list);
-                break;
             }
+            Err(e) => debug!(error = %e, "cannot read the agents' sizes; resource checks at submission use the last"),
         }
         if tx.is_closed() {
             return;
@@ -248,25 +241,14 @@ pub(super) async fn poll_agents(masters: Vec<String>, tx: watch::Sender<Vec<Reso
     }
 }
 
-async fn agent_totals(http: &reqwest::Client, master: &str) -> Option<Vec<Resources>> {
-    let state: serde_json::Value = http
-        .get(format!("http://{master}/state"))
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let agents = state["agents"].as_array()?;
-    Some(
-        agents
-            .iter()
-            .filter(|a| a["status"] != "unreachable")
-            .filter_map(|a| totals_of(&a["total"]))
-            .collect(),
-    )
+async fn agent_totals(http: &MasterHttp) -> Result<Vec<Resources>, mezzo_sdk::SdkError> {
+    let state: serde_json::Value = http.get_json("/state").await?;
+    let agents = state["agents"].as_array().cloned().unwrap_or_default();
+    Ok(agents
+        .iter()
+        .filter(|a| a["status"] != "unreachable")
+        .filter_map(|a| totals_of(&a["total"]))
+        .collect())
 }
 
 /// Reads the JSON form of `Resources` that `/state` writes.

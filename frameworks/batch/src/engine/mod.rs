@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mezzo_sdk::{Event, Events, Scheduler, SchedulerConfig, TaskState, task_state, v1};
+use mezzo_sdk::{Event, Events, MasterHttp, Scheduler, SchedulerConfig, TaskState, task_state, v1};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -109,7 +109,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Request>,
-    masters: Vec<String>,
+    http: MasterHttp,
 }
 
 impl std::fmt::Debug for Request {
@@ -132,9 +132,11 @@ impl Engine {
         sdk.framework.failover_timeout_secs = cfg.failover_timeout.as_secs_f64();
         sdk.framework_id = saved_id.clone();
         sdk.auto_acknowledge = false;
+        // The masters' HTTP API, with the framework's own credential.
+        let http = MasterHttp::new(&sdk).map_err(|e| std::io::Error::other(e.to_string()))?;
         let (scheduler, events) = Scheduler::start(sdk);
         let (agents_tx, agents_rx) = watch::channel(Vec::new());
-        tokio::spawn(launch::poll_agents(cfg.masters.clone(), agents_tx));
+        tokio::spawn(launch::poll_agents(http.clone(), agents_tx));
         let (tx, rx) = mpsc::channel(256);
         let state = State {
             scheduler,
@@ -158,15 +160,12 @@ impl Engine {
             next_reconcile: Instant::now() + RECONCILE_EVERY,
         };
         tokio::spawn(state.run(events, rx));
-        Ok(Engine {
-            tx,
-            masters: cfg.masters,
-        })
+        Ok(Engine { tx, http })
     }
 
-    /// The masters this framework uses.
-    pub fn masters(&self) -> &[String] {
-        &self.masters
+    /// The masters' HTTP API, as this framework reaches it.
+    pub fn master_http(&self) -> &MasterHttp {
+        &self.http
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, BatchError> {

@@ -80,7 +80,10 @@ impl Owner {
             kv: sched.kv(),
             sched,
             work_dir,
-            http: reqwest::Client::new(),
+            http: {
+                mezzo_sdk::ensure_tls_provider();
+                reqwest::Client::new()
+            },
             services: BTreeMap::new(),
             loaded: false,
             pending_reported: false,

@@ -74,7 +74,7 @@ fn a_gone_agent_loses_its_tasks_and_cannot_return() {
         tasks: vec![],
     };
     assert_eq!(
-        s.m.agent_attach(999, again, s.now),
+        s.m.agent_attach(999, again, None, s.now),
         Err(MasterError::AgentGone(agent.to_string()))
     );
     assert_eq!(

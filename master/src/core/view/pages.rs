@@ -162,8 +162,13 @@ pub struct TaskDetail {
     pub history: Vec<StatusEntry>,
     pub command: String,
     pub arguments: Vec<String>,
-    /// Only shown to operators: environments often hold secrets.
+    /// Only shown to whoever may see it (`view_environment`): environments
+    /// often hold credentials. A variable from a secret shows as
+    /// `secret:NAME`, to everyone.
     pub environment: Option<BTreeMap<String, String>>,
+    /// Secret files: sandbox path -> `secret:NAME`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
     pub agent_http_address: Option<String>,
     pub labels: Vec<(String, String)>,
 }
@@ -182,7 +187,23 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
             .unwrap_or_default(),
         command: cmd.value,
         arguments: cmd.arguments,
-        environment: operator.then(|| cmd.environment.into_iter().map(|e| (e.name, e.value)).collect()),
+        environment: operator.then(|| {
+            cmd.environment
+                .into_iter()
+                .map(|e| {
+                    if e.secret.is_empty() {
+                        (e.name, e.value)
+                    } else {
+                        (e.name, format!("secret:{}", e.secret))
+                    }
+                })
+                .collect()
+        }),
+        secret_files: cmd
+            .secret_files
+            .into_iter()
+            .map(|f| (f.path, format!("secret:{}", f.secret)))
+            .collect(),
         agent_http_address: m.agents.get(&t.agent_id).map(|a| a.http_address.clone()),
         labels: t
             .info
@@ -243,15 +264,18 @@ pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> 
     Page::of(rows.into_iter(), limit, offset)
 }
 
-/// The HTTP address of the agent that runs (or ran) a task, for the files
-/// proxy.
-pub fn task_agent_address(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<String, MasterError> {
+/// The HTTP address of the agent that runs (or ran) a task and the
+/// principal that registered it, for the files proxy.
+pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<(String, Option<String>), MasterError> {
     let task = find_task(m, fid, tid)?;
-    m.agents
+    let addr = m
+        .agents
         .get(&task.agent_id)
         .map(|a| a.http_address.clone())
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))
+        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))?;
+    let principal = m.registry.agents.get(&task.agent_id).and_then(|r| r.principal.clone());
+    Ok((addr, principal))
 }
 
 /// A framework as operators see it.

@@ -1,6 +1,8 @@
 // Mezzo dashboard: plain JS, no build step. Every view reads one paged
 // endpoint of the operator API (/api/v1/...) and is redrawn when the event
 // stream (/api/v1/events) reports a change, at most every REFRESH_MS.
+// The session is a cookie set by POST /ui/login with a bearer token; a
+// 401 shows the sign-in form instead of the view.
 "use strict";
 
 const REFRESH_MS = 500;
@@ -21,8 +23,12 @@ function ago(t) {
 function reason(r) { return r === "REASON_UNSPECIFIED" ? "" : r; }
 function pct(a, b) { return b > 0 ? Math.min(100, (100 * a) / b) : 0; }
 
+class SignedOut extends Error {}
+let signedOut = false;
+
 async function api(path) {
   const r = await fetch(path, { headers: { Accept: "application/json" } });
+  if (r.status === 401) { signedOut = true; throw new SignedOut("sign in"); }
   if (!r.ok) {
     let msg = r.statusText;
     try { msg = (await r.json()).error || msg; } catch (_) {}
@@ -73,13 +79,33 @@ async function viewOverview() {
     <div><h2>Allocation per role</h2><table>${roles || "<tr><td class=muted>no frameworks</td></tr>"}</table></div></div>`;
 }
 
+// ---- sign-in ---------------------------------------------------------------
+
+function signInForm() {
+  return `<form id="signin" class="card" style="max-width:520px">
+    <div class="label">Sign in</div>
+    <p class="muted">Paste a token: <code>mezzo dashboard</code> prints one.</p>
+    <input id="signin-token" type="password" autocomplete="off" placeholder="mzt.…" style="width:100%">
+    <p><button type="submit">Sign in</button></p><p id="signin-error" class="hint" hidden></p></form>`;
+}
+function bindSignIn() {
+  document.getElementById("signin").onsubmit = async ev => {
+    ev.preventDefault();
+    const token = document.getElementById("signin-token").value.trim();
+    const r = await fetch("/ui/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+    if (r.ok) { location.reload(); return; }
+    const err = document.getElementById("signin-error");
+    let msg = r.statusText;
+    try { msg = (await r.json()).error || msg; } catch (_) {}
+    err.textContent = msg; err.hidden = false;
+  };
+}
+
+// Operator actions go with the session cookie; the master checks the ACL.
 async function action(path, body, what) {
-  const token = sessionStorage.getItem("mezzo-token") || prompt("Operator token for " + what);
-  if (!token) return;
-  const r = await fetch(path, { method: "POST", headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
-  if (r.status === 401) { sessionStorage.removeItem("mezzo-token"); alert("Refused: " + (await r.text())); return; }
-  sessionStorage.setItem("mezzo-token", token);
-  if (!r.ok) { alert(what + " failed: " + (await r.text())); return; }
+  const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+  if (r.status === 401) { signedOut = true; render(true); return; }
+  if (!r.ok) { alert(what + " refused: " + (await r.text())); return; }
   schedule();
 }
 window.mezzoDrain = id => {
@@ -191,7 +217,7 @@ async function viewTask(fid, tid) {
       <tr><td>Reason</td><td>${esc(reason(t.reason))} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
       <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
-      <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (operator token needed)</span>'}</td></tr>
+      <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (needs view_environment)</span>'}</td></tr>
     </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
     <h2>Log: <span id="log-name">stdout</span></h2><pre class="log" id="log"></pre>`;
@@ -280,7 +306,7 @@ async function render(first) {
     // The task view keeps its log tail; only its top part is redrawn.
     // Never redraw under an operator typing a filter.
     const typing = document.activeElement && main.contains(document.activeElement) && /^(INPUT|SELECT)$/.test(document.activeElement.tagName);
-    if (!first && typing) return;
+    if ((!first && typing) || (!first && signedOut)) return;
     if (state.view === "task" && !first && state.tail) { await refreshTask(state.args[0], state.args[1]); return; }
     const views = {
       overview: viewOverview, agents: viewAgents, frameworks: viewFrameworks, tasks: viewTasks,
@@ -292,6 +318,7 @@ async function render(first) {
     if (state.view === "task") startTail(state.args[0], state.args[1], "stdout");
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
+    if (e instanceof SignedOut) { stopTail(); main.innerHTML = signInForm(); bindSignIn(); return; }
     main.innerHTML = `<p class="hint">${esc(e.message)}</p>`;
   } finally {
     rendering = false;
@@ -317,6 +344,8 @@ function connect() {
     if (ev.type !== "hello") schedule();
   };
   es.onerror = () => {
+    // Signed out: no stream until the sign-in reloads the page.
+    if (signedOut) { es.close(); live.textContent = "signed out"; return; }
     live.textContent = "reconnecting…"; live.className = "live off";
     // A lost leader: reload, and the old master's / sends us to the new one.
     if (++failures > 5) location.reload();
