@@ -15,6 +15,7 @@ pub mod core;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod history;
 pub mod http;
 pub mod kv;
 pub mod pki;

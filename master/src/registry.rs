@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::allocator::{Quota, valid_weight};
 use crate::auth::state::{SecurityOp, SecurityState};
+use crate::history::{History, HistoryBounds, TaskRecord};
 use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
@@ -57,8 +58,21 @@ pub enum RegistryOp {
         at: f64,
     },
     RegisterFramework(FrameworkRecord),
+    /// Removes a framework; its record and finished tasks move into the
+    /// history. `at`: unix seconds when proposed (0 in logs written
+    /// before the history existed).
     RemoveFramework {
         id: FrameworkId,
+        #[serde(default)]
+        at: f64,
+    },
+    /// Task ends the leader batched (see [`crate::history`]).
+    RecordTaskEnds {
+        records: Vec<TaskRecord>,
+    },
+    /// How much history to keep (the leader's flags).
+    SetHistoryBounds {
+        bounds: HistoryBounds,
     },
     /// Role weights to set (others keep theirs; 1 is the default).
     SetWeights {
@@ -110,6 +124,16 @@ pub enum RegistryOp {
     },
 }
 
+impl RegistryOp {
+    /// Removes framework `id` now.
+    pub fn remove_framework(id: FrameworkId) -> RegistryOp {
+        RegistryOp::RemoveFramework {
+            id,
+            at: mezzo_proto::clock::unix_now(),
+        }
+    }
+}
+
 /// An agent being drained by an operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrainRecord {
@@ -152,6 +176,9 @@ pub struct Registry {
     /// ACLs, issued and revoked credentials, sealed secrets.
     #[serde(default)]
     pub security: SecurityState,
+    /// Finished tasks and removed frameworks, bounded.
+    #[serde(default)]
+    pub history: History,
 }
 
 impl Registry {
@@ -176,10 +203,17 @@ impl Registry {
             RegistryOp::RegisterFramework(rec) => {
                 self.frameworks.insert(rec.id.clone(), rec.clone());
             }
-            RegistryOp::RemoveFramework { id } => {
-                self.frameworks.remove(id);
+            RegistryOp::RemoveFramework { id, at } => {
+                if let Some(rec) = self.frameworks.remove(id) {
+                    self.history.framework_removed(rec, *at);
+                }
                 self.kv.remove(id);
             }
+            RegistryOp::RecordTaskEnds { records } => {
+                let frameworks = &self.frameworks;
+                self.history.record(records, |id| frameworks.contains_key(id));
+            }
+            RegistryOp::SetHistoryBounds { bounds } => self.history.set_bounds(*bounds),
             RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
                 let registered = self.frameworks.contains_key(&w.framework);
                 return Some(kv::apply(&mut self.kv, registered, w, self.applied));
@@ -437,7 +471,10 @@ mod tests {
             kv::get(snapshot.kv.get(&fid), "k").map(|e| e.value),
             Some(b"v".to_vec())
         );
-        r.apply(&RegistryOp::RemoveFramework { id: fid.clone() });
+        r.apply(&RegistryOp::RemoveFramework {
+            id: fid.clone(),
+            at: 0.0,
+        });
         assert!(r.kv.is_empty());
     }
 

@@ -312,7 +312,7 @@ impl Runtime {
     fn raft_event(&mut self, ev: RaftEvent) {
         let now = Instant::now();
         match ev {
-            RaftEvent::Leading { registry } => self.lead(registry, now),
+            RaftEvent::Leading { registry } => self.lead(*registry, now),
             RaftEvent::Following { leader } => self.follow(leader),
             RaftEvent::Committed(op) => {
                 if let Some(core) = self.core.as_mut() {

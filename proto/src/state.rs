@@ -105,6 +105,11 @@ impl TaskState {
     pub fn name(self) -> &'static str {
         self.to_proto().as_str_name()
     }
+
+    /// The state named by [`TaskState::name`].
+    pub fn from_name(name: &str) -> Option<TaskState> {
+        crate::v1::TaskState::from_str_name(name).and_then(|p| TaskState::from_proto(p as i32))
+    }
 }
 
 #[cfg(test)]

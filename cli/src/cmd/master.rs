@@ -83,6 +83,12 @@ pub struct Args {
     /// Agents the cluster admits; 0: no limit.
     #[arg(long, env = "MEZZO_MAX_AGENTS", default_value_t = 100_000)]
     max_agents: usize,
+    /// Finished tasks the task history keeps per framework (newest kept).
+    #[arg(long, env = "MEZZO_MAX_COMPLETED_TASKS_PER_FRAMEWORK", default_value_t = 1000)]
+    max_completed_tasks_per_framework: usize,
+    /// Removed frameworks the task history keeps, with their finished tasks.
+    #[arg(long, env = "MEZZO_MAX_COMPLETED_FRAMEWORKS", default_value_t = 50)]
+    max_completed_frameworks: usize,
 }
 
 /// A join token from `file`, else from MEZZO_JOIN_TOKEN (never a flag's
@@ -109,6 +115,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.offer_timeout = a.offer_timeout;
     cfg.core.max_frameworks_per_principal = a.max_frameworks_per_principal;
     cfg.core.max_agents = a.max_agents;
+    cfg.core.completed_tasks_per_framework = a.max_completed_tasks_per_framework;
+    cfg.core.completed_frameworks = a.max_completed_frameworks;
     let sec = &mut cfg.security;
     sec.insecure = a.insecure;
     if let Some(dir) = a.pki_dir {

@@ -154,6 +154,7 @@ impl Master {
             last_status: None,
             unacked: None,
             launched_at: unix_now(),
+            ended_at: None,
         };
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.allocated.add(&flat);

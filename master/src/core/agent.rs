@@ -71,6 +71,7 @@ impl Task {
             last_status: None,
             unacked: None,
             launched_at: unix_now(),
+            ended_at: None,
         }
     }
 }
@@ -258,17 +259,9 @@ impl Master {
                     // Ended before this leader knew it (the agent remembers
                     // recent ends): remember it as completed, so that
                     // reconciliation answers with its true end.
-                    let limit = self.cfg.completed_tasks_per_framework;
                     let role = task_role(&rt, &fw.info.roles);
-                    if let Some(fw) = self.frameworks.get_mut(&fid) {
-                        fw.completed_ids.insert(tid.clone());
-                        fw.completed.push_back(Task::reported(agent_id, rt, role));
-                        while fw.completed.len() > limit {
-                            if let Some(old) = fw.completed.pop_front() {
-                                fw.completed_ids.remove(&old.id);
-                            }
-                        }
-                    }
+                    let task = Task::reported(agent_id, rt, role);
+                    self.remember_completed(&fid, task);
                     seen.insert((fid, tid));
                 }
                 None => {

@@ -182,7 +182,7 @@ impl Master {
             if let Some(fw) = self.frameworks.get_mut(&id) {
                 fw.disconnected_at = None;
             }
-            self.emit(Effect::Propose(RegistryOp::RemoveFramework { id }));
+            self.propose_framework_removal(id);
         }
     }
 
@@ -208,13 +208,13 @@ impl Master {
                 fw.disconnected_at = None; // propose once
             }
             tracing::info!(framework = %id, "failover timeout passed; removing framework");
-            self.emit(Effect::Propose(RegistryOp::RemoveFramework { id }));
+            self.propose_framework_removal(id);
         }
     }
 
     pub fn teardown(&mut self, id: &FrameworkId) -> Result<(), MasterError> {
         self.subscribed(id)?;
-        self.emit(Effect::Propose(RegistryOp::RemoveFramework { id: id.clone() }));
+        self.propose_framework_removal(id.clone());
         Ok(())
     }
 
@@ -253,6 +253,7 @@ impl Master {
             });
             self.send_agent(&agent, msg);
         }
+        self.record_killed_by_removal(fw.tasks.into_values());
         self.alloc.remove_framework(id);
         self.allocation_needed = true;
         self.note_framework_removed(id);

@@ -119,7 +119,7 @@ impl Master {
         if !self.frameworks.contains_key(fid) {
             return Err(MasterError::UnknownFramework(fid.to_string()));
         }
-        self.emit(Effect::Propose(RegistryOp::RemoveFramework { id: fid.clone() }));
+        self.propose_framework_removal(fid.clone());
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod accept;
 mod access;
 mod agent;
 mod framework;
+mod history;
 mod kv;
 mod maintenance;
 pub mod observe;
@@ -63,9 +64,11 @@ pub struct CoreConfig {
     pub offer_timeout: Duration,
     /// Filter applied by a decline that names no refuse time (Mesos: 5 s).
     pub default_refuse: Duration,
-    /// Terminal tasks remembered per framework (for /state and duplicate
-    /// task id checks).
+    /// Terminal tasks remembered per framework (for /state, the task
+    /// history and duplicate task id checks).
     pub completed_tasks_per_framework: usize,
+    /// Removed frameworks the task history remembers.
+    pub completed_frameworks: usize,
     /// Between periodic allocation cycles over agents with free
     /// resources (events allocate at once).
     pub allocation_interval: Duration,
@@ -110,6 +113,7 @@ impl Default for CoreConfig {
             offer_timeout: Duration::from_secs(30),
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
+            completed_frameworks: 50,
             allocation_interval: Duration::from_secs(1),
             max_frameworks_per_principal: 100,
             max_agents: 100_000,
@@ -165,6 +169,8 @@ struct Task {
     /// the framework re-subscribes.
     pub unacked: Option<v1::TaskStatus>,
     pub launched_at: f64,
+    /// Unix seconds when it was last seen terminal (completed tasks).
+    pub ended_at: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -268,6 +274,11 @@ pub struct Master {
     observed: observe::Observations,
     /// Draining agents whose deadline passed and whose tasks were killed.
     drain_killed: HashSet<AgentId>,
+    /// Task ends not yet proposed to the history (see `history.rs`).
+    unflushed_ends: Vec<crate::history::TaskRecord>,
+    last_history_flush: Instant,
+    /// Whether this leader has checked the registry's history bounds.
+    history_bounds_proposed: bool,
     effects: Vec<Effect>,
 }
 
@@ -298,6 +309,9 @@ impl Master {
             counters: Counters::default(),
             observed: observe::Observations::default(),
             drain_killed: HashSet::new(),
+            unflushed_ends: Vec::new(),
+            last_history_flush: now,
+            history_bounds_proposed: false,
             effects: Vec::new(),
         };
         for (role, w) in &registry.weights {
@@ -311,6 +325,7 @@ impl Master {
         for rec in &frameworks {
             m.insert_framework(rec, None, Some(now));
         }
+        m.rebuild_completed();
         let agents: Vec<_> = m.registry.agents.values().cloned().collect();
         for rec in &agents {
             if let Some(mut a) = agent::agent_from_record(rec, &m.registry, now) {
@@ -361,7 +376,9 @@ impl Master {
             RegistryOp::AdmitAgent(rec) => self.agent_admitted(&rec, now),
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
-            RegistryOp::RemoveFramework { id } => self.framework_removed(&id, now),
+            RegistryOp::RemoveFramework { id, .. } => self.framework_removed(&id, now),
+            RegistryOp::RecordTaskEnds { .. } => {}
+            RegistryOp::SetHistoryBounds { .. } => {}
             op @ (RegistryOp::SetWeights { .. }
             | RegistryOp::SetQuota { .. }
             | RegistryOp::Reserve { .. }
@@ -399,6 +416,7 @@ impl Master {
         self.expire_offers(now);
         self.check_failovers(now);
         self.drain_tick();
+        self.flush_history(Some(now));
         if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {
             // The periodic cycle: agents left with free resources (and
             // filters that expired) are looked at again.

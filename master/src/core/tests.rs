@@ -816,4 +816,5 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
     );
     assert_eq!(view.allocation.quotas.len(), 1);
 }
+mod history;
 mod operator;

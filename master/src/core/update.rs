@@ -175,19 +175,12 @@ impl Master {
 
     /// Moves a terminal task from the active table to the completed ring.
     fn complete_task(&mut self, fid: &FrameworkId, tid: &TaskId) {
-        let limit = self.cfg.completed_tasks_per_framework;
         let Some(fw) = self.frameworks.get_mut(fid) else { return };
         let Some(task) = fw.tasks.remove(tid) else { return };
         if let Some(agent) = self.agents.get_mut(&task.agent_id) {
             agent.tasks.remove(&(fid.clone(), tid.clone()));
         }
-        fw.completed_ids.insert(task.id.clone());
-        fw.completed.push_back(task);
-        while fw.completed.len() > limit {
-            if let Some(old) = fw.completed.pop_front() {
-                fw.completed_ids.remove(&old.id);
-            }
-        }
+        self.remember_completed(fid, task);
     }
 
     /// The framework acknowledges one update; the agent may now forget it.

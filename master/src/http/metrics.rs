@@ -186,6 +186,24 @@ fn cluster(enc: &mut Enc<'_>, m: &MetricsView) -> Result<(), std::fmt::Error> {
             .iter()
             .map(|(s, n)| ([("state", s.as_ref())], *n as i64)),
     )?;
+    gauge(
+        enc,
+        "history_tasks",
+        "Finished tasks the replicated task history keeps",
+        m.history_tasks as i64,
+    )?;
+    gauge(
+        enc,
+        "history_removed_frameworks",
+        "Removed frameworks the task history keeps",
+        m.history_frameworks as i64,
+    )?;
+    gauge(
+        enc,
+        "history_bytes",
+        "About how many bytes the task history holds (in the registry, on every master)",
+        m.history_bytes as i64,
+    )?;
     let r = &m.resources;
     let buckets = [("total", &r.total), ("used", &r.allocated), ("offered", &r.offered)];
     let mut resources = Vec::new();
@@ -380,6 +398,9 @@ mod tests {
             counters: Default::default(),
             agents_draining: 0,
             agents_gone: 0,
+            history_tasks: 12,
+            history_frameworks: 1,
+            history_bytes: 3000,
             status_update_queue: 2,
             ack_latency_seconds: Histogram::new([0.1]),
             allocation_run_seconds: Histogram::new([0.1]),

@@ -46,7 +46,7 @@ impl Owners {
             RegistryOp::RegisterFramework(f) => {
                 owners.insert(f.id.clone(), f.principal.clone());
             }
-            RegistryOp::RemoveFramework { id } => {
+            RegistryOp::RemoveFramework { id, .. } => {
                 owners.remove(id);
             }
             _ => {}
@@ -117,7 +117,7 @@ mod tests {
         r.apply(&op);
         owners.apply(&op);
         assert_eq!(view.owner(&rec.id).as_deref(), Some("user:alice"));
-        let op = RegistryOp::RemoveFramework { id: rec.id.clone() };
+        let op = RegistryOp::remove_framework(rec.id.clone());
         r.apply(&op);
         owners.apply(&op);
         assert_eq!(view.owner(&rec.id), None);

@@ -20,7 +20,7 @@ pub enum RaftEvent {
     /// This master leads and has applied everything committed before its
     /// term: serve from `registry`. Every later commit follows as
     /// [`RaftEvent::Committed`], in order.
-    Leading { registry: Registry },
+    Leading { registry: Box<Registry> },
     /// Not (or no longer) leading; the leader's address when known.
     Following { leader: Option<String> },
     /// A registry op was committed and applied (only while leading).

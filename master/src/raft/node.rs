@@ -499,7 +499,7 @@ impl Node {
             let _ = self
                 .events
                 .send(RaftEvent::Leading {
-                    registry: self.registry.clone(),
+                    registry: Box::new(self.registry.clone()),
                 })
                 .await;
         } else if !leader && (self.serving || self.raw.raft.leader_id != self.last_leader) {

@@ -259,7 +259,8 @@ async fn frameworks(conn: Conn) -> Result<(), ApiError> {
             f.id,
             f.name,
             f.roles.join(","),
-            f.connected.to_string(),
+            f.removed_at
+                .map_or_else(|| f.connected.to_string(), |t| format!("removed {}", ago(t))),
             format!("{:.1}%", f.dominant_share * 100.0),
             format!("{}/{}/{}", o.received, o.declined, o.accepted),
             tasks.join(", "),
@@ -287,7 +288,17 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
         return Ok(());
     };
     let mut t = Table::new();
-    t.set_header(["TASK", "NAME", "STATE", "REASON", "FRAMEWORK", "AGENT", "RESOURCES"]);
+    t.set_header([
+        "TASK",
+        "NAME",
+        "STATE",
+        "REASON",
+        "EXIT",
+        "ENDED",
+        "FRAMEWORK",
+        "AGENT",
+        "RESOURCES",
+    ]);
     let shown = page.items.len();
     for task in page.items {
         t.add_row([
@@ -295,6 +306,8 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
             task.name,
             task.state.into_owned(),
             task.reason,
+            task.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            task.ended_at.map(ago).unwrap_or_default(),
             task.framework_id,
             task.agent_id,
             res(&task.resources),
@@ -385,6 +398,11 @@ fn print_why_task(w: WhyTask) {
     }
 }
 
+/// `12s ago` for unix seconds `t`.
+fn ago(t: f64) -> String {
+    format!("{:.0}s ago", mezzo_proto::clock::secs_since(t))
+}
+
 /// One framework's offers and hints; its waiting tasks with `pending`.
 fn print_why_framework(f: &WhyFramework, pending: bool) {
     let o = &f.offers;
@@ -394,10 +412,7 @@ fn print_why_framework(f: &WhyFramework, pending: bool) {
         o.received,
         o.declined,
         o.accepted,
-        o.last_offer_at.map_or("never".into(), |t| format!(
-            "{:.0}s ago",
-            mezzo_proto::clock::secs_since(t)
-        )),
+        o.last_offer_at.map_or("never".into(), ago),
         o.largest_offer.as_ref().map_or("none".into(), res)
     );
     for h in &f.hints {

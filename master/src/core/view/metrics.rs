@@ -35,6 +35,11 @@ pub struct MetricsView {
     pub counters: Counters,
     pub agents_draining: usize,
     pub agents_gone: usize,
+    /// The task history (see [`crate::history`]): finished tasks kept,
+    /// removed frameworks kept, and about how many bytes they hold.
+    pub history_tasks: usize,
+    pub history_frameworks: usize,
+    pub history_bytes: usize,
     /// Status updates forwarded and not yet acknowledged.
     pub status_update_queue: usize,
     pub ack_latency_seconds: Histogram,
@@ -81,6 +86,9 @@ pub fn metrics(m: &Master) -> MetricsView {
         counters: m.counters.clone(),
         agents_draining: m.registry.draining.len(),
         agents_gone: m.registry.gone.len(),
+        history_tasks: m.registry.history.task_count(),
+        history_frameworks: m.registry.history.removed.len(),
+        history_bytes: m.registry.history.approx_bytes(),
         status_update_queue: m.observed.unacked(),
         ack_latency_seconds: m.observed.ack_latency_seconds.clone(),
         allocation_run_seconds: m.observed.allocation_seconds.clone(),

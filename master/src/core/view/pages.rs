@@ -129,13 +129,26 @@ impl TaskFilter {
     }
 }
 
-/// Tasks matching `q`, newest launches first.
+/// Tasks matching `q`, newest launches first: those of registered
+/// frameworks, and the history of removed ones.
 pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
+    let wanted = |id: &FrameworkId| q.framework.as_ref().is_none_or(|w| w == id);
+    let removed: Vec<Task> = m
+        .registry
+        .history
+        .removed
+        .iter()
+        .filter(|f| wanted(&f.record.id))
+        .filter_map(|f| m.registry.history.tasks.get(&f.record.id))
+        .flatten()
+        .map(Task::from_record)
+        .collect();
     let mut hits: Vec<&Task> = m
         .frameworks
         .values()
-        .filter(|f| q.framework.as_ref().is_none_or(|id| id == &f.id))
+        .filter(|f| wanted(&f.id))
         .flat_map(|f| f.tasks.values().chain(f.completed.iter()))
+        .chain(removed.iter())
         .filter(|t| TaskFilter::matches(q, t))
         .collect();
     let total = hits.len();
@@ -295,6 +308,9 @@ pub struct FrameworkRow {
     pub tasks_by_state: BTreeMap<StateName, u64>,
     pub pending_tasks: usize,
     pub registered_at: f64,
+    /// Unix seconds when it was removed (the history's frameworks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<f64>,
 }
 
 fn cluster_total(m: &Master) -> Resources {
@@ -330,10 +346,41 @@ pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow>
                 tasks_by_state: by_state,
                 pending_tasks: m.observed.pending.get(&f.id).map_or(0, |p| p.tasks.len()),
                 registered_at: f.registered_at,
+                removed_at: None,
             }
         })
+        .chain(removed_frameworks(m))
         .collect();
     Page::of(rows.into_iter(), limit, offset)
+}
+
+/// The frameworks the history remembers, newest removal first.
+fn removed_frameworks(m: &Master) -> impl Iterator<Item = FrameworkRow> + '_ {
+    let history = &m.registry.history;
+    history.removed.iter().rev().map(|f| {
+        let mut by_state = BTreeMap::new();
+        for t in history.tasks.get(&f.record.id).into_iter().flatten() {
+            let state = TaskState::from_name(&t.state).map_or(Cow::Owned(t.state.clone()), |s| Cow::Borrowed(s.name()));
+            *by_state.entry(state).or_insert(0) += 1;
+        }
+        FrameworkRow {
+            id: f.record.id.to_string(),
+            name: f.record.name.clone(),
+            principal: f.record.principal.clone(),
+            roles: f.record.roles.clone(),
+            connected: false,
+            suppressed: false,
+            dominant_share: 0.0,
+            allocated: Resources::default(),
+            offered: Resources::default(),
+            outstanding_offers: 0,
+            offers: OfferStats::default(),
+            tasks_by_state: by_state,
+            pending_tasks: 0,
+            registered_at: 0.0,
+            removed_at: Some(f.removed_at),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub struct TaskView {
     pub role: String,
     pub resources: Resources,
     pub launched_at: f64,
+    /// Unix seconds when it ended (finished tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<f64>,
     pub awaiting_ack: bool,
     /// Latest container usage its agent reported (live isolated tasks).
     pub usage: Option<Usage>,
@@ -117,6 +120,7 @@ pub(super) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
         role: t.role.to_string(),
         resources: t.resources.total(),
         launched_at: t.launched_at,
+        ended_at: t.ended_at,
         awaiting_ack: t.unacked.is_some(),
         usage,
     }

@@ -1,0 +1,173 @@
+//! The bounded history of finished tasks and removed frameworks, kept in
+//! the replicated registry (DESIGN.md "Durable state"), so that what a
+//! framework ran can still be read after it exits and after a leader
+//! fails over (like Mesos' `--max_completed_frameworks` and
+//! `--max_completed_tasks_per_framework`, which Mesos keeps in the
+//! leader's memory only).
+//!
+//! The leader batches task ends into one [`RecordTaskEnds`] op a second
+//! (see `core`), so the log grows by one entry a second however many tasks
+//! end. Applying is deterministic: the bounds are part of the registry
+//! ([`SetHistoryBounds`]), never a replica's own flags.
+//!
+//! [`RecordTaskEnds`]: crate::registry::RegistryOp::RecordTaskEnds
+//! [`SetHistoryBounds`]: crate::registry::RegistryOp::SetHistoryBounds
+
+use std::collections::{BTreeMap, VecDeque};
+
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::reservation::Role;
+use mezzo_proto::resources::Resources;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::FrameworkRecord;
+
+/// A record's message is cut to this many bytes: the history keeps what
+/// happened, not every word an executor said.
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
+/// How much history the registry keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryBounds {
+    /// Finished tasks kept per framework, newest kept.
+    pub tasks_per_framework: usize,
+    /// Removed frameworks kept (with their finished tasks), newest kept.
+    pub frameworks: usize,
+}
+
+impl Default for HistoryBounds {
+    fn default() -> Self {
+        HistoryBounds {
+            tasks_per_framework: 1000,
+            frameworks: 50,
+        }
+    }
+}
+
+/// One finished task, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub framework_id: FrameworkId,
+    pub name: String,
+    pub agent_id: AgentId,
+    pub role: Role,
+    pub resources: Resources,
+    /// Its final state's name (`TASK_FINISHED`).
+    pub state: String,
+    /// Its final reason's name (`REASON_COMMAND_EXECUTOR_FAILED`), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub launched_at: f64,
+    pub ended_at: f64,
+}
+
+impl TaskRecord {
+    /// Cuts the message to [`MAX_MESSAGE_BYTES`] on a character boundary.
+    pub fn bounded(mut self) -> TaskRecord {
+        if self.message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !self.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.message.truncate(end);
+        }
+        self
+    }
+}
+
+/// A framework that was removed (torn down, or past its failover timeout).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovedFramework {
+    pub record: FrameworkRecord,
+    /// Unix seconds when its removal was proposed.
+    pub removed_at: f64,
+}
+
+/// The history part of the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub bounds: HistoryBounds,
+    /// Finished tasks of registered and of remembered removed frameworks,
+    /// oldest first.
+    pub tasks: BTreeMap<FrameworkId, VecDeque<TaskRecord>>,
+    /// Removed frameworks, oldest first.
+    pub removed: VecDeque<RemovedFramework>,
+}
+
+impl History {
+    /// Appends task ends. `known` says whether a framework is registered;
+    /// ends of frameworks neither registered nor remembered are dropped.
+    pub(crate) fn record(&mut self, records: &[TaskRecord], known: impl Fn(&FrameworkId) -> bool) {
+        for r in records {
+            let fid = &r.framework_id;
+            if !known(fid) && !self.removed.iter().any(|f| &f.record.id == fid) {
+                continue;
+            }
+            let ring = self.tasks.entry(fid.clone()).or_default();
+            ring.push_back(r.clone().bounded());
+            while ring.len() > self.bounds.tasks_per_framework {
+                ring.pop_front();
+            }
+        }
+    }
+
+    /// Remembers a removed framework (its finished tasks stay), dropping
+    /// the oldest removed ones past the bound.
+    pub(crate) fn framework_removed(&mut self, record: FrameworkRecord, at: f64) {
+        self.removed.retain(|f| f.record.id != record.id);
+        self.removed.push_back(RemovedFramework { record, removed_at: at });
+        self.trim_removed();
+    }
+
+    /// Applies new bounds to what is already kept.
+    pub(crate) fn set_bounds(&mut self, bounds: HistoryBounds) {
+        self.bounds = bounds;
+        for ring in self.tasks.values_mut() {
+            while ring.len() > bounds.tasks_per_framework {
+                ring.pop_front();
+            }
+        }
+        self.trim_removed();
+    }
+
+    fn trim_removed(&mut self) {
+        while self.removed.len() > self.bounds.frameworks {
+            if let Some(old) = self.removed.pop_front() {
+                self.tasks.remove(&old.record.id);
+            }
+        }
+    }
+
+    /// Finished tasks kept, over every framework.
+    pub fn task_count(&self) -> usize {
+        self.tasks.values().map(VecDeque::len).sum()
+    }
+
+    /// About how many bytes the history holds (its JSON size without
+    /// encoding it: the fixed fields of a record and its strings).
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 200;
+        let tasks: usize = self
+            .tasks
+            .values()
+            .flatten()
+            .map(|r| {
+                FIXED + r.id.as_str().len() + r.name.len() + r.role.as_str().len() + r.reason.len() + r.message.len()
+            })
+            .sum();
+        let frameworks: usize = self
+            .removed
+            .iter()
+            .map(|f| FIXED + f.record.name.len() + f.record.principal.len())
+            .sum();
+        tasks + frameworks
+    }
+}
+
+#[cfg(test)]
+mod tests;
