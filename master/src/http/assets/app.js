@@ -134,12 +134,12 @@ async function viewFrameworks() {
   const p = await api(`/api/v1/frameworks?limit=1000`);
   const rows = p.items.map(f => `<tr data-framework-id="${esc(f.id)}">
     <td><a href="#tasks/framework/${enc(f.id)}">${esc(f.name)}</a><br><code class="muted">${esc(f.id)}</code></td>
-    <td>${esc(f.roles.join(", ") || "*")}</td><td class="${f.connected ? "active" : "disconnected"}">${f.connected ? "connected" : "disconnected"}${f.suppressed ? " · suppressed" : ""}</td>
+    <td>${esc(f.roles.join(", ") || "*")}</td><td class="${f.connected ? "active" : "disconnected"}">${f.removed_at ? `removed ${ago(f.removed_at)}` : f.connected ? "connected" : "disconnected"}${f.suppressed ? " · suppressed" : ""}</td>
     <td>${(f.dominant_share * 100).toFixed(1)}%</td><td>${esc(fmtRes(f.allocated))}</td>
     <td>${f.offers.received} / ${f.offers.declined} / ${f.offers.accepted}</td><td>${ago(f.offers.last_offer_at)}</td>
     <td>${Object.entries(f.tasks_by_state).map(([s, n]) => `<span class="state ${esc(s)}">${n} ${esc(s.replace("TASK_", "").toLowerCase())}</span>`).join(" ")}</td>
     <td>${f.pending_tasks ? `<a href="#why/framework/${enc(f.id)}">${f.pending_tasks} pending</a>` : `<a href="#why/framework/${enc(f.id)}">why?</a>`}</td>
-    <td><button onclick="mezzoTeardown('${esc(f.id)}')">Teardown</button></td></tr>`).join("");
+    <td>${f.removed_at ? "" : `<button onclick="mezzoTeardown('${esc(f.id)}')">Teardown</button>`}</td></tr>`).join("");
   return `<h2>Frameworks (${p.total})</h2><table><tr><th>Framework</th><th>Roles</th><th>State</th><th>Dominant share</th><th>Allocated</th><th>Offers recv/decl/acc</th><th>Last offer</th><th>Tasks</th><th>Waiting</th><th></th></tr>${rows}</table>`;
 }
 
@@ -152,7 +152,8 @@ async function viewTasks() {
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
     <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}</td>
     <td><code>${esc(t.framework_id)}</code></td><td><code>${esc(t.agent_id)}</code></td>
-    <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td>
+    <td>${t.exit_code ?? ""}</td>
+    <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td>
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td></tr>`).join("");
   const states = ["", "active", "terminal", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "unreachable", "gone", "error", "dropped"];
   return `<h2>Tasks (<span id="tasks-total">${p.total}</span>)</h2>
@@ -163,7 +164,7 @@ async function viewTasks() {
       <input id="f-q" placeholder="task id or name contains" value="${esc(f.q)}">
       <button id="f-apply">Filter</button>
     </div>
-    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason</th><th>Framework</th><th>Agent</th><th>CPUs</th><th>Mem</th><th>Launched</th><th></th></tr>${rows}</table>
+    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
     <div class="pager"><button id="p-prev" ${f.offset === 0 ? "disabled" : ""}>‹ Prev</button>
       <span class="muted">${p.total ? f.offset + 1 : 0}–${Math.min(f.offset + PAGE, p.total)} of ${p.total}</span>
       <button id="p-next" ${f.offset + PAGE >= p.total ? "disabled" : ""}>Next ›</button></div>`;
