@@ -8,8 +8,6 @@
 //! `cargo bench -p mezzo-master --bench allocator` runs the whole grid;
 //! add a filter (e.g. `-- 10000x1000`) for one shape.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
@@ -18,28 +16,11 @@ use mezzo_proto::ids::{AgentId, FrameworkId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 
-/// Counts live heap bytes, to report the allocator state's memory.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator and only counts sizes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Each agent: Mesos' benchmark agent, with a port range.
 const AGENT: &str = "cpus:24;mem:98304;disk:1000000;ports:[31000-32000]";
@@ -141,11 +122,11 @@ fn print_cpu(name: &str, n: usize, mut f: impl FnMut() -> Duration) {
 }
 
 fn full_cycle(c: &mut Criterion, s: Shape) {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     let mut al = build(s);
     let now = Instant::now();
     let mut got = al.allocate(now);
-    let state = LIVE.load(Ordering::Relaxed) - before - (got.capacity() * size_of::<Allocation>()) as isize;
+    let state = counting::live() - before - (got.capacity() * size_of::<Allocation>()) as isize;
     println!(
         "memory: {} allocator state after one cycle: {:.1} MiB ({} offers)",
         s.name(),

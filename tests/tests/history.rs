@@ -23,7 +23,10 @@ async fn removed_framework(c: &Cluster, addr: &str, name: &str) -> Result<Value>
         .iter()
         .find(|f| f["name"] == name)
         .with_context(|| format!("framework {name} not listed: {page}"))?;
-    ensure!(row["removed_at"].as_f64().is_some(), "{name} is not shown removed: {row}");
+    ensure!(
+        row["removed_at"].as_f64().is_some(),
+        "{name} is not shown removed: {row}"
+    );
     Ok(row.clone())
 }
 
@@ -34,7 +37,10 @@ async fn outcomes(c: &Cluster, addr: &str, framework: &str) -> Result<Vec<(Strin
     for t in page["items"].as_array().context("items")? {
         ensure!(t["agent_id"].as_str().is_some_and(|a| !a.is_empty()), "no agent: {t}");
         ensure!(t["ended_at"].as_f64().is_some(), "no end time: {t}");
-        out.push((t["state"].as_str().unwrap_or_default().to_owned(), t["exit_code"].as_i64()));
+        out.push((
+            t["state"].as_str().unwrap_or_default().to_owned(),
+            t["exit_code"].as_i64(),
+        ));
     }
     out.sort();
     Ok(out)
@@ -76,8 +82,14 @@ async fn history_survives_framework_exit_and_master_failover() -> Result<()> {
         let expected_ok = vec![("TASK_FINISHED".to_owned(), Some(0)); 3];
         let expected_fail = vec![("TASK_FAILED".to_owned(), Some(3))];
         let (ok_id, fail_id) = eventually("history on the leader", || async {
-            let ok_id = removed_framework(&c, &addr, "hist-ok").await?["id"].as_str().context("id")?.to_owned();
-            let fail_id = removed_framework(&c, &addr, "hist-fail").await?["id"].as_str().context("id")?.to_owned();
+            let ok_id = removed_framework(&c, &addr, "hist-ok").await?["id"]
+                .as_str()
+                .context("id")?
+                .to_owned();
+            let fail_id = removed_framework(&c, &addr, "hist-fail").await?["id"]
+                .as_str()
+                .context("id")?
+                .to_owned();
             ensure!(outcomes(&c, &addr, &ok_id).await? == expected_ok);
             ensure!(outcomes(&c, &addr, &fail_id).await? == expected_fail);
             Ok((ok_id, fail_id))
@@ -142,7 +154,11 @@ async fn history_stays_within_its_bound() -> Result<()> {
             ensure!(outcomes(&c, &addr, id).await?.len() == 2);
             let page = c.get(&addr, "/api/v1/frameworks?limit=1000").await?;
             ensure!(
-                !page["items"].as_array().context("items")?.iter().any(|f| f["name"] == "first"),
+                !page["items"]
+                    .as_array()
+                    .context("items")?
+                    .iter()
+                    .any(|f| f["name"] == "first"),
                 "the older removed framework is pushed out: {page}"
             );
             let metrics = c.text(&addr, "/metrics").await?;
