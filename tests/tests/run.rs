@@ -104,6 +104,54 @@ async fn output_arrives_while_the_task_runs() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
+/// The agent rotates stdout past `--log-max-mib` (copy to `stdout.1`,
+/// truncate): what was written before the rotation and not read yet is
+/// read from `stdout.1`, then the output goes on from the new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_followed_across_log_rotation() -> Result<()> {
+    let mut spec = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    spec.agent_args
+        .extend(["--log-max-mib", "1", "--disk-check-interval", "300ms"].map(String::from));
+    let c = Cluster::start(spec).await?;
+    let result = async {
+        // 150 lines of 20 kB, 50 a second (1 MB/s): rotated every second
+        // or so, and lines land in the new file before it is read. (A line
+        // written between the agent's copy and its truncation would be
+        // lost by the agent itself: a window of microseconds.)
+        let script = "x=$(head -c 20000 /dev/zero | tr '\\0' x); \
+                      for i in $(seq 1 150); do echo \"$x $i\"; sleep 0.02; done";
+        let out = run(&c, &["--shell", "--", script]).await?;
+        ensure!(out.status.success(), "{:?}\n{}", out.status, text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let numbers: Vec<u32> = stdout
+            .lines()
+            .map(|l| l.trim_start_matches('x').trim().parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("a line that is not x* N in {} bytes", stdout.len()))?;
+        ensure!(
+            numbers == (1..=150).collect::<Vec<_>>(),
+            "lines lost, twice or out of order: {numbers:?}"
+        );
+        let whole = |l: &str| l.len() == 20_000 + 1 + l.rsplit(' ').next().map_or(0, str::len);
+        ensure!(stdout.lines().all(whole), "a line was cut");
+        ensure!(has_file(c.dir.path(), "stdout.1"), "the agent rotated nothing");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Whether a file called `name` is somewhere under `dir`.
+fn has_file(dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let p = e.path();
+        e.file_name() == name || (p.is_dir() && !p.is_symlink() && has_file(&p, name))
+    })
+}
+
 /// Runs `script` in 32 MiB, checks that `mezzo run` failed and told the
 /// memory limit, and returns the task's stdout.
 async fn run_out_of_memory(script: &str) -> Result<String> {
