@@ -214,3 +214,50 @@ async fn detach_returns_while_the_task_runs() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// DESIGN.md "Tasks": DROPPED means the process never started, so it is
+/// safe to launch again. The agent is SIGKILLed while a failpoint (debug
+/// builds) holds the launch between the task's checkpoint and its
+/// container; restarted, it reports the task DROPPED, and `mezzo run`
+/// launches it again under a new id and ends with its output and code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the agent's DROPPED and MEZZO_FAILPOINT (issue 16 part A, branch `exact`)"]
+async fn mezzo_run_relaunches_a_dropped_task() -> Result<()> {
+    let mut c = cluster().await?;
+    let result = async {
+        c.agents[0]
+            .env
+            .push(("MEZZO_FAILPOINT".into(), "before_launch:2000".into()));
+        c.agents[0].kill().await;
+        c.restart_agent(0).await?;
+        c.wait_agent(0, "registered again", |s| s["master"].is_string()).await?;
+        let mut cmd = c.command();
+        cmd.args(["run", "--", "echo", "hi"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn()?;
+        let launching = |s: &serde_json::Value| {
+            s["tasks"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["state"] == "TASK_STARTING"))
+        };
+        c.wait_agent(0, "the launch held by the failpoint", launching).await?;
+        c.agents[0].kill().await;
+        c.restart_agent(0).await?;
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("mezzo run did not end in 60 s")??;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        ensure!(out.status.code() == Some(0), "{:?}\n{stderr}", out.status);
+        ensure!(stdout == "hi\n", "stdout {stdout:?}\n{stderr}");
+        ensure!(
+            stderr.contains("TASK_DROPPED") && stderr.contains("relaunched as mezzo-run-"),
+            "{stderr}"
+        );
+        ensure!(stderr.contains(".r1 TASK_FINISHED"), "{stderr}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
