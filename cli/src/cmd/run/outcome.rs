@@ -11,8 +11,10 @@ use v1::StatusReason as R;
 pub fn outcome_text(s: &v1::TaskStatus, mem_mib: u64) -> String {
     let reason = R::try_from(s.reason).unwrap_or(R::ReasonUnspecified);
     let message = s.message.trim();
+    // "killed" and "killed on request" say it once.
     let with = |what: &str| match message {
         "" => what.to_owned(),
+        m if m.starts_with(what) => m.to_owned(),
         m => format!("{what}: {m}"),
     };
     let Some(state) = task_state(s) else {
@@ -144,7 +146,14 @@ mod tests {
                 R::ReasonTaskKilled,
                 "killed on request",
                 None,
-                "killed: killed on request",
+                "killed on request",
+            ),
+            (
+                S::TaskKilled,
+                R::ReasonFrameworkRemoved,
+                "its framework was removed",
+                None,
+                "killed: its framework was removed",
             ),
             (
                 S::TaskLost,
