@@ -253,6 +253,11 @@ impl Sandbox {
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut buf = Vec::new();
         file.take(want).read_to_end(&mut buf).map_err(io)?;
+        if start + (buf.len() as u64) < size {
+            // The next read starts where this one ends: on a character's
+            // first byte, not inside it (which would show U+FFFD twice).
+            buf.truncate(utf8_whole(&buf));
+        }
         Ok(Chunk {
             path: rel.to_owned(),
             offset: start,
@@ -261,6 +266,26 @@ impl Sandbox {
             data: String::from_utf8_lossy(&buf).into_owned(),
         })
     }
+}
+
+/// The length of `buf` without a UTF-8 sequence cut off at its end (at
+/// most 3 bytes less). Bytes that are not UTF-8 at all stay.
+fn utf8_whole(buf: &[u8]) -> usize {
+    let n = buf.len();
+    for back in 1..=n.min(3) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let needs = match b {
+            0xF0..=0xF7 => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1, // ASCII, or a byte that starts nothing
+        };
+        return if needs > back { n - back } else { n };
+    }
+    n
 }
 
 /// One directory entry.
@@ -278,8 +303,9 @@ pub struct Listing {
     pub entries: Vec<Entry>,
 }
 
-/// Part of a file. The next read starts at `offset + length`.
-#[derive(Debug, Clone, Serialize)]
+/// Part of a file. The next read starts at `offset + length`. Also what
+/// the CLI reads back (`mezzo logs`, `mezzo run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Chunk {
     pub path: String,
     pub offset: u64,

@@ -42,9 +42,10 @@ enum Command {
     Security(cmd::security::Command),
 }
 
-fn init_logging(format: &str) {
+/// `default` is the filter when `MEZZO_LOG` sets none.
+fn init_logging(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -72,7 +73,12 @@ fn main() -> std::process::ExitCode {
     };
     let cli = Cli::parse_from(args);
     mezzo_proto::security::tls::ensure_provider();
-    init_logging(&cli.log_format);
+    // `mezzo run` shares stderr with its task's: only warnings join it.
+    let default_log = match cli.command {
+        Command::Run(_) => "warn",
+        _ => "info,h2=warn,tower=warn,hyper=warn",
+    };
+    init_logging(&cli.log_format, default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

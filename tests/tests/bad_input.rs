@@ -420,12 +420,13 @@ async fn mezzo_run_reports_the_task_and_its_exit_code() -> Result<()> {
         cmd.args(["run", "--master", c.master_addr()]).args(args);
         async move { cmd.output().await }
     };
+    // The task's output is on stdout, its outcome on stderr.
     let ok = run(&["--", "echo", "hi"]).await?;
-    let out = String::from_utf8_lossy(&ok.stdout);
+    let out = String::from_utf8_lossy(&ok.stderr);
     ensure!(ok.status.code() == Some(0) && out.contains("TASK_FINISHED"), "{ok:?}");
     let three = run(&["--shell", "--", "exit 3"]).await?;
     ensure!(
-        three.status.code() == Some(3) && String::from_utf8_lossy(&three.stdout).contains("TASK_FAILED"),
+        three.status.code() == Some(3) && String::from_utf8_lossy(&three.stderr).contains("TASK_FAILED"),
         "{three:?}"
     );
     let dir = tempfile::tempdir()?;

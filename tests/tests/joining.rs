@@ -200,11 +200,11 @@ async fn zero_config_on_one_machine() -> Result<()> {
             .output();
         let out = tokio::time::timeout(Duration::from_secs(60), run).await??;
         let text = String::from_utf8_lossy(&out.stdout);
+        let told = String::from_utf8_lossy(&out.stderr);
         ensure!(
-            out.status.success() && text.contains("TASK_FINISHED"),
-            "mezzo run: {:?}\n{text}\n{}",
+            out.status.success() && text == "hi\n" && told.contains("TASK_FINISHED"),
+            "mezzo run: {:?}\n{text}\n{told}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
         );
         ensure!(master.log().contains("created the cluster CA"), "no CA was made");
         Ok(())

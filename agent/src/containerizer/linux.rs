@@ -56,6 +56,9 @@ struct Record {
     supervisor_pid: u32,
     sandbox: PathBuf,
     disk_limit_mib: u64,
+    /// For the memory limit's message; 0 in records of older agents.
+    #[serde(default)]
+    mem_limit_mib: u64,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,7 @@ impl LinuxContainerizer {
                 supervisor_pid,
                 sandbox: spec.sandbox.clone(),
                 disk_limit_mib: spec.resources.disk.0,
+                mem_limit_mib: spec.resources.mem.0,
             };
             let bytes = serde_json::to_vec(&record).unwrap_or_default();
             if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
@@ -484,7 +488,9 @@ impl Container for LinuxContainer {
     fn limitation(&mut self) -> BoxFuture<'_, Option<Limitation>> {
         async move {
             if self.cgroup.oom_killed().unwrap_or(false) {
-                return Some(Limitation::Memory);
+                return Some(Limitation::Memory {
+                    limit_mib: self.record.mem_limit_mib,
+                });
             }
             match self.disk_over.load(Ordering::Relaxed) {
                 0 => None,

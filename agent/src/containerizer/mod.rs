@@ -125,8 +125,9 @@ pub const NETWORK_LABEL: &str = "mezzo.network";
 /// A limit the container hit, which ended the task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Limitation {
-    /// The kernel OOM-killed a process of the container.
-    Memory,
+    /// The kernel OOM-killed a process of the container (any of them, not
+    /// only the main one). `limit_mib` is 0 when it is not known.
+    Memory { limit_mib: u64 },
     /// The sandbox grew beyond the task's disk resource.
     Disk { used_mib: u64, limit_mib: u64 },
 }

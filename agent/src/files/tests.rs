@@ -28,6 +28,25 @@ fn setup() -> (tempfile::TempDir, Sandbox) {
     (dir, s)
 }
 
+/// A read that stops inside a character ends before it; the next one
+/// starts at its first byte, so neither shows U+FFFD.
+#[test]
+fn a_read_never_splits_a_character() {
+    let (_d, s) = setup();
+    let sb = _d.path().join("sandboxes/fw1/t1");
+    std::fs::write(sb.join("utf8"), "aé€😀b").expect("write"); // 1+2+3+4+1 bytes
+    let mut text = String::new();
+    let mut at = 0;
+    for length in [2, 1, 3, 2, 4, 5] {
+        let c = s.read("utf8", Some(at), Some(length), None).expect("read");
+        assert!(!c.data.contains('\u{FFFD}'), "{c:?}");
+        text += &c.data;
+        at = c.offset + c.length;
+    }
+    assert_eq!(text, "aé€😀b");
+    assert_eq!(utf8_whole(b"a\xff"), 2, "bytes that are not UTF-8 stay");
+}
+
 #[test]
 fn reads_and_lists_inside_the_sandbox() {
     let (_d, s) = setup();

@@ -245,10 +245,9 @@ impl Supervisor {
             && let Some(limit) = container.limitation().await
         {
             let (reason, message) = match limit {
-                Limitation::Memory => (
-                    StatusReason::ReasonContainerLimitationMemory,
-                    "the task exceeded its memory limit and was OOM-killed".to_owned(),
-                ),
+                Limitation::Memory { limit_mib } => {
+                    (StatusReason::ReasonContainerLimitationMemory, memory_message(limit_mib))
+                }
                 Limitation::Disk { used_mib, limit_mib } => (
                     StatusReason::ReasonContainerLimitationDisk,
                     format!("the sandbox used {used_mib} MiB of disk, over the task's {limit_mib} MiB"),
@@ -403,4 +402,23 @@ fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
             args: cmd.arguments.clone(),
         })
     }
+}
+
+/// The memory limitation in words, with the limit (as `mezzo run` and
+/// the dashboard show it): any process of the container counts.
+fn memory_message(limit_mib: u64) -> String {
+    match limit_mib {
+        0 => "memory limit reached: a process of the task was OOM-killed".to_owned(),
+        n => format!("memory limit of {n} MiB reached: a process of the task was OOM-killed"),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_memory_message_names_the_limit() {
+    assert_eq!(
+        memory_message(32),
+        "memory limit of 32 MiB reached: a process of the task was OOM-killed"
+    );
+    assert!(!memory_message(0).contains("MiB"));
 }

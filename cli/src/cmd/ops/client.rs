@@ -90,6 +90,17 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// GETs `path` into the type the master (or the agent it passes the
+    /// request to) wrote.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let a = self
+            .inner
+            .request(reqwest::Method::GET, path, None)
+            .await
+            .map_err(|e| ApiError::Other(e.to_string()))?;
+        read(&a)
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, ApiError> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }

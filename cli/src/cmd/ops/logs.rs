@@ -2,9 +2,9 @@
 //! read by offset so `-f` follows it like `tail -f`.
 
 use std::io::Write;
-use std::time::Duration;
 
-use super::{ApiError, Client, Conn, framework_of, seg, with_query};
+use super::follow::{Follow, Until};
+use super::{ApiError, Client, Conn, framework_of};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,35 +37,18 @@ pub async fn run(a: Args) -> Result<(), ApiError> {
     let file = a
         .file
         .unwrap_or_else(|| if a.stderr { "stderr".into() } else { "stdout".into() });
-    let base = format!("/api/v1/tasks/{}/{}/files/read", seg(&fw), seg(&a.task));
-    let mut offset: Option<u64> = None;
+    let mut until = if a.follow { Until::Never } else { Until::CaughtUp };
     let mut out = std::io::stdout();
-    loop {
-        let q = match (offset, a.tail) {
-            (None, Some(t)) => vec![("path", Some(file.clone())), ("tail", Some(t.to_string()))],
-            (o, _) => vec![
-                ("path", Some(file.clone())),
-                ("offset", Some(o.unwrap_or(0).to_string())),
-                ("length", Some((1u64 << 20).to_string())),
-            ],
-        };
-        let chunk = c.get(&with_query(&base, &q)).await?;
-        let len = chunk["length"].as_u64().unwrap_or(0);
-        let at = chunk["offset"].as_u64().unwrap_or(0);
-        if a.conn.json {
-            println!("{chunk}");
-        } else if let Some(d) = chunk["data"].as_str() {
-            let _ = out.write_all(d.as_bytes());
-            let _ = out.flush();
-        }
-        offset = Some(at + len);
-        let size = chunk["size"].as_u64().unwrap_or(0);
-        if len > 0 && at + len < size {
-            continue; // more is there already
-        }
-        if !a.follow {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let json = a.conn.json;
+    Follow::new(&fw, &a.task, &file)
+        .tail(a.tail)
+        .run(&c, &mut until, |chunk| {
+            if json {
+                println!("{}", serde_json::to_string(chunk).unwrap_or_default());
+            } else {
+                let _ = out.write_all(chunk.data.as_bytes());
+                let _ = out.flush();
+            }
+        })
+        .await
 }

@@ -5,6 +5,7 @@
 //! (no credential, or not allowed), 4 bad request.
 
 pub mod client;
+pub mod follow;
 mod logs;
 mod top;
 

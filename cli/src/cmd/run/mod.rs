@@ -1,0 +1,140 @@
+//! `mezzo run`: a small framework on the public SDK that runs one command
+//! as one task (or N copies), waits for them, and reports. One task's
+//! stdout and stderr are copied to ours as it runs, and its end is told in
+//! words; `--detach` leaves it running.
+
+mod drive;
+mod outcome;
+mod report;
+mod stream;
+mod tracks;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mezzo_sdk::{Resources, Scheduler, SchedulerConfig};
+
+use drive::{Mode, Run};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Master addresses, comma-separated.
+    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    master: String,
+    /// Cpus per task.
+    #[arg(long, default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory per task, MiB.
+    #[arg(long, default_value_t = 32)]
+    mem: u64,
+    /// Task name prefix.
+    #[arg(long, default_value = "mezzo-run")]
+    name: String,
+    /// Number of copies to run.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Run the words after `--` through /bin/sh -c.
+    #[arg(long)]
+    shell: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "10m", value_parser = super::duration)]
+    timeout: Duration,
+    /// Launch at most this many tasks per second (offers are held until
+    /// tasks are due); without it every task is launched as soon as it fits.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Print a JSON summary (with latency percentiles) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Do not wait: print each task's id once it runs and exit, leaving
+    /// the tasks running (`mezzo logs -f ID` follows one). They are killed
+    /// if still running `--timeout` after this command exits.
+    #[arg(long, conflicts_with = "json")]
+    detach: bool,
+    /// Write each task's timeline to this file, a JSON object per line:
+    /// when it was accepted and, for each update, when the agent stamped it
+    /// and when it arrived here (seconds since the Unix epoch). For finding
+    /// which hop a slow task waited in.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
+    /// The role the framework registers in (its tasks' secrets are that
+    /// role's).
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// An environment variable, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// An environment variable holding a secret of the role, NAME=SECRET
+    /// (repeatable; see `mezzo secret put`).
+    #[arg(long = "secret-env", value_name = "NAME=SECRET")]
+    secret_env: Vec<String>,
+    /// A file in the sandbox holding a secret of the role, PATH=SECRET
+    /// (repeatable).
+    #[arg(long = "secret-file", value_name = "PATH=SECRET")]
+    secret_file: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `K=V` split at the first `=`.
+fn pair<'s>(flag: &str, s: &'s str) -> anyhow::Result<(&'s str, &'s str)> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--{flag} {s:?}: expected NAME=VALUE"))
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.instances == 0 {
+        bail!("--instances must be at least 1");
+    }
+    let per_task = Resources::parse(&format!("cpus:{};mem:{}", a.cpus, a.mem)).context("--cpus/--mem")?;
+    for (flag, list) in [
+        ("env", &a.env),
+        ("secret-env", &a.secret_env),
+        ("secret-file", &a.secret_file),
+    ] {
+        for s in list {
+            pair(flag, s)?;
+        }
+    }
+    let mode = if a.detach {
+        Mode::Detach
+    } else if a.json || a.instances > 1 {
+        Mode::Summary
+    } else {
+        Mode::Stream
+    };
+    let http = crate::cmd::ops::Client::new(&a.master)?;
+    let mut cfg = SchedulerConfig::new(super::comma_list(&a.master), a.name.clone());
+    cfg.framework.roles = vec![a.role.clone()];
+    // Detached tasks outlive this process by the failover timeout: then
+    // the master removes the framework and kills what still runs.
+    cfg.framework.failover_timeout_secs = match mode {
+        Mode::Detach => a.timeout.as_secs_f64(),
+        Mode::Stream | Mode::Summary => 10.0,
+    };
+    let (sched, events) = Scheduler::start(cfg);
+    let (mut run, refused) = Run::new(&a, mode, per_task, sched, http);
+    // Kept, not returned at once: `--timeline` is written however the run
+    // ends (a timeout or a refused Accept are when it is most wanted).
+    let outcome = run.drive(events, refused).await;
+    let seconds = run.started.unwrap_or_else(Instant::now).elapsed().as_secs_f64();
+    if mode != Mode::Detach || outcome.is_err() {
+        let _ = run.sched.teardown().await;
+    }
+    run.sched.stop().await;
+
+    if let Some(path) = &a.timeline {
+        report::write_timeline(path, &run.tracks).with_context(|| format!("--timeline {}", path.display()))?;
+    }
+    outcome?;
+    let (summary, exit) = report::summarize(&run.tracks, a.instances, seconds)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if a.instances > 1 && mode == Mode::Summary {
+        report::print_summary(&summary);
+    }
+    Ok(ExitCode::from(exit))
+}
