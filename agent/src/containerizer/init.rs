@@ -14,7 +14,8 @@
 //! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
 //!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
 //!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
-//!                           │        sets the hostname, brings lo up; forwards
+//!                           │        sets the hostname, brings lo up, takes the
+//!                           │        launch claim (`super::claim`); forwards
 //!                           │        signals to the task, reaps orphans, exits
 //!                           │        with the task's status
 //!                           └─vfork─▶ task  stdio, chdir, setgroups/setgid/setuid, execve
@@ -72,6 +73,9 @@ const FORWARDED: [Signal; 6] = [
 const IGNORED_BY_SUPERVISOR: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 /// Exit code of the task process when it could not be started.
 const EXEC_FAILED: i32 = 127;
+/// The exit record of a container whose task the agent's recovery dropped
+/// before it started.
+pub const DROPPED_BY_RECOVERY: &str = "dropped by the agent's recovery before the task started";
 
 /// Which namespaces the container gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -579,6 +583,20 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
 
     let init_pid = nix::unistd::getpid();
     let task = TaskExec::prepare(spec, init_pid)?;
+    // The last step before the task's process exists: a restarted agent
+    // that claimed the task first has reported it dropped, so it must
+    // never start (see `super::claim`).
+    crate::failpoint::hit_blocking("before_claim");
+    match super::claim::take(&spec.run_dir, super::claim::Claim::Started) {
+        Ok(super::claim::Claim::Started) => {}
+        Ok(super::claim::Claim::Dropped) => return Ok(ExitRecord::Error(DROPPED_BY_RECOVERY.into())),
+        Err(source) => {
+            return Err(InitError::Write {
+                path: spec.run_dir.join(super::claim::CLAIM_FILE),
+                source,
+            });
+        }
+    }
     let (failure_read, failure_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     // The task is started the way posix_spawn starts a process: it shares
     // the init's memory until its execve (CLONE_VM), and the init waits

@@ -21,9 +21,13 @@ use nix::sys::signal::kill;
 use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
+use super::claim::{self, Claim};
 use super::init::{ExitRecord, InitSpec, Namespaces};
 use super::launcher::{Launcher, PidFd};
-use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
+use super::{
+    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, EndedContainer, ExitStatus, Limitation,
+    Recovery, Signal,
+};
 use crate::cgroups::{self, Cgroup, CgroupBackend, Limits};
 
 /// How the agent isolates tasks.
@@ -126,28 +130,33 @@ impl LinuxContainerizer {
         )))
     }
 
-    async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Option<Box<dyn Container>>, ContainerError> {
+    async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Recovery, ContainerError> {
+        match claim::take(&run_dir, Claim::Dropped) {
+            Ok(Claim::Dropped) => return Ok(Recovery::NeverStarted),
+            Ok(Claim::Started) => {}
+            Err(e) => tracing::warn!(container = %id, "cannot take the launch claim ({e}); the task may have started"),
+        }
+        let exit = super::init::read_exit(&run_dir);
         let Some(record) = std::fs::read(run_dir.join("container.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
         else {
-            return Ok(None);
+            return Ok(ended_or_gone(id, exit));
         };
         let cgroup = self
             .backend
             .open(&self.cfg.parent, &record.cgroup)
             .map_err(|e| ContainerError::Isolation(e.to_string()))?;
-        let ended = super::init::read_exit(&run_dir).is_some();
         let alive = pid_alive(record.supervisor_pid);
         match cgroup {
-            Some(cgroup) if ended || alive => {
+            Some(cgroup) if exit.is_some() || alive => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
-                let pidfd = if ended {
+                let pidfd = if exit.is_some() {
                     None
                 } else {
                     open_pidfd(&id, record.supervisor_pid)
                 };
-                Ok(Some(Box::new(LinuxContainer::new(
+                Ok(Recovery::Adopted(Box::new(LinuxContainer::new(
                     id, run_dir, record, cgroup, pidfd, &self.cfg,
                 ))))
             }
@@ -156,14 +165,28 @@ impl LinuxContainerizer {
                 // container's end; stop it.
                 tracing::warn!(container = %id, "container without its supervisor; destroying it");
                 let _ = cgroup.destroy();
-                Ok(None)
+                Ok(Recovery::Gone)
             }
-            None if ended => {
-                tracing::debug!(container = %id, "container ended and its cgroup is gone");
-                Ok(None)
-            }
-            None => Ok(None),
+            None => Ok(ended_or_gone(id, exit)),
         }
+    }
+}
+
+/// A container whose cgroup is gone: its recorded end if it has one (it
+/// ended, and was cleaned up, before the agent died), else nothing is known.
+fn ended_or_gone(id: String, exit: Option<ExitRecord>) -> Recovery {
+    match exit {
+        Some(exit) => Recovery::Adopted(Box::new(EndedContainer::new(id, exit_of(exit)))),
+        None => Recovery::Gone,
+    }
+}
+
+/// The task's exit status, or why it never started.
+fn exit_of(record: ExitRecord) -> Result<ExitStatus, String> {
+    match record {
+        ExitRecord::Code(c) => Ok(ExitStatus::Code(c)),
+        ExitRecord::Signal(s) => Ok(ExitStatus::Signal(s)),
+        ExitRecord::Error(msg) => Err(msg),
     }
 }
 
@@ -300,11 +323,7 @@ impl Containerizer for LinuxContainerizer {
         self.launch_linux(spec).boxed()
     }
 
-    fn recover(
-        &self,
-        id: String,
-        run_dir: PathBuf,
-    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
     }
 
@@ -415,15 +434,10 @@ impl LinuxContainer {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let status = match super::init::read_exit(&self.run_dir) {
-            Some(ExitRecord::Code(c)) => ExitStatus::Code(c),
-            Some(ExitRecord::Signal(s)) => ExitStatus::Signal(s),
-            Some(ExitRecord::Error(msg)) => {
-                return Err(ContainerError::Spawn {
-                    program: "container init".into(),
-                    source: std::io::Error::other(msg),
-                });
-            }
+        let status = match super::init::read_exit(&self.run_dir).map(exit_of) {
+            Some(Ok(status)) => status,
+            // The init failed before the task's process existed.
+            Some(Err(msg)) => return Err(ContainerError::NeverStarted(msg)),
             None => {
                 return Err(ContainerError::Isolation(format!(
                     "the supervisor of container {} ended without recording the task's exit",
