@@ -443,6 +443,18 @@ fn failover_timeout_removes_framework() {
 }
 
 fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, &str, TaskState)>) {
+    reregister_with(s, conn, id, tasks, false);
+}
+
+/// Re-registers agent `id` on `conn` with `tasks`, saying whether that
+/// list is `complete`.
+fn reregister_with(
+    s: &mut Sim,
+    conn: ConnId,
+    id: &AgentId,
+    tasks: Vec<(FrameworkId, &str, TaskState)>,
+    complete: bool,
+) {
     let info = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
@@ -468,6 +480,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
             id: id.clone(),
             info,
             tasks,
+            complete,
         },
         None,
         s.now,
@@ -817,3 +830,4 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
     assert_eq!(view.allocation.quotas.len(), 1);
 }
 mod operator;
+mod outcomes;

@@ -52,6 +52,15 @@ impl Master {
                     "agent {agent_id} sent an update for task {tid}, which runs on agent {on}"
                 )));
             }
+            // Completed already (e.g. adopted as ended when its agent
+            // re-registered after a failover, while this update still
+            // waited for its acknowledgement): forward it without a state
+            // change, so that the framework acknowledges it and the agent
+            // stops resending it.
+            None if self.completed_on(&fid, &tid, &agent_id) => {
+                self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+                return Ok(());
+            }
             None => {
                 return Err(MasterError::Denied(format!(
                     "agent {agent_id} sent an update for task {tid}, which the master never placed on it"
@@ -66,6 +75,17 @@ impl Master {
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
+    }
+
+    /// Whether `tid` is among the framework's completed tasks, placed on `agent_id`.
+    fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> bool {
+        self.frameworks.get(fid).is_some_and(|f| {
+            f.completed_ids.contains(tid)
+                && f.completed
+                    .iter()
+                    .rev()
+                    .any(|t| &t.id == tid && &t.agent_id == agent_id)
+        })
     }
 
     /// Moves a task to `state`, keeping resource accounting right.
