@@ -12,7 +12,8 @@
 //!
 //! ```text
 //! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
-//!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
+//!                  │                 writes run_dir/supervisor.pid and init.pid, waits,
+//!                  │                 writes run_dir/exit
 //!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
 //!                           │        sets the hostname, brings lo up, takes the
 //!                           │        launch claim (`super::claim`); forwards
@@ -56,6 +57,9 @@ use super::ExitStatus;
 
 /// Name of the file in `run_dir` holding the init's pid (host pid namespace).
 pub const INIT_PID_FILE: &str = "init.pid";
+/// Name of the file in `run_dir` holding the supervisor's own pid, written
+/// first thing (the agent records it too, but only once the fork returned).
+pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
 /// Name of the file in `run_dir` holding the [`ExitRecord`] as JSON.
 pub const EXIT_FILE: &str = "exit";
 
@@ -274,6 +278,8 @@ pub fn supervise(spec: &InitSpec) -> ! {
     // agent's group do not reach us. EPERM means we already lead a process
     // group (the agent spawned us with one of our own), which is as good.
     let _ = nix::unistd::setsid();
+    let pid = std::process::id();
+    let _ = write_atomic(&spec.run_dir.join(SUPERVISOR_PID_FILE), format!("{pid}\n").as_bytes());
     let record = match run(spec) {
         Ok(record) => record,
         Err(e) => {
@@ -376,11 +382,12 @@ pub fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
 
 /// The init's pid (host pid namespace), once the supervisor has forked it.
 pub fn read_init_pid(run_dir: &Path) -> Option<i32> {
-    fs::read_to_string(run_dir.join(INIT_PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_pid(run_dir, INIT_PID_FILE).and_then(|p| i32::try_from(p).ok())
+}
+
+/// A pid recorded in `run_dir/name` (e.g. [`SUPERVISOR_PID_FILE`]).
+pub fn read_pid(run_dir: &Path, name: &str) -> Option<u32> {
+    fs::read_to_string(run_dir.join(name)).ok()?.trim().parse().ok()
 }
 
 fn write_exit(run_dir: &Path, record: &ExitRecord) -> Result<(), InitError> {

@@ -97,23 +97,24 @@ impl LinuxContainerizer {
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
         let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
             let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
-            let supervisor_pid = match launcher.launch(&init) {
+            // Recorded before the fork too (the supervisor's pid then comes
+            // from its own `supervisor.pid`): a restart right after the fork
+            // still finds the container of a task that may have started.
+            let mut record = Record {
+                cgroup: name,
+                supervisor_pid: 0,
+                sandbox: spec.sandbox.clone(),
+                disk_limit_mib: spec.resources.disk.0,
+            };
+            write_record(&spec, &record);
+            record.supervisor_pid = match launcher.launch(&init) {
                 Ok(pid) => pid,
                 Err(e) => {
                     let _ = cgroup.destroy();
                     return Err(e);
                 }
             };
-            let record = Record {
-                cgroup: name,
-                supervisor_pid,
-                sandbox: spec.sandbox.clone(),
-                disk_limit_mib: spec.resources.disk.0,
-            };
-            let bytes = serde_json::to_vec(&record).unwrap_or_default();
-            if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
-                tracing::warn!(container = %spec.id, "cannot record the container: {e}");
-            }
+            write_record(&spec, &record);
             Ok((spec, record, cgroup))
         })
         .await
@@ -137,12 +138,16 @@ impl LinuxContainerizer {
             Err(e) => tracing::warn!(container = %id, "cannot take the launch claim ({e}); the task may have started"),
         }
         let exit = super::init::read_exit(&run_dir);
-        let Some(record) = std::fs::read(run_dir.join("container.json"))
+        let Some(mut record) = std::fs::read(run_dir.join("container.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
         else {
             return Ok(ended_or_gone(id, exit));
         };
+        if record.supervisor_pid == 0 {
+            // Recorded before the fork only: the supervisor says who it is.
+            record.supervisor_pid = super::init::read_pid(&run_dir, super::init::SUPERVISOR_PID_FILE).unwrap_or(0);
+        }
         let cgroup = self
             .backend
             .open(&self.cfg.parent, &record.cgroup)
@@ -169,6 +174,14 @@ impl LinuxContainerizer {
             }
             None => Ok(ended_or_gone(id, exit)),
         }
+    }
+}
+
+/// Writes the container's record to its run dir (where recovery finds it).
+fn write_record(spec: &ContainerSpec, record: &Record) {
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
+        tracing::warn!(container = %spec.id, "cannot record the container: {e}");
     }
 }
 
