@@ -60,6 +60,11 @@ struct Record {
     supervisor_pid: u32,
     sandbox: PathBuf,
     disk_limit_mib: u64,
+    /// Its init takes the launch claim ([`claim`]). False in records of
+    /// agents from before the claim: their tasks started without one, so
+    /// recovery must not take a missing claim as proof of never starting.
+    #[serde(default)]
+    claims: bool,
 }
 
 #[derive(Debug)]
@@ -105,6 +110,7 @@ impl LinuxContainerizer {
                 supervisor_pid: 0,
                 sandbox: spec.sandbox.clone(),
                 disk_limit_mib: spec.resources.disk.0,
+                claims: true,
             };
             write_record(&spec, &record);
             record.supervisor_pid = match launcher.launch(&init) {
@@ -132,16 +138,22 @@ impl LinuxContainerizer {
     }
 
     async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Recovery, ContainerError> {
-        match claim::take(&run_dir, Claim::Dropped) {
-            Ok(Claim::Dropped) => return Ok(Recovery::NeverStarted),
-            Ok(Claim::Started) => {}
-            Err(e) => tracing::warn!(container = %id, "cannot take the launch claim ({e}); the task may have started"),
+        let record = std::fs::read(run_dir.join("container.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+        // No record: the agent died before it prepared the container (the
+        // record is written before the fork), so nothing can have claimed.
+        if record.as_ref().is_none_or(|r| r.claims) {
+            match claim::take(&run_dir, Claim::Dropped) {
+                Ok(Claim::Dropped) => return Ok(Recovery::NeverStarted),
+                Ok(Claim::Started) => {}
+                Err(e) => {
+                    tracing::warn!(container = %id, "cannot take the launch claim ({e}); the task may have started")
+                }
+            }
         }
         let exit = super::init::read_exit(&run_dir);
-        let Some(mut record) = std::fs::read(run_dir.join("container.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-        else {
+        let Some(mut record) = record else {
             return Ok(ended_or_gone(id, exit));
         };
         if record.supervisor_pid == 0 {

@@ -129,13 +129,14 @@ impl Containerizer for PosixContainerizer {
     /// A plain process cannot be waited for by a new agent (it is not its
     /// child), so its exit status would be lost: stop what is left of it
     /// and let the task be reported LOST rather than run unmanaged. One
-    /// that never claimed its start is dropped instead.
+    /// that never claimed its start (nor recorded its process group, as
+    /// agents from before the claim did) is dropped instead.
     fn recover(&self, id: String, run_dir: std::path::PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         async move {
-            if let Ok(Claim::Dropped) = claim::take(&run_dir, Claim::Dropped) {
+            let pgid = std::fs::read_to_string(run_dir.join("posix.pgid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if pgid.is_none() && matches!(claim::take(&run_dir, Claim::Dropped), Ok(Claim::Dropped)) {
                 return Ok(Recovery::NeverStarted);
             }
-            let pgid = std::fs::read_to_string(run_dir.join("posix.pgid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
             if let Some(pgid) = pgid.filter(|p| *p > 1)
                 && killpg(Pid::from_raw(pgid), None).is_ok()
             {
