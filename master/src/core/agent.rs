@@ -139,6 +139,7 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Ins
         last_seen: now,
         tasks: HashSet::new(),
         usage: Default::default(),
+        tasks_complete: false,
     })
 }
 
@@ -209,7 +210,8 @@ impl Master {
             return;
         };
         let (reported, complete) = match hello {
-            AgentHello::Register { .. } => (Vec::new(), false),
+            // A new agent has been sent nothing yet.
+            AgentHello::Register { .. } => (Vec::new(), true),
             AgentHello::Reregister { tasks, complete, .. } => (tasks, complete),
         };
         let Some(mut fresh) = agent_from_record(rec, &self.registry, now) else {
@@ -217,6 +219,7 @@ impl Master {
         };
         fresh.conn = Some(conn);
         fresh.status = AgentStatus::Active;
+        fresh.tasks_complete = complete;
         if let Some(old) = self.agents.remove(&rec.id) {
             if let Some(old_conn) = old.conn.filter(|c| *c != conn) {
                 self.agent_conns.remove(&old_conn);

@@ -592,8 +592,8 @@ fn failover_subscription_gets_the_offers() {
 }
 
 /// DESIGN.md "Status updates" (reconcile): a task the master never heard
-/// of is LOST once its agent has re-registered, and gets no answer while
-/// the agent may still bring it back.
+/// of is DROPPED once its agent has registered (it never reached the
+/// agent), and gets no answer while the agent may still bring it back.
 #[test]
 fn explicit_reconciliation_of_unknown_tasks() {
     let mut s = Sim::new();
@@ -603,7 +603,10 @@ fn explicit_reconciliation_of_unknown_tasks() {
     s.m.reconcile(&f, &[(ghost.clone(), Some(a.clone()))])
         .expect("reconcile");
     s.run();
-    assert_eq!(s.updates().pop().map(|u| u.state), Some(v1::TaskState::TaskLost as i32));
+    assert_eq!(
+        s.updates().pop().map(|u| u.state),
+        Some(v1::TaskState::TaskDropped as i32)
+    );
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     let before = s.updates().len();
     s.m.reconcile(&f, &[(ghost.clone(), Some(a))]).expect("reconcile");

@@ -358,9 +358,12 @@ impl Master {
             fw.tasks.values().map(status_of).collect()
         } else {
             // A task the master does not know is answered by what its agent
-            // says: an agent that has re-registered does not run it (LOST);
-            // one that has not re-registered yet gets no answer now (the
-            // framework asks again); an unreachable one makes it UNREACHABLE.
+            // says: an agent that has re-registered does not run it (DROPPED
+            // when its task list is complete: it never reached the agent,
+            // which forgets a task only once its end was acknowledged; else
+            // LOST); one that has not re-registered yet gets no answer now
+            // (the framework asks again); an unreachable one makes it
+            // UNREACHABLE.
             tasks
                 .iter()
                 .filter_map(|(tid, agent)| {
@@ -371,16 +374,22 @@ impl Master {
                     {
                         return Some(status_of(t));
                     }
-                    let status = agent.as_ref().and_then(|a| self.agents.get(a)).map(|a| a.status);
-                    match status {
-                        Some(AgentStatus::Active) => Some(unknown(
+                    let on = agent.as_ref().and_then(|a| self.agents.get(a));
+                    match on.map(|a| (a.status, a.tasks_complete)) {
+                        Some((AgentStatus::Active, true)) => Some(unknown(
+                            tid,
+                            agent,
+                            v1::TaskState::TaskDropped,
+                            "the task is not on its agent, which never received it",
+                        )),
+                        Some((AgentStatus::Active, false)) => Some(unknown(
                             tid,
                             agent,
                             v1::TaskState::TaskLost,
                             "the task is not on its agent",
                         )),
-                        Some(AgentStatus::Recovering | AgentStatus::Disconnected) => None,
-                        Some(AgentStatus::Unreachable) => Some(unknown(
+                        Some((AgentStatus::Recovering | AgentStatus::Disconnected, _)) => None,
+                        Some((AgentStatus::Unreachable, _)) => Some(unknown(
                             tid,
                             agent,
                             v1::TaskState::TaskUnreachable,

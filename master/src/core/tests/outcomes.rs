@@ -116,3 +116,25 @@ fn a_pending_terminal_update_after_failover_reaches_the_framework() {
         .expect_err("refused");
     assert!(matches!(err, MasterError::Denied(_)), "{err}");
 }
+
+/// Reconciling a task the master does not know, on an agent that has come
+/// back: DROPPED if the agent's list was complete (it never received the
+/// task), LOST if it had lost its checkpoints.
+#[test]
+fn reconcile_unknown_task_on_a_complete_agent_is_dropped() {
+    for (complete, state) in [(true, v1::TaskState::TaskDropped), (false, v1::TaskState::TaskLost)] {
+        let mut s = Sim::new();
+        let f = s.framework();
+        let a = s.agent(AGENT_CONN, "cpus:1;mem:256");
+        reregister_with(&mut s, AGENT_CONN + 1, &a, vec![], complete);
+        let ghost = TaskId::parse("ghost").expect("id");
+        s.m.reconcile(&f, &[(ghost, Some(a))]).expect("reconcile");
+        s.run();
+        let last = s.updates().pop().expect("an answer");
+        assert_eq!(
+            (last.state, last.reason),
+            (state as i32, v1::StatusReason::ReasonReconciliation as i32),
+            "complete: {complete}"
+        );
+    }
+}
