@@ -4,9 +4,10 @@
 //! agent never reads the variable. The launcher and every container init
 //! inherit it from the agent.
 //!
-//! Points: `before_launch` (the supervisor, after the task's checkpoint and
-//! before the container launch) and `before_claim` (the container init,
-//! before it claims the task's start).
+//! Points: `before_checkpoint` (the supervisor, after STARTING and before
+//! the task's checkpoint), `before_launch` (after the checkpoint, before the
+//! container launch) and `before_claim` (the container init, before it
+//! claims the task's start).
 
 use std::time::Duration;
 

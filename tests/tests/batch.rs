@@ -2,7 +2,6 @@
 //! the `mezzo` binary: a DAG with a flaky task, cancellation, a restart of
 //! the framework mid-job, and bad input.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -137,13 +136,8 @@ fn rand_suffix() -> u64 {
         .unwrap_or(0)
 }
 
-/// A directory every task user may write to (tasks run as nobody).
 fn shared_dir() -> Result<tempfile::TempDir> {
-    let d = tempfile::Builder::new()
-        .prefix("mezzo-batch-test-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777))?;
-    Ok(d)
+    mezzo_tests::shared_dir("mezzo-batch-test-")
 }
 
 fn text(o: &Output) -> String {

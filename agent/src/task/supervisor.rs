@@ -180,6 +180,7 @@ impl Supervisor {
             .await;
         // Checkpoint before launching: a restarted agent must know every
         // container it may have started.
+        crate::failpoint::hit("before_checkpoint").await;
         if let Err(e) = self.checkpoint().await {
             tracing::error!(task = %self.spec.key, "cannot checkpoint the task; not launching it: {e}");
             let message = format!("the agent cannot checkpoint the task, which never started: {e}");

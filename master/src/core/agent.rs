@@ -150,7 +150,7 @@ fn missing_task_outcome(complete: bool) -> (TaskState, v1::StatusReason, &'stati
         (
             TaskState::Dropped,
             v1::StatusReason::ReasonAgentReregistered,
-            "the agent came back without this task: it never received it, so it never ran",
+            "the agent came back without this task, so it never started there; it is safe to launch again",
         )
     } else {
         (

@@ -16,7 +16,7 @@ fn reregistration_without_a_task_drops_it_when_complete() {
     assert_eq!(last.task_id, "t");
     assert_eq!(last.state, v1::TaskState::TaskDropped as i32);
     assert_eq!(last.reason, v1::StatusReason::ReasonAgentReregistered as i32);
-    assert!(last.message.contains("never ran"), "{}", last.message);
+    assert!(last.message.contains("never started"), "{}", last.message);
     let view = s.m.view(true);
     assert!(view.tasks.is_empty());
     assert_eq!(view.frameworks[0].allocated, Resources::default());
