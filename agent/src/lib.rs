@@ -36,6 +36,7 @@ pub mod cgroups;
 mod config;
 pub mod containerizer;
 mod error;
+mod failpoint;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -174,6 +175,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         agent_id: agent_id_tx,
         master: master_tx,
         metrics,
+        checkpoints_marker: paths::checkpoints_marker(&host.runtime_dir),
+        tasks_complete: host.checkpoints_intact,
     };
     spawn_actor(&mut actors, "master connection", attach::run(deps));
     tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %host.runtime_dir.display(), "agent started");
@@ -194,6 +197,9 @@ struct Host {
     resources: ReservedResources,
     /// The id a master gave this agent before a restart, if any.
     stored_id: Option<AgentId>,
+    /// The runtime dir kept every checkpoint since a master last accepted
+    /// this agent ([`paths::checkpoints_marker`]).
+    checkpoints_intact: bool,
 }
 
 /// Creates the work dir and the runtime dir, and reads the resources to
@@ -216,11 +222,16 @@ async fn prepare_host(config: &AgentConfig) -> Result<Host, AgentError> {
         .unwrap_or_else(|| paths::default_runtime_dir(&work_dir));
     create_private_dir(&runtime_dir)?;
     let stored_id = register::load_agent_id(&work_dir)?;
+    let checkpoints_intact = stored_id.is_none() || paths::checkpoints_marker(&runtime_dir).exists();
+    if !checkpoints_intact {
+        tracing::warn!(runtime_dir = %runtime_dir.display(), "the task checkpoints were lost (host rebooted or runtime dir wiped): tasks not found are reported LOST");
+    }
     Ok(Host {
         work_dir,
         runtime_dir,
         resources,
         stored_id,
+        checkpoints_intact,
     })
 }
 
@@ -284,6 +295,7 @@ async fn recover_tasks(
         metrics: metrics.clone(),
         writeback,
         gc,
+        checkpoints_intact: host.checkpoints_intact,
     };
     let (table, table_join) = table::start(deps, recovered).await?;
     Ok(Tasks {

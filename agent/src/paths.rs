@@ -13,12 +13,21 @@
 //!             └── stderr
 //!
 //! <runtime_dir>/                on a tmpfs by default (see [`default_runtime_dir`])
+//! ├── checkpoints.marker        written once a master accepted this agent: if the agent has
+//! │                             an id but no marker, its checkpoints were lost (a reboot)
 //! └── tasks/
 //!     └── <framework_id>/
 //!         └── <task_id>/        checkpoint of one task, removed once its last update is acked
 //!             ├── task.pb       the RunTask it came with (written before launch)
+//!             ├── claim         "started" (by the container init, just before the task's
+//!             │                 process) or "dropped" (by recovery), whichever came first
 //!             └── ...           the containerizer's own records (pids, spec, exit status)
 //! ```
+//!
+//! What recovery concludes from them, for a task not known to be over:
+//! no `task.pb` (but intact checkpoints) or a `claim` taken by recovery:
+//! it never started (DROPPED); a `claim` of `started` and a container
+//! found: watched again; otherwise it may have run (LOST).
 //!
 //! Task checkpoints are kept apart from the work dir because they only have
 //! to outlive the agent process, not the machine (the containers they
@@ -89,14 +98,23 @@ fn is_tmpfs(path: &Path) -> bool {
 
 /// Removes what is empty of a runtime dir on a clean stop: the framework
 /// dirs without checkpoints, then the dir itself if nothing is left (a
-/// checkpoint of a task still running keeps it).
+/// checkpoint of a task still running keeps it, and the marker with it).
 pub fn prune_runtime_dir(runtime_dir: &Path) {
     let root = tasks_meta_root(runtime_dir);
     for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         let _ = std::fs::remove_dir(fw.path());
     }
     let _ = std::fs::remove_dir(&root);
+    if !root.exists() {
+        let _ = std::fs::remove_file(checkpoints_marker(runtime_dir));
+    }
     let _ = std::fs::remove_dir(runtime_dir);
+}
+
+/// The marker that this runtime dir has kept every checkpoint since a
+/// master last accepted the agent (see the tree above).
+pub fn checkpoints_marker(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("checkpoints.marker")
 }
 
 /// File name of a task's checkpointed `RunTask`.

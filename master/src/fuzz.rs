@@ -274,7 +274,7 @@ pub fn agent_stream(data: &[u8]) {
     };
     match &hello {
         AgentHello::Register { info } => check_description(info),
-        AgentHello::Reregister { id, info, tasks } => {
+        AgentHello::Reregister { id, info, tasks, .. } => {
             check_id(&TaskId::parse(id.as_str()).unwrap_or_else(|e| panic!("{e}")));
             check_description(info);
             for t in tasks {
@@ -757,6 +757,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             framework_id: "f1".into(),
             state: v1::TaskState::TaskRunning as i32,
         }],
+        tasks_complete: true,
     }));
     out.push(("agent_stream", register.clone()));
     out.push(("agent_stream", [register, update.clone(), usage.clone()].concat()));

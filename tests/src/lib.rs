@@ -157,6 +157,15 @@ impl Daemon {
     }
 }
 
+/// A directory outside the cluster that every task user may write to
+/// (tasks run as nobody), for records tasks keep of themselves.
+pub fn shared_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(d)
+}
+
 /// How to build a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {

@@ -244,7 +244,7 @@ async fn tasks_survive_an_agent_restart() -> Result<()> {
 }
 
 /// DESIGN.md "Bad input": a task asking for a user outside the agent's
-/// allow-list fails to launch with the reason.
+/// allow-list is an ERROR (it cannot run as given) with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_outside_the_allow_list_is_refused() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
@@ -259,9 +259,10 @@ async fn a_user_outside_the_allow_list_is_refused() -> Result<()> {
         let st = ev
             .update("as-root", Duration::from_secs(10), TaskState::is_terminal)
             .await?;
-        ensure!(task_state(&st) == Some(TaskState::Failed), "{st:?}");
+        // It cannot run as given: an ERROR, not FAILED (it never ran).
+        ensure!(task_state(&st) == Some(TaskState::Error), "{st:?}");
         ensure!(
-            st.reason == v1::StatusReason::ReasonContainerLaunchFailed as i32 && st.message.contains("root"),
+            st.reason == v1::StatusReason::ReasonTaskInvalid as i32 && st.message.contains("root"),
             "{st:?}"
         );
         Ok(())

@@ -315,6 +315,7 @@ async fn agents_are_bound_to_their_credentials() -> Result<()> {
                     _ => None,
                 }),
                 tasks: vec![],
+                tasks_complete: true,
             })),
         };
         let err = AgentApiClient::new(ch.clone())

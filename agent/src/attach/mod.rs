@@ -51,6 +51,11 @@ pub struct AttachDeps {
     /// The master currently registered with, for `/state`.
     pub master: watch::Sender<Option<String>>,
     pub metrics: Metrics,
+    /// Written once a master has accepted this agent's task list.
+    pub checkpoints_marker: PathBuf,
+    /// Whether the first `Reregister` can say its task list is complete
+    /// (false after the checkpoints were lost); every later one can.
+    pub tasks_complete: bool,
 }
 
 /// How one connection ended.
@@ -80,6 +85,7 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
     let mut leader_hint: Option<String> = None;
     let mut failed_in_round = 0usize;
     let mut followed = false;
+    let mut tasks_complete = deps.tasks_complete;
     loop {
         let addr = leader_hint.take().unwrap_or_else(|| {
             let addr = deps.masters[next % deps.masters.len()].clone();
@@ -89,7 +95,7 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
         // How long to wait before the next attempt: follow a redirect at
         // once (once in a row), try the rest of the list quickly, and back
         // off only after a whole round failed.
-        let pause = match session(&deps, &addr, &mut backoff).await {
+        let pause = match session(&deps, &addr, &mut backoff, &mut tasks_complete).await {
             Ok(()) => {
                 tracing::info!(master = %addr, "master closed the connection");
                 failed_in_round = 0;
@@ -145,7 +151,9 @@ fn refused(addr: &str, status: tonic::Status) -> Ended {
     ))
 }
 
-async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result<(), Ended> {
+/// One connection. `tasks_complete` turns true once a master has heard
+/// the agent's task list: what it missed is then known to the master.
+async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_complete: &mut bool) -> Result<(), Ended> {
     let endpoint = mezzo_proto::security::grpc::endpoint(addr, &deps.transport)
         .map_err(Ended::Failed)?
         .connect_timeout(CONNECT_TIMEOUT);
@@ -165,7 +173,7 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result
         None => Vec::new(),
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let first = deps.identity.first_message(known_id.as_ref(), tasks);
+    let first = deps.identity.first_message(known_id.as_ref(), tasks, *tasks_complete);
     tx.send(first)
         .await
         .map_err(|_| Ended::Failed("outbound stream closed before registering".to_owned()))?;
@@ -204,6 +212,13 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff) -> Result
             .await
             .map_err(|_| AgentError::ActorPanicked("agent id writer"))??;
         deps.agent_id.send_replace(Some(agent_id.clone()));
+    }
+    if !*tasks_complete || !deps.checkpoints_marker.exists() {
+        let marker = deps.checkpoints_marker.clone();
+        tokio::task::spawn_blocking(move || crate::paths::write_atomic(&marker, b"checkpoints kept since\n"))
+            .await
+            .map_err(|_| AgentError::ActorPanicked("checkpoints marker writer"))??;
+        *tasks_complete = true;
     }
     let heartbeat = heartbeat_interval(registered.heartbeat_interval_secs);
     tracing::info!(master = %addr, %agent_id, ?heartbeat, "registered");

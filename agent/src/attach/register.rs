@@ -53,8 +53,9 @@ impl Identity {
         }
     }
 
-    /// `Register` for a new agent, else `Reregister` with every task it knows.
-    pub fn first_message(&self, agent_id: Option<&AgentId>, tasks: Vec<TaskView>) -> v1::AgentMessage {
+    /// `Register` for a new agent, else `Reregister` with every task it
+    /// knows, saying whether that list is complete.
+    pub fn first_message(&self, agent_id: Option<&AgentId>, tasks: Vec<TaskView>, complete: bool) -> v1::AgentMessage {
         use v1::agent_message::Message;
         let message = match agent_id {
             None => Message::Register(v1::Register {
@@ -71,6 +72,7 @@ impl Identity {
                         state: t.state.to_proto() as i32,
                     })
                     .collect(),
+                tasks_complete: complete,
             }),
         };
         v1::AgentMessage { message: Some(message) }

@@ -12,9 +12,11 @@
 //!
 //! ```text
 //! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
-//!                  │                 writes run_dir/init.pid, waits, writes run_dir/exit
+//!                  │                 writes run_dir/supervisor.pid and init.pid, waits,
+//!                  │                 writes run_dir/exit
 //!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
-//!                           │        sets the hostname, brings lo up; forwards
+//!                           │        sets the hostname, brings lo up, takes the
+//!                           │        launch claim (`super::claim`); forwards
 //!                           │        signals to the task, reaps orphans, exits
 //!                           │        with the task's status
 //!                           └─vfork─▶ task  stdio, chdir, setgroups/setgid/setuid, execve
@@ -55,6 +57,9 @@ use super::ExitStatus;
 
 /// Name of the file in `run_dir` holding the init's pid (host pid namespace).
 pub const INIT_PID_FILE: &str = "init.pid";
+/// Name of the file in `run_dir` holding the supervisor's own pid, written
+/// first thing (the agent records it too, but only once the fork returned).
+pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
 /// Name of the file in `run_dir` holding the [`ExitRecord`] as JSON.
 pub const EXIT_FILE: &str = "exit";
 
@@ -72,6 +77,9 @@ const FORWARDED: [Signal; 6] = [
 const IGNORED_BY_SUPERVISOR: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 /// Exit code of the task process when it could not be started.
 const EXEC_FAILED: i32 = 127;
+/// The exit record of a container whose task the agent's recovery dropped
+/// before it started.
+pub const DROPPED_BY_RECOVERY: &str = "dropped by the agent's recovery before the task started";
 
 /// Which namespaces the container gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +278,8 @@ pub fn supervise(spec: &InitSpec) -> ! {
     // agent's group do not reach us. EPERM means we already lead a process
     // group (the agent spawned us with one of our own), which is as good.
     let _ = nix::unistd::setsid();
+    let pid = std::process::id();
+    let _ = write_atomic(&spec.run_dir.join(SUPERVISOR_PID_FILE), format!("{pid}\n").as_bytes());
     let record = match run(spec) {
         Ok(record) => record,
         Err(e) => {
@@ -372,11 +382,12 @@ pub fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
 
 /// The init's pid (host pid namespace), once the supervisor has forked it.
 pub fn read_init_pid(run_dir: &Path) -> Option<i32> {
-    fs::read_to_string(run_dir.join(INIT_PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_pid(run_dir, INIT_PID_FILE).and_then(|p| i32::try_from(p).ok())
+}
+
+/// A pid recorded in `run_dir/name` (e.g. [`SUPERVISOR_PID_FILE`]).
+pub fn read_pid(run_dir: &Path, name: &str) -> Option<u32> {
+    fs::read_to_string(run_dir.join(name)).ok()?.trim().parse().ok()
 }
 
 fn write_exit(run_dir: &Path, record: &ExitRecord) -> Result<(), InitError> {
@@ -579,6 +590,20 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
 
     let init_pid = nix::unistd::getpid();
     let task = TaskExec::prepare(spec, init_pid)?;
+    // The last step before the task's process exists: a restarted agent
+    // that claimed the task first has reported it dropped, so it must
+    // never start (see `super::claim`).
+    crate::failpoint::hit_blocking("before_claim");
+    match super::claim::take(&spec.run_dir, super::claim::Claim::Started) {
+        Ok(super::claim::Claim::Started) => {}
+        Ok(super::claim::Claim::Dropped) => return Ok(ExitRecord::Error(DROPPED_BY_RECOVERY.into())),
+        Err(source) => {
+            return Err(InitError::Write {
+                path: spec.run_dir.join(super::claim::CLAIM_FILE),
+                source,
+            });
+        }
+    }
     let (failure_read, failure_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     // The task is started the way posix_spawn starts a process: it shares
     // the init's memory until its execve (CLONE_VM), and the init waits

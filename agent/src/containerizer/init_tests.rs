@@ -211,6 +211,30 @@ fn echo_runs_and_exits_zero() {
     assert!(read_init_pid(&c.spec.run_dir).is_some(), "init.pid written");
 }
 
+/// DESIGN.md "Tasks": DROPPED means the process never started. An init
+/// that finds the launch claim taken by recovery starts nothing.
+#[test]
+fn an_init_that_loses_the_claim_never_execs() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "echo ran"]);
+    let run_dir = c.spec.run_dir.clone();
+    assert_eq!(
+        super::super::claim::take(&run_dir, super::super::claim::Claim::Dropped).expect("claim"),
+        super::super::claim::Claim::Dropped
+    );
+    assert_eq!(c.run(), ExitRecord::Error(DROPPED_BY_RECOVERY.into()));
+    assert_eq!(c.stdout(), "", "the task never ran");
+    // And one that wins it says so.
+    let mut won = Container::new(&["/bin/true"]);
+    assert_eq!(won.run(), ExitRecord::Code(0));
+    assert_eq!(
+        super::super::claim::read(&won.spec.run_dir),
+        Some(super::super::claim::Claim::Started)
+    );
+}
+
 #[test]
 fn exit_code_is_recorded_without_namespaces() {
     if !is_root() {

@@ -21,9 +21,13 @@ use nix::sys::signal::kill;
 use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
+use super::claim::{self, Claim};
 use super::init::{ExitRecord, InitSpec, Namespaces};
 use super::launcher::{Launcher, PidFd};
-use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal};
+use super::{
+    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, EndedContainer, ExitStatus, Limitation,
+    Recovery, Signal,
+};
 use crate::cgroups::{self, Cgroup, CgroupBackend, Limits};
 
 /// How the agent isolates tasks.
@@ -59,6 +63,11 @@ struct Record {
     /// For the memory limit's message; 0 in records of older agents.
     #[serde(default)]
     mem_limit_mib: u64,
+    /// Its init takes the launch claim ([`claim`]). False in records of
+    /// agents from before the claim: their tasks started without one, so
+    /// recovery must not take a missing claim as proof of never starting.
+    #[serde(default)]
+    claims: bool,
 }
 
 #[derive(Debug)]
@@ -96,24 +105,26 @@ impl LinuxContainerizer {
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
         let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
             let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
-            let supervisor_pid = match launcher.launch(&init) {
+            // Recorded before the fork too (the supervisor's pid then comes
+            // from its own `supervisor.pid`): a restart right after the fork
+            // still finds the container of a task that may have started.
+            let mut record = Record {
+                cgroup: name,
+                supervisor_pid: 0,
+                sandbox: spec.sandbox.clone(),
+                disk_limit_mib: spec.resources.disk.0,
+                mem_limit_mib: spec.resources.mem.0,
+                claims: true,
+            };
+            write_record(&spec, &record);
+            record.supervisor_pid = match launcher.launch(&init) {
                 Ok(pid) => pid,
                 Err(e) => {
                     let _ = cgroup.destroy();
                     return Err(e);
                 }
             };
-            let record = Record {
-                cgroup: name,
-                supervisor_pid,
-                sandbox: spec.sandbox.clone(),
-                disk_limit_mib: spec.resources.disk.0,
-                mem_limit_mib: spec.resources.mem.0,
-            };
-            let bytes = serde_json::to_vec(&record).unwrap_or_default();
-            if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
-                tracing::warn!(container = %spec.id, "cannot record the container: {e}");
-            }
+            write_record(&spec, &record);
             Ok((spec, record, cgroup))
         })
         .await
@@ -130,28 +141,43 @@ impl LinuxContainerizer {
         )))
     }
 
-    async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Option<Box<dyn Container>>, ContainerError> {
-        let Some(record) = std::fs::read(run_dir.join("container.json"))
+    async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Recovery, ContainerError> {
+        let record = std::fs::read(run_dir.join("container.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-        else {
-            return Ok(None);
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+        // No record: the agent died before it prepared the container (the
+        // record is written before the fork), so nothing can have claimed.
+        if record.as_ref().is_none_or(|r| r.claims) {
+            match claim::take(&run_dir, Claim::Dropped) {
+                Ok(Claim::Dropped) => return Ok(Recovery::NeverStarted),
+                Ok(Claim::Started) => {}
+                Err(e) => {
+                    tracing::warn!(container = %id, "cannot take the launch claim ({e}); the task may have started")
+                }
+            }
+        }
+        let exit = super::init::read_exit(&run_dir);
+        let Some(mut record) = record else {
+            return Ok(ended_or_gone(id, exit));
         };
+        if record.supervisor_pid == 0 {
+            // Recorded before the fork only: the supervisor says who it is.
+            record.supervisor_pid = super::init::read_pid(&run_dir, super::init::SUPERVISOR_PID_FILE).unwrap_or(0);
+        }
         let cgroup = self
             .backend
             .open(&self.cfg.parent, &record.cgroup)
             .map_err(|e| ContainerError::Isolation(e.to_string()))?;
-        let ended = super::init::read_exit(&run_dir).is_some();
         let alive = pid_alive(record.supervisor_pid);
         match cgroup {
-            Some(cgroup) if ended || alive => {
+            Some(cgroup) if exit.is_some() || alive => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
-                let pidfd = if ended {
+                let pidfd = if exit.is_some() {
                     None
                 } else {
                     open_pidfd(&id, record.supervisor_pid)
                 };
-                Ok(Some(Box::new(LinuxContainer::new(
+                Ok(Recovery::Adopted(Box::new(LinuxContainer::new(
                     id, run_dir, record, cgroup, pidfd, &self.cfg,
                 ))))
             }
@@ -160,14 +186,36 @@ impl LinuxContainerizer {
                 // container's end; stop it.
                 tracing::warn!(container = %id, "container without its supervisor; destroying it");
                 let _ = cgroup.destroy();
-                Ok(None)
+                Ok(Recovery::Gone)
             }
-            None if ended => {
-                tracing::debug!(container = %id, "container ended and its cgroup is gone");
-                Ok(None)
-            }
-            None => Ok(None),
+            None => Ok(ended_or_gone(id, exit)),
         }
+    }
+}
+
+/// Writes the container's record to its run dir (where recovery finds it).
+fn write_record(spec: &ContainerSpec, record: &Record) {
+    let bytes = serde_json::to_vec(record).unwrap_or_default();
+    if let Err(e) = crate::paths::write_replace(&spec.run_dir.join("container.json"), &bytes) {
+        tracing::warn!(container = %spec.id, "cannot record the container: {e}");
+    }
+}
+
+/// A container whose cgroup is gone: its recorded end if it has one (it
+/// ended, and was cleaned up, before the agent died), else nothing is known.
+fn ended_or_gone(id: String, exit: Option<ExitRecord>) -> Recovery {
+    match exit {
+        Some(exit) => Recovery::Adopted(Box::new(EndedContainer::new(id, exit_of(exit)))),
+        None => Recovery::Gone,
+    }
+}
+
+/// The task's exit status, or why it never started.
+fn exit_of(record: ExitRecord) -> Result<ExitStatus, String> {
+    match record {
+        ExitRecord::Code(c) => Ok(ExitStatus::Code(c)),
+        ExitRecord::Signal(s) => Ok(ExitStatus::Signal(s)),
+        ExitRecord::Error(msg) => Err(msg),
     }
 }
 
@@ -304,11 +352,7 @@ impl Containerizer for LinuxContainerizer {
         self.launch_linux(spec).boxed()
     }
 
-    fn recover(
-        &self,
-        id: String,
-        run_dir: PathBuf,
-    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
     }
 
@@ -419,15 +463,10 @@ impl LinuxContainer {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let status = match super::init::read_exit(&self.run_dir) {
-            Some(ExitRecord::Code(c)) => ExitStatus::Code(c),
-            Some(ExitRecord::Signal(s)) => ExitStatus::Signal(s),
-            Some(ExitRecord::Error(msg)) => {
-                return Err(ContainerError::Spawn {
-                    program: "container init".into(),
-                    source: std::io::Error::other(msg),
-                });
-            }
+        let status = match super::init::read_exit(&self.run_dir).map(exit_of) {
+            Some(Ok(status)) => status,
+            // The init failed before the task's process existed.
+            Some(Err(msg)) => return Err(ContainerError::NeverStarted(msg)),
             None => {
                 return Err(ContainerError::Isolation(format!(
                     "the supervisor of container {} ended without recording the task's exit",

@@ -8,6 +8,8 @@
 //! slots in behind the same trait, with `signal` and `cleanup` acting on
 //! the cgroup instead of the process group.
 
+pub mod claim;
+mod ended;
 pub mod init;
 pub mod launcher;
 pub mod linux;
@@ -20,6 +22,7 @@ use mezzo_proto::resources::Resources;
 pub use nix::sys::signal::Signal;
 
 pub use crate::cgroups::Usage;
+pub use ended::EndedContainer;
 pub use linux::{LinuxConfig, LinuxContainerizer};
 pub use posix::PosixContainerizer;
 
@@ -155,6 +158,33 @@ pub enum ContainerError {
     Wait { id: String, source: std::io::Error },
     #[error("isolation: {0}")]
     Isolation(String),
+    /// The container was made but the task's process never started (its
+    /// init failed first, or recovery dropped it): safe to launch again.
+    #[error("the task never started: {0}")]
+    NeverStarted(String),
+}
+
+/// What recovery finds of a checkpointed task's container.
+pub enum Recovery {
+    /// Found again, live or ended while the agent was down: its `wait`
+    /// gives the true exit status.
+    Adopted(Box<dyn Container>),
+    /// Its process never started, and now never will (the launch claim
+    /// says so): the task is reported DROPPED.
+    NeverStarted,
+    /// It may have run, and nothing of it is left to tell how it ended:
+    /// the task is reported LOST.
+    Gone,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Recovery::Adopted(_) => "Adopted",
+            Recovery::NeverStarted => "NeverStarted",
+            Recovery::Gone => "Gone",
+        })
+    }
 }
 
 /// Starts containers. One per agent, chosen at start-up.
@@ -164,13 +194,9 @@ pub trait Containerizer: Send + Sync + 'static {
     /// After an agent restart: finds the container of a checkpointed task
     /// from what was recorded in `run_dir` — a live one to watch again, or
     /// one that ended while the agent was down (its `wait` then returns the
-    /// true exit status at once). `None` when it cannot be recovered; the
-    /// task is then reported LOST.
-    fn recover(
-        &self,
-        id: String,
-        run_dir: PathBuf,
-    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>>;
+    /// true exit status at once). A task that has not claimed its start
+    /// ([`claim`]) is claimed as dropped here, so it never starts.
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>>;
 
     /// After recovery, before any launch: removes (killing what runs there)
     /// whatever this containerizer left behind that belongs to none of the

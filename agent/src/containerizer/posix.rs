@@ -13,7 +13,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus};
+use super::claim::{self, Claim};
+use super::init::DROPPED_BY_RECOVERY;
+use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Recovery};
 
 /// How long `cleanup` keeps killing and reaping a process group.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
@@ -88,6 +90,17 @@ impl PosixContainerizer {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        // The last step before the task's process exists (see `super::claim`).
+        match claim::take(&spec.run_dir, Claim::Started) {
+            Ok(Claim::Started) => {}
+            Ok(Claim::Dropped) => return Err(ContainerError::NeverStarted(DROPPED_BY_RECOVERY.into())),
+            Err(source) => {
+                return Err(ContainerError::Sandbox {
+                    path: spec.run_dir.join(claim::CLAIM_FILE),
+                    source,
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .map_err(|source| ContainerError::Spawn { program, source })?;
@@ -115,21 +128,22 @@ impl Containerizer for PosixContainerizer {
 
     /// A plain process cannot be waited for by a new agent (it is not its
     /// child), so its exit status would be lost: stop what is left of it
-    /// and let the task be reported LOST rather than run unmanaged.
-    fn recover(
-        &self,
-        id: String,
-        run_dir: std::path::PathBuf,
-    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    /// and let the task be reported LOST rather than run unmanaged. One
+    /// that never claimed its start (nor recorded its process group, as
+    /// agents from before the claim did) is dropped instead.
+    fn recover(&self, id: String, run_dir: std::path::PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         async move {
             let pgid = std::fs::read_to_string(run_dir.join("posix.pgid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if pgid.is_none() && matches!(claim::take(&run_dir, Claim::Dropped), Ok(Claim::Dropped)) {
+                return Ok(Recovery::NeverStarted);
+            }
             if let Some(pgid) = pgid.filter(|p| *p > 1)
                 && killpg(Pid::from_raw(pgid), None).is_ok()
             {
                 tracing::warn!(container = %id, pgid, "killing a task left from before the restart (isolation none cannot recover it)");
                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }
-            Ok(None)
+            Ok(Recovery::Gone)
         }
         .boxed()
     }

@@ -5,6 +5,8 @@ pub mod supervisor;
 pub mod table;
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod tests;
 
 use mezzo_proto::clock::unix_now;

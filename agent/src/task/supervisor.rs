@@ -2,13 +2,19 @@
 //! carry out a kill (SIGTERM, grace period, SIGKILL).
 //!
 //! ```text
-//! (invalid command) ------------------------------------------> FAILED (TASK_INVALID)
+//! (invalid command) ------------------------------------------> ERROR (TASK_INVALID)
 //! STARTING -- kill pending -----------------------------------> KILLED (KILLED_DURING_LAUNCH)
-//!          -- launch error -----------------------------------> FAILED (CONTAINER_LAUNCH_FAILED)
+//!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
+//!                                 the task cannot run as given: ERROR (TASK_INVALID)
+//!                                 the agent failed before it started: DROPPED (CONTAINER_LAUNCH_FAILED)
 //!          -- launched --> RUNNING -- exit 0 -----------------> FINISHED
 //!                                  -- exit N / signal --------> FAILED (exit_code N / -signal)
+//!                                  -- init failed before exec -> DROPPED (CONTAINER_LAUNCH_FAILED)
 //!                                  -- kill: TERM, grace, KILL -> KILLED
 //! ```
+//!
+//! FAILED is only ever sent for a process that ran; DROPPED only for one
+//! that never started, which a framework may launch again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::{StatusReport, agent_status};
 use crate::containerizer::{
-    CommandSpec, Container, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
+    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
 };
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
@@ -165,7 +171,7 @@ impl Supervisor {
         let command = match command_spec(&self.spec.task) {
             Ok(c) => c,
             Err(why) => {
-                self.report(TaskState::Failed, StatusReason::ReasonTaskInvalid, why, None)
+                self.report(TaskState::Error, StatusReason::ReasonTaskInvalid, why, None)
                     .await;
                 return;
             }
@@ -174,11 +180,12 @@ impl Supervisor {
             .await;
         // Checkpoint before launching: a restarted agent must know every
         // container it may have started.
+        crate::failpoint::hit("before_checkpoint").await;
         if let Err(e) = self.checkpoint().await {
             tracing::error!(task = %self.spec.key, "cannot checkpoint the task; not launching it: {e}");
-            let message = format!("the agent cannot checkpoint the task: {e}");
+            let message = format!("the agent cannot checkpoint the task, which never started: {e}");
             self.report(
-                TaskState::Failed,
+                TaskState::Dropped,
                 StatusReason::ReasonContainerLaunchFailed,
                 message,
                 None,
@@ -186,6 +193,7 @@ impl Supervisor {
             .await;
             return;
         }
+        crate::failpoint::hit("before_launch").await;
         if self.kill_rx.try_recv().is_ok() {
             self.report(
                 TaskState::Killed,
@@ -202,13 +210,8 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(task = %self.spec.key, "launch failed: {e}");
-                self.report(
-                    TaskState::Failed,
-                    StatusReason::ReasonContainerLaunchFailed,
-                    e.to_string(),
-                    None,
-                )
-                .await;
+                let (state, reason) = launch_outcome(&e);
+                self.report(state, reason, e.to_string(), None).await;
                 return;
             }
         };
@@ -299,8 +302,14 @@ impl Supervisor {
                 )
                 .await;
             }
+            Err(Err(e @ ContainerError::NeverStarted(_))) => {
+                let (state, reason) = launch_outcome(&e);
+                self.report(state, reason, e.to_string(), None).await;
+            }
             Err(Err(e)) => {
-                self.report(TaskState::Failed, StatusReason::ReasonUnspecified, e.to_string(), None)
+                // It ran, and how it ended cannot be known.
+                let message = format!("the task's end cannot be known (it may have run): {e}");
+                self.report(TaskState::Lost, StatusReason::ReasonUnspecified, message, None)
                     .await;
             }
         }
@@ -380,6 +389,26 @@ fn secret_files(task: &v1::TaskInfo) -> Vec<crate::containerizer::SecretFile> {
             }
         })
         .collect()
+}
+
+/// The state and reason a launch error is reported with, by whether the
+/// task's process could have started: what the task asks for that cannot
+/// be done is an ERROR (launching it again cannot help); anything the
+/// agent failed at before the process existed is DROPPED (safe to launch
+/// again, as Mesos reports it).
+pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
+    let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
+    let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
+    match e {
+        ContainerError::User { .. } => invalid,
+        ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
+        ContainerError::Spawn { .. }
+        | ContainerError::Sandbox { .. }
+        | ContainerError::Isolation(_)
+        | ContainerError::NeverStarted(_)
+        | ContainerError::Signal { .. }
+        | ContainerError::Wait { .. } => dropped,
+    }
 }
 
 /// The command to run, or why the task cannot run.

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
 use super::{StatusReport, agent_status};
-use crate::containerizer::Containerizer;
+use crate::containerizer::{Containerizer, Recovery};
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
@@ -123,6 +123,48 @@ pub struct TableDeps {
     pub writeback: crate::writeback::Writeback,
     /// Told which sandboxes are in use and which tasks are done.
     pub gc: crate::gc::GcHandle,
+    /// The runtime dir kept its checkpoints across the restart (see
+    /// [`paths::checkpoints_marker`]): a task without one never started.
+    pub checkpoints_intact: bool,
+}
+
+/// Why recovery finds a task that was not over without a container to
+/// watch, and what that proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// The launch claim was taken by recovery: the task never started.
+    NeverStarted,
+    /// The task is in the status journal but has no checkpoint, which is
+    /// written before every launch: it never started.
+    NoCheckpoint,
+    /// It claimed its start, and nothing of its container is left.
+    ContainerGone,
+    /// The runtime dir lost its checkpoints: nothing can be known.
+    CheckpointsLost,
+}
+
+impl Missing {
+    /// The state to report and its message in words.
+    pub(crate) fn status(self) -> (TaskState, &'static str) {
+        match self {
+            Missing::NeverStarted => (
+                TaskState::Dropped,
+                "the agent restarted before the task started; it never ran and is safe to launch again",
+            ),
+            Missing::NoCheckpoint => (
+                TaskState::Dropped,
+                "the agent restarted before the task was checkpointed; it never ran and is safe to launch again",
+            ),
+            Missing::ContainerGone => (
+                TaskState::Lost,
+                "the agent restarted and the task's container is gone; it may have run",
+            ),
+            Missing::CheckpointsLost => (
+                TaskState::Lost,
+                "the agent lost its task checkpoints (host rebooted or runtime dir wiped); the task may have run",
+            ),
+        }
+    }
 }
 
 struct Entry {
@@ -192,27 +234,18 @@ impl Table {
                     Ok(found) => found,
                     Err(e) => {
                         tracing::warn!(task = %key, "cannot recover the container: {e}");
-                        None
+                        Recovery::Gone
                     }
                 };
                 match found {
-                    Some(container) => {
+                    Recovery::Adopted(container) => {
                         adopted.push(run_dir.clone());
                         let sup = self.supervise(&key, &task, self.agent_id(), Some(container));
                         supervisor = Some(sup);
                         state = TaskState::Running;
                     }
-                    None => {
-                        let status = agent_status(
-                            &key,
-                            &self.agent_id(),
-                            TaskState::Lost,
-                            StatusReason::ReasonAgentRestarted,
-                            "the agent restarted and could not find the task's container",
-                        );
-                        self.deps.status.update(key.clone(), status).await?;
-                        state = TaskState::Lost;
-                    }
+                    Recovery::NeverStarted => state = self.report_lost(&key, Missing::NeverStarted).await?,
+                    Recovery::Gone => state = self.report_lost(&key, Missing::ContainerGone).await?,
                 }
             }
             self.deps.metrics.task_state(state).inc();
@@ -239,16 +272,12 @@ impl Table {
         for (key, state) in latest {
             let state = if state.is_terminal() {
                 state
+            } else if self.deps.checkpoints_intact {
+                // A task is checkpointed before its launch: without one, it
+                // never started.
+                self.report_lost(&key, Missing::NoCheckpoint).await?
             } else {
-                let status = agent_status(
-                    &key,
-                    &self.agent_id(),
-                    TaskState::Lost,
-                    StatusReason::ReasonAgentRestarted,
-                    "the agent restarted and has no checkpoint of this task",
-                );
-                self.deps.status.update(key.clone(), status).await?;
-                TaskState::Lost
+                self.report_lost(&key, Missing::CheckpointsLost).await?
             };
             self.deps.metrics.task_state(state).inc();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
@@ -270,6 +299,22 @@ impl Table {
         // Every sandbox still in use is now known to the collector.
         self.deps.gc.recovered();
         Ok(())
+    }
+
+    /// Reports a task that recovery could not find running; returns the
+    /// state it is now in.
+    async fn report_lost(&self, key: &TaskKey, why: Missing) -> Result<TaskState, AgentError> {
+        let (state, message) = why.status();
+        tracing::info!(task = %key, state = state.name(), "{message}");
+        let status = agent_status(
+            key,
+            &self.agent_id(),
+            state,
+            StatusReason::ReasonAgentRestarted,
+            message,
+        );
+        self.deps.status.update(key.clone(), status).await?;
+        Ok(state)
     }
 
     /// Starts the supervisor of a task (launching it, or watching an
@@ -496,6 +541,13 @@ impl Table {
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
+            // The checkpoint first, here: a restart must not find a task
+            // that was acknowledged and forgotten and report it again.
+            if let Err(e) = std::fs::remove_file(dir.join(paths::TASK_CHECKPOINT))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(task = %key, "cannot remove the task's checkpoint: {e}");
+            }
             // Off the owner task: removing files can take milliseconds on a
             // busy file system, and nothing waits for it. A crash before it
             // runs leaves the checkpoint behind, as a crash just before the

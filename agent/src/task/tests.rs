@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::StatusReport;
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
-use crate::containerizer::{Container, ContainerError, ContainerSpec, Containerizer, PosixContainerizer};
+use crate::containerizer::{Container, ContainerError, ContainerSpec, Containerizer, PosixContainerizer, Recovery};
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
 
@@ -48,11 +48,7 @@ impl Containerizer for Recording {
         .boxed()
     }
 
-    fn recover(
-        &self,
-        id: String,
-        run_dir: PathBuf,
-    ) -> BoxFuture<'_, Result<Option<Box<dyn Container>>, ContainerError>> {
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         self.inner.recover(id, run_dir)
     }
 }
@@ -243,13 +239,15 @@ async fn a_kill_while_starting_launches_nothing() -> TestResult {
     Ok(())
 }
 
+/// A program that does not exist cannot run however often it is launched:
+/// an ERROR, never FAILED (which is for a process that ran).
 #[tokio::test]
-async fn a_missing_program_fails_to_launch() -> TestResult {
+async fn a_missing_program_is_an_error() -> TestResult {
     let mut run = launch(command("/nonexistent/mezzo-test-program", false, &[]), None)?;
     let reports = run.until_terminal().await;
     let last = reports.last().expect("a terminal report");
-    assert_eq!(states(&reports), [TaskState::Starting, TaskState::Failed]);
-    assert_eq!(last.reason, StatusReason::ReasonContainerLaunchFailed as i32);
+    assert_eq!(states(&reports), [TaskState::Starting, TaskState::Error]);
+    assert_eq!(last.reason, StatusReason::ReasonTaskInvalid as i32);
     assert!(last.message.contains("nonexistent"), "{}", last.message);
     Ok(())
 }
@@ -258,8 +256,87 @@ async fn a_missing_program_fails_to_launch() -> TestResult {
 async fn an_empty_command_is_invalid() -> TestResult {
     let mut run = launch(command("  ", true, &[]), None)?;
     let reports = run.until_terminal().await;
-    assert_eq!(states(&reports), [TaskState::Failed]);
+    assert_eq!(states(&reports), [TaskState::Error]);
     assert_eq!(reports[0].reason, StatusReason::ReasonTaskInvalid as i32);
+    Ok(())
+}
+
+/// Which launch errors say the task never started (DROPPED, launch it
+/// again) and which say it cannot run as given (ERROR).
+#[test]
+fn launch_outcome_table() {
+    use crate::containerizer::ContainerError as E;
+    use std::io::{Error, ErrorKind};
+    let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
+    let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
+    let cases = [
+        (
+            E::User {
+                user: "root".into(),
+                agent_user: "nobody".into(),
+            },
+            invalid,
+        ),
+        (
+            E::Spawn {
+                program: "x".into(),
+                source: Error::from(ErrorKind::NotFound),
+            },
+            invalid,
+        ),
+        (
+            E::Spawn {
+                program: "x".into(),
+                source: Error::from(ErrorKind::OutOfMemory),
+            },
+            dropped,
+        ),
+        (
+            E::Sandbox {
+                path: "/s".into(),
+                source: Error::from(ErrorKind::StorageFull),
+            },
+            dropped,
+        ),
+        (E::Isolation("cannot create cgroup".into()), dropped),
+        (E::NeverStarted("dropped by the agent's recovery".into()), dropped),
+    ];
+    for (e, want) in cases {
+        assert_eq!(supervisor::launch_outcome(&e), want, "{e}");
+    }
+}
+
+/// The claim taken, the posix containerizer starts nothing: a task that
+/// recovery dropped never runs.
+#[tokio::test]
+async fn a_dropped_claim_starts_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let c = PosixContainerizer::new();
+    assert!(matches!(
+        c.recover("fw/t".into(), run_dir.clone()).await?,
+        Recovery::NeverStarted
+    ));
+    let spec = ContainerSpec {
+        id: "fw/t".into(),
+        sandbox: dir.path().join("sandbox"),
+        command: crate::containerizer::CommandSpec::Shell(format!("touch {}/ran", dir.path().display())),
+        env: vec![],
+        resources: Default::default(),
+        user: None,
+        run_dir: run_dir.clone(),
+        isolated_network: false,
+        secret_files: vec![],
+    };
+    let err = c.launch(spec).await.err().expect("refused");
+    assert!(matches!(err, ContainerError::NeverStarted(_)), "{err}");
+    assert!(!dir.path().join("ran").exists());
+    // A claim taken by a launch makes recovery answer "may have run".
+    let other = dir.path().join("run2");
+    std::fs::create_dir_all(&other)?;
+    crate::containerizer::claim::take(&other, crate::containerizer::claim::Claim::Started)?;
+    assert!(matches!(c.recover("fw/u".into(), other).await?, Recovery::Gone));
     Ok(())
 }
 

@@ -11,10 +11,13 @@ use base64::engine::general_purpose::STANDARD;
 use mezzo_sdk::TaskState;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, MAX_REQUEUES, OnLost};
 
 /// Longest failure reason kept per task (the namespace has a size limit).
 const MAX_REASON: usize = 160;
+/// Most drops in a row of one task before it counts as a failure: guards
+/// against an agent that keeps failing launches.
+pub const MAX_DROPS: u32 = 10;
 
 /// Where one task of the array is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +81,12 @@ pub struct Progress {
     /// Why the job will not run (a dependency failed).
     #[serde(default)]
     pub abandoned: Option<String>,
+    /// Tasks dropped before they started and launched again (no attempt spent).
+    #[serde(default)]
+    pub dropped_relaunched: u64,
+    /// Times each index was lost after it may have started and requeued.
+    #[serde(default)]
+    pub requeued: BTreeMap<u32, u32>,
 }
 
 /// The job's overall state, as `status` shows it.
@@ -120,11 +129,19 @@ pub struct Job {
     done: Vec<u8>,
     /// Progress changed since it was last saved.
     pub dirty: bool,
+    /// Launches of an index again within one attempt (after a drop or a
+    /// requeue), for the `.{n}` suffix of its next task id.
+    relaunches: BTreeMap<u32, u32>,
+    /// Drops in a row per index (reset when the task runs).
+    drops: BTreeMap<u32, u32>,
+    /// The task id each index last gave up on by relaunching it: a resent
+    /// update of it changes nothing.
+    retired: BTreeMap<u32, String>,
 }
 
 /// A task id: `{job}.{index}.{attempt}.{epoch}`. The epoch grows with
 /// every start of the framework, so ids never repeat (the master refuses a
-/// reused id).
+/// reused id); a relaunch within one attempt adds `.{n}`.
 pub fn task_id(job: &str, index: u32, attempt: u32, epoch: u64) -> String {
     format!("{job}.{index}.{attempt}.{epoch}")
 }
@@ -134,11 +151,14 @@ pub fn parse_task_id(id: &str) -> Option<(&str, u32)> {
     parse_full(id).map(|(job, index, _)| (job, index))
 }
 
-/// Job, index and attempt of a task id.
+/// Job, index and attempt of a task id (with or without a relaunch suffix).
 fn parse_full(id: &str) -> Option<(&str, u32, u32)> {
     let mut parts = id.split('.');
     let (job, index, attempt, epoch) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || epoch.parse::<u64>().is_err() {
+    if epoch.parse::<u64>().is_err() || parts.next().is_some_and(|n| n.parse::<u32>().is_err()) {
+        return None;
+    }
+    if parts.next().is_some() {
         return None;
     }
     Some((job, index.parse().ok()?, attempt.parse().ok()?))
@@ -176,6 +196,18 @@ impl Job {
             progress,
             done,
             dirty: false,
+            relaunches: BTreeMap::new(),
+            drops: BTreeMap::new(),
+            retired: BTreeMap::new(),
+        }
+    }
+
+    /// The id the next launch of `index` gets in framework epoch `epoch`.
+    pub fn next_task_id(&self, index: u32, epoch: u64) -> String {
+        let id = task_id(&self.spec.name, index, self.next_attempt(index), epoch);
+        match self.relaunches.get(&index) {
+            Some(n) if *n > 0 => format!("{id}.{n}"),
+            _ => id,
         }
     }
 
@@ -237,7 +269,10 @@ impl Job {
     /// A status update for `index`. Non-terminal updates of an unknown
     /// attempt adopt it as running (reconciliation after a restart). Only
     /// the current attempt counts: a resent or late update of an attempt
-    /// already recorded changes nothing.
+    /// already recorded changes nothing. What each end does is in
+    /// docs/batch.md ("Outcome"): DROPPED launches again without spending
+    /// an attempt; UNREACHABLE holds the index (the task may still run, so
+    /// it is never launched twice); LOST and GONE follow `on_lost`.
     pub fn update(
         &mut self,
         index: u32,
@@ -251,8 +286,12 @@ impl Job {
         let Some(slot) = self.slots.get(i).cloned() else {
             return Outcome::Nothing;
         };
+        if self.retired.get(&index).is_some_and(|t| t == task_id) {
+            return Outcome::Nothing;
+        }
         let current = parse_full(task_id).is_some_and(|(_, _, attempt)| attempt >= self.next_attempt(index));
-        if !state.is_terminal() {
+        let tracked = matches!(&slot, Slot::Running { task_id: t, .. } if t == task_id);
+        if !state.is_terminal() || state == TaskState::Unreachable {
             // A task the framework did not know it had (it was restarted):
             // adopt it rather than launch the index again.
             if current && matches!(slot, Slot::Pending | Slot::Backoff { .. }) {
@@ -262,7 +301,19 @@ impl Job {
                     killing: None,
                 };
             }
+            if tracked && state == TaskState::Running {
+                self.drops.remove(&index);
+            }
             return Outcome::Nothing;
+        }
+        if state == TaskState::Dropped {
+            // Only the launch the slot waits for: a resent DROPPED, or one
+            // of a launch already replaced, must not count again.
+            return if tracked {
+                self.dropped(index, task_id, message, now)
+            } else {
+                Outcome::Nothing
+            };
         }
         let killing = match &slot {
             Slot::Running {
@@ -277,21 +328,73 @@ impl Job {
         if state == TaskState::Finished {
             self.slots[i] = Slot::Succeeded;
             self.done[i / 8] |= 1 << (i % 8);
+            self.forget_relaunches(index);
             return Outcome::Recorded;
         }
         if killing == Some(Kill::Cancel) || self.progress.cancelled {
             self.slots[i] = Slot::Cancelled;
             return Outcome::Recorded;
         }
-        let attempt = self.next_attempt(index);
+        let lost = matches!(state, TaskState::Lost | TaskState::Gone);
+        if lost && killing.is_none() && self.spec.on_lost == OnLost::Requeue {
+            let requeued = self.progress.requeued.entry(index).or_default();
+            if *requeued < MAX_REQUEUES {
+                *requeued += 1;
+                self.relaunch(index, task_id);
+                return Outcome::Recorded;
+            }
+        }
         let reason = match killing {
             Some(Kill::Timeout) => format!(
                 "timed out after {}",
                 humantime::format_duration(self.spec.timeout.unwrap_or_default())
             ),
+            _ if lost && self.spec.on_lost == OnLost::Requeue => {
+                format!("lost {} times: {message}", MAX_REQUEUES + 1)
+            }
             _ if message.is_empty() => state.name().to_owned(),
-            _ => message.chars().take(MAX_REASON).collect(),
+            _ => message.to_owned(),
         };
+        self.fail(index, state, exit_code, reason, now)
+    }
+
+    /// The tracked launch of `index` was dropped before it started.
+    fn dropped(&mut self, index: u32, task_id: &str, message: &str, now: Instant) -> Outcome {
+        self.dirty = true;
+        if self.progress.cancelled {
+            self.slots[index as usize] = Slot::Cancelled;
+            return Outcome::Recorded;
+        }
+        let drops = self.drops.entry(index).or_default();
+        *drops += 1;
+        if *drops >= MAX_DROPS {
+            self.drops.remove(&index);
+            let reason = format!("dropped {MAX_DROPS} times in a row: {message}");
+            return self.fail(index, TaskState::Dropped, None, reason, now);
+        }
+        self.progress.dropped_relaunched += 1;
+        self.relaunch(index, task_id);
+        Outcome::Recorded
+    }
+
+    /// `index` launches again within its attempt, under a new task id.
+    fn relaunch(&mut self, index: u32, gave_up_on: &str) {
+        *self.relaunches.entry(index).or_default() += 1;
+        self.retired.insert(index, gave_up_on.to_owned());
+        self.slots[index as usize] = Slot::Pending;
+    }
+
+    fn forget_relaunches(&mut self, index: u32) {
+        self.relaunches.remove(&index);
+        self.drops.remove(&index);
+        self.retired.remove(&index);
+    }
+
+    /// Records a failed attempt of `index`: backoff before the next one,
+    /// or failed for good once the retries are spent.
+    fn fail(&mut self, index: u32, state: TaskState, exit_code: Option<i32>, reason: String, now: Instant) -> Outcome {
+        self.dirty = true;
+        let attempt = self.next_attempt(index);
         self.progress.failed_attempts.insert(index, attempt);
         self.progress.failures.insert(
             index,
@@ -299,16 +402,19 @@ impl Job {
                 attempt,
                 state: state.name().to_owned(),
                 exit_code,
-                reason,
+                reason: reason.chars().take(MAX_REASON).collect(),
             },
         );
+        // A new attempt number makes new ids on its own.
+        self.relaunches.remove(&index);
         if attempt <= self.spec.retries {
-            self.slots[i] = Slot::Backoff {
+            self.slots[index as usize] = Slot::Backoff {
                 until: now + self.spec.backoff_before(attempt + 1),
             };
         } else {
-            self.slots[i] = Slot::Failed;
+            self.slots[index as usize] = Slot::Failed;
             self.progress.failed.insert(index);
+            self.forget_relaunches(index);
         }
         Outcome::Recorded
     }
@@ -375,6 +481,8 @@ impl Job {
             }
         }
         c.retried = self.progress.failed_attempts.len();
+        c.dropped_relaunched = self.progress.dropped_relaunched;
+        c.requeued = self.progress.requeued.len();
         c
     }
 
@@ -415,6 +523,12 @@ pub struct Counts {
     pub cancelled: usize,
     /// Tasks that failed at least once (whatever their end).
     pub retried: usize,
+    /// Launches dropped before they started and made again (no attempt spent).
+    #[serde(default)]
+    pub dropped_relaunched: u64,
+    /// Tasks lost after they may have started and requeued (`on_lost`).
+    #[serde(default)]
+    pub requeued: usize,
 }
 
 #[cfg(test)]
@@ -565,3 +679,6 @@ mod tests {
         assert!(mezzo_sdk::v1::TaskInfo::default().task_id.is_empty());
     }
 }
+
+#[cfg(test)]
+mod outcome_tests;

@@ -12,6 +12,8 @@
 //! backoff = "2s"             # before the first retry; doubles, at most 1m
 //! timeout = "10m"            # per attempt; a task over it is killed and fails
 //! max_parallel = 20          # tasks of this job running at once (0: no limit)
+//! on_lost = "requeue"        # a task lost after it may have started: run it
+//!                            # again ("requeue", default) or fail the attempt ("fail")
 //! depends_on = ["fetch"]     # runs once every listed job has succeeded
 //! ```
 //!
@@ -106,7 +108,28 @@ pub struct JobSpec {
     /// Jobs that must succeed first.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// What a task lost after it may have started (LOST, GONE) does.
+    #[serde(default)]
+    pub on_lost: OnLost,
 }
+
+/// What to do with a task that may have run but whose end cannot be known
+/// (its agent lost it), like Slurm's `JobRequeue`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLost {
+    /// Launch it again without spending an attempt, at most
+    /// [`MAX_REQUEUES`] times per task (then it counts as a failure). For
+    /// commands that may safely run twice.
+    #[default]
+    Requeue,
+    /// Count it as a failed attempt (retried if `retries` allows): for
+    /// commands that must not run twice unless the user says so.
+    Fail,
+}
+
+/// Most times one task is requeued after being lost.
+pub const MAX_REQUEUES: u32 = 3;
 
 fn one() -> u32 {
     1
@@ -451,5 +474,20 @@ depends_on = ["b"]
         assert!(parse(ok, &existing).is_ok());
         let dup = "[[job]]\nname = \"old\"\ncommand = \"x\"\n";
         assert_eq!(parse(dup, &existing), Err(SpecError::Duplicate("old".into())));
+    }
+
+    #[test]
+    fn on_lost_defaults_to_requeue_and_rejects_others() {
+        let base = "[[job]]\nname = \"a\"\ncommand = \"x\"\n";
+        assert_eq!(parse(base, &none()).expect("default")[0].on_lost, OnLost::Requeue);
+        let fail = format!("{base}on_lost = \"fail\"\n");
+        assert_eq!(parse(&fail, &none()).expect("fail")[0].on_lost, OnLost::Fail);
+        let bad = format!("{base}on_lost = \"retry\"\n");
+        let err = parse(&bad, &none()).expect_err("unknown value");
+        assert!(err.to_string().contains("requeue"), "{err}");
+        // A job saved before the field existed still loads.
+        let saved = r#"{"name":"a","command":"x","count":1,"cpus":0.1,"mem":32,"disk":0,"env":{},"retries":0,"backoff":"1s","timeout":null,"max_parallel":0,"depends_on":[]}"#;
+        let old: JobSpec = serde_json::from_str(saved).expect("old save");
+        assert_eq!(old.on_lost, OnLost::Requeue);
     }
 }

@@ -119,7 +119,12 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                     state,
                 });
             }
-            Ok(AgentHello::Reregister { id, info, tasks })
+            Ok(AgentHello::Reregister {
+                id,
+                info,
+                tasks,
+                complete: r.tasks_complete,
+            })
         }
         _ => Err(invalid(
             "the first message on an agent stream must be register or reregister",

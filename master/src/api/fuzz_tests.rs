@@ -102,8 +102,14 @@ fn agent_stream() -> impl Strategy<Value = Vec<u8>> {
     use v1::agent_message::Message as M;
     let first = prop_oneof![
         agent_info().prop_map(|agent| Some(M::Register(v1::Register { agent }))),
-        (id(), agent_info(), prop::collection::vec(running, 0..4))
-            .prop_map(|(agent_id, agent, tasks)| Some(M::Reregister(v1::Reregister { agent_id, agent, tasks }))),
+        (id(), agent_info(), prop::collection::vec(running, 0..4)).prop_map(|(agent_id, agent, tasks)| Some(
+            M::Reregister(v1::Reregister {
+                agent_id,
+                agent,
+                tasks,
+                tasks_complete: false
+            })
+        )),
         Just(Some(M::Heartbeat(v1::AgentHeartbeat {}))),
         Just(None),
     ];

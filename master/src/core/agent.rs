@@ -34,6 +34,9 @@ pub enum AgentHello {
         id: AgentId,
         info: AgentDescription,
         tasks: Vec<ReportedTask>,
+        /// `tasks` holds every task the agent was sent and has not
+        /// forgotten after an acknowledgement: one missing never ran.
+        complete: bool,
     },
 }
 
@@ -137,7 +140,26 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Ins
         last_seen: now,
         tasks: HashSet::new(),
         usage: Default::default(),
+        tasks_complete: false,
     })
+}
+
+/// How a task the master placed on an agent that re-registered without it
+/// ends, by whether the agent's task list is complete.
+fn missing_task_outcome(complete: bool) -> (TaskState, v1::StatusReason, &'static str) {
+    if complete {
+        (
+            TaskState::Dropped,
+            v1::StatusReason::ReasonAgentReregistered,
+            "the agent came back without this task, so it never started there; it is safe to launch again",
+        )
+    } else {
+        (
+            TaskState::Lost,
+            v1::StatusReason::ReasonAgentRestarted,
+            "the agent came back without this task after losing its checkpoints; it may have run",
+        )
+    }
 }
 
 fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
@@ -188,15 +210,17 @@ impl Master {
             }
             return;
         };
-        let reported = match hello {
-            AgentHello::Register { .. } => Vec::new(),
-            AgentHello::Reregister { tasks, .. } => tasks,
+        let (reported, complete) = match hello {
+            // A new agent has been sent nothing yet.
+            AgentHello::Register { .. } => (Vec::new(), true),
+            AgentHello::Reregister { tasks, complete, .. } => (tasks, complete),
         };
         let Some(mut fresh) = agent_from_record(rec, &self.registry, now) else {
             return;
         };
         fresh.conn = Some(conn);
         fresh.status = AgentStatus::Active;
+        fresh.tasks_complete = complete;
         if let Some(old) = self.agents.remove(&rec.id) {
             if let Some(old_conn) = old.conn.filter(|c| *c != conn) {
                 self.agent_conns.remove(&old_conn);
@@ -218,7 +242,7 @@ impl Master {
         let offerable = !self.is_draining(&rec.id);
         self.alloc.add_agent(&rec.id, fresh.total.clone(), offerable);
         self.agents.insert(rec.id.clone(), fresh);
-        self.reconcile_agent_tasks(&rec.id, reported);
+        self.reconcile_agent_tasks(&rec.id, reported, complete);
         let msg = v1::master_message::Message::Registered(v1::Registered {
             agent_id: rec.id.to_string(),
             master_id: self.cfg.master_id.clone(),
@@ -231,8 +255,10 @@ impl Master {
     }
 
     /// The agent is the source of truth for its tasks: adopt what it
-    /// reports, and mark LOST what the master thought it ran but it does not.
-    fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<ReportedTask>) {
+    /// reports; what the master thought it ran but it does not is DROPPED
+    /// when the agent's list is `complete` (it never received the task),
+    /// else LOST (it may have run before the agent lost its checkpoints).
+    fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<ReportedTask>, complete: bool) {
         let mut seen = HashSet::new();
         let mut unknown_frameworks = HashSet::new();
         for rt in reported {
@@ -291,15 +317,15 @@ impl Master {
             .get(agent_id)
             .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
             .unwrap_or_default();
+        let (state, reason, message) = missing_task_outcome(complete);
         for (fid, tid) in missing {
-            let reason = v1::StatusReason::ReasonAgentRestarted;
             self.master_update_if(
                 &fid,
                 &tid,
                 |s| !s.is_terminal() || s == TaskState::Unreachable,
-                TaskState::Lost,
+                state,
                 reason,
-                "the agent re-registered without this task",
+                message,
             );
         }
         for fid in unknown_frameworks {

@@ -230,6 +230,9 @@ struct Agent {
     pub tasks: HashSet<(FrameworkId, TaskId)>,
     /// Latest container usage the agent reported (not in the registry).
     pub usage: usage::AgentUsageTable,
+    /// Its last re-registration listed every task it was sent and has not
+    /// forgotten: a task it does not have never reached it.
+    pub tasks_complete: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -443,6 +443,18 @@ fn failover_timeout_removes_framework() {
 }
 
 fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, &str, TaskState)>) {
+    reregister_with(s, conn, id, tasks, false);
+}
+
+/// Re-registers agent `id` on `conn` with `tasks`, saying whether that
+/// list is `complete`.
+fn reregister_with(
+    s: &mut Sim,
+    conn: ConnId,
+    id: &AgentId,
+    tasks: Vec<(FrameworkId, &str, TaskState)>,
+    complete: bool,
+) {
     let info = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
@@ -468,6 +480,7 @@ fn reregister(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<(FrameworkId, 
             id: id.clone(),
             info,
             tasks,
+            complete,
         },
         None,
         s.now,
@@ -579,8 +592,8 @@ fn failover_subscription_gets_the_offers() {
 }
 
 /// DESIGN.md "Status updates" (reconcile): a task the master never heard
-/// of is LOST once its agent has re-registered, and gets no answer while
-/// the agent may still bring it back.
+/// of is DROPPED once its agent has registered (it never reached the
+/// agent), and gets no answer while the agent may still bring it back.
 #[test]
 fn explicit_reconciliation_of_unknown_tasks() {
     let mut s = Sim::new();
@@ -590,7 +603,10 @@ fn explicit_reconciliation_of_unknown_tasks() {
     s.m.reconcile(&f, &[(ghost.clone(), Some(a.clone()))])
         .expect("reconcile");
     s.run();
-    assert_eq!(s.updates().pop().map(|u| u.state), Some(v1::TaskState::TaskLost as i32));
+    assert_eq!(
+        s.updates().pop().map(|u| u.state),
+        Some(v1::TaskState::TaskDropped as i32)
+    );
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     let before = s.updates().len();
     s.m.reconcile(&f, &[(ghost.clone(), Some(a))]).expect("reconcile");
@@ -818,3 +834,4 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
 }
 mod history;
 mod operator;
+mod outcomes;

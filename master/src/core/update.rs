@@ -52,6 +52,15 @@ impl Master {
                     "agent {agent_id} sent an update for task {tid}, which runs on agent {on}"
                 )));
             }
+            // Completed already (e.g. adopted as ended when its agent
+            // re-registered after a failover, while this update still
+            // waited for its acknowledgement): forward it without a state
+            // change, so that the framework acknowledges it and the agent
+            // stops resending it.
+            None if self.completed_on(&fid, &tid, &agent_id) => {
+                self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+                return Ok(());
+            }
             None => {
                 return Err(MasterError::Denied(format!(
                     "agent {agent_id} sent an update for task {tid}, which the master never placed on it"
@@ -66,6 +75,17 @@ impl Master {
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
+    }
+
+    /// Whether `tid` is among the framework's completed tasks, placed on `agent_id`.
+    fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> bool {
+        self.frameworks.get(fid).is_some_and(|f| {
+            f.completed_ids.contains(tid)
+                && f.completed
+                    .iter()
+                    .rev()
+                    .any(|t| &t.id == tid && &t.agent_id == agent_id)
+        })
     }
 
     /// Moves a task to `state`, keeping resource accounting right.
@@ -331,9 +351,12 @@ impl Master {
             fw.tasks.values().map(status_of).collect()
         } else {
             // A task the master does not know is answered by what its agent
-            // says: an agent that has re-registered does not run it (LOST);
-            // one that has not re-registered yet gets no answer now (the
-            // framework asks again); an unreachable one makes it UNREACHABLE.
+            // says: an agent that has re-registered does not run it (DROPPED
+            // when its task list is complete: it never reached the agent,
+            // which forgets a task only once its end was acknowledged; else
+            // LOST); one that has not re-registered yet gets no answer now
+            // (the framework asks again); an unreachable one makes it
+            // UNREACHABLE.
             tasks
                 .iter()
                 .filter_map(|(tid, agent)| {
@@ -344,16 +367,22 @@ impl Master {
                     {
                         return Some(status_of(t));
                     }
-                    let status = agent.as_ref().and_then(|a| self.agents.get(a)).map(|a| a.status);
-                    match status {
-                        Some(AgentStatus::Active) => Some(unknown(
+                    let on = agent.as_ref().and_then(|a| self.agents.get(a));
+                    match on.map(|a| (a.status, a.tasks_complete)) {
+                        Some((AgentStatus::Active, true)) => Some(unknown(
+                            tid,
+                            agent,
+                            v1::TaskState::TaskDropped,
+                            "the task is not on its agent, which never received it",
+                        )),
+                        Some((AgentStatus::Active, false)) => Some(unknown(
                             tid,
                             agent,
                             v1::TaskState::TaskLost,
                             "the task is not on its agent",
                         )),
-                        Some(AgentStatus::Recovering | AgentStatus::Disconnected) => None,
-                        Some(AgentStatus::Unreachable) => Some(unknown(
+                        Some((AgentStatus::Recovering | AgentStatus::Disconnected, _)) => None,
+                        Some((AgentStatus::Unreachable, _)) => Some(unknown(
                             tid,
                             agent,
                             v1::TaskState::TaskUnreachable,

@@ -8,7 +8,6 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{BatchError, State};
-use crate::job;
 use crate::spec::JobSpec;
 
 /// Most tasks considered per batch of offers (bounds the work per event).
@@ -58,8 +57,7 @@ impl State {
             for p in placed {
                 let (name, index, _) = &wanted[p.request];
                 let Some(job) = self.jobs.get_mut(name) else { continue };
-                let attempt = job.next_attempt(*index);
-                let id = job::task_id(name, *index, attempt, self.epoch);
+                let id = job.next_task_id(*index, self.epoch);
                 tasks.push(task_info(&job.spec, &id, *index, &p.resources));
                 job.launched(*index, id.clone(), now);
                 self.last

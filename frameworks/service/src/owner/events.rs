@@ -110,14 +110,24 @@ impl Owner {
                 let was_killed_by_us = l.phase == Phase::Killing;
                 let version = s.rec.instances.get(&id).map(|r| r.version).unwrap_or_default();
                 self.forget(&name, &id);
-                if !was_killed_by_us {
-                    let why = if status.message.is_empty() {
-                        format!("{:?}", status.reason)
-                    } else {
-                        status.message.clone()
-                    };
-                    let fault = matches!(ended, TaskState::Failed | TaskState::Finished | TaskState::Error);
-                    self.failure(&name, version, &format!("instance {id} {}: {why}", ended.name()), fault);
+                let why = if status.message.is_empty() {
+                    format!("{:?}", status.reason)
+                } else {
+                    status.message.clone()
+                };
+                match classify_end(ended, was_killed_by_us) {
+                    End::Killed => {}
+                    End::NeverStarted => {
+                        let what = format!("instance {id} was dropped before it started ({why}); replacing it at once");
+                        info!(service = %name, "{what}");
+                        if let Some(s) = self.services.get_mut(&name) {
+                            s.rec.event(what);
+                            s.dirty = true;
+                        }
+                    }
+                    End::Failure { fault } => {
+                        self.failure(&name, version, &format!("instance {id} {}: {why}", ended.name()), fault)
+                    }
                 }
             }
         }
@@ -182,5 +192,54 @@ impl Owner {
             s.backoff = RestartHold::new(&spec.restart);
         }
         s.dirty = true;
+    }
+}
+
+/// What an instance's end means for its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// We killed it: the plan already replaces or removes it.
+    Killed,
+    /// It never started (DROPPED): nothing is wrong with its version, and
+    /// a replacement launches at once, without backoff.
+    NeverStarted,
+    /// It ended by itself or was lost: replaced after the backoff; a
+    /// `fault` (it ran and failed, or exited) also counts against its
+    /// version in an update, while a loss with its agent does not.
+    Failure { fault: bool },
+}
+
+fn classify_end(ended: TaskState, killed_by_us: bool) -> End {
+    match ended {
+        _ if killed_by_us => End::Killed,
+        TaskState::Dropped => End::NeverStarted,
+        TaskState::Failed | TaskState::Finished | TaskState::Error => End::Failure { fault: true },
+        _ => End::Failure { fault: false },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_instance_is_replaced_at_once() {
+        for (ended, killed_by_us, end) in [
+            (TaskState::Dropped, false, End::NeverStarted),
+            (TaskState::Dropped, true, End::Killed),
+            (TaskState::Failed, false, End::Failure { fault: true }),
+            (TaskState::Finished, false, End::Failure { fault: true }),
+            (TaskState::Error, false, End::Failure { fault: true }),
+            (TaskState::Lost, false, End::Failure { fault: false }),
+            (TaskState::Gone, false, End::Failure { fault: false }),
+            (TaskState::Unreachable, false, End::Failure { fault: false }),
+            (TaskState::Killed, true, End::Killed),
+        ] {
+            assert_eq!(
+                classify_end(ended, killed_by_us),
+                end,
+                "{ended:?} killed by us: {killed_by_us}"
+            );
+        }
     }
 }

@@ -72,6 +72,7 @@ fn a_gone_agent_loses_its_tasks_and_cannot_return() {
             attributes: vec![],
         },
         tasks: vec![],
+        complete: true,
     };
     assert_eq!(
         s.m.agent_attach(999, again, None, s.now),

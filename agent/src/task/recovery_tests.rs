@@ -1,0 +1,194 @@
+//! `Table::recover` with a fake containerizer: what a restarted agent
+//! reports for each task it finds (DESIGN.md "Tasks": DROPPED means the
+//! process never started, LOST that it may have run; "An agent never
+//! silently forgets a launch it received").
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1;
+use tokio::sync::{mpsc, watch};
+
+use super::table::{self, TableDeps, TableHandle};
+use crate::containerizer::{
+    Container, ContainerError, ContainerSpec, Containerizer, EndedContainer, ExitStatus, Recovery,
+};
+use crate::key::TaskKey;
+use crate::metrics::Metrics;
+use crate::status::{self, Recovered, StatusConfig};
+use crate::{AgentError, paths};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// What the fake finds of each container, by task id.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    NeverStarted,
+    Gone,
+    Ended(ExitStatus),
+}
+
+#[derive(Default)]
+struct Fake {
+    found: Mutex<BTreeMap<String, Found>>,
+}
+
+impl Containerizer for Fake {
+    fn launch(&self, _spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        async { Err(ContainerError::Isolation("the fake launches nothing".into())) }.boxed()
+    }
+
+    fn recover(&self, id: String, _run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
+        let task = id.rsplit('/').next().unwrap_or_default().to_owned();
+        let found = self.found.lock().ok().and_then(|f| f.get(&task).copied());
+        async move {
+            Ok(match found {
+                Some(Found::NeverStarted) => Recovery::NeverStarted,
+                Some(Found::Ended(status)) => Recovery::Adopted(Box::new(EndedContainer::new(id, Ok(status)))),
+                Some(Found::Gone) | None => Recovery::Gone,
+            })
+        }
+        .boxed()
+    }
+}
+
+struct Agent {
+    table: TableHandle,
+    status: status::StatusHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// A restarted agent with a checkpoint for each of `checkpointed`, the
+/// journal's pending states `journal`, and the fake's answers `found`.
+async fn restart(
+    checkpointed: &[&str],
+    journal: &[(&str, TaskState)],
+    found: &[(&str, Found)],
+    checkpoints_intact: bool,
+) -> Result<Agent, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let (work_dir, runtime_dir) = (dir.path().join("work"), dir.path().join("run"));
+    for t in checkpointed {
+        let key = TaskKey::parse("fw", t)?;
+        let meta = paths::task_meta_dir(&runtime_dir, &key.framework_id, &key.task_id);
+        std::fs::create_dir_all(&meta)?;
+        let run = v1::RunTask {
+            framework_id: "fw".into(),
+            framework: None,
+            task: Some(v1::TaskInfo {
+                task_id: t.to_string(),
+                ..Default::default()
+            }),
+        };
+        std::fs::write(meta.join(paths::TASK_CHECKPOINT), prost::Message::encode_to_vec(&run))?;
+    }
+    let fake = Fake::default();
+    if let Ok(mut f) = fake.found.lock() {
+        f.extend(found.iter().map(|(t, x)| (t.to_string(), *x)));
+    }
+    let metrics = Metrics::new();
+    let (forget_tx, forget_rx) = mpsc::unbounded_channel();
+    let config = StatusConfig {
+        work_dir: work_dir.clone(),
+        retry_initial: std::time::Duration::from_millis(100),
+        retry_max: std::time::Duration::from_secs(1),
+    };
+    let (status, _, _status_join) = status::start(config, metrics.clone(), forget_tx).await?;
+    let sandboxes = paths::sandboxes_root(&work_dir);
+    let (writeback, _) = crate::writeback::start(&sandboxes, None)?;
+    let (gc, _gc_actor) = crate::gc::start(sandboxes, Default::default(), metrics.clone())?;
+    let (_id_tx, agent_id) = watch::channel(None);
+    let deps = TableDeps {
+        work_dir,
+        runtime_dir,
+        default_kill_grace: std::time::Duration::from_secs(1),
+        containerizer: Arc::new(fake),
+        status: status.clone(),
+        forget: forget_rx,
+        agent_id,
+        metrics,
+        writeback,
+        gc,
+        checkpoints_intact,
+    };
+    let mut recovered = Vec::new();
+    for (t, s) in journal {
+        recovered.push(Recovered {
+            key: TaskKey::parse("fw", t)?,
+            latest_state: *s,
+        });
+    }
+    let (table, _join) = table::start(deps, recovered).await?;
+    Ok(Agent {
+        table,
+        status,
+        _dir: dir,
+    })
+}
+
+impl Agent {
+    /// The state of each task the table knows, by task id.
+    async fn states(&self) -> Result<BTreeMap<String, TaskState>, AgentError> {
+        Ok(self
+            .table
+            .snapshot()
+            .await?
+            .into_iter()
+            .map(|v| (v.key.task_id.to_string(), v.state))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn recovery_reports_never_started_tasks_dropped() -> TestResult {
+    let a = restart(&["t"], &[], &[("t", Found::NeverStarted)], true).await?;
+    assert_eq!(a.states().await?.get("t"), Some(&TaskState::Dropped));
+    assert_eq!(a.status.pending().await?, 1, "the drop is an update to deliver");
+    Ok(())
+}
+
+#[tokio::test]
+async fn recovery_reports_a_gone_container_lost() -> TestResult {
+    let a = restart(&["t"], &[("t", TaskState::Running)], &[("t", Found::Gone)], true).await?;
+    assert_eq!(a.states().await?.get("t"), Some(&TaskState::Lost));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_journalled_task_without_a_checkpoint_is_dropped() -> TestResult {
+    // STARTING was journalled, the agent died before the checkpoint.
+    let a = restart(&[], &[("t", TaskState::Starting)], &[], true).await?;
+    assert_eq!(a.states().await?.get("t"), Some(&TaskState::Dropped));
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_checkpoints_report_lost() -> TestResult {
+    let a = restart(&[], &[("t", TaskState::Running)], &[], false).await?;
+    assert_eq!(a.states().await?.get("t"), Some(&TaskState::Lost));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ended_container_whose_cgroup_is_gone_reports_its_true_end() -> TestResult {
+    let a = restart(&["t"], &[], &[("t", Found::Ended(ExitStatus::Code(3)))], true).await?;
+    // Adopted; its supervisor reports the recorded end.
+    for _ in 0..100 {
+        if a.states().await?.get("t") == Some(&TaskState::Failed) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("states: {:?}", a.states().await?);
+}
+
+#[tokio::test]
+async fn a_terminal_task_waits_for_its_acknowledgement() -> TestResult {
+    let a = restart(&["t"], &[("t", TaskState::Finished)], &[("t", Found::Gone)], true).await?;
+    assert_eq!(a.states().await?.get("t"), Some(&TaskState::Finished));
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! DESIGN.md "Tasks": a state tells the truth about what is known. The
+//! master's part: tasks an agent came back without, and updates for tasks
+//! it has already completed.
+
+use super::*;
+
+/// An agent whose task list is complete never received a task it came
+/// back without: DROPPED, safe to launch again.
+#[test]
+fn reregistration_without_a_task_drops_it_when_complete() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    reregister_with(&mut s, AGENT_CONN + 1, &a, vec![], true);
+    let last = s.updates().pop().expect("update");
+    assert_eq!(last.task_id, "t");
+    assert_eq!(last.state, v1::TaskState::TaskDropped as i32);
+    assert_eq!(last.reason, v1::StatusReason::ReasonAgentReregistered as i32);
+    assert!(last.message.contains("never started"), "{}", last.message);
+    let view = s.m.view(true);
+    assert!(view.tasks.is_empty());
+    assert_eq!(view.frameworks[0].allocated, Resources::default());
+    let _ = f;
+}
+
+/// An agent that lost its checkpoints cannot say the task never ran: LOST.
+#[test]
+fn reregistration_after_lost_checkpoints_loses_it() {
+    let (mut s, _f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    reregister_with(&mut s, AGENT_CONN + 1, &a, vec![], false);
+    let last = s.updates().pop().expect("update");
+    assert_eq!(last.state, v1::TaskState::TaskLost as i32);
+    assert_eq!(last.reason, v1::StatusReason::ReasonAgentRestarted as i32);
+    assert!(last.message.contains("may have run"), "{}", last.message);
+}
+
+/// The agent's own DROPPED (recovery found the task never started) is
+/// adopted on re-registration and forwarded when the agent sends it.
+#[test]
+fn an_agent_reported_drop_reaches_the_framework() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    reregister_with(
+        &mut s,
+        AGENT_CONN + 1,
+        &a,
+        vec![(f.clone(), "t", TaskState::Dropped)],
+        true,
+    );
+    assert_eq!(s.m.view(true).frameworks[0].allocated, Resources::default());
+    s.m.status_update(
+        AGENT_CONN + 1,
+        f.clone(),
+        status("t", TaskState::Dropped, 7),
+        TaskState::Dropped,
+        s.now,
+    )
+    .expect("update");
+    s.run();
+    let last = s.updates().pop().expect("update");
+    assert_eq!(last.state, v1::TaskState::TaskDropped as i32);
+    let t = TaskId::parse("t").expect("id");
+    s.m.acknowledge(&f, &a, &t, &[7; 16]).expect("ack");
+    s.run();
+    assert!(s.m.view(true).tasks.is_empty(), "completed once acknowledged");
+}
+
+/// Bug of issue 16: after a failover, a task whose terminal update was
+/// still pending at its agent is adopted as completed; the update the agent
+/// then resends must reach the framework and be acknowledged, not be
+/// refused forever.
+#[test]
+fn a_pending_terminal_update_after_failover_reaches_the_framework() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let a = s.agent(AGENT_CONN, "cpus:1;mem:256");
+    // A new leader learns of the ended task from the agent's re-registration.
+    reregister_with(
+        &mut s,
+        AGENT_CONN + 1,
+        &a,
+        vec![(f.clone(), "done", TaskState::Failed)],
+        true,
+    );
+    let before = s.updates().len();
+    s.m.status_update(
+        AGENT_CONN + 1,
+        f.clone(),
+        status("done", TaskState::Failed, 9),
+        TaskState::Failed,
+        s.now,
+    )
+    .expect("a resent update of a completed task is accepted");
+    s.run();
+    let updates = s.updates();
+    assert_eq!(updates.len(), before + 1, "forwarded");
+    assert_eq!(updates[before].uuid, vec![9; 16]);
+    let acks = s.acks_forwarded();
+    let done = TaskId::parse("done").expect("id");
+    s.m.acknowledge(&f, &a, &done, &[9; 16]).expect("ack");
+    s.run();
+    assert_eq!(s.acks_forwarded(), acks + 1, "the agent is told and stops resending");
+    // Still refused from an agent the task never ran on.
+    s.agent(AGENT_CONN + 7, "cpus:1;mem:256");
+    let err =
+        s.m.status_update(
+            AGENT_CONN + 7,
+            f,
+            status("done", TaskState::Failed, 9),
+            TaskState::Failed,
+            s.now,
+        )
+        .expect_err("refused");
+    assert!(matches!(err, MasterError::Denied(_)), "{err}");
+}
+
+/// Reconciling a task the master does not know, on an agent that has come
+/// back: DROPPED if the agent's list was complete (it never received the
+/// task), LOST if it had lost its checkpoints.
+#[test]
+fn reconcile_unknown_task_on_a_complete_agent_is_dropped() {
+    for (complete, state) in [(true, v1::TaskState::TaskDropped), (false, v1::TaskState::TaskLost)] {
+        let mut s = Sim::new();
+        let f = s.framework();
+        let a = s.agent(AGENT_CONN, "cpus:1;mem:256");
+        reregister_with(&mut s, AGENT_CONN + 1, &a, vec![], complete);
+        let ghost = TaskId::parse("ghost").expect("id");
+        s.m.reconcile(&f, &[(ghost, Some(a))]).expect("reconcile");
+        s.run();
+        let last = s.updates().pop().expect("an answer");
+        assert_eq!(
+            (last.state, last.reason),
+            (state as i32, v1::StatusReason::ReasonReconciliation as i32),
+            "complete: {complete}"
+        );
+    }
+}
