@@ -221,7 +221,6 @@ async fn detach_returns_while_the_task_runs() -> Result<()> {
 /// container; restarted, it reports the task DROPPED, and `mezzo run`
 /// launches it again under a new id and ends with its output and code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-
 async fn mezzo_run_relaunches_a_dropped_task() -> Result<()> {
     let mut c = cluster().await?;
     let result = async {
