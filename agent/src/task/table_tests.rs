@@ -1,6 +1,7 @@
-//! `Table::recover` with a fake containerizer: what a restarted agent
-//! reports for each task it finds (DESIGN.md "Tasks": DROPPED means the
-//! process never started, LOST that it may have run; "An agent never
+//! The task table with a fake containerizer: what a restarted agent
+//! reports for each task it finds (`Table::recover`; DESIGN.md "Tasks":
+//! DROPPED means the process never started, LOST that it may have run),
+//! and that every launch it receives ends in a status ("An agent never
 //! silently forgets a launch it received").
 
 use std::collections::BTreeMap;
@@ -191,4 +192,40 @@ async fn a_terminal_task_waits_for_its_acknowledgement() -> TestResult {
     let a = restart(&["t"], &[("t", TaskState::Finished)], &[("t", Found::Gone)], true).await?;
     assert_eq!(a.states().await?.get("t"), Some(&TaskState::Finished));
     Ok(())
+}
+
+/// DESIGN.md "Tasks": an agent never silently forgets a launch it
+/// received. Every RunTask the table can key ends in a status (here the
+/// fake containerizer fails every launch: DROPPED, since nothing started;
+/// an empty command: ERROR); a second RunTask of a known task launches
+/// nothing more.
+#[tokio::test]
+async fn every_run_task_produces_a_status() -> TestResult {
+    let a = restart(&[], &[], &[], true).await?;
+    let run = |id: &str, command: &str| v1::RunTask {
+        framework_id: "fw".into(),
+        framework: None,
+        task: Some(v1::TaskInfo {
+            task_id: id.into(),
+            command: Some(v1::CommandInfo {
+                value: command.into(),
+                shell: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    a.table.run_task(run("launched", "true")).await?;
+    a.table.run_task(run("invalid", " ")).await?;
+    a.table.run_task(run("launched", "true")).await?;
+    let want = [("invalid", TaskState::Error), ("launched", TaskState::Dropped)];
+    for _ in 0..100 {
+        let states = a.states().await?;
+        if want.iter().all(|(t, s)| states.get(*t) == Some(s)) {
+            assert_eq!(states.len(), 2, "{states:?}");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("states: {:?}", a.states().await?);
 }
