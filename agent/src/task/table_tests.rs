@@ -142,6 +142,19 @@ impl Agent {
             .map(|v| (v.key.task_id.to_string(), v.state))
             .collect())
     }
+
+    /// Waits until each task of `want` is in its state (supervisors report
+    /// asynchronously); returns every state then.
+    async fn wait_states(&self, want: &[(&str, TaskState)]) -> Result<BTreeMap<String, TaskState>, AgentError> {
+        for _ in 0..100 {
+            let states = self.states().await?;
+            if want.iter().all(|(t, s)| states.get(*t) == Some(s)) {
+                return Ok(states);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("wanted {want:?}, states: {:?}", self.states().await?);
+    }
 }
 
 #[tokio::test]
@@ -178,13 +191,8 @@ async fn lost_checkpoints_report_lost() -> TestResult {
 async fn an_ended_container_whose_cgroup_is_gone_reports_its_true_end() -> TestResult {
     let a = restart(&["t"], &[], &[("t", Found::Ended(ExitStatus::Code(3)))], true).await?;
     // Adopted; its supervisor reports the recorded end.
-    for _ in 0..100 {
-        if a.states().await?.get("t") == Some(&TaskState::Failed) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("states: {:?}", a.states().await?);
+    a.wait_states(&[("t", TaskState::Failed)]).await?;
+    Ok(())
 }
 
 #[tokio::test]
@@ -218,14 +226,9 @@ async fn every_run_task_produces_a_status() -> TestResult {
     a.table.run_task(run("launched", "true")).await?;
     a.table.run_task(run("invalid", " ")).await?;
     a.table.run_task(run("launched", "true")).await?;
-    let want = [("invalid", TaskState::Error), ("launched", TaskState::Dropped)];
-    for _ in 0..100 {
-        let states = a.states().await?;
-        if want.iter().all(|(t, s)| states.get(*t) == Some(s)) {
-            assert_eq!(states.len(), 2, "{states:?}");
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("states: {:?}", a.states().await?);
+    let states = a
+        .wait_states(&[("invalid", TaskState::Error), ("launched", TaskState::Dropped)])
+        .await?;
+    assert_eq!(states.len(), 2, "{states:?}");
+    Ok(())
 }
