@@ -6,8 +6,9 @@
 //!
 //! Points: `before_checkpoint` (the supervisor, after STARTING and before
 //! the task's checkpoint), `before_launch` (after the checkpoint, before the
-//! container launch) and `before_claim` (the container init, before it
-//! claims the task's start).
+//! container launch), `before_claim` (the container init, before it
+//! claims the task's start) and `before_reregister` (the master
+//! connection, before each re-registration).
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ pub enum Event {
     /// The master (re)registered the framework. `resumed` is true when the
     /// SDK passed a framework id, i.e. this is a failover or a reconnection;
     /// the SDK then asks for an implicit reconciliation, whose answers arrive
-    /// as [`Event::Update`]s.
+    /// as [`Event::Update`]s, followed by [`Event::Reconciled`].
     Subscribed {
         /// The framework's id; pass it in [`SchedulerConfig::framework_id`](crate::SchedulerConfig::framework_id)
         /// to resume after a restart.
@@ -25,6 +25,13 @@ pub enum Event {
         /// The offer withdrawn.
         offer_id: String,
     },
+    /// Every answer of the implicit reconciliation after a resumed
+    /// subscription has arrived: a task of this framework not reported
+    /// since [`Event::Subscribed`] is not running anywhere. (The SDK asks
+    /// again while agents are still re-registering after a master
+    /// failover.) A framework that restarted should launch nothing it may
+    /// already have running before this event.
+    Reconciled,
     /// A task changed state. With auto-acknowledgement on, the SDK has
     /// already acknowledged it; otherwise call [`Scheduler::acknowledge`](crate::Scheduler::acknowledge).
     Update(v1::TaskStatus),

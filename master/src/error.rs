@@ -45,6 +45,8 @@ pub enum MasterError {
     AgentGone(String),
     #[error("the master is shutting down")]
     ShuttingDown,
+    #[error("agents are still re-registering after a failover, so the master cannot yet report every task; ask again")]
+    AgentsRecovering,
     #[error("this master is not the leader{}", match .leader { Some(l) => format!("; the leader is {l}"), None => "; no leader is elected yet".into() })]
     NotLeader { leader: Option<String> },
     #[error("registry write failed: {0}")]
@@ -103,7 +105,7 @@ impl MasterError {
             ForeignOffer { .. } | AgentGone(_) | Denied(_) => ErrorCode::PermissionDenied,
             Unauthenticated(_) => ErrorCode::Unauthenticated,
             ResourceExhausted(_) => ErrorCode::ResourceExhausted,
-            AgentDisconnected(_) | ShuttingDown | NotLeader { .. } => ErrorCode::Unavailable,
+            AgentDisconnected(_) | ShuttingDown | AgentsRecovering | NotLeader { .. } => ErrorCode::Unavailable,
             Storage(_) => ErrorCode::Internal,
             Kv(crate::kv::KvError::UnknownFramework(_)) => ErrorCode::NotFound,
             Kv(crate::kv::KvError::Conflict { .. }) => ErrorCode::Aborted,

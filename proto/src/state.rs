@@ -136,6 +136,13 @@ mod tests {
             (Running, Starting, false),
             (Running, Staging, false),
             (Killing, Running, false),
+            // DESIGN.md "Tasks": DROPPED never ran, and never runs later.
+            (Staging, Dropped, true),
+            (Starting, Dropped, true),
+            (Running, Dropped, true),
+            (Dropped, Running, false),
+            (Dropped, Starting, false),
+            (Staging, Error, true),
         ];
         for (from, to, ok) in cases {
             assert_eq!(from.transition(to).is_ok(), ok, "{from:?} -> {to:?}");

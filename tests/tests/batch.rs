@@ -437,6 +437,60 @@ async fn an_agent_killed_mid_launch_drops_and_relaunches_never_fails() -> Result
     })
 }
 
+/// Plan A7 of issue 16: the leader and the batch framework are SIGKILLed
+/// together, and the agent running the job's tasks is slow to re-register
+/// with the new leader (a failpoint holds each of its attempts 4 s, within
+/// the agent timeout of 20 s) while another agent has room. The restarted framework must not
+/// launch those tasks again there: it launches only once the implicit
+/// reconciliation has ended, which waits for the slow agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_restarted_during_a_failover_reruns_nothing() -> Result<()> {
+    let mut spec = ClusterSpec {
+        masters: 3,
+        ..Default::default()
+    };
+    spec.master_args = vec![
+        "--agent-timeout".into(),
+        "20s".into(),
+        "--heartbeat-interval".into(),
+        "500ms".into(),
+    ];
+    let mut c = Cluster::start(spec).await?;
+    let shared = shared_dir()?;
+    let d = shared.path().display().to_string();
+    let result = async {
+        // The tasks all go to agent 1, the slow one: agent 0 is away.
+        c.agents[0].kill().await;
+        c.agents[1]
+            .env
+            .push(("MEZZO_FAILPOINT".into(), "before_reregister:4000".into()));
+        c.agents[1].kill().await;
+        c.restart_agent(1).await?;
+        // Slow: a follower tried first costs another hold.
+        let registered = |s: &serde_json::Value| s["master"].is_string();
+        mezzo_tests::wait_for("agent 1 back", Duration::from_secs(30), || c.agent_state(1), registered).await?;
+        let mut b = Batch::start(&c).await?;
+        let file = format!(
+            "[[job]]\nname = \"long\"\ncount = 2\ncommand = \"echo run >> {d}/runs-$MEZZO_TASK_INDEX; sleep 12\"\n"
+        );
+        let out = b.submit(shared.path(), &file, false).await?;
+        ensure!(out.status.success(), "{}", text(&out));
+        b.wait_job("long", "2 running", |s| s.summary.counts.running == 2)
+            .await?;
+        c.restart_agent(0).await?;
+        c.wait_agent(0, "registered again", |s| s["master"].is_string()).await?;
+        let leader = c.wait_leader().await?;
+        c.masters[leader].kill().await;
+        b.daemon.kill().await;
+        c.wait_leader().await.context("no new leader")?;
+        b.restart(&c).await?;
+        c.restart_master(leader).await?;
+        b.each_ran_once("long", 2, shared.path()).await
+    }
+    .await;
+    result.with_context(|| format!("{}\n--- batch framework ---\n{}", c.logs(), batch_logs(&c)))
+}
+
 /// "Why is my work not running?": while tasks of an array wait for room,
 /// the batch framework reports them to the masters with the reason; the
 /// report is cleared once everything found room.

@@ -169,7 +169,10 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
 
     let known_id = deps.agent_id.borrow().clone();
     let tasks = match known_id {
-        Some(_) => deps.table.reregistration().await?,
+        Some(_) => {
+            crate::failpoint::hit("before_reregister").await;
+            deps.table.reregistration().await?
+        }
         None => Vec::new(),
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);

@@ -5,7 +5,7 @@ pub mod supervisor;
 pub mod table;
 
 #[cfg(test)]
-mod recovery_tests;
+mod table_tests;
 #[cfg(test)]
 mod tests;
 

@@ -216,9 +216,10 @@ impl Table {
     /// Rebuilds the table after a restart from the task checkpoints and the
     /// status journal. A task whose container the containerizer finds again
     /// is watched by a new supervisor (its end is reported with its true
-    /// exit status, also when it ended while the agent was down); a live
-    /// task whose container is gone is reported LOST; a finished one waits
-    /// for the acknowledgements of its updates.
+    /// exit status, also when it ended while the agent was down); one that
+    /// never started is reported DROPPED, one whose container is gone LOST
+    /// (see [`Missing`]); a finished one waits for the acknowledgements of
+    /// its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
         let mut adopted = Vec::new();

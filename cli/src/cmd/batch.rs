@@ -267,6 +267,14 @@ fn print_status(s: &JobStatus) {
         j.counts.cancelled,
         j.counts.retried
     );
+    // Launches that never started and were made again cost no attempt;
+    // worth a line only when there were some.
+    if j.counts.dropped_relaunched > 0 || j.counts.requeued > 0 {
+        println!(
+            "  {} launches dropped before they started and made again, {} tasks requeued after being lost",
+            j.counts.dropped_relaunched, j.counts.requeued
+        );
+    }
     if let Some(why) = &j.abandoned {
         println!("  not run: {why}");
     }

@@ -9,6 +9,7 @@ use mezzo_proto::v1;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::Backoff;
 use crate::calls::Calls;
 use crate::error::SdkError;
 
@@ -127,13 +128,32 @@ async fn acknowledge(calls: &Calls, batch: &[v1::TaskStatus]) {
     }
 }
 
+/// How long the implicit reconciliation is asked again while the master
+/// answers that agents are still re-registering (they are marked
+/// unreachable after the master's agent timeout, so this is ample).
+const IMPLICIT_RECONCILE_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Asks for the state of every task, so the framework learns what changed
-/// while it was away.
+/// while it was away; the answers end with `Event::Reconciled`. Asked
+/// again, with backoff, while the master cannot answer yet (agents still
+/// re-registering after a failover) or the call fails in transit.
 pub(crate) fn spawn_implicit_reconcile(calls: &Calls) {
     let calls = calls.clone();
     tokio::spawn(async move {
-        if let Err(e) = calls.reconcile(Vec::new()).await {
-            warn!(error = %e, "implicit reconciliation failed");
+        let mut backoff = Backoff::new(std::time::Duration::from_millis(200), std::time::Duration::from_secs(2));
+        let until = tokio::time::Instant::now() + IMPLICIT_RECONCILE_FOR;
+        loop {
+            match calls.reconcile(Vec::new()).await {
+                Ok(()) => return,
+                Err(e @ (SdkError::Transport(_) | SdkError::Timeout)) if tokio::time::Instant::now() < until => {
+                    debug!(error = %e, "implicit reconciliation not answered yet; asking again");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "implicit reconciliation failed");
+                    return;
+                }
+            }
         }
     });
 }

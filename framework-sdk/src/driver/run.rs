@@ -287,6 +287,7 @@ impl Driver {
             Wire::Offers(o) => self.emit(Event::Offers(o.offers)).await,
             Wire::Rescind(r) => self.emit(Event::Rescind { offer_id: r.offer_id }).await,
             Wire::Failure(f) => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
+            Wire::Reconciled(_) => self.emit(Event::Reconciled).await,
             Wire::Update(u) => {
                 let status = u.status?;
                 // Queued before the event is handed over (the same promise:

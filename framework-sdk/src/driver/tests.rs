@@ -42,6 +42,9 @@ struct Seen {
     refuse: Option<Option<String>>,
     /// Answer Revive with UNAVAILABLE naming this leader.
     revive_redirect: Option<String>,
+    /// Answer this many implicit reconciliations with UNAVAILABLE (agents
+    /// still re-registering), then the rest with `Reconciled`.
+    reconcile_refusals: usize,
 }
 
 #[derive(Clone, Default)]
@@ -171,7 +174,24 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.seen().reconciles.push(req.into_inner());
+        let (refuse, stream) = {
+            let mut seen = self.seen();
+            let req = req.into_inner();
+            let implicit = req.tasks.is_empty();
+            seen.reconciles.push(req);
+            let refuse = implicit && seen.reconcile_refusals > 0;
+            if refuse {
+                seen.reconcile_refusals -= 1;
+            }
+            (refuse, seen.stream.clone().filter(|_| implicit))
+        };
+        if refuse {
+            return Err(Status::unavailable("agents are still re-registering"));
+        }
+        if let Some(tx) = stream {
+            let done = Wire::Reconciled(v1::Reconciled {});
+            let _ = tx.send(Ok(v1::Event { event: Some(done) })).await;
+        }
         ok()
     }
 
@@ -547,6 +567,24 @@ async fn resumes_a_configured_framework_id() {
     assert_eq!(next(&mut events).await, subscribed("fw-old", true));
     assert_eq!(master.seen().subscribes[0].framework_id, "fw-old");
     eventually(&master, "implicit reconciliation", |s| s.reconciles.len() == 1).await;
+    assert_eq!(next(&mut events).await, Event::Reconciled);
+    scheduler.stop().await;
+}
+
+/// A new leader cannot report every task while agents are still
+/// re-registering: the SDK asks again until it can, and the framework
+/// learns the end of the answers from `Event::Reconciled`.
+#[tokio::test]
+async fn implicit_reconciliation_is_asked_again_until_complete() {
+    let master = FakeMaster::default();
+    master.seen().reconcile_refusals = 2;
+    let addr = master.clone().serve().await;
+    let mut config = config(&[addr]);
+    config.framework_id = Some("fw-old".into());
+    let (scheduler, mut events) = Scheduler::start(config);
+    assert_eq!(next(&mut events).await, subscribed("fw-old", true));
+    assert_eq!(next(&mut events).await, Event::Reconciled);
+    assert_eq!(master.seen().reconciles.len(), 3, "two refusals, then answered");
     scheduler.stop().await;
 }
 

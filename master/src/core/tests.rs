@@ -95,6 +95,19 @@ impl Sim {
         AgentId::parse(&id.expect("registered")).expect("id")
     }
 
+    /// Framework `f` subscribes again, on `conn` (a failover).
+    fn resubscribe(&mut self, conn: ConnId, f: &FrameworkId) {
+        let info = v1::FrameworkInfo {
+            name: "f".into(),
+            failover_timeout_secs: 60.0,
+            ..Default::default()
+        };
+        self.m
+            .subscribe(conn, info, Some(f.clone()), self.now)
+            .expect("resubscribe");
+        self.run();
+    }
+
     /// A framework, an agent, and task "t" launched on it.
     fn with_task() -> (Sim, FrameworkId) {
         let mut s = Sim::new();
@@ -411,14 +424,7 @@ fn resubscribe_resends_unacknowledged_updates() {
     .expect("upd");
     s.run();
     assert!(s.updates().is_empty());
-    let info = v1::FrameworkInfo {
-        name: "f".into(),
-        failover_timeout_secs: 60.0,
-        ..Default::default()
-    };
-    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now)
-        .expect("resubscribe");
-    s.run();
+    s.resubscribe(FW_CONN + 1, &f);
     let ups = s.updates();
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].uuid, vec![7; 16]);

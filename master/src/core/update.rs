@@ -317,9 +317,14 @@ impl Master {
     }
 
     /// Sends the master's view of the named tasks (all active ones when
-    /// `tasks` is empty), without uuids.
+    /// `tasks` is empty, then `Reconciled`), without uuids. All of them
+    /// cannot be told while agents known before a failover may still bring
+    /// tasks back: the framework is asked to ask again.
     pub fn reconcile(&mut self, fid: &FrameworkId, tasks: &[(TaskId, Option<AgentId>)]) -> Result<(), MasterError> {
         self.subscribed(fid)?;
+        if tasks.is_empty() && self.agents.values().any(|a| a.status == AgentStatus::Recovering) {
+            return Err(MasterError::AgentsRecovering);
+        }
         let fw = self
             .frameworks
             .get(fid)
@@ -406,6 +411,10 @@ impl Master {
                         event: Some(v1::event::Event::Update(v1::Update { status: Some(s) })),
                     },
                 ));
+            }
+            if tasks.is_empty() {
+                let done = v1::event::Event::Reconciled(v1::Reconciled {});
+                self.emit(Effect::ToFramework(conn, v1::Event { event: Some(done) }));
             }
         }
         Ok(())

@@ -32,9 +32,11 @@ use crate::spec::{self, SpecError};
 use crate::store::{self, StoreError, Submission};
 pub use view::{JobStatus, JobSummary, TaskView};
 
-/// How long launches wait after a restart for reconciliation to report
-/// the tasks still running.
-const RECONCILE_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait of launches after a restart for the implicit
+/// reconciliation to end (`Event::Reconciled`): every task still running
+/// is reported first, so none is launched again. Past it (the SDK gave up
+/// asking), launches go ahead.
+const RECONCILE_LIMIT: Duration = Duration::from_secs(120);
 /// How often progress is saved and timers checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the state of running tasks is asked for explicitly: a launch
@@ -145,6 +147,7 @@ impl Engine {
             loaded: false,
             connected: false,
             hold_until: None,
+            reconciled: false,
             epoch: 0,
             next_seq: 1,
             order: Vec::new(),
@@ -212,8 +215,10 @@ struct State {
     /// Saved jobs are loaded (after the first subscription).
     loaded: bool,
     connected: bool,
-    /// No launches before this (reconciliation grace).
+    /// No launches before this, or before the reconciliation ended.
     hold_until: Option<Instant>,
+    /// The implicit reconciliation ended since the framework started.
+    reconciled: bool,
     epoch: u64,
     next_seq: u64,
     /// Job names in submission order.
@@ -277,6 +282,13 @@ impl State {
             Event::Offers(offers) => self.offers(offers).await,
             Event::Update(status) => self.update(status),
             Event::Error { message } => warn!(%message, "the master removed the batch framework"),
+            Event::Reconciled => {
+                self.reconciled = true;
+                if self.hold_until.take().is_some() {
+                    info!("reconciliation ended; launching");
+                    self.revive = true;
+                }
+            }
             Event::Rescind { .. } | Event::AgentLost { .. } => {}
         }
     }
@@ -309,8 +321,8 @@ impl State {
             }
         }
         self.loaded = true;
-        if self.restarted {
-            self.hold_until = Some(Instant::now() + RECONCILE_GRACE);
+        if self.restarted && !self.reconciled {
+            self.hold_until = Some(Instant::now() + RECONCILE_LIMIT);
         }
         info!(epoch, jobs = self.jobs.len(), "batch framework state loaded");
     }
@@ -364,6 +376,7 @@ impl State {
         }
         let now = Instant::now();
         if self.hold_until.is_some_and(|t| t <= now) {
+            warn!(limit = ?RECONCILE_LIMIT, "no end of reconciliation; launching anyway");
             self.hold_until = None;
             self.revive = true;
         }

@@ -29,7 +29,7 @@ impl Owner {
             Event::Update(status) => self.on_update(status).await,
             Event::Disconnected { reason } => warn!(%reason, "disconnected from the master; reconnecting"),
             Event::AgentLost { agent_id } => info!(%agent_id, "agent lost"),
-            Event::Rescind { .. } | Event::Error { .. } => {}
+            Event::Rescind { .. } | Event::Error { .. } | Event::Reconciled => {}
         }
     }
 

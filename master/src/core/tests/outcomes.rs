@@ -138,3 +138,39 @@ fn reconcile_unknown_task_on_a_complete_agent_is_dropped() {
         );
     }
 }
+
+/// A7 of the plan for issue 16: a framework resubscribing to a new leader
+/// asks for all its tasks; while an agent known before the failover may
+/// still bring tasks back, the answer would be incomplete (and a batch
+/// framework would launch again what still runs), so the master says to
+/// ask again; once every agent is back, the answers end with Reconciled.
+#[test]
+fn implicit_reconcile_waits_for_recovering_agents() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    let cfg = CoreConfig {
+        agent_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    };
+    s.m = Master::recover(cfg, s.m.registry().clone(), s.now);
+    s.sent.clear();
+    s.resubscribe(FW_CONN + 1, &f);
+    let err = s.m.reconcile(&f, &[]).expect_err("an agent is still recovering");
+    assert!(matches!(err, MasterError::AgentsRecovering), "{err}");
+    reregister_with(
+        &mut s,
+        AGENT_CONN + 1,
+        &a,
+        vec![(f.clone(), "t", TaskState::Running)],
+        true,
+    );
+    s.m.reconcile(&f, &[]).expect("reconcile");
+    s.run();
+    let events = s.events();
+    let n = events.len();
+    assert!(matches!(events[n - 1], v1::event::Event::Reconciled(_)), "{events:?}");
+    assert!(
+        matches!(&events[n - 2], v1::event::Event::Update(u) if u.status.as_ref().is_some_and(|st| st.task_id == "t")),
+        "{events:?}"
+    );
+}

@@ -1,6 +1,7 @@
-//! `Table::recover` with a fake containerizer: what a restarted agent
-//! reports for each task it finds (DESIGN.md "Tasks": DROPPED means the
-//! process never started, LOST that it may have run; "An agent never
+//! The task table with a fake containerizer: what a restarted agent
+//! reports for each task it finds (`Table::recover`; DESIGN.md "Tasks":
+//! DROPPED means the process never started, LOST that it may have run),
+//! and that every launch it receives ends in a status ("An agent never
 //! silently forgets a launch it received").
 
 use std::collections::BTreeMap;
@@ -141,6 +142,19 @@ impl Agent {
             .map(|v| (v.key.task_id.to_string(), v.state))
             .collect())
     }
+
+    /// Waits until each task of `want` is in its state (supervisors report
+    /// asynchronously); returns every state then.
+    async fn wait_states(&self, want: &[(&str, TaskState)]) -> Result<BTreeMap<String, TaskState>, AgentError> {
+        for _ in 0..100 {
+            let states = self.states().await?;
+            if want.iter().all(|(t, s)| states.get(*t) == Some(s)) {
+                return Ok(states);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("wanted {want:?}, states: {:?}", self.states().await?);
+    }
 }
 
 #[tokio::test]
@@ -177,18 +191,44 @@ async fn lost_checkpoints_report_lost() -> TestResult {
 async fn an_ended_container_whose_cgroup_is_gone_reports_its_true_end() -> TestResult {
     let a = restart(&["t"], &[], &[("t", Found::Ended(ExitStatus::Code(3)))], true).await?;
     // Adopted; its supervisor reports the recorded end.
-    for _ in 0..100 {
-        if a.states().await?.get("t") == Some(&TaskState::Failed) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("states: {:?}", a.states().await?);
+    a.wait_states(&[("t", TaskState::Failed)]).await?;
+    Ok(())
 }
 
 #[tokio::test]
 async fn a_terminal_task_waits_for_its_acknowledgement() -> TestResult {
     let a = restart(&["t"], &[("t", TaskState::Finished)], &[("t", Found::Gone)], true).await?;
     assert_eq!(a.states().await?.get("t"), Some(&TaskState::Finished));
+    Ok(())
+}
+
+/// DESIGN.md "Tasks": an agent never silently forgets a launch it
+/// received. Every RunTask the table can key ends in a status (here the
+/// fake containerizer fails every launch: DROPPED, since nothing started;
+/// an empty command: ERROR); a second RunTask of a known task launches
+/// nothing more.
+#[tokio::test]
+async fn every_run_task_produces_a_status() -> TestResult {
+    let a = restart(&[], &[], &[], true).await?;
+    let run = |id: &str, command: &str| v1::RunTask {
+        framework_id: "fw".into(),
+        framework: None,
+        task: Some(v1::TaskInfo {
+            task_id: id.into(),
+            command: Some(v1::CommandInfo {
+                value: command.into(),
+                shell: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    a.table.run_task(run("launched", "true")).await?;
+    a.table.run_task(run("invalid", " ")).await?;
+    a.table.run_task(run("launched", "true")).await?;
+    let states = a
+        .wait_states(&[("invalid", TaskState::Error), ("launched", TaskState::Dropped)])
+        .await?;
+    assert_eq!(states.len(), 2, "{states:?}");
     Ok(())
 }
