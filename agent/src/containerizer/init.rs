@@ -814,12 +814,14 @@ impl TaskExec {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
+        // Opened as root in a sandbox a task may have used before (a
+        // relaunch under the same id): never through a link it left there.
         let open_out = |path: &Path| {
             OpenOptions::new()
                 .append(true)
                 .create(true)
                 .mode(0o644)
-                .custom_flags(nix::libc::O_CLOEXEC)
+                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|source| InitError::Open {
                     path: path.to_owned(),

@@ -468,3 +468,22 @@ fn exit_record_json_shape() {
     }
     assert_eq!(ExitRecord::Signal(15).exit_status(), Some(ExitStatus::Signal(15)));
 }
+
+/// A sandbox reused by a relaunch may hold a `stdout` the task made a link
+/// to a host file: the init (root) refuses to open it instead of
+/// appending the new task's output to that file.
+#[test]
+fn a_planted_link_in_place_of_stdout_is_not_followed() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/echo", "written as root"]);
+    let host = c.spec.run_dir.join("host-file");
+    std::fs::write(&host, b"host").expect("host file");
+    std::os::unix::fs::symlink(&host, &c.spec.stdout).expect("link");
+    let ExitRecord::Error(message) = c.run() else {
+        panic!("expected an error record")
+    };
+    assert!(message.contains("stdout"), "{message}");
+    assert_eq!(std::fs::read(&host).expect("host file"), b"host");
+}

@@ -578,7 +578,11 @@ async fn watch_sandbox(
         let (dir, log_max) = (w.sandbox.clone(), w.log_max);
         let used = tokio::task::spawn_blocking(move || {
             for name in ["stdout", "stderr"] {
-                rotate(&dir.join(name), log_max);
+                let file = dir.join(name);
+                if let Err(e) = super::rotate::rotate(&file, log_max) {
+                    // The task removed or replaced its log: nothing to rotate.
+                    tracing::debug!(file = %file.display(), "not rotated: {e}");
+                }
             }
             du(&dir)
         })
@@ -591,19 +595,6 @@ async fn watch_sandbox(
             let _ = tokio::task::spawn_blocking(move || cgroup.kill_all()).await;
             return;
         }
-    }
-}
-
-fn rotate(file: &Path, max: u64) {
-    let Ok(meta) = std::fs::metadata(file) else { return };
-    if meta.len() <= max {
-        return;
-    }
-    let old = crate::paths::with_suffix(file, ".1");
-    if std::fs::copy(file, &old).is_ok()
-        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(file)
-    {
-        let _ = f.set_len(0);
     }
 }
 

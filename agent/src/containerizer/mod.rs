@@ -14,6 +14,7 @@ pub mod init;
 pub mod launcher;
 pub mod linux;
 mod posix;
+mod rotate;
 
 use std::path::PathBuf;
 
