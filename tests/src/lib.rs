@@ -31,6 +31,7 @@ pub mod batch;
 pub mod browser;
 pub mod netcluster;
 pub mod netns;
+pub mod soak;
 
 /// Where a framework daemon finds its cluster: the environment of the
 /// cluster's processes (its `MEZZO_HOME`), the masters, a dir for files.
@@ -77,13 +78,19 @@ pub async fn registries(addrs: &[String], get: impl AsyncFn(&str, &str) -> Resul
     Ok(out)
 }
 
-/// Path of the `mezzo` binary: `$MEZZO_BIN`, else next to the test
-/// executable's `deps/` folder (where `cargo build` puts it).
+/// Path of the `mezzo` binary: `$MEZZO_BIN`, else beside the running
+/// executable (a driver such as `target/release/soak`), else next to the
+/// test executable's `deps/` folder (where `cargo build` puts it).
 pub fn mezzo_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MEZZO_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
+    if let Some(beside) = exe.parent().map(|d| d.join("mezzo"))
+        && beside.is_file()
+    {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("mezzo");
     assert!(
