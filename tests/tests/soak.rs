@@ -4,7 +4,8 @@
 //! The full one is `scripts/soak DURATION` ([`mezzo_tests::soak`]).
 //!
 //! The seed is fixed so that the suite is stable; `MEZZO_SOAK_SEED=N`
-//! replays another one. Needs root (Linux isolation, network namespaces);
+//! replays another one; `MEZZO_SOAK_KEEP=DIR` keeps the logs and records
+//! of a failed run there. Needs root (Linux isolation, network namespaces);
 //! skips with a message otherwise.
 
 use std::time::Duration;
@@ -47,7 +48,9 @@ async fn short_soak_runs_every_index_exactly_once() -> Result<()> {
     }
     mezzo_bin();
     let seed = seed()?;
-    let report = run(&short(seed))
+    let mut spec = short(seed);
+    spec.keep_logs = std::env::var_os("MEZZO_SOAK_KEEP").map(Into::into);
+    let report = run(&spec)
         .await
         .with_context(|| format!("the soak with seed {seed} could not run (MEZZO_SOAK_SEED={seed} replays it)"))?;
     println!("{report}");

@@ -3,7 +3,7 @@
 //! the figures, and exits 1 if any check failed. Needs root (cgroups,
 //! network namespaces) and iproute2.
 //!
-//!     soak 10m [--seed N] [--json] [--no-agent-kills] [--plan]
+//!     soak 10m [--seed N] [--json] [--no-agent-kills] [--plan] [--keep-logs DIR]
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +26,9 @@ struct Args {
     /// Print the report as JSON (after the progress lines) instead of text.
     #[arg(long)]
     json: bool,
+    /// When a check fails, copy the daemons' logs and the task records here.
+    #[arg(long)]
+    keep_logs: Option<std::path::PathBuf>,
     /// Print the schedule of this seed and duration, and run nothing.
     #[arg(long)]
     plan: bool,
@@ -76,6 +79,7 @@ async fn main() -> Result<ExitCode> {
     if args.no_agent_kills {
         spec.weights.kill_agent = 0;
     }
+    spec.keep_logs = args.keep_logs;
     // On Ctrl-C or SIGTERM the soak's future is dropped, and with it the
     // cluster, whose Drop guards kill and remove everything it started.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

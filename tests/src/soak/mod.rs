@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -61,6 +62,9 @@ pub struct SoakSpec {
     pub service_max_unavailable: usize,
     /// How long jobs may take to end once the faults are over.
     pub settle: Duration,
+    /// Where to copy the daemons' logs and the task records when a check
+    /// fails (they are removed with the soak otherwise).
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl SoakSpec {
@@ -80,6 +84,7 @@ impl SoakSpec {
             service_instances: 3,
             service_max_unavailable: 1,
             settle: Duration::from_secs(180),
+            keep_logs: None,
         }
     }
 
@@ -127,13 +132,14 @@ pub async fn run(spec: &SoakSpec) -> Result<SoakReport> {
     let mut report = observe(&mut world, spec, schedule).await.with_context(|| world.logs());
     if let Ok(r) = &mut report {
         world.stop_daemons().await;
-        if !r.failures().is_empty() {
+        if !r.failures().is_empty()
+            && let Some(keep) = &spec.keep_logs
+        {
             let (cluster, records) = world.dirs();
-            println!(
-                "logs: {} (removed on exit); records: {}",
-                cluster.display(),
-                records.display()
-            );
+            match keep_files(&[&cluster, &records], keep) {
+                Ok(n) => println!("kept {n} logs and records in {}", keep.display()),
+                Err(e) => println!("could not keep the logs in {}: {e:#}", keep.display()),
+            }
         }
     }
     drop(world);
@@ -178,4 +184,20 @@ async fn observe(world: &mut World, spec: &SoakSpec, schedule: Vec<Planned>) -> 
     world.service.remove(Duration::from_secs(30)).await?;
     report.left_by_mezzo = world.footprint().find(Duration::from_secs(15), Scope::Containers);
     Ok(report)
+}
+
+/// Copies the files of `dirs` (not their subdirectories: logs, records,
+/// job files) into `to`; how many.
+fn keep_files(dirs: &[&Path], to: &Path) -> Result<usize> {
+    std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    let mut n = 0;
+    for dir in dirs {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name()))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }

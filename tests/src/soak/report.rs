@@ -26,6 +26,10 @@ pub struct JobEnd {
     pub state: String,
     /// The reasons the framework gives for failed tasks (at most 5).
     pub failures: Vec<String>,
+    /// Launches dropped before they started and made again.
+    pub dropped_relaunched: u64,
+    /// Tasks lost after they may have started, and launched again.
+    pub requeued: u64,
 }
 
 /// Everything a soak found.
@@ -69,7 +73,14 @@ impl SoakReport {
                 match runs.get(&(job.clone(), i)).map_or(0, Vec::len) {
                     0 => self.lost.push(format!("{job}[{i}]")),
                     1 => {}
-                    n => self.ran_twice.push(format!("{job}[{i}] ran {n} times")),
+                    n => {
+                        let starts = &runs[&(job.clone(), i)];
+                        let span = starts.iter().max().unwrap_or(&0) - starts.iter().min().unwrap_or(&0);
+                        self.ran_twice.push(format!(
+                            "{job}[{i}] ran {n} times, starts {:.1} s apart",
+                            span as f64 / 1e9
+                        ))
+                    }
                 }
             }
         }
@@ -151,7 +162,14 @@ impl fmt::Display for SoakReport {
         writeln!(f, "  jobs:                     {}", self.jobs.len())?;
         let kinds: Vec<String> = self.faults_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         writeln!(f, "  faults injected:          {}", kinds.join(", "))?;
-        writeln!(f, "  tasks dropped (seen):     {}", self.dropped_seen)?;
+        let relaunched: u64 = self.jobs.iter().map(|j| j.dropped_relaunched).sum();
+        let requeued: u64 = self.jobs.iter().map(|j| j.requeued).sum();
+        writeln!(
+            f,
+            "  tasks dropped:            {relaunched} relaunched by the batch framework, {} seen TASK_DROPPED at the masters",
+            self.dropped_seen
+        )?;
+        writeln!(f, "  tasks lost and requeued:  {requeued}")?;
         writeln!(
             f,
             "  leader kill -> next task: p50 {}, p99 {} (n = {})",
@@ -201,6 +219,8 @@ mod tests {
                 count: 3,
                 state: "succeeded".into(),
                 failures: Vec::new(),
+                dropped_relaunched: 0,
+                requeued: 0,
             }],
             tasks_run: 0,
             ran_twice: Vec::new(),
@@ -261,7 +281,10 @@ mod tests {
         r.left_by_mezzo = vec!["cgroup x".into()];
         let jobs = [("wave-0".to_owned(), 3)];
         r.tally(&jobs, &runs(&[&[1, 2], &[3]]), &healthy(&[3, 1]));
-        assert_eq!(r.ran_twice, vec!["wave-0[0] ran 2 times".to_owned()]);
+        assert_eq!(
+            r.ran_twice,
+            vec!["wave-0[0] ran 2 times, starts 0.0 s apart".to_owned()]
+        );
         assert_eq!(r.lost, vec!["wave-0[2]".to_owned()]);
         let f = r.failures();
         assert_eq!(f.len(), 5, "{f:?}");
