@@ -52,7 +52,7 @@ impl Batch {
     /// Starts it again (after [`Daemon::kill`]) with its state dir; its
     /// address changes (port 0).
     pub async fn restart(&mut self) -> Result<()> {
-        self.daemon = self.daemon.respawn(self.dir.join("batch.restart.log")).await?;
+        self.daemon = self.daemon.respawn(crate::restart_log(&self.dir, "batch")).await?;
         self.wait_ready().await
     }
 
@@ -138,14 +138,21 @@ impl Batch {
         }
     }
 
-    /// Both logs of the framework (before and after a restart).
+    /// Every log of the framework (the first run's, then each restart's).
     pub fn logs(&self) -> String {
-        ["batch.log", "batch.restart.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
+        logs_in(&self.dir)
     }
+}
+
+/// Every log of the batch framework started in `dir` (the first run's,
+/// then each restart's).
+pub fn logs_in(dir: &Path) -> String {
+    let restarts = (1..).map(|k| dir.join(format!("batch.restart-{k}.log")));
+    std::iter::once(dir.join("batch.log"))
+        .chain(restarts.take_while(|p| p.exists()))
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n--- restart ---\n")
 }
 
 fn rand_suffix() -> u64 {

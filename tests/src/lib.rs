@@ -101,6 +101,15 @@ pub fn mezzo_bin() -> PathBuf {
     bin
 }
 
+/// A log file in `dir` for a restart of `name` not used yet:
+/// `NAME.restart-K.log`, so that every restart keeps its own.
+pub fn restart_log(dir: &Path, name: &str) -> PathBuf {
+    (1..)
+        .map(|k| dir.join(format!("{name}.restart-{k}.log")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(format!("{name}.restart.log")))
+}
+
 /// One running daemon.
 #[derive(Debug)]
 pub struct Daemon {

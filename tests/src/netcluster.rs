@@ -12,7 +12,7 @@
 //! Declare the `Net` before the `NetCluster`: Rust drops the cluster first
 //! (its daemons, orphaned tasks and cgroups), then the namespaces.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -182,24 +182,16 @@ impl NetCluster {
     /// Restarts master `i` (after [`Daemon::kill`]) in its namespace, with
     /// its work dir.
     pub async fn restart_master(&mut self, i: usize) -> Result<()> {
-        let log = self.restart_log(&format!("master{i}"));
+        let log = crate::restart_log(self.dir.path(), &format!("master{i}"));
         self.masters[i] = self.masters[i].respawn(log).await?;
         Ok(())
     }
 
     /// Restarts agent `i` (after [`Daemon::kill`]) with its work dir.
     pub async fn restart_agent(&mut self, i: usize) -> Result<()> {
-        let log = self.restart_log(&format!("agent{i}"));
+        let log = crate::restart_log(self.dir.path(), &format!("agent{i}"));
         self.agents[i] = self.agents[i].respawn(log).await?;
         Ok(())
-    }
-
-    /// A log file name not used yet: `NAME.restart-K.log`.
-    fn restart_log(&self, name: &str) -> PathBuf {
-        (1..)
-            .map(|k| self.dir.path().join(format!("{name}.restart-{k}.log")))
-            .find(|p| !p.exists())
-            .unwrap_or_else(|| self.dir.path().join(format!("{name}.restart.log")))
     }
 
     /// The administrator's HTTP client of the masters (no redirects).

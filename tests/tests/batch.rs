@@ -151,11 +151,7 @@ async fn restarting_the_framework_mid_job_reruns_nothing() -> Result<()> {
 }
 
 fn batch_logs(c: &Cluster) -> String {
-    ["batch.log", "batch.restart.log"]
-        .iter()
-        .map(|f| std::fs::read_to_string(c.dir.path().join(f)).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n--- restart ---\n")
+    mezzo_tests::batch::logs_in(c.dir.path())
 }
 
 /// Bad input: each refused with a clear error naming the field, line or

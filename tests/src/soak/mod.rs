@@ -187,13 +187,16 @@ async fn observe(world: &mut World, spec: &SoakSpec, schedule: Vec<Planned>) -> 
 }
 
 /// Copies the files of `dirs` (not their subdirectories: logs, records,
-/// job files) into `to`; how many.
+/// job files; no keys or certificates) into `to`; how many.
 fn keep_files(dirs: &[&Path], to: &Path) -> Result<usize> {
     std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
     let mut n = 0;
     for dir in dirs {
         for e in std::fs::read_dir(dir)?.flatten() {
-            if e.path().is_file() {
+            let secret = ["key", "crt", "pem", "toml"]
+                .iter()
+                .any(|x| e.path().extension().is_some_and(|ext| ext == *x));
+            if e.path().is_file() && !secret {
                 std::fs::copy(e.path(), to.join(e.file_name()))?;
                 n += 1;
             }

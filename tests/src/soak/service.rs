@@ -73,11 +73,7 @@ impl Service {
 
     /// Starts it again after [`Daemon::kill`] (a new port).
     pub async fn restart(&mut self) -> Result<()> {
-        let log = (1..)
-            .map(|k| self.dir.join(format!("service.restart-{k}.log")))
-            .find(|p| !p.exists())
-            .unwrap_or_else(|| self.dir.join("service.restart.log"));
-        self.daemon = self.daemon.respawn(log).await?;
+        self.daemon = self.daemon.respawn(crate::restart_log(&self.dir, "service")).await?;
         self.wait_ready().await
     }
 
