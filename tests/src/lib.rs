@@ -27,16 +27,70 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod batch;
 pub mod browser;
+pub mod netcluster;
 pub mod netns;
+pub mod soak;
 
-/// Path of the `mezzo` binary: `$MEZZO_BIN`, else next to the test
-/// executable's `deps/` folder (where `cargo build` puts it).
+/// Where a framework daemon finds its cluster: the environment of the
+/// cluster's processes (its `MEZZO_HOME`), the masters, a dir for files.
+pub trait Site {
+    fn env(&self) -> Vec<(String, String)>;
+    fn masters(&self) -> Vec<String>;
+    fn dir(&self) -> &Path;
+}
+
+impl Site for Cluster {
+    fn env(&self) -> Vec<(String, String)> {
+        Cluster::env(self)
+    }
+    fn masters(&self) -> Vec<String> {
+        Cluster::masters(self)
+    }
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Waits (10 s at most) until the masters at `addrs` have applied the same
+/// Raft index, then returns their `/raft/registry`, read with `get`.
+pub async fn registries(addrs: &[String], get: impl AsyncFn(&str, &str) -> Result<Value>) -> Result<Vec<Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut applied = std::collections::HashSet::new();
+        for a in addrs {
+            applied.insert(get(a, "/raft").await.ok().and_then(|r| r["applied"].as_u64()));
+        }
+        if applied.len() == 1 && !applied.contains(&None) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "masters did not converge: {applied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(get(a, "/raft/registry").await?);
+    }
+    Ok(out)
+}
+
+/// Path of the `mezzo` binary: `$MEZZO_BIN`, else beside the running
+/// executable (a driver such as `target/release/soak`), else next to the
+/// test executable's `deps/` folder (where `cargo build` puts it).
 pub fn mezzo_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MEZZO_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
+    if let Some(beside) = exe.parent().map(|d| d.join("mezzo"))
+        && beside.is_file()
+    {
+        return beside;
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("mezzo");
     assert!(
@@ -47,6 +101,15 @@ pub fn mezzo_bin() -> PathBuf {
     bin
 }
 
+/// A log file in `dir` for a restart of `name` not used yet:
+/// `NAME.restart-K.log`, so that every restart keeps its own.
+pub fn restart_log(dir: &Path, name: &str) -> PathBuf {
+    (1..)
+        .map(|k| dir.join(format!("{name}.restart-{k}.log")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(format!("{name}.restart.log")))
+}
+
 /// One running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -55,6 +118,8 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// Environment variables it was started with (kept for restarts).
     pub env: Vec<(String, String)>,
+    /// The command prefix it was started through (kept for restarts).
+    prefix: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -121,9 +186,16 @@ impl Daemon {
             addr,
             args: args.to_vec(),
             env: env.to_vec(),
+            prefix: prefix.to_vec(),
             child: Some(child),
             log,
         })
+    }
+
+    /// Starts the same daemon again (same prefix, environment and
+    /// arguments), logging to `log`: a restart after [`Daemon::kill`].
+    pub async fn respawn(&self, log: PathBuf) -> Result<Daemon> {
+        Daemon::spawn_full(&self.prefix, &self.env, &self.name, &self.args, log).await
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -408,6 +480,18 @@ impl Cluster {
         let d = Daemon::spawn_env(&old.env.clone(), &old.name, &old.args.clone(), log).await?;
         self.masters[i] = d;
         Ok(())
+    }
+
+    /// The registries (`/raft/registry`) of the live masters, once they
+    /// have applied the same index: equal on every master if Raft holds.
+    pub async fn registries(&self) -> Result<Vec<Value>> {
+        let live: Vec<String> = self
+            .masters
+            .iter()
+            .filter(|m| m.pid().is_some())
+            .map(|m| m.addr.clone())
+            .collect();
+        registries(&live, async |addr: &str, path: &str| self.get(addr, path).await).await
     }
 
     /// Restarts agent `i` (after [`Daemon::kill`]) with its work dir.
@@ -716,17 +800,24 @@ pub fn remove_cgroups(parent: &str) {
     }
 }
 
+/// What a dropped cluster does: SIGKILLs its daemons, then the task
+/// processes still working under `dir`, then removes the agents' cgroups.
+pub fn kill_cluster<'a>(daemons: impl Iterator<Item = &'a Daemon>, dir: &Path, cgroup_parents: &[String]) {
+    for d in daemons {
+        if let Some(pid) = d.pid() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    kill_processes_under(dir);
+    for parent in cgroup_parents {
+        remove_cgroups(parent);
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for d in self.agents.iter_mut().chain(self.masters.iter_mut()) {
-            if let Some(pid) = d.pid() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        kill_processes_under(self.dir.path());
-        for i in 0..self.agents.len() {
-            remove_cgroups(&self.cgroup_parent(i));
-        }
+        let parents: Vec<String> = (0..self.agents.len()).map(|i| self.cgroup_parent(i)).collect();
+        kill_cluster(self.agents.iter().chain(&self.masters), self.dir.path(), &parents);
     }
 }
 

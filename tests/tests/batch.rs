@@ -2,143 +2,13 @@
 //! the `mezzo` binary: a DAG with a flaky task, cancellation, a restart of
 //! the framework mid-job, and bad input.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mezzo_batch::client::Client;
 use mezzo_batch::job::JobState;
-use mezzo_tests::{Cluster, ClusterSpec, Daemon, mezzo_bin};
-
-/// A batch framework daemon beside a cluster.
-struct Batch {
-    daemon: Daemon,
-    state_dir: PathBuf,
-}
-
-impl Batch {
-    async fn start(c: &Cluster) -> Result<Batch> {
-        let state_dir = c.dir.path().join("batch-state");
-        let args: Vec<String> = vec![
-            "batch".into(),
-            "--addr".into(),
-            "127.0.0.1:0".into(),
-            "serve".into(),
-            "--masters".into(),
-            c.masters().join(","),
-            "--state-dir".into(),
-            state_dir.display().to_string(),
-        ];
-        let daemon = Daemon::spawn_env(&c.env(), "batch", &args, c.dir.path().join("batch.log")).await?;
-        let b = Batch { daemon, state_dir };
-        b.wait_ready().await?;
-        Ok(b)
-    }
-
-    async fn restart(&mut self, c: &Cluster) -> Result<()> {
-        let log = c.dir.path().join("batch.restart.log");
-        let (env, args) = (self.daemon.env.clone(), self.daemon.args.clone());
-        self.daemon = Daemon::spawn_env(&env, "batch", &args, log).await?;
-        self.wait_ready().await
-    }
-
-    /// Waits until the framework has subscribed and loaded its jobs.
-    async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.client().list().await.is_err() || !self.state_dir.join("framework_id").exists() {
-            ensure!(
-                Instant::now() < deadline,
-                "batch framework not ready: {}",
-                self.daemon.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    /// Waits for `name` to succeed, then checks from the tasks' own
-    /// records (`runs-INDEX` files) that each of its `n` tasks ran once.
-    async fn each_ran_once(&self, name: &str, n: usize, dir: &Path) -> Result<()> {
-        self.wait_job(name, "succeeded", |s| s.summary.state == JobState::Succeeded)
-            .await?;
-        for i in 0..n {
-            let runs = lines(&dir.join(format!("runs-{i}")));
-            ensure!(runs == 1, "task {i} ran {runs} times");
-        }
-        let st = self.client().status(name, false).await?;
-        ensure!(st.summary.counts.retried == 0, "{st:?}");
-        Ok(())
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.daemon.addr.clone())
-    }
-
-    fn framework_id(&self) -> Result<String> {
-        Ok(std::fs::read_to_string(self.state_dir.join("framework_id"))?
-            .trim()
-            .to_owned())
-    }
-
-    /// Runs `mezzo batch ARGS` against this daemon (with the cluster's
-    /// environment, as its user would).
-    async fn cli(&self, args: &[&str]) -> Result<Output> {
-        let out = tokio::process::Command::new(mezzo_bin())
-            .envs(self.daemon.env.iter().cloned())
-            .arg("batch")
-            .arg("--addr")
-            .arg(&self.daemon.addr)
-            .args(args)
-            .output()
-            .await?;
-        Ok(out)
-    }
-
-    /// Submits `text` from a file; the command's output.
-    async fn submit(&self, dir: &Path, text: &str, wait: bool) -> Result<Output> {
-        let file = dir.join(format!("job-{}.toml", rand_suffix()));
-        std::fs::write(&file, text)?;
-        let path = file.display().to_string();
-        let mut args = vec!["submit", path.as_str()];
-        if wait {
-            args.extend(["--wait", "--json"]);
-        }
-        tokio::time::timeout(Duration::from_secs(120), self.cli(&args))
-            .await
-            .context("submit did not return in 120 s")?
-    }
-
-    async fn wait_job(
-        &self,
-        name: &str,
-        what: &str,
-        ok: impl Fn(&mezzo_batch::engine::JobStatus) -> bool,
-    ) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.client().status(name, true).await;
-            if let Ok(s) = &s
-                && ok(s)
-            {
-                return Ok(());
-            }
-            ensure!(Instant::now() < deadline, "job {name}: {what}: last {s:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-fn shared_dir() -> Result<tempfile::TempDir> {
-    mezzo_tests::shared_dir("mezzo-batch-test-")
-}
+use mezzo_tests::batch::{Batch, shared_dir};
+use mezzo_tests::{Cluster, ClusterSpec};
 
 fn text(o: &Output) -> String {
     format!(
@@ -147,10 +17,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
 }
 
 /// A DAG of three jobs: `c` needs `a` and `b`; `b` has a task that fails
@@ -277,7 +143,7 @@ async fn restarting_the_framework_mid_job_reruns_nothing() -> Result<()> {
         })
         .await?;
         b.daemon.kill().await;
-        b.restart(&c).await?;
+        b.restart().await?;
         b.each_ran_once("half", 8, shared.path()).await
     }
     .await;
@@ -285,11 +151,7 @@ async fn restarting_the_framework_mid_job_reruns_nothing() -> Result<()> {
 }
 
 fn batch_logs(c: &Cluster) -> String {
-    ["batch.log", "batch.restart.log"]
-        .iter()
-        .map(|f| std::fs::read_to_string(c.dir.path().join(f)).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n--- restart ---\n")
+    mezzo_tests::batch::logs_in(c.dir.path())
 }
 
 /// Bad input: each refused with a clear error naming the field, line or
@@ -483,7 +345,7 @@ async fn a_framework_restarted_during_a_failover_reruns_nothing() -> Result<()> 
         c.masters[leader].kill().await;
         b.daemon.kill().await;
         c.wait_leader().await.context("no new leader")?;
-        b.restart(&c).await?;
+        b.restart().await?;
         c.restart_master(leader).await?;
         b.each_ran_once("long", 2, shared.path()).await
     }

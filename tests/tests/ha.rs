@@ -34,28 +34,6 @@ fn sandboxes(c: &Cluster) -> HashMap<String, usize> {
     n
 }
 
-/// Waits until every live master has applied the same index, then
-/// returns their registries.
-async fn registries(c: &Cluster) -> Result<Vec<serde_json::Value>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut applied = HashSet::new();
-        for m in c.masters.iter().filter(|m| m.pid().is_some()) {
-            applied.insert(c.get(&m.addr, "/raft").await.ok().and_then(|r| r["applied"].as_u64()));
-        }
-        if applied.len() == 1 {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "masters did not converge: {applied:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut out = Vec::new();
-    for m in c.masters.iter().filter(|m| m.pid().is_some()) {
-        out.push(c.get(&m.addr, "/raft/registry").await?);
-    }
-    Ok(out)
-}
-
 /// Three masters, two agents, a framework launching tasks continuously;
 /// the leader is SIGKILLed three times. Every accepted task ends in one
 /// terminal state, none runs twice, and the registries agree.
@@ -152,7 +130,7 @@ async fn killing_the_leader_three_times_loses_no_task() -> Result<()> {
         let runs = sandboxes(&c);
         let dup: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
         ensure!(dup.is_empty(), "tasks launched twice: {dup:?}");
-        let regs = registries(&c).await?;
+        let regs = c.registries().await?;
         ensure!(regs.windows(2).all(|w| w[0] == w[1]), "registries differ: {regs:?}");
         ensure!(
             regs[0]["frameworks"].as_object().is_some_and(|f| f.len() == 1),
@@ -370,7 +348,7 @@ async fn masters_join_leave_and_catch_up_from_snapshots() -> Result<()> {
         args.extend(spec.master_args.iter().cloned());
         let d = mezzo_tests::Daemon::spawn_env(&c.env(), "master3", &args, c.dir.path().join("master3.log")).await?;
         c.masters.push(d);
-        let regs = registries(&c).await?;
+        let regs = c.registries().await?;
         ensure!(regs.windows(2).all(|w| w[0] == w[1]), "registries differ after join");
         ensure!(
             regs[3]["frameworks"].as_object().map(|f| f.len()) == Some(25),
@@ -389,7 +367,7 @@ async fn masters_join_leave_and_catch_up_from_snapshots() -> Result<()> {
         c.masters[lagger].kill().await;
         register_frameworks(&c, "while-down", 25).await?;
         c.restart_master(lagger).await?;
-        let regs = registries(&c).await?;
+        let regs = c.registries().await?;
         ensure!(
             regs.windows(2).all(|w| w[0] == w[1]),
             "registries differ after catch-up"

@@ -11,10 +11,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use mezzo_proto::security::principal::MASTER_DNS_NAME;
-use mezzo_proto::security::{ClientConfig, Transport};
+use mezzo_tests::mezzo_bin;
+use mezzo_tests::netcluster::NetCluster;
 use mezzo_tests::netns::Net;
-use mezzo_tests::{Daemon, mezzo_bin};
 use serde_json::Value;
 
 /// Every wait's bound.
@@ -23,190 +22,18 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// election timeouts of 6 x 50 ms).
 const STEP_DOWN: Duration = Duration::from_secs(2);
 
-/// Masters in namespaces, agents in the root namespace.
-struct Group {
-    masters: Vec<Daemon>,
-    agents: Vec<Daemon>,
-    dir: tempfile::TempDir,
-    /// As `user:admin`; follows no redirect: a follower's `/state` shows
-    /// as 307.
-    http: reqwest::Client,
-    /// curl's TLS arguments: the CA, the admin's certificate and key.
-    curl_tls: Vec<String>,
-    peers: String,
+/// Three masters with the usual agent timeout, in namespaces.
+async fn start(net: &Net) -> Result<NetCluster> {
+    let args = ["--agent-timeout", "3s", "--heartbeat-interval", "500ms"].map(String::from);
+    NetCluster::start(net, 3, &args).await
 }
 
-impl Group {
-    /// Three masters, master `i` in namespace `i` on port 5050.
-    async fn start(net: &Net) -> Result<Group> {
-        mezzo_proto::security::tls::ensure_provider();
-        let addrs: Vec<String> = (0..3).map(|i| format!("{}:5050", net.ip(i))).collect();
-        let mut g = Group {
-            masters: Vec::new(),
-            agents: Vec::new(),
-            dir: tempfile::Builder::new().prefix("mezzo-test-").tempdir()?,
-            http: reqwest::Client::new(),
-            curl_tls: Vec::new(),
-            peers: addrs.join(","),
-        };
-        for (i, addr) in addrs.iter().enumerate() {
-            let work = g.dir.path().join(format!("master{i}"));
-            let args = strings(&[
-                "master",
-                "--listen",
-                addr,
-                "--peers",
-                &g.peers,
-                "--work-dir",
-                &work.display().to_string(),
-                "--raft-tick",
-                "50ms",
-                "--election-ticks",
-                "6",
-                "--agent-timeout",
-                "3s",
-                "--heartbeat-interval",
-                "500ms",
-            ]);
-            let log = g.dir.path().join(format!("master{i}.log"));
-            let d = Daemon::spawn_full(&net.prefix(i), &g.env(), &format!("master{i}"), &args, log).await;
-            g.masters.push(d.with_context(|| g.logs())?);
-            if i == 0 {
-                g.load_credentials()?;
-            }
-        }
-        Ok(g)
-    }
-
-    /// `MEZZO_HOME` of every daemon of the group.
-    fn env(&self) -> Vec<(String, String)> {
-        vec![("MEZZO_HOME".into(), self.dir.path().join("home").display().to_string())]
-    }
-
-    /// Reads the client configuration the first master wrote: the HTTP
-    /// client, and the same credential as files for curl.
-    fn load_credentials(&mut self) -> Result<()> {
-        let path = self.dir.path().join("home/config.toml");
-        let cfg = ClientConfig::load(&path)?;
-        let transport = cfg.transport(&path)?;
-        let Transport::Tls(creds) = &transport else {
-            bail!("the group runs with TLS");
-        };
-        let tls = creds.client_config(MASTER_DNS_NAME)?;
-        self.http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(tls))
-            .build()?;
-        let (cert, key) = cfg
-            .cert
-            .zip(cfg.key)
-            .context("no admin certificate in the client configuration")?;
-        for (flag, name, pem) in [
-            ("--cacert", "ca.crt", &cfg.ca),
-            ("--cert", "admin.crt", &cert),
-            ("--key", "admin.key", &key),
-        ] {
-            let file = self.dir.path().join(name);
-            std::fs::write(&file, pem)?;
-            self.curl_tls.extend([flag.to_owned(), file.display().to_string()]);
-        }
-        Ok(())
-    }
-
-    /// GET `https://<master i>PATH` from inside namespace `ns` as the
-    /// administrator (curl verifies the master by its address, which its
-    /// certificate names).
-    async fn get_in(&self, net: &Net, ns: usize, i: usize, path: &str) -> Result<(u16, String)> {
-        let url = format!("https://{}{path}", self.masters[i].addr);
-        net.http_get(ns, &url, &self.curl_tls).await
-    }
-
-    /// Starts agent `i` in the root namespace, on the bridge's address.
-    async fn add_agent(&mut self, net: &Net) -> Result<()> {
-        let i = self.agents.len();
-        let work = self.dir.path().join(format!("agent{i}"));
-        let args = strings(&[
-            "agent",
-            "--master",
-            &self.peers,
-            "--listen",
-            &format!("{}:0", net.gateway()),
-            "--work-dir",
-            &work.display().to_string(),
-            "--runtime-dir",
-            &work.join("run").display().to_string(),
-            "--resources",
-            "cpus:4;mem:4096;disk:4096;ports:[31000-31099]",
-            "--hostname",
-            &format!("agent{i}"),
-            "--status-retry",
-            "300ms",
-            "--status-retry-max",
-            "2s",
-            // These agents run no task: no cgroups to create or clean up.
-            "--isolation",
-            "none",
-        ]);
-        let log = self.dir.path().join(format!("agent{i}.log"));
-        let d = Daemon::spawn_env(&self.env(), &format!("agent{i}"), &args, log).await;
-        self.agents.push(d.with_context(|| self.logs())?);
-        Ok(())
-    }
-
-    /// GET from the root namespace: status and JSON body (null if none).
-    async fn get(&self, i: usize, path: &str) -> Result<(u16, Value)> {
-        let r = self
-            .http
-            .get(format!("https://{}{path}", self.masters[i].addr))
-            .send()
-            .await?;
-        let code = r.status().as_u16();
-        Ok((code, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// Among `candidates`, the master whose `/raft` says leader and whose
-    /// `/state` answers 200.
-    async fn serving_leader(&self, candidates: &[usize]) -> Option<(usize, Value)> {
-        for &i in candidates {
-            if let Ok((200, raft)) = self.get(i, "/raft").await
-                && raft["role"] == "leader"
-                && matches!(self.get(i, "/state").await, Ok((200, _)))
-            {
-                return Some((i, raft));
-            }
-        }
-        None
-    }
-
-    /// Every daemon's log tail, for a failure message.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for d in self.masters.iter().chain(&self.agents) {
-            let log = d.log();
-            let start = log.len().saturating_sub(6000);
-            let start = (start..log.len())
-                .find(|i| log.is_char_boundary(*i))
-                .unwrap_or(log.len());
-            out += &format!("\n--- {} ({}) log ---\n{}", d.name, d.addr, &log[start..]);
-        }
-        out
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        for d in self.agents.iter_mut().chain(self.masters.iter_mut()) {
-            if let Some(pid) = d.pid() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-fn strings(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| (*s).to_owned()).collect()
+/// Starts an agent that runs no task: no cgroups to create or clean up.
+async fn add_agent(g: &mut NetCluster, net: &Net) -> Result<()> {
+    let none = ["--isolation", "none"].map(String::from);
+    g.add_agent(net, "cpus:4;mem:4096;disk:4096;ports:[31000-31099]", &none)
+        .await?;
+    Ok(())
 }
 
 /// Polls `probe` every 50 ms until it gives `Some`, at most `limit`.
@@ -234,7 +61,7 @@ async fn a_partitioned_leader_steps_down_and_rejoins() -> Result<()> {
     // namespaces are deleted (Net's drop also kills any straggler).
     mezzo_bin();
     let net = Net::new(3)?;
-    let mut g = Group::start(&net).await?;
+    let mut g = start(&net).await?;
     for (i, m) in g.masters.iter().enumerate() {
         println!("master{i}: {} in netns {}", m.addr, net.ns(i));
     }
@@ -242,7 +69,7 @@ async fn a_partitioned_leader_steps_down_and_rejoins() -> Result<()> {
     result.with_context(|| g.logs())
 }
 
-async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
+async fn scenario(net: &Net, g: &mut NetCluster) -> Result<()> {
     let all: &[usize] = &[0, 1, 2];
     let gr = &*g;
     let ((old, old_raft), took) = until("a master leads and serves", LIMIT, || async move {
@@ -250,7 +77,7 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
     })
     .await?;
     println!("leader: master{old} after {took:?}: {old_raft}");
-    g.add_agent(net).await?;
+    add_agent(g, net).await?;
     println!("agent0: {} (root namespace)", g.agents[0].addr);
     let gr = &*g;
     until("agent0 registered", LIMIT, || async move {
@@ -291,7 +118,7 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
 
     // Admission keeps working: an agent started now registers with the new
     // leader.
-    g.add_agent(net).await?;
+    add_agent(g, net).await?;
     println!("agent1: {} (root namespace)", g.agents[1].addr);
     let gr = &*g;
     let new_addr = new_addr.as_str();
@@ -336,7 +163,7 @@ async fn scenario(net: &Net, g: &mut Group) -> Result<()> {
 /// The common registry once every master follows `leader`, has applied
 /// the same index (before and after reading the registries), and the
 /// registries are equal with two agents.
-async fn converged(g: &Group, leader: &str) -> std::result::Result<Value, String> {
+async fn converged(g: &NetCluster, leader: &str) -> std::result::Result<Value, String> {
     let applied = async || {
         let mut seen = Vec::new();
         for i in 0..3 {
