@@ -20,8 +20,6 @@ use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::FrameworkRecord;
-
 /// A record's message is cut to this many bytes: the history keeps what
 /// happened, not every word an executor said.
 pub const MAX_MESSAGE_BYTES: usize = 256;
@@ -80,10 +78,15 @@ impl TaskRecord {
     }
 }
 
-/// A framework that was removed (torn down, or past its failover timeout).
+/// A framework that was removed (torn down, or past its failover timeout):
+/// what operators see of it, not the whole registry record (so this module
+/// stays a leaf the registry uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemovedFramework {
-    pub record: FrameworkRecord,
+    pub id: FrameworkId,
+    pub name: String,
+    pub principal: String,
+    pub roles: Vec<String>,
     /// Unix seconds when its removal was proposed.
     pub removed_at: f64,
 }
@@ -105,7 +108,7 @@ impl History {
     pub(crate) fn record(&mut self, records: &[TaskRecord], known: impl Fn(&FrameworkId) -> bool) {
         for r in records {
             let fid = &r.framework_id;
-            if !known(fid) && !self.removed.iter().any(|f| &f.record.id == fid) {
+            if !known(fid) && !self.removed.iter().any(|f| &f.id == fid) {
                 continue;
             }
             let ring = self.tasks.entry(fid.clone()).or_default();
@@ -118,9 +121,9 @@ impl History {
 
     /// Remembers a removed framework (its finished tasks stay), dropping
     /// the oldest removed ones past the bound.
-    pub(crate) fn framework_removed(&mut self, record: FrameworkRecord, at: f64) {
-        self.removed.retain(|f| f.record.id != record.id);
-        self.removed.push_back(RemovedFramework { record, removed_at: at });
+    pub(crate) fn framework_removed(&mut self, removed: RemovedFramework) {
+        self.removed.retain(|f| f.id != removed.id);
+        self.removed.push_back(removed);
         self.trim_removed();
     }
 
@@ -138,7 +141,7 @@ impl History {
     fn trim_removed(&mut self) {
         while self.removed.len() > self.bounds.frameworks {
             if let Some(old) = self.removed.pop_front() {
-                self.tasks.remove(&old.record.id);
+                self.tasks.remove(&old.id);
             }
         }
     }
@@ -172,7 +175,7 @@ impl History {
         let frameworks: usize = self
             .removed
             .iter()
-            .map(|f| FIXED + f.record.name.len() + f.record.principal.len())
+            .map(|f| FIXED + f.name.len() + f.principal.len())
             .sum();
         tasks + frameworks
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::allocator::{Quota, valid_weight};
 use crate::auth::state::{SecurityOp, SecurityState};
-use crate::history::{History, HistoryBounds, TaskRecord};
+use crate::history::{History, HistoryBounds, RemovedFramework, TaskRecord};
 use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
@@ -205,7 +205,13 @@ impl Registry {
             }
             RegistryOp::RemoveFramework { id, at } => {
                 if let Some(rec) = self.frameworks.remove(id) {
-                    self.history.framework_removed(rec, *at);
+                    self.history.framework_removed(RemovedFramework {
+                        id: rec.id,
+                        name: rec.name,
+                        principal: rec.principal,
+                        roles: rec.roles,
+                        removed_at: *at,
+                    });
                 }
                 self.kv.remove(id);
             }

@@ -2,15 +2,13 @@
 
 use super::*;
 
-fn fw(id: &str) -> FrameworkRecord {
-    FrameworkRecord {
+fn fw(id: &str, at: f64) -> RemovedFramework {
+    RemovedFramework {
         id: FrameworkId::parse(id).unwrap(),
         name: format!("name-{id}"),
-        user: String::new(),
         principal: "user:alice".into(),
         roles: vec!["*".into()],
-        failover_timeout_secs: 0.0,
-        hostname: String::new(),
+        removed_at: at,
     }
 }
 
@@ -65,16 +63,16 @@ fn a_removed_framework_keeps_its_tasks_until_pushed_out() {
         frameworks: 1,
     });
     h.record(&[end("f1", "t1")], |_| true);
-    h.framework_removed(fw("f1"), 5.0);
+    h.framework_removed(fw("f1", 5.0));
     // Ends that arrive after the removal (tasks killed by it) still count.
     h.record(&[end("f1", "t2")], |_| false);
     assert_eq!(ids(&h, "f1"), ["t1", "t2"]);
     assert_eq!(h.removed[0].removed_at, 5.0);
 
     h.record(&[end("f2", "t1")], |_| true);
-    h.framework_removed(fw("f2"), 6.0);
+    h.framework_removed(fw("f2", 6.0));
     assert_eq!(h.removed.len(), 1);
-    assert_eq!(h.removed[0].record.id.as_str(), "f2");
+    assert_eq!(h.removed[0].id.as_str(), "f2");
     assert!(ids(&h, "f1").is_empty(), "f1's tasks go with it");
     assert_eq!(ids(&h, "f2"), ["t1"]);
 }
@@ -84,8 +82,8 @@ fn tighter_bounds_apply_to_what_is_kept() {
     let mut h = History::default();
     let ends: Vec<_> = (0..5).map(|i| end("f1", &format!("t{i}"))).collect();
     h.record(&ends, |_| true);
-    h.framework_removed(fw("f1"), 1.0);
-    h.framework_removed(fw("f2"), 2.0);
+    h.framework_removed(fw("f1", 1.0));
+    h.framework_removed(fw("f2", 2.0));
     h.set_bounds(HistoryBounds {
         tasks_per_framework: 3,
         frameworks: 1,

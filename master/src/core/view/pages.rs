@@ -138,8 +138,8 @@ pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
         .history
         .removed
         .iter()
-        .filter(|f| wanted(&f.record.id))
-        .filter_map(|f| m.registry.history.tasks.get(&f.record.id))
+        .filter(|f| wanted(&f.id))
+        .filter_map(|f| m.registry.history.tasks.get(&f.id))
         .flatten()
         .map(Task::from_record)
         .collect();
@@ -359,15 +359,15 @@ fn removed_frameworks(m: &Master) -> impl Iterator<Item = FrameworkRow> + '_ {
     let history = &m.registry.history;
     history.removed.iter().rev().map(|f| {
         let mut by_state = BTreeMap::new();
-        for t in history.tasks.get(&f.record.id).into_iter().flatten() {
+        for t in history.tasks.get(&f.id).into_iter().flatten() {
             let state = TaskState::from_name(&t.state).map_or(Cow::Owned(t.state.clone()), |s| Cow::Borrowed(s.name()));
             *by_state.entry(state).or_insert(0) += 1;
         }
         FrameworkRow {
-            id: f.record.id.to_string(),
-            name: f.record.name.clone(),
-            principal: f.record.principal.clone(),
-            roles: f.record.roles.clone(),
+            id: f.id.to_string(),
+            name: f.name.clone(),
+            principal: f.principal.clone(),
+            roles: f.roles.clone(),
             connected: false,
             suppressed: false,
             dominant_share: 0.0,
