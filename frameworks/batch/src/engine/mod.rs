@@ -217,7 +217,13 @@ struct State {
     connected: bool,
     /// No launches before this, or before the reconciliation ended.
     hold_until: Option<Instant>,
-    /// The implicit reconciliation ended since the framework started.
+    /// The implicit reconciliation of the current subscription ended.
+    /// Reset on every subscription: a `Reconciled` from a leader that then
+    /// died says nothing of what the next one knows (the soak caught a
+    /// restarted engine that loaded its jobs after a second subscription,
+    /// took the first one's `Reconciled` as enough, and relaunched tasks
+    /// the new leader had not heard of yet because their agent had not
+    /// re-registered).
     reconciled: bool,
     epoch: u64,
     next_seq: u64,
@@ -267,6 +273,7 @@ impl State {
         match event {
             Event::Subscribed { framework_id, .. } => {
                 self.connected = true;
+                self.reconciled = false;
                 if let Err(e) = std::fs::write(&self.id_file, &framework_id) {
                     warn!(error = %e, "cannot save the framework id; a restart would register anew");
                 }
