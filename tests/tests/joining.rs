@@ -26,6 +26,20 @@ async fn mezzo_in(net: &Net, env: &[(String, String)], args: &[&str]) -> Result<
 
 /// An agent on another host joins with a join token it was given (no
 /// credential of the cluster on its machine); a wrong token, or one of
+/// A join token of `kind` (`agent` or `master`), from the token endpoint
+/// at `url`, as the administrator.
+async fn join_token(http: &reqwest::Client, url: &str, kind: &str) -> Result<String> {
+    let r = http
+        .post(url)
+        .json(&json!({ "kind": kind, "ttl_secs": 600 }))
+        .send()
+        .await?;
+    Ok(r.json::<serde_json::Value>().await?["token"]
+        .as_str()
+        .context("token")?
+        .to_owned())
+}
+
 /// another cluster, is refused and nothing joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_on_another_host_joins_with_a_token() -> Result<()> {
@@ -48,15 +62,7 @@ async fn an_agent_on_another_host_joins_with_a_token() -> Result<()> {
         let admin = ClientConfig::load(&path)?.transport(&path)?;
         let http = http_client(&admin, "master.mezzo")?;
         let url = |p: &str| mezzo_proto::security::https::url(&admin, &master.addr, p);
-        let r = http
-            .post(url("/api/v1/tokens"))
-            .json(&json!({ "kind": "agent", "ttl_secs": 600 }))
-            .send()
-            .await?;
-        let token = r.json::<serde_json::Value>().await?["token"]
-            .as_str()
-            .context("token")?
-            .to_owned();
+        let token = join_token(&http, &url("/api/v1/tokens"), "agent").await?;
 
         // The other host has nothing of the cluster's: an empty MEZZO_HOME.
         let agent_home = dir.path().join("agent-home");
@@ -256,15 +262,7 @@ async fn a_master_on_another_host_joins_with_a_token() -> Result<()> {
         let new_addr = format!("{}:{}", net.ip(0), 5050);
         // The token first: once the group counts the new master, nothing
         // commits until it runs.
-        let r = http
-            .post(url("/api/v1/tokens"))
-            .json(&json!({ "kind": "master", "ttl_secs": 600 }))
-            .send()
-            .await?;
-        let token = r.json::<serde_json::Value>().await?["token"]
-            .as_str()
-            .context("token")?
-            .to_owned();
+        let token = join_token(&http, &url("/api/v1/tokens"), "master").await?;
         let r = http
             .post(url("/raft/members"))
             .json(&json!({ "address": new_addr }))

@@ -85,6 +85,39 @@ async fn joined_agent(c: &Cluster, host: &str) -> Result<Joined> {
     Ok(join::join(&c.masters(), &t, host, "127.0.0.1:1").await?)
 }
 
+/// Subscribes framework `name` and runs `task` (id `t1`) until RUNNING.
+async fn run_t1(c: &Cluster, name: &str, task: v1::TaskInfo) -> Result<(mezzo_sdk::Scheduler, fw::Inbox, String)> {
+    let (s, mut ev, fid) = fw::subscribe(c, name, None).await?;
+    let o = ev.offer().await?;
+    s.accept(vec![o.offer_id], vec![task], None).await?;
+    ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
+        .await?;
+    Ok((s, ev, fid))
+}
+
+/// `script` as task `t1`, with a secret-looking PASSWORD in its environment.
+fn with_password(script: &str) -> Result<v1::TaskInfo> {
+    let mut t = fw::shell_task("t1", script);
+    t.command.as_mut().context("cmd")?.environment.push(v1::EnvVar {
+        name: "PASSWORD".into(),
+        value: "hunter2".into(),
+        ..Default::default()
+    });
+    Ok(t)
+}
+
+/// Fails if the framework hears a forged update of `t1` within `wait`.
+async fn no_forged_update(ev: &mut fw::Inbox, wait: Duration) -> Result<()> {
+    let heard = ev
+        .next(wait, |e| match e {
+            Event::Update(st) if st.task_id == "t1" && forged(st) => Some(st.clone()),
+            _ => None,
+        })
+        .await;
+    ensure!(heard.is_err(), "the forged update reached the framework: {heard:?}");
+    Ok(())
+}
+
 /// An update the task's own agent never sends while it runs.
 fn forged(st: &v1::TaskStatus) -> bool {
     !matches!(
@@ -284,12 +317,7 @@ async fn agents_are_bound_to_their_credentials() -> Result<()> {
     let c = Cluster::start(one_agent()).await?;
     let result = async {
         let master = c.master_addr().to_owned();
-        let (s, mut ev, _fid) = fw::subscribe(&c, "victim", None).await?;
-        let o = ev.offer().await?;
-        s.accept(vec![o.offer_id], vec![fw::shell_task("t1", "exec sleep 60")], None)
-            .await?;
-        ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
-            .await?;
+        let (s, mut ev, _fid) = run_t1(&c, "victim", fw::shell_task("t1", "exec sleep 60")).await?;
         let state = c.master_state().await?;
         let agent0 = state["agents"][0]["id"].as_str().context("agent id")?.to_owned();
         let before = registry(&c).await?;
@@ -337,13 +365,7 @@ async fn agents_are_bound_to_their_credentials() -> Result<()> {
         );
         // The task still runs, unaware; the registry's agent is the same.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let lost = ev
-            .next(Duration::from_millis(300), |e| match e {
-                Event::Update(st) if st.task_id == "t1" && forged(st) => Some(st.clone()),
-                _ => None,
-            })
-            .await;
-        ensure!(lost.is_err(), "the framework heard of t1: {lost:?}");
+        no_forged_update(&mut ev, Duration::from_millis(300)).await?;
         let after = registry(&c).await?;
         ensure!(before["agents"] == after["agents"], "agents changed");
         let st = c.master_state().await?;
@@ -363,12 +385,7 @@ async fn an_agent_speaks_only_for_its_own_tasks() -> Result<()> {
     let c = Cluster::start(one_agent()).await?;
     let result = async {
         let master = c.master_addr().to_owned();
-        let (s, mut ev, fid) = fw::subscribe(&c, "victim", None).await?;
-        let o = ev.offer().await?;
-        s.accept(vec![o.offer_id], vec![fw::shell_task("t1", "exec sleep 60")], None)
-            .await?;
-        ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
-            .await?;
+        let (s, mut ev, fid) = run_t1(&c, "victim", fw::shell_task("t1", "exec sleep 60")).await?;
         let other = joined_agent(&c, "rogue").await?;
         let tr = Transport::Tls(other.credentials.clone());
         let ch = grpc::connect(&master, &tr).await.map_err(anyhow::Error::msg)?;
@@ -400,13 +417,7 @@ async fn an_agent_speaks_only_for_its_own_tasks() -> Result<()> {
             message: Some(v1::agent_message::Message::StatusUpdate(lost)),
         })
         .await?;
-        let heard = ev
-            .next(Duration::from_secs(2), |e| match e {
-                Event::Update(st) if st.task_id == "t1" && forged(st) => Some(st.clone()),
-                _ => None,
-            })
-            .await;
-        ensure!(heard.is_err(), "the forged update reached the framework: {heard:?}");
+        no_forged_update(&mut ev, Duration::from_secs(2)).await?;
         let st = c.master_state().await?;
         ensure!(st["tasks"][0]["state"] == "TASK_RUNNING", "{}", st["tasks"]);
         s.kill("t1", None).await?;
@@ -424,18 +435,9 @@ async fn a_framework_belongs_to_its_principal() -> Result<()> {
     let c = Cluster::start(one_agent()).await?;
     let result = async {
         let master = c.master_addr().to_owned();
-        let (s, mut ev, fid) = fw::subscribe(&c, "owner", None).await?;
+        let task = with_password("echo private-output; exec sleep 60")?;
+        let (s, _ev, fid) = run_t1(&c, "owner", task).await?;
         s.kv().put("db", b"s3cret".to_vec()).await?;
-        let o = ev.offer().await?;
-        let mut t = fw::shell_task("t1", "echo private-output; exec sleep 60");
-        t.command.as_mut().context("cmd")?.environment.push(v1::EnvVar {
-            name: "PASSWORD".into(),
-            value: "hunter2".into(),
-            ..Default::default()
-        });
-        s.accept(vec![o.offer_id], vec![t], None).await?;
-        ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
-            .await?;
 
         // Bob may register frameworks and read the cluster, nothing of Alice's.
         let bob_token = token(&c, "bob").await?;
@@ -771,17 +773,7 @@ async fn anonymous_read_is_an_explicit_opt_in_for_reads_only() -> Result<()> {
     let c = Cluster::start(spec).await?;
     let result = async {
         let master = c.master_addr().to_owned();
-        let (s, mut ev, fid) = fw::subscribe(&c, "open", None).await?;
-        let o = ev.offer().await?;
-        let mut t = fw::shell_task("t1", "exec sleep 60");
-        t.command.as_mut().context("cmd")?.environment.push(v1::EnvVar {
-            name: "PASSWORD".into(),
-            value: "hunter2".into(),
-            ..Default::default()
-        });
-        s.accept(vec![o.offer_id], vec![t], None).await?;
-        ev.update("t1", Duration::from_secs(10), |st| st == TaskState::Running)
-            .await?;
+        let (s, _ev, fid) = run_t1(&c, "open", with_password("exec sleep 60")?).await?;
         let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
         let anon = http_client(&Transport::Tls(Credentials::new(&ca)?), MASTER)?;
         let r = anon.get(c.url(&master, "/state")).send().await?;

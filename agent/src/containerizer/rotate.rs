@@ -54,11 +54,27 @@ mod tests {
 
     const MAX: u64 = 1024;
 
-    fn sentinel(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
-        let path = dir.join("host-file");
+    /// A host file (outside the sandbox) with its bytes, and a sandbox.
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        host: std::path::PathBuf,
+        bytes: Vec<u8>,
+        sandbox: std::path::PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host-file");
         let bytes = vec![b'h'; 4096];
-        std::fs::write(&path, &bytes).unwrap();
-        (path, bytes)
+        std::fs::write(&host, &bytes).unwrap();
+        let sandbox = tmp.path().join("sandbox");
+        std::fs::create_dir(&sandbox).unwrap();
+        Setup {
+            _tmp: tmp,
+            host,
+            bytes,
+            sandbox,
+        }
     }
 
     #[test]
@@ -76,10 +92,12 @@ mod tests {
 
     #[test]
     fn a_log_replaced_by_a_link_to_a_host_file_is_not_followed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (host, bytes) = sentinel(tmp.path());
-        let sandbox = tmp.path().join("sandbox");
-        std::fs::create_dir(&sandbox).unwrap();
+        let Setup {
+            _tmp,
+            host,
+            bytes,
+            sandbox,
+        } = setup();
         let log = sandbox.join("stdout");
         std::os::unix::fs::symlink(&host, &log).unwrap();
         let err = rotate(&log, MAX).unwrap_err();
@@ -90,10 +108,12 @@ mod tests {
 
     #[test]
     fn an_old_copy_replaced_by_a_link_is_not_written_through() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (host, bytes) = sentinel(tmp.path());
-        let sandbox = tmp.path().join("sandbox");
-        std::fs::create_dir(&sandbox).unwrap();
+        let Setup {
+            _tmp,
+            host,
+            bytes,
+            sandbox,
+        } = setup();
         let log = sandbox.join("stdout");
         std::fs::write(&log, vec![b'x'; 2048]).unwrap();
         std::os::unix::fs::symlink(&host, sandbox.join("stdout.1")).unwrap();

@@ -39,15 +39,15 @@ impl Owners {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = owners;
     }
 
-    /// Follows an applied op.
+    /// Follows an applied op (only registrations and removals take the lock).
     pub fn apply(&self, op: &RegistryOp) {
-        let mut owners = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let owners = || self.0.write().unwrap_or_else(PoisonError::into_inner);
         match op {
             RegistryOp::RegisterFramework(f) => {
-                owners.insert(f.id.clone(), f.principal.clone());
+                owners().insert(f.id.clone(), f.principal.clone());
             }
             RegistryOp::RemoveFramework { id, .. } => {
-                owners.remove(id);
+                owners().remove(id);
             }
             _ => {}
         }
@@ -76,14 +76,6 @@ impl AuthView {
     /// Whether applying `op` changes the ACL or the revocations.
     pub fn changed_by(op: &RegistryOp) -> bool {
         matches!(op, RegistryOp::Security { .. })
-    }
-
-    /// Whether applying `op` changes a framework's owner.
-    pub fn owners_changed_by(op: &RegistryOp) -> bool {
-        matches!(
-            op,
-            RegistryOp::RegisterFramework(_) | RegistryOp::RemoveFramework { .. }
-        )
     }
 
     /// The owner of a framework, if it is registered.

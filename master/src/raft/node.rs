@@ -414,9 +414,7 @@ impl Node {
                 EntryType::EntryNormal => match serde_json::from_slice::<RegistryOp>(&e.data) {
                     Ok(op) => {
                         self.registry.apply(&op);
-                        if AuthView::owners_changed_by(&op) {
-                            self.owners.apply(&op);
-                        }
+                        self.owners.apply(&op);
                         if AuthView::changed_by(&op) {
                             self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
                         }
