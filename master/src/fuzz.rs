@@ -756,6 +756,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             task: Some(task.clone()),
             framework_id: "f1".into(),
             state: v1::TaskState::TaskRunning as i32,
+            end_unacknowledged: false,
         }],
         tasks_complete: true,
     }));

@@ -161,7 +161,10 @@ impl Daemon {
         let mut child = cmd
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("MEZZO_LOG", "info,mezzo_master=debug,mezzo_agent=debug")
+            .env(
+                "MEZZO_LOG",
+                "info,mezzo_master=debug,mezzo_agent=debug,mezzo_batch=debug,mezzo_sdk=debug",
+            )
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)

@@ -70,6 +70,7 @@ impl Identity {
                         task: Some(t.info),
                         framework_id: t.key.framework_id.to_string(),
                         state: t.state.to_proto() as i32,
+                        end_unacknowledged: t.end_unacknowledged,
                     })
                     .collect(),
                 tasks_complete: complete,

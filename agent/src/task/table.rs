@@ -34,6 +34,9 @@ pub struct TaskView {
     pub sandbox: PathBuf,
     /// Latest measured usage of its container (isolated tasks only).
     pub usage: Option<crate::containerizer::Usage>,
+    /// Ended, and the end is not acknowledged yet: the status manager still
+    /// resends it (false for live tasks and for the completed ring).
+    pub end_unacknowledged: bool,
 }
 
 #[derive(Debug)]
@@ -431,6 +434,8 @@ impl Table {
                 state: e.state,
                 sandbox: e.sandbox.clone(),
                 usage: e.supervisor.as_ref().and_then(|s| s.usage()),
+                // Forgotten only once its end is acknowledged.
+                end_unacknowledged: e.state.is_terminal(),
             })
             .collect()
     }
@@ -534,6 +539,7 @@ impl Table {
                 state: entry.state,
                 sandbox: entry.sandbox.clone(),
                 usage: None,
+                end_unacknowledged: false,
             });
             if self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();

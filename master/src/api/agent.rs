@@ -117,6 +117,7 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                         .map_err(|e| invalid(format!("reported task {}: {e}", info.task_id)))?,
                     info,
                     state,
+                    end_unacknowledged: t.end_unacknowledged,
                 });
             }
             Ok(AgentHello::Reregister {

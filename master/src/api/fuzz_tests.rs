@@ -92,13 +92,14 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
 
 /// A register or reregister, then up to four messages of the stream.
 fn agent_stream() -> impl Strategy<Value = Vec<u8>> {
-    let running = (prop::option::weighted(0.9, task_info()), id(), state()).prop_map(|(task, framework_id, state)| {
-        v1::RunningTask {
+    let running = (prop::option::weighted(0.9, task_info()), id(), state(), any::<bool>()).prop_map(
+        |(task, framework_id, state, end_unacknowledged)| v1::RunningTask {
             task,
             framework_id,
             state,
-        }
-    });
+            end_unacknowledged,
+        },
+    );
     use v1::agent_message::Message as M;
     let first = prop_oneof![
         agent_info().prop_map(|agent| Some(M::Register(v1::Register { agent }))),

@@ -22,6 +22,8 @@ pub struct ReportedTask {
     pub resources: ReservedResources,
     pub info: v1::TaskInfo,
     pub state: TaskState,
+    /// Ended, and the framework has not acknowledged the end yet.
+    pub end_unacknowledged: bool,
 }
 
 /// The first message on an agent's stream, validated by the API layer.
@@ -259,6 +261,7 @@ impl Master {
     /// when the agent's list is `complete` (it never received the task),
     /// else LOST (it may have run before the agent lost its checkpoints).
     fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<ReportedTask>, complete: bool) {
+        tracing::debug!(agent = %agent_id, reported = reported.len(), complete, "agent's tasks");
         let mut seen = HashSet::new();
         let mut unknown_frameworks = HashSet::new();
         for rt in reported {
@@ -281,16 +284,20 @@ impl Master {
                         self.set_task_state(&fid, &tid, rt.state, None);
                     }
                 }
-                None if rt.state.is_terminal() && rt.state != TaskState::Unreachable => {
-                    // Ended before this leader knew it (the agent remembers
-                    // recent ends): remember it as completed, so that
-                    // reconciliation answers with its true end.
+                None if rt.state.is_terminal() && rt.state != TaskState::Unreachable && !rt.end_unacknowledged => {
+                    // Ended and acknowledged before this leader knew it (the
+                    // agent remembers recent ends): remember it as completed,
+                    // so that reconciliation answers with its true end.
                     let role = task_role(&rt, &fw.info.roles);
                     let task = Task::reported(agent_id, rt, role);
                     self.remember_completed(&fid, task);
                     seen.insert((fid, tid));
                 }
                 None => {
+                    // Running, or ended without the framework knowing yet:
+                    // an active task until its end is acknowledged, so the
+                    // implicit reconciliation reports it (a restarted
+                    // framework would otherwise launch it again).
                     let role = task_role(&rt, &fw.info.roles);
                     if !rt.state.is_terminal() {
                         fw.allocated.add(&rt.resources.total());

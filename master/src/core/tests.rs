@@ -461,25 +461,35 @@ fn reregister_with(
     tasks: Vec<(FrameworkId, &str, TaskState)>,
     complete: bool,
 ) {
+    let tasks = tasks
+        .into_iter()
+        .map(|(fid, t, state)| reported(fid, t, state))
+        .collect();
+    reregister_reported(s, conn, id, tasks, complete);
+}
+
+/// A task as an agent reports it (an end as acknowledged).
+fn reported(fid: FrameworkId, t: &str, state: TaskState) -> agent::ReportedTask {
+    agent::ReportedTask {
+        framework_id: fid,
+        task_id: TaskId::parse(t).expect("id"),
+        resources: mezzo_proto::reservation::ReservedResources::parse("cpus:0.5").expect("res"),
+        info: v1::TaskInfo {
+            task_id: t.into(),
+            ..Default::default()
+        },
+        state,
+        end_unacknowledged: false,
+    }
+}
+
+fn reregister_reported(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<agent::ReportedTask>, complete: bool) {
     let info = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),
         resources: mezzo_proto::reservation::ReservedResources::parse("cpus:1;mem:256").expect("res"),
         attributes: vec![],
     };
-    let tasks = tasks
-        .into_iter()
-        .map(|(fid, t, state)| agent::ReportedTask {
-            framework_id: fid,
-            task_id: TaskId::parse(t).expect("id"),
-            resources: mezzo_proto::reservation::ReservedResources::parse("cpus:0.5").expect("res"),
-            info: v1::TaskInfo {
-                task_id: t.into(),
-                ..Default::default()
-            },
-            state,
-        })
-        .collect();
     s.m.agent_attach(
         conn,
         AgentHello::Reregister {

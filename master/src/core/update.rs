@@ -403,6 +403,7 @@ impl Master {
                 })
                 .collect()
         };
+        tracing::debug!(framework = %fid, asked = tasks.len(), answers = statuses.len(), "reconciliation");
         if let Some(conn) = fw.conn {
             for s in statuses {
                 self.emit(Effect::ToFramework(

@@ -37,6 +37,9 @@ pub use view::{JobStatus, JobSummary, TaskView};
 /// is reported first, so none is launched again. Past it (the SDK gave up
 /// asking), launches go ahead.
 const RECONCILE_LIMIT: Duration = Duration::from_secs(120);
+/// Most updates kept while the saved jobs are not loaded yet; past it
+/// they are dropped unacknowledged (their agents resend them).
+const MAX_EARLY_UPDATES: usize = 100_000;
 /// How often progress is saved and timers checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the state of running tasks is asked for explicitly: a launch
@@ -154,6 +157,7 @@ impl Engine {
             jobs: HashMap::new(),
             submitted_at: HashMap::new(),
             held_acks: Vec::new(),
+            early: Vec::new(),
             last: HashMap::new(),
             agents: agents_rx,
             suppressed: false,
@@ -234,6 +238,11 @@ struct State {
     /// Terminal updates recorded but not yet saved: acknowledged after the
     /// next successful save.
     held_acks: Vec<v1::TaskStatus>,
+    /// Updates that came before the saved jobs were loaded (reconciliation
+    /// answers, resent ends): handled after the load, never acknowledged
+    /// before it (an end acknowledged for a job not loaded yet would be
+    /// lost, and its task run again).
+    early: Vec<v1::TaskStatus>,
     /// `job.index` -> where its latest attempt ran.
     last: HashMap<(String, u32), (String, String)>,
     agents: watch::Receiver<Vec<mezzo_sdk::Resources>>,
@@ -332,9 +341,18 @@ impl State {
             self.hold_until = Some(Instant::now() + RECONCILE_LIMIT);
         }
         info!(epoch, jobs = self.jobs.len(), "batch framework state loaded");
+        for status in std::mem::take(&mut self.early) {
+            self.update(status);
+        }
     }
 
     fn update(&mut self, status: v1::TaskStatus) {
+        if !self.loaded {
+            if self.early.len() < MAX_EARLY_UPDATES {
+                self.early.push(status);
+            }
+            return;
+        }
         let Some(state) = task_state(&status) else {
             self.ack_now(status);
             return;
@@ -353,6 +371,7 @@ impl State {
                 .insert((name.clone(), index), (status.task_id.clone(), status.agent_id.clone()));
         }
         let outcome = job.update(index, &status.task_id, state, status.exit_code, &status.message, now);
+        tracing::debug!(task = %status.task_id, state = state.name(), ?outcome, "update");
         if outcome == Outcome::Recorded && state != TaskState::Finished {
             self.revive = true;
         }

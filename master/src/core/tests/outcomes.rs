@@ -174,3 +174,42 @@ fn implicit_reconcile_waits_for_recovering_agents() {
         "{events:?}"
     );
 }
+
+/// Found by the fault soak: a batch framework restarted while its task
+/// ended on an agent that had lost the leader. The agent came back to the
+/// new leader first, with the end not yet acknowledged; the implicit
+/// reconciliation must report that end (it answered nothing, and the
+/// framework launched the finished task again).
+#[test]
+fn implicit_reconcile_reports_ends_not_yet_acknowledged() {
+    let (mut s, f) = Sim::with_task();
+    let a = agent_id(&s);
+    s.m = Master::recover(CoreConfig::default(), s.m.registry().clone(), s.now);
+    s.sent.clear();
+    let mut ended = reported(f.clone(), "t", TaskState::Finished);
+    ended.end_unacknowledged = true;
+    let acked = reported(f.clone(), "older", TaskState::Finished);
+    reregister_reported(&mut s, AGENT_CONN + 1, &a, vec![acked, ended], true);
+    s.resubscribe(FW_CONN + 1, &f);
+    s.m.reconcile(&f, &[]).expect("reconcile");
+    s.run();
+    let answers: Vec<(String, i32)> = s
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            v1::event::Event::Update(u) => u.status.as_ref().map(|st| (st.task_id.clone(), st.state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![("t".to_owned(), v1::TaskState::TaskFinished as i32)]);
+    // Active until the agent's resent end is acknowledged, then completed.
+    let t = TaskId::parse("t").expect("id");
+    assert!(s.m.frameworks[&f].tasks.contains_key(&t));
+    let resent = status("t", TaskState::Finished, 9);
+    s.m.status_update(AGENT_CONN + 1, f.clone(), resent, TaskState::Finished, s.now)
+        .expect("the resent end is taken");
+    s.m.acknowledge(&f, &a, &t, &[9; 16]).expect("ack");
+    s.run();
+    assert!(!s.m.frameworks[&f].tasks.contains_key(&t));
+    assert!(s.m.frameworks[&f].completed_ids.contains(&t));
+}
