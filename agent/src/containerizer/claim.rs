@@ -6,9 +6,11 @@
 //! process, writing `started`; or a restarted agent's recovery, writing
 //! `dropped`, for a container that has not claimed yet. The loser obeys:
 //! an init that finds `dropped` never starts the task, and recovery that
-//! finds `started` knows the task may have run. The content is written to
-//! a file of its own first and then hard-linked into place (`link` fails
-//! if the name exists), so a reader never sees a half-written claim.
+//! finds `started` knows the task may have run. The claim is a symbolic
+//! link whose target is the word: one `symlink` call makes it with its
+//! content at once and fails if the name exists, so there is no
+//! half-written claim and no temporary file (it is on every launch's path).
+//! It is only ever read with `readlink`, never followed.
 
 use std::io;
 use std::path::Path;
@@ -45,11 +47,7 @@ impl Claim {
 /// Takes the claim for `want` unless someone took it first; returns the
 /// claim that holds (`want` if this call won or an equal claim was there).
 pub fn take(run_dir: &Path, want: Claim) -> io::Result<Claim> {
-    let tmp = run_dir.join(format!("{CLAIM_FILE}.{}.{}", want.word(), std::process::id()));
-    std::fs::write(&tmp, want.word())?;
-    let linked = std::fs::hard_link(&tmp, run_dir.join(CLAIM_FILE));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
+    match std::os::unix::fs::symlink(want.word(), run_dir.join(CLAIM_FILE)) {
         Ok(()) => Ok(want),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read(run_dir).ok_or_else(|| {
             io::Error::new(
@@ -63,7 +61,7 @@ pub fn take(run_dir: &Path, want: Claim) -> io::Result<Claim> {
 
 /// The claim in `run_dir`, if one was taken.
 pub fn read(run_dir: &Path) -> Option<Claim> {
-    Claim::parse(&std::fs::read_to_string(run_dir.join(CLAIM_FILE)).ok()?)
+    Claim::parse(std::fs::read_link(run_dir.join(CLAIM_FILE)).ok()?.to_str()?)
 }
 
 #[cfg(test)]
