@@ -57,25 +57,33 @@ impl Site for Cluster {
 /// Raft index, then returns their `/raft/registry`, read with `get`.
 pub async fn registries(addrs: &[String], get: impl AsyncFn(&str, &str) -> Result<Value>) -> Result<Vec<Value>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let applied = async || {
         let mut applied = std::collections::HashSet::new();
         for a in addrs {
             applied.insert(get(a, "/raft").await.ok().and_then(|r| r["applied"].as_u64()));
         }
-        if applied.len() == 1 && !applied.contains(&None) {
-            break;
+        applied
+    };
+    loop {
+        let before = applied().await;
+        if before.len() == 1 && !before.contains(&None) {
+            let mut out = Vec::new();
+            for a in addrs {
+                out.push(get(a, "/raft/registry").await?);
+            }
+            // Applied indexes only grow: unchanged after the reads means
+            // every registry was read at that one index (the leader may
+            // have committed more meanwhile, e.g. a batch of task ends).
+            if applied().await == before {
+                return Ok(out);
+            }
         }
         ensure!(
             tokio::time::Instant::now() < deadline,
-            "masters did not converge: {applied:?}"
+            "masters did not converge: {before:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut out = Vec::new();
-    for a in addrs {
-        out.push(get(a, "/raft/registry").await?);
-    }
-    Ok(out)
 }
 
 /// Path of the `mezzo` binary: `$MEZZO_BIN`, else beside the running
