@@ -119,6 +119,10 @@ pub struct InitSpec {
     /// `cgroup.procs` (or v1 `tasks`) files the init joins before forking
     /// the task, so only the init and the task are in the cgroups.
     pub cgroup_procs: Vec<PathBuf>,
+    /// Capabilities, no new privileges and the seccomp filter of the task
+    /// (`super::harden`).
+    #[serde(default)]
+    pub confinement: super::harden::Confinement,
 }
 
 /// How the task ended, as recorded in `run_dir/exit`:
@@ -716,6 +720,8 @@ struct TaskExec {
     user: Option<(Uid, Gid, Vec<Gid>)>,
     /// Without a pid namespace the task dies with the init instead.
     init_pid: Option<Pid>,
+    /// Applied around the switch of user, just before `execve`.
+    confinement: super::harden::Prepared,
 }
 
 /// The step of [`TaskExec::run`] that failed.
@@ -728,16 +734,18 @@ enum Step {
     Sandbox,
     User,
     Exec,
+    Confine,
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 7] = [
         Step::Signals,
         Step::InitGone,
         Step::Stdio,
         Step::Sandbox,
         Step::User,
         Step::Exec,
+        Step::Confine,
     ];
 }
 
@@ -788,6 +796,10 @@ impl TaskFailure {
                 source,
             },
             Step::Exec => InitError::Task(format!("cannot execute {}: {source}", spec.argv[0])),
+            Step::Confine => InitError::Sys {
+                op: "confining the task (capabilities, no_new_privs, seccomp)",
+                source,
+            },
         }
     }
 }
@@ -854,6 +866,8 @@ impl TaskExec {
             stderr,
             user,
             init_pid: (!spec.namespaces.pid).then_some(init_pid),
+            confinement: super::harden::Prepared::new(&spec.confinement, spec.uid, nix::unistd::geteuid().is_root())
+                .map_err(|e| InitError::Task(e.to_string()))?,
         })
     }
 
@@ -900,6 +914,9 @@ impl TaskExec {
         if let Err(e) = nix::unistd::chdir(self.sandbox.as_c_str()) {
             return fail(Step::Sandbox, e);
         }
+        if let Err(e) = self.confinement.before_user() {
+            return fail(Step::Confine, e);
+        }
         if let Some((uid, gid, groups)) = &self.user {
             let switched = nix::unistd::setgroups(groups)
                 .and_then(|()| nix::unistd::setgid(*gid))
@@ -907,6 +924,9 @@ impl TaskExec {
             if let Err(e) = switched {
                 return fail(Step::User, e);
             }
+        }
+        if let Err(e) = self.confinement.after_user() {
+            return fail(Step::Confine, e);
         }
         // SAFETY: `argv` (non-empty, checked by `prepare`) and `env` are
         // NULL-terminated arrays of pointers to C strings that `self` keeps

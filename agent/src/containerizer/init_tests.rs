@@ -78,6 +78,7 @@ impl Container {
                 net: false,
             },
             cgroup_procs: vec![],
+            confinement: Default::default(),
         };
         Container {
             _dir: dir,
@@ -486,4 +487,75 @@ fn a_planted_link_in_place_of_stdout_is_not_followed() {
     };
     assert!(message.contains("stdout"), "{message}");
     assert_eq!(std::fs::read(&host).expect("host file"), b"host");
+}
+
+/// The confinement lines of the task's own `/proc/self/status`.
+fn confinement_of(c: &mut Container) -> String {
+    let script = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status";
+    c.spec.argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    c.stdout().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Issue 15: a task as any user but root keeps no capability in any set;
+/// root keeps runc's three only; both cannot gain privileges and run under
+/// the seccomp filter.
+#[test]
+fn tasks_keep_only_their_capabilities_no_new_privs_and_a_filter() {
+    if !is_root() {
+        return;
+    }
+    for (uid, permitted, bounding) in [
+        (65534, "0000000000000000", "0000000000000000"),
+        (0, "0000000020000420", "0000000020000420"),
+    ] {
+        let mut c = Container::new(&["/bin/true"]);
+        c.spec.uid = uid;
+        c.spec.gid = uid;
+        assert_eq!(
+            confinement_of(&mut c),
+            format!(
+                "CapInh: 0000000000000000 CapPrm: {permitted} CapEff: {permitted} \
+                 CapBnd: {bounding} CapAmb: 0000000000000000 NoNewPrivs: 1 Seccomp: 2"
+            ),
+            "uid {uid}"
+        );
+    }
+}
+
+/// Issue 15: without the filter (the opt-out) the status says so: the
+/// lines above are the filter's doing, not the kernel's defaults.
+#[test]
+fn an_unconfined_task_has_no_filter() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/true"]);
+    c.spec.confinement.seccomp = false;
+    let status = confinement_of(&mut c);
+    assert!(status.ends_with("Seccomp: 0"), "{status}");
+}
+
+/// Issue 15: a call outside the filter fails with EPERM. Checked on
+/// `unshare` of a user namespace, which needs no capability (so nothing
+/// but the filter stops it), with the unconfined task as the control.
+#[test]
+fn calls_outside_the_filter_fail() {
+    if !is_root() {
+        return;
+    }
+    // `unshare -U` needs no privilege; only the filter stops it.
+    let mut c = Container::new(&["/bin/sh", "-c", "unshare -U true; echo rc=$?"]);
+    c.spec.uid = 65534;
+    c.spec.gid = 65534;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert_eq!(c.stdout(), "rc=1\n", "stderr: {}", c.stderr());
+    assert!(c.stderr().contains("Operation not permitted"), "{}", c.stderr());
+    // Control: unconfined, the same call works.
+    let mut c = Container::new(&["/bin/sh", "-c", "unshare -U true; echo rc=$?"]);
+    c.spec.uid = 65534;
+    c.spec.gid = 65534;
+    c.spec.confinement.seccomp = false;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert_eq!(c.stdout(), "rc=0\n", "stderr: {}", c.stderr());
 }

@@ -325,6 +325,7 @@ fn prepare(
             net: spec.isolated_network,
         },
         cgroup_procs: cgroup.procs_files(),
+        confinement: Default::default(),
     };
     Ok((spec, init, cgroup, name))
 }

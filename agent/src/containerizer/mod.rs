@@ -10,6 +10,7 @@
 
 pub mod claim;
 mod ended;
+pub mod harden;
 pub mod init;
 pub mod launcher;
 pub mod linux;
