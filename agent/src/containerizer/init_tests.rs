@@ -559,3 +559,32 @@ fn calls_outside_the_filter_fail() {
     assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
     assert_eq!(c.stdout(), "rc=0\n", "stderr: {}", c.stderr());
 }
+
+/// Issue 15: a setuid-root binary gives a task as nobody no privilege
+/// (`no_new_privs`). Control: the same file run as nobody outside a task
+/// does run as root, so the file is really setuid.
+#[test]
+fn a_setuid_binary_gains_nothing() {
+    if !is_root() {
+        return;
+    }
+    let mut c = Container::new(&["/bin/sh", "-c", "./id -u"]);
+    let id = c.spec.sandbox.join("id");
+    std::fs::copy("/usr/bin/id", &id).expect("copy id");
+    std::fs::set_permissions(&id, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).expect("setuid");
+    let control = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&id)
+        .arg("-u")
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        String::from_utf8_lossy(&control.stdout),
+        "0\n",
+        "the control must run as root"
+    );
+    c.spec.uid = 65534;
+    c.spec.gid = 65534;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert_eq!(c.stdout(), "65534\n");
+}
