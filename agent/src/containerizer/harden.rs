@@ -30,6 +30,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use seccompiler::{
@@ -73,6 +74,36 @@ pub enum HardenError {
     Filter(#[from] seccompiler::BackendError),
     #[error("compiling the seccomp filter: {0}")]
     Compile(#[from] seccompiler::Error),
+    #[error("{0}")]
+    Cached(String),
+}
+
+/// The default filters, compiled once per process: the launcher compiles
+/// them before it forks any supervisor ([`warm`]), so no launch pays for it.
+static DEFAULT_FILTERS: OnceLock<Result<Vec<BpfProgram>, String>> = OnceLock::new();
+/// `/proc/sys/kernel/cap_last_cap`, read once.
+static LAST_CAP: OnceLock<u32> = OnceLock::new();
+
+/// Builds what every launch needs, ahead of the first.
+pub fn warm() {
+    let _ = cached_filters();
+    let _ = last_cap();
+}
+
+fn cached_filters() -> Result<&'static [BpfProgram], HardenError> {
+    match DEFAULT_FILTERS.get_or_init(|| default_filters().map_err(|e| e.to_string())) {
+        Ok(f) => Ok(f),
+        Err(e) => Err(HardenError::Cached(e.clone())),
+    }
+}
+
+fn last_cap() -> u32 {
+    *LAST_CAP.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 /// A confinement ready to apply in the task process.
@@ -85,7 +116,7 @@ pub struct Prepared {
     /// The allowlist, then the filter that makes `clone3` `ENOSYS` (filters
     /// run newest first, and the first action of the highest precedence
     /// wins, so the second decides `clone3`).
-    filters: Vec<BpfProgram>,
+    filters: &'static [BpfProgram],
 }
 
 impl Prepared {
@@ -94,14 +125,10 @@ impl Prepared {
     /// drop, and its tasks run as itself (the filter still applies).
     pub fn new(c: &Confinement, uid: u32, agent_is_root: bool) -> Result<Prepared, HardenError> {
         let keep = if uid == 0 { c.root_caps } else { 0 };
-        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40);
-        let filters = if c.seccomp { default_filters()? } else { Vec::new() };
+        let filters = if c.seccomp { cached_filters()? } else { &[] };
         Ok(Prepared {
             keep: if agent_is_root { keep } else { u64::MAX },
-            last_cap,
+            last_cap: last_cap(),
             filters,
         })
     }
@@ -145,7 +172,7 @@ impl Prepared {
             capset(self.keep)?;
         }
         nix::sys::prctl::set_no_new_privs()?;
-        for filter in &self.filters {
+        for filter in self.filters {
             if let Err(e) = seccompiler::apply_filter(filter) {
                 let errno = match e {
                     seccompiler::Error::Seccomp(io) | seccompiler::Error::Prctl(io) => {

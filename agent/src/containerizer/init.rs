@@ -235,6 +235,8 @@ fn serve_launcher() -> ! {
         eprintln!("mezzo container launcher: sigaction: {e}");
         std::process::exit(1);
     }
+    // Compiled once here, inherited by every supervisor this process forks.
+    super::harden::warm();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
