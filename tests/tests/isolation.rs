@@ -113,7 +113,8 @@ async fn fork_bomb_is_contained_and_kill_leaves_nothing() -> Result<()> {
 }
 
 /// Inside a task, /proc shows only its own processes, the hostname is its
-/// own, and it runs as nobody.
+/// own, and it runs as nobody, with no capability, `no_new_privs` and the
+/// seccomp filter (issue 15).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
     let c = Cluster::start(spec(&[])).await?;
@@ -123,7 +124,8 @@ async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
         let t = task(
             "peek",
             "cpus:0.1;mem:32",
-            "ls /proc | grep -c '^[0-9]'; hostname; id -u; echo $$",
+            "ls /proc | grep -c '^[0-9]'; hostname; id -u; echo $$; \
+             grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
         )?;
         s.accept(vec![o.offer_id], vec![t], None).await?;
         let st = ev
@@ -140,12 +142,26 @@ async fn task_sees_its_own_pid_namespace_and_hostname() -> Result<()> {
                 .join("stdout"),
         )?;
         let lines: Vec<&str> = out.lines().collect();
-        ensure!(lines.len() == 4, "{out}");
+        ensure!(lines.len() == 8, "{out}");
         let procs: usize = lines[0].trim().parse()?;
         ensure!(procs <= 5, "the task sees {procs} processes");
         ensure!(lines[1] == "peek", "hostname {:?}", lines[1]);
         ensure!(lines[2] == "65534", "uid {:?}", lines[2]);
         ensure!(lines[3].parse::<u32>()? <= 3, "pid of the task's shell: {}", lines[3]);
+        let confinement: Vec<String> = lines[4..]
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        ensure!(
+            confinement
+                == [
+                    "CapEff: 0000000000000000",
+                    "CapBnd: 0000000000000000",
+                    "NoNewPrivs: 1",
+                    "Seccomp: 2"
+                ],
+            "{confinement:?}"
+        );
         Ok(())
     }
     .await;
