@@ -616,3 +616,51 @@ async fn a_dead_launcher_is_replaced() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// Issue 15: a task opens only the devices of the allowlist (the devices
+/// cgroup of the agent's parent), even one its user could open on the
+/// host. Control: the same open as nobody on the host succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_opens_only_allowed_devices() -> Result<()> {
+    let Some(device) = ["/dev/fuse", "/dev/net/tun"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).exists())
+    else {
+        eprintln!("skipped: no world-writable device to try (/dev/fuse, /dev/net/tun)");
+        return Ok(());
+    };
+    let probe =
+        format!("(exec 3<>{device}) 2>/dev/null && echo opened || echo refused; (exec 3<>/dev/null) && echo null");
+    let control = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &probe,
+        ])
+        .output()?;
+    ensure!(
+        String::from_utf8_lossy(&control.stdout) == "opened\nnull\n",
+        "control on the host: {control:?}"
+    );
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "dev", None).await?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![task("dev", "cpus:0.1;mem:32", &probe)?], None)
+            .await?;
+        let st = ev
+            .update("dev", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        let out = std::fs::read_to_string(c.dir.path().join("agent0/sandboxes").join(&fid).join("dev/stdout"))?;
+        ensure!(out == "refused\nnull\n", "{device} inside the task: {out:?}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

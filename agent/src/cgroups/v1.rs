@@ -7,6 +7,8 @@
 //! (over [`Layout::V1`]); what stays by hand says why where it is.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cgroups_rs::CgroupPid;
@@ -33,6 +35,21 @@ const REQUIRED: [(&str, Option<&str>); 5] = [
     ("freezer", None),
 ];
 
+/// The devices a container may open or create (`devices.allow` lines of
+/// the agent's parent in the devices hierarchy; everything else is
+/// denied): null, zero, full, random, urandom, tty, ptmx and the pts.
+/// crun's and runc's default list less `/dev/console`.
+const ALLOWED_DEVICES: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
 /// `memory.limit_in_bytes` reads back as this (page-rounded i64::MAX) when
 /// unlimited; anything that large is no limit.
 const UNLIMITED: u64 = 1 << 62;
@@ -46,6 +63,12 @@ pub struct V1Backend {
     hierarchies: Vec<PathBuf>,
     /// For the limits, written on the launch path.
     writer: Writer,
+    /// The devices hierarchy, if mounted: containers join the agent's
+    /// parent there, which allows only [`ALLOWED_DEVICES`] (one cgroup for
+    /// all, so no per-container mkdir).
+    devices: Option<PathBuf>,
+    /// The parent's device list was checked (and written if it differed).
+    devices_ready: Arc<AtomicBool>,
 }
 
 impl V1Backend {
@@ -70,11 +93,14 @@ impl V1Backend {
     /// A backend over `root/<controller>` without checking them.
     pub fn at(root: &Path) -> Self {
         let mounts = Mounts::under(root);
+        let devices = root.join("devices");
         V1Backend {
             layout: Layout::V1(mounts.clone()),
             hierarchies: mounts.unique(),
             writer: Writer::for_mount(&mounts.cpu),
             mounts,
+            devices: devices.join("devices.allow").is_file().then_some(devices),
+            devices_ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -88,6 +114,11 @@ impl V1Backend {
             pids: at(&self.mounts.pids)?,
             freezer: at(&self.mounts.freezer)?,
             dirs,
+            devices: self
+                .devices
+                .as_ref()
+                .map(|d| cgroup_path(d, parent, None).map(|p| p.join("cgroup.procs")))
+                .transpose()?,
             handle: self.layout.load(&format!("{parent}/{name}")),
             writer: self.writer,
         })
@@ -101,8 +132,42 @@ impl V1Backend {
         for h in &self.hierarchies {
             mkdir_all(h, &cgroup_path(h, parent, None)?, |_| Ok(()))?;
         }
+        if let Some(devices) = &self.devices
+            && !self.devices_ready.load(Ordering::Acquire)
+        {
+            let dir = cgroup_path(devices, parent, None)?;
+            mkdir_all(devices, &dir, |_| Ok(()))?;
+            restrict_devices(&dir)?;
+            self.devices_ready.store(true, Ordering::Release);
+        }
         Ok(())
     }
+}
+
+/// Makes `dir`'s device list exactly [`ALLOWED_DEVICES`], unless it is
+/// already (a restarted agent: containers of the previous one are in it,
+/// and a rewrite would deny them every device for a moment). By hand:
+/// cgroups-rs's devices controller only adds and removes single rules.
+fn restrict_devices(dir: &Path) -> Result<(), CgroupError> {
+    let mut current: Vec<String> = read_file(&dir.join("devices.list"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    current.sort();
+    let mut wanted: Vec<String> = ALLOWED_DEVICES.iter().map(|s| (*s).to_owned()).collect();
+    wanted.sort();
+    if current == wanted {
+        return Ok(());
+    }
+    let write = |file: &str, rule: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, rule).map_err(CgroupError::io("write", &path))
+    };
+    write("devices.deny", "a")?;
+    for rule in ALLOWED_DEVICES {
+        write("devices.allow", rule)?;
+    }
+    Ok(())
 }
 
 impl CgroupBackend for V1Backend {
@@ -152,9 +217,11 @@ impl CgroupBackend for V1Backend {
 
     /// By hand: see [`rmdir_retry`].
     fn remove_parent(&self, parent: &str) -> Result<(), CgroupError> {
-        for h in &self.hierarchies {
+        for h in self.hierarchies.iter().chain(&self.devices) {
             rmdir_retry(&cgroup_path(h, parent, None)?)?;
         }
+        // A parent made again starts with every device allowed.
+        self.devices_ready.store(false, Ordering::Release);
         Ok(())
     }
 }
@@ -170,6 +237,8 @@ struct V1Cgroup {
     freezer: PathBuf,
     /// One per distinct hierarchy.
     dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of the agent's parent in the devices hierarchy.
+    devices: Option<PathBuf>,
     writer: Writer,
 }
 
@@ -250,7 +319,8 @@ impl Freezer for V1Freezer<'_> {
 
 impl Cgroup for V1Cgroup {
     fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+        let dirs = self.dirs.iter().map(|d| d.join("cgroup.procs"));
+        dirs.chain(self.devices.clone()).collect()
     }
 
     /// Joins every hierarchy (co-mounted ones twice, which is harmless).
@@ -259,6 +329,10 @@ impl Cgroup for V1Cgroup {
         for sub in self.handle.subsystems() {
             let c = sub.to_controller();
             Writer::CHECKED.set(c.path(), "cgroup.procs", &pid, || c.add_task_by_tgid(&tgid))?;
+        }
+        // By hand: the devices parent is not one of the handle's subsystems.
+        if let Some(procs) = &self.devices {
+            std::fs::write(procs, pid.to_string()).map_err(CgroupError::io("write", procs))?;
         }
         Ok(())
     }
