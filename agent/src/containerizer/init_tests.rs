@@ -588,3 +588,24 @@ fn a_setuid_binary_gains_nothing() {
     assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
     assert_eq!(c.stdout(), "65534\n");
 }
+
+/// Issue 15: what ordinary programs do still works under the filter:
+/// threads (glibc tries `clone3` first and falls back on `ENOSYS`),
+/// subprocesses, sockets, background jobs, name lookups, archives.
+#[test]
+fn ordinary_programs_work_under_the_filter() {
+    if !is_root() || !Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    let script = "python3 -c 'import threading, subprocess, socket, os; t=threading.Thread(target=print, args=(\"thread\",)); t.start(); t.join(); print(subprocess.run([\"true\"]).returncode); s=socket.socket(); s.bind((\"127.0.0.1\",0)); print(\"sock\"); print(os.cpu_count()>0)'; sh -c 'sleep 0.01 & wait; echo bg'; ls / >/dev/null && echo ls; getent passwd root >/dev/null && echo getent; date +%s >/dev/null && echo date; tar cf - /etc/hostname 2>/dev/null | tar tf - >/dev/null && echo tar";
+    let mut c = Container::new(&["/bin/sh", "-c", script]);
+    c.spec.uid = 65534;
+    c.spec.gid = 65534;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert_eq!(
+        c.stdout(),
+        "thread\n0\nsock\nTrue\nbg\nls\ngetent\ndate\ntar\n",
+        "stderr: {}",
+        c.stderr()
+    );
+}
