@@ -462,16 +462,9 @@ impl Cluster {
         self.runtime.path().join(format!("agent{i}"))
     }
 
-    /// The parent cgroup of agent `i`'s containers: unique to this cluster,
-    /// so that dropping it removes exactly what it created.
+    /// The parent cgroup of agent `i`'s containers ([`cgroup_parent`]).
     pub fn cgroup_parent(&self, i: usize) -> String {
-        let tag = self
-            .dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("mezzo-{tag}-agent{i}")
+        cgroup_parent(self.dir.path(), i)
     }
 
     /// Every master's address.
@@ -809,6 +802,17 @@ pub fn remove_cgroups(parent: &str) {
             }
         }
     }
+}
+
+/// The parent cgroup of agent `i`'s containers in the cluster whose work
+/// dir is `dir`: unique to that cluster, so that dropping it removes
+/// exactly what it created.
+pub fn cgroup_parent(dir: &Path, i: usize) -> String {
+    let tag = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("mezzo-{tag}-agent{i}")
 }
 
 /// What a dropped cluster does: SIGKILLs its daemons, then the task

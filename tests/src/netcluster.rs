@@ -167,16 +167,9 @@ impl NetCluster {
         Ok(i)
     }
 
-    /// The parent cgroup of agent `i`'s containers: unique to this cluster,
-    /// so that dropping it removes exactly what it created.
+    /// The parent cgroup of agent `i`'s containers ([`crate::cgroup_parent`]).
     pub fn cgroup_parent(&self, i: usize) -> String {
-        let tag = self
-            .dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("mezzo-{tag}-agent{i}")
+        crate::cgroup_parent(self.dir.path(), i)
     }
 
     /// Restarts master `i` (after [`Daemon::kill`]) in its namespace, with
