@@ -110,7 +110,9 @@ fn last_cap() -> u32 {
 #[derive(Debug)]
 pub struct Prepared {
     /// Capabilities kept: the permitted, effective and bounding sets.
-    keep: u64,
+    /// `None`: left as they are (an agent that is not root has none to
+    /// drop, and no right to change the bounding set).
+    keep: Option<u64>,
     /// Highest capability number the kernel knows.
     last_cap: u32,
     /// The allowlist, then the filter that makes `clone3` `ENOSYS` (filters
@@ -127,7 +129,7 @@ impl Prepared {
         let keep = if uid == 0 { c.root_caps } else { 0 };
         let filters = if c.seccomp { cached_filters()? } else { &[] };
         Ok(Prepared {
-            keep: if agent_is_root { keep } else { u64::MAX },
+            keep: agent_is_root.then_some(keep),
             last_cap: last_cap(),
             filters,
         })
@@ -136,11 +138,9 @@ impl Prepared {
     /// Before `setuid` (dropping from the bounding set needs
     /// `CAP_SETPCAP`): empties the bounding set but for the kept ones.
     pub fn before_user(&self) -> Result<(), Errno> {
-        if self.keep == u64::MAX {
-            return Ok(());
-        }
+        let Some(keep) = self.keep else { return Ok(()) };
         for cap in 0..=self.last_cap {
-            if self.keep & (1 << cap) == 0 {
+            if keep & (1 << cap) == 0 {
                 // SAFETY: prctl with integer arguments only.
                 let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
                 if rc != 0 {
@@ -155,7 +155,7 @@ impl Prepared {
     /// inheritable sets cleared, permitted and effective cut to the kept
     /// set, no new privileges, then the filters.
     pub fn after_user(&self) -> Result<(), Errno> {
-        if self.keep != u64::MAX {
+        if let Some(keep) = self.keep {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe {
                 libc::prctl(
@@ -169,7 +169,7 @@ impl Prepared {
             if rc != 0 {
                 return Err(Errno::last());
             }
-            capset(self.keep)?;
+            capset(keep)?;
         }
         nix::sys::prctl::set_no_new_privs()?;
         for filter in self.filters {
@@ -623,8 +623,9 @@ mod tests {
     fn root_keeps_runc_s_set_and_others_nothing() {
         let c = Confinement::default();
         assert_eq!(ROOT_CAPS, 0x2000_0420);
-        assert_eq!(Prepared::new(&c, 0, true).expect("root").keep, ROOT_CAPS);
-        assert_eq!(Prepared::new(&c, 65534, true).expect("nobody").keep, 0);
+        assert_eq!(Prepared::new(&c, 0, true).expect("root").keep, Some(ROOT_CAPS));
+        assert_eq!(Prepared::new(&c, 65534, true).expect("nobody").keep, Some(0));
+        assert_eq!(Prepared::new(&c, 0, false).expect("unprivileged agent").keep, None);
         let unconfined = Confinement { seccomp: false, ..c };
         assert!(Prepared::new(&unconfined, 65534, true).expect("p").filters.is_empty());
     }
