@@ -57,6 +57,9 @@ pub struct LinuxConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     cgroup: String,
+    /// 0 on disk (written before the fork; recovery reads the supervisor's
+    /// own `supervisor.pid`); set in memory once the fork returned. Older
+    /// agents recorded it after the fork.
     supervisor_pid: u32,
     sandbox: PathBuf,
     disk_limit_mib: u64,
@@ -105,9 +108,12 @@ impl LinuxContainerizer {
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
         let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
             let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
-            // Recorded before the fork too (the supervisor's pid then comes
-            // from its own `supervisor.pid`): a restart right after the fork
-            // still finds the container of a task that may have started.
+            // Recorded once, before the fork: a restart right after it still
+            // finds the container of a task that may have started. The
+            // supervisor's pid is not in it; recovery reads the
+            // `supervisor.pid` the supervisor writes before it forks the
+            // init (which takes the launch claim), so a task that may have
+            // started always has its supervisor's pid on disk.
             let mut record = Record {
                 cgroup: name,
                 supervisor_pid: 0,
@@ -124,7 +130,6 @@ impl LinuxContainerizer {
                     return Err(e);
                 }
             };
-            write_record(&spec, &record);
             Ok((spec, record, cgroup))
         })
         .await
@@ -161,7 +166,7 @@ impl LinuxContainerizer {
             return Ok(ended_or_gone(id, exit));
         };
         if record.supervisor_pid == 0 {
-            // Recorded before the fork only: the supervisor says who it is.
+            // Recorded before the fork: the supervisor says who it is.
             record.supervisor_pid = super::init::read_pid(&run_dir, super::init::SUPERVISOR_PID_FILE).unwrap_or(0);
         }
         let cgroup = self
