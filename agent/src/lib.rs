@@ -280,7 +280,7 @@ async fn recover_tasks(
         tracing::info!(tasks = recovered.len(), "recovered pending status updates");
     }
 
-    let containerizer = containerizer(config, &host.work_dir)?;
+    let containerizer = containerizer(config, host)?;
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
@@ -360,9 +360,22 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), AgentError> {
         .map_err(AgentError::io("create runtime dir", dir))
 }
 
+/// Tasks see neither this agent's work dir (other tasks' sandboxes) nor
+/// its runtime dir (checkpoints); they mount their root on `runtime/root`.
+fn task_view(host: &Host) -> Result<containerizer::rootfs::View, AgentError> {
+    let mountpoint = host.runtime_dir.join("root");
+    create_private_dir(&mountpoint)?;
+    let hide = [&host.work_dir, &host.runtime_dir]
+        .into_iter()
+        .map(|dir| std::fs::canonicalize(dir).map_err(AgentError::io("resolve", dir)))
+        .collect::<Result<_, _>>()?;
+    Ok(containerizer::rootfs::View { mountpoint, hide })
+}
+
 /// The containerizer the configuration asks for; refuses to start an
 /// isolating agent that cannot isolate.
-fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc<dyn Containerizer>, AgentError> {
+fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containerizer>, AgentError> {
+    let work_dir = host.work_dir.as_path();
     match &config.isolation {
         Isolation::None => Ok(Arc::new(PosixContainerizer::new())),
         Isolation::Linux(iso) => {
@@ -390,6 +403,7 @@ fn containerizer(config: &AgentConfig, work_dir: &std::path::Path) -> Result<Arc
                 pids_max: iso.pids_max,
                 disk_check_interval: iso.disk_check_interval,
                 log_max_bytes: iso.log_max_bytes,
+                view: Some(task_view(host)?),
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

@@ -664,3 +664,124 @@ async fn a_task_opens_only_allowed_devices() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// The escape attempts of a probe task, one line each: `name: ok` or
+/// `name: <error>` (the shell's message, or the errno's name for a system
+/// call made through python's ctypes).
+const ESCAPES: &str = r#"try() { if out=$(sh -c "$2" 2>&1); then echo "$1: ok"; else echo "$1: ${out##*: }"; fi; }
+try etc ': > /etc/mezzo-NONCE'
+try tmp ': > /tmp/mezzo-NONCE'
+try shm ': > /dev/shm/mezzo-NONCE'
+try kmsg ': < /dev/kmsg'
+try kvm ': < /dev/kvm'
+try sys ': > /sys/kernel/mm/ksm/run'
+try procsys ': > /proc/sys/kernel/hostname'
+try neighbour 'cat NEIGHBOUR'
+echo "keys: $(wc -c < /proc/keys)"
+echo "timer_list: $(cat /proc/timer_list 2>/dev/null | wc -c)"
+python3 - <<'PY'
+import ctypes, errno, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    rc = libc.syscall(*[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    print(f"{name}: {'ok' if rc >= 0 else errno.errorcode[ctypes.get_errno()]}")
+call("mount", 165, b"none", b"/mnt", b"tmpfs", 0, None)
+call("init_module", 175, None, 0, b"")
+call("finit_module", 313, 0, b"", 0)
+call("ptrace_outside", 101, 16, OUTSIDE, 0, 0)
+child = os.fork()
+if child == 0:
+    time.sleep(10)
+    os._exit(0)
+call("ptrace_child", 101, 16, child, 0, 0)
+os.kill(child, 9)
+PY
+"#;
+
+/// Issue 15: from inside a task, as the default user and as root, each way
+/// out fails and is checked: the host's `/etc` is read-only and its `/tmp`
+/// and `/dev/shm` private; no `/dev/kmsg` or `/dev/kvm`; `/sys` and
+/// `/proc/sys` read-only; kernel-internal files masked; no `mount`, no
+/// module loading (this kernel has no modules at all, so EPERM is the
+/// filter's answer, where the kernel alone would say ENOSYS); no `ptrace`
+/// of a process outside; no view of another task's sandbox. Controls: the
+/// host has what the task could not reach, the task's own child can be
+/// traced and the neighbour's output read from the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_from_a_task_fail() -> Result<()> {
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::UNIX_EPOCH.elapsed()?.as_nanos()
+    );
+    let c = Cluster::start(spec(&["--allowed-users", "root"])).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "escapes", None).await?;
+        let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("neighbour", "cpus:0.1;mem:32", "echo neighbour-secret; sleep 600")?],
+            None,
+        )
+        .await?;
+        ev.update("neighbour", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
+        let neighbour = sandboxes.join("neighbour/stdout");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&neighbour).is_ok_and(|out| out.contains("neighbour-secret")) {
+            ensure!(Instant::now() < deadline, "the neighbour wrote nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let script = ESCAPES
+            .replace("NONCE", &nonce)
+            .replace("NEIGHBOUR", &neighbour.display().to_string())
+            .replace("OUTSIDE", &std::process::id().to_string());
+        for user in ["nobody", "root"] {
+            let id = format!("probe-{user}");
+            let o = ev.offer().await?;
+            let mut t = task(&id, "cpus:0.1;mem:64", &script)?;
+            t.command.as_mut().context("command")?.user = user.into();
+            s.accept(vec![o.offer_id], vec![t], None).await?;
+            let st = ev.update(&id, Duration::from_secs(20), TaskState::is_terminal).await?;
+            let out = std::fs::read_to_string(sandboxes.join(&id).join("stdout"))?;
+            ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}\n{out}");
+            for expected in [
+                "etc: Read-only file system".to_string(),
+                "tmp: ok".into(),
+                "shm: ok".into(),
+                // (dash's words for ENOENT on a redirection)
+                "kmsg: No such file".into(),
+                "kvm: No such file".into(),
+                "sys: Read-only file system".into(),
+                "procsys: Read-only file system".into(),
+                "neighbour: No such file or directory".into(),
+                "keys: 0".into(),
+                "timer_list: 0".into(),
+                "mount: EPERM".into(),
+                "init_module: EPERM".into(),
+                "finit_module: EPERM".into(),
+                "ptrace_outside: ESRCH".into(),
+                "ptrace_child: ok".into(),
+            ] {
+                ensure!(out.lines().any(|l| l == expected), "{user}: no {expected:?} in:\n{out}");
+            }
+        }
+        for path in [
+            format!("/etc/mezzo-{nonce}"),
+            format!("/tmp/mezzo-{nonce}"),
+            format!("/dev/shm/mezzo-{nonce}"),
+        ] {
+            ensure!(!std::path::Path::new(&path).exists(), "{path} reached the host");
+        }
+        for device in ["/dev/kmsg", "/dev/kvm"] {
+            if !std::path::Path::new(device).exists() {
+                eprintln!("note: the host has no {device} either");
+            }
+        }
+        ensure!(!std::fs::read_to_string("/proc/keys")?.is_empty(), "the host's /proc/keys is empty");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -123,6 +123,10 @@ pub struct InitSpec {
     /// (`super::harden`).
     #[serde(default)]
     pub confinement: super::harden::Confinement,
+    /// The task's file system (`super::rootfs`); `None` keeps the host's
+    /// (needs `namespaces.mount`).
+    #[serde(default)]
+    pub view: Option<super::rootfs::View>,
 }
 
 /// How the task ended, as recorded in `run_dir/exit`:
@@ -166,6 +170,8 @@ pub enum InitError {
     Cgroup { path: PathBuf, source: io::Error },
     #[error("cannot mount proc on /proc: {0}")]
     MountProc(Errno),
+    #[error(transparent)]
+    View(#[from] super::rootfs::ViewError),
     #[error("cannot set hostname {hostname:?}: {source}")]
     Hostname { hostname: String, source: Errno },
     #[error("cannot bring up the loopback interface: {0}")]
@@ -322,18 +328,9 @@ pub fn run(spec: &InitSpec) -> Result<ExitRecord, InitError> {
     // until the init collects it with sigwait.
     init_mask().thread_block().map_err(sys("sigprocmask"))?;
 
+    // The mount namespace is the init's own (see `init_body`): the
+    // supervisor keeps the host's view, where it writes `exit`.
     unshare(clone_flags(spec)).map_err(sys("unshare"))?;
-    if spec.namespaces.mount {
-        // Mounts made in the container (its /proc) must not propagate back.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(sys("making / private"))?;
-    }
 
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     // SAFETY: `ensure_single_threaded` checked that this process has one
@@ -456,6 +453,9 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     {
         return Err(invalid(format!("invalid environment variable {k:?}")));
     }
+    if spec.view.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
+        return Err(invalid("a file system view needs mount and pid namespaces".into()));
+    }
     Ok(())
 }
 
@@ -477,7 +477,6 @@ fn clone_flags(spec: &InitSpec) -> CloneFlags {
     let mut flags = CloneFlags::empty();
     for (wanted, flag) in [
         (ns.pid, CloneFlags::CLONE_NEWPID),
-        (ns.mount, CloneFlags::CLONE_NEWNS),
         (ns.uts || spec.hostname.is_some(), CloneFlags::CLONE_NEWUTS),
         (ns.ipc, CloneFlags::CLONE_NEWIPC),
         (ns.net, CloneFlags::CLONE_NEWNET),
@@ -545,11 +544,14 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 /// Runs in the forked init; returns its exit code. `report` carries the
 /// exact [`ExitRecord`] to the supervisor.
 fn container_init(spec: &InitSpec, report: OwnedFd) -> i32 {
-    let record = match init_body(spec) {
+    // The task's stderr, once open: after the view is entered its host
+    // path may no longer lead to it.
+    let mut stderr = None;
+    let record = match init_body(spec, &mut stderr) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
-            append_stderr(spec, &message);
+            report_error(spec, stderr.as_ref(), &message);
             ExitRecord::Error(message)
         }
     };
@@ -559,7 +561,17 @@ fn container_init(spec: &InitSpec, report: OwnedFd) -> i32 {
     init_exit_code(&record)
 }
 
-fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
+/// Appends `message` to the task's stderr: `file` if open, else its path.
+fn report_error(spec: &InitSpec, file: Option<&File>, message: &str) {
+    match file {
+        Some(mut file) => {
+            let _ = writeln!(file, "mezzo: container {}: {message}", spec.id);
+        }
+        None => append_stderr(spec, message),
+    }
+}
+
+fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitRecord, InitError> {
     // Inherited SIG_IGN from the supervisor; the signals are still blocked,
     // so nothing is lost in between.
     for signal in IGNORED_BY_SUPERVISOR {
@@ -572,18 +584,52 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
             source,
         })?;
     }
-    if spec.namespaces.pid && spec.namespaces.mount {
-        // A proc that shows only this pid namespace. (Without a private
-        // mount namespace this would cover the host's /proc: skipped.)
+    if spec.namespaces.mount {
+        unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare"))?;
+        // Mounts made in the container must not propagate back.
         mount(
-            Some("proc"),
-            "/proc",
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
             None::<&str>,
         )
-        .map_err(InitError::MountProc)?;
+        .map_err(sys("making / private"))?;
     }
+    let stdio = Stdio::open(spec)?;
+    *stderr_sink = stdio.stderr.try_clone().ok();
+    // Outside the view: the claim is taken through this descriptor.
+    let mut run_dir = spec.run_dir.clone();
+    let _run_dir_fd = match &spec.view {
+        Some(view) => {
+            let fd = nix::fcntl::open(
+                &spec.run_dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|source| InitError::Open {
+                path: spec.run_dir.clone(),
+                source: source.into(),
+            })?;
+            super::rootfs::enter(view, &spec.sandbox)?;
+            run_dir = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            Some(fd)
+        }
+        None if spec.namespaces.pid && spec.namespaces.mount => {
+            // A proc that shows only this pid namespace. (Without a private
+            // mount namespace this would cover the host's /proc: skipped.)
+            mount(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(InitError::MountProc)?;
+            None
+        }
+        None => None,
+    };
     if let Some(hostname) = &spec.hostname {
         nix::unistd::sethostname(hostname).map_err(|source| InitError::Hostname {
             hostname: hostname.clone(),
@@ -595,12 +641,12 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
     }
 
     let init_pid = nix::unistd::getpid();
-    let task = TaskExec::prepare(spec, init_pid)?;
+    let task = TaskExec::prepare(spec, stdio, init_pid)?;
     // The last step before the task's process exists: a restarted agent
     // that claimed the task first has reported it dropped, so it must
     // never start (see `super::claim`).
     crate::failpoint::hit_blocking("before_claim");
-    match super::claim::take(&spec.run_dir, super::claim::Claim::Started) {
+    match super::claim::take(&run_dir, super::claim::Claim::Started) {
         Ok(super::claim::Claim::Started) => {}
         Ok(super::claim::Claim::Dropped) => return Ok(ExitRecord::Error(DROPPED_BY_RECOVERY.into())),
         Err(source) => {
@@ -640,7 +686,7 @@ fn init_body(spec: &InitSpec) -> Result<ExitRecord, InitError> {
         let error = failed.error(spec);
         if failed.step == Step::Exec {
             // The task has exited 127; its status is recorded as usual.
-            append_stderr(spec, &error.to_string());
+            report_error(spec, stderr_sink.as_ref(), &error.to_string());
         } else {
             let _ = wait_for(pid);
             return Err(error);
@@ -806,8 +852,44 @@ impl TaskFailure {
     }
 }
 
+/// The task's standard streams, opened by the init before it enters the
+/// task's view.
+struct Stdio {
+    stdin: File,
+    stdout: File,
+    stderr: File,
+}
+
+impl Stdio {
+    fn open(spec: &InitSpec) -> Result<Stdio, InitError> {
+        // Opened as root in a sandbox a task may have used before (a
+        // relaunch under the same id): never through a link it left there.
+        let open_out = |path: &Path| {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|source| InitError::Open {
+                    path: path.to_owned(),
+                    source,
+                })
+        };
+        let stdin = File::open("/dev/null").map_err(|source| InitError::Open {
+            path: "/dev/null".into(),
+            source,
+        })?;
+        Ok(Stdio {
+            stdin,
+            stdout: open_out(&spec.stdout)?,
+            stderr: open_out(&spec.stderr)?,
+        })
+    }
+}
+
 impl TaskExec {
-    fn prepare(spec: &InitSpec, init_pid: Pid) -> Result<TaskExec, InitError> {
+    fn prepare(spec: &InitSpec, stdio: Stdio, init_pid: Pid) -> Result<TaskExec, InitError> {
         let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
         let argv = spec
             .argv
@@ -828,26 +910,6 @@ impl TaskExec {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
-        // Opened as root in a sandbox a task may have used before (a
-        // relaunch under the same id): never through a link it left there.
-        let open_out = |path: &Path| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|source| InitError::Open {
-                    path: path.to_owned(),
-                    source,
-                })
-        };
-        let stdout = open_out(&spec.stdout)?;
-        let stderr = open_out(&spec.stderr)?;
-        let stdin = File::open("/dev/null").map_err(|source| InitError::Open {
-            path: "/dev/null".into(),
-            source,
-        })?;
         use std::os::unix::ffi::OsStrExt;
         let sandbox = cstring(spec.sandbox.as_os_str().as_bytes())?;
         let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
@@ -863,9 +925,9 @@ impl TaskExec {
             _argv: argv,
             _env: env,
             sandbox,
-            stdin,
-            stdout,
-            stderr,
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
             user,
             init_pid: (!spec.namespaces.pid).then_some(init_pid),
             confinement: super::harden::Prepared::new(&spec.confinement, spec.uid, nix::unistd::geteuid().is_root())

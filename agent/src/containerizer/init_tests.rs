@@ -79,6 +79,7 @@ impl Container {
             },
             cgroup_procs: vec![],
             confinement: Default::default(),
+            view: None,
         };
         Container {
             _dir: dir,
@@ -608,4 +609,81 @@ fn ordinary_programs_work_under_the_filter() {
         "stderr: {}",
         c.stderr()
     );
+}
+
+/// A container with the task's own file system view (`super::rootfs`):
+/// hides `hidden` (made in the temp dir) and mounts its root on `root`.
+fn with_view(argv: &[&str]) -> (Container, PathBuf) {
+    let mut c = Container::new(argv);
+    let base = c.spec.run_dir.parent().expect("temp dir").to_owned();
+    let hidden = base.join("hidden");
+    let root = base.join("root");
+    std::fs::create_dir(&hidden).expect("hidden dir");
+    std::fs::write(hidden.join("secret"), b"secret").expect("secret");
+    std::fs::create_dir(&root).expect("root mount point");
+    c.spec.view = Some(super::super::rootfs::View {
+        mountpoint: root,
+        hide: vec![hidden.clone()],
+    });
+    (c, hidden)
+}
+
+/// Issue 15: the task sees the host read-only, a private `/tmp`, `/dev`
+/// and `/run`, masked and read-only kernel files, and its own sandbox
+/// writable; nothing it writes reaches the host but through the sandbox.
+#[test]
+fn the_task_sees_a_read_only_host_and_private_tmp_and_dev() {
+    if !is_root() {
+        return;
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let script = format!(
+        r#"try() {{ if out=$(sh -c "$2" 2>&1); then echo "$1: ok"; else echo "$1: ${{out##*: }}"; fi; }}
+try etc ': > /etc/mezzo-{nonce}'
+try tmp ': > /tmp/mezzo-{nonce}'
+try shm ': > /dev/shm/mezzo-{nonce}'
+try sandbox ': > ./from-task'
+try irq ': > /proc/irq/default_smp_affinity'
+try procsys ': > /proc/sys/kernel/hostname'
+try sys ': > /sys/kernel/mm/ksm/run'
+try kmsg 'cat /dev/kmsg'
+try mknod 'mknod /tmp/kmsg c 1 11'
+echo "dev: $(ls /dev | tr '\n' ' ')"
+echo "keys: $(wc -c < /proc/keys)"
+echo "hidden: $(ls -A HIDDEN | wc -l)"
+echo "run: $(ls -A /run | wc -l)"
+echo "cgroup: $(ls -A /sys/fs/cgroup | wc -l)"
+"#
+    );
+    let (mut c, hidden) = with_view(&["/bin/sh", "-c", ""]);
+    c.spec.argv[2] = script.replace("HIDDEN", &hidden.display().to_string());
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    let out = c.stdout();
+    for expected in [
+        "etc: Read-only file system",
+        "tmp: ok",
+        "shm: ok",
+        "sandbox: ok",
+        "irq: Read-only file system",
+        "procsys: Read-only file system",
+        "sys: Read-only file system",
+        "kmsg: No such file or directory",
+        "mknod: Operation not permitted",
+        "dev: fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero ",
+        "keys: 0",
+        "hidden: 0",
+        "run: 0",
+        "cgroup: 0",
+    ] {
+        assert!(out.lines().any(|l| l == expected), "no {expected:?} in:\n{out}");
+    }
+    // Nothing reached the host but the sandbox file.
+    for path in [format!("/tmp/mezzo-{nonce}"), format!("/dev/shm/mezzo-{nonce}"), format!("/etc/mezzo-{nonce}")] {
+        assert!(!Path::new(&path).exists(), "{path} reached the host");
+    }
+    assert!(c.spec.sandbox.join("from-task").exists());
+    // Controls: the host has what the task could not see.
+    assert!(Path::new("/dev/kmsg").exists());
+    assert!(std::fs::read(hidden.join("secret")).is_ok());
+    assert!(!std::fs::read_to_string("/proc/keys").unwrap_or_default().is_empty());
 }

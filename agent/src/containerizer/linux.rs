@@ -51,6 +51,8 @@ pub struct LinuxConfig {
     pub disk_check_interval: Duration,
     /// Size at which stdout and stderr are rotated (one old copy is kept).
     pub log_max_bytes: u64,
+    /// The file system tasks see (`super::rootfs`); `None`: the host's.
+    pub view: Option<super::rootfs::View>,
 }
 
 /// What the containerizer records in a container's run dir.
@@ -331,6 +333,7 @@ fn prepare(
         },
         cgroup_procs: cgroup.procs_files(),
         confinement: Default::default(),
+        view: cfg.view.clone(),
     };
     Ok((spec, init, cgroup, name))
 }

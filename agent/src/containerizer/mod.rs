@@ -15,6 +15,7 @@ pub mod init;
 pub mod launcher;
 pub mod linux;
 mod posix;
+pub mod rootfs;
 mod rotate;
 
 use std::path::PathBuf;

@@ -292,6 +292,9 @@ fn main() {
 async fn run(a: Args) -> Result<()> {
     ensure!(nix::unistd::geteuid().is_root(), "needs root (cgroups and namespaces)");
     let mut systems: Vec<(String, System)> = Vec::new();
+    std::fs::create_dir_all(&a.dir)?;
+    let view_root = a.dir.join("root");
+    std::fs::create_dir_all(&view_root)?;
     for (name, net) in [("mezzo", false), ("mezzo (+ network namespace)", true)] {
         let cfg = LinuxConfig {
             cgroup_root: "/sys/fs/cgroup".into(),
@@ -303,6 +306,11 @@ async fn run(a: Args) -> Result<()> {
             pids_max: 4096,
             disk_check_interval: Duration::from_secs(5),
             log_max_bytes: 64 << 20,
+            // As crun's bundle: a root of its own, masks, a private /dev.
+            view: Some(mezzo_agent::containerizer::rootfs::View {
+                mountpoint: view_root.clone(),
+                hide: vec![a.dir.canonicalize()?],
+            }),
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(if net { "mezzo-net" } else { "mezzo" });

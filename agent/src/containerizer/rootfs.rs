@@ -1,0 +1,307 @@
+//! The file system a task sees (its "view"), built by the container's init
+//! in its own mount namespace just before the task starts:
+//!
+//! ```text
+//! /                 the host's root, read-only, nosuid, nodev (every mount under it too)
+//! /proc             this pid namespace's proc; kernel-internal files masked,
+//!                   /proc/sys, sysrq-trigger, irq, bus and fs read-only
+//! /sys              read-only; firmware, powercap and the cgroup mounts masked
+//! /dev              a private tmpfs: null, zero, full, random, urandom, tty,
+//!                   a private pts instance, shm and mqueue (the devices
+//!                   cgroup refuses any other device anyway)
+//! /tmp              a private tmpfs (charged to the task's memory cgroup)
+//! /run, hidden dirs empty and read-only (the agent's work and runtime dirs:
+//!                   other tasks' sandboxes and checkpoints; host sockets)
+//! <sandbox>         the task's own sandbox, read-write, at its host path
+//! ```
+//!
+//! The same contract as crun's and runc's default spec (masked and
+//! read-only paths, a minimal `/dev`), with the host's root in place of an
+//! image. Everything is mounted in the container's namespace, which is
+//! private (`MS_REC|MS_PRIVATE`) before the first mount, so nothing reaches
+//! the host's mount table.
+
+// `open_tree`, `move_mount` and `mount_setattr` are raw system calls (nix
+// wraps none of them); each `unsafe` block below says why it is sound.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod, umask};
+use serde::{Deserialize, Serialize};
+
+/// What the agent asks for; see the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// An empty directory the new root is mounted on, one per agent: each
+    /// container mounts it in its own namespace.
+    pub mountpoint: PathBuf,
+    /// Host directories covered by an empty read-only tmpfs (the agent's
+    /// work and runtime dirs). Absolute, without symbolic links.
+    pub hide: Vec<PathBuf>,
+}
+
+/// A step of [`enter`] that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the task's file system: {step} {}: {source}", path.display())]
+pub struct ViewError {
+    pub step: &'static str,
+    pub path: PathBuf,
+    pub source: Errno,
+}
+
+/// Files whose contents say too much about the host (crun's and runc's list).
+const MASKED_FILES: [&str; 6] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+];
+/// Directories replaced by an empty read-only tmpfs.
+const MASKED_DIRS: [&str; 6] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/fs/cgroup",
+];
+/// Parts of the fresh proc that stay visible but read-only.
+const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+/// Character devices of the private `/dev`: the devices cgroup's allowlist
+/// (`crate::cgroups`) without the pts ones, which devpts provides.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+const DEV_LINKS: [(&str, &str); 5] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+/// The `tty` group, owner of pts devices (Debian's and every distribution's gid 5).
+const TTY_GID: u32 = 5;
+
+const HARDENED: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
+/// Builds the view and makes it this process's root. Call in the init,
+/// single-threaded, after `unshare(CLONE_NEWNS)` and before the task's
+/// `/proc` is needed: it mounts that `/proc` itself. Paths the init still
+/// needs outside the view (its run dir) must be opened before.
+pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
+    // Taken from the host's tree before anything covers it.
+    let sandbox_tree = open_tree(sandbox, false)?;
+    set_attr(&sandbox_tree, sandbox, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, false)?;
+    let root = open_tree(Path::new("/"), true)?;
+    set_attr(
+        &root,
+        Path::new("/"),
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        true,
+    )?;
+    move_mount(&root, &view.mountpoint)?;
+    pivot(&view.mountpoint)?;
+
+    mount_fs(
+        "proc",
+        "/proc",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    private_dev()?;
+    mount_fs("tmpfs", "/tmp", HARDENED, Some("mode=1777"))?;
+    for file in MASKED_FILES.iter().filter(|f| Path::new(f).exists()) {
+        bind(Path::new("/dev/null"), Path::new(file), MsFlags::empty())?;
+    }
+    for dir in MASKED_DIRS.iter().filter(|d| is_dir(Path::new(d))) {
+        mount_fs("tmpfs", dir, HARDENED | MsFlags::MS_RDONLY, Some("size=0,mode=555"))?;
+    }
+    for path in READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
+        bind(Path::new(path), Path::new(path), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        remount_read_only(Path::new(path), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+    }
+    // Covered writable first: the sandbox's mount point may have to be
+    // made inside one of them.
+    let mut hidden = Vec::new();
+    for dir in view.hide.iter().map(PathBuf::as_path).chain([Path::new("/run")]) {
+        if is_dir(dir) && !hidden.iter().any(|h: &&Path| dir.starts_with(h)) {
+            mount_fs("tmpfs", dir, HARDENED, Some("mode=755"))?;
+            hidden.push(dir);
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(sandbox)
+        .map_err(|e| failed("making the mount point", sandbox)(io_errno(e)))?;
+    move_mount(&sandbox_tree, sandbox)?;
+    for dir in hidden {
+        remount_read_only(dir, HARDENED)?;
+    }
+    Ok(())
+}
+
+/// `pivot_root` into `new_root` and drop the old root, runc's way: no
+/// directory for the old root is needed in a read-only new one.
+fn pivot(new_root: &Path) -> Result<(), ViewError> {
+    nix::unistd::chdir(new_root).map_err(failed("entering", new_root))?;
+    nix::unistd::pivot_root(".", ".").map_err(failed("pivot_root to", new_root))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(failed("detaching the old root from", new_root))?;
+    nix::unistd::chdir("/").map_err(failed("entering", Path::new("/")))
+}
+
+/// `/dev` with the allowed devices, a private pts instance, shm and mqueue.
+fn private_dev() -> Result<(), ViewError> {
+    let dev = Path::new("/dev");
+    mount_fs("tmpfs", "/dev", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=64k"))?;
+    let old_mask = umask(Mode::empty());
+    let made = (|| {
+        for (name, major, minor) in DEVICES {
+            let path = dev.join(name);
+            mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+                .map_err(failed("mknod", &path))?;
+        }
+        for (name, target) in DEV_LINKS {
+            let path = dev.join(name);
+            std::os::unix::fs::symlink(target, &path).map_err(|e| failed("symlink", &path)(io_errno(e)))?;
+        }
+        for name in ["pts", "shm", "mqueue"] {
+            let path = dev.join(name);
+            nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o755)).map_err(failed("mkdir", &path))?;
+        }
+        Ok(())
+    })();
+    umask(old_mask);
+    made?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&format!("newinstance,ptmxmode=0666,mode=0620,gid={TTY_GID}")),
+    )?;
+    mount_fs("tmpfs", "/dev/shm", HARDENED | MsFlags::MS_NOEXEC, Some("mode=1777"))?;
+    mount_fs("mqueue", "/dev/mqueue", HARDENED | MsFlags::MS_NOEXEC, None)
+}
+
+fn failed(step: &'static str, path: &Path) -> impl FnOnce(Errno) -> ViewError {
+    let path = path.to_owned();
+    move |source| ViewError { step, path, source }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn is_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+}
+
+/// A new instance of `fstype` (which is also its source name) on `target`.
+fn mount_fs(fstype: &str, target: impl AsRef<Path>, flags: MsFlags, data: Option<&str>) -> Result<(), ViewError> {
+    let target = target.as_ref();
+    mount(Some(fstype), target, Some(fstype), flags, data).map_err(failed("mounting", target))
+}
+
+fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), ViewError> {
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | flags, None::<&str>).map_err(failed("binding", target))
+}
+
+/// Makes the mount at `target` read-only, keeping `flags` (a bind remount
+/// sets every per-mount flag at once).
+fn remount_read_only(target: &Path, flags: MsFlags) -> Result<(), ViewError> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags,
+        None::<&str>,
+    )
+    .map_err(failed("making read-only", target))
+}
+
+fn c_path(path: &Path) -> Result<CString, ViewError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| failed("naming", path)(Errno::EINVAL))
+}
+
+/// A detached copy of the mount at `path` (with every mount under it when
+/// `recursive`): `open_tree(OPEN_TREE_CLONE)`, which nix does not wrap.
+fn open_tree(path: &Path, recursive: bool) -> Result<OwnedFd, ViewError> {
+    let c = c_path(path)?;
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; the
+    // kernel returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    let fd = Errno::result(fd).map_err(failed("copying the mount of", path))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mount_setattr` on a detached tree: sets `attrs` on its top mount, or
+/// on all of them when `recursive`.
+fn set_attr(tree: &OwnedFd, path: &Path, attrs: u64, recursive: bool) -> Result<(), ViewError> {
+    use std::os::fd::AsRawFd;
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: `tree` is an open mount fd, the path is an empty C string,
+    // and `attr` is a valid `mount_attr` of the size passed, read only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(rc).map(drop).map_err(failed("setting the mount flags of", path))
+}
+
+/// Attaches a detached tree at `target`.
+fn move_mount(tree: &OwnedFd, target: &Path) -> Result<(), ViewError> {
+    use std::os::fd::AsRawFd;
+    let c = c_path(target)?;
+    // SAFETY: `tree` is an open mount fd, both paths are NUL-terminated C
+    // strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(rc).map(drop).map_err(failed("mounting on", target))
+}
