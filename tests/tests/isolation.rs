@@ -721,7 +721,11 @@ async fn escapes_from_a_task_fail() -> Result<()> {
         let o = ev.offer().await?;
         s.accept(
             vec![o.offer_id],
-            vec![task("neighbour", "cpus:0.1;mem:32", "echo neighbour-secret; sleep 600")?],
+            vec![task(
+                "neighbour",
+                "cpus:0.1;mem:32",
+                "echo neighbour-secret; sleep 600",
+            )?],
             None,
         )
         .await?;
@@ -779,7 +783,10 @@ async fn escapes_from_a_task_fail() -> Result<()> {
                 eprintln!("note: the host has no {device} either");
             }
         }
-        ensure!(!std::fs::read_to_string("/proc/keys")?.is_empty(), "the host's /proc/keys is empty");
+        ensure!(
+            !std::fs::read_to_string("/proc/keys")?.is_empty(),
+            "the host's /proc/keys is empty"
+        );
         Ok(())
     }
     .await;

@@ -678,7 +678,11 @@ echo "cgroup: $(ls -A /sys/fs/cgroup | wc -l)"
         assert!(out.lines().any(|l| l == expected), "no {expected:?} in:\n{out}");
     }
     // Nothing reached the host but the sandbox file.
-    for path in [format!("/tmp/mezzo-{nonce}"), format!("/dev/shm/mezzo-{nonce}"), format!("/etc/mezzo-{nonce}")] {
+    for path in [
+        format!("/tmp/mezzo-{nonce}"),
+        format!("/dev/shm/mezzo-{nonce}"),
+        format!("/etc/mezzo-{nonce}"),
+    ] {
         assert!(!Path::new(&path).exists(), "{path} reached the host");
     }
     assert!(c.spec.sandbox.join("from-task").exists());

@@ -75,13 +75,7 @@ const MASKED_DIRS: [&str; 6] = [
     "/sys/fs/cgroup",
 ];
 /// Parts of the fresh proc that stay visible but read-only.
-const READ_ONLY: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READ_ONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 /// Character devices of the private `/dev`: the devices cgroup's allowlist
 /// (`crate::cgroups`) without the pts ones, which devpts provides.
 const DEVICES: [(&str, u64, u64); 6] = [
@@ -111,7 +105,12 @@ const HARDENED: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
     // Taken from the host's tree before anything covers it.
     let sandbox_tree = open_tree(sandbox, false)?;
-    set_attr(&sandbox_tree, sandbox, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, false)?;
+    set_attr(
+        &sandbox_tree,
+        sandbox,
+        libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        false,
+    )?;
     let root = open_tree(Path::new("/"), true)?;
     set_attr(
         &root,
@@ -137,8 +136,15 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
         mount_fs("tmpfs", dir, HARDENED | MsFlags::MS_RDONLY, Some("size=0,mode=555"))?;
     }
     for path in READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
-        bind(Path::new(path), Path::new(path), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
-        remount_read_only(Path::new(path), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        bind(
+            Path::new(path),
+            Path::new(path),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
+        remount_read_only(
+            Path::new(path),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     // Covered writable first: the sandbox's mount point may have to be
     // made inside one of them.
@@ -172,13 +178,23 @@ fn pivot(new_root: &Path) -> Result<(), ViewError> {
 /// `/dev` with the allowed devices, a private pts instance, shm and mqueue.
 fn private_dev() -> Result<(), ViewError> {
     let dev = Path::new("/dev");
-    mount_fs("tmpfs", "/dev", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=64k"))?;
+    mount_fs(
+        "tmpfs",
+        "/dev",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )?;
     let old_mask = umask(Mode::empty());
     let made = (|| {
         for (name, major, minor) in DEVICES {
             let path = dev.join(name);
-            mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-                .map_err(failed("mknod", &path))?;
+            mknod(
+                &path,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .map_err(failed("mknod", &path))?;
         }
         for (name, target) in DEV_LINKS {
             let path = dev.join(name);
@@ -222,7 +238,14 @@ fn mount_fs(fstype: &str, target: impl AsRef<Path>, flags: MsFlags, data: Option
 }
 
 fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), ViewError> {
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | flags, None::<&str>).map_err(failed("binding", target))
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | flags,
+        None::<&str>,
+    )
+    .map_err(failed("binding", target))
 }
 
 /// Makes the mount at `target` read-only, keeping `flags` (a bind remount
@@ -284,7 +307,9 @@ fn set_attr(tree: &OwnedFd, path: &Path, attrs: u64, recursive: bool) -> Result<
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
-    Errno::result(rc).map(drop).map_err(failed("setting the mount flags of", path))
+    Errno::result(rc)
+        .map(drop)
+        .map_err(failed("setting the mount flags of", path))
 }
 
 /// Attaches a detached tree at `target`.
