@@ -75,6 +75,9 @@ pub struct IsolationConfig {
     pub disk_check_interval: Duration,
     /// stdout/stderr size at which they are rotated.
     pub log_max_bytes: u64,
+    /// Run tasks without the seccomp filter when they ask and the master's
+    /// ACL allowed it (`relax_isolation` on `seccomp:unconfined`).
+    pub allow_unconfined: bool,
 }
 
 impl IsolationConfig {
@@ -91,6 +94,7 @@ impl IsolationConfig {
             pids_max: 4096,
             disk_check_interval: Duration::from_secs(5),
             log_max_bytes: 64 * 1024 * 1024,
+            allow_unconfined: false,
         }
     }
 }

@@ -404,6 +404,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 disk_check_interval: iso.disk_check_interval,
                 log_max_bytes: iso.log_max_bytes,
                 view: Some(task_view(host)?),
+                allow_unconfined: iso.allow_unconfined,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

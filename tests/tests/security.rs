@@ -801,3 +801,84 @@ async fn anonymous_read_is_an_explicit_opt_in_for_reads_only() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// `fw::shell_task` without the seccomp filter.
+fn unconfined(id: &str, script: &str) -> v1::TaskInfo {
+    let mut t = fw::shell_task(id, script);
+    t.container = Some(v1::ContainerInfo {
+        seccomp: "unconfined".into(),
+    });
+    t
+}
+
+/// Issue 15: a task without the seccomp filter needs both the ACL
+/// (`relax_isolation` on `seccomp:unconfined`) and an agent started with
+/// `--allow-unconfined`; an unknown profile is bad input. Control: with
+/// both, the task runs with no filter while a default task has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfined_task_needs_the_acl_and_the_agent() -> Result<()> {
+    let c = Cluster::start(one_agent()).await?;
+    let result = async {
+        let carol = with_token(&c, &token(&c, "carol").await?)?;
+        allow(&c, "user:carol", &["register_framework"], "eng").await?;
+        let mut cfg = mezzo_sdk::SchedulerConfig::new(c.masters(), "carol").with_transport(carol);
+        cfg.framework.roles = vec!["eng".to_owned()];
+        let (s, ev) = mezzo_sdk::Scheduler::start(cfg);
+        let mut inbox = fw::Inbox::new(ev);
+        let o = inbox.offer().await?;
+        match s
+            .accept(vec![o.offer_id.clone()], vec![unconfined("u1", "true")], None)
+            .await
+        {
+            Err(SdkError::Rejected { code, message })
+                if code == Code::PermissionDenied && message.contains("relax_isolation") => {}
+            other => bail!("unconfined without a rule: {other:?}"),
+        }
+        let mut bogus = unconfined("u1", "true");
+        if let Some(container) = bogus.container.as_mut() {
+            container.seccomp = "bogus".into();
+        }
+        match s.accept(vec![o.offer_id.clone()], vec![bogus], None).await {
+            Err(SdkError::Rejected { code, message })
+                if code == Code::InvalidArgument && message.contains("seccomp profile") => {}
+            other => bail!("an unknown profile: {other:?}"),
+        }
+        allow(&c, "user:carol", &["relax_isolation"], "seccomp:unconfined").await?;
+        s.accept(vec![o.offer_id], vec![unconfined("u1", "true")], None).await?;
+        let st = inbox
+            .update("u1", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            mezzo_sdk::task_state(&st) == Some(TaskState::Error) && st.message.contains("--allow-unconfined"),
+            "an agent without --allow-unconfined: {st:?}"
+        );
+        s.stop().await;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())?;
+
+    let mut spec = one_agent();
+    spec.agent_args.push("--allow-unconfined".into());
+    let c = Cluster::start(spec).await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "unconfined", None).await?;
+        let probe = "grep Seccomp: /proc/self/status";
+        for t in [unconfined("u2", probe), fw::shell_task("d2", probe)] {
+            let id = t.task_id.clone();
+            let o = ev.offer().await?;
+            s.accept(vec![o.offer_id], vec![t], None).await?;
+            let st = ev.update(&id, Duration::from_secs(10), TaskState::is_terminal).await?;
+            ensure!(mezzo_sdk::task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        }
+        let seccomp = |id: &str| {
+            std::fs::read_to_string(c.dir.path().join("agent0/sandboxes").join(&fid).join(id).join("stdout"))
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        ensure!(seccomp("u2")? == "Seccomp: 0", "unconfined: {:?}", seccomp("u2"));
+        ensure!(seccomp("d2")? == "Seccomp: 2", "default: {:?}", seccomp("d2"));
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

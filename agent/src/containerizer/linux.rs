@@ -22,6 +22,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 
 use super::claim::{self, Claim};
+use super::harden::Confinement;
 use super::init::{ExitRecord, InitSpec, Namespaces};
 use super::launcher::{Launcher, PidFd};
 use super::{
@@ -53,6 +54,8 @@ pub struct LinuxConfig {
     pub log_max_bytes: u64,
     /// The file system tasks see (`super::rootfs`); `None`: the host's.
     pub view: Option<super::rootfs::View>,
+    /// Tasks may run without the seccomp filter when the master allowed it.
+    pub allow_unconfined: bool,
 }
 
 /// What the containerizer records in a container's run dir.
@@ -285,6 +288,9 @@ fn prepare(
     spec: ContainerSpec,
 ) -> Result<(ContainerSpec, InitSpec, Arc<dyn Cgroup>, String), ContainerError> {
     let user = task_user(cfg, spec.user.as_deref())?;
+    if spec.unconfined && !cfg.allow_unconfined {
+        return Err(ContainerError::Unconfined);
+    }
     let sandbox_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ContainerError::Sandbox { path, source }
@@ -332,7 +338,10 @@ fn prepare(
             net: spec.isolated_network,
         },
         cgroup_procs: cgroup.procs_files(),
-        confinement: Default::default(),
+        confinement: Confinement {
+            seccomp: !spec.unconfined,
+            ..Default::default()
+        },
         view: cfg.view.clone(),
     };
     Ok((spec, init, cgroup, name))

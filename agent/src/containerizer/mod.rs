@@ -59,6 +59,10 @@ pub struct ContainerSpec {
     /// Give the task a network namespace of its own with only loopback
     /// (task label `mezzo.network=isolated`).
     pub isolated_network: bool,
+    /// Run without the seccomp filter (`ContainerInfo.seccomp =
+    /// "unconfined"`, allowed by the master's ACL; the agent also needs
+    /// `--allow-unconfined`).
+    pub unconfined: bool,
     /// Secret files to write into the sandbox before the task starts.
     pub secret_files: Vec<SecretFile>,
 }
@@ -161,6 +165,8 @@ pub enum ContainerError {
     Wait { id: String, source: std::io::Error },
     #[error("isolation: {0}")]
     Isolation(String),
+    #[error("this agent runs no task without its seccomp filter (start it with --allow-unconfined)")]
+    Unconfined,
     /// The container was made but the task's process never started (its
     /// init failed first, or recovery dropped it): safe to launch again.
     #[error("the task never started: {0}")]

@@ -368,6 +368,12 @@ impl Supervisor {
                 .labels
                 .iter()
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
+            unconfined: self
+                .spec
+                .task
+                .container
+                .as_ref()
+                .is_some_and(|c| c.seccomp == "unconfined"),
         }
     }
 }
@@ -400,7 +406,7 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
     let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
     match e {
-        ContainerError::User { .. } => invalid,
+        ContainerError::User { .. } | ContainerError::Unconfined => invalid,
         ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
         ContainerError::Spawn { .. }
         | ContainerError::Sandbox { .. }

@@ -327,6 +327,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         user: None,
         run_dir: run_dir.clone(),
         isolated_network: false,
+        unconfined: false,
         secret_files: vec![],
     };
     let err = c.launch(spec).await.err().expect("refused");

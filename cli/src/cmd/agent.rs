@@ -57,6 +57,10 @@ pub struct Args {
     /// Cap each task's cpu at what it asked for (CFS quota), not only weight it.
     #[arg(long, env = "MEZZO_CPU_HARD_LIMIT")]
     cpu_hard_limit: bool,
+    /// Run a task without the seccomp filter when it asks for it and the
+    /// master's ACL allowed it (`relax_isolation` on `seccomp:unconfined`).
+    #[arg(long, env = "MEZZO_ALLOW_UNCONFINED")]
+    allow_unconfined: bool,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -132,6 +136,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.cgroup_parent = a.cgroup_parent;
         iso.allowed_users = super::comma_list(&a.allowed_users);
         iso.cpu_hard_limit = a.cpu_hard_limit;
+        iso.allow_unconfined = a.allow_unconfined;
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;

@@ -46,6 +46,9 @@ fn check_secret_ref(t: &TaskId, name: &str) -> Result<(), MasterError> {
     }
 }
 
+/// The values of `ContainerInfo.seccomp` ("" is the default).
+const SECCOMP_PROFILES: [&str; 3] = ["", "default", "unconfined"];
+
 pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     let task_id = TaskId::parse(&info.task_id)?;
     let t = &task_id;
@@ -99,6 +102,14 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     }
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
+    }
+    if let Some(c) = &info.container
+        && !SECCOMP_PROFILES.contains(&c.seccomp.as_str())
+    {
+        return Err(invalid(format!(
+            "task {t}: unknown seccomp profile {:?}; profiles: default, unconfined",
+            c.seccomp
+        )));
     }
     if let Some(ms) = info.kill_grace_period_ms
         && Duration::from_millis(ms) > MAX_KILL_GRACE

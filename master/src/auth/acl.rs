@@ -60,10 +60,13 @@ pub enum Action {
     ManageCredentials,
     /// Add or remove masters (`masters`).
     ManageMasters,
+    /// Launch a task with less isolation than the default (what it gives
+    /// up, e.g. `seccomp:unconfined`).
+    RelaxIsolation,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::Read,
         Action::RegisterFramework,
         Action::RunAs,
@@ -82,6 +85,7 @@ impl Action {
         Action::ManageAcls,
         Action::ManageCredentials,
         Action::ManageMasters,
+        Action::RelaxIsolation,
     ];
 
     /// Actions whose object is a framework's owner: allowed to the owner.

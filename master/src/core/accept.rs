@@ -28,6 +28,15 @@ pub struct LaunchRequest {
     pub info: v1::TaskInfo,
 }
 
+impl LaunchRequest {
+    /// The isolation the task gives up, as objects of the ACL action
+    /// `relax_isolation`.
+    pub fn relaxed_isolation(&self) -> impl Iterator<Item = &'static str> {
+        let unconfined = self.info.container.as_ref().is_some_and(|c| c.seccomp == "unconfined");
+        unconfined.then_some("seccomp:unconfined").into_iter()
+    }
+}
+
 /// One operation of an Accept, checked for syntax by the API layer.
 #[allow(clippy::large_enum_variant)] // a handful per Accept, consumed at once
 #[derive(Debug, Clone, PartialEq)]

@@ -122,6 +122,9 @@ impl Master {
                 if !user.is_empty() {
                     caller.may(self.acl(), Action::RunAs, user)?;
                 }
+                for relaxed in l.relaxed_isolation() {
+                    caller.may(self.acl(), Action::RelaxIsolation, relaxed)?;
+                }
             }
         }
         Ok(())

@@ -115,6 +115,7 @@ impl Mezzo {
             user: None,
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
+            unconfined: false,
             secret_files: Vec::new(),
         };
         let t0 = Instant::now();
@@ -311,6 +312,7 @@ async fn run(a: Args) -> Result<()> {
                 mountpoint: view_root.clone(),
                 hide: vec![a.dir.canonicalize()?],
             }),
+            allow_unconfined: false,
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(if net { "mezzo-net" } else { "mezzo" });
