@@ -78,6 +78,9 @@ pub struct IsolationConfig {
     /// Run tasks without the seccomp filter when they ask and the master's
     /// ACL allowed it (`relax_isolation` on `seccomp:unconfined`).
     pub allow_unconfined: bool,
+    /// Host directories every task sees at the same path, read-only
+    /// unless writable (`--host-paths`).
+    pub host_paths: Vec<crate::containerizer::rootfs::HostPath>,
 }
 
 impl IsolationConfig {
@@ -95,6 +98,7 @@ impl IsolationConfig {
             disk_check_interval: Duration::from_secs(5),
             log_max_bytes: 64 * 1024 * 1024,
             allow_unconfined: false,
+            host_paths: Vec::new(),
         }
     }
 }

@@ -362,14 +362,33 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), AgentError> {
 
 /// Tasks see neither this agent's work dir (other tasks' sandboxes) nor
 /// its runtime dir (checkpoints); they mount their root on `runtime/root`.
-fn task_view(host: &Host) -> Result<containerizer::rootfs::View, AgentError> {
+fn task_view(
+    host: &Host,
+    shared: &[containerizer::rootfs::HostPath],
+) -> Result<containerizer::rootfs::View, AgentError> {
     let mountpoint = host.runtime_dir.join("root");
     create_private_dir(&mountpoint)?;
+    let resolve = |dir: &std::path::Path| std::fs::canonicalize(dir).map_err(AgentError::io("resolve", dir));
     let hide = [&host.work_dir, &host.runtime_dir]
         .into_iter()
-        .map(|dir| std::fs::canonicalize(dir).map_err(AgentError::io("resolve", dir)))
+        .map(|dir| resolve(dir))
         .collect::<Result<_, _>>()?;
-    Ok(containerizer::rootfs::View { mountpoint, hide })
+    let mut host_paths = Vec::with_capacity(shared.len());
+    for p in shared {
+        let path = resolve(&p.path)?;
+        if !path.is_dir() {
+            return Err(AgentError::Isolation(format!(
+                "--host-paths: {} is not a directory",
+                path.display()
+            )));
+        }
+        host_paths.push(containerizer::rootfs::HostPath { path, ..p.clone() });
+    }
+    Ok(containerizer::rootfs::View {
+        mountpoint,
+        hide,
+        host_paths,
+    })
 }
 
 /// The containerizer the configuration asks for; refuses to start an
@@ -403,7 +422,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 pids_max: iso.pids_max,
                 disk_check_interval: iso.disk_check_interval,
                 log_max_bytes: iso.log_max_bytes,
-                view: Some(task_view(host)?),
+                view: Some(task_view(host, &iso.host_paths)?),
                 allow_unconfined: iso.allow_unconfined,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;

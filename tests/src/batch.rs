@@ -3,7 +3,6 @@
 //! to a file of its own in a shared directory, so that how often it ran is
 //! known whatever Mezzo reports.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -164,11 +163,7 @@ fn rand_suffix() -> u64 {
 
 /// A directory every task user may write to (tasks run as nobody).
 pub fn shared_dir() -> Result<tempfile::TempDir> {
-    let d = tempfile::Builder::new()
-        .prefix("mezzo-batch-test-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777))?;
-    Ok(d)
+    crate::shared_dir("mezzo-batch-test-")
 }
 
 /// Lines in a file (0 if it does not exist): the runs a task recorded.

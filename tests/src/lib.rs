@@ -240,11 +240,22 @@ impl Daemon {
     }
 }
 
+/// The host directory every test agent shares with its tasks, read-write
+/// (`--host-paths`): tasks see the host's `/tmp` no more.
+pub const SHARED_ROOT: &str = "/var/tmp/mezzo-tests-shared";
+
+/// The `--host-paths` argument of a test agent (making [`SHARED_ROOT`]).
+pub fn shared_root_arg() -> Result<String> {
+    std::fs::create_dir_all(SHARED_ROOT)?;
+    Ok(format!("{SHARED_ROOT}:rw"))
+}
+
 /// A directory outside the cluster that every task user may write to
 /// (tasks run as nobody), for records tasks keep of themselves.
 pub fn shared_dir(prefix: &str) -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
-    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+    std::fs::create_dir_all(SHARED_ROOT)?;
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in(SHARED_ROOT)?;
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777))?;
     Ok(d)
 }
@@ -445,6 +456,10 @@ impl Cluster {
         }
         args.push("--cgroup-parent".into());
         args.push(self.cgroup_parent(i));
+        if !spec.agent_args.iter().any(|a| a == "--host-paths") {
+            args.push("--host-paths".into());
+            args.push(shared_root_arg()?);
+        }
         args.extend(spec.agent_args.iter().map(per_agent));
         let d = Daemon::spawn_env(
             &self.env(),

@@ -156,6 +156,8 @@ impl NetCluster {
             "300ms",
             "--status-retry-max",
             "2s",
+            "--host-paths",
+            &crate::shared_root_arg()?,
         ]);
         if !extra.iter().any(|a| a == "--hostname") {
             args.extend(["--hostname".to_owned(), format!("agent{i}")]);

@@ -677,6 +677,9 @@ try kvm ': < /dev/kvm'
 try sys ': > /sys/kernel/mm/ksm/run'
 try procsys ': > /proc/sys/kernel/hostname'
 try neighbour 'cat NEIGHBOUR'
+try shared_read 'cat @RO@/hello'
+try shared_ro ': > @RO@/from-task'
+try shared_rw ': > @RW@/from-task-$(id -u)'
 echo "keys: $(wc -c < /proc/keys)"
 echo "timer_list: $(cat /proc/timer_list 2>/dev/null | wc -c)"
 python3 - <<'PY'
@@ -706,7 +709,8 @@ PY
 /// filter's answer, where the kernel alone would say ENOSYS); no `ptrace`
 /// of a process outside; no view of another task's sandbox. Controls: the
 /// host has what the task could not reach, the task's own child can be
-/// traced and the neighbour's output read from the host.
+/// traced and the neighbour's output read from the host. Host paths the
+/// operator shares (`--host-paths`) are there, read-only unless `:rw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escapes_from_a_task_fail() -> Result<()> {
     let nonce = format!(
@@ -714,7 +718,12 @@ async fn escapes_from_a_task_fail() -> Result<()> {
         std::process::id(),
         std::time::SystemTime::UNIX_EPOCH.elapsed()?.as_nanos()
     );
-    let c = Cluster::start(spec(&["--allowed-users", "root"])).await?;
+    let ro = tempfile::Builder::new().prefix("mezzo-shared-ro-").tempdir_in("/tmp")?;
+    std::fs::set_permissions(ro.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::write(ro.path().join("hello"), "hello")?;
+    let rw = mezzo_tests::shared_dir("mezzo-shared-rw-")?;
+    let host_paths = format!("{}:rw,{}", mezzo_tests::SHARED_ROOT, ro.path().display());
+    let c = Cluster::start(spec(&["--allowed-users", "root", "--host-paths", &host_paths])).await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "escapes", None).await?;
         let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);
@@ -740,6 +749,8 @@ async fn escapes_from_a_task_fail() -> Result<()> {
         let script = ESCAPES
             .replace("NONCE", &nonce)
             .replace("NEIGHBOUR", &neighbour.display().to_string())
+            .replace("@RO@", &ro.path().display().to_string())
+            .replace("@RW@", &rw.path().display().to_string())
             .replace("OUTSIDE", &std::process::id().to_string());
         for user in ["nobody", "root"] {
             let id = format!("probe-{user}");
@@ -760,6 +771,9 @@ async fn escapes_from_a_task_fail() -> Result<()> {
                 "sys: Read-only file system".into(),
                 "procsys: Read-only file system".into(),
                 "neighbour: No such file or directory".into(),
+                "shared_read: ok".into(),
+                "shared_ro: Read-only file system".into(),
+                "shared_rw: ok".into(),
                 "keys: 0".into(),
                 "timer_list: 0".into(),
                 "mount: EPERM".into(),
@@ -787,6 +801,12 @@ async fn escapes_from_a_task_fail() -> Result<()> {
             !std::fs::read_to_string("/proc/keys")?.is_empty(),
             "the host's /proc/keys is empty"
         );
+        // The shared directory is the host's: both probes' files are there.
+        for uid in [65534, 0] {
+            let written = rw.path().join(format!("from-task-{uid}"));
+            ensure!(written.exists(), "{} is not on the host", written.display());
+        }
+        ensure!(!ro.path().join("from-task").exists());
         Ok(())
     }
     .await;

@@ -624,6 +624,7 @@ fn with_view(argv: &[&str]) -> (Container, PathBuf) {
     c.spec.view = Some(super::super::rootfs::View {
         mountpoint: root,
         hide: vec![hidden.clone()],
+        host_paths: vec![],
     });
     (c, hidden)
 }

@@ -12,6 +12,7 @@
 //! /tmp              a private tmpfs (charged to the task's memory cgroup)
 //! /run, hidden dirs empty and read-only (the agent's work and runtime dirs:
 //!                   other tasks' sandboxes and checkpoints; host sockets)
+//! <host paths>      directories the operator shares (`--host-paths`)
 //! <sandbox>         the task's own sandbox, read-write, at its host path
 //! ```
 //!
@@ -45,6 +46,17 @@ pub struct View {
     /// Host directories covered by an empty read-only tmpfs (the agent's
     /// work and runtime dirs). Absolute, without symbolic links.
     pub hide: Vec<PathBuf>,
+    /// Host directories the operator shares with every task, at the same
+    /// path (`mezzo agent --host-paths`).
+    #[serde(default)]
+    pub host_paths: Vec<HostPath>,
+}
+
+/// A host directory shown to tasks; read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPath {
+    pub path: PathBuf,
+    pub writable: bool,
 }
 
 /// A step of [`enter`] that failed.
@@ -111,6 +123,16 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
         libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         false,
     )?;
+    let mut shared = Vec::with_capacity(view.host_paths.len());
+    for host in &view.host_paths {
+        let tree = open_tree(&host.path, true)?;
+        let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        if !host.writable {
+            attrs |= libc::MOUNT_ATTR_RDONLY;
+        }
+        set_attr(&tree, &host.path, attrs, true)?;
+        shared.push((tree, host.path.as_path()));
+    }
     let root = open_tree(Path::new("/"), true)?;
     set_attr(
         &root,
@@ -155,11 +177,14 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
             hidden.push(dir);
         }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .create(sandbox)
-        .map_err(|e| failed("making the mount point", sandbox)(io_errno(e)))?;
-    move_mount(&sandbox_tree, sandbox)?;
+    let trees = shared.iter().map(|(tree, path)| (tree, *path));
+    for (tree, path) in trees.chain([(&sandbox_tree, sandbox)]) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(path)
+            .map_err(|e| failed("making the mount point", path)(io_errno(e)))?;
+        move_mount(tree, path)?;
+    }
     for dir in hidden {
         remount_read_only(dir, HARDENED)?;
     }

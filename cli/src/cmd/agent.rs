@@ -61,6 +61,10 @@ pub struct Args {
     /// master's ACL allowed it (`relax_isolation` on `seccomp:unconfined`).
     #[arg(long, env = "MEZZO_ALLOW_UNCONFINED")]
     allow_unconfined: bool,
+    /// Host directories every task sees at the same path, comma-separated;
+    /// read-only unless suffixed `:rw` (e.g. `/data,/scratch:rw`).
+    #[arg(long, env = "MEZZO_HOST_PATHS", default_value = "")]
+    host_paths: String,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -100,6 +104,28 @@ pub struct Args {
     join_token_file: Option<PathBuf>,
 }
 
+/// `--host-paths`: absolute paths, each optionally `:ro` or `:rw`.
+fn host_paths(list: &str) -> anyhow::Result<Vec<mezzo_agent::containerizer::rootfs::HostPath>> {
+    super::comma_list(list)
+        .into_iter()
+        .map(|item| {
+            let (path, writable) = match item.rsplit_once(':') {
+                Some((path, "rw")) => (path.to_owned(), true),
+                Some((path, "ro")) => (path.to_owned(), false),
+                _ => (item.clone(), false),
+            };
+            anyhow::ensure!(
+                path.starts_with('/'),
+                "--host-paths: {item:?} is not an absolute path (PATH, PATH:ro or PATH:rw)"
+            );
+            Ok(mezzo_agent::containerizer::rootfs::HostPath {
+                path: path.into(),
+                writable,
+            })
+        })
+        .collect()
+}
+
 fn headroom(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -137,6 +163,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.allowed_users = super::comma_list(&a.allowed_users);
         iso.cpu_hard_limit = a.cpu_hard_limit;
         iso.allow_unconfined = a.allow_unconfined;
+        iso.host_paths = host_paths(&a.host_paths)?;
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;

@@ -311,6 +311,7 @@ async fn run(a: Args) -> Result<()> {
             view: Some(mezzo_agent::containerizer::rootfs::View {
                 mountpoint: view_root.clone(),
                 hide: vec![a.dir.canonicalize()?],
+                host_paths: vec![],
             }),
             allow_unconfined: false,
         };
