@@ -35,3 +35,6 @@ pub use error::ImageError;
 pub use layout::{ImageConfig, LayerDescriptor, Layout, Reference, ResolvedImage};
 pub use store::{GcReport, Image, Store};
 pub use unpack::{Compression, StagedLayer, unpack_layer};
+
+#[cfg(test)]
+mod tests;

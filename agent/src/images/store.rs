@@ -157,15 +157,7 @@ impl Store {
     /// holds the layer's lock meanwhile.
     fn ensure_layer(&self, layout: &Layout, desc: &LayerDescriptor, diff_id: &Digest) -> Result<(), ImageError> {
         let dest = self.layer_dir(diff_id);
-        let lock_path = dest.with_extension("lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(ImageError::io("open", &lock_path))?;
-        let _lock =
-            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| ImageError::sys("lock", &lock_path)(e))?;
+        let _lock = flock(&dest.with_extension("lock"), FlockArg::LockExclusive)?;
         if dest.is_dir() {
             return Ok(());
         }
@@ -367,14 +359,7 @@ impl Store {
     }
 
     fn lock(&self, arg: FlockArg) -> Result<Flock<File>, ImageError> {
-        let path = self.root.join("store.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(ImageError::io("open", &path))?;
-        Flock::lock(file, arg).map_err(|(_, e)| ImageError::sys("lock", &path)(e))
+        flock(&self.root.join("store.lock"), arg)
     }
 
     fn image_path(&self, manifest: &Digest) -> PathBuf {
@@ -384,6 +369,17 @@ impl Store {
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
+}
+
+/// Locks the file `path`, creating it; blocks until it gets the lock.
+fn flock(path: &Path, arg: FlockArg) -> Result<Flock<File>, ImageError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(ImageError::io("open", path))?;
+    Flock::lock(file, arg).map_err(|(_, e)| ImageError::sys("lock", path)(e))
 }
 
 /// The names in `dir` (UTF-8 ones: ours all are).

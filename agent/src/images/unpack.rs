@@ -291,10 +291,12 @@ fn device_numbers(entry: &tar::Entry<'_, impl Read>, raw: &[u8]) -> Result<(u32,
     ))
 }
 
-/// Opens the directory `path` beneath `dir`, following no symlink.
+/// Opens the directory `path` beneath `dir`, following no symlink (not
+/// even the last component: RESOLVE_NO_SYMLINKS covers it, with ELOOP;
+/// O_NOFOLLOW would turn that into a less telling ENOTDIR).
 fn open_beneath(dir: &impl AsFd, path: &[u8]) -> nix::Result<OwnedFd> {
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     openat2(dir.as_fd(), path, how)
 }
