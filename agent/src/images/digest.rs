@@ -134,6 +134,11 @@ impl<R: Read> DigestReader<R> {
         io::copy(self, &mut io::sink()).map(drop)
     }
 
+    /// The bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// The digest and length of what was read.
     pub fn finish(self) -> (Digest, u64) {
         (Digest::from_ring(self.context.finish()), self.count)

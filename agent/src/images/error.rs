@@ -27,6 +27,8 @@ pub enum ImageError {
         size: u64,
         limit: u64,
     },
+    #[error("layer over its limit of {limit} {what}")]
+    LayerTooLarge { what: &'static str, limit: u64 },
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
     #[error("invalid image layout {path}: {reason}")]

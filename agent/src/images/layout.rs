@@ -40,17 +40,17 @@ pub enum Reference {
 }
 
 impl Reference {
-    /// `sha256:<hex>` is a digest, anything else a tag.
+    /// `sha256:<hex>` is a digest; other digest algorithms are refused;
+    /// anything else is a tag (which may hold a `:`, as in
+    /// `docker.io/library/busybox:1.36`).
     pub fn parse(s: &str) -> Result<Reference, ImageError> {
-        if s.contains(':') {
-            Digest::parse(s).map(Reference::Digest)
-        } else if s.is_empty() {
-            Err(ImageError::Layout {
+        match s.split_once(':') {
+            Some(("sha256" | "sha384" | "sha512" | "blake3", _)) => Digest::parse(s).map(Reference::Digest),
+            _ if s.is_empty() => Err(ImageError::Layout {
                 path: PathBuf::new(),
                 reason: "empty image reference".to_owned(),
-            })
-        } else {
-            Ok(Reference::Tag(s.to_owned()))
+            }),
+            _ => Ok(Reference::Tag(s.to_owned())),
         }
     }
 }

@@ -34,7 +34,7 @@ pub use digest::Digest;
 pub use error::ImageError;
 pub use layout::{ImageConfig, LayerDescriptor, Layout, Reference, ResolvedImage};
 pub use store::{GcReport, Image, Store};
-pub use unpack::{Compression, StagedLayer, unpack_layer};
+pub use unpack::{Compression, Limits, StagedLayer, unpack_layer};
 
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::ImageError;
 use super::digest::{Digest, DigestReader};
 use super::layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, Reference};
-use super::unpack::unpack_layer;
+use super::unpack::{Limits, unpack_layer};
 
 /// An image in the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,7 @@ struct LayerRecord {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    limits: Limits,
     /// Layers this store unpacked, for the tests' "once" checks.
     #[cfg(test)]
     pub(super) unpacks: AtomicUsize,
@@ -78,9 +79,15 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            limits: Limits::default(),
             #[cfg(test)]
             unpacks: AtomicUsize::new(0),
         })
+    }
+
+    /// The same store, unpacking each layer within `limits`.
+    pub fn with_limits(self, limits: Limits) -> Store {
+        Store { limits, ..self }
     }
 
     /// Where the layer `diff_id` is unpacked.
@@ -165,7 +172,7 @@ impl Store {
         let blob = File::open(&blob_path).map_err(ImageError::io("open", &blob_path))?;
         // One byte past the descriptor's size, to see a longer blob.
         let mut reader = DigestReader::new(blob.take(desc.size + 1));
-        let staged = unpack_layer(&mut reader, desc.compression, &dest)?;
+        let staged = unpack_layer(&mut reader, desc.compression, &dest, &self.limits)?;
         let (digest, len) = reader.finish();
         desc.digest.verify(desc.size, &digest, len, "layer blob")?;
         if staged.diff_id() != diff_id {

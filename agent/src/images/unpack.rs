@@ -38,6 +38,24 @@ use xattr::FileExt;
 use super::ImageError;
 use super::digest::{Digest, DigestReader};
 
+/// Bounds on one layer: a small compressed blob can expand to fill the
+/// disk (a decompression bomb) or its inodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Of the uncompressed tar stream.
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_bytes: 16 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
 /// How a layer blob is compressed, from its media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -87,10 +105,15 @@ impl Drop for StagedLayer {
     }
 }
 
-/// Unpacks the layer read from `blob` next to `dest`, reading `blob` to
-/// its end (so that a digest the caller computes over it covers all of
-/// it), and syncs it to disk.
-pub fn unpack_layer(blob: &mut dyn Read, compression: Compression, dest: &Path) -> Result<StagedLayer, ImageError> {
+/// Unpacks the layer read from `blob` next to `dest`, within `limits`,
+/// reading `blob` to its end (so that a digest the caller computes over
+/// it covers all of it), and syncs it to disk.
+pub fn unpack_layer(
+    blob: &mut dyn Read,
+    compression: Compression,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<StagedLayer, ImageError> {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     let tmp = dest.with_file_name(name);
@@ -113,8 +136,8 @@ pub fn unpack_layer(blob: &mut dyn Read, compression: Compression, dest: &Path) 
     )
     .map_err(ImageError::sys("open", &staged.tmp))?;
     let (diff_id, size) = match compression {
-        Compression::None => unpack_tar(&mut *blob, &root)?,
-        Compression::Gzip => unpack_tar(&mut flate2::read::MultiGzDecoder::new(&mut *blob), &root)?,
+        Compression::None => unpack_tar(&mut *blob, &root, limits)?,
+        Compression::Gzip => unpack_tar(&mut flate2::read::MultiGzDecoder::new(&mut *blob), &root, limits)?,
     };
     io::copy(blob, &mut io::sink()).map_err(ImageError::Archive)?;
     nix::unistd::syncfs(&root).map_err(ImageError::sys("syncfs", &staged.tmp))?;
@@ -125,19 +148,37 @@ pub fn unpack_layer(blob: &mut dyn Read, compression: Compression, dest: &Path) 
 
 /// Places every entry of the tar `stream` beneath `root`; returns the
 /// stream's digest (read to its end) and the bytes unpacked.
-fn unpack_tar(stream: &mut dyn Read, root: &OwnedFd) -> Result<(Digest, u64), ImageError> {
+fn unpack_tar(stream: &mut dyn Read, root: &OwnedFd, limits: &Limits) -> Result<(Digest, u64), ImageError> {
     let mut reader = DigestReader::new(stream);
-    let mut size = 0;
-    {
-        let mut archive = tar::Archive::new(&mut reader);
-        for entry in archive.entries().map_err(ImageError::Archive)? {
-            let mut entry = entry.map_err(ImageError::Archive)?;
-            size += place(root, &mut entry)?;
+    // One byte past the limit, to tell a stream at the limit from one over.
+    let result = place_all(&mut (&mut reader).take(limits.max_bytes + 1), root, limits);
+    if reader.count() > limits.max_bytes {
+        return Err(ImageError::LayerTooLarge {
+            what: "uncompressed bytes",
+            limit: limits.max_bytes,
+        });
+    }
+    let size = result?;
+    Ok((reader.finish().0, size))
+}
+
+fn place_all(stream: &mut impl Read, root: &OwnedFd, limits: &Limits) -> Result<u64, ImageError> {
+    let mut archive = tar::Archive::new(stream);
+    let (mut size, mut entries) = (0, 0);
+    for entry in archive.entries().map_err(ImageError::Archive)? {
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(ImageError::LayerTooLarge {
+                what: "entries",
+                limit: limits.max_entries,
+            });
         }
+        let mut entry = entry.map_err(ImageError::Archive)?;
+        size += place(root, &mut entry)?;
     }
     // The end-of-archive blocks and padding count in the diff_id.
-    reader.drain().map_err(ImageError::Archive)?;
-    Ok((reader.finish().0, size))
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(ImageError::Archive)?;
+    Ok(size)
 }
 
 /// An entry's owner, permissions (with setuid, setgid, sticky) and mtime.
@@ -170,7 +211,9 @@ fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>) -> Result<u64, I
     }
     let path = display_path(&raw);
     match kind {
-        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+        // Not GNU sparse files: their holes would be written out as zeros,
+        // a disk-filling bomb that the stream's size does not bound.
+        EntryType::Regular | EntryType::Continuous => {
             clear_slot(&parent, name, false, &raw)?;
             let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let fd = openat(&parent, name.as_slice(), flags, Mode::from_bits_truncate(0o600))

@@ -85,6 +85,14 @@ pub fn tar(entries: Vec<E>) -> Vec<u8> {
             old.linkname[..e.link.len()].copy_from_slice(&e.link);
         }
         h.set_entry_type(e.kind);
+        if e.kind == EntryType::GNUSparse {
+            // A 1 GiB hole, then the entry's data.
+            let octal = |n: u64| format!("{n:011o}\0").into_bytes();
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.realsize.copy_from_slice(&octal((1 << 30) + e.data.len() as u64));
+            gnu.sparse[0].offset.copy_from_slice(&octal(1 << 30));
+            gnu.sparse[0].numbytes.copy_from_slice(&octal(e.data.len() as u64));
+        }
         h.set_mode(e.mode);
         h.set_uid(e.uid);
         h.set_gid(e.gid);

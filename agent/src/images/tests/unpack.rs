@@ -9,10 +9,10 @@ use std::process::Command;
 use tar::EntryType;
 
 use super::fixtures::{E, MTIME, gzip, names, tar};
-use crate::images::{Compression, Digest, ImageError, StagedLayer, unpack_layer};
+use crate::images::{Compression, Digest, ImageError, Limits, StagedLayer, unpack_layer};
 
 fn unpack(bytes: &[u8], compression: Compression, dest: &Path) -> Result<StagedLayer, ImageError> {
-    unpack_layer(&mut &bytes[..], compression, dest)
+    unpack_layer(&mut &bytes[..], compression, dest, &Limits::default())
 }
 
 fn normal_layer() -> Vec<E> {
@@ -277,6 +277,14 @@ fn images_unpack_refuses_hostile_entries() {
         ),
         ("empty name", vec![E::file("/", b"x")], "empty name"),
         ("whiteout of nothing", vec![E::file(".wh.", b"")], "whiteout of nothing"),
+        (
+            "GNU sparse file",
+            vec![E {
+                kind: EntryType::GNUSparse,
+                ..E::file("s", b"")
+            }],
+            "unsupported entry type",
+        ),
     ];
     for (what, entries, reason) in cases {
         match refused(entries, outside.path()) {
@@ -336,4 +344,45 @@ fn images_unpack_refuses_garbage_and_an_existing_destination() {
         "never over an existing layer"
     );
     assert_eq!(names(t.path()), ["layer"]);
+}
+
+#[test]
+fn images_unpack_stops_decompression_bombs() {
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("layer");
+    // 4 MiB of zeros: a few KiB gzipped.
+    let bomb = gzip(&tar(vec![E::file("zeros", &vec![0u8; 4 << 20])]));
+    assert!(bomb.len() < 64 << 10);
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+    };
+    let err = unpack_layer(&mut &bomb[..], Compression::Gzip, &dest, &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::LayerTooLarge {
+                what: "uncompressed bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let many = tar((0..101).map(|i| E::file(&format!("f{i}"), b"")).collect());
+    let err = unpack_layer(&mut &many[..], Compression::None, &dest, &limits).unwrap_err();
+    assert!(
+        matches!(err, ImageError::LayerTooLarge { what: "entries", .. }),
+        "{err}"
+    );
+    assert!(names(t.path()).is_empty());
+    // At the limits exactly: fine.
+    let exact = tar((0..100).map(|i| E::file(&format!("f{i}"), b"")).collect());
+    let limits = Limits {
+        max_bytes: exact.len() as u64,
+        max_entries: 100,
+    };
+    unpack_layer(&mut &exact[..], Compression::None, &dest, &limits)
+        .unwrap()
+        .commit()
+        .unwrap();
 }
