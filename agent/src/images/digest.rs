@@ -114,7 +114,7 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// Hashes and counts every byte read through it.
-pub struct DigestReader<R> {
+pub(crate) struct DigestReader<R> {
     inner: R,
     context: Context,
     count: u64,
@@ -127,11 +127,6 @@ impl<R: Read> DigestReader<R> {
             context: Context::new(&SHA256),
             count: 0,
         }
-    }
-
-    /// Reads what is left, so that the digest covers the whole stream.
-    pub fn drain(&mut self) -> io::Result<()> {
-        io::copy(self, &mut io::sink()).map(drop)
     }
 
     /// The bytes read so far.
@@ -195,7 +190,7 @@ mod tests {
         let mut r = DigestReader::new(&data[..]);
         let mut head = [0u8; 10];
         r.read_exact(&mut head).unwrap();
-        r.drain().unwrap();
+        io::copy(&mut r, &mut io::sink()).unwrap();
         let (d, n) = r.finish();
         assert_eq!((d.clone(), n), (Digest::of(&data), 100_000));
         d.verify(100_000, &Digest::of(&data), 100_000, "blob").unwrap();

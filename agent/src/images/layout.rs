@@ -326,7 +326,7 @@ fn layer_descriptor(d: Descriptor) -> Result<LayerDescriptor, ImageError> {
 }
 
 /// This host's architecture as OCI platforms name it.
-pub fn host_architecture() -> &'static str {
+pub(crate) fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

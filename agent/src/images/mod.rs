@@ -19,20 +19,20 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`digest`] | `sha256:<hex>` digests and streaming verification |
-//! | [`layout`] | reading an OCI image layout: index, manifest, config |
-//! | [`unpack`] | one layer tar into a fresh directory, overlay format |
-//! | [`store`] | the content-addressed store: blobs, layers, images, GC |
+//! | `digest.rs` | `sha256:<hex>` digests and streaming verification |
+//! | `layout.rs` | reading an OCI image layout: index, manifest, config |
+//! | `unpack.rs` | one layer tar into a fresh directory, overlay format |
+//! | `store.rs` | the content-addressed store: blobs, layers, images, GC |
 
-pub mod digest;
+mod digest;
 mod error;
-pub mod layout;
-pub mod store;
-pub mod unpack;
+mod layout;
+mod store;
+mod unpack;
 
 pub use digest::Digest;
 pub use error::ImageError;
-pub use layout::{ImageConfig, LayerDescriptor, Layout, Reference, ResolvedImage};
+pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, Reference, ResolvedImage};
 pub use store::{GcReport, Image, Store};
 pub use unpack::{Compression, Limits, StagedLayer, unpack_layer};
 

@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use super::fixtures::{E, LayoutFixture, OCI_INDEX, OCI_MANIFEST, digest_of, tar};
-use crate::images::layout::{MAX_JSON_BLOB, host_architecture};
+use crate::images::MAX_JSON_BLOB;
+use crate::images::layout::host_architecture;
 use crate::images::{Compression, Digest, ImageError, Layout, Reference};
 
 fn resolve(fixture: &LayoutFixture, reference: &str) -> Result<crate::images::ResolvedImage, ImageError> {
