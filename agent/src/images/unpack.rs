@@ -12,10 +12,12 @@
 //!
 //! Overlay format: a whiteout `.wh.NAME` becomes a 0/0 character device
 //! NAME, `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory.
-//! Device nodes are refused (the container's `/dev` is its own), archive
-//! xattrs are ignored. The layer is unpacked into `<dest>.tmp-<random>`
-//! and only renamed into place by [`StagedLayer::commit`], once the caller
-//! has checked its digests; anything else removes it.
+//! Device nodes are refused (the container's `/dev` is its own), and so
+//! are GNU sparse files; archive xattrs are ignored. The uncompressed
+//! bytes and the entries are capped ([`Limits`]), against decompression
+//! bombs. The layer is unpacked into `<dest>.tmp-<random>` and only
+//! renamed into place by [`StagedLayer::commit`], once the caller has
+//! checked its digests; anything else removes it.
 
 use std::fs::File;
 use std::io::{self, Read};
