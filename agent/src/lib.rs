@@ -42,6 +42,7 @@ pub mod files;
 pub mod fuzz;
 pub mod gc;
 pub mod http;
+pub mod images;
 pub mod key;
 pub mod metrics;
 pub mod paths;
