@@ -389,6 +389,7 @@ fn task_view(
         mountpoint,
         hide,
         host_paths,
+        image: None,
     })
 }
 

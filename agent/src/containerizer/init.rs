@@ -440,7 +440,9 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     let Some(program) = spec.argv.first() else {
         return Err(invalid("argv is empty".into()));
     };
-    if !Path::new(program).is_absolute() {
+    // In an image the init looks the program up in the image's own PATH.
+    let in_image = spec.view.as_ref().is_some_and(|v| v.image.is_some());
+    if !Path::new(program).is_absolute() && !(in_image && !program.is_empty()) {
         return Err(invalid(format!("argv[0] {program:?} is not an absolute path")));
     }
     if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
@@ -772,6 +774,25 @@ struct TaskExec {
     confinement: super::harden::Prepared,
 }
 
+/// `program` as execve needs it: itself if it names a path, else the
+/// first executable of that name in the task's `PATH` (the image's, seen
+/// from inside it), else itself again (execve then fails with ENOENT).
+fn resolve_in_path(program: &str, env: &[(String, String)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.to_owned();
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map_or(
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        |(_, v)| v.as_str(),
+    );
+    path.split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .map_or_else(|| program.to_owned(), |p| p.display().to_string())
+}
+
 /// The step of [`TaskExec::run`] that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -891,9 +912,9 @@ impl Stdio {
 impl TaskExec {
     fn prepare(spec: &InitSpec, stdio: Stdio, init_pid: Pid) -> Result<TaskExec, InitError> {
         let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
-        let argv = spec
-            .argv
-            .iter()
+        let program = resolve_in_path(&spec.argv[0], &spec.env);
+        let argv = std::iter::once(program.as_str())
+            .chain(spec.argv[1..].iter().map(String::as_str))
             .map(|a| cstring(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
         let env = spec
@@ -911,7 +932,11 @@ impl TaskExec {
                 .collect::<Vec<_>>()
         };
         use std::os::unix::ffi::OsStrExt;
-        let sandbox = cstring(spec.sandbox.as_os_str().as_bytes())?;
+        let sandbox = match &spec.view {
+            Some(view) => view.sandbox_inside(&spec.sandbox),
+            None => &spec.sandbox,
+        };
+        let sandbox = cstring(sandbox.as_os_str().as_bytes())?;
         let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
         // An unprivileged agent can only run tasks as itself: nothing to change.
         let unchanged = !nix::unistd::geteuid().is_root()

@@ -625,6 +625,7 @@ fn with_view(argv: &[&str]) -> (Container, PathBuf) {
         mountpoint: root,
         hide: vec![hidden.clone()],
         host_paths: vec![],
+        image: None,
     });
     (c, hidden)
 }
@@ -691,4 +692,93 @@ echo "cgroup: $(ls -A /sys/fs/cgroup | wc -l)"
     assert!(Path::new("/dev/kmsg").exists());
     assert!(std::fs::read(hidden.join("secret")).is_ok());
     assert!(!std::fs::read_to_string("/proc/keys").unwrap_or_default().is_empty());
+}
+
+/// Two hand-made layers in overlay form: a busybox base (with an
+/// `/etc/motd` and `/etc/os-release`) and a layer that replaces
+/// `os-release` and deletes `motd` (a whiteout).
+fn busybox_layers(base: &Path) -> Vec<PathBuf> {
+    let (l1, l2) = (base.join("layer1"), base.join("layer2"));
+    for dir in [l1.join("bin"), l1.join("etc"), l2.join("etc")] {
+        std::fs::create_dir_all(&dir).expect("layer dir");
+    }
+    std::fs::copy("/bin/busybox", l1.join("bin/busybox")).expect("busybox");
+    for applet in ["sh", "cat", "ls", "tr", "wc", "head", "pwd"] {
+        std::os::unix::fs::symlink("busybox", l1.join("bin").join(applet)).expect("applet");
+    }
+    std::fs::write(l1.join("etc/motd"), "base motd\n").expect("motd");
+    std::fs::write(l1.join("etc/os-release"), "ID=base\n").expect("os-release");
+    std::fs::write(l2.join("etc/os-release"), "ID=mezzo-test\n").expect("os-release");
+    nix::sys::stat::mknod(
+        &l2.join("etc/motd"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .expect("whiteout");
+    vec![l1, l2]
+}
+
+/// Issue 15: a task with an image sees the image's files (its layers in
+/// order, a whiteout hiding a base file), none of the host's, a writable
+/// root whose changes land in its own upper dir, its sandbox at
+/// `/mnt/mezzo/sandbox`, the host's resolv.conf, and the same private
+/// `/dev`, `/proc` masks and read-only `/sys` as any task. The program is
+/// found in the image's PATH.
+#[test]
+fn a_task_with_an_image_sees_the_image() {
+    if !is_root() {
+        return;
+    }
+    let script = r#"try() { if out=$(sh -c "$2" 2>&1); then echo "$1: ok"; else echo "$1: ${out##*: }"; fi; }
+echo "os: $(cat /etc/os-release)"
+try motd 'cat /etc/motd'
+try host 'ls /etc/debian_version'
+echo "pwd: $(pwd)"
+try root 'echo hi > /written'
+try sandbox 'echo x > ./from-image'
+try sys ': > /sys/kernel/mm/ksm/run'
+echo "dev: $(ls /dev | tr '\n' ' ')"
+echo "keys: $(wc -c < /proc/keys)"
+echo "resolv: $(head -n 1 /etc/resolv.conf)"
+"#;
+    let (mut c, _) = with_view(&["sh", "-c", script]);
+    let base = c.spec.run_dir.parent().expect("temp dir").to_owned();
+    let layers = busybox_layers(&base);
+    let (upper, work) = (base.join("upper"), base.join("work"));
+    std::fs::create_dir(&upper).expect("upper");
+    std::fs::create_dir(&work).expect("work");
+    if let Some(view) = c.spec.view.as_mut() {
+        view.image = Some(super::super::rootfs::ImageRoot {
+            layers: layers.clone(),
+            upper: upper.clone(),
+            work,
+        });
+    }
+    c.spec.env = vec![("PATH".into(), "/bin".into())];
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    let out = c.stdout();
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for expected in [
+        "os: ID=mezzo-test".to_string(),
+        "motd: No such file or directory".into(),
+        "host: No such file or directory".into(),
+        "pwd: /mnt/mezzo/sandbox".into(),
+        "root: ok".into(),
+        "sandbox: ok".into(),
+        "sys: Read-only file system".into(),
+        "dev: fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero ".into(),
+        "keys: 0".into(),
+        format!("resolv: {}", resolv.lines().next().unwrap_or_default()),
+    ] {
+        assert!(out.lines().any(|l| l == expected), "no {expected:?} in:\n{out}");
+    }
+    // Changes went to the container's upper dir, never to the shared layers.
+    assert_eq!(
+        std::fs::read_to_string(upper.join("written")).ok().as_deref(),
+        Some("hi\n")
+    );
+    assert!(layers.iter().all(|l| !l.join("written").exists()));
+    assert!(layers[0].join("etc/motd").exists());
+    assert!(c.spec.sandbox.join("from-image").exists());
 }

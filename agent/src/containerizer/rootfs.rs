@@ -50,6 +50,40 @@ pub struct View {
     /// path (`mezzo agent --host-paths`).
     #[serde(default)]
     pub host_paths: Vec<HostPath>,
+    /// The task's root from an image instead of the host's.
+    #[serde(default)]
+    pub image: Option<ImageRoot>,
+}
+
+/// Where a task with an image finds its sandbox (`MEZZO_SANDBOX`): its
+/// host path means nothing inside an image.
+pub const SANDBOX_IN_IMAGE: &str = "/mnt/mezzo/sandbox";
+
+/// Files of the host every image task sees read-only, so that names
+/// resolve as on the host (tasks share its network).
+const HOST_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
+
+/// An image's root: an overlay of its unpacked layers (read-only, shared
+/// by every task of the image) under a writable directory of the
+/// container's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRoot {
+    /// Unpacked layers, the base layer first (the manifest's order).
+    pub layers: Vec<PathBuf>,
+    /// Empty directories of this container on one file system: the
+    /// task's changes to its root, and overlayfs' scratch space.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl View {
+    /// Where the task finds its sandbox inside this view.
+    pub fn sandbox_inside<'a>(&self, host_path: &'a Path) -> &'a Path {
+        match self.image {
+            Some(_) => Path::new(SANDBOX_IN_IMAGE),
+            None => host_path,
+        }
+    }
 }
 
 /// A host directory shown to tasks; read-only unless `writable`.
@@ -115,41 +149,44 @@ const HARDENED: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 /// `/proc` is needed: it mounts that `/proc` itself. Paths the init still
 /// needs outside the view (its run dir) must be opened before.
 pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
-    // Taken from the host's tree before anything covers it.
-    let sandbox_tree = open_tree(sandbox, false)?;
-    set_attr(
-        &sandbox_tree,
-        sandbox,
-        libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        false,
-    )?;
-    let mut shared = Vec::with_capacity(view.host_paths.len());
+    // Taken from the host's tree before anything covers it, attached
+    // where they belong once the task's root is this process's.
+    let mut binds = vec![Bind::take(sandbox, view.sandbox_inside(sandbox), true, false)?];
     for host in &view.host_paths {
-        let tree = open_tree(&host.path, true)?;
-        let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
-        if !host.writable {
-            attrs |= libc::MOUNT_ATTR_RDONLY;
-        }
-        set_attr(&tree, &host.path, attrs, true)?;
-        shared.push((tree, host.path.as_path()));
+        binds.push(Bind::take(&host.path, &host.path, host.writable, true)?);
     }
-    let root = open_tree(Path::new("/"), true)?;
-    set_attr(
-        &root,
-        Path::new("/"),
-        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        true,
-    )?;
-    move_mount(&root, &view.mountpoint)?;
+    let sys = match &view.image {
+        None => {
+            let root = open_tree(Path::new("/"), true)?;
+            let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+            set_attr(&root, Path::new("/"), attrs, true)?;
+            move_mount(&root, &view.mountpoint)?;
+            None
+        }
+        Some(image) => {
+            for file in HOST_FILES.iter().map(Path::new).filter(|f| f.exists()) {
+                binds.push(Bind::take(file, file, false, false)?);
+            }
+            let sys = Bind::take(Path::new("/sys"), Path::new("/sys"), false, true)?;
+            mount_overlay(image, &view.mountpoint)?;
+            Some(sys)
+        }
+    };
     pivot(&view.mountpoint)?;
 
+    make_dir(Path::new("/proc"))?;
     mount_fs(
         "proc",
         "/proc",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
+    if let Some(sys) = sys {
+        sys.attach()?;
+    }
+    make_dir(Path::new("/dev"))?;
     private_dev()?;
+    make_dir(Path::new("/tmp"))?;
     mount_fs("tmpfs", "/tmp", HARDENED, Some("mode=1777"))?;
     for file in MASKED_FILES.iter().filter(|f| Path::new(f).exists()) {
         bind(Path::new("/dev/null"), Path::new(file), MsFlags::empty())?;
@@ -168,27 +205,108 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )?;
     }
-    // Covered writable first: the sandbox's mount point may have to be
-    // made inside one of them.
+    // Covered writable first: a mount point may have to be made inside
+    // one of them. (An image has none of the host's directories.)
     let mut hidden = Vec::new();
-    for dir in view.hide.iter().map(PathBuf::as_path).chain([Path::new("/run")]) {
-        if is_dir(dir) && !hidden.iter().any(|h: &&Path| dir.starts_with(h)) {
-            mount_fs("tmpfs", dir, HARDENED, Some("mode=755"))?;
-            hidden.push(dir);
+    if view.image.is_none() {
+        for dir in view.hide.iter().map(PathBuf::as_path).chain([Path::new("/run")]) {
+            if is_dir(dir) && !hidden.iter().any(|h: &&Path| dir.starts_with(h)) {
+                mount_fs("tmpfs", dir, HARDENED, Some("mode=755"))?;
+                hidden.push(dir);
+            }
         }
     }
-    let trees = shared.iter().map(|(tree, path)| (tree, *path));
-    for (tree, path) in trees.chain([(&sandbox_tree, sandbox)]) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(path)
-            .map_err(|e| failed("making the mount point", path)(io_errno(e)))?;
-        move_mount(tree, path)?;
+    for b in binds {
+        b.attach()?;
     }
     for dir in hidden {
         remount_read_only(dir, HARDENED)?;
     }
     Ok(())
+}
+
+/// A detached copy of a host file or directory, to attach at `target` in
+/// the task's root.
+struct Bind<'a> {
+    tree: OwnedFd,
+    target: &'a Path,
+    is_dir: bool,
+}
+
+impl<'a> Bind<'a> {
+    fn take(source: &Path, target: &'a Path, writable: bool, recursive: bool) -> Result<Bind<'a>, ViewError> {
+        let tree = open_tree(source, recursive)?;
+        let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        if !writable {
+            attrs |= libc::MOUNT_ATTR_RDONLY;
+        }
+        set_attr(&tree, source, attrs, recursive)?;
+        Ok(Bind {
+            tree,
+            target,
+            is_dir: is_dir(source),
+        })
+    }
+
+    /// Attaches the copy, making its mount point (in a writable layer:
+    /// a private tmpfs, a hidden dir's cover, or an image's upper dir).
+    fn attach(self) -> Result<(), ViewError> {
+        if self.is_dir {
+            make_dir(self.target)?;
+        } else if !self.target.exists() {
+            if let Some(parent) = self.target.parent() {
+                make_dir(parent)?;
+            }
+            std::fs::File::create(self.target)
+                .map_err(|e| failed("making the mount point", self.target)(io_errno(e)))?;
+        }
+        move_mount(&self.tree, self.target)
+    }
+}
+
+fn make_dir(path: &Path) -> Result<(), ViewError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(path)
+        .map_err(|e| failed("making the mount point", path)(io_errno(e)))
+}
+
+/// The image's layers under the container's upper dir, on `target`.
+fn mount_overlay(image: &ImageRoot, target: &Path) -> Result<(), ViewError> {
+    // Overlay's option syntax has no escapes worth trusting: the store's
+    // paths are plain, anything else is refused.
+    let plain = |p: &Path| {
+        let ok = p.is_absolute() && !p.as_os_str().as_bytes().iter().any(|b| b",:\\\0".contains(b));
+        if ok {
+            Ok(p.display().to_string())
+        } else {
+            Err(failed("using as an overlay dir", p)(Errno::EINVAL))
+        }
+    };
+    if image.layers.is_empty() {
+        return Err(failed("mounting an image without layers on", target)(Errno::EINVAL));
+    }
+    // lowerdir lists the topmost layer first.
+    let lower = image
+        .layers
+        .iter()
+        .rev()
+        .map(|l| plain(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        plain(&image.upper)?,
+        plain(&image.work)?
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        HARDENED,
+        Some(options.as_str()),
+    )
+    .map_err(failed("mounting the image on", target))
 }
 
 /// `pivot_root` into `new_root` and drop the old root, runc's way: no

@@ -312,6 +312,7 @@ async fn run(a: Args) -> Result<()> {
                 mountpoint: view_root.clone(),
                 hide: vec![a.dir.canonicalize()?],
                 host_paths: vec![],
+                image: None,
             }),
             allow_unconfined: false,
         };
