@@ -48,7 +48,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone)]
 pub enum Isolation {
     /// cgroups + namespaces, as an unprivileged user (needs root).
-    Linux(IsolationConfig),
+    Linux(Box<IsolationConfig>),
     /// A plain process group in the sandbox, as the agent's user.
     None,
 }
@@ -81,6 +81,9 @@ pub struct IsolationConfig {
     /// Host directories every task sees at the same path, read-only
     /// unless writable (`--host-paths`).
     pub host_paths: Vec<crate::containerizer::rootfs::HostPath>,
+    /// A directory of OCI image layouts, one per name: tasks may use
+    /// `oci:NAME[:TAG]` images (`--image-layouts`).
+    pub image_layouts: Option<PathBuf>,
 }
 
 impl IsolationConfig {
@@ -99,6 +102,7 @@ impl IsolationConfig {
             log_max_bytes: 64 * 1024 * 1024,
             allow_unconfined: false,
             host_paths: Vec::new(),
+            image_layouts: None,
         }
     }
 }

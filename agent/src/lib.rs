@@ -393,6 +393,26 @@ fn task_view(
     })
 }
 
+/// The image store (`<work dir>/images`) and where images are imported
+/// from, when the agent has `--image-layouts`.
+fn image_source(
+    work_dir: &std::path::Path,
+    layouts: Option<&std::path::Path>,
+) -> Result<Option<containerizer::image_task::ImageSource>, AgentError> {
+    let Some(layouts) = layouts else { return Ok(None) };
+    if !layouts.is_dir() {
+        return Err(AgentError::Isolation(format!(
+            "--image-layouts: {} is not a directory",
+            layouts.display()
+        )));
+    }
+    let store = images::Store::open(&work_dir.join("images")).map_err(|e| AgentError::Isolation(e.to_string()))?;
+    Ok(Some(containerizer::image_task::ImageSource {
+        layouts: layouts.to_owned(),
+        store: Arc::new(store),
+    }))
+}
+
 /// The containerizer the configuration asks for; refuses to start an
 /// isolating agent that cannot isolate.
 fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containerizer>, AgentError> {
@@ -426,6 +446,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 log_max_bytes: iso.log_max_bytes,
                 view: Some(task_view(host, &iso.host_paths)?),
                 allow_unconfined: iso.allow_unconfined,
+                images: image_source(work_dir, iso.image_layouts.as_deref())?,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

@@ -139,6 +139,8 @@ pub use task::{TaskBuilder, pending_task, task_state};
 pub use mezzo_proto::backoff::Backoff;
 /// Unix-seconds timestamps, the form status updates carry.
 pub use mezzo_proto::clock;
+/// The image a task may name (`TaskBuilder::image`), checked as the master checks it.
+pub use mezzo_proto::image::{ImageRef, ImageRefError};
 /// Exact resource arithmetic: `Resources::parse("cpus:0.1;mem:32")`.
 pub use mezzo_proto::resources::Resources;
 /// Task states with Mesos names and the terminal-state test.

@@ -111,6 +111,17 @@ impl TaskBuilder {
         self
     }
 
+    /// Runs the task in an OCI image (`oci:NAME[:TAG]` or
+    /// `oci:NAME@sha256:…`, a layout in the agent's `--image-layouts`;
+    /// docs/images.md). Without a command the image's entrypoint and
+    /// `Cmd` run.
+    pub fn image(mut self, reference: impl Into<String>) -> Self {
+        self.info.container.get_or_insert_with(Default::default).image = Some(v1::Image {
+            reference: reference.into(),
+        });
+        self
+    }
+
     /// Runs the task without the agent's seccomp filter (it keeps its
     /// other confinement). The master refuses it unless an ACL rule grants
     /// the caller `relax_isolation` on `seccomp:unconfined`; the agent,

@@ -13,6 +13,7 @@ pub mod fuzz;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod ids;
+pub mod image;
 #[cfg(any(test, feature = "proptest"))]
 pub mod mutate;
 pub mod reservation;

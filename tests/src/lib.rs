@@ -31,6 +31,7 @@ pub mod batch;
 pub mod browser;
 pub mod netcluster;
 pub mod netns;
+pub mod oci;
 pub mod soak;
 
 /// Where a framework daemon finds its cluster: the environment of the

@@ -807,6 +807,7 @@ fn unconfined(id: &str, script: &str) -> v1::TaskInfo {
     let mut t = fw::shell_task(id, script);
     t.container = Some(v1::ContainerInfo {
         seccomp: "unconfined".into(),
+        ..Default::default()
     });
     t
 }

@@ -127,6 +127,10 @@ pub struct InitSpec {
     /// (needs `namespaces.mount`).
     #[serde(default)]
     pub view: Option<super::rootfs::View>,
+    /// The task's working directory inside its view (an image's
+    /// `WorkingDir`, made if missing); `None`: its sandbox.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
 /// How the task ended, as recorded in `run_dir/exit`:
@@ -442,7 +446,8 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     };
     // In an image the init looks the program up in the image's own PATH.
     let in_image = spec.view.as_ref().is_some_and(|v| v.image.is_some());
-    if !Path::new(program).is_absolute() && !(in_image && !program.is_empty()) {
+    let resolvable = Path::new(program).is_absolute() || (in_image && !program.is_empty());
+    if !resolvable {
         return Err(invalid(format!("argv[0] {program:?} is not an absolute path")));
     }
     if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
@@ -778,19 +783,11 @@ struct TaskExec {
 /// first executable of that name in the task's `PATH` (the image's, seen
 /// from inside it), else itself again (execve then fails with ENOENT).
 fn resolve_in_path(program: &str, env: &[(String, String)]) -> String {
-    use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         return program.to_owned();
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map_or(
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        |(_, v)| v.as_str(),
-    );
-    path.split(':')
-        .filter(|dir| dir.starts_with('/'))
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-        .map_or_else(|| program.to_owned(), |p| p.display().to_string())
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    which::which_in(program, path, "/").map_or_else(|_| program.to_owned(), |p| p.display().to_string())
 }
 
 /// The step of [`TaskExec::run`] that failed.
@@ -932,9 +929,17 @@ impl TaskExec {
                 .collect::<Vec<_>>()
         };
         use std::os::unix::ffi::OsStrExt;
-        let sandbox = match &spec.view {
-            Some(view) => view.sandbox_inside(&spec.sandbox),
-            None => &spec.sandbox,
+        let sandbox = match (&spec.cwd, &spec.view) {
+            (Some(cwd), _) => {
+                // As Docker does: an image's working directory need not exist.
+                fs::create_dir_all(cwd).map_err(|source| InitError::Open {
+                    path: cwd.clone(),
+                    source,
+                })?;
+                cwd.as_path()
+            }
+            (None, Some(view)) => view.sandbox_inside(&spec.sandbox),
+            (None, None) => &spec.sandbox,
         };
         let sandbox = cstring(sandbox.as_os_str().as_bytes())?;
         let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));

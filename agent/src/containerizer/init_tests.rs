@@ -80,6 +80,7 @@ impl Container {
             cgroup_procs: vec![],
             confinement: Default::default(),
             view: None,
+            cwd: None,
         };
         Container {
             _dir: dir,

@@ -56,6 +56,8 @@ pub struct LinuxConfig {
     pub view: Option<super::rootfs::View>,
     /// Tasks may run without the seccomp filter when the master allowed it.
     pub allow_unconfined: bool,
+    /// Where images come from; `None`: tasks with an image are refused.
+    pub images: Option<super::image_task::ImageSource>,
 }
 
 /// What the containerizer records in a container's run dir.
@@ -287,7 +289,6 @@ fn prepare(
     backend: &dyn CgroupBackend,
     spec: ContainerSpec,
 ) -> Result<(ContainerSpec, InitSpec, Arc<dyn Cgroup>, String), ContainerError> {
-    let user = task_user(cfg, spec.user.as_deref())?;
     if spec.unconfined && !cfg.allow_unconfined {
         return Err(ContainerError::Unconfined);
     }
@@ -295,16 +296,38 @@ fn prepare(
         let path = path.to_owned();
         move |source| ContainerError::Sandbox { path, source }
     };
-    std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
-    std::os::unix::fs::chown(&spec.sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-        .map_err(sandbox_err(&spec.sandbox))?;
     std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
-    super::write_secret_files(
-        &spec.sandbox,
-        &spec.secret_files,
-        Some((user.uid.as_raw(), user.gid.as_raw())),
-    )?;
-    let argv = argv(&spec)?;
+    let image = match &spec.image {
+        None => None,
+        Some(r) => {
+            let source = cfg
+                .images
+                .as_ref()
+                .filter(|_| cfg.view.is_some())
+                .ok_or_else(|| ContainerError::Image(format!("image {r}: this agent has no --image-layouts")))?;
+            Some(source.prepare(r, &spec.command, &spec.env, &spec.run_dir)?)
+        }
+    };
+    // The task's user (the agent's policy) wins over the image's, which
+    // wins over the agent's default.
+    let (uid, gid) = match (spec.user.as_deref(), image.as_ref().and_then(|i| i.user)) {
+        (None, Some(ids)) => ids,
+        (asked, _) => {
+            let user = task_user(cfg, asked)?;
+            (user.uid.as_raw(), user.gid.as_raw())
+        }
+    };
+    std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
+    std::os::unix::fs::chown(&spec.sandbox, Some(uid), Some(gid)).map_err(sandbox_err(&spec.sandbox))?;
+    super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((uid, gid)))?;
+    let argv = match &image {
+        Some(image) => image.argv.clone(),
+        None => argv(&spec)?,
+    };
+    let mut view = cfg.view.clone();
+    if let (Some(view), Some(image)) = (view.as_mut(), &image) {
+        view.image = Some(image.root.clone());
+    }
     let limits = Limits {
         cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
         cpu_quota: (cfg.cpu_hard_limit && spec.resources.cpus.0 > 0)
@@ -325,10 +348,10 @@ fn prepare(
         stdout: spec.sandbox.join("stdout"),
         stderr: spec.sandbox.join("stderr"),
         argv,
-        env: spec.env.clone(),
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups: vec![user.gid.as_raw()],
+        env: image.as_ref().map_or_else(|| spec.env.clone(), |i| i.env.clone()),
+        uid,
+        gid,
+        groups: vec![gid],
         hostname: Some(hostname),
         namespaces: Namespaces {
             pid: true,
@@ -342,7 +365,8 @@ fn prepare(
             seccomp: !spec.unconfined,
             ..Default::default()
         },
-        view: cfg.view.clone(),
+        view,
+        cwd: image.and_then(|i| i.cwd),
     };
     Ok((spec, init, cgroup, name))
 }
@@ -356,6 +380,9 @@ fn pid_alive(pid: u32) -> bool {
 fn argv(spec: &ContainerSpec) -> Result<Vec<String>, ContainerError> {
     Ok(match &spec.command {
         CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        CommandSpec::FromImage { .. } => {
+            return Err(ContainerError::Image("the task has no command and no image".into()));
+        }
         CommandSpec::Exec { program, args } => {
             let resolved = super::resolve_program(spec, program)?;
             std::iter::once(resolved.display().to_string())

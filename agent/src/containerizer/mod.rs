@@ -11,6 +11,7 @@
 pub mod claim;
 mod ended;
 pub mod harden;
+pub mod image_task;
 pub mod init;
 pub mod launcher;
 pub mod linux;
@@ -36,6 +37,9 @@ pub enum CommandSpec {
     Shell(String),
     /// `program` (looked up in the task's `PATH`) with `args`.
     Exec { program: String, args: Vec<String> },
+    /// No command: the image's entrypoint, then `args` or else the
+    /// image's `Cmd`.
+    FromImage { args: Vec<String> },
 }
 
 /// Everything a containerizer needs to start one task's container.
@@ -59,6 +63,8 @@ pub struct ContainerSpec {
     /// Give the task a network namespace of its own with only loopback
     /// (task label `mezzo.network=isolated`).
     pub isolated_network: bool,
+    /// The task's root from this image (`ContainerInfo.image`).
+    pub image: Option<mezzo_proto::image::ImageRef>,
     /// Run without the seccomp filter (`ContainerInfo.seccomp =
     /// "unconfined"`, allowed by the master's ACL; the agent also needs
     /// `--allow-unconfined`).
@@ -167,6 +173,9 @@ pub enum ContainerError {
     Isolation(String),
     #[error("this agent runs no task without its seccomp filter (start it with --allow-unconfined)")]
     Unconfined,
+    /// The task's image cannot be found, read or used.
+    #[error("{0}")]
+    Image(String),
     /// The container was made but the task's process never started (its
     /// init failed first, or recovery dropped it): safe to launch again.
     #[error("the task never started: {0}")]

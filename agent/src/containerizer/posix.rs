@@ -73,6 +73,7 @@ impl PosixContainerizer {
                 c.arg("-c").arg(script);
                 (c, "/bin/sh".to_owned())
             }
+            CommandSpec::FromImage { .. } => return Err(no_images()),
             CommandSpec::Exec { program, args } => {
                 // Resolve the program in the task's own PATH here: with an
                 // absolute path std can use posix_spawn instead of forking
@@ -235,4 +236,9 @@ impl Container for PosixContainer {
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
         self.kill_and_reap_group().boxed()
     }
+}
+
+/// Images need the Linux containerizer's own root for each task.
+fn no_images() -> ContainerError {
+    ContainerError::Image("this agent runs tasks without isolation (--isolation none), which cannot use images".into())
 }

@@ -333,7 +333,17 @@ impl Supervisor {
     fn container_spec(&self, command: CommandSpec) -> ContainerSpec {
         let key = &self.spec.key;
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
-        let mut env = vec![("PATH".to_owned(), path)];
+        // Checked by `command_spec` before a container is asked for.
+        let image = image_of(&self.spec.task).and_then(|r| mezzo_proto::image::ImageRef::parse(r).ok());
+        // An image brings its own PATH.
+        let mut env = match image {
+            Some(_) => Vec::new(),
+            None => vec![("PATH".to_owned(), path)],
+        };
+        let sandbox = match image {
+            Some(_) => crate::containerizer::rootfs::SANDBOX_IN_IMAGE.into(),
+            None => self.spec.sandbox.display().to_string(),
+        };
         if let Some(cmd) = &self.spec.task.command {
             env.extend(cmd.environment.iter().map(|e| (e.name.clone(), e.value.clone())));
         }
@@ -341,7 +351,7 @@ impl Supervisor {
             ("MEZZO_TASK_ID".to_owned(), key.task_id.to_string()),
             ("MEZZO_FRAMEWORK_ID".to_owned(), key.framework_id.to_string()),
             ("MEZZO_AGENT_ID".to_owned(), self.spec.agent_id.clone()),
-            ("MEZZO_SANDBOX".to_owned(), self.spec.sandbox.display().to_string()),
+            ("MEZZO_SANDBOX".to_owned(), sandbox),
         ]);
         let user = self
             .spec
@@ -368,6 +378,7 @@ impl Supervisor {
                 .labels
                 .iter()
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
+            image,
             unconfined: self
                 .spec
                 .task
@@ -406,7 +417,7 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
     let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
     match e {
-        ContainerError::User { .. } | ContainerError::Unconfined => invalid,
+        ContainerError::User { .. } | ContainerError::Unconfined | ContainerError::Image(_) => invalid,
         ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
         ContainerError::Spawn { .. }
         | ContainerError::Sandbox { .. }
@@ -419,7 +430,14 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
 
 /// The command to run, or why the task cannot run.
 fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
+    if let Some(r) = image_of(task) {
+        mezzo_proto::image::ImageRef::parse(r).map_err(|e| e.to_string())?;
+    }
     let Some(cmd) = task.command.as_ref().filter(|c| !c.value.trim().is_empty()) else {
+        if image_of(task).is_some() {
+            let args = task.command.as_ref().map(|c| c.arguments.clone()).unwrap_or_default();
+            return Ok(CommandSpec::FromImage { args });
+        }
         return Err("the task has no command to run".to_owned());
     };
     if let Some(e) = cmd
@@ -437,6 +455,12 @@ fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
             args: cmd.arguments.clone(),
         })
     }
+}
+
+/// The image the task names, if any (checked by the master).
+fn image_of(task: &v1::TaskInfo) -> Option<&str> {
+    let image = task.container.as_ref()?.image.as_ref()?;
+    Some(image.reference.as_str())
 }
 
 /// The memory limitation in words, with the limit (as `mezzo run` and

@@ -327,6 +327,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         user: None,
         run_dir: run_dir.clone(),
         isolated_network: false,
+        image: None,
         unconfined: false,
         secret_files: vec![],
     };

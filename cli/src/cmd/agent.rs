@@ -65,6 +65,10 @@ pub struct Args {
     /// read-only unless suffixed `:rw` (e.g. `/data,/scratch:rw`).
     #[arg(long, env = "MEZZO_HOST_PATHS", default_value = "")]
     host_paths: String,
+    /// A directory of OCI image layouts, one per name: tasks may name
+    /// `oci:NAME[:TAG]` or `oci:NAME@sha256:…` as their image.
+    #[arg(long, env = "MEZZO_IMAGE_LAYOUTS")]
+    image_layouts: Option<PathBuf>,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -164,10 +168,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.cpu_hard_limit = a.cpu_hard_limit;
         iso.allow_unconfined = a.allow_unconfined;
         iso.host_paths = host_paths(&a.host_paths)?;
+        iso.image_layouts = a.image_layouts;
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;
-        cfg.isolation = mezzo_agent::Isolation::Linux(iso);
+        cfg.isolation = mezzo_agent::Isolation::Linux(Box::new(iso));
     }
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;

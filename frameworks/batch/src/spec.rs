@@ -111,6 +111,9 @@ pub struct JobSpec {
     /// What a task lost after it may have started (LOST, GONE) does.
     #[serde(default)]
     pub on_lost: OnLost,
+    /// Run each task in this OCI image (`oci:NAME[:TAG]`, docs/images.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// What to do with a task that may have run but whose end cannot be known
@@ -259,6 +262,9 @@ fn check_job(i: usize, job: &JobSpec) -> Result<(), SpecError> {
     }
     if job.depends_on.contains(&job.name) {
         return Err(SpecError::Cycle(vec![job.name.clone(), job.name.clone()]));
+    }
+    if let Some(image) = &job.image {
+        mezzo_sdk::ImageRef::parse(image).map_err(|e| field(job, "image", e.to_string()))?;
     }
     Ok(())
 }
@@ -436,6 +442,10 @@ depends_on = ["a"]
             (
                 "[[job]]\nname = \"a\"\ncommand = \"x\"\nenv = { MEZZO_TASK_INDEX = \"1\" }\n",
                 "field `env`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage = \"oci:../x\"\n",
+                "field `image`",
             ),
         ];
         for (text, want) in cases {

@@ -85,6 +85,9 @@ pub struct ServiceSpec {
     /// SIGTERM to SIGKILL when an instance is stopped.
     #[serde(default = "default_kill_grace", with = "duration")]
     pub kill_grace: Duration,
+    /// Run each instance in this OCI image (`oci:NAME[:TAG]`, docs/images.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A health check and its timing.
@@ -326,6 +329,9 @@ impl ServiceSpec {
             ));
         }
         self.resources()?;
+        if let Some(image) = &self.image {
+            mezzo_sdk::ImageRef::parse(image).map_err(|e| invalid("image", e.to_string()))?;
+        }
         if self.ports.len() > MAX_PORTS {
             return Err(invalid("ports", format!("at most {MAX_PORTS} ports")));
         }
@@ -619,6 +625,10 @@ interval = "500ms"
             (
                 "name = \"w\"\ninstances = 500\ncommand = \"x\"\nresources = \"cpus:1\"\n",
                 "`instances`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nimage = \"docker.io/x\"\n",
+                "`image`",
             ),
             (
                 "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nconstraints = [\"rack:NEAR:x\"]\n",

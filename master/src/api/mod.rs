@@ -60,11 +60,15 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     if flat.cpus.0 == 0 && flat.mem.0 == 0 {
         return Err(invalid(format!("task {t} must ask for some cpus or mem")));
     }
-    let cmd = info
-        .command
-        .as_ref()
-        .ok_or_else(|| invalid(format!("task {t} has no command")))?;
-    if cmd.value.trim().is_empty() {
+    // With an image, no command means the image's entrypoint and command.
+    let has_image = info.container.as_ref().is_some_and(|c| c.image.is_some());
+    let no_command = v1::CommandInfo::default();
+    let cmd = match info.command.as_ref() {
+        Some(cmd) => cmd,
+        None if has_image => &no_command,
+        None => return Err(invalid(format!("task {t} has no command"))),
+    };
+    if cmd.value.trim().is_empty() && !has_image {
         return Err(invalid(format!("task {t} has an empty command")));
     }
     no_nul(&format!("task {t} command"), &cmd.value)?;
@@ -110,6 +114,9 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
             "task {t}: unknown seccomp profile {:?}; profiles: default, unconfined",
             c.seccomp
         )));
+    }
+    if let Some(image) = info.container.as_ref().and_then(|c| c.image.as_ref()) {
+        mezzo_proto::image::ImageRef::parse(&image.reference).map_err(|e| invalid(format!("task {t}: {e}")))?;
     }
     if let Some(ms) = info.kill_grace_period_ms
         && Duration::from_millis(ms) > MAX_KILL_GRACE

@@ -115,6 +115,7 @@ impl Mezzo {
             user: None,
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
+            image: None,
             unconfined: false,
             secret_files: Vec::new(),
         };
@@ -315,6 +316,7 @@ async fn run(a: Args) -> Result<()> {
                 image: None,
             }),
             allow_unconfined: false,
+            images: None,
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(if net { "mezzo-net" } else { "mezzo" });

@@ -292,10 +292,15 @@ impl<'a> Run<'a> {
     fn task_info(&self, id: &str) -> v1::TaskInfo {
         let a = self.a;
         let b = TaskBuilder::new(id).name(id).resources(&self.per_task);
-        let mut b = if a.shell {
-            b.shell(a.command.join(" "))
-        } else {
-            b.command(&a.command[0], a.command[1..].to_vec())
+        let b = match &a.image {
+            Some(image) => b.image(image),
+            None => b,
+        };
+        let mut b = match a.command.split_first() {
+            // The image's entrypoint and command (clap requires an image).
+            None => b,
+            Some(_) if a.shell => b.shell(a.command.join(" ")),
+            Some((program, args)) => b.command(program, args.to_vec()),
         };
         // Checked in `run` before anything was started.
         for (k, v) in a.env.iter().filter_map(|s| s.split_once('=')) {

@@ -168,6 +168,9 @@ fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1:
     for (k, v) in &spec.env {
         b = b.env(k.clone(), v.clone());
     }
+    if let Some(image) = &spec.image {
+        b = b.image(image.clone());
+    }
     b.build()
 }
 

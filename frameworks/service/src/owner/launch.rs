@@ -202,6 +202,9 @@ fn build_task(task_id: &str, spec: &ServiceSpec, resources: &Resources, inst: &I
     for (k, v) in &spec.env {
         b = b.env(k, v);
     }
+    if let Some(image) = &spec.image {
+        b = b.image(image);
+    }
     for (i, (name, port)) in spec.ports.iter().zip(&inst.ports).enumerate() {
         b = b
             .env(format!("PORT{i}"), port.to_string())

@@ -1,0 +1,194 @@
+//! What a task with an image runs (issue 15): the image found in the
+//! agent's store (imported from its `--image-layouts` on first use), its
+//! overlay root, and the image's `Env`, `Entrypoint`/`Cmd`, `User` and
+//! `WorkingDir` applied under what the task itself asks for.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mezzo_proto::image::{ImageRef, Selector};
+
+use super::rootfs::ImageRoot;
+use super::{CommandSpec, ContainerError};
+use crate::images::{Image, Reference, Store};
+
+/// Where the agent finds images.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    /// OCI image layouts, one directory per name (`oci:NAME`).
+    pub layouts: PathBuf,
+    pub store: Arc<Store>,
+}
+
+/// An image ready for one container.
+pub struct Prepared {
+    pub root: ImageRoot,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The image's user if it names one other than root: `(uid, gid)`.
+    pub user: Option<(u32, u32)>,
+    pub cwd: Option<PathBuf>,
+}
+
+fn image_error(r: &ImageRef, e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Image(format!("image {r}: {e}"))
+}
+
+impl ImageSource {
+    /// Finds `r` (importing it into the store if it is not there yet, once
+    /// even for concurrent launches) and prepares the container's root in
+    /// `run_dir`. Blocking.
+    pub fn prepare(
+        &self,
+        r: &ImageRef,
+        command: &CommandSpec,
+        task_env: &[(String, String)],
+        run_dir: &Path,
+    ) -> Result<Prepared, ContainerError> {
+        let layout = self.layouts.join(&r.name);
+        if !layout.is_dir() {
+            return Err(image_error(r, format!("no such layout in {}", self.layouts.display())));
+        }
+        let selector = match &r.selector {
+            Selector::Tag(t) | Selector::Digest(t) => t,
+        };
+        let reference = Reference::parse(selector).map_err(|e| image_error(r, e))?;
+        let image = self
+            .store
+            .import_layout(&layout, &reference)
+            .map_err(|e| image_error(r, e))?;
+        let (upper, work) = (run_dir.join("root-upper"), run_dir.join("root-work"));
+        for dir in [&upper, &work] {
+            std::fs::create_dir_all(dir).map_err(|e| image_error(r, format!("{}: {e}", dir.display())))?;
+        }
+        let layers = image.layers.iter().map(|d| self.store.layer_dir(d)).collect::<Vec<_>>();
+        let user = image_user(&image, &layers).map_err(|e| image_error(r, e))?;
+        Ok(Prepared {
+            argv: argv(&image, command).map_err(|e| image_error(r, e))?,
+            env: env(&image, task_env),
+            user,
+            cwd: Some(&image.config.working_dir)
+                .filter(|d| d.starts_with('/'))
+                .map(PathBuf::from),
+            root: ImageRoot { layers, upper, work },
+        })
+    }
+}
+
+/// The task's command run inside the image: a shell command with the
+/// image's `/bin/sh`, a program looked up in the image's PATH, or with
+/// no command the image's entrypoint and then the task's arguments, or
+/// else the image's `Cmd` (Docker's rule).
+fn argv(image: &Image, command: &CommandSpec) -> Result<Vec<String>, String> {
+    let argv = match command {
+        CommandSpec::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        CommandSpec::Exec { program, args } => std::iter::once(program.clone()).chain(args.iter().cloned()).collect(),
+        CommandSpec::FromImage { args } => {
+            let tail = if args.is_empty() { &image.config.cmd } else { args };
+            image.config.entrypoint.iter().chain(tail).cloned().collect()
+        }
+    };
+    match argv.first() {
+        Some(p) if !p.is_empty() => Ok(argv),
+        _ => Err("the task has no command and the image no entrypoint or cmd".into()),
+    }
+}
+
+/// The image's `Env`, with the task's variables winning.
+fn env(image: &Image, task_env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = image
+        .config
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !task_env.iter().any(|(t, _)| t == k))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if !env.iter().chain(task_env).any(|(k, _)| k == "PATH") {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+    env.extend(task_env.iter().cloned());
+    env
+}
+
+/// The image's `User` (`name`, `uid`, `name:group` or `uid:gid`, names
+/// from the image's own `/etc/passwd` and `/etc/group`). Root, or no
+/// user, leaves the choice to the agent (its task user): an image cannot
+/// make a task root.
+fn image_user(image: &Image, layers: &[PathBuf]) -> Result<Option<(u32, u32)>, String> {
+    let spec = image.config.user.trim();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = image_file(layers, "etc/passwd");
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (
+            uid,
+            lookup(passwd.as_deref(), |f| f.get(2) == Some(&user)).and_then(|f| num(f.get(3))),
+        ),
+        Err(_) => {
+            let fields = lookup(passwd.as_deref(), |f| f.first() == Some(&user))
+                .ok_or_else(|| format!("user {user:?} is not in the image's /etc/passwd"))?;
+            let uid = num(fields.get(2)).ok_or_else(|| format!("bad /etc/passwd entry for {user:?}"))?;
+            (uid, num(fields.get(3)))
+        }
+    };
+    let gid = match group {
+        None => primary.unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = image_file(layers, "etc/group");
+                lookup(groups.as_deref(), |f| f.first() == Some(&g))
+                    .and_then(|f| num(f.get(2)))
+                    .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?
+            }
+        },
+    };
+    Ok((uid != 0).then_some((uid, gid)))
+}
+
+fn num(field: Option<&&str>) -> Option<u32> {
+    field.and_then(|f| f.parse().ok())
+}
+
+/// The fields of the first line of a passwd-style file that `matches`.
+fn lookup<'a>(file: Option<&'a str>, matches: impl Fn(&[&'a str]) -> bool) -> Option<Vec<&'a str>> {
+    file?
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| matches(f))
+}
+
+/// A small text file of the image as its root shows it: from the topmost
+/// layer that has it, unless a layer above deleted it (a whiteout: a
+/// character device) or its directory (an opaque one is not looked
+/// through; a rare case for `/etc`, read as "absent").
+fn image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    for layer in layers.iter().rev() {
+        let path = layer.join(rel);
+        match path.symlink_metadata() {
+            Ok(m) if m.file_type().is_char_device() => return None,
+            Ok(m) if m.is_file() && m.len() <= 1 << 20 => return std::fs::read_to_string(&path).ok(),
+            Ok(_) => return None,
+            Err(_) => {
+                let opaque = path
+                    .parent()
+                    .and_then(|d| xattr::get(d, "trusted.overlay.opaque").ok().flatten())
+                    .is_some_and(|v| v == b"y");
+                if opaque {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
