@@ -145,7 +145,7 @@ pub fn busybox_layout(dir: &Path, tag: &str, config: Value, extra: &[Entry<'_>])
     let busybox = std::fs::read("/bin/busybox")?;
     let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
     let group = b"root:x:0:\napp:x:1234:\nnogroup:x:65534:\n";
-    let applets: Vec<String> = ["sh", "cat", "id", "pwd", "ls", "echo", "env"]
+    let applets: Vec<String> = ["sh", "cat", "id", "pwd", "ls", "echo", "env", "true"]
         .iter()
         .map(|a| format!("bin/{a}"))
         .collect();

@@ -227,13 +227,20 @@ async fn tasks_survive_an_agent_restart() -> Result<()> {
     let result = async {
         let (s, mut ev, _) = fw::subscribe(&c, "survivors", None).await?;
         let o = ev.offer().await?;
-        let long = task("long", "cpus:0.1;mem:32", "sleep 4; exit 0")?;
-        let short = task("short", "cpus:0.1;mem:32", "sleep 1; exit 7")?;
+        let long = task("long", "cpus:0.1;mem:32", "sleep 4.0123; exit 0")?;
+        let short = task("short", "cpus:0.1;mem:32", "sleep 1.0321; exit 7")?;
         s.accept(vec![o.offer_id], vec![long, short], None).await?;
         ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
         ev.update("short", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
+        // RUNNING means launched: the tasks' own processes must exist before
+        // the kill (an agent killed earlier finds them never started).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_with("4.0123").is_empty() || processes_with("1.0321").is_empty() {
+            ensure!(Instant::now() < deadline, "the tasks never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         c.agents[0].kill().await;
         tokio::time::sleep(Duration::from_millis(1800)).await; // "short" ends meanwhile
         c.restart_agent(0).await?;
@@ -484,6 +491,13 @@ async fn orphan_cgroups_are_swept_and_a_clean_stop_removes_the_parent() -> Resul
         .await?;
         ev.update("keep", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
+        // RUNNING means launched: wait until the task's own process exists
+        // (an agent killed before that finds it never started: DROPPED).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_with("29.9792").is_empty() {
+            ensure!(Instant::now() < deadline, "the task never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // An orphan: a cgroup under the agent's parent with a process in it
         // that no checkpoint names (as if the agent died mid-launch).
         let sleeper = std::process::Command::new("sleep").arg("31.8309").spawn()?;

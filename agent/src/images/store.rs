@@ -103,6 +103,13 @@ impl Store {
         let _shared = self.lock(FlockArg::LockShared)?;
         let layout = Layout::open(layout_dir)?;
         let resolved = layout.resolve(reference)?;
+        // The warm path of every launch but the first: nothing to unpack
+        // or write (and no fsync) when the image and its layers are here.
+        if let Some(image) = self.image(&resolved.manifest.digest)?
+            && image.layers.iter().all(|d| self.layer_dir(d).is_dir())
+        {
+            return Ok(image);
+        }
         for (desc, diff_id) in resolved.layers.iter().zip(&resolved.config.diff_ids) {
             self.ensure_layer(&layout, desc, diff_id)?;
         }

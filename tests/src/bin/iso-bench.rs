@@ -19,6 +19,9 @@
 //! time: create, start, wait, delete), with crun's default namespaces (net
 //! included) and again without a network namespace (Mezzo's default set).
 //!
+//! Also Mezzo with a busybox OCI image as the task's root (an overlay of
+//! its layers, imported into the store by the warm-up), like crun's rootfs.
+//!
 //! Throughput is whole cycles per second, one at a time and two at a time.
 
 #![forbid(unsafe_code)]
@@ -95,6 +98,8 @@ struct Mezzo {
     c: LinuxContainerizer,
     dir: PathBuf,
     isolated_network: bool,
+    /// Run `/bin/true` of this image (warm: imported by the warm-up).
+    image: Option<mezzo_proto::image::ImageRef>,
 }
 
 impl Mezzo {
@@ -115,7 +120,7 @@ impl Mezzo {
             user: None,
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
-            image: None,
+            image: self.image.clone(),
             unconfined: false,
             secret_files: Vec::new(),
         };
@@ -297,7 +302,20 @@ async fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.dir)?;
     let view_root = a.dir.join("root");
     std::fs::create_dir_all(&view_root)?;
-    for (name, net) in [("mezzo", false), ("mezzo (+ network namespace)", true)] {
+    // A busybox image like crun's rootfs, in a layout the agent imports
+    // (during the warm-up: measured launches start from a warm store).
+    let layouts = a.dir.join("layouts");
+    mezzo_tests::oci::busybox_layout(&layouts.join("busybox"), "1", serde_json::json!({}), &[])?;
+    let images = mezzo_agent::containerizer::image_task::ImageSource {
+        layouts,
+        store: Arc::new(mezzo_agent::images::Store::open(&a.dir.join("images"))?),
+    };
+    let busybox = mezzo_proto::image::ImageRef::parse("oci:busybox:1")?;
+    for (name, net, image) in [
+        ("mezzo", false, None),
+        ("mezzo (+ network namespace)", true, None),
+        ("mezzo (busybox image)", false, Some(busybox)),
+    ] {
         let cfg = LinuxConfig {
             cgroup_root: "/sys/fs/cgroup".into(),
             parent: a.cgroup_parent.clone(),
@@ -316,16 +334,21 @@ async fn run(a: Args) -> Result<()> {
                 image: None,
             }),
             allow_unconfined: false,
-            images: None,
+            images: Some(images.clone()),
         };
         let c = LinuxContainerizer::new(cfg)?;
-        let dir = a.dir.join(if net { "mezzo-net" } else { "mezzo" });
+        let dir = a.dir.join(match (net, &image) {
+            (_, Some(_)) => "mezzo-image",
+            (true, None) => "mezzo-net",
+            (false, None) => "mezzo",
+        });
         systems.push((
             name.into(),
             System::Mezzo(Mezzo {
                 c,
                 dir,
                 isolated_network: net,
+                image,
             }),
         ));
     }
