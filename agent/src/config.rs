@@ -84,6 +84,8 @@ pub struct IsolationConfig {
     /// A directory of OCI image layouts, one per name: tasks may use
     /// `oci:NAME[:TAG]` images (`--image-layouts`).
     pub image_layouts: Option<PathBuf>,
+    /// Size the image store is kept under (`--image-store-max-mib`).
+    pub image_store_max_bytes: u64,
 }
 
 impl IsolationConfig {
@@ -103,6 +105,7 @@ impl IsolationConfig {
             allow_unconfined: false,
             host_paths: Vec::new(),
             image_layouts: None,
+            image_store_max_bytes: 10 << 30,
         }
     }
 }

@@ -397,9 +397,11 @@ fn task_view(
 /// from, when the agent has `--image-layouts`.
 fn image_source(
     work_dir: &std::path::Path,
-    layouts: Option<&std::path::Path>,
+    iso: &IsolationConfig,
 ) -> Result<Option<containerizer::image_task::ImageSource>, AgentError> {
-    let Some(layouts) = layouts else { return Ok(None) };
+    let Some(layouts) = iso.image_layouts.as_deref() else {
+        return Ok(None);
+    };
     if !layouts.is_dir() {
         return Err(AgentError::Isolation(format!(
             "--image-layouts: {} is not a directory",
@@ -410,6 +412,8 @@ fn image_source(
     Ok(Some(containerizer::image_task::ImageSource {
         layouts: layouts.to_owned(),
         store: Arc::new(store),
+        max_bytes: iso.image_store_max_bytes,
+        leases: Default::default(),
     }))
 }
 
@@ -446,7 +450,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 log_max_bytes: iso.log_max_bytes,
                 view: Some(task_view(host, &iso.host_paths)?),
                 allow_unconfined: iso.allow_unconfined,
-                images: image_source(work_dir, iso.image_layouts.as_deref())?,
+                images: image_source(work_dir, iso)?,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

@@ -136,3 +136,95 @@ async fn a_task_runs_in_its_image() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// The manifest digest's hex of the layout's only image.
+fn manifest_hex(layout: &std::path::Path) -> Result<String> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let digest = index["manifests"][0]["digest"].as_str().context("manifest digest")?;
+    Ok(digest.trim_start_matches("sha256:").to_owned())
+}
+
+/// Issue 15: the agent keeps its image store under `--image-store-max-mib`
+/// by removing the least recently used images, but never one a running
+/// task uses. Three busybox images share their base layer and each adds
+/// 1 MiB of its own; the store may hold 3 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_store_stays_under_its_size_and_keeps_what_runs() -> Result<()> {
+    let layouts = tempfile::tempdir()?;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for name in ["a", "b", "c"] {
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let path = format!("data/{name}.bin");
+        busybox_layout(
+            &layouts.path().join(name),
+            "1",
+            json!({ "Env": ["PATH=/bin"] }),
+            &[Entry::File(&path, &data, 0o644)],
+        )?;
+    }
+    let mut spec = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    spec.agent_args.extend(
+        [
+            "--image-layouts",
+            &layouts.path().display().to_string(),
+            "--image-store-max-mib",
+            "3",
+        ]
+        .map(String::from),
+    );
+    let c = Cluster::start(spec).await?;
+    let recorded = |name: &str| -> Result<bool> {
+        let hex = manifest_hex(&layouts.path().join(name))?;
+        Ok(c.dir
+            .path()
+            .join("agent0/images/images")
+            .join(format!("{hex}.json"))
+            .exists())
+    };
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "gc", None).await?;
+        let run = |id: &'static str, image: &'static str, script: &'static str| with_image(id, image, script);
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![run("keep", "oci:a:1", "sleep 600")], None)
+            .await?;
+        ev.update("keep", Duration::from_secs(20), |st| st == TaskState::Running)
+            .await?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![run("b1", "oci:b:1", "true")], None)
+            .await?;
+        let st = ev.update("b1", Duration::from_secs(20), TaskState::is_terminal).await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "b1: {st:?}");
+        // Over the limit, but both are in use when b came in: both kept.
+        ensure!(recorded("a")? && recorded("b")?, "an image in use was removed");
+        s.kill("keep", None).await?;
+        ev.update("keep", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        // Let the agent drop the ended containers (their leases go with them).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![run("c1", "oci:c:1", "true")], None)
+            .await?;
+        let st = ev.update("c1", Duration::from_secs(20), TaskState::is_terminal).await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "c1: {st:?}");
+        ensure!(
+            !recorded("a")? && !recorded("b")? && recorded("c")?,
+            "after c: a {} b {} c {}",
+            recorded("a")?,
+            recorded("b")?,
+            recorded("c")?
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -3,14 +3,15 @@
 //! overlay root, and the image's `Env`, `Entrypoint`/`Cmd`, `User` and
 //! `WorkingDir` applied under what the task itself asks for.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mezzo_proto::image::{ImageRef, Selector};
 
 use super::rootfs::ImageRoot;
 use super::{CommandSpec, ContainerError};
-use crate::images::{Image, Reference, Store};
+use crate::images::{Digest, Image, Reference, Store};
 
 /// Where the agent finds images.
 #[derive(Debug, Clone)]
@@ -18,10 +19,76 @@ pub struct ImageSource {
     /// OCI image layouts, one directory per name (`oci:NAME`).
     pub layouts: PathBuf,
     pub store: Arc<Store>,
+    /// The store is kept under this size by removing the least recently
+    /// used images no container uses (`--image-store-max-mib`).
+    pub max_bytes: u64,
+    pub leases: Leases,
+}
+
+/// The images containers use (manifest digests, counted), which the
+/// store's garbage collection keeps; and those seen since the agent
+/// started, for which it has run once.
+#[derive(Debug, Default, Clone)]
+pub struct Leases {
+    inner: Arc<Mutex<LeaseTable>>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseTable {
+    in_use: HashMap<Digest, usize>,
+    seen: HashSet<Digest>,
+}
+
+/// One container's use of an image, given back when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    leases: Leases,
+    digest: Digest,
+}
+
+impl Leases {
+    /// Takes a lease on `digest`; true if the image is new to this agent
+    /// since it started.
+    pub fn take(&self, digest: &Digest) -> (Lease, bool) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *t.in_use.entry(digest.clone()).or_default() += 1;
+        let new = t.seen.insert(digest.clone());
+        let lease = Lease {
+            leases: self.clone(),
+            digest: digest.clone(),
+        };
+        (lease, new)
+    }
+
+    fn in_use(&self) -> HashSet<Digest> {
+        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        t.in_use.keys().cloned().collect()
+    }
+}
+
+impl Lease {
+    /// The image's manifest digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut t = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.in_use.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                t.in_use.remove(&self.digest);
+            }
+        }
+    }
 }
 
 /// An image ready for one container.
 pub struct Prepared {
+    /// Held while the container lives: its layers stay in the store.
+    pub lease: Lease,
     pub root: ImageRoot,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -57,6 +124,10 @@ impl ImageSource {
             .store
             .import_layout(&layout, &reference)
             .map_err(|e| image_error(r, e))?;
+        let (lease, new) = self.leases.take(&image.manifest_digest);
+        if new {
+            self.collect_garbage();
+        }
         let (upper, work) = (run_dir.join("root-upper"), run_dir.join("root-work"));
         for dir in [&upper, &work] {
             std::fs::create_dir_all(dir).map_err(|e| image_error(r, format!("{}: {e}", dir.display())))?;
@@ -64,6 +135,7 @@ impl ImageSource {
         let layers = image.layers.iter().map(|d| self.store.layer_dir(d)).collect::<Vec<_>>();
         let user = image_user(&image, &layers).map_err(|e| image_error(r, e))?;
         Ok(Prepared {
+            lease,
             argv: argv(&image, command).map_err(|e| image_error(r, e))?,
             env: env(&image, task_env),
             user,
@@ -72,6 +144,29 @@ impl ImageSource {
                 .map(PathBuf::from),
             root: ImageRoot { layers, upper, work },
         })
+    }
+}
+
+impl ImageSource {
+    /// Keeps the store under its size, sparing the images in use. Run
+    /// when an image new to this agent came in; an error is only logged:
+    /// the launch goes on.
+    fn collect_garbage(&self) {
+        match self.store.gc(self.max_bytes, &self.leases.in_use()) {
+            Ok(report) if !report.images_removed.is_empty() => tracing::info!(
+                removed = report.images_removed.len(),
+                bytes_before = report.bytes_before,
+                bytes_after = report.bytes_after,
+                "image store: garbage collected"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("image store: garbage collection failed: {e}"),
+        }
+    }
+
+    /// A lease on the image of a container found again after a restart.
+    pub fn lease(&self, manifest: &Digest) -> Lease {
+        self.leases.take(manifest).0
     }
 }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::claim::{self, Claim};
 use super::harden::Confinement;
+use super::image_task::Lease;
 use super::init::{ExitRecord, InitSpec, Namespaces};
 use super::launcher::{Launcher, PidFd};
 use super::{
@@ -78,6 +79,10 @@ struct Record {
     /// recovery must not take a missing claim as proof of never starting.
     #[serde(default)]
     claims: bool,
+    /// The manifest digest of its image, kept in the store while it lives
+    /// (also after an agent restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<crate::images::Digest>,
 }
 
 #[derive(Debug)]
@@ -113,8 +118,8 @@ impl LinuxContainerizer {
         // cgroup files, the launcher's pipes, the record): one trip to the
         // blocking pool, off the async workers.
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
-        let (spec, record, cgroup) = tokio::task::spawn_blocking(move || {
-            let (spec, init, cgroup, name) = prepare(&cfg, backend.as_ref(), spec)?;
+        let (spec, record, cgroup, lease) = tokio::task::spawn_blocking(move || {
+            let (spec, init, cgroup, name, lease) = prepare(&cfg, backend.as_ref(), spec)?;
             // Recorded once, before the fork: a restart right after it still
             // finds the container of a task that may have started. The
             // supervisor's pid is not in it; recovery reads the
@@ -128,6 +133,7 @@ impl LinuxContainerizer {
                 disk_limit_mib: spec.resources.disk.0,
                 mem_limit_mib: spec.resources.mem.0,
                 claims: true,
+                image: lease.as_ref().map(|l| l.digest().clone()),
             };
             write_record(&spec, &record);
             record.supervisor_pid = match launcher.launch(&init) {
@@ -137,20 +143,15 @@ impl LinuxContainerizer {
                     return Err(e);
                 }
             };
-            Ok((spec, record, cgroup))
+            Ok((spec, record, cgroup, lease))
         })
         .await
         .map_err(|e| ContainerError::Isolation(e.to_string()))??;
         let pidfd = open_pidfd(&spec.id, record.supervisor_pid);
         tracing::debug!(container = %spec.id, supervisor_pid = record.supervisor_pid, "launched");
-        Ok(Box::new(LinuxContainer::new(
-            spec.id,
-            spec.run_dir,
-            record,
-            cgroup,
-            pidfd,
-            &self.cfg,
-        )))
+        let mut container = LinuxContainer::new(spec.id, spec.run_dir, record, cgroup, pidfd, &self.cfg);
+        container.image = lease;
+        Ok(Box::new(container))
     }
 
     async fn recover_linux(&self, id: String, run_dir: PathBuf) -> Result<Recovery, ContainerError> {
@@ -189,9 +190,10 @@ impl LinuxContainerizer {
                 } else {
                     open_pidfd(&id, record.supervisor_pid)
                 };
-                Ok(Recovery::Adopted(Box::new(LinuxContainer::new(
-                    id, run_dir, record, cgroup, pidfd, &self.cfg,
-                ))))
+                let image = record.image.clone();
+                let mut container = LinuxContainer::new(id, run_dir, record, cgroup, pidfd, &self.cfg);
+                container.image = image.zip(self.cfg.images.as_ref()).map(|(d, source)| source.lease(&d));
+                Ok(Recovery::Adopted(Box::new(container)))
             }
             Some(cgroup) => {
                 // No supervisor and no exit record: nothing can report this
@@ -282,13 +284,13 @@ fn task_user(cfg: &LinuxConfig, asked: Option<&str>) -> Result<User, ContainerEr
         .ok_or_else(|| ContainerError::Isolation(format!("no such user {name:?} on this host")))
 }
 
+/// What [`prepare`] made: the spec, the init's spec, the cgroup and its
+/// name, and the lease on the task's image.
+type Prepared = (ContainerSpec, InitSpec, Arc<dyn Cgroup>, String, Option<Lease>);
+
 /// Blocking part of a launch: the user, the sandbox (owned by the task's
 /// user) and run dir, the cgroup with the task's limits, and the init spec.
-fn prepare(
-    cfg: &LinuxConfig,
-    backend: &dyn CgroupBackend,
-    spec: ContainerSpec,
-) -> Result<(ContainerSpec, InitSpec, Arc<dyn Cgroup>, String), ContainerError> {
+fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) -> Result<Prepared, ContainerError> {
     if spec.unconfined && !cfg.allow_unconfined {
         return Err(ContainerError::Unconfined);
     }
@@ -366,9 +368,9 @@ fn prepare(
             ..Default::default()
         },
         view,
-        cwd: image.and_then(|i| i.cwd),
+        cwd: image.as_ref().and_then(|i| i.cwd.clone()),
     };
-    Ok((spec, init, cgroup, name))
+    Ok((spec, init, cgroup, name, image.map(|i| i.lease)))
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -447,6 +449,8 @@ struct LinuxContainer {
     disk_over: Arc<AtomicU64>,
     usage: tokio::sync::watch::Receiver<Option<crate::cgroups::Usage>>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Keeps its image in the store until the container is dropped.
+    image: Option<Lease>,
 }
 
 impl LinuxContainer {
@@ -482,6 +486,7 @@ impl LinuxContainer {
             disk_over,
             usage,
             watcher,
+            image: None,
         }
     }
 

@@ -69,6 +69,10 @@ pub struct Args {
     /// `oci:NAME[:TAG]` or `oci:NAME@sha256:…` as their image.
     #[arg(long, env = "MEZZO_IMAGE_LAYOUTS")]
     image_layouts: Option<PathBuf>,
+    /// Size the image store (`<work dir>/images`) is kept under, in MiB: the
+    /// least recently used images no task uses are removed beyond it.
+    #[arg(long, env = "MEZZO_IMAGE_STORE_MAX_MIB", default_value_t = 10240)]
+    image_store_max_mib: u64,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -169,6 +173,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.allow_unconfined = a.allow_unconfined;
         iso.host_paths = host_paths(&a.host_paths)?;
         iso.image_layouts = a.image_layouts;
+        iso.image_store_max_bytes = a.image_store_max_mib.saturating_mul(1 << 20);
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;

@@ -309,6 +309,8 @@ async fn run(a: Args) -> Result<()> {
     let images = mezzo_agent::containerizer::image_task::ImageSource {
         layouts,
         store: Arc::new(mezzo_agent::images::Store::open(&a.dir.join("images"))?),
+        max_bytes: u64::MAX,
+        leases: Default::default(),
     };
     let busybox = mezzo_proto::image::ImageRef::parse("oci:busybox:1")?;
     for (name, net, image) in [
