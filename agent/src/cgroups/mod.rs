@@ -315,6 +315,13 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     /// per v1 hierarchy, one on v2). Another process (the container's init,
     /// after fork) writes its own pid there.
     fn procs_files(&self) -> Vec<PathBuf>;
+    /// Files the container's init writes its own pid into once its task
+    /// has ended, so that the cgroup is empty at once (it is removed
+    /// before the init's namespaces are torn down): the parents' on v1.
+    /// None on v2, whose parent may hold no process.
+    fn leave_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// Moves `pid` into this cgroup.
     fn add_pid(&self, pid: u32) -> Result<(), CgroupError>;
     /// The processes (thread-group ids) in this cgroup, sorted.

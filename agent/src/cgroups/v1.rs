@@ -323,6 +323,14 @@ impl Cgroup for V1Cgroup {
         dirs.chain(self.devices.clone()).collect()
     }
 
+    fn leave_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter_map(|d| d.parent())
+            .map(|p| p.join("cgroup.procs"))
+            .collect()
+    }
+
     /// Joins every hierarchy (co-mounted ones twice, which is harmless).
     fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
         let tgid = CgroupPid::from(u64::from(pid));

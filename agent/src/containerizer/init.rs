@@ -119,6 +119,11 @@ pub struct InitSpec {
     /// `cgroup.procs` (or v1 `tasks`) files the init joins before forking
     /// the task, so only the init and the task are in the cgroups.
     pub cgroup_procs: Vec<PathBuf>,
+    /// `cgroup.procs` files the init moves itself to once the task has
+    /// ended and every process of its pid namespace is gone, so the
+    /// container's cgroups are empty before its namespaces are torn down.
+    #[serde(default)]
+    pub cgroup_leave: Vec<PathBuf>,
     /// Capabilities, no new privileges and the seccomp filter of the task
     /// (`super::harden`).
     #[serde(default)]
@@ -220,7 +225,8 @@ pub fn main(spec_path: &Path) -> ! {
             std::process::exit(1);
         }
     };
-    supervise(&spec)
+    // Alone (no launcher to reap it later): wait for the init.
+    supervise(&spec, true)
 }
 
 /// The argument (after `__container-init`) that starts a launcher.
@@ -240,9 +246,13 @@ pub enum LaunchReply {
 /// each, answers its pid. Exits at EOF. Call only in a fresh,
 /// single-threaded process (`mezzo __container-init --launcher`).
 fn serve_launcher() -> ! {
-    // The kernel reaps the supervisors (they are waited for by pidfd).
-    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn) {
-        eprintln!("mezzo container launcher: sigaction: {e}");
+    // The kernel reaps the supervisors (they are waited for by pidfd),
+    // and, as a subreaper, the inits a supervisor left behind once it had
+    // their report (see `run`).
+    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn)
+        .and_then(|()| nix::sys::prctl::set_child_subreaper(true))
+    {
+        eprintln!("mezzo container launcher: {e}");
         std::process::exit(1);
     }
     // Compiled once here, inherited by every supervisor this process forks.
@@ -280,7 +290,7 @@ fn fork_supervisor(spec: &InitSpec) -> LaunchReply {
             }
             // The supervisor waits for its init: SIGCHLD back to default.
             let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
-            supervise(spec)
+            supervise(spec, false)
         }
         Ok(ForkResult::Parent { child }) => LaunchReply::Pid(child.as_raw() as u32),
         Err(e) => LaunchReply::Error(format!("fork: {e}")),
@@ -289,14 +299,17 @@ fn fork_supervisor(spec: &InitSpec) -> LaunchReply {
 
 /// The supervisor of one container, in a fresh single-threaded process:
 /// leaves the agent's session, runs the container and records its exit.
-pub fn supervise(spec: &InitSpec) -> ! {
+/// `reap_init`: wait for the init to be gone before recording its end;
+/// under the launcher, which reaps orphaned inits, the init's own report
+/// is enough.
+pub fn supervise(spec: &InitSpec, reap_init: bool) -> ! {
     // Leave the agent's session and process group, so signals to the
     // agent's group do not reach us. EPERM means we already lead a process
     // group (the agent spawned us with one of our own), which is as good.
     let _ = nix::unistd::setsid();
     let pid = std::process::id();
     let _ = write_atomic(&spec.run_dir.join(SUPERVISOR_PID_FILE), format!("{pid}\n").as_bytes());
-    let record = match run(spec) {
+    let record = match run(spec, reap_init) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
@@ -320,7 +333,7 @@ pub fn supervise(spec: &InitSpec) -> ! {
 ///
 /// Changes this process's namespaces and signal state: only for a fresh,
 /// single-threaded process.
-pub fn run(spec: &InitSpec) -> Result<ExitRecord, InitError> {
+pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
     validate(spec)?;
     ensure_single_threaded()?;
 
@@ -355,9 +368,16 @@ pub fn run(spec: &InitSpec) -> Result<ExitRecord, InitError> {
                 let _ = wait_for(child);
                 return Err(InitError::Write { path: pid_file, source });
             }
-            let status = wait_for(child)?;
+            // EOF once the init has written its report and closed the
+            // pipe (or died): its record is final then.
             let mut report = Vec::new();
             let _ = File::from(report_read).read_to_end(&mut report);
+            if !reap_init && let Ok(record) = serde_json::from_slice::<ExitRecord>(&report) {
+                // Its namespaces are still being torn down: the launcher
+                // (a subreaper) reaps it later.
+                return Ok(record);
+            }
+            let status = wait_for(child)?;
             Ok(decode(&report, status))
         }
     }
@@ -699,7 +719,28 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
             return Err(error);
         }
     }
-    supervise_task(pid)
+    let record = supervise_task(pid)?;
+    wind_down(spec);
+    Ok(record)
+}
+
+/// After the task's main process ended: with a pid namespace, kills and
+/// reaps what is left in it (which the kernel would do anyway once the
+/// init exits), then leaves the container's cgroups. The supervisor has
+/// the exit record as soon as the init reports it, and the agent can
+/// remove the empty cgroups, without waiting for the kernel to tear down
+/// the namespaces (the mount namespace's, with its many mounts, takes
+/// RCU grace periods).
+fn wind_down(spec: &InitSpec) {
+    if spec.namespaces.pid {
+        // As pid 1: every other process of this namespace.
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        // Until ECHILD: nothing is left.
+        while let Ok(_) | Err(Errno::EINTR) = waitpid(None, None) {}
+        for path in &spec.cgroup_leave {
+            let _ = fs::write(path, b"0");
+        }
+    }
 }
 
 /// Forwards signals to the task and reaps every child until the task ends.

@@ -78,6 +78,7 @@ impl Container {
                 net: false,
             },
             cgroup_procs: vec![],
+            cgroup_leave: vec![],
             confinement: Default::default(),
             view: None,
             cwd: None,

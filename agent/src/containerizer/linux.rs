@@ -363,6 +363,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
             net: spec.isolated_network,
         },
         cgroup_procs: cgroup.procs_files(),
+        cgroup_leave: cgroup.leave_files(),
         confinement: Confinement {
             seccomp: !spec.unconfined,
             ..Default::default()
