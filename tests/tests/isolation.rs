@@ -826,3 +826,72 @@ async fn escapes_from_a_task_fail() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// Zombie processes whose parent is `ppid`.
+fn zombies_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": the fields after the last ')'.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.first() == Some(&"Z") && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A supervisor records its task's end from the init's report without
+/// waiting for the init to be gone (its namespaces take a while to tear
+/// down): the launcher, a subreaper, reaps those inits. After ten tasks,
+/// no zombie is left under the launcher, and every cgroup of a task is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_containers_leave_no_zombies() -> Result<()> {
+    let c = Cluster::start(spec(&[])).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "zombies", None).await?;
+        let tasks = (0..10)
+            .map(|i| task(&format!("t{i}"), "cpus:0.1;mem:32", "sleep 0.1; exit 3"))
+            .collect::<Result<Vec<_>>>()?;
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], tasks, None).await?;
+        for i in 0..10 {
+            let st = ev
+                .update(&format!("t{i}"), Duration::from_secs(20), TaskState::is_terminal)
+                .await?;
+            ensure!(st.exit_code == Some(3), "t{i}: {st:?}");
+        }
+        // The launcher is the agent's child running `__container-init --launcher`.
+        let agent = c.agents[0].pid().context("agent pid")?;
+        let launcher = processes_with("--launcher")
+            .into_iter()
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok());
+                ppid == Some(agent)
+            })
+            .context("the agent's launcher")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !zombies_of(launcher).is_empty() || c.task_cgroup(0, "memory", "t9").is_some_and(|p| p.exists()) {
+            ensure!(
+                Instant::now() < deadline,
+                "zombies under the launcher: {:?}",
+                zombies_of(launcher)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -249,8 +249,8 @@ fn serve_launcher() -> ! {
     // The kernel reaps the supervisors (they are waited for by pidfd),
     // and, as a subreaper, the inits a supervisor left behind once it had
     // their report (see `run`).
-    if let Err(e) = set_disposition(Signal::SIGCHLD, SigHandler::SigIgn)
-        .and_then(|()| nix::sys::prctl::set_child_subreaper(true))
+    if let Err(e) =
+        set_disposition(Signal::SIGCHLD, SigHandler::SigIgn).and_then(|()| nix::sys::prctl::set_child_subreaper(true))
     {
         eprintln!("mezzo container launcher: {e}");
         std::process::exit(1);

@@ -8,9 +8,10 @@
 //! is timed from the moment the agent would receive it: the supervisor's
 //! checkpoint write (`task.pb`), then `Containerizer::launch`, until
 //!
-//! - *executing*: the task process creates its `stdout` in the sandbox,
-//!   after it joined the cgroups and namespaces and switched user, a few
-//!   system calls before its `execve` (seen with inotify);
+//! - *executing*: the container's init takes the launch claim (a symlink
+//!   in the run dir, seen with inotify), its last step before it starts
+//!   the task's process: the cgroups, namespaces and the task's root are
+//!   ready, and the task's `execve` is a few system calls away;
 //! - *exited*: `Container::wait` returns the exit status the supervisor
 //!   recorded;
 //! - *cycle*: `Container::cleanup` has removed the cgroups too.
@@ -107,7 +108,8 @@ impl Mezzo {
         let sandbox = self.dir.join("sandboxes").join(format!("t{n}"));
         let run_dir = self.dir.join("meta").join(format!("t{n}"));
         std::fs::create_dir_all(&sandbox)?;
-        let watch = StdoutWatch::new(&sandbox)?;
+        std::fs::create_dir_all(&run_dir)?;
+        let watch = ClaimWatch::new(&run_dir)?;
         let spec = ContainerSpec {
             id: format!("bench/t{n}"),
             sandbox: sandbox.clone(),
@@ -152,20 +154,22 @@ impl Mezzo {
 
 /// inotify on a sandbox: the moment the task creates its `stdout`, read
 /// by a blocking thread that takes the time as soon as the event arrives.
-struct StdoutWatch(tokio::task::JoinHandle<Result<Instant>>);
+struct ClaimWatch(tokio::task::JoinHandle<Result<Instant>>);
 
-impl StdoutWatch {
-    fn new(dir: &Path) -> Result<StdoutWatch> {
+impl ClaimWatch {
+    /// The init takes the launch claim (a symlink in the run dir) as its
+    /// last step before the task's process exists: after the cgroups, the
+    /// namespaces and the task's root are ready.
+    fn new(dir: &Path) -> Result<ClaimWatch> {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC)?;
         ino.add_watch(dir, AddWatchFlags::IN_CREATE)?;
-        Ok(StdoutWatch(tokio::task::spawn_blocking(move || {
+        Ok(ClaimWatch(tokio::task::spawn_blocking(move || {
             loop {
                 let events = ino.read_events()?;
                 let at = Instant::now();
-                if events
-                    .iter()
-                    .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("stdout")))
-                {
+                if events.iter().any(|e| {
+                    e.name.as_deref() == Some(std::ffi::OsStr::new(mezzo_agent::containerizer::claim::CLAIM_FILE))
+                }) {
                     return Ok(at);
                 }
             }
@@ -175,7 +179,7 @@ impl StdoutWatch {
     async fn wait(self, t0: Instant) -> Result<Duration> {
         let at = tokio::time::timeout(Duration::from_secs(10), self.0)
             .await
-            .context("no stdout within 10 s")???;
+            .context("no launch claim within 10 s")???;
         Ok(at.saturating_duration_since(t0))
     }
 }
