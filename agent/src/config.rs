@@ -84,6 +84,9 @@ pub struct IsolationConfig {
     /// A directory of OCI image layouts, one per name: tasks may use
     /// `oci:NAME[:TAG]` images (`--image-layouts`).
     pub image_layouts: Option<PathBuf>,
+    /// How registries are reached (`--insecure-registries`,
+    /// `--registry-ca`) for `HOST/PATH[:TAG]` images.
+    pub registries: crate::images::RegistryConfig,
 }
 
 impl IsolationConfig {
@@ -103,6 +106,7 @@ impl IsolationConfig {
             allow_unconfined: false,
             host_paths: Vec::new(),
             image_layouts: None,
+            registries: crate::images::RegistryConfig::default(),
         }
     }
 }

@@ -1,22 +1,26 @@
 //! What a task with an image runs (issue 15): the image found in the
-//! agent's store (imported from its `--image-layouts` on first use), its
+//! agent's store (imported from its `--image-layouts` or pulled from a
+//! registry on first use), its
 //! overlay root, and the image's `Env`, `Entrypoint`/`Cmd`, `User` and
 //! `WorkingDir` applied under what the task itself asks for.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mezzo_proto::image::{ImageRef, Selector};
+use mezzo_proto::image::{ImageRef, Source};
 
 use super::rootfs::ImageRoot;
 use super::{CommandSpec, ContainerError};
-use crate::images::{Image, Reference, Store};
+use crate::images::{Image, Puller, Reference, RemoteImage, Store};
 
 /// Where the agent finds images.
 #[derive(Debug, Clone)]
 pub struct ImageSource {
-    /// OCI image layouts, one directory per name (`oci:NAME`).
-    pub layouts: PathBuf,
+    /// OCI image layouts, one directory per name (`oci:NAME`), if the
+    /// agent has `--image-layouts`.
+    pub layouts: Option<PathBuf>,
+    /// The registry client (`HOST/PATH` references).
+    pub puller: Puller,
     pub store: Arc<Store>,
 }
 
@@ -45,18 +49,7 @@ impl ImageSource {
         task_env: &[(String, String)],
         run_dir: &Path,
     ) -> Result<Prepared, ContainerError> {
-        let layout = self.layouts.join(&r.name);
-        if !layout.is_dir() {
-            return Err(image_error(r, format!("no such layout in {}", self.layouts.display())));
-        }
-        let selector = match &r.selector {
-            Selector::Tag(t) | Selector::Digest(t) => t,
-        };
-        let reference = Reference::parse(selector).map_err(|e| image_error(r, e))?;
-        let image = self
-            .store
-            .import_layout(&layout, &reference)
-            .map_err(|e| image_error(r, e))?;
+        let image = self.find(r).map_err(|e| image_error(r, e))?;
         let (upper, work) = (run_dir.join("root-upper"), run_dir.join("root-work"));
         for dir in [&upper, &work] {
             std::fs::create_dir_all(dir).map_err(|e| image_error(r, format!("{}: {e}", dir.display())))?;
@@ -72,6 +65,33 @@ impl ImageSource {
                 .map(PathBuf::from),
             root: ImageRoot { layers, upper, work },
         })
+    }
+}
+
+impl ImageSource {
+    /// The image `r` in the store: imported from its layout or pulled
+    /// from its registry unless the store has it.
+    fn find(&self, r: &ImageRef) -> Result<Image, String> {
+        match &r.source {
+            Source::Layout(name) => {
+                let layouts = self.layouts.as_ref().ok_or("this agent has no --image-layouts")?;
+                let layout = layouts.join(name);
+                if !layout.is_dir() {
+                    return Err(format!("no such layout in {}", layouts.display()));
+                }
+                let reference = Reference::parse(r.selector.lookup()).map_err(|e| e.to_string())?;
+                self.store.import_layout(&layout, &reference).map_err(|e| e.to_string())
+            }
+            Source::Registry { host, repository } => {
+                let remote = RemoteImage {
+                    host,
+                    repository,
+                    lookup: r.selector.lookup(),
+                    digest: r.selector.digest(),
+                };
+                self.puller.pull(&self.store, &remote).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
