@@ -181,11 +181,11 @@ impl Puller {
 
 /// The image `manifest` if the store has it, marked used.
 fn cached(store: &Store, manifest: &Digest) -> Result<Option<Image>, ImageError> {
-    let found = store.image(manifest)?;
-    if found.is_some() {
-        store.mark_used(manifest)?;
+    if store.image(manifest)?.is_none() {
+        return Ok(None);
     }
-    Ok(found)
+    store.mark_used(manifest)?;
+    store.image(manifest)
 }
 
 /// One pull from one repository: its base URL, the Bearer token once
