@@ -11,10 +11,11 @@
 //! version of each crate) and their `rustls-tls` feature brings aws-lc
 //! (a C build and a second crypto provider). 0.14 and 0.15 still use
 //! reqwest 0.12, but `cargo deny check bans` refuses the seven duplicates
-//! they add: base64 0.13 (through jwt), block-buffer, cpufeatures,
-//! crypto-common and digest 0.10 (sha2 0.10, hmac), strum and
-//! strum_macros 0.25 (oci-spec 0.8). What we need is small: anonymous
-//! pulls, the Bearer token dance, verified streaming.
+//! 0.15 adds (checked in a copy of the workspace): base64 0.13 (through
+//! jwt), block-buffer, cpufeatures, crypto-common and digest 0.10 (sha2
+//! 0.10, hmac), strum and strum_macros 0.27 (oci-spec 0.8, beside
+//! raft-engine's 0.25). What we need is small: anonymous pulls, the
+//! Bearer token dance, verified streaming.
 //!
 //! Anonymous only: a registry asking for credentials is an error naming
 //! it (credentials from the secrets store are not built).
