@@ -17,6 +17,8 @@ pub struct Registry {
     /// `127.0.0.1:<port>`, as image references and `--insecure-registries`
     /// name it.
     pub host: String,
+    /// The CA that signed the registry's certificate, over HTTPS.
+    pub ca: Option<std::path::PathBuf>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -33,9 +35,38 @@ fn need(program: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// A fresh CA and a certificate for `127.0.0.1` it signed, in `dir`:
+/// `ca.pem`, `cert.pem`, `key.pem`.
+fn write_tls_files(dir: &Path) -> Result<()> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mezzo test registry CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
+}
+
 impl Registry {
-    /// Starts a registry and waits until `GET /v2/` answers.
+    /// Starts a registry over plain HTTP and waits until `GET /v2/` answers.
     pub async fn start() -> Result<Registry> {
+        Registry::start_with(false).await
+    }
+
+    /// Starts a registry over HTTPS, its certificate signed by a fresh CA
+    /// ([`Registry::ca`]), and waits until it accepts connections.
+    pub async fn start_tls() -> Result<Registry> {
+        Registry::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Result<Registry> {
         need("docker-registry", "docker-registry")?;
         need("skopeo", "skopeo")?;
         // The probes below use reqwest, which needs a TLS provider even
@@ -44,10 +75,21 @@ impl Registry {
         let dir = tempfile::tempdir()?;
         let port = crate::free_ports(1)?[0];
         let host = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
+        let ca = if tls {
+            write_tls_files(dir.path())?;
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+            Some(dir.path().join("ca.pem"))
+        } else {
+            None
+        };
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -59,13 +101,17 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry")?;
-        let registry = Registry { host, child, dir };
+        let registry = Registry { host, ca, child, dir };
         let url = format!("http://{}/v2/", registry.host);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(&url).await
-                && r.status().is_success()
-            {
+            let ready = if tls {
+                // Listening is enough: the agent under test checks the TLS.
+                tokio::net::TcpStream::connect(&registry.host).await.is_ok()
+            } else {
+                reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
+            };
+            if ready {
                 return Ok(registry);
             }
             if Instant::now() > deadline {

@@ -30,6 +30,16 @@ fn with_image(id: &str, image: &str, script: &str) -> v1::TaskInfo {
     t
 }
 
+/// A cluster of one agent started with `args`.
+async fn one_agent(args: &[&str]) -> Result<Cluster> {
+    let mut spec = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    spec.agent_args.extend(args.iter().map(|a| (*a).to_owned()));
+    Cluster::start(spec).await
+}
+
 /// Checks that the master refuses a task with the image `reference`
 /// (`INVALID_ARGUMENT`, the message saying `why`).
 async fn refused(s: &Scheduler, offer_id: &str, reference: &str, why: &str) -> Result<()> {
@@ -66,13 +76,7 @@ async fn a_task_runs_in_its_image() -> Result<()> {
         }),
         &[Entry::File("etc/os-release", b"ID=mezzo-test\n", 0o644)],
     )?;
-    let mut spec = ClusterSpec {
-        agents: 1,
-        ..Default::default()
-    };
-    spec.agent_args
-        .extend(["--image-layouts".to_owned(), layouts.path().display().to_string()]);
-    let c = Cluster::start(spec).await?;
+    let c = one_agent(&["--image-layouts", &layouts.path().display().to_string()]).await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "images", None).await?;
         let probe = "cat /etc/os-release; echo $GREETING; id -u; pwd; echo $MEZZO_SANDBOX; \
@@ -204,13 +208,7 @@ async fn a_task_runs_in_an_image_pulled_from_a_registry() -> Result<()> {
     let (_, fresh_layers) = manifest_of(&registry, "team/fresh", "2").await?;
     let pushed = registry.log().len();
 
-    let mut spec = ClusterSpec {
-        agents: 1,
-        ..Default::default()
-    };
-    spec.agent_args
-        .extend(["--insecure-registries".to_owned(), registry.host.clone()]);
-    let c = Cluster::start(spec).await?;
+    let c = one_agent(&["--insecure-registries", &registry.host]).await?;
     let host = registry.host.clone();
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "registry", None).await?;
@@ -274,4 +272,60 @@ async fn a_task_runs_in_an_image_pulled_from_a_registry() -> Result<()> {
 /// The other repository of the test, which shares the base layer.
 fn other(name: &str) -> &'static str {
     if name == "busybox" { "team/fresh" } else { "busybox" }
+}
+
+/// Over HTTPS the agent checks the registry's certificate against the
+/// system's roots and `--registry-ca`: without the registry's CA the task
+/// ends `TASK_ERROR` on the certificate; with it the image pulls and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_pulls_over_https_trusting_the_registry_ca() -> Result<()> {
+    let registry = Registry::start_tls().await?;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("busybox"),
+        "1",
+        json!({ "Env": ["PATH=/bin"] }),
+        &[Entry::File("etc/os-release", b"ID=mezzo-https\n", 0o644)],
+    )?;
+    registry.push(&layouts.path().join("busybox"), "1", "busybox").await?;
+    let ca = registry.ca.clone().context("no CA")?;
+    let image = format!("{}/busybox:1", registry.host);
+    for trusted in [false, true] {
+        let ca_arg = ca.display().to_string();
+        let args = if trusted { &["--registry-ca", &ca_arg][..] } else { &[] };
+        let c = one_agent(args).await?;
+        let result = async {
+            let (s, mut ev, fid) = fw::subscribe(&c, "https", None).await?;
+            let o = ev.offer().await?;
+            s.accept(
+                vec![o.offer_id],
+                vec![with_image("tls", &image, "cat /etc/os-release")],
+                None,
+            )
+            .await?;
+            let st = ev
+                .update("tls", Duration::from_secs(60), TaskState::is_terminal)
+                .await?;
+            let out = std::fs::read_to_string(c.dir.path().join("agent0/sandboxes").join(&fid).join("tls/stdout"))
+                .unwrap_or_default();
+            if trusted {
+                ensure!(
+                    task_state(&st) == Some(TaskState::Finished) && out == "ID=mezzo-https\n",
+                    "with the CA: {st:?}\n{out}"
+                );
+            } else {
+                ensure!(
+                    task_state(&st) == Some(TaskState::Error)
+                        && st.message.contains(&image)
+                        && st.message.to_lowercase().contains("certificate"),
+                    "without the CA: {st:?}"
+                );
+            }
+            s.stop().await;
+            Ok(())
+        }
+        .await;
+        result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))?;
+    }
+    Ok(())
 }
