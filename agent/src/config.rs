@@ -86,6 +86,9 @@ pub struct IsolationConfig {
     pub image_layouts: Option<PathBuf>,
     /// Size the image store is kept under (`--image-store-max-mib`).
     pub image_store_max_bytes: u64,
+    /// How registries are reached (`--insecure-registries`,
+    /// `--registry-ca`) for `HOST/PATH[:TAG]` images.
+    pub registries: crate::images::RegistryConfig,
 }
 
 impl IsolationConfig {
@@ -106,6 +109,7 @@ impl IsolationConfig {
             host_paths: Vec::new(),
             image_layouts: None,
             image_store_max_bytes: 10 << 30,
+            registries: crate::images::RegistryConfig::default(),
         }
     }
 }

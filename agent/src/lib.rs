@@ -393,28 +393,30 @@ fn task_view(
     })
 }
 
-/// The image store (`<work dir>/images`) and where images are imported
-/// from, when the agent has `--image-layouts`.
+/// The image store (`<work dir>/images`), the layouts images are
+/// imported from (`--image-layouts`, optional) and the registry client
+/// (`--insecure-registries`, `--registry-ca`).
 fn image_source(
     work_dir: &std::path::Path,
     iso: &IsolationConfig,
-) -> Result<Option<containerizer::image_task::ImageSource>, AgentError> {
-    let Some(layouts) = iso.image_layouts.as_deref() else {
-        return Ok(None);
-    };
-    if !layouts.is_dir() {
+) -> Result<containerizer::image_task::ImageSource, AgentError> {
+    if let Some(layouts) = &iso.image_layouts
+        && !layouts.is_dir()
+    {
         return Err(AgentError::Isolation(format!(
             "--image-layouts: {} is not a directory",
             layouts.display()
         )));
     }
     let store = images::Store::open(&work_dir.join("images")).map_err(|e| AgentError::Isolation(e.to_string()))?;
-    Ok(Some(containerizer::image_task::ImageSource {
-        layouts: layouts.to_owned(),
+    let puller = images::Puller::new(&iso.registries).map_err(|e| AgentError::Isolation(e.to_string()))?;
+    Ok(containerizer::image_task::ImageSource {
+        layouts: iso.image_layouts.clone(),
+        puller,
         store: Arc::new(store),
         max_bytes: iso.image_store_max_bytes,
         leases: Default::default(),
-    }))
+    })
 }
 
 /// The containerizer the configuration asks for; refuses to start an
@@ -450,7 +452,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 log_max_bytes: iso.log_max_bytes,
                 view: Some(task_view(host, &iso.host_paths)?),
                 allow_unconfined: iso.allow_unconfined,
-                images: image_source(work_dir, iso)?,
+                images: Some(image_source(work_dir, iso)?),
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

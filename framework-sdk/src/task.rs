@@ -111,10 +111,10 @@ impl TaskBuilder {
         self
     }
 
-    /// Runs the task in an OCI image (`oci:NAME[:TAG]` or
-    /// `oci:NAME@sha256:…`, a layout in the agent's `--image-layouts`;
-    /// docs/images.md). Without a command the image's entrypoint and
-    /// `Cmd` run.
+    /// Runs the task in an OCI image: `HOST[:PORT]/PATH[:TAG][@sha256:…]`
+    /// from a registry, or `oci:NAME[:TAG]` / `oci:NAME@sha256:…`, a
+    /// layout in the agent's `--image-layouts` (docs/images.md). Without a
+    /// command the image's entrypoint and `Cmd` run.
     pub fn image(mut self, reference: impl Into<String>) -> Self {
         self.info.container.get_or_insert_with(Default::default).image = Some(v1::Image {
             reference: reference.into(),

@@ -32,6 +32,7 @@ pub mod browser;
 pub mod netcluster;
 pub mod netns;
 pub mod oci;
+pub mod registry;
 pub mod soak;
 
 /// Where a framework daemon finds its cluster: the environment of the
@@ -295,7 +296,7 @@ impl Default for ClusterSpec {
 }
 
 /// Free loopback ports, found by binding port 0 and letting go.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()?;

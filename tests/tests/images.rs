@@ -1,13 +1,16 @@
 //! Issue 15: tasks with an OCI image, through a real agent: a layout in
-//! the agent's `--image-layouts` directory, imported into its store on
-//! first use and run as an overlay root (tests run as root).
+//! the agent's `--image-layouts` directory, or an image pulled from a
+//! real registry (Debian's docker-registry, pushed to with skopeo),
+//! imported into its store on first use and run as an overlay root
+//! (tests run as root).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use mezzo_proto::v1;
-use mezzo_sdk::{SdkError, TaskState, task_state};
+use mezzo_sdk::{Scheduler, SdkError, TaskState, task_state};
 use mezzo_tests::oci::{Entry, busybox_layout};
+use mezzo_tests::registry::Registry;
 use mezzo_tests::{Cluster, ClusterSpec, fw};
 use serde_json::json;
 use tonic::Code;
@@ -25,6 +28,32 @@ fn with_image(id: &str, image: &str, script: &str) -> v1::TaskInfo {
         ..Default::default()
     });
     t
+}
+
+/// A cluster of one agent started with `args`.
+async fn one_agent(args: &[&str]) -> Result<Cluster> {
+    let mut spec = ClusterSpec {
+        agents: 1,
+        ..Default::default()
+    };
+    spec.agent_args.extend(args.iter().map(|a| (*a).to_owned()));
+    Cluster::start(spec).await
+}
+
+/// Checks that the master refuses a task with the image `reference`
+/// (`INVALID_ARGUMENT`, the message saying `why`).
+async fn refused(s: &Scheduler, offer_id: &str, reference: &str, why: &str) -> Result<()> {
+    match s
+        .accept(
+            vec![offer_id.to_owned()],
+            vec![with_image("bad", reference, "true")],
+            None,
+        )
+        .await
+    {
+        Err(SdkError::Rejected { code, message }) if code == Code::InvalidArgument && message.contains(why) => Ok(()),
+        other => bail!("{reference}: {other:?}"),
+    }
 }
 
 /// A busybox image honours its `Env`, `User`, `WorkingDir` and, without
@@ -47,30 +76,13 @@ async fn a_task_runs_in_its_image() -> Result<()> {
         }),
         &[Entry::File("etc/os-release", b"ID=mezzo-test\n", 0o644)],
     )?;
-    let mut spec = ClusterSpec {
-        agents: 1,
-        ..Default::default()
-    };
-    spec.agent_args
-        .extend(["--image-layouts".to_owned(), layouts.path().display().to_string()]);
-    let c = Cluster::start(spec).await?;
+    let c = one_agent(&["--image-layouts", &layouts.path().display().to_string()]).await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "images", None).await?;
         let probe = "cat /etc/os-release; echo $GREETING; id -u; pwd; echo $MEZZO_SANDBOX; \
                      ls /etc/debian_version 2>&1 || true; echo sandboxed > $MEZZO_SANDBOX/out";
         let o = ev.offer().await?;
-        match s
-            .accept(
-                vec![o.offer_id.clone()],
-                vec![with_image("bad", "oci:../etc", "true")],
-                None,
-            )
-            .await
-        {
-            Err(SdkError::Rejected { code, message })
-                if code == Code::InvalidArgument && message.contains("layout name") => {}
-            other => bail!("a bad reference: {other:?}"),
-        }
+        refused(&s, &o.offer_id, "oci:../etc", "layout name").await?;
         s.accept(
             vec![o.offer_id],
             vec![
@@ -227,4 +239,185 @@ async fn the_image_store_stays_under_its_size_and_keeps_what_runs() -> Result<()
     }
     .await;
     result.with_context(|| c.logs())
+}
+
+/// The manifest digest and layer digests of `name:tag` in `registry`.
+async fn manifest_of(registry: &Registry, name: &str, tag: &str) -> Result<(String, Vec<String>)> {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v2/{name}/manifests/{tag}", registry.host))
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    let digest = r
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .context("no Docker-Content-Digest")?
+        .to_owned();
+    let manifest: serde_json::Value = r.json().await?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("no layers")?
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+        .collect();
+    Ok((digest, layers))
+}
+
+/// Images pulled from a registry (plain HTTP, `--insecure-registries`):
+/// by tag and by digest, with the image's config honoured as for a
+/// layout; tasks of one image launched together make one GET per layer
+/// blob (the registry's access log); a missing tag ends the task
+/// `TASK_ERROR` naming the reference; a reference without a registry host
+/// is refused by the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_in_an_image_pulled_from_a_registry() -> Result<()> {
+    let registry = Registry::start().await?;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("busybox"),
+        "1",
+        json!({
+            "Env": ["PATH=/bin", "GREETING=hello from the registry"],
+            "User": "app",
+            "WorkingDir": "/work",
+        }),
+        &[Entry::File("etc/os-release", b"ID=mezzo-registry\n", 0o644)],
+    )?;
+    busybox_layout(
+        &layouts.path().join("fresh"),
+        "2",
+        json!({ "Env": ["PATH=/bin"] }),
+        &[Entry::File("etc/fresh", b"fresh\n", 0o644)],
+    )?;
+    registry.push(&layouts.path().join("busybox"), "1", "busybox").await?;
+    registry.push(&layouts.path().join("fresh"), "2", "team/fresh").await?;
+    let (busybox_digest, busybox_layers) = manifest_of(&registry, "busybox", "1").await?;
+    let (_, fresh_layers) = manifest_of(&registry, "team/fresh", "2").await?;
+    let pushed = registry.log().len();
+
+    let c = one_agent(&["--insecure-registries", &registry.host]).await?;
+    let host = registry.host.clone();
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "registry", None).await?;
+        let o = ev.offer().await?;
+        refused(&s, &o.offer_id, "busybox:1", "no implicit docker.io").await?;
+        let probe = "cat /etc/os-release; echo $GREETING; id -u; pwd; echo $MEZZO_SANDBOX";
+        let missing = format!("{host}/busybox:nope");
+        s.accept(
+            vec![o.offer_id],
+            vec![
+                with_image("fresh-a", &format!("{host}/team/fresh:2"), "cat /etc/fresh"),
+                with_image("fresh-b", &format!("{host}/team/fresh:2"), "cat /etc/fresh"),
+                with_image("by-tag", &format!("{host}/busybox:1"), probe),
+                with_image("by-digest", &format!("{host}/busybox@{busybox_digest}"), probe),
+                with_image("missing", &missing, "true"),
+            ],
+            None,
+        )
+        .await?;
+        let sandbox = |id: &str| c.dir.path().join("agent0/sandboxes").join(&fid).join(id);
+        for id in ["fresh-a", "fresh-b", "by-tag", "by-digest"] {
+            let st = ev.update(id, Duration::from_secs(60), TaskState::is_terminal).await?;
+            let err = std::fs::read_to_string(sandbox(id).join("stderr")).unwrap_or_default();
+            ensure!(task_state(&st) == Some(TaskState::Finished), "{id}: {st:?}\n{err}");
+        }
+        for id in ["fresh-a", "fresh-b"] {
+            let out = std::fs::read_to_string(sandbox(id).join("stdout"))?;
+            ensure!(out == "fresh\n", "{id}:\n{out}");
+        }
+        for id in ["by-tag", "by-digest"] {
+            let out = std::fs::read_to_string(sandbox(id).join("stdout"))?;
+            ensure!(
+                out == "ID=mezzo-registry\nhello from the registry\n1234\n/work\n/mnt/mezzo/sandbox\n",
+                "{id}:\n{out}"
+            );
+        }
+        let st = ev
+            .update("missing", Duration::from_secs(60), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error) && st.message.contains(&missing) && st.message.contains("404"),
+            "missing: {st:?}"
+        );
+        // Each layer blob once, though two images share the base layer
+        // and two tasks of each were launched together.
+        let log = registry.log();
+        let pulls = &log[pushed..];
+        for (name, layers) in [("busybox", &busybox_layers), ("team/fresh", &fresh_layers)] {
+            for layer in layers.iter() {
+                let gets = Registry::blob_gets(pulls, name, layer) + Registry::blob_gets(pulls, other(name), layer);
+                ensure!(gets == 1, "{name} layer {layer}: {gets} GETs\n{pulls}");
+            }
+        }
+        s.stop().await;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))
+}
+
+/// The other repository of the test, which shares the base layer.
+fn other(name: &str) -> &'static str {
+    if name == "busybox" { "team/fresh" } else { "busybox" }
+}
+
+/// Over HTTPS the agent checks the registry's certificate against the
+/// system's roots and `--registry-ca`: without the registry's CA the task
+/// ends `TASK_ERROR` on the certificate; with it the image pulls and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_pulls_over_https_trusting_the_registry_ca() -> Result<()> {
+    let registry = Registry::start_tls().await?;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("busybox"),
+        "1",
+        json!({ "Env": ["PATH=/bin"] }),
+        &[Entry::File("etc/os-release", b"ID=mezzo-https\n", 0o644)],
+    )?;
+    registry.push(&layouts.path().join("busybox"), "1", "busybox").await?;
+    let ca = registry.ca.clone().context("no CA")?;
+    let image = format!("{}/busybox:1", registry.host);
+    for trusted in [false, true] {
+        let ca_arg = ca.display().to_string();
+        let args = if trusted { &["--registry-ca", &ca_arg][..] } else { &[] };
+        let c = one_agent(args).await?;
+        let result = async {
+            let (s, mut ev, fid) = fw::subscribe(&c, "https", None).await?;
+            let o = ev.offer().await?;
+            s.accept(
+                vec![o.offer_id],
+                vec![with_image("tls", &image, "cat /etc/os-release")],
+                None,
+            )
+            .await?;
+            let st = ev
+                .update("tls", Duration::from_secs(60), TaskState::is_terminal)
+                .await?;
+            let out = std::fs::read_to_string(c.dir.path().join("agent0/sandboxes").join(&fid).join("tls/stdout"))
+                .unwrap_or_default();
+            if trusted {
+                ensure!(
+                    task_state(&st) == Some(TaskState::Finished) && out == "ID=mezzo-https\n",
+                    "with the CA: {st:?}\n{out}"
+                );
+            } else {
+                ensure!(
+                    task_state(&st) == Some(TaskState::Error)
+                        && st.message.contains(&image)
+                        && st.message.to_lowercase().contains("certificate"),
+                    "without the CA: {st:?}"
+                );
+            }
+            s.stop().await;
+            Ok(())
+        }
+        .await;
+        result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))?;
+    }
+    Ok(())
 }

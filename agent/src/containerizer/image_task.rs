@@ -1,5 +1,6 @@
 //! What a task with an image runs (issue 15): the image found in the
-//! agent's store (imported from its `--image-layouts` on first use), its
+//! agent's store (imported from its `--image-layouts` or pulled from a
+//! registry on first use), its
 //! overlay root, and the image's `Env`, `Entrypoint`/`Cmd`, `User` and
 //! `WorkingDir` applied under what the task itself asks for.
 
@@ -7,17 +8,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use mezzo_proto::image::{ImageRef, Selector};
+use mezzo_proto::image::{ImageRef, Source};
 
 use super::rootfs::ImageRoot;
 use super::{CommandSpec, ContainerError};
-use crate::images::{Digest, Image, Reference, Store};
+use crate::images::{Digest, Image, Puller, Reference, RemoteImage, Store};
 
 /// Where the agent finds images.
 #[derive(Debug, Clone)]
 pub struct ImageSource {
-    /// OCI image layouts, one directory per name (`oci:NAME`).
-    pub layouts: PathBuf,
+    /// OCI image layouts, one directory per name (`oci:NAME`), if the
+    /// agent has `--image-layouts`.
+    pub layouts: Option<PathBuf>,
+    /// The registry client (`HOST/PATH` references).
+    pub puller: Puller,
     pub store: Arc<Store>,
     /// The store is kept under this size by removing the least recently
     /// used images no container uses (`--image-store-max-mib`).
@@ -112,18 +116,7 @@ impl ImageSource {
         task_env: &[(String, String)],
         run_dir: &Path,
     ) -> Result<Prepared, ContainerError> {
-        let layout = self.layouts.join(&r.name);
-        if !layout.is_dir() {
-            return Err(image_error(r, format!("no such layout in {}", self.layouts.display())));
-        }
-        let selector = match &r.selector {
-            Selector::Tag(t) | Selector::Digest(t) => t,
-        };
-        let reference = Reference::parse(selector).map_err(|e| image_error(r, e))?;
-        let image = self
-            .store
-            .import_layout(&layout, &reference)
-            .map_err(|e| image_error(r, e))?;
+        let image = self.find(r).map_err(|e| image_error(r, e))?;
         let (lease, new) = self.leases.take(&image.manifest_digest);
         if new {
             self.collect_garbage();
@@ -167,6 +160,31 @@ impl ImageSource {
     /// A lease on the image of a container found again after a restart.
     pub fn lease(&self, manifest: &Digest) -> Lease {
         self.leases.take(manifest).0
+    }
+
+    /// The image `r` in the store: imported from its layout or pulled
+    /// from its registry unless the store has it.
+    fn find(&self, r: &ImageRef) -> Result<Image, String> {
+        match &r.source {
+            Source::Layout(name) => {
+                let layouts = self.layouts.as_ref().ok_or("this agent has no --image-layouts")?;
+                let layout = layouts.join(name);
+                if !layout.is_dir() {
+                    return Err(format!("no such layout in {}", layouts.display()));
+                }
+                let reference = Reference::parse(r.selector.lookup()).map_err(|e| e.to_string())?;
+                self.store.import_layout(&layout, &reference).map_err(|e| e.to_string())
+            }
+            Source::Registry { host, repository } => {
+                let remote = RemoteImage {
+                    host,
+                    repository,
+                    lookup: r.selector.lookup(),
+                    digest: r.selector.digest(),
+                };
+                self.puller.pull(&self.store, &remote).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 

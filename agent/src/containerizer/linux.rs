@@ -302,11 +302,11 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     let image = match &spec.image {
         None => None,
         Some(r) => {
-            let source = cfg
-                .images
-                .as_ref()
-                .filter(|_| cfg.view.is_some())
-                .ok_or_else(|| ContainerError::Image(format!("image {r}: this agent has no --image-layouts")))?;
+            let source = cfg.images.as_ref().filter(|_| cfg.view.is_some()).ok_or_else(|| {
+                ContainerError::Image(format!(
+                    "image {r}: this agent cannot run images (no private task root)"
+                ))
+            })?;
             Some(source.prepare(r, &spec.command, &spec.env, &spec.run_dir)?)
         }
     };

@@ -33,6 +33,8 @@ pub enum ImageError {
     UnsupportedMediaType(String),
     #[error("invalid image layout {path}: {reason}")]
     Layout { path: PathBuf, reason: String },
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
     #[error("no image {reference} in the layout {path}")]
     NotFound { path: PathBuf, reference: String },
     #[error("invalid JSON in {what}: {source}")]

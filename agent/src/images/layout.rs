@@ -5,6 +5,10 @@
 //! config. Every JSON blob is checked against its descriptor's digest and
 //! size, and capped, before it is parsed. Docker's schema 2 manifests and
 //! manifest lists are read the same way.
+//!
+//! Reading a manifest and its config is shared with registry pulls
+//! (`pull.rs`) through [`JsonSource`]: a layout and a registry differ only
+//! in where the verified JSON blobs come from.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,10 +27,10 @@ use super::unpack::Compression;
 /// the agent's memory.
 pub const MAX_JSON_BLOB: u64 = 4 << 20;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -114,19 +118,20 @@ struct OciLayoutFile {
     image_layout_version: String,
 }
 
-#[derive(Deserialize)]
+/// A content descriptor of an index or manifest.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: Digest,
-    size: u64,
+pub(crate) struct Descriptor {
+    pub(crate) media_type: String,
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
     #[serde(default)]
     annotations: HashMap<String, String>,
     #[serde(default)]
     platform: Option<Platform>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct Platform {
     architecture: String,
     os: String,
@@ -169,6 +174,166 @@ struct RootFs {
     diff_ids: Vec<Digest>,
 }
 
+impl Descriptor {
+    /// A descriptor of a blob fetched by name (a registry's manifest for a
+    /// tag): no annotations, no platform.
+    pub(crate) fn new(media_type: String, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type,
+            digest,
+            size,
+            annotations: HashMap::new(),
+            platform: None,
+        }
+    }
+}
+
+/// What a JSON blob is: a registry serves indexes and manifests and
+/// configs at different URLs; errors name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JsonKind {
+    Index,
+    Manifest,
+    Config,
+}
+
+impl JsonKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JsonKind::Index => "image index",
+            JsonKind::Manifest => "manifest",
+            JsonKind::Config => "config",
+        }
+    }
+}
+
+/// Where an image's JSON blobs come from: a layout's files or a registry.
+pub(crate) trait JsonSource {
+    /// The blob `desc` names, checked against its digest and size and
+    /// capped at [`MAX_JSON_BLOB`].
+    fn json_blob(&self, desc: &Descriptor, kind: JsonKind) -> Result<JsonBlob, ImageError>;
+    /// An error about a malformed image of this source.
+    fn invalid(&self, reason: String) -> ImageError;
+    /// An error for a platform missing from an index.
+    fn not_found(&self, reference: String) -> ImageError;
+}
+
+/// Whether `media_type` is an image index (or Docker manifest list).
+pub(crate) fn is_index(media_type: &str) -> bool {
+    matches!(media_type, OCI_INDEX | DOCKER_LIST)
+}
+
+/// The manifest for this host's platform in the image index `index`.
+pub(crate) fn platform_manifest(src: &impl JsonSource, index: &Descriptor) -> Result<Descriptor, ImageError> {
+    let blob = src.json_blob(index, JsonKind::Index)?;
+    let nested: Index = parse_json(&blob.bytes, &format!("image index {}", index.digest))?;
+    let arch = host_architecture();
+    nested
+        .manifests
+        .into_iter()
+        .find(|d| {
+            let is_manifest = matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST);
+            is_manifest
+                && d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        })
+        .ok_or_else(|| src.not_found(format!("linux/{arch} in {}", index.digest)))
+}
+
+/// Reads the manifest `desc` and its config from `src`.
+pub(crate) fn read_image(src: &impl JsonSource, desc: &Descriptor) -> Result<ResolvedImage, ImageError> {
+    if !matches!(desc.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) {
+        return Err(ImageError::UnsupportedMediaType(desc.media_type.clone()));
+    }
+    let manifest_blob = src.json_blob(desc, JsonKind::Manifest)?;
+    let manifest: Manifest = parse_json(&manifest_blob.bytes, &format!("manifest {}", desc.digest))?;
+    if !matches!(manifest.config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG) {
+        return Err(ImageError::UnsupportedMediaType(manifest.config.media_type));
+    }
+    let config_blob = src.json_blob(&manifest.config, JsonKind::Config)?;
+    let file: ConfigFile = parse_json(&config_blob.bytes, &format!("config {}", manifest.config.digest))?;
+    if file.rootfs.kind != "layers" {
+        return Err(src.invalid(format!(
+            "config {}: rootfs type {:?}",
+            manifest.config.digest, file.rootfs.kind
+        )));
+    }
+    if file.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(src.invalid(format!(
+            "manifest {} has {} layers, its config {} diff_ids",
+            desc.digest,
+            manifest.layers.len(),
+            file.rootfs.diff_ids.len()
+        )));
+    }
+    let layers = manifest
+        .layers
+        .into_iter()
+        .map(layer_descriptor)
+        .collect::<Result<_, _>>()?;
+    let exec = file.config.unwrap_or_default();
+    let config = ImageConfig {
+        env: exec.env.unwrap_or_default(),
+        entrypoint: exec.entrypoint.unwrap_or_default(),
+        cmd: exec.cmd.unwrap_or_default(),
+        user: exec.user.unwrap_or_default(),
+        working_dir: exec.working_dir.unwrap_or_default(),
+        diff_ids: file.rootfs.diff_ids,
+    };
+    Ok(ResolvedImage {
+        manifest: manifest_blob,
+        config_blob,
+        config,
+        layers,
+    })
+}
+
+impl JsonSource for Layout {
+    /// Reads a JSON blob, refusing it past [`MAX_JSON_BLOB`] or when its
+    /// digest or size differs from the descriptor's.
+    fn json_blob(&self, desc: &Descriptor, kind: JsonKind) -> Result<JsonBlob, ImageError> {
+        let what = kind.as_str();
+        check_json_size(desc, what)?;
+        let path = self.blob_path(&desc.digest);
+        let file = File::open(&path).map_err(ImageError::io("open", &path))?;
+        // One byte more than the descriptor says, to see a longer blob.
+        let mut reader = DigestReader::new(file.take(desc.size + 1));
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(ImageError::io("read", &path))?;
+        let (actual, len) = reader.finish();
+        desc.digest.verify(desc.size, &actual, len, what)?;
+        Ok(JsonBlob { digest: actual, bytes })
+    }
+
+    fn invalid(&self, reason: String) -> ImageError {
+        ImageError::Layout {
+            path: self.dir.clone(),
+            reason,
+        }
+    }
+
+    fn not_found(&self, reference: String) -> ImageError {
+        ImageError::NotFound {
+            path: self.dir.clone(),
+            reference,
+        }
+    }
+}
+
+/// Refuses a JSON blob whose descriptor says it is over [`MAX_JSON_BLOB`].
+pub(crate) fn check_json_size(desc: &Descriptor, what: &'static str) -> Result<(), ImageError> {
+    if desc.size > MAX_JSON_BLOB {
+        return Err(ImageError::TooLarge {
+            what,
+            digest: desc.digest.clone(),
+            size: desc.size,
+            limit: MAX_JSON_BLOB,
+        });
+    }
+    Ok(())
+}
+
 impl Layout {
     /// Opens the layout at `dir`, checking its `oci-layout` version.
     pub fn open(dir: &Path) -> Result<Layout, ImageError> {
@@ -197,113 +362,17 @@ impl Layout {
                 path: self.dir.clone(),
                 reference: reference.to_string(),
             })?;
-        let entry = match entry.media_type.as_str() {
-            OCI_INDEX | DOCKER_LIST => self.platform_manifest(&entry)?,
-            _ => entry,
+        let entry = if is_index(&entry.media_type) {
+            platform_manifest(self, &entry)?
+        } else {
+            entry
         };
-        self.read_image(&entry)
-    }
-
-    /// The manifest for this host's platform in the image index `index`.
-    fn platform_manifest(&self, index: &Descriptor) -> Result<Descriptor, ImageError> {
-        let blob = self.json_blob(index, "image index")?;
-        let nested: Index = parse_json(&blob.bytes, &format!("image index {}", index.digest))?;
-        let arch = host_architecture();
-        nested
-            .manifests
-            .into_iter()
-            .find(|d| {
-                let is_manifest = matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST);
-                is_manifest
-                    && d.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-            })
-            .ok_or_else(|| ImageError::NotFound {
-                path: self.dir.clone(),
-                reference: format!("linux/{arch} in {}", index.digest),
-            })
-    }
-
-    fn read_image(&self, desc: &Descriptor) -> Result<ResolvedImage, ImageError> {
-        if !matches!(desc.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) {
-            return Err(ImageError::UnsupportedMediaType(desc.media_type.clone()));
-        }
-        let manifest_blob = self.json_blob(desc, "manifest")?;
-        let manifest: Manifest = parse_json(&manifest_blob.bytes, &format!("manifest {}", desc.digest))?;
-        if !matches!(manifest.config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG) {
-            return Err(ImageError::UnsupportedMediaType(manifest.config.media_type));
-        }
-        let config_blob = self.json_blob(&manifest.config, "config")?;
-        let file: ConfigFile = parse_json(&config_blob.bytes, &format!("config {}", manifest.config.digest))?;
-        if file.rootfs.kind != "layers" {
-            return Err(self.invalid(format!(
-                "config {}: rootfs type {:?}",
-                manifest.config.digest, file.rootfs.kind
-            )));
-        }
-        if file.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(self.invalid(format!(
-                "manifest {} has {} layers, its config {} diff_ids",
-                desc.digest,
-                manifest.layers.len(),
-                file.rootfs.diff_ids.len()
-            )));
-        }
-        let layers = manifest
-            .layers
-            .into_iter()
-            .map(layer_descriptor)
-            .collect::<Result<_, _>>()?;
-        let exec = file.config.unwrap_or_default();
-        let config = ImageConfig {
-            env: exec.env.unwrap_or_default(),
-            entrypoint: exec.entrypoint.unwrap_or_default(),
-            cmd: exec.cmd.unwrap_or_default(),
-            user: exec.user.unwrap_or_default(),
-            working_dir: exec.working_dir.unwrap_or_default(),
-            diff_ids: file.rootfs.diff_ids,
-        };
-        Ok(ResolvedImage {
-            manifest: manifest_blob,
-            config_blob,
-            config,
-            layers,
-        })
+        read_image(self, &entry)
     }
 
     /// Where the blob `digest` is in this layout.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.dir.join("blobs/sha256").join(digest.hex())
-    }
-
-    /// Reads a JSON blob, refusing it past [`MAX_JSON_BLOB`] or when its
-    /// digest or size differs from the descriptor's.
-    fn json_blob(&self, desc: &Descriptor, what: &'static str) -> Result<JsonBlob, ImageError> {
-        if desc.size > MAX_JSON_BLOB {
-            return Err(ImageError::TooLarge {
-                what,
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit: MAX_JSON_BLOB,
-            });
-        }
-        let path = self.blob_path(&desc.digest);
-        let file = File::open(&path).map_err(ImageError::io("open", &path))?;
-        // One byte more than the descriptor says, to see a longer blob.
-        let mut reader = DigestReader::new(file.take(desc.size + 1));
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(ImageError::io("read", &path))?;
-        let (actual, len) = reader.finish();
-        desc.digest.verify(desc.size, &actual, len, what)?;
-        Ok(JsonBlob { digest: actual, bytes })
-    }
-
-    fn invalid(&self, reason: String) -> ImageError {
-        ImageError::Layout {
-            path: self.dir.clone(),
-            reason,
-        }
     }
 }
 
@@ -350,7 +419,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     Ok(bytes)
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
         what: what.to_owned(),
         source,

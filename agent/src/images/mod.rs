@@ -23,16 +23,19 @@
 //! | `layout.rs` | reading an OCI image layout: index, manifest, config |
 //! | `unpack.rs` | one layer tar into a fresh directory, overlay format |
 //! | `store.rs` | the content-addressed store: blobs, layers, images, GC |
+//! | `pull.rs` | pulling from registries into the store, streaming and verified |
 
 mod digest;
 mod error;
 mod layout;
+mod pull;
 mod store;
 mod unpack;
 
 pub use digest::Digest;
 pub use error::ImageError;
 pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, Reference, ResolvedImage};
+pub use pull::{Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
 pub use unpack::{Compression, Limits, StagedLayer, unpack_layer};
 

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ImageError;
 use super::digest::{Digest, DigestReader};
-use super::layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, Reference};
+use super::layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, Reference, ResolvedImage};
 use super::unpack::{Limits, unpack_layer};
 
 /// An image in the store.
@@ -100,9 +100,26 @@ impl Store {
     /// (each checked against its blob digest, size and diff_id) and
     /// records the image. On error no image is recorded.
     pub fn import_layout(&self, layout_dir: &Path, reference: &Reference) -> Result<Image, ImageError> {
-        let _shared = self.lock(FlockArg::LockShared)?;
         let layout = Layout::open(layout_dir)?;
         let resolved = layout.resolve(reference)?;
+        self.import_resolved(resolved, |desc| {
+            let blob_path = layout.blob_path(&desc.digest);
+            let blob = File::open(&blob_path).map_err(ImageError::io("open", &blob_path))?;
+            Ok(Box::new(blob))
+        })
+    }
+
+    /// Imports an image whose manifest and config are verified already
+    /// (`resolved`), opening a layer's blob with `open_layer` only if the
+    /// layer is not here yet: a registry pull streams each missing layer
+    /// straight into the unpacker, once even for concurrent pulls (the
+    /// layer lock). On error no image is recorded.
+    pub(crate) fn import_resolved<'a>(
+        &self,
+        resolved: ResolvedImage,
+        open_layer: impl Fn(&LayerDescriptor) -> Result<Box<dyn Read + 'a>, ImageError>,
+    ) -> Result<Image, ImageError> {
+        let _shared = self.lock(FlockArg::LockShared)?;
         // The warm path of every launch but the first: nothing to unpack
         // or write (and no fsync) when the image and its layers are here.
         if let Some(image) = self.image(&resolved.manifest.digest)?
@@ -111,7 +128,7 @@ impl Store {
             return Ok(image);
         }
         for (desc, diff_id) in resolved.layers.iter().zip(&resolved.config.diff_ids) {
-            self.ensure_layer(&layout, desc, diff_id)?;
+            self.ensure_layer(desc, diff_id, &open_layer)?;
         }
         self.write_blob(&resolved.manifest)?;
         self.write_blob(&resolved.config_blob)?;
@@ -169,14 +186,18 @@ impl Store {
 
     /// Unpacks the layer `desc` as `diff_id`, unless it is here already;
     /// holds the layer's lock meanwhile.
-    fn ensure_layer(&self, layout: &Layout, desc: &LayerDescriptor, diff_id: &Digest) -> Result<(), ImageError> {
+    fn ensure_layer<'a>(
+        &self,
+        desc: &LayerDescriptor,
+        diff_id: &Digest,
+        open_layer: &impl Fn(&LayerDescriptor) -> Result<Box<dyn Read + 'a>, ImageError>,
+    ) -> Result<(), ImageError> {
         let dest = self.layer_dir(diff_id);
         let _lock = flock(&dest.with_extension("lock"), FlockArg::LockExclusive)?;
         if dest.is_dir() {
             return Ok(());
         }
-        let blob_path = layout.blob_path(&desc.digest);
-        let blob = File::open(&blob_path).map_err(ImageError::io("open", &blob_path))?;
+        let blob = open_layer(desc)?;
         // One byte past the descriptor's size, to see a longer blob.
         let mut reader = DigestReader::new(blob.take(desc.size + 1));
         let staged = unpack_layer(&mut reader, desc.compression, &dest, &self.limits)?;

@@ -73,6 +73,14 @@ pub struct Args {
     /// least recently used images no task uses are removed beyond it.
     #[arg(long, env = "MEZZO_IMAGE_STORE_MAX_MIB", default_value_t = 10240)]
     image_store_max_mib: u64,
+    /// Registries (`host:port`, comma-separated) reached over plain HTTP
+    /// for `HOST/PATH[:TAG]` images; every other registry is HTTPS.
+    #[arg(long, env = "MEZZO_INSECURE_REGISTRIES", default_value = "")]
+    insecure_registries: String,
+    /// A PEM file of root certificates trusted for registries, besides
+    /// the system's.
+    #[arg(long, env = "MEZZO_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -174,6 +182,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.host_paths = host_paths(&a.host_paths)?;
         iso.image_layouts = a.image_layouts;
         iso.image_store_max_bytes = a.image_store_max_mib.saturating_mul(1 << 20);
+        iso.registries = mezzo_agent::images::RegistryConfig {
+            insecure: super::comma_list(&a.insecure_registries),
+            extra_ca: a.registry_ca,
+        };
         iso.pids_max = a.pids_limit;
         iso.disk_check_interval = a.disk_check_interval;
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;

@@ -111,7 +111,7 @@ pub struct JobSpec {
     /// What a task lost after it may have started (LOST, GONE) does.
     #[serde(default)]
     pub on_lost: OnLost,
-    /// Run each task in this OCI image (`oci:NAME[:TAG]`, docs/images.md).
+    /// Run each task in this OCI image (`HOST/PATH[:TAG]` or `oci:NAME[:TAG]`, docs/images.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }

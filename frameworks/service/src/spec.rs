@@ -85,7 +85,7 @@ pub struct ServiceSpec {
     /// SIGTERM to SIGKILL when an instance is stopped.
     #[serde(default = "default_kill_grace", with = "duration")]
     pub kill_grace: Duration,
-    /// Run each instance in this OCI image (`oci:NAME[:TAG]`, docs/images.md).
+    /// Run each instance in this OCI image (`HOST/PATH[:TAG]` or `oci:NAME[:TAG]`, docs/images.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
@@ -627,7 +627,7 @@ interval = "500ms"
                 "`instances`",
             ),
             (
-                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nimage = \"docker.io/x\"\n",
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nimage = \"busybox:1\"\n",
                 "`image`",
             ),
             (

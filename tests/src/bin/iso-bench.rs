@@ -311,7 +311,8 @@ async fn run(a: Args) -> Result<()> {
     let layouts = a.dir.join("layouts");
     mezzo_tests::oci::busybox_layout(&layouts.join("busybox"), "1", serde_json::json!({}), &[])?;
     let images = mezzo_agent::containerizer::image_task::ImageSource {
-        layouts,
+        layouts: Some(layouts),
+        puller: mezzo_agent::images::Puller::new(&Default::default())?,
         store: Arc::new(mezzo_agent::images::Store::open(&a.dir.join("images"))?),
         max_bytes: u64::MAX,
         leases: Default::default(),

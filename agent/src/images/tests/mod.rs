@@ -6,5 +6,6 @@
 
 mod fixtures;
 mod layout;
+mod pull;
 mod store;
 mod unpack;

@@ -73,9 +73,10 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "secret-file", value_name = "PATH=SECRET")]
     secret_file: Vec<String>,
-    /// Run in this OCI image (`oci:NAME[:TAG]`, a layout in the agents'
-    /// `--image-layouts`; see docs/images.md). Without a command, the
-    /// image's entrypoint and command run.
+    /// Run in this OCI image: `HOST[:PORT]/PATH[:TAG]` from a registry, or
+    /// `oci:NAME[:TAG]`, a layout in the agents' `--image-layouts` (see
+    /// docs/images.md). Without a command, the image's entrypoint and
+    /// command run.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     /// The command and its arguments.

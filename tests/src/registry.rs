@@ -1,0 +1,162 @@
+//! A real OCI registry for the image-pull tests (issue 15): Debian's
+//! `docker-registry` (distribution 2.8) on a free loopback port with its
+//! storage in a temp dir, and `skopeo` to push the layouts `oci.rs`
+//! builds. Both are Debian packages that `scripts/test` installs; a test
+//! without them fails and says so.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// A running `docker-registry serve`, killed (by pid) and its storage
+/// removed on drop.
+#[derive(Debug)]
+pub struct Registry {
+    /// `127.0.0.1:<port>`, as image references and `--insecure-registries`
+    /// name it.
+    pub host: String,
+    /// The CA that signed the registry's certificate, over HTTPS.
+    pub ca: Option<std::path::PathBuf>,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// `program` on PATH, or an error saying how to get it.
+fn need(program: &str, package: &str) -> Result<()> {
+    let found =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()));
+    ensure!(
+        found,
+        "`{program}` is not installed: run scripts/test once (it installs the Debian package `{package}`), \
+         or `apt-get install {package}`"
+    );
+    Ok(())
+}
+
+/// A fresh CA and a certificate for `127.0.0.1` it signed, in `dir`:
+/// `ca.pem`, `cert.pem`, `key.pem`.
+fn write_tls_files(dir: &Path) -> Result<()> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mezzo test registry CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
+}
+
+impl Registry {
+    /// Starts a registry over plain HTTP and waits until `GET /v2/` answers.
+    pub async fn start() -> Result<Registry> {
+        Registry::start_with(false).await
+    }
+
+    /// Starts a registry over HTTPS, its certificate signed by a fresh CA
+    /// ([`Registry::ca`]), and waits until it accepts connections.
+    pub async fn start_tls() -> Result<Registry> {
+        Registry::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Result<Registry> {
+        need("docker-registry", "docker-registry")?;
+        need("skopeo", "skopeo")?;
+        // The probes below use reqwest, which needs a TLS provider even
+        // for plain HTTP.
+        mezzo_proto::security::tls::ensure_provider();
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_ports(1)?[0];
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("storage").display()
+        );
+        let ca = if tls {
+            write_tls_files(dir.path())?;
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+            Some(dir.path().join("ca.pem"))
+        } else {
+            None
+        };
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let registry = Registry { host, ca, child, dir };
+        let url = format!("http://{}/v2/", registry.host);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = if tls {
+                // Listening is enough: the agent under test checks the TLS.
+                tokio::net::TcpStream::connect(&registry.host).await.is_ok()
+            } else {
+                reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
+            };
+            if ready {
+                return Ok(registry);
+            }
+            if Instant::now() > deadline {
+                bail!("docker-registry did not answer on {url}:\n{}", registry.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Pushes the image `tag` of the OCI layout `layout` as `name:tag`.
+    pub async fn push(&self, layout: &Path, tag: &str, name: &str) -> Result<()> {
+        let out = tokio::process::Command::new("skopeo")
+            .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{name}:{tag}", self.host))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running skopeo")?;
+        ensure!(
+            out.status.success(),
+            "skopeo copy {} → {name}:{tag}: {}\n{}",
+            layout.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// What the registry logged so far (access log included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many times the access log shows `GET /v2/<name>/blobs/<digest>`
+    /// in `log`.
+    pub fn blob_gets(log: &str, name: &str, digest: &str) -> usize {
+        let needle = format!("\"GET /v2/{name}/blobs/{digest} ");
+        log.matches(&needle).count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
