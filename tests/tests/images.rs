@@ -330,6 +330,21 @@ async fn a_task_runs_in_an_image_pulled_from_a_registry() -> Result<()> {
             let out = std::fs::read_to_string(sandbox(id).join("stdout"))?;
             ensure!(out == "fresh\n", "{id}:\n{out}");
         }
+        // The download was announced: a STARTING update naming the image
+        // and the layer, for whichever of the two tasks pulled it.
+        let fresh = format!("pulling image {host}/team/fresh:2: layer sha256:");
+        ev.next(Duration::from_secs(5), |e| match e {
+            mezzo_sdk::Event::Update(st)
+                if st.task_id.starts_with("fresh-")
+                    && task_state(st) == Some(TaskState::Starting)
+                    && st.message.starts_with(&fresh) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+        .context("no STARTING update announcing the pull")?;
         for id in ["by-tag", "by-digest"] {
             let out = std::fs::read_to_string(sandbox(id).join("stdout"))?;
             ensure!(

@@ -12,7 +12,11 @@ use mezzo_proto::image::{ImageRef, Source};
 
 use super::rootfs::ImageRoot;
 use super::{CommandSpec, ContainerError};
-use crate::images::{Digest, Image, Puller, Reference, RemoteImage, Store};
+use crate::images::{Digest, Image, LayerDescriptor, Puller, Reference, RemoteImage, Store};
+
+/// Where a launch says what slow step it is in (an image pull): the task's
+/// supervisor reports each message as a `TASK_STARTING` update.
+pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// Where the agent finds images.
 #[derive(Debug, Clone)]
@@ -108,15 +112,17 @@ fn image_error(r: &ImageRef, e: impl std::fmt::Display) -> ContainerError {
 impl ImageSource {
     /// Finds `r` (importing it into the store if it is not there yet, once
     /// even for concurrent launches) and prepares the container's root in
-    /// `run_dir`. Blocking.
+    /// `run_dir`. Blocking. A layer it downloads is announced on
+    /// `progress`, for the task's status.
     pub fn prepare(
         &self,
         r: &ImageRef,
         command: &CommandSpec,
         task_env: &[(String, String)],
         run_dir: &Path,
+        progress: Option<&Progress>,
     ) -> Result<Prepared, ContainerError> {
-        let image = self.find(r).map_err(|e| image_error(r, e))?;
+        let image = self.find(r, progress).map_err(|e| image_error(r, e))?;
         let (lease, new) = self.leases.take(&image.manifest_digest);
         if new {
             self.collect_garbage();
@@ -164,7 +170,7 @@ impl ImageSource {
 
     /// The image `r` in the store: imported from its layout or pulled
     /// from its registry unless the store has it.
-    fn find(&self, r: &ImageRef) -> Result<Image, String> {
+    fn find(&self, r: &ImageRef, progress: Option<&Progress>) -> Result<Image, String> {
         match &r.source {
             Source::Layout(name) => {
                 let layouts = self.layouts.as_ref().ok_or("this agent has no --image-layouts")?;
@@ -182,7 +188,15 @@ impl ImageSource {
                     lookup: r.selector.lookup(),
                     digest: r.selector.digest(),
                 };
-                self.puller.pull(&self.store, &remote).map_err(|e| e.to_string())
+                let on_fetch = |layer: &LayerDescriptor| {
+                    if let Some(progress) = progress {
+                        let mb = layer.size as f64 / 1e6;
+                        let _ = progress.send(format!("pulling image {r}: layer {} ({mb:.1} MB)", layer.digest));
+                    }
+                };
+                self.puller
+                    .pull_reporting(&self.store, &remote, &on_fetch)
+                    .map_err(|e| e.to_string())
             }
         }
     }

@@ -65,6 +65,9 @@ pub struct ContainerSpec {
     pub isolated_network: bool,
     /// The task's root from this image (`ContainerInfo.image`).
     pub image: Option<mezzo_proto::image::ImageRef>,
+    /// Messages about a slow step of the launch (an image's layer being
+    /// downloaded), which the task's supervisor reports.
+    pub progress: Option<image_task::Progress>,
     /// Run without the seccomp filter (`ContainerInfo.seccomp =
     /// "unconfined"`, allowed by the master's ACL; the agent also needs
     /// `--allow-unconfined`).

@@ -142,6 +142,17 @@ impl Puller {
     /// GET. Layers the store has are not downloaded. Blocking: call from
     /// a blocking-pool thread of the agent's runtime.
     pub fn pull(&self, store: &Store, image: &RemoteImage<'_>) -> Result<Image, ImageError> {
+        self.pull_reporting(store, image, &|_| {})
+    }
+
+    /// [`Self::pull`], calling `on_fetch` before each layer it downloads
+    /// (none when the store has them all): for the task's status.
+    pub fn pull_reporting(
+        &self,
+        store: &Store,
+        image: &RemoteImage<'_>,
+        on_fetch: &dyn Fn(&LayerDescriptor),
+    ) -> Result<Image, ImageError> {
         let pinned = image.digest.map(Digest::parse).transpose()?;
         if let Some(digest) = &pinned
             && let Some(found) = cached(store, digest)?
@@ -176,7 +187,10 @@ impl Puller {
             return Ok(found);
         }
         let resolved = read_image(&session, &desc)?;
-        store.import_resolved(resolved, |layer| session.open_blob(layer))
+        store.import_resolved(resolved, |layer| {
+            on_fetch(layer);
+            session.open_blob(layer)
+        })
     }
 }
 

@@ -205,8 +205,21 @@ impl Supervisor {
             return;
         }
 
-        let container_spec = self.container_spec(command);
-        let mut container = match containerizer.launch(container_spec).await {
+        let mut container_spec = self.container_spec(command);
+        let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        container_spec.progress = Some(progress);
+        let launch = containerizer.launch(container_spec);
+        tokio::pin!(launch);
+        // A slow launch (an image pull) says what it is doing meanwhile.
+        let launched = loop {
+            tokio::select! {
+                launched = &mut launch => break launched,
+                Some(message) = progress_rx.recv() => {
+                    self.report(TaskState::Starting, StatusReason::ReasonUnspecified, message, None).await;
+                }
+            }
+        };
+        let mut container = match launched {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(task = %self.spec.key, "launch failed: {e}");
@@ -379,6 +392,7 @@ impl Supervisor {
                 .iter()
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
             image,
+            progress: None,
             unconfined: self
                 .spec
                 .task

@@ -328,6 +328,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         run_dir: run_dir.clone(),
         isolated_network: false,
         image: None,
+        progress: None,
         unconfined: false,
         secret_files: vec![],
     };
