@@ -785,6 +785,19 @@ pub fn kill_processes_under(dir: &Path) {
 /// Kills every process in the cgroups named `parent` (and their children)
 /// in every hierarchy under /sys/fs/cgroup, then removes them.
 pub fn remove_cgroups(parent: &str) {
+    // A frozen process dies of SIGKILL only once thawed, and the freezer
+    // is another hierarchy: thaw everything first, or a hierarchy visited
+    // before the freezer's waits in vain and is left behind.
+    let freezer = Path::new("/sys/fs/cgroup/freezer").join(parent);
+    for cg in std::fs::read_dir(&freezer)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+    {
+        let _ = std::fs::write(cg.join("freezer.state"), "THAWED");
+    }
+    let _ = std::fs::write(freezer.join("freezer.state"), "THAWED");
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
