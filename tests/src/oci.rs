@@ -137,6 +137,20 @@ impl LayoutBuilder {
     }
 }
 
+/// `len` bytes no compressor can shrink (a xorshift stream from `seed`):
+/// layers whose size on the wire is their size on disk.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A busybox image (the host's static busybox, from Debian's
 /// busybox-static): `/bin/busybox` with `sh`, `cat`, `id`, `pwd`, `ls`
 /// and `echo` links, an `/etc/passwd` with `app` (uid 1234), and `extra`

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use mezzo_proto::v1;
 use mezzo_sdk::{Scheduler, SdkError, TaskState, task_state};
-use mezzo_tests::oci::{Entry, busybox_layout};
+use mezzo_tests::oci::{Entry, busybox_layout, noise};
 use mezzo_tests::registry::Registry;
 use mezzo_tests::{Cluster, ClusterSpec, fw};
 use serde_json::json;
@@ -163,16 +163,8 @@ fn manifest_hex(layout: &std::path::Path) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_store_stays_under_its_size_and_keeps_what_runs() -> Result<()> {
     let layouts = tempfile::tempdir()?;
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for name in ["a", "b", "c"] {
-        let data: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+    for (seed, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let data = noise(1 << 20, 0x2545_f491_4f6c_dd1d ^ seed as u64);
         let path = format!("data/{name}.bin");
         busybox_layout(
             &layouts.path().join(name),

@@ -16,6 +16,7 @@
 //! FAILED is only ever sent for a process that ran; DROPPED only for one
 //! that never started, which a framework may launch again.
 
+use mezzo_proto::image::ImageRef;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +169,7 @@ impl Supervisor {
     }
 
     async fn run(mut self, containerizer: Arc<dyn Containerizer>) {
-        let command = match command_spec(&self.spec.task) {
+        let (command, image) = match command_spec(&self.spec.task) {
             Ok(c) => c,
             Err(why) => {
                 self.report(TaskState::Error, StatusReason::ReasonTaskInvalid, why, None)
@@ -205,7 +206,7 @@ impl Supervisor {
             return;
         }
 
-        let mut container_spec = self.container_spec(command);
+        let mut container_spec = self.container_spec(command, image);
         let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         container_spec.progress = Some(progress);
         let launch = containerizer.launch(container_spec);
@@ -343,11 +344,10 @@ impl Supervisor {
         }
     }
 
-    fn container_spec(&self, command: CommandSpec) -> ContainerSpec {
+    fn container_spec(&self, command: CommandSpec, image: Option<mezzo_proto::image::ImageRef>) -> ContainerSpec {
         let key = &self.spec.key;
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
         // Checked by `command_spec` before a container is asked for.
-        let image = image_of(&self.spec.task).and_then(|r| mezzo_proto::image::ImageRef::parse(r).ok());
         // An image brings its own PATH.
         let mut env = match image {
             Some(_) => Vec::new(),
@@ -442,15 +442,16 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     }
 }
 
-/// The command to run, or why the task cannot run.
-fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
-    if let Some(r) = image_of(task) {
-        mezzo_proto::image::ImageRef::parse(r).map_err(|e| e.to_string())?;
-    }
+/// The command to run and the image to run it in, or why the task cannot
+/// run.
+fn command_spec(task: &v1::TaskInfo) -> Result<(CommandSpec, Option<ImageRef>), String> {
+    let image = image_of(task)
+        .map(|r| ImageRef::parse(r).map_err(|e| e.to_string()))
+        .transpose()?;
     let Some(cmd) = task.command.as_ref().filter(|c| !c.value.trim().is_empty()) else {
-        if image_of(task).is_some() {
+        if image.is_some() {
             let args = task.command.as_ref().map(|c| c.arguments.clone()).unwrap_or_default();
-            return Ok(CommandSpec::FromImage { args });
+            return Ok((CommandSpec::FromImage { args }, image));
         }
         return Err("the task has no command to run".to_owned());
     };
@@ -461,14 +462,15 @@ fn command_spec(task: &v1::TaskInfo) -> Result<CommandSpec, String> {
     {
         return Err(format!("invalid environment variable name {:?}", e.name));
     }
-    if cmd.shell {
-        Ok(CommandSpec::Shell(cmd.value.clone()))
+    let command = if cmd.shell {
+        CommandSpec::Shell(cmd.value.clone())
     } else {
-        Ok(CommandSpec::Exec {
+        CommandSpec::Exec {
             program: cmd.value.clone(),
             args: cmd.arguments.clone(),
-        })
-    }
+        }
+    };
+    Ok((command, image))
 }
 
 /// The image the task names, if any (checked by the master).

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use mezzo_agent::images::{Puller, RegistryConfig, RemoteImage, Store};
-use mezzo_tests::oci::{Entry, busybox_layout};
+use mezzo_tests::oci::{Entry, busybox_layout, noise};
 use mezzo_tests::registry::Registry;
 
 #[derive(Debug, Parser)]
@@ -68,16 +68,7 @@ fn main() -> Result<()> {
 async fn run(a: Args) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = Registry::start().await?;
-    // Incompressible: a xorshift stream.
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let data: Vec<u8> = (0..a.mib << 20)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let data = noise(a.mib << 20, 0x9e37_79b9_7f4a_7c15);
     let layout = dir.path().join("layout");
     busybox_layout(
         &layout,
