@@ -694,6 +694,7 @@ try neighbour 'cat NEIGHBOUR'
 try shared_read 'cat @RO@/hello'
 try shared_ro ': > @RO@/from-task'
 try shared_rw ': > @RW@/from-task-$(id -u)'
+try init_fds 'set -e; for f in /proc/1/fd/*; do readlink -v $f; done'
 echo "keys: $(wc -c < /proc/keys)"
 echo "timer_list: $(cat /proc/timer_list 2>/dev/null | wc -c)"
 python3 - <<'PY'
@@ -721,7 +722,8 @@ PY
 /// `/proc/sys` read-only; kernel-internal files masked; no `mount`, no
 /// module loading (this kernel has no modules at all, so EPERM is the
 /// filter's answer, where the kernel alone would say ENOSYS); no `ptrace`
-/// of a process outside; no view of another task's sandbox. Controls: the
+/// of a process outside, nor of the init's descriptors; no view of another
+/// task's sandbox. Controls: the
 /// host has what the task could not reach, the task's own child can be
 /// traced and the neighbour's output read from the host. Host paths the
 /// operator shares (`--host-paths`) are there, read-only unless `:rw`.
@@ -788,6 +790,10 @@ async fn escapes_from_a_task_fail() -> Result<()> {
                 "shared_read: ok".into(),
                 "shared_ro: Read-only file system".into(),
                 "shared_rw: ok".into(),
+                // The init holds descriptors of the cgroups above the task's:
+                // not even a root task may follow them (it lacks the init's
+                // capabilities, and the init is not dumpable).
+                "init_fds: Permission denied".into(),
                 "keys: 0".into(),
                 "timer_list: 0".into(),
                 "mount: EPERM".into(),

@@ -611,6 +611,27 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
             source,
         })?;
     }
+    // The files to leave the cgroups by are opened now: the task's view
+    // hides the cgroup file systems. A task must never follow these
+    // descriptors through /proc/1/fd; it lacks the init's capabilities,
+    // and, as with runc's init, the init is not dumpable either.
+    nix::sys::prctl::set_dumpable(false).map_err(sys("prctl(PR_SET_DUMPABLE)"))?;
+    let leave = if spec.namespaces.pid {
+        spec.cgroup_leave
+            .iter()
+            .map(|path| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|source| InitError::Cgroup {
+                        path: path.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<File>, InitError>>()?
+    } else {
+        Vec::new()
+    };
     if spec.namespaces.mount {
         unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare"))?;
         // Mounts made in the container must not propagate back.
@@ -720,7 +741,7 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
         }
     }
     let record = supervise_task(pid)?;
-    wind_down(spec);
+    wind_down(spec, leave);
     Ok(record)
 }
 
@@ -731,14 +752,16 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
 /// remove the empty cgroups, without waiting for the kernel to tear down
 /// the namespaces (the mount namespace's, with its many mounts, takes
 /// RCU grace periods).
-fn wind_down(spec: &InitSpec) {
+fn wind_down(spec: &InitSpec, leave: Vec<File>) {
     if spec.namespaces.pid {
         // As pid 1: every other process of this namespace.
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         // Until ECHILD: nothing is left.
         while let Ok(_) | Err(Errno::EINTR) = waitpid(None, None) {}
-        for path in &spec.cgroup_leave {
-            let _ = fs::write(path, b"0");
+        // "0" is the writing process. Best effort: the agent's cleanup
+        // kills and waits for whatever is still in the cgroups.
+        for mut file in leave {
+            let _ = file.write_all(b"0");
         }
     }
 }

@@ -404,24 +404,40 @@ fn bad_spec_is_recorded_next_to_it() {
     assert!(matches!(read_exit(dir.path()), Some(ExitRecord::Error(m)) if m.contains("invalid init spec")));
 }
 
-#[test]
-fn task_joins_the_cgroup_but_the_supervisor_does_not() {
+/// The v1 pids hierarchy's root, when this machine has one (and we are root).
+fn pids_root() -> Option<&'static Path> {
     if !is_root() {
-        return;
+        return None;
     }
     let root = Path::new("/sys/fs/cgroup/pids");
     if !root.join("cgroup.procs").exists() {
         eprintln!("skipped: no cgroup v1 pids hierarchy");
-        return;
+        return None;
     }
+    Some(root)
+}
+
+impl Container {
+    /// Puts the task in a new pids cgroup under `root`, removed on drop;
+    /// returns its name.
+    fn join_new_cgroup(&mut self, root: &Path) -> String {
+        let name = format!("mezzo-init-test-{}", uuid::Uuid::new_v4().simple());
+        let cgroup = root.join(&name);
+        std::fs::create_dir(&cgroup).expect("create cgroup");
+        self.cgroup = Some(cgroup.clone());
+        self.spec.cgroup_procs = vec![cgroup.join("cgroup.procs")];
+        name
+    }
+}
+
+#[test]
+fn task_joins_the_cgroup_but_the_supervisor_does_not() {
+    let Some(root) = pids_root() else { return };
     let marker = marker();
-    let name = format!("mezzo-init-test-{}", uuid::Uuid::new_v4().simple());
     let script = format!("grep pids /proc/self/cgroup; exec sleep {marker}");
     let mut c = Container::new(&["/bin/sh", "-c", &script]);
+    let name = c.join_new_cgroup(root);
     let cgroup = root.join(&name);
-    std::fs::create_dir(&cgroup).expect("create cgroup");
-    c.cgroup = Some(cgroup.clone());
-    c.spec.cgroup_procs = vec![cgroup.join("cgroup.procs")];
     c.start();
     let init = c.init_pid();
     let task = wait_until(|| processes_with_arg(&marker).first().copied()).expect("task started");
@@ -440,6 +456,66 @@ fn task_joins_the_cgroup_but_the_supervisor_does_not() {
         "stdout: {}",
         c.stdout()
     );
+}
+
+/// The exit fast path: under the launcher the supervisor records the exit
+/// from the init's report, before the init (and its namespaces, here with
+/// the task's whole view) are gone, and by then the init has left the
+/// container's cgroups, so the agent removes them at once. The init moves
+/// itself out through files it opened before it entered the view, which
+/// hides the cgroup file systems.
+#[test]
+fn the_init_has_left_the_cgroups_when_the_exit_is_recorded() {
+    let Some(root) = pids_root() else { return };
+    let (mut c, _) = with_view(&["/bin/sh", "-c", "grep pids /proc/self/cgroup"]);
+    let name = c.join_new_cgroup(root);
+    let cgroup = root.join(&name);
+    c.spec.cgroup_leave = vec![root.join("cgroup.procs")];
+
+    // A launcher, as the agent runs it: it forks the supervisor, which
+    // does not wait for the init once it has the init's report.
+    let exe = std::env::current_exe().expect("test binary");
+    let mut launcher = Command::new(exe)
+        .env(ENTRY_ENV, LAUNCHER_ARG)
+        .args(["--list", "--exact", "no such test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn launcher");
+    let mut line = serde_json::to_vec(&c.spec).expect("spec");
+    line.push(b'\n');
+    launcher
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(&line)
+        .expect("send spec");
+    let mut reply = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(launcher.stdout.as_mut().expect("stdout")),
+        &mut reply,
+    )
+    .expect("reply");
+    assert!(reply.contains("pid"), "launcher: {reply}");
+
+    let deadline = Instant::now() + TIMEOUT;
+    let record = loop {
+        if let Some(record) = read_exit(&c.spec.run_dir) {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no exit record after {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let left = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("read cgroup.procs");
+    drop(launcher.stdin.take());
+    let _ = launcher.wait();
+    assert_eq!(record, ExitRecord::Code(0), "stderr: {}", c.stderr());
+    assert!(
+        c.stdout().trim_end().ends_with(&format!(":pids:/{name}")),
+        "the task ran in the cgroup: {}",
+        c.stdout()
+    );
+    assert_eq!(left, "", "processes still in the cgroup when the exit was recorded");
 }
 
 #[test]

@@ -153,9 +153,11 @@ impl Mezzo {
     }
 }
 
-/// inotify on a sandbox: the moment the task creates its `stdout`, read
-/// by a blocking thread that takes the time as soon as the event arrives.
-struct ClaimWatch(tokio::task::JoinHandle<Result<Instant>>);
+/// inotify on a run dir: the moment the init takes the launch claim, read
+/// by a blocking thread that takes the time as soon as the event arrives
+/// and sends it before it closes the inotify instance (closing one waits
+/// for an SRCU grace period, several ms here, which must not count).
+struct ClaimWatch(tokio::sync::oneshot::Receiver<Result<Instant>>);
 
 impl ClaimWatch {
     /// The init takes the launch claim (a symlink in the run dir) as its
@@ -164,8 +166,9 @@ impl ClaimWatch {
     fn new(dir: &Path) -> Result<ClaimWatch> {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC)?;
         ino.add_watch(dir, AddWatchFlags::IN_CREATE)?;
-        Ok(ClaimWatch(tokio::task::spawn_blocking(move || {
-            loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let seen = (|| loop {
                 let events = ino.read_events()?;
                 let at = Instant::now();
                 if events.iter().any(|e| {
@@ -173,15 +176,18 @@ impl ClaimWatch {
                 }) {
                     return Ok(at);
                 }
-            }
-        })))
+            })();
+            let _ = tx.send(seen);
+            drop(ino);
+        });
+        Ok(ClaimWatch(rx))
     }
 
     async fn wait(self, t0: Instant) -> Result<Duration> {
         let at = tokio::time::timeout(Duration::from_secs(10), self.0)
             .await
-            .context("no launch claim within 10 s")???;
-        Ok(at.saturating_duration_since(t0))
+            .context("no launch claim within 10 s")??;
+        Ok(at?.saturating_duration_since(t0))
     }
 }
 
