@@ -66,6 +66,9 @@ struct Args {
     /// Where sandboxes and run dirs go.
     #[arg(long)]
     dir: PathBuf,
+    /// Measure only the systems whose name contains one of these.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// Latencies in microseconds.
@@ -374,7 +377,11 @@ async fn run(a: Args) -> Result<()> {
             systems.push((name.into(), System::Crun(Crun { bundle: bundle.clone() })));
         }
     }
-    let systems: Vec<(String, Arc<System>)> = systems.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
+    let systems: Vec<(String, Arc<System>)> = systems
+        .into_iter()
+        .filter(|(n, _)| a.only.is_empty() || a.only.iter().any(|o| n.contains(o.as_str())))
+        .map(|(n, s)| (n, Arc::new(s)))
+        .collect();
     for &concurrency in &a.concurrency {
         for (name, sys) in &systems {
             measure(name, sys.clone(), a.launches, a.warmup, concurrency).await?;
