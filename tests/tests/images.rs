@@ -24,6 +24,7 @@ fn with_image(id: &str, image: &str, script: &str) -> v1::TaskInfo {
     t.container = Some(v1::ContainerInfo {
         image: Some(v1::Image {
             reference: image.into(),
+            ..Default::default()
         }),
         ..Default::default()
     });

@@ -171,6 +171,9 @@ fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1:
     if let Some(image) = &spec.image {
         b = b.image(image.clone());
     }
+    if let Some(secret) = &spec.image_credentials {
+        b = b.image_credentials(secret.clone());
+    }
     b.build()
 }
 

@@ -219,6 +219,7 @@ async function viewTask(fid, tid) {
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
       <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (needs view_environment)</span>'}</td></tr>
+      ${t.image ? `<tr><td>Image</td><td><code>${esc(t.image)}</code>${t.image_credentials ? ` <span class="muted">pulled with ${esc(t.image_credentials)}</span>` : ""}</td></tr>` : ""}
     </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
     <h2>Log: <span id="log-name">stdout</span></h2><pre class="log" id="log"></pre>`;
