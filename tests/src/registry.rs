@@ -1,8 +1,9 @@
 //! A real OCI registry for the image-pull tests (issue 15): Debian's
 //! `docker-registry` (distribution 2.8) on a free loopback port with its
 //! storage in a temp dir, and `skopeo` to push the layouts `oci.rs`
-//! builds. Both are Debian packages that `scripts/test` installs; a test
-//! without them fails and says so.
+//! builds; for a private registry, its htpasswd auth with a bcrypt entry
+//! from `htpasswd -B`. All are Debian packages that `scripts/test`
+//! installs; a test without them fails and says so.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ pub struct Registry {
     pub host: String,
     /// The CA that signed the registry's certificate, over HTTPS.
     pub ca: Option<std::path::PathBuf>,
+    /// `USER:PASSWORD` a private registry takes (and pushes use).
+    login: Option<String>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -66,7 +69,18 @@ impl Registry {
         Registry::start_with(true).await
     }
 
+    /// Starts a private registry over HTTPS (as [`Registry::start_tls`]):
+    /// distribution's htpasswd auth, which answers `401` with a `Basic`
+    /// challenge and lets only `user` with `password` pull or push.
+    pub async fn start_private(user: &str, password: &str) -> Result<Registry> {
+        Registry::start_with_login(true, Some((user, password))).await
+    }
+
     async fn start_with(tls: bool) -> Result<Registry> {
+        Registry::start_with_login(tls, None).await
+    }
+
+    async fn start_with_login(tls: bool, login: Option<(&str, &str)>) -> Result<Registry> {
         need("docker-registry", "docker-registry")?;
         need("skopeo", "skopeo")?;
         // The probes below use reqwest, which needs a TLS provider even
@@ -90,6 +104,21 @@ impl Registry {
         } else {
             None
         };
+        if let Some((user, password)) = login {
+            need("htpasswd", "apache2-utils")?;
+            let out = Command::new("htpasswd")
+                .args(["-nbB", user, password])
+                .stdin(Stdio::null())
+                .output()
+                .context("running htpasswd")?;
+            ensure!(out.status.success(), "htpasswd -nbB: {}", out.status);
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, &out.stdout)?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: mezzo-test\n    path: {}\n",
+                path.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -101,7 +130,14 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry")?;
-        let registry = Registry { host, ca, child, dir };
+        let login = login.map(|(user, password)| format!("{user}:{password}"));
+        let registry = Registry {
+            host,
+            ca,
+            login,
+            child,
+            dir,
+        };
         let url = format!("http://{}/v2/", registry.host);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -123,8 +159,12 @@ impl Registry {
 
     /// Pushes the image `tag` of the OCI layout `layout` as `name:tag`.
     pub async fn push(&self, layout: &Path, tag: &str, name: &str) -> Result<()> {
-        let out = tokio::process::Command::new("skopeo")
-            .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
+        let mut skopeo = tokio::process::Command::new("skopeo");
+        skopeo.args(["copy", "--insecure-policy", "--dest-tls-verify=false"]);
+        if let Some(login) = &self.login {
+            skopeo.arg(format!("--dest-creds={login}"));
+        }
+        let out = skopeo
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{name}:{tag}", self.host))
             .kill_on_drop(true)

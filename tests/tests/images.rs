@@ -429,3 +429,216 @@ async fn a_task_pulls_over_https_trusting_the_registry_ca() -> Result<()> {
     }
     Ok(())
 }
+
+/// `mezzo secret put * NAME` with `value` on stdin.
+async fn put_secret(c: &Cluster, name: &str, value: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = c.command();
+    cmd.args(["secret", "put", "*", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(value.as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    ensure!(
+        out.status.success(),
+        "mezzo secret put {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every regular file below `dir` that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(files_holding(&path, needle)),
+            Ok(t) if t.is_file() => {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(path);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Issue 15: a private registry (htpasswd over HTTPS, which answers with
+/// a Basic challenge). A task naming the secret that holds the login
+/// (`mezzo secret put`) pulls and runs its image, and so does `mezzo run
+/// --image-credentials`; without credentials the task ends `TASK_ERROR`
+/// saying the registry wants them; with a wrong password, that the
+/// registry refused the credentials of its secret. The master refuses a
+/// framework that sends a credentials value itself, or names a secret its
+/// role lacks. The password is in no status message, no `/state` or task
+/// detail, no log, and no file of the agent's work dir or runtime dir
+/// (its checkpoints) while the task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_pulls_with_credentials_from_the_secrets_store() -> Result<()> {
+    const PASSWORD: &str = "PRIVATE-pw-5c1e";
+    const WRONG: &str = "WRONG-pw-93ab";
+    let registry = Registry::start_private("alice", PASSWORD).await?;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("private"),
+        "1",
+        json!({ "Env": ["PATH=/bin"] }),
+        &[Entry::File("etc/os-release", b"ID=mezzo-private\n", 0o644)],
+    )?;
+    registry
+        .push(&layouts.path().join("private"), "1", "team/private")
+        .await?;
+    let ca = registry.ca.clone().context("no CA")?.display().to_string();
+    let image = format!("{}/team/private:1", registry.host);
+    let c = one_agent(&["--registry-ca", &ca]).await?;
+    let result = async {
+        put_secret(&c, "regcreds", &format!("alice:{PASSWORD}\n")).await?;
+        put_secret(&c, "badcreds", &format!("alice:{WRONG}")).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "private", None).await?;
+        let with_login = |id: &str, secret: &str, script: &str| {
+            let mut t = with_image(id, &image, script);
+            if let Some(i) = t.container.as_mut().and_then(|c| c.image.as_mut()) {
+                i.credentials_secret = secret.into();
+            }
+            t
+        };
+        let o = ev.offer().await?;
+        // A value from the framework, and a secret the role lacks.
+        let mut forged = with_login("forged", "regcreds", "true");
+        if let Some(i) = forged.container.as_mut().and_then(|c| c.image.as_mut()) {
+            i.credentials = b"alice:forged".to_vec();
+        }
+        for (task, why) in [
+            (forged, "carries credentials"),
+            (with_login("nosecret", "missing", "true"), "\"missing\""),
+        ] {
+            match s.accept(vec![o.offer_id.clone()], vec![task], None).await {
+                Err(SdkError::Rejected { code, message }) if code == Code::InvalidArgument && message.contains(why) => {
+                }
+                other => bail!("{why}: {other:?}"),
+            }
+        }
+        // The offer stays the framework's after a refused accept.
+        s.accept(
+            vec![o.offer_id],
+            vec![
+                with_image("anonymous", &image, "true"),
+                with_login("wrong", "badcreds", "true"),
+                with_login("private", "regcreds", "cat /etc/os-release; sleep 600"),
+            ],
+            None,
+        )
+        .await?;
+        let mut messages = Vec::new();
+        let st = ev
+            .update("anonymous", Duration::from_secs(60), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.message.contains(&image)
+                && st.message.contains("wants credentials"),
+            "anonymous: {st:?}"
+        );
+        messages.push(st.message);
+        let st = ev
+            .update("wrong", Duration::from_secs(60), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.message.contains(&image)
+                && st
+                    .message
+                    .contains("the registry refused the credentials in secret badcreds"),
+            "wrong: {st:?}"
+        );
+        messages.push(st.message);
+        let st = ev
+            .update("private", Duration::from_secs(60), |s| {
+                s == TaskState::Running || s.is_terminal()
+            })
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Running), "private: {st:?}");
+        let stdout = c.dir.path().join("agent0/sandboxes").join(&fid).join("private/stdout");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&stdout).unwrap_or_default() != "ID=mezzo-private\n" {
+            ensure!(std::time::Instant::now() < deadline, "private: no output");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // While it runs, its checkpoint is in the runtime dir.
+        ensure!(
+            c.runtime_dir(0)
+                .join("tasks")
+                .join(&fid)
+                .join("private/task.pb")
+                .exists(),
+            "no checkpoint to look in"
+        );
+        let mut seen = messages.join("\n");
+        let master = c.master_addr().to_owned();
+        for path in [
+            "/state".to_owned(),
+            format!("/api/v1/tasks/{fid}/private"),
+            format!("/api/v1/tasks/{fid}/wrong"),
+        ] {
+            seen += &c.text(&master, &path).await?;
+        }
+        seen += &c.text(&c.agents[0].addr.clone(), "/state").await?;
+        for password in [PASSWORD, WRONG] {
+            ensure!(!seen.contains(password), "a password showed up:\n{seen}");
+            for dir in [c.dir.path().join("agent0"), c.runtime_dir(0)] {
+                let found = files_holding(&dir, password);
+                ensure!(found.is_empty(), "files holding a password: {found:?}");
+            }
+        }
+        ensure!(seen.contains("secret:badcreds"), "the task detail names the secret");
+        // The search does look into the checkpoint, which names the secret.
+        ensure!(
+            !files_holding(&c.runtime_dir(0), "regcreds").is_empty(),
+            "the checkpoint does not name the secret"
+        );
+        s.kill("private", None).await?;
+        ev.update("private", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        s.stop().await;
+        // `mezzo run --image-credentials`.
+        let mut cmd = c.command();
+        cmd.args([
+            "run",
+            "--image",
+            &image,
+            "--image-credentials",
+            "regcreds",
+            "--shell",
+            "--",
+        ])
+        .arg("cat /etc/os-release")
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && stdout == "ID=mezzo-private\n",
+            "mezzo run --image-credentials: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let logs = c.logs();
+        ensure!(
+            !logs.contains(PASSWORD) && !logs.contains(WRONG),
+            "a password is in a log"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))
+}
