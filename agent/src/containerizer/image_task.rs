@@ -106,7 +106,7 @@ pub struct Prepared {
 }
 
 fn image_error(r: &ImageRef, e: impl std::fmt::Display) -> ContainerError {
-    ContainerError::Image(format!("image {r}: {e}"))
+    ContainerError::Image(format!("{}{e}", r.error_message_prefix()))
 }
 
 impl ImageSource {
@@ -198,7 +198,11 @@ impl ImageSource {
                 let on_fetch = |layer: &LayerDescriptor| {
                     if let Some(progress) = progress {
                         let mb = layer.size as f64 / 1e6;
-                        let _ = progress.send(format!("pulling image {r}: layer {} ({mb:.1} MB)", layer.digest));
+                        let _ = progress.send(format!(
+                            "{}layer {} ({mb:.1} MB)",
+                            r.pull_message_prefix(),
+                            layer.digest
+                        ));
                     }
                 };
                 self.puller

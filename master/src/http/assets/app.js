@@ -150,7 +150,7 @@ async function viewTasks() {
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
     <td><code>${esc(t.framework_id)}</code></td><td><code>${esc(t.agent_id)}</code></td>
     <td>${t.exit_code ?? ""}</td>
     <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td>
@@ -164,7 +164,7 @@ async function viewTasks() {
       <input id="f-q" placeholder="task id or name contains" value="${esc(f.q)}">
       <button id="f-apply">Filter</button>
     </div>
-    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
+    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
     <div class="pager"><button id="p-prev" ${f.offset === 0 ? "disabled" : ""}>‹ Prev</button>
       <span class="muted">${p.total ? f.offset + 1 : 0}–${Math.min(f.offset + PAGE, p.total)} of ${p.total}</span>
       <button id="p-next" ${f.offset + PAGE >= p.total ? "disabled" : ""}>Next ›</button></div>`;
