@@ -200,3 +200,112 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A registry that serves one OCI layout's image (any name, any tag) over
+/// plain HTTP, its manifest and config at once but each layer only up to
+/// its first bytes: then the connection stalls, as a pull from a slow or
+/// wedged registry does. The agent announces the layer (a `pulling image`
+/// update) and waits, until its read timeout gives up on it. Stops (with
+/// every connection) on drop.
+#[derive(Debug)]
+pub struct StalledRegistry {
+    /// `127.0.0.1:<port>`.
+    pub host: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The layout's manifest (media type, digest, bytes), and every blob.
+struct Served {
+    manifest: (String, String, Vec<u8>),
+    layers: Vec<String>,
+    blobs: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl StalledRegistry {
+    /// Serves the first image of the OCI layout `layout`.
+    pub async fn start(layout: &Path) -> Result<StalledRegistry> {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+        let desc = &index["manifests"][0];
+        let (media_type, digest) = (
+            desc["mediaType"].as_str().context("manifest media type")?.to_owned(),
+            desc["digest"].as_str().context("manifest digest")?.to_owned(),
+        );
+        let mut blobs = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(layout.join("blobs/sha256"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            blobs.insert(format!("sha256:{name}"), std::fs::read(entry.path())?);
+        }
+        let bytes = blobs.get(&digest).context("no manifest blob")?.clone();
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let layers = crate::oci::layer_digests(&manifest)?;
+        let served = std::sync::Arc::new(Served {
+            manifest: (media_type, digest, bytes),
+            layers,
+            blobs,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let host = listener.local_addr()?.to_string();
+        let server = tokio::spawn(async move {
+            // Dropped with the server: every connection ends with it.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                conns.spawn(serve_stalling(conn, served.clone()));
+            }
+        });
+        Ok(StalledRegistry { host, server })
+    }
+}
+
+/// Answers the requests of one connection until it closes or stalls.
+async fn serve_stalling(conn: tokio::net::TcpStream, served: std::sync::Arc<Served>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut conn = BufReader::new(conn);
+    loop {
+        let mut path = None;
+        loop {
+            let mut line = String::new();
+            match conn.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim().is_empty() => break,
+                Ok(_) => {
+                    if path.is_none() {
+                        path = line.split_whitespace().nth(1).map(str::to_owned);
+                    }
+                }
+            }
+        }
+        let path = path.unwrap_or_default();
+        let digest = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let (head, body, stall) = if path.contains("/manifests/") {
+            let (media_type, digest, bytes) = &served.manifest;
+            (
+                format!("Content-Type: {media_type}\r\nDocker-Content-Digest: {digest}\r\n"),
+                bytes.clone(),
+                false,
+            )
+        } else if let Some(blob) = served.blobs.get(&digest).filter(|_| path.contains("/blobs/")) {
+            (String::new(), blob.clone(), served.layers.contains(&digest))
+        } else {
+            let _ = conn
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            continue;
+        };
+        let sent = if stall { body.len().min(512) } else { body.len() };
+        let response = format!("HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\n\r\n", body.len());
+        if conn.write_all(response.as_bytes()).await.is_err() || conn.write_all(&body[..sent]).await.is_err() {
+            return;
+        }
+        if stall {
+            let _ = conn.flush().await;
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for StalledRegistry {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

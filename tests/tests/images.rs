@@ -252,12 +252,7 @@ async fn manifest_of(registry: &Registry, name: &str, tag: &str) -> Result<(Stri
         .context("no Docker-Content-Digest")?
         .to_owned();
     let manifest: serde_json::Value = r.json().await?;
-    let layers = manifest["layers"]
-        .as_array()
-        .context("no layers")?
-        .iter()
-        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
-        .collect();
+    let layers = mezzo_tests::oci::layer_digests(&manifest)?;
     Ok((digest, layers))
 }
 
@@ -641,4 +636,115 @@ async fn a_private_image_pulls_with_credentials_from_the_secrets_store() -> Resu
     }
     .await;
     result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))
+}
+
+/// `mezzo why TASK` runs the CLI against the cluster and returns stdout.
+async fn mezzo_why(c: &Cluster, args: &[&str]) -> Result<String> {
+    let mut cmd = c.command();
+    cmd.arg("why").args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await??;
+    ensure!(
+        out.status.success(),
+        "mezzo why {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issue 15: a task whose image pull hangs on a layer (a registry that
+/// stalls mid-blob) stays `TASK_STARTING` with the `pulling image`
+/// message, and `mezzo why` says it is pulling its image and for how long;
+/// for a task that ended on its image (an unreachable registry), `mezzo
+/// why` gives the pull error; the dashboard's task list (headless
+/// Chromium) shows each task's latest message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mezzo_why_tells_a_pull_in_progress_and_a_failed_one() -> Result<()> {
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(&layouts.path().join("slow"), "1", json!({ "Env": ["PATH=/bin"] }), &[])?;
+    let stalled = mezzo_tests::registry::StalledRegistry::start(&layouts.path().join("slow")).await?;
+    let c = one_agent(&["--insecure-registries", &stalled.host]).await?;
+    let slow = format!("{}/team/slow:1", stalled.host);
+    let broken = "127.0.0.1:1/team/broken:1";
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "pulls", None).await?;
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![with_image("slow", &slow, "true"), with_image("broken", broken, "true")],
+            None,
+        )
+        .await?;
+        let pulling = format!("pulling image {slow}: layer sha256:");
+        ev.next(Duration::from_secs(30), |e| match e {
+            mezzo_sdk::Event::Update(st)
+                if st.task_id == "slow"
+                    && task_state(st) == Some(TaskState::Starting)
+                    && st.message.starts_with(&pulling) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+        .context("no STARTING update announcing the pull")?;
+        let st = ev
+            .update("broken", Duration::from_secs(30), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Error), "broken: {st:?}");
+        // Long enough to count.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let out = mezzo_why(&c, &["slow"]).await?;
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("task slow is pulling its image {slow} (for ")))
+            .with_context(|| format!("no pulling line:\n{out}"))?;
+        let secs: u64 = line
+            .split("(for ")
+            .nth(1)
+            .and_then(|r| r.split('s').next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no duration in {line:?}"))?;
+        ensure!(
+            (2..30).contains(&secs) && line.contains("; latest: layer sha256:"),
+            "{line}"
+        );
+        let out = mezzo_why(&c, &["broken"]).await?;
+        ensure!(
+            out.contains(&format!(
+                "task broken failed on its image {broken}: registry 127.0.0.1:1:"
+            )),
+            "broken:\n{out}"
+        );
+        // The same, typed, for scripts.
+        let why: mezzo_master::core::view::WhyTask = serde_json::from_str(&mezzo_why(&c, &["slow", "--json"]).await?)?;
+        ensure!(
+            why.images.len() == 1 && why.images[0].pulling_since.is_some() && why.images[0].error.is_none(),
+            "{why:?}"
+        );
+        // The dashboard's task list shows each task's latest message.
+        let tasks = c.text(c.master_addr(), "/api/v1/tasks?state=active").await?;
+        ensure!(tasks.contains(&pulling), "{tasks}");
+        let mut b = mezzo_tests::browser::Browser::launch().await?;
+        let wait = Duration::from_secs(20);
+        b.navigate(&c.url(c.master_addr(), "/")).await?;
+        b.wait_for("document.getElementById('signin') !== null", wait).await?;
+        let token = serde_json::Value::from(c.issue_token("user:admin").await?);
+        b.eval(&format!(
+            "document.getElementById('signin-token').value = {token}; document.getElementById('signin').requestSubmit(); true"
+        ))
+        .await?;
+        b.wait_for("document.getElementById('agents-count') !== null", wait).await?;
+        b.eval("location.hash = '#tasks'; true").await?;
+        for (id, text) in [("slow", pulling.as_str()), ("broken", "Connection refused")] {
+            let row = format!("document.querySelector('[data-task-id=\"{id}\"] .message')?.textContent");
+            b.wait_for(&format!("({row} || '').includes({})", serde_json::Value::from(text)), wait)
+                .await
+                .with_context(|| format!("the dashboard's row of {id} lacks {text:?}"))?;
+        }
+        let shots = mezzo_tests::browser::artifacts_dir("images")?;
+        b.screenshot(&shots.join("pulls.png")).await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
 }
