@@ -132,7 +132,7 @@ pub use master_http::{HttpAnswer, MasterHttp};
 /// Makes ring the process's TLS crypto provider, which any `reqwest`
 /// client of the framework's own needs (idempotent).
 pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;
-pub use task::{TaskBuilder, pending_task, task_state};
+pub use task::{TaskBuilder, check_image_credentials, pending_task, task_state};
 
 /// The capped exponential backoff the driver reconnects with, for a
 /// framework's own retries.

@@ -6,6 +6,25 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+/// Checks an image and the secret its credentials come from, as the
+/// master does: the image must be from a registry (`HOST/PATH…`) and the
+/// secret a valid name. For frameworks that read images from job files.
+pub fn check_image_credentials(image: Option<&str>, secret: &str) -> Result<(), String> {
+    let Some(image) = image else {
+        return Err("registry credentials need an image".to_owned());
+    };
+    let r = mezzo_proto::image::ImageRef::parse(image).map_err(|e| e.to_string())?;
+    if !r.is_registry() {
+        return Err(format!(
+            "image {image} is a local layout; registry credentials are for HOST/PATH images"
+        ));
+    }
+    if !mezzo_proto::security::secret::valid_name(secret) {
+        return Err(format!("{secret:?} is not a secret name"));
+    }
+    Ok(())
+}
+
 /// Builds a [`v1::TaskInfo`] for [`Scheduler::accept`](crate::Scheduler::accept).
 ///
 /// ```
@@ -116,9 +135,24 @@ impl TaskBuilder {
     /// layout in the agent's `--image-layouts` (docs/images.md). Without a
     /// command the image's entrypoint and `Cmd` run.
     pub fn image(mut self, reference: impl Into<String>) -> Self {
-        self.info.container.get_or_insert_with(Default::default).image = Some(v1::Image {
-            reference: reference.into(),
-        });
+        self.image_mut().reference = reference.into();
+        self
+    }
+
+    fn image_mut(&mut self) -> &mut v1::Image {
+        self.info
+            .container
+            .get_or_insert_with(Default::default)
+            .image
+            .get_or_insert_with(Default::default)
+    }
+
+    /// Pulls the task's image (see [`Self::image`]) with the credentials
+    /// in the secret `secret` of the task's role, `USER:PASSWORD` as
+    /// `docker login` takes them (`mezzo secret put ROLE NAME`): the value
+    /// reaches only the task's agent, which uses it for the pull alone.
+    pub fn image_credentials(mut self, secret: impl Into<String>) -> Self {
+        self.image_mut().credentials_secret = secret.into();
         self
     }
 

@@ -222,6 +222,20 @@ fn valid_host(host: &str) -> bool {
     name.len() <= 253 && name.split('.').all(label_ok) && port_ok
 }
 
+impl ImageRef {
+    /// How the `TASK_STARTING` message an agent sends as it downloads a
+    /// layer of this image begins (`mezzo why` and the dashboard read it).
+    pub fn pull_message_prefix(&self) -> String {
+        format!("pulling image {self}: ")
+    }
+
+    /// How the message of a task that ended because this image could not
+    /// be found, pulled or used begins.
+    pub fn error_message_prefix(&self) -> String {
+        format!("image {self}: ")
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {

@@ -25,6 +25,17 @@ pub mod state;
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("mezzo.v1");
+
+    /// Without the credentials' value: a task's `Debug` may reach a log.
+    impl std::fmt::Debug for Image {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Image")
+                .field("reference", &self.reference)
+                .field("credentials_secret", &self.credentials_secret)
+                .field("credentials", &format_args!("<{} bytes>", self.credentials.len()))
+                .finish()
+        }
+    }
 }
 
 /// Largest gRPC message any Mezzo daemon accepts (4 MiB). A larger one is

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 /// A file of a layer: its path (relative), content and mode, or a symlink.
@@ -174,4 +174,14 @@ pub fn busybox_layout(dir: &Path, tag: &str, config: Value, extra: &[Entry<'_>])
         .layer(&base)?
         .layer(extra)?
         .write(dir, tag)
+}
+
+/// The layer digests an image manifest lists, in order.
+pub fn layer_digests(manifest: &Value) -> Result<Vec<String>> {
+    Ok(manifest["layers"]
+        .as_array()
+        .context("no layers")?
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+        .collect())
 }

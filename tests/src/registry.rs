@@ -1,8 +1,9 @@
 //! A real OCI registry for the image-pull tests (issue 15): Debian's
 //! `docker-registry` (distribution 2.8) on a free loopback port with its
 //! storage in a temp dir, and `skopeo` to push the layouts `oci.rs`
-//! builds. Both are Debian packages that `scripts/test` installs; a test
-//! without them fails and says so.
+//! builds; for a private registry, its htpasswd auth with a bcrypt entry
+//! from `htpasswd -B`. All are Debian packages that `scripts/test`
+//! installs; a test without them fails and says so.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,8 @@ pub struct Registry {
     pub host: String,
     /// The CA that signed the registry's certificate, over HTTPS.
     pub ca: Option<std::path::PathBuf>,
+    /// `USER:PASSWORD` a private registry takes (and pushes use).
+    login: Option<String>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -66,7 +69,18 @@ impl Registry {
         Registry::start_with(true).await
     }
 
+    /// Starts a private registry over HTTPS (as [`Registry::start_tls`]):
+    /// distribution's htpasswd auth, which answers `401` with a `Basic`
+    /// challenge and lets only `user` with `password` pull or push.
+    pub async fn start_private(user: &str, password: &str) -> Result<Registry> {
+        Registry::start_with_login(true, Some((user, password))).await
+    }
+
     async fn start_with(tls: bool) -> Result<Registry> {
+        Registry::start_with_login(tls, None).await
+    }
+
+    async fn start_with_login(tls: bool, login: Option<(&str, &str)>) -> Result<Registry> {
         need("docker-registry", "docker-registry")?;
         need("skopeo", "skopeo")?;
         // The probes below use reqwest, which needs a TLS provider even
@@ -90,6 +104,21 @@ impl Registry {
         } else {
             None
         };
+        if let Some((user, password)) = login {
+            need("htpasswd", "apache2-utils")?;
+            let out = Command::new("htpasswd")
+                .args(["-nbB", user, password])
+                .stdin(Stdio::null())
+                .output()
+                .context("running htpasswd")?;
+            ensure!(out.status.success(), "htpasswd -nbB: {}", out.status);
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, &out.stdout)?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: mezzo-test\n    path: {}\n",
+                path.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -101,7 +130,14 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry")?;
-        let registry = Registry { host, ca, child, dir };
+        let login = login.map(|(user, password)| format!("{user}:{password}"));
+        let registry = Registry {
+            host,
+            ca,
+            login,
+            child,
+            dir,
+        };
         let url = format!("http://{}/v2/", registry.host);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -123,8 +159,12 @@ impl Registry {
 
     /// Pushes the image `tag` of the OCI layout `layout` as `name:tag`.
     pub async fn push(&self, layout: &Path, tag: &str, name: &str) -> Result<()> {
-        let out = tokio::process::Command::new("skopeo")
-            .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
+        let mut skopeo = tokio::process::Command::new("skopeo");
+        skopeo.args(["copy", "--insecure-policy", "--dest-tls-verify=false"]);
+        if let Some(login) = &self.login {
+            skopeo.arg(format!("--dest-creds={login}"));
+        }
+        let out = skopeo
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{name}:{tag}", self.host))
             .kill_on_drop(true)
@@ -158,5 +198,114 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A registry that serves one OCI layout's image (any name, any tag) over
+/// plain HTTP, its manifest and config at once but each layer only up to
+/// its first bytes: then the connection stalls, as a pull from a slow or
+/// wedged registry does. The agent announces the layer (a `pulling image`
+/// update) and waits, until its read timeout gives up on it. Stops (with
+/// every connection) on drop.
+#[derive(Debug)]
+pub struct StalledRegistry {
+    /// `127.0.0.1:<port>`.
+    pub host: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The layout's manifest (media type, digest, bytes), and every blob.
+struct Served {
+    manifest: (String, String, Vec<u8>),
+    layers: Vec<String>,
+    blobs: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl StalledRegistry {
+    /// Serves the first image of the OCI layout `layout`.
+    pub async fn start(layout: &Path) -> Result<StalledRegistry> {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+        let desc = &index["manifests"][0];
+        let (media_type, digest) = (
+            desc["mediaType"].as_str().context("manifest media type")?.to_owned(),
+            desc["digest"].as_str().context("manifest digest")?.to_owned(),
+        );
+        let mut blobs = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(layout.join("blobs/sha256"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            blobs.insert(format!("sha256:{name}"), std::fs::read(entry.path())?);
+        }
+        let bytes = blobs.get(&digest).context("no manifest blob")?.clone();
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let layers = crate::oci::layer_digests(&manifest)?;
+        let served = std::sync::Arc::new(Served {
+            manifest: (media_type, digest, bytes),
+            layers,
+            blobs,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let host = listener.local_addr()?.to_string();
+        let server = tokio::spawn(async move {
+            // Dropped with the server: every connection ends with it.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                conns.spawn(serve_stalling(conn, served.clone()));
+            }
+        });
+        Ok(StalledRegistry { host, server })
+    }
+}
+
+/// Answers the requests of one connection until it closes or stalls.
+async fn serve_stalling(conn: tokio::net::TcpStream, served: std::sync::Arc<Served>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut conn = BufReader::new(conn);
+    loop {
+        let mut path = None;
+        loop {
+            let mut line = String::new();
+            match conn.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim().is_empty() => break,
+                Ok(_) => {
+                    if path.is_none() {
+                        path = line.split_whitespace().nth(1).map(str::to_owned);
+                    }
+                }
+            }
+        }
+        let path = path.unwrap_or_default();
+        let digest = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let (head, body, stall) = if path.contains("/manifests/") {
+            let (media_type, digest, bytes) = &served.manifest;
+            (
+                format!("Content-Type: {media_type}\r\nDocker-Content-Digest: {digest}\r\n"),
+                bytes.clone(),
+                false,
+            )
+        } else if let Some(blob) = served.blobs.get(&digest).filter(|_| path.contains("/blobs/")) {
+            (String::new(), blob.clone(), served.layers.contains(&digest))
+        } else {
+            let _ = conn
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            continue;
+        };
+        let sent = if stall { body.len().min(512) } else { body.len() };
+        let response = format!("HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\n\r\n", body.len());
+        if conn.write_all(response.as_bytes()).await.is_err() || conn.write_all(&body[..sent]).await.is_err() {
+            return;
+        }
+        if stall {
+            let _ = conn.flush().await;
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for StalledRegistry {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }

@@ -24,6 +24,7 @@ fn with_image(id: &str, image: &str, script: &str) -> v1::TaskInfo {
     t.container = Some(v1::ContainerInfo {
         image: Some(v1::Image {
             reference: image.into(),
+            ..Default::default()
         }),
         ..Default::default()
     });
@@ -251,12 +252,7 @@ async fn manifest_of(registry: &Registry, name: &str, tag: &str) -> Result<(Stri
         .context("no Docker-Content-Digest")?
         .to_owned();
     let manifest: serde_json::Value = r.json().await?;
-    let layers = manifest["layers"]
-        .as_array()
-        .context("no layers")?
-        .iter()
-        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
-        .collect();
+    let layers = mezzo_tests::oci::layer_digests(&manifest)?;
     Ok((digest, layers))
 }
 
@@ -427,4 +423,328 @@ async fn a_task_pulls_over_https_trusting_the_registry_ca() -> Result<()> {
         result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))?;
     }
     Ok(())
+}
+
+/// `mezzo secret put * NAME` with `value` on stdin.
+async fn put_secret(c: &Cluster, name: &str, value: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = c.command();
+    cmd.args(["secret", "put", "*", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(value.as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    ensure!(
+        out.status.success(),
+        "mezzo secret put {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every regular file below `dir` that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(files_holding(&path, needle)),
+            Ok(t) if t.is_file() => {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(path);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Issue 15: a private registry (htpasswd over HTTPS, which answers with
+/// a Basic challenge). A task naming the secret that holds the login
+/// (`mezzo secret put`) pulls and runs its image, and so does `mezzo run
+/// --image-credentials`; without credentials the task ends `TASK_ERROR`
+/// saying the registry wants them; with a wrong password, that the
+/// registry refused the credentials of its secret. The master refuses a
+/// framework that sends a credentials value itself, or names a secret its
+/// role lacks. The password is in no status message, no `/state` or task
+/// detail, no log, and no file of the agent's work dir or runtime dir
+/// (its checkpoints) while the task runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_pulls_with_credentials_from_the_secrets_store() -> Result<()> {
+    const PASSWORD: &str = "PRIVATE-pw-5c1e";
+    const WRONG: &str = "WRONG-pw-93ab";
+    let registry = Registry::start_private("alice", PASSWORD).await?;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("private"),
+        "1",
+        json!({ "Env": ["PATH=/bin"] }),
+        &[Entry::File("etc/os-release", b"ID=mezzo-private\n", 0o644)],
+    )?;
+    registry
+        .push(&layouts.path().join("private"), "1", "team/private")
+        .await?;
+    let ca = registry.ca.clone().context("no CA")?.display().to_string();
+    let image = format!("{}/team/private:1", registry.host);
+    let c = one_agent(&["--registry-ca", &ca]).await?;
+    let result = async {
+        put_secret(&c, "regcreds", &format!("alice:{PASSWORD}\n")).await?;
+        put_secret(&c, "badcreds", &format!("alice:{WRONG}")).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "private", None).await?;
+        let with_login = |id: &str, secret: &str, script: &str| {
+            let mut t = with_image(id, &image, script);
+            if let Some(i) = t.container.as_mut().and_then(|c| c.image.as_mut()) {
+                i.credentials_secret = secret.into();
+            }
+            t
+        };
+        let o = ev.offer().await?;
+        // A value from the framework, and a secret the role lacks.
+        let mut forged = with_login("forged", "regcreds", "true");
+        if let Some(i) = forged.container.as_mut().and_then(|c| c.image.as_mut()) {
+            i.credentials = b"alice:forged".to_vec();
+        }
+        for (task, why) in [
+            (forged, "carries credentials"),
+            (with_login("nosecret", "missing", "true"), "\"missing\""),
+        ] {
+            match s.accept(vec![o.offer_id.clone()], vec![task], None).await {
+                Err(SdkError::Rejected { code, message }) if code == Code::InvalidArgument && message.contains(why) => {
+                }
+                other => bail!("{why}: {other:?}"),
+            }
+        }
+        // The offer stays the framework's after a refused accept.
+        s.accept(
+            vec![o.offer_id],
+            vec![
+                with_image("anonymous", &image, "true"),
+                with_login("wrong", "badcreds", "true"),
+                with_login("private", "regcreds", "cat /etc/os-release; sleep 600"),
+            ],
+            None,
+        )
+        .await?;
+        let mut messages = Vec::new();
+        let st = ev
+            .update("anonymous", Duration::from_secs(60), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.message.contains(&image)
+                && st.message.contains("wants credentials"),
+            "anonymous: {st:?}"
+        );
+        messages.push(st.message);
+        let st = ev
+            .update("wrong", Duration::from_secs(60), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.message.contains(&image)
+                && st
+                    .message
+                    .contains("the registry refused the credentials in secret badcreds"),
+            "wrong: {st:?}"
+        );
+        messages.push(st.message);
+        let st = ev
+            .update("private", Duration::from_secs(60), |s| {
+                s == TaskState::Running || s.is_terminal()
+            })
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Running), "private: {st:?}");
+        let stdout = c.dir.path().join("agent0/sandboxes").join(&fid).join("private/stdout");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&stdout).unwrap_or_default() != "ID=mezzo-private\n" {
+            ensure!(std::time::Instant::now() < deadline, "private: no output");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // While it runs, its checkpoint is in the runtime dir.
+        ensure!(
+            c.runtime_dir(0)
+                .join("tasks")
+                .join(&fid)
+                .join("private/task.pb")
+                .exists(),
+            "no checkpoint to look in"
+        );
+        let mut seen = messages.join("\n");
+        let master = c.master_addr().to_owned();
+        for path in [
+            "/state".to_owned(),
+            format!("/api/v1/tasks/{fid}/private"),
+            format!("/api/v1/tasks/{fid}/wrong"),
+        ] {
+            seen += &c.text(&master, &path).await?;
+        }
+        seen += &c.text(&c.agents[0].addr.clone(), "/state").await?;
+        for password in [PASSWORD, WRONG] {
+            ensure!(!seen.contains(password), "a password showed up:\n{seen}");
+            for dir in [c.dir.path().join("agent0"), c.runtime_dir(0)] {
+                let found = files_holding(&dir, password);
+                ensure!(found.is_empty(), "files holding a password: {found:?}");
+            }
+        }
+        ensure!(seen.contains("secret:badcreds"), "the task detail names the secret");
+        // The search does look into the checkpoint, which names the secret.
+        ensure!(
+            !files_holding(&c.runtime_dir(0), "regcreds").is_empty(),
+            "the checkpoint does not name the secret"
+        );
+        s.kill("private", None).await?;
+        ev.update("private", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        s.stop().await;
+        // `mezzo run --image-credentials`.
+        let mut cmd = c.command();
+        cmd.args([
+            "run",
+            "--image",
+            &image,
+            "--image-credentials",
+            "regcreds",
+            "--shell",
+            "--",
+        ])
+        .arg("cat /etc/os-release")
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && stdout == "ID=mezzo-private\n",
+            "mezzo run --image-credentials: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let logs = c.logs();
+        ensure!(
+            !logs.contains(PASSWORD) && !logs.contains(WRONG),
+            "a password is in a log"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| format!("{}\nregistry log:\n{}", c.logs(), registry.log()))
+}
+
+/// `mezzo why TASK` runs the CLI against the cluster and returns stdout.
+async fn mezzo_why(c: &Cluster, args: &[&str]) -> Result<String> {
+    let mut cmd = c.command();
+    cmd.arg("why").args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await??;
+    ensure!(
+        out.status.success(),
+        "mezzo why {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issue 15: a task whose image pull hangs on a layer (a registry that
+/// stalls mid-blob) stays `TASK_STARTING` with the `pulling image`
+/// message, and `mezzo why` says it is pulling its image and for how long;
+/// for a task that ended on its image (an unreachable registry), `mezzo
+/// why` gives the pull error; the dashboard's task list (headless
+/// Chromium) shows each task's latest message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mezzo_why_tells_a_pull_in_progress_and_a_failed_one() -> Result<()> {
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(&layouts.path().join("slow"), "1", json!({ "Env": ["PATH=/bin"] }), &[])?;
+    let stalled = mezzo_tests::registry::StalledRegistry::start(&layouts.path().join("slow")).await?;
+    let c = one_agent(&["--insecure-registries", &stalled.host]).await?;
+    let slow = format!("{}/team/slow:1", stalled.host);
+    let broken = "127.0.0.1:1/team/broken:1";
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "pulls", None).await?;
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![with_image("slow", &slow, "true"), with_image("broken", broken, "true")],
+            None,
+        )
+        .await?;
+        let pulling = format!("pulling image {slow}: layer sha256:");
+        ev.next(Duration::from_secs(30), |e| match e {
+            mezzo_sdk::Event::Update(st)
+                if st.task_id == "slow"
+                    && task_state(st) == Some(TaskState::Starting)
+                    && st.message.starts_with(&pulling) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+        .context("no STARTING update announcing the pull")?;
+        let st = ev
+            .update("broken", Duration::from_secs(30), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Error), "broken: {st:?}");
+        // Long enough to count.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let out = mezzo_why(&c, &["slow"]).await?;
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("task slow is pulling its image {slow} (for ")))
+            .with_context(|| format!("no pulling line:\n{out}"))?;
+        let secs: u64 = line
+            .split("(for ")
+            .nth(1)
+            .and_then(|r| r.split('s').next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no duration in {line:?}"))?;
+        ensure!(
+            (2..30).contains(&secs) && line.contains("; latest: layer sha256:"),
+            "{line}"
+        );
+        let out = mezzo_why(&c, &["broken"]).await?;
+        ensure!(
+            out.contains(&format!(
+                "task broken failed on its image {broken}: registry 127.0.0.1:1:"
+            )),
+            "broken:\n{out}"
+        );
+        // The same, typed, for scripts.
+        let why: mezzo_master::core::view::WhyTask = serde_json::from_str(&mezzo_why(&c, &["slow", "--json"]).await?)?;
+        ensure!(
+            why.images.len() == 1 && why.images[0].pulling_since.is_some() && why.images[0].error.is_none(),
+            "{why:?}"
+        );
+        // The dashboard's task list shows each task's latest message.
+        let tasks = c.text(c.master_addr(), "/api/v1/tasks?state=active").await?;
+        ensure!(tasks.contains(&pulling), "{tasks}");
+        let mut b = mezzo_tests::browser::Browser::launch().await?;
+        let wait = Duration::from_secs(20);
+        b.navigate(&c.url(c.master_addr(), "/")).await?;
+        b.wait_for("document.getElementById('signin') !== null", wait).await?;
+        let token = serde_json::Value::from(c.issue_token("user:admin").await?);
+        b.eval(&format!(
+            "document.getElementById('signin-token').value = {token}; document.getElementById('signin').requestSubmit(); true"
+        ))
+        .await?;
+        b.wait_for("document.getElementById('agents-count') !== null", wait).await?;
+        b.eval("location.hash = '#tasks'; true").await?;
+        for (id, text) in [("slow", pulling.as_str()), ("broken", "Connection refused")] {
+            let row = format!("document.querySelector('[data-task-id=\"{id}\"] .message')?.textContent");
+            b.wait_for(&format!("({row} || '').includes({})", serde_json::Value::from(text)), wait)
+                .await
+                .with_context(|| format!("the dashboard's row of {id} lacks {text:?}"))?;
+        }
+        let shots = mezzo_tests::browser::artifacts_dir("images")?;
+        b.screenshot(&shots.join("pulls.png")).await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
 }

@@ -12,7 +12,7 @@ use mezzo_proto::image::{ImageRef, Source};
 
 use super::rootfs::ImageRoot;
 use super::{CommandSpec, ContainerError};
-use crate::images::{Digest, Image, LayerDescriptor, Puller, Reference, RemoteImage, Store};
+use crate::images::{Credentials, Digest, Image, LayerDescriptor, Puller, Reference, RemoteImage, Store};
 
 /// Where a launch says what slow step it is in (an image pull): the task's
 /// supervisor reports each message as a `TASK_STARTING` update.
@@ -106,23 +106,24 @@ pub struct Prepared {
 }
 
 fn image_error(r: &ImageRef, e: impl std::fmt::Display) -> ContainerError {
-    ContainerError::Image(format!("image {r}: {e}"))
+    ContainerError::Image(format!("{}{e}", r.error_message_prefix()))
 }
 
 impl ImageSource {
     /// Finds `r` (importing it into the store if it is not there yet, once
     /// even for concurrent launches) and prepares the container's root in
-    /// `run_dir`. Blocking. A layer it downloads is announced on
-    /// `progress`, for the task's status.
+    /// `run_dir`. Blocking. A registry image is pulled with `credentials`
+    /// if given. A layer it downloads is announced on `progress`, for the
+    /// task's status.
     pub fn prepare(
         &self,
-        r: &ImageRef,
+        (r, credentials): (&ImageRef, Option<&Credentials>),
         command: &CommandSpec,
         task_env: &[(String, String)],
         run_dir: &Path,
         progress: Option<&Progress>,
     ) -> Result<Prepared, ContainerError> {
-        let image = self.find(r, progress).map_err(|e| image_error(r, e))?;
+        let image = self.find(r, credentials, progress).map_err(|e| image_error(r, e))?;
         let (lease, new) = self.leases.take(&image.manifest_digest);
         if new {
             self.collect_garbage();
@@ -170,7 +171,12 @@ impl ImageSource {
 
     /// The image `r` in the store: imported from its layout or pulled
     /// from its registry unless the store has it.
-    fn find(&self, r: &ImageRef, progress: Option<&Progress>) -> Result<Image, String> {
+    fn find(
+        &self,
+        r: &ImageRef,
+        credentials: Option<&Credentials>,
+        progress: Option<&Progress>,
+    ) -> Result<Image, String> {
         match &r.source {
             Source::Layout(name) => {
                 let layouts = self.layouts.as_ref().ok_or("this agent has no --image-layouts")?;
@@ -187,11 +193,16 @@ impl ImageSource {
                     repository,
                     lookup: r.selector.lookup(),
                     digest: r.selector.digest(),
+                    credentials,
                 };
                 let on_fetch = |layer: &LayerDescriptor| {
                     if let Some(progress) = progress {
                         let mb = layer.size as f64 / 1e6;
-                        let _ = progress.send(format!("pulling image {r}: layer {} ({mb:.1} MB)", layer.digest));
+                        let _ = progress.send(format!(
+                            "{}layer {} ({mb:.1} MB)",
+                            r.pull_message_prefix(),
+                            layer.digest
+                        ));
                     }
                 };
                 self.puller

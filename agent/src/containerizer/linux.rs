@@ -307,7 +307,13 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
                     "image {r}: this agent cannot run images (no private task root)"
                 ))
             })?;
-            Some(source.prepare(r, &spec.command, &spec.env, &spec.run_dir, spec.progress.as_ref())?)
+            Some(source.prepare(
+                (r, spec.image_credentials.as_ref()),
+                &spec.command,
+                &spec.env,
+                &spec.run_dir,
+                spec.progress.as_ref(),
+            )?)
         }
     };
     // The task's user (the agent's policy) wins over the image's, which

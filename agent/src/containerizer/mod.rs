@@ -65,6 +65,9 @@ pub struct ContainerSpec {
     pub isolated_network: bool,
     /// The task's root from this image (`ContainerInfo.image`).
     pub image: Option<mezzo_proto::image::ImageRef>,
+    /// The login to pull `image` with (`Image.credentials`), used for the
+    /// pull only: never written to the run dir or the record.
+    pub image_credentials: Option<crate::images::Credentials>,
     /// Messages about a slow step of the launch (an image's layer being
     /// downloaded), which the task's supervisor reports.
     pub progress: Option<image_task::Progress>,

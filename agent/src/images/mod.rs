@@ -35,7 +35,7 @@ mod unpack;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, Reference, ResolvedImage};
-pub use pull::{Puller, RegistryConfig, RemoteImage};
+pub use pull::{Credentials, Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
 pub use unpack::{Compression, Limits, StagedLayer, unpack_layer};
 

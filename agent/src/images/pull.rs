@@ -14,17 +14,21 @@
 //! 0.15 adds (checked in a copy of the workspace): base64 0.13 (through
 //! jwt), block-buffer, cpufeatures, crypto-common and digest 0.10 (sha2
 //! 0.10, hmac), strum and strum_macros 0.27 (oci-spec 0.8, beside
-//! raft-engine's 0.25). What we need is small: anonymous pulls, the
-//! Bearer token dance, verified streaming.
+//! raft-engine's 0.25). What we need is small: the Bearer token dance,
+//! Basic auth, verified streaming.
 //!
-//! Anonymous only: a registry asking for credentials is an error naming
-//! it (credentials from the secrets store are not built).
+//! **Credentials.** Anonymous unless the task names a secret of its role
+//! holding `USER:PASSWORD` ([`Credentials`], issue 15): then a `401` with
+//! a `Basic` challenge is answered with Basic auth, and a `Bearer`
+//! challenge's token is asked for with Basic auth (Docker's token
+//! protocol). The value goes into `Authorization` headers (marked
+//! sensitive) and nowhere else: not into a log, an error or a file.
 //!
 //! Blocking, like the rest of the store: the HTTP client is async
 //! (reqwest) and driven with [`Handle::block_on`] from the caller's
 //! blocking-pool thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::Path;
@@ -84,6 +88,68 @@ pub struct RemoteImage<'a> {
     pub lookup: &'a str,
     /// The manifest (or index) digest the reference pins, if any.
     pub digest: Option<&'a str>,
+    /// The login to pull with; `None` pulls anonymously.
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// A registry login from the secrets store: the value of the secret the
+/// task's image names (`Image.credentials_secret`), `USER:PASSWORD` as
+/// `docker login` takes them (one trailing newline, as a file may end,
+/// is not part of the password). Kept in memory only for the pull; its
+/// `Debug` names the secret and leaves the value out, and it has no
+/// `Display`.
+#[derive(Clone)]
+pub struct Credentials {
+    secret: String,
+    value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The value `value` of the secret named `secret`.
+    pub fn new(secret: impl Into<String>, value: Vec<u8>) -> Credentials {
+        Credentials {
+            secret: secret.into(),
+            value,
+        }
+    }
+
+    /// The name of the secret they come from, for messages.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// User and password; the error names the secret, never the value.
+    fn login(&self) -> Result<Login<'_>, String> {
+        let text = std::str::from_utf8(&self.value).ok();
+        let text = text.map(|t| t.strip_suffix('\n').map_or(t, |t| t.strip_suffix('\r').unwrap_or(t)));
+        match text.and_then(|t| t.split_once(':')) {
+            Some((user, password)) if !user.is_empty() => Ok(Login {
+                secret: &self.secret,
+                user,
+                password,
+            }),
+            _ => Err(format!(
+                "secret {} does not hold registry credentials as USER:PASSWORD text",
+                self.secret
+            )),
+        }
+    }
+}
+
+/// [`Credentials`] split for a request.
+#[derive(Clone, Copy)]
+struct Login<'a> {
+    secret: &'a str,
+    user: &'a str,
+    password: &'a str,
 }
 
 impl Puller {
@@ -163,6 +229,14 @@ impl Puller {
             registry: image.host.to_owned(),
             reason: "pulls need the agent's async runtime".to_owned(),
         })?;
+        let login = image
+            .credentials
+            .map(Credentials::login)
+            .transpose()
+            .map_err(|reason| ImageError::Registry {
+                registry: image.host.to_owned(),
+                reason,
+            })?;
         let scheme = if self.insecure.contains(image.host) {
             "http"
         } else {
@@ -174,6 +248,8 @@ impl Puller {
             registry: image.host.to_owned(),
             base: format!("{scheme}://{}/v2/{}", image.host, image.repository),
             repository: image.repository.to_owned(),
+            login,
+            basic: Cell::new(false),
             token: RefCell::new(None),
             top: RefCell::new(None),
         };
@@ -203,8 +279,9 @@ fn cached(store: &Store, manifest: &Digest) -> Result<Option<Image>, ImageError>
     store.image(manifest)
 }
 
-/// One pull from one repository: its base URL, the Bearer token once
-/// the registry gave one, and the first manifest (kept, as the index or
+/// One pull from one repository: its base URL, the login if the task
+/// has one, the Bearer token once the registry gave one (or whether it
+/// asked for Basic auth), and the first manifest (kept, as the index or
 /// manifest it is). Used by one thread: the one that pulls.
 struct Session<'a> {
     puller: &'a Puller,
@@ -212,6 +289,10 @@ struct Session<'a> {
     registry: String,
     base: String,
     repository: String,
+    login: Option<Login<'a>>,
+    /// The registry answered with a `Basic` challenge: every request
+    /// carries the login.
+    basic: Cell<bool>,
     token: RefCell<Option<String>>,
     top: RefCell<Option<JsonBlob>>,
 }
@@ -233,9 +314,11 @@ impl Session<'_> {
         }
     }
 
-    /// GETs `url` (`what` names it in errors), answering one 401 Bearer
-    /// challenge with an anonymous token. A status other than 200 is an
-    /// error; 404 says "not found".
+    /// GETs `url` (`what` names it in errors), answering one 401
+    /// challenge: Bearer with a (new) token, anonymous or asked for with
+    /// the login; Basic with the login. A status other than 200 is an error;
+    /// 404 says "not found", 401 and 403 whether credentials are wanted
+    /// or were refused.
     fn get(&self, url: &str, what: &str, accept: Option<&str>) -> Result<Response, ImageError> {
         let request = || {
             let mut r = self.puller.client.get(url);
@@ -245,44 +328,71 @@ impl Session<'_> {
             self.authorize(r)
         };
         let mut response = self.block_on(what, request().send())?;
-        if response.status() == StatusCode::UNAUTHORIZED && self.token_is_none() {
-            self.fetch_token(response.headers())?;
+        // Without a token yet, or with one that expired during a long
+        // pull: one (new) token. A login sent already was refused.
+        if response.status() == StatusCode::UNAUTHORIZED && !self.basic.get() {
+            self.answer_challenge(response.headers(), what)?;
             response = self.block_on(what, request().send())?;
         }
         match response.status() {
             StatusCode::OK => Ok(response),
             StatusCode::NOT_FOUND => Err(self.error(format!("{what}: not found (404)"))),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.error(format!(
-                "{what}: access denied ({}); pulling with credentials is not built",
-                response.status()
-            ))),
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(self.denied(what, status)),
             status => Err(self.error(format!("{what}: HTTP {status}"))),
         }
     }
 
-    fn token_is_none(&self) -> bool {
-        self.token.borrow().is_none()
-    }
-
     fn authorize(&self, r: RequestBuilder) -> RequestBuilder {
-        match self.token.borrow().as_deref() {
-            Some(token) => r.header(AUTHORIZATION, format!("Bearer {token}")),
+        if let Some(token) = self.token.borrow().as_deref() {
+            return r.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        match self.login.filter(|_| self.basic.get()) {
+            Some(login) => r.basic_auth(login.user, Some(login.password)),
             None => r,
         }
     }
 
-    /// The anonymous token a 401's `WWW-Authenticate: Bearer` challenge
-    /// points to.
-    fn fetch_token(&self, headers: &HeaderMap) -> Result<(), ImageError> {
+    /// A 401 or 403 for `what`: without a login, the registry wants one;
+    /// with one, it refused it (naming the secret, never its value).
+    fn denied(&self, what: &str, status: StatusCode) -> ImageError {
+        match self.login {
+            Some(login) => self.error(format!(
+                "{what}: the registry refused the credentials in secret {} ({status})",
+                login.secret
+            )),
+            None => self.error(format!(
+                "{what}: the registry wants credentials ({status}); name a secret of the task's role \
+                 holding USER:PASSWORD as the image's credentials (`mezzo run --image-credentials SECRET`)"
+            )),
+        }
+    }
+
+    /// Answers a 401's `WWW-Authenticate` challenge: `Bearer` with a
+    /// token, `Basic` with the login if there is one.
+    fn answer_challenge(&self, headers: &HeaderMap, what: &str) -> Result<(), ImageError> {
         let challenge = headers
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.error("401 without a WWW-Authenticate challenge"))?;
-        let params = parse_bearer_challenge(challenge).ok_or_else(|| {
-            self.error(format!(
-                "asks for credentials ({challenge:?}); pulling with credentials is not built"
-            ))
-        })?;
+            .ok_or_else(|| self.error(format!("{what}: 401 without a WWW-Authenticate challenge")))?;
+        if let Some(params) = parse_bearer_challenge(challenge) {
+            return self.fetch_token(&params);
+        }
+        let scheme = challenge.split_whitespace().next().unwrap_or_default();
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(self.error(format!(
+                "{what}: asks for credentials by {scheme:?}, which the agent does not speak (Basic and Bearer)"
+            )));
+        }
+        if self.login.is_none() {
+            return Err(self.denied(what, StatusCode::UNAUTHORIZED));
+        }
+        self.basic.set(true);
+        Ok(())
+    }
+
+    /// The token a `Bearer` challenge points to: anonymous, or asked for
+    /// with the login (Basic auth to the realm, Docker's token protocol).
+    fn fetch_token(&self, params: &[(String, String)]) -> Result<(), ImageError> {
         let realm = params
             .iter()
             .find(|(k, _)| k == "realm")
@@ -302,9 +412,15 @@ impl Session<'_> {
             query.append_pair("scope", scope.unwrap_or(&default_scope));
         }
         let what = format!("token from {realm}");
-        let response = self.block_on(&what, self.puller.client.get(url).send())?;
-        if response.status() != StatusCode::OK {
-            return Err(self.error(format!("{what}: HTTP {}", response.status())));
+        let mut request = self.puller.client.get(url);
+        if let Some(login) = self.login {
+            request = request.basic_auth(login.user, Some(login.password));
+        }
+        let response = self.block_on(&what, request.send())?;
+        match response.status() {
+            StatusCode::OK => {}
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => return Err(self.denied(&what, status)),
+            status => return Err(self.error(format!("{what}: HTTP {status}"))),
         }
         let body = self.read_capped(response, MAX_TOKEN_RESPONSE, &what)?;
         #[derive(serde::Deserialize)]
@@ -580,6 +696,7 @@ mod tests {
             repository: "x",
             lookup: &digest,
             digest: Some(&digest),
+            credentials: None,
         };
         let e = puller.pull(&store, &image).unwrap_err();
         assert!(e.to_string().contains("runtime"), "{e}");

@@ -38,7 +38,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct SupervisorSpec {
     pub key: TaskKey,
+    /// Without its image's credentials ([`take_image_credentials`]):
+    /// this is what the task's checkpoint holds.
     pub task: v1::TaskInfo,
+    /// The login for the task's image pull, taken out of `task`.
+    pub image_credentials: Option<crate::images::Credentials>,
     pub agent_id: String,
     pub sandbox: PathBuf,
     /// The task's checkpoint dir, handed to the containerizer as its run dir.
@@ -206,7 +210,8 @@ impl Supervisor {
             return;
         }
 
-        let mut container_spec = self.container_spec(command, image);
+        let credentials = self.spec.image_credentials.take();
+        let mut container_spec = self.container_spec(command, image, credentials);
         let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         container_spec.progress = Some(progress);
         let launch = containerizer.launch(container_spec);
@@ -344,7 +349,12 @@ impl Supervisor {
         }
     }
 
-    fn container_spec(&self, command: CommandSpec, image: Option<mezzo_proto::image::ImageRef>) -> ContainerSpec {
+    fn container_spec(
+        &self,
+        command: CommandSpec,
+        image: Option<mezzo_proto::image::ImageRef>,
+        image_credentials: Option<crate::images::Credentials>,
+    ) -> ContainerSpec {
         let key = &self.spec.key;
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
         // Checked by `command_spec` before a container is asked for.
@@ -392,6 +402,7 @@ impl Supervisor {
                 .iter()
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
             image,
+            image_credentials,
             progress: None,
             unconfined: self
                 .spec
@@ -401,6 +412,15 @@ impl Supervisor {
                 .is_some_and(|c| c.seccomp == "unconfined"),
         }
     }
+}
+
+/// Takes the image's credentials (filled in by the leader) out of `task`:
+/// the agent needs them for the pull only, and keeps them in no
+/// checkpoint, view or report.
+pub fn take_image_credentials(task: &mut v1::TaskInfo) -> Option<crate::images::Credentials> {
+    let image = task.container.as_mut()?.image.as_mut()?;
+    let value = std::mem::take(&mut image.credentials);
+    (!value.is_empty()).then(|| crate::images::Credentials::new(image.credentials_secret.clone(), value))
 }
 
 /// The task's secret files, with paths checked again here (the agent
@@ -496,4 +516,27 @@ fn the_memory_message_names_the_limit() {
         "memory limit of 32 MiB reached: a process of the task was OOM-killed"
     );
     assert!(!memory_message(0).contains("MiB"));
+}
+
+#[cfg(test)]
+#[test]
+fn image_credentials_are_taken_out_of_the_task() {
+    let mut task = v1::TaskInfo {
+        container: Some(v1::ContainerInfo {
+            image: Some(v1::Image {
+                reference: "127.0.0.1:5000/app:1".into(),
+                credentials_secret: "regcreds".into(),
+                credentials: b"alice:s3cret".to_vec(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let taken = take_image_credentials(&mut task).map(|c| c.secret().to_owned());
+    assert_eq!(taken.as_deref(), Some("regcreds"));
+    let image = task.container.and_then(|c| c.image).unwrap_or_default();
+    assert!(image.credentials.is_empty());
+    assert_eq!(image.credentials_secret, "regcreds");
+    assert!(!format!("{image:?}").contains("s3cret"));
+    assert_eq!(take_image_credentials(&mut v1::TaskInfo::default()).map(|_| ()), None);
 }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
 use super::{StatusReport, agent_status};
 use crate::containerizer::{Containerizer, Recovery};
+use crate::images::Credentials;
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
@@ -244,7 +245,7 @@ impl Table {
                 match found {
                     Recovery::Adopted(container) => {
                         adopted.push(run_dir.clone());
-                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container));
+                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container), None);
                         supervisor = Some(sup);
                         state = TaskState::Running;
                     }
@@ -321,16 +322,19 @@ impl Table {
         Ok(state)
     }
 
-    /// Starts the supervisor of a task (launching it, or watching an
-    /// `adopted` container found again after a restart).
+    /// Starts the supervisor of a task (launching it, pulling its image
+    /// with `image_credentials`, or watching an `adopted` container found
+    /// again after a restart).
     fn supervise(
         &self,
         key: &TaskKey,
         task: &v1::TaskInfo,
         agent_id: String,
         adopted: Option<Box<dyn crate::containerizer::Container>>,
+        image_credentials: Option<Credentials>,
     ) -> SupervisorHandle {
         let spec = SupervisorSpec {
+            image_credentials,
             key: key.clone(),
             task: task.clone(),
             agent_id,
@@ -441,7 +445,7 @@ impl Table {
     }
 
     fn on_run(&mut self, run: v1::RunTask) {
-        let Some(task) = run.task.clone() else {
+        let Some(mut task) = run.task.clone() else {
             tracing::warn!(framework_id = %run.framework_id, "RunTask without a task ignored");
             return;
         };
@@ -466,7 +470,10 @@ impl Table {
         self.deps.gc.launched(&sandbox);
         // The supervisor checkpoints the task before launching it (off this
         // actor, so launches do not queue behind each other's writes).
-        let sup = self.supervise(&key, &task, agent_id, None);
+        // Only the pull needs them: the task the table keeps, shows and
+        // reports, and its checkpoint, hold none.
+        let credentials = supervisor::take_image_credentials(&mut task);
+        let sup = self.supervise(&key, &task, agent_id, None, credentials);
         self.deps.writeback.mark();
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();

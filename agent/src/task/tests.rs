@@ -93,6 +93,7 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
             kill_grace_period_ms: grace_ms,
             ..Default::default()
         },
+        image_credentials: None,
         agent_id: "agent-1".into(),
         sandbox: sandbox.clone(),
         run_dir: dir.path().join("run"),
@@ -328,6 +329,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         run_dir: run_dir.clone(),
         isolated_network: false,
         image: None,
+        image_credentials: None,
         progress: None,
         unconfined: false,
         secret_files: vec![],

@@ -114,6 +114,10 @@ pub struct JobSpec {
     /// Run each task in this OCI image (`HOST/PATH[:TAG]` or `oci:NAME[:TAG]`, docs/images.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Pull `image` with the credentials (`USER:PASSWORD`) in this secret
+    /// of the framework's role (`mezzo secret put ROLE NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<String>,
 }
 
 /// What to do with a task that may have run but whose end cannot be known
@@ -265,6 +269,10 @@ fn check_job(i: usize, job: &JobSpec) -> Result<(), SpecError> {
     }
     if let Some(image) = &job.image {
         mezzo_sdk::ImageRef::parse(image).map_err(|e| field(job, "image", e.to_string()))?;
+    }
+    if let Some(secret) = &job.image_credentials {
+        mezzo_sdk::check_image_credentials(job.image.as_deref(), secret)
+            .map_err(|e| field(job, "image_credentials", e))?;
     }
     Ok(())
 }
@@ -446,6 +454,14 @@ depends_on = ["a"]
             (
                 "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage = \"oci:../x\"\n",
                 "field `image`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage_credentials = \"regcreds\"\n",
+                "field `image_credentials`: registry credentials need an image",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage = \"oci:x\"\nimage_credentials = \"regcreds\"\n",
+                "is a local layout",
             ),
         ];
         for (text, want) in cases {

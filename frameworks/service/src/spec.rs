@@ -88,6 +88,10 @@ pub struct ServiceSpec {
     /// Run each instance in this OCI image (`HOST/PATH[:TAG]` or `oci:NAME[:TAG]`, docs/images.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Pull `image` with the credentials (`USER:PASSWORD`) in this secret
+    /// of the framework's role (`mezzo secret put ROLE NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<String>,
 }
 
 /// A health check and its timing.
@@ -331,6 +335,10 @@ impl ServiceSpec {
         self.resources()?;
         if let Some(image) = &self.image {
             mezzo_sdk::ImageRef::parse(image).map_err(|e| invalid("image", e.to_string()))?;
+        }
+        if let Some(secret) = &self.image_credentials {
+            mezzo_sdk::check_image_credentials(self.image.as_deref(), secret)
+                .map_err(|e| invalid("image_credentials", e))?;
         }
         if self.ports.len() > MAX_PORTS {
             return Err(invalid("ports", format!("at most {MAX_PORTS} ports")));
@@ -629,6 +637,10 @@ interval = "500ms"
             (
                 "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nimage = \"busybox:1\"\n",
                 "`image`",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nimage = \"r.example.com/w:1\"\nimage_credentials = \"no/such\"\n",
+                "`image_credentials`",
             ),
             (
                 "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nconstraints = [\"rack:NEAR:x\"]\n",

@@ -91,6 +91,9 @@ fn forget_secret_values(info: &mut v1::TaskInfo) {
             f.value.clear();
         }
     }
+    if let Some(image) = info.container.as_mut().and_then(|c| c.image.as_mut()) {
+        image.credentials.clear();
+    }
 }
 
 /// Validates the first message of the stream.

@@ -46,6 +46,28 @@ fn check_secret_ref(t: &TaskId, name: &str) -> Result<(), MasterError> {
     }
 }
 
+/// An image's reference and the secret its credentials come from; the
+/// credentials' value only ever comes from the leader.
+fn check_image(t: &TaskId, image: &v1::Image) -> Result<(), MasterError> {
+    let r = mezzo_proto::image::ImageRef::parse(&image.reference).map_err(|e| invalid(format!("task {t}: {e}")))?;
+    if !image.credentials.is_empty() {
+        return Err(invalid(format!(
+            "task {t}: image {} carries credentials; name the secret that holds them (credentials_secret) instead",
+            image.reference
+        )));
+    }
+    if !image.credentials_secret.is_empty() {
+        check_secret_ref(t, &image.credentials_secret)?;
+        if !r.is_registry() {
+            return Err(invalid(format!(
+                "task {t}: image {} is a local layout; registry credentials are for HOST/PATH images",
+                image.reference
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The values of `ContainerInfo.seccomp` ("" is the default).
 const SECCOMP_PROFILES: [&str; 3] = ["", "default", "unconfined"];
 
@@ -116,7 +138,7 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
         )));
     }
     if let Some(image) = info.container.as_ref().and_then(|c| c.image.as_ref()) {
-        mezzo_proto::image::ImageRef::parse(&image.reference).map_err(|e| invalid(format!("task {t}: {e}")))?;
+        check_image(t, image)?;
     }
     if let Some(ms) = info.kill_grace_period_ms
         && Duration::from_millis(ms) > MAX_KILL_GRACE

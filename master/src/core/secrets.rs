@@ -15,6 +15,13 @@ pub(crate) fn names_secrets(info: &v1::TaskInfo) -> bool {
     info.command
         .as_ref()
         .is_some_and(|c| c.environment.iter().any(|e| !e.secret.is_empty()) || !c.secret_files.is_empty())
+        || image_credentials_secret(info).is_some()
+}
+
+/// The secret holding the credentials for the task's image, if it names one.
+fn image_credentials_secret(info: &v1::TaskInfo) -> Option<&str> {
+    let image = info.container.as_ref()?.image.as_ref()?;
+    Some(image.credentials_secret.as_str()).filter(|s| !s.is_empty())
 }
 
 impl Master {
@@ -24,20 +31,31 @@ impl Master {
         if !names_secrets(info) {
             return Ok(out);
         }
-        let Some(cmd) = out.command.as_mut() else {
-            return Ok(out);
-        };
-        for e in cmd.environment.iter_mut().filter(|e| !e.secret.is_empty()) {
-            let value = self.open_secret(role, &info.task_id, &e.secret)?;
-            e.value = String::from_utf8(value).map_err(|_| {
-                MasterError::Invalid(format!(
-                    "task {}: secret {:?} is not UTF-8 text; put it in a secret file instead",
-                    info.task_id, e.secret
-                ))
-            })?;
+        if let Some(cmd) = out.command.as_mut() {
+            for e in cmd.environment.iter_mut().filter(|e| !e.secret.is_empty()) {
+                let value = self.open_secret(role, &info.task_id, &e.secret)?;
+                e.value = String::from_utf8(value).map_err(|_| {
+                    MasterError::Invalid(format!(
+                        "task {}: secret {:?} is not UTF-8 text; put it in a secret file instead",
+                        info.task_id, e.secret
+                    ))
+                })?;
+            }
+            for f in cmd.secret_files.iter_mut() {
+                f.value = self.open_secret(role, &info.task_id, &f.secret)?;
+            }
         }
-        for f in cmd.secret_files.iter_mut() {
-            f.value = self.open_secret(role, &info.task_id, &f.secret)?;
+        if let Some(image) = out.container.as_mut().and_then(|c| c.image.as_mut())
+            && !image.credentials_secret.is_empty()
+        {
+            let value = self.open_secret(role, &info.task_id, &image.credentials_secret)?;
+            if !value.contains(&b':') {
+                return Err(MasterError::Invalid(format!(
+                    "task {}: secret {:?} holds no USER:PASSWORD for image {}",
+                    info.task_id, image.credentials_secret, image.reference
+                )));
+            }
+            image.credentials = value;
         }
         Ok(out)
     }

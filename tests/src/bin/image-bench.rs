@@ -99,6 +99,7 @@ async fn run(a: Args) -> Result<()> {
                 repository: "bench/big",
                 lookup: "1",
                 digest: None,
+                credentials: None,
             };
             let t = Instant::now();
             puller.pull(&store, &remote)?;

@@ -126,6 +126,7 @@ impl Mezzo {
             run_dir: run_dir.clone(),
             isolated_network: self.isolated_network,
             image: self.image.clone(),
+            image_credentials: None,
             progress: None,
             unconfined: false,
             secret_files: Vec::new(),

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::fixtures::{E, LayoutFixture, tar};
-use crate::images::{Digest, ImageError, Puller, RegistryConfig, RemoteImage, Store};
+use crate::images::{Credentials, Digest, ImageError, Puller, RegistryConfig, RemoteImage, Store};
 
 /// What the fake registry serves and counts.
 #[derive(Default)]
@@ -29,23 +29,43 @@ struct Fake {
     realm: String,
     tokens: AtomicUsize,
     requests: Mutex<Vec<String>>,
+    /// The token realm gives a token only for this `Authorization`
+    /// (Basic auth, Docker's token protocol); `None`: to anyone.
+    login: Option<&'static str>,
+    /// The registry challenges with `Basic` and takes `login` itself,
+    /// as distribution's htpasswd auth does.
+    basic: bool,
 }
 
-fn authorized(headers: &HeaderMap) -> bool {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some("Bearer tok")
+/// `Authorization` for `alice:s3cret`.
+const ALICE: &str = "Basic YWxpY2U6czNjcmV0";
+
+fn header_is(headers: &HeaderMap, value: &str) -> bool {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(value)
+}
+
+fn authorized(fake: &Fake, headers: &HeaderMap) -> bool {
+    match (fake.basic, fake.login) {
+        (true, Some(login)) => header_is(headers, login),
+        _ => header_is(headers, "Bearer tok"),
+    }
 }
 
 fn challenge(fake: &Fake) -> Response {
-    let value = format!(
-        r#"Bearer realm="{}",service="fake",scope="repository:team/app:pull""#,
-        fake.realm
-    );
+    let value = if fake.basic {
+        r#"Basic realm="fake""#.to_owned()
+    } else {
+        format!(
+            r#"Bearer realm="{}",service="fake",scope="repository:team/app:pull""#,
+            fake.realm
+        )
+    };
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, value)]).into_response()
 }
 
 async fn manifest(State(fake): State<Arc<Fake>>, Path(reference): Path<String>, headers: HeaderMap) -> Response {
     fake.requests.lock().unwrap().push(format!("manifest {reference}"));
-    if !authorized(&headers) {
+    if !authorized(&fake, &headers) {
         return challenge(&fake);
     }
     let digest = fake.tags.get(&reference).cloned().unwrap_or(reference);
@@ -67,7 +87,7 @@ async fn manifest(State(fake): State<Arc<Fake>>, Path(reference): Path<String>, 
 
 async fn blob(State(fake): State<Arc<Fake>>, Path(digest): Path<String>, headers: HeaderMap) -> Response {
     fake.requests.lock().unwrap().push(format!("blob {digest}"));
-    if !authorized(&headers) {
+    if !authorized(&fake, &headers) {
         return challenge(&fake);
     }
     match fake.corrupt.get(&digest).or_else(|| fake.blobs.get(&digest)) {
@@ -76,7 +96,10 @@ async fn blob(State(fake): State<Arc<Fake>>, Path(digest): Path<String>, headers
     }
 }
 
-async fn token(State(fake): State<Arc<Fake>>) -> Response {
+async fn token(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
+    if fake.login.is_some_and(|login| !header_is(&headers, login)) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     fake.tokens.fetch_add(1, Ordering::SeqCst);
     axum::Json(serde_json::json!({"token": "tok"})).into_response()
 }
@@ -131,7 +154,16 @@ fn image(host: &str, lookup: &str) -> (String, String, Option<String>) {
 fn pull(
     puller: &Puller,
     store: &Store,
+    image: &(String, String, Option<String>),
+) -> Result<crate::images::Image, ImageError> {
+    pull_as(puller, store, image, None)
+}
+
+fn pull_as(
+    puller: &Puller,
+    store: &Store,
     (host, lookup, digest): &(String, String, Option<String>),
+    credentials: Option<&Credentials>,
 ) -> Result<crate::images::Image, ImageError> {
     puller.pull(
         store,
@@ -140,8 +172,18 @@ fn pull(
             repository: "team/app",
             lookup,
             digest: digest.as_deref(),
+            credentials,
         },
     )
+}
+
+/// A puller that reaches `hosts` over plain HTTP.
+fn plain_http_puller(hosts: &[&str]) -> Puller {
+    Puller::new(&RegistryConfig {
+        insecure: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        extra_ca: None,
+    })
+    .unwrap()
 }
 
 fn setup() -> (LayoutFixture, Digest, Vec<Digest>, std::net::TcpListener, String) {
@@ -169,11 +211,7 @@ fn images_pull_with_an_anonymous_token_then_from_the_store() {
     fake.tags.insert("1".to_owned(), manifest.to_string());
     let root = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(root.path()).unwrap());
-    let puller = Puller::new(&RegistryConfig {
-        insecure: vec![host.clone()],
-        extra_ca: None,
-    })
-    .unwrap();
+    let puller = plain_http_puller(&[&host]);
     let (by_tag, by_digest) = (image(&host, "1"), image(&host, &manifest.to_string()));
     let (s, p) = (store.clone(), puller.clone());
     let ((first, second), fake) = with_registry(listener, fake, move || {
@@ -213,11 +251,7 @@ fn images_pull_refuses_corrupt_blobs_missing_tags_and_unreachable_registries() {
     fake.corrupt.insert(top.clone(), bad);
     let root = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(root.path()).unwrap());
-    let puller = Puller::new(&RegistryConfig {
-        insecure: vec![host.clone(), "127.0.0.1:1".to_owned()],
-        extra_ca: None,
-    })
-    .unwrap();
+    let puller = plain_http_puller(&[&host, "127.0.0.1:1"]);
     let (s, p) = (store.clone(), puller.clone());
     let (tag, missing, unreachable) = (image(&host, "1"), image(&host, "2"), image("127.0.0.1:1", "1"));
     let ((corrupt, missing, unreachable), _) = with_registry(listener, fake, move || {
@@ -237,4 +271,62 @@ fn images_pull_refuses_corrupt_blobs_missing_tags_and_unreachable_registries() {
         unreachable.contains("registry 127.0.0.1:1") && unreachable.contains("refused"),
         "{unreachable}"
     );
+}
+
+/// Pulls of `team/app:1` from `fake` (login `alice:s3cret`): without
+/// credentials, with a wrong password, with a value that is no
+/// `USER:PASSWORD`, then with the right one (as a file ends, with a
+/// newline). The errors say what went wrong and name the secret; none
+/// holds a password.
+fn pulls_with_logins(basic: bool) -> [Result<crate::images::Image, ImageError>; 4] {
+    let (fixture, manifest, _, listener, host) = setup();
+    let mut fake = fake_of(&fixture, &host);
+    fake.tags.insert("1".to_owned(), manifest.to_string());
+    fake.login = Some(ALICE);
+    fake.basic = basic;
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let puller = plain_http_puller(&[&host]);
+    let tag = image(&host, "1");
+    let wrong = Credentials::new("regcreds", b"alice:WRONG-pw-1".to_vec());
+    let malformed = Credentials::new("regcreds", b"MALFORMED-no-colon".to_vec());
+    let right = Credentials::new("regcreds", b"alice:s3cret\n".to_vec());
+    assert_eq!(format!("{right:?}"), r#"Credentials { secret: "regcreds", .. }"#);
+    let (s, p) = (store.clone(), puller.clone());
+    let (results, _) = with_registry(listener, fake, move || {
+        [
+            pull_as(&p, &s, &tag, None),
+            pull_as(&p, &s, &tag, Some(&wrong)),
+            pull_as(&p, &s, &tag, Some(&malformed)),
+            pull_as(&p, &s, &tag, Some(&right)),
+        ]
+    });
+    results
+}
+
+fn check_login_outcomes(results: [Result<crate::images::Image, ImageError>; 4]) {
+    let [anonymous, wrong, malformed, right] = results;
+    let anonymous = anonymous.unwrap_err().to_string();
+    assert!(anonymous.contains("wants credentials"), "{anonymous}");
+    let wrong = wrong.unwrap_err().to_string();
+    assert!(
+        wrong.contains("refused the credentials in secret regcreds") && !wrong.contains("WRONG-pw-1"),
+        "{wrong}"
+    );
+    let malformed = malformed.unwrap_err().to_string();
+    assert!(
+        malformed.contains("secret regcreds does not hold registry credentials") && !malformed.contains("MALFORMED"),
+        "{malformed}"
+    );
+    right.unwrap();
+}
+
+#[test]
+fn images_pull_asks_the_token_realm_with_the_login() {
+    check_login_outcomes(pulls_with_logins(false));
+}
+
+#[test]
+fn images_pull_answers_a_basic_challenge_with_the_login() {
+    check_login_outcomes(pulls_with_logins(true));
 }

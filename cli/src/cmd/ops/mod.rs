@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::Table;
-use mezzo_master::core::view::{AgentRow, FrameworkRow, Page, TaskView, WhyFramework, WhyTask};
+use mezzo_master::core::view::{AgentRow, FrameworkRow, ImagePull, Page, TaskView, WhyFramework, WhyTask};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -391,12 +391,42 @@ fn print_why_task(w: WhyTask) {
             t.id, t.framework_id, t.agent_id, t.state, t.reason, t.message
         );
     }
+    for p in &w.images {
+        if let Some(line) = image_line(p) {
+            println!("  {line}");
+        }
+    }
     for (fid, p) in &w.pending {
         println!("framework {fid} reports task {} waiting: {}", p.task_id, p.reason);
     }
     for f in &w.frameworks {
         print_why_framework(f, false);
     }
+}
+
+/// What a launched task's image is doing: pulled for how long (and the
+/// latest layer), or why it failed.
+fn image_line(p: &ImagePull) -> Option<String> {
+    // The messages begin with the image's name, which the line gives.
+    let image = mezzo_proto::image::ImageRef::parse(&p.reference).ok();
+    if let Some(error) = &p.error {
+        let prefix = image.map(|i| i.error_message_prefix()).unwrap_or_default();
+        let error = error.strip_prefix(&prefix).unwrap_or(error);
+        return Some(format!(
+            "task {} failed on its image {}: {error}",
+            p.task_id, p.reference
+        ));
+    }
+    let since = p.pulling_since?;
+    let prefix = image.map(|i| i.pull_message_prefix()).unwrap_or_default();
+    let latest = p.pulling.as_deref().unwrap_or_default();
+    Some(format!(
+        "task {} is pulling its image {} (for {:.0}s); latest: {}",
+        p.task_id,
+        p.reference,
+        mezzo_proto::clock::secs_since(since),
+        latest.strip_prefix(&prefix).unwrap_or(latest)
+    ))
 }
 
 /// `12s ago` for unix seconds `t`.

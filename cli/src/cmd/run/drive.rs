@@ -296,6 +296,10 @@ impl<'a> Run<'a> {
             Some(image) => b.image(image),
             None => b,
         };
+        let b = match &a.image_credentials {
+            Some(secret) => b.image_credentials(secret),
+            None => b,
+        };
         let mut b = match a.command.split_first() {
             // The image's entrypoint and command (clap requires an image).
             None => b,

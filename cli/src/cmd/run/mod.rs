@@ -79,6 +79,10 @@ pub struct Args {
     /// command run.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
+    /// Pull the image with the credentials (`USER:PASSWORD`) in this
+    /// secret of the role (`mezzo secret put ROLE NAME`).
+    #[arg(long, value_name = "SECRET", requires = "image")]
+    image_credentials: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,

@@ -171,6 +171,9 @@ fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1:
     if let Some(image) = &spec.image {
         b = b.image(image.clone());
     }
+    if let Some(secret) = &spec.image_credentials {
+        b = b.image_credentials(secret.clone());
+    }
     b.build()
 }
 
@@ -329,5 +332,17 @@ mod tests {
         assert!(env.contains(&("MEZZO_TASK_INDEX", "3")));
         assert!(env.contains(&("X", "1")));
         assert_eq!(t.name, "a[3]");
+    }
+
+    #[test]
+    fn task_info_names_the_images_credentials_secret() {
+        let s = &spec(
+            "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage = \"r.example.com/a:1\"\nimage_credentials = \"login\"\n",
+        )[0];
+        let t = task_info(s, "a.0.1.1", 0, &Resources::parse("cpus:0.1;mem:32").expect("res"));
+        let image = t.container.and_then(|c| c.image).expect("image");
+        assert_eq!(image.reference, "r.example.com/a:1");
+        assert_eq!(image.credentials_secret, "login");
+        assert!(image.credentials.is_empty());
     }
 }

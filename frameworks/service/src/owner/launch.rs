@@ -205,6 +205,9 @@ fn build_task(task_id: &str, spec: &ServiceSpec, resources: &Resources, inst: &I
     if let Some(image) = &spec.image {
         b = b.image(image);
     }
+    if let Some(secret) = &spec.image_credentials {
+        b = b.image_credentials(secret);
+    }
     for (i, (name, port)) in spec.ports.iter().zip(&inst.ports).enumerate() {
         b = b
             .env(format!("PORT{i}"), port.to_string())

@@ -33,7 +33,7 @@ pub use pages::{
 };
 pub use roles::{AllocationView, roles};
 pub use state::{AgentView, FrameworkView, OfferView, StateView, TaskView, Totals};
-pub use why::{WhyFramework, WhyTask, why_framework, why_task};
+pub use why::{ImagePull, WhyFramework, WhyTask, why_framework, why_task};
 
 pub use super::StateName;
 use super::{Master, Task};

@@ -182,6 +182,13 @@ pub struct TaskDetail {
     /// Secret files: sandbox path -> `secret:NAME`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
+    /// The task's image reference, if it runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `secret:NAME` if its image is pulled with the credentials in a
+    /// secret (never their value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_credentials: Option<String>,
     pub agent_http_address: Option<String>,
     pub labels: Vec<(String, String)>,
 }
@@ -190,6 +197,7 @@ pub struct TaskDetail {
 pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Result<TaskDetail, MasterError> {
     let t = find_task(m, fid, tid)?;
     let cmd = t.info.command.clone().unwrap_or_default();
+    let image = t.info.container.as_ref().and_then(|c| c.image.as_ref());
     Ok(TaskDetail {
         task: task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
         history: m
@@ -217,6 +225,10 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
             .into_iter()
             .map(|f| (f.path, format!("secret:{}", f.secret)))
             .collect(),
+        image: image.map(|i| i.reference.clone()),
+        image_credentials: image
+            .filter(|i| !i.credentials_secret.is_empty())
+            .map(|i| format!("secret:{}", i.credentials_secret)),
         agent_http_address: m.agents.get(&t.agent_id).map(|a| a.http_address.clone()),
         labels: t
             .info

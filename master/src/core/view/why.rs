@@ -3,13 +3,14 @@
 
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::resources::Resources;
+use mezzo_proto::state::TaskState;
 use serde::{Deserialize, Serialize};
 
 use super::TaskView;
 use super::state::task_view;
 use crate::allocator;
 use crate::core::observe::{OfferStats, PendingReport, PendingTask};
-use crate::core::{AgentStatus, Master};
+use crate::core::{AgentStatus, Master, Task};
 use crate::error::MasterError;
 
 /// "Why is my work not running?" for one framework.
@@ -90,12 +91,64 @@ pub struct WhyTask {
     pub launched: Vec<TaskView>,
     pub pending: Vec<(String, PendingTask)>,
     pub frameworks: Vec<WhyFramework>,
+    /// What the launched tasks' images are doing, for those with one
+    /// being pulled or that failed.
+    #[serde(default)]
+    pub images: Vec<ImagePull>,
+}
+
+/// A launched task's image as its status updates tell it: being pulled
+/// (since when, the latest layer), or the error the task ended with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImagePull {
+    pub framework_id: String,
+    pub task_id: String,
+    pub reference: String,
+    /// Unix seconds of the earliest `pulling image` update still in the
+    /// task's history, while the task is STARTING and pulling.
+    pub pulling_since: Option<f64>,
+    /// The latest pull update's message.
+    pub pulling: Option<String>,
+    /// Why the image could not be used, if the task ended on it.
+    pub error: Option<String>,
+}
+
+/// `t`'s image pull as its updates tell it, if it has an image being
+/// pulled or that failed.
+fn image_pull(m: &Master, t: &Task) -> Option<ImagePull> {
+    let reference = &t.info.container.as_ref()?.image.as_ref()?.reference;
+    let parsed = mezzo_proto::image::ImageRef::parse(reference).ok()?;
+    let message = t.last_status.as_ref().map(|s| s.message.as_str()).unwrap_or_default();
+    let (pulling_prefix, error_prefix) = (parsed.pull_message_prefix(), parsed.error_message_prefix());
+    let mut pull = ImagePull {
+        framework_id: t.framework_id.to_string(),
+        task_id: t.id.to_string(),
+        reference: reference.clone(),
+        pulling_since: None,
+        pulling: None,
+        error: None,
+    };
+    if t.state == TaskState::Starting && message.starts_with(&pulling_prefix) {
+        let history = m.observed.history.get(&(t.framework_id.clone(), t.id.clone()));
+        let first = history
+            .into_iter()
+            .flatten()
+            .find(|h| h.message.starts_with(&pulling_prefix))
+            .map(|h| h.at);
+        pull.pulling_since = first.or(t.last_status.as_ref().map(|s| s.timestamp));
+        pull.pulling = Some(message.to_owned());
+    } else if t.state.is_terminal() && message.starts_with(&error_prefix) {
+        pull.error = Some(message.to_owned());
+    } else {
+        return None;
+    }
+    Some(pull)
 }
 
 /// Why a task may not be running: refused when it was neither launched
 /// nor reported pending.
 pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
-    let launched: Vec<TaskView> = m
+    let tasks: Vec<&Task> = m
         .frameworks
         .values()
         .filter_map(|f| {
@@ -103,8 +156,12 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
                 .get(tid)
                 .or_else(|| f.completed.iter().rev().find(|t| &t.id == tid))
         })
+        .collect();
+    let launched: Vec<TaskView> = tasks
+        .iter()
         .map(|t| task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
         .collect();
+    let images = tasks.iter().filter_map(|t| image_pull(m, t)).collect();
     let mut pending = Vec::new();
     let mut fws = Vec::new();
     for (fid, report) in &m.observed.pending {
@@ -123,5 +180,6 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
         launched,
         pending,
         frameworks: fws,
+        images,
     })
 }

@@ -150,7 +150,7 @@ async function viewTasks() {
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
     <td><code>${esc(t.framework_id)}</code></td><td><code>${esc(t.agent_id)}</code></td>
     <td>${t.exit_code ?? ""}</td>
     <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td>
@@ -164,7 +164,7 @@ async function viewTasks() {
       <input id="f-q" placeholder="task id or name contains" value="${esc(f.q)}">
       <button id="f-apply">Filter</button>
     </div>
-    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
+    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
     <div class="pager"><button id="p-prev" ${f.offset === 0 ? "disabled" : ""}>‹ Prev</button>
       <span class="muted">${p.total ? f.offset + 1 : 0}–${Math.min(f.offset + PAGE, p.total)} of ${p.total}</span>
       <button id="p-next" ${f.offset + PAGE >= p.total ? "disabled" : ""}>Next ›</button></div>`;
@@ -219,6 +219,7 @@ async function viewTask(fid, tid) {
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
       <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (needs view_environment)</span>'}</td></tr>
+      ${t.image ? `<tr><td>Image</td><td><code>${esc(t.image)}</code>${t.image_credentials ? ` <span class="muted">pulled with ${esc(t.image_credentials)}</span>` : ""}</td></tr>` : ""}
     </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
     <h2>Log: <span id="log-name">stdout</span></h2><pre class="log" id="log"></pre>`;
