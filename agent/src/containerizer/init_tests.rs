@@ -826,9 +826,11 @@ echo "resolv: $(head -n 1 /etc/resolv.conf)"
     let (upper, work) = (base.join("upper"), base.join("work"));
     std::fs::create_dir(&upper).expect("upper");
     std::fs::create_dir(&work).expect("work");
+    let scaffold = base.join("scaffold");
+    super::super::rootfs::build_scaffold(&scaffold, &[]).expect("scaffold");
     if let Some(view) = c.spec.view.as_mut() {
         view.image = Some(super::super::rootfs::ImageRoot {
-            layers: layers.clone(),
+            layers: layers.iter().cloned().chain([scaffold]).collect(),
             upper: upper.clone(),
             work,
         });
@@ -858,5 +860,10 @@ echo "resolv: $(head -n 1 /etc/resolv.conf)"
     );
     assert!(layers.iter().all(|l| !l.join("written").exists()));
     assert!(layers[0].join("etc/motd").exists());
+    let in_upper: Vec<_> = std::fs::read_dir(&upper)
+        .expect("upper")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(in_upper, ["written"], "only the task's own change is in the upper dir");
     assert!(c.spec.sandbox.join("from-image").exists());
 }

@@ -106,6 +106,12 @@ impl LinuxContainerizer {
             ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation"))
         })?;
         tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
+        if let (Some(view), Some(_)) = (&cfg.view, &cfg.images) {
+            let dir = scaffold_dir(view);
+            super::rootfs::build_scaffold(&dir, &view.host_paths).map_err(|e| {
+                ContainerError::Isolation(format!("cannot make the image scaffold {}: {e}", dir.display()))
+            })?;
+        }
         Ok(LinuxContainerizer {
             launcher: Arc::new(Launcher::new(cfg.exe.clone())),
             cfg: Arc::new(cfg),
@@ -334,7 +340,9 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     };
     let mut view = cfg.view.clone();
     if let (Some(view), Some(image)) = (view.as_mut(), &image) {
-        view.image = Some(image.root.clone());
+        let mut root = image.root.clone();
+        root.layers.push(scaffold_dir(view));
+        view.image = Some(root);
     }
     let limits = Limits {
         cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
@@ -598,6 +606,12 @@ impl Container for LinuxContainer {
         }
         .boxed()
     }
+}
+
+/// The agent's scaffold layer, the topmost of every image root (see
+/// [`super::rootfs::build_scaffold`]), beside the view's mount point.
+fn scaffold_dir(view: &super::rootfs::View) -> PathBuf {
+    view.mountpoint.with_file_name("image-scaffold")
 }
 
 /// What one container's watcher looks after.

@@ -86,6 +86,42 @@ impl View {
     }
 }
 
+/// Builds (or completes) the scaffold layer in `dir`: the mount points an
+/// image root needs (`/proc`, `/dev`, `/sys`, `/tmp`, the host files, the
+/// sandbox and the shared host paths), laid over every image as its
+/// topmost read-only layer. Without it each launch made them in the
+/// container's upper dir, copying their parents up (`/etc`, `/mnt`), on
+/// the launch's path. Merged directories take the scaffold's attributes:
+/// 0755 and root's, as in every image (`/tmp` 1777).
+pub fn build_scaffold(dir: &Path, host_paths: &[HostPath]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mkdir = |rel: &Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir.join(rel.strip_prefix("/").unwrap_or(rel)))
+    };
+    mkdir(Path::new("/"))?;
+    for d in ["/proc", "/dev", "/sys", "/tmp", SANDBOX_IN_IMAGE] {
+        mkdir(Path::new(d))?;
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    let files = HOST_FILES.iter().map(Path::new);
+    let shared = host_paths.iter().map(|h| h.path.as_path());
+    for path in files.chain(shared) {
+        let inside = dir.join(path.strip_prefix("/").unwrap_or(path));
+        if is_dir(path) {
+            mkdir(path)?;
+        } else if !inside.exists() {
+            if let Some(parent) = path.parent() {
+                mkdir(parent)?;
+            }
+            std::fs::File::create(&inside)?;
+        }
+    }
+    Ok(())
+}
+
 /// A host directory shown to tasks; read-only unless `writable`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPath {
@@ -299,14 +335,13 @@ fn mount_overlay(image: &ImageRoot, target: &Path) -> Result<(), ViewError> {
         plain(&image.upper)?,
         plain(&image.work)?
     );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        HARDENED,
-        Some(options.as_str()),
-    )
-    .map_err(failed("mounting the image on", target))
+    // `volatile` (Linux 5.10+): the upper dir is thrown away with the
+    // container, so overlayfs need not sync it (a syncfs of the agent's
+    // file system at every unmount, and at every fsync in the task).
+    let mount_with = |options: &str| mount(Some("overlay"), target, Some("overlay"), HARDENED, Some(options));
+    mount_with(&format!("{options},volatile"))
+        .or_else(|_| mount_with(&options))
+        .map_err(failed("mounting the image on", target))
 }
 
 /// `pivot_root` into `new_root` and drop the old root, runc's way: no
