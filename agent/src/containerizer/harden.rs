@@ -541,39 +541,10 @@ fn arch() -> Result<TargetArch, HardenError> {
 /// The default profile as two programs (see [`Prepared::filters`]).
 fn default_filters() -> Result<Vec<BpfProgram>, HardenError> {
     let arch = arch()?;
-    let cond = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value);
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed().into_iter().map(|n| (n, Vec::new())).collect();
-    rules.insert(
-        libc::SYS_clone,
-        vec![SeccompRule::new(vec![cond(
-            0,
-            SeccompCmpOp::MaskedEq(CLONE_NAMESPACES),
-            0,
-        )?])?],
-    );
-    rules.insert(
-        libc::SYS_socket,
-        vec![SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            AF_VSOCK,
-        )?])?],
-    );
-    let personality = PERSONALITIES
-        .iter()
-        .map(|&p| {
-            Ok(SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                p,
-            )?])?)
-        })
-        .collect::<Result<Vec<_>, HardenError>>()?;
-    rules.insert(libc::SYS_personality, personality);
-    let allowlist = SeccompFilter::new(
-        rules,
+    let conditional = conditional_rules()?;
+    let unconditional: Vec<i64> = allowed().into_iter().filter(|n| !conditional.contains_key(n)).collect();
+    let rest = SeccompFilter::new(
+        conditional,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
         arch,
@@ -584,7 +555,119 @@ fn default_filters() -> Result<Vec<BpfProgram>, HardenError> {
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )?;
-    Ok(vec![allowlist.try_into()?, clone3.try_into()?])
+    Ok(vec![with_ranges(&unconditional, rest.try_into()?)?, clone3.try_into()?])
+}
+
+/// The calls allowed only with certain arguments: `clone` without
+/// namespace flags, `socket` but `AF_VSOCK`, and Docker's personalities.
+fn conditional_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, HardenError> {
+    let cond = |arg, len, op, value| SeccompCondition::new(arg, len, op, value);
+    let personality = PERSONALITIES
+        .iter()
+        .map(|&p| {
+            Ok(SeccompRule::new(vec![cond(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                p,
+            )?])?)
+        })
+        .collect::<Result<Vec<_>, HardenError>>()?;
+    Ok(BTreeMap::from([
+        (
+            libc::SYS_clone,
+            vec![SeccompRule::new(vec![cond(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(CLONE_NAMESPACES),
+                0,
+            )?])?],
+        ),
+        (
+            libc::SYS_socket,
+            vec![SeccompRule::new(vec![cond(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Ne,
+                AF_VSOCK,
+            )?])?],
+        ),
+        (libc::SYS_personality, personality),
+    ]))
+}
+
+/// `AUDIT_ARCH_*` of this architecture (linux/audit.h), as in the
+/// `seccomp_data` a filter reads.
+const fn audit_arch() -> u32 {
+    const LE_64: u32 = 0x8000_0000 | 0x4000_0000;
+    if cfg!(target_arch = "x86_64") {
+        62 | LE_64
+    } else if cfg!(target_arch = "aarch64") {
+        183 | LE_64
+    } else {
+        243 | LE_64 // riscv64, the last architecture seccompiler knows
+    }
+}
+
+/// `allowed`, unconditionally allowed calls, as ranges of numbers checked
+/// in order ahead of `rest` (seccompiler's program for everything else).
+///
+/// Why not one seccompiler program for all: it tests each call number in
+/// turn, five instructions per call, and the kernel, when it installs a
+/// filter, runs it for every call number to find the ones it may allow
+/// without running it again (the seccomp action cache). For an allowlist
+/// of 300 calls that took about 0.5 ms of every launch. About 40 ranges
+/// make the same decisions in a tenth of the instructions, and the cache
+/// still sees every allowed call as always allowed (it follows loads of
+/// the number and architecture, jumps and returns, all this prefix uses).
+fn with_ranges(allowed: &[i64], rest: BpfProgram) -> Result<BpfProgram, HardenError> {
+    const SECCOMP_DATA_NR: u32 = 0;
+    const SECCOMP_DATA_ARCH: u32 = 4;
+    let ld = |offset| insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, offset);
+    let jump = |op, k, jt, jf| insn(libc::BPF_JMP | op | libc::BPF_K, jt, jf, k);
+    let mut numbers: Vec<u32> = allowed
+        .iter()
+        .map(|&n| u32::try_from(n).map_err(|_| HardenError::Cached(format!("system call number {n}"))))
+        .collect::<Result<_, _>>()?;
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for n in numbers {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == n => *hi = n,
+            _ => ranges.push((n, n)),
+        }
+    }
+    // Each instruction's jump to `rest` (the first instruction after this
+    // prefix) is a `ja`, whose offset has 32 bits; conditional jumps have 8.
+    let len = 4 + 4 * ranges.len() + 1;
+    let mut prog = Vec::with_capacity(len + rest.len());
+    let to_rest = |at: usize| insn(libc::BPF_JMP | libc::BPF_JA, 0, 0, (len - at - 1) as u32);
+    prog.push(ld(SECCOMP_DATA_ARCH));
+    prog.push(jump(libc::BPF_JEQ, audit_arch(), 1, 0));
+    prog.push(to_rest(2));
+    prog.push(ld(SECCOMP_DATA_NR));
+    for (lo, hi) in ranges {
+        // Above this range: on to the next. In it: allowed. Below: not
+        // one of these (the ranges ascend).
+        prog.push(jump(libc::BPF_JGT, hi, 3, 0));
+        prog.push(jump(libc::BPF_JGE, lo, 0, 1));
+        prog.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+        prog.push(to_rest(prog.len()));
+    }
+    prog.push(to_rest(prog.len()));
+    debug_assert_eq!(prog.len(), len);
+    prog.extend(rest);
+    Ok(prog)
+}
+
+fn insn(code: u32, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
 }
 
 #[cfg(test)]
@@ -617,6 +700,99 @@ mod tests {
         ] {
             assert!(!calls.contains(&denied), "{denied} is allowed");
         }
+    }
+
+    /// Runs a classic BPF seccomp program on one call (the instructions
+    /// seccompiler and `with_ranges` emit), returning its action.
+    fn run(prog: &[seccompiler::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        let word = |offset: u32| -> u32 {
+            match offset {
+                0 => nr,
+                4 => arch,
+                16..=63 => {
+                    let arg = args[(offset as usize - 16) / 8];
+                    if offset.is_multiple_of(8) {
+                        arg as u32
+                    } else {
+                        (arg >> 32) as u32
+                    }
+                }
+                _ => panic!("load of seccomp_data offset {offset}"),
+            }
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            let code = u32::from(i.code);
+            pc += 1;
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => acc = word(i.k),
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= i.k,
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                c if c == libc::BPF_JMP | libc::BPF_JA => pc += i.k as usize,
+                c if c & 0x07 == libc::BPF_JMP => {
+                    let taken = match c & 0xf0 {
+                        op if op == libc::BPF_JEQ => acc == i.k,
+                        op if op == libc::BPF_JGT => acc > i.k,
+                        op if op == libc::BPF_JGE => acc >= i.k,
+                        op if op == libc::BPF_JSET => acc & i.k != 0,
+                        op => panic!("jump op {op:#x}"),
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                c => panic!("instruction {c:#x}"),
+            }
+        }
+    }
+
+    /// The allowlist with its unconditional calls as ranges decides every
+    /// call exactly as the plain seccompiler program of the same profile
+    /// (one test of each call number in turn) did: every number, this
+    /// architecture and another, the conditional calls with allowed and
+    /// refused arguments.
+    #[test]
+    fn the_ranged_allowlist_decides_as_the_plain_one() {
+        let arch = arch().expect("arch");
+        let mut all = conditional_rules().expect("rules");
+        for n in allowed() {
+            all.entry(n).or_default();
+        }
+        let plain: BpfProgram = SeccompFilter::new(
+            all,
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::Allow,
+            arch,
+        )
+        .expect("filter")
+        .try_into()
+        .expect("compile");
+        let ranged = &default_filters().expect("filters")[0];
+        assert!(
+            ranged.len() * 4 < plain.len(),
+            "{} against {} instructions",
+            ranged.len(),
+            plain.len()
+        );
+        let i386 = 3 | 0x4000_0000;
+        let arg_sets = [
+            [0; 6],
+            [AF_VSOCK, 0, 0, 0, 0, 0],
+            [0x2_0000, 0, 0, 0, 0, 0],
+            [0x1000_0000, 0, 0, 0, 0, 0],
+            [0xffff_ffff, 1, 2, 3, 4, 5],
+            [u64::MAX; 6],
+        ];
+        let mut allowed_calls = 0;
+        for nr in (0..1024).chain([0x4000_0000, 0x4000_0001, u32::MAX]) {
+            for audit in [audit_arch(), i386] {
+                for args in arg_sets {
+                    let (a, b) = (run(&plain, audit, nr, args), run(ranged, audit, nr, args));
+                    assert_eq!(a, b, "call {nr} arch {audit:#x} args {args:x?}");
+                    allowed_calls += usize::from(a == libc::SECCOMP_RET_ALLOW);
+                }
+            }
+        }
+        assert!(allowed_calls > 250 * arg_sets.len(), "{allowed_calls}");
     }
 
     #[test]
