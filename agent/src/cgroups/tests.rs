@@ -320,6 +320,22 @@ fn real_fork_loop_stops_at_pids_max() {
     cg.destroy().unwrap();
 }
 
+/// `destroy` of a cgroup still in use: removing the empty ones straight
+/// away fails on the first busy one, and it kills and removes the rest.
+#[test]
+fn real_destroy_kills_what_is_still_inside() {
+    let Some(t) = TestParent::new() else { return };
+    let cg = t.create("busy", &limits());
+    let _child = spawn_inside(&*cg, "sleep 30 & sleep 30; wait");
+    wait_for("both sleeps", Duration::from_secs(10), || {
+        cg.pids().map(|p| p.len() >= 2).unwrap_or(false)
+    });
+    cg.destroy().unwrap();
+    for hierarchy in V1_HIERARCHIES {
+        assert!(!t.dir(hierarchy, "busy").exists(), "{hierarchy}/busy is still there");
+    }
+}
+
 #[test]
 fn real_guard_cleans_up_after_a_panic() {
     let Some(probe) = TestParent::new() else { return };

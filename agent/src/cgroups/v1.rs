@@ -405,8 +405,32 @@ impl Cgroup for V1Cgroup {
         kill_all_with(&self.freezer, &V1Freezer(freezer), &|| self.list())
     }
 
-    /// By hand: see [`rmdir_retry`].
+    /// By hand: see [`rmdir_retry`]. A container's cgroups are usually
+    /// empty by now (its init leaves them before it reports the exit), so
+    /// they are removed straight away, freezer last; only if one is still
+    /// in use are its processes killed first. (Listing them reads every
+    /// hierarchy's `cgroup.procs`, and v1 builds a pid list for each read
+    /// that a workqueue frees later.)
     fn destroy(&self) -> Result<(), CgroupError> {
+        let freezer_last = self
+            .dirs
+            .iter()
+            .filter(|d| **d != self.freezer)
+            .chain(self.dirs.iter().filter(|d| **d == self.freezer));
+        let mut busy = false;
+        for dir in freezer_last {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => {
+                    busy = true;
+                    break;
+                }
+            }
+        }
+        if !busy {
+            return Ok(());
+        }
         self.kill_all()?;
         for dir in &self.dirs {
             rmdir_retry(dir)?;

@@ -332,7 +332,9 @@ async fn run(a: Args) -> Result<()> {
     for (name, net, image) in [
         ("mezzo", false, None),
         ("mezzo (+ network namespace)", true, None),
-        ("mezzo (busybox image)", false, Some(busybox)),
+        ("mezzo (busybox image)", false, Some(busybox.clone())),
+        // Like for like with crun's default spec: a rootfs and every namespace.
+        ("mezzo (busybox image, + network namespace)", true, Some(busybox)),
     ] {
         let cfg = LinuxConfig {
             cgroup_root: "/sys/fs/cgroup".into(),
@@ -356,7 +358,8 @@ async fn run(a: Args) -> Result<()> {
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(match (net, &image) {
-            (_, Some(_)) => "mezzo-image",
+            (true, Some(_)) => "mezzo-image-net",
+            (false, Some(_)) => "mezzo-image",
             (true, None) => "mezzo-net",
             (false, None) => "mezzo",
         });
