@@ -11,7 +11,7 @@ use mezzo_proto::v1;
 use mezzo_sdk::{Scheduler, SdkError, TaskState, task_state};
 use mezzo_tests::oci::{Entry, busybox_layout, noise};
 use mezzo_tests::registry::Registry;
-use mezzo_tests::{Cluster, ClusterSpec, fw};
+use mezzo_tests::{Cluster, ClusterSpec, files_holding, fw};
 use serde_json::json;
 use tonic::Code;
 
@@ -445,28 +445,6 @@ async fn put_secret(c: &Cluster, name: &str, value: &str) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-/// Every regular file below `dir` that holds `needle`.
-fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => found.extend(files_holding(&path, needle)),
-            Ok(t) if t.is_file() => {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    found.push(path);
-                }
-            }
-            _ => {}
-        }
-    }
-    found
 }
 
 /// Issue 15: a private registry (htpasswd over HTTPS, which answers with

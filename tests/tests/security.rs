@@ -14,7 +14,7 @@ use mezzo_proto::v1::agent_api_client::AgentApiClient;
 use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
 use mezzo_proto::v1::scheduler_client::SchedulerClient;
 use mezzo_sdk::{Event, SdkError, TaskState};
-use mezzo_tests::{Cluster, ClusterSpec, fw, http_client};
+use mezzo_tests::{Cluster, ClusterSpec, files_holding, fw, http_client};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -666,6 +666,32 @@ async fn no_secret_value_appears_anywhere() -> Result<()> {
         }
         ensure!(!seen.contains(VALUE), "the secret's value showed up");
         ensure!(seen.contains("secret:db"), "the detail names the secret");
+        // Nor does the agent keep it anywhere but in the task's own sandbox
+        // and environment: not in a running task's checkpoint.
+        let o = ev.offer().await?;
+        let holder = mezzo_sdk::TaskBuilder::new("holder")
+            .resources(&mezzo_sdk::Resources::parse("cpus:0.1;mem:16")?)
+            .shell("echo started > started; exec sleep 60")
+            .secret_env("DB", "db")
+            .secret_file("conf/db", "db")
+            .build();
+        s.accept(vec![o.offer_id], vec![holder], None).await?;
+        let started = c.dir.path().join("agent0/sandboxes").join(&fid).join("holder/started");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !started.exists() {
+            ensure!(std::time::Instant::now() < deadline, "holder never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let checkpoint = c.runtime_dir(0).join("tasks").join(&fid).join("holder/task.pb");
+        ensure!(checkpoint.exists(), "no checkpoint at {}", checkpoint.display());
+        let mut found = files_holding(&c.runtime_dir(0), VALUE);
+        for entry in std::fs::read_dir(c.dir.path().join("agent0"))? {
+            let path = entry?.path();
+            if !path.ends_with("sandboxes") {
+                found.extend(files_holding(&path, VALUE));
+            }
+        }
+        ensure!(found.is_empty(), "agent files holding the secret: {found:?}");
         // Nor does any file of the masters (Raft log, snapshots, marks).
         for entry in walk(&c.dir.path().join("master0"))? {
             let bytes = std::fs::read(&entry).unwrap_or_default();

@@ -38,11 +38,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct SupervisorSpec {
     pub key: TaskKey,
-    /// Without its image's credentials ([`take_image_credentials`]):
-    /// this is what the task's checkpoint holds.
+    /// Without its secrets' values ([`take_secrets`]): this is what the
+    /// task's checkpoint holds.
     pub task: v1::TaskInfo,
-    /// The login for the task's image pull, taken out of `task`.
-    pub image_credentials: Option<crate::images::Credentials>,
+    /// The values the leader filled in, taken out of `task`.
+    pub secrets: Secrets,
     pub agent_id: String,
     pub sandbox: PathBuf,
     /// The task's checkpoint dir, handed to the containerizer as its run dir.
@@ -210,8 +210,8 @@ impl Supervisor {
             return;
         }
 
-        let credentials = self.spec.image_credentials.take();
-        let mut container_spec = self.container_spec(command, image, credentials);
+        let secrets = std::mem::take(&mut self.spec.secrets);
+        let mut container_spec = self.container_spec(command, image, secrets);
         let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         container_spec.progress = Some(progress);
         let launch = containerizer.launch(container_spec);
@@ -353,7 +353,7 @@ impl Supervisor {
         &self,
         command: CommandSpec,
         image: Option<mezzo_proto::image::ImageRef>,
-        image_credentials: Option<crate::images::Credentials>,
+        secrets: Secrets,
     ) -> ContainerSpec {
         let key = &self.spec.key;
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned());
@@ -368,7 +368,14 @@ impl Supervisor {
             None => self.spec.sandbox.display().to_string(),
         };
         if let Some(cmd) = &self.spec.task.command {
-            env.extend(cmd.environment.iter().map(|e| (e.name.clone(), e.value.clone())));
+            let mut values = secrets.env.into_iter();
+            env.extend(cmd.environment.iter().map(|e| {
+                let value = match e.secret.is_empty() {
+                    true => e.value.clone(),
+                    false => values.next().unwrap_or_default(),
+                };
+                (e.name.clone(), value)
+            }));
         }
         env.extend([
             ("MEZZO_TASK_ID".to_owned(), key.task_id.to_string()),
@@ -394,7 +401,7 @@ impl Supervisor {
                 .unwrap_or_default(),
             user,
             run_dir: self.spec.run_dir.clone(),
-            secret_files: secret_files(&self.spec.task),
+            secret_files: secret_files(&self.spec.task, secrets.files),
             isolated_network: self
                 .spec
                 .task
@@ -402,7 +409,7 @@ impl Supervisor {
                 .iter()
                 .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated"),
             image,
-            image_credentials,
+            image_credentials: secrets.image,
             progress: None,
             unconfined: self
                 .spec
@@ -414,31 +421,70 @@ impl Supervisor {
     }
 }
 
-/// Takes the image's credentials (filled in by the leader) out of `task`:
-/// the agent needs them for the pull only, and keeps them in no
-/// checkpoint, view or report.
-pub fn take_image_credentials(task: &mut v1::TaskInfo) -> Option<crate::images::Credentials> {
-    let image = task.container.as_mut()?.image.as_mut()?;
-    let value = std::mem::take(&mut image.credentials);
-    (!value.is_empty()).then(|| crate::images::Credentials::new(image.credentials_secret.clone(), value))
+/// The secrets' values the leader filled in for this agent only (DESIGN.md,
+/// "Secrets"): needed to launch the task and nothing after, so they are
+/// kept in no checkpoint, view or report. `Debug` shows none of them.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// The login for the task's image pull.
+    image: Option<crate::images::Credentials>,
+    /// The values of the environment variables that name a secret, in order.
+    env: Vec<String>,
+    /// The contents of the task's secret files, in order.
+    files: Vec<Vec<u8>>,
 }
 
-/// The task's secret files, with paths checked again here (the agent
-/// writes them as root).
-fn secret_files(task: &v1::TaskInfo) -> Vec<crate::containerizer::SecretFile> {
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("image", &self.image)
+            .field("env", &self.env.len())
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+/// Takes the secrets' values out of `task` (which then names its secrets
+/// only, as the task the masters keep does).
+pub fn take_secrets(task: &mut v1::TaskInfo) -> Secrets {
+    let mut secrets = Secrets::default();
+    if let Some(image) = task.container.as_mut().and_then(|c| c.image.as_mut()) {
+        let value = std::mem::take(&mut image.credentials);
+        secrets.image =
+            (!value.is_empty()).then(|| crate::images::Credentials::new(image.credentials_secret.clone(), value));
+    }
+    if let Some(cmd) = task.command.as_mut() {
+        secrets.env = cmd
+            .environment
+            .iter_mut()
+            .filter(|e| !e.secret.is_empty())
+            .map(|e| std::mem::take(&mut e.value))
+            .collect();
+        secrets.files = cmd
+            .secret_files
+            .iter_mut()
+            .map(|f| std::mem::take(&mut f.value))
+            .collect();
+    }
+    secrets
+}
+
+/// The task's secret files with their `values` (in order), paths checked
+/// again here (the agent writes them as root).
+fn secret_files(task: &v1::TaskInfo, values: Vec<Vec<u8>>) -> Vec<crate::containerizer::SecretFile> {
     let Some(cmd) = &task.command else { return Vec::new() };
     cmd.secret_files
         .iter()
-        .filter_map(|f| match mezzo_proto::security::secret::sandbox_path(&f.path) {
-            Ok(path) => Some(crate::containerizer::SecretFile {
-                path,
-                value: f.value.clone(),
-            }),
-            Err(e) => {
-                tracing::warn!(task = %task.task_id, "{e}; not written");
-                None
-            }
-        })
+        .zip(values.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        .filter_map(
+            |(f, value)| match mezzo_proto::security::secret::sandbox_path(&f.path) {
+                Ok(path) => Some(crate::containerizer::SecretFile { path, value }),
+                Err(e) => {
+                    tracing::warn!(task = %task.task_id, "{e}; not written");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -520,7 +566,7 @@ fn the_memory_message_names_the_limit() {
 
 #[cfg(test)]
 #[test]
-fn image_credentials_are_taken_out_of_the_task() {
+fn secrets_are_taken_out_of_the_task() {
     let mut task = v1::TaskInfo {
         container: Some(v1::ContainerInfo {
             image: Some(v1::Image {
@@ -530,13 +576,38 @@ fn image_credentials_are_taken_out_of_the_task() {
             }),
             ..Default::default()
         }),
+        command: Some(v1::CommandInfo {
+            environment: vec![
+                v1::EnvVar {
+                    name: "PLAIN".into(),
+                    value: "visible".into(),
+                    secret: String::new(),
+                },
+                v1::EnvVar {
+                    name: "DB".into(),
+                    value: "s3cret-env".into(),
+                    secret: "db".into(),
+                },
+            ],
+            secret_files: vec![v1::SecretFile {
+                path: "conf/db".into(),
+                secret: "db".into(),
+                value: b"s3cret-file".to_vec(),
+            }],
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    let taken = take_image_credentials(&mut task).map(|c| c.secret().to_owned());
-    assert_eq!(taken.as_deref(), Some("regcreds"));
-    let image = task.container.and_then(|c| c.image).unwrap_or_default();
-    assert!(image.credentials.is_empty());
-    assert_eq!(image.credentials_secret, "regcreds");
-    assert!(!format!("{image:?}").contains("s3cret"));
-    assert_eq!(take_image_credentials(&mut v1::TaskInfo::default()).map(|_| ()), None);
+    let secrets = take_secrets(&mut task);
+    let left = format!("{task:?} {secrets:?}");
+    for value in ["s3cret", "s3cret-env", "s3cret-file"] {
+        assert!(!left.contains(value), "{value} in {left}");
+    }
+    assert!(left.contains("regcreds") && left.contains("visible"), "{left}");
+    assert_eq!(secrets.image.as_ref().map(|c| c.secret()), Some("regcreds"));
+    assert_eq!(secrets.env, ["s3cret-env"]);
+    let files = secret_files(&task, secrets.files);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].value, b"s3cret-file");
+    assert!(take_secrets(&mut v1::TaskInfo::default()).image.is_none());
 }

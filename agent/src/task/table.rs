@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
 use super::{StatusReport, agent_status};
 use crate::containerizer::{Containerizer, Recovery};
-use crate::images::Credentials;
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
@@ -245,7 +244,7 @@ impl Table {
                 match found {
                     Recovery::Adopted(container) => {
                         adopted.push(run_dir.clone());
-                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container), None);
+                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container), Default::default());
                         supervisor = Some(sup);
                         state = TaskState::Running;
                     }
@@ -323,7 +322,7 @@ impl Table {
     }
 
     /// Starts the supervisor of a task (launching it, pulling its image
-    /// with `image_credentials`, or watching an `adopted` container found
+    /// with the `secrets` it launches with, or watching an `adopted` container found
     /// again after a restart).
     fn supervise(
         &self,
@@ -331,10 +330,10 @@ impl Table {
         task: &v1::TaskInfo,
         agent_id: String,
         adopted: Option<Box<dyn crate::containerizer::Container>>,
-        image_credentials: Option<Credentials>,
+        secrets: supervisor::Secrets,
     ) -> SupervisorHandle {
         let spec = SupervisorSpec {
-            image_credentials,
+            secrets,
             key: key.clone(),
             task: task.clone(),
             agent_id,
@@ -470,10 +469,10 @@ impl Table {
         self.deps.gc.launched(&sandbox);
         // The supervisor checkpoints the task before launching it (off this
         // actor, so launches do not queue behind each other's writes).
-        // Only the pull needs them: the task the table keeps, shows and
-        // reports, and its checkpoint, hold none.
-        let credentials = supervisor::take_image_credentials(&mut task);
-        let sup = self.supervise(&key, &task, agent_id, None, credentials);
+        // Only the launch needs the secrets' values: the task the table
+        // keeps, shows and reports, and its checkpoint, hold none.
+        let secrets = supervisor::take_secrets(&mut task);
+        let sup = self.supervise(&key, &task, agent_id, None, secrets);
         self.deps.writeback.mark();
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();

@@ -85,15 +85,18 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
     let dir = tempfile::tempdir()?;
     let key = TaskKey::parse("fw-1", "task-1")?;
     let sandbox = crate::paths::sandbox_dir(dir.path(), &key.framework_id, &key.task_id);
+    let mut task = v1::TaskInfo {
+        task_id: "task-1".into(),
+        command: Some(cmd),
+        kill_grace_period_ms: grace_ms,
+        ..Default::default()
+    };
+    // As the table does with a task it is sent.
+    let secrets = supervisor::take_secrets(&mut task);
     let spec = SupervisorSpec {
         key,
-        task: v1::TaskInfo {
-            task_id: "task-1".into(),
-            command: Some(cmd),
-            kill_grace_period_ms: grace_ms,
-            ..Default::default()
-        },
-        image_credentials: None,
+        task,
+        secrets,
         agent_id: "agent-1".into(),
         sandbox: sandbox.clone(),
         run_dir: dir.path().join("run"),
