@@ -136,6 +136,10 @@ pub struct InitSpec {
     /// `WorkingDir`, made if missing); `None`: its sandbox.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// A user namespace of its own, with these ids (`super::userns`);
+    /// `uid`, `gid` and `groups` are then ids inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::IdRange>,
 }
 
 /// How the task ended, as recorded in `run_dir/exit`:
@@ -201,6 +205,8 @@ pub enum InitError {
     /// Reported by the task process before it could exec.
     #[error("{0}")]
     Task(String),
+    #[error(transparent)]
+    Userns(#[from] super::userns::UsernsError),
 }
 
 fn sys(op: &'static str) -> impl FnOnce(Errno) -> InitError {
@@ -346,21 +352,41 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
     init_mask().thread_block().map_err(sys("sigprocmask"))?;
 
     // The mount namespace is the init's own (see `init_body`): the
-    // supervisor keeps the host's view, where it writes `exit`.
-    unshare(clone_flags(spec)).map_err(sys("unshare"))?;
+    // supervisor keeps the host's view, where it writes `exit`. With a
+    // user namespace the init is cloned into all of them at once, so that
+    // they belong to it (`super::userns`).
+    if spec.userns.is_none() {
+        unshare(clone_flags(spec)).map_err(sys("unshare"))?;
+    }
 
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
-    // SAFETY: `ensure_single_threaded` checked that this process has one
-    // thread, so the child is an exact copy with no lock held by a thread
-    // that no longer exists; it may allocate and do any other work.
-    match unsafe { fork() }.map_err(sys("fork"))? {
-        ForkResult::Child => {
+    let handshake = match spec.userns {
+        Some(_) => Some(super::userns::Handshake::new().map_err(sys("pipe2"))?),
+        None => None,
+    };
+    let forked = match spec.userns {
+        // SAFETY: `ensure_single_threaded` checked that this process has
+        // one thread, so the child is an exact copy with no lock held by a
+        // thread that no longer exists; it may allocate and do any other work.
+        None => match unsafe { fork() }.map_err(sys("fork"))? {
+            ForkResult::Child => None,
+            ForkResult::Parent { child } => Some(child),
+        },
+        Some(_) => {
+            let flags = clone_flags(spec) | CloneFlags::CLONE_NEWUSER;
+            // SAFETY: as for `fork` above, which is all `fork_into` requires.
+            unsafe { super::userns::fork_into(flags) }.map_err(sys("clone"))?
+        }
+    };
+    match forked {
+        None => {
             drop(report_read);
-            let code = container_init(spec, report_write);
+            let code = container_init(spec, report_write, handshake.map(super::userns::Handshake::init));
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => {
+        Some(child) => {
             drop(report_write);
+            let mut handshake = handshake.map(super::userns::Handshake::supervisor);
             let pid_file = spec.run_dir.join(INIT_PID_FILE);
             if let Err(source) = write_atomic(&pid_file, format!("{child}\n").as_bytes()) {
                 // Without init.pid nobody could ever signal the container.
@@ -368,6 +394,15 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
                 let _ = wait_for(child);
                 return Err(InitError::Write { path: pid_file, source });
             }
+            if let (Some(handshake), Some(range)) = (handshake.as_mut(), spec.userns) {
+                if let Err(e) = handshake.release(child, range, &spec.cgroup_procs) {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = wait_for(child);
+                    return Err(e.into());
+                }
+                handshake.serve_claim(&spec.run_dir);
+            }
+            drop(handshake);
             // EOF once the init has written its report and closed the
             // pipe (or died): its record is final then.
             let mut report = Vec::new();
@@ -483,6 +518,12 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     if spec.view.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
         return Err(invalid("a file system view needs mount and pid namespaces".into()));
     }
+    if spec.userns.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
+        return Err(invalid("a user namespace needs mount and pid namespaces".into()));
+    }
+    if spec.userns.is_some() && in_image {
+        return Err(invalid(super::userns::NO_IMAGES.into()));
+    }
     Ok(())
 }
 
@@ -570,11 +611,11 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 
 /// Runs in the forked init; returns its exit code. `report` carries the
 /// exact [`ExitRecord`] to the supervisor.
-fn container_init(spec: &InitSpec, report: OwnedFd) -> i32 {
+fn container_init(spec: &InitSpec, report: OwnedFd, userns: Option<super::userns::InitSide>) -> i32 {
     // The task's stderr, once open: after the view is entered its host
     // path may no longer lead to it.
     let mut stderr = None;
-    let record = match init_body(spec, &mut stderr) {
+    let record = match init_body(spec, &mut stderr, userns) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
@@ -598,13 +639,26 @@ fn report_error(spec: &InitSpec, file: Option<&File>, message: &str) {
     }
 }
 
-fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitRecord, InitError> {
+fn init_body(
+    spec: &InitSpec,
+    stderr_sink: &mut Option<File>,
+    mut userns: Option<super::userns::InitSide>,
+) -> Result<ExitRecord, InitError> {
     // Inherited SIG_IGN from the supervisor; the signals are still blocked,
     // so nothing is lost in between.
     for signal in IGNORED_BY_SUPERVISOR {
         set_disposition(signal, SigHandler::SigDfl).map_err(sys("sigaction"))?;
     }
-    for path in &spec.cgroup_procs {
+    if let Some(userns) = userns.as_mut() {
+        // Mapped, and moved into the cgroups, by the supervisor.
+        userns.wait_go()?;
+    }
+    let join = if userns.is_some() {
+        &[][..]
+    } else {
+        &spec.cgroup_procs[..]
+    };
+    for path in join {
         // "0" is the writing process, whatever pid namespace it is in.
         fs::write(path, b"0").map_err(|source| InitError::Cgroup {
             path: path.clone(),
@@ -644,13 +698,12 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
         )
         .map_err(sys("making / private"))?;
     }
-    let stdio = Stdio::open(spec)?;
-    *stderr_sink = stdio.stderr.try_clone().ok();
-    // Outside the view: the claim is taken through this descriptor.
-    let mut run_dir = spec.run_dir.clone();
-    let _run_dir_fd = match &spec.view {
+    // Opened while this process is still host root (with a user
+    // namespace it is not for long): its mount point, and outside the
+    // view the run dir, through which the claim is taken.
+    let outside = match &spec.view {
         Some(view) => {
-            let fd = nix::fcntl::open(
+            let run_dir = nix::fcntl::open(
                 &spec.run_dir,
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
@@ -659,7 +712,19 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
                 path: spec.run_dir.clone(),
                 source: source.into(),
             })?;
-            super::rootfs::enter(view, &spec.sandbox)?;
+            Some((view, super::rootfs::Mountpoint::open(view)?, run_dir))
+        }
+        None => None,
+    };
+    if let Some(userns) = &userns {
+        userns.become_root()?;
+    }
+    let stdio = Stdio::open(spec)?;
+    *stderr_sink = stdio.stderr.try_clone().ok();
+    let mut run_dir = spec.run_dir.clone();
+    let _run_dir_fd = match outside {
+        Some((view, mountpoint, fd)) => {
+            super::rootfs::enter(view, &spec.sandbox, mountpoint, userns.is_some())?;
             run_dir = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
             Some(fd)
         }
@@ -694,7 +759,12 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
     // that claimed the task first has reported it dropped, so it must
     // never start (see `super::claim`).
     crate::failpoint::hit_blocking("before_claim");
-    match super::claim::take(&run_dir, super::claim::Claim::Started) {
+    let claim = match userns.as_mut() {
+        // The run dir is host root's: the supervisor takes it for us.
+        Some(userns) => Ok(userns.claim()?),
+        None => super::claim::take(&run_dir, super::claim::Claim::Started),
+    };
+    match claim {
         Ok(super::claim::Claim::Started) => {}
         Ok(super::claim::Claim::Dropped) => return Ok(ExitRecord::Error(DROPPED_BY_RECOVERY.into())),
         Err(source) => {
