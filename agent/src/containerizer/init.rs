@@ -23,6 +23,12 @@
 //!                                           (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
 //! ```
 //!
+//! With a user namespace (`mezzo agent --user-namespaces`) the supervisor
+//! instead clones the init into it and the other namespaces at once, writes
+//! its id maps, moves it into the cgroups and takes the launch claim for
+//! it; the init becomes root of its namespace before it builds the view
+//! (see [`super::userns`]).
+//!
 //! The supervisor lives in its own session, so it survives the agent: the
 //! `exit` file is written even when no agent is watching, and a restarted
 //! agent finds `init.pid` and `exit` in the run directory (DESIGN.md, "Agent
