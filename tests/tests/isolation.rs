@@ -729,6 +729,18 @@ PY
 /// operator shares (`--host-paths`) are there, read-only unless `:rw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escapes_from_a_task_fail() -> Result<()> {
+    escapes(&[]).await
+}
+
+/// Issue 15: the same ways out fail the same way with `--user-namespaces`
+/// (the hardened defaults hold on top of the user namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_from_a_task_in_a_user_namespace_fail() -> Result<()> {
+    escapes(&["--user-namespaces"]).await
+}
+
+/// [`escapes_from_a_task_fail`] on an agent with `extra` flags.
+async fn escapes(extra: &[&str]) -> Result<()> {
     let nonce = format!(
         "{}-{}",
         std::process::id(),
@@ -739,7 +751,9 @@ async fn escapes_from_a_task_fail() -> Result<()> {
     std::fs::write(ro.path().join("hello"), "hello")?;
     let rw = mezzo_tests::shared_dir("mezzo-shared-rw-")?;
     let host_paths = format!("{}:rw,{}", mezzo_tests::SHARED_ROOT, ro.path().display());
-    let c = Cluster::start(spec(&["--allowed-users", "root", "--host-paths", &host_paths])).await?;
+    let mut args = vec!["--allowed-users", "root", "--host-paths", &host_paths];
+    args.extend(extra);
+    let c = Cluster::start(spec(&args)).await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "escapes", None).await?;
         let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);

@@ -182,3 +182,27 @@ fn an_image_in_a_user_namespace_is_refused() {
     };
     assert!(message.contains(super::super::super::userns::NO_IMAGES), "{message}");
 }
+
+/// Issue 15: the UTS and network namespaces are made with the user
+/// namespace and belong to it: its root sets the hostname and brings `lo`
+/// up, as without one.
+#[test]
+fn hostname_and_loopback_in_a_user_namespace() {
+    if !is_root() || super::super::super::userns::unsupported().is_some() {
+        return;
+    }
+    let ip = "/usr/sbin/ip";
+    if !Path::new(ip).exists() {
+        eprintln!("skipped: no {ip}");
+        return;
+    }
+    let (mut c, _) = in_userns(65534, &format!("hostname; {ip} -o link show"));
+    c.spec.hostname = Some("in-userns".into());
+    c.spec.namespaces.net = true;
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    let out = c.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "the hostname and only lo: {out}");
+    assert_eq!(lines[0], "in-userns");
+    assert!(lines[1].contains(": lo: <LOOPBACK,UP"), "lo up: {out}");
+}
