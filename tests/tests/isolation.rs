@@ -223,13 +223,25 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
 /// reported with its true exit status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_survive_an_agent_restart() -> Result<()> {
-    let mut c = Cluster::start(spec(&[])).await?;
+    survive_a_restart(&[], ("4.0123", "1.0321")).await
+}
+
+/// Issue 15: the same with `--user-namespaces`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_in_user_namespaces_survive_an_agent_restart() -> Result<()> {
+    survive_a_restart(&["--user-namespaces"], ("4.0124", "1.0322")).await
+}
+
+/// [`tasks_survive_an_agent_restart`] on an agent with `extra` flags; the
+/// tasks sleep `long` and `short` seconds (markers of their processes).
+async fn survive_a_restart(extra: &[&str], (long, short): (&str, &str)) -> Result<()> {
+    let mut c = Cluster::start(spec(extra)).await?;
     let result = async {
         let (s, mut ev, _) = fw::subscribe(&c, "survivors", None).await?;
         let o = ev.offer().await?;
-        let long = task("long", "cpus:0.1;mem:32", "sleep 4.0123; exit 0")?;
-        let short = task("short", "cpus:0.1;mem:32", "sleep 1.0321; exit 7")?;
-        s.accept(vec![o.offer_id], vec![long, short], None).await?;
+        let long_task = task("long", "cpus:0.1;mem:32", &format!("sleep {long}; exit 0"))?;
+        let short_task = task("short", "cpus:0.1;mem:32", &format!("sleep {short}; exit 7"))?;
+        s.accept(vec![o.offer_id], vec![long_task, short_task], None).await?;
         ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
         ev.update("short", Duration::from_secs(10), |s| s == TaskState::Running)
@@ -237,7 +249,7 @@ async fn tasks_survive_an_agent_restart() -> Result<()> {
         // RUNNING means launched: the tasks' own processes must exist before
         // the kill (an agent killed earlier finds them never started).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while processes_with("4.0123").is_empty() || processes_with("1.0321").is_empty() {
+        while processes_with(long).is_empty() || processes_with(short).is_empty() {
             ensure!(Instant::now() < deadline, "the tasks never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
