@@ -72,7 +72,9 @@ pub struct Args {
     user_namespaces: bool,
     /// With --user-namespaces: container uids and gids 0..COUNT are host
     /// ids BASE..BASE+COUNT, one range shared by every task of the agent.
-    #[arg(long, env = "MEZZO_USER_NAMESPACE_IDS", default_value = "100000:65536", value_parser = userns_ids)]
+    /// The default (0x70000000) is above the subordinate ids useradd hands
+    /// out (/etc/subuid) and systemd-nspawn's container range.
+    #[arg(long, env = "MEZZO_USER_NAMESPACE_IDS", default_value = "1879048192:65536", value_parser = userns_ids)]
     user_namespace_ids: mezzo_agent::containerizer::userns::IdRange,
     /// A directory of OCI image layouts, one per name: tasks may name
     /// `oci:NAME[:TAG]` or `oci:NAME@sha256:…` as their image.
