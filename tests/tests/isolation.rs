@@ -1065,3 +1065,50 @@ async fn user_namespaced_tasks_keep_limits_and_kill(s: &mezzo_sdk::Scheduler, ev
     );
     Ok(())
 }
+
+/// Issue 15: a task user the agent's user namespaces do not map (here
+/// nobody, 65534, with a range of ids 0 to 65533) cannot run: an ERROR, not a
+/// failure, with the reason; root, which the range maps, runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_user_namespace_range_is_refused() -> Result<()> {
+    let args = [
+        "--task-user",
+        "root",
+        "--allowed-users",
+        "nobody",
+        "--user-namespaces",
+        "--user-namespace-ids",
+        "400000:65534",
+    ];
+    let c = Cluster::start(spec(&args)).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "unmapped", None).await?;
+        let o = ev.offer().await?;
+        let mut t = task("as-nobody", "cpus:0.1;mem:32", "id")?;
+        t.command.as_mut().context("command")?.user = "nobody".into();
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        let st = ev
+            .update("as-nobody", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.reason == v1::StatusReason::ReasonTaskInvalid as i32
+                && st.message.contains("not both mapped"),
+            "{st:?}"
+        );
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("as-root", "cpus:0.1;mem:32", "id -u")?],
+            None,
+        )
+        .await?;
+        let st = ev
+            .update("as-root", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -44,6 +44,10 @@ use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
+/// The highest id every range maps: the tty group, which owns the pts of
+/// a task's private `/dev`.
+const MIN_ID: u32 = 5;
+
 /// Container ids `0..count` are host ids `base..base + count` (uids and
 /// gids alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +65,13 @@ impl IdRange {
             base: base.trim().parse().map_err(|_| bad())?,
             count: count.trim().parse().map_err(|_| bad())?,
         };
-        if range.base == 0 || range.count == 0 {
-            return Err(format!("{s:?}: the range must not include host id 0 and not be empty"));
+        if range.base == 0 {
+            return Err(format!("{s:?}: the range must not include host id 0"));
+        }
+        if range.count <= MIN_ID {
+            return Err(format!(
+                "{s:?}: COUNT must be more than {MIN_ID}: the tty group ({MIN_ID}) owns a task's pseudo-terminals"
+            ));
         }
         // The kernel refuses a map that reaches (uid_t)-1.
         if range.base.checked_add(range.count).is_none_or(|end| end == u32::MAX) {
@@ -292,8 +301,10 @@ mod tests {
         assert_eq!(r.host(65536), None);
         assert_eq!(r.map_line(), "0 100000 65536\n");
         assert_eq!(r.to_string(), "100000:65536");
+        assert!(IdRange::parse("100000:6").is_ok());
         for bad in [
             "",
+            "1:5",
             "100000",
             "0:65536",
             "1:0",
