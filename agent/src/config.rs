@@ -89,6 +89,10 @@ pub struct IsolationConfig {
     /// How registries are reached (`--insecure-registries`,
     /// `--registry-ca`) for `HOST/PATH[:TAG]` images.
     pub registries: crate::images::RegistryConfig,
+    /// Each task in a user namespace of its own, container ids
+    /// `0..count` mapped to host ids `base..` (`--user-namespaces`,
+    /// `--user-namespace-ids`); `None`: tasks share the host's.
+    pub userns: Option<crate::containerizer::userns::IdRange>,
 }
 
 impl IsolationConfig {
@@ -110,6 +114,7 @@ impl IsolationConfig {
             image_layouts: None,
             image_store_max_bytes: 10 << 30,
             registries: crate::images::RegistryConfig::default(),
+            userns: None,
         }
     }
 }

@@ -453,6 +453,7 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 view: Some(task_view(host, &iso.host_paths)?),
                 allow_unconfined: iso.allow_unconfined,
                 images: Some(image_source(work_dir, iso)?),
+                userns: iso.userns,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))

@@ -223,13 +223,25 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
 /// reported with its true exit status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_survive_an_agent_restart() -> Result<()> {
-    let mut c = Cluster::start(spec(&[])).await?;
+    survive_a_restart(&[], ("4.0123", "1.0321")).await
+}
+
+/// Issue 15: the same with `--user-namespaces`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_in_user_namespaces_survive_an_agent_restart() -> Result<()> {
+    survive_a_restart(&["--user-namespaces"], ("4.0124", "1.0322")).await
+}
+
+/// [`tasks_survive_an_agent_restart`] on an agent with `extra` flags; the
+/// tasks sleep `long` and `short` seconds (markers of their processes).
+async fn survive_a_restart(extra: &[&str], (long, short): (&str, &str)) -> Result<()> {
+    let mut c = Cluster::start(spec(extra)).await?;
     let result = async {
         let (s, mut ev, _) = fw::subscribe(&c, "survivors", None).await?;
         let o = ev.offer().await?;
-        let long = task("long", "cpus:0.1;mem:32", "sleep 4.0123; exit 0")?;
-        let short = task("short", "cpus:0.1;mem:32", "sleep 1.0321; exit 7")?;
-        s.accept(vec![o.offer_id], vec![long, short], None).await?;
+        let long_task = task("long", "cpus:0.1;mem:32", &format!("sleep {long}; exit 0"))?;
+        let short_task = task("short", "cpus:0.1;mem:32", &format!("sleep {short}; exit 7"))?;
+        s.accept(vec![o.offer_id], vec![long_task, short_task], None).await?;
         ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
         ev.update("short", Duration::from_secs(10), |s| s == TaskState::Running)
@@ -237,7 +249,7 @@ async fn tasks_survive_an_agent_restart() -> Result<()> {
         // RUNNING means launched: the tasks' own processes must exist before
         // the kill (an agent killed earlier finds them never started).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while processes_with("4.0123").is_empty() || processes_with("1.0321").is_empty() {
+        while processes_with(long).is_empty() || processes_with(short).is_empty() {
             ensure!(Instant::now() < deadline, "the tasks never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -729,6 +741,18 @@ PY
 /// operator shares (`--host-paths`) are there, read-only unless `:rw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escapes_from_a_task_fail() -> Result<()> {
+    escapes(&[]).await
+}
+
+/// Issue 15: the same ways out fail the same way with `--user-namespaces`
+/// (the hardened defaults hold on top of the user namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_from_a_task_in_a_user_namespace_fail() -> Result<()> {
+    escapes(&["--user-namespaces"]).await
+}
+
+/// [`escapes_from_a_task_fail`] on an agent with `extra` flags.
+async fn escapes(extra: &[&str]) -> Result<()> {
     let nonce = format!(
         "{}-{}",
         std::process::id(),
@@ -739,7 +763,9 @@ async fn escapes_from_a_task_fail() -> Result<()> {
     std::fs::write(ro.path().join("hello"), "hello")?;
     let rw = mezzo_tests::shared_dir("mezzo-shared-rw-")?;
     let host_paths = format!("{}:rw,{}", mezzo_tests::SHARED_ROOT, ro.path().display());
-    let c = Cluster::start(spec(&["--allowed-users", "root", "--host-paths", &host_paths])).await?;
+    let mut args = vec!["--allowed-users", "root", "--host-paths", &host_paths];
+    args.extend(extra);
+    let c = Cluster::start(spec(&args)).await?;
     let result = async {
         let (s, mut ev, fid) = fw::subscribe(&c, "escapes", None).await?;
         let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);
@@ -769,14 +795,7 @@ async fn escapes_from_a_task_fail() -> Result<()> {
             .replace("@RW@", &rw.path().display().to_string())
             .replace("OUTSIDE", &std::process::id().to_string());
         for user in ["nobody", "root"] {
-            let id = format!("probe-{user}");
-            let o = ev.offer().await?;
-            let mut t = task(&id, "cpus:0.1;mem:64", &script)?;
-            t.command.as_mut().context("command")?.user = user.into();
-            s.accept(vec![o.offer_id], vec![t], None).await?;
-            let st = ev.update(&id, Duration::from_secs(20), TaskState::is_terminal).await?;
-            let out = std::fs::read_to_string(sandboxes.join(&id).join("stdout"))?;
-            ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}\n{out}");
+            let out = probe_as(&s, &mut ev, &sandboxes, user, &script).await?;
             for expected in [
                 "etc: Read-only file system".to_string(),
                 "tmp: ok".into(),
@@ -831,6 +850,26 @@ async fn escapes_from_a_task_fail() -> Result<()> {
     }
     .await;
     result.with_context(|| c.logs())
+}
+
+/// Runs `script` as `user` in task `probe-USER` (sandbox under
+/// `sandboxes`); returns its stdout once it has finished.
+async fn probe_as(
+    s: &mezzo_sdk::Scheduler,
+    ev: &mut fw::Inbox,
+    sandboxes: &std::path::Path,
+    user: &str,
+    script: &str,
+) -> Result<String> {
+    let id = format!("probe-{user}");
+    let o = ev.offer().await?;
+    let mut t = task(&id, "cpus:0.1;mem:64", script)?;
+    t.command.as_mut().context("command")?.user = user.into();
+    s.accept(vec![o.offer_id], vec![t], None).await?;
+    let st = ev.update(&id, Duration::from_secs(20), TaskState::is_terminal).await?;
+    let out = std::fs::read_to_string(sandboxes.join(&id).join("stdout"))?;
+    ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}\n{out}");
+    Ok(out)
 }
 
 /// Zombie processes whose parent is `ppid`.
@@ -896,6 +935,178 @@ async fn ended_containers_leave_no_zombies() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// What [`user_namespaces_make_root_an_unprivileged_host_user`] runs as
+/// root and as nobody (`SHARED`: a shared writable host dir holding a
+/// 0644 file of host root's).
+const USERNS_PROBE: &str = r#"echo "uid_map: $(awk '{print $1, $2, $3}' /proc/self/uid_map)"
+echo "id: $(id -u)"
+echo x > ./from-task && echo "sandbox: ok"
+echo x > SHARED/from-$(id -u) && echo "shared: ok"
+if echo x 2>/dev/null >> SHARED/root-file; then echo "root_file: ok"; else echo "root_file: denied"; fi
+"#;
+
+/// Issue 15: with `--user-namespaces` each task has a user namespace of
+/// its own (its `uid_map` shows the agent's range); a task allowed to run
+/// as root is uid 0 inside, but what it writes to its sandbox or a shared
+/// host dir is the range's base's on the host, and it cannot write a host
+/// root's file that root without the option could. Nobody still works
+/// (host id base+65534); the task's limits, kill and exit status work as
+/// without; a task with an image is refused (not supported yet). Without
+/// the option (the control) the same probes see the host's ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaces_make_root_an_unprivileged_host_user() -> Result<()> {
+    for on in [true, false] {
+        let shared = mezzo_tests::shared_dir("mezzo-userns-")?;
+        std::fs::write(shared.path().join("root-file"), "host root's\n")?;
+        let mut args = vec!["--allowed-users", "root"];
+        if on {
+            args.extend(["--user-namespaces", "--user-namespace-ids", "400000:65536"]);
+        }
+        let c = Cluster::start(spec(&args)).await?;
+        let result = async {
+            let (s, mut ev, fid) = fw::subscribe(&c, "userns", None).await?;
+            let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);
+            let script = USERNS_PROBE.replace("SHARED", &shared.path().display().to_string());
+            let (map, base, root_file) = if on {
+                ("0 400000 65536", 400_000, "root_file: denied")
+            } else {
+                ("0 0 4294967295", 0, "root_file: ok")
+            };
+            for (user, uid) in [("root", 0), ("nobody", 65534)] {
+                let out = probe_as(&s, &mut ev, &sandboxes, user, &script).await?;
+                let mut expected = vec![format!("uid_map: {map}"), format!("id: {uid}"), "sandbox: ok".into()];
+                expected.push("shared: ok".into());
+                if user == "root" {
+                    expected.push(root_file.into());
+                }
+                for line in expected {
+                    ensure!(out.lines().any(|l| l == line), "{user}: no {line:?} in:\n{out}");
+                }
+                use std::os::unix::fs::MetadataExt;
+                for file in [
+                    sandboxes.join(format!("probe-{user}")).join("from-task"),
+                    shared.path().join(format!("from-{uid}")),
+                ] {
+                    let owner = std::fs::metadata(&file)?.uid();
+                    ensure!(owner == base + uid, "{user}: {} is uid {owner}", file.display());
+                }
+            }
+            if on {
+                ensure!(
+                    std::fs::read_to_string(shared.path().join("root-file"))? == "host root's\n",
+                    "a task's root wrote host root's file"
+                );
+                user_namespaced_tasks_keep_limits_and_kill(&s, &mut ev).await?;
+            }
+            Ok(())
+        }
+        .await;
+        result.with_context(|| c.logs())?;
+    }
+    Ok(())
+}
+
+/// On an agent with `--user-namespaces`: the memory limit, kill (nothing
+/// left behind) and the refusal of an image.
+async fn user_namespaced_tasks_keep_limits_and_kill(s: &mezzo_sdk::Scheduler, ev: &mut fw::Inbox) -> Result<()> {
+    let hog = task(
+        "hog",
+        "cpus:0.1;mem:32",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    )?;
+    let sleeper = task("sleeper", "cpus:0.1;mem:32", "exec sleep 271.828")?;
+    for t in [hog, sleeper] {
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+    }
+    let st = ev
+        .update("hog", Duration::from_secs(20), TaskState::is_terminal)
+        .await?;
+    ensure!(
+        task_state(&st) == Some(TaskState::Failed)
+            && st.reason == v1::StatusReason::ReasonContainerLimitationMemory as i32,
+        "{st:?}"
+    );
+    ev.update("sleeper", Duration::from_secs(10), |s| s == TaskState::Running)
+        .await?;
+    s.kill("sleeper", Some(Duration::from_millis(200))).await?;
+    let st = ev
+        .update("sleeper", Duration::from_secs(10), TaskState::is_terminal)
+        .await?;
+    ensure!(task_state(&st) == Some(TaskState::Killed), "{st:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with("271.828").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(processes_with("271.828").is_empty(), "processes left after the kill");
+
+    let o = ev.offer().await?;
+    let mut imaged = task("imaged", "cpus:0.1;mem:32", "true")?;
+    imaged.container = Some(v1::ContainerInfo {
+        image: Some(v1::Image {
+            reference: "oci:busybox:1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    s.accept(vec![o.offer_id], vec![imaged], None).await?;
+    let st = ev
+        .update("imaged", Duration::from_secs(10), TaskState::is_terminal)
+        .await?;
+    ensure!(
+        task_state(&st) == Some(TaskState::Error) && st.message.contains("user namespace"),
+        "{st:?}"
+    );
+    Ok(())
+}
+
+/// Issue 15: a task user the agent's user namespaces do not map (here
+/// nobody, 65534, with a range of ids 0 to 65533) cannot run: an ERROR, not a
+/// failure, with the reason; root, which the range maps, runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_user_namespace_range_is_refused() -> Result<()> {
+    let args = [
+        "--task-user",
+        "root",
+        "--allowed-users",
+        "nobody",
+        "--user-namespaces",
+        "--user-namespace-ids",
+        "400000:65534",
+    ];
+    let c = Cluster::start(spec(&args)).await?;
+    let result = async {
+        let (s, mut ev, _) = fw::subscribe(&c, "unmapped", None).await?;
+        let o = ev.offer().await?;
+        let mut t = task("as-nobody", "cpus:0.1;mem:32", "id")?;
+        t.command.as_mut().context("command")?.user = "nobody".into();
+        s.accept(vec![o.offer_id], vec![t], None).await?;
+        let st = ev
+            .update("as-nobody", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.reason == v1::StatusReason::ReasonTaskInvalid as i32
+                && st.message.contains("not both mapped"),
+            "{st:?}"
+        );
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![task("as-root", "cpus:0.1;mem:32", "id -u")?],
+            None,
+        )
+        .await?;
+        let st = ev
+            .update("as-root", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
         Ok(())
     }
     .await;

@@ -23,6 +23,12 @@
 //!                                           (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
 //! ```
 //!
+//! With a user namespace (`mezzo agent --user-namespaces`) the supervisor
+//! instead clones the init into it and the other namespaces at once, writes
+//! its id maps, moves it into the cgroups and takes the launch claim for
+//! it; the init becomes root of its namespace before it builds the view
+//! (see [`super::userns`]).
+//!
 //! The supervisor lives in its own session, so it survives the agent: the
 //! `exit` file is written even when no agent is watching, and a restarted
 //! agent finds `init.pid` and `exit` in the run directory (DESIGN.md, "Agent
@@ -37,7 +43,7 @@
 // ioctl that brings `lo` up. Every `unsafe` block below says why it is sound.
 #![allow(unsafe_code)]
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -50,10 +56,13 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use nix::unistd::{ForkResult, Pid, fork};
 use serde::{Deserialize, Serialize};
 
 use super::ExitStatus;
+
+mod task_exec;
+use task_exec::{Stdio, Step, TASK_STACK, TaskExec, TaskFailure};
 
 /// Name of the file in `run_dir` holding the init's pid (host pid namespace).
 pub const INIT_PID_FILE: &str = "init.pid";
@@ -136,6 +145,10 @@ pub struct InitSpec {
     /// `WorkingDir`, made if missing); `None`: its sandbox.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// A user namespace of its own, with these ids (`super::userns`);
+    /// `uid`, `gid` and `groups` are then ids inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::IdRange>,
 }
 
 /// How the task ended, as recorded in `run_dir/exit`:
@@ -201,6 +214,8 @@ pub enum InitError {
     /// Reported by the task process before it could exec.
     #[error("{0}")]
     Task(String),
+    #[error(transparent)]
+    Userns(#[from] super::userns::UsernsError),
 }
 
 fn sys(op: &'static str) -> impl FnOnce(Errno) -> InitError {
@@ -346,21 +361,41 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
     init_mask().thread_block().map_err(sys("sigprocmask"))?;
 
     // The mount namespace is the init's own (see `init_body`): the
-    // supervisor keeps the host's view, where it writes `exit`.
-    unshare(clone_flags(spec)).map_err(sys("unshare"))?;
+    // supervisor keeps the host's view, where it writes `exit`. With a
+    // user namespace the init is cloned into all of them at once, so that
+    // they belong to it (`super::userns`).
+    if spec.userns.is_none() {
+        unshare(clone_flags(spec)).map_err(sys("unshare"))?;
+    }
 
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
-    // SAFETY: `ensure_single_threaded` checked that this process has one
-    // thread, so the child is an exact copy with no lock held by a thread
-    // that no longer exists; it may allocate and do any other work.
-    match unsafe { fork() }.map_err(sys("fork"))? {
-        ForkResult::Child => {
+    let handshake = match spec.userns {
+        Some(_) => Some(super::userns::Handshake::new().map_err(sys("pipe2"))?),
+        None => None,
+    };
+    let forked = match spec.userns {
+        // SAFETY: `ensure_single_threaded` checked that this process has
+        // one thread, so the child is an exact copy with no lock held by a
+        // thread that no longer exists; it may allocate and do any other work.
+        None => match unsafe { fork() }.map_err(sys("fork"))? {
+            ForkResult::Child => None,
+            ForkResult::Parent { child } => Some(child),
+        },
+        Some(_) => {
+            let flags = clone_flags(spec) | CloneFlags::CLONE_NEWUSER;
+            // SAFETY: as for `fork` above, which is all `fork_into` requires.
+            unsafe { super::userns::fork_into(flags) }.map_err(sys("clone"))?
+        }
+    };
+    match forked {
+        None => {
             drop(report_read);
-            let code = container_init(spec, report_write);
+            let code = container_init(spec, report_write, handshake.map(super::userns::Handshake::init));
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => {
+        Some(child) => {
             drop(report_write);
+            let mut handshake = handshake.map(super::userns::Handshake::supervisor);
             let pid_file = spec.run_dir.join(INIT_PID_FILE);
             if let Err(source) = write_atomic(&pid_file, format!("{child}\n").as_bytes()) {
                 // Without init.pid nobody could ever signal the container.
@@ -368,6 +403,15 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
                 let _ = wait_for(child);
                 return Err(InitError::Write { path: pid_file, source });
             }
+            if let (Some(handshake), Some(range)) = (handshake.as_mut(), spec.userns) {
+                if let Err(e) = handshake.release(child, range, &spec.cgroup_procs) {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = wait_for(child);
+                    return Err(e.into());
+                }
+                handshake.serve_claim(&spec.run_dir);
+            }
+            drop(handshake);
             // EOF once the init has written its report and closed the
             // pipe (or died): its record is final then.
             let mut report = Vec::new();
@@ -483,6 +527,12 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     if spec.view.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
         return Err(invalid("a file system view needs mount and pid namespaces".into()));
     }
+    if spec.userns.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
+        return Err(invalid("a user namespace needs mount and pid namespaces".into()));
+    }
+    if spec.userns.is_some() && in_image {
+        return Err(invalid(super::userns::NO_IMAGES.into()));
+    }
     Ok(())
 }
 
@@ -570,11 +620,11 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 
 /// Runs in the forked init; returns its exit code. `report` carries the
 /// exact [`ExitRecord`] to the supervisor.
-fn container_init(spec: &InitSpec, report: OwnedFd) -> i32 {
+fn container_init(spec: &InitSpec, report: OwnedFd, userns: Option<super::userns::InitSide>) -> i32 {
     // The task's stderr, once open: after the view is entered its host
     // path may no longer lead to it.
     let mut stderr = None;
-    let record = match init_body(spec, &mut stderr) {
+    let record = match init_body(spec, &mut stderr, userns) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
@@ -598,13 +648,26 @@ fn report_error(spec: &InitSpec, file: Option<&File>, message: &str) {
     }
 }
 
-fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitRecord, InitError> {
+fn init_body(
+    spec: &InitSpec,
+    stderr_sink: &mut Option<File>,
+    mut userns: Option<super::userns::InitSide>,
+) -> Result<ExitRecord, InitError> {
     // Inherited SIG_IGN from the supervisor; the signals are still blocked,
     // so nothing is lost in between.
     for signal in IGNORED_BY_SUPERVISOR {
         set_disposition(signal, SigHandler::SigDfl).map_err(sys("sigaction"))?;
     }
-    for path in &spec.cgroup_procs {
+    if let Some(userns) = userns.as_mut() {
+        // Mapped, and moved into the cgroups, by the supervisor.
+        userns.wait_go()?;
+    }
+    let join = if userns.is_some() {
+        &[][..]
+    } else {
+        &spec.cgroup_procs[..]
+    };
+    for path in join {
         // "0" is the writing process, whatever pid namespace it is in.
         fs::write(path, b"0").map_err(|source| InitError::Cgroup {
             path: path.clone(),
@@ -644,13 +707,12 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
         )
         .map_err(sys("making / private"))?;
     }
-    let stdio = Stdio::open(spec)?;
-    *stderr_sink = stdio.stderr.try_clone().ok();
-    // Outside the view: the claim is taken through this descriptor.
-    let mut run_dir = spec.run_dir.clone();
-    let _run_dir_fd = match &spec.view {
+    // Opened while this process is still host root (with a user
+    // namespace it is not for long): its mount point, and outside the
+    // view the run dir, through which the claim is taken.
+    let outside = match &spec.view {
         Some(view) => {
-            let fd = nix::fcntl::open(
+            let run_dir = nix::fcntl::open(
                 &spec.run_dir,
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
@@ -659,7 +721,19 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
                 path: spec.run_dir.clone(),
                 source: source.into(),
             })?;
-            super::rootfs::enter(view, &spec.sandbox)?;
+            Some((view, super::rootfs::Mountpoint::open(view)?, run_dir))
+        }
+        None => None,
+    };
+    if let Some(userns) = &userns {
+        userns.become_root()?;
+    }
+    let stdio = Stdio::open(spec)?;
+    *stderr_sink = stdio.stderr.try_clone().ok();
+    let mut run_dir = spec.run_dir.clone();
+    let _run_dir_fd = match outside {
+        Some((view, mountpoint, fd)) => {
+            super::rootfs::enter(view, &spec.sandbox, mountpoint, userns.is_some())?;
             run_dir = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
             Some(fd)
         }
@@ -694,7 +768,12 @@ fn init_body(spec: &InitSpec, stderr_sink: &mut Option<File>) -> Result<ExitReco
     // that claimed the task first has reported it dropped, so it must
     // never start (see `super::claim`).
     crate::failpoint::hit_blocking("before_claim");
-    match super::claim::take(&run_dir, super::claim::Claim::Started) {
+    let claim = match userns.as_mut() {
+        // The run dir is host root's: the supervisor takes it for us.
+        Some(userns) => Ok(userns.claim()?),
+        None => super::claim::take(&run_dir, super::claim::Claim::Started),
+    };
+    match claim {
         Ok(super::claim::Claim::Started) => {}
         Ok(super::claim::Claim::Dropped) => return Ok(ExitRecord::Error(DROPPED_BY_RECOVERY.into())),
         Err(source) => {
@@ -815,283 +894,6 @@ fn loopback_up() -> Result<(), Errno> {
     // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
     Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
     Ok(())
-}
-
-// ---------------------------------------------------------------- the task
-
-/// Stack of the task process between clone and execve.
-const TASK_STACK: usize = 64 * 1024;
-
-/// Everything the task process needs, built by the init beforehand so that
-/// the task process itself only makes system calls.
-struct TaskExec {
-    /// NULL-terminated pointer arrays into `_argv` and `_env`; `argv[0]`
-    /// is the program's absolute path.
-    argv: Vec<*const nix::libc::c_char>,
-    env: Vec<*const nix::libc::c_char>,
-    _argv: Vec<CString>,
-    _env: Vec<CString>,
-    sandbox: CString,
-    stdin: File,
-    stdout: File,
-    stderr: File,
-    /// `None`: keep the init's user (an unprivileged agent running tasks as itself).
-    user: Option<(Uid, Gid, Vec<Gid>)>,
-    /// Without a pid namespace the task dies with the init instead.
-    init_pid: Option<Pid>,
-    /// Applied around the switch of user, just before `execve`.
-    confinement: super::harden::Prepared,
-}
-
-/// `program` as execve needs it: itself if it names a path, else the
-/// first executable of that name in the task's `PATH` (the image's, seen
-/// from inside it), else itself again (execve then fails with ENOENT).
-fn resolve_in_path(program: &str, env: &[(String, String)]) -> String {
-    if program.contains('/') {
-        return program.to_owned();
-    }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-    which::which_in(program, path, "/").map_or_else(|_| program.to_owned(), |p| p.display().to_string())
-}
-
-/// The step of [`TaskExec::run`] that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Step {
-    Signals = 1,
-    InitGone,
-    Stdio,
-    Sandbox,
-    User,
-    Exec,
-    Confine,
-}
-
-impl Step {
-    const ALL: [Step; 7] = [
-        Step::Signals,
-        Step::InitGone,
-        Step::Stdio,
-        Step::Sandbox,
-        Step::User,
-        Step::Exec,
-        Step::Confine,
-    ];
-}
-
-/// What the task process writes to the init when a step fails: the step
-/// and the errno, six bytes that need no allocation.
-struct TaskFailure {
-    step: Step,
-    errno: Errno,
-}
-
-impl TaskFailure {
-    fn encode(step: Step, errno: Errno) -> [u8; 6] {
-        let mut out = [0u8; 6];
-        out[0] = b'F';
-        out[1] = step as u8;
-        out[2..].copy_from_slice(&(errno as i32).to_le_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<TaskFailure> {
-        let [b'F', step, e0, e1, e2, e3] = *bytes else {
-            return None;
-        };
-        let step = Step::ALL.into_iter().find(|s| *s as u8 == step)?;
-        Some(TaskFailure {
-            step,
-            errno: Errno::from_raw(i32::from_le_bytes([e0, e1, e2, e3])),
-        })
-    }
-
-    fn error(&self, spec: &InitSpec) -> InitError {
-        let source = self.errno;
-        match self.step {
-            Step::Signals => InitError::Sys {
-                op: "resetting signals",
-                source,
-            },
-            Step::InitGone => InitError::Task("the container init died before the task started".into()),
-            Step::Stdio => InitError::Sys { op: "dup2", source },
-            Step::Sandbox => InitError::Sandbox {
-                path: spec.sandbox.clone(),
-                source,
-            },
-            Step::User => InitError::User {
-                uid: spec.uid,
-                gid: spec.gid,
-                groups: spec.groups.clone(),
-                source,
-            },
-            Step::Exec => InitError::Task(format!("cannot execute {}: {source}", spec.argv[0])),
-            Step::Confine => InitError::Sys {
-                op: "confining the task (capabilities, no_new_privs, seccomp)",
-                source,
-            },
-        }
-    }
-}
-
-/// The task's standard streams, opened by the init before it enters the
-/// task's view.
-struct Stdio {
-    stdin: File,
-    stdout: File,
-    stderr: File,
-}
-
-impl Stdio {
-    fn open(spec: &InitSpec) -> Result<Stdio, InitError> {
-        // Opened as root in a sandbox a task may have used before (a
-        // relaunch under the same id): never through a link it left there.
-        let open_out = |path: &Path| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|source| InitError::Open {
-                    path: path.to_owned(),
-                    source,
-                })
-        };
-        let stdin = File::open("/dev/null").map_err(|source| InitError::Open {
-            path: "/dev/null".into(),
-            source,
-        })?;
-        Ok(Stdio {
-            stdin,
-            stdout: open_out(&spec.stdout)?,
-            stderr: open_out(&spec.stderr)?,
-        })
-    }
-}
-
-impl TaskExec {
-    fn prepare(spec: &InitSpec, stdio: Stdio, init_pid: Pid) -> Result<TaskExec, InitError> {
-        let cstring = |s: &[u8]| CString::new(s).map_err(|e| InitError::Task(format!("NUL byte in {e}")));
-        let program = resolve_in_path(&spec.argv[0], &spec.env);
-        let argv = std::iter::once(program.as_str())
-            .chain(spec.argv[1..].iter().map(String::as_str))
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let env = spec
-            .env
-            .iter()
-            .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if argv.is_empty() {
-            return Err(InitError::Task("argv is empty".into()));
-        }
-        let pointers = |v: &[CString]| {
-            v.iter()
-                .map(|c| c.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect::<Vec<_>>()
-        };
-        use std::os::unix::ffi::OsStrExt;
-        let sandbox = match (&spec.cwd, &spec.view) {
-            (Some(cwd), _) => {
-                // As Docker does: an image's working directory need not exist.
-                fs::create_dir_all(cwd).map_err(|source| InitError::Open {
-                    path: cwd.clone(),
-                    source,
-                })?;
-                cwd.as_path()
-            }
-            (None, Some(view)) => view.sandbox_inside(&spec.sandbox),
-            (None, None) => &spec.sandbox,
-        };
-        let sandbox = cstring(sandbox.as_os_str().as_bytes())?;
-        let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
-        // An unprivileged agent can only run tasks as itself: nothing to change.
-        let unchanged = !nix::unistd::geteuid().is_root()
-            && uid == nix::unistd::geteuid()
-            && gid == nix::unistd::getegid()
-            && spec.groups.is_empty();
-        let user = (!unchanged).then(|| (uid, gid, spec.groups.iter().copied().map(Gid::from_raw).collect()));
-        Ok(TaskExec {
-            argv: pointers(&argv),
-            env: pointers(&env),
-            _argv: argv,
-            _env: env,
-            sandbox,
-            stdin: stdio.stdin,
-            stdout: stdio.stdout,
-            stderr: stdio.stderr,
-            user,
-            init_pid: (!spec.namespaces.pid).then_some(init_pid),
-            confinement: super::harden::Prepared::new(&spec.confinement, spec.uid, nix::unistd::geteuid().is_root())
-                .map_err(|e| InitError::Task(e.to_string()))?,
-        })
-    }
-
-    /// In the task process, on its own small stack in the init's memory:
-    /// only system calls on what `prepare` built; no allocation, no lock,
-    /// no unwinding. Leaves by execve, or by `_exit(127)` after writing the
-    /// failed step to `failure`.
-    fn run(&self, failure: &OwnedFd) -> isize {
-        let fail = |step: Step, errno: Errno| -> isize {
-            let _ = nix::unistd::write(failure, &TaskFailure::encode(step, errno));
-            // SAFETY: _exit ends this process at once, without running
-            // atexit handlers or flushing buffers that it shares with the init.
-            unsafe { nix::libc::_exit(EXEC_FAILED) }
-        };
-        // The task starts with default signal handling and nothing blocked
-        // (dispositions SIG_IGN and the mask survive exec). SIGPIPE: the
-        // Rust runtime of `mezzo` ignores it.
-        for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, Signal::SIGPIPE]) {
-            if let Err(e) = set_disposition(signal, SigHandler::SigDfl) {
-                return fail(Step::Signals, e);
-            }
-        }
-        if let Err(e) = SigSet::empty().thread_set_mask() {
-            return fail(Step::Signals, e);
-        }
-        if let Some(init_pid) = self.init_pid {
-            // No pid namespace to end with the init: die with it instead.
-            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-                return fail(Step::Signals, e);
-            }
-            if nix::unistd::getppid() != init_pid {
-                return fail(Step::InitGone, Errno::ESRCH);
-            }
-        }
-        for result in [
-            nix::unistd::dup2_stdin(&self.stdin),
-            nix::unistd::dup2_stdout(&self.stdout),
-            nix::unistd::dup2_stderr(&self.stderr),
-        ] {
-            if let Err(e) = result {
-                return fail(Step::Stdio, e);
-            }
-        }
-        if let Err(e) = nix::unistd::chdir(self.sandbox.as_c_str()) {
-            return fail(Step::Sandbox, e);
-        }
-        if let Err(e) = self.confinement.before_user() {
-            return fail(Step::Confine, e);
-        }
-        if let Some((uid, gid, groups)) = &self.user {
-            let switched = nix::unistd::setgroups(groups)
-                .and_then(|()| nix::unistd::setgid(*gid))
-                .and_then(|()| nix::unistd::setuid(*uid));
-            if let Err(e) = switched {
-                return fail(Step::User, e);
-            }
-        }
-        if let Err(e) = self.confinement.after_user() {
-            return fail(Step::Confine, e);
-        }
-        // SAFETY: `argv` (non-empty, checked by `prepare`) and `env` are
-        // NULL-terminated arrays of pointers to C strings that `self` keeps
-        // alive; execve only reads them.
-        unsafe { nix::libc::execve(self.argv[0], self.argv.as_ptr(), self.env.as_ptr()) };
-        fail(Step::Exec, Errno::last())
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use tempfile::TempDir;
 
 use super::*;
@@ -82,6 +82,7 @@ impl Container {
             confinement: Default::default(),
             view: None,
             cwd: None,
+            userns: None,
         };
         Container {
             _dir: dir,
@@ -867,3 +868,6 @@ echo "resolv: $(head -n 1 /etc/resolv.conf)"
     assert_eq!(in_upper, ["written"], "only the task's own change is in the upper dir");
     assert!(c.spec.sandbox.join("from-image").exists());
 }
+
+#[path = "init_userns_tests.rs"]
+mod userns;

@@ -59,6 +59,9 @@ pub struct LinuxConfig {
     pub allow_unconfined: bool,
     /// Where images come from; `None`: tasks with an image are refused.
     pub images: Option<super::image_task::ImageSource>,
+    /// Each task in a user namespace of its own with these ids
+    /// (`--user-namespaces`, `super::userns`); `None`: the host's.
+    pub userns: Option<super::userns::IdRange>,
 }
 
 /// What the containerizer records in a container's run dir.
@@ -105,7 +108,19 @@ impl LinuxContainerizer {
         let backend = cgroups::detect(&cfg.cgroup_root).map_err(|e| {
             ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation"))
         })?;
-        tracing::info!(version = ?backend.version(), parent = %cfg.parent, "isolating tasks with cgroups and namespaces");
+        if let Some(range) = cfg.userns {
+            if let Some(why) = super::userns::unsupported() {
+                return Err(ContainerError::Isolation(format!("--user-namespaces: {why}")));
+            }
+            let user = task_user(&cfg, None)?;
+            if range.host(user.uid.as_raw()).is_none() || range.host(user.gid.as_raw()).is_none() {
+                return Err(ContainerError::Isolation(format!(
+                    "--user-namespace-ids {range}: the task user {:?} (uid {}, gid {}) is outside the range",
+                    cfg.default_user, user.uid, user.gid
+                )));
+            }
+        }
+        tracing::info!(version = ?backend.version(), parent = %cfg.parent, userns = ?cfg.userns, "isolating tasks with cgroups and namespaces");
         if let (Some(view), Some(_)) = (&cfg.view, &cfg.images) {
             let dir = scaffold_dir(view);
             super::rootfs::build_scaffold(&dir, &view.host_paths).map_err(|e| {
@@ -307,6 +322,12 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
     let image = match &spec.image {
         None => None,
+        Some(r) if cfg.userns.is_some() => {
+            return Err(ContainerError::Image(format!(
+                "image {r}: {}",
+                super::userns::NO_IMAGES
+            )));
+        }
         Some(r) => {
             let source = cfg.images.as_ref().filter(|_| cfg.view.is_some()).ok_or_else(|| {
                 ContainerError::Image(format!(
@@ -331,9 +352,20 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
             (user.uid.as_raw(), user.gid.as_raw())
         }
     };
+    // On the host, the sandbox belongs to the task's user as the host
+    // sees it: in a user namespace, the id it is mapped to.
+    let (host_uid, host_gid) = match cfg.userns {
+        None => (uid, gid),
+        Some(range) => range.host(uid).zip(range.host(gid)).ok_or_else(|| {
+            ContainerError::UserNamespace(format!(
+                "uid {uid} and gid {gid} are not both mapped by this agent's user namespaces (ids 0 to {})",
+                range.count - 1
+            ))
+        })?,
+    };
     std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
-    std::os::unix::fs::chown(&spec.sandbox, Some(uid), Some(gid)).map_err(sandbox_err(&spec.sandbox))?;
-    super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((uid, gid)))?;
+    std::os::unix::fs::chown(&spec.sandbox, Some(host_uid), Some(host_gid)).map_err(sandbox_err(&spec.sandbox))?;
+    super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((host_uid, host_gid)))?;
     let argv = match &image {
         Some(image) => image.argv.clone(),
         None => argv(&spec)?,
@@ -384,6 +416,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         },
         view,
         cwd: image.as_ref().and_then(|i| i.cwd.clone()),
+        userns: cfg.userns,
     };
     Ok((spec, init, cgroup, name, image.map(|i| i.lease)))
 }

@@ -18,6 +18,7 @@ pub mod linux;
 mod posix;
 pub mod rootfs;
 mod rotate;
+pub mod userns;
 
 use std::path::PathBuf;
 
@@ -186,6 +187,9 @@ pub enum ContainerError {
     /// init failed first, or recovery dropped it): safe to launch again.
     #[error("the task never started: {0}")]
     NeverStarted(String),
+    /// The task cannot run in this agent's user namespaces.
+    #[error("{0}")]
+    UserNamespace(String),
 }
 
 /// What recovery finds of a checkpointed task's container.

@@ -21,6 +21,13 @@
 //! image. Everything is mounted in the container's namespace, which is
 //! private (`MS_REC|MS_PRIVATE`) before the first mount, so nothing reaches
 //! the host's mount table.
+//!
+//! In a user namespace (`mezzo agent --user-namespaces`, see
+//! `super::userns`) the init is root of that namespace only: it cannot
+//! `mknod`, so the devices are bind mounts of the host's (as runc does
+//! rootless); and the kernel mounts a new `/proc` only where a proc is
+//! already fully visible and no less writable, so the host's proc under
+//! the new one is made writable again first (it stays covered).
 
 // `open_tree`, `move_mount` and `mount_setattr` are raw system calls (nix
 // wraps none of them); each `unsafe` block below says why it is sound.
@@ -180,23 +187,52 @@ const TTY_GID: u32 = 5;
 
 const HARDENED: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
+/// The view's mount point, opened while the init is still host root: as
+/// root of a user namespace it may not look it up (the agent's runtime
+/// dir is private).
+pub struct Mountpoint(OwnedFd);
+
+impl Mountpoint {
+    /// Call after `unshare(CLONE_NEWNS)`: the view is mounted in that namespace.
+    pub fn open(view: &View) -> Result<Mountpoint, ViewError> {
+        let fd = nix::fcntl::open(
+            &view.mountpoint,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(failed("opening the mount point", &view.mountpoint))?;
+        Ok(Mountpoint(fd))
+    }
+}
+
 /// Builds the view and makes it this process's root. Call in the init,
 /// single-threaded, after `unshare(CLONE_NEWNS)` and before the task's
 /// `/proc` is needed: it mounts that `/proc` itself. Paths the init still
-/// needs outside the view (its run dir) must be opened before.
-pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
+/// needs outside the view (its run dir) must be opened before. `userns`:
+/// the init is root of its own user namespace (see the module docs).
+pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) -> Result<(), ViewError> {
     // Taken from the host's tree before anything covers it, attached
     // where they belong once the task's root is this process's.
     let mut binds = vec![Bind::take(sandbox, view.sandbox_inside(sandbox), true, false)?];
     for host in &view.host_paths {
         binds.push(Bind::take(&host.path, &host.path, host.writable, true)?);
     }
+    let devices = if userns {
+        DEVICES
+            .iter()
+            .map(|(name, ..)| Bind::device(&Path::new("/dev").join(name)))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let sys = match &view.image {
         None => {
             let root = open_tree(Path::new("/"), true)?;
             let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
             set_attr(&root, Path::new("/"), attrs, true)?;
-            move_mount(&root, &view.mountpoint)?;
+            attach(&root, MountTarget::Fd(&mountpoint.0), &view.mountpoint)?;
+            // The attached tree's root: the mount point itself is covered.
+            nix::unistd::fchdir(&root).map_err(failed("entering", &view.mountpoint))?;
             None
         }
         Some(image) => {
@@ -205,12 +241,21 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
             }
             let sys = Bind::take(Path::new("/sys"), Path::new("/sys"), false, true)?;
             mount_overlay(image, &view.mountpoint)?;
+            nix::unistd::chdir(&view.mountpoint).map_err(failed("entering", &view.mountpoint))?;
             Some(sys)
         }
     };
     pivot(&view.mountpoint)?;
 
     make_dir(Path::new("/proc"))?;
+    if userns && view.image.is_none() {
+        // The host's proc, read-only in the copy of its tree: a new proc
+        // may not be more writable than the visible one.
+        remount(
+            Path::new("/proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
+    }
     mount_fs(
         "proc",
         "/proc",
@@ -221,7 +266,7 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
         sys.attach()?;
     }
     make_dir(Path::new("/dev"))?;
-    private_dev()?;
+    private_dev(devices)?;
     make_dir(Path::new("/tmp"))?;
     mount_fs("tmpfs", "/tmp", HARDENED, Some("mode=1777"))?;
     for file in MASKED_FILES.iter().filter(|f| Path::new(f).exists()) {
@@ -263,23 +308,33 @@ pub fn enter(view: &View, sandbox: &Path) -> Result<(), ViewError> {
 
 /// A detached copy of a host file or directory, to attach at `target` in
 /// the task's root.
-struct Bind<'a> {
+struct Bind {
     tree: OwnedFd,
-    target: &'a Path,
+    target: PathBuf,
     is_dir: bool,
 }
 
-impl<'a> Bind<'a> {
-    fn take(source: &Path, target: &'a Path, writable: bool, recursive: bool) -> Result<Bind<'a>, ViewError> {
-        let tree = open_tree(source, recursive)?;
+impl Bind {
+    fn take(source: &Path, target: &Path, writable: bool, recursive: bool) -> Result<Bind, ViewError> {
         let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
         if !writable {
             attrs |= libc::MOUNT_ATTR_RDONLY;
         }
+        Bind::with_attrs(source, target, attrs, recursive)
+    }
+
+    /// The host's device node `path`, for the same path in the private
+    /// `/dev` of a user namespace, where `mknod` is refused.
+    fn device(path: &Path) -> Result<Bind, ViewError> {
+        Bind::with_attrs(path, path, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC, false)
+    }
+
+    fn with_attrs(source: &Path, target: &Path, attrs: u64, recursive: bool) -> Result<Bind, ViewError> {
+        let tree = open_tree(source, recursive)?;
         set_attr(&tree, source, attrs, recursive)?;
         Ok(Bind {
             tree,
-            target,
+            target: target.to_owned(),
             is_dir: is_dir(source),
         })
     }
@@ -288,15 +343,15 @@ impl<'a> Bind<'a> {
     /// a private tmpfs, a hidden dir's cover, or an image's upper dir).
     fn attach(self) -> Result<(), ViewError> {
         if self.is_dir {
-            make_dir(self.target)?;
+            make_dir(&self.target)?;
         } else if !self.target.exists() {
             if let Some(parent) = self.target.parent() {
                 make_dir(parent)?;
             }
-            std::fs::File::create(self.target)
-                .map_err(|e| failed("making the mount point", self.target)(io_errno(e)))?;
+            std::fs::File::create(&self.target)
+                .map_err(|e| failed("making the mount point", &self.target)(io_errno(e)))?;
         }
-        move_mount(&self.tree, self.target)
+        attach(&self.tree, MountTarget::Path(&self.target), &self.target)
     }
 }
 
@@ -344,17 +399,19 @@ fn mount_overlay(image: &ImageRoot, target: &Path) -> Result<(), ViewError> {
         .map_err(failed("mounting the image on", target))
 }
 
-/// `pivot_root` into `new_root` and drop the old root, runc's way: no
-/// directory for the old root is needed in a read-only new one.
+/// `pivot_root` into the working directory, the new root mounted on
+/// `new_root`, and drop the old root, runc's way: no directory for the
+/// old root is needed in a read-only new one.
 fn pivot(new_root: &Path) -> Result<(), ViewError> {
-    nix::unistd::chdir(new_root).map_err(failed("entering", new_root))?;
     nix::unistd::pivot_root(".", ".").map_err(failed("pivot_root to", new_root))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(failed("detaching the old root from", new_root))?;
     nix::unistd::chdir("/").map_err(failed("entering", Path::new("/")))
 }
 
-/// `/dev` with the allowed devices, a private pts instance, shm and mqueue.
-fn private_dev() -> Result<(), ViewError> {
+/// `/dev` with the allowed devices, a private pts instance, shm and
+/// mqueue. The devices are made with `mknod`, or are `host_devices` (the
+/// host's, in a user namespace) when there are any.
+fn private_dev(host_devices: Vec<Bind>) -> Result<(), ViewError> {
     let dev = Path::new("/dev");
     mount_fs(
         "tmpfs",
@@ -364,7 +421,7 @@ fn private_dev() -> Result<(), ViewError> {
     )?;
     let old_mask = umask(Mode::empty());
     let made = (|| {
-        for (name, major, minor) in DEVICES {
+        for (name, major, minor) in DEVICES.into_iter().filter(|_| host_devices.is_empty()) {
             let path = dev.join(name);
             mknod(
                 &path,
@@ -386,6 +443,9 @@ fn private_dev() -> Result<(), ViewError> {
     })();
     umask(old_mask);
     made?;
+    for device in host_devices {
+        device.attach()?;
+    }
     mount_fs(
         "devpts",
         "/dev/pts",
@@ -429,14 +489,19 @@ fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), ViewError> {
 /// Makes the mount at `target` read-only, keeping `flags` (a bind remount
 /// sets every per-mount flag at once).
 fn remount_read_only(target: &Path, flags: MsFlags) -> Result<(), ViewError> {
+    remount(target, MsFlags::MS_RDONLY | flags)
+}
+
+/// Sets the per-mount flags of the mount at `target` to `flags`.
+fn remount(target: &Path, flags: MsFlags) -> Result<(), ViewError> {
     mount(
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
         None::<&str>,
     )
-    .map_err(failed("making read-only", target))
+    .map_err(failed("setting the mount flags of", target))
 }
 
 fn c_path(path: &Path) -> Result<CString, ViewError> {
@@ -490,21 +555,34 @@ fn set_attr(tree: &OwnedFd, path: &Path, attrs: u64, recursive: bool) -> Result<
         .map_err(failed("setting the mount flags of", path))
 }
 
-/// Attaches a detached tree at `target`.
-fn move_mount(tree: &OwnedFd, target: &Path) -> Result<(), ViewError> {
+/// Where [`attach`] mounts a tree: a path, or an open directory.
+enum MountTarget<'a> {
+    Path(&'a Path),
+    Fd(&'a OwnedFd),
+}
+
+/// Attaches a detached tree at `target` (`name` names it in errors).
+fn attach(tree: &OwnedFd, target: MountTarget<'_>, name: &Path) -> Result<(), ViewError> {
     use std::os::fd::AsRawFd;
-    let c = c_path(target)?;
-    // SAFETY: `tree` is an open mount fd, both paths are NUL-terminated C
-    // strings that outlive the call.
+    let (dir, path, flags) = match target {
+        MountTarget::Path(path) => (libc::AT_FDCWD, c_path(path)?, libc::MOVE_MOUNT_F_EMPTY_PATH),
+        MountTarget::Fd(fd) => (
+            fd.as_raw_fd(),
+            CString::default(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        ),
+    };
+    // SAFETY: `tree` and `dir` are open descriptors (or AT_FDCWD), both
+    // paths are NUL-terminated C strings that outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
+            dir,
+            path.as_ptr(),
+            flags,
         )
     };
-    Errno::result(rc).map(drop).map_err(failed("mounting on", target))
+    Errno::result(rc).map(drop).map_err(failed("mounting on", name))
 }

@@ -497,7 +497,10 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
     let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
     match e {
-        ContainerError::User { .. } | ContainerError::Unconfined | ContainerError::Image(_) => invalid,
+        ContainerError::User { .. }
+        | ContainerError::Unconfined
+        | ContainerError::Image(_)
+        | ContainerError::UserNamespace(_) => invalid,
         ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
         ContainerError::Spawn { .. }
         | ContainerError::Sandbox { .. }

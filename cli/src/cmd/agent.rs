@@ -65,6 +65,17 @@ pub struct Args {
     /// read-only unless suffixed `:rw` (e.g. `/data,/scratch:rw`).
     #[arg(long, env = "MEZZO_HOST_PATHS", default_value = "")]
     host_paths: String,
+    /// Run each isolated task in a user namespace of its own, so that root
+    /// in a task is an unprivileged host user (ids from
+    /// --user-namespace-ids). Tasks with an image are refused.
+    #[arg(long, env = "MEZZO_USER_NAMESPACES")]
+    user_namespaces: bool,
+    /// With --user-namespaces: container uids and gids 0..COUNT are host
+    /// ids BASE..BASE+COUNT, one range shared by every task of the agent.
+    /// The default (0x70000000) is above the subordinate ids useradd hands
+    /// out (/etc/subuid) and systemd-nspawn's container range.
+    #[arg(long, env = "MEZZO_USER_NAMESPACE_IDS", default_value = "1879048192:65536", value_parser = userns_ids)]
+    user_namespace_ids: mezzo_agent::containerizer::userns::IdRange,
     /// A directory of OCI image layouts, one per name: tasks may name
     /// `oci:NAME[:TAG]` or `oci:NAME@sha256:…` as their image.
     #[arg(long, env = "MEZZO_IMAGE_LAYOUTS")]
@@ -142,6 +153,10 @@ fn host_paths(list: &str) -> anyhow::Result<Vec<mezzo_agent::containerizer::root
         .collect()
 }
 
+fn userns_ids(s: &str) -> Result<mezzo_agent::containerizer::userns::IdRange, String> {
+    mezzo_agent::containerizer::userns::IdRange::parse(s)
+}
+
 fn headroom(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -180,6 +195,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.cpu_hard_limit = a.cpu_hard_limit;
         iso.allow_unconfined = a.allow_unconfined;
         iso.host_paths = host_paths(&a.host_paths)?;
+        iso.userns = a.user_namespaces.then_some(a.user_namespace_ids);
         iso.image_layouts = a.image_layouts;
         iso.image_store_max_bytes = a.image_store_max_mib.saturating_mul(1 << 20);
         iso.registries = mezzo_agent::images::RegistryConfig {

@@ -355,6 +355,7 @@ async fn run(a: Args) -> Result<()> {
             }),
             allow_unconfined: false,
             images: Some(images.clone()),
+            userns: None,
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(match (net, &image) {

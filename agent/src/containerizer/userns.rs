@@ -1,0 +1,318 @@
+//! User namespaces for isolated tasks (`mezzo agent --user-namespaces`,
+//! issue 15): each container gets its own user namespace in which
+//! container ids `0..count` are host ids `base..base+count`, so root in a
+//! task is an unprivileged host uid.
+//!
+//! The order, as runc, crun and youki do it (youki's intermediate
+//! process: cgroups first, then the user namespace, the maps written by
+//! the parent, then `setresuid(0)`, then the other namespaces):
+//!
+//! ```text
+//! supervisor (host root)        clone(NEWUSER|NEWPID|NEWUTS|NEWIPC[|NEWNET]) ─▶ init
+//!   writes /proc/INIT/uid_map,                                      waits for "go"
+//!   gid_map ("0 BASE COUNT"), moves the init into the cgroups,
+//!   sends "go" ──────────────────────────────────────────────────▶  opens what needs host
+//!                                                                   root (cgroup files);
+//!                                                                   unshare(NEWNS); becomes
+//!                                                                   0:0 (host BASE), builds
+//!                                                                   the view, ...
+//!   takes the launch claim  ◀──────────── "claim?" ─────────────    last step before the task
+//!   answers started/dropped ─────────────────────────────────────▶  starts it, or not
+//! ```
+//!
+//! One `clone` creates the user namespace first and the others in it, so
+//! they belong to it: the init (pid 1) may mount `/proc`, set the hostname
+//! and bring `lo` up as root of its own namespace. The supervisor stays in
+//! the host's user namespace as host root: it writes the maps (one line
+//! of many ids needs `CAP_SETUID` in the parent namespace; `setgroups`
+//! stays allowed, as the writer is privileged), moves the init into the
+//! container's cgroups and takes the launch claim, whose run dir the
+//! init, no longer host root, may not write.
+
+// The init is made with the raw `clone` system call (nix wraps only the
+// variant with a new stack). Each `unsafe` block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
+
+/// The highest id every range maps: the tty group, which owns the pts of
+/// a task's private `/dev`.
+const MIN_ID: u32 = 5;
+
+/// Container ids `0..count` are host ids `base..base + count` (uids and
+/// gids alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub base: u32,
+    pub count: u32,
+}
+
+impl IdRange {
+    /// `BASE:COUNT`, e.g. `100000:65536`. Host root (0) may not be in it.
+    pub fn parse(s: &str) -> Result<IdRange, String> {
+        let bad = || format!("{s:?} is not BASE:COUNT (e.g. 100000:65536)");
+        let (base, count) = s.split_once(':').ok_or_else(bad)?;
+        let range = IdRange {
+            base: base.trim().parse().map_err(|_| bad())?,
+            count: count.trim().parse().map_err(|_| bad())?,
+        };
+        if range.base == 0 {
+            return Err(format!("{s:?}: the range must not include host id 0"));
+        }
+        if range.count <= MIN_ID {
+            return Err(format!(
+                "{s:?}: COUNT must be more than {MIN_ID}: the tty group ({MIN_ID}) owns a task's pseudo-terminals"
+            ));
+        }
+        // The kernel refuses a map that reaches (uid_t)-1.
+        if range.base.checked_add(range.count).is_none_or(|end| end == u32::MAX) {
+            return Err(format!("{s:?}: the range goes past the largest id"));
+        }
+        Ok(range)
+    }
+
+    /// The host id of container id `id`, if it is mapped.
+    pub fn host(&self, id: u32) -> Option<u32> {
+        (id < self.count).then(|| self.base + id)
+    }
+
+    /// The line of `uid_map` and `gid_map`.
+    fn map_line(&self) -> String {
+        format!("0 {} {}\n", self.base, self.count)
+    }
+}
+
+impl std::fmt::Display for IdRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.base, self.count)
+    }
+}
+
+/// Why a task with an image is refused on an agent with user namespaces.
+pub const NO_IMAGES: &str = "tasks with an image cannot run in a user namespace yet (this agent has --user-namespaces)";
+
+/// Why this kernel does not let the agent use user namespaces, if it
+/// does not (checked once at start-up).
+pub fn unsupported() -> Option<String> {
+    if !Path::new("/proc/self/ns/user").exists() {
+        return Some("this kernel has no user namespaces (CONFIG_USER_NS)".into());
+    }
+    match fs::read_to_string("/proc/sys/user/max_user_namespaces") {
+        Ok(n) if n.trim() == "0" => {
+            Some("user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)".into())
+        }
+        _ => None,
+    }
+}
+
+/// A failure of the supervisor's side of the handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error("cannot write {}: {source}", path.display())]
+    Map { path: PathBuf, source: std::io::Error },
+    #[error("cannot move the init into its cgroup via {}: {source}", path.display())]
+    Cgroup { path: PathBuf, source: std::io::Error },
+    #[error("user namespace handshake: {0}")]
+    Pipe(std::io::Error),
+    #[error("the supervisor did not set up the user namespace")]
+    NoGo,
+    #[error("cannot become root of the user namespace: {0}")]
+    Root(Errno),
+}
+
+/// The two pipes between the supervisor and the init, made before the
+/// clone; each side keeps its ends ([`Handshake::supervisor`],
+/// [`Handshake::init`]).
+pub struct Handshake {
+    to_init: (OwnedFd, OwnedFd),
+    to_supervisor: (OwnedFd, OwnedFd),
+}
+
+/// The supervisor's ends.
+pub struct SupervisorSide {
+    to_init: File,
+    from_init: File,
+}
+
+/// The init's ends.
+pub struct InitSide {
+    from_supervisor: File,
+    to_supervisor: File,
+}
+
+const GO: u8 = b'g';
+const ASK_CLAIM: u8 = b'c';
+const STARTED: u8 = b's';
+const DROPPED: u8 = b'd';
+
+impl Handshake {
+    pub fn new() -> Result<Handshake, Errno> {
+        Ok(Handshake {
+            to_init: nix::unistd::pipe2(OFlag::O_CLOEXEC)?,
+            to_supervisor: nix::unistd::pipe2(OFlag::O_CLOEXEC)?,
+        })
+    }
+
+    pub fn supervisor(self) -> SupervisorSide {
+        SupervisorSide {
+            to_init: File::from(self.to_init.1),
+            from_init: File::from(self.to_supervisor.0),
+        }
+    }
+
+    pub fn init(self) -> InitSide {
+        InitSide {
+            from_supervisor: File::from(self.to_init.0),
+            to_supervisor: File::from(self.to_supervisor.1),
+        }
+    }
+}
+
+/// `fork`, but the child starts in new namespaces made by `clone`, the
+/// user namespace among them (`flags` must hold `CLONE_NEWUSER`), so that
+/// the others belong to it. Returns the child's pid in the parent and
+/// `None` in the child.
+///
+/// # Safety
+/// As `fork`: only in a single-threaded process.
+pub unsafe fn fork_into(flags: CloneFlags) -> Result<Option<Pid>, Errno> {
+    debug_assert!(flags.contains(CloneFlags::CLONE_NEWUSER));
+    let flags = flags.bits() as nix::libc::c_ulong | nix::libc::SIGCHLD as nix::libc::c_ulong;
+    // SAFETY: without CLONE_VM and with a null stack, clone is fork with
+    // namespace flags: the child continues on a copy of this stack in a
+    // copy of this memory. The caller guarantees a single thread, so no
+    // lock is held by a thread the child lacks (what glibc's fork would
+    // reset). The pointer arguments are null: nothing is read or written.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<nix::libc::c_void>(),
+            std::ptr::null_mut::<nix::libc::c_int>(),
+            std::ptr::null_mut::<nix::libc::c_int>(),
+            0 as nix::libc::c_ulong,
+        )
+    };
+    match Errno::result(rc)? {
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+impl SupervisorSide {
+    /// Maps the init's user namespace, moves the init into `cgroup_procs`
+    /// and lets it go on.
+    pub fn release(&mut self, init: Pid, range: IdRange, cgroup_procs: &[PathBuf]) -> Result<(), UsernsError> {
+        for name in ["uid_map", "gid_map"] {
+            let path = PathBuf::from(format!("/proc/{init}/{name}"));
+            fs::write(&path, range.map_line()).map_err(|source| UsernsError::Map { path, source })?;
+        }
+        // Before the init runs anything of the container: as the init does
+        // when it joins them itself, only the init and the task are in them.
+        for path in cgroup_procs {
+            fs::write(path, init.to_string()).map_err(|source| UsernsError::Cgroup {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        self.to_init.write_all(&[GO]).map_err(UsernsError::Pipe)
+    }
+
+    /// Takes the launch claim for the init if it asks for it; returns
+    /// once it did (or will never ask: it ended).
+    pub fn serve_claim(&mut self, run_dir: &Path) {
+        let mut ask = [0u8; 1];
+        if !matches!(self.from_init.read(&mut ask), Ok(1)) || ask[0] != ASK_CLAIM {
+            return;
+        }
+        let answer = match super::claim::take(run_dir, super::claim::Claim::Started) {
+            Ok(super::claim::Claim::Started) => STARTED,
+            Ok(super::claim::Claim::Dropped) => DROPPED,
+            // The init reports it: no answer but EOF.
+            Err(_) => return,
+        };
+        let _ = self.to_init.write_all(&[answer]);
+    }
+}
+
+impl InitSide {
+    /// Waits until the supervisor has mapped the user namespace.
+    pub fn wait_go(&mut self) -> Result<(), UsernsError> {
+        let mut go = [0u8; 1];
+        match self.from_supervisor.read(&mut go) {
+            Ok(1) if go[0] == GO => Ok(()),
+            Ok(_) => Err(UsernsError::NoGo),
+            Err(e) => Err(UsernsError::Pipe(e)),
+        }
+    }
+
+    /// Becomes root of the user namespace (host `base`): until now the
+    /// init was host root, which the namespace does not map, so it could
+    /// create no file in a file system mounted inside it.
+    pub fn become_root(&self) -> Result<(), UsernsError> {
+        let root = Gid::from_raw(0);
+        nix::unistd::setgroups(&[])
+            .and_then(|()| nix::unistd::setresgid(root, root, root))
+            .and_then(|()| nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))
+            .map_err(UsernsError::Root)
+    }
+
+    /// Asks the supervisor to take the launch claim; returns the claim
+    /// that holds.
+    pub fn claim(&mut self) -> Result<super::claim::Claim, UsernsError> {
+        self.to_supervisor.write_all(&[ASK_CLAIM]).map_err(UsernsError::Pipe)?;
+        let mut answer = [0u8; 1];
+        match self.from_supervisor.read(&mut answer) {
+            Ok(1) if answer[0] == STARTED => Ok(super::claim::Claim::Started),
+            Ok(1) if answer[0] == DROPPED => Ok(super::claim::Claim::Dropped),
+            Ok(_) => Err(UsernsError::Pipe(std::io::Error::other(
+                "the supervisor could not take the launch claim",
+            ))),
+            Err(e) => Err(UsernsError::Pipe(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_map() {
+        let r = IdRange::parse("100000:65536").expect("range");
+        assert_eq!(
+            r,
+            IdRange {
+                base: 100000,
+                count: 65536
+            }
+        );
+        assert_eq!(r.host(0), Some(100000));
+        assert_eq!(r.host(65534), Some(165534));
+        assert_eq!(r.host(65536), None);
+        assert_eq!(r.map_line(), "0 100000 65536\n");
+        assert_eq!(r.to_string(), "100000:65536");
+        assert!(IdRange::parse("100000:6").is_ok());
+        for bad in [
+            "",
+            "1:5",
+            "100000",
+            "0:65536",
+            "1:0",
+            "a:b",
+            "4294967000:1000",
+            "4294901759:65536",
+        ] {
+            assert!(IdRange::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
