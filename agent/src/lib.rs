@@ -408,7 +408,14 @@ fn image_source(
             layouts.display()
         )));
     }
-    let store = images::Store::open(&work_dir.join("images")).map_err(|e| AgentError::Isolation(e.to_string()))?;
+    // An image larger than the whole store could never be kept: refused
+    // before a byte of it is fetched.
+    let store = images::Store::open(&work_dir.join("images"))
+        .map_err(|e| AgentError::Isolation(e.to_string()))?
+        .with_limits(images::Limits {
+            max_image_bytes: iso.image_store_max_bytes,
+            ..Default::default()
+        });
     let puller = images::Puller::new(&iso.registries).map_err(|e| AgentError::Isolation(e.to_string()))?;
     Ok(containerizer::image_task::ImageSource {
         layouts: iso.image_layouts.clone(),

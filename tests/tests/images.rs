@@ -164,8 +164,10 @@ fn manifest_hex(layout: &std::path::Path) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_store_stays_under_its_size_and_keeps_what_runs() -> Result<()> {
     let layouts = tempfile::tempdir()?;
-    for (seed, name) in ["a", "b", "c"].into_iter().enumerate() {
-        let data = noise(1 << 20, 0x2545_f491_4f6c_dd1d ^ seed as u64);
+    // "big" (4 MiB of noise) could never fit in the 3 MiB store.
+    for (seed, name) in ["a", "b", "c", "big"].into_iter().enumerate() {
+        let size = if name == "big" { 4 << 20 } else { 1 << 20 };
+        let data = noise(size, 0x2545_f491_4f6c_dd1d ^ seed as u64);
         let path = format!("data/{name}.bin");
         busybox_layout(
             &layouts.path().join(name),
@@ -227,6 +229,25 @@ async fn the_image_store_stays_under_its_size_and_keeps_what_runs() -> Result<()
             recorded("a")?,
             recorded("b")?,
             recorded("c")?
+        );
+        // An image larger than the whole store: refused before it is read.
+        let o = ev.offer().await?;
+        s.accept(vec![o.offer_id], vec![run("big1", "oci:big:1", "true")], None)
+            .await?;
+        let st = ev
+            .update("big1", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Error)
+                && st.message.contains("oci:big:1")
+                && st
+                    .message
+                    .contains("more than this agent's image store may hold (3 MiB"),
+            "big1: {st:?}"
+        );
+        ensure!(
+            !recorded("big")? && recorded("c")?,
+            "the store changed for an image it refused"
         );
         Ok(())
     }

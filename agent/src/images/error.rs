@@ -27,6 +27,12 @@ pub enum ImageError {
         size: u64,
         limit: u64,
     },
+    #[error(
+        "its layers are {} MiB, more than this agent's image store may hold ({} MiB, --image-store-max-mib)",
+        bytes.div_ceil(1 << 20),
+        limit >> 20
+    )]
+    ImageTooLarge { bytes: u64, limit: u64 },
     #[error("layer over its limit of {limit} {what}")]
     LayerTooLarge { what: &'static str, limit: u64 },
     #[error("unsupported media type {0:?}")]

@@ -127,6 +127,13 @@ impl Store {
         {
             return Ok(image);
         }
+        let bytes = resolved.layers.iter().map(|l| l.size).fold(0u64, u64::saturating_add);
+        if bytes > self.limits.max_image_bytes {
+            return Err(ImageError::ImageTooLarge {
+                bytes,
+                limit: self.limits.max_image_bytes,
+            });
+        }
         for (desc, diff_id) in resolved.layers.iter().zip(&resolved.config.diff_ids) {
             self.ensure_layer(desc, diff_id, &open_layer)?;
         }

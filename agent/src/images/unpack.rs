@@ -47,6 +47,9 @@ pub struct Limits {
     /// Of the uncompressed tar stream.
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// Of a whole image: its layers' sizes as its manifest gives them
+    /// (compressed), checked before any layer is fetched.
+    pub max_image_bytes: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
         Limits {
             max_bytes: 16 << 30,
             max_entries: 1_000_000,
+            max_image_bytes: u64::MAX,
         }
     }
 }

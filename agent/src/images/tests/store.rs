@@ -59,6 +59,38 @@ fn images_store_imports_once() {
     assert!(names(&root.path().join("tmp")).is_empty());
 }
 
+/// An image whose layers (as its manifest gives their sizes) are more
+/// than the store may hold is refused before any layer is read, and
+/// nothing is recorded; one that fits exactly is imported.
+#[test]
+fn images_store_refuses_an_image_larger_than_it_may_hold() {
+    let mut f = LayoutFixture::new();
+    let [l1, l2, _] = layers();
+    f.image("latest", &[l1, l2], true);
+    let resolved = crate::images::Layout::open(f.path())
+        .unwrap()
+        .resolve(&tag("latest"))
+        .unwrap();
+    let size: u64 = resolved.layers.iter().map(|l| l.size).sum();
+    let root = tempfile::tempdir().unwrap();
+    let limited = |max_image_bytes| {
+        Store::open(root.path()).unwrap().with_limits(crate::images::Limits {
+            max_image_bytes,
+            ..Default::default()
+        })
+    };
+    let store = limited(size - 1);
+    let err = store.import_layout(f.path(), &tag("latest")).unwrap_err();
+    assert!(
+        matches!(err, ImageError::ImageTooLarge { bytes, limit } if bytes == size && limit == size - 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--image-store-max-mib"), "{err}");
+    assert_eq!(store.unpacks.load(Ordering::SeqCst), 0);
+    assert!(names(&root.path().join("images")).is_empty());
+    limited(size).import_layout(f.path(), &tag("latest")).unwrap();
+}
+
 #[test]
 fn images_store_concurrent_imports_unpack_each_layer_once() {
     let mut f = LayoutFixture::new();

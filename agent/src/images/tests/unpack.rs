@@ -356,6 +356,7 @@ fn images_unpack_stops_decompression_bombs() {
     let limits = Limits {
         max_bytes: 1 << 20,
         max_entries: 100,
+        ..Limits::default()
     };
     let err = unpack_layer(&mut &bomb[..], Compression::Gzip, &dest, &limits).unwrap_err();
     assert!(
@@ -380,6 +381,7 @@ fn images_unpack_stops_decompression_bombs() {
     let limits = Limits {
         max_bytes: exact.len() as u64,
         max_entries: 100,
+        ..Limits::default()
     };
     unpack_layer(&mut &exact[..], Compression::None, &dest, &limits)
         .unwrap()
