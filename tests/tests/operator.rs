@@ -452,6 +452,44 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
     result.with_context(|| c.logs())
 }
 
+/// Issue 21's quota findings: `mezzo quota` alone lists (its help calls
+/// `list` the default), setting one side of a quota again keeps the other,
+/// and a refused or bad call exits 3 or 4 as the other operator commands do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_from_the_cli_keep_what_is_not_given_and_exit_with_meaningful_codes() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let result = async {
+        let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "cpus=1", "--limit", "cpus=2"], As::Admin).await?;
+        ensure!(code == 0, "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "cpus=0.5"], As::Admin).await?;
+        ensure!(code == 0, "{code} {err}");
+        let (code, out, err) = mezzo(&c, &["quota", "--json"], As::Admin).await?;
+        ensure!(code == 0, "mezzo quota alone: {code} {err}");
+        let v: Value = serde_json::from_str(&out)?;
+        let q = &v["quotas"]["eng"];
+        ensure!(q["guarantee"] == "cpus:0.5" && q["limit"] == "cpus:2", "{q}");
+        let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "--limit", "cpus=3"], As::Admin).await?;
+        ensure!(code == 0, "{code} {err}");
+        let (_, out, _) = mezzo(&c, &["quota", "list", "--json"], As::Admin).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        let q = &v["quotas"]["eng"];
+        ensure!(q["guarantee"] == "cpus:0.5" && q["limit"] == "cpus:3", "{q}");
+        let (code, out, _) = mezzo(&c, &["weights"], As::Admin).await?;
+        ensure!(code == 0 && out.contains("WEIGHT"), "mezzo weights alone: {out}");
+        // Refused (no credential; a credential without the rule), and bad.
+        let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "cpus=1"], As::Nobody).await?;
+        ensure!(code == 3, "{code} {err}");
+        let x = c.issue_token("user:x").await?;
+        let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "cpus=1"], As::Bearer(&x)).await?;
+        ensure!(code == 3 && err.contains("user:x"), "{code} {err}");
+        let (code, _, err) = mezzo(&c, &["quota", "set", "Bad Role!", "cpus=1"], As::Admin).await?;
+        ensure!(code == 4, "{code} {err}");
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// "Why is my work not running?": the master counts what a framework was
 /// offered and declined, the SDK reports waiting tasks with a reason, and
 /// `mezzo why` shows both; oversized reports are refused by field.

@@ -28,14 +28,14 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        action: QuotaAction,
+        action: Option<QuotaAction>,
     },
     /// Role weights for the fair share (1 is the default).
     Weights {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        action: WeightsAction,
+        action: Option<WeightsAction>,
     },
     /// Reserve an agent's unreserved resources for roles, e.g. `mezzo reserve AGENT 'cpus(eng):2;mem(eng):1GiB'`.
     Reserve {
@@ -60,6 +60,7 @@ pub enum Command {
 #[derive(Debug, clap::Subcommand)]
 pub enum QuotaAction {
     /// Set a role's quota: `mezzo quota set eng/batch cpus=4,mem=8GiB --limit cpus=8,mem=16GiB`.
+    /// A guarantee or limit left out keeps the role's current one.
     Set {
         role: String,
         /// Guaranteed resources, e.g. `cpus=4,mem=8GiB`.
@@ -194,10 +195,25 @@ fn done(conn: &Conn, v: &Value, what: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs a role command; a call the master refused or found bad exits as
+/// the operator commands do (3 refused, 4 bad request, 2 not found).
 pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
+    match exec(c).await {
+        Err(e) => match e.downcast_ref::<super::ops::client::ApiError>() {
+            Some(api) => {
+                eprintln!("mezzo: {api}");
+                Ok(ExitCode::from(api.exit_code()))
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+async fn exec(c: Command) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     match c {
-        Command::Quota { conn, action } => match action {
+        Command::Quota { conn, action } => match action.unwrap_or(QuotaAction::List) {
             QuotaAction::List => {
                 let (v, view) = roles(&conn).await?;
                 if conn.json {
@@ -211,8 +227,22 @@ pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
                 if guarantee.is_none() && limit.is_none() {
                     bail!("give a guarantee (e.g. cpus=4,mem=8GiB), a --limit, or both");
                 }
-                let g = guarantee.as_deref().map(quantity_list).transpose()?.unwrap_or_default();
-                let l = limit.as_deref().map(quantity_list).transpose()?.unwrap_or_default();
+                let mut g = guarantee.as_deref().map(quantity_list).transpose()?;
+                let mut l = limit.as_deref().map(quantity_list).transpose()?;
+                // The API replaces a quota whole: what is left out here is
+                // the role's current value.
+                if g.is_none() || l.is_none() {
+                    let (v, _) = roles(&conn).await?;
+                    let current = |side: &str| {
+                        v["quotas"]
+                            .get(role.as_str())
+                            .and_then(|q| q[side].as_str())
+                            .map(str::to_owned)
+                    };
+                    g = g.or_else(|| current("guarantee"));
+                    l = l.or_else(|| current("limit"));
+                }
+                let (g, l) = (g.unwrap_or_default(), l.unwrap_or_default());
                 let body = serde_json::json!({ "role": role, "guarantee": g, "limit": l });
                 let v = request(&conn, Method::PUT, "/quota", Some(body)).await?;
                 done(&conn, &v, format!("quota of {role}: guarantee {g:?}, limit {l:?}"))
@@ -222,7 +252,7 @@ pub async fn run(c: Command) -> anyhow::Result<ExitCode> {
                 done(&conn, &v, format!("quota of {role} removed"))
             }
         },
-        Command::Weights { conn, action } => match action {
+        Command::Weights { conn, action } => match action.unwrap_or(WeightsAction::List) {
             WeightsAction::List => {
                 let (_, view) = roles(&conn).await?;
                 if conn.json {
