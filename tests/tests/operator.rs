@@ -413,6 +413,35 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         );
         let (code, out, _) = mezzo(&c, &["agents"], As::Admin).await?;
         ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
+        // Filters by name, hostname and id prefix; one naming nothing is an
+        // error, not an empty list (issue 21).
+        let (_, out, _) = mezzo(&c, &["agents", "--json"], As::Admin).await?;
+        let v: Value = serde_json::from_str(&out)?;
+        let host = v["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == agent.as_str()))
+            .and_then(|x| x["hostname"].as_str())
+            .context("the task's agent's hostname")?
+            .to_owned();
+        for filter in [
+            ["--framework", "cli"],
+            ["--framework", &fid[..8]],
+            ["--agent", &host],
+            ["--agent", &agent[..8]],
+        ] {
+            let (code, out, err) = mezzo(&c, &["tasks", filter[0], filter[1]], As::Admin).await?;
+            ensure!(
+                code == 0 && out.contains("talker"),
+                "tasks {filter:?}: {code} {out} {err}"
+            );
+        }
+        let (code, _, err) = mezzo(&c, &["tasks", "--framework", "no-such-framework"], As::Admin).await?;
+        ensure!(
+            code == 2 && err.contains("no framework no-such-framework"),
+            "{code} {err}"
+        );
+        let (code, _, err) = mezzo(&c, &["tasks", "--agent", "no-such-host"], As::Admin).await?;
+        ensure!(code == 2 && err.contains("mezzo agents"), "{code} {err}");
         let (code, out, _) = mezzo(&c, &["frameworks", "--json"], As::Admin).await?;
         let v: Value = serde_json::from_str(&out)?;
         ensure!(
@@ -444,7 +473,8 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         ensure!(code == 0, "{err}");
         ev.update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
             .await?;
-        let (code, out, _) = mezzo(&c, &["drain", &agent, "--deadline", "5s", "--json"], As::Admin).await?;
+        // An agent named by its hostname.
+        let (code, out, _) = mezzo(&c, &["drain", &host, "--deadline", "5s", "--json"], As::Admin).await?;
         ensure!(code == 0 && out.contains("drain"), "{out}");
         Ok(())
     }

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod follow;
 mod logs;
+mod resolve;
 mod top;
 
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ pub enum Command {
     Drain {
         #[command(flatten)]
         conn: Conn,
+        /// The agent: its id, a unique id prefix, or its hostname.
         agent: String,
         /// Kill tasks still running after this long (e.g. 10m).
         #[arg(long, value_parser = super::duration)]
@@ -72,18 +74,21 @@ pub enum Command {
     Reactivate {
         #[command(flatten)]
         conn: Conn,
+        /// The agent: its id, a unique id prefix, or its hostname.
         agent: String,
     },
     /// Mark an agent gone for good: its tasks become GONE and it may not return.
     Gone {
         #[command(flatten)]
         conn: Conn,
+        /// The agent: its id, a unique id prefix, or its hostname.
         agent: String,
     },
     /// Remove a framework and kill its tasks.
     Teardown {
         #[command(flatten)]
         conn: Conn,
+        /// The framework: its id, a unique id prefix, or its name.
         framework: String,
     },
     /// Kill a task.
@@ -107,8 +112,10 @@ pub struct TasksArgs {
     /// State(s), e.g. running, failed, active, terminal (comma-separated).
     #[arg(long)]
     state: Option<String>,
+    /// A framework's id, unique id prefix, or name.
     #[arg(long)]
     framework: Option<String>,
+    /// An agent's id, unique id prefix, or hostname.
     #[arg(long)]
     agent: Option<String>,
     /// At most this many (1..=1000).
@@ -182,19 +189,23 @@ async fn exec(cmd: Command) -> Result<(), ApiError> {
         Command::Why { conn, id } => why(conn, &id).await,
         Command::Top(a) => top::run(a).await,
         Command::Drain { conn, agent, deadline } => {
+            let agent = resolve::agent(&Client::new(&conn.master)?, &agent).await?;
             let body = serde_json::json!({ "deadline_secs": deadline.map(|d| d.as_secs_f64()) });
             let path = format!("/api/v1/agents/{}/drain", seg(&agent));
             act(conn, &path, body, &format!("draining agent {agent}")).await
         }
         Command::Reactivate { conn, agent } => {
+            let agent = resolve::agent(&Client::new(&conn.master)?, &agent).await?;
             let path = format!("/api/v1/agents/{}/reactivate", seg(&agent));
             act(conn, &path, Value::Null, &format!("reactivating agent {agent}")).await
         }
         Command::Gone { conn, agent } => {
+            let agent = resolve::agent(&Client::new(&conn.master)?, &agent).await?;
             let path = format!("/api/v1/agents/{}/gone", seg(&agent));
             act(conn, &path, Value::Null, &format!("agent {agent} marked gone")).await
         }
         Command::Teardown { conn, framework } => {
+            let framework = resolve::framework(&Client::new(&conn.master)?, &framework).await?;
             let path = format!("/api/v1/frameworks/{}/teardown", seg(&framework));
             act(conn, &path, Value::Null, &format!("tearing down framework {framework}")).await
         }
@@ -275,12 +286,21 @@ async fn frameworks(conn: Conn) -> Result<(), ApiError> {
 /// `mezzo tasks`.
 async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
     let c = Client::new(&a.conn.master)?;
+    // A filter that names nothing is an error, not "0 of 0".
+    let framework = match &a.framework {
+        Some(f) => Some(resolve::framework(&c, f).await?),
+        None => None,
+    };
+    let agent = match &a.agent {
+        Some(g) => Some(resolve::agent(&c, g).await?),
+        None => None,
+    };
     let path = with_query(
         "/api/v1/tasks",
         &[
             ("state", a.state),
-            ("framework", a.framework),
-            ("agent", a.agent),
+            ("framework", framework),
+            ("agent", agent),
             ("limit", Some(a.limit.to_string())),
             ("offset", Some(a.offset.to_string())),
         ],
@@ -323,7 +343,7 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
 async fn kill(conn: Conn, task: String, framework: Option<String>, grace: Option<Duration>) -> Result<(), ApiError> {
     let c = Client::new(&conn.master)?;
     let fw = match framework {
-        Some(f) => f,
+        Some(f) => resolve::framework(&c, &f).await?,
         None => framework_of(&c, &task).await?,
     };
     let body = serde_json::json!({ "grace_secs": grace.map(|d| d.as_secs_f64()) });
