@@ -484,7 +484,8 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
 
 /// Issue 21's quota findings: `mezzo quota` alone lists (its help calls
 /// `list` the default), setting one side of a quota again keeps the other,
-/// and a refused or bad call exits 3 or 4 as the other operator commands do.
+/// a guarantee beyond the cluster is warned about, and a refused or bad
+/// call exits 3 or 4 as the other operator commands do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_from_the_cli_keep_what_is_not_given_and_exit_with_meaningful_codes() -> Result<()> {
     let c = Cluster::start(ClusterSpec::default()).await?;
@@ -506,6 +507,14 @@ async fn quotas_from_the_cli_keep_what_is_not_given_and_exit_with_meaningful_cod
         ensure!(q["guarantee"] == "cpus:0.5" && q["limit"] == "cpus:3", "{q}");
         let (code, out, _) = mezzo(&c, &["weights"], As::Admin).await?;
         ensure!(code == 0 && out.contains("WEIGHT"), "mezzo weights alone: {out}");
+        // Beyond what the cluster has: taken, with a warning; within: none.
+        let (code, _, err) = mezzo(&c, &["quota", "set", "big", "cpus=1000"], As::Admin).await?;
+        ensure!(
+            code == 0 && err.contains("warning") && err.contains("more than all active agents have"),
+            "{code} {err}"
+        );
+        let (code, _, err) = mezzo(&c, &["quota", "set", "small", "cpus=0.1"], As::Admin).await?;
+        ensure!(code == 0 && !err.contains("warning"), "{code} {err}");
         // Refused (no credential; a credential without the rule), and bad.
         let (code, _, err) = mezzo(&c, &["quota", "set", "eng", "cpus=1"], As::Nobody).await?;
         ensure!(code == 3, "{code} {err}");

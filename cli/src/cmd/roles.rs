@@ -186,6 +186,23 @@ async fn roles(conn: &Conn) -> anyhow::Result<(Value, AllocationView)> {
     Ok((v, view))
 }
 
+/// Why `guarantee` cannot be met by the agents the cluster has now, if it
+/// cannot (best effort: no warning when the overview cannot be read).
+async fn beyond_cluster(conn: &Conn, role: &str, guarantee: &str) -> Option<String> {
+    use mezzo_proto::resources::Resources;
+    let wanted = Resources::parse(guarantee).ok()?;
+    let v = request(conn, reqwest::Method::GET, "/api/v1/overview", None)
+        .await
+        .ok()?;
+    let total: Resources = serde_json::from_value(v["resources"]["total"].clone()).ok()?;
+    (!total.contains(&wanted)).then(|| {
+        format!(
+            "the guarantee of {role} ({wanted}) is more than all active agents have together ({total}); \
+             it cannot be met until more agents join"
+        )
+    })
+}
+
 fn done(conn: &Conn, v: &Value, what: String) -> anyhow::Result<ExitCode> {
     if conn.json {
         println!("{}", serde_json::to_string_pretty(v)?);
@@ -245,6 +262,9 @@ async fn exec(c: Command) -> anyhow::Result<ExitCode> {
                 let (g, l) = (g.unwrap_or_default(), l.unwrap_or_default());
                 let body = serde_json::json!({ "role": role, "guarantee": g, "limit": l });
                 let v = request(&conn, Method::PUT, "/quota", Some(body)).await?;
+                if let Some(warning) = beyond_cluster(&conn, &role, &g).await {
+                    eprintln!("mezzo: warning: {warning}");
+                }
                 done(&conn, &v, format!("quota of {role}: guarantee {g:?}, limit {l:?}"))
             }
             QuotaAction::Remove { role } => {
