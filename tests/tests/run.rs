@@ -59,6 +59,30 @@ async fn mezzo_run_echo_prints_hi() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
+/// Issue 21: work no agent could ever run is refused at once (exit 4),
+/// instead of waiting silently for its whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mezzo_run_refuses_a_task_no_agent_could_ever_run() -> Result<()> {
+    let c = cluster().await?;
+    let result = async {
+        let started = std::time::Instant::now();
+        let out = run(&c, &["--cpus", "1000", "--timeout", "60s", "--", "true"]).await?;
+        let stderr = text(&out.stderr);
+        ensure!(out.status.code() == Some(4), "{:?}\n{stderr}", out.status);
+        ensure!(
+            stderr.contains("no agent can ever run a task of cpus:1000") && stderr.contains("the largest has"),
+            "{stderr}"
+        );
+        ensure!(started.elapsed() < std::time::Duration::from_secs(20), "it waited");
+        // One that fits still runs.
+        let out = run(&c, &["--", "true"]).await?;
+        ensure!(out.status.code() == Some(0), "{}", text(&out.stderr));
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// The task's stderr goes to our stderr, and its exit code is ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mezzo_run_streams_stderr_and_keeps_the_exit_code() -> Result<()> {

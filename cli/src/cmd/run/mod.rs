@@ -117,6 +117,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Mode::Stream
     };
     let http = crate::cmd::ops::Client::new(&a.master)?;
+    if let Some(why) = never_fits(&http, &per_task).await {
+        eprintln!("mezzo: {why}; nothing was launched");
+        return Ok(ExitCode::from(4));
+    }
     let mut cfg = SchedulerConfig::new(super::comma_list(&a.master), a.name.clone());
     cfg.framework.roles = vec![a.role.clone()];
     // Detached tasks outlive this process by the failover timeout: then
@@ -147,4 +151,25 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         report::print_summary(&summary);
     }
     Ok(ExitCode::from(exit))
+}
+
+/// Why no agent the cluster has could ever run a task of `per_task` (the
+/// largest is smaller), if so; `None` when one could, or when the agents
+/// cannot be read (the run then waits for offers as before).
+async fn never_fits(http: &crate::cmd::ops::Client, per_task: &Resources) -> Option<String> {
+    use mezzo_master::core::view::{AgentRow, Page};
+    let page: Page<AgentRow> = http.get_as("/api/v1/agents?limit=1000").await.ok()?;
+    let agents: Vec<&Resources> = page
+        .items
+        .iter()
+        .filter(|a| a.status.name() != "gone")
+        .map(|a| &a.total)
+        .collect();
+    if agents.is_empty() || agents.iter().any(|total| total.contains(per_task)) {
+        return None;
+    }
+    let largest = agents.iter().max_by_key(|r| (r.cpus, r.mem))?;
+    Some(format!(
+        "no agent can ever run a task of {per_task}: the largest has {largest} in all"
+    ))
 }
