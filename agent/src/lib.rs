@@ -159,6 +159,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         resources: host.resources.total(),
         metrics: metrics.clone(),
     };
+    let offered = host.resources.total();
     let server = http_server(listener, &transport, http_state, host.work_dir.clone())?;
     spawn_actor(&mut actors, "HTTP server", server);
     let deps = attach::AttachDeps {
@@ -181,6 +182,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     };
     spawn_actor(&mut actors, "master connection", attach::run(deps));
     tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %host.runtime_dir.display(), "agent started");
+    for warning in startup_warnings(&config.hostname, &offered).await {
+        tracing::warn!("{warning}");
+    }
     Ok(AgentHandle {
         http_addr,
         actors,
@@ -188,6 +192,35 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         runtime_dir: host.runtime_dir,
         runtime_dir_is_default: config.runtime_dir.is_none(),
     })
+}
+
+/// What an operator should know about this agent's identity before work
+/// lands on it (issue 21): a hostname that does not resolve (frameworks
+/// and health checks that connect to its tasks by it will fail), and
+/// nothing to run tasks with.
+async fn startup_warnings(hostname: &str, resources: &mezzo_proto::resources::Resources) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let lookup = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((hostname, 0u16)),
+    )
+    .await;
+    let unresolved = match lookup {
+        Ok(Ok(addrs)) => (addrs.count() == 0).then(|| "no address".to_owned()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 5 s".to_owned()),
+    };
+    if let Some(why) = unresolved {
+        warnings.push(format!(
+            "hostname {hostname:?} does not resolve ({why}): frameworks and health checks that reach tasks by it will fail; pass --hostname with a name this machine is known by"
+        ));
+    }
+    if resources.cpus.0 == 0 || resources.mem.0 == 0 {
+        warnings.push(format!(
+            "this agent offers {resources}: without cpus and memory no task can run on it (--resources replaces what is detected; give cpus and mem too)"
+        ));
+    }
+    warnings
 }
 
 /// What the agent finds or makes on this host before any actor starts.
@@ -466,4 +499,23 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
             Ok(Arc::new(c))
         }
     }
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn startup_warns_of_an_unresolvable_hostname_and_nothing_to_offer() {
+    use mezzo_proto::resources::Resources;
+    let fine = Resources::parse("cpus:1;mem:64").expect("resources");
+    assert!(startup_warnings("localhost", &fine).await.is_empty());
+    let warnings = startup_warnings("no-such-host.invalid", &fine).await;
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("does not resolve") && warnings[0].contains("--hostname"),
+        "{warnings:?}"
+    );
+    let ports_only = Resources::parse("ports:[31000-31010]").expect("resources");
+    let warnings = startup_warnings("localhost", &ports_only).await;
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("without cpus and memory"),
+        "{warnings:?}"
+    );
 }
