@@ -461,6 +461,16 @@ async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
         svc.deploy(&c, "ok.toml", &web("web", 1, HTTPD, "")).await?;
         let (code, _, err) = svc.cli(&["rollback", "web"]).await?;
         ensure!(code == 4 && err.contains("no previous version"), "{code}: {err}");
+        // No healthy instance: `endpoints` says so and fails (issue 21).
+        let idle = web("idle", 1, "exec sleep 600", "").replace("grace_period = \"10s\"", "grace_period = \"10m\"");
+        svc.deploy(&c, "idle.toml", &idle).await?;
+        let (code, out, err) = svc.cli(&["endpoints", "idle"]).await?;
+        ensure!(
+            code == 7 && out.is_empty() && err.contains("idle has no healthy instance"),
+            "{code}: {out} {err}"
+        );
+        let (code, _, err) = svc.cli(&["remove", "idle"]).await?;
+        ensure!(code == 0, "remove idle: {err}");
         // An update that never completes (its instance neither passes nor
         // fails its check) is rolled back at its progress deadline.
         let stuck = web("web", 1, "exec sleep 600", "[upgrade]\nprogress_deadline = \"2s\"\n")

@@ -5,7 +5,7 @@
 //! 2 the request was refused as malformed (bad file: the message names the
 //! field or line); 3 no such service; 4 not possible now (conflict);
 //! 5 resources no agent has; 6 the framework is not connected (nothing
-//! changed).
+//! changed); 7 `endpoints` found no healthy instance.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,11 +182,18 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Sub::Endpoints { name, query } => {
             let r: Result<Vec<Endpoint>, _> =
                 call(&query.client, reqwest::Method::GET, &format!("/{name}/endpoints"), None).await?;
-            show(r, query.json, |list| {
+            let none_healthy = matches!(&r, Ok(list) if list.is_empty());
+            let code = show(r, query.json, |list| {
                 for e in list {
                     println!("{}", e.address);
                 }
-            })
+            })?;
+            if none_healthy {
+                // Nothing to connect to is not success (issue 21).
+                eprintln!("mezzo service: {name} has no healthy instance");
+                return Ok(ExitCode::from(7));
+            }
+            Ok(code)
         }
     }
 }

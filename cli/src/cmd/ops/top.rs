@@ -83,7 +83,8 @@ async fn frame(c: &Client, json: bool) -> Result<String, ApiError> {
     Ok(out)
 }
 
-/// cpus, mem and disk: total, allocated, offered, idle and used share.
+/// cpus, mem and disk: total, allocated, offered, idle and the allocated
+/// share (what tasks hold, not what they use).
 fn resources(r: &ResourceBuckets) -> Table {
     type Amount = fn(&Resources) -> f64;
     let kinds: [(&str, Amount); 3] = [
@@ -92,7 +93,7 @@ fn resources(r: &ResourceBuckets) -> Table {
         ("disk", |x| x.disk.0 as f64),
     ];
     let mut t = Table::new();
-    t.set_header(["RESOURCE", "TOTAL", "ALLOCATED", "OFFERED", "IDLE", "USED%"]);
+    t.set_header(["RESOURCE", "TOTAL", "ALLOCATED", "OFFERED", "IDLE", "ALLOC%"]);
     for (k, get) in kinds {
         let (total, allocated) = (get(&r.total), get(&r.allocated));
         t.add_row([
