@@ -469,6 +469,9 @@ async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
             code == 7 && out.is_empty() && err.contains("idle has no healthy instance"),
             "{code}: {out} {err}"
         );
+        // Nor is a service below its count "stable".
+        let s = svc.get("/idle").await?;
+        ensure!(s["state"] == "degraded (0/1 healthy)", "{s}");
         let (code, _, err) = svc.cli(&["remove", "idle"]).await?;
         ensure!(code == 0, "remove idle: {err}");
         // An update that never completes (its instance neither passes nor

@@ -84,10 +84,16 @@ impl Svc {
 
     pub(super) fn summary(&self) -> Summary {
         let d = &self.rec.deployment;
+        let healthy = self.healthy().count() as u32;
         let state = if self.rec.removing {
             "removing".to_owned()
         } else {
             match (d.from, d.rolling_back) {
+                // Not "stable" while below its count (issue 21: a drained
+                // service read "stable" with no instance up).
+                (None, _) if healthy < self.rec.desired => {
+                    format!("degraded ({healthy}/{} healthy)", self.rec.desired)
+                }
                 (None, _) => "stable".to_owned(),
                 (Some(f), false) => format!("updating {f} -> {}", d.target),
                 (Some(f), true) => format!("rolling back {f} -> {}", d.target),
@@ -99,7 +105,7 @@ impl Svc {
             version: d.target,
             desired: self.rec.desired,
             running,
-            healthy: self.healthy().count() as u32,
+            healthy,
             state,
         }
     }
