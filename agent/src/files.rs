@@ -50,7 +50,7 @@ pub enum FilesError {
     NotFound(String),
     #[error("no sandbox for task {task} of framework {framework}")]
     NoSandbox { framework: String, task: String },
-    #[error("path {0:?} is a directory; use browse")]
+    #[error("path {0:?} is a directory: list it with `mezzo logs TASK --ls {0}` (or the files API's browse)")]
     IsDir(String),
     #[error("path {0:?} is not a directory; use read")]
     NotDir(String),

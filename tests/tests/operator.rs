@@ -452,6 +452,14 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         ensure!(code == 0 && out.contains("offers received"), "{out}");
         let (code, out, _) = mezzo(&c, &["logs", "talker"], As::Admin).await?;
         ensure!(code == 0 && out.contains("hello-from-task"), "{out}");
+        // A directory is listed with --ls, and reading one says so.
+        let (code, out, err) = mezzo(&c, &["logs", "talker", "--ls"], As::Admin).await?;
+        ensure!(
+            code == 0 && out.lines().any(|l| l.ends_with("  stdout")),
+            "{code} {out} {err}"
+        );
+        let (code, _, err) = mezzo(&c, &["logs", "talker", "--file", "."], As::Admin).await?;
+        ensure!(code != 0 && err.contains("mezzo logs TASK --ls"), "{code} {err}");
         let (code, out, _) = mezzo(&c, &["top", "--once"], As::Admin).await?;
         ensure!(code == 0 && out.contains("talker") && out.contains("cpus"), "{out}");
 
