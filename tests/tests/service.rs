@@ -251,6 +251,37 @@ async fn five_instances_survive_killed_tasks_and_a_lost_agent() -> Result<()> {
         })
         .await?;
 
+        // An operator kills one instance after another (`mezzo kill`):
+        // each is replaced at once, the restart backoff never grows (it
+        // doubled from 1 s per kill before, issue 21), and the events say
+        // who stopped it.
+        for round in 0..3 {
+            let s = svc.get("/web").await?;
+            let victim = instances(&s)
+                .first()
+                .and_then(|i| i["task_id"].as_str())
+                .context("an instance")?
+                .to_owned();
+            let out = c.command().args(["kill", &victim]).output().await?;
+            ensure!(out.status.success(), "kill: {}", String::from_utf8_lossy(&out.stderr));
+            let started = Instant::now();
+            svc.wait("web", "the operator's kill replaced", LONG, |s| {
+                healthy(s) == 5 && !task_ids(s).contains(&victim)
+            })
+            .await?;
+            ensure!(
+                started.elapsed() < Duration::from_secs(6),
+                "round {round}: replaced after {:?}",
+                started.elapsed()
+            );
+        }
+        let s = svc.get("/web").await?;
+        ensure!(
+            s["events"].to_string().contains("stopped by an operator or a drain"),
+            "{}",
+            s["events"]
+        );
+
         // An agent holding instances is SIGKILLed.
         let s = svc.get("/web").await?;
         let on_agent0: Vec<String> = instances(&s)

@@ -115,10 +115,15 @@ impl Owner {
                 } else {
                     status.message.clone()
                 };
-                match classify_end(ended, was_killed_by_us) {
+                let end = classify_end(ended, was_killed_by_us);
+                match end {
                     End::Killed => {}
-                    End::NeverStarted => {
-                        let what = format!("instance {id} was dropped before it started ({why}); replacing it at once");
+                    End::NeverStarted | End::ByOperator => {
+                        let what = if end == End::ByOperator {
+                            format!("instance {id} was stopped by an operator or a drain ({why}); replacing it at once")
+                        } else {
+                            format!("instance {id} was dropped before it started ({why}); replacing it at once")
+                        };
                         info!(service = %name, "{what}");
                         if let Some(s) = self.services.get_mut(&name) {
                             s.rec.event(what);
@@ -203,6 +208,10 @@ enum End {
     /// It never started (DROPPED): nothing is wrong with its version, and
     /// a replacement launches at once, without backoff.
     NeverStarted,
+    /// Killed by someone else (an operator's kill, a drain's deadline) or
+    /// its agent marked gone by one: no fault of its own, so it is replaced
+    /// at once and never grows the restart backoff.
+    ByOperator,
     /// It ended by itself or was lost: replaced after the backoff; a
     /// `fault` (it ran and failed, or exited) also counts against its
     /// version in an update, while a loss with its agent does not.
@@ -213,6 +222,7 @@ fn classify_end(ended: TaskState, killed_by_us: bool) -> End {
     match ended {
         _ if killed_by_us => End::Killed,
         TaskState::Dropped => End::NeverStarted,
+        TaskState::Killed | TaskState::Gone => End::ByOperator,
         TaskState::Failed | TaskState::Finished | TaskState::Error => End::Failure { fault: true },
         _ => End::Failure { fault: false },
     }
@@ -231,7 +241,8 @@ mod tests {
             (TaskState::Finished, false, End::Failure { fault: true }),
             (TaskState::Error, false, End::Failure { fault: true }),
             (TaskState::Lost, false, End::Failure { fault: false }),
-            (TaskState::Gone, false, End::Failure { fault: false }),
+            (TaskState::Gone, false, End::ByOperator),
+            (TaskState::Killed, false, End::ByOperator),
             (TaskState::Unreachable, false, End::Failure { fault: false }),
             (TaskState::Killed, true, End::Killed),
         ] {
