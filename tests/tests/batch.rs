@@ -19,6 +19,66 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Issue 21: a job whose dependency failed is `skipped` with the reason,
+/// its tasks too (they read `pending` before), and so is a job after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_after_a_failed_dependency_are_skipped_with_the_reason() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let shared = shared_dir()?;
+    let result = async {
+        let b = Batch::start(&c).await?;
+        let file = r#"
+[[job]]
+name = "a"
+command = "exit 4"
+
+[[job]]
+name = "b"
+command = "true"
+count = 2
+depends_on = ["a"]
+
+[[job]]
+name = "c"
+command = "true"
+depends_on = ["b"]
+"#;
+        let out = b.submit(shared.path(), file, true).await?;
+        ensure!(!out.status.success(), "submit --wait fails: {}", text(&out));
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).context(text(&out))?;
+        let by_name = |n: &str| {
+            statuses
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["name"] == n))
+                .cloned()
+        };
+        let a = by_name("a").context("a")?;
+        ensure!(a["state"] == "failed", "a: {a}");
+        let bs = by_name("b").context("b")?;
+        ensure!(
+            bs["state"] == "skipped"
+                && bs["abandoned"] == "dependency \"a\" failed"
+                && bs["counts"]["skipped"] == 2
+                && bs["counts"]["pending"] == 0,
+            "b: {bs}"
+        );
+        ensure!(
+            bs["tasks"]
+                .as_array()
+                .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["state"] == "skipped")),
+            "b's tasks: {bs}"
+        );
+        let cs = by_name("c").context("c")?;
+        ensure!(
+            cs["state"] == "skipped" && cs["abandoned"] == "dependency \"b\" was skipped",
+            "c: {cs}"
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// A DAG of three jobs: `c` needs `a` and `b`; `b` has a task that fails
 /// its first attempt with exit 3 and succeeds on its retry. `submit --wait`
 /// exits 0 and reports the retry exactly.

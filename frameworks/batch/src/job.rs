@@ -101,12 +101,18 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Never run: a dependency failed, was cancelled or was skipped
+    /// (`abandoned` says which).
+    Skipped,
 }
 
 impl JobState {
     /// No task of the job will run any more.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Skipped
+        )
     }
 }
 
@@ -477,6 +483,7 @@ impl Job {
                 Slot::Failed => c.failed += 1,
                 Slot::Running { .. } => c.running += 1,
                 Slot::Cancelled => c.cancelled += 1,
+                Slot::Pending | Slot::Backoff { .. } if self.progress.abandoned.is_some() => c.skipped += 1,
                 Slot::Pending | Slot::Backoff { .. } => c.pending += 1,
             }
         }
@@ -498,7 +505,7 @@ impl Job {
             };
         }
         if self.progress.abandoned.is_some() {
-            return JobState::Failed;
+            return JobState::Skipped;
         }
         if c.succeeded == self.slots.len() {
             return JobState::Succeeded;
@@ -521,6 +528,9 @@ pub struct Counts {
     pub running: usize,
     pub pending: usize,
     pub cancelled: usize,
+    /// Tasks that will never run: the job was skipped.
+    #[serde(default)]
+    pub skipped: usize,
     /// Tasks that failed at least once (whatever their end).
     pub retried: usize,
     /// Launches dropped before they started and made again (no attempt spent).

@@ -376,6 +376,7 @@ fn job_state(s: JobState) -> String {
         JobState::Cancelling => "cancelling",
         JobState::Running => "running",
         JobState::Waiting => "waiting",
+        JobState::Skipped => "skipped",
     }
     .to_owned()
 }

@@ -478,6 +478,7 @@ impl State {
             for dep in &job.spec.depends_on {
                 match states.get(dep) {
                     Some(job::JobState::Failed) => job.abandon(format!("dependency {dep:?} failed")),
+                    Some(job::JobState::Skipped) => job.abandon(format!("dependency {dep:?} was skipped")),
                     Some(job::JobState::Cancelled | job::JobState::Cancelling) => {
                         job.abandon(format!("dependency {dep:?} was cancelled"))
                     }

@@ -27,7 +27,7 @@ pub struct JobSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     pub index: u32,
-    /// pending, backoff, running, succeeded, failed, cancelled.
+    /// pending, backoff, running, succeeded, failed, cancelled, skipped.
     pub state: String,
     /// Attempts started so far.
     pub attempts: u32,
@@ -83,7 +83,9 @@ impl State {
                 truncated = true;
                 break;
             }
+            let skipped = job.progress.abandoned.is_some();
             let (state, task_id) = match slot {
+                Slot::Pending | Slot::Backoff { .. } if skipped => ("skipped", None),
                 Slot::Pending => ("pending", None),
                 Slot::Backoff { .. } => ("backoff", None),
                 Slot::Running { task_id, .. } => ("running", Some(task_id.clone())),
