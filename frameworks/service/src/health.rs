@@ -71,6 +71,30 @@ pub fn spawn(target: Target, http: reqwest::Client, reports: mpsc::Sender<Report
     .abort_handle()
 }
 
+/// An error with every cause it wraps (a client's "error sending request"
+/// alone hid a name that does not resolve, issue 21), and what to do when
+/// the agent's host name is the problem.
+fn cause(e: &(dyn std::error::Error + 'static), host: &str) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    let text = parts.join(": ");
+    let unresolved = ["dns error", "failed to lookup address", "Name or service not known"];
+    if unresolved.iter().any(|u| text.contains(u)) {
+        format!(
+            "{text} (the agent's host name {host:?} does not resolve here: give the agent a --hostname this machine can resolve)"
+        )
+    } else {
+        text
+    }
+}
+
 async fn probe(t: &Target, http: &reqwest::Client) -> Result<(), String> {
     let port = |i: usize| t.ports.get(i).map(|p| p.1).ok_or_else(|| format!("no port {i}"));
     match &t.probe {
@@ -79,11 +103,15 @@ async fn probe(t: &Target, http: &reqwest::Client) -> Result<(), String> {
             tokio::net::TcpStream::connect(&addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("tcp {addr}: {e}"))
+                .map_err(|e| format!("tcp {addr}: {}", cause(&e, &t.host)))
         }
         Probe::Http { port: i, path } => {
             let url = format!("http://{}:{}{path}", t.host, port(*i)?);
-            let resp = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {}", cause(&e, &t.host)))?;
             let code = resp.status();
             if code.is_success() || code.is_redirection() {
                 Ok(())
@@ -114,6 +142,26 @@ async fn probe(t: &Target, http: &reqwest::Client) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probe of an agent whose host name does not resolve says so.
+    #[tokio::test]
+    async fn an_unresolvable_host_is_named_as_the_cause() {
+        let target = |probe| Target {
+            host: "no-such-host.invalid".into(),
+            ..target(probe, 80)
+        };
+        let http = reqwest::Client::new();
+        for probe in [
+            Probe::Http {
+                port: 0,
+                path: "/".into(),
+            },
+            Probe::Tcp { port: 0 },
+        ] {
+            let err = super::probe(&target(probe), &http).await.expect_err("no such host");
+            assert!(err.contains("\"no-such-host.invalid\" does not resolve here"), "{err}");
+        }
+    }
 
     fn target(probe: Probe, port: u64) -> Target {
         Target {
