@@ -150,6 +150,7 @@ mod tests {
             host: "no-such-host.invalid".into(),
             ..target(probe, 80)
         };
+        mezzo_sdk::ensure_tls_provider();
         let http = reqwest::Client::new();
         for probe in [
             Probe::Http {
