@@ -105,7 +105,7 @@ async fn history_survives_framework_exit_and_master_failover() -> Result<()> {
         let table = c.command().args(["tasks", "--framework", &fail_id]).output().await?;
         let text = String::from_utf8_lossy(&table.stdout);
         ensure!(
-            table.status.success() && text.contains("TASK_FAILED") && text.contains(" 3 "),
+            table.status.success() && text.contains(" failed ") && text.contains(" 3 "),
             "{table:?}"
         );
 

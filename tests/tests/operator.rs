@@ -406,11 +406,20 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         ensure!(code == 0, "{err}");
         let v: Value = serde_json::from_str(&out)?;
         ensure!(v["total"] == 1 && v["items"][0]["id"] == "talker", "{v}");
+        // The default table fits 120 columns and names the framework and
+        // host; `-o wide` adds the ids (issue 21: 150-180 columns of ids).
         let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid], As::Admin).await?;
         ensure!(
-            code == 0 && out.contains("talker") && out.contains("TASK_RUNNING"),
+            code == 0 && out.contains("talker") && out.contains(" running ") && out.contains(" cli "),
             "{out}"
         );
+        ensure!(!out.contains(&fid), "no framework id by default: {out}");
+        ensure!(
+            out.lines().all(|l| l.chars().count() <= 120),
+            "wider than 120 columns:\n{out}"
+        );
+        let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid, "-o", "wide"], As::Admin).await?;
+        ensure!(code == 0 && out.contains(&fid) && out.contains("cpus"), "{out}");
         let (code, out, _) = mezzo(&c, &["agents"], As::Admin).await?;
         ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
         // Filters by name, hostname and id prefix; one naming nothing is an

@@ -10,6 +10,7 @@ mod logs;
 mod resolve;
 mod top;
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -123,6 +124,16 @@ pub struct TasksArgs {
     limit: usize,
     #[arg(long, default_value_t = 0)]
     offset: usize,
+    /// `wide`: also the task's name, its framework's and agent's ids and
+    /// its resources.
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<Output>,
+}
+
+/// Table layouts beyond the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Wide,
 }
 
 /// Runs an operator command and maps its failure to an exit code.
@@ -308,31 +319,46 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
     let Some(page) = read::<Page<TaskView>>(&c, &path, a.conn.json).await? else {
         return Ok(());
     };
+    // Names for ids, as people read them (best effort: ids otherwise).
+    let frameworks: HashMap<String, String> = resolve::all::<FrameworkRow>(&c, "/api/v1/frameworks")
+        .await
+        .map(|v| v.into_iter().map(|f| (f.id, f.name)).collect())
+        .unwrap_or_default();
+    let hosts: HashMap<String, String> = resolve::all::<AgentRow>(&c, "/api/v1/agents")
+        .await
+        .map(|v| v.into_iter().map(|a| (a.id, a.hostname)).collect())
+        .unwrap_or_default();
+    let named =
+        |map: &HashMap<String, String>, id: &str| map.get(id).cloned().unwrap_or_else(|| id.chars().take(8).collect());
+    let wide = a.output == Some(Output::Wide);
     let mut t = Table::new();
-    t.set_header([
-        "TASK",
-        "NAME",
-        "STATE",
-        "REASON",
-        "EXIT",
-        "ENDED",
-        "FRAMEWORK",
-        "AGENT",
-        "RESOURCES",
-    ]);
+    let mut header = vec!["TASK", "STATE", "EXIT", "AGE", "ENDED", "FRAMEWORK", "HOST", "REASON"];
+    if wide {
+        header.extend(["NAME", "FRAMEWORK ID", "AGENT ID", "RESOURCES"]);
+    }
+    t.set_header(header);
     let shown = page.items.len();
     for task in page.items {
-        t.add_row([
-            task.id,
-            task.name,
-            task.state.into_owned(),
-            task.reason,
+        let state = task.state.trim_start_matches("TASK_").to_lowercase();
+        let why = if task.message.is_empty() {
+            &task.reason
+        } else {
+            &task.message
+        };
+        let mut row = vec![
+            task.id.clone(),
+            state,
             task.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            format!("{:.0}s", mezzo_proto::clock::secs_since(task.launched_at)),
             task.ended_at.map(ago).unwrap_or_default(),
-            task.framework_id,
-            task.agent_id,
-            res(&task.resources),
-        ]);
+            named(&frameworks, &task.framework_id),
+            named(&hosts, &task.agent_id),
+            short(why, if wide { 200 } else { 32 }),
+        ];
+        if wide {
+            row.extend([task.name, task.framework_id, task.agent_id, res(&task.resources)]);
+        }
+        t.add_row(row);
     }
     println!("{t}");
     println!("{shown} of {} task(s) shown (offset {})", page.total, a.offset);
@@ -450,6 +476,16 @@ fn image_line(p: &ImagePull) -> Option<String> {
 }
 
 /// `12s ago` for unix seconds `t`.
+/// `text` cut to `max` characters, marked with `…` when cut.
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 fn ago(t: f64) -> String {
     format!("{:.0}s ago", mezzo_proto::clock::secs_since(t))
 }

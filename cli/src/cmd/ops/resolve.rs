@@ -50,7 +50,7 @@ pub(super) async fn framework(c: &Client, given: &str) -> Result<String, ApiErro
 }
 
 /// Every row of a paged list.
-async fn all<T: serde::de::DeserializeOwned>(c: &Client, path: &str) -> Result<Vec<T>, ApiError> {
+pub(super) async fn all<T: serde::de::DeserializeOwned>(c: &Client, path: &str) -> Result<Vec<T>, ApiError> {
     let mut rows = Vec::new();
     loop {
         let page_path = with_query(
