@@ -421,7 +421,20 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         let (code, out, _) = mezzo(&c, &["tasks", "--framework", &fid, "-o", "wide"], As::Admin).await?;
         ensure!(code == 0 && out.contains(&fid) && out.contains("cpus"), "{out}");
         let (code, out, _) = mezzo(&c, &["agents"], As::Admin).await?;
-        ensure!(code == 0 && out.contains(&agent) && out.contains("agent1"), "{out}");
+        ensure!(
+            code == 0 && out.contains(&agent[..8]) && out.contains("agent1"),
+            "{out}"
+        );
+        let (code, wide, _) = mezzo(&c, &["agents", "-o", "wide"], As::Admin).await?;
+        ensure!(code == 0 && wide.contains(&agent), "{wide}");
+        let (code, fws, _) = mezzo(&c, &["frameworks"], As::Admin).await?;
+        ensure!(code == 0 && fws.contains(&fid[..8]) && !fws.contains(&fid), "{fws}");
+        for table in [&out, &fws] {
+            ensure!(
+                table.lines().all(|l| l.chars().count() <= 120),
+                "wider than 120 columns:\n{table}"
+            );
+        }
         // Filters by name, hostname and id prefix; one naming nothing is an
         // error, not an empty list (issue 21).
         let (_, out, _) = mezzo(&c, &["agents", "--json"], As::Admin).await?;

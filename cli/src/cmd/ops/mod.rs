@@ -11,6 +11,8 @@ mod resolve;
 mod top;
 
 use std::collections::HashMap;
+
+use mezzo_proto::resources::Resources;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,11 +44,17 @@ pub enum Command {
         /// Only agents in this state: active, disconnected, recovering, unreachable, draining.
         #[arg(long)]
         status: Option<String>,
+        /// `wide`: full ids and every resource.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
     },
     /// List frameworks with their offers and tasks.
     Frameworks {
         #[command(flatten)]
         conn: Conn,
+        /// `wide`: full ids.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
     },
     /// List tasks, newest first.
     Tasks(TasksArgs),
@@ -193,8 +201,8 @@ async fn read<T: DeserializeOwned>(c: &Client, path: &str, json: bool) -> Result
 
 async fn exec(cmd: Command) -> Result<(), ApiError> {
     match cmd {
-        Command::Agents { conn, status } => agents(conn, status).await,
-        Command::Frameworks { conn } => frameworks(conn).await,
+        Command::Agents { conn, status, output } => agents(conn, status, output == Some(Output::Wide)).await,
+        Command::Frameworks { conn, output } => frameworks(conn, output == Some(Output::Wide)).await,
         Command::Tasks(a) => tasks(a).await,
         Command::Logs(a) => logs::run(a).await,
         Command::Why { conn, id } => why(conn, &id).await,
@@ -230,7 +238,7 @@ async fn exec(cmd: Command) -> Result<(), ApiError> {
 }
 
 /// `mezzo agents`.
-async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
+async fn agents(conn: Conn, status: Option<String>, wide: bool) -> Result<(), ApiError> {
     let c = Client::new(&conn.master)?;
     let path = with_query("/api/v1/agents", &[("status", status), ("limit", Some("1000".into()))]);
     let Some(page) = read::<Page<AgentRow>>(&c, &path, conn.json).await? else {
@@ -240,14 +248,17 @@ async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
     t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED", "OFFERED"]);
     for a in page.items {
         let status = if a.draining { "draining" } else { a.status.name() };
+        // By default cpus, mem and disk only (ports and named resources
+        // with -o wide), so that the table fits 120 columns.
+        let r = |x: &Resources| if wide { res(x) } else { core_res(x) };
         t.add_row([
-            a.id,
+            id_or_prefix(&a.id, wide),
             a.hostname,
             status.to_owned(),
             a.active_tasks.to_string(),
-            res(&a.total),
-            res(&a.used),
-            res(&a.offered),
+            r(&a.total),
+            r(&a.used),
+            r(&a.offered),
         ]);
     }
     println!("{t}");
@@ -255,7 +266,7 @@ async fn agents(conn: Conn, status: Option<String>) -> Result<(), ApiError> {
 }
 
 /// `mezzo frameworks`.
-async fn frameworks(conn: Conn) -> Result<(), ApiError> {
+async fn frameworks(conn: Conn, wide: bool) -> Result<(), ApiError> {
     let c = Client::new(&conn.master)?;
     let Some(page) = read::<Page<FrameworkRow>>(&c, "/api/v1/frameworks?limit=1000", conn.json).await? else {
         return Ok(());
@@ -279,7 +290,7 @@ async fn frameworks(conn: Conn) -> Result<(), ApiError> {
             .collect();
         let o = &f.offers;
         t.add_row([
-            f.id,
+            id_or_prefix(&f.id, wide),
             f.name,
             f.roles.join(","),
             f.removed_at
@@ -476,6 +487,27 @@ fn image_line(p: &ImagePull) -> Option<String> {
 }
 
 /// `12s ago` for unix seconds `t`.
+/// A full id with `-o wide`, else its first 8 characters (enough for
+/// every command that takes an id: they take unique prefixes).
+fn id_or_prefix(id: &str, wide: bool) -> String {
+    if wide {
+        id.to_owned()
+    } else {
+        id.chars().take(8).collect()
+    }
+}
+
+/// cpus, mem and disk, in a few columns.
+fn core_res(r: &Resources) -> String {
+    let core = Resources {
+        cpus: r.cpus,
+        mem: r.mem,
+        disk: r.disk,
+        ..Default::default()
+    };
+    res(&core)
+}
+
 /// `text` cut to `max` characters, marked with `…` when cut.
 fn short(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
