@@ -15,8 +15,9 @@ use mezzo_batch::{BatchConfig, Engine};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address of the batch framework's HTTP API.
-    #[arg(long, global = true, env = "MEZZO_BATCH", default_value = "127.0.0.1:5070")]
+    /// Address of the batch framework's HTTP API (`--batch` as `mezzo
+    /// service` takes `--service`; for `serve`, also `--listen`).
+    #[arg(long, global = true, visible_aliases = ["batch", "listen"], env = "MEZZO_BATCH", default_value = "127.0.0.1:5080")]
     addr: String,
     #[command(subcommand)]
     command: Command,
@@ -68,8 +69,13 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Master addresses, comma-separated.
-    #[arg(long, env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+    /// Master addresses, comma-separated (`--master` as everywhere else).
+    #[arg(
+        long,
+        visible_alias = "master",
+        env = "MEZZO_MASTER",
+        default_value = "127.0.0.1:5050"
+    )]
     masters: String,
     /// Where the framework id is kept between runs (jobs are kept in the
     /// masters' registry).
@@ -295,5 +301,40 @@ fn print_status(s: &JobStatus) {
     println!("{t}");
     if s.truncated {
         println!("  (first {} tasks shown)", s.tasks.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    /// One flag name for one concept (issue 21): `serve --master` and
+    /// `--listen` as the other daemons take them, `--batch` for clients.
+    #[test]
+    fn serve_and_clients_take_the_common_flag_names() {
+        let cli = Cli::try_parse_from([
+            "batch",
+            "serve",
+            "--master",
+            "10.0.0.1:5050",
+            "--listen",
+            "127.0.0.1:7070",
+        ])
+        .expect("common names");
+        assert_eq!(cli.args.addr, "127.0.0.1:7070");
+        match cli.args.command {
+            super::Command::Serve(s) => assert_eq!(s.masters, "10.0.0.1:5050"),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["batch", "--batch", "127.0.0.1:7071", "list"]).expect("--batch");
+        assert_eq!(cli.args.addr, "127.0.0.1:7071");
+        let cli = Cli::try_parse_from(["batch", "serve", "--masters", "m:1", "--addr", "a:2"]).expect("the old names");
+        assert_eq!(cli.args.addr, "a:2");
     }
 }
