@@ -27,17 +27,28 @@ async fn mezzo_in(net: &Net, env: &[(String, String)], args: &[&str]) -> Result<
 /// An agent on another host joins with a join token it was given (no
 /// credential of the cluster on its machine); a wrong token, or one of
 /// A join token of `kind` (`agent` or `master`), from the token endpoint
-/// at `url`, as the administrator.
+/// at `url`, as the administrator. A master that has just started may not
+/// lead yet (it answers 503 until it does): asked again for up to 10 s.
 async fn join_token(http: &reqwest::Client, url: &str, kind: &str) -> Result<String> {
-    let r = http
-        .post(url)
-        .json(&json!({ "kind": kind, "ttl_secs": 600 }))
-        .send()
-        .await?;
-    Ok(r.json::<serde_json::Value>().await?["token"]
-        .as_str()
-        .context("token")?
-        .to_owned())
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .post(url)
+            .json(&json!({ "kind": kind, "ttl_secs": 600 }))
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.text().await?;
+        if status.is_success() {
+            let v: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+            return Ok(v["token"].as_str().context("token")?.to_owned());
+        }
+        ensure!(
+            status.as_u16() == 503 && std::time::Instant::now() < deadline,
+            "token: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// another cluster, is refused and nothing joins.
