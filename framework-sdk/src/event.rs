@@ -4,8 +4,10 @@ use mezzo_proto::v1;
 use tokio::sync::mpsc;
 
 /// One thing that happened to the framework. Events arrive in order, one at
-/// a time, through [`Events`].
+/// a time, through [`Events`]. New kinds of event may be added: a match
+/// needs a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// The master (re)registered the framework. `resumed` is true when the
     /// SDK passed a framework id, i.e. this is a failover or a reconnection;
@@ -40,6 +42,22 @@ pub enum Event {
     AgentLost {
         /// The agent lost.
         agent_id: String,
+    },
+    /// An operator drains an agent for maintenance (`draining`), or ended
+    /// the drain: the agent gets no new offers, and what still runs on it
+    /// at `deadline` is killed (with reason `REASON_AGENT_DRAINING`). A
+    /// framework that cares about availability starts replacements
+    /// elsewhere and stops its tasks there itself, at its own pace. Sent
+    /// when the drain changes and again after every (re)subscription
+    /// while it lasts.
+    AgentDraining {
+        /// The agent drained.
+        agent_id: String,
+        /// False when the drain ended (the agent was reactivated).
+        draining: bool,
+        /// When the agent's remaining tasks are killed; `None` when they
+        /// may run to completion.
+        deadline: Option<std::time::SystemTime>,
     },
     /// The connection to the master was lost. The SDK is reconnecting;
     /// calls return [`SdkError::NotConnected`](crate::SdkError::NotConnected) until the next

@@ -177,10 +177,30 @@ async fn actions_need_a_credential_and_a_rule_and_a_drain_empties_an_agent() -> 
             )
             .await?;
         ensure!(code == 202, "{code} {body}");
+        // The framework is told first, with the deadline, so that it could
+        // move its tasks away itself.
+        let agent_id = agent.clone();
+        let deadline = ev
+            .next(Duration::from_secs(10), |e| match e {
+                Event::AgentDraining {
+                    agent_id: a,
+                    draining: true,
+                    deadline,
+                } if *a == agent_id => Some(*deadline),
+                _ => None,
+            })
+            .await?;
+        ensure!(deadline.is_some(), "the drain's deadline is told");
         let killed = ev
             .update("sleeper", Duration::from_secs(20), |st| st.is_terminal())
             .await?;
         ensure!(mezzo_sdk::task_state(&killed) == Some(TaskState::Killed), "{killed:?}");
+        // It says who killed it (issue 21: "killed on request" before).
+        ensure!(
+            killed.reason == mezzo_sdk::v1::StatusReason::ReasonAgentDraining as i32
+                && killed.message.contains("drain"),
+            "{killed:?}"
+        );
         let agents_url = "/api/v1/agents?status=draining";
         let (_, v) = api.get(&c, As::Admin, agents_url).await?;
         ensure!(v["total"] == 1 && v["items"][0]["id"] == agent.as_str(), "{v}");

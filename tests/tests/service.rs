@@ -584,6 +584,75 @@ async fn a_master_failover_keeps_the_instances_and_the_state() -> Result<()> {
     with_logs(result, &c, Some(&svc))
 }
 
+/// A drain keeps a service up (issue 21: `mezzo drain --deadline 10s`
+/// killed all five `web` instances at once and `endpoints` was empty for
+/// 16 s): told of the drain, the service starts replacements on the other
+/// agent and stops the drained instances itself, never dropping below
+/// `instances - max_unavailable` healthy ones, well before the deadline;
+/// `mezzo drain --wait` returns once the agent is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_moves_the_instances_without_dropping_below_the_floor() -> Result<()> {
+    let c = Cluster::start(spec(6, 2)).await?;
+    let svc = Service::start(&c, "a").await?;
+    let result = async {
+        svc.deploy(&c, "web.toml", &web("web", 4, HTTPD, "")).await?;
+        let s = svc
+            .wait("web", "4 healthy", LONG, |s| healthy(s) == 4 && s["state"] == "stable")
+            .await?;
+        let on_first: Vec<Value> = instances(&s).into_iter().filter(|i| i["host"] == "127.0.0.1").collect();
+        ensure!(on_first.len() == 2, "GROUP_BY spreads 2 and 2: {s}");
+        let agent = on_first[0]["agent_id"].as_str().context("agent id")?.to_owned();
+
+        // Watch the healthy count all along the drain.
+        let least = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let watcher = {
+            let (addr, least, http) = (svc.daemon.addr.clone(), least.clone(), svc.http.clone());
+            tokio::spawn(async move {
+                let url = format!("http://{addr}/v1/services/web");
+                loop {
+                    if let Ok(r) = http.get(&url).send().await
+                        && let Ok(v) = r.json::<Value>().await
+                    {
+                        least.fetch_min(healthy(&v), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let out = c
+            .command()
+            .args(["drain", "127.0.0.1", "--deadline", "5m", "--wait"])
+            .output()
+            .await?;
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "drain: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(stdout.contains("still running") && stdout.contains("is drained"), "{stdout}");
+        ensure!(took < LONG, "the agent emptied after {took:?}");
+        let s = svc
+            .wait("web", "4 healthy on the other agent", LONG, |s| {
+                healthy(s) == 4 && instances(s).len() == 4 && instances(s).iter().all(|i| i["agent_id"] != agent.as_str())
+            })
+            .await?;
+        watcher.abort();
+        let least = least.load(std::sync::atomic::Ordering::Relaxed);
+        ensure!(least >= 4, "only {least} healthy during the drain");
+        ensure!(
+            s["events"].to_string().contains("is drained: moving its 2 instance(s) elsewhere"),
+            "{}",
+            s["events"]
+        );
+        Ok(())
+    }
+    .await;
+    with_logs(result, &c, Some(&svc))
+}
+
 /// "Why is my work not running?": instances the offers have no room for
 /// are reported to the masters with the reason, for the dashboard and
 /// `mezzo why`.

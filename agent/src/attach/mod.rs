@@ -275,9 +275,9 @@ fn heartbeat_interval(secs: f64) -> Duration {
 async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), AgentError> {
     match msg.message {
         Some(Message::RunTask(run)) => deps.table.run_task(run).await,
-        Some(Message::KillTask(kill)) => {
-            let grace = kill.kill_grace_period_ms.map(Duration::from_millis);
-            deps.table.kill(kill.framework_id, kill.task_id, grace).await
+        Some(Message::KillTask(k)) => {
+            let kill = crate::task::supervisor::Kill::from_proto(&k);
+            deps.table.kill(k.framework_id, k.task_id, kill).await
         }
         Some(Message::Acknowledge(ack)) => deps.status.acknowledge(ack).await,
         Some(Message::ShutdownFramework(s)) => deps.table.shutdown_framework(s.framework_id).await,

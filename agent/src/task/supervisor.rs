@@ -50,10 +50,31 @@ pub struct SupervisorSpec {
     pub default_kill_grace: Duration,
 }
 
+/// A kill request: the grace period to use instead of the task's, and why
+/// when it is not the framework's own request (an operator's kill, a
+/// drain's deadline), to be reported on the `TASK_KILLED` update.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Kill {
+    pub grace: Option<Duration>,
+    pub why: Option<(StatusReason, String)>,
+}
+
+impl Kill {
+    /// From the master's message: an unspecified reason is the framework's
+    /// own request.
+    pub fn from_proto(k: &v1::KillTask) -> Kill {
+        let reason = StatusReason::try_from(k.reason).unwrap_or(StatusReason::ReasonUnspecified);
+        Kill {
+            grace: k.kill_grace_period_ms.map(Duration::from_millis),
+            why: (reason != StatusReason::ReasonUnspecified).then(|| (reason, k.message.clone())),
+        }
+    }
+}
+
 /// The table's handle on a running supervisor.
 #[derive(Debug)]
 pub struct SupervisorHandle {
-    kill: mpsc::Sender<Option<Duration>>,
+    kill: mpsc::Sender<Kill>,
     join: JoinHandle<()>,
     usage: tokio::sync::watch::Receiver<Option<Usage>>,
 }
@@ -62,7 +83,12 @@ impl SupervisorHandle {
     /// Asks for a kill; `grace` overrides the task's grace period. A second
     /// request while one is pending changes nothing.
     pub fn kill(&self, grace: Option<Duration>) {
-        let _ = self.kill.try_send(grace);
+        self.kill_with(Kill { grace, why: None });
+    }
+
+    /// Asks for a kill that is reported with its own reason.
+    pub fn kill_with(&self, kill: Kill) {
+        let _ = self.kill.try_send(kill);
     }
 
     pub fn is_finished(&self) -> bool {
@@ -104,7 +130,7 @@ pub fn spawn(
 struct Supervisor {
     spec: SupervisorSpec,
     reports: mpsc::Sender<StatusReport>,
-    kill_rx: mpsc::Receiver<Option<Duration>>,
+    kill_rx: mpsc::Receiver<Kill>,
     metrics: Metrics,
     usage: tokio::sync::watch::Sender<Option<Usage>>,
 }
@@ -237,9 +263,9 @@ impl Supervisor {
         self.metrics.tasks_launched.inc();
         forward_usage(container.as_ref(), &self.usage);
 
-        if let Ok(grace) = self.kill_rx.try_recv() {
+        if let Ok(kill) = self.kill_rx.try_recv() {
             // The kill arrived while the container was being launched.
-            self.kill(container.as_mut(), grace).await;
+            self.kill(container.as_mut(), kill.grace).await;
             self.report(
                 TaskState::Killed,
                 StatusReason::ReasonTaskKilledDuringLaunch,
@@ -261,7 +287,7 @@ impl Supervisor {
     async fn watch(&mut self, container: &mut dyn Container) {
         let kill = tokio::select! {
             exit = container.wait() => Err(exit),
-            Some(grace) = self.kill_rx.recv() => Ok(grace),
+            Some(kill) = self.kill_rx.recv() => Ok(kill),
         };
         if kill.is_err()
             && let Some(limit) = container.limitation().await
@@ -284,15 +310,12 @@ impl Supervisor {
             return;
         }
         match kill {
-            Ok(grace) => {
-                self.kill(container, grace).await;
-                self.report(
-                    TaskState::Killed,
-                    StatusReason::ReasonTaskKilled,
-                    "killed on request",
-                    None,
-                )
-                .await;
+            Ok(kill) => {
+                self.kill(container, kill.grace).await;
+                let (reason, message) = kill
+                    .why
+                    .unwrap_or((StatusReason::ReasonTaskKilled, "killed on request".to_owned()));
+                self.report(TaskState::Killed, reason, message, None).await;
             }
             Err(Ok(ExitStatus::Code(0))) => {
                 self.report(

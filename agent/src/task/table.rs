@@ -17,7 +17,7 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::supervisor::{self, SupervisorHandle, SupervisorSpec};
+use super::supervisor::{self, Kill, SupervisorHandle, SupervisorSpec};
 use super::{StatusReport, agent_status};
 use crate::containerizer::{Containerizer, Recovery};
 use crate::key::TaskKey;
@@ -45,7 +45,7 @@ enum TableCmd {
     Kill {
         framework_id: String,
         task_id: String,
-        grace: Option<Duration>,
+        kill: Kill,
     },
     ShutdownFramework(String),
     Snapshot(oneshot::Sender<Vec<TaskView>>),
@@ -73,11 +73,11 @@ impl TableHandle {
         self.send(TableCmd::Run(Box::new(run))).await
     }
 
-    pub async fn kill(&self, framework_id: String, task_id: String, grace: Option<Duration>) -> Result<(), AgentError> {
+    pub async fn kill(&self, framework_id: String, task_id: String, kill: Kill) -> Result<(), AgentError> {
         self.send(TableCmd::Kill {
             framework_id,
             task_id,
-            grace,
+            kill,
         })
         .await
     }
@@ -393,8 +393,8 @@ impl Table {
             TableCmd::Kill {
                 framework_id,
                 task_id,
-                grace,
-            } => self.on_kill(&framework_id, &task_id, grace).await?,
+                kill,
+            } => self.on_kill(&framework_id, &task_id, kill).await?,
             TableCmd::ShutdownFramework(framework_id) => {
                 let doomed = self
                     .tasks
@@ -487,7 +487,7 @@ impl Table {
         );
     }
 
-    async fn on_kill(&mut self, framework_id: &str, task_id: &str, grace: Option<Duration>) -> Result<(), AgentError> {
+    async fn on_kill(&mut self, framework_id: &str, task_id: &str, kill: Kill) -> Result<(), AgentError> {
         let key = match TaskKey::parse(framework_id, task_id) {
             Ok(key) => key,
             Err(e) => {
@@ -501,7 +501,7 @@ impl Table {
             }
             Some(Entry {
                 supervisor: Some(sup), ..
-            }) => sup.kill(grace),
+            }) => sup.kill_with(kill),
             Some(_) => tracing::debug!(task = %key, "kill of a task without a supervisor ignored"),
             None => {
                 // The master believes the task is here; correct it.

@@ -213,6 +213,28 @@ async fn kill_of_sleep_is_quick() -> TestResult {
     Ok(())
 }
 
+/// A kill for an operator or a drain is reported with its own reason and
+/// message (the master's `KillTask.reason`), not as "killed on request".
+#[tokio::test]
+async fn a_kill_with_a_reason_reports_it() -> TestResult {
+    let mut run = launch(command("sleep", false, &["60"]), None)?;
+    run.wait_running().await;
+    let kill = super::supervisor::Kill::from_proto(&v1::KillTask {
+        reason: StatusReason::ReasonAgentDraining as i32,
+        message: "drained".into(),
+        ..Default::default()
+    });
+    run.handle.kill_with(kill);
+    let last = run.next().await;
+    assert_eq!(state(&last), TaskState::Killed);
+    assert_eq!(last.reason, StatusReason::ReasonAgentDraining as i32);
+    assert_eq!(last.message, "drained");
+    // An unspecified reason is the framework's own request.
+    let plain = super::supervisor::Kill::from_proto(&v1::KillTask::default());
+    assert_eq!(plain, super::supervisor::Kill::default());
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_task_ignoring_sigterm_is_killed_after_the_grace_period() -> TestResult {
     let mut run = launch(command("trap '' TERM; sleep 60 & sleep 60; wait", true, &[]), Some(300))?;

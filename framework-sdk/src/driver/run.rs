@@ -288,6 +288,18 @@ impl Driver {
             Wire::Rescind(r) => self.emit(Event::Rescind { offer_id: r.offer_id }).await,
             Wire::Failure(f) => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
             Wire::Reconciled(_) => self.emit(Event::Reconciled).await,
+            Wire::AgentDrain(d) => {
+                let deadline = d
+                    .deadline
+                    .and_then(|t| std::time::Duration::try_from_secs_f64(t).ok())
+                    .map(|t| std::time::UNIX_EPOCH + t);
+                let ev = Event::AgentDraining {
+                    agent_id: d.agent_id,
+                    draining: d.draining,
+                    deadline,
+                };
+                self.emit(ev).await
+            }
             Wire::Update(u) => {
                 let status = u.status?;
                 // Queued before the event is handed over (the same promise:

@@ -441,9 +441,25 @@ async fn other_events_are_relayed() {
         .await;
     master.push(Wire::Rescind(v1::Rescind { offer_id: "o-1".into() })).await;
     master.push(Wire::Failure(v1::Failure { agent_id: "a-1".into() })).await;
+    master
+        .push(Wire::AgentDrain(v1::AgentDrain {
+            agent_id: "a-2".into(),
+            draining: true,
+            deadline: Some(1_800_000_000.5),
+        }))
+        .await;
     assert_eq!(next(&mut events).await, Event::Offers(vec![offer]));
     assert_eq!(next(&mut events).await, Event::Rescind { offer_id: "o-1".into() });
     assert_eq!(next(&mut events).await, Event::AgentLost { agent_id: "a-1".into() });
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_000_500);
+    assert_eq!(
+        next(&mut events).await,
+        Event::AgentDraining {
+            agent_id: "a-2".into(),
+            draining: true,
+            deadline: Some(deadline),
+        }
+    );
     scheduler.stop().await;
 }
 

@@ -288,6 +288,28 @@ impl Job {
         message: &str,
         now: Instant,
     ) -> Outcome {
+        self.end(index, task_id, state, exit_code, message, now, false)
+    }
+
+    /// The task of `index` was killed because an operator drained its
+    /// agent (`REASON_AGENT_DRAINING`): no fault of its own, so it starts
+    /// again elsewhere within its attempt (as a lost task with `on_lost =
+    /// "requeue"`, up to the same limit), whatever `on_lost` says.
+    pub fn drained(&mut self, index: u32, task_id: &str, message: &str, now: Instant) -> Outcome {
+        self.end(index, task_id, TaskState::Killed, None, message, now, true)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the update's fields, and how to take it
+    fn end(
+        &mut self,
+        index: u32,
+        task_id: &str,
+        state: TaskState,
+        exit_code: Option<i32>,
+        message: &str,
+        now: Instant,
+        drained: bool,
+    ) -> Outcome {
         let i = index as usize;
         let Some(slot) = self.slots.get(i).cloned() else {
             return Outcome::Nothing;
@@ -342,7 +364,7 @@ impl Job {
             return Outcome::Recorded;
         }
         let lost = matches!(state, TaskState::Lost | TaskState::Gone);
-        if lost && killing.is_none() && self.spec.on_lost == OnLost::Requeue {
+        if (lost && self.spec.on_lost == OnLost::Requeue || drained) && killing.is_none() {
             let requeued = self.progress.requeued.entry(index).or_default();
             if *requeued < MAX_REQUEUES {
                 *requeued += 1;
@@ -355,6 +377,7 @@ impl Job {
                 "timed out after {}",
                 humantime::format_duration(self.spec.timeout.unwrap_or_default())
             ),
+            _ if drained => format!("drained {} times: {message}", MAX_REQUEUES + 1),
             _ if lost && self.spec.on_lost == OnLost::Requeue => {
                 format!("lost {} times: {message}", MAX_REQUEUES + 1)
             }

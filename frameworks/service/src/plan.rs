@@ -8,7 +8,10 @@
 //! instance not of the target version is "old"; old instances are stopped
 //! only while the healthy instances left stay at or above
 //! `desired - max_unavailable`, and new ones are started while the live
-//! instances stay at or below `desired + max_surge`.
+//! instances stay at or below `desired + max_surge`. An instance on an
+//! agent an operator drains is "old" too, whatever its version: it is
+//! replaced elsewhere first, within the same limits, so that a drain never
+//! takes more instances than an update would.
 
 use std::time::Duration;
 
@@ -115,6 +118,8 @@ pub struct Inst {
     pub health: Health,
     /// Launch order (higher is newer), to stop the newest first.
     pub seq: u64,
+    /// Its agent is being drained: it is to be replaced elsewhere.
+    pub moving: bool,
 }
 
 /// Rolling-update limits.
@@ -151,7 +156,8 @@ pub fn step(d: &mut Deployment, desired: u32, limits: Limits, instances: &[Inst]
     }
     live.retain(|i| i.health != Health::Unhealthy);
 
-    let (mut new, mut old): (Vec<&Inst>, Vec<&Inst>) = live.into_iter().partition(|i| i.version == d.target);
+    let (mut new, mut old): (Vec<&Inst>, Vec<&Inst>) =
+        live.into_iter().partition(|i| i.version == d.target && !i.moving);
     // Least useful first: not healthy before healthy, then newest first.
     let order = |a: &&Inst, b: &&Inst| {
         (a.health == Health::Healthy, std::cmp::Reverse(a.seq))
@@ -278,6 +284,7 @@ mod tests {
             phase,
             health,
             seq,
+            moving: false,
         }
     }
 
@@ -327,6 +334,87 @@ mod tests {
 
     /// Simulates a whole rolling update, making each launched instance
     /// healthy at the next step, and checks the limits at every step.
+    /// A drain of the agent holding every instance: each is replaced
+    /// elsewhere before it is stopped, never dropping below the floor, and
+    /// nothing else changes once none is left there.
+    #[test]
+    fn instances_on_a_draining_agent_are_replaced_first() {
+        for limits in [
+            SURGE1,
+            Limits {
+                max_surge: 0,
+                max_unavailable: 1,
+            },
+            Limits {
+                max_surge: 2,
+                max_unavailable: 1,
+            },
+        ] {
+            let desired = 4;
+            let mut d = Deployment::new(1);
+            let mut is = healthy(desired, 1, 0);
+            for i in &mut is {
+                i.moving = true;
+            }
+            let mut seq = 100;
+            let mut done = false;
+            for round in 0..100 {
+                let s = step(&mut d, desired as u32, limits, &is, true);
+                assert!(!s.completed, "no update runs");
+                is.retain(|i| !s.kill.contains(&i.id));
+                let healthy = is.iter().filter(|i| i.health == Health::Healthy).count();
+                assert!(
+                    healthy + limits.max_unavailable as usize >= desired,
+                    "{limits:?} round {round}: {healthy} healthy"
+                );
+                assert!(
+                    is.len() <= desired + limits.max_surge as usize,
+                    "{limits:?} round {round}: {} live",
+                    is.len()
+                );
+                if is.iter().all(|i| !i.moving) && is.len() == desired && s.launch == 0 {
+                    done = true;
+                    break;
+                }
+                for i in &mut is {
+                    i.health = Health::Healthy;
+                }
+                for _ in 0..s.launch {
+                    seq += 1;
+                    is.push(inst(&format!("n{seq}"), 1, Phase::Staging, Health::Unknown, seq));
+                }
+            }
+            assert!(done, "{limits:?}: the drained instances were never all replaced");
+            assert_eq!(d, Deployment::new(1), "the deployment is untouched");
+            // Once moved, nothing more happens.
+            let s = step(&mut d, desired as u32, limits, &is, true);
+            assert_eq!(s, Step::default());
+        }
+    }
+
+    /// Where no replacement can be placed, a drain stops instances only
+    /// down to the floor; the rest stay until the drain's deadline.
+    #[test]
+    fn a_drain_with_nowhere_to_go_keeps_the_floor() {
+        let mut d = Deployment::new(1);
+        let mut is = healthy(3, 1, 0);
+        for i in &mut is {
+            i.moving = true;
+        }
+        let limits = Limits {
+            max_surge: 1,
+            max_unavailable: 1,
+        };
+        let s = step(&mut d, 3, limits, &is, true);
+        assert_eq!(s.kill.len(), 1, "{s:?}");
+        is.retain(|i| !s.kill.contains(&i.id));
+        // The replacements never start (no offers): nothing more is stopped.
+        is.push(inst("n1", 1, Phase::Staging, Health::Unknown, 10));
+        is.push(inst("n2", 1, Phase::Staging, Health::Unknown, 11));
+        let s = step(&mut d, 3, limits, &is, true);
+        assert!(s.kill.is_empty(), "{s:?}");
+    }
+
     fn roll(limits: Limits, desired: usize) -> usize {
         let mut d = Deployment::new(1);
         let mut is = healthy(desired, 1, 0);

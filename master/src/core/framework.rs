@@ -120,6 +120,7 @@ impl Master {
         self.alloc.set_framework_active(&id, true);
         self.alloc.revive(&id);
         self.send_subscribed(&id);
+        self.notify_drains_to(&id);
         // Updates forwarded while it was away and never acknowledged.
         let resend: Vec<v1::TaskStatus> = self
             .frameworks
@@ -152,6 +153,7 @@ impl Master {
                 self.insert_framework(rec, Some(conn), None);
                 self.framework_conns.insert(conn, rec.id.clone());
                 self.send_subscribed(&rec.id);
+                self.notify_drains_to(&rec.id);
                 self.allocation_needed = true;
                 self.note_framework_added(&rec.id, &rec.name);
                 tracing::info!(framework = %rec.id, name = %rec.name, "framework registered");

@@ -111,7 +111,8 @@ impl Master {
         if !self.frameworks.contains_key(fid) {
             return Err(MasterError::UnknownFramework(fid.to_string()));
         }
-        self.kill_task(fid, tid, grace)
+        let why = (v1::StatusReason::ReasonKilledByOperator, "killed by an operator");
+        self.kill_task_because(fid, tid, grace, Some(why))
     }
 
     /// Removes a framework for an operator, connected or not.
@@ -137,11 +138,44 @@ impl Master {
             self.drain_killed.remove(id);
         }
         self.allocation_needed = true;
+        self.notify_drain(id, None);
         self.observed.event(move || ClusterEvent::AgentDraining {
             agent_id: id.to_string(),
             draining,
         });
         tracing::info!(agent = %id, draining, "agent drain changed");
+    }
+
+    /// Tells frameworks of an agent's drain (or its end), so that they can
+    /// move their tasks before the deadline: every subscribed framework,
+    /// or only `to` (one that just subscribed).
+    pub(crate) fn notify_drain(&mut self, id: &AgentId, to: Option<&FrameworkId>) {
+        let drain = self.registry.draining.get(id);
+        let ev = v1::AgentDrain {
+            agent_id: id.to_string(),
+            draining: drain.is_some(),
+            deadline: drain.and_then(|d| d.deadline),
+        };
+        let targets: Vec<FrameworkId> = match to {
+            Some(f) => vec![f.clone()],
+            None => self
+                .frameworks
+                .iter()
+                .filter(|(_, f)| f.conn.is_some())
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        for fid in targets {
+            self.send_framework(&fid, v1::event::Event::AgentDrain(ev.clone()));
+        }
+    }
+
+    /// Tells a framework that just subscribed of every drain under way.
+    pub(crate) fn notify_drains_to(&mut self, fid: &FrameworkId) {
+        let draining: Vec<AgentId> = self.registry.draining.keys().cloned().collect();
+        for id in draining {
+            self.notify_drain(&id, Some(fid));
+        }
     }
 
     /// Kills what still runs on draining agents past their deadline (once
@@ -163,8 +197,12 @@ impl Master {
                 .map(|a| a.tasks.iter().cloned().collect())
                 .unwrap_or_default();
             tracing::info!(agent = %id, tasks = tasks.len(), "drain deadline passed; killing the agent's tasks");
+            let why = (
+                v1::StatusReason::ReasonAgentDraining,
+                "killed: its agent is drained for maintenance and the drain's deadline passed",
+            );
             for (fid, tid) in tasks {
-                if let Err(e) = self.kill_task(&fid, &tid, None) {
+                if let Err(e) = self.kill_task_because(&fid, &tid, None, Some(why)) {
                     tracing::debug!(task = %tid, error = %e, "drain kill skipped");
                 }
             }

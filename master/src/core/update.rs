@@ -282,6 +282,19 @@ impl Master {
         tid: &TaskId,
         grace: Option<Duration>,
     ) -> Result<(), MasterError> {
+        self.kill_task_because(fid, tid, grace, None)
+    }
+
+    /// Kills a task for someone other than its framework: the agent reports
+    /// `why` (reason and message) on the `TASK_KILLED` update, so that the
+    /// framework, the events and `mezzo why` say who stopped it.
+    pub(crate) fn kill_task_because(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        grace: Option<Duration>,
+        why: Option<(v1::StatusReason, &str)>,
+    ) -> Result<(), MasterError> {
         let fw = self
             .frameworks
             .get(fid)
@@ -309,6 +322,8 @@ impl Master {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
             kill_grace_period_ms: grace.map(|g| g.as_millis() as u64),
+            reason: why.map_or(v1::StatusReason::ReasonUnspecified, |w| w.0) as i32,
+            message: why.map(|w| w.1.to_owned()).unwrap_or_default(),
         });
         if !self.send_agent(&agent_id, msg) {
             return Err(MasterError::AgentDisconnected(agent_id.to_string()));

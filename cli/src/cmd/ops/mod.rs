@@ -5,6 +5,7 @@
 //! (no credential, or not allowed), 4 bad request.
 
 pub mod client;
+mod drain;
 pub mod follow;
 mod logs;
 mod resolve;
@@ -78,6 +79,9 @@ pub enum Command {
         /// Kill tasks still running after this long (e.g. 10m).
         #[arg(long, value_parser = super::duration)]
         deadline: Option<Duration>,
+        /// Wait until no task runs on the agent, printing what is left.
+        #[arg(long)]
+        wait: bool,
     },
     /// End a drain: offer the agent again.
     Reactivate {
@@ -207,11 +211,14 @@ async fn exec(cmd: Command) -> Result<(), ApiError> {
         Command::Logs(a) => logs::run(a).await,
         Command::Why { conn, id } => why(conn, &id).await,
         Command::Top(a) => top::run(a).await,
-        Command::Drain { conn, agent, deadline } => {
+        Command::Drain {
+            conn,
+            agent,
+            deadline,
+            wait,
+        } => {
             let agent = resolve::agent(&Client::new(&conn.master)?, &agent).await?;
-            let body = serde_json::json!({ "deadline_secs": deadline.map(|d| d.as_secs_f64()) });
-            let path = format!("/api/v1/agents/{}/drain", seg(&agent));
-            act(conn, &path, body, &format!("draining agent {agent}")).await
+            drain::run(conn, &agent, deadline, wait).await
         }
         Command::Reactivate { conn, agent } => {
             let agent = resolve::agent(&Client::new(&conn.master)?, &agent).await?;

@@ -305,7 +305,7 @@ impl State {
                     self.revive = true;
                 }
             }
-            Event::Rescind { .. } | Event::AgentLost { .. } => {}
+            _ => {}
         }
     }
 
@@ -370,7 +370,11 @@ impl State {
             self.last
                 .insert((name.clone(), index), (status.task_id.clone(), status.agent_id.clone()));
         }
-        let outcome = job.update(index, &status.task_id, state, status.exit_code, &status.message, now);
+        let outcome = if state == TaskState::Killed && status.reason == v1::StatusReason::ReasonAgentDraining as i32 {
+            job.drained(index, &status.task_id, &status.message, now)
+        } else {
+            job.update(index, &status.task_id, state, status.exit_code, &status.message, now)
+        };
         tracing::debug!(task = %status.task_id, state = state.name(), ?outcome, "update");
         if outcome == Outcome::Recorded && state != TaskState::Finished {
             self.revive = true;

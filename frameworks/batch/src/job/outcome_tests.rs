@@ -155,6 +155,27 @@ fn lost_after_start_follows_on_lost() {
     assert!(j.progress.failures[&0].reason.starts_with("lost 4 times"));
 }
 
+/// A task killed by a drain's deadline starts again elsewhere within its
+/// attempt, whatever `on_lost` says, up to the requeue limit.
+#[test]
+fn a_drained_task_starts_again_without_spending_an_attempt() {
+    let now = Instant::now();
+    let mut j = job(1, 0, "fail");
+    let id = launch(&mut j, 0, now);
+    assert_eq!(j.drained(0, &id, "drain deadline", now), Outcome::Recorded);
+    assert_eq!(j.drained(0, &id, "drain deadline", now), Outcome::Nothing, "resent");
+    assert_eq!(j.slots[0], Slot::Pending);
+    assert_eq!(j.next_attempt(0), 1, "no attempt spent");
+    for _ in 1..MAX_REQUEUES {
+        let id = launch(&mut j, 0, now);
+        j.drained(0, &id, "drain deadline", now);
+    }
+    let id = launch(&mut j, 0, now);
+    j.drained(0, &id, "drain deadline", now);
+    assert_eq!(j.slots[0], Slot::Failed);
+    assert!(j.progress.failures[&0].reason.starts_with("drained 4 times"));
+}
+
 #[test]
 fn ids_with_a_relaunch_suffix_parse() {
     assert_eq!(parse_task_id("j.3.1.7.2"), Some(("j", 3)));

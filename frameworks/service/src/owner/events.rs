@@ -20,6 +20,8 @@ impl Owner {
                 if let Err(e) = crate::save_framework_id(&self.work_dir, &framework_id) {
                     warn!("cannot save the framework id: {e}");
                 }
+                // The master tells of every drain under way right after.
+                self.draining.clear();
                 if !self.loaded {
                     self.load().await;
                 }
@@ -29,7 +31,54 @@ impl Owner {
             Event::Update(status) => self.on_update(status).await,
             Event::Disconnected { reason } => warn!(%reason, "disconnected from the master; reconnecting"),
             Event::AgentLost { agent_id } => info!(%agent_id, "agent lost"),
-            Event::Rescind { .. } | Event::Error { .. } | Event::Reconciled => {}
+            Event::AgentDraining {
+                agent_id,
+                draining,
+                deadline,
+            } => self.on_drain(agent_id, draining, deadline),
+            _ => {}
+        }
+    }
+
+    /// An agent's drain started or ended: its instances are moved
+    /// elsewhere by the planner, within the service's update limits,
+    /// before the drain's deadline kills them.
+    fn on_drain(&mut self, agent_id: String, draining: bool, deadline: Option<std::time::SystemTime>) {
+        let known = self.draining.contains_key(&agent_id);
+        if draining {
+            self.draining.insert(agent_id.clone(), deadline);
+        } else {
+            self.draining.remove(&agent_id);
+        }
+        if known == draining {
+            return; // told again after a subscription
+        }
+        info!(agent = %agent_id, draining, "agent drain");
+        for (name, s) in &mut self.services {
+            let here: Vec<&str> = s
+                .rec
+                .instances
+                .values()
+                .filter(|r| r.agent_id == agent_id)
+                .map(|r| r.host.as_str())
+                .collect();
+            let Some(host) = here.first().map(|h| (*h).to_owned()) else {
+                continue;
+            };
+            let what = if draining {
+                let by = deadline.map_or(String::new(), |t| {
+                    format!(" before {}", humantime::format_rfc3339_seconds(t))
+                });
+                format!(
+                    "agent {host} ({agent_id}) is drained: moving its {} instance(s) elsewhere{by}",
+                    here.len()
+                )
+            } else {
+                format!("the drain of agent {host} ({agent_id}) ended")
+            };
+            info!(service = %name, "{what}");
+            s.rec.event(what);
+            s.dirty = true;
         }
     }
 

@@ -125,9 +125,12 @@ impl Owner {
         let (Ok(res), Ok(constraints)) = (spec.resources(), spec.placement()) else {
             return vec![];
         };
+        // Instances being stopped, or leaving a draining agent, hold no
+        // place: a spread must not wait for them to go.
         let mut placed = Placed::default();
         for (id, r) in &s.rec.instances {
-            if s.live.get(id).is_some_and(|l| l.phase != Phase::Killing) {
+            let leaving = self.draining.contains_key(&r.agent_id);
+            if !leaving && s.live.get(id).is_some_and(|l| l.phase != Phase::Killing) {
                 placed.add_on(&r.host, r.attributes.iter().map(|(a, b)| (a.as_str(), b.as_str())));
             }
         }

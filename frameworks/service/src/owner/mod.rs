@@ -72,6 +72,7 @@ pub(crate) struct Owner {
     last_revive: Option<Instant>,
     last_reconcile: Option<Instant>,
     started: Instant,
+    draining: state::Draining,
 }
 
 impl Owner {
@@ -91,6 +92,7 @@ impl Owner {
             last_revive: None,
             last_reconcile: None,
             started: Instant::now(),
+            draining: state::Draining::new(),
         }
     }
 

@@ -11,6 +11,11 @@ use crate::plan::{Health, Inst, Limits, Phase, RestartHold};
 use crate::record::{InstanceRecord, ServiceRecord};
 use crate::view::Summary;
 
+/// Agents an operator drains, by id, with the drain's deadline: their
+/// instances are moved elsewhere. Not stored: the master tells the
+/// framework again after every subscription.
+pub(super) type Draining = BTreeMap<String, Option<std::time::SystemTime>>;
+
 /// Live state of one instance, next to its record.
 #[derive(Debug)]
 pub(super) struct Live {
@@ -65,7 +70,9 @@ impl Svc {
         }
     }
 
-    pub(super) fn insts(&self) -> Vec<Inst> {
+    /// The instances as the planner sees them; those on a `draining`
+    /// agent are to be moved.
+    pub(super) fn insts(&self, draining: &Draining) -> Vec<Inst> {
         self.rec
             .instances
             .iter()
@@ -77,6 +84,7 @@ impl Svc {
                     phase: l.phase,
                     health: l.health,
                     seq: r.seq,
+                    moving: draining.contains_key(&r.agent_id),
                 })
             })
             .collect()

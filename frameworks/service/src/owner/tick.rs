@@ -75,7 +75,7 @@ impl Owner {
         let Some(s) = self.services.get_mut(name) else {
             return plan::Step::default();
         };
-        let insts = s.insts();
+        let insts = s.insts(&self.draining);
         let (desired, limits) = (s.desired(), s.limits());
         let may = s.backoff.may_launch(now) && !s.rec.removing;
         let step = plan::step(&mut s.rec.deployment, desired, limits, &insts, may);

@@ -27,6 +27,32 @@ fn drain_stops_offers_and_kills_at_the_deadline() {
     assert_eq!(kills(&s), 1);
     s.advance(Duration::from_millis(10));
     assert_eq!(kills(&s), 1, "killed once per drain");
+    // The kill says why, for the agent to report (issue 21: the events
+    // said only "killed on request").
+    let kill = s.agent_msgs().into_iter().find_map(|m| match m {
+        v1::master_message::Message::KillTask(k) => Some(k),
+        _ => None,
+    });
+    let kill = kill.expect("kill");
+    assert_eq!(kill.reason, v1::StatusReason::ReasonAgentDraining as i32);
+    assert!(kill.message.contains("drain"), "{}", kill.message);
+    // The framework was told of the drain and its deadline, and is told
+    // again when it subscribes anew.
+    let drains = |s: &Sim| -> Vec<v1::AgentDrain> {
+        s.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                v1::event::Event::AgentDrain(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    };
+    let told = drains(&s);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].agent_id, agent.to_string());
+    assert!(told[0].draining && told[0].deadline.is_some(), "{told:?}");
+    s.resubscribe(FW_CONN + 1, &f);
+    assert_eq!(drains(&s).len(), 2, "told again after a subscription");
     // The task ends: the agent is empty and still not offered.
     s.m.status_update(
         AGENT_CONN,
@@ -41,6 +67,8 @@ fn drain_stops_offers_and_kills_at_the_deadline() {
     s.m.reactivate_agent(&agent).expect("reactivate");
     s.run();
     assert!(!s.m.is_draining(&agent));
+    let ended = drains(&s).pop().expect("drain end");
+    assert!(!ended.draining && ended.deadline.is_none(), "{ended:?}");
     assert!(s.offers().len() > offers_before, "offered again after reactivation");
     let events = s.m.take_events();
     assert!(events.contains(&ClusterEvent::AgentDraining {
@@ -100,11 +128,11 @@ fn operator_kill_and_teardown_work_without_a_subscription() {
     assert!(matches!(s.m.kill(&f, &t, None), Err(MasterError::NotSubscribed(_))));
     s.m.operator_kill(&f, &t, None).expect("operator kill");
     s.run();
-    assert!(
-        s.agent_msgs()
-            .iter()
-            .any(|m| matches!(m, v1::master_message::Message::KillTask(k) if k.task_id == "t"))
-    );
+    assert!(s.agent_msgs().iter().any(|m| matches!(
+        m,
+        v1::master_message::Message::KillTask(k)
+            if k.task_id == "t" && k.reason == v1::StatusReason::ReasonKilledByOperator as i32
+    )));
     let ghost = FrameworkId::parse("ghost").expect("id");
     assert_eq!(
         s.m.operator_teardown(&ghost),
