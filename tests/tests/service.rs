@@ -620,11 +620,14 @@ async fn a_drain_moves_the_instances_without_dropping_below_the_floor() -> Resul
             })
         };
         let started = Instant::now();
-        let out = c
+        let drain = c
             .command()
             .args(["drain", "127.0.0.1", "--deadline", "5m", "--wait"])
-            .output()
-            .await?;
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(LONG, drain)
+            .await
+            .context("the agent was not emptied before the test's limit")??;
         let took = started.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         ensure!(
@@ -632,18 +635,25 @@ async fn a_drain_moves_the_instances_without_dropping_below_the_floor() -> Resul
             "drain: {stdout} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        ensure!(stdout.contains("still running") && stdout.contains("is drained"), "{stdout}");
+        ensure!(
+            stdout.contains("still running") && stdout.contains("is drained"),
+            "{stdout}"
+        );
         ensure!(took < LONG, "the agent emptied after {took:?}");
         let s = svc
             .wait("web", "4 healthy on the other agent", LONG, |s| {
-                healthy(s) == 4 && instances(s).len() == 4 && instances(s).iter().all(|i| i["agent_id"] != agent.as_str())
+                healthy(s) == 4
+                    && instances(s).len() == 4
+                    && instances(s).iter().all(|i| i["agent_id"] != agent.as_str())
             })
             .await?;
         watcher.abort();
         let least = least.load(std::sync::atomic::Ordering::Relaxed);
         ensure!(least >= 4, "only {least} healthy during the drain");
         ensure!(
-            s["events"].to_string().contains("is drained: moving its 2 instance(s) elsewhere"),
+            s["events"]
+                .to_string()
+                .contains("is drained: moving its 2 instance(s) elsewhere"),
             "{}",
             s["events"]
         );

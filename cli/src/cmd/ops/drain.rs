@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use mezzo_master::core::view::{Page, TaskView};
-use serde_json::Value;
 
 use super::client::{ApiError, Client};
 use super::{Conn, decode, print_json, seg, with_query};
@@ -94,9 +93,6 @@ mod tests {
             items: (0..n).map(|k| task(&format!("t{k}"))).collect(),
         };
         assert_eq!(progress(&page(1)), "1 task still running: t0");
-        assert_eq!(
-            progress(&page(7)),
-            "7 tasks still running: t0, t1, t2, t3, t4, …"
-        );
+        assert_eq!(progress(&page(7)), "7 tasks still running: t0, t1, t2, t3, t4, …");
     }
 }
