@@ -42,6 +42,12 @@ pub enum Strategy {
     /// over cpus, mem and disk as fractions of all offered): packs tightly
     /// and keeps large offers free for large tasks.
     BestFit,
+    /// The offer whose host runs the fewest tasks of the group (from
+    /// `placed`, which `pack` keeps up to date), then the one left with
+    /// the most room: spreads a service's instances or a job's tasks over
+    /// the hosts at hand instead of piling them on the first one, as
+    /// Kubernetes' default scheduling and Nomad's `spread` do.
+    Spread,
 }
 
 /// One task placed on one offer.
@@ -127,6 +133,15 @@ pub fn pack(
                         best = Some((i, score));
                     }
                 }
+                Strategy::Spread => {
+                    // Fewest tasks first (each counts more than any room
+                    // can: slack is at most 3), then the most room left.
+                    let here = placed.count("hostname", &offers[i].hostname) as f64;
+                    let score = here * 4.0 - slack(&room.saturating_sub(&need), &total);
+                    if best.is_none_or(|(_, s)| score < s) {
+                        best = Some((i, score));
+                    }
+                }
             }
         }
         let Some((i, _)) = best else {
@@ -182,6 +197,36 @@ mod tests {
         let best = pack(&offers, &small, Strategy::BestFit, &[], &mut Placed::default()).expect("pack");
         assert_eq!(best.placements[0].offer, 1, "the small offer is the tighter fit");
         assert_eq!(best.unused_offers(2), vec![0]);
+    }
+
+    /// Spread: each task goes to the host with the fewest of the group,
+    /// counting those already placed; among equals, the one with the most
+    /// room left.
+    #[test]
+    fn spread_takes_the_least_loaded_host() {
+        let offers = [offer(0, "a", "cpus:4;mem:4096"), offer(1, "b", "cpus:2;mem:2048")];
+        let four = [
+            req("cpus:0.5;mem:64"),
+            req("cpus:0.5;mem:64"),
+            req("cpus:0.5;mem:64"),
+            req("cpus:0.5;mem:64"),
+        ];
+        let p = pack(&offers, &four, Strategy::Spread, &[], &mut Placed::default()).expect("pack");
+        let on: Vec<usize> = p.placements.iter().map(|p| p.offer).collect();
+        assert_eq!(on, vec![0, 1, 0, 1], "alternating, the larger first");
+        // Two already run on "a": the next two go to "b".
+        let mut placed = Placed::default();
+        placed.add(&offers[0]);
+        placed.add(&offers[0]);
+        let p = pack(&offers, &four[..2], Strategy::Spread, &[], &mut placed).expect("pack");
+        assert!(p.placements.iter().all(|p| p.offer == 1), "{p:?}");
+        // A host without room is skipped whatever its count.
+        let full = [offer(0, "a", "cpus:0.1;mem:64"), offer(1, "b", "cpus:2;mem:2048")];
+        let p = pack(&full, &four[..2], Strategy::Spread, &[], &mut Placed::default()).expect("pack");
+        assert!(
+            p.placements.iter().all(|p| p.offer == 1) && p.unplaced.is_empty(),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -256,8 +301,8 @@ mod tests {
         /// No strategy overcommits an offer; every request is either placed
         /// once or listed unplaced; ports are distinct and from the offer.
         #[test]
-        fn packing_never_overcommits(offers in arb_offers(), reqs in arb_requests(), best in any::<bool>(), unique in any::<bool>()) {
-            let strategy = if best { Strategy::BestFit } else { Strategy::FirstFit };
+        fn packing_never_overcommits(offers in arb_offers(), reqs in arb_requests(), which in 0u8..3, unique in any::<bool>()) {
+            let strategy = [Strategy::FirstFit, Strategy::BestFit, Strategy::Spread][usize::from(which)];
             let constraints = if unique { vec![Constraint::UniqueHost] } else { vec![] };
             let mut placed = Placed::default();
             let p = pack(&offers, &reqs, strategy, &constraints, &mut placed).expect("pack");

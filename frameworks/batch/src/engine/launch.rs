@@ -23,7 +23,7 @@ const BUSY_REFUSE: f64 = 0.1;
 
 impl State {
     /// Packs launchable tasks of runnable jobs, in submission order, into
-    /// the offers (first fit); declines what is left.
+    /// the offers (spread over their hosts); declines what is left.
     pub(super) async fn offers(&mut self, offers: Vec<v1::Offer>) {
         let now = Instant::now();
         let holding = self.hold_until.is_some_and(|t| t > now);
@@ -44,7 +44,7 @@ impl State {
             }
         }
         let requests: Vec<TaskRequest> = wanted.iter().map(|(_, _, r)| r.clone()).collect();
-        let packing = match pack(&offers, &requests, Strategy::FirstFit, &[], &mut Placed::default()) {
+        let packing = match pack(&offers, &requests, Strategy::Spread, &[], &mut Placed::default()) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "offers with bad resources; declining them");

@@ -136,7 +136,7 @@ impl Owner {
         }
         let request = TaskRequest::new(res).ports(spec.ports.len());
         let requests = vec![request; n as usize];
-        let packing = match pack(room, &requests, Strategy::FirstFit, &constraints, &mut placed) {
+        let packing = match pack(room, &requests, Strategy::Spread, &constraints, &mut placed) {
             Ok(p) => p,
             Err(e) => {
                 warn!("an offer's resources do not parse: {e}");
