@@ -64,16 +64,21 @@ pub struct TaskRecord {
     pub ended_at: f64,
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 impl TaskRecord {
     /// Cuts the message to [`MAX_MESSAGE_BYTES`] on a character boundary.
     pub fn bounded(mut self) -> TaskRecord {
-        if self.message.len() > MAX_MESSAGE_BYTES {
-            let mut end = MAX_MESSAGE_BYTES;
-            while !self.message.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.message.truncate(end);
-        }
+        cut(&mut self.message, MAX_MESSAGE_BYTES);
         self
     }
 }
