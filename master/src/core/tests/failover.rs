@@ -3,7 +3,8 @@
 //! task launched at its agent's re-registration and the charts empty).
 //! DESIGN.md "Durable state" and "Leadership": running tasks are rebuilt
 //! from the agents' re-registrations, which carry each task's launch time
-//! and status updates; ended ones from the registry's history.
+//! and status updates; ended ones from the registry's history; the charts'
+//! samples from the registry.
 
 use super::*;
 use crate::core::view::{self, TaskFilter};
@@ -200,4 +201,59 @@ fn an_agent_without_launch_times_still_reregisters() {
     let t = listed(&s.m, &f, "t");
     assert!(t.launched_at > 0.0);
     assert!(history(&s.m, &f, "t").is_empty());
+}
+
+/// The utilisation charts' samples are taken every 10 s and reach the
+/// registry six at a time; a new leader goes on from them, and takes none
+/// while agents may still re-register.
+#[test]
+fn utilisation_samples_survive_a_failover() {
+    let (mut old, f) = Sim::with_task();
+    let a = agent_id(&old);
+    old.run();
+    for _ in 0..70 {
+        old.m.agent_heartbeat(AGENT_CONN, old.now);
+        old.advance(Duration::from_secs(1));
+    }
+    assert_eq!(old.m.registry().history.samples.len(), 6, "batched");
+    let samples = view::samples(&old.m);
+    assert_eq!(samples.len(), 7);
+    assert_eq!((samples[0].cpus_total, samples[0].cpus_allocated), (1.0, 0.5));
+    assert_eq!(samples[0].active_tasks, 1);
+
+    let mut s = new_leader(&old);
+    s.advance(crate::core::samples::SAMPLE_EVERY);
+    assert_eq!(
+        view::samples(&s.m),
+        old.m.registry().history.samples.iter().cloned().collect::<Vec<_>>()
+    );
+    reregister(&mut s, AGENT_CONN + 1, &a, vec![(f, "t", TaskState::Running)]);
+    s.advance(Duration::from_millis(10));
+    let samples = view::samples(&s.m);
+    assert_eq!(samples.len(), 7);
+    assert_eq!(samples[6].cpus_allocated, 0.5);
+}
+
+/// The registry keeps one hour of samples.
+#[test]
+fn the_registry_keeps_an_hour_of_samples() {
+    let mut r = Registry::default();
+    let sample = |at: f64| crate::history::Sample {
+        at,
+        cpus_total: 1.0,
+        cpus_allocated: 0.0,
+        cpus_offered: 0.0,
+        mem_total: 0,
+        mem_allocated: 0,
+        mem_offered: 0,
+        disk_total: 0,
+        disk_allocated: 0,
+        active_tasks: 0,
+    };
+    for batch in 0..70 {
+        let samples = (0..6).map(|i| sample((batch * 6 + i) as f64)).collect();
+        r.apply(&RegistryOp::RecordSamples { samples });
+    }
+    assert_eq!(r.history.samples.len(), crate::history::SAMPLES_KEPT);
+    assert_eq!(r.history.samples.front().map(|s| s.at), Some(60.0));
 }
