@@ -61,6 +61,10 @@ impl Statuses {
     pub fn push(&mut self, status: &v1::TaskStatus) {
         let mut s = status.clone();
         s.uuid.clear();
+        if s.timestamp == 0.0 {
+            // As the status update manager stamps it.
+            s.timestamp = mezzo_proto::clock::unix_now();
+        }
         if s.message.len() > STATUS_MESSAGE_BYTES {
             let mut end = STATUS_MESSAGE_BYTES;
             while !s.message.is_char_boundary(end) {
