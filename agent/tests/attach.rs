@@ -148,6 +148,7 @@ async fn registers_runs_a_task_and_reregisters_after_a_reconnect() -> TestResult
     let run = v1::RunTask {
         framework_id: "fw-1".into(),
         framework: None,
+        launched_at: 0.0,
         task: Some(v1::TaskInfo {
             task_id: "t1".into(),
             name: "hello".into(),

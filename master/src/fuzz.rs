@@ -281,6 +281,18 @@ pub fn agent_stream(data: &[u8]) {
                 check_id(&t.task_id);
                 assert_eq!(t.info.task_id, t.task_id.as_str());
                 check_reserved(&t.resources);
+                assert!(t.launched_at.is_none_or(|at| at.is_finite() && at > 0.0));
+                assert!(t.statuses.len() <= crate::core::observe::HISTORY_PER_TASK);
+                for s in &t.statuses {
+                    assert_eq!(
+                        (s.task_id.as_str(), s.agent_id.as_str()),
+                        (t.task_id.as_str(), id.as_str())
+                    );
+                    assert!(mezzo_proto::state::TaskState::from_proto(s.state).is_some() && s.uuid.is_empty());
+                    assert!(v1::StatusReason::try_from(s.reason).is_ok());
+                    assert!(s.timestamp.is_finite() && s.timestamp >= 0.0);
+                    assert!(s.message.len() <= crate::history::MAX_MESSAGE_BYTES);
+                }
             }
         }
     }
@@ -757,6 +769,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             framework_id: "f1".into(),
             state: v1::TaskState::TaskRunning as i32,
             end_unacknowledged: false,
+            launched_at: 1.0,
+            statuses: vec![v1::TaskStatus {
+                task_id: "t1".into(),
+                state: v1::TaskState::TaskRunning as i32,
+                message: "running".into(),
+                ..Default::default()
+            }],
         }],
         tasks_complete: true,
     }));

@@ -64,16 +64,21 @@ pub struct TaskRecord {
     pub ended_at: f64,
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 impl TaskRecord {
     /// Cuts the message to [`MAX_MESSAGE_BYTES`] on a character boundary.
     pub fn bounded(mut self) -> TaskRecord {
-        if self.message.len() > MAX_MESSAGE_BYTES {
-            let mut end = MAX_MESSAGE_BYTES;
-            while !self.message.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.message.truncate(end);
-        }
+        cut(&mut self.message, MAX_MESSAGE_BYTES);
         self
     }
 }
@@ -91,6 +96,26 @@ pub struct RemovedFramework {
     pub removed_at: f64,
 }
 
+/// Utilisation samples kept: one hour, one every ten seconds.
+pub const SAMPLES_KEPT: usize = 360;
+
+/// One point of the dashboard's utilisation charts (`/api/v1/overview`
+/// `samples`): the active agents' resources and the active tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Unix seconds.
+    pub at: f64,
+    pub cpus_total: f64,
+    pub cpus_allocated: f64,
+    pub cpus_offered: f64,
+    pub mem_total: u64,
+    pub mem_allocated: u64,
+    pub mem_offered: u64,
+    pub disk_total: u64,
+    pub disk_allocated: u64,
+    pub active_tasks: usize,
+}
+
 /// The history part of the registry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
@@ -100,6 +125,10 @@ pub struct History {
     pub tasks: BTreeMap<FrameworkId, VecDeque<TaskRecord>>,
     /// Removed frameworks, oldest first.
     pub removed: VecDeque<RemovedFramework>,
+    /// The last hour of utilisation samples, oldest first (at most
+    /// [`SAMPLES_KEPT`]), so that a new leader's charts go on.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub samples: VecDeque<Sample>,
 }
 
 impl History {
@@ -116,6 +145,14 @@ impl History {
             while ring.len() > self.bounds.tasks_per_framework {
                 ring.pop_front();
             }
+        }
+    }
+
+    /// Appends utilisation samples, keeping the newest [`SAMPLES_KEPT`].
+    pub(crate) fn record_samples(&mut self, samples: &[Sample]) {
+        self.samples.extend(samples.iter().cloned());
+        while self.samples.len() > SAMPLES_KEPT {
+            self.samples.pop_front();
         }
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::allocator::{Quota, valid_weight};
 use crate::auth::state::{SecurityOp, SecurityState};
-use crate::history::{History, HistoryBounds, RemovedFramework, TaskRecord};
+use crate::history::{History, HistoryBounds, RemovedFramework, Sample, TaskRecord};
 use crate::kv::{self, KvDone, KvError, KvWrite, Namespace};
 
 /// An agent the master has admitted.
@@ -69,6 +69,10 @@ pub enum RegistryOp {
     /// Task ends the leader batched (see [`crate::history`]).
     RecordTaskEnds {
         records: Vec<TaskRecord>,
+    },
+    /// Utilisation samples the leader batched (see [`crate::history`]).
+    RecordSamples {
+        samples: Vec<Sample>,
     },
     /// How much history to keep (the leader's flags).
     SetHistoryBounds {
@@ -219,6 +223,7 @@ impl Registry {
                 let frameworks = &self.frameworks;
                 self.history.record(records, |id| frameworks.contains_key(id));
             }
+            RegistryOp::RecordSamples { samples } => self.history.record_samples(samples),
             RegistryOp::SetHistoryBounds { bounds } => self.history.set_bounds(*bounds),
             RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
                 let registered = self.frameworks.contains_key(&w.framework);

@@ -1,11 +1,13 @@
 //! The task history (issue 16): what a framework ran stays readable after
-//! it exits and after the leader fails over, within the master's bounds.
+//! it exits and after the leader fails over, within the master's bounds;
+//! and a new leader shows each task as the old one did (issue 21).
 //! Real masters, agents and `mezzo run`, over mutual TLS.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use mezzo_tests::{Cluster, ClusterSpec};
+use mezzo_sdk::TaskState;
+use mezzo_tests::{Cluster, ClusterSpec, fw};
 use serde_json::Value;
 
 /// `mezzo run NAME ARGS...`, which registers, runs and tears down.
@@ -167,6 +169,107 @@ async fn history_stays_within_its_bound() -> Result<()> {
             Ok(())
         })
         .await
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}", c.logs());
+    }
+    result
+}
+
+/// One task in full (`/api/v1/tasks/{framework}/{task}`) from `addr`.
+async fn task(c: &Cluster, addr: &str, framework: &str, id: &str) -> Result<Value> {
+    c.get(addr, &format!("/api/v1/tasks/{framework}/{id}")).await
+}
+
+/// The states of a task's status history, oldest first.
+fn history_states(t: &Value) -> Vec<String> {
+    t["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["state"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Issue 21: after a leader failover a running task keeps its launch time
+/// and status history (its agent re-registers with them), and a failed
+/// one its reason, message and exit code (from the registry, or from its
+/// agent if its end had not reached the registry yet), with a history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_keep_their_details_over_a_leader_failover() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec {
+        masters: 3,
+        agents: 1,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "details", None).await?;
+        let o = ev.offer().await?;
+        let tasks = vec![
+            fw::shell_task("long", "exec sleep 120"),
+            fw::shell_task("short", "exit 3"),
+        ];
+        s.accept(vec![o.offer_id], tasks, None).await?;
+        ev.update("long", Duration::from_secs(10), |st| st == TaskState::Running)
+            .await?;
+        ev.update("short", Duration::from_secs(10), |st| st == TaskState::Failed)
+            .await?;
+
+        let leader = c.wait_leader().await?;
+        let addr = c.masters[leader].addr.clone();
+        let (long, short) = eventually("the tasks on the leader", || async {
+            let long = task(&c, &addr, &fid, "long").await?;
+            ensure!(long["state"] == "TASK_RUNNING", "{long}");
+            ensure!(history_states(&long).iter().any(|s| s == "TASK_RUNNING"), "{long}");
+            let short = task(&c, &addr, &fid, "short").await?;
+            ensure!(short["state"] == "TASK_FAILED" && short["exit_code"] == 3, "{short}");
+            ensure!(short["reason"].as_str().is_some_and(|r| !r.is_empty()), "{short}");
+            Ok((long, short))
+        })
+        .await?;
+
+        c.masters[leader].kill().await;
+        let next = c.wait_leader().await?;
+        let addr = c.masters[next].addr.clone();
+        let (long2, short2) = eventually("the tasks on the new leader", || async {
+            // Unknown (404) until the agent re-registers.
+            let long = task(&c, &addr, &fid, "long").await?;
+            let short = task(&c, &addr, &fid, "short").await?;
+            Ok((long, short))
+        })
+        .await?;
+        ensure!(long2["state"] == "TASK_RUNNING", "{long2}");
+        ensure!(
+            long2["launched_at"] == long["launched_at"],
+            "launched at the agent's re-registration: {long2} (was {long})"
+        );
+        ensure!(
+            long2["reason"] == long["reason"] && long2["message"] == long["message"],
+            "{long2} (was {long})"
+        );
+        let states = history_states(&long2);
+        ensure!(
+            states.first().is_some_and(|s| s == "TASK_STAGING") && states.iter().any(|s| s == "TASK_RUNNING"),
+            "history: {long2}"
+        );
+        ensure!(short2["state"] == "TASK_FAILED" && short2["exit_code"] == 3, "{short2}");
+        ensure!(
+            short2["reason"] == short["reason"] && short2["message"] == short["message"],
+            "{short2} (was {short})"
+        );
+        ensure!(short2["launched_at"] == short["launched_at"], "{short2} (was {short})");
+        ensure!(
+            history_states(&short2).last().is_some_and(|s| s == "TASK_FAILED"),
+            "history: {short2}"
+        );
+        // The paged list agrees, with each task once.
+        let page = c.get(&addr, &format!("/api/v1/tasks?framework={fid}")).await?;
+        let items = page["items"].as_array().context("items")?;
+        ensure!(items.len() == 2, "{page}");
+        s.kill("long", None).await?;
+        Ok(())
     }
     .await;
     if result.is_err() {

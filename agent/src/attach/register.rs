@@ -64,15 +64,7 @@ impl Identity {
             Some(id) => Message::Reregister(v1::Reregister {
                 agent_id: id.to_string(),
                 agent: Some(self.info()),
-                tasks: tasks
-                    .into_iter()
-                    .map(|t| v1::RunningTask {
-                        task: Some(t.info),
-                        framework_id: t.key.framework_id.to_string(),
-                        state: t.state.to_proto() as i32,
-                        end_unacknowledged: t.end_unacknowledged,
-                    })
-                    .collect(),
+                tasks: reported_tasks(tasks),
                 tasks_complete: complete,
             }),
         };
@@ -80,9 +72,107 @@ impl Identity {
     }
 }
 
+/// Bytes of status history one re-registration carries beyond each
+/// task's latest status, well inside the 4 MiB message limit.
+const HISTORY_BUDGET: usize = 1 << 20;
+
+/// The tasks as a re-registration reports them: each with its launch time
+/// and its latest status; and, newest tasks first (live ones, then the
+/// recently completed, which a master's history mostly holds already),
+/// its earlier statuses while they fit in [`HISTORY_BUDGET`].
+fn reported_tasks(tasks: Vec<TaskView>) -> Vec<v1::RunningTask> {
+    let mut budget = HISTORY_BUDGET;
+    let mut out: Vec<v1::RunningTask> = tasks
+        .into_iter()
+        .rev()
+        .map(|t| {
+            let mut statuses = t.statuses;
+            let earlier: usize = statuses
+                .iter()
+                .rev()
+                .skip(1)
+                .map(|s| prost::Message::encoded_len(s) + 4)
+                .sum();
+            if earlier <= budget {
+                budget -= earlier;
+            } else {
+                statuses.drain(..statuses.len().saturating_sub(1));
+            }
+            v1::RunningTask {
+                task: Some(t.info),
+                framework_id: t.key.framework_id.to_string(),
+                state: t.state.to_proto() as i32,
+                end_unacknowledged: t.end_unacknowledged,
+                launched_at: t.launched_at,
+                statuses,
+            }
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(id: &str, statuses: usize, message_bytes: usize) -> TaskView {
+        TaskView {
+            key: crate::key::TaskKey::parse("fw", id).expect("key"),
+            info: v1::TaskInfo {
+                task_id: id.into(),
+                ..Default::default()
+            },
+            state: mezzo_proto::state::TaskState::Running,
+            sandbox: Default::default(),
+            usage: None,
+            end_unacknowledged: false,
+            launched_at: 7.0,
+            statuses: (0..statuses)
+                .map(|i| v1::TaskStatus {
+                    task_id: id.into(),
+                    message: "m".repeat(message_bytes),
+                    timestamp: i as f64,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Issue 21: every task keeps its launch time and latest status; the
+    /// earlier statuses fit a budget, the newest tasks' first.
+    #[test]
+    fn a_reregistration_keeps_latest_statuses_and_bounds_the_rest() {
+        // 400 tasks with 16 statuses of ~256 bytes: about 1.6 MB of history.
+        let tasks: Vec<TaskView> = (0..400).map(|i| view(&format!("t{i}"), 16, 256)).collect();
+        let out = reported_tasks(tasks);
+        assert_eq!(out.len(), 400);
+        assert!(
+            out.iter()
+                .enumerate()
+                .all(|(i, t)| t.task.as_ref().is_some_and(|x| x.task_id == format!("t{i}")))
+        );
+        assert!(out.iter().all(|t| t.launched_at == 7.0));
+        assert!(
+            out.iter()
+                .all(|t| t.statuses.last().is_some_and(|s| s.timestamp == 15.0))
+        );
+        assert_eq!(
+            out.last().map(|t| t.statuses.len()),
+            Some(16),
+            "the newest keep their history"
+        );
+        assert_eq!(
+            out.first().map(|t| t.statuses.len()),
+            Some(1),
+            "the oldest keep their latest"
+        );
+        let history: usize = out
+            .iter()
+            .map(|t| t.statuses.iter().map(prost::Message::encoded_len).sum::<usize>())
+            .sum();
+        assert!(history < HISTORY_BUDGET + 400 * 300, "{history}");
+    }
 
     #[test]
     fn agent_id_survives_a_restart() -> Result<(), AgentError> {

@@ -48,6 +48,9 @@ pub struct SupervisorSpec {
     /// The task's checkpoint dir, handed to the containerizer as its run dir.
     pub run_dir: PathBuf,
     pub default_kill_grace: Duration,
+    /// Unix seconds when the master launched it (its `RunTask`'s), kept in
+    /// the checkpoint.
+    pub launched_at: f64,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -174,6 +177,7 @@ impl Supervisor {
             framework_id: self.spec.key.framework_id.to_string(),
             framework: None,
             task: Some(self.spec.task.clone()),
+            launched_at: self.spec.launched_at,
         };
         let dir = self.spec.run_dir.clone();
         tokio::task::spawn_blocking(move || {

@@ -37,6 +37,50 @@ pub struct TaskView {
     /// Ended, and the end is not acknowledged yet: the status manager still
     /// resends it (false for live tasks and for the completed ring).
     pub end_unacknowledged: bool,
+    /// Unix seconds when the master launched it (0 if unknown).
+    pub launched_at: f64,
+    /// Its status updates, oldest first (see [`Statuses`]); only in a
+    /// re-registration's views.
+    pub statuses: Vec<v1::TaskStatus>,
+}
+
+/// Status updates kept per task, for a new leader: so many...
+const STATUSES_KEPT: usize = 16;
+/// ...with messages cut to so many bytes.
+const STATUS_MESSAGE_BYTES: usize = 256;
+
+/// A task's status updates as the agent saw them, the newest
+/// [`STATUSES_KEPT`] with messages cut to [`STATUS_MESSAGE_BYTES`]:
+/// reported when the agent re-registers, so that a new leader knows each
+/// task's latest reason, message and exit code, and its history (as Mesos
+/// agents re-register with their tasks' statuses).
+#[derive(Debug, Clone, Default)]
+pub struct Statuses(std::collections::VecDeque<v1::TaskStatus>);
+
+impl Statuses {
+    pub fn push(&mut self, status: &v1::TaskStatus) {
+        let mut s = status.clone();
+        s.uuid.clear();
+        if s.timestamp == 0.0 {
+            // As the status update manager stamps it.
+            s.timestamp = mezzo_proto::clock::unix_now();
+        }
+        if s.message.len() > STATUS_MESSAGE_BYTES {
+            let mut end = STATUS_MESSAGE_BYTES;
+            while !s.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.message.truncate(end);
+        }
+        if self.0.len() == STATUSES_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(s);
+    }
+
+    fn to_vec(&self) -> Vec<v1::TaskStatus> {
+        self.0.iter().cloned().collect()
+    }
 }
 
 #[derive(Debug)]
@@ -175,6 +219,8 @@ struct Entry {
     state: TaskState,
     sandbox: PathBuf,
     supervisor: Option<SupervisorHandle>,
+    launched_at: f64,
+    statuses: Statuses,
 }
 
 /// Completed tasks remembered after their last update was acknowledged.
@@ -233,6 +279,7 @@ impl Table {
             let run_dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
             let mut supervisor = None;
             let mut state = state;
+            let mut statuses = Statuses::default();
             if !state.is_terminal() {
                 let found = match self.deps.containerizer.recover(key.to_string(), run_dir.clone()).await {
                     Ok(found) => found,
@@ -244,12 +291,21 @@ impl Table {
                 match found {
                     Recovery::Adopted(container) => {
                         adopted.push(run_dir.clone());
-                        let sup = self.supervise(&key, &task, self.agent_id(), Some(container), Default::default());
+                        let sup = self.supervise(
+                            &key,
+                            &task,
+                            self.agent_id(),
+                            Some(container),
+                            Default::default(),
+                            run.launched_at,
+                        );
                         supervisor = Some(sup);
                         state = TaskState::Running;
                     }
-                    Recovery::NeverStarted => state = self.report_lost(&key, Missing::NeverStarted).await?,
-                    Recovery::Gone => state = self.report_lost(&key, Missing::ContainerGone).await?,
+                    Recovery::NeverStarted => {
+                        state = self.report_lost(&key, Missing::NeverStarted, &mut statuses).await?
+                    }
+                    Recovery::Gone => state = self.report_lost(&key, Missing::ContainerGone, &mut statuses).await?,
                 }
             }
             self.deps.metrics.task_state(state).inc();
@@ -261,6 +317,8 @@ impl Table {
                     state,
                     sandbox,
                     supervisor,
+                    launched_at: run.launched_at,
+                    statuses,
                 },
             );
         }
@@ -274,14 +332,15 @@ impl Table {
         // Updates pending for tasks without a checkpoint (from before
         // checkpoints existed, or a damaged one): keep them until acked.
         for (key, state) in latest {
+            let mut statuses = Statuses::default();
             let state = if state.is_terminal() {
                 state
             } else if self.deps.checkpoints_intact {
                 // A task is checkpointed before its launch: without one, it
                 // never started.
-                self.report_lost(&key, Missing::NoCheckpoint).await?
+                self.report_lost(&key, Missing::NoCheckpoint, &mut statuses).await?
             } else {
-                self.report_lost(&key, Missing::CheckpointsLost).await?
+                self.report_lost(&key, Missing::CheckpointsLost, &mut statuses).await?
             };
             self.deps.metrics.task_state(state).inc();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
@@ -297,6 +356,8 @@ impl Table {
                     state,
                     sandbox,
                     supervisor: None,
+                    launched_at: 0.0,
+                    statuses,
                 },
             );
         }
@@ -305,9 +366,9 @@ impl Table {
         Ok(())
     }
 
-    /// Reports a task that recovery could not find running; returns the
-    /// state it is now in.
-    async fn report_lost(&self, key: &TaskKey, why: Missing) -> Result<TaskState, AgentError> {
+    /// Reports a task that recovery could not find running (and keeps the
+    /// update in `statuses`); returns the state it is now in.
+    async fn report_lost(&self, key: &TaskKey, why: Missing, statuses: &mut Statuses) -> Result<TaskState, AgentError> {
         let (state, message) = why.status();
         tracing::info!(task = %key, state = state.name(), "{message}");
         let status = agent_status(
@@ -317,6 +378,7 @@ impl Table {
             StatusReason::ReasonAgentRestarted,
             message,
         );
+        statuses.push(&status);
         self.deps.status.update(key.clone(), status).await?;
         Ok(state)
     }
@@ -331,6 +393,7 @@ impl Table {
         agent_id: String,
         adopted: Option<Box<dyn crate::containerizer::Container>>,
         secrets: supervisor::Secrets,
+        launched_at: f64,
     ) -> SupervisorHandle {
         let spec = SupervisorSpec {
             secrets,
@@ -340,6 +403,7 @@ impl Table {
             sandbox: paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id),
             run_dir: paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id),
             default_kill_grace: self.deps.default_kill_grace,
+            launched_at,
         };
         supervisor::spawn(
             spec,
@@ -409,11 +473,11 @@ impl Table {
             }
             TableCmd::Reregistration(reply) => {
                 let mut views: Vec<TaskView> = self.completed.iter().cloned().collect();
-                views.extend(self.views());
+                views.extend(self.views(true));
                 let _ = reply.send(views);
             }
             TableCmd::Snapshot(reply) => {
-                let _ = reply.send(self.views());
+                let _ = reply.send(self.views(false));
             }
             TableCmd::Usage(reply) => {
                 let usage = self
@@ -428,7 +492,8 @@ impl Table {
         Ok(())
     }
 
-    fn views(&self) -> Vec<TaskView> {
+    /// Every task in the table, with its status updates if `statuses`.
+    fn views(&self, statuses: bool) -> Vec<TaskView> {
         self.tasks
             .iter()
             .map(|(key, e)| TaskView {
@@ -439,6 +504,8 @@ impl Table {
                 usage: e.supervisor.as_ref().and_then(|s| s.usage()),
                 // Forgotten only once its end is acknowledged.
                 end_unacknowledged: e.state.is_terminal(),
+                launched_at: e.launched_at,
+                statuses: if statuses { e.statuses.to_vec() } else { Vec::new() },
             })
             .collect()
     }
@@ -472,7 +539,7 @@ impl Table {
         // Only the launch needs the secrets' values: the task the table
         // keeps, shows and reports, and its checkpoint, hold none.
         let secrets = supervisor::take_secrets(&mut task);
-        let sup = self.supervise(&key, &task, agent_id, None, secrets);
+        let sup = self.supervise(&key, &task, agent_id, None, secrets, run.launched_at);
         self.deps.writeback.mark();
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
@@ -483,6 +550,8 @@ impl Table {
                 state: TaskState::Staging,
                 sandbox,
                 supervisor: Some(sup),
+                launched_at: run.launched_at,
+                statuses: Statuses::default(),
             },
         );
     }
@@ -528,6 +597,7 @@ impl Table {
             self.deps.metrics.task_state(entry.state).dec();
             self.deps.metrics.task_state(new).inc();
             entry.state = new;
+            entry.statuses.push(&report.status);
         }
         self.deps.status.update(report.key, report.status).await
     }
@@ -546,6 +616,8 @@ impl Table {
                 sandbox: entry.sandbox.clone(),
                 usage: None,
                 end_unacknowledged: false,
+                launched_at: entry.launched_at,
+                statuses: entry.statuses.to_vec(),
             });
             if self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();

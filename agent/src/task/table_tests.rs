@@ -25,6 +25,9 @@ use crate::{AgentError, paths};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The launch time in every checkpoint `restart` writes.
+const CHECKPOINTED_AT: f64 = 1_700_000_000.0;
+
 /// What the fake finds of each container, by task id.
 #[derive(Debug, Clone, Copy)]
 enum Found {
@@ -80,6 +83,7 @@ async fn restart(
         let run = v1::RunTask {
             framework_id: "fw".into(),
             framework: None,
+            launched_at: CHECKPOINTED_AT,
             task: Some(v1::TaskInfo {
                 task_id: t.to_string(),
                 ..Default::default()
@@ -213,6 +217,7 @@ async fn every_run_task_produces_a_status() -> TestResult {
     let run = |id: &str, command: &str| v1::RunTask {
         framework_id: "fw".into(),
         framework: None,
+        launched_at: 0.0,
         task: Some(v1::TaskInfo {
             task_id: id.into(),
             command: Some(v1::CommandInfo {
@@ -230,5 +235,50 @@ async fn every_run_task_produces_a_status() -> TestResult {
         .wait_states(&[("invalid", TaskState::Error), ("launched", TaskState::Dropped)])
         .await?;
     assert_eq!(states.len(), 2, "{states:?}");
+    Ok(())
+}
+
+/// Issue 21: a re-registration tells a new leader each task's launch time
+/// (from its RunTask, kept in its checkpoint across an agent restart) and
+/// its status updates, the latest last, with its exit code.
+#[tokio::test]
+async fn a_reregistration_carries_launch_times_and_statuses() -> TestResult {
+    let a = restart(&["old"], &[], &[("old", Found::Ended(ExitStatus::Code(3)))], true).await?;
+    a.table
+        .run_task(v1::RunTask {
+            framework_id: "fw".into(),
+            framework: None,
+            launched_at: 42.5,
+            task: Some(v1::TaskInfo {
+                task_id: "new".into(),
+                command: Some(v1::CommandInfo {
+                    value: "true".into(),
+                    shell: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    a.wait_states(&[("old", TaskState::Failed), ("new", TaskState::Dropped)])
+        .await?;
+    let views = a.table.reregistration().await?;
+    let view = |id: &str| views.iter().find(|v| v.key.task_id.as_str() == id).expect("reported");
+    let old = view("old");
+    assert_eq!(old.launched_at, CHECKPOINTED_AT);
+    let last = old.statuses.last().expect("a status");
+    assert_eq!(
+        (last.state, last.exit_code),
+        (v1::TaskState::TaskFailed as i32, Some(3))
+    );
+    assert!(old.statuses.iter().all(|s| s.uuid.is_empty()));
+    let new = view("new");
+    assert_eq!(new.launched_at, 42.5);
+    assert_eq!(
+        new.statuses.last().map(|s| s.state),
+        Some(v1::TaskState::TaskDropped as i32)
+    );
+    // A snapshot (/state, /metrics) copies no statuses.
+    assert!(a.table.snapshot().await?.iter().all(|v| v.statuses.is_empty()));
     Ok(())
 }

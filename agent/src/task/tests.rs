@@ -101,6 +101,7 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
         sandbox: sandbox.clone(),
         run_dir: dir.path().join("run"),
         default_kill_grace: Duration::from_secs(3),
+        launched_at: 0.0,
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);

@@ -17,8 +17,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::core::agent_types::{AgentDescription, ReportedTask};
+use crate::core::observe::HISTORY_PER_TASK;
 use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
+use crate::history::{MAX_MESSAGE_BYTES, cut};
 use crate::runtime::{Command, Handle};
 use mezzo_proto::security::Kind;
 
@@ -96,6 +98,48 @@ fn forget_secret_values(info: &mut v1::TaskInfo) {
     }
 }
 
+/// The launch time a re-registering agent reports, if it is one (0, from
+/// an agent that does not know it, is none).
+fn reported_launch(at: f64) -> Option<f64> {
+    (at.is_finite() && at > 0.0).then_some(at)
+}
+
+/// The status updates a re-registering agent reports for one task, made
+/// safe to keep and show: the newest [`HISTORY_PER_TASK`], each naming
+/// this task and agent, with a known state (others are skipped), a known
+/// reason (else none), a finite time, no uuid (nothing acknowledges them)
+/// and a message cut to [`MAX_MESSAGE_BYTES`].
+fn reported_statuses(
+    agent: &AgentId,
+    fid: &FrameworkId,
+    tid: &TaskId,
+    statuses: Vec<v1::TaskStatus>,
+) -> Vec<v1::TaskStatus> {
+    let skip = statuses.len().saturating_sub(HISTORY_PER_TASK);
+    statuses
+        .into_iter()
+        .skip(skip)
+        .filter(|s| TaskState::from_proto(s.state).is_some())
+        .map(|mut s| {
+            s.task_id = tid.to_string();
+            s.framework_id = fid.to_string();
+            s.agent_id = agent.to_string();
+            s.uuid.clear();
+            if v1::StatusReason::try_from(s.reason).is_err() {
+                s.reason = v1::StatusReason::ReasonUnspecified as i32;
+            }
+            if v1::StatusSource::try_from(s.source).is_err() {
+                s.source = v1::StatusSource::SourceUnspecified as i32;
+            }
+            if !(s.timestamp.is_finite() && s.timestamp >= 0.0) {
+                s.timestamp = 0.0;
+            }
+            cut(&mut s.message, MAX_MESSAGE_BYTES);
+            s
+        })
+        .collect()
+}
+
 /// Validates the first message of the stream.
 pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
     match msg.message {
@@ -113,14 +157,18 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                 // little more than the id of a task with pending updates).
                 let mut info = t.task.ok_or_else(|| invalid("reported task carries no task info"))?;
                 forget_secret_values(&mut info);
+                let framework_id = FrameworkId::parse(&t.framework_id)?;
+                let task_id = TaskId::parse(&info.task_id)?;
                 tasks.push(ReportedTask {
-                    framework_id: FrameworkId::parse(&t.framework_id)?,
-                    task_id: TaskId::parse(&info.task_id)?,
                     resources: ReservedResources::from_proto(&info.resources)
                         .map_err(|e| invalid(format!("reported task {}: {e}", info.task_id)))?,
                     info,
                     state,
                     end_unacknowledged: t.end_unacknowledged,
+                    launched_at: reported_launch(t.launched_at),
+                    statuses: reported_statuses(&id, &framework_id, &task_id, t.statuses),
+                    framework_id,
+                    task_id,
                 });
             }
             Ok(AgentHello::Reregister {

@@ -92,14 +92,39 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
 
 /// A register or reregister, then up to four messages of the stream.
 fn agent_stream() -> impl Strategy<Value = Vec<u8>> {
-    let running = (prop::option::weighted(0.9, task_info()), id(), state(), any::<bool>()).prop_map(
-        |(task, framework_id, state, end_unacknowledged)| v1::RunningTask {
-            task,
-            framework_id,
+    let reported_status = (
+        state(),
+        0i32..40,
+        text(&["exited", "", "x\0"]),
+        prop_oneof![Just(f64::NAN), Just(-1.0), 0.0..2e9],
+    )
+        .prop_map(|(state, reason, message, timestamp)| v1::TaskStatus {
             state,
-            end_unacknowledged,
-        },
-    );
+            reason,
+            message,
+            timestamp,
+            exit_code: Some(reason - 1),
+            ..Default::default()
+        });
+    let launched_at = prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(-1.0), 0.0..2e9];
+    let running = (
+        prop::option::weighted(0.9, task_info()),
+        id(),
+        state(),
+        any::<bool>(),
+        launched_at,
+        prop::collection::vec(reported_status, 0..20),
+    )
+        .prop_map(
+            |(task, framework_id, state, end_unacknowledged, launched_at, statuses)| v1::RunningTask {
+                task,
+                framework_id,
+                state,
+                end_unacknowledged,
+                launched_at,
+                statuses,
+            },
+        );
     use v1::agent_message::Message as M;
     let first = prop_oneof![
         agent_info().prop_map(|agent| Some(M::Register(v1::Register { agent }))),

@@ -152,6 +152,7 @@ impl Master {
         info.allocation_role = role.to_string();
         self.alloc.offer_used(fid, role, agent_id, &taken);
         let flat = taken.total();
+        let launched_at = unix_now();
         let task = Task {
             id: launch.task_id.clone(),
             framework_id: fid.clone(),
@@ -162,7 +163,7 @@ impl Master {
             state: TaskState::Staging,
             last_status: None,
             unacked: None,
-            launched_at: unix_now(),
+            launched_at,
             ended_at: None,
         };
         if let Some(fw) = self.frameworks.get_mut(fid) {
@@ -185,6 +186,9 @@ impl Master {
             framework_id: fid.to_string(),
             framework: framework.cloned(),
             task: Some(info),
+            // Checkpointed with the task and reported back on
+            // re-registration, so a new leader keeps it.
+            launched_at,
         });
         self.send_agent(agent_id, run);
         self.counters.tasks_launched += 1;

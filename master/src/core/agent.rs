@@ -24,6 +24,12 @@ pub struct ReportedTask {
     pub state: TaskState,
     /// Ended, and the framework has not acknowledged the end yet.
     pub end_unacknowledged: bool,
+    /// When the master launched it, if the agent knows (it checkpoints
+    /// the time with the task).
+    pub launched_at: Option<f64>,
+    /// Its status updates as the agent saw them, oldest first; the last is
+    /// its latest (bounded and checked at the edge).
+    pub statuses: Vec<v1::TaskStatus>,
 }
 
 /// The first message on an agent's stream, validated by the API layer.
@@ -63,8 +69,16 @@ pub struct AgentDescription {
 }
 
 impl Task {
-    /// A task as its agent reported it when re-registering.
-    fn reported(agent_id: &AgentId, rt: ReportedTask, role: Role) -> Task {
+    /// A task as its agent reported it when re-registering: its launch
+    /// time and latest status are the agent's (a new leader knows neither
+    /// otherwise; an agent that does not know its launch time makes it
+    /// now), and an ended one ended when its latest status says.
+    fn reported(agent_id: &AgentId, mut rt: ReportedTask, role: Role) -> Task {
+        let last_status = rt.statuses.pop();
+        let ended_at = last_status
+            .as_ref()
+            .filter(|s| rt.state.is_terminal() && s.state == rt.state.to_proto() as i32 && s.timestamp > 0.0)
+            .map(|s| s.timestamp);
         Task {
             id: rt.task_id,
             framework_id: rt.framework_id,
@@ -73,10 +87,10 @@ impl Task {
             resources: rt.resources,
             info: rt.info,
             state: rt.state,
-            last_status: None,
+            last_status,
             unacked: None,
-            launched_at: unix_now(),
-            ended_at: None,
+            launched_at: rt.launched_at.unwrap_or_else(unix_now),
+            ended_at,
         }
     }
 }
@@ -266,8 +280,16 @@ impl Master {
         let mut unknown_frameworks = HashSet::new();
         for rt in reported {
             let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
-            let Some(fw) = self.frameworks.get_mut(&fid) else {
+            let Some(fw) = self.frameworks.get(&fid) else {
                 unknown_frameworks.insert(fid);
+                continue;
+            };
+            if !fw.tasks.contains_key(&tid) {
+                // New to this leader (e.g. after a failover): its status
+                // history is what the agent saw.
+                self.adopt_reported_history(&fid, &tid, rt.launched_at, &rt.statuses);
+            }
+            let Some(fw) = self.frameworks.get_mut(&fid) else {
                 continue;
             };
             match fw.tasks.get(&tid) {
@@ -283,6 +305,13 @@ impl Master {
                     } else {
                         self.set_task_state(&fid, &tid, rt.state, None);
                     }
+                }
+                None if rt.state.is_terminal() && fw.completed_ids.contains(&tid) => {
+                    // Its end is in the history already: an earlier leader
+                    // recorded it when the framework acknowledged it (the
+                    // acknowledgement may not have reached the agent, which
+                    // then resends the update: see `status_update`).
+                    seen.insert((fid, tid));
                 }
                 None if rt.state.is_terminal() && rt.state != TaskState::Unreachable && !rt.end_unacknowledged => {
                     // Ended and acknowledged before this leader knew it (the

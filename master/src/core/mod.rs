@@ -17,6 +17,7 @@ mod maintenance;
 pub mod observe;
 mod offer;
 mod policy;
+mod samples;
 mod secrets;
 mod update;
 pub mod usage;
@@ -282,6 +283,9 @@ pub struct Master {
     last_history_flush: Instant,
     /// Whether this leader has checked the registry's history bounds.
     history_bounds_proposed: bool,
+    /// Utilisation samples not yet proposed (see `samples.rs`).
+    unflushed_samples: Vec<crate::history::Sample>,
+    last_sample: Option<Instant>,
     effects: Vec<Effect>,
 }
 
@@ -315,6 +319,8 @@ impl Master {
             unflushed_ends: Vec::new(),
             last_history_flush: now,
             history_bounds_proposed: false,
+            unflushed_samples: Vec::new(),
+            last_sample: None,
             effects: Vec::new(),
         };
         for (role, w) in &registry.weights {
@@ -380,7 +386,7 @@ impl Master {
             RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id, .. } => self.framework_removed(&id, now),
-            RegistryOp::RecordTaskEnds { .. } => {}
+            RegistryOp::RecordTaskEnds { .. } | RegistryOp::RecordSamples { .. } => {}
             RegistryOp::SetHistoryBounds { .. } => {}
             op @ (RegistryOp::SetWeights { .. }
             | RegistryOp::SetQuota { .. }
@@ -420,6 +426,7 @@ impl Master {
         self.check_failovers(now);
         self.drain_tick();
         self.flush_history(Some(now));
+        self.sample_utilisation(now);
         if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {
             // The periodic cycle: agents left with free resources (and
             // filters that expired) are looked at again.

@@ -17,7 +17,7 @@ use mezzo_proto::v1;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{Master, StateName};
+use super::{Master, StateName, Task};
 use crate::error::MasterError;
 use mezzo_proto::clock::unix_now;
 
@@ -215,6 +215,24 @@ impl Observations {
     }
 }
 
+/// A status's reason by name (`REASON_COMMAND_EXITED`), as the
+/// task's views show it.
+fn reason_name(s: &v1::TaskStatus) -> String {
+    v1::StatusReason::try_from(s.reason)
+        .map(|r| r.as_str_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// One status update as the history shows it (none for an unknown state).
+fn entry_of(s: &v1::TaskStatus) -> Option<StatusEntry> {
+    Some(StatusEntry {
+        state: Cow::Borrowed(TaskState::from_proto(s.state)?.name()),
+        reason: reason_name(s),
+        message: s.message.clone(),
+        at: s.timestamp,
+    })
+}
+
 impl Master {
     /// Tells the core whether the event stream has followers.
     pub fn set_events_watched(&mut self, watched: bool) {
@@ -270,14 +288,66 @@ impl Master {
         });
     }
 
+    /// A task new to this leader, reported by its agent (after a
+    /// failover): its history is its launch and the updates the agent
+    /// reports, unless this leader already keeps one.
+    pub(crate) fn adopt_reported_history(
+        &mut self,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        launched_at: Option<f64>,
+        statuses: &[v1::TaskStatus],
+    ) {
+        let key = (fid.clone(), tid.clone());
+        if self.observed.history.contains_key(&key) || (launched_at.is_none() && statuses.is_empty()) {
+            return;
+        }
+        let launched = launched_at.map(|at| StatusEntry {
+            state: Cow::Borrowed(TaskState::Staging.name()),
+            reason: String::new(),
+            message: "launched".into(),
+            at,
+        });
+        let mut h: VecDeque<StatusEntry> = launched
+            .into_iter()
+            .chain(statuses.iter().filter_map(entry_of))
+            .collect();
+        while h.len() > HISTORY_PER_TASK {
+            h.pop_front();
+        }
+        self.observed.history.insert(key, h);
+    }
+
+    /// A task's status history: what this leader saw or adopted from its
+    /// agent; for an ended task it knows only from the registry's history,
+    /// its launch and its end.
+    pub(super) fn status_history(&self, t: &Task) -> Vec<StatusEntry> {
+        if let Some(h) = self.observed.history.get(&(t.framework_id.clone(), t.id.clone())) {
+            return h.iter().cloned().collect();
+        }
+        let Some(ended_at) = t.ended_at else {
+            return Vec::new();
+        };
+        let launched = StatusEntry {
+            state: Cow::Borrowed(TaskState::Staging.name()),
+            reason: String::new(),
+            message: "launched".into(),
+            at: t.launched_at,
+        };
+        let ended = StatusEntry {
+            state: Cow::Borrowed(t.state.name()),
+            reason: t.last_status.as_ref().map(reason_name).unwrap_or_default(),
+            message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+            at: ended_at,
+        };
+        vec![launched, ended]
+    }
+
     pub(crate) fn note_task_state(&mut self, fid: &FrameworkId, tid: &TaskId, status: Option<&v1::TaskStatus>) {
         let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)) else {
             return;
         };
-        let reason = status
-            .and_then(|s| v1::StatusReason::try_from(s.reason).ok())
-            .map(|r| r.as_str_name().to_owned())
-            .unwrap_or_default();
+        let reason = status.map(reason_name).unwrap_or_default();
         let (state, agent) = (t.state.name(), t.agent_id.to_string());
         let h = self.observed.history.entry((fid.clone(), tid.clone())).or_default();
         if h.len() >= HISTORY_PER_TASK {

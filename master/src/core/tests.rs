@@ -480,6 +480,8 @@ fn reported(fid: FrameworkId, t: &str, state: TaskState) -> agent::ReportedTask 
         },
         state,
         end_unacknowledged: false,
+        launched_at: None,
+        statuses: Vec::new(),
     }
 }
 
@@ -848,6 +850,7 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
     );
     assert_eq!(view.allocation.quotas.len(), 1);
 }
+mod failover;
 mod history;
 mod operator;
 mod outcomes;

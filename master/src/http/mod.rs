@@ -29,7 +29,6 @@ pub mod metrics;
 mod policy;
 mod raft;
 pub mod reads;
-pub mod sampler;
 mod security;
 
 use std::sync::Arc;
@@ -47,15 +46,15 @@ use serde::{Deserialize, Serialize};
 use self::authn::Authenticator;
 use crate::auth::{Action, AuthzError, Caller};
 use crate::error::{ErrorCode, MasterError};
+pub use crate::history::Sample;
 use crate::pki::Authority;
 use crate::raft::RaftHandle;
 use crate::runtime::Handle;
 pub use reads::{MastersBody, OverviewBody};
-pub use sampler::{Sample, Samples};
 
 /// What every HTTP handler shares: the way to the owner task and the Raft
 /// node, the authenticator, the CA, this master's transport (for the
-/// agents' files API), the utilisation history and the metrics registry.
+/// agents' files API) and the metrics registry.
 #[derive(Clone)]
 pub struct HttpState {
     handle: Handle,
@@ -64,7 +63,6 @@ pub struct HttpState {
     /// None on an insecure cluster.
     authority: Option<Arc<Authority>>,
     transport: Transport,
-    samples: Samples,
     metrics: Arc<metrics::Metrics>,
 }
 
@@ -79,7 +77,7 @@ impl std::fmt::Debug for HttpState {
 // The checks return the refusal itself, ready to send.
 #[allow(clippy::result_large_err)]
 impl HttpState {
-    /// Starts the utilisation sampler and builds the metrics registry;
+    /// Builds the metrics registry;
     /// call once per master (every listener shares the result).
     pub fn start(
         handle: Handle,
@@ -88,14 +86,12 @@ impl HttpState {
         authority: Option<Arc<Authority>>,
         transport: Transport,
     ) -> HttpState {
-        let samples = sampler::spawn(handle.clone(), sampler::INTERVAL);
         HttpState {
             handle,
             raft,
             authn,
             authority,
             transport,
-            samples,
             metrics: Arc::new(metrics::Metrics::new()),
         }
     }

@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Json, Response};
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
-use super::sampler::Sample;
 use super::{HttpState, error, error_body, path_of, reply, to_leader};
 use crate::auth::{Action, Caller};
 use crate::core::Master;
 use crate::core::view::{self, Page, TaskFilter};
 use crate::error::MasterError;
+use crate::history::Sample;
 use crate::raft::RaftStatus;
 
 fn bad_query(e: QueryRejection) -> Response {
@@ -39,7 +39,8 @@ pub(super) async fn state(State(s): State<HttpState>) -> Response {
 }
 
 /// `/api/v1/overview`: the leader's overview with this master's Raft view
-/// and the last hour of utilisation samples.
+/// and the last hour of utilisation samples (from the registry, so they
+/// survive a failover).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverviewBody {
     #[serde(flatten)]
@@ -49,11 +50,11 @@ pub struct OverviewBody {
 }
 
 pub(super) async fn overview(State(s): State<HttpState>, u: OriginalUri) -> Response {
-    match s.handle.read(view::overview).await {
-        Ok(overview) => Json(OverviewBody {
+    match s.handle.read(|m| (view::overview(m), view::samples(m))).await {
+        Ok((overview, samples)) => Json(OverviewBody {
             overview,
             raft: s.raft.status().await,
-            samples: s.samples.borrow().as_ref().clone(),
+            samples,
         })
         .into_response(),
         Err(e) => error(e, &path_of(&u)),

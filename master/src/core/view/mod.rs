@@ -11,7 +11,7 @@
 //! | [`roles`](mod@roles) | `/api/v1/roles` (also at `/roles`) |
 //! | [`pages`] | the paged `/api/v1/{tasks,agents,frameworks}`, one task in full, a task's agent (files proxy) |
 //! | [`why`] | `/api/v1/why/...` |
-//! | [`overview`](mod@overview) | `/api/v1/overview` and the utilisation sampler |
+//! | [`overview`](mod@overview) | `/api/v1/overview` with its utilisation samples |
 //! | [`metrics`](mod@metrics) | `/metrics` |
 
 pub mod metrics;
@@ -27,7 +27,7 @@ use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub use metrics::{MetricsView, metrics};
-pub use overview::{Overview, ResourceBuckets, overview, utilisation};
+pub use overview::{Overview, ResourceBuckets, overview, samples, utilisation};
 pub use pages::{
     AgentRow, FrameworkRow, TaskDetail, TaskFilter, TaskQuery, agents, frameworks, task, task_agent, tasks,
 };

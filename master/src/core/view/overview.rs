@@ -1,4 +1,4 @@
-//! The dashboard's first screen and the utilisation sampler's reading.
+//! The dashboard's first screen and its utilisation charts' samples.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StateName, task_counts};
 use crate::core::{AgentStatus, Master};
+use crate::history::Sample;
 
 /// The role a framework's allocation is counted under.
 fn role_of(roles: &[String]) -> String {
@@ -87,4 +88,10 @@ pub fn overview(m: &Master) -> Overview {
 pub fn utilisation(m: &Master) -> (ResourceBuckets, usize) {
     let active = m.frameworks.values().map(|f| f.tasks.len()).sum();
     (buckets(m), active)
+}
+
+/// The utilisation charts' last hour, oldest first (kept in the registry,
+/// so a new leader's charts go on).
+pub fn samples(m: &Master) -> Vec<Sample> {
+    m.samples()
 }

@@ -200,12 +200,7 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
     let image = t.info.container.as_ref().and_then(|c| c.image.as_ref());
     Ok(TaskDetail {
         task: task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
-        history: m
-            .observed
-            .history
-            .get(&(fid.clone(), tid.clone()))
-            .map(|h| h.iter().cloned().collect())
-            .unwrap_or_default(),
+        history: m.status_history(t),
         command: cmd.value,
         arguments: cmd.arguments,
         environment: operator.then(|| {
