@@ -33,6 +33,7 @@ fn framework(i: usize) -> FrameworkRecord {
         roles: vec!["eng".into()],
         failover_timeout_secs: 60.0,
         hostname: "host".into(),
+        registered_at: 0.0,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct FrameworkRecord {
     pub roles: Vec<String>,
     pub failover_timeout_secs: f64,
     pub hostname: String,
+    /// Unix seconds of its first registration, so that every master (and
+    /// a new leader) shows the same time; 0 in records from before.
+    #[serde(default)]
+    pub registered_at: f64,
 }
 
 /// Every change to the registry. Serialized as one JSON object per entry.
@@ -450,6 +454,7 @@ mod tests {
             roles: vec!["*".into()],
             failover_timeout_secs: 60.0,
             hostname: String::new(),
+            registered_at: 0.0,
         }
     }
 

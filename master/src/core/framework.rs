@@ -13,8 +13,9 @@ use crate::error::MasterError;
 use crate::registry::{FrameworkRecord, RegistryOp};
 use mezzo_proto::clock::unix_now;
 
-fn record(id: &FrameworkId, info: &v1::FrameworkInfo) -> FrameworkRecord {
+fn record(id: &FrameworkId, info: &v1::FrameworkInfo, registered_at: f64) -> FrameworkRecord {
     FrameworkRecord {
+        registered_at,
         id: id.clone(),
         name: info.name.clone(),
         user: info.user.clone(),
@@ -66,7 +67,12 @@ impl Master {
                 offers: HashSet::new(),
                 allocated: Resources::default(),
                 offered: Resources::default(),
-                registered_at: unix_now(),
+                // Records from before the field have 0: now is all we know.
+                registered_at: if rec.registered_at > 0.0 {
+                    rec.registered_at
+                } else {
+                    unix_now()
+                },
             },
         );
         self.alloc.add_framework(&rec.id, &roles_of(&rec.roles), conn.is_some());
@@ -83,7 +89,11 @@ impl Master {
     ) -> Result<(), MasterError> {
         let Some(id) = id else {
             let id = FrameworkId::generate();
-            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
+            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(
+                &id,
+                &info,
+                unix_now(),
+            ))));
             self.pending_frameworks.insert(id, (conn, info));
             return Ok(());
         };
@@ -113,8 +123,13 @@ impl Master {
                 .ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
             info.name = fw.info.name.clone();
             fw.info = info.clone();
+            let registered_at = fw.registered_at;
             self.alloc.add_framework(&id, &roles_of(&info.roles), true);
-            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(&id, &info))));
+            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(
+                &id,
+                &info,
+                registered_at,
+            ))));
         }
         self.framework_conns.insert(conn, id.clone());
         self.alloc.set_framework_active(&id, true);

@@ -104,6 +104,7 @@ mod tests {
             roles: vec!["*".into()],
             failover_timeout_secs: 60.0,
             hostname: String::new(),
+            registered_at: 0.0,
         };
         let op = RegistryOp::RegisterFramework(rec.clone());
         r.apply(&op);

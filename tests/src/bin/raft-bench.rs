@@ -222,6 +222,7 @@ fn sample_op_json() -> Vec<u8> {
         roles: info.roles,
         failover_timeout_secs: info.failover_timeout_secs,
         hostname: info.hostname,
+        registered_at: 0.0,
     });
     serde_json::to_vec(&op).expect("a registry op serializes")
 }

@@ -257,3 +257,28 @@ fn the_registry_keeps_an_hour_of_samples() {
     assert_eq!(r.history.samples.len(), crate::history::SAMPLES_KEPT);
     assert_eq!(r.history.samples.front().map(|s| s.at), Some(60.0));
 }
+
+/// A framework keeps its registration time over a failover and over a
+/// change of its info (every framework showed as registered at the
+/// failover before).
+#[test]
+fn a_framework_keeps_its_registration_time() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    let at = s.m.frameworks[&f].registered_at;
+    std::thread::sleep(Duration::from_millis(5));
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        failover_timeout_secs: 120.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now)
+        .expect("resubscribe");
+    s.run();
+    let n = new_leader(&s);
+    assert_eq!(
+        n.m.frameworks[&f].info.failover_timeout_secs, 120.0,
+        "the change committed"
+    );
+    assert_eq!(n.m.frameworks[&f].registered_at, at);
+}
