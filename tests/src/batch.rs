@@ -78,7 +78,7 @@ impl Batch {
             let runs = lines(&dir.join(format!("runs-{i}")));
             ensure!(runs == 1, "task {i} ran {runs} times");
         }
-        let st = self.client().status(name, false).await?;
+        let st = self.client().status(name, false, None).await?;
         ensure!(st.summary.counts.retried == 0, "{st:?}");
         Ok(())
     }
@@ -126,7 +126,7 @@ impl Batch {
     pub async fn wait_job(&self, name: &str, what: &str, ok: impl Fn(&JobStatus) -> bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = self.client().status(name, true).await;
+            let s = self.client().status(name, true, None).await;
             if let Ok(s) = &s
                 && ok(s)
             {

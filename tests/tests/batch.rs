@@ -98,7 +98,7 @@ count = 3
 
 [[job]]
 name = "b"
-command = "test -e {d}/a-0 -a -e {d}/a-1 -a -e {d}/a-2 || exit 9; if [ $MEZZO_TASK_INDEX = 0 ] && [ ! -e {d}/flaky ]; then touch {d}/flaky; exit 3; fi; touch {d}/b-$MEZZO_TASK_INDEX"
+command = "test -e {d}/a-0 -a -e {d}/a-1 -a -e {d}/a-2 || exit 9; if [ $MEZZO_TASK_INDEX = 0 ] && [ ! -e {d}/flaky ]; then touch {d}/flaky; echo first-try; exit 3; fi; echo later-try; touch {d}/b-$MEZZO_TASK_INDEX"
 count = 2
 retries = 2
 backoff = "200ms"
@@ -129,6 +129,26 @@ depends_on = ["a", "b"]
         // `logs` reads the task's stdout through its agent's files API.
         let out = b.cli(&["logs", "c", "--index", "0"]).await?;
         ensure!(out.status.success() && text(&out).contains("c-done"), "logs: {}", text(&out));
+        // Each attempt's output, and each run with its task id, host and
+        // times (issue 21: `logs` showed only the last attempt, `status`
+        // no task ids, agents or elapsed times).
+        for (attempt, want) in [("1", "first-try"), ("2", "later-try")] {
+            let out = b.cli(&["logs", "b", "--index", "0", "--attempt", attempt]).await?;
+            ensure!(out.status.success() && text(&out).contains(want), "attempt {attempt}: {}", text(&out));
+        }
+        let out = b.cli(&["logs", "b", "--index", "0", "--attempt", "3"]).await?;
+        ensure!(!out.status.success() && text(&out).contains("attempt 3"), "{}", text(&out));
+        let out = b.cli(&["status", "b", "--index", "0"]).await?;
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(out.status.success(), "status --index: {}", text(&out));
+        for want in ["b.0.1.", "b.0.2.", "agent", "failed", "finished", "ELAPSED", "last failure: exited with status 3"] {
+            ensure!(shown.contains(want), "status --index lacks {want:?}: {shown}");
+        }
+        let out = b.cli(&["status", "b", "--index", "2"]).await?;
+        ensure!(!out.status.success() && text(&out).contains("index 2"), "{}", text(&out));
+        let out = b.cli(&["status", "b", "--all"]).await?;
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(shown.contains("HOST") && shown.contains("b.0.2."), "status --all: {shown}");
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -152,7 +172,7 @@ async fn a_cancelled_job_leaves_nothing_running() -> Result<()> {
         ensure!(out.status.success(), "{}", text(&out));
         b.wait_job("long", "cancelled", |s| s.summary.state == JobState::Cancelled)
             .await?;
-        let st = b.client().status("long", false).await?;
+        let st = b.client().status("long", false, None).await?;
         ensure!(st.summary.counts.cancelled == 20, "{st:?}");
         let fid = b.framework_id()?;
         c.wait_master("no task of the batch framework left", |s| {
@@ -172,7 +192,7 @@ async fn a_cancelled_job_leaves_nothing_running() -> Result<()> {
         }
         // And nothing starts later.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let st = b.client().status("long", false).await?;
+        let st = b.client().status("long", false, None).await?;
         ensure!(
             st.summary.counts.running == 0 && st.summary.state == JobState::Cancelled,
             "{st:?}"
@@ -340,7 +360,7 @@ async fn an_agent_killed_mid_launch_drops_and_relaunches_never_fails() -> Result
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.restart_agent(0).await?;
         b.each_ran_once("array", n, shared.path()).await?;
-        let st = b.client().status("array", false).await?;
+        let st = b.client().status("array", false, None).await?;
         eprintln!("counts after the agent's restart: {:?}", st.summary.counts);
         ensure!(
             st.summary.counts.dropped_relaunched > 0,

@@ -9,9 +9,10 @@ use anyhow::Context;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use mezzo_batch::client::{Client, ClientError};
-use mezzo_batch::engine::{JobStatus, JobSummary};
+use mezzo_batch::engine::{JobStatus, JobSummary, Run, TaskView};
 use mezzo_batch::job::JobState;
 use mezzo_batch::{BatchConfig, Engine};
+use mezzo_sdk::clock::unix_now;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,12 +40,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one job and its unfinished or failed tasks.
+    /// Show one job and its unfinished or failed tasks; with --index, every
+    /// run of one task (attempt, task id, host, times, outcome).
     Status {
         name: String,
         /// List every task.
         #[arg(long)]
         all: bool,
+        /// Only this task, with each of its runs.
+        #[arg(long)]
+        index: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +66,10 @@ enum Command {
         /// Index of the task in the array.
         #[arg(long, default_value_t = 0)]
         index: u32,
+        /// An earlier attempt's output (1 is the first; default: the latest
+        /// run). `batch status` lists each task's attempts.
+        #[arg(long)]
+        attempt: Option<u32>,
         /// stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
@@ -109,13 +118,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             follow(&client, &names, json).await
         }
-        Command::Status { name, all, json } => match client.status(&name, all).await {
+        Command::Status { name, all, index, json } => match client.status(&name, all, index).await {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string_pretty(&s)?);
                 Ok(ExitCode::SUCCESS)
             }
             Ok(s) => {
-                print_status(&s);
+                print_status(&s, index.is_some(), unix_now());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => refused(e),
@@ -138,9 +147,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => refused(e),
         },
-        Command::Logs { name, index, stderr } => {
+        Command::Logs {
+            name,
+            index,
+            attempt,
+            stderr,
+        } => {
             match client
-                .logs(&name, index, if stderr { "stderr" } else { "stdout" })
+                .logs(&name, index, attempt, if stderr { "stderr" } else { "stdout" })
                 .await
             {
                 Ok(text) => {
@@ -182,7 +196,7 @@ async fn follow(client: &Client, names: &[String], json: bool) -> anyhow::Result
         let mut all = Vec::new();
         let mut failed = false;
         for n in names {
-            match client.status(n, false).await {
+            match client.status(n, false, None).await {
                 Ok(s) => all.push(s),
                 Err(e) => {
                     failed = true;
@@ -218,7 +232,7 @@ async fn follow(client: &Client, names: &[String], json: bool) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
         for s in &statuses {
-            print_status(s);
+            print_status(s, false, unix_now());
         }
     }
     let ok = statuses.iter().all(|s| s.summary.state == JobState::Succeeded);
@@ -259,7 +273,54 @@ fn print_list(list: &[JobSummary]) {
     println!("{t}");
 }
 
-fn print_status(s: &JobStatus) {
+/// Where a run ran: its host, or its agent's id when the host is not
+/// known (a run adopted after the framework restarted).
+fn host_of(r: &Run) -> String {
+    if r.host.is_empty() {
+        r.agent_id.clone()
+    } else {
+        r.host.clone()
+    }
+}
+
+/// How long a run took, or has run so far.
+fn elapsed(r: &Run, now: f64) -> String {
+    let secs = (r.ended_at.unwrap_or(now) - r.launched_at).max(0.0);
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        humantime::format_duration(Duration::from_secs(secs as u64)).to_string()
+    }
+}
+
+/// Every run of one task, for `status --index`.
+fn print_runs(task: &TaskView, now: f64) {
+    println!("task {}: {}, {} attempt(s)", task.index, task.state, task.attempts);
+    if task.runs.is_empty() {
+        println!("  no run since the framework started");
+        return;
+    }
+    let mut t = Table::new();
+    t.set_header(["ATTEMPT", "TASK", "HOST", "STATE", "EXIT", "STARTED", "ELAPSED"]);
+    for r in &task.runs {
+        let started = std::time::UNIX_EPOCH + Duration::from_secs_f64(r.launched_at.max(0.0));
+        t.add_row([
+            r.attempt.to_string(),
+            r.task_id.clone(),
+            host_of(r),
+            r.state.trim_start_matches("TASK_").to_lowercase(),
+            r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            humantime::format_rfc3339_seconds(started).to_string(),
+            elapsed(r, now),
+        ]);
+    }
+    println!("{t}");
+    if let Some(f) = &task.reason {
+        println!("  last failure: {f}");
+    }
+}
+
+fn print_status(s: &JobStatus, runs: bool, now: f64) {
     let j = &s.summary;
     println!(
         "job {}: {} — {}/{} succeeded, {} failed, {} running, {} pending, {} cancelled, {} retried",
@@ -287,14 +348,33 @@ fn print_status(s: &JobStatus) {
     if s.tasks.is_empty() {
         return;
     }
+    if runs {
+        for task in &s.tasks {
+            print_runs(task, now);
+        }
+        return;
+    }
     let mut t = Table::new();
-    t.set_header(["INDEX", "STATE", "ATTEMPTS", "EXIT", "LAST FAILURE"]);
+    t.set_header([
+        "INDEX",
+        "STATE",
+        "ATTEMPTS",
+        "EXIT",
+        "TASK",
+        "HOST",
+        "ELAPSED",
+        "LAST FAILURE",
+    ]);
     for task in &s.tasks {
+        let last = task.runs.last();
         t.add_row([
             task.index.to_string(),
             task.state.clone(),
             task.attempts.to_string(),
             task.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            last.map(|r| r.task_id.clone()).unwrap_or_default(),
+            last.map(host_of).unwrap_or_default(),
+            last.map(|r| elapsed(r, now)).unwrap_or_default(),
             task.reason.clone().unwrap_or_default(),
         ]);
     }

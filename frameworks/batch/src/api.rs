@@ -4,9 +4,9 @@
 //! |---|---|
 //! | `POST /v1/jobs` (body: the TOML job file) | submit; `201 {"jobs": [names]}` |
 //! | `GET /v1/jobs` | every job, in submission order |
-//! | `GET /v1/jobs/{name}[?all=true]` | one job and its unfinished or failed tasks (all with `all`) |
+//! | `GET /v1/jobs/{name}[?all=true][&index=N]` | one job and its unfinished or failed tasks (all with `all`, only task N with `index`), each with its runs |
 //! | `POST /v1/jobs/{name}/cancel` | cancel; running tasks are killed |
-//! | `GET /v1/jobs/{name}/logs?index=N&file=stdout` | tail of a task's output, from its agent |
+//! | `GET /v1/jobs/{name}/logs?index=N&attempt=K&file=stdout` | tail of a task's output (its latest run, or attempt K), from its agent |
 //! | `GET /health` | `ok` |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad job file, impossible
@@ -69,10 +69,11 @@ async fn list(State(c): State<Ctx>) -> Response {
 struct StatusQuery {
     #[serde(default)]
     all: bool,
+    index: Option<u32>,
 }
 
 async fn status(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<StatusQuery>) -> Response {
-    match c.engine.status(&name, q.all).await {
+    match c.engine.status(&name, q.all, q.index).await {
         Ok(s) => Json(s).into_response(),
         Err(e) => error(e),
     }
@@ -89,6 +90,8 @@ async fn cancel(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
 struct LogsQuery {
     #[serde(default)]
     index: u32,
+    /// An earlier attempt's output (default: the latest run's).
+    attempt: Option<u32>,
     #[serde(default = "stdout")]
     file: String,
 }
@@ -104,13 +107,14 @@ async fn logs(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<Lo
             format!("file {:?}: only stdout and stderr", q.file),
         );
     }
-    let loc = match c.engine.locate(&name, q.index).await {
+    let loc = match c.engine.locate(&name, q.index, q.attempt).await {
         Ok(Some(loc)) => loc,
         Ok(None) => {
+            let which = q.attempt.map_or(String::new(), |a| format!(" (attempt {a})"));
             return error_text(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "task {} of job {name:?} has not run since the framework started",
+                    "task {}{which} of job {name:?} has not run since the framework started",
                     q.index
                 ),
             );

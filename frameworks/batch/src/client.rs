@@ -80,8 +80,9 @@ impl Client {
     }
 
     /// One job (`all`: every task).
-    pub async fn status(&self, name: &str, all: bool) -> Result<JobStatus, ClientError> {
-        let url = self.url(&format!("/v1/jobs/{name}?all={all}"));
+    pub async fn status(&self, name: &str, all: bool, index: Option<u32>) -> Result<JobStatus, ClientError> {
+        let index = index.map_or(String::new(), |i| format!("&index={i}"));
+        let url = self.url(&format!("/v1/jobs/{name}?all={all}{index}"));
         self.json(self.http.get(url)).await
     }
 
@@ -91,9 +92,11 @@ impl Client {
             .await
     }
 
-    /// The tail of a task's stdout or stderr.
-    pub async fn logs(&self, name: &str, index: u32, file: &str) -> Result<String, ClientError> {
-        let url = self.url(&format!("/v1/jobs/{name}/logs?index={index}&file={file}"));
+    /// The tail of a task's stdout or stderr: its latest run's, or the
+    /// latest run of `attempt`.
+    pub async fn logs(&self, name: &str, index: u32, attempt: Option<u32>, file: &str) -> Result<String, ClientError> {
+        let attempt = attempt.map_or(String::new(), |a| format!("&attempt={a}"));
+        let url = self.url(&format!("/v1/jobs/{name}/logs?index={index}{attempt}&file={file}"));
         let r = self.send(self.http.get(url)).await?;
         r.text().await.map_err(|e| ClientError::Unreachable {
             addr: self.addr.clone(),

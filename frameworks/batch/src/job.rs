@@ -157,6 +157,11 @@ pub fn parse_task_id(id: &str) -> Option<(&str, u32)> {
     parse_full(id).map(|(job, index, _)| (job, index))
 }
 
+/// The attempt a task id names.
+pub fn attempt_of(id: &str) -> Option<u32> {
+    parse_full(id).map(|(_, _, attempt)| attempt)
+}
+
 /// Job, index and attempt of a task id (with or without a relaunch suffix).
 fn parse_full(id: &str) -> Option<(&str, u32, u32)> {
     let mut parts = id.split('.');

@@ -216,7 +216,7 @@ impl World {
         let client = self.batch.client();
         let sent = tokio::time::timeout(Duration::from_secs(5), client.submit(toml)).await;
         // A lost answer may hide an accepted submission: ask.
-        let accepted = matches!(sent, Ok(Ok(_))) || client.status(&name, false).await.is_ok();
+        let accepted = matches!(sent, Ok(Ok(_))) || client.status(&name, false, None).await.is_ok();
         if accepted {
             self.say(&format!("submitted {name} ({} tasks of {secs} s)", self.spec.wave_size));
             self.jobs.push((name, self.spec.wave_size));
@@ -243,7 +243,7 @@ impl World {
             let mut ends = Vec::new();
             let client = self.batch.client();
             for (name, count) in &self.jobs {
-                let end = match client.status(name, false).await {
+                let end = match client.status(name, false, None).await {
                     Ok(s) if s.summary.state.is_final() => JobEnd {
                         name: name.clone(),
                         count: *count,

@@ -60,8 +60,8 @@ impl State {
                 let id = job.next_task_id(*index, self.epoch);
                 tasks.push(task_info(&job.spec, &id, *index, &p.resources));
                 job.launched(*index, id.clone(), now);
-                self.last
-                    .insert((name.clone(), *index), (id, offers[offer].agent_id.clone()));
+                self.runs
+                    .launched(name, *index, &id, &offers[offer], mezzo_sdk::clock::unix_now());
                 launched.push((name.clone(), *index));
             }
             let offer_id = offers[offer].offer_id.clone();

@@ -17,6 +17,7 @@
 //! period until it has.
 
 mod launch;
+mod runs;
 mod view;
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,6 +31,7 @@ use tracing::{info, warn};
 use crate::job::{self, Job, Outcome, Progress};
 use crate::spec::{self, SpecError};
 use crate::store::{self, StoreError, Submission};
+pub use runs::Run;
 pub use view::{JobStatus, JobSummary, TaskView};
 
 /// Longest wait of launches after a restart for the implicit
@@ -97,6 +99,7 @@ enum Request {
     Status {
         name: String,
         all: bool,
+        index: Option<u32>,
         reply: oneshot::Sender<Result<JobStatus, BatchError>>,
     },
     Cancel {
@@ -106,6 +109,7 @@ enum Request {
     Locate {
         name: String,
         index: u32,
+        attempt: Option<u32>,
         reply: oneshot::Sender<Result<Option<TaskLocation>, BatchError>>,
     },
 }
@@ -158,7 +162,7 @@ impl Engine {
             submitted_at: HashMap::new(),
             held_acks: Vec::new(),
             early: Vec::new(),
-            last: HashMap::new(),
+            runs: runs::Runs::default(),
             agents: agents_rx,
             suppressed: false,
             pending_reported: false,
@@ -192,9 +196,15 @@ impl Engine {
     }
 
     /// One job in detail (`all`: every task, else the interesting ones).
-    pub async fn status(&self, name: &str, all: bool) -> Result<JobStatus, BatchError> {
+    pub async fn status(&self, name: &str, all: bool, index: Option<u32>) -> Result<JobStatus, BatchError> {
         let name = name.to_owned();
-        self.ask(|reply| Request::Status { name, all, reply }).await?
+        self.ask(|reply| Request::Status {
+            name,
+            all,
+            index,
+            reply,
+        })
+        .await?
     }
 
     /// Cancels a job: nothing more launches, running tasks are killed.
@@ -203,10 +213,22 @@ impl Engine {
         self.ask(|reply| Request::Cancel { name, reply }).await?
     }
 
-    /// Where task `index` of `name` last ran, if it ran since this start.
-    pub async fn locate(&self, name: &str, index: u32) -> Result<Option<TaskLocation>, BatchError> {
+    /// Where task `index` of `name` last ran (its `attempt`, if given),
+    /// if it ran since this start.
+    pub async fn locate(
+        &self,
+        name: &str,
+        index: u32,
+        attempt: Option<u32>,
+    ) -> Result<Option<TaskLocation>, BatchError> {
         let name = name.to_owned();
-        self.ask(|reply| Request::Locate { name, index, reply }).await?
+        self.ask(|reply| Request::Locate {
+            name,
+            index,
+            attempt,
+            reply,
+        })
+        .await?
     }
 }
 
@@ -243,8 +265,8 @@ struct State {
     /// before it (an end acknowledged for a job not loaded yet would be
     /// lost, and its task run again).
     early: Vec<v1::TaskStatus>,
-    /// `job.index` -> where its latest attempt ran.
-    last: HashMap<(String, u32), (String, String)>,
+    /// Each task's runs since this start: where, when, how they ended.
+    runs: runs::Runs,
     agents: watch::Receiver<Vec<mezzo_sdk::Resources>>,
     suppressed: bool,
     /// A pending report is standing at the masters (cleared when all fit).
@@ -366,10 +388,7 @@ impl State {
             self.ack_now(status);
             return;
         };
-        if !status.agent_id.is_empty() {
-            self.last
-                .insert((name.clone(), index), (status.task_id.clone(), status.agent_id.clone()));
-        }
+        self.runs.update(&name, index, &status, mezzo_sdk::clock::unix_now());
         let outcome = if state == TaskState::Killed && status.reason == v1::StatusReason::ReasonAgentDraining as i32 {
             job.drained(index, &status.task_id, &status.message, now)
         } else {
@@ -445,10 +464,10 @@ impl State {
             for (i, slot) in job.slots.iter().enumerate() {
                 if let job::Slot::Running { task_id, .. } = slot {
                     let agent = self
-                        .last
-                        .get(&(name.clone(), i as u32))
-                        .filter(|(t, _)| t == task_id)
-                        .map(|(_, a)| a.clone())
+                        .runs
+                        .latest(name, i as u32, None)
+                        .filter(|r| r.task_id == *task_id)
+                        .map(|r| r.agent_id.clone())
                         .unwrap_or_default();
                     tasks.push((task_id.clone(), agent));
                 }
@@ -568,8 +587,13 @@ impl State {
                 let list = self.order.iter().filter_map(|n| self.summary(n)).collect();
                 let _ = reply.send(list);
             }
-            Request::Status { name, all, reply } => {
-                let _ = reply.send(self.status(&name, all));
+            Request::Status {
+                name,
+                all,
+                index,
+                reply,
+            } => {
+                let _ = reply.send(self.status(&name, all, index));
             }
             Request::Cancel { name, reply } => {
                 let result = match self.jobs.get_mut(&name) {
@@ -586,7 +610,12 @@ impl State {
                 };
                 let _ = reply.send(result);
             }
-            Request::Locate { name, index, reply } => {
+            Request::Locate {
+                name,
+                index,
+                attempt,
+                reply,
+            } => {
                 let result = match self.jobs.get(&name) {
                     None => Err(BatchError::UnknownJob(name.clone())),
                     Some(job) if index >= job.spec.count => Err(BatchError::BadIndex {
@@ -594,9 +623,9 @@ impl State {
                         index,
                         count: job.spec.count,
                     }),
-                    Some(_) => Ok(self.last.get(&(name, index)).map(|(task_id, agent_id)| TaskLocation {
-                        task_id: task_id.clone(),
-                        agent_id: agent_id.clone(),
+                    Some(_) => Ok(self.runs.latest(&name, index, attempt).map(|r| TaskLocation {
+                        task_id: r.task_id.clone(),
+                        agent_id: r.agent_id.clone(),
                         framework_id: self.scheduler.framework_id().unwrap_or_default(),
                     })),
                 };

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::runs::Run;
 use super::{BatchError, State};
 use crate::job::{Counts, JobState, Slot};
 
@@ -37,6 +38,10 @@ pub struct TaskView {
     pub reason: Option<String>,
     /// The running attempt's task id.
     pub task_id: Option<String>,
+    /// Its runs since the framework started, oldest first (at most 8):
+    /// task id, attempt, agent and host, start, end, state, exit code.
+    #[serde(default)]
+    pub runs: Vec<Run>,
 }
 
 /// `mezzo batch status NAME`.
@@ -66,17 +71,30 @@ impl State {
         })
     }
 
-    pub(super) fn status(&self, name: &str, all: bool) -> Result<JobStatus, BatchError> {
+    /// A job's status with its unfinished or failed tasks (`all`: every
+    /// task; `only`: that one task).
+    pub(super) fn status(&self, name: &str, all: bool, only: Option<u32>) -> Result<JobStatus, BatchError> {
         let summary = self
             .summary(name)
             .ok_or_else(|| BatchError::UnknownJob(name.to_owned()))?;
         let job = &self.jobs[name];
+        if let Some(index) = only.filter(|i| *i >= job.spec.count) {
+            return Err(BatchError::BadIndex {
+                job: name.to_owned(),
+                index,
+                count: job.spec.count,
+            });
+        }
         let mut tasks = Vec::new();
         let mut truncated = false;
-        for (i, slot) in job.slots.iter().enumerate() {
+        let slots = job.slots.iter().enumerate();
+        let slots = slots
+            .skip(only.map_or(0, |i| i as usize))
+            .take(only.map_or(usize::MAX, |_| 1));
+        for (i, slot) in slots {
             let index = i as u32;
             let failure = job.progress.failures.get(&index);
-            if !all && *slot == Slot::Succeeded && failure.is_none() {
+            if !all && only.is_none() && *slot == Slot::Succeeded && failure.is_none() {
                 continue;
             }
             if tasks.len() == MAX_LISTED {
@@ -102,6 +120,7 @@ impl State {
                 exit_code: failure.and_then(|f| f.exit_code),
                 reason: failure.map(|f| f.reason.clone()),
                 task_id,
+                runs: self.runs.of(name, index).cloned().collect(),
             });
         }
         Ok(JobStatus {
