@@ -96,6 +96,8 @@ pub enum Command {
     AgentHeartbeat(ConnId),
     /// An agent's periodic container usage report, validated.
     AgentUsage(ConnId, Vec<crate::core::usage::ContainerUsage>),
+    /// An attaching agent's host name, resolved (or not: why) from here.
+    AgentHostChecked(String, Option<String>),
     AgentClosed(ConnId),
     /// A framework's key-value call; writes are answered once committed.
     Kv {
@@ -424,7 +426,8 @@ fn refuse(cmd: Command, not_leader: MasterError) {
         | Command::AgentClosed(_)
         | Command::StatusUpdate { .. }
         | Command::AgentHeartbeat(_)
-        | Command::AgentUsage(..) => {}
+        | Command::AgentUsage(..)
+        | Command::AgentHostChecked(..) => {}
     }
 }
 
@@ -498,6 +501,7 @@ impl Clients {
             }
             Command::AgentHeartbeat(conn) => core.agent_heartbeat(conn, now),
             Command::AgentUsage(conn, usage) => core.agent_usage(conn, usage, now),
+            Command::AgentHostChecked(host, problem) => core.agent_host_checked(host, problem),
             Command::AgentClosed(conn) => {
                 self.agents.remove(&conn);
                 core.forget_credential(conn);

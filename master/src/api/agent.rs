@@ -140,6 +140,22 @@ fn reported_statuses(
         .collect()
 }
 
+/// How long a host name lookup may take before it counts as failed.
+const HOST_LOOKUP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Resolves an attached agent's host name from this master and tells the
+/// core (issue 21: an agent whose name did not resolve registered without
+/// a word, and health checks then failed with an opaque error).
+async fn check_host(handle: Handle, hostname: String) {
+    let lookup = tokio::net::lookup_host((hostname.as_str(), 0));
+    let problem = match tokio::time::timeout(HOST_LOOKUP_LIMIT, lookup).await {
+        Ok(Ok(mut addrs)) => addrs.next().is_none().then(|| "no address".to_owned()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {HOST_LOOKUP_LIMIT:?}")),
+    };
+    handle.notify(Command::AgentHostChecked(hostname, problem));
+}
+
 /// Validates the first message of the stream.
 pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
     match msg.message {
@@ -218,6 +234,9 @@ impl AgentApi for AgentService {
             .map_err(|_| Status::deadline_exceeded("no registration within 10 s"))?
             .ok_or_else(|| Status::invalid_argument("stream closed before registration"))??;
         let hello = hello(first)?;
+        let hostname = match &hello {
+            AgentHello::Register { info } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
+        };
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let conn = self
             .handle
@@ -228,6 +247,7 @@ impl AgentApi for AgentService {
                 reply,
             })
             .await??;
+        tokio::spawn(check_host(self.handle.clone(), hostname));
         let handle = self.handle.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbound.next().await {

@@ -129,6 +129,10 @@ fn task_role(rt: &ReportedTask, framework_roles: &[String]) -> Role {
         .unwrap_or_else(Role::star)
 }
 
+/// Host names with a lookup problem kept at most (one per agent in
+/// practice; the cap only bounds a storm of bogus registrations).
+const MAX_HOST_PROBLEMS: usize = 10_000;
+
 pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Instant) -> Option<Agent> {
     let reported = match ReservedResources::parse(&rec.resources) {
         Ok(r) => r,
@@ -379,6 +383,23 @@ impl Master {
             a.last_seen = now;
         }
         Some(id)
+    }
+
+    /// The result of resolving an attaching agent's host name from this
+    /// master (`problem`: why it does not resolve). Kept by name, not on
+    /// the agent: the check may end before the agent's admission commits.
+    pub fn agent_host_checked(&mut self, hostname: String, problem: Option<String>) {
+        match problem {
+            Some(p) => {
+                tracing::warn!(%hostname, "an agent's host name does not resolve from this master ({p}): frameworks and health checks that reach its tasks by name will fail; give the agent --hostname with a name the cluster resolves");
+                if self.host_problems.len() < MAX_HOST_PROBLEMS {
+                    self.host_problems.insert(hostname, p);
+                }
+            }
+            None => {
+                self.host_problems.remove(&hostname);
+            }
+        }
     }
 
     pub fn agent_heartbeat(&mut self, conn: ConnId, now: Instant) {

@@ -269,6 +269,9 @@ pub struct Master {
     /// The credential that opened each stream (see `access.rs`).
     conn_credentials: HashMap<ConnId, String>,
     framework_conns: HashMap<ConnId, FrameworkId>,
+    /// Agents' host names that do not resolve from this master, with why
+    /// (see `agent_host_checked`).
+    host_problems: HashMap<String, String>,
     agent_conns: HashMap<ConnId, AgentId>,
     allocation_needed: bool,
     last_heartbeat: Instant,
@@ -308,6 +311,7 @@ impl Master {
             pending_agents: HashMap::new(),
             conn_credentials: HashMap::new(),
             framework_conns: HashMap::new(),
+            host_problems: HashMap::new(),
             agent_conns: HashMap::new(),
             allocation_needed: false,
             last_heartbeat: now,

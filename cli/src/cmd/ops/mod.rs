@@ -253,7 +253,15 @@ async fn agents(conn: Conn, status: Option<String>, wide: bool) -> Result<(), Ap
     };
     let mut t = Table::new();
     t.set_header(["AGENT", "HOSTNAME", "STATUS", "TASKS", "TOTAL", "USED", "OFFERED"]);
+    let mut warnings = Vec::new();
     for a in page.items {
+        for w in &a.warnings {
+            warnings.push(format!(
+                "warning: agent {} ({}): {w}",
+                a.hostname,
+                id_or_prefix(&a.id, wide)
+            ));
+        }
         let status = if a.draining { "draining" } else { a.status.name() };
         // By default cpus, mem and disk only (ports and named resources
         // with -o wide), so that the table fits 120 columns.
@@ -269,6 +277,9 @@ async fn agents(conn: Conn, status: Option<String>, wide: bool) -> Result<(), Ap
         ]);
     }
     println!("{t}");
+    for w in warnings {
+        eprintln!("{w}");
+    }
     Ok(())
 }
 

@@ -192,3 +192,28 @@ fn pending_reports_offer_figures_and_history() {
     .expect("ack");
     assert_eq!(s.m.observed.unacked(), 0);
 }
+
+/// An agent whose host name does not resolve from the master is flagged in
+/// the agents view (issue 21: it registered without a word), until a check
+/// of that name succeeds; a problem with a name no agent has shows nowhere.
+#[test]
+fn an_unresolvable_agent_host_name_is_flagged() {
+    let (mut s, _f) = Sim::with_task();
+    s.run();
+    let warnings = |s: &Sim| -> Vec<String> {
+        let page = crate::core::view::agents(&s.m, None, 10, 0);
+        page.items.into_iter().flat_map(|a| a.warnings).collect()
+    };
+    assert!(warnings(&s).is_empty());
+    s.m.agent_host_checked("h".into(), Some("Name or service not known".into()));
+    let w = warnings(&s);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("\"h\" does not resolve") && w[0].contains("Name or service"),
+        "{w:?}"
+    );
+    s.m.agent_host_checked("h".into(), None);
+    assert!(warnings(&s).is_empty());
+    s.m.agent_host_checked("other".into(), Some("x".into()));
+    assert!(warnings(&s).is_empty(), "not the agent's name");
+}

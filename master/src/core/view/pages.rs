@@ -251,6 +251,10 @@ pub struct AgentRow {
     pub active_tasks: usize,
     /// Its containers' usage, summed, from the agent's latest report.
     pub usage: crate::core::usage::AgentUsage,
+    /// What the master found wrong with the agent (its host name does not
+    /// resolve), for operators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> Page<AgentRow> {
@@ -273,6 +277,16 @@ pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> 
                 attributes: a.attributes.clone(),
                 active_tasks: a.tasks.len(),
                 usage: a.usage.total(std::time::Instant::now()),
+                warnings: m
+                    .host_problems
+                    .get(&a.hostname)
+                    .map(|why| {
+                        vec![format!(
+                            "host name {:?} does not resolve from the master: {why}",
+                            a.hostname
+                        )]
+                    })
+                    .unwrap_or_default(),
             }
         })
         .filter(|r| match status {
