@@ -87,8 +87,13 @@ pub struct ServeArgs {
     )]
     masters: String,
     /// Where the framework id is kept between runs (jobs are kept in the
-    /// masters' registry).
-    #[arg(long, env = "MEZZO_BATCH_STATE_DIR", default_value = "mezzo-batch-state")]
+    /// masters' registry); `--work-dir` as the service framework names it.
+    #[arg(
+        long,
+        visible_alias = "work-dir",
+        env = "MEZZO_BATCH_STATE_DIR",
+        default_value = "mezzo-batch-state"
+    )]
     state_dir: PathBuf,
     /// Framework name.
     #[arg(long, default_value = "mezzo-batch")]
@@ -416,5 +421,10 @@ mod tests {
         assert_eq!(cli.args.addr, "127.0.0.1:7071");
         let cli = Cli::try_parse_from(["batch", "serve", "--masters", "m:1", "--addr", "a:2"]).expect("the old names");
         assert_eq!(cli.args.addr, "a:2");
+        let cli = Cli::try_parse_from(["batch", "serve", "--work-dir", "/w"]).expect("--work-dir");
+        match cli.args.command {
+            super::Command::Serve(s) => assert_eq!(s.state_dir, std::path::Path::new("/w")),
+            other => panic!("{other:?}"),
+        }
     }
 }

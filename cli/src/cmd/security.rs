@@ -139,8 +139,11 @@ pub enum SecretAction {
         #[arg(long)]
         from_file: Option<PathBuf>,
     },
-    /// List secrets by name (never their values).
-    List,
+    /// List secrets by name (never their values), all or one role's.
+    List {
+        /// Only this role's secrets.
+        role: Option<String>,
+    },
     /// Delete a secret.
     Delete { role: String, name: String },
 }
@@ -341,8 +344,11 @@ async fn secret(conn: Conn, action: SecretAction) -> anyhow::Result<ExitCode> {
             let v = c.call(reqwest::Method::PUT, "/api/v1/secrets", Some(body)).await?;
             done(conn.json, &v, |_| format!("secret {role}/{name} set"))
         }
-        SecretAction::List => {
-            let v = c.get("/api/v1/secrets").await?;
+        SecretAction::List { role } => {
+            let mut v = c.get("/api/v1/secrets").await?;
+            if let (Some(role), Some(list)) = (&role, v.as_array_mut()) {
+                list.retain(|s| s["role"] == role.as_str());
+            }
             done(conn.json, &v, |v| {
                 let mut t = Table::new();
                 t.set_header(["ROLE", "NAME", "UPDATED BY"]);

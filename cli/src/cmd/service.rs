@@ -44,7 +44,12 @@ enum Sub {
     /// Run the service framework (a daemon with an HTTP API).
     Serve {
         /// Master addresses, comma-separated.
-        #[arg(long, alias = "master", env = "MEZZO_MASTER", default_value = "127.0.0.1:5050")]
+        #[arg(
+            long,
+            visible_alias = "master",
+            env = "MEZZO_MASTER",
+            default_value = "127.0.0.1:5050"
+        )]
         masters: String,
         /// Address of the HTTP API.
         #[arg(long, env = "MEZZO_SERVICE_LISTEN", default_value = "127.0.0.1:5090")]
