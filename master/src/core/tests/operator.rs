@@ -165,6 +165,21 @@ fn pending_reports_offer_figures_and_history() {
     );
     s.m.report_pending(&f, vec![ok("p1", "needs 8 cpus")]).expect("report");
     assert_eq!(s.m.observed.pending[&f].tasks.len(), 1);
+    // A waiting task no agent could run even empty is named first by
+    // `why` (the agent has cpus:1); one that fits some agent is not.
+    let sized = |id: &str, res: &str| PendingTask {
+        resources: Some(Resources::parse(res).expect("res")),
+        ..ok(id, "no room")
+    };
+    s.m.report_pending(&f, vec![sized("big", "cpus:8"), sized("small", "cpus:0.5")])
+        .expect("report");
+    let why = crate::core::view::why_framework(&s.m, &f).expect("why");
+    assert!(
+        why.hints[0].starts_with("no agent can ever run big: it needs cpus:8") && why.hints[0].contains("cpus:1"),
+        "{:?}",
+        why.hints
+    );
+    assert!(!why.hints.iter().any(|h| h.contains("small")), "{:?}", why.hints);
     s.m.report_pending(&f, vec![]).expect("clear");
     assert!(!s.m.observed.pending.contains_key(&f));
     let stats = &s.m.observed.offer_stats[&f];

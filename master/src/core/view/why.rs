@@ -40,7 +40,7 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
         .ok_or_else(|| MasterError::UnknownFramework(fid.to_string()))?;
     let largest = largest_free(m);
     let filtered = m.alloc.filters_of(fid);
-    let mut hints = Vec::new();
+    let mut hints = never_fit(m, m.observed.pending.get(fid));
     if f.conn.is_none() {
         hints.push("the framework is not connected, so it receives no offers".to_owned());
     }
@@ -72,6 +72,38 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
         largest_free_agent: largest,
         hints,
     })
+}
+
+/// Hints for reported waiting tasks that no agent could run even when
+/// empty (issue 21: `mezzo why` listed offers but never said so), first
+/// of all: waiting will not help.
+fn never_fit(m: &Master, pending: Option<&PendingReport>) -> Vec<String> {
+    let totals: Vec<Resources> = m
+        .agents
+        .values()
+        .filter(|a| a.status != AgentStatus::Unreachable && !m.is_draining(&a.id))
+        .map(|a| a.total.total())
+        .collect();
+    let largest = totals.iter().max_by_key(|r| (r.cpus, r.mem));
+    let mut hints = Vec::new();
+    for t in pending.into_iter().flat_map(|p| &p.tasks) {
+        let Some(need) = &t.resources else { continue };
+        if totals.iter().any(|total| total.contains(need)) {
+            continue;
+        }
+        let largest = largest.map_or_else(
+            || "there is no agent".to_owned(),
+            |r| format!("the largest agent has {r}"),
+        );
+        hints.push(format!(
+            "no agent can ever run {}: it needs {need}, and {largest}",
+            t.task_id
+        ));
+        if hints.len() == 5 {
+            break;
+        }
+    }
+    hints
 }
 
 fn largest_free(m: &Master) -> Option<Resources> {
