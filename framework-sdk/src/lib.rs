@@ -99,10 +99,13 @@
 //!
 //! # Helpers
 //!
-//! - [`offers`]: fit task requests into offers ([`offers::pack`], first fit
-//!   or best fit across several offers), pick ports from offered ranges
-//!   ([`offers::ports`]), and placement constraints (unique host, max per
-//!   host, attribute equals or like, spread over an attribute).
+//! - [`offers`]: place work that carries your own payload on offers
+//!   ([`offers::plan`]: first fit, best fit or spread across several
+//!   offers) and launch it in one call ([`Scheduler::launch`]), with a
+//!   record that follows the tasks ([`offers::Placed`]), ports picked from
+//!   offered ranges ([`offers::ports`]), and placement constraints (unique
+//!   or at most n per agent or per host, attribute equals or like, spread
+//!   over an attribute).
 //! - [`Kv`] ([`Scheduler::kv`]): a small durable key-value namespace in the
 //!   masters' replicated registry, so a framework needs no external store
 //!   to survive its own restart or a master failover.

@@ -34,6 +34,7 @@ struct Seen {
     acks_at_teardown: Option<usize>,
     reconciles: Vec<v1::ReconcileRequest>,
     accepts: Vec<v1::AcceptRequest>,
+    declines: Vec<v1::DeclineRequest>,
     /// Sender of the open event stream; dropping it ends the stream.
     stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
     /// Announced heartbeat interval (no heartbeat is ever sent).
@@ -119,11 +120,18 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn accept(&self, req: Request<v1::AcceptRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        self.seen().accepts.push(req.into_inner());
-        Err(Status::invalid_argument("unknown offer o-9"))
+        let req = req.into_inner();
+        // Offers whose id ends in -9 are unknown (rescinded); others taken.
+        let refused = req.offer_ids.iter().any(|o| o.ends_with("-9"));
+        self.seen().accepts.push(req);
+        if refused {
+            return Err(Status::invalid_argument("unknown offer o-9"));
+        }
+        ok()
     }
 
-    async fn decline(&self, _: Request<v1::DeclineRequest>) -> Result<Response<v1::CallResponse>, Status> {
+    async fn decline(&self, req: Request<v1::DeclineRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        self.seen().declines.push(req.into_inner());
         ok()
     }
 
@@ -531,6 +539,55 @@ async fn refused_calls_carry_the_masters_reason() {
         other => panic!("expected a launch, got {other:?}"),
     };
     assert_eq!(launched, vec![task]);
+    scheduler.stop().await;
+}
+
+/// `launch` carries out a plan: one accept per offer with its tasks, the
+/// places of a refused accept given back (its payload returned), the
+/// unused offers declined with the filter, every launched task named in
+/// the record.
+#[tokio::test]
+async fn launch_accepts_names_rolls_back_and_declines() {
+    use crate::offers::{Placed, Strategy, TaskRequest, plan};
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let offer = |id: &str, agent: &str, res: &str| v1::Offer {
+        offer_id: id.into(),
+        agent_id: agent.into(),
+        hostname: agent.into(),
+        resources: crate::Resources::parse(res).expect("res").to_proto(),
+        ..Default::default()
+    };
+    // o-9 is rescinded by the time it is accepted; o-3 is too small.
+    let offers = [offer("o-1", "a1", "cpus:1"), offer("o-9", "a9", "cpus:1"), offer("o-3", "a3", "cpus:0.1")];
+    let one = TaskRequest::new(&crate::Resources::parse("cpus:1").expect("res"));
+    let work = ["x", "y", "z"].map(|p| (one.clone(), p));
+    let mut placed = Placed::default();
+    let p = plan(&offers, work, Strategy::FirstFit, &[], &mut placed).expect("plan");
+    let done = scheduler
+        .launch(p, &mut placed, Some(7.0), |a| {
+            crate::TaskBuilder::new(format!("t-{}", a.payload))
+                .resources(&a.resources)
+                .shell("true")
+                .build()
+        })
+        .await;
+    assert_eq!(done.launched, vec![("t-x".to_owned(), "x")]);
+    assert_eq!(done.refused.len(), 1);
+    assert_eq!(done.refused[0].0, "y");
+    assert_eq!(done.unplaced, ["z"]);
+    assert_eq!(placed.tasks(), 1, "the refused task's place was given back");
+    assert_eq!((placed.on_agent("a1"), placed.on_agent("a9")), (1, 0));
+    assert!(placed.location("t-x").is_some_and(|l| l.agent_id == "a1"));
+    let seen = master.seen();
+    assert_eq!(seen.accepts.len(), 2, "one accept per offer");
+    assert_eq!(seen.declines.len(), 1);
+    assert_eq!(seen.declines[0].offer_ids, ["o-3"]);
+    assert_eq!(seen.declines[0].filters.as_ref().and_then(|f| f.refuse_seconds), Some(7.0));
+    drop(seen);
     scheduler.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! Placement constraints in the manner of Marathon's: where a group of
 //! tasks (one service, one job) may run, judged per offer against where the
-//! group already runs.
+//! group already runs ([`Placed`], which follows the group's tasks by id).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,8 +12,14 @@ use regex::Regex;
 pub enum Constraint {
     /// At most one task of the group per host.
     UniqueHost,
-    /// At most this many tasks of the group per host.
+    /// At most this many tasks of the group per host. Agents that share a
+    /// machine often report one host name: then they share the limit (a
+    /// warning says so); use [`Constraint::MaxPerAgent`] to count per agent.
     MaxPerHost(usize),
+    /// At most one task of the group per agent.
+    UniqueAgent,
+    /// At most this many tasks of the group per agent.
+    MaxPerAgent(usize),
     /// Only on agents whose attribute `name` equals `value`.
     AttributeEquals {
         /// Attribute name (`hostname` matches the agent's host name).
@@ -54,6 +60,9 @@ pub enum ConstraintError {
     /// `max_per_host` of zero would allow nothing.
     #[error("constraint max_per_host must be at least 1")]
     ZeroPerHost,
+    /// `max_per_agent` of zero would allow nothing.
+    #[error("constraint max_per_agent must be at least 1")]
+    ZeroPerAgent,
 }
 
 /// Why an offer is refused for a task.
@@ -64,6 +73,16 @@ pub enum Violation {
     HostFull {
         /// The host.
         host: String,
+        /// Tasks of the group on it.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The agent already runs as many tasks of the group as allowed.
+    #[error("agent {agent} already runs {count} task(s) of this group (limit {limit})")]
+    AgentFull {
+        /// The agent's id.
+        agent: String,
         /// Tasks of the group on it.
         count: usize,
         /// The limit.
@@ -112,12 +131,27 @@ impl Constraint {
         Ok(Constraint::MaxPerHost(n))
     }
 
+    /// A [`Constraint::MaxPerAgent`], refusing zero.
+    pub fn max_per_agent(n: usize) -> Result<Constraint, ConstraintError> {
+        if n == 0 {
+            return Err(ConstraintError::ZeroPerAgent);
+        }
+        Ok(Constraint::MaxPerAgent(n))
+    }
+
+    /// True for the constraints that count per host name.
+    pub(crate) fn per_host(&self) -> bool {
+        matches!(self, Constraint::UniqueHost | Constraint::MaxPerHost(_))
+    }
+
     /// Whether one more task of the group may go on `offer`. `known` lists
     /// the other offers at hand (for [`Constraint::Spread`]).
     pub fn check(&self, offer: &v1::Offer, placed: &Placed, known: &[v1::Offer]) -> Result<(), Violation> {
         match self {
             Constraint::UniqueHost => host_limit(offer, placed, 1),
             Constraint::MaxPerHost(n) => host_limit(offer, placed, *n),
+            Constraint::UniqueAgent => agent_limit(offer, placed, 1),
+            Constraint::MaxPerAgent(n) => agent_limit(offer, placed, *n),
             Constraint::AttributeEquals { name, value } => {
                 let found = attribute(offer, name);
                 if found == Some(value.as_str()) {
@@ -181,6 +215,23 @@ fn host_limit(offer: &v1::Offer, placed: &Placed, limit: usize) -> Result<(), Vi
     }
 }
 
+fn agent_limit(offer: &v1::Offer, placed: &Placed, limit: usize) -> Result<(), Violation> {
+    let count = placed.count(AGENT, &offer.agent_id);
+    if count < limit {
+        Ok(())
+    } else {
+        Err(Violation::AgentFull {
+            agent: offer.agent_id.clone(),
+            count,
+            limit,
+        })
+    }
+}
+
+/// The key under which [`Placed`] counts tasks per agent id (not an
+/// attribute name an agent can have: those are checked to be plain words).
+const AGENT: &str = "@agent";
+
 /// The value of attribute `name` on the offer's agent; `hostname` is the
 /// host name.
 pub(crate) fn attribute<'a>(offer: &'a v1::Offer, name: &str) -> Option<&'a str> {
@@ -194,47 +245,129 @@ pub(crate) fn attribute<'a>(offer: &'a v1::Offer, name: &str) -> Option<&'a str>
         .map(|a| a.value.as_str())
 }
 
-/// Where a group's tasks already run: counts per host and per attribute
-/// value. Fill it from the framework's running tasks (see
-/// [`Placed::add`]); [`pack`](crate::offers::pack) adds what it places.
+/// Where one task runs: its agent, host and the agent's attributes, as an
+/// offer tells them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The agent's host name.
+    pub hostname: String,
+    /// The agent's attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Location {
+    /// Where a task placed on `offer` runs.
+    pub fn of(offer: &v1::Offer) -> Location {
+        Location {
+            agent_id: offer.agent_id.clone(),
+            hostname: offer.hostname.clone(),
+            attributes: offer
+                .attributes
+                .iter()
+                .map(|a| (a.name.clone(), a.value.clone()))
+                .collect(),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        let agent = (!self.agent_id.is_empty()).then(|| (AGENT.to_owned(), self.agent_id.clone()));
+        std::iter::once(("hostname".to_owned(), self.hostname.clone()))
+            .chain(agent)
+            .chain(self.attributes.iter().cloned())
+    }
+}
+
+/// Where a group's tasks run: counts per agent, per host and per attribute
+/// value, and each task's [`Location`] by task id, so that a task's end
+/// frees its place ([`Placed::observe`] on every update) and a refused
+/// launch gives its place back ([`Placed::release`]). [`pack`](crate::offers::pack)
+/// counts what it places; [`Placed::assign`] names those placements once
+/// their tasks have ids, and [`Scheduler::launch`](crate::Scheduler::launch)
+/// does all of it. Keep one for the life of the group: a fresh one each
+/// round forgets every task already running, and the constraints with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placed {
-    /// (attribute name, value) -> tasks. The host is attribute `hostname`.
+    /// (attribute name, value) -> tasks. The host is attribute `hostname`,
+    /// the agent [`AGENT`].
     counts: BTreeMap<(String, String), usize>,
+    /// Each named task's location.
+    tasks: BTreeMap<String, Location>,
+    /// Host name -> the first agent seen with it, to notice agents that
+    /// share a host name.
+    host_agents: BTreeMap<String, String>,
+    /// Host names that more than one agent reports.
+    shared_hosts: BTreeSet<String>,
+    /// The shared-host warning was logged.
+    warned: bool,
 }
 
 impl Placed {
-    /// Records one task placed on the agent of `offer` (host and every
-    /// attribute).
+    /// Counts one task placed on the agent of `offer`, without an id.
     pub fn add(&mut self, offer: &v1::Offer) {
-        self.add_on(
-            &offer.hostname,
-            offer.attributes.iter().map(|a| (a.name.as_str(), a.value.as_str())),
-        );
+        self.count_in(&Location::of(offer));
     }
 
-    /// Records one task on `host` with these agent attributes.
+    /// Counts one task on `host` with these agent attributes, without an
+    /// id or an agent (per-agent constraints do not see it).
     pub fn add_on<'a>(&mut self, host: &str, attributes: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        *self.counts.entry(("hostname".into(), host.to_owned())).or_default() += 1;
-        for (name, value) in attributes {
-            *self.counts.entry((name.to_owned(), value.to_owned())).or_default() += 1;
+        self.count_in(&location(host, attributes));
+    }
+
+    /// Forgets one task counted by [`Placed::add_on`] (it ended).
+    pub fn remove_on<'a>(&mut self, host: &str, attributes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.count_out(&location(host, attributes));
+    }
+
+    /// Records task `task_id` running at `at` (a task found running, e.g.
+    /// after a restart). Recording one id twice counts it once.
+    pub fn place(&mut self, task_id: &str, at: Location) {
+        if self.tasks.contains_key(task_id) {
+            return;
+        }
+        self.count_in(&at);
+        self.tasks.insert(task_id.to_owned(), at);
+    }
+
+    /// Names a placement that [`pack`](crate::offers::pack) already counted:
+    /// task `task_id` is the one it placed at `at`. Its end, or
+    /// [`Placed::release`], then frees that place.
+    pub fn assign(&mut self, task_id: &str, at: Location) {
+        if let Some(old) = self.tasks.insert(task_id.to_owned(), at) {
+            // Named twice: the first place is freed (it was counted too).
+            self.count_out(&old);
         }
     }
 
-    /// Forgets one task on `host` with these attributes (it ended).
-    pub fn remove_on<'a>(&mut self, host: &str, attributes: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        let mut dec = |k: (String, String)| {
-            if let Some(n) = self.counts.get_mut(&k) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.counts.remove(&k);
-                }
+    /// Frees the place of task `task_id` (it ended, or its launch was
+    /// refused). False when the id is not known.
+    pub fn release(&mut self, task_id: &str) -> bool {
+        match self.tasks.remove(task_id) {
+            Some(at) => {
+                self.count_out(&at);
+                true
             }
-        };
-        dec(("hostname".into(), host.to_owned()));
-        for (name, value) in attributes {
-            dec((name.to_owned(), value.to_owned()));
+            None => false,
         }
+    }
+
+    /// Follows a task update: a task that ended frees its place. An
+    /// unreachable one keeps it: it may still run. Repeated terminal
+    /// updates (reconciliation) change nothing.
+    pub fn observe(&mut self, status: &v1::TaskStatus) -> bool {
+        let ended = crate::task_state(status).is_some_and(|s| s.is_terminal() && s != crate::TaskState::Unreachable);
+        ended && self.release(&status.task_id)
+    }
+
+    /// Where task `task_id` runs, if it is recorded.
+    pub fn location(&self, task_id: &str) -> Option<&Location> {
+        self.tasks.get(task_id)
+    }
+
+    /// Tasks recorded by id.
+    pub fn tasks(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Tasks on attribute `name` = `value` (`hostname` for hosts).
@@ -245,11 +378,69 @@ impl Placed {
             .unwrap_or(0)
     }
 
+    /// Tasks on the agent `agent_id`.
+    pub fn on_agent(&self, agent_id: &str) -> usize {
+        self.count(AGENT, agent_id)
+    }
+
+    /// Host names that more than one agent reported in the offers seen.
+    pub fn shared_hosts(&self) -> impl Iterator<Item = &str> {
+        self.shared_hosts.iter().map(String::as_str)
+    }
+
+    /// Notes the agents of `offers`; with a per-host constraint in use,
+    /// warns once when two agents report one host name (they then share
+    /// its limit, which is rarely meant).
+    pub(crate) fn note_agents(&mut self, offers: &[v1::Offer], constraints: &[Constraint]) {
+        for o in offers.iter().filter(|o| !o.agent_id.is_empty()) {
+            let first = self.host_agents.entry(o.hostname.clone()).or_insert_with(|| o.agent_id.clone());
+            if *first != o.agent_id {
+                self.shared_hosts.insert(o.hostname.clone());
+            }
+        }
+        if !self.warned && !self.shared_hosts.is_empty() && constraints.iter().any(Constraint::per_host) {
+            self.warned = true;
+            let hosts: Vec<&str> = self.shared_hosts().collect();
+            tracing::warn!(
+                ?hosts,
+                "several agents report the same host name, so a per-host constraint counts them together; give each agent its own --hostname, or use MaxPerAgent/UniqueAgent"
+            );
+        }
+    }
+
+    fn count_in(&mut self, at: &Location) {
+        for k in at.keys() {
+            *self.counts.entry(k).or_default() += 1;
+        }
+    }
+
+    fn count_out(&mut self, at: &Location) {
+        for k in at.keys() {
+            if let Some(n) = self.counts.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.counts.remove(&k);
+                }
+            }
+        }
+    }
+
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.counts
             .keys()
             .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+fn location<'a>(host: &str, attributes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Location {
+    Location {
+        agent_id: String::new(),
+        hostname: host.to_owned(),
+        attributes: attributes
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
     }
 }
 
@@ -357,6 +548,57 @@ mod tests {
         for (name, c, o, placed, ok) in cases {
             assert_eq!(c.check(o, placed, &known).is_ok(), ok, "{name}");
         }
+    }
+
+    /// Per-agent limits count agents, not host names: two agents on one
+    /// machine each take their share.
+    #[test]
+    fn per_agent_limits_count_agents() {
+        let on = |agent: &str, host: &str| v1::Offer {
+            agent_id: agent.into(),
+            ..offer(host, &[])
+        };
+        let (a1, a2) = (on("a1", "box"), on("a2", "box"));
+        let mut p = Placed::default();
+        p.add(&a1);
+        assert!(Constraint::UniqueAgent.check(&a1, &p, &[]).is_err());
+        assert!(Constraint::UniqueAgent.check(&a2, &p, &[]).is_ok());
+        assert!(Constraint::UniqueHost.check(&a2, &p, &[]).is_err(), "one host name");
+        assert!(Constraint::MaxPerAgent(2).check(&a1, &p, &[]).is_ok());
+        assert_eq!(p.on_agent("a1"), 1);
+        assert_eq!(
+            Constraint::max_per_agent(0).expect_err("zero"),
+            ConstraintError::ZeroPerAgent
+        );
+    }
+
+    /// Places follow task ids: an end or a release frees them, once.
+    #[test]
+    fn places_follow_tasks() {
+        let a = v1::Offer {
+            agent_id: "a1".into(),
+            ..offer("a", &[("rack", "r1")])
+        };
+        let mut p = Placed::default();
+        p.place("t1", Location::of(&a));
+        p.place("t1", Location::of(&a));
+        assert_eq!((p.count("rack", "r1"), p.on_agent("a1"), p.tasks()), (1, 1, 1));
+        let ended = |id: &str, state: crate::TaskState| v1::TaskStatus {
+            task_id: id.into(),
+            state: state.to_proto() as i32,
+            ..Default::default()
+        };
+        assert!(!p.observe(&ended("t1", crate::TaskState::Running)));
+        assert!(!p.observe(&ended("t1", crate::TaskState::Unreachable)), "it may still run");
+        assert!(p.observe(&ended("t1", crate::TaskState::Finished)));
+        assert!(!p.observe(&ended("t1", crate::TaskState::Finished)), "a repeated end");
+        assert_eq!(p, Placed::default());
+        // A counted placement named later, then released.
+        p.add(&a);
+        p.assign("t2", Location::of(&a));
+        assert_eq!(p.count("hostname", "a"), 1);
+        assert!(p.release("t2"));
+        assert_eq!(p.count("hostname", "a"), 0);
     }
 
     #[test]

@@ -19,9 +19,13 @@ pub struct TaskRequest {
 }
 
 impl TaskRequest {
-    /// A request for these resources and no ports.
-    pub fn new(resources: Resources) -> Self {
-        TaskRequest { resources, ports: 0 }
+    /// A request for these resources and no ports (borrowed, as
+    /// [`TaskBuilder::resources`](crate::TaskBuilder::resources) takes them).
+    pub fn new(resources: &Resources) -> Self {
+        TaskRequest {
+            resources: resources.clone(),
+            ports: 0,
+        }
     }
 
     /// Also asks for `count` ports, chosen from the offer.
@@ -106,6 +110,7 @@ pub fn pack(
         .iter()
         .map(|o| Resources::from_proto(&o.resources))
         .collect::<Result<Vec<_>, _>>()?;
+    placed.note_agents(offers, constraints);
     let mut total = Resources::default();
     for r in &left {
         total.add(r);
@@ -185,7 +190,7 @@ mod tests {
     }
 
     fn req(res: &str) -> TaskRequest {
-        TaskRequest::new(Resources::parse(res).expect("res"))
+        TaskRequest::new(&Resources::parse(res).expect("res"))
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!     ..Default::default()
 //! };
 //! let offers = [offer("o1", "a"), offer("o2", "b")];
-//! let web = TaskRequest::new(Resources::parse("cpus:0.5;mem:128").unwrap()).ports(1);
+//! let web = TaskRequest::new(&Resources::parse("cpus:0.5;mem:128").unwrap()).ports(1);
 //! let constraints = [Constraint::UniqueHost];
 //! let mut placed = Placed::default();
 //! let packing = pack(&offers, &[web.clone(), web.clone(), web], Strategy::FirstFit, &constraints, &mut placed).unwrap();
@@ -33,7 +33,9 @@
 
 mod constraints;
 mod fit;
+mod plan;
 pub mod ports;
 
-pub use constraints::{Constraint, ConstraintError, Placed, Violation};
+pub use constraints::{Constraint, ConstraintError, Location, Placed, Violation};
 pub use fit::{Packing, Placement, Strategy, TaskRequest, pack};
+pub use plan::{Assignment, Launched, Plan, plan};

@@ -37,7 +37,7 @@ impl State {
                 let Ok(res) = Resources::parse(&job.spec.resources_text()) else {
                     continue;
                 };
-                let req = TaskRequest::new(res);
+                let req = TaskRequest::new(&res);
                 for index in job.launchable(MAX_PER_ROUND - wanted.len()) {
                     wanted.push((name.clone(), index, req.clone()));
                 }

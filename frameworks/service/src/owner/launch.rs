@@ -134,7 +134,7 @@ impl Owner {
                 placed.add_on(&r.host, r.attributes.iter().map(|(a, b)| (a.as_str(), b.as_str())));
             }
         }
-        let request = TaskRequest::new(res).ports(spec.ports.len());
+        let request = TaskRequest::new(&res).ports(spec.ports.len());
         let requests = vec![request; n as usize];
         let packing = match pack(room, &requests, Strategy::Spread, &constraints, &mut placed) {
             Ok(p) => p,
