@@ -562,7 +562,11 @@ async fn launch_accepts_names_rolls_back_and_declines() {
         ..Default::default()
     };
     // o-9 is rescinded by the time it is accepted; o-3 is too small.
-    let offers = [offer("o-1", "a1", "cpus:1"), offer("o-9", "a9", "cpus:1"), offer("o-3", "a3", "cpus:0.1")];
+    let offers = [
+        offer("o-1", "a1", "cpus:1"),
+        offer("o-9", "a9", "cpus:1"),
+        offer("o-3", "a3", "cpus:0.1"),
+    ];
     let one = TaskRequest::new(&crate::Resources::parse("cpus:1").expect("res"));
     let work = ["x", "y", "z"].map(|p| (one.clone(), p));
     let mut placed = Placed::default();
@@ -582,12 +586,14 @@ async fn launch_accepts_names_rolls_back_and_declines() {
     assert_eq!(placed.tasks(), 1, "the refused task's place was given back");
     assert_eq!((placed.on_agent("a1"), placed.on_agent("a9")), (1, 0));
     assert!(placed.location("t-x").is_some_and(|l| l.agent_id == "a1"));
-    let seen = master.seen();
-    assert_eq!(seen.accepts.len(), 2, "one accept per offer");
-    assert_eq!(seen.declines.len(), 1);
-    assert_eq!(seen.declines[0].offer_ids, ["o-3"]);
-    assert_eq!(seen.declines[0].filters.as_ref().and_then(|f| f.refuse_seconds), Some(7.0));
-    drop(seen);
+    let (accepts, declines) = {
+        let seen = master.seen();
+        (seen.accepts.len(), seen.declines.clone())
+    };
+    assert_eq!(accepts, 2, "one accept per offer");
+    assert_eq!(declines.len(), 1);
+    assert_eq!(declines[0].offer_ids, ["o-3"]);
+    assert_eq!(declines[0].filters.as_ref().and_then(|f| f.refuse_seconds), Some(7.0));
     scheduler.stop().await;
 }
 

@@ -393,7 +393,10 @@ impl Placed {
     /// its limit, which is rarely meant).
     pub(crate) fn note_agents(&mut self, offers: &[v1::Offer], constraints: &[Constraint]) {
         for o in offers.iter().filter(|o| !o.agent_id.is_empty()) {
-            let first = self.host_agents.entry(o.hostname.clone()).or_insert_with(|| o.agent_id.clone());
+            let first = self
+                .host_agents
+                .entry(o.hostname.clone())
+                .or_insert_with(|| o.agent_id.clone());
             if *first != o.agent_id {
                 self.shared_hosts.insert(o.hostname.clone());
             }
@@ -589,7 +592,10 @@ mod tests {
             ..Default::default()
         };
         assert!(!p.observe(&ended("t1", crate::TaskState::Running)));
-        assert!(!p.observe(&ended("t1", crate::TaskState::Unreachable)), "it may still run");
+        assert!(
+            !p.observe(&ended("t1", crate::TaskState::Unreachable)),
+            "it may still run"
+        );
         assert!(p.observe(&ended("t1", crate::TaskState::Finished)));
         assert!(!p.observe(&ended("t1", crate::TaskState::Finished)), "a repeated end");
         assert_eq!(p, Placed::default());

@@ -58,7 +58,9 @@ pub fn plan<T>(
     let mut slots: Vec<Option<T>> = payloads.into_iter().map(Some).collect();
     let mut assignments = Vec::with_capacity(packing.placements.len());
     for p in packing.placements {
-        let Some(payload) = slots[p.request].take() else { continue };
+        let Some(payload) = slots[p.request].take() else {
+            continue;
+        };
         let offer = &offers[p.offer];
         assignments.push(Assignment {
             payload,
@@ -156,10 +158,21 @@ mod tests {
 
     #[test]
     fn payloads_come_back_with_offer_ids() {
-        let offers = [offer("o1", "a1", "h", "cpus:1"), offer("o2", "a2", "h", "cpus:1"), offer("o3", "a3", "g", "cpus:0.1")];
+        let offers = [
+            offer("o1", "a1", "h", "cpus:1"),
+            offer("o2", "a2", "h", "cpus:1"),
+            offer("o3", "a3", "g", "cpus:0.1"),
+        ];
         let work = ["x", "y", "z"].map(|p| (req("cpus:1"), p));
         let mut placed = Placed::default();
-        let p = plan(&offers, work, Strategy::FirstFit, &[Constraint::UniqueAgent], &mut placed).expect("plan");
+        let p = plan(
+            &offers,
+            work,
+            Strategy::FirstFit,
+            &[Constraint::UniqueAgent],
+            &mut placed,
+        )
+        .expect("plan");
         let got: Vec<(&str, &str)> = p.assignments.iter().map(|a| (a.payload, a.offer_id.as_str())).collect();
         assert_eq!(got, [("x", "o1"), ("y", "o2")]);
         assert_eq!(p.unplaced, ["z"]);
