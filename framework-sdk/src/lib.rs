@@ -127,7 +127,7 @@ pub mod offers;
 mod task;
 
 pub use config::{DEFAULT_FAILOVER_TIMEOUT, SchedulerConfig};
-pub use driver::Scheduler;
+pub use driver::{Scheduler, TEARDOWN_TRIES};
 pub use error::SdkError;
 pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};

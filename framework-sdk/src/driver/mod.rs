@@ -51,6 +51,10 @@ pub struct Scheduler {
     stop: Arc<watch::Sender<bool>>,
 }
 
+/// Teardown calls made before [`Scheduler::teardown`] gives up waiting for
+/// the removal to be confirmed.
+pub const TEARDOWN_TRIES: usize = 3;
+
 impl Scheduler {
     /// Starts the driver task and returns at once; the driver connects in
     /// the background and reports [`Event::Subscribed`](crate::Event::Subscribed) when it is ready.
@@ -152,14 +156,36 @@ impl Scheduler {
     }
 
     /// Removes the framework from the cluster: its tasks are killed and the
-    /// master ends the subscription (the driver then stops). Automatic
+    /// master ends the subscription. Returns once the removal is confirmed
+    /// (the master's [`Event::Error`](crate::Event::Error) came, after the
+    /// removal committed, and the driver has stopped); a leader that fails
+    /// before committing forgets the call, so it is made again, up to
+    /// [`TEARDOWN_TRIES`] times (then [`SdkError::Timeout`]). Automatic
     /// acknowledgements already queued are sent first.
     pub async fn teardown(&self) -> Result<(), SdkError> {
         // Acknowledgements still out would be refused once the framework is
         // gone, and agents would resend their updates until the master
         // acknowledges them instead: let them land first.
         let _ = tokio::time::timeout(self.calls.timeout(), self.acker.flush()).await;
-        self.calls.teardown().await
+        self.calls.teardown().await?;
+        for _ in 1..TEARDOWN_TRIES {
+            if tokio::time::timeout(self.calls.timeout(), self.calls.stopped())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            match self.calls.teardown().await {
+                Ok(()) | Err(SdkError::NotConnected | SdkError::Transport(_) | SdkError::Timeout) => {}
+                // Stopped meanwhile: the removal came.
+                Err(SdkError::Stopped) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        match tokio::time::timeout(self.calls.timeout(), self.calls.stopped()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(SdkError::Timeout),
+        }
     }
 
     /// Tells operators which tasks wait to be placed and why (shown by

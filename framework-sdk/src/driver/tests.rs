@@ -35,6 +35,11 @@ struct Seen {
     reconciles: Vec<v1::ReconcileRequest>,
     accepts: Vec<v1::AcceptRequest>,
     declines: Vec<v1::DeclineRequest>,
+    /// Teardown calls.
+    teardowns: usize,
+    /// Answer this many Teardown calls without removing the framework (a
+    /// leader that failed before committing the removal).
+    ignore_teardowns: usize,
     /// Sender of the open event stream; dropping it ends the stream.
     stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
     /// Announced heartbeat interval (no heartbeat is ever sent).
@@ -204,9 +209,25 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        let mut seen = self.seen();
-        seen.acks_at_teardown = Some(seen.acks_answered);
-        drop(seen);
+        // As a master does once the removal commits: an Error event, and
+        // the stream ends.
+        let stream = {
+            let mut seen = self.seen();
+            seen.acks_at_teardown = Some(seen.acks_answered);
+            seen.teardowns += 1;
+            if seen.ignore_teardowns > 0 {
+                seen.ignore_teardowns -= 1;
+                None
+            } else {
+                seen.stream.take()
+            }
+        };
+        if let Some(tx) = stream {
+            let removed = Wire::Error(v1::Error {
+                message: "framework removed".into(),
+            });
+            let _ = tx.send(Ok(v1::Event { event: Some(removed) })).await;
+        }
         ok()
     }
 
@@ -404,6 +425,38 @@ async fn acknowledgements_queued_during_a_call_go_in_one_batch() {
         // flight, everything queued meanwhile goes in the next.
         assert!(seen.ack_calls < 20, "{} calls for 20 acknowledgements", seen.ack_calls);
     }
+    scheduler.stop().await;
+}
+
+/// `teardown` returns once the removal is confirmed (issue 20: a second
+/// loop had to drain events until the Error came), calling again when a
+/// leader forgot the first call; the app still sees the Error, then the
+/// end of its events.
+#[tokio::test]
+async fn teardown_returns_once_the_removal_is_confirmed() {
+    let master = FakeMaster::default();
+    master.seen().ignore_teardowns = 1;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.teardown().await, Ok(()));
+    assert_eq!(master.seen().teardowns, 2, "asked again after the first was forgotten");
+    assert!(!scheduler.is_connected());
+    assert_eq!(
+        next(&mut events).await,
+        Event::Error {
+            message: "framework removed".into()
+        }
+    );
+    assert_eq!(tokio::time::timeout(WAIT, events.next()).await.expect("closed"), None);
+    // A master that never confirms: the call gives up.
+    let master = FakeMaster::default();
+    master.seen().ignore_teardowns = usize::MAX;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.teardown().await, Err(SdkError::Timeout));
+    assert_eq!(master.seen().teardowns, crate::TEARDOWN_TRIES);
     scheduler.stop().await;
 }
 
