@@ -131,11 +131,14 @@ pub use driver::{Scheduler, TEARDOWN_TRIES};
 pub use error::SdkError;
 pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};
-pub use master_http::{HttpAnswer, MasterHttp};
+pub use master_http::{HttpAnswer, MasterHttp, SandboxChunk};
 /// Makes ring the process's TLS crypto provider, which any `reqwest`
 /// client of the framework's own needs (idempotent).
 pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;
 pub use task::{TaskBuilder, check_image_credentials, pending_task, task_state};
+/// The gRPC code of a refusal ([`SdkError::Rejected`]), so that matching
+/// one needs no dependency on tonic.
+pub use tonic::Code;
 
 /// The capped exponential backoff the driver reconnects with, for a
 /// framework's own retries.

@@ -30,6 +30,17 @@ pub struct MasterHttp {
     http: reqwest::Client,
 }
 
+/// Part of a sandbox file, as [`MasterHttp::read_sandbox`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SandboxChunk {
+    /// Where the part starts in the file.
+    pub offset: u64,
+    /// The file's size when it was read.
+    pub size: u64,
+    /// The bytes, as UTF-8 (invalid sequences replaced).
+    pub data: String,
+}
+
 /// An answer: its HTTP status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpAnswer {
@@ -126,6 +137,35 @@ impl MasterHttp {
             }
         }
         Err(last)
+    }
+
+    /// Reads a file of a task's sandbox through the master, which finds the
+    /// task's agent and checks that the caller owns the task's framework:
+    /// the last `tail` bytes (with `None`, as much as the agent gives from
+    /// the start). Works for tasks that ended and for frameworks that have
+    /// gone, within the task history the masters keep, while the agent
+    /// keeps the sandbox (`--gc-delay`).
+    pub async fn read_sandbox(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        path: &str,
+        tail: Option<u64>,
+    ) -> Result<SandboxChunk, SdkError> {
+        let mut url = reqwest::Url::parse("http://x/api/v1/tasks/").map_err(|e| SdkError::Transport(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| SdkError::Transport("bad base path".into()))?
+            .pop_if_empty()
+            .extend([framework_id, task_id, "files", "read"]);
+        url.query_pairs_mut().append_pair("path", path);
+        if let Some(t) = tail {
+            url.query_pairs_mut().append_pair("tail", &t.to_string());
+        }
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        self.get_json(&path_and_query).await
     }
 
     /// GETs `path` from one master, without following it elsewhere (for

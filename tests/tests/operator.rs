@@ -535,11 +535,32 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
         // As the administrator: kill the task, and its state shows it.
         let (code, _, err) = mezzo(&c, &["kill", "talker"], As::Admin).await?;
         ensure!(code == 0, "{err}");
-        ev.update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
+        let killed = ev
+            .update("talker", Duration::from_secs(20), |st| st == TaskState::Killed)
             .await?;
+        ensure!(
+            killed.reason == mezzo_sdk::v1::StatusReason::ReasonKilledByOperator as i32
+                && killed.message == "killed by an operator",
+            "{killed:?}"
+        );
         // An agent named by its hostname.
         let (code, out, _) = mezzo(&c, &["drain", &host, "--deadline", "5s", "--json"], As::Admin).await?;
         ensure!(code == 0 && out.contains("drain"), "{out}");
+
+        // Its output stays readable after its framework is gone (issue 20:
+        // "no task" and "unknown framework" after a teardown).
+        s.teardown().await?;
+        let mut last = String::new();
+        for _ in 0..40 {
+            let (code, out, err) = mezzo(&c, &["logs", "talker"], As::Admin).await?;
+            if code == 0 && out.contains("hello-from-task") {
+                last.clear();
+                break;
+            }
+            last = format!("{code} {out} {err}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ensure!(last.is_empty(), "logs after the teardown: {last}");
         Ok(())
     }
     .await;

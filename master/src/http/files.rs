@@ -51,12 +51,21 @@ async fn pass(
         Ok(v) => v,
         Err(e) => return error(e.into(), ""),
     };
-    if let Err(r) = s.check_owner(caller, Action::ReadSandbox, &fid) {
+    let (f2, t2) = (fid.clone(), tid.clone());
+    let found = s.handle.try_read(move |m| view::task_agent(m, &f2, &t2)).await;
+    // The owner of a registered framework, or of one that has gone (its
+    // tasks' output stays readable to it within the task history).
+    let owner = s
+        .raft
+        .auth()
+        .owner(&fid)
+        .or_else(|| found.as_ref().ok().and_then(|a| a.removed_owner.clone()))
+        .unwrap_or_default();
+    if let Err(r) = s.check_owner_is(caller, Action::ReadSandbox, &owner) {
         return r;
     }
-    let (f2, t2) = (fid.clone(), tid.clone());
-    let (addr, agent) = match s.handle.try_read(move |m| view::task_agent(m, &f2, &t2)).await {
-        Ok(a) => a,
+    let (addr, agent) = match found {
+        Ok(a) => (a.addr, a.principal),
         Err(e) => return error(e, &path_of(u)),
     };
     // Only the agent that registered (its own certificate name) is asked,

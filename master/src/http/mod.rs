@@ -104,9 +104,13 @@ impl HttpState {
     /// Refuses the caller unless it owns the framework or a rule lets it
     /// do `action` to it.
     pub(crate) fn check_owner(&self, caller: &Caller, action: Action, framework: &FrameworkId) -> Result<(), Response> {
-        let view = self.raft.auth();
-        let owner = view.owner(framework).unwrap_or_default();
-        caller.may_touch(&view.acl, action, &owner).map_err(refused)
+        let owner = self.raft.auth().owner(framework).unwrap_or_default();
+        self.check_owner_is(caller, action, &owner)
+    }
+
+    /// Refuses the caller unless it may do `action` on what `owner` owns.
+    pub(crate) fn check_owner_is(&self, caller: &Caller, action: Action, owner: &str) -> Result<(), Response> {
+        caller.may_touch(&self.raft.auth().acl, action, owner).map_err(refused)
     }
 
     /// Refuses the caller unless it may read the cluster.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use metrics::{MetricsView, metrics};
 pub use overview::{Overview, ResourceBuckets, overview, samples, utilisation};
 pub use pages::{
-    AgentRow, FrameworkRow, TaskDetail, TaskFilter, TaskQuery, agents, frameworks, task, task_agent, tasks,
+    AgentRow, FrameworkRow, TaskAgent, TaskDetail, TaskFilter, TaskQuery, agents, frameworks, task, task_agent, tasks,
 };
 pub use roles::{AllocationView, roles};
 pub use state::{AgentView, FrameworkView, OfferView, StateView, TaskView, Totals};

@@ -300,16 +300,51 @@ pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> 
 
 /// The HTTP address of the agent that runs (or ran) a task and the
 /// principal that registered it, for the files proxy.
-pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<(String, Option<String>), MasterError> {
-    let task = find_task(m, fid, tid)?;
+pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<TaskAgent, MasterError> {
+    // A task of a framework that has gone (or one its live view no longer
+    // holds) is found in the task history, with the owner it had (issue
+    // 20: its output could not be read after a teardown).
+    let (agent_id, removed_owner) = match find_task(m, fid, tid) {
+        Ok(task) => (task.agent_id.clone(), None),
+        Err(e) => {
+            let history = &m.registry.history;
+            let record = history
+                .tasks
+                .get(fid)
+                .and_then(|ring| ring.iter().rev().find(|r| &r.id == tid));
+            let Some(record) = record else { return Err(e) };
+            let owner = history
+                .removed
+                .iter()
+                .find(|f| &f.id == fid)
+                .map(|f| f.principal.clone());
+            (record.agent_id.clone(), owner)
+        }
+    };
     let addr = m
         .agents
-        .get(&task.agent_id)
+        .get(&agent_id)
         .map(|a| a.http_address.clone())
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| MasterError::UnknownAgent(task.agent_id.to_string()))?;
-    let principal = m.registry.agents.get(&task.agent_id).and_then(|r| r.principal.clone());
-    Ok((addr, principal))
+        .ok_or_else(|| MasterError::UnknownAgent(agent_id.to_string()))?;
+    let principal = m.registry.agents.get(&agent_id).and_then(|r| r.principal.clone());
+    Ok(TaskAgent {
+        addr,
+        principal,
+        removed_owner,
+    })
+}
+
+/// Where a task's sandbox is, for the files proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskAgent {
+    /// The agent's HTTP address.
+    pub addr: String,
+    /// The principal the agent registered with, if any.
+    pub principal: Option<String>,
+    /// The owner of the task's framework when it has been removed (from
+    /// the history), for the access check.
+    pub removed_owner: Option<String>,
 }
 
 /// A framework as operators see it.
