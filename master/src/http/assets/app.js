@@ -21,6 +21,8 @@ function ago(t) {
   return s < 60 ? `${s.toFixed(0)}s ago` : s < 3600 ? `${(s / 60).toFixed(0)}m ago` : `${(s / 3600).toFixed(1)}h ago`;
 }
 function reason(r) { return r === "REASON_UNSPECIFIED" ? "" : r; }
+// A reason as HTML that may break after its underscores, to fit narrow columns.
+function reasonHtml(r) { return esc(reason(r)).replace(/_/g, "_<wbr>"); }
 function pct(a, b) { return b > 0 ? Math.min(100, (100 * a) / b) : 0; }
 // A framework or an agent as people know it: its name (an agent's is its
 // hostname), linking to its tasks, over its id, which alone is a UUID.
@@ -153,12 +155,11 @@ async function viewTasks() {
   for (const k of ["state", "framework", "agent", "q"]) if (f[k]) qs.set(k, f[k]);
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
-    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
+    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a><br><a class="small" href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td><td>${esc(t.name)}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${reasonHtml(t.reason)}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
     <td>${who("framework", t.framework_id, t.framework_name)}</td><td>${who("agent", t.agent_id, t.agent_hostname)}</td>
     <td>${t.exit_code ?? ""}</td>
-    <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td>
-    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td></tr>`).join("");
+    <td>${t.resources.cpus} cpus<br>${t.resources.mem} MiB</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td></tr>`).join("");
   const states = ["", "active", "terminal", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "unreachable", "gone", "error", "dropped"];
   return `<h2>Tasks (<span id="tasks-total">${p.total}</span>)</h2>
     <div class="filters">
@@ -168,7 +169,7 @@ async function viewTasks() {
       <input id="f-q" placeholder="task id or name contains" value="${esc(f.q)}">
       <button id="f-apply">Filter</button>
     </div>
-    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
+    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>Resources</th><th>Launched</th><th>Ended</th></tr>${rows}</table>
     <div class="pager"><button id="p-prev" ${f.offset === 0 ? "disabled" : ""}>‹ Prev</button>
       <span class="muted">${p.total ? f.offset + 1 : 0}–${Math.min(f.offset + PAGE, p.total)} of ${p.total}</span>
       <button id="p-next" ${f.offset + PAGE >= p.total ? "disabled" : ""}>Next ›</button></div>`;
@@ -198,7 +199,7 @@ async function sandboxRows(fid, tid) {
   } catch (e) { return `<tr><td class="muted">${esc(e.message)}</td></tr>`; }
 }
 function historyRows(t) {
-  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(reason(h.reason))}</td><td>${esc(h.message)}</td></tr>`).join("");
+  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${reasonHtml(h.reason)}</td><td>${esc(h.message)}</td></tr>`).join("");
 }
 // Redraws the parts of an open task view that change, keeping the log tail.
 async function refreshTask(fid, tid) {
@@ -219,7 +220,7 @@ async function viewTask(fid, tid) {
     <div class="grid2"><table class="kv">
       <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td>${who("framework", t.framework_id, t.framework_name)}</td></tr>
       <tr><td>Agent</td><td>${who("agent", t.agent_id, t.agent_hostname)} <span class="muted">${esc(t.agent_http_address || "")}</span></td></tr>
-      <tr><td>Reason</td><td>${esc(reason(t.reason))} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
+      <tr><td>Reason</td><td>${reasonHtml(t.reason)} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
       <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><pre class="cmd">${esc([t.command, ...t.arguments].join(" "))}</pre></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (needs view_environment)</span>'}</td></tr>
