@@ -84,6 +84,15 @@ async fn every_page_fits_at_1280_and_1920_px() -> Result<()> {
         s.accept(vec![offer.offer_id], vec![task], Some(0.0)).await?;
         ev.update("multi", Duration::from_secs(20), |st| st == TaskState::Running)
             .await?;
+        // A failed task too: more states and a message to lay out.
+        let offer = ev.offer().await?;
+        let task = TaskBuilder::new("broken")
+            .resources(&Resources::parse("cpus:0.1;mem:16")?)
+            .shell("echo oops >&2; exit 3")
+            .build();
+        s.accept(vec![offer.offer_id], vec![task], Some(0.0)).await?;
+        ev.update("broken", Duration::from_secs(20), |st| st == TaskState::Failed)
+            .await?;
         let agents = c.get(c.master_addr(), "/api/v1/agents").await?;
         let hostnames: Vec<String> = agents["items"]
             .as_array()
