@@ -44,6 +44,11 @@ fn task_ends_reach_the_registry_within_a_second_and_a_new_leader_keeps_them() {
     assert_eq!(tasks.len(), 1);
     assert_eq!((tasks[0].state.as_ref(), tasks[0].exit_code), ("TASK_FAILED", Some(3)));
     assert!(tasks[0].ended_at.is_some());
+    // Names beside the ids (issue 21), the agent's from the registry.
+    assert_eq!(
+        (tasks[0].framework_name.as_str(), tasks[0].agent_hostname.as_str()),
+        ("f", "h")
+    );
     // Nothing is recorded twice by the new leader.
     next.tick(s.now + Duration::from_secs(2));
     assert!(
@@ -68,6 +73,7 @@ fn a_removed_framework_keeps_its_history_with_the_tasks_its_removal_killed() {
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].state, "TASK_KILLED");
     assert_eq!(tasks[0].reason, "REASON_FRAMEWORK_REMOVED");
+    assert_eq!(tasks[0].framework_name, "f", "a removed framework's name is remembered");
     let rows = view::frameworks(&s.m, 100, 0).items;
     let row = rows.iter().find(|r| r.id == f.as_str()).expect("listed");
     assert!(row.removed_at.is_some() && !row.connected);

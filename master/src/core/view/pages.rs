@@ -157,7 +157,7 @@ pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
         .into_iter()
         .skip(q.offset)
         .take(q.limit)
-        .map(|t| task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+        .map(|t| task_view(m, t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
         .collect();
     Page {
         total,
@@ -199,7 +199,7 @@ pub fn task(m: &Master, fid: &FrameworkId, tid: &TaskId, operator: bool) -> Resu
     let cmd = t.info.command.clone().unwrap_or_default();
     let image = t.info.container.as_ref().and_then(|c| c.image.as_ref());
     Ok(TaskDetail {
-        task: task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
+        task: task_view(m, t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)),
         history: m.status_history(t),
         command: cmd.value,
         arguments: cmd.arguments,

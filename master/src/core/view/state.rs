@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use mezzo_proto::ids::{AgentId, FrameworkId};
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,13 @@ pub struct TaskView {
     pub id: String,
     pub name: String,
     pub framework_id: String,
+    /// Its framework's name and its agent's hostname, shown beside the
+    /// ids (UUIDs mean nothing to people); empty once forgotten.
+    #[serde(default)]
+    pub framework_name: String,
     pub agent_id: String,
+    #[serde(default)]
+    pub agent_hostname: String,
     pub state: StateName,
     pub reason: String,
     pub message: String,
@@ -94,14 +101,19 @@ pub struct TaskView {
 pub struct OfferView {
     pub id: String,
     pub framework_id: String,
+    /// As in [`TaskView`]: names beside the ids.
+    #[serde(default)]
+    pub framework_name: String,
     pub agent_id: String,
+    #[serde(default)]
+    pub agent_hostname: String,
     pub role: String,
     pub resources: Resources,
     /// `resources` split into unreserved and reserved per role.
     pub resources_by_role: ReservedResources,
 }
 
-pub(super) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
+pub(super) fn task_view(m: &Master, t: &Task, usage: Option<Usage>) -> TaskView {
     let reason = t
         .last_status
         .as_ref()
@@ -112,7 +124,9 @@ pub(super) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
         id: t.id.to_string(),
         name: t.info.name.clone(),
         framework_id: t.framework_id.to_string(),
+        framework_name: framework_name(m, &t.framework_id),
         agent_id: t.agent_id.to_string(),
+        agent_hostname: agent_hostname(m, &t.agent_id),
         state: Cow::Borrowed(t.state.name()),
         reason,
         message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
@@ -123,6 +137,34 @@ pub(super) fn task_view(t: &Task, usage: Option<Usage>) -> TaskView {
         ended_at: t.ended_at,
         awaiting_ack: t.unacked.is_some(),
         usage,
+    }
+}
+
+/// A framework's name, registered or remembered as removed.
+fn framework_name(m: &Master, id: &FrameworkId) -> String {
+    match m.frameworks.get(id) {
+        Some(f) => f.info.name.clone(),
+        None => m
+            .registry
+            .history
+            .removed
+            .iter()
+            .find(|f| &f.id == id)
+            .map(|f| f.name.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// An agent's hostname, connected or only in the registry.
+fn agent_hostname(m: &Master, id: &AgentId) -> String {
+    match m.agents.get(id) {
+        Some(a) => a.hostname.clone(),
+        None => m
+            .registry
+            .agents
+            .get(id)
+            .map(|a| a.hostname.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -177,14 +219,14 @@ impl Master {
             .flat_map(|f| {
                 f.tasks
                     .values()
-                    .map(|t| task_view(t, self.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+                    .map(|t| task_view(self, t, self.task_usage(&t.agent_id, &t.framework_id, &t.id)))
             })
             .collect();
         tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
         let completed_tasks = self
             .frameworks
             .values()
-            .flat_map(|f| f.completed.iter().map(|t| task_view(t, None)))
+            .flat_map(|f| f.completed.iter().map(|t| task_view(self, t, None)))
             .collect();
         let offers = self
             .offers
@@ -192,7 +234,9 @@ impl Master {
             .map(|o| OfferView {
                 id: o.id.to_string(),
                 framework_id: o.framework_id.to_string(),
+                framework_name: framework_name(self, &o.framework_id),
                 agent_id: o.agent_id.to_string(),
+                agent_hostname: agent_hostname(self, &o.agent_id),
                 role: o.role.to_string(),
                 resources: o.resources.total(),
                 resources_by_role: o.resources.clone(),

@@ -191,7 +191,7 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
         .collect();
     let launched: Vec<TaskView> = tasks
         .iter()
-        .map(|t| task_view(t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
+        .map(|t| task_view(m, t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)))
         .collect();
     let images = tasks.iter().filter_map(|t| image_pull(m, t)).collect();
     let mut pending = Vec::new();

@@ -21,7 +21,14 @@ function ago(t) {
   return s < 60 ? `${s.toFixed(0)}s ago` : s < 3600 ? `${(s / 60).toFixed(0)}m ago` : `${(s / 3600).toFixed(1)}h ago`;
 }
 function reason(r) { return r === "REASON_UNSPECIFIED" ? "" : r; }
+// A reason as HTML that may break after its underscores, to fit narrow columns.
+function reasonHtml(r) { return esc(reason(r)).replace(/_/g, "_<wbr>"); }
 function pct(a, b) { return b > 0 ? Math.min(100, (100 * a) / b) : 0; }
+// A framework or an agent as people know it: its name (an agent's is its
+// hostname), linking to its tasks, over its id, which alone is a UUID.
+function who(kind, id, name) {
+  return `<a href="#tasks/${kind}/${enc(id)}">${esc(name || "(unknown)")}</a><br><code class="muted id">${esc(id)}</code>`;
+}
 
 class SignedOut extends Error {}
 let signedOut = false;
@@ -65,7 +72,6 @@ async function viewOverview() {
   const states = Object.entries(o.tasks_by_state).map(([s, n]) => `<tr><td class="state ${esc(s)}">${esc(s)}</td><td>${n}</td></tr>`).join("");
   const roles = Object.entries(o.per_role).map(([role, res]) => `<tr><td>${esc(role)}</td><td>${esc(fmtRes(res))}</td></tr>`).join("");
   const agents = Object.entries(o.agents_by_status).filter(([, n]) => n > 0).map(([s, n]) => `<span class="${esc(s)}">${n} ${esc(s)}</span>`).join(" · ");
-  document.getElementById("leader").textContent = o.raft ? `leader ${o.raft.leader || "?"} · term ${o.raft.term} · commit ${o.raft.commit}` : "";
   return `<div class="cards">
       <div class="card"><div class="label">Agents</div><div class="big" id="agents-count">${o.agents}</div><div class="legend">${agents}</div></div>
       <div class="card"><div class="label">Active tasks</div><div class="big" id="tasks-count">${o.active_tasks}</div><div class="legend">${o.unacknowledged_updates} updates awaiting ack</div></div>
@@ -120,7 +126,7 @@ window.mezzoKill = (f, t) => confirm(`Kill task ${t}?`) && action(`/api/v1/tasks
 async function viewAgents() {
   const p = await api(`/api/v1/agents?limit=1000`);
   const rows = p.items.map(a => `<tr data-agent-id="${esc(a.id)}">
-    <td><a href="#tasks/agent/${enc(a.id)}">${esc(a.hostname)}</a><br><code class="muted">${esc(a.id)}</code></td>
+    <td>${who("agent", a.id, a.hostname)}</td>
     <td class="${a.draining ? "draining" : esc(a.status)}">${a.draining ? "draining" : esc(a.status)}</td>
     <td>${a.used.cpus} / ${a.total.cpus}</td><td>${a.used.mem} / ${a.total.mem}</td><td>${a.used.disk} / ${a.total.disk}</td>
     <td>${a.offered.cpus} cpus</td><td>${a.active_tasks}</td>
@@ -133,7 +139,7 @@ async function viewAgents() {
 async function viewFrameworks() {
   const p = await api(`/api/v1/frameworks?limit=1000`);
   const rows = p.items.map(f => `<tr data-framework-id="${esc(f.id)}">
-    <td><a href="#tasks/framework/${enc(f.id)}">${esc(f.name)}</a><br><code class="muted">${esc(f.id)}</code></td>
+    <td>${who("framework", f.id, f.name)}</td>
     <td>${esc(f.roles.join(", ") || "*")}</td><td class="${f.connected ? "active" : "disconnected"}">${f.removed_at ? `removed ${ago(f.removed_at)}` : f.connected ? "connected" : "disconnected"}${f.suppressed ? " · suppressed" : ""}</td>
     <td>${(f.dominant_share * 100).toFixed(1)}%</td><td>${esc(fmtRes(f.allocated))}</td>
     <td>${f.offers.received} / ${f.offers.declined} / ${f.offers.accepted}</td><td>${ago(f.offers.last_offer_at)}</td>
@@ -149,12 +155,11 @@ async function viewTasks() {
   for (const k of ["state", "framework", "agent", "q"]) if (f[k]) qs.set(k, f[k]);
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
-    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${esc(reason(t.reason))}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
-    <td><code>${esc(t.framework_id)}</code></td><td><code>${esc(t.agent_id)}</code></td>
+    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a><br><a class="small" href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td><td>${esc(t.name)}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${reasonHtml(t.reason)}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
+    <td>${who("framework", t.framework_id, t.framework_name)}</td><td>${who("agent", t.agent_id, t.agent_hostname)}</td>
     <td>${t.exit_code ?? ""}</td>
-    <td>${t.resources.cpus}</td><td>${t.resources.mem}</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td>
-    <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td></tr>`).join("");
+    <td>${t.resources.cpus} cpus<br>${t.resources.mem} MiB</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td></tr>`).join("");
   const states = ["", "active", "terminal", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "unreachable", "gone", "error", "dropped"];
   return `<h2>Tasks (<span id="tasks-total">${p.total}</span>)</h2>
     <div class="filters">
@@ -164,7 +169,7 @@ async function viewTasks() {
       <input id="f-q" placeholder="task id or name contains" value="${esc(f.q)}">
       <button id="f-apply">Filter</button>
     </div>
-    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>CPUs</th><th>Mem</th><th>Launched</th><th>Ended</th><th></th></tr>${rows}</table>
+    <table id="tasks-table"><tr><th>Task</th><th>Name</th><th>State</th><th>Reason, latest message</th><th>Framework</th><th>Agent</th><th>Exit</th><th>Resources</th><th>Launched</th><th>Ended</th></tr>${rows}</table>
     <div class="pager"><button id="p-prev" ${f.offset === 0 ? "disabled" : ""}>‹ Prev</button>
       <span class="muted">${p.total ? f.offset + 1 : 0}–${Math.min(f.offset + PAGE, p.total)} of ${p.total}</span>
       <button id="p-next" ${f.offset + PAGE >= p.total ? "disabled" : ""}>Next ›</button></div>`;
@@ -194,7 +199,7 @@ async function sandboxRows(fid, tid) {
   } catch (e) { return `<tr><td class="muted">${esc(e.message)}</td></tr>`; }
 }
 function historyRows(t) {
-  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${esc(reason(h.reason))}</td><td>${esc(h.message)}</td></tr>`).join("");
+  return t.history.map(h => `<tr><td>${new Date(h.at * 1000).toLocaleTimeString()}</td><td class="state ${esc(h.state)}">${esc(h.state)}</td><td>${reasonHtml(h.reason)}</td><td>${esc(h.message)}</td></tr>`).join("");
 }
 // Redraws the parts of an open task view that change, keeping the log tail.
 async function refreshTask(fid, tid) {
@@ -213,14 +218,14 @@ async function viewTask(fid, tid) {
   return `<h2>Task ${esc(t.id)} <span id="task-state" class="state ${esc(t.state)}">${esc(t.state)}</span>
       ${["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"].includes(t.state) ? `<button onclick="mezzoKill('${esc(fid)}','${esc(tid)}')">Kill</button>` : ""}</h2>
     <div class="grid2"><table class="kv">
-      <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td><code>${esc(t.framework_id)}</code></td></tr>
-      <tr><td>Agent</td><td><code>${esc(t.agent_id)}</code> ${esc(t.agent_http_address || "")}</td></tr>
-      <tr><td>Reason</td><td>${esc(reason(t.reason))} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
+      <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td>${who("framework", t.framework_id, t.framework_name)}</td></tr>
+      <tr><td>Agent</td><td>${who("agent", t.agent_id, t.agent_hostname)} <span class="muted">${esc(t.agent_http_address || "")}</span></td></tr>
+      <tr><td>Reason</td><td>${reasonHtml(t.reason)} ${esc(t.message)}</td></tr><tr><td>Exit code</td><td>${esc(t.exit_code ?? "")}</td></tr>
       <tr><td>Resources</td><td>${esc(fmtRes(t.resources))}</td></tr>
-      <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><code>${esc(t.command)} ${esc(t.arguments.join(" "))}</code></td></tr>
+      <tr><td>Usage</td><td>${t.usage ? `${t.usage.cpu_time_secs.toFixed(2)} cpu-s · ${(t.usage.memory_rss_bytes / 1048576).toFixed(1)} MiB rss · ${(t.usage.memory_cache_bytes / 1048576).toFixed(1)} MiB cache · ${t.usage.pids} pids` : "–"}</td></tr><tr><td>Command</td><td><pre class="cmd">${esc([t.command, ...t.arguments].join(" "))}</pre></td></tr>
       <tr><td>Environment</td><td>${t.environment ? esc(Object.keys(t.environment).join(", ")) : '<span class="muted">hidden (needs view_environment)</span>'}</td></tr>
       ${t.image ? `<tr><td>Image</td><td><code>${esc(t.image)}</code>${t.image_credentials ? ` <span class="muted">pulled with ${esc(t.image_credentials)}</span>` : ""}</td></tr>` : ""}
-    </table><div><h2 style="margin-top:0">Status updates</h2><table id="history">${hist}</table></div></div>
+    </table><div><h2 class="top">Status updates</h2><table id="history">${hist}</table></div></div>
     <h2>Sandbox</h2><table id="sandbox">${files}</table>
     <h2>Log: <span id="log-name">stdout</span></h2><pre class="log" id="log"></pre>`;
 }
@@ -268,10 +273,12 @@ async function viewWhy(fid) {
 
 async function viewRoles() {
   const r = await api("/api/v1/roles");
+  // Reservations are by agent id: their hostnames come from the agent list.
+  const hosts = Object.keys(r.reservations).length ? new Map((await api("/api/v1/agents?limit=1000")).items.map(a => [a.id, a.hostname])) : new Map();
   const some = res => res && Object.entries(res).some(([k, v]) => (k === "ports" ? v && v !== "[]" : v > 0));
   const quota = x => [some(x.guarantee) ? `guarantee ${fmtRes(x.guarantee)}` : "", some(x.limit) ? `limit ${fmtRes(x.limit)}` : ""].filter(Boolean).join("; ");
   const rows = r.roles.map(x => `<tr><td>${esc(x.role)}</td><td>${esc(x.weight)}</td><td>${esc(quota(x))}</td><td>${x.frameworks.length}</td><td>${esc(fmtRes(x.allocated))}</td><td>${esc(fmtRes(x.offered))}</td><td>${(x.dominant_share * 100).toFixed(1)}%</td></tr>`).join("");
-  const rsv = Object.entries(r.reservations).map(([agent, res]) => `<tr><td>${esc(agent)}</td><td>${esc(res)}</td></tr>`).join("");
+  const rsv = Object.entries(r.reservations).map(([agent, res]) => `<tr><td>${who("agent", agent, hosts.get(agent))}</td><td>${esc(res)}</td></tr>`).join("");
   return `<h2>Roles</h2><table><tr><th>Role</th><th>Weight</th><th>Quota</th><th>Frameworks</th><th>Allocated</th><th>Offered</th><th>Dominant share</th></tr>${rows}</table>
     <h2>Dynamic reservations</h2>${rsv ? `<table><tr><th>Agent</th><th>Resources</th></tr>${rsv}</table>` : '<p class="muted">None.</p>'}`;
 }
@@ -286,6 +293,19 @@ async function viewMasters() {
     <h2>Peers</h2><table><tr><th>Id</th><th>Address</th><th>Role</th><th>Match index</th></tr>${rows}</table>`;
 }
 
+// Every page's footer names the leader; any master answers /api/v1/masters.
+// Failing to, it says so rather than failing the page.
+async function showLeader() {
+  const footer = document.getElementById("leader");
+  try {
+    const r = (await api("/api/v1/masters")).raft;
+    footer.textContent = r ? `leader ${r.leader || "?"} · term ${r.term} · commit ${r.commit}` : "leader unknown";
+  } catch (e) {
+    if (e instanceof SignedOut) throw e;
+    footer.textContent = "leader unknown";
+  }
+}
+
 // ---- routing and live updates -------------------------------------------
 
 function route() {
@@ -296,6 +316,7 @@ function route() {
     state.taskFilter = { state: "", framework: "", agent: "", q: "", offset: 0, [state.args[0]]: state.args[1] };
   }
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === state.view);
+  delete main.dataset.view;
   stopTail();
   render(true);
 }
@@ -314,8 +335,10 @@ async function render(first) {
       overview: viewOverview, agents: viewAgents, frameworks: viewFrameworks, tasks: viewTasks,
       task: () => viewTask(state.args[0], state.args[1]), why: () => viewWhy(state.args[1]), roles: viewRoles, masters: viewMasters,
     };
-    const html = await (views[state.view] || viewOverview)();
+    const [html] = await Promise.all([(views[state.view] || viewOverview)(), showLeader()]);
     main.innerHTML = html;
+    // Which view is drawn, for tests that wait for a page.
+    main.dataset.view = views[state.view] ? state.view : "overview";
     if (state.view === "tasks") bindTasks();
     if (state.view === "task") startTail(state.args[0], state.args[1], "stdout");
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
