@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .await;
                 // What did not fit, or was refused, waits for the next offers.
                 todo.extend(done.unplaced);
-                todo.extend(done.refused.into_iter().map(|(i, _)| i));
+                todo.extend(done.refused.into_iter().map(|r| r.payload));
             }
             Event::Update(status) => {
                 placed.observe(&status);

@@ -115,6 +115,10 @@ pub struct WorkQueue<T> {
     next_id: ItemId,
     /// Current task id -> item.
     by_task: HashMap<String, ItemId>,
+    /// Launched tasks with no update yet, with their agent and when they
+    /// were last asked about: a launch whose answer was lost may never
+    /// have reached the master, and only a reconciliation tells.
+    unconfirmed: HashMap<String, (String, Instant)>,
     /// Offers are suppressed (nothing waited when last looked).
     suppressed: bool,
 }
@@ -123,6 +127,9 @@ pub struct WorkQueue<T> {
 /// grow as tasks end) and while none does (a revive ends the filter).
 const REFUSE_WAITING: f64 = 1.0;
 const REFUSE_IDLE: f64 = 30.0;
+
+/// A launch with no update for this long is asked about.
+pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
 
 impl<T> WorkQueue<T> {
     /// A queue whose tasks are named `<name>-<item>-<attempt>` (and
@@ -138,6 +145,7 @@ impl<T> WorkQueue<T> {
             items: BTreeMap::new(),
             next_id: 0,
             by_task: HashMap::new(),
+            unconfirmed: HashMap::new(),
             suppressed: false,
         }
     }
@@ -246,16 +254,30 @@ impl<T> WorkQueue<T> {
         for (task_id, id) in done.launched {
             self.launched(id, task_id);
         }
-        for (id, e) in done.refused {
-            tracing::debug!(item = id, "launch refused, placed again later: {e}");
+        for r in done.refused {
+            if r.maybe_launched() {
+                // It may run: held as launched until an update (or the
+                // reconciliation `tick` asks for) says what became of it.
+                tracing::debug!(task = %r.task_id, "launch answer lost; asking the master");
+                self.placed.place(&r.task_id, r.location);
+                self.launched(r.payload, r.task_id);
+            } else {
+                tracing::debug!(item = r.payload, "launch refused, placed again later: {}", r.error);
+            }
         }
         self.suppress_if_idle(scheduler, now).await;
     }
 
-    /// Item `id`'s current launch is task `task_id`.
+    /// Item `id`'s current launch is task `task_id`, not confirmed yet.
     fn launched(&mut self, id: ItemId, task_id: String) {
+        let agent = self
+            .placed
+            .location(&task_id)
+            .map(|l| l.agent_id.clone())
+            .unwrap_or_default();
         if let Some(item) = self.items.get_mut(&id) {
             item.task_id = Some(task_id.clone());
+            self.unconfirmed.insert(task_id.clone(), (agent, Instant::now()));
             self.by_task.insert(task_id, id);
         }
     }
@@ -265,6 +287,7 @@ impl<T> WorkQueue<T> {
     /// older attempt) changes nothing.
     pub fn update(&mut self, status: &v1::TaskStatus, now: Instant) -> Option<Outcome<T>> {
         self.placed.observe(status);
+        self.unconfirmed.remove(&status.task_id);
         let state = task_state(status)?;
         if !state.is_terminal() || state == TaskState::Unreachable {
             return None; // running, or out of touch: it may still run
@@ -305,6 +328,7 @@ impl<T> WorkQueue<T> {
     /// item waits again (a retry's backoff ended, a launch to make again)
     /// and suppresses them when nothing waits.
     pub async fn tick(&mut self, scheduler: &Scheduler, now: Instant) {
+        self.ask_about_silent(scheduler, now).await;
         if self.suppressed && self.due(now).next().is_some() {
             match scheduler.revive().await {
                 Ok(()) => self.suppressed = false,
@@ -312,6 +336,24 @@ impl<T> WorkQueue<T> {
             }
         } else {
             self.suppress_if_idle(scheduler, now).await;
+        }
+    }
+
+    /// Asks the master about launches that have had no update for
+    /// [`UNCONFIRMED_AFTER`]: one that never reached it comes back
+    /// `TASK_DROPPED` and is launched again.
+    async fn ask_about_silent(&mut self, scheduler: &Scheduler, now: Instant) {
+        let mut ask = Vec::new();
+        for (task, (agent, since)) in &mut self.unconfirmed {
+            if now.saturating_duration_since(*since) >= UNCONFIRMED_AFTER {
+                *since = now;
+                ask.push((task.clone(), agent.clone()));
+            }
+        }
+        if !ask.is_empty()
+            && let Err(e) = scheduler.reconcile(ask).await
+        {
+            tracing::debug!("reconciling silent launches failed: {e}");
         }
     }
 

@@ -168,3 +168,21 @@ proptest! {
         prop_assert_eq!(outcomes.len() + q.len(), n as usize);
     }
 }
+
+/// A launch stays unconfirmed until an update of it comes; then it is not
+/// asked about any more.
+#[test]
+fn launches_are_unconfirmed_until_an_update() {
+    let now = Instant::now();
+    let mut q = WorkQueue::new("q", RetryPolicy::attempts(1));
+    q.submit("a", request());
+    q.submit("b", request());
+    launch_due(&mut q, now);
+    assert_eq!(q.unconfirmed.len(), 2);
+    assert_eq!(q.update(&status("q-0-1", TaskState::Staging), now), None);
+    assert_eq!(q.unconfirmed.keys().collect::<Vec<_>>(), ["q-1-1"]);
+    // The master answers a reconciliation of a launch it never saw with
+    // TASK_DROPPED: the item is launched again, for free.
+    assert_eq!(q.update(&status("q-1-1", TaskState::Dropped), now), None);
+    assert_eq!(launch_due(&mut q, now), ["q-1-1.1"]);
+}

@@ -634,7 +634,9 @@ async fn launch_accepts_names_rolls_back_and_declines() {
         .await;
     assert_eq!(done.launched, vec![("t-x".to_owned(), "x")]);
     assert_eq!(done.refused.len(), 1);
-    assert_eq!(done.refused[0].0, "y");
+    assert_eq!(done.refused[0].payload, "y");
+    assert_eq!(done.refused[0].task_id, "t-y");
+    assert!(!done.refused[0].maybe_launched(), "a refusal, not a lost answer");
     assert_eq!(done.unplaced, ["z"]);
     assert_eq!(placed.tasks(), 1, "the refused task's place was given back");
     assert_eq!((placed.on_agent("a1"), placed.on_agent("a9")), (1, 0));

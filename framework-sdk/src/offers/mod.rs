@@ -38,4 +38,4 @@ pub mod ports;
 
 pub use constraints::{Constraint, ConstraintError, Location, Placed, Violation};
 pub use fit::{Packing, Placement, Strategy, TaskRequest, pack};
-pub use plan::{Assignment, Launched, Plan, plan};
+pub use plan::{Assignment, Launched, Plan, Refused, plan};

@@ -82,11 +82,36 @@ pub fn plan<T>(
 pub struct Launched<T> {
     /// Launched: task id and payload.
     pub launched: Vec<(String, T)>,
-    /// Refused by the master (the offer was rescinded meanwhile, or a
-    /// task was invalid): payload and why; their places were given back.
-    pub refused: Vec<(T, SdkError)>,
+    /// Accepts that failed: their places were given back. Most were
+    /// refused (the offer was rescinded meanwhile, a task was invalid),
+    /// but after [`SdkError::Transport`] or [`SdkError::Timeout`] the
+    /// call may have reached the master: [`Refused::maybe_launched`].
+    pub refused: Vec<Refused<T>>,
     /// The plan's work that fit nowhere.
     pub unplaced: Vec<T>,
+}
+
+/// One task whose accept failed.
+#[derive(Debug)]
+pub struct Refused<T> {
+    /// The caller's payload.
+    pub payload: T,
+    /// The task that was to be launched.
+    pub task_id: String,
+    /// Where it was to run.
+    pub location: Location,
+    /// Why.
+    pub error: SdkError,
+}
+
+impl<T> Refused<T> {
+    /// True when the accept may have reached the master before the call
+    /// failed (the connection broke, or no answer came in time): the task
+    /// may run; reconcile it (an unknown one comes back `TASK_DROPPED`)
+    /// before launching its work under another id.
+    pub fn maybe_launched(&self) -> bool {
+        matches!(self.error, SdkError::Transport(_) | SdkError::Timeout)
+    }
 }
 
 impl Scheduler {
@@ -103,11 +128,14 @@ impl Scheduler {
         refuse_seconds: Option<f64>,
         mut build: impl FnMut(&Assignment<T>) -> v1::TaskInfo,
     ) -> Launched<T> {
-        let mut by_offer: BTreeMap<String, Vec<(v1::TaskInfo, T)>> = BTreeMap::new();
+        let mut by_offer: BTreeMap<String, Vec<(v1::TaskInfo, T, Location)>> = BTreeMap::new();
         for a in plan.assignments {
             let task = build(&a);
             placed.assign(&task.task_id, a.location.clone());
-            by_offer.entry(a.offer_id.clone()).or_default().push((task, a.payload));
+            by_offer
+                .entry(a.offer_id.clone())
+                .or_default()
+                .push((task, a.payload, a.location));
         }
         let mut out = Launched {
             launched: Vec::new(),
@@ -115,14 +143,20 @@ impl Scheduler {
             unplaced: plan.unplaced,
         };
         for (offer_id, batch) in by_offer {
-            let (tasks, payloads): (Vec<v1::TaskInfo>, Vec<T>) = batch.into_iter().unzip();
-            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            let tasks: Vec<v1::TaskInfo> = batch.iter().map(|(t, _, _)| t.clone()).collect();
             match self.accept(vec![offer_id], tasks, refuse_seconds).await {
-                Ok(()) => out.launched.extend(ids.into_iter().zip(payloads)),
-                Err(e) => {
-                    for (id, payload) in ids.into_iter().zip(payloads) {
-                        placed.release(&id);
-                        out.refused.push((payload, e.clone()));
+                Ok(()) => out
+                    .launched
+                    .extend(batch.into_iter().map(|(t, payload, _)| (t.task_id, payload))),
+                Err(error) => {
+                    for (task, payload, location) in batch {
+                        placed.release(&task.task_id);
+                        out.refused.push(Refused {
+                            payload,
+                            task_id: task.task_id,
+                            location,
+                            error: error.clone(),
+                        });
                     }
                 }
             }
