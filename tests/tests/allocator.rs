@@ -93,7 +93,7 @@ async fn a_quota_role_gets_its_guarantee_from_a_hoarder() -> Result<()> {
                 json!({"role": "eng//x", "limit": "cpus:1"}),
                 "each part",
             ),
-            (reqwest::Method::PUT, "/weights", json!({"eng": -2}), "above 0"),
+            (reqwest::Method::PUT, "/weights", json!({"eng": -2}), "from 1e-6"),
             (
                 reqwest::Method::PUT,
                 "/weights",

@@ -292,8 +292,8 @@ async fn exec(c: Command) -> anyhow::Result<ExitCode> {
                         .trim()
                         .parse()
                         .with_context(|| format!("weight of {role}: {value:?} is not a number"))?;
-                    if !value.is_finite() || value <= 0.0 {
-                        bail!("weight of {role} must be a finite number above 0, got {value}");
+                    if !value.is_finite() || !(1e-6..=1e6).contains(&value) {
+                        bail!("weight of {role} must be a finite number from 1e-6 to 1e6, got {value}");
                     }
                     body.insert(role.trim().to_owned(), serde_json::json!(value));
                 }

@@ -11,10 +11,15 @@ use serde::{Deserialize, Serialize};
 /// Why a quota or weight was refused.
 /// Largest weight a role may have.
 pub const MAX_WEIGHT: f64 = 1e6;
+/// Smallest weight a role may have: DRF divides a share (at most 1) by the
+/// weight, and a tinier one (a subnormal such as 7.5e-310, found by
+/// fuzzing) makes that infinite, which JSON cannot carry.
+pub const MIN_WEIGHT: f64 = 1e-6;
 
-/// A weight DRF can divide by: finite, above 0, at most [`MAX_WEIGHT`].
+/// A weight DRF can divide by: finite, between [`MIN_WEIGHT`] and
+/// [`MAX_WEIGHT`].
 pub fn valid_weight(w: f64) -> bool {
-    w.is_finite() && w > 0.0 && w <= MAX_WEIGHT
+    w.is_finite() && (MIN_WEIGHT..=MAX_WEIGHT).contains(&w)
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -32,7 +37,7 @@ pub enum QuotaError {
     UnknownResource { role: String, name: String, known: String },
     #[error("quota for role {role} sets neither a guarantee nor a limit")]
     Empty { role: String },
-    #[error("weight of role {role} must be a finite number above 0 and at most 1e6, got {weight}")]
+    #[error("weight of role {role} must be a finite number from 1e-6 to 1e6, got {weight}")]
     BadWeight { role: String, weight: f64 },
     #[error("role * cannot have a quota; set one on a named role")]
     StarQuota,

@@ -68,7 +68,7 @@ impl Master {
                 allocated: Resources::default(),
                 offered: Resources::default(),
                 // Records from before the field have 0: now is all we know.
-                registered_at: if rec.registered_at > 0.0 {
+                registered_at: if rec.registered_at.is_finite() && rec.registered_at > 0.0 {
                     rec.registered_at
                 } else {
                     unix_now()

@@ -770,7 +770,12 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
         ),
         (
             PolicyRequest::SetWeights([(eng.clone(), -1.0)].into_iter().collect()),
-            "above 0",
+            "from 1e-6",
+        ),
+        (
+            // Found by fuzzing: DRF's share / weight became infinite.
+            PolicyRequest::SetWeights([(eng.clone(), 7.5292145546338e-310)].into_iter().collect()),
+            "from 1e-6",
         ),
         (
             PolicyRequest::SetQuota {
