@@ -174,6 +174,7 @@ mod config;
 mod driver;
 mod error;
 mod event;
+pub mod follow;
 pub mod kv;
 mod master_http;
 pub mod offers;
@@ -185,7 +186,7 @@ pub use driver::{Scheduler, TEARDOWN_TRIES};
 pub use error::SdkError;
 pub use event::{Event, Events};
 pub use kv::{Kv, KvEntry};
-pub use master_http::{HttpAnswer, MasterHttp, SandboxChunk};
+pub use master_http::{HttpAnswer, MasterHttp, SandboxChunk, SandboxRead, sandbox_read_path};
 /// Makes ring the process's TLS crypto provider, which any `reqwest`
 /// client of the framework's own needs (idempotent).
 pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;

@@ -30,15 +30,62 @@ pub struct MasterHttp {
     http: reqwest::Client,
 }
 
-/// Part of a sandbox file, as [`MasterHttp::read_sandbox`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// Part of a sandbox file, as [`MasterHttp::read_sandbox`] reads it (the
+/// agent's files API answer). The next read starts at `offset + length`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxChunk {
+    /// The file, relative to the sandbox.
+    #[serde(default)]
+    pub path: String,
     /// Where the part starts in the file.
     pub offset: u64,
+    /// Bytes read.
+    #[serde(default)]
+    pub length: u64,
     /// The file's size when it was read.
     pub size: u64,
     /// The bytes, as UTF-8 (invalid sequences replaced).
     pub data: String,
+}
+
+/// Which part of a sandbox file to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxRead {
+    /// The last this many bytes.
+    Tail(u64),
+    /// A part from a position.
+    From {
+        /// The first byte.
+        offset: u64,
+        /// Bytes wanted (the agent gives at most
+        /// [`MAX_READ`](crate::follow::MAX_READ)).
+        length: u64,
+    },
+}
+
+/// The path and query of the master's files route for one read.
+pub fn sandbox_read_path(framework_id: &str, task_id: &str, path: &str, read: SandboxRead) -> String {
+    let mut url = reqwest::Url::parse("http://x/api/v1/tasks/").expect("static URL");
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty().extend([framework_id, task_id, "files", "read"]);
+    }
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("path", path);
+        match read {
+            SandboxRead::Tail(t) => {
+                q.append_pair("tail", &t.to_string());
+            }
+            SandboxRead::From { offset, length } => {
+                q.append_pair("offset", &offset.to_string());
+                q.append_pair("length", &length.to_string());
+            }
+        }
+    }
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
 }
 
 /// An answer: its HTTP status and body.
@@ -152,20 +199,15 @@ impl MasterHttp {
         path: &str,
         tail: Option<u64>,
     ) -> Result<SandboxChunk, SdkError> {
-        let mut url = reqwest::Url::parse("http://x/api/v1/tasks/").map_err(|e| SdkError::Transport(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| SdkError::Transport("bad base path".into()))?
-            .pop_if_empty()
-            .extend([framework_id, task_id, "files", "read"]);
-        url.query_pairs_mut().append_pair("path", path);
-        if let Some(t) = tail {
-            url.query_pairs_mut().append_pair("tail", &t.to_string());
-        }
-        let path_and_query = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
+        let read = match tail {
+            Some(t) => SandboxRead::Tail(t),
+            None => SandboxRead::From {
+                offset: 0,
+                length: crate::follow::MAX_READ,
+            },
         };
-        self.get_json(&path_and_query).await
+        self.get_json(&sandbox_read_path(framework_id, task_id, path, read))
+            .await
     }
 
     /// GETs `path` from one master, without following it elsewhere (for
