@@ -221,7 +221,13 @@ mod tests {
     #[test]
     fn a_tail_comes_first_then_offsets() {
         let f = SandboxFollow::new("f", "t", "stderr").tail(Some(100));
-        assert_eq!(f.read_path("stderr", None), "/api/v1/tasks/f/t/files/read?path=stderr&tail=100");
-        assert!(f.read_path("stderr", Some(7)).ends_with("path=stderr&offset=7&length=1048576"));
+        assert_eq!(
+            f.read_path("stderr", None),
+            "/api/v1/tasks/f/t/files/read?path=stderr&tail=100"
+        );
+        assert!(
+            f.read_path("stderr", Some(7))
+                .ends_with("path=stderr&offset=7&length=1048576")
+        );
     }
 }
