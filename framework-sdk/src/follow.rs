@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use crate::master_http::MAX_READ;
 use crate::master_http::{SandboxChunk, SandboxRead, sandbox_read_path};
 use crate::{MasterHttp, SdkError};
-
-/// The most an agent gives in one read (its files API's limit).
-pub const MAX_READ: u64 = 1 << 20;
 
 /// When a follow ends.
 #[derive(Debug)]

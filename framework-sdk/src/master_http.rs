@@ -48,6 +48,9 @@ pub struct SandboxChunk {
     pub data: String,
 }
 
+/// The most an agent gives in one read (its files API's limit).
+pub const MAX_READ: u64 = 1 << 20;
+
 /// Which part of a sandbox file to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxRead {
@@ -57,8 +60,7 @@ pub enum SandboxRead {
     From {
         /// The first byte.
         offset: u64,
-        /// Bytes wanted (the agent gives at most
-        /// [`MAX_READ`](crate::follow::MAX_READ)).
+        /// Bytes wanted (the agent gives at most [`MAX_READ`]).
         length: u64,
     },
 }
@@ -203,7 +205,7 @@ impl MasterHttp {
             Some(t) => SandboxRead::Tail(t),
             None => SandboxRead::From {
                 offset: 0,
-                length: crate::follow::MAX_READ,
+                length: MAX_READ,
             },
         };
         self.get_json(&sandbox_read_path(framework_id, task_id, path, read))
