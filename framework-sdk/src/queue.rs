@@ -163,7 +163,9 @@ impl<T> WorkQueue<T> {
         self
     }
 
-    /// Adds an item needing `request`. It waits for offers.
+    /// Adds an item needing `request`. It waits for offers; if they were
+    /// suppressed (nothing was left to launch), the next [`WorkQueue::tick`]
+    /// revives them.
     pub fn submit(&mut self, payload: T, request: TaskRequest) -> ItemId {
         let id = self.next_id;
         self.next_id += 1;

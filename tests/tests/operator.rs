@@ -561,6 +561,10 @@ async fn the_cli_queries_follows_logs_and_exits_with_meaningful_codes() -> Resul
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         ensure!(last.is_empty(), "logs after the teardown: {last}");
+        // The SDK reads it the same way.
+        let http = mezzo_sdk::MasterHttp::new(&c.sdk_config("cli"))?;
+        let chunk = http.read_sandbox(&fid, "talker", "stdout", Some(4096)).await?;
+        ensure!(chunk.data.contains("hello-from-task"), "{chunk:?}");
         Ok(())
     }
     .await;

@@ -392,13 +392,17 @@ impl Placed {
     /// warns once when two agents report one host name (they then share
     /// its limit, which is rarely meant).
     pub(crate) fn note_agents(&mut self, offers: &[v1::Offer], constraints: &[Constraint]) {
+        // Called on every round of offers: nothing is allocated for a host
+        // already seen.
         for o in offers.iter().filter(|o| !o.agent_id.is_empty()) {
-            let first = self
-                .host_agents
-                .entry(o.hostname.clone())
-                .or_insert_with(|| o.agent_id.clone());
-            if *first != o.agent_id {
-                self.shared_hosts.insert(o.hostname.clone());
+            match self.host_agents.get(&o.hostname) {
+                Some(first) if *first == o.agent_id || self.shared_hosts.contains(&o.hostname) => {}
+                Some(_) => {
+                    self.shared_hosts.insert(o.hostname.clone());
+                }
+                None => {
+                    self.host_agents.insert(o.hostname.clone(), o.agent_id.clone());
+                }
             }
         }
         if !self.warned && !self.shared_hosts.is_empty() && constraints.iter().any(Constraint::per_host) {

@@ -179,18 +179,10 @@ mod tests {
 
     use super::*;
 
-    fn offer(i: usize, host: &str, res: &str) -> v1::Offer {
-        v1::Offer {
-            offer_id: format!("o{i}"),
-            agent_id: format!("a-{host}"),
-            hostname: host.into(),
-            resources: Resources::parse(res).expect("res").to_proto(),
-            ..Default::default()
-        }
-    }
+    use crate::offers::test_offers::req;
 
-    fn req(res: &str) -> TaskRequest {
-        TaskRequest::new(&Resources::parse(res).expect("res"))
+    fn offer(i: usize, host: &str, res: &str) -> v1::Offer {
+        crate::offers::test_offers::offer(&format!("o{i}"), &format!("a-{host}"), host, res)
     }
 
     #[test]

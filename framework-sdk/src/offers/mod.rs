@@ -39,3 +39,26 @@ pub mod ports;
 pub use constraints::{Constraint, ConstraintError, Location, Placed, Violation};
 pub use fit::{Packing, Placement, Strategy, TaskRequest, pack};
 pub use plan::{Assignment, Launched, Plan, Refused, plan};
+
+/// Offers and requests for the placement tests.
+#[cfg(test)]
+mod test_offers {
+    use mezzo_proto::resources::Resources;
+    use mezzo_proto::v1;
+
+    use super::TaskRequest;
+
+    pub(super) fn offer(id: &str, agent: &str, host: &str, res: &str) -> v1::Offer {
+        v1::Offer {
+            offer_id: id.into(),
+            agent_id: agent.into(),
+            hostname: host.into(),
+            resources: Resources::parse(res).expect("res").to_proto(),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn req(res: &str) -> TaskRequest {
+        TaskRequest::new(&Resources::parse(res).expect("res"))
+    }
+}

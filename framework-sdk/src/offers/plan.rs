@@ -176,19 +176,7 @@ mod tests {
 
     use super::*;
 
-    fn offer(id: &str, agent: &str, host: &str, res: &str) -> v1::Offer {
-        v1::Offer {
-            offer_id: id.into(),
-            agent_id: agent.into(),
-            hostname: host.into(),
-            resources: Resources::parse(res).expect("res").to_proto(),
-            ..Default::default()
-        }
-    }
-
-    fn req(res: &str) -> TaskRequest {
-        TaskRequest::new(&Resources::parse(res).expect("res"))
-    }
+    use crate::offers::test_offers::{offer, req};
 
     #[test]
     fn payloads_come_back_with_offer_ids() {

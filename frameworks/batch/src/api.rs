@@ -124,26 +124,21 @@ async fn logs(State(c): State<Ctx>, Path(name): Path<String>, Query(q): Query<Lo
     // Through the master's files proxy (it checks that this framework
     // owns the task, and reaches the agent with the master's own
     // credential): the last MiB.
-    let http = c.engine.master_http();
-    match http
-        .read_sandbox(&loc.framework_id, &loc.task_id, &q.file, Some(1 << 20))
-        .await
-    {
-        Ok(chunk) => chunk.data.into_response(),
-        Err(mezzo_sdk::SdkError::Rejected { code, message }) => error_text(http_status(code), message),
+    // The master's answer is passed on with its own status.
+    let read = mezzo_sdk::SandboxRead::Tail(1 << 20);
+    let path = mezzo_sdk::sandbox_read_path(&loc.framework_id, &loc.task_id, &q.file, read);
+    match c.engine.master_http().request(reqwest::Method::GET, &path, None).await {
+        Ok(a) => {
+            let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+            if code.is_success() {
+                body["data"].as_str().unwrap_or_default().to_owned().into_response()
+            } else {
+                let msg = body["error"].as_str().map_or_else(|| code.to_string(), str::to_owned);
+                error_text(code, msg)
+            }
+        }
         Err(e) => error_text(StatusCode::BAD_GATEWAY, e.to_string()),
-    }
-}
-
-/// The HTTP status a master's refusal came with.
-fn http_status(code: mezzo_sdk::Code) -> StatusCode {
-    use mezzo_sdk::Code;
-    match code {
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::InvalidArgument => StatusCode::BAD_REQUEST,
-        _ => StatusCode::BAD_GATEWAY,
     }
 }
 

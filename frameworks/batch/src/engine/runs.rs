@@ -65,11 +65,11 @@ impl Runs {
     pub(super) fn update(&mut self, name: &str, index: u32, status: &v1::TaskStatus, now: f64) {
         let Some(state) = task_state(status) else { return };
         let key = (name.to_owned(), index);
-        let known = self
+        let run = self
             .by_task
-            .get(&key)
-            .is_some_and(|runs| runs.iter().any(|r| r.task_id == status.task_id));
-        if !known {
+            .get_mut(&key)
+            .and_then(|runs| runs.iter_mut().find(|r| r.task_id == status.task_id));
+        let Some(run) = run else {
             if state.is_terminal() {
                 return; // an old end resent: nothing to show
             }
@@ -88,13 +88,6 @@ impl Runs {
                     exit_code: None,
                 },
             );
-            return;
-        }
-        let Some(run) = self
-            .by_task
-            .get_mut(&key)
-            .and_then(|runs| runs.iter_mut().find(|r| r.task_id == status.task_id))
-        else {
             return;
         };
         if run.ended_at.is_some() {
