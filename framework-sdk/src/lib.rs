@@ -89,7 +89,7 @@
 //! use std::time::Duration;
 //!
 //! use mezzo_sdk::offers::{Constraint, TaskRequest};
-//! use mezzo_sdk::{Event, Resources, RetryPolicy, Scheduler, SchedulerConfig, WorkQueue};
+//! use mezzo_sdk::{Change, Event, Resources, RetryPolicy, Scheduler, SchedulerConfig, WorkQueue};
 //! use tokio::time::Instant;
 //!
 //! #[tokio::main]
@@ -114,8 +114,8 @@
 //!                     queue.offers(&scheduler, offers, |i, t| t.shell(script(i)), Instant::now()).await;
 //!                 }
 //!                 Event::Update(status) => {
-//!                     if let Some(done) = queue.update(&status, Instant::now()) {
-//!                         let how = if done.succeeded { "succeeded" } else { "failed" };
+//!                     if let Some(done) = queue.update(&status, Instant::now()).and_then(Change::ended) {
+//!                         let how = if done.succeeded() { "succeeded" } else { "failed" };
 //!                         println!("item {} {how} after {} attempt(s)", done.payload, done.attempts);
 //!                     }
 //!                 }
@@ -190,7 +190,7 @@ pub use master_http::{HttpAnswer, MasterHttp, SandboxChunk, SandboxRead, sandbox
 /// Makes ring the process's TLS crypto provider, which any `reqwest`
 /// client of the framework's own needs (idempotent).
 pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;
-pub use queue::{Outcome, RetryPolicy, WorkQueue};
+pub use queue::{Change, Ended, Failure, ItemState, Outcome, RetryPolicy, WorkQueue};
 pub use task::{TaskBuilder, check_image_credentials, pending_task, task_state};
 /// The gRPC code of a refusal ([`SdkError::Rejected`]), so that matching
 /// one needs no dependency on tonic.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mezzo_sdk::offers::{Constraint, TaskRequest};
-use mezzo_sdk::{Event, Resources, RetryPolicy, WorkQueue};
+use mezzo_sdk::{Change, Event, Resources, RetryPolicy, WorkQueue};
 use mezzo_tests::{Cluster, ClusterSpec, fw};
 use tokio::time::Instant;
 
@@ -45,7 +45,7 @@ async fn a_thousand_items_with_failures_and_a_lost_agent_end_exactly_once() -> R
                         q.offers(&s, offers, |_, t| t.shell(script), Instant::now()).await;
                     }
                     Event::Update(status) => {
-                        if let Some(o) = q.update(&status, Instant::now()) {
+                        if let Some(o) = q.update(&status, Instant::now()).and_then(Change::ended) {
                             ensure!(o.attempts <= ATTEMPTS, "{o:?}");
                             ensure!(outcomes.insert(o.id, o).is_none(), "a second outcome");
                         }
@@ -65,7 +65,7 @@ async fn a_thousand_items_with_failures_and_a_lost_agent_end_exactly_once() -> R
         ensure!(killed, "the agent was never killed");
         ensure!(outcomes.len() as u64 == ITEMS, "{} outcomes", outcomes.len());
         ensure!(outcomes.keys().copied().eq(0..ITEMS), "an item without its outcome");
-        let ok = outcomes.values().filter(|o| o.succeeded).count();
+        let ok = outcomes.values().filter(|o| o.succeeded()).count();
         let retried = outcomes.values().filter(|o| o.attempts > 1).count();
         ensure!(ok > (ITEMS as usize) * 9 / 10, "{ok} succeeded");
         ensure!(retried > 0, "nothing was retried");

@@ -643,9 +643,13 @@ async fn launch_accepts_names_rolls_back_and_declines() {
     assert!(placed.location("t-x").is_some_and(|l| l.agent_id == "a1"));
     let (accepts, declines) = {
         let seen = master.seen();
-        (seen.accepts.len(), seen.declines.clone())
+        (seen.accepts.clone(), seen.declines.clone())
     };
-    assert_eq!(accepts, 2, "one accept per offer");
+    assert_eq!(accepts.len(), 2, "one accept per offer");
+    for a in &accepts {
+        let refuse = a.filters.as_ref().and_then(|f| f.refuse_seconds);
+        assert_eq!(refuse, Some(0.0), "remainders come back for the work still waiting");
+    }
     assert_eq!(declines.len(), 1);
     assert_eq!(declines[0].offer_ids, ["o-3"]);
     assert_eq!(declines[0].filters.as_ref().and_then(|f| f.refuse_seconds), Some(7.0));

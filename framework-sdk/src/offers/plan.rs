@@ -119,8 +119,10 @@ impl Scheduler {
     /// accepts each offer with its tasks (one call per offer), names every
     /// task in `placed` so that its end frees its place
     /// ([`Placed::observe`]), gives back the places of refused accepts,
-    /// and declines the unused offers. `refuse_seconds` filters the
-    /// declined offers and the accepted offers' remainders.
+    /// and declines the unused offers, filtered for `refuse_seconds`. The
+    /// accepted offers' remainders are not filtered: they come back at
+    /// the next allocation, merged with what ending tasks free, for the
+    /// work still waiting (a framework with none declines them then).
     pub async fn launch<T>(
         &self,
         plan: Plan<T>,
@@ -144,7 +146,7 @@ impl Scheduler {
         };
         for (offer_id, batch) in by_offer {
             let tasks: Vec<v1::TaskInfo> = batch.iter().map(|(t, _, _)| t.clone()).collect();
-            match self.accept(vec![offer_id], tasks, refuse_seconds).await {
+            match self.accept(vec![offer_id], tasks, Some(0.0)).await {
                 Ok(()) => out
                     .launched
                     .extend(batch.into_iter().map(|(t, payload, _)| (t.task_id, payload))),

@@ -5,10 +5,9 @@
 //! tests (`spec_fuzz_tests.rs`) and the coverage-guided target in `fuzz/`
 //! call it; [`seeds`] gives valid files to start from.
 
+use mezzo_sdk::{Resources, RetryPolicy, TaskState, WorkQueue, v1};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-use mezzo_sdk::{Resources, TaskState};
+use tokio::time::Instant;
 
 use crate::job::{Job, Progress, task_id};
 use crate::spec::{self, JobSpec, MAX_BACKOFF, MAX_COUNT, MAX_JOBS};
@@ -64,26 +63,35 @@ fn check_job(job: &JobSpec, names: &BTreeSet<&str>, existing: &BTreeSet<String>)
     );
 }
 
-/// Runs the job's first tasks through launch, timeout and failure with
-/// every retry, with the clock far ahead.
+/// Runs the job's first tasks through the work queue: each attempt run
+/// and failed, with every retry, and their changes recorded.
 fn run(spec: JobSpec) {
     let name = spec.name.clone();
     let retries = spec.retries;
     let mut job = Job::new(spec, Progress::default());
+    let mut queue = WorkQueue::new("fuzz", RetryPolicy::default());
     let mut now = Instant::now();
-    for index in job.launchable(3) {
+    job.feed(&mut queue, 3);
+    for index in 0..job.spec.count.min(3) {
         for _ in 0..=retries.min(5) {
             let id = task_id(&name, index, job.next_attempt(index), 1);
-            job.launched(index, id.clone(), now);
-            now += Duration::from_secs(3600 * 24);
-            job.tick(now);
-            job.update(index, &id, TaskState::Failed, Some(1), "failed", now);
+            if !job.adopt(&mut queue, index, &id, now) {
+                break;
+            }
             now += MAX_BACKOFF;
-            job.tick(now);
+            let failed = v1::TaskStatus {
+                task_id: id,
+                state: TaskState::Failed.to_proto() as i32,
+                exit_code: Some(1),
+                ..Default::default()
+            };
+            if let Some(change) = queue.update(&failed, now) {
+                job.record(index, &change);
+            }
         }
     }
     let _ = job.snapshot();
-    let _ = job.counts();
+    let _ = job.counts(&queue);
 }
 
 /// The dependencies within the file have a topological order.

@@ -1,17 +1,19 @@
-//! One job's tasks as an explicit state machine, with no I/O: the engine
-//! feeds it launches, status updates, ticks and cancellation, and asks it
-//! what to launch or kill next. What must survive a restart is
-//! [`Progress`], kept in the framework's key-value namespace.
+//! One job's tasks, with no I/O: which tasks are handed to the SDK's
+//! [`WorkQueue`] (which launches, retries, times out and cancels them),
+//! and what the queue reported of them, recorded as [`Progress`]: the part
+//! that must survive a restart, kept in the framework's key-value
+//! namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use mezzo_sdk::TaskState;
+use mezzo_sdk::queue::{ItemId, ItemState, Relaunch};
+use mezzo_sdk::{Change, Ended, RetryPolicy, WorkQueue};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{JobSpec, MAX_REQUEUES, OnLost};
+use crate::spec::{JobSpec, MAX_BACKOFF, MAX_REQUEUES, OnLost};
 
 /// Longest failure reason kept per task (the namespace has a size limit).
 const MAX_REASON: usize = 160;
@@ -20,19 +22,14 @@ const MAX_REASON: usize = 160;
 pub const MAX_DROPS: u32 = 10;
 
 /// Where one task of the array is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    /// Ready to launch once the job may run.
+    /// Not handed to the work queue yet (its job may not run yet, or
+    /// `max_parallel` holds it back).
     Pending,
-    /// Failed; waits before its next attempt.
-    Backoff { until: Instant },
-    /// Launched; `task_id` names this attempt.
-    Running {
-        task_id: String,
-        started: Instant,
-        /// Set once we asked the agent to kill it, and why.
-        killing: Option<Kill>,
-    },
+    /// In the work queue, which launches, retries and times it out; the
+    /// queue says whether it waits, backs off or runs.
+    Queued(ItemId),
     /// Finished with exit status 0.
     Succeeded,
     /// Failed on its last allowed attempt.
@@ -41,11 +38,11 @@ pub enum Slot {
     Cancelled,
 }
 
-/// Why the framework killed a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kill {
-    Timeout,
-    Cancel,
+/// A task of a job, as the work queue carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub job: Arc<str>,
+    pub index: u32,
 }
 
 /// How the last failed attempt of a task ended.
@@ -116,16 +113,6 @@ impl JobState {
     }
 }
 
-/// What the engine should do after an update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing changed (a non-terminal or stale update).
-    Nothing,
-    /// The task's end was recorded; progress must be saved before the
-    /// update is acknowledged.
-    Recorded,
-}
-
 /// A job in memory.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -135,14 +122,16 @@ pub struct Job {
     done: Vec<u8>,
     /// Progress changed since it was last saved.
     pub dirty: bool,
-    /// Launches of an index again within one attempt (after a drop or a
-    /// requeue), for the `.{n}` suffix of its next task id.
-    relaunches: BTreeMap<u32, u32>,
-    /// Drops in a row per index (reset when the task runs).
-    drops: BTreeMap<u32, u32>,
-    /// The task id each index last gave up on by relaunching it: a resent
-    /// update of it changes nothing.
-    retired: BTreeMap<u32, String>,
+    /// Its name, shared by the keys of its tasks in the queue.
+    name: Arc<str>,
+    /// How its tasks are retried, shared by all of them.
+    policy: Arc<RetryPolicy>,
+    /// Tasks in the work queue.
+    queued: usize,
+    succeeded: usize,
+    failed: usize,
+    /// No task below this index is pending: where the next search starts.
+    cursor: usize,
 }
 
 /// A task id: `{job}.{index}.{attempt}.{epoch}`. The epoch grows with
@@ -177,7 +166,7 @@ fn parse_full(id: &str) -> Option<(&str, u32, u32)> {
 
 impl Job {
     /// A job from its spec and saved progress: succeeded and failed tasks
-    /// stay so; the rest are pending (the engine marks running ones as
+    /// stay so; the rest are pending (the engine adopts running ones as
     /// reconciliation reports them).
     pub fn new(spec: JobSpec, progress: Progress) -> Job {
         let n = spec.count as usize;
@@ -188,7 +177,7 @@ impl Job {
             vec![0; n.div_ceil(8)]
         };
         done.resize(n.div_ceil(8), 0);
-        let slots = (0..n)
+        let slots: Vec<Slot> = (0..n)
             .map(|i| {
                 if done[i / 8] & (1 << (i % 8)) != 0 {
                     Slot::Succeeded
@@ -201,24 +190,27 @@ impl Job {
                 }
             })
             .collect();
+        let policy = RetryPolicy {
+            attempts: spec.retries.saturating_add(1),
+            backoff: spec.backoff,
+            max_backoff: MAX_BACKOFF,
+            max_drops: MAX_DROPS - 1,
+            requeue_lost: spec.on_lost == OnLost::Requeue,
+            max_requeues: MAX_REQUEUES,
+            timeout: spec.timeout,
+        };
         Job {
+            succeeded: slots.iter().filter(|s| **s == Slot::Succeeded).count(),
+            failed: slots.iter().filter(|s| **s == Slot::Failed).count(),
+            name: spec.name.as_str().into(),
+            policy: Arc::new(policy),
             spec,
             slots,
             progress,
             done,
             dirty: false,
-            relaunches: BTreeMap::new(),
-            drops: BTreeMap::new(),
-            retired: BTreeMap::new(),
-        }
-    }
-
-    /// The id the next launch of `index` gets in framework epoch `epoch`.
-    pub fn next_task_id(&self, index: u32, epoch: u64) -> String {
-        let id = task_id(&self.spec.name, index, self.next_attempt(index), epoch);
-        match self.relaunches.get(&index) {
-            Some(n) if *n > 0 => format!("{id}.{n}"),
-            _ => id,
+            queued: 0,
+            cursor: 0,
         }
     }
 
@@ -233,265 +225,130 @@ impl Job {
         self.progress.failed_attempts.get(&index).copied().unwrap_or(0) + 1
     }
 
-    /// Tasks running (or being killed).
-    pub fn running(&self) -> usize {
-        self.slots.iter().filter(|s| matches!(s, Slot::Running { .. })).count()
+    /// True while tasks may still be handed to the queue.
+    fn may_run(&self) -> bool {
+        !self.progress.cancelled && self.progress.abandoned.is_none()
     }
 
-    /// Indices that may launch now, at most `limit`, honouring
-    /// `max_parallel`.
-    pub fn launchable(&self, limit: usize) -> Vec<u32> {
-        if self.progress.cancelled || self.progress.abandoned.is_some() {
-            return Vec::new();
+    /// Hands pending tasks to `queue`, at most `limit` and as many as
+    /// `max_parallel` leaves room for (tasks in the queue count, also
+    /// while they back off). Returns how many.
+    pub fn feed(&mut self, queue: &mut WorkQueue<Key>, limit: usize) -> usize {
+        if !self.may_run() {
+            return 0;
         }
         let room = match self.spec.max_parallel {
             0 => limit,
-            m => (m as usize).saturating_sub(self.running()).min(limit),
+            m => (m as usize).saturating_sub(self.queued).min(limit),
         };
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s, Slot::Pending))
-            .map(|(i, _)| i as u32)
-            .take(room)
-            .collect()
-    }
-
-    /// `index` was launched as `task_id`.
-    pub fn launched(&mut self, index: u32, task_id: String, now: Instant) {
-        if let Some(slot) = self.slots.get_mut(index as usize) {
-            *slot = Slot::Running {
-                task_id,
-                started: now,
-                killing: None,
-            };
+        let mut fed = 0;
+        while fed < room && self.cursor < self.slots.len() {
+            let index = self.cursor as u32;
+            self.cursor += 1;
+            if self.slots[index as usize] == Slot::Pending {
+                self.enqueue(queue, index);
+                fed += 1;
+            }
         }
+        fed
     }
 
-    /// A launch was refused by the master: the task goes back to pending.
-    pub fn launch_failed(&mut self, index: u32) {
-        if let Some(slot) = self.slots.get_mut(index as usize)
-            && matches!(slot, Slot::Running { .. })
-        {
-            *slot = Slot::Pending;
-        }
+    fn enqueue(&mut self, queue: &mut WorkQueue<Key>, index: u32) -> ItemId {
+        let key = Key {
+            job: self.name.clone(),
+            index,
+        };
+        let resume = mezzo_sdk::queue::Resume {
+            attempt: self.next_attempt(index),
+            requeues: self.progress.requeued.get(&index).copied().unwrap_or(0),
+        };
+        let request = mezzo_sdk::offers::TaskRequest::new(&self.resources());
+        let id = queue.submit_with(key, request, self.policy.clone(), resume);
+        self.slots[index as usize] = Slot::Queued(id);
+        self.queued += 1;
+        id
     }
 
-    /// A status update for `index`. Non-terminal updates of an unknown
-    /// attempt adopt it as running (reconciliation after a restart). Only
-    /// the current attempt counts: a resent or late update of an attempt
-    /// already recorded changes nothing. What each end does is in
-    /// docs/batch.md ("Outcome"): DROPPED launches again without spending
-    /// an attempt; UNREACHABLE holds the index (the task may still run, so
-    /// it is never launched twice); LOST and GONE follow `on_lost`.
-    pub fn update(
-        &mut self,
-        index: u32,
-        task_id: &str,
-        state: TaskState,
-        exit_code: Option<i32>,
-        message: &str,
-        now: Instant,
-    ) -> Outcome {
-        self.end(index, task_id, state, exit_code, message, now, false)
+    /// One task's resources (checked when the job was submitted).
+    pub fn resources(&self) -> mezzo_sdk::Resources {
+        mezzo_sdk::Resources::parse(&self.spec.resources_text()).unwrap_or_default()
     }
 
-    /// The task of `index` was killed because an operator drained its
-    /// agent (`REASON_AGENT_DRAINING`): no fault of its own, so it starts
-    /// again elsewhere within its attempt (as a lost task with `on_lost =
-    /// "requeue"`, up to the same limit), whatever `on_lost` says.
-    pub fn drained(&mut self, index: u32, task_id: &str, message: &str, now: Instant) -> Outcome {
-        self.end(index, task_id, TaskState::Killed, None, message, now, true)
+    /// A task the queue did not launch (the framework restarted; the SDK's
+    /// reconciliation reports it): taken as the run of `index` when it is
+    /// of the current attempt or later and the index has no other run.
+    /// Returns whether it was.
+    pub fn adopt(&mut self, queue: &mut WorkQueue<Key>, index: u32, task_id: &str, now: tokio::time::Instant) -> bool {
+        let Some(attempt) = attempt_of(task_id) else {
+            return false;
+        };
+        let id = match self.slots.get(index as usize) {
+            Some(Slot::Pending) if self.may_run() && attempt >= self.next_attempt(index) => self.enqueue(queue, index),
+            Some(Slot::Queued(id)) => *id,
+            _ => return false,
+        };
+        queue.adopt(id, task_id, attempt, now)
     }
 
-    #[allow(clippy::too_many_arguments)] // the update's fields, and how to take it
-    fn end(
-        &mut self,
-        index: u32,
-        task_id: &str,
-        state: TaskState,
-        exit_code: Option<i32>,
-        message: &str,
-        now: Instant,
-        drained: bool,
-    ) -> Outcome {
+    /// Records what the queue reported of `index`.
+    pub fn record(&mut self, index: u32, change: &Change<Key>) {
         let i = index as usize;
-        let Some(slot) = self.slots.get(i).cloned() else {
-            return Outcome::Nothing;
-        };
-        if self.retired.get(&index).is_some_and(|t| t == task_id) {
-            return Outcome::Nothing;
-        }
-        let current = parse_full(task_id).is_some_and(|(_, _, attempt)| attempt >= self.next_attempt(index));
-        let tracked = matches!(&slot, Slot::Running { task_id: t, .. } if t == task_id);
-        if !state.is_terminal() || state == TaskState::Unreachable {
-            // A task the framework did not know it had (it was restarted):
-            // adopt it rather than launch the index again.
-            if current && matches!(slot, Slot::Pending | Slot::Backoff { .. }) {
-                self.slots[i] = Slot::Running {
-                    task_id: task_id.to_owned(),
-                    started: now,
-                    killing: None,
+        self.dirty = true;
+        match change {
+            Change::Relaunching {
+                why: Relaunch::Dropped, ..
+            } => self.progress.dropped_relaunched += 1,
+            Change::Relaunching { .. } => *self.progress.requeued.entry(index).or_default() += 1,
+            Change::Retrying { failure, .. } => self.failed_attempt(index, failure),
+            Change::Ended(o) => {
+                self.queued = self.queued.saturating_sub(1);
+                self.slots[i] = match &o.ended {
+                    Ended::Succeeded => {
+                        self.done[i / 8] |= 1 << (i % 8);
+                        self.succeeded += 1;
+                        Slot::Succeeded
+                    }
+                    Ended::Failed(f) => {
+                        self.failed_attempt(index, f);
+                        self.progress.failed.insert(index);
+                        self.failed += 1;
+                        Slot::Failed
+                    }
+                    Ended::Cancelled => Slot::Cancelled,
                 };
             }
-            if tracked && state == TaskState::Running {
-                self.drops.remove(&index);
-            }
-            return Outcome::Nothing;
         }
-        if state == TaskState::Dropped {
-            // Only the launch the slot waits for: a resent DROPPED, or one
-            // of a launch already replaced, must not count again.
-            return if tracked {
-                self.dropped(index, task_id, message, now)
-            } else {
-                Outcome::Nothing
-            };
-        }
-        let killing = match &slot {
-            Slot::Running {
-                task_id: t, killing, ..
-            } if t == task_id => *killing,
-            // A terminal update of the current attempt that we did not
-            // track (we were restarted): count it.
-            Slot::Pending | Slot::Backoff { .. } if current => None,
-            _ => return Outcome::Nothing,
-        };
-        self.dirty = true;
-        if state == TaskState::Finished {
-            self.slots[i] = Slot::Succeeded;
-            self.done[i / 8] |= 1 << (i % 8);
-            self.forget_relaunches(index);
-            return Outcome::Recorded;
-        }
-        if killing == Some(Kill::Cancel) || self.progress.cancelled {
-            self.slots[i] = Slot::Cancelled;
-            return Outcome::Recorded;
-        }
-        let lost = matches!(state, TaskState::Lost | TaskState::Gone);
-        if (lost && self.spec.on_lost == OnLost::Requeue || drained) && killing.is_none() {
-            let requeued = self.progress.requeued.entry(index).or_default();
-            if *requeued < MAX_REQUEUES {
-                *requeued += 1;
-                self.relaunch(index, task_id);
-                return Outcome::Recorded;
-            }
-        }
-        let reason = match killing {
-            Some(Kill::Timeout) => format!(
-                "timed out after {}",
-                humantime::format_duration(self.spec.timeout.unwrap_or_default())
-            ),
-            _ if drained => format!("drained {} times: {message}", MAX_REQUEUES + 1),
-            _ if lost && self.spec.on_lost == OnLost::Requeue => {
-                format!("lost {} times: {message}", MAX_REQUEUES + 1)
-            }
-            _ if message.is_empty() => state.name().to_owned(),
-            _ => message.to_owned(),
-        };
-        self.fail(index, state, exit_code, reason, now)
     }
 
-    /// The tracked launch of `index` was dropped before it started.
-    fn dropped(&mut self, index: u32, task_id: &str, message: &str, now: Instant) -> Outcome {
-        self.dirty = true;
-        if self.progress.cancelled {
-            self.slots[index as usize] = Slot::Cancelled;
-            return Outcome::Recorded;
-        }
-        let drops = self.drops.entry(index).or_default();
-        *drops += 1;
-        if *drops >= MAX_DROPS {
-            self.drops.remove(&index);
-            let reason = format!("dropped {MAX_DROPS} times in a row: {message}");
-            return self.fail(index, TaskState::Dropped, None, reason, now);
-        }
-        self.progress.dropped_relaunched += 1;
-        self.relaunch(index, task_id);
-        Outcome::Recorded
-    }
-
-    /// `index` launches again within its attempt, under a new task id.
-    fn relaunch(&mut self, index: u32, gave_up_on: &str) {
-        *self.relaunches.entry(index).or_default() += 1;
-        self.retired.insert(index, gave_up_on.to_owned());
-        self.slots[index as usize] = Slot::Pending;
-    }
-
-    fn forget_relaunches(&mut self, index: u32) {
-        self.relaunches.remove(&index);
-        self.drops.remove(&index);
-        self.retired.remove(&index);
-    }
-
-    /// Records a failed attempt of `index`: backoff before the next one,
-    /// or failed for good once the retries are spent.
-    fn fail(&mut self, index: u32, state: TaskState, exit_code: Option<i32>, reason: String, now: Instant) -> Outcome {
-        self.dirty = true;
-        let attempt = self.next_attempt(index);
-        self.progress.failed_attempts.insert(index, attempt);
+    fn failed_attempt(&mut self, index: u32, f: &mezzo_sdk::Failure) {
+        self.progress.failed_attempts.insert(index, f.attempt);
         self.progress.failures.insert(
             index,
             Failure {
-                attempt,
-                state: state.name().to_owned(),
-                exit_code,
-                reason: reason.chars().take(MAX_REASON).collect(),
+                attempt: f.attempt,
+                state: f.state.name().to_owned(),
+                exit_code: f.exit_code,
+                reason: f.reason.chars().take(MAX_REASON).collect(),
             },
         );
-        // A new attempt number makes new ids on its own.
-        self.relaunches.remove(&index);
-        if attempt <= self.spec.retries {
-            self.slots[index as usize] = Slot::Backoff {
-                until: now + self.spec.backoff_before(attempt + 1),
-            };
-        } else {
-            self.slots[index as usize] = Slot::Failed;
-            self.progress.failed.insert(index);
-            self.forget_relaunches(index);
-        }
-        Outcome::Recorded
     }
 
-    /// Moves due backoffs to pending; returns tasks over their timeout to
-    /// kill (marked as being killed).
-    pub fn tick(&mut self, now: Instant) -> Vec<String> {
-        let mut kill = Vec::new();
-        for slot in &mut self.slots {
-            match slot {
-                Slot::Backoff { until } if *until <= now => *slot = Slot::Pending,
-                Slot::Running {
-                    task_id,
-                    started,
-                    killing: k @ None,
-                } if self.spec.timeout.is_some_and(|t| now.duration_since(*started) >= t) => {
-                    *k = Some(Kill::Timeout);
-                    kill.push(task_id.clone());
-                }
-                _ => {}
-            }
-        }
-        kill
-    }
-
-    /// Cancels the job: nothing more launches; returns running tasks to kill.
-    pub fn cancel(&mut self) -> Vec<String> {
+    /// Cancels the job: nothing more is handed to the queue, and pending
+    /// tasks are cancelled; returns the queue's items to cancel.
+    pub fn cancel(&mut self) -> Vec<ItemId> {
         if !self.progress.cancelled {
             self.progress.cancelled = true;
             self.dirty = true;
         }
-        let mut kill = Vec::new();
+        let mut queued = Vec::new();
         for slot in &mut self.slots {
             match slot {
-                Slot::Pending | Slot::Backoff { .. } => *slot = Slot::Cancelled,
-                Slot::Running { task_id, killing, .. } => {
-                    *killing = Some(Kill::Cancel);
-                    kill.push(task_id.clone());
-                }
+                Slot::Pending => *slot = Slot::Cancelled,
+                Slot::Queued(id) => queued.push(*id),
                 _ => {}
             }
         }
-        kill
+        queued
     }
 
     /// A dependency failed or was cancelled: the job will not run.
@@ -502,17 +359,40 @@ impl Job {
         }
     }
 
+    /// Where task `index` is, as `status` shows it: its state's name, and
+    /// its task id while it runs.
+    pub fn task_state<'q>(&self, index: u32, queue: &'q WorkQueue<Key>) -> (&'static str, Option<&'q str>) {
+        let skipped = self.progress.abandoned.is_some();
+        match self.slots[index as usize] {
+            Slot::Pending if skipped => ("skipped", None),
+            Slot::Pending => ("pending", None),
+            Slot::Queued(id) => match queue.state(id).map(|(s, _)| s) {
+                Some(ItemState::Running { task_id, .. }) => ("running", Some(task_id)),
+                Some(ItemState::Backoff(_)) => ("backoff", None),
+                _ => ("pending", None),
+            },
+            Slot::Succeeded => ("succeeded", None),
+            Slot::Failed => ("failed", None),
+            Slot::Cancelled => ("cancelled", None),
+        }
+    }
+
     /// Counts of succeeded, failed, running, and retried tasks.
-    pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for slot in &self.slots {
+    pub fn counts(&self, queue: &WorkQueue<Key>) -> Counts {
+        let mut c = Counts {
+            succeeded: self.succeeded,
+            failed: self.failed,
+            ..Counts::default()
+        };
+        for (i, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Succeeded => c.succeeded += 1,
-                Slot::Failed => c.failed += 1,
-                Slot::Running { .. } => c.running += 1,
                 Slot::Cancelled => c.cancelled += 1,
-                Slot::Pending | Slot::Backoff { .. } if self.progress.abandoned.is_some() => c.skipped += 1,
-                Slot::Pending | Slot::Backoff { .. } => c.pending += 1,
+                Slot::Pending | Slot::Queued(_) => match self.task_state(i as u32, queue).0 {
+                    "running" => c.running += 1,
+                    "skipped" => c.skipped += 1,
+                    _ => c.pending += 1,
+                },
+                Slot::Succeeded | Slot::Failed => {}
             }
         }
         c.retried = self.progress.failed_attempts.len();
@@ -524,9 +404,9 @@ impl Job {
     /// The job's overall state; `deps_ok` says whether every dependency
     /// has succeeded.
     pub fn state(&self, deps_ok: bool) -> JobState {
-        let c = self.counts();
+        let n = self.slots.len();
         if self.progress.cancelled {
-            return if c.running > 0 {
+            return if self.queued > 0 {
                 JobState::Cancelling
             } else {
                 JobState::Cancelled
@@ -535,13 +415,13 @@ impl Job {
         if self.progress.abandoned.is_some() {
             return JobState::Skipped;
         }
-        if c.succeeded == self.slots.len() {
+        if self.succeeded == n {
             return JobState::Succeeded;
         }
-        if c.succeeded + c.failed == self.slots.len() {
+        if self.succeeded + self.failed == n {
             return JobState::Failed;
         }
-        if !deps_ok && c.running == 0 {
+        if !deps_ok && self.queued == 0 {
             return JobState::Waiting;
         }
         JobState::Running
@@ -573,150 +453,162 @@ pub struct Counts {
 mod tests {
     use std::time::Duration;
 
+    use mezzo_sdk::{TaskState, v1};
+    use tokio::time::Instant;
+
     use super::*;
 
-    fn spec(count: u32, retries: u32) -> JobSpec {
+    fn spec(count: u32, retries: u32, extra: &str) -> JobSpec {
         let text = format!(
-            "[[job]]\nname = \"j\"\ncommand = \"x\"\ncount = {count}\nretries = {retries}\nbackoff = \"1s\"\ntimeout = \"5s\"\n"
+            "[[job]]\nname = \"j\"\ncommand = \"x\"\ncount = {count}\nretries = {retries}\nbackoff = \"1s\"\n{extra}"
         );
         crate::spec::parse(&text, &Default::default()).expect("spec").remove(0)
     }
 
-    #[test]
-    fn a_flaky_task_retries_after_backoff_then_succeeds() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(1, 1), Progress::default());
-        assert_eq!(j.launchable(10), vec![0]);
-        j.launched(0, task_id("j", 0, 1, 1), now);
-        let out = j.update(0, "j.0.1.1", TaskState::Failed, Some(3), "exit 3", now);
-        assert_eq!(out, Outcome::Recorded);
-        assert!(matches!(j.slots[0], Slot::Backoff { .. }));
-        assert!(j.launchable(10).is_empty(), "backing off");
-        j.tick(now + Duration::from_millis(999));
-        assert!(j.launchable(10).is_empty());
-        j.tick(now + Duration::from_secs(1));
-        assert_eq!(j.launchable(10), vec![0]);
-        assert_eq!(j.next_attempt(0), 2);
-        j.launched(0, task_id("j", 0, 2, 1), now);
-        j.update(0, "j.0.2.1", TaskState::Finished, Some(0), "", now);
-        assert_eq!(j.state(true), JobState::Succeeded);
-        let c = j.counts();
-        assert_eq!((c.succeeded, c.retried), (1, 1));
-        assert_eq!(j.progress.failures[&0].exit_code, Some(3));
+    fn queue() -> WorkQueue<Key> {
+        WorkQueue::new("test", RetryPolicy::default())
     }
 
-    #[test]
-    fn retries_exhausted_fail_the_task_and_the_job() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(2, 0), Progress::default());
-        j.launched(0, "j.0.1.1".into(), now);
-        j.launched(1, "j.1.1.1".into(), now);
-        j.update(0, "j.0.1.1", TaskState::Failed, Some(1), "boom", now);
-        assert_eq!(j.slots[0], Slot::Failed);
-        assert_eq!(j.state(true), JobState::Running);
-        j.update(1, "j.1.1.1", TaskState::Finished, Some(0), "", now);
-        assert_eq!(j.state(true), JobState::Failed);
-    }
-
-    #[test]
-    fn timeouts_kill_and_count_as_failures() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(1, 0), Progress::default());
-        j.launched(0, "j.0.1.1".into(), now);
-        assert!(j.tick(now + Duration::from_secs(4)).is_empty());
-        assert_eq!(j.tick(now + Duration::from_secs(5)), vec!["j.0.1.1".to_owned()]);
-        assert!(j.tick(now + Duration::from_secs(6)).is_empty(), "killed once");
-        j.update(0, "j.0.1.1", TaskState::Killed, None, "killed", now);
-        assert!(j.progress.failures[&0].reason.contains("timed out after 5s"));
-        assert_eq!(j.state(true), JobState::Failed);
-    }
-
-    #[test]
-    fn cancel_kills_running_and_drops_pending() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(3, 0), Progress::default());
-        j.launched(0, "j.0.1.1".into(), now);
-        assert_eq!(j.cancel(), vec!["j.0.1.1".to_owned()]);
-        assert_eq!(j.state(true), JobState::Cancelling);
-        assert!(j.launchable(10).is_empty());
-        j.update(0, "j.0.1.1", TaskState::Killed, None, "", now);
-        assert_eq!(j.state(true), JobState::Cancelled);
-        assert_eq!(j.counts().cancelled, 3);
-    }
-
-    #[test]
-    fn progress_survives_a_restart_and_running_tasks_are_adopted() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(20, 1), Progress::default());
-        for i in 0..20 {
-            j.launched(i, task_id("j", i, 1, 1), now);
+    fn status(task: &str, state: TaskState) -> v1::TaskStatus {
+        v1::TaskStatus {
+            task_id: task.into(),
+            state: state.to_proto() as i32,
+            exit_code: (state == TaskState::Failed).then_some(3),
+            message: "boom".into(),
+            ..Default::default()
         }
-        for i in 0..10 {
-            j.update(i, &task_id("j", i, 1, 1), TaskState::Finished, Some(0), "", now);
+    }
+
+    /// Runs `index` as `task` (what a launch from an offer does) and
+    /// feeds its end to the queue and the job.
+    fn run(j: &mut Job, q: &mut WorkQueue<Key>, index: u32, task: &str, end: TaskState, now: Instant) {
+        assert!(j.adopt(q, index, task, now), "{task} runs");
+        if let Some(change) = q.update(&status(task, end), now) {
+            j.record(index, &change);
         }
-        j.update(10, &task_id("j", 10, 1, 1), TaskState::Failed, Some(1), "x", now);
+    }
+
+    #[test]
+    fn the_policy_follows_the_spec() {
+        let j = Job::new(
+            spec(1, 2, "timeout = \"5s\"\non_lost = \"fail\"\n"),
+            Progress::default(),
+        );
+        let p = &j.policy;
+        assert_eq!(
+            (p.attempts, p.backoff, p.max_backoff),
+            (3, Duration::from_secs(1), MAX_BACKOFF)
+        );
+        assert_eq!(
+            (p.max_drops, p.requeue_lost, p.max_requeues),
+            (MAX_DROPS - 1, false, MAX_REQUEUES)
+        );
+        assert_eq!(p.timeout, Some(Duration::from_secs(5)));
+        assert!(Job::new(spec(1, 0, ""), Progress::default()).policy.requeue_lost);
+    }
+
+    #[test]
+    fn failed_attempts_and_ends_are_recorded_durably() {
+        let now = Instant::now();
+        let mut q = queue();
+        let mut j = Job::new(spec(2, 1, ""), Progress::default());
+        assert_eq!(j.feed(&mut q, 10), 2);
+        run(&mut j, &mut q, 0, "j.0.1.1", TaskState::Failed, now);
+        assert_eq!(j.progress.failed_attempts[&0], 1);
+        let f = &j.progress.failures[&0];
+        assert_eq!(
+            (f.state.as_str(), f.exit_code, f.reason.as_str()),
+            ("TASK_FAILED", Some(3), "boom")
+        );
+        assert_eq!(j.task_state(0, &q).0, "backoff");
+        run(&mut j, &mut q, 0, "j.0.2.1", TaskState::Finished, now);
+        run(&mut j, &mut q, 1, "j.1.1.1", TaskState::Failed, now);
+        assert_eq!(j.state(true), JobState::Running, "index 1 has a retry left");
+        run(&mut j, &mut q, 1, "j.1.2.1", TaskState::Failed, now);
+        assert_eq!(j.state(true), JobState::Failed);
+        let c = j.counts(&q);
+        assert_eq!(
+            (c.succeeded, c.failed, c.retried, c.running, c.pending),
+            (1, 1, 2, 0, 0)
+        );
+        assert!(q.is_empty());
+        // A restart keeps what ended and the attempts spent.
         let saved = serde_json::to_string(&j.snapshot()).expect("ser");
-        let mut again = Job::new(spec(20, 1), serde_json::from_str(&saved).expect("de"));
-        assert_eq!(again.counts().succeeded, 10, "finished tasks are not rerun");
-        assert_eq!(again.next_attempt(10), 2, "the failed attempt is remembered");
-        // Reconciliation reports index 11 still running: adopted, not relaunched.
-        again.update(11, &task_id("j", 11, 1, 1), TaskState::Running, None, "", now);
-        let launch = again.launchable(100);
-        assert!(!launch.contains(&11) && !launch.contains(&5), "{launch:?}");
-        assert_eq!(launch.len(), 9, "10 and 12..20");
-    }
-
-    /// The agent resends an update until it is acknowledged, and the
-    /// framework acknowledges only after saving: a resent failure must
-    /// not count twice.
-    #[test]
-    fn a_resent_failure_counts_once() {
-        let now = Instant::now();
-        let mut j = Job::new(spec(1, 3), Progress::default());
-        j.launched(0, task_id("j", 0, 1, 1), now);
-        assert_eq!(
-            j.update(0, "j.0.1.1", TaskState::Failed, Some(3), "", now),
-            Outcome::Recorded
-        );
-        assert_eq!(
-            j.update(0, "j.0.1.1", TaskState::Failed, Some(3), "", now),
-            Outcome::Nothing
-        );
-        assert_eq!(j.next_attempt(0), 2);
-        // A late RUNNING of the failed attempt is not adopted either.
-        j.update(0, "j.0.1.1", TaskState::Running, None, "", now);
-        assert!(matches!(j.slots[0], Slot::Backoff { .. }));
-        j.tick(now + Duration::from_secs(5));
-        j.launched(0, task_id("j", 0, 2, 1), now);
-        j.update(0, "j.0.2.1", TaskState::Finished, Some(0), "", now);
-        assert_eq!(
-            j.update(0, "j.0.2.1", TaskState::Finished, Some(0), "", now),
-            Outcome::Nothing
-        );
-        assert_eq!(j.counts().retried, 1);
-        assert_eq!(j.progress.failures[&0].attempt, 1);
+        let again = Job::new(spec(2, 1, ""), serde_json::from_str(&saved).expect("de"));
+        assert_eq!((again.slots[0], again.slots[1]), (Slot::Succeeded, Slot::Failed));
+        assert_eq!(again.next_attempt(0), 2);
     }
 
     #[test]
-    fn max_parallel_caps_launches() {
+    fn drops_and_requeues_are_counted_without_spending_an_attempt() {
         let now = Instant::now();
-        let mut s = spec(10, 0);
-        s.max_parallel = 3;
-        let mut j = Job::new(s, Progress::default());
-        assert_eq!(j.launchable(100), vec![0, 1, 2]);
-        j.launched(0, "j.0.1.1".into(), now);
-        assert_eq!(j.launchable(100).len(), 2);
+        let mut q = queue();
+        let mut j = Job::new(spec(1, 0, ""), Progress::default());
+        j.feed(&mut q, 1);
+        run(&mut j, &mut q, 0, "j.0.1.1", TaskState::Dropped, now);
+        run(&mut j, &mut q, 0, "j.0.1.1.1", TaskState::Lost, now);
+        assert_eq!(j.progress.dropped_relaunched, 1);
+        assert_eq!(j.progress.requeued[&0], 1);
+        assert_eq!(j.next_attempt(0), 1);
+        // The requeues spent are resumed after a restart.
+        let mut again = Job::new(spec(1, 0, ""), j.snapshot());
+        let mut q2 = queue();
+        again.feed(&mut q2, 1);
+        for n in 0..2 {
+            run(&mut again, &mut q2, 0, &format!("j.0.1.2.{n}"), TaskState::Lost, now);
+        }
+        run(&mut again, &mut q2, 0, "j.0.1.2.5", TaskState::Lost, now);
+        assert_eq!(again.slots[0], Slot::Failed, "lost 4 times in all");
+        assert!(again.progress.failures[&0].reason.starts_with("lost 4 times"));
+    }
+
+    #[test]
+    fn a_restart_adopts_running_tasks_instead_of_launching_them_again() {
+        let now = Instant::now();
+        let mut progress = Progress::default();
+        progress.failed_attempts.insert(3, 1);
+        let mut j = Job::new(spec(5, 2, ""), progress);
+        let mut q = queue();
+        // Reconciliation reports 1 running, and an old attempt of 3.
+        assert!(j.adopt(&mut q, 1, "j.1.1.1", now));
+        assert!(!j.adopt(&mut q, 3, "j.3.1.1", now), "attempt 1 of 3 is spent");
+        assert_eq!(j.feed(&mut q, 10), 4, "the other four");
+        assert_eq!(q.running(), 1);
+        assert_eq!(j.task_state(1, &q), ("running", Some("j.1.1.1")));
+        // An update of a task the job never had changes nothing.
+        assert!(!j.adopt(&mut q, 9, "j.9.1.1", now));
+        assert!(!j.adopt(&mut q, 2, "not-ours", now));
+    }
+
+    #[test]
+    fn max_parallel_counts_the_tasks_in_the_queue() {
+        let now = Instant::now();
+        let mut q = queue();
+        let mut j = Job::new(spec(10, 0, "max_parallel = 3\n"), Progress::default());
+        assert_eq!(j.feed(&mut q, 100), 3);
+        assert_eq!(j.feed(&mut q, 100), 0);
+        run(&mut j, &mut q, 0, "j.0.1.1", TaskState::Finished, now);
+        assert_eq!(j.feed(&mut q, 100), 1);
+        assert_eq!(j.slots[3], Slot::Queued(3));
+    }
+
+    #[test]
+    fn cancel_ends_pending_tasks_and_names_the_queued() {
+        let mut q = queue();
+        let mut j = Job::new(spec(4, 0, "max_parallel = 2\n"), Progress::default());
+        j.feed(&mut q, 10);
+        assert_eq!(j.cancel(), vec![0, 1]);
+        assert_eq!(j.state(true), JobState::Cancelling);
+        assert_eq!(j.feed(&mut q, 10), 0, "nothing more runs");
+        assert_eq!(j.counts(&q).cancelled, 2);
     }
 
     #[test]
     fn task_ids_round_trip() {
         let id = task_id("render-1", 42, 3, 7);
         assert_eq!(parse_task_id(&id), Some(("render-1", 42)));
+        assert_eq!(attempt_of("render-1.42.3.7.2"), Some(3));
         assert_eq!(parse_task_id("x.1"), None);
         assert_eq!(parse_task_id("x.a.1.1"), None);
-        assert!(mezzo_sdk::v1::TaskInfo::default().task_id.is_empty());
     }
 }
-
-#[cfg(test)]
-mod outcome_tests;

@@ -1,98 +1,61 @@
 //! Turning offers into launches, and knowing how large agents are.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mezzo_sdk::offers::{Placed, Strategy, TaskRequest, pack};
 use mezzo_sdk::{MasterHttp, Resources, TaskBuilder, v1};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tokio::time::Instant;
+use tracing::debug;
 
 use super::{BatchError, State};
 use crate::spec::JobSpec;
 
-/// Most tasks considered per batch of offers (bounds the work per event).
-const MAX_PER_ROUND: usize = 4096;
-/// Offers declined while there is nothing to run stay away this long
-/// (a revive brings them back when work appears).
-const IDLE_REFUSE: f64 = 30.0;
-/// Offers too small for any waiting task come back after this long. A
-/// decline filters the whole agent, so a long one would hide the resources
-/// that finishing tasks free meanwhile (1 s here cost a third of the
-/// throughput); a short one lets them merge into a usable offer.
-const BUSY_REFUSE: f64 = 0.1;
+/// Offers are declined for this long while launches are held (the saved
+/// jobs are not loaded yet, or a restart's reconciliation has not ended).
+const HOLD_REFUSE: f64 = 0.1;
 
 impl State {
-    /// Packs launchable tasks of runnable jobs, in submission order, into
-    /// the offers (spread over their hosts); declines what is left.
+    /// Lets the work queue place and launch what waits (the tasks of
+    /// runnable jobs, in submission order, spread over the hosts); it
+    /// declines what is left.
     pub(super) async fn offers(&mut self, offers: Vec<v1::Offer>) {
         let now = Instant::now();
         let holding = self.hold_until.is_some_and(|t| t > now);
-        let mut wanted: Vec<(String, u32, TaskRequest)> = Vec::new();
-        if self.loaded && self.connected && !holding {
-            for name in &self.order {
-                let Some(job) = self.jobs.get(name) else { continue };
-                if wanted.len() >= MAX_PER_ROUND || !self.deps_ok(job) {
-                    continue;
-                }
-                let Ok(res) = Resources::parse(&job.spec.resources_text()) else {
-                    continue;
-                };
-                let req = TaskRequest::new(&res);
-                for index in job.launchable(MAX_PER_ROUND - wanted.len()) {
-                    wanted.push((name.clone(), index, req.clone()));
-                }
+        if !self.loaded || !self.connected || holding {
+            let ids = offers.into_iter().map(|o| o.offer_id).collect();
+            if let Err(e) = self.scheduler.decline(ids, Some(HOLD_REFUSE)).await {
+                debug!(error = %e, "decline failed");
             }
-        }
-        let requests: Vec<TaskRequest> = wanted.iter().map(|(_, _, r)| r.clone()).collect();
-        let packing = match pack(&offers, &requests, Strategy::Spread, &[], &mut Placed::default()) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "offers with bad resources; declining them");
-                Default::default()
-            }
-        };
-        for (offer, placed) in packing.by_offer() {
-            let mut tasks = Vec::with_capacity(placed.len());
-            let mut launched = Vec::with_capacity(placed.len());
-            for p in placed {
-                let (name, index, _) = &wanted[p.request];
-                let Some(job) = self.jobs.get_mut(name) else { continue };
-                let id = job.next_task_id(*index, self.epoch);
-                tasks.push(task_info(&job.spec, &id, *index, &p.resources));
-                job.launched(*index, id.clone(), now);
-                self.runs
-                    .launched(name, *index, &id, &offers[offer], mezzo_sdk::clock::unix_now());
-                launched.push((name.clone(), *index));
-            }
-            let offer_id = offers[offer].offer_id.clone();
-            if let Err(e) = self.scheduler.accept(vec![offer_id], tasks, Some(0.0)).await {
-                warn!(error = %e, tasks = launched.len(), "accept failed; the tasks stay pending");
-                for (name, index) in launched {
-                    if let Some(job) = self.jobs.get_mut(&name) {
-                        job.launch_failed(index);
-                    }
-                }
-            }
-        }
-        self.report_waiting(&offers, &wanted, &packing.unplaced).await;
-        let unused: Vec<String> = packing
-            .unused_offers(offers.len())
-            .into_iter()
-            .map(|i| offers[i].offer_id.clone())
-            .collect();
-        if unused.is_empty() {
             return;
         }
-        // Nothing at all to do: keep offers away until a revive.
-        let idle = self.loaded && !holding && self.jobs.values().all(|j| j.launchable(1).is_empty());
-        let refuse = if idle { IDLE_REFUSE } else { BUSY_REFUSE };
-        if idle && !self.suppressed {
-            self.suppressed = true;
-            debug!("nothing to launch; declining offers until new work arrives");
+        // Only worth working out when a report of waiting tasks may be sent.
+        let largest = self.report_due(now).then(|| largest_offer(&offers));
+        let jobs = &self.jobs;
+        let round = self
+            .queue
+            .offers(
+                &self.scheduler,
+                offers,
+                |key, b| match jobs.get(&*key.job) {
+                    Some(job) => task(&job.spec, key.index, b),
+                    None => b,
+                },
+                now,
+            )
+            .await;
+        let at = mezzo_sdk::clock::unix_now();
+        for l in &round.launched {
+            if let Some(key) = self.queue.payload(l.id) {
+                self.runs.launched(&key.job, key.index, &l.task_id, &l.location, at);
+            }
         }
-        if let Err(e) = self.scheduler.decline(unused, Some(refuse)).await {
-            debug!(error = %e, "decline failed");
-        }
+        let unplaced: Vec<(String, u32)> = round
+            .unplaced
+            .iter()
+            .filter_map(|id| self.queue.payload(*id))
+            .map(|k| (k.job.to_string(), k.index))
+            .collect();
+        self.report_waiting(largest, &unplaced, now).await;
     }
 }
 
@@ -101,16 +64,26 @@ const MAX_REPORTED: usize = 100;
 /// Shortest time between two pending reports that both name waiting tasks.
 const PENDING_EVERY: Duration = Duration::from_secs(1);
 
+/// "largest offer cpus:…", for the reasons of waiting tasks.
+fn largest_offer(offers: &[v1::Offer]) -> String {
+    offers
+        .iter()
+        .filter_map(|o| Resources::from_proto(&o.resources).ok())
+        .max_by_key(|r| (r.cpus, r.mem))
+        .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"))
+}
+
 impl State {
+    /// While tasks keep waiting, every round of offers would repeat the
+    /// same report: one a second is plenty for a human asking "why".
+    fn report_due(&self, now: Instant) -> bool {
+        self.pending_sent.is_none_or(|t| now.duration_since(t) >= PENDING_EVERY)
+    }
+
     /// Tells the masters which tasks the offers had no room for, and why
     /// (shown by the dashboard and `mezzo why`); clears the report once
     /// everything found room.
-    async fn report_waiting(
-        &mut self,
-        offers: &[v1::Offer],
-        wanted: &[(String, u32, TaskRequest)],
-        unplaced: &[usize],
-    ) {
+    async fn report_waiting(&mut self, largest: Option<String>, unplaced: &[(String, u32)], now: Instant) {
         if unplaced.is_empty() {
             if self.pending_reported {
                 self.pending_reported = false;
@@ -118,29 +91,18 @@ impl State {
             }
             return;
         }
-        // While tasks keep waiting, every round of offers would repeat the
-        // same report: one a second is plenty for a human asking "why".
-        let now = Instant::now();
-        if self.pending_sent.is_some_and(|t| now.duration_since(t) < PENDING_EVERY) {
-            return;
-        }
+        let Some(largest) = largest else { return };
         self.pending_sent = Some(now);
-        let largest = offers
-            .iter()
-            .filter_map(|o| Resources::from_proto(&o.resources).ok())
-            .max_by_key(|r| (r.cpus, r.mem))
-            .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
         let report: Vec<v1::PendingTask> = unplaced
             .iter()
             .take(MAX_REPORTED)
-            .map(|&i| {
-                let (name, index, req) = &wanted[i];
+            .filter_map(|(name, index)| {
+                let need = self.jobs.get(name)?.resources();
                 let reason = format!(
-                    "job {name}: {} task(s) wait for room; each needs {}, {largest}",
+                    "job {name}: {} task(s) wait for room; each needs {need}, {largest}",
                     unplaced.len(),
-                    req.resources
                 );
-                mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(&req.resources))
+                Some(mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(&need)))
             })
             .collect();
         self.pending_reported = true;
@@ -150,11 +112,9 @@ impl State {
     }
 }
 
-/// The task for attempt `id` of `index`.
-fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1::TaskInfo {
-    let b = TaskBuilder::new(id)
-        .name(format!("{}[{index}]", spec.name))
-        .resources(resources);
+/// Task `index` of a job: `b` carries its id and resources.
+fn task(spec: &JobSpec, index: u32, b: TaskBuilder) -> TaskBuilder {
+    let b = b.name(format!("{}[{index}]", spec.name));
     // A command that is only plain words needs no shell: exec it directly
     // (a shell's start-up is a quarter of a trivial task's cost).
     let b = match plain_words(&spec.command) {
@@ -174,7 +134,7 @@ fn task_info(spec: &JobSpec, id: &str, index: u32, resources: &Resources) -> v1:
     if let Some(secret) = &spec.image_credentials {
         b = b.image_credentials(secret.clone());
     }
-    b.build()
+    b
 }
 
 /// Shell keywords and the builtins that have no program of their name.
@@ -289,6 +249,10 @@ mod tests {
         }
     }
 
+    fn built(id: &str) -> TaskBuilder {
+        TaskBuilder::new(id).resources(&Resources::parse("cpus:0.1;mem:32").expect("res"))
+    }
+
     fn spec(text: &str) -> Vec<JobSpec> {
         crate::spec::parse(text, &Default::default()).expect("spec")
     }
@@ -322,7 +286,7 @@ mod tests {
     #[test]
     fn task_info_carries_index_and_env() {
         let s = &spec("[[job]]\nname = \"a\"\ncommand = \"echo hi\"\nenv = { X = \"1\" }\n")[0];
-        let t = task_info(s, "a.3.1.1", 3, &Resources::parse("cpus:0.1;mem:32").expect("res"));
+        let t = task(s, 3, built("a.3.1.1")).build();
         let cmd = t.command.expect("command");
         let env: Vec<_> = cmd
             .environment
@@ -339,7 +303,7 @@ mod tests {
         let s = &spec(
             "[[job]]\nname = \"a\"\ncommand = \"x\"\nimage = \"r.example.com/a:1\"\nimage_credentials = \"login\"\n",
         )[0];
-        let t = task_info(s, "a.0.1.1", 0, &Resources::parse("cpus:0.1;mem:32").expect("res"));
+        let t = task(s, 0, built("a.0.1.1")).build();
         let image = t.container.and_then(|c| c.image).expect("image");
         assert_eq!(image.reference, "r.example.com/a:1");
         assert_eq!(image.credentials_secret, "login");

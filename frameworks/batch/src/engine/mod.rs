@@ -9,6 +9,11 @@
 //!  agent totals (watch) ◀── poller task (master /state every 2 s)
 //! ```
 //!
+//! Launching, retrying, timing out and cancelling tasks is the SDK's
+//! [`WorkQueue`]'s: the engine hands it each job's tasks as the job may
+//! run (dependencies met, within `max_parallel`), and records what it
+//! reports in the job's durable progress.
+//!
 //! Durability: a task's end is saved in the job's progress *before* its
 //! update is acknowledged (manual acknowledgements), so an update the
 //! framework never saved is resent by the agent after a restart. Running
@@ -22,13 +27,14 @@ mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mezzo_sdk::{Event, Events, MasterHttp, Scheduler, SchedulerConfig, TaskState, task_state, v1};
+use mezzo_sdk::{Event, Events, MasterHttp, RetryPolicy, Scheduler, SchedulerConfig, WorkQueue, task_state, v1};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::job::{self, Job, Outcome, Progress};
+use crate::job::{self, Job, Key, Progress};
 use crate::spec::{self, SpecError};
 use crate::store::{self, StoreError, Submission};
 pub use runs::Run;
@@ -44,10 +50,9 @@ const RECONCILE_LIMIT: Duration = Duration::from_secs(120);
 const MAX_EARLY_UPDATES: usize = 100_000;
 /// How often progress is saved and timers checked.
 const TICK: Duration = Duration::from_millis(100);
-/// How often the state of running tasks is asked for explicitly: a launch
-/// that a dying master accepted but never passed on is then reported lost
-/// instead of being waited for forever.
-const RECONCILE_EVERY: Duration = Duration::from_secs(15);
+/// Most tasks handed to the queue per tick, beyond those it holds: a job
+/// of 100,000 tasks enters it in steps, not in one long pause.
+const FEED_PER_TICK: usize = 20_000;
 
 /// Settings of the batch framework.
 #[derive(Debug, Clone)]
@@ -163,12 +168,10 @@ impl Engine {
             held_acks: Vec::new(),
             early: Vec::new(),
             runs: runs::Runs::default(),
+            queue: WorkQueue::new("batch", RetryPolicy::default()),
             agents: agents_rx,
-            suppressed: false,
             pending_reported: false,
             pending_sent: None,
-            revive: false,
-            next_reconcile: Instant::now() + RECONCILE_EVERY,
         };
         tokio::spawn(state.run(events, rx));
         Ok(Engine { tx, http })
@@ -267,15 +270,14 @@ struct State {
     early: Vec<v1::TaskStatus>,
     /// Each task's runs since this start: where, when, how they ended.
     runs: runs::Runs,
+    /// The tasks handed over to be launched, retried and timed out; its
+    /// task ids carry this start's epoch (set when the jobs are loaded).
+    queue: WorkQueue<Key>,
     agents: watch::Receiver<Vec<mezzo_sdk::Resources>>,
-    suppressed: bool,
     /// A pending report is standing at the masters (cleared when all fit).
     pending_reported: bool,
     /// When the last pending report was sent (at most one a second).
     pending_sent: Option<Instant>,
-    /// Offers are wanted again (new work); revive at the next tick.
-    revive: bool,
-    next_reconcile: Instant,
 }
 
 impl State {
@@ -311,7 +313,7 @@ impl State {
                 if !self.loaded {
                     self.load().await;
                 }
-                self.revive = true;
+                self.queue.subscribed();
             }
             Event::Disconnected { reason } => {
                 warn!(%reason, "disconnected from the master; tasks keep running");
@@ -324,7 +326,6 @@ impl State {
                 self.reconciled = true;
                 if self.hold_until.take().is_some() {
                     info!("reconciliation ended; launching");
-                    self.revive = true;
                 }
             }
             _ => {}
@@ -349,6 +350,15 @@ impl State {
             }
         };
         self.epoch = epoch;
+        // Ids never repeat: the epoch grows with every start.
+        self.queue =
+            WorkQueue::new("batch", RetryPolicy::default()).naming(move |n: &mezzo_sdk::queue::Naming<'_, Key>| {
+                let id = job::task_id(&n.payload.job, n.payload.index, n.attempt, epoch);
+                match n.relaunch {
+                    0 => id,
+                    r => format!("{id}.{r}"),
+                }
+            });
         for sub in saved.submissions {
             self.next_seq = self.next_seq.max(sub.seq + 1);
             for spec in sub.jobs {
@@ -389,14 +399,16 @@ impl State {
             return;
         };
         self.runs.update(&name, index, &status, mezzo_sdk::clock::unix_now());
-        let outcome = if state == TaskState::Killed && status.reason == v1::StatusReason::ReasonAgentDraining as i32 {
-            job.drained(index, &status.task_id, &status.message, now)
-        } else {
-            job.update(index, &status.task_id, state, status.exit_code, &status.message, now)
-        };
-        tracing::debug!(task = %status.task_id, state = state.name(), ?outcome, "update");
-        if outcome == Outcome::Recorded && state != TaskState::Finished {
-            self.revive = true;
+        // A task the queue did not launch (it was started before this
+        // framework's restart) is adopted rather than launched again; a
+        // DROPPED one never ran and counts for nothing.
+        if self.queue.item_of(&status.task_id).is_none() && state != mezzo_sdk::TaskState::Dropped {
+            job.adopt(&mut self.queue, index, &status.task_id, now);
+        }
+        let change = self.queue.update(&status, now);
+        tracing::debug!(task = %status.task_id, state = state.name(), ?change, "update");
+        if let Some(change) = &change {
+            job.record(index, change);
         }
         // Every task end (also a resent one, whose first copy may still wait
         // for the save) is acknowledged only after the next save.
@@ -427,64 +439,30 @@ impl State {
         if self.hold_until.is_some_and(|t| t <= now) {
             warn!(limit = ?RECONCILE_LIMIT, "no end of reconciliation; launching anyway");
             self.hold_until = None;
-            self.revive = true;
-        }
-        let mut kills = Vec::new();
-        for job in self.jobs.values_mut() {
-            let before = job.launchable(1).is_empty();
-            kills.extend(job.tick(now));
-            if before && !job.launchable(1).is_empty() {
-                self.revive = true;
-            }
         }
         self.abandon_orphans();
-        for task in kills {
-            self.kill(task);
-        }
-        if now >= self.next_reconcile && self.connected {
-            self.next_reconcile = now + RECONCILE_EVERY;
-            self.reconcile_running();
+        self.feed();
+        if self.connected && self.loaded {
+            self.queue.tick(&self.scheduler, now).await;
         }
         self.save().await;
-        if self.revive && self.connected && self.loaded {
-            self.revive = false;
-            self.suppressed = false;
-            if let Err(e) = self.scheduler.revive().await {
-                tracing::debug!(error = %e, "revive failed");
-                self.revive = true;
-            }
-        }
     }
 
-    /// Asks the master for the state of every running task, each with the
-    /// agent it was launched on.
-    fn reconcile_running(&self) {
-        let mut tasks = Vec::new();
-        for (name, job) in &self.jobs {
-            for (i, slot) in job.slots.iter().enumerate() {
-                if let job::Slot::Running { task_id, .. } = slot {
-                    let agent = self
-                        .runs
-                        .latest(name, i as u32, None)
-                        .filter(|r| r.task_id == *task_id)
-                        .map(|r| r.agent_id.clone())
-                        .unwrap_or_default();
-                    tasks.push((task_id.clone(), agent));
-                }
+    /// Hands the tasks of every job that may run, in submission order, to
+    /// the queue: enough to keep offers busy, within each `max_parallel`.
+    fn feed(&mut self) {
+        let mut room = FEED_PER_TICK.saturating_sub(self.queue.waiting());
+        for name in &self.order {
+            if room == 0 {
+                break;
+            }
+            let runnable = self.jobs.get(name).is_some_and(|j| self.deps_ok(j));
+            if let Some(job) = self.jobs.get_mut(name)
+                && runnable
+            {
+                room -= job.feed(&mut self.queue, room);
             }
         }
-        if tasks.is_empty() {
-            return;
-        }
-        let s = self.scheduler.clone();
-        tokio::spawn(async move {
-            for chunk in tasks.chunks(1000) {
-                if let Err(e) = s.reconcile(chunk.to_vec()).await {
-                    tracing::debug!(error = %e, "reconciliation failed; asked again later");
-                    return;
-                }
-            }
-        });
     }
 
     /// Jobs whose dependency failed or was cancelled will never run.
@@ -523,15 +501,6 @@ impl State {
     fn job_state(&self, name: &str) -> Option<job::JobState> {
         let job = self.jobs.get(name)?;
         Some(job.state(self.deps_ok(job)))
-    }
-
-    fn kill(&self, task_id: String) {
-        let s = self.scheduler.clone();
-        tokio::spawn(async move {
-            if let Err(e) = s.kill(&task_id, None).await {
-                warn!(task = %task_id, error = %e, "kill failed; retried on the next update");
-            }
-        });
     }
 
     /// Saves every changed job, then acknowledges the updates it covers.
@@ -599,10 +568,13 @@ impl State {
                 let result = match self.jobs.get_mut(&name) {
                     None => Err(BatchError::UnknownJob(name.clone())),
                     Some(job) => {
-                        let kills = job.cancel();
-                        info!(job = %name, killing = kills.len(), "job cancelled");
-                        for t in kills {
-                            self.kill(t);
+                        let queued = job.cancel();
+                        info!(job = %name, queued = queued.len(), "job cancelled");
+                        // Those waiting end at once; running ones with their kill.
+                        for change in self.queue.cancel(&self.scheduler, queued) {
+                            if let mezzo_sdk::Change::Ended(o) = &change {
+                                job.record(o.payload.index, &change);
+                            }
                         }
                         self.save().await;
                         self.summary(&name).ok_or(BatchError::UnknownJob(name))
@@ -656,7 +628,7 @@ impl State {
             self.jobs.insert(spec.name.clone(), Job::new(spec, Progress::default()));
         }
         info!(jobs = ?names, "submitted");
-        self.revive = true;
+        self.feed();
         Ok(names)
     }
 }

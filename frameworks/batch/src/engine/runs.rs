@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use mezzo_sdk::offers::Location;
 use mezzo_sdk::{TaskState, task_state, v1};
 use serde::{Deserialize, Serialize};
 
@@ -42,16 +43,16 @@ pub(super) struct Runs {
 }
 
 impl Runs {
-    /// We launched `task_id` on the agent of `offer`.
-    pub(super) fn launched(&mut self, name: &str, index: u32, task_id: &str, offer: &v1::Offer, now: f64) {
+    /// We launched `task_id` at `at`.
+    pub(super) fn launched(&mut self, name: &str, index: u32, task_id: &str, at: &Location, now: f64) {
         self.push(
             name,
             index,
             Run {
                 task_id: task_id.to_owned(),
                 attempt: job::attempt_of(task_id).unwrap_or(1),
-                agent_id: offer.agent_id.clone(),
-                host: offer.hostname.clone(),
+                agent_id: at.agent_id.clone(),
+                host: at.hostname.clone(),
                 launched_at: now,
                 ended_at: None,
                 state: TaskState::Staging.name().to_owned(),
@@ -142,10 +143,10 @@ mod tests {
 
     #[test]
     fn runs_follow_launches_and_updates_per_attempt() {
-        let offer = v1::Offer {
+        let offer = Location {
             agent_id: "a1".into(),
             hostname: "h1".into(),
-            ..Default::default()
+            attributes: Vec::new(),
         };
         let mut r = Runs::default();
         r.launched("j", 0, "j.0.1.1", &offer, 100.0);

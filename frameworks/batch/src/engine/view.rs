@@ -64,7 +64,7 @@ impl State {
             name: name.to_owned(),
             state: job.state(self.deps_ok(job)),
             count: job.spec.count,
-            counts: job.counts(),
+            counts: job.counts(&self.queue),
             depends_on: job.spec.depends_on.clone(),
             submitted_at: self.submitted_at.get(name).copied().unwrap_or(0.0),
             abandoned: job.progress.abandoned.clone(),
@@ -101,25 +101,16 @@ impl State {
                 truncated = true;
                 break;
             }
-            let skipped = job.progress.abandoned.is_some();
-            let (state, task_id) = match slot {
-                Slot::Pending | Slot::Backoff { .. } if skipped => ("skipped", None),
-                Slot::Pending => ("pending", None),
-                Slot::Backoff { .. } => ("backoff", None),
-                Slot::Running { task_id, .. } => ("running", Some(task_id.clone())),
-                Slot::Succeeded => ("succeeded", None),
-                Slot::Failed => ("failed", None),
-                Slot::Cancelled => ("cancelled", None),
-            };
+            let (state, task_id) = job.task_state(index, &self.queue);
             let failed_attempts = job.progress.failed_attempts.get(&index).copied().unwrap_or(0);
-            let attempts = failed_attempts + u32::from(matches!(slot, Slot::Succeeded | Slot::Running { .. }));
+            let attempts = failed_attempts + u32::from(matches!(state, "succeeded" | "running"));
             tasks.push(TaskView {
                 index,
                 state: state.to_owned(),
                 attempts,
                 exit_code: failure.and_then(|f| f.exit_code),
                 reason: failure.map(|f| f.reason.clone()),
-                task_id,
+                task_id: task_id.map(str::to_owned),
                 runs: self.runs.of(name, index).cloned().collect(),
             });
         }
