@@ -84,3 +84,63 @@ async fn a_thousand_items_with_failures_and_a_lost_agent_end_exactly_once() -> R
     .await;
     result.with_context(|| c.logs())
 }
+
+/// The SDK's tutorial, word for word (`framework-sdk/examples/twenty.rs`,
+/// shown in the crate's rustdoc).
+#[allow(dead_code)] // its `main`, for `cargo run --example twenty`
+mod tutorial {
+    include!("../../framework-sdk/examples/twenty.rs");
+
+    pub(crate) async fn run(config: SchedulerConfig) -> Result<(), String> {
+        twenty(config).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The tutorial against a real cluster of two agents: twenty tasks end
+/// (task 7 failed once and succeeded on its retry), its teardown returns
+/// once the master has removed the framework, and nothing of it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_runs_its_twenty_tasks_and_tears_down() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let result = async {
+        tokio::time::timeout(Duration::from_secs(120), tutorial::run(c.sdk_config("twenty")))
+            .await
+            .context("the tutorial did not end")?
+            .map_err(anyhow::Error::msg)?;
+        let page = c.get(&c.masters[0].addr, "/api/v1/frameworks?limit=100").await?;
+        let fw = page["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .find(|f| f["name"] == "twenty")
+            .cloned()
+            .with_context(|| format!("no framework twenty: {page}"))?;
+        ensure!(fw["removed_at"].as_f64().is_some(), "not removed at teardown: {fw}");
+        let id = fw["id"].as_str().context("id")?;
+        let tasks = c
+            .get(&c.masters[0].addr, &format!("/api/v1/tasks?framework={id}&limit=100"))
+            .await?;
+        let mut ends: Vec<(String, String)> = tasks["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_owned(),
+                    t["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        ends.sort();
+        let finished = ends.iter().filter(|(_, s)| s == "TASK_FINISHED").count();
+        ensure!(finished == 20, "{ends:?}");
+        ensure!(
+            ends.contains(&("twenty-7-1".to_owned(), "TASK_FAILED".to_owned()))
+                && ends.contains(&("twenty-7-2".to_owned(), "TASK_FINISHED".to_owned())),
+            "{ends:?}"
+        );
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
