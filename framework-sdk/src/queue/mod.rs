@@ -523,11 +523,12 @@ impl<T> WorkQueue<T> {
         if let Some(t) = item.policy.timeout {
             self.deadlines.remove(&(since + t, id));
         }
-        if kill == Some(Kill::Cancel) {
-            return self.finish(id, Ended::Cancelled, Some(status));
-        }
+        // A task that finished before its kill landed did succeed.
         if state == TaskState::Finished {
             return self.finish(id, Ended::Succeeded, Some(status));
+        }
+        if kill == Some(Kill::Cancel) {
+            return self.finish(id, Ended::Cancelled, Some(status));
         }
         let drained = state == TaskState::Killed && status.reason == v1::StatusReason::ReasonAgentDraining as i32;
         let lost = matches!(state, TaskState::Lost | TaskState::Gone);

@@ -245,6 +245,11 @@ fn cancelled_items_end_at_once_or_with_their_kill() {
     let out = ended(q.update(&status(&ta, TaskState::Failed), now));
     assert_eq!((out.ended, out.attempts), (Ended::Cancelled, 1));
     assert!(q.is_empty());
+    // Unless it finished before the kill landed: then it succeeded.
+    let c = q.submit("c", request());
+    let tc = launch_due(&mut q, now).remove(0);
+    assert_eq!(q.cancel_item(c), Cancelling::Kill(tc.clone()));
+    assert!(ended(q.update(&status(&tc, TaskState::Finished), now)).succeeded());
 }
 
 #[test]

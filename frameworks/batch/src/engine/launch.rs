@@ -28,6 +28,8 @@ impl State {
             }
             return;
         }
+        // Room freed since the last tick (`max_parallel`) is filled now.
+        self.feed();
         // Only worth working out when a report of waiting tasks may be sent.
         let largest = self.report_due(now).then(|| largest_offer(&offers));
         let jobs = &self.jobs;

@@ -450,7 +450,7 @@ impl State {
 
     /// Hands the tasks of every job that may run, in submission order, to
     /// the queue: enough to keep offers busy, within each `max_parallel`.
-    fn feed(&mut self) {
+    pub(super) fn feed(&mut self) {
         let mut room = FEED_PER_TICK.saturating_sub(self.queue.waiting());
         for name in &self.order {
             if room == 0 {
