@@ -33,6 +33,7 @@ pub mod netcluster;
 pub mod netns;
 pub mod oci;
 pub mod registry;
+pub mod sim;
 pub mod soak;
 
 /// Where a framework daemon finds its cluster: the environment of the

@@ -212,7 +212,7 @@ fn pids_in(ns: &str) -> Vec<i32> {
 /// A random X such that nothing on this host uses 10.211.X.0/24.
 fn free_subnet() -> Result<u8> {
     use std::hash::{BuildHasher, Hasher};
-    let used = ip(&["-4", "-o", "addr", "show"])? + &ip(&["-4", "route", "show", "table", "all"])?;
+    let used = ip(&["-4", "-o", "addr", "show"])? + ip(&["-4", "route", "show", "table", "all"])?.as_str();
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     let seed = h.finish();

@@ -1,0 +1,418 @@
+//! One simulated agent: a real `AgentApi.Attach` stream speaking the
+//! agent's side of the protocol (proto/mezzo/v1/agent.proto) the way
+//! `mezzo agent` does, minus the containers: `Register` then `Reregister`
+//! with its tasks after every reconnect, heartbeats, and each task's
+//! updates (STARTING, RUNNING, then FINISHED after the task's time, or
+//! KILLED) sent one at a time per task, each resent until acknowledged.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mezzo_proto::v1;
+use mezzo_proto::v1::agent_api_client::AgentApiClient;
+use mezzo_proto::v1::master_message::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::group::Group;
+use super::stats::Stats;
+
+/// The real agent's limits: an answer to Attach and `Registered` within
+/// 5 s, a master silent for three heartbeats is gone.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Statuses kept per task for re-registration, as the real agent.
+const KEPT_STATUSES: usize = 16;
+
+/// How the agents behave.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// A task finishes this long after it starts (`None`: it runs until
+    /// killed).
+    pub task_time: Option<Duration>,
+    /// First resend of an unacknowledged update; it doubles up to `resend_max`.
+    pub resend: Duration,
+    pub resend_max: Duration,
+}
+
+/// One task on the agent.
+#[derive(Debug)]
+struct Task {
+    framework_id: String,
+    info: v1::TaskInfo,
+    launched_at: f64,
+    latest: v1::TaskState,
+    /// Statuses sent, oldest first, for re-registration.
+    history: VecDeque<v1::TaskStatus>,
+    /// Updates not acknowledged yet; the first is in flight.
+    unacked: VecDeque<v1::TaskStatus>,
+    /// When the head was last sent, and the wait before resending it.
+    sent: Option<(Instant, Duration)>,
+    finish_at: Option<Instant>,
+}
+
+/// How a session ended.
+enum Ended {
+    /// A master named another as the leader.
+    NotLeader(String),
+    Failed(String),
+}
+
+pub(super) struct Agent {
+    pub(super) index: usize,
+    pub(super) info: v1::AgentInfo,
+    pub(super) group: Group,
+    pub(super) stats: Arc<Stats>,
+    pub(super) behaviour: Arc<Behaviour>,
+    id: Option<String>,
+    tasks: HashMap<String, Task>,
+}
+
+/// Makes status update uuids unique over the whole simulation.
+static UUIDS: AtomicU64 = AtomicU64::new(1);
+
+impl Agent {
+    pub(super) fn new(index: usize, info: v1::AgentInfo, group: Group, stats: Arc<Stats>, b: Arc<Behaviour>) -> Agent {
+        Agent {
+            index,
+            info,
+            group,
+            stats,
+            behaviour: b,
+            id: None,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Runs sessions until the simulation stops (the group goes away).
+    pub(super) async fn run(mut self) {
+        let mut after = 0;
+        loop {
+            let Some((generation, channel)) = self.group.channel(after).await else {
+                return;
+            };
+            after = generation;
+            let ended = self.session(channel).await;
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let hint = match ended {
+                Ended::NotLeader(leader) => Some(leader),
+                Ended::Failed(why) => {
+                    tracing::debug!(agent = self.index, "sim session ended: {why}");
+                    None
+                }
+            };
+            self.group.failed(generation, hint).await;
+        }
+    }
+
+    fn first_message(&self) -> v1::AgentMessage {
+        use v1::agent_message::Message as M;
+        let message = match &self.id {
+            None => M::Register(v1::Register {
+                agent: Some(self.info.clone()),
+            }),
+            Some(id) => M::Reregister(v1::Reregister {
+                agent_id: id.clone(),
+                agent: Some(self.info.clone()),
+                tasks: self.tasks.values().map(running).collect(),
+                tasks_complete: true,
+            }),
+        };
+        v1::AgentMessage { message: Some(message) }
+    }
+
+    async fn session(&mut self, channel: Channel) -> Ended {
+        let mut client = AgentApiClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel(1024);
+        let again = self.id.is_some();
+        let started = Instant::now();
+        if tx.send(self.first_message()).await.is_err() {
+            return Ended::Failed("outbound closed".into());
+        }
+        let mut inbound = match tokio::time::timeout(REGISTER_TIMEOUT, client.attach(ReceiverStream::new(rx))).await {
+            Err(_) => return Ended::Failed("no answer to Attach".into()),
+            Ok(Err(status)) => return refused(status),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let registered = loop {
+            match tokio::time::timeout_at(started + REGISTER_TIMEOUT, inbound.next()).await {
+                Err(_) => return Ended::Failed("no Registered".into()),
+                Ok(None) => return Ended::Failed("closed before Registered".into()),
+                Ok(Some(Err(status))) => return refused(status),
+                Ok(Some(Ok(v1::MasterMessage {
+                    message: Some(Message::Registered(r)),
+                }))) => break r,
+                Ok(Some(Ok(_))) => {}
+            }
+        };
+        self.id = Some(registered.agent_id.clone());
+        self.stats.registered(
+            self.index,
+            &registered.agent_id,
+            &registered.master_id,
+            started.elapsed(),
+            again,
+        );
+        let ended = self
+            .attached(&tx, &mut inbound, registered.heartbeat_interval_secs)
+            .await;
+        self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        ended
+    }
+
+    /// The registered session: answers the master, sends heartbeats,
+    /// ends tasks on time and resends what is not acknowledged.
+    async fn attached(
+        &mut self,
+        tx: &mpsc::Sender<v1::AgentMessage>,
+        inbound: &mut tonic::Streaming<v1::MasterMessage>,
+        heartbeat_secs: f64,
+    ) -> Ended {
+        let heartbeat = Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 60.0));
+        let silence = heartbeat * 3;
+        // Every head waiting for its acknowledgement goes again at once.
+        for t in self.tasks.values_mut() {
+            t.sent = None;
+        }
+        let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            self.flush(tx, Instant::now());
+            let wake = self
+                .next_wake()
+                .unwrap_or(last_heard + silence)
+                .min(last_heard + silence);
+            tokio::select! {
+                msg = inbound.next() => match msg {
+                    None => return Ended::Failed("the master closed the stream".into()),
+                    Some(Err(status)) => return refused(status),
+                    Some(Ok(msg)) => {
+                        last_heard = Instant::now();
+                        self.dispatch(msg);
+                    }
+                },
+                _ = beat.tick() => {
+                    let msg = v1::AgentMessage {
+                        message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+                    };
+                    if tx.try_send(msg).is_err() {
+                        tracing::debug!(agent = self.index, "sim heartbeat skipped: stream full");
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if last_heard.elapsed() >= silence {
+                        return Ended::Failed(format!("master silent for {silence:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: v1::MasterMessage) {
+        match msg.message {
+            Some(Message::RunTask(run)) => self.run_task(run),
+            Some(Message::KillTask(k)) => {
+                let reason = v1::StatusReason::try_from(k.reason).unwrap_or(v1::StatusReason::ReasonUnspecified);
+                let (reason, message) = if reason == v1::StatusReason::ReasonUnspecified {
+                    (v1::StatusReason::ReasonTaskKilled, "killed on request".to_owned())
+                } else {
+                    (reason, k.message)
+                };
+                self.end(&k.task_id, v1::TaskState::TaskKilled, reason, &message);
+            }
+            Some(Message::ShutdownFramework(s)) => {
+                let ids: Vec<String> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.framework_id == s.framework_id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in ids {
+                    self.end(
+                        &id,
+                        v1::TaskState::TaskKilled,
+                        v1::StatusReason::ReasonTaskKilled,
+                        "framework shut down",
+                    );
+                }
+            }
+            Some(Message::Acknowledge(ack)) => self.acknowledged(&ack),
+            Some(Message::Heartbeat(_) | Message::Registered(_)) | None => {}
+        }
+    }
+
+    fn run_task(&mut self, run: v1::RunTask) {
+        let Some(info) = run.task else { return };
+        if self.tasks.contains_key(&info.task_id) {
+            return; // a launch resent after a failover
+        }
+        self.stats.launched.fetch_add(1, Ordering::Relaxed);
+        let id = info.task_id.clone();
+        let finish_at = self.behaviour.task_time.map(|t| Instant::now() + t);
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                framework_id: run.framework_id,
+                info,
+                launched_at: run.launched_at,
+                latest: v1::TaskState::TaskStaging,
+                history: VecDeque::new(),
+                unacked: VecDeque::new(),
+                sent: None,
+                finish_at,
+            },
+        );
+        self.push(
+            &id,
+            v1::TaskState::TaskStarting,
+            v1::StatusReason::ReasonUnspecified,
+            "",
+        );
+        self.push(&id, v1::TaskState::TaskRunning, v1::StatusReason::ReasonUnspecified, "");
+    }
+
+    /// Ends a task that has not ended yet.
+    fn end(&mut self, task_id: &str, state: v1::TaskState, reason: v1::StatusReason, message: &str) {
+        let Some(t) = self.tasks.get_mut(task_id) else { return };
+        if is_terminal(t.latest) {
+            return;
+        }
+        t.finish_at = None;
+        self.push(task_id, state, reason, message);
+    }
+
+    /// Queues a new update of `task_id`.
+    fn push(&mut self, task_id: &str, state: v1::TaskState, reason: v1::StatusReason, message: &str) {
+        let uuid = [
+            UUIDS.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
+            (self.index as u64).to_be_bytes(),
+        ]
+        .concat();
+        let agent_id = self.id.clone().unwrap_or_default();
+        let Some(t) = self.tasks.get_mut(task_id) else { return };
+        let status = v1::TaskStatus {
+            task_id: task_id.to_owned(),
+            state: state as i32,
+            reason: reason as i32,
+            message: message.to_owned(),
+            source: v1::StatusSource::SourceAgent as i32,
+            agent_id,
+            uuid,
+            timestamp: mezzo_proto::clock::unix_now(),
+            exit_code: (state == v1::TaskState::TaskFinished).then_some(0),
+            framework_id: t.framework_id.clone(),
+        };
+        t.latest = state;
+        if t.history.len() == KEPT_STATUSES {
+            t.history.pop_front();
+        }
+        t.history.push_back(status.clone());
+        t.unacked.push_back(status);
+    }
+
+    fn acknowledged(&mut self, ack: &v1::AcknowledgeUpdate) {
+        let Some(t) = self.tasks.get_mut(&ack.task_id) else {
+            return;
+        };
+        if t.unacked.front().is_none_or(|h| h.uuid != ack.uuid) {
+            return; // a late acknowledgement of a resend
+        }
+        t.unacked.pop_front();
+        t.sent = None;
+        if t.unacked.is_empty() && is_terminal(t.latest) {
+            self.tasks.remove(&ack.task_id);
+            self.stats.ended.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends tasks whose time is up and sends (or resends) every head that
+    /// is due.
+    fn flush(&mut self, tx: &mpsc::Sender<v1::AgentMessage>, now: Instant) {
+        let done: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.finish_at.is_some_and(|f| f <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            self.end(
+                &id,
+                v1::TaskState::TaskFinished,
+                v1::StatusReason::ReasonUnspecified,
+                "",
+            );
+        }
+        let (first, max) = (self.behaviour.resend, self.behaviour.resend_max);
+        for t in self.tasks.values_mut() {
+            let Some(head) = t.unacked.front() else { continue };
+            let wait = match t.sent {
+                None => first,
+                Some((at, wait)) if now >= at + wait => {
+                    self.stats.resends.fetch_add(1, Ordering::Relaxed);
+                    (wait * 2).min(max)
+                }
+                Some(_) => continue,
+            };
+            let update = v1::AgentMessage {
+                message: Some(v1::agent_message::Message::StatusUpdate(v1::StatusUpdate {
+                    framework_id: t.framework_id.clone(),
+                    status: Some(head.clone()),
+                    latest_state: t.latest as i32,
+                })),
+            };
+            if tx.try_send(update).is_err() {
+                return; // the stream is full: the rest go at the next wake
+            }
+            self.stats.updates_sent.fetch_add(1, Ordering::Relaxed);
+            t.sent = Some((now, wait));
+        }
+    }
+
+    /// The next task end or resend due.
+    fn next_wake(&self) -> Option<Instant> {
+        self.tasks
+            .values()
+            .flat_map(|t| [t.finish_at, t.sent.map(|(at, wait)| at + wait)])
+            .flatten()
+            .min()
+    }
+}
+
+fn is_terminal(s: v1::TaskState) -> bool {
+    mezzo_proto::state::TaskState::from_proto(s as i32)
+        .is_some_and(|s| s.is_terminal() && s != mezzo_proto::state::TaskState::Unreachable)
+}
+
+/// A task as re-registration reports it.
+fn running(t: &Task) -> v1::RunningTask {
+    v1::RunningTask {
+        task: Some(t.info.clone()),
+        framework_id: t.framework_id.clone(),
+        state: t.latest as i32,
+        end_unacknowledged: is_terminal(t.latest),
+        launched_at: t.launched_at,
+        statuses: t.history.iter().cloned().collect(),
+    }
+}
+
+/// A refusal that names the leader is a redirect.
+fn refused(status: tonic::Status) -> Ended {
+    let leader = status
+        .metadata()
+        .get(mezzo_master::error::LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    match leader {
+        Some(l) if status.code() == tonic::Code::Unavailable => Ended::NotLeader(l.to_owned()),
+        _ => Ended::Failed(format!("{:?}: {}", status.code(), status.message())),
+    }
+}

@@ -1,0 +1,85 @@
+//! Frameworks that keep simulated agents busy: each runs a number of
+//! tasks through the SDK's `WorkQueue` (one attempt, lost tasks
+//! requeued), notes every agent it was offered and every update that
+//! says a task was in trouble (lost, unreachable, dropped, gone), then
+//! tears down.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use mezzo_proto::resources::Resources;
+use mezzo_sdk::offers::TaskRequest;
+use mezzo_sdk::{Change, Event, RetryPolicy, Scheduler, SchedulerConfig, TaskState, WorkQueue, task_state};
+use tokio::time::Instant;
+
+/// What one framework saw.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Tasks that finished.
+    pub finished: usize,
+    /// Tasks that ended any other way.
+    pub failed: usize,
+    /// Updates that put a current task in trouble (launched again, or
+    /// out of touch), by state name.
+    pub troubled: BTreeMap<String, usize>,
+    /// The first few of them: task, state, message.
+    pub notes: Vec<String>,
+    /// Every agent it was offered.
+    pub offered: HashSet<String>,
+}
+
+/// Runs `tasks` tasks of `need` each; gives up after `limit`.
+pub async fn run(config: SchedulerConfig, tasks: usize, need: &Resources, limit: Duration) -> Result<Report> {
+    let name = config.framework.name.clone();
+    let (scheduler, mut events) = Scheduler::start(config);
+    let mut queue = WorkQueue::new(name.clone(), RetryPolicy::attempts(1));
+    let request = TaskRequest::new(need);
+    for i in 0..tasks {
+        queue.submit(i, request.clone());
+    }
+    let mut report = Report::default();
+    let deadline = Instant::now() + limit;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while !queue.is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "framework {name}: {} of {tasks} tasks without an end after {limit:?}",
+                queue.len()
+            );
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Event::Offers(offers)) => {
+                    report.offered.extend(offers.iter().map(|o| o.agent_id.clone()));
+                    queue.offers(&scheduler, offers, |_, t| t.command("true", Vec::<String>::new()), Instant::now()).await;
+                }
+                Some(Event::Update(status)) => {
+                    let current = queue.item_of(&status.task_id).is_some();
+                    if let Some(s) = task_state(&status)
+                        && current
+                        && matches!(s, TaskState::Lost | TaskState::Unreachable | TaskState::Dropped | TaskState::Gone)
+                    {
+                        *report.troubled.entry(s.name().to_owned()).or_default() += 1;
+                        if report.notes.len() < 10 {
+                            report.notes.push(format!("{} {}: {}", status.task_id, s.name(), status.message));
+                        }
+                    }
+                    match queue.update(&status, Instant::now()) {
+                        Some(Change::Ended(o)) if o.succeeded() => report.finished += 1,
+                        Some(Change::Ended(_)) => report.failed += 1,
+                        _ => {}
+                    }
+                }
+                Some(Event::Subscribed { .. }) => queue.subscribed(),
+                Some(Event::Error { message }) => bail!("framework {name} removed: {message}"),
+                Some(_) => {}
+                None => bail!("framework {name}: the driver stopped"),
+            },
+            _ = tick.tick() => queue.tick(&scheduler, Instant::now()).await,
+        }
+    }
+    scheduler.teardown().await?;
+    scheduler.stop().await;
+    Ok(report)
+}

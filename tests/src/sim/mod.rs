@@ -1,0 +1,112 @@
+//! `mezzo-sim`'s engine: simulated agents that speak the real agent
+//! protocol to unmodified masters (TLS, joined credentials, real Raft),
+//! many of them multiplexed over a few HTTP/2 connections, and frameworks
+//! on the public SDK that keep them busy. Nothing in the master knows it
+//! is simulated. Issue 17: the short version runs in the test suite
+//! (`tests/tests/scale.rs`), the big ones from `scripts/bench-scale`.
+//!
+//! ```text
+//!  group (one joined agent credential, one HTTP/2 connection, follows the leader)
+//!   ├── agent 0: Attach stream ── Register/Reregister, heartbeats, updates ──▶ master
+//!   ├── agent 1 …                ◀── Registered, RunTask, KillTask, acks ──
+//!   └── agent ~100
+//! ```
+
+mod agent;
+pub mod frameworks;
+mod group;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzo_proto::resources::Resources;
+use mezzo_proto::security::Transport;
+use mezzo_proto::v1;
+
+pub use agent::Behaviour;
+pub use stats::Stats;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct AgentsSpec {
+    /// Agents in all, spread evenly over the credentials given.
+    pub agents: usize,
+    /// Each agent's resources.
+    pub resources: Resources,
+    /// Attributes of agent `i`: `rack=r{i%racks}`.
+    pub racks: usize,
+    pub behaviour: Behaviour,
+}
+
+impl Default for AgentsSpec {
+    fn default() -> Self {
+        AgentsSpec {
+            agents: 100,
+            resources: Resources::parse("cpus:8;mem:16384;disk:65536").unwrap_or_default(),
+            racks: 40,
+            behaviour: Behaviour {
+                task_time: Some(Duration::from_secs(5)),
+                resend: Duration::from_secs(1),
+                resend_max: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// The running agents. Dropping it leaves them running; [`Agents::stop`]
+/// ends them.
+#[derive(Debug)]
+pub struct Agents {
+    stats: Arc<Stats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Agents {
+    /// Starts `spec.agents` agents against `masters`, one connection
+    /// group per credential in `credentials` (joined agent principals:
+    /// the master binds each agent id to the principal that registered it).
+    pub fn start(masters: Vec<String>, credentials: Vec<Transport>, spec: &AgentsSpec) -> Agents {
+        let stats = Arc::new(Stats::new(spec.agents));
+        let behaviour = Arc::new(spec.behaviour.clone());
+        let groups: Vec<group::Group> = credentials
+            .into_iter()
+            .map(|t| group::Group::start(masters.clone(), t))
+            .collect();
+        let mut tasks = Vec::with_capacity(spec.agents);
+        for i in 0..spec.agents {
+            let info = v1::AgentInfo {
+                hostname: hostname(i),
+                resources: spec.resources.to_proto(),
+                attributes: vec![v1::Attribute {
+                    name: "rack".into(),
+                    value: format!("r{}", i % spec.racks.max(1)),
+                }],
+                http_address: String::new(),
+            };
+            let group = groups[i % groups.len()].clone();
+            let agent = agent::Agent::new(i, info, group, stats.clone(), behaviour.clone());
+            tasks.push(tokio::spawn(agent.run()));
+        }
+        Agents { stats, tasks }
+    }
+
+    /// What the agents did so far.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Ends every agent's session (their streams close).
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Agent `i`'s host name: an address on loopback, which resolves
+/// without DNS (the master looks every agent's host name up).
+pub fn hostname(i: usize) -> String {
+    let n = i + 1;
+    format!("127.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+}

@@ -1,0 +1,180 @@
+//! The short version of the scale simulation (issue 17; the big runs are
+//! `scripts/bench-scale`): 1,000 simulated agents speaking the real agent
+//! protocol over ten joined credentials, against unmodified masters with
+//! security on, and frameworks on the SDK running 10,000 tasks on them.
+//! Checked: every agent admitted and offered, every task run to its end
+//! with every update acknowledged, and across a leader kill every agent
+//! re-registered with the new leader and no task lost.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mezzo_proto::resources::Resources;
+use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks};
+use mezzo_tests::{Cluster, ClusterSpec};
+use tokio::time::Instant;
+
+const AGENTS: usize = 1000;
+const GROUPS: usize = 10;
+const FRAMEWORKS: usize = 10;
+const TASKS: usize = 10_000;
+
+/// Joins one agent credential per connection group.
+async fn credentials(c: &Cluster) -> Result<Vec<mezzo_proto::security::Transport>> {
+    let mut out = Vec::new();
+    for g in 0..GROUPS {
+        out.push(c.join_as_agent(&format!("sim-group-{g}")).await?);
+    }
+    Ok(out)
+}
+
+/// Waits until `check` holds, polling every 100 ms.
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<Duration> {
+    let start = Instant::now();
+    while !check() {
+        ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(start.elapsed())
+}
+
+fn spec(task_secs: u64) -> AgentsSpec {
+    let mut spec = AgentsSpec {
+        agents: AGENTS,
+        ..AgentsSpec::default()
+    };
+    spec.behaviour.task_time = Some(Duration::from_secs(task_secs));
+    spec.behaviour.resend = Duration::from_millis(500);
+    spec.behaviour.resend_max = Duration::from_secs(2);
+    spec
+}
+
+/// Starts the agents, their tasks lasting `task_secs`; answers once
+/// every one has registered, with how long that took.
+async fn registered_agents(c: &Cluster, task_secs: u64) -> Result<(Agents, Duration)> {
+    let agents = Agents::start(c.masters(), credentials(c).await?, &spec(task_secs));
+    let stats = agents.stats().clone();
+    let took = until("every agent registered", Duration::from_secs(60), || {
+        Stats::get(&stats.registrations) == AGENTS
+    })
+    .await?;
+    Ok((agents, took))
+}
+
+/// Runs the frameworks, each with its share of the tasks.
+fn start_frameworks(c: &Cluster) -> Vec<tokio::task::JoinHandle<Result<frameworks::Report>>> {
+    let need = Resources::parse("cpus:0.1;mem:32").expect("valid resources");
+    (0..FRAMEWORKS)
+        .map(|f| {
+            let config = c.sdk_config(&format!("sim-fw-{f}"));
+            let need = need.clone();
+            tokio::spawn(
+                async move { frameworks::run(config, TASKS / FRAMEWORKS, &need, Duration::from_secs(150)).await },
+            )
+        })
+        .collect()
+}
+
+/// Every framework's report: all tasks finished, none in trouble, and
+/// only simulated agents offered.
+async fn check_frameworks(
+    handles: Vec<tokio::task::JoinHandle<Result<frameworks::Report>>>,
+    stats: &Stats,
+) -> Result<()> {
+    let ids: HashSet<String> = stats.agent_ids().into_iter().collect();
+    let mut finished = 0;
+    for h in handles {
+        let r = h.await.context("framework task")??;
+        ensure!(
+            r.failed == 0 && r.troubled.is_empty(),
+            "tasks in trouble: {} failed, {:?}: {:?}",
+            r.failed,
+            r.troubled,
+            r.notes
+        );
+        ensure!(r.offered.is_subset(&ids), "an offer for an agent that is not simulated");
+        finished += r.finished;
+    }
+    ensure!(finished == TASKS, "{finished} of {TASKS} tasks finished");
+    until("every task end acknowledged", Duration::from_secs(30), || {
+        Stats::get(&stats.ended) == TASKS
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_agents_register_and_run_ten_thousand_tasks() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        masters: 1,
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (agents, took) = registered_agents(&c, 2).await?;
+        let stats = agents.stats().clone();
+        let (p50, p99, max, n) = stats.latency();
+        println!("{AGENTS} agents registered in {took:?}: p50 {p50:?} p99 {p99:?} max {max:?} ({n})");
+        let state = c.master_state().await?;
+        let active = state["agents"]
+            .as_array()
+            .context("agents")?
+            .iter()
+            .filter(|a| a["status"] == "active")
+            .count();
+        ensure!(active == AGENTS, "{active} active agents in /state");
+        let started = Instant::now();
+        check_frameworks(start_frameworks(&c), &stats).await?;
+        println!("{TASKS} tasks ran in {:?}", started.elapsed());
+        ensure!(Stats::get(&stats.reregistrations) == 0, "an agent lost its master");
+        agents.stop();
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_kill_every_agent_reregisters_and_no_task_is_lost() -> Result<()> {
+    let mut c = Cluster::start(ClusterSpec {
+        masters: 3,
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (agents, _) = registered_agents(&c, 20).await?;
+        let stats = agents.stats().clone();
+        let frameworks = start_frameworks(&c);
+        until("every task launched", Duration::from_secs(60), || {
+            Stats::get(&stats.launched) == TASKS
+        })
+        .await?;
+        let before = stats.masters();
+        ensure!(before.len() == 1, "agents registered with several masters: {before:?}");
+        let leader = c.wait_leader().await?;
+        c.masters[leader].kill().await;
+        let killed_at = Instant::now();
+        let took = until(
+            "every agent re-registered with the new leader",
+            Duration::from_secs(60),
+            || {
+                let now = stats.masters();
+                now.len() == 1 && now.keys().next() != before.keys().next() && Stats::get(&stats.connected) == AGENTS
+            },
+        )
+        .await?;
+        println!("{AGENTS} agents re-registered {took:?} after the leader was killed");
+        ensure!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the tasks ended before the check"
+        );
+        check_frameworks(frameworks, &stats).await?;
+        agents.stop();
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
