@@ -722,8 +722,13 @@ impl Cluster {
 /// An HTTP client verifying servers as `server`, with the transport's
 /// credential (a bearer token goes with every request); it follows redirects (the harness reads through followers).
 pub fn http_client(transport: &Transport, server: &str) -> Result<reqwest::Client> {
+    http_client_waiting(transport, server, Duration::from_secs(5))
+}
+
+/// [`http_client`] with a longer (or shorter) time limit per request.
+pub fn http_client_waiting(transport: &Transport, server: &str, limit: Duration) -> Result<reqwest::Client> {
     mezzo_proto::security::tls::ensure_provider();
-    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    let mut b = reqwest::Client::builder().timeout(limit);
     if let Some(c) = transport.credentials() {
         b = b.use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(c.client_config(server)?));
         if let Some(t) = c.token() {

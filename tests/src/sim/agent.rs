@@ -97,11 +97,13 @@ impl Agent {
                 return;
             };
             after = generation;
-            let ended = self.session(channel).await;
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            let hint = match ended {
-                Ended::NotLeader(leader) => Some(leader),
+            let hint = match self.session(channel).await {
+                Ended::NotLeader(leader) => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
+                    Some(leader)
+                }
                 Ended::Failed(why) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(agent = self.index, "sim session ended: {why}");
                     None
                 }

@@ -16,8 +16,11 @@ pub struct Stats {
     pub registrations: AtomicUsize,
     /// `Registered` answers to a `Reregister`.
     pub reregistrations: AtomicUsize,
-    /// Sessions that failed before or after registering.
+    /// Sessions that failed before or after registering (redirects to
+    /// the leader not counted).
     pub failures: AtomicUsize,
+    /// Attaches a follower answered by naming the leader.
+    pub redirects: AtomicUsize,
     /// Tasks the masters launched here.
     pub launched: AtomicUsize,
     /// Task ends acknowledged (the task is forgotten).
@@ -39,6 +42,7 @@ impl Stats {
             registrations: AtomicUsize::new(0),
             reregistrations: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
+            redirects: AtomicUsize::new(0),
             launched: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             updates_sent: AtomicUsize::new(0),
