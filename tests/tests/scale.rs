@@ -83,18 +83,27 @@ async fn check_frameworks(
     stats: &Stats,
 ) -> Result<()> {
     let ids: HashSet<String> = stats.agent_ids().into_iter().collect();
-    let mut finished = 0;
+    let (mut finished, mut dropped) = (0, 0);
     for h in handles {
         let r = h.await.context("framework task")??;
+        // A launch whose accept lost its answer (a loaded machine, a dying
+        // leader) is asked about and comes back DROPPED, then runs again:
+        // that is the protocol working. Nothing may be lost or unreachable.
+        let lost = r.troubled.keys().filter(|s| *s != "TASK_DROPPED").count();
         ensure!(
-            r.failed == 0 && r.troubled.is_empty(),
+            r.failed == 0 && lost == 0,
             "tasks in trouble: {} failed, {:?}: {:?}",
             r.failed,
             r.troubled,
             r.notes
         );
+        dropped += r.troubled.get("TASK_DROPPED").copied().unwrap_or(0);
         ensure!(r.offered.is_subset(&ids), "an offer for an agent that is not simulated");
         finished += r.finished;
+    }
+    ensure!(dropped <= TASKS / 100, "{dropped} launches dropped");
+    if dropped > 0 {
+        println!("{dropped} launches never reached the master and ran again");
     }
     ensure!(finished == TASKS, "{finished} of {TASKS} tasks finished");
     until("every task end acknowledged", Duration::from_secs(30), || {
