@@ -171,6 +171,7 @@
 
 mod calls;
 mod config;
+pub mod controller;
 mod driver;
 mod error;
 mod event;
