@@ -118,6 +118,19 @@ impl<D: Clone + PartialEq> Core<D> {
         true
     }
 
+    /// Follows a task launched elsewhere; see `Controller::hold`.
+    pub(crate) fn hold(&mut self, mut task: Task) {
+        let key = task.key.clone();
+        if let Some(seen) = self.observed.get(&task.id) {
+            task.state = seen.state;
+            task.status = seen.status.clone();
+            task.killing = seen.killing;
+        }
+        task.adopted = false;
+        self.observed.launching(task);
+        self.dirty_tasks.insert(key);
+    }
+
     /// The master no longer has a task we asked to kill: it has ended.
     pub(crate) fn gone(&mut self, task_id: &str, now: Instant) {
         let status = v1::TaskStatus {

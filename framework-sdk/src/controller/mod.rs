@@ -189,6 +189,14 @@ where
         self.core.trigger(key, Instant::now());
     }
 
+    /// Takes over a task this controller did not launch but whose place is
+    /// known (one an older version of the framework recorded elsewhere):
+    /// it is followed, reconciled with the master and recorded with its
+    /// key's tasks. A task already observed keeps its state.
+    pub fn hold(&mut self, task: Task) {
+        self.core.hold(task);
+    }
+
     /// Writes `key`'s desired object, then makes it current and triggers
     /// a reconcile. On error nothing changed.
     pub async fn put(&mut self, key: &str, value: D) -> Result<(), SdkError> {
@@ -270,8 +278,10 @@ where
     }
 
     async fn subscribed(&mut self, resumed: bool) {
-        // A new subscription ends a suppression.
+        // A new subscription ends a suppression, and the master tells of
+        // every drain under way right after.
         self.suppressed = false;
+        self.core.draining.clear();
         self.last_revive = None;
         if !self.core.ready {
             // A resumed framework may have tasks running: hear of them first.

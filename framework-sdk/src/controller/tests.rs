@@ -129,6 +129,26 @@ fn place(c: &mut Core<Want>, offers: &[v1::Offer]) -> Vec<String> {
     ids
 }
 
+/// A task of `web` on agent a1, host h, port 31000, state unknown.
+fn on_h(id: &str) -> Task {
+    Task {
+        id: id.into(),
+        key: "web".into(),
+        state: TaskState::Unknown,
+        status: None,
+        location: crate::offers::Location {
+            agent_id: "a1".into(),
+            hostname: "h".into(),
+            attributes: vec![],
+        },
+        ports: vec![31000],
+        labels: BTreeMap::new(),
+        launched: None,
+        killing: false,
+        adopted: false,
+    }
+}
+
 #[test]
 fn task_ids_name_their_key() {
     assert_eq!(key_of("web.3.abc"), Some("web"));
@@ -297,20 +317,10 @@ fn restored_tasks_are_unknown_until_the_master_answers() {
     let mut c: Core<Want> = core(&[("web", 1)]);
     let mut o = super::observed::Observed::default();
     o.launching(Task {
-        id: "web.1".into(),
-        key: "web".into(),
         state: TaskState::Staging,
-        status: None,
-        location: crate::offers::Location {
-            agent_id: "a1".into(),
-            hostname: "h".into(),
-            attributes: vec![],
-        },
-        ports: vec![31000],
         labels: BTreeMap::from([("v".into(), "1".into())]),
         launched: Some(std::time::SystemTime::now()),
-        killing: false,
-        adopted: false,
+        ..on_h("web.1")
     });
     let records = o.records("web");
     let json = serde_json::to_vec(&records).expect("json");
@@ -326,5 +336,25 @@ fn restored_tasks_are_unknown_until_the_master_answers() {
     assert!(
         c.observed.get("web.1").is_some_and(Task::ended),
         "the master knows nothing of it"
+    );
+}
+
+#[test]
+fn a_task_held_keeps_its_state_and_is_recorded() {
+    let mut c = core(&[("web", 1)]);
+    let now = Instant::now();
+    c.update(&status("web.old", TaskState::Running), now);
+    c.hold(on_h("web.old"));
+    c.hold(on_h("web.other"));
+    let t = c.observed.get("web.old").expect("held");
+    assert_eq!(
+        (t.state, t.adopted, t.location.hostname.as_str()),
+        (TaskState::Running, false, "h")
+    );
+    assert_eq!(c.observed.records("web").len(), 2);
+    assert!(c.dirty_tasks.contains("web"));
+    assert_eq!(
+        c.observed.to_reconcile(true),
+        [("web.other".to_owned(), "a1".to_owned())]
     );
 }

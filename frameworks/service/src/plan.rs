@@ -267,6 +267,11 @@ impl RestartHold {
         self.delay = Self::delays(spec);
     }
 
+    /// How long launches are still held at `now`, if they are.
+    pub fn wait(&self, now: Duration) -> Option<Duration> {
+        self.until.filter(|u| *u > now).map(|u| u - now)
+    }
+
     /// Whether launching is allowed at `now`.
     pub fn may_launch(&self, now: Duration) -> bool {
         self.until.is_none_or(|u| now >= u)
@@ -531,6 +536,7 @@ mod tests {
         assert!(b.may_launch(t));
         b.failure(t);
         assert!(!b.may_launch(t + Duration::from_millis(900)));
+        assert_eq!(b.wait(t + Duration::from_millis(900)), Some(Duration::from_millis(100)));
         assert!(b.may_launch(t + Duration::from_secs(1)));
         b.failure(t);
         b.failure(t);
