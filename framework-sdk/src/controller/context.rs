@@ -81,6 +81,21 @@ impl Launch {
         self
     }
 
+    /// Its name within the key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it needs.
+    pub fn request(&self) -> &TaskRequest {
+        &self.request
+    }
+
+    /// Its labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
     /// What waits, for the pending report operators read (`mezzo why`)
     /// when no offer has room.
     pub fn describe(mut self, what: impl Into<String>) -> Launch {
@@ -100,7 +115,10 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(now: Instant, draining: &'a BTreeMap<String, Option<SystemTime>>) -> Context<'a> {
+    /// A context at `now` with these agents draining. The controller makes
+    /// one per reconcile; a framework's tests make their own to call a
+    /// reconciler without I/O and read what it asked for.
+    pub fn new(now: Instant, draining: &'a BTreeMap<String, Option<SystemTime>>) -> Context<'a> {
         Context {
             now,
             draining,
@@ -136,5 +154,20 @@ impl<'a> Context<'a> {
     /// its tasks is left; until then it is reconciled as usual.
     pub fn forget(&mut self) {
         self.forget = true;
+    }
+
+    /// The launches asked for so far.
+    pub fn launches(&self) -> &[Launch] {
+        &self.launches
+    }
+
+    /// The kills asked for so far: task id and grace period.
+    pub fn kills(&self) -> &[(String, Option<Duration>)] {
+        &self.kills
+    }
+
+    /// Whether the key is to be forgotten.
+    pub fn forgetting(&self) -> bool {
+        self.forget
     }
 }

@@ -1,8 +1,9 @@
 //! The deployment logic, with no I/O: given the desired state of one
 //! service and what its instances are doing, which instances to start and
 //! which to stop, when a rolling update is complete, and when it rolls
-//! back. The owner task ([`crate::owner`]) calls it and carries out the
-//! answer; tests call it with plain values.
+//! back. The service's reconcile (`owner/reconcile.rs`, called by the
+//! SDK's controller) carries out its answer; tests call it with plain
+//! values.
 //!
 //! One rule covers the steady state, scaling and rolling updates: every
 //! instance not of the target version is "old"; old instances are stopped

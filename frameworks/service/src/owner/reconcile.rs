@@ -192,3 +192,114 @@ fn requeue(svc: Option<&Svc>, rec: &ServiceRecord, now: Duration) -> Requeue {
         None => Requeue::No,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mezzo_sdk::offers::Location;
+    use mezzo_sdk::v1;
+
+    use super::*;
+    use crate::spec::ServiceSpec;
+
+    fn record(instances: u32) -> ServiceRecord {
+        let spec = ServiceSpec::parse(&format!(
+            "name = \"web\"\ninstances = {instances}\ncommand = \"serve\"\nresources = \"cpus:0.1;mem:32\"\nports = [\"http\"]\n"
+        ))
+        .expect("spec");
+        ServiceRecord::new(spec)
+    }
+
+    fn task(id: &str, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            key: "web".into(),
+            state,
+            status: Some(v1::TaskStatus {
+                task_id: id.into(),
+                state: state.to_proto() as i32,
+                message: "exited 1".into(),
+                ..Default::default()
+            }),
+            location: Location {
+                agent_id: "a1".into(),
+                hostname: "h".into(),
+                attributes: vec![],
+            },
+            ports: vec![31000],
+            labels: BTreeMap::from([(VERSION_LABEL.to_owned(), "1".to_owned())]),
+            launched: Some(std::time::SystemTime::now()),
+            killing: false,
+            adopted: false,
+        }
+    }
+
+    fn services() -> Services {
+        Services::new(tokio::sync::mpsc::channel(1).0)
+    }
+
+    fn run(s: &mut Services, rec: &mut ServiceRecord, tasks: &[Task]) -> (Requeue, Vec<String>, Vec<String>, bool) {
+        let draining = BTreeMap::new();
+        let mut ctx = Context::new(Instant::now(), &draining);
+        let requeue = s.reconcile("web", rec, tasks, &mut ctx).expect("reconcile");
+        let launches = ctx
+            .launches()
+            .iter()
+            .map(|l| l.labels()[VERSION_LABEL].clone())
+            .collect();
+        let kills = ctx.kills().iter().map(|k| k.0.clone()).collect();
+        (requeue, launches, kills, ctx.forgetting())
+    }
+
+    #[test]
+    fn a_new_service_asks_for_its_instances_at_the_target_version() {
+        let (mut s, mut rec) = (services(), record(3));
+        let (requeue, launches, kills, forget) = run(&mut s, &mut rec, &[]);
+        assert_eq!(launches, ["1", "1", "1"]);
+        assert!(kills.is_empty() && !forget);
+        assert_eq!(requeue, Requeue::No, "nothing waits on the clock");
+    }
+
+    /// A failed instance is told in the events, holds launches for the
+    /// restart backoff, and asks to be looked at again when it ends.
+    #[test]
+    fn a_failure_holds_the_replacement_and_requeues() {
+        let (mut s, mut rec) = (services(), record(2));
+        let ok = task("web.1.a", TaskState::Running);
+        let (_, launches, ..) = run(&mut s, &mut rec, std::slice::from_ref(&ok));
+        assert_eq!(launches.len(), 1, "one more to reach two");
+        let failed = task("web.1.b", TaskState::Failed);
+        let (requeue, launches, ..) = run(&mut s, &mut rec, &[ok, failed]);
+        assert!(launches.is_empty(), "held by the backoff");
+        assert!(
+            rec.events
+                .last()
+                .is_some_and(|e| e.contains("instance web.1.b TASK_FAILED: exited 1")),
+            "{:?}",
+            rec.events
+        );
+        let Requeue::After(d) = requeue else {
+            panic!("no requeue: {requeue:?}")
+        };
+        assert!(d <= Duration::from_secs(1) && d > Duration::from_millis(500), "{d:?}");
+    }
+
+    #[test]
+    fn a_task_no_record_holds_is_stopped_and_a_removed_service_forgotten() {
+        let (mut s, mut rec) = (services(), record(1));
+        let stray = Task {
+            adopted: true,
+            ..task("web.1.z", TaskState::Running)
+        };
+        let (_, launches, kills, _) = run(&mut s, &mut rec, &[stray]);
+        assert_eq!(kills, ["web.1.z"]);
+        assert_eq!(launches.len(), 1, "a stray is no instance");
+        rec.removing = true;
+        let mine = task("web.1.a", TaskState::Running);
+        let (_, launches, kills, forget) = run(&mut s, &mut rec, &[mine]);
+        assert_eq!((launches.len(), kills, forget), (0, vec!["web.1.a".to_owned()], false));
+        let (_, _, _, forget) = run(&mut s, &mut rec, &[]);
+        assert!(forget, "nothing of it is left");
+    }
+}
