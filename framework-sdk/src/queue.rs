@@ -125,8 +125,8 @@ pub struct WorkQueue<T> {
 
 /// How long unused offers are refused while items wait for room (offers
 /// grow as tasks end) and while none does (a revive ends the filter).
-const REFUSE_WAITING: f64 = 1.0;
-const REFUSE_IDLE: f64 = 30.0;
+pub(crate) const REFUSE_WAITING: f64 = 1.0;
+pub(crate) const REFUSE_IDLE: f64 = 30.0;
 
 /// A launch with no update for this long is asked about.
 pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);

@@ -334,6 +334,45 @@ impl<D: Clone + PartialEq> Core<D> {
         }
     }
 
+    /// Names each placed launch's task (`<key>.<name>`) and follows it
+    /// from now on, `Staging`; answers the assignments with the key and
+    /// task id. A name already in use is skipped.
+    pub(crate) fn launching(
+        &mut self,
+        placed: Vec<Assignment<(String, Launch)>>,
+        at: SystemTime,
+    ) -> Vec<Assignment<(String, String)>> {
+        let mut out = Vec::new();
+        for a in placed {
+            let (key, launch) = a.payload;
+            let id = format!("{key}.{}", launch.name);
+            if self.observed.get(&id).is_some() {
+                tracing::warn!(task = %id, "a launch reuses a task id; skipped");
+                continue;
+            }
+            self.observed.launching(Task {
+                id: id.clone(),
+                key: key.clone(),
+                state: TaskState::Staging,
+                status: None,
+                location: a.location.clone(),
+                ports: a.ports.clone(),
+                labels: launch.labels,
+                launched: Some(at),
+                killing: false,
+                adopted: false,
+            });
+            out.push(Assignment {
+                payload: (key, id),
+                offer_id: a.offer_id,
+                location: a.location,
+                resources: a.resources,
+                ports: a.ports,
+            });
+        }
+        out
+    }
+
     /// Where `key`'s live tasks hold a place.
     fn placed(&self, key: &str) -> Placed {
         let mut placed = Placed::default();

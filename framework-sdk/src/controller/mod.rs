@@ -97,7 +97,7 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -110,12 +110,9 @@ use self::core::{Core, Desired, Kill, Round};
 pub use self::observed::Task;
 use self::observed::TaskRecord;
 use crate::offers::Placed;
+use crate::queue::{REFUSE_IDLE, REFUSE_WAITING};
 use crate::{Event, Kv, Scheduler, SdkError, TaskBuilder, v1};
 
-/// Unused offers are refused this long while launches wait (offers grow
-/// as tasks end) and while none does (a revive ends the filter).
-const REFUSE_WAITING: f64 = 1.0;
-const REFUSE_IDLE: f64 = 30.0;
 /// Live tasks the master has said nothing of are asked about this often.
 const ASK_EVERY: Duration = Duration::from_secs(5);
 /// While launches wait, offers are revived at most this often.
@@ -388,49 +385,22 @@ where
     /// record cannot be written launches nothing.
     async fn launch<R: Reconciler<D>>(&mut self, round: Round, refuse: f64, r: &mut R) {
         let Round { placed, mut unused, .. } = round;
-        let launched_at = SystemTime::now();
-        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut assignments = Vec::new();
-        for a in placed {
-            let (key, launch) = &a.payload;
-            let id = format!("{key}.{}", launch.name);
-            if self.core.observed.get(&id).is_some() {
-                warn!(task = %id, "a launch reuses a task id; skipped");
-                continue;
-            }
-            self.core.observed.launching(Task {
-                id: id.clone(),
-                key: key.clone(),
-                state: crate::TaskState::Staging,
-                status: None,
-                location: a.location.clone(),
-                ports: a.ports.clone(),
-                labels: launch.labels.clone(),
-                launched: Some(launched_at),
-                killing: false,
-                adopted: false,
-            });
-            by_key.entry(key.clone()).or_default().push(id.clone());
-            assignments.push(a);
-        }
-        for (key, ids) in &by_key {
-            if let Err(e) = self.write_tasks(key).await {
+        let offered: BTreeSet<String> = placed.iter().map(|a| a.offer_id.clone()).collect();
+        let named = self.core.launching(placed, SystemTime::now());
+        let keys: BTreeSet<String> = named.iter().map(|a| a.payload.0.clone()).collect();
+        let mut unrecorded = BTreeSet::new();
+        for key in keys {
+            if let Err(e) = self.write_tasks(&key).await {
                 warn!(%key, "cannot record new tasks, not launching them: {e}");
-                for id in ids {
-                    self.core.observed.remove(id);
-                }
-                self.core.trigger(key, Instant::now());
+                unrecorded.insert(key);
             }
         }
-        let (go, dropped): (Vec<_>, Vec<_>) = assignments.into_iter().partition(|a| {
-            let id = format!("{}.{}", a.payload.0, a.payload.1.name);
-            self.core.observed.get(&id).is_some()
-        });
-        let mut spare: Vec<String> = dropped.into_iter().map(|a| a.offer_id).collect();
-        spare.retain(|o| !go.iter().any(|a| &a.offer_id == o));
-        spare.sort();
-        spare.dedup();
-        unused.extend(spare);
+        let (go, dropped): (Vec<_>, Vec<_>) = named.into_iter().partition(|a| !unrecorded.contains(&a.payload.0));
+        for a in dropped {
+            self.core.observed.remove(&a.payload.1);
+            self.core.trigger(&a.payload.0, Instant::now());
+        }
+        unused.extend(offered.into_iter().filter(|o| !go.iter().any(|a| &a.offer_id == o)));
         if go.is_empty() && unused.is_empty() {
             return;
         }
@@ -442,16 +412,15 @@ where
         let (core, sched) = (&self.core, &self.sched);
         let done = sched
             .launch(plan, &mut Placed::default(), Some(refuse), |a| {
-                let (key, launch) = &a.payload;
-                let id = format!("{key}.{}", launch.name);
-                let mut b = TaskBuilder::new(&id).resources(&a.resources);
-                for (k, v) in &launch.labels {
+                let (key, id) = &a.payload;
+                let mut b = TaskBuilder::new(id).resources(&a.resources);
+                let (Some(d), Some(t)) = (core.desired.get(key), core.observed.get(id)) else {
+                    return b.build();
+                };
+                for (k, v) in &t.labels {
                     b = b.label(k, v);
                 }
-                match (core.desired.get(key), core.observed.get(&id)) {
-                    (Some(d), Some(t)) => r.build(key, &d.value, t, b).build(),
-                    _ => b.build(),
-                }
+                r.build(key, &d.value, t, b).build()
             })
             .await;
         for (id, (key, _)) in &done.launched {

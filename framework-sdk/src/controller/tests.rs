@@ -105,28 +105,11 @@ fn core(keys: &[(&str, usize)]) -> Core<Want> {
     c
 }
 
-/// Places a round on the offers and records its tasks as launched.
+/// Places a round on the offers and follows its tasks as launched.
 fn place(c: &mut Core<Want>, offers: &[v1::Offer]) -> Vec<String> {
     let round = c.place(offers);
-    let mut ids = Vec::new();
-    for a in round.placed {
-        let (key, l) = a.payload;
-        let id = format!("{key}.{}", l.name);
-        c.observed.launching(Task {
-            id: id.clone(),
-            key,
-            state: TaskState::Staging,
-            status: None,
-            location: a.location,
-            ports: a.ports,
-            labels: l.labels,
-            launched: Some(std::time::SystemTime::now()),
-            killing: false,
-            adopted: false,
-        });
-        ids.push(id);
-    }
-    ids
+    let named = c.launching(round.placed, std::time::SystemTime::now());
+    named.into_iter().map(|a| a.payload.1).collect()
 }
 
 /// A task of `web` on agent a1, host h, port 31000, state unknown.
@@ -178,6 +161,16 @@ fn launches_wait_for_offers_and_spread_within_room() {
     agents.sort();
     assert_eq!(agents, ["a1", "a2"], "spread over both");
     assert_eq!(c.waiting["web"].len(), 1, "the third still waits");
+    let again = round.placed.clone();
+    let named = c.launching(round.placed, std::time::SystemTime::now());
+    let ids: Vec<&str> = named.iter().map(|a| a.payload.1.as_str()).collect();
+    assert_eq!(ids, ["web.1", "web.2"]);
+    let t = c.observed.get("web.1").expect("followed");
+    assert_eq!((t.state, t.labels["v"].as_str()), (TaskState::Staging, "1"));
+    assert!(
+        c.launching(again, std::time::SystemTime::now()).is_empty(),
+        "an id is never launched twice"
+    );
 }
 
 #[test]
