@@ -109,13 +109,20 @@ impl Observed {
 
     /// Follows an update. Answers the key whose view changed: a known
     /// task's new state, or an unknown live task adopted (its id names
-    /// the key). A repeated end, or the end of a task not held, changes
-    /// nothing.
+    /// the key; also one reported live again after its end). A repeated
+    /// end, or the end of a task not held, changes nothing.
     pub(crate) fn update(&mut self, status: &v1::TaskStatus) -> Option<String> {
         let state = task_state(status).unwrap_or(TaskState::Unknown);
         if let Some(t) = self.tasks.get_mut(&status.task_id) {
             if t.ended() {
-                return None;
+                if state.is_terminal() || state == TaskState::Unknown {
+                    return None;
+                }
+                // Back from the dead (its agent returned after
+                // TASK_UNREACHABLE) before its end was shown: a task no
+                // record holds any more, as if adopted.
+                t.adopted = true;
+                t.killing = false;
             }
             if t.state == state && t.status.is_some() {
                 return None; // said again (a reconciliation answer)

@@ -251,6 +251,13 @@ fn an_end_is_shown_once_then_dropped_and_repeats_change_nothing() {
     c.update(&status("web.1", TaskState::Failed), now);
     c.run_due(&mut r, now);
     assert_eq!(r.calls.len(), calls, "a repeated end triggers nothing");
+    // The replacement: unreachable, then back before the reconcile saw
+    // its end: followed as adopted, not lost.
+    assert_eq!(place(&mut c, &[offer("o2", "a1", "cpus:4;mem:256")]), ["web.2"]);
+    c.update(&status("web.2", TaskState::Running), now);
+    c.update(&status("web.2", TaskState::Unreachable), now);
+    c.update(&status("web.2", TaskState::Running), now);
+    assert!(c.observed.get("web.2").is_some_and(|t| t.adopted && !t.ended()));
 }
 
 #[test]
