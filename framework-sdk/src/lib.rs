@@ -121,6 +121,11 @@
 //! - [`Kv`] ([`Scheduler::kv`]): a small durable key-value namespace in the
 //!   masters' replicated registry, so a framework needs no external store
 //!   to survive its own restart or a master failover.
+//! - [`WorkQueue`]: finite work, one [`Outcome`] per item, with retries.
+//! - [`controller`]: work that keeps running, as a reconcile loop per key
+//!   (desired objects in the [`Kv`], an observed view of their tasks kept
+//!   across reconnects and restarts, requeue and backoff), in the manner
+//!   of kube-rs's controller runtime. `mezzo service` runs on it.
 //! - Manual acknowledgements: set [`SchedulerConfig::auto_acknowledge`] to
 //!   false and call [`Scheduler::acknowledge`] once an update is safely
 //!   handled (e.g. recorded in the [`Kv`]); the agent resends it until then.
@@ -130,6 +135,7 @@
 
 mod calls;
 mod config;
+pub mod controller;
 mod driver;
 mod error;
 mod event;

@@ -51,6 +51,11 @@ struct Seen {
     /// Answer this many implicit reconciliations with UNAVAILABLE (agents
     /// still re-registering), then the rest with `Reconciled`.
     reconcile_refusals: usize,
+    /// With a store, the key-value calls read and write it; without, they
+    /// answer fixed values.
+    store: Option<std::collections::BTreeMap<String, Vec<u8>>>,
+    /// Store writes and accepts, in order: `put KEY`, `delete KEY`, `accept`.
+    log: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -128,7 +133,10 @@ impl SchedulerService for FakeMaster {
         let req = req.into_inner();
         // Offers whose id ends in -9 are unknown (rescinded); others taken.
         let refused = req.offer_ids.iter().any(|o| o.ends_with("-9"));
-        self.seen().accepts.push(req);
+        let mut seen = self.seen();
+        seen.log.push("accept".into());
+        seen.accepts.push(req);
+        drop(seen);
         if refused {
             return Err(Status::invalid_argument("unknown offer o-9"));
         }
@@ -232,9 +240,18 @@ impl SchedulerService for FakeMaster {
     }
 
     // The key-value calls answer fixed values: enough to check the SDK's
-    // conversions (the real store is tested in the master and tests/).
+    // conversions (the real store is tested in the master and tests/); or
+    // keep a plain map, for the controller.
     async fn kv_get(&self, req: Request<v1::KvGetRequest>) -> Result<Response<v1::KvGetResponse>, Status> {
         let key = req.into_inner().key;
+        if let Some(store) = &self.seen().store {
+            let entry = store.get(&key).map(|v| v1::KvEntry {
+                key,
+                value: v.clone(),
+                version: 1,
+            });
+            return Ok(Response::new(v1::KvGetResponse { entry }));
+        }
         let entry = (key == "present").then(|| v1::KvEntry {
             key,
             value: b"v".to_vec(),
@@ -244,7 +261,14 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
-        match req.into_inner().expected_version {
+        let req = req.into_inner();
+        let mut seen = self.seen();
+        if seen.store.is_some() {
+            seen.log.push(format!("put {}", req.key));
+            seen.store.as_mut().map(|s| s.insert(req.key, req.value));
+            return Ok(Response::new(v1::KvPutResponse { version: 1 }));
+        }
+        match req.expected_version {
             Some(v) if v != 7 => Err(Status::aborted(format!(
                 "key \"k\": expected version {v}, found version 7"
             ))),
@@ -252,12 +276,32 @@ impl SchedulerService for FakeMaster {
         }
     }
 
-    async fn kv_delete(&self, _: Request<v1::KvDeleteRequest>) -> Result<Response<v1::KvDeleteResponse>, Status> {
+    async fn kv_delete(&self, req: Request<v1::KvDeleteRequest>) -> Result<Response<v1::KvDeleteResponse>, Status> {
+        let key = req.into_inner().key;
+        let mut seen = self.seen();
+        if seen.store.is_some() {
+            seen.log.push(format!("delete {key}"));
+            let existed = seen.store.as_mut().and_then(|s| s.remove(&key)).is_some();
+            return Ok(Response::new(v1::KvDeleteResponse { existed }));
+        }
         Ok(Response::new(v1::KvDeleteResponse { existed: true }))
     }
 
-    async fn kv_list(&self, _: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
-        Err(Status::not_found("unknown framework fw-1"))
+    async fn kv_list(&self, req: Request<v1::KvListRequest>) -> Result<Response<v1::KvListResponse>, Status> {
+        let prefix = req.into_inner().prefix;
+        let Some(store) = &self.seen().store else {
+            return Err(Status::not_found("unknown framework fw-1"));
+        };
+        let entries = store
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| v1::KvEntry {
+                key: k.clone(),
+                value: v.clone(),
+                version: 1,
+            })
+            .collect();
+        Ok(Response::new(v1::KvListResponse { entries }))
     }
 
     async fn report_pending(&self, _: Request<v1::ReportPendingRequest>) -> Result<Response<v1::CallResponse>, Status> {
@@ -791,4 +835,123 @@ async fn key_value_calls_convert_answers_and_conflicts() {
     ));
     scheduler.stop().await;
     assert_eq!(kv.get("present").await, Err(SdkError::Stopped));
+}
+
+/// Keeps as many tasks of a key as its desired number says.
+struct Copies(u64);
+
+impl crate::controller::Reconciler<u32> for Copies {
+    type Error = String;
+    fn reconcile(
+        &mut self,
+        _key: &str,
+        want: &mut u32,
+        tasks: &[crate::controller::Task],
+        ctx: &mut crate::controller::Context<'_>,
+    ) -> Result<crate::controller::Requeue, String> {
+        let one = crate::offers::TaskRequest::new(&crate::Resources::parse("cpus:1").map_err(|e| e.to_string())?);
+        for _ in tasks.iter().filter(|t| !t.ended()).count()..*want as usize {
+            self.0 += 1;
+            ctx.launch(crate::controller::Launch::new(self.0.to_string(), one.clone()));
+        }
+        Ok(crate::controller::Requeue::No)
+    }
+    fn build(&mut self, _: &str, _: &u32, _: &crate::controller::Task, b: crate::TaskBuilder) -> crate::TaskBuilder {
+        b.shell("true")
+    }
+}
+
+/// The controller (issue 20): its launches are recorded in the store
+/// before they are accepted; a restarted framework reads them back, asks
+/// the master about each with its agent, and launches nothing again for
+/// tasks that run.
+#[tokio::test]
+async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart() {
+    use crate::controller::Controller;
+    let master = FakeMaster::default();
+    master.seen().store = Some(std::collections::BTreeMap::from([(
+        "want/web".to_owned(),
+        b"2".to_vec(),
+    )]));
+    let addr = master.clone().serve().await;
+    let offers = |id: &str| {
+        Wire::Offers(v1::Offers {
+            offers: vec![v1::Offer {
+                offer_id: id.into(),
+                agent_id: "agent-1".into(),
+                hostname: "h".into(),
+                resources: crate::Resources::parse("cpus:4").expect("res").to_proto(),
+                ..Default::default()
+            }],
+        })
+    };
+
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let first = next(&mut events).await;
+    assert_eq!(first, subscribed("fw-1", false));
+    ctl.event(first, &mut copies).await;
+    assert_eq!(ctl.get("web"), Some(&2), "loaded");
+    master.push(offers("o-1")).await;
+    let ev = next(&mut events).await;
+    ctl.event(ev, &mut copies).await;
+    assert_eq!(
+        master.seen().log,
+        ["put want/web/tasks", "accept"],
+        "recorded, then accepted"
+    );
+    let ids: Vec<String> = ctl.tasks("web").into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["web.1", "web.2"]);
+    scheduler.stop().await;
+
+    let mut resumed = config(&[addr]);
+    resumed.framework_id = Some("fw-1".into());
+    let (scheduler, mut events) = Scheduler::start(resumed);
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(10);
+    let ev = next(&mut events).await;
+    assert_eq!(ev, subscribed("fw-1", true));
+    ctl.event(ev, &mut copies).await;
+    let tasks = ctl.tasks("web");
+    assert!(
+        tasks.iter().all(|t| t.state == crate::TaskState::Unknown && !t.adopted),
+        "{tasks:?}"
+    );
+    let explicit: Vec<(String, String)> = master
+        .seen()
+        .reconciles
+        .iter()
+        .flat_map(|r| r.tasks.iter().map(|t| (t.task_id.clone(), t.agent_id.clone())))
+        .collect();
+    assert_eq!(
+        explicit,
+        [
+            ("web.1".to_owned(), "agent-1".to_owned()),
+            ("web.2".to_owned(), "agent-1".to_owned())
+        ]
+    );
+    for id in ["web.1", "web.2"] {
+        master
+            .push(Wire::Update(v1::Update {
+                status: Some(status(id, v1::TaskState::TaskRunning, b"")),
+            }))
+            .await;
+    }
+    // The implicit reconciliation's end, then the two answers (in some order).
+    for _ in 0..3 {
+        let ev = next(&mut events).await;
+        ctl.event(ev, &mut copies).await;
+    }
+    master.push(offers("o-2")).await;
+    let ev = next(&mut events).await;
+    ctl.event(ev, &mut copies).await;
+    let (accepts, declined) = {
+        let seen = master.seen();
+        (seen.accepts.len(), seen.declines.iter().any(|d| d.offer_ids == ["o-2"]))
+    };
+    assert_eq!(accepts, 1, "nothing launched twice");
+    assert!(declined, "the offer is declined");
+    assert_eq!(copies.0, 10, "nothing asked for");
+    scheduler.stop().await;
 }

@@ -15,9 +15,9 @@ use crate::{Scheduler, TaskBuilder};
 /// the whole agent, so a long one would hide the resources that ending
 /// tasks free meanwhile (1 s cost the batch framework a third of its
 /// throughput); a short one lets them merge into a usable offer.
-const REFUSE_WAITING: f64 = 0.1;
+pub(crate) const REFUSE_WAITING: f64 = 0.1;
 /// How long they are refused while nothing waits (a revive ends it).
-const REFUSE_IDLE: f64 = 30.0;
+pub(crate) const REFUSE_IDLE: f64 = 30.0;
 /// Most items placed per round of offers (bounds the work per event).
 const MAX_PER_ROUND: usize = 4096;
 /// A launch with no update for this long is asked about.

@@ -31,6 +31,7 @@ use crate::offers::{Constraint, Location, Placed, Strategy, TaskRequest};
 use crate::{Backoff, TaskState, task_state};
 
 pub use io::{Launch, Round, UNCONFIRMED_AFTER};
+pub(crate) use io::{REFUSE_IDLE, REFUSE_WAITING};
 
 /// How an item is retried.
 #[derive(Debug, Clone, PartialEq)]

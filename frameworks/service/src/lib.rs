@@ -29,8 +29,11 @@
 //! ```
 //!
 //! Inside, one owner task ([`owner`]) holds all state and talks to the
-//! HTTP API ([`api`]) and the health checkers ([`health`]) by channels;
-//! the deployment decisions are a pure function ([`plan`]).
+//! HTTP API ([`api`]) and the health checkers ([`health`]) by channels.
+//! Its loop is the SDK's controller ([`mezzo_sdk::controller`]): a
+//! service's record is the desired object, its instances are the observed
+//! tasks, and the reconcile turns the deployment decisions of a pure
+//! function ([`plan`]) into launches and kills.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -1,8 +1,9 @@
 //! The deployment logic, with no I/O: given the desired state of one
 //! service and what its instances are doing, which instances to start and
 //! which to stop, when a rolling update is complete, and when it rolls
-//! back. The owner task ([`crate::owner`]) calls it and carries out the
-//! answer; tests call it with plain values.
+//! back. The service's reconcile (`owner/reconcile.rs`, called by the
+//! SDK's controller) carries out its answer; tests call it with plain
+//! values.
 //!
 //! One rule covers the steady state, scaling and rolling updates: every
 //! instance not of the target version is "old"; old instances are stopped
@@ -265,6 +266,11 @@ impl RestartHold {
     /// of `spec` (the settings of the version now running).
     pub fn reset(&mut self, spec: &RestartSpec) {
         self.delay = Self::delays(spec);
+    }
+
+    /// How long launches are still held at `now`, if they are.
+    pub fn wait(&self, now: Duration) -> Option<Duration> {
+        self.until.filter(|u| *u > now).map(|u| u - now)
     }
 
     /// Whether launching is allowed at `now`.
@@ -531,6 +537,7 @@ mod tests {
         assert!(b.may_launch(t));
         b.failure(t);
         assert!(!b.may_launch(t + Duration::from_millis(900)));
+        assert_eq!(b.wait(t + Duration::from_millis(900)), Some(Duration::from_millis(100)));
         assert!(b.may_launch(t + Duration::from_secs(1)));
         b.failure(t);
         b.failure(t);

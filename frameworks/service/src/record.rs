@@ -1,8 +1,10 @@
 //! What the framework keeps in its durable key-value namespace: one record
-//! per service (key `service/<name>`), holding its versions, deployment
-//! and instance → task mapping, written as one value so that a service
-//! changes atomically. An instance is written *before* its task is
-//! launched, so a restart never forgets a task it may have started.
+//! per service (key `service/<name>`), holding its versions and
+//! deployment, written as one value so that a service changes atomically.
+//! It is the desired object of the SDK's controller
+//! ([`mezzo_sdk::controller`]), which keeps the instances' tasks beside it
+//! (`service/<name>/tasks`, written before a task is launched, so a
+//! restart never forgets a task it may have started).
 
 use std::collections::BTreeMap;
 
@@ -32,18 +34,30 @@ pub struct ServiceRecord {
     pub next_version: u64,
     /// Which version runs; an update in progress.
     pub deployment: Deployment,
-    /// Live instances by task id.
-    pub instances: BTreeMap<String, InstanceRecord>,
     /// The service is being removed: every instance is stopped, then the
     /// record is deleted.
     #[serde(default)]
     pub removing: bool,
-    /// Launch counter, for ordering instances.
-    #[serde(default)]
-    pub next_seq: u64,
     /// The last few notable events, newest last.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Instances as records written before the controller kept them
+    /// (read once, handed to the controller, never written again).
+    #[serde(default, rename = "instances", skip_serializing)]
+    pub(crate) legacy: BTreeMap<String, LegacyInstance>,
+}
+
+/// An instance as an older record held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LegacyInstance {
+    pub(crate) version: u64,
+    pub(crate) agent_id: String,
+    pub(crate) host: String,
+    #[serde(default)]
+    pub(crate) attributes: Vec<(String, String)>,
+    pub(crate) ports: Vec<u64>,
+    #[serde(default)]
+    pub(crate) seq: u64,
 }
 
 /// Most events kept per service.
@@ -58,10 +72,9 @@ impl ServiceRecord {
             versions: BTreeMap::from([(1, spec)]),
             next_version: 2,
             deployment: Deployment::new(1),
-            instances: BTreeMap::new(),
             removing: false,
-            next_seq: 0,
             events: Vec::new(),
+            legacy: BTreeMap::new(),
         };
         rec.event("created at version 1");
         rec
@@ -72,21 +85,23 @@ impl ServiceRecord {
         self.versions.get(&self.deployment.target)
     }
 
-    /// Adds `spec` as a new version and starts a rolling update to it.
-    pub fn add_version(&mut self, spec: ServiceSpec) -> u64 {
+    /// Adds `spec` as a new version and starts a rolling update to it;
+    /// `running` are the versions instances run now.
+    pub fn add_version(&mut self, spec: ServiceSpec, running: &[u64]) -> u64 {
         let v = self.next_version;
         self.next_version += 1;
         self.desired = spec.instances;
         self.versions.insert(v, spec);
         self.deployment.update_to(v);
-        self.prune_versions();
+        self.prune_versions(running);
         v
     }
 
-    /// Drops versions nothing runs and nothing can roll back to.
-    pub fn prune_versions(&mut self) {
+    /// Drops versions nothing runs (`running` are those instances run)
+    /// and nothing can roll back to.
+    pub fn prune_versions(&mut self, running: &[u64]) {
         let mut keep = self.deployment.versions_in_use();
-        keep.extend(self.instances.values().map(|i| i.version));
+        keep.extend(running);
         self.versions.retain(|v, _| keep.contains(v));
     }
 
@@ -99,24 +114,6 @@ impl ServiceRecord {
     }
 }
 
-/// One instance, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceRecord {
-    /// Version it runs.
-    pub version: u64,
-    /// Agent it was launched on (for explicit reconciliation).
-    pub agent_id: String,
-    /// Host name of that agent (for health checks and discovery).
-    pub host: String,
-    /// Agent attributes (for placement constraints).
-    #[serde(default)]
-    pub attributes: Vec<(String, String)>,
-    /// Ports assigned, in the order of the spec's `ports`.
-    pub ports: Vec<u64>,
-    /// Launch order.
-    pub seq: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,8 +123,8 @@ mod tests {
         let spec =
             ServiceSpec::parse("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n").expect("spec");
         let mut r = ServiceRecord::new(spec.clone());
-        assert_eq!(r.add_version(spec.clone()), 2);
-        assert_eq!(r.add_version(spec.clone()), 3);
+        assert_eq!(r.add_version(spec.clone(), &[]), 2);
+        assert_eq!(r.add_version(spec.clone(), &[]), 3);
         // 3 replaces 2 which replaced 1: nothing runs 1 any more.
         assert_eq!(r.versions.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
         let json = serde_json::to_vec(&r).expect("json");
@@ -137,5 +134,20 @@ mod tests {
         }
         assert_eq!(r.events.len(), MAX_EVENTS);
         assert!(r.events.last().is_some_and(|e| e.ends_with("e29")));
+    }
+
+    /// A record from before the controller: its instances are read (to
+    /// hand over), and not written again.
+    #[test]
+    fn instances_of_an_older_record_are_read_once() {
+        let spec =
+            ServiceSpec::parse("name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n").expect("spec");
+        let mut json = serde_json::to_value(ServiceRecord::new(spec)).expect("json");
+        assert!(json.get("instances").is_none());
+        json["instances"] =
+            serde_json::json!({"w.1.abc": {"version": 1, "agent_id": "a", "host": "h", "ports": [31000], "seq": 4}});
+        let r: ServiceRecord = serde_json::from_value(json).expect("older record");
+        assert_eq!(r.legacy["w.1.abc"].ports, [31000]);
+        assert!(serde_json::to_value(&r).expect("json").get("instances").is_none());
     }
 }

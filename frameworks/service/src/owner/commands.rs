@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use mezzo_sdk::SdkError;
 use tracing::info;
 
-use super::state::Svc;
-use super::store::put;
+use mezzo_sdk::controller::Task;
+
+use super::state::{self, healthy, is_instance, phase, running_versions, version_of};
 use super::{Cmd, Owner};
 use crate::error::ApiError;
-use crate::plan::Phase;
-use crate::record::{InstanceRecord, ServiceRecord};
+use crate::record::ServiceRecord;
 use crate::spec::{MAX_INSTANCES, ServiceSpec};
 use crate::view::{DeployReply, Endpoint, InstanceStatus, ServiceStatus, Summary};
 
 impl Owner {
     pub(super) async fn on_cmd(&mut self, cmd: Cmd) {
-        if !self.loaded {
+        if !self.ctl.is_loaded() {
             match cmd {
                 Cmd::Deploy(_, r) | Cmd::Restart(_, r) | Cmd::Rollback(_, r) => drop(r.send(not_ready())),
                 Cmd::Scale(_, _, r) | Cmd::Remove(_, r) => drop(r.send(not_ready())),
@@ -49,6 +49,7 @@ impl Owner {
                 let _ = reply.send(r);
             }
             Cmd::Restart(name, reply) => {
+                let running = running_versions(&self.ctl.tasks(&name));
                 let r = self
                     .change(&name, |rec| {
                         let mut spec = rec
@@ -56,7 +57,7 @@ impl Owner {
                             .cloned()
                             .ok_or_else(|| ApiError::Conflict("no target version".into()))?;
                         spec.instances = rec.desired;
-                        let v = rec.add_version(spec);
+                        let v = rec.add_version(spec, &running);
                         rec.event(format!("restart: rolling to version {v}"));
                         Ok(reply_of(rec, "updated"))
                     })
@@ -90,7 +91,8 @@ impl Owner {
                 let _ = reply.send(self.status(&name));
             }
             Cmd::List(reply) => {
-                let _ = reply.send(Ok(self.services.values().map(Svc::summary).collect()));
+                let names: Vec<String> = self.ctl.desired().map(|(k, _)| k.to_owned()).collect();
+                let _ = reply.send(names.iter().map(|n| self.summary(n)).collect());
             }
             Cmd::Endpoints(name, reply) => {
                 let _ = reply.send(self.endpoints(&name));
@@ -100,24 +102,24 @@ impl Owner {
 
     async fn deploy(&mut self, spec: ServiceSpec) -> Result<DeployReply, ApiError> {
         let name = spec.name.clone();
-        let Some(s) = self.services.get(&name) else {
+        let Some(rec) = self.ctl.get(&name) else {
             let rec = ServiceRecord::new(spec);
-            put(&self.kv, &rec).await.map_err(store_error)?;
-            info!(service = %name, "created");
             let reply = reply_of(&rec, "created");
-            self.services.insert(name, Svc::new(rec, Phase::Staging));
+            self.ctl.put(&name, rec).await.map_err(store_error)?;
+            info!(service = %name, "created");
             return Ok(reply);
         };
-        if s.rec.removing {
+        if rec.removing {
             return Err(ApiError::Conflict(format!(
                 "service {name} is being removed; deploy it again once it is gone"
             )));
         }
-        if s.rec.target_spec() == Some(&spec) {
-            return Ok(reply_of(&s.rec, "unchanged"));
+        if rec.target_spec() == Some(&spec) {
+            return Ok(reply_of(rec, "unchanged"));
         }
+        let running = running_versions(&self.ctl.tasks(&name));
         self.change(&name, |rec| {
-            let v = rec.add_version(spec);
+            let v = rec.add_version(spec, &running);
             rec.event(format!("rolling update to version {v}"));
             Ok(reply_of(rec, "updated"))
         })
@@ -132,49 +134,42 @@ impl Owner {
         name: &str,
         f: impl FnOnce(&mut ServiceRecord) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let s = self.services.get(name).ok_or_else(|| unknown(name))?;
-        if s.rec.removing {
+        let rec = self.ctl.get(name).ok_or_else(|| unknown(name))?;
+        if rec.removing {
             return Err(ApiError::Conflict(format!("service {name} is being removed")));
         }
-        let mut rec = s.rec.clone();
+        let mut rec = rec.clone();
         let out = f(&mut rec)?;
-        put(&self.kv, &rec).await.map_err(store_error)?;
-        if let Some(s) = self.services.get_mut(name) {
-            s.rec = rec;
-            s.dirty = false;
-        }
+        self.ctl.put(name, rec).await.map_err(store_error)?;
         Ok(out)
     }
 
     fn summary(&self, name: &str) -> Result<Summary, ApiError> {
-        self.services.get(name).map(Svc::summary).ok_or_else(|| unknown(name))
+        let rec = self.ctl.get(name).ok_or_else(|| unknown(name))?;
+        Ok(state::summary(rec, &self.ctl.tasks(name), self.svc.svcs.get(name)))
     }
 
     fn status(&self, name: &str) -> Result<ServiceStatus, ApiError> {
-        let s = self.services.get(name).ok_or_else(|| unknown(name))?;
-        let instances = s
-            .rec
-            .instances
+        let rec = self.ctl.get(name).ok_or_else(|| unknown(name))?;
+        let tasks = self.ctl.tasks(name);
+        let instances = tasks
             .iter()
-            .map(|(id, r)| {
-                let l = s.live.get(id);
-                InstanceStatus {
-                    task_id: id.clone(),
-                    version: r.version,
-                    host: r.host.clone(),
-                    agent_id: r.agent_id.clone(),
-                    ports: port_map(&s.rec, r),
-                    phase: l.map(|l| format!("{:?}", l.phase)).unwrap_or_default(),
-                    health: l.map(|l| format!("{:?}", l.health)).unwrap_or_default(),
-                }
+            .filter(|t| is_instance(t))
+            .map(|t| InstanceStatus {
+                task_id: t.id.clone(),
+                version: version_of(t),
+                host: t.location.hostname.clone(),
+                agent_id: t.location.agent_id.clone(),
+                ports: port_map(rec, t),
+                phase: format!("{:?}", phase(t)),
+                health: format!("{:?}", self.svc.health(name, &t.id)),
             })
             .collect();
         Ok(ServiceStatus {
-            summary: s.summary(),
+            summary: state::summary(rec, &tasks, self.svc.svcs.get(name)),
             instances,
-            events: s.rec.events.clone(),
-            spec: s
-                .rec
+            events: rec.events.clone(),
+            spec: rec
                 .target_spec()
                 .cloned()
                 .ok_or_else(|| ApiError::Conflict("no target version".into()))?,
@@ -182,16 +177,17 @@ impl Owner {
     }
 
     fn endpoints(&self, name: &str) -> Result<Vec<Endpoint>, ApiError> {
-        let s = self.services.get(name).ok_or_else(|| unknown(name))?;
-        Ok(s.healthy()
-            .map(|(id, r)| Endpoint {
-                task_id: id.clone(),
-                version: r.version,
-                host: r.host.clone(),
-                ports: port_map(&s.rec, r),
-                address: match r.ports.first() {
-                    Some(p) => format!("{}:{p}", r.host),
-                    None => r.host.clone(),
+        let rec = self.ctl.get(name).ok_or_else(|| unknown(name))?;
+        let tasks = self.ctl.tasks(name);
+        Ok(healthy(&tasks, self.svc.svcs.get(name))
+            .map(|t| Endpoint {
+                task_id: t.id.clone(),
+                version: version_of(t),
+                host: t.location.hostname.clone(),
+                ports: port_map(rec, t),
+                address: match t.ports.first() {
+                    Some(p) => format!("{}:{p}", t.location.hostname),
+                    None => t.location.hostname.clone(),
                 },
             })
             .collect())
@@ -222,11 +218,11 @@ fn reply_of(rec: &ServiceRecord, outcome: &str) -> DeployReply {
     }
 }
 
-fn port_map(rec: &ServiceRecord, r: &InstanceRecord) -> BTreeMap<String, u64> {
+fn port_map(rec: &ServiceRecord, t: &Task) -> BTreeMap<String, u64> {
     let names = rec
         .versions
-        .get(&r.version)
+        .get(&version_of(t))
         .map(|v| v.ports.clone())
         .unwrap_or_default();
-    names.into_iter().zip(r.ports.iter().copied()).collect()
+    names.into_iter().zip(t.ports.iter().copied()).collect()
 }

@@ -1,41 +1,39 @@
-//! What the SDK and the health checkers report: subscription, updates,
-//! health results, and the failures they reveal.
+//! What the SDK and the health checkers report: the subscription, drains,
+//! health results, instances that ended, and the failures they reveal.
+//! The controller follows the tasks themselves; this is what they mean
+//! to a service.
 
 use std::time::Duration;
 
-use mezzo_sdk::{Event, TaskState, task_state, v1};
-use tokio::time::Instant;
+use mezzo_sdk::controller::Task;
+use mezzo_sdk::{Event, TaskState};
 use tracing::{info, warn};
 
 use super::Owner;
-use super::state::service_of;
+use super::state::{Svc, is_instance, phase, service_of, version_of};
 use crate::health;
 use crate::plan::{self, Health, Phase, RestartHold, Verdict};
+use crate::record::ServiceRecord;
 
 impl Owner {
-    pub(super) async fn on_event(&mut self, ev: Event) {
+    /// What the service itself makes of an event, before the controller
+    /// follows it: the framework id is saved, a drain is told in the
+    /// events of the services it moves.
+    pub(super) fn on_event(&mut self, ev: &Event) {
         match ev {
             Event::Subscribed { framework_id, resumed } => {
                 info!(%framework_id, resumed, "subscribed");
-                if let Err(e) = crate::save_framework_id(&self.work_dir, &framework_id) {
+                if let Err(e) = crate::save_framework_id(&self.work_dir, framework_id) {
                     warn!("cannot save the framework id: {e}");
                 }
-                // The master tells of every drain under way right after.
-                self.draining.clear();
-                if !self.loaded {
-                    self.load().await;
-                }
-                self.reconcile_unknown(true).await;
             }
-            Event::Offers(offers) => self.on_offers(offers).await,
-            Event::Update(status) => self.on_update(status).await,
             Event::Disconnected { reason } => warn!(%reason, "disconnected from the master; reconnecting"),
             Event::AgentLost { agent_id } => info!(%agent_id, "agent lost"),
             Event::AgentDraining {
                 agent_id,
                 draining,
                 deadline,
-            } => self.on_drain(agent_id, draining, deadline),
+            } => self.on_drain(agent_id, *draining, *deadline),
             _ => {}
         }
     }
@@ -43,26 +41,19 @@ impl Owner {
     /// An agent's drain started or ended: its instances are moved
     /// elsewhere by the planner, within the service's update limits,
     /// before the drain's deadline kills them.
-    fn on_drain(&mut self, agent_id: String, draining: bool, deadline: Option<std::time::SystemTime>) {
-        let known = self.draining.contains_key(&agent_id);
-        if draining {
-            self.draining.insert(agent_id.clone(), deadline);
-        } else {
-            self.draining.remove(&agent_id);
-        }
-        if known == draining {
+    fn on_drain(&mut self, agent_id: &str, draining: bool, deadline: Option<std::time::SystemTime>) {
+        if self.ctl.is_draining(agent_id) == draining {
             return; // told again after a subscription
         }
         info!(agent = %agent_id, draining, "agent drain");
-        for (name, s) in &mut self.services {
-            let here: Vec<&str> = s
-                .rec
-                .instances
-                .values()
-                .filter(|r| r.agent_id == agent_id)
-                .map(|r| r.host.as_str())
+        let names: Vec<String> = self.ctl.desired().map(|(k, _)| k.to_owned()).collect();
+        for name in names {
+            let tasks = self.ctl.tasks(&name);
+            let here: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| is_instance(t) && t.location.agent_id == agent_id)
                 .collect();
-            let Some(host) = here.first().map(|h| (*h).to_owned()) else {
+            let Some(host) = here.first().map(|t| t.location.hostname.clone()) else {
                 continue;
             };
             let what = if draining {
@@ -77,138 +68,41 @@ impl Owner {
                 format!("the drain of agent {host} ({agent_id}) ended")
             };
             info!(service = %name, "{what}");
-            s.rec.event(what);
-            s.dirty = true;
-        }
-    }
-
-    /// Asks the master about instances whose state we do not know (all of
-    /// them after a new subscription, with their agent ids).
-    pub(super) async fn reconcile_unknown(&mut self, all: bool) {
-        let mut ask = Vec::new();
-        for s in self.services.values() {
-            for (id, r) in &s.rec.instances {
-                let unknown = s.live.get(id).is_some_and(|l| l.phase == Phase::Unknown);
-                if all || unknown {
-                    ask.push((id.clone(), r.agent_id.clone()));
-                }
-            }
-        }
-        self.last_reconcile = Some(Instant::now());
-        if !ask.is_empty()
-            && let Err(e) = self.sched.reconcile(ask).await
-        {
-            warn!("reconcile failed: {e}");
-        }
-    }
-
-    async fn on_update(&mut self, status: v1::TaskStatus) {
-        let id = status.task_id.clone();
-        let name = service_of(&id).to_owned();
-        let state = task_state(&status).unwrap_or(TaskState::Unknown);
-        let known = self.services.get(&name).is_some_and(|s| s.live.contains_key(&id));
-        if !known {
-            // A task of ours that no record holds (one we replaced while its
-            // agent was away): stop it, so that it cannot be a duplicate.
-            if self.loaded && !state.is_terminal() && state != TaskState::Unknown {
-                info!(task = %id, "stopping a task no service owns");
-                let _ = self.sched.kill(&id, None).await;
-            }
-            return;
-        }
-        let now = Instant::now();
-        let Some(s) = self.services.get_mut(&name) else { return };
-        let Some(l) = s.live.get_mut(&id) else { return };
-        match state {
-            TaskState::Staging | TaskState::Starting if l.phase != Phase::Killing => l.phase = Phase::Starting,
-            TaskState::Running if l.phase != Phase::Killing => {
-                l.phase = Phase::Running;
-                if l.running_since.is_none() {
-                    l.running_since = Some(now);
-                }
-                let spec = s
-                    .rec
-                    .instances
-                    .get(&id)
-                    .and_then(|r| s.rec.versions.get(&r.version).map(|v| (r, v)));
-                match spec.map(|(r, v)| (r, v, v.probe())) {
-                    Some((r, v, Ok(Some(probe)))) if l.checker.is_none() => {
-                        let (interval, timeout) = v
-                            .health
-                            .as_ref()
-                            .map_or((Duration::from_secs(5), Duration::from_secs(2)), |h| {
-                                (h.interval, h.timeout)
-                            });
-                        let target = health::Target {
-                            task_id: id.clone(),
-                            host: r.host.clone(),
-                            ports: v.ports.iter().cloned().zip(r.ports.iter().copied()).collect(),
-                            probe,
-                            interval,
-                            timeout,
-                        };
-                        l.checker = Some(health::spawn(target, self.http.clone(), self.reports_tx.clone()));
-                    }
-                    // No check: running is healthy.
-                    Some((_, _, Ok(None))) => s.healthy_now(&id),
-                    _ => {}
-                }
-            }
-            TaskState::Killing | TaskState::Staging | TaskState::Starting | TaskState::Running => {}
-            ended => {
-                let was_killed_by_us = l.phase == Phase::Killing;
-                let version = s.rec.instances.get(&id).map(|r| r.version).unwrap_or_default();
-                self.forget(&name, &id);
-                let why = if status.message.is_empty() {
-                    format!("{:?}", status.reason)
-                } else {
-                    status.message.clone()
-                };
-                let end = classify_end(ended, was_killed_by_us);
-                match end {
-                    End::Killed => {}
-                    End::NeverStarted | End::ByOperator => {
-                        let what = if end == End::ByOperator {
-                            format!("instance {id} was stopped by an operator or a drain ({why}); replacing it at once")
-                        } else {
-                            format!("instance {id} was dropped before it started ({why}); replacing it at once")
-                        };
-                        info!(service = %name, "{what}");
-                        if let Some(s) = self.services.get_mut(&name) {
-                            s.rec.event(what);
-                            s.dirty = true;
-                        }
-                    }
-                    End::Failure { fault } => {
-                        self.failure(&name, version, &format!("instance {id} {}: {why}", ended.name()), fault)
-                    }
-                }
-            }
+            self.ctl.modify(&name, |rec| rec.event(what));
         }
     }
 
     pub(super) fn on_health(&mut self, r: health::Report) {
         let name = service_of(&r.task_id).to_owned();
-        let now = Instant::now();
-        let Some(s) = self.services.get_mut(&name) else { return };
-        let running = s.live.get(&r.task_id).is_some_and(|l| l.phase == Phase::Running);
-        let Some(version) = s.rec.instances.get(&r.task_id).map(|i| i.version) else {
+        let Some(rec) = self.ctl.get(&name).cloned() else {
             return;
         };
-        let Some(h) = s.rec.versions.get(&version).and_then(|v| v.health.clone()) else {
+        let rec = &rec;
+        let tasks = self.ctl.tasks(&name);
+        let Some(t) = tasks.iter().find(|t| t.id == r.task_id && is_instance(t)) else {
             return;
         };
-        if !running {
+        let version = version_of(t);
+        let Some(h) = rec.versions.get(&version).and_then(|v| v.health.clone()) else {
+            return;
+        };
+        if phase(t) != Phase::Running {
             return;
         }
+        let now = self.svc.now();
+        let s = self.svc.svc(&name, rec);
         if r.ok {
-            s.healthy_now(&r.task_id);
+            if s.healthy_now(rec, &r.task_id) {
+                self.ctl.trigger(&name);
+            }
             return;
         }
-        let Some(l) = s.live.get_mut(&r.task_id) else { return };
+        let l = s.live(&r.task_id);
         // Failures count only after the grace period, or once it has been
         // healthy.
-        let in_grace = l.health != Health::Healthy && l.running_since.is_some_and(|t| now < t + h.grace_period);
+        let in_grace = l.health != Health::Healthy
+            && l.running_since
+                .is_some_and(|t| tokio::time::Instant::now() < t + h.grace_period);
         if in_grace || l.health == Health::Unhealthy {
             return;
         }
@@ -220,32 +114,62 @@ impl Owner {
                 "instance {} failed {} health checks: {}",
                 r.task_id, l.failures, r.detail
             );
-            self.failure(&name, version, &what, true);
+            self.ctl
+                .modify(&name, |rec| failure(s, rec, &name, version, &what, true, now));
         }
     }
+}
 
-    /// An instance failed: back off further launches, and (for the new
-    /// version of an update) maybe roll back.
-    fn failure(&mut self, name: &str, version: u64, what: &str, fault: bool) {
-        let now = self.now();
-        let Some(s) = self.services.get_mut(name) else { return };
-        warn!(service = %name, "{what}");
-        s.rec.event(what);
-        let Some(spec) = s.rec.versions.get(&version).cloned() else {
-            return;
-        };
-        s.backoff.failure(now);
-        if fault
-            && let Verdict::RolledBack { from, to } =
-                plan::failed(&mut s.rec.deployment, version, spec.upgrade.auto_rollback)
-        {
-            let what = format!("version {from} failed; rolling back to version {to}");
-            warn!(service = %name, "{what}");
-            s.rec.event(what);
-            // The old version is known to work: no need to wait.
-            s.backoff = RestartHold::new(&spec.restart);
+/// An instance ended: say why in the service's events, and count it
+/// against its version unless it never started or was stopped by someone
+/// else.
+pub(super) fn ended(svc: &mut Svc, rec: &mut ServiceRecord, name: &str, t: &Task, now: Duration) {
+    svc.forget(&t.id);
+    if t.adopted {
+        return;
+    }
+    let id = &t.id;
+    let why = match &t.status {
+        Some(s) if !s.message.is_empty() => s.message.clone(),
+        Some(s) => format!("{:?}", s.reason),
+        None => String::new(),
+    };
+    let end = classify_end(t.state, t.killing);
+    match end {
+        End::Killed => {}
+        End::NeverStarted | End::ByOperator => {
+            let what = if end == End::ByOperator {
+                format!("instance {id} was stopped by an operator or a drain ({why}); replacing it at once")
+            } else {
+                format!("instance {id} was dropped before it started ({why}); replacing it at once")
+            };
+            info!(service = %name, "{what}");
+            rec.event(what);
         }
-        s.dirty = true;
+        End::Failure { fault } => {
+            let what = format!("instance {id} {}: {why}", t.state.name());
+            failure(svc, rec, name, version_of(t), &what, fault, now);
+        }
+    }
+}
+
+/// An instance failed: back off further launches, and (for the new
+/// version of an update) maybe roll back.
+fn failure(svc: &mut Svc, rec: &mut ServiceRecord, name: &str, version: u64, what: &str, fault: bool, now: Duration) {
+    warn!(service = %name, "{what}");
+    rec.event(what);
+    let Some(spec) = rec.versions.get(&version).cloned() else {
+        return;
+    };
+    svc.backoff.failure(now);
+    if fault
+        && let Verdict::RolledBack { from, to } = plan::failed(&mut rec.deployment, version, spec.upgrade.auto_rollback)
+    {
+        let what = format!("version {from} failed; rolling back to version {to}");
+        warn!(service = %name, "{what}");
+        rec.event(what);
+        // The old version is known to work: no need to wait.
+        svc.backoff = RestartHold::new(&spec.restart);
     }
 }
 

@@ -1,41 +1,40 @@
-//! The owner task: the only holder of the services' state. It takes SDK
-//! events, API commands, health reports and a tick, asks [`crate::plan`]
-//! what to do, and does it: accepts offers, kills tasks, writes records to
-//! the key-value namespace.
+//! The owner task: the only holder of the services' state. The loop
+//! shape is the SDK's controller ([`mezzo_sdk::controller`]): each
+//! service's record is a desired object in the key-value namespace, its
+//! instances are the controller's observed tasks, and its planning is the
+//! controller's reconcile (`reconcile.rs`), with requeue.
 //!
 //! ```text
 //!  SDK Events ───────────┐
-//!  API Cmd (mpsc 256) ───┼──▶ owner: services (records + live state) ──▶ Scheduler calls, Kv writes
+//!  API Cmd (mpsc 256) ───┼──▶ owner: Controller<ServiceRecord> + Services ──▶ Scheduler calls, Kv writes
 //!  health Report (1024) ─┤          ▲ spawns one checker per running instance (health.rs)
 //!  tick (200 ms) ────────┘
 //! ```
 //!
-//! One file per concern, each adding methods to [`Owner`]: `events.rs`
-//! (SDK events, health reports), `tick.rs` (the periodic step and the
-//! planner), `launch.rs` (placing and launching instances), `kill.rs`
-//! (stopping them), `commands.rs` (the API's commands), `store.rs` (the
-//! records in the key-value namespace) and `state.rs` (what is held per
-//! service).
+//! One file per concern: `reconcile.rs` (the controller's callback: the
+//! planner's step as kills and launches), `events.rs` (what events,
+//! instance ends and health reports mean to a service), `task.rs` (an
+//! instance's task), `commands.rs` (the API's commands) and `state.rs`
+//! (what is held per service beside the controller).
 
 mod commands;
 mod events;
-mod kill;
-mod launch;
+mod reconcile;
 mod state;
-mod store;
-mod tick;
+mod task;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mezzo_sdk::{Event, Events, Kv, Scheduler};
+use mezzo_sdk::controller::Controller;
+use mezzo_sdk::{Event, Events, Scheduler};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
-use self::state::Svc;
+use self::state::Services;
 use crate::error::ApiError;
 use crate::health;
+use crate::record::{self, LegacyInstance, ServiceRecord};
 use crate::spec::ServiceSpec;
 use crate::view::{DeployReply, Endpoint, ServiceStatus, Summary};
 
@@ -55,44 +54,25 @@ pub(crate) enum Cmd {
     Endpoints(String, Reply<Vec<Endpoint>>),
 }
 
-/// How often the owner runs its periodic step.
+/// How often the controller runs its periodic step.
 const TICK: Duration = Duration::from_millis(200);
 
 /// The owner task's state.
 pub(crate) struct Owner {
-    sched: Scheduler,
-    kv: Kv,
+    ctl: Controller<ServiceRecord>,
+    svc: Services,
     work_dir: PathBuf,
-    http: reqwest::Client,
-    services: BTreeMap<String, Svc>,
-    loaded: bool,
-    /// A pending report stands at the masters (cleared once all fit).
-    pending_reported: bool,
-    reports_tx: mpsc::Sender<health::Report>,
-    last_revive: Option<Instant>,
-    last_reconcile: Option<Instant>,
-    started: Instant,
-    draining: state::Draining,
+    /// Instances of records from before the controller were handed over.
+    legacy_done: bool,
 }
 
 impl Owner {
     pub(crate) fn new(sched: Scheduler, work_dir: PathBuf, reports_tx: mpsc::Sender<health::Report>) -> Owner {
         Owner {
-            kv: sched.kv(),
-            sched,
+            ctl: Controller::new(&sched, record::PREFIX),
+            svc: Services::new(reports_tx),
             work_dir,
-            http: {
-                mezzo_sdk::ensure_tls_provider();
-                reqwest::Client::new()
-            },
-            services: BTreeMap::new(),
-            loaded: false,
-            pending_reported: false,
-            reports_tx,
-            last_revive: None,
-            last_reconcile: None,
-            started: Instant::now(),
-            draining: state::Draining::new(),
+            legacy_done: false,
         }
     }
 
@@ -111,16 +91,43 @@ impl Owner {
                 ev = events.next() => match ev {
                     None => return None,
                     Some(Event::Error { message }) => return Some(message),
-                    Some(ev) => self.on_event(ev).await,
+                    Some(ev) => {
+                        self.on_event(&ev);
+                        self.ctl.event(ev, &mut self.svc).await;
+                        self.take_over_legacy();
+                    }
                 },
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
                 Some(r) = reports.recv() => self.on_health(r),
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => {
+                    self.ctl.tick(&mut self.svc).await;
+                    self.take_over_legacy();
+                }
             }
         }
     }
 
-    fn now(&self) -> Duration {
-        self.started.elapsed()
+    /// Hands the instances of records written before the controller kept
+    /// them over to it, once loaded (before any reconcile: none runs until
+    /// the master has said which tasks run), so that an upgrade keeps its
+    /// instances instead of stopping them as tasks no record holds.
+    fn take_over_legacy(&mut self) {
+        if self.legacy_done || !self.ctl.is_loaded() {
+            return;
+        }
+        self.legacy_done = true;
+        let older: Vec<(String, BTreeMap<String, LegacyInstance>)> = self
+            .ctl
+            .desired()
+            .filter(|(_, r)| !r.legacy.is_empty())
+            .map(|(k, r)| (k.to_owned(), r.legacy.clone()))
+            .collect();
+        for (name, instances) in older {
+            tracing::info!(service = %name, instances = instances.len(), "taking over instances of an older record");
+            for (id, i) in instances {
+                self.ctl.hold(state::legacy_task(&name, id, i));
+            }
+            self.ctl.modify(&name, |r| r.legacy.clear());
+        }
     }
 }

@@ -1,0 +1,416 @@
+//! The controller's state and decisions, with no I/O: desired objects,
+//! the observed view, the schedule of reconciles and the launches waiting
+//! for offers. [`Controller`](super::Controller) feeds it and carries out
+//! what it answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use mezzo_proto::resources::Resources;
+use mezzo_proto::v1;
+use tokio::time::Instant;
+
+use super::context::{Context, Launch, Reconciler, Requeue};
+use super::observed::{Observed, Task};
+use super::schedule::Schedule;
+use crate::TaskState;
+use crate::offers::{Assignment, Placed, Strategy, plan};
+
+/// A desired object and whether the store is behind it.
+#[derive(Debug)]
+pub(crate) struct Desired<D> {
+    pub(crate) value: D,
+    pub(crate) dirty: bool,
+}
+
+/// A kill to send.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Kill {
+    pub(crate) task_id: String,
+    pub(crate) grace: Option<Duration>,
+}
+
+/// Launches placed on offers in one round, and what found no room.
+#[derive(Debug)]
+pub(crate) struct Round {
+    /// Placed: the key, the launch and its place.
+    pub(crate) placed: Vec<Assignment<(String, Launch)>>,
+    /// Offers that received nothing.
+    pub(crate) unused: Vec<String>,
+    /// Why launches wait, for the pending report.
+    pub(crate) pending: Vec<v1::PendingTask>,
+}
+
+/// A kill without an end is sent again after this long.
+pub(crate) const KILL_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Core<D> {
+    pub(crate) desired: BTreeMap<String, Desired<D>>,
+    pub(crate) observed: Observed,
+    pub(crate) schedule: Schedule,
+    /// Launches waiting for offers, per key.
+    pub(crate) waiting: BTreeMap<String, Vec<Launch>>,
+    /// Agents being drained, with the drain's deadline.
+    pub(crate) draining: BTreeMap<String, Option<SystemTime>>,
+    /// Keys whose task records the store is behind on.
+    pub(crate) dirty_tasks: BTreeSet<String>,
+    /// Keys to delete once none of their tasks is left.
+    pub(crate) forgetting: BTreeSet<String>,
+    /// When each kill was last sent.
+    pub(crate) kill_sent: BTreeMap<String, Instant>,
+    /// Reconciles may run: the store is loaded and, after a resumed
+    /// subscription, the master has said which tasks run.
+    pub(crate) ready: bool,
+}
+
+impl<D> Default for Core<D> {
+    fn default() -> Self {
+        Core {
+            desired: BTreeMap::new(),
+            observed: Observed::default(),
+            schedule: Schedule::default(),
+            waiting: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            dirty_tasks: BTreeSet::new(),
+            forgetting: BTreeSet::new(),
+            kill_sent: BTreeMap::new(),
+            ready: false,
+        }
+    }
+}
+
+impl<D: Clone + PartialEq> Core<D> {
+    /// Reconcile `key` as soon as possible.
+    pub(crate) fn trigger(&mut self, key: &str, now: Instant) {
+        self.schedule.at(key, now);
+    }
+
+    /// Follows an update; the key whose view changed is reconciled.
+    pub(crate) fn update(&mut self, status: &v1::TaskStatus, now: Instant) {
+        if let Some(key) = self.observed.update(status) {
+            self.trigger(&key, now);
+        }
+    }
+
+    /// An agent's drain started or ended: the keys with tasks there are
+    /// reconciled. False when nothing changed (told again after a
+    /// subscription).
+    pub(crate) fn drain(&mut self, agent_id: &str, draining: bool, deadline: Option<SystemTime>, now: Instant) -> bool {
+        let before = self.draining.contains_key(agent_id);
+        if draining {
+            self.draining.insert(agent_id.to_owned(), deadline);
+        } else {
+            self.draining.remove(agent_id);
+        }
+        if before == draining {
+            return false;
+        }
+        let keys: BTreeSet<String> = self
+            .observed
+            .iter()
+            .filter(|t| t.location.agent_id == agent_id)
+            .map(|t| t.key.clone())
+            .collect();
+        for k in keys {
+            self.trigger(&k, now);
+        }
+        true
+    }
+
+    /// Follows a task launched elsewhere; see `Controller::hold`.
+    pub(crate) fn hold(&mut self, mut task: Task) {
+        let key = task.key.clone();
+        if let Some(seen) = self.observed.get(&task.id) {
+            task.state = seen.state;
+            task.status = seen.status.clone();
+            task.killing = seen.killing;
+        }
+        task.adopted = false;
+        self.observed.launching(task);
+        self.dirty_tasks.insert(key);
+    }
+
+    /// The master no longer has a task we asked to kill: it has ended.
+    pub(crate) fn gone(&mut self, task_id: &str, now: Instant) {
+        let status = v1::TaskStatus {
+            task_id: task_id.to_owned(),
+            state: TaskState::Unknown.to_proto() as i32,
+            message: "the master no longer has it".into(),
+            ..Default::default()
+        };
+        self.kill_sent.remove(task_id);
+        if let Some(t) = self.observed.get_mut(task_id) {
+            t.status = Some(status);
+            t.state = TaskState::Unknown;
+            let key = t.key.clone();
+            self.trigger(&key, now);
+        }
+    }
+
+    /// Runs every reconcile due at `now`; answers the kills to send.
+    pub(crate) fn run_due<R: Reconciler<D>>(&mut self, r: &mut R, now: Instant) -> Vec<Kill> {
+        if !self.ready {
+            return Vec::new();
+        }
+        let mut kills = Vec::new();
+        for key in self.schedule.take_due(now) {
+            kills.extend(self.reconcile(&key, r, now));
+        }
+        kills
+    }
+
+    /// Reconciles every key with launches waiting (new offers came).
+    pub(crate) fn run_waiting<R: Reconciler<D>>(&mut self, r: &mut R, now: Instant) -> Vec<Kill> {
+        let keys: Vec<String> = self.waiting.keys().cloned().collect();
+        for k in &keys {
+            self.trigger(k, now);
+        }
+        self.run_due(r, now)
+    }
+
+    /// One reconcile of `key`, or the stop of its tasks when it has no
+    /// desired object.
+    fn reconcile<R: Reconciler<D>>(&mut self, key: &str, r: &mut R, now: Instant) -> Vec<Kill> {
+        let tasks = self.observed.of_key(key);
+        let Some(entry) = self.desired.get_mut(key) else {
+            return self.orphaned(key, &tasks, now);
+        };
+        let mut ctx = Context::new(now, &self.draining);
+        let mut value = entry.value.clone();
+        let result = r.reconcile(key, &mut value, &tasks, &mut ctx);
+        let Context {
+            launches,
+            kills,
+            forget,
+            ..
+        } = ctx;
+        if value != entry.value {
+            entry.value = value;
+            entry.dirty = true;
+        }
+        match result {
+            Ok(requeue) => {
+                self.schedule.succeeded(key);
+                if let Requeue::After(d) = requeue {
+                    self.schedule.at(key, now + d);
+                }
+                self.seen_ends(key, &tasks);
+            }
+            Err(e) => {
+                let delay = self.schedule.failed(key, now);
+                tracing::warn!(%key, "reconcile failed (again in {delay:?}): {e}");
+            }
+        }
+        if launches.is_empty() {
+            self.waiting.remove(key);
+        } else {
+            self.waiting.insert(key.to_owned(), launches);
+        }
+        if forget {
+            self.forgetting.insert(key.to_owned());
+        }
+        self.kills(key, kills, now)
+    }
+
+    /// Tasks of a key nothing desires are stopped; their ends dropped.
+    fn orphaned(&mut self, key: &str, tasks: &[Task], now: Instant) -> Vec<Kill> {
+        self.seen_ends(key, tasks);
+        self.waiting.remove(key);
+        let ids: Vec<(String, Option<Duration>)> = tasks
+            .iter()
+            .filter(|t| !t.ended() && !t.killing)
+            .map(|t| (t.id.clone(), None))
+            .collect();
+        if !ids.is_empty() {
+            tracing::info!(%key, tasks = ids.len(), "stopping tasks of a key nothing desires");
+        }
+        self.kills(key, ids, now)
+    }
+
+    /// Ends the reconciler has seen are dropped from the view.
+    fn seen_ends(&mut self, key: &str, tasks: &[Task]) {
+        for t in tasks.iter().filter(|t| t.ended()) {
+            self.observed.remove(&t.id);
+            self.kill_sent.remove(&t.id);
+            if !t.adopted {
+                self.dirty_tasks.insert(key.to_owned());
+            }
+        }
+    }
+
+    fn kills(&mut self, key: &str, asked: Vec<(String, Option<Duration>)>, now: Instant) -> Vec<Kill> {
+        let mut out = Vec::new();
+        for (task_id, grace) in asked {
+            let Some(t) = self.observed.get_mut(&task_id) else {
+                continue;
+            };
+            if t.key != key || t.ended() || t.killing {
+                continue;
+            }
+            t.killing = true;
+            self.kill_sent.insert(task_id.clone(), now);
+            out.push(Kill { task_id, grace });
+        }
+        out
+    }
+
+    /// Kills sent [`KILL_RETRY`] ago with no end since, to send again.
+    pub(crate) fn kills_due(&mut self, now: Instant) -> Vec<Kill> {
+        let mut out = Vec::new();
+        for (id, sent) in &mut self.kill_sent {
+            if now.saturating_duration_since(*sent) >= KILL_RETRY {
+                *sent = now;
+                out.push(Kill {
+                    task_id: id.clone(),
+                    grace: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Keys with tasks but no desired object (their tasks are stopped).
+    pub(crate) fn orphan_keys(&self) -> Vec<String> {
+        self.observed
+            .keys()
+            .into_iter()
+            .filter(|k| !self.desired.contains_key(k))
+            .collect()
+    }
+
+    /// True while a launch waits for an offer.
+    pub(crate) fn wants_offers(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Places the waiting launches on `offers`, key by key, each spread
+    /// within its constraints over the hosts, counting the key's live
+    /// tasks (those being stopped or leaving a draining agent hold no
+    /// place). What finds no room keeps waiting.
+    pub(crate) fn place(&mut self, offers: &[v1::Offer]) -> Round {
+        let mut room: Vec<v1::Offer> = offers.to_vec();
+        let mut placed_all = Vec::new();
+        let mut pending = Vec::new();
+        for (key, launches) in std::mem::take(&mut self.waiting) {
+            let mut placed = self.placed(&key);
+            let mut left = Vec::new();
+            for launch in launches {
+                let work = [(launch.request.clone(), (key.clone(), launch.clone()))];
+                let p = match plan(&room, work, Strategy::Spread, &launch.constraints, &mut placed) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("an offer's resources do not parse: {e}");
+                        left.push(launch);
+                        continue;
+                    }
+                };
+                let Some(a) = p.assignments.into_iter().next() else {
+                    left.push(launch);
+                    continue;
+                };
+                if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
+                    && let Ok(r) = Resources::from_proto(&o.resources)
+                {
+                    o.resources = r.saturating_sub(&a.resources).to_proto();
+                }
+                placed_all.push(a);
+            }
+            pending.extend(pending_report(&key, &left, offers));
+            if !left.is_empty() {
+                self.waiting.insert(key, left);
+            }
+        }
+        let used: BTreeSet<&str> = placed_all.iter().map(|a| a.offer_id.as_str()).collect();
+        let unused = offers
+            .iter()
+            .filter(|o| !used.contains(o.offer_id.as_str()))
+            .map(|o| o.offer_id.clone())
+            .collect();
+        Round {
+            placed: placed_all,
+            unused,
+            pending,
+        }
+    }
+
+    /// Names each placed launch's task (`<key>.<name>`) and follows it
+    /// from now on, `Staging`; answers the assignments with the key and
+    /// task id. A name already in use is skipped.
+    pub(crate) fn launching(
+        &mut self,
+        placed: Vec<Assignment<(String, Launch)>>,
+        at: SystemTime,
+    ) -> Vec<Assignment<(String, String)>> {
+        let mut out = Vec::new();
+        for a in placed {
+            let (key, launch) = a.payload;
+            let id = format!("{key}.{}", launch.name);
+            if self.observed.get(&id).is_some() {
+                tracing::warn!(task = %id, "a launch reuses a task id; skipped");
+                continue;
+            }
+            self.observed.launching(Task {
+                id: id.clone(),
+                key: key.clone(),
+                state: TaskState::Staging,
+                status: None,
+                location: a.location.clone(),
+                ports: a.ports.clone(),
+                labels: launch.labels,
+                launched: Some(at),
+                killing: false,
+                adopted: false,
+            });
+            out.push(Assignment {
+                payload: (key, id),
+                offer_id: a.offer_id,
+                location: a.location,
+                resources: a.resources,
+                ports: a.ports,
+            });
+        }
+        out
+    }
+
+    /// Where `key`'s live tasks hold a place.
+    fn placed(&self, key: &str) -> Placed {
+        let mut placed = Placed::default();
+        for t in self.observed.of_key(key) {
+            let leaving = self.draining.contains_key(&t.location.agent_id);
+            if !t.ended() && !t.killing && !t.adopted && !leaving {
+                placed.place(&t.id, t.location.clone());
+            }
+        }
+        placed
+    }
+}
+
+/// Pending-report entries for launches of `key` that found no room, one
+/// reason per kind of launch.
+fn pending_report(key: &str, left: &[Launch], offers: &[v1::Offer]) -> Vec<v1::PendingTask> {
+    let largest = offers
+        .iter()
+        .filter_map(|o| Resources::from_proto(&o.resources).ok())
+        .max_by_key(|r| (r.cpus, r.mem))
+        .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
+    let mut out = Vec::new();
+    for (k, l) in left.iter().enumerate().take(100) {
+        let same = left.iter().filter(|o| o.describe == l.describe).count();
+        let what = if l.describe.is_empty() {
+            key
+        } else {
+            l.describe.as_str()
+        };
+        let reason = format!(
+            "{what}: {same} task(s) find no room; each needs {} and {} port(s); {largest}",
+            l.request.resources, l.request.ports
+        );
+        out.push(crate::pending_task(
+            format!("{key}.waiting-{k}"),
+            reason,
+            Some(&l.request.resources),
+        ));
+    }
+    out
+}
