@@ -179,6 +179,13 @@ impl Scheduler {
                 Ok(()) | Err(SdkError::NotConnected | SdkError::Transport(_) | SdkError::Timeout) => {}
                 // Stopped meanwhile: the removal came.
                 Err(SdkError::Stopped) => return Ok(()),
+                // The first call was taken: a framework the master no
+                // longer holds a subscription of is being removed (its
+                // removal commits, then closes the stream) — wait for it.
+                Err(SdkError::Rejected {
+                    code: tonic::Code::FailedPrecondition | tonic::Code::NotFound,
+                    ..
+                }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -40,6 +40,11 @@ struct Seen {
     /// Answer this many Teardown calls without removing the framework (a
     /// leader that failed before committing the removal).
     ignore_teardowns: usize,
+    /// The removal commits this long after the teardown is taken; a
+    /// teardown meanwhile is refused as a real master refuses it (the
+    /// framework no longer holds a subscription).
+    slow_removal: Option<Duration>,
+    removing: bool,
     /// Sender of the open event stream; dropping it ends the stream.
     stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
     /// Announced heartbeat interval (no heartbeat is ever sent).
@@ -219,22 +224,29 @@ impl SchedulerService for FakeMaster {
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
         // As a master does once the removal commits: an Error event, and
         // the stream ends.
-        let stream = {
+        let (stream, delay) = {
             let mut seen = self.seen();
             seen.acks_at_teardown = Some(seen.acks_answered);
             seen.teardowns += 1;
+            if seen.removing {
+                return Err(Status::failed_precondition("framework fw-1 is not subscribed"));
+            }
             if seen.ignore_teardowns > 0 {
                 seen.ignore_teardowns -= 1;
-                None
+                (None, None)
             } else {
-                seen.stream.take()
+                seen.removing = seen.slow_removal.is_some();
+                (seen.stream.take(), seen.slow_removal)
             }
         };
         if let Some(tx) = stream {
             let removed = Wire::Error(v1::Error {
                 message: "framework removed".into(),
             });
-            let _ = tx.send(Ok(v1::Event { event: Some(removed) })).await;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay.unwrap_or_default()).await;
+                let _ = tx.send(Ok(v1::Event { event: Some(removed) })).await;
+            });
         }
         ok()
     }
@@ -502,6 +514,16 @@ async fn teardown_returns_once_the_removal_is_confirmed() {
     assert_eq!(scheduler.teardown().await, Err(SdkError::Timeout));
     assert_eq!(master.seen().teardowns, crate::TEARDOWN_TRIES);
     scheduler.stop().await;
+    // A removal slower than a call (a loaded registry): the teardown asked
+    // again is refused, the framework being without a subscription; the
+    // removal still comes, and the teardown returns once it has.
+    let master = FakeMaster::default();
+    master.seen().slow_removal = Some(Duration::from_millis(2500));
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.teardown().await, Ok(()));
+    assert_eq!(master.seen().teardowns, 2);
 }
 
 #[tokio::test]
