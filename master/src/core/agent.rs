@@ -248,13 +248,7 @@ impl Master {
             }
             fresh.used = old.used;
             fresh.tasks = old.tasks;
-            for offer in self
-                .offers
-                .values()
-                .filter(|o| o.agent_id == rec.id)
-                .map(|o| o.id.clone())
-                .collect::<Vec<_>>()
-            {
+            for offer in self.offers_of(&rec.id) {
                 self.rescind_offer(&offer, true);
             }
         }
@@ -422,13 +416,7 @@ impl Master {
         agent.last_seen = now;
         self.alloc.set_agent_active(&id, false);
         tracing::warn!(agent = %id, "agent disconnected");
-        let offers: Vec<_> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
+        for offer in self.offers_of(&id) {
             self.rescind_offer(&offer, true);
         }
     }
@@ -506,13 +494,7 @@ impl Master {
 
     /// Rescinds every outstanding offer of an agent.
     pub(crate) fn rescind_agent_offers(&mut self, id: &AgentId) {
-        let offers: Vec<_> = self
-            .offers
-            .values()
-            .filter(|o| &o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
+        for offer in self.offers_of(id) {
             self.rescind_offer(&offer, true);
         }
     }

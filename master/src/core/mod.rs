@@ -256,6 +256,10 @@ pub struct Master {
     frameworks: BTreeMap<FrameworkId, Framework>,
     agents: BTreeMap<AgentId, Agent>,
     offers: HashMap<OfferId, Offer>,
+    /// The outstanding offers of each agent: an agent's events (it
+    /// re-registers, disconnects, is drained) find them without a scan of
+    /// every offer, which made a re-registration storm quadratic.
+    agent_offers: HashMap<AgentId, HashSet<OfferId>>,
     alloc: Allocator,
     /// Reservation changes proposed and not yet committed: the op, the
     /// resources held aside meanwhile, and the operator ticket to answer.
@@ -303,6 +307,7 @@ impl Master {
             frameworks: BTreeMap::new(),
             agents: BTreeMap::new(),
             offers: HashMap::new(),
+            agent_offers: HashMap::new(),
             alloc: Allocator::new(),
             pending_ops: Vec::new(),
             pending_tickets: Vec::new(),

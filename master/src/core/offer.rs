@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mezzo_proto::ids::{FrameworkId, OfferId};
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId};
 use mezzo_proto::v1;
 
 use super::{Master, Offer};
@@ -69,6 +69,7 @@ impl Master {
                     .collect(),
                 allocation_role: d.role.to_string(),
             });
+            self.agent_offers.entry(d.agent.clone()).or_default().insert(id.clone());
             self.offers.insert(
                 id.clone(),
                 Offer {
@@ -91,10 +92,24 @@ impl Master {
         self.observed.allocation_took(started.elapsed());
     }
 
+    /// The outstanding offers of agent `id`.
+    pub(super) fn offers_of(&self, id: &AgentId) -> Vec<OfferId> {
+        self.agent_offers
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Removes an offer from the books without returning its resources
     /// (the caller accounts for them).
     pub(super) fn take_offer(&mut self, id: &OfferId) -> Option<Offer> {
         let offer = self.offers.remove(id)?;
+        if let Some(set) = self.agent_offers.get_mut(&offer.agent_id) {
+            set.remove(id);
+            if set.is_empty() {
+                self.agent_offers.remove(&offer.agent_id);
+            }
+        }
         let flat = offer.resources.total();
         if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
             agent.offered = agent.offered.saturating_sub(&flat);

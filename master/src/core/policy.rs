@@ -174,15 +174,10 @@ impl Master {
             .alloc
             .agent_free(agent)
             .ok_or_else(|| MasterError::UnknownAgent(agent.to_string()))?;
-        let offers: Vec<OfferId> = self
-            .offers
-            .values()
-            .filter(|o| &o.agent_id == agent)
-            .map(|o| {
-                free.add(&o.resources);
-                o.id.clone()
-            })
-            .collect();
+        let offers = self.offers_of(agent);
+        for o in offers.iter().filter_map(|id| self.offers.get(id)) {
+            free.add(&o.resources);
+        }
         Ok((free, offers))
     }
 

@@ -44,6 +44,13 @@ impl Sim {
         loop {
             self.m.allocate_if_needed(self.now);
             let effects = self.m.take_effects();
+            // Every step of every core test keeps the per-agent offer index
+            // equal to the offers.
+            let mut by_agent: HashMap<AgentId, HashSet<OfferId>> = HashMap::new();
+            for o in self.m.offers.values() {
+                by_agent.entry(o.agent_id.clone()).or_default().insert(o.id.clone());
+            }
+            assert_eq!(by_agent, self.m.agent_offers, "the per-agent offer index drifted");
             if effects.is_empty() {
                 return;
             }
