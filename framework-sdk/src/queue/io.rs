@@ -27,6 +27,8 @@ pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
 const RECONCILE_EVERY: Duration = Duration::from_secs(15);
 /// A kill with no end yet is asked for again after this long.
 const KILL_AGAIN: Duration = Duration::from_secs(5);
+/// Kill calls in flight at once.
+const KILLS_AT_ONCE: usize = 32;
 /// Tasks per reconciliation call.
 const RECONCILE_CHUNK: usize = 1000;
 
@@ -133,11 +135,11 @@ impl<T> WorkQueue<T> {
     pub async fn tick(&mut self, scheduler: &Scheduler, now: Instant) {
         let kills = self.due(now);
         self.kill(scheduler, kills);
-        self.kill_again(scheduler, now);
+        self.send_kills(scheduler, now);
         self.ask_about_silent(scheduler, now);
-        if self.suppressed && !self.ready.is_empty() {
+        if self.suppressed != Some(false) && !self.ready.is_empty() {
             match scheduler.revive().await {
-                Ok(()) => self.suppressed = false,
+                Ok(()) => self.suppressed = Some(false),
                 Err(e) => tracing::debug!("revive failed: {e}"),
             }
         } else {
@@ -147,9 +149,9 @@ impl<T> WorkQueue<T> {
 
     /// After every subscription: whether offers are suppressed at the new
     /// leader is not known, so the next [`WorkQueue::tick`] revives them if
-    /// anything waits.
+    /// anything waits, and suppresses them if nothing does.
     pub fn subscribed(&mut self) {
-        self.suppressed = true;
+        self.suppressed = None;
     }
 
     /// Cancels items: those waiting end at once (their outcomes are
@@ -170,33 +172,47 @@ impl<T> WorkQueue<T> {
     }
 
     /// Asks for kills without waiting on them (a cancelled job may kill
-    /// thousands); an unanswered one is asked again by `tick`.
+    /// thousands); one unanswered is asked again by `tick`.
     fn kill(&mut self, scheduler: &Scheduler, tasks: Vec<String>) {
         if tasks.is_empty() {
             return;
         }
-        let now = Instant::now();
-        for t in &tasks {
-            self.kills.insert(t.clone(), now);
+        for t in tasks {
+            self.kills.insert(t, None);
         }
-        let s = scheduler.clone();
-        tokio::spawn(async move {
-            for task in tasks {
-                if let Err(e) = s.kill(&task, None).await {
-                    tracing::debug!(%task, "kill failed; asked again: {e}");
-                }
-            }
-        });
+        self.send_kills(scheduler, Instant::now());
     }
 
-    fn kill_again(&mut self, scheduler: &Scheduler, now: Instant) {
-        let again: Vec<String> = self
-            .kills
-            .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) >= KILL_AGAIN)
-            .map(|(t, _)| t.clone())
-            .collect();
-        self.kill(scheduler, again);
+    /// Sends the kills not sent yet, and those sent [`KILL_AGAIN`] ago
+    /// without an end since, in one pass at a time, a few dozen at once.
+    fn send_kills(&mut self, scheduler: &Scheduler, now: Instant) {
+        if self.kills.is_empty() || self.kill_pass.as_ref().is_some_and(|p| !p.is_finished()) {
+            return;
+        }
+        let mut due = Vec::new();
+        for (task, sent) in &mut self.kills {
+            if sent.is_none_or(|at| now.saturating_duration_since(at) >= KILL_AGAIN) {
+                *sent = Some(now);
+                due.push(task.clone());
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let s = scheduler.clone();
+        self.kill_pass = Some(tokio::spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(due)
+                .for_each_concurrent(KILLS_AT_ONCE, |task| {
+                    let s = s.clone();
+                    async move {
+                        if let Err(e) = s.kill(&task, None).await {
+                            tracing::debug!(%task, "kill failed; asked again: {e}");
+                        }
+                    }
+                })
+                .await;
+        }));
     }
 
     /// Asks the master about launches that have had no update for
@@ -237,9 +253,9 @@ impl<T> WorkQueue<T> {
     /// Nothing can launch now (all running, or waiting out a backoff):
     /// no offers until [`WorkQueue::tick`] finds something waiting.
     async fn suppress_if_idle(&mut self, scheduler: &Scheduler) {
-        if !self.suppressed && self.ready.is_empty() {
+        if self.suppressed != Some(true) && self.ready.is_empty() {
             match scheduler.suppress().await {
-                Ok(()) => self.suppressed = true,
+                Ok(()) => self.suppressed = Some(true),
                 Err(e) => tracing::debug!("suppress failed: {e}"),
             }
         }

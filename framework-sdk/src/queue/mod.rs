@@ -271,6 +271,9 @@ struct Item<T> {
     drops: u32,
     /// Requeues over all attempts.
     requeues: u32,
+    /// Its tasks that ended while it stayed in the queue (relaunched or
+    /// retried): an end of one resent later is not a task to adopt.
+    retired: Vec<String>,
     stage: Stage,
 }
 
@@ -296,10 +299,15 @@ pub struct WorkQueue<T> {
     /// were last asked about: a launch whose answer was lost may never
     /// have reached the master, and only a reconciliation tells.
     unconfirmed: HashMap<String, (String, Instant)>,
-    /// Kills asked for and not yet confirmed by an end, with when.
-    kills: HashMap<String, Instant>,
-    /// Offers are suppressed (nothing waited when last looked).
-    suppressed: bool,
+    /// Kills asked for and not yet confirmed by an end, with when each was
+    /// last sent (`None`: not yet).
+    kills: HashMap<String, Option<Instant>>,
+    /// The task sending kills, while it runs: one at a time, so that the
+    /// kills of a cancelled 100,000-task job do not pile up.
+    kill_pass: Option<tokio::task::JoinHandle<()>>,
+    /// Whether offers are suppressed at the master (`None`: not known,
+    /// after a subscription; the next tick settles it).
+    suppressed: Option<bool>,
     /// When every running task is next asked about.
     next_reconcile: Option<Instant>,
 }
@@ -335,7 +343,8 @@ impl<T> WorkQueue<T> {
             by_task: HashMap::new(),
             unconfirmed: HashMap::new(),
             kills: HashMap::new(),
-            suppressed: false,
+            kill_pass: None,
+            suppressed: None,
             next_reconcile: None,
         }
     }
@@ -384,6 +393,7 @@ impl<T> WorkQueue<T> {
                 relaunches: 0,
                 drops: 0,
                 requeues: from.requeues,
+                retired: Vec::new(),
                 stage: Stage::Waiting,
             },
         );
@@ -464,7 +474,10 @@ impl<T> WorkQueue<T> {
         let Some(item) = self.items.get(&id) else {
             return false;
         };
-        if matches!(item.stage, Stage::Running { .. }) || attempt < item.attempt {
+        if matches!(item.stage, Stage::Running { .. })
+            || attempt < item.attempt
+            || item.retired.iter().any(|t| t == task_id)
+        {
             return false;
         }
         if let Some(item) = self.items.get_mut(&id) {
@@ -521,6 +534,7 @@ impl<T> WorkQueue<T> {
         let Stage::Running { since, kill, .. } = std::mem::replace(&mut item.stage, Stage::Waiting) else {
             return None;
         };
+        item.retired.push(status.task_id.clone());
         if let Some(t) = item.policy.timeout {
             self.deadlines.remove(&(since + t, id));
         }

@@ -273,6 +273,26 @@ fn adopted_tasks_count_as_the_items_run() {
     assert!(!ended(q.update(&status("q-0-3", TaskState::Failed), now)).succeeded());
 }
 
+/// An agent resends an end until it is acknowledged; a framework that
+/// restarted adopts what reconciliation reports. A resent end of a task
+/// the item has already moved past is neither.
+#[test]
+fn a_resent_end_of_a_relaunched_task_is_not_adopted_again() {
+    let now = Instant::now();
+    let mut q = WorkQueue::new("q", RetryPolicy::attempts(2));
+    let id = q.submit("a", request());
+    let t = launch_due(&mut q, now).remove(0);
+    assert!(matches!(
+        q.update(&status(&t, TaskState::Lost), now),
+        Some(Change::Relaunching { .. })
+    ));
+    assert!(!q.adopt(id, &t, 1, now), "its end was seen");
+    assert_eq!(q.update(&status(&t, TaskState::Lost), now), None);
+    let t2 = launch_due(&mut q, now).remove(0);
+    failure(q.update(&status(&t2, TaskState::Failed), now));
+    assert!(!q.adopt(id, &t2, 2, now), "nor a failed attempt's");
+}
+
 #[test]
 fn tasks_are_named_by_the_callers_function() {
     let now = Instant::now();

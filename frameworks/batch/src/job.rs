@@ -547,6 +547,8 @@ mod tests {
         j.feed(&mut q, 1);
         run(&mut j, &mut q, 0, "j.0.1.1", TaskState::Dropped, now);
         run(&mut j, &mut q, 0, "j.0.1.1.1", TaskState::Lost, now);
+        // Its agent resends the loss until the framework acknowledges it.
+        assert!(!j.adopt(&mut q, 0, "j.0.1.1.1", now), "counted once");
         assert_eq!(j.progress.dropped_relaunched, 1);
         assert_eq!(j.progress.requeued[&0], 1);
         assert_eq!(j.next_attempt(0), 1);

@@ -402,8 +402,23 @@ impl State {
         // A task the queue did not launch (it was started before this
         // framework's restart) is adopted rather than launched again; a
         // DROPPED one never ran and counts for nothing.
-        if self.queue.item_of(&status.task_id).is_none() && state != mezzo_sdk::TaskState::Dropped {
-            job.adopt(&mut self.queue, index, &status.task_id, now);
+        let may_run = !state.is_terminal() || state == mezzo_sdk::TaskState::Unreachable;
+        if self.queue.item_of(&status.task_id).is_none()
+            && state != mezzo_sdk::TaskState::Dropped
+            && !job.adopt(&mut self.queue, index, &status.task_id, now)
+            && may_run
+        {
+            // A run nobody wants any more (an older attempt whose timeout
+            // kill was lost in a restart, a task of a cancelled job, one
+            // reported after its index was launched again): stop it.
+            warn!(task = %status.task_id, "a task no index runs as is still running; killing it");
+            let s = self.scheduler.clone();
+            let task = status.task_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.kill(&task, None).await {
+                    tracing::debug!(%task, "kill failed; killed again at its next update: {e}");
+                }
+            });
         }
         let change = self.queue.update(&status, now);
         tracing::debug!(task = %status.task_id, state = state.name(), ?change, "update");
