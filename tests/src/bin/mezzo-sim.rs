@@ -179,6 +179,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
 /// A framework that declines every offer for an hour and notes each
 /// agent it was offered.
 struct Probe {
+    scheduler: Scheduler,
     seen: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -187,7 +188,9 @@ impl Probe {
     async fn start(c: &Cluster, name: &str) -> Result<Probe> {
         let (scheduler, mut events) = Scheduler::start(c.sdk_config(name));
         let (tx, seen) = tokio::sync::watch::channel(0);
+        let s = scheduler.clone();
         let task = tokio::spawn(async move {
+            let scheduler = s;
             let mut agents = HashSet::new();
             while let Some(e) = events.next().await {
                 if let Event::Offers(offers) = e {
@@ -198,7 +201,7 @@ impl Probe {
                 }
             }
         });
-        Ok(Probe { seen, task })
+        Ok(Probe { scheduler, seen, task })
     }
 
     /// Waits until `n` agents were offered; answers how long since `from`.
@@ -206,7 +209,12 @@ impl Probe {
         let waited = tokio::time::timeout(Duration::from_secs(600), self.seen.wait_for(|s| *s >= n))
             .await
             .is_ok_and(|r| r.is_ok());
+        // Gone for good: offers it would hold until they time out would
+        // be missing from the frameworks measured next.
         self.task.abort();
+        if let Err(e) = self.scheduler.teardown().await {
+            eprintln!("the probe framework's teardown failed: {e}");
+        }
         if !waited {
             bail!("the probe was offered {} of {n} agents", *self.seen.borrow());
         }
