@@ -883,6 +883,14 @@ impl crate::controller::Reconciler<u32> for Copies {
     }
 }
 
+/// A fake master whose store holds one entry.
+async fn master_with_store(key: &str, value: &[u8]) -> (FakeMaster, SocketAddr) {
+    let master = FakeMaster::default();
+    master.seen().store = Some(std::collections::BTreeMap::from([(key.to_owned(), value.to_vec())]));
+    let addr = master.clone().serve().await;
+    (master, addr)
+}
+
 /// The controller (issue 20): its launches are recorded in the store
 /// before they are accepted; a restarted framework reads them back, asks
 /// the master about each with its agent, and launches nothing again for
@@ -890,12 +898,7 @@ impl crate::controller::Reconciler<u32> for Copies {
 #[tokio::test]
 async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart() {
     use crate::controller::Controller;
-    let master = FakeMaster::default();
-    master.seen().store = Some(std::collections::BTreeMap::from([(
-        "want/web".to_owned(),
-        b"2".to_vec(),
-    )]));
-    let addr = master.clone().serve().await;
+    let (master, addr) = master_with_store("want/web", b"2").await;
     let offers = |id: &str| {
         Wire::Offers(v1::Offers {
             offers: vec![v1::Offer {
@@ -975,5 +978,48 @@ async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart
     assert_eq!(accepts, 1, "nothing launched twice");
     assert!(declined, "the offer is declined");
     assert_eq!(copies.0, 10, "nothing asked for");
+    scheduler.stop().await;
+}
+
+/// Finding 8: a flush writes the task records before the desired objects,
+/// so that instances taken over from an older record (`hold`, then the
+/// record changed) are never in neither place after a crash between the
+/// writes.
+#[tokio::test]
+async fn a_controller_writes_task_records_before_desired_objects() {
+    use crate::controller::{Controller, Task};
+    let (master, addr) = master_with_store("want/web", b"1").await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let first = next(&mut events).await;
+    ctl.event(first, &mut copies).await;
+    assert!(ctl.is_loaded());
+    ctl.hold(Task {
+        id: "web.old".into(),
+        key: "web".into(),
+        state: crate::TaskState::Unknown,
+        status: None,
+        location: crate::offers::Location {
+            agent_id: "agent-1".into(),
+            hostname: "h".into(),
+            attributes: vec![],
+        },
+        ports: vec![],
+        labels: std::collections::BTreeMap::new(),
+        launched: None,
+        killing: false,
+        adopted: false,
+    });
+    assert!(ctl.modify("web", |w| *w = 2));
+    master.seen().log.clear();
+    ctl.tick(&mut copies).await;
+    let log = master.seen().log.clone();
+    let at = |what: &str| log.iter().position(|l| l == what);
+    assert!(
+        at("put want/web/tasks").is_some() && at("put want/web").is_some(),
+        "{log:?}"
+    );
+    assert!(at("put want/web/tasks") < at("put want/web"), "{log:?}");
     scheduler.stop().await;
 }
