@@ -883,6 +883,28 @@ impl crate::controller::Reconciler<u32> for Copies {
     }
 }
 
+/// The master answers that web.1 and web.2 run (after the implicit
+/// reconciliation, whose end comes in between); the controller follows
+/// the three events.
+async fn web_runs(
+    master: &FakeMaster,
+    events: &mut Events,
+    ctl: &mut crate::controller::Controller<u32>,
+    copies: &mut Copies,
+) {
+    for id in ["web.1", "web.2"] {
+        master
+            .push(Wire::Update(v1::Update {
+                status: Some(status(id, v1::TaskState::TaskRunning, b"")),
+            }))
+            .await;
+    }
+    for _ in 0..3 {
+        let ev = next(events).await;
+        ctl.event(ev, copies).await;
+    }
+}
+
 /// A fake master whose store holds one entry.
 async fn master_with_store(key: &str, value: &[u8]) -> (FakeMaster, SocketAddr) {
     let master = FakeMaster::default();
@@ -956,18 +978,8 @@ async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart
             ("web.2".to_owned(), "agent-1".to_owned())
         ]
     );
-    for id in ["web.1", "web.2"] {
-        master
-            .push(Wire::Update(v1::Update {
-                status: Some(status(id, v1::TaskState::TaskRunning, b"")),
-            }))
-            .await;
-    }
     // The implicit reconciliation's end, then the two answers (in some order).
-    for _ in 0..3 {
-        let ev = next(&mut events).await;
-        ctl.event(ev, &mut copies).await;
-    }
+    web_runs(&master, &mut events, &mut ctl, &mut copies).await;
     master.push(offers("o-2")).await;
     let ev = next(&mut events).await;
     ctl.event(ev, &mut copies).await;
@@ -1021,5 +1033,57 @@ async fn a_controller_writes_task_records_before_desired_objects() {
         "{log:?}"
     );
     assert!(at("put want/web/tasks") < at("put want/web"), "{log:?}");
+    scheduler.stop().await;
+}
+
+/// Finding 1: the store cannot be read at the subscription (say, just
+/// after a leader change) and the master reports running tasks first; the
+/// load that follows gives them their records: not adopted, nothing
+/// launched again, their records kept.
+#[tokio::test]
+async fn a_controller_gives_tasks_reported_before_its_load_their_records() {
+    use crate::controller::Controller;
+    // No store yet: listing it fails.
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let mut resumed = config(&[addr]);
+    resumed.framework_id = Some("fw-1".into());
+    let (scheduler, mut events) = Scheduler::start(resumed);
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let ev = next(&mut events).await;
+    assert_eq!(ev, subscribed("fw-1", true));
+    ctl.event(ev, &mut copies).await;
+    assert!(!ctl.is_loaded());
+    // The implicit reconciliation's end, then the two answers (in some order).
+    web_runs(&master, &mut events, &mut ctl, &mut copies).await;
+    assert!(ctl.tasks("web").iter().all(|t| t.adopted));
+    let record =
+        |id: &str| format!(r#""{id}":{{"agent_id":"agent-1","host":"h","labels":{{"v":"1"}},"launched":1.0}}"#);
+    let records = format!("{{{},{}}}", record("web.1"), record("web.2"));
+    master.seen().store = Some(std::collections::BTreeMap::from([
+        ("want/web".to_owned(), b"2".to_vec()),
+        ("want/web/tasks".to_owned(), records.into_bytes()),
+    ]));
+    ctl.tick(&mut copies).await;
+    assert!(ctl.is_loaded());
+    ctl.tick(&mut copies).await;
+    let tasks = ctl.tasks("web");
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert!(
+            !t.adopted && t.state == crate::TaskState::Running && t.location.hostname == "h" && t.labels["v"] == "1",
+            "{t:?}"
+        );
+    }
+    assert_eq!(copies.0, 0, "nothing launched again");
+    let kept = master
+        .seen()
+        .store
+        .as_ref()
+        .and_then(|s| s.get("want/web/tasks").cloned());
+    let kept: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&kept.expect("records kept")).expect("json");
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["web.1", "web.2"]);
     scheduler.stop().await;
 }
