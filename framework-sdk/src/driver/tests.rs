@@ -1087,3 +1087,39 @@ async fn a_controller_gives_tasks_reported_before_its_load_their_records() {
     assert_eq!(kept.keys().collect::<Vec<_>>(), ["web.1", "web.2"]);
     scheduler.stop().await;
 }
+
+/// Finding 9: a desired object the controller cannot read (a schema
+/// change, say) does not make its key an orphan: its running tasks are
+/// followed, not killed.
+#[tokio::test]
+async fn a_controller_follows_the_tasks_of_an_unreadable_desired_object() {
+    use crate::controller::Controller;
+    let (master, addr) = master_with_store("want/old", b"{not json").await;
+    let records = br#"{"old.1":{"agent_id":"agent-1","host":"h","launched":1.0}}"#;
+    master
+        .seen()
+        .store
+        .as_mut()
+        .map(|s| s.insert("want/old/tasks".to_owned(), records.to_vec()));
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let ev = next(&mut events).await;
+    ctl.event(ev, &mut copies).await;
+    assert!(ctl.is_loaded() && ctl.get("old").is_none());
+    deliver(&master, &mut events, status("old.1", v1::TaskState::TaskRunning, b"")).await;
+    ctl.event(
+        Event::Update(status("old.1", v1::TaskState::TaskRunning, b"")),
+        &mut copies,
+    )
+    .await;
+    ctl.tick(&mut copies).await;
+    ctl.tick(&mut copies).await;
+    let tasks = ctl.tasks("old");
+    assert_eq!(tasks.len(), 1);
+    assert!(
+        tasks[0].state == crate::TaskState::Running && !tasks[0].killing,
+        "{tasks:?}"
+    );
+    scheduler.stop().await;
+}
