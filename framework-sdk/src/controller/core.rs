@@ -81,6 +81,9 @@ pub(crate) struct Core<D> {
     /// Live tasks of keys this controller does not know (another part of
     /// the framework's), left alone; each logged once.
     pub(crate) strangers: BTreeSet<String>,
+    /// Keys deleted since this process started: a task of theirs that
+    /// comes back (its agent returned) is still stopped.
+    pub(crate) forgotten: BTreeSet<String>,
 }
 
 impl<D> Default for Core<D> {
@@ -99,6 +102,7 @@ impl<D> Default for Core<D> {
             awaiting: None,
             unreadable: BTreeSet::new(),
             strangers: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
         }
     }
 }
@@ -115,7 +119,17 @@ impl<D: Clone + PartialEq> Core<D> {
         self.desired.insert(key.to_owned(), Desired { value, dirty: false });
         self.forgetting.remove(key);
         self.unreadable.remove(key);
+        self.forgotten.remove(key);
         self.trigger(key, now);
+    }
+
+    /// `key`'s desired object and task records are deleted from the store.
+    pub(crate) fn forgot(&mut self, key: &str) {
+        self.forgetting.remove(key);
+        self.desired.remove(key);
+        self.waiting.remove(key);
+        self.schedule.forget(key);
+        self.forgotten.insert(key.to_owned());
     }
 
     /// Follows an update; the key whose view changed is reconciled. Once
@@ -135,10 +149,12 @@ impl<D: Clone + PartialEq> Core<D> {
         }
     }
 
-    /// A key with a desired object (readable or not) or task records.
+    /// A key with a desired object (readable or not) or task records, or
+    /// one deleted since this process started.
     fn knows(&self, key: &str) -> bool {
         self.desired.contains_key(key)
             || self.unreadable.contains(key)
+            || self.forgotten.contains(key)
             || self.observed.iter().any(|t| t.key == key && !t.adopted)
     }
 

@@ -21,7 +21,8 @@
 //!   started. On every subscription the controller asks the master about
 //!   each live task it holds (with its agent); live tasks it did not know
 //!   are adopted ([`Task::adopted`]) when their key is one it knows (a
-//!   desired object or task records); tasks of other keys (another part
+//!   desired object or task records, or one deleted since the process
+//!   started); tasks of other keys (another part
 //!   of the framework's, say a work queue's) are left alone. Tasks the
 //!   master reports before the store is read take their records once it
 //!   is. An end is shown to the next reconcile once, then dropped;
@@ -521,10 +522,7 @@ where
             match deleted.await {
                 Ok(_) => {
                     info!(%key, "forgotten");
-                    self.core.forgetting.remove(&key);
-                    self.core.desired.remove(&key);
-                    self.core.waiting.remove(&key);
-                    self.core.schedule.forget(&key);
+                    self.core.forgot(&key);
                 }
                 Err(e) => warn!(%key, "cannot delete the key yet: {e}"),
             }

@@ -467,6 +467,15 @@ fn tasks_of_keys_it_does_not_know_are_left_alone() {
     // A task of a key it knows is still adopted.
     c.update(&status("web.9", TaskState::Running), now);
     assert!(c.observed.get("web.9").is_some_and(|t| t.adopted));
+    // So is one of a key it deleted (its agent came back): then stopped.
+    desire(&mut c, "old", 0);
+    c.forgetting.insert("old".into());
+    c.forgot("old");
+    c.update(&status("old.1", TaskState::Running), now);
+    assert!(c.observed.get("old.1").is_some_and(|t| t.adopted));
+    assert_eq!(c.orphan_keys(), ["old"]);
+    let kills = c.run_due(&mut r, now);
+    assert!(kills.iter().any(|k| k.task_id == "old.1"), "{kills:?}");
 }
 
 /// Finding 7: a reconcile that fails has still seen the ends it was
