@@ -22,10 +22,9 @@
 //!   each live task it holds (with its agent); live tasks it did not know
 //!   are adopted ([`Task::adopted`]) when their key is one it knows (a
 //!   desired object or task records, or one deleted since the process
-//!   started); tasks of other keys (another part
-//!   of the framework's, say a work queue's) are left alone. Tasks the
-//!   master reports before the store is read take their records once it
-//!   is. An end is shown to the next reconcile once, then dropped;
+//!   started); tasks of other keys (another part of the framework's, say
+//!   a work queue's) are left alone. Tasks the master reports before the
+//!   store is read take their records once it is. An end is shown to the next reconcile once, then dropped;
 //!   repeated ends change nothing. Tasks of a key with no desired object
 //!   are stopped; those of a key whose stored object cannot be read are
 //!   only followed.
@@ -480,8 +479,9 @@ where
     /// Writes what changed: task records, desired objects, and deletes the
     /// keys forgotten once none of their tasks is left.
     async fn flush(&mut self) {
-        // Task records first: an object written without instances it held
-        // before (taken over into records) must not lose them in a crash.
+        // Task records first, and a key's object only once its records
+        // are written: an object written without instances it held before
+        // (taken over into records) must not lose them in a crash.
         for key in std::mem::take(&mut self.core.dirty_tasks) {
             if let Err(e) = self.write_tasks(&key).await {
                 warn!(%key, "cannot write the task records yet: {e}");
@@ -492,7 +492,7 @@ where
             .core
             .desired
             .iter()
-            .filter(|(_, d)| d.dirty)
+            .filter(|(k, d)| d.dirty && !self.core.dirty_tasks.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         for key in dirty {

@@ -61,6 +61,8 @@ struct Seen {
     store: Option<std::collections::BTreeMap<String, Vec<u8>>>,
     /// Store writes and accepts, in order: `put KEY`, `delete KEY`, `accept`.
     log: Vec<String>,
+    /// Store puts of these keys are refused (UNAVAILABLE) and not logged.
+    refuse_puts: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -275,6 +277,9 @@ impl SchedulerService for FakeMaster {
     async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
         let req = req.into_inner();
         let mut seen = self.seen();
+        if seen.refuse_puts.contains(&req.key) {
+            return Err(Status::unavailable("no quorum"));
+        }
         if seen.store.is_some() {
             seen.log.push(format!("put {}", req.key));
             seen.store.as_mut().map(|s| s.insert(req.key, req.value));
@@ -993,8 +998,8 @@ async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart
     scheduler.stop().await;
 }
 
-/// Finding 8: a flush writes the task records before the desired objects,
-/// so that instances taken over from an older record (`hold`, then the
+/// Finding 8: a flush writes the task records before the desired objects
+/// (and a key's object not while its records cannot be written), so that instances taken over from an older record (`hold`, then the
 /// record changed) are never in neither place after a crash between the
 /// writes.
 #[tokio::test]
@@ -1025,6 +1030,15 @@ async fn a_controller_writes_task_records_before_desired_objects() {
     });
     assert!(ctl.modify("web", |w| *w = 2));
     master.seen().log.clear();
+    // While the records cannot be written, neither is the object.
+    master.seen().refuse_puts.insert("want/web/tasks".into());
+    ctl.tick(&mut copies).await;
+    assert!(
+        !master.seen().log.contains(&"put want/web".to_owned()),
+        "{:?}",
+        master.seen().log
+    );
+    master.seen().refuse_puts.clear();
     ctl.tick(&mut copies).await;
     let log = master.seen().log.clone();
     let at = |what: &str| log.iter().position(|l| l == what);
