@@ -32,6 +32,11 @@ pub trait Reconciler<D> {
     /// ([`Task::ended`]), then dropped. Changes to `desired` are written to
     /// the store. Launches asked for through `ctx` replace those of the
     /// last reconcile that still wait for offers.
+    ///
+    /// An `Err` undoes nothing: the changes to `desired`, the launches and
+    /// kills asked for are kept, and the ends in `tasks` count as seen (the
+    /// retry does not show them again). Handle ends before anything that
+    /// may fail, or remember them in `desired`.
     fn reconcile(
         &mut self,
         key: &str,

@@ -11,10 +11,10 @@ use mezzo_proto::v1;
 use tokio::time::Instant;
 
 use super::context::{Context, Launch, Reconciler, Requeue};
-use super::observed::{Observed, Task};
+use super::observed::{Observed, Task, TaskRecord, key_of};
 use super::schedule::Schedule;
-use crate::TaskState;
 use crate::offers::{Assignment, Placed, Strategy, plan};
+use crate::{TaskState, task_state};
 
 /// A desired object and whether the store is behind it.
 #[derive(Debug)]
@@ -44,6 +44,13 @@ pub(crate) struct Round {
 /// A kill without an end is sent again after this long.
 pub(crate) const KILL_RETRY: Duration = Duration::from_secs(10);
 
+/// After a resumed subscription, reconciles wait this long at most for
+/// the implicit reconciliation's end ([`crate::Event::Reconciled`]): the
+/// driver gives it up (after 300 s, or on a refusal) without saying so.
+/// Going ahead then is safe for the tasks read back from the store: they
+/// count as live until the master answers for them.
+pub(crate) const RECONCILED_LIMIT: Duration = Duration::from_secs(120);
+
 #[derive(Debug)]
 pub(crate) struct Core<D> {
     pub(crate) desired: BTreeMap<String, Desired<D>>,
@@ -60,8 +67,23 @@ pub(crate) struct Core<D> {
     /// When each kill was last sent.
     pub(crate) kill_sent: BTreeMap<String, Instant>,
     /// Reconciles may run: the store is loaded and, after a resumed
-    /// subscription, the master has said which tasks run.
+    /// subscription, the master has said which tasks run (or
+    /// [`RECONCILED_LIMIT`] passed).
     pub(crate) ready: bool,
+    /// The desired objects and task records have been read.
+    pub(crate) loaded: bool,
+    /// Since when a resumed subscription's implicit reconciliation has
+    /// been awaited, while its end has not come.
+    pub(crate) awaiting: Option<Instant>,
+    /// Keys whose stored desired object cannot be read: their tasks are
+    /// followed, never stopped as orphans.
+    pub(crate) unreadable: BTreeSet<String>,
+    /// Live tasks of keys this controller does not know (another part of
+    /// the framework's), left alone; each logged once.
+    pub(crate) strangers: BTreeSet<String>,
+    /// Keys deleted since this process started: a task of theirs that
+    /// comes back (its agent returned) is still stopped.
+    pub(crate) forgotten: BTreeSet<String>,
 }
 
 impl<D> Default for Core<D> {
@@ -76,6 +98,11 @@ impl<D> Default for Core<D> {
             forgetting: BTreeSet::new(),
             kill_sent: BTreeMap::new(),
             ready: false,
+            loaded: false,
+            awaiting: None,
+            unreadable: BTreeSet::new(),
+            strangers: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
         }
     }
 }
@@ -86,10 +113,96 @@ impl<D: Clone + PartialEq> Core<D> {
         self.schedule.at(key, now);
     }
 
-    /// Follows an update; the key whose view changed is reconciled.
+    /// Makes `value` `key`'s desired object (written to the store) and
+    /// reconciles the key; a key being forgotten is kept.
+    pub(crate) fn set(&mut self, key: &str, value: D, now: Instant) {
+        self.desired.insert(key.to_owned(), Desired { value, dirty: false });
+        self.forgetting.remove(key);
+        self.unreadable.remove(key);
+        self.forgotten.remove(key);
+        self.trigger(key, now);
+    }
+
+    /// `key`'s desired object and task records are deleted from the store.
+    pub(crate) fn forgot(&mut self, key: &str) {
+        self.forgetting.remove(key);
+        self.desired.remove(key);
+        self.waiting.remove(key);
+        self.schedule.forget(key);
+        self.forgotten.insert(key.to_owned());
+    }
+
+    /// Follows an update; the key whose view changed is reconciled. Once
+    /// loaded, a task of a key this controller does not know is left
+    /// alone (not adopted).
     pub(crate) fn update(&mut self, status: &v1::TaskStatus, now: Instant) {
+        if self.observed.get(&status.task_id).is_none()
+            && self.loaded
+            && let Some(key) = key_of(&status.task_id)
+            && !self.knows(key)
+        {
+            self.stranger(&status.task_id, task_state(status).unwrap_or(TaskState::Unknown));
+            return;
+        }
         if let Some(key) = self.observed.update(status) {
             self.trigger(&key, now);
+        }
+    }
+
+    /// A key with a desired object (readable or not) or task records, or
+    /// one deleted since this process started.
+    fn knows(&self, key: &str) -> bool {
+        self.desired.contains_key(key)
+            || self.unreadable.contains(key)
+            || self.forgotten.contains(key)
+            || self.observed.iter().any(|t| t.key == key && !t.adopted)
+    }
+
+    /// A task of a key this controller does not know: logged once while
+    /// it lives.
+    fn stranger(&mut self, task_id: &str, state: TaskState) {
+        if state.is_terminal() || state == TaskState::Unknown {
+            self.strangers.remove(task_id);
+        } else if self.strangers.insert(task_id.to_owned()) {
+            tracing::info!(task = %task_id, "a task of no key this controller knows; left alone");
+        }
+    }
+
+    /// Task records of `key` read back from the store, merged into the
+    /// tasks the master reported before the load (no longer adopted).
+    pub(crate) fn restore(&mut self, key: &str, records: BTreeMap<String, TaskRecord>, now: Instant) {
+        if self.observed.restore(key, records) {
+            self.dirty_tasks.insert(key.to_owned());
+            self.trigger(key, now);
+        }
+    }
+
+    /// The store is read: tasks adopted before it whose key turns out to
+    /// be unknown are let go (they are not this controller's).
+    pub(crate) fn mark_loaded(&mut self) {
+        self.loaded = true;
+        let strangers: Vec<(String, TaskState)> = self
+            .observed
+            .iter()
+            .filter(|t| t.adopted && !self.knows(&t.key))
+            .map(|t| (t.id.clone(), t.state))
+            .collect();
+        for (id, state) in strangers {
+            self.observed.remove(&id);
+            self.kill_sent.remove(&id);
+            self.stranger(&id, state);
+        }
+    }
+
+    /// True once when the implicit reconciliation has been awaited for
+    /// [`RECONCILED_LIMIT`]: reconciles go ahead without its end.
+    pub(crate) fn reconciled_overdue(&mut self, now: Instant) -> bool {
+        match self.awaiting {
+            Some(since) if now.saturating_duration_since(since) >= RECONCILED_LIMIT => {
+                self.awaiting = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -195,13 +308,15 @@ impl<D: Clone + PartialEq> Core<D> {
                 if let Requeue::After(d) = requeue {
                     self.schedule.at(key, now + d);
                 }
-                self.seen_ends(key, &tasks);
             }
             Err(e) => {
                 let delay = self.schedule.failed(key, now);
                 tracing::warn!(%key, "reconcile failed (again in {delay:?}): {e}");
             }
         }
+        // Shown once, whatever the result: a failed reconcile keeps its
+        // changes, so the ends it saw are counted.
+        self.seen_ends(key, &tasks);
         if launches.is_empty() {
             self.waiting.remove(key);
         } else {
@@ -214,9 +329,14 @@ impl<D: Clone + PartialEq> Core<D> {
     }
 
     /// Tasks of a key nothing desires are stopped; their ends dropped.
+    /// Those of a key whose desired object cannot be read are followed
+    /// only.
     fn orphaned(&mut self, key: &str, tasks: &[Task], now: Instant) -> Vec<Kill> {
         self.seen_ends(key, tasks);
         self.waiting.remove(key);
+        if self.unreadable.contains(key) {
+            return Vec::new();
+        }
         let ids: Vec<(String, Option<Duration>)> = tasks
             .iter()
             .filter(|t| !t.ended() && !t.killing)
@@ -270,12 +390,13 @@ impl<D: Clone + PartialEq> Core<D> {
         out
     }
 
-    /// Keys with tasks but no desired object (their tasks are stopped).
+    /// Keys with tasks but no desired object (their tasks are stopped),
+    /// unless the object is there but cannot be read.
     pub(crate) fn orphan_keys(&self) -> Vec<String> {
         self.observed
             .keys()
             .into_iter()
-            .filter(|k| !self.desired.contains_key(k))
+            .filter(|k| !self.desired.contains_key(k) && !self.unreadable.contains(k))
             .collect()
     }
 

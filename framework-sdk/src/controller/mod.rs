@@ -20,15 +20,22 @@
 //!   accepted, so a restarted framework knows every task it may have
 //!   started. On every subscription the controller asks the master about
 //!   each live task it holds (with its agent); live tasks it did not know
-//!   are adopted ([`Task::adopted`]). An end is shown to the next
-//!   reconcile once, then dropped; repeated ends change nothing. Tasks of
-//!   a key with no desired object are stopped.
+//!   are adopted ([`Task::adopted`]) when their key is one it knows (a
+//!   desired object or task records, or one deleted since the process
+//!   started); tasks of other keys (another part of the framework's, say
+//!   a work queue's) are left alone. Tasks the master reports before the
+//!   store is read take their records once it is. An end is shown to the next reconcile once, then dropped;
+//!   repeated ends change nothing. Tasks of a key with no desired object
+//!   are stopped; those of a key whose stored object cannot be read are
+//!   only followed.
 //! - **Reconciles** run per key, one pending at a time, on: a change of
 //!   the desired object, a change of the key's tasks, a drain of an agent
 //!   holding them, offers while its launches wait, and the requeue it
-//!   asked for. A failed reconcile is retried with backoff. After a
-//!   restart none runs before the master has said which tasks run
-//!   ([`Event::Reconciled`]).
+//!   asked for. A failed reconcile is retried with backoff; it keeps what
+//!   it did, and the ends it was shown count as seen. After a restart
+//!   none runs before the master has said which tasks run
+//!   ([`Event::Reconciled`]), or 120 s have passed without that answer
+//!   (the driver may give it up silently).
 //! - **Offers** are suppressed while no launch waits and revived when one
 //!   does; launches that find no room are reported to the masters
 //!   (`mezzo why`).
@@ -125,9 +132,6 @@ pub struct Controller<D> {
     kv: Kv,
     prefix: String,
     core: Core<D>,
-    loaded: bool,
-    /// A resumed subscription's implicit reconciliation has not ended yet.
-    awaiting_reconciled: bool,
     suppressed: bool,
     pending_reported: bool,
     last_revive: Option<Instant>,
@@ -146,8 +150,6 @@ where
             kv: scheduler.kv(),
             prefix: prefix.into(),
             core: Core::default(),
-            loaded: false,
-            awaiting_reconciled: false,
             suppressed: false,
             pending_reported: false,
             last_revive: None,
@@ -157,7 +159,7 @@ where
 
     /// True once the desired objects and task records have been read.
     pub fn is_loaded(&self) -> bool {
-        self.loaded
+        self.core.loaded
     }
 
     /// The desired object of `key`.
@@ -195,14 +197,12 @@ where
     }
 
     /// Writes `key`'s desired object, then makes it current and triggers
-    /// a reconcile. On error nothing changed.
+    /// a reconcile. A key its reconciler asked to forget is kept. On error
+    /// nothing changed.
     pub async fn put(&mut self, key: &str, value: D) -> Result<(), SdkError> {
         check_key(key)?;
         self.kv.put(&self.desired_key(key), encode(&value)?).await?;
-        self.core
-            .desired
-            .insert(key.to_owned(), Desired { value, dirty: false });
-        self.core.trigger(key, Instant::now());
+        self.core.set(key, value, Instant::now());
         Ok(())
     }
 
@@ -228,8 +228,8 @@ where
         match event {
             Event::Subscribed { resumed, .. } => self.subscribed(resumed).await,
             Event::Reconciled => {
-                self.awaiting_reconciled = false;
-                self.core.ready = self.loaded;
+                self.core.awaiting = None;
+                self.core.ready = self.core.loaded;
             }
             Event::Update(status) => self.core.update(&status, now),
             Event::AgentDraining {
@@ -251,13 +251,17 @@ where
     /// tasks of keys nothing desires stopped, offers revived or
     /// suppressed, and the store brought up to date.
     pub async fn tick<R: Reconciler<D>>(&mut self, r: &mut R) {
-        if !self.loaded {
+        if !self.core.loaded {
             if self.sched.is_connected() {
                 self.load().await;
             }
             return;
         }
         let now = Instant::now();
+        if self.core.reconciled_overdue(now) {
+            warn!(limit = ?core::RECONCILED_LIMIT, "no end of the master's reconciliation; reconciling anyway");
+            self.core.ready = true;
+        }
         for key in self.core.orphan_keys() {
             self.core.trigger(&key, now);
         }
@@ -282,9 +286,13 @@ where
         self.last_revive = None;
         if !self.core.ready {
             // A resumed framework may have tasks running: hear of them first.
-            self.awaiting_reconciled = resumed;
+            if resumed {
+                self.core.awaiting.get_or_insert_with(Instant::now);
+            } else {
+                self.core.awaiting = None;
+            }
         }
-        if !self.loaded {
+        if !self.core.loaded {
             self.load().await;
         }
         self.ask_master(false).await;
@@ -307,10 +315,13 @@ where
                             .insert(rest.to_owned(), Desired { value, dirty: false });
                         self.core.trigger(rest, now);
                     }
-                    Err(err) => warn!(key = %e.key, "unreadable desired object skipped: {err}"),
+                    Err(err) => {
+                        warn!(key = %e.key, "unreadable desired object: its tasks are followed, not reconciled nor stopped: {err}");
+                        self.core.unreadable.insert(rest.to_owned());
+                    }
                 },
                 Some((key, "tasks")) => match serde_json::from_slice::<BTreeMap<String, TaskRecord>>(&e.value) {
-                    Ok(records) => self.core.observed.restore(key, records),
+                    Ok(records) => self.core.restore(key, records, now),
                     Err(err) => warn!(key = %e.key, "unreadable task records skipped: {err}"),
                 },
                 Some(_) => {}
@@ -322,8 +333,8 @@ where
             tasks = self.core.observed.iter().count(),
             "desired state loaded"
         );
-        self.loaded = true;
-        self.core.ready = !self.awaiting_reconciled;
+        self.core.mark_loaded();
+        self.core.ready = self.core.awaiting.is_none();
     }
 
     /// Asks the master about live tasks: all of them (after a
@@ -465,14 +476,23 @@ where
         }
     }
 
-    /// Writes what changed: desired objects, task records, and deletes the
+    /// Writes what changed: task records, desired objects, and deletes the
     /// keys forgotten once none of their tasks is left.
     async fn flush(&mut self) {
+        // Task records first, and a key's object only once its records
+        // are written: an object written without instances it held before
+        // (taken over into records) must not lose them in a crash.
+        for key in std::mem::take(&mut self.core.dirty_tasks) {
+            if let Err(e) = self.write_tasks(&key).await {
+                warn!(%key, "cannot write the task records yet: {e}");
+                self.core.dirty_tasks.insert(key);
+            }
+        }
         let dirty: Vec<String> = self
             .core
             .desired
             .iter()
-            .filter(|(_, d)| d.dirty)
+            .filter(|(k, d)| d.dirty && !self.core.dirty_tasks.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         for key in dirty {
@@ -490,12 +510,6 @@ where
                 Err(e) => warn!(%key, "cannot write the desired object yet: {e}"),
             }
         }
-        for key in std::mem::take(&mut self.core.dirty_tasks) {
-            if let Err(e) = self.write_tasks(&key).await {
-                warn!(%key, "cannot write the task records yet: {e}");
-                self.core.dirty_tasks.insert(key);
-            }
-        }
         let forgetting: Vec<String> = self.core.forgetting.iter().cloned().collect();
         for key in forgetting {
             if !self.core.observed.of_key(&key).is_empty() {
@@ -508,10 +522,7 @@ where
             match deleted.await {
                 Ok(_) => {
                     info!(%key, "forgotten");
-                    self.core.forgetting.remove(&key);
-                    self.core.desired.remove(&key);
-                    self.core.waiting.remove(&key);
-                    self.core.schedule.forget(&key);
+                    self.core.forgot(&key);
                 }
                 Err(e) => warn!(%key, "cannot delete the key yet: {e}"),
             }

@@ -179,23 +179,43 @@ impl Observed {
     }
 
     /// Tasks read back from the store: their state is unknown until the
-    /// master answers.
-    pub(crate) fn restore(&mut self, key: &str, records: BTreeMap<String, TaskRecord>) {
+    /// master answers. A task the master reported before (adopted) takes
+    /// its record's place, ports, labels and launch time, and keeps its
+    /// state. True when such a task was merged.
+    pub(crate) fn restore(&mut self, key: &str, records: BTreeMap<String, TaskRecord>) -> bool {
+        let mut merged = false;
         for (id, r) in records {
-            if self.tasks.contains_key(&id) {
-                continue; // reported already
-            }
             let launched = SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(r.launched).unwrap_or_default();
+            let location = Location {
+                agent_id: r.agent_id,
+                hostname: r.host,
+                attributes: r.attributes,
+            };
+            if let Some(t) = self.tasks.get_mut(&id) {
+                // Reported already (before the store could be read).
+                if t.adopted && t.key == key {
+                    if location.agent_id.is_empty() {
+                        t.location = Location {
+                            agent_id: std::mem::take(&mut t.location.agent_id),
+                            ..location
+                        };
+                    } else {
+                        t.location = location;
+                    }
+                    t.ports = r.ports;
+                    t.labels = r.labels;
+                    t.launched = Some(launched);
+                    t.adopted = false;
+                    merged = true;
+                }
+                continue;
+            }
             let task = Task {
                 id: id.clone(),
                 key: key.to_owned(),
                 state: TaskState::Unknown,
                 status: None,
-                location: Location {
-                    agent_id: r.agent_id,
-                    hostname: r.host,
-                    attributes: r.attributes,
-                },
+                location,
                 ports: r.ports,
                 labels: r.labels,
                 launched: Some(launched),
@@ -204,6 +224,7 @@ impl Observed {
             };
             self.tasks.insert(id, task);
         }
+        merged
     }
 }
 

@@ -90,19 +90,34 @@ fn status(id: &str, state: TaskState) -> v1::TaskStatus {
 
 fn core(keys: &[(&str, usize)]) -> Core<Want> {
     let mut c = Core::default();
-    let now = Instant::now();
     for (k, n) in keys {
-        c.desired.insert(
-            (*k).to_owned(),
-            Desired {
-                value: Want { copies: *n },
-                dirty: false,
-            },
-        );
-        c.trigger(k, now);
+        desire(&mut c, k, *n);
     }
+    c.mark_loaded();
     c.ready = true;
     c
+}
+
+/// `key` desires `copies` tasks, as read from the store.
+fn desire(c: &mut Core<Want>, key: &str, copies: usize) {
+    c.desired.insert(
+        key.to_owned(),
+        Desired {
+            value: Want { copies },
+            dirty: false,
+        },
+    );
+    c.trigger(key, Instant::now());
+}
+
+/// The records the store would hold of these tasks of `key`.
+fn records_of(key: &str, tasks: Vec<Task>) -> BTreeMap<String, super::observed::TaskRecord> {
+    let mut o = super::observed::Observed::default();
+    for t in tasks {
+        o.launching(t);
+    }
+    let json = serde_json::to_vec(&o.records(key)).expect("json");
+    serde_json::from_slice(&json).expect("back")
 }
 
 /// Places a round on the offers and follows its tasks as launched.
@@ -265,6 +280,12 @@ fn unknown_live_tasks_are_adopted_and_orphans_stopped() {
     let mut c = core(&[("web", 1)]);
     let mut r = Keep::default();
     let now = Instant::now();
+    // `gone` has task records but no desired object.
+    let gone = Task {
+        key: "gone".into(),
+        ..on_h("gone.1")
+    };
+    c.restore("gone", records_of("gone", vec![gone]), now);
     c.update(&status("web.7", TaskState::Running), now);
     c.update(&status("gone.1", TaskState::Running), now);
     c.update(&status("web.8", TaskState::Finished), now);
@@ -357,4 +378,168 @@ fn a_task_held_keeps_its_state_and_is_recorded() {
         c.observed.to_reconcile(true),
         [("web.other".to_owned(), "a1".to_owned())]
     );
+}
+
+/// Finding 1: the master reports running tasks before the store can be
+/// read; the load then gives them their records: none is killed, none
+/// launched again, and they keep their place, ports and labels.
+#[test]
+fn tasks_reported_before_the_load_take_their_records() {
+    let mut c: Core<Want> = Core::default();
+    let mut r = Keep::default();
+    let now = Instant::now();
+    c.update(&status("web.1", TaskState::Running), now);
+    c.update(&status("web.2", TaskState::Running), now);
+    assert!(
+        c.observed.get("web.1").is_some_and(|t| t.adopted),
+        "adopted until loaded"
+    );
+    // The load.
+    desire(&mut c, "web", 2);
+    let launched = Some(std::time::SystemTime::now());
+    let labelled = |id: &str| Task {
+        labels: BTreeMap::from([("v".into(), "1".into())]),
+        launched,
+        ..on_h(id)
+    };
+    c.restore(
+        "web",
+        records_of("web", vec![labelled("web.1"), labelled("web.2")]),
+        now,
+    );
+    c.mark_loaded();
+    c.ready = true;
+    assert!(c.dirty_tasks.contains("web"));
+    let kills = c.run_due(&mut r, now);
+    assert!(kills.is_empty(), "{kills:?}");
+    assert!(!c.wants_offers(), "nothing launched again");
+    for id in ["web.1", "web.2"] {
+        let t = c.observed.get(id).expect("held");
+        assert!(!t.adopted && t.launched.is_some(), "{t:?}");
+        assert_eq!(
+            (
+                t.state,
+                t.location.hostname.as_str(),
+                t.ports.clone(),
+                t.labels["v"].as_str()
+            ),
+            (TaskState::Running, "h", vec![31000], "1")
+        );
+    }
+    assert_eq!(c.observed.records("web").len(), 2, "their records are kept");
+}
+
+/// Finding 3: without the implicit reconciliation's end, reconciles go
+/// ahead after the limit.
+#[test]
+fn reconciles_go_ahead_when_the_masters_reconciliation_never_ends() {
+    let mut c: Core<Want> = Core::default();
+    let t0 = Instant::now();
+    c.awaiting = Some(t0);
+    assert!(!c.reconciled_overdue(t0 + Duration::from_secs(119)));
+    assert!(c.reconciled_overdue(t0 + super::core::RECONCILED_LIMIT));
+    assert!(c.awaiting.is_none());
+    assert!(!c.reconciled_overdue(t0 + Duration::from_secs(500)), "once");
+}
+
+/// Finding 5: a live task whose id names a key the controller does not
+/// know (another part of the framework's, say a work queue's relaunch
+/// `q-0-1.1`) is neither adopted nor killed, before or after the load.
+#[test]
+fn tasks_of_keys_it_does_not_know_are_left_alone() {
+    let mut c: Core<Want> = Core::default();
+    let mut r = Keep::default();
+    let now = Instant::now();
+    c.update(&status("q-0-1.1", TaskState::Running), now);
+    desire(&mut c, "web", 0);
+    c.mark_loaded();
+    c.ready = true;
+    assert!(c.observed.get("q-0-1.1").is_none(), "let go once loaded");
+    c.update(&status("q-0-2.1", TaskState::Running), now);
+    c.update(&status("q-0-2.1", TaskState::Running), now);
+    assert!(c.observed.get("q-0-2.1").is_none());
+    assert_eq!(c.strangers.len(), 2, "each logged once");
+    c.update(&status("q-0-2.1", TaskState::Finished), now);
+    assert_eq!(c.strangers.len(), 1, "forgotten at its end");
+    assert!(c.orphan_keys().is_empty());
+    assert!(c.run_due(&mut r, now).is_empty());
+    assert!(c.kills_due(now + Duration::from_secs(60)).is_empty());
+    // A task of a key it knows is still adopted.
+    c.update(&status("web.9", TaskState::Running), now);
+    assert!(c.observed.get("web.9").is_some_and(|t| t.adopted));
+    // So is one of a key it deleted (its agent came back): then stopped.
+    desire(&mut c, "old", 0);
+    c.forgetting.insert("old".into());
+    c.forgot("old");
+    c.update(&status("old.1", TaskState::Running), now);
+    assert!(c.observed.get("old.1").is_some_and(|t| t.adopted));
+    assert_eq!(c.orphan_keys(), ["old"]);
+    let kills = c.run_due(&mut r, now);
+    assert!(kills.iter().any(|k| k.task_id == "old.1"), "{kills:?}");
+}
+
+/// Finding 7: a reconcile that fails has still seen the ends it was
+/// shown; the retry does not count them again.
+#[test]
+fn ends_seen_by_a_failed_reconcile_are_not_shown_again() {
+    let mut c = core(&[("web", 1)]);
+    let mut r = Keep::default();
+    let now = Instant::now();
+    c.run_due(&mut r, now);
+    assert_eq!(place(&mut c, &[offer("o1", "a1", "cpus:4;mem:256")]), ["web.1"]);
+    c.update(&status("web.1", TaskState::Failed), now);
+    r.fail = true;
+    c.run_due(&mut r, now);
+    assert_eq!(
+        r.calls.last().map(|c| c.1.clone()),
+        Some(vec![("web.1".into(), TaskState::Failed)])
+    );
+    r.fail = false;
+    c.run_due(&mut r, now + Duration::from_secs(1));
+    assert_eq!(r.calls.len(), 3, "retried");
+    assert_eq!(
+        r.calls.last().map(|c| c.1.clone()),
+        Some(vec![]),
+        "the end is not shown again"
+    );
+    assert!(c.dirty_tasks.contains("web"), "its record goes");
+}
+
+/// Finding 9: the tasks of a key whose stored desired object cannot be
+/// read are followed, not stopped as orphans.
+#[test]
+fn tasks_of_an_unreadable_desired_object_are_not_stopped() {
+    let mut c = core(&[("web", 1)]);
+    let mut r = Keep::default();
+    let now = Instant::now();
+    c.unreadable.insert("old".into());
+    let old = Task {
+        key: "old".into(),
+        ..on_h("old.1")
+    };
+    c.restore("old", records_of("old", vec![old]), now);
+    c.update(&status("old.1", TaskState::Running), now);
+    assert!(c.orphan_keys().is_empty());
+    let kills = c.run_due(&mut r, now);
+    assert!(kills.is_empty(), "{kills:?}");
+    assert!(
+        c.observed
+            .get("old.1")
+            .is_some_and(|t| t.state == TaskState::Running && !t.killing)
+    );
+    // Its end is followed (its record goes).
+    c.update(&status("old.1", TaskState::Failed), now);
+    c.run_due(&mut r, now);
+    assert!(c.observed.get("old.1").is_none());
+    assert!(c.dirty_tasks.contains("old"));
+}
+
+/// Finding 10: a key put again while it is being forgotten is kept.
+#[test]
+fn a_key_put_while_forgotten_is_kept() {
+    let mut c = core(&[("web", 1)]);
+    c.forgetting.insert("web".into());
+    c.set("web", Want { copies: 2 }, Instant::now());
+    assert!(c.forgetting.is_empty());
+    assert_eq!(c.desired["web"].value, Want { copies: 2 });
 }

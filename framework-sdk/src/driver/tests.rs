@@ -61,6 +61,8 @@ struct Seen {
     store: Option<std::collections::BTreeMap<String, Vec<u8>>>,
     /// Store writes and accepts, in order: `put KEY`, `delete KEY`, `accept`.
     log: Vec<String>,
+    /// Store puts of these keys are refused (UNAVAILABLE) and not logged.
+    refuse_puts: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -275,6 +277,9 @@ impl SchedulerService for FakeMaster {
     async fn kv_put(&self, req: Request<v1::KvPutRequest>) -> Result<Response<v1::KvPutResponse>, Status> {
         let req = req.into_inner();
         let mut seen = self.seen();
+        if seen.refuse_puts.contains(&req.key) {
+            return Err(Status::unavailable("no quorum"));
+        }
         if seen.store.is_some() {
             seen.log.push(format!("put {}", req.key));
             seen.store.as_mut().map(|s| s.insert(req.key, req.value));
@@ -883,6 +888,36 @@ impl crate::controller::Reconciler<u32> for Copies {
     }
 }
 
+/// The master answers that web.1 and web.2 run (after the implicit
+/// reconciliation, whose end comes in between); the controller follows
+/// the three events.
+async fn web_runs(
+    master: &FakeMaster,
+    events: &mut Events,
+    ctl: &mut crate::controller::Controller<u32>,
+    copies: &mut Copies,
+) {
+    for id in ["web.1", "web.2"] {
+        master
+            .push(Wire::Update(v1::Update {
+                status: Some(status(id, v1::TaskState::TaskRunning, b"")),
+            }))
+            .await;
+    }
+    for _ in 0..3 {
+        let ev = next(events).await;
+        ctl.event(ev, copies).await;
+    }
+}
+
+/// A fake master whose store holds one entry.
+async fn master_with_store(key: &str, value: &[u8]) -> (FakeMaster, SocketAddr) {
+    let master = FakeMaster::default();
+    master.seen().store = Some(std::collections::BTreeMap::from([(key.to_owned(), value.to_vec())]));
+    let addr = master.clone().serve().await;
+    (master, addr)
+}
+
 /// The controller (issue 20): its launches are recorded in the store
 /// before they are accepted; a restarted framework reads them back, asks
 /// the master about each with its agent, and launches nothing again for
@@ -890,12 +925,7 @@ impl crate::controller::Reconciler<u32> for Copies {
 #[tokio::test]
 async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart() {
     use crate::controller::Controller;
-    let master = FakeMaster::default();
-    master.seen().store = Some(std::collections::BTreeMap::from([(
-        "want/web".to_owned(),
-        b"2".to_vec(),
-    )]));
-    let addr = master.clone().serve().await;
+    let (master, addr) = master_with_store("want/web", b"2").await;
     let offers = |id: &str| {
         Wire::Offers(v1::Offers {
             offers: vec![v1::Offer {
@@ -953,18 +983,8 @@ async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart
             ("web.2".to_owned(), "agent-1".to_owned())
         ]
     );
-    for id in ["web.1", "web.2"] {
-        master
-            .push(Wire::Update(v1::Update {
-                status: Some(status(id, v1::TaskState::TaskRunning, b"")),
-            }))
-            .await;
-    }
     // The implicit reconciliation's end, then the two answers (in some order).
-    for _ in 0..3 {
-        let ev = next(&mut events).await;
-        ctl.event(ev, &mut copies).await;
-    }
+    web_runs(&master, &mut events, &mut ctl, &mut copies).await;
     master.push(offers("o-2")).await;
     let ev = next(&mut events).await;
     ctl.event(ev, &mut copies).await;
@@ -975,5 +995,145 @@ async fn a_controller_records_launches_first_and_takes_them_over_after_a_restart
     assert_eq!(accepts, 1, "nothing launched twice");
     assert!(declined, "the offer is declined");
     assert_eq!(copies.0, 10, "nothing asked for");
+    scheduler.stop().await;
+}
+
+/// Finding 8: a flush writes the task records before the desired objects
+/// (and a key's object not while its records cannot be written), so that instances taken over from an older record (`hold`, then the
+/// record changed) are never in neither place after a crash between the
+/// writes.
+#[tokio::test]
+async fn a_controller_writes_task_records_before_desired_objects() {
+    use crate::controller::{Controller, Task};
+    let (master, addr) = master_with_store("want/web", b"1").await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let first = next(&mut events).await;
+    ctl.event(first, &mut copies).await;
+    assert!(ctl.is_loaded());
+    ctl.hold(Task {
+        id: "web.old".into(),
+        key: "web".into(),
+        state: crate::TaskState::Unknown,
+        status: None,
+        location: crate::offers::Location {
+            agent_id: "agent-1".into(),
+            hostname: "h".into(),
+            attributes: vec![],
+        },
+        ports: vec![],
+        labels: std::collections::BTreeMap::new(),
+        launched: None,
+        killing: false,
+        adopted: false,
+    });
+    assert!(ctl.modify("web", |w| *w = 2));
+    master.seen().log.clear();
+    // While the records cannot be written, neither is the object.
+    master.seen().refuse_puts.insert("want/web/tasks".into());
+    ctl.tick(&mut copies).await;
+    assert!(
+        !master.seen().log.contains(&"put want/web".to_owned()),
+        "{:?}",
+        master.seen().log
+    );
+    master.seen().refuse_puts.clear();
+    ctl.tick(&mut copies).await;
+    let log = master.seen().log.clone();
+    let at = |what: &str| log.iter().position(|l| l == what);
+    assert!(
+        at("put want/web/tasks").is_some() && at("put want/web").is_some(),
+        "{log:?}"
+    );
+    assert!(at("put want/web/tasks") < at("put want/web"), "{log:?}");
+    scheduler.stop().await;
+}
+
+/// Finding 1: the store cannot be read at the subscription (say, just
+/// after a leader change) and the master reports running tasks first; the
+/// load that follows gives them their records: not adopted, nothing
+/// launched again, their records kept.
+#[tokio::test]
+async fn a_controller_gives_tasks_reported_before_its_load_their_records() {
+    use crate::controller::Controller;
+    // No store yet: listing it fails.
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let mut resumed = config(&[addr]);
+    resumed.framework_id = Some("fw-1".into());
+    let (scheduler, mut events) = Scheduler::start(resumed);
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let ev = next(&mut events).await;
+    assert_eq!(ev, subscribed("fw-1", true));
+    ctl.event(ev, &mut copies).await;
+    assert!(!ctl.is_loaded());
+    // The implicit reconciliation's end, then the two answers (in some order).
+    web_runs(&master, &mut events, &mut ctl, &mut copies).await;
+    assert!(ctl.tasks("web").iter().all(|t| t.adopted));
+    let record =
+        |id: &str| format!(r#""{id}":{{"agent_id":"agent-1","host":"h","labels":{{"v":"1"}},"launched":1.0}}"#);
+    let records = format!("{{{},{}}}", record("web.1"), record("web.2"));
+    master.seen().store = Some(std::collections::BTreeMap::from([
+        ("want/web".to_owned(), b"2".to_vec()),
+        ("want/web/tasks".to_owned(), records.into_bytes()),
+    ]));
+    ctl.tick(&mut copies).await;
+    assert!(ctl.is_loaded());
+    ctl.tick(&mut copies).await;
+    let tasks = ctl.tasks("web");
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert!(
+            !t.adopted && t.state == crate::TaskState::Running && t.location.hostname == "h" && t.labels["v"] == "1",
+            "{t:?}"
+        );
+    }
+    assert_eq!(copies.0, 0, "nothing launched again");
+    let kept = master
+        .seen()
+        .store
+        .as_ref()
+        .and_then(|s| s.get("want/web/tasks").cloned());
+    let kept: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&kept.expect("records kept")).expect("json");
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["web.1", "web.2"]);
+    scheduler.stop().await;
+}
+
+/// Finding 9: a desired object the controller cannot read (a schema
+/// change, say) does not make its key an orphan: its running tasks are
+/// followed, not killed.
+#[tokio::test]
+async fn a_controller_follows_the_tasks_of_an_unreadable_desired_object() {
+    use crate::controller::Controller;
+    let (master, addr) = master_with_store("want/old", b"{not json").await;
+    let records = br#"{"old.1":{"agent_id":"agent-1","host":"h","launched":1.0}}"#;
+    master
+        .seen()
+        .store
+        .as_mut()
+        .map(|s| s.insert("want/old/tasks".to_owned(), records.to_vec()));
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let mut ctl = Controller::<u32>::new(&scheduler, "want/");
+    let mut copies = Copies(0);
+    let ev = next(&mut events).await;
+    ctl.event(ev, &mut copies).await;
+    assert!(ctl.is_loaded() && ctl.get("old").is_none());
+    deliver(&master, &mut events, status("old.1", v1::TaskState::TaskRunning, b"")).await;
+    ctl.event(
+        Event::Update(status("old.1", v1::TaskState::TaskRunning, b"")),
+        &mut copies,
+    )
+    .await;
+    ctl.tick(&mut copies).await;
+    ctl.tick(&mut copies).await;
+    let tasks = ctl.tasks("old");
+    assert_eq!(tasks.len(), 1);
+    assert!(
+        tasks[0].state == crate::TaskState::Running && !tasks[0].killing,
+        "{tasks:?}"
+    );
     scheduler.stop().await;
 }
