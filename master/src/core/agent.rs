@@ -195,14 +195,18 @@ fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
 }
 
 impl Master {
-    /// An agent opened its stream. Both registration and re-registration
-    /// are committed to the registry before the agent is told.
+    /// An agent opened its stream. A registration, and a re-registration
+    /// that changes the agent's record, are committed to the registry
+    /// before the agent is told; an agent coming back as the registry
+    /// already has it (every agent after a leader failover) is admitted at
+    /// once: a write would change nothing, and 40,000 of them would hold a
+    /// failover back.
     pub fn agent_attach(
         &mut self,
         conn: ConnId,
         hello: AgentHello,
         principal: Option<String>,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(), MasterError> {
         let (id, desc) = match &hello {
             AgentHello::Register { info } => (AgentId::generate(), info),
@@ -214,8 +218,15 @@ impl Master {
         let mut rec = record_of(&id, desc);
         // A principal, once bound, stays (an insecure restart binds none).
         rec.principal = principal.or_else(|| self.registry.agents.get(&id).and_then(|r| r.principal.clone()));
-        self.emit(Effect::Propose(RegistryOp::AdmitAgent(rec)));
+        let unchanged = matches!(hello, AgentHello::Reregister { .. })
+            && self.registry.agents.get(&id) == Some(&rec)
+            && !self.pending_unreachable.contains(&id);
         self.pending_agents.insert(id, (conn, hello));
+        if unchanged {
+            self.agent_admitted(&rec, now);
+        } else {
+            self.emit(Effect::Propose(RegistryOp::AdmitAgent(rec)));
+        }
         Ok(())
     }
 
@@ -440,6 +451,7 @@ impl Master {
                 }
             }
             tracing::warn!(agent = %id, "agent timed out; marking it unreachable");
+            self.pending_unreachable.insert(id.clone());
             self.emit(Effect::Propose(RegistryOp::MarkAgentUnreachable { id, at: unix_now() }));
         }
     }

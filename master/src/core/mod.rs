@@ -270,6 +270,10 @@ pub struct Master {
     /// Subscriptions and registrations waiting for their registry op.
     pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
     pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
+    /// Agents whose `MarkAgentUnreachable` is proposed and not applied yet:
+    /// one of them coming back must be admitted through the registry, after
+    /// the mark, not before it.
+    pending_unreachable: HashSet<AgentId>,
     /// The credential that opened each stream (see `access.rs`).
     conn_credentials: HashMap<ConnId, String>,
     framework_conns: HashMap<ConnId, FrameworkId>,
@@ -314,6 +318,7 @@ impl Master {
             last_periodic: now,
             pending_frameworks: HashMap::new(),
             pending_agents: HashMap::new(),
+            pending_unreachable: HashSet::new(),
             conn_credentials: HashMap::new(),
             framework_conns: HashMap::new(),
             host_problems: HashMap::new(),
@@ -392,7 +397,10 @@ impl Master {
         let outcome = self.registry.apply(&op);
         match op {
             RegistryOp::AdmitAgent(rec) => self.agent_admitted(&rec, now),
-            RegistryOp::MarkAgentUnreachable { id, .. } => self.agent_unreachable(&id, now),
+            RegistryOp::MarkAgentUnreachable { id, .. } => {
+                self.pending_unreachable.remove(&id);
+                self.agent_unreachable(&id, now);
+            }
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id, .. } => self.framework_removed(&id, now),
             RegistryOp::RecordTaskEnds { .. } | RegistryOp::RecordSamples { .. } => {}

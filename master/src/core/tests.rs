@@ -866,3 +866,74 @@ mod failover;
 mod history;
 mod operator;
 mod outcomes;
+
+/// Issue 17: a re-registration the registry already holds word for word
+/// (every agent after a leader failover) is admitted without a Raft write;
+/// one that changes the record, or comes while the agent's unreachable mark
+/// is still being committed, goes through the registry in log order.
+#[test]
+fn an_agent_back_as_the_registry_has_it_is_admitted_without_a_write() {
+    let mut s = Sim::new();
+    let id = s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let hello = |res: &str| AgentHello::Reregister {
+        id: id.clone(),
+        info: AgentDescription {
+            hostname: "h".into(),
+            http_address: String::new(),
+            resources: mezzo_proto::reservation::ReservedResources::parse(res).expect("res"),
+            attributes: vec![],
+        },
+        tasks: Vec::new(),
+        complete: true,
+    };
+    let proposes = |effects: &[Effect]| effects.iter().any(|e| matches!(e, Effect::Propose(_)));
+    let registered = |effects: &[Effect], conn: ConnId| {
+        effects.iter().any(|e| {
+            matches!(e, Effect::ToAgent(c, m) if *c == conn
+                && matches!(m.message, Some(v1::master_message::Message::Registered(_))))
+        })
+    };
+    // Unchanged: told at once, nothing proposed.
+    s.m.agent_attach(AGENT_CONN + 1, hello("cpus:1;mem:256"), None, s.now)
+        .expect("attach");
+    let effects = s.m.take_effects();
+    assert!(
+        !proposes(&effects) && registered(&effects, AGENT_CONN + 1),
+        "{effects:?}"
+    );
+    assert_eq!(s.m.agents[&id].status, AgentStatus::Active);
+    // Changed resources: committed first.
+    s.m.agent_attach(AGENT_CONN + 2, hello("cpus:2;mem:256"), None, s.now)
+        .expect("attach");
+    let effects = s.m.take_effects();
+    assert!(
+        proposes(&effects) && !registered(&effects, AGENT_CONN + 2),
+        "{effects:?}"
+    );
+    for e in effects {
+        if let Effect::Propose(op) = e {
+            s.m.apply(op, s.now);
+        }
+    }
+    s.run();
+    // Silent past its timeout: the unreachable mark is proposed; the agent
+    // coming back before it commits is admitted after it, in the log.
+    s.now += Duration::from_secs(6);
+    s.m.tick(s.now);
+    let marks: Vec<Effect> = s.m.take_effects();
+    assert!(proposes(&marks), "{marks:?}");
+    s.m.agent_attach(AGENT_CONN + 3, hello("cpus:2;mem:256"), None, s.now)
+        .expect("attach");
+    let effects = s.m.take_effects();
+    assert!(
+        proposes(&effects) && !registered(&effects, AGENT_CONN + 3),
+        "{effects:?}"
+    );
+    for e in marks.into_iter().chain(effects) {
+        if let Effect::Propose(op) = e {
+            s.m.apply(op, s.now);
+        }
+    }
+    s.run();
+    assert_eq!(s.m.agents[&id].status, AgentStatus::Active, "back after the mark");
+}
