@@ -167,32 +167,30 @@ impl Scheduler {
         // gone, and agents would resend their updates until the master
         // acknowledges them instead: let them land first.
         let _ = tokio::time::timeout(self.calls.timeout(), self.acker.flush()).await;
-        self.calls.teardown().await?;
-        for _ in 1..TEARDOWN_TRIES {
+        for tries in 1..=TEARDOWN_TRIES {
+            match self.calls.teardown().await {
+                // No answer (a loaded master answers once the removal is
+                // proposed): the removal may be on its way; wait, then ask again.
+                Ok(()) | Err(SdkError::NotConnected | SdkError::Transport(_) | SdkError::Timeout) => {}
+                // Stopped meanwhile: the removal came.
+                Err(SdkError::Stopped) => return Ok(()),
+                // An earlier call was taken: a framework the master no
+                // longer holds a subscription of is being removed (its
+                // removal commits, then closes the stream) — wait for it.
+                Err(SdkError::Rejected {
+                    code: tonic::Code::FailedPrecondition | tonic::Code::NotFound,
+                    ..
+                }) if tries > 1 => {}
+                Err(e) => return Err(e),
+            }
             if tokio::time::timeout(self.calls.timeout(), self.calls.stopped())
                 .await
                 .is_ok()
             {
                 return Ok(());
             }
-            match self.calls.teardown().await {
-                Ok(()) | Err(SdkError::NotConnected | SdkError::Transport(_) | SdkError::Timeout) => {}
-                // Stopped meanwhile: the removal came.
-                Err(SdkError::Stopped) => return Ok(()),
-                // The first call was taken: a framework the master no
-                // longer holds a subscription of is being removed (its
-                // removal commits, then closes the stream) — wait for it.
-                Err(SdkError::Rejected {
-                    code: tonic::Code::FailedPrecondition | tonic::Code::NotFound,
-                    ..
-                }) => {}
-                Err(e) => return Err(e),
-            }
         }
-        match tokio::time::timeout(self.calls.timeout(), self.calls.stopped()).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(SdkError::Timeout),
-        }
+        Err(SdkError::Timeout)
     }
 
     /// Tells operators which tasks wait to be placed and why (shown by

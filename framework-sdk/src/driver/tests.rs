@@ -45,6 +45,9 @@ struct Seen {
     /// framework no longer holds a subscription).
     slow_removal: Option<Duration>,
     removing: bool,
+    /// The teardown call is answered (and the removal made) only after
+    /// this long: longer than a call's time limit, as on a loaded master.
+    slow_teardown_answer: Option<Duration>,
     /// Sender of the open event stream; dropping it ends the stream.
     stream: Option<mpsc::Sender<Result<v1::Event, Status>>>,
     /// Announced heartbeat interval (no heartbeat is ever sent).
@@ -224,6 +227,10 @@ impl SchedulerService for FakeMaster {
     }
 
     async fn teardown(&self, _: Request<v1::TeardownRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let slow = self.seen().slow_teardown_answer.take();
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
         // As a master does once the removal commits: an Error event, and
         // the stream ends.
         let (stream, delay) = {
@@ -529,6 +536,15 @@ async fn teardown_returns_once_the_removal_is_confirmed() {
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     assert_eq!(scheduler.teardown().await, Ok(()));
     assert_eq!(master.seen().teardowns, 2);
+    // A teardown answered later than a call's time limit: the removal it
+    // made still counts.
+    let master = FakeMaster::default();
+    master.seen().slow_teardown_answer = Some(Duration::from_millis(2500));
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert_eq!(scheduler.teardown().await, Ok(()));
+    assert_eq!(master.seen().teardowns, 1);
 }
 
 #[tokio::test]
