@@ -169,6 +169,8 @@ impl Scheduler {
         let _ = tokio::time::timeout(self.calls.timeout(), self.acker.flush()).await;
         for tries in 1..=TEARDOWN_TRIES {
             match self.calls.teardown().await {
+                // Nothing was sent: say so at once, as every call does.
+                Err(SdkError::NotConnected) if tries == 1 => return Err(SdkError::NotConnected),
                 // No answer (a loaded master answers once the removal is
                 // proposed): the removal may be on its way; wait, then ask again.
                 Ok(()) | Err(SdkError::NotConnected | SdkError::Transport(_) | SdkError::Timeout) => {}
