@@ -192,7 +192,11 @@ impl Probe {
         let task = tokio::spawn(async move {
             let scheduler = s;
             let mut agents = HashSet::new();
+            let born = Instant::now();
             while let Some(e) = events.next().await {
+                if let Event::Subscribed { .. } = e {
+                    println!("          (probe subscribed {:.2?} after it started)", born.elapsed());
+                }
                 if let Event::Offers(offers) = e {
                     let ids = offers.iter().map(|o| o.offer_id.clone()).collect();
                     agents.extend(offers.into_iter().map(|o| o.agent_id));
