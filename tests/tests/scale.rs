@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mezzo_proto::resources::Resources;
-use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks};
+use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::time::Instant;
 
@@ -27,16 +27,6 @@ async fn credentials(c: &Cluster) -> Result<Vec<mezzo_proto::security::Transport
         out.push(c.join_as_agent(&format!("sim-group-{g}")).await?);
     }
     Ok(out)
-}
-
-/// Waits until `check` holds, polling every 100 ms.
-async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while !check() {
-        ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(start.elapsed())
 }
 
 fn spec(task_secs: u64) -> AgentsSpec {

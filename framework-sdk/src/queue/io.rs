@@ -119,11 +119,7 @@ impl<T> WorkQueue<T> {
     }
 
     fn launched(&mut self, id: ItemId, task_id: String, now: Instant, round: &mut Round) {
-        let location = self.placed.location(&task_id).cloned().unwrap_or_else(|| Location {
-            agent_id: String::new(),
-            hostname: String::new(),
-            attributes: Vec::new(),
-        });
+        let location = self.placed.location(&task_id).cloned().unwrap_or_default();
         self.start(id, task_id.clone(), now);
         round.launched.push(Launch { id, task_id, location });
     }

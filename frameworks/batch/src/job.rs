@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use mezzo_sdk::offers::TaskRequest;
 use mezzo_sdk::queue::{ItemId, ItemState, Relaunch};
-use mezzo_sdk::{Change, Ended, RetryPolicy, WorkQueue};
+use mezzo_sdk::{Change, Ended, Resources, RetryPolicy, WorkQueue};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{JobSpec, MAX_BACKOFF, MAX_REQUEUES, OnLost};
@@ -126,6 +127,8 @@ pub struct Job {
     name: Arc<str>,
     /// How its tasks are retried, shared by all of them.
     policy: Arc<RetryPolicy>,
+    /// What each of its tasks needs (checked when the job was submitted).
+    request: TaskRequest,
     /// Tasks in the work queue.
     queued: usize,
     succeeded: usize,
@@ -204,6 +207,7 @@ impl Job {
             failed: slots.iter().filter(|s| **s == Slot::Failed).count(),
             name: spec.name.as_str().into(),
             policy: Arc::new(policy),
+            request: TaskRequest::new(&Resources::parse(&spec.resources_text()).unwrap_or_default()),
             spec,
             slots,
             progress,
@@ -262,16 +266,15 @@ impl Job {
             attempt: self.next_attempt(index),
             requeues: self.progress.requeued.get(&index).copied().unwrap_or(0),
         };
-        let request = mezzo_sdk::offers::TaskRequest::new(&self.resources());
-        let id = queue.submit_with(key, request, self.policy.clone(), resume);
+        let id = queue.submit_with(key, self.request.clone(), self.policy.clone(), resume);
         self.slots[index as usize] = Slot::Queued(id);
         self.queued += 1;
         id
     }
 
-    /// One task's resources (checked when the job was submitted).
-    pub fn resources(&self) -> mezzo_sdk::Resources {
-        mezzo_sdk::Resources::parse(&self.spec.resources_text()).unwrap_or_default()
+    /// One task's resources.
+    pub fn resources(&self) -> &Resources {
+        &self.request.resources
     }
 
     /// A task the queue did not launch (the framework restarted; the SDK's

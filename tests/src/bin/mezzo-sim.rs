@@ -24,7 +24,7 @@ use anyhow::{Result, bail, ensure};
 use clap::Parser;
 use mezzo_proto::resources::Resources;
 use mezzo_sdk::{Event, Scheduler};
-use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks};
+use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::time::Instant;
 
@@ -108,7 +108,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     let storm = Instant::now();
     let agents = Agents::start(c.masters(), creds, &spec);
     let stats = agents.stats().clone();
-    let admitted = until(Duration::from_secs(600), || {
+    let admitted = until("every agent admitted", Duration::from_secs(600), || {
         Stats::get(&stats.registrations) == args.agents
     })
     .await?;
@@ -131,7 +131,10 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             tokio::spawn(async move { frameworks::run(config, n, &need, Duration::from_secs(86_400)).await })
         })
         .collect();
-    let launched = until(Duration::from_secs(1200), || Stats::get(&stats.launched) >= args.tasks).await?;
+    let launched = until("every task launched", Duration::from_secs(1200), || {
+        Stats::get(&stats.launched) >= args.tasks
+    })
+    .await?;
     println!(
         "load      {} tasks launched in {launched:.2?} ({:.0}/s)  {}",
         args.tasks,
@@ -149,7 +152,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         c.masters[leader].kill().await;
         let killed = Instant::now();
         let probe = Probe::start(c, "sim-probe-2").await?;
-        let back = until(Duration::from_secs(600), || {
+        let back = until("every agent re-registered", Duration::from_secs(600), || {
             let now = stats.masters();
             now.len() == 1 && now.keys().next() != before.keys().next() && Stats::get(&stats.connected) == args.agents
         })
@@ -224,16 +227,6 @@ impl Probe {
         }
         Ok(from.elapsed())
     }
-}
-
-/// Polls `done` every 20 ms; answers how long it took.
-async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while !done() {
-        ensure!(start.elapsed() < limit, "not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(start.elapsed())
 }
 
 /// `/state` from the leader, `n` times: p50, max and the body's size.

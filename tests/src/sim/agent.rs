@@ -230,22 +230,12 @@ impl Agent {
                 };
                 self.end(&k.task_id, v1::TaskState::TaskKilled, reason, &message);
             }
-            Some(Message::ShutdownFramework(s)) => {
-                let ids: Vec<String> = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.framework_id == s.framework_id)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in ids {
-                    self.end(
-                        &id,
-                        v1::TaskState::TaskKilled,
-                        v1::StatusReason::ReasonTaskKilled,
-                        "framework shut down",
-                    );
-                }
-            }
+            Some(Message::ShutdownFramework(s)) => self.end_where(
+                |t| t.framework_id == s.framework_id,
+                v1::TaskState::TaskKilled,
+                v1::StatusReason::ReasonTaskKilled,
+                "framework shut down",
+            ),
             Some(Message::Acknowledge(ack)) => self.acknowledged(&ack),
             Some(Message::Heartbeat(_) | Message::Registered(_)) | None => {}
         }
@@ -289,6 +279,25 @@ impl Agent {
         }
         t.finish_at = None;
         self.push(task_id, state, reason, message);
+    }
+
+    /// Ends every task `which` picks.
+    fn end_where(
+        &mut self,
+        which: impl Fn(&Task) -> bool,
+        state: v1::TaskState,
+        reason: v1::StatusReason,
+        message: &str,
+    ) {
+        let ids: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| which(t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.end(&id, state, reason, message);
+        }
     }
 
     /// Queues a new update of `task_id`.
@@ -338,20 +347,12 @@ impl Agent {
     /// Ends tasks whose time is up and sends (or resends) every head that
     /// is due.
     fn flush(&mut self, tx: &mpsc::Sender<v1::AgentMessage>, now: Instant) {
-        let done: Vec<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.finish_at.is_some_and(|f| f <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in done {
-            self.end(
-                &id,
-                v1::TaskState::TaskFinished,
-                v1::StatusReason::ReasonUnspecified,
-                "",
-            );
-        }
+        self.end_where(
+            |t| t.finish_at.is_some_and(|f| f <= now),
+            v1::TaskState::TaskFinished,
+            v1::StatusReason::ReasonUnspecified,
+            "",
+        );
         let (first, max) = (self.behaviour.resend, self.behaviour.resend_max);
         for t in self.tasks.values_mut() {
             let Some(head) = t.unacked.front() else { continue };

@@ -104,6 +104,17 @@ impl Agents {
     }
 }
 
+/// Waits until `done` holds, looking every 20 ms; answers how long it
+/// took, or fails naming `what` after `limit`.
+pub async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+    let start = tokio::time::Instant::now();
+    while !done() {
+        anyhow::ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(start.elapsed())
+}
+
 /// Agent `i`'s host name: an address on loopback, which resolves
 /// without DNS (the master looks every agent's host name up).
 pub fn hostname(i: usize) -> String {

@@ -106,13 +106,6 @@ impl Stats {
         )
     }
 
-    /// Forgets the latencies recorded so far (before a new phase).
-    pub fn reset_latency(&self) {
-        if let Ok(mut h) = self.latency.lock() {
-            h.reset();
-        }
-    }
-
     pub fn get(c: &AtomicUsize) -> usize {
         c.load(Ordering::Relaxed)
     }

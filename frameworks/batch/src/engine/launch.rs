@@ -104,7 +104,7 @@ impl State {
                     "job {name}: {} task(s) wait for room; each needs {need}, {largest}",
                     unplaced.len(),
                 );
-                Some(mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(&need)))
+                Some(mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(need)))
             })
             .collect();
         self.pending_reported = true;
