@@ -51,6 +51,9 @@ pub enum MasterError {
     NotLeader { leader: Option<String> },
     #[error("registry write failed: {0}")]
     Storage(String),
+    /// A fault of the master's own (a read that could not be written).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A compare-and-set found another version, or the namespace is full.
     #[error(transparent)]
     Kv(#[from] crate::kv::KvError),
@@ -106,7 +109,7 @@ impl MasterError {
             Unauthenticated(_) => ErrorCode::Unauthenticated,
             ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             AgentDisconnected(_) | ShuttingDown | AgentsRecovering | NotLeader { .. } => ErrorCode::Unavailable,
-            Storage(_) => ErrorCode::Internal,
+            Storage(_) | Internal(_) => ErrorCode::Internal,
             Kv(crate::kv::KvError::UnknownFramework(_)) => ErrorCode::NotFound,
             Kv(crate::kv::KvError::Conflict { .. }) => ErrorCode::Aborted,
             Kv(crate::kv::KvError::NamespaceFull { .. }) => ErrorCode::ResourceExhausted,

@@ -289,9 +289,10 @@ impl Location {
 /// round forgets every task already running, and the constraints with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placed {
-    /// (attribute name, value) -> tasks. The host is attribute `hostname`,
-    /// the agent [`AGENT`].
-    counts: BTreeMap<(String, String), usize>,
+    /// Attribute name -> value -> tasks. The host is attribute
+    /// `hostname`, the agent [`AGENT`]. Nested so that a look-up borrows
+    /// (a spread plan counts once per task and offer).
+    counts: BTreeMap<String, BTreeMap<String, usize>>,
     /// Each named task's location.
     tasks: BTreeMap<String, Location>,
     /// Host name -> the first agent seen with it, to notice agents that
@@ -373,7 +374,8 @@ impl Placed {
     /// Tasks on attribute `name` = `value` (`hostname` for hosts).
     pub fn count(&self, name: &str, value: &str) -> usize {
         self.counts
-            .get(&(name.to_owned(), value.to_owned()))
+            .get(name)
+            .and_then(|values| values.get(value))
             .copied()
             .unwrap_or(0)
     }
@@ -416,27 +418,33 @@ impl Placed {
     }
 
     fn count_in(&mut self, at: &Location) {
-        for k in at.keys() {
-            *self.counts.entry(k).or_default() += 1;
+        for (name, value) in at.keys() {
+            *self.counts.entry(name).or_default().entry(value).or_default() += 1;
         }
     }
 
     fn count_out(&mut self, at: &Location) {
-        for k in at.keys() {
-            if let Some(n) = self.counts.get_mut(&k) {
+        for (name, value) in at.keys() {
+            let Some(values) = self.counts.get_mut(&name) else {
+                continue;
+            };
+            if let Some(n) = values.get_mut(&value) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.counts.remove(&k);
+                    values.remove(&value);
                 }
+            }
+            if values.is_empty() {
+                self.counts.remove(&name);
             }
         }
     }
 
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.counts
-            .keys()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .get(name)
+            .into_iter()
+            .flat_map(|values| values.keys().map(String::as_str))
     }
 }
 

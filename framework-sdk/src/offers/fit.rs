@@ -133,7 +133,7 @@ pub fn pack(
                     break;
                 }
                 Strategy::BestFit => {
-                    let score = slack(&room.saturating_sub(&need), &total);
+                    let score = slack_after(room, &need, &total);
                     if best.is_none_or(|(_, s)| score < s) {
                         best = Some((i, score));
                     }
@@ -142,7 +142,7 @@ pub fn pack(
                     // Fewest tasks first (each counts more than any room
                     // can: slack is at most 3), then the most room left.
                     let here = placed.count("hostname", &offers[i].hostname) as f64;
-                    let score = here * 4.0 - slack(&room.saturating_sub(&need), &total);
+                    let score = here * 4.0 - slack_after(room, &need, &total);
                     if best.is_none_or(|(_, s)| score < s) {
                         best = Some((i, score));
                     }
@@ -167,10 +167,20 @@ pub fn pack(
     Ok(packing)
 }
 
-/// Room left, as the sum of fractions of all offered cpus, mem and disk.
-fn slack(room: &Resources, total: &Resources) -> f64 {
-    let frac = |a: u64, t: u64| if t == 0 { 0.0 } else { a as f64 / t as f64 };
-    frac(room.cpus.0, total.cpus.0) + frac(room.mem.0, total.mem.0) + frac(room.disk.0, total.disk.0)
+/// Room left once `need` is taken from `room`, as the sum of fractions of
+/// all offered cpus, mem and disk (computed on the scalars: it runs for
+/// every request and offer, and a subtraction would copy port ranges).
+fn slack_after(room: &Resources, need: &Resources, total: &Resources) -> f64 {
+    let frac = |a: u64, n: u64, t: u64| {
+        if t == 0 {
+            0.0
+        } else {
+            a.saturating_sub(n) as f64 / t as f64
+        }
+    };
+    frac(room.cpus.0, need.cpus.0, total.cpus.0)
+        + frac(room.mem.0, need.mem.0, total.mem.0)
+        + frac(room.disk.0, need.disk.0, total.disk.0)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub mod ports;
 
 pub use constraints::{Constraint, ConstraintError, Location, Placed, Violation};
 pub use fit::{Packing, Placement, Strategy, TaskRequest, pack};
-pub use plan::{Assignment, Launched, Plan, Refused, plan};
+pub use plan::{ACCEPTS_IN_FLIGHT, Assignment, Launched, Plan, Refused, plan};
 
 /// Offers and requests for the placement tests.
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use mezzo_proto::resources::{ResourceError, Resources};
 use mezzo_proto::v1;
 
@@ -114,15 +115,21 @@ impl<T> Refused<T> {
     }
 }
 
+/// How many accepts [`Scheduler::launch`] keeps in flight.
+pub const ACCEPTS_IN_FLIGHT: usize = 32;
+
 impl Scheduler {
     /// Carries out a [`plan`]: builds each assignment's task with `build`,
-    /// accepts each offer with its tasks (one call per offer), names every
-    /// task in `placed` so that its end frees its place
-    /// ([`Placed::observe`]), gives back the places of refused accepts,
-    /// and declines the unused offers, filtered for `refuse_seconds`. The
-    /// accepted offers' remainders are not filtered: they come back at
-    /// the next allocation, merged with what ending tasks free, for the
-    /// work still waiting (a framework with none declines them then).
+    /// declines the unused offers first (filtered for `refuse_seconds`:
+    /// other frameworks get them back at once), accepts each offer with
+    /// its tasks (one call per offer, up to [`ACCEPTS_IN_FLIGHT`] at a
+    /// time: a plan spread over thousands of agents is not thousands of
+    /// round trips in a row), names every task in `placed` so that its
+    /// end frees its place ([`Placed::observe`]) and gives back the places
+    /// of refused accepts. The accepted offers' remainders are not
+    /// filtered: they come back at the next allocation, merged with what
+    /// ending tasks free, for the work still waiting (a framework with
+    /// none declines them then).
     pub async fn launch<T>(
         &self,
         plan: Plan<T>,
@@ -139,14 +146,23 @@ impl Scheduler {
                 .or_default()
                 .push((task, a.payload, a.location));
         }
+        if !plan.unused_offers.is_empty()
+            && let Err(e) = self.decline(plan.unused_offers, refuse_seconds).await
+        {
+            tracing::debug!("declining unused offers failed: {e}");
+        }
         let mut out = Launched {
             launched: Vec::new(),
             refused: Vec::new(),
             unplaced: plan.unplaced,
         };
-        for (offer_id, batch) in by_offer {
+        let mut answers = futures::stream::iter(by_offer.into_iter().map(|(offer_id, batch)| async move {
             let tasks: Vec<v1::TaskInfo> = batch.iter().map(|(t, _, _)| t.clone()).collect();
-            match self.accept(vec![offer_id], tasks, Some(0.0)).await {
+            (self.accept(vec![offer_id], tasks, Some(0.0)).await, batch)
+        }))
+        .buffer_unordered(ACCEPTS_IN_FLIGHT);
+        while let Some((answer, batch)) = answers.next().await {
+            match answer {
                 Ok(()) => out
                     .launched
                     .extend(batch.into_iter().map(|(t, payload, _)| (t.task_id, payload))),
@@ -162,11 +178,6 @@ impl Scheduler {
                     }
                 }
             }
-        }
-        if !plan.unused_offers.is_empty()
-            && let Err(e) = self.decline(plan.unused_offers, refuse_seconds).await
-        {
-            tracing::debug!("declining unused offers failed: {e}");
         }
         out
     }

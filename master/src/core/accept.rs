@@ -5,6 +5,7 @@
 //! the framework why.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
@@ -168,7 +169,7 @@ impl Master {
         };
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.allocated.add(&flat);
-            fw.tasks.insert(launch.task_id.clone(), task);
+            fw.tasks.insert(launch.task_id.clone(), Arc::new(task));
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used.add(&flat);

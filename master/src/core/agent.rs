@@ -1,6 +1,7 @@
 //! Agents: registration, re-registration, heartbeats, loss.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
@@ -328,7 +329,7 @@ impl Master {
                     // so that reconciliation answers with its true end.
                     let role = task_role(&rt, &fw.info.roles);
                     let task = Task::reported(agent_id, rt, role);
-                    self.remember_completed(&fid, task);
+                    self.remember_completed(&fid, Arc::new(task));
                     seen.insert((fid, tid));
                 }
                 None => {
@@ -347,7 +348,8 @@ impl Master {
                     let Some(fw) = self.frameworks.get_mut(&fid) else {
                         continue;
                     };
-                    fw.tasks.insert(tid.clone(), Task::reported(agent_id, rt, role));
+                    fw.tasks
+                        .insert(tid.clone(), Arc::new(Task::reported(agent_id, rt, role)));
                     if let Some(agent) = self.agents.get_mut(agent_id) {
                         agent.tasks.insert((fid.clone(), tid.clone()));
                     }

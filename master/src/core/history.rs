@@ -3,6 +3,7 @@
 //! batched into one `RecordTaskEnds` registry op a second; a new leader
 //! rebuilds the rings from the registry.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::clock::unix_now;
@@ -82,13 +83,13 @@ impl Task {
 impl Master {
     /// Puts a terminal task in its framework's completed ring and queues
     /// its end for the history. A task already there is left alone.
-    pub(super) fn remember_completed(&mut self, fid: &FrameworkId, mut task: Task) {
+    pub(super) fn remember_completed(&mut self, fid: &FrameworkId, mut task: Arc<Task>) {
         let limit = self.cfg.completed_tasks_per_framework;
         let Some(fw) = self.frameworks.get_mut(fid) else { return };
         if !fw.completed_ids.insert(task.id.clone()) {
             return;
         }
-        let ended_at = *task.ended_at.get_or_insert_with(unix_now);
+        let ended_at = *Arc::make_mut(&mut task).ended_at.get_or_insert_with(unix_now);
         self.unflushed_ends.push(task.record(ended_at));
         fw.completed.push_back(task);
         while fw.completed.len() > limit {
@@ -107,16 +108,17 @@ impl Master {
             };
             for r in ring {
                 fw.completed_ids.insert(r.id.clone());
-                fw.completed.push_back(Task::from_record(r));
+                fw.completed.push_back(Arc::new(Task::from_record(r)));
             }
         }
     }
 
     /// Records the end of a removed framework's tasks that were still
     /// running: the agents kill them (`ShutdownFramework`).
-    pub(super) fn record_killed_by_removal(&mut self, tasks: impl Iterator<Item = Task>) {
+    pub(super) fn record_killed_by_removal(&mut self, tasks: impl Iterator<Item = Arc<Task>>) {
         let now = unix_now();
         for mut t in tasks.filter(|t| !t.state.is_terminal()) {
+            let t = Arc::make_mut(&mut t);
             t.state = TaskState::Killed;
             t.last_status = Some(v1::TaskStatus {
                 reason: v1::StatusReason::ReasonFrameworkRemoved as i32,

@@ -24,6 +24,7 @@ pub mod usage;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
@@ -181,8 +182,10 @@ struct Framework {
     pub conn: Option<ConnId>,
     pub disconnected_at: Option<Instant>,
     pub suppressed: bool,
-    pub tasks: HashMap<TaskId, Task>,
-    pub completed: VecDeque<Task>,
+    /// Shared with `/state` snapshots being written off the owner task;
+    /// changed copy-on-write (`Arc::make_mut`).
+    pub tasks: HashMap<TaskId, Arc<Task>>,
+    pub completed: VecDeque<Arc<Task>>,
     pub completed_ids: HashSet<TaskId>,
     pub offers: HashSet<OfferId>,
     pub allocated: Resources,

@@ -257,6 +257,48 @@ fn one_task_end_to_end() {
     assert_eq!(s.acks_forwarded(), 2);
 }
 
+/// `/state` is written from a snapshot off the owner task: it shows the
+/// tasks as they were when it was taken, however the core changes them
+/// after (copy-on-write), and its JSON reads back as the same view.
+#[test]
+fn a_state_snapshot_is_unchanged_by_later_updates_and_writes_the_view() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:2;mem:1024");
+    let offers = s.offers();
+    let tasks = vec![launch("t2", "cpus:0.5;mem:128"), launch("t1", "cpus:0.5;mem:128")];
+    s.m.accept(&f, &[oid(&offers[0])], tasks, None, s.now).expect("accept");
+    let before = s.m.view(true);
+    let snapshot = s.m.state_snapshot(true);
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t1", TaskState::Running, 1),
+        TaskState::Running,
+        s.now,
+    )
+    .expect("update");
+    s.run();
+    let json = snapshot.to_json().expect("json");
+    let written: view::StateView = serde_json::from_slice(&json).expect("reads back");
+    let states: Vec<_> = written
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.state.as_ref()))
+        .collect();
+    assert_eq!(
+        states,
+        [("t2", "TASK_STAGING"), ("t1", "TASK_STAGING")],
+        "as taken, by launch"
+    );
+    assert_eq!(written.tasks, before.tasks);
+    assert_eq!(written.tasks[0].framework_name, before.frameworks[0].name);
+    assert_eq!(written.tasks[0].agent_hostname, before.agents[0].hostname);
+    let now = s.m.view(true);
+    let t1 = now.tasks.iter().find(|t| t.id == "t1").expect("t1");
+    assert_eq!(t1.state, "TASK_RUNNING", "the core moved on");
+}
+
 /// A batch of acknowledgements with one bad entry is refused whole.
 #[test]
 fn a_refused_batch_of_acknowledgements_changes_nothing() {

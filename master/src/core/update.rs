@@ -1,6 +1,7 @@
 //! Status updates from agents, acknowledgements from frameworks, kills and
 //! reconciliation.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
@@ -70,7 +71,7 @@ impl Master {
         if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
             && !status.uuid.is_empty()
         {
-            task.unacked = Some(status.clone());
+            Arc::make_mut(task).unacked = Some(status.clone());
             self.observed.forwarded(&fid, &tid);
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
@@ -97,7 +98,7 @@ impl Master {
         status: Option<&v1::TaskStatus>,
     ) {
         let Some(fw) = self.frameworks.get_mut(fid) else { return };
-        let Some(task) = fw.tasks.get_mut(tid) else {
+        let Some(task) = fw.tasks.get_mut(tid).map(Arc::make_mut) else {
             tracing::debug!(framework = %fid, task = %tid, "update for a task the master does not know");
             return;
         };
@@ -253,7 +254,7 @@ impl Master {
         if let Some(task) = self.frameworks.get_mut(fid).and_then(|f| f.tasks.get_mut(tid))
             && task.unacked.as_ref().is_some_and(|s| s.uuid == uuid)
         {
-            let acked = task.unacked.take();
+            let acked = Arc::make_mut(task).unacked.take();
             self.observed.acknowledged(fid, tid);
             let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
             done = task.state.is_terminal() && acked_state.is_some_and(TaskState::is_terminal);
@@ -368,7 +369,7 @@ impl Master {
             ..Default::default()
         };
         let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
-            fw.tasks.values().map(status_of).collect()
+            fw.tasks.values().map(|t| status_of(t)).collect()
         } else {
             // A task the master does not know is answered by what its agent
             // says: an agent that has re-registered does not run it (DROPPED

@@ -30,6 +30,7 @@ mod policy;
 mod raft;
 pub mod reads;
 mod security;
+mod state_reads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,7 @@ pub struct HttpState {
     authority: Option<Arc<Authority>>,
     transport: Transport,
     metrics: Arc<metrics::Metrics>,
+    state: state_reads::StateReads,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -77,8 +79,8 @@ impl std::fmt::Debug for HttpState {
 // The checks return the refusal itself, ready to send.
 #[allow(clippy::result_large_err)]
 impl HttpState {
-    /// Builds the metrics registry;
-    /// call once per master (every listener shares the result).
+    /// Builds the metrics registry and starts the `/state` writer;
+    /// call once per master, inside the runtime (every listener shares the result).
     pub fn start(
         handle: Handle,
         raft: RaftHandle,
@@ -87,6 +89,7 @@ impl HttpState {
         transport: Transport,
     ) -> HttpState {
         HttpState {
+            state: state_reads::StateReads::start(handle.clone()),
             handle,
             raft,
             authn,

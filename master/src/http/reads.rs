@@ -30,10 +30,12 @@ async fn read<T: Serialize + Send + 'static>(
     reply(s.handle.try_read(read).await, &path)
 }
 
-/// `/state`: the whole leader (a follower redirects, in plain text).
+/// `/state`: the whole leader (a follower redirects, in plain text),
+/// written off the owner task and shared by concurrent readers.
 pub(super) async fn state(State(s): State<HttpState>) -> Response {
-    match s.handle.read(|m| m.view(true)).await {
-        Ok(v) => Json(v).into_response(),
+    match s.state.get().await {
+        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e @ MasterError::Internal(_)) => error(e, "/state"),
         Err(e) => to_leader(e, "/state"),
     }
 }

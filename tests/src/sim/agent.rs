@@ -5,7 +5,8 @@
 //! updates (STARTING, RUNNING, then FINISHED after the task's time, or
 //! KILLED) sent one at a time per task, each resent until acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,6 +57,15 @@ struct Task {
     finish_at: Option<Instant>,
 }
 
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// The task's time is up: it finishes.
+    Finish,
+    /// Its head may be resent if still not acknowledged.
+    Resend,
+}
+
 /// How a session ended.
 enum Ended {
     /// A master named another as the leader.
@@ -71,6 +81,12 @@ pub(super) struct Agent {
     pub(super) behaviour: Arc<Behaviour>,
     id: Option<String>,
     tasks: HashMap<String, Task>,
+    /// Tasks whose head is to be sent now. Kept beside `timers` so that a
+    /// message costs the tasks it touches, not a scan of all of them.
+    ready: VecDeque<String>,
+    /// Finishes and resends by time; stale ones (the task moved on) are
+    /// skipped when they come due.
+    timers: BinaryHeap<Reverse<(Instant, Due, String)>>,
 }
 
 /// Makes status update uuids unique over the whole simulation.
@@ -86,6 +102,8 @@ impl Agent {
             behaviour: b,
             id: None,
             tasks: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -180,8 +198,12 @@ impl Agent {
         let heartbeat = Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 60.0));
         let silence = heartbeat * 3;
         // Every head waiting for its acknowledgement goes again at once.
-        for t in self.tasks.values_mut() {
+        self.ready.clear();
+        for (id, t) in &mut self.tasks {
             t.sent = None;
+            if !t.unacked.is_empty() {
+                self.ready.push_back(id.clone());
+            }
         }
         let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,6 +271,9 @@ impl Agent {
         self.stats.launched.fetch_add(1, Ordering::Relaxed);
         let id = info.task_id.clone();
         let finish_at = self.behaviour.task_time.map(|t| Instant::now() + t);
+        if let Some(at) = finish_at {
+            self.timers.push(Reverse((at, Due::Finish, id.clone())));
+        }
         self.tasks.insert(
             id.clone(),
             Task {
@@ -327,6 +352,9 @@ impl Agent {
         }
         t.history.push_back(status.clone());
         t.unacked.push_back(status);
+        if t.unacked.len() == 1 {
+            self.ready.push_back(task_id.to_owned());
+        }
     }
 
     fn acknowledged(&mut self, ack: &v1::AcknowledgeUpdate) {
@@ -338,7 +366,9 @@ impl Agent {
         }
         t.unacked.pop_front();
         t.sent = None;
-        if t.unacked.is_empty() && is_terminal(t.latest) {
+        if !t.unacked.is_empty() {
+            self.ready.push_back(ack.task_id.clone());
+        } else if is_terminal(t.latest) {
             self.tasks.remove(&ack.task_id);
             self.stats.ended.fetch_add(1, Ordering::Relaxed);
         }
@@ -347,14 +377,25 @@ impl Agent {
     /// Ends tasks whose time is up and sends (or resends) every head that
     /// is due.
     fn flush(&mut self, tx: &mpsc::Sender<v1::AgentMessage>, now: Instant) {
-        self.end_where(
-            |t| t.finish_at.is_some_and(|f| f <= now),
-            v1::TaskState::TaskFinished,
-            v1::StatusReason::ReasonUnspecified,
-            "",
-        );
+        while let Some(Reverse((at, due, id))) = self.timers.peek().cloned()
+            && at <= now
+        {
+            self.timers.pop();
+            let Some(t) = self.tasks.get(&id) else { continue };
+            match due {
+                Due::Finish if t.finish_at == Some(at) => self.end(
+                    &id,
+                    v1::TaskState::TaskFinished,
+                    v1::StatusReason::ReasonUnspecified,
+                    "",
+                ),
+                Due::Resend if t.sent.is_some_and(|(sent, wait)| sent + wait == at) => self.ready.push_back(id),
+                _ => {} // stale: the task ended, or its head was acknowledged
+            }
+        }
         let (first, max) = (self.behaviour.resend, self.behaviour.resend_max);
-        for t in self.tasks.values_mut() {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(t) = self.tasks.get_mut(&id) else { continue };
             let Some(head) = t.unacked.front() else { continue };
             let wait = match t.sent {
                 None => first,
@@ -362,7 +403,7 @@ impl Agent {
                     self.stats.resends.fetch_add(1, Ordering::Relaxed);
                     (wait * 2).min(max)
                 }
-                Some(_) => continue,
+                Some(_) => continue, // in flight, not due yet
             };
             let update = v1::AgentMessage {
                 message: Some(v1::agent_message::Message::StatusUpdate(v1::StatusUpdate {
@@ -372,20 +413,20 @@ impl Agent {
                 })),
             };
             if tx.try_send(update).is_err() {
+                self.ready.push_front(id);
                 return; // the stream is full: the rest go at the next wake
             }
             self.stats.updates_sent.fetch_add(1, Ordering::Relaxed);
             t.sent = Some((now, wait));
+            self.timers.push(Reverse((now + wait, Due::Resend, id)));
         }
     }
 
-    /// The next task end or resend due.
+    /// The next task end or resend due (soon, if the stream was full).
     fn next_wake(&self) -> Option<Instant> {
-        self.tasks
-            .values()
-            .flat_map(|t| [t.finish_at, t.sent.map(|(at, wait)| at + wait)])
-            .flatten()
-            .min()
+        let full = (!self.ready.is_empty()).then(|| Instant::now() + Duration::from_millis(10));
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        full.into_iter().chain(timer).min()
     }
 }
 

@@ -70,6 +70,7 @@ fn find_task<'m>(m: &'m Master, fid: &FrameworkId, tid: &TaskId) -> Result<&'m T
     fw.tasks
         .get(tid)
         .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid))
+        .map(|t| &**t)
         .ok_or_else(|| MasterError::UnknownTask(tid.to_string()))
 }
 

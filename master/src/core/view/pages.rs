@@ -147,7 +147,7 @@ pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
         .frameworks
         .values()
         .filter(|f| wanted(&f.id))
-        .flat_map(|f| f.tasks.values().chain(f.completed.iter()))
+        .flat_map(|f| f.tasks.values().chain(f.completed.iter()).map(|t| &**t))
         .chain(removed.iter())
         .filter(|t| TaskFilter::matches(q, t))
         .collect();

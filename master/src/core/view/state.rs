@@ -2,8 +2,10 @@
 //! active and completed task, and offer).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use mezzo_proto::ids::{AgentId, FrameworkId};
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -13,17 +15,20 @@ use super::roles::AllocationView;
 use crate::core::usage::{AgentUsage, Usage};
 use crate::core::{AgentStatus, Counters, Master, Task};
 
+/// `/state`. `T` and `A` are how the task lists and the agents are held:
+/// owned when read back (the default), borrowed from a [`StateSnapshot`]
+/// when written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StateView {
+pub struct StateView<T = Vec<TaskView>, A = Vec<AgentView>> {
     pub master_id: String,
     pub leader: bool,
     pub uptime_secs: f64,
     pub registry_ops_applied: u64,
     pub totals: Totals,
-    pub agents: Vec<AgentView>,
+    pub agents: A,
     pub frameworks: Vec<FrameworkView>,
-    pub tasks: Vec<TaskView>,
-    pub completed_tasks: Vec<TaskView>,
+    pub tasks: T,
+    pub completed_tasks: T,
     pub offers: Vec<OfferView>,
     pub counters: Counters,
     /// Roles, weights, quotas and reservations (see [`super::roles()`]).
@@ -70,23 +75,26 @@ pub struct FrameworkView {
     pub registered_at: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskView {
-    pub id: String,
-    pub name: String,
-    pub framework_id: String,
+/// A task in `/state` and the operator API. `S` is how its strings are
+/// held: owned when read back (the default), borrowed from the core's
+/// task while `/state` is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView<S = String> {
+    pub id: S,
+    pub name: S,
+    pub framework_id: S,
     /// Its framework's name and its agent's hostname, shown beside the
     /// ids (UUIDs mean nothing to people); empty once forgotten.
     #[serde(default)]
-    pub framework_name: String,
-    pub agent_id: String,
+    pub framework_name: S,
+    pub agent_id: S,
     #[serde(default)]
-    pub agent_hostname: String,
+    pub agent_hostname: S,
     pub state: StateName,
-    pub reason: String,
-    pub message: String,
+    pub reason: S,
+    pub message: S,
     pub exit_code: Option<i32>,
-    pub role: String,
+    pub role: S,
     pub resources: Resources,
     pub launched_at: f64,
     /// Unix seconds when it ended (finished tasks).
@@ -114,29 +122,65 @@ pub struct OfferView {
 }
 
 pub(super) fn task_view(m: &Master, t: &Task, usage: Option<Usage>) -> TaskView {
+    let framework = framework_name(m, &t.framework_id);
+    let host = agent_hostname(m, &t.agent_id);
+    borrowed_view(t, &framework, &host, usage).owned()
+}
+
+/// A task's view borrowing its strings: nothing allocated but its
+/// resources' total.
+fn borrowed_view<'a>(
+    t: &'a Task,
+    framework_name: &'a str,
+    agent_hostname: &'a str,
+    usage: Option<Usage>,
+) -> TaskView<&'a str> {
     let reason = t
         .last_status
         .as_ref()
         .and_then(|s| mezzo_proto::v1::StatusReason::try_from(s.reason).ok())
-        .map(|r| r.as_str_name().to_owned())
+        .map(|r| r.as_str_name())
         .unwrap_or_default();
     TaskView {
-        id: t.id.to_string(),
-        name: t.info.name.clone(),
-        framework_id: t.framework_id.to_string(),
-        framework_name: framework_name(m, &t.framework_id),
-        agent_id: t.agent_id.to_string(),
-        agent_hostname: agent_hostname(m, &t.agent_id),
+        id: t.id.as_str(),
+        name: &t.info.name,
+        framework_id: t.framework_id.as_str(),
+        framework_name,
+        agent_id: t.agent_id.as_str(),
+        agent_hostname,
         state: Cow::Borrowed(t.state.name()),
         reason,
-        message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        message: t.last_status.as_ref().map(|s| s.message.as_str()).unwrap_or_default(),
         exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
-        role: t.role.to_string(),
+        role: t.role.as_str(),
         resources: t.resources.total(),
         launched_at: t.launched_at,
         ended_at: t.ended_at,
         awaiting_ack: t.unacked.is_some(),
         usage,
+    }
+}
+
+impl TaskView<&str> {
+    fn owned(self) -> TaskView {
+        TaskView {
+            id: self.id.to_owned(),
+            name: self.name.to_owned(),
+            framework_id: self.framework_id.to_owned(),
+            framework_name: self.framework_name.to_owned(),
+            agent_id: self.agent_id.to_owned(),
+            agent_hostname: self.agent_hostname.to_owned(),
+            state: self.state,
+            reason: self.reason.to_owned(),
+            message: self.message.to_owned(),
+            exit_code: self.exit_code,
+            role: self.role.to_owned(),
+            resources: self.resources,
+            launched_at: self.launched_at,
+            ended_at: self.ended_at,
+            awaiting_ack: self.awaiting_ack,
+            usage: self.usage,
+        }
     }
 }
 
@@ -168,8 +212,156 @@ fn agent_hostname(m: &Master, id: &AgentId) -> String {
     }
 }
 
+/// `/state` as taken on the owner task, to be written elsewhere: the
+/// tasks are shared with the core (`Arc`, copy-on-write there), so
+/// taking it costs a pointer per task; what is per agent, framework and
+/// offer is copied. Reads of a big cluster then do not stall scheduling.
+pub struct StateSnapshot {
+    head: StateView<(), Vec<AgentView>>,
+    tasks: Vec<Arc<Task>>,
+    completed: Vec<Arc<Task>>,
+    /// The usage reported for tasks (isolated tasks only).
+    usage: HashMap<(FrameworkId, TaskId), Usage>,
+    framework_names: HashMap<FrameworkId, String>,
+    /// Hostnames of agents only the registry still knows.
+    registry_hosts: HashMap<AgentId, String>,
+}
+
+impl std::fmt::Debug for StateSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateSnapshot({} tasks)", self.tasks.len())
+    }
+}
+
+/// A task list of a snapshot, written as it is serialized.
+struct TaskList<'a> {
+    tasks: &'a [Arc<Task>],
+    names: &'a Names<'a>,
+    usage: Option<&'a HashMap<(FrameworkId, TaskId), Usage>>,
+}
+
+/// Framework names and agent hostnames by id, looked up once per task
+/// (foldhash: SipHash was a tenth of writing `/state`).
+struct Names<'a> {
+    frameworks: HashMap<&'a str, &'a str, foldhash::fast::RandomState>,
+    hosts: HashMap<&'a str, &'a str, foldhash::fast::RandomState>,
+}
+
+impl<'a> TaskList<'a> {
+    fn views(&self) -> impl Iterator<Item = TaskView<&'a str>> + use<'a, '_> {
+        self.tasks.iter().map(|t| {
+            let usage = self
+                .usage
+                .and_then(|u| u.get(&(t.framework_id.clone(), t.id.clone())).copied());
+            let framework = self
+                .names
+                .frameworks
+                .get(t.framework_id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let host = self.names.hosts.get(t.agent_id.as_str()).copied().unwrap_or_default();
+            borrowed_view(t, framework, host, usage)
+        })
+    }
+}
+
+impl Serialize for TaskList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.views())
+    }
+}
+
+impl StateSnapshot {
+    /// Runs `f` on the snapshot as it is written: the tasks sorted by
+    /// launch (then framework and id), the completed ones as the core
+    /// keeps them.
+    fn with_lists<R>(self, f: impl FnOnce(StateView<TaskList<'_>, &[AgentView]>) -> R) -> R {
+        let StateSnapshot {
+            head,
+            mut tasks,
+            completed,
+            usage,
+            framework_names,
+            registry_hosts,
+        } = self;
+        tasks.sort_by(|a, b| {
+            (a.launched_at.total_cmp(&b.launched_at))
+                .then_with(|| a.framework_id.cmp(&b.framework_id))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let hosts = (registry_hosts.iter().map(|(id, h)| (id.as_str(), h.as_str())))
+            .chain(head.agents.iter().map(|a| (a.id.as_str(), a.hostname.as_str())))
+            .collect();
+        let frameworks = (framework_names.iter())
+            .map(|(id, name)| (id.as_str(), name.as_str()))
+            .collect();
+        let names = Names { frameworks, hosts };
+        let usage = (!usage.is_empty()).then_some(&usage);
+        f(StateView {
+            master_id: head.master_id,
+            leader: head.leader,
+            uptime_secs: head.uptime_secs,
+            registry_ops_applied: head.registry_ops_applied,
+            totals: head.totals,
+            agents: &head.agents,
+            frameworks: head.frameworks,
+            tasks: TaskList {
+                tasks: &tasks,
+                names: &names,
+                usage,
+            },
+            completed_tasks: TaskList {
+                tasks: &completed,
+                names: &names,
+                usage: None,
+            },
+            offers: head.offers,
+            counters: head.counters,
+            allocation: head.allocation,
+        })
+    }
+
+    /// `/state` as JSON.
+    pub fn to_json(self) -> Result<Vec<u8>, serde_json::Error> {
+        let size = 512 * (self.tasks.len() + self.completed.len()) + 1024 * self.head.agents.len();
+        self.with_lists(|v| {
+            let mut out = Vec::with_capacity(size);
+            serde_json::to_writer(&mut out, &v)?;
+            Ok(out)
+        })
+    }
+
+    /// `/state` as read back.
+    pub fn into_view(self) -> StateView {
+        self.with_lists(|v| {
+            let list = |l: TaskList<'_>| l.views().map(TaskView::owned).collect();
+            StateView {
+                master_id: v.master_id,
+                leader: v.leader,
+                uptime_secs: v.uptime_secs,
+                registry_ops_applied: v.registry_ops_applied,
+                totals: v.totals,
+                agents: v.agents.to_vec(),
+                frameworks: v.frameworks,
+                tasks: list(v.tasks),
+                completed_tasks: list(v.completed_tasks),
+                offers: v.offers,
+                counters: v.counters,
+                allocation: v.allocation,
+            }
+        })
+    }
+}
+
 impl Master {
+    /// The whole leader, as `/state` shows it (built on the spot; the
+    /// HTTP route writes a [`Master::state_snapshot`] off the owner task).
     pub fn view(&self, leader: bool) -> StateView {
+        self.state_snapshot(leader).into_view()
+    }
+
+    /// What `/state` needs, taken cheaply on the owner task.
+    pub fn state_snapshot(&self, leader: bool) -> StateSnapshot {
         let mut totals = Totals::default();
         let agents = self
             .agents
@@ -213,20 +405,37 @@ impl Master {
                 registered_at: f.registered_at,
             })
             .collect();
-        let mut tasks: Vec<TaskView> = self
-            .frameworks
+        let (mut tasks, mut completed) = (Vec::new(), Vec::new());
+        tasks.reserve_exact(self.frameworks.values().map(|f| f.tasks.len()).sum());
+        completed.reserve_exact(self.frameworks.values().map(|f| f.completed.len()).sum());
+        for f in self.frameworks.values() {
+            tasks.extend(f.tasks.values().cloned());
+            completed.extend(f.completed.iter().cloned());
+        }
+        let usage = self
+            .agents
             .values()
-            .flat_map(|f| {
-                f.tasks
-                    .values()
-                    .map(|t| task_view(self, t, self.task_usage(&t.agent_id, &t.framework_id, &t.id)))
-            })
+            .flat_map(|a| a.usage.tasks.iter().map(|(k, u)| (k.clone(), *u)))
             .collect();
-        tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
-        let completed_tasks = self
+        let framework_names = self
             .frameworks
             .values()
-            .flat_map(|f| f.completed.iter().map(|t| task_view(self, t, None)))
+            .map(|f| (f.id.clone(), f.info.name.clone()))
+            .chain(
+                self.registry
+                    .history
+                    .removed
+                    .iter()
+                    .filter(|f| !self.frameworks.contains_key(&f.id))
+                    .map(|f| (f.id.clone(), f.name.clone())),
+            )
+            .collect();
+        let registry_hosts = self
+            .registry
+            .agents
+            .iter()
+            .filter(|(id, _)| !self.agents.contains_key(*id))
+            .map(|(id, a)| (id.clone(), a.hostname.clone()))
             .collect();
         let offers = self
             .offers
@@ -242,19 +451,26 @@ impl Master {
                 resources_by_role: o.resources.clone(),
             })
             .collect();
-        StateView {
-            master_id: self.cfg.master_id.clone(),
-            leader,
-            uptime_secs: self.started.elapsed().as_secs_f64(),
-            registry_ops_applied: self.registry.applied,
-            totals,
-            agents,
-            frameworks,
+        StateSnapshot {
+            head: StateView {
+                master_id: self.cfg.master_id.clone(),
+                leader,
+                uptime_secs: self.started.elapsed().as_secs_f64(),
+                registry_ops_applied: self.registry.applied,
+                totals,
+                agents,
+                frameworks,
+                tasks: (),
+                completed_tasks: (),
+                offers,
+                counters: self.counters.clone(),
+                allocation: super::roles(self),
+            },
             tasks,
-            completed_tasks,
-            offers,
-            counters: self.counters.clone(),
-            allocation: super::roles(self),
+            completed,
+            usage,
+            framework_names,
+            registry_hosts,
         }
     }
 }

@@ -187,6 +187,7 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
             f.tasks
                 .get(tid)
                 .or_else(|| f.completed.iter().rev().find(|t| &t.id == tid))
+                .map(|t| &**t)
         })
         .collect();
     let launched: Vec<TaskView> = tasks
