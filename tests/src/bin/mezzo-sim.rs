@@ -5,9 +5,14 @@
 //!
 //! 1. storm: every agent registers at once; timed until all are admitted
 //!    and until a probe framework has been offered every one of them;
-//! 2. load: frameworks launch the tasks, which keep running;
-//! 3. reads: `/state` fetched from the leader, timed, with its size;
-//! 4. failover (3 masters): the leader is SIGKILLed; timed until every
+//! 2. load: frameworks launch the tasks, which keep running: half of
+//!    them with nobody reading, the other half (by as many new
+//!    frameworks) while `--pollers` clients read `/state` in a loop;
+//! 3. reads: `/state` and the paged operator reads fetched from the
+//!    leader, timed;
+//! 4. partition: every tenth agent is cut off (a rack); timed until the
+//!    leader marks them unreachable, then until they are back;
+//! 5. failover (3 masters): the leader is SIGKILLed; timed until every
 //!    agent has re-registered with the new one and a new probe has been
 //!    offered every agent again, and no task was lost.
 //!
@@ -55,6 +60,12 @@ struct Args {
     /// `/state` reads timed.
     #[arg(long, default_value_t = 10)]
     state_reads: usize,
+    /// Clients reading `/state` in a loop during the second half of the load.
+    #[arg(long, default_value_t = 10)]
+    pollers: usize,
+    /// Cut every n-th agent off for the partition phase (0: no partition).
+    #[arg(long, default_value_t = 10)]
+    partition_every: usize,
 }
 
 #[tokio::main]
@@ -122,28 +133,46 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         masters_usage(c)
     );
 
-    // 2. The tasks.
+    // 2. The tasks: half with nobody reading, half under `/state` polling.
     let need = Resources::parse(&args.task_resources)?;
-    let fws: Vec<_> = (0..args.frameworks)
-        .map(|f| {
-            let config = c.sdk_config(&format!("sim-fw-{f}"));
-            let (need, n) = (need.clone(), args.tasks / args.frameworks);
+    let half = args.tasks / 2;
+    let mut fws = Vec::new();
+    let mut rates = Vec::new();
+    for (round, readers) in [(0, 0), (1, args.pollers)] {
+        let polling = Pollers::start(c, readers).await?;
+        let from = Stats::get(&stats.launched);
+        fws.extend((0..args.frameworks).map(|f| {
+            let config = c.sdk_config(&format!("sim-fw-{round}-{f}"));
+            let (need, n) = (need.clone(), half / args.frameworks);
             tokio::spawn(async move { frameworks::run(config, n, &need, Duration::from_secs(86_400)).await })
+        }));
+        let target = from + half / args.frameworks * args.frameworks;
+        let launched = until("every task launched", Duration::from_secs(1200), || {
+            Stats::get(&stats.launched) >= target
         })
-        .collect();
-    let launched = until("every task launched", Duration::from_secs(1200), || {
-        Stats::get(&stats.launched) >= args.tasks
-    })
-    .await?;
+        .await?;
+        let rate = (target - from) as f64 / launched.as_secs_f64();
+        rates.push(rate);
+        let reads = polling.stop().await;
+        println!(
+            "load      {} tasks launched in {launched:.2?} ({rate:.0}/s) with {readers} /state pollers{reads}  {}",
+            target - from,
+            masters_usage(c)
+        );
+    }
     println!(
-        "load      {} tasks launched in {launched:.2?} ({:.0}/s)  {}",
-        args.tasks,
-        args.tasks as f64 / launched.as_secs_f64(),
-        masters_usage(c)
+        "          launch rate under /state polling: {:.0}% of the rate without",
+        100.0 * rates[1] / rates[0]
     );
 
     // 3. Operator reads.
     read_state(c, args.state_reads).await?;
+    read_pages(c).await?;
+
+    // 4. A rack cut off.
+    if args.partition_every > 0 {
+        partition(c, &agents, args.agents, args.partition_every).await?;
+    }
 
     // 4. A leader failover.
     if args.masters >= 3 {
@@ -229,15 +258,154 @@ impl Probe {
     }
 }
 
+/// Clients reading `/state` from the leader in a loop.
+struct Pollers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+}
+
+impl Pollers {
+    async fn start(c: &Cluster, n: usize) -> Result<Pollers> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let url = c.url(&c.masters[c.wait_leader().await?].addr, "/state");
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let http = leader_client(c)?;
+            let (url, stopped) = (url.clone(), stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                while !*stopped.borrow() {
+                    let t = Instant::now();
+                    let read = match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    if read {
+                        times.push(t.elapsed());
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                times
+            }));
+        }
+        Ok(Pollers { stop, tasks })
+    }
+
+    /// Stops them; says how many reads they made and how long those took.
+    async fn stop(self) -> String {
+        self.stop.send_replace(true);
+        let mut times = Vec::new();
+        for t in self.tasks {
+            times.extend(t.await.unwrap_or_default());
+        }
+        if times.is_empty() {
+            return String::new();
+        }
+        times.sort();
+        format!(
+            " ({} reads, p50 {:.0?}, max {:.0?})",
+            times.len(),
+            times[times.len() / 2],
+            times[times.len() - 1]
+        )
+    }
+}
+
+/// An HTTP client for the masters as the cluster's admin.
+fn leader_client(c: &Cluster) -> Result<reqwest::Client> {
+    mezzo_tests::http_client_waiting(
+        &c.transport(),
+        mezzo_proto::security::principal::MASTER_DNS_NAME,
+        Duration::from_secs(120),
+    )
+}
+
+/// The paged operator reads, 100 of each from the leader: p50 and p99.
+async fn read_pages(c: &Cluster) -> Result<()> {
+    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let http = leader_client(c)?;
+    let mut line = Vec::new();
+    for path in [
+        "/api/v1/tasks?limit=50",
+        "/api/v1/tasks?limit=50&offset=5000",
+        "/api/v1/agents?limit=50",
+        "/api/v1/frameworks?limit=50",
+    ] {
+        let url = c.url(&addr, path);
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            http.get(&url).send().await?.error_for_status()?.bytes().await?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        line.push(format!("{path} p50 {:.1?} p99 {:.1?}", times[49], times[98]));
+    }
+    println!("pages     {}", line.join("; "));
+    Ok(())
+}
+
+/// Cuts every `every`-th agent off; times the leader marking them all
+/// unreachable, then their return once healed.
+async fn partition(c: &Cluster, agents: &Agents, n: usize, every: usize) -> Result<()> {
+    let cut = n.div_ceil(every);
+    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let http = leader_client(c)?;
+    let url = c.url(&addr, "/api/v1/overview");
+    let overview = || async {
+        let o: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+        anyhow::Ok(o)
+    };
+    let unreachable = |o: &serde_json::Value| o["agents_by_status"]["unreachable"].as_u64().unwrap_or(0) as usize;
+    let stats = agents.stats().clone();
+    let started = Instant::now();
+    agents.partition(every);
+    loop {
+        let o = overview().await?;
+        if unreachable(&o) >= cut {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} of {cut} agents unreachable after 120 s",
+            unreachable(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marked = started.elapsed();
+    let o = overview().await?;
+    let healed = Instant::now();
+    agents.heal();
+    let back = until("the cut agents back", Duration::from_secs(300), || {
+        Stats::get(&stats.connected) == n
+    })
+    .await?;
+    loop {
+        if unreachable(&overview().await?) == 0 {
+            break;
+        }
+        ensure!(
+            healed.elapsed() < Duration::from_secs(120),
+            "agents still unreachable 120 s after the heal"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = overview().await?;
+    println!(
+        "partition {cut} agents cut off: all unreachable {marked:.2?} after the cut (tasks then {}); back {back:.2?} after the heal (tasks {})  {}",
+        o["tasks_by_state"],
+        after["tasks_by_state"],
+        masters_usage(c)
+    );
+    Ok(())
+}
+
 /// `/state` from the leader, `n` times: p50, max and the body's size.
 async fn read_state(c: &Cluster, n: usize) -> Result<()> {
     let leader = c.wait_leader().await?;
     let addr = c.masters[leader].addr.clone();
-    let http = mezzo_tests::http_client_waiting(
-        &c.transport(),
-        mezzo_proto::security::principal::MASTER_DNS_NAME,
-        Duration::from_secs(120),
-    )?;
+    let http = leader_client(c)?;
     let url = c.url(&addr, "/state");
     let mut times = Vec::new();
     let mut size = 0;

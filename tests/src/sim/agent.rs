@@ -14,7 +14,7 @@ use std::time::Duration;
 use mezzo_proto::v1;
 use mezzo_proto::v1::agent_api_client::AgentApiClient;
 use mezzo_proto::v1::master_message::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,6 +70,8 @@ enum Due {
 enum Ended {
     /// A master named another as the leader.
     NotLeader(String),
+    /// The agent was cut off from the masters ([`super::Agents::partition`]).
+    Cut,
     Failed(String),
 }
 
@@ -79,6 +81,8 @@ pub(super) struct Agent {
     pub(super) group: Group,
     pub(super) stats: Arc<Stats>,
     pub(super) behaviour: Arc<Behaviour>,
+    /// Every n-th agent is cut off from the masters (0: none).
+    pub(super) cut: watch::Receiver<usize>,
     id: Option<String>,
     tasks: HashMap<String, Task>,
     /// Tasks whose head is to be sent now. Kept beside `timers` so that a
@@ -93,13 +97,21 @@ pub(super) struct Agent {
 static UUIDS: AtomicU64 = AtomicU64::new(1);
 
 impl Agent {
-    pub(super) fn new(index: usize, info: v1::AgentInfo, group: Group, stats: Arc<Stats>, b: Arc<Behaviour>) -> Agent {
+    pub(super) fn new(
+        index: usize,
+        info: v1::AgentInfo,
+        group: Group,
+        stats: Arc<Stats>,
+        b: Arc<Behaviour>,
+        cut: watch::Receiver<usize>,
+    ) -> Agent {
         Agent {
             index,
             info,
             group,
             stats,
             behaviour: b,
+            cut,
             id: None,
             tasks: HashMap::new(),
             ready: VecDeque::new(),
@@ -109,8 +121,16 @@ impl Agent {
 
     /// Runs sessions until the simulation stops (the group goes away).
     pub(super) async fn run(mut self) {
-        let mut after = 0;
+        let mut after = 0u64;
         loop {
+            if cut_off(*self.cut.borrow(), self.index) {
+                let index = self.index;
+                if self.cut.wait_for(|n| !cut_off(*n, index)).await.is_err() {
+                    return;
+                }
+                // Back on the group's connection as it is now.
+                after = after.saturating_sub(1);
+            }
             let Some((generation, channel)) = self.group.channel(after).await else {
                 return;
             };
@@ -125,6 +145,8 @@ impl Agent {
                     tracing::debug!(agent = self.index, "sim session ended: {why}");
                     None
                 }
+                // The group's connection is fine: only this agent is gone.
+                Ended::Cut => continue,
             };
             self.group.failed(generation, hint).await;
         }
@@ -208,6 +230,7 @@ impl Agent {
         let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        let mut cut = self.cut.clone();
         loop {
             self.flush(tx, Instant::now());
             let wake = self
@@ -229,6 +252,11 @@ impl Agent {
                     };
                     if tx.try_send(msg).is_err() {
                         tracing::debug!(agent = self.index, "sim heartbeat skipped: stream full");
+                    }
+                }
+                Ok(()) = cut.changed() => {
+                    if cut_off(*cut.borrow(), self.index) {
+                        return Ended::Cut;
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -428,6 +456,11 @@ impl Agent {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         full.into_iter().chain(timer).min()
     }
+}
+
+/// Whether agent `index` is among every `n`-th ones cut off.
+fn cut_off(n: usize, index: usize) -> bool {
+    n > 0 && index.is_multiple_of(n)
 }
 
 fn is_terminal(s: v1::TaskState) -> bool {

@@ -60,6 +60,7 @@ impl Default for AgentsSpec {
 pub struct Agents {
     stats: Arc<Stats>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    cut: tokio::sync::watch::Sender<usize>,
 }
 
 impl Agents {
@@ -74,6 +75,7 @@ impl Agents {
             .map(|t| group::Group::start(masters.clone(), t))
             .collect();
         let mut tasks = Vec::with_capacity(spec.agents);
+        let cut = tokio::sync::watch::Sender::new(0);
         for i in 0..spec.agents {
             let info = v1::AgentInfo {
                 hostname: hostname(i),
@@ -85,10 +87,23 @@ impl Agents {
                 http_address: String::new(),
             };
             let group = groups[i % groups.len()].clone();
-            let agent = agent::Agent::new(i, info, group, stats.clone(), behaviour.clone());
+            let agent = agent::Agent::new(i, info, group, stats.clone(), behaviour.clone(), cut.subscribe());
             tasks.push(tokio::spawn(agent.run()));
         }
-        Agents { stats, tasks }
+        Agents { stats, tasks, cut }
+    }
+
+    /// Cuts every `n`-th agent (index 0, n, 2n, …) off from the masters,
+    /// as a partitioned rack: their streams close and they stay away,
+    /// keeping their tasks, until [`Agents::heal`]; then they re-register
+    /// with them. At most one partition at a time.
+    pub fn partition(&self, n: usize) {
+        self.cut.send_replace(n);
+    }
+
+    /// Ends the partition.
+    pub fn heal(&self) {
+        self.cut.send_replace(0);
     }
 
     /// What the agents did so far.

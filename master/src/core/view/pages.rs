@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::state::task_view;
 use super::{Page, StateName, TaskView, find_task};
 use crate::core::observe::{OfferStats, StatusEntry};
-use crate::core::{AgentStatus, Master, Task};
+use crate::core::{Agent, AgentStatus, Master, Task};
 use crate::error::MasterError;
 
 /// Largest page a query may ask for.
@@ -152,7 +152,15 @@ pub fn tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
         .filter(|t| TaskFilter::matches(q, t))
         .collect();
     let total = hits.len();
-    hits.sort_by(|a, b| b.launched_at.total_cmp(&a.launched_at).then_with(|| a.id.cmp(&b.id)));
+    // Only the rows up to the page's end are put in order: a page of a
+    // cluster of 400,000 tasks is not a sort of all of them.
+    let newest_first = |a: &&Task, b: &&Task| b.launched_at.total_cmp(&a.launched_at).then_with(|| a.id.cmp(&b.id));
+    let end = q.offset.saturating_add(q.limit);
+    if end < hits.len() {
+        hits.select_nth_unstable_by(end, newest_first);
+        hits.truncate(end);
+    }
+    hits.sort_by(newest_first);
     let items = hits
         .into_iter()
         .skip(q.offset)
@@ -258,44 +266,51 @@ pub struct AgentRow {
 }
 
 pub fn agents(m: &Master, status: Option<&str>, limit: usize, offset: usize) -> Page<AgentRow> {
-    let rows: Vec<AgentRow> = m
+    let listed: Vec<&Agent> = m
         .agents
         .values()
-        .map(|a| {
-            let drain = m.registry.draining.get(&a.id);
-            AgentRow {
-                id: a.id.to_string(),
-                hostname: a.hostname.clone(),
-                http_address: a.http_address.clone(),
-                status: a.status,
-                draining: drain.is_some(),
-                drain_deadline: drain.and_then(|d| d.deadline),
-                connected: a.conn.is_some(),
-                total: a.total.total(),
-                used: a.used.clone(),
-                offered: a.offered.clone(),
-                attributes: a.attributes.clone(),
-                active_tasks: a.tasks.len(),
-                usage: a.usage.total(std::time::Instant::now()),
-                warnings: m
-                    .host_problems
-                    .get(&a.hostname)
-                    .map(|why| {
-                        vec![format!(
-                            "host name {:?} does not resolve from the master: {why}",
-                            a.hostname
-                        )]
-                    })
-                    .unwrap_or_default(),
-            }
-        })
-        .filter(|r| match status {
+        .filter(|a| match status {
             None | Some("") => true,
-            Some("draining") => r.draining,
-            Some(s) => r.status.name() == s,
+            Some("draining") => m.registry.draining.contains_key(&a.id),
+            Some(s) => a.status.name() == s,
         })
         .collect();
-    Page::of(rows.into_iter(), limit, offset)
+    let total = listed.len();
+    // Rows are built for the page only.
+    let rows = listed.into_iter().skip(offset).take(limit).map(|a| {
+        let drain = m.registry.draining.get(&a.id);
+        AgentRow {
+            id: a.id.to_string(),
+            hostname: a.hostname.clone(),
+            http_address: a.http_address.clone(),
+            status: a.status,
+            draining: drain.is_some(),
+            drain_deadline: drain.and_then(|d| d.deadline),
+            connected: a.conn.is_some(),
+            total: a.total.total(),
+            used: a.used.clone(),
+            offered: a.offered.clone(),
+            attributes: a.attributes.clone(),
+            active_tasks: a.tasks.len(),
+            usage: a.usage.total(std::time::Instant::now()),
+            warnings: m
+                .host_problems
+                .get(&a.hostname)
+                .map(|why| {
+                    vec![format!(
+                        "host name {:?} does not resolve from the master: {why}",
+                        a.hostname
+                    )]
+                })
+                .unwrap_or_default(),
+        }
+    });
+    Page {
+        total,
+        offset,
+        limit,
+        items: rows.collect(),
+    }
 }
 
 /// The HTTP address of the agent that runs (or ran) a task and the
