@@ -183,3 +183,90 @@ async fn after_a_leader_kill_every_agent_reregisters_and_no_task_is_lost() -> Re
     .await;
     result.with_context(|| c.logs())
 }
+
+/// A rack cut off (issue 17's partition): every tenth agent goes silent
+/// while its tasks run. The master marks exactly those agents unreachable
+/// after its agent timeout and their tasks UNREACHABLE (nothing else);
+/// healed, they re-register with their tasks, every agent is active
+/// again and every framework's work still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_cut_off_is_marked_unreachable_and_comes_back() -> Result<()> {
+    const RUNNING: usize = 2000;
+    let c = Cluster::start(ClusterSpec {
+        masters: 1,
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let (agents, _) = registered_agents(&c, 12).await?;
+        let stats = agents.stats().clone();
+        let need = Resources::parse("cpus:0.1;mem:32").expect("valid resources");
+        let frameworks: Vec<_> = (0..2)
+            .map(|f| {
+                let (config, need) = (c.sdk_config(&format!("sim-rack-{f}")), need.clone());
+                tokio::spawn(async move { frameworks::run(config, RUNNING / 2, &need, Duration::from_secs(150)).await })
+            })
+            .collect();
+        until("every task launched", Duration::from_secs(60), || {
+            Stats::get(&stats.launched) >= RUNNING
+        })
+        .await?;
+        let addr = c.masters[0].addr.clone();
+        let unreachable = |o: &serde_json::Value| o["agents_by_status"]["unreachable"].as_u64().unwrap_or(0);
+        agents.partition(10);
+        let cut_at = Instant::now();
+        let marked = loop {
+            let o = c.get(&addr, "/api/v1/overview").await?;
+            if unreachable(&o) >= (AGENTS / 10) as u64 {
+                break o;
+            }
+            ensure!(
+                cut_at.elapsed() < Duration::from_secs(30),
+                "not marked unreachable: {o}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        ensure!(
+            unreachable(&marked) == (AGENTS / 10) as u64,
+            "only the cut agents: {}",
+            marked["agents_by_status"]
+        );
+        println!(
+            "{} agents unreachable {:?} after the cut",
+            AGENTS / 10,
+            cut_at.elapsed()
+        );
+        agents.heal();
+        until("every agent back", Duration::from_secs(30), || {
+            Stats::get(&stats.connected) == AGENTS
+        })
+        .await?;
+        let o = c.get(&addr, "/api/v1/overview").await?;
+        ensure!(
+            unreachable(&o) == 0,
+            "still unreachable after the heal: {}",
+            o["agents_by_status"]
+        );
+        let ids: HashSet<String> = stats.agent_ids().into_iter().collect();
+        let (mut finished, mut told) = (0, 0);
+        for h in frameworks {
+            let r = h.await.context("framework task")??;
+            told += r.troubled.get("TASK_UNREACHABLE").copied().unwrap_or(0);
+            let other = r
+                .troubled
+                .keys()
+                .filter(|s| !matches!(s.as_str(), "TASK_UNREACHABLE" | "TASK_DROPPED"));
+            ensure!(r.failed == 0 && other.count() == 0, "{:?}: {:?}", r.troubled, r.notes);
+            ensure!(r.offered.is_subset(&ids), "an offer for an agent that is not simulated");
+            finished += r.finished;
+        }
+        ensure!(finished == RUNNING, "{finished} of {RUNNING} tasks finished");
+        ensure!(told > 0, "no framework was told of a task out of touch");
+        println!("{told} tasks reported unreachable, all {finished} finished");
+        agents.stop();
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
