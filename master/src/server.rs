@@ -69,7 +69,7 @@ impl MasterConfig {
             core: CoreConfig::default(),
             tick: Duration::from_millis(50),
             raft_tick: Duration::from_millis(50),
-            election_ticks: 6,
+            election_ticks: 20,
             heartbeat_ticks: 1,
             snapshot_every: 10_000,
             security: SecurityConfig::new(mezzo_home().join("pki")),

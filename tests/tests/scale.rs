@@ -270,3 +270,35 @@ async fn a_rack_cut_off_is_marked_unreachable_and_comes_back() -> Result<()> {
     .await;
     result.with_context(|| c.logs())
 }
+
+/// Real agents follow the leader's heartbeat spacing: with a budget of
+/// one heartbeat a second, two agents are told to heartbeat every 2 s
+/// (four of the 500 ms the cluster starts with) and count three of those
+/// as the master's silence. They stay attached through it, registered
+/// once, and the master does not time them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_agents_follow_a_spaced_out_heartbeat() -> Result<()> {
+    let mut spec = ClusterSpec::default();
+    spec.master_args
+        .extend(["--agent-heartbeats-per-second", "1"].map(String::from));
+    let c = Cluster::start(spec).await?;
+    let result = async {
+        let addr = c.masters[0].addr.clone();
+        let told = |c: &Cluster| {
+            c.agents
+                .iter()
+                .all(|a| a.log().contains("the leader set a new heartbeat interval"))
+        };
+        until("both agents told", Duration::from_secs(10), || told(&c)).await?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        for a in &c.agents {
+            let log = a.log();
+            ensure!(log.matches("registered master=").count() == 1, "re-registered: {log}");
+        }
+        let o = c.get(&addr, "/api/v1/overview").await?;
+        ensure!(o["agents_by_status"]["active"] == 2, "{}", o["agents_by_status"]);
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -223,14 +223,14 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
             .map_err(|_| AgentError::ActorPanicked("checkpoints marker writer"))??;
         *tasks_complete = true;
     }
-    let heartbeat = heartbeat_interval(registered.heartbeat_interval_secs);
+    let mut heartbeat = heartbeat_interval(registered.heartbeat_interval_secs);
     tracing::info!(master = %addr, %agent_id, ?heartbeat, "registered");
     backoff.reset();
     deps.master.send_replace(Some(addr.to_owned()));
     deps.metrics.connected.set(1);
     deps.status.connected(tx.clone()).await?;
 
-    let silence = heartbeat * 3;
+    let mut silence = heartbeat * 3;
     let mut last_heard = Instant::now();
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,6 +243,16 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
                 Ok(Some(Err(status))) => return Err(refused(addr, status)),
                 Ok(Some(Ok(msg))) => {
                     last_heard = Instant::now();
+                    if let Some(Message::Heartbeat(hb)) = &msg.message
+                        && hb.interval_secs > 0.0
+                        && heartbeat_interval(hb.interval_secs) != heartbeat
+                    {
+                        heartbeat = heartbeat_interval(hb.interval_secs);
+                        silence = heartbeat * 3;
+                        tracing::info!(master = %addr, ?heartbeat, "the leader set a new heartbeat interval");
+                        ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+                        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
                     dispatch(deps, msg).await?;
                 }
             },

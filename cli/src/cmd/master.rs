@@ -24,9 +24,14 @@ pub struct Args {
     /// Heartbeats to frameworks and agents.
     #[arg(long, env = "MEZZO_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = super::duration)]
     heartbeat_interval: Duration,
-    /// An agent silent or disconnected this long is marked unreachable.
+    /// An agent silent or disconnected this long is marked unreachable
+    /// (at least three agent heartbeat intervals).
     #[arg(long, env = "MEZZO_AGENT_TIMEOUT", default_value = "10s", value_parser = super::duration)]
     agent_timeout: Duration,
+    /// Agent heartbeats the leader receives per second at most: beyond this
+    /// many agents, they are told to heartbeat more rarely (0: no limit).
+    #[arg(long, env = "MEZZO_AGENT_HEARTBEATS_PER_SECOND", default_value_t = 5000)]
+    agent_heartbeats_per_second: u32,
     /// Every master's address, this one's included, comma-separated, in the
     /// same order on every master. Omit for a single master.
     #[arg(long, env = "MEZZO_PEERS", default_value = "")]
@@ -39,7 +44,7 @@ pub struct Args {
     #[arg(long, env = "MEZZO_RAFT_TICK", default_value = "50ms", value_parser = super::duration)]
     raft_tick: std::time::Duration,
     /// Raft ticks without a leader before an election (randomised up to twice this).
-    #[arg(long, env = "MEZZO_ELECTION_TICKS", default_value_t = 6)]
+    #[arg(long, env = "MEZZO_ELECTION_TICKS", default_value_t = 20)]
     election_ticks: usize,
     /// Raft ticks between a leader's heartbeats.
     #[arg(long, env = "MEZZO_HEARTBEAT_TICKS", default_value_t = 1)]
@@ -112,6 +117,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.snapshot_every = a.snapshot_every;
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
+    cfg.core.agent_heartbeats_per_second = a.agent_heartbeats_per_second;
     cfg.core.offer_timeout = a.offer_timeout;
     cfg.core.max_frameworks_per_principal = a.max_frameworks_per_principal;
     cfg.core.max_agents = a.max_agents;

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::reservation::{ReservedResources, Role};
@@ -272,7 +272,7 @@ impl Master {
         let msg = v1::master_message::Message::Registered(v1::Registered {
             agent_id: rec.id.to_string(),
             master_id: self.cfg.master_id.clone(),
-            heartbeat_interval_secs: self.cfg.heartbeat_interval.as_secs_f64(),
+            heartbeat_interval_secs: self.agent_beat.as_secs_f64(),
         });
         self.send_agent(&rec.id, msg);
         self.allocation_needed = true;
@@ -434,10 +434,28 @@ impl Master {
         }
     }
 
+    /// The agents' heartbeat interval the cluster's size calls for: the
+    /// configured one, or whole seconds enough to keep the heartbeats
+    /// received under `agent_heartbeats_per_second`.
+    pub(super) fn spaced_agent_beat(&self) -> Duration {
+        let rate = self.cfg.agent_heartbeats_per_second;
+        if rate == 0 {
+            return self.cfg.heartbeat_interval;
+        }
+        let secs = (self.agents.len() as u64).div_ceil(u64::from(rate));
+        self.cfg.heartbeat_interval.max(Duration::from_secs(secs))
+    }
+
+    /// How long an agent may be silent: `agent_timeout`, or three
+    /// heartbeat intervals once they are spaced out further.
+    pub(crate) fn agent_silence_limit(&self) -> Duration {
+        self.cfg.agent_timeout.max(self.agent_beat * 3)
+    }
+
     /// Marks agents unreachable once they have been silent, disconnected
-    /// or unrecovered for longer than `agent_timeout`.
+    /// or unrecovered for longer than the silence limit.
     pub(crate) fn check_agents(&mut self, now: Instant) {
-        let timeout = self.cfg.agent_timeout;
+        let timeout = self.agent_silence_limit();
         let late: Vec<AgentId> = self
             .agents
             .values()

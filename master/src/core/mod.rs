@@ -58,8 +58,15 @@ pub type ConnId = u64;
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub master_id: String,
-    /// Heartbeats to frameworks and agents.
+    /// Heartbeats to frameworks, and to agents while few enough (see
+    /// `agent_heartbeats_per_second`).
     pub heartbeat_interval: Duration,
+    /// Agent heartbeats the leader receives per second at most: a cluster
+    /// of more than this many agents is told to heartbeat more rarely
+    /// (whole seconds, growing only during a leadership), and the agent
+    /// timeout stretches to three such intervals. Nomad scales heartbeat
+    /// TTLs the same way. 0: no limit.
+    pub agent_heartbeats_per_second: u32,
     /// An agent silent (or disconnected) this long is marked unreachable.
     pub agent_timeout: Duration,
     /// An offer not used within this time is rescinded.
@@ -111,6 +118,7 @@ impl Default for CoreConfig {
         CoreConfig {
             master_id: uuid::Uuid::new_v4().to_string(),
             heartbeat_interval: Duration::from_secs(1),
+            agent_heartbeats_per_second: 5000,
             agent_timeout: Duration::from_secs(10),
             offer_timeout: Duration::from_secs(30),
             default_refuse: Duration::from_secs(5),
@@ -286,6 +294,9 @@ pub struct Master {
     agent_conns: HashMap<ConnId, AgentId>,
     allocation_needed: bool,
     last_heartbeat: Instant,
+    /// The agents' heartbeat interval now (see `agent_heartbeats_per_second`).
+    agent_beat: Duration,
+    last_agent_heartbeat: Instant,
     last_failover_check: Instant,
     started: Instant,
     counters: Counters,
@@ -308,6 +319,7 @@ impl Master {
     /// start disconnected (their failover clocks run from `now`), known
     /// agents start recovering (they have `agent_timeout` to re-register).
     pub fn recover(cfg: CoreConfig, registry: Registry, now: Instant) -> Master {
+        let beat = cfg.heartbeat_interval;
         let mut m = Master {
             cfg,
             registry: Registry::default(),
@@ -328,6 +340,8 @@ impl Master {
             agent_conns: HashMap::new(),
             allocation_needed: false,
             last_heartbeat: now,
+            agent_beat: beat,
+            last_agent_heartbeat: now,
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
@@ -435,9 +449,19 @@ impl Master {
                 };
                 self.emit(Effect::ToFramework(conn, hb));
             }
+        }
+        // A longer interval is announced at once, on the old schedule:
+        // agents still count their silence by the one they know.
+        let beat = self.agent_beat.max(self.spaced_agent_beat());
+        let announce = beat != self.agent_beat;
+        self.agent_beat = beat;
+        if announce || now.duration_since(self.last_agent_heartbeat) >= self.agent_beat {
+            self.last_agent_heartbeat = now;
             let agent_conns: Vec<ConnId> = self.agents.values().filter_map(|a| a.conn).collect();
             for conn in agent_conns {
-                let hb = v1::master_message::Message::Heartbeat(v1::MasterHeartbeat {});
+                let hb = v1::master_message::Message::Heartbeat(v1::MasterHeartbeat {
+                    interval_secs: self.agent_beat.as_secs_f64(),
+                });
                 self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(hb) }));
             }
         }

@@ -299,6 +299,63 @@ fn a_state_snapshot_is_unchanged_by_later_updates_and_writes_the_view() {
     assert_eq!(t1.state, "TASK_RUNNING", "the core moved on");
 }
 
+/// A cluster bigger than the agent heartbeat budget is told to heartbeat
+/// more rarely (whole seconds, announced at once in the next heartbeat and
+/// in `Registered`), and an agent may then be silent for three intervals
+/// before it is marked unreachable.
+#[test]
+fn heartbeats_are_spaced_out_for_a_big_cluster() {
+    let mut s = Sim::new();
+    s.m.cfg.agent_heartbeats_per_second = 2;
+    use v1::master_message::Message as M;
+    // The intervals the agents were given in heartbeats, and in `Registered`.
+    let intervals = |s: &Sim, registered: bool| -> Vec<f64> {
+        (s.agent_msgs().into_iter())
+            .filter_map(|m| match m {
+                M::Heartbeat(h) if !registered => Some(h.interval_secs),
+                M::Registered(r) if registered => Some(r.heartbeat_interval_secs),
+                _ => None,
+            })
+            .collect()
+    };
+    let beats = |s: &Sim| intervals(s, false);
+    let registered = |s: &Sim| intervals(s, true);
+    for conn in 0..4 {
+        s.agent(AGENT_CONN + conn, "cpus:1;mem:128");
+    }
+    assert_eq!(registered(&s), [1.0; 4], "before a tick: the configured 1 s");
+    s.advance(Duration::from_millis(50));
+    assert_eq!(beats(&s), [2.0; 4], "announced to each agent at once");
+    s.agent(AGENT_CONN + 4, "cpus:1;mem:128");
+    assert_eq!(registered(&s).last(), Some(&2.0));
+    s.advance(Duration::from_millis(50));
+    assert_eq!(beats(&s).last(), Some(&3.0), "five agents: three seconds");
+    // Agent 0 stays silent: 9 s (three intervals) pass before it is
+    // unreachable, not the 5 s agent timeout; the others heartbeat.
+    for _ in 0..8 {
+        for conn in 1..5 {
+            s.m.agent_heartbeat(AGENT_CONN + conn, s.now);
+        }
+        s.advance(Duration::from_secs(1));
+    }
+    assert!(
+        s.m.view(true).agents.iter().all(|a| a.status == AgentStatus::Active),
+        "8 s: all active"
+    );
+    for _ in 0..2 {
+        for conn in 1..5 {
+            s.m.agent_heartbeat(AGENT_CONN + conn, s.now);
+        }
+        s.advance(Duration::from_secs(1));
+    }
+    let statuses: Vec<AgentStatus> = s.m.view(true).agents.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|st| **st == AgentStatus::Unreachable).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
 /// A batch of acknowledgements with one bad entry is refused whole.
 #[test]
 fn a_refused_batch_of_acknowledgements_changes_nothing() {

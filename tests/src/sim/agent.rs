@@ -217,8 +217,8 @@ impl Agent {
         inbound: &mut tonic::Streaming<v1::MasterMessage>,
         heartbeat_secs: f64,
     ) -> Ended {
-        let heartbeat = Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 60.0));
-        let silence = heartbeat * 3;
+        let mut heartbeat = Duration::from_secs_f64(heartbeat_secs.clamp(0.05, 60.0));
+        let mut silence = heartbeat * 3;
         // Every head waiting for its acknowledgement goes again at once.
         self.ready.clear();
         for (id, t) in &mut self.tasks {
@@ -243,6 +243,16 @@ impl Agent {
                     Some(Err(status)) => return refused(status),
                     Some(Ok(msg)) => {
                         last_heard = Instant::now();
+                        // The leader spaces heartbeats out in a big cluster.
+                        if let Some(Message::Heartbeat(hb)) = &msg.message
+                            && hb.interval_secs > 0.0
+                            && Duration::from_secs_f64(hb.interval_secs.clamp(0.05, 60.0)) != heartbeat
+                        {
+                            heartbeat = Duration::from_secs_f64(hb.interval_secs.clamp(0.05, 60.0));
+                            silence = heartbeat * 3;
+                            beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+                            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
                         self.dispatch(msg);
                     }
                 },
