@@ -168,6 +168,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     // 3. Operator reads.
     read_state(c, args.state_reads).await?;
     read_pages(c).await?;
+    println!("alloc     {}", allocation(c).await?);
 
     // 4. A rack cut off.
     if args.partition_every > 0 {
@@ -319,6 +320,35 @@ fn leader_client(c: &Cluster) -> Result<reqwest::Client> {
         mezzo_proto::security::principal::MASTER_DNS_NAME,
         Duration::from_secs(120),
     )
+}
+
+/// The leader's allocator so far, from `/metrics`: passes, their mean
+/// time, and how many took longer than 0.1 s.
+async fn allocation(c: &Cluster) -> Result<String> {
+    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let text = leader_client(c)?
+        .get(c.url(&addr, "/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next().is_some_and(|n| n.starts_with(name)))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let runs = value("mezzo_master_allocation_runs");
+    let nanos = value("mezzo_master_allocation_nanoseconds");
+    let quick = value("mezzo_master_allocation_run_seconds_bucket{le=\"0.1\"}");
+    let all = value("mezzo_master_allocation_run_seconds_count");
+    Ok(format!(
+        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s",
+        nanos / runs.max(1.0) / 1e6,
+        all - quick
+    ))
 }
 
 /// The paged operator reads, 100 of each from the leader: p50 and p99.
