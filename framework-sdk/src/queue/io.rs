@@ -20,6 +20,11 @@ pub(crate) const REFUSE_WAITING: f64 = 0.1;
 pub(crate) const REFUSE_IDLE: f64 = 30.0;
 /// Most items placed per round of offers (bounds the work per event).
 const MAX_PER_ROUND: usize = 4096;
+/// Offers looked at per round: twice the items placed, at least this
+/// many. Planning costs items x offers, and a big cluster offers one
+/// framework tens of thousands of agents at once; the rest are declined
+/// at once (for `REFUSE_WAITING`), so other frameworks get them.
+const MIN_OFFERS_CONSIDERED: usize = 64;
 /// A launch with no update for this long is asked about.
 pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
 /// Every running task is asked about this often: a launch a dying master
@@ -76,15 +81,22 @@ impl<T> WorkQueue<T> {
             .map(|id| (self.items[id].request.clone(), *id))
             .collect();
         let considered = work.len();
+        let mut offers = offers;
+        let looked_at = offers
+            .len()
+            .min(considered.saturating_mul(2).max(MIN_OFFERS_CONSIDERED));
+        let passed: Vec<String> = offers.split_off(looked_at).into_iter().map(|o| o.offer_id).collect();
         let plan = match plan(&offers, work, self.strategy, &self.constraints, &mut self.placed) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("offers with resources that do not parse: {e}");
-                let ids = offers.into_iter().map(|o| o.offer_id).collect();
+                let ids = offers.into_iter().map(|o| o.offer_id).chain(passed).collect();
                 let _ = scheduler.decline(ids, Some(REFUSE_WAITING)).await;
                 return Round::default();
             }
         };
+        let mut plan = plan;
+        plan.unused_offers.extend(passed);
         let waits_on = plan.unplaced.len() + self.ready.len() - considered;
         let refuse = if waits_on == 0 { REFUSE_IDLE } else { REFUSE_WAITING };
         let mut placed = std::mem::take(&mut self.placed);

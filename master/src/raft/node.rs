@@ -86,6 +86,8 @@ struct Node {
     applied: u64,
     last_snapshot: u64,
     snapshot_every: u64,
+    /// The last snapshot's size in bytes (see [`snapshot_due`]).
+    last_snapshot_bytes: usize,
     /// The leader has applied an entry of its own term.
     leader_ready: bool,
     serving: bool,
@@ -162,6 +164,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         applied: meta.index,
         last_snapshot: meta.index,
         snapshot_every: cfg.snapshot_every.max(1),
+        last_snapshot_bytes: data.len(),
         registry,
         leader_ready: false,
         serving: false,
@@ -369,6 +372,7 @@ impl Node {
             self.registry = registry;
             self.applied = snap.get_metadata().index;
             self.last_snapshot = self.applied;
+            self.last_snapshot_bytes = snap.data.len();
             self.members_tx.send_replace(self.registry.masters.clone());
             self.owners.reset(&self.registry);
             self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
@@ -466,7 +470,11 @@ impl Node {
     }
 
     fn maybe_compact(&mut self) -> Result<(), NodeError> {
-        let due = self.applied >= self.last_snapshot + self.snapshot_every;
+        let due = snapshot_due(
+            self.applied - self.last_snapshot.min(self.applied),
+            self.snapshot_every,
+            self.last_snapshot_bytes,
+        );
         if !(due || (self.snapshot_now && self.applied > self.last_snapshot)) {
             return Ok(());
         }
@@ -476,8 +484,10 @@ impl Node {
             why: e.to_string(),
         })?;
         let cs = self.raw.raft.prs().conf().to_conf_state();
+        let bytes = data.len();
         self.raw.mut_store().compact(self.applied, cs, data)?;
         self.last_snapshot = self.applied;
+        self.last_snapshot_bytes = bytes;
         tracing::debug!(index = self.applied, "registry snapshot taken; log compacted");
         Ok(())
     }
@@ -509,5 +519,30 @@ impl Node {
             let _ = self.events.send(RaftEvent::Following { leader: addr }).await;
         }
         self.last_leader = self.raw.raft.leader_id;
+    }
+}
+
+/// Whether a snapshot is due after `since` applied changes: every
+/// `every`, or once a change for every 256 bytes of the last snapshot,
+/// whichever is rarer. A snapshot writes the whole registry on the Raft
+/// task, so a big one taken every 10,000 changes (40,000 agents joining
+/// made one every few seconds, each of tens of MB) held the task past
+/// the election timeout; this way writing snapshots costs at most about
+/// 256 bytes per change, and the log holds at most a few snapshots' worth.
+fn snapshot_due(since: u64, every: u64, last_bytes: usize) -> bool {
+    since >= every.max(last_bytes as u64 / 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due;
+
+    #[test]
+    fn a_big_registry_is_snapshotted_more_rarely() {
+        assert!(!snapshot_due(9_999, 10_000, 1_000_000));
+        assert!(snapshot_due(10_000, 10_000, 1_000_000), "small: every 10,000");
+        let big = 30 * 1024 * 1024;
+        assert!(!snapshot_due(100_000, 10_000, big), "30 MB: not every 10,000");
+        assert!(snapshot_due(big as u64 / 256, 10_000, big));
     }
 }
