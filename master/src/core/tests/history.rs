@@ -80,6 +80,31 @@ fn a_removed_framework_keeps_its_history_with_the_tasks_its_removal_killed() {
     assert_eq!(row.tasks_by_state.get("TASK_KILLED"), Some(&1));
 }
 
+/// The frameworks page lists registered frameworks, then removed ones,
+/// and pages across the two (rows are built for the page only).
+#[test]
+fn the_frameworks_page_runs_on_from_registered_to_removed() {
+    let (mut s, gone) = Sim::with_task();
+    s.run();
+    s.m.teardown(&gone).expect("teardown");
+    s.run();
+    s.framework();
+    s.framework();
+    let ids = |limit, offset| -> (usize, Vec<String>) {
+        let page = view::frameworks(&s.m, limit, offset);
+        (page.total, page.items.into_iter().map(|r| r.id).collect())
+    };
+    let (total, all) = ids(10, 0);
+    assert_eq!((total, all.len()), (3, 3));
+    assert_eq!(all[2], gone.to_string(), "the removed one last");
+    assert!(all[0] < all[1], "registered ones by id");
+    assert_eq!(ids(1, 1), (3, vec![all[1].clone()]));
+    assert_eq!(ids(2, 1), (3, all[1..].to_vec()));
+    assert_eq!(ids(5, 2), (3, vec![gone.to_string()]));
+    assert_eq!(ids(5, 3), (3, vec![]));
+    assert_eq!(ids(5, 9), (3, vec![]));
+}
+
 #[test]
 fn ends_are_recorded_before_the_removal_that_follows_them() {
     let (mut s, f) = Sim::with_task();

@@ -48,19 +48,6 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
-impl<T> Page<T> {
-    /// Cuts the page at `offset` out of every row that matched.
-    fn of(rows: impl ExactSizeIterator<Item = T>, limit: usize, offset: usize) -> Page<T> {
-        let total = rows.len();
-        Page {
-            total,
-            offset,
-            limit,
-            items: rows.skip(offset).take(limit).collect(),
-        }
-    }
-}
-
 /// A task of a framework, active or among its recently completed ones.
 fn find_task<'m>(m: &'m Master, fid: &FrameworkId, tid: &TaskId) -> Result<&'m Task, MasterError> {
     let fw = m

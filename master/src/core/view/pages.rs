@@ -394,9 +394,15 @@ fn cluster_total(m: &Master) -> Resources {
 
 pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow> {
     let total = cluster_total(m);
+    let live = m.frameworks.len();
+    let removed = m.registry.history.removed.len();
+    // Rows are built for the page only: each counts its framework's tasks.
+    let live_rows = live.saturating_sub(offset).min(limit);
     let rows: Vec<FrameworkRow> = m
         .frameworks
         .values()
+        .skip(offset)
+        .take(limit)
         .map(|f| {
             let mut by_state = BTreeMap::new();
             for t in f.tasks.values().chain(f.completed.iter()) {
@@ -420,15 +426,21 @@ pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow>
                 removed_at: None,
             }
         })
-        .chain(removed_frameworks(m))
+        .chain(removed_frameworks(m, offset.saturating_sub(live), limit - live_rows))
         .collect();
-    Page::of(rows.into_iter(), limit, offset)
+    Page {
+        total: live + removed,
+        offset,
+        limit,
+        items: rows,
+    }
 }
 
-/// The frameworks the history remembers, newest removal first.
-fn removed_frameworks(m: &Master) -> impl Iterator<Item = FrameworkRow> + '_ {
+/// The frameworks the history remembers, newest removal first: `take` of
+/// them after the first `skip`.
+fn removed_frameworks(m: &Master, skip: usize, take: usize) -> impl Iterator<Item = FrameworkRow> + '_ {
     let history = &m.registry.history;
-    history.removed.iter().rev().map(|f| {
+    history.removed.iter().rev().skip(skip).take(take).map(|f| {
         let mut by_state = BTreeMap::new();
         for t in history.tasks.get(&f.id).into_iter().flatten() {
             let state = TaskState::from_name(&t.state).map_or(Cow::Owned(t.state.clone()), |s| Cow::Borrowed(s.name()));
