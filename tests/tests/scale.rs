@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mezzo_proto::resources::Resources;
-use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until};
+use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until, until_unreachable};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::time::Instant;
 
@@ -52,34 +52,39 @@ async fn registered_agents(c: &Cluster, task_secs: u64) -> Result<(Agents, Durat
     Ok((agents, took))
 }
 
-/// Runs the frameworks, each with its share of the tasks.
-fn start_frameworks(c: &Cluster) -> Vec<tokio::task::JoinHandle<Result<frameworks::Report>>> {
+/// Runs `n` frameworks, each with its share of `tasks`.
+fn start_frameworks(c: &Cluster, n: usize, tasks: usize) -> Vec<tokio::task::JoinHandle<Result<frameworks::Report>>> {
     let need = Resources::parse("cpus:0.1;mem:32").expect("valid resources");
-    (0..FRAMEWORKS)
+    (0..n)
         .map(|f| {
             let config = c.sdk_config(&format!("sim-fw-{f}"));
             let need = need.clone();
-            tokio::spawn(
-                async move { frameworks::run(config, TASKS / FRAMEWORKS, &need, Duration::from_secs(150)).await },
-            )
+            tokio::spawn(async move { frameworks::run(config, tasks / n, &need, Duration::from_secs(150)).await })
         })
         .collect()
 }
 
-/// Every framework's report: all tasks finished, none in trouble, and
-/// only simulated agents offered.
+/// Every framework's report: all `tasks` finished, none failed, only
+/// simulated agents offered, and no update in trouble but a few DROPPED
+/// and those in `tolerated`; then every end acknowledged. Answers how many
+/// updates in a tolerated state the frameworks saw.
 async fn check_frameworks(
     handles: Vec<tokio::task::JoinHandle<Result<frameworks::Report>>>,
     stats: &Stats,
-) -> Result<()> {
+    tasks: usize,
+    tolerated: &[&str],
+) -> Result<usize> {
     let ids: HashSet<String> = stats.agent_ids().into_iter().collect();
-    let (mut finished, mut dropped) = (0, 0);
+    let (mut finished, mut dropped, mut told) = (0, 0, 0);
     for h in handles {
         let r = h.await.context("framework task")??;
         // A launch whose accept lost its answer (a loaded machine, a dying
         // leader) is asked about and comes back DROPPED, then runs again:
-        // that is the protocol working. Nothing may be lost or unreachable.
-        let lost = r.troubled.keys().filter(|s| *s != "TASK_DROPPED").count();
+        // that is the protocol working. Nothing else may be lost or
+        // unreachable unless tolerated.
+        let lost = (r.troubled.keys())
+            .filter(|s| *s != "TASK_DROPPED" && !tolerated.contains(&s.as_str()))
+            .count();
         ensure!(
             r.failed == 0 && lost == 0,
             "tasks in trouble: {} failed, {:?}: {:?}",
@@ -88,19 +93,20 @@ async fn check_frameworks(
             r.notes
         );
         dropped += r.troubled.get("TASK_DROPPED").copied().unwrap_or(0);
+        told += tolerated.iter().filter_map(|s| r.troubled.get(*s)).sum::<usize>();
         ensure!(r.offered.is_subset(&ids), "an offer for an agent that is not simulated");
         finished += r.finished;
     }
-    ensure!(dropped <= TASKS / 100, "{dropped} launches dropped");
+    ensure!(dropped <= tasks / 100, "{dropped} launches dropped");
     if dropped > 0 {
         println!("{dropped} launches never reached the master and ran again");
     }
-    ensure!(finished == TASKS, "{finished} of {TASKS} tasks finished");
+    ensure!(finished == tasks, "{finished} of {tasks} tasks finished");
     until("every task end acknowledged", Duration::from_secs(30), || {
-        Stats::get(&stats.ended) == TASKS
+        Stats::get(&stats.ended) == tasks
     })
     .await?;
-    Ok(())
+    Ok(told)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +131,7 @@ async fn a_thousand_agents_register_and_run_ten_thousand_tasks() -> Result<()> {
             .count();
         ensure!(active == AGENTS, "{active} active agents in /state");
         let started = Instant::now();
-        check_frameworks(start_frameworks(&c), &stats).await?;
+        check_frameworks(start_frameworks(&c, FRAMEWORKS, TASKS), &stats, TASKS, &[]).await?;
         println!("{TASKS} tasks ran in {:?}", started.elapsed());
         // On a loaded machine a session may miss three heartbeats and
         // re-register: its tasks must come through it all the same.
@@ -152,7 +158,7 @@ async fn after_a_leader_kill_every_agent_reregisters_and_no_task_is_lost() -> Re
     let result = async {
         let (agents, _) = registered_agents(&c, 20).await?;
         let stats = agents.stats().clone();
-        let frameworks = start_frameworks(&c);
+        let frameworks = start_frameworks(&c, FRAMEWORKS, TASKS);
         until("every task launched", Duration::from_secs(60), || {
             Stats::get(&stats.launched) == TASKS
         })
@@ -176,7 +182,7 @@ async fn after_a_leader_kill_every_agent_reregisters_and_no_task_is_lost() -> Re
             killed_at.elapsed() < Duration::from_secs(20),
             "the tasks ended before the check"
         );
-        check_frameworks(frameworks, &stats).await?;
+        check_frameworks(frameworks, &stats, TASKS, &[]).await?;
         agents.stop();
         Ok(())
     }
@@ -201,42 +207,24 @@ async fn a_rack_cut_off_is_marked_unreachable_and_comes_back() -> Result<()> {
     let result = async {
         let (agents, _) = registered_agents(&c, 12).await?;
         let stats = agents.stats().clone();
-        let need = Resources::parse("cpus:0.1;mem:32").expect("valid resources");
-        let frameworks: Vec<_> = (0..2)
-            .map(|f| {
-                let (config, need) = (c.sdk_config(&format!("sim-rack-{f}")), need.clone());
-                tokio::spawn(async move { frameworks::run(config, RUNNING / 2, &need, Duration::from_secs(150)).await })
-            })
-            .collect();
+        let frameworks = start_frameworks(&c, 2, RUNNING);
         until("every task launched", Duration::from_secs(60), || {
             Stats::get(&stats.launched) >= RUNNING
         })
         .await?;
         let addr = c.masters[0].addr.clone();
-        let unreachable = |o: &serde_json::Value| o["agents_by_status"]["unreachable"].as_u64().unwrap_or(0);
+        let cut = (AGENTS / 10) as u64;
         agents.partition(10);
-        let cut_at = Instant::now();
-        let marked = loop {
-            let o = c.get(&addr, "/api/v1/overview").await?;
-            if unreachable(&o) >= (AGENTS / 10) as u64 {
-                break o;
-            }
-            ensure!(
-                cut_at.elapsed() < Duration::from_secs(30),
-                "not marked unreachable: {o}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let (marked, took) = until_unreachable(&c, &addr, "the cut agents unreachable", Duration::from_secs(30), |n| {
+            n >= cut
+        })
+        .await?;
         ensure!(
-            unreachable(&marked) == (AGENTS / 10) as u64,
+            marked["agents_by_status"]["unreachable"] == cut,
             "only the cut agents: {}",
             marked["agents_by_status"]
         );
-        println!(
-            "{} agents unreachable {:?} after the cut",
-            AGENTS / 10,
-            cut_at.elapsed()
-        );
+        println!("{cut} agents unreachable {took:?} after the cut");
         agents.heal();
         until("every agent back", Duration::from_secs(30), || {
             Stats::get(&stats.connected) == AGENTS
@@ -244,26 +232,13 @@ async fn a_rack_cut_off_is_marked_unreachable_and_comes_back() -> Result<()> {
         .await?;
         let o = c.get(&addr, "/api/v1/overview").await?;
         ensure!(
-            unreachable(&o) == 0,
+            o["agents_by_status"]["unreachable"] == 0,
             "still unreachable after the heal: {}",
             o["agents_by_status"]
         );
-        let ids: HashSet<String> = stats.agent_ids().into_iter().collect();
-        let (mut finished, mut told) = (0, 0);
-        for h in frameworks {
-            let r = h.await.context("framework task")??;
-            told += r.troubled.get("TASK_UNREACHABLE").copied().unwrap_or(0);
-            let other = r
-                .troubled
-                .keys()
-                .filter(|s| !matches!(s.as_str(), "TASK_UNREACHABLE" | "TASK_DROPPED"));
-            ensure!(r.failed == 0 && other.count() == 0, "{:?}: {:?}", r.troubled, r.notes);
-            ensure!(r.offered.is_subset(&ids), "an offer for an agent that is not simulated");
-            finished += r.finished;
-        }
-        ensure!(finished == RUNNING, "{finished} of {RUNNING} tasks finished");
+        let told = check_frameworks(frameworks, &stats, RUNNING, &["TASK_UNREACHABLE"]).await?;
         ensure!(told > 0, "no framework was told of a task out of touch");
-        println!("{told} tasks reported unreachable, all {finished} finished");
+        println!("{told} tasks reported unreachable, all {RUNNING} finished");
         agents.stop();
         Ok(())
     }

@@ -29,7 +29,7 @@ use anyhow::{Result, bail, ensure};
 use clap::Parser;
 use mezzo_proto::resources::Resources;
 use mezzo_sdk::{Event, Scheduler};
-use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until};
+use mezzo_tests::sim::{Agents, AgentsSpec, Stats, frameworks, until, until_unreachable};
 use mezzo_tests::{Cluster, ClusterSpec};
 use tokio::time::Instant;
 
@@ -379,49 +379,18 @@ async fn read_pages(c: &Cluster) -> Result<()> {
 /// Cuts every `every`-th agent off; times the leader marking them all
 /// unreachable, then their return once healed.
 async fn partition(c: &Cluster, agents: &Agents, n: usize, every: usize) -> Result<()> {
-    let cut = n.div_ceil(every);
+    let cut = n.div_ceil(every) as u64;
     let addr = c.masters[c.wait_leader().await?].addr.clone();
-    let http = leader_client(c)?;
-    let url = c.url(&addr, "/api/v1/overview");
-    let overview = || async {
-        let o: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
-        anyhow::Ok(o)
-    };
-    let unreachable = |o: &serde_json::Value| o["agents_by_status"]["unreachable"].as_u64().unwrap_or(0) as usize;
     let stats = agents.stats().clone();
-    let started = Instant::now();
+    let limit = Duration::from_secs(120);
     agents.partition(every);
-    loop {
-        let o = overview().await?;
-        if unreachable(&o) >= cut {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "{} of {cut} agents unreachable after 120 s",
-            unreachable(&o)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let marked = started.elapsed();
-    let o = overview().await?;
-    let healed = Instant::now();
+    let (o, marked) = until_unreachable(c, &addr, "the cut agents unreachable", limit, |u| u >= cut).await?;
     agents.heal();
     let back = until("the cut agents back", Duration::from_secs(300), || {
         Stats::get(&stats.connected) == n
     })
     .await?;
-    loop {
-        if unreachable(&overview().await?) == 0 {
-            break;
-        }
-        ensure!(
-            healed.elapsed() < Duration::from_secs(120),
-            "agents still unreachable 120 s after the heal"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let after = overview().await?;
+    let (after, _) = until_unreachable(c, &addr, "no agent unreachable after the heal", limit, |u| u == 0).await?;
     println!(
         "partition {cut} agents cut off: all unreachable {marked:.2?} after the cut (tasks then {}); back {back:.2?} after the heal (tasks {})  {}",
         o["tasks_by_state"],

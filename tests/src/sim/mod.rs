@@ -130,6 +130,31 @@ pub async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) 
     Ok(start.elapsed())
 }
 
+/// Polls `/api/v1/overview` on the leader at `addr` every 100 ms until
+/// `done` holds for its count of unreachable agents; answers that
+/// overview and how long it took, or fails naming `what` after `limit`.
+pub async fn until_unreachable(
+    c: &crate::Cluster,
+    addr: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(u64) -> bool,
+) -> anyhow::Result<(serde_json::Value, Duration)> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let o = c.get(addr, "/api/v1/overview").await?;
+        if done(o["agents_by_status"]["unreachable"].as_u64().unwrap_or(0)) {
+            return Ok((o, start.elapsed()));
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}: {}",
+            o["agents_by_status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Agent `i`'s host name: an address on loopback, which resolves
 /// without DNS (the master looks every agent's host name up).
 pub fn hostname(i: usize) -> String {

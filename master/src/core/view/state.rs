@@ -15,18 +15,18 @@ use super::roles::AllocationView;
 use crate::core::usage::{AgentUsage, Usage};
 use crate::core::{AgentStatus, Counters, Master, Task};
 
-/// `/state`. `T` and `A` are how the task lists and the agents are held:
-/// owned when read back (the default), borrowed from a [`StateSnapshot`]
-/// when written.
+/// `/state`. `T`, `A` and `F` are how the task lists, the agents and the
+/// frameworks are held: owned when read back (the default), borrowed from
+/// a [`StateSnapshot`] when written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StateView<T = Vec<TaskView>, A = Vec<AgentView>> {
+pub struct StateView<T = Vec<TaskView>, A = Vec<AgentView>, F = Vec<FrameworkView>> {
     pub master_id: String,
     pub leader: bool,
     pub uptime_secs: f64,
     pub registry_ops_applied: u64,
     pub totals: Totals,
     pub agents: A,
-    pub frameworks: Vec<FrameworkView>,
+    pub frameworks: F,
     pub tasks: T,
     pub completed_tasks: T,
     pub offers: Vec<OfferView>,
@@ -217,12 +217,14 @@ fn agent_hostname(m: &Master, id: &AgentId) -> String {
 /// taking it costs a pointer per task; what is per agent, framework and
 /// offer is copied. Reads of a big cluster then do not stall scheduling.
 pub struct StateSnapshot {
-    head: StateView<(), Vec<AgentView>>,
+    head: StateView<()>,
     tasks: Vec<Arc<Task>>,
     completed: Vec<Arc<Task>>,
-    /// The usage reported for tasks (isolated tasks only).
-    usage: HashMap<(FrameworkId, TaskId), Usage>,
-    framework_names: HashMap<FrameworkId, String>,
+    /// The usage reported for tasks (isolated tasks only), by framework
+    /// and task: looked up with borrowed ids.
+    usage: UsageByTask,
+    /// Names of removed frameworks (registered ones are in `head`).
+    removed_names: HashMap<FrameworkId, String>,
     /// Hostnames of agents only the registry still knows.
     registry_hosts: HashMap<AgentId, String>,
 }
@@ -237,8 +239,11 @@ impl std::fmt::Debug for StateSnapshot {
 struct TaskList<'a> {
     tasks: &'a [Arc<Task>],
     names: &'a Names<'a>,
-    usage: Option<&'a HashMap<(FrameworkId, TaskId), Usage>>,
+    usage: Option<&'a UsageByTask>,
 }
+
+/// Task usage by framework, then task.
+type UsageByTask = HashMap<FrameworkId, HashMap<TaskId, Usage>>;
 
 /// Framework names and agent hostnames by id, looked up once per task
 /// (foldhash: SipHash was a tenth of writing `/state`).
@@ -250,9 +255,10 @@ struct Names<'a> {
 impl<'a> TaskList<'a> {
     fn views(&self) -> impl Iterator<Item = TaskView<&'a str>> + use<'a, '_> {
         self.tasks.iter().map(|t| {
-            let usage = self
-                .usage
-                .and_then(|u| u.get(&(t.framework_id.clone(), t.id.clone())).copied());
+            let usage = (self.usage)
+                .and_then(|u| u.get(&t.framework_id))
+                .and_then(|u| u.get(&t.id))
+                .copied();
             let framework = self
                 .names
                 .frameworks
@@ -275,13 +281,13 @@ impl StateSnapshot {
     /// Runs `f` on the snapshot as it is written: the tasks sorted by
     /// launch (then framework and id), the completed ones as the core
     /// keeps them.
-    fn with_lists<R>(self, f: impl FnOnce(StateView<TaskList<'_>, &[AgentView]>) -> R) -> R {
+    fn with_lists<R>(self, f: impl FnOnce(StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> R) -> R {
         let StateSnapshot {
             head,
             mut tasks,
             completed,
             usage,
-            framework_names,
+            removed_names,
             registry_hosts,
         } = self;
         tasks.sort_by(|a, b| {
@@ -292,8 +298,8 @@ impl StateSnapshot {
         let hosts = (registry_hosts.iter().map(|(id, h)| (id.as_str(), h.as_str())))
             .chain(head.agents.iter().map(|a| (a.id.as_str(), a.hostname.as_str())))
             .collect();
-        let frameworks = (framework_names.iter())
-            .map(|(id, name)| (id.as_str(), name.as_str()))
+        let frameworks = (removed_names.iter().map(|(id, name)| (id.as_str(), name.as_str())))
+            .chain(head.frameworks.iter().map(|f| (f.id.as_str(), f.name.as_str())))
             .collect();
         let names = Names { frameworks, hosts };
         let usage = (!usage.is_empty()).then_some(&usage);
@@ -304,7 +310,7 @@ impl StateSnapshot {
             registry_ops_applied: head.registry_ops_applied,
             totals: head.totals,
             agents: &head.agents,
-            frameworks: head.frameworks,
+            frameworks: &head.frameworks,
             tasks: TaskList {
                 tasks: &tasks,
                 names: &names,
@@ -342,7 +348,7 @@ impl StateSnapshot {
                 registry_ops_applied: v.registry_ops_applied,
                 totals: v.totals,
                 agents: v.agents.to_vec(),
-                frameworks: v.frameworks,
+                frameworks: v.frameworks.to_vec(),
                 tasks: list(v.tasks),
                 completed_tasks: list(v.completed_tasks),
                 offers: v.offers,
@@ -412,23 +418,13 @@ impl Master {
             tasks.extend(f.tasks.values().cloned());
             completed.extend(f.completed.iter().cloned());
         }
-        let usage = self
-            .agents
-            .values()
-            .flat_map(|a| a.usage.tasks.iter().map(|(k, u)| (k.clone(), *u)))
-            .collect();
-        let framework_names = self
-            .frameworks
-            .values()
-            .map(|f| (f.id.clone(), f.info.name.clone()))
-            .chain(
-                self.registry
-                    .history
-                    .removed
-                    .iter()
-                    .filter(|f| !self.frameworks.contains_key(&f.id))
-                    .map(|f| (f.id.clone(), f.name.clone())),
-            )
+        let mut usage = UsageByTask::new();
+        for ((fid, tid), u) in self.agents.values().flat_map(|a| a.usage.tasks.iter()) {
+            usage.entry(fid.clone()).or_default().insert(tid.clone(), *u);
+        }
+        let removed_names = (self.registry.history.removed.iter())
+            .filter(|f| !self.frameworks.contains_key(&f.id))
+            .map(|f| (f.id.clone(), f.name.clone()))
             .collect();
         let registry_hosts = self
             .registry
@@ -469,7 +465,7 @@ impl Master {
             tasks,
             completed,
             usage,
-            framework_names,
+            removed_names,
             registry_hosts,
         }
     }
