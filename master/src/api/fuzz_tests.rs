@@ -74,6 +74,7 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
                 shell: true,
                 user: String::new(),
                 secret_files: Vec::new(),
+                uris: Vec::new(),
             }),
     );
     let grace = prop::option::of(prop_oneof![0u64..10_000, Just(3_600_001), any::<u64>()]);

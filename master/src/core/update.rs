@@ -164,6 +164,7 @@ impl Master {
             timestamp: unix_now(),
             exit_code: None,
             framework_id: fid.to_string(),
+            healthy: None,
         };
         self.set_task_state(fid, tid, state, Some(&status));
         if state.is_terminal() && state != TaskState::Unreachable {
@@ -356,6 +357,7 @@ impl Master {
             timestamp: unix_now(),
             exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
             framework_id: fid.to_string(),
+            healthy: t.last_status.as_ref().and_then(|s| s.healthy),
         };
         let unknown = |tid: &TaskId, agent: &Option<AgentId>, state: v1::TaskState, message: &str| v1::TaskStatus {
             task_id: tid.to_string(),

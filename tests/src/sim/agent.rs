@@ -383,6 +383,7 @@ impl Agent {
             timestamp: mezzo_proto::clock::unix_now(),
             exit_code: (state == v1::TaskState::TaskFinished).then_some(0),
             framework_id: t.framework_id.clone(),
+            healthy: None,
         };
         t.latest = state;
         if t.history.len() == KEPT_STATUSES {
