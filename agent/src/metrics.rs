@@ -34,6 +34,7 @@ pub struct Metrics {
     memory_rss: Family<TaskLabels, Gauge>,
     memory_cache: Family<TaskLabels, Gauge>,
     pids: Family<TaskLabels, Gauge>,
+    health_checks: Family<StateLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,7 +109,14 @@ impl Metrics {
             "Processes and threads in a task's container",
             pids.clone(),
         );
+        let health_checks = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "mezzo_agent_health_checks",
+            "Health checks run for tasks, by result (passed or failed)",
+            health_checks.clone(),
+        );
         Metrics {
+            health_checks,
             cpu_seconds,
             memory_rss,
             memory_cache,
@@ -122,6 +130,12 @@ impl Metrics {
             sandboxes_done,
             sandboxes_removed,
         }
+    }
+
+    /// Counts one health check's result.
+    pub fn health_check(&self, passed: bool) {
+        let result = if passed { "passed" } else { "failed" };
+        self.health_checks.get_or_create(&vec![("result", result)]).inc();
     }
 
     pub fn task_state(&self, state: TaskState) -> Gauge {

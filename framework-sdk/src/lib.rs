@@ -156,7 +156,7 @@ pub use master_http::{HttpAnswer, MasterHttp, SandboxChunk, SandboxRead, sandbox
 /// client of the framework's own needs (idempotent).
 pub use mezzo_proto::security::tls::ensure_provider as ensure_tls_provider;
 pub use queue::{Change, Ended, Failure, ItemState, Outcome, RetryPolicy, WorkQueue};
-pub use task::{TaskBuilder, check_image_credentials, pending_task, task_state};
+pub use task::{HealthCheck, TaskBuilder, check_image_credentials, pending_task, task_state};
 /// The gRPC code of a refusal ([`SdkError::Rejected`]), so that matching
 /// one needs no dependency on tonic.
 pub use tonic::Code;

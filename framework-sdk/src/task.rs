@@ -165,6 +165,13 @@ impl TaskBuilder {
         self
     }
 
+    /// A health check the agent runs while the task runs; its result comes
+    /// back as `TaskStatus.healthy` on a RUNNING update each time it changes.
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.info.health_check = Some(check.0);
+        self
+    }
+
     /// Adds a free-form label.
     pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.info.labels.push(v1::Attribute {
@@ -180,6 +187,94 @@ impl TaskBuilder {
             command: Some(self.command),
             ..self.info
         }
+    }
+}
+
+/// A task's health check ([`TaskBuilder::health_check`]), run by its agent
+/// from inside the task's container and network namespace. Unset times
+/// are Mesos' defaults: no delay, a 10 s grace period, every 10 s, a 20 s
+/// timeout, 3 failures in a row make it unhealthy, 1 pass healthy again.
+///
+/// ```
+/// use std::time::Duration;
+/// use mezzo_sdk::HealthCheck;
+/// let check = HealthCheck::http(8080, "/healthz").interval(Duration::from_secs(2)).failures(2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HealthCheck(v1::HealthCheck);
+
+impl HealthCheck {
+    /// Passes when `GET http://127.0.0.1:PORT/PATH` answers 200 to 399.
+    pub fn http(port: u16, path: impl Into<String>) -> Self {
+        HealthCheck(v1::HealthCheck {
+            http: Some(v1::HttpCheck {
+                port: port.into(),
+                path: path.into(),
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Passes when 127.0.0.1:PORT accepts a TCP connection.
+    pub fn tcp(port: u16) -> Self {
+        HealthCheck(v1::HealthCheck {
+            tcp: Some(v1::TcpCheck { port: port.into() }),
+            ..Default::default()
+        })
+    }
+
+    /// Passes when `/bin/sh -c SCRIPT`, run in the task's container as the
+    /// task, exits 0.
+    pub fn shell(script: impl Into<String>) -> Self {
+        HealthCheck(v1::HealthCheck {
+            command: Some(v1::CommandInfo {
+                value: script.into(),
+                shell: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Time before the first check.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.0.delay_secs = Some(d.as_secs_f64());
+        self
+    }
+
+    /// Failures this soon after the start do not count, until a first pass.
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.0.grace_period_secs = Some(d.as_secs_f64());
+        self
+    }
+
+    /// Time between checks (at least 100 ms).
+    pub fn interval(mut self, d: Duration) -> Self {
+        self.0.interval_secs = Some(d.as_secs_f64());
+        self
+    }
+
+    /// A check not done within this fails.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.0.timeout_secs = Some(d.as_secs_f64());
+        self
+    }
+
+    /// Failures in a row that make the task unhealthy.
+    pub fn failures(mut self, n: u32) -> Self {
+        self.0.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Passes in a row that make an unhealthy task healthy again.
+    pub fn successes(mut self, n: u32) -> Self {
+        self.0.consecutive_successes = Some(n);
+        self
+    }
+
+    /// The message, for a `TaskInfo` built by hand.
+    pub fn build(self) -> v1::HealthCheck {
+        self.0
     }
 }
 

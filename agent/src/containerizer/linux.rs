@@ -86,6 +86,13 @@ struct Record {
     /// (also after an agent restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     image: Option<crate::images::Digest>,
+    /// How to start another process in it (`super::enter`); none in
+    /// records of older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enter: Option<super::enter::EnterBase>,
+    /// It has a network namespace of its own.
+    #[serde(default)]
+    net: bool,
 }
 
 #[derive(Debug)]
@@ -141,6 +148,7 @@ impl LinuxContainerizer {
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
         let (spec, record, cgroup, lease) = tokio::task::spawn_blocking(move || {
             let (spec, init, cgroup, name, lease) = prepare(&cfg, backend.as_ref(), spec)?;
+            let enter = enter_base(&spec, &init, &name);
             // Recorded once, before the fork: a restart right after it still
             // finds the container of a task that may have started. The
             // supervisor's pid is not in it; recovery reads the
@@ -155,6 +163,8 @@ impl LinuxContainerizer {
                 mem_limit_mib: spec.resources.mem.0,
                 claims: true,
                 image: lease.as_ref().map(|l| l.digest().clone()),
+                enter: Some(enter),
+                net: spec.isolated_network,
             };
             write_record(&spec, &record);
             record.supervisor_pid = match launcher.launch(&init) {
@@ -421,6 +431,32 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     Ok((spec, init, cgroup, name, image.map(|i| i.lease)))
 }
 
+/// How to enter the container `init` starts: as its task, with the
+/// task's environment less the variables that hold secrets.
+fn enter_base(spec: &ContainerSpec, init: &InitSpec, cgroup: &str) -> super::enter::EnterBase {
+    let cwd = match (&init.cwd, &init.view) {
+        (Some(cwd), _) => cwd.clone(),
+        (None, Some(view)) => view.sandbox_inside(&init.sandbox).to_owned(),
+        (None, None) => init.sandbox.clone(),
+    };
+    super::enter::EnterBase {
+        cgroup: cgroup.to_owned(),
+        cgroup_procs: init.cgroup_procs.clone(),
+        userns: init.userns.is_some(),
+        uid: init.uid,
+        gid: init.gid,
+        groups: init.groups.clone(),
+        cwd,
+        confinement: init.confinement.clone(),
+        env: init
+            .env
+            .iter()
+            .filter(|(k, _)| !spec.secret_env.contains(k))
+            .cloned()
+            .collect(),
+    }
+}
+
 fn pid_alive(pid: u32) -> bool {
     pid > 1 && kill(Pid::from_raw(pid as i32), None).is_ok()
 }
@@ -499,6 +535,8 @@ struct LinuxContainer {
     watcher: tokio::task::JoinHandle<()>,
     /// Keeps its image in the store until the container is dropped.
     image: Option<Lease>,
+    /// The `mezzo` binary, for `__container-enter`.
+    exe: PathBuf,
 }
 
 impl LinuxContainer {
@@ -535,6 +573,7 @@ impl LinuxContainer {
             usage,
             watcher,
             image: None,
+            exe: cfg.exe.clone(),
         }
     }
 
@@ -580,6 +619,15 @@ impl LinuxContainer {
 impl Container for LinuxContainer {
     fn pid(&self) -> u32 {
         self.init_pid().unwrap_or(self.record.supervisor_pid as i32) as u32
+    }
+
+    fn entry(&self) -> Option<super::Entry> {
+        Some(super::Entry::Linux {
+            exe: self.exe.clone(),
+            run_dir: self.run_dir.clone(),
+            base: Arc::new(self.record.enter.clone()?),
+            net: self.record.net,
+        })
     }
 
     /// SIGKILL takes the whole cgroup down (freeze, kill all, thaw); other

@@ -10,6 +10,7 @@
 
 pub mod claim;
 mod ended;
+pub mod enter;
 pub mod harden;
 pub mod image_task;
 pub mod init;
@@ -78,6 +79,76 @@ pub struct ContainerSpec {
     pub unconfined: bool,
     /// Secret files to write into the sandbox before the task starts.
     pub secret_files: Vec<SecretFile>,
+    /// Names of the `env` variables whose values are secrets: left out of
+    /// what the containerizer records, and so of the environment of
+    /// processes started by [`Container::entry`].
+    pub secret_env: Vec<String>,
+}
+
+/// How to start one more process in a running container (a health check's
+/// command): plain data, so that it can be used while the container's
+/// supervisor waits on it.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A task run without isolation: a process alike, in its sandbox, in
+    /// a process group of its own.
+    Host {
+        sandbox: PathBuf,
+        env: Vec<(String, String)>,
+    },
+    /// A Linux container: `EXE __container-enter RUN_DIR BASE ARGV...`
+    /// ([`enter`]); `net`: it has a network namespace of its own.
+    Linux {
+        exe: PathBuf,
+        run_dir: PathBuf,
+        base: std::sync::Arc<enter::EnterBase>,
+        net: bool,
+    },
+}
+
+impl Entry {
+    /// `argv` to be run in the container; the caller sets its stdio.
+    pub fn command(&self, argv: &[String]) -> tokio::process::Command {
+        match self {
+            Entry::Host { sandbox, env } => {
+                let mut cmd = tokio::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..])
+                    .current_dir(sandbox)
+                    .env_clear()
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .process_group(0);
+                cmd
+            }
+            Entry::Linux { exe, run_dir, base, .. } => {
+                let mut cmd = tokio::process::Command::new(exe);
+                cmd.arg("__container-enter")
+                    .arg(run_dir)
+                    .arg(serde_json::to_string(base.as_ref()).unwrap_or_default())
+                    .args(argv)
+                    .env_clear();
+                cmd
+            }
+        }
+    }
+
+    /// The network namespace the task's ports are in, opened; `None`: the
+    /// agent's own.
+    pub fn open_net_ns(&self) -> Result<Option<std::fs::File>, enter::EnterError> {
+        let Entry::Linux {
+            run_dir,
+            base,
+            net: true,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let pid = enter::init_of(run_dir, &base.cgroup)?;
+        let path = format!("/proc/{pid}/ns/net");
+        std::fs::File::open(&path)
+            .map(Some)
+            .map_err(|source| enter::EnterError::Io { what: path, source })
+    }
 }
 
 /// A secret's value and where in the sandbox it goes (0400, the task's
@@ -261,6 +332,12 @@ pub trait Container: Send {
     /// A feed of the container's resource usage, refreshed every second or
     /// so, for containerizers that can measure it.
     fn usage_feed(&self) -> Option<tokio::sync::watch::Receiver<Option<Usage>>> {
+        None
+    }
+
+    /// How to start another process in the container, where the
+    /// containerizer can.
+    fn entry(&self) -> Option<Entry> {
         None
     }
 

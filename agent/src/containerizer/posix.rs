@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 
 use super::claim::{self, Claim};
 use super::init::DROPPED_BY_RECOVERY;
-use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Recovery};
+use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, Entry, ExitStatus, Recovery};
 
 /// How long `cleanup` keeps killing and reaping a process group.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
@@ -113,11 +113,21 @@ impl PosixContainerizer {
             tracing::warn!(container = %spec.id, "cannot record the process group: {e}");
         }
         tracing::debug!(container = %spec.id, pid, "launched");
+        let entry = Entry::Host {
+            env: spec
+                .env
+                .iter()
+                .filter(|(k, _)| !spec.secret_env.contains(k))
+                .cloned()
+                .collect(),
+            sandbox: spec.sandbox,
+        };
         Ok(Box::new(PosixContainer {
             id: spec.id,
             pid,
             child,
             status: None,
+            entry,
         }))
     }
 }
@@ -156,6 +166,7 @@ struct PosixContainer {
     pid: u32,
     child: Child,
     status: Option<ExitStatus>,
+    entry: Entry,
 }
 
 impl PosixContainer {
@@ -235,6 +246,10 @@ impl Container for PosixContainer {
 
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
         self.kill_and_reap_group().boxed()
+    }
+
+    fn entry(&self) -> Option<Entry> {
+        Some(self.entry.clone())
     }
 }
 

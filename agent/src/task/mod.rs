@@ -1,6 +1,7 @@
 //! Tasks on this agent: one supervisor per task ([`supervisor`]) and one
 //! owner of the task table ([`table`]).
 
+pub mod health;
 pub mod supervisor;
 pub mod table;
 

@@ -11,6 +11,7 @@
 //!                                  -- exit N / signal --------> FAILED (exit_code N / -signal)
 //!                                  -- init failed before exec -> DROPPED (CONTAINER_LAUNCH_FAILED)
 //!                                  -- kill: TERM, grace, KILL -> KILLED
+//!                                  -- health verdict changed -> RUNNING (healthy, HEALTH_CHECK_STATUS_UPDATED)
 //! ```
 //!
 //! FAILED is only ever sent for a process that ran; DROPPED only for one
@@ -27,7 +28,7 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{StatusReport, agent_status};
+use super::{StatusReport, agent_status, health};
 use crate::containerizer::{
     CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
 };
@@ -155,6 +156,23 @@ impl Supervisor {
     async fn report(&self, state: TaskState, reason: StatusReason, message: impl Into<String>, exit_code: Option<i32>) {
         let mut status = agent_status(&self.spec.key, &self.spec.agent_id, state, reason, message);
         status.exit_code = exit_code;
+        self.send(status).await;
+    }
+
+    /// A RUNNING update saying the task's health changed.
+    async fn report_health(&self, change: health::Change) {
+        let mut status = agent_status(
+            &self.spec.key,
+            &self.spec.agent_id,
+            TaskState::Running,
+            StatusReason::ReasonTaskHealthCheckStatusUpdated,
+            change.message,
+        );
+        status.healthy = Some(change.healthy);
+        self.send(status).await;
+    }
+
+    async fn send(&self, status: v1::TaskStatus) {
         let report = StatusReport {
             key: self.spec.key.clone(),
             status,
@@ -287,12 +305,19 @@ impl Supervisor {
         }
     }
 
-    /// Waits for the task to end by itself or for a kill request.
+    /// Waits for the task to end by itself or for a kill request, and
+    /// meanwhile reports its health as it changes.
     async fn watch(&mut self, container: &mut dyn Container) {
-        let kill = tokio::select! {
-            exit = container.wait() => Err(exit),
-            Some(kill) = self.kill_rx.recv() => Ok(kill),
+        let (health_tx, mut health_rx) = mpsc::channel(4);
+        let checker = self.start_checks(container, health_tx);
+        let kill = loop {
+            tokio::select! {
+                exit = container.wait() => break Err(exit),
+                Some(kill) = self.kill_rx.recv() => break Ok(kill),
+                Some(change) = health_rx.recv() => self.report_health(change).await,
+            }
         };
+        drop(checker);
         if kill.is_err()
             && let Some(limit) = container.limitation().await
         {
@@ -359,6 +384,26 @@ impl Supervisor {
                     .await;
             }
         }
+    }
+
+    /// The task's health checker, if it has a check.
+    fn start_checks(
+        &self,
+        container: &dyn Container,
+        changes: mpsc::Sender<health::Change>,
+    ) -> Option<health::Checker> {
+        let check = match health::HealthCheck::from_proto(self.spec.task.health_check.as_ref()?) {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::warn!(task = %self.spec.key, "not checking the task's health: {e}");
+                return None;
+            }
+        };
+        let Some(entry) = container.entry() else {
+            tracing::warn!(task = %self.spec.key, "not checking the task's health: its container cannot be entered (started by an older agent?)");
+            return None;
+        };
+        Some(health::spawn(check, entry, changes, self.metrics.clone()))
     }
 
     /// SIGTERM to the whole container, then SIGKILL once the grace period is over.
@@ -429,6 +474,15 @@ impl Supervisor {
             user,
             run_dir: self.spec.run_dir.clone(),
             secret_files: secret_files(&self.spec.task, secrets.files),
+            secret_env: self
+                .spec
+                .task
+                .command
+                .iter()
+                .flat_map(|c| &c.environment)
+                .filter(|e| !e.secret.is_empty())
+                .map(|e| e.name.clone())
+                .collect(),
             isolated_network: self
                 .spec
                 .task
@@ -541,6 +595,9 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
 /// The command to run and the image to run it in, or why the task cannot
 /// run.
 fn command_spec(task: &v1::TaskInfo) -> Result<(CommandSpec, Option<ImageRef>), String> {
+    if let Some(check) = &task.health_check {
+        health::HealthCheck::from_proto(check)?;
+    }
     let image = image_of(task)
         .map(|r| ImageRef::parse(r).map_err(|e| e.to_string()))
         .transpose()?;

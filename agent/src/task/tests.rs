@@ -359,6 +359,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         progress: None,
         unconfined: false,
         secret_files: vec![],
+        secret_env: vec![],
     };
     let err = c.launch(spec).await.err().expect("refused");
     assert!(matches!(err, ContainerError::NeverStarted(_)), "{err}");

@@ -2,6 +2,7 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
+mod checks;
 #[cfg(test)]
 mod fuzz_tests;
 pub(crate) mod kv;
@@ -139,6 +140,9 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     }
     if let Some(image) = info.container.as_ref().and_then(|c| c.image.as_ref()) {
         check_image(t, image)?;
+    }
+    if let Some(c) = &info.health_check {
+        checks::check(t, c)?;
     }
     if let Some(ms) = info.kill_grace_period_ms
         && Duration::from_millis(ms) > MAX_KILL_GRACE

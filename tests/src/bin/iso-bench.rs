@@ -130,6 +130,7 @@ impl Mezzo {
             progress: None,
             unconfined: false,
             secret_files: Vec::new(),
+            secret_env: Vec::new(),
         };
         let t0 = Instant::now();
         // What the task's supervisor does before it launches: checkpoint.

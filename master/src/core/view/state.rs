@@ -94,6 +94,9 @@ pub struct TaskView<S = String> {
     pub reason: S,
     pub message: S,
     pub exit_code: Option<i32>,
+    /// The result of its health check, once decided (`TaskStatus.healthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
     pub role: S,
     pub resources: Resources,
     pub launched_at: f64,
@@ -152,6 +155,7 @@ fn borrowed_view<'a>(
         reason,
         message: t.last_status.as_ref().map(|s| s.message.as_str()).unwrap_or_default(),
         exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
+        healthy: t.last_status.as_ref().and_then(|s| s.healthy),
         role: t.role.as_str(),
         resources: t.resources.total(),
         launched_at: t.launched_at,
@@ -174,6 +178,7 @@ impl TaskView<&str> {
             reason: self.reason.to_owned(),
             message: self.message.to_owned(),
             exit_code: self.exit_code,
+            healthy: self.healthy,
             role: self.role.to_owned(),
             resources: self.resources,
             launched_at: self.launched_at,
