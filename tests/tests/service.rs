@@ -7,7 +7,8 @@
 //!
 //! Agents run with `--isolation none` (isolation does not matter here),
 //! each with its own loopback host name (127.0.I.1) and port range, so
-//! that the framework's HTTP health checks reach each instance.
+//! that instances of one service on different agents get different
+//! addresses. Health checks run on the agents (issue 19).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -688,6 +689,53 @@ async fn instances_without_room_are_reported_as_pending() -> Result<()> {
             reason.contains("service wide") && reason.contains("find no room") && reason.contains("cpus:1.5"),
             "{reason}"
         );
+        Ok(())
+    }
+    .await;
+    with_logs(result, &c, Some(&svc))
+}
+
+/// Issue 19: an instance that stops answering its HTTP check (its server
+/// runs on, but its page is gone) is found unhealthy by its agent, and
+/// the framework replaces it; the checks run on the agent, not here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_stops_answering_its_check_is_replaced() -> Result<()> {
+    let c = Cluster::start(spec(7, 1)).await?;
+    let svc = Service::start(&c, "a").await?;
+    let result = async {
+        svc.deploy(&c, "web.toml", &web("web", 1, HTTPD, "")).await?;
+        let s = svc.wait("web", "1 healthy", LONG, |s| healthy(s) == 1).await?;
+        let old = task_ids(&s).into_iter().next().context("an instance")?;
+        let state = c.master_state().await?;
+        let listed = state["tasks"]
+            .as_array()
+            .context("tasks")?
+            .iter()
+            .find(|t| t["id"] == old.as_str())
+            .cloned();
+        ensure!(
+            listed.as_ref().is_some_and(|t| t["healthy"] == true),
+            "the leader shows the agent's verdict: {listed:?}"
+        );
+        // Its page is removed: httpd answers 404 from now on.
+        let sandboxes = c.dir.path().join("agent0").join("sandboxes");
+        let page = std::fs::read_dir(&sandboxes)?
+            .flatten()
+            .map(|fw| fw.path().join(&old).join("index.html"))
+            .find(|p| p.exists())
+            .context("the instance's page")?;
+        std::fs::remove_file(&page)?;
+        let s = svc
+            .wait("web", "the instance replaced", LONG, |s| {
+                healthy(s) == 1 && !task_ids(s).contains(&old)
+            })
+            .await?;
+        let events = s["events"].to_string();
+        ensure!(
+            events.contains(&format!("instance {old} failed its health check")) && events.contains("404"),
+            "{events}"
+        );
+        master_holds(&c, "only the replacement", &task_ids(&s)).await?;
         Ok(())
     }
     .await;

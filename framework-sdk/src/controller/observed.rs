@@ -124,7 +124,9 @@ impl Observed {
                 t.adopted = true;
                 t.killing = false;
             }
-            if t.state == state && t.status.is_some() {
+            // A new health verdict is news even in the same state.
+            let health_news = status.healthy.is_some() && status.healthy != t.status.as_ref().and_then(|s| s.healthy);
+            if t.state == state && t.status.is_some() && !health_news {
                 return None; // said again (a reconciliation answer)
             }
             t.state = state;

@@ -144,9 +144,8 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
     let (sched, events) = Scheduler::start(sc);
 
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    let (rep_tx, rep_rx) = mpsc::channel(1024);
-    let owner = owner::Owner::new(sched, config.work_dir.clone(), rep_tx);
-    let owner = tokio::spawn(owner.run(events, cmd_rx, rep_rx));
+    let owner = owner::Owner::new(sched, config.work_dir.clone());
+    let owner = tokio::spawn(owner.run(events, cmd_rx));
     let app = api::router(cmd_tx, master_http);
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

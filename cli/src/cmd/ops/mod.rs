@@ -368,7 +368,10 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
     t.set_header(header);
     let shown = page.items.len();
     for task in page.items {
-        let state = task.state.trim_start_matches("TASK_").to_lowercase();
+        let mut state = task.state.trim_start_matches("TASK_").to_lowercase();
+        if let (Some(healthy), "running") = (task.healthy, state.as_str()) {
+            state.push_str(if healthy { " (healthy)" } else { " (unhealthy)" });
+        }
         let why = if task.message.is_empty() {
             &task.reason
         } else {

@@ -1,5 +1,5 @@
-//! What the SDK and the health checkers report: the subscription, drains,
-//! health results, instances that ended, and the failures they reveal.
+//! What the SDK reports: the subscription, drains, instances found
+//! unhealthy or ended, and the failures they reveal.
 //! The controller follows the tasks themselves; this is what they mean
 //! to a service.
 
@@ -10,9 +10,8 @@ use mezzo_sdk::{Event, TaskState};
 use tracing::{info, warn};
 
 use super::Owner;
-use super::state::{Svc, is_instance, phase, service_of, version_of};
-use crate::health;
-use crate::plan::{self, Health, Phase, RestartHold, Verdict};
+use super::state::{Svc, is_instance, version_of};
+use crate::plan::{self, Health, RestartHold, Verdict};
 use crate::record::ServiceRecord;
 
 impl Owner {
@@ -71,53 +70,20 @@ impl Owner {
             self.ctl.modify(&name, |rec| rec.event(what));
         }
     }
+}
 
-    pub(super) fn on_health(&mut self, r: health::Report) {
-        let name = service_of(&r.task_id).to_owned();
-        let Some(rec) = self.ctl.get(&name).cloned() else {
-            return;
-        };
-        let rec = &rec;
-        let tasks = self.ctl.tasks(&name);
-        let Some(t) = tasks.iter().find(|t| t.id == r.task_id && is_instance(t)) else {
-            return;
-        };
-        let version = version_of(t);
-        let Some(h) = rec.versions.get(&version).and_then(|v| v.health.clone()) else {
-            return;
-        };
-        if phase(t) != Phase::Running {
-            return;
-        }
-        let now = self.svc.now();
-        let s = self.svc.svc(&name, rec);
-        if r.ok {
-            if s.healthy_now(rec, &r.task_id) {
-                self.ctl.trigger(&name);
-            }
-            return;
-        }
-        let l = s.live(&r.task_id);
-        // Failures count only after the grace period, or once it has been
-        // healthy.
-        let in_grace = l.health != Health::Healthy
-            && l.running_since
-                .is_some_and(|t| tokio::time::Instant::now() < t + h.grace_period);
-        if in_grace || l.health == Health::Unhealthy {
-            return;
-        }
-        l.failures += 1;
-        if l.failures >= h.failures {
-            l.health = Health::Unhealthy;
-            l.stop_checker();
-            let what = format!(
-                "instance {} failed {} health checks: {}",
-                r.task_id, l.failures, r.detail
-            );
-            self.ctl
-                .modify(&name, |rec| failure(s, rec, &name, version, &what, true, now));
-        }
+/// An instance's agent found it unhealthy (its check failed as often in a
+/// row as the spec allows): the plan replaces it, and it counts as a
+/// failure of its version.
+pub(super) fn unhealthy(svc: &mut Svc, rec: &mut ServiceRecord, name: &str, t: &Task, now: Duration) {
+    let l = svc.live(&t.id);
+    if l.health == Health::Unhealthy {
+        return;
     }
+    l.health = Health::Unhealthy;
+    let why = t.status.as_ref().map_or("", |s| s.message.as_str());
+    let what = format!("instance {} failed its health check: {why}", t.id);
+    failure(svc, rec, name, version_of(t), &what, true, now);
 }
 
 /// An instance ended: say why in the service's events, and count it

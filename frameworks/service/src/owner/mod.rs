@@ -5,15 +5,14 @@
 //! controller's reconcile (`reconcile.rs`), with requeue.
 //!
 //! ```text
-//!  SDK Events ───────────┐
+//!  SDK Events ───────────┐   (health verdicts arrive as status updates: health.rs)
 //!  API Cmd (mpsc 256) ───┼──▶ owner: Controller<ServiceRecord> + Services ──▶ Scheduler calls, Kv writes
-//!  health Report (1024) ─┤          ▲ spawns one checker per running instance (health.rs)
 //!  tick (200 ms) ────────┘
 //! ```
 //!
 //! One file per concern: `reconcile.rs` (the controller's callback: the
 //! planner's step as kills and launches), `events.rs` (what events,
-//! instance ends and health reports mean to a service), `task.rs` (an
+//! instance ends and health verdicts mean to a service), `task.rs` (an
 //! instance's task), `commands.rs` (the API's commands) and `state.rs`
 //! (what is held per service beside the controller).
 
@@ -33,7 +32,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::state::Services;
 use crate::error::ApiError;
-use crate::health;
 use crate::record::{self, LegacyInstance, ServiceRecord};
 use crate::spec::ServiceSpec;
 use crate::view::{DeployReply, Endpoint, ServiceStatus, Summary};
@@ -67,10 +65,10 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    pub(crate) fn new(sched: Scheduler, work_dir: PathBuf, reports_tx: mpsc::Sender<health::Report>) -> Owner {
+    pub(crate) fn new(sched: Scheduler, work_dir: PathBuf) -> Owner {
         Owner {
             ctl: Controller::new(&sched, record::PREFIX),
-            svc: Services::new(reports_tx),
+            svc: Services::new(),
             work_dir,
             legacy_done: false,
         }
@@ -78,12 +76,7 @@ impl Owner {
 
     /// Runs until the driver stops. Returns the master's reason when it
     /// removed the framework.
-    pub(crate) async fn run(
-        mut self,
-        mut events: Events,
-        mut cmds: mpsc::Receiver<Cmd>,
-        mut reports: mpsc::Receiver<health::Report>,
-    ) -> Option<String> {
+    pub(crate) async fn run(mut self, mut events: Events, mut cmds: mpsc::Receiver<Cmd>) -> Option<String> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -98,7 +91,6 @@ impl Owner {
                     }
                 },
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
-                Some(r) = reports.recv() => self.on_health(r),
                 _ = tick.tick() => {
                     self.ctl.tick(&mut self.svc).await;
                     self.take_over_legacy();

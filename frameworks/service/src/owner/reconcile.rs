@@ -1,6 +1,6 @@
 //! The service's reconcile, called by the SDK's controller for one
-//! service with its record and its instances' tasks: what ended, health
-//! checkers for what runs, the update's progress deadline, then the
+//! service with its record and its instances' tasks: what ended, the
+//! health of what runs, the update's progress deadline, then the
 //! planner's step as kills and launches, and when to look again.
 
 use std::time::Duration;
@@ -11,9 +11,8 @@ use mezzo_sdk::{TaskBuilder, TaskState};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::events::ended;
+use super::events::{ended, unhealthy};
 use super::state::{self, Services, Svc, VERSION_LABEL, instance_name, insts, is_instance, limits, running_versions};
-use crate::health;
 use crate::plan::{self, Verdict};
 use crate::record::ServiceRecord;
 
@@ -28,7 +27,6 @@ impl Reconciler<ServiceRecord> for Services {
         ctx: &mut Context<'_>,
     ) -> Result<Requeue, String> {
         let now = self.now();
-        let (http, reports) = (self.http.clone(), self.reports_tx.clone());
         let svc = self.svc(name, rec);
         for t in tasks.iter().filter(|t| t.ended()) {
             ended(svc, rec, name, t, now);
@@ -43,7 +41,7 @@ impl Reconciler<ServiceRecord> for Services {
             .iter()
             .filter(|t| is_instance(t) && t.state == TaskState::Running && !t.killing)
         {
-            running(svc, rec, t, &http, &reports);
+            running(svc, rec, name, t, now);
         }
         check_progress(svc, rec, name);
 
@@ -111,45 +109,22 @@ fn launch(rec: &ServiceRecord, name: &str, n: u32, ctx: &mut Context<'_>) -> Res
     Ok(())
 }
 
-/// A running instance: its health checker is started once; without a
-/// check, running is healthy.
-fn running(
-    svc: &mut Svc,
-    rec: &ServiceRecord,
-    t: &Task,
-    http: &reqwest::Client,
-    reports: &tokio::sync::mpsc::Sender<health::Report>,
-) {
+/// A running instance: healthy when its agent says so (or at once,
+/// without a check); unhealthy ones are replaced.
+fn running(svc: &mut Svc, rec: &mut ServiceRecord, name: &str, t: &Task, now: Duration) {
     let Some(v) = rec.versions.get(&state::version_of(t)) else {
         return;
     };
-    let probe = v.probe();
-    let l = svc.live(&t.id);
-    if l.running_since.is_none() {
-        l.running_since = Some(Instant::now());
-    }
-    match probe {
-        Ok(Some(probe)) if l.checker.is_none() => {
-            let (interval, timeout) = v
-                .health
-                .as_ref()
-                .map_or((Duration::from_secs(5), Duration::from_secs(2)), |h| {
-                    (h.interval, h.timeout)
-                });
-            let target = health::Target {
-                task_id: t.id.clone(),
-                host: t.location.hostname.clone(),
-                ports: v.ports.iter().cloned().zip(t.ports.iter().copied()).collect(),
-                probe,
-                interval,
-                timeout,
-            };
-            l.checker = Some(health::spawn(target, http.clone(), reports.clone()));
-        }
-        Ok(None) => {
+    let checked = v.health.is_some();
+    match t.status.as_ref().and_then(|s| s.healthy) {
+        _ if !checked => {
             svc.healthy_now(rec, &t.id);
         }
-        _ => {}
+        Some(true) => {
+            svc.healthy_now(rec, &t.id);
+        }
+        Some(false) => unhealthy(svc, rec, name, t, now),
+        None => {}
     }
 }
 
@@ -236,7 +211,7 @@ mod tests {
     }
 
     fn services() -> Services {
-        Services::new(tokio::sync::mpsc::channel(1).0)
+        Services::new()
     }
 
     fn run(s: &mut Services, rec: &mut ServiceRecord, tasks: &[Task]) -> (Requeue, Vec<String>, Vec<String>, bool) {

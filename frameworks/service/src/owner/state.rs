@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use mezzo_sdk::TaskState;
 use mezzo_sdk::controller::Task;
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::health;
 use crate::plan::{Health, Inst, Limits, Phase, RestartHold};
 use crate::record::{LegacyInstance, ServiceRecord};
 use crate::view::Summary;
@@ -24,24 +21,12 @@ pub(super) const VERSION_LABEL: &str = "mezzo.service.version";
 #[derive(Debug)]
 pub(super) struct Live {
     pub(super) health: Health,
-    pub(super) running_since: Option<Instant>,
-    pub(super) failures: u32,
-    pub(super) checker: Option<AbortHandle>,
 }
 
 impl Live {
     fn new() -> Live {
         Live {
             health: Health::Unknown,
-            running_since: None,
-            failures: 0,
-            checker: None,
-        }
-    }
-
-    pub(super) fn stop_checker(&mut self) {
-        if let Some(h) = self.checker.take() {
-            h.abort();
         }
     }
 }
@@ -77,7 +62,6 @@ impl Svc {
     /// the restart backoff starts over.
     pub(super) fn healthy_now(&mut self, rec: &ServiceRecord, id: &str) -> bool {
         let l = self.live(id);
-        l.failures = 0;
         if l.health == Health::Healthy {
             return false;
         }
@@ -89,30 +73,20 @@ impl Svc {
 
     /// Forgets an instance that ended.
     pub(super) fn forget(&mut self, id: &str) {
-        if let Some(mut l) = self.live.remove(id) {
-            l.stop_checker();
-        }
+        self.live.remove(id);
     }
 }
 
-/// The reconciler's state: every service's memory, and what it needs to
-/// start health checkers.
+/// The reconciler's state: every service's memory.
 pub(crate) struct Services {
     pub(super) svcs: BTreeMap<String, Svc>,
-    pub(super) http: reqwest::Client,
-    pub(super) reports_tx: mpsc::Sender<health::Report>,
     started: Instant,
 }
 
 impl Services {
-    pub(super) fn new(reports_tx: mpsc::Sender<health::Report>) -> Services {
+    pub(super) fn new() -> Services {
         Services {
             svcs: BTreeMap::new(),
-            http: {
-                mezzo_sdk::ensure_tls_provider();
-                reqwest::Client::new()
-            },
-            reports_tx,
             started: Instant::now(),
         }
     }
@@ -234,11 +208,6 @@ pub(super) fn limits(rec: &ServiceRecord) -> Limits {
 /// id is `<service>.<version>.<uuid>`.
 pub(super) fn instance_name(version: u64) -> String {
     format!("{version}.{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
-
-/// The service a task id belongs to: ids are `<service>.<version>.<uuid>`.
-pub(super) fn service_of(task_id: &str) -> &str {
-    task_id.split('.').next().unwrap_or_default()
 }
 
 /// An instance of an older record, as the controller's task: launch

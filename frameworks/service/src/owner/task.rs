@@ -34,6 +34,9 @@ pub(super) fn build(builder: TaskBuilder, spec: &ServiceSpec, task: &Task) -> Ta
     if let Some(p) = task.ports.first() {
         b = b.env("PORT", p.to_string());
     }
+    if let Some(check) = crate::health::agent_check(spec, &task.ports) {
+        b = b.health_check(check);
+    }
     b
 }
 
@@ -45,7 +48,6 @@ mod tests {
     use mezzo_sdk::{Resources, TaskState};
 
     use super::*;
-    use crate::owner::state::service_of;
 
     #[test]
     fn tasks_carry_ports_env_and_labels() {
@@ -83,6 +85,5 @@ mod tests {
         assert_eq!(env["MEZZO_PORT_ADMIN"], "31001");
         assert_eq!(env["A"], "1");
         assert_eq!(env["HOST"], "h");
-        assert_eq!(service_of(&t.task_id), "web");
     }
 }

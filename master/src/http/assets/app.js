@@ -149,6 +149,12 @@ async function viewFrameworks() {
   return `<h2>Frameworks (${p.total})</h2><table><tr><th>Framework</th><th>Roles</th><th>State</th><th>Dominant share</th><th>Allocated</th><th>Offers recv/decl/acc</th><th>Last offer</th><th>Tasks</th><th>Waiting</th><th></th></tr>${rows}</table>`;
 }
 
+/** A running task's health check verdict, if it has one. */
+function health(t) {
+  if (t.state !== "TASK_RUNNING" || t.healthy === undefined || t.healthy === null) return "";
+  return t.healthy ? `<div class="small">healthy</div>` : `<div class="small unhealthy">unhealthy</div>`;
+}
+
 async function viewTasks() {
   const f = state.taskFilter;
   const qs = new URLSearchParams({ limit: PAGE, offset: f.offset });
@@ -156,7 +162,7 @@ async function viewTasks() {
   const p = await api(`/api/v1/tasks?${qs}`);
   const rows = p.items.map(t => `<tr data-task-id="${esc(t.id)}">
     <td><a href="#task/${enc(t.framework_id)}/${enc(t.id)}">${esc(t.id)}</a><br><a class="small" href="#task/${enc(t.framework_id)}/${enc(t.id)}">sandbox</a></td><td>${esc(t.name)}</td>
-    <td class="state ${esc(t.state)}">${esc(t.state)}</td><td class="muted">${reasonHtml(t.reason)}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
+    <td class="state ${esc(t.state)}">${esc(t.state)}${health(t)}</td><td class="muted">${reasonHtml(t.reason)}${t.message ? `<div class="message" title="${esc(t.message)}">${esc(t.message)}</div>` : ""}</td>
     <td>${who("framework", t.framework_id, t.framework_name)}</td><td>${who("agent", t.agent_id, t.agent_hostname)}</td>
     <td>${t.exit_code ?? ""}</td>
     <td>${t.resources.cpus} cpus<br>${t.resources.mem} MiB</td><td>${ago(t.launched_at)}</td><td>${t.ended_at ? ago(t.ended_at) : ""}</td></tr>`).join("");
@@ -215,7 +221,7 @@ async function viewTask(fid, tid) {
   const t = await api(`/api/v1/tasks/${enc(fid)}/${enc(tid)}`);
   const files = await sandboxRows(fid, tid);
   const hist = historyRows(t);
-  return `<h2>Task ${esc(t.id)} <span id="task-state" class="state ${esc(t.state)}">${esc(t.state)}</span>
+  return `<h2>Task ${esc(t.id)} <span id="task-state" class="state ${esc(t.state)}">${esc(t.state)}</span>${health(t)}
       ${["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"].includes(t.state) ? `<button onclick="mezzoKill('${esc(fid)}','${esc(tid)}')">Kill</button>` : ""}</h2>
     <div class="grid2"><table class="kv">
       <tr><td>Name</td><td>${esc(t.name)}</td></tr><tr><td>Framework</td><td>${who("framework", t.framework_id, t.framework_name)}</td></tr>
