@@ -36,6 +36,7 @@ pub mod cgroups;
 mod config;
 pub mod containerizer;
 mod error;
+pub mod exec;
 mod failpoint;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -351,8 +352,10 @@ fn http_server(
     state: http::HttpState,
     work_dir: PathBuf,
 ) -> Result<impl Future<Output = Result<(), AgentError>> + Send + 'static, AgentError> {
+    let table = state.table.clone();
     let app = http::router(state)
         .merge(files::router(work_dir))
+        .merge(exec::router(table))
         .layer(axum::middleware::from_fn(tls::only_masters));
     let server_tls = match transport.credentials() {
         Some(c) => Some(c.server_config().map_err(|e| AgentError::Security(e.to_string()))?),

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod exec;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 #[cfg(test)]

@@ -248,6 +248,11 @@ impl Exec {
                 return Err(Errno::ESRCH);
             }
             nix::unistd::setsid()?;
+            // A terminal on stdin (`mezzo exec -t`) becomes the session's.
+            if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+                // SAFETY: TIOCSCTTY takes an integer argument only.
+                Errno::result(unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) })?;
+            }
             nix::unistd::chdir(&self.cwd)?;
             self.confinement.before_user()?;
             nix::unistd::setgroups(&self.groups)?;

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::{StatusReport, agent_status, health};
 use crate::containerizer::{
-    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, ExitStatus, Limitation, Signal, Usage,
+    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, Entry, ExitStatus, Limitation, Signal, Usage,
 };
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
@@ -81,6 +81,7 @@ pub struct SupervisorHandle {
     kill: mpsc::Sender<Kill>,
     join: JoinHandle<()>,
     usage: tokio::sync::watch::Receiver<Option<Usage>>,
+    entry: tokio::sync::watch::Receiver<Option<Entry>>,
 }
 
 impl SupervisorHandle {
@@ -103,6 +104,12 @@ impl SupervisorHandle {
     pub fn usage(&self) -> Option<Usage> {
         *self.usage.borrow()
     }
+
+    /// How to start another process in the task's container, while it
+    /// runs (`mezzo exec`).
+    pub fn entry(&self) -> Option<Entry> {
+        self.entry.borrow().clone()
+    }
 }
 
 /// Starts the supervisor of one task. Every state change is sent on
@@ -117,18 +124,25 @@ pub fn spawn(
 ) -> SupervisorHandle {
     let (kill, kill_rx) = mpsc::channel(1);
     let (usage_tx, usage) = tokio::sync::watch::channel(None);
+    let (entry_tx, entry) = tokio::sync::watch::channel(None);
     let sup = Supervisor {
         spec,
         reports,
         kill_rx,
         metrics,
         usage: usage_tx,
+        entry: entry_tx,
     };
     let join = match adopted {
         Some(container) => tokio::spawn(sup.adopt(container)),
         None => tokio::spawn(sup.run(containerizer)),
     };
-    SupervisorHandle { kill, join, usage }
+    SupervisorHandle {
+        kill,
+        join,
+        usage,
+        entry,
+    }
 }
 
 struct Supervisor {
@@ -137,6 +151,7 @@ struct Supervisor {
     kill_rx: mpsc::Receiver<Kill>,
     metrics: Metrics,
     usage: tokio::sync::watch::Sender<Option<Usage>>,
+    entry: tokio::sync::watch::Sender<Option<Entry>>,
 }
 
 /// Copies a container's usage feed into the supervisor's own, until the
@@ -308,6 +323,7 @@ impl Supervisor {
     /// Waits for the task to end by itself or for a kill request, and
     /// meanwhile reports its health as it changes.
     async fn watch(&mut self, container: &mut dyn Container) {
+        self.entry.send_replace(container.entry());
         let (health_tx, mut health_rx) = mpsc::channel(4);
         let checker = self.start_checks(container, health_tx);
         let kill = loop {
@@ -318,6 +334,7 @@ impl Supervisor {
             }
         };
         drop(checker);
+        self.entry.send_replace(None);
         if kill.is_err()
             && let Some(limit) = container.limitation().await
         {

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::supervisor::{self, Kill, SupervisorHandle, SupervisorSpec};
 use super::{StatusReport, agent_status};
+use crate::containerizer::Entry as ContainerEntry;
 use crate::containerizer::{Containerizer, Recovery};
 use crate::key::TaskKey;
 use crate::metrics::Metrics;
@@ -97,6 +98,8 @@ enum TableCmd {
     Reregistration(oneshot::Sender<Vec<TaskView>>),
     /// The latest measured usage of every container that has one.
     Usage(oneshot::Sender<Vec<(TaskKey, crate::containerizer::Usage)>>),
+    /// How to enter a running task's container.
+    Entry(TaskKey, oneshot::Sender<Result<ContainerEntry, String>>),
 }
 
 /// Cloneable handle on the task table.
@@ -144,6 +147,14 @@ impl TableHandle {
     pub async fn usage(&self) -> Result<Vec<(TaskKey, crate::containerizer::Usage)>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(TableCmd::Usage(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
+    /// How to start a process in a running task's container (`mezzo
+    /// exec`), or why not.
+    pub async fn entry(&self, key: TaskKey) -> Result<Result<ContainerEntry, String>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Entry(key, tx)).await?;
         rx.await.map_err(|_| AgentError::ActorStopped("task table"))
     }
 
@@ -478,6 +489,20 @@ impl Table {
             }
             TableCmd::Snapshot(reply) => {
                 let _ = reply.send(self.views(false));
+            }
+            TableCmd::Entry(key, reply) => {
+                let entry = match self.tasks.get(&key) {
+                    None => Err(format!("no task {key} on this agent")),
+                    Some(e) if e.state != TaskState::Running => {
+                        Err(format!("task {key} is {}, not running", e.state.name()))
+                    }
+                    Some(e) => e
+                        .supervisor
+                        .as_ref()
+                        .and_then(SupervisorHandle::entry)
+                        .ok_or_else(|| format!("task {key}'s container cannot be entered")),
+                };
+                let _ = reply.send(entry);
             }
             TableCmd::Usage(reply) => {
                 let usage = self

@@ -18,6 +18,7 @@ pub mod secret;
 pub mod serve;
 pub mod tls;
 pub mod token;
+pub mod ws;
 
 pub use client_config::{ClientConfig, Transport};
 pub use principal::{CertInfo, Kind, Principal};
