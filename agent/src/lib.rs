@@ -37,6 +37,7 @@ mod config;
 pub mod containerizer;
 mod error;
 mod failpoint;
+pub mod fetch;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -315,6 +316,7 @@ async fn recover_tasks(
     }
 
     let containerizer = containerizer(config, host)?;
+    let fetcher = fetch::Fetcher::new(config.artifacts.clone(), &host.work_dir, metrics.clone())?;
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
@@ -323,6 +325,7 @@ async fn recover_tasks(
         runtime_dir: host.runtime_dir.clone(),
         default_kill_grace: config.default_kill_grace,
         containerizer: containerizer.clone(),
+        fetcher: Arc::new(fetcher),
         status: status.clone(),
         forget: forget_rx,
         agent_id,
