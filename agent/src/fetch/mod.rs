@@ -225,45 +225,33 @@ impl Fetcher {
             ),
             false => None,
         };
-        let from_cache = locked.as_ref().is_some_and(|l| l.hit().is_some());
-        let bytes = match &locked {
-            Some(l) if from_cache => Bytes::Cached(l.path().to_path_buf()),
-            Some(l) => {
-                self.metrics.artifact_cache_misses.inc();
-                self.keep(artifact, l, self.obtain(artifact).await?)?
-            }
+        let hit = locked.as_ref().and_then(|l| l.hit().map(Path::to_path_buf));
+        let from_cache = hit.is_some();
+        let bytes = match hit {
+            Some(path) => Bytes::Cached(path),
             None => Bytes::Download(self.obtain(artifact).await?),
         };
-        if from_cache {
-            self.metrics.artifact_cache_hits.inc();
-        }
+        match (from_cache, artifact.cache) {
+            (true, _) => self.metrics.artifact_cache_hits.inc(),
+            (false, true) => self.metrics.artifact_cache_misses.inc(),
+            (false, false) => 0,
+        };
         tracing::info!(uri = %artifact.uri, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
+        let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
         let (artifact, sandbox, limit) = (artifact.clone(), sandbox.to_path_buf(), self.config.max_bytes);
-        // The download (removed when dropped) and the cache entry's lock
-        // live until the copy is done.
-        tokio::task::spawn_blocking(move || install(&artifact, bytes.path(), &sandbox, owner, limit))
-            .await
-            .map_err(|e| FetchError::Agent(e.to_string()))??;
-        drop(locked);
+        // The cache entry's lock and the download (removed when dropped)
+        // are held until the copy is done, even if this fetch is dropped.
+        tokio::task::spawn_blocking(move || {
+            let bytes = match (bytes, &locked) {
+                (Bytes::Download(tmp), Some(locked)) => keep(&cache, &metrics, &artifact, locked, tmp)?,
+                (bytes, _) => bytes,
+            };
+            install(&artifact, bytes.path(), &sandbox, owner, limit)
+        })
+        .await
+        .map_err(|e| FetchError::Agent(e.to_string()))??;
         self.metrics.artifacts_fetched.inc();
         Ok(Fetched { from_cache })
-    }
-
-    /// Moves a verified download into the cache entry `locked` when it
-    /// fits (else it stays a download).
-    fn keep(&self, artifact: &Artifact, locked: &Locked, tmp: TmpFile) -> Result<Bytes, FetchError> {
-        let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(u64::MAX);
-        match self.cache.insert(locked, &tmp.0, size) {
-            Ok(Some(evicted)) => {
-                self.metrics.artifact_cache_evictions.inc_by(evicted);
-                Ok(Bytes::Cached(locked.path().to_path_buf()))
-            }
-            Ok(None) => {
-                tracing::info!(uri = %artifact.uri, size, "artifact larger than the whole cache: not kept");
-                Ok(Bytes::Download(tmp))
-            }
-            Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
-        }
     }
 
     /// Fetches the artifact's bytes into a temporary file and checks
@@ -362,6 +350,29 @@ impl Fetcher {
         }
         tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(write_err)?;
         Ok(crate::images::Digest::from_ring(hash.finish()).hex().to_owned())
+    }
+}
+
+/// Moves a verified download into the cache entry `locked` when it fits
+/// (else it stays a download), evicting what no longer fits.
+fn keep(
+    cache: &Cache,
+    metrics: &Metrics,
+    artifact: &Artifact,
+    locked: &Locked,
+    tmp: TmpFile,
+) -> Result<Bytes, FetchError> {
+    let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(u64::MAX);
+    match cache.insert(locked, &tmp.0, size) {
+        Ok(Some(evicted)) => {
+            metrics.artifact_cache_evictions.inc_by(evicted);
+            Ok(Bytes::Cached(locked.path().to_path_buf()))
+        }
+        Ok(None) => {
+            tracing::info!(uri = %artifact.uri, size, "artifact larger than the whole cache: not kept");
+            Ok(Bytes::Download(tmp))
+        }
+        Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
     }
 }
 
