@@ -5,6 +5,7 @@
 //! (invalid command) ------------------------------------------> ERROR (TASK_INVALID)
 //! STARTING -- kill pending -----------------------------------> KILLED (KILLED_DURING_LAUNCH)
 //!          -- an artifact cannot be fetched ------------------> FAILED (FETCH_FAILED)
+//!                        (the agent's artifact cache failed: DROPPED (CONTAINER_LAUNCH_FAILED))
 //!          -- kill while fetching ----------------------------> KILLED (KILLED_DURING_LAUNCH)
 //!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
 //!                                 the task cannot run as given: ERROR (TASK_INVALID)
@@ -324,7 +325,15 @@ impl Supervisor {
         if uris.is_empty() {
             return Ok(());
         }
-        let failed = |e: crate::fetch::FetchError| (TaskState::Failed, StatusReason::ReasonFetchFailed, e.to_string());
+        // The agent's own failure (its cache) is no fault of the task's.
+        let failed = |e: crate::fetch::FetchError| match e {
+            crate::fetch::FetchError::Agent(_) => (
+                TaskState::Dropped,
+                StatusReason::ReasonContainerLaunchFailed,
+                e.to_string(),
+            ),
+            e => (TaskState::Failed, StatusReason::ReasonFetchFailed, e.to_string()),
+        };
         let artifacts = uris
             .iter()
             .map(crate::fetch::check)
