@@ -202,6 +202,83 @@ impl Supervisor {
         .map_err(|e| e.to_string())?
     }
 
+    /// The user the task asks to run as, if any.
+    fn user(&self) -> Option<&str> {
+        let cmd = self.spec.task.command.as_ref()?;
+        Some(cmd.user.as_str()).filter(|u| !u.is_empty())
+    }
+
+    /// Fetches the task's artifacts into its sandbox, one after the other,
+    /// each announced in a STARTING update (and its cache hit after it);
+    /// or the end to report: a failed fetch, a kill meanwhile (the fetch
+    /// is dropped), or a user the sandbox cannot be given to.
+    async fn fetch_artifacts(
+        &mut self,
+        containerizer: &dyn Containerizer,
+    ) -> Result<(), (TaskState, StatusReason, String)> {
+        let uris = self
+            .spec
+            .task
+            .command
+            .as_ref()
+            .map(|c| c.uris.as_slice())
+            .unwrap_or_default();
+        if uris.is_empty() {
+            return Ok(());
+        }
+        // The agent's own failure (its cache) is no fault of the task's.
+        let failed = |e: crate::fetch::FetchError| match e {
+            crate::fetch::FetchError::Agent(_) => (
+                TaskState::Dropped,
+                StatusReason::ReasonContainerLaunchFailed,
+                e.to_string(),
+            ),
+            e => (TaskState::Failed, StatusReason::ReasonFetchFailed, e.to_string()),
+        };
+        let artifacts = uris
+            .iter()
+            .map(crate::fetch::check)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let owner = containerizer.sandbox_owner(self.user()).map_err(|e| {
+            let (state, reason) = launch_outcome(&e);
+            (state, reason, e.to_string())
+        })?;
+        let fetcher = self.spec.fetcher.clone();
+        for a in &artifacts {
+            self.report(
+                TaskState::Starting,
+                StatusReason::ReasonUnspecified,
+                format!("fetching {}", a.uri),
+                None,
+            )
+            .await;
+            let fetched = tokio::select! {
+                fetched = fetcher.fetch(a, &self.spec.sandbox, owner) => fetched,
+                Some(_) = self.kill_rx.recv() => {
+                    return Err((
+                        TaskState::Killed,
+                        StatusReason::ReasonTaskKilledDuringLaunch,
+                        format!("killed while fetching {}", a.uri),
+                    ));
+                }
+            };
+            match fetched {
+                Ok(f) if f.from_cache => {
+                    let message = format!("fetched {} from cache", a.uri);
+                    self.report(TaskState::Starting, StatusReason::ReasonUnspecified, message, None)
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(task = %self.spec.key, "fetch failed: {e}");
+                    return Err(failed(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Watches a container that was already running when the agent started.
     async fn adopt(mut self, mut container: Box<dyn Container>) {
         tracing::info!(task = %self.spec.key, pid = container.pid(), "watching a recovered container");
@@ -299,83 +376,6 @@ impl Supervisor {
         if let Err(e) = container.cleanup().await {
             tracing::warn!(task = %self.spec.key, "container cleanup failed: {e}");
         }
-    }
-
-    /// The user the task asks to run as, if any.
-    fn user(&self) -> Option<&str> {
-        let cmd = self.spec.task.command.as_ref()?;
-        Some(cmd.user.as_str()).filter(|u| !u.is_empty())
-    }
-
-    /// Fetches the task's artifacts into its sandbox, one after the other,
-    /// each announced in a STARTING update (and its cache hit after it);
-    /// or the end to report: a failed fetch, a kill meanwhile (the fetch
-    /// is dropped), or a user the sandbox cannot be given to.
-    async fn fetch_artifacts(
-        &mut self,
-        containerizer: &dyn Containerizer,
-    ) -> Result<(), (TaskState, StatusReason, String)> {
-        let uris = self
-            .spec
-            .task
-            .command
-            .as_ref()
-            .map(|c| c.uris.as_slice())
-            .unwrap_or_default();
-        if uris.is_empty() {
-            return Ok(());
-        }
-        // The agent's own failure (its cache) is no fault of the task's.
-        let failed = |e: crate::fetch::FetchError| match e {
-            crate::fetch::FetchError::Agent(_) => (
-                TaskState::Dropped,
-                StatusReason::ReasonContainerLaunchFailed,
-                e.to_string(),
-            ),
-            e => (TaskState::Failed, StatusReason::ReasonFetchFailed, e.to_string()),
-        };
-        let artifacts = uris
-            .iter()
-            .map(crate::fetch::check)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(failed)?;
-        let owner = containerizer.sandbox_owner(self.user()).map_err(|e| {
-            let (state, reason) = launch_outcome(&e);
-            (state, reason, e.to_string())
-        })?;
-        let fetcher = self.spec.fetcher.clone();
-        for a in &artifacts {
-            self.report(
-                TaskState::Starting,
-                StatusReason::ReasonUnspecified,
-                format!("fetching {}", a.uri),
-                None,
-            )
-            .await;
-            let fetched = tokio::select! {
-                fetched = fetcher.fetch(a, &self.spec.sandbox, owner) => fetched,
-                Some(_) = self.kill_rx.recv() => {
-                    return Err((
-                        TaskState::Killed,
-                        StatusReason::ReasonTaskKilledDuringLaunch,
-                        format!("killed while fetching {}", a.uri),
-                    ));
-                }
-            };
-            match fetched {
-                Ok(f) if f.from_cache => {
-                    let message = format!("fetched {} from cache", a.uri);
-                    self.report(TaskState::Starting, StatusReason::ReasonUnspecified, message, None)
-                        .await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(task = %self.spec.key, "fetch failed: {e}");
-                    return Err(failed(e));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Waits for the task to end by itself or for a kill request.
