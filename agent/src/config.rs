@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub sandbox_gc: crate::gc::GcConfig,
     /// TLS and joining (see [`crate::tls`]).
     pub security: crate::tls::AgentSecurity,
+    /// Where tasks' artifacts may come from, and the cache's size.
+    pub artifacts: crate::fetch::FetchConfig,
 }
 
 /// How the agent runs tasks.
@@ -142,6 +144,7 @@ impl AgentConfig {
             sandbox_writeback: Some(Duration::from_secs(1)),
             sandbox_gc: crate::gc::GcConfig::default(),
             security: Default::default(),
+            artifacts: Default::default(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum AgentError {
     Config(&'static str),
     #[error("credential: {0}")]
     Security(String),
+    #[error("{0}")]
+    Fetch(#[from] crate::fetch::FetchError),
 }
 
 impl AgentError {

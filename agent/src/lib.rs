@@ -38,6 +38,7 @@ pub mod containerizer;
 mod error;
 pub mod exec;
 mod failpoint;
+pub mod fetch;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -316,6 +317,7 @@ async fn recover_tasks(
     }
 
     let containerizer = containerizer(config, host)?;
+    let fetcher = fetch::Fetcher::new(config.artifacts.clone(), &host.work_dir, metrics.clone())?;
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
@@ -324,6 +326,7 @@ async fn recover_tasks(
         runtime_dir: host.runtime_dir.clone(),
         default_kill_grace: config.default_kill_grace,
         containerizer: containerizer.clone(),
+        fetcher: Arc::new(fetcher),
         status: status.clone(),
         forget: forget_rx,
         agent_id,

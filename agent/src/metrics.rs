@@ -30,6 +30,12 @@ pub struct Metrics {
     /// Sandboxes of done tasks waiting for garbage collection.
     pub sandboxes_done: Gauge,
     pub sandboxes_removed: Counter,
+    /// Artifacts fetched into sandboxes (`crate::fetch`), and how the
+    /// cache served those that asked for it.
+    pub artifacts_fetched: Counter,
+    pub artifact_cache_hits: Counter,
+    pub artifact_cache_misses: Counter,
+    pub artifact_cache_evictions: Counter,
     cpu_seconds: Family<TaskLabels, FloatGauge>,
     memory_rss: Family<TaskLabels, Gauge>,
     memory_cache: Family<TaskLabels, Gauge>,
@@ -85,6 +91,32 @@ impl Metrics {
             "Sandboxes removed by garbage collection",
             sandboxes_removed.clone(),
         );
+        let (artifacts_fetched, artifact_cache_hits) = (Counter::default(), Counter::default());
+        let (artifact_cache_misses, artifact_cache_evictions) = (Counter::default(), Counter::default());
+        for (name, help, counter) in [
+            (
+                "mezzo_agent_artifacts_fetched",
+                "Artifacts fetched into sandboxes",
+                &artifacts_fetched,
+            ),
+            (
+                "mezzo_agent_artifact_cache_hits",
+                "Artifact fetches served by the cache",
+                &artifact_cache_hits,
+            ),
+            (
+                "mezzo_agent_artifact_cache_misses",
+                "Artifact fetches that asked for the cache and downloaded",
+                &artifact_cache_misses,
+            ),
+            (
+                "mezzo_agent_artifact_cache_evictions",
+                "Artifacts removed from the cache to fit its size",
+                &artifact_cache_evictions,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let cpu_seconds = Family::<TaskLabels, FloatGauge>::default();
         let memory_rss = Family::<TaskLabels, Gauge>::default();
         let memory_cache = Family::<TaskLabels, Gauge>::default();
@@ -129,6 +161,10 @@ impl Metrics {
             tasks_launched,
             sandboxes_done,
             sandboxes_removed,
+            artifacts_fetched,
+            artifact_cache_hits,
+            artifact_cache_misses,
+            artifact_cache_evictions,
         }
     }
 

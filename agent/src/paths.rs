@@ -6,6 +6,7 @@
 //! ├── status/
 //! │   ├── updates.log           append-only journal: status updates and their acks
 //! │   └── updates.log.tmp       a compaction in progress (renamed over updates.log)
+//! ├── artifacts/                the artifact cache, see [`crate::fetch::cache`]
 //! └── sandboxes/
 //!     └── <framework_id>/
 //!         └── <task_id>/        the task's working directory

@@ -118,6 +118,16 @@ impl TaskBuilder {
         self
     }
 
+    /// Fetches an artifact into the task's sandbox before it starts: an
+    /// http(s) URL or a path under the agent's `--artifact-paths`, checked
+    /// against `sha256`, unpacked with `extract`, kept in the agent's cache
+    /// with `cache` (docs/frameworks.md "Artifacts"). A failed fetch ends
+    /// the task `TASK_FAILED` with `REASON_FETCH_FAILED`.
+    pub fn uri(mut self, uri: v1::CommandUri) -> Self {
+        self.command.uris.push(uri);
+        self
+    }
+
     /// Runs the task as this user (the agent must allow it).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.command.user = user.into();

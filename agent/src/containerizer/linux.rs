@@ -299,6 +299,20 @@ impl LinuxContainerizer {
     }
 }
 
+/// The ids the host sees for the task's `uid` and `gid`: in a user
+/// namespace, those they are mapped to (the sandbox belongs to them).
+fn host_ids(cfg: &LinuxConfig, uid: u32, gid: u32) -> Result<(u32, u32), ContainerError> {
+    match cfg.userns {
+        None => Ok((uid, gid)),
+        Some(range) => range.host(uid).zip(range.host(gid)).ok_or_else(|| {
+            ContainerError::UserNamespace(format!(
+                "uid {uid} and gid {gid} are not both mapped by this agent's user namespaces (ids 0 to {})",
+                range.count - 1
+            ))
+        }),
+    }
+}
+
 /// The task's user: `command.user`, or the default; another must be in the
 /// allow-list and exist on the host.
 fn task_user(cfg: &LinuxConfig, asked: Option<&str>) -> Result<User, ContainerError> {
@@ -362,17 +376,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
             (user.uid.as_raw(), user.gid.as_raw())
         }
     };
-    // On the host, the sandbox belongs to the task's user as the host
-    // sees it: in a user namespace, the id it is mapped to.
-    let (host_uid, host_gid) = match cfg.userns {
-        None => (uid, gid),
-        Some(range) => range.host(uid).zip(range.host(gid)).ok_or_else(|| {
-            ContainerError::UserNamespace(format!(
-                "uid {uid} and gid {gid} are not both mapped by this agent's user namespaces (ids 0 to {})",
-                range.count - 1
-            ))
-        })?,
-    };
+    let (host_uid, host_gid) = host_ids(cfg, uid, gid)?;
     std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
     std::os::unix::fs::chown(&spec.sandbox, Some(host_uid), Some(host_gid)).map_err(sandbox_err(&spec.sandbox))?;
     super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((host_uid, host_gid)))?;
@@ -485,6 +489,11 @@ impl Containerizer for LinuxContainerizer {
 
     fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
         self.recover_linux(id, run_dir).boxed()
+    }
+
+    fn sandbox_owner(&self, user: Option<&str>) -> Result<Option<(u32, u32)>, ContainerError> {
+        let user = task_user(&self.cfg, user)?;
+        host_ids(&self.cfg, user.uid.as_raw(), user.gid.as_raw()).map(Some)
     }
 
     fn sweep(&self, adopted: Vec<PathBuf>) -> BoxFuture<'_, Result<usize, ContainerError>> {

@@ -21,7 +21,7 @@ pub mod rootfs;
 mod rotate;
 pub mod userns;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 use mezzo_proto::resources::Resources;
@@ -176,41 +176,61 @@ pub fn write_secret_files(
     owner: Option<(u32, u32)>,
 ) -> Result<(), ContainerError> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     for f in files {
         let err = |source| ContainerError::Sandbox {
             path: sandbox.join(&f.path),
             source,
         };
-        let mut dir = sandbox.to_path_buf();
-        let parts: Vec<_> = f.path.components().collect();
-        for part in parts.iter().take(parts.len().saturating_sub(1)) {
-            dir.push(part);
-            match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => return Err(err(std::io::Error::other("a part of the path is not a directory"))),
-                Err(_) => {
-                    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(err)?;
-                    if let Some((uid, gid)) = owner {
-                        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)).map_err(err)?;
-                    }
+        let mut file = create_in_sandbox(sandbox, &f.path, (0o700, 0o400), owner).map_err(err)?;
+        file.write_all(&f.value).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Creates the new file `relative` (plain components) in `sandbox`, with
+/// its missing directories, with `modes` (directories', file's) and owned
+/// by `owner` (None: the agent's own user), following no symlink.
+pub fn create_in_sandbox(
+    sandbox: &Path,
+    relative: &Path,
+    modes: (u32, u32),
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    make_dirs(sandbox, relative.parent().unwrap_or(Path::new("")), modes.0, owner)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(modes.1)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(sandbox.join(relative))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    Ok(file)
+}
+
+/// Makes the directories of `relative` (plain components) beneath
+/// `sandbox`, missing ones with `mode` and owned by `owner` (None: the
+/// agent's own user), refusing to go through anything but a directory
+/// (a symlink); returns the last one.
+pub fn make_dirs(sandbox: &Path, relative: &Path, mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut dir = sandbox.to_path_buf();
+    for part in relative.components() {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(std::io::Error::other("a part of the path is not a directory")),
+            Err(_) => {
+                std::fs::DirBuilder::new().mode(mode).create(&dir)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
                 }
             }
         }
-        let path = sandbox.join(&f.path);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(err)?;
-        file.write_all(&f.value).map_err(err)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(err)?;
-        }
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// Task label asking for a private network namespace (loopback only).
@@ -304,6 +324,16 @@ pub trait Containerizer: Send + Sync + 'static {
     fn sweep(&self, adopted: Vec<PathBuf>) -> BoxFuture<'_, Result<usize, ContainerError>> {
         let _ = adopted;
         Box::pin(async { Ok(0) })
+    }
+
+    /// The host uid and gid that will own the sandbox of a task run as
+    /// `user` (`None`: the containerizer's default user), for the files
+    /// the agent puts there before the launch (fetched artifacts); `None`:
+    /// the agent's own user. A task whose image names its user gets the
+    /// default user's ids here.
+    fn sandbox_owner(&self, user: Option<&str>) -> Result<Option<(u32, u32)>, ContainerError> {
+        let _ = user;
+        Ok(None)
     }
 
     /// On a clean agent shutdown: releases what the containerizer holds for

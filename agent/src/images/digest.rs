@@ -50,7 +50,7 @@ impl Digest {
         &self.hex
     }
 
-    fn from_ring(d: ring::digest::Digest) -> Digest {
+    pub(crate) fn from_ring(d: ring::digest::Digest) -> Digest {
         use fmt::Write;
         let mut hex = String::with_capacity(64);
         for b in d.as_ref() {

@@ -33,11 +33,13 @@ mod store;
 mod unpack;
 
 pub use digest::Digest;
+pub(crate) use digest::DigestReader;
 pub use error::ImageError;
 pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, Reference, ResolvedImage};
+pub(crate) use pull::tls_config;
 pub use pull::{Credentials, Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
-pub use unpack::{Compression, Limits, StagedLayer, unpack_layer};
+pub use unpack::{Compression, Limits, StagedLayer, unpack_artifact, unpack_layer};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

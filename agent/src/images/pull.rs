@@ -156,25 +156,7 @@ impl Puller {
     /// A client trusting the system's roots (and `extra_ca`), over the
     /// workspace's rustls with ring.
     pub fn new(config: &RegistryConfig) -> Result<Puller, ImageError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::warn!(error = %e, "image pulls: a system root certificate could not be read");
-        }
-        roots.add_parsable_certificates(native.certs);
-        if let Some(path) = &config.extra_ca {
-            let pem = std::fs::read_to_string(path).map_err(ImageError::io("read", path))?;
-            let certs =
-                mezzo_proto::security::tls::certs_from_pem("--registry-ca", &pem).map_err(|e| ca_error(path, e))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| ca_error(path, e))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(mezzo_proto::security::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ca_error(Path::new("(TLS versions)"), e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_config(config.extra_ca.as_deref())?;
         let insecure: Arc<HashSet<String>> = Arc::new(config.insecure.iter().cloned().collect());
         let redirect_insecure = insecure.clone();
         // Blob downloads are often redirected to a CDN; never from HTTPS
@@ -636,6 +618,32 @@ fn parse_bearer_challenge(challenge: &str) -> Option<Vec<(String, String)>> {
         rest = after.trim_start().trim_start_matches(',').trim_start();
     }
     Some(params)
+}
+
+/// A TLS client configuration trusting the system's roots (and those in
+/// the PEM file `extra_ca`, `--registry-ca`), over the workspace's rustls
+/// with ring: registry pulls and artifact downloads (`crate::fetch`).
+pub(crate) fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, ImageError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "image pulls: a system root certificate could not be read");
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read_to_string(path).map_err(ImageError::io("read", path))?;
+        let certs = mezzo_proto::security::tls::certs_from_pem("--registry-ca", &pem).map_err(|e| ca_error(path, e))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_error(path, e))?;
+        }
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(mezzo_proto::security::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ca_error(Path::new("(TLS versions)"), e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 fn ca_error(path: &Path, e: impl std::fmt::Display) -> ImageError {

@@ -18,6 +18,13 @@
 //! bombs. The layer is unpacked into `<dest>.tmp-<random>` and only
 //! renamed into place by [`StagedLayer::commit`], once the caller has
 //! checked its digests; anything else removes it.
+//!
+//! A task's artifact ([`unpack_artifact`], `crate::fetch`) is placed by
+//! the same code into a directory of its sandbox, with three differences
+//! ([`Placement::Artifact`]): names are plain (no whiteouts, no 0/0
+//! devices), everything belongs to the task's user with the set-id and
+//! sticky bits dropped, and a symlink's target must stay inside the
+//! directory (the task resolves it on the host, not in an image root).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -59,6 +66,32 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_image_bytes: u64::MAX,
         }
+    }
+}
+
+/// How entries are placed: as an image layer, or as a task's artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Overlay format, with the archive's owners and modes.
+    Layer,
+    /// Plain names, owned by `uid`:`gid`, no set-id bits, symlinks inside.
+    Artifact { uid: Uid, gid: Gid },
+}
+
+impl Placement {
+    /// The entry's metadata as placed: an artifact's owner is not the
+    /// archive's (which need not even name one).
+    fn meta(self, entry: &mut tar::Entry<'_, impl Read>, raw: &[u8]) -> Result<Meta, ImageError> {
+        let Placement::Artifact { uid, gid } = self else {
+            return meta(entry, raw);
+        };
+        let header = entry.header();
+        Ok(Meta {
+            uid,
+            gid,
+            mode: Mode::from_bits_truncate(header.mode().map_err(ImageError::Archive)? & 0o777),
+            mtime: TimeSpec::new(header.mtime().map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)), 0),
+        })
     }
 }
 
@@ -142,8 +175,13 @@ pub fn unpack_layer(
     )
     .map_err(ImageError::sys("open", &staged.tmp))?;
     let (diff_id, size) = match compression {
-        Compression::None => unpack_tar(&mut *blob, &root, limits)?,
-        Compression::Gzip => unpack_tar(&mut flate2::read::MultiGzDecoder::new(&mut *blob), &root, limits)?,
+        Compression::None => unpack_tar(&mut *blob, &root, limits, Placement::Layer)?,
+        Compression::Gzip => unpack_tar(
+            &mut flate2::read::MultiGzDecoder::new(&mut *blob),
+            &root,
+            limits,
+            Placement::Layer,
+        )?,
     };
     io::copy(blob, &mut io::sink()).map_err(ImageError::Archive)?;
     nix::unistd::syncfs(&root).map_err(ImageError::sys("syncfs", &staged.tmp))?;
@@ -152,12 +190,49 @@ pub fn unpack_layer(
     Ok(staged)
 }
 
+/// Unpacks the tar `archive` (a task's artifact) into the existing
+/// directory `dest`, every entry owned by `owner` (the agent's own user
+/// when `None`), within `limits`; returns the bytes of content written.
+/// Entries that would land outside `dest` are refused as in a layer, and
+/// so are symlinks pointing out of it. What was placed before a refusal
+/// is left for the caller to remove.
+pub fn unpack_artifact(
+    archive: &mut dyn Read,
+    compression: Compression,
+    dest: &Path,
+    owner: Option<(u32, u32)>,
+    limits: &Limits,
+) -> Result<u64, ImageError> {
+    let (uid, gid) = owner.map_or_else(
+        || (nix::unistd::geteuid(), nix::unistd::getegid()),
+        |(u, g)| (Uid::from_raw(u), Gid::from_raw(g)),
+    );
+    let root = openat(
+        AT_FDCWD,
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ImageError::sys("open", dest))?;
+    let how = Placement::Artifact { uid, gid };
+    let (_, size) = match compression {
+        Compression::None => unpack_tar(archive, &root, limits, how)?,
+        Compression::Gzip => unpack_tar(&mut flate2::read::MultiGzDecoder::new(archive), &root, limits, how)?,
+    };
+    Ok(size)
+}
+
 /// Places every entry of the tar `stream` beneath `root`; returns the
 /// stream's digest (read to its end) and the bytes unpacked.
-fn unpack_tar(stream: &mut dyn Read, root: &OwnedFd, limits: &Limits) -> Result<(Digest, u64), ImageError> {
+fn unpack_tar(
+    stream: &mut dyn Read,
+    root: &OwnedFd,
+    limits: &Limits,
+    how: Placement,
+) -> Result<(Digest, u64), ImageError> {
     let mut reader = DigestReader::new(stream);
     // One byte past the limit, to tell a stream at the limit from one over.
-    let result = place_all(&mut (&mut reader).take(limits.max_bytes + 1), root, limits);
+    let result = place_all(&mut (&mut reader).take(limits.max_bytes + 1), root, limits, how);
     if reader.count() > limits.max_bytes {
         return Err(ImageError::LayerTooLarge {
             what: "uncompressed bytes",
@@ -168,7 +243,7 @@ fn unpack_tar(stream: &mut dyn Read, root: &OwnedFd, limits: &Limits) -> Result<
     Ok((reader.finish().0, size))
 }
 
-fn place_all(stream: &mut impl Read, root: &OwnedFd, limits: &Limits) -> Result<u64, ImageError> {
+fn place_all(stream: &mut impl Read, root: &OwnedFd, limits: &Limits, how: Placement) -> Result<u64, ImageError> {
     let mut archive = tar::Archive::new(stream);
     let (mut size, mut entries) = (0, 0);
     for entry in archive.entries().map_err(ImageError::Archive)? {
@@ -180,7 +255,7 @@ fn place_all(stream: &mut impl Read, root: &OwnedFd, limits: &Limits) -> Result<
             });
         }
         let mut entry = entry.map_err(ImageError::Archive)?;
-        size += place(root, &mut entry)?;
+        size += place(root, &mut entry, how)?;
     }
     // The end-of-archive blocks and padding count in the diff_id.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(ImageError::Archive)?;
@@ -196,23 +271,27 @@ struct Meta {
 }
 
 /// Places one entry; returns the bytes of content written.
-fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>) -> Result<u64, ImageError> {
+fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>, how: Placement) -> Result<u64, ImageError> {
     let kind = entry.header().entry_type();
     if kind == EntryType::XGlobalHeader {
         return Ok(0);
     }
     let raw = entry.path_bytes().into_owned();
     let comps = normalize(&raw)?;
-    let meta = meta(entry, &raw)?;
+    let meta = how.meta(entry, &raw)?;
     let Some((name, parents)) = comps.split_last() else {
-        if kind.is_dir() {
+        match (kind.is_dir(), how) {
             // `./`: the layer root's own owner and mode.
-            return set_dir_meta(root, &meta, &raw).map(|()| 0);
+            (true, Placement::Layer) => return set_dir_meta(root, &meta, &raw).map(|()| 0),
+            // An artifact's directory (maybe the sandbox) keeps its own.
+            (true, Placement::Artifact { .. }) => return Ok(0),
+            (false, _) => return Err(ImageError::hostile(&raw, "empty name")),
         }
-        return Err(ImageError::hostile(&raw, "empty name"));
     };
-    let parent = open_parent(root, parents, &raw)?;
-    if let Some(hidden) = name.strip_prefix(b".wh.") {
+    let parent = open_parent(root, parents, &raw, how)?;
+    if how == Placement::Layer
+        && let Some(hidden) = name.strip_prefix(b".wh.")
+    {
         return whiteout(parent, hidden, &raw).map(|()| 0);
     }
     let path = display_path(&raw);
@@ -248,6 +327,9 @@ fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>) -> Result<u64, I
             if target.is_empty() || target.contains(&0) {
                 return Err(ImageError::hostile(&raw, "empty or NUL symlink target"));
             }
+            if how != Placement::Layer && !stays_inside(parents.len(), &target) {
+                return Err(ImageError::hostile(&raw, "symlink pointing out of the directory"));
+            }
             clear_slot(&parent, name, false, &raw)?;
             symlinkat(target.as_ref(), &parent, name.as_slice()).map_err(ImageError::sys("symlink", &path))?;
             set_meta_at(&parent, name, &meta, &path, false)?;
@@ -259,7 +341,7 @@ fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>) -> Result<u64, I
                 .ok_or_else(|| ImageError::hostile(&raw, "hard link without a target"))?;
             hard_link(root, &parent, name, &target, &raw).map(|()| 0)
         }
-        EntryType::Char if device_numbers(entry, &raw)? == (0, 0) => {
+        EntryType::Char if how == Placement::Layer && device_numbers(entry, &raw)? == (0, 0) => {
             // An overlay whiteout already in overlay form.
             clear_slot(&parent, name, false, &raw)?;
             mknodat(&parent, name.as_slice(), SFlag::S_IFCHR, Mode::empty(), 0)
@@ -282,6 +364,27 @@ fn place(root: &OwnedFd, entry: &mut tar::Entry<'_, impl Read>) -> Result<u64, I
         }
         _ => Err(ImageError::hostile(&raw, "unsupported entry type")),
     }
+}
+
+/// Whether a symlink `depth` directories below the root, to `target`,
+/// stays inside the root: relative, with `..` only at its start and no
+/// more of them than its depth. A `..` after a name could climb out of a
+/// symlinked directory (`y -> .` then `y/..`); names alone cannot, as each
+/// is a real directory or a symlink placed by this same rule.
+fn stays_inside(depth: usize, target: &[u8]) -> bool {
+    if target.starts_with(b"/") {
+        return false;
+    }
+    let (mut up, mut named) = (0, false);
+    for comp in target.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." if named => return false,
+            b".." => up += 1,
+            _ => named = true,
+        }
+    }
+    up <= depth
 }
 
 /// The components of an entry name, leading `/` and `.` dropped; refuses
@@ -360,8 +463,9 @@ fn resolve_error(e: Errno, raw: &[u8]) -> ImageError {
 }
 
 /// Opens the entry's parent directory, creating missing ones (archives
-/// may omit them) with mode 0755 as Docker does.
-fn open_parent(root: &OwnedFd, parents: &[Vec<u8>], raw: &[u8]) -> Result<OwnedFd, ImageError> {
+/// may omit them) with mode 0755 as Docker does (an artifact's owned by
+/// its user).
+fn open_parent(root: &OwnedFd, parents: &[Vec<u8>], raw: &[u8], how: Placement) -> Result<OwnedFd, ImageError> {
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(ImageError::io("dup", display_path(raw)));
     if parents.is_empty() {
         return dup(root);
@@ -381,6 +485,10 @@ fn open_parent(root: &OwnedFd, parents: &[Vec<u8>], raw: &[u8]) -> Result<OwnedF
                     Err(e) => return Err(ImageError::sys("mkdir a parent of", display_path(raw))(e)),
                 }
                 let fd = open_beneath(&dir, comp).map_err(|e| resolve_error(e, raw))?;
+                if let Placement::Artifact { uid, gid } = how {
+                    fchown(&fd, Some(uid), Some(gid))
+                        .map_err(ImageError::sys("chown a parent of", display_path(raw)))?;
+                }
                 fchmod(&fd, Mode::from_bits_truncate(0o755))
                     .map_err(ImageError::sys("chmod a parent of", display_path(raw)))?;
                 fd

@@ -4,6 +4,9 @@
 //! ```text
 //! (invalid command) ------------------------------------------> ERROR (TASK_INVALID)
 //! STARTING -- kill pending -----------------------------------> KILLED (KILLED_DURING_LAUNCH)
+//!          -- an artifact cannot be fetched ------------------> FAILED (FETCH_FAILED)
+//!                        (the agent's artifact cache failed: DROPPED (CONTAINER_LAUNCH_FAILED))
+//!          -- kill while fetching ----------------------------> KILLED (KILLED_DURING_LAUNCH)
 //!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
 //!                                 the task cannot run as given: ERROR (TASK_INVALID)
 //!                                 the agent failed before it started: DROPPED (CONTAINER_LAUNCH_FAILED)
@@ -14,8 +17,13 @@
 //!                                  -- health verdict changed -> RUNNING (healthy, HEALTH_CHECK_STATUS_UPDATED)
 //! ```
 //!
-//! FAILED is only ever sent for a process that ran; DROPPED only for one
-//! that never started, which a framework may launch again.
+//! FAILED is only ever sent for a process that ran, but for FETCH_FAILED:
+//! the artifacts (`CommandInfo.uris`, [`crate::fetch`]) are fetched after
+//! the checkpoint and before the launch, and a fetch that fails (a wrong
+//! URI or checksum, an unreachable server) is the task's input at fault,
+//! reported as the contract says (`StatusReason.REASON_FETCH_FAILED`)
+//! although its command never ran. DROPPED is only sent for a task that
+//! never started, which a framework may launch again.
 
 use mezzo_proto::image::ImageRef;
 use std::path::PathBuf;
@@ -52,6 +60,8 @@ pub struct SupervisorSpec {
     /// Unix seconds when the master launched it (its `RunTask`'s), kept in
     /// the checkpoint.
     pub launched_at: f64,
+    /// Fetches the task's artifacts into its sandbox before the launch.
+    pub fetcher: Arc<crate::fetch::Fetcher>,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -225,6 +235,83 @@ impl Supervisor {
         .map_err(|e| e.to_string())?
     }
 
+    /// The user the task asks to run as, if any.
+    fn user(&self) -> Option<&str> {
+        let cmd = self.spec.task.command.as_ref()?;
+        Some(cmd.user.as_str()).filter(|u| !u.is_empty())
+    }
+
+    /// Fetches the task's artifacts into its sandbox, one after the other,
+    /// each announced in a STARTING update (and its cache hit after it);
+    /// or the end to report: a failed fetch, a kill meanwhile (the fetch
+    /// is dropped), or a user the sandbox cannot be given to.
+    async fn fetch_artifacts(
+        &mut self,
+        containerizer: &dyn Containerizer,
+    ) -> Result<(), (TaskState, StatusReason, String)> {
+        let uris = self
+            .spec
+            .task
+            .command
+            .as_ref()
+            .map(|c| c.uris.as_slice())
+            .unwrap_or_default();
+        if uris.is_empty() {
+            return Ok(());
+        }
+        // The agent's own failure (its cache) is no fault of the task's.
+        let failed = |e: crate::fetch::FetchError| match e {
+            crate::fetch::FetchError::Agent(_) => (
+                TaskState::Dropped,
+                StatusReason::ReasonContainerLaunchFailed,
+                e.to_string(),
+            ),
+            e => (TaskState::Failed, StatusReason::ReasonFetchFailed, e.to_string()),
+        };
+        let artifacts = uris
+            .iter()
+            .map(crate::fetch::check)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let owner = containerizer.sandbox_owner(self.user()).map_err(|e| {
+            let (state, reason) = launch_outcome(&e);
+            (state, reason, e.to_string())
+        })?;
+        let fetcher = self.spec.fetcher.clone();
+        for a in &artifacts {
+            self.report(
+                TaskState::Starting,
+                StatusReason::ReasonUnspecified,
+                format!("fetching {}", a.uri),
+                None,
+            )
+            .await;
+            let fetched = tokio::select! {
+                fetched = fetcher.fetch(a, &self.spec.sandbox, owner) => fetched,
+                Some(_) = self.kill_rx.recv() => {
+                    return Err((
+                        TaskState::Killed,
+                        StatusReason::ReasonTaskKilledDuringLaunch,
+                        format!("killed while fetching {}", a.uri),
+                    ));
+                }
+            };
+            match fetched {
+                Ok(f) if f.from_cache => {
+                    let message = format!("fetched {} from cache", a.uri);
+                    self.report(TaskState::Starting, StatusReason::ReasonUnspecified, message, None)
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(task = %self.spec.key, "fetch failed: {e}");
+                    return Err(failed(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Watches a container that was already running when the agent started.
     async fn adopt(mut self, mut container: Box<dyn Container>) {
         tracing::info!(task = %self.spec.key, pid = container.pid(), "watching a recovered container");
@@ -270,6 +357,10 @@ impl Supervisor {
                 None,
             )
             .await;
+            return;
+        }
+        if let Err((state, reason, message)) = self.fetch_artifacts(containerizer.as_ref()).await {
+            self.report(state, reason, message, None).await;
             return;
         }
 
@@ -472,13 +563,7 @@ impl Supervisor {
             ("MEZZO_AGENT_ID".to_owned(), self.spec.agent_id.clone()),
             ("MEZZO_SANDBOX".to_owned(), sandbox),
         ]);
-        let user = self
-            .spec
-            .task
-            .command
-            .as_ref()
-            .map(|c| c.user.clone())
-            .filter(|u| !u.is_empty());
+        let user = self.user().map(str::to_owned);
         ContainerSpec {
             id: key.to_string(),
             sandbox: self.spec.sandbox.clone(),

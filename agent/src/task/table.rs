@@ -173,6 +173,8 @@ pub struct TableDeps {
     pub runtime_dir: PathBuf,
     pub default_kill_grace: Duration,
     pub containerizer: Arc<dyn Containerizer>,
+    /// Fetches tasks' artifacts before their launch.
+    pub fetcher: Arc<crate::fetch::Fetcher>,
     pub status: StatusHandle,
     pub forget: mpsc::UnboundedReceiver<TaskKey>,
     pub agent_id: watch::Receiver<Option<AgentId>>,
@@ -415,6 +417,7 @@ impl Table {
             run_dir: paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id),
             default_kill_grace: self.deps.default_kill_grace,
             launched_at,
+            fetcher: self.deps.fetcher.clone(),
         };
         supervisor::spawn(
             spec,

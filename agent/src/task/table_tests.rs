@@ -107,11 +107,17 @@ async fn restart(
     let (writeback, _) = crate::writeback::start(&sandboxes, None)?;
     let (gc, _gc_actor) = crate::gc::start(sandboxes, Default::default(), metrics.clone())?;
     let (_id_tx, agent_id) = watch::channel(None);
+    let fetcher = Arc::new(crate::fetch::Fetcher::new(
+        Default::default(),
+        &work_dir,
+        metrics.clone(),
+    )?);
     let deps = TableDeps {
         work_dir,
         runtime_dir,
         default_kill_grace: std::time::Duration::from_secs(1),
         containerizer: Arc::new(fake),
+        fetcher,
         status: status.clone(),
         forget: forget_rx,
         agent_id,

@@ -102,6 +102,11 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
         run_dir: dir.path().join("run"),
         default_kill_grace: Duration::from_secs(3),
         launched_at: 0.0,
+        fetcher: Arc::new(crate::fetch::Fetcher::new(
+            Default::default(),
+            dir.path(),
+            Metrics::new(),
+        )?),
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);

@@ -92,6 +92,10 @@ pub struct Args {
     /// the system's.
     #[arg(long, env = "MEZZO_REGISTRY_CA")]
     registry_ca: Option<PathBuf>,
+    /// Where tasks' artifacts may come from, and the cache's size (boxed:
+    /// the flags of `mezzo agent` are many).
+    #[command(flatten)]
+    artifacts: Box<ArtifactArgs>,
     /// Most processes one task may have.
     #[arg(long, env = "MEZZO_PIDS_LIMIT", default_value_t = 4096)]
     pids_limit: u64,
@@ -129,6 +133,24 @@ pub struct Args {
     /// agent join token of the local client configuration is used.
     #[arg(long, env = "MEZZO_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
+}
+
+/// The flags of artifact fetching (docs/frameworks.md "Artifacts").
+#[derive(Debug, clap::Args)]
+struct ArtifactArgs {
+    /// Directories (comma-separated) tasks may fetch local artifacts from
+    /// (`CommandUri` values that are paths); none by default, so that no
+    /// task can read the agent's own files.
+    #[arg(long, env = "MEZZO_ARTIFACT_PATHS", default_value = "")]
+    artifact_paths: String,
+    /// Size the artifact cache (`<work dir>/artifacts`) is kept under, in
+    /// MiB: the least recently used artifacts no task is fetching are
+    /// removed beyond it.
+    #[arg(long, env = "MEZZO_ARTIFACT_CACHE_MAX_MIB", default_value_t = 2048)]
+    artifact_cache_max_mib: u64,
+    /// Largest artifact a task may fetch (downloaded, and unpacked), in MiB.
+    #[arg(long, env = "MEZZO_ARTIFACT_MAX_MIB", default_value_t = 4096)]
+    artifact_max_mib: u64,
 }
 
 /// `--host-paths`: absolute paths, each optionally `:ro` or `:rw`.
@@ -207,6 +229,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.log_max_bytes = a.log_max_mib * 1024 * 1024;
         cfg.isolation = mezzo_agent::Isolation::Linux(Box::new(iso));
     }
+    cfg.artifacts.allowed_paths = super::comma_list(&a.artifacts.artifact_paths)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    cfg.artifacts.cache_max_bytes = a.artifacts.artifact_cache_max_mib.saturating_mul(1 << 20);
+    cfg.artifacts.max_bytes = a.artifacts.artifact_max_mib.saturating_mul(1 << 20);
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
     cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());

@@ -66,15 +66,44 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
                     .prop_map(|(name, value, secret)| v1::EnvVar { name, value, secret }),
                 0..2,
             ),
+            prop::collection::vec(
+                (
+                    text(&[
+                        "http://127.0.0.1:1/a.tar.gz",
+                        "/srv/x",
+                        "ftp://h/x",
+                        "file:///a/../b",
+                        "x\0",
+                    ]),
+                    any::<(bool, bool, bool)>(),
+                    text(&["", "out/x", "../x", "/abs"]),
+                    text(&[
+                        "",
+                        "abc",
+                        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                    ]),
+                )
+                    .prop_map(|(value, (executable, extract, cache), output_file, sha256)| {
+                        v1::CommandUri {
+                            value,
+                            executable,
+                            extract,
+                            cache,
+                            output_file,
+                            sha256,
+                        }
+                    }),
+                0..3,
+            ),
         )
-            .prop_map(|(value, arguments, environment)| v1::CommandInfo {
+            .prop_map(|(value, arguments, environment, uris)| v1::CommandInfo {
                 value,
                 arguments,
                 environment,
                 shell: true,
                 user: String::new(),
                 secret_files: Vec::new(),
-                uris: Vec::new(),
+                uris,
             }),
     );
     let grace = prop::option::of(prop_oneof![0u64..10_000, Just(3_600_001), any::<u64>()]);

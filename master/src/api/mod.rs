@@ -2,6 +2,7 @@
 //! result to the owner task. Nothing past this layer sees unchecked input.
 
 pub mod agent;
+mod artifacts;
 mod checks;
 #[cfg(test)]
 mod fuzz_tests;
@@ -127,6 +128,7 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
             )));
         }
     }
+    artifacts::check_uris(t, &cmd.uris)?;
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
     }

@@ -16,7 +16,13 @@ pub fn valid_name(n: &str) -> bool {
 /// (no `..`, no `.`), at most 16 deep and 1 KiB long; the result joins
 /// onto the sandbox safely (symlinks are the writer's to refuse).
 pub fn sandbox_path(p: &str) -> Result<PathBuf, String> {
-    let bad = |why: &str| format!("secret file path {p:?}: {why}");
+    sandbox_relative("secret file path", p)
+}
+
+/// [`sandbox_path`]'s checks for any path the agent writes into a
+/// sandbox, `what` naming it in the error (a fetched artifact's too).
+pub fn sandbox_relative(what: &str, p: &str) -> Result<PathBuf, String> {
+    let bad = |why: &str| format!("{what} {p:?}: {why}");
     if p.is_empty() || p.len() > 1024 || p.contains('\0') {
         return Err(bad("must be 1 to 1024 bytes"));
     }

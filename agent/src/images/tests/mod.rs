@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod fixtures;
+pub(crate) mod fixtures;
 mod layout;
 mod pull;
 mod store;

@@ -316,6 +316,9 @@ impl<'a> Run<'a> {
         for (k, v) in a.secret_file.iter().filter_map(|s| s.split_once('=')) {
             b = b.secret_file(k, v);
         }
+        for uri in a.uri.iter().filter_map(|s| super::artifact(s).ok()) {
+            b = b.uri(uri);
+        }
         b.build()
     }
 

@@ -73,6 +73,14 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "secret-file", value_name = "PATH=SECRET")]
     secret_file: Vec<String>,
+    /// An artifact to fetch into the sandbox before the task starts,
+    /// `URL[#OPTIONS]` (repeatable): an http(s) URL or a path under the
+    /// agent's --artifact-paths; OPTIONS, comma-separated, are `extract`
+    /// (unpack a .tar, .tar.gz or .tgz), `executable`, `cache` (keep it in
+    /// the agent's cache), `sha256=HEX` and `output=NAME` (docs/frameworks.md
+    /// "Artifacts").
+    #[arg(long = "uri", value_name = "URL[#OPTIONS]")]
+    uri: Vec<String>,
     /// Run in this OCI image: `HOST[:PORT]/PATH[:TAG]` from a registry, or
     /// `oci:NAME[:TAG]`, a layout in the agents' `--image-layouts` (see
     /// docs/images.md). Without a command, the image's entrypoint and
@@ -86,6 +94,26 @@ pub struct Args {
     /// The command and its arguments.
     #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,
+}
+
+/// `--uri URL[#OPTIONS]` as the artifact it names.
+fn artifact(s: &str) -> anyhow::Result<mezzo_sdk::v1::CommandUri> {
+    let (value, options) = s.split_once('#').unwrap_or((s, ""));
+    let mut uri = mezzo_sdk::v1::CommandUri {
+        value: value.to_owned(),
+        ..Default::default()
+    };
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            None if option == "extract" => uri.extract = true,
+            None if option == "executable" => uri.executable = true,
+            None if option == "cache" => uri.cache = true,
+            Some(("sha256", hex)) => uri.sha256 = hex.to_owned(),
+            Some(("output", name)) => uri.output_file = name.to_owned(),
+            _ => bail!("--uri {s:?}: unknown option {option:?} (extract, executable, cache, sha256=HEX, output=NAME)"),
+        }
+    }
+    Ok(uri)
 }
 
 /// `K=V` split at the first `=`.
@@ -108,6 +136,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         for s in list {
             pair(flag, s)?;
         }
+    }
+    for s in &a.uri {
+        artifact(s)?;
     }
     let mode = if a.detach {
         Mode::Detach
@@ -172,4 +203,17 @@ async fn never_fits(http: &crate::cmd::ops::Client, per_task: &Resources) -> Opt
     Some(format!(
         "no agent can ever run a task of {per_task}: the largest has {largest} in all"
     ))
+}
+
+#[cfg(test)]
+#[test]
+fn uri_flags_name_their_options() {
+    let uri = artifact("http://h/a.tgz#extract,cache,executable,sha256=ab,output=tools").expect("valid");
+    assert_eq!(uri.value, "http://h/a.tgz");
+    assert!(uri.extract && uri.cache && uri.executable);
+    assert_eq!((uri.sha256.as_str(), uri.output_file.as_str()), ("ab", "tools"));
+    let plain = artifact("/srv/a").expect("valid");
+    assert!(plain.value == "/srv/a" && !plain.extract && plain.sha256.is_empty());
+    let e = artifact("http://h/a#unpack").expect_err("unknown option").to_string();
+    assert!(e.contains("unknown option \"unpack\""), "{e}");
 }

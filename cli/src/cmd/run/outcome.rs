@@ -26,6 +26,7 @@ pub fn outcome_text(s: &v1::TaskStatus, mem_mib: u64) -> String {
             format!("memory limit of {mem_mib} MiB reached (a process was OOM-killed)")
         }
         (TaskState::Failed, R::ReasonContainerLimitationDisk) => with("disk limit reached"),
+        (TaskState::Failed, R::ReasonFetchFailed) => with("cannot fetch its artifacts"),
         (TaskState::Failed | TaskState::Error, R::ReasonContainerLaunchFailed | R::ReasonTaskInvalid)
         | (TaskState::Error, _) => return with("cannot run"),
         (TaskState::Failed, _) if s.exit_code.is_some() => String::new(),
@@ -126,6 +127,13 @@ mod tests {
                 disk,
                 Some(-9),
                 "disk limit reached: the sandbox used 90 MiB of disk, over the task's 64 MiB; killed by signal 9 (SIGKILL)",
+            ),
+            (
+                S::TaskFailed,
+                R::ReasonFetchFailed,
+                "artifact http://h/a.tgz: sha256 is 00, expected 11",
+                None,
+                "cannot fetch its artifacts: artifact http://h/a.tgz: sha256 is 00, expected 11",
             ),
             (
                 S::TaskFailed,

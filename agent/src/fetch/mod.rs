@@ -1,0 +1,462 @@
+//! Fetching a task's artifacts into its sandbox before it starts
+//! (`CommandInfo.uris`, docs/frameworks.md "Artifacts"), after Mesos'
+//! fetcher: http(s) URLs and local paths under the operator's
+//! `--artifact-paths`, each streamed to a temporary file with a size cap
+//! while its SHA-256 is computed and checked, then copied (or unpacked,
+//! safely: [`crate::images::unpack_artifact`]) into the sandbox and given
+//! to the task's user. With `cache` set, the verified download is kept in
+//! the agent's [`cache`] for later tasks, and a later fetch copies it from
+//! there: a task never sees the cached file itself.
+//!
+//! ```no_run
+//! # async fn run(sandbox: &std::path::Path) -> Result<(), mezzo_agent::fetch::FetchError> {
+//! use mezzo_agent::fetch::{FetchConfig, Fetcher};
+//!
+//! let fetcher = Fetcher::new(FetchConfig::default(), "/var/lib/mezzo".as_ref(), Default::default())?;
+//! let uri = mezzo_proto::v1::CommandUri {
+//!     value: "http://127.0.0.1:8000/tool.tar.gz".into(),
+//!     extract: true,
+//!     cache: true,
+//!     ..Default::default()
+//! };
+//! let artifact = mezzo_agent::fetch::check(&uri)?;
+//! let fetched = fetcher.fetch(&artifact, sandbox, None).await?;
+//! println!("from the cache: {}", fetched.from_cache);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cache;
+#[cfg(test)]
+mod tests;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzo_proto::artifact::{Archive, Artifact, Source};
+use mezzo_proto::security::grpc::error_chain;
+use reqwest::{Client, Url};
+
+use crate::images::{Compression, DigestReader, ImageError, Limits};
+use crate::metrics::Metrics;
+use cache::{Cache, Locked};
+
+/// What the operator allows (`--artifact-paths`, `--artifact-cache-max-mib`,
+/// `--artifact-max-mib`).
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Directories local artifacts may come from; none by default, so
+    /// that no task can read the agent's files.
+    pub allowed_paths: Vec<PathBuf>,
+    /// Size the cache (`<work dir>/artifacts`) is kept under.
+    pub cache_max_bytes: u64,
+    /// Largest artifact, as fetched and (for an archive) unpacked.
+    pub max_bytes: u64,
+    /// How long a connection, the response's headers or one chunk of its
+    /// body may take.
+    pub timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts.
+    fn default() -> FetchConfig {
+        FetchConfig {
+            allowed_paths: Vec::new(),
+            cache_max_bytes: 2 << 30,
+            max_bytes: 4 << 30,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why an artifact could not be fetched; each names its URI.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The task's `CommandUri` is not one the agent fetches.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("artifact {uri}: {reason}")]
+    Download { uri: String, reason: String },
+    #[error("artifact {uri}: larger than this agent's limit of {limit} bytes")]
+    TooLarge { uri: String, limit: u64 },
+    #[error("artifact {uri}: sha256 is {actual}, expected {expected}")]
+    Checksum {
+        uri: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("artifact {uri}: {path} is not under a directory this agent serves artifacts from (--artifact-paths)", path = path.display())]
+    NotAllowed { uri: String, path: PathBuf },
+    #[error("artifact {uri}: cannot read {path}: {source}", path = path.display())]
+    Read {
+        uri: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("artifact {uri}: cannot unpack it: {source}")]
+    Extract { uri: String, source: ImageError },
+    #[error("artifact {uri}: cannot write {path}: {source}", path = path.display())]
+    Write {
+        uri: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The agent's own side failed (its cache, its HTTP client).
+    #[error("the agent cannot fetch artifacts: {0}")]
+    Agent(String),
+}
+
+/// Reads a task's `CommandUri` as the master did ([`mezzo_proto::artifact::check`]).
+pub fn check(uri: &mezzo_proto::v1::CommandUri) -> Result<Artifact, FetchError> {
+    mezzo_proto::artifact::check(uri).map_err(FetchError::Invalid)
+}
+
+/// What one fetch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    /// The bytes came from the cache, not from their source.
+    pub from_cache: bool,
+}
+
+/// Fetches artifacts; one per agent, shared by its tasks' supervisors.
+pub struct Fetcher {
+    config: FetchConfig,
+    /// `allowed_paths` resolved (symlinks followed), beside them as given.
+    allowed_real: Vec<PathBuf>,
+    client: Client,
+    cache: Arc<Cache>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("config", &self.config)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A download in progress, removed unless it moved into the cache.
+struct TmpFile(PathBuf);
+
+/// Where the fetched bytes are.
+enum Bytes {
+    Download(TmpFile),
+    Cached(PathBuf),
+}
+
+impl Bytes {
+    fn path(&self) -> &Path {
+        match self {
+            Bytes::Download(tmp) => &tmp.0,
+            Bytes::Cached(path) => path,
+        }
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Fetcher {
+    /// The fetcher of the agent with this work dir (its cache is
+    /// `<work_dir>/artifacts`).
+    pub fn new(config: FetchConfig, work_dir: &Path, metrics: Metrics) -> Result<Fetcher, FetchError> {
+        let root = work_dir.join("artifacts");
+        let cache = Cache::open(&root, config.cache_max_bytes)
+            .map_err(|e| FetchError::Agent(format!("cache {}: {e}", root.display())))?;
+        let allowed_real = config
+            .allowed_paths
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .map_err(|e| FetchError::Agent(format!("--artifact-paths {}: {e}", p.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        let tls = crate::images::tls_config(None).map_err(|e| FetchError::Agent(e.to_string()))?;
+        // Redirects are followed, but never from HTTPS to plain HTTP.
+        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+            let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+            if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else if from_https && attempt.url().scheme() != "https" {
+                attempt.error("a redirect from HTTPS to plain HTTP")
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(config.timeout)
+            .read_timeout(config.timeout)
+            .redirect(redirect)
+            .user_agent(concat!("mezzo-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Agent(error_chain(&e)))?;
+        Ok(Fetcher {
+            config,
+            allowed_real,
+            client,
+            cache: Arc::new(cache),
+            metrics,
+        })
+    }
+
+    /// Fetches `artifact` into `sandbox` (made if missing), everything
+    /// written owned by `owner` (`None`: the agent's own user). Cancel-safe:
+    /// a dropped fetch leaves no download behind.
+    pub async fn fetch(
+        &self,
+        artifact: &Artifact,
+        sandbox: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Fetched, FetchError> {
+        let locked = match artifact.cache {
+            true => Some(
+                self.cache
+                    .lock(&Cache::key(&artifact.uri, artifact.sha256.as_deref()))
+                    .await,
+            ),
+            false => None,
+        };
+        let hit = locked.as_ref().and_then(|l| l.hit().map(Path::to_path_buf));
+        let from_cache = hit.is_some();
+        let bytes = match hit {
+            Some(path) => Bytes::Cached(path),
+            None => Bytes::Download(self.obtain(artifact).await?),
+        };
+        match (from_cache, artifact.cache) {
+            (true, _) => self.metrics.artifact_cache_hits.inc(),
+            (false, true) => self.metrics.artifact_cache_misses.inc(),
+            (false, false) => 0,
+        };
+        tracing::info!(uri = %artifact.uri, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
+        let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
+        let (artifact, sandbox, limit) = (artifact.clone(), sandbox.to_path_buf(), self.config.max_bytes);
+        // The cache entry's lock and the download (removed when dropped)
+        // are held until the copy is done, even if this fetch is dropped.
+        tokio::task::spawn_blocking(move || {
+            let bytes = match (bytes, &locked) {
+                (Bytes::Download(tmp), Some(locked)) => keep(&cache, &metrics, &artifact, locked, tmp)?,
+                (bytes, _) => bytes,
+            };
+            install(&artifact, bytes.path(), &sandbox, owner, limit)
+        })
+        .await
+        .map_err(|e| FetchError::Agent(e.to_string()))??;
+        self.metrics.artifacts_fetched.inc();
+        Ok(Fetched { from_cache })
+    }
+
+    /// Fetches the artifact's bytes into a temporary file and checks
+    /// their checksum.
+    async fn obtain(&self, a: &Artifact) -> Result<TmpFile, FetchError> {
+        let tmp = TmpFile(self.cache.tmp_path());
+        let actual = match &a.source {
+            Source::Http(url) => self.download(a, url, &tmp.0).await?,
+            Source::Local(path) => {
+                let real = self.allowed(a, path)?;
+                let (a, to, limit) = (a.clone(), tmp.0.clone(), self.config.max_bytes);
+                tokio::task::spawn_blocking(move || copy_local(&a, &real, &to, limit))
+                    .await
+                    .map_err(|e| FetchError::Agent(e.to_string()))??
+            }
+        };
+        match &a.sha256 {
+            Some(expected) if *expected != actual => Err(FetchError::Checksum {
+                uri: a.uri.clone(),
+                actual,
+                expected: expected.clone(),
+            }),
+            _ => Ok(tmp),
+        }
+    }
+
+    /// `path` resolved, if it is under `--artifact-paths`: first as given
+    /// (so that nothing of other paths is even looked at), then resolved
+    /// (so that no symlink leads out).
+    fn allowed(&self, a: &Artifact, path: &Path) -> Result<PathBuf, FetchError> {
+        let refused = || FetchError::NotAllowed {
+            uri: a.uri.clone(),
+            path: path.to_path_buf(),
+        };
+        let mut dirs = self.config.allowed_paths.iter().chain(&self.allowed_real);
+        if !dirs.any(|d| path.starts_with(d)) {
+            return Err(refused());
+        }
+        let real = std::fs::canonicalize(path).map_err(|source| FetchError::Read {
+            uri: a.uri.clone(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match self.allowed_real.iter().any(|d| real.starts_with(d)) {
+            true => Ok(real),
+            false => Err(refused()),
+        }
+    }
+
+    /// Streams `url` into `to`, within the size limit and the timeouts;
+    /// returns the SHA-256 of what came.
+    async fn download(&self, a: &Artifact, url: &Url, to: &Path) -> Result<String, FetchError> {
+        let failed = |reason: String| FetchError::Download {
+            uri: a.uri.clone(),
+            reason,
+        };
+        let timeout = self.config.timeout;
+        let timed_out = |what: &str| failed(format!("{what}: no answer in {}s", timeout.as_secs()));
+        let mut response = tokio::time::timeout(timeout, self.client.get(url.clone()).send())
+            .await
+            .map_err(|_| timed_out("request"))?
+            .map_err(|e| failed(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("the server answered {}", response.status())));
+        }
+        let limit = self.config.max_bytes;
+        let too_large = || FetchError::TooLarge {
+            uri: a.uri.clone(),
+            limit,
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let write_err = |source| FetchError::Write {
+            uri: a.uri.clone(),
+            path: to.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::create_new(to).await.map_err(write_err)?;
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size = 0u64;
+        loop {
+            let chunk = tokio::time::timeout(timeout, response.chunk())
+                .await
+                .map_err(|_| timed_out("body"))?
+                .map_err(|e| failed(error_chain(&e)))?;
+            let Some(chunk) = chunk else { break };
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large());
+            }
+            hash.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(write_err)?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(write_err)?;
+        Ok(crate::images::Digest::from_ring(hash.finish()).hex().to_owned())
+    }
+}
+
+/// Moves a verified download into the cache entry `locked` when it fits
+/// (else it stays a download), evicting what no longer fits.
+fn keep(
+    cache: &Cache,
+    metrics: &Metrics,
+    artifact: &Artifact,
+    locked: &Locked,
+    tmp: TmpFile,
+) -> Result<Bytes, FetchError> {
+    let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(u64::MAX);
+    match cache.insert(locked, &tmp.0, size) {
+        Ok(Some(evicted)) => {
+            metrics.artifact_cache_evictions.inc_by(evicted);
+            Ok(Bytes::Cached(locked.path().to_path_buf()))
+        }
+        Ok(None) => {
+            tracing::info!(uri = %artifact.uri, size, "artifact larger than the whole cache: not kept");
+            Ok(Bytes::Download(tmp))
+        }
+        Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
+    }
+}
+
+/// Copies the local file `real` (resolved) into `to`; returns its SHA-256.
+fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String, FetchError> {
+    let read_err = |source| FetchError::Read {
+        uri: a.uri.clone(),
+        path: real.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(real)
+        .map_err(read_err)?;
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(read_err(std::io::Error::other("not a regular file")));
+    }
+    let mut out = std::fs::File::create_new(to).map_err(|source| FetchError::Write {
+        uri: a.uri.clone(),
+        path: to.to_path_buf(),
+        source,
+    })?;
+    let mut reader = DigestReader::new(file);
+    // One byte past the limit tells a file at the limit from one over.
+    std::io::copy(&mut (&mut reader).take(limit + 1), &mut out).map_err(read_err)?;
+    if reader.count() > limit {
+        return Err(FetchError::TooLarge {
+            uri: a.uri.clone(),
+            limit,
+        });
+    }
+    Ok(reader.finish().0.hex().to_owned())
+}
+
+/// Puts the fetched file `from` into the sandbox as the artifact asks:
+/// unpacked into its directory, or copied to its file (0755 when
+/// executable, else 0644), owned by `owner`.
+fn install(a: &Artifact, from: &Path, sandbox: &Path, owner: Option<(u32, u32)>, limit: u64) -> Result<(), FetchError> {
+    let write_err = |path: &Path| {
+        let (uri, path) = (a.uri.clone(), path.to_path_buf());
+        move |source| FetchError::Write {
+            uri: uri.clone(),
+            path: path.clone(),
+            source,
+        }
+    };
+    if !sandbox.is_dir() {
+        std::fs::create_dir_all(sandbox).map_err(write_err(sandbox))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(sandbox, Some(uid), Some(gid)).map_err(write_err(sandbox))?;
+        }
+    }
+    let mut src = std::fs::File::open(from).map_err(|source| FetchError::Read {
+        uri: a.uri.clone(),
+        path: from.to_path_buf(),
+        source,
+    })?;
+    if let Some(kind) = a.archive {
+        let dir = crate::containerizer::make_dirs(sandbox, &a.output, 0o755, owner)
+            .map_err(write_err(&sandbox.join(&a.output)))?;
+        let compression = match kind {
+            Archive::Tar => Compression::None,
+            Archive::TarGz => Compression::Gzip,
+        };
+        let limits = Limits {
+            max_bytes: limit,
+            ..Limits::default()
+        };
+        crate::images::unpack_artifact(&mut src, compression, &dir, owner, &limits).map_err(|source| {
+            FetchError::Extract {
+                uri: a.uri.clone(),
+                source,
+            }
+        })?;
+        return Ok(());
+    }
+    let err = write_err(&sandbox.join(&a.output));
+    let mut out = crate::containerizer::create_in_sandbox(sandbox, &a.output, (0o755, 0o600), owner).map_err(&err)?;
+    std::io::copy(&mut src, &mut out).map_err(&err)?;
+    out.flush().map_err(&err)?;
+    // Whatever the umask: the mode asked for.
+    let mode = if a.executable { 0o755 } else { 0o644 };
+    out.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(&err)?;
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! The fetcher against a real HTTP server on loopback (issue 19): archives
+//! unpacked with their executable bits and owner, checksums checked, the
+//! cache used once and evicted by size, hostile archives and local paths
+//! outside `--artifact-paths` refused; and the supervisor's handling of a
+//! fetch (FAILED with FETCH_FAILED before the command ever runs, a kill
+//! during a fetch).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, CommandUri, StatusReason};
+
+use super::{FetchConfig, FetchError, Fetcher, check};
+use crate::images::tests::fixtures::{E, gzip, tar};
+use crate::metrics::Metrics;
+
+/// Files served by path, and how many requests came.
+#[derive(Default)]
+struct Files {
+    files: HashMap<String, Vec<u8>>,
+    requests: AtomicUsize,
+}
+
+async fn serve_file(State(files): State<Arc<Files>>, uri: Uri) -> Response {
+    files.requests.fetch_add(1, Ordering::SeqCst);
+    if uri.path() == "/slow" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    match files.files.get(uri.path()) {
+        Some(bytes) => bytes.clone().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// An HTTP server on loopback serving `files` (path → bytes); its base URL.
+async fn server(files: &[(&str, Vec<u8>)]) -> (String, Arc<Files>) {
+    let files = Arc::new(Files {
+        files: files.iter().map(|(p, b)| (format!("/{p}"), b.clone())).collect(),
+        ..Files::default()
+    });
+    let app = axum::Router::new().fallback(serve_file).with_state(files.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), files)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    crate::images::Digest::of(bytes).hex().to_owned()
+}
+
+fn uri(value: String) -> CommandUri {
+    CommandUri {
+        value,
+        ..Default::default()
+    }
+}
+
+fn fetcher(work: &Path, config: FetchConfig) -> (Fetcher, Metrics) {
+    let metrics = Metrics::new();
+    (Fetcher::new(config, work, metrics.clone()).unwrap(), metrics)
+}
+
+async fn fetch(f: &Fetcher, uri: &CommandUri, sandbox: &Path) -> Result<super::Fetched, FetchError> {
+    f.fetch(&check(uri)?, sandbox, None).await
+}
+
+const SCRIPT: &[u8] = b"#!/bin/sh\necho fetched-ok\n";
+
+fn tool_tgz() -> Vec<u8> {
+    gzip(&tar(vec![
+        E::dir("tool"),
+        E::file("tool/run.sh", SCRIPT).mode(0o4755),
+        // Owners are the task's user, whatever the archive says.
+        E::file("tool/data/readme", b"docs").owner(1234, 5678),
+        E::symlink("tool/latest", "run.sh"),
+    ]))
+}
+
+fn metric(m: &Metrics, name: &str) -> String {
+    m.encode()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_archive_is_extracted_and_executable() {
+    let tgz = tool_tgz();
+    let (base, _) = server(&[("dl/tool.tar.gz", tgz.clone()), ("bin/helper", SCRIPT.to_vec())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    let sandbox = dir.path().join("sandbox");
+    let owner = (65534, 65534);
+    let archive = CommandUri {
+        extract: true,
+        sha256: sha256(&tgz),
+        ..uri(format!("{base}/dl/tool.tar.gz"))
+    };
+    f.fetch(&check(&archive).unwrap(), &sandbox, Some(owner)).await.unwrap();
+    let helper = CommandUri {
+        executable: true,
+        output_file: "bin/helper.sh".into(),
+        ..uri(format!("{base}/bin/helper"))
+    };
+    f.fetch(&check(&helper).unwrap(), &sandbox, Some(owner)).await.unwrap();
+
+    for (path, executable) in [
+        ("tool/run.sh", true),
+        ("tool/data/readme", false),
+        ("bin/helper.sh", true),
+    ] {
+        let meta = std::fs::metadata(sandbox.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), owner, "{path}");
+        assert_eq!(meta.mode() & 0o111 != 0, executable, "{path}: {:o}", meta.mode());
+        // No set-id bits come out of an archive.
+        assert_eq!(meta.mode() & 0o7000, 0, "{path}");
+    }
+    for dir in ["", "tool", "tool/data", "bin"] {
+        let meta = std::fs::metadata(sandbox.join(dir)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), owner, "dir {dir:?}");
+    }
+    assert_eq!(
+        std::fs::read_link(sandbox.join("tool/latest")).unwrap(),
+        Path::new("run.sh")
+    );
+    assert!(!sandbox.join("tool.tar.gz").exists(), "the archive itself is not kept");
+    let out = std::process::Command::new(sandbox.join("tool/run.sh"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"fetched-ok\n");
+    // No download is left behind.
+    assert_eq!(std::fs::read_dir(dir.path().join("artifacts/tmp")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_checksum_is_refused_and_nothing_is_kept() {
+    let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    let sandbox = dir.path().join("sandbox");
+    let wrong = sha256(b"something else");
+    let bad = CommandUri {
+        extract: true,
+        cache: true,
+        sha256: wrong.to_uppercase(),
+        ..uri(format!("{base}/tool.tgz"))
+    };
+    let e = fetch(&f, &bad, &sandbox).await.unwrap_err();
+    let expected = format!(
+        "artifact {base}/tool.tgz: sha256 is {}, expected {wrong}",
+        sha256(&tool_tgz())
+    );
+    assert_eq!(e.to_string(), expected);
+    assert!(!sandbox.join("tool").exists());
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("artifacts")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "only tmp/, empty: {cached:?}");
+    assert_eq!(std::fs::read_dir(dir.path().join("artifacts/tmp")).unwrap().count(), 0);
+
+    let missing = fetch(&f, &uri(format!("{base}/nothing-here")), &sandbox)
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("404"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_fetch_of_a_uri_uses_the_cache() {
+    let tgz = tool_tgz();
+    let (base, files) = server(&[("tool.tgz", tgz.clone())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, metrics) = fetcher(dir.path(), FetchConfig::default());
+    let cached = CommandUri {
+        extract: true,
+        cache: true,
+        sha256: sha256(&tgz),
+        ..uri(format!("{base}/tool.tgz"))
+    };
+    let first = fetch(&f, &cached, &dir.path().join("s1")).await.unwrap();
+    let second = fetch(&f, &cached, &dir.path().join("s2")).await.unwrap();
+    assert!(!first.from_cache && second.from_cache);
+    assert_eq!(files.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(std::fs::read(dir.path().join("s2/tool/run.sh")).unwrap(), SCRIPT);
+    assert_eq!(
+        metric(&metrics, "mezzo_agent_artifact_cache_hits"),
+        "mezzo_agent_artifact_cache_hits_total 1"
+    );
+    assert_eq!(
+        metric(&metrics, "mezzo_agent_artifact_cache_misses"),
+        "mezzo_agent_artifact_cache_misses_total 1"
+    );
+
+    // A task's copy is its own: changing it leaves the cache as it was.
+    std::fs::write(dir.path().join("s2/tool/run.sh"), b"changed").unwrap();
+    fetch(&f, &cached, &dir.path().join("s3")).await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("s3/tool/run.sh")).unwrap(), SCRIPT);
+
+    // Without `cache`, every fetch downloads.
+    let plain = CommandUri {
+        cache: false,
+        ..cached.clone()
+    };
+    fetch(&f, &plain, &dir.path().join("s4")).await.unwrap();
+    assert_eq!(files.requests.load(Ordering::SeqCst), 2);
+
+    // Concurrent fetches of one new key download it once.
+    let other = CommandUri {
+        sha256: String::new(),
+        ..cached
+    };
+    let (s5, s6) = (dir.path().join("s5"), dir.path().join("s6"));
+    let (a, b) = tokio::join!(fetch(&f, &other, &s5), fetch(&f, &other, &s6));
+    assert!(a.unwrap().from_cache != b.unwrap().from_cache);
+    assert_eq!(files.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_evicts_the_least_recently_used_beyond_its_size() {
+    let blobs: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("a{i}"), vec![i as u8; 100])).collect();
+    let served: Vec<(&str, Vec<u8>)> = blobs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let (base, files) = server(&served).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = FetchConfig {
+        cache_max_bytes: 250,
+        ..FetchConfig::default()
+    };
+    let (f, metrics) = fetcher(dir.path(), config);
+    let cached = |name: &str| CommandUri {
+        cache: true,
+        ..uri(format!("{base}/{name}"))
+    };
+    for (i, (name, _)) in blobs.iter().enumerate() {
+        fetch(&f, &cached(name), &dir.path().join(format!("s{i}")))
+            .await
+            .unwrap();
+        // Distinct last uses, whatever the file system's time resolution.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entries = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+    };
+    assert_eq!(entries(&dir.path().join("artifacts")), 2);
+    assert_eq!(
+        metric(&metrics, "mezzo_agent_artifact_cache_evictions"),
+        "mezzo_agent_artifact_cache_evictions_total 1"
+    );
+    // The newest two are still there; the oldest is fetched again.
+    assert!(
+        fetch(&f, &cached("a2"), &dir.path().join("x"))
+            .await
+            .unwrap()
+            .from_cache
+    );
+    assert!(
+        !fetch(&f, &cached("a0"), &dir.path().join("y"))
+            .await
+            .unwrap()
+            .from_cache
+    );
+    assert_eq!(files.requests.load(Ordering::SeqCst), 4);
+
+    // One larger than the whole cache is fetched, not kept.
+    let (big_base, _) = server(&[("big", vec![7; 400])]).await;
+    let big = CommandUri {
+        cache: true,
+        ..uri(format!("{big_base}/big"))
+    };
+    assert!(!fetch(&f, &big, &dir.path().join("z")).await.unwrap().from_cache);
+    assert_eq!(std::fs::read(dir.path().join("z/big")).unwrap().len(), 400);
+    assert_eq!(entries(&dir.path().join("artifacts")), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_cannot_escape_the_sandbox() {
+    let hostile = [
+        ("dotdot.tar", tar(vec![E::file("../escaped", b"x")])),
+        ("deep.tar", tar(vec![E::file("a/../../escaped", b"x")])),
+        ("link-out.tar", tar(vec![E::symlink("etc", "../../../etc")])),
+        ("link-abs.tar", tar(vec![E::symlink("etc", "/etc")])),
+        (
+            "link-loop.tar",
+            tar(vec![E::symlink("here", "."), E::symlink("up", "here/..")]),
+        ),
+        (
+            "through-link.tar",
+            tar(vec![E::symlink("d", "."), E::file("d/x", b"x")]),
+        ),
+        ("device.tar", tar(vec![E::device("null", tar::EntryType::Char, 1, 3)])),
+        ("whiteout.tar", tar(vec![E::device("wh", tar::EntryType::Char, 0, 0)])),
+    ];
+    let served: Vec<(&str, Vec<u8>)> = hostile.iter().map(|(n, b)| (*n, b.clone())).collect();
+    let (base, _) = server(&served).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    for (name, _) in &hostile {
+        let sandbox = dir.path().join("s").join(name);
+        let u = CommandUri {
+            extract: true,
+            ..uri(format!("{base}/{name}"))
+        };
+        let e = fetch(&f, &u, &sandbox).await.unwrap_err();
+        assert!(matches!(e, FetchError::Extract { .. }), "{name}: {e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("artifact {base}/{name}: cannot unpack it")),
+            "{e}"
+        );
+    }
+    assert!(!dir.path().join("s/escaped").exists() && !dir.path().join("escaped").exists());
+    // The output name is checked by the agent too.
+    let e = fetch(
+        &f,
+        &CommandUri {
+            output_file: "../x".into(),
+            ..uri(format!("{base}/dotdot.tar"))
+        },
+        &dir.path().join("s"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, FetchError::Invalid(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_paths_come_only_from_the_allowed_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    let outside = dir.path().join("outside");
+    for d in [&allowed, &outside] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(allowed.join("tool.sh"), SCRIPT).unwrap();
+    std::fs::write(outside.join("secret"), b"agent-only").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), allowed.join("sneaky")).unwrap();
+    let sandbox = dir.path().join("sandbox");
+    let local = |p: &Path| CommandUri {
+        executable: true,
+        ..uri(p.display().to_string())
+    };
+
+    // No --artifact-paths: no local file at all.
+    let (none, _) = fetcher(&dir.path().join("w1"), FetchConfig::default());
+    let e = fetch(&none, &local(&allowed.join("tool.sh")), &sandbox)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FetchError::NotAllowed { .. }), "{e}");
+    let e = fetch(&none, &uri("/etc/shadow".into()), &sandbox).await.unwrap_err();
+    assert!(e.to_string().contains("--artifact-paths"), "{e}");
+
+    let config = FetchConfig {
+        allowed_paths: vec![allowed.clone()],
+        ..FetchConfig::default()
+    };
+    let (f, _) = fetcher(&dir.path().join("w2"), config);
+    fetch(&f, &local(&allowed.join("tool.sh")), &sandbox).await.unwrap();
+    let meta = std::fs::metadata(sandbox.join("tool.sh")).unwrap();
+    assert!(meta.permissions().mode() & 0o111 != 0);
+    let file_url = CommandUri {
+        output_file: "copy.sh".into(),
+        ..uri(format!("file://{}", allowed.join("tool.sh").display()))
+    };
+    fetch(&f, &file_url, &sandbox).await.unwrap();
+    assert_eq!(std::fs::read(sandbox.join("copy.sh")).unwrap(), SCRIPT);
+    for refused in [outside.join("secret"), allowed.join("sneaky")] {
+        let e = fetch(&f, &local(&refused), &sandbox).await.unwrap_err();
+        assert!(matches!(e, FetchError::NotAllowed { .. }), "{}: {e}", refused.display());
+    }
+    assert!(!sandbox.join("secret").exists() && !sandbox.join("sneaky").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_over_the_size_limit_is_refused() {
+    let (base, _) = server(&[("big", vec![1; 1000])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = FetchConfig {
+        max_bytes: 100,
+        ..FetchConfig::default()
+    };
+    let (f, _) = fetcher(dir.path(), config);
+    let e = fetch(&f, &uri(format!("{base}/big")), &dir.path().join("s"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FetchError::TooLarge { limit: 100, .. }), "{e}");
+    assert!(!dir.path().join("s/big").exists());
+}
+
+/// Runs a task with `uris` under a real supervisor and the posix
+/// containerizer; its updates to the end, and the sandbox.
+async fn supervise(
+    base_dir: &Path,
+    fetcher: Arc<Fetcher>,
+    uris: Vec<CommandUri>,
+    kill_after: Option<Duration>,
+) -> Vec<v1::TaskStatus> {
+    use crate::task::supervisor::{self, SupervisorSpec};
+    let key = crate::key::TaskKey::parse("fw-1", "task-1").unwrap();
+    let task = v1::TaskInfo {
+        task_id: "task-1".into(),
+        command: Some(v1::CommandInfo {
+            value: "touch ran".into(),
+            shell: true,
+            uris,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let spec = SupervisorSpec {
+        key,
+        task,
+        secrets: Default::default(),
+        agent_id: "agent-1".into(),
+        sandbox: base_dir.join("sandbox"),
+        run_dir: base_dir.join("run"),
+        default_kill_grace: Duration::from_secs(1),
+        launched_at: 0.0,
+        fetcher,
+    };
+    let (tx, mut reports) = tokio::sync::mpsc::channel(16);
+    let containerizer = Arc::new(crate::containerizer::PosixContainerizer::new());
+    let handle = supervisor::spawn(spec, containerizer, tx, Metrics::new(), None);
+    if let Some(after) = kill_after {
+        tokio::time::sleep(after).await;
+        handle.kill(None);
+    }
+    let mut out = Vec::new();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let state = TaskState::from_proto(r.status.state);
+        out.push(r.status);
+        if state.is_some_and(|s| s.is_terminal()) {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fetch_fails_the_task_before_its_command_runs() {
+    let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = CommandUri {
+        extract: true,
+        sha256: "0".repeat(64),
+        ..uri(format!("{base}/tool.tgz"))
+    };
+    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let updates = supervise(dir.path(), f, vec![bad], None).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, v1::TaskState::TaskFailed as i32, "{updates:?}");
+    assert_eq!(last.reason, StatusReason::ReasonFetchFailed as i32);
+    assert!(
+        last.message
+            .starts_with(&format!("artifact {base}/tool.tgz: sha256 is ")),
+        "{}",
+        last.message
+    );
+    assert!(
+        updates.iter().any(|u| u.message == format!("fetching {base}/tool.tgz")),
+        "{updates:?}"
+    );
+    assert!(!dir.path().join("sandbox/ran").exists(), "the command ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_a_fetch_ends_the_task_at_once() {
+    let (base, _) = server(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let slow = vec![uri(format!("{base}/slow"))];
+    let updates = supervise(dir.path(), f, slow, Some(Duration::from_millis(300))).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, v1::TaskState::TaskKilled as i32, "{updates:?}");
+    assert_eq!(last.reason, StatusReason::ReasonTaskKilledDuringLaunch as i32);
+    assert_eq!(last.message, format!("killed while fetching {base}/slow"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!dir.path().join("sandbox/ran").exists(), "the command ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_hit_is_told_in_a_starting_update() {
+    let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let cached = CommandUri {
+        extract: true,
+        cache: true,
+        ..uri(format!("{base}/tool.tgz"))
+    };
+    let told = format!("fetched {base}/tool.tgz from cache");
+    for (i, hit) in [(1, false), (2, true)] {
+        let task_dir = dir.path().join(format!("t{i}"));
+        let updates = supervise(&task_dir, f.clone(), vec![cached.clone()], None).await;
+        assert_eq!(
+            updates.last().unwrap().state,
+            v1::TaskState::TaskFinished as i32,
+            "{updates:?}"
+        );
+        assert_eq!(updates.iter().any(|u| u.message == told), hit, "{updates:?}");
+        assert!(task_dir.join("sandbox/ran").exists() && task_dir.join("sandbox/tool/run.sh").exists());
+    }
+}
