@@ -702,6 +702,22 @@ impl Cluster {
         Ok(Transport::Tls(joined.credentials))
     }
 
+    /// Adds an ACL rule, as the administrator: `principal` may do
+    /// `actions` to `object`.
+    pub async fn allow(&self, principal: &str, actions: &[&str], object: &str) -> Result<()> {
+        let mut acl: Value = self.get(self.master_addr(), "/api/v1/acl").await?;
+        let rules = acl["rules"].as_array_mut().context("rules")?;
+        rules.push(serde_json::json!({ "principals": [principal], "actions": actions, "objects": [object] }));
+        let r = self
+            .http
+            .put(self.url(self.master_addr(), "/api/v1/acl"))
+            .json(&acl)
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "set the ACL: {}", r.text().await?);
+        Ok(())
+    }
+
     /// Issues a bearer token for `principal` (`user:NAME`) as the
     /// administrator (`POST /api/v1/credentials`).
     pub async fn issue_token(&self, principal: &str) -> Result<String> {

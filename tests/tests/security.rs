@@ -50,17 +50,7 @@ fn with_token(c: &Cluster, t: &str) -> Result<Transport> {
 /// Allows `principal` `action` on `object` (an ACL rule, added by the
 /// administrator).
 async fn allow(c: &Cluster, principal: &str, actions: &[&str], object: &str) -> Result<()> {
-    let mut acl: Value = c.get(c.master_addr(), "/api/v1/acl").await?;
-    let rules = acl["rules"].as_array_mut().context("rules")?;
-    rules.push(json!({ "principals": [principal], "actions": actions, "objects": [object] }));
-    let r = c
-        .http()
-        .put(c.url(c.master_addr(), "/api/v1/acl"))
-        .json(&acl)
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "set the ACL: {}", r.text().await?);
-    Ok(())
+    c.allow(principal, actions, object).await
 }
 
 /// The registry as a master applied it, for before/after comparisons

@@ -63,10 +63,14 @@ pub enum Action {
     /// Launch a task with less isolation than the default (what it gives
     /// up, e.g. `seccomp:unconfined`).
     RelaxIsolation,
+    /// Run a command in a running task's container (`mezzo exec`; the
+    /// object is the framework's owner). Not implied by owning the
+    /// framework: a rule must grant it.
+    ExecTask,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::Read,
         Action::RegisterFramework,
         Action::RunAs,
@@ -86,6 +90,7 @@ impl Action {
         Action::ManageCredentials,
         Action::ManageMasters,
         Action::RelaxIsolation,
+        Action::ExecTask,
     ];
 
     /// Actions whose object is a framework's owner: allowed to the owner.

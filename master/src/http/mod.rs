@@ -24,6 +24,7 @@ mod actions;
 pub mod authn;
 mod dashboard;
 mod events;
+mod exec;
 mod files;
 pub mod metrics;
 mod policy;
@@ -165,7 +166,9 @@ fn router(state: HttpState) -> Router {
     // The event stream lasts as long as its reader: no request timeout.
     let streams = Router::new()
         .route("/api/v1/events", get(events::stream))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read))
+        // Checks its own right (`exec_task`).
+        .route("/api/v1/tasks/{framework}/{task}/exec", get(exec::exec));
     let changes = Router::new()
         .route("/raft/members", post(raft::add_member))
         .route("/raft/members/{id}", delete(raft::remove_member))

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::follow::{Follow, Until};
-use super::{ApiError, Client, Conn, framework_of, resolve, seg, with_query};
+use super::{ApiError, Client, Conn, seg, task_framework, with_query};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,10 +35,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> Result<(), ApiError> {
     let c = Client::new(&a.conn.master)?;
-    let fw = match a.framework {
-        Some(f) => resolve::framework(&c, &f).await?,
-        None => framework_of(&c, &a.task).await?,
-    };
+    let fw = task_framework(&c, a.framework.as_deref(), &a.task).await?;
     if let Some(dir) = a.ls {
         return list(&c, &fw, &a.task, &dir, a.conn.json).await;
     }

@@ -6,6 +6,7 @@
 
 pub mod client;
 mod drain;
+mod exec;
 pub mod follow;
 mod logs;
 mod resolve;
@@ -61,6 +62,10 @@ pub enum Command {
     Tasks(TasksArgs),
     /// Print a task's stdout (or another sandbox file); -f follows it.
     Logs(logs::Args),
+    /// Run a command in a running task's container (needs the ACL action exec_task).
+    Exec(exec::Args),
+    /// Follow a task's stdout and stderr until it ends.
+    Attach(exec::AttachArgs),
     /// Why is a task or framework not running? Shows offers and reported waits.
     Why {
         #[command(flatten)]
@@ -209,6 +214,8 @@ async fn exec(cmd: Command) -> Result<(), ApiError> {
         Command::Frameworks { conn, output } => frameworks(conn, output == Some(Output::Wide)).await,
         Command::Tasks(a) => tasks(a).await,
         Command::Logs(a) => logs::run(a).await,
+        Command::Exec(a) => exec::run(a).await,
+        Command::Attach(a) => exec::attach(a).await,
         Command::Why { conn, id } => why(conn, &id).await,
         Command::Top(a) => top::run(a).await,
         Command::Drain {
@@ -400,10 +407,7 @@ async fn tasks(a: TasksArgs) -> Result<(), ApiError> {
 /// `mezzo kill`: finds the task's framework unless given.
 async fn kill(conn: Conn, task: String, framework: Option<String>, grace: Option<Duration>) -> Result<(), ApiError> {
     let c = Client::new(&conn.master)?;
-    let fw = match framework {
-        Some(f) => resolve::framework(&c, &f).await?,
-        None => framework_of(&c, &task).await?,
-    };
+    let fw = task_framework(&c, framework.as_deref(), &task).await?;
     let body = serde_json::json!({ "grace_secs": grace.map(|d| d.as_secs_f64()) });
     let path = format!("/api/v1/tasks/{}/{}/kill", seg(&fw), seg(&task));
     act(conn, &path, body, &format!("killing task {task}")).await
@@ -418,6 +422,14 @@ async fn act(conn: Conn, path: &str, body: Value, what: &str) -> Result<(), ApiE
         println!("{what}");
     }
     Ok(())
+}
+
+/// The framework of `task`: the one given (`--framework`), or found.
+pub(super) async fn task_framework(c: &Client, given: Option<&str>, task: &str) -> Result<String, ApiError> {
+    match given {
+        Some(f) => resolve::framework(c, f).await,
+        None => framework_of(c, task).await,
+    }
 }
 
 /// The framework of a task id, when exactly one framework has it.

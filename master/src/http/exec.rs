@@ -1,0 +1,127 @@
+//! `mezzo exec`: `GET /api/v1/tasks/{framework}/{task}/exec` upgraded to
+//! a WebSocket (protocol: [`mezzo_proto::exec`]). The leader checks the
+//! caller's ACL (`exec_task` on the framework's owner: owning the
+//! framework is not enough), opens the same WebSocket to the task's agent
+//! as itself (its certificate; the agent answers masters only), and only
+//! then accepts the caller's, so that a refusal comes back as an HTTP
+//! error. Then it passes every message on both ways until one side closes.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{OriginalUri, Path, Query, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use mezzo_proto::exec::{ExecRequest, MAX_MESSAGE};
+use mezzo_proto::ids::{FrameworkId, TaskId};
+use mezzo_proto::security::Principal;
+use mezzo_proto::security::ws::{self, WsError};
+use tokio_tungstenite::tungstenite::Message as AgentMessage;
+
+use super::{HttpState, error, error_body, path_of, refused};
+use crate::auth::{Action, Caller};
+use crate::core::view;
+
+/// How long the agent has to accept the session.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn exec(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    u: OriginalUri,
+    Path((fid, tid)): Path<(String, String)>,
+    Query(req): Query<ExecRequest>,
+    RawQuery(q): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
+    let (fid, tid) = match ids {
+        Ok(v) => v,
+        Err(e) => return error(e.into(), ""),
+    };
+    let argv = match req.argv() {
+        Ok(a) => a,
+        Err(why) => return error_body(StatusCode::BAD_REQUEST, why),
+    };
+    let (f2, t2) = (fid.clone(), tid.clone());
+    let found = match s.handle.try_read(move |m| view::task_agent(m, &f2, &t2)).await {
+        Ok(found) if found.removed_owner.is_none() => found,
+        Ok(_) => {
+            return error_body(
+                StatusCode::NOT_FOUND,
+                format!("task {tid}'s framework {fid} is gone: nothing runs to exec in"),
+            );
+        }
+        Err(e) => return error(e, &path_of(&u)),
+    };
+    let owner = s.raft.auth().owner(&fid).unwrap_or_default();
+    let object = if owner.is_empty() { "*" } else { owner.as_str() };
+    if let Err(e) = caller.may(&s.raft.auth().acl, Action::ExecTask, object) {
+        return refused(e);
+    }
+    let name = match found.principal.as_deref().map(str::parse::<Principal>) {
+        Some(Ok(p)) => p.dns_name().unwrap_or_default(),
+        _ => "agent.mezzo".to_owned(),
+    };
+    let path = format!("/containers/{fid}/{tid}/exec?{}", q.unwrap_or_default());
+    let agent = match ws::connect(
+        &s.transport,
+        &found.addr,
+        &name,
+        &path,
+        CONNECT_TIMEOUT,
+        MAX_MESSAGE + 16,
+    )
+    .await
+    {
+        Ok(socket) => socket,
+        // The agent's refusal (no such task, not running) is the answer.
+        Err(WsError::Refused { status, body, .. }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return error_body(status, format!("agent {}: {}", found.addr, body.trim()));
+        }
+        Err(e) => return error_body(StatusCode::BAD_GATEWAY, e.to_string()),
+    };
+    tracing::info!(caller = %caller.owner(), task = %tid, framework = %fid, command = ?argv, tty = req.tty, "exec");
+    upgrade
+        .max_message_size(MAX_MESSAGE + 16)
+        .on_upgrade(move |client| pump(client, agent))
+        .into_response()
+}
+
+/// Passes messages both ways until either side closes.
+async fn pump(client: WebSocket, agent: ws::Socket) {
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_agent, mut from_agent) = agent.split();
+    let up = async {
+        while let Some(Ok(msg)) = from_client.next().await {
+            let msg = match msg {
+                Message::Binary(b) => AgentMessage::Binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if to_agent.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_agent.close().await;
+    };
+    let down = async {
+        while let Some(Ok(msg)) = from_agent.next().await {
+            let msg = match msg {
+                AgentMessage::Binary(b) => Message::Binary(b),
+                AgentMessage::Close(_) => break,
+                _ => continue,
+            };
+            if to_client.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.close().await;
+    };
+    // Whichever side ends first ends the session (dropping the other).
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
