@@ -59,6 +59,10 @@ pub enum Event {
         /// may run to completion.
         deadline: Option<std::time::SystemTime>,
     },
+    /// Tasks of this framework are to be preempted for a task of a higher
+    /// priority: killed at `deadline` (`TASK_KILLED`, `REASON_PREEMPTED`)
+    /// unless they end first.
+    Preempting(v1::Preemption),
     /// The connection to the master was lost. The SDK is reconnecting;
     /// calls return [`SdkError::NotConnected`](crate::SdkError::NotConnected) until the next
     /// [`Event::Subscribed`]. Outstanding offers should be considered gone.

@@ -175,6 +175,14 @@ impl TaskBuilder {
         self
     }
 
+    /// Its priority (default 0): a waiting task of a higher priority may
+    /// have the master preempt it (docs/frameworks.md, "Priority and
+    /// preemption"); report it in the task's [`pending_task`] too.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.info.priority = priority;
+        self
+    }
+
     /// A health check the agent runs while the task runs; its result comes
     /// back as `TaskStatus.healthy` on a RUNNING update each time it changes.
     pub fn health_check(mut self, check: HealthCheck) -> Self {
@@ -305,6 +313,7 @@ pub fn pending_task(
         task_id: task_id.into(),
         reason: reason.into(),
         resources: needs.map(Resources::to_proto).unwrap_or_default(),
+        priority: 0,
     }
 }
 

@@ -889,6 +889,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     resources: mezzo_proto::resources::Resources::parse("cpus:8")
                         .map(|r| r.to_proto())
                         .unwrap_or_default(),
+                    priority: 0,
                 }],
                 ..Default::default()
             },

@@ -94,6 +94,15 @@ pub struct Args {
     /// Removed frameworks the task history keeps, with their finished tasks.
     #[arg(long, env = "MEZZO_MAX_COMPLETED_FRAMEWORKS", default_value_t = 50)]
     max_completed_frameworks: usize,
+    /// Never preempt tasks for waiting tasks of a higher priority.
+    #[arg(long, env = "MEZZO_NO_PREEMPTION")]
+    no_preemption: bool,
+    /// How long a reported task of a higher priority waits before it may preempt.
+    #[arg(long, env = "MEZZO_PREEMPTION_DELAY", value_parser = super::duration, default_value = "10s")]
+    preemption_delay: Duration,
+    /// Between a preemption's warning and its kill.
+    #[arg(long, env = "MEZZO_PREEMPTION_GRACE", value_parser = super::duration, default_value = "10s")]
+    preemption_grace: Duration,
 }
 
 /// A join token from `file`, else from MEZZO_JOIN_TOKEN (never a flag's
@@ -123,6 +132,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.core.max_agents = a.max_agents;
     cfg.core.completed_tasks_per_framework = a.max_completed_tasks_per_framework;
     cfg.core.completed_frameworks = a.max_completed_frameworks;
+    cfg.core.preemption = mezzo_master::core::preempt::PreemptionConfig {
+        enabled: !a.no_preemption,
+        delay: a.preemption_delay,
+        grace: a.preemption_grace,
+    };
     let sec = &mut cfg.security;
     sec.insecure = a.insecure;
     if let Some(dir) = a.pki_dir {

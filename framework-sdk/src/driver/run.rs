@@ -288,6 +288,7 @@ impl Driver {
             Wire::Rescind(r) => self.emit(Event::Rescind { offer_id: r.offer_id }).await,
             Wire::Failure(f) => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
             Wire::Reconciled(_) => self.emit(Event::Reconciled).await,
+            Wire::Preemption(p) => self.emit(Event::Preempting(p)).await,
             Wire::AgentDrain(d) => {
                 let deadline = d
                     .deadline

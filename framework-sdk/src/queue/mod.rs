@@ -1,8 +1,8 @@
 //! A work queue: submit items, each with its resources, and get exactly one
 //! [`Outcome`] per item, with retries as a [`RetryPolicy`] says. It does
 //! what every framework that runs finite work writes again: a new task id
-//! per attempt, launches that never started (`TASK_DROPPED`), were lost or
-//! were drained launched again without spending an attempt, backoff
+//! per attempt, launches that never started (`TASK_DROPPED`), were lost,
+//! drained or preempted launched again without spending an attempt, backoff
 //! between attempts, a timeout per attempt, cancellation, repeated
 //! terminal updates (reconciliation) ignored, offers suppressed while
 //! nothing waits and revived when something does, and placement through
@@ -156,6 +156,9 @@ pub enum Relaunch {
     Lost,
     /// Its agent was drained.
     Drained,
+    /// The master preempted it for a task of a higher priority: no fault
+    /// of its own, and no limit on how often.
+    Preempted,
 }
 
 /// What an update changed, for a framework that records progress.
@@ -546,6 +549,9 @@ impl<T> WorkQueue<T> {
             return self.finish(id, Ended::Cancelled, Some(status));
         }
         let drained = state == TaskState::Killed && status.reason == v1::StatusReason::ReasonAgentDraining as i32;
+        if kill.is_none() && state == TaskState::Killed && status.reason == v1::StatusReason::ReasonPreempted as i32 {
+            return self.relaunch(id, Relaunch::Preempted);
+        }
         let lost = matches!(state, TaskState::Lost | TaskState::Gone);
         let policy = item.policy.clone();
         let why = if state == TaskState::Dropped {

@@ -128,7 +128,22 @@ fn launches_that_never_ran_cost_no_attempt() {
         })
     ));
     assert_eq!(launch_due(&mut q, now), ["q-0-1.2"]);
-    let out = ended(q.update(&status("q-0-1.2", TaskState::Finished), now));
+    // Preempted, again and again: never an attempt, never a requeue.
+    for n in 2..8 {
+        let preempted = v1::TaskStatus {
+            reason: v1::StatusReason::ReasonPreempted as i32,
+            ..status(&format!("q-0-1.{n}"), TaskState::Killed)
+        };
+        assert!(matches!(
+            q.update(&preempted, now),
+            Some(Change::Relaunching {
+                why: Relaunch::Preempted,
+                ..
+            })
+        ));
+        assert_eq!(launch_due(&mut q, now), [format!("q-0-1.{}", n + 1)]);
+    }
+    let out = ended(q.update(&status("q-0-1.8", TaskState::Finished), now));
     assert!(out.succeeded());
     assert_eq!(out.attempts, 1);
 }

@@ -108,6 +108,11 @@ pub struct JobSpec {
     /// Jobs that must succeed first.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Its tasks' priority (default 0): the master may preempt tasks of a
+    /// lower priority, of roles above their share, for a task of this job
+    /// that waits (docs/frameworks.md, "Priority and preemption").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
     /// What a task lost after it may have started (LOST, GONE) does.
     #[serde(default)]
     pub on_lost: OnLost,
@@ -368,6 +373,10 @@ fn duration_text(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 #[path = "spec_fuzz_tests.rs"]
 mod fuzz_tests;
+
+fn is_zero(p: &i32) -> bool {
+    *p == 0
+}
 
 #[cfg(test)]
 mod tests {

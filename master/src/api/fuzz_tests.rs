@@ -273,7 +273,7 @@ fn call() -> impl Strategy<Value = Vec<u8>> {
             encode_call("kv_put", &v1::KvPutRequest { key, value, expected_version, ..Default::default() })
         }),
         1 => prop::collection::vec((id(), resources()), 0..3).prop_map(|tasks| {
-            let tasks = tasks.into_iter().map(|(task_id, resources)| v1::PendingTask { task_id, resources, reason: "r".into() }).collect();
+            let tasks = tasks.into_iter().map(|(task_id, resources)| v1::PendingTask { task_id, resources, reason: "r".into(), priority: 0 }).collect();
             encode_call("report_pending", &v1::ReportPendingRequest { tasks, ..Default::default() })
         }),
         2 => (id(), id(), state(), prop::sample::select(&[7u8, 8][..])).prop_map(|(framework_id, task_id, state, uuid)| {

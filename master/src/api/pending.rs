@@ -34,6 +34,7 @@ pub(crate) fn pending_tasks(list: Vec<mezzo_proto::v1::PendingTask>) -> Result<V
                 task_id: t.task_id,
                 reason: t.reason,
                 resources,
+                priority: t.priority,
             })
         })
         .collect()
@@ -49,9 +50,11 @@ mod tests {
             task_id: "t1".into(),
             reason: "needs 8 cpus".into(),
             resources: Resources::parse("cpus:8").expect("res").to_proto(),
+            priority: 3,
         };
         let got = pending_tasks(vec![ok.clone()]).expect("valid");
         assert_eq!(got[0].resources.as_ref().map(|r| r.cpus.0), Some(8000));
+        assert_eq!(got[0].priority, 3);
         let mut bad = ok.clone();
         bad.task_id = "a/b".into();
         assert!(

@@ -17,6 +17,7 @@ mod maintenance;
 pub mod observe;
 mod offer;
 mod policy;
+pub mod preempt;
 mod samples;
 mod secrets;
 mod update;
@@ -87,6 +88,8 @@ pub struct CoreConfig {
     pub max_agents: usize,
     /// The key that opens secrets (none on an `--insecure` cluster).
     pub data_key: DataKey,
+    /// When waiting tasks of a higher priority preempt others.
+    pub preemption: preempt::PreemptionConfig,
 }
 
 /// The cluster's data key, kept out of `Debug`.
@@ -128,6 +131,7 @@ impl Default for CoreConfig {
             max_frameworks_per_principal: 100,
             max_agents: 100_000,
             data_key: DataKey::default(),
+            preemption: preempt::PreemptionConfig::default(),
         }
     }
 }
@@ -303,6 +307,8 @@ pub struct Master {
     observed: observe::Observations,
     /// Draining agents whose deadline passed and whose tasks were killed.
     drain_killed: HashSet<AgentId>,
+    /// Tasks warned of their preemption, and waiting tasks that caused one.
+    preemptions: preempt::Preemptions,
     /// Task ends not yet proposed to the history (see `history.rs`).
     unflushed_ends: Vec<crate::history::TaskRecord>,
     last_history_flush: Instant,
@@ -347,6 +353,7 @@ impl Master {
             counters: Counters::default(),
             observed: observe::Observations::default(),
             drain_killed: HashSet::new(),
+            preemptions: preempt::Preemptions::default(),
             unflushed_ends: Vec::new(),
             last_history_flush: now,
             history_bounds_proposed: false,
@@ -469,6 +476,7 @@ impl Master {
         self.expire_offers(now);
         self.check_failovers(now);
         self.drain_tick();
+        self.preempt_tick(now);
         self.flush_history(Some(now));
         self.sample_utilisation(now);
         if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {

@@ -92,6 +92,9 @@ pub struct PendingTask {
     pub task_id: String,
     pub reason: String,
     pub resources: Option<Resources>,
+    /// Its priority: above 0, it may preempt (`core::preempt`).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// A framework's newest report of its waiting work.

@@ -489,6 +489,9 @@ fn print_why_task(w: WhyTask) {
     for (fid, p) in &w.pending {
         println!("framework {fid} reports task {} waiting: {}", p.task_id, p.reason);
     }
+    for p in &w.preemption {
+        println!("  {p}");
+    }
     for f in &w.frameworks {
         print_why_framework(f, false);
     }

@@ -104,7 +104,9 @@ impl State {
                     "job {name}: {} task(s) wait for room; each needs {need}, {largest}",
                     unplaced.len(),
                 );
-                Some(mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(need)))
+                let mut pending = mezzo_sdk::pending_task(format!("{name}.{index}"), reason, Some(need));
+                pending.priority = self.jobs.get(name)?.spec.priority;
+                Some(pending)
             })
             .collect();
         self.pending_reported = true;
@@ -116,7 +118,7 @@ impl State {
 
 /// Task `index` of a job: `b` carries its id and resources.
 fn task(spec: &JobSpec, index: u32, b: TaskBuilder) -> TaskBuilder {
-    let b = b.name(format!("{}[{index}]", spec.name));
+    let b = b.name(format!("{}[{index}]", spec.name)).priority(spec.priority);
     // A command that is only plain words needs no shell: exec it directly
     // (a shell's start-up is a quarter of a trivial task's cost).
     let b = match plain_words(&spec.command) {

@@ -156,6 +156,7 @@ fn pending_reports_offer_figures_and_history() {
         task_id: id.into(),
         reason: reason.into(),
         resources: None,
+        priority: 0,
     };
     let too_many: Vec<_> = (0..1001).map(|i| ok(&format!("p{i}"), "x")).collect();
     assert!(matches!(s.m.report_pending(&f, too_many), Err(MasterError::Invalid(m)) if m.starts_with("tasks")));

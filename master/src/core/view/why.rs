@@ -127,6 +127,10 @@ pub struct WhyTask {
     /// being pulled or that failed.
     #[serde(default)]
     pub images: Vec<ImagePull>,
+    /// Preemption, either side: "to be preempted for task X of framework
+    /// F, priority P", or "waiting to preempt N task(s) ... on agent A".
+    #[serde(default)]
+    pub preemption: Vec<String>,
 }
 
 /// A launched task's image as its status updates tell it: being pulled
@@ -208,11 +212,22 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
             "{tid}: not launched, and no framework reported it as pending"
         )));
     }
+    let preemption = tasks
+        .iter()
+        .map(|t| &t.framework_id)
+        .chain(
+            pending
+                .iter()
+                .filter_map(|(fid, _)| m.frameworks.keys().find(|f| f.as_str() == fid)),
+        )
+        .filter_map(|fid| m.preemption_of(fid, tid))
+        .collect();
     Ok(WhyTask {
         task_id: tid.to_string(),
         launched,
         pending,
         frameworks: fws,
         images,
+        preemption,
     })
 }
