@@ -965,6 +965,7 @@ mod failover;
 mod history;
 mod operator;
 mod outcomes;
+mod preemption;
 
 /// Issue 17: a re-registration the registry already holds word for word
 /// (every agent after a leader failover) is admitted without a Raft write;
