@@ -27,20 +27,21 @@
 //! ```
 
 pub mod cache;
+mod install;
 #[cfg(test)]
 mod tests;
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_proto::artifact::{Archive, Artifact, Source};
+use mezzo_proto::artifact::{Artifact, Source};
 use mezzo_proto::security::grpc::error_chain;
 use reqwest::{Client, Url};
 
-use crate::images::{Compression, DigestReader, ImageError, Limits};
+use crate::images::{DigestReader, ImageError};
 use crate::metrics::Metrics;
 use cache::{Cache, Locked};
 
@@ -246,7 +247,7 @@ impl Fetcher {
                 (Bytes::Download(tmp), Some(locked)) => keep(&cache, &metrics, &artifact, locked, tmp)?,
                 (bytes, _) => bytes,
             };
-            install(&artifact, bytes.path(), &sandbox, owner, limit)
+            install::install(&artifact, bytes.path(), &sandbox, owner, limit)
         })
         .await
         .map_err(|e| FetchError::Agent(e.to_string()))??;
@@ -406,57 +407,4 @@ fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String
         });
     }
     Ok(reader.finish().0.hex().to_owned())
-}
-
-/// Puts the fetched file `from` into the sandbox as the artifact asks:
-/// unpacked into its directory, or copied to its file (0755 when
-/// executable, else 0644), owned by `owner`.
-fn install(a: &Artifact, from: &Path, sandbox: &Path, owner: Option<(u32, u32)>, limit: u64) -> Result<(), FetchError> {
-    let write_err = |path: &Path| {
-        let (uri, path) = (a.uri.clone(), path.to_path_buf());
-        move |source| FetchError::Write {
-            uri: uri.clone(),
-            path: path.clone(),
-            source,
-        }
-    };
-    if !sandbox.is_dir() {
-        std::fs::create_dir_all(sandbox).map_err(write_err(sandbox))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(sandbox, Some(uid), Some(gid)).map_err(write_err(sandbox))?;
-        }
-    }
-    let mut src = std::fs::File::open(from).map_err(|source| FetchError::Read {
-        uri: a.uri.clone(),
-        path: from.to_path_buf(),
-        source,
-    })?;
-    if let Some(kind) = a.archive {
-        let dir = crate::containerizer::make_dirs(sandbox, &a.output, 0o755, owner)
-            .map_err(write_err(&sandbox.join(&a.output)))?;
-        let compression = match kind {
-            Archive::Tar => Compression::None,
-            Archive::TarGz => Compression::Gzip,
-        };
-        let limits = Limits {
-            max_bytes: limit,
-            ..Limits::default()
-        };
-        crate::images::unpack_artifact(&mut src, compression, &dir, owner, &limits).map_err(|source| {
-            FetchError::Extract {
-                uri: a.uri.clone(),
-                source,
-            }
-        })?;
-        return Ok(());
-    }
-    let err = write_err(&sandbox.join(&a.output));
-    let mut out = crate::containerizer::create_in_sandbox(sandbox, &a.output, (0o755, 0o600), owner).map_err(&err)?;
-    std::io::copy(&mut src, &mut out).map_err(&err)?;
-    out.flush().map_err(&err)?;
-    // Whatever the umask: the mode asked for.
-    let mode = if a.executable { 0o755 } else { 0o644 };
-    out.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(&err)?;
-    Ok(())
 }

@@ -515,3 +515,37 @@ async fn a_cache_hit_is_told_in_a_starting_update() {
         assert!(task_dir.join("sandbox/ran").exists() && task_dir.join("sandbox/tool/run.sh").exists());
     }
 }
+
+/// Review item 7: the sandbox is reused when a task is launched again
+/// under its id; the earlier run's copy is replaced, and a symlink the
+/// task left at the artifact's name is replaced, not written through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relaunch_under_the_same_id_replaces_the_earlier_copy() {
+    let (base, _) = server(&[("bin/helper", SCRIPT.to_vec())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let helper = CommandUri {
+        executable: true,
+        ..uri(format!("{base}/bin/helper"))
+    };
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"not the task's").unwrap();
+    let copy = dir.path().join("sandbox/helper");
+    for run in 0..3 {
+        if run == 2 {
+            std::fs::remove_file(&copy).unwrap();
+            std::os::unix::fs::symlink(&outside, &copy).unwrap();
+        }
+        let updates = supervise(dir.path(), f.clone(), vec![helper.clone()], None).await;
+        let last = updates.last().unwrap();
+        assert_eq!(last.state, v1::TaskState::TaskFinished as i32, "run {run}: {updates:?}");
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not the task's");
+    assert!(std::fs::symlink_metadata(&copy).unwrap().file_type().is_file());
+    assert_eq!(std::fs::read(&copy).unwrap(), SCRIPT);
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("sandbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(".mezzo-fetch-")), "{names:?}");
+}
