@@ -28,7 +28,7 @@ pub(super) fn install(
     limit: u64,
 ) -> Result<(), FetchError> {
     let write_err = |path: &Path| {
-        let (uri, path) = (a.uri.clone(), path.to_path_buf());
+        let (uri, path) = (a.shown.clone(), path.to_path_buf());
         move |source| FetchError::Write {
             uri: uri.clone(),
             path: path.clone(),
@@ -57,10 +57,10 @@ pub(super) fn install(
     };
     crate::images::unpack_artifact(&mut src, compression, &dir, owner, &limits).map_err(|source| {
         if agents_fault(&source) {
-            FetchError::Agent(format!("unpacking {}: {source}", a.uri))
+            FetchError::Agent(format!("unpacking {}: {source}", a.shown))
         } else {
             FetchError::Extract {
-                uri: a.uri.clone(),
+                uri: a.shown.clone(),
                 source,
             }
         }
@@ -91,7 +91,7 @@ fn agent_err(path: &Path, op: &str, e: impl std::fmt::Display) -> FetchError {
 fn write_file(a: &Artifact, src: &mut File, sandbox: &Path, owner: Option<(u32, u32)>) -> Result<(), FetchError> {
     let target = sandbox.join(&a.output);
     let failed = |source: std::io::Error| FetchError::Write {
-        uri: a.uri.clone(),
+        uri: a.shown.clone(),
         path: target.clone(),
         source,
     };

@@ -237,7 +237,7 @@ impl Fetcher {
             (false, true) => self.metrics.artifact_cache_misses.inc(),
             (false, false) => 0,
         };
-        tracing::info!(uri = %artifact.uri, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
+        tracing::info!(uri = %artifact.shown, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
         let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
         let (artifact, sandbox, limit) = (artifact.clone(), sandbox.to_path_buf(), self.config.max_bytes);
         // The cache entry's lock and the download (removed when dropped)
@@ -271,7 +271,7 @@ impl Fetcher {
         };
         match &a.sha256 {
             Some(expected) if *expected != actual => Err(FetchError::Checksum {
-                uri: a.uri.clone(),
+                uri: a.shown.clone(),
                 actual,
                 expected: expected.clone(),
             }),
@@ -284,7 +284,7 @@ impl Fetcher {
     /// (so that no symlink leads out).
     fn allowed(&self, a: &Artifact, path: &Path) -> Result<PathBuf, FetchError> {
         let refused = || FetchError::NotAllowed {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             path: path.to_path_buf(),
         };
         let mut dirs = self.config.allowed_paths.iter().chain(&self.allowed_real);
@@ -292,7 +292,7 @@ impl Fetcher {
             return Err(refused());
         }
         let real = std::fs::canonicalize(path).map_err(|source| FetchError::Read {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             path: path.to_path_buf(),
             source,
         })?;
@@ -306,7 +306,7 @@ impl Fetcher {
     /// returns the SHA-256 of what came.
     async fn download(&self, a: &Artifact, url: &Url, to: &Path) -> Result<String, FetchError> {
         let failed = |reason: String| FetchError::Download {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             reason,
         };
         let timeout = self.config.timeout;
@@ -314,20 +314,20 @@ impl Fetcher {
         let mut response = tokio::time::timeout(timeout, self.client.get(url.clone()).send())
             .await
             .map_err(|_| timed_out("request"))?
-            .map_err(|e| failed(error_chain(&e)))?;
+            .map_err(|e| failed(error_chain(&e.without_url())))?;
         if !response.status().is_success() {
             return Err(failed(format!("the server answered {}", response.status())));
         }
         let limit = self.config.max_bytes;
         let too_large = || FetchError::TooLarge {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             limit,
         };
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
         let write_err = |source| FetchError::Write {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             path: to.to_path_buf(),
             source,
         };
@@ -338,7 +338,7 @@ impl Fetcher {
             let chunk = tokio::time::timeout(timeout, response.chunk())
                 .await
                 .map_err(|_| timed_out("body"))?
-                .map_err(|e| failed(error_chain(&e)))?;
+                .map_err(|e| failed(error_chain(&e.without_url())))?;
             let Some(chunk) = chunk else { break };
             size += chunk.len() as u64;
             if size > limit {
@@ -370,7 +370,7 @@ fn keep(
             Ok(Bytes::Cached(locked.path().to_path_buf()))
         }
         Ok(None) => {
-            tracing::info!(uri = %artifact.uri, size, "artifact larger than the whole cache: not kept");
+            tracing::info!(uri = %artifact.shown, size, "artifact larger than the whole cache: not kept");
             Ok(Bytes::Download(tmp))
         }
         Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
@@ -380,7 +380,7 @@ fn keep(
 /// Copies the local file `real` (resolved) into `to`; returns its SHA-256.
 fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String, FetchError> {
     let read_err = |source| FetchError::Read {
-        uri: a.uri.clone(),
+        uri: a.shown.clone(),
         path: real.to_path_buf(),
         source,
     };
@@ -393,7 +393,7 @@ fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String
         return Err(read_err(std::io::Error::other("not a regular file")));
     }
     let mut out = std::fs::File::create_new(to).map_err(|source| FetchError::Write {
-        uri: a.uri.clone(),
+        uri: a.shown.clone(),
         path: to.to_path_buf(),
         source,
     })?;
@@ -402,7 +402,7 @@ fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String
     std::io::copy(&mut (&mut reader).take(limit + 1), &mut out).map_err(read_err)?;
     if reader.count() > limit {
         return Err(FetchError::TooLarge {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             limit,
         });
     }

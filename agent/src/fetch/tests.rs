@@ -31,10 +31,21 @@ struct Files {
     requests: AtomicUsize,
 }
 
+/// Where `/redirect?to=N` sends its requests.
+const REDIRECTS: &[&str] = &[
+    "http://127.0.0.1:1/refused?X-Amz-Signature=secret",
+    "http://169.254.169.254/latest/meta-data/",
+];
+
 async fn serve_file(State(files): State<Arc<Files>>, uri: Uri) -> Response {
     files.requests.fetch_add(1, Ordering::SeqCst);
     if uri.path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if uri.path() == "/redirect" {
+        let to = uri.query().and_then(|q| q.strip_prefix("to=")?.parse::<usize>().ok());
+        let location = REDIRECTS[to.unwrap_or(0)];
+        return (StatusCode::FOUND, [(axum::http::header::LOCATION, location)]).into_response();
     }
     match files.files.get(uri.path()) {
         Some(bytes) => bytes.clone().into_response(),
@@ -548,4 +559,35 @@ async fn a_relaunch_under_the_same_id_replaces_the_earlier_copy() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.starts_with(".mezzo-fetch-")), "{names:?}");
+}
+
+/// Review item 2, DESIGN.md "Trust": credentials and presigned queries in
+/// a URI never reach a status message, also through a redirect whose
+/// failure reqwest would tell with its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_a_uri_never_reach_a_status_message() {
+    let (base, _) = server(&[]).await;
+    let authority = base.trim_start_matches("http://");
+    let dir = tempfile::tempdir().unwrap();
+    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let cases = [
+        (
+            format!("http://user:secret@{authority}/nothing?X-Amz-Signature=secret"),
+            format!("artifact {base}/nothing?…: the server answered 404 Not Found"),
+        ),
+        (
+            format!("http://user:secret@{authority}/redirect?to=0&token=secret"),
+            format!("artifact {base}/redirect?…: "),
+        ),
+    ];
+    for (i, (value, told)) in cases.into_iter().enumerate() {
+        let task_dir = dir.path().join(format!("t{i}"));
+        let updates = supervise(&task_dir, f.clone(), vec![uri(value)], None).await;
+        let last = updates.last().unwrap();
+        assert_eq!(last.reason, StatusReason::ReasonFetchFailed as i32, "{updates:?}");
+        assert!(last.message.starts_with(&told), "{}", last.message);
+        for u in &updates {
+            assert!(!u.message.contains("secret"), "{}", u.message);
+        }
+    }
 }
