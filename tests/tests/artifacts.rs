@@ -101,8 +101,12 @@ async fn cache_hits(c: &Cluster) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_are_fetched_cached_and_checked() -> Result<()> {
+    // The artifacts are served on loopback.
+    let mut agent_args = ClusterSpec::default().agent_args;
+    agent_args.push("--artifact-allow-loopback".into());
     let c = Cluster::start(ClusterSpec {
         agents: 1,
+        agent_args,
         ..Default::default()
     })
     .await?;

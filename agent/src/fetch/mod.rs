@@ -27,6 +27,7 @@
 //! ```
 
 pub mod cache;
+mod destination;
 mod install;
 #[cfg(test)]
 mod tests;
@@ -59,16 +60,22 @@ pub struct FetchConfig {
     /// How long a connection, the response's headers or one chunk of its
     /// body may take.
     pub timeout: Duration,
+    /// Fetch from loopback addresses too (`--artifact-allow-loopback`:
+    /// tests, single-machine setups). Link-local ones are never fetched
+    /// from ([`destination`]).
+    pub allow_loopback: bool,
 }
 
 impl Default for FetchConfig {
-    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts.
+    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts, no
+    /// loopback.
     fn default() -> FetchConfig {
         FetchConfig {
             allowed_paths: Vec::new(),
             cache_max_bytes: 2 << 30,
             max_bytes: 4 << 30,
             timeout: Duration::from_secs(30),
+            allow_loopback: false,
         }
     }
 }
@@ -125,6 +132,7 @@ pub struct Fetched {
 /// Fetches artifacts; one per agent, shared by its tasks' supervisors.
 pub struct Fetcher {
     config: FetchConfig,
+    destinations: destination::Policy,
     /// `allowed_paths` resolved (symlinks followed), beside them as given.
     allowed_real: Vec<PathBuf>,
     client: Client,
@@ -181,18 +189,28 @@ impl Fetcher {
             })
             .collect::<Result<_, _>>()?;
         let tls = crate::images::tls_config(None).map_err(|e| FetchError::Agent(e.to_string()))?;
-        // Redirects are followed, but never from HTTPS to plain HTTP.
-        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+        let destinations = destination::Policy {
+            allow_loopback: config.allow_loopback,
+        };
+        // Redirects are followed, but never from HTTPS to plain HTTP, nor
+        // to an address that is refused.
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
             if attempt.previous().len() >= 10 {
                 attempt.error("more than 10 redirects")
             } else if from_https && attempt.url().scheme() != "https" {
                 attempt.error("a redirect from HTTPS to plain HTTP")
+            } else if let Err(why) = destinations.check_url(attempt.url()) {
+                let to = mezzo_proto::artifact::redact_url(attempt.url());
+                attempt.error(format!("a redirect to {to}: {why}"))
             } else {
                 attempt.follow()
             }
         });
+        // No proxy: the agent checks the addresses it connects to itself.
         let client = Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(destination::Resolver(destinations)))
             .use_preconfigured_tls(tls)
             .connect_timeout(config.timeout)
             .read_timeout(config.timeout)
@@ -201,6 +219,7 @@ impl Fetcher {
             .build()
             .map_err(|e| FetchError::Agent(error_chain(&e)))?;
         Ok(Fetcher {
+            destinations,
             config,
             allowed_real,
             client,
@@ -309,6 +328,7 @@ impl Fetcher {
             uri: a.shown.clone(),
             reason,
         };
+        self.destinations.check_url(url).map_err(failed)?;
         let timeout = self.config.timeout;
         let timed_out = |what: &str| failed(format!("{what}: no answer in {}s", timeout.as_secs()));
         let mut response = tokio::time::timeout(timeout, self.client.get(url.clone()).send())

@@ -77,6 +77,14 @@ fn uri(value: String) -> CommandUri {
     }
 }
 
+/// The defaults, and loopback allowed: the test servers are there.
+fn config() -> FetchConfig {
+    FetchConfig {
+        allow_loopback: true,
+        ..FetchConfig::default()
+    }
+}
+
 fn fetcher(work: &Path, config: FetchConfig) -> (Fetcher, Metrics) {
     let metrics = Metrics::new();
     (Fetcher::new(config, work, metrics.clone()).unwrap(), metrics)
@@ -111,7 +119,7 @@ async fn a_fetched_archive_is_extracted_and_executable() {
     let tgz = tool_tgz();
     let (base, _) = server(&[("dl/tool.tar.gz", tgz.clone()), ("bin/helper", SCRIPT.to_vec())]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    let (f, _) = fetcher(dir.path(), config());
     let sandbox = dir.path().join("sandbox");
     let owner = (65534, 65534);
     let archive = CommandUri {
@@ -159,7 +167,7 @@ async fn a_fetched_archive_is_extracted_and_executable() {
 async fn a_wrong_checksum_is_refused_and_nothing_is_kept() {
     let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    let (f, _) = fetcher(dir.path(), config());
     let sandbox = dir.path().join("sandbox");
     let wrong = sha256(b"something else");
     let bad = CommandUri {
@@ -190,7 +198,7 @@ async fn the_second_fetch_of_a_uri_uses_the_cache() {
     let tgz = tool_tgz();
     let (base, files) = server(&[("tool.tgz", tgz.clone())]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (f, metrics) = fetcher(dir.path(), FetchConfig::default());
+    let (f, metrics) = fetcher(dir.path(), config());
     let cached = CommandUri {
         extract: true,
         cache: true,
@@ -243,7 +251,7 @@ async fn the_cache_evicts_the_least_recently_used_beyond_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let config = FetchConfig {
         cache_max_bytes: 250,
-        ..FetchConfig::default()
+        ..config()
     };
     let (f, metrics) = fetcher(dir.path(), config);
     let cached = |name: &str| CommandUri {
@@ -315,7 +323,7 @@ async fn archives_cannot_escape_the_sandbox() {
     let served: Vec<(&str, Vec<u8>)> = hostile.iter().map(|(n, b)| (*n, b.clone())).collect();
     let (base, _) = server(&served).await;
     let dir = tempfile::tempdir().unwrap();
-    let (f, _) = fetcher(dir.path(), FetchConfig::default());
+    let (f, _) = fetcher(dir.path(), config());
     for (name, _) in &hostile {
         let sandbox = dir.path().join("s").join(name);
         let u = CommandUri {
@@ -363,7 +371,7 @@ async fn local_paths_come_only_from_the_allowed_dirs() {
     };
 
     // No --artifact-paths: no local file at all.
-    let (none, _) = fetcher(&dir.path().join("w1"), FetchConfig::default());
+    let (none, _) = fetcher(&dir.path().join("w1"), config());
     let e = fetch(&none, &local(&allowed.join("tool.sh")), &sandbox)
         .await
         .unwrap_err();
@@ -373,7 +381,7 @@ async fn local_paths_come_only_from_the_allowed_dirs() {
 
     let config = FetchConfig {
         allowed_paths: vec![allowed.clone()],
-        ..FetchConfig::default()
+        ..config()
     };
     let (f, _) = fetcher(&dir.path().join("w2"), config);
     fetch(&f, &local(&allowed.join("tool.sh")), &sandbox).await.unwrap();
@@ -398,7 +406,7 @@ async fn an_artifact_over_the_size_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = FetchConfig {
         max_bytes: 100,
-        ..FetchConfig::default()
+        ..config()
     };
     let (f, _) = fetcher(dir.path(), config);
     let e = fetch(&f, &uri(format!("{base}/big")), &dir.path().join("s"))
@@ -469,7 +477,7 @@ async fn a_failed_fetch_fails_the_task_before_its_command_runs() {
         sha256: "0".repeat(64),
         ..uri(format!("{base}/tool.tgz"))
     };
-    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let f = Arc::new(fetcher(&dir.path().join("work"), config()).0);
     let updates = supervise(dir.path(), f, vec![bad], None).await;
     let last = updates.last().unwrap();
     assert_eq!(last.state, v1::TaskState::TaskFailed as i32, "{updates:?}");
@@ -492,7 +500,7 @@ async fn a_kill_during_a_fetch_ends_the_task_at_once() {
     let (base, _) = server(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let f = Arc::new(fetcher(&dir.path().join("work"), config()).0);
     let slow = vec![uri(format!("{base}/slow"))];
     let updates = supervise(dir.path(), f, slow, Some(Duration::from_millis(300))).await;
     let last = updates.last().unwrap();
@@ -507,7 +515,7 @@ async fn a_kill_during_a_fetch_ends_the_task_at_once() {
 async fn a_cache_hit_is_told_in_a_starting_update() {
     let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let f = Arc::new(fetcher(&dir.path().join("work"), config()).0);
     let cached = CommandUri {
         extract: true,
         cache: true,
@@ -534,7 +542,7 @@ async fn a_cache_hit_is_told_in_a_starting_update() {
 async fn a_relaunch_under_the_same_id_replaces_the_earlier_copy() {
     let (base, _) = server(&[("bin/helper", SCRIPT.to_vec())]).await;
     let dir = tempfile::tempdir().unwrap();
-    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let f = Arc::new(fetcher(&dir.path().join("work"), config()).0);
     let helper = CommandUri {
         executable: true,
         ..uri(format!("{base}/bin/helper"))
@@ -569,7 +577,7 @@ async fn credentials_in_a_uri_never_reach_a_status_message() {
     let (base, _) = server(&[]).await;
     let authority = base.trim_start_matches("http://");
     let dir = tempfile::tempdir().unwrap();
-    let f = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let f = Arc::new(fetcher(&dir.path().join("work"), config()).0);
     let cases = [
         (
             format!("http://user:secret@{authority}/nothing?X-Amz-Signature=secret"),
@@ -590,4 +598,66 @@ async fn credentials_in_a_uri_never_reach_a_status_message() {
             assert!(!u.message.contains("secret"), "{}", u.message);
         }
     }
+}
+
+/// Review item 1 (SSRF): by default nothing is fetched from loopback, an
+/// IP literal or a name resolving to it, and the task is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_refused_without_the_flag() {
+    let (base, files) = server(&[("tool.tgz", tool_tgz())]).await;
+    let port = base.rsplit(':').next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Arc::new(fetcher(&dir.path().join("work"), FetchConfig::default()).0);
+    let updates = supervise(dir.path(), strict.clone(), vec![uri(format!("{base}/tool.tgz"))], None).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, v1::TaskState::TaskFailed as i32, "{updates:?}");
+    assert_eq!(last.reason, StatusReason::ReasonFetchFailed as i32);
+    assert_eq!(
+        last.message,
+        format!(
+            "artifact {base}/tool.tgz: 127.0.0.1 is a loopback address, which this agent does not fetch artifacts from without --artifact-allow-loopback"
+        )
+    );
+    for host in ["localhost", "[::ffff:127.0.0.1]"] {
+        let e = fetch(
+            &strict,
+            &uri(format!("http://{host}:{port}/tool.tgz")),
+            &dir.path().join("s"),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, FetchError::Download { .. }), "{e}");
+        assert!(e.to_string().contains("is a loopback address"), "{e}");
+    }
+    assert_eq!(files.requests.load(Ordering::SeqCst), 0);
+}
+
+/// Review item 1: link-local addresses (the cloud metadata service) are
+/// refused even with loopback allowed, directly or through a redirect;
+/// the check fails before anything is connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_local_is_refused_even_with_loopback_allowed() {
+    let (base, files) = server(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = fetcher(dir.path(), config());
+    let sandbox = dir.path().join("s");
+    for value in [
+        "http://169.254.169.254/latest/meta-data/iam/info".to_owned(),
+        "http://[::ffff:169.254.169.254]/latest/meta-data/x".to_owned(),
+        "http://[fe80::1]/x".to_owned(),
+    ] {
+        let e = fetch(&f, &uri(value.clone()), &sandbox).await.unwrap_err();
+        assert!(matches!(e, FetchError::Download { .. }), "{value}: {e}");
+        assert!(e.to_string().contains("is a link-local address"), "{e}");
+    }
+    let e = fetch(&f, &uri(format!("{base}/redirect?to=1")), &sandbox)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "a redirect to http://169.254.169.254/latest/meta-data/: 169.254.169.254 is a link-local address"
+        ),
+        "{e}"
+    );
+    assert_eq!(files.requests.load(Ordering::SeqCst), 1, "only the redirect");
 }
