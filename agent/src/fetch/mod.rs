@@ -29,11 +29,10 @@
 pub mod cache;
 mod destination;
 mod install;
+mod local;
 #[cfg(test)]
 mod tests;
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +41,7 @@ use mezzo_proto::artifact::{Artifact, Source};
 use mezzo_proto::security::grpc::error_chain;
 use reqwest::{Client, Url};
 
-use crate::images::{DigestReader, ImageError};
+use crate::images::ImageError;
 use crate::metrics::Metrics;
 use cache::{Cache, Locked};
 
@@ -98,6 +97,14 @@ pub enum FetchError {
     },
     #[error("artifact {uri}: {path} is not under a directory this agent serves artifacts from (--artifact-paths)", path = path.display())]
     NotAllowed { uri: String, path: PathBuf },
+    /// A local file the agent does not serve (a symlink on its way, not
+    /// a regular file, not readable by all).
+    #[error("artifact {uri}: {path} is refused: {why}", path = path.display())]
+    Refused {
+        uri: String,
+        path: PathBuf,
+        why: &'static str,
+    },
     #[error("artifact {uri}: cannot read {path}: {source}", path = path.display())]
     Read {
         uri: String,
@@ -133,8 +140,8 @@ pub struct Fetched {
 pub struct Fetcher {
     config: FetchConfig,
     destinations: destination::Policy,
-    /// `allowed_paths` resolved (symlinks followed), beside them as given.
-    allowed_real: Vec<PathBuf>,
+    /// `allowed_paths`, as given and resolved.
+    allowed: Arc<Vec<local::AllowedDir>>,
     client: Client,
     cache: Arc<Cache>,
     metrics: Metrics,
@@ -180,14 +187,7 @@ impl Fetcher {
         let root = work_dir.join("artifacts");
         let cache = Cache::open(&root, config.cache_max_bytes)
             .map_err(|e| FetchError::Agent(format!("cache {}: {e}", root.display())))?;
-        let allowed_real = config
-            .allowed_paths
-            .iter()
-            .map(|p| {
-                std::fs::canonicalize(p)
-                    .map_err(|e| FetchError::Agent(format!("--artifact-paths {}: {e}", p.display())))
-            })
-            .collect::<Result<_, _>>()?;
+        let allowed = Arc::new(local::allowed_dirs(&config.allowed_paths)?);
         let tls = crate::images::tls_config(None).map_err(|e| FetchError::Agent(e.to_string()))?;
         let destinations = destination::Policy {
             allow_loopback: config.allow_loopback,
@@ -221,7 +221,7 @@ impl Fetcher {
         Ok(Fetcher {
             destinations,
             config,
-            allowed_real,
+            allowed,
             client,
             cache: Arc::new(cache),
             metrics,
@@ -281,11 +281,15 @@ impl Fetcher {
         let actual = match &a.source {
             Source::Http(url) => self.download(a, url, &tmp.0).await?,
             Source::Local(path) => {
-                let real = self.allowed(a, path)?;
+                local::under(&self.allowed, a, path)?;
                 let (a, to, limit) = (a.clone(), tmp.0.clone(), self.config.max_bytes);
-                tokio::task::spawn_blocking(move || copy_local(&a, &real, &to, limit))
-                    .await
-                    .map_err(|e| FetchError::Agent(e.to_string()))??
+                let (allowed, path) = (self.allowed.clone(), path.clone());
+                tokio::task::spawn_blocking(move || {
+                    let (dir, rest) = local::under(&allowed, &a, &path)?;
+                    local::copy_local(&a, dir, &rest, &to, limit)
+                })
+                .await
+                .map_err(|e| FetchError::Agent(e.to_string()))??
             }
         };
         match &a.sha256 {
@@ -295,29 +299,6 @@ impl Fetcher {
                 expected: expected.clone(),
             }),
             _ => Ok(tmp),
-        }
-    }
-
-    /// `path` resolved, if it is under `--artifact-paths`: first as given
-    /// (so that nothing of other paths is even looked at), then resolved
-    /// (so that no symlink leads out).
-    fn allowed(&self, a: &Artifact, path: &Path) -> Result<PathBuf, FetchError> {
-        let refused = || FetchError::NotAllowed {
-            uri: a.shown.clone(),
-            path: path.to_path_buf(),
-        };
-        let mut dirs = self.config.allowed_paths.iter().chain(&self.allowed_real);
-        if !dirs.any(|d| path.starts_with(d)) {
-            return Err(refused());
-        }
-        let real = std::fs::canonicalize(path).map_err(|source| FetchError::Read {
-            uri: a.shown.clone(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        match self.allowed_real.iter().any(|d| real.starts_with(d)) {
-            true => Ok(real),
-            false => Err(refused()),
         }
     }
 
@@ -395,36 +376,4 @@ fn keep(
         }
         Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
     }
-}
-
-/// Copies the local file `real` (resolved) into `to`; returns its SHA-256.
-fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String, FetchError> {
-    let read_err = |source| FetchError::Read {
-        uri: a.shown.clone(),
-        path: real.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(real)
-        .map_err(read_err)?;
-    if !file.metadata().map_err(read_err)?.is_file() {
-        return Err(read_err(std::io::Error::other("not a regular file")));
-    }
-    let mut out = std::fs::File::create_new(to).map_err(|source| FetchError::Write {
-        uri: a.shown.clone(),
-        path: to.to_path_buf(),
-        source,
-    })?;
-    let mut reader = DigestReader::new(file);
-    // One byte past the limit tells a file at the limit from one over.
-    std::io::copy(&mut (&mut reader).take(limit + 1), &mut out).map_err(read_err)?;
-    if reader.count() > limit {
-        return Err(FetchError::TooLarge {
-            uri: a.shown.clone(),
-            limit,
-        });
-    }
-    Ok(reader.finish().0.hex().to_owned())
 }

@@ -353,15 +353,20 @@ async fn archives_cannot_escape_the_sandbox() {
     assert!(matches!(e, FetchError::Invalid(_)), "{e}");
 }
 
+/// `allowed/` (for --artifact-paths) and `outside/`, made in `root`.
+fn allowed_and_outside(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dirs = (root.join("allowed"), root.join("outside"));
+    std::fs::create_dir_all(&dirs.0).unwrap();
+    std::fs::create_dir_all(&dirs.1).unwrap();
+    dirs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_paths_come_only_from_the_allowed_dirs() {
     let dir = tempfile::tempdir().unwrap();
-    let allowed = dir.path().join("allowed");
-    let outside = dir.path().join("outside");
-    for d in [&allowed, &outside] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (allowed, outside) = allowed_and_outside(dir.path());
     std::fs::write(allowed.join("tool.sh"), SCRIPT).unwrap();
+    std::fs::set_permissions(allowed.join("tool.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(outside.join("secret"), b"agent-only").unwrap();
     std::os::unix::fs::symlink(outside.join("secret"), allowed.join("sneaky")).unwrap();
     let sandbox = dir.path().join("sandbox");
@@ -393,10 +398,10 @@ async fn local_paths_come_only_from_the_allowed_dirs() {
     };
     fetch(&f, &file_url, &sandbox).await.unwrap();
     assert_eq!(std::fs::read(sandbox.join("copy.sh")).unwrap(), SCRIPT);
-    for refused in [outside.join("secret"), allowed.join("sneaky")] {
-        let e = fetch(&f, &local(&refused), &sandbox).await.unwrap_err();
-        assert!(matches!(e, FetchError::NotAllowed { .. }), "{}: {e}", refused.display());
-    }
+    let e = fetch(&f, &local(&outside.join("secret")), &sandbox).await.unwrap_err();
+    assert!(matches!(e, FetchError::NotAllowed { .. }), "{e}");
+    let e = fetch(&f, &local(&allowed.join("sneaky")), &sandbox).await.unwrap_err();
+    assert!(matches!(e, FetchError::Refused { .. }), "{e}");
     assert!(!sandbox.join("secret").exists() && !sandbox.join("sneaky").exists());
 }
 
@@ -660,4 +665,52 @@ async fn link_local_is_refused_even_with_loopback_allowed() {
         "{e}"
     );
     assert_eq!(files.requests.load(Ordering::SeqCst), 1, "only the redirect");
+}
+
+/// Review item 3: a local file is opened beneath its allowed directory
+/// through no symlink (a parent swapped for one cannot lead out), only if
+/// it is a regular file all users may read, and a FIFO does not block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_files_are_refused_unless_plain_and_readable_by_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed, outside) = allowed_and_outside(dir.path());
+    let write = |p: &Path, mode: u32| {
+        std::fs::write(p, b"bytes").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write(&outside.join("shadow"), 0o644);
+    std::os::unix::fs::symlink(&outside, allowed.join("sub")).unwrap();
+    write(&allowed.join("private"), 0o600);
+    write(&allowed.join("public"), 0o644);
+    nix::unistd::mkfifo(&allowed.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let config = FetchConfig {
+        allowed_paths: vec![allowed.clone()],
+        ..config()
+    };
+    let (f, _) = fetcher(&dir.path().join("work"), config);
+    let sandbox = dir.path().join("sandbox");
+    for (name, why) in [
+        ("sub/shadow", "it is, or goes through, a symlink"),
+        ("private", "not readable by all users (the agent serves only those)"),
+        ("fifo", "not a regular file"),
+    ] {
+        let path = allowed.join(name);
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            fetch(&f, &uri(path.display().to_string()), &sandbox),
+        )
+        .await
+        .expect("the fetch hung")
+        .unwrap_err();
+        assert!(matches!(e, FetchError::Refused { .. }), "{name}: {e}");
+        assert_eq!(
+            e.to_string(),
+            format!("artifact {}: {} is refused: {why}", path.display(), path.display())
+        );
+    }
+    fetch(&f, &uri(allowed.join("public").display().to_string()), &sandbox)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(sandbox.join("public")).unwrap(), b"bytes");
+    assert!(!sandbox.join("shadow").exists() && !sandbox.join("private").exists());
 }

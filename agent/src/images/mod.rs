@@ -39,8 +39,8 @@ pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, 
 pub(crate) use pull::tls_config;
 pub use pull::{Credentials, Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
-pub(crate) use unpack::open_beneath;
 pub use unpack::{Compression, Limits, StagedLayer, unpack_artifact, unpack_layer};
+pub(crate) use unpack::{open_beneath, open_beneath_with};
 
 #[cfg(test)]
 pub(crate) mod tests;
