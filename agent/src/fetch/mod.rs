@@ -327,12 +327,15 @@ impl Fetcher {
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let write_err = |source| FetchError::Write {
-            uri: a.shown.clone(),
-            path: to.to_path_buf(),
-            source,
-        };
-        let mut file = tokio::fs::File::create_new(to).await.map_err(write_err)?;
+        // The agent's own file: failing to write it is no fault of the task's.
+        let write_err = |e: std::io::Error| FetchError::Agent(format!("write {}: {e}", to.display()));
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+            .await
+            .map_err(write_err)?;
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut size = 0u64;
         loop {
@@ -366,11 +369,11 @@ fn keep(
 ) -> Result<Bytes, FetchError> {
     let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(u64::MAX);
     match cache.insert(locked, &tmp.0, size) {
-        Ok(Some(evicted)) => {
-            metrics.artifact_cache_evictions.inc_by(evicted);
+        Ok(true) => {
+            metrics.artifact_cache_evictions.inc_by(cache.evict(locked.path()));
             Ok(Bytes::Cached(locked.path().to_path_buf()))
         }
-        Ok(None) => {
+        Ok(false) => {
             tracing::info!(uri = %artifact.shown, size, "artifact larger than the whole cache: not kept");
             Ok(Bytes::Download(tmp))
         }

@@ -243,16 +243,27 @@ async fn the_second_fetch_of_a_uri_uses_the_cache() {
     assert_eq!(files.requests.load(Ordering::SeqCst), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_evicts_the_least_recently_used_beyond_its_size() {
-    let blobs: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("a{i}"), vec![i as u8; 100])).collect();
-    let served: Vec<(&str, Vec<u8>)> = blobs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    let (base, files) = server(&served).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = FetchConfig {
+/// A cache of 250 bytes: two of [`blob_server`]'s blobs.
+fn small_cache() -> FetchConfig {
+    FetchConfig {
         cache_max_bytes: 250,
         ..config()
-    };
+    }
+}
+
+/// A server of `n` blobs of 100 bytes, `PREFIXi`; their names and bytes.
+async fn blob_server(prefix: &str, n: u8) -> (Vec<(String, Vec<u8>)>, (String, Arc<Files>)) {
+    let blobs: Vec<(String, Vec<u8>)> = (0..n).map(|i| (format!("{prefix}{i}"), vec![i; 100])).collect();
+    let served: Vec<(&str, Vec<u8>)> = blobs.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let server = server(&served).await;
+    (blobs, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_evicts_the_least_recently_used_beyond_its_size() {
+    let (blobs, (base, files)) = blob_server("a", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_cache();
     let (f, metrics) = fetcher(dir.path(), config);
     let cached = |name: &str| CommandUri {
         cache: true,
@@ -713,4 +724,67 @@ async fn local_files_are_refused_unless_plain_and_readable_by_all() {
         .unwrap();
     assert_eq!(std::fs::read(sandbox.join("public")).unwrap(), b"bytes");
     assert!(!sandbox.join("shadow").exists() && !sandbox.join("private").exists());
+}
+
+/// Review item 5: the cache holds other frameworks' private artifacts:
+/// its directories are 0700 (also those an older agent left 0755), its
+/// entries 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_private_to_the_agent() {
+    let (base, _) = server(&[("blob", vec![3; 100])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (f, _) = fetcher(dir.path(), config());
+    let cached = CommandUri {
+        cache: true,
+        ..uri(format!("{base}/blob"))
+    };
+    fetch(&f, &cached, &dir.path().join("s")).await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("tmp")), 0o700);
+    let entries: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(mode(&entries[0]), 0o600);
+    // The task's copy is its own, readable.
+    assert_eq!(mode(&dir.path().join("s/blob")), 0o644);
+}
+
+/// Review item 8: inserts that finish together each evict; one that
+/// finds an entry already gone (or fails to evict) still serves its task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_evictions_fail_no_fetch() {
+    let (blobs, (base, _)) = blob_server("b", 17).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_cache();
+    let f = Arc::new(fetcher(dir.path(), config).0);
+    let mut fetches = tokio::task::JoinSet::new();
+    for (name, _) in &blobs[..16] {
+        let (f, sandbox) = (f.clone(), dir.path().join(format!("s-{name}")));
+        let cached = CommandUri {
+            cache: true,
+            ..uri(format!("{base}/{name}"))
+        };
+        fetches.spawn(async move { fetch(&f, &cached, &sandbox).await });
+    }
+    while let Some(done) = fetches.join_next().await {
+        done.unwrap().unwrap();
+    }
+    // Entries in use were skipped; the next insert evicts down to the limit.
+    let last = CommandUri {
+        cache: true,
+        ..uri(format!("{base}/b16"))
+    };
+    fetch(&f, &last, &dir.path().join("s-last")).await.unwrap();
+    let left = std::fs::read_dir(dir.path().join("artifacts"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
+    assert!(left <= 2, "{left} entries left");
 }
