@@ -59,6 +59,8 @@ pub struct FetchConfig {
     /// How long a connection, the response's headers or one chunk of its
     /// body may take.
     pub timeout: Duration,
+    /// How long one fetch may take in all, waits and copy included.
+    pub deadline: Duration,
     /// Fetch from loopback addresses too (`--artifact-allow-loopback`:
     /// tests, single-machine setups). Link-local ones are never fetched
     /// from ([`destination`]).
@@ -66,18 +68,28 @@ pub struct FetchConfig {
 }
 
 impl Default for FetchConfig {
-    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts, no
-    /// loopback.
+    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts, a
+    /// 10 minute deadline, no loopback.
     fn default() -> FetchConfig {
         FetchConfig {
             allowed_paths: Vec::new(),
             cache_max_bytes: 2 << 30,
             max_bytes: 4 << 30,
             timeout: Duration::from_secs(30),
+            deadline: FETCH_DEADLINE,
             allow_loopback: false,
         }
     }
 }
+
+/// How long one fetch may take in all by default: a server that sends a
+/// byte just within each timeout cannot hold a fetch (and its cache key)
+/// forever.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Fetches running at once on one agent; each holds a blocking thread
+/// while it copies or unpacks.
+pub const MAX_CONCURRENT_FETCHES: usize = 8;
 
 /// Why an artifact could not be fetched; each names its URI.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +156,8 @@ pub struct Fetcher {
     allowed: Arc<Vec<local::AllowedDir>>,
     client: Client,
     cache: Arc<Cache>,
+    /// [`MAX_CONCURRENT_FETCHES`] slots.
+    slots: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
 
@@ -224,6 +238,7 @@ impl Fetcher {
             allowed,
             client,
             cache: Arc::new(cache),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
             metrics,
         })
     }
@@ -231,7 +246,25 @@ impl Fetcher {
     /// Fetches `artifact` into `sandbox` (made if missing), everything
     /// written owned by `owner` (`None`: the agent's own user). Cancel-safe:
     /// a dropped fetch leaves no download behind.
+    ///
+    /// A fetch ends within the [`FetchConfig::deadline`], waits included,
+    /// and at most [`MAX_CONCURRENT_FETCHES`] run at a time.
     pub async fn fetch(
+        &self,
+        artifact: &Artifact,
+        sandbox: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Fetched, FetchError> {
+        let deadline = self.config.deadline;
+        tokio::time::timeout(deadline, self.fetch_now(artifact, sandbox, owner))
+            .await
+            .map_err(|_| FetchError::Download {
+                uri: artifact.shown.clone(),
+                reason: format!("not fetched within this agent's deadline of {}s", deadline.as_secs()),
+            })?
+    }
+
+    async fn fetch_now(
         &self,
         artifact: &Artifact,
         sandbox: &Path,
@@ -245,6 +278,13 @@ impl Fetcher {
             ),
             false => None,
         };
+        // Taken once the key is: waiting for a key holds no slot.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| FetchError::Agent(e.to_string()))?;
         let hit = locked.as_ref().and_then(|l| l.hit().map(Path::to_path_buf));
         let from_cache = hit.is_some();
         let bytes = match hit {
@@ -262,6 +302,8 @@ impl Fetcher {
         // The cache entry's lock and the download (removed when dropped)
         // are held until the copy is done, even if this fetch is dropped.
         tokio::task::spawn_blocking(move || {
+            // The copy or extraction holds its slot even if this fetch is dropped.
+            let _slot = slot;
             let bytes = match (bytes, &locked) {
                 (Bytes::Download(tmp), Some(locked)) => keep(&cache, &metrics, &artifact, locked, tmp)?,
                 (bytes, _) => bytes,

@@ -29,6 +29,9 @@ use crate::metrics::Metrics;
 struct Files {
     files: HashMap<String, Vec<u8>>,
     requests: AtomicUsize,
+    /// Requests of `/wait` being answered, and the most at once.
+    waiting: AtomicUsize,
+    most_waiting: AtomicUsize,
 }
 
 /// Where `/redirect?to=N` sends its requests.
@@ -41,6 +44,13 @@ async fn serve_file(State(files): State<Arc<Files>>, uri: Uri) -> Response {
     files.requests.fetch_add(1, Ordering::SeqCst);
     if uri.path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if uri.path().starts_with("/wait") {
+        let now = files.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        files.most_waiting.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        files.waiting.fetch_sub(1, Ordering::SeqCst);
+        return b"waited".to_vec().into_response();
     }
     if uri.path() == "/redirect" {
         let to = uri.query().and_then(|q| q.strip_prefix("to=")?.parse::<usize>().ok());
@@ -787,4 +797,38 @@ async fn concurrent_evictions_fail_no_fetch() {
         .filter(|e| e.as_ref().unwrap().path().is_file())
         .count();
     assert!(left <= 2, "{left} entries left");
+}
+
+/// Review item 4: one fetch ends within the agent's deadline, however
+/// slowly the server answers, and at most MAX_CONCURRENT_FETCHES run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_have_a_deadline_and_a_concurrency_cap() {
+    let (base, files) = server(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = FetchConfig {
+        deadline: Duration::from_secs(1),
+        ..config()
+    };
+    let f = Arc::new(fetcher(dir.path(), config).0);
+    let started = std::time::Instant::now();
+    let e = fetch(&f, &uri(format!("{base}/slow")), &dir.path().join("s"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        e.to_string(),
+        format!("artifact {base}/slow: not fetched within this agent's deadline of 1s")
+    );
+
+    let mut fetches = tokio::task::JoinSet::new();
+    for i in 0..super::MAX_CONCURRENT_FETCHES + 4 {
+        let (f, sandbox) = (f.clone(), dir.path().join(format!("w{i}")));
+        let waiting = uri(format!("{base}/wait{i}"));
+        fetches.spawn(async move { fetch(&f, &waiting, &sandbox).await });
+    }
+    while let Some(done) = fetches.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let most = files.most_waiting.load(Ordering::SeqCst);
+    assert!((2..=super::MAX_CONCURRENT_FETCHES).contains(&most), "{most} at once");
 }
