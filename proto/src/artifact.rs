@@ -54,8 +54,10 @@ impl Archive {
 /// A [`CommandUri`] as checked by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
-    /// The URI as the task gave it, for messages.
+    /// The URI as the task gave it (credentials included: never shown).
     pub uri: String,
+    /// The URI for messages and logs ([`redact`]).
+    pub shown: String,
     pub source: Source,
     /// Relative to the sandbox: the file to write or, with `archive`, the
     /// directory to unpack into (empty: the sandbox itself).
@@ -68,10 +70,58 @@ pub struct Artifact {
     pub sha256: Option<String>,
 }
 
+/// `value` (a `CommandUri.value`) as messages, status updates and logs
+/// may show it: a URL without its user, password, query and fragment,
+/// where presigned URLs and tokens go (`https://host/path?…`); a local
+/// path as it is. DESIGN.md "Trust": tokens never appear in a read, an
+/// event or a log.
+pub fn redact(value: &str) -> String {
+    if value.starts_with('/') {
+        return value.to_owned();
+    }
+    match Url::parse(value) {
+        Ok(url) => redact_url(&url),
+        Err(_) => redact_unparsed(value),
+    }
+}
+
+/// [`redact`] for a parsed URL (a redirect's, say).
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Fails only for URLs that cannot have them (file:).
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let mut out = shown.to_string();
+    if url.query().is_some() {
+        out.push_str("?…");
+    }
+    out
+}
+
+/// [`redact`] for what is not a URL: cut at `?` or `#`, and anything up
+/// to an `@` after the scheme dropped.
+fn redact_unparsed(value: &str) -> String {
+    let end = value.find(['?', '#']).unwrap_or(value.len());
+    let mut out = value[..end].to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let host_end = out[start..].find('/').map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..host_end].rfind('@') {
+            out.replace_range(start..start + at + 1, "");
+        }
+    }
+    if end < value.len() {
+        out.push_str("?…");
+    }
+    out
+}
+
 /// Reads one artifact of a task, or says (naming it) why it is refused.
 pub fn check(uri: &CommandUri) -> Result<Artifact, String> {
     let value = uri.value.as_str();
-    let bad = |why: String| format!("artifact {value:?}: {why}");
+    let shown = redact(value);
+    let bad = |why: String| format!("artifact {shown:?}: {why}");
     if value.is_empty() || value.len() > MAX_URI_BYTES {
         return Err(bad(format!("must be 1 to {MAX_URI_BYTES} bytes")));
     }
@@ -105,6 +155,7 @@ pub fn check(uri: &CommandUri) -> Result<Artifact, String> {
     };
     Ok(Artifact {
         uri: value.to_owned(),
+        shown: shown.clone(),
         source,
         output,
         archive,
@@ -179,5 +230,34 @@ mod tests {
         assert_eq!(Archive::of("x.TGZ"), Some(Archive::TarGz));
         assert_eq!(Archive::of("x.tar"), Some(Archive::Tar));
         assert_eq!(Archive::of("x.zip"), None);
+    }
+
+    /// DESIGN.md "Trust": credentials in a URI are never shown.
+    #[test]
+    fn credentials_and_queries_are_never_shown() {
+        for (value, shown) in [
+            (
+                "https://user:secret@example.com/a/b.tgz?X-Amz-Signature=secret&x=1",
+                "https://example.com/a/b.tgz?…",
+            ),
+            ("https://secret@example.com:8443/b", "https://example.com:8443/b"),
+            ("http://h/app.tgz#secret", "http://h/app.tgz"),
+            ("http://h/plain", "http://h/plain"),
+            ("/srv/tools/run.sh", "/srv/tools/run.sh"),
+            ("http://user:secret@/x?secret", "http:///x?…"),
+            ("ftp://u:secret@h/x", "ftp://h/x"),
+        ] {
+            assert_eq!(redact(value), shown, "{value}");
+        }
+        let a = check(&uri("https://user:secret@example.com/t?sig=secret")).expect("valid");
+        assert_eq!(a.shown, "https://example.com/t?…");
+        let e = check(&CommandUri {
+            extract: true,
+            ..uri("https://user:secret@example.com/t?sig=secret")
+        })
+        .expect_err("not an archive");
+        assert!(!e.contains("secret"), "{e}");
+        let e = check(&uri("gopher://user:secret@h/x?secret")).expect_err("bad scheme");
+        assert!(!e.contains("secret"), "{e}");
     }
 }

@@ -4,7 +4,8 @@
 //! is unpacked and its script runs; a second task with the same URI is
 //! served by the agent's cache (its metrics and its log say so, and the
 //! server saw one request); a wrong checksum ends
-//! the task TASK_FAILED with REASON_FETCH_FAILED, naming the URI.
+//! the task TASK_FAILED with REASON_FETCH_FAILED, naming the URI, and is
+//! not served from the cache; credentials in a URI appear nowhere.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,8 +101,12 @@ async fn cache_hits(c: &Cluster) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_are_fetched_cached_and_checked() -> Result<()> {
+    // The artifacts are served on loopback.
+    let mut agent_args = ClusterSpec::default().agent_args;
+    agent_args.push("--artifact-allow-loopback".into());
     let c = Cluster::start(ClusterSpec {
         agents: 1,
+        agent_args,
         ..Default::default()
     })
     .await?;
@@ -145,9 +150,10 @@ async fn artifacts_are_fetched_cached_and_checked() -> Result<()> {
             "the agent did not log the cache hit:\n{log}"
         );
 
-        // A wrong checksum fails the task with that reason, naming the URI.
+        // A wrong checksum fails the task with that reason, naming the URI;
+        // the entry cached for the right one is not served for it.
         let wrong = "0".repeat(64);
-        let bad = format!("{url}#extract,sha256={wrong}");
+        let bad = format!("{url}#extract,cache,sha256={wrong}");
         let (code, stdout, stderr) = run(&c, &[&["--uri", bad.as_str()][..], &command].concat()).await?;
         ensure!(code != Some(0), "{code:?}\nstdout {stdout}\nstderr {stderr}");
         ensure!(stdout.is_empty(), "the command ran: {stdout}");
@@ -163,6 +169,31 @@ async fn artifacts_are_fetched_cached_and_checked() -> Result<()> {
         );
         let message = task["message"].as_str().unwrap_or_default();
         ensure!(message == format!("artifact {url}: {said}"), "{task}");
+        ensure!(
+            requests.load(Ordering::SeqCst) == 2,
+            "the wrong checksum was not downloaded: {requests:?}"
+        );
+
+        // Credentials in a URI (DESIGN.md "Trust") reach no status
+        // message, no CLI output and no log: the URI is shown without
+        // them and without its query.
+        let token = "s3cr3t-t0ken";
+        let with_credentials = format!("http://user:{token}@{addr}/dl/tool.tar.gz?X-Amz-Signature={token}");
+        let bad = format!("{with_credentials}#extract,sha256={wrong}");
+        let (code, stdout, stderr) = run(&c, &[&["--uri", bad.as_str()][..], &command].concat()).await?;
+        ensure!(
+            code != Some(0) && stdout.is_empty(),
+            "{code:?}\nstdout {stdout}\nstderr {stderr}"
+        );
+        let task = task_told(&c, &stderr).await?;
+        let message = task["message"].as_str().unwrap_or_default();
+        ensure!(
+            message == format!("artifact http://{addr}/dl/tool.tar.gz?…: {said}"),
+            "{task}"
+        );
+        ensure!(!stderr.contains(token), "{stderr}");
+        let logs = c.logs();
+        ensure!(!logs.contains(token), "a log holds the URI's credentials:\n{logs}");
         Ok(())
     }
     .await;

@@ -3,8 +3,12 @@
 //! ```text
 //! <work_dir>/artifacts/
 //! ├── <key>        one artifact as fetched and verified (0600); its mtime is its last use
-//! └── tmp/<id>     downloads in progress (emptied when the agent starts)
+//! └── tmp/<id>     downloads in progress (0600; emptied when the agent starts)
 //! ```
+//!
+//! Both directories are 0700: entries are other frameworks' private
+//! artifacts. An entry is fsynced before it is renamed into place, so a
+//! power loss never leaves a torn file under a key that claims "verified".
 //!
 //! The key is the SHA-256 of the URI and the expected checksum
 //! ([`Cache::key`]), so a task that pins another checksum never gets the
@@ -14,6 +18,8 @@
 //! limit, the least recently used entries not in use are removed.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -27,6 +33,8 @@ pub struct Cache {
     max_bytes: u64,
     /// A lock per key in use; dead ones are pruned as new ones are made.
     locks: std::sync::Mutex<HashMap<String, Weak<Mutex<()>>>>,
+    /// One eviction at a time.
+    evicting: std::sync::Mutex<()>,
 }
 
 /// A key held by one fetch: its entry is neither fetched by another nor
@@ -60,11 +68,16 @@ impl Cache {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        std::fs::create_dir_all(&tmp)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&tmp)?;
+        // Also when made by an agent that left them open to all.
+        for dir in [root, &tmp] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(Cache {
             root: root.to_path_buf(),
             max_bytes,
             locks: Default::default(),
+            evicting: Default::default(),
         })
     }
 
@@ -102,28 +115,53 @@ impl Cache {
     }
 
     /// Moves the verified download `tmp` of `size` bytes into the entry
-    /// `locked`, then evicts what no longer fits; false (and `tmp` stays)
-    /// when it alone is larger than the cache. Returns the entries evicted.
-    pub fn insert(&self, locked: &Locked, tmp: &Path, size: u64) -> std::io::Result<Option<u64>> {
+    /// `locked`, durably (fsync before the rename, and of the directory
+    /// after); false (and `tmp` stays) when it alone is larger than the
+    /// cache.
+    pub fn insert(&self, locked: &Locked, tmp: &Path, size: u64) -> std::io::Result<bool> {
         if size > self.max_bytes {
-            return Ok(None);
+            return Ok(false);
         }
+        std::fs::File::open(tmp)?.sync_all()?;
         std::fs::rename(tmp, &locked.path)?;
-        self.evict(&locked.path).map(Some)
+        std::fs::File::open(&self.root)?.sync_all()?;
+        Ok(true)
     }
 
     /// Removes the least recently used entries, except `keep` and those in
     /// use, until the cache fits its limit; returns how many it removed.
-    fn evict(&self, keep: &Path) -> std::io::Result<u64> {
+    /// One runs at a time; an entry that vanished meanwhile is skipped,
+    /// and a failure is logged (the fetch that called it has its bytes).
+    pub fn evict(&self, keep: &Path) -> u64 {
+        let _one = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
+        match self.evict_now(keep) {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::warn!(cache = %self.root.display(), "artifact cache: eviction failed: {e}");
+                0
+            }
+        }
+    }
+
+    fn evict_now(&self, keep: &Path) -> std::io::Result<u64> {
         let mut entries = Vec::new();
         for e in std::fs::read_dir(&self.root)? {
             let e = e?;
-            let meta = e.metadata()?;
+            let meta = match e.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_file() && e.path() != keep {
                 entries.push((meta.modified()?, meta.len(), e.file_name()));
             }
         }
-        let mut total = std::fs::metadata(keep)?.len() + entries.iter().map(|(_, len, _)| len).sum::<u64>();
+        let kept = match std::fs::metadata(keep) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let mut total = kept + entries.iter().map(|(_, len, _)| len).sum::<u64>();
         entries.sort();
         let mut removed = 0;
         for (_, len, name) in entries {
@@ -135,14 +173,19 @@ impl Cache {
             let Ok(_held) = self.lock_of(key).try_lock_owned() else {
                 continue;
             };
-            std::fs::remove_file(self.root.join(key))?;
-            tracing::info!(
-                key,
-                bytes = len,
-                "artifact cache: removed the least recently used entry"
-            );
+            match std::fs::remove_file(self.root.join(key)) {
+                Ok(()) => {
+                    tracing::info!(
+                        key,
+                        bytes = len,
+                        "artifact cache: removed the least recently used entry"
+                    );
+                    removed += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
             total -= len;
-            removed += 1;
         }
         Ok(removed)
     }

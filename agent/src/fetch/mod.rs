@@ -27,20 +27,21 @@
 //! ```
 
 pub mod cache;
+mod destination;
+mod install;
+mod local;
 #[cfg(test)]
 mod tests;
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_proto::artifact::{Archive, Artifact, Source};
+use mezzo_proto::artifact::{Artifact, Source};
 use mezzo_proto::security::grpc::error_chain;
 use reqwest::{Client, Url};
 
-use crate::images::{Compression, DigestReader, ImageError, Limits};
+use crate::images::ImageError;
 use crate::metrics::Metrics;
 use cache::{Cache, Locked};
 
@@ -58,19 +59,37 @@ pub struct FetchConfig {
     /// How long a connection, the response's headers or one chunk of its
     /// body may take.
     pub timeout: Duration,
+    /// How long one fetch may take in all, waits and copy included.
+    pub deadline: Duration,
+    /// Fetch from loopback addresses too (`--artifact-allow-loopback`:
+    /// tests, single-machine setups). Link-local ones are never fetched
+    /// from ([`destination`]).
+    pub allow_loopback: bool,
 }
 
 impl Default for FetchConfig {
-    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts.
+    /// No local paths, a 2 GiB cache, 4 GiB artifacts, 30 s timeouts, a
+    /// 10 minute deadline, no loopback.
     fn default() -> FetchConfig {
         FetchConfig {
             allowed_paths: Vec::new(),
             cache_max_bytes: 2 << 30,
             max_bytes: 4 << 30,
             timeout: Duration::from_secs(30),
+            deadline: FETCH_DEADLINE,
+            allow_loopback: false,
         }
     }
 }
+
+/// How long one fetch may take in all by default: a server that sends a
+/// byte just within each timeout cannot hold a fetch (and its cache key)
+/// forever.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Fetches running at once on one agent; each holds a blocking thread
+/// while it copies or unpacks.
+pub const MAX_CONCURRENT_FETCHES: usize = 8;
 
 /// Why an artifact could not be fetched; each names its URI.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +109,14 @@ pub enum FetchError {
     },
     #[error("artifact {uri}: {path} is not under a directory this agent serves artifacts from (--artifact-paths)", path = path.display())]
     NotAllowed { uri: String, path: PathBuf },
+    /// A local file the agent does not serve (a symlink on its way, not
+    /// a regular file, not readable by all).
+    #[error("artifact {uri}: {path} is refused: {why}", path = path.display())]
+    Refused {
+        uri: String,
+        path: PathBuf,
+        why: &'static str,
+    },
     #[error("artifact {uri}: cannot read {path}: {source}", path = path.display())]
     Read {
         uri: String,
@@ -124,10 +151,13 @@ pub struct Fetched {
 /// Fetches artifacts; one per agent, shared by its tasks' supervisors.
 pub struct Fetcher {
     config: FetchConfig,
-    /// `allowed_paths` resolved (symlinks followed), beside them as given.
-    allowed_real: Vec<PathBuf>,
+    destinations: destination::Policy,
+    /// `allowed_paths`, as given and resolved.
+    allowed: Arc<Vec<local::AllowedDir>>,
     client: Client,
     cache: Arc<Cache>,
+    /// [`MAX_CONCURRENT_FETCHES`] slots.
+    slots: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
 
@@ -171,27 +201,30 @@ impl Fetcher {
         let root = work_dir.join("artifacts");
         let cache = Cache::open(&root, config.cache_max_bytes)
             .map_err(|e| FetchError::Agent(format!("cache {}: {e}", root.display())))?;
-        let allowed_real = config
-            .allowed_paths
-            .iter()
-            .map(|p| {
-                std::fs::canonicalize(p)
-                    .map_err(|e| FetchError::Agent(format!("--artifact-paths {}: {e}", p.display())))
-            })
-            .collect::<Result<_, _>>()?;
+        let allowed = Arc::new(local::allowed_dirs(&config.allowed_paths)?);
         let tls = crate::images::tls_config(None).map_err(|e| FetchError::Agent(e.to_string()))?;
-        // Redirects are followed, but never from HTTPS to plain HTTP.
-        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+        let destinations = destination::Policy {
+            allow_loopback: config.allow_loopback,
+        };
+        // Redirects are followed, but never from HTTPS to plain HTTP, nor
+        // to an address that is refused.
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
             if attempt.previous().len() >= 10 {
                 attempt.error("more than 10 redirects")
             } else if from_https && attempt.url().scheme() != "https" {
                 attempt.error("a redirect from HTTPS to plain HTTP")
+            } else if let Err(why) = destinations.check_url(attempt.url()) {
+                let to = mezzo_proto::artifact::redact_url(attempt.url());
+                attempt.error(format!("a redirect to {to}: {why}"))
             } else {
                 attempt.follow()
             }
         });
+        // No proxy: the agent checks the addresses it connects to itself.
         let client = Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(destination::Resolver(destinations)))
             .use_preconfigured_tls(tls)
             .connect_timeout(config.timeout)
             .read_timeout(config.timeout)
@@ -200,10 +233,12 @@ impl Fetcher {
             .build()
             .map_err(|e| FetchError::Agent(error_chain(&e)))?;
         Ok(Fetcher {
+            destinations,
             config,
-            allowed_real,
+            allowed,
             client,
             cache: Arc::new(cache),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
             metrics,
         })
     }
@@ -211,7 +246,25 @@ impl Fetcher {
     /// Fetches `artifact` into `sandbox` (made if missing), everything
     /// written owned by `owner` (`None`: the agent's own user). Cancel-safe:
     /// a dropped fetch leaves no download behind.
+    ///
+    /// A fetch ends within the [`FetchConfig::deadline`], waits included,
+    /// and at most [`MAX_CONCURRENT_FETCHES`] run at a time.
     pub async fn fetch(
+        &self,
+        artifact: &Artifact,
+        sandbox: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Fetched, FetchError> {
+        let deadline = self.config.deadline;
+        tokio::time::timeout(deadline, self.fetch_now(artifact, sandbox, owner))
+            .await
+            .map_err(|_| FetchError::Download {
+                uri: artifact.shown.clone(),
+                reason: format!("not fetched within this agent's deadline of {}s", deadline.as_secs()),
+            })?
+    }
+
+    async fn fetch_now(
         &self,
         artifact: &Artifact,
         sandbox: &Path,
@@ -225,6 +278,13 @@ impl Fetcher {
             ),
             false => None,
         };
+        // Taken once the key is: waiting for a key holds no slot.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| FetchError::Agent(e.to_string()))?;
         let hit = locked.as_ref().and_then(|l| l.hit().map(Path::to_path_buf));
         let from_cache = hit.is_some();
         let bytes = match hit {
@@ -236,17 +296,19 @@ impl Fetcher {
             (false, true) => self.metrics.artifact_cache_misses.inc(),
             (false, false) => 0,
         };
-        tracing::info!(uri = %artifact.uri, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
+        tracing::info!(uri = %artifact.shown, from_cache, sandbox = %sandbox.display(), "fetching an artifact");
         let (cache, metrics) = (self.cache.clone(), self.metrics.clone());
         let (artifact, sandbox, limit) = (artifact.clone(), sandbox.to_path_buf(), self.config.max_bytes);
         // The cache entry's lock and the download (removed when dropped)
         // are held until the copy is done, even if this fetch is dropped.
         tokio::task::spawn_blocking(move || {
+            // The copy or extraction holds its slot even if this fetch is dropped.
+            let _slot = slot;
             let bytes = match (bytes, &locked) {
                 (Bytes::Download(tmp), Some(locked)) => keep(&cache, &metrics, &artifact, locked, tmp)?,
                 (bytes, _) => bytes,
             };
-            install(&artifact, bytes.path(), &sandbox, owner, limit)
+            install::install(&artifact, bytes.path(), &sandbox, owner, limit)
         })
         .await
         .map_err(|e| FetchError::Agent(e.to_string()))??;
@@ -261,16 +323,20 @@ impl Fetcher {
         let actual = match &a.source {
             Source::Http(url) => self.download(a, url, &tmp.0).await?,
             Source::Local(path) => {
-                let real = self.allowed(a, path)?;
+                local::under(&self.allowed, a, path)?;
                 let (a, to, limit) = (a.clone(), tmp.0.clone(), self.config.max_bytes);
-                tokio::task::spawn_blocking(move || copy_local(&a, &real, &to, limit))
-                    .await
-                    .map_err(|e| FetchError::Agent(e.to_string()))??
+                let (allowed, path) = (self.allowed.clone(), path.clone());
+                tokio::task::spawn_blocking(move || {
+                    let (dir, rest) = local::under(&allowed, &a, &path)?;
+                    local::copy_local(&a, dir, &rest, &to, limit)
+                })
+                .await
+                .map_err(|e| FetchError::Agent(e.to_string()))??
             }
         };
         match &a.sha256 {
             Some(expected) if *expected != actual => Err(FetchError::Checksum {
-                uri: a.uri.clone(),
+                uri: a.shown.clone(),
                 actual,
                 expected: expected.clone(),
             }),
@@ -278,66 +344,47 @@ impl Fetcher {
         }
     }
 
-    /// `path` resolved, if it is under `--artifact-paths`: first as given
-    /// (so that nothing of other paths is even looked at), then resolved
-    /// (so that no symlink leads out).
-    fn allowed(&self, a: &Artifact, path: &Path) -> Result<PathBuf, FetchError> {
-        let refused = || FetchError::NotAllowed {
-            uri: a.uri.clone(),
-            path: path.to_path_buf(),
-        };
-        let mut dirs = self.config.allowed_paths.iter().chain(&self.allowed_real);
-        if !dirs.any(|d| path.starts_with(d)) {
-            return Err(refused());
-        }
-        let real = std::fs::canonicalize(path).map_err(|source| FetchError::Read {
-            uri: a.uri.clone(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        match self.allowed_real.iter().any(|d| real.starts_with(d)) {
-            true => Ok(real),
-            false => Err(refused()),
-        }
-    }
-
     /// Streams `url` into `to`, within the size limit and the timeouts;
     /// returns the SHA-256 of what came.
     async fn download(&self, a: &Artifact, url: &Url, to: &Path) -> Result<String, FetchError> {
         let failed = |reason: String| FetchError::Download {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             reason,
         };
+        self.destinations.check_url(url).map_err(failed)?;
         let timeout = self.config.timeout;
         let timed_out = |what: &str| failed(format!("{what}: no answer in {}s", timeout.as_secs()));
         let mut response = tokio::time::timeout(timeout, self.client.get(url.clone()).send())
             .await
             .map_err(|_| timed_out("request"))?
-            .map_err(|e| failed(error_chain(&e)))?;
+            .map_err(|e| failed(error_chain(&e.without_url())))?;
         if !response.status().is_success() {
             return Err(failed(format!("the server answered {}", response.status())));
         }
         let limit = self.config.max_bytes;
         let too_large = || FetchError::TooLarge {
-            uri: a.uri.clone(),
+            uri: a.shown.clone(),
             limit,
         };
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let write_err = |source| FetchError::Write {
-            uri: a.uri.clone(),
-            path: to.to_path_buf(),
-            source,
-        };
-        let mut file = tokio::fs::File::create_new(to).await.map_err(write_err)?;
+        // The agent's own file: failing to write it is no fault of the task's.
+        let write_err = |e: std::io::Error| FetchError::Agent(format!("write {}: {e}", to.display()));
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+            .await
+            .map_err(write_err)?;
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut size = 0u64;
         loop {
             let chunk = tokio::time::timeout(timeout, response.chunk())
                 .await
                 .map_err(|_| timed_out("body"))?
-                .map_err(|e| failed(error_chain(&e)))?;
+                .map_err(|e| failed(error_chain(&e.without_url())))?;
             let Some(chunk) = chunk else { break };
             size += chunk.len() as u64;
             if size > limit {
@@ -364,99 +411,14 @@ fn keep(
 ) -> Result<Bytes, FetchError> {
     let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(u64::MAX);
     match cache.insert(locked, &tmp.0, size) {
-        Ok(Some(evicted)) => {
-            metrics.artifact_cache_evictions.inc_by(evicted);
+        Ok(true) => {
+            metrics.artifact_cache_evictions.inc_by(cache.evict(locked.path()));
             Ok(Bytes::Cached(locked.path().to_path_buf()))
         }
-        Ok(None) => {
-            tracing::info!(uri = %artifact.uri, size, "artifact larger than the whole cache: not kept");
+        Ok(false) => {
+            tracing::info!(uri = %artifact.shown, size, "artifact larger than the whole cache: not kept");
             Ok(Bytes::Download(tmp))
         }
         Err(e) => Err(FetchError::Agent(format!("cache {}: {e}", locked.path().display()))),
     }
-}
-
-/// Copies the local file `real` (resolved) into `to`; returns its SHA-256.
-fn copy_local(a: &Artifact, real: &Path, to: &Path, limit: u64) -> Result<String, FetchError> {
-    let read_err = |source| FetchError::Read {
-        uri: a.uri.clone(),
-        path: real.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(real)
-        .map_err(read_err)?;
-    if !file.metadata().map_err(read_err)?.is_file() {
-        return Err(read_err(std::io::Error::other("not a regular file")));
-    }
-    let mut out = std::fs::File::create_new(to).map_err(|source| FetchError::Write {
-        uri: a.uri.clone(),
-        path: to.to_path_buf(),
-        source,
-    })?;
-    let mut reader = DigestReader::new(file);
-    // One byte past the limit tells a file at the limit from one over.
-    std::io::copy(&mut (&mut reader).take(limit + 1), &mut out).map_err(read_err)?;
-    if reader.count() > limit {
-        return Err(FetchError::TooLarge {
-            uri: a.uri.clone(),
-            limit,
-        });
-    }
-    Ok(reader.finish().0.hex().to_owned())
-}
-
-/// Puts the fetched file `from` into the sandbox as the artifact asks:
-/// unpacked into its directory, or copied to its file (0755 when
-/// executable, else 0644), owned by `owner`.
-fn install(a: &Artifact, from: &Path, sandbox: &Path, owner: Option<(u32, u32)>, limit: u64) -> Result<(), FetchError> {
-    let write_err = |path: &Path| {
-        let (uri, path) = (a.uri.clone(), path.to_path_buf());
-        move |source| FetchError::Write {
-            uri: uri.clone(),
-            path: path.clone(),
-            source,
-        }
-    };
-    if !sandbox.is_dir() {
-        std::fs::create_dir_all(sandbox).map_err(write_err(sandbox))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(sandbox, Some(uid), Some(gid)).map_err(write_err(sandbox))?;
-        }
-    }
-    let mut src = std::fs::File::open(from).map_err(|source| FetchError::Read {
-        uri: a.uri.clone(),
-        path: from.to_path_buf(),
-        source,
-    })?;
-    if let Some(kind) = a.archive {
-        let dir = crate::containerizer::make_dirs(sandbox, &a.output, 0o755, owner)
-            .map_err(write_err(&sandbox.join(&a.output)))?;
-        let compression = match kind {
-            Archive::Tar => Compression::None,
-            Archive::TarGz => Compression::Gzip,
-        };
-        let limits = Limits {
-            max_bytes: limit,
-            ..Limits::default()
-        };
-        crate::images::unpack_artifact(&mut src, compression, &dir, owner, &limits).map_err(|source| {
-            FetchError::Extract {
-                uri: a.uri.clone(),
-                source,
-            }
-        })?;
-        return Ok(());
-    }
-    let err = write_err(&sandbox.join(&a.output));
-    let mut out = crate::containerizer::create_in_sandbox(sandbox, &a.output, (0o755, 0o600), owner).map_err(&err)?;
-    std::io::copy(&mut src, &mut out).map_err(&err)?;
-    out.flush().map_err(&err)?;
-    // Whatever the umask: the mode asked for.
-    let mode = if a.executable { 0o755 } else { 0o644 };
-    out.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(&err)?;
-    Ok(())
 }

@@ -40,6 +40,7 @@ pub(crate) use pull::tls_config;
 pub use pull::{Credentials, Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
 pub use unpack::{Compression, Limits, StagedLayer, unpack_artifact, unpack_layer};
+pub(crate) use unpack::{open_beneath, open_beneath_with};
 
 #[cfg(test)]
 pub(crate) mod tests;

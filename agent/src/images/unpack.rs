@@ -446,9 +446,16 @@ fn device_numbers(entry: &tar::Entry<'_, impl Read>, raw: &[u8]) -> Result<(u32,
 /// Opens the directory `path` beneath `dir`, following no symlink (not
 /// even the last component: RESOLVE_NO_SYMLINKS covers it, with ELOOP;
 /// O_NOFOLLOW would turn that into a less telling ENOTDIR).
-fn open_beneath(dir: &impl AsFd, path: &[u8]) -> nix::Result<OwnedFd> {
+pub(crate) fn open_beneath(dir: &impl AsFd, path: &[u8]) -> nix::Result<OwnedFd> {
+    open_beneath_with(dir, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+}
+
+/// Opens `path` beneath `dir` with `flags` (and O_CLOEXEC), following no
+/// symlink on the way or at its end (ELOOP or EXDEV) and never leaving
+/// `dir` (EXDEV).
+pub(crate) fn open_beneath_with(dir: &impl AsFd, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     openat2(dir.as_fd(), path, how)
 }

@@ -282,7 +282,7 @@ impl Supervisor {
             self.report(
                 TaskState::Starting,
                 StatusReason::ReasonUnspecified,
-                format!("fetching {}", a.uri),
+                format!("fetching {}", a.shown),
                 None,
             )
             .await;
@@ -292,13 +292,13 @@ impl Supervisor {
                     return Err((
                         TaskState::Killed,
                         StatusReason::ReasonTaskKilledDuringLaunch,
-                        format!("killed while fetching {}", a.uri),
+                        format!("killed while fetching {}", a.shown),
                     ));
                 }
             };
             match fetched {
                 Ok(f) if f.from_cache => {
-                    let message = format!("fetched {} from cache", a.uri);
+                    let message = format!("fetched {} from cache", a.shown);
                     self.report(TaskState::Starting, StatusReason::ReasonUnspecified, message, None)
                         .await;
                 }

@@ -151,6 +151,11 @@ struct ArtifactArgs {
     /// Largest artifact a task may fetch (downloaded, and unpacked), in MiB.
     #[arg(long, env = "MEZZO_ARTIFACT_MAX_MIB", default_value_t = 4096)]
     artifact_max_mib: u64,
+    /// Let tasks fetch artifacts from loopback addresses (127.0.0.0/8,
+    /// ::1), which are refused by default: for tests and single-machine
+    /// setups. Link-local addresses (cloud metadata) stay refused.
+    #[arg(long, env = "MEZZO_ARTIFACT_ALLOW_LOOPBACK")]
+    artifact_allow_loopback: bool,
 }
 
 /// `--host-paths`: absolute paths, each optionally `:ro` or `:rw`.
@@ -235,6 +240,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .collect();
     cfg.artifacts.cache_max_bytes = a.artifacts.artifact_cache_max_mib.saturating_mul(1 << 20);
     cfg.artifacts.max_bytes = a.artifacts.artifact_max_mib.saturating_mul(1 << 20);
+    cfg.artifacts.allow_loopback = a.artifacts.artifact_allow_loopback;
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
     cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());
