@@ -65,6 +65,8 @@ pub enum EnterError {
     Spec(String),
     #[error("the container's init is not running")]
     NoInit,
+    #[error("the container's task has not started yet")]
+    NotStarted,
     #[error("pid {0} is no longer the container's init")]
     NotTheInit(i32),
     #[error("{what}: {source}")]
@@ -101,7 +103,16 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
         });
     }
     let base: EnterBase = serde_json::from_slice(base.as_bytes()).map_err(|e| EnterError::Spec(e.to_string()))?;
-    let pid = init_of(run_dir, &base.cgroup)?;
+    // A task just reported running may be a few steps from its claim.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let pid = loop {
+        match init_of(run_dir, &base.cgroup) {
+            Err(EnterError::NotStarted) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => break other?,
+        }
+    };
     let mut kinds = Vec::new();
     if base.userns {
         kinds.push(("user", CloneFlags::CLONE_NEWUSER));
@@ -169,6 +180,11 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
 /// another process has now is never entered (its cgroup must be the
 /// container's, named `cgroup`).
 pub fn init_of(run_dir: &Path, cgroup: &str) -> Result<i32, EnterError> {
+    // Until the init has taken the launch claim, its namespaces, root and
+    // cgroups may be half made: entering then could see the host's root.
+    if super::claim::read(run_dir) != Some(super::claim::Claim::Started) {
+        return Err(EnterError::NotStarted);
+    }
     let pid = super::init::read_init_pid(run_dir).ok_or(EnterError::NoInit)?;
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| EnterError::NoInit)?;
     if !cgroups.lines().any(|l| l.ends_with(&format!("/{cgroup}"))) {

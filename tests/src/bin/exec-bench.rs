@@ -91,16 +91,22 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
         )
         .await?;
         let (_tx, mut rx) = socket.split();
+        let mut output = Vec::new();
         let end = loop {
             match rx.next().await {
                 Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) if b.first() == Some(&wire::END) => {
                     break serde_json::from_slice::<ExecEnd>(&b[1..])?;
                 }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => output.extend_from_slice(&b[1..]),
                 Some(Ok(_)) => {}
                 other => bail!("the session ended without its end: {other:?}"),
             }
         };
-        ensure!(end.exit_code == Some(0), "{end:?}");
+        ensure!(
+            end.exit_code == Some(0),
+            "{end:?}: {}",
+            String::from_utf8_lossy(&output)
+        );
         if i >= 10 {
             api.record(t0.elapsed().as_micros() as u64)?;
         }
