@@ -30,6 +30,9 @@ use super::{AgentStatus, Master};
 
 /// How often one waiting task may cause a preemption.
 const CLAIM_FOR: Duration = Duration::from_secs(30);
+/// How often the leader looks for room to preempt (a look scans the
+/// running tasks of every agent).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// When preemption happens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +66,8 @@ pub(super) struct Victim {
 #[derive(Debug, Default)]
 pub(super) struct Preemptions {
     victims: HashMap<(FrameworkId, TaskId), Victim>,
+    /// The last look for room.
+    looked: Option<Instant>,
     /// Waiting tasks that caused a preemption, and when (and of what).
     claimed: HashMap<(FrameworkId, TaskId), (Instant, String)>,
 }
@@ -105,7 +110,12 @@ impl Master {
         self.preemptions
             .claimed
             .retain(|_, (at, _)| now.duration_since(*at) < CLAIM_FOR);
-        if self.cfg.preemption.enabled {
+        let due = self
+            .preemptions
+            .looked
+            .is_none_or(|t| now.duration_since(t) >= LOOK_EVERY);
+        if self.cfg.preemption.enabled && due && !self.observed.pending.is_empty() {
+            self.preemptions.looked = Some(now);
             self.start_one_preemption(now);
         }
     }
@@ -139,6 +149,9 @@ impl Master {
                     waiting.push((t.priority, fid.clone(), tid, needs.clone()));
                 }
             }
+        }
+        if waiting.is_empty() {
+            return;
         }
         waiting.sort_by_key(|w| std::cmp::Reverse(w.0));
         let shares = self.role_shares();
