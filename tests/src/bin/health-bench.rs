@@ -156,12 +156,15 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
         for id in &ids {
             s.kill(id, Some(Duration::from_millis(100))).await?;
         }
+        // The next kind needs the room; after the last, the cluster goes.
         let mut left = ids;
-        while !left.is_empty() {
-            if let Event::Update(st) = ev.any(Duration::from_secs(120)).await?
-                && task_state(&st).is_some_and(TaskState::is_terminal)
-            {
-                left.remove(&st.task_id);
+        while !left.is_empty() && round + 1 < args.kinds.len() {
+            match ev.any(Duration::from_secs(120)).await {
+                Ok(Event::Update(st)) if task_state(&st).is_some_and(TaskState::is_terminal) => {
+                    left.remove(&st.task_id);
+                }
+                Ok(_) => {}
+                Err(e) => bail!("{} of the {kind} tasks not ended after their kill: {e}", left.len()),
             }
         }
     }
