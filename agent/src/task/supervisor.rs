@@ -309,7 +309,13 @@ impl Supervisor {
                 }
             }
         }
-        Ok(())
+        // What the launch writes itself must still be free: the task's
+        // input is at fault, not the agent (a DROPPED would be launched
+        // again, and fail again).
+        match collision(&self.spec.sandbox, &self.spec.task) {
+            Some(why) => Err((TaskState::Failed, StatusReason::ReasonFetchFailed, why)),
+            None => Ok(()),
+        }
     }
 
     /// Watches a container that was already running when the agent started.
@@ -604,6 +610,30 @@ impl Supervisor {
     }
 }
 
+/// Why the fetched artifacts leave no room for what the launch writes in
+/// the sandbox: `stdout` and `stderr` as anything but plain files, or
+/// anything at a secret file's path.
+fn collision(sandbox: &std::path::Path, task: &v1::TaskInfo) -> Option<String> {
+    for name in ["stdout", "stderr"] {
+        if let Ok(m) = std::fs::symlink_metadata(sandbox.join(name))
+            && !m.file_type().is_file()
+        {
+            return Some(format!(
+                "the artifacts put something other than a file at {name}, where the task's output goes"
+            ));
+        }
+    }
+    let secrets = task
+        .command
+        .as_ref()
+        .map(|c| c.secret_files.as_slice())
+        .unwrap_or_default();
+    secrets
+        .iter()
+        .find(|f| std::fs::symlink_metadata(sandbox.join(&f.path)).is_ok())
+        .map(|f| format!("the artifacts put something at {}, the path of a secret file", f.path))
+}
+
 /// The secrets' values the leader filled in for this agent only (DESIGN.md,
 /// "Secrets"): needed to launch the task and nothing after, so they are
 /// kept in no checkpoint, view or report. `Debug` shows none of them.
@@ -799,4 +829,29 @@ fn secrets_are_taken_out_of_the_task() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].value, b"s3cret-file");
     assert!(take_secrets(&mut v1::TaskInfo::default()).image.is_none());
+}
+
+#[cfg(test)]
+#[test]
+fn artifacts_may_not_take_the_place_of_the_output_or_a_secret_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let task = v1::TaskInfo {
+        command: Some(v1::CommandInfo {
+            secret_files: vec![v1::SecretFile {
+                path: "conf/db".into(),
+                secret: "db".into(),
+                value: Vec::new(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(collision(dir.path(), &task), None, "an empty sandbox");
+    std::fs::write(dir.path().join("stdout"), b"earlier run").expect("stdout");
+    assert_eq!(collision(dir.path(), &task), None, "a plain stdout is appended to");
+    std::fs::create_dir(dir.path().join("stderr")).expect("stderr");
+    assert!(collision(dir.path(), &task).is_some_and(|w| w.contains("at stderr")));
+    std::fs::remove_dir(dir.path().join("stderr")).expect("rmdir");
+    std::fs::create_dir_all(dir.path().join("conf/db")).expect("conf/db");
+    assert!(collision(dir.path(), &task).is_some_and(|w| w.contains("conf/db")));
 }
