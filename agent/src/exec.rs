@@ -73,7 +73,8 @@ async fn exec(
     };
     ws.max_message_size(wire::MAX_MESSAGE)
         .on_upgrade(move |mut socket| async move {
-            tracing::info!(task = %key, command = ?argv, tty = req.tty, "exec");
+            // The program only: arguments may hold what must not be logged.
+            tracing::info!(task = %key, program = %argv[0], args = argv.len() - 1, tty = req.tty, "exec");
             let end = match session(&mut socket, &entry, &argv, &req).await {
                 Ok(code) => ExecEnd {
                     exit_code: Some(code),
@@ -104,6 +105,12 @@ async fn session(socket: &mut WebSocket, entry: &Entry, argv: &[String], req: &E
             ws_ypixel: 0,
         };
         let pty = nix::pty::openpty(Some(&size), None).map_err(|e| format!("cannot open a pty: {e}"))?;
+        // openpty(3) gives no O_CLOEXEC: another spawn must not inherit
+        // this session's terminal (the command gets its end as stdio).
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                .map_err(|e| format!("cannot open a pty: {e}"))?;
+        }
         let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
         cmd.stdin(slave(&pty.slave)?)
             .stdout(slave(&pty.slave)?)
@@ -118,18 +125,25 @@ async fn session(socket: &mut WebSocket, entry: &Entry, argv: &[String], req: &E
     } else {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start the command: {e}"))?;
-        let mut stdin = child.stdin.take();
+        // Its own task writes stdin, so that a command busy writing its
+        // output while the client sends input never stalls the loop.
+        let mut stdin = child.stdin.take().map(stdin_writer);
         let mut out = child.stdout.take().ok_or("no stdout")?;
         let mut err = child.stderr.take().ok_or("no stderr")?;
         let (mut out_open, mut err_open) = (true, true);
         let (mut out_buf, mut err_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-        while out_open || err_open {
+        let mut ended = None;
+        // Until the command has ended and its output is read (a command
+        // that closed its output ends the session when it exits).
+        while ended.is_none() || out_open || err_open {
             tokio::select! {
                 msg = socket.recv() => match client_message(msg)? {
                     Some((wire::STDIN, data)) if data.is_empty() => stdin = None,
                     Some((wire::STDIN, data)) => {
-                        if let Some(s) = stdin.as_mut()
-                            && s.write_all(&data).await.is_err()
+                        // A megabyte of input may wait for a command that
+                        // does not read it; past that the client waits.
+                        if let Some(s) = &stdin
+                            && s.send(data).await.is_err()
                         {
                             stdin = None;
                         }
@@ -142,11 +156,26 @@ async fn session(socket: &mut WebSocket, entry: &Entry, argv: &[String], req: &E
                 n = read_some(&mut err, &mut err_buf), if err_open => {
                     err_open = send_output(socket, wire::STDERR, &err_buf, n).await?;
                 }
+                status = child.wait(), if ended.is_none() => ended = Some(status),
             }
         }
         drop(stdin);
-        exit_code(child.wait().await)
+        exit_code(ended.unwrap_or_else(|| Err(std::io::Error::other("no exit status"))))
     }
+}
+
+/// Writes what it is sent to the command's stdin, closing it when the
+/// sender is dropped.
+fn stdin_writer(mut stdin: tokio::process::ChildStdin) -> tokio::sync::mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::spawn(async move {
+        while let Some(data) = rx.recv().await {
+            if stdin.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 async fn read_some(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {

@@ -65,8 +65,8 @@ fn main() -> std::process::ExitCode {
         mezzo_agent::containerizer::init::main(std::path::Path::new(&args[2]));
     }
     // One more process in a running container (a health check's command).
-    if args.len() >= 5 && args[1] == "__container-enter" {
-        mezzo_agent::containerizer::enter::main(std::path::Path::new(&args[2]), &args[3], &args[4..]);
+    if args.len() >= 4 && args[1] == "__container-enter" {
+        mezzo_agent::containerizer::enter::main(std::path::Path::new(&args[2]), &args[3..]);
     }
     let args = match config_file::expand::<Cli>(args) {
         Ok(a) => a,

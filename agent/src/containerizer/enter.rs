@@ -1,5 +1,6 @@
 //! One more process in a running container: `mezzo __container-enter
-//! RUN_DIR BASE ARGV...` (BASE: the container's [`EnterBase`] as JSON), as `nsenter` or `runc exec` start one. The agent runs
+//! RUN_DIR ARGV...` (the container's [`EnterBase`] is in RUN_DIR, root's
+//! only: not on a command line every host user can read), as `nsenter` or `runc exec` start one. The agent runs
 //! a task's command health checks this way (and `mezzo exec` will), so
 //! they see what the task sees: its cgroup (and limits), namespaces, root,
 //! user, capabilities and seccomp filter.
@@ -8,11 +9,12 @@
 //! a user namespace, so a fresh process of the `mezzo` binary does it:
 //!
 //! ```text
-//! mezzo __container-enter   reads RUN_DIR/init.pid,
+//! mezzo __container-enter   reads RUN_DIR/enter.json and init.pid, opens /proc/PID,
 //!   │                       checks the pid is still the container's init,
 //!   │                       joins its cgroups, then setns: user, ipc, uts, net, pid, mnt
-//!   └─fork─▶ child          pid 1's child in the task's pid namespace: dies with its
-//!                           parent (pdeathsig), new session, cwd, confinement, user, execve
+//!   └─fork─▶ child          pid 1's child in the task's pid namespace: not dumpable, no fd
+//!                           but stdio, new session, confinement and user, then (as the
+//!                           task's user) dies with its parent (pdeathsig), cwd, execve
 //! ```
 //!
 //! The parent waits and exits with the child's status (128+N for signal
@@ -79,10 +81,10 @@ pub enum EnterError {
     Nul,
 }
 
-/// Entry point of `mezzo __container-enter RUN_DIR BASE ARGV...`. Call it
+/// Entry point of `mezzo __container-enter RUN_DIR ARGV...`. Call it
 /// before any other thread exists (no tokio runtime).
-pub fn main(run_dir: &Path, base: &OsString, argv: &[OsString]) -> ! {
-    let code = match enter(run_dir, base, argv) {
+pub fn main(run_dir: &Path, argv: &[OsString]) -> ! {
+    let code = match enter(run_dir, argv) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mezzo: cannot enter the container: {e}");
@@ -92,7 +94,17 @@ pub fn main(run_dir: &Path, base: &OsString, argv: &[OsString]) -> ! {
     std::process::exit(code)
 }
 
-fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, EnterError> {
+/// The file in a container's run dir holding its [`EnterBase`].
+pub const BASE_FILE: &str = "enter.json";
+
+/// Records how to enter the container of `run_dir` (root's only, as the
+/// run dir).
+pub fn write_base(run_dir: &Path, base: &EnterBase) -> Result<(), String> {
+    let bytes = serde_json::to_vec(base).map_err(|e| e.to_string())?;
+    crate::paths::write_replace(&run_dir.join(BASE_FILE), &bytes).map_err(|e| e.to_string())
+}
+
+fn enter(run_dir: &Path, argv: &[OsString]) -> Result<i32, EnterError> {
     if argv.is_empty() {
         return Err(EnterError::NoCommand);
     }
@@ -102,10 +114,18 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
             source: Errno::EINVAL,
         });
     }
-    let base: EnterBase = serde_json::from_slice(base.as_bytes()).map_err(|e| EnterError::Spec(e.to_string()))?;
+    let base_path = run_dir.join(BASE_FILE);
+    let base = fs::read(&base_path).map_err(|source| EnterError::Io {
+        what: base_path.display().to_string(),
+        source,
+    })?;
+    let base: EnterBase = serde_json::from_slice(&base).map_err(|e| EnterError::Spec(e.to_string()))?;
+    // Built before any namespace is joined: nothing read from the
+    // container's files while this process is still root there.
+    let exec = Exec::prepare(&base, argv)?;
     // A task just reported running may be a few steps from its claim.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let pid = loop {
+    let proc_dir = loop {
         match init_of(run_dir, &base.cgroup) {
             Err(EnterError::NotStarted) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -130,12 +150,14 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
     // namespace's to join.
     let mut namespaces = Vec::new();
     for (name, flag) in kinds {
-        let path = format!("/proc/{pid}/ns/{name}");
-        let file = File::open(&path).map_err(|source| EnterError::Io { what: path, source })?;
+        let file = proc_dir.open(&format!("ns/{name}"))?;
         if !same_file(&file, &format!("/proc/self/ns/{name}")) {
             namespaces.push((file, flag, name));
         }
     }
+    // Still the init (not a process that took its pid since): the
+    // namespaces opened are the container's.
+    proc_dir.check(&base.cgroup)?;
     // As host root, before the user namespace: "0" is this process.
     for path in &base.cgroup_procs {
         fs::write(path, b"0").map_err(|source| EnterError::Io {
@@ -150,7 +172,7 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
         })?;
     }
     drop(namespaces);
-    let exec = Exec::prepare(&base, argv)?;
+    drop(proc_dir);
     // SAFETY: this process is single-threaded (checked above), so the
     // child is an exact copy with no lock held by a vanished thread.
     match unsafe { fork() }.map_err(|source| EnterError::Sys { what: "fork", source })? {
@@ -176,21 +198,57 @@ fn enter(run_dir: &Path, base: &OsString, argv: &[OsString]) -> Result<i32, Ente
     }
 }
 
-/// The pid of the container's init, checked: a pid the init had once but
-/// another process has now is never entered (its cgroup must be the
-/// container's, named `cgroup`).
-pub fn init_of(run_dir: &Path, cgroup: &str) -> Result<i32, EnterError> {
+/// The container's init's `/proc/PID`, opened and checked: a pid the
+/// init had once but another process has now is never entered (its
+/// cgroup must be the container's, named `cgroup`). Files read through
+/// the directory are that process's, or fail once it is gone.
+pub fn init_of(run_dir: &Path, cgroup: &str) -> Result<ProcDir, EnterError> {
     // Until the init has taken the launch claim, its namespaces, root and
     // cgroups may be half made: entering then could see the host's root.
     if super::claim::read(run_dir) != Some(super::claim::Claim::Started) {
         return Err(EnterError::NotStarted);
     }
     let pid = super::init::read_init_pid(run_dir).ok_or(EnterError::NoInit)?;
-    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| EnterError::NoInit)?;
-    if !cgroups.lines().any(|l| l.ends_with(&format!("/{cgroup}"))) {
-        return Err(EnterError::NotTheInit(pid));
+    let dir = File::open(format!("/proc/{pid}")).map_err(|_| EnterError::NoInit)?;
+    let dir = ProcDir { pid, dir };
+    dir.check(cgroup)?;
+    Ok(dir)
+}
+
+/// An open `/proc/PID` directory.
+pub struct ProcDir {
+    pid: i32,
+    dir: File,
+}
+
+impl ProcDir {
+    /// `name` beneath it, read-only.
+    pub fn open(&self, name: &str) -> Result<File, EnterError> {
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            name,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| EnterError::Io {
+            what: format!("/proc/{}/{name}", self.pid),
+            source: e.into(),
+        })?;
+        Ok(File::from(fd))
     }
-    Ok(pid)
+
+    /// Its process is in the cgroup named `cgroup`.
+    fn check(&self, cgroup: &str) -> Result<(), EnterError> {
+        let mut text = String::new();
+        use std::io::Read;
+        self.open("cgroup")?
+            .read_to_string(&mut text)
+            .map_err(|_| EnterError::NoInit)?;
+        match text.lines().any(|l| l.ends_with(&format!("/{cgroup}"))) {
+            true => Ok(()),
+            false => Err(EnterError::NotTheInit(self.pid)),
+        }
+    }
 }
 
 /// Whether `file` is the file at `path` (a namespace is its inode).
@@ -206,6 +264,10 @@ fn same_file(file: &File, path: &str) -> bool {
 struct Exec {
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// Where to run `argv[0]` from: itself when it names a path, else
+    /// each directory of the task's PATH in turn (looked up inside the
+    /// container, as the task's user, by trying them).
+    programs: Vec<CString>,
     cwd: PathBuf,
     uid: Uid,
     gid: Gid,
@@ -216,17 +278,22 @@ struct Exec {
 impl Exec {
     fn prepare(base: &EnterBase, argv: &[OsString]) -> Result<Exec, EnterError> {
         let cstring = |b: &[u8]| CString::new(b).map_err(|_| EnterError::Nul);
-        let path = base.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-        // Looked up in the container's own root and PATH (this process is
-        // in its mount namespace now).
-        let program = match argv[0].to_str() {
-            Some(p) if !p.contains('/') => which::which_in(p, path, &base.cwd)
-                .map(|p| p.into_os_string())
-                .unwrap_or_else(|_| argv[0].clone()),
-            _ => argv[0].clone(),
+        let path = base
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+        let program = argv[0].as_bytes();
+        let programs = match program.contains(&b'/') {
+            true => vec![cstring(program)?],
+            false => path
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cstring(&[d.as_bytes(), b"/", program].concat()))
+                .collect::<Result<Vec<_>, _>>()?,
         };
-        let argv = std::iter::once(&program)
-            .chain(&argv[1..])
+        let argv = argv
+            .iter()
             .map(|a| cstring(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
         let env = base
@@ -242,6 +309,7 @@ impl Exec {
         Ok(Exec {
             argv,
             env,
+            programs,
             cwd: base.cwd.clone(),
             uid: Uid::from_raw(base.uid),
             gid: Gid::from_raw(base.gid),
@@ -252,31 +320,50 @@ impl Exec {
 
     /// In the child: returns only on failure.
     fn run(&self) -> Errno {
+        use nix::sys::signal::{SigHandler, Signal, signal};
         let steps = || -> Result<(), Errno> {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // Not to be ptraced or have /proc/PID/exe opened (the host's
+            // `mezzo`) by the container until its execve.
+            nix::sys::prctl::set_dumpable(false)?;
+            // Only stdio goes on: nothing the agent or this process had
+            // open (a pty of another session) reaches the container.
+            // SAFETY: close_range takes integers only.
+            Errno::result(unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) })?;
             // The Rust runtime of `mezzo` ignores SIGPIPE; the command must not.
             // SAFETY: restoring the default disposition installs no handler.
-            unsafe {
-                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
-            }?;
-            // The parent is outside this pid namespace: 0 while it lives.
-            if nix::unistd::getppid().as_raw() != 0 {
-                return Err(Errno::ESRCH);
-            }
+            unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }?;
             nix::unistd::setsid()?;
             // A terminal on stdin (`mezzo exec -t`) becomes the session's.
             if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
                 // SAFETY: TIOCSCTTY takes an integer argument only.
                 Errno::result(unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) })?;
             }
-            nix::unistd::chdir(&self.cwd)?;
             self.confinement.before_user()?;
             nix::unistd::setgroups(&self.groups)?;
             nix::unistd::setgid(self.gid)?;
             nix::unistd::setuid(self.uid)?;
             self.confinement.after_user()?;
-            nix::unistd::execve(&self.argv[0], &self.argv, &self.env)?;
-            Ok(())
+            // A change of user clears the parent-death signal: set now,
+            // then make sure the parent (outside this pid namespace, so
+            // 0 here while it lives) has not gone meanwhile.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid().as_raw() != 0 {
+                return Err(Errno::ESRCH);
+            }
+            // As the task's user, without capabilities: a working
+            // directory the task swapped for a link out of its root is
+            // followed no further than the task itself could.
+            nix::unistd::chdir(&self.cwd)?;
+            let mut last = Errno::ENOENT;
+            for program in &self.programs {
+                match nix::unistd::execve(program, &self.argv, &self.env) {
+                    // Not there (or not a directory there): the next one.
+                    Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => last = e,
+                    Err(Errno::EACCES) => last = Errno::EACCES,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last)
         };
         match steps() {
             Ok(()) => Errno::UnknownErrno,

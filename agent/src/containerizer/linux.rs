@@ -167,6 +167,11 @@ impl LinuxContainerizer {
                 net: spec.isolated_network,
             };
             write_record(&spec, &record);
+            if let Some(base) = &record.enter
+                && let Err(e) = super::enter::write_base(&spec.run_dir, base)
+            {
+                tracing::warn!(container = %spec.id, "cannot record how to enter the container: {e}");
+            }
             record.supervisor_pid = match launcher.launch(&init) {
                 Ok(pid) => pid,
                 Err(e) => {
@@ -204,6 +209,13 @@ impl LinuxContainerizer {
         let Some(mut record) = record else {
             return Ok(ended_or_gone(id, exit));
         };
+        // Recorded beside the record by agents from before `enter.json`.
+        if let Some(base) = &record.enter
+            && !run_dir.join(super::enter::BASE_FILE).exists()
+            && let Err(e) = super::enter::write_base(&run_dir, base)
+        {
+            tracing::warn!(container = %id, "cannot record how to enter the container: {e}");
+        }
         if record.supervisor_pid == 0 {
             // Recorded before the fork: the supervisor says who it is.
             record.supervisor_pid = super::init::read_pid(&run_dir, super::init::SUPERVISOR_PID_FILE).unwrap_or(0);

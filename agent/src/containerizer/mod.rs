@@ -96,7 +96,7 @@ pub enum Entry {
         sandbox: PathBuf,
         env: Vec<(String, String)>,
     },
-    /// A Linux container: `EXE __container-enter RUN_DIR BASE ARGV...`
+    /// A Linux container: `EXE __container-enter RUN_DIR ARGV...`
     /// ([`enter`]); `net`: it has a network namespace of its own.
     Linux {
         exe: PathBuf,
@@ -119,13 +119,9 @@ impl Entry {
                     .process_group(0);
                 cmd
             }
-            Entry::Linux { exe, run_dir, base, .. } => {
+            Entry::Linux { exe, run_dir, .. } => {
                 let mut cmd = tokio::process::Command::new(exe);
-                cmd.arg("__container-enter")
-                    .arg(run_dir)
-                    .arg(serde_json::to_string(base.as_ref()).unwrap_or_default())
-                    .args(argv)
-                    .env_clear();
+                cmd.arg("__container-enter").arg(run_dir).args(argv).env_clear();
                 cmd
             }
         }
@@ -143,11 +139,7 @@ impl Entry {
         else {
             return Ok(None);
         };
-        let pid = enter::init_of(run_dir, &base.cgroup)?;
-        let path = format!("/proc/{pid}/ns/net");
-        std::fs::File::open(&path)
-            .map(Some)
-            .map_err(|source| enter::EnterError::Io { what: path, source })
+        enter::init_of(run_dir, &base.cgroup)?.open("ns/net").map(Some)
     }
 }
 

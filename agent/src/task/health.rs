@@ -232,19 +232,29 @@ async fn probe(probe: &Probe, entry: &Entry, net: &mut Option<Option<File>>) -> 
     }
 }
 
-/// Runs a command check in the container; passes on exit status 0.
+/// Runs a command check in the container; passes on exit status 0. Of
+/// its output only the last [`OUTPUT_KEPT`] bytes are kept (a check may
+/// write without end); a check cut short by its timeout is killed with
+/// what it started (its process group, or its enter process, whose death
+/// kills it).
 async fn command(entry: &Entry, argv: &[String]) -> Result<String, String> {
     let mut cmd = entry.command(argv);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let out = cmd
-        .output()
-        .await
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot start the check command: {e}"))?;
-    let mut text = out.stdout;
-    text.extend_from_slice(&out.stderr);
+    let _group = matches!(entry, Entry::Host { .. })
+        .then(|| child.id())
+        .flatten()
+        .map(KillGroup);
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (out, err, status) = tokio::join!(tail(out), tail(err), child.wait());
+    let status = status.map_err(|e| format!("cannot wait for the check command: {e}"))?;
+    let mut text = out;
+    text.extend_from_slice(&err);
     let start = text.len().saturating_sub(OUTPUT_KEPT);
     let tail = String::from_utf8_lossy(&text[start..]).trim().to_owned();
     let tail = if tail.is_empty() {
@@ -252,10 +262,38 @@ async fn command(entry: &Entry, argv: &[String]) -> Result<String, String> {
     } else {
         format!(": {tail}")
     };
-    match out.status.code() {
+    match status.code() {
         Some(0) => Ok(format!("the check command exited 0{tail}")),
         Some(code) => Err(format!("the check command exited {code}{tail}")),
         None => Err(format!("the check command was killed{tail}")),
+    }
+}
+
+/// The last [`OUTPUT_KEPT`] bytes of a stream, read to its end.
+async fn tail(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stream) = stream else { return Vec::new() };
+    let mut kept = Vec::with_capacity(2 * OUTPUT_KEPT);
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > OUTPUT_KEPT {
+            kept.drain(..kept.len() - OUTPUT_KEPT);
+        }
+    }
+    kept
+}
+
+/// Kills a process group when dropped (a check of a task run without
+/// isolation: what its shell started too).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -166,6 +166,7 @@ impl Master {
             unacked: None,
             launched_at,
             ended_at: None,
+            healthy: None,
         };
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.allocated.add(&flat);

@@ -75,6 +75,8 @@ impl Task {
     /// otherwise; an agent that does not know its launch time makes it
     /// now), and an ended one ended when its latest status says.
     fn reported(agent_id: &AgentId, mut rt: ReportedTask, role: Role) -> Task {
+        // The agent's latest verdict, whatever came after it.
+        let healthy = rt.statuses.iter().rev().find_map(|s| s.healthy);
         let last_status = rt.statuses.pop();
         let ended_at = last_status
             .as_ref()
@@ -92,6 +94,7 @@ impl Task {
             unacked: None,
             launched_at: rt.launched_at.unwrap_or_else(unix_now),
             ended_at,
+            healthy,
         }
     }
 }

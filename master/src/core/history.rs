@@ -76,6 +76,7 @@ impl Task {
             unacked: None,
             launched_at: r.launched_at,
             ended_at: Some(r.ended_at),
+            healthy: None,
         }
     }
 }

@@ -185,6 +185,9 @@ struct Task {
     pub launched_at: f64,
     /// Unix seconds when it was last seen terminal (completed tasks).
     pub ended_at: Option<f64>,
+    /// The latest health verdict its agent reported; kept apart from
+    /// `last_status`, which later updates without one replace.
+    pub healthy: Option<bool>,
 }
 
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use mezzo_proto::clock::unix_now;
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
-use mezzo_proto::reservation::Role;
+use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
@@ -60,6 +60,8 @@ impl Default for PreemptionConfig {
 pub(super) struct Victim {
     deadline: Instant,
     message: String,
+    /// The waiting task it makes room for.
+    for_task: (FrameworkId, TaskId),
 }
 
 /// What preemption is doing, for the kills and for `mezzo why`.
@@ -68,6 +70,9 @@ pub(super) struct Preemptions {
     victims: HashMap<(FrameworkId, TaskId), Victim>,
     /// The last look for room.
     looked: Option<Instant>,
+    /// When each reported task was first seen waiting (frameworks repeat
+    /// their reports: a report's own time is its newest).
+    first_seen: HashMap<(FrameworkId, TaskId), Instant>,
     /// Waiting tasks that caused a preemption, and when (and of what).
     claimed: HashMap<(FrameworkId, TaskId), (Instant, String)>,
 }
@@ -99,7 +104,18 @@ impl Master {
                 .get(&fid)
                 .and_then(|f| f.tasks.get(&tid))
                 .is_some_and(|t| !t.state.is_terminal());
-            if running {
+            // The waiting task still waits (reported, not launched since).
+            let (wfid, wtid) = &v.for_task;
+            let still_waiting = self
+                .observed
+                .pending
+                .get(wfid)
+                .is_some_and(|r| r.tasks.iter().any(|t| t.task_id == wtid.as_str()))
+                && !self.frameworks.get(wfid).is_some_and(|f| f.tasks.contains_key(wtid));
+            if running && !still_waiting {
+                tracing::info!(framework = %fid, task = %tid, "preemption called off: the task it made room for no longer waits");
+            }
+            if running && still_waiting {
                 tracing::info!(framework = %fid, task = %tid, "{}", v.message);
                 let why = Some((v1::StatusReason::ReasonPreempted, v.message.as_str()));
                 if let Err(e) = self.kill_task_because(&fid, &tid, None, why) {
@@ -132,24 +148,30 @@ impl Master {
     /// The first waiting task (highest priority first) that may preempt,
     /// and its victims warned.
     fn start_one_preemption(&mut self, now: Instant) {
-        let waited_since = unix_now() - self.cfg.preemption.delay.as_secs_f64();
+        let delay = self.cfg.preemption.delay;
         let mut waiting: Vec<(i32, FrameworkId, TaskId, Resources)> = Vec::new();
+        let mut seen = HashMap::new();
         for (fid, report) in &self.observed.pending {
-            if report.reported_at > waited_since || !self.frameworks.contains_key(fid) {
+            if !self.frameworks.contains_key(fid) {
                 continue;
             }
             for t in &report.tasks {
                 let (Ok(tid), Some(needs)) = (TaskId::parse(&t.task_id), t.resources.as_ref()) else {
                     continue;
                 };
-                if t.priority > 0
-                    && !needs.is_empty()
-                    && !self.preemptions.claimed.contains_key(&(fid.clone(), tid.clone()))
-                {
+                if t.priority <= 0 || needs.is_empty() {
+                    continue;
+                }
+                let key = (fid.clone(), tid.clone());
+                let since = self.preemptions.first_seen.get(&key).copied().unwrap_or(now);
+                seen.insert(key.clone(), since);
+                if now.duration_since(since) >= delay && !self.preemptions.claimed.contains_key(&key) {
                     waiting.push((t.priority, fid.clone(), tid, needs.clone()));
                 }
             }
         }
+        // Tasks no longer reported are forgotten.
+        self.preemptions.first_seen = seen;
         if waiting.is_empty() {
             return;
         }
@@ -218,7 +240,17 @@ impl Master {
             if agent.status != AgentStatus::Active || self.is_draining(id) {
                 continue;
             }
-            let mut room = agent.total.total().saturating_sub(&agent.used);
+            // Only what the waiting role may use: unreserved resources and
+            // its own reservations.
+            let mut used = Resources::default();
+            for (fid, tid) in &agent.tasks {
+                if let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid))
+                    && !t.state.is_terminal()
+                {
+                    used.add(&usable(&t.resources, role));
+                }
+            }
+            let mut room = usable(&agent.total, role).saturating_sub(&used);
             if room.contains(needs) {
                 // Room without preempting: the allocator's business.
                 return None;
@@ -238,7 +270,7 @@ impl Master {
                         tid: tid.clone(),
                         priority: t.info.priority,
                         launched_at: t.launched_at,
-                        resources: t.resources.total(),
+                        resources: usable(&t.resources, role),
                     })
                 })
                 .collect();
@@ -287,6 +319,7 @@ impl Master {
                 Victim {
                     deadline,
                     message: message.clone(),
+                    for_task: (fid.clone(), tid.clone()),
                 },
             );
         }
@@ -315,6 +348,18 @@ impl Master {
         }
         self.allocation_needed = true;
     }
+}
+
+/// What of `r` the role `role` may use: the unreserved part and its own
+/// reservation.
+fn usable(r: &ReservedResources, role: &Role) -> Resources {
+    let mut out = r.part(&Role::star()).cloned().unwrap_or_default();
+    if !role.is_star()
+        && let Some(own) = r.part(role)
+    {
+        out.add(own);
+    }
+    out
 }
 
 /// A role against its fair share.

@@ -109,6 +109,9 @@ impl Master {
         }
         if let Some(s) = status {
             task.last_status = Some(s.clone());
+            if s.healthy.is_some() {
+                task.healthy = s.healthy;
+            }
         }
         let split = task.resources.clone();
         let res = split.total();
@@ -357,7 +360,7 @@ impl Master {
             timestamp: unix_now(),
             exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
             framework_id: fid.to_string(),
-            healthy: t.last_status.as_ref().and_then(|s| s.healthy),
+            healthy: t.healthy,
         };
         let unknown = |tid: &TaskId, agent: &Option<AgentId>, state: v1::TaskState, message: &str| v1::TaskStatus {
             task_id: tid.to_string(),

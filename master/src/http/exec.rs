@@ -7,7 +7,7 @@
 //! error. Then it passes every message on both ways until one side closes.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{OriginalUri, Path, Query, RawQuery, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -31,7 +31,6 @@ pub(super) async fn exec(
     u: OriginalUri,
     Path((fid, tid)): Path<(String, String)>,
     Query(req): Query<ExecRequest>,
-    RawQuery(q): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let ids = FrameworkId::parse(&fid).and_then(|f| Ok((f, TaskId::parse(&tid)?)));
@@ -39,6 +38,10 @@ pub(super) async fn exec(
         Ok(v) => v,
         Err(e) => return error(e.into(), ""),
     };
+    // Who asks, before anything is looked up for them.
+    if matches!(caller, Caller::Anonymous) {
+        return refused(crate::auth::AuthzError::Unauthenticated);
+    }
     let argv = match req.argv() {
         Ok(a) => a,
         Err(why) => return error_body(StatusCode::BAD_REQUEST, why),
@@ -63,7 +66,8 @@ pub(super) async fn exec(
         Some(Ok(p)) => p.dns_name().unwrap_or_default(),
         _ => "agent.mezzo".to_owned(),
     };
-    let path = format!("/containers/{fid}/{tid}/exec?{}", q.unwrap_or_default());
+    // The request as read here, not as it came.
+    let path = format!("/containers/{fid}/{tid}/exec?{}", req.query());
     let agent = match ws::connect(
         &s.transport,
         &found.addr,
@@ -82,7 +86,8 @@ pub(super) async fn exec(
         }
         Err(e) => return error_body(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    tracing::info!(caller = %caller.owner(), task = %tid, framework = %fid, command = ?argv, tty = req.tty, "exec");
+    // The program only: arguments may hold what must not be logged.
+    tracing::info!(caller = %caller.owner(), task = %tid, framework = %fid, program = %argv[0], args = argv.len() - 1, tty = req.tty, "exec");
     upgrade
         .max_message_size(MAX_MESSAGE + 16)
         .on_upgrade(move |client| pump(client, agent))

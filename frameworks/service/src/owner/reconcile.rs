@@ -115,7 +115,9 @@ fn running(svc: &mut Svc, rec: &mut ServiceRecord, name: &str, t: &Task, now: Du
     let Some(v) = rec.versions.get(&state::version_of(t)) else {
         return;
     };
-    let checked = v.health.is_some();
+    // Checked only if its task carries a check (a spec's check whose port
+    // the instance did not get has none).
+    let checked = crate::health::agent_check(v, &t.ports).is_some();
     match t.status.as_ref().and_then(|s| s.healthy) {
         _ if !checked => {
             svc.healthy_now(rec, &t.id);

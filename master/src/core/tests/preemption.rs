@@ -114,3 +114,28 @@ fn nothing_is_preempted_without_a_lower_priority_another_role_or_preemption_on()
     off.m.cfg.preemption.enabled = false;
     quiet(off, "turned off");
 }
+
+/// A framework that repeats its report every half second (as the batch
+/// framework does while it gets offers) still preempts once its task has
+/// waited the delay since it was first reported.
+#[test]
+fn a_repeated_report_keeps_its_first_time() {
+    let (mut s, _low, high) = full(0, false);
+    s.m.cfg.preemption.delay = Duration::from_secs(2);
+    let waiting = || PendingTask {
+        task_id: "urgent".into(),
+        reason: "full".into(),
+        resources: Some(Resources::parse("cpus:1").expect("res")),
+        priority: 10,
+    };
+    for _ in 0..3 {
+        s.m.report_pending(&high, vec![waiting()]).expect("report");
+        s.advance(Duration::from_millis(500));
+        assert!(preemption_events(&s).is_empty(), "before the delay");
+    }
+    for _ in 0..3 {
+        s.m.report_pending(&high, vec![waiting()]).expect("report");
+        s.advance(Duration::from_millis(500));
+    }
+    assert_eq!(preemption_events(&s).len(), 1, "after the delay, once");
+}

@@ -155,7 +155,7 @@ fn borrowed_view<'a>(
         reason,
         message: t.last_status.as_ref().map(|s| s.message.as_str()).unwrap_or_default(),
         exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
-        healthy: t.last_status.as_ref().and_then(|s| s.healthy),
+        healthy: t.healthy,
         role: t.role.as_str(),
         resources: t.resources.total(),
         launched_at: t.launched_at,
