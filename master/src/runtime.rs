@@ -470,6 +470,7 @@ impl Clients {
             } => {
                 let result = core
                     .check_call(&caller, &framework, call.action(), call.operations())
+                    .and_then(|()| core.check_priority(&caller, &framework, call.priority()))
                     .and_then(|()| call.run(core, &framework, now));
                 let _ = reply.send(result);
             }
@@ -612,6 +613,22 @@ impl Call {
     }
 
     /// The operations of an accept (whose launches need `run_as`).
+    /// The highest priority of the tasks it launches or reports waiting.
+    fn priority(&self) -> i32 {
+        match self {
+            Call::Accept { operations, .. } => operations
+                .iter()
+                .filter_map(|op| match op {
+                    OfferOperation::Launch(l) => Some(l.info.priority),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+            Call::ReportPending(tasks) => tasks.iter().map(|t| t.priority).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     fn operations(&self) -> &[OfferOperation] {
         match self {
             Call::Accept { operations, .. } => operations,

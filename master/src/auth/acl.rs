@@ -67,10 +67,14 @@ pub enum Action {
     /// object is the framework's owner). Not implied by owning the
     /// framework: a rule must grant it.
     ExecTask,
+    /// Launch or report tasks of a priority above 0, which may preempt
+    /// others and are preempted last (the object is the framework's first
+    /// role).
+    Prioritize,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::Read,
         Action::RegisterFramework,
         Action::RunAs,
@@ -91,6 +95,7 @@ impl Action {
         Action::ManageMasters,
         Action::RelaxIsolation,
         Action::ExecTask,
+        Action::Prioritize,
     ];
 
     /// Actions whose object is a framework's owner: allowed to the owner.

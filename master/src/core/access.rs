@@ -130,6 +130,22 @@ impl Master {
         Ok(())
     }
 
+    /// A call naming tasks of a priority above 0 (launched or reported):
+    /// `prioritize` on the framework's first role, which no framework has
+    /// by owning itself (such tasks may preempt others' work).
+    pub fn check_priority(&self, caller: &Caller, fid: &FrameworkId, priority: i32) -> Result<(), MasterError> {
+        if priority <= 0 {
+            return Ok(());
+        }
+        let role = self
+            .frameworks
+            .get(fid)
+            .and_then(|f| f.info.roles.first())
+            .map_or("*", String::as_str);
+        caller.may(self.acl(), Action::Prioritize, role)?;
+        Ok(())
+    }
+
     /// A key-value call: the owner's, or `framework_kv` by a rule.
     pub fn check_kv(&self, caller: &Caller, fid: &FrameworkId, _call: &KvCall) -> Result<(), MasterError> {
         caller.may_touch(self.acl(), Action::FrameworkKv, self.owner_of(fid))?;

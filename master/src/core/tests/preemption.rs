@@ -139,3 +139,26 @@ fn a_repeated_report_keeps_its_first_time() {
     }
     assert_eq!(preemption_events(&s).len(), 1, "after the delay, once");
 }
+
+/// A priority above 0 is a right (`prioritize` on the framework's role):
+/// owning the framework is not enough, for a launch or a report; 0 and
+/// below need none.
+#[test]
+fn a_priority_above_zero_needs_the_prioritize_right() {
+    use crate::auth::Caller;
+    use crate::auth::acl::Rule;
+    let (mut s, _low, high) = full(0, false);
+    let ci = Caller::principal(mezzo_proto::security::Principal::user("ci").expect("principal"), "c1");
+    let refused = s.m.check_priority(&ci, &high, 10).expect_err("no rule");
+    assert!(refused.to_string().contains("prioritize"), "{refused}");
+    s.m.check_priority(&ci, &high, 0).expect("0 needs no right");
+    s.m.check_priority(&ci, &high, -5).expect("below 0 needs no right");
+    s.m.registry.security.acl.rules.push(Rule {
+        principals: vec!["user:ci".into()],
+        actions: vec![crate::auth::Action::Prioritize],
+        objects: vec!["high".into()],
+    });
+    s.m.check_priority(&ci, &high, 10).expect("the rule allows it");
+    s.m.check_priority(&Caller::Insecure, &high, 10)
+        .expect("an insecure cluster allows all");
+}
