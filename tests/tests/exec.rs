@@ -96,6 +96,34 @@ async fn exec_runs_in_the_task_s_container_only_where_the_acl_allows() -> Result
         let (code, out, _) = mezzo(&c, &["exec", "box", "--", "cat"], None, b"hello\n").await?;
         ensure!(code == 0 && out.is_empty(), "{code}: {out:?}");
 
+        // A client that goes away takes its command with it.
+        let mut gone = c.command();
+        gone.args(["exec", "box", "--", "sleep", "314.159"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut gone = gone.spawn()?;
+        let running = |marker: &str| {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .any(|cmd| {
+                    String::from_utf8_lossy(&cmd).contains(marker) && !String::from_utf8_lossy(&cmd).contains("exec")
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running("314.159") {
+            ensure!(Instant::now() < deadline, "the exec'd sleep never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gone.kill().await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running("314.159") {
+            ensure!(Instant::now() < deadline, "the command outlived its client");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
         // Bad input: an unknown task, a missing program.
         let (code, _, err) = mezzo(&c, &["exec", "nope", "--", "true"], None, b"").await?;
         ensure!(code == 2, "{code}: {err}");
