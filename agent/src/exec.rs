@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mezzo_proto::exec::{self as wire, ExecEnd, ExecRequest, Resize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::containerizer::Entry;
 use crate::key::TaskKey;
@@ -150,10 +150,10 @@ async fn session(socket: &mut WebSocket, entry: &Entry, argv: &[String], req: &E
                     }
                     _ => {}
                 },
-                n = read_some(&mut out, &mut out_buf), if out_open => {
+                n = out.read(&mut out_buf), if out_open => {
                     out_open = send_output(socket, wire::STDOUT, &out_buf, n).await?;
                 }
-                n = read_some(&mut err, &mut err_buf), if err_open => {
+                n = err.read(&mut err_buf), if err_open => {
                     err_open = send_output(socket, wire::STDERR, &err_buf, n).await?;
                 }
                 status = child.wait(), if ended.is_none() => ended = Some(status),
@@ -176,10 +176,6 @@ fn stdin_writer(mut stdin: tokio::process::ChildStdin) -> tokio::sync::mpsc::Sen
         }
     });
     tx
-}
-
-async fn read_some(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
-    r.read(buf).await
 }
 
 /// Sends what was read; false at the end of the stream.

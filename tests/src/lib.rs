@@ -573,7 +573,12 @@ impl Cluster {
     /// An HTTP client of agent `i` as `user:admin`, verifying the agent by
     /// the name in the certificate it joined with.
     pub fn agent_http(&self, i: usize) -> Result<reqwest::Client> {
-        let name = match &self.transport {
+        http_client(&self.transport, &self.agent_name(i)?)
+    }
+
+    /// The name agent `i`'s certificate is verified by.
+    pub fn agent_name(&self, i: usize) -> Result<String> {
+        Ok(match &self.transport {
             Transport::Plain => "agent.mezzo".to_owned(),
             Transport::Tls(_) => {
                 let cert = self.dir.path().join(format!("agent{i}")).join("tls/agent.crt");
@@ -582,8 +587,7 @@ impl Cluster {
                 let p = mezzo_proto::security::Principal::from_certificate(&der[0])?;
                 p.dns_name().unwrap_or_default()
             }
-        };
-        http_client(&self.transport, &name)
+        })
     }
 
     /// Index of the master that leads and serves, if any.

@@ -7,6 +7,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use mezzo_proto::exec::{ExecRequest, MAX_MESSAGE};
+use mezzo_proto::security::ws::{self, WsError};
+use mezzo_proto::security::{Credentials, Transport};
 use mezzo_sdk::{Resources, TaskBuilder, TaskState, task_state};
 use mezzo_tests::{Cluster, ClusterSpec, fw};
 
@@ -44,7 +47,7 @@ async fn exec_runs_in_the_task_s_container_only_where_the_acl_allows() -> Result
     })
     .await?;
     let result = async {
-        let (s, mut ev, _fid) = fw::subscribe(&c, "exec", None).await?;
+        let (s, mut ev, fid) = fw::subscribe(&c, "exec", None).await?;
         let o = ev.offer().await?;
         let task = TaskBuilder::new("box")
             .resources(&Resources::parse("cpus:0.1;mem:64")?)
@@ -139,6 +142,38 @@ async fn exec_runs_in_the_task_s_container_only_where_the_acl_allows() -> Result
         c.allow("user:ops", &["exec_task"], "*").await?;
         let (code, out, err) = mezzo(&c, &["exec", "box", "--", "echo", "ok"], Some(&token), b"").await?;
         ensure!(code == 0 && out == "ok\n", "{code}: {out} {err}");
+
+        // Without a credential the leader refuses the WebSocket (401);
+        // the agent's own endpoint answers masters only, not a user with
+        // the right (403).
+        let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
+        let anonymous = Transport::Tls(Credentials::new(&ca)?);
+        let ops = Transport::Tls(Credentials::new(&ca)?.with_token(token.as_str()));
+        let query = ExecRequest::new(&["true".to_owned()], false, 0, 0).query();
+        let refused = |r: Result<ws::Socket, WsError>| match r {
+            Err(WsError::Refused { status, .. }) => Ok(status),
+            other => Err(anyhow::anyhow!("not refused: {:?}", other.map(|_| "a session"))),
+        };
+        let to_master = ws::connect(
+            &anonymous,
+            c.master_addr(),
+            "master.mezzo",
+            &format!("/api/v1/tasks/{fid}/box/exec?{query}"),
+            Duration::from_secs(10),
+            MAX_MESSAGE,
+        )
+        .await;
+        ensure!(refused(to_master)? == 401, "anonymous exec at the leader");
+        let to_agent = ws::connect(
+            &ops,
+            &c.agents[0].addr,
+            &c.agent_name(0)?,
+            &format!("/containers/{fid}/box/exec?{query}"),
+            Duration::from_secs(10),
+            MAX_MESSAGE,
+        )
+        .await;
+        ensure!(refused(to_agent)? == 403, "a user at the agent's exec");
 
         // A terminal: a real pty on our side, one in the container.
         pty_session(&c)?;

@@ -643,10 +643,12 @@ impl Container for LinuxContainer {
     }
 
     fn entry(&self) -> Option<super::Entry> {
+        // Containers of agents from before `enter` cannot be entered.
+        self.record.enter.as_ref()?;
         Some(super::Entry::Linux {
             exe: self.exe.clone(),
             run_dir: self.run_dir.clone(),
-            base: Arc::new(self.record.enter.clone()?),
+            cgroup: self.record.cgroup.clone(),
             net: self.record.net,
         })
     }

@@ -101,7 +101,8 @@ pub enum Entry {
     Linux {
         exe: PathBuf,
         run_dir: PathBuf,
-        base: std::sync::Arc<enter::EnterBase>,
+        /// Its cgroup's name, by which its init is recognised.
+        cgroup: String,
         net: bool,
     },
 }
@@ -132,14 +133,14 @@ impl Entry {
     pub fn open_net_ns(&self) -> Result<Option<std::fs::File>, enter::EnterError> {
         let Entry::Linux {
             run_dir,
-            base,
+            cgroup,
             net: true,
             ..
         } = self
         else {
             return Ok(None);
         };
-        enter::init_of(run_dir, &base.cgroup)?.open("ns/net").map(Some)
+        enter::init_of(run_dir, cgroup)?.open("ns/net").map(Some)
     }
 }
 

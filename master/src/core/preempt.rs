@@ -240,14 +240,33 @@ impl Master {
             if agent.status != AgentStatus::Active || self.is_draining(id) {
                 continue;
             }
-            // Only what the waiting role may use: unreserved resources and
-            // its own reservations.
+            // One pass over its tasks: what they use of what the waiting
+            // role may use (unreserved resources and its own
+            // reservations), and which of them may be preempted.
             let mut used = Resources::default();
+            let mut candidates = Vec::new();
             for (fid, tid) in &agent.tasks {
-                if let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid))
-                    && !t.state.is_terminal()
-                {
-                    used.add(&usable(&t.resources, role));
+                let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)) else {
+                    continue;
+                };
+                if t.state.is_terminal() {
+                    continue;
+                }
+                let resources = usable(&t.resources, role);
+                used.add(&resources);
+                let eligible = t.state == TaskState::Running
+                    && t.info.priority < priority
+                    && &t.role != role
+                    && shares.get(&t.role).is_some_and(|s| s.above)
+                    && !self.preemptions.victims.contains_key(&(fid.clone(), tid.clone()));
+                if eligible {
+                    candidates.push(Candidate {
+                        fid: fid.clone(),
+                        tid: tid.clone(),
+                        priority: t.info.priority,
+                        launched_at: t.launched_at,
+                        resources,
+                    });
                 }
             }
             let mut room = usable(&agent.total, role).saturating_sub(&used);
@@ -255,25 +274,6 @@ impl Master {
                 // Room without preempting: the allocator's business.
                 return None;
             }
-            let mut candidates: Vec<Candidate> = agent
-                .tasks
-                .iter()
-                .filter_map(|(fid, tid)| {
-                    let t = self.frameworks.get(fid)?.tasks.get(tid)?;
-                    let eligible = t.state == TaskState::Running
-                        && t.info.priority < priority
-                        && &t.role != role
-                        && shares.get(&t.role).is_some_and(|s| s.above)
-                        && !self.preemptions.victims.contains_key(&(fid.clone(), tid.clone()));
-                    eligible.then(|| Candidate {
-                        fid: fid.clone(),
-                        tid: tid.clone(),
-                        priority: t.info.priority,
-                        launched_at: t.launched_at,
-                        resources: usable(&t.resources, role),
-                    })
-                })
-                .collect();
             candidates.sort_by(|a, b| {
                 a.priority
                     .cmp(&b.priority)

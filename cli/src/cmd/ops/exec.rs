@@ -18,16 +18,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::client::transport;
 use super::follow::{Follow, Until};
-use super::{ApiError, Client, Conn, seg, task_framework};
+use super::{ApiError, Client, TaskRef, seg};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    conn: Conn,
-    task: String,
-    /// Its framework, when the task id is used by more than one.
-    #[arg(long)]
-    framework: Option<String>,
+    t: TaskRef,
     /// Pass stdin on to the command (without it, the command's stdin is
     /// empty).
     #[arg(short, long)]
@@ -58,15 +54,14 @@ impl Drop for RawMode {
 /// Runs the command; the process exits with its status (a stdin read may
 /// still be pending, which nothing else would end).
 pub async fn run(a: Args) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master)?;
-    let fw = task_framework(&c, a.framework.as_deref(), &a.task).await?;
+    let (c, fw) = a.t.resolve().await?;
     let (cols, rows) = if a.tty {
         crossterm::terminal::size().unwrap_or((80, 24))
     } else {
         (0, 0)
     };
     let req = ExecRequest::new(&a.command, a.tty, cols, rows);
-    let path = format!("/api/v1/tasks/{}/{}/exec?{}", seg(&fw), seg(&a.task), req.query());
+    let path = format!("/api/v1/tasks/{}/{}/exec?{}", seg(&fw), seg(&a.t.task), req.query());
     let socket = open(&c, &path).await?;
     let raw = (a.tty && std::io::IsTerminal::is_terminal(&std::io::stdin()))
         .then(RawMode::enter)
@@ -191,21 +186,10 @@ async fn session(socket: ws::Socket, interactive: bool, tty: bool) -> Result<i32
     }
 }
 
-#[derive(Debug, clap::Args)]
-pub struct AttachArgs {
-    #[command(flatten)]
-    conn: Conn,
-    task: String,
-    /// Its framework, when the task id is used by more than one.
-    #[arg(long)]
-    framework: Option<String>,
-}
-
 /// `mezzo attach`: the task's stdout and stderr as they grow (from the
 /// start), until it has ended and both are read.
-pub async fn attach(a: AttachArgs) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master)?;
-    let fw = task_framework(&c, a.framework.as_deref(), &a.task).await?;
+pub async fn attach(a: TaskRef) -> Result<(), ApiError> {
+    let (c, fw) = a.resolve().await?;
     // Ends the follows once the task has ended (then they drain).
     let (done_tx, done) = tokio::sync::watch::channel(false);
     let task_path = format!("/api/v1/tasks/{}/{}", seg(&fw), seg(&a.task));

@@ -5,16 +5,12 @@
 use std::io::Write;
 
 use super::follow::{Follow, Until};
-use super::{ApiError, Client, Conn, seg, task_framework, with_query};
+use super::{ApiError, Client, TaskRef, seg, with_query};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    conn: Conn,
-    task: String,
-    /// Its framework, when the task id is used by more than one.
-    #[arg(long)]
-    framework: Option<String>,
+    t: TaskRef,
     /// Print stderr instead of stdout.
     #[arg(long, conflicts_with = "file")]
     stderr: bool,
@@ -34,18 +30,17 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<(), ApiError> {
-    let c = Client::new(&a.conn.master)?;
-    let fw = task_framework(&c, a.framework.as_deref(), &a.task).await?;
+    let (c, fw) = a.t.resolve().await?;
     if let Some(dir) = a.ls {
-        return list(&c, &fw, &a.task, &dir, a.conn.json).await;
+        return list(&c, &fw, &a.t.task, &dir, a.t.conn.json).await;
     }
     let file = a
         .file
         .unwrap_or_else(|| if a.stderr { "stderr".into() } else { "stdout".into() });
     let mut until = if a.follow { Until::Never } else { Until::CaughtUp };
     let mut out = std::io::stdout();
-    let json = a.conn.json;
-    Follow::new(&fw, &a.task, &file)
+    let json = a.t.conn.json;
+    Follow::new(&fw, &a.t.task, &file)
         .tail(a.tail)
         .run(&c, &mut until, |chunk| {
             if json {

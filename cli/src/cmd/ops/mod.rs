@@ -37,6 +37,26 @@ pub struct Conn {
     json: bool,
 }
 
+/// A task on the command line, with the masters to ask about it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskRef {
+    #[command(flatten)]
+    conn: Conn,
+    task: String,
+    /// Its framework, when the task id is used by more than one.
+    #[arg(long)]
+    framework: Option<String>,
+}
+
+impl TaskRef {
+    /// A client of the masters, and the task's framework.
+    async fn resolve(&self) -> Result<(Client, String), ApiError> {
+        let c = Client::new(&self.conn.master)?;
+        let fw = task_framework(&c, self.framework.as_deref(), &self.task).await?;
+        Ok((c, fw))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// List agents.
@@ -65,7 +85,7 @@ pub enum Command {
     /// Run a command in a running task's container (needs the ACL action exec_task).
     Exec(exec::Args),
     /// Follow a task's stdout and stderr until it ends.
-    Attach(exec::AttachArgs),
+    Attach(TaskRef),
     /// Why is a task or framework not running? Shows offers and reported waits.
     Why {
         #[command(flatten)]
