@@ -103,6 +103,12 @@ id_type!(
     TaskId,
     "task"
 );
+id_type!(
+    /// A persistent volume, chosen by the framework that creates it;
+    /// unique on its agent (it names the volume's directory there).
+    VolumeId,
+    "volume"
+);
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,7 @@ pub mod reservation;
 pub mod resources;
 pub mod security;
 pub mod state;
+pub mod volume;
 
 /// Generated messages and gRPC services of package `mezzo.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -68,6 +68,7 @@ impl Master {
                     })
                     .collect(),
                 allocation_role: d.role.to_string(),
+                volumes: Vec::new(),
             });
             self.agent_offers.entry(d.agent.clone()).or_default().insert(id.clone());
             self.offers.insert(
