@@ -221,6 +221,9 @@ pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
             Some(v1::operation::Operation::Unreserve(r)) => operations.push(OfferOperation::Unreserve(
                 operation_resources("unreserve", &r.resources)?,
             )),
+            Some(v1::operation::Operation::Create(_) | v1::operation::Operation::Destroy(_)) => {
+                return Err(MasterError::Invalid("volumes are not supported yet".into()));
+            }
             None => return Err(MasterError::Invalid("empty operation".into())),
         }
     }
