@@ -297,7 +297,8 @@ impl Agent {
                 "framework shut down",
             ),
             Some(Message::Acknowledge(ack)) => self.acknowledged(&ack),
-            Some(Message::Heartbeat(_) | Message::Registered(_)) | None => {}
+            // A simulated agent keeps no data.
+            Some(Message::Heartbeat(_) | Message::Registered(_) | Message::Volumes(_)) | None => {}
         }
     }
 
