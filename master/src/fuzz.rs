@@ -500,6 +500,13 @@ fn check_call(call: &Call) {
                         assert!(!r.is_empty());
                         check_reserved(r);
                     }
+                    OfferOperation::Create(volumes) => {
+                        assert!(!volumes.is_empty());
+                        for v in volumes {
+                            assert!(v.disk.disk.0 >= 1 && v.disk.cpus.0 == 0 && v.disk.mem.0 == 0);
+                        }
+                    }
+                    OfferOperation::Destroy(ids) => assert!(!ids.is_empty()),
                 }
             }
         }

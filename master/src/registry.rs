@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use mezzo_proto::ids::{AgentId, FrameworkId};
+use mezzo_proto::ids::{AgentId, FrameworkId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,21 @@ pub struct FrameworkRecord {
     /// a new leader) shows the same time; 0 in records from before.
     #[serde(default)]
     pub registered_at: f64,
+}
+
+/// A persistent volume: disk of an agent reserved for `role`, made into a
+/// named directory there that outlives its tasks (docs/frameworks.md,
+/// "Volumes").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub role: Role,
+    /// Its size (`disk:N`): taken out of the role's reservation on the
+    /// agent, so never offered as disk while the volume exists.
+    pub disk: Resources,
+    /// The principal of the framework that created it.
+    pub principal: String,
+    /// Unix seconds.
+    pub created_at: f64,
 }
 
 /// Every change to the registry. Serialized as one JSON object per entry.
@@ -104,6 +119,18 @@ pub enum RegistryOp {
         agent: AgentId,
         role: Role,
         resources: String,
+    },
+    /// Makes a persistent volume of disk reserved for its role (a no-op
+    /// when the agent already has a volume of that id).
+    CreateVolume {
+        agent: AgentId,
+        id: VolumeId,
+        volume: VolumeRecord,
+    },
+    /// Removes a persistent volume; its disk stays reserved for its role.
+    DestroyVolume {
+        agent: AgentId,
+        id: VolumeId,
     },
     /// Write a key of a framework's namespace (see [`crate::kv`]).
     KvPut(KvWrite),
@@ -175,6 +202,9 @@ pub struct Registry {
     /// Dynamic reservations per agent, in text form (`cpus(eng):2;...`).
     #[serde(default)]
     pub reservations: BTreeMap<AgentId, String>,
+    /// Persistent volumes per agent.
+    #[serde(default)]
+    pub volumes: BTreeMap<AgentId, BTreeMap<VolumeId, VolumeRecord>>,
     /// Agents being drained (DESIGN.md "Durable state": maintenance).
     #[serde(default)]
     pub draining: BTreeMap<AgentId, DrainRecord>,
@@ -268,6 +298,21 @@ impl Registry {
                 };
                 self.set_reservations(agent, r);
             }
+            RegistryOp::CreateVolume { agent, id, volume } => {
+                self.volumes
+                    .entry(agent.clone())
+                    .or_default()
+                    .entry(id.clone())
+                    .or_insert_with(|| volume.clone());
+            }
+            RegistryOp::DestroyVolume { agent, id } => {
+                if let Some(on) = self.volumes.get_mut(agent) {
+                    on.remove(id);
+                    if on.is_empty() {
+                        self.volumes.remove(agent);
+                    }
+                }
+            }
             RegistryOp::DrainAgent { id, deadline, at } => {
                 if self.agents.contains_key(id) {
                     let rec = DrainRecord {
@@ -283,6 +328,8 @@ impl Registry {
             RegistryOp::MarkAgentGone { id, at } => {
                 if self.agents.remove(id).is_some() {
                     self.draining.remove(id);
+                    // Its disk, and the data on it, are gone with it.
+                    self.volumes.remove(id);
                     self.gone.insert(id.clone(), *at);
                 }
             }
@@ -531,6 +578,40 @@ mod tests {
         let old = r#"{"agents":{},"frameworks":{},"applied":3}"#;
         let old: Registry = serde_json::from_str(old).expect("old snapshot loads");
         assert!(old.draining.is_empty() && old.gone.is_empty());
+    }
+
+    /// Volumes are replayable ops: a second create of an id keeps the
+    /// first, destroy removes, an agent marked gone takes its volumes.
+    #[test]
+    fn volumes_apply_replay_and_go_with_their_agent() {
+        let a = AgentId::parse("a1").expect("id");
+        let v = VolumeId::parse("db-0").expect("id");
+        let rec = |mib: &str| VolumeRecord {
+            role: Role::parse("eng").expect("role"),
+            disk: Resources::parse(mib).expect("disk"),
+            principal: "p".into(),
+            created_at: 1.0,
+        };
+        let create = |mib: &str| RegistryOp::CreateVolume {
+            agent: a.clone(),
+            id: v.clone(),
+            volume: rec(mib),
+        };
+        let mut r = Registry::default();
+        r.apply(&RegistryOp::AdmitAgent(agent("a1")));
+        r.apply(&create("disk:10"));
+        r.apply(&create("disk:20"));
+        assert_eq!(r.volumes[&a][&v], rec("disk:10"));
+        let back: Registry = serde_json::from_slice(&serde_json::to_vec(&r).expect("ser")).expect("de");
+        assert_eq!(back, r);
+        r.apply(&RegistryOp::DestroyVolume {
+            agent: a.clone(),
+            id: v.clone(),
+        });
+        assert!(r.volumes.is_empty());
+        r.apply(&create("disk:10"));
+        r.apply(&RegistryOp::MarkAgentGone { id: a.clone(), at: 2.0 });
+        assert!(r.volumes.is_empty());
     }
 
     /// Found by fuzzing (docs/fuzzing.md): a weight no allocator can use

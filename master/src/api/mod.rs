@@ -143,6 +143,9 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     if let Some(image) = info.container.as_ref().and_then(|c| c.image.as_ref()) {
         check_image(t, image)?;
     }
+    if let Some(c) = &info.container {
+        mezzo_proto::volume::check(&c.mounts, has_image).map_err(|e| invalid(format!("task {t}: {e}")))?;
+    }
     if let Some(c) = &info.health_check {
         checks::check(t, c)?;
     }

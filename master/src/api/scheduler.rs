@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId, VolumeId};
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_server::Scheduler;
 use tokio::sync::mpsc;
@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::{kv, operation_resources, refuse, validate_framework, validate_task};
 use crate::auth::Caller;
+use crate::core::volumes::new_volume;
 use crate::core::{ConnId, OfferOperation};
 use crate::error::MasterError;
 use crate::runtime::{Call, Command, Handle};
@@ -196,6 +197,9 @@ impl Scheduler for SchedulerApi {
     }
 }
 
+/// Most volumes one `create` or `destroy` names.
+const MAX_VOLUMES_PER_OPERATION: usize = 100;
+
 /// Checks an Accept and converts it (the framework id is checked by the
 /// caller).
 pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
@@ -221,8 +225,27 @@ pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
             Some(v1::operation::Operation::Unreserve(r)) => operations.push(OfferOperation::Unreserve(
                 operation_resources("unreserve", &r.resources)?,
             )),
-            Some(v1::operation::Operation::Create(_) | v1::operation::Operation::Destroy(_)) => {
-                return Err(MasterError::Invalid("volumes are not supported yet".into()));
+            Some(v1::operation::Operation::Create(c)) => {
+                if c.volumes.is_empty() || c.volumes.len() > MAX_VOLUMES_PER_OPERATION {
+                    return Err(MasterError::Invalid(format!(
+                        "create: give 1 to {MAX_VOLUMES_PER_OPERATION} volumes"
+                    )));
+                }
+                let volumes = c.volumes.iter().map(new_volume).collect::<Result<_, _>>()?;
+                operations.push(OfferOperation::Create(volumes));
+            }
+            Some(v1::operation::Operation::Destroy(d)) => {
+                if d.volume_ids.is_empty() || d.volume_ids.len() > MAX_VOLUMES_PER_OPERATION {
+                    return Err(MasterError::Invalid(format!(
+                        "destroy: give 1 to {MAX_VOLUMES_PER_OPERATION} volume ids"
+                    )));
+                }
+                let ids = d
+                    .volume_ids
+                    .iter()
+                    .map(|id| VolumeId::parse(id))
+                    .collect::<Result<_, _>>()?;
+                operations.push(OfferOperation::Destroy(ids));
             }
             None => return Err(MasterError::Invalid("empty operation".into())),
         }

@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+use super::volumes::NewVolume;
 use super::{Master, Task};
 use crate::error::MasterError;
 use crate::registry::RegistryOp;
@@ -31,10 +32,19 @@ pub struct LaunchRequest {
 
 impl LaunchRequest {
     /// The isolation the task gives up, as objects of the ACL action
-    /// `relax_isolation`.
-    pub fn relaxed_isolation(&self) -> impl Iterator<Item = &'static str> {
-        let unconfined = self.info.container.as_ref().is_some_and(|c| c.seccomp == "unconfined");
-        unconfined.then_some("seccomp:unconfined").into_iter()
+    /// `relax_isolation`: `seccomp:unconfined`, and `host_volume:NAME` for
+    /// each directory of the host it mounts.
+    pub fn relaxed_isolation(&self) -> Vec<String> {
+        let Some(c) = self.info.container.as_ref() else {
+            return Vec::new();
+        };
+        let unconfined = (c.seccomp == "unconfined").then(|| "seccomp:unconfined".to_owned());
+        let hosts = c
+            .mounts
+            .iter()
+            .filter(|m| !m.host_volume.is_empty())
+            .map(|m| format!("host_volume:{}", m.host_volume));
+        unconfined.into_iter().chain(hosts).collect()
     }
 }
 
@@ -47,6 +57,10 @@ pub enum OfferOperation {
     Reserve(ReservedResources),
     /// Give back these reserved resources of the offer.
     Unreserve(ReservedResources),
+    /// Make persistent volumes of disk reserved for the offer's role.
+    Create(Vec<NewVolume>),
+    /// Remove persistent volumes listed in the offers.
+    Destroy(Vec<VolumeId>),
 }
 
 /// An Accept that passed validation: what each operation takes.
@@ -56,6 +70,10 @@ struct Plan {
     launches: Vec<(LaunchRequest, ReservedResources)>,
     reserve: Vec<Resources>,
     unreserve: Vec<Resources>,
+    create: Vec<NewVolume>,
+    destroy: Vec<VolumeId>,
+    /// Volumes of the offers not yet taken by a launch or a destroy.
+    volumes: Vec<VolumeId>,
     left: ReservedResources,
 }
 
@@ -101,7 +119,10 @@ impl Master {
             launches,
             reserve,
             unreserve,
+            create,
+            destroy,
             left,
+            ..
         } = plan;
         for (launch, taken) in launches {
             self.launch(fid, framework_info.as_ref(), &agent, &role, launch, taken);
@@ -125,6 +146,12 @@ impl Master {
                 resources: r.to_string(),
             };
             self.hold_for(fid, &role, &agent, held, op);
+        }
+        for v in create {
+            self.create_volume(fid, &role, &agent, v, &principal);
+        }
+        for id in destroy {
+            self.destroy_volume(&agent, id);
         }
         self.alloc.recover_offered(fid, &role, &agent, &left);
         if let Some(refuse) = refuse.filter(|r| !r.is_zero())
@@ -198,7 +225,14 @@ impl Master {
     }
 
     /// Moves offered resources to a hold until the reservation op commits.
-    fn hold_for(&mut self, fid: &FrameworkId, role: &Role, agent: &AgentId, held: ReservedResources, op: RegistryOp) {
+    pub(super) fn hold_for(
+        &mut self,
+        fid: &FrameworkId,
+        role: &Role,
+        agent: &AgentId,
+        held: ReservedResources,
+        op: RegistryOp,
+    ) {
         self.alloc.recover_offered(fid, role, agent, &held);
         self.propose_held(agent, vec![(op, held)], None);
     }
@@ -222,6 +256,25 @@ impl Master {
             match op {
                 OfferOperation::Reserve(r) => plan.reserve(&r)?,
                 OfferOperation::Unreserve(r) => plan.unreserve(&r, &dynamic)?,
+                OfferOperation::Create(volumes) => {
+                    for v in volumes {
+                        if self.volume_exists(&plan.agent, &v.id) || plan.create.iter().any(|c| c.id == v.id) {
+                            return Err(MasterError::Invalid(format!(
+                                "create: agent {} already has a volume {}",
+                                plan.agent, v.id
+                            )));
+                        }
+                        plan.create(v)?;
+                    }
+                }
+                OfferOperation::Destroy(ids) => {
+                    for id in ids {
+                        if !plan.take_volume(&id) {
+                            return Err(self.volume_unavailable(&plan.agent, id.as_str(), "destroy"));
+                        }
+                        plan.destroy.push(id);
+                    }
+                }
                 OfferOperation::Launch(launch) => {
                     if !ids.insert(launch.task_id.clone())
                         || fw.tasks.contains_key(&launch.task_id)
@@ -231,6 +284,19 @@ impl Master {
                     }
                     if super::secrets::names_secrets(&launch.info) {
                         self.with_secrets(&plan.role, &launch.info)?;
+                    }
+                    for id in super::volumes::mounted(&launch.info) {
+                        if plan.create.iter().any(|c| c.id.as_str() == id) {
+                            return Err(MasterError::Invalid(format!(
+                                "task {}: volume {id} is created by this accept; launch from a later offer that lists it",
+                                launch.task_id
+                            )));
+                        }
+                        let taken = VolumeId::parse(id).is_ok_and(|v| plan.take_volume(&v));
+                        if !taken {
+                            let what = format!("task {}", launch.task_id);
+                            return Err(self.volume_unavailable(&plan.agent, id, &what));
+                        }
                     }
                     plan.launch(launch)?;
                 }
@@ -248,6 +314,7 @@ impl Master {
         let mut seen = HashSet::new();
         let mut first: Option<(&OfferId, &AgentId, &Role)> = None;
         let mut offered = ReservedResources::default();
+        let mut volumes = Vec::new();
         for id in offer_ids {
             if !seen.insert(id) {
                 return Err(MasterError::Invalid(format!("offer {id} is named twice")));
@@ -266,6 +333,7 @@ impl Master {
                 _ => first = Some((id, &offer.agent_id, &offer.role)),
             }
             offered.add(&offer.resources);
+            volumes.extend(offer.volumes.iter().cloned());
         }
         let (agent, role) = first
             .map(|(_, a, r)| (a.clone(), r.clone()))
@@ -279,6 +347,9 @@ impl Master {
             launches: Vec::new(),
             reserve: Vec::new(),
             unreserve: Vec::new(),
+            create: Vec::new(),
+            destroy: Vec::new(),
+            volumes,
             left: offered,
         })
     }
@@ -322,6 +393,40 @@ impl Plan {
             })?;
         self.unreserve.push(amount);
         Ok(())
+    }
+
+    /// Turns disk reserved for the offer's role, left in the offer, into
+    /// a volume.
+    fn create(&mut self, v: NewVolume) -> Result<(), MasterError> {
+        let role = &self.role;
+        if role.is_star() {
+            return Err(MasterError::Invalid(
+                "create: the offer was made to role *, which cannot hold volumes; subscribe in a named role and reserve disk first".into(),
+            ));
+        }
+        let disk = ReservedResources::for_role(role, v.disk.clone());
+        self.left = self.left.checked_sub(&disk).ok_or_else(|| {
+            let reserved = self.left.part(role).map(|r| r.to_string()).unwrap_or_default();
+            MasterError::Invalid(format!(
+                "create: volume {} needs {} of disk reserved for role {role} in the offer, which has {} reserved for it left (reserve disk first, then create from a later offer)",
+                v.id,
+                v.disk,
+                if reserved.is_empty() { "nothing".into() } else { reserved }
+            ))
+        })?;
+        self.create.push(v);
+        Ok(())
+    }
+
+    /// Takes a volume of the offers for a launch or a destroy.
+    fn take_volume(&mut self, id: &VolumeId) -> bool {
+        match self.volumes.iter().position(|v| v == id) {
+            Some(i) => {
+                self.volumes.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes a task's resources from what is left.

@@ -123,7 +123,7 @@ impl Master {
                     caller.may(self.acl(), Action::RunAs, user)?;
                 }
                 for relaxed in l.relaxed_isolation() {
-                    caller.may(self.acl(), Action::RelaxIsolation, relaxed)?;
+                    caller.may(self.acl(), Action::RelaxIsolation, &relaxed)?;
                 }
             }
         }

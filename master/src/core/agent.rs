@@ -118,6 +118,12 @@ pub(crate) fn effective_total(
     total
 }
 
+/// What an agent offers: [`effective_total`] less its volumes' disk.
+pub(crate) fn offerable_total(id: &AgentId, reported: &ReservedResources, registry: &Registry) -> ReservedResources {
+    let total = effective_total(id, reported, &registry.dynamic_reservations(id));
+    super::volumes::less_volumes(id, total, super::volumes::of_agent(registry, id))
+}
+
 /// The role a reported task's resources are allocated to: the one the
 /// master recorded in it, else its reservation's, else the framework's first.
 fn task_role(rt: &ReportedTask, framework_roles: &[String]) -> Role {
@@ -145,7 +151,7 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Ins
             return None;
         }
     };
-    let total = effective_total(&rec.id, &reported, &registry.dynamic_reservations(&rec.id));
+    let total = offerable_total(&rec.id, &reported, registry);
     Some(Agent {
         id: rec.id.clone(),
         hostname: rec.hostname.clone(),
@@ -278,6 +284,8 @@ impl Master {
             heartbeat_interval_secs: self.agent_beat.as_secs_f64(),
         });
         self.send_agent(&rec.id, msg);
+        // After its tasks: the agent keeps a volume a live task mounts.
+        self.send_volumes(&rec.id);
         self.allocation_needed = true;
         self.note_agent_added(&rec.id, &rec.hostname);
         tracing::info!(agent = %rec.id, hostname = %rec.hostname, resources = %rec.resources, "agent admitted");

@@ -23,6 +23,7 @@ mod secrets;
 mod update;
 pub mod usage;
 pub mod view;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -261,6 +262,8 @@ struct Offer {
     pub agent_id: AgentId,
     pub role: Role,
     pub resources: ReservedResources,
+    /// Persistent volumes listed in it.
+    pub volumes: Vec<mezzo_proto::ids::VolumeId>,
     pub expires: Instant,
 }
 
@@ -436,6 +439,8 @@ impl Master {
             | RegistryOp::SetQuota { .. }
             | RegistryOp::Reserve { .. }
             | RegistryOp::Unreserve { .. }
+            | RegistryOp::CreateVolume { .. }
+            | RegistryOp::DestroyVolume { .. }
             | RegistryOp::Security { .. }) => self.policy_applied(op),
             RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
                 if let Some(outcome) = outcome {

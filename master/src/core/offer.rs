@@ -43,6 +43,15 @@ impl Master {
         let mut batches: std::collections::BTreeMap<FrameworkId, Vec<v1::Offer>> = Default::default();
         for d in decisions {
             let id = OfferId::generate();
+            let volumes = self.offerable_volumes(&d.agent, &d.role);
+            let volume_protos = super::volumes::of_agent(&self.registry, &d.agent)
+                .map(|on| {
+                    volumes
+                        .iter()
+                        .filter_map(|v| on.get(v).map(|rec| super::volumes::volume_proto(&d.agent, v, rec)))
+                        .collect()
+                })
+                .unwrap_or_default();
             let (Some(agent), Some(fw)) = (self.agents.get_mut(&d.agent), self.frameworks.get_mut(&d.framework)) else {
                 // The allocator and the core disagree: give it back.
                 self.alloc
@@ -68,7 +77,7 @@ impl Master {
                     })
                     .collect(),
                 allocation_role: d.role.to_string(),
-                volumes: Vec::new(),
+                volumes: volume_protos,
             });
             self.agent_offers.entry(d.agent.clone()).or_default().insert(id.clone());
             self.offers.insert(
@@ -79,6 +88,7 @@ impl Master {
                     agent_id: d.agent,
                     role: d.role,
                     resources: d.resources,
+                    volumes,
                     expires: now + self.cfg.offer_timeout,
                 },
             );

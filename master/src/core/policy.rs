@@ -321,7 +321,10 @@ impl Master {
                 }
             }
             RegistryOp::SetQuota { role, quota } => self.alloc.set_quota(role, quota.clone()),
-            RegistryOp::Reserve { agent, .. } | RegistryOp::Unreserve { agent, .. } => {
+            RegistryOp::Reserve { agent, .. }
+            | RegistryOp::Unreserve { agent, .. }
+            | RegistryOp::CreateVolume { agent, .. }
+            | RegistryOp::DestroyVolume { agent, .. } => {
                 if let Some(i) = self.pending_ops.iter().position(|(o, ..)| o == &op) {
                     let (_, a, held, ticket) = self.pending_ops.remove(i);
                     self.alloc.release(&a, &held);
@@ -330,6 +333,9 @@ impl Master {
                     }
                 }
                 self.refresh_agent_total(agent);
+                if matches!(op, RegistryOp::CreateVolume { .. } | RegistryOp::DestroyVolume { .. }) {
+                    self.volumes_changed(agent);
+                }
             }
             _ => {}
         }
@@ -340,12 +346,11 @@ impl Master {
         self.allocation_needed = true;
     }
 
-    /// Recomputes an agent's resources from what it reports and the
-    /// registry's dynamic reservations.
+    /// Recomputes an agent's resources from what it reports, the
+    /// registry's dynamic reservations and its volumes.
     pub(crate) fn refresh_agent_total(&mut self, agent: &AgentId) {
-        let dynamic = self.registry.dynamic_reservations(agent);
         let Some(a) = self.agents.get_mut(agent) else { return };
-        a.total = super::agent::effective_total(agent, &a.reported, &dynamic);
+        a.total = super::agent::offerable_total(agent, &a.reported, &self.registry);
         self.alloc.update_agent_total(agent, a.total.clone());
     }
 }

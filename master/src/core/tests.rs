@@ -966,6 +966,7 @@ mod history;
 mod operator;
 mod outcomes;
 mod preemption;
+mod volumes;
 
 /// Issue 17: a re-registration the registry already holds word for word
 /// (every agent after a leader failover) is admitted without a Raft write;

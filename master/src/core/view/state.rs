@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::StateName;
 use super::roles::AllocationView;
 use crate::core::usage::{AgentUsage, Usage};
+use crate::core::volumes::VolumeView;
 use crate::core::{AgentStatus, Counters, Master, Task};
 
 /// `/state`. `T`, `A` and `F` are how the task lists, the agents and the
@@ -33,6 +34,9 @@ pub struct StateView<T = Vec<TaskView>, A = Vec<AgentView>, F = Vec<FrameworkVie
     pub counters: Counters,
     /// Roles, weights, quotas and reservations (see [`super::roles()`]).
     pub allocation: AllocationView,
+    /// Persistent volumes, with the task using each.
+    #[serde(default)]
+    pub volumes: Vec<VolumeView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -122,6 +126,9 @@ pub struct OfferView {
     pub resources: Resources,
     /// `resources` split into unreserved and reserved per role.
     pub resources_by_role: ReservedResources,
+    /// Persistent volumes listed in it.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 pub(super) fn task_view(m: &Master, t: &Task, usage: Option<Usage>) -> TaskView {
@@ -329,6 +336,7 @@ impl StateSnapshot {
             offers: head.offers,
             counters: head.counters,
             allocation: head.allocation,
+            volumes: head.volumes,
         })
     }
 
@@ -357,6 +365,7 @@ impl StateSnapshot {
                 tasks: list(v.tasks),
                 completed_tasks: list(v.completed_tasks),
                 offers: v.offers,
+                volumes: v.volumes,
                 counters: v.counters,
                 allocation: v.allocation,
             }
@@ -450,6 +459,7 @@ impl Master {
                 role: o.role.to_string(),
                 resources: o.resources.total(),
                 resources_by_role: o.resources.clone(),
+                volumes: o.volumes.iter().map(ToString::to_string).collect(),
             })
             .collect();
         StateSnapshot {
@@ -466,6 +476,7 @@ impl Master {
                 offers,
                 counters: self.counters.clone(),
                 allocation: super::roles(self),
+                volumes: self.volume_views(),
             },
             tasks,
             completed,
