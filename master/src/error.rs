@@ -39,6 +39,8 @@ pub enum MasterError {
     TaskTerminal { task: String, state: &'static str },
     #[error("unknown agent {0}")]
     UnknownAgent(String),
+    #[error("agent {agent} has no volume {volume}")]
+    UnknownVolume { agent: String, volume: String },
     #[error("agent {0} is not connected; try again once it re-registers")]
     AgentDisconnected(String),
     #[error("agent {0} was marked gone and may not register again")]
@@ -103,7 +105,9 @@ impl MasterError {
                 ErrorCode::InvalidArgument
             }
             NotSubscribed(_) | TaskTerminal { .. } => ErrorCode::FailedPrecondition,
-            UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) => ErrorCode::NotFound,
+            UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) | UnknownVolume { .. } => {
+                ErrorCode::NotFound
+            }
             DuplicateTask(_) => ErrorCode::AlreadyExists,
             ForeignOffer { .. } | AgentGone(_) | Denied(_) => ErrorCode::PermissionDenied,
             Unauthenticated(_) => ErrorCode::Unauthenticated,

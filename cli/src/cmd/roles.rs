@@ -1,5 +1,5 @@
-//! `mezzo quota`, `mezzo weights`, `mezzo reserve`, `mezzo unreserve`:
-//! the allocator's operator controls, over the master's HTTP API
+//! `mezzo quota`, `mezzo weights`, `mezzo reserve`, `mezzo unreserve`,
+//! `mezzo volumes`: the allocator's operator controls, over the master's HTTP API
 //! (`master/src/http/policy.rs`). Tables by default, `--json` for scripts.
 
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use comfy_table::Table;
 use mezzo_master::core::view::AllocationView;
+use mezzo_master::core::volumes::VolumeView;
 use serde_json::Value;
 
 use super::res;
@@ -55,6 +56,21 @@ pub enum Command {
         agent: String,
         resources: String,
     },
+    /// Persistent volumes: which agent and role each is on, its size, the task using it.
+    Volumes {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: Option<VolumesAction>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VolumesAction {
+    /// Every volume (the default).
+    List,
+    /// Destroy a volume no task uses, and its data: `mezzo volumes destroy AGENT VOLUME`.
+    Destroy { agent: String, volume: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -177,6 +193,31 @@ fn print_roles(v: &AllocationView, weights_only: bool) {
         }
         println!("\n{t}");
     }
+}
+
+fn print_volumes(list: &[VolumeView]) {
+    if list.is_empty() {
+        println!("no persistent volumes");
+        return;
+    }
+    let mut t = Table::new();
+    t.set_header(["VOLUME", "AGENT", "HOST", "ROLE", "DISK", "USED BY", "CREATED BY"]);
+    for v in list {
+        let used = v
+            .used_by
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |u| format!("{} ({})", u.task_id, u.framework_id));
+        t.add_row([
+            v.volume.id.clone(),
+            v.volume.agent_id.clone(),
+            v.hostname.clone(),
+            v.volume.role.clone(),
+            format!("{} MiB", v.volume.disk_mib),
+            used,
+            v.volume.principal.clone(),
+        ]);
+    }
+    println!("{t}");
 }
 
 /// The roles, as they came (`--json`) or read into the master's view.
@@ -312,6 +353,24 @@ async fn exec(c: Command) -> anyhow::Result<ExitCode> {
             let v = request(&conn, Method::POST, "/reserve", Some(body)).await?;
             done(&conn, &v, format!("reserved {r} on {agent}"))
         }
+        Command::Volumes { conn, action } => match action.unwrap_or(VolumesAction::List) {
+            VolumesAction::List => {
+                let v = request(&conn, Method::GET, "/api/v1/volumes", None).await?;
+                if conn.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    let list: Vec<VolumeView> =
+                        serde_json::from_value(v).context("unexpected answer from the master")?;
+                    print_volumes(&list);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            VolumesAction::Destroy { agent, volume } => {
+                let body = serde_json::json!({ "agent": agent, "volume": volume });
+                let v = request(&conn, Method::POST, "/api/v1/volumes/destroy", Some(body)).await?;
+                done(&conn, &v, format!("destroyed volume {volume} on {agent}"))
+            }
+        },
         Command::Unreserve { conn, agent, resources } => {
             let r = quantity_list(&resources)?;
             let body = serde_json::json!({ "agent": agent, "resources": r });

@@ -71,10 +71,14 @@ pub enum Action {
     /// others and are preempted last (the object is the framework's first
     /// role).
     Prioritize,
+    /// Destroy a persistent volume from the operator API, data and all
+    /// (the volume's role). Frameworks of the role destroy theirs through
+    /// offers, without a rule.
+    DestroyVolume,
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::Read,
         Action::RegisterFramework,
         Action::RunAs,
@@ -96,6 +100,7 @@ impl Action {
         Action::RelaxIsolation,
         Action::ExecTask,
         Action::Prioritize,
+        Action::DestroyVolume,
     ];
 
     /// Actions whose object is a framework's owner: allowed to the owner.

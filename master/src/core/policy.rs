@@ -36,6 +36,11 @@ pub enum PolicyRequest {
         agent: AgentId,
         resources: ReservedResources,
     },
+    /// Destroys a persistent volume no task uses, and its data.
+    DestroyVolume {
+        agent: AgentId,
+        id: mezzo_proto::ids::VolumeId,
+    },
     /// A change to the ACL, the credentials on record or the secrets
     /// (checked by the HTTP layer, which holds the CA and data key).
     Security(SecurityOp),
@@ -81,6 +86,7 @@ impl Master {
                 principal,
             } => self.reserve_for_operator(ticket, agent, resources, principal)?,
             PolicyRequest::Unreserve { agent, resources } => self.unreserve_for_operator(ticket, agent, resources)?,
+            PolicyRequest::DestroyVolume { agent, id } => self.destroy_for_operator(ticket, agent, id)?,
             PolicyRequest::Security(op) => {
                 if let SecurityOp::PutSecret { role, name, .. } = &op {
                     let s = &self.registry.security;

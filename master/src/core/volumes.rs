@@ -215,11 +215,54 @@ impl Master {
     /// The proposal of a `destroy`: nothing to hold, the volume's disk is
     /// not offerable until the op commits.
     pub(super) fn destroy_volume(&mut self, agent: &AgentId, id: VolumeId) {
+        self.propose_destroy(agent, id, None);
+    }
+
+    fn propose_destroy(&mut self, agent: &AgentId, id: VolumeId, ticket: Option<u64>) {
         let op = RegistryOp::DestroyVolume {
             agent: agent.clone(),
             id,
         };
-        self.propose_held(agent, vec![(op, ReservedResources::default())], None);
+        self.propose_held(agent, vec![(op, ReservedResources::default())], ticket);
+    }
+
+    /// An operator's destroy (`mezzo volumes destroy`): refused while a
+    /// task uses the volume; an offer listing it is rescinded.
+    pub(super) fn destroy_for_operator(
+        &mut self,
+        ticket: u64,
+        agent: AgentId,
+        id: VolumeId,
+    ) -> Result<(), MasterError> {
+        if !of_agent(&self.registry, &agent).is_some_and(|v| v.contains_key(&id)) {
+            return Err(MasterError::UnknownVolume {
+                agent: agent.to_string(),
+                volume: id.to_string(),
+            });
+        }
+        if let Some((fid, tid)) = self.volume_users(&agent).get(id.as_str()) {
+            return Err(MasterError::Invalid(format!(
+                "volume {id} is in use by task {tid} of framework {fid}; kill the task first"
+            )));
+        }
+        if self.volume_pending(&agent, &id) {
+            return Err(MasterError::Invalid(format!("volume {id} is being destroyed already")));
+        }
+        let listing: Vec<_> = self
+            .offers_of(&agent)
+            .into_iter()
+            .filter(|o| self.offers.get(o).is_some_and(|o| o.volumes.contains(&id)))
+            .collect();
+        for o in listing {
+            self.rescind_offer(&o, true);
+        }
+        self.propose_destroy(&agent, id, Some(ticket));
+        Ok(())
+    }
+
+    /// The role of a volume, for the operator API's ACL check.
+    pub fn volume_role(&self, agent: &AgentId, id: &VolumeId) -> Option<Role> {
+        of_agent(&self.registry, agent)?.get(id).map(|v| v.role.clone())
     }
 
     /// The volumes `/state` shows, with the task using each.

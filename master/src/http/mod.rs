@@ -7,7 +7,8 @@
 //! | `/health`, `/state`, `/api/v1/{overview,agents,frameworks,tasks,masters,why/...}` | [`reads`] | secrets only |
 //! | `/metrics` (OpenMetrics) | [`metrics`] | no |
 //! | `/api/v1/roles` (canonical) and `/roles` (the same handler) | `policy.rs` | no |
-//! | `PUT /weights`, `PUT /quota`, `DELETE /quota/{role}`, `POST /reserve`, `POST /unreserve` | `policy.rs` | yes |
+//! | `GET /api/v1/volumes` | `policy.rs` | no |
+//! | `PUT /weights`, `PUT /quota`, `DELETE /quota/{role}`, `POST /reserve`, `POST /unreserve`, `POST /api/v1/volumes/destroy` | `policy.rs` | yes |
 //! | `/raft`, `/raft/registry`, `/raft/members` | `raft.rs` | no |
 //! | `POST /api/v1/{frameworks,tasks,agents}/.../{teardown,kill,drain,reactivate,gone}` | `actions.rs` | yes |
 //! | `/api/v1/events` (server-sent events) | `events.rs` | no |
@@ -161,6 +162,7 @@ fn router(state: HttpState) -> Router {
         .route("/api/v1/why/task/{task}", get(reads::why_task))
         .route("/api/v1/roles", get(policy::roles))
         .route("/roles", get(policy::roles))
+        .route("/api/v1/volumes", get(policy::volumes))
         .route("/api/v1/acl", get(security::acl))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
     // The event stream lasts as long as its reader: no request timeout.
@@ -177,6 +179,7 @@ fn router(state: HttpState) -> Router {
         .route("/quota/{*role}", delete(policy::remove_quota))
         .route("/reserve", post(policy::reserve))
         .route("/unreserve", post(policy::unreserve))
+        .route("/api/v1/volumes/destroy", post(policy::destroy_volume))
         .route("/api/v1/frameworks/{framework}/teardown", post(actions::teardown))
         .route("/api/v1/tasks/{framework}/{task}/kill", post(actions::kill))
         .route("/api/v1/agents/{agent}/drain", post(actions::drain))

@@ -11,9 +11,12 @@
 //! | `DELETE /quota/{role}` | | removes a quota (the role may hold `/`) |
 //! | `POST /reserve` | `{"agent": "ID", "resources": "cpus(eng):2;mem(eng):1024"}` | reserves |
 //! | `POST /unreserve` | `{"agent": "ID", "resources": "cpus(eng):2"}` | unreserves |
+//! | `GET /api/v1/volumes` | | persistent volumes and the task using each |
+//! | `POST /api/v1/volumes/destroy` | `{"agent": "ID", "volume": "ID"}` | destroys a volume no task uses |
 //!
-//! The changes need the operator token (see `docs/operator-api.md`);
-//! [`super::router`] puts them behind it.
+//! Each change needs its ACL action on every role it touches
+//! (`set_weights`, `set_quota`, `reserve`, `unreserve`, `destroy_volume`;
+//! see `docs/security.md`).
 
 // The parsing helpers return the error answer itself, ready to send.
 #![allow(clippy::result_large_err)]
@@ -25,13 +28,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use mezzo_proto::ids::AgentId;
+use mezzo_proto::ids::{AgentId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use serde::Deserialize;
 
 use super::{HttpState, error, error_body, path_of, reply};
 use crate::allocator::Quota;
+use crate::auth::{Action, Caller};
 use crate::core::PolicyRequest;
 use crate::core::view;
 use crate::error::MasterError;
@@ -70,8 +74,19 @@ fn role(s: &str) -> Result<Role, Response> {
     Role::parse(s).map_err(bad)
 }
 
+/// Refuses the caller unless it may do `action` on every role.
+fn may<'a>(
+    s: &HttpState,
+    caller: &Caller,
+    action: Action,
+    roles: impl IntoIterator<Item = &'a Role>,
+) -> Result<(), Response> {
+    roles.into_iter().try_for_each(|r| s.check(caller, action, r.as_str()))
+}
+
 pub(super) async fn set_weights(
     State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<BTreeMap<String, f64>>, JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
@@ -83,6 +98,9 @@ pub(super) async fn set_weights(
             Ok(r) => weights.insert(r, w),
             Err(resp) => return resp,
         };
+    }
+    if let Err(r) = may(&s, &caller, Action::SetWeights, weights.keys()) {
+        return r;
     }
     let done = serde_json::json!({ "weights": &weights });
     run(&s, PolicyRequest::SetWeights(weights), "/weights", done).await
@@ -104,7 +122,11 @@ fn resources(field: &str, text: &str) -> Result<Resources, Response> {
     Resources::parse(text).map_err(|e| bad(format!("{field}: {e}")))
 }
 
-pub(super) async fn set_quota(State(s): State<HttpState>, body: Result<Json<QuotaBody>, JsonRejection>) -> Response {
+pub(super) async fn set_quota(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<QuotaBody>, JsonRejection>,
+) -> Response {
     let Ok(Json(b)) = body else {
         return bad(
             "expected {\"role\": \"eng\", \"guarantee\": \"cpus:4;mem:8192\", \"limit\": \"cpus:8\"} (guarantee or limit may be left out)",
@@ -123,15 +145,25 @@ pub(super) async fn set_quota(State(s): State<HttpState>, body: Result<Json<Quot
     if quota.is_empty() {
         return bad(format!("quota for role {role} sets neither a guarantee nor a limit"));
     }
+    if let Err(r) = may(&s, &caller, Action::SetQuota, [&role]) {
+        return r;
+    }
     let done = serde_json::json!({ "role": role, "quota": &quota });
     run(&s, PolicyRequest::SetQuota { role, quota }, "/quota", done).await
 }
 
-pub(super) async fn remove_quota(State(s): State<HttpState>, Path(r): Path<String>) -> Response {
+pub(super) async fn remove_quota(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(r): Path<String>,
+) -> Response {
     let role = match role(r.trim_start_matches('/')) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Err(r) = may(&s, &caller, Action::SetQuota, [&role]) {
+        return r;
+    }
     let path = format!("/quota/{role}");
     let done = serde_json::json!({ "role": role, "removed": true });
     run(
@@ -160,7 +192,11 @@ fn reservation(b: &ReserveBody) -> Result<(AgentId, ReservedResources), Response
     Ok((agent, r))
 }
 
-pub(super) async fn reserve(State(s): State<HttpState>, body: Result<Json<ReserveBody>, JsonRejection>) -> Response {
+pub(super) async fn reserve(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<ReserveBody>, JsonRejection>,
+) -> Response {
     let Ok(Json(b)) = body else {
         return bad("expected {\"agent\": \"ID\", \"resources\": \"cpus(eng):2;mem(eng):1024\"}");
     };
@@ -168,6 +204,9 @@ pub(super) async fn reserve(State(s): State<HttpState>, body: Result<Json<Reserv
         Ok(v) => v,
         Err(e) => return e,
     };
+    if let Err(r) = may(&s, &caller, Action::Reserve, resources.reserved.keys()) {
+        return r;
+    }
     let done = serde_json::json!({ "agent": agent, "reserved": resources.to_string() });
     let req = PolicyRequest::Reserve {
         agent,
@@ -177,7 +216,11 @@ pub(super) async fn reserve(State(s): State<HttpState>, body: Result<Json<Reserv
     run(&s, req, "/reserve", done).await
 }
 
-pub(super) async fn unreserve(State(s): State<HttpState>, body: Result<Json<ReserveBody>, JsonRejection>) -> Response {
+pub(super) async fn unreserve(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<ReserveBody>, JsonRejection>,
+) -> Response {
     let Ok(Json(b)) = body else {
         return bad("expected {\"agent\": \"ID\", \"resources\": \"cpus(eng):2\"}");
     };
@@ -185,6 +228,58 @@ pub(super) async fn unreserve(State(s): State<HttpState>, body: Result<Json<Rese
         Ok(v) => v,
         Err(e) => return e,
     };
+    if let Err(r) = may(&s, &caller, Action::Unreserve, resources.reserved.keys()) {
+        return r;
+    }
     let done = serde_json::json!({ "agent": agent, "unreserved": resources.to_string() });
     run(&s, PolicyRequest::Unreserve { agent, resources }, "/unreserve", done).await
+}
+
+/// The persistent volumes, at `/api/v1/volumes`.
+pub(super) async fn volumes(State(s): State<HttpState>, u: OriginalUri) -> Response {
+    reply(s.handle.read(|m| m.volume_views()).await, &path_of(&u))
+}
+
+#[derive(Deserialize)]
+pub(super) struct VolumeBody {
+    agent: String,
+    volume: String,
+}
+
+/// Destroys a volume no task uses: `destroy_volume` on its role.
+pub(super) async fn destroy_volume(
+    State(s): State<HttpState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<VolumeBody>, JsonRejection>,
+) -> Response {
+    let Ok(Json(b)) = body else {
+        return bad("expected {\"agent\": \"ID\", \"volume\": \"ID\"}");
+    };
+    let (agent, id) = match (AgentId::parse(&b.agent), VolumeId::parse(&b.volume)) {
+        (Ok(a), Ok(v)) => (a, v),
+        (Err(e), _) => return bad(format!("agent: {e}")),
+        (_, Err(e)) => return bad(format!("volume: {e}")),
+    };
+    let path = "/api/v1/volumes/destroy";
+    // Which volumes exist is for readers of the cluster only.
+    if let Err(r) = s.check_read(&caller) {
+        return r;
+    }
+    let (a, v) = (agent.clone(), id.clone());
+    let role = match s.handle.try_read(move |m| Ok(m.volume_role(&a, &v))).await {
+        Ok(Some(role)) => role,
+        Ok(None) => {
+            let e = MasterError::UnknownVolume {
+                agent: agent.to_string(),
+                volume: id.to_string(),
+            };
+            return error(e, path);
+        }
+        Err(e) => return error(e, path),
+    };
+    if let Err(r) = may(&s, &caller, Action::DestroyVolume, [&role]) {
+        return r;
+    }
+    let done = serde_json::json!({ "agent": agent, "destroyed": id });
+    run(&s, PolicyRequest::DestroyVolume { agent, id }, path, done).await
 }

@@ -285,8 +285,11 @@ async function viewRoles() {
   const quota = x => [some(x.guarantee) ? `guarantee ${fmtRes(x.guarantee)}` : "", some(x.limit) ? `limit ${fmtRes(x.limit)}` : ""].filter(Boolean).join("; ");
   const rows = r.roles.map(x => `<tr><td>${esc(x.role)}</td><td>${esc(x.weight)}</td><td>${esc(quota(x))}</td><td>${x.frameworks.length}</td><td>${esc(fmtRes(x.allocated))}</td><td>${esc(fmtRes(x.offered))}</td><td>${(x.dominant_share * 100).toFixed(1)}%</td></tr>`).join("");
   const rsv = Object.entries(r.reservations).map(([agent, res]) => `<tr><td>${who("agent", agent, hosts.get(agent))}</td><td>${esc(res)}</td></tr>`).join("");
+  const vols = (await api("/api/v1/volumes")).map(v => `<tr><td>${esc(v.id)}</td><td>${who("agent", v.agent_id, v.hostname)}</td><td>${esc(v.role)}</td>
+    <td>${esc(v.disk_mib)} MiB</td><td>${v.used_by ? `${esc(v.used_by.task_id)} <span class="muted">(${esc(v.used_by.framework_id)})</span>` : '<span class="muted">free</span>'}</td><td>${esc(v.principal)}</td></tr>`).join("");
   return `<h2>Roles</h2><table><tr><th>Role</th><th>Weight</th><th>Quota</th><th>Frameworks</th><th>Allocated</th><th>Offered</th><th>Dominant share</th></tr>${rows}</table>
-    <h2>Dynamic reservations</h2>${rsv ? `<table><tr><th>Agent</th><th>Resources</th></tr>${rsv}</table>` : '<p class="muted">None.</p>'}`;
+    <h2>Dynamic reservations</h2>${rsv ? `<table><tr><th>Agent</th><th>Resources</th></tr>${rsv}</table>` : '<p class="muted">None.</p>'}
+    <h2>Persistent volumes</h2>${vols ? `<table id="volumes"><tr><th>Volume</th><th>Agent</th><th>Role</th><th>Disk</th><th>Used by</th><th>Created by</th></tr>${vols}</table>` : '<p class="muted">None.</p>'}`;
 }
 
 async function viewMasters() {
