@@ -582,6 +582,53 @@ async fn acls_decide_roles_root_and_reads() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
+/// The allocation policy is the operator's: without their actions a
+/// principal changes no weight, quota, reservation or volume, and a rule
+/// on one role grants nothing on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_need_their_action_on_each_role() -> Result<()> {
+    use reqwest::Method;
+    let c = Cluster::start(one_agent()).await?;
+    let result = async {
+        let carol = http_client(&with_token(&c, &token(&c, "carol").await?)?, MASTER)?;
+        let agents = c.get(c.master_addr(), "/api/v1/agents").await?;
+        let agent = agents["items"][0]["id"].as_str().context("an agent")?.to_owned();
+        let before = registry(&c).await?;
+        let calls = [
+            (Method::PUT, "/weights", json!({ "eng": 2 }), "set_weights"),
+            (Method::PUT, "/quota", json!({ "role": "eng", "guarantee": "cpus:1" }), "set_quota"),
+            (Method::DELETE, "/quota/eng", Value::Null, "set_quota"),
+            (Method::POST, "/reserve", json!({ "agent": agent, "resources": "cpus(eng):1" }), "reserve"),
+            (Method::POST, "/unreserve", json!({ "agent": agent, "resources": "cpus(eng):1" }), "unreserve"),
+            (Method::POST, "/api/v1/volumes/destroy", json!({ "agent": agent, "volume": "v" }), "read"),
+        ];
+        let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
+        let anon = http_client(&Transport::Tls(Credentials::new(&ca)?), MASTER)?;
+        for (method, path, body, action) in calls {
+            let url = c.url(c.master_addr(), path);
+            let r = carol.request(method.clone(), &url).json(&body).send().await?;
+            let status = r.status().as_u16();
+            let text = r.text().await?;
+            ensure!(status == 403 && text.contains(action), "carol {method} {path}: {status} {text}");
+            let r = anon.request(method.clone(), &url).json(&body).send().await?;
+            ensure!(r.status().as_u16() == 401, "anonymous {method} {path}: {}", r.status());
+        }
+        ensure!(registry(&c).await? == before, "a refused change changed the registry");
+        allow(&c, "user:carol", &["set_weights"], "eng").await?;
+        let put = |body: Value| carol.put(c.url(c.master_addr(), "/weights")).json(&body).send();
+        let r = put(json!({ "eng": 2, "ops": 2 })).await?;
+        ensure!(r.status().as_u16() == 403, "weights of ops with a rule on eng only: {}", r.status());
+        let r = put(json!({ "eng": 2 })).await?;
+        ensure!(r.status().is_success(), "weights of eng with the rule: {}", r.status());
+        // Reading the volumes needs `read`, like every read.
+        let r = carol.get(c.url(c.master_addr(), "/api/v1/volumes")).send().await?;
+        ensure!(r.status().as_u16() == 403, "carol read the volumes: {}", r.status());
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// A secret's value reaches its task and nothing else: no read endpoint,
 /// event, log line, registry dump or file of the masters holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
