@@ -121,11 +121,15 @@ pub enum RegistryOp {
         resources: String,
     },
     /// Makes a persistent volume of disk reserved for its role (a no-op
-    /// when the agent already has a volume of that id).
+    /// when the agent already has a volume of that id). With `reserve`,
+    /// its disk is reserved for the role by the same op: it came
+    /// unreserved in the Accept that reserved and created it at once.
     CreateVolume {
         agent: AgentId,
         id: VolumeId,
         volume: VolumeRecord,
+        #[serde(default)]
+        reserve: bool,
     },
     /// Removes a persistent volume; its disk stays reserved for its role.
     DestroyVolume {
@@ -298,12 +302,21 @@ impl Registry {
                 };
                 self.set_reservations(agent, r);
             }
-            RegistryOp::CreateVolume { agent, id, volume } => {
-                self.volumes
-                    .entry(agent.clone())
-                    .or_default()
-                    .entry(id.clone())
-                    .or_insert_with(|| volume.clone());
+            RegistryOp::CreateVolume {
+                agent,
+                id,
+                volume,
+                reserve,
+            } => {
+                let on = self.volumes.entry(agent.clone()).or_default();
+                if !on.contains_key(id) {
+                    on.insert(id.clone(), volume.clone());
+                    if *reserve {
+                        let mut r = self.dynamic_reservations(agent);
+                        r.add(&ReservedResources::for_role(&volume.role, volume.disk.clone()));
+                        self.set_reservations(agent, r);
+                    }
+                }
             }
             RegistryOp::DestroyVolume { agent, id } => {
                 if let Some(on) = self.volumes.get_mut(agent) {
@@ -596,6 +609,7 @@ mod tests {
             agent: a.clone(),
             id: v.clone(),
             volume: rec(mib),
+            reserve: false,
         };
         let mut r = Registry::default();
         r.apply(&RegistryOp::AdmitAgent(agent("a1")));

@@ -596,11 +596,31 @@ async fn policy_changes_need_their_action_on_each_role() -> Result<()> {
         let before = registry(&c).await?;
         let calls = [
             (Method::PUT, "/weights", json!({ "eng": 2 }), "set_weights"),
-            (Method::PUT, "/quota", json!({ "role": "eng", "guarantee": "cpus:1" }), "set_quota"),
+            (
+                Method::PUT,
+                "/quota",
+                json!({ "role": "eng", "guarantee": "cpus:1" }),
+                "set_quota",
+            ),
             (Method::DELETE, "/quota/eng", Value::Null, "set_quota"),
-            (Method::POST, "/reserve", json!({ "agent": agent, "resources": "cpus(eng):1" }), "reserve"),
-            (Method::POST, "/unreserve", json!({ "agent": agent, "resources": "cpus(eng):1" }), "unreserve"),
-            (Method::POST, "/api/v1/volumes/destroy", json!({ "agent": agent, "volume": "v" }), "read"),
+            (
+                Method::POST,
+                "/reserve",
+                json!({ "agent": agent, "resources": "cpus(eng):1" }),
+                "reserve",
+            ),
+            (
+                Method::POST,
+                "/unreserve",
+                json!({ "agent": agent, "resources": "cpus(eng):1" }),
+                "unreserve",
+            ),
+            (
+                Method::POST,
+                "/api/v1/volumes/destroy",
+                json!({ "agent": agent, "volume": "v" }),
+                "read",
+            ),
         ];
         let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
         let anon = http_client(&Transport::Tls(Credentials::new(&ca)?), MASTER)?;
@@ -609,7 +629,10 @@ async fn policy_changes_need_their_action_on_each_role() -> Result<()> {
             let r = carol.request(method.clone(), &url).json(&body).send().await?;
             let status = r.status().as_u16();
             let text = r.text().await?;
-            ensure!(status == 403 && text.contains(action), "carol {method} {path}: {status} {text}");
+            ensure!(
+                status == 403 && text.contains(action),
+                "carol {method} {path}: {status} {text}"
+            );
             let r = anon.request(method.clone(), &url).json(&body).send().await?;
             ensure!(r.status().as_u16() == 401, "anonymous {method} {path}: {}", r.status());
         }
@@ -617,7 +640,11 @@ async fn policy_changes_need_their_action_on_each_role() -> Result<()> {
         allow(&c, "user:carol", &["set_weights"], "eng").await?;
         let put = |body: Value| carol.put(c.url(c.master_addr(), "/weights")).json(&body).send();
         let r = put(json!({ "eng": 2, "ops": 2 })).await?;
-        ensure!(r.status().as_u16() == 403, "weights of ops with a rule on eng only: {}", r.status());
+        ensure!(
+            r.status().as_u16() == 403,
+            "weights of ops with a rule on eng only: {}",
+            r.status()
+        );
         let r = put(json!({ "eng": 2 })).await?;
         ensure!(r.status().is_success(), "weights of eng with the rule: {}", r.status());
         // Reading the volumes needs `read`, like every read.

@@ -70,7 +70,9 @@ struct Plan {
     launches: Vec<(LaunchRequest, ReservedResources)>,
     reserve: Vec<Resources>,
     unreserve: Vec<Resources>,
-    create: Vec<NewVolume>,
+    /// With whether the volume's disk is reserved by its create (it came
+    /// from a reserve of this accept).
+    create: Vec<(NewVolume, bool)>,
     destroy: Vec<VolumeId>,
     /// Volumes of the offers not yet taken by a launch or a destroy.
     volumes: Vec<VolumeId>,
@@ -258,7 +260,7 @@ impl Master {
                 OfferOperation::Unreserve(r) => plan.unreserve(&r, &dynamic)?,
                 OfferOperation::Create(volumes) => {
                     for v in volumes {
-                        if self.volume_exists(&plan.agent, &v.id) || plan.create.iter().any(|c| c.id == v.id) {
+                        if self.volume_exists(&plan.agent, &v.id) || plan.create.iter().any(|(c, _)| c.id == v.id) {
                             return Err(MasterError::Invalid(format!(
                                 "create: agent {} already has a volume {}",
                                 plan.agent, v.id
@@ -286,7 +288,7 @@ impl Master {
                         self.with_secrets(&plan.role, &launch.info)?;
                     }
                     for id in super::volumes::mounted(&launch.info) {
-                        if plan.create.iter().any(|c| c.id.as_str() == id) {
+                        if plan.create.iter().any(|(c, _)| c.id.as_str() == id) {
                             return Err(MasterError::Invalid(format!(
                                 "task {}: volume {id} is created by this accept; launch from a later offer that lists it",
                                 launch.task_id
@@ -395,8 +397,9 @@ impl Plan {
         Ok(())
     }
 
-    /// Turns disk reserved for the offer's role, left in the offer, into
-    /// a volume.
+    /// Turns disk reserved for the offer's role into a volume: disk left
+    /// in the offer, else disk an earlier reserve of this accept reserves
+    /// (the create then reserves it itself, in one registry op).
     fn create(&mut self, v: NewVolume) -> Result<(), MasterError> {
         let role = &self.role;
         if role.is_star() {
@@ -405,17 +408,30 @@ impl Plan {
             ));
         }
         let disk = ReservedResources::for_role(role, v.disk.clone());
-        self.left = self.left.checked_sub(&disk).ok_or_else(|| {
-            let reserved = self.left.part(role).map(|r| r.to_string()).unwrap_or_default();
-            MasterError::Invalid(format!(
-                "create: volume {} needs {} of disk reserved for role {role} in the offer, which has {} reserved for it left (reserve disk first, then create from a later offer)",
-                v.id,
-                v.disk,
-                if reserved.is_empty() { "nothing".into() } else { reserved }
-            ))
-        })?;
-        self.create.push(v);
-        Ok(())
+        if let Some(left) = self.left.checked_sub(&disk) {
+            self.left = left;
+            self.create.push((v, false));
+            return Ok(());
+        }
+        if let Some(i) = self.reserve.iter().position(|r| r.contains(&v.disk)) {
+            self.reserve[i] = self.reserve[i].saturating_sub(&v.disk);
+            if self.reserve[i].is_empty() {
+                self.reserve.remove(i);
+            }
+            self.create.push((v, true));
+            return Ok(());
+        }
+        let reserved = self.left.part(role).map(|r| r.to_string()).unwrap_or_default();
+        Err(MasterError::Invalid(format!(
+            "create: volume {} needs {} of disk reserved for role {role}, in the offer or by a reserve before it in this accept; the offer has {} reserved for it left",
+            v.id,
+            v.disk,
+            if reserved.is_empty() {
+                "nothing".into()
+            } else {
+                reserved
+            }
+        )))
     }
 
     /// Takes a volume of the offers for a launch or a destroy.

@@ -178,17 +178,22 @@ impl Master {
         of_agent(&self.registry, agent).is_some_and(|v| v.contains_key(id)) || self.volume_pending(agent, id)
     }
 
-    /// The proposal of a `create` of the Accept's framework.
+    /// The proposal of a `create` of the Accept's framework; `reserve`:
+    /// its disk is reserved by this op (it is unreserved in the offer).
     pub(super) fn create_volume(
         &mut self,
         fid: &FrameworkId,
         role: &Role,
         agent: &AgentId,
-        v: NewVolume,
+        (v, reserve): (NewVolume, bool),
         principal: &str,
     ) {
-        let held = ReservedResources::for_role(role, v.disk.clone());
+        let held = match reserve {
+            true => ReservedResources::unreserved(v.disk.clone()),
+            false => ReservedResources::for_role(role, v.disk.clone()),
+        };
         let op = RegistryOp::CreateVolume {
+            reserve,
             agent: agent.clone(),
             id: v.id,
             volume: VolumeRecord {

@@ -246,3 +246,34 @@ fn a_returning_agent_is_told_its_volumes_and_reported_users_keep_them() {
     assert_eq!(told(&s), Some(vec!["db-0".to_owned()]));
     assert!(offers_to(&s, &eng).iter().all(|o| o.volumes.is_empty()), "still in use");
 }
+
+/// Mesos' RESERVE then CREATE in one Accept: the create takes its disk
+/// from the reserve and reserves it itself, in one registry op.
+#[test]
+fn a_reserve_and_a_create_in_one_accept() {
+    let mut s = Sim::new();
+    let agent = s.agent(AGENT_CONN, "cpus:4;mem:1024;disk:1000");
+    let eng = framework_in(&mut s, ENG_CONN, &["eng"]);
+    let o = newest(&s, &eng);
+    let reserve =
+        OfferOperation::Reserve(ReservedResources::parse("cpus(eng):1;mem(eng):64;disk(eng):200").expect("r"));
+    let err =
+        s.m.accept_operations(&eng, &o.ids, vec![create("v", 150), reserve.clone()], None, s.now)
+            .expect_err("create before its reserve");
+    assert!(err.to_string().contains("by a reserve before it"), "{err}");
+    s.m.accept_operations(&eng, &o.ids, vec![reserve, create("v", 150)], None, s.now)
+        .expect("reserve and create");
+    s.run();
+    assert_eq!(
+        s.m.registry().dynamic_reservations(&agent).to_string(),
+        "cpus(eng):1;mem(eng):64;disk(eng):200"
+    );
+    assert!(s.m.registry().volumes[&agent].contains_key(&VolumeId::parse("v").expect("id")));
+    let o = newest(&s, &eng);
+    assert_eq!(o.volumes.len(), 1);
+    assert!(
+        o.resources.contains("disk:800;") && o.resources.contains("disk(eng):50"),
+        "{}",
+        o.resources
+    );
+}
