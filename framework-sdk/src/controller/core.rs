@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 use tokio::time::Instant;
 
-use super::context::{Context, Launch, Reconciler, Requeue};
+use super::context::{Context, Launch, Reconciler, Requeue, VolumeMount};
 use super::observed::{Observed, Task, TaskRecord, key_of};
 use super::schedule::Schedule;
-use crate::offers::{Assignment, Placed, Strategy, plan};
+use crate::offers::{Assignment, Placed, Strategy, plan, usable, volume};
 use crate::{TaskState, task_state};
 
 /// A desired object and whether the store is behind it.
@@ -22,6 +21,9 @@ pub(crate) struct Desired<D> {
     pub(crate) value: D,
     pub(crate) dirty: bool,
 }
+
+/// A launch given its task id: key, task id, and the volume it mounts.
+pub(crate) type Named = (String, String, Option<VolumeMount>);
 
 /// A kill to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -418,7 +420,13 @@ impl<D: Clone + PartialEq> Core<D> {
             let mut left = Vec::new();
             for launch in launches {
                 let work = [(launch.request.clone(), (key.clone(), launch.clone()))];
-                let p = match plan(&room, work, Strategy::Spread, &launch.constraints, &mut placed) {
+                // A volume's launch goes where the volume is offered, and
+                // only there: its constraints held when the volume was made.
+                let (offered, constraints) = match &launch.volume {
+                    Some(v) => (with_volume(&room, &v.id), &[][..]),
+                    None => (room.clone(), &launch.constraints[..]),
+                };
+                let p = match plan(&offered, work, Strategy::Spread, constraints, &mut placed) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!("an offer's resources do not parse: {e}");
@@ -431,9 +439,13 @@ impl<D: Clone + PartialEq> Core<D> {
                     continue;
                 };
                 if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
-                    && let Ok(r) = Resources::from_proto(&o.resources)
+                    && let Ok(r) = usable(o)
                 {
+                    // What is left, as plain room for the next launches.
                     o.resources = r.saturating_sub(&a.resources).to_proto();
+                    if let Some(v) = &a.payload.1.volume {
+                        o.volumes.retain(|x| x.id != v.id);
+                    }
                 }
                 placed_all.push(a);
             }
@@ -462,7 +474,7 @@ impl<D: Clone + PartialEq> Core<D> {
         &mut self,
         placed: Vec<Assignment<(String, Launch)>>,
         at: SystemTime,
-    ) -> Vec<Assignment<(String, String)>> {
+    ) -> Vec<Assignment<Named>> {
         let mut out = Vec::new();
         for a in placed {
             let (key, launch) = a.payload;
@@ -484,7 +496,7 @@ impl<D: Clone + PartialEq> Core<D> {
                 adopted: false,
             });
             out.push(Assignment {
-                payload: (key, id),
+                payload: (key, id, launch.volume),
                 offer_id: a.offer_id,
                 location: a.location,
                 resources: a.resources,
@@ -507,12 +519,17 @@ impl<D: Clone + PartialEq> Core<D> {
     }
 }
 
+/// The offers that list volume `id` (at most one, from the master).
+fn with_volume(offers: &[v1::Offer], id: &str) -> Vec<v1::Offer> {
+    offers.iter().filter(|o| volume(o, id).is_some()).cloned().collect()
+}
+
 /// Pending-report entries for launches of `key` that found no room, one
 /// reason per kind of launch.
 fn pending_report(key: &str, left: &[Launch], offers: &[v1::Offer]) -> Vec<v1::PendingTask> {
     let largest = offers
         .iter()
-        .filter_map(|o| Resources::from_proto(&o.resources).ok())
+        .filter_map(|o| usable(o).ok())
         .max_by_key(|r| (r.cpus, r.mem))
         .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
     let mut out = Vec::new();
