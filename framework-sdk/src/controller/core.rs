@@ -414,45 +414,30 @@ impl<D: Clone + PartialEq> Core<D> {
     pub(crate) fn place(&mut self, offers: &[v1::Offer]) -> Round {
         let mut room: Vec<v1::Offer> = offers.to_vec();
         let mut placed_all = Vec::new();
-        let mut pending = Vec::new();
-        for (key, launches) in std::mem::take(&mut self.waiting) {
-            let mut placed = self.placed(&key);
-            let mut left = Vec::new();
-            for launch in launches {
-                let work = [(launch.request.clone(), (key.clone(), launch.clone()))];
-                // A volume's launch goes where the volume is offered, and
-                // only there: its constraints held when the volume was made.
-                let (offered, constraints) = match &launch.volume {
-                    Some(v) => (with_volume(&room, &v.id), &[][..]),
-                    None => (room.clone(), &launch.constraints[..]),
-                };
-                let p = match plan(&offered, work, Strategy::Spread, constraints, &mut placed) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!("an offer's resources do not parse: {e}");
-                        left.push(launch);
-                        continue;
-                    }
-                };
-                let Some(a) = p.assignments.into_iter().next() else {
-                    left.push(launch);
-                    continue;
-                };
-                if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
-                    && let Ok(r) = usable(o)
-                {
-                    // What is left, as plain room for the next launches.
-                    o.resources = r.saturating_sub(&a.resources).to_proto();
-                    if let Some(v) = &a.payload.1.volume {
-                        o.volumes.retain(|x| x.id != v.id);
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let mut places: BTreeMap<String, Placed> = waiting.keys().map(|k| (k.clone(), self.placed(k))).collect();
+        let mut left: BTreeMap<String, Vec<Launch>> = BTreeMap::new();
+        // Launches that mount a volume first, in every key: the room of
+        // their volume's offer is likely reserved for them.
+        for volumes in [true, false] {
+            for (key, launches) in &mut waiting {
+                let (now, later): (Vec<Launch>, Vec<Launch>) = std::mem::take(launches)
+                    .into_iter()
+                    .partition(|l| l.volume.is_some() == volumes);
+                *launches = later;
+                let placed = places.entry(key.clone()).or_default();
+                for launch in now {
+                    match place_one(&mut room, key, &launch, placed) {
+                        Some(a) => placed_all.push(a),
+                        None => left.entry(key.clone()).or_default().push(launch),
                     }
                 }
-                placed_all.push(a);
             }
-            pending.extend(pending_report(&key, &left, offers));
-            if !left.is_empty() {
-                self.waiting.insert(key, left);
-            }
+        }
+        let mut pending = Vec::new();
+        for (key, launches) in left {
+            pending.extend(pending_report(&key, &launches, offers));
+            self.waiting.insert(key, launches);
         }
         let used: BTreeSet<&str> = placed_all.iter().map(|a| a.offer_id.as_str()).collect();
         let unused = offers
@@ -517,6 +502,38 @@ impl<D: Clone + PartialEq> Core<D> {
         }
         placed
     }
+}
+
+/// Places one launch on `room` (spread within its constraints; one that
+/// mounts a volume only on the offer listing it) and takes what it uses
+/// out of the room.
+fn place_one(
+    room: &mut [v1::Offer],
+    key: &str,
+    launch: &Launch,
+    placed: &mut Placed,
+) -> Option<Assignment<(String, Launch)>> {
+    let work = [(launch.request.clone(), (key.to_owned(), launch.clone()))];
+    // A volume's launch goes where the volume is offered, and only there:
+    // its constraints held when the volume was made.
+    let (offered, constraints) = match &launch.volume {
+        Some(v) => (with_volume(room, &v.id), &[][..]),
+        None => (room.to_vec(), &launch.constraints[..]),
+    };
+    let p = plan(&offered, work, Strategy::Spread, constraints, placed)
+        .inspect_err(|e| tracing::warn!("an offer's resources do not parse: {e}"))
+        .ok()?;
+    let a = p.assignments.into_iter().next()?;
+    if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
+        && let Ok(r) = usable(o)
+    {
+        // What is left, as plain room for the next launches.
+        o.resources = r.saturating_sub(&a.resources).to_proto();
+        if let Some(v) = &launch.volume {
+            o.volumes.retain(|x| x.id != v.id);
+        }
+    }
+    Some(a)
 }
 
 /// The offers that list volume `id` (at most one, from the master).

@@ -588,3 +588,22 @@ fn a_volume_launch_goes_only_where_its_volume_is_offered() {
         Some(("db-0", "data"))
     );
 }
+
+/// Launches that mount a volume are placed before the others of any key,
+/// so that another key's launch does not take the room of the volume's
+/// offer first.
+#[test]
+fn volume_launches_are_placed_first() {
+    let mut c = core(&[("api", 0), ("db", 0)]);
+    c.waiting.insert("api".into(), vec![Launch::new("1", need())]);
+    c.waiting
+        .insert("db".into(), vec![Launch::new("0", need()).volume("db-0", "data")]);
+    let mut o = offer("o1", "a1", "cpus:1;mem:32");
+    o.volumes = vec![v1::Volume {
+        id: "db-0".into(),
+        ..Default::default()
+    }];
+    let ids = place(&mut c, &[o]);
+    assert_eq!(ids, ["db.0"]);
+    assert_eq!(c.waiting.keys().collect::<Vec<_>>(), ["api"]);
+}
