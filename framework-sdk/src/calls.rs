@@ -153,10 +153,17 @@ impl Calls {
         tasks: Vec<v1::TaskInfo>,
         refuse_seconds: Option<f64>,
     ) -> Result<(), SdkError> {
+        self.accept_operations(offer_ids, vec![crate::operations::launch(tasks)], refuse_seconds)
+            .await
+    }
+
+    pub(crate) async fn accept_operations(
+        &self,
+        offer_ids: Vec<String>,
+        operations: Vec<v1::Operation>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
         self.send("accept", |mut c, framework_id| async move {
-            let operations = vec![v1::Operation {
-                operation: Some(v1::operation::Operation::Launch(v1::Launch { tasks })),
-            }];
             c.accept(v1::AcceptRequest {
                 framework_id,
                 offer_ids,

@@ -118,6 +118,10 @@
 //!   offered ranges ([`offers::ports`]), and placement constraints (unique
 //!   or at most n per agent or per host, attribute equals or like, spread
 //!   over an attribute).
+//! - [`operations`]: reserve resources for the framework's role and make
+//!   persistent volumes of them ([`Scheduler::accept_operations`]); read
+//!   an offer's volumes with [`offers::volume`] and mount one with
+//!   [`TaskBuilder::volume`] (docs/frameworks.md, "Volumes").
 //! - [`Kv`] ([`Scheduler::kv`]): a small durable key-value namespace in the
 //!   masters' replicated registry, so a framework needs no external store
 //!   to survive its own restart or a master failover.
@@ -143,6 +147,7 @@ pub mod follow;
 pub mod kv;
 mod master_http;
 pub mod offers;
+pub mod operations;
 pub mod queue;
 mod task;
 
@@ -168,9 +173,15 @@ pub use mezzo_proto::backoff::Backoff;
 pub use mezzo_proto::clock;
 /// The image a task may name (`TaskBuilder::image`), checked as the master checks it.
 pub use mezzo_proto::image::{ImageRef, ImageRefError};
+/// A role (`eng/batch`, or `*`), checked: for reservations
+/// ([`operations::reserve`]).
+pub use mezzo_proto::reservation::Role;
 /// Exact resource arithmetic: `Resources::parse("cpus:0.1;mem:32")`.
 pub use mezzo_proto::resources::Resources;
 /// Task states with Mesos names and the terminal-state test.
 pub use mezzo_proto::state::TaskState;
 /// The generated `mezzo.v1` API types (offers, task infos, statuses...).
 pub use mezzo_proto::v1;
+/// The check of a task's mounts ([`TaskBuilder::volume`]) that masters
+/// and agents make, for frameworks that read mounts from job files.
+pub use mezzo_proto::volume as mounts;

@@ -166,6 +166,38 @@ impl TaskBuilder {
         self
     }
 
+    /// Mounts the persistent volume `id` at `container_path` (relative:
+    /// beneath the sandbox; absolute: in the task's image), read-write.
+    /// The volume must be listed in an offer the task is launched from
+    /// ([`offers::volume`](crate::offers::volume)); the task's resources
+    /// need not include its disk (docs/frameworks.md, "Volumes").
+    pub fn volume(mut self, id: impl Into<String>, container_path: impl Into<String>) -> Self {
+        self.mounts_mut().push(v1::Mount {
+            container_path: container_path.into(),
+            volume_id: id.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Mounts the directory the agent's operator shares as `name`
+    /// (`mezzo agent --host-volumes NAME=PATH[:ro]`) at `container_path`.
+    /// Needs the ACL action `relax_isolation` on `host_volume:NAME`; a
+    /// share the operator made read-only stays so whatever is asked.
+    pub fn host_volume(mut self, name: impl Into<String>, container_path: impl Into<String>, read_only: bool) -> Self {
+        self.mounts_mut().push(v1::Mount {
+            container_path: container_path.into(),
+            read_only,
+            host_volume: name.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    fn mounts_mut(&mut self) -> &mut Vec<v1::Mount> {
+        &mut self.info.container.get_or_insert_with(Default::default).mounts
+    }
+
     /// Runs the task without the agent's seccomp filter (it keeps its
     /// other confinement). The master refuses it unless an ACL rule grants
     /// the caller `relax_isolation` on `seccomp:unconfined`; the agent,
@@ -396,6 +428,25 @@ mod tests {
         assert_eq!(task_state(&status), None);
         status.state = 999;
         assert_eq!(task_state(&status), None);
+    }
+
+    #[test]
+    fn mounts_are_kept_in_order_and_pass_the_masters_check() {
+        let task = TaskBuilder::new("db.0")
+            .image("oci:postgres")
+            .volume("db-0", "data")
+            .host_volume("certs", "/etc/certs", true)
+            .build();
+        let c = task.container.expect("container");
+        assert_eq!(c.image.map(|i| i.reference).as_deref(), Some("oci:postgres"));
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!((c.mounts[0].volume_id.as_str(), c.mounts[0].read_only), ("db-0", false));
+        assert_eq!(
+            (c.mounts[1].host_volume.as_str(), c.mounts[1].read_only),
+            ("certs", true)
+        );
+        let checked = mezzo_proto::volume::check(&c.mounts, true).expect("valid mounts");
+        assert_eq!(checked[1].container_path, std::path::Path::new("/etc/certs"));
     }
 
     #[test]

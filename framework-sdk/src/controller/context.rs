@@ -59,6 +59,16 @@ pub struct Launch {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) constraints: Vec<Constraint>,
     pub(crate) describe: String,
+    pub(crate) volume: Option<VolumeMount>,
+}
+
+/// A persistent volume a launch mounts ([`Launch::volume`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The volume's id.
+    pub id: String,
+    /// Where the task sees it (relative: beneath the sandbox).
+    pub container_path: String,
 }
 
 impl Launch {
@@ -71,7 +81,26 @@ impl Launch {
             labels: BTreeMap::new(),
             constraints: Vec::new(),
             describe: String::new(),
+            volume: None,
         }
+    }
+
+    /// Mounts the persistent volume `id` at `container_path`: the launch
+    /// is placed only on an offer that lists the volume (so on its agent,
+    /// once no task uses it), whatever its constraints, and waits until
+    /// one comes. Creating the volume is the framework's part
+    /// ([`operations`](crate::operations)).
+    pub fn volume(mut self, id: impl Into<String>, container_path: impl Into<String>) -> Launch {
+        self.volume = Some(VolumeMount {
+            id: id.into(),
+            container_path: container_path.into(),
+        });
+        self
+    }
+
+    /// The volume it mounts, if any.
+    pub fn mounts(&self) -> Option<&VolumeMount> {
+        self.volume.as_ref()
     }
 
     /// A label, kept with the task (also across a restart) and given to it.

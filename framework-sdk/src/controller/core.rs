@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 use tokio::time::Instant;
 
-use super::context::{Context, Launch, Reconciler, Requeue};
+use super::context::{Context, Launch, Reconciler, Requeue, VolumeMount};
 use super::observed::{Observed, Task, TaskRecord, key_of};
 use super::schedule::Schedule;
-use crate::offers::{Assignment, Placed, Strategy, plan};
+use crate::offers::{Assignment, Placed, Strategy, plan, usable, volume};
 use crate::{TaskState, task_state};
 
 /// A desired object and whether the store is behind it.
@@ -22,6 +21,9 @@ pub(crate) struct Desired<D> {
     pub(crate) value: D,
     pub(crate) dirty: bool,
 }
+
+/// A launch given its task id: key, task id, and the volume it mounts.
+pub(crate) type Named = (String, String, Option<VolumeMount>);
 
 /// A kill to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -412,35 +414,30 @@ impl<D: Clone + PartialEq> Core<D> {
     pub(crate) fn place(&mut self, offers: &[v1::Offer]) -> Round {
         let mut room: Vec<v1::Offer> = offers.to_vec();
         let mut placed_all = Vec::new();
-        let mut pending = Vec::new();
-        for (key, launches) in std::mem::take(&mut self.waiting) {
-            let mut placed = self.placed(&key);
-            let mut left = Vec::new();
-            for launch in launches {
-                let work = [(launch.request.clone(), (key.clone(), launch.clone()))];
-                let p = match plan(&room, work, Strategy::Spread, &launch.constraints, &mut placed) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!("an offer's resources do not parse: {e}");
-                        left.push(launch);
-                        continue;
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let mut places: BTreeMap<String, Placed> = waiting.keys().map(|k| (k.clone(), self.placed(k))).collect();
+        let mut left: BTreeMap<String, Vec<Launch>> = BTreeMap::new();
+        // Launches that mount a volume first, in every key: the room of
+        // their volume's offer is likely reserved for them.
+        for volumes in [true, false] {
+            for (key, launches) in &mut waiting {
+                let (now, later): (Vec<Launch>, Vec<Launch>) = std::mem::take(launches)
+                    .into_iter()
+                    .partition(|l| l.volume.is_some() == volumes);
+                *launches = later;
+                let placed = places.entry(key.clone()).or_default();
+                for launch in now {
+                    match place_one(&mut room, key, &launch, placed) {
+                        Some(a) => placed_all.push(a),
+                        None => left.entry(key.clone()).or_default().push(launch),
                     }
-                };
-                let Some(a) = p.assignments.into_iter().next() else {
-                    left.push(launch);
-                    continue;
-                };
-                if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
-                    && let Ok(r) = Resources::from_proto(&o.resources)
-                {
-                    o.resources = r.saturating_sub(&a.resources).to_proto();
                 }
-                placed_all.push(a);
             }
-            pending.extend(pending_report(&key, &left, offers));
-            if !left.is_empty() {
-                self.waiting.insert(key, left);
-            }
+        }
+        let mut pending = Vec::new();
+        for (key, launches) in left {
+            pending.extend(pending_report(&key, &launches, offers));
+            self.waiting.insert(key, launches);
         }
         let used: BTreeSet<&str> = placed_all.iter().map(|a| a.offer_id.as_str()).collect();
         let unused = offers
@@ -462,7 +459,7 @@ impl<D: Clone + PartialEq> Core<D> {
         &mut self,
         placed: Vec<Assignment<(String, Launch)>>,
         at: SystemTime,
-    ) -> Vec<Assignment<(String, String)>> {
+    ) -> Vec<Assignment<Named>> {
         let mut out = Vec::new();
         for a in placed {
             let (key, launch) = a.payload;
@@ -484,7 +481,7 @@ impl<D: Clone + PartialEq> Core<D> {
                 adopted: false,
             });
             out.push(Assignment {
-                payload: (key, id),
+                payload: (key, id, launch.volume),
                 offer_id: a.offer_id,
                 location: a.location,
                 resources: a.resources,
@@ -507,12 +504,49 @@ impl<D: Clone + PartialEq> Core<D> {
     }
 }
 
+/// Places one launch on `room` (spread within its constraints; one that
+/// mounts a volume only on the offer listing it) and takes what it uses
+/// out of the room.
+fn place_one(
+    room: &mut [v1::Offer],
+    key: &str,
+    launch: &Launch,
+    placed: &mut Placed,
+) -> Option<Assignment<(String, Launch)>> {
+    let work = [(launch.request.clone(), (key.to_owned(), launch.clone()))];
+    // A volume's launch goes where the volume is offered, and only there:
+    // its constraints held when the volume was made.
+    let (offered, constraints) = match &launch.volume {
+        Some(v) => (with_volume(room, &v.id), &[][..]),
+        None => (room.to_vec(), &launch.constraints[..]),
+    };
+    let p = plan(&offered, work, Strategy::Spread, constraints, placed)
+        .inspect_err(|e| tracing::warn!("an offer's resources do not parse: {e}"))
+        .ok()?;
+    let a = p.assignments.into_iter().next()?;
+    if let Some(o) = room.iter_mut().find(|o| o.offer_id == a.offer_id)
+        && let Ok(r) = usable(o)
+    {
+        // What is left, as plain room for the next launches.
+        o.resources = r.saturating_sub(&a.resources).to_proto();
+        if let Some(v) = &launch.volume {
+            o.volumes.retain(|x| x.id != v.id);
+        }
+    }
+    Some(a)
+}
+
+/// The offers that list volume `id` (at most one, from the master).
+fn with_volume(offers: &[v1::Offer], id: &str) -> Vec<v1::Offer> {
+    offers.iter().filter(|o| volume(o, id).is_some()).cloned().collect()
+}
+
 /// Pending-report entries for launches of `key` that found no room, one
 /// reason per kind of launch.
 fn pending_report(key: &str, left: &[Launch], offers: &[v1::Offer]) -> Vec<v1::PendingTask> {
     let largest = offers
         .iter()
-        .filter_map(|o| Resources::from_proto(&o.resources).ok())
+        .filter_map(|o| usable(o).ok())
         .max_by_key(|r| (r.cpus, r.mem))
         .map_or_else(|| "no offer".to_owned(), |r| format!("largest offer {r}"));
     let mut out = Vec::new();

@@ -36,6 +36,8 @@
 //!   none runs before the master has said which tasks run
 //!   ([`Event::Reconciled`]), or 120 s have passed without that answer
 //!   (the driver may give it up silently).
+//! - **Volumes**: a launch that mounts a persistent volume
+//!   ([`Launch::volume`]) is placed only on an offer that lists it.
 //! - **Offers** are suppressed while no launch waits and revived when one
 //!   does; launches that find no room are reported to the masters
 //!   (`mezzo why`).
@@ -112,7 +114,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-pub use self::context::{Context, Launch, Reconciler, Requeue};
+pub use self::context::{Context, Launch, Reconciler, Requeue, VolumeMount};
 use self::core::{Core, Desired, Kill, Round};
 pub use self::observed::Task;
 use self::observed::TaskRecord;
@@ -423,8 +425,11 @@ where
         let (core, sched) = (&self.core, &self.sched);
         let done = sched
             .launch(plan, &mut Placed::default(), Some(refuse), |a| {
-                let (key, id) = &a.payload;
+                let (key, id, volume) = &a.payload;
                 let mut b = TaskBuilder::new(id).resources(&a.resources);
+                if let Some(v) = volume {
+                    b = b.volume(&v.id, &v.container_path);
+                }
                 let (Some(d), Some(t)) = (core.desired.get(key), core.observed.get(id)) else {
                     return b.build();
                 };
@@ -434,7 +439,7 @@ where
                 r.build(key, &d.value, t, b).build()
             })
             .await;
-        for (id, (key, _)) in &done.launched {
+        for (id, (key, ..)) in &done.launched {
             info!(%key, task = %id, "launched");
         }
         for refused in done.refused {
@@ -444,7 +449,7 @@ where
                 continue;
             }
             warn!(task = %refused.task_id, "launch refused, placed again later: {}", refused.error);
-            let key = refused.payload.0;
+            let (key, ..) = refused.payload;
             self.core.observed.remove(&refused.task_id);
             self.core.dirty_tasks.insert(key.clone());
             self.core.trigger(&key, Instant::now());

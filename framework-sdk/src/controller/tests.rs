@@ -543,3 +543,67 @@ fn a_key_put_while_forgotten_is_kept() {
     assert!(c.forgetting.is_empty());
     assert_eq!(c.desired["web"].value, Want { copies: 2 });
 }
+
+/// A launch that mounts a volume is placed only on the offer listing it,
+/// whatever else has room, and takes it from the round; it waits
+/// otherwise. Reserved resources of the offer's role are room.
+#[test]
+fn a_volume_launch_goes_only_where_its_volume_is_offered() {
+    let mut c = core(&[("db", 0)]);
+    let vol = |id: &str| v1::Volume {
+        id: id.into(),
+        disk_mib: 64.0,
+        ..Default::default()
+    };
+    c.waiting.insert(
+        "db".into(),
+        vec![
+            Launch::new("0", need()).volume("db-0", "data"),
+            Launch::new("1", need()).volume("db-0", "data"),
+        ],
+    );
+    let big = offer("o1", "a1", "cpus:8;mem:1024");
+    let round = c.place(std::slice::from_ref(&big));
+    assert!(round.placed.is_empty(), "no offer lists db-0");
+    assert_eq!(c.waiting["db"].len(), 2);
+
+    let mut with = v1::Offer {
+        allocation_role: "svc".into(),
+        resources: mezzo_proto::reservation::ReservedResources::parse("cpus(svc):1;mem(svc):32")
+            .expect("res")
+            .to_proto(),
+        ..offer("o2", "a2", "cpus:1")
+    };
+    with.volumes = vec![vol("db-0")];
+    let round = c.place(&[big, with]);
+    assert_eq!(round.placed.len(), 1, "the volume is used once per round");
+    assert_eq!(round.placed[0].offer_id, "o2");
+    assert_eq!(round.unused, ["o1"]);
+    assert_eq!(c.waiting["db"].len(), 1);
+    let named = c.launching(round.placed, std::time::SystemTime::now());
+    let (_, id, mount) = &named[0].payload;
+    assert_eq!(id, "db.0");
+    assert_eq!(
+        mount.as_ref().map(|m| (m.id.as_str(), m.container_path.as_str())),
+        Some(("db-0", "data"))
+    );
+}
+
+/// Launches that mount a volume are placed before the others of any key,
+/// so that another key's launch does not take the room of the volume's
+/// offer first.
+#[test]
+fn volume_launches_are_placed_first() {
+    let mut c = core(&[("api", 0), ("db", 0)]);
+    c.waiting.insert("api".into(), vec![Launch::new("1", need())]);
+    c.waiting
+        .insert("db".into(), vec![Launch::new("0", need()).volume("db-0", "data")]);
+    let mut o = offer("o1", "a1", "cpus:1;mem:32");
+    o.volumes = vec![v1::Volume {
+        id: "db-0".into(),
+        ..Default::default()
+    }];
+    let ids = place(&mut c, &[o]);
+    assert_eq!(ids, ["db.0"]);
+    assert_eq!(c.waiting.keys().collect::<Vec<_>>(), ["api"]);
+}

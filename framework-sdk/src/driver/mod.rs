@@ -120,6 +120,22 @@ impl Scheduler {
         self.calls.accept(offer_ids, tasks, refuse_seconds).await
     }
 
+    /// Accepts `offer_ids` (all from one agent) with `operations`, done in
+    /// order: reservations, persistent volumes and launches
+    /// ([`operations`](crate::operations)). Nothing is done unless every
+    /// operation fits; whatever is not used is declined, filtered for
+    /// `refuse_seconds`.
+    pub async fn accept_operations(
+        &self,
+        offer_ids: Vec<String>,
+        operations: Vec<v1::Operation>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
+        self.calls
+            .accept_operations(offer_ids, operations, refuse_seconds)
+            .await
+    }
+
     /// Gives offers back; their resources are not offered to this framework
     /// again for `refuse_seconds` (master default if `None`).
     pub async fn decline(&self, offer_ids: Vec<String>, refuse_seconds: Option<f64>) -> Result<(), SdkError> {

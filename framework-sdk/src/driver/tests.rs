@@ -682,6 +682,26 @@ async fn refused_calls_carry_the_masters_reason() {
     scheduler.stop().await;
 }
 
+/// Reservations and volumes go out as one Accept, operations in order.
+#[tokio::test]
+async fn accept_operations_sends_them_in_order() {
+    use crate::operations::{create_volume, reserve};
+    let master = FakeMaster::default();
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+
+    let role = crate::Role::parse("svc").expect("role");
+    let ops = vec![
+        reserve(&role, &crate::Resources::parse("disk:64").expect("res")),
+        create_volume("db-0", 64),
+    ];
+    let _ = scheduler.accept_operations(vec!["o-1".into()], ops.clone(), None).await;
+    let accept = master.seen().accepts[0].clone();
+    assert_eq!((accept.offer_ids, accept.operations), (vec!["o-1".to_owned()], ops));
+    scheduler.stop().await;
+}
+
 /// `launch` carries out a plan: one accept per offer with its tasks, the
 /// places of a refused accept given back (its payload returned), the
 /// unused offers declined with the filter, every launched task named in

@@ -97,8 +97,10 @@ impl Packing {
 
 /// Places each request, in order, on an offer with room for it that breaks
 /// no constraint, choosing by `strategy`. `placed` says where the group's
-/// tasks already run and is updated with every placement. Fails only if an
-/// offer's resources do not parse.
+/// tasks already run and is updated with every placement. An offer's room
+/// is all its role may use ([`usable`](super::usable)): its unreserved
+/// resources and those reserved for its role. Fails only if an offer's
+/// resources do not parse.
 pub fn pack(
     offers: &[v1::Offer],
     requests: &[TaskRequest],
@@ -106,10 +108,7 @@ pub fn pack(
     constraints: &[Constraint],
     placed: &mut Placed,
 ) -> Result<Packing, ResourceError> {
-    let mut left = offers
-        .iter()
-        .map(|o| Resources::from_proto(&o.resources))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut left = offers.iter().map(super::usable).collect::<Result<Vec<_>, _>>()?;
     placed.note_agents(offers, constraints);
     let mut total = Resources::default();
     for r in &left {
@@ -204,6 +203,28 @@ mod tests {
         let best = pack(&offers, &small, Strategy::BestFit, &[], &mut Placed::default()).expect("pack");
         assert_eq!(best.placements[0].offer, 1, "the small offer is the tighter fit");
         assert_eq!(best.unused_offers(2), vec![0]);
+    }
+
+    /// Resources reserved for the offer's role count as room (the master
+    /// takes a task's unreserved ask from them when the rest is short).
+    #[test]
+    fn reserved_resources_of_the_offers_role_are_room() {
+        let mut o = offer(0, "a", "cpus:1;mem:128");
+        o.allocation_role = "svc".into();
+        o.resources.extend(
+            mezzo_proto::reservation::ReservedResources::parse("cpus(svc):1;mem(svc):128")
+                .expect("res")
+                .to_proto(),
+        );
+        let p = pack(
+            &[o],
+            &[req("cpus:2;mem:256")],
+            Strategy::FirstFit,
+            &[],
+            &mut Placed::default(),
+        )
+        .expect("pack");
+        assert_eq!(p.placements.len(), 1, "{p:?}");
     }
 
     /// Spread: each task goes to the host with the fewest of the group,

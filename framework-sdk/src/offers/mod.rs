@@ -1,7 +1,9 @@
 //! Helpers that every framework would otherwise rewrite: fitting task
 //! requests into offers ([`pack`], first fit or best fit across several
 //! offers), choosing ports from offered ranges ([`ports`]), and placement
-//! constraints ([`Constraint`]).
+//! constraints ([`Constraint`]), an offer's resources by reservation
+//! ([`usable`], [`unreserved`], [`reserved`]) and its persistent volumes
+//! ([`volume`]).
 //!
 //! They are pure functions over offers and the framework's own record of
 //! where its tasks run, so they are easy to test and combine:
@@ -35,10 +37,14 @@ mod constraints;
 mod fit;
 mod plan;
 pub mod ports;
+mod reserved;
+mod volumes;
 
 pub use constraints::{Constraint, ConstraintError, Location, Placed, Violation};
 pub use fit::{Packing, Placement, Strategy, TaskRequest, pack};
 pub use plan::{ACCEPTS_IN_FLIGHT, Assignment, Launched, Plan, Refused, plan};
+pub use reserved::{reserved, unreserved, usable};
+pub use volumes::{offer_with_volume, volume};
 
 /// Offers and requests for the placement tests.
 #[cfg(test)]

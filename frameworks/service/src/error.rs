@@ -59,6 +59,9 @@ pub enum ServeError {
     /// The master removed the framework.
     #[error("the master removed the framework: {0}")]
     Removed(String),
+    /// The configured role is not a role name.
+    #[error("role: {0}")]
+    Role(String),
     /// The masters cannot be reached as configured (no client
     /// configuration, bad credential).
     #[error("masters: {0}")]

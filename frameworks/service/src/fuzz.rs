@@ -28,6 +28,17 @@ pub fn service_file(data: &[u8]) {
         Some(Probe::Command(c)) => assert!(!c.trim().is_empty()),
         None => assert!(spec.health.is_none()),
     }
+    if let Some(v) = &spec.volume {
+        assert!(v.disk_mib >= 1 && v.disk_mib <= crate::spec::MAX_VOLUME_MIB);
+        let id = crate::volumes::volume_id(&spec.name, spec.instances.saturating_sub(1));
+        let mount = mezzo_sdk::v1::Mount {
+            container_path: v.path.clone(),
+            volume_id: id,
+            ..Default::default()
+        };
+        let checked = mezzo_sdk::mounts::check(&[mount], spec.image.is_some());
+        assert!(checked.is_ok(), "a volume the master would refuse: {checked:?}");
+    }
     check_timings(&spec);
     // A service's spec is stored as JSON in the framework's key-value
     // namespace, and validated again when read.
@@ -101,6 +112,7 @@ auto_rollback = false
 progress_deadline = "10m"
 "#,
     "name = \"tcp-1\"\ninstances = 200\ncommand = \"nc -l $PORT0\"\nresources = \"mem:1\"\nports = [\"p\"]\n[health]\ntcp = {}\n",
+    "name = \"db\"\ninstances = 3\ncommand = \"x\"\nresources = \"cpus:0.5;mem:128\"\nvolume = { disk_mib = 512, path = \"data\" }\n",
     "name = \"c\"\ninstances = 0\ncommand = \"x\"\nresources = \"cpus:1;gpus:1\"\n[health]\ncommand = \"test -f /tmp/ok\"\n[upgrade]\nmax_surge = 0\nmax_unavailable = 2\n",
 ];
 

@@ -48,6 +48,7 @@ pub mod plan;
 pub mod record;
 pub mod spec;
 pub mod view;
+pub mod volumes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,10 @@ pub struct Config {
     /// How long the masters keep the services' tasks while the framework
     /// is away (default one week).
     pub failover_timeout: std::time::Duration,
+    /// The framework's role (default `*`). Stateful services (with a
+    /// `volume`) need a role of their own: reservations and volumes are
+    /// made for it (docs/service.md, "Persistent volumes").
+    pub role: String,
 }
 
 impl Config {
@@ -86,6 +91,7 @@ impl Config {
             listen,
             work_dir,
             failover_timeout: mezzo_sdk::DEFAULT_FAILOVER_TIMEOUT,
+            role: "*".into(),
         }
     }
 }
@@ -135,7 +141,9 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
 
+    let role = mezzo_sdk::Role::parse(&config.role).map_err(|e| ServeError::Role(e.to_string()))?;
     let mut sc = SchedulerConfig::new(config.masters.clone(), FRAMEWORK_NAME);
+    sc.framework.roles = vec![role.to_string()];
     sc.framework.failover_timeout_secs = config.failover_timeout.as_secs_f64();
     sc.framework_id = framework_id.clone();
     info!(resume = ?framework_id, "starting the service framework");
@@ -144,7 +152,7 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
     let (sched, events) = Scheduler::start(sc);
 
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    let owner = owner::Owner::new(sched, config.work_dir.clone());
+    let owner = owner::Owner::new(sched, config.work_dir.clone(), role);
     let owner = tokio::spawn(owner.run(events, cmd_rx));
     let app = api::router(cmd_tx, master_http);
     let http = tokio::spawn(async move {

@@ -41,10 +41,36 @@ pub struct ServiceRecord {
     /// The last few notable events, newest last.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Where each instance's persistent volume is, by instance number
+    /// (stateful services only): written before the volume is created, so
+    /// that a restarted framework knows where its instances belong.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<u32, VolumeBinding>,
     /// Instances as records written before the controller kept them
     /// (read once, handed to the controller, never written again).
     #[serde(default, rename = "instances", skip_serializing)]
     pub(crate) legacy: BTreeMap<String, LegacyInstance>,
+}
+
+/// One instance's persistent volume: on which agent, and what was
+/// reserved there for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeBinding {
+    /// The agent that holds it.
+    pub agent_id: String,
+    /// The agent's host and attributes, for placement constraints.
+    pub hostname: String,
+    /// The agent's attributes.
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+    /// The resources reserved for the instance with it (text form; empty
+    /// for a volume found rather than made), to give back.
+    #[serde(default)]
+    pub reserved: String,
+    /// Unix seconds when its creation was asked for; `None` once an offer
+    /// has listed it (it exists).
+    #[serde(default)]
+    pub creating_since: Option<f64>,
 }
 
 /// An instance as an older record held it.
@@ -74,6 +100,7 @@ impl ServiceRecord {
             deployment: Deployment::new(1),
             removing: false,
             events: Vec::new(),
+            volumes: BTreeMap::new(),
             legacy: BTreeMap::new(),
         };
         rec.event("created at version 1");

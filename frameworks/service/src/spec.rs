@@ -28,6 +28,10 @@
 //! max_unavailable = 0
 //! ```
 //!
+//! A stateful service adds `volume = { disk_mib = 512, path = "data" }`:
+//! each instance gets a persistent volume of its own and always comes
+//! back to its agent (docs/service.md, "Persistent volumes").
+//!
 //! Unknown keys are refused, so a typo is an error rather than a silently
 //! ignored setting. Parse errors name the line and column (from `toml`);
 //! validation errors name the field.
@@ -46,6 +50,8 @@ pub const MAX_INSTANCES: u32 = 200;
 pub const MAX_PORTS: usize = 16;
 /// Largest service file accepted, in bytes.
 pub const MAX_FILE_BYTES: usize = 64 * 1024;
+/// Largest persistent volume, in MiB (16 TiB).
+pub const MAX_VOLUME_MIB: u64 = 16 * 1024 * 1024;
 /// Longest duration of any setting (the owner adds them to its clocks and
 /// grows the restart backoff by up to 100 times from them).
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -92,6 +98,25 @@ pub struct ServiceSpec {
     /// of the framework's role (`mezzo secret put ROLE NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_credentials: Option<String>,
+    /// A persistent volume per instance: the service is stateful.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSpec>,
+}
+
+/// Each instance's persistent volume. Instance `i` keeps the volume
+/// `<name>-<i>` on one agent and is always placed there again; the
+/// volume outlives its instances and the service (docs/service.md,
+/// "Persistent volumes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Its size, in MiB (reserved on the agent with the instance's
+    /// resources).
+    pub disk_mib: u64,
+    /// Where the instance sees it: relative to its sandbox, or absolute
+    /// in its image (default `data`).
+    #[serde(default = "default_volume_path")]
+    pub path: String,
 }
 
 /// A health check and its timing.
@@ -200,6 +225,9 @@ impl Default for UpgradeSpec {
     }
 }
 
+fn default_volume_path() -> String {
+    "data".into()
+}
 fn default_kill_grace() -> Duration {
     Duration::from_secs(5)
 }
@@ -363,6 +391,7 @@ impl ServiceSpec {
             }
         }
         self.placement()?;
+        self.check_volume()?;
         if let Some(h) = &self.health {
             self.probe()?;
             let pos = |d: Duration, f: &str| {
@@ -402,6 +431,33 @@ impl ServiceSpec {
             return Err(invalid("kill_grace", "at most 1h"));
         }
         self.check_durations()
+    }
+
+    /// The volume's size within bounds, its path one the master accepts.
+    fn check_volume(&self) -> Result<(), SpecError> {
+        let Some(v) = &self.volume else { return Ok(()) };
+        if v.disk_mib == 0 || v.disk_mib > MAX_VOLUME_MIB {
+            return Err(invalid(
+                "volume.disk_mib",
+                format!("{} must be between 1 and {MAX_VOLUME_MIB}", v.disk_mib),
+            ));
+        }
+        let mount = mezzo_sdk::v1::Mount {
+            container_path: v.path.clone(),
+            volume_id: crate::volumes::volume_id(&self.name, 0),
+            ..Default::default()
+        };
+        // The master's check, with the message it gives (minus "mount 0").
+        mezzo_sdk::mounts::check(&[mount], self.image.is_some()).map_err(|e| {
+            let why = e.to_string();
+            invalid("volume.path", why.strip_prefix("mount 0: ").unwrap_or(&why).to_owned())
+        })?;
+        Ok(())
+    }
+
+    /// True when each instance has a persistent volume.
+    pub fn is_stateful(&self) -> bool {
+        self.volume.is_some()
     }
 
     /// Every duration at most [`MAX_DURATION`]: humantime reads up to
@@ -671,11 +727,63 @@ interval = "500ms"
                 "ports[1]",
             ),
             ("name = [\n", "line"),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 0 }\n",
+                "volume.disk_mib",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 99999999999 }\n",
+                "volume.disk_mib",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 64, path = \"../up\" }\n",
+                "volume.path",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 64, path = \"/data\" }\n",
+                "needs a task with an image",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 64, path = \"stdout\" }\n",
+                "volume.path",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { disk_mib = 64, size = 2 }\n",
+                "size",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nvolume = { path = \"data\" }\n",
+                "disk_mib",
+            ),
         ];
         for (text, want) in cases {
             let err = ServiceSpec::parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}: {err:?} should name {want}");
         }
+    }
+
+    #[test]
+    fn a_volume_defaults_its_path_and_survives_storage() {
+        let text = "name = \"db\"\ninstances = 2\ncommand = \"x\"\nresources = \"cpus:1;mem:64\"\nvolume = { disk_mib = 512 }\n";
+        let s = ServiceSpec::parse(text).expect("valid");
+        assert!(s.is_stateful());
+        assert_eq!(
+            s.volume,
+            Some(VolumeSpec {
+                disk_mib: 512,
+                path: "data".into()
+            })
+        );
+        let json = serde_json::to_string(&s).expect("json");
+        assert_eq!(serde_json::from_str::<ServiceSpec>(&json).expect("back"), s);
+        let with_image = format!("{text}image = \"oci:pg\"\n").replace("512 }", "512, path = \"/var/lib/db\" }");
+        assert!(ServiceSpec::parse(&with_image).is_ok(), "absolute in an image");
+        let plain = ServiceSpec::parse(&text.replace("volume = { disk_mib = 512 }\n", "")).expect("valid");
+        assert!(!plain.is_stateful());
+        assert!(
+            !serde_json::to_string(&plain).expect("json").contains("volume"),
+            "older readers unaffected"
+        );
     }
 
     #[test]

@@ -43,6 +43,10 @@ const SERVICE_TOKENS: &[&str] = &[
     "max_unavailable",
     "progress_deadline",
     "kill_grace",
+    "volume",
+    "disk_mib",
+    "\"/proc/x\"",
+    "\"../x\"",
     "\"584942417355years\"",
     "\"300000000000years\"",
     "\"31days\"",
@@ -116,7 +120,18 @@ fn file() -> impl Strategy<Value = String> {
         .prop_map(|(b, m, f)| format!("[restart]\nbackoff = {b}\nmax_backoff = {m}\nfactor = {f}\n"));
     let upgrade = (pick(&["1"], &["0"]), pick(&["0", "1"], &["2"]), duration())
         .prop_map(|(s, u, d)| format!("[upgrade]\nmax_surge = {s}\nmax_unavailable = {u}\nprogress_deadline = {d}\n"));
-    (top, health, restart, upgrade).prop_map(|(t, h, r, u)| format!("{t}{h}{r}{u}"))
+    let volume = prop::option::of((
+        pick(&["64", "1", "16777216"], &["0", "16777217", "-1", "1.5"]),
+        pick(
+            &["\"data\"", "\"a/b\""],
+            &["\"\"", "\"../x\"", "\"/data\"", "\"stdout\"", "\"a/./b\""],
+        ),
+    ))
+    .prop_map(|v| match v {
+        Some((mib, path)) => format!("volume = {{ disk_mib = {mib}, path = {path} }}\n"),
+        None => String::new(),
+    });
+    (top, volume, health, restart, upgrade).prop_map(|(t, v, h, r, u)| format!("{t}{v}{h}{r}{u}"))
 }
 
 proptest! {

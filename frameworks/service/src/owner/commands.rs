@@ -102,6 +102,11 @@ impl Owner {
 
     async fn deploy(&mut self, spec: ServiceSpec) -> Result<DeployReply, ApiError> {
         let name = spec.name.clone();
+        if spec.is_stateful() && self.role.is_star() {
+            return Err(ApiError::BadRequest(format!(
+                "service {name} has a volume: volumes are reserved for the framework's role, and this framework runs in role `*`; start the service framework in a role of its own (docs/service.md, \"Persistent volumes\")"
+            )));
+        }
         let Some(rec) = self.ctl.get(&name) else {
             let rec = ServiceRecord::new(spec);
             let reply = reply_of(&rec, "created");
@@ -116,6 +121,13 @@ impl Owner {
         }
         if rec.target_spec() == Some(&spec) {
             return Ok(reply_of(rec, "unchanged"));
+        }
+        if let Some(old) = rec.target_spec()
+            && old.volume != spec.volume
+        {
+            return Err(ApiError::BadRequest(format!(
+                "service {name}: `volume` cannot change once the service exists (its instances' volumes are made); remove the service and deploy it anew"
+            )));
         }
         let running = running_versions(&self.ctl.tasks(&name));
         self.change(&name, |rec| {

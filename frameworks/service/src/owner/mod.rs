@@ -14,20 +14,23 @@
 //! planner's step as kills and launches), `events.rs` (what events,
 //! instance ends and health verdicts mean to a service), `task.rs` (an
 //! instance's task), `commands.rs` (the API's commands) and `state.rs`
-//! (what is held per service beside the controller).
+//! (what is held per service beside the controller) and `volumes.rs`
+//! (stateful services' volumes, made from offers before the controller
+//! sees them).
 
 mod commands;
 mod events;
 mod reconcile;
 mod state;
 mod task;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mezzo_sdk::controller::Controller;
-use mezzo_sdk::{Event, Events, Scheduler};
+use mezzo_sdk::{Event, Events, Role, Scheduler};
 use tokio::sync::{mpsc, oneshot};
 
 use self::state::Services;
@@ -60,16 +63,22 @@ pub(crate) struct Owner {
     ctl: Controller<ServiceRecord>,
     svc: Services,
     work_dir: PathBuf,
+    /// For the Accepts that make volumes.
+    sched: Scheduler,
+    /// The framework's role: volumes and reservations are made for it.
+    role: Role,
     /// Instances of records from before the controller were handed over.
     legacy_done: bool,
 }
 
 impl Owner {
-    pub(crate) fn new(sched: Scheduler, work_dir: PathBuf) -> Owner {
+    pub(crate) fn new(sched: Scheduler, work_dir: PathBuf, role: Role) -> Owner {
         Owner {
             ctl: Controller::new(&sched, record::PREFIX),
             svc: Services::new(),
             work_dir,
+            sched,
+            role,
             legacy_done: false,
         }
     }
@@ -84,6 +93,11 @@ impl Owner {
                 ev = events.next() => match ev {
                     None => return None,
                     Some(Event::Error { message }) => return Some(message),
+                    Some(Event::Offers(offers)) => {
+                        let offers = self.make_volumes(offers).await;
+                        self.ctl.event(Event::Offers(offers), &mut self.svc).await;
+                        self.take_over_legacy();
+                    }
                     Some(ev) => {
                         self.on_event(&ev);
                         self.ctl.event(ev, &mut self.svc).await;

@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::events::{ended, unhealthy};
-use super::state::{self, Services, Svc, VERSION_LABEL, instance_name, insts, is_instance, limits, running_versions};
+use super::state::{
+    self, ORDINAL_LABEL, Services, Svc, VERSION_LABEL, instance_name, insts, is_instance, limits, ordinal_of,
+    running_versions,
+};
 use crate::plan::{self, Verdict};
 use crate::record::ServiceRecord;
 
@@ -66,7 +69,7 @@ impl Reconciler<ServiceRecord> for Services {
             svc.forget(&id);
             ctx.kill(id, grace);
         }
-        launch(rec, name, step.launch, ctx)?;
+        launch(rec, name, step.launch, tasks, ctx)?;
         if rec.removing && !tasks.iter().any(|t| !t.ended()) {
             self.svcs.remove(name);
             ctx.forget();
@@ -84,7 +87,7 @@ impl Reconciler<ServiceRecord> for Services {
 }
 
 /// Asks for `n` new instances of the target version.
-fn launch(rec: &ServiceRecord, name: &str, n: u32, ctx: &mut Context<'_>) -> Result<(), String> {
+fn launch(rec: &ServiceRecord, name: &str, n: u32, tasks: &[Task], ctx: &mut Context<'_>) -> Result<(), String> {
     if n == 0 {
         return Ok(());
     }
@@ -98,6 +101,25 @@ fn launch(rec: &ServiceRecord, name: &str, n: u32, ctx: &mut Context<'_>) -> Res
         format!(" under constraints {}", spec.constraints.join(", "))
     };
     let request = TaskRequest::new(&res).ports(spec.ports.len());
+    if let Some(v) = &spec.volume {
+        for i in free_ordinals(tasks, n) {
+            let id = crate::volumes::volume_id(name, i);
+            let at = rec
+                .volumes
+                .get(&i)
+                .map_or_else(|| "once it is made".to_owned(), |b| format!("on {}", b.hostname));
+            ctx.launch(
+                Launch::new(instance_name(version), request.clone())
+                    .label(VERSION_LABEL, version.to_string())
+                    .label(ORDINAL_LABEL, i.to_string())
+                    .volume(&id, &v.path)
+                    .describe(format!(
+                        "service {name}, version {version}, instance {i}: waits for its volume {id} {at}"
+                    )),
+            );
+        }
+        return Ok(());
+    }
     for _ in 0..n {
         ctx.launch(
             Launch::new(instance_name(version), request.clone())
@@ -107,6 +129,18 @@ fn launch(rec: &ServiceRecord, name: &str, n: u32, ctx: &mut Context<'_>) -> Res
         );
     }
     Ok(())
+}
+
+/// The `n` lowest instance numbers no live, not stopping instance holds
+/// (one being stopped holds its volume until it ends: its replacement
+/// waits for the volume to be offered).
+fn free_ordinals(tasks: &[Task], n: u32) -> Vec<u32> {
+    let held: std::collections::BTreeSet<u32> = tasks
+        .iter()
+        .filter(|t| is_instance(t) && !t.killing)
+        .filter_map(ordinal_of)
+        .collect();
+    (0..).filter(|i| !held.contains(i)).take(n as usize).collect()
 }
 
 /// A running instance: healthy when its agent says so (or at once,
@@ -217,9 +251,18 @@ mod tests {
     }
 
     fn run(s: &mut Services, rec: &mut ServiceRecord, tasks: &[Task]) -> (Requeue, Vec<String>, Vec<String>, bool) {
+        run_key(s, rec, tasks, "web")
+    }
+
+    fn run_key(
+        s: &mut Services,
+        rec: &mut ServiceRecord,
+        tasks: &[Task],
+        key: &str,
+    ) -> (Requeue, Vec<String>, Vec<String>, bool) {
         let draining = BTreeMap::new();
         let mut ctx = Context::new(Instant::now(), &draining);
-        let requeue = s.reconcile("web", rec, tasks, &mut ctx).expect("reconcile");
+        let requeue = s.reconcile(key, rec, tasks, &mut ctx).expect("reconcile");
         let launches = ctx
             .launches()
             .iter()
@@ -260,6 +303,87 @@ mod tests {
             panic!("no requeue: {requeue:?}")
         };
         assert!(d <= Duration::from_secs(1) && d > Duration::from_millis(500), "{d:?}");
+    }
+
+    fn stateful(instances: u32) -> ServiceRecord {
+        let spec = ServiceSpec::parse(&format!(
+            "name = \"db\"\ninstances = {instances}\ncommand = \"serve\"\nresources = \"cpus:0.1;mem:32\"\nvolume = {{ disk_mib = 64 }}\n"
+        ))
+        .expect("spec");
+        ServiceRecord::new(spec)
+    }
+
+    fn instance(id: &str, ordinal: u32, state: TaskState) -> Task {
+        let mut t = task(id, state);
+        t.key = "db".into();
+        t.labels.insert(ORDINAL_LABEL.to_owned(), ordinal.to_string());
+        t
+    }
+
+    /// (instance number, volume, path) of each launch asked for.
+    fn stateful_launches(s: &mut Services, rec: &mut ServiceRecord, tasks: &[Task]) -> Vec<(String, String, String)> {
+        let draining = BTreeMap::new();
+        let mut ctx = Context::new(Instant::now(), &draining);
+        s.reconcile("db", rec, tasks, &mut ctx).expect("reconcile");
+        ctx.launches()
+            .iter()
+            .map(|l| {
+                let m = l.mounts().expect("a stateful launch mounts its volume");
+                (
+                    l.labels()[ORDINAL_LABEL].clone(),
+                    m.id.clone(),
+                    m.container_path.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Each instance of a stateful service has a number and mounts the
+    /// volume of that number; a replacement takes the number that is
+    /// free, that of the instance it replaces.
+    #[test]
+    fn stateful_instances_mount_the_volume_of_their_number() {
+        let (mut s, mut rec) = (services(), stateful(3));
+        let got = stateful_launches(&mut s, &mut rec, &[]);
+        let want: Vec<(String, String, String)> = (0..3)
+            .map(|i| (i.to_string(), format!("db-{i}"), "data".to_owned()))
+            .collect();
+        assert_eq!(got, want);
+        let up = [
+            instance("db.1.a", 0, TaskState::Running),
+            instance("db.1.b", 2, TaskState::Running),
+        ];
+        let got = stateful_launches(&mut s, &mut rec, &up);
+        assert_eq!(got, [("1".to_owned(), "db-1".to_owned(), "data".to_owned())]);
+        // Instance 0 failed: it comes back as 0, once the backoff allows.
+        let failed = [
+            instance("db.1.a", 0, TaskState::Failed),
+            instance("db.1.b", 2, TaskState::Running),
+            instance("db.1.c", 1, TaskState::Running),
+        ];
+        assert!(
+            stateful_launches(&mut s, &mut rec, &failed).is_empty(),
+            "held by the backoff"
+        );
+        s.svcs.get_mut("db").expect("svc").backoff = crate::plan::RestartHold::new(&Default::default());
+        let got = stateful_launches(&mut s, &mut rec, &failed[1..]);
+        assert_eq!(got, [("0".to_owned(), "db-0".to_owned(), "data".to_owned())]);
+    }
+
+    /// Scaling a stateful service down stops the highest numbers; an
+    /// update never surges (one task per volume).
+    #[test]
+    fn stateful_services_scale_down_from_the_top_and_never_surge() {
+        let (mut s, mut rec) = (services(), stateful(3));
+        let up: Vec<Task> = (0..3)
+            .map(|i| instance(&format!("db.1.{i}"), 2 - i, TaskState::Running))
+            .collect();
+        rec.desired = 2;
+        let (_, launches, kills, _) = run_key(&mut s, &mut rec, &up, "db");
+        assert!(launches.is_empty());
+        assert_eq!(kills, ["db.1.0"], "instance 2 goes");
+        let l = limits(&rec);
+        assert_eq!((l.max_surge, l.max_unavailable), (0, 1));
     }
 
     #[test]

@@ -17,6 +17,15 @@ use crate::view::Summary;
 /// The label that carries an instance's version.
 pub(super) const VERSION_LABEL: &str = "mezzo.service.version";
 
+/// The label that carries a stateful instance's number (its volume is
+/// `<service>-<number>`).
+pub(super) const ORDINAL_LABEL: &str = "mezzo.service.instance";
+
+/// A stateful instance's number.
+pub(super) fn ordinal_of(t: &Task) -> Option<u32> {
+    t.labels.get(ORDINAL_LABEL).and_then(|v| v.parse().ok())
+}
+
 /// Live state of one instance, next to its task.
 #[derive(Debug)]
 pub(super) struct Live {
@@ -135,8 +144,10 @@ pub(super) fn phase(t: &Task) -> Phase {
     }
 }
 
-/// The instances as the planner sees them, launch order as `seq`; those
-/// on a draining agent are to be moved.
+/// The instances as the planner sees them, launch order as `seq` (a
+/// stateful instance's number instead, so that scaling down stops the
+/// highest, as a StatefulSet does); those on a draining agent are to be
+/// moved.
 pub(super) fn insts(tasks: &[Task], svc: Option<&Svc>, draining: impl Fn(&str) -> bool) -> Vec<Inst> {
     tasks
         .iter()
@@ -147,7 +158,7 @@ pub(super) fn insts(tasks: &[Task], svc: Option<&Svc>, draining: impl Fn(&str) -
             version: version_of(t),
             phase: phase(t),
             health: svc.map_or(Health::Unknown, |s| s.health(&t.id)),
-            seq: seq as u64,
+            seq: ordinal_of(t).map_or(seq as u64, u64::from),
             moving: draining(&t.location.agent_id),
         })
         .collect()
@@ -196,8 +207,18 @@ pub(super) fn summary(rec: &ServiceRecord, tasks: &[Task], svc: Option<&Svc>) ->
     }
 }
 
+/// The update limits. A stateful service never surges: an instance's
+/// volume is used by one task at a time, so its replacement starts once
+/// it has stopped, and at least one instance may be missing meanwhile.
 pub(super) fn limits(rec: &ServiceRecord) -> Limits {
-    let u = rec.target_spec().map(|s| s.upgrade.clone()).unwrap_or_default();
+    let spec = rec.target_spec();
+    let u = spec.map(|s| s.upgrade.clone()).unwrap_or_default();
+    if spec.is_some_and(|s| s.is_stateful()) {
+        return Limits {
+            max_surge: 0,
+            max_unavailable: u.max_unavailable.max(1),
+        };
+    }
     Limits {
         max_surge: u.max_surge,
         max_unavailable: u.max_unavailable,

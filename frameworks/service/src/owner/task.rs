@@ -34,6 +34,9 @@ pub(super) fn build(builder: TaskBuilder, spec: &ServiceSpec, task: &Task) -> Ta
     if let Some(p) = task.ports.first() {
         b = b.env("PORT", p.to_string());
     }
+    if let (Some(v), Some(i)) = (&spec.volume, super::state::ordinal_of(task)) {
+        b = b.env("MEZZO_INSTANCE", i.to_string()).env("MEZZO_VOLUME_PATH", &v.path);
+    }
     if let Some(check) = crate::health::agent_check(spec, &task.ports) {
         b = b.health_check(check);
     }
