@@ -73,10 +73,17 @@ struct Service {
 
 impl Service {
     async fn start(c: &Cluster, tag: &str) -> Result<Service> {
+        Service::start_in(c, tag, "*").await
+    }
+
+    /// The framework in `role` (a named one holds reservations and volumes).
+    async fn start_in(c: &Cluster, tag: &str, role: &str) -> Result<Service> {
         let work_dir = c.dir.path().join("service");
         let args: Vec<String> = vec![
             "service".into(),
             "serve".into(),
+            "--role".into(),
+            role.into(),
             "--masters".into(),
             c.masters().join(","),
             "--listen".into(),
@@ -736,6 +743,94 @@ async fn an_instance_that_stops_answering_its_check_is_replaced() -> Result<()> 
             "{events}"
         );
         master_holds(&c, "only the replacement", &task_ids(&s)).await?;
+        Ok(())
+    }
+    .await;
+    with_logs(result, &c, Some(&svc))
+}
+
+/// The instance's agent, from its host name (127.0.I.1).
+fn agent_of(instance: &Value) -> Result<usize> {
+    let host = instance["host"].as_str().context("host")?;
+    let i = host.split('.').nth(2).and_then(|i| i.parse().ok());
+    i.with_context(|| format!("host {host}"))
+}
+
+/// The lines of a stateful instance's log in its volume on agent `i`.
+fn volume_log(c: &Cluster, i: usize, volume: &str) -> Vec<String> {
+    let path = c.dir.path().join(format!("agent{i}/volumes/{volume}/log"));
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The stateful service: its instance writes to its volume, is
+/// killed, and comes back on the same agent to the same data; its agent
+/// is SIGKILLed and restarted, and the instance returns to the volume
+/// there (not to the other agent, which has room but no data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_instance_returns_to_its_volume() -> Result<()> {
+    let mut c = Cluster::start(spec(8, 2)).await?;
+    let svc = Service::start_in(&c, "a", "svc").await?;
+    let result = async {
+        let cmd = format!("echo up >> data/log; {HTTPD}");
+        // A top-level key: before the first table.
+        let file = web("db", 1, &cmd, "").replace("[health]", "volume = { disk_mib = 16, path = \"data\" }\n[health]");
+        svc.deploy(&c, "db.toml", &file).await?;
+        let s = svc.wait("db", "1 healthy", LONG, |s| healthy(s) == 1).await?;
+        let first = instances(&s).into_iter().next().context("an instance")?;
+        let home = agent_of(&first)?;
+        ensure!(
+            volume_log(&c, home, "db-0") == ["up"],
+            "the volume holds {:?}",
+            volume_log(&c, home, "db-0")
+        );
+        let volumes = c.get(c.master_addr(), "/api/v1/volumes").await?;
+        ensure!(
+            volumes.as_array().is_some_and(|v| v.len() == 1)
+                && volumes[0]["id"] == "db-0"
+                && volumes[0]["role"] == "svc",
+            "{volumes}"
+        );
+
+        // Killed: back on the same agent, to the same data.
+        kill_instance(first["ports"]["http"].as_u64().context("port")?)?;
+        let old = first["task_id"].as_str().unwrap_or_default().to_owned();
+        let s = svc
+            .wait("db", "the instance replaced", LONG, |s| {
+                healthy(s) == 1 && !task_ids(s).contains(&old)
+            })
+            .await?;
+        let second = instances(&s).into_iter().next().context("an instance")?;
+        ensure!(agent_of(&second)? == home, "the replacement left its volume: {second}");
+        ensure!(
+            volume_log(&c, home, "db-0") == ["up", "up"],
+            "{:?}",
+            volume_log(&c, home, "db-0")
+        );
+
+        // Its agent is SIGKILLed and restarted: the instance comes back there.
+        c.agents[home].kill().await;
+        c.restart_agent(home).await?;
+        let old = second["task_id"].as_str().unwrap_or_default().to_owned();
+        let s = svc
+            .wait("db", "the instance back after the agent restart", LONG, |s| {
+                healthy(s) == 1 && !task_ids(s).contains(&old)
+            })
+            .await?;
+        let third = instances(&s).into_iter().next().context("an instance")?;
+        ensure!(agent_of(&third)? == home, "the instance moved off its volume: {third}");
+        ensure!(
+            volume_log(&c, home, "db-0").len() == 3,
+            "{:?}",
+            volume_log(&c, home, "db-0")
+        );
+        ensure!(
+            volume_log(&c, 1 - home, "db-0").is_empty(),
+            "a volume appeared on the other agent"
+        );
+        let volumes = c.get(c.master_addr(), "/api/v1/volumes").await?;
+        ensure!(volumes.as_array().is_some_and(|v| v.len() == 1), "{volumes}");
         Ok(())
     }
     .await;

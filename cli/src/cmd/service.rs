@@ -61,6 +61,10 @@ enum Sub {
         /// How long the masters keep the tasks while this daemon is away.
         #[arg(long, default_value = "7days", value_parser = super::duration)]
         failover_timeout: Duration,
+        /// The framework's role; services with a persistent volume need a
+        /// named one (role `*` holds no reservations).
+        #[arg(long, env = "MEZZO_SERVICE_ROLE", default_value = "*")]
+        role: String,
     },
     /// Create a service, or roll it to a new version, from a TOML file.
     Deploy {
@@ -120,9 +124,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             listen,
             work_dir,
             failover_timeout,
+            role,
         } => {
             let mut cfg = mezzo_service::Config::new(super::comma_list(&masters), listen, work_dir);
             cfg.failover_timeout = failover_timeout;
+            cfg.role = role;
             let running = mezzo_service::serve(cfg)
                 .await
                 .context("cannot start the service framework")?;
