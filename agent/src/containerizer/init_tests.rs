@@ -705,6 +705,7 @@ fn with_view(argv: &[&str]) -> (Container, PathBuf) {
         hide: vec![hidden.clone()],
         host_paths: vec![],
         image: None,
+        mounts: vec![],
     });
     (c, hidden)
 }

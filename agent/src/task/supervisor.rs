@@ -7,6 +7,7 @@
 //!          -- an artifact cannot be fetched ------------------> FAILED (FETCH_FAILED)
 //!                        (the agent's artifact cache failed: DROPPED (CONTAINER_LAUNCH_FAILED))
 //!          -- kill while fetching ----------------------------> KILLED (KILLED_DURING_LAUNCH)
+//!          -- a volume or host volume it mounts is not here --> FAILED (CONTAINER_LAUNCH_FAILED)
 //!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
 //!                                 the task cannot run as given: ERROR (TASK_INVALID)
 //!                                 the agent failed before it started: DROPPED (CONTAINER_LAUNCH_FAILED)
@@ -17,7 +18,9 @@
 //!                                  -- health verdict changed -> RUNNING (healthy, HEALTH_CHECK_STATUS_UPDATED)
 //! ```
 //!
-//! FAILED is only ever sent for a process that ran, but for FETCH_FAILED:
+//! FAILED is only ever sent for a process that ran, but for FETCH_FAILED
+//! and a mount that cannot be made (the master's view of this agent's
+//! volumes was wrong, or the containerizer cannot make it as asked):
 //! the artifacts (`CommandInfo.uris`, [`crate::fetch`]) are fetched after
 //! the checkpoint and before the launch, and a fetch that fails (a wrong
 //! URI or checksum, an unreachable server) is the task's input at fault,
@@ -62,6 +65,8 @@ pub struct SupervisorSpec {
     pub launched_at: f64,
     /// Fetches the task's artifacts into its sandbox before the launch.
     pub fetcher: Arc<crate::fetch::Fetcher>,
+    /// Where the directories the task mounts are.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -329,7 +334,11 @@ impl Supervisor {
     }
 
     async fn run(mut self, containerizer: Arc<dyn Containerizer>) {
-        let (command, image) = match command_spec(&self.spec.task) {
+        let checked = command_spec(&self.spec.task).and_then(|(command, image)| {
+            let mounts = checked_mounts(&self.spec.task, image.is_some())?;
+            Ok((command, image, mounts))
+        });
+        let (command, image, mounts) = match checked {
             Ok(c) => c,
             Err(why) => {
                 self.report(TaskState::Error, StatusReason::ReasonTaskInvalid, why, None)
@@ -365,6 +374,15 @@ impl Supervisor {
             .await;
             return;
         }
+        let mounts = match self.spec.volumes.resolve(&mounts) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(task = %self.spec.key, "cannot mount: {e}");
+                let reason = StatusReason::ReasonContainerLaunchFailed;
+                self.report(TaskState::Failed, reason, e.to_string(), None).await;
+                return;
+            }
+        };
         if let Err((state, reason, message)) = self.fetch_artifacts(containerizer.as_ref()).await {
             self.report(state, reason, message, None).await;
             return;
@@ -372,6 +390,7 @@ impl Supervisor {
 
         let secrets = std::mem::take(&mut self.spec.secrets);
         let mut container_spec = self.container_spec(command, image, secrets);
+        container_spec.mounts = mounts;
         let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         container_spec.progress = Some(progress);
         let launch = containerizer.launch(container_spec);
@@ -600,6 +619,7 @@ impl Supervisor {
             image,
             image_credentials: secrets.image,
             progress: None,
+            mounts: Vec::new(),
             unconfined: self
                 .spec
                 .task
@@ -714,6 +734,7 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
         | ContainerError::Unconfined
         | ContainerError::Image(_)
         | ContainerError::UserNamespace(_) => invalid,
+        ContainerError::Mount { .. } => (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed),
         ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
         ContainerError::Spawn { .. }
         | ContainerError::Sandbox { .. }
@@ -756,6 +777,13 @@ fn command_spec(task: &v1::TaskInfo) -> Result<(CommandSpec, Option<ImageRef>), 
         }
     };
     Ok((command, image))
+}
+
+/// The task's mounts, checked again here: the agent trusts nothing it
+/// did not check ([`mezzo_proto::volume::check`]).
+fn checked_mounts(task: &v1::TaskInfo, has_image: bool) -> Result<Vec<mezzo_proto::volume::Mount>, String> {
+    let mounts = task.container.as_ref().map(|c| c.mounts.as_slice()).unwrap_or_default();
+    mezzo_proto::volume::check(mounts, has_image).map_err(|e| e.to_string())
 }
 
 /// The image the task names, if any (checked by the master).

@@ -112,12 +112,14 @@ async fn restart(
         &work_dir,
         metrics.clone(),
     )?);
+    let volumes = Arc::new(crate::volumes::Volumes::open(&work_dir, vec![])?);
     let deps = TableDeps {
         work_dir,
         runtime_dir,
         default_kill_grace: std::time::Duration::from_secs(1),
         containerizer: Arc::new(fake),
         fetcher,
+        volumes,
         status: status.clone(),
         forget: forget_rx,
         agent_id,

@@ -107,6 +107,7 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
             dir.path(),
             Metrics::new(),
         )?),
+        volumes: Arc::new(crate::volumes::Volumes::open(dir.path(), vec![])?),
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);
@@ -365,6 +366,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         unconfined: false,
         secret_files: vec![],
         secret_env: vec![],
+        mounts: vec![],
     };
     let err = c.launch(spec).await.err().expect("refused");
     assert!(matches!(err, ContainerError::NeverStarted(_)), "{err}");
