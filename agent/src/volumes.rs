@@ -227,4 +227,4 @@ impl Volumes {
 
 #[cfg(test)]
 #[path = "volumes_tests.rs"]
-mod tests;
+pub(crate) mod tests;

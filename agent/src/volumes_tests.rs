@@ -101,7 +101,8 @@ fn volumes_survive_reopening_and_a_crash_mid_removal_is_finished() -> TestResult
     Ok(())
 }
 
-fn mount(volume: &str, host: &str, path: &str, read_only: bool) -> v1::Mount {
+/// A task's mount of a volume or (with `volume` empty) a host volume.
+pub(crate) fn mount(volume: &str, host: &str, path: &str, read_only: bool) -> v1::Mount {
     v1::Mount {
         container_path: path.into(),
         read_only,

@@ -872,3 +872,6 @@ echo "resolv: $(head -n 1 /etc/resolv.conf)"
 
 #[path = "init_userns_tests.rs"]
 mod userns;
+
+#[path = "init_mount_tests.rs"]
+mod mounts;
