@@ -210,7 +210,8 @@ impl Volumes {
         Ok(synced)
     }
 
-    /// Deletes the data of removed volumes (also what a crash left behind).
+    /// Deletes the data of removed volumes (also what a crash left behind),
+    /// leaving their directory for the next [`Self::sync`] to move into.
     /// Blocking, and slow for a large volume.
     pub fn purge(&self) {
         let removed = paths::volumes_removed(&self.work_dir);
@@ -221,7 +222,6 @@ impl Volumes {
                 tracing::warn!(path = %grave.path().display(), "cannot delete a removed volume: {e}");
             }
         }
-        let _ = std::fs::remove_dir(&removed); // fails while a grave is left
     }
 }
 

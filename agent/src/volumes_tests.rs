@@ -50,7 +50,9 @@ fn listed_volumes_are_made_and_unlisted_ones_removed_with_their_data() -> TestRe
     assert_eq!(synced.removed, ids(&["db-0"]));
     assert!(!db.exists());
     store.purge();
-    assert_eq!(on_disk(dir.path()), ["logs"], "the removed volume's data is deleted");
+    let removed = std::fs::read_dir(paths::volumes_removed(dir.path()))?.count();
+    assert_eq!(removed, 0, "the removed volume's data is deleted");
+    assert_eq!(on_disk(dir.path()), ["+removed", "logs"]);
     Ok(())
 }
 
@@ -95,8 +97,9 @@ fn volumes_survive_reopening_and_a_crash_mid_removal_is_finished() -> TestResult
 
     let store = Volumes::open(dir.path(), vec![])?;
     assert_eq!(std::fs::read(db.join("data"))?, b"kept");
+    assert_eq!(std::fs::read_dir(paths::volumes_removed(dir.path()))?.count(), 1);
     store.purge();
-    assert_eq!(on_disk(dir.path()), ["db-0"]);
+    assert_eq!(std::fs::read_dir(paths::volumes_removed(dir.path()))?.count(), 0);
     assert_eq!(store.sync(&ids(&["db-0"]), &HashSet::new())?, Synced::default());
     Ok(())
 }

@@ -44,7 +44,8 @@ fn with_mounts(
     let store = Volumes::open(&work, host).expect("store");
     let ids: Vec<VolumeId> = volumes.iter().map(|v| VolumeId::parse(v).expect("id")).collect();
     store.sync(&ids, &HashSet::new()).expect("volumes made");
-    let checked = mezzo_proto::volume::check(mounts, false).expect("valid mounts");
+    // As for a task with an image: relative paths pass either way.
+    let checked = mezzo_proto::volume::check(mounts, true).expect("valid mounts");
     let resolved = store.resolve(&checked).expect("resolved");
     crate::containerizer::linux::own_volumes(&resolved, (host_uid, host_uid)).expect("owned");
     std::os::unix::fs::chown(&c.spec.sandbox, Some(host_uid), Some(host_uid)).expect("chown sandbox");
@@ -131,6 +132,32 @@ fn a_planted_link_on_the_way_to_a_mount_point_is_not_followed() {
     assert!(message.contains("making the mount point"), "{message}");
     assert!(!host.join("shared/x").exists(), "a directory was made through the link");
     assert_eq!(c.stdout(), "", "the task never ran");
+}
+
+/// A task with an image mounts a volume at an absolute path of its root
+/// (made in its own upper dir, not in the shared layers) and one beneath
+/// its sandbox, which is at `/mnt/mezzo/sandbox` there.
+#[test]
+fn a_task_with_an_image_mounts_anywhere_in_its_root() {
+    if !is_root() {
+        return;
+    }
+    let mounts = [
+        mount("db-0", "", "/var/lib/db", false),
+        mount("logs", "", "logs", false),
+    ];
+    let script = writes_script(&["/var/lib/db", "/mnt/mezzo/sandbox/logs"]);
+    let (mut c, work, _) = with_mounts(65534, 65534, &script, &["db-0", "logs"], &mounts);
+    let (layers, upper) = with_image(&mut c);
+    assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
+    let out = c.stdout();
+    for expected in ["/var/lib/db: ok", "/mnt/mezzo/sandbox/logs: ok"] {
+        assert!(out.lines().any(|l| l == expected), "no {expected:?} in:\n{out}");
+    }
+    let volumes = crate::paths::volumes_root(&work);
+    assert!(volumes.join("db-0/from-task").exists() && volumes.join("logs/from-task").exists());
+    assert!(upper.join("var/lib/db").is_dir(), "the mount point is the container's");
+    assert!(layers.iter().all(|l| !l.join("var").exists()));
 }
 
 /// The same with `--user-namespaces`: the init, root of the task's user

@@ -304,7 +304,8 @@ async fn an_empty_command_is_invalid() -> TestResult {
 }
 
 /// Which launch errors say the task never started (DROPPED, launch it
-/// again) and which say it cannot run as given (ERROR).
+/// again), which say it cannot run as given (ERROR), and which that a
+/// directory it mounts cannot be mounted here (FAILED).
 #[test]
 fn launch_outcome_table() {
     use crate::containerizer::ContainerError as E;
@@ -342,6 +343,13 @@ fn launch_outcome_table() {
         ),
         (E::Isolation("cannot create cgroup".into()), dropped),
         (E::NeverStarted("dropped by the agent's recovery".into()), dropped),
+        (
+            E::Mount {
+                target: "data".into(),
+                why: "read-only".into(),
+            },
+            (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed),
+        ),
     ];
     for (e, want) in cases {
         assert_eq!(supervisor::launch_outcome(&e), want, "{e}");
