@@ -311,9 +311,9 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
     for b in binds {
         b.attach()?;
     }
-    // Last: nothing else is attached beneath them (a mount point would be
-    // made in the volume), and the sandbox is there first.
-    // Shallowest first: one mounted beneath another is seen.
+    // Last, so that the sandbox is there first and nothing else makes its
+    // mount point in a volume; shallowest first, so that one mounted
+    // beneath another is seen.
     let mut mounts: Vec<_> = mounts
         .into_iter()
         .map(|m| match m.target.is_absolute() {
@@ -378,9 +378,7 @@ impl Bind {
         }
         attach(&self.tree, MountTarget::Path(&self.target), &self.target)
     }
-}
 
-impl Bind {
     /// Attaches the copy at its target beneath `base`, making the missing
     /// directories without following a symlink: what leads there is the
     /// task's (its artifacts, its image), and must not point the agent's

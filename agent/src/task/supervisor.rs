@@ -10,6 +10,7 @@
 //!          -- a volume or host volume it mounts is not here --> FAILED (CONTAINER_LAUNCH_FAILED)
 //!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
 //!                                 the task cannot run as given: ERROR (TASK_INVALID)
+//!                                 a mount cannot be made as asked: FAILED (CONTAINER_LAUNCH_FAILED)
 //!                                 the agent failed before it started: DROPPED (CONTAINER_LAUNCH_FAILED)
 //!          -- launched --> RUNNING -- exit 0 -----------------> FINISHED
 //!                                  -- exit N / signal --------> FAILED (exit_code N / -signal)
@@ -631,8 +632,10 @@ impl Supervisor {
 }
 
 /// Why the fetched artifacts leave no room for what the launch writes in
-/// the sandbox: `stdout` and `stderr` as anything but plain files, or
-/// anything at a secret file's path.
+/// the sandbox: `stdout` and `stderr` as anything but plain files,
+/// anything at a secret file's path, or at a mount's (relative) path or
+/// other than a directory on the way to it (a link there would lead the
+/// mount elsewhere).
 fn collision(sandbox: &std::path::Path, task: &v1::TaskInfo) -> Option<String> {
     for name in ["stdout", "stderr"] {
         if let Ok(m) = std::fs::symlink_metadata(sandbox.join(name))
@@ -648,10 +651,30 @@ fn collision(sandbox: &std::path::Path, task: &v1::TaskInfo) -> Option<String> {
         .as_ref()
         .map(|c| c.secret_files.as_slice())
         .unwrap_or_default();
-    secrets
+    if let Some(f) = secrets
         .iter()
         .find(|f| std::fs::symlink_metadata(sandbox.join(&f.path)).is_ok())
-        .map(|f| format!("the artifacts put something at {}, the path of a secret file", f.path))
+    {
+        return Some(format!(
+            "the artifacts put something at {}, the path of a secret file",
+            f.path
+        ));
+    }
+    let in_the_way = |p: &std::path::Path| {
+        let not_a_dir = |a: &std::path::Path| std::fs::symlink_metadata(sandbox.join(a)).is_ok_and(|m| !m.is_dir());
+        let mut on_the_way = p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty());
+        std::fs::symlink_metadata(sandbox.join(p)).is_ok() || on_the_way.any(not_a_dir)
+    };
+    let mounts = task.container.iter().flat_map(|c| &c.mounts);
+    mounts
+        .map(|m| std::path::Path::new(&m.container_path))
+        .find(|p| p.is_relative() && in_the_way(p))
+        .map(|p| {
+            format!(
+                "the artifacts put something at or on the way to {}, where a volume is mounted",
+                p.display()
+            )
+        })
 }
 
 /// The secrets' values the leader filled in for this agent only (DESIGN.md,
@@ -723,9 +746,10 @@ fn secret_files(task: &v1::TaskInfo, values: Vec<Vec<u8>>) -> Vec<crate::contain
 
 /// The state and reason a launch error is reported with, by whether the
 /// task's process could have started: what the task asks for that cannot
-/// be done is an ERROR (launching it again cannot help); anything the
-/// agent failed at before the process existed is DROPPED (safe to launch
-/// again, as Mesos reports it).
+/// be done is an ERROR (launching it again cannot help); a mount that
+/// cannot be made as asked is FAILED, as a volume missing here is;
+/// anything the agent failed at before the process existed is DROPPED
+/// (safe to launch again, as Mesos reports it).
 pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
     let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
@@ -882,4 +906,20 @@ fn artifacts_may_not_take_the_place_of_the_output_or_a_secret_file() {
     std::fs::remove_dir(dir.path().join("stderr")).expect("rmdir");
     std::fs::create_dir_all(dir.path().join("conf/db")).expect("conf/db");
     assert!(collision(dir.path(), &task).is_some_and(|w| w.contains("conf/db")));
+    std::fs::remove_dir_all(dir.path().join("conf")).expect("rm");
+
+    let mounted = v1::TaskInfo {
+        container: Some(v1::ContainerInfo {
+            mounts: vec![crate::volumes::tests::mount("db-0", "", "data/db", false)],
+            ..Default::default()
+        }),
+        ..task
+    };
+    std::fs::create_dir(dir.path().join("data")).expect("data");
+    assert_eq!(collision(dir.path(), &mounted), None, "a directory on the way is fine");
+    std::fs::create_dir(dir.path().join("data/db")).expect("data/db");
+    assert!(collision(dir.path(), &mounted).is_some_and(|w| w.contains("data/db")));
+    std::fs::remove_dir_all(dir.path().join("data")).expect("rm");
+    std::os::unix::fs::symlink("/etc", dir.path().join("data")).expect("link");
+    assert!(collision(dir.path(), &mounted).is_some_and(|w| w.contains("a volume is mounted")));
 }
