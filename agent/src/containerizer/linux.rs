@@ -461,7 +461,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
 /// Gives the top directory of each persistent volume in `mounts` to the
 /// task's host ids, as its sandbox is (not what is in it: files a task of
 /// another user left keep their owner).
-pub fn own_volumes(mounts: &[super::TaskMount], (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
+pub(crate) fn own_volumes(mounts: &[super::TaskMount], (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
     for m in mounts.iter().filter(|m| m.owned_by_task) {
         std::os::unix::fs::lchown(&m.source, Some(uid), Some(gid)).map_err(|e| ContainerError::Mount {
             target: m.target.clone(),
