@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub security: crate::tls::AgentSecurity,
     /// Where tasks' artifacts may come from, and the cache's size.
     pub artifacts: crate::fetch::FetchConfig,
+    /// Host directories tasks may mount by name (`--host-volumes`).
+    pub host_volumes: Vec<crate::volumes::HostVolume>,
 }
 
 /// How the agent runs tasks.
@@ -145,6 +147,7 @@ impl AgentConfig {
             sandbox_gc: crate::gc::GcConfig::default(),
             security: Default::default(),
             artifacts: Default::default(),
+            host_volumes: Vec::new(),
         }
     }
 }

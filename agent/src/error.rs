@@ -43,6 +43,8 @@ pub enum AgentError {
     Security(String),
     #[error("{0}")]
     Fetch(#[from] crate::fetch::FetchError),
+    #[error("{0}")]
+    Volumes(#[from] crate::volumes::VolumeError),
 }
 
 impl AgentError {

@@ -52,6 +52,7 @@ mod resources;
 pub mod status;
 pub mod task;
 pub mod tls;
+pub mod volumes;
 pub mod writeback;
 
 use std::net::SocketAddr;
@@ -321,12 +322,17 @@ async fn recover_tasks(
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
+    let volumes = Arc::new(volumes::Volumes::open(&host.work_dir, config.host_volumes.clone())?);
+    // What a crash left of removed volumes.
+    let purged = volumes.clone();
+    tokio::task::spawn_blocking(move || purged.purge());
     let deps = TableDeps {
         work_dir: host.work_dir.clone(),
         runtime_dir: host.runtime_dir.clone(),
         default_kill_grace: config.default_kill_grace,
         containerizer: containerizer.clone(),
         fetcher: Arc::new(fetcher),
+        volumes,
         status: status.clone(),
         forget: forget_rx,
         agent_id,
@@ -429,6 +435,7 @@ fn task_view(
         hide,
         host_paths,
         image: None,
+        mounts: Vec::new(),
     })
 }
 
@@ -472,8 +479,14 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
     match &config.isolation {
         Isolation::None => Ok(Arc::new(PosixContainerizer::new())),
         Isolation::Linux(iso) => {
-            // Tasks run as another user: their sandboxes must be reachable.
-            for dir in [work_dir.to_path_buf(), paths::sandboxes_root(work_dir)] {
+            // Tasks run as another user (or in a user namespace): their
+            // sandboxes and volumes must be reachable.
+            let reachable = [
+                work_dir.to_path_buf(),
+                paths::sandboxes_root(work_dir),
+                paths::volumes_root(work_dir),
+            ];
+            for dir in reachable {
                 std::fs::create_dir_all(&dir).map_err(AgentError::io("create", &dir))?;
                 let mut perms = std::fs::metadata(&dir)
                     .map_err(AgentError::io("stat", &dir))?

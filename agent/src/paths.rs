@@ -7,6 +7,9 @@
 //! │   ├── updates.log           append-only journal: status updates and their acks
 //! │   └── updates.log.tmp       a compaction in progress (renamed over updates.log)
 //! ├── artifacts/                the artifact cache, see [`crate::fetch::cache`]
+//! ├── volumes/                  persistent volumes, see [`crate::volumes`]; never collected
+//! │   ├── <volume_id>/          one volume's data (root's until a task mounts it)
+//! │   └── +removed/             volumes being removed (a name no id can have)
 //! └── sandboxes/
 //!     └── <framework_id>/
 //!         └── <task_id>/        the task's working directory
@@ -36,14 +39,14 @@
 //! task on a disk file system is the agent's largest per-task cost at
 //! 1,000 tasks/s (ext4 inode allocation slows as freed inodes pile up).
 //!
-//! Framework and task ids are validated ([`mezzo_proto::ids`]) before they
+//! Framework, task and volume ids are validated ([`mezzo_proto::ids`]) before they
 //! become path components, so they cannot escape the work dir.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use mezzo_proto::ids::{FrameworkId, TaskId};
+use mezzo_proto::ids::{FrameworkId, TaskId, VolumeId};
 
 use crate::AgentError;
 
@@ -132,6 +135,21 @@ pub fn sandbox_dir(work_dir: &Path, framework_id: &FrameworkId, task_id: &TaskId
         .join(task_id.as_str())
 }
 
+/// Where every persistent volume's data is (`<work_dir>/volumes`).
+pub fn volumes_root(work_dir: &Path) -> PathBuf {
+    work_dir.join("volumes")
+}
+
+pub fn volume_dir(work_dir: &Path, id: &VolumeId) -> PathBuf {
+    volumes_root(work_dir).join(id.as_str())
+}
+
+/// Where a volume no longer listed is renamed before its data is deleted:
+/// the rename is instant, the deletion may take long.
+pub fn volumes_removed(work_dir: &Path) -> PathBuf {
+    volumes_root(work_dir).join("+removed")
+}
+
 /// `path` with `suffix` appended to its file name (`updates.log` -> `updates.log.tmp`).
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
@@ -172,9 +190,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
 /// Makes a rename or create in `path`'s directory durable.
 pub fn sync_parent(path: &Path) -> Result<(), AgentError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(AgentError::io("fsync directory", dir))
+    sync_dir(dir).map_err(AgentError::io("fsync directory", dir))
+}
+
+/// Makes the creations, renames and removals in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

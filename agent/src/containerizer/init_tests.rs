@@ -705,6 +705,7 @@ fn with_view(argv: &[&str]) -> (Container, PathBuf) {
         hide: vec![hidden.clone()],
         host_paths: vec![],
         image: None,
+        mounts: vec![],
     });
     (c, hidden)
 }
@@ -798,6 +799,28 @@ fn busybox_layers(base: &Path) -> Vec<PathBuf> {
     vec![l1, l2]
 }
 
+/// Gives a container with a view the root of a busybox image (see
+/// [`busybox_layers`]) and its PATH; returns the image's layers and the
+/// container's upper dir.
+fn with_image(c: &mut Container) -> (Vec<PathBuf>, PathBuf) {
+    let base = c.spec.run_dir.parent().expect("temp dir").to_owned();
+    let layers = busybox_layers(&base);
+    let (upper, work) = (base.join("upper"), base.join("overlay-work"));
+    std::fs::create_dir(&upper).expect("upper");
+    std::fs::create_dir(&work).expect("work");
+    let scaffold = base.join("scaffold");
+    super::super::rootfs::build_scaffold(&scaffold, &[]).expect("scaffold");
+    if let Some(view) = c.spec.view.as_mut() {
+        view.image = Some(super::super::rootfs::ImageRoot {
+            layers: layers.iter().cloned().chain([scaffold]).collect(),
+            upper: upper.clone(),
+            work,
+        });
+    }
+    c.spec.env = vec![("PATH".into(), "/bin".into())];
+    (layers, upper)
+}
+
 /// Issue 15: a task with an image sees the image's files (its layers in
 /// order, a whiteout hiding a base file), none of the host's, a writable
 /// root whose changes land in its own upper dir, its sandbox at
@@ -822,21 +845,7 @@ echo "keys: $(wc -c < /proc/keys)"
 echo "resolv: $(head -n 1 /etc/resolv.conf)"
 "#;
     let (mut c, _) = with_view(&["sh", "-c", script]);
-    let base = c.spec.run_dir.parent().expect("temp dir").to_owned();
-    let layers = busybox_layers(&base);
-    let (upper, work) = (base.join("upper"), base.join("work"));
-    std::fs::create_dir(&upper).expect("upper");
-    std::fs::create_dir(&work).expect("work");
-    let scaffold = base.join("scaffold");
-    super::super::rootfs::build_scaffold(&scaffold, &[]).expect("scaffold");
-    if let Some(view) = c.spec.view.as_mut() {
-        view.image = Some(super::super::rootfs::ImageRoot {
-            layers: layers.iter().cloned().chain([scaffold]).collect(),
-            upper: upper.clone(),
-            work,
-        });
-    }
-    c.spec.env = vec![("PATH".into(), "/bin".into())];
+    let (layers, upper) = with_image(&mut c);
     assert_eq!(c.run(), ExitRecord::Code(0), "stderr: {}", c.stderr());
     let out = c.stdout();
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -871,3 +880,6 @@ echo "resolv: $(head -n 1 /etc/resolv.conf)"
 
 #[path = "init_userns_tests.rs"]
 mod userns;
+
+#[path = "init_mount_tests.rs"]
+mod mounts;

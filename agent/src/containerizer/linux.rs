@@ -392,6 +392,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
     std::os::unix::fs::chown(&spec.sandbox, Some(host_uid), Some(host_gid)).map_err(sandbox_err(&spec.sandbox))?;
     super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((host_uid, host_gid)))?;
+    own_volumes(&spec.mounts, (host_uid, host_gid))?;
     let argv = match &image {
         Some(image) => image.argv.clone(),
         None => argv(&spec)?,
@@ -401,6 +402,16 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         let mut root = image.root.clone();
         root.layers.push(scaffold_dir(view));
         view.image = Some(root);
+    }
+    match (view.as_mut(), spec.mounts.first()) {
+        (Some(view), _) => view.mounts = spec.mounts.clone(),
+        (None, Some(m)) => {
+            return Err(ContainerError::Mount {
+                target: m.target.clone(),
+                why: "this agent gives tasks no file system of their own to mount it in".into(),
+            });
+        }
+        (None, None) => {}
     }
     let limits = Limits {
         cpu_shares: Limits::shares_for_cpus(spec.resources.cpus.0 as f64 / 1000.0),
@@ -445,6 +456,19 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         userns: cfg.userns,
     };
     Ok((spec, init, cgroup, name, image.map(|i| i.lease)))
+}
+
+/// Gives the top directory of each persistent volume in `mounts` to the
+/// task's host ids, as its sandbox is (not what is in it: files a task of
+/// another user left keep their owner).
+pub(crate) fn own_volumes(mounts: &[super::TaskMount], (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
+    for m in mounts.iter().filter(|m| m.owned_by_task) {
+        std::os::unix::fs::lchown(&m.source, Some(uid), Some(gid)).map_err(|e| ContainerError::Mount {
+            target: m.target.clone(),
+            why: format!("cannot give {} to the task's user: {e}", m.source.display()),
+        })?;
+    }
+    Ok(())
 }
 
 /// How to enter the container `init` starts: as its task, with the

@@ -83,6 +83,22 @@ pub struct ContainerSpec {
     /// what the containerizer records, and so of the environment of
     /// processes started by [`Container::entry`].
     pub secret_env: Vec<String>,
+    /// Directories mounted into the task (`ContainerInfo.mounts`).
+    pub mounts: Vec<TaskMount>,
+}
+
+/// A host directory mounted into a task, resolved by [`crate::volumes`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskMount {
+    /// A persistent volume's directory or a host volume's; no symlinks.
+    pub source: PathBuf,
+    /// Relative: beneath the task's sandbox; absolute: in its image's root.
+    pub target: PathBuf,
+    pub writable: bool,
+    /// A persistent volume: its top directory is given to the task's user
+    /// before the launch, as the sandbox is.
+    #[serde(default)]
+    pub owned_by_task: bool,
 }
 
 /// How to start one more process in a running container (a health check's
@@ -214,7 +230,8 @@ pub fn make_dirs(sandbox: &Path, relative: &Path, mode: u32, owner: Option<(u32,
         dir.push(part);
         match std::fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => return Err(std::io::Error::other("a part of the path is not a directory")),
+            // ENOTDIR: a symlink is not gone through either.
+            Ok(_) => return Err(std::io::Error::from_raw_os_error(nix::libc::ENOTDIR)),
             Err(_) => {
                 std::fs::DirBuilder::new().mode(mode).create(&dir)?;
                 if let Some((uid, gid)) = owner {
@@ -274,6 +291,9 @@ pub enum ContainerError {
     /// The task cannot run in this agent's user namespaces.
     #[error("{0}")]
     UserNamespace(String),
+    /// A directory the task mounts cannot be mounted as asked.
+    #[error("mount at {}: {why}", target.display())]
+    Mount { target: PathBuf, why: String },
 }
 
 /// What recovery finds of a checkpointed task's container.

@@ -15,7 +15,9 @@ use tokio::process::{Child, Command};
 
 use super::claim::{self, Claim};
 use super::init::DROPPED_BY_RECOVERY;
-use super::{CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, Entry, ExitStatus, Recovery};
+use super::{
+    CommandSpec, Container, ContainerError, ContainerSpec, Containerizer, Entry, ExitStatus, Recovery, TaskMount,
+};
 
 /// How long `cleanup` keeps killing and reaping a process group.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
@@ -62,6 +64,7 @@ impl PosixContainerizer {
             .await
             .map_err(sandbox_err(&spec.sandbox))?;
         super::write_secret_files(&spec.sandbox, &spec.secret_files, None)?;
+        link_mounts(&spec.sandbox, &spec.mounts)?;
         let stdout_path = spec.sandbox.join("stdout");
         let stderr_path = spec.sandbox.join("stderr");
         let stdout = std::fs::File::create(&stdout_path).map_err(sandbox_err(&stdout_path))?;
@@ -251,6 +254,35 @@ impl Container for PosixContainer {
     fn entry(&self) -> Option<Entry> {
         Some(self.entry.clone())
     }
+}
+
+/// Without isolation a mount is a symlink in the sandbox to its source:
+/// there is no root of the task's own for an absolute path, and nothing
+/// can make a directory read-only for the task alone.
+fn link_mounts(sandbox: &std::path::Path, mounts: &[TaskMount]) -> Result<(), ContainerError> {
+    for m in mounts {
+        let refused = |why: String| ContainerError::Mount {
+            target: m.target.clone(),
+            why,
+        };
+        if m.target.is_absolute() {
+            return Err(refused(
+                "a task without isolation (--isolation none) has no root of its own; give a path relative to the sandbox".into(),
+            ));
+        }
+        if !m.writable {
+            return Err(refused(
+                "a task without isolation (--isolation none) cannot be given a read-only mount".into(),
+            ));
+        }
+        let parent = m.target.parent().unwrap_or(std::path::Path::new(""));
+        let link = super::make_dirs(sandbox, parent, 0o755, None)
+            .map(|dir| dir.join(m.target.file_name().unwrap_or_default()))
+            .map_err(|e| refused(format!("cannot make its directory in the sandbox: {e}")))?;
+        std::os::unix::fs::symlink(&m.source, &link)
+            .map_err(|e| refused(format!("cannot link {} there: {e}", m.source.display())))?;
+    }
+    Ok(())
 }
 
 /// Images need the Linux containerizer's own root for each task.

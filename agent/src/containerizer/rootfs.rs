@@ -14,6 +14,8 @@
 //!                   other tasks' sandboxes and checkpoints; host sockets)
 //! <host paths>      directories the operator shares (`--host-paths`)
 //! <sandbox>         the task's own sandbox, read-write, at its host path
+//! <mounts>          the volumes the task mounts, beneath its sandbox or
+//!                   (with an image) anywhere in its root
 //! ```
 //!
 //! The same contract as crun's and runc's default spec (masked and
@@ -60,6 +62,9 @@ pub struct View {
     /// The task's root from an image instead of the host's.
     #[serde(default)]
     pub image: Option<ImageRoot>,
+    /// The directories this task mounts (`ContainerInfo.mounts`).
+    #[serde(default)]
+    pub mounts: Vec<super::TaskMount>,
 }
 
 /// Where a task with an image finds its sandbox (`MEZZO_SANDBOX`): its
@@ -217,6 +222,12 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
     for host in &view.host_paths {
         binds.push(Bind::take(&host.path, &host.path, host.writable, true)?);
     }
+    // Volumes live under the work dir, hidden below like the sandbox.
+    let mounts = view
+        .mounts
+        .iter()
+        .map(|m| Bind::take(&m.source, &m.target, m.writable, true))
+        .collect::<Result<Vec<_>, _>>()?;
     let devices = if userns {
         DEVICES
             .iter()
@@ -300,6 +311,20 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
     for b in binds {
         b.attach()?;
     }
+    // Last, so that the sandbox is there first and nothing else makes its
+    // mount point in a volume; shallowest first, so that one mounted
+    // beneath another is seen.
+    let mut mounts: Vec<_> = mounts
+        .into_iter()
+        .map(|m| match m.target.is_absolute() {
+            true => (PathBuf::from("/"), m),
+            false => (view.sandbox_inside(sandbox).to_owned(), m),
+        })
+        .collect();
+    mounts.sort_by_key(|(base, m)| base.join(&m.target).components().count());
+    for (base, m) in mounts {
+        m.attach_beneath(&base)?;
+    }
     for dir in hidden {
         remount_read_only(dir, HARDENED)?;
     }
@@ -352,6 +377,17 @@ impl Bind {
                 .map_err(|e| failed("making the mount point", &self.target)(io_errno(e)))?;
         }
         attach(&self.tree, MountTarget::Path(&self.target), &self.target)
+    }
+
+    /// Attaches the copy at its target beneath `base`, making the missing
+    /// directories without following a symlink: what leads there is the
+    /// task's (its artifacts, its image), and must not point the agent's
+    /// mkdir at a writable host path.
+    fn attach_beneath(self, base: &Path) -> Result<(), ViewError> {
+        let relative = self.target.strip_prefix("/").unwrap_or(&self.target);
+        let target = super::make_dirs(base, relative, 0o755, None)
+            .map_err(|e| failed("making the mount point", &base.join(relative))(io_errno(e)))?;
+        attach(&self.tree, MountTarget::Path(&target), &target)
     }
 }
 

@@ -486,6 +486,7 @@ async fn supervise(
         default_kill_grace: Duration::from_secs(1),
         launched_at: 0.0,
         fetcher,
+        volumes: Arc::new(crate::volumes::Volumes::open(base_dir, vec![]).unwrap()),
     };
     let (tx, mut reports) = tokio::sync::mpsc::channel(16);
     let containerizer = Arc::new(crate::containerizer::PosixContainerizer::new());

@@ -7,8 +7,10 @@
 //!          -- an artifact cannot be fetched ------------------> FAILED (FETCH_FAILED)
 //!                        (the agent's artifact cache failed: DROPPED (CONTAINER_LAUNCH_FAILED))
 //!          -- kill while fetching ----------------------------> KILLED (KILLED_DURING_LAUNCH)
+//!          -- a volume or host volume it mounts is not here --> FAILED (CONTAINER_LAUNCH_FAILED)
 //!          -- checkpoint or launch error ---------------------> see `launch_outcome`:
 //!                                 the task cannot run as given: ERROR (TASK_INVALID)
+//!                                 a mount cannot be made as asked: FAILED (CONTAINER_LAUNCH_FAILED)
 //!                                 the agent failed before it started: DROPPED (CONTAINER_LAUNCH_FAILED)
 //!          -- launched --> RUNNING -- exit 0 -----------------> FINISHED
 //!                                  -- exit N / signal --------> FAILED (exit_code N / -signal)
@@ -17,7 +19,9 @@
 //!                                  -- health verdict changed -> RUNNING (healthy, HEALTH_CHECK_STATUS_UPDATED)
 //! ```
 //!
-//! FAILED is only ever sent for a process that ran, but for FETCH_FAILED:
+//! FAILED is only ever sent for a process that ran, but for FETCH_FAILED
+//! and a mount that cannot be made (the master's view of this agent's
+//! volumes was wrong, or the containerizer cannot make it as asked):
 //! the artifacts (`CommandInfo.uris`, [`crate::fetch`]) are fetched after
 //! the checkpoint and before the launch, and a fetch that fails (a wrong
 //! URI or checksum, an unreachable server) is the task's input at fault,
@@ -62,6 +66,8 @@ pub struct SupervisorSpec {
     pub launched_at: f64,
     /// Fetches the task's artifacts into its sandbox before the launch.
     pub fetcher: Arc<crate::fetch::Fetcher>,
+    /// Where the directories the task mounts are.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -329,7 +335,11 @@ impl Supervisor {
     }
 
     async fn run(mut self, containerizer: Arc<dyn Containerizer>) {
-        let (command, image) = match command_spec(&self.spec.task) {
+        let checked = command_spec(&self.spec.task).and_then(|(command, image)| {
+            let mounts = checked_mounts(&self.spec.task, image.is_some())?;
+            Ok((command, image, mounts))
+        });
+        let (command, image, mounts) = match checked {
             Ok(c) => c,
             Err(why) => {
                 self.report(TaskState::Error, StatusReason::ReasonTaskInvalid, why, None)
@@ -365,6 +375,15 @@ impl Supervisor {
             .await;
             return;
         }
+        let mounts = match self.spec.volumes.resolve(&mounts) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(task = %self.spec.key, "cannot mount: {e}");
+                let reason = StatusReason::ReasonContainerLaunchFailed;
+                self.report(TaskState::Failed, reason, e.to_string(), None).await;
+                return;
+            }
+        };
         if let Err((state, reason, message)) = self.fetch_artifacts(containerizer.as_ref()).await {
             self.report(state, reason, message, None).await;
             return;
@@ -372,6 +391,7 @@ impl Supervisor {
 
         let secrets = std::mem::take(&mut self.spec.secrets);
         let mut container_spec = self.container_spec(command, image, secrets);
+        container_spec.mounts = mounts;
         let (progress, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         container_spec.progress = Some(progress);
         let launch = containerizer.launch(container_spec);
@@ -600,6 +620,7 @@ impl Supervisor {
             image,
             image_credentials: secrets.image,
             progress: None,
+            mounts: Vec::new(),
             unconfined: self
                 .spec
                 .task
@@ -611,8 +632,10 @@ impl Supervisor {
 }
 
 /// Why the fetched artifacts leave no room for what the launch writes in
-/// the sandbox: `stdout` and `stderr` as anything but plain files, or
-/// anything at a secret file's path.
+/// the sandbox: `stdout` and `stderr` as anything but plain files,
+/// anything at a secret file's path, or at a mount's (relative) path or
+/// other than a directory on the way to it (a link there would lead the
+/// mount elsewhere).
 fn collision(sandbox: &std::path::Path, task: &v1::TaskInfo) -> Option<String> {
     for name in ["stdout", "stderr"] {
         if let Ok(m) = std::fs::symlink_metadata(sandbox.join(name))
@@ -628,10 +651,30 @@ fn collision(sandbox: &std::path::Path, task: &v1::TaskInfo) -> Option<String> {
         .as_ref()
         .map(|c| c.secret_files.as_slice())
         .unwrap_or_default();
-    secrets
+    if let Some(f) = secrets
         .iter()
         .find(|f| std::fs::symlink_metadata(sandbox.join(&f.path)).is_ok())
-        .map(|f| format!("the artifacts put something at {}, the path of a secret file", f.path))
+    {
+        return Some(format!(
+            "the artifacts put something at {}, the path of a secret file",
+            f.path
+        ));
+    }
+    let in_the_way = |p: &std::path::Path| {
+        let not_a_dir = |a: &std::path::Path| std::fs::symlink_metadata(sandbox.join(a)).is_ok_and(|m| !m.is_dir());
+        let mut on_the_way = p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty());
+        std::fs::symlink_metadata(sandbox.join(p)).is_ok() || on_the_way.any(not_a_dir)
+    };
+    let mounts = task.container.iter().flat_map(|c| &c.mounts);
+    mounts
+        .map(|m| std::path::Path::new(&m.container_path))
+        .find(|p| p.is_relative() && in_the_way(p))
+        .map(|p| {
+            format!(
+                "the artifacts put something at or on the way to {}, where a volume is mounted",
+                p.display()
+            )
+        })
 }
 
 /// The secrets' values the leader filled in for this agent only (DESIGN.md,
@@ -703,9 +746,10 @@ fn secret_files(task: &v1::TaskInfo, values: Vec<Vec<u8>>) -> Vec<crate::contain
 
 /// The state and reason a launch error is reported with, by whether the
 /// task's process could have started: what the task asks for that cannot
-/// be done is an ERROR (launching it again cannot help); anything the
-/// agent failed at before the process existed is DROPPED (safe to launch
-/// again, as Mesos reports it).
+/// be done is an ERROR (launching it again cannot help); a mount that
+/// cannot be made as asked is FAILED, as a volume missing here is;
+/// anything the agent failed at before the process existed is DROPPED
+/// (safe to launch again, as Mesos reports it).
 pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
     let invalid = (TaskState::Error, StatusReason::ReasonTaskInvalid);
     let dropped = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
@@ -714,6 +758,7 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
         | ContainerError::Unconfined
         | ContainerError::Image(_)
         | ContainerError::UserNamespace(_) => invalid,
+        ContainerError::Mount { .. } => (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed),
         ContainerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => invalid,
         ContainerError::Spawn { .. }
         | ContainerError::Sandbox { .. }
@@ -756,6 +801,13 @@ fn command_spec(task: &v1::TaskInfo) -> Result<(CommandSpec, Option<ImageRef>), 
         }
     };
     Ok((command, image))
+}
+
+/// The task's mounts, checked again here: the agent trusts nothing it
+/// did not check ([`mezzo_proto::volume::check`]).
+fn checked_mounts(task: &v1::TaskInfo, has_image: bool) -> Result<Vec<mezzo_proto::volume::Mount>, String> {
+    let mounts = task.container.as_ref().map(|c| c.mounts.as_slice()).unwrap_or_default();
+    mezzo_proto::volume::check(mounts, has_image).map_err(|e| e.to_string())
 }
 
 /// The image the task names, if any (checked by the master).
@@ -854,4 +906,20 @@ fn artifacts_may_not_take_the_place_of_the_output_or_a_secret_file() {
     std::fs::remove_dir(dir.path().join("stderr")).expect("rmdir");
     std::fs::create_dir_all(dir.path().join("conf/db")).expect("conf/db");
     assert!(collision(dir.path(), &task).is_some_and(|w| w.contains("conf/db")));
+    std::fs::remove_dir_all(dir.path().join("conf")).expect("rm");
+
+    let mounted = v1::TaskInfo {
+        container: Some(v1::ContainerInfo {
+            mounts: vec![crate::volumes::tests::mount("db-0", "", "data/db", false)],
+            ..Default::default()
+        }),
+        ..task
+    };
+    std::fs::create_dir(dir.path().join("data")).expect("data");
+    assert_eq!(collision(dir.path(), &mounted), None, "a directory on the way is fine");
+    std::fs::create_dir(dir.path().join("data/db")).expect("data/db");
+    assert!(collision(dir.path(), &mounted).is_some_and(|w| w.contains("data/db")));
+    std::fs::remove_dir_all(dir.path().join("data")).expect("rm");
+    std::os::unix::fs::symlink("/etc", dir.path().join("data")).expect("link");
+    assert!(collision(dir.path(), &mounted).is_some_and(|w| w.contains("a volume is mounted")));
 }

@@ -6,12 +6,12 @@
 //! status update manager (unbounded, so that the manager never waits on the
 //! table while the table waits on the manager).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mezzo_proto::ids::AgentId;
+use mezzo_proto::ids::{AgentId, VolumeId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -100,6 +100,8 @@ enum TableCmd {
     Usage(oneshot::Sender<Vec<(TaskKey, crate::containerizer::Usage)>>),
     /// How to enter a running task's container.
     Entry(TaskKey, oneshot::Sender<Result<ContainerEntry, String>>),
+    /// Every persistent volume this agent keeps, as the master says.
+    Volumes(Vec<v1::Volume>),
 }
 
 /// Cloneable handle on the task table.
@@ -131,6 +133,13 @@ impl TableHandle {
 
     pub async fn shutdown_framework(&self, framework_id: String) -> Result<(), AgentError> {
         self.send(TableCmd::ShutdownFramework(framework_id)).await
+    }
+
+    /// The master's complete list of this agent's volumes: their
+    /// directories are made, and those of volumes no longer listed removed
+    /// once no live task mounts them ([`crate::volumes`]).
+    pub async fn volumes(&self, volumes: Vec<v1::Volume>) -> Result<(), AgentError> {
+        self.send(TableCmd::Volumes(volumes)).await
     }
 
     /// What a re-registration reports: every live task and the recently
@@ -175,6 +184,8 @@ pub struct TableDeps {
     pub containerizer: Arc<dyn Containerizer>,
     /// Fetches tasks' artifacts before their launch.
     pub fetcher: Arc<crate::fetch::Fetcher>,
+    /// The persistent volumes' directories and the host volumes.
+    pub volumes: Arc<crate::volumes::Volumes>,
     pub status: StatusHandle,
     pub forget: mpsc::UnboundedReceiver<TaskKey>,
     pub agent_id: watch::Receiver<Option<AgentId>>,
@@ -418,6 +429,7 @@ impl Table {
             default_kill_grace: self.deps.default_kill_grace,
             launched_at,
             fetcher: self.deps.fetcher.clone(),
+            volumes: self.deps.volumes.clone(),
         };
         supervisor::spawn(
             spec,
@@ -507,6 +519,7 @@ impl Table {
                 };
                 let _ = reply.send(entry);
             }
+            TableCmd::Volumes(listed) => self.on_volumes(listed).await,
             TableCmd::Usage(reply) => {
                 let usage = self
                     .tasks
@@ -518,6 +531,49 @@ impl Table {
             }
         }
         Ok(())
+    }
+
+    /// Applies the master's list of volumes. Waits for the new directories
+    /// (a launch that mounts one may be the next command), not for the
+    /// deletion of removed ones, which may be large.
+    async fn on_volumes(&self, listed: Vec<v1::Volume>) {
+        let ids: Vec<VolumeId> = listed
+            .iter()
+            .filter_map(|v| {
+                VolumeId::parse(&v.id)
+                    .inspect_err(|e| tracing::warn!("volume ignored: {e}"))
+                    .ok()
+            })
+            .collect();
+        let in_use: HashSet<VolumeId> = self
+            .tasks
+            .values()
+            .filter(|e| !e.state.is_terminal())
+            .flat_map(|e| e.info.container.iter().flat_map(|c| &c.mounts))
+            .filter_map(|m| VolumeId::parse(&m.volume_id).ok())
+            .collect();
+        let volumes = self.deps.volumes.clone();
+        let synced = tokio::task::spawn_blocking(move || volumes.sync(&ids, &in_use))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|synced| synced.map_err(|e| e.to_string()));
+        let synced = match synced {
+            Ok(synced) => synced,
+            Err(e) => {
+                tracing::warn!("cannot apply the master's list of volumes: {e}");
+                return;
+            }
+        };
+        for id in &synced.kept {
+            tracing::warn!(volume = %id, "volume destroyed by the master but mounted by a live task: kept until unused");
+        }
+        if !synced.created.is_empty() || !synced.removed.is_empty() {
+            tracing::info!(created = ?synced.created, removed = ?synced.removed, "volumes");
+        }
+        if !synced.removed.is_empty() {
+            let volumes = self.deps.volumes.clone();
+            tokio::task::spawn_blocking(move || volumes.purge());
+        }
     }
 
     /// Every task in the table, with its status updates if `statuses`.

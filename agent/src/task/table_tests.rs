@@ -42,7 +42,12 @@ struct Fake {
 }
 
 impl Containerizer for Fake {
-    fn launch(&self, _spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+    /// Fails, but for a task named `hang`, whose launch never ends: it
+    /// stays live.
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        if spec.id.ends_with("/hang") {
+            return futures::future::pending().boxed();
+        }
         async { Err(ContainerError::Isolation("the fake launches nothing".into())) }.boxed()
     }
 
@@ -112,12 +117,14 @@ async fn restart(
         &work_dir,
         metrics.clone(),
     )?);
+    let volumes = Arc::new(crate::volumes::Volumes::open(&work_dir, vec![])?);
     let deps = TableDeps {
         work_dir,
         runtime_dir,
         default_kill_grace: std::time::Duration::from_secs(1),
         containerizer: Arc::new(fake),
         fetcher,
+        volumes,
         status: status.clone(),
         forget: forget_rx,
         agent_id,
@@ -286,5 +293,49 @@ async fn a_reregistration_carries_launch_times_and_statuses() -> TestResult {
     );
     // A snapshot (/state, /metrics) copies no statuses.
     assert!(a.table.snapshot().await?.iter().all(|v| v.statuses.is_empty()));
+    Ok(())
+}
+
+/// docs/frameworks.md "Volumes": the master's list of volumes is applied
+/// before the launch that follows it (which finds its new volume), and a
+/// volume no longer listed goes unless a live task mounts it.
+#[tokio::test]
+async fn volumes_follow_the_masters_list_but_one_in_use_stays() -> TestResult {
+    let a = restart(&[], &[], &[], true).await?;
+    let volumes = paths::volumes_root(&a._dir.path().join("work"));
+    let volume = |id: &str| v1::Volume {
+        id: id.into(),
+        ..Default::default()
+    };
+    a.table.volumes(vec![volume("db-0"), volume("old")]).await?;
+    a.table
+        .run_task(v1::RunTask {
+            framework_id: "fw".into(),
+            framework: None,
+            launched_at: 0.0,
+            task: Some(v1::TaskInfo {
+                task_id: "hang".into(),
+                command: Some(v1::CommandInfo {
+                    value: "true".into(),
+                    shell: true,
+                    ..Default::default()
+                }),
+                container: Some(v1::ContainerInfo {
+                    mounts: vec![v1::Mount {
+                        container_path: "data".into(),
+                        volume_id: "db-0".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    a.wait_states(&[("hang", TaskState::Starting)]).await?;
+    a.table.volumes(vec![]).await?;
+    a.states().await?; // answered after the list was applied
+    assert!(volumes.join("db-0").is_dir(), "mounted by a live task");
+    assert!(!volumes.join("old").exists());
     Ok(())
 }

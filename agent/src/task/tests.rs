@@ -82,15 +82,24 @@ fn command(value: &str, shell: bool, args: &[&str]) -> v1::CommandInfo {
 }
 
 fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let key = TaskKey::parse("fw-1", "task-1")?;
-    let sandbox = crate::paths::sandbox_dir(dir.path(), &key.framework_id, &key.task_id);
-    let mut task = v1::TaskInfo {
-        task_id: "task-1".into(),
+    let task = v1::TaskInfo {
         command: Some(cmd),
         kill_grace_period_ms: grace_ms,
         ..Default::default()
     };
+    launch_task(task, |_| Ok(()))
+}
+
+/// Launches `task` as `fw-1/task-1`, on a work dir `prepare` was given.
+fn launch_task(
+    mut task: v1::TaskInfo,
+    prepare: impl FnOnce(&Path) -> TestResult,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    prepare(dir.path())?;
+    let key = TaskKey::parse("fw-1", "task-1")?;
+    let sandbox = crate::paths::sandbox_dir(dir.path(), &key.framework_id, &key.task_id);
+    task.task_id = "task-1".into();
     // As the table does with a task it is sent.
     let secrets = supervisor::take_secrets(&mut task);
     let spec = SupervisorSpec {
@@ -107,6 +116,7 @@ fn launch(cmd: v1::CommandInfo, grace_ms: Option<u64>) -> Result<Run, Box<dyn st
             dir.path(),
             Metrics::new(),
         )?),
+        volumes: Arc::new(crate::volumes::Volumes::open(dir.path(), vec![])?),
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);
@@ -294,7 +304,8 @@ async fn an_empty_command_is_invalid() -> TestResult {
 }
 
 /// Which launch errors say the task never started (DROPPED, launch it
-/// again) and which say it cannot run as given (ERROR).
+/// again), which say it cannot run as given (ERROR), and which that a
+/// directory it mounts cannot be mounted here (FAILED).
 #[test]
 fn launch_outcome_table() {
     use crate::containerizer::ContainerError as E;
@@ -332,6 +343,13 @@ fn launch_outcome_table() {
         ),
         (E::Isolation("cannot create cgroup".into()), dropped),
         (E::NeverStarted("dropped by the agent's recovery".into()), dropped),
+        (
+            E::Mount {
+                target: "data".into(),
+                why: "read-only".into(),
+            },
+            (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed),
+        ),
     ];
     for (e, want) in cases {
         assert_eq!(supervisor::launch_outcome(&e), want, "{e}");
@@ -365,6 +383,7 @@ async fn a_dropped_claim_starts_nothing() -> TestResult {
         unconfined: false,
         secret_files: vec![],
         secret_env: vec![],
+        mounts: vec![],
     };
     let err = c.launch(spec).await.err().expect("refused");
     assert!(matches!(err, ContainerError::NeverStarted(_)), "{err}");
@@ -415,5 +434,80 @@ async fn output_and_environment_land_in_the_sandbox() -> TestResult {
     assert_eq!(std::fs::read(&secret)?, b"hunter2");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&secret)?.permissions().mode() & 0o777, 0o400);
+    Ok(())
+}
+
+/// A shell task mounting `mounts`, on a work dir holding the `volumes`.
+fn with_mounts(script: &str, mounts: Vec<v1::Mount>, volumes: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
+    let task = v1::TaskInfo {
+        command: Some(command(script, true, &[])),
+        container: Some(v1::ContainerInfo {
+            mounts,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ids = volumes
+        .iter()
+        .map(|v| mezzo_proto::ids::VolumeId::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    launch_task(task, |work| {
+        crate::volumes::Volumes::open(work, vec![])?.sync(&ids, &Default::default())?;
+        Ok(())
+    })
+}
+
+fn volume_mount(id: &str, path: &str, read_only: bool) -> v1::Mount {
+    crate::volumes::tests::mount(id, "", path, read_only)
+}
+
+/// docs/frameworks.md "Volumes": without isolation a volume is a symlink
+/// in the sandbox, and what the task writes there is the volume's.
+#[tokio::test]
+async fn without_isolation_a_volume_is_a_link_in_the_sandbox() -> TestResult {
+    let mounts = vec![volume_mount("db-0", "data/db", false)];
+    let mut run = with_mounts("echo hi > data/db/file", mounts, &["db-0"])?;
+    let last = run.until_terminal().await.pop().expect("terminal");
+    assert_eq!(state(&last), TaskState::Finished, "{}", last.message);
+    let volume = crate::paths::volumes_root(run._dir.path()).join("db-0");
+    assert_eq!(std::fs::read_to_string(volume.join("file"))?, "hi\n");
+    assert_eq!(std::fs::read_link(run.sandbox.join("data/db"))?, volume);
+    Ok(())
+}
+
+/// A volume the master believed was here fails the launch, naming it;
+/// a read-only mount, which nothing enforces without isolation, too.
+#[tokio::test]
+async fn a_missing_volume_or_a_read_only_mount_without_isolation_fails_the_launch() -> TestResult {
+    let cases = [
+        (volume_mount("db-1", "data", false), "volume db-1 is not on this agent"),
+        (
+            volume_mount("db-0", "data", true),
+            "mount at data: a task without isolation (--isolation none) cannot be given a read-only mount",
+        ),
+    ];
+    for (mount, want) in cases {
+        let mut run = with_mounts("touch ran", vec![mount], &["db-0"])?;
+        let reports = run.until_terminal().await;
+        assert_eq!(states(&reports), [TaskState::Starting, TaskState::Failed]);
+        let last = reports.last().expect("terminal");
+        assert_eq!(last.reason, StatusReason::ReasonContainerLaunchFailed as i32);
+        assert_eq!(last.message, want);
+        assert!(!run.sandbox.join("ran").exists());
+    }
+    Ok(())
+}
+
+/// The agent checks the mounts again: a bad one is the task's error.
+#[tokio::test]
+async fn an_invalid_mount_is_a_task_error() -> TestResult {
+    let mut run = with_mounts("touch ran", vec![volume_mount("db-0", "/data", false)], &["db-0"])?;
+    let reports = run.until_terminal().await;
+    assert_eq!(states(&reports), [TaskState::Error]);
+    assert!(
+        reports[0].message.contains("needs a task with an image"),
+        "{}",
+        reports[0].message
+    );
     Ok(())
 }

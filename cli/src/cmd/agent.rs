@@ -65,6 +65,11 @@ pub struct Args {
     /// read-only unless suffixed `:rw` (e.g. `/data,/scratch:rw`).
     #[arg(long, env = "MEZZO_HOST_PATHS", default_value = "")]
     host_paths: String,
+    /// Host directories tasks may mount by name (a mount's `host_volume`),
+    /// comma-separated NAME=PATH; `:ro` makes one read-only for every task
+    /// (e.g. `certs=/etc/ssl/certs:ro,scratch=/scratch`).
+    #[arg(long, env = "MEZZO_HOST_VOLUMES", default_value = "")]
+    host_volumes: String,
     /// Run each isolated task in a user namespace of its own, so that root
     /// in a task is an unprivileged host user (ids from
     /// --user-namespace-ids). Tasks with an image are refused.
@@ -241,6 +246,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.artifacts.cache_max_bytes = a.artifacts.artifact_cache_max_mib.saturating_mul(1 << 20);
     cfg.artifacts.max_bytes = a.artifacts.artifact_max_mib.saturating_mul(1 << 20);
     cfg.artifacts.allow_loopback = a.artifacts.artifact_allow_loopback;
+    cfg.host_volumes = super::comma_list(&a.host_volumes)
+        .iter()
+        .map(|item| mezzo_agent::volumes::HostVolume::parse(item))
+        .collect::<Result<_, _>>()?;
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
     cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());
