@@ -60,7 +60,15 @@ async fn offer_with(s: &Scheduler, inbox: &mut Inbox, id: &str, listed: bool) ->
         if o.volumes.iter().any(|v| v.id == id) == listed {
             return Ok(o);
         }
-        s.decline(vec![o.offer_id], Some(0.0)).await?;
+        // It may be rescinded already: a new volume rescinds its agent's offers.
+        match s.decline(vec![o.offer_id], Some(0.0)).await {
+            Ok(())
+            | Err(SdkError::Rejected {
+                code: mezzo_sdk::Code::NotFound,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
