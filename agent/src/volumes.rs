@@ -15,8 +15,23 @@ use std::path::{Path, PathBuf};
 use mezzo_proto::ids::{IdError, VolumeId};
 use mezzo_proto::volume::{self, Source};
 
-use crate::containerizer::TaskMount;
 use crate::paths;
+
+/// A host directory mounted into a task, resolved by [`Volumes::resolve`]
+/// (here, not in the containerizer that binds it: that one needs this
+/// module, not the other way round).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskMount {
+    /// A persistent volume's directory or a host volume's; no symlinks.
+    pub source: PathBuf,
+    /// Relative: beneath the task's sandbox; absolute: in its image's root.
+    pub target: PathBuf,
+    pub writable: bool,
+    /// A persistent volume: its top directory is given to the task's user
+    /// before the launch, as the sandbox is.
+    #[serde(default)]
+    pub owned_by_task: bool,
+}
 
 /// A host directory the operator shares under a name.
 #[derive(Debug, Clone, PartialEq, Eq)]

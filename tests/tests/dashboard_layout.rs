@@ -111,6 +111,25 @@ async fn every_page_fits_at_1280_and_1920_px() -> Result<()> {
             .send()
             .await?;
         ensure!(r.status().is_success(), "reserve: {}", r.text().await?);
+        // A persistent volume, listed on the roles page: made by a
+        // framework of role db from disk an operator reserved for it (the
+        // other framework holds the unreserved resources' offers).
+        let r = c
+            .http()
+            .post(c.url(c.master_addr(), "/reserve"))
+            .json(&json!({ "agent": reserved["id"], "resources": "cpus(db):0.1;mem(db):32;disk(db):32" }))
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "reserve for db: {}", r.text().await?);
+        let mut cfg = c.sdk_config("stateful");
+        cfg.framework.roles = vec!["db".into()];
+        let (db, events) = mezzo_sdk::Scheduler::start(cfg);
+        let mut db_ev = fw::Inbox::new(events);
+        let o = db_ev.offer().await?;
+        let ops = vec![mezzo_sdk::operations::create_volume("pg-data", 32)];
+        db.accept_operations(vec![o.offer_id], ops, None).await?;
+        c.wait_master("the volume created", |st| st["volumes"][0]["id"] == "pg-data")
+            .await?;
 
         let mut b = Browser::launch().await?;
         let wait = Duration::from_secs(20);
@@ -211,6 +230,10 @@ async fn every_page_fits_at_1280_and_1920_px() -> Result<()> {
         ensure!(
             roles.as_str().is_some_and(|t| t.contains(host)),
             "the roles page lacks the reserved agent's hostname {host}: {roles}"
+        );
+        ensure!(
+            roles.as_str().is_some_and(|t| t.contains("Persistent volumes") && t.contains("pg-data")),
+            "the roles page lacks the volume: {roles}"
         );
 
         // The task list: names beside ids, linking to the filtered lists.

@@ -87,19 +87,7 @@ pub struct ContainerSpec {
     pub mounts: Vec<TaskMount>,
 }
 
-/// A host directory mounted into a task, resolved by [`crate::volumes`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TaskMount {
-    /// A persistent volume's directory or a host volume's; no symlinks.
-    pub source: PathBuf,
-    /// Relative: beneath the task's sandbox; absolute: in its image's root.
-    pub target: PathBuf,
-    pub writable: bool,
-    /// A persistent volume: its top directory is given to the task's user
-    /// before the launch, as the sandbox is.
-    #[serde(default)]
-    pub owned_by_task: bool,
-}
+pub use crate::volumes::TaskMount;
 
 /// How to start one more process in a running container (a health check's
 /// command): plain data, so that it can be used while the container's

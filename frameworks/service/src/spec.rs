@@ -444,7 +444,7 @@ impl ServiceSpec {
         }
         let mount = mezzo_sdk::v1::Mount {
             container_path: v.path.clone(),
-            volume_id: crate::volumes::volume_id(&self.name, 0),
+            volume_id: volume_id(&self.name, 0),
             ..Default::default()
         };
         // The master's check, with the message it gives (minus "mount 0").
@@ -593,6 +593,12 @@ fn parse_constraint(text: &str) -> Result<Constraint, String> {
 #[cfg(test)]
 #[path = "spec_fuzz_tests.rs"]
 mod fuzz_tests;
+
+/// The volume of instance `ordinal`: a valid volume id, as service names
+/// are `[a-z0-9-]`.
+pub fn volume_id(service: &str, ordinal: u32) -> String {
+    format!("{service}-{ordinal}")
+}
 
 #[cfg(test)]
 mod tests {

@@ -25,11 +25,7 @@ use crate::spec::{ServiceSpec, SpecError};
 /// been lost, or not committed before a master failover).
 pub const CREATE_RETRY_SECS: f64 = 30.0;
 
-/// The volume of instance `ordinal`: a valid volume id, as service names
-/// are `[a-z0-9-]`.
-pub fn volume_id(service: &str, ordinal: u32) -> String {
-    format!("{service}-{ordinal}")
-}
+pub use crate::spec::volume_id;
 
 /// What is reserved for one instance: its resources (ports are not
 /// reserved) and its volume's disk.
