@@ -45,6 +45,8 @@ pub struct AgentConfig {
     /// Where tasks' artifacts may come from, and the cache's size.
     pub artifacts: crate::fetch::FetchConfig,
     /// Host directories tasks may mount by name (`--host-volumes`).
+    /// How long the data of a removed volume is kept before it is deleted.
+    pub volume_retention: Duration,
     pub host_volumes: Vec<crate::volumes::HostVolume>,
 }
 
@@ -148,6 +150,7 @@ impl AgentConfig {
             security: Default::default(),
             artifacts: Default::default(),
             host_volumes: Vec::new(),
+            volume_retention: Duration::from_secs(3600),
         }
     }
 }

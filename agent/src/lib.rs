@@ -322,10 +322,18 @@ async fn recover_tasks(
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
     let (gc, gc_actor) = gc::start(sandboxes, config.sandbox_gc.clone(), metrics.clone())?;
-    let volumes = Arc::new(volumes::Volumes::open(&host.work_dir, config.host_volumes.clone())?);
-    // What a crash left of removed volumes.
+    let volumes = volumes::Volumes::open(&host.work_dir, config.host_volumes.clone())?;
+    let volumes = Arc::new(volumes.with_retention(config.volume_retention));
+    // Removed volumes whose retention is over (and what a crash left).
     let purged = volumes.clone();
-    tokio::task::spawn_blocking(move || purged.purge());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(VOLUME_PURGE_INTERVAL);
+        loop {
+            every.tick().await;
+            let purged = purged.clone();
+            let _ = tokio::task::spawn_blocking(move || purged.purge()).await;
+        }
+    });
     let deps = TableDeps {
         work_dir: host.work_dir.clone(),
         runtime_dir: host.runtime_dir.clone(),
@@ -384,6 +392,9 @@ fn spawn_actor(
 ) {
     actors.spawn(async move { (name, actor.await) });
 }
+
+/// How often the data of removed volumes is looked at for deletion.
+const VOLUME_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Waits in the set for an actor that already runs as its own task; its
 /// panic ends the agent like an error.

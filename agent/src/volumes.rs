@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mezzo_proto::ids::{IdError, VolumeId};
 use mezzo_proto::volume::{self, Source};
@@ -111,8 +112,9 @@ pub enum ResolveError {
 pub struct Synced {
     pub created: Vec<VolumeId>,
     pub removed: Vec<VolumeId>,
-    /// No longer listed, but mounted by a live task: removed by a later sync.
-    pub kept: Vec<VolumeId>,
+    /// Removed while a live task still mounts them: the task goes on
+    /// writing into the removed copy until it ends.
+    pub removed_in_use: Vec<VolumeId>,
 }
 
 /// This agent's volumes: where their data is, and the host volumes.
@@ -120,6 +122,8 @@ pub struct Synced {
 pub struct Volumes {
     work_dir: PathBuf,
     host: BTreeMap<String, HostVolume>,
+    /// How long removed volumes' data is kept.
+    retention: Duration,
 }
 
 impl Volumes {
@@ -148,7 +152,17 @@ impl Volumes {
         Ok(Volumes {
             work_dir: work_dir.to_owned(),
             host: shared,
+            retention: Duration::ZERO,
         })
+    }
+
+    /// Keeps the data of removed volumes this long before [`Self::purge`]
+    /// deletes it (`mezzo agent --volume-retention`): a master whose
+    /// registry lost volumes (restored from an old backup, say) makes its
+    /// agents remove them, and their data can then still be recovered.
+    pub fn with_retention(mut self, retention: Duration) -> Volumes {
+        self.retention = retention;
+        self
     }
 
     /// The host directories `mounts` (checked by [`volume::check`]) name,
@@ -185,9 +199,12 @@ impl Volumes {
     }
 
     /// Makes the directories of the `listed` volumes that are missing
-    /// (root's, 0700, durable) and moves those of unlisted ones that no
-    /// live task mounts (`in_use`) out of the store, for [`Self::purge`]
-    /// to delete. Names that are no volume id are left alone. Blocking.
+    /// (root's, 0700, durable) and moves those of unlisted ones out of the
+    /// store, for [`Self::purge`] to delete once their retention is over:
+    /// a volume created again under the same id starts empty. One that a
+    /// live task mounts (`in_use`: a task of a removed framework still
+    /// ending) is moved too; the task writes into the moved copy. Names
+    /// that are no volume id are left alone. Blocking.
     pub fn sync(&self, listed: &[VolumeId], in_use: &HashSet<VolumeId>) -> Result<Synced, VolumeError> {
         use std::os::unix::fs::DirBuilderExt;
         let root = paths::volumes_root(&self.work_dir);
@@ -210,27 +227,36 @@ impl Volumes {
             .flatten()
             .filter_map(|e| VolumeId::parse(&e.file_name().to_string_lossy()).ok())
             .filter(|id| !listed.contains(id));
+        let now = mezzo_proto::clock::unix_now() as u64;
         for id in unlisted {
-            if in_use.contains(&id) {
-                synced.kept.push(id);
-                continue;
-            }
             let removed = paths::volumes_removed(&self.work_dir);
             let _ = std::fs::create_dir(&removed);
             let from = paths::volume_dir(&self.work_dir, &id);
-            let grave = removed.join(uuid::Uuid::new_v4().simple().to_string());
+            // When it was removed leads the name: what purge goes by.
+            let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            let grave = removed.join(format!("{now}-{id}-{tag}"));
             std::fs::rename(&from, &grave).map_err(io("move out of the store", &from))?;
+            if in_use.contains(&id) {
+                synced.removed_in_use.push(id.clone());
+            }
             synced.removed.push(id);
         }
         Ok(synced)
     }
 
-    /// Deletes the data of removed volumes (also what a crash left behind),
-    /// leaving their directory for the next [`Self::sync`] to move into.
-    /// Blocking, and slow for a large volume.
+    /// Deletes the data of removed volumes whose retention is over (and
+    /// what a crash left behind), leaving their directory for the next
+    /// [`Self::sync`] to move into. Blocking, and slow for a large volume.
     pub fn purge(&self) {
         let removed = paths::volumes_removed(&self.work_dir);
-        for grave in std::fs::read_dir(&removed).into_iter().flatten().flatten() {
+        let now = mezzo_proto::clock::unix_now() as u64;
+        let due = |name: &str| {
+            let at = name.split('-').next().and_then(|s| s.parse::<u64>().ok());
+            // A name without a time (a crash's leftovers) is due at once.
+            at.is_none_or(|at| at.saturating_add(self.retention.as_secs()) <= now)
+        };
+        let graves = std::fs::read_dir(&removed).into_iter().flatten().flatten();
+        for grave in graves.filter(|g| due(&g.file_name().to_string_lossy())) {
             if let Err(e) = std::fs::remove_dir_all(grave.path())
                 && e.kind() != std::io::ErrorKind::NotFound
             {

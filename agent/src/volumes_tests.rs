@@ -56,17 +56,34 @@ fn listed_volumes_are_made_and_unlisted_ones_removed_with_their_data() -> TestRe
     Ok(())
 }
 
+/// A removed volume leaves the store at once, mounted or not (created
+/// again, it starts empty), and its data stays for its retention.
 #[test]
-fn a_volume_a_live_task_mounts_is_kept_until_unused() -> TestResult {
+fn a_removed_volume_leaves_at_once_and_its_data_after_its_retention() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Volumes::open(dir.path(), vec![])?;
+    let store = Volumes::open(dir.path(), vec![])?.with_retention(std::time::Duration::from_secs(3600));
     store.sync(&ids(&["db-0"]), &HashSet::new())?;
+    let db = paths::volume_dir(dir.path(), &ids(&["db-0"])[0]);
+    std::fs::write(db.join("data"), b"old")?;
     let in_use: HashSet<VolumeId> = ids(&["db-0"]).into_iter().collect();
     let synced = store.sync(&[], &in_use)?;
-    assert_eq!((synced.kept, synced.removed), (ids(&["db-0"]), vec![]));
-    assert_eq!(on_disk(dir.path()), ["db-0"]);
-    let synced = store.sync(&[], &HashSet::new())?;
-    assert_eq!(synced.removed, ids(&["db-0"]));
+    assert_eq!(
+        (synced.removed_in_use, synced.removed),
+        (ids(&["db-0"]), ids(&["db-0"]))
+    );
+    assert_eq!(on_disk(dir.path()), ["+removed"]);
+    store.sync(&ids(&["db-0"]), &HashSet::new())?;
+    assert!(!db.join("data").exists(), "a volume created again starts empty");
+    store.purge();
+    let graves: Vec<_> = std::fs::read_dir(paths::volumes_removed(dir.path()))?
+        .flatten()
+        .collect();
+    assert_eq!(graves.len(), 1, "kept for its retention");
+    assert_eq!(std::fs::read(graves[0].path().join("data"))?, b"old");
+    drop(store);
+    let store = Volumes::open(dir.path(), vec![])?;
+    store.purge();
+    assert_eq!(std::fs::read_dir(paths::volumes_removed(dir.path()))?.count(), 0);
     Ok(())
 }
 

@@ -487,6 +487,7 @@ async fn supervise(
         launched_at: 0.0,
         fetcher,
         volumes: Arc::new(crate::volumes::Volumes::open(base_dir, vec![]).unwrap()),
+        busy_volume: None,
     };
     let (tx, mut reports) = tokio::sync::mpsc::channel(16);
     let containerizer = Arc::new(crate::containerizer::PosixContainerizer::new());

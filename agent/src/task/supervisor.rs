@@ -68,6 +68,10 @@ pub struct SupervisorSpec {
     pub fetcher: Arc<crate::fetch::Fetcher>,
     /// Where the directories the task mounts are.
     pub volumes: Arc<crate::volumes::Volumes>,
+    /// A volume the task mounts that another live task of this agent
+    /// still mounts (one the master thinks free while a task of a removed
+    /// framework ends): the launch fails rather than share it.
+    pub busy_volume: Option<(String, TaskKey)>,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -373,6 +377,14 @@ impl Supervisor {
                 None,
             )
             .await;
+            return;
+        }
+        if let Some((volume, user)) = &self.spec.busy_volume {
+            let message = format!(
+                "volume {volume} is still mounted by task {user} on this agent; launch again once that task has ended"
+            );
+            let reason = StatusReason::ReasonContainerLaunchFailed;
+            self.report(TaskState::Failed, reason, message, None).await;
             return;
         }
         let mounts = match self.spec.volumes.resolve(&mounts) {

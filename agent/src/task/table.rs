@@ -430,6 +430,11 @@ impl Table {
             launched_at,
             fetcher: self.deps.fetcher.clone(),
             volumes: self.deps.volumes.clone(),
+            busy_volume: if adopted.is_none() {
+                self.busy_volume(key, task)
+            } else {
+                None
+            },
         };
         supervisor::spawn(
             spec,
@@ -533,6 +538,22 @@ impl Table {
         Ok(())
     }
 
+    /// A volume `task` mounts that another live task mounts too.
+    fn busy_volume(&self, key: &TaskKey, task: &v1::TaskInfo) -> Option<(String, TaskKey)> {
+        let wanted: HashSet<&str> = mounted_volumes(task).collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        self.tasks
+            .iter()
+            .filter(|(k, e)| *k != key && !e.state.is_terminal())
+            .find_map(|(k, e)| {
+                mounted_volumes(&e.info)
+                    .find(|v| wanted.contains(v))
+                    .map(|v| (v.to_owned(), k.clone()))
+            })
+    }
+
     /// Applies the master's list of volumes. Waits for the new directories
     /// (a launch that mounts one may be the next command), not for the
     /// deletion of removed ones, which may be large.
@@ -549,8 +570,8 @@ impl Table {
             .tasks
             .values()
             .filter(|e| !e.state.is_terminal())
-            .flat_map(|e| e.info.container.iter().flat_map(|c| &c.mounts))
-            .filter_map(|m| VolumeId::parse(&m.volume_id).ok())
+            .flat_map(|e| mounted_volumes(&e.info))
+            .filter_map(|v| VolumeId::parse(v).ok())
             .collect();
         let volumes = self.deps.volumes.clone();
         let synced = tokio::task::spawn_blocking(move || volumes.sync(&ids, &in_use))
@@ -564,8 +585,8 @@ impl Table {
                 return;
             }
         };
-        for id in &synced.kept {
-            tracing::warn!(volume = %id, "volume destroyed by the master but mounted by a live task: kept until unused");
+        for id in &synced.removed_in_use {
+            tracing::warn!(volume = %id, "volume destroyed by the master while a live task mounts it: the task writes into the removed copy, kept for --volume-retention");
         }
         if !synced.created.is_empty() || !synced.removed.is_empty() {
             tracing::info!(created = ?synced.created, removed = ?synced.removed, "volumes");
@@ -730,4 +751,13 @@ impl Table {
             });
         }
     }
+}
+
+/// The persistent volumes a task mounts.
+fn mounted_volumes(task: &v1::TaskInfo) -> impl Iterator<Item = &str> {
+    task.container
+        .iter()
+        .flat_map(|c| &c.mounts)
+        .map(|m| m.volume_id.as_str())
+        .filter(|v| !v.is_empty())
 }

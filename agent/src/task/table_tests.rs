@@ -297,10 +297,12 @@ async fn a_reregistration_carries_launch_times_and_statuses() -> TestResult {
 }
 
 /// docs/frameworks.md "Volumes": the master's list of volumes is applied
-/// before the launch that follows it (which finds its new volume), and a
-/// volume no longer listed goes unless a live task mounts it.
+/// before the launch that follows it (which finds its new volume); a
+/// second task may not mount a volume a live task mounts (one the master
+/// thinks free while a task of a removed framework ends); and a volume no
+/// longer listed leaves the store even while mounted.
 #[tokio::test]
-async fn volumes_follow_the_masters_list_but_one_in_use_stays() -> TestResult {
+async fn volumes_follow_the_masters_list_and_one_task_mounts_each() -> TestResult {
     let a = restart(&[], &[], &[], true).await?;
     let volumes = paths::volumes_root(&a._dir.path().join("work"));
     let volume = |id: &str| v1::Volume {
@@ -308,34 +310,48 @@ async fn volumes_follow_the_masters_list_but_one_in_use_stays() -> TestResult {
         ..Default::default()
     };
     a.table.volumes(vec![volume("db-0"), volume("old")]).await?;
-    a.table
-        .run_task(v1::RunTask {
-            framework_id: "fw".into(),
-            framework: None,
-            launched_at: 0.0,
-            task: Some(v1::TaskInfo {
-                task_id: "hang".into(),
-                command: Some(v1::CommandInfo {
-                    value: "true".into(),
-                    shell: true,
-                    ..Default::default()
-                }),
-                container: Some(v1::ContainerInfo {
-                    mounts: vec![v1::Mount {
-                        container_path: "data".into(),
-                        volume_id: "db-0".into(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
+    let run = v1::RunTask {
+        framework_id: "fw".into(),
+        framework: None,
+        launched_at: 0.0,
+        task: Some(v1::TaskInfo {
+            task_id: "hang".into(),
+            command: Some(v1::CommandInfo {
+                value: "true".into(),
+                shell: true,
                 ..Default::default()
             }),
-        })
-        .await?;
+            container: Some(v1::ContainerInfo {
+                mounts: vec![v1::Mount {
+                    container_path: "data".into(),
+                    volume_id: "db-0".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    a.table.run_task(run.clone()).await?;
     a.wait_states(&[("hang", TaskState::Starting)]).await?;
+    let mut second = run.clone();
+    if let Some(t) = second.task.as_mut() {
+        t.task_id = "second".into();
+    }
+    a.table.run_task(second).await?;
+    a.wait_states(&[("hang", TaskState::Starting), ("second", TaskState::Failed)])
+        .await?;
+    let views = a.table.reregistration().await?;
+    let failed = views.iter().find(|v| v.key.task_id.as_str() == "second");
+    let message = failed.and_then(|v| v.statuses.last()).map(|s| s.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("still mounted by task fw/hang")),
+        "{message:?}"
+    );
     a.table.volumes(vec![]).await?;
     a.states().await?; // answered after the list was applied
-    assert!(volumes.join("db-0").is_dir(), "mounted by a live task");
-    assert!(!volumes.join("old").exists());
+    assert!(!volumes.join("db-0").exists() && !volumes.join("old").exists());
     Ok(())
 }

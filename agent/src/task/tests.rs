@@ -117,6 +117,7 @@ fn launch_task(
             Metrics::new(),
         )?),
         volumes: Arc::new(crate::volumes::Volumes::open(dir.path(), vec![])?),
+        busy_volume: None,
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);

@@ -70,6 +70,11 @@ pub struct Args {
     /// (e.g. `certs=/etc/ssl/certs:ro,scratch=/scratch`).
     #[arg(long, env = "MEZZO_HOST_VOLUMES", default_value = "")]
     host_volumes: String,
+    /// How long the data of a persistent volume the master removed is
+    /// kept (in WORK_DIR/volumes/+removed) before it is deleted: a master
+    /// whose registry lost volumes cannot make their data go at once.
+    #[arg(long, env = "MEZZO_VOLUME_RETENTION", default_value = "1h", value_parser = super::duration)]
+    volume_retention: Duration,
     /// Run each isolated task in a user namespace of its own, so that root
     /// in a task is an unprivileged host user (ids from
     /// --user-namespace-ids). Tasks with an image are refused.
@@ -246,6 +251,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.artifacts.cache_max_bytes = a.artifacts.artifact_cache_max_mib.saturating_mul(1 << 20);
     cfg.artifacts.max_bytes = a.artifacts.artifact_max_mib.saturating_mul(1 << 20);
     cfg.artifacts.allow_loopback = a.artifacts.artifact_allow_loopback;
+    cfg.volume_retention = a.volume_retention;
     cfg.host_volumes = super::comma_list(&a.host_volumes)
         .iter()
         .map(|item| mezzo_agent::volumes::HostVolume::parse(item))

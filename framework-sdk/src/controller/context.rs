@@ -69,6 +69,9 @@ pub struct VolumeMount {
     pub id: String,
     /// Where the task sees it (relative: beneath the sandbox).
     pub container_path: String,
+    /// The agent that holds it, when known: volume ids are unique per
+    /// agent only, so another agent may offer a volume of the same id.
+    pub agent_id: Option<String>,
 }
 
 impl Launch {
@@ -94,7 +97,17 @@ impl Launch {
         self.volume = Some(VolumeMount {
             id: id.into(),
             container_path: container_path.into(),
+            agent_id: None,
         });
+        self
+    }
+
+    /// With [`Self::volume`]: only the volume of that id on this agent
+    /// (the one the framework made), never another agent's of the same id.
+    pub fn volume_agent(mut self, agent_id: impl Into<String>) -> Launch {
+        if let Some(v) = self.volume.as_mut() {
+            v.agent_id = Some(agent_id.into());
+        }
         self
     }
 

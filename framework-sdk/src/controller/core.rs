@@ -517,7 +517,7 @@ fn place_one(
     // A volume's launch goes where the volume is offered, and only there:
     // its constraints held when the volume was made.
     let (offered, constraints) = match &launch.volume {
-        Some(v) => (with_volume(room, &v.id), &[][..]),
+        Some(v) => (with_volume(room, v), &[][..]),
         None => (room.to_vec(), &launch.constraints[..]),
     };
     let p = plan(&offered, work, Strategy::Spread, constraints, placed)
@@ -536,9 +536,14 @@ fn place_one(
     Some(a)
 }
 
-/// The offers that list volume `id` (at most one, from the master).
-fn with_volume(offers: &[v1::Offer], id: &str) -> Vec<v1::Offer> {
-    offers.iter().filter(|o| volume(o, id).is_some()).cloned().collect()
+/// The offers that list the volume (of its agent, when known).
+fn with_volume(offers: &[v1::Offer], v: &VolumeMount) -> Vec<v1::Offer> {
+    let of_agent = |o: &v1::Offer| v.agent_id.as_ref().is_none_or(|a| &o.agent_id == a);
+    offers
+        .iter()
+        .filter(|o| of_agent(o) && volume(o, &v.id).is_some())
+        .cloned()
+        .collect()
 }
 
 /// Pending-report entries for launches of `key` that found no room, one

@@ -589,6 +589,29 @@ fn a_volume_launch_goes_only_where_its_volume_is_offered() {
     );
 }
 
+/// A launch bound to its volume's agent ignores another agent's volume
+/// of the same id.
+#[test]
+fn a_volume_launch_bound_to_an_agent_ignores_another_agents_volume() {
+    let mut c = core(&[("db", 0)]);
+    let launch = Launch::new("0", need()).volume("db-0", "data").volume_agent("a1");
+    c.waiting.insert("db".into(), vec![launch]);
+    let listing = |id: &str, agent: &str| {
+        let mut o = offer(id, agent, "cpus:8;mem:1024");
+        o.volumes = vec![v1::Volume {
+            id: "db-0".into(),
+            disk_mib: 64.0,
+            ..Default::default()
+        }];
+        o
+    };
+    let round = c.place(&[listing("o2", "a2")]);
+    assert!(round.placed.is_empty(), "another agent's db-0");
+    let round = c.place(&[listing("o2", "a2"), listing("o1", "a1")]);
+    assert_eq!(round.placed.len(), 1);
+    assert_eq!(round.placed[0].offer_id, "o1");
+}
+
 /// Launches that mount a volume are placed before the others of any key,
 /// so that another key's launch does not take the room of the volume's
 /// offer first.

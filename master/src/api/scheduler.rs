@@ -197,7 +197,7 @@ impl Scheduler for SchedulerApi {
     }
 }
 
-/// Most volumes one `create` or `destroy` names.
+/// Most volumes the `create` and `destroy` operations of one Accept name.
 const MAX_VOLUMES_PER_OPERATION: usize = 100;
 
 /// Checks an Accept and converts it (the framework id is checked by the
@@ -205,6 +205,8 @@ const MAX_VOLUMES_PER_OPERATION: usize = 100;
 pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
     let offers = offer_ids(&req.offer_ids)?;
     let mut operations = Vec::new();
+    // Volumes created or destroyed by every operation together.
+    let mut volumes = 0;
     for op in req.operations {
         match op.operation {
             Some(v1::operation::Operation::Launch(l)) => {
@@ -226,18 +228,20 @@ pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
                 operation_resources("unreserve", &r.resources)?,
             )),
             Some(v1::operation::Operation::Create(c)) => {
-                if c.volumes.is_empty() || c.volumes.len() > MAX_VOLUMES_PER_OPERATION {
+                volumes += c.volumes.len();
+                if c.volumes.is_empty() || volumes > MAX_VOLUMES_PER_OPERATION {
                     return Err(MasterError::Invalid(format!(
-                        "create: give 1 to {MAX_VOLUMES_PER_OPERATION} volumes"
+                        "create: give at least 1 volume, and at most {MAX_VOLUMES_PER_OPERATION} in the creates and destroys of one accept"
                     )));
                 }
                 let volumes = c.volumes.iter().map(new_volume).collect::<Result<_, _>>()?;
                 operations.push(OfferOperation::Create(volumes));
             }
             Some(v1::operation::Operation::Destroy(d)) => {
-                if d.volume_ids.is_empty() || d.volume_ids.len() > MAX_VOLUMES_PER_OPERATION {
+                volumes += d.volume_ids.len();
+                if d.volume_ids.is_empty() || volumes > MAX_VOLUMES_PER_OPERATION {
                     return Err(MasterError::Invalid(format!(
-                        "destroy: give 1 to {MAX_VOLUMES_PER_OPERATION} volume ids"
+                        "destroy: give at least 1 volume id, and at most {MAX_VOLUMES_PER_OPERATION} in the creates and destroys of one accept"
                     )));
                 }
                 let ids = d

@@ -259,6 +259,13 @@ impl Master {
                 OfferOperation::Reserve(r) => plan.reserve(&r)?,
                 OfferOperation::Unreserve(r) => plan.unreserve(&r, &dynamic)?,
                 OfferOperation::Create(volumes) => {
+                    let max = super::volumes::MAX_VOLUMES_PER_AGENT;
+                    if self.volume_count(&plan.agent) + plan.create.len() + volumes.len() > max {
+                        return Err(MasterError::ResourceExhausted(format!(
+                            "create: agent {} would keep more than {max} volumes",
+                            plan.agent
+                        )));
+                    }
                     for v in volumes {
                         if self.volume_exists(&plan.agent, &v.id) || plan.create.iter().any(|(c, _)| c.id == v.id) {
                             return Err(MasterError::Invalid(format!(

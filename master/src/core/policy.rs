@@ -339,8 +339,10 @@ impl Master {
                     }
                 }
                 self.refresh_agent_total(agent);
-                if matches!(op, RegistryOp::CreateVolume { .. } | RegistryOp::DestroyVolume { .. }) {
-                    self.volumes_changed(agent);
+                match &op {
+                    RegistryOp::CreateVolume { volume, .. } => self.volumes_changed(agent, Some(&volume.role)),
+                    RegistryOp::DestroyVolume { .. } => self.volumes_changed(agent, None),
+                    _ => {}
                 }
             }
             _ => {}

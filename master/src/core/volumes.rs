@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::{Mib, Resources};
+use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
 use super::Master;
@@ -18,6 +19,8 @@ use crate::registry::{Registry, RegistryOp, VolumeRecord};
 
 /// Largest volume, in MiB (1 PiB): beyond any disk, and exact in an f64.
 const MAX_VOLUME_MIB: f64 = (1u64 << 30) as f64;
+/// Most volumes one agent keeps: its whole list goes in one message.
+pub const MAX_VOLUMES_PER_AGENT: usize = 1000;
 
 /// A volume an Accept creates, checked for syntax by the API layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +104,8 @@ impl Master {
         self.send_agent(agent, v1::master_message::Message::Volumes(v1::Volumes { volumes }));
     }
 
-    /// The active task that mounts each volume of `agent`.
+    /// The task that mounts each volume of `agent`: an active one, or one
+    /// on an unreachable agent (it may well still be running).
     pub(crate) fn volume_users(&self, agent: &AgentId) -> HashMap<String, (FrameworkId, TaskId)> {
         let mut users = HashMap::new();
         if of_agent(&self.registry, agent).is_none_or(BTreeMap::is_empty) {
@@ -112,7 +116,7 @@ impl Master {
             let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)) else {
                 continue;
             };
-            if t.state.is_terminal() {
+            if t.state.is_terminal() && t.state != TaskState::Unreachable {
                 continue;
             }
             for id in mounted(&t.info) {
@@ -173,6 +177,16 @@ impl Master {
         MasterError::Invalid(format!("{what}: {why}"))
     }
 
+    /// The volumes `agent` has and is about to have.
+    pub(super) fn volume_count(&self, agent: &AgentId) -> usize {
+        let pending = self
+            .pending_ops
+            .iter()
+            .filter(|(op, a, ..)| a == agent && matches!(op, RegistryOp::CreateVolume { .. }))
+            .count();
+        of_agent(&self.registry, agent).map_or(0, BTreeMap::len) + pending
+    }
+
     /// Whether `agent` has, or is about to have, a volume `id`.
     pub(super) fn volume_exists(&self, agent: &AgentId, id: &VolumeId) -> bool {
         of_agent(&self.registry, agent).is_some_and(|v| v.contains_key(id)) || self.volume_pending(agent, id)
@@ -206,13 +220,19 @@ impl Master {
         self.hold_for(fid, role, agent, held, op);
     }
 
-    /// A volume was created or destroyed on `agent`: the agent is told,
-    /// and its outstanding offers (made meanwhile, without the new volume
-    /// or the disk given back) are rescinded so that whole ones are made
-    /// at once; alone, a volume or some disk would wait for the next.
-    pub(super) fn volumes_changed(&mut self, agent: &AgentId) {
+    /// A volume of `role` was created or destroyed on `agent`: the agent is
+    /// told, and its outstanding offers to the role (made meanwhile,
+    /// without the new volume or the disk given back) are rescinded so that
+    /// whole ones are made at once; alone, a volume or some disk would wait
+    /// for the next. Other roles' offers are not the volume's business.
+    pub(super) fn volumes_changed(&mut self, agent: &AgentId, role: Option<&Role>) {
         self.send_volumes(agent);
-        for id in self.offers_of(agent) {
+        let stale: Vec<_> = self
+            .offers_of(agent)
+            .into_iter()
+            .filter(|o| self.offers.get(o).is_some_and(|o| role.is_none_or(|r| &o.role == r)))
+            .collect();
+        for id in stale {
             self.rescind_offer(&id, true);
         }
     }
@@ -244,6 +264,10 @@ impl Master {
                 agent: agent.to_string(),
                 volume: id.to_string(),
             });
+        }
+        // Only a connected agent has told this leader what it runs.
+        if self.agents.get(&agent).is_none_or(|a| a.conn.is_none()) {
+            return Err(MasterError::AgentDisconnected(agent.to_string()));
         }
         if let Some((fid, tid)) = self.volume_users(&agent).get(id.as_str()) {
             return Err(MasterError::Invalid(format!(

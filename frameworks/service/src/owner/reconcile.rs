@@ -104,19 +104,20 @@ fn launch(rec: &ServiceRecord, name: &str, n: u32, tasks: &[Task], ctx: &mut Con
     if let Some(v) = &spec.volume {
         for i in free_ordinals(tasks, n) {
             let id = crate::volumes::volume_id(name, i);
-            let at = rec
-                .volumes
-                .get(&i)
-                .map_or_else(|| "once it is made".to_owned(), |b| format!("on {}", b.hostname));
-            ctx.launch(
-                Launch::new(instance_name(version), request.clone())
-                    .label(VERSION_LABEL, version.to_string())
-                    .label(ORDINAL_LABEL, i.to_string())
-                    .volume(&id, &v.path)
-                    .describe(format!(
-                        "service {name}, version {version}, instance {i}: waits for its volume {id} {at}"
-                    )),
-            );
+            let binding = rec.volumes.get(&i);
+            let at = binding.map_or_else(|| "once it is made".to_owned(), |b| format!("on {}", b.hostname));
+            let mut launch = Launch::new(instance_name(version), request.clone())
+                .label(VERSION_LABEL, version.to_string())
+                .label(ORDINAL_LABEL, i.to_string())
+                .volume(&id, &v.path)
+                .describe(format!(
+                    "service {name}, version {version}, instance {i}: waits for its volume {id} {at}"
+                ));
+            // Its own volume, not another agent's of the same id.
+            if let Some(b) = binding {
+                launch = launch.volume_agent(&b.agent_id);
+            }
+            ctx.launch(launch);
         }
         return Ok(());
     }

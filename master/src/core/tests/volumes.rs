@@ -191,10 +191,8 @@ fn bad_volume_operations_are_refused_and_change_nothing() {
     assert_eq!(s.m.registry().volumes[&agent].len(), 1);
 }
 
-/// An agent that comes back is told its volumes after its tasks, and a
-/// volume a reported task mounts stays in use.
-#[test]
-fn a_returning_agent_is_told_its_volumes_and_reported_users_keep_them() {
+/// [`reserved`] with a volume `db-0` that task `t1` mounts.
+fn mounted() -> (Sim, AgentId, FrameworkId) {
     let (mut s, agent, eng) = reserved();
     let o = newest(&s, &eng);
     s.m.accept_operations(&eng, &o.ids, vec![create("db-0", 100)], None, s.now)
@@ -204,6 +202,14 @@ fn a_returning_agent_is_told_its_volumes_and_reported_users_keep_them() {
     s.m.accept_operations(&eng, &o.ids, vec![launch_on("t1", "db-0")], None, s.now)
         .expect("launch");
     s.run();
+    (s, agent, eng)
+}
+
+/// An agent that comes back is told its volumes after its tasks, and a
+/// volume a reported task mounts stays in use.
+#[test]
+fn a_returning_agent_is_told_its_volumes_and_reported_users_keep_them() {
+    let (mut s, agent, eng) = mounted();
     let info = s.agent_msgs().into_iter().rev().find_map(|m| match m {
         v1::master_message::Message::RunTask(r) => r.task,
         _ => None,
@@ -276,4 +282,40 @@ fn a_reserve_and_a_create_in_one_accept() {
         "{}",
         o.resources
     );
+}
+
+/// A task on an unreachable agent may still run: its volume stays in use,
+/// and an operator's destroy waits for the agent to be back.
+#[test]
+fn an_unreachable_task_keeps_its_volume_and_destroys_wait_for_the_agent() {
+    let (mut s, agent, eng) = mounted();
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.advance(Duration::from_secs(6));
+    s.advance(Duration::from_secs(6));
+    let view = s.m.view(true);
+    let t1 = view.tasks.iter().chain(&view.completed_tasks).find(|t| t.id == "t1");
+    assert_eq!(t1.map(|t| &*t.state), Some("TASK_UNREACHABLE"));
+    assert_eq!(view.volumes[0].used_by.as_ref().map(|u| u.task_id.as_str()), Some("t1"));
+    let id = VolumeId::parse("db-0").expect("id");
+    let err =
+        s.m.policy(
+            1,
+            PolicyRequest::DestroyVolume {
+                agent: agent.clone(),
+                id: id.clone(),
+            },
+        )
+        .expect_err("agent away");
+    assert!(matches!(err, MasterError::AgentDisconnected(_)), "{err}");
+    let err =
+        s.m.policy(
+            2,
+            PolicyRequest::DestroyVolume {
+                agent: agent.clone(),
+                id: VolumeId::parse("nope").expect("id"),
+            },
+        )
+        .expect_err("unknown");
+    assert!(matches!(err, MasterError::UnknownVolume { .. }), "{err}");
+    assert_eq!(s.m.registry().volumes[&agent].len(), 1);
 }
