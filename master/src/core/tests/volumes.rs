@@ -288,7 +288,7 @@ fn a_reserve_and_a_create_in_one_accept() {
 /// and an operator's destroy waits for the agent to be back.
 #[test]
 fn an_unreachable_task_keeps_its_volume_and_destroys_wait_for_the_agent() {
-    let (mut s, agent, eng) = mounted();
+    let (mut s, agent, _) = mounted();
     s.m.agent_conn_closed(AGENT_CONN, s.now);
     s.advance(Duration::from_secs(6));
     s.advance(Duration::from_secs(6));
