@@ -14,6 +14,7 @@ pub mod exec;
 pub mod fuzz;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod health;
 pub mod ids;
 pub mod image;
 #[cfg(any(test, feature = "proptest"))]

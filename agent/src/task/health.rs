@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
-use std::time::Duration;
 
 use mezzo_proto::v1;
 use tokio::sync::mpsc;
@@ -25,36 +24,7 @@ use crate::metrics::Metrics;
 /// Output of a command check kept for the update's message.
 const OUTPUT_KEPT: usize = 512;
 
-/// A task's check, read from its `TaskInfo`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HealthCheck {
-    probe: Probe,
-    timing: Timing,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Probe {
-    /// argv, run in the container.
-    Command(Vec<String>),
-    Http {
-        port: u16,
-        path: String,
-    },
-    Tcp {
-        port: u16,
-    },
-}
-
-/// When to check, and how many results decide.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Timing {
-    pub delay: Duration,
-    pub grace: Duration,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub failures: u32,
-    pub successes: u32,
-}
+pub use mezzo_proto::health::{HealthCheck, Probe, Timing};
 
 /// A change of a task's health, for its supervisor to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,62 +34,10 @@ pub struct Change {
     pub message: String,
 }
 
-/// Seconds as a duration, or why not (also checked by the master).
-fn secs(what: &str, v: Option<f64>, default: f64) -> Result<Duration, String> {
-    let v = v.unwrap_or(default);
-    Duration::try_from_secs_f64(v).map_err(|_| format!("health check {what} {v} is not a number of seconds"))
-}
-
-impl HealthCheck {
-    /// The check a task asks for, or why it is not one (the master checks
-    /// the same; an agent never trusts it).
-    pub fn from_proto(c: &v1::HealthCheck) -> Result<HealthCheck, String> {
-        let port = |p: u32| {
-            u16::try_from(p)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or(format!("health check port {p}"))
-        };
-        let probe = match (&c.command, &c.http, &c.tcp) {
-            (Some(cmd), None, None) => Probe::Command(argv(cmd)?),
-            (None, Some(http), None) => Probe::Http {
-                port: port(http.port)?,
-                path: match http.path.as_str() {
-                    "" => "/".to_owned(),
-                    p if p.starts_with('/') => p.to_owned(),
-                    p => return Err(format!("health check path {p:?} does not start with '/'")),
-                },
-            },
-            (None, None, Some(tcp)) => Probe::Tcp { port: port(tcp.port)? },
-            _ => return Err("a health check needs exactly one of command, http and tcp".into()),
-        };
-        let timing = Timing {
-            delay: secs("delay", c.delay_secs, 0.0)?,
-            grace: secs("grace period", c.grace_period_secs, 10.0)?,
-            interval: secs("interval", c.interval_secs, 10.0)?.max(Duration::from_millis(100)),
-            timeout: secs("timeout", c.timeout_secs, 20.0)?.max(Duration::from_millis(10)),
-            failures: c.consecutive_failures.unwrap_or(3).max(1),
-            successes: c.consecutive_successes.unwrap_or(1).max(1),
-        };
-        Ok(HealthCheck { probe, timing })
-    }
-
-    pub fn timing(&self) -> Timing {
-        self.timing
-    }
-}
-
-/// The argv of a command check.
-fn argv(cmd: &v1::CommandInfo) -> Result<Vec<String>, String> {
-    if cmd.value.trim().is_empty() {
-        return Err("the health check's command is empty".into());
-    }
-    Ok(match cmd.shell {
-        true => vec!["/bin/sh".into(), "-c".into(), cmd.value.clone()],
-        false => std::iter::once(cmd.value.clone())
-            .chain(cmd.arguments.iter().cloned())
-            .collect(),
-    })
+/// The check a task asks for, or why it is not one: the master's own
+/// check (`mezzo_proto::health`), as an agent never trusts it.
+pub fn parse(c: &v1::HealthCheck) -> Result<HealthCheck, String> {
+    mezzo_proto::health::parse(c).map_err(|e| e.to_string())
 }
 
 /// Consecutive results into a verdict. Undecided until the first success

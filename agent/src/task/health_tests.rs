@@ -56,9 +56,9 @@ fn checks_are_read_with_mesos_defaults_and_bad_ones_refused() {
         tcp: Some(v1::TcpCheck { port: 8080 }),
         ..Default::default()
     };
-    let c = HealthCheck::from_proto(&tcp).expect("tcp");
+    let c = parse(&tcp).expect("tcp");
     assert_eq!(c.probe, Probe::Tcp { port: 8080 });
-    let t = c.timing();
+    let t = c.timing;
     assert_eq!(
         (t.delay, t.grace, t.interval, t.timeout, t.failures, t.successes),
         (
@@ -78,7 +78,7 @@ fn checks_are_read_with_mesos_defaults_and_bad_ones_refused() {
         interval_secs: Some(0.5),
         ..Default::default()
     };
-    let c = HealthCheck::from_proto(&http).expect("http");
+    let c = parse(&http).expect("http");
     assert_eq!(
         c.probe,
         Probe::Http {
@@ -86,7 +86,7 @@ fn checks_are_read_with_mesos_defaults_and_bad_ones_refused() {
             path: "/".into()
         }
     );
-    assert_eq!(c.timing().interval, Duration::from_millis(500));
+    assert_eq!(c.timing.interval, Duration::from_millis(500));
     for bad in [
         v1::HealthCheck::default(),
         v1::HealthCheck {
@@ -124,7 +124,7 @@ fn checks_are_read_with_mesos_defaults_and_bad_ones_refused() {
             ..Default::default()
         },
     ] {
-        assert!(HealthCheck::from_proto(&bad).is_err(), "{bad:?}");
+        assert!(parse(&bad).is_err(), "{bad:?}");
     }
 }
 

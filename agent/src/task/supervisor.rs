@@ -538,7 +538,7 @@ impl Supervisor {
         container: &dyn Container,
         changes: mpsc::Sender<health::Change>,
     ) -> Option<health::Checker> {
-        let check = match health::HealthCheck::from_proto(self.spec.task.health_check.as_ref()?) {
+        let check = match health::parse(self.spec.task.health_check.as_ref()?) {
             Ok(check) => check,
             Err(e) => {
                 tracing::warn!(task = %self.spec.key, "not checking the task's health: {e}");
@@ -785,7 +785,7 @@ pub fn launch_outcome(e: &ContainerError) -> (TaskState, StatusReason) {
 /// run.
 fn command_spec(task: &v1::TaskInfo) -> Result<(CommandSpec, Option<ImageRef>), String> {
     if let Some(check) = &task.health_check {
-        health::HealthCheck::from_proto(check)?;
+        health::parse(check)?;
     }
     let image = image_of(task)
         .map(|r| ImageRef::parse(r).map_err(|e| e.to_string()))
