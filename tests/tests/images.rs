@@ -686,6 +686,17 @@ async fn mezzo_why_tells_a_pull_in_progress_and_a_failed_one() -> Result<()> {
         })
         .await
         .context("no STARTING update announcing the pull")?;
+        // Then how far the layer is: the registry sent its first bytes.
+        ev.next(Duration::from_secs(30), |e| match e {
+            mezzo_sdk::Event::Update(st)
+                if st.task_id == "slow" && st.message.starts_with(&pulling) && st.message.contains(" B of ") =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+        .context("no STARTING update with the layer's bytes")?;
         let st = ev
             .update("broken", Duration::from_secs(30), TaskState::is_terminal)
             .await?;

@@ -195,14 +195,13 @@ impl ImageSource {
                     digest: r.selector.digest(),
                     credentials,
                 };
-                let on_fetch = |layer: &LayerDescriptor| {
+                let on_fetch = |layer: &LayerDescriptor, received: u64| {
                     if let Some(progress) = progress {
-                        let mb = layer.size as f64 / 1e6;
-                        let _ = progress.send(format!(
-                            "{}layer {} ({mb:.1} MB)",
-                            r.pull_message_prefix(),
-                            layer.digest
-                        ));
+                        let (prefix, digest, size) = (r.pull_message_prefix(), &layer.digest, bytes(layer.size));
+                        let _ = progress.send(match received {
+                            0 => format!("{prefix}layer {digest} ({size})"),
+                            n => format!("{prefix}layer {digest}: {} of {size}", bytes(n)),
+                        });
                     }
                 };
                 self.puller
@@ -329,4 +328,22 @@ fn image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
         }
     }
     None
+}
+/// A size as people read it: `512 B`, `12.3 kB`, `50.0 MB` (powers of 1000).
+fn bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.1} GB", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        let got: Vec<String> = [0, 512, 12_345, 50_000_000, 3_200_000_000].map(super::bytes).into();
+        assert_eq!(got, ["0 B", "512 B", "12.3 kB", "50.0 MB", "3.2 GB"]);
+    }
 }

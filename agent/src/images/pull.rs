@@ -190,16 +190,18 @@ impl Puller {
     /// GET. Layers the store has are not downloaded. Blocking: call from
     /// a blocking-pool thread of the agent's runtime.
     pub fn pull(&self, store: &Store, image: &RemoteImage<'_>) -> Result<Image, ImageError> {
-        self.pull_reporting(store, image, &|_| {})
+        self.pull_reporting(store, image, &|_, _| {})
     }
 
-    /// [`Self::pull`], calling `on_fetch` before each layer it downloads
-    /// (none when the store has them all): for the task's status.
+    /// [`Self::pull`], calling `on_fetch` with the bytes of each layer it
+    /// downloads received so far (none when the store has them all): 0
+    /// before the layer, then on its first bytes and at most every
+    /// [`PROGRESS_EVERY`]. For the task's status.
     pub fn pull_reporting(
         &self,
         store: &Store,
         image: &RemoteImage<'_>,
-        on_fetch: &dyn Fn(&LayerDescriptor),
+        on_fetch: &dyn Fn(&LayerDescriptor, u64),
     ) -> Result<Image, ImageError> {
         let pinned = image.digest.map(Digest::parse).transpose()?;
         if let Some(digest) = &pinned
@@ -246,8 +248,9 @@ impl Puller {
         }
         let resolved = read_image(&session, &desc)?;
         store.import_resolved(resolved, |layer| {
-            on_fetch(layer);
-            session.open_blob(layer)
+            on_fetch(layer, 0);
+            let of = layer.clone();
+            session.open_blob(layer, Box::new(move |n| on_fetch(&of, n)))
         })
     }
 }
@@ -480,7 +483,11 @@ impl Session<'_> {
     }
 
     /// The layer blob, streaming; the store checks its digest and size.
-    fn open_blob(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + '_>, ImageError> {
+    fn open_blob<'s>(
+        &'s self,
+        layer: &LayerDescriptor,
+        on_bytes: Box<dyn Fn(u64) + 's>,
+    ) -> Result<Box<dyn Read + 's>, ImageError> {
         let what = format!("layer {}", layer.digest);
         let response = self.get(&format!("{}/blobs/{}", self.base, layer.digest), &what, None)?;
         if let Some(len) = response.content_length().filter(|&n| n != layer.size) {
@@ -494,6 +501,9 @@ impl Session<'_> {
             session: self,
             response,
             chunk: Bytes::new(),
+            received: 0,
+            reported: None,
+            on_bytes,
         }))
     }
 }
@@ -539,7 +549,15 @@ struct BodyReader<'a> {
     session: &'a Session<'a>,
     response: Response,
     chunk: Bytes,
+    /// Bytes of the body read so far, told to `on_bytes` on the first
+    /// read and then at most every [`PROGRESS_EVERY`].
+    received: u64,
+    reported: Option<std::time::Instant>,
+    on_bytes: Box<dyn Fn(u64) + 'a>,
 }
+
+/// How often a download's progress is told at most.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl Read for BodyReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -552,6 +570,11 @@ impl Read for BodyReader<'_> {
         }
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        self.received += n as u64;
+        if self.reported.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+            self.reported = Some(std::time::Instant::now());
+            (self.on_bytes)(self.received);
+        }
         Ok(n)
     }
 }

@@ -237,6 +237,55 @@ fn images_pull_with_an_anonymous_token_then_from_the_store() {
     );
 }
 
+/// A pull tells how far each layer it downloads is: 0 before it, then the
+/// bytes received (on the first ones, then at most every second), up to
+/// the layer's size; nothing for a store that has the image.
+#[test]
+fn a_pull_reports_each_layers_bytes_as_they_arrive() {
+    let (fixture, manifest, _, listener, host) = setup();
+    let mut fake = fake_of(&fixture, &host);
+    fake.tags.insert("1".to_owned(), manifest.to_string());
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let puller = plain_http_puller(&[&host]);
+    let by_tag = image(&host, "1");
+    let (s, p) = (store.clone(), puller.clone());
+    let (seen, _) = with_registry(listener, fake, move || {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |l: &crate::images::layout::LayerDescriptor, n: u64| {
+            seen.lock().unwrap().push((l.digest.to_string(), n, l.size));
+        };
+        let remote = |(host, lookup, digest): &(String, String, Option<String>)| {
+            let (host, lookup, digest) = (host.clone(), lookup.clone(), digest.clone());
+            move |p: &Puller, s: &Store, f: &dyn Fn(&crate::images::layout::LayerDescriptor, u64)| {
+                let image = RemoteImage {
+                    host: &host,
+                    repository: "team/app",
+                    lookup: &lookup,
+                    digest: digest.as_deref(),
+                    credentials: None,
+                };
+                p.pull_reporting(s, &image, f)
+            }
+        };
+        let pull = remote(&by_tag);
+        pull(&p, &s, &record).unwrap();
+        let first = seen.lock().unwrap().clone();
+        pull(&p, &s, &record).unwrap();
+        (first, seen.into_inner().unwrap())
+    });
+    let (first, after_warm) = seen;
+    assert_eq!(first, after_warm, "a warm pull downloads and reports nothing");
+    let layers: std::collections::BTreeSet<&String> = first.iter().map(|(d, ..)| d).collect();
+    assert_eq!(layers.len(), 2, "{first:?}");
+    for layer in layers {
+        let calls: Vec<_> = first.iter().filter(|(d, ..)| d == layer).collect();
+        assert_eq!(calls[0].1, 0, "announced before its bytes: {calls:?}");
+        assert!(calls.len() >= 2 && calls[1].1 > 0, "its first bytes told: {calls:?}");
+        assert!(calls.iter().all(|(_, n, size)| n <= size), "{calls:?}");
+    }
+}
+
 #[test]
 fn images_pull_refuses_corrupt_blobs_missing_tags_and_unreachable_registries() {
     let (fixture, manifest, diff_ids, listener, host) = setup();
