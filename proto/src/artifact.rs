@@ -32,17 +32,20 @@ pub enum Source {
 pub enum Archive {
     Tar,
     TarGz,
+    TarZst,
 }
 
 impl Archive {
     /// The suffixes [`Archive::of`] knows, for messages.
-    pub const SUFFIXES: &'static str = ".tar, .tar.gz, .tgz";
+    pub const SUFFIXES: &'static str = ".tar, .tar.gz, .tgz, .tar.zst, .tzst";
 
     /// The archive kind of a file named `name`, by its suffix.
     pub fn of(name: &str) -> Option<Archive> {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             Some(Archive::TarGz)
+        } else if lower.ends_with(".tar.zst") || lower.ends_with(".tzst") {
+            Some(Archive::TarZst)
         } else if lower.ends_with(".tar") {
             Some(Archive::Tar)
         } else {

@@ -50,6 +50,7 @@ pub(super) fn install(
     let compression = match kind {
         Archive::Tar => Compression::None,
         Archive::TarGz => Compression::Gzip,
+        Archive::TarZst => Compression::Zstd,
     };
     let limits = Limits {
         max_bytes: limit,

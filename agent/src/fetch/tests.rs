@@ -186,6 +186,25 @@ async fn a_fetched_archive_is_extracted_and_executable() {
     assert_eq!(std::fs::read_dir(dir.path().join("artifacts/tmp")).unwrap().count(), 0);
 }
 
+/// A `.tar.zst` (or `.tzst`) is unpacked like a `.tar.gz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zstd_archive_is_extracted() {
+    let tar_bytes = tar(vec![E::dir("tool"), E::file("tool/run.sh", SCRIPT).mode(0o755)]);
+    let zst = crate::images::tests::fixtures::zstd(&tar_bytes);
+    let (base, _) = server(&[("dl/tool.tar.zst", zst.clone()), ("dl/tool.tzst", zst)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = fetcher(dir.path(), config());
+    for name in ["tool.tar.zst", "tool.tzst"] {
+        let sandbox = dir.path().join(name);
+        let archive = CommandUri {
+            extract: true,
+            ..uri(format!("{base}/dl/{name}"))
+        };
+        f.fetch(&check(&archive).unwrap(), &sandbox, None).await.unwrap();
+        assert_eq!(std::fs::read(sandbox.join("tool/run.sh")).unwrap(), SCRIPT, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_checksum_is_refused_and_nothing_is_kept() {
     let (base, _) = server(&[("tool.tgz", tool_tgz())]).await;

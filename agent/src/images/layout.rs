@@ -383,7 +383,7 @@ fn layer_descriptor(d: Descriptor) -> Result<LayerDescriptor, ImageError> {
         "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
             Compression::Gzip
         }
-        // zstd layers would need a decoder (ruzstd, later).
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Compression::Zstd,
         _ => return Err(ImageError::UnsupportedMediaType(d.media_type)),
     };
     Ok(LayerDescriptor {

@@ -100,6 +100,23 @@ impl Placement {
 pub enum Compression {
     None,
     Gzip,
+    /// One zstd frame (`tar+zstd` layers, `.tar.zst` artifacts), decoded
+    /// by ruzstd (pure Rust: the build needs no C compiler).
+    Zstd,
+}
+
+impl Compression {
+    /// `stream` decompressed.
+    fn reader<'a>(self, stream: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, ImageError> {
+        Ok(match self {
+            Compression::None => Box::new(stream),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+            Compression::Zstd => Box::new(
+                ruzstd::decoding::StreamingDecoder::new(stream)
+                    .map_err(|e| ImageError::Archive(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?,
+            ),
+        })
+    }
 }
 
 /// A layer unpacked beside its destination, not yet in place. Dropping it
@@ -174,15 +191,7 @@ pub fn unpack_layer(
         Mode::empty(),
     )
     .map_err(ImageError::sys("open", &staged.tmp))?;
-    let (diff_id, size) = match compression {
-        Compression::None => unpack_tar(&mut *blob, &root, limits, Placement::Layer)?,
-        Compression::Gzip => unpack_tar(
-            &mut flate2::read::MultiGzDecoder::new(&mut *blob),
-            &root,
-            limits,
-            Placement::Layer,
-        )?,
-    };
+    let (diff_id, size) = unpack_tar(&mut compression.reader(&mut *blob)?, &root, limits, Placement::Layer)?;
     io::copy(blob, &mut io::sink()).map_err(ImageError::Archive)?;
     nix::unistd::syncfs(&root).map_err(ImageError::sys("syncfs", &staged.tmp))?;
     staged.diff_id = diff_id;
@@ -215,10 +224,7 @@ pub fn unpack_artifact(
     )
     .map_err(ImageError::sys("open", dest))?;
     let how = Placement::Artifact { uid, gid };
-    let (_, size) = match compression {
-        Compression::None => unpack_tar(archive, &root, limits, how)?,
-        Compression::Gzip => unpack_tar(&mut flate2::read::MultiGzDecoder::new(archive), &root, limits, how)?,
-    };
+    let (_, size) = unpack_tar(&mut compression.reader(archive)?, &root, limits, how)?;
     Ok(size)
 }
 

@@ -129,8 +129,12 @@ fn images_layout_refuses_bad_blobs() {
         );
     }
 
-    // zstd (and anything unknown) is refused by media type.
-    for media_type in ["application/vnd.oci.image.layer.v1.tar+zstd", "application/x-unknown"] {
+    // Anything unknown (a foreign or non-distributable layer) is refused
+    // by media type.
+    for media_type in [
+        "application/x-unknown",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ] {
         let mut f = LayoutFixture::new();
         let (mut layer, diff_id) = f.layer(&layer_tar, false);
         layer["mediaType"] = json!(media_type);

@@ -62,6 +62,27 @@ fn images_store_imports_once() {
 /// An image whose layers (as its manifest gives their sizes) are more
 /// than the store may hold is refused before any layer is read, and
 /// nothing is recorded; one that fits exactly is imported.
+/// A zstd layer (`tar+zstd`, as `docker buildx --compression zstd` and
+/// podman push) beside a gzip one: both unpacked, both checked against
+/// the config's diff_ids.
+#[test]
+fn images_store_imports_zstd_layers() {
+    let mut f = LayoutFixture::new();
+    let [l1, l2, _] = layers();
+    let zstd_layer = f.blob(super::fixtures::OCI_TAR_ZSTD, &super::fixtures::zstd(&l2));
+    let (gzip_layer, _) = f.layer(&l1, true);
+    let config = f.config(&[Digest::of(&l1), Digest::of(&l2)]);
+    let manifest = f.manifest(config, vec![gzip_layer, zstd_layer]);
+    f.tag(manifest, "zstd");
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let image = store.import_layout(f.path(), &tag("zstd")).unwrap();
+    assert_eq!(
+        std::fs::read(store.layer_dir(&image.layers[1]).join("app/run")).unwrap(),
+        b"run"
+    );
+}
+
 #[test]
 fn images_store_refuses_an_image_larger_than_it_may_hold() {
     let mut f = LayoutFixture::new();

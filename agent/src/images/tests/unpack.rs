@@ -8,7 +8,7 @@ use std::process::Command;
 
 use tar::EntryType;
 
-use super::fixtures::{E, MTIME, gzip, names, tar};
+use super::fixtures::{E, MTIME, gzip, names, tar, zstd};
 use crate::images::{Compression, Digest, ImageError, Limits, StagedLayer, unpack_layer};
 
 fn unpack(bytes: &[u8], compression: Compression, dest: &Path) -> Result<StagedLayer, ImageError> {
@@ -44,12 +44,15 @@ fn normal_layer() -> Vec<E> {
 fn images_unpack_normal_layer() {
     let t = tempfile::tempdir().unwrap();
     let bytes = tar(normal_layer());
-    for (i, compression) in [Compression::None, Compression::Gzip].into_iter().enumerate() {
+    for (i, compression) in [Compression::None, Compression::Gzip, Compression::Zstd]
+        .into_iter()
+        .enumerate()
+    {
         let dest = t.path().join(format!("layer{i}"));
-        let blob = if compression == Compression::Gzip {
-            gzip(&bytes)
-        } else {
-            bytes.clone()
+        let blob = match compression {
+            Compression::None => bytes.clone(),
+            Compression::Gzip => gzip(&bytes),
+            Compression::Zstd => zstd(&bytes),
         };
         let staged = unpack(&blob, compression, &dest).unwrap();
         assert_eq!(
@@ -114,7 +117,7 @@ fn images_unpack_normal_layer() {
         assert_eq!(meta("etc/hosts").mtime(), MTIME as i64);
         assert_eq!(meta("bin/sh").mtime(), MTIME as i64);
     }
-    assert_eq!(names(t.path()), ["layer0", "layer1"], "no temp dir left");
+    assert_eq!(names(t.path()), ["layer0", "layer1", "layer2"], "no temp dir left");
 }
 
 /// A lower layer and an upper one that whites out a file, a file in a
@@ -331,12 +334,14 @@ fn images_unpack_allows_whiteout_devices_and_replaces_without_following() {
 fn images_unpack_refuses_garbage_and_an_existing_destination() {
     let t = tempfile::tempdir().unwrap();
     let dest = t.path().join("layer");
-    let err = unpack(
-        b"not a tar at all, but long enough to be read as a header block",
-        Compression::Gzip,
-        &dest,
-    );
-    assert!(matches!(err, Err(ImageError::Archive(_))), "{err:?}");
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        let err = unpack(
+            b"not a tar at all, but long enough to be read as a header block",
+            compression,
+            &dest,
+        );
+        assert!(matches!(err, Err(ImageError::Archive(_))), "{compression:?}: {err:?}");
+    }
     std::fs::create_dir(&dest).unwrap();
     let staged = unpack(&tar(vec![E::file("a", b"a")]), Compression::None, &dest).unwrap();
     assert!(
@@ -350,25 +355,27 @@ fn images_unpack_refuses_garbage_and_an_existing_destination() {
 fn images_unpack_stops_decompression_bombs() {
     let t = tempfile::tempdir().unwrap();
     let dest = t.path().join("layer");
-    // 4 MiB of zeros: a few KiB gzipped.
-    let bomb = gzip(&tar(vec![E::file("zeros", &vec![0u8; 4 << 20])]));
-    assert!(bomb.len() < 64 << 10);
     let limits = Limits {
         max_bytes: 1 << 20,
         max_entries: 100,
         ..Limits::default()
     };
-    let err = unpack_layer(&mut &bomb[..], Compression::Gzip, &dest, &limits).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::LayerTooLarge {
-                what: "uncompressed bytes",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // 4 MiB of zeros: a few KiB compressed, either way.
+    let zeros = tar(vec![E::file("zeros", &vec![0u8; 4 << 20])]);
+    for (bomb, compression) in [(gzip(&zeros), Compression::Gzip), (zstd(&zeros), Compression::Zstd)] {
+        assert!(bomb.len() < 256 << 10, "{compression:?}");
+        let err = unpack_layer(&mut &bomb[..], compression, &dest, &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::LayerTooLarge {
+                    what: "uncompressed bytes",
+                    ..
+                }
+            ),
+            "{compression:?}: {err}"
+        );
+    }
     let many = tar((0..101).map(|i| E::file(&format!("f{i}"), b"")).collect());
     let err = unpack_layer(&mut &many[..], Compression::None, &dest, &limits).unwrap_err();
     assert!(
