@@ -32,6 +32,10 @@ pub struct TaskMount {
     /// before the launch, as the sandbox is.
     #[serde(default)]
     pub owned_by_task: bool,
+    /// A persistent volume's size in MiB, which the Linux containerizer
+    /// holds it to as it holds the sandbox to the task's disk (0: none).
+    #[serde(default)]
+    pub limit_mib: u64,
 }
 
 /// A host directory the operator shares under a name.
@@ -124,6 +128,8 @@ pub struct Volumes {
     host: BTreeMap<String, HostVolume>,
     /// How long removed volumes' data is kept.
     retention: Duration,
+    /// Each listed volume's size in MiB, from the master's latest list.
+    sizes: std::sync::Mutex<BTreeMap<VolumeId, u64>>,
 }
 
 impl Volumes {
@@ -153,6 +159,7 @@ impl Volumes {
             work_dir: work_dir.to_owned(),
             host: shared,
             retention: Duration::ZERO,
+            sizes: Default::default(),
         })
     }
 
@@ -165,12 +172,18 @@ impl Volumes {
         self
     }
 
+    /// The volumes' sizes in MiB, from the master's list.
+    pub fn set_sizes(&self, sizes: BTreeMap<VolumeId, u64>) {
+        *self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sizes;
+    }
+
     /// The host directories `mounts` (checked by [`volume::check`]) name,
     /// a volume's only if its directory is here.
     pub fn resolve(&self, mounts: &[volume::Mount]) -> Result<Vec<TaskMount>, ResolveError> {
         mounts
             .iter()
             .map(|m| {
+                let mut limit_mib = 0;
                 let (source, writable, owned_by_task) = match &m.source {
                     Source::Volume(id) => {
                         let dir = paths::volume_dir(&self.work_dir, id);
@@ -178,6 +191,8 @@ impl Volumes {
                         if !dir.symlink_metadata().is_ok_and(|d| d.is_dir()) {
                             return Err(ResolveError::NoVolume(id.clone()));
                         }
+                        let sizes = self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        limit_mib = sizes.get(id).copied().unwrap_or(0);
                         (dir, !m.read_only, true)
                     }
                     Source::Host(name) => {
@@ -193,6 +208,7 @@ impl Volumes {
                     target: m.container_path.clone(),
                     writable,
                     owned_by_task,
+                    limit_mib,
                 })
             })
             .collect()

@@ -260,3 +260,34 @@ async fn host_volumes_are_shared_as_the_operator_says_and_only_with_the_acl() ->
     .await;
     result.with_context(|| c.logs())
 }
+
+/// A volume is held to its size as a sandbox is to the task's disk: a task
+/// that writes past it ends FAILED with the disk-limit reason, naming the
+/// volume; what it wrote stays (the volume is its role's data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_is_held_to_its_size() -> Result<()> {
+    let c = Cluster::start(one_agent(&["--disk-check-interval", "500ms"])).await?;
+    let result = async {
+        let (s, mut inbox) = framework(&c, "small").await?;
+        let eng = Role::parse("eng")?;
+        let o = inbox.offer().await?;
+        let ops = vec![
+            reserve(&eng, &Resources::parse("cpus:1;mem:256;disk:8")?),
+            create_volume("small-0", 2),
+        ];
+        s.accept_operations(vec![o.offer_id], ops, None).await?;
+        let o = offer_with(&s, &mut inbox, "small-0", true).await?;
+        let fill = task("fill", "head -c 5000000 /dev/zero > data/blob; sleep 30").volume("small-0", "data");
+        let st = run_to_end(&s, &mut inbox, o, fill.build()).await?;
+        ensure!(
+            st.state == v1::TaskState::TaskFailed as i32
+                && st.reason == v1::StatusReason::ReasonContainerLimitationDisk as i32
+                && st.message.contains("volume small-0 holds 5 MiB, over its 2 MiB"),
+            "{st:?}"
+        );
+        s.stop().await;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -90,6 +89,10 @@ struct Record {
     /// records of older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     enter: Option<super::enter::EnterBase>,
+    /// The persistent volumes it mounts that have a size, and that size
+    /// in MiB: held to it as the sandbox is to `disk_limit_mib`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    volume_limits: Vec<(PathBuf, u64)>,
     /// It has a network namespace of its own.
     #[serde(default)]
     net: bool,
@@ -165,6 +168,12 @@ impl LinuxContainerizer {
                 image: lease.as_ref().map(|l| l.digest().clone()),
                 enter: Some(enter),
                 net: spec.isolated_network,
+                volume_limits: spec
+                    .mounts
+                    .iter()
+                    .filter(|m| m.limit_mib > 0)
+                    .map(|m| (m.source.clone(), m.limit_mib))
+                    .collect(),
             };
             write_record(&spec, &record);
             if let Some(base) = &record.enter
@@ -573,9 +582,9 @@ struct LinuxContainer {
     /// Readable once the supervisor has exited (without one, it is polled).
     supervisor: Option<PidFd>,
     status: Option<ExitStatus>,
-    /// MiB of disk the sandbox used when the watcher found it over its
-    /// limit (0 = never).
-    disk_over: Arc<AtomicU64>,
+    /// What the watcher found over its limit (the sandbox or a volume),
+    /// and killed the container for.
+    disk_over: Arc<std::sync::Mutex<Option<Limitation>>>,
     usage: tokio::sync::watch::Receiver<Option<crate::cgroups::Usage>>,
     watcher: tokio::task::JoinHandle<()>,
     /// Keeps its image in the store until the container is dropped.
@@ -593,13 +602,14 @@ impl LinuxContainer {
         supervisor: Option<PidFd>,
         cfg: &LinuxConfig,
     ) -> Self {
-        let disk_over = Arc::new(AtomicU64::new(0));
+        let disk_over = Arc::new(std::sync::Mutex::new(None));
         let (usage_tx, usage) = tokio::sync::watch::channel(None);
         let watcher = tokio::spawn(watch_sandbox(
             Watch {
                 id: id.clone(),
                 sandbox: record.sandbox.clone(),
                 limit_mib: record.disk_limit_mib,
+                volumes: record.volume_limits.clone(),
                 interval: cfg.disk_check_interval,
                 log_max: cfg.log_max_bytes,
             },
@@ -724,13 +734,10 @@ impl Container for LinuxContainer {
                     limit_mib: self.record.mem_limit_mib,
                 });
             }
-            match self.disk_over.load(Ordering::Relaxed) {
-                0 => None,
-                used_mib => Some(Limitation::Disk {
-                    used_mib,
-                    limit_mib: self.record.disk_limit_mib,
-                }),
-            }
+            self.disk_over
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
         }
         .boxed()
     }
@@ -747,6 +754,8 @@ struct Watch {
     id: String,
     sandbox: PathBuf,
     limit_mib: u64,
+    /// Persistent volumes and their sizes in MiB.
+    volumes: Vec<(PathBuf, u64)>,
     interval: Duration,
     log_max: u64,
 }
@@ -759,7 +768,7 @@ struct Watch {
 async fn watch_sandbox(
     w: Watch,
     cgroup: Arc<dyn Cgroup>,
-    over: Arc<AtomicU64>,
+    over: Arc<std::sync::Mutex<Option<Limitation>>>,
     usage: tokio::sync::watch::Sender<Option<crate::cgroups::Usage>>,
 ) {
     let tick = Duration::from_secs(1).min(w.interval);
@@ -774,8 +783,8 @@ async fn watch_sandbox(
             continue;
         }
         last_disk = tokio::time::Instant::now();
-        let (dir, log_max) = (w.sandbox.clone(), w.log_max);
-        let used = tokio::task::spawn_blocking(move || {
+        let (dir, log_max, volumes) = (w.sandbox.clone(), w.log_max, w.volumes.clone());
+        let found = tokio::task::spawn_blocking(move || {
             for name in ["stdout", "stderr"] {
                 let file = dir.join(name);
                 if let Err(e) = super::rotate::rotate(&file, log_max) {
@@ -783,14 +792,28 @@ async fn watch_sandbox(
                     tracing::debug!(file = %file.display(), "not rotated: {e}");
                 }
             }
-            du(&dir)
+            let mib = |dir: &Path| du(dir).div_ceil(1024 * 1024);
+            let used_mib = mib(&dir);
+            if w.limit_mib > 0 && used_mib > w.limit_mib {
+                return Some(Limitation::Disk {
+                    used_mib,
+                    limit_mib: w.limit_mib,
+                });
+            }
+            volumes.into_iter().find_map(|(path, limit_mib)| {
+                let used_mib = mib(&path);
+                (used_mib > limit_mib).then_some(Limitation::Volume {
+                    path,
+                    used_mib,
+                    limit_mib,
+                })
+            })
         })
         .await
-        .unwrap_or(0);
-        let used_mib = used.div_ceil(1024 * 1024);
-        if w.limit_mib > 0 && used_mib > w.limit_mib {
-            tracing::info!(container = %w.id, used_mib, limit_mib = w.limit_mib, "sandbox over its disk limit; killing the task");
-            over.store(used_mib, Ordering::Relaxed);
+        .unwrap_or(None);
+        if let Some(found) = found {
+            tracing::info!(container = %w.id, ?found, "over its disk limit; killing the task");
+            *over.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(found);
             let _ = tokio::task::spawn_blocking(move || cgroup.kill_all()).await;
             return;
         }

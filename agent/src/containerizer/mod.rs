@@ -242,6 +242,12 @@ pub enum Limitation {
     Memory { limit_mib: u64 },
     /// The sandbox grew beyond the task's disk resource.
     Disk { used_mib: u64, limit_mib: u64 },
+    /// A persistent volume the task mounts grew beyond its size.
+    Volume {
+        path: PathBuf,
+        used_mib: u64,
+        limit_mib: u64,
+    },
 }
 
 /// How a container's main process ended.

@@ -475,6 +475,17 @@ impl Supervisor {
                     StatusReason::ReasonContainerLimitationDisk,
                     format!("the sandbox used {used_mib} MiB of disk, over the task's {limit_mib} MiB"),
                 ),
+                Limitation::Volume {
+                    path,
+                    used_mib,
+                    limit_mib,
+                } => {
+                    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    (
+                        StatusReason::ReasonContainerLimitationDisk,
+                        format!("volume {name} holds {used_mib} MiB, over its {limit_mib} MiB"),
+                    )
+                }
             };
             let code = match kill {
                 Err(Ok(ExitStatus::Code(c))) => Some(c),

@@ -573,6 +573,15 @@ impl Table {
             .flat_map(|e| mounted_volumes(&e.info))
             .filter_map(|v| VolumeId::parse(v).ok())
             .collect();
+        let sizes = listed
+            .iter()
+            .filter_map(|v| {
+                let mib = v.disk_mib;
+                let size = (mib.is_finite() && mib >= 0.0).then_some(mib as u64)?;
+                Some((VolumeId::parse(&v.id).ok()?, size))
+            })
+            .collect();
+        self.deps.volumes.set_sizes(sizes);
         let volumes = self.deps.volumes.clone();
         let synced = tokio::task::spawn_blocking(move || volumes.sync(&ids, &in_use))
             .await
