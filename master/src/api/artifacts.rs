@@ -120,7 +120,7 @@ mod tests {
                     extract: true,
                     ..uri("http://h/app.zip")
                 }],
-                "not an archive the agent unpacks (.tar, .tar.gz, .tgz)",
+                "not an archive the agent unpacks (.tar, .tar.gz, .tgz, .tar.zst, .tzst)",
             ),
         ];
         for (uris, why) in cases {
