@@ -330,6 +330,18 @@ fn images_unpack_allows_whiteout_devices_and_replaces_without_following() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
 }
 
+/// A zstd stream of several frames (as `zstd` writes for concatenated
+/// input, or a parallel compressor) is read whole.
+#[test]
+fn images_unpack_reads_every_zstd_frame() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = tar(normal_layer());
+    let (head, rest) = bytes.split_at(bytes.len() / 2);
+    let blob = [zstd(head), zstd(rest)].concat();
+    let staged = unpack(&blob, Compression::Zstd, &t.path().join("layer")).unwrap();
+    assert_eq!(staged.diff_id(), &Digest::of(&bytes), "both frames' bytes");
+}
+
 #[test]
 fn images_unpack_refuses_garbage_and_an_existing_destination() {
     let t = tempfile::tempdir().unwrap();
