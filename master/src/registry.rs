@@ -308,7 +308,11 @@ impl Registry {
                 volume,
                 reserve,
             } => {
-                let on = self.volumes.entry(agent.clone()).or_default();
+                // An agent gone meanwhile keeps no volume (nor its disk).
+                let on = match self.agents.contains_key(agent) {
+                    true => self.volumes.entry(agent.clone()).or_default(),
+                    false => return None,
+                };
                 if !on.contains_key(id) {
                     on.insert(id.clone(), volume.clone());
                     if *reserve {
@@ -626,6 +630,8 @@ mod tests {
         r.apply(&create("disk:10"));
         r.apply(&RegistryOp::MarkAgentGone { id: a.clone(), at: 2.0 });
         assert!(r.volumes.is_empty());
+        r.apply(&create("disk:10"));
+        assert!(r.volumes.is_empty(), "a create that commits after its agent is gone");
     }
 
     /// Found by fuzzing (docs/fuzzing.md): a weight no allocator can use

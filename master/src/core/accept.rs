@@ -279,7 +279,7 @@ impl Master {
                 OfferOperation::Destroy(ids) => {
                     for id in ids {
                         if !plan.take_volume(&id) {
-                            return Err(self.volume_unavailable(&plan.agent, id.as_str(), "destroy"));
+                            return Err(self.volume_unavailable(&plan.agent, &plan.role, id.as_str(), "destroy"));
                         }
                         plan.destroy.push(id);
                     }
@@ -304,7 +304,7 @@ impl Master {
                         let taken = VolumeId::parse(id).is_ok_and(|v| plan.take_volume(&v));
                         if !taken {
                             let what = format!("task {}", launch.task_id);
-                            return Err(self.volume_unavailable(&plan.agent, id, &what));
+                            return Err(self.volume_unavailable(&plan.agent, &plan.role, id, &what));
                         }
                     }
                     plan.launch(launch)?;

@@ -164,14 +164,17 @@ impl Master {
     }
 
     /// Why a launch or `destroy` may not have volume `id`, which is not in
-    /// what is left of the accept's offers.
-    pub(super) fn volume_unavailable(&self, agent: &AgentId, id: &str, what: &str) -> MasterError {
-        let known = of_agent(&self.registry, agent).and_then(|v| v.iter().find(|(k, _)| k.as_str() == id));
+    /// what is left of the accept's offers. Another role's volume is not
+    /// named: a framework learns nothing of other roles' volumes and tasks.
+    pub(super) fn volume_unavailable(&self, agent: &AgentId, role: &Role, id: &str, what: &str) -> MasterError {
+        let known = of_agent(&self.registry, agent)
+            .and_then(|v| v.iter().find(|(k, _)| k.as_str() == id))
+            .filter(|(_, v)| &v.role == role);
         let why = match (known, self.volume_users(agent).get(id)) {
-            (None, _) => format!("agent {agent} has no volume {id}"),
+            (None, _) => format!("agent {agent} has no volume {id} of role {role}"),
             (Some(_), Some((fid, tid))) => format!("volume {id} is in use by task {tid} of framework {fid}"),
             (Some(_), None) => format!(
-                "volume {id} is not among the volumes of these offers (it is another role's, in another offer, being destroyed, or taken by an earlier operation of this accept)"
+                "volume {id} is not among the volumes of these offers (it is in another offer, being destroyed, or taken by an earlier operation of this accept)"
             ),
         };
         MasterError::Invalid(format!("{what}: {why}"))

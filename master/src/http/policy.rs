@@ -208,10 +208,16 @@ pub(super) async fn reserve(
         return r;
     }
     let done = serde_json::json!({ "agent": agent, "reserved": resources.to_string() });
+    // Who reserved is who asked: a body's `principal` counts only on an
+    // `--insecure` cluster, where nobody is authenticated.
+    let principal = match &caller {
+        Caller::Authenticated { principal, .. } => principal.to_string(),
+        _ => b.principal,
+    };
     let req = PolicyRequest::Reserve {
         agent,
         resources,
-        principal: b.principal,
+        principal,
     };
     run(&s, req, "/reserve", done).await
 }

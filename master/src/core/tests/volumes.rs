@@ -188,6 +188,11 @@ fn bad_volume_operations_are_refused_and_change_nothing() {
         s.m.accept_operations(&star, &so.ids, vec![create("w", 1)], None, s.now)
             .expect_err("star");
     assert!(err.to_string().contains("role *"), "{err}");
+    // Another role's volume is none of its business, not even by name.
+    let err =
+        s.m.accept_operations(&star, &so.ids, vec![destroy("v")], None, s.now)
+            .expect_err("another role's");
+    assert!(err.to_string().ends_with("has no volume v of role *"), "{err}");
     assert_eq!(s.m.registry().volumes[&agent].len(), 1);
 }
 
