@@ -171,6 +171,8 @@ pub use tonic::Code;
 pub use mezzo_proto::backoff::Backoff;
 /// Unix-seconds timestamps, the form status updates carry.
 pub use mezzo_proto::clock;
+/// The rules a task's health check must meet (master and agent use them).
+pub use mezzo_proto::health as health_rules;
 /// The image a task may name (`TaskBuilder::image`), checked as the master checks it.
 pub use mezzo_proto::image::{ImageRef, ImageRefError};
 /// A role (`eng/batch`, or `*`), checked: for reservations

@@ -285,6 +285,8 @@ impl Registry {
                     self.quotas.insert(role.clone(), quota.clone());
                 }
             }
+            // An agent gone meanwhile keeps no reservation.
+            RegistryOp::Reserve { agent, .. } if !self.agents.contains_key(agent) => {}
             RegistryOp::Reserve {
                 agent, role, resources, ..
             } => {
@@ -345,8 +347,10 @@ impl Registry {
             RegistryOp::MarkAgentGone { id, at } => {
                 if self.agents.remove(id).is_some() {
                     self.draining.remove(id);
-                    // Its disk, and the data on it, are gone with it.
+                    // Its disk, and the data on it, are gone with it, and
+                    // so are its reservations.
                     self.volumes.remove(id);
+                    self.reservations.remove(id);
                     self.gone.insert(id.clone(), *at);
                 }
             }
@@ -464,6 +468,7 @@ mod tests {
             limit: Resources::default(),
         };
         let ops = vec![
+            RegistryOp::AdmitAgent(agent("a1")),
             RegistryOp::SetWeights {
                 weights: [(eng.clone(), 2.0)].into_iter().collect(),
             },
@@ -632,6 +637,13 @@ mod tests {
         assert!(r.volumes.is_empty());
         r.apply(&create("disk:10"));
         assert!(r.volumes.is_empty(), "a create that commits after its agent is gone");
+        r.apply(&RegistryOp::Reserve {
+            agent: a.clone(),
+            role: Role::parse("eng").expect("role"),
+            resources: "disk:10".into(),
+            principal: "p".into(),
+        });
+        assert!(r.reservations.is_empty(), "nor a reservation");
     }
 
     /// Found by fuzzing (docs/fuzzing.md): a weight no allocator can use

@@ -814,25 +814,39 @@ async fn watch_sandbox(
         if let Some(found) = found {
             tracing::info!(container = %w.id, ?found, "over its disk limit; killing the task");
             *over.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(found);
-            let _ = tokio::task::spawn_blocking(move || cgroup.kill_all()).await;
-            return;
+            let cg = cgroup.clone();
+            match tokio::task::spawn_blocking(move || cg.kill_all()).await {
+                Ok(Ok(())) => return,
+                // Still running: watched on, killed again at the next check.
+                Ok(Err(e)) => tracing::warn!(container = %w.id, "cannot kill the task: {e}"),
+                Err(e) => tracing::warn!(container = %w.id, "cannot kill the task: {e}"),
+            }
         }
     }
 }
 
-/// Bytes of the regular files under `dir` (symlinks not followed).
+/// Bytes of disk the files and directories under `dir` hold: allocated
+/// blocks (a sparse file counts what it holds, a preallocated one what it
+/// reserved), each inode once (hard links), on `dir`'s file system only,
+/// symlinks not followed.
 fn du(dir: &Path) -> u64 {
-    let mut total = 0;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = dir.symlink_metadata() else { return 0 };
+    let dev = top.dev();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = top.blocks() * 512;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let Ok(meta) = e.path().symlink_metadata() else {
                 continue;
             };
+            if meta.dev() != dev || (meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino())) {
+                continue;
+            }
+            total += meta.blocks() * 512;
             if meta.is_dir() {
                 stack.push(e.path());
-            } else if meta.is_file() {
-                total += meta.len();
             }
         }
     }

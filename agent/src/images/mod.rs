@@ -31,6 +31,7 @@ mod layout;
 mod pull;
 mod store;
 mod unpack;
+mod zstd;
 
 pub use digest::Digest;
 pub(crate) use digest::DigestReader;

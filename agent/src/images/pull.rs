@@ -196,7 +196,7 @@ impl Puller {
     /// [`Self::pull`], calling `on_fetch` with the bytes of each layer it
     /// downloads received so far (none when the store has them all): 0
     /// before the layer, then on its first bytes and at most every
-    /// [`PROGRESS_EVERY`]. For the task's status.
+    /// [`PROGRESS_EVERY`] (10 s). For the task's status.
     pub fn pull_reporting(
         &self,
         store: &Store,
@@ -556,8 +556,9 @@ struct BodyReader<'a> {
     on_bytes: Box<dyn Fn(u64) + 'a>,
 }
 
-/// How often a download's progress is told at most.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a download's progress is told at most: each tell is a status
+/// update, journaled and acknowledged, so a slow pull must not make many.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 impl Read for BodyReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -100,49 +100,9 @@ impl Placement {
 pub enum Compression {
     None,
     Gzip,
-    /// zstd frames (`tar+zstd` layers, `.tar.zst` artifacts), decoded by
-    /// ruzstd (pure Rust: the build needs no C compiler).
+    /// zstd frames (`tar+zstd` layers, `.tar.zst` artifacts): see
+    /// [`super::zstd`].
     Zstd,
-}
-
-/// Every zstd frame of a stream, one after the other, as `zstd -d` reads
-/// a file of several (ruzstd's decoder reads one).
-struct ZstdFrames<'a> {
-    frame: Option<ruzstd::decoding::StreamingDecoder<io::BufReader<&'a mut dyn Read>, ruzstd::decoding::FrameDecoder>>,
-}
-
-impl<'a> ZstdFrames<'a> {
-    fn new(stream: &'a mut dyn Read) -> io::Result<ZstdFrames<'a>> {
-        Ok(ZstdFrames {
-            frame: Some(frame(io::BufReader::new(stream))?),
-        })
-    }
-}
-
-fn frame(
-    source: io::BufReader<&mut dyn Read>,
-) -> io::Result<ruzstd::decoding::StreamingDecoder<io::BufReader<&mut dyn Read>, ruzstd::decoding::FrameDecoder>> {
-    ruzstd::decoding::StreamingDecoder::new(source)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-}
-
-impl Read for ZstdFrames<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(decoder) = self.frame.as_mut() {
-            let n = decoder.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            // This frame is done: the next one, unless the stream is.
-            let Some(decoder) = self.frame.take() else { break };
-            let mut source = decoder.into_inner();
-            if io::BufRead::fill_buf(&mut source)?.is_empty() {
-                return Ok(0);
-            }
-            self.frame = Some(frame(source)?);
-        }
-        Ok(0)
-    }
 }
 
 impl Compression {
@@ -151,7 +111,7 @@ impl Compression {
         Ok(match self {
             Compression::None => Box::new(stream),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-            Compression::Zstd => Box::new(ZstdFrames::new(stream).map_err(ImageError::Archive)?),
+            Compression::Zstd => Box::new(super::zstd::Frames::new(stream).map_err(ImageError::Archive)?),
         })
     }
 }

@@ -45,7 +45,7 @@ pub enum Command {
         agent: String,
         /// Resources with their role: `cpus(eng):2;mem(eng):1024` (mem and disk take MiB or a unit like 1GiB).
         resources: String,
-        /// Who reserves, kept with the reservation: on an `--insecure`
+        /// Who reserves, recorded in the registry's log: on an `--insecure`
         /// cluster only (otherwise it is the caller's own principal).
         #[arg(long, default_value = "")]
         principal: String,

@@ -406,6 +406,16 @@ impl ServiceSpec {
             if h.failures == 0 {
                 return Err(invalid("health.failures", "must be at least 1"));
             }
+            // The timing the agents accept (the probe is checked above).
+            let timing = mezzo_sdk::v1::HealthCheck {
+                tcp: Some(mezzo_sdk::v1::TcpCheck { port: 1 }),
+                grace_period_secs: Some(h.grace_period.as_secs_f64()),
+                interval_secs: Some(h.interval.as_secs_f64()),
+                timeout_secs: Some(h.timeout.as_secs_f64()),
+                consecutive_failures: Some(h.failures),
+                ..Default::default()
+            };
+            mezzo_sdk::health_rules::parse(&timing).map_err(|e| invalid("health", e.to_string()))?;
         }
         let r = &self.restart;
         if !(r.factor.is_finite() && r.factor >= 1.0 && r.factor <= 100.0) {
@@ -707,6 +717,14 @@ interval = "500ms"
             (
                 "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nconstraints = [\"rack:NEAR:x\"]\n",
                 "constraints[0]",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nports = [\"p\"]\n[health]\ntcp = { port = \"p\" }\ninterval = \"50ms\"\n",
+                "health check interval 0.05",
+            ),
+            (
+                "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\nports = [\"p\"]\n[health]\ntcp = { port = \"p\" }\nfailures = 5000\n",
+                "consecutive failures 5000",
             ),
             (
                 "name = \"w\"\ninstances = 1\ncommand = \"x\"\nresources = \"cpus:1\"\n[health]\ntcp = {}\n",

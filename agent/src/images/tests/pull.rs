@@ -238,7 +238,7 @@ fn images_pull_with_an_anonymous_token_then_from_the_store() {
 }
 
 /// A pull tells how far each layer it downloads is: 0 before it, then the
-/// bytes received (on the first ones, then at most every second), up to
+/// bytes received (on the first ones, then at most every 10 s), up to
 /// the layer's size; nothing for a store that has the image.
 #[test]
 fn a_pull_reports_each_layers_bytes_as_they_arrive() {
