@@ -406,16 +406,6 @@ impl ServiceSpec {
             if h.failures == 0 {
                 return Err(invalid("health.failures", "must be at least 1"));
             }
-            // The timing the agents accept (the probe is checked above).
-            let timing = mezzo_sdk::v1::HealthCheck {
-                tcp: Some(mezzo_sdk::v1::TcpCheck { port: 1 }),
-                grace_period_secs: Some(h.grace_period.as_secs_f64()),
-                interval_secs: Some(h.interval.as_secs_f64()),
-                timeout_secs: Some(h.timeout.as_secs_f64()),
-                consecutive_failures: Some(h.failures),
-                ..Default::default()
-            };
-            mezzo_sdk::health_rules::parse(&timing).map_err(|e| invalid("health", e.to_string()))?;
         }
         let r = &self.restart;
         if !(r.factor.is_finite() && r.factor >= 1.0 && r.factor <= 100.0) {
@@ -440,7 +430,8 @@ impl ServiceSpec {
         if self.kill_grace > Duration::from_secs(3600) {
             return Err(invalid("kill_grace", "at most 1h"));
         }
-        self.check_durations()
+        self.check_durations()?;
+        self.check_health_timing()
     }
 
     /// The volume's size within bounds, its path one the master accepts.
@@ -472,6 +463,22 @@ impl ServiceSpec {
 
     /// Every duration at most [`MAX_DURATION`]: humantime reads up to
     /// billions of years, which overflow a clock when added to it.
+    /// The health check's timing as the agents accept it (after the
+    /// durations' own bounds, whose message is plainer).
+    fn check_health_timing(&self) -> Result<(), SpecError> {
+        let Some(h) = &self.health else { return Ok(()) };
+        let timing = mezzo_sdk::v1::HealthCheck {
+            tcp: Some(mezzo_sdk::v1::TcpCheck { port: 1 }),
+            grace_period_secs: Some(h.grace_period.as_secs_f64()),
+            interval_secs: Some(h.interval.as_secs_f64()),
+            timeout_secs: Some(h.timeout.as_secs_f64()),
+            consecutive_failures: Some(h.failures),
+            ..Default::default()
+        };
+        mezzo_sdk::health_rules::parse(&timing).map_err(|e| invalid("health", e.to_string()))?;
+        Ok(())
+    }
+
     fn check_durations(&self) -> Result<(), SpecError> {
         let mut all = vec![
             ("restart.backoff", self.restart.backoff),
