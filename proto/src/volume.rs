@@ -60,6 +60,15 @@ pub enum MountError {
     SameVolume { index: usize, id: String },
 }
 
+/// The persistent volumes a task mounts (unchecked: what it names).
+pub fn mounted_volumes(task: &v1::TaskInfo) -> impl Iterator<Item = &str> {
+    task.container
+        .iter()
+        .flat_map(|c| &c.mounts)
+        .map(|m| m.volume_id.as_str())
+        .filter(|v| !v.is_empty())
+}
+
 /// Checks a task's mounts; `has_image`: the task has a root of its own.
 pub fn check(mounts: &[v1::Mount], has_image: bool) -> Result<Vec<Mount>, MountError> {
     if mounts.len() > MAX_MOUNTS {

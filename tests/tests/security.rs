@@ -569,6 +569,7 @@ async fn acls_decide_roles_root_and_reads() -> Result<()> {
             "/raft/registry",
             "/metrics",
             "/api/v1/acl",
+            "/api/v1/volumes",
         ] {
             let r = http_client(&anon, MASTER)?
                 .get(c.url(c.master_addr(), path))

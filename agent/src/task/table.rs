@@ -14,6 +14,7 @@ use std::time::Duration;
 use mezzo_proto::ids::{AgentId, VolumeId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1::{self, StatusReason};
+use mezzo_proto::volume::mounted_volumes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -760,13 +761,4 @@ impl Table {
             });
         }
     }
-}
-
-/// The persistent volumes a task mounts.
-fn mounted_volumes(task: &v1::TaskInfo) -> impl Iterator<Item = &str> {
-    task.container
-        .iter()
-        .flat_map(|c| &c.mounts)
-        .map(|m| m.volume_id.as_str())
-        .filter(|v| !v.is_empty())
 }

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use mezzo_proto::resources::{ResourceError, Resources};
+use mezzo_proto::reservation::ReservationError;
+use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
 use super::constraints::{Constraint, Placed, check_all};
@@ -107,7 +108,7 @@ pub fn pack(
     strategy: Strategy,
     constraints: &[Constraint],
     placed: &mut Placed,
-) -> Result<Packing, ResourceError> {
+) -> Result<Packing, ReservationError> {
     let mut left = offers.iter().map(super::usable).collect::<Result<Vec<_>, _>>()?;
     placed.note_agents(offers, constraints);
     let mut total = Resources::default();

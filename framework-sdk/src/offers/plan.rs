@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use mezzo_proto::resources::{ResourceError, Resources};
+use mezzo_proto::reservation::ReservationError;
+use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
 use super::constraints::{Constraint, Location, Placed};
@@ -48,7 +49,7 @@ pub fn plan<T>(
     strategy: Strategy,
     constraints: &[Constraint],
     placed: &mut Placed,
-) -> Result<Plan<T>, ResourceError> {
+) -> Result<Plan<T>, ReservationError> {
     let (requests, payloads): (Vec<TaskRequest>, Vec<T>) = work.into_iter().unzip();
     let packing = pack(offers, &requests, strategy, constraints, placed)?;
     let unused_offers = packing

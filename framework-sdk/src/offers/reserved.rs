@@ -4,50 +4,32 @@
 //! master takes the unreserved part first), so placement counts both,
 //! while a reservation can only be made of the unreserved part.
 
-use std::collections::BTreeMap;
-
-use mezzo_proto::resources::{ResourceError, Resources};
+use mezzo_proto::reservation::{ReservationError, ReservedResources, Role};
+use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
-/// The offer's resources per role (`""` for unreserved), each part read
-/// as plain resources. The role names are the master's, not checked here.
-fn parts(offer: &v1::Offer) -> Result<BTreeMap<&str, Resources>, ResourceError> {
-    let mut groups: BTreeMap<&str, Vec<v1::Resource>> = BTreeMap::new();
-    for r in &offer.resources {
-        let role = if r.role == "*" { "" } else { r.role.as_str() };
-        let mut plain = r.clone();
-        plain.role.clear();
-        plain.reservation_principal.clear();
-        groups.entry(role).or_default().push(plain);
-    }
-    groups
-        .into_iter()
-        .map(|(role, list)| Ok((role, Resources::from_proto(&list)?)))
-        .collect()
+fn split(offer: &v1::Offer) -> Result<ReservedResources, ReservationError> {
+    ReservedResources::from_proto(&offer.resources)
 }
 
 /// Everything a task launched from the offer may use: the unreserved
-/// part and the part reserved for the offer's role.
-pub fn usable(offer: &v1::Offer) -> Result<Resources, ResourceError> {
-    let mut total = Resources::default();
-    for r in parts(offer)?.values() {
-        total.add(r);
-    }
-    Ok(total)
+/// part and the part reserved for the offer's role (an offer holds no
+/// other).
+pub fn usable(offer: &v1::Offer) -> Result<Resources, ReservationError> {
+    Ok(split(offer)?.total())
 }
 
 /// The unreserved part: what a reservation may take.
-pub fn unreserved(offer: &v1::Offer) -> Result<Resources, ResourceError> {
-    Ok(parts(offer)?.remove("").unwrap_or_default())
+pub fn unreserved(offer: &v1::Offer) -> Result<Resources, ReservationError> {
+    Ok(split(offer)?.unreserved)
 }
 
 /// The part reserved for the offer's role (`allocation_role`).
-pub fn reserved(offer: &v1::Offer) -> Result<Resources, ResourceError> {
-    let role = offer.allocation_role.as_str();
-    if role.is_empty() || role == "*" {
+pub fn reserved(offer: &v1::Offer) -> Result<Resources, ReservationError> {
+    let Ok(role) = Role::parse(&offer.allocation_role) else {
         return Ok(Resources::default());
-    }
-    Ok(parts(offer)?.remove(role).unwrap_or_default())
+    };
+    Ok(split(offer)?.reserved.remove(&role).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ impl Master {
                     if super::secrets::names_secrets(&launch.info) {
                         self.with_secrets(&plan.role, &launch.info)?;
                     }
-                    for id in super::volumes::mounted(&launch.info) {
+                    for id in mezzo_proto::volume::mounted_volumes(&launch.info) {
                         if plan.create.iter().any(|(c, _)| c.id.as_str() == id) {
                             return Err(MasterError::Invalid(format!(
                                 "task {}: volume {id} is created by this accept; launch from a later offer that lists it",

@@ -50,15 +50,6 @@ pub fn new_volume(v: &v1::Volume) -> Result<NewVolume, MasterError> {
     Ok(NewVolume { id, disk })
 }
 
-/// The volumes a task mounts.
-pub(crate) fn mounted(info: &v1::TaskInfo) -> impl Iterator<Item = &str> {
-    info.container
-        .iter()
-        .flat_map(|c| &c.mounts)
-        .map(|m| m.volume_id.as_str())
-        .filter(|id| !id.is_empty())
-}
-
 /// An agent's resources less the disk its volumes hold (a volume whose
 /// disk the agent no longer has reserved is skipped, with a warning).
 pub(crate) fn less_volumes(
@@ -119,7 +110,7 @@ impl Master {
             if t.state.is_terminal() && t.state != TaskState::Unreachable {
                 continue;
             }
-            for id in mounted(&t.info) {
+            for id in mezzo_proto::volume::mounted_volumes(&t.info) {
                 users.insert(id.to_owned(), (fid.clone(), tid.clone()));
             }
         }

@@ -96,37 +96,49 @@ pub(super) async fn exec(
 
 /// Passes messages both ways until either side closes.
 async fn pump(client: WebSocket, agent: ws::Socket) {
-    let (mut to_client, mut from_client) = client.split();
-    let (mut to_agent, mut from_agent) = agent.split();
-    let up = async {
-        while let Some(Ok(msg)) = from_client.next().await {
-            let msg = match msg {
-                Message::Binary(b) => AgentMessage::Binary(b),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if to_agent.send(msg).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_agent.close().await;
-    };
-    let down = async {
-        while let Some(Ok(msg)) = from_agent.next().await {
-            let msg = match msg {
-                AgentMessage::Binary(b) => Message::Binary(b),
-                AgentMessage::Close(_) => break,
-                _ => continue,
-            };
-            if to_client.send(msg).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_client.close().await;
-    };
+    let (to_client, from_client) = client.split();
+    let (to_agent, from_agent) = agent.split();
+    let up = relay(from_client, to_agent, |m| match m {
+        Message::Binary(b) => Flow::Send(AgentMessage::Binary(b)),
+        Message::Close(_) => Flow::Stop,
+        _ => Flow::Skip,
+    });
+    let down = relay(from_agent, to_client, |m| match m {
+        AgentMessage::Binary(b) => Flow::Send(Message::Binary(b)),
+        AgentMessage::Close(_) => Flow::Stop,
+        _ => Flow::Skip,
+    });
     // Whichever side ends first ends the session (dropping the other).
     tokio::select! {
         () = up => {}
         () = down => {}
     }
+}
+
+/// What one side's message becomes on the other.
+enum Flow<T> {
+    Send(T),
+    Skip,
+    Stop,
+}
+
+/// Forwards `from`'s messages, as `map` says, to `to` until either ends,
+/// then closes `to`.
+async fn relay<A, B, E>(
+    mut from: impl futures::Stream<Item = Result<A, E>> + Unpin,
+    mut to: impl futures::Sink<B> + Unpin,
+    map: impl Fn(A) -> Flow<B>,
+) {
+    while let Some(Ok(msg)) = from.next().await {
+        match map(msg) {
+            Flow::Send(m) => {
+                if to.send(m).await.is_err() {
+                    break;
+                }
+            }
+            Flow::Skip => {}
+            Flow::Stop => break,
+        }
+    }
+    let _ = to.close().await;
 }
