@@ -73,16 +73,26 @@ async fn a_waiting_high_priority_task_preempts_a_low_priority_one_which_still_ru
             .update("urgent", Duration::from_secs(20), TaskState::is_terminal)
             .await?;
         ensure!(task_state(&st) == Some(TaskState::Finished), "{st:?}");
+        // Done: an idle framework that held its offers would keep the batch
+        // framework waiting for them to time out.
+        s.teardown().await?;
 
-        // One low-priority task was preempted, and said so.
-        let state = c.master_state().await?;
-        let preempted: Vec<_> = state["completed_tasks"]
-            .as_array()
-            .context("completed tasks")?
-            .iter()
-            .filter(|t| t["reason"] == "REASON_PREEMPTED")
-            .cloned()
-            .collect();
+        // One low-priority task was preempted, and said so. It moves to
+        // the completed tasks once the batch framework acknowledges its
+        // TASK_KILLED, which may come after the urgent task finished.
+        let preempted_of = |state: &serde_json::Value| -> Vec<serde_json::Value> {
+            state["completed_tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["reason"] == "REASON_PREEMPTED")
+                .cloned()
+                .collect()
+        };
+        let state = c
+            .wait_master("the preempted task completed", |s| !preempted_of(s).is_empty())
+            .await?;
+        let preempted = preempted_of(&state);
         ensure!(
             preempted.len() == 1
                 && preempted[0]["state"] == "TASK_KILLED"
