@@ -18,6 +18,7 @@ pub mod fuzz;
 pub mod history;
 pub mod http;
 pub mod kv;
+pub mod mesos;
 pub mod pki;
 pub mod raft;
 pub mod registry;

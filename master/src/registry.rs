@@ -97,6 +97,13 @@ pub enum RegistryOp {
     SetHistoryBounds {
         bounds: HistoryBounds,
     },
+    /// Where master `master` serves Mesos' API in plain HTTP
+    /// (`--mesos-listen`), so that the others can redirect Mesos clients
+    /// to it while it leads; `None` when it no longer does.
+    SetMesosEndpoint {
+        master: u64,
+        addr: Option<String>,
+    },
     /// Role weights to set (others keep theirs; 1 is the default).
     SetWeights {
         weights: BTreeMap<Role, f64>,
@@ -190,6 +197,9 @@ pub struct Registry {
     /// The masters of the Raft group: id -> address.
     #[serde(default)]
     pub masters: BTreeMap<u64, String>,
+    /// Masters' plain-HTTP addresses for Mesos' API (`--mesos-listen`).
+    #[serde(default)]
+    pub mesos_endpoints: BTreeMap<u64, String>,
     /// Highest master id ever used (ids are never reused).
     #[serde(default)]
     pub highest_master_id: u64,
@@ -263,6 +273,14 @@ impl Registry {
             }
             RegistryOp::RecordSamples { samples } => self.history.record_samples(samples),
             RegistryOp::SetHistoryBounds { bounds } => self.history.set_bounds(*bounds),
+            RegistryOp::SetMesosEndpoint { master, addr } => match addr {
+                Some(a) => {
+                    self.mesos_endpoints.insert(*master, a.clone());
+                }
+                None => {
+                    self.mesos_endpoints.remove(master);
+                }
+            },
             RegistryOp::KvPut(w) | RegistryOp::KvDelete(w) => {
                 let registered = self.frameworks.contains_key(&w.framework);
                 return Some(kv::apply(&mut self.kv, registered, w, self.applied));

@@ -36,6 +36,10 @@ pub struct MasterConfig {
     pub listen: SocketAddr,
     /// Extra HTTP-only address, if wanted.
     pub http: Option<SocketAddr>,
+    /// A plain-HTTP address serving only Mesos' API, for Mesos clients
+    /// that cannot speak TLS (still authenticated); `None`: Mesos' API is
+    /// on `listen` only.
+    pub mesos_listen: Option<SocketAddr>,
     pub work_dir: PathBuf,
     /// Every master's address, this one's included, in the same order on
     /// each; empty for a single master.
@@ -63,6 +67,7 @@ impl MasterConfig {
         MasterConfig {
             listen,
             http: None,
+            mesos_listen: None,
             work_dir,
             peers: Vec::new(),
             join: Vec::new(),
@@ -100,6 +105,8 @@ pub enum StartError {
 pub struct MasterHandle {
     pub addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    /// Where `--mesos-listen` serves.
+    pub mesos_addr: Option<SocketAddr>,
     owner: tokio::task::JoinHandle<Result<(), MasterError>>,
 }
 
@@ -158,6 +165,16 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     };
     let (raft, events) = node::start(raft_cfg)?;
     let mut core = cfg.core.clone();
+    let master_id = core.master_id.clone();
+    let mesos_listener = match cfg.mesos_listen {
+        Some(at) => {
+            let l = bind(at).await?;
+            let a = l.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
+            Some((l, a))
+        }
+        None => None,
+    };
+    core.mesos_endpoint = (id, mesos_listener.as_ref().map(|(_, a)| a.to_string()));
     if let Some(a) = &authority {
         core.data_key = crate::core::DataKey::new(*a.data_key());
     }
@@ -180,10 +197,26 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let mut authn = Authenticator::new(data_key, raft.clone(), cfg.security.max_calls_per_second);
     authn.anonymous_read = cfg.security.anonymous_read;
     let http_state = crate::http::HttpState::start(handle.clone(), raft.clone(), authn, authority, transport);
-    let app = crate::http::app(http_state.clone(), grpc);
+    let streams = crate::mesos::Streams::default();
+    let mesos = |at: SocketAddr, plain: bool| {
+        let info = crate::mesos::master_info(&master_id, at, &hostname());
+        crate::mesos::router(http_state.clone(), streams.clone(), info, plain)
+    };
+    let app = crate::http::app(http_state.clone(), grpc.merge(mesos(addr, false)));
     let mut serve = ServeOptions::new(server_tls);
     serve.max_connections = cfg.security.max_connections;
     tokio::spawn(crate_serve(listener, serve.clone(), app));
+    let mesos_addr = match mesos_listener {
+        Some((l, a)) => {
+            let app = crate::http::authenticated(http_state.authn(), mesos(a, true));
+            let mut plain = ServeOptions::new(None);
+            plain.max_connections = cfg.security.max_connections;
+            tokio::spawn(crate_serve(l, plain, app));
+            tracing::info!(addr = %a, "serving Mesos' API in plain HTTP (--mesos-listen)");
+            Some(a)
+        }
+        None => None,
+    };
     let http_addr = match cfg.http {
         Some(http) => {
             let l = bind(http).await?;
@@ -197,7 +230,12 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         None => None,
     };
     tracing::info!(%addr, id, "master listening (gRPC and HTTP)");
-    Ok(MasterHandle { addr, http_addr, owner })
+    Ok(MasterHandle {
+        addr,
+        http_addr,
+        mesos_addr,
+        owner,
+    })
 }
 
 async fn crate_serve(listener: TcpListener, opts: ServeOptions, app: axum::Router) {

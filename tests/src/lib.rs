@@ -272,6 +272,9 @@ pub struct ClusterSpec {
     pub agent_resources: String,
     pub master_args: Vec<String>,
     pub agent_args: Vec<String>,
+    /// Each master also serves Mesos' API in plain HTTP on a port of its
+    /// own (`--mesos-listen`, see [`Cluster::mesos_addr`]).
+    pub mesos_listen: bool,
 }
 
 impl Default for ClusterSpec {
@@ -292,6 +295,7 @@ impl Default for ClusterSpec {
                 "--status-retry-max".into(),
                 "2s".into(),
             ],
+            mesos_listen: false,
         }
     }
 }
@@ -320,6 +324,8 @@ pub struct Cluster {
     transport: Transport,
     /// An HTTP client of the masters with that credential.
     http: reqwest::Client,
+    /// Each master's `--mesos-listen` address, when the spec asked.
+    mesos: Vec<String>,
 }
 
 impl Cluster {
@@ -337,7 +343,14 @@ impl Cluster {
             runtime,
             transport: Transport::Plain,
             http: http_client(&Transport::Plain, MASTER_DNS_NAME)?,
+            mesos: Vec::new(),
         };
+        if spec.mesos_listen {
+            cluster.mesos = free_ports(spec.masters)?
+                .into_iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect();
+        }
         let addrs: Vec<String> = if spec.masters == 1 {
             vec!["127.0.0.1:0".into()]
         } else {
@@ -354,6 +367,9 @@ impl Cluster {
                 args.push(addrs.join(","));
             }
             args.extend(spec.master_args.iter().cloned());
+            if let Some(m) = cluster.mesos.get(i) {
+                args.extend(["--mesos-listen".to_owned(), m.clone()]);
+            }
             let log = cluster.dir.path().join(format!("master{i}.log"));
             let env = cluster.env();
             cluster
@@ -488,6 +504,15 @@ impl Cluster {
     /// Every master's address.
     pub fn masters(&self) -> Vec<String> {
         self.masters.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    /// Where master `i` serves Mesos' API in plain HTTP (the spec's
+    /// `mesos_listen`).
+    pub fn mesos_addr(&self, i: usize) -> Result<&str> {
+        self.mesos
+            .get(i)
+            .map(String::as_str)
+            .context("the cluster was started without mesos_listen")
     }
 
     /// The first master's address (the only one in a one-master cluster).

@@ -18,6 +18,12 @@ pub struct Args {
     /// An extra HTTP-only address.
     #[arg(long, env = "MEZZO_HTTP")]
     http: Option<SocketAddr>,
+    /// Also serve Mesos' API (scheduler, operator reads) in plain HTTP
+    /// here, for Mesos clients that cannot speak TLS; callers still
+    /// authenticate (HTTP Basic: principal and token). Off by default:
+    /// Mesos' API is always on --listen (TLS).
+    #[arg(long, env = "MEZZO_MESOS_LISTEN")]
+    mesos_listen: Option<SocketAddr>,
     /// Where the registry is kept.
     #[arg(long, env = "MEZZO_WORK_DIR", default_value = "/tmp/mezzo/master")]
     work_dir: PathBuf,
@@ -118,6 +124,7 @@ pub fn join_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Strin
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = MasterConfig::new(a.listen, a.work_dir);
     cfg.http = a.http;
+    cfg.mesos_listen = a.mesos_listen;
     cfg.peers = super::comma_list(&a.peers);
     cfg.join = super::comma_list(&a.join);
     cfg.raft_tick = a.raft_tick;

@@ -60,6 +60,9 @@ pub type ConnId = u64;
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub master_id: String,
+    /// This master's Raft id and its `--mesos-listen` address, which the
+    /// leader records in the registry (`RegistryOp::SetMesosEndpoint`).
+    pub mesos_endpoint: (u64, Option<String>),
     /// Heartbeats to frameworks, and to agents while few enough (see
     /// `agent_heartbeats_per_second`).
     pub heartbeat_interval: Duration,
@@ -121,6 +124,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             master_id: uuid::Uuid::new_v4().to_string(),
+            mesos_endpoint: (0, None),
             heartbeat_interval: Duration::from_secs(1),
             agent_heartbeats_per_second: 5000,
             agent_timeout: Duration::from_secs(10),
@@ -320,6 +324,8 @@ pub struct Master {
     last_history_flush: Instant,
     /// Whether this leader has checked the registry's history bounds.
     history_bounds_proposed: bool,
+    /// Whether this leadership has checked its Mesos endpoint in the registry.
+    mesos_endpoint_recorded: bool,
     /// Utilisation samples not yet proposed (see `samples.rs`).
     unflushed_samples: Vec<crate::history::Sample>,
     last_sample: Option<Instant>,
@@ -363,6 +369,7 @@ impl Master {
             unflushed_ends: Vec::new(),
             last_history_flush: now,
             history_bounds_proposed: false,
+            mesos_endpoint_recorded: false,
             unflushed_samples: Vec::new(),
             last_sample: None,
             effects: Vec::new(),
@@ -422,6 +429,20 @@ impl Master {
         }
     }
 
+    /// Records, once a leadership, where this master serves Mesos' API in
+    /// plain HTTP, when the registry says otherwise: followers redirect
+    /// Mesos clients there.
+    fn record_mesos_endpoint(&mut self) {
+        if self.mesos_endpoint_recorded {
+            return;
+        }
+        self.mesos_endpoint_recorded = true;
+        let (master, addr) = self.cfg.mesos_endpoint.clone();
+        if master != 0 && self.registry.mesos_endpoints.get(&master) != addr.as_ref() {
+            self.emit(Effect::Propose(RegistryOp::SetMesosEndpoint { master, addr }));
+        }
+    }
+
     /// Applies a committed registry op and acts on it.
     pub fn apply(&mut self, op: RegistryOp, now: Instant) {
         let outcome = self.registry.apply(&op);
@@ -434,7 +455,7 @@ impl Master {
             RegistryOp::RegisterFramework(rec) => self.framework_registered(&rec, now),
             RegistryOp::RemoveFramework { id, .. } => self.framework_removed(&id, now),
             RegistryOp::RecordTaskEnds { .. } | RegistryOp::RecordSamples { .. } => {}
-            RegistryOp::SetHistoryBounds { .. } => {}
+            RegistryOp::SetHistoryBounds { .. } | RegistryOp::SetMesosEndpoint { .. } => {}
             op @ (RegistryOp::SetWeights { .. }
             | RegistryOp::SetQuota { .. }
             | RegistryOp::Reserve { .. }
@@ -486,6 +507,7 @@ impl Master {
         self.drain_tick();
         self.preempt_tick(now);
         self.flush_history(Some(now));
+        self.record_mesos_endpoint();
         self.sample_utilisation(now);
         if now.duration_since(self.last_periodic) >= self.cfg.allocation_interval {
             // The periodic cycle: agents left with free resources (and

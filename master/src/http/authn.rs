@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use mezzo_proto::clock::unix_now;
+use mezzo_proto::security::principal::Principal;
 use mezzo_proto::security::serve::Peer;
 use mezzo_proto::security::token::{Grant, Token};
 
@@ -55,6 +56,10 @@ pub enum AuthnError {
          (`Authorization: Bearer mzt.…`); see `mezzo credential issue`"
     )]
     Missing,
+    #[error(
+        "HTTP Basic: the secret is not a token of principal {0:?} (give the principal a token was issued to, and that token)"
+    )]
+    Basic(String),
     #[error("{0} is over its rate of calls per second (--max-calls-per-second); slow down")]
     Rate(String),
 }
@@ -90,8 +95,12 @@ impl Authenticator {
             }
             return Ok(Caller::principal(cert.principal.clone(), cert.serial.clone()));
         }
-        let Some(text) = bearer(headers).or_else(|| cookie(headers)) else {
-            return Ok(Caller::Anonymous);
+        let (text, user) = match basic(headers) {
+            Some((user, secret)) => (secret, Some(user)),
+            None => match bearer(headers).or_else(|| cookie(headers)) {
+                Some(t) => (t, None),
+                None => return Ok(Caller::Anonymous),
+            },
         };
         let token = Token::parse(&text).map_err(|e| AuthnError::Token(e.to_string()))?;
         token
@@ -101,6 +110,14 @@ impl Authenticator {
             return Err(AuthnError::Revoked(token.nonce));
         }
         match token.grant {
+            // A bare Basic user name is a user principal (`alice` is `user:alice`).
+            Grant::Bearer(principal)
+                if user
+                    .as_deref()
+                    .is_some_and(|u| u.parse::<Principal>().ok().as_ref() != Some(&principal)) =>
+            {
+                Err(AuthnError::Basic(user.unwrap_or_default()))
+            }
             Grant::Bearer(principal) => Ok(Caller::principal(principal, token.nonce)),
             Grant::Join { .. } => Err(AuthnError::Token(
                 "a join token only joins (POST /api/v1/join); it authenticates nothing else".into(),
@@ -125,6 +142,18 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
 }
 
+/// HTTP Basic (`principal:token`), as Mesos frameworks authenticate:
+/// the secret is a bearer token issued to that principal.
+fn basic(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = v.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
+}
+
 fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -139,7 +168,7 @@ fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
 /// (its page asks for a token before it reads anything).
 fn open_to_anyone(method: &Method, path: &str) -> bool {
     match *method {
-        Method::GET => matches!(path, "/health" | "/api/v1/ca" | "/") || path.starts_with("/ui/"),
+        Method::GET => matches!(path, "/health" | "/version" | "/api/v1/ca" | "/") || path.starts_with("/ui/"),
         Method::POST => matches!(path, "/api/v1/join" | "/ui/login" | "/ui/logout"),
         _ => false,
     }
@@ -166,6 +195,11 @@ fn refuse(req: &Request, status: StatusCode, message: String) -> Response {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"mezzo\""),
+        );
+        // Mesos clients answer a Basic challenge with principal and token.
+        resp.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"mezzo\""),
         );
     }
     resp

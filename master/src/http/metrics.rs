@@ -366,6 +366,7 @@ mod tests {
             term: 3,
             leader_id: 1,
             leader: None,
+            leader_mesos: None,
             commit: 9,
             applied: 7,
             last_index: 9,

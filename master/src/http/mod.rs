@@ -101,6 +101,21 @@ impl HttpState {
         }
     }
 
+    /// The authenticator every listener's layer uses.
+    pub(crate) fn authn(&self) -> Authenticator {
+        self.authn.clone()
+    }
+
+    /// The way to the owner task.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The Raft node (leadership, the applied registry's views).
+    pub(crate) fn raft(&self) -> &RaftHandle {
+        &self.raft
+    }
+
     /// Refuses the caller unless it may do `action` to `object`.
     pub(crate) fn check(&self, caller: &Caller, action: Action, object: &str) -> Result<(), Response> {
         caller.may(&self.raft.auth().acl, action, object).map_err(refused)
@@ -139,8 +154,13 @@ pub(crate) fn refused(e: AuthzError) -> Response {
 /// ([`authn::layer`]), which gives every request its [`Caller`].
 pub fn app(state: HttpState, grpc: Router) -> Router {
     let authn = state.authn.clone();
-    grpc.merge(router(state))
-        .layer(axum::middleware::from_fn_with_state(authn, authn::layer))
+    authenticated(authn, grpc.merge(router(state)))
+}
+
+/// Routes of their own (Mesos' API on its plain-HTTP port) behind the
+/// same authentication layer as [`app`].
+pub fn authenticated(authn: Authenticator, routes: Router) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(authn, authn::layer))
 }
 
 /// Every route of the master's HTTP API. Reads need the `read` action

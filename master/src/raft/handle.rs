@@ -35,6 +35,9 @@ pub struct RaftStatus {
     pub term: u64,
     pub leader_id: u64,
     pub leader: Option<String>,
+    /// Where the leader serves Mesos' API in plain HTTP, if it does.
+    #[serde(default)]
+    pub leader_mesos: Option<String>,
     pub commit: u64,
     pub applied: u64,
     pub last_index: u64,

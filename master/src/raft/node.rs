@@ -312,6 +312,7 @@ impl Node {
             term: r.term,
             leader_id: r.leader_id,
             leader: self.registry.masters.get(&r.leader_id).cloned(),
+            leader_mesos: self.registry.mesos_endpoints.get(&r.leader_id).cloned(),
             commit: r.raft_log.committed,
             applied: self.applied,
             last_index: store.last_index().unwrap_or(0),

@@ -724,6 +724,7 @@ async fn failover_bench(trials: usize, settle: Duration, min_session: Duration, 
         // heartbeats every tick; 1 s framework heartbeats.
         master_args: plain.clone(),
         agent_args: plain,
+        mesos_listen: false,
     };
     let mut c = Cluster::start(spec).await?;
     let masters = c.masters();

@@ -1,0 +1,513 @@
+//! Mesos' messages to Mezzo's and back. Everything a Mesos framework sends
+//! becomes the `mezzo.v1` message the gRPC API takes, so it meets the same
+//! checks (`crate::api`); everything the core sends a framework becomes
+//! the Mesos event it expects. What Mezzo cannot honour is refused with a
+//! message that says so, never dropped silently.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use mezzo_proto::artifact::Archive;
+use mezzo_proto::v1;
+
+use super::types as m;
+
+/// How a framework wants its resources written (its capabilities).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Format {
+    /// `RESERVATION_REFINEMENT`: reservations as a stack in `reservations`
+    /// instead of `role` and `reservation`.
+    pub refinement: bool,
+    /// `MULTI_ROLE`: offers and their resources carry `allocation_info`.
+    pub multi_role: bool,
+    /// `PARTITION_AWARE`: told TASK_UNREACHABLE, TASK_DROPPED, TASK_GONE
+    /// and TASK_UNKNOWN; others hear TASK_LOST for each.
+    pub partition_aware: bool,
+    /// `TASK_KILLING_STATE`: told TASK_KILLING; others hear TASK_RUNNING.
+    pub task_killing: bool,
+}
+
+impl Format {
+    pub fn of(info: &m::FrameworkInfo) -> Format {
+        Format {
+            refinement: info.has_capability("RESERVATION_REFINEMENT"),
+            multi_role: info.has_capability("MULTI_ROLE"),
+            partition_aware: info.has_capability("PARTITION_AWARE"),
+            task_killing: info.has_capability("TASK_KILLING_STATE"),
+        }
+    }
+}
+
+/// A refusal of what a Mesos framework sent: answered 400 with the text.
+pub type Refused = String;
+
+// ---- frameworks ----
+
+/// A Mesos `FrameworkInfo` as Mezzo's. Without `MULTI_ROLE` the framework
+/// is in its one `role` (`*` by default), as on Mesos.
+pub fn framework_in(f: &m::FrameworkInfo) -> Result<v1::FrameworkInfo, Refused> {
+    let roles = if f.has_capability("MULTI_ROLE") {
+        if f.role.is_some() {
+            return Err("'FrameworkInfo.role' must not be set by a MULTI_ROLE framework: give 'roles'".into());
+        }
+        f.roles.clone()
+    } else {
+        if !f.roles.is_empty() {
+            return Err("'FrameworkInfo.roles' needs the MULTI_ROLE capability: give 'role'".into());
+        }
+        f.role.iter().cloned().collect()
+    };
+    Ok(v1::FrameworkInfo {
+        name: f.name.clone(),
+        user: f.user.clone(),
+        principal: f.principal.clone().unwrap_or_default(),
+        roles,
+        failover_timeout_secs: f.failover_timeout.unwrap_or(0.0),
+        hostname: f.hostname.clone().unwrap_or_default(),
+    })
+}
+
+// ---- resources ----
+
+fn is_unreserved(role: &str) -> bool {
+    role.is_empty() || role == "*"
+}
+
+/// One Mesos resource as Mezzo's: scalars and ranges, reserved (in either
+/// reservation format) or not.
+pub fn resource_in(r: &m::Resource) -> Result<v1::Resource, Refused> {
+    let name = &r.name;
+    if r.disk.is_some() || r.shared.is_some() {
+        return Err(format!(
+            "resource {name}: disk information and shared resources are not supported by Mezzo's Mesos API"
+        ));
+    }
+    let mut out = v1::Resource {
+        name: name.clone(),
+        ..Default::default()
+    };
+    match r.kind.as_str() {
+        "SCALAR" => {
+            let s = r
+                .scalar
+                .as_ref()
+                .ok_or_else(|| format!("resource {name}: SCALAR without `scalar`"))?;
+            out.scalar = s.value;
+        }
+        "RANGES" => {
+            let rs = r
+                .ranges
+                .as_ref()
+                .ok_or_else(|| format!("resource {name}: RANGES without `ranges`"))?;
+            out.ranges = rs
+                .range
+                .iter()
+                .map(|x| v1::Range {
+                    begin: x.begin,
+                    end: x.end,
+                })
+                .collect();
+        }
+        "SET" | "TEXT" => {
+            return Err(format!(
+                "resource {name}: {} resources are not supported by Mezzo (scalars and ranges are)",
+                r.kind
+            ));
+        }
+        other => return Err(format!("resource {name}: unknown type {other:?}")),
+    }
+    let (role, principal) = match r.reservations.last() {
+        Some(last) => (last.role.clone().unwrap_or_default(), last.principal.clone()),
+        None => (
+            r.role.clone().unwrap_or_default(),
+            r.reservation.as_ref().and_then(|x| x.principal.clone()),
+        ),
+    };
+    if !is_unreserved(&role) {
+        out.role = role;
+        out.reservation_principal = principal.unwrap_or_default();
+    }
+    Ok(out)
+}
+
+pub fn resources_in(list: &[m::Resource]) -> Result<Vec<v1::Resource>, Refused> {
+    list.iter().map(resource_in).collect()
+}
+
+/// One Mezzo resource as Mesos writes it for a framework of `fmt`,
+/// offered to (or used by) `role`.
+pub fn resource_out(r: &v1::Resource, fmt: Format, role: &str) -> m::Resource {
+    let ranged = !r.ranges.is_empty() || r.name == "ports";
+    let mut out = m::Resource {
+        name: r.name.clone(),
+        kind: if ranged { "RANGES" } else { "SCALAR" }.into(),
+        ..Default::default()
+    };
+    if ranged {
+        out.ranges = Some(m::Ranges {
+            range: r
+                .ranges
+                .iter()
+                .map(|x| m::Range {
+                    begin: x.begin,
+                    end: x.end,
+                })
+                .collect(),
+        });
+    } else {
+        out.scalar = Some(m::Scalar { value: r.scalar });
+    }
+    let dynamic = !r.reservation_principal.is_empty();
+    let principal = dynamic.then(|| r.reservation_principal.clone());
+    match (is_unreserved(&r.role), fmt.refinement) {
+        (true, true) => {}
+        (true, false) => out.role = Some("*".into()),
+        (false, true) => {
+            out.reservations = vec![m::ReservationInfo {
+                kind: Some(if dynamic { "DYNAMIC" } else { "STATIC" }.into()),
+                role: Some(r.role.clone()),
+                principal,
+                labels: None,
+            }];
+        }
+        (false, false) => {
+            out.role = Some(r.role.clone());
+            out.reservation = dynamic.then(|| m::ReservationInfo {
+                principal,
+                ..Default::default()
+            });
+        }
+    }
+    if fmt.multi_role && !role.is_empty() {
+        out.allocation_info = Some(m::AllocationInfo {
+            role: Some(role.to_owned()),
+        });
+    }
+    out
+}
+
+fn resources_out(list: &[v1::Resource], fmt: Format, role: &str) -> Vec<m::Resource> {
+    list.iter().map(|r| resource_out(r, fmt, role)).collect()
+}
+
+// ---- offers ----
+
+pub fn offer_out(o: &v1::Offer, fmt: Format) -> m::Offer {
+    m::Offer {
+        id: m::Id::new(&o.offer_id),
+        framework_id: m::Id::new(&o.framework_id),
+        agent_id: m::Id::new(&o.agent_id),
+        hostname: o.hostname.clone(),
+        resources: resources_out(&o.resources, fmt, &o.allocation_role),
+        attributes: o
+            .attributes
+            .iter()
+            .map(|a| m::Attribute {
+                name: a.name.clone(),
+                kind: "TEXT".into(),
+                text: Some(m::Text { value: a.value.clone() }),
+                scalar: None,
+            })
+            .collect(),
+        executor_ids: Vec::new(),
+        allocation_info: (fmt.multi_role && !o.allocation_role.is_empty()).then(|| m::AllocationInfo {
+            role: Some(o.allocation_role.clone()),
+        }),
+    }
+}
+
+// ---- tasks ----
+
+/// The file name a URI fetches to: its path's last segment.
+fn uri_file_name(uri: &str) -> &str {
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn command_in(c: &m::CommandInfo) -> Result<v1::CommandInfo, Refused> {
+    let shell = c.shell.unwrap_or(true);
+    // Mesos' argv includes argv[0]; Mezzo's `arguments` start at argv[1].
+    let arguments = if shell {
+        Vec::new()
+    } else {
+        c.arguments.iter().skip(1).cloned().collect()
+    };
+    let mut environment = Vec::new();
+    for v in c.environment.iter().flat_map(|e| &e.variables) {
+        match v.kind.as_deref().unwrap_or("VALUE") {
+            "VALUE" | "UNKNOWN" => environment.push(v1::EnvVar {
+                name: v.name.clone(),
+                value: v.value.clone().unwrap_or_default(),
+                secret: String::new(),
+            }),
+            "SECRET" => {
+                let reference = v
+                    .secret
+                    .as_ref()
+                    .and_then(|s| s.reference.as_ref())
+                    .filter(|r| r.key.is_none())
+                    .ok_or_else(|| {
+                        format!(
+                            "environment variable {}: only secrets by reference (a name, no key) are supported: \
+                             put the value with `mezzo secret put ROLE NAME`",
+                            v.name
+                        )
+                    })?;
+                environment.push(v1::EnvVar {
+                    name: v.name.clone(),
+                    value: String::new(),
+                    secret: reference.name.clone(),
+                });
+            }
+            other => return Err(format!("environment variable {}: unknown type {other:?}", v.name)),
+        }
+    }
+    let uris = c
+        .uris
+        .iter()
+        .map(|u| v1::CommandUri {
+            value: u.value.clone(),
+            executable: u.executable.unwrap_or(false),
+            // Mesos extracts by default what it knows to be an archive.
+            extract: u
+                .extract
+                .unwrap_or_else(|| Archive::of(uri_file_name(&u.value)).is_some())
+                && !u.executable.unwrap_or(false),
+            cache: u.cache.unwrap_or(false),
+            output_file: u.output_file.clone().unwrap_or_default(),
+            sha256: String::new(),
+        })
+        .collect();
+    Ok(v1::CommandInfo {
+        value: c.value.clone().unwrap_or_default(),
+        arguments,
+        environment,
+        shell,
+        user: c.user.clone().unwrap_or_default(),
+        secret_files: Vec::new(),
+        uris,
+    })
+}
+
+fn container_in(c: &m::ContainerInfo) -> Result<v1::ContainerInfo, Refused> {
+    if !c.volumes.is_empty() {
+        return Err("container volumes are not supported by Mezzo's Mesos API".into());
+    }
+    let reference = match c.kind.as_str() {
+        "MESOS" | "" => match c.mesos.as_ref().and_then(|x| x.image.as_ref()) {
+            Some(i) if i.kind == "DOCKER" => i.docker.as_ref().map(|d| d.name.clone()),
+            Some(i) => return Err(format!("image type {:?} is not supported (DOCKER is)", i.kind)),
+            None => None,
+        },
+        "DOCKER" => c.docker.as_ref().map(|d| d.image.clone()),
+        other => {
+            return Err(format!(
+                "container type {other:?} is not supported (MESOS and DOCKER are)"
+            ));
+        }
+    };
+    Ok(v1::ContainerInfo {
+        image: reference.map(|reference| v1::Image {
+            reference,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn health_check_in(h: &m::HealthCheck) -> Result<v1::HealthCheck, Refused> {
+    let mut out = v1::HealthCheck {
+        delay_secs: h.delay_seconds,
+        grace_period_secs: h.grace_period_seconds,
+        interval_secs: h.interval_seconds,
+        timeout_secs: h.timeout_seconds,
+        consecutive_failures: h.consecutive_failures,
+        ..Default::default()
+    };
+    match h.kind.as_str() {
+        "COMMAND" => {
+            let c = h.command.as_ref().ok_or("a COMMAND health check needs `command`")?;
+            out.command = Some(command_in(c)?);
+        }
+        "HTTP" => {
+            let x = h.http.as_ref().ok_or("an HTTP health check needs `http`")?;
+            if x.scheme.as_deref().is_some_and(|s| s != "http") {
+                return Err("HTTP health checks use plain http".into());
+            }
+            out.http = Some(v1::HttpCheck {
+                port: x.port,
+                path: x.path.clone().unwrap_or_default(),
+            });
+        }
+        "TCP" => {
+            let x = h.tcp.as_ref().ok_or("a TCP health check needs `tcp`")?;
+            out.tcp = Some(v1::TcpCheck { port: x.port });
+        }
+        other => {
+            return Err(format!(
+                "health check type {other:?} is not supported (COMMAND, HTTP, TCP are)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A Mesos `TaskInfo` as Mezzo's (then checked by `api::validate_task`).
+pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
+    let id = &t.task_id.value;
+    let with = |e: Refused| format!("task {id}: {e}");
+    if t.executor.is_some() {
+        return Err(with(
+            "custom executors (TaskInfo.executor) are not supported yet; give a `command`".into(),
+        ));
+    }
+    let kill_grace_period_ms = t
+        .kill_policy
+        .as_ref()
+        .and_then(|k| k.grace_period.as_ref())
+        .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
+        .transpose()
+        .map_err(|_| with("a kill grace period cannot be negative".into()))?;
+    let allocation_role = t
+        .resources
+        .iter()
+        .find_map(|r| r.allocation_info.as_ref().and_then(|a| a.role.clone()))
+        .unwrap_or_default();
+    Ok(v1::TaskInfo {
+        task_id: id.clone(),
+        name: t.name.clone(),
+        resources: resources_in(&t.resources).map_err(with)?,
+        command: t.command.as_ref().map(command_in).transpose().map_err(with)?,
+        kill_grace_period_ms,
+        agent_id: t.agent_id.value.clone(),
+        labels: t
+            .labels
+            .iter()
+            .flat_map(|l| &l.labels)
+            .map(|l| v1::Attribute {
+                name: l.key.clone(),
+                value: l.value.clone().unwrap_or_default(),
+            })
+            .collect(),
+        container: t.container.as_ref().map(container_in).transpose().map_err(with)?,
+        health_check: t.health_check.as_ref().map(health_check_in).transpose().map_err(with)?,
+        priority: 0,
+        allocation_role,
+    })
+}
+
+/// Mezzo's reasons under their Mesos names; `None` where Mesos has none.
+fn reason_out(r: v1::StatusReason) -> Option<&'static str> {
+    use v1::StatusReason as R;
+    Some(match r {
+        R::ReasonUnspecified | R::ReasonTaskKilled | R::ReasonKilledByOperator => return None,
+        R::ReasonCommandExited => "REASON_COMMAND_EXECUTOR_FAILED",
+        R::ReasonAgentDisconnected => "REASON_AGENT_DISCONNECTED",
+        R::ReasonAgentRemoved | R::ReasonAgentUnreachable => "REASON_AGENT_REMOVED",
+        R::ReasonInvalidOffers => "REASON_INVALID_OFFERS",
+        R::ReasonTaskInvalid => "REASON_TASK_INVALID",
+        R::ReasonTaskUnknown => "REASON_TASK_UNKNOWN",
+        R::ReasonReconciliation => "REASON_RECONCILIATION",
+        R::ReasonContainerLaunchFailed | R::ReasonFetchFailed => "REASON_CONTAINER_LAUNCH_FAILED",
+        R::ReasonContainerLimitationMemory => "REASON_CONTAINER_LIMITATION_MEMORY",
+        R::ReasonContainerLimitationDisk => "REASON_CONTAINER_LIMITATION_DISK",
+        R::ReasonFrameworkRemoved => "REASON_FRAMEWORK_REMOVED",
+        R::ReasonAgentRestarted => "REASON_AGENT_RESTARTED",
+        R::ReasonTaskKilledDuringLaunch => "REASON_TASK_KILLED_DURING_LAUNCH",
+        R::ReasonAgentReregistered => "REASON_AGENT_REREGISTERED",
+        R::ReasonAgentDraining => "REASON_AGENT_DRAINING",
+        R::ReasonTaskHealthCheckStatusUpdated => "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+        R::ReasonPreempted => "REASON_CONTAINER_PREEMPTED",
+    })
+}
+
+/// A Mezzo status as Mesos' for a framework of `fmt` (`uuid` only when
+/// it must be acknowledged).
+pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
+    use v1::TaskState as S;
+    let state = match S::try_from(s.state).unwrap_or(S::TaskUnknown) {
+        S::Unspecified => S::TaskUnknown,
+        S::TaskUnreachable | S::TaskDropped | S::TaskGone | S::TaskUnknown if !fmt.partition_aware => S::TaskLost,
+        S::TaskKilling if !fmt.task_killing => S::TaskRunning,
+        other => other,
+    }
+    .as_str_name();
+    let source = v1::StatusSource::try_from(s.source)
+        .ok()
+        .filter(|x| *x != v1::StatusSource::SourceUnspecified)
+        .map(|x| x.as_str_name().to_owned());
+    let reason = v1::StatusReason::try_from(s.reason)
+        .ok()
+        .and_then(reason_out)
+        .map(str::to_owned);
+    m::TaskStatus {
+        task_id: m::Id::new(&s.task_id),
+        state: state.to_owned(),
+        message: (!s.message.is_empty()).then(|| s.message.clone()),
+        source,
+        reason,
+        data: None,
+        agent_id: (!s.agent_id.is_empty()).then(|| m::Id::new(&s.agent_id)),
+        executor_id: None,
+        timestamp: (s.timestamp > 0.0).then_some(s.timestamp),
+        uuid: (!s.uuid.is_empty()).then(|| B64.encode(&s.uuid)),
+        healthy: s.healthy,
+    }
+}
+
+/// The uuid of an acknowledgement.
+pub fn uuid_in(text: &str) -> Result<Vec<u8>, Refused> {
+    B64.decode(text)
+        .map_err(|e| format!("acknowledge: uuid {text:?} is not base64: {e}"))
+}
+
+// ---- events ----
+
+/// The Mesos event for one of the core's, for a framework of `fmt`;
+/// `None` for Mezzo's own events that Mesos has no word for.
+pub fn event_out(e: &v1::Event, fmt: Format, master: &m::MasterInfo) -> Option<m::Event> {
+    use v1::event::Event as E;
+    let ev = match e.event.as_ref()? {
+        E::Subscribed(s) => m::Event {
+            subscribed: Some(m::Subscribed {
+                framework_id: m::Id::new(&s.framework_id),
+                heartbeat_interval_seconds: Some(s.heartbeat_interval_secs),
+                master_info: Some(master.clone()),
+            }),
+            ..m::Event::of("SUBSCRIBED")
+        },
+        E::Offers(o) => m::Event {
+            offers: Some(m::Offers {
+                offers: o.offers.iter().map(|o| offer_out(o, fmt)).collect(),
+            }),
+            ..m::Event::of("OFFERS")
+        },
+        E::Rescind(r) => m::Event {
+            rescind: Some(m::Rescind {
+                offer_id: m::Id::new(&r.offer_id),
+            }),
+            ..m::Event::of("RESCIND")
+        },
+        E::Update(u) => m::Event {
+            update: Some(m::Update {
+                status: status_out(u.status.as_ref()?, fmt),
+            }),
+            ..m::Event::of("UPDATE")
+        },
+        E::Failure(f) => m::Event {
+            failure: Some(m::Failure {
+                agent_id: Some(m::Id::new(&f.agent_id)),
+                ..Default::default()
+            }),
+            ..m::Event::of("FAILURE")
+        },
+        E::Error(x) => m::Event {
+            error: Some(m::ErrorEvent {
+                message: x.message.clone(),
+            }),
+            ..m::Event::of("ERROR")
+        },
+        E::Heartbeat(_) => m::Event::of("HEARTBEAT"),
+        E::Reconciled(_) | E::AgentDrain(_) | E::Preemption(_) => return None,
+    };
+    Some(ev)
+}

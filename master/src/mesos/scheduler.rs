@@ -1,0 +1,408 @@
+//! `POST /api/v1/scheduler`: Mesos' scheduler HTTP API over the core's
+//! framework calls. `SUBSCRIBE` opens a RecordIO stream of JSON events
+//! named by a `Mesos-Stream-Id`; every other call carries that id and is
+//! answered `202` at once. Each call becomes the `mezzo.v1` request the
+//! gRPC API takes and goes through the same checks (`crate::api`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::v1;
+use tokio::sync::mpsc;
+
+use super::convert::{self, Format};
+use super::types as m;
+use super::{MesosApi, bad_request, core_error, recordio};
+use crate::api::scheduler::{self as api, EVENT_QUEUE};
+use crate::auth::Caller;
+use crate::core::ConnId;
+use crate::error::MasterError;
+use crate::runtime::{Call, Command, Handle};
+
+pub const STREAM_ID: &str = "Mesos-Stream-Id";
+
+const PATH: &str = "/api/v1/scheduler";
+
+/// How long a new framework may wait for its registration to commit.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+
+/// The stream id of each framework subscribed through this API on this
+/// master: a call must name its framework's current one.
+#[derive(Debug, Clone, Default)]
+pub struct Streams(Arc<Mutex<HashMap<FrameworkId, String>>>);
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FrameworkId, String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &FrameworkId) -> Option<String> {
+        self.lock().get(id).cloned()
+    }
+}
+
+/// Ends a subscription when its stream is dropped (the client went away,
+/// or the core closed it): the core learns the framework disconnected.
+struct Subscription {
+    conn: ConnId,
+    handle: Handle,
+    streams: Streams,
+    framework: Option<(FrameworkId, String)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.handle.notify(Command::FrameworkClosed(self.conn));
+        if let Some((id, stream)) = &self.framework {
+            let mut s = self.streams.lock();
+            if s.get(id) == Some(stream) {
+                s.remove(id);
+            }
+        }
+    }
+}
+
+/// The SUBSCRIBE answer's body: the core's events, as Mesos events, in
+/// RecordIO.
+struct EventBody {
+    rx: mpsc::Receiver<Result<v1::Event, tonic::Status>>,
+    first: Option<Bytes>,
+    fmt: Format,
+    master: Arc<m::MasterInfo>,
+    _subscription: Subscription,
+}
+
+fn record(e: &m::Event) -> Bytes {
+    // Serializing plain structs of strings and numbers cannot fail.
+    recordio::frame(&serde_json::to_vec(e).unwrap_or_default())
+}
+
+impl Stream for EventBody {
+    type Item = Result<Bytes, Infallible>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(b) = self.first.take() {
+            return Poll::Ready(Some(Ok(b)));
+        }
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(None),
+                Poll::Ready(Some(Ok(ev))) => {
+                    if let Some(e) = convert::event_out(&ev, self.fmt, &self.master) {
+                        return Poll::Ready(Some(Ok(record(&e))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The handler: SUBSCRIBE, or any other call.
+pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
+    if call.kind == "SUBSCRIBE" {
+        return subscribe(api, caller, headers, call).await;
+    }
+    match other_call(api, caller, headers, call).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+        && !accept.split(',').any(|a| {
+            let a = a.split(';').next().unwrap_or("").trim();
+            matches!(a, "application/json" | "application/*" | "*/*")
+        })
+    {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "Expecting 'Accept' to allow 'application/json' (Mezzo streams JSON only)",
+        )
+            .into_response();
+    }
+    let Some(sub) = call.subscribe else {
+        return bad_request("Expecting 'subscribe' to be present");
+    };
+    let info = sub.framework_info;
+    let from_info = info.id.as_ref().map(|i| i.value.clone());
+    let from_call = call.framework_id.as_ref().map(|i| i.value.clone());
+    let id = match (from_call, from_info) {
+        (Some(a), Some(b)) if a != b => {
+            return bad_request("'framework_id' differs from 'subscribe.framework_info.id'");
+        }
+        (a, b) => a.or(b),
+    };
+    let id = match id.map(|s| FrameworkId::parse(&s)).transpose() {
+        Ok(id) => id,
+        Err(e) => return bad_request(format!("framework id: {e}")),
+    };
+    let fmt = Format::of(&info);
+    if headers.contains_key(STREAM_ID) {
+        return bad_request(format!("A SUBSCRIBE call must not include the '{STREAM_ID}' header"));
+    }
+    let info = match convert::framework_in(&info) {
+        Ok(i) => crate::api::validate_framework(Some(i)),
+        Err(e) => return bad_request(e),
+    };
+    let info = match info {
+        Ok(i) => i,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let handle = api.http.handle().clone();
+    let conn = match handle
+        .ask(|reply| Command::Subscribe {
+            info,
+            id,
+            caller,
+            tx,
+            reply,
+        })
+        .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) | Err(e) => return core_error(api, e, PATH).await,
+    };
+    let mut subscription = Subscription {
+        conn,
+        handle,
+        streams: api.streams.clone(),
+        framework: None,
+    };
+    // The first event says who the framework is (a new one is told once
+    // its registration commits).
+    let first = match tokio::time::timeout(SUBSCRIBE_WAIT, rx.recv()).await {
+        Ok(Some(Ok(ev))) => ev,
+        Ok(Some(Err(status))) => return core_error(api, MasterError::Invalid(status.message().to_owned()), PATH).await,
+        Ok(None) | Err(_) => {
+            return core_error(
+                api,
+                MasterError::Internal("the framework's registration did not complete in time; retry".into()),
+                PATH,
+            )
+            .await;
+        }
+    };
+    let Some(v1::event::Event::Subscribed(s)) = &first.event else {
+        let msg = match first.event {
+            Some(v1::event::Event::Error(e)) => e.message,
+            _ => "the master did not confirm the subscription".into(),
+        };
+        return bad_request(msg);
+    };
+    let Ok(fid) = FrameworkId::parse(&s.framework_id) else {
+        return core_error(
+            api,
+            MasterError::Internal("bad framework id from the core".into()),
+            PATH,
+        )
+        .await;
+    };
+    let stream_id = uuid::Uuid::new_v4().to_string();
+    api.streams.lock().insert(fid.clone(), stream_id.clone());
+    subscription.framework = Some((fid, stream_id.clone()));
+    // Mesos follows SUBSCRIBED with a heartbeat at once.
+    let first = convert::event_out(&first, fmt, &api.master).map(|e| {
+        let mut b = bytes::BytesMut::from(&record(&e)[..]);
+        b.extend_from_slice(&record(&m::Event::of("HEARTBEAT")));
+        b.freeze()
+    });
+    let body = EventBody {
+        rx,
+        first,
+        fmt,
+        master: api.master.clone(),
+        _subscription: subscription,
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&stream_id) {
+        h.insert(STREAM_ID, v);
+    }
+    resp
+}
+
+/// Checks the call's framework and stream, converts it and hands it to
+/// the core.
+async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Result<(), Response> {
+    let Some(fid) = call.framework_id.as_ref() else {
+        return Err(bad_request("Expecting 'framework_id' to be present"));
+    };
+    let fid = FrameworkId::parse(&fid.value).map_err(|e| bad_request(format!("framework id: {e}")))?;
+    let Some(stream) = headers.get(STREAM_ID).and_then(|v| v.to_str().ok()) else {
+        return Err(bad_request(format!(
+            "All non-subscribe calls should include the '{STREAM_ID}' header"
+        )));
+    };
+    if api.streams.get(&fid).as_deref() != Some(stream) {
+        // A follower knows no streams: send the caller to the leader.
+        if api.leads().await == Some(false) {
+            return Err(api.to_leader(PATH).await);
+        }
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "The stream ID '{stream}' included in this request didn't match the stream ID currently \
+                 associated with framework ID {fid}"
+            ),
+        )
+            .into_response());
+    }
+    let Some(c) = convert_call(&fid, call).map_err(bad_request)? else {
+        return Ok(());
+    };
+    match api.http.handle().call(fid, c, caller).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(core_error(api, e, PATH).await),
+    }
+}
+
+fn ids(list: &[m::Id]) -> Vec<String> {
+    list.iter().map(|i| i.value.clone()).collect()
+}
+
+fn filters(f: Option<&m::Filters>) -> Option<v1::Filters> {
+    f.map(|f| v1::Filters {
+        refuse_seconds: f.refuse_seconds,
+    })
+}
+
+fn need<T>(x: Option<T>, field: &str) -> Result<T, String> {
+    x.ok_or_else(|| format!("Expecting '{field}' to be present"))
+}
+
+fn master_err(e: MasterError) -> String {
+    e.to_string()
+}
+
+/// An offer operation as Mezzo's.
+fn operation(op: m::Operation) -> Result<Vec<v1::Operation>, String> {
+    use v1::operation::Operation as O;
+    let launch = |tasks: Vec<m::TaskInfo>| -> Result<O, String> {
+        let tasks = tasks.iter().map(convert::task_in).collect::<Result<_, _>>()?;
+        Ok(O::Launch(v1::Launch { tasks }))
+    };
+    let op = match op.kind.as_str() {
+        "LAUNCH" => launch(need(op.launch, "launch")?.task_infos)?,
+        "LAUNCH_GROUP" => {
+            let g = need(op.launch_group, "launch_group")?;
+            if let Some(e) = &g.executor
+                && e.kind.as_deref().is_some_and(|k| k != "DEFAULT")
+            {
+                return Err("launch_group: only the DEFAULT executor is supported".into());
+            }
+            launch(g.task_group.tasks)?
+        }
+        "RESERVE" => O::Reserve(v1::Reserve {
+            resources: convert::resources_in(&need(op.reserve, "reserve")?.resources)?,
+        }),
+        "UNRESERVE" => O::Unreserve(v1::Unreserve {
+            resources: convert::resources_in(&need(op.unreserve, "unreserve")?.resources)?,
+        }),
+        other => {
+            return Err(format!(
+                "offer operation {other:?} is not supported by Mezzo's Mesos API (LAUNCH, LAUNCH_GROUP, RESERVE and UNRESERVE are)"
+            ));
+        }
+    };
+    Ok(vec![v1::Operation { operation: Some(op) }])
+}
+
+/// A call (not SUBSCRIBE) as the core's; `None` for calls that change
+/// nothing in Mezzo (answered 202 all the same, as Mesos does).
+fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String> {
+    let framework_id = fid.to_string();
+    let c = match call.kind.as_str() {
+        "ACCEPT" => {
+            let a = need(call.accept, "accept")?;
+            let mut operations = Vec::new();
+            for op in a.operations {
+                operations.extend(operation(op)?);
+            }
+            api::accept(v1::AcceptRequest {
+                framework_id,
+                offer_ids: ids(&a.offer_ids),
+                operations,
+                filters: filters(a.filters.as_ref()),
+            })
+            .map_err(master_err)?
+        }
+        "DECLINE" => {
+            let d = need(call.decline, "decline")?;
+            api::decline(&v1::DeclineRequest {
+                framework_id,
+                offer_ids: ids(&d.offer_ids),
+                filters: filters(d.filters.as_ref()),
+            })
+            .map_err(master_err)?
+        }
+        // Mezzo revives and suppresses a framework in all its roles.
+        "REVIVE" => Call::Revive,
+        "SUPPRESS" => Call::Suppress,
+        "KILL" => {
+            let k = need(call.kill, "kill")?;
+            let grace = k
+                .kill_policy
+                .and_then(|p| p.grace_period)
+                .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
+                .transpose()
+                .map_err(|_| "kill: a grace period cannot be negative".to_owned())?;
+            api::kill(&v1::KillRequest {
+                framework_id,
+                task_id: k.task_id.value,
+                kill_grace_period_ms: grace,
+            })
+            .map_err(master_err)?
+        }
+        "ACKNOWLEDGE" => {
+            let a = need(call.acknowledge, "acknowledge")?;
+            api::acknowledge(v1::AcknowledgeRequest {
+                framework_id,
+                agent_id: a.agent_id.value,
+                task_id: a.task_id.value,
+                uuid: convert::uuid_in(&a.uuid)?,
+                acks: Vec::new(),
+            })
+            .map_err(master_err)?
+        }
+        "RECONCILE" => {
+            let r = call.reconcile.unwrap_or_default();
+            api::reconcile(&v1::ReconcileRequest {
+                framework_id,
+                tasks: r
+                    .tasks
+                    .into_iter()
+                    .map(|t| v1::ReconcileTask {
+                        task_id: t.task_id.value,
+                        agent_id: t.agent_id.map(|a| a.value).unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .map_err(master_err)?
+        }
+        "TEARDOWN" => Call::Teardown,
+        // Mezzo sends no inverse offers; resource requests were never acted on by Mesos either.
+        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" | "REQUEST" => return Ok(None),
+        "SHUTDOWN" | "MESSAGE" => {
+            return Err(format!(
+                "{} needs custom executors, which Mezzo's Mesos API does not support yet",
+                call.kind
+            ));
+        }
+        "SUBSCRIBE" => return Err("SUBSCRIBE opens a stream: send it on its own connection".into()),
+        "" | "UNKNOWN" => return Err("Expecting 'type' to be present".into()),
+        other => return Err(format!("Unsupported call type {other:?}")),
+    };
+    Ok(Some(c))
+}
