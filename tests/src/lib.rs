@@ -29,6 +29,7 @@ use tokio::process::{Child, Command};
 
 pub mod batch;
 pub mod browser;
+pub mod mesos;
 pub mod netcluster;
 pub mod netns;
 pub mod oci;

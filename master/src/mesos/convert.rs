@@ -395,11 +395,13 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
     })
 }
 
-/// Mezzo's reasons under their Mesos names; `None` where Mesos has none.
-fn reason_out(r: v1::StatusReason) -> Option<&'static str> {
+/// Mezzo's reasons under their Mesos names; `None` where Mesos has none
+/// (a command that exits 0 finishes with no reason on Mesos).
+fn reason_out(r: v1::StatusReason, state: v1::TaskState) -> Option<&'static str> {
     use v1::StatusReason as R;
     Some(match r {
         R::ReasonUnspecified | R::ReasonTaskKilled | R::ReasonKilledByOperator => return None,
+        R::ReasonCommandExited if state == v1::TaskState::TaskFinished => return None,
         R::ReasonCommandExited => "REASON_COMMAND_EXECUTOR_FAILED",
         R::ReasonAgentDisconnected => "REASON_AGENT_DISCONNECTED",
         R::ReasonAgentRemoved | R::ReasonAgentUnreachable => "REASON_AGENT_REMOVED",
@@ -424,7 +426,8 @@ fn reason_out(r: v1::StatusReason) -> Option<&'static str> {
 /// it must be acknowledged).
 pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
     use v1::TaskState as S;
-    let state = match S::try_from(s.state).unwrap_or(S::TaskUnknown) {
+    let ours = S::try_from(s.state).unwrap_or(S::TaskUnknown);
+    let state = match ours {
         S::Unspecified => S::TaskUnknown,
         S::TaskUnreachable | S::TaskDropped | S::TaskGone | S::TaskUnknown if !fmt.partition_aware => S::TaskLost,
         S::TaskKilling if !fmt.task_killing => S::TaskRunning,
@@ -437,7 +440,7 @@ pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
         .map(|x| x.as_str_name().to_owned());
     let reason = v1::StatusReason::try_from(s.reason)
         .ok()
-        .and_then(reason_out)
+        .and_then(|r| reason_out(r, ours))
         .map(str::to_owned);
     m::TaskStatus {
         task_id: m::Id::new(&s.task_id),

@@ -35,17 +35,25 @@ const PATH: &str = "/api/v1/scheduler";
 /// How long a new framework may wait for its registration to commit.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 
-/// The stream id of each framework subscribed through this API on this
+/// One framework's stream: its id, and a way to add events to it that
+/// does not keep it open (the core closes it by dropping its sender).
+#[derive(Debug, Clone)]
+struct OpenStream {
+    id: String,
+    events: mpsc::WeakSender<Result<v1::Event, tonic::Status>>,
+}
+
+/// The stream of each framework subscribed through this API on this
 /// master: a call must name its framework's current one.
 #[derive(Debug, Clone, Default)]
-pub struct Streams(Arc<Mutex<HashMap<FrameworkId, String>>>);
+pub struct Streams(Arc<Mutex<HashMap<FrameworkId, OpenStream>>>);
 
 impl Streams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FrameworkId, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FrameworkId, OpenStream>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, id: &FrameworkId) -> Option<String> {
+    fn get(&self, id: &FrameworkId) -> Option<OpenStream> {
         self.lock().get(id).cloned()
     }
 }
@@ -64,7 +72,7 @@ impl Drop for Subscription {
         self.handle.notify(Command::FrameworkClosed(self.conn));
         if let Some((id, stream)) = &self.framework {
             let mut s = self.streams.lock();
-            if s.get(id) == Some(stream) {
+            if s.get(id).is_some_and(|x| x.id == *stream) {
                 s.remove(id);
             }
         }
@@ -159,6 +167,7 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
         Err(e) => return bad_request(e.to_string()),
     };
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let events = tx.downgrade();
     let handle = api.http.handle().clone();
     let conn = match handle
         .ask(|reply| Command::Subscribe {
@@ -209,7 +218,11 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
         .await;
     };
     let stream_id = uuid::Uuid::new_v4().to_string();
-    api.streams.lock().insert(fid.clone(), stream_id.clone());
+    let entry = OpenStream {
+        id: stream_id.clone(),
+        events,
+    };
+    api.streams.lock().insert(fid.clone(), entry);
     subscription.framework = Some((fid, stream_id.clone()));
     // Mesos follows SUBSCRIBED with a heartbeat at once.
     let first = convert::event_out(&first, fmt, &api.master).map(|e| {
@@ -245,7 +258,7 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
             "All non-subscribe calls should include the '{STREAM_ID}' header"
         )));
     };
-    if api.streams.get(&fid).as_deref() != Some(stream) {
+    let Some(events) = api.streams.get(&fid).filter(|s| s.id == stream).map(|s| s.events) else {
         // A follower knows no streams: send the caller to the leader.
         if api.leads().await == Some(false) {
             return Err(api.to_leader(PATH).await);
@@ -258,13 +271,94 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
             ),
         )
             .into_response());
+    };
+    // An ACCEPT that launches is refused as Mesos refuses it: 202, and an
+    // update for each task saying why (clients ignore the answer to a call).
+    let launches = launched_tasks(&call);
+    let offers = call.accept.as_ref().map(|a| ids(&a.offer_ids)).unwrap_or_default();
+    let refuse = call.accept.as_ref().and_then(|a| filters(a.filters.as_ref()));
+    let converted = convert_call(&fid, call);
+    if !launches.is_empty() {
+        let refusal = match converted {
+            Ok(Some(c)) => api.http.handle().call(fid.clone(), c, caller.clone()).await.err(),
+            Ok(None) => None,
+            Err(e) => Some(MasterError::Invalid(e)),
+        };
+        if let Some(e) = refusal {
+            refuse_launches(api, &fid, caller, &events, &launches, (offers, refuse), &e).await;
+        }
+        return Ok(());
     }
-    let Some(c) = convert_call(&fid, call).map_err(bad_request)? else {
+    let Some(c) = converted.map_err(bad_request)? else {
         return Ok(());
     };
     match api.http.handle().call(fid, c, caller).await {
         Ok(()) => Ok(()),
         Err(e) => Err(core_error(api, e, PATH).await),
+    }
+}
+
+/// The (task id, agent id) of every task an ACCEPT launches.
+fn launched_tasks(call: &m::Call) -> Vec<(String, String)> {
+    let Some(a) = call.accept.as_ref().filter(|_| call.kind == "ACCEPT") else {
+        return Vec::new();
+    };
+    a.operations
+        .iter()
+        .flat_map(|op| {
+            let launch = op.launch.iter().flat_map(|l| &l.task_infos);
+            let group = op.launch_group.iter().flat_map(|g| &g.task_group.tasks);
+            launch.chain(group)
+        })
+        .map(|t| (t.task_id.value.clone(), t.agent_id.value.clone()))
+        .collect()
+}
+
+/// Tells the framework why its launch was refused, one update per task
+/// (no uuid: nothing to acknowledge), and gives back the offers it named.
+async fn refuse_launches(
+    api: &MesosApi,
+    fid: &FrameworkId,
+    caller: Caller,
+    events: &mpsc::WeakSender<Result<v1::Event, tonic::Status>>,
+    launches: &[(String, String)],
+    (offers, refuse): (Vec<String>, Option<v1::Filters>),
+    why: &MasterError,
+) {
+    use v1::{StatusReason as R, TaskState as S};
+    let (state, reason) = match why {
+        MasterError::UnknownOffer(_) | MasterError::ForeignOffer { .. } => (S::TaskDropped, R::ReasonInvalidOffers),
+        _ => (S::TaskError, R::ReasonTaskInvalid),
+    };
+    if state == S::TaskError && !offers.is_empty() {
+        let decline = api::decline(&v1::DeclineRequest {
+            framework_id: fid.to_string(),
+            offer_ids: offers,
+            filters: refuse,
+        });
+        if let Ok(c) = decline {
+            let _ = api.http.handle().call(fid.clone(), c, caller).await;
+        }
+    }
+    let Some(tx) = events.upgrade() else { return };
+    for (task, agent) in launches {
+        let status = v1::TaskStatus {
+            task_id: task.clone(),
+            state: state as i32,
+            reason: reason as i32,
+            message: why.to_string(),
+            source: v1::StatusSource::SourceMaster as i32,
+            agent_id: agent.clone(),
+            timestamp: mezzo_proto::clock::unix_now(),
+            framework_id: fid.to_string(),
+            ..Default::default()
+        };
+        let ev = v1::Event {
+            event: Some(v1::event::Event::Update(v1::Update { status: Some(status) })),
+        };
+        if tx.try_send(Ok(ev)).is_err() {
+            return;
+        }
     }
 }
 

@@ -1,0 +1,579 @@
+//! Issue 18: Mesos' v1 scheduler HTTP API on a real cluster, spoken as a
+//! Mesos framework speaks it (JSON calls, a RecordIO event stream named by
+//! `Mesos-Stream-Id`, HTTP Basic). The shapes of every event and answer
+//! are checked against the field names of Mesos' own protos
+//! (`include/mesos/v1/scheduler/scheduler.proto`, `mesos.proto`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mezzo_tests::mesos::{MesosClient, Subscription, keys};
+use mezzo_tests::{Cluster, ClusterSpec};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(20);
+
+fn spec(masters: usize) -> ClusterSpec {
+    ClusterSpec {
+        masters,
+        agents: 1,
+        agent_resources: "cpus:4;mem:2048;disk:2048;ports:[31000-31099]".into(),
+        mesos_listen: true,
+        ..Default::default()
+    }
+}
+
+/// A principal `user:NAME` with the rights a framework in role `*`
+/// running as `nobody` needs, and a Basic credential of it.
+async fn framework_principal(c: &Cluster, name: &str) -> Result<(String, String)> {
+    let p = format!("user:{name}");
+    c.allow(&p, &["register_framework"], "*").await?;
+    c.allow(&p, &["run_as"], "nobody").await?;
+    Ok((name.to_owned(), c.issue_token(&p).await?))
+}
+
+fn plain(c: &Cluster, i: usize, auth: &(String, String)) -> Result<MesosClient> {
+    MesosClient::new(
+        &format!("http://{}", c.mesos_addr(i)?),
+        None,
+        Some((auth.0.as_str(), auth.1.as_str())),
+    )
+}
+
+fn subscribe_body(name: &str, extra: Value) -> Value {
+    let mut info = json!({ "user": "nobody", "name": name, "failover_timeout": 60.0 });
+    if let (Some(i), Some(e)) = (info.as_object_mut(), extra.as_object()) {
+        i.extend(e.clone());
+    }
+    json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": info } })
+}
+
+async fn subscribe(m: &MesosClient, body: &Value) -> Result<Subscription> {
+    match m.subscribe(body).await? {
+        Ok(s) => Ok(s),
+        Err(a) => anyhow::bail!("SUBSCRIBE refused: {a:?}"),
+    }
+}
+
+fn task(id: &str, agent: &str, command: Value) -> Value {
+    json!({
+        "name": id,
+        "task_id": { "value": id },
+        "agent_id": { "value": agent },
+        "resources": [
+            { "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
+            { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }
+        ],
+        "command": command
+    })
+}
+
+fn fid(s: &Subscription) -> Value {
+    json!({ "value": s.framework_id })
+}
+
+/// Updates of `task` until a terminal one.
+async fn follow(m: &MesosClient, s: &mut Subscription, seen: &mut Vec<Value>, task: &str) -> Result<Vec<Value>> {
+    follow_until(m, s, seen, task, |st| {
+        matches!(
+            st,
+            "TASK_FINISHED" | "TASK_FAILED" | "TASK_KILLED" | "TASK_ERROR" | "TASK_LOST" | "TASK_DROPPED"
+        )
+    })
+    .await
+}
+
+/// Updates of `task` until one in a state `until` likes; every update
+/// seen (of any task) is acknowledged as a Mesos framework does, when it
+/// carries a uuid, and kept in `seen` (the master sends each once).
+async fn follow_until(
+    m: &MesosClient,
+    s: &mut Subscription,
+    seen: &mut Vec<Value>,
+    task: &str,
+    until: impl Fn(&str) -> bool,
+) -> Result<Vec<Value>> {
+    let mine = |seen: &[Value]| -> Vec<Value> {
+        seen.iter()
+            .filter(|st| st["task_id"]["value"] == task)
+            .cloned()
+            .collect()
+    };
+    if mine(seen).iter().any(|st| until(st["state"].as_str().unwrap_or(""))) {
+        return Ok(mine(seen));
+    }
+    loop {
+        let e = s.next_of("UPDATE", T, |_| true).await?;
+        let st = e["update"]["status"].clone();
+        if let Some(uuid) = st["uuid"].as_str() {
+            m.call_ok(
+                &s.stream_id,
+                &json!({
+                    "framework_id": fid(s), "type": "ACKNOWLEDGE",
+                    "acknowledge": { "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid }
+                }),
+            )
+            .await?;
+        }
+        let state = st["state"].as_str().unwrap_or("").to_owned();
+        let ours = st["task_id"]["value"] == task;
+        seen.push(st);
+        if ours && until(&state) {
+            return Ok(mine(seen));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesos_framework_runs_command_tasks_through_the_scheduler_api() -> Result<()> {
+    let c = Cluster::start(spec(1)).await?;
+    let result = async {
+        let auth = framework_principal(&c, "mesos-fw").await?;
+        let m = plain(&c, 0, &auth)?;
+        let mut s = subscribe(&m, &subscribe_body("mesos-fw", json!({}))).await?;
+        ensure!(s.headers["content-type"] == "application/json", "{:?}", s.headers);
+        ensure!(
+            s.stream_id.len() == 36 && s.framework_id.len() == 36,
+            "{} {}",
+            s.stream_id,
+            s.framework_id
+        );
+        // Mesos follows SUBSCRIBED with a heartbeat at once.
+        let hb = s.next(T).await?;
+        ensure!(hb == json!({ "type": "HEARTBEAT" }), "{hb}");
+
+        // OFFERS, as a framework without capabilities sees them: role "*",
+        // a type on every resource, ports as ranges.
+        let offers = s.next_of("OFFERS", T, |_| true).await?;
+        ensure!(keys(&offers) == ["offers", "type"], "{offers}");
+        let o = offers["offers"]["offers"][0].clone();
+        ensure!(
+            keys(&o) == ["agent_id", "framework_id", "hostname", "id", "resources"],
+            "{o}"
+        );
+        ensure!(o["framework_id"] == fid(&s), "{o}");
+        let agent = o["agent_id"]["value"].as_str().context("agent id")?.to_owned();
+        for r in o["resources"].as_array().context("resources")? {
+            let kind = if r["name"] == "ports" { "RANGES" } else { "SCALAR" };
+            ensure!(r["type"] == kind && r["role"] == "*", "{r}");
+            let want = if kind == "RANGES" {
+                ["name", "ranges", "role", "type"]
+            } else {
+                ["name", "role", "scalar", "type"]
+            };
+            ensure!(keys(r) == want, "{r}");
+        }
+        let cpus = o["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == "cpus"))
+            .context("cpus")?;
+        ensure!(cpus["scalar"]["value"] == 4.0, "{cpus}");
+
+        // Three tasks: a shell command, an argv command (argv[0] first, as
+        // Mesos has it) that fails with its environment's value, and one to
+        // kill.
+        let tasks = json!([
+            task("shell", &agent, json!({ "value": "echo hello from $MESOS_TASK_ID" })),
+            task(
+                "argv",
+                &agent,
+                json!({
+                    "shell": false, "value": "/bin/sh", "arguments": ["sh", "-c", "exit $CODE"],
+                    "environment": { "variables": [{ "name": "CODE", "value": "3" }] }
+                })
+            ),
+            task("sleeper", &agent, json!({ "value": "sleep 300" })),
+        ]);
+        m.call_ok(
+            &s.stream_id,
+            &json!({
+                "framework_id": fid(&s), "type": "ACCEPT",
+                "accept": {
+                    "offer_ids": [o["id"]],
+                    "operations": [{ "type": "LAUNCH", "launch": { "task_infos": tasks } }],
+                    "filters": { "refuse_seconds": 1 }
+                }
+            }),
+        )
+        .await?;
+        let mut seen = Vec::new();
+        let shell = follow(&m, &mut s, &mut seen, "shell").await?;
+        let states: Vec<&str> = shell.iter().filter_map(|u| u["state"].as_str()).collect();
+        ensure!(states.last() == Some(&"TASK_FINISHED"), "{shell:?}");
+        let done = shell.last().context("final")?;
+        // A TaskStatus as Mesos writes it: ids as objects, a base64 uuid of
+        // 16 bytes, the source named.
+        ensure!(
+            keys(done) == ["agent_id", "source", "state", "task_id", "timestamp", "uuid"]
+                || keys(done) == ["agent_id", "message", "source", "state", "task_id", "timestamp", "uuid"],
+            "{done}"
+        );
+        ensure!(
+            done["agent_id"]["value"] == agent.as_str() && done["source"] == "SOURCE_AGENT",
+            "{done}"
+        );
+        use base64::Engine as _;
+        let uuid = base64::engine::general_purpose::STANDARD.decode(done["uuid"].as_str().context("uuid")?)?;
+        ensure!(uuid.len() == 16, "{done}");
+        let argv = follow(&m, &mut s, &mut seen, "argv").await?;
+        let last = argv.last().context("final")?;
+        ensure!(
+            last["state"] == "TASK_FAILED" && last["reason"] == "REASON_COMMAND_EXECUTOR_FAILED",
+            "{argv:?}"
+        );
+        ensure!(last["message"].as_str().is_some_and(|m| m.contains('3')), "{last}");
+
+        // RUNNING (its earlier updates were not acknowledged, so they come
+        // again), then KILL with a kill policy: TASK_KILLED.
+        follow_until(&m, &mut s, &mut seen, "sleeper", |st| st == "TASK_RUNNING").await?;
+        m.call_ok(
+            &s.stream_id,
+            &json!({
+                "framework_id": fid(&s), "type": "KILL",
+                "kill": { "task_id": { "value": "sleeper" }, "agent_id": { "value": agent },
+                          "kill_policy": { "grace_period": { "nanoseconds": 100_000_000 } } }
+            }),
+        )
+        .await?;
+        let killed = follow(&m, &mut s, &mut seen, "sleeper").await?;
+        ensure!(killed.last().is_some_and(|u| u["state"] == "TASK_KILLED"), "{killed:?}");
+
+        // Explicit reconciliation: the master answers from its own state,
+        // with no uuid to acknowledge.
+        m.call_ok(
+            &s.stream_id,
+            &json!({
+                "framework_id": fid(&s), "type": "RECONCILE",
+                "reconcile": { "tasks": [{ "task_id": { "value": "shell" } }, { "task_id": { "value": "nope" } }] }
+            }),
+        )
+        .await?;
+        let mut answers = Vec::new();
+        while answers.len() < 2 {
+            let e = s.next_of("UPDATE", T, |_| true).await?;
+            answers.push(e["update"]["status"].clone());
+        }
+        for a in &answers {
+            ensure!(a["reason"] == "REASON_RECONCILIATION" && a.get("uuid").is_none(), "{a}");
+            ensure!(a["source"] == "SOURCE_MASTER", "{a}");
+        }
+        let of = |id: &str| answers.iter().find(|a| a["task_id"]["value"] == id).cloned();
+        ensure!(
+            of("shell").is_some_and(|a| a["state"] == "TASK_FINISHED"),
+            "{answers:?}"
+        );
+        ensure!(of("nope").is_some_and(|a| a["state"] == "TASK_LOST"), "{answers:?}");
+
+        // DECLINE, SUPPRESS, REVIVE and the calls Mezzo need not act on.
+        let offers = s.next_of("OFFERS", T, |_| true).await?;
+        let ids: Vec<Value> = offers["offers"]["offers"]
+            .as_array()
+            .context("offers")?
+            .iter()
+            .map(|o| o["id"].clone())
+            .collect();
+        m.call_ok(
+            &s.stream_id,
+            &json!({ "framework_id": fid(&s), "type": "DECLINE",
+                     "decline": { "offer_ids": ids, "filters": { "refuse_seconds": 0.5 } } }),
+        )
+        .await?;
+        for kind in ["SUPPRESS", "REVIVE", "REQUEST"] {
+            m.call_ok(&s.stream_id, &json!({ "framework_id": fid(&s), "type": kind }))
+                .await?;
+        }
+        // Revived: offers come again.
+        s.next_of("OFFERS", T, |_| true).await?;
+
+        // The master's own view agrees: the acknowledged tasks are done.
+        let state = c
+            .wait_master("three completed tasks", |st| {
+                st["completed_tasks"].as_array().is_some_and(|t| t.len() == 3)
+            })
+            .await?;
+        let fw = &state["frameworks"][0];
+        ensure!(fw["name"] == "mesos-fw" && fw["roles"] == json!(["*"]), "{fw}");
+
+        // TEARDOWN ends the stream and the framework.
+        m.call_ok(&s.stream_id, &json!({ "framework_id": fid(&s), "type": "TEARDOWN" }))
+            .await?;
+        s.until_end(T).await?;
+        c.wait_master("no frameworks", |st| {
+            st["frameworks"].as_array().is_some_and(|f| f.is_empty())
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Result<()> {
+    let c = Cluster::start(spec(1)).await?;
+    let result = async {
+        let auth = framework_principal(&c, "fw").await?;
+        let m = plain(&c, 0, &auth)?;
+        let json_ct = ("Content-Type", "application/json");
+        let post = |headers: Vec<(&'static str, String)>, body: String| {
+            let m = m.clone();
+            async move {
+                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                m.post_raw("/api/v1/scheduler", &h, &body).await
+            }
+        };
+        let expect = |a: &mezzo_tests::mesos::Answer, status: StatusCode, says: &str| {
+            ensure!(a.status == status && a.body.contains(says), "wanted {status} {says:?}, got {a:?}");
+            Ok(())
+        };
+        // Without a credential, and with another principal's name.
+        let anon = MesosClient::new(&m.base, None, None)?;
+        let a = anon
+            .post_raw("/api/v1/scheduler", &[json_ct], &subscribe_body("x", json!({})).to_string())
+            .await?;
+        expect(&a, StatusCode::UNAUTHORIZED, "credential")?;
+        ensure!(
+            a.headers
+                .get_all("www-authenticate")
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.starts_with("Basic"))),
+            "{a:?}"
+        );
+        let wrong = MesosClient::new(&m.base, None, Some(("someone-else", auth.1.as_str())))?;
+        let a = wrong.subscribe(&subscribe_body("x", json!({}))).await?;
+        ensure!(a.as_ref().err().is_some_and(|a| a.status == StatusCode::UNAUTHORIZED), "{:?}", a.err());
+        // A principal without the right to register in the role.
+        let stranger = c.issue_token("user:stranger").await?;
+        let s = MesosClient::new(&m.base, None, Some(("stranger", stranger.as_str())))?;
+        let a = s.subscribe(&subscribe_body("x", json!({}))).await?;
+        ensure!(a.as_ref().err().is_some_and(|a| a.status == StatusCode::FORBIDDEN), "{:?}", a.err());
+
+        // Malformed requests.
+        let sub = subscribe_body("fw", json!({})).to_string();
+        expect(&post(vec![], sub.clone()).await?, StatusCode::BAD_REQUEST, "Content-Type")?;
+        let text = ("Content-Type", "text/plain".to_owned());
+        expect(&post(vec![text], sub.clone()).await?, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json")?;
+        let pb = vec![
+            ("Content-Type", "application/json".to_owned()),
+            ("Accept", "application/x-protobuf".to_owned()),
+        ];
+        expect(&post(pb, sub.clone()).await?, StatusCode::NOT_ACCEPTABLE, "Accept")?;
+        let ct = || vec![("Content-Type", "application/json".to_owned())];
+        expect(&post(ct(), "{not json".into()).await?, StatusCode::BAD_REQUEST, "parse")?;
+        expect(&post(ct(), "[1,2]".into()).await?, StatusCode::BAD_REQUEST, "parse")?;
+        let with_stream = vec![
+            ("Content-Type", "application/json".to_owned()),
+            ("Mesos-Stream-Id", "x".to_owned()),
+        ];
+        expect(&post(with_stream, sub.clone()).await?, StatusCode::BAD_REQUEST, "must not include")?;
+        let roles = subscribe_body("fw", json!({ "roles": ["a"] })).to_string();
+        expect(&post(ct(), roles).await?, StatusCode::BAD_REQUEST, "MULTI_ROLE")?;
+        let nameless = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": { "user": "nobody", "name": "" } } });
+        expect(&post(ct(), nameless.to_string()).await?, StatusCode::BAD_REQUEST, "name")?;
+        let no_info = json!({ "type": "SUBSCRIBE" });
+        expect(&post(ct(), no_info.to_string()).await?, StatusCode::BAD_REQUEST, "subscribe")?;
+        let a = m.call("any", &json!({ "type": "TEARDOWN" })).await?;
+        expect(&a, StatusCode::BAD_REQUEST, "framework_id")?;
+
+        // A real subscription, then calls that break the rules.
+        let mut s = subscribe(&m, &subscribe_body("fw", json!({}))).await?;
+        let offers = s.next_of("OFFERS", T, |_| true).await?;
+        let o = offers["offers"]["offers"][0].clone();
+        let f = fid(&s);
+        let teardown = json!({ "framework_id": f, "type": "TEARDOWN" });
+        let a = m
+            .post_raw("/api/v1/scheduler", &[json_ct], &teardown.to_string())
+            .await?;
+        expect(&a, StatusCode::BAD_REQUEST, "Mesos-Stream-Id")?;
+        expect(&m.call("wrong-stream", &teardown).await?, StatusCode::FORBIDDEN, "stream ID")?;
+        let unknown = json!({ "framework_id": { "value": "3f1c1d6e-7f43-4a4c-9d57-2f1b0a9e0c11" }, "type": "REVIVE" });
+        expect(&m.call(&s.stream_id, &unknown).await?, StatusCode::FORBIDDEN, "stream ID")?;
+        let odd = json!({ "framework_id": f, "type": "FLY" });
+        expect(&m.call(&s.stream_id, &odd).await?, StatusCode::BAD_REQUEST, "FLY")?;
+        let no_kill = json!({ "framework_id": f, "type": "KILL" });
+        expect(&m.call(&s.stream_id, &no_kill).await?, StatusCode::BAD_REQUEST, "'kill'")?;
+        let bad_uuid = json!({ "framework_id": f, "type": "ACKNOWLEDGE", "acknowledge": {
+            "agent_id": o["agent_id"], "task_id": { "value": "t" }, "uuid": "%%%" } });
+        expect(&m.call(&s.stream_id, &bad_uuid).await?, StatusCode::BAD_REQUEST, "base64")?;
+        let short_uuid = json!({ "framework_id": f, "type": "ACKNOWLEDGE", "acknowledge": {
+            "agent_id": o["agent_id"], "task_id": { "value": "t" }, "uuid": "AAAA" } });
+        expect(&m.call(&s.stream_id, &short_uuid).await?, StatusCode::BAD_REQUEST, "16 bytes")?;
+        let agent = o["agent_id"]["value"].as_str().context("agent")?.to_owned();
+        let unparsable = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
+            "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "name": "x", "task_id": "x" }] } }] } });
+        expect(&m.call(&s.stream_id, &unparsable).await?, StatusCode::BAD_REQUEST, "parse")?;
+        let create = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
+            "operations": [{ "type": "CREATE", "create": { "volumes": [] } }] } });
+        expect(&m.call(&s.stream_id, &create).await?, StatusCode::BAD_REQUEST, "CREATE")?;
+        // A launch that parses but cannot run is answered 202, as on Mesos,
+        // and each task's update says why (clients do not read answers).
+        // Each on an offer of its own: a refused launch gives its offers back.
+        let accept = |tasks: Value| {
+            json!({ "framework_id": f, "type": "ACCEPT", "accept": {
+                "operations": [{ "type": "LAUNCH", "launch": { "task_infos": tasks } }],
+                "filters": { "refuse_seconds": 0.1 } } })
+        };
+        let mut huge = task("huge", &agent, json!({ "value": "true" }));
+        huge["resources"][0]["scalar"]["value"] = json!(1000);
+        let mut set = task("set", &agent, json!({ "value": "true" }));
+        set["resources"] = json!([{ "name": "colors", "type": "SET", "set": { "item": ["red"] } },
+                                  { "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } }]);
+        let mut exec = task("exec", &agent, json!({ "value": "true" }));
+        exec["executor"] = json!({ "executor_id": { "value": "e" }, "command": { "value": "x" } });
+        let twins = json!([task("twin", &agent, json!({ "value": "true" })), task("twin", &agent, json!({ "value": "true" }))]);
+        let mut offer = o.clone();
+        for (mut body, id, says) in [
+            (accept(json!([huge])), "huge", "asks for"),
+            (accept(json!([set])), "set", "SET"),
+            (accept(json!([exec])), "exec", "executor"),
+            (accept(twins), "twin", "twin"),
+        ] {
+            body["accept"]["offer_ids"] = json!([offer["id"]]);
+            m.call_ok(&s.stream_id, &body).await?;
+            let e = s
+                .next_of("UPDATE", T, |e| e["update"]["status"]["task_id"]["value"] == id)
+                .await?;
+            let st = &e["update"]["status"];
+            ensure!(
+                st["state"] == "TASK_ERROR"
+                    && st["reason"] == "REASON_TASK_INVALID"
+                    && st["source"] == "SOURCE_MASTER"
+                    && st.get("uuid").is_none()
+                    && st["message"].as_str().is_some_and(|m| m.contains(says)),
+                "{id}: {e}"
+            );
+            let next = s.next_of("OFFERS", T, |_| true).await?;
+            offer = next["offers"]["offers"][0].clone();
+        }
+        let stale = json!({ "framework_id": f, "type": "ACCEPT", "accept": {
+            "offer_ids": [{ "value": "3f1c1d6e-7f43-4a4c-9d57-2f1b0a9e0c11" }],
+            "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [task("t", &agent, json!({ "value": "true" }))] } }] } });
+        m.call_ok(&s.stream_id, &stale).await?;
+        let e = s
+            .next_of("UPDATE", T, |e| e["update"]["status"]["task_id"]["value"] == "t")
+            .await?;
+        // TASK_DROPPED, told as TASK_LOST to a framework not PARTITION_AWARE.
+        let st = &e["update"]["status"];
+        ensure!(st["state"] == "TASK_LOST" && st["reason"] == "REASON_INVALID_OFFERS", "{e}");
+
+        // Nothing of it launched a task; the framework is still subscribed.
+        let st = c.master_state().await?;
+        ensure!(
+            st["tasks"].as_array().is_some_and(Vec::is_empty)
+                && st["completed_tasks"].as_array().is_some_and(Vec::is_empty),
+            "{st}"
+        );
+        m.call_ok(&s.stream_id, &json!({ "framework_id": f, "type": "REVIVE" }))
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_to_the_leader_and_a_framework_fails_over_to_a_new_stream() -> Result<()> {
+    let c = Cluster::start(spec(3)).await?;
+    let result = async {
+        let auth = framework_principal(&c, "ha-fw").await?;
+        let leader = c.wait_leader().await?;
+        let follower = (leader + 1) % 3;
+        // The registry learns each leader's --mesos-listen address.
+        let want = format!("//{}/api/v1/scheduler", c.mesos_addr(leader)?);
+        let deadline = tokio::time::Instant::now() + T;
+        let body = subscribe_body("ha-fw", json!({}));
+        loop {
+            let a = plain(&c, follower, &auth)?
+                .post_raw(
+                    "/api/v1/scheduler",
+                    &[("Content-Type", "application/json")],
+                    &body.to_string(),
+                )
+                .await?;
+            if a.status == StatusCode::TEMPORARY_REDIRECT && a.headers["location"] == want.as_str() {
+                break;
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "no redirect to {want}: {a:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The TLS port redirects to the leader's TLS port.
+        let tls = MesosClient::new(
+            &format!("https://{}", c.masters()[follower]),
+            Some(&c.anonymous_transport()?),
+            Some((auth.0.as_str(), auth.1.as_str())),
+        )?;
+        let a = tls
+            .post_raw(
+                "/api/v1/scheduler",
+                &[("Content-Type", "application/json")],
+                &body.to_string(),
+            )
+            .await?;
+        ensure!(
+            a.status == StatusCode::TEMPORARY_REDIRECT
+                && a.headers["location"] == format!("//{}/api/v1/scheduler", c.masters()[leader]).as_str(),
+            "{a:?}"
+        );
+        // /redirect and /version, as Mesos tools read them.
+        let get = |url: String| {
+            let auth = auth.clone();
+            async move {
+                let r = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?
+                    .get(url)
+                    .basic_auth(auth.0.clone(), Some(auth.1.clone()))
+                    .send()
+                    .await?;
+                anyhow::Ok((r.status(), r.headers().clone(), r.text().await?))
+            }
+        };
+        let (st, h, _) = get(format!("http://{}/master/redirect", c.mesos_addr(follower)?)).await?;
+        ensure!(
+            st == StatusCode::TEMPORARY_REDIRECT && h["location"] == format!("//{}", c.mesos_addr(leader)?).as_str(),
+            "{st} {h:?}"
+        );
+        let (st, _, v) = get(format!("http://{}/version", c.mesos_addr(follower)?)).await?;
+        let v: Value = serde_json::from_str(&v)?;
+        let numeric = v["version"]
+            .as_str()
+            .is_some_and(|s| s.split('.').count() == 3 && s.split('.').all(|p| p.parse::<u32>().is_ok()));
+        ensure!(st == StatusCode::OK && numeric, "{v}");
+
+        // Subscribe at the leader (TLS), then again with the framework id
+        // (plain HTTP): the old stream hears ERROR and ends, its id is
+        // refused, the new one works and gets offers.
+        let at_leader = MesosClient::new(
+            &format!("https://{}", c.masters()[leader]),
+            Some(&c.anonymous_transport()?),
+            Some((auth.0.as_str(), auth.1.as_str())),
+        )?;
+        let mut first = subscribe(&at_leader, &body).await?;
+        first.next_of("OFFERS", T, |_| true).await?;
+        let again = json!({ "type": "SUBSCRIBE", "framework_id": fid(&first), "subscribe": { "framework_info": {
+            "user": "nobody", "name": "ha-fw", "failover_timeout": 60.0, "id": fid(&first) } } });
+        let m = plain(&c, leader, &auth)?;
+        let mut second = subscribe(&m, &again).await?;
+        ensure!(
+            second.framework_id == first.framework_id && second.stream_id != first.stream_id,
+            "{} {}",
+            second.stream_id,
+            first.stream_id
+        );
+        let old = first.until_end(T).await?;
+        ensure!(
+            old.iter()
+                .any(|e| e["type"] == "ERROR" && e["error"]["message"].is_string()),
+            "{old:?}"
+        );
+        let revive = json!({ "framework_id": fid(&second), "type": "REVIVE" });
+        let a = m.call(&first.stream_id, &revive).await?;
+        ensure!(a.status == StatusCode::FORBIDDEN, "{a:?}");
+        m.call_ok(&second.stream_id, &revive).await?;
+        second.next_of("OFFERS", T, |_| true).await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
