@@ -142,8 +142,8 @@ impl Subscription {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(rec) = self.decoder.next_record()? {
-                return Ok(serde_json::from_slice(&rec)
-                    .with_context(|| format!("record is not JSON: {:?}", String::from_utf8_lossy(&rec)))?);
+                return serde_json::from_slice(&rec)
+                    .with_context(|| format!("record is not JSON: {:?}", String::from_utf8_lossy(&rec)));
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
                 .await
