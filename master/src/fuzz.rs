@@ -533,7 +533,7 @@ fn check_call(call: &Call) {
                 }
             }
         }
-        Call::Revive | Call::Suppress | Call::Teardown => {}
+        Call::Revive | Call::Suppress | Call::Teardown | Call::UpdateFramework(_) => {}
     }
 }
 

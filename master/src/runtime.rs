@@ -60,6 +60,9 @@ pub enum Call {
         tasks: Vec<(TaskId, Option<AgentId>)>,
     },
     Teardown,
+    /// New framework info for a subscribed framework (Mesos'
+    /// `UPDATE_FRAMEWORK`), checked at the edge like a subscription's.
+    UpdateFramework(v1::FrameworkInfo),
     /// The framework's report of the tasks it cannot place yet (checked
     /// at the edge); replaces the previous one.
     ReportPending(Vec<PendingTask>),
@@ -468,9 +471,15 @@ impl Clients {
                 caller,
                 reply,
             } => {
+                let mut call = call;
                 let result = core
                     .check_call(&caller, &framework, call.action(), call.operations())
                     .and_then(|()| core.check_priority(&caller, &framework, call.priority()))
+                    .and_then(|()| match &mut call {
+                        // New roles and users need the rights a subscription would.
+                        Call::UpdateFramework(info) => core.check_subscribe(&caller, info, Some(&framework)),
+                        _ => Ok(()),
+                    })
                     .and_then(|()| call.run(core, &framework, now));
                 let _ = reply.send(result);
             }
@@ -651,6 +660,7 @@ impl Call {
             Call::Acknowledge(acks) => c.acknowledge_all(fid, &acks),
             Call::Reconcile { tasks } => c.reconcile(fid, &tasks),
             Call::Teardown => c.teardown(fid),
+            Call::UpdateFramework(info) => c.update_framework(fid, info),
             Call::ReportPending(tasks) => c.report_pending(fid, tasks),
         }
     }

@@ -24,11 +24,11 @@ fn spec(masters: usize) -> ClusterSpec {
     }
 }
 
-/// A principal `user:NAME` with the rights a framework in role `*`
-/// running as `nobody` needs, and a Basic credential of it.
-async fn framework_principal(c: &Cluster, name: &str) -> Result<(String, String)> {
+/// A principal `user:NAME` with the rights a framework in `role`
+/// (`*`: any) running as `nobody` needs, and a Basic credential of it.
+async fn framework_principal(c: &Cluster, name: &str, role: &str) -> Result<(String, String)> {
     let p = format!("user:{name}");
-    c.allow(&p, &["register_framework"], "*").await?;
+    c.allow(&p, &["register_framework"], role).await?;
     c.allow(&p, &["run_as"], "nobody").await?;
     Ok((name.to_owned(), c.issue_token(&p).await?))
 }
@@ -129,9 +129,9 @@ async fn follow_until(
 async fn a_mesos_framework_runs_command_tasks_through_the_scheduler_api() -> Result<()> {
     let c = Cluster::start(spec(1)).await?;
     let result = async {
-        let auth = framework_principal(&c, "mesos-fw").await?;
+        let auth = framework_principal(&c, "mesos-fw", "dev").await?;
         let m = plain(&c, 0, &auth)?;
-        let mut s = subscribe(&m, &subscribe_body("mesos-fw", json!({}))).await?;
+        let mut s = subscribe(&m, &subscribe_body("mesos-fw", json!({ "role": "dev" }))).await?;
         ensure!(s.headers["content-type"] == "application/json", "{:?}", s.headers);
         ensure!(
             s.stream_id.len() == 36 && s.framework_id.len() == 36,
@@ -293,7 +293,21 @@ async fn a_mesos_framework_runs_command_tasks_through_the_scheduler_api() -> Res
             })
             .await?;
         let fw = &state["frameworks"][0];
-        ensure!(fw["name"] == "mesos-fw" && fw["roles"] == json!(["*"]), "{fw}");
+        ensure!(fw["name"] == "mesos-fw" && fw["roles"] == json!(["dev"]), "{fw}");
+
+        // UPDATE_FRAMEWORK: a new role needs the right to register in it;
+        // once given, it applies at once (200) without a new stream.
+        let update = json!({ "framework_id": fid(&s), "type": "UPDATE_FRAMEWORK", "update_framework": {
+            "framework_info": { "user": "nobody", "name": "mesos-fw", "role": "eng", "failover_timeout": 30 } } });
+        let a = m.call(&s.stream_id, &update).await?;
+        ensure!(a.status == StatusCode::FORBIDDEN, "{a:?}");
+        c.allow("user:mesos-fw", &["register_framework"], "eng").await?;
+        let a = m.call(&s.stream_id, &update).await?;
+        ensure!(a.status == StatusCode::OK, "{a:?}");
+        c.wait_master("the framework in role eng", |st| {
+            st["frameworks"][0]["roles"] == json!(["eng"])
+        })
+        .await?;
 
         // TEARDOWN ends the stream and the framework.
         m.call_ok(&s.stream_id, &json!({ "framework_id": fid(&s), "type": "TEARDOWN" }))
@@ -313,7 +327,7 @@ async fn a_mesos_framework_runs_command_tasks_through_the_scheduler_api() -> Res
 async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Result<()> {
     let c = Cluster::start(spec(1)).await?;
     let result = async {
-        let auth = framework_principal(&c, "fw").await?;
+        let auth = framework_principal(&c, "fw", "*").await?;
         let m = plain(&c, 0, &auth)?;
         let json_ct = ("Content-Type", "application/json");
         let post = |headers: Vec<(&'static str, String)>, body: String| {
@@ -476,7 +490,7 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
 async fn followers_redirect_to_the_leader_and_a_framework_fails_over_to_a_new_stream() -> Result<()> {
     let c = Cluster::start(spec(3)).await?;
     let result = async {
-        let auth = framework_principal(&c, "ha-fw").await?;
+        let auth = framework_principal(&c, "ha-fw", "*").await?;
         let leader = c.wait_leader().await?;
         let follower = (leader + 1) % 3;
         // The registry learns each leader's --mesos-listen address.

@@ -115,21 +115,7 @@ impl Master {
             self.emit(Effect::CloseFramework(old));
         }
         if changed {
-            let mut info = info;
-            // The failover timeout may change; the name and principal are fixed.
-            let fw = self
-                .frameworks
-                .get_mut(&id)
-                .ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
-            info.name = fw.info.name.clone();
-            fw.info = info.clone();
-            let registered_at = fw.registered_at;
-            self.alloc.add_framework(&id, &roles_of(&info.roles), true);
-            self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(
-                &id,
-                &info,
-                registered_at,
-            ))));
+            self.change_info(&id, info)?;
         }
         self.framework_conns.insert(conn, id.clone());
         self.alloc.set_framework_active(&id, true);
@@ -147,6 +133,47 @@ impl Master {
         }
         self.allocation_needed = true;
         tracing::info!(framework = %id, conn, "framework re-subscribed");
+        Ok(())
+    }
+
+    /// A registered framework's new info, kept: its roles, failover
+    /// timeout, user and host name may change; its name and principal are
+    /// fixed.
+    fn change_info(&mut self, id: &FrameworkId, mut info: v1::FrameworkInfo) -> Result<(), MasterError> {
+        let fw = self
+            .frameworks
+            .get_mut(id)
+            .ok_or_else(|| MasterError::UnknownFramework(id.to_string()))?;
+        info.name = fw.info.name.clone();
+        fw.info = info.clone();
+        let registered_at = fw.registered_at;
+        self.alloc.add_framework(id, &roles_of(&info.roles), true);
+        self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(
+            id,
+            &info,
+            registered_at,
+        ))));
+        Ok(())
+    }
+
+    /// Mesos' `UPDATE_FRAMEWORK`: a subscribed framework changes its info
+    /// without subscribing again (rights checked as for a subscription).
+    /// Its offers are rescinded when its roles change, so that none is of
+    /// a role it left.
+    pub fn update_framework(&mut self, id: &FrameworkId, info: v1::FrameworkInfo) -> Result<(), MasterError> {
+        self.subscribed(id)?;
+        let Some(fw) = self.frameworks.get(id) else {
+            return Err(MasterError::UnknownFramework(id.to_string()));
+        };
+        if fw.info == info {
+            return Ok(());
+        }
+        let roles_changed = fw.info.roles != info.roles;
+        self.change_info(id, info)?;
+        if roles_changed {
+            self.rescind_framework_offers(id, true);
+            self.allocation_needed = true;
+        }
         Ok(())
     }
 

@@ -119,8 +119,14 @@ pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
     if call.kind == "SUBSCRIBE" {
         return subscribe(api, caller, headers, call).await;
     }
+    // Mesos answers UPDATE_FRAMEWORK once applied (200), the rest at once.
+    let done = if call.kind == "UPDATE_FRAMEWORK" {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     match other_call(api, caller, headers, call).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Ok(()) => done.into_response(),
         Err(r) => r,
     }
 }
@@ -486,6 +492,14 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
             .map_err(master_err)?
         }
         "TEARDOWN" => Call::Teardown,
+        "UPDATE_FRAMEWORK" => {
+            let u = need(call.update_framework, "update_framework")?;
+            if u.framework_info.id.as_ref().is_some_and(|i| i.value != framework_id) {
+                return Err("'update_framework.framework_info.id' differs from 'framework_id'".into());
+            }
+            let info = convert::framework_in(&u.framework_info)?;
+            Call::UpdateFramework(crate::api::validate_framework(Some(info)).map_err(master_err)?)
+        }
         // Mezzo sends no inverse offers; resource requests were never acted on by Mesos either.
         "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" | "REQUEST" => return Ok(None),
         "SHUTDOWN" | "MESSAGE" => {
