@@ -17,6 +17,8 @@
 pub mod convert;
 pub mod recordio;
 mod scheduler;
+#[cfg(test)]
+mod tests;
 pub mod types;
 
 use std::net::{IpAddr, SocketAddr};
