@@ -94,21 +94,41 @@ fn record(e: &m::Event) -> Bytes {
     recordio::frame(&serde_json::to_vec(e).unwrap_or_default())
 }
 
+/// Most bytes of events sent in one chunk: the events waiting when the
+/// stream is written go out together (one write, not one per event).
+const CHUNK: usize = 256 * 1024;
+
+impl EventBody {
+    /// Appends `ev` as a record, if Mesos has a word for it.
+    fn append(&self, out: &mut Vec<u8>, ev: &v1::Event) {
+        if let Some(e) = convert::event_out(ev, self.fmt, &self.master) {
+            out.extend_from_slice(&record(&e));
+        }
+    }
+}
+
 impl Stream for EventBody {
     type Item = Result<Bytes, Infallible>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(b) = self.first.take() {
             return Poll::Ready(Some(Ok(b)));
         }
+        let mut out = Vec::new();
         loop {
             match self.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None | Some(Err(_))) => return Poll::Ready(None),
-                Poll::Ready(Some(Ok(ev))) => {
-                    if let Some(e) = convert::event_out(&ev, self.fmt, &self.master) {
-                        return Poll::Ready(Some(Ok(record(&e))));
-                    }
+                Poll::Ready(Some(Ok(ev))) => self.append(&mut out, &ev),
+            }
+            // And whatever else is waiting, up to a chunk.
+            while out.len() < CHUNK {
+                match self.rx.try_recv() {
+                    Ok(Ok(ev)) => self.append(&mut out, &ev),
+                    Ok(Err(_)) | Err(_) => break,
                 }
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Bytes::from(out))));
             }
         }
     }

@@ -1,0 +1,326 @@
+//! Benchmark driver for `scripts/bench --mesos-api` (issue 18): what the
+//! Mesos v1 scheduler API costs the master next to Mezzo's own gRPC API.
+//! One master (`--mesos-listen`) and two agents without isolation run
+//! `--tasks` trivial command tasks (`true`) three ways, one after the
+//! other, with the same client logic (pack each offer with as many tasks
+//! as fit, acknowledge every update, stop when all finished):
+//!
+//! - `native`: the Rust SDK over gRPC (acknowledgements batched, as the
+//!   SDK does);
+//! - `native-acks`: the same, acknowledging each update in a call of its
+//!   own, as a Mesos framework does (the protocol's cost apart from the
+//!   API's);
+//! - `mesos-rust`: JSON over HTTP from Rust, one call per acknowledgement
+//!   as Mesos frameworks make them;
+//! - `mesos-python`: the PyPI client `mesoshttp`, unmodified
+//!   (`tests/clients/mesos/mesoshttp_50.py`), when `--python` names the
+//!   interpreter of `scripts/mesos-clients`' virtualenv.
+//!
+//! For each it prints tasks per second and the master's CPU time per
+//! task (user + system from `/proc`, over the run), and the ratio to
+//! `native`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState, task_state};
+use mezzo_tests::mesos::MesosClient;
+use mezzo_tests::{Cluster, ClusterSpec, fw};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Master CPU per task: Mesos' scheduler API against Mezzo's")]
+struct Args {
+    /// Tasks per way.
+    #[arg(long, default_value_t = 2000)]
+    tasks: usize,
+    /// Tasks for the Python client (slower: it handles each event only
+    /// when the next arrives).
+    #[arg(long, default_value_t = 300)]
+    python_tasks: usize,
+    /// The virtualenv's python (`scripts/mesos-clients` prints it);
+    /// without it the Python way is skipped.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Ways to run (native, mesos-rust, mesos-python); ratios are to the
+    /// first.
+    #[arg(long, value_delimiter = ',', default_value = "native,mesos-rust,mesos-python")]
+    ways: Vec<String>,
+    /// Seconds to wait before each way (to attach a profiler to the master).
+    #[arg(long, default_value_t = 0)]
+    pause: u64,
+    /// The Python client program.
+    #[arg(long, default_value = "tests/clients/mesos/mesoshttp_50.py")]
+    script: PathBuf,
+}
+
+const CPUS: f64 = 0.01;
+const MEM: f64 = 4.0;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = ClusterSpec {
+        agents: 2,
+        agent_resources: "cpus:64;mem:65536;disk:65536".into(),
+        agent_args: vec!["--isolation".into(), "none".into()],
+        mesos_listen: true,
+        ..Default::default()
+    };
+    let c = Cluster::start(spec).await?;
+    let result = run(&c, &args).await;
+    result.with_context(|| c.logs())
+}
+
+/// User + system clock ticks of `pid`.
+fn cpu_ticks(pid: i32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime and stime are fields 14 and 15 of proc(5), here 11 and 12.
+    Ok(f[11] + f[12])
+}
+
+struct Figures {
+    tasks: usize,
+    wall: Duration,
+    master_ms: f64,
+}
+
+async fn measure<F>(c: &Cluster, tasks: usize, run: F) -> Result<Figures>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let master = c.masters[0].pid().context("the master runs")?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    let (t0, w0) = (cpu_ticks(master)?, Instant::now());
+    run.await?;
+    let (t1, wall) = (cpu_ticks(master)?, w0.elapsed());
+    Ok(Figures {
+        tasks,
+        wall,
+        master_ms: (t1 - t0) as f64 / hz * 1000.0,
+    })
+}
+
+async fn run(c: &Cluster, args: &Args) -> Result<()> {
+    println!(
+        "machine: {} cores; {} trivial tasks per way ({} with Python), 2 agents without isolation",
+        std::thread::available_parallelism()?,
+        args.tasks,
+        args.python_tasks
+    );
+    if let Some(pid) = c.masters[0].pid() {
+        println!("master pid {pid}");
+    }
+    let mut rows = Vec::new();
+    for way in &args.ways {
+        tokio::time::sleep(Duration::from_secs(args.pause)).await;
+        let f = match way.as_str() {
+            "native" => ("native (gRPC, Rust SDK)", measure(c, args.tasks, native(c, args.tasks, true)).await?),
+            "native-acks" => (
+                "native, one call per ack",
+                measure(c, args.tasks, native(c, args.tasks, false)).await?,
+            ),
+            "mesos-rust" => ("mesos-rust (HTTP JSON)", measure(c, args.tasks, mesos_rust(c, args.tasks)).await?),
+            "mesos-python" => {
+                let Some(py) = &args.python else {
+                    println!("mesos-python: skipped (no --python; scripts/mesos-clients prints it)");
+                    continue;
+                };
+                let run = mesos_python(c, py, &args.script, args.python_tasks);
+                ("mesos-python (mesoshttp)", measure(c, args.python_tasks, run).await?)
+            }
+            other => bail!("unknown way {other}"),
+        };
+        rows.push(f);
+    }
+    ensure!(!rows.is_empty(), "no way ran");
+    let base = rows[0].1.master_ms / rows[0].1.tasks as f64;
+    println!("way                          tasks   tasks/s   master_us/task   vs native");
+    for (name, f) in &rows {
+        let per = f.master_ms / f.tasks as f64;
+        println!(
+            "{name:<28} {:>5} {:>9.0} {:>16.0} {:>10.2}x",
+            f.tasks,
+            f.tasks as f64 / f.wall.as_secs_f64(),
+            per * 1000.0,
+            per / base
+        );
+    }
+    Ok(())
+}
+
+/// How many tasks fit in an offer of `cpus` and `mem`.
+fn room(cpus: f64, mem: f64) -> usize {
+    ((cpus + 1e-9) / CPUS).min((mem + 1e-9) / MEM).max(0.0) as usize
+}
+
+async fn native(c: &Cluster, n: usize, batched: bool) -> Result<()> {
+    let mut cfg = c.sdk_config("bench-native");
+    cfg.auto_acknowledge = batched;
+    let (s, events) = mezzo_sdk::Scheduler::start(cfg);
+    let mut ev = fw::Inbox::new(events);
+    let mut acks = tokio::task::JoinSet::new();
+    let res = Resources::parse(&format!("cpus:{CPUS};mem:{MEM}"))?;
+    let (mut next, mut done) = (0, HashSet::new());
+    while done.len() < n {
+        match ev.any(Duration::from_secs(60)).await? {
+            Event::Offers(offers) => {
+                for o in offers {
+                    let sum = |name: &str| -> f64 { o.resources.iter().filter(|r| r.name == name).map(|r| r.scalar).sum() };
+                    let k = room(sum("cpus"), sum("mem")).min(n - next);
+                    if k == 0 {
+                        s.decline(vec![o.offer_id], Some(1.0)).await?;
+                        continue;
+                    }
+                    let tasks = (next..next + k)
+                        .map(|i| TaskBuilder::new(format!("n{i}")).resources(&res).shell("true").build())
+                        .collect();
+                    next += k;
+                    s.accept(vec![o.offer_id], tasks, Some(1.0)).await?;
+                }
+            }
+            Event::Update(st) => {
+                if !batched {
+                    let (s, st) = (s.clone(), st.clone());
+                    acks.spawn(async move { s.acknowledge(&st).await });
+                }
+                match task_state(&st) {
+                    Some(TaskState::Finished) => {
+                        done.insert(st.task_id.clone());
+                    }
+                    Some(t) if t.is_terminal() => bail!("{} ended {t:?}: {}", st.task_id, st.message),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        while let Some(r) = acks.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = acks.join_next().await {
+        r??;
+    }
+    s.teardown().await?;
+    Ok(())
+}
+
+async fn mesos_rust(c: &Cluster, n: usize) -> Result<()> {
+    let p = "user:bench-mesos";
+    c.allow(p, &["register_framework"], "*").await?;
+    c.allow(p, &["run_as"], "nobody").await?;
+    let token = c.issue_token(p).await?;
+    let m = Arc::new(MesosClient::new(
+        &format!("http://{}", c.mesos_addr(0)?),
+        None,
+        Some(("bench-mesos", token.as_str())),
+    )?);
+    let body = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "nobody", "name": "bench-mesos", "failover_timeout": 60 } } });
+    let mut s = match m.subscribe(&body).await? {
+        Ok(s) => s,
+        Err(a) => bail!("SUBSCRIBE refused: {a:?}"),
+    };
+    let fid = json!({ "value": s.framework_id });
+    let stream = s.stream_id.clone();
+    let (mut next, mut done) = (0, HashSet::new());
+    let mut calls = tokio::task::JoinSet::new();
+    while done.len() < n {
+        let e = s.next(Duration::from_secs(60)).await?;
+        match e["type"].as_str() {
+            Some("OFFERS") => {
+                for o in e["offers"]["offers"].as_array().context("offers")? {
+                    let sum = |name: &str| -> f64 {
+                        o["resources"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| r["name"] == name)
+                            .filter_map(|r| r["scalar"]["value"].as_f64())
+                            .sum()
+                    };
+                    let k = room(sum("cpus"), sum("mem")).min(n - next);
+                    let call = if k == 0 {
+                        json!({ "framework_id": fid, "type": "DECLINE", "decline": {
+                            "offer_ids": [o["id"]], "filters": { "refuse_seconds": 1 } } })
+                    } else {
+                        let tasks: Vec<Value> = (next..next + k)
+                            .map(|i| {
+                                json!({ "name": "t", "task_id": { "value": format!("m{i}") }, "agent_id": o["agent_id"],
+                                "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": CPUS } },
+                                              { "name": "mem", "type": "SCALAR", "scalar": { "value": MEM } }],
+                                "command": { "value": "true" } })
+                            })
+                            .collect();
+                        next += k;
+                        json!({ "framework_id": fid, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
+                            "operations": [{ "type": "LAUNCH", "launch": { "task_infos": tasks } }],
+                            "filters": { "refuse_seconds": 1 } } })
+                    };
+                    let (m, stream) = (m.clone(), stream.clone());
+                    calls.spawn(async move { m.call_ok(&stream, &call).await });
+                }
+            }
+            Some("UPDATE") => {
+                let st = &e["update"]["status"];
+                if let Some(uuid) = st["uuid"].as_str() {
+                    let ack = json!({ "framework_id": fid, "type": "ACKNOWLEDGE", "acknowledge": {
+                        "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid } });
+                    let (m, stream) = (m.clone(), stream.clone());
+                    calls.spawn(async move { m.call_ok(&stream, &ack).await });
+                }
+                let id = st["task_id"]["value"].as_str().unwrap_or("").to_owned();
+                match st["state"].as_str() {
+                    Some("TASK_FINISHED") => {
+                        done.insert(id);
+                    }
+                    Some("TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING") => {}
+                    other => bail!("{id} ended {other:?}: {st}"),
+                }
+            }
+            _ => {}
+        }
+        while let Some(r) = calls.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = calls.join_next().await {
+        r??;
+    }
+    m.call_ok(&stream, &json!({ "framework_id": fid, "type": "TEARDOWN" }))
+        .await?;
+    Ok(())
+}
+
+async fn mesos_python(c: &Cluster, python: &PathBuf, script: &PathBuf, n: usize) -> Result<()> {
+    let p = "user:bench-py";
+    c.allow(p, &["register_framework"], "*").await?;
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())?.context("who am I")?.name;
+    c.allow(p, &["run_as"], &user).await?;
+    let token = c.issue_token(p).await?;
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("MESOS_MASTER", format!("http://{}", c.mesos_addr(0)?))
+        .env("MESOS_PRINCIPAL", "bench-py")
+        .env("MESOS_SECRET", &token)
+        .env("TASKS", n.to_string())
+        .env("TIMEOUT", "600")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "the Python client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
