@@ -509,6 +509,8 @@ async fn mesos_tools_read_the_cluster_through_the_operator_api() -> Result<()> {
             removed["framework_removed"]["framework_info"]["id"]["value"] == s.framework_id,
             "{removed}"
         );
+        // And a HEARTBEAT every 15 s.
+        events.next_of("HEARTBEAT", |_| true).await?;
         Ok(())
     }
     .await;
