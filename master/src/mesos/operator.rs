@@ -14,7 +14,8 @@
 //!
 //! The answers come from one read model on the owner task
 //! ([`view::mesos_state`]); resources in v1 answers are written as a
-//! framework with `RESERVATION_REFINEMENT` reads them.
+//! framework with `RESERVATION_REFINEMENT` reads them. Documented in
+//! `docs/operator-api.md` ("Mesos operator API").
 
 use std::convert::Infallible;
 use std::time::Duration;
