@@ -7,6 +7,7 @@
 //! | Route | Module |
 //! |---|---|
 //! | `POST /api/v1/scheduler` | [`scheduler`] |
+//! | `GET /master/state`, `/master/state.json`, `/state.json`, `POST /api/v1` (operator calls) | [`operator`] |
 //! | `GET /version`, `GET /redirect`, `GET /master/redirect` | here |
 //!
 //! Served on the master's own port (TLS) and, when the operator asks
@@ -15,6 +16,7 @@
 //! and one of its tokens).
 
 pub mod convert;
+pub mod operator;
 pub mod recordio;
 mod scheduler;
 #[cfg(test)]
@@ -86,6 +88,10 @@ pub fn router(http: HttpState, streams: Streams, master: types::MasterInfo, plai
         tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, crate::http::REQUEST_TIMEOUT);
     Router::new()
         .route("/api/v1/scheduler", post(scheduler_call))
+        .route("/api/v1", post(operator::call))
+        .route("/master/state", get(operator::state))
+        .route("/master/state.json", get(operator::state))
+        .route("/state.json", get(operator::state))
         .route("/version", get(version))
         .route("/redirect", get(redirect))
         .route("/master/redirect", get(redirect))

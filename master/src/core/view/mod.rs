@@ -13,7 +13,9 @@
 //! | [`why`] | `/api/v1/why/...` |
 //! | [`overview`](mod@overview) | `/api/v1/overview` with its utilisation samples |
 //! | [`metrics`](mod@metrics) | `/metrics` |
+//! | [`mesos`](mod@mesos) | Mesos' operator API (`/master/state`, `POST /api/v1`) |
 
+pub mod mesos;
 pub mod metrics;
 pub mod overview;
 pub mod pages;
@@ -26,6 +28,10 @@ use std::borrow::Cow;
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
+pub use mesos::{
+    MesosAgent, MesosFramework, MesosState, MesosTask, mesos_agent, mesos_framework, mesos_removed_framework,
+    mesos_state, mesos_task,
+};
 pub use metrics::{MetricsView, metrics};
 pub use overview::{Overview, ResourceBuckets, overview, samples, utilisation};
 pub use pages::{
