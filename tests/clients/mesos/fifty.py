@@ -11,7 +11,8 @@ Environment:
   MESOS_SECRET        its secret (HTTP Basic password)
   MESOS_USER          the Unix user tasks run as (default: this process's)
   TASKS (50), TIMEOUT (120 s), MESOS_READ_TIMEOUT (45 s; more than the
-  master's heartbeat interval), TASK_COMMAND ("echo hi")
+  master's heartbeat interval), TASK_COMMAND ("echo hi"), LOG_LEVEL (INFO;
+  DEBUG shows every call and the master's answer)
 
 Prints "finished N/TASKS" last; exit status 0 when all finished, 2 on
 timeout, 3 when the library gave up (register() returned).
@@ -43,7 +44,7 @@ N = int(os.environ.get('TASKS', '50'))
 TIMEOUT = float(os.environ.get('TIMEOUT', '120'))
 COMMAND = os.environ.get('TASK_COMMAND', 'echo hi')
 
-logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+logging.basicConfig(stream=sys.stdout, level=os.environ.get('LOG_LEVEL', 'INFO'),
                     format='%(asctime)s %(name)s %(levelname)s %(message)s')
 log = logging.getLogger('fifty')
 
@@ -85,8 +86,10 @@ def scalar(offer, name):
 class Framework:
     """The callbacks and the bookkeeping: `pending` logical ids wait for an
     offer; `current` maps each launched logical id to its latest task id,
-    `open_tasks` each task not yet ended to its agent; `finished` counts
-    TASK_FINISHED per logical id."""
+    `open_tasks` each task not yet ended to its agent; `finished` each
+    logical id to the task ids that reached TASK_FINISHED (an update may
+    come more than once: resent by the agent, and as a reconciliation
+    answer)."""
 
     def __init__(self, client, suppress=False):
         self.client = client
@@ -147,7 +150,8 @@ class Framework:
                     tasks.append({
                         'name': tid,
                         'task_id': {'value': tid},
-                        'agent_id': {'value': agent},
+                        # No agent_id: Offer.accept() names the offer's agent
+                        # (as the pre-v1 'slave_id') in each task.
                         'resources': [
                             {'name': 'cpus', 'type': 'SCALAR', 'scalar': {'value': CPUS}},
                             {'name': 'mem', 'type': 'SCALAR', 'scalar': {'value': MEM}},
@@ -176,9 +180,10 @@ class Framework:
             if state in TERMINAL:
                 self.open_tasks.pop(tid, None)
             if state == 'TASK_FINISHED':
-                self.finished[lid] = self.finished.get(lid, 0) + 1
-                if self.finished[lid] > 1:
-                    log.error('%s finished twice', lid)
+                ids = self.finished.setdefault(lid, set())
+                ids.add(tid)
+                if len(ids) > 1:
+                    log.error('%s finished twice: %s', lid, sorted(ids))
             elif (state in TERMINAL_BAD and self.current.get(lid) == tid
                   and lid not in self.finished and lid not in self.pending):
                 log.warning('%s ended %s (%s %s): relaunching', tid, state,
@@ -214,7 +219,7 @@ class Framework:
                     log.warning('reconcile: %s', e)
         rc = 0 if self.done.is_set() else (3 if not th.is_alive() else 2)
         with self.lock:
-            twice = sorted(lid for lid, k in self.finished.items() if k > 1)
+            twice = sorted(lid for lid, ids in self.finished.items() if len(ids) > 1)
             n = len(self.finished)
             driver = self.driver
         if twice:
