@@ -19,6 +19,7 @@ use mezzo_tests::{Cluster, ClusterSpec};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
+use tokio::task::JoinHandle;
 
 const TASKS: usize = 50;
 /// Tasks finished when the leader is killed.
@@ -50,8 +51,8 @@ fn venv_python() -> Result<PathBuf> {
     Ok(python)
 }
 
-/// Appends every line of `from` to `out`.
-fn collect(from: impl AsyncRead + Unpin + Send + 'static, out: Arc<Mutex<String>>) {
+/// Appends every line of `from` to `out`, until its end.
+fn collect(from: impl AsyncRead + Unpin + Send + 'static, out: Arc<Mutex<String>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(from).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -59,7 +60,7 @@ fn collect(from: impl AsyncRead + Unpin + Send + 'static, out: Arc<Mutex<String>
             o.push_str(&line);
             o.push('\n');
         }
-    });
+    })
 }
 
 /// Each logical task's ends ("ID STATE") among `tasks`, finished-task
@@ -137,8 +138,10 @@ async fn fifty_tasks_across_a_leader_kill(program: &str, name: &str) -> Result<(
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("run {} {}", python.display(), script.display()))?;
-        collect(child.stdout.take().context("stdout")?, output.clone());
-        collect(child.stderr.take().context("stderr")?, output.clone());
+        let readers = [
+            collect(child.stdout.take().context("stdout")?, output.clone()),
+            collect(child.stderr.take().context("stderr")?, output.clone()),
+        ];
 
         // The leader dies once some tasks finished and others are to come.
         loop {
@@ -162,6 +165,12 @@ async fn fifty_tasks_across_a_leader_kill(program: &str, name: &str) -> Result<(
         let status = tokio::time::timeout(Duration::from_secs(80), child.wait())
             .await
             .context("the program did not exit in 80 s")??;
+        // Its last lines.
+        for r in readers {
+            tokio::time::timeout(Duration::from_secs(5), r)
+                .await
+                .context("the program's output did not end")??;
+        }
         let out = output.lock().unwrap_or_else(PoisonError::into_inner).clone();
         ensure!(status.success(), "{program} failed: {status}");
         ensure!(
