@@ -230,6 +230,8 @@ class Framework:
                 driver.tearDown()  # the framework, its offers and tasks go away
             except Exception as e:
                 log.warning('teardown: %s', e)
-        print('framework_id %s' % self.client.frameworkId)
-        print('finished %d/%d' % (n, N), flush=True)
+        # One write a line: the library's thread may still be logging.
+        sys.stdout.write('framework_id %s\n' % self.client.frameworkId)
+        sys.stdout.write('finished %d/%d\n' % (n, N))
+        sys.stdout.flush()
         return rc
