@@ -735,12 +735,15 @@ impl Cluster {
     /// Adds an ACL rule, as the administrator: `principal` may do
     /// `actions` to `object`.
     pub async fn allow(&self, principal: &str, actions: &[&str], object: &str) -> Result<()> {
-        let mut acl: Value = self.get(self.master_addr(), "/api/v1/acl").await?;
+        // Read from the leader: a follower may not have applied the last
+        // change yet, and writing back its copy would undo it.
+        let leader = self.masters[self.wait_leader().await?].addr.clone();
+        let mut acl: Value = self.get(&leader, "/api/v1/acl").await?;
         let rules = acl["rules"].as_array_mut().context("rules")?;
         rules.push(serde_json::json!({ "principals": [principal], "actions": actions, "objects": [object] }));
         let r = self
             .http
-            .put(self.url(self.master_addr(), "/api/v1/acl"))
+            .put(self.url(&leader, "/api/v1/acl"))
             .json(&acl)
             .send()
             .await?;

@@ -111,10 +111,7 @@ async fn fifty_tasks_across_a_leader_kill(program: &str, name: &str) -> Result<(
     let output = Arc::new(Mutex::new(String::new()));
     let result = async {
         let leader = c.wait_leader().await?;
-        // `allow` edits the ACL as the first master reads it: a follower
-        // must have applied the first rule before the second is added.
         c.allow(PRINCIPAL, &["register_framework"], "*").await?;
-        c.registries().await?;
         c.allow(PRINCIPAL, &["run_as"], TASK_USER).await?;
         let token = c.issue_token(PRINCIPAL).await?;
         // The followers first: the first subscription goes through a 307.

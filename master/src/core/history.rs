@@ -114,12 +114,19 @@ impl Master {
         }
     }
 
-    /// Records the end of a removed framework's tasks that were still
-    /// running: the agents kill them (`ShutdownFramework`).
+    /// Records the end of a removed framework's tasks still in its active
+    /// table: those still running (or unreachable) as killed by the
+    /// removal (the agents kill them, `ShutdownFramework`), and those that
+    /// ended but whose last update was not yet acknowledged as they ended.
     pub(super) fn record_killed_by_removal(&mut self, tasks: impl Iterator<Item = Arc<Task>>) {
         let now = unix_now();
-        for mut t in tasks.filter(|t| !t.state.is_terminal()) {
+        for mut t in tasks {
             let t = Arc::make_mut(&mut t);
+            if t.state.is_terminal() && t.state != TaskState::Unreachable {
+                let ended_at = *t.ended_at.get_or_insert(now);
+                self.unflushed_ends.push(t.record(ended_at));
+                continue;
+            }
             t.state = TaskState::Killed;
             t.last_status = Some(v1::TaskStatus {
                 reason: v1::StatusReason::ReasonFrameworkRemoved as i32,

@@ -378,7 +378,13 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         resources: resources_in(&t.resources).map_err(with)?,
         command: t.command.as_ref().map(command_in).transpose().map_err(with)?,
         kill_grace_period_ms,
-        agent_id: t.agent_id.value.clone(),
+        agent_id: match (&t.agent_id.value, &t.slave_id) {
+            (a, Some(s)) if a.is_empty() => s.value.clone(),
+            (a, Some(s)) if *a != s.value => {
+                return Err(with(format!("agent_id {a:?} and slave_id {:?} differ", s.value)));
+            }
+            (a, _) => a.clone(),
+        },
         labels: t
             .labels
             .iter()

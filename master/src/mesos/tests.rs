@@ -180,6 +180,14 @@ fn a_task_info_becomes_the_same_task_in_mezzo_terms() {
         (Some((8080, "/ok".into())), Some(5.0))
     );
 
+    // mesoshttp sends `slave_id` beside `agent_id`.
+    let both: m::TaskInfo = serde_json::from_value(json!({
+        "name": "b", "task_id": { "value": "b" }, "agent_id": { "value": "a1" }, "slave_id": { "value": "a1" },
+        "command": { "value": "true" }
+    }))
+    .expect("both ids");
+    assert_eq!(convert::task_in(&both).expect("ok").agent_id, "a1");
+
     // A shell command keeps its value and drops arguments; shell is the default.
     let t: m::TaskInfo = serde_json::from_value(json!({
         "name": "s", "task_id": { "value": "s" }, "agent_id": { "value": "a" }, "command": { "value": "echo $HOME" }
@@ -203,6 +211,7 @@ fn a_task_info_becomes_the_same_task_in_mezzo_terms() {
             "negative",
         ),
         (json!({ "health_check": { "type": "HTTP" } }), "needs `http`"),
+        (json!({ "slave_id": { "value": "b" } }), "differ"),
         (
             json!({ "command": { "value": "x", "environment": { "variables": [
             { "name": "S", "type": "SECRET", "secret": { "type": "VALUE", "value": { "data": "eA==" } } }] } } }),

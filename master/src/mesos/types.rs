@@ -394,9 +394,12 @@ pub struct ExecutorInfo {
 pub struct TaskInfo {
     pub name: String,
     pub task_id: Id,
-    /// `slave_id` is the pre-v1 name some clients still send.
-    #[serde(default, alias = "slave_id")]
+    #[serde(default)]
     pub agent_id: Id,
+    /// The pre-v1 name some clients still send, alone or beside
+    /// `agent_id` (mesoshttp's `Offer.accept` adds it to every task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slave_id: Option<Id>,
     #[serde(default)]
     pub resources: Vec<Resource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -150,8 +150,9 @@ class Framework:
                     tasks.append({
                         'name': tid,
                         'task_id': {'value': tid},
-                        # No agent_id: Offer.accept() names the offer's agent
-                        # (as the pre-v1 'slave_id') in each task.
+                        # As Mesos' docs write a TaskInfo; Offer.accept()
+                        # adds the pre-v1 'slave_id' beside it.
+                        'agent_id': {'value': agent},
                         'resources': [
                             {'name': 'cpus', 'type': 'SCALAR', 'scalar': {'value': CPUS}},
                             {'name': 'mem', 'type': 'SCALAR', 'scalar': {'value': MEM}},

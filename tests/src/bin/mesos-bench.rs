@@ -123,12 +123,18 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
     for way in &args.ways {
         tokio::time::sleep(Duration::from_secs(args.pause)).await;
         let f = match way.as_str() {
-            "native" => ("native (gRPC, Rust SDK)", measure(c, args.tasks, native(c, args.tasks, true)).await?),
+            "native" => (
+                "native (gRPC, Rust SDK)",
+                measure(c, args.tasks, native(c, args.tasks, true)).await?,
+            ),
             "native-acks" => (
                 "native, one call per ack",
                 measure(c, args.tasks, native(c, args.tasks, false)).await?,
             ),
-            "mesos-rust" => ("mesos-rust (HTTP JSON)", measure(c, args.tasks, mesos_rust(c, args.tasks)).await?),
+            "mesos-rust" => (
+                "mesos-rust (HTTP JSON)",
+                measure(c, args.tasks, mesos_rust(c, args.tasks)).await?,
+            ),
             "mesos-python" => {
                 let Some(py) = &args.python else {
                     println!("mesos-python: skipped (no --python; scripts/mesos-clients prints it)");
@@ -174,7 +180,8 @@ async fn native(c: &Cluster, n: usize, batched: bool) -> Result<()> {
         match ev.any(Duration::from_secs(60)).await? {
             Event::Offers(offers) => {
                 for o in offers {
-                    let sum = |name: &str| -> f64 { o.resources.iter().filter(|r| r.name == name).map(|r| r.scalar).sum() };
+                    let sum =
+                        |name: &str| -> f64 { o.resources.iter().filter(|r| r.name == name).map(|r| r.scalar).sum() };
                     let k = room(sum("cpus"), sum("mem")).min(n - next);
                     if k == 0 {
                         s.decline(vec![o.offer_id], Some(1.0)).await?;
@@ -303,7 +310,9 @@ async fn mesos_rust(c: &Cluster, n: usize) -> Result<()> {
 async fn mesos_python(c: &Cluster, python: &PathBuf, script: &PathBuf, n: usize) -> Result<()> {
     let p = "user:bench-py";
     c.allow(p, &["register_framework"], "*").await?;
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())?.context("who am I")?.name;
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())?
+        .context("who am I")?
+        .name;
     c.allow(p, &["run_as"], &user).await?;
     let token = c.issue_token(p).await?;
     let out = tokio::process::Command::new(python)

@@ -80,6 +80,28 @@ fn a_removed_framework_keeps_its_history_with_the_tasks_its_removal_killed() {
     assert_eq!(row.tasks_by_state.get("TASK_KILLED"), Some(&1));
 }
 
+/// A task that ended but whose end the framework had not acknowledged
+/// when it tore down keeps its own end in the history.
+#[test]
+fn a_removed_framework_keeps_the_end_it_had_not_acknowledged() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    let mut st = status("t", TaskState::Finished, 1);
+    st.exit_code = Some(0);
+    s.m.status_update(AGENT_CONN, f.clone(), st, TaskState::Finished, s.now)
+        .expect("update");
+    s.run();
+    s.m.teardown(&f).expect("teardown");
+    s.run();
+    s.advance(Duration::from_millis(1100));
+    let tasks = listed(&s.m, &f);
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(
+        (tasks[0].state.as_ref(), tasks[0].exit_code),
+        ("TASK_FINISHED", Some(0))
+    );
+}
+
 /// The frameworks page lists registered frameworks, then removed ones,
 /// and pages across the two (rows are built for the page only).
 #[test]
