@@ -416,6 +416,11 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
         let short_uuid = json!({ "framework_id": f, "type": "ACKNOWLEDGE", "acknowledge": {
             "agent_id": o["agent_id"], "task_id": { "value": "t" }, "uuid": "AAAA" } });
         expect(&m.call(&s.stream_id, &short_uuid).await?, StatusCode::BAD_REQUEST, "16 bytes")?;
+        // Well formed but of nothing: accepted (202) and dropped, as on Mesos.
+        let of_nothing = json!({ "framework_id": f, "type": "ACKNOWLEDGE", "acknowledge": {
+            "agent_id": { "value": "3f1c1d6e-7f43-4a4c-9d57-2f1b0a9e0c11" }, "task_id": { "value": "t" },
+            "uuid": "AAAAAAAAAAAAAAAAAAAAAA==" } });
+        m.call_ok(&s.stream_id, &of_nothing).await?;
         let agent = o["agent_id"]["value"].as_str().context("agent")?.to_owned();
         let unparsable = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
             "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "name": "x", "task_id": "x" }] } }] } });

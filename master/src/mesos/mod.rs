@@ -15,6 +15,7 @@
 //! speak TLS (still behind authentication: HTTP Basic with a principal
 //! and one of its tokens).
 
+mod acks;
 pub mod convert;
 pub mod operator;
 pub mod recordio;
@@ -42,9 +43,19 @@ use crate::http::HttpState;
 /// give it: clients parse it as three integers.
 pub const MESOS_VERSION: &str = "1.11.0";
 
-/// What the Mesos routes of one listener share.
+/// What the Mesos routes of one listener share (behind an `Arc`: axum
+/// clones the state for every request).
 #[derive(Clone)]
-pub struct MesosApi {
+pub struct MesosApi(Arc<Shared>);
+
+impl std::ops::Deref for MesosApi {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     http: HttpState,
     streams: Streams,
     /// This master as `SUBSCRIBED` describes it.
@@ -78,12 +89,12 @@ pub fn master_info(id: &str, addr: SocketAddr, hostname: &str) -> types::MasterI
 /// The Mesos routes, for one listener (`master`: this master as reached
 /// through it). `streams` is shared by every listener of the master.
 pub fn router(http: HttpState, streams: Streams, master: types::MasterInfo, plain: bool) -> Router {
-    let api = MesosApi {
+    let api = MesosApi(Arc::new(Shared {
         http,
         streams,
         master: Arc::new(master),
         plain,
-    };
+    }));
     let timeout =
         tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, crate::http::REQUEST_TIMEOUT);
     Router::new()

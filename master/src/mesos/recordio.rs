@@ -2,16 +2,20 @@
 //! length in bytes as decimal ASCII, a newline, and the record itself,
 //! with nothing between records (`docs/recordio.md` in Mesos).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// One record, framed.
 pub fn frame(record: &[u8]) -> Bytes {
-    let len = record.len().to_string();
-    let mut out = BytesMut::with_capacity(len.len() + 1 + record.len());
-    out.put_slice(len.as_bytes());
-    out.put_u8(b'\n');
-    out.put_slice(record);
-    out.freeze()
+    let mut out = Vec::with_capacity(record.len() + 8);
+    append(&mut out, record);
+    Bytes::from(out)
+}
+
+/// Appends one record, framed, to what is being written.
+pub fn append(out: &mut Vec<u8>, record: &[u8]) {
+    out.extend_from_slice(record.len().to_string().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(record);
 }
 
 /// Why a stream is not RecordIO.

@@ -15,13 +15,13 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::v1;
 use tokio::sync::mpsc;
 
 use super::convert::{self, Format};
 use super::types as m;
-use super::{MesosApi, bad_request, core_error, recordio};
+use super::{MesosApi, acks, bad_request, core_error, recordio};
 use crate::api::scheduler::{self as api, EVENT_QUEUE};
 use crate::auth::Caller;
 use crate::core::ConnId;
@@ -41,6 +41,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 struct OpenStream {
     id: String,
     events: mpsc::WeakSender<Result<v1::Event, tonic::Status>>,
+    acks: acks::AckTx,
 }
 
 /// The stream of each framework subscribed through this API on this
@@ -89,9 +90,10 @@ struct EventBody {
     _subscription: Subscription,
 }
 
-fn record(e: &m::Event) -> Bytes {
+/// Appends `e` to `out` as one RecordIO record.
+fn append_record(out: &mut Vec<u8>, e: &m::Event) {
     // Serializing plain structs of strings and numbers cannot fail.
-    recordio::frame(&serde_json::to_vec(e).unwrap_or_default())
+    recordio::append(out, &serde_json::to_vec(e).unwrap_or_default());
 }
 
 /// Most bytes of events sent in one chunk: the events waiting when the
@@ -102,7 +104,7 @@ impl EventBody {
     /// Appends `ev` as a record, if Mesos has a word for it.
     fn append(&self, out: &mut Vec<u8>, ev: &v1::Event) {
         if let Some(e) = convert::event_out(ev, self.fmt, &self.master) {
-            out.extend_from_slice(&record(&e));
+            append_record(out, &e);
         }
     }
 }
@@ -247,14 +249,16 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let entry = OpenStream {
         id: stream_id.clone(),
         events,
+        acks: acks::start(api.http.handle().clone(), fid.clone()),
     };
     api.streams.lock().insert(fid.clone(), entry);
     subscription.framework = Some((fid, stream_id.clone()));
     // Mesos follows SUBSCRIBED with a heartbeat at once.
     let first = convert::event_out(&first, fmt, &api.master).map(|e| {
-        let mut b = bytes::BytesMut::from(&record(&e)[..]);
-        b.extend_from_slice(&record(&m::Event::of("HEARTBEAT")));
-        b.freeze()
+        let mut b = Vec::new();
+        append_record(&mut b, &e);
+        append_record(&mut b, &m::Event::of("HEARTBEAT"));
+        Bytes::from(b)
     });
     let body = EventBody {
         rx,
@@ -284,7 +288,7 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
             "All non-subscribe calls should include the '{STREAM_ID}' header"
         )));
     };
-    let Some(events) = api.streams.get(&fid).filter(|s| s.id == stream).map(|s| s.events) else {
+    let Some(open) = api.streams.get(&fid).filter(|s| s.id == stream) else {
         // A follower knows no streams: send the caller to the leader.
         if api.leads().await == Some(false) {
             return Err(api.to_leader(PATH).await);
@@ -298,6 +302,14 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
         )
             .into_response());
     };
+    if call.kind == "ACKNOWLEDGE" {
+        let ack = acknowledgement(call).map_err(bad_request)?;
+        let (agent, task, uuid) = ack;
+        // Waits only while the batcher's queue is full.
+        let _ = open.acks.send((caller, agent, task, uuid)).await;
+        return Ok(());
+    }
+    let events = open.events;
     // An ACCEPT that launches is refused as Mesos refuses it: 202, and an
     // update for each task saying why (clients ignore the answer to a call).
     let launches = launched_tasks(&call);
@@ -386,6 +398,19 @@ async fn refuse_launches(
             return;
         }
     }
+}
+
+/// An `ACKNOWLEDGE`, checked whole at the edge: its answer (202) comes
+/// before the core applies it.
+fn acknowledgement(call: m::Call) -> Result<(AgentId, TaskId, Vec<u8>), String> {
+    let a = need(call.acknowledge, "acknowledge")?;
+    let uuid = convert::uuid_in(&a.uuid)?;
+    if uuid.len() != 16 {
+        return Err(format!("acknowledge: uuid must be 16 bytes, got {}", uuid.len()));
+    }
+    let agent = AgentId::parse(&a.agent_id.value).map_err(|e| format!("acknowledge: {e}"))?;
+    let task = TaskId::parse(&a.task_id.value).map_err(|e| format!("acknowledge: {e}"))?;
+    Ok((agent, task, uuid))
 }
 
 fn ids(list: &[m::Id]) -> Vec<String> {
@@ -482,17 +507,6 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
                 framework_id,
                 task_id: k.task_id.value,
                 kill_grace_period_ms: grace,
-            })
-            .map_err(master_err)?
-        }
-        "ACKNOWLEDGE" => {
-            let a = need(call.acknowledge, "acknowledge")?;
-            api::acknowledge(v1::AcknowledgeRequest {
-                framework_id,
-                agent_id: a.agent_id.value,
-                task_id: a.task_id.value,
-                uuid: convert::uuid_in(&a.uuid)?,
-                acks: Vec::new(),
             })
             .map_err(master_err)?
         }

@@ -17,8 +17,9 @@
 //!   interpreter of `scripts/mesos-clients`' virtualenv.
 //!
 //! For each it prints tasks per second and the master's CPU time per
-//! task (user + system from `/proc`, over the run), and the ratio to
-//! `native`.
+//! task (user + system from `/proc`, over the run, less what the idle
+//! master spends in as long: heartbeats and allocation cycles, measured
+//! first), and the ratio to the first way.
 
 #![forbid(unsafe_code)]
 
@@ -42,7 +43,7 @@ struct Args {
     tasks: usize,
     /// Tasks for the Python client (slower: it handles each event only
     /// when the next arrives).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     python_tasks: usize,
     /// The virtualenv's python (`scripts/mesos-clients` prints it);
     /// without it the Python way is skipped.
@@ -93,7 +94,8 @@ struct Figures {
     master_ms: f64,
 }
 
-async fn measure<F>(c: &Cluster, tasks: usize, run: F) -> Result<Figures>
+/// The master's CPU milliseconds over `run`, and how long it took.
+async fn master_cpu<F>(c: &Cluster, run: F) -> Result<(f64, Duration)>
 where
     F: std::future::Future<Output = Result<()>>,
 {
@@ -102,10 +104,19 @@ where
     let (t0, w0) = (cpu_ticks(master)?, Instant::now());
     run.await?;
     let (t1, wall) = (cpu_ticks(master)?, w0.elapsed());
+    Ok(((t1 - t0) as f64 / hz * 1000.0, wall))
+}
+
+/// A way's figures, less the idle master's `idle_ms_per_s` over its time.
+async fn measure<F>(c: &Cluster, tasks: usize, idle_ms_per_s: f64, run: F) -> Result<Figures>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let (ms, wall) = master_cpu(c, run).await?;
     Ok(Figures {
         tasks,
         wall,
-        master_ms: (t1 - t0) as f64 / hz * 1000.0,
+        master_ms: (ms - idle_ms_per_s * wall.as_secs_f64()).max(0.0),
     })
 }
 
@@ -119,21 +130,29 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
     if let Some(pid) = c.masters[0].pid() {
         println!("master pid {pid}");
     }
+    let idle = Duration::from_secs(10);
+    let (idle_ms, _) = master_cpu(c, async {
+        tokio::time::sleep(idle).await;
+        Ok(())
+    })
+    .await?;
+    let idle_ms_per_s = idle_ms / idle.as_secs_f64();
+    println!("idle master: {idle_ms_per_s:.1} ms of CPU per second (taken off each way)");
     let mut rows = Vec::new();
     for way in &args.ways {
         tokio::time::sleep(Duration::from_secs(args.pause)).await;
         let f = match way.as_str() {
             "native" => (
                 "native (gRPC, Rust SDK)",
-                measure(c, args.tasks, native(c, args.tasks, true)).await?,
+                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, true)).await?,
             ),
             "native-acks" => (
                 "native, one call per ack",
-                measure(c, args.tasks, native(c, args.tasks, false)).await?,
+                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, false)).await?,
             ),
             "mesos-rust" => (
                 "mesos-rust (HTTP JSON)",
-                measure(c, args.tasks, mesos_rust(c, args.tasks)).await?,
+                measure(c, args.tasks, idle_ms_per_s, mesos_rust(c, args.tasks)).await?,
             ),
             "mesos-python" => {
                 let Some(py) = &args.python else {
@@ -141,7 +160,10 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
                     continue;
                 };
                 let run = mesos_python(c, py, &args.script, args.python_tasks);
-                ("mesos-python (mesoshttp)", measure(c, args.python_tasks, run).await?)
+                (
+                    "mesos-python (mesoshttp)",
+                    measure(c, args.python_tasks, idle_ms_per_s, run).await?,
+                )
             }
             other => bail!("unknown way {other}"),
         };
