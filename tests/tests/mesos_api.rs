@@ -354,6 +354,18 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
                 .any(|v| v.to_str().is_ok_and(|v| v.starts_with("Basic"))),
             "{a:?}"
         );
+        // Only Mesos' routes challenge for Basic: a browser meeting the
+        // challenge on the dashboard's API would prompt for a password.
+        let a = anon.post_raw("/api/v1/tasks", &[json_ct], "{}").await?;
+        ensure!(
+            a.status == StatusCode::UNAUTHORIZED
+                && !a
+                    .headers
+                    .get_all("www-authenticate")
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.starts_with("Basic"))),
+            "{a:?}"
+        );
         let wrong = MesosClient::new(&m.base, None, Some(("someone-else", auth.1.as_str())))?;
         let a = wrong.subscribe(&subscribe_body("x", json!({}))).await?;
         ensure!(a.as_ref().err().is_some_and(|a| a.status == StatusCode::UNAUTHORIZED), "{:?}", a.err());

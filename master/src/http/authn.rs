@@ -174,6 +174,12 @@ fn open_to_anyone(method: &Method, path: &str) -> bool {
     }
 }
 
+/// Whether `path` is one of the routes of Mesos' API (`crate::mesos`),
+/// whose clients authenticate with HTTP Basic.
+fn mesos_route(path: &str) -> bool {
+    matches!(path, "/api/v1/scheduler" | "/api/v1" | "/state.json" | "/redirect") || path.starts_with("/master/")
+}
+
 fn is_grpc(req: &Request) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -196,11 +202,14 @@ fn refuse(req: &Request, status: StatusCode, message: String) -> Response {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"mezzo\""),
         );
-        // Mesos clients answer a Basic challenge with principal and token.
-        resp.headers_mut().append(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"mezzo\""),
-        );
+        // Mesos clients answer a Basic challenge with principal and token;
+        // only Mesos' routes make it (a browser would prompt for it).
+        if mesos_route(req.uri().path()) {
+            resp.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"mezzo\""),
+            );
+        }
     }
     resp
 }
