@@ -174,7 +174,7 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         }
         None => None,
     };
-    core.mesos_endpoint = (id, mesos_listener.as_ref().map(|(_, a)| a.to_string()));
+    core.mesos_endpoint = (id, mesos_listener.as_ref().map(|(_, a)| advertised(*a, &member)));
     if let Some(a) = &authority {
         core.data_key = crate::core::DataKey::new(*a.data_key());
     }
@@ -199,6 +199,8 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let http_state = crate::http::HttpState::start(handle.clone(), raft.clone(), authn, authority, transport);
     let streams = crate::mesos::Streams::default();
     let mesos = |at: SocketAddr, plain: bool| {
+        // SUBSCRIBED names this master as clients reach it.
+        let at = advertised(at, &member).parse().unwrap_or(at);
         let info = crate::mesos::master_info(&master_id, at, &hostname());
         crate::mesos::router(http_state.clone(), streams.clone(), info, plain)
     };
@@ -236,6 +238,17 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
         mesos_addr,
         owner,
     })
+}
+
+/// The address others reach a listener bound at `bound` by: itself, or
+/// for a wildcard bind (`0.0.0.0:5051`) this master's own host with that
+/// port (a redirect to `0.0.0.0` would lead nowhere).
+fn advertised(bound: SocketAddr, member: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = member.rsplit_once(':').map_or(member, |(h, _)| h);
+    format!("{host}:{}", bound.port())
 }
 
 async fn crate_serve(listener: TcpListener, opts: ServeOptions, app: axum::Router) {
@@ -354,4 +367,17 @@ async fn join_group(
         return Ok((id, BTreeMap::new()));
     }
     Err(StartError::Join(format!("no master answered: {}", why.join("; "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn a_wildcard_listener_is_advertised_at_this_masters_host() {
+        let at = |s: &str| s.parse().expect("address");
+        assert_eq!(advertised(at("127.0.0.1:5051"), "10.0.0.1:5050"), "127.0.0.1:5051");
+        assert_eq!(advertised(at("0.0.0.0:5051"), "10.0.0.1:5050"), "10.0.0.1:5051");
+        assert_eq!(advertised(at("[::]:5051"), "node-1:5050"), "node-1:5051");
+    }
 }

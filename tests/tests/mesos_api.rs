@@ -238,6 +238,20 @@ async fn a_mesos_framework_runs_command_tasks_through_the_scheduler_api() -> Res
         .await?;
         let killed = follow(&m, &mut s, &mut seen, "sleeper").await?;
         ensure!(killed.last().is_some_and(|u| u["state"] == "TASK_KILLED"), "{killed:?}");
+        // Killing a task the master does not know is answered with its
+        // state, as reconciliation tells it (a Mesos framework waits for one).
+        m.call_ok(
+            &s.stream_id,
+            &json!({ "framework_id": fid(&s), "type": "KILL", "kill": { "task_id": { "value": "ghost" } } }),
+        )
+        .await?;
+        let e = s
+            .next_of("UPDATE", T, |e| e["update"]["status"]["task_id"]["value"] == "ghost")
+            .await?;
+        ensure!(
+            e["update"]["status"]["state"] == "TASK_LOST" && e["update"]["status"]["reason"] == "REASON_RECONCILIATION",
+            "{e}"
+        );
 
         // Explicit reconciliation: the master answers from its own state,
         // with no uuid to acknowledge.

@@ -136,15 +136,22 @@ impl MesosApi {
     /// 307 to `path` on the leader, through the same kind of listener
     /// (its `--mesos-listen` address from the plain one), or 503.
     async fn to_leader(&self, path: &str) -> Response {
-        let st = self.http.raft().status().await;
-        let leader = st.and_then(|s| if self.plain { s.leader_mesos } else { s.leader });
-        match leader {
-            Some(l) => (
+        let Some(st) = self.http.raft().status().await else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "No leader elected").into_response();
+        };
+        let leader = if self.plain { st.leader_mesos } else { st.leader.clone() };
+        match (leader, st.leader) {
+            (Some(l), _) => (
                 StatusCode::TEMPORARY_REDIRECT,
                 [(header::LOCATION, format!("//{l}{path}"))],
             )
                 .into_response(),
-            None => (StatusCode::SERVICE_UNAVAILABLE, "No leader elected").into_response(),
+            (None, Some(l)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the leader ({l}) serves Mesos' API on its TLS port only (it runs without --mesos-listen)"),
+            )
+                .into_response(),
+            (None, None) => (StatusCode::SERVICE_UNAVAILABLE, "No leader elected").into_response(),
         }
     }
 }
@@ -166,11 +173,46 @@ async fn scheduler_call(
         )
             .into_response();
     }
-    let call: types::Call = match serde_json::from_slice(&body) {
+    let call: types::Call = match parse(&body) {
         Ok(c) => c,
         Err(e) => return bad_request(format!("Failed to parse body into Call: {e}")),
     };
     scheduler::handle(&api, caller, &headers, call).await
+}
+
+/// Most JSON objects and arrays in one call: enough for an `ACCEPT` of
+/// `api::MAX_TASKS_PER_ACCEPT` small tasks, while a body of empty objects
+/// (`[{},{},...]`, a few bytes each) cannot make the master build
+/// millions of structs of hundreds of bytes (about a gigabyte from 4 MiB).
+pub(crate) const MAX_JSON_NODES: usize = 200_000;
+
+/// A request body as `T`, refused first when it holds more than
+/// [`MAX_JSON_NODES`] objects and arrays (counted in one pass, outside
+/// strings).
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let (mut nodes, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => nodes += 1,
+            _ => {}
+        }
+    }
+    if nodes > MAX_JSON_NODES {
+        return Err(format!(
+            "{nodes} JSON objects and arrays in one call; at most {MAX_JSON_NODES}"
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// `GET /version`: Mesos' shape, with Mezzo's own version beside it.

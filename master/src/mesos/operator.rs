@@ -141,7 +141,7 @@ pub(super) async fn call(
         )
             .into_response();
     }
-    let call: Value = match serde_json::from_slice(&body) {
+    let call: Value = match super::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return bad_request("Failed to convert JSON into Call protobuf: Expecting a JSON object"),
         Err(e) => return bad_request(format!("Failed to parse body into JSON: {e}")),

@@ -33,13 +33,16 @@ pub const STREAM_ID: &str = "Mesos-Stream-Id";
 const PATH: &str = "/api/v1/scheduler";
 
 /// How long a new framework may wait for its registration to commit.
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+/// (Within the router's request timeout, so that the answer says why.)
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(25);
 
 /// One framework's stream: its id, and a way to add events to it that
 /// does not keep it open (the core closes it by dropping its sender).
 #[derive(Debug, Clone)]
 struct OpenStream {
     id: String,
+    /// The core's connection: a newer subscription's stream wins.
+    conn: ConnId,
     events: mpsc::WeakSender<Result<v1::Event, tonic::Status>>,
     acks: acks::AckTx,
 }
@@ -126,7 +129,12 @@ impl Stream for EventBody {
             while out.len() < CHUNK {
                 match self.rx.try_recv() {
                     Ok(Ok(ev)) => self.append(&mut out, &ev),
-                    Ok(Err(_)) | Err(_) => break,
+                    // The core ended the stream: what came before goes out.
+                    Ok(Err(_)) => {
+                        self.rx.close();
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
             if !out.is_empty() {
@@ -248,10 +256,23 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let stream_id = uuid::Uuid::new_v4().to_string();
     let entry = OpenStream {
         id: stream_id.clone(),
+        conn,
         events,
         acks: acks::start(api.http.handle().clone(), fid.clone()),
     };
-    api.streams.lock().insert(fid.clone(), entry);
+    // Two subscriptions of one framework may get here in either order:
+    // the newer (the one the core keeps) must stay.
+    let replaced = {
+        let mut streams = api.streams.lock();
+        let newer = streams.get(&fid).is_some_and(|s| s.conn > conn);
+        if !newer {
+            streams.insert(fid.clone(), entry);
+        }
+        newer
+    };
+    if replaced {
+        return bad_request("a newer subscription of this framework replaced this one");
+    }
     subscription.framework = Some((fid, stream_id.clone()));
     // Mesos follows SUBSCRIBED with a heartbeat at once.
     let first = convert::event_out(&first, fmt, &api.master).map(|e| {
@@ -306,9 +327,11 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
         let ack = acknowledgement(call).map_err(bad_request)?;
         let (agent, task, uuid) = ack;
         // Waits only while the batcher's queue is full.
-        let _ = open.acks.send((caller, agent, task, uuid)).await;
+        let _ = open.acks.send(acks::Queued::Ack(caller, agent, task, uuid)).await;
         return Ok(());
     }
+    // Calls after acknowledgements reach the core after them.
+    acks::flush(&open.acks).await;
     let events = open.events;
     // An ACCEPT that launches is refused as Mesos refuses it: 202, and an
     // update for each task saying why (clients ignore the answer to a call).
@@ -322,16 +345,36 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
             Ok(None) => None,
             Err(e) => Some(MasterError::Invalid(e)),
         };
-        if let Some(e) = refusal {
-            refuse_launches(api, &fid, caller, &events, &launches, (offers, refuse), &e).await;
+        match refusal {
+            None => {}
+            Some(e) if refused_launch(&e) => {
+                refuse_launches(api, &fid, caller, &events, &launches, (offers, refuse), &e).await;
+            }
+            // Leadership, rights, the framework's subscription: nothing
+            // about the tasks, so no update says so; the caller may retry.
+            Some(e) => return Err(core_error(api, e, PATH).await),
         }
         return Ok(());
     }
     let Some(c) = converted.map_err(bad_request)? else {
         return Ok(());
     };
-    match api.http.handle().call(fid, c, caller).await {
+    let killed = match &c {
+        Call::Kill { task, .. } => Some(task.clone()),
+        _ => None,
+    };
+    match api.http.handle().call(fid.clone(), c, caller.clone()).await {
         Ok(()) => Ok(()),
+        // A kill of a task the master does not know, or that already
+        // ended, is answered as Mesos answers it: with the task's state,
+        // as reconciliation tells it.
+        Err(MasterError::UnknownTask(_) | MasterError::TaskTerminal { .. }) if killed.is_some() => {
+            let tasks = killed.into_iter().map(|t| (t, None)).collect();
+            match api.http.handle().call(fid, Call::Reconcile { tasks }, caller).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(core_error(api, e, PATH).await),
+            }
+        }
         Err(e) => Err(core_error(api, e, PATH).await),
     }
 }
@@ -352,6 +395,27 @@ fn launched_tasks(call: &m::Call) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether a refused ACCEPT was refused for its tasks or offers (told as
+/// task updates, as Mesos tells them), not for the master's state or the
+/// caller's rights (answered as HTTP errors).
+fn refused_launch(e: &MasterError) -> bool {
+    matches!(
+        e,
+        MasterError::Invalid(_)
+            | MasterError::BadId(_)
+            | MasterError::BadResources(_)
+            | MasterError::MixedAgents(..)
+            | MasterError::BeyondOffer { .. }
+            | MasterError::DuplicateTask(_)
+            | MasterError::UnknownOffer(_)
+            | MasterError::ForeignOffer { .. }
+            | MasterError::UnknownAgent(_)
+            | MasterError::AgentDisconnected(_)
+            | MasterError::AgentGone(_)
+            | MasterError::UnknownVolume { .. }
+    )
+}
+
 /// Tells the framework why its launch was refused, one update per task
 /// (no uuid: nothing to acknowledge), and gives back the offers it named.
 async fn refuse_launches(
@@ -365,17 +429,26 @@ async fn refuse_launches(
 ) {
     use v1::{StatusReason as R, TaskState as S};
     let (state, reason) = match why {
-        MasterError::UnknownOffer(_) | MasterError::ForeignOffer { .. } => (S::TaskDropped, R::ReasonInvalidOffers),
+        MasterError::UnknownOffer(_)
+        | MasterError::ForeignOffer { .. }
+        | MasterError::UnknownAgent(_)
+        | MasterError::AgentDisconnected(_)
+        | MasterError::AgentGone(_) => (S::TaskDropped, R::ReasonInvalidOffers),
         _ => (S::TaskError, R::ReasonTaskInvalid),
     };
-    if state == S::TaskError && !offers.is_empty() {
-        let decline = api::decline(&v1::DeclineRequest {
-            framework_id: fid.to_string(),
-            offer_ids: offers,
-            filters: refuse,
-        });
-        if let Ok(c) = decline {
-            let _ = api.http.handle().call(fid.clone(), c, caller).await;
+    // Each offer on its own: those that are gone are refused, the others
+    // go back (with the accept's filters, or none if those were bad).
+    for offer in offers {
+        for filters in [refuse, None] {
+            let decline = api::decline(&v1::DeclineRequest {
+                framework_id: fid.to_string(),
+                offer_ids: vec![offer.clone()],
+                filters,
+            });
+            let Ok(c) = decline else { continue };
+            if api.http.handle().call(fid.clone(), c, caller.clone()).await.is_ok() {
+                break;
+            }
         }
     }
     let Some(tx) = events.upgrade() else { return };

@@ -476,3 +476,21 @@ fn every_call_served_parses_with_mesos_field_names() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_call_of_too_many_objects_is_refused_before_it_is_built() {
+    let many = format!(
+        "{{\"type\":\"ACCEPT\",\"accept\":{{\"operations\":[{}{{}}]}}}}",
+        "{},".repeat(300_000)
+    );
+    let e = super::parse::<m::Call>(many.as_bytes()).expect_err("refused");
+    assert!(e.contains("at most"), "{e}");
+    // Braces inside strings are not objects.
+    let text = format!(
+        "{{\"type\":\"TEARDOWN\",\"x\":\"{}\\\"{}\"}}",
+        "{".repeat(300_000),
+        "[".repeat(10)
+    );
+    let c: m::Call = super::parse(text.as_bytes()).expect("parses");
+    assert_eq!(c.kind, "TEARDOWN");
+}
