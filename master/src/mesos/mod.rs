@@ -184,7 +184,7 @@ async fn scheduler_call(
 /// `api::MAX_TASKS_PER_ACCEPT` small tasks, while a body of empty objects
 /// (`[{},{},...]`, a few bytes each) cannot make the master build
 /// millions of structs of hundreds of bytes (about a gigabyte from 4 MiB).
-pub(crate) const MAX_JSON_NODES: usize = 200_000;
+pub(crate) const MAX_JSON_NODES: usize = 100_000;
 
 /// A request body as `T`, refused first when it holds more than
 /// [`MAX_JSON_NODES`] objects and arrays (counted in one pass, outside
