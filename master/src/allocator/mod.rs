@@ -335,6 +335,17 @@ impl Allocator {
                 ixs.push(rix);
             }
         }
+        // Roles it no longer names: it leaves those where it holds nothing
+        // (where it still holds, it stays until that is recovered).
+        let left: Vec<RoleIx> = self.fws[f as usize]
+            .as_ref()
+            .map(|fw| fw.roles.iter().copied().filter(|r| !ixs.contains(r)).collect())
+            .unwrap_or_default();
+        for rix in left {
+            if self.holdings.range((f, rix, 0)..=(f, rix, u32::MAX)).next().is_none() {
+                self.roles.remove_client(rix, f, &self.total_flat);
+            }
+        }
         if let Some(fw) = self.fws[f as usize].as_mut() {
             fw.roles = ixs;
             fw.active = active;

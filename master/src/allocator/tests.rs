@@ -491,3 +491,21 @@ proptest! {
         prop_assert!(held(2).cpus.0 >= want[2].0 * 1000 && held(2).mem.0 >= want[2].1 * 1024, "ops {} < {:?}", held(2), want[2]);
     }
 }
+
+/// A framework that changes its roles (a re-subscription, Mesos'
+/// UPDATE_FRAMEWORK) is no longer listed in a role it left.
+#[test]
+fn a_framework_leaves_the_roles_it_no_longer_names() {
+    let mut a = Allocator::new();
+    a.add_framework(&fid(1), &[role("a"), role("b")], true);
+    a.add_framework(&fid(1), &[role("b")], true);
+    let listed = |a: &Allocator, r: &str| {
+        a.roles_view()
+            .into_iter()
+            .find(|v| v.role == r)
+            .map(|v| v.frameworks)
+            .unwrap_or_default()
+    };
+    assert!(listed(&a, "a").is_empty(), "{:?}", listed(&a, "a"));
+    assert_eq!(listed(&a, "b"), vec![fid(1).to_string()]);
+}
