@@ -160,6 +160,25 @@ impl Handle {
         rx.await.map_err(|_| MasterError::ShuttingDown)
     }
 
+    /// Subscribes a framework (a new one without `id`): its events go to
+    /// `tx`; the answer names the subscription's connection.
+    pub async fn subscribe(
+        &self,
+        info: v1::FrameworkInfo,
+        id: Option<FrameworkId>,
+        caller: Caller,
+        tx: FrameworkTx,
+    ) -> Result<ConnId, MasterError> {
+        self.ask(|reply| Command::Subscribe {
+            info,
+            id,
+            caller,
+            tx,
+            reply,
+        })
+        .await?
+    }
+
     pub async fn call(&self, framework: FrameworkId, call: Call, caller: Caller) -> Result<(), MasterError> {
         self.ask(|reply| Command::Call {
             framework,

@@ -301,6 +301,23 @@ impl Default for ClusterSpec {
     }
 }
 
+/// Seconds of CPU (user + system) process `pid` has used, with those of
+/// the children it waited for when `children` (for the benchmarks).
+pub fn cpu_seconds(pid: i32, children: bool) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command's closing parenthesis: fields 3.. of proc(5).
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime, stime, cutime, cstime are fields 14-17, here 11-14 (0-based).
+    let field = |i: usize| f.get(i).copied().unwrap_or(0);
+    let mut ticks = field(11) + field(12);
+    if children {
+        ticks += field(13) + field(14);
+    }
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    Ok(ticks as f64 / hz)
+}
+
 /// Free loopback ports, found by binding port 0 and letting go.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<std::net::TcpListener> = (0..n)

@@ -167,6 +167,19 @@ impl Subscription {
         }
     }
 
+    /// Acknowledges an update of this subscription, as a Mesos framework
+    /// does, when it carries a uuid (updates from the master need none).
+    pub async fn acknowledge(&self, m: &MesosClient, status: &Value) -> Result<()> {
+        let Some(uuid) = status["uuid"].as_str() else {
+            return Ok(());
+        };
+        let ack = serde_json::json!({
+            "framework_id": { "value": self.framework_id }, "type": "ACKNOWLEDGE",
+            "acknowledge": { "agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": uuid }
+        });
+        m.call_ok(&self.stream_id, &ack).await
+    }
+
     /// Waits for the stream to end (after an ERROR or a TEARDOWN), giving
     /// the events it carried until then.
     pub async fn until_end(&mut self, limit: Duration) -> Result<Vec<Value>> {

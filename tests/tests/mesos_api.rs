@@ -106,16 +106,7 @@ async fn follow_until(
     loop {
         let e = s.next_of("UPDATE", T, |_| true).await?;
         let st = e["update"]["status"].clone();
-        if let Some(uuid) = st["uuid"].as_str() {
-            m.call_ok(
-                &s.stream_id,
-                &json!({
-                    "framework_id": fid(s), "type": "ACKNOWLEDGE",
-                    "acknowledge": { "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid }
-                }),
-            )
-            .await?;
-        }
+        s.acknowledge(m, &st).await?;
         let state = st["state"].as_str().unwrap_or("").to_owned();
         let ours = st["task_id"]["value"] == task;
         seen.push(st);
@@ -368,6 +359,15 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
                 .any(|v| v.to_str().is_ok_and(|v| v.starts_with("Basic"))),
             "{a:?}"
         );
+        // The redirects need a credential; /version, like /health, does not.
+        for (path, want) in [
+            ("/redirect", StatusCode::UNAUTHORIZED),
+            ("/master/redirect", StatusCode::UNAUTHORIZED),
+            ("/version", StatusCode::OK),
+        ] {
+            let got = reqwest::get(format!("{}{path}", m.base)).await?.status();
+            ensure!(got == want, "{path}: {got}");
+        }
         // Only Mesos' routes challenge for Basic: a browser meeting the
         // challenge on the dashboard's API would prompt for a password.
         let a = anon.post_raw("/api/v1/tasks", &[json_ct], "{}").await?;

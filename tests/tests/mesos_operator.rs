@@ -205,16 +205,7 @@ async fn run_task(m: &MesosClient) -> Result<(Subscription, String)> {
     loop {
         let e = s.next_of("UPDATE", T, |_| true).await?;
         let st = e["update"]["status"].clone();
-        if let Some(uuid) = st["uuid"].as_str() {
-            m.call_ok(
-                &s.stream_id,
-                &json!({
-                    "framework_id": fid, "type": "ACKNOWLEDGE",
-                    "acknowledge": { "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid }
-                }),
-            )
-            .await?;
-        }
+        s.acknowledge(m, &st).await?;
         match st["state"].as_str() {
             Some("TASK_RUNNING") => return Ok((s, agent)),
             Some("TASK_STAGING" | "TASK_STARTING") => {}

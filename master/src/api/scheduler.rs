@@ -87,16 +87,7 @@ impl Scheduler for SchedulerApi {
             s => Some(FrameworkId::parse(s).map_err(MasterError::from)?),
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let conn = self
-            .handle
-            .ask(|reply| Command::Subscribe {
-                info,
-                id,
-                caller,
-                tx,
-                reply,
-            })
-            .await??;
+        let conn = self.handle.subscribe(info, id, caller, tx).await?;
         Ok(Response::new(EventStream {
             rx,
             conn,

@@ -163,21 +163,52 @@ async fn scheduler_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return bad_request("Expecting 'Content-Type' to be present");
-    };
-    if ctype.split(';').next().map(str::trim) != Some("application/json") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Expecting 'Content-Type' of application/json (Mezzo's Mesos API speaks JSON)",
-        )
-            .into_response();
+    if let Err(r) = json_body(&headers) {
+        return r;
     }
     let call: types::Call = match parse(&body) {
         Ok(c) => c,
         Err(e) => return bad_request(format!("Failed to parse body into Call: {e}")),
     };
     scheduler::handle(&api, caller, &headers, call).await
+}
+
+/// Refuses a body that is not JSON, as Mesos does: 400 without a
+/// `Content-Type`, 415 with another (Protobuf bodies are not served).
+#[allow(clippy::result_large_err)] // the refusal itself, ready to send
+pub(crate) fn json_body(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(bad_request("Expecting 'Content-Type' to be present"));
+    };
+    if ctype.split(';').next().map(str::trim) != Some("application/json") {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expecting 'Content-Type' of application/json (Mezzo's Mesos API speaks JSON)",
+        )
+            .into_response());
+    }
+    Ok(())
+}
+
+/// Refuses (406) a caller whose `Accept` rules out JSON (none: anything).
+#[allow(clippy::result_large_err)] // the refusal itself, ready to send
+pub(crate) fn json_accepted(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|part| {
+        let media = part.split(';').next().map(str::trim).unwrap_or("");
+        matches!(media, "application/json" | "application/*" | "*/*" | "")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::NOT_ACCEPTABLE,
+            "Expecting 'Accept' to allow application/json",
+        )
+            .into_response())
+    }
 }
 
 /// Most JSON objects and arrays in one call: enough for an `ACCEPT` of

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Json, Response};
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::convert::{self, Format};
 use super::types as m;
-use super::{MESOS_VERSION, MesosApi, bad_request, core_error};
+use super::{MESOS_VERSION, MesosApi, bad_request, core_error, json_accepted, json_body};
 use crate::auth::Caller;
 use crate::core::observe::ClusterEvent;
 use crate::core::view::{self, MesosAgent, MesosFramework, MesosState, MesosTask};
@@ -124,22 +124,11 @@ pub(super) async fn call(
     if let Err(r) = api.http.check_read(&caller) {
         return r;
     }
-    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return bad_request("Expecting 'Content-Type' to be present");
-    };
-    if ctype.split(';').next().map(str::trim) != Some("application/json") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Expecting 'Content-Type' of application/json (Mezzo's Mesos API speaks JSON)",
-        )
-            .into_response();
+    if let Err(r) = json_body(&headers) {
+        return r;
     }
-    if !accepts_json(&headers) {
-        return (
-            StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow application/json",
-        )
-            .into_response();
+    if let Err(r) = json_accepted(&headers) {
+        return r;
     }
     let call: Value = match super::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -183,17 +172,6 @@ pub(super) async fn call(
         _ => get_master(&s, &api.master),
     };
     answer(kind, body)
-}
-
-/// Whether `Accept` (absent: anything) allows JSON.
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    accept.split(',').any(|part| {
-        let media = part.split(';').next().map(str::trim).unwrap_or("");
-        matches!(media, "application/json" | "application/*" | "*/*" | "")
-    })
 }
 
 /// `{"type": "GET_X", "get_x": body}`.
@@ -1119,15 +1097,15 @@ mod tests {
     #[test]
     fn accept_allows_json_or_anything() {
         let mut h = HeaderMap::new();
-        assert!(accepts_json(&h));
+        assert!(json_accepted(&h).is_ok());
         h.insert(header::ACCEPT, "application/json".parse().expect("header"));
-        assert!(accepts_json(&h));
+        assert!(json_accepted(&h).is_ok());
         h.insert(header::ACCEPT, "application/x-protobuf".parse().expect("header"));
-        assert!(!accepts_json(&h));
+        assert!(json_accepted(&h).is_err());
         h.insert(
             header::ACCEPT,
             "application/x-protobuf, */*;q=0.1".parse().expect("header"),
         );
-        assert!(accepts_json(&h));
+        assert!(json_accepted(&h).is_ok());
     }
 }

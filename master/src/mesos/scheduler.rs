@@ -162,17 +162,8 @@ pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
 }
 
 async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
-    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
-        && !accept.split(',').any(|a| {
-            let a = a.split(';').next().unwrap_or("").trim();
-            matches!(a, "application/json" | "application/*" | "*/*")
-        })
-    {
-        return (
-            StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow 'application/json' (Mezzo streams JSON only)",
-        )
-            .into_response();
+    if let Err(r) = super::json_accepted(headers) {
+        return r;
     }
     let Some(sub) = call.subscribe else {
         return bad_request("Expecting 'subscribe' to be present");
@@ -205,18 +196,9 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let events = tx.downgrade();
     let handle = api.http.handle().clone();
-    let conn = match handle
-        .ask(|reply| Command::Subscribe {
-            info,
-            id,
-            caller,
-            tx,
-            reply,
-        })
-        .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) | Err(e) => return core_error(api, e, PATH).await,
+    let conn = match handle.subscribe(info, id, caller, tx).await {
+        Ok(c) => c,
+        Err(e) => return core_error(api, e, PATH).await,
     };
     let mut subscription = Subscription {
         conn,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use mezzo_sdk::{Event, HealthCheck, Resources, TaskBuilder, TaskState, task_state};
-use mezzo_tests::{Cluster, ClusterSpec, fw};
+use mezzo_tests::{Cluster, ClusterSpec, cpu_seconds, fw};
 
 #[derive(Debug, Parser)]
 #[command(about = "The agent's CPU for health-checked tasks")]
@@ -46,16 +46,6 @@ async fn main() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
-/// User+system clock ticks of `pid` and of its waited-for children.
-fn cpu_ticks(pid: i32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // After the command's closing parenthesis: fields 3.. of proc(5).
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // utime, stime, cutime, cstime are fields 14-17, here 11-14 (0-based).
-    Ok(f[11] + f[12] + f[13] + f[14])
-}
-
 /// Health checks the agent has run, from its `/metrics`.
 async fn checks_run(c: &Cluster) -> Result<u64> {
     let url = c.url(&c.agents[0].addr, "/metrics");
@@ -69,7 +59,6 @@ async fn checks_run(c: &Cluster) -> Result<u64> {
 
 async fn run(c: &Cluster, args: &Args) -> Result<()> {
     let agent = c.agents[0].pid().context("the agent runs")?;
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let (s, mut ev, _fid) = fw::subscribe(c, "health-bench", None).await?;
     println!(
         "machine: {} cores; {} tasks per kind, checks every {} s, measured over {} s",
@@ -136,10 +125,14 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
             }
         }
         let ready_in = started.elapsed();
-        let (t0, n0, w0) = (cpu_ticks(agent)?, checks_run(c).await?, Instant::now());
+        let (t0, n0, w0) = (cpu_seconds(agent, true)?, checks_run(c).await?, Instant::now());
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-        let (t1, n1, secs) = (cpu_ticks(agent)?, checks_run(c).await?, w0.elapsed().as_secs_f64());
-        let cpu = (t1 - t0) as f64 / ticks_per_sec / secs;
+        let (t1, n1, secs) = (
+            cpu_seconds(agent, true)?,
+            checks_run(c).await?,
+            w0.elapsed().as_secs_f64(),
+        );
+        let cpu = (t1 - t0) / secs;
         let rate = (n1 - n0) as f64 / secs;
         let per_check = match (rate > 0.0, baseline) {
             (true, Some(base)) => format!("{:.0}", (cpu - base) / rate * 1e6),

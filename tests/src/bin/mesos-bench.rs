@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState, task_state};
 use mezzo_tests::mesos::MesosClient;
-use mezzo_tests::{Cluster, ClusterSpec, fw};
+use mezzo_tests::{Cluster, ClusterSpec, cpu_seconds, fw};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -79,15 +79,6 @@ async fn main() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
-/// User + system clock ticks of `pid`.
-fn cpu_ticks(pid: i32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // utime and stime are fields 14 and 15 of proc(5), here 11 and 12.
-    Ok(f[11] + f[12])
-}
-
 struct Figures {
     tasks: usize,
     wall: Duration,
@@ -100,11 +91,10 @@ where
     F: std::future::Future<Output = Result<()>>,
 {
     let master = c.masters[0].pid().context("the master runs")?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let (t0, w0) = (cpu_ticks(master)?, Instant::now());
+    let (t0, w0) = (cpu_seconds(master, false)?, Instant::now());
     run.await?;
-    let (t1, wall) = (cpu_ticks(master)?, w0.elapsed());
-    Ok(((t1 - t0) as f64 / hz * 1000.0, wall))
+    let (t1, wall) = (cpu_seconds(master, false)?, w0.elapsed());
+    Ok(((t1 - t0) * 1000.0, wall))
 }
 
 /// A way's figures, less the idle master's `idle_ms_per_s` over its time.

@@ -8,7 +8,7 @@ use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
-use super::state::OfferView;
+use super::state::{OfferView, offer_view};
 use super::{AllocationView, StateName};
 use crate::core::observe::StatusEntry;
 use crate::core::{AgentStatus, Master, Task};
@@ -90,24 +90,6 @@ fn task(m: &Master, t: &Task) -> MesosTask {
     }
 }
 
-fn offer(m: &Master, o: &crate::core::Offer) -> OfferView {
-    OfferView {
-        id: o.id.to_string(),
-        framework_id: o.framework_id.to_string(),
-        framework_name: String::new(),
-        agent_id: o.agent_id.to_string(),
-        agent_hostname: m
-            .agents
-            .get(&o.agent_id)
-            .map(|a| a.hostname.clone())
-            .unwrap_or_default(),
-        role: o.role.to_string(),
-        resources: o.resources.total(),
-        resources_by_role: o.resources.clone(),
-        volumes: o.volumes.iter().map(ToString::to_string).collect(),
-    }
-}
-
 fn agent(a: &crate::core::Agent) -> MesosAgent {
     MesosAgent {
         id: a.id.to_string(),
@@ -126,7 +108,7 @@ fn framework(m: &Master, f: &crate::core::Framework) -> MesosFramework {
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     let mut offers: Vec<OfferView> = (f.offers.iter())
         .filter_map(|id| m.offers.get(id))
-        .map(|o| offer(m, o))
+        .map(|o| offer_view(m, o))
         .collect();
     offers.sort_by(|a, b| a.id.cmp(&b.id));
     MesosFramework {

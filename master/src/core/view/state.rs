@@ -197,6 +197,21 @@ impl TaskView<&str> {
 }
 
 /// A framework's name, registered or remembered as removed.
+/// An outstanding offer as the views show it.
+pub(super) fn offer_view(m: &Master, o: &crate::core::Offer) -> OfferView {
+    OfferView {
+        id: o.id.to_string(),
+        framework_id: o.framework_id.to_string(),
+        framework_name: framework_name(m, &o.framework_id),
+        agent_id: o.agent_id.to_string(),
+        agent_hostname: agent_hostname(m, &o.agent_id),
+        role: o.role.to_string(),
+        resources: o.resources.total(),
+        resources_by_role: o.resources.clone(),
+        volumes: o.volumes.iter().map(ToString::to_string).collect(),
+    }
+}
+
 fn framework_name(m: &Master, id: &FrameworkId) -> String {
     match m.frameworks.get(id) {
         Some(f) => f.info.name.clone(),
@@ -447,21 +462,7 @@ impl Master {
             .filter(|(id, _)| !self.agents.contains_key(*id))
             .map(|(id, a)| (id.clone(), a.hostname.clone()))
             .collect();
-        let offers = self
-            .offers
-            .values()
-            .map(|o| OfferView {
-                id: o.id.to_string(),
-                framework_id: o.framework_id.to_string(),
-                framework_name: framework_name(self, &o.framework_id),
-                agent_id: o.agent_id.to_string(),
-                agent_hostname: agent_hostname(self, &o.agent_id),
-                role: o.role.to_string(),
-                resources: o.resources.total(),
-                resources_by_role: o.resources.clone(),
-                volumes: o.volumes.iter().map(ToString::to_string).collect(),
-            })
-            .collect();
+        let offers = self.offers.values().map(|o| offer_view(self, o)).collect();
         StateSnapshot {
             head: StateView {
                 master_id: self.cfg.master_id.clone(),
