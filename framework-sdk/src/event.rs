@@ -37,11 +37,29 @@ pub enum Event {
     /// A task changed state. With auto-acknowledgement on, the SDK has
     /// already acknowledged it; otherwise call [`Scheduler::acknowledge`](crate::Scheduler::acknowledge).
     Update(v1::TaskStatus),
-    /// An agent (or an executor on it) was lost; its tasks get their own
-    /// updates.
+    /// An agent was lost; its tasks get their own updates.
     AgentLost {
         /// The agent lost.
         agent_id: String,
+    },
+    /// One of the framework's custom executors ended (its resources are
+    /// free; its tasks that had not ended get their own updates).
+    ExecutorLost {
+        /// The agent it ran on.
+        agent_id: String,
+        /// The executor that ended.
+        executor_id: String,
+        /// Its wait(2) status, when it exited by itself.
+        status: Option<i32>,
+    },
+    /// Bytes one of the framework's custom executors sent (best effort).
+    Message {
+        /// The agent the executor runs on.
+        agent_id: String,
+        /// The executor that sent it.
+        executor_id: String,
+        /// What it sent.
+        data: Vec<u8>,
     },
     /// An operator drains an agent for maintenance (`draining`), or ended
     /// the drain: the agent gets no new offers, and what still runs on it

@@ -785,6 +785,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             }],
         }],
         tasks_complete: true,
+        executors: Vec::new(),
     }));
     out.push(("agent_stream", register.clone()));
     out.push(("agent_stream", [register, update.clone(), usage.clone()].concat()));

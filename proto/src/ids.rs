@@ -104,6 +104,12 @@ id_type!(
     "task"
 );
 id_type!(
+    /// A custom executor, chosen by its framework; unique within that
+    /// framework on an agent.
+    ExecutorId,
+    "executor"
+);
+id_type!(
     /// A persistent volume, chosen by the framework that creates it;
     /// unique on its agent (it names the volume's directory there).
     VolumeId,

@@ -17,6 +17,7 @@ mod fuzz_tests;
 pub mod health;
 pub mod ids;
 pub mod image;
+pub mod mesos;
 #[cfg(any(test, feature = "proptest"))]
 pub mod mutate;
 pub mod reservation;

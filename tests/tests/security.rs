@@ -334,6 +334,7 @@ async fn agents_are_bound_to_their_credentials() -> Result<()> {
                 }),
                 tasks: vec![],
                 tasks_complete: true,
+                executors: vec![],
             })),
         };
         let err = AgentApiClient::new(ch.clone())

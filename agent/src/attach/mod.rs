@@ -292,6 +292,10 @@ async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), Agent
         Some(Message::Acknowledge(ack)) => deps.status.acknowledge(ack).await,
         Some(Message::ShutdownFramework(s)) => deps.table.shutdown_framework(s.framework_id).await,
         Some(Message::Heartbeat(_)) => Ok(()),
+        Some(Message::FrameworkMessage(_) | Message::ShutdownExecutor(_)) => {
+            tracing::warn!("custom executors are not supported by this agent yet; message ignored");
+            Ok(())
+        }
         Some(Message::Volumes(v)) => deps.table.volumes(v.volumes).await,
         Some(Message::Registered(_)) => {
             tracing::debug!("duplicate Registered ignored");

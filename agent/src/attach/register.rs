@@ -66,6 +66,7 @@ impl Identity {
                 agent: Some(self.info()),
                 tasks: reported_tasks(tasks),
                 tasks_complete: complete,
+                executors: Vec::new(),
             }),
         };
         v1::AgentMessage { message: Some(message) }

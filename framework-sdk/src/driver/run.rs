@@ -286,7 +286,23 @@ impl Driver {
             Wire::Subscribed(_) => debug!("ignoring a repeated Subscribed event"),
             Wire::Offers(o) => self.emit(Event::Offers(o.offers)).await,
             Wire::Rescind(r) => self.emit(Event::Rescind { offer_id: r.offer_id }).await,
-            Wire::Failure(f) => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
+            Wire::Failure(f) if f.executor_id.is_empty() => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
+            Wire::Failure(f) => {
+                let ev = Event::ExecutorLost {
+                    agent_id: f.agent_id,
+                    executor_id: f.executor_id,
+                    status: f.status,
+                };
+                self.emit(ev).await
+            }
+            Wire::Message(m) => {
+                let ev = Event::Message {
+                    agent_id: m.agent_id,
+                    executor_id: m.executor_id,
+                    data: m.data,
+                };
+                self.emit(ev).await
+            }
             Wire::Reconciled(_) => self.emit(Event::Reconciled).await,
             Wire::Preemption(p) => self.emit(Event::Preempting(p)).await,
             Wire::AgentDrain(d) => {

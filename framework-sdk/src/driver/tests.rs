@@ -331,6 +331,17 @@ impl SchedulerService for FakeMaster {
     async fn report_pending(&self, _: Request<v1::ReportPendingRequest>) -> Result<Response<v1::CallResponse>, Status> {
         ok()
     }
+
+    async fn message(&self, _: Request<v1::MessageRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
+
+    async fn shutdown_executor(
+        &self,
+        _: Request<v1::ShutdownExecutorRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        ok()
+    }
 }
 
 fn config(masters: &[SocketAddr]) -> SchedulerConfig {
@@ -588,7 +599,12 @@ async fn other_events_are_relayed() {
         }))
         .await;
     master.push(Wire::Rescind(v1::Rescind { offer_id: "o-1".into() })).await;
-    master.push(Wire::Failure(v1::Failure { agent_id: "a-1".into() })).await;
+    master
+        .push(Wire::Failure(v1::Failure {
+            agent_id: "a-1".into(),
+            ..Default::default()
+        }))
+        .await;
     master
         .push(Wire::AgentDrain(v1::AgentDrain {
             agent_id: "a-2".into(),

@@ -163,7 +163,8 @@ fn agent_stream() -> impl Strategy<Value = Vec<u8>> {
                 agent_id,
                 agent,
                 tasks,
-                tasks_complete: false
+                tasks_complete: false,
+                executors: Vec::new(),
             })
         )),
         Just(Some(M::Heartbeat(v1::AgentHeartbeat {}))),

@@ -133,6 +133,17 @@ impl Scheduler for SchedulerApi {
         self.call(caller, &fid, || acknowledge(req)).await
     }
 
+    async fn message(&self, _req: Request<v1::MessageRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        Err(Status::unimplemented("executor messages: in progress"))
+    }
+
+    async fn shutdown_executor(
+        &self,
+        _req: Request<v1::ShutdownExecutorRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        Err(Status::unimplemented("executor shutdown: in progress"))
+    }
+
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();

@@ -530,6 +530,7 @@ impl Master {
                 &fid,
                 v1::event::Event::Failure(v1::Failure {
                     agent_id: id.to_string(),
+                    ..Default::default()
                 }),
             );
         }

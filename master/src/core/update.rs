@@ -168,6 +168,7 @@ impl Master {
             exit_code: None,
             framework_id: fid.to_string(),
             healthy: None,
+            ..Default::default()
         };
         self.set_task_state(fid, tid, state, Some(&status));
         if state.is_terminal() && state != TaskState::Unreachable {
@@ -361,6 +362,7 @@ impl Master {
             exit_code: t.last_status.as_ref().and_then(|s| s.exit_code),
             framework_id: fid.to_string(),
             healthy: t.healthy,
+            ..Default::default()
         };
         let unknown = |tid: &TaskId, agent: &Option<AgentId>, state: v1::TaskState, message: &str| v1::TaskStatus {
             task_id: tid.to_string(),

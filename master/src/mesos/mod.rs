@@ -16,13 +16,12 @@
 //! and one of its tokens).
 
 mod acks;
-pub mod convert;
 pub mod operator;
-pub mod recordio;
 mod scheduler;
 #[cfg(test)]
 mod tests;
-pub mod types;
+
+pub use mezzo_proto::mesos::{convert, recordio, types};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -364,7 +364,10 @@ fn every_event_has_the_shape_of_mesos_scheduler_events() {
         Some(json!({ "type": "RESCIND", "rescind": { "offer_id": { "value": "o" } } }))
     );
     assert_eq!(
-        ev(E::Failure(v1::Failure { agent_id: "a".into() })),
+        ev(E::Failure(v1::Failure {
+            agent_id: "a".into(),
+            ..Default::default()
+        })),
         Some(json!({ "type": "FAILURE", "failure": { "agent_id": { "value": "a" } } }))
     );
     assert_eq!(

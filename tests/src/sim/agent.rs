@@ -163,6 +163,7 @@ impl Agent {
                 agent: Some(self.info.clone()),
                 tasks: self.tasks.values().map(running).collect(),
                 tasks_complete: true,
+                executors: Vec::new(),
             }),
         };
         v1::AgentMessage { message: Some(message) }
@@ -298,7 +299,14 @@ impl Agent {
             ),
             Some(Message::Acknowledge(ack)) => self.acknowledged(&ack),
             // A simulated agent keeps no data.
-            Some(Message::Heartbeat(_) | Message::Registered(_) | Message::Volumes(_)) | None => {}
+            Some(
+                Message::Heartbeat(_)
+                | Message::Registered(_)
+                | Message::Volumes(_)
+                | Message::FrameworkMessage(_)
+                | Message::ShutdownExecutor(_),
+            )
+            | None => {}
         }
     }
 
@@ -385,6 +393,7 @@ impl Agent {
             exit_code: (state == v1::TaskState::TaskFinished).then_some(0),
             framework_id: t.framework_id.clone(),
             healthy: None,
+            ..Default::default()
         };
         t.latest = state;
         if t.history.len() == KEPT_STATUSES {

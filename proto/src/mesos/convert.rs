@@ -1,13 +1,13 @@
 //! Mesos' messages to Mezzo's and back. Everything a Mesos framework sends
 //! becomes the `mezzo.v1` message the gRPC API takes, so it meets the same
-//! checks (`crate::api`); everything the core sends a framework becomes
+//! checks (the master's `api` module); everything the core sends a framework becomes
 //! the Mesos event it expects. What Mezzo cannot honour is refused with a
 //! message that says so, never dropped silently.
 
+use crate::artifact::Archive;
+use crate::v1;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mezzo_proto::artifact::Archive;
-use mezzo_proto::v1;
 
 use super::types as m;
 
@@ -355,11 +355,16 @@ fn health_check_in(h: &m::HealthCheck) -> Result<v1::HealthCheck, Refused> {
 pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
     let id = &t.task_id.value;
     let with = |e: Refused| format!("task {id}: {e}");
-    if t.executor.is_some() {
-        return Err(with(
-            "custom executors (TaskInfo.executor) are not supported yet; give a `command`".into(),
-        ));
+    let executor = t.executor.as_ref().map(executor_in).transpose().map_err(with)?;
+    if executor.is_some() == t.command.is_some() {
+        return Err(with("give exactly one of `command` and `executor`".into()));
     }
+    let data = t
+        .data
+        .as_deref()
+        .map(|d| B64.decode(d).map_err(|e| with(format!("data is not base64: {e}"))))
+        .transpose()?
+        .unwrap_or_default();
     let kill_grace_period_ms = t
         .kill_policy
         .as_ref()
@@ -398,6 +403,56 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         health_check: t.health_check.as_ref().map(health_check_in).transpose().map_err(with)?,
         priority: 0,
         allocation_role,
+        executor,
+        data,
+    })
+}
+
+/// A Mesos `ExecutorInfo` as Mezzo's. Only custom executors (type
+/// `CUSTOM` or unset) with a command: Mezzo has no default executor.
+pub fn executor_in(e: &m::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
+    let id = &e.executor_id.value;
+    let with = |x: Refused| format!("executor {id}: {x}");
+    match e.kind.as_deref() {
+        None | Some("CUSTOM") => {}
+        Some(other) => {
+            return Err(with(format!(
+                "executor type {other:?} is not supported (CUSTOM is; give tasks a `command` to run them without one)"
+            )));
+        }
+    }
+    let command = e
+        .command
+        .as_ref()
+        .ok_or_else(|| with("a custom executor needs a `command`".into()))?;
+    let shutdown_grace_period_ms = e
+        .shutdown_grace_period
+        .as_ref()
+        .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
+        .transpose()
+        .map_err(|_| with("a shutdown grace period cannot be negative".into()))?;
+    Ok(v1::ExecutorInfo {
+        executor_id: id.clone(),
+        name: e.name.clone().unwrap_or_default(),
+        command: Some(command_in(command).map_err(with)?),
+        resources: resources_in(&e.resources).map_err(with)?,
+        container: e.container.as_ref().map(container_in).transpose().map_err(with)?,
+        data: e
+            .data
+            .as_deref()
+            .map(|d| B64.decode(d).map_err(|x| with(format!("data is not base64: {x}"))))
+            .transpose()?
+            .unwrap_or_default(),
+        shutdown_grace_period_ms,
+        labels: e
+            .labels
+            .iter()
+            .flat_map(|l| &l.labels)
+            .map(|l| v1::Attribute {
+                name: l.key.clone(),
+                value: l.value.clone().unwrap_or_default(),
+            })
+            .collect(),
     })
 }
 
@@ -425,6 +480,9 @@ fn reason_out(r: v1::StatusReason, state: v1::TaskState) -> Option<&'static str>
         R::ReasonAgentDraining => "REASON_AGENT_DRAINING",
         R::ReasonTaskHealthCheckStatusUpdated => "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
         R::ReasonPreempted => "REASON_CONTAINER_PREEMPTED",
+        R::ReasonExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
+        R::ReasonExecutorRegistrationTimeout => "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+        R::ReasonExecutorUnregistered => "REASON_EXECUTOR_UNREGISTERED",
     })
 }
 
@@ -454,9 +512,9 @@ pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
         message: (!s.message.is_empty()).then(|| s.message.clone()),
         source,
         reason,
-        data: None,
+        data: (!s.data.is_empty()).then(|| B64.encode(&s.data)),
         agent_id: (!s.agent_id.is_empty()).then(|| m::Id::new(&s.agent_id)),
-        executor_id: None,
+        executor_id: (!s.executor_id.is_empty()).then(|| m::Id::new(&s.executor_id)),
         timestamp: (s.timestamp > 0.0).then_some(s.timestamp),
         uuid: (!s.uuid.is_empty()).then(|| B64.encode(&s.uuid)),
         healthy: s.healthy,
@@ -505,7 +563,8 @@ pub fn event_out(e: &v1::Event, fmt: Format, master: &m::MasterInfo) -> Option<m
         E::Failure(f) => m::Event {
             failure: Some(m::Failure {
                 agent_id: Some(m::Id::new(&f.agent_id)),
-                ..Default::default()
+                executor_id: (!f.executor_id.is_empty()).then(|| m::Id::new(&f.executor_id)),
+                status: f.status,
             }),
             ..m::Event::of("FAILURE")
         },
@@ -514,6 +573,14 @@ pub fn event_out(e: &v1::Event, fmt: Format, master: &m::MasterInfo) -> Option<m
                 message: x.message.clone(),
             }),
             ..m::Event::of("ERROR")
+        },
+        E::Message(x) => m::Event {
+            message: Some(m::Message {
+                agent_id: m::Id::new(&x.agent_id),
+                executor_id: m::Id::new(&x.executor_id),
+                data: B64.encode(&x.data),
+            }),
+            ..m::Event::of("MESSAGE")
         },
         E::Heartbeat(_) => m::Event::of("HEARTBEAT"),
         E::Reconciled(_) | E::AgentDrain(_) | E::Preemption(_) => return None,
