@@ -41,6 +41,8 @@ pub enum MasterError {
     UnknownAgent(String),
     #[error("agent {agent} has no volume {volume}")]
     UnknownVolume { agent: String, volume: String },
+    #[error("no executor {executor} of this framework runs on agent {agent}")]
+    UnknownExecutor { agent: String, executor: String },
     #[error("agent {0} is not connected; try again once it re-registers")]
     AgentDisconnected(String),
     #[error("agent {0} was marked gone and may not register again")]
@@ -105,9 +107,12 @@ impl MasterError {
                 ErrorCode::InvalidArgument
             }
             NotSubscribed(_) | TaskTerminal { .. } => ErrorCode::FailedPrecondition,
-            UnknownFramework(_) | UnknownOffer(_) | UnknownTask(_) | UnknownAgent(_) | UnknownVolume { .. } => {
-                ErrorCode::NotFound
-            }
+            UnknownFramework(_)
+            | UnknownOffer(_)
+            | UnknownTask(_)
+            | UnknownAgent(_)
+            | UnknownVolume { .. }
+            | UnknownExecutor { .. } => ErrorCode::NotFound,
             DuplicateTask(_) => ErrorCode::AlreadyExists,
             ForeignOffer { .. } | AgentGone(_) | Denied(_) => ErrorCode::PermissionDenied,
             Unauthenticated(_) => ErrorCode::Unauthenticated,

@@ -533,7 +533,8 @@ fn check_call(call: &Call) {
                 }
             }
         }
-        Call::Revive | Call::Suppress | Call::Teardown | Call::UpdateFramework(_) => {}
+        Call::Message { data, .. } => assert!(data.len() <= api::MAX_OPAQUE_BYTES),
+        Call::Revive | Call::Suppress | Call::Teardown | Call::UpdateFramework(_) | Call::ShutdownExecutor { .. } => {}
     }
 }
 

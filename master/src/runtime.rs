@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -66,6 +66,17 @@ pub enum Call {
     /// The framework's report of the tasks it cannot place yet (checked
     /// at the edge); replaces the previous one.
     ReportPending(Vec<PendingTask>),
+    /// Bytes for one of the framework's executors.
+    Message {
+        agent: AgentId,
+        executor: ExecutorId,
+        data: Vec<u8>,
+    },
+    /// Shut one of the framework's executors down.
+    ShutdownExecutor {
+        agent: AgentId,
+        executor: ExecutorId,
+    },
 }
 
 #[derive(Debug)]
@@ -97,6 +108,10 @@ pub enum Command {
         latest: TaskState,
     },
     AgentHeartbeat(ConnId),
+    /// Bytes one of the agent's executors sent its framework.
+    ExecutorMessage(ConnId, v1::ExecutorMessage),
+    /// One of the agent's executors exited.
+    ExecutorExited(ConnId, v1::ExecutorExited),
     /// An agent's periodic container usage report, validated.
     AgentUsage(ConnId, Vec<crate::core::usage::ContainerUsage>),
     /// An attaching agent's host name, resolved (or not: why) from here.
@@ -448,6 +463,8 @@ fn refuse(cmd: Command, not_leader: MasterError) {
         | Command::AgentClosed(_)
         | Command::StatusUpdate { .. }
         | Command::AgentHeartbeat(_)
+        | Command::ExecutorMessage(..)
+        | Command::ExecutorExited(..)
         | Command::AgentUsage(..)
         | Command::AgentHostChecked(..) => {}
     }
@@ -529,6 +546,8 @@ impl Clients {
                 }
             }
             Command::AgentHeartbeat(conn) => core.agent_heartbeat(conn, now),
+            Command::ExecutorMessage(conn, m) => core.executor_message(conn, m, now),
+            Command::ExecutorExited(conn, e) => core.executor_exited(conn, e, now),
             Command::AgentUsage(conn, usage) => core.agent_usage(conn, usage, now),
             Command::AgentHostChecked(host, problem) => core.agent_host_checked(host, problem),
             Command::AgentClosed(conn) => {
@@ -681,6 +700,8 @@ impl Call {
             Call::Teardown => c.teardown(fid),
             Call::UpdateFramework(info) => c.update_framework(fid, info),
             Call::ReportPending(tasks) => c.report_pending(fid, tasks),
+            Call::Message { agent, executor, data } => c.framework_message(fid, &agent, &executor, data),
+            Call::ShutdownExecutor { agent, executor } => c.shutdown_executor(fid, &agent, &executor),
         }
     }
 }

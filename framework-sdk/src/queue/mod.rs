@@ -163,6 +163,10 @@ pub enum Relaunch {
 
 /// What an update changed, for a framework that records progress.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per update, moved to the framework at once; a box would cost an allocation per ended item"
+)]
 pub enum Change<T> {
     /// The item launches again within its attempt.
     Relaunching {
@@ -672,6 +676,7 @@ impl<T> WorkQueue<T> {
 
 /// What cancelling one item takes.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "one per cancel, returned at once")]
 enum Cancelling<T> {
     /// Killing its task.
     Kill(String),

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
+use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
-use crate::core::agent_types::{AgentDescription, ReportedTask};
+use crate::core::agent_types::{AgentDescription, ReportedExecutor, ReportedTask};
 use crate::core::observe::HISTORY_PER_TASK;
 use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
@@ -187,17 +187,39 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
                     task_id,
                 });
             }
+            let executors = r
+                .executors
+                .into_iter()
+                .map(reported_executor)
+                .collect::<Result<_, _>>()?;
             Ok(AgentHello::Reregister {
                 id,
                 info,
                 tasks,
                 complete: r.tasks_complete,
+                executors,
             })
         }
         _ => Err(invalid(
             "the first message on an agent stream must be register or reregister",
         )),
     }
+}
+
+/// An executor a re-registering agent runs: ids and resources must parse.
+fn reported_executor(e: v1::RunningExecutor) -> Result<ReportedExecutor, MasterError> {
+    let info = e
+        .executor
+        .ok_or_else(|| invalid("reported executor carries no executor info"))?;
+    let executor_id = ExecutorId::parse(&info.executor_id)?;
+    Ok(ReportedExecutor {
+        framework_id: FrameworkId::parse(&e.framework_id)?,
+        resources: ReservedResources::from_proto(&info.resources)
+            .map_err(|x| invalid(format!("reported executor {executor_id}: {x}")))?,
+        executor_id,
+        info,
+        role: e.allocation_role,
+    })
 }
 
 /// The stream to the agent; tells the owner when it is dropped.
@@ -267,6 +289,8 @@ impl AgentApi for AgentService {
                         }
                     },
                     Some(Message::Heartbeat(_)) => Command::AgentHeartbeat(conn),
+                    Some(Message::ExecutorMessage(m)) => Command::ExecutorMessage(conn, m),
+                    Some(Message::ExecutorExited(e)) => Command::ExecutorExited(conn, e),
                     Some(Message::Usage(u)) => match super::usage::report(u) {
                         Ok(usage) => Command::AgentUsage(conn, usage),
                         Err(e) => {

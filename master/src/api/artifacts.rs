@@ -6,7 +6,6 @@
 //! agent applies again).
 
 use mezzo_proto::artifact::{MAX_URIS, check};
-use mezzo_proto::ids::TaskId;
 use mezzo_proto::v1;
 
 use super::invalid;
@@ -14,15 +13,15 @@ use crate::error::MasterError;
 
 /// Refuses the task `t`'s artifacts with a message naming the task and
 /// the URI, if any is wrong.
-pub(super) fn check_uris(t: &TaskId, uris: &[v1::CommandUri]) -> Result<(), MasterError> {
+pub(super) fn check_uris(what: &str, uris: &[v1::CommandUri]) -> Result<(), MasterError> {
     if uris.len() > MAX_URIS {
         return Err(invalid(format!(
-            "task {t}: at most {MAX_URIS} artifacts, not {}",
+            "{what}: at most {MAX_URIS} artifacts, not {}",
             uris.len()
         )));
     }
     for uri in uris {
-        check(uri).map_err(|e| invalid(format!("task {t}: {e}")))?;
+        check(uri).map_err(|e| invalid(format!("{what}: {e}")))?;
     }
     Ok(())
 }
@@ -39,8 +38,7 @@ mod tests {
     }
 
     fn refused(uris: &[v1::CommandUri]) -> String {
-        let t = TaskId::parse("t1").expect("id");
-        match check_uris(&t, uris) {
+        match check_uris("task t1", uris) {
             Err(MasterError::Invalid(m)) => m,
             other => panic!("{uris:?} not refused: {other:?}"),
         }
@@ -48,7 +46,6 @@ mod tests {
 
     #[test]
     fn good_artifacts_pass() {
-        let t = TaskId::parse("t1").expect("id");
         let ok = [
             uri("http://127.0.0.1:8000/app.tar.gz"),
             uri("https://example.com/a/b/tool"),
@@ -62,8 +59,8 @@ mod tests {
                 ..uri("http://h/app.tgz")
             },
         ];
-        check_uris(&t, &ok).expect("valid");
-        check_uris(&t, &[]).expect("none is fine");
+        check_uris("task t1", &ok).expect("valid");
+        check_uris("task t1", &[]).expect("none is fine");
     }
 
     /// Each refusal names the task and the URI, and says why.

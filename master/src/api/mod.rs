@@ -13,7 +13,7 @@ pub(crate) mod usage;
 
 use std::time::Duration;
 
-use mezzo_proto::ids::TaskId;
+use mezzo_proto::ids::{ExecutorId, TaskId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 #[cfg(test)]
 use mezzo_proto::resources::Resources;
@@ -39,12 +39,12 @@ fn no_nul(what: &str, s: &str) -> Result<(), MasterError> {
     }
 }
 
-/// Checks one task of a Launch: id, resources, command, grace period.
-fn check_secret_ref(t: &TaskId, name: &str) -> Result<(), MasterError> {
+/// A secret a command names must have a valid name.
+fn check_secret_ref(what: &str, name: &str) -> Result<(), MasterError> {
     if mezzo_proto::security::secret::valid_name(name) {
         Ok(())
     } else {
-        Err(invalid(format!("task {t}: {name:?} is not a secret name")))
+        Err(invalid(format!("{what}: {name:?} is not a secret name")))
     }
 }
 
@@ -59,7 +59,7 @@ fn check_image(t: &TaskId, image: &v1::Image) -> Result<(), MasterError> {
         )));
     }
     if !image.credentials_secret.is_empty() {
-        check_secret_ref(t, &image.credentials_secret)?;
+        check_secret_ref(&format!("task {t}"), &image.credentials_secret)?;
         if !r.is_registry() {
             return Err(invalid(format!(
                 "task {t}: image {} is a local layout; registry credentials are for HOST/PATH images",
@@ -86,49 +86,25 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     }
     // With an image, no command means the image's entrypoint and command.
     let has_image = info.container.as_ref().is_some_and(|c| c.image.is_some());
-    let no_command = v1::CommandInfo::default();
-    let cmd = match info.command.as_ref() {
-        Some(cmd) => cmd,
-        None if has_image => &no_command,
-        None => return Err(invalid(format!("task {t} has no command"))),
-    };
-    if cmd.value.trim().is_empty() && !has_image {
-        return Err(invalid(format!("task {t} has an empty command")));
-    }
-    no_nul(&format!("task {t} command"), &cmd.value)?;
-    for a in &cmd.arguments {
-        no_nul(&format!("task {t} argument"), a)?;
-    }
-    for e in &cmd.environment {
-        if e.name.is_empty() || e.name.contains('=') {
-            return Err(invalid(format!("task {t}: bad environment variable name {:?}", e.name)));
-        }
-        no_nul(&format!("task {t} environment"), &e.name)?;
-        no_nul(&format!("task {t} environment"), &e.value)?;
-        if !e.secret.is_empty() {
-            check_secret_ref(t, &e.secret)?;
-            if !e.value.is_empty() {
-                return Err(invalid(format!(
-                    "task {t}: environment variable {} names secret {:?} and a value; give one",
-                    e.name, e.secret
-                )));
-            }
-        }
-    }
-    if cmd.secret_files.len() > 64 {
-        return Err(invalid(format!("task {t}: at most 64 secret files")));
-    }
-    for f in &cmd.secret_files {
-        check_secret_ref(t, &f.secret)?;
-        mezzo_proto::security::secret::sandbox_path(&f.path).map_err(|e| invalid(format!("task {t}: {e}")))?;
-        if !f.value.is_empty() {
+    let executor = match (&info.executor, &info.command) {
+        (Some(_), Some(_)) => {
             return Err(invalid(format!(
-                "task {t}: secret file {} carries a value; name the secret only",
-                f.path
+                "task {t} names both a command and an executor; give one"
             )));
         }
+        (Some(e), None) => Some(validate_executor(t, e)?),
+        (None, Some(cmd)) => {
+            check_command(&format!("task {t}"), cmd, has_image)?;
+            None
+        }
+        (None, None) if has_image => None,
+        (None, None) => return Err(invalid(format!("task {t} has no command"))),
+    };
+    if info.data.len() > MAX_OPAQUE_BYTES {
+        return Err(invalid(format!(
+            "task {t}: data is larger than {MAX_OPAQUE_BYTES} bytes"
+        )));
     }
-    artifacts::check_uris(t, &cmd.uris)?;
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
     }
@@ -166,7 +142,93 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
         task_id,
         resources,
         info,
+        executor,
     })
+}
+
+/// Most bytes of a task's or an executor's opaque `data`, and of one
+/// framework message.
+pub const MAX_OPAQUE_BYTES: usize = 1 << 20;
+
+/// Checks a command (a task's or an executor's); `what` names its owner.
+fn check_command(what: &str, cmd: &v1::CommandInfo, has_image: bool) -> Result<(), MasterError> {
+    if cmd.value.trim().is_empty() && !has_image {
+        return Err(invalid(format!("{what} has an empty command")));
+    }
+    no_nul(&format!("{what} command"), &cmd.value)?;
+    for a in &cmd.arguments {
+        no_nul(&format!("{what} argument"), a)?;
+    }
+    for e in &cmd.environment {
+        if e.name.is_empty() || e.name.contains('=') {
+            return Err(invalid(format!("{what}: bad environment variable name {:?}", e.name)));
+        }
+        no_nul(&format!("{what} environment"), &e.name)?;
+        no_nul(&format!("{what} environment"), &e.value)?;
+        if !e.secret.is_empty() {
+            check_secret_ref(what, &e.secret)?;
+            if !e.value.is_empty() {
+                return Err(invalid(format!(
+                    "{what}: environment variable {} names secret {:?} and a value; give one",
+                    e.name, e.secret
+                )));
+            }
+        }
+    }
+    if cmd.secret_files.len() > 64 {
+        return Err(invalid(format!("{what}: at most 64 secret files")));
+    }
+    for f in &cmd.secret_files {
+        check_secret_ref(what, &f.secret)?;
+        mezzo_proto::security::secret::sandbox_path(&f.path).map_err(|e| invalid(format!("{what}: {e}")))?;
+        if !f.value.is_empty() {
+            return Err(invalid(format!(
+                "{what}: secret file {} carries a value; name the secret only",
+                f.path
+            )));
+        }
+    }
+    artifacts::check_uris(what, &cmd.uris)
+}
+
+/// Checks the custom executor a task names: its id, command and
+/// resources (which may be empty: the executor then runs in its tasks'
+/// resources alone, as Mesos allows).
+fn validate_executor(t: &TaskId, e: &v1::ExecutorInfo) -> Result<(ExecutorId, ReservedResources), MasterError> {
+    let id = ExecutorId::parse(&e.executor_id).map_err(|x| invalid(format!("task {t}: {x}")))?;
+    let what = format!("task {t}'s executor {id}");
+    let cmd = e
+        .command
+        .as_ref()
+        .ok_or_else(|| invalid(format!("{what} has no command")))?;
+    if e.container
+        .as_ref()
+        .is_some_and(|c| c.image.is_some() || !c.mounts.is_empty())
+    {
+        return Err(invalid(format!(
+            "{what}: executors run on the host's root without mounts (images and volumes are for tasks)"
+        )));
+    }
+    if e.labels
+        .iter()
+        .any(|l| l.name == "mezzo.network" && l.value == "isolated")
+    {
+        return Err(invalid(format!(
+            "{what}: an executor cannot have an isolated network (it must reach its agent)"
+        )));
+    }
+    check_command(&what, cmd, false)?;
+    if e.container
+        .as_ref()
+        .is_some_and(|c| !SECCOMP_PROFILES.contains(&c.seccomp.as_str()))
+    {
+        return Err(invalid(format!("{what}: unknown seccomp profile")));
+    }
+    if e.name.len() > 1024 || e.data.len() > MAX_OPAQUE_BYTES {
+        return Err(invalid(format!("{what}: name or data too large")));
+    }
+    let resources = ReservedResources::from_proto(&e.resources).map_err(|x| invalid(format!("{what}: {x}")))?;
+    Ok((id, resources))
 }
 
 /// Checks a framework's self-description.

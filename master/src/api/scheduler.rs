@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId, VolumeId};
+use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, VolumeId};
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_server::Scheduler;
 use tokio::sync::mpsc;
@@ -133,15 +133,20 @@ impl Scheduler for SchedulerApi {
         self.call(caller, &fid, || acknowledge(req)).await
     }
 
-    async fn message(&self, _req: Request<v1::MessageRequest>) -> Result<Response<v1::CallResponse>, Status> {
-        Err(Status::unimplemented("executor messages: in progress"))
+    async fn message(&self, req: Request<v1::MessageRequest>) -> Result<Response<v1::CallResponse>, Status> {
+        let caller = Caller::of(&req);
+        let mut req = req.into_inner();
+        let fid = std::mem::take(&mut req.framework_id);
+        self.call(caller, &fid, || message(req)).await
     }
 
     async fn shutdown_executor(
         &self,
-        _req: Request<v1::ShutdownExecutorRequest>,
+        req: Request<v1::ShutdownExecutorRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        Err(Status::unimplemented("executor shutdown: in progress"))
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        self.call(caller, &req.framework_id, || shutdown_executor(&req)).await
     }
 
     async fn reconcile(&self, req: Request<v1::ReconcileRequest>) -> Result<Response<v1::CallResponse>, Status> {
@@ -283,6 +288,29 @@ pub fn kill(req: &v1::KillRequest) -> Result<Call, MasterError> {
     Ok(Call::Kill {
         task: TaskId::parse(&req.task_id)?,
         grace,
+    })
+}
+
+/// Checks a message for an executor and converts it.
+pub fn message(req: v1::MessageRequest) -> Result<Call, MasterError> {
+    if req.data.len() > super::MAX_OPAQUE_BYTES {
+        return Err(MasterError::Invalid(format!(
+            "a message may hold at most {} bytes",
+            super::MAX_OPAQUE_BYTES
+        )));
+    }
+    Ok(Call::Message {
+        agent: AgentId::parse(&req.agent_id)?,
+        executor: ExecutorId::parse(&req.executor_id)?,
+        data: req.data,
+    })
+}
+
+/// Checks an executor shutdown and converts it.
+pub fn shutdown_executor(req: &v1::ShutdownExecutorRequest) -> Result<Call, MasterError> {
+    Ok(Call::ShutdownExecutor {
+        agent: AgentId::parse(&req.agent_id)?,
+        executor: ExecutorId::parse(&req.executor_id)?,
     })
 }
 

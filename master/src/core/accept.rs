@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzo_proto::ids::{AgentId, FrameworkId, OfferId, TaskId, VolumeId};
+use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};
 use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
@@ -28,6 +28,9 @@ pub struct LaunchRequest {
     /// reservation when its unreserved part does not have them.
     pub resources: ReservedResources,
     pub info: v1::TaskInfo,
+    /// The custom executor `info` names, with the resources it asks for
+    /// (taken from the offer too when it is not running on the agent yet).
+    pub executor: Option<(ExecutorId, ReservedResources)>,
 }
 
 impl LaunchRequest {
@@ -74,6 +77,8 @@ struct Plan {
     /// from a reserve of this accept).
     create: Vec<(NewVolume, bool)>,
     destroy: Vec<VolumeId>,
+    /// Custom executors the launches start.
+    executors: Vec<super::executors::NewExecutor>,
     /// Volumes of the offers not yet taken by a launch or a destroy.
     volumes: Vec<VolumeId>,
     left: ReservedResources,
@@ -123,9 +128,13 @@ impl Master {
             unreserve,
             create,
             destroy,
+            executors,
             left,
             ..
         } = plan;
+        for new in executors {
+            self.add_executor(fid, &agent, &role, new);
+        }
         for (launch, taken) in launches {
             self.launch(fid, framework_info.as_ref(), &agent, &role, launch, taken);
         }
@@ -307,6 +316,14 @@ impl Master {
                             return Err(self.volume_unavailable(&plan.agent, &plan.role, id, &what));
                         }
                     }
+                    self.plan_executor(
+                        fid,
+                        &plan.agent,
+                        &plan.role,
+                        &launch,
+                        &mut plan.left,
+                        &mut plan.executors,
+                    )?;
                     plan.launch(launch)?;
                 }
             }
@@ -358,6 +375,7 @@ impl Master {
             unreserve: Vec::new(),
             create: Vec::new(),
             destroy: Vec::new(),
+            executors: Vec::new(),
             volumes,
             left: offered,
         })

@@ -46,6 +46,8 @@ pub enum AgentHello {
         /// `tasks` holds every task the agent was sent and has not
         /// forgotten after an acknowledgement: one missing never ran.
         complete: bool,
+        /// The custom executors it runs.
+        executors: Vec<super::executors::ReportedExecutor>,
     },
 }
 
@@ -171,6 +173,7 @@ pub(crate) fn agent_from_record(rec: &AgentRecord, registry: &Registry, now: Ins
         tasks: HashSet::new(),
         usage: Default::default(),
         tasks_complete: false,
+        executors: Default::default(),
     })
 }
 
@@ -251,10 +254,15 @@ impl Master {
             }
             return;
         };
-        let (reported, complete) = match hello {
+        let (reported, complete, executors) = match hello {
             // A new agent has been sent nothing yet.
-            AgentHello::Register { .. } => (Vec::new(), true),
-            AgentHello::Reregister { tasks, complete, .. } => (tasks, complete),
+            AgentHello::Register { .. } => (Vec::new(), true, Vec::new()),
+            AgentHello::Reregister {
+                tasks,
+                complete,
+                executors,
+                ..
+            } => (tasks, complete, executors),
         };
         let Some(mut fresh) = agent_from_record(rec, &self.registry, now) else {
             return;
@@ -269,6 +277,7 @@ impl Master {
             }
             fresh.used = old.used;
             fresh.tasks = old.tasks;
+            fresh.executors = old.executors;
             for offer in self.offers_of(&rec.id) {
                 self.rescind_offer(&offer, true);
             }
@@ -278,6 +287,7 @@ impl Master {
         self.alloc.add_agent(&rec.id, fresh.total.clone(), offerable);
         self.agents.insert(rec.id.clone(), fresh);
         self.reconcile_agent_tasks(&rec.id, reported, complete);
+        self.reconcile_agent_executors(&rec.id, executors);
         let msg = v1::master_message::Message::Registered(v1::Registered {
             agent_id: rec.id.to_string(),
             master_id: self.cfg.master_id.clone(),
@@ -519,6 +529,7 @@ impl Master {
             self.emit(Effect::CloseAgent(conn));
         }
         self.rescind_agent_offers(id);
+        self.release_agent_executors(id);
         let mut frameworks = HashSet::new();
         for (fid, tid) in tasks {
             if self.master_update_if(&fid, &tid, &when, why.0, why.1, why.2) {

@@ -291,6 +291,7 @@ impl Master {
             }
             agents.insert(task.agent_id.clone());
         }
+        agents.extend(self.drop_framework_executors(id));
         for agent in agents {
             let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework {
                 framework_id: id.to_string(),

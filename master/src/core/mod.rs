@@ -10,6 +10,7 @@
 mod accept;
 mod access;
 mod agent;
+mod executors;
 mod framework;
 mod history;
 mod kv;
@@ -46,6 +47,7 @@ pub use policy::PolicyRequest;
 /// Validated pieces of an agent's registration.
 pub mod agent_types {
     pub use super::agent::{AgentDescription, ReportedTask};
+    pub use super::executors::ReportedExecutor;
 }
 
 /// A task state's name (`TASK_RUNNING`) in a view: borrowed when the
@@ -257,6 +259,8 @@ struct Agent {
     /// Its last re-registration listed every task it was sent and has not
     /// forgotten: a task it does not have never reached it.
     pub tasks_complete: bool,
+    /// Custom executors running on it, whose resources are held.
+    pub executors: executors::Executors,
 }
 
 #[derive(Debug, Clone)]

@@ -605,6 +605,7 @@ fn reregister_reported(s: &mut Sim, conn: ConnId, id: &AgentId, tasks: Vec<agent
             info,
             tasks,
             complete,
+            executors: Vec::new(),
         },
         None,
         s.now,
@@ -961,6 +962,7 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
     );
     assert_eq!(view.allocation.quotas.len(), 1);
 }
+mod executors;
 mod failover;
 mod history;
 mod operator;
@@ -986,6 +988,7 @@ fn an_agent_back_as_the_registry_has_it_is_admitted_without_a_write() {
         },
         tasks: Vec::new(),
         complete: true,
+        executors: Vec::new(),
     };
     let proposes = |effects: &[Effect]| effects.iter().any(|e| matches!(e, Effect::Propose(_)));
     let registered = |effects: &[Effect], conn: ConnId| {

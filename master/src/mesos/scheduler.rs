@@ -591,11 +591,24 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
         }
         // Mezzo sends no inverse offers; resource requests were never acted on by Mesos either.
         "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" | "REQUEST" => return Ok(None),
-        "SHUTDOWN" | "MESSAGE" => {
-            return Err(format!(
-                "{} needs custom executors, which Mezzo's Mesos API does not support yet",
-                call.kind
-            ));
+        "MESSAGE" => {
+            let x = need(call.message, "message")?;
+            api::message(v1::MessageRequest {
+                framework_id,
+                agent_id: x.agent_id.value,
+                executor_id: x.executor_id.value,
+                data: convert::bytes_in("message.data", &x.data)?,
+            })
+            .map_err(master_err)?
+        }
+        "SHUTDOWN" => {
+            let x = need(call.shutdown, "shutdown")?;
+            api::shutdown_executor(&v1::ShutdownExecutorRequest {
+                framework_id,
+                agent_id: x.agent_id.value,
+                executor_id: x.executor_id.value,
+            })
+            .map_err(master_err)?
         }
         "SUBSCRIBE" => return Err("SUBSCRIBE opens a stream: send it on its own connection".into()),
         "" | "UNKNOWN" => return Err("Expecting 'type' to be present".into()),

@@ -229,6 +229,73 @@ fn a_task_info_becomes_the_same_task_in_mezzo_terms() {
 }
 
 #[test]
+fn a_task_with_a_custom_executor_carries_it_and_its_data() {
+    let t: m::TaskInfo = serde_json::from_value(json!({
+        "name": "t", "task_id": { "value": "t" }, "agent_id": { "value": "a" }, "data": "aGk=",
+        "executor": { "type": "CUSTOM", "executor_id": { "value": "e" }, "name": "echo",
+            "command": { "value": "./exec", "shell": true },
+            "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } }],
+            "data": "ZQ==", "shutdown_grace_period": { "nanoseconds": 3000000000i64 },
+            "labels": { "labels": [{ "key": "k", "value": "v" }] } } }))
+    .expect("a TaskInfo");
+    let ours = convert::task_in(&t).expect("converts");
+    assert!(ours.command.is_none());
+    assert_eq!(ours.data, b"hi");
+    let e = ours.executor.expect("executor");
+    assert_eq!((e.executor_id.as_str(), e.name.as_str()), ("e", "echo"));
+    assert_eq!(e.command.map(|c| (c.value, c.shell)), Some(("./exec".to_owned(), true)));
+    assert_eq!((e.data, e.shutdown_grace_period_ms), (b"e".to_vec(), Some(3000)));
+    assert_eq!(e.resources.len(), 1);
+    assert_eq!(e.labels.len(), 1);
+    for (executor, says) in [
+        (
+            json!({ "type": "DEFAULT", "executor_id": { "value": "e" } }),
+            "not supported",
+        ),
+        (json!({ "executor_id": { "value": "e" } }), "needs a `command`"),
+    ] {
+        let t: m::TaskInfo = serde_json::from_value(json!({ "name": "t", "task_id": { "value": "t" },
+            "agent_id": { "value": "a" }, "executor": executor }))
+        .expect("a TaskInfo");
+        let e = convert::task_in(&t).expect_err("refused");
+        assert!(e.contains(says), "{e}");
+    }
+    let t: m::TaskInfo = serde_json::from_value(json!({ "name": "t", "task_id": { "value": "t" },
+        "agent_id": { "value": "a" }, "command": { "value": "x" },
+        "executor": { "executor_id": { "value": "e" }, "command": { "value": "y" } } }))
+    .expect("a TaskInfo");
+    assert!(convert::task_in(&t).expect_err("both").contains("not both"));
+}
+
+#[test]
+fn executor_messages_and_failures_are_mesos_events() {
+    use v1::event::Event as E;
+    let master = convert::Format::default();
+    let info = m::MasterInfo::default();
+    let ev = |e: E| convert::event_out(&v1::Event { event: Some(e) }, master, &info).expect("an event");
+    let msg = ev(E::Message(v1::Message {
+        agent_id: "a".into(),
+        executor_id: "e".into(),
+        data: b"hi".to_vec(),
+    }));
+    assert_eq!(
+        serde_json::to_value(&msg).expect("json"),
+        json!({ "type": "MESSAGE", "message": { "agent_id": { "value": "a" },
+            "executor_id": { "value": "e" }, "data": "aGk=" } })
+    );
+    let failure = ev(E::Failure(v1::Failure {
+        agent_id: "a".into(),
+        executor_id: "e".into(),
+        status: Some(256),
+    }));
+    assert_eq!(
+        serde_json::to_value(&failure).expect("json"),
+        json!({ "type": "FAILURE", "failure": { "agent_id": { "value": "a" },
+            "executor_id": { "value": "e" }, "status": 256 } })
+    );
+}
+
+#[test]
 fn statuses_use_mesos_states_reasons_and_a_base64_uuid() {
     let s = v1::TaskStatus {
         task_id: "t".into(),
@@ -453,6 +520,9 @@ fn every_call_served_parses_with_mesos_field_names() {
     let c = call(json!({ "type": "MESSAGE", "framework_id": fid, "message": {
         "agent_id": { "value": "a" }, "executor_id": { "value": "e" }, "data": "aGk=" } }));
     assert!(c.message.is_some());
+    let c = call(json!({ "type": "SHUTDOWN", "framework_id": fid, "shutdown": {
+        "agent_id": { "value": "a" }, "executor_id": { "value": "e" } } }));
+    assert_eq!(c.shutdown.map(|x| x.executor_id.value), Some("e".to_owned()));
     // Unknown fields are ignored, as Mesos ignores them (mesoshttp sends
     // `subscribe.credentials`).
     let c = call(json!({ "type": "TEARDOWN", "framework_id": fid, "whatever": 1,

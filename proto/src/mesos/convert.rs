@@ -356,13 +356,13 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
     let id = &t.task_id.value;
     let with = |e: Refused| format!("task {id}: {e}");
     let executor = t.executor.as_ref().map(executor_in).transpose().map_err(with)?;
-    if executor.is_some() == t.command.is_some() {
-        return Err(with("give exactly one of `command` and `executor`".into()));
+    if executor.is_some() && t.command.is_some() {
+        return Err(with("give one of `command` and `executor`, not both".into()));
     }
     let data = t
         .data
         .as_deref()
-        .map(|d| B64.decode(d).map_err(|e| with(format!("data is not base64: {e}"))))
+        .map(|d| bytes_in("data", d).map_err(with))
         .transpose()?
         .unwrap_or_default();
     let kill_grace_period_ms = t
@@ -440,7 +440,7 @@ pub fn executor_in(e: &m::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
         data: e
             .data
             .as_deref()
-            .map(|d| B64.decode(d).map_err(|x| with(format!("data is not base64: {x}"))))
+            .map(|d| bytes_in("data", d).map_err(with))
             .transpose()?
             .unwrap_or_default(),
         shutdown_grace_period_ms,
@@ -519,6 +519,11 @@ pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
         uuid: (!s.uuid.is_empty()).then(|| B64.encode(&s.uuid)),
         healthy: s.healthy,
     }
+}
+
+/// Base64 `bytes` (`what` names the field in the error).
+pub fn bytes_in(what: &str, text: &str) -> Result<Vec<u8>, Refused> {
+    B64.decode(text).map_err(|e| format!("{what} is not base64: {e}"))
 }
 
 /// The uuid of an acknowledgement.

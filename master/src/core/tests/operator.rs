@@ -101,6 +101,7 @@ fn a_gone_agent_loses_its_tasks_and_cannot_return() {
         },
         tasks: vec![],
         complete: true,
+        executors: vec![],
     };
     assert_eq!(
         s.m.agent_attach(999, again, None, s.now),

@@ -243,6 +243,7 @@ fn a_returning_agent_is_told_its_volumes_and_reported_users_keep_them() {
         info: desc,
         tasks: vec![task],
         complete: true,
+        executors: Vec::new(),
     };
     s.m.agent_attach(AGENT_CONN + 1, hello, None, s.now).expect("attach");
     s.run();
