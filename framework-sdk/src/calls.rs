@@ -187,16 +187,41 @@ impl Calls {
         .await
     }
 
-    pub(crate) async fn revive(&self) -> Result<(), SdkError> {
+    pub(crate) async fn revive(&self, roles: Vec<String>) -> Result<(), SdkError> {
         self.send("revive", |mut c, framework_id| async move {
-            c.revive(v1::ReviveRequest { framework_id }).await
+            c.revive(v1::ReviveRequest { framework_id, roles }).await
         })
         .await
     }
 
-    pub(crate) async fn suppress(&self) -> Result<(), SdkError> {
+    pub(crate) async fn suppress(&self, roles: Vec<String>) -> Result<(), SdkError> {
         self.send("suppress", |mut c, framework_id| async move {
-            c.suppress(v1::SuppressRequest { framework_id }).await
+            c.suppress(v1::SuppressRequest { framework_id, roles }).await
+        })
+        .await
+    }
+
+    pub(crate) async fn message(&self, agent_id: String, executor_id: String, data: Vec<u8>) -> Result<(), SdkError> {
+        self.send("message", |mut c, framework_id| async move {
+            let req = v1::MessageRequest {
+                framework_id,
+                agent_id,
+                executor_id,
+                data,
+            };
+            c.message(req).await
+        })
+        .await
+    }
+
+    pub(crate) async fn shutdown_executor(&self, agent_id: String, executor_id: String) -> Result<(), SdkError> {
+        self.send("shutdown_executor", |mut c, framework_id| async move {
+            let req = v1::ShutdownExecutorRequest {
+                framework_id,
+                agent_id,
+                executor_id,
+            };
+            c.shutdown_executor(req).await
         })
         .await
     }

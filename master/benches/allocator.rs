@@ -147,7 +147,7 @@ fn full_cycle(c: &mut Criterion, s: Shape) {
             // Every framework declines what it was offered for an hour;
             // the measured cycle must look past the filters.
             for i in 0..s.frameworks {
-                al.revive(&framework(i));
+                al.revive(&framework(i), &[]);
             }
             got = al.allocate(now);
             recover_all(&mut al, &got, Some(far));

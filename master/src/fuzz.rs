@@ -453,8 +453,8 @@ fn decode_call(kind: &str, buf: &mut &[u8]) -> Option<Result<Checked, MasterErro
             let r: v1::ReportPendingRequest = req(buf)?;
             api::pending::pending_tasks(r.tasks).map(|t| Checked::Call(Call::ReportPending(t)))
         }
-        "revive" => Ok(Checked::Call(Call::Revive)),
-        "suppress" => Ok(Checked::Call(Call::Suppress)),
+        "revive" => Ok(Checked::Call(Call::Revive(Vec::new()))),
+        "suppress" => Ok(Checked::Call(Call::Suppress(Vec::new()))),
         "agent_update" => api::agent::status_update(AGENT_CONN, req(buf)?).map(Checked::AgentUpdate),
         _ => Ok(Checked::Call(Call::Teardown)),
     })
@@ -534,7 +534,11 @@ fn check_call(call: &Call) {
             }
         }
         Call::Message { data, .. } => assert!(data.len() <= api::MAX_OPAQUE_BYTES),
-        Call::Revive | Call::Suppress | Call::Teardown | Call::UpdateFramework(_) | Call::ShutdownExecutor { .. } => {}
+        Call::Revive(_)
+        | Call::Suppress(_)
+        | Call::Teardown
+        | Call::UpdateFramework(..)
+        | Call::ShutdownExecutor { .. } => {}
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
+use mezzo_proto::reservation::Role;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -46,8 +47,9 @@ pub enum Call {
         offers: Vec<OfferId>,
         refuse: Option<Duration>,
     },
-    Revive,
-    Suppress,
+    /// In these roles, or all of the framework's when empty.
+    Revive(Vec<Role>),
+    Suppress(Vec<Role>),
     Kill {
         task: TaskId,
         grace: Option<Duration>,
@@ -61,8 +63,9 @@ pub enum Call {
     },
     Teardown,
     /// New framework info for a subscribed framework (Mesos'
-    /// `UPDATE_FRAMEWORK`), checked at the edge like a subscription's.
-    UpdateFramework(v1::FrameworkInfo),
+    /// `UPDATE_FRAMEWORK`), checked at the edge like a subscription's;
+    /// with the roles it is suppressed in from now on, if given.
+    UpdateFramework(v1::FrameworkInfo, Option<Vec<Role>>),
     /// The framework's report of the tasks it cannot place yet (checked
     /// at the edge); replaces the previous one.
     ReportPending(Vec<PendingTask>),
@@ -513,7 +516,7 @@ impl Clients {
                     .and_then(|()| core.check_priority(&caller, &framework, call.priority()))
                     .and_then(|()| match &mut call {
                         // New roles and users need the rights a subscription would.
-                        Call::UpdateFramework(info) => core.check_subscribe(&caller, info, Some(&framework)),
+                        Call::UpdateFramework(info, _) => core.check_subscribe(&caller, info, Some(&framework)),
                         _ => Ok(()),
                     })
                     .and_then(|()| call.run(core, &framework, now));
@@ -692,13 +695,13 @@ impl Call {
                 refuse,
             } => c.accept_operations(fid, &offers, operations, refuse, now),
             Call::Decline { offers, refuse } => c.decline(fid, &offers, refuse, now),
-            Call::Revive => c.revive(fid),
-            Call::Suppress => c.suppress(fid),
+            Call::Revive(roles) => c.revive(fid, &roles),
+            Call::Suppress(roles) => c.suppress(fid, &roles),
             Call::Kill { task, grace } => c.kill(fid, &task, grace),
             Call::Acknowledge(acks) => c.acknowledge_all(fid, &acks),
             Call::Reconcile { tasks } => c.reconcile(fid, &tasks),
             Call::Teardown => c.teardown(fid),
-            Call::UpdateFramework(info) => c.update_framework(fid, info),
+            Call::UpdateFramework(info, suppressed) => c.update_framework(fid, info, suppressed),
             Call::ReportPending(tasks) => c.report_pending(fid, tasks),
             Call::Message { agent, executor, data } => c.framework_message(fid, &agent, &executor, data),
             Call::ShutdownExecutor { agent, executor } => c.shutdown_executor(fid, &agent, &executor),

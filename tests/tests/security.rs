@@ -153,6 +153,7 @@ async fn plain_text_foreign_expired_and_revoked_clients_are_refused() -> Result<
                 Ok(ch) => SchedulerClient::new(ch)
                     .revive(v1::ReviveRequest {
                         framework_id: "x".into(),
+                        roles: Vec::new(),
                     })
                     .await
                     .is_err(),

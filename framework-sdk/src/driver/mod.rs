@@ -144,12 +144,43 @@ impl Scheduler {
 
     /// Clears offer filters and resumes offers after [`Scheduler::suppress`].
     pub async fn revive(&self) -> Result<(), SdkError> {
-        self.calls.revive().await
+        self.calls.revive(Vec::new()).await
     }
 
     /// Asks the master to stop sending offers.
     pub async fn suppress(&self) -> Result<(), SdkError> {
-        self.calls.suppress().await
+        self.calls.suppress(Vec::new()).await
+    }
+
+    /// [`Scheduler::revive`] in some of the framework's roles only.
+    pub async fn revive_roles(&self, roles: &[&str]) -> Result<(), SdkError> {
+        self.calls.revive(roles.iter().map(|r| (*r).to_owned()).collect()).await
+    }
+
+    /// [`Scheduler::suppress`] in some of the framework's roles only: it
+    /// is still offered resources in the others.
+    pub async fn suppress_roles(&self, roles: &[&str]) -> Result<(), SdkError> {
+        self.calls
+            .suppress(roles.iter().map(|r| (*r).to_owned()).collect())
+            .await
+    }
+
+    /// Sends bytes to one of the framework's custom executors (at most
+    /// 1 MiB; best effort: dropped if the executor is not subscribed to
+    /// its agent). Its answers arrive as [`Event::Message`](crate::Event::Message).
+    pub async fn message(&self, agent_id: &str, executor_id: &str, data: Vec<u8>) -> Result<(), SdkError> {
+        self.calls
+            .message(agent_id.to_owned(), executor_id.to_owned(), data)
+            .await
+    }
+
+    /// Shuts one of the framework's custom executors down (SHUTDOWN, then
+    /// a kill after its grace period); [`Event::ExecutorLost`](crate::Event::ExecutorLost)
+    /// follows once it exited.
+    pub async fn shutdown_executor(&self, agent_id: &str, executor_id: &str) -> Result<(), SdkError> {
+        self.calls
+            .shutdown_executor(agent_id.to_owned(), executor_id.to_owned())
+            .await
     }
 
     /// Kills a task; `grace` overrides the task's own kill grace period.

@@ -284,10 +284,11 @@ impl Allocator {
     /// True when some active, unsuppressed framework is subscribed in `q`
     /// or a role under it.
     fn wants_offers(&self, q: RoleIx) -> bool {
-        self.fws
-            .iter()
-            .flatten()
-            .any(|fw| fw.active && !fw.suppressed && fw.roles.iter().any(|r| *r == q || self.roles.is_within(*r, q)))
+        self.fws.iter().flatten().any(|fw| {
+            fw.roles
+                .iter()
+                .any(|&r| fw.wants(r) && (r == q || self.roles.is_within(r, q)))
+        })
     }
 
     fn below_guarantee(&self, r: RoleIx) -> bool {
@@ -309,6 +310,6 @@ fn eligible(
 ) -> bool {
     fws.get(f as usize)
         .and_then(Option::as_ref)
-        .is_some_and(|fw| fw.active && !fw.suppressed && fw.roles.contains(&r))
+        .is_some_and(|fw| fw.wants(r))
         && !filters.blocks(f, a, now)
 }

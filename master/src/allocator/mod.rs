@@ -119,7 +119,15 @@ struct FwSt {
     id: FrameworkId,
     roles: Vec<RoleIx>,
     active: bool,
-    suppressed: bool,
+    /// Roles (among `roles`) it gets no offers in until it revives them.
+    suppressed: Vec<RoleIx>,
+}
+
+impl FwSt {
+    /// May it be offered resources in role `r`?
+    fn wants(&self, r: RoleIx) -> bool {
+        self.active && self.roles.contains(&r) && !self.suppressed.contains(&r)
+    }
 }
 
 /// One role as `/state` shows it.
@@ -321,7 +329,7 @@ impl Allocator {
                     id: id.clone(),
                     roles: Vec::new(),
                     active,
-                    suppressed: false,
+                    suppressed: Vec::new(),
                 });
                 self.fw_ix.insert(id.clone(), f);
                 f
@@ -347,6 +355,7 @@ impl Allocator {
             }
         }
         if let Some(fw) = self.fws[f as usize].as_mut() {
+            fw.suppressed.retain(|r| ixs.contains(r));
             fw.roles = ixs;
             fw.active = active;
         }
@@ -387,18 +396,27 @@ impl Allocator {
         }
     }
 
-    /// No more offers to the framework until it revives.
-    pub fn suppress(&mut self, id: &FrameworkId) {
+    /// No more offers to the framework in `roles` (all of its roles when
+    /// empty) until it revives them.
+    pub fn suppress(&mut self, id: &FrameworkId, roles: &[Role]) {
+        let named: Vec<RoleIx> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
         if let Some(fw) = self.fw_mut(id) {
-            fw.suppressed = true;
+            for r in fw.roles.clone() {
+                if (roles.is_empty() || named.contains(&r)) && !fw.suppressed.contains(&r) {
+                    fw.suppressed.push(r);
+                }
+            }
         }
     }
 
-    /// Ends a suppress and drops the framework's filters.
-    pub fn revive(&mut self, id: &FrameworkId) {
+    /// Ends a suppress in `roles` (all when empty) and drops the
+    /// framework's filters (kept per agent, not per role: a revive of one
+    /// role may bring offers of agents the framework filtered in another).
+    pub fn revive(&mut self, id: &FrameworkId, roles: &[Role]) {
         let Some(&f) = self.fw_ix.get(id) else { return };
+        let named: Vec<RoleIx> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
         if let Some(fw) = self.fws[f as usize].as_mut() {
-            fw.suppressed = false;
+            fw.suppressed.retain(|r| !roles.is_empty() && !named.contains(r));
         }
         for a in self.filters.clear_framework(f) {
             self.mark(a);

@@ -155,13 +155,41 @@ fn filters_hold_until_they_expire_and_revive_clears_them() {
     al.recover_offered(&fid(1), &Role::star(), &aid(0), &rr("cpus:1;mem:512"));
     al.filter(&fid(1), &aid(0), now + Duration::from_secs(60));
     assert!(al.allocate(now).is_empty());
-    al.revive(&fid(1));
+    al.revive(&fid(1), &[]);
     assert_eq!(al.allocate(now).len(), 1);
     al.recover_offered(&fid(1), &Role::star(), &aid(0), &rr("cpus:1;mem:512"));
-    al.suppress(&fid(1));
+    al.suppress(&fid(1), &[]);
     assert!(al.allocate(now).is_empty());
-    al.revive(&fid(1));
+    al.revive(&fid(1), &[]);
     assert_eq!(al.allocate(now).len(), 1);
+}
+
+#[test]
+fn a_framework_suppressed_in_one_role_is_still_offered_in_its_others() {
+    let now = Instant::now();
+    let mut al = Allocator::new();
+    let (a, b) = (Role::parse("a").expect("role"), Role::parse("b").expect("role"));
+    al.add_agent(&aid(0), rr("cpus:1;mem:512"), true);
+    al.add_framework(&fid(1), &[a.clone(), b.clone()], true);
+    al.suppress(&fid(1), std::slice::from_ref(&a));
+    let got = al.allocate(now);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].role, b);
+    al.recover_offered(&fid(1), &b, &aid(0), &got[0].resources);
+    al.suppress(&fid(1), std::slice::from_ref(&b));
+    assert!(al.allocate(now).is_empty());
+    al.revive(&fid(1), std::slice::from_ref(&a));
+    let got = al.allocate(now);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].role, a);
+    // Leaving a role forgets its suppression.
+    al.recover_offered(&fid(1), &a, &aid(0), &got[0].resources);
+    al.add_framework(&fid(1), std::slice::from_ref(&a), true);
+    al.add_framework(&fid(1), &[a.clone(), b.clone()], true);
+    al.suppress(&fid(1), std::slice::from_ref(&a));
+    let got = al.allocate(now);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].role, b);
 }
 
 #[test]

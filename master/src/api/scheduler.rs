@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, VolumeId};
+use mezzo_proto::reservation::Role;
 use mezzo_proto::v1;
 use mezzo_proto::v1::scheduler_server::Scheduler;
 use tokio::sync::mpsc;
@@ -110,13 +111,15 @@ impl Scheduler for SchedulerApi {
 
     async fn revive(&self, req: Request<v1::ReviveRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
-        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Revive))
+        let req = req.into_inner();
+        self.call(caller, &req.framework_id, || Ok(Call::Revive(roles(&req.roles)?)))
             .await
     }
 
     async fn suppress(&self, req: Request<v1::SuppressRequest>) -> Result<Response<v1::CallResponse>, Status> {
         let caller = Caller::of(&req);
-        self.call(caller, &req.into_inner().framework_id, || Ok(Call::Suppress))
+        let req = req.into_inner();
+        self.call(caller, &req.framework_id, || Ok(Call::Suppress(roles(&req.roles)?)))
             .await
     }
 
@@ -289,6 +292,21 @@ pub fn kill(req: &v1::KillRequest) -> Result<Call, MasterError> {
         task: TaskId::parse(&req.task_id)?,
         grace,
     })
+}
+
+/// The roles of a revive or suppress (at most a framework's).
+pub fn roles(names: &[String]) -> Result<Vec<Role>, MasterError> {
+    if names.len() > super::MAX_ROLES_PER_FRAMEWORK {
+        return Err(MasterError::Invalid(format!(
+            "at most {} roles, not {}",
+            super::MAX_ROLES_PER_FRAMEWORK,
+            names.len()
+        )));
+    }
+    names
+        .iter()
+        .map(|r| Role::parse(r).map_err(|e| MasterError::Invalid(format!("roles: {e}"))))
+        .collect()
 }
 
 /// Checks a message for an executor and converts it.

@@ -8,6 +8,7 @@ use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
+use super::offer::known_roles;
 use super::{ConnId, Effect, Framework, Master};
 use crate::error::MasterError;
 use crate::registry::{FrameworkRecord, RegistryOp};
@@ -60,7 +61,7 @@ impl Master {
                 info: info_of(rec),
                 conn,
                 disconnected_at,
-                suppressed: false,
+                suppressed_roles: Default::default(),
                 tasks: HashMap::new(),
                 completed: VecDeque::new(),
                 completed_ids: HashSet::new(),
@@ -102,7 +103,7 @@ impl Master {
         };
         let old = fw.conn.replace(conn);
         fw.disconnected_at = None;
-        fw.suppressed = false;
+        fw.suppressed_roles.clear();
         let changed = fw.info != info;
         if let Some(old) = old {
             // Offers went to the old stream; the new one never saw them.
@@ -119,7 +120,7 @@ impl Master {
         }
         self.framework_conns.insert(conn, id.clone());
         self.alloc.set_framework_active(&id, true);
-        self.alloc.revive(&id);
+        self.alloc.revive(&id, &[]);
         self.send_subscribed(&id);
         self.notify_drains_to(&id);
         // Updates forwarded while it was away and never acknowledged.
@@ -160,19 +161,35 @@ impl Master {
     /// without subscribing again (rights checked as for a subscription).
     /// Its offers are rescinded when its roles change, so that none is of
     /// a role it left.
-    pub fn update_framework(&mut self, id: &FrameworkId, info: v1::FrameworkInfo) -> Result<(), MasterError> {
+    /// New framework info in place; with `suppressed`, the roles it is
+    /// suppressed in from now on (Mesos' `UPDATE_FRAMEWORK` sets them all).
+    pub fn update_framework(
+        &mut self,
+        id: &FrameworkId,
+        info: v1::FrameworkInfo,
+        suppressed: Option<Vec<Role>>,
+    ) -> Result<(), MasterError> {
         self.subscribed(id)?;
         let Some(fw) = self.frameworks.get(id) else {
             return Err(MasterError::UnknownFramework(id.to_string()));
         };
-        if fw.info == info {
-            return Ok(());
+        if let Some(roles) = &suppressed {
+            known_roles(&info, roles)?;
         }
-        let roles_changed = fw.info.roles != info.roles;
-        self.change_info(id, info)?;
-        if roles_changed {
-            self.rescind_framework_offers(id, true);
-            self.allocation_needed = true;
+        if fw.info != info {
+            let roles_changed = fw.info.roles != info.roles;
+            self.change_info(id, info)?;
+            if let Some(fw) = self.frameworks.get_mut(id) {
+                let named = &fw.info.roles;
+                fw.suppressed_roles.retain(|r| named.iter().any(|n| n == r.as_str()));
+            }
+            if roles_changed {
+                self.rescind_framework_offers(id, true);
+                self.allocation_needed = true;
+            }
+        }
+        if let Some(roles) = suppressed {
+            self.set_suppressed(id, roles)?;
         }
         Ok(())
     }
@@ -308,4 +325,21 @@ impl Master {
 
 fn fw_timeout_is_zero(fw: Option<&Framework>) -> bool {
     fw.is_some_and(|f| f.info.failover_timeout_secs <= 0.0)
+}
+
+impl Framework {
+    /// Suppressed in every one of its roles: it gets no offers at all.
+    pub(super) fn suppressed_everywhere(&self) -> bool {
+        !self.suppressed_roles.is_empty()
+            && self
+                .info
+                .roles
+                .iter()
+                .all(|r| self.suppressed_roles.iter().any(|s| s.as_str() == r))
+    }
+
+    /// The roles it suppressed offers in, by name.
+    pub(super) fn suppressed_role_names(&self) -> Vec<String> {
+        self.suppressed_roles.iter().map(|r| r.to_string()).collect()
+    }
 }

@@ -203,7 +203,8 @@ struct Framework {
     pub info: v1::FrameworkInfo,
     pub conn: Option<ConnId>,
     pub disconnected_at: Option<Instant>,
-    pub suppressed: bool,
+    /// Roles it suppressed offers in (Mesos' `suppressed_roles`).
+    pub suppressed_roles: std::collections::BTreeSet<Role>,
     /// Shared with `/state` snapshots being written off the owner task;
     /// changed copy-on-write (`Arc::make_mut`).
     pub tasks: HashMap<TaskId, Arc<Task>>,

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, OfferId};
+use mezzo_proto::reservation::Role;
 use mezzo_proto::v1;
 
 use super::{Master, Offer};
@@ -213,26 +214,78 @@ impl Master {
         Ok(offer)
     }
 
-    /// Clears the framework's filters and ends a suppress.
-    pub fn revive(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
+    /// Clears the framework's filters and ends a suppress in `roles` (in
+    /// all of its roles when empty).
+    pub fn revive(&mut self, fid: &FrameworkId, roles: &[Role]) -> Result<(), MasterError> {
         self.subscribed(fid)?;
-        self.alloc.revive(fid);
-        if let Some(fw) = self.frameworks.get_mut(fid) {
-            fw.suppressed = false;
-        }
+        let fw = self
+            .frameworks
+            .get_mut(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        known_roles(&fw.info, roles)?;
+        fw.suppressed_roles.retain(|r| !roles.is_empty() && !roles.contains(r));
+        self.alloc.revive(fid, roles);
         self.allocation_needed = true;
         Ok(())
     }
 
-    /// Stops offers to the framework until it revives; outstanding offers
-    /// are rescinded.
-    pub fn suppress(&mut self, fid: &FrameworkId) -> Result<(), MasterError> {
+    /// Stops offers to the framework in `roles` (in all of its roles when
+    /// empty) until it revives them; its outstanding offers in them are
+    /// rescinded.
+    pub fn suppress(&mut self, fid: &FrameworkId, roles: &[Role]) -> Result<(), MasterError> {
         self.subscribed(fid)?;
-        self.alloc.suppress(fid);
-        if let Some(fw) = self.frameworks.get_mut(fid) {
-            fw.suppressed = true;
+        let fw = self
+            .frameworks
+            .get_mut(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        known_roles(&fw.info, roles)?;
+        let all: Vec<Role> = fw.info.roles.iter().filter_map(|r| Role::parse(r).ok()).collect();
+        let now_suppressed = if roles.is_empty() { &all[..] } else { roles };
+        fw.suppressed_roles.extend(now_suppressed.iter().cloned());
+        let rescinded: Vec<OfferId> = fw
+            .offers
+            .iter()
+            .filter(|o| {
+                self.offers
+                    .get(*o)
+                    .is_some_and(|o| fw.suppressed_roles.contains(&o.role))
+            })
+            .cloned()
+            .collect();
+        self.alloc.suppress(fid, roles);
+        for id in rescinded {
+            self.rescind_offer(&id, true);
         }
-        self.rescind_framework_offers(fid, true);
         Ok(())
+    }
+
+    /// Makes `roles` exactly the framework's suppressed roles.
+    pub(super) fn set_suppressed(&mut self, fid: &FrameworkId, roles: Vec<Role>) -> Result<(), MasterError> {
+        let others: Vec<Role> = self
+            .frameworks
+            .get(fid)
+            .map(|f| f.info.roles.iter().filter_map(|r| Role::parse(r).ok()))
+            .into_iter()
+            .flatten()
+            .filter(|r| !roles.contains(r))
+            .collect();
+        if !others.is_empty() {
+            self.revive(fid, &others)?;
+        }
+        if !roles.is_empty() {
+            self.suppress(fid, &roles)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every role of a revive or suppress must be one of the framework's.
+pub(super) fn known_roles(info: &v1::FrameworkInfo, roles: &[Role]) -> Result<(), MasterError> {
+    match roles.iter().find(|r| !info.roles.iter().any(|n| n == r.as_str())) {
+        Some(r) => Err(MasterError::Invalid(format!(
+            "role {r} is not one of the framework's roles ({})",
+            info.roles.join(", ")
+        ))),
+        None => Ok(()),
     }
 }

@@ -462,7 +462,7 @@ fn invalid_accepts_change_nothing() {
 fn calls_before_subscribing_are_refused() {
     let mut s = Sim::new();
     let f = FrameworkId::parse("ghost").expect("id");
-    assert!(matches!(s.m.revive(&f), Err(MasterError::NotSubscribed(_))));
+    assert!(matches!(s.m.revive(&f, &[]), Err(MasterError::NotSubscribed(_))));
     assert!(matches!(
         s.m.accept(&f, &[], vec![], None, s.now),
         Err(MasterError::NotSubscribed(_))
@@ -489,9 +489,45 @@ fn decline_filter_then_revive() {
         .expect("decline");
     s.advance(Duration::from_secs(1));
     assert_eq!(s.offers().len(), 1);
-    s.m.revive(&f).expect("revive");
+    s.m.revive(&f, &[]).expect("revive");
     s.run();
     assert_eq!(s.offers().len(), 2);
+}
+
+/// Mesos' per-role suppress: a framework suppressed in one of its roles
+/// keeps being offered resources in the others; the offer it holds in
+/// the suppressed role is rescinded; a role it is not in is refused.
+#[test]
+fn suppress_in_one_role_keeps_offers_in_the_others() {
+    let mut s = Sim::new();
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        roles: vec!["a".into(), "b".into()],
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN, info, None, s.now).expect("subscribe");
+    s.run();
+    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let first = s.offers();
+    assert_eq!(first.len(), 1);
+    let held = first[0].allocation_role.clone();
+    let other = if held == "a" { "b" } else { "a" };
+    let role = |r: &str| mezzo_proto::reservation::Role::parse(r).expect("role");
+    s.m.suppress(&f, &[role(&held)]).expect("suppress");
+    s.run();
+    // Rescinded, and offered again in the other role.
+    assert!(s.events().iter().any(|e| matches!(e, v1::event::Event::Rescind(_))));
+    let offers = s.offers();
+    assert_eq!(offers.len(), 2);
+    assert_eq!(offers[1].allocation_role, other);
+    let fw = s.m.frameworks.get(&f).expect("framework");
+    assert!(!fw.suppressed_everywhere());
+    assert_eq!(fw.suppressed_role_names(), vec![held.clone()]);
+    assert!(matches!(s.m.suppress(&f, &[role("c")]), Err(MasterError::Invalid(_))));
+    s.m.revive(&f, &[]).expect("revive");
+    assert!(s.m.frameworks.get(&f).expect("framework").suppressed_roles.is_empty());
 }
 
 /// DESIGN.md "Offers" and "Leadership": an agent that goes silent loses

@@ -168,6 +168,10 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let Some(sub) = call.subscribe else {
         return bad_request("Expecting 'subscribe' to be present");
     };
+    let suppressed = match api::roles(&sub.suppressed_roles) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string()),
+    };
     let info = sub.framework_info;
     let from_info = info.id.as_ref().map(|i| i.value.clone());
     let from_call = call.framework_id.as_ref().map(|i| i.value.clone());
@@ -196,7 +200,7 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let events = tx.downgrade();
     let handle = api.http.handle().clone();
-    let conn = match handle.subscribe(info, id, caller, tx).await {
+    let conn = match handle.subscribe(info, id, caller.clone(), tx).await {
         Ok(c) => c,
         Err(e) => return core_error(api, e, PATH).await,
     };
@@ -255,7 +259,14 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     if replaced {
         return bad_request("a newer subscription of this framework replaced this one");
     }
-    subscription.framework = Some((fid, stream_id.clone()));
+    subscription.framework = Some((fid.clone(), stream_id.clone()));
+    // Subscribed suppressed in some roles (its outstanding offers in them
+    // are rescinded).
+    if !suppressed.is_empty()
+        && let Err(e) = api.http.handle().call(fid, Call::Suppress(suppressed), caller).await
+    {
+        return core_error(api, e, PATH).await;
+    }
     // Mesos follows SUBSCRIBED with a heartbeat at once.
     let first = convert::event_out(&first, fmt, &api.master).map(|e| {
         let mut b = Vec::new();
@@ -547,9 +558,8 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
             })
             .map_err(master_err)?
         }
-        // Mezzo revives and suppresses a framework in all its roles.
-        "REVIVE" => Call::Revive,
-        "SUPPRESS" => Call::Suppress,
+        "REVIVE" => Call::Revive(api::roles(&call.revive.unwrap_or_default().roles).map_err(master_err)?),
+        "SUPPRESS" => Call::Suppress(api::roles(&call.suppress.unwrap_or_default().roles).map_err(master_err)?),
         "KILL" => {
             let k = need(call.kill, "kill")?;
             let grace = k
@@ -587,7 +597,11 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
                 return Err("'update_framework.framework_info.id' differs from 'framework_id'".into());
             }
             let info = convert::framework_in(&u.framework_info)?;
-            Call::UpdateFramework(crate::api::validate_framework(Some(info)).map_err(master_err)?)
+            let suppressed = api::roles(&u.suppressed_roles).map_err(master_err)?;
+            Call::UpdateFramework(
+                crate::api::validate_framework(Some(info)).map_err(master_err)?,
+                Some(suppressed),
+            )
         }
         // Mezzo sends no inverse offers; resource requests were never acted on by Mesos either.
         "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" | "REQUEST" => return Ok(None),

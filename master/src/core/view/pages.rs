@@ -414,7 +414,7 @@ pub fn frameworks(m: &Master, limit: usize, offset: usize) -> Page<FrameworkRow>
                 principal: f.info.principal.clone(),
                 roles: f.info.roles.clone(),
                 connected: f.conn.is_some(),
-                suppressed: f.suppressed,
+                suppressed: f.suppressed_everywhere(),
                 dominant_share: f.allocated.dominant_share(&total),
                 allocated: f.allocated.clone(),
                 offered: f.offered.clone(),

@@ -70,7 +70,11 @@ pub struct FrameworkView {
     pub name: String,
     pub roles: Vec<String>,
     pub connected: bool,
+    /// Suppressed in every one of its roles.
     pub suppressed: bool,
+    /// The roles it suppressed offers in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_roles: Vec<String>,
     pub failover_timeout_secs: f64,
     pub allocated: Resources,
     pub offered: Resources,
@@ -431,7 +435,8 @@ impl Master {
                 name: f.info.name.clone(),
                 roles: f.info.roles.clone(),
                 connected: f.conn.is_some(),
-                suppressed: f.suppressed,
+                suppressed: f.suppressed_everywhere(),
+                suppressed_roles: f.suppressed_role_names(),
                 failover_timeout_secs: f.info.failover_timeout_secs,
                 allocated: f.allocated.clone(),
                 offered: f.offered.clone(),

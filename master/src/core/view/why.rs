@@ -44,8 +44,13 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
     if f.conn.is_none() {
         hints.push("the framework is not connected, so it receives no offers".to_owned());
     }
-    if f.suppressed {
+    if f.suppressed_everywhere() {
         hints.push("the framework suppressed offers; it gets none until it revives".to_owned());
+    } else if !f.suppressed_roles.is_empty() {
+        hints.push(format!(
+            "the framework suppressed offers in roles {}; it gets none in them until it revives them",
+            f.suppressed_role_names().join(", ")
+        ));
     }
     match &largest {
         None => hints.push("no agent has free resources worth offering".to_owned()),
@@ -63,7 +68,7 @@ pub fn why_framework(m: &Master, fid: &FrameworkId) -> Result<WhyFramework, Mast
         framework_id: f.id.to_string(),
         name: f.info.name.clone(),
         connected: f.conn.is_some(),
-        suppressed: f.suppressed,
+        suppressed: f.suppressed_everywhere(),
         roles: f.info.roles.clone(),
         offers: m.observed.offer_stats.get(fid).cloned().unwrap_or_default(),
         outstanding_offers: f.offers.len(),
