@@ -358,6 +358,12 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
     };
     match api.http.handle().call(fid.clone(), c, caller.clone()).await {
         Ok(()) => Ok(()),
+        // Mesos forwards messages and shutdowns without knowing the
+        // executor, answering 202 whether or not it exists.
+        Err(e @ MasterError::UnknownExecutor { .. }) => {
+            tracing::debug!(framework = %fid, "{e}: dropped");
+            Ok(())
+        }
         // A kill of a task the master does not know, or that already
         // ended, is answered as Mesos answers it: with the task's state,
         // as reconciliation tells it.
