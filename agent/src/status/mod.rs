@@ -67,7 +67,8 @@ impl StatusHandle {
             .map_err(|_| AgentError::ActorStopped("status update manager"))
     }
 
-    /// Queues a new update of a task (stamped with a fresh UUID by the manager).
+    /// Queues a new update of a task (stamped with a fresh UUID by the
+    /// manager, unless it carries a 16-byte one: a custom executor's).
     pub async fn update(&self, key: TaskKey, status: v1::TaskStatus) -> Result<(), AgentError> {
         self.send(StatusCmd::Update(key, status)).await
     }

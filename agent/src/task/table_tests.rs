@@ -132,6 +132,7 @@ async fn restart(
         writeback,
         gc,
         checkpoints_intact,
+        executors: Default::default(),
     };
     let mut recovered = Vec::new();
     for (t, s) in journal {
