@@ -121,7 +121,10 @@ fn bearer(headers: &HeaderMap) -> Result<String, Response> {
 #[allow(clippy::result_large_err)] // the refusal itself, ready to send
 fn json_only(headers: &HeaderMap) -> Result<(), Response> {
     let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return Err(refuse(StatusCode::BAD_REQUEST, "Expecting 'Content-Type' to be present"));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "Expecting 'Content-Type' to be present",
+        ));
     };
     if ctype.split(';').next().map(str::trim) != Some("application/json") {
         return Err(refuse(
@@ -149,7 +152,12 @@ fn json_only(headers: &HeaderMap) -> Result<(), Response> {
 
 async fn call(State(api): State<Api>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     if method != Method::POST {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "Expecting 'POST'").into_response();
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            "Expecting 'POST'",
+        )
+            .into_response();
     }
     let token = match bearer(&headers) {
         Ok(t) => t,
@@ -231,11 +239,7 @@ async fn call(State(api): State<Api>, method: Method, headers: HeaderMap, body: 
 }
 
 /// Hands the call to the table and waits for its answer.
-async fn ask<T>(
-    api: &Api,
-    call: ExecutorCall,
-    rx: oneshot::Receiver<Result<T, CallError>>,
-) -> Result<T, Response> {
+async fn ask<T>(api: &Api, call: ExecutorCall, rx: oneshot::Receiver<Result<T, CallError>>) -> Result<T, Response> {
     let gone = |e: AgentError| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     api.table.executor_call(call).await.map_err(gone)?;
     match rx.await {
@@ -257,7 +261,10 @@ fn stream(events: mpsc::UnboundedReceiver<mx::Event>) -> Response {
             _ = beat.tick() => mx::Event::of("HEARTBEAT"),
         };
         let json = serde_json::to_vec(&event).unwrap_or_default();
-        Some((Ok::<_, std::convert::Infallible>(recordio::frame(&json)), (events, beat)))
+        Some((
+            Ok::<_, std::convert::Infallible>(recordio::frame(&json)),
+            (events, beat),
+        ))
     });
     (
         StatusCode::OK,

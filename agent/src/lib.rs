@@ -39,6 +39,8 @@ pub mod containerizer;
 mod error;
 pub mod exec;
 pub mod executor_api;
+#[cfg(test)]
+mod executor_api_tests;
 mod failpoint;
 pub mod fetch;
 pub mod files;
@@ -155,12 +157,10 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         http_address: http_addr.to_string(),
     };
     let executors = table::ExecutorDeps {
-        endpoint: executor_listener
-            .local_addr()
-            .map_err(|source| AgentError::Bind {
-                addr: config.executor_listen,
-                source,
-            })?,
+        endpoint: executor_listener.local_addr().map_err(|source| AgentError::Bind {
+            addr: config.executor_listen,
+            source,
+        })?,
         registration_timeout: config.executor_registration_timeout,
         agent_info: identity.info(),
         outbound: outbound_rx,

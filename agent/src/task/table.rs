@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::supervisor::{self, Kill, SupervisorHandle, SupervisorSpec};
-pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView};
 use super::{StatusReport, agent_status};
 use crate::containerizer::Entry as ContainerEntry;
 use crate::containerizer::{Containerizer, Recovery};
@@ -27,6 +26,7 @@ use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
 use crate::{AgentError, paths};
+pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView};
 
 mod executors;
 
@@ -358,7 +358,9 @@ impl Table {
                 .and_then(|e| mezzo_proto::ids::ExecutorId::parse(&e.executor_id).ok());
             if let Some(eid) = &executor {
                 // It has no container of its own: its executor runs it.
-                state = self.recover_executor_task(&key, &run, eid, state, &mut statuses).await?;
+                state = self
+                    .recover_executor_task(&key, &run, eid, state, &mut statuses)
+                    .await?;
                 let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, &key.framework_id, eid);
                 self.deps.metrics.task_state(state).inc();
                 self.deps.gc.launched(&sandbox);
@@ -547,7 +549,8 @@ impl Table {
         mut exec_reports: mpsc::Receiver<StatusReport>,
     ) -> Result<(), AgentError> {
         // Executors' registration deadlines and shutdown graces.
-        let tick = (self.deps.executors.registration_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick =
+            (self.deps.executors.registration_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut timers = tokio::time::interval(tick);
         timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -166,7 +166,9 @@ pub fn command_out(c: &v1::CommandInfo) -> CommandInfo {
     let arguments = if c.shell {
         Vec::new()
     } else {
-        std::iter::once(c.value.clone()).chain(c.arguments.iter().cloned()).collect()
+        std::iter::once(c.value.clone())
+            .chain(c.arguments.iter().cloned())
+            .collect()
     };
     let variables: Vec<Variable> = c
         .environment
@@ -357,7 +359,8 @@ pub fn kill(task_id: &str, grace_ms: Option<u64>) -> Event {
 
 /// The bytes of a `Call.Message`.
 pub fn data_in(m: &Message) -> Result<Vec<u8>, Refused> {
-    B64.decode(&m.data).map_err(|e| format!("message data is not base64: {e}"))
+    B64.decode(&m.data)
+        .map_err(|e| format!("message data is not base64: {e}"))
 }
 
 /// A status an executor sends in UPDATE, checked as Mesos checks it: a

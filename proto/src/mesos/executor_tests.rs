@@ -26,11 +26,13 @@ fn a_subscribe_call_parses_with_what_the_executor_still_holds() {
     let sub = call.subscribe.expect("subscribe");
     assert_eq!(sub.unacknowledged_tasks[0].task_id.value, "t-1");
     assert_eq!(sub.unacknowledged_updates[0].status.state, "TASK_RUNNING");
-    let back: Call = serde_json::from_value(serde_json::to_value(&Call {
-        subscribe: Some(sub.clone()),
-        ..Call::default()
-    })
-    .expect("to json"))
+    let back: Call = serde_json::from_value(
+        serde_json::to_value(&Call {
+            subscribe: Some(sub.clone()),
+            ..Call::default()
+        })
+        .expect("to json"),
+    )
     .expect("round trip");
     assert_eq!(back.subscribe, Some(sub));
 }
@@ -59,7 +61,10 @@ fn an_update_is_checked_as_mesos_checks_it() {
     assert_eq!(s.state, v1::TaskState::TaskRunning as i32);
     assert_eq!(s.source, v1::StatusSource::SourceExecutor as i32);
     assert_eq!(s.reason, v1::StatusReason::ReasonTaskInvalid as i32);
-    assert_eq!((s.message.as_str(), s.data.as_slice(), s.healthy), ("up", &b"hi"[..], Some(true)));
+    assert_eq!(
+        (s.message.as_str(), s.data.as_slice(), s.healthy),
+        ("up", &b"hi"[..], Some(true))
+    );
     assert_eq!(s.executor_id, "ex-1");
     let bad = |f: fn(&mut TaskStatus), why: &str| {
         let mut s = ok.clone();
@@ -91,12 +96,18 @@ fn events_have_mesos_field_names() {
         json!({"type": "KILL", "kill": {"task_id": {"value": "t-1"},
             "kill_policy": {"grace_period": {"nanoseconds": 1_500_000_000i64}}}})
     );
-    assert_eq!(serde_json::to_value(Event::of("SHUTDOWN")).expect("json"), json!({"type": "SHUTDOWN"}));
+    assert_eq!(
+        serde_json::to_value(Event::of("SHUTDOWN")).expect("json"),
+        json!({"type": "SHUTDOWN"})
+    );
     let err = Event {
         error: Some(Error { message: "no".into() }),
         ..Event::of("ERROR")
     };
-    assert_eq!(serde_json::to_value(err).expect("json"), json!({"type": "ERROR", "error": {"message": "no"}}));
+    assert_eq!(
+        serde_json::to_value(err).expect("json"),
+        json!({"type": "ERROR", "error": {"message": "no"}})
+    );
 }
 
 #[test]
@@ -156,10 +167,16 @@ fn subscribed_and_launch_carry_the_executor_its_framework_and_tasks() {
     let s = &v["subscribed"];
     assert_eq!(s["executor_info"]["executor_id"]["value"], "ex-1");
     assert_eq!(s["executor_info"]["framework_id"]["value"], "fw-1");
-    assert_eq!(s["executor_info"]["command"]["arguments"], json!(["python3", "exec.py"]));
+    assert_eq!(
+        s["executor_info"]["command"]["arguments"],
+        json!(["python3", "exec.py"])
+    );
     assert_eq!(s["executor_info"]["command"]["shell"], false);
     assert_eq!(s["executor_info"]["data"], "Y2Zn");
-    assert_eq!(s["executor_info"]["shutdown_grace_period"]["nanoseconds"], 5_000_000_000i64);
+    assert_eq!(
+        s["executor_info"]["shutdown_grace_period"]["nanoseconds"],
+        5_000_000_000i64
+    );
     assert_eq!(s["executor_info"]["resources"][0]["scalar"]["value"], 0.1);
     assert_eq!(s["framework_info"]["id"]["value"], "fw-1");
     assert_eq!(s["agent_info"]["id"]["value"], "ag-1");

@@ -208,11 +208,13 @@ fn executor_task(
         ("MESOS_RECOVERY_TIMEOUT", "15mins".to_owned()),
         ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs".to_owned()),
     ];
-    command.environment.extend(vars.into_iter().map(|(name, value)| v1::EnvVar {
-        name: name.to_owned(),
-        value,
-        secret: String::new(),
-    }));
+    command
+        .environment
+        .extend(vars.into_iter().map(|(name, value)| v1::EnvVar {
+            name: name.to_owned(),
+            value,
+            secret: String::new(),
+        }));
     v1::TaskInfo {
         task_id: eid.to_string(),
         name: info.name.clone(),
@@ -331,14 +333,18 @@ impl Table {
             if e.kill_at.is_some() {
                 let message = format!("executor {eid} is shutting down");
                 let (s, r) = (TaskState::Failed, StatusReason::ReasonExecutorTerminated);
-                return self.refuse_executor_task(key, task, run.launched_at, s, r, message).await;
+                return self
+                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                    .await;
             }
         } else {
             let framework = run.framework.clone().unwrap_or_default();
             if let Err(e) = self.start_executor(&ekey, &info, framework) {
                 let message = format!("executor {eid} cannot be started: {e}");
                 let (s, r) = (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed);
-                return self.refuse_executor_task(key, task, run.launched_at, s, r, message).await;
+                return self
+                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                    .await;
             }
         }
         // The task's own secrets (an image login) are not the executor's
@@ -362,7 +368,9 @@ impl Table {
         if let Err(e) = written {
             let message = format!("the agent cannot checkpoint the task, which was not launched: {e}");
             let (s, r) = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
-            return self.refuse_executor_task(key, task, run.launched_at, s, r, message).await;
+            return self
+                .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                .await;
         }
         let agent_id = self.agent_id();
         let Some(exec) = self.executors.get_mut(&ekey) else {
@@ -612,7 +620,11 @@ impl Table {
             .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
         let subscribed = e.send(mx::Event::of("SHUTDOWN"));
         e.register_by = None;
-        e.kill_at = Some(if subscribed { Instant::now() + grace } else { Instant::now() });
+        e.kill_at = Some(if subscribed {
+            Instant::now() + grace
+        } else {
+            Instant::now()
+        });
         tracing::info!(framework = %ekey.0, executor = %ekey.1, ?grace, subscribed, "shutting down the executor");
     }
 
@@ -631,9 +643,16 @@ impl Table {
     /// A kill of a task of an executor: KILL to the executor, or, while
     /// the task still waits for it, TASK_KILLED from the agent.
     pub(super) async fn kill_executor_task(&mut self, key: &TaskKey, kill: Kill) -> Result<(), AgentError> {
-        let Some(entry) = self.tasks.get(key) else { return Ok(()) };
-        let Some(eid) = entry.executor.clone() else { return Ok(()) };
-        let grace = kill.grace.map(|g| g.as_millis() as u64).or(entry.info.kill_grace_period_ms);
+        let Some(entry) = self.tasks.get(key) else {
+            return Ok(());
+        };
+        let Some(eid) = entry.executor.clone() else {
+            return Ok(());
+        };
+        let grace = kill
+            .grace
+            .map(|g| g.as_millis() as u64)
+            .or(entry.info.kill_grace_period_ms);
         let ekey = (key.framework_id.clone(), eid);
         let Some(exec) = self.executors.get_mut(&ekey) else {
             return Ok(());
@@ -662,7 +681,9 @@ impl Table {
     /// The framework acknowledged an update: its executor hears of it if
     /// the update was its own.
     pub(super) fn on_acknowledged(&mut self, ack: &v1::AcknowledgeUpdate) {
-        let Ok(key) = TaskKey::parse(&ack.framework_id, &ack.task_id) else { return };
+        let Ok(key) = TaskKey::parse(&ack.framework_id, &ack.task_id) else {
+            return;
+        };
         let Some(eid) = self.tasks.get(&key).and_then(|e| e.executor.clone()) else {
             return;
         };
@@ -787,10 +808,12 @@ impl Table {
             Some(e) => e
                 .queued
                 .iter()
-                .filter_map(|t| self.tasks.get(&TaskKey {
-                    framework_id: ekey.0.clone(),
-                    task_id: t.clone(),
-                }))
+                .filter_map(|t| {
+                    self.tasks.get(&TaskKey {
+                        framework_id: ekey.0.clone(),
+                        task_id: t.clone(),
+                    })
+                })
                 .map(|entry| entry.info.clone())
                 .collect(),
             None => Vec::new(),
@@ -862,7 +885,10 @@ impl Table {
         if let Err(e) = entry.state.transition(new) {
             return Ok(Err(CallError::BadRequest(e.to_string())));
         }
-        exec.uuids.entry(key.task_id.clone()).or_default().insert(status.uuid.clone());
+        exec.uuids
+            .entry(key.task_id.clone())
+            .or_default()
+            .insert(status.uuid.clone());
         exec.queued.retain(|t| *t != key.task_id);
         status.framework_id = key.framework_id.to_string();
         status.agent_id = self.agent_id();
