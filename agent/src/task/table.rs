@@ -107,7 +107,7 @@ enum TableCmd {
     /// Every persistent volume this agent keeps, as the master says.
     Volumes(Vec<v1::Volume>),
     /// A call of a custom executor ([`crate::executor_api`]).
-    Executor(ExecutorCall),
+    Executor(Box<ExecutorCall>),
     /// The status update manager took this acknowledgement.
     Acknowledged(v1::AcknowledgeUpdate),
     FrameworkMessage(v1::FrameworkMessage),
@@ -180,7 +180,7 @@ impl TableHandle {
 
     /// A custom executor's call; its answer comes on the call's `reply`.
     pub async fn executor_call(&self, call: ExecutorCall) -> Result<(), AgentError> {
-        self.send(TableCmd::Executor(call)).await
+        self.send(TableCmd::Executor(Box::new(call))).await
     }
 
     /// The framework acknowledged an update (the status update manager has
@@ -589,7 +589,7 @@ impl Table {
                 // Their tasks end with them.
                 self.shutdown_framework_executors(&framework_id);
             }
-            TableCmd::Executor(call) => self.on_executor_call(call).await?,
+            TableCmd::Executor(call) => self.on_executor_call(*call).await?,
             TableCmd::Acknowledged(ack) => self.on_acknowledged(&ack),
             TableCmd::FrameworkMessage(m) => self.on_framework_message(m),
             TableCmd::ShutdownExecutor(s) => {

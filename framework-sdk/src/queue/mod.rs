@@ -163,6 +163,7 @@ pub enum Relaunch {
 
 /// What an update changed, for a framework that records progress.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a status grew (executor_id, data); short-lived values
 pub enum Change<T> {
     /// The item launches again within its attempt.
     Relaunching {
@@ -672,6 +673,7 @@ impl<T> WorkQueue<T> {
 
 /// What cancelling one item takes.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // as `Change`
 enum Cancelling<T> {
     /// Killing its task.
     Kill(String),
