@@ -122,6 +122,11 @@ impl Containerizer for Recording {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        self.server.abort();
+        if self._dir.is_none() {
+            // Handed to the restarted agent.
+            return;
+        }
         let pgids = self.containers.pgids.lock().map(|p| p.clone()).unwrap_or_default();
         for pgid in pgids {
             let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
@@ -141,13 +146,22 @@ struct Harness {
     containers: Recording,
     /// Messages to the master not yet looked at.
     seen: Vec<Message>,
-    _dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<Result<(), crate::AgentError>>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 const FW: &str = "fw-1";
 
 async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
+    harness_in(tempfile::tempdir()?, registration_timeout, Recording::default()).await
+}
+
+/// An agent on `dir`, recovering what an earlier one left there.
+async fn harness_in(
+    dir: tempfile::TempDir,
+    registration_timeout: Duration,
+    containers: Recording,
+) -> Result<Harness, Box<dyn std::error::Error>> {
     let (work_dir, runtime_dir) = (dir.path().join("work"), dir.path().join("run"));
     std::fs::create_dir_all(&work_dir)?;
     let metrics = Metrics::new();
@@ -157,7 +171,7 @@ async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std:
         retry_initial: Duration::from_secs(30),
         retry_max: Duration::from_secs(30),
     };
-    let (status, _, _status_join) = status::start(config, metrics.clone(), forget_tx).await?;
+    let (status, recovered, _status_join) = status::start(config, metrics.clone(), forget_tx).await?;
     let sandboxes = crate::paths::sandboxes_root(&work_dir);
     let (writeback, _) = crate::writeback::start(&sandboxes, None)?;
     let (gc, _gc_actor) = crate::gc::start(sandboxes, Default::default(), metrics.clone())?;
@@ -171,7 +185,6 @@ async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std:
     let listener = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
     let endpoint = listener.local_addr()?;
     let (out_tx, outbound) = mpsc::channel(256);
-    let containers = Recording::default();
     let deps = TableDeps {
         work_dir: work_dir.clone(),
         runtime_dir: runtime_dir.clone(),
@@ -196,9 +209,9 @@ async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std:
             outbound: watch::channel(Some(out_tx.clone())).1,
         },
     };
-    let (table, _join) = table::start(deps, Vec::new()).await?;
+    let (table, _join) = table::start(deps, recovered).await?;
     status.connected(out_tx).await?;
-    tokio::spawn(crate::executor_api::serve(listener, table.clone(), status.clone()));
+    let server = tokio::spawn(crate::executor_api::serve(listener, table.clone(), status.clone()));
     Ok(Harness {
         table,
         status,
@@ -208,7 +221,8 @@ async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std:
         runtime_dir,
         containers,
         seen: Vec::new(),
-        _dir: dir,
+        server,
+        _dir: Some(dir),
     })
 }
 
@@ -267,6 +281,17 @@ fn run(task_id: &str, exec: &v1::ExecutorInfo, data: &[u8]) -> v1::RunTask {
 }
 
 impl Harness {
+    /// Stops this agent, leaving its processes and files, and starts
+    /// another on the same dirs.
+    async fn restart(mut self) -> Result<Harness, Box<dyn std::error::Error>> {
+        let dir = self._dir.take().ok_or("restarted twice")?;
+        let containers = self.containers.clone();
+        drop(self);
+        // The old table and status manager stop once their handles are gone.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        harness_in(dir, Duration::from_secs(30), containers).await
+    }
+
     /// The first message to the master that `pick` takes; the others are
     /// kept for later looks (updates and executor messages race).
     async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(&Message) -> Option<T>) -> Result<T, String> {
@@ -592,5 +617,40 @@ async fn the_executor_api_refuses_bad_calls_as_mesos_does() -> TestResult {
     })
     .await;
     assert!(ended.is_ok(), "the older stream ended");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_agent_fails_the_tasks_of_an_executor_that_is_gone_and_keeps_its_port() -> TestResult {
+    let h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    for _ in 0..100 {
+        if h.table.executors().await?.first().is_some_and(|e| e.state == "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = h.url.clone();
+    h.token("ex-1")?;
+    let run_dir = crate::paths::executor_meta_dir(
+        &h.runtime_dir,
+        &mezzo_proto::ids::FrameworkId::parse(FW)?,
+        &mezzo_proto::ids::ExecutorId::parse("ex-1")?,
+    );
+    assert!(
+        run_dir.join(crate::paths::TASK_CHECKPOINT).exists(),
+        "the executor is checkpointed"
+    );
+
+    // Without isolation its process cannot be adopted: it is gone.
+    let mut h = h.restart().await?;
+    assert_eq!(h.url, url, "the executor API listens where executors reconnect");
+    let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
+    assert_eq!(failed.reason, v1::StatusReason::ReasonExecutorTerminated as i32);
+    assert!(h.table.executors().await?.is_empty());
+    assert!(!run_dir.exists(), "its checkpoint is removed");
+    let views = h.table.snapshot().await?;
+    assert_eq!(views.len(), 1);
+    assert!(views[0].info.executor.is_some(), "the task still names its executor");
     Ok(())
 }

@@ -344,7 +344,7 @@ impl Table {
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
         let mut adopted = Vec::new();
         // Executors first: their tasks' states depend on them.
-        let _gone = self.recover_executors(&mut adopted).await;
+        self.recover_executors(&mut adopted).await;
         for (key, run) in self.checkpoints() {
             let mut state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();

@@ -13,7 +13,7 @@
 //! A child of the table, not a sibling: it is the table's own state, and
 //! a sibling would import the table that imports it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -922,10 +922,9 @@ impl Table {
 
     /// Finds the executors that ran before a restart: each whose container
     /// is found again is watched by a new supervisor (its run dir is added
-    /// to `adopted`) and keeps its token; the others are gone. Returns the
-    /// executors gone.
-    pub(super) async fn recover_executors(&mut self, adopted: &mut Vec<PathBuf>) -> BTreeSet<ExecKey> {
-        let mut gone = BTreeSet::new();
+    /// to `adopted`) and keeps its token; the others are gone (their
+    /// checkpoints removed; their tasks fail as they are recovered).
+    pub(super) async fn recover_executors(&mut self, adopted: &mut Vec<PathBuf>) {
         let root = paths::executors_meta_root(&self.deps.runtime_dir);
         for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             for ex in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
@@ -985,12 +984,10 @@ impl Table {
                     _ => {
                         tracing::info!(framework = %ekey.0, executor = %ekey.1, "the executor is gone since the agent restarted");
                         let _ = std::fs::remove_dir_all(&dir);
-                        gone.insert(ekey);
                     }
                 }
             }
         }
-        gone
     }
 
     /// A recovered task of an executor: its state as journaled (RUNNING if
