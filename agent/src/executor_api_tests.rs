@@ -609,14 +609,28 @@ async fn the_executor_api_refuses_bad_calls_as_mesos_does() -> TestResult {
     assert_eq!(code(post(heartbeat, Some(&token), "application/json").await?), 202);
     assert_eq!(h.status.pending().await?, 1, "one RUNNING, not two");
 
-    // A newer subscription ends the older stream.
-    let newer = post(subscribe, Some(&token), "application/json").await?;
+    // A newer subscription ends the older stream; of the updates it says
+    // are unacknowledged, the agent takes those it has not seen.
+    let again = B64.encode([10u8; 16]);
+    let resubscribe = call_json(
+        "ex-1",
+        "SUBSCRIBE",
+        serde_json::json!({"subscribe": {"unacknowledged_updates": [
+            {"status": {"task_id": {"value": "t-1"}, "state": "TASK_RUNNING", "source": "SOURCE_EXECUTOR",
+                "uuid": good_uuid}},
+            {"status": {"task_id": {"value": "t-1"}, "state": "TASK_FINISHED", "source": "SOURCE_EXECUTOR",
+                "uuid": again}}]}}),
+    );
+    let newer = post(resubscribe, Some(&token), "application/json").await?;
     assert_eq!(newer.status().as_u16(), 200);
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "the older stream ended");
+    assert_eq!(h.status.pending().await?, 2, "RUNNING once, then FINISHED");
+    let states = h.table.snapshot().await?;
+    assert_eq!(states[0].state, mezzo_proto::state::TaskState::Finished);
     Ok(())
 }
 
