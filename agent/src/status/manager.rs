@@ -111,6 +111,7 @@ impl Manager {
                 Some(Recovered {
                     key: key.clone(),
                     latest_state,
+                    uuids: q.updates.iter().map(|u| uuid_of(u).to_vec()).collect(),
                 })
             })
             .collect()

@@ -341,6 +341,8 @@ impl Table {
     /// (see [`Missing`]); a finished one waits for the acknowledgements of
     /// its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
+        let mut uuids: BTreeMap<TaskKey, Vec<Vec<u8>>> =
+            recovered.iter().map(|r| (r.key.clone(), r.uuids.clone())).collect();
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
         let mut adopted = Vec::new();
         // Executors first: their tasks' states depend on them.
@@ -358,8 +360,9 @@ impl Table {
                 .and_then(|e| mezzo_proto::ids::ExecutorId::parse(&e.executor_id).ok());
             if let Some(eid) = &executor {
                 // It has no container of its own: its executor runs it.
+                let pending = uuids.remove(&key).unwrap_or_default();
                 state = self
-                    .recover_executor_task(&key, &run, eid, state, &mut statuses)
+                    .recover_executor_task(&key, &run, eid, state, pending, &mut statuses)
                     .await?;
                 let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, &key.framework_id, eid);
                 self.deps.metrics.task_state(state).inc();

@@ -139,6 +139,7 @@ async fn restart(
         recovered.push(Recovered {
             key: TaskKey::parse("fw", t)?,
             latest_state: *s,
+            uuids: Vec::new(),
         });
     }
     let (table, _join) = table::start(deps, recovered).await?;

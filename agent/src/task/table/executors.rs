@@ -992,13 +992,16 @@ impl Table {
 
     /// A recovered task of an executor: its state as journaled (RUNNING if
     /// nothing is pending); FAILED if its executor is gone. Its framework
-    /// is remembered for the executor's next SUBSCRIBED.
+    /// is remembered for the executor's next SUBSCRIBED, the uuids of its
+    /// `pending` updates so that the executor's resubscription does not
+    /// queue them twice.
     pub(super) async fn recover_executor_task(
         &mut self,
         key: &TaskKey,
         run: &v1::RunTask,
         eid: &ExecutorId,
         state: TaskState,
+        pending: Vec<Vec<u8>>,
         statuses: &mut Statuses,
     ) -> Result<TaskState, AgentError> {
         let ekey = (key.framework_id.clone(), eid.clone());
@@ -1006,6 +1009,7 @@ impl Table {
             if let Some(f) = &run.framework {
                 exec.framework = f.clone();
             }
+            exec.uuids.entry(key.task_id.clone()).or_default().extend(pending);
             return Ok(state);
         }
         if state.is_terminal() {
