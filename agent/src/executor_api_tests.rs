@@ -27,7 +27,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// to finish it (a framework message `finish <task>`) or kill it, and
 /// logs every event it receives to `events.log` in its sandbox.
 const EXECUTOR: &str = r#"
-import base64, http.client, json, os, sys, uuid
+import base64, http.client, json, os, sys, time, uuid
 
 host, port = os.environ["MESOS_AGENT_ENDPOINT"].rsplit(":", 1)
 fid, eid = os.environ["MESOS_FRAMEWORK_ID"], os.environ["MESOS_EXECUTOR_ID"]
@@ -37,18 +37,25 @@ headers = {"Content-Type": "application/json", "Accept": "application/json",
 log = open(os.path.join(os.environ["MESOS_SANDBOX"], "events.log"), "a", buffering=1)
 
 def call(kind, **body):
-    c = http.client.HTTPConnection(host, int(port), timeout=10)
     msg = {"framework_id": {"value": fid}, "executor_id": {"value": eid}, "type": kind}
     msg.update(body)
-    c.request("POST", "/api/v1/executor", json.dumps(msg), headers)
-    r = c.getresponse()
-    r.read()
-    c.close()
-    return r.status
+    try:
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("POST", "/api/v1/executor", json.dumps(msg), headers)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+    except OSError:
+        # The agent restarts: an update is sent again on resubscribing.
+        return 0
+
+unacked = {}
 
 def update(task, state):
     status = {"task_id": {"value": task}, "state": state, "source": "SOURCE_EXECUTOR",
               "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
+    unacked[status["uuid"]] = status
     log.write("sent %s %s %d\n" % (task, state, call("UPDATE", update={"status": status})))
 
 def message(text):
@@ -56,18 +63,34 @@ def message(text):
 
 log.write("env %s %s %s\n" % (os.environ.get("MESOS_CHECKPOINT"), os.environ.get("MESOS_SLAVE_PID"),
                               os.environ.get("MESOS_DIRECTORY") == os.getcwd()))
-c = http.client.HTTPConnection(host, int(port))
-c.request("POST", "/api/v1/executor",
-          json.dumps({"framework_id": {"value": fid}, "executor_id": {"value": eid}, "type": "SUBSCRIBE",
-                      "subscribe": {}}), headers)
-r = c.getresponse()
-if r.status != 200:
-    log.write("subscribe %d\n" % r.status)
-    sys.exit(3)
+def subscribe():
+    # Retried while the agent restarts, with what it may have missed.
+    while True:
+        try:
+            c = http.client.HTTPConnection(host, int(port))
+            sub = {"unacknowledged_updates": [{"status": s} for s in unacked.values()]}
+            c.request("POST", "/api/v1/executor",
+                      json.dumps({"framework_id": {"value": fid}, "executor_id": {"value": eid},
+                                  "type": "SUBSCRIBE", "subscribe": sub}), headers)
+            r = c.getresponse()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if r.status != 200:
+            log.write("subscribe %d\n" % r.status)
+            sys.exit(3)
+        return r
+
+r = subscribe()
 while True:
-    line = r.readline()
+    try:
+        line = r.readline()
+    except OSError:
+        line = b""
     if not line:
-        break
+        log.write("disconnected\n")
+        r = subscribe()
+        continue
     event = json.loads(r.read(int(line)))
     kind = event["type"]
     if kind == "SUBSCRIBED":
@@ -81,6 +104,7 @@ while True:
     elif kind == "ACKNOWLEDGED":
         log.write("ACKNOWLEDGED %s %s\n" % (event["acknowledged"]["task_id"]["value"],
                                             event["acknowledged"]["uuid"]))
+        unacked.pop(event["acknowledged"]["uuid"], None)
     elif kind == "MESSAGE":
         text = base64.b64decode(event["message"]["data"]).decode()
         log.write("MESSAGE %s\n" % text)
@@ -101,6 +125,45 @@ while True:
 struct Recording {
     inner: Arc<PosixContainerizer>,
     pgids: Arc<Mutex<Vec<u32>>>,
+    /// Finds a live process group again after a restart, as the Linux
+    /// containerizer does (the posix one cannot).
+    adopt: bool,
+}
+
+/// A process group found again: watched until it is gone.
+struct Adopted {
+    id: String,
+    pgid: i32,
+}
+
+impl Container for Adopted {
+    fn pid(&self) -> u32 {
+        self.pgid as u32
+    }
+
+    fn signal(&self, signal: crate::containerizer::Signal) -> Result<(), ContainerError> {
+        match killpg(Pid::from_raw(self.pgid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(source) => Err(ContainerError::Signal {
+                id: self.id.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<crate::containerizer::ExitStatus, ContainerError>> {
+        async move {
+            while killpg(Pid::from_raw(self.pgid), None).is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(crate::containerizer::ExitStatus::Code(0))
+        }
+        .boxed()
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
+        async { Ok(()) }.boxed()
+    }
 }
 
 impl Containerizer for Recording {
@@ -116,13 +179,23 @@ impl Containerizer for Recording {
     }
 
     fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
-        self.inner.recover(id, run_dir)
+        let pgid = std::fs::read_to_string(run_dir.join("posix.pgid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1 && self.adopt && killpg(Pid::from_raw(*p), None).is_ok());
+        match pgid {
+            Some(pgid) => async move { Ok(Recovery::Adopted(Box::new(Adopted { id, pgid }))) }.boxed(),
+            None => self.inner.recover(id, run_dir),
+        }
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.server.abort();
+        for a in &self.actors {
+            a.abort();
+        }
         if self._dir.is_none() {
             // Handed to the restarted agent.
             return;
@@ -147,6 +220,9 @@ struct Harness {
     /// Messages to the master not yet looked at.
     seen: Vec<Message>,
     server: tokio::task::JoinHandle<Result<(), crate::AgentError>>,
+    /// The table's and the status manager's tasks: aborted, as if the
+    /// agent died, on a restart.
+    actors: [tokio::task::JoinHandle<Result<(), crate::AgentError>>; 2],
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -171,7 +247,7 @@ async fn harness_in(
         retry_initial: Duration::from_secs(30),
         retry_max: Duration::from_secs(30),
     };
-    let (status, recovered, _status_join) = status::start(config, metrics.clone(), forget_tx).await?;
+    let (status, recovered, status_join) = status::start(config, metrics.clone(), forget_tx).await?;
     let sandboxes = crate::paths::sandboxes_root(&work_dir);
     let (writeback, _) = crate::writeback::start(&sandboxes, None)?;
     let (gc, _gc_actor) = crate::gc::start(sandboxes, Default::default(), metrics.clone())?;
@@ -209,7 +285,7 @@ async fn harness_in(
             outbound: watch::channel(Some(out_tx.clone())).1,
         },
     };
-    let (table, _join) = table::start(deps, recovered).await?;
+    let (table, table_join) = table::start(deps, recovered).await?;
     status.connected(out_tx).await?;
     let server = tokio::spawn(crate::executor_api::serve(listener, table.clone(), status.clone()));
     Ok(Harness {
@@ -222,6 +298,7 @@ async fn harness_in(
         containers,
         seen: Vec::new(),
         server,
+        actors: [table_join, status_join],
         _dir: Some(dir),
     })
 }
@@ -666,5 +743,56 @@ async fn a_restarted_agent_fails_the_tasks_of_an_executor_that_is_gone_and_keeps
     let views = h.table.snapshot().await?;
     assert_eq!(views.len(), 1);
     assert!(views[0].info.executor.is_some(), "the task still names its executor");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_found_again_after_a_restart_resubscribes_and_goes_on() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    let exec = python_executor(&h.work_dir, "ex-1")?;
+    h.table.run_task(run("t-1", &exec, b"")).await?;
+    let running = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    h.next("its message", |m| {
+        matches!(m, Message::ExecutorMessage(_)).then_some(())
+    })
+    .await?;
+
+    // The agent dies before the framework acknowledges; the executor lives.
+    let mut h = h.restart().await?;
+    h.logged("ex-1", "disconnected").await?;
+    let views = h.table.executors().await?;
+    assert_eq!(views.len(), 1, "the executor is found again");
+    // The pending update is resent as it was, not queued twice when the
+    // executor lists it again on resubscribing.
+    let resent = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    assert_eq!(resent.uuid, running.uuid);
+    for _ in 0..100 {
+        if h.table
+            .executors()
+            .await?
+            .first()
+            .is_some_and(|e| e.state == "subscribed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.table.executors().await?[0].state, "subscribed");
+    assert_eq!(h.status.pending().await?, 1);
+    h.ack(&resent).await?;
+    let acked = h.logged("ex-1", "ACKNOWLEDGED").await?;
+    assert_eq!(acked, format!("ACKNOWLEDGED t-1 {}", B64.encode(&running.uuid)));
+    h.table
+        .framework_message(v1::FrameworkMessage {
+            framework_id: FW.into(),
+            executor_id: "ex-1".into(),
+            data: b"finish t-1".to_vec(),
+        })
+        .await?;
+    h.update("t-1", v1::TaskState::TaskFinished).await?;
     Ok(())
 }
