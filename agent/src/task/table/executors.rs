@@ -193,11 +193,17 @@ fn executor_task(
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
     let dir = sandbox.display().to_string();
+    // As the executor sees it: elsewhere in its own root when it has an
+    // image.
+    let seen = match info.container.as_ref().and_then(|c| c.image.as_ref()) {
+        Some(_) => crate::containerizer::rootfs::SANDBOX_IN_IMAGE.to_owned(),
+        None => dir.clone(),
+    };
     let vars = [
         ("MESOS_FRAMEWORK_ID", fid.to_string()),
         ("MESOS_EXECUTOR_ID", eid.to_string()),
-        ("MESOS_DIRECTORY", dir.clone()),
-        ("MESOS_SANDBOX", dir),
+        ("MESOS_DIRECTORY", dir),
+        ("MESOS_SANDBOX", seen),
         ("MESOS_SLAVE_ID", agent_id.to_owned()),
         ("MESOS_AGENT_ID", agent_id.to_owned()),
         ("MESOS_AGENT_ENDPOINT", endpoint.to_string()),
@@ -844,6 +850,10 @@ impl Table {
             let _ = tx.send(launch);
         }
         exec.queued.clear();
+        if exec.kill_at.is_some() {
+            // Shut down meanwhile: it is told again.
+            let _ = tx.send(mx::Event::of("SHUTDOWN"));
+        }
         // A newer subscription replaces the older: its stream ends.
         exec.stream = Some(tx);
         exec.register_by = None;
