@@ -48,6 +48,14 @@ pub struct AgentConfig {
     /// How long the data of a removed volume is kept before it is deleted.
     pub volume_retention: Duration,
     pub host_volumes: Vec<crate::volumes::HostVolume>,
+    /// Where custom executors reach the agent (plain HTTP, the Mesos
+    /// executor API; `127.0.0.1:0` by default). With port 0 the port
+    /// chosen on the first start is kept in the work dir and taken again
+    /// after a restart, where running executors reconnect.
+    pub executor_listen: SocketAddr,
+    /// A custom executor that has not subscribed this long after its
+    /// launch is killed and its tasks fail.
+    pub executor_registration_timeout: Duration,
 }
 
 /// How the agent runs tasks.
@@ -151,6 +159,8 @@ impl AgentConfig {
             artifacts: Default::default(),
             host_volumes: Vec::new(),
             volume_retention: Duration::from_secs(3600),
+            executor_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            executor_registration_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -233,15 +233,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|_| AgentError::ActorPanicked("sandbox gc"))
 }
 
-/// Every `<root>/<framework>/<task>` directory with the newest modification
-/// time of it and its stdout and stderr; clears tombstones a crash left
-/// behind.
+/// Every `<root>/<framework>/<task>` directory, and every custom
+/// executor's (`<root>/<framework>/+executors/<executor>`), with the newest
+/// modification time of it and its stdout and stderr; clears tombstones a
+/// crash left behind.
 fn scan(root: &Path) -> Vec<(PathBuf, SystemTime)> {
     let _ = std::fs::remove_dir_all(root.join(TOMBSTONES));
     let mut out = Vec::new();
     for fw in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for task in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
-            // Not a sandbox (e.g. `lost+found` of a disk mounted here).
+        let executors = std::fs::read_dir(fw.path().join("+executors"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for task in std::fs::read_dir(fw.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .chain(executors)
+        {
+            // Not a sandbox (e.g. `lost+found` of a disk mounted here, or
+            // `+executors` itself).
             if TaskKey::parse(&fw.file_name().to_string_lossy(), &task.file_name().to_string_lossy()).is_err() {
                 continue;
             }
@@ -396,7 +407,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("sandboxes");
         let (left, live, other_fw) = (root.join("fw/left"), root.join("fw/live"), root.join("fw2/t"));
-        for d in [&left, &live, &other_fw] {
+        // Custom executors' sandboxes too.
+        let (left_exec, live_exec) = (root.join("fw/+executors/gone"), root.join("fw/+executors/live"));
+        for d in [&left, &live, &other_fw, &left_exec, &live_exec] {
             old_dir(d);
         }
         // An old directory whose task wrote to stdout lately is not due.
@@ -412,11 +425,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(left.exists() && other_fw.exists());
         gc.launched(&live);
+        gc.launched(&live_exec);
         gc.recovered();
         // An emptied framework dir goes too, just after its last sandbox.
         let fw2 = root.join("fw2");
         wait_until("leftovers removed", || !left.exists() && !fw2.exists()).await;
+        wait_until("an executor's leftover removed", || !left_exec.exists()).await;
         assert!(live.exists(), "a recovered task's sandbox stays");
+        assert!(live_exec.exists(), "a recovered executor's sandbox stays");
         assert!(chatty.exists(), "aged from its latest output");
         assert!(root.join("lost+found/x").exists(), "not a sandbox: left alone");
         assert!(!root.join(TOMBSTONES).exists(), "old tombstones cleared");

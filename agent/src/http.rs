@@ -32,7 +32,21 @@ struct AgentState {
     master: Option<String>,
     resources: Resources,
     tasks: Vec<TaskState>,
+    /// The custom executors running here.
+    executors: Vec<ExecutorState>,
     pending_updates: usize,
+}
+
+#[derive(Serialize)]
+struct ExecutorState {
+    framework_id: String,
+    executor_id: String,
+    name: String,
+    state: &'static str,
+    resources: Resources,
+    /// Its tasks still in the table.
+    tasks: Vec<String>,
+    sandbox: String,
 }
 
 #[derive(Serialize)]
@@ -68,10 +82,30 @@ async fn health() -> &'static str {
 }
 
 async fn agent_state(State(s): State<HttpState>) -> Response {
-    let (tasks, pending) = match (s.table.snapshot().await, s.status.pending().await) {
-        (Ok(tasks), Ok(pending)) => (tasks, pending),
-        (Err(e), _) | (_, Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    let (tasks, executors, pending) = match (
+        s.table.snapshot().await,
+        s.table.executors().await,
+        s.status.pending().await,
+    ) {
+        (Ok(tasks), Ok(executors), Ok(pending)) => (tasks, executors, pending),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+        }
     };
+    let executors = executors
+        .into_iter()
+        .map(|e| ExecutorState {
+            framework_id: e.framework_id,
+            executor_id: e.info.executor_id.clone(),
+            name: e.info.name.clone(),
+            state: e.state,
+            resources: mezzo_proto::reservation::ReservedResources::from_proto(&e.info.resources)
+                .map(|r| r.total())
+                .unwrap_or_default(),
+            tasks: e.tasks,
+            sandbox: e.sandbox.display().to_string(),
+        })
+        .collect();
     let tasks = tasks
         .into_iter()
         .map(|t| TaskState {
@@ -97,6 +131,7 @@ async fn agent_state(State(s): State<HttpState>) -> Response {
         master: s.master.borrow().clone(),
         resources: s.resources.clone(),
         tasks,
+        executors,
         pending_updates: pending,
     };
     Json(body).into_response()

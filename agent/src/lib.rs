@@ -28,6 +28,7 @@
 //! | sandbox garbage collector | done sandboxes, oldest first | [`gc`] |
 //! | sandbox writeback | nothing; `syncfs` of the sandboxes now and then | [`writeback`] |
 //! | HTTP server | nothing; asks the others | [`http`] |
+//! | executor API | nothing; custom executors' calls go to the table | [`executor_api`] |
 //!
 //! The files the agent keeps are drawn in [`paths`].
 
@@ -37,6 +38,9 @@ mod config;
 pub mod containerizer;
 mod error;
 pub mod exec;
+pub mod executor_api;
+#[cfg(test)]
+mod executor_api_tests;
 mod failpoint;
 pub mod fetch;
 pub mod files;
@@ -144,7 +148,25 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     .await?;
     let (agent_id_tx, agent_id_rx) = watch::channel(host.stored_id.clone());
     let (master_tx, master_rx) = watch::channel(None);
-    let tasks = recover_tasks(&config, &host, &metrics, agent_id_rx.clone()).await?;
+    let executor_listener = executor_api::bind(config.executor_listen, &host.work_dir).await?;
+    let (outbound_tx, outbound_rx) = watch::channel(None);
+    let identity = Identity {
+        hostname: config.hostname.clone(),
+        resources: host.resources.clone(),
+        attributes: config.attributes.clone(),
+        http_address: http_addr.to_string(),
+    };
+    let executors = table::ExecutorDeps {
+        endpoint: executor_listener.local_addr().map_err(|source| AgentError::Bind {
+            addr: config.executor_listen,
+            source,
+        })?,
+        registration_timeout: config.executor_registration_timeout,
+        agent_info: identity.info(),
+        outbound: outbound_rx,
+    };
+    let executor_addr = executors.endpoint;
+    let tasks = recover_tasks(&config, &host, &metrics, agent_id_rx.clone(), executors).await?;
 
     let mut actors = JoinSet::new();
     watch_actor(&mut actors, "status update manager", tasks.status_join);
@@ -165,15 +187,13 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let offered = host.resources.total();
     let server = http_server(listener, &transport, http_state, host.work_dir.clone())?;
     spawn_actor(&mut actors, "HTTP server", server);
+    let executor_server = executor_api::serve(executor_listener, tasks.table.clone(), tasks.status.clone());
+    spawn_actor(&mut actors, "executor API", executor_server);
     let deps = attach::AttachDeps {
         masters: config.masters.clone(),
         work_dir: host.work_dir,
-        identity: Identity {
-            hostname: config.hostname.clone(),
-            resources: host.resources,
-            attributes: config.attributes.clone(),
-            http_address: http_addr.to_string(),
-        },
+        identity,
+        outbound: outbound_tx,
         transport,
         table: tasks.table,
         status: tasks.status,
@@ -184,6 +204,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         tasks_complete: host.checkpoints_intact,
     };
     spawn_actor(&mut actors, "master connection", attach::run(deps));
+    tracing::info!(%executor_addr, "custom executors reach the agent here");
     tracing::info!(%http_addr, masters = ?config.masters, runtime_dir = %host.runtime_dir.display(), "agent started");
     for warning in startup_warnings(&config.hostname, &offered).await {
         tracing::warn!("{warning}");
@@ -305,6 +326,7 @@ async fn recover_tasks(
     host: &Host,
     metrics: &Metrics,
     agent_id: watch::Receiver<Option<AgentId>>,
+    executors: table::ExecutorDeps,
 ) -> Result<Tasks, AgentError> {
     let (forget_tx, forget_rx) = mpsc::unbounded_channel();
     let status_config = StatusConfig {
@@ -348,6 +370,7 @@ async fn recover_tasks(
         writeback,
         gc,
         checkpoints_intact: host.checkpoints_intact,
+        executors,
     };
     let (table, table_join) = table::start(deps, recovered).await?;
     Ok(Tasks {

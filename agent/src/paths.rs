@@ -10,15 +10,23 @@
 //! ├── volumes/                  persistent volumes, see [`crate::volumes`]; never collected
 //! │   ├── <volume_id>/          one volume's data (root's until a task mounts it)
 //! │   └── +removed/             volumes being removed (a name no id can have)
+//! ├── executor_port            the executor API's port chosen on the first start, reused
+//! │                             after a restart so that running executors reconnect
 //! └── sandboxes/
 //!     └── <framework_id>/
-//!         └── <task_id>/        the task's working directory
-//!             ├── stdout
-//!             └── stderr
+//!         ├── <task_id>/        the task's working directory
+//!         │   ├── stdout
+//!         │   └── stderr
+//!         └── +executors/       (a name no task id can have)
+//!             └── <executor_id>/  a custom executor's, shared by its tasks (as in Mesos)
 //!
 //! <runtime_dir>/                on a tmpfs by default (see [`default_runtime_dir`])
 //! ├── checkpoints.marker        written once a master accepted this agent: if the agent has
 //! │                             an id but no marker, its checkpoints were lost (a reboot)
+//! ├── executors/
+//! │   └── <framework_id>/
+//! │       └── <executor_id>/    a custom executor's checkpoint: its task.pb (the ExecutorInfo as a
+//! │                             task), its token (`token`, 0600) and the containerizer's records
 //! └── tasks/
 //!     └── <framework_id>/
 //!         └── <task_id>/        checkpoint of one task, removed once its last update is acked
@@ -46,7 +54,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use mezzo_proto::ids::{FrameworkId, TaskId, VolumeId};
+use mezzo_proto::ids::{ExecutorId, FrameworkId, TaskId, VolumeId};
 
 use crate::AgentError;
 
@@ -72,6 +80,37 @@ pub fn task_meta_dir(runtime_dir: &Path, framework_id: &FrameworkId, task_id: &T
     tasks_meta_root(runtime_dir)
         .join(framework_id.as_str())
         .join(task_id.as_str())
+}
+
+/// Root of the custom executors' checkpoints.
+pub fn executors_meta_root(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("executors")
+}
+
+/// Checkpoint directory of one custom executor (also its container's run
+/// dir).
+pub fn executor_meta_dir(runtime_dir: &Path, framework_id: &FrameworkId, executor_id: &ExecutorId) -> PathBuf {
+    executors_meta_root(runtime_dir)
+        .join(framework_id.as_str())
+        .join(executor_id.as_str())
+}
+
+/// File name of an executor's API token in its checkpoint dir.
+pub const EXECUTOR_TOKEN: &str = "token";
+
+/// Where the executor API's port is kept across restarts.
+pub fn executor_port_file(work_dir: &Path) -> PathBuf {
+    work_dir.join("executor_port")
+}
+
+/// The sandbox of a custom executor, which its tasks share. Under
+/// `+executors`, a name no task id can have, so that it never clashes
+/// with a task's sandbox.
+pub fn executor_sandbox_dir(work_dir: &Path, framework_id: &FrameworkId, executor_id: &ExecutorId) -> PathBuf {
+    sandboxes_root(work_dir)
+        .join(framework_id.as_str())
+        .join("+executors")
+        .join(executor_id.as_str())
 }
 
 /// The runtime dir of an agent whose configuration names none: on the

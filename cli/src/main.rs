@@ -23,7 +23,7 @@ enum Command {
     /// Run a master.
     Master(cmd::master::Args),
     /// Run an agent.
-    Agent(cmd::agent::Args),
+    Agent(Box<cmd::agent::Args>),
     /// Run a command as one task (or N copies) and wait for it, like mesos-execute.
     Run(cmd::run::Args),
     /// Show the masters, agents, frameworks and tasks.
@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Master(a) => cmd::master::run(a).await,
-            Command::Agent(a) => cmd::agent::run(a).await,
+            Command::Agent(a) => cmd::agent::run(*a).await,
             Command::Run(a) => cmd::run::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Masters(a) => cmd::masters::run(a).await,

@@ -50,6 +50,9 @@ pub struct AttachDeps {
     pub agent_id: watch::Sender<Option<AgentId>>,
     /// The master currently registered with, for `/state`.
     pub master: watch::Sender<Option<String>>,
+    /// The stream to the current master, while registered: custom
+    /// executors' messages and exits go there (best effort).
+    pub outbound: watch::Sender<Option<mpsc::Sender<v1::AgentMessage>>>,
     pub metrics: Metrics,
     /// Written once a master has accepted this agent's task list.
     pub checkpoints_marker: PathBuf,
@@ -124,6 +127,7 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
         };
         deps.metrics.connected.set(0);
         deps.master.send_replace(None);
+        deps.outbound.send_replace(None);
         deps.status.disconnected().await?;
         tokio::time::sleep(pause.unwrap_or_else(|| backoff.next_delay())).await;
     }
@@ -168,15 +172,17 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let known_id = deps.agent_id.borrow().clone();
-    let tasks = match known_id {
+    let (tasks, executors) = match known_id {
         Some(_) => {
             crate::failpoint::hit("before_reregister").await;
-            deps.table.reregistration().await?
+            (deps.table.reregistration().await?, deps.table.executors().await?)
         }
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let first = deps.identity.first_message(known_id.as_ref(), tasks, *tasks_complete);
+    let first = deps
+        .identity
+        .first_message(known_id.as_ref(), tasks, executors, *tasks_complete);
     tx.send(first)
         .await
         .map_err(|_| Ended::Failed("outbound stream closed before registering".to_owned()))?;
@@ -229,6 +235,7 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
     deps.master.send_replace(Some(addr.to_owned()));
     deps.metrics.connected.set(1);
     deps.status.connected(tx.clone()).await?;
+    deps.outbound.send_replace(Some(tx.clone()));
 
     let mut silence = heartbeat * 3;
     let mut last_heard = Instant::now();
@@ -289,13 +296,16 @@ async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), Agent
             let kill = crate::task::supervisor::Kill::from_proto(&k);
             deps.table.kill(k.framework_id, k.task_id, kill).await
         }
-        Some(Message::Acknowledge(ack)) => deps.status.acknowledge(ack).await,
+        Some(Message::Acknowledge(ack)) => {
+            // The manager first: the executor hears of an acknowledgement
+            // the agent has taken.
+            deps.status.acknowledge(ack.clone()).await?;
+            deps.table.acknowledged(ack).await
+        }
         Some(Message::ShutdownFramework(s)) => deps.table.shutdown_framework(s.framework_id).await,
         Some(Message::Heartbeat(_)) => Ok(()),
-        Some(Message::FrameworkMessage(_) | Message::ShutdownExecutor(_)) => {
-            tracing::warn!("custom executors are not supported by this agent yet; message ignored");
-            Ok(())
-        }
+        Some(Message::FrameworkMessage(m)) => deps.table.framework_message(m).await,
+        Some(Message::ShutdownExecutor(s)) => deps.table.shutdown_executor(s).await,
         Some(Message::Volumes(v)) => deps.table.volumes(v.volumes).await,
         Some(Message::Registered(_)) => {
             tracing::debug!("duplicate Registered ignored");

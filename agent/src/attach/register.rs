@@ -7,7 +7,7 @@ use mezzo_proto::ids::AgentId;
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::v1;
 
-use crate::task::table::TaskView;
+use crate::task::table::{ExecutorView, TaskView};
 use crate::{AgentError, paths};
 
 /// The agent id stored by an earlier run, if any.
@@ -37,7 +37,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn info(&self) -> v1::AgentInfo {
+    pub fn info(&self) -> v1::AgentInfo {
         v1::AgentInfo {
             hostname: self.hostname.clone(),
             resources: self.resources.to_proto(),
@@ -55,7 +55,15 @@ impl Identity {
 
     /// `Register` for a new agent, else `Reregister` with every task it
     /// knows, saying whether that list is complete.
-    pub fn first_message(&self, agent_id: Option<&AgentId>, tasks: Vec<TaskView>, complete: bool) -> v1::AgentMessage {
+    /// `executors` are the custom executors running here (their
+    /// resources are held besides their tasks').
+    pub fn first_message(
+        &self,
+        agent_id: Option<&AgentId>,
+        tasks: Vec<TaskView>,
+        executors: Vec<ExecutorView>,
+        complete: bool,
+    ) -> v1::AgentMessage {
         use v1::agent_message::Message;
         let message = match agent_id {
             None => Message::Register(v1::Register {
@@ -66,7 +74,13 @@ impl Identity {
                 agent: Some(self.info()),
                 tasks: reported_tasks(tasks),
                 tasks_complete: complete,
-                executors: Vec::new(),
+                executors: executors
+                    .into_iter()
+                    .map(|e| v1::RunningExecutor {
+                        framework_id: e.framework_id,
+                        executor: Some(e.info),
+                    })
+                    .collect(),
             }),
         };
         v1::AgentMessage { message: Some(message) }

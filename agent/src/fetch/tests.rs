@@ -507,6 +507,7 @@ async fn supervise(
         fetcher,
         volumes: Arc::new(crate::volumes::Volumes::open(base_dir, vec![]).unwrap()),
         busy_volume: None,
+        container_id: None,
     };
     let (tx, mut reports) = tokio::sync::mpsc::channel(16);
     let containerizer = Arc::new(crate::containerizer::PosixContainerizer::new());

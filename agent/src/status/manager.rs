@@ -111,6 +111,7 @@ impl Manager {
                 Some(Recovered {
                     key: key.clone(),
                     latest_state,
+                    uuids: q.updates.iter().map(|u| uuid_of(u).to_vec()).collect(),
                 })
             })
             .collect()
@@ -222,9 +223,14 @@ impl Manager {
         self.maybe_compact().await
     }
 
-    /// Gives the update its UUID and wraps it for the wire.
+    /// Gives the update its UUID and wraps it for the wire. A custom
+    /// executor's update keeps the 16-byte uuid the executor gave it: the
+    /// framework's acknowledgement of it is passed back to the executor,
+    /// which knows its updates by that uuid.
     fn stamp(&self, key: &TaskKey, mut status: v1::TaskStatus) -> v1::StatusUpdate {
-        status.uuid = uuid::Uuid::new_v4().as_bytes().to_vec();
+        if status.uuid.len() != 16 {
+            status.uuid = uuid::Uuid::new_v4().as_bytes().to_vec();
+        }
         status.task_id = key.task_id.to_string();
         status.framework_id = key.framework_id.to_string();
         if status.timestamp == 0.0 {

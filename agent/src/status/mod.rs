@@ -41,6 +41,9 @@ pub struct Recovered {
     pub key: TaskKey,
     /// State of the newest pending update.
     pub latest_state: TaskState,
+    /// The uuids of its pending updates, oldest first: a custom executor
+    /// resubscribing after the restart lists some of them again.
+    pub uuids: Vec<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -67,7 +70,8 @@ impl StatusHandle {
             .map_err(|_| AgentError::ActorStopped("status update manager"))
     }
 
-    /// Queues a new update of a task (stamped with a fresh UUID by the manager).
+    /// Queues a new update of a task (stamped with a fresh UUID by the
+    /// manager, unless it carries a 16-byte one: a custom executor's).
     pub async fn update(&self, key: TaskKey, status: v1::TaskStatus) -> Result<(), AgentError> {
         self.send(StatusCmd::Update(key, status)).await
     }

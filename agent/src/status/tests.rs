@@ -212,14 +212,18 @@ async fn pending_updates_survive_a_restart_in_order() -> TestResult {
         vec![
             Recovered {
                 key: key("t1"),
-                latest_state: TaskState::Finished
+                latest_state: TaskState::Finished,
+                uuids: m.recovered[0].uuids.clone(),
             },
             Recovered {
                 key: key("t2"),
-                latest_state: TaskState::Starting
+                latest_state: TaskState::Starting,
+                uuids: vec![uuid(&heads[1])],
             },
         ]
     );
+    assert_eq!(m.recovered[0].uuids.len(), 2, "t1's two updates still pending");
+    assert_eq!(m.recovered[0].uuids[0], uuid(&second));
     assert_eq!(m.handle.pending().await?, 3);
     let (tx, mut rx) = mpsc::channel(16);
     m.handle.connected(tx).await?;

@@ -72,6 +72,9 @@ pub struct SupervisorSpec {
     /// still mounts (one the master thinks free while a task of a removed
     /// framework ends): the launch fails rather than share it.
     pub busy_volume: Option<(String, TaskKey)>,
+    /// The container's id, if not the task's key (a custom executor's,
+    /// `<framework>/executors/<executor>`, which no task key can be).
+    pub container_id: Option<String>,
 }
 
 /// A kill request: the grace period to use instead of the task's, and why
@@ -614,7 +617,7 @@ impl Supervisor {
         ]);
         let user = self.user().map(str::to_owned);
         ContainerSpec {
-            id: key.to_string(),
+            id: self.spec.container_id.clone().unwrap_or_else(|| key.to_string()),
             sandbox: self.spec.sandbox.clone(),
             command,
             env,
@@ -711,6 +714,15 @@ pub struct Secrets {
     env: Vec<String>,
     /// The contents of the task's secret files, in order.
     files: Vec<Vec<u8>>,
+}
+
+impl Secrets {
+    /// Adds the value of the next environment variable that names a
+    /// secret (after the task's own): how a custom executor gets its API
+    /// token without it being written in its checkpoint.
+    pub fn push_env(&mut self, value: String) {
+        self.env.push(value);
+    }
 }
 
 impl std::fmt::Debug for Secrets {

@@ -26,6 +26,9 @@ use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
 use crate::{AgentError, paths};
+pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView};
+
+mod executors;
 
 /// One task as `/state` and `Reregister` see it.
 #[derive(Debug, Clone)]
@@ -103,6 +106,13 @@ enum TableCmd {
     Entry(TaskKey, oneshot::Sender<Result<ContainerEntry, String>>),
     /// Every persistent volume this agent keeps, as the master says.
     Volumes(Vec<v1::Volume>),
+    /// A call of a custom executor ([`crate::executor_api`]).
+    Executor(Box<ExecutorCall>),
+    /// The status update manager took this acknowledgement.
+    Acknowledged(v1::AcknowledgeUpdate),
+    FrameworkMessage(v1::FrameworkMessage),
+    ShutdownExecutor(v1::ShutdownExecutor),
+    Executors(oneshot::Sender<Vec<ExecutorView>>),
 }
 
 /// Cloneable handle on the task table.
@@ -168,6 +178,32 @@ impl TableHandle {
         rx.await.map_err(|_| AgentError::ActorStopped("task table"))
     }
 
+    /// A custom executor's call; its answer comes on the call's `reply`.
+    pub async fn executor_call(&self, call: ExecutorCall) -> Result<(), AgentError> {
+        self.send(TableCmd::Executor(Box::new(call))).await
+    }
+
+    /// The framework acknowledged an update (the status update manager has
+    /// taken it): the task's executor, if any, is told.
+    pub async fn acknowledged(&self, ack: v1::AcknowledgeUpdate) -> Result<(), AgentError> {
+        self.send(TableCmd::Acknowledged(ack)).await
+    }
+
+    pub async fn framework_message(&self, m: v1::FrameworkMessage) -> Result<(), AgentError> {
+        self.send(TableCmd::FrameworkMessage(m)).await
+    }
+
+    pub async fn shutdown_executor(&self, s: v1::ShutdownExecutor) -> Result<(), AgentError> {
+        self.send(TableCmd::ShutdownExecutor(s)).await
+    }
+
+    /// Every custom executor running here.
+    pub async fn executors(&self) -> Result<Vec<ExecutorView>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(TableCmd::Executors(tx)).await?;
+        rx.await.map_err(|_| AgentError::ActorStopped("task table"))
+    }
+
     pub async fn snapshot(&self) -> Result<Vec<TaskView>, AgentError> {
         let (tx, rx) = oneshot::channel();
         self.send(TableCmd::Snapshot(tx)).await?;
@@ -198,6 +234,8 @@ pub struct TableDeps {
     /// The runtime dir kept its checkpoints across the restart (see
     /// [`paths::checkpoints_marker`]): a task without one never started.
     pub checkpoints_intact: bool,
+    /// How custom executors are run and reached.
+    pub executors: ExecutorDeps,
 }
 
 /// Why recovery finds a task that was not over without a container to
@@ -246,6 +284,8 @@ struct Entry {
     supervisor: Option<SupervisorHandle>,
     launched_at: f64,
     statuses: Statuses,
+    /// The custom executor that runs it (its sandbox is the executor's).
+    executor: Option<mezzo_proto::ids::ExecutorId>,
 }
 
 /// Completed tasks remembered after their last update was acknowledged.
@@ -257,6 +297,9 @@ struct Table {
     /// Recently completed tasks (newest last), reported on re-registration.
     completed: std::collections::VecDeque<TaskView>,
     reports_tx: mpsc::Sender<StatusReport>,
+    executors: BTreeMap<executors::ExecKey, executors::ExecutorEntry>,
+    /// The executors' supervisors report here, apart from tasks'.
+    exec_reports_tx: mpsc::Sender<StatusReport>,
 }
 
 /// Starts the table, seeded with the tasks whose updates survived a restart.
@@ -266,14 +309,17 @@ pub async fn start(
 ) -> Result<(TableHandle, JoinHandle<Result<(), AgentError>>), AgentError> {
     let (tx, rx) = mpsc::channel(1024);
     let (reports_tx, reports_rx) = mpsc::channel(1024);
+    let (exec_reports_tx, exec_reports_rx) = mpsc::channel(256);
     let mut table = Table {
         deps,
         tasks: BTreeMap::new(),
         completed: std::collections::VecDeque::new(),
         reports_tx,
+        executors: BTreeMap::new(),
+        exec_reports_tx,
     };
     table.recover(recovered).await?;
-    let join = tokio::spawn(table.run(rx, reports_rx));
+    let join = tokio::spawn(table.run(rx, reports_rx, exec_reports_rx));
     Ok((TableHandle { tx }, join))
 }
 
@@ -295,16 +341,46 @@ impl Table {
     /// (see [`Missing`]); a finished one waits for the acknowledgements of
     /// its updates.
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
+        let mut uuids: BTreeMap<TaskKey, Vec<Vec<u8>>> =
+            recovered.iter().map(|r| (r.key.clone(), r.uuids.clone())).collect();
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
         let mut adopted = Vec::new();
+        // Executors first: their tasks' states depend on them.
+        self.recover_executors(&mut adopted).await;
         for (key, run) in self.checkpoints() {
-            let state = latest.remove(&key).unwrap_or(TaskState::Running);
+            let mut state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
             let run_dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
             let mut supervisor = None;
-            let mut state = state;
             let mut statuses = Statuses::default();
+            let executor = task
+                .executor
+                .as_ref()
+                .and_then(|e| mezzo_proto::ids::ExecutorId::parse(&e.executor_id).ok());
+            if let Some(eid) = &executor {
+                // It has no container of its own: its executor runs it.
+                let pending = uuids.remove(&key).unwrap_or_default();
+                state = self
+                    .recover_executor_task(&key, &run, eid, state, pending, &mut statuses)
+                    .await?;
+                let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, &key.framework_id, eid);
+                self.deps.metrics.task_state(state).inc();
+                self.deps.gc.launched(&sandbox);
+                self.tasks.insert(
+                    key,
+                    Entry {
+                        info: task,
+                        state,
+                        sandbox,
+                        supervisor: None,
+                        launched_at: run.launched_at,
+                        statuses,
+                        executor,
+                    },
+                );
+                continue;
+            }
             if !state.is_terminal() {
                 let found = match self.deps.containerizer.recover(key.to_string(), run_dir.clone()).await {
                     Ok(found) => found,
@@ -344,6 +420,7 @@ impl Table {
                     supervisor,
                     launched_at: run.launched_at,
                     statuses,
+                    executor: None,
                 },
             );
         }
@@ -383,6 +460,7 @@ impl Table {
                     supervisor: None,
                     launched_at: 0.0,
                     statuses,
+                    executor: None,
                 },
             );
         }
@@ -436,6 +514,7 @@ impl Table {
             } else {
                 None
             },
+            container_id: None,
         };
         supervisor::spawn(
             spec,
@@ -470,7 +549,13 @@ impl Table {
         mut self,
         mut rx: mpsc::Receiver<TableCmd>,
         mut reports: mpsc::Receiver<StatusReport>,
+        mut exec_reports: mpsc::Receiver<StatusReport>,
     ) -> Result<(), AgentError> {
+        // Executors' registration deadlines and shutdown graces.
+        let tick =
+            (self.deps.executors.registration_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut timers = tokio::time::interval(tick);
+        timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -478,14 +563,16 @@ impl Table {
                     None => return Ok(()),
                 },
                 Some(report) = reports.recv() => self.on_report(report).await?,
+                Some(report) = exec_reports.recv() => self.on_executor_report(report).await?,
                 Some(key) = self.deps.forget.recv() => self.on_forget(key),
+                _ = timers.tick(), if !self.executors.is_empty() => self.executor_timers(),
             }
         }
     }
 
     async fn handle(&mut self, cmd: TableCmd) -> Result<(), AgentError> {
         match cmd {
-            TableCmd::Run(run) => self.on_run(*run),
+            TableCmd::Run(run) => self.on_run(*run).await?,
             TableCmd::Kill {
                 framework_id,
                 task_id,
@@ -502,6 +589,23 @@ impl Table {
                         sup.kill(None);
                     }
                 }
+                // Their tasks end with them.
+                self.shutdown_framework_executors(&framework_id);
+            }
+            TableCmd::Executor(call) => self.on_executor_call(*call).await?,
+            TableCmd::Acknowledged(ack) => self.on_acknowledged(&ack),
+            TableCmd::FrameworkMessage(m) => self.on_framework_message(m),
+            TableCmd::ShutdownExecutor(s) => {
+                match (
+                    mezzo_proto::ids::FrameworkId::parse(&s.framework_id),
+                    mezzo_proto::ids::ExecutorId::parse(&s.executor_id),
+                ) {
+                    (Ok(f), Ok(e)) => self.shutdown_executor(&(f, e)),
+                    _ => tracing::warn!(executor = %s.executor_id, "ShutdownExecutor with invalid ids ignored"),
+                }
+            }
+            TableCmd::Executors(reply) => {
+                let _ = reply.send(self.executor_views());
             }
             TableCmd::Reregistration(reply) => {
                 let mut views: Vec<TaskView> = self.completed.iter().cloned().collect();
@@ -625,21 +729,24 @@ impl Table {
             .collect()
     }
 
-    fn on_run(&mut self, run: v1::RunTask) {
+    async fn on_run(&mut self, run: v1::RunTask) -> Result<(), AgentError> {
         let Some(mut task) = run.task.clone() else {
             tracing::warn!(framework_id = %run.framework_id, "RunTask without a task ignored");
-            return;
+            return Ok(());
         };
         let key = match TaskKey::parse(&run.framework_id, &task.task_id) {
             Ok(key) => key,
             Err(e) => {
                 tracing::warn!("RunTask refused: {e}");
-                return;
+                return Ok(());
             }
         };
         if self.tasks.contains_key(&key) {
             tracing::warn!(task = %key, "RunTask for a task this agent already has; nothing launched");
-            return;
+            return Ok(());
+        }
+        if task.executor.is_some() {
+            return self.on_run_executor_task(run, key, task).await;
         }
         let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
         let mut agent_id = self.agent_id();
@@ -667,8 +774,10 @@ impl Table {
                 supervisor: Some(sup),
                 launched_at: run.launched_at,
                 statuses: Statuses::default(),
+                executor: None,
             },
         );
+        Ok(())
     }
 
     async fn on_kill(&mut self, framework_id: &str, task_id: &str, kill: Kill) -> Result<(), AgentError> {
@@ -686,6 +795,7 @@ impl Table {
             Some(Entry {
                 supervisor: Some(sup), ..
             }) => sup.kill_with(kill),
+            Some(Entry { executor: Some(_), .. }) => self.kill_executor_task(&key, kill).await?,
             Some(_) => tracing::debug!(task = %key, "kill of a task without a supervisor ignored"),
             None => {
                 // The master believes the task is here; correct it.
@@ -737,7 +847,11 @@ impl Table {
             if self.completed.len() > COMPLETED_KEPT {
                 self.completed.pop_front();
             }
-            self.deps.gc.done(&entry.sandbox);
+            match &entry.executor {
+                // Its sandbox is its executor's.
+                Some(eid) => self.executor_task_forgotten(&key.framework_id, eid, &entry.sandbox),
+                None => self.deps.gc.done(&entry.sandbox),
+            }
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());
             tracing::debug!(task = %key, still_running, "forgotten");
             let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);

@@ -132,12 +132,14 @@ async fn restart(
         writeback,
         gc,
         checkpoints_intact,
+        executors: Default::default(),
     };
     let mut recovered = Vec::new();
     for (t, s) in journal {
         recovered.push(Recovered {
             key: TaskKey::parse("fw", t)?,
             latest_state: *s,
+            uuids: Vec::new(),
         });
     }
     let (table, _join) = table::start(deps, recovered).await?;

@@ -118,6 +118,7 @@ fn launch_task(
         )?),
         volumes: Arc::new(crate::volumes::Volumes::open(dir.path(), vec![])?),
         busy_volume: None,
+        container_id: None,
     };
     let containerizer = Recording::default();
     let (tx, reports) = mpsc::channel(16);

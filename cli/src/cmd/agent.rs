@@ -118,6 +118,15 @@ pub struct Args {
     /// Largest resend delay for unacknowledged status updates.
     #[arg(long, default_value = "30s", value_parser = super::duration)]
     status_retry_max: Duration,
+    /// Where custom executors (Mesos' executor API, plain HTTP) reach the
+    /// agent. With port 0 the port first chosen is kept in the work dir and
+    /// taken again after a restart, so that running executors reconnect.
+    #[arg(long, env = "MEZZO_EXECUTOR_LISTEN", default_value = "127.0.0.1:0")]
+    executor_listen: SocketAddr,
+    /// A custom executor that has not subscribed this long after its launch
+    /// is killed, and its tasks fail.
+    #[arg(long, default_value = "60s", value_parser = super::duration)]
+    executor_registration_timeout: Duration,
     /// How often new sandboxes are written back to disk (`syncfs`), so that
     /// the kernel does not write many seconds of them at once while status
     /// updates wait for their fsync; 0 leaves it to the kernel.
@@ -258,6 +267,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()?;
     cfg.status_retry_initial = a.status_retry;
     cfg.status_retry_max = a.status_retry_max;
+    cfg.executor_listen = a.executor_listen;
+    cfg.executor_registration_timeout = a.executor_registration_timeout;
     cfg.sandbox_writeback = Some(a.sandbox_writeback).filter(|d| !d.is_zero());
     if a.sandbox_gc_interval.is_zero() {
         anyhow::bail!("--sandbox-gc-interval must be more than 0");

@@ -1,0 +1,798 @@
+//! Custom executors end to end inside the agent: the task table, the
+//! status update manager and the executor API with a real executor (a
+//! Python script using the standard library only) in a real process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mezzo_proto::ids::AgentId;
+use mezzo_proto::v1::{self, agent_message::Message};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, watch};
+
+use crate::containerizer::{Container, ContainerError, ContainerSpec, Containerizer, PosixContainerizer, Recovery};
+use crate::metrics::Metrics;
+use crate::status::{self, StatusConfig, StatusHandle};
+use crate::task::table::{self, ExecutorDeps, TableDeps, TableHandle};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A Mesos executor: subscribes, runs each task it is given until told
+/// to finish it (a framework message `finish <task>`) or kill it, and
+/// logs every event it receives to `events.log` in its sandbox.
+const EXECUTOR: &str = r#"
+import base64, http.client, json, os, sys, time, uuid
+
+host, port = os.environ["MESOS_AGENT_ENDPOINT"].rsplit(":", 1)
+fid, eid = os.environ["MESOS_FRAMEWORK_ID"], os.environ["MESOS_EXECUTOR_ID"]
+token = os.environ["MESOS_EXECUTOR_AUTHENTICATION_TOKEN"]
+headers = {"Content-Type": "application/json", "Accept": "application/json",
+           "Authorization": "Bearer " + token}
+log = open(os.path.join(os.environ["MESOS_SANDBOX"], "events.log"), "a", buffering=1)
+
+def call(kind, **body):
+    msg = {"framework_id": {"value": fid}, "executor_id": {"value": eid}, "type": kind}
+    msg.update(body)
+    try:
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("POST", "/api/v1/executor", json.dumps(msg), headers)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+    except OSError:
+        # The agent restarts: an update is sent again on resubscribing.
+        return 0
+
+unacked = {}
+
+def update(task, state):
+    status = {"task_id": {"value": task}, "state": state, "source": "SOURCE_EXECUTOR",
+              "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
+    unacked[status["uuid"]] = status
+    log.write("sent %s %s %d\n" % (task, state, call("UPDATE", update={"status": status})))
+
+def message(text):
+    call("MESSAGE", message={"data": base64.b64encode(text.encode()).decode()})
+
+log.write("env %s %s %s\n" % (os.environ.get("MESOS_CHECKPOINT"), os.environ.get("MESOS_SLAVE_PID"),
+                              os.environ.get("MESOS_DIRECTORY") == os.getcwd()))
+def subscribe():
+    # Retried while the agent restarts, with what it may have missed.
+    while True:
+        try:
+            c = http.client.HTTPConnection(host, int(port))
+            sub = {"unacknowledged_updates": [{"status": s} for s in unacked.values()]}
+            c.request("POST", "/api/v1/executor",
+                      json.dumps({"framework_id": {"value": fid}, "executor_id": {"value": eid},
+                                  "type": "SUBSCRIBE", "subscribe": sub}), headers)
+            r = c.getresponse()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if r.status != 200:
+            log.write("subscribe %d\n" % r.status)
+            sys.exit(3)
+        return r
+
+r = subscribe()
+while True:
+    try:
+        line = r.readline()
+    except OSError:
+        line = b""
+    if not line:
+        log.write("disconnected\n")
+        r = subscribe()
+        continue
+    event = json.loads(r.read(int(line)))
+    kind = event["type"]
+    if kind == "SUBSCRIBED":
+        log.write("SUBSCRIBED %s\n" % event["subscribed"]["agent_info"]["id"]["value"])
+    elif kind == "LAUNCH":
+        task = event["launch"]["task"]
+        tid = task["task_id"]["value"]
+        log.write("LAUNCH %s\n" % tid)
+        update(tid, "TASK_RUNNING")
+        message("launched %s %s" % (tid, base64.b64decode(task.get("data", "")).decode()))
+    elif kind == "ACKNOWLEDGED":
+        log.write("ACKNOWLEDGED %s %s\n" % (event["acknowledged"]["task_id"]["value"],
+                                            event["acknowledged"]["uuid"]))
+        unacked.pop(event["acknowledged"]["uuid"], None)
+    elif kind == "MESSAGE":
+        text = base64.b64decode(event["message"]["data"]).decode()
+        log.write("MESSAGE %s\n" % text)
+        if text.startswith("finish "):
+            update(text.split(" ", 1)[1], "TASK_FINISHED")
+    elif kind == "KILL":
+        tid = event["kill"]["task_id"]["value"]
+        log.write("KILL %s\n" % tid)
+        update(tid, "TASK_KILLED")
+    elif kind == "SHUTDOWN":
+        log.write("SHUTDOWN\n")
+        sys.exit(0)
+"#;
+
+/// Records the process group of every container and SIGKILLs them all
+/// when dropped, so that a failing test leaves no process behind.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: Arc<PosixContainerizer>,
+    pgids: Arc<Mutex<Vec<u32>>>,
+    /// Finds a live process group again after a restart, as the Linux
+    /// containerizer does (the posix one cannot).
+    adopt: bool,
+}
+
+/// A process group found again: watched until it is gone.
+struct Adopted {
+    id: String,
+    pgid: i32,
+}
+
+impl Container for Adopted {
+    fn pid(&self) -> u32 {
+        self.pgid as u32
+    }
+
+    fn signal(&self, signal: crate::containerizer::Signal) -> Result<(), ContainerError> {
+        match killpg(Pid::from_raw(self.pgid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(source) => Err(ContainerError::Signal {
+                id: self.id.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<crate::containerizer::ExitStatus, ContainerError>> {
+        async move {
+            while killpg(Pid::from_raw(self.pgid), None).is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(crate::containerizer::ExitStatus::Code(0))
+        }
+        .boxed()
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ContainerError>> {
+        async { Ok(()) }.boxed()
+    }
+}
+
+impl Containerizer for Recording {
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Box<dyn Container>, ContainerError>> {
+        async move {
+            let c = self.inner.launch(spec).await?;
+            if let Ok(mut p) = self.pgids.lock() {
+                p.push(c.pid());
+            }
+            Ok(c)
+        }
+        .boxed()
+    }
+
+    fn recover(&self, id: String, run_dir: PathBuf) -> BoxFuture<'_, Result<Recovery, ContainerError>> {
+        let pgid = std::fs::read_to_string(run_dir.join("posix.pgid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1 && self.adopt && killpg(Pid::from_raw(*p), None).is_ok());
+        match pgid {
+            Some(pgid) => async move { Ok(Recovery::Adopted(Box::new(Adopted { id, pgid }))) }.boxed(),
+            None => self.inner.recover(id, run_dir),
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+        for a in &self.actors {
+            a.abort();
+        }
+        if self._dir.is_none() {
+            // Handed to the restarted agent.
+            return;
+        }
+        let pgids = self.containers.pgids.lock().map(|p| p.clone()).unwrap_or_default();
+        for pgid in pgids {
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+struct Harness {
+    table: TableHandle,
+    status: StatusHandle,
+    /// What the agent sends its master.
+    outbound: mpsc::Receiver<v1::AgentMessage>,
+    /// The executor API.
+    url: String,
+    work_dir: PathBuf,
+    runtime_dir: PathBuf,
+    containers: Recording,
+    /// Messages to the master not yet looked at.
+    seen: Vec<Message>,
+    server: tokio::task::JoinHandle<Result<(), crate::AgentError>>,
+    /// The table's and the status manager's tasks: aborted, as if the
+    /// agent died, on a restart.
+    actors: [tokio::task::JoinHandle<Result<(), crate::AgentError>>; 2],
+    _dir: Option<tempfile::TempDir>,
+}
+
+const FW: &str = "fw-1";
+
+async fn harness(registration_timeout: Duration) -> Result<Harness, Box<dyn std::error::Error>> {
+    harness_in(tempfile::tempdir()?, registration_timeout, Recording::default()).await
+}
+
+/// An agent on `dir`, recovering what an earlier one left there.
+async fn harness_in(
+    dir: tempfile::TempDir,
+    registration_timeout: Duration,
+    containers: Recording,
+) -> Result<Harness, Box<dyn std::error::Error>> {
+    let (work_dir, runtime_dir) = (dir.path().join("work"), dir.path().join("run"));
+    std::fs::create_dir_all(&work_dir)?;
+    let metrics = Metrics::new();
+    let (forget_tx, forget_rx) = mpsc::unbounded_channel();
+    let config = StatusConfig {
+        work_dir: work_dir.clone(),
+        retry_initial: Duration::from_secs(30),
+        retry_max: Duration::from_secs(30),
+    };
+    let (status, recovered, status_join) = status::start(config, metrics.clone(), forget_tx).await?;
+    let sandboxes = crate::paths::sandboxes_root(&work_dir);
+    let (writeback, _) = crate::writeback::start(&sandboxes, None)?;
+    let (gc, _gc_actor) = crate::gc::start(sandboxes, Default::default(), metrics.clone())?;
+    let (_id_tx, agent_id) = watch::channel(Some(AgentId::parse("agent-1")?));
+    let fetcher = Arc::new(crate::fetch::Fetcher::new(
+        Default::default(),
+        &work_dir,
+        metrics.clone(),
+    )?);
+    let volumes = Arc::new(crate::volumes::Volumes::open(&work_dir, vec![])?);
+    let listener = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
+    let endpoint = listener.local_addr()?;
+    let (out_tx, outbound) = mpsc::channel(256);
+    let deps = TableDeps {
+        work_dir: work_dir.clone(),
+        runtime_dir: runtime_dir.clone(),
+        default_kill_grace: Duration::from_secs(1),
+        containerizer: Arc::new(containers.clone()),
+        fetcher,
+        volumes,
+        status: status.clone(),
+        forget: forget_rx,
+        agent_id,
+        metrics,
+        writeback,
+        gc,
+        checkpoints_intact: true,
+        executors: ExecutorDeps {
+            endpoint,
+            registration_timeout,
+            agent_info: v1::AgentInfo {
+                hostname: "localhost".into(),
+                ..Default::default()
+            },
+            outbound: watch::channel(Some(out_tx.clone())).1,
+        },
+    };
+    let (table, table_join) = table::start(deps, recovered).await?;
+    status.connected(out_tx).await?;
+    let server = tokio::spawn(crate::executor_api::serve(listener, table.clone(), status.clone()));
+    Ok(Harness {
+        table,
+        status,
+        outbound,
+        url: format!("http://{endpoint}/api/v1/executor"),
+        work_dir,
+        runtime_dir,
+        containers,
+        seen: Vec::new(),
+        server,
+        actors: [table_join, status_join],
+        _dir: Some(dir),
+    })
+}
+
+fn executor(eid: &str, command: v1::CommandInfo) -> v1::ExecutorInfo {
+    v1::ExecutorInfo {
+        executor_id: eid.into(),
+        name: "test executor".into(),
+        command: Some(command),
+        shutdown_grace_period_ms: Some(2000),
+        ..Default::default()
+    }
+}
+
+fn python_executor(dir: &Path, eid: &str) -> Result<v1::ExecutorInfo, std::io::Error> {
+    let script = dir.join("executor.py");
+    std::fs::write(&script, EXECUTOR)?;
+    Ok(executor(
+        eid,
+        v1::CommandInfo {
+            value: "python3".into(),
+            arguments: vec![script.display().to_string()],
+            shell: false,
+            ..Default::default()
+        },
+    ))
+}
+
+fn sleeping_executor(eid: &str) -> v1::ExecutorInfo {
+    executor(
+        eid,
+        v1::CommandInfo {
+            value: "sleep 30".into(),
+            shell: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn run(task_id: &str, exec: &v1::ExecutorInfo, data: &[u8]) -> v1::RunTask {
+    v1::RunTask {
+        framework_id: FW.into(),
+        framework: Some(v1::FrameworkInfo {
+            name: "test".into(),
+            user: "me".into(),
+            ..Default::default()
+        }),
+        task: Some(v1::TaskInfo {
+            task_id: task_id.into(),
+            name: task_id.into(),
+            executor: Some(exec.clone()),
+            data: data.to_vec(),
+            ..Default::default()
+        }),
+        launched_at: 1.0,
+    }
+}
+
+impl Harness {
+    /// Stops this agent, leaving its processes and files, and starts
+    /// another on the same dirs.
+    async fn restart(mut self) -> Result<Harness, Box<dyn std::error::Error>> {
+        let dir = self._dir.take().ok_or("restarted twice")?;
+        let containers = self.containers.clone();
+        drop(self);
+        // The old table and status manager stop once their handles are gone.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        harness_in(dir, Duration::from_secs(30), containers).await
+    }
+
+    /// The first message to the master that `pick` takes; the others are
+    /// kept for later looks (updates and executor messages race).
+    async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(&Message) -> Option<T>) -> Result<T, String> {
+        if let Some(i) = self.seen.iter().position(|m| pick(m).is_some()) {
+            return pick(&self.seen.remove(i)).ok_or_else(|| "picked".to_owned());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.outbound.recv())
+                .await
+                .map_err(|_| format!("no {what} within 20 s"))?
+                .ok_or("outbound closed")?;
+            let Some(msg) = msg.message else { continue };
+            match pick(&msg) {
+                Some(t) => return Ok(t),
+                None => self.seen.push(msg),
+            }
+        }
+    }
+
+    /// Acknowledges an update as the master passes on the framework's.
+    async fn ack(&self, status: &v1::TaskStatus) -> Result<(), crate::AgentError> {
+        let ack = v1::AcknowledgeUpdate {
+            framework_id: FW.into(),
+            task_id: status.task_id.clone(),
+            uuid: status.uuid.clone(),
+        };
+        self.status.acknowledge(ack.clone()).await?;
+        self.table.acknowledged(ack).await
+    }
+
+    /// The next status update of `task` in `state`.
+    async fn update(&mut self, task: &str, state: v1::TaskState) -> Result<v1::TaskStatus, String> {
+        self.next(&format!("{task} {state:?}"), |m| match m {
+            Message::StatusUpdate(u) => u
+                .status
+                .clone()
+                .filter(|s| s.task_id == task && s.state == state as i32),
+            _ => None,
+        })
+        .await
+    }
+
+    fn sandbox(&self, eid: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        Ok(crate::paths::executor_sandbox_dir(
+            &self.work_dir,
+            &mezzo_proto::ids::FrameworkId::parse(FW)?,
+            &mezzo_proto::ids::ExecutorId::parse(eid)?,
+        ))
+    }
+
+    fn token(&self, eid: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let dir = crate::paths::executor_meta_dir(
+            &self.runtime_dir,
+            &mezzo_proto::ids::FrameworkId::parse(FW)?,
+            &mezzo_proto::ids::ExecutorId::parse(eid)?,
+        );
+        let path = dir.join(crate::paths::EXECUTOR_TOKEN);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path)?.permissions());
+        assert_eq!(mode & 0o777, 0o600, "the token is root's only");
+        Ok(std::fs::read_to_string(path)?)
+    }
+
+    /// Waits until the executor's log has a line starting with `line`.
+    async fn logged(&self, eid: &str, line: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let log = self.sandbox(eid)?.join("events.log");
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.starts_with(line)) {
+                return Ok(l.to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "the executor never logged {line:?}: {:?}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn a_python_executor_runs_tasks_over_the_executor_api() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    let exec = python_executor(&h.work_dir, "ex-1")?;
+    h.table.run_task(run("t-1", &exec, b"payload")).await?;
+
+    // Its update carries its own uuid, source and id.
+    let running = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    assert_eq!(running.source, v1::StatusSource::SourceExecutor as i32);
+    assert_eq!(running.executor_id, "ex-1");
+    assert_eq!(
+        (running.agent_id.as_str(), running.framework_id.as_str()),
+        ("agent-1", FW)
+    );
+    assert_eq!(running.uuid.len(), 16);
+    let sent = h
+        .next("an executor message", |m| match m {
+            Message::ExecutorMessage(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((sent.framework_id.as_str(), sent.executor_id.as_str()), (FW, "ex-1"));
+    assert_eq!(sent.data, b"launched t-1 payload");
+    let env = h.logged("ex-1", "env ").await?;
+    assert!(
+        env.starts_with("env 1 slave(1)@127.0.0.1:") && env.ends_with("True"),
+        "{env}"
+    );
+    assert_eq!(h.logged("ex-1", "SUBSCRIBED").await?, "SUBSCRIBED agent-1");
+
+    // The framework's acknowledgement reaches the executor with its uuid.
+    h.ack(&running).await?;
+    let acked = h.logged("ex-1", "ACKNOWLEDGED").await?;
+    assert_eq!(acked, format!("ACKNOWLEDGED t-1 {}", B64.encode(&running.uuid)));
+
+    // A framework message reaches it; it finishes the task.
+    h.table
+        .framework_message(v1::FrameworkMessage {
+            framework_id: FW.into(),
+            executor_id: "ex-1".into(),
+            data: b"finish t-1".to_vec(),
+        })
+        .await?;
+    let finished = h.update("t-1", v1::TaskState::TaskFinished).await?;
+    assert_eq!(finished.uuid.len(), 16);
+    assert_ne!(finished.uuid, running.uuid);
+
+    // A second task goes to the running executor, whose sandbox it shares;
+    // a kill is passed on.
+    h.table.run_task(run("t-2", &exec, b"")).await?;
+    let running = h.update("t-2", v1::TaskState::TaskRunning).await?;
+    h.ack(&running).await?;
+    h.table
+        .kill(FW.into(), "t-2".into(), crate::task::supervisor::Kill::default())
+        .await?;
+    assert_eq!(h.logged("ex-1", "KILL").await?, "KILL t-2");
+    h.update("t-2", v1::TaskState::TaskKilled).await?;
+    let views = h.table.executors().await?;
+    assert_eq!(views.len(), 1);
+    assert_eq!(
+        (views[0].info.executor_id.as_str(), views[0].state),
+        ("ex-1", "subscribed")
+    );
+
+    // Another executor id with another command for a task: refused.
+    let mut other = exec.clone();
+    other.command = Some(v1::CommandInfo {
+        value: "true".into(),
+        shell: true,
+        ..Default::default()
+    });
+    h.table.run_task(run("t-bad", &other, b"")).await?;
+    let refused = h.update("t-bad", v1::TaskState::TaskFailed).await?;
+    assert_eq!(refused.reason, v1::StatusReason::ReasonTaskInvalid as i32);
+
+    // Shut down with a task running: SHUTDOWN, it exits, its task fails.
+    h.table.run_task(run("t-3", &exec, b"")).await?;
+    let running = h.update("t-3", v1::TaskState::TaskRunning).await?;
+    h.ack(&running).await?;
+    h.table
+        .shutdown_executor(v1::ShutdownExecutor {
+            framework_id: FW.into(),
+            executor_id: "ex-1".into(),
+        })
+        .await?;
+    let failed = h.update("t-3", v1::TaskState::TaskFailed).await?;
+    assert_eq!(failed.reason, v1::StatusReason::ReasonExecutorTerminated as i32);
+    assert_eq!(failed.source, v1::StatusSource::SourceAgent as i32);
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((exited.executor_id.as_str(), exited.status), ("ex-1", Some(0)));
+    h.logged("ex-1", "SHUTDOWN").await?;
+    assert!(h.table.executors().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_that_never_subscribes_is_killed_and_its_tasks_fail() -> TestResult {
+    let mut h = harness(Duration::from_millis(500)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
+    assert_eq!(
+        failed.reason,
+        v1::StatusReason::ReasonExecutorRegistrationTimeout as i32
+    );
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(exited.executor_id, "ex-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_asking_for_an_isolated_network_is_refused() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    let mut exec = sleeping_executor("ex-1");
+    exec.labels.push(v1::Attribute {
+        name: crate::containerizer::NETWORK_LABEL.into(),
+        value: "isolated".into(),
+    });
+    h.table.run_task(run("t-1", &exec, b"")).await?;
+    let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
+    assert!(failed.message.contains("127.0.0.1"), "{}", failed.message);
+    assert!(h.table.executors().await?.is_empty());
+    Ok(())
+}
+
+fn call_json(eid: &str, kind: &str, extra: serde_json::Value) -> String {
+    let mut v = serde_json::json!({
+        "framework_id": {"value": FW},
+        "executor_id": {"value": eid},
+        "type": kind,
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    v.to_string()
+}
+
+#[tokio::test]
+async fn the_executor_api_refuses_bad_calls_as_mesos_does() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    // The token is written before the launch.
+    let mut token = Err::<String, _>("no token".into());
+    for _ in 0..100 {
+        token = h.token("ex-1");
+        if token.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = token?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let url = h.url.clone();
+    let post = |body: String, auth: Option<&str>, ctype: &str| {
+        let mut r = client.post(&url).header("Content-Type", ctype.to_owned()).body(body);
+        if let Some(a) = auth {
+            r = r.header("Authorization", format!("Bearer {a}"));
+        }
+        r.send()
+    };
+    let subscribe = call_json("ex-1", "SUBSCRIBE", serde_json::json!({}));
+    let code = |r: reqwest::Response| r.status().as_u16();
+
+    let r = post(subscribe.clone(), None, "application/json").await?;
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        code(post(subscribe.clone(), Some("0123"), "application/json").await?),
+        403
+    );
+    assert_eq!(code(post(subscribe.clone(), Some(&token), "text/plain").await?), 415);
+    assert_eq!(
+        code(post("{not json".into(), Some(&token), "application/json").await?),
+        400
+    );
+    let unknown = call_json("ex-2", "SUBSCRIBE", serde_json::json!({}));
+    assert_eq!(code(post(unknown, Some(&token), "application/json").await?), 400);
+    assert_eq!(code(client.get(&url).send().await?), 405);
+    let good_uuid = B64.encode([9u8; 16]);
+    let update = |uuid: &str| {
+        call_json(
+            "ex-1",
+            "UPDATE",
+            serde_json::json!({"update": {"status": {"task_id": {"value": "t-1"}, "state": "TASK_RUNNING",
+                "source": "SOURCE_EXECUTOR", "uuid": uuid}}}),
+        )
+    };
+    assert_eq!(
+        code(post(update(&good_uuid), Some(&token), "application/json").await?),
+        403,
+        "an update before SUBSCRIBE"
+    );
+
+    // Subscribed (the stream stays open), the same calls are taken.
+    let stream = post(subscribe.clone(), Some(&token), "application/json").await?;
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut stream = stream;
+    let first = stream.chunk().await?.ok_or("no SUBSCRIBED")?;
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("\"SUBSCRIBED\""), "{text}");
+    let bad_uuid = B64.encode([1u8; 15]);
+    let r = post(update(&bad_uuid), Some(&token), "application/json").await?;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await?.contains("16 bytes"));
+    assert_eq!(
+        code(post(update(&good_uuid), Some(&token), "application/json").await?),
+        202
+    );
+    let running = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    assert_eq!(running.uuid, vec![9u8; 16]);
+    // The same update again is taken once.
+    assert_eq!(
+        code(post(update(&good_uuid), Some(&token), "application/json").await?),
+        202
+    );
+    let not_its = call_json(
+        "ex-1",
+        "UPDATE",
+        serde_json::json!({"update": {"status": {"task_id": {"value": "t-9"}, "state": "TASK_RUNNING",
+            "source": "SOURCE_EXECUTOR", "uuid": B64.encode([3u8; 16])}}}),
+    );
+    assert_eq!(code(post(not_its, Some(&token), "application/json").await?), 400);
+    let heartbeat = call_json("ex-1", "HEARTBEAT", serde_json::json!({}));
+    assert_eq!(code(post(heartbeat, Some(&token), "application/json").await?), 202);
+    assert_eq!(h.status.pending().await?, 1, "one RUNNING, not two");
+
+    // A newer subscription ends the older stream; of the updates it says
+    // are unacknowledged, the agent takes those it has not seen.
+    let again = B64.encode([10u8; 16]);
+    let resubscribe = call_json(
+        "ex-1",
+        "SUBSCRIBE",
+        serde_json::json!({"subscribe": {"unacknowledged_updates": [
+            {"status": {"task_id": {"value": "t-1"}, "state": "TASK_RUNNING", "source": "SOURCE_EXECUTOR",
+                "uuid": good_uuid}},
+            {"status": {"task_id": {"value": "t-1"}, "state": "TASK_FINISHED", "source": "SOURCE_EXECUTOR",
+                "uuid": again}}]}}),
+    );
+    let newer = post(resubscribe, Some(&token), "application/json").await?;
+    assert_eq!(newer.status().as_u16(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the older stream ended");
+    assert_eq!(h.status.pending().await?, 2, "RUNNING once, then FINISHED");
+    let states = h.table.snapshot().await?;
+    assert_eq!(states[0].state, mezzo_proto::state::TaskState::Finished);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_agent_fails_the_tasks_of_an_executor_that_is_gone_and_keeps_its_port() -> TestResult {
+    let h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    for _ in 0..100 {
+        if h.table.executors().await?.first().is_some_and(|e| e.state == "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = h.url.clone();
+    h.token("ex-1")?;
+    let run_dir = crate::paths::executor_meta_dir(
+        &h.runtime_dir,
+        &mezzo_proto::ids::FrameworkId::parse(FW)?,
+        &mezzo_proto::ids::ExecutorId::parse("ex-1")?,
+    );
+    assert!(
+        run_dir.join(crate::paths::TASK_CHECKPOINT).exists(),
+        "the executor is checkpointed"
+    );
+
+    // Without isolation its process cannot be adopted: it is gone.
+    let mut h = h.restart().await?;
+    assert_eq!(h.url, url, "the executor API listens where executors reconnect");
+    let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
+    assert_eq!(failed.reason, v1::StatusReason::ReasonExecutorTerminated as i32);
+    assert!(h.table.executors().await?.is_empty());
+    assert!(!run_dir.exists(), "its checkpoint is removed");
+    let views = h.table.snapshot().await?;
+    assert_eq!(views.len(), 1);
+    assert!(views[0].info.executor.is_some(), "the task still names its executor");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_found_again_after_a_restart_resubscribes_and_goes_on() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    let exec = python_executor(&h.work_dir, "ex-1")?;
+    h.table.run_task(run("t-1", &exec, b"")).await?;
+    let running = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    h.next("its message", |m| {
+        matches!(m, Message::ExecutorMessage(_)).then_some(())
+    })
+    .await?;
+
+    // The agent dies before the framework acknowledges; the executor lives.
+    let mut h = h.restart().await?;
+    h.logged("ex-1", "disconnected").await?;
+    let views = h.table.executors().await?;
+    assert_eq!(views.len(), 1, "the executor is found again");
+    // The pending update is resent as it was, not queued twice when the
+    // executor lists it again on resubscribing.
+    let resent = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    assert_eq!(resent.uuid, running.uuid);
+    for _ in 0..100 {
+        if h.table
+            .executors()
+            .await?
+            .first()
+            .is_some_and(|e| e.state == "subscribed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.table.executors().await?[0].state, "subscribed");
+    assert_eq!(h.status.pending().await?, 1);
+    h.ack(&resent).await?;
+    let acked = h.logged("ex-1", "ACKNOWLEDGED").await?;
+    assert_eq!(acked, format!("ACKNOWLEDGED t-1 {}", B64.encode(&running.uuid)));
+    h.table
+        .framework_message(v1::FrameworkMessage {
+            framework_id: FW.into(),
+            executor_id: "ex-1".into(),
+            data: b"finish t-1".to_vec(),
+        })
+        .await?;
+    h.update("t-1", v1::TaskState::TaskFinished).await?;
+    Ok(())
+}

@@ -1,0 +1,765 @@
+//! Custom executors (Mesos' `ExecutorInfo`), owned by the task table: one
+//! process per (framework, executor id) that runs the tasks naming it and
+//! talks to the agent over the Mesos v1 executor API
+//! ([`crate::executor_api`]).
+//!
+//! An executor's process is run by an ordinary supervisor, with a task
+//! synthesised from its `ExecutorInfo`, its own sandbox (which its tasks
+//! share) and checkpoint dir, and its own reports channel so that its
+//! state changes are never taken for a task's. Its tasks have no container
+//! of their own: the agent hands them to the executor (LAUNCH, queued
+//! until it subscribes) and relays the updates it sends.
+//!
+//! A child of the table, not a sibling: it is the table's own state, and
+//! a sibling would import the table that imports it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mezzo_proto::ids::{ExecutorId, FrameworkId, TaskId};
+use mezzo_proto::mesos::executor as mx;
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, StatusReason};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{Entry, Statuses, Table};
+
+mod calls;
+mod recover;
+use crate::key::TaskKey;
+use crate::task::supervisor::{self, Kill, SupervisorHandle, SupervisorSpec};
+use crate::task::{StatusReport, agent_status};
+use crate::{AgentError, paths};
+
+/// An executor is unique within its framework on an agent.
+pub(crate) type ExecKey = (FrameworkId, ExecutorId);
+
+/// Secret name the executor's token is passed under (never written).
+const TOKEN_SECRET: &str = "mesos-executor-token";
+/// Grace between SHUTDOWN and the kill when the executor names none.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the table needs to run executors.
+#[derive(Debug, Clone)]
+pub struct ExecutorDeps {
+    /// Where the executor API listens (`MESOS_AGENT_ENDPOINT`).
+    pub endpoint: std::net::SocketAddr,
+    /// An executor that has not subscribed by then is killed.
+    pub registration_timeout: Duration,
+    /// This agent, as executors are told on SUBSCRIBED.
+    pub agent_info: v1::AgentInfo,
+    /// The current master stream, while registered: executors' messages
+    /// and exits go there (best effort).
+    pub outbound: watch::Receiver<Option<mpsc::Sender<v1::AgentMessage>>>,
+}
+
+impl Default for ExecutorDeps {
+    fn default() -> Self {
+        ExecutorDeps {
+            endpoint: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            registration_timeout: Duration::from_secs(60),
+            agent_info: v1::AgentInfo::default(),
+            outbound: watch::channel(None).1,
+        }
+    }
+}
+
+/// Why an executor's call is refused, as the executor API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// 400: malformed, invalid, or naming no executor of this agent.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the wrong token, or a call before SUBSCRIBE.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// A call of the executor API, once its JSON is parsed; `token` is the
+/// bearer credential it came with.
+#[derive(Debug)]
+pub enum ExecutorCall {
+    Subscribe {
+        framework_id: String,
+        executor_id: String,
+        token: String,
+        subscribe: mx::Subscribe,
+        reply: tokio::sync::oneshot::Sender<Result<mpsc::UnboundedReceiver<mx::Event>, CallError>>,
+    },
+    Update {
+        framework_id: String,
+        executor_id: String,
+        token: String,
+        status: mezzo_proto::mesos::types::TaskStatus,
+        reply: tokio::sync::oneshot::Sender<Result<(), CallError>>,
+    },
+    Message {
+        framework_id: String,
+        executor_id: String,
+        token: String,
+        data: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<(), CallError>>,
+    },
+}
+
+/// One executor as `/state` and `Reregister` see it.
+#[derive(Debug, Clone)]
+pub struct ExecutorView {
+    pub framework_id: String,
+    pub info: v1::ExecutorInfo,
+    /// `launching`, `running` (its process runs), `subscribed` or
+    /// `shutting down`.
+    pub state: &'static str,
+    pub tasks: Vec<String>,
+    pub sandbox: PathBuf,
+}
+
+pub(crate) struct ExecutorEntry {
+    info: v1::ExecutorInfo,
+    framework: v1::FrameworkInfo,
+    sandbox: PathBuf,
+    run_dir: PathBuf,
+    token: String,
+    supervisor: SupervisorHandle,
+    /// Its process was reported running (or was found again).
+    running: bool,
+    /// Events for its current subscription; `None` until it subscribes.
+    stream: Option<mpsc::UnboundedSender<mx::Event>>,
+    /// Its tasks not yet handed over (it has not subscribed since).
+    queued: Vec<TaskId>,
+    /// Killed unless subscribed by then.
+    register_by: Option<Instant>,
+    /// Shut down: killed at this time unless it exits first.
+    kill_at: Option<Instant>,
+    /// Why its tasks fail when it ends, if not its own exit.
+    end_reason: Option<(StatusReason, String)>,
+    /// The uuids of every update it sent, per task: a resubscription's
+    /// unacknowledged updates are taken once, and acknowledgements of
+    /// its own updates only are passed to it.
+    uuids: BTreeMap<TaskId, HashSet<Vec<u8>>>,
+}
+
+impl ExecutorEntry {
+    fn send(&mut self, event: mx::Event) -> bool {
+        let sent = self.stream.as_ref().is_some_and(|s| s.send(event).is_ok());
+        if !sent {
+            self.stream = None;
+        }
+        sent
+    }
+
+    fn state_name(&self) -> &'static str {
+        match (self.kill_at.is_some(), self.stream.is_some(), self.running) {
+            (true, _, _) => "shutting down",
+            (_, true, _) => "subscribed",
+            (_, _, true) => "running",
+            _ => "launching",
+        }
+    }
+}
+
+/// A random 32-byte token in hex.
+fn new_token() -> Result<String, AgentError> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| AgentError::Security("no randomness for an executor's token".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn tokens_equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Mesos' duration notation, as its executors parse it.
+fn mesos_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// The executor's process as a task its supervisor can run: its command
+/// with the Mesos environment, its resources, container and labels, and
+/// the executor itself (so that its checkpoint says what it is).
+fn executor_task(
+    key: &ExecKey,
+    info: &v1::ExecutorInfo,
+    agent_id: &str,
+    endpoint: std::net::SocketAddr,
+    sandbox: &std::path::Path,
+) -> v1::TaskInfo {
+    let (fid, eid) = key;
+    let mut command = info.command.clone().unwrap_or_default();
+    let grace = info
+        .shutdown_grace_period_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let dir = sandbox.display().to_string();
+    // As the executor sees it: elsewhere in its own root when it has an
+    // image.
+    let seen = match info.container.as_ref().and_then(|c| c.image.as_ref()) {
+        Some(_) => crate::containerizer::rootfs::SANDBOX_IN_IMAGE.to_owned(),
+        None => dir.clone(),
+    };
+    let vars = [
+        ("MESOS_FRAMEWORK_ID", fid.to_string()),
+        ("MESOS_EXECUTOR_ID", eid.to_string()),
+        ("MESOS_DIRECTORY", dir),
+        ("MESOS_SANDBOX", seen),
+        ("MESOS_SLAVE_ID", agent_id.to_owned()),
+        ("MESOS_AGENT_ID", agent_id.to_owned()),
+        ("MESOS_AGENT_ENDPOINT", endpoint.to_string()),
+        ("MESOS_SLAVE_PID", format!("slave(1)@{endpoint}")),
+        ("MESOS_CHECKPOINT", "1".to_owned()),
+        ("MESOS_HTTP_COMMAND_EXECUTOR", "0".to_owned()),
+        ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", mesos_duration(grace)),
+        ("MESOS_RECOVERY_TIMEOUT", "15mins".to_owned()),
+        ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs".to_owned()),
+    ];
+    command
+        .environment
+        .extend(vars.into_iter().map(|(name, value)| v1::EnvVar {
+            name: name.to_owned(),
+            value,
+            secret: String::new(),
+        }));
+    v1::TaskInfo {
+        task_id: eid.to_string(),
+        name: info.name.clone(),
+        resources: info.resources.clone(),
+        command: Some(command),
+        container: info.container.clone(),
+        labels: info.labels.clone(),
+        kill_grace_period_ms: Some(grace.as_millis() as u64),
+        executor: Some(info.clone()),
+        ..Default::default()
+    }
+}
+
+/// Whether `a` and `b` run the same executor (what every task naming it
+/// must agree on).
+fn same_executor(a: &v1::ExecutorInfo, b: &v1::ExecutorInfo) -> bool {
+    a.command == b.command && a.resources == b.resources && a.container == b.container
+}
+
+/// How a supervisor's end report reads for the executor's tasks, and the
+/// wait(2) status for the master.
+fn ended(report: &StatusReport) -> (String, Option<i32>) {
+    let s = &report.status;
+    let status = s.exit_code.map(|c| if c >= 0 { (c & 0xff) << 8 } else { -c });
+    let how = match s.exit_code {
+        Some(c) if c >= 0 => format!("the executor exited with status {c}"),
+        Some(c) => format!("the executor was killed by signal {}", -c),
+        None if s.message.is_empty() => format!("the executor ended ({})", report.state().map_or("?", |x| x.name())),
+        None => format!("the executor ended: {}", s.message),
+    };
+    (how, status)
+}
+
+impl Table {
+    fn outbound(&self, message: v1::agent_message::Message) {
+        let sent = self
+            .deps
+            .executors
+            .outbound
+            .borrow()
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(v1::AgentMessage { message: Some(message) }).is_ok());
+        if !sent {
+            tracing::debug!("not connected to a master: executor message dropped");
+        }
+    }
+
+    /// Fails a task the agent will not hand to an executor.
+    async fn refuse_executor_task(
+        &mut self,
+        key: TaskKey,
+        task: v1::TaskInfo,
+        launched_at: f64,
+        state: TaskState,
+        reason: StatusReason,
+        message: String,
+    ) -> Result<(), AgentError> {
+        tracing::info!(task = %key, "{message}");
+        let status = agent_status(&key, &self.agent_id(), state, reason, message);
+        let mut statuses = Statuses::default();
+        statuses.push(&status);
+        self.deps.metrics.task_state(state).inc();
+        let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
+        self.tasks.insert(
+            key.clone(),
+            Entry {
+                info: task,
+                state,
+                sandbox,
+                supervisor: None,
+                launched_at,
+                statuses,
+                executor: None,
+            },
+        );
+        self.deps.status.update(key, status).await
+    }
+
+    /// A task for a custom executor: started with its executor if that is
+    /// not running, checkpointed, then handed over (or queued until the
+    /// executor subscribes).
+    pub(super) async fn on_run_executor_task(
+        &mut self,
+        run: v1::RunTask,
+        key: TaskKey,
+        mut task: v1::TaskInfo,
+    ) -> Result<(), AgentError> {
+        let info = task.executor.clone().unwrap_or_default();
+        let refuse = |why: String| (TaskState::Failed, StatusReason::ReasonTaskInvalid, why);
+        let eid = match ExecutorId::parse(&info.executor_id) {
+            Ok(eid) => eid,
+            Err(e) => {
+                let (s, r, m) = refuse(e.to_string());
+                return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
+            }
+        };
+        let ekey = (key.framework_id.clone(), eid.clone());
+        let isolated = info
+            .labels
+            .iter()
+            .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated");
+        if isolated {
+            let (s, r, m) = refuse(format!(
+                "executor {eid} asks for {}=isolated: an executor must reach the agent on 127.0.0.1, it runs on the host's network",
+                crate::containerizer::NETWORK_LABEL
+            ));
+            return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
+        }
+        if let Some(e) = self.executors.get(&ekey) {
+            if !same_executor(&e.info, &info) {
+                let (s, r, m) = refuse(format!(
+                    "executor {eid} already runs on this agent with another command, resources or container"
+                ));
+                return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
+            }
+            if e.kill_at.is_some() {
+                let message = format!("executor {eid} is shutting down");
+                let (s, r) = (TaskState::Failed, StatusReason::ReasonExecutorTerminated);
+                return self
+                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                    .await;
+            }
+        } else {
+            let framework = run.framework.clone().unwrap_or_default();
+            if let Err(e) = self.start_executor(&ekey, &info, framework) {
+                let message = format!("executor {eid} cannot be started: {e}");
+                let (s, r) = (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed);
+                return self
+                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                    .await;
+            }
+        }
+        // The task's own secrets (an image login) are not the executor's
+        // business, and never written.
+        let _ = supervisor::take_secrets(&mut task);
+        let checkpoint = v1::RunTask {
+            framework_id: run.framework_id.clone(),
+            framework: run.framework.clone(),
+            task: Some(task.clone()),
+            launched_at: run.launched_at,
+        };
+        let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(AgentError::io("create", &dir))
+            .and_then(|()| {
+                paths::write_replace(
+                    &dir.join(paths::TASK_CHECKPOINT),
+                    &prost::Message::encode_to_vec(&checkpoint),
+                )
+            });
+        if let Err(e) = written {
+            let message = format!("the agent cannot checkpoint the task, which was not launched: {e}");
+            let (s, r) = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
+            return self
+                .refuse_executor_task(key, task, run.launched_at, s, r, message)
+                .await;
+        }
+        let agent_id = self.agent_id();
+        let Some(exec) = self.executors.get_mut(&ekey) else {
+            return Ok(());
+        };
+        let launch = mx::Event {
+            launch: Some(mx::Launch {
+                task: mx::task_out(&task, key.framework_id.as_str(), &agent_id),
+            }),
+            ..mx::Event::of("LAUNCH")
+        };
+        if !exec.send(launch) {
+            exec.queued.push(key.task_id.clone());
+        }
+        tracing::debug!(task = %key, executor = %eid, "handed to its executor");
+        self.deps.metrics.task_state(TaskState::Staging).inc();
+        self.tasks.insert(
+            key,
+            Entry {
+                info: task,
+                state: TaskState::Staging,
+                sandbox: exec.sandbox.clone(),
+                supervisor: None,
+                launched_at: run.launched_at,
+                statuses: Statuses::default(),
+                executor: Some(eid),
+            },
+        );
+        Ok(())
+    }
+
+    /// Launches an executor's process (its supervisor checkpoints it, with
+    /// no token, before the launch; the token goes to a root-only file).
+    fn start_executor(
+        &mut self,
+        ekey: &ExecKey,
+        info: &v1::ExecutorInfo,
+        framework: v1::FrameworkInfo,
+    ) -> Result<(), AgentError> {
+        let (fid, eid) = ekey;
+        let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, fid, eid);
+        let run_dir = paths::executor_meta_dir(&self.deps.runtime_dir, fid, eid);
+        let token = new_token()?;
+        write_token(&run_dir, &token)?;
+        let agent_id = self.agent_id();
+        let mut task = executor_task(ekey, info, &agent_id, self.deps.executors.endpoint, &sandbox);
+        let mut secrets = supervisor::take_secrets(&mut task);
+        if let Some(cmd) = task.command.as_mut() {
+            cmd.environment.push(v1::EnvVar {
+                name: "MESOS_EXECUTOR_AUTHENTICATION_TOKEN".into(),
+                value: String::new(),
+                secret: TOKEN_SECRET.into(),
+            });
+        }
+        secrets.push_env(token.clone());
+        self.deps.gc.launched(&sandbox);
+        self.deps.writeback.mark();
+        let sup = self.supervise_executor(ekey, task, secrets, None);
+        tracing::info!(framework = %fid, executor = %eid, "starting a custom executor");
+        self.executors.insert(
+            ekey.clone(),
+            ExecutorEntry {
+                info: info.clone(),
+                framework,
+                sandbox,
+                run_dir,
+                token,
+                supervisor: sup,
+                running: false,
+                stream: None,
+                queued: Vec::new(),
+                register_by: Some(Instant::now() + self.deps.executors.registration_timeout),
+                kill_at: None,
+                end_reason: None,
+                uuids: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn supervise_executor(
+        &self,
+        (fid, eid): &ExecKey,
+        task: v1::TaskInfo,
+        secrets: supervisor::Secrets,
+        adopted: Option<Box<dyn crate::containerizer::Container>>,
+    ) -> SupervisorHandle {
+        let spec = SupervisorSpec {
+            key: TaskKey {
+                framework_id: fid.clone(),
+                task_id: TaskId::parse(eid.as_str()).unwrap_or_else(|_| TaskId::generate()),
+            },
+            task,
+            secrets,
+            agent_id: self.agent_id(),
+            sandbox: paths::executor_sandbox_dir(&self.deps.work_dir, fid, eid),
+            run_dir: paths::executor_meta_dir(&self.deps.runtime_dir, fid, eid),
+            default_kill_grace: DEFAULT_SHUTDOWN_GRACE,
+            launched_at: mezzo_proto::clock::unix_now(),
+            fetcher: self.deps.fetcher.clone(),
+            volumes: self.deps.volumes.clone(),
+            busy_volume: None,
+            container_id: Some(container_id(fid, eid)),
+        };
+        supervisor::spawn(
+            spec,
+            self.deps.containerizer.clone(),
+            self.exec_reports_tx.clone(),
+            self.deps.metrics.clone(),
+            adopted,
+        )
+    }
+
+    /// A state change of an executor's process.
+    pub(super) async fn on_executor_report(&mut self, report: StatusReport) -> Result<(), AgentError> {
+        let Ok(eid) = ExecutorId::parse(report.key.task_id.as_str()) else {
+            return Ok(());
+        };
+        let ekey = (report.key.framework_id.clone(), eid);
+        let Some(state) = report.state() else { return Ok(()) };
+        if state == TaskState::Running {
+            if let Some(e) = self.executors.get_mut(&ekey) {
+                e.running = true;
+            }
+            return Ok(());
+        }
+        if !state.is_terminal() {
+            return Ok(());
+        }
+        let Some(exec) = self.executors.remove(&ekey) else {
+            return Ok(());
+        };
+        let (how, wait_status) = ended(&report);
+        tracing::info!(framework = %ekey.0, executor = %ekey.1, "{how}");
+        let (reason, message) = exec
+            .end_reason
+            .clone()
+            .unwrap_or((StatusReason::ReasonExecutorTerminated, how.clone()));
+        self.fail_executor_tasks(&ekey, reason, &message).await?;
+        self.outbound(v1::agent_message::Message::ExecutorExited(v1::ExecutorExited {
+            framework_id: ekey.0.to_string(),
+            executor_id: ekey.1.to_string(),
+            status: wait_status,
+            message: how,
+        }));
+        self.executor_gone(&ekey, &exec.sandbox, exec.run_dir);
+        Ok(())
+    }
+
+    /// Every task of the executor that has not ended: FAILED.
+    async fn fail_executor_tasks(
+        &mut self,
+        (fid, eid): &ExecKey,
+        reason: StatusReason,
+        message: &str,
+    ) -> Result<(), AgentError> {
+        let agent_id = self.agent_id();
+        let doomed: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(k, e)| k.framework_id == *fid && e.executor.as_ref() == Some(eid) && !e.state.is_terminal())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            let status = agent_status(&key, &agent_id, TaskState::Failed, reason, message);
+            if let Some(entry) = self.tasks.get_mut(&key) {
+                self.deps.metrics.task_state(entry.state).dec();
+                self.deps.metrics.task_state(TaskState::Failed).inc();
+                entry.state = TaskState::Failed;
+                entry.statuses.push(&status);
+            }
+            self.deps.status.update(key, status).await?;
+        }
+        Ok(())
+    }
+
+    /// The executor's files go: its checkpoint now, its sandbox to the
+    /// collector once no task of it is left in the table.
+    fn executor_gone(&mut self, (fid, eid): &ExecKey, sandbox: &std::path::Path, run_dir: PathBuf) {
+        let has_tasks = self
+            .tasks
+            .iter()
+            .any(|(k, e)| k.framework_id == *fid && e.executor.as_ref() == Some(eid));
+        if !has_tasks {
+            self.deps.gc.done(sandbox);
+        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&run_dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot remove the executor's checkpoint {}: {e}", run_dir.display());
+            }
+        });
+    }
+
+    /// A task of an executor was forgotten: its sandbox (the executor's)
+    /// is done once the executor has ended and no task of it is left.
+    pub(super) fn executor_task_forgotten(&mut self, fid: &FrameworkId, eid: &ExecutorId, sandbox: &std::path::Path) {
+        let ekey = (fid.clone(), eid.clone());
+        let in_use = self.executors.contains_key(&ekey)
+            || self
+                .tasks
+                .iter()
+                .any(|(k, e)| k.framework_id == *fid && e.executor.as_ref() == Some(eid));
+        if !in_use {
+            self.deps.gc.done(sandbox);
+        }
+    }
+
+    /// Kills executors that did not subscribe in time and those whose
+    /// shutdown grace is over.
+    pub(super) fn executor_timers(&mut self) {
+        let now = Instant::now();
+        for ((fid, eid), e) in self.executors.iter_mut() {
+            if e.register_by.is_some_and(|t| t <= now) && e.stream.is_none() {
+                tracing::warn!(framework = %fid, executor = %eid, "the executor did not subscribe in time; killing it");
+                e.register_by = None;
+                e.end_reason = Some((
+                    StatusReason::ReasonExecutorRegistrationTimeout,
+                    format!(
+                        "executor {eid} did not subscribe within {:?}",
+                        self.deps.executors.registration_timeout
+                    ),
+                ));
+                e.supervisor.kill(Some(Duration::ZERO));
+            }
+            if e.kill_at.is_some_and(|t| t <= now) {
+                e.kill_at = Some(now + Duration::from_secs(3600));
+                e.supervisor.kill(Some(Duration::from_secs(1)));
+            }
+        }
+    }
+
+    /// SHUTDOWN to the executor, then a kill once its grace is over.
+    pub(super) fn shutdown_executor(&mut self, ekey: &ExecKey) {
+        let Some(e) = self.executors.get_mut(ekey) else {
+            tracing::debug!(framework = %ekey.0, executor = %ekey.1, "shutdown of an unknown executor ignored");
+            return;
+        };
+        if e.kill_at.is_some() {
+            return;
+        }
+        let grace = e
+            .info
+            .shutdown_grace_period_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+        let subscribed = e.send(mx::Event::of("SHUTDOWN"));
+        e.register_by = None;
+        e.kill_at = Some(if subscribed {
+            Instant::now() + grace
+        } else {
+            Instant::now()
+        });
+        tracing::info!(framework = %ekey.0, executor = %ekey.1, ?grace, subscribed, "shutting down the executor");
+    }
+
+    pub(super) fn shutdown_framework_executors(&mut self, fid: &str) {
+        let keys: Vec<ExecKey> = self
+            .executors
+            .keys()
+            .filter(|(f, _)| f.as_str() == fid)
+            .cloned()
+            .collect();
+        for k in keys {
+            self.shutdown_executor(&k);
+        }
+    }
+
+    /// A kill of a task of an executor: KILL to the executor, or, while
+    /// the task still waits for it, TASK_KILLED from the agent.
+    pub(super) async fn kill_executor_task(&mut self, key: &TaskKey, kill: Kill) -> Result<(), AgentError> {
+        let Some(entry) = self.tasks.get(key) else {
+            return Ok(());
+        };
+        let Some(eid) = entry.executor.clone() else {
+            return Ok(());
+        };
+        let grace = kill
+            .grace
+            .map(|g| g.as_millis() as u64)
+            .or(entry.info.kill_grace_period_ms);
+        let ekey = (key.framework_id.clone(), eid);
+        let Some(exec) = self.executors.get_mut(&ekey) else {
+            return Ok(());
+        };
+        if let Some(i) = exec.queued.iter().position(|t| *t == key.task_id) {
+            exec.queued.remove(i);
+            let (reason, message) = kill.why.unwrap_or((
+                StatusReason::ReasonTaskKilledDuringLaunch,
+                "killed before its executor took it".to_owned(),
+            ));
+            let status = agent_status(key, &self.agent_id(), TaskState::Killed, reason, message);
+            if let Some(entry) = self.tasks.get_mut(key) {
+                self.deps.metrics.task_state(entry.state).dec();
+                self.deps.metrics.task_state(TaskState::Killed).inc();
+                entry.state = TaskState::Killed;
+                entry.statuses.push(&status);
+            }
+            return self.deps.status.update(key.clone(), status).await;
+        }
+        if !exec.send(mx::kill(key.task_id.as_str(), grace)) {
+            tracing::info!(task = %key, "kill of a task whose executor is not subscribed now: not passed on");
+        }
+        Ok(())
+    }
+
+    /// The framework acknowledged an update: its executor hears of it if
+    /// the update was its own.
+    pub(super) fn on_acknowledged(&mut self, ack: &v1::AcknowledgeUpdate) {
+        let Ok(key) = TaskKey::parse(&ack.framework_id, &ack.task_id) else {
+            return;
+        };
+        let Some(eid) = self.tasks.get(&key).and_then(|e| e.executor.clone()) else {
+            return;
+        };
+        let Some(exec) = self.executors.get_mut(&(key.framework_id.clone(), eid)) else {
+            return;
+        };
+        let own = exec.uuids.get(&key.task_id).is_some_and(|u| u.contains(&ack.uuid));
+        if own && !exec.send(mx::acknowledged(key.task_id.as_str(), &ack.uuid)) {
+            tracing::debug!(task = %key, "acknowledgement not passed on: the executor is not subscribed");
+        }
+    }
+
+    /// Bytes from the framework to one of its executors (dropped unless it
+    /// is subscribed, as Mesos does).
+    pub(super) fn on_framework_message(&mut self, m: v1::FrameworkMessage) {
+        let (Ok(fid), Ok(eid)) = (FrameworkId::parse(&m.framework_id), ExecutorId::parse(&m.executor_id)) else {
+            return;
+        };
+        let sent = self
+            .executors
+            .get_mut(&(fid, eid))
+            .is_some_and(|e| e.send(mx::message(&m.data)));
+        if !sent {
+            tracing::debug!(executor = %m.executor_id, "framework message dropped: the executor is not subscribed");
+        }
+    }
+
+    pub(super) fn executor_views(&self) -> Vec<ExecutorView> {
+        self.executors
+            .iter()
+            .map(|((fid, eid), e)| ExecutorView {
+                framework_id: fid.to_string(),
+                info: e.info.clone(),
+                state: e.state_name(),
+                tasks: self
+                    .tasks
+                    .iter()
+                    .filter(|(k, t)| k.framework_id == *fid && t.executor.as_ref() == Some(eid))
+                    .map(|(k, _)| k.task_id.to_string())
+                    .collect(),
+                sandbox: e.sandbox.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The container id of an executor: no task's key can be it.
+fn container_id(fid: &FrameworkId, eid: &ExecutorId) -> String {
+    format!("{fid}/executors/{eid}")
+}
+
+/// Writes the executor's token to its checkpoint dir, readable by root
+/// only, for a restarted agent to check the executor's calls with.
+fn write_token(run_dir: &std::path::Path, token: &str) -> Result<(), AgentError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(run_dir)
+        .map_err(AgentError::io("create", run_dir))?;
+    let path = run_dir.join(paths::EXECUTOR_TOKEN);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(AgentError::io("create", &path))?;
+    f.write_all(token.as_bytes()).map_err(AgentError::io("write", &path))
+}

@@ -1,0 +1,128 @@
+//! Executors after an agent restart: each whose process is found again
+//! is watched by a new supervisor and keeps its token (it resubscribes,
+//! as Mesos executors do); the tasks of one that is gone fail.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use mezzo_proto::ids::{ExecutorId, FrameworkId};
+use mezzo_proto::state::TaskState;
+use mezzo_proto::v1::{self, StatusReason};
+use tokio::time::Instant;
+
+use super::super::{Statuses, Table};
+use super::{ExecutorEntry, container_id};
+use crate::containerizer::Recovery;
+use crate::key::TaskKey;
+use crate::task::agent_status;
+use crate::{AgentError, paths};
+
+impl Table {
+    /// Finds the executors that ran before a restart: each whose container
+    /// is found again is watched by a new supervisor (its run dir is added
+    /// to `adopted`) and keeps its token; the others are gone (their
+    /// checkpoints removed; their tasks fail as they are recovered).
+    pub(in crate::task::table) async fn recover_executors(&mut self, adopted: &mut Vec<PathBuf>) {
+        let root = paths::executors_meta_root(&self.deps.runtime_dir);
+        for fw in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for ex in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
+                let dir = ex.path();
+                let ids = (
+                    FrameworkId::parse(&fw.file_name().to_string_lossy()),
+                    ExecutorId::parse(&ex.file_name().to_string_lossy()),
+                );
+                let (Ok(fid), Ok(eid)) = ids else {
+                    tracing::warn!(path = %dir.display(), "not an executor's checkpoint; skipped");
+                    continue;
+                };
+                let ekey = (fid, eid);
+                let run = std::fs::read(dir.join(paths::TASK_CHECKPOINT))
+                    .ok()
+                    .and_then(|b| <v1::RunTask as prost::Message>::decode(b.as_slice()).ok());
+                let token = std::fs::read_to_string(dir.join(paths::EXECUTOR_TOKEN)).ok();
+                let task = run.and_then(|r| r.task);
+                let info = task.as_ref().and_then(|t| t.executor.clone());
+                let found = match (&task, &info, &token) {
+                    (Some(_), Some(_), Some(_)) => {
+                        let id = container_id(&ekey.0, &ekey.1);
+                        self.deps
+                            .containerizer
+                            .recover(id, dir.clone())
+                            .await
+                            .unwrap_or(Recovery::Gone)
+                    }
+                    _ => Recovery::Gone,
+                };
+                match (found, task, info, token) {
+                    (Recovery::Adopted(container), Some(task), Some(info), Some(token)) => {
+                        adopted.push(dir.clone());
+                        let sup = self.supervise_executor(&ekey, task, Default::default(), Some(container));
+                        let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, &ekey.0, &ekey.1);
+                        self.deps.gc.launched(&sandbox);
+                        tracing::info!(framework = %ekey.0, executor = %ekey.1, "watching a recovered executor");
+                        self.executors.insert(
+                            ekey,
+                            ExecutorEntry {
+                                info,
+                                framework: v1::FrameworkInfo::default(),
+                                sandbox,
+                                run_dir: dir,
+                                token: token.trim().to_owned(),
+                                supervisor: sup,
+                                running: true,
+                                stream: None,
+                                queued: Vec::new(),
+                                register_by: Some(Instant::now() + self.deps.executors.registration_timeout),
+                                kill_at: None,
+                                end_reason: None,
+                                uuids: BTreeMap::new(),
+                            },
+                        );
+                    }
+                    _ => {
+                        tracing::info!(framework = %ekey.0, executor = %ekey.1, "the executor is gone since the agent restarted");
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A recovered task of an executor: its state as journaled (RUNNING if
+    /// nothing is pending); FAILED if its executor is gone. Its framework
+    /// is remembered for the executor's next SUBSCRIBED, the uuids of its
+    /// `pending` updates so that the executor's resubscription does not
+    /// queue them twice.
+    pub(in crate::task::table) async fn recover_executor_task(
+        &mut self,
+        key: &TaskKey,
+        run: &v1::RunTask,
+        eid: &ExecutorId,
+        state: TaskState,
+        pending: Vec<Vec<u8>>,
+        statuses: &mut Statuses,
+    ) -> Result<TaskState, AgentError> {
+        let ekey = (key.framework_id.clone(), eid.clone());
+        if let Some(exec) = self.executors.get_mut(&ekey) {
+            if let Some(f) = &run.framework {
+                exec.framework = f.clone();
+            }
+            exec.uuids.entry(key.task_id.clone()).or_default().extend(pending);
+            return Ok(state);
+        }
+        if state.is_terminal() {
+            return Ok(state);
+        }
+        let message = "the agent restarted and the task's executor is gone";
+        let status = agent_status(
+            key,
+            &self.agent_id(),
+            TaskState::Failed,
+            StatusReason::ReasonExecutorTerminated,
+            message,
+        );
+        statuses.push(&status);
+        self.deps.status.update(key.clone(), status).await?;
+        Ok(TaskState::Failed)
+    }
+}
