@@ -69,19 +69,34 @@ impl Identity {
             None => Message::Register(v1::Register {
                 agent: Some(self.info()),
             }),
-            Some(id) => Message::Reregister(v1::Reregister {
-                agent_id: id.to_string(),
-                agent: Some(self.info()),
-                tasks: reported_tasks(tasks),
-                tasks_complete: complete,
-                executors: executors
+            Some(id) => {
+                // An executor's resources were allocated to its tasks' role.
+                let role_of = |e: &ExecutorView| {
+                    tasks
+                        .iter()
+                        .find(|t| {
+                            t.key.framework_id.as_str() == e.framework_id
+                                && t.info.executor.as_ref().map(|x| &x.executor_id) == Some(&e.info.executor_id)
+                        })
+                        .map(|t| t.info.allocation_role.clone())
+                        .unwrap_or_default()
+                };
+                let executors = executors
                     .into_iter()
                     .map(|e| v1::RunningExecutor {
+                        allocation_role: role_of(&e),
                         framework_id: e.framework_id,
                         executor: Some(e.info),
                     })
-                    .collect(),
-            }),
+                    .collect();
+                Message::Reregister(v1::Reregister {
+                    agent_id: id.to_string(),
+                    agent: Some(self.info()),
+                    tasks: reported_tasks(tasks),
+                    tasks_complete: complete,
+                    executors,
+                })
+            }
         };
         v1::AgentMessage { message: Some(message) }
     }

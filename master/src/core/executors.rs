@@ -11,7 +11,6 @@ use mezzo_proto::v1;
 
 use std::time::Instant;
 
-use super::accept::LaunchRequest;
 use super::{ConnId, Master};
 use crate::error::MasterError;
 
@@ -42,51 +41,6 @@ pub struct ReportedExecutor {
 }
 
 impl Master {
-    /// The executor `launch` names must run on `agent` with the same info,
-    /// or be started by this accept (`planned`), or fit in what is `left`
-    /// of the offers: then it is added to `planned`.
-    pub(super) fn plan_executor(
-        &self,
-        fid: &FrameworkId,
-        agent: &AgentId,
-        role: &Role,
-        launch: &LaunchRequest,
-        left: &mut ReservedResources,
-        planned: &mut Vec<NewExecutor>,
-    ) -> Result<(), MasterError> {
-        let (Some((eid, asked)), Some(info)) = (&launch.executor, &launch.info.executor) else {
-            return Ok(());
-        };
-        let same = |known: &v1::ExecutorInfo| {
-            if known == info {
-                Ok(())
-            } else {
-                Err(MasterError::Invalid(format!(
-                    "task {}: executor {eid} runs on agent {agent} with another ExecutorInfo; every task naming it there must carry the same",
-                    launch.task_id
-                )))
-            }
-        };
-        let running = self
-            .agents
-            .get(agent)
-            .and_then(|a| a.executors.get(&(fid.clone(), eid.clone())));
-        if let Some(e) = running {
-            return same(&e.info);
-        }
-        if let Some((_, known, _)) = planned.iter().find(|(id, ..)| id == eid) {
-            return same(known);
-        }
-        let taken = left.take_for(role, asked).ok_or_else(|| MasterError::BeyondOffer {
-            task: format!("{} (its executor {eid})", launch.task_id),
-            asked: asked.to_string(),
-            offered: left.to_string(),
-        })?;
-        *left = left.saturating_sub(&taken);
-        planned.push((eid.clone(), info.clone(), taken));
-        Ok(())
-    }
-
     /// Books a new executor's resources as used on its agent.
     pub(super) fn add_executor(&mut self, fid: &FrameworkId, agent: &AgentId, role: &Role, new: NewExecutor) {
         let (eid, info, taken) = new;

@@ -21,7 +21,7 @@ mod scheduler;
 #[cfg(test)]
 mod tests;
 
-pub use mezzo_proto::mesos::{convert, recordio, types};
+pub use mezzo_proto::mesos::{convert, parse, recordio, types};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -208,41 +208,6 @@ pub(crate) fn json_accepted(headers: &HeaderMap) -> Result<(), Response> {
         )
             .into_response())
     }
-}
-
-/// Most JSON objects and arrays in one call: enough for an `ACCEPT` of
-/// `api::MAX_TASKS_PER_ACCEPT` small tasks, while a body of empty objects
-/// (`[{},{},...]`, a few bytes each) cannot make the master build
-/// millions of structs of hundreds of bytes (about a gigabyte from 4 MiB).
-pub(crate) const MAX_JSON_NODES: usize = 100_000;
-
-/// A request body as `T`, refused first when it holds more than
-/// [`MAX_JSON_NODES`] objects and arrays (counted in one pass, outside
-/// strings).
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let (mut nodes, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => nodes += 1,
-            _ => {}
-        }
-    }
-    if nodes > MAX_JSON_NODES {
-        return Err(format!(
-            "{nodes} JSON objects and arrays in one call; at most {MAX_JSON_NODES}"
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// `GET /version`: Mesos' shape, with Mezzo's own version beside it.

@@ -356,11 +356,12 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
         Call::Kill { task, .. } => Some(task.clone()),
         _ => None,
     };
+    let to_executor = matches!(c, Call::Message { .. } | Call::ShutdownExecutor { .. });
     match api.http.handle().call(fid.clone(), c, caller.clone()).await {
         Ok(()) => Ok(()),
         // Mesos forwards messages and shutdowns without knowing the
-        // executor, answering 202 whether or not it exists.
-        Err(e @ MasterError::UnknownExecutor { .. }) => {
+        // executor, answering 202 whether or not it (or its agent) exists.
+        Err(e @ (MasterError::UnknownExecutor { .. } | MasterError::UnknownAgent(_))) if to_executor => {
             tracing::debug!(framework = %fid, "{e}: dropped");
             Ok(())
         }

@@ -390,15 +390,7 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
             }
             (a, _) => a.clone(),
         },
-        labels: t
-            .labels
-            .iter()
-            .flat_map(|l| &l.labels)
-            .map(|l| v1::Attribute {
-                name: l.key.clone(),
-                value: l.value.clone().unwrap_or_default(),
-            })
-            .collect(),
+        labels: labels_in(t.labels.as_ref()),
         container: t.container.as_ref().map(container_in).transpose().map_err(with)?,
         health_check: t.health_check.as_ref().map(health_check_in).transpose().map_err(with)?,
         priority: 0,
@@ -406,6 +398,18 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         executor,
         data,
     })
+}
+
+/// Mesos' labels as Mezzo's attributes.
+fn labels_in(labels: Option<&m::Labels>) -> Vec<v1::Attribute> {
+    labels
+        .iter()
+        .flat_map(|l| &l.labels)
+        .map(|l| v1::Attribute {
+            name: l.key.clone(),
+            value: l.value.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// A Mesos `ExecutorInfo` as Mezzo's. Only custom executors (type
@@ -444,15 +448,7 @@ pub fn executor_in(e: &m::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
             .transpose()?
             .unwrap_or_default(),
         shutdown_grace_period_ms,
-        labels: e
-            .labels
-            .iter()
-            .flat_map(|l| &l.labels)
-            .map(|l| v1::Attribute {
-                name: l.key.clone(),
-                value: l.value.clone().unwrap_or_default(),
-            })
-            .collect(),
+        labels: labels_in(e.labels.as_ref()),
     })
 }
 

@@ -44,11 +44,8 @@ pub struct Subscribe {
     pub unacknowledged_updates: Vec<Update>,
 }
 
-/// `Call.Update`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Update {
-    pub status: TaskStatus,
-}
+/// `Call.Update`: a status, as in the scheduler API's `UPDATE` event.
+pub use super::types::Update;
 
 /// `Call.Message` and `Event.Message`: base64 bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,10 +137,8 @@ pub struct Acknowledged {
     pub uuid: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Error {
-    pub message: String,
-}
+/// `Event.Error`.
+pub use super::types::ErrorEvent as Error;
 
 // ---- mezzo -> Mesos ----
 
