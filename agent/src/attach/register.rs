@@ -84,7 +84,10 @@ impl Identity {
                 let executors = executors
                     .into_iter()
                     .map(|e| v1::RunningExecutor {
-                        allocation_role: role_of(&e),
+                        allocation_role: match e.info.allocation_role.as_str() {
+                            "" => role_of(&e),
+                            role => role.to_owned(),
+                        },
                         framework_id: e.framework_id,
                         executor: Some(e.info),
                     })

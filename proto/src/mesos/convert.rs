@@ -449,6 +449,7 @@ pub fn executor_in(e: &m::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
             .unwrap_or_default(),
         shutdown_grace_period_ms,
         labels: labels_in(e.labels.as_ref()),
+        allocation_role: String::new(),
     })
 }
 
