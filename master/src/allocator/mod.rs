@@ -409,6 +409,16 @@ impl Allocator {
         }
     }
 
+    /// Makes `roles` exactly the framework's suppressed roles; its filters
+    /// stay.
+    pub fn set_suppressed(&mut self, id: &FrameworkId, roles: &[Role]) {
+        let named: Vec<RoleIx> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
+        if let Some(fw) = self.fw_mut(id) {
+            fw.suppressed = fw.roles.iter().copied().filter(|r| named.contains(r)).collect();
+        }
+        self.mark_idle();
+    }
+
     /// Ends a suppress in `roles` (all when empty) and drops the
     /// framework's filters (kept per agent, not per role: a revive of one
     /// role may bring offers of agents the framework filtered in another).

@@ -218,6 +218,19 @@ fn validate_executor(t: &TaskId, e: &v1::ExecutorInfo) -> Result<(ExecutorId, Re
         )));
     }
     check_command(&what, cmd, false)?;
+    if cmd.environment.iter().any(|v| !v.secret.is_empty()) || !cmd.secret_files.is_empty() {
+        return Err(invalid(format!(
+            "{what}: executors cannot take secrets (give them to its tasks)"
+        )));
+    }
+    if let Some(ms) = e.shutdown_grace_period_ms
+        && Duration::from_millis(ms) > MAX_KILL_GRACE
+    {
+        return Err(invalid(format!(
+            "{what}: shutdown grace period {ms} ms exceeds {} s",
+            MAX_KILL_GRACE.as_secs()
+        )));
+    }
     if e.container
         .as_ref()
         .is_some_and(|c| !SECCOMP_PROFILES.contains(&c.seccomp.as_str()))

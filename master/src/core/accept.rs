@@ -190,6 +190,17 @@ impl Master {
         info.agent_id = agent_id.to_string();
         info.resources = taken.to_proto();
         info.allocation_role = role.to_string();
+        // The agent reports back what its executor holds, as it was taken.
+        if let Some(e) = info.executor.as_mut()
+            && let Some(held) = ExecutorId::parse(&e.executor_id).ok().and_then(|eid| {
+                self.agents
+                    .get(agent_id)
+                    .and_then(|a| a.executors.get(&(fid.clone(), eid)))
+            })
+        {
+            e.resources = held.resources.to_proto();
+            e.allocation_role = held.role.to_string();
+        }
         self.alloc.offer_used(fid, role, agent_id, &taken);
         let flat = taken.total();
         let launched_at = unix_now();
@@ -348,7 +359,7 @@ impl Master {
             return Ok(());
         };
         let same = |known: &v1::ExecutorInfo| {
-            if known == info {
+            if super::executors::same_executor(known, info) {
                 Ok(())
             } else {
                 Err(MasterError::Invalid(format!(

@@ -529,8 +529,8 @@ impl Master {
             self.emit(Effect::CloseAgent(conn));
         }
         self.rescind_agent_offers(id);
-        self.release_agent_executors(id);
-        let mut frameworks = HashSet::new();
+        // A framework with only an executor there is told too.
+        let mut frameworks: HashSet<FrameworkId> = self.release_agent_executors(id).into_iter().collect();
         for (fid, tid) in tasks {
             if self.master_update_if(&fid, &tid, &when, why.0, why.1, why.2) {
                 frameworks.insert(fid);

@@ -29,6 +29,19 @@ pub(super) type Executors = std::collections::BTreeMap<(FrameworkId, ExecutorId)
 /// An executor an accept starts: its id, info and what it takes.
 pub(super) type NewExecutor = (ExecutorId, v1::ExecutorInfo, ReservedResources);
 
+/// Whether two tasks name the same executor: the same info but for the
+/// form of its resources (as asked, or as taken of an offer and reported
+/// back by its agent) and the role the master fills in.
+pub(super) fn same_executor(a: &v1::ExecutorInfo, b: &v1::ExecutorInfo) -> bool {
+    let bare = |e: &v1::ExecutorInfo| v1::ExecutorInfo {
+        resources: Vec::new(),
+        allocation_role: String::new(),
+        ..e.clone()
+    };
+    let total = |e: &v1::ExecutorInfo| ReservedResources::from_proto(&e.resources).map(|r| r.total()).ok();
+    bare(a) == bare(b) && total(a) == total(b)
+}
+
 /// An executor an agent reports on re-registration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportedExecutor {
@@ -200,6 +213,12 @@ impl Master {
             seen.insert(key.clone());
             let known = self.agents.get(agent).is_some_and(|a| a.executors.contains_key(&key));
             let Some(fw) = self.frameworks.get(&r.framework_id) else {
+                // Removed while the agent was away: nothing else would
+                // stop its executor.
+                let msg = v1::master_message::Message::ShutdownFramework(v1::ShutdownFramework {
+                    framework_id: r.framework_id.to_string(),
+                });
+                self.send_agent(agent, msg);
                 continue;
             };
             if known {
@@ -223,16 +242,18 @@ impl Master {
     }
 
     /// Frees every executor of a lost agent (its frameworks get the
-    /// agent's own `Failure`); a re-registration holds them again.
-    pub(super) fn release_agent_executors(&mut self, agent: &AgentId) {
+    /// agent's own `Failure`); a re-registration holds them again. Returns
+    /// the frameworks they were of.
+    pub(super) fn release_agent_executors(&mut self, agent: &AgentId) -> Vec<FrameworkId> {
         let all: Vec<(FrameworkId, ExecutorId)> = self
             .agents
             .get(agent)
             .map(|a| a.executors.keys().cloned().collect())
             .unwrap_or_default();
-        for (fid, eid) in all {
-            self.release_executor(agent, &fid, &eid, None);
+        for (fid, eid) in &all {
+            self.release_executor(agent, fid, eid, None);
         }
+        all.into_iter().map(|(f, _)| f).collect()
     }
 
     /// Forgets the executors of a removed framework (its agents are told

@@ -242,6 +242,29 @@ impl Master {
         let all: Vec<Role> = fw.info.roles.iter().filter_map(|r| Role::parse(r).ok()).collect();
         let now_suppressed = if roles.is_empty() { &all[..] } else { roles };
         fw.suppressed_roles.extend(now_suppressed.iter().cloned());
+        self.alloc.suppress(fid, roles);
+        self.rescind_suppressed_offers(fid);
+        Ok(())
+    }
+
+    /// Makes `roles` exactly the framework's suppressed roles (Mesos'
+    /// `UPDATE_FRAMEWORK`): unlike a revive, its decline filters stay.
+    pub(super) fn set_suppressed(&mut self, fid: &FrameworkId, roles: Vec<Role>) -> Result<(), MasterError> {
+        let fw = self
+            .frameworks
+            .get_mut(fid)
+            .ok_or_else(|| MasterError::NotSubscribed(fid.to_string()))?;
+        known_roles(&fw.info, &roles)?;
+        fw.suppressed_roles = roles.iter().cloned().collect();
+        self.alloc.set_suppressed(fid, &roles);
+        self.rescind_suppressed_offers(fid);
+        self.allocation_needed = true;
+        Ok(())
+    }
+
+    /// Rescinds the framework's outstanding offers in roles it suppressed.
+    fn rescind_suppressed_offers(&mut self, fid: &FrameworkId) {
+        let Some(fw) = self.frameworks.get(fid) else { return };
         let rescinded: Vec<OfferId> = fw
             .offers
             .iter()
@@ -252,30 +275,9 @@ impl Master {
             })
             .cloned()
             .collect();
-        self.alloc.suppress(fid, roles);
         for id in rescinded {
             self.rescind_offer(&id, true);
         }
-        Ok(())
-    }
-
-    /// Makes `roles` exactly the framework's suppressed roles.
-    pub(super) fn set_suppressed(&mut self, fid: &FrameworkId, roles: Vec<Role>) -> Result<(), MasterError> {
-        let others: Vec<Role> = self
-            .frameworks
-            .get(fid)
-            .map(|f| f.info.roles.iter().filter_map(|r| Role::parse(r).ok()))
-            .into_iter()
-            .flatten()
-            .filter(|r| !roles.contains(r))
-            .collect();
-        if !others.is_empty() {
-            self.revive(fid, &others)?;
-        }
-        if !roles.is_empty() {
-            self.suppress(fid, &roles)?;
-        }
-        Ok(())
     }
 }
 

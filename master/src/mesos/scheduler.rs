@@ -197,6 +197,9 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
         Ok(i) => i,
         Err(e) => return bad_request(e.to_string()),
     };
+    if let Some(r) = suppressed.iter().find(|r| !info.roles.iter().any(|n| n == r.as_str())) {
+        return bad_request(format!("suppressed role {r} is not one of the framework's roles"));
+    }
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let events = tx.downgrade();
     let handle = api.http.handle().clone();
@@ -361,7 +364,10 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
         Ok(()) => Ok(()),
         // Mesos forwards messages and shutdowns without knowing the
         // executor, answering 202 whether or not it (or its agent) exists.
-        Err(e @ (MasterError::UnknownExecutor { .. } | MasterError::UnknownAgent(_))) if to_executor => {
+        Err(
+            e
+            @ (MasterError::UnknownExecutor { .. } | MasterError::UnknownAgent(_) | MasterError::AgentDisconnected(_)),
+        ) if to_executor => {
             tracing::debug!(framework = %fid, "{e}: dropped");
             Ok(())
         }

@@ -3,6 +3,8 @@
 //! it exited; later tasks must name the same executor; messages and
 //! shutdowns go to the executor's agent; a re-registration rebuilds them.
 
+use std::time::Duration;
+
 use mezzo_proto::ids::ExecutorId;
 use mezzo_proto::reservation::ReservedResources;
 
@@ -279,4 +281,187 @@ fn the_edge_refuses_tasks_with_both_a_command_and_an_executor_and_bad_executors(
     };
     let err = validate_task(t).expect_err("isolated executor");
     assert!(err.to_string().contains("must reach its agent"), "{err}");
+}
+
+#[test]
+fn an_executor_taken_from_a_reservation_is_reported_and_booked_back_as_taken() {
+    let mut s = Sim::new();
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        roles: vec!["r".into()],
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN, info, None, s.now).expect("subscribe");
+    s.run();
+    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    let a = s.agent(AGENT_CONN, "cpus(r):1;mem(r):256");
+    let o = oid(&s.offers()[0]);
+    s.m.accept(&f, &[o], vec![run_by("t1", executor("e1", "./a"))], None, s.now)
+        .expect("accept");
+    s.run();
+    // The agent is told what the executor took, and for which role.
+    let sent = s
+        .agent_msgs()
+        .into_iter()
+        .find_map(|m| match m {
+            v1::master_message::Message::RunTask(r) => r.task.and_then(|t| t.executor),
+            _ => None,
+        })
+        .expect("a RunTask with its executor");
+    assert_eq!(sent.allocation_role, "r");
+    let taken = ReservedResources::from_proto(&sent.resources).expect("resources");
+    assert_eq!(taken, ReservedResources::parse("cpus(r):0.25;mem(r):32").expect("res"));
+
+    // The agent comes back with it as it was sent: booked the same, and
+    // a task naming it as the framework does is still the same executor.
+    let before = used(&s);
+    let desc = AgentDescription {
+        hostname: "h".into(),
+        http_address: String::new(),
+        resources: ReservedResources::parse("cpus(r):1;mem(r):256").expect("res"),
+        attributes: vec![],
+    };
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.advance(Duration::from_secs(6));
+    let mut task = super::reported(f.clone(), "t1", TaskState::Running);
+    task.resources = ReservedResources::parse("cpus(r):0.25;mem(r):64").expect("res");
+    task.info.allocation_role = "r".into();
+    let hello = AgentHello::Reregister {
+        id: a.clone(),
+        info: desc,
+        tasks: vec![task],
+        complete: true,
+        executors: vec![ReportedExecutor {
+            framework_id: f.clone(),
+            executor_id: eid("e1"),
+            info: sent,
+            resources: taken,
+            role: "r".into(),
+        }],
+    };
+    s.m.agent_attach(AGENT_CONN + 1, hello, None, s.now).expect("attach");
+    s.run();
+    assert_eq!(used(&s), before);
+    let o = oid(s.offers().last().expect("offer"));
+    s.m.accept(&f, &[o], vec![run_by("t2", executor("e1", "./a"))], None, s.now)
+        .expect("the same executor");
+}
+
+#[test]
+fn an_executor_of_a_framework_removed_while_its_agent_was_away_is_shut_down() {
+    let (mut s, f, a) = with_executor("cpus:1;mem:256");
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.run();
+    s.m.teardown(&f).expect("teardown");
+    s.run();
+    let desc = AgentDescription {
+        hostname: "h".into(),
+        http_address: String::new(),
+        resources: ReservedResources::parse("cpus:1;mem:256").expect("res"),
+        attributes: vec![],
+    };
+    let hello = AgentHello::Reregister {
+        id: a.clone(),
+        info: desc,
+        tasks: Vec::new(),
+        complete: true,
+        executors: vec![ReportedExecutor {
+            framework_id: f.clone(),
+            executor_id: eid("e1"),
+            info: executor("e1", "./a"),
+            resources: ReservedResources::parse("cpus:0.25;mem:32").expect("res"),
+            role: "*".into(),
+        }],
+    };
+    let shutdowns = |s: &Sim| {
+        s.agent_msgs()
+            .iter()
+            .filter(
+                |m| matches!(m, v1::master_message::Message::ShutdownFramework(x) if x.framework_id == f.to_string()),
+            )
+            .count()
+    };
+    let before = shutdowns(&s);
+    s.m.agent_attach(AGENT_CONN + 1, hello, None, s.now).expect("attach");
+    s.run();
+    assert_eq!(shutdowns(&s), before + 1);
+    assert_eq!(used(&s), Resources::default());
+}
+
+#[test]
+fn a_framework_with_only_an_executor_on_a_lost_agent_is_told() {
+    let (mut s, f, a) = with_executor("cpus:1;mem:256");
+    let t1 = mezzo_proto::ids::TaskId::parse("t1").expect("id");
+    for (state, uuid) in [(TaskState::Running, 1), (TaskState::Finished, 2)] {
+        s.m.status_update(AGENT_CONN, f.clone(), super::status("t1", state, uuid), state, s.now)
+            .expect("update");
+        s.m.acknowledge(&f, &a, &t1, &[uuid; 16]).expect("ack");
+    }
+    s.run();
+    let failures = |s: &Sim| {
+        s.events()
+            .iter()
+            .filter(|e| matches!(e, v1::event::Event::Failure(x) if x.executor_id.is_empty()))
+            .count()
+    };
+    assert_eq!(failures(&s), 0);
+    s.m.agent_conn_closed(AGENT_CONN, s.now);
+    s.advance(Duration::from_secs(6));
+    assert_eq!(failures(&s), 1);
+    assert_eq!(used(&s), Resources::default());
+}
+
+#[test]
+fn the_edge_refuses_executors_with_secrets_or_an_endless_shutdown_grace() {
+    let task = |e: v1::ExecutorInfo| v1::TaskInfo {
+        task_id: "t".into(),
+        resources: Resources::parse("cpus:0.25").expect("res").to_proto(),
+        executor: Some(e),
+        ..Default::default()
+    };
+    let mut secret = executor("e1", "./a");
+    if let Some(c) = secret.command.as_mut() {
+        c.environment.push(v1::EnvVar {
+            name: "K".into(),
+            secret: "key".into(),
+            ..Default::default()
+        });
+    }
+    let err = validate_task(task(secret)).expect_err("a secret");
+    assert!(err.to_string().contains("cannot take secrets"), "{err}");
+    let mut slow = executor("e1", "./a");
+    slow.shutdown_grace_period_ms = Some(10 * 3600 * 1000);
+    let err = validate_task(task(slow)).expect_err("ten hours");
+    assert!(err.to_string().contains("shutdown grace period"), "{err}");
+}
+
+#[test]
+fn update_framework_sets_the_suppressed_roles_and_keeps_decline_filters() {
+    let mut s = Sim::new();
+    let info = v1::FrameworkInfo {
+        name: "f".into(),
+        roles: vec!["a".into(), "b".into()],
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN, info.clone(), None, s.now).expect("subscribe");
+    s.run();
+    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let o = oid(&s.offers()[0]);
+    s.m.decline(&f, &[o], Some(Duration::from_secs(60)), s.now)
+        .expect("decline");
+    s.run();
+    let offered = s.offers().len();
+    let role = |r: &str| mezzo_proto::reservation::Role::parse(r).expect("role");
+    s.m.update_framework(&f, info.clone(), Some(vec![role("a")]))
+        .expect("update");
+    s.advance(Duration::from_secs(1));
+    // The agent declined stays filtered: no new offer.
+    assert_eq!(s.offers().len(), offered);
+    let fw = s.m.frameworks.get(&f).expect("framework");
+    assert_eq!(fw.suppressed_role_names(), vec!["a".to_owned()]);
+    s.m.update_framework(&f, info, Some(Vec::new())).expect("update");
+    assert!(s.m.frameworks.get(&f).expect("framework").suppressed_roles.is_empty());
 }
