@@ -102,6 +102,19 @@ impl Sim {
         AgentId::parse(&id.expect("registered")).expect("id")
     }
 
+    /// A framework in `roles`, subscribed on [`FW_CONN`].
+    fn framework_in(&mut self, roles: &[&str]) -> FrameworkId {
+        let info = v1::FrameworkInfo {
+            name: "f".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            failover_timeout_secs: 60.0,
+            ..Default::default()
+        };
+        self.m.subscribe(FW_CONN, info, None, self.now).expect("subscribe");
+        self.run();
+        self.m.frameworks.keys().next().expect("framework").clone()
+    }
+
     /// Framework `f` subscribes again, on `conn` (a failover).
     fn resubscribe(&mut self, conn: ConnId, f: &FrameworkId) {
         let info = v1::FrameworkInfo {
@@ -500,15 +513,7 @@ fn decline_filter_then_revive() {
 #[test]
 fn suppress_in_one_role_keeps_offers_in_the_others() {
     let mut s = Sim::new();
-    let info = v1::FrameworkInfo {
-        name: "f".into(),
-        roles: vec!["a".into(), "b".into()],
-        failover_timeout_secs: 60.0,
-        ..Default::default()
-    };
-    s.m.subscribe(FW_CONN, info, None, s.now).expect("subscribe");
-    s.run();
-    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    let f = s.framework_in(&["a", "b"]);
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let first = s.offers();
     assert_eq!(first.len(), 1);

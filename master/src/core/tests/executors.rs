@@ -286,15 +286,7 @@ fn the_edge_refuses_tasks_with_both_a_command_and_an_executor_and_bad_executors(
 #[test]
 fn an_executor_taken_from_a_reservation_is_reported_and_booked_back_as_taken() {
     let mut s = Sim::new();
-    let info = v1::FrameworkInfo {
-        name: "f".into(),
-        roles: vec!["r".into()],
-        failover_timeout_secs: 60.0,
-        ..Default::default()
-    };
-    s.m.subscribe(FW_CONN, info, None, s.now).expect("subscribe");
-    s.run();
-    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    let f = s.framework_in(&["r"]);
     let a = s.agent(AGENT_CONN, "cpus(r):1;mem(r):256");
     let o = oid(&s.offers()[0]);
     s.m.accept(&f, &[o], vec![run_by("t1", executor("e1", "./a"))], None, s.now)
@@ -439,15 +431,8 @@ fn the_edge_refuses_executors_with_secrets_or_an_endless_shutdown_grace() {
 #[test]
 fn update_framework_sets_the_suppressed_roles_and_keeps_decline_filters() {
     let mut s = Sim::new();
-    let info = v1::FrameworkInfo {
-        name: "f".into(),
-        roles: vec!["a".into(), "b".into()],
-        failover_timeout_secs: 60.0,
-        ..Default::default()
-    };
-    s.m.subscribe(FW_CONN, info.clone(), None, s.now).expect("subscribe");
-    s.run();
-    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    let f = s.framework_in(&["a", "b"]);
+    let info = s.m.frameworks.get(&f).expect("framework").info.clone();
     s.agent(AGENT_CONN, "cpus:1;mem:256");
     let o = oid(&s.offers()[0]);
     s.m.decline(&f, &[o], Some(Duration::from_secs(60)), s.now)
