@@ -53,23 +53,35 @@ pub async fn serve(listener: TcpListener, table: TableHandle, status: StatusHand
         .map_err(|source| AgentError::Http { addr, source })
 }
 
+/// The executor API's listener, and whether it lost its former port.
+#[derive(Debug)]
+pub struct Bound {
+    pub listener: TcpListener,
+    /// The port kept from an earlier start is held by another process:
+    /// running executors reconnect there, handing it their tokens, which
+    /// must then be replaced ([`crate::task::table::ExecutorDeps::rotate_tokens`]).
+    pub former_port_lost: bool,
+}
+
 /// Binds the executor API. With port 0 the port kept in the work dir from
 /// an earlier start is taken again if free (running executors reconnect
 /// there), and the port chosen is kept for the next start.
-pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> Result<TcpListener, AgentError> {
+pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> Result<Bound, AgentError> {
     let file = crate::paths::executor_port_file(work_dir);
     let kept = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| t.trim().parse::<u16>().ok())
         .filter(|p| *p != 0);
     let bind_error = |source| AgentError::Bind { addr: listen, source };
+    let mut former_port_lost = false;
     let listener = match kept {
         Some(port) if listen.port() == 0 => {
             let again = std::net::SocketAddr::new(listen.ip(), port);
             match TcpListener::bind(again).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(%again, "the executor API's former port is taken ({e}): running executors cannot reconnect");
+                    tracing::warn!(%again, "the executor API's former port is taken ({e}): running executors cannot reconnect, and whoever holds it may collect their tokens, which are replaced");
+                    former_port_lost = true;
                     TcpListener::bind(listen).await.map_err(bind_error)?
                 }
             }
@@ -80,7 +92,10 @@ pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> R
     if kept != Some(addr.port()) {
         crate::paths::write_atomic(&file, addr.port().to_string().as_bytes())?;
     }
-    Ok(listener)
+    Ok(Bound {
+        listener,
+        former_port_lost,
+    })
 }
 
 fn refuse(code: StatusCode, message: impl Into<String>) -> Response {

@@ -258,7 +258,8 @@ async fn harness_in(
         metrics.clone(),
     )?);
     let volumes = Arc::new(crate::volumes::Volumes::open(&work_dir, vec![])?);
-    let listener = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
+    let bound = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
+    let listener = bound.listener;
     let endpoint = listener.local_addr()?;
     let (out_tx, outbound) = mpsc::channel(256);
     let deps = TableDeps {
@@ -283,6 +284,7 @@ async fn harness_in(
                 ..Default::default()
             },
             outbound: watch::channel(Some(out_tx.clone())).1,
+            rotate_tokens: bound.former_port_lost,
         },
     };
     let (table, table_join) = table::start(deps, recovered).await?;

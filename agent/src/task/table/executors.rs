@@ -53,6 +53,11 @@ pub struct ExecutorDeps {
     /// The current master stream, while registered: executors' messages
     /// and exits go there (best effort).
     pub outbound: watch::Receiver<Option<mpsc::Sender<v1::AgentMessage>>>,
+    /// The executor API could not listen on its former port (someone else
+    /// holds it): recovered executors get new tokens, so that whoever
+    /// collected their old ones when they reconnected there cannot use
+    /// them here.
+    pub rotate_tokens: bool,
 }
 
 impl Default for ExecutorDeps {
@@ -62,6 +67,7 @@ impl Default for ExecutorDeps {
             registration_timeout: Duration::from_secs(60),
             agent_info: v1::AgentInfo::default(),
             outbound: watch::channel(None).1,
+            rotate_tokens: false,
         }
     }
 }

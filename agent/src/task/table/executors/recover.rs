@@ -1,6 +1,8 @@
 //! Executors after an agent restart: each whose process is found again
 //! is watched by a new supervisor and keeps its token (it resubscribes,
-//! as Mesos executors do); the tasks of one that is gone fail.
+//! as Mesos executors do; unless the executor API lost its port, see
+//! [`super::ExecutorDeps::rotate_tokens`]); the tasks of one that is gone
+//! fail.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::time::Instant;
 
 use super::super::{Statuses, Table};
-use super::{ExecutorEntry, container_id};
+use super::{ExecutorEntry, container_id, new_token, write_token};
 use crate::containerizer::Recovery;
 use crate::key::TaskKey;
 use crate::task::agent_status;
@@ -52,6 +54,16 @@ impl Table {
                             .unwrap_or(Recovery::Gone)
                     }
                     _ => Recovery::Gone,
+                };
+                let token = match token {
+                    Some(_) if self.deps.executors.rotate_tokens => {
+                        tracing::warn!(framework = %ekey.0, executor = %ekey.1, "the executor API's former port is held by another process, where this executor reconnects: its token is replaced so that one collected there is useless; it is killed if it does not subscribe in time");
+                        new_token()
+                            .and_then(|t| write_token(&dir, &t).map(|()| t))
+                            .inspect_err(|e| tracing::warn!("cannot replace the executor's token: {e}"))
+                            .ok()
+                    }
+                    t => t,
                 };
                 match (found, task, info, token) {
                     (Recovery::Adopted(container), Some(task), Some(info), Some(token)) => {
