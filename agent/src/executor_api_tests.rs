@@ -398,8 +398,7 @@ impl Harness {
             task_id: status.task_id.clone(),
             uuid: status.uuid.clone(),
         };
-        self.status.acknowledge(ack.clone()).await?;
-        self.table.acknowledged(ack).await
+        self.status.acknowledge(ack).await
     }
 
     /// The next status update of `task` in `state`.
@@ -482,10 +481,11 @@ async fn a_python_executor_runs_tasks_over_the_executor_api() -> TestResult {
     );
     assert_eq!(h.logged("ex-1", "SUBSCRIBED").await?, "SUBSCRIBED agent-1");
 
-    // The framework's acknowledgement reaches the executor with its uuid.
-    h.ack(&running).await?;
+    // The agent acknowledges the update to the executor once journaled,
+    // before the framework does.
     let acked = h.logged("ex-1", "ACKNOWLEDGED").await?;
     assert_eq!(acked, format!("ACKNOWLEDGED t-1 {}", B64.encode(&running.uuid)));
+    h.ack(&running).await?;
 
     // A framework message reaches it; it finishes the task.
     h.table
@@ -637,8 +637,9 @@ async fn the_executor_api_refuses_bad_calls_as_mesos_does() -> TestResult {
         code(post("{not json".into(), Some(&token), "application/json").await?),
         400
     );
+    // An executor that is not here: the wrong token's answer.
     let unknown = call_json("ex-2", "SUBSCRIBE", serde_json::json!({}));
-    assert_eq!(code(post(unknown, Some(&token), "application/json").await?), 400);
+    assert_eq!(code(post(unknown, Some(&token), "application/json").await?), 403);
     assert_eq!(code(client.get(&url).send().await?), 405);
     let good_uuid = B64.encode([9u8; 16]);
     let update = |uuid: &str| {
