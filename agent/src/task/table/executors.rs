@@ -833,3 +833,28 @@ fn write_token(run_dir: &std::path::Path, token: &str) -> Result<(), AgentError>
         .map_err(AgentError::io("create", &path))?;
     f.write_all(token.as_bytes()).map_err(AgentError::io("write", &path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executors_shutdown_grace_is_capped_at_an_hour() {
+        let mut info = v1::ExecutorInfo {
+            executor_id: "ex-1".into(),
+            shutdown_grace_period_ms: Some(u64::MAX),
+            ..Default::default()
+        };
+        let key = (FrameworkId::generate(), ExecutorId::parse("ex-1").expect("id"));
+        let task = executor_task(
+            &key,
+            &info,
+            "agent-1",
+            ([127, 0, 0, 1], 1).into(),
+            std::path::Path::new("/s"),
+        );
+        assert_eq!(task.kill_grace_period_ms, Some(3_600_000));
+        info.shutdown_grace_period_ms = Some(2000);
+        assert_eq!(shutdown_grace(&info), Duration::from_secs(2));
+    }
+}
