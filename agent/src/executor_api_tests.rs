@@ -589,6 +589,14 @@ async fn an_executor_asking_for_an_isolated_network_is_refused() -> TestResult {
     let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
     assert!(failed.message.contains("127.0.0.1"), "{}", failed.message);
     assert!(h.table.executors().await?.is_empty());
+    // The master booked it with the task: it hears that it never ran.
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((exited.executor_id.as_str(), exited.status), ("ex-1", None));
     Ok(())
 }
 

@@ -320,6 +320,17 @@ impl Table {
         self.flush_exits();
     }
 
+    /// An executor the master booked with a task is not started: it frees
+    /// its resources once it hears.
+    fn never_started(&mut self, (fid, eid): &ExecKey, message: &str) {
+        self.executor_exited(v1::ExecutorExited {
+            framework_id: fid.to_string(),
+            executor_id: eid.to_string(),
+            status: None,
+            message: message.to_owned(),
+        });
+    }
+
     /// Sends the executor exits not sent yet: called when a master has
     /// registered the agent and on the executors' timer.
     pub(super) fn flush_exits(&mut self) {
@@ -401,6 +412,9 @@ impl Table {
                 "executor {eid} asks for {}=isolated: an executor must reach the agent on 127.0.0.1, it runs on the host's network",
                 crate::containerizer::NETWORK_LABEL
             ));
+            if !self.executors.contains_key(&ekey) {
+                self.never_started(&ekey, &m);
+            }
             return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
         }
         if let Some(e) = self.executors.get(&ekey) {
@@ -423,13 +437,7 @@ impl Table {
             let framework = run.framework.clone().unwrap_or_default();
             if let Err(e) = self.start_executor(&ekey, &info, framework) {
                 let message = format!("executor {eid} cannot be started: {e}");
-                // The master booked it with this task: it frees it now.
-                self.executor_exited(v1::ExecutorExited {
-                    framework_id: ekey.0.to_string(),
-                    executor_id: ekey.1.to_string(),
-                    status: None,
-                    message: message.clone(),
-                });
+                self.never_started(&ekey, &message);
                 let (s, r) = (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed);
                 return self
                     .refuse_executor_task(key, task, run.launched_at, s, r, message)
