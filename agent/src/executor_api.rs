@@ -7,7 +7,10 @@
 //! gave the executor it names (`MESOS_EXECUTOR_AUTHENTICATION_TOKEN`):
 //! an executor can act for itself only. The HTTP answers are Mesos'
 //! (research notes §4); SUBSCRIBE answers 200 with a RecordIO stream of
-//! events, the others 202 once done (an UPDATE once journaled).
+//! events, the others 202 once done (an UPDATE once journaled, when the
+//! executor is also sent ACKNOWLEDGED for it). A call naming an executor
+//! that is not here gets the wrong token's 403: the API tells nothing
+//! before the token is checked.
 
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::AgentError;
 use crate::status::StatusHandle;
-use crate::task::table::{CallError, ExecutorCall, TableHandle};
+use crate::task::table::{CallError, ExecutorCall, MAX_EXECUTOR_DATA, TableHandle};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -53,23 +56,35 @@ pub async fn serve(listener: TcpListener, table: TableHandle, status: StatusHand
         .map_err(|source| AgentError::Http { addr, source })
 }
 
+/// The executor API's listener, and whether it lost its former port.
+#[derive(Debug)]
+pub struct Bound {
+    pub listener: TcpListener,
+    /// The port kept from an earlier start is held by another process:
+    /// running executors reconnect there, handing it their tokens, which
+    /// must then be replaced ([`crate::task::table::ExecutorDeps::rotate_tokens`]).
+    pub former_port_lost: bool,
+}
+
 /// Binds the executor API. With port 0 the port kept in the work dir from
 /// an earlier start is taken again if free (running executors reconnect
 /// there), and the port chosen is kept for the next start.
-pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> Result<TcpListener, AgentError> {
+pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> Result<Bound, AgentError> {
     let file = crate::paths::executor_port_file(work_dir);
     let kept = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| t.trim().parse::<u16>().ok())
         .filter(|p| *p != 0);
     let bind_error = |source| AgentError::Bind { addr: listen, source };
+    let mut former_port_lost = false;
     let listener = match kept {
         Some(port) if listen.port() == 0 => {
             let again = std::net::SocketAddr::new(listen.ip(), port);
             match TcpListener::bind(again).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(%again, "the executor API's former port is taken ({e}): running executors cannot reconnect");
+                    tracing::warn!(%again, "the executor API's former port is taken ({e}): running executors cannot reconnect, and whoever holds it may collect their tokens, which are replaced");
+                    former_port_lost = true;
                     TcpListener::bind(listen).await.map_err(bind_error)?
                 }
             }
@@ -80,7 +95,10 @@ pub async fn bind(listen: std::net::SocketAddr, work_dir: &std::path::Path) -> R
     if kept != Some(addr.port()) {
         crate::paths::write_atomic(&file, addr.port().to_string().as_bytes())?;
     }
-    Ok(listener)
+    Ok(Bound {
+        listener,
+        former_port_lost,
+    })
 }
 
 fn refuse(code: StatusCode, message: impl Into<String>) -> Response {
@@ -172,8 +190,19 @@ async fn call(State(api): State<Api>, method: Method, headers: HeaderMap, body: 
     };
     let (framework_id, executor_id) = (call.framework_id.value, call.executor_id.value);
     match call.kind.as_str() {
-        // Mesos answers a heartbeat at once.
-        "HEARTBEAT" => StatusCode::ACCEPTED.into_response(),
+        "HEARTBEAT" => {
+            let (reply, rx) = oneshot::channel();
+            let c = ExecutorCall::Heartbeat {
+                framework_id,
+                executor_id,
+                token,
+                reply,
+            };
+            match ask(&api, c, rx).await {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(r) => r,
+            }
+        }
         "SUBSCRIBE" => {
             let (reply, rx) = oneshot::channel();
             let c = ExecutorCall::Subscribe {
@@ -218,6 +247,12 @@ async fn call(State(api): State<Api>, method: Method, headers: HeaderMap, body: 
                 Ok(d) => d,
                 Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
             };
+            if data.len() > MAX_EXECUTOR_DATA {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("message data is larger than {MAX_EXECUTOR_DATA} bytes"),
+                );
+            }
             let (reply, rx) = oneshot::channel();
             let c = ExecutorCall::Message {
                 framework_id,
@@ -252,7 +287,7 @@ async fn ask<T>(api: &Api, call: ExecutorCall, rx: oneshot::Receiver<Result<T, C
 /// The subscription's RecordIO stream: the table's events, and HEARTBEAT
 /// now and then. It ends when the table drops the subscription (a newer
 /// one, or the executor's end).
-fn stream(events: mpsc::UnboundedReceiver<mx::Event>) -> Response {
+fn stream(events: mpsc::Receiver<mx::Event>) -> Response {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let records = futures::stream::unfold((events, beat), |(mut events, mut beat)| async move {

@@ -212,6 +212,9 @@ struct Harness {
     status: StatusHandle,
     /// What the agent sends its master.
     outbound: mpsc::Receiver<v1::AgentMessage>,
+    out_tx: mpsc::Sender<v1::AgentMessage>,
+    /// The executors' view of the master connection.
+    master: watch::Sender<Option<mpsc::Sender<v1::AgentMessage>>>,
     /// The executor API.
     url: String,
     work_dir: PathBuf,
@@ -258,9 +261,11 @@ async fn harness_in(
         metrics.clone(),
     )?);
     let volumes = Arc::new(crate::volumes::Volumes::open(&work_dir, vec![])?);
-    let listener = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
+    let bound = crate::executor_api::bind("127.0.0.1:0".parse()?, &work_dir).await?;
+    let listener = bound.listener;
     let endpoint = listener.local_addr()?;
     let (out_tx, outbound) = mpsc::channel(256);
+    let (master, master_rx) = watch::channel(Some(out_tx.clone()));
     let deps = TableDeps {
         work_dir: work_dir.clone(),
         runtime_dir: runtime_dir.clone(),
@@ -282,16 +287,19 @@ async fn harness_in(
                 hostname: "localhost".into(),
                 ..Default::default()
             },
-            outbound: watch::channel(Some(out_tx.clone())).1,
+            outbound: master_rx,
+            rotate_tokens: bound.former_port_lost,
         },
     };
     let (table, table_join) = table::start(deps, recovered).await?;
-    status.connected(out_tx).await?;
+    status.connected(out_tx.clone()).await?;
     let server = tokio::spawn(crate::executor_api::serve(listener, table.clone(), status.clone()));
     Ok(Harness {
         table,
         status,
         outbound,
+        out_tx,
+        master,
         url: format!("http://{endpoint}/api/v1/executor"),
         work_dir,
         runtime_dir,
@@ -396,8 +404,7 @@ impl Harness {
             task_id: status.task_id.clone(),
             uuid: status.uuid.clone(),
         };
-        self.status.acknowledge(ack.clone()).await?;
-        self.table.acknowledged(ack).await
+        self.status.acknowledge(ack).await
     }
 
     /// The next status update of `task` in `state`.
@@ -480,10 +487,11 @@ async fn a_python_executor_runs_tasks_over_the_executor_api() -> TestResult {
     );
     assert_eq!(h.logged("ex-1", "SUBSCRIBED").await?, "SUBSCRIBED agent-1");
 
-    // The framework's acknowledgement reaches the executor with its uuid.
-    h.ack(&running).await?;
+    // The agent acknowledges the update to the executor once journaled,
+    // before the framework does.
     let acked = h.logged("ex-1", "ACKNOWLEDGED").await?;
     assert_eq!(acked, format!("ACKNOWLEDGED t-1 {}", B64.encode(&running.uuid)));
+    h.ack(&running).await?;
 
     // A framework message reaches it; it finishes the task.
     h.table
@@ -581,6 +589,14 @@ async fn an_executor_asking_for_an_isolated_network_is_refused() -> TestResult {
     let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
     assert!(failed.message.contains("127.0.0.1"), "{}", failed.message);
     assert!(h.table.executors().await?.is_empty());
+    // The master booked it with the task: it hears that it never ran.
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((exited.executor_id.as_str(), exited.status), ("ex-1", None));
     Ok(())
 }
 
@@ -635,8 +651,9 @@ async fn the_executor_api_refuses_bad_calls_as_mesos_does() -> TestResult {
         code(post("{not json".into(), Some(&token), "application/json").await?),
         400
     );
+    // An executor that is not here: the wrong token's answer.
     let unknown = call_json("ex-2", "SUBSCRIBE", serde_json::json!({}));
-    assert_eq!(code(post(unknown, Some(&token), "application/json").await?), 400);
+    assert_eq!(code(post(unknown, Some(&token), "application/json").await?), 403);
     assert_eq!(code(client.get(&url).send().await?), 405);
     let good_uuid = B64.encode([9u8; 16]);
     let update = |uuid: &str| {
@@ -794,5 +811,385 @@ async fn an_executor_found_again_after_a_restart_resubscribes_and_goes_on() -> T
         })
         .await?;
     h.update("t-1", v1::TaskState::TaskFinished).await?;
+    Ok(())
+}
+
+/// Waits for the executor's token (written before its launch).
+async fn wait_token(h: &Harness, eid: &str) -> Result<String, Box<dyn std::error::Error>> {
+    for _ in 0..100 {
+        if let Ok(t) = h.token(eid) {
+            return Ok(t);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.token(eid)
+}
+
+/// Waits until the executor's process runs.
+async fn wait_running(h: &Harness) -> TestResult {
+    for _ in 0..100 {
+        if h.table.executors().await?.first().is_some_and(|e| e.state == "running") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("the executor never ran".into())
+}
+
+/// A call as the executor `eid` makes it with `token`.
+async fn post(h: &Harness, token: &str, body: String) -> Result<reqwest::Response, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+        .post(&h.url)
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+}
+
+/// A subscription's events as text, read as they come.
+struct Events {
+    stream: reqwest::Response,
+    text: String,
+}
+
+impl Events {
+    /// Reads until `want` occurs `count` times; false if the stream ends
+    /// or `within` passes first.
+    async fn until(&mut self, want: &str, count: usize, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.text.matches(want).count() < count {
+            match tokio::time::timeout_at(deadline, self.stream.chunk()).await {
+                Ok(Ok(Some(c))) => self.text.push_str(&String::from_utf8_lossy(&c)),
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+async fn subscribe_as(
+    h: &Harness,
+    token: &str,
+    subscribe: serde_json::Value,
+) -> Result<Events, Box<dyn std::error::Error>> {
+    let body = call_json("ex-1", "SUBSCRIBE", serde_json::json!({ "subscribe": subscribe }));
+    let stream = post(h, token, body).await?;
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut events = Events {
+        stream,
+        text: String::new(),
+    };
+    assert!(
+        events.until("\"SUBSCRIBED\"", 1, Duration::from_secs(5)).await,
+        "no SUBSCRIBED"
+    );
+    Ok(events)
+}
+
+fn unacknowledged_task(task_id: &str) -> serde_json::Value {
+    serde_json::json!({"name": task_id, "task_id": {"value": task_id}, "agent_id": {"value": "agent-1"}})
+}
+
+#[tokio::test]
+async fn every_subscription_is_sent_the_tasks_its_executor_never_took() -> TestResult {
+    let h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let token = wait_token(&h, "ex-1").await?;
+    let mut first = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    assert!(
+        first.until("\"LAUNCH\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        first.text
+    );
+    // It holds the task: not sent again.
+    let held = serde_json::json!({"unacknowledged_tasks": [unacknowledged_task("t-1")]});
+    let mut second = subscribe_as(&h, &token, held).await?;
+    assert!(
+        !second.until("\"LAUNCH\"", 1, Duration::from_millis(500)).await,
+        "{}",
+        second.text
+    );
+    // It lost the LAUNCH (no update, not listed): sent again.
+    let mut third = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    assert!(
+        third.until("\"LAUNCH\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        third.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_its_executor_never_took_is_staging_after_a_restart_and_launched_again() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    wait_running(&h).await?;
+    let h = h.restart().await?;
+    let views = h.table.snapshot().await?;
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].state, mezzo_proto::state::TaskState::Staging);
+    let token = wait_token(&h, "ex-1").await?;
+    let mut events = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    assert!(
+        events.until("\"LAUNCH\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        events.text
+    );
+    Ok(())
+}
+
+fn running_update(uuid: &str) -> serde_json::Value {
+    serde_json::json!({"status": {"task_id": {"value": "t-1"}, "state": "TASK_RUNNING",
+        "source": "SOURCE_EXECUTOR", "uuid": uuid}})
+}
+
+#[tokio::test]
+async fn an_update_is_acknowledged_to_its_executor_once_journaled_and_again_after_a_restart() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let token = wait_token(&h, "ex-1").await?;
+    let mut events = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    let uuid = B64.encode([7u8; 16]);
+    let update = call_json("ex-1", "UPDATE", serde_json::json!({ "update": running_update(&uuid) }));
+    assert_eq!(post(&h, &token, update).await?.status().as_u16(), 202);
+    // Before the framework acknowledges.
+    assert!(
+        events.until("\"ACKNOWLEDGED\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        events.text
+    );
+    assert!(events.text.contains(&uuid), "{}", events.text);
+    let running = h.update("t-1", v1::TaskState::TaskRunning).await?;
+    h.ack(&running).await?;
+    assert_eq!(h.status.pending().await?, 0);
+    drop(events);
+
+    // After a restart the agent knows no acknowledged uuid: the executor
+    // that lists it again is acknowledged again, and nothing is queued.
+    let h = h.restart().await?;
+    let views = h.table.snapshot().await?;
+    assert_eq!(
+        views[0].state,
+        mezzo_proto::state::TaskState::Running,
+        "the executor took it"
+    );
+    let listed = serde_json::json!({ "unacknowledged_updates": [running_update(&uuid)] });
+    let mut events = subscribe_as(&h, &token, listed).await?;
+    assert!(
+        events.until("\"ACKNOWLEDGED\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        events.text
+    );
+    assert!(!events.text.contains("\"LAUNCH\""), "{}", events.text);
+    assert_eq!(h.status.pending().await?, 0, "not journaled twice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_exit_while_disconnected_is_sent_once_a_master_registers_the_agent() -> TestResult {
+    let mut h = harness(Duration::from_millis(500)).await?;
+    h.master.send_replace(None);
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    h.update("t-1", v1::TaskState::TaskFailed).await?;
+    for _ in 0..100 {
+        if h.table.executors().await?.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(h.table.executors().await?.is_empty());
+    let run_dir = crate::paths::executor_meta_dir(
+        &h.runtime_dir,
+        &mezzo_proto::ids::FrameworkId::parse(FW)?,
+        &mezzo_proto::ids::ExecutorId::parse("ex-1")?,
+    );
+    assert!(!run_dir.exists(), "its run dir is gone once it is");
+    h.master.send_replace(Some(h.out_tx.clone()));
+    h.table.master_registered().await?;
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(exited.executor_id, "ex-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_that_cannot_be_started_is_reported_exited() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    // Its run dir cannot be made: no token.
+    let root = crate::paths::executors_meta_root(&h.runtime_dir);
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join(FW), b"not a dir")?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let failed = h.update("t-1", v1::TaskState::TaskFailed).await?;
+    assert_eq!(failed.reason, v1::StatusReason::ReasonContainerLaunchFailed as i32);
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((exited.executor_id.as_str(), exited.status), ("ex-1", None));
+    assert!(h.table.executors().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_executor_started_for_a_task_that_cannot_be_checkpointed_is_shut_down() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    let root = crate::paths::tasks_meta_root(&h.runtime_dir);
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join(FW), b"not a dir")?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    h.update("t-1", v1::TaskState::TaskDropped).await?;
+    let exited = h
+        .next("ExecutorExited", |m| match m {
+            Message::ExecutorExited(x) => Some(x.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(exited.executor_id, "ex-1");
+    assert!(h.table.executors().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_live_executor_with_a_partial_checkpoint_is_killed_after_a_restart() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    wait_running(&h).await?;
+    let run_dir = crate::paths::executor_meta_dir(
+        &h.runtime_dir,
+        &mezzo_proto::ids::FrameworkId::parse(FW)?,
+        &mezzo_proto::ids::ExecutorId::parse("ex-1")?,
+    );
+    std::fs::remove_file(run_dir.join(crate::paths::EXECUTOR_TOKEN))?;
+    let pgids = h.containers.pgids.lock().map(|p| p.clone()).unwrap_or_default();
+    assert_eq!(pgids.len(), 1);
+    let mut h = h.restart().await?;
+    let mut alive = true;
+    for _ in 0..250 {
+        alive = killpg(Pid::from_raw(pgids[0] as i32), None).is_ok();
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive, "the untracked executor is killed");
+    h.update("t-1", v1::TaskState::TaskFailed).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn executors_get_new_tokens_when_their_port_is_taken_across_a_restart() -> TestResult {
+    let containers = Recording {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut h = harness_in(tempfile::tempdir()?, Duration::from_secs(30), containers).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    wait_running(&h).await?;
+    let old = wait_token(&h, "ex-1").await?;
+    let addr: std::net::SocketAddr = h
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1/executor")
+        .parse()?;
+    let dir = h._dir.take().ok_or("no dir")?;
+    let containers = h.containers.clone();
+    drop(h);
+    let mut squatter = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(l) = std::net::TcpListener::bind(addr) {
+            squatter = Some(l);
+            break;
+        }
+    }
+    let squatter = squatter.ok_or("the old port never freed")?;
+    let h = harness_in(dir, Duration::from_secs(30), containers).await?;
+    assert_ne!(h.url, format!("http://{addr}/api/v1/executor"));
+    let new = h.token("ex-1")?;
+    assert_ne!(new, old);
+    let body = call_json("ex-1", "SUBSCRIBE", serde_json::json!({}));
+    assert_eq!(
+        post(&h, &old, body).await?.status().as_u16(),
+        403,
+        "the old token is useless"
+    );
+    drop(squatter);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_executor_api_bounds_what_it_holds() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let token = wait_token(&h, "ex-1").await?;
+    let heartbeat = call_json("ex-1", "HEARTBEAT", serde_json::json!({}));
+    assert_eq!(post(&h, "0123", heartbeat.clone()).await?.status().as_u16(), 403);
+    assert_eq!(post(&h, &token, heartbeat).await?.status().as_u16(), 202);
+    let mut events = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    events.until("\"LAUNCH\"", 1, Duration::from_secs(5)).await;
+
+    // Data beyond 1 MiB is refused, in a message and in an update.
+    let big = B64.encode(vec![0u8; crate::task::table::MAX_EXECUTOR_DATA + 1]);
+    let message = call_json("ex-1", "MESSAGE", serde_json::json!({"message": {"data": big}}));
+    assert_eq!(post(&h, &token, message).await?.status().as_u16(), 400);
+    let mut update = running_update(&B64.encode([5u8; 16]));
+    update["status"]["data"] = serde_json::Value::String(big);
+    let update = call_json("ex-1", "UPDATE", serde_json::json!({ "update": update }));
+    assert_eq!(post(&h, &token, update).await?.status().as_u16(), 400);
+
+    // A master stream more than half full takes no executor message.
+    let filler = || v1::AgentMessage {
+        message: Some(Message::Heartbeat(v1::AgentHeartbeat {})),
+    };
+    for _ in 0..200 {
+        h.out_tx.try_send(filler())?;
+    }
+    let message = call_json(
+        "ex-1",
+        "MESSAGE",
+        serde_json::json!({"message": {"data": B64.encode(b"hi")}}),
+    );
+    assert_eq!(post(&h, &token, message).await?.status().as_u16(), 202);
+    while let Ok(m) = h.outbound.try_recv() {
+        assert!(!matches!(m.message, Some(Message::ExecutorMessage(_))), "dropped");
+    }
+
+    // An executor that does not read its stream has it ended.
+    let chunk = vec![b'x'; 32 << 10];
+    for _ in 0..1500 {
+        h.table
+            .framework_message(v1::FrameworkMessage {
+                framework_id: FW.into(),
+                executor_id: "ex-1".into(),
+                data: chunk.clone(),
+            })
+            .await?;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(_)) = events.stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
     Ok(())
 }

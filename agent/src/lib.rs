@@ -148,7 +148,10 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     .await?;
     let (agent_id_tx, agent_id_rx) = watch::channel(host.stored_id.clone());
     let (master_tx, master_rx) = watch::channel(None);
-    let executor_listener = executor_api::bind(config.executor_listen, &host.work_dir).await?;
+    let executor_api::Bound {
+        listener: executor_listener,
+        former_port_lost,
+    } = executor_api::bind(config.executor_listen, &host.work_dir).await?;
     let (outbound_tx, outbound_rx) = watch::channel(None);
     let identity = Identity {
         hostname: config.hostname.clone(),
@@ -164,6 +167,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         registration_timeout: config.executor_registration_timeout,
         agent_info: identity.info(),
         outbound: outbound_rx,
+        rotate_tokens: former_port_lost,
     };
     let executor_addr = executors.endpoint;
     let tasks = recover_tasks(&config, &host, &metrics, agent_id_rx.clone(), executors).await?;

@@ -163,6 +163,12 @@ pub fn checkpoints_marker(runtime_dir: &Path) -> PathBuf {
 /// File name of a task's checkpointed `RunTask`.
 pub const TASK_CHECKPOINT: &str = "task.pb";
 
+/// Beside a custom executor's task's checkpoint once the executor sent an
+/// update for it: after a restart with nothing journaled, the task is
+/// then known to have reached its executor (else it is STAGING and
+/// launched again).
+pub const EXECUTOR_TOOK: &str = "executor-took";
+
 /// Where every sandbox is (`<work_dir>/sandboxes`).
 pub fn sandboxes_root(work_dir: &Path) -> PathBuf {
     work_dir.join("sandboxes")

@@ -51,7 +51,7 @@ pub struct AttachDeps {
     /// The master currently registered with, for `/state`.
     pub master: watch::Sender<Option<String>>,
     /// The stream to the current master, while registered: custom
-    /// executors' messages and exits go there (best effort).
+    /// executors' messages (best effort) and exits go there.
     pub outbound: watch::Sender<Option<mpsc::Sender<v1::AgentMessage>>>,
     pub metrics: Metrics,
     /// Written once a master has accepted this agent's task list.
@@ -236,6 +236,7 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
     deps.metrics.connected.set(1);
     deps.status.connected(tx.clone()).await?;
     deps.outbound.send_replace(Some(tx.clone()));
+    deps.table.master_registered().await?;
 
     let mut silence = heartbeat * 3;
     let mut last_heard = Instant::now();
@@ -296,12 +297,8 @@ async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), Agent
             let kill = crate::task::supervisor::Kill::from_proto(&k);
             deps.table.kill(k.framework_id, k.task_id, kill).await
         }
-        Some(Message::Acknowledge(ack)) => {
-            // The manager first: the executor hears of an acknowledgement
-            // the agent has taken.
-            deps.status.acknowledge(ack.clone()).await?;
-            deps.table.acknowledged(ack).await
-        }
+        // An executor's update was acknowledged to it once journaled.
+        Some(Message::Acknowledge(ack)) => deps.status.acknowledge(ack).await,
         Some(Message::ShutdownFramework(s)) => deps.table.shutdown_framework(s.framework_id).await,
         Some(Message::Heartbeat(_)) => Ok(()),
         Some(Message::FrameworkMessage(m)) => deps.table.framework_message(m).await,

@@ -26,7 +26,7 @@ use crate::key::TaskKey;
 use crate::metrics::Metrics;
 use crate::status::{Recovered, StatusHandle};
 use crate::{AgentError, paths};
-pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView};
+pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView, MAX_EXECUTOR_DATA};
 
 mod executors;
 
@@ -108,8 +108,8 @@ enum TableCmd {
     Volumes(Vec<v1::Volume>),
     /// A call of a custom executor ([`crate::executor_api`]).
     Executor(Box<ExecutorCall>),
-    /// The status update manager took this acknowledgement.
-    Acknowledged(v1::AcknowledgeUpdate),
+    /// A master registered this agent: executor exits not sent yet go.
+    MasterRegistered,
     FrameworkMessage(v1::FrameworkMessage),
     ShutdownExecutor(v1::ShutdownExecutor),
     Executors(oneshot::Sender<Vec<ExecutorView>>),
@@ -183,10 +183,11 @@ impl TableHandle {
         self.send(TableCmd::Executor(Box::new(call))).await
     }
 
-    /// The framework acknowledged an update (the status update manager has
-    /// taken it): the task's executor, if any, is told.
-    pub async fn acknowledged(&self, ack: v1::AcknowledgeUpdate) -> Result<(), AgentError> {
-        self.send(TableCmd::Acknowledged(ack)).await
+    /// A master registered this agent and its stream is the executors'
+    /// outbound: the exits of executors that it could not be told of are
+    /// sent now (the master holds their resources until it hears).
+    pub async fn master_registered(&self) -> Result<(), AgentError> {
+        self.send(TableCmd::MasterRegistered).await
     }
 
     pub async fn framework_message(&self, m: v1::FrameworkMessage) -> Result<(), AgentError> {
@@ -300,6 +301,8 @@ struct Table {
     executors: BTreeMap<executors::ExecKey, executors::ExecutorEntry>,
     /// The executors' supervisors report here, apart from tasks'.
     exec_reports_tx: mpsc::Sender<StatusReport>,
+    /// Executor exits the master has not been sent yet, oldest first.
+    pending_exits: Vec<v1::ExecutorExited>,
 }
 
 /// Starts the table, seeded with the tasks whose updates survived a restart.
@@ -317,6 +320,7 @@ pub async fn start(
         reports_tx,
         executors: BTreeMap::new(),
         exec_reports_tx,
+        pending_exits: Vec::new(),
     };
     table.recover(recovered).await?;
     let join = tokio::spawn(table.run(rx, reports_rx, exec_reports_rx));
@@ -331,6 +335,20 @@ impl Table {
             .as_ref()
             .map(|a| a.to_string())
             .unwrap_or_default()
+    }
+
+    /// The state of a checkpointed task with no update left in the
+    /// journal: its updates were all acknowledged, so it reached RUNNING,
+    /// unless it is a custom executor's that its executor never sent an
+    /// update for (no [`paths::EXECUTOR_TOOK`]): STAGING, to be launched
+    /// again when the executor resubscribes.
+    fn unjournaled_state(&self, key: &TaskKey, of_executor: bool) -> TaskState {
+        let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
+        if of_executor && !dir.join(paths::EXECUTOR_TOOK).exists() {
+            TaskState::Staging
+        } else {
+            TaskState::Running
+        }
     }
 
     /// Rebuilds the table after a restart from the task checkpoints and the
@@ -348,8 +366,10 @@ impl Table {
         // Executors first: their tasks' states depend on them.
         self.recover_executors(&mut adopted).await;
         for (key, run) in self.checkpoints() {
-            let mut state = latest.remove(&key).unwrap_or(TaskState::Running);
             let task = run.task.clone().unwrap_or_default();
+            let mut state = latest
+                .remove(&key)
+                .unwrap_or_else(|| self.unjournaled_state(&key, task.executor.is_some()));
             let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
             let run_dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
             let mut supervisor = None;
@@ -565,7 +585,7 @@ impl Table {
                 Some(report) = reports.recv() => self.on_report(report).await?,
                 Some(report) = exec_reports.recv() => self.on_executor_report(report).await?,
                 Some(key) = self.deps.forget.recv() => self.on_forget(key),
-                _ = timers.tick(), if !self.executors.is_empty() => self.executor_timers(),
+                _ = timers.tick(), if !self.executors.is_empty() || !self.pending_exits.is_empty() => self.executor_timers(),
             }
         }
     }
@@ -593,7 +613,7 @@ impl Table {
                 self.shutdown_framework_executors(&framework_id);
             }
             TableCmd::Executor(call) => self.on_executor_call(*call).await?,
-            TableCmd::Acknowledged(ack) => self.on_acknowledged(&ack),
+            TableCmd::MasterRegistered => self.flush_exits(),
             TableCmd::FrameworkMessage(m) => self.on_framework_message(m),
             TableCmd::ShutdownExecutor(s) => {
                 match (

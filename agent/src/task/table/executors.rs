@@ -40,6 +40,15 @@ pub(crate) type ExecKey = (FrameworkId, ExecutorId);
 const TOKEN_SECRET: &str = "mesos-executor-token";
 /// Grace between SHUTDOWN and the kill when the executor names none.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest grace an executor may name: one that ignores SHUTDOWN is
+/// killed within the hour (the master refuses more too).
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+/// Events buffered for one subscription: an executor that does not read
+/// its stream has it ended (it resubscribes) rather than grow the agent.
+pub(crate) const EVENTS_CAPACITY: usize = 1024;
+/// Largest `data` of an executor's MESSAGE or UPDATE status, as the
+/// master caps a framework's.
+pub const MAX_EXECUTOR_DATA: usize = 1 << 20;
 
 /// What the table needs to run executors.
 #[derive(Debug, Clone)]
@@ -51,8 +60,13 @@ pub struct ExecutorDeps {
     /// This agent, as executors are told on SUBSCRIBED.
     pub agent_info: v1::AgentInfo,
     /// The current master stream, while registered: executors' messages
-    /// and exits go there (best effort).
+    /// go there (best effort), and their exits (kept until sent).
     pub outbound: watch::Receiver<Option<mpsc::Sender<v1::AgentMessage>>>,
+    /// The executor API could not listen on its former port (someone else
+    /// holds it): recovered executors get new tokens, so that whoever
+    /// collected their old ones when they reconnected there cannot use
+    /// them here.
+    pub rotate_tokens: bool,
 }
 
 impl Default for ExecutorDeps {
@@ -62,6 +76,7 @@ impl Default for ExecutorDeps {
             registration_timeout: Duration::from_secs(60),
             agent_info: v1::AgentInfo::default(),
             outbound: watch::channel(None).1,
+            rotate_tokens: false,
         }
     }
 }
@@ -86,7 +101,7 @@ pub enum ExecutorCall {
         executor_id: String,
         token: String,
         subscribe: mx::Subscribe,
-        reply: tokio::sync::oneshot::Sender<Result<mpsc::UnboundedReceiver<mx::Event>, CallError>>,
+        reply: tokio::sync::oneshot::Sender<Result<mpsc::Receiver<mx::Event>, CallError>>,
     },
     Update {
         framework_id: String,
@@ -100,6 +115,13 @@ pub enum ExecutorCall {
         executor_id: String,
         token: String,
         data: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Answered once the token is checked.
+    Heartbeat {
+        framework_id: String,
+        executor_id: String,
+        token: String,
         reply: tokio::sync::oneshot::Sender<Result<(), CallError>>,
     },
 }
@@ -126,7 +148,7 @@ pub(crate) struct ExecutorEntry {
     /// Its process was reported running (or was found again).
     running: bool,
     /// Events for its current subscription; `None` until it subscribes.
-    stream: Option<mpsc::UnboundedSender<mx::Event>>,
+    stream: Option<mpsc::Sender<mx::Event>>,
     /// Its tasks not yet handed over (it has not subscribed since).
     queued: Vec<TaskId>,
     /// Killed unless subscribed by then.
@@ -136,18 +158,28 @@ pub(crate) struct ExecutorEntry {
     /// Why its tasks fail when it ends, if not its own exit.
     end_reason: Option<(StatusReason, String)>,
     /// The uuids of every update it sent, per task: a resubscription's
-    /// unacknowledged updates are taken once, and acknowledgements of
-    /// its own updates only are passed to it.
+    /// unacknowledged updates are taken once (and acknowledged again).
     uuids: BTreeMap<TaskId, HashSet<Vec<u8>>>,
 }
 
 impl ExecutorEntry {
+    /// Never waits: a full stream is ended (the executor resubscribes and
+    /// is sent its pending LAUNCHes again), so that one executor that does
+    /// not read cannot hold the table or grow the agent.
     fn send(&mut self, event: mx::Event) -> bool {
-        let sent = self.stream.as_ref().is_some_and(|s| s.send(event).is_ok());
-        if !sent {
-            self.stream = None;
+        let Some(stream) = &self.stream else { return false };
+        match stream.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(executor = %self.info.executor_id, "the executor does not read its events: its subscription is ended");
+                self.stream = None;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stream = None;
+                false
+            }
         }
-        sent
     }
 
     fn state_name(&self) -> &'static str {
@@ -190,10 +222,7 @@ fn executor_task(
 ) -> v1::TaskInfo {
     let (fid, eid) = key;
     let mut command = info.command.clone().unwrap_or_default();
-    let grace = info
-        .shutdown_grace_period_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let grace = shutdown_grace(info);
     let dir = sandbox.display().to_string();
     // As the executor sees it: elsewhere in its own root when it has an
     // image.
@@ -236,6 +265,15 @@ fn executor_task(
     }
 }
 
+/// The grace between SHUTDOWN and the kill: the executor's, at most
+/// [`MAX_SHUTDOWN_GRACE`].
+fn shutdown_grace(info: &v1::ExecutorInfo) -> Duration {
+    info.shutdown_grace_period_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE)
+        .min(MAX_SHUTDOWN_GRACE)
+}
+
 /// Whether `a` and `b` run the same executor (what every task naming it
 /// must agree on).
 fn same_executor(a: &v1::ExecutorInfo, b: &v1::ExecutorInfo) -> bool {
@@ -257,16 +295,61 @@ fn ended(report: &StatusReport) -> (String, Option<i32>) {
 }
 
 impl Table {
-    fn outbound(&self, message: v1::agent_message::Message) {
-        let sent = self
-            .deps
-            .executors
-            .outbound
-            .borrow()
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(v1::AgentMessage { message: Some(message) }).is_ok());
-        if !sent {
+    /// An executor's bytes for its framework, best effort as in Mesos:
+    /// dropped unless connected, and while the master stream is more than
+    /// half full, so that messages never crowd out status updates.
+    fn executor_message(&self, message: v1::ExecutorMessage) {
+        let Some(tx) = self.deps.executors.outbound.borrow().clone() else {
             tracing::debug!("not connected to a master: executor message dropped");
+            return;
+        };
+        if tx.capacity() * 2 < tx.max_capacity() {
+            tracing::debug!("the master stream is more than half full: executor message dropped");
+            return;
+        }
+        let message = v1::agent_message::Message::ExecutorMessage(message);
+        if tx.try_send(v1::AgentMessage { message: Some(message) }).is_err() {
+            tracing::debug!("the master stream is full: executor message dropped");
+        }
+    }
+
+    /// An executor ended (or never started): the master frees its
+    /// resources when it hears, so the news is kept until it is sent.
+    fn executor_exited(&mut self, exited: v1::ExecutorExited) {
+        self.pending_exits.push(exited);
+        self.flush_exits();
+    }
+
+    /// An executor the master booked with a task is not started: it frees
+    /// its resources once it hears.
+    fn never_started(&mut self, (fid, eid): &ExecKey, message: &str) {
+        self.executor_exited(v1::ExecutorExited {
+            framework_id: fid.to_string(),
+            executor_id: eid.to_string(),
+            status: None,
+            message: message.to_owned(),
+        });
+    }
+
+    /// Sends the executor exits not sent yet: called when a master has
+    /// registered the agent and on the executors' timer.
+    pub(super) fn flush_exits(&mut self) {
+        if self.pending_exits.is_empty() {
+            return;
+        }
+        let Some(tx) = self.deps.executors.outbound.borrow().clone() else {
+            return;
+        };
+        while let Some(exited) = self.pending_exits.first() {
+            let message = v1::agent_message::Message::ExecutorExited(exited.clone());
+            if tx.try_send(v1::AgentMessage { message: Some(message) }).is_err() {
+                tracing::debug!(
+                    pending = self.pending_exits.len(),
+                    "executor exits not sent yet: the master stream is full or closed"
+                );
+                return;
+            }
+            self.pending_exits.remove(0);
         }
     }
 
@@ -329,6 +412,9 @@ impl Table {
                 "executor {eid} asks for {}=isolated: an executor must reach the agent on 127.0.0.1, it runs on the host's network",
                 crate::containerizer::NETWORK_LABEL
             ));
+            if !self.executors.contains_key(&ekey) {
+                self.never_started(&ekey, &m);
+            }
             return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
         }
         if let Some(e) = self.executors.get(&ekey) {
@@ -345,10 +431,13 @@ impl Table {
                     .refuse_executor_task(key, task, run.launched_at, s, r, message)
                     .await;
             }
-        } else {
+        }
+        let fresh = !self.executors.contains_key(&ekey);
+        if fresh {
             let framework = run.framework.clone().unwrap_or_default();
             if let Err(e) = self.start_executor(&ekey, &info, framework) {
                 let message = format!("executor {eid} cannot be started: {e}");
+                self.never_started(&ekey, &message);
                 let (s, r) = (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed);
                 return self
                     .refuse_executor_task(key, task, run.launched_at, s, r, message)
@@ -374,6 +463,11 @@ impl Table {
                 )
             });
         if let Err(e) = written {
+            if fresh {
+                // Started for this task alone: it would idle on the
+                // master's books.
+                self.shutdown_executor(&ekey);
+            }
             let message = format!("the agent cannot checkpoint the task, which was not launched: {e}");
             let (s, r) = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
             return self
@@ -422,7 +516,10 @@ impl Table {
         let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, fid, eid);
         let run_dir = paths::executor_meta_dir(&self.deps.runtime_dir, fid, eid);
         let token = new_token()?;
-        write_token(&run_dir, &token)?;
+        if let Err(e) = write_token(&run_dir, &token) {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(e);
+        }
         let agent_id = self.agent_id();
         let mut task = executor_task(ekey, info, &agent_id, self.deps.executors.endpoint, &sandbox);
         let mut secrets = supervisor::take_secrets(&mut task);
@@ -518,13 +615,15 @@ impl Table {
             .clone()
             .unwrap_or((StatusReason::ReasonExecutorTerminated, how.clone()));
         self.fail_executor_tasks(&ekey, reason, &message).await?;
-        self.outbound(v1::agent_message::Message::ExecutorExited(v1::ExecutorExited {
+        // Its files go before the master hears: a relaunch it answers
+        // with finds the run dir free.
+        self.executor_gone(&ekey, &exec.sandbox, &exec.run_dir);
+        self.executor_exited(v1::ExecutorExited {
             framework_id: ekey.0.to_string(),
             executor_id: ekey.1.to_string(),
             status: wait_status,
             message: how,
-        }));
-        self.executor_gone(&ekey, &exec.sandbox, exec.run_dir);
+        });
         Ok(())
     }
 
@@ -555,9 +654,11 @@ impl Table {
         Ok(())
     }
 
-    /// The executor's files go: its checkpoint now, its sandbox to the
-    /// collector once no task of it is left in the table.
-    fn executor_gone(&mut self, (fid, eid): &ExecKey, sandbox: &std::path::Path, run_dir: PathBuf) {
+    /// The executor's files go: its checkpoint now, synchronously, since
+    /// the next incarnation of the same executor id writes its token and
+    /// checkpoint there; its sandbox to the collector once no task of it
+    /// is left in the table.
+    fn executor_gone(&mut self, (fid, eid): &ExecKey, sandbox: &std::path::Path, run_dir: &std::path::Path) {
         let has_tasks = self
             .tasks
             .iter()
@@ -565,13 +666,11 @@ impl Table {
         if !has_tasks {
             self.deps.gc.done(sandbox);
         }
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_dir_all(&run_dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("cannot remove the executor's checkpoint {}: {e}", run_dir.display());
-            }
-        });
+        if let Err(e) = std::fs::remove_dir_all(run_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the executor's checkpoint {}: {e}", run_dir.display());
+        }
     }
 
     /// A task of an executor was forgotten: its sandbox (the executor's)
@@ -591,6 +690,7 @@ impl Table {
     /// Kills executors that did not subscribe in time and those whose
     /// shutdown grace is over.
     pub(super) fn executor_timers(&mut self) {
+        self.flush_exits();
         let now = Instant::now();
         for ((fid, eid), e) in self.executors.iter_mut() {
             if e.register_by.is_some_and(|t| t <= now) && e.stream.is_none() {
@@ -621,11 +721,7 @@ impl Table {
         if e.kill_at.is_some() {
             return;
         }
-        let grace = e
-            .info
-            .shutdown_grace_period_ms
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+        let grace = shutdown_grace(&e.info);
         let subscribed = e.send(mx::Event::of("SHUTDOWN"));
         e.register_by = None;
         e.kill_at = Some(if subscribed {
@@ -686,24 +782,6 @@ impl Table {
         Ok(())
     }
 
-    /// The framework acknowledged an update: its executor hears of it if
-    /// the update was its own.
-    pub(super) fn on_acknowledged(&mut self, ack: &v1::AcknowledgeUpdate) {
-        let Ok(key) = TaskKey::parse(&ack.framework_id, &ack.task_id) else {
-            return;
-        };
-        let Some(eid) = self.tasks.get(&key).and_then(|e| e.executor.clone()) else {
-            return;
-        };
-        let Some(exec) = self.executors.get_mut(&(key.framework_id.clone(), eid)) else {
-            return;
-        };
-        let own = exec.uuids.get(&key.task_id).is_some_and(|u| u.contains(&ack.uuid));
-        if own && !exec.send(mx::acknowledged(key.task_id.as_str(), &ack.uuid)) {
-            tracing::debug!(task = %key, "acknowledgement not passed on: the executor is not subscribed");
-        }
-    }
-
     /// Bytes from the framework to one of its executors (dropped unless it
     /// is subscribed, as Mesos does).
     pub(super) fn on_framework_message(&mut self, m: v1::FrameworkMessage) {
@@ -762,4 +840,29 @@ fn write_token(run_dir: &std::path::Path, token: &str) -> Result<(), AgentError>
         .open(&path)
         .map_err(AgentError::io("create", &path))?;
     f.write_all(token.as_bytes()).map_err(AgentError::io("write", &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executors_shutdown_grace_is_capped_at_an_hour() {
+        let mut info = v1::ExecutorInfo {
+            executor_id: "ex-1".into(),
+            shutdown_grace_period_ms: Some(u64::MAX),
+            ..Default::default()
+        };
+        let key = (FrameworkId::generate(), ExecutorId::parse("ex-1").expect("id"));
+        let task = executor_task(
+            &key,
+            &info,
+            "agent-1",
+            ([127, 0, 0, 1], 1).into(),
+            std::path::Path::new("/s"),
+        );
+        assert_eq!(task.kill_grace_period_ms, Some(3_600_000));
+        info.shutdown_grace_period_ms = Some(2000);
+        assert_eq!(shutdown_grace(&info), Duration::from_secs(2));
+    }
 }

@@ -1,6 +1,9 @@
 //! Executors after an agent restart: each whose process is found again
 //! is watched by a new supervisor and keeps its token (it resubscribes,
-//! as Mesos executors do); the tasks of one that is gone fail.
+//! as Mesos executors do; unless the executor API lost its port, see
+//! [`super::ExecutorDeps::rotate_tokens`]); the tasks of one that is gone
+//! fail. One whose checkpoint is partial is killed if found: it cannot
+//! be checked or talked to.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +14,7 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::time::Instant;
 
 use super::super::{Statuses, Table};
-use super::{ExecutorEntry, container_id};
+use super::{ExecutorEntry, container_id, new_token, write_token};
 use crate::containerizer::Recovery;
 use crate::key::TaskKey;
 use crate::task::agent_status;
@@ -42,19 +45,28 @@ impl Table {
                 let token = std::fs::read_to_string(dir.join(paths::EXECUTOR_TOKEN)).ok();
                 let task = run.and_then(|r| r.task);
                 let info = task.as_ref().and_then(|t| t.executor.clone());
-                let found = match (&task, &info, &token) {
-                    (Some(_), Some(_), Some(_)) => {
-                        let id = container_id(&ekey.0, &ekey.1);
-                        self.deps
-                            .containerizer
-                            .recover(id, dir.clone())
-                            .await
-                            .unwrap_or(Recovery::Gone)
+                // Always asked, also with a partial checkpoint: a live
+                // process must be adopted or killed, never left untracked.
+                let id = container_id(&ekey.0, &ekey.1);
+                let found = match self.deps.containerizer.recover(id, dir.clone()).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(framework = %ekey.0, executor = %ekey.1, "cannot recover the executor's container: {e}");
+                        Recovery::Gone
                     }
-                    _ => Recovery::Gone,
                 };
-                match (found, task, info, token) {
-                    (Recovery::Adopted(container), Some(task), Some(info), Some(token)) => {
+                let token = match token {
+                    Some(_) if self.deps.executors.rotate_tokens => {
+                        tracing::warn!(framework = %ekey.0, executor = %ekey.1, "the executor API's former port is held by another process, where this executor reconnects: its token is replaced so that one collected there is useless; it is killed if it does not subscribe in time");
+                        new_token()
+                            .and_then(|t| write_token(&dir, &t).map(|()| t))
+                            .inspect_err(|e| tracing::warn!("cannot replace the executor's token: {e}"))
+                            .ok()
+                    }
+                    t => t,
+                };
+                match (found, task.zip(info), token) {
+                    (Recovery::Adopted(container), Some((task, info)), Some(token)) => {
                         adopted.push(dir.clone());
                         let sup = self.supervise_executor(&ekey, task, Default::default(), Some(container));
                         let sandbox = paths::executor_sandbox_dir(&self.deps.work_dir, &ekey.0, &ekey.1);
@@ -79,6 +91,11 @@ impl Table {
                             },
                         );
                     }
+                    (Recovery::Adopted(container), _, _) => {
+                        tracing::warn!(framework = %ekey.0, executor = %ekey.1, "the executor's checkpoint or token is missing or unreadable: its process is killed");
+                        kill_orphan(container);
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
                     _ => {
                         tracing::info!(framework = %ekey.0, executor = %ekey.1, "the executor is gone since the agent restarted");
                         let _ = std::fs::remove_dir_all(&dir);
@@ -88,8 +105,9 @@ impl Table {
         }
     }
 
-    /// A recovered task of an executor: its state as journaled (RUNNING if
-    /// nothing is pending); FAILED if its executor is gone. Its framework
+    /// A recovered task of an executor: its state as journaled (see
+    /// `Table::unjournaled_state` if nothing is pending; queued again if
+    /// STAGING); FAILED if its executor is gone. Its framework
     /// is remembered for the executor's next SUBSCRIBED, the uuids of its
     /// `pending` updates so that the executor's resubscription does not
     /// queue them twice.
@@ -108,6 +126,10 @@ impl Table {
                 exec.framework = f.clone();
             }
             exec.uuids.entry(key.task_id.clone()).or_default().extend(pending);
+            if state == TaskState::Staging {
+                // It never reached the executor: LAUNCH when it subscribes.
+                exec.queued.push(key.task_id.clone());
+            }
             return Ok(state);
         }
         if state.is_terminal() {
@@ -125,4 +147,17 @@ impl Table {
         self.deps.status.update(key.clone(), status).await?;
         Ok(TaskState::Failed)
     }
+}
+
+/// Kills a process found again that cannot be run as an executor (its
+/// checkpoint is partial): off the recovery, which need not wait.
+fn kill_orphan(mut container: Box<dyn crate::containerizer::Container>) {
+    tokio::spawn(async move {
+        if let Err(e) = container.signal(crate::containerizer::Signal::SIGKILL) {
+            tracing::warn!("cannot kill an untracked executor: {e}");
+            return;
+        }
+        let _ = container.wait().await;
+        let _ = container.cleanup().await;
+    });
 }
