@@ -996,6 +996,51 @@ async fn an_update_is_acknowledged_to_its_executor_once_journaled_and_again_afte
 }
 
 #[tokio::test]
+async fn an_update_of_a_task_forgotten_after_its_end_is_acknowledged_again_not_queued() -> TestResult {
+    let mut h = harness(Duration::from_secs(30)).await?;
+    h.table.run_task(run("t-1", &sleeping_executor("ex-1"), b"")).await?;
+    let token = wait_token(&h, "ex-1").await?;
+    let mut events = subscribe_as(&h, &token, serde_json::json!({})).await?;
+    let finished = |uuid: &str| {
+        serde_json::json!({"status": {"task_id": {"value": "t-1"}, "state": "TASK_FINISHED",
+            "source": "SOURCE_EXECUTOR", "uuid": uuid}})
+    };
+    let (r, f) = (B64.encode([1u8; 16]), B64.encode([2u8; 16]));
+    for update in [running_update(&r), finished(&f)] {
+        let call = call_json("ex-1", "UPDATE", serde_json::json!({ "update": update }));
+        assert_eq!(post(&h, &token, call).await?.status().as_u16(), 202);
+    }
+    for state in [v1::TaskState::TaskRunning, v1::TaskState::TaskFinished] {
+        let status = h.update("t-1", state).await?;
+        h.ack(&status).await?;
+    }
+    assert!(
+        events.until("\"ACKNOWLEDGED\"", 2, Duration::from_secs(5)).await,
+        "{}",
+        events.text
+    );
+    // Forgotten once its end is acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !h.table.snapshot().await?.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "t-1 never forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(events);
+    // An executor that missed the acknowledgement lists it again: it is
+    // acknowledged again, and nothing is queued for the master.
+    let listed = serde_json::json!({ "unacknowledged_updates": [finished(&f)] });
+    let mut events = subscribe_as(&h, &token, listed).await?;
+    assert!(
+        events.until("\"ACKNOWLEDGED\"", 1, Duration::from_secs(5)).await,
+        "{}",
+        events.text
+    );
+    assert!(events.text.contains(&f), "{}", events.text);
+    assert_eq!(h.status.pending().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_executor_exit_while_disconnected_is_sent_once_a_master_registers_the_agent() -> TestResult {
     let mut h = harness(Duration::from_millis(500)).await?;
     h.master.send_replace(None);

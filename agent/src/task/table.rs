@@ -869,7 +869,7 @@ impl Table {
             }
             match &entry.executor {
                 // Its sandbox is its executor's.
-                Some(eid) => self.executor_task_forgotten(&key.framework_id, eid, &entry.sandbox),
+                Some(eid) => self.executor_task_forgotten(&key, eid, &entry.sandbox),
                 None => self.deps.gc.done(&entry.sandbox),
             }
             let still_running = entry.supervisor.as_ref().is_some_and(|s| !s.is_finished());

@@ -673,10 +673,15 @@ impl Table {
         }
     }
 
-    /// A task of an executor was forgotten: its sandbox (the executor's)
-    /// is done once the executor has ended and no task of it is left.
-    pub(super) fn executor_task_forgotten(&mut self, fid: &FrameworkId, eid: &ExecutorId, sandbox: &std::path::Path) {
+    /// A task of an executor was forgotten: the uuids of its updates are
+    /// no longer needed, and its sandbox (the executor's) is done once the
+    /// executor has ended and no task of it is left.
+    pub(super) fn executor_task_forgotten(&mut self, key: &TaskKey, eid: &ExecutorId, sandbox: &std::path::Path) {
+        let fid = &key.framework_id;
         let ekey = (fid.clone(), eid.clone());
+        if let Some(e) = self.executors.get_mut(&ekey) {
+            e.uuids.remove(&key.task_id);
+        }
         let in_use = self.executors.contains_key(&ekey)
             || self
                 .tasks

@@ -263,6 +263,15 @@ impl Table {
             Ok(k) => k,
             Err(e) => return Ok(Err(CallError::BadRequest(e.to_string()))),
         };
+        let taken = Taken {
+            task_id: key.task_id.clone(),
+            uuid: status.uuid.clone(),
+        };
+        if resent && !self.tasks.contains_key(&key) {
+            // Forgotten once its end was acknowledged: nothing of it is
+            // left to queue; the executor may drop it.
+            return Ok(Ok(taken));
+        }
         let Some(current) = self
             .tasks
             .get(&key)
@@ -276,10 +285,6 @@ impl Table {
         };
         let Some(exec) = self.executors.get_mut(ekey) else {
             return Ok(Err(CallError::Forbidden("the token is not this executor's".into())));
-        };
-        let taken = Taken {
-            task_id: key.task_id.clone(),
-            uuid: status.uuid.clone(),
         };
         if exec.uuids.get(&key.task_id).is_some_and(|u| u.contains(&status.uuid)) {
             return Ok(Ok(taken));
