@@ -1,5 +1,7 @@
 //! Compiles `mezzo/v1/*.proto` with protox (pure Rust), so the build needs
-//! no system `protoc`.
+//! no system `protoc`; and `mesos/v1/*.proto` into a descriptor set only
+//! (no Rust code: Mesos' protobuf bodies go through `src/mesos/types.rs`,
+//! see `src/mesos/protobuf.rs`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -19,5 +21,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // (src/lib.rs).
         .skip_debug(["mezzo.v1.Image"])
         .compile_fds(fds)?;
+
+    let mesos = ["mesos/v1/mesos.proto", "mesos/v1/scheduler/scheduler.proto"];
+    for f in mesos {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let set = protox::Compiler::new(["."])?
+        .include_imports(true)
+        .open_files(mesos)?
+        .encode_file_descriptor_set();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("mesos_v1.bin");
+    std::fs::write(out, set)?;
     Ok(())
 }

@@ -1,14 +1,57 @@
-//! A small Mesos v1 scheduler HTTP client for the tests: JSON calls, and
-//! the SUBSCRIBE stream read as RecordIO, as a Mesos framework sees them.
+//! A small Mesos v1 scheduler HTTP client for the tests: calls in JSON or
+//! protobuf, and the SUBSCRIBE stream read as RecordIO, as a Mesos
+//! framework sees them (events are given as JSON either way).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use mezzo_master::mesos::protobuf;
 use mezzo_master::mesos::recordio::Decoder;
 use mezzo_proto::security::Transport;
 use mezzo_proto::security::principal::MASTER_DNS_NAME;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+/// How calls and events travel: Mesos' JSON or its protobuf messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Json,
+    Protobuf,
+}
+
+impl Wire {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Wire::Json => "application/json",
+            Wire::Protobuf => "application/x-protobuf",
+        }
+    }
+
+    /// A call (given as Mesos JSON) encoded for the wire.
+    pub fn encode(self, call: &Value) -> Result<Vec<u8>> {
+        match self {
+            Wire::Json => Ok(serde_json::to_vec(call)?),
+            Wire::Protobuf => {
+                let c = serde_json::from_value(call.clone()).context("not a Mesos call")?;
+                protobuf::call_to_protobuf(&c).map_err(anyhow::Error::msg)
+            }
+        }
+    }
+
+    /// One record of an event stream, as Mesos JSON.
+    pub fn decode(self, record: &[u8]) -> Result<Value> {
+        match self {
+            Wire::Json => serde_json::from_slice(record)
+                .with_context(|| format!("record is not JSON: {:?}", String::from_utf8_lossy(record))),
+            Wire::Protobuf => {
+                let e = protobuf::event_from_protobuf(record)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("record is not a protobuf Event: {record:?}"))?;
+                Ok(serde_json::to_value(e)?)
+            }
+        }
+    }
+}
 
 /// Calls to one master's `/api/v1/scheduler` as one principal.
 #[derive(Clone)]
@@ -55,9 +98,14 @@ impl MesosClient {
         }
     }
 
-    /// POSTs raw bytes with these headers.
+    /// POSTs raw text with these headers.
     pub async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Answer> {
-        let mut r = self.request(path).body(body.to_owned());
+        self.post_bytes(path, headers, body.as_bytes().to_vec()).await
+    }
+
+    /// POSTs raw bytes with these headers.
+    pub async fn post_bytes(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Answer> {
+        let mut r = self.request(path).body(body);
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
@@ -72,17 +120,28 @@ impl MesosClient {
 
     /// A call (not SUBSCRIBE) in JSON on `stream`.
     pub async fn call(&self, stream: &str, body: &Value) -> Result<Answer> {
-        self.post_raw(
+        self.call_in(Wire::Json, stream, body).await
+    }
+
+    /// A call (not SUBSCRIBE, given as Mesos JSON) sent as `wire` on
+    /// `stream`.
+    pub async fn call_in(&self, wire: Wire, stream: &str, body: &Value) -> Result<Answer> {
+        self.post_bytes(
             "/api/v1/scheduler",
-            &[("Content-Type", "application/json"), ("Mesos-Stream-Id", stream)],
-            &body.to_string(),
+            &[("Content-Type", wire.media_type()), ("Mesos-Stream-Id", stream)],
+            wire.encode(body)?,
         )
         .await
     }
 
     /// A call that must be accepted (202).
     pub async fn call_ok(&self, stream: &str, body: &Value) -> Result<()> {
-        let a = self.call(stream, body).await?;
+        self.call_ok_in(Wire::Json, stream, body).await
+    }
+
+    /// A call sent as `wire` that must be accepted (202).
+    pub async fn call_ok_in(&self, wire: Wire, stream: &str, body: &Value) -> Result<()> {
+        let a = self.call_in(wire, stream, body).await?;
         if a.status != StatusCode::ACCEPTED {
             bail!("{} answered {} {:?}", body["type"], a.status, a.body);
         }
@@ -91,11 +150,17 @@ impl MesosClient {
 
     /// SUBSCRIBE with `body`: the open stream, or the refusal.
     pub async fn subscribe(&self, body: &Value) -> Result<std::result::Result<Subscription, Answer>> {
+        self.subscribe_in(Wire::Json, body).await
+    }
+
+    /// SUBSCRIBE with `body` (given as Mesos JSON) sent as `wire`, asking
+    /// for events as `wire`.
+    pub async fn subscribe_in(&self, wire: Wire, body: &Value) -> Result<std::result::Result<Subscription, Answer>> {
         let r = self
             .request("/api/v1/scheduler")
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .body(body.to_string());
+            .header("Content-Type", wire.media_type())
+            .header("Accept", wire.media_type())
+            .body(wire.encode(body)?);
         let resp = tokio::time::timeout(Duration::from_secs(30), r.send())
             .await
             .context("no answer to SUBSCRIBE in 30 s")??;
@@ -114,6 +179,7 @@ impl MesosClient {
             stream_id,
             framework_id: String::new(),
             headers,
+            wire,
             resp,
             decoder: Decoder::new(16 << 20),
         };
@@ -131,6 +197,8 @@ pub struct Subscription {
     pub stream_id: String,
     pub framework_id: String,
     pub headers: reqwest::header::HeaderMap,
+    /// How its events come, and how its acknowledgements go.
+    pub wire: Wire,
     resp: reqwest::Response,
     decoder: Decoder,
 }
@@ -142,8 +210,7 @@ impl Subscription {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(rec) = self.decoder.next_record()? {
-                return serde_json::from_slice(&rec)
-                    .with_context(|| format!("record is not JSON: {:?}", String::from_utf8_lossy(&rec)));
+                return self.wire.decode(&rec);
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
                 .await
@@ -177,7 +244,7 @@ impl Subscription {
             "framework_id": { "value": self.framework_id }, "type": "ACKNOWLEDGE",
             "acknowledge": { "agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": uuid }
         });
-        m.call_ok(&self.stream_id, &ack).await
+        m.call_ok_in(self.wire, &self.stream_id, &ack).await
     }
 
     /// Waits for the stream to end (after an ERROR or a TEARDOWN), giving

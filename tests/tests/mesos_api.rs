@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use mezzo_tests::mesos::{MesosClient, Subscription, keys};
+use mezzo_tests::mesos::{MesosClient, Subscription, Wire, keys};
 use mezzo_tests::{Cluster, ClusterSpec};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -394,11 +394,11 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
         expect(&post(vec![], sub.clone()).await?, StatusCode::BAD_REQUEST, "Content-Type")?;
         let text = ("Content-Type", "text/plain".to_owned());
         expect(&post(vec![text], sub.clone()).await?, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json")?;
-        let pb = vec![
+        let html = vec![
             ("Content-Type", "application/json".to_owned()),
-            ("Accept", "application/x-protobuf".to_owned()),
+            ("Accept", "text/html".to_owned()),
         ];
-        expect(&post(pb, sub.clone()).await?, StatusCode::NOT_ACCEPTABLE, "Accept")?;
+        expect(&post(html, sub.clone()).await?, StatusCode::NOT_ACCEPTABLE, "Accept")?;
         let ct = || vec![("Content-Type", "application/json".to_owned())];
         expect(&post(ct(), "{not json".into()).await?, StatusCode::BAD_REQUEST, "parse")?;
         expect(&post(ct(), "[1,2]".into()).await?, StatusCode::BAD_REQUEST, "parse")?;
@@ -625,6 +625,106 @@ async fn followers_redirect_to_the_leader_and_a_framework_fails_over_to_a_new_st
         ensure!(a.status == StatusCode::FORBIDDEN, "{a:?}");
         m.call_ok(&second.stream_id, &revive).await?;
         second.next_of("OFFERS", T, |_| true).await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesos_framework_speaks_protobuf() -> Result<()> {
+    let c = Cluster::start(spec(1)).await?;
+    let result = async {
+        let auth = framework_principal(&c, "pb-fw", "*").await?;
+        let m = plain(&c, 0, &auth)?;
+        let sub = subscribe_body("pb-fw", json!({}));
+        let pb = Wire::Protobuf.media_type();
+
+        // Bad input: not a Call, a text body, an Accept of neither.
+        let a = m
+            .post_bytes(
+                "/api/v1/scheduler",
+                &[("Content-Type", pb)],
+                b"{\"type\":\"SUBSCRIBE\"}".to_vec(),
+            )
+            .await?;
+        ensure!(a.status == StatusCode::BAD_REQUEST && a.body.contains("Call"), "{a:?}");
+        let a = m
+            .post_bytes(
+                "/api/v1/scheduler",
+                &[("Content-Type", "text/plain")],
+                Wire::Protobuf.encode(&sub)?,
+            )
+            .await?;
+        ensure!(a.status == StatusCode::UNSUPPORTED_MEDIA_TYPE, "{a:?}");
+        let a = m
+            .post_bytes(
+                "/api/v1/scheduler",
+                &[("Content-Type", pb), ("Accept", "text/html")],
+                Wire::Protobuf.encode(&sub)?,
+            )
+            .await?;
+        ensure!(a.status == StatusCode::NOT_ACCEPTABLE, "{a:?}");
+
+        let mut s = match m.subscribe_in(Wire::Protobuf, &sub).await? {
+            Ok(s) => s,
+            Err(a) => anyhow::bail!("SUBSCRIBE refused: {a:?}"),
+        };
+        ensure!(s.headers["content-type"] == pb, "{:?}", s.headers);
+        ensure!(s.framework_id.len() == 36, "{}", s.framework_id);
+        let hb = s.next(T).await?;
+        ensure!(hb == json!({ "type": "HEARTBEAT" }), "{hb}");
+        let offers = s.next_of("OFFERS", T, |_| true).await?;
+        let o = offers["offers"]["offers"][0].clone();
+        ensure!(o["framework_id"] == fid(&s), "{o}");
+        let agent = o["agent_id"]["value"].as_str().context("agent id")?.to_owned();
+        ensure!(
+            o["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["name"] == "ports" && r["type"] == "RANGES")),
+            "{o}"
+        );
+
+        m.call_ok_in(
+            Wire::Protobuf,
+            &s.stream_id,
+            &json!({
+                "framework_id": fid(&s), "type": "ACCEPT",
+                "accept": {
+                    "offer_ids": [o["id"]],
+                    "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [
+                        task("pb-true", &agent, json!({ "value": "true" }))
+                    ] } }],
+                    "filters": { "refuse_seconds": 1 }
+                }
+            }),
+        )
+        .await?;
+        // `follow` acknowledges every update in protobuf (the stream's
+        // wire) until the task ends.
+        let mut seen = Vec::new();
+        let ups = follow(&m, &mut s, &mut seen, "pb-true").await?;
+        let last = ups.last().context("final")?;
+        ensure!(last["state"] == "TASK_FINISHED", "{ups:?}");
+        ensure!(last["uuid"].as_str().is_some_and(|u| u.len() == 24), "{last}");
+        ensure!(last["agent_id"]["value"] == agent.as_str(), "{last}");
+        // A non-SUBSCRIBE call that is not a Call is refused as text.
+        let a = m
+            .post_bytes(
+                "/api/v1/scheduler",
+                &[("Content-Type", pb), ("Mesos-Stream-Id", s.stream_id.as_str())],
+                vec![0x0a, 0x7f],
+            )
+            .await?;
+        ensure!(a.status == StatusCode::BAD_REQUEST && a.body.contains("parse"), "{a:?}");
+
+        m.call_ok_in(
+            Wire::Protobuf,
+            &s.stream_id,
+            &json!({ "framework_id": fid(&s), "type": "TEARDOWN" }),
+        )
+        .await?;
+        s.until_end(T).await?;
         Ok(())
     }
     .await;

@@ -21,7 +21,7 @@ mod scheduler;
 #[cfg(test)]
 mod tests;
 
-pub use mezzo_proto::mesos::{convert, parse, recordio, types};
+pub use mezzo_proto::mesos::{convert, parse, protobuf, recordio, types};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -162,14 +162,95 @@ async fn scheduler_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = json_body(&headers) {
-        return r;
-    }
-    let call: types::Call = match parse(&body) {
+    let enc = match request_encoding(&headers) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let call: Result<types::Call, String> = match enc {
+        Encoding::Json => parse(&body),
+        Encoding::Protobuf => protobuf::call_from_protobuf(&body),
+    };
+    let call = match call {
         Ok(c) => c,
         Err(e) => return bad_request(format!("Failed to parse body into Call: {e}")),
     };
-    scheduler::handle(&api, caller, &headers, call).await
+    scheduler::handle(&api, caller, &headers, enc, call).await
+}
+
+/// How a scheduler call or its event stream is encoded: Mesos serves
+/// both JSON and protobuf (`mesos.v1.scheduler.Call`/`Event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Json,
+    Protobuf,
+}
+
+impl Encoding {
+    pub(crate) fn media_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/x-protobuf",
+        }
+    }
+
+    fn of(media: &str) -> Option<Encoding> {
+        match media {
+            "application/json" => Some(Encoding::Json),
+            "application/x-protobuf" => Some(Encoding::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+/// The encoding of a scheduler call, from its `Content-Type`, as Mesos
+/// judges it: 400 without one, 415 for another media type.
+#[allow(clippy::result_large_err)] // the refusal itself, ready to send
+pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
+    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(bad_request("Expecting 'Content-Type' to be present"));
+    };
+    ctype
+        .split(';')
+        .next()
+        .map(str::trim)
+        .and_then(Encoding::of)
+        .ok_or_else(|| {
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expecting 'Content-Type' of application/json or application/x-protobuf",
+            )
+                .into_response()
+        })
+}
+
+/// The encoding of a SUBSCRIBE stream, from `Accept`: the call's own when
+/// `Accept` allows it (none, `*/*` and `application/*` allow both), else
+/// the other when named, else 406.
+#[allow(clippy::result_large_err)] // the refusal itself, ready to send
+pub(crate) fn response_encoding(headers: &HeaderMap, request: Encoding) -> Result<Encoding, Response> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(request);
+    };
+    let media: Vec<&str> = accept
+        .split(',')
+        .map(|part| part.split(';').next().map(str::trim).unwrap_or(""))
+        .collect();
+    let allows = |e: Encoding| {
+        media
+            .iter()
+            .any(|m| matches!(*m, "application/*" | "*/*" | "") || *m == e.media_type())
+    };
+    let other = match request {
+        Encoding::Json => Encoding::Protobuf,
+        Encoding::Protobuf => Encoding::Json,
+    };
+    [request, other].into_iter().find(|e| allows(*e)).ok_or_else(|| {
+        (
+            StatusCode::NOT_ACCEPTABLE,
+            "Expecting 'Accept' to allow application/json or application/x-protobuf",
+        )
+            .into_response()
+    })
 }
 
 /// Refuses a body that is not JSON, as Mesos does: 400 without a

@@ -567,3 +567,109 @@ fn a_call_of_too_many_objects_is_refused_before_it_is_built() {
     let c: m::Call = super::parse(text.as_bytes()).expect("parses");
     assert_eq!(c.kind, "TEARDOWN");
 }
+
+#[test]
+fn every_event_has_a_protobuf_form_that_reads_back_the_same() {
+    use v1::event::Event as E;
+    let master = super::master_info("m1", "127.0.1.1:5050".parse().expect("addr"), "host");
+    let offer = v1::Offer {
+        offer_id: "o".into(),
+        framework_id: "f".into(),
+        agent_id: "a".into(),
+        hostname: "h".into(),
+        resources: vec![reserved("cpus", 1.0, "r", "p"), reserved("mem", 64.0, "", "")],
+        attributes: vec![v1::Attribute {
+            name: "rack".into(),
+            value: "r1".into(),
+        }],
+        allocation_role: "r".into(),
+        ..Default::default()
+    };
+    let status = v1::TaskStatus {
+        task_id: "t".into(),
+        state: v1::TaskState::TaskFinished as i32,
+        source: v1::StatusSource::SourceExecutor as i32,
+        agent_id: "a".into(),
+        uuid: vec![7; 16],
+        timestamp: 12.5,
+        ..Default::default()
+    };
+    let events = [
+        E::Subscribed(v1::Subscribed {
+            framework_id: "f".into(),
+            heartbeat_interval_secs: 15.0,
+            master_id: "m1".into(),
+        }),
+        E::Offers(v1::Offers { offers: vec![offer] }),
+        E::Rescind(v1::Rescind { offer_id: "o".into() }),
+        E::Update(v1::Update { status: Some(status) }),
+        E::Failure(v1::Failure {
+            agent_id: "a".into(),
+            ..Default::default()
+        }),
+        E::Error(v1::Error { message: "gone".into() }),
+        E::Heartbeat(v1::Heartbeat {}),
+    ];
+    let both = Format {
+        refinement: true,
+        multi_role: true,
+        ..Format::default()
+    };
+    for fmt in [Format::default(), both] {
+        for e in &events {
+            let out = convert::event_out(&v1::Event { event: Some(e.clone()) }, fmt, &master).expect("an event");
+            let b = super::protobuf::event_to_protobuf(&out).expect("a protobuf form");
+            assert_eq!(super::protobuf::event_from_protobuf(&b).expect("reads back"), out);
+        }
+    }
+}
+
+#[test]
+fn content_types_and_accept_choose_json_or_protobuf() {
+    use super::{Encoding, request_encoding, response_encoding};
+    use axum::http::{HeaderMap, StatusCode, header};
+    let h = |pairs: &[(header::HeaderName, &str)]| {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k, v.parse().expect("header"));
+        }
+        h
+    };
+    let status = |r: Result<Encoding, axum::response::Response>| r.err().map(|r| r.status());
+    assert_eq!(status(request_encoding(&h(&[]))), Some(StatusCode::BAD_REQUEST));
+    let text = h(&[(header::CONTENT_TYPE, "text/plain")]);
+    assert_eq!(
+        status(request_encoding(&text)),
+        Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    );
+    let pb = h(&[(header::CONTENT_TYPE, "application/x-protobuf")]);
+    assert_eq!(request_encoding(&pb).ok(), Some(Encoding::Protobuf));
+    let json = h(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")]);
+    assert_eq!(request_encoding(&json).ok(), Some(Encoding::Json));
+    // No Accept, or a wildcard: the call's own encoding.
+    for (req, accept) in [
+        (Encoding::Protobuf, None),
+        (Encoding::Json, None),
+        (Encoding::Protobuf, Some("*/*")),
+    ] {
+        let headers = accept.map_or_else(HeaderMap::new, |a| h(&[(header::ACCEPT, a)]));
+        assert_eq!(response_encoding(&headers, req).ok(), Some(req));
+    }
+    let accept = |a: &str, req| response_encoding(&h(&[(header::ACCEPT, a)]), req).map_err(|r| r.status());
+    assert_eq!(
+        accept("application/x-protobuf", Encoding::Json).ok(),
+        Some(Encoding::Protobuf)
+    );
+    assert_eq!(
+        accept("application/json", Encoding::Protobuf).ok(),
+        Some(Encoding::Json)
+    );
+    assert_eq!(
+        accept("application/json, application/x-protobuf", Encoding::Protobuf).ok(),
+        Some(Encoding::Protobuf)
+    );
+    assert_eq!(
+        accept("text/html", Encoding::Json).err(),
+        Some(StatusCode::NOT_ACCEPTABLE)
+    );
+}
