@@ -174,7 +174,7 @@ async fn scheduler_call(
         Ok(c) => c,
         Err(e) => return bad_request(format!("Failed to parse body into Call: {e}")),
     };
-    scheduler::handle(&api, caller, &headers, enc, call).await
+    scheduler::handle(&api, caller, &headers, call).await
 }
 
 /// How a scheduler call or its event stream is encoded: Mesos serves
@@ -223,13 +223,13 @@ pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Response
         })
 }
 
-/// The encoding of a SUBSCRIBE stream, from `Accept`: the call's own when
-/// `Accept` allows it (none, `*/*` and `application/*` allow both), else
-/// the other when named, else 406.
+/// The encoding of a SUBSCRIBE stream, from `Accept`, as Mesos picks it
+/// whatever the call's own: JSON when `Accept` allows it (none, `*/*` and
+/// `application/*` allow both), else protobuf when named, else 406.
 #[allow(clippy::result_large_err)] // the refusal itself, ready to send
-pub(crate) fn response_encoding(headers: &HeaderMap, request: Encoding) -> Result<Encoding, Response> {
+pub(crate) fn response_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(request);
+        return Ok(Encoding::Json);
     };
     let media: Vec<&str> = accept
         .split(',')
@@ -240,17 +240,16 @@ pub(crate) fn response_encoding(headers: &HeaderMap, request: Encoding) -> Resul
             .iter()
             .any(|m| matches!(*m, "application/*" | "*/*" | "") || *m == e.media_type())
     };
-    let other = match request {
-        Encoding::Json => Encoding::Protobuf,
-        Encoding::Protobuf => Encoding::Json,
-    };
-    [request, other].into_iter().find(|e| allows(*e)).ok_or_else(|| {
-        (
-            StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow application/json or application/x-protobuf",
-        )
-            .into_response()
-    })
+    [Encoding::Json, Encoding::Protobuf]
+        .into_iter()
+        .find(|e| allows(*e))
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_ACCEPTABLE,
+                "Expecting 'Accept' to allow application/json or application/x-protobuf",
+            )
+                .into_response()
+        })
 }
 
 /// Refuses a body that is not JSON, as Mesos does: 400 without a

@@ -155,9 +155,9 @@ impl Stream for EventBody {
 }
 
 /// The handler: SUBSCRIBE, or any other call.
-pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, enc: Encoding, call: m::Call) -> Response {
+pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
     if call.kind == "SUBSCRIBE" {
-        return subscribe(api, caller, headers, enc, call).await;
+        return subscribe(api, caller, headers, call).await;
     }
     // Mesos answers UPDATE_FRAMEWORK once applied (200), the rest at once.
     let done = if call.kind == "UPDATE_FRAMEWORK" {
@@ -171,8 +171,8 @@ pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, enc: En
     }
 }
 
-async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, request: Encoding, call: m::Call) -> Response {
-    let enc = match super::response_encoding(headers, request) {
+async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
+    let enc = match super::response_encoding(headers) {
         Ok(e) => e,
         Err(r) => return r,
     };
