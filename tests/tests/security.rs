@@ -472,6 +472,38 @@ async fn a_framework_belongs_to_its_principal() -> Result<()> {
             .await
             .expect_err("kv get");
         ensure!(err.code() == Code::PermissionDenied, "kv get: {err:?}");
+        // Nor message or shut down its executors; nobody without a
+        // credential may either.
+        let agent = c.get(&master, "/state").await?["agents"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let message = v1::MessageRequest {
+            framework_id: fid.clone(),
+            agent_id: agent.clone(),
+            executor_id: "e1".into(),
+            data: b"hi".to_vec(),
+        };
+        let err = raw.message(message.clone()).await.expect_err("message");
+        ensure!(err.code() == Code::PermissionDenied, "message: {err:?}");
+        let shutdown = v1::ShutdownExecutorRequest {
+            framework_id: fid.clone(),
+            agent_id: agent,
+            executor_id: "e1".into(),
+        };
+        let err = raw.shutdown_executor(shutdown.clone()).await.expect_err("shutdown");
+        ensure!(err.code() == Code::PermissionDenied, "shutdown executor: {err:?}");
+        let ca = std::fs::read_to_string(c.home().join("pki/ca.crt"))?;
+        let anon = Transport::Tls(Credentials::new(&ca)?);
+        let ch = grpc::connect(&master, &anon).await.map_err(anyhow::Error::msg)?;
+        let mut nobody = SchedulerClient::new(ch);
+        let err = nobody.message(message).await.expect_err("anonymous message");
+        ensure!(err.code() == Code::Unauthenticated, "anonymous message: {err:?}");
+        let err = nobody
+            .shutdown_executor(shutdown)
+            .await
+            .expect_err("anonymous shutdown");
+        ensure!(err.code() == Code::Unauthenticated, "anonymous shutdown: {err:?}");
         // Taking over the subscription, through the SDK.
         let mut cfg = mezzo_sdk::SchedulerConfig::new(c.masters(), "owner").with_transport(bob.clone());
         cfg.framework_id = Some(fid.clone());
