@@ -19,7 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mezzo_proto::mesos::{self, executor as mx, recordio};
+use mezzo_proto::mesos::{self, executor as mx, media, recordio};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -135,37 +135,13 @@ fn bearer(headers: &HeaderMap) -> Result<String, Response> {
 }
 
 /// 415 unless the body is JSON (400 without a `Content-Type`), 406 unless
-/// JSON may be answered.
+/// JSON may be answered, as Mesos' agent judges them.
 #[allow(clippy::result_large_err)] // the refusal itself, ready to send
 fn json_only(headers: &HeaderMap) -> Result<(), Response> {
-    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "Expecting 'Content-Type' to be present",
-        ));
-    };
-    if ctype.split(';').next().map(str::trim) != Some("application/json") {
-        return Err(refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Expecting 'Content-Type' of application/json",
-        ));
-    }
-    let accepted = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|accept| {
-            accept.split(',').any(|part| {
-                let media = part.split(';').next().map(str::trim).unwrap_or("");
-                matches!(media, "application/json" | "application/*" | "*/*" | "")
-            })
-        });
-    if !accepted {
-        return Err(refuse(
-            StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow application/json",
-        ));
-    }
-    Ok(())
+    media::request_encoding(headers, media::JSON)
+        .and_then(|_| media::response_encoding(headers, media::JSON))
+        .map(|_| ())
+        .map_err(|r| refuse(r.status, r.message))
 }
 
 async fn call(State(api): State<Api>, method: Method, headers: HeaderMap, body: Bytes) -> Response {

@@ -69,37 +69,19 @@ impl Identity {
             None => Message::Register(v1::Register {
                 agent: Some(self.info()),
             }),
-            Some(id) => {
-                // An executor's resources were allocated to its tasks' role.
-                let role_of = |e: &ExecutorView| {
-                    tasks
-                        .iter()
-                        .find(|t| {
-                            t.key.framework_id.as_str() == e.framework_id
-                                && t.info.executor.as_ref().map(|x| &x.executor_id) == Some(&e.info.executor_id)
-                        })
-                        .map(|t| t.info.allocation_role.clone())
-                        .unwrap_or_default()
-                };
-                let executors = executors
+            Some(id) => Message::Reregister(v1::Reregister {
+                agent_id: id.to_string(),
+                agent: Some(self.info()),
+                tasks: reported_tasks(tasks),
+                tasks_complete: complete,
+                executors: executors
                     .into_iter()
                     .map(|e| v1::RunningExecutor {
-                        allocation_role: match e.info.allocation_role.as_str() {
-                            "" => role_of(&e),
-                            role => role.to_owned(),
-                        },
                         framework_id: e.framework_id,
                         executor: Some(e.info),
                     })
-                    .collect();
-                Message::Reregister(v1::Reregister {
-                    agent_id: id.to_string(),
-                    agent: Some(self.info()),
-                    tasks: reported_tasks(tasks),
-                    tasks_complete: complete,
-                    executors,
-                })
-            }
+                    .collect(),
+            }),
         };
         v1::AgentMessage { message: Some(message) }
     }

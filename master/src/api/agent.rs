@@ -217,8 +217,8 @@ fn reported_executor(e: v1::RunningExecutor) -> Result<ReportedExecutor, MasterE
         resources: ReservedResources::from_proto(&info.resources)
             .map_err(|x| invalid(format!("reported executor {executor_id}: {x}")))?,
         executor_id,
+        role: info.allocation_role.clone(),
         info,
-        role: e.allocation_role,
     })
 }
 

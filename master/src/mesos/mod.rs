@@ -21,6 +21,7 @@ mod scheduler;
 #[cfg(test)]
 mod tests;
 
+pub use mezzo_proto::mesos::media::{self, Encoding};
 pub use mezzo_proto::mesos::{convert, parse, protobuf, recordio, types};
 
 use std::net::{IpAddr, SocketAddr};
@@ -162,9 +163,9 @@ async fn scheduler_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let enc = match request_encoding(&headers) {
+    let enc = match media::request_encoding(&headers, media::ANY) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     let call: Result<types::Call, String> = match enc {
         Encoding::Json => parse(&body),
@@ -177,117 +178,9 @@ async fn scheduler_call(
     scheduler::handle(&api, caller, &headers, call).await
 }
 
-/// How a scheduler call or its event stream is encoded: Mesos serves
-/// both JSON and protobuf (`mesos.v1.scheduler.Call`/`Event`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    Json,
-    Protobuf,
-}
-
-impl Encoding {
-    pub(crate) fn media_type(self) -> &'static str {
-        match self {
-            Encoding::Json => "application/json",
-            Encoding::Protobuf => "application/x-protobuf",
-        }
-    }
-
-    fn of(media: &str) -> Option<Encoding> {
-        match media {
-            "application/json" => Some(Encoding::Json),
-            "application/x-protobuf" => Some(Encoding::Protobuf),
-            _ => None,
-        }
-    }
-}
-
-/// The encoding of a scheduler call, from its `Content-Type`, as Mesos
-/// judges it: 400 without one, 415 for another media type.
-#[allow(clippy::result_large_err)] // the refusal itself, ready to send
-pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
-    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return Err(bad_request("Expecting 'Content-Type' to be present"));
-    };
-    ctype
-        .split(';')
-        .next()
-        .map(str::trim)
-        .and_then(Encoding::of)
-        .ok_or_else(|| {
-            (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Expecting 'Content-Type' of application/json or application/x-protobuf",
-            )
-                .into_response()
-        })
-}
-
-/// The encoding of a SUBSCRIBE stream, from `Accept`, as Mesos picks it
-/// whatever the call's own: JSON when `Accept` allows it (none, `*/*` and
-/// `application/*` allow both), else protobuf when named, else 406.
-#[allow(clippy::result_large_err)] // the refusal itself, ready to send
-pub(crate) fn response_encoding(headers: &HeaderMap) -> Result<Encoding, Response> {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(Encoding::Json);
-    };
-    let media: Vec<&str> = accept
-        .split(',')
-        .map(|part| part.split(';').next().map(str::trim).unwrap_or(""))
-        .collect();
-    let allows = |e: Encoding| {
-        media
-            .iter()
-            .any(|m| matches!(*m, "application/*" | "*/*" | "") || *m == e.media_type())
-    };
-    [Encoding::Json, Encoding::Protobuf]
-        .into_iter()
-        .find(|e| allows(*e))
-        .ok_or_else(|| {
-            (
-                StatusCode::NOT_ACCEPTABLE,
-                "Expecting 'Accept' to allow application/json or application/x-protobuf",
-            )
-                .into_response()
-        })
-}
-
-/// Refuses a body that is not JSON, as Mesos does: 400 without a
-/// `Content-Type`, 415 with another (Protobuf bodies are not served).
-#[allow(clippy::result_large_err)] // the refusal itself, ready to send
-pub(crate) fn json_body(headers: &HeaderMap) -> Result<(), Response> {
-    let Some(ctype) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return Err(bad_request("Expecting 'Content-Type' to be present"));
-    };
-    if ctype.split(';').next().map(str::trim) != Some("application/json") {
-        return Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Expecting 'Content-Type' of application/json (Mezzo's Mesos API speaks JSON)",
-        )
-            .into_response());
-    }
-    Ok(())
-}
-
-/// Refuses (406) a caller whose `Accept` rules out JSON (none: anything).
-#[allow(clippy::result_large_err)] // the refusal itself, ready to send
-pub(crate) fn json_accepted(headers: &HeaderMap) -> Result<(), Response> {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let ok = accept.split(',').any(|part| {
-        let media = part.split(';').next().map(str::trim).unwrap_or("");
-        matches!(media, "application/json" | "application/*" | "*/*" | "")
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow application/json",
-        )
-            .into_response())
-    }
+/// A refusal of a request's media types, as its answer.
+pub(crate) fn refused(r: mezzo_proto::mesos::media::Refusal) -> Response {
+    (r.status, r.message).into_response()
 }
 
 /// `GET /version`: Mesos' shape, with Mezzo's own version beside it.

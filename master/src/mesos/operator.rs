@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::convert::{self, Format};
 use super::types as m;
-use super::{MESOS_VERSION, MesosApi, bad_request, core_error, json_accepted, json_body};
+use super::{MESOS_VERSION, MesosApi, bad_request, core_error, media, refused};
 use crate::auth::Caller;
 use crate::core::observe::ClusterEvent;
 use crate::core::view::{self, MesosAgent, MesosFramework, MesosState, MesosTask};
@@ -124,11 +124,11 @@ pub(super) async fn call(
     if let Err(r) = api.http.check_read(&caller) {
         return r;
     }
-    if let Err(r) = json_body(&headers) {
-        return r;
+    if let Err(r) = media::request_encoding(&headers, media::JSON) {
+        return refused(r);
     }
-    if let Err(r) = json_accepted(&headers) {
-        return r;
+    if let Err(r) = media::response_encoding(&headers, media::JSON) {
+        return refused(r);
     }
     let call: Value = match super::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -1096,6 +1096,7 @@ mod tests {
 
     #[test]
     fn accept_allows_json_or_anything() {
+        let json_accepted = |h: &HeaderMap| media::response_encoding(h, media::JSON);
         let mut h = HeaderMap::new();
         assert!(json_accepted(&h).is_ok());
         h.insert(header::ACCEPT, "application/json".parse().expect("header"));

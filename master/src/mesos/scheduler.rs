@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::convert::{self, Format};
 use super::types as m;
-use super::{Encoding, MesosApi, acks, bad_request, core_error, protobuf, recordio};
+use super::{Encoding, MesosApi, acks, bad_request, core_error, media, protobuf, recordio};
 use crate::api::scheduler::{self as api, EVENT_QUEUE};
 use crate::auth::Caller;
 use crate::core::ConnId;
@@ -172,9 +172,9 @@ pub async fn handle(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
 }
 
 async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m::Call) -> Response {
-    let enc = match super::response_encoding(headers) {
+    let enc = match media::response_encoding(headers, media::ANY) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return super::refused(r),
     };
     let Some(sub) = call.subscribe else {
         return bad_request("Expecting 'subscribe' to be present");
@@ -590,9 +590,8 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
             let grace = k
                 .kill_policy
                 .and_then(|p| p.grace_period)
-                .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
-                .transpose()
-                .map_err(|_| "kill: a grace period cannot be negative".to_owned())?;
+                .map(|g| convert::millis_in("kill: a grace period", &g))
+                .transpose()?;
             api::kill(&v1::KillRequest {
                 framework_id,
                 task_id: k.task_id.value,

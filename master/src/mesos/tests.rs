@@ -623,39 +623,3 @@ fn every_event_has_a_protobuf_form_that_reads_back_the_same() {
         }
     }
 }
-
-#[test]
-fn content_types_and_accept_choose_json_or_protobuf() {
-    use super::{Encoding, request_encoding, response_encoding};
-    use axum::http::{HeaderMap, StatusCode, header};
-    let h = |pairs: &[(header::HeaderName, &str)]| {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(k, v.parse().expect("header"));
-        }
-        h
-    };
-    let status = |r: Result<Encoding, axum::response::Response>| r.err().map(|r| r.status());
-    assert_eq!(status(request_encoding(&h(&[]))), Some(StatusCode::BAD_REQUEST));
-    let text = h(&[(header::CONTENT_TYPE, "text/plain")]);
-    assert_eq!(
-        status(request_encoding(&text)),
-        Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-    );
-    let pb = h(&[(header::CONTENT_TYPE, "application/x-protobuf")]);
-    assert_eq!(request_encoding(&pb).ok(), Some(Encoding::Protobuf));
-    let json = h(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")]);
-    assert_eq!(request_encoding(&json).ok(), Some(Encoding::Json));
-    // As Mesos picks it, whatever the call's encoding: JSON when allowed
-    // (no Accept, or a wildcard), else protobuf when named.
-    assert_eq!(response_encoding(&HeaderMap::new()).ok(), Some(Encoding::Json));
-    let accept = |a: &str| response_encoding(&h(&[(header::ACCEPT, a)])).map_err(|r| r.status());
-    assert_eq!(accept("*/*").ok(), Some(Encoding::Json));
-    assert_eq!(accept("application/x-protobuf").ok(), Some(Encoding::Protobuf));
-    assert_eq!(accept("application/json").ok(), Some(Encoding::Json));
-    assert_eq!(
-        accept("application/json, application/x-protobuf").ok(),
-        Some(Encoding::Json)
-    );
-    assert_eq!(accept("text/html").err(), Some(StatusCode::NOT_ACCEPTABLE));
-}

@@ -369,9 +369,9 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         .kill_policy
         .as_ref()
         .and_then(|k| k.grace_period.as_ref())
-        .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
+        .map(|g| millis_in("a kill grace period", g))
         .transpose()
-        .map_err(|_| with("a kill grace period cannot be negative".into()))?;
+        .map_err(with)?;
     let allocation_role = t
         .resources
         .iter()
@@ -432,9 +432,9 @@ pub fn executor_in(e: &m::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
     let shutdown_grace_period_ms = e
         .shutdown_grace_period
         .as_ref()
-        .map(|g| u64::try_from(g.nanoseconds).map(|n| n / 1_000_000))
+        .map(|g| millis_in("a shutdown grace period", g))
         .transpose()
-        .map_err(|_| with("a shutdown grace period cannot be negative".into()))?;
+        .map_err(with)?;
     Ok(v1::ExecutorInfo {
         executor_id: id.clone(),
         name: e.name.clone().unwrap_or_default(),
@@ -516,6 +516,13 @@ pub fn status_out(s: &v1::TaskStatus, fmt: Format) -> m::TaskStatus {
         uuid: (!s.uuid.is_empty()).then(|| B64.encode(&s.uuid)),
         healthy: s.healthy,
     }
+}
+
+/// A Mesos duration in whole milliseconds (`what` names it in the error).
+pub fn millis_in(what: &str, d: &m::DurationInfo) -> Result<u64, Refused> {
+    u64::try_from(d.nanoseconds)
+        .map(|n| n / 1_000_000)
+        .map_err(|_| format!("{what} cannot be negative"))
 }
 
 /// Base64 `bytes` (`what` names the field in the error).

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use super::convert::{Format, Refused, resource_out};
+use super::convert::{Format, Refused, bytes_in, resource_out};
 use super::types::{
     Attribute, CommandInfo, ContainerInfo, DockerImage, Environment, ExecutorInfo, FrameworkInfo, Id, Image,
     KillPolicy, Label, Labels, MesosContainer, Resource, Secret, SecretReference, TaskInfo, TaskStatus, Text, Uri,
@@ -354,8 +354,7 @@ pub fn kill(task_id: &str, grace_ms: Option<u64>) -> Event {
 
 /// The bytes of a `Call.Message`.
 pub fn data_in(m: &Message) -> Result<Vec<u8>, Refused> {
-    B64.decode(&m.data)
-        .map_err(|e| format!("message data is not base64: {e}"))
+    bytes_in("message data", &m.data)
 }
 
 /// A status an executor sends in UPDATE, checked as Mesos checks it: a
@@ -366,7 +365,7 @@ pub fn status_in(s: &TaskStatus, executor_id: &str) -> Result<v1::TaskStatus, Re
         .uuid
         .as_deref()
         .ok_or("'status.uuid' is required")
-        .map(|u| B64.decode(u).map_err(|e| format!("'status.uuid' is not base64: {e}")))??;
+        .map(|u| bytes_in("'status.uuid'", u))??;
     if uuid.len() != 16 {
         return Err(format!("'status.uuid' must be 16 bytes, not {}", uuid.len()));
     }
@@ -390,7 +389,7 @@ pub fn status_in(s: &TaskStatus, executor_id: &str) -> Result<v1::TaskStatus, Re
     let data = s
         .data
         .as_deref()
-        .map(|d| B64.decode(d).map_err(|e| format!("'status.data' is not base64: {e}")))
+        .map(|d| bytes_in("'status.data'", d))
         .transpose()?
         .unwrap_or_default();
     let reason = s

@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod executor;
+pub mod media;
 pub mod protobuf;
 pub mod recordio;
 pub mod types;
