@@ -239,3 +239,61 @@ async fn mesoshttp_runs_fifty_tasks_across_a_leader_kill() -> Result<()> {
 async fn avmesos_runs_fifty_tasks_across_a_leader_kill() -> Result<()> {
     fifty_tasks_across_a_leader_kill("avmesos_50.py", "avmesos-50").await
 }
+
+/// `pymesos` (the driver `scripts/bench --mesos-api` measures) runs its
+/// tasks to TASK_FINISHED through the leader's Mesos listener with one
+/// connection for its calls, acknowledging each update itself, and tears
+/// its framework down when done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_runs_its_tasks_and_tears_down() -> Result<()> {
+    const N: usize = 20;
+    let python = venv_python()?;
+    let c = Cluster::start(ClusterSpec {
+        agents: 1,
+        mesos_listen: true,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        c.allow(PRINCIPAL, &["register_framework"], "*").await?;
+        c.allow(PRINCIPAL, &["run_as"], TASK_USER).await?;
+        let token = c.issue_token(PRINCIPAL).await?;
+        let out = Command::new(&python)
+            .arg(repo().join("tests/clients/mesos/pymesos_tasks.py"))
+            .env("MESOS_MASTER", c.mesos_addr(0)?)
+            .env("MESOS_PRINCIPAL", PRINCIPAL.trim_start_matches("user:"))
+            .env("MESOS_SECRET", &token)
+            .env("MESOS_USER", TASK_USER)
+            .env("TASKS", N.to_string())
+            .env("TIMEOUT", "60")
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.contains(&format!("finished {N}/{N}")),
+            "pymesos_tasks.py: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Torn down, every update acknowledged by the driver (staging is
+        // not sent: starting, running, finished), nothing left running.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = c.master_state().await?;
+            let counters = &state["counters"];
+            let gone = state["frameworks"].as_array().is_some_and(Vec::is_empty);
+            if gone
+                && state["tasks"].as_array().is_some_and(Vec::is_empty)
+                && counters["tasks_launched"] == N
+                && counters["acknowledgements"] == 3 * N
+            {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "not torn down with {N} tasks acknowledged: {state}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    .await;
+    result.with_context(|| c.logs())
+}

@@ -9,12 +9,20 @@
 //!   SDK does);
 //! - `native-acks`: the same, acknowledging each update in a call of its
 //!   own, as a Mesos framework does (the protocol's cost apart from the
-//!   API's);
+//!   API's), the calls in flight together;
+//! - `native-seq`: the same, each acknowledgement awaited before the next
+//!   event is handled, as `pymesos` does (one call at a time);
 //! - `mesos-rust`: JSON over HTTP from Rust, one call per acknowledgement
 //!   as Mesos frameworks make them;
+//! - `mesos-pymesos`: the PyPI driver `pymesos`, unmodified, with this
+//!   logic (`tests/clients/mesos/pymesos_tasks.py`): one connection for
+//!   its calls, as Mesos' own drivers keep;
 //! - `mesos-python`: the PyPI client `mesoshttp`, unmodified
-//!   (`tests/clients/mesos/mesoshttp_50.py`), when `--python` names the
-//!   interpreter of `scripts/mesos-clients`' virtualenv.
+//!   (`tests/clients/mesos/mesoshttp_50.py`), which opens a connection
+//!   per call.
+//!
+//! The Python ways run when `--python` names the interpreter of
+//! `scripts/mesos-clients`' virtualenv.
 //!
 //! For each it prints tasks per second and the master's CPU time per
 //! task (user + system from `/proc`, over the run, less what the idle
@@ -49,17 +57,18 @@ struct Args {
     /// without it the Python way is skipped.
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Ways to run (native, mesos-rust, mesos-python); ratios are to the
-    /// first.
-    #[arg(long, value_delimiter = ',', default_value = "native,mesos-rust,mesos-python")]
+    /// Ways to run (native, native-acks, native-seq, mesos-rust,
+    /// mesos-pymesos, mesos-python); ratios are to the first.
+    #[arg(long, value_delimiter = ',', default_value = "native,native-acks,native-seq,mesos-rust,mesos-pymesos,mesos-python")]
     ways: Vec<String>,
     /// Seconds to wait before each way (to attach a profiler to the master).
     #[arg(long, default_value_t = 0)]
     pause: u64,
-    /// The Python client program.
-    #[arg(long, default_value = "tests/clients/mesos/mesoshttp_50.py")]
-    script: PathBuf,
 }
+
+/// The Python clients' programs.
+const PYMESOS: &str = "tests/clients/mesos/pymesos_tasks.py";
+const MESOSHTTP: &str = "tests/clients/mesos/mesoshttp_50.py";
 
 const CPUS: f64 = 0.01;
 const MEM: f64 = 4.0;
@@ -134,26 +143,32 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
         let f = match way.as_str() {
             "native" => (
                 "native (gRPC, Rust SDK)",
-                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, true)).await?,
+                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, Acks::Batched)).await?,
             ),
             "native-acks" => (
                 "native, one call per ack",
-                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, false)).await?,
+                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, Acks::Concurrent)).await?,
+            ),
+            "native-seq" => (
+                "native, acks one at a time",
+                measure(c, args.tasks, idle_ms_per_s, native(c, args.tasks, Acks::Sequential)).await?,
             ),
             "mesos-rust" => (
                 "mesos-rust (HTTP JSON)",
                 measure(c, args.tasks, idle_ms_per_s, mesos_rust(c, args.tasks)).await?,
             ),
-            "mesos-python" => {
+            "mesos-pymesos" | "mesos-python" => {
                 let Some(py) = &args.python else {
-                    println!("mesos-python: skipped (no --python; scripts/mesos-clients prints it)");
+                    println!("{way}: skipped (no --python; scripts/mesos-clients prints it)");
                     continue;
                 };
-                let run = mesos_python(c, py, &args.script, args.python_tasks);
-                (
-                    "mesos-python (mesoshttp)",
-                    measure(c, args.python_tasks, idle_ms_per_s, run).await?,
-                )
+                let (name, script, master) = if way == "mesos-pymesos" {
+                    ("mesos-pymesos (pymesos)", PYMESOS, c.mesos_addr(0)?.to_string())
+                } else {
+                    ("mesos-python (mesoshttp)", MESOSHTTP, format!("http://{}", c.mesos_addr(0)?))
+                };
+                let run = mesos_python(c, py, script, &master, args.python_tasks);
+                (name, measure(c, args.python_tasks, idle_ms_per_s, run).await?)
             }
             other => bail!("unknown way {other}"),
         };
@@ -180,9 +195,20 @@ fn room(cpus: f64, mem: f64) -> usize {
     ((cpus + 1e-9) / CPUS).min((mem + 1e-9) / MEM).max(0.0) as usize
 }
 
-async fn native(c: &Cluster, n: usize, batched: bool) -> Result<()> {
+/// How the native way acknowledges updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acks {
+    /// The SDK's own way: batched, in the background.
+    Batched,
+    /// A call per update, in flight together.
+    Concurrent,
+    /// A call per update, each awaited before the next event.
+    Sequential,
+}
+
+async fn native(c: &Cluster, n: usize, acks_by: Acks) -> Result<()> {
     let mut cfg = c.sdk_config("bench-native");
-    cfg.auto_acknowledge = batched;
+    cfg.auto_acknowledge = acks_by == Acks::Batched;
     let (s, events) = mezzo_sdk::Scheduler::start(cfg);
     let mut ev = fw::Inbox::new(events);
     let mut acks = tokio::task::JoinSet::new();
@@ -207,9 +233,13 @@ async fn native(c: &Cluster, n: usize, batched: bool) -> Result<()> {
                 }
             }
             Event::Update(st) => {
-                if !batched {
-                    let (s, st) = (s.clone(), st.clone());
-                    acks.spawn(async move { s.acknowledge(&st).await });
+                match acks_by {
+                    Acks::Batched => {}
+                    Acks::Concurrent => {
+                        let (s, st) = (s.clone(), st.clone());
+                        acks.spawn(async move { s.acknowledge(&st).await });
+                    }
+                    Acks::Sequential => s.acknowledge(&st).await?,
                 }
                 match task_state(&st) {
                     Some(TaskState::Finished) => {
@@ -319,7 +349,8 @@ async fn mesos_rust(c: &Cluster, n: usize) -> Result<()> {
     Ok(())
 }
 
-async fn mesos_python(c: &Cluster, python: &PathBuf, script: &PathBuf, n: usize) -> Result<()> {
+/// Runs a Python client `script` against `master` (in the form it takes).
+async fn mesos_python(c: &Cluster, python: &PathBuf, script: &str, master: &str, n: usize) -> Result<()> {
     let p = "user:bench-py";
     c.allow(p, &["register_framework"], "*").await?;
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())?
@@ -329,7 +360,7 @@ async fn mesos_python(c: &Cluster, python: &PathBuf, script: &PathBuf, n: usize)
     let token = c.issue_token(p).await?;
     let out = tokio::process::Command::new(python)
         .arg(script)
-        .env("MESOS_MASTER", format!("http://{}", c.mesos_addr(0)?))
+        .env("MESOS_MASTER", master)
         .env("MESOS_PRINCIPAL", "bench-py")
         .env("MESOS_SECRET", &token)
         .env("TASKS", n.to_string())
