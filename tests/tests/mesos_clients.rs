@@ -290,7 +290,10 @@ async fn pymesos_runs_its_tasks_and_tears_down() -> Result<()> {
             {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "not torn down with {N} tasks acknowledged: {state}");
+            ensure!(
+                Instant::now() < deadline,
+                "not torn down with {N} tasks acknowledged: {state}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

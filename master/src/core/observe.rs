@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
@@ -123,7 +124,9 @@ pub(super) struct Observations {
     pub(super) events_dropped: u64,
     pub(super) offer_stats: HashMap<FrameworkId, OfferStats>,
     pub(super) pending: HashMap<FrameworkId, PendingReport>,
-    pub(super) history: HashMap<(FrameworkId, TaskId), VecDeque<StatusEntry>>,
+    /// Shared with snapshots for Mesos' operator reads (copied on write
+    /// only while one holds it).
+    pub(super) history: HashMap<(FrameworkId, TaskId), Arc<VecDeque<StatusEntry>>>,
     /// Updates forwarded to frameworks and not yet acknowledged.
     forwarded: HashMap<(FrameworkId, TaskId), Instant>,
     /// Tasks added since the last sweep of forgotten tasks.
@@ -226,6 +229,31 @@ fn reason_name(s: &v1::TaskStatus) -> String {
         .unwrap_or_default()
 }
 
+/// `t`'s status history from `kept`, what a leader saw or adopted from
+/// its agent; for an ended task it keeps none of (known only from the
+/// registry's history), its launch and its end.
+pub(super) fn statuses_of(t: &Task, kept: Option<&Arc<VecDeque<StatusEntry>>>) -> Vec<StatusEntry> {
+    if let Some(h) = kept {
+        return h.iter().cloned().collect();
+    }
+    let Some(ended_at) = t.ended_at else {
+        return Vec::new();
+    };
+    let launched = StatusEntry {
+        state: Cow::Borrowed(TaskState::Staging.name()),
+        reason: String::new(),
+        message: "launched".into(),
+        at: t.launched_at,
+    };
+    let ended = StatusEntry {
+        state: Cow::Borrowed(t.state.name()),
+        reason: t.last_status.as_ref().map(reason_name).unwrap_or_default(),
+        message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        at: ended_at,
+    };
+    vec![launched, ended]
+}
+
 /// One status update as the history shows it (none for an unknown state).
 fn entry_of(s: &v1::TaskStatus) -> Option<StatusEntry> {
     Some(StatusEntry {
@@ -260,11 +288,8 @@ impl Master {
             message: "launched".into(),
             at: unix_now(),
         };
-        self.observed
-            .history
-            .entry((fid.clone(), tid.clone()))
-            .or_default()
-            .push_back(entry);
+        let h = self.observed.history.entry((fid.clone(), tid.clone())).or_default();
+        Arc::make_mut(h).push_back(entry);
         self.observed.added_since_prune += 1;
         if self.observed.added_since_prune >= PRUNE_EVERY {
             self.prune_ops();
@@ -318,32 +343,17 @@ impl Master {
         while h.len() > HISTORY_PER_TASK {
             h.pop_front();
         }
-        self.observed.history.insert(key, h);
+        self.observed.history.insert(key, Arc::new(h));
     }
 
-    /// A task's status history: what this leader saw or adopted from its
-    /// agent; for an ended task it knows only from the registry's history,
-    /// its launch and its end.
+    /// A task's status history (see [`statuses_of`]).
     pub(super) fn status_history(&self, t: &Task) -> Vec<StatusEntry> {
-        if let Some(h) = self.observed.history.get(&(t.framework_id.clone(), t.id.clone())) {
-            return h.iter().cloned().collect();
-        }
-        let Some(ended_at) = t.ended_at else {
-            return Vec::new();
-        };
-        let launched = StatusEntry {
-            state: Cow::Borrowed(TaskState::Staging.name()),
-            reason: String::new(),
-            message: "launched".into(),
-            at: t.launched_at,
-        };
-        let ended = StatusEntry {
-            state: Cow::Borrowed(t.state.name()),
-            reason: t.last_status.as_ref().map(reason_name).unwrap_or_default(),
-            message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
-            at: ended_at,
-        };
-        vec![launched, ended]
+        statuses_of(t, self.history_of(t))
+    }
+
+    /// The history this leader keeps for `t`, if any.
+    pub(super) fn history_of(&self, t: &Task) -> Option<&Arc<VecDeque<StatusEntry>>> {
+        self.observed.history.get(&(t.framework_id.clone(), t.id.clone()))
     }
 
     pub(crate) fn note_task_state(&mut self, fid: &FrameworkId, tid: &TaskId, status: Option<&v1::TaskStatus>) {
@@ -352,7 +362,7 @@ impl Master {
         };
         let reason = status.map(reason_name).unwrap_or_default();
         let (state, agent) = (t.state.name(), t.agent_id.to_string());
-        let h = self.observed.history.entry((fid.clone(), tid.clone())).or_default();
+        let h = Arc::make_mut(self.observed.history.entry((fid.clone(), tid.clone())).or_default());
         if h.len() >= HISTORY_PER_TASK {
             h.pop_front();
         }

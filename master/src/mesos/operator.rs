@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
+use mezzo_proto::mesos::executor;
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
@@ -109,9 +110,32 @@ pub(super) async fn state(
     }
     let path = u.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     match api.http.handle().read(view::mesos_state).await {
-        Ok(s) => Json(state_json(&s, &api.master)).into_response(),
+        Ok(s) => {
+            let master = api.master.clone();
+            written(s, move |s| state_json(s, &master)).await
+        }
         Err(e) => core_error(&api, e, &path).await,
     }
+}
+
+/// Writes an answer from a snapshot on the blocking pool: on a big
+/// cluster that is long work, for neither the owner task nor an async
+/// worker.
+async fn written(mut s: MesosState, answer: impl FnOnce(&MesosState) -> Value + Send + 'static) -> Response {
+    let body = tokio::task::spawn_blocking(move || {
+        s.sort_tasks();
+        serde_json::to_vec(&answer(&s))
+    })
+    .await;
+    match body {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("writing the answer: {e}")).into_response()
 }
 
 /// `POST /api/v1`: one operator call.
@@ -163,15 +187,19 @@ pub(super) async fn call(
         Ok(s) => s,
         Err(e) => return core_error(&api, e, "/api/v1").await,
     };
-    let body = match kind {
-        "GET_STATE" => get_state(&s),
-        "GET_AGENTS" => get_agents(&s),
-        "GET_FRAMEWORKS" => get_frameworks(&s),
-        "GET_TASKS" => get_tasks(&s),
-        "GET_ROLES" => get_roles(&s),
-        _ => get_master(&s, &api.master),
-    };
-    answer(kind, body)
+    let (kind, master) = (kind.to_owned(), api.master.clone());
+    written(s, move |s| {
+        let body = match kind.as_str() {
+            "GET_STATE" => get_state(s),
+            "GET_AGENTS" => get_agents(s),
+            "GET_FRAMEWORKS" => get_frameworks(s),
+            "GET_TASKS" => get_tasks(s),
+            "GET_ROLES" => get_roles(s),
+            _ => get_master(s, &master),
+        };
+        response(&kind, body)
+    })
+    .await
 }
 
 /// `{"type": "GET_X", "get_x": body}`.
@@ -209,10 +237,11 @@ fn record(event: &Value) -> Bytes {
 async fn subscribe(api: MesosApi) -> Response {
     // Follow first, then read the state: no change falls in between.
     let mut rx = api.http.handle().events();
-    let s = match api.http.handle().read(view::mesos_state).await {
+    let mut s = match api.http.handle().read(view::mesos_state).await {
         Ok(s) => s,
         Err(e) => return core_error(&api, e, "/api/v1").await,
     };
+    s.sort_tasks();
     let subscribed = json!({
         "type": "SUBSCRIBED",
         "subscribed": {
@@ -516,6 +545,9 @@ fn task_v1(t: &MesosTask) -> Value {
             .map(|r| convert::resource_out(r, Format { multi_role: true, ..ENDPOINT }, &t.role))
             .collect::<Vec<_>>(),
     });
+    if !t.executor_id.is_empty() {
+        out["executor_id"] = id(&t.executor_id);
+    }
     if !statuses.is_empty() {
         out["statuses"] = json!(statuses);
     }
@@ -550,10 +582,13 @@ fn get_frameworks(s: &MesosState) -> Value {
 }
 
 fn get_tasks(s: &MesosState) -> Value {
-    let tasks: Vec<Value> = s.frameworks.iter().flat_map(|f| &f.tasks).map(task_v1).collect();
+    let tasks: Vec<Value> = (s.frameworks.iter())
+        .flat_map(|f| f.tasks.iter())
+        .map(|t| task_v1(&t))
+        .collect();
     let completed: Vec<Value> = (s.frameworks.iter())
-        .flat_map(|f| &f.completed_tasks)
-        .map(task_v1)
+        .flat_map(|f| f.completed_tasks.iter())
+        .map(|t| task_v1(&t))
         .collect();
     let mut out = json!({});
     if !tasks.is_empty() {
@@ -568,10 +603,41 @@ fn get_tasks(s: &MesosState) -> Value {
 fn get_state(s: &MesosState) -> Value {
     json!({
         "get_tasks": get_tasks(s),
-        "get_executors": {},
+        "get_executors": get_executors(s),
         "get_frameworks": get_frameworks(s),
         "get_agents": get_agents(s),
     })
+}
+
+/// Custom executors (`GetExecutors`: each with its agent).
+fn get_executors(s: &MesosState) -> Value {
+    let executors: Vec<Value> = (s.executors.iter())
+        .map(|e| {
+            let info = executor::executor_out(&e.info, &e.framework_id);
+            json!({ "executor_info": info, "agent_id": id(&e.agent_id) })
+        })
+        .collect();
+    if executors.is_empty() {
+        return json!({});
+    }
+    json!({ "executors": executors })
+}
+
+/// A framework's executors in the v0 state JSON.
+fn executors_v0(s: &MesosState, framework_id: &str) -> Vec<Value> {
+    (s.executors.iter())
+        .filter(|e| e.framework_id == framework_id)
+        .map(|e| {
+            json!({
+                "executor_id": e.info.executor_id,
+                "name": e.info.name,
+                "framework_id": e.framework_id,
+                "slave_id": e.agent_id,
+                "role": e.role,
+                "resources": summary(&e.resources.total()),
+            })
+        })
+        .collect()
 }
 
 fn get_roles(s: &MesosState) -> Value {
@@ -638,7 +704,7 @@ fn task_v0(t: &MesosTask) -> Value {
         "id": t.id,
         "name": t.name,
         "framework_id": t.framework_id,
-        "executor_id": "",
+        "executor_id": t.executor_id,
         "slave_id": t.agent_id,
         "state": t.state,
         "resources": summary(&t.resources.total()),
@@ -679,7 +745,7 @@ fn slave_v0(a: &MesosAgent) -> Value {
     })
 }
 
-fn framework_v0(f: &MesosFramework) -> Value {
+fn framework_v0(f: &MesosFramework, executors: Vec<Value>) -> Value {
     let i = &f.info;
     let mut used_and_offered = f.allocated.clone();
     used_and_offered.add(&f.offered);
@@ -701,9 +767,9 @@ fn framework_v0(f: &MesosFramework) -> Value {
         "used_resources": summary(&f.allocated),
         "offered_resources": summary(&f.offered),
         "resources": summary(&used_and_offered),
-        "tasks": f.tasks.iter().map(task_v0).collect::<Vec<_>>(),
+        "tasks": f.tasks.iter().map(|t| task_v0(&t)).collect::<Vec<_>>(),
         "unreachable_tasks": [],
-        "completed_tasks": f.completed_tasks.iter().map(task_v0).collect::<Vec<_>>(),
+        "completed_tasks": f.completed_tasks.iter().map(|t| task_v0(&t)).collect::<Vec<_>>(),
         "offers": f.offers.iter().map(|o| json!({
             "id": o.id,
             "framework_id": o.framework_id,
@@ -711,7 +777,7 @@ fn framework_v0(f: &MesosFramework) -> Value {
             "allocation_info": { "role": o.role },
             "resources": summary(&o.resources),
         })).collect::<Vec<_>>(),
-        "executors": [],
+        "executors": executors,
     });
     // Tools written before multi-role read `role`: given when there is one.
     if let [role] = i.roles.as_slice() {
@@ -784,7 +850,9 @@ pub(crate) fn state_json(s: &MesosState, master: &m::MasterInfo) -> Value {
         "flags": {},
         "slaves": s.agents.iter().map(slave_v0).collect::<Vec<_>>(),
         "recovered_slaves": [],
-        "frameworks": s.frameworks.iter().map(framework_v0).collect::<Vec<_>>(),
+        "frameworks": (s.frameworks.iter())
+            .map(|f| framework_v0(f, executors_v0(s, &f.id)))
+            .collect::<Vec<_>>(),
         "completed_frameworks": s.completed_frameworks.iter().map(completed_framework_v0).collect::<Vec<_>>(),
         "orphan_tasks": [],
         "unregistered_frameworks": [],
@@ -822,6 +890,7 @@ mod tests {
             name: "sleeper".into(),
             framework_id: "f1".into(),
             agent_id: "a1".into(),
+            executor_id: String::new(),
             state: Cow::Borrowed("TASK_RUNNING"),
             role: "web".into(),
             resources: ReservedResources::unreserved(res("cpus:0.5;mem:64")),
@@ -876,11 +945,12 @@ mod tests {
                 registered_at: 7.5,
                 allocated: res("cpus:0.5;mem:64"),
                 offered: Resources::default(),
-                tasks: vec![task],
-                completed_tasks: Vec::new(),
+                tasks: vec![task].into(),
+                completed_tasks: Default::default(),
                 offers: Vec::new(),
             }],
             completed_frameworks: Vec::new(),
+            executors: Vec::new(),
             allocation: view::AllocationView {
                 roles: vec![RoleView {
                     role: "web".into(),
@@ -989,6 +1059,42 @@ mod tests {
             t["statuses"],
             json!([{ "state": "TASK_STAGING", "timestamp": 10.0 }, { "state": "TASK_RUNNING", "timestamp": 11.0 }])
         );
+    }
+
+    /// Custom executors are listed in GET_STATE's `get_executors` with
+    /// their agent, under their framework in the v0 state, and a task
+    /// names its executor in both.
+    #[test]
+    fn custom_executors_are_listed_with_their_agent_and_tasks() {
+        let mut s = sample();
+        s.executors.push(view::MesosExecutor {
+            agent_id: "a1".into(),
+            framework_id: "f1".into(),
+            info: v1::ExecutorInfo {
+                executor_id: "e1".into(),
+                name: "echo".into(),
+                ..Default::default()
+            },
+            role: "web".into(),
+            resources: ReservedResources::unreserved(res("cpus:0.1;mem:32")),
+        });
+        let mut t = s.frameworks[0].tasks.iter().next().expect("task").into_owned();
+        t.executor_id = "e1".into();
+        s.frameworks[0].tasks = vec![t].into();
+        let v1 = get_state(&s);
+        let e = &v1["get_executors"]["executors"][0];
+        assert_eq!(e["agent_id"], json!({ "value": "a1" }), "{v1}");
+        assert_eq!(e["executor_info"]["executor_id"], json!({ "value": "e1" }));
+        assert_eq!(e["executor_info"]["framework_id"], json!({ "value": "f1" }));
+        assert_eq!(v1["get_tasks"]["tasks"][0]["executor_id"], json!({ "value": "e1" }));
+        let v0 = state_json(&s, &master());
+        let f = &v0["frameworks"][0];
+        assert_eq!(f["executors"][0]["executor_id"], "e1", "{f}");
+        assert_eq!(f["executors"][0]["slave_id"], "a1");
+        assert_eq!(f["executors"][0]["resources"]["cpus"], 0.1);
+        assert_eq!(f["tasks"][0]["executor_id"], "e1");
+        // Nothing to list: no `executors` at all, as Mesos leaves it out.
+        assert_eq!(get_state(&sample())["get_executors"], json!({}));
     }
 
     #[test]

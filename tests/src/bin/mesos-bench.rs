@@ -59,7 +59,11 @@ struct Args {
     python: Option<PathBuf>,
     /// Ways to run (native, native-acks, native-seq, mesos-rust,
     /// mesos-pymesos, mesos-python); ratios are to the first.
-    #[arg(long, value_delimiter = ',', default_value = "native,native-acks,native-seq,mesos-rust,mesos-pymesos,mesos-python")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "native,native-acks,native-seq,mesos-rust,mesos-pymesos,mesos-python"
+    )]
     ways: Vec<String>,
     /// Seconds to wait before each way (to attach a profiler to the master).
     #[arg(long, default_value_t = 0)]
@@ -165,7 +169,11 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
                 let (name, script, master) = if way == "mesos-pymesos" {
                     ("mesos-pymesos (pymesos)", PYMESOS, c.mesos_addr(0)?.to_string())
                 } else {
-                    ("mesos-python (mesoshttp)", MESOSHTTP, format!("http://{}", c.mesos_addr(0)?))
+                    (
+                        "mesos-python (mesoshttp)",
+                        MESOSHTTP,
+                        format!("http://{}", c.mesos_addr(0)?),
+                    )
                 };
                 let run = mesos_python(c, py, script, &master, args.python_tasks);
                 (name, measure(c, args.python_tasks, idle_ms_per_s, run).await?)

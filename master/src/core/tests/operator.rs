@@ -234,3 +234,49 @@ fn an_unresolvable_agent_host_name_is_flagged() {
     s.m.agent_host_checked("other".into(), Some("x".into()));
     assert!(warnings(&s).is_empty(), "not the agent's name");
 }
+
+/// Mesos' operator reads take a snapshot (a pointer per task and its
+/// history) that later updates do not change; its tasks read back as they
+/// were, with their history.
+#[test]
+fn a_mesos_snapshot_is_unchanged_by_later_updates() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t", TaskState::Running, 1),
+        TaskState::Running,
+        s.now,
+    )
+    .expect("running");
+    let snap = crate::core::view::mesos_state(&s.m);
+    s.m.status_update(
+        AGENT_CONN,
+        f.clone(),
+        status("t", TaskState::Finished, 2),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("finished");
+    let fw = snap
+        .frameworks
+        .iter()
+        .find(|x| x.id == f.to_string())
+        .expect("framework");
+    let tasks: Vec<_> = fw.tasks.iter().collect();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].state, "TASK_RUNNING");
+    let states: Vec<_> = tasks[0].statuses.iter().map(|e| e.state.as_ref()).collect();
+    assert_eq!(states, ["TASK_STAGING", "TASK_RUNNING"]);
+    // The core went on: its history has the end, a new snapshot shows it.
+    let t = TaskId::parse("t").expect("id");
+    assert_eq!(s.m.observed.history[&(f.clone(), t)].len(), 3);
+    let now = crate::core::view::mesos_state(&s.m);
+    let fw = now
+        .frameworks
+        .iter()
+        .find(|x| x.id == f.to_string())
+        .expect("framework");
+    assert!(fw.tasks.iter().all(|t| t.state != "TASK_RUNNING"));
+}

@@ -2,6 +2,15 @@
 //! `FrameworkInfo` (user, principal), its tasks with their full resources
 //! and status history, and when this master's core started. Written to
 //! Mesos' JSON by `crate::mesos::operator`; not serialized itself.
+//!
+//! Taken on the owner task as a snapshot, as `/state` is: a pointer per
+//! task (the core's tasks and their histories are copied on write), each
+//! turned into a [`MesosTask`] only when the answer is written, off the
+//! owner task.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::reservation::ReservedResources;
@@ -10,7 +19,7 @@ use mezzo_proto::v1;
 
 use super::state::{OfferView, offer_view};
 use super::{AllocationView, StateName};
-use crate::core::observe::StatusEntry;
+use crate::core::observe::{StatusEntry, statuses_of};
 use crate::core::{AgentStatus, Master, Task};
 use crate::history::RemovedFramework;
 
@@ -25,6 +34,8 @@ pub struct MesosState {
     pub frameworks: Vec<MesosFramework>,
     /// Removed frameworks the history remembers.
     pub completed_frameworks: Vec<RemovedFramework>,
+    /// Custom executors running, by agent.
+    pub executors: Vec<MesosExecutor>,
     pub allocation: AllocationView,
 }
 
@@ -40,6 +51,17 @@ pub struct MesosAgent {
     pub attributes: Vec<(String, String)>,
 }
 
+/// A custom executor an agent runs.
+#[derive(Debug, Clone)]
+pub struct MesosExecutor {
+    pub agent_id: String,
+    pub framework_id: String,
+    pub info: v1::ExecutorInfo,
+    /// The role its resources are allocated to.
+    pub role: String,
+    pub resources: ReservedResources,
+}
+
 #[derive(Debug, Clone)]
 pub struct MesosFramework {
     pub id: String,
@@ -48,9 +70,72 @@ pub struct MesosFramework {
     pub registered_at: f64,
     pub allocated: Resources,
     pub offered: Resources,
-    pub tasks: Vec<MesosTask>,
-    pub completed_tasks: Vec<MesosTask>,
+    pub tasks: TaskRows,
+    pub completed_tasks: TaskRows,
     pub offers: Vec<OfferView>,
+}
+
+impl MesosState {
+    /// Every framework's running tasks in the order of their ids (done off
+    /// the owner task).
+    pub fn sort_tasks(&mut self) {
+        for f in &mut self.frameworks {
+            f.tasks.sort();
+        }
+    }
+}
+
+/// A framework's tasks in a snapshot: pointers into the core's, or (in
+/// tests) views built already.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRows(Rows);
+
+/// A task's status history as the core shares it.
+type History = Arc<VecDeque<StatusEntry>>;
+
+#[derive(Debug, Clone)]
+enum Rows {
+    Snapshot(Vec<(Arc<Task>, Option<History>)>),
+    Built(Vec<MesosTask>),
+}
+
+impl Default for Rows {
+    fn default() -> Rows {
+        Rows::Built(Vec::new())
+    }
+}
+
+impl From<Vec<MesosTask>> for TaskRows {
+    fn from(v: Vec<MesosTask>) -> TaskRows {
+        TaskRows(Rows::Built(v))
+    }
+}
+
+impl TaskRows {
+    /// Each task as Mesos' reads show it, in the order taken.
+    pub fn iter(&self) -> impl Iterator<Item = Cow<'_, MesosTask>> {
+        let (snap, built) = match &self.0 {
+            Rows::Snapshot(v) => (v.as_slice(), &[][..]),
+            Rows::Built(v) => (&[][..], v.as_slice()),
+        };
+        let snap = snap.iter().map(|(t, h)| Cow::Owned(task(t, h.as_ref())));
+        snap.chain(built.iter().map(Cow::Borrowed))
+    }
+
+    /// In the order of their ids (done off the owner task).
+    pub fn sort(&mut self) {
+        match &mut self.0 {
+            Rows::Snapshot(v) => v.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id)),
+            Rows::Built(v) => v.sort_unstable_by(|a, b| a.id.cmp(&b.id)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            Rows::Snapshot(v) => v.is_empty(),
+            Rows::Built(v) => v.is_empty(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +144,8 @@ pub struct MesosTask {
     pub name: String,
     pub framework_id: String,
     pub agent_id: String,
+    /// Its custom executor's id; empty for a command task.
+    pub executor_id: String,
     pub state: StateName,
     /// The role its resources are allocated to.
     pub role: String,
@@ -70,16 +157,17 @@ pub struct MesosTask {
     pub labels: Vec<(String, String)>,
 }
 
-fn task(m: &Master, t: &Task) -> MesosTask {
+fn task(t: &Task, history: Option<&History>) -> MesosTask {
     MesosTask {
         id: t.id.to_string(),
         name: t.info.name.clone(),
         framework_id: t.framework_id.to_string(),
         agent_id: t.agent_id.to_string(),
+        executor_id: (t.info.executor.as_ref()).map_or_else(String::new, |e| e.executor_id.clone()),
         state: std::borrow::Cow::Borrowed(t.state.name()),
         role: t.role.to_string(),
         resources: t.resources.clone(),
-        statuses: m.status_history(t),
+        statuses: statuses_of(t, history),
         last_status: t.last_status.clone(),
         labels: t
             .info
@@ -103,9 +191,14 @@ fn agent(a: &crate::core::Agent) -> MesosAgent {
     }
 }
 
+/// `tasks` with their histories, as pointers.
+fn rows<'a>(m: &Master, tasks: impl Iterator<Item = &'a Arc<Task>>) -> TaskRows {
+    TaskRows(Rows::Snapshot(
+        tasks.map(|t| (t.clone(), m.history_of(t).cloned())).collect(),
+    ))
+}
+
 fn framework(m: &Master, f: &crate::core::Framework) -> MesosFramework {
-    let mut tasks: Vec<MesosTask> = f.tasks.values().map(|t| task(m, t)).collect();
-    tasks.sort_by(|a, b| a.id.cmp(&b.id));
     let mut offers: Vec<OfferView> = (f.offers.iter())
         .filter_map(|id| m.offers.get(id))
         .map(|o| offer_view(m, o))
@@ -118,14 +211,14 @@ fn framework(m: &Master, f: &crate::core::Framework) -> MesosFramework {
         registered_at: f.registered_at,
         allocated: f.allocated.clone(),
         offered: f.offered.clone(),
-        tasks,
-        completed_tasks: f.completed.iter().map(|t| task(m, t)).collect(),
+        tasks: rows(m, f.tasks.values()),
+        completed_tasks: rows(m, f.completed.iter()),
         offers,
     }
 }
 
-/// The leader for Mesos' operator API, built on the owner task: a copy of
-/// every task, so meant for operators' reads, not for hot paths.
+/// The leader for Mesos' operator API: a snapshot (a pointer per task),
+/// to be written out off the owner task.
 pub fn mesos_state(m: &Master) -> MesosState {
     MesosState {
         master_id: m.cfg.master_id.clone(),
@@ -137,6 +230,17 @@ pub fn mesos_state(m: &Master) -> MesosState {
             .cloned()
             .collect(),
         allocation: super::roles(m),
+        executors: (m.agents.values())
+            .flat_map(|a| {
+                a.executors.iter().map(|((fid, _), e)| MesosExecutor {
+                    agent_id: a.id.to_string(),
+                    framework_id: fid.to_string(),
+                    info: e.info.clone(),
+                    role: e.role.to_string(),
+                    resources: e.resources.clone(),
+                })
+            })
+            .collect(),
     }
 }
 
@@ -144,7 +248,7 @@ pub fn mesos_state(m: &Master) -> MesosState {
 pub fn mesos_task(m: &Master, framework: &str, task_id: &str) -> Option<MesosTask> {
     let fid = FrameworkId::parse(framework).ok()?;
     let tid = TaskId::parse(task_id).ok()?;
-    super::find_task(m, &fid, &tid).ok().map(|t| task(m, t))
+    super::find_task(m, &fid, &tid).ok().map(|t| task(t, m.history_of(t)))
 }
 
 /// One registered agent, for an event about it.

@@ -29,8 +29,8 @@ use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub use mesos::{
-    MesosAgent, MesosFramework, MesosState, MesosTask, mesos_agent, mesos_framework, mesos_removed_framework,
-    mesos_state, mesos_task,
+    MesosAgent, MesosExecutor, MesosFramework, MesosState, MesosTask, mesos_agent, mesos_framework,
+    mesos_removed_framework, mesos_state, mesos_task,
 };
 pub use metrics::{MetricsView, metrics};
 pub use overview::{Overview, ResourceBuckets, overview, samples, utilisation};

@@ -170,10 +170,10 @@ fn image_pull(m: &Master, t: &Task) -> Option<ImagePull> {
         error: None,
     };
     if t.state == TaskState::Starting && message.starts_with(&pulling_prefix) {
-        let history = m.observed.history.get(&(t.framework_id.clone(), t.id.clone()));
+        let history = m.history_of(t);
         let first = history
             .into_iter()
-            .flatten()
+            .flat_map(|h| h.iter())
             .find(|h| h.message.starts_with(&pulling_prefix))
             .map(|h| h.at);
         pull.pulling_since = first.or(t.last_status.as_ref().map(|s| s.timestamp));
