@@ -413,6 +413,9 @@ async fn mesos_tools_read_the_cluster_through_the_operator_api() -> Result<()> {
             t["state"] == "TASK_RUNNING" && t["agent_id"]["value"] == agent.as_str(),
             "{t}"
         );
+        // A command task: no custom executor to list.
+        let executors = op.call("GET_EXECUTORS").await?;
+        ensure!(executors == json!({}), "{executors}");
         let roles = op.call("GET_ROLES").await?;
         ensure!(
             roles["roles"]

@@ -50,12 +50,13 @@ const ENDPOINT: Format = Format {
 };
 
 /// The operator calls Mezzo answers.
-const CALLS: [&str; 9] = [
+const CALLS: [&str; 10] = [
     "GET_HEALTH",
     "GET_VERSION",
     "GET_STATE",
     "GET_AGENTS",
     "GET_FRAMEWORKS",
+    "GET_EXECUTORS",
     "GET_TASKS",
     "GET_ROLES",
     "GET_MASTER",
@@ -63,14 +64,13 @@ const CALLS: [&str; 9] = [
 ];
 
 /// Operator calls Mesos has that Mezzo does not answer here.
-const UNSUPPORTED: [&str; 31] = [
+const UNSUPPORTED: [&str; 30] = [
     "GET_FLAGS",
     "GET_METRICS",
     "GET_LOGGING_LEVEL",
     "SET_LOGGING_LEVEL",
     "LIST_FILES",
     "READ_FILE",
-    "GET_EXECUTORS",
     "GET_OPERATIONS",
     "GET_WEIGHTS",
     "UPDATE_WEIGHTS",
@@ -193,6 +193,7 @@ pub(super) async fn call(
             "GET_STATE" => get_state(s),
             "GET_AGENTS" => get_agents(s),
             "GET_FRAMEWORKS" => get_frameworks(s),
+            "GET_EXECUTORS" => get_executors(s),
             "GET_TASKS" => get_tasks(s),
             "GET_ROLES" => get_roles(s),
             _ => get_master(s, &master),
