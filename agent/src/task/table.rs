@@ -29,6 +29,7 @@ use crate::{AgentError, paths};
 pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView, MAX_EXECUTOR_DATA};
 
 mod executors;
+mod group;
 
 /// One task as `/state` and `Reregister` see it.
 #[derive(Debug, Clone)]
@@ -303,6 +304,9 @@ struct Table {
     exec_reports_tx: mpsc::Sender<StatusReport>,
     /// Executor exits the master has not been sent yet, oldest first.
     pending_exits: Vec<v1::ExecutorExited>,
+    /// Tasks of groups for a custom executor, kept until every task of
+    /// their group has come ([`group`]).
+    pending_groups: BTreeMap<group::GroupKey, Vec<v1::RunTask>>,
 }
 
 /// Starts the table, seeded with the tasks whose updates survived a restart.
@@ -321,6 +325,7 @@ pub async fn start(
         executors: BTreeMap::new(),
         exec_reports_tx,
         pending_exits: Vec::new(),
+        pending_groups: BTreeMap::new(),
     };
     table.recover(recovered).await?;
     let join = tokio::spawn(table.run(rx, reports_rx, exec_reports_rx));
@@ -844,7 +849,12 @@ impl Table {
             entry.state = new;
             entry.statuses.push(&report.status);
         }
-        self.deps.status.update(report.key, report.status).await
+        // The failure is reported before the kills it causes.
+        let reason = StatusReason::try_from(report.status.reason).unwrap_or(StatusReason::ReasonUnspecified);
+        let key = report.key.clone();
+        self.deps.status.update(report.key, report.status).await?;
+        self.end_group_of(&key, new, reason);
+        Ok(())
     }
 
     fn on_forget(&mut self, key: TaskKey) {
