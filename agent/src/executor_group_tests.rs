@@ -140,7 +140,7 @@ async fn reach(
 #[tokio::test]
 async fn when_a_command_of_a_group_fails_the_others_are_killed_not_when_one_finishes() -> TestResult {
     let mut h = harness(Duration::from_secs(30)).await?;
-    let ids = ["ok", "fails", "sleeps"];
+    let ids = ["ok", "fails", "sleeps", "late"];
     h.table.run_task(command_in_group("ok", "exit 0", &ids)).await?;
     h.table.run_task(command_in_group("sleeps", "sleep 60", &ids)).await?;
     reach(&mut h, "ok", v1::TaskState::TaskFinished).await?;

@@ -87,6 +87,14 @@ impl Statuses {
     fn to_vec(&self) -> Vec<v1::TaskStatus> {
         self.0.iter().cloned().collect()
     }
+
+    /// The reason of the latest status.
+    fn last_reason(&self) -> StatusReason {
+        self.0
+            .back()
+            .and_then(|s| StatusReason::try_from(s.reason).ok())
+            .unwrap_or(StatusReason::ReasonUnspecified)
+    }
 }
 
 #[derive(Debug)]
@@ -791,7 +799,7 @@ impl Table {
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
-            key,
+            key.clone(),
             Entry {
                 info: task,
                 state: TaskState::Staging,
@@ -802,6 +810,7 @@ impl Table {
                 executor: None,
             },
         );
+        self.join_group(&key);
         Ok(())
     }
 

@@ -105,23 +105,44 @@ impl Table {
         if !ends_group(state, reason) {
             return;
         }
+        for sibling in self.siblings(key) {
+            self.kill_for_group(&sibling, key, state);
+        }
+    }
+
+    /// A task of a group of commands just launched: killed at once if
+    /// another task of its group has already ended the group.
+    pub(super) fn join_group(&self, key: &TaskKey) {
+        let ended = self.siblings(key).into_iter().find_map(|s| {
+            let e = self.tasks.get(&s)?;
+            let reason = e.statuses.last_reason();
+            ends_group(e.state, reason).then_some((s, e.state))
+        });
+        if let Some((failed, state)) = ended {
+            self.kill_for_group(key, &failed, state);
+        }
+    }
+
+    /// Kills `key` (if it runs) because `failed` ended in `state`.
+    fn kill_for_group(&self, key: &TaskKey, failed: &TaskKey, state: TaskState) {
+        let Some(sup) = self
+            .tasks
+            .get(key)
+            .filter(|e| !e.state.is_terminal())
+            .and_then(|e| e.supervisor.as_ref())
+        else {
+            return;
+        };
         let why = format!(
             "killed with its task group: task {} ended {}",
-            key.task_id,
+            failed.task_id,
             state.name()
         );
-        for sibling in self.siblings(key) {
-            let Some(entry) = self.tasks.get(&sibling).filter(|e| !e.state.is_terminal()) else {
-                continue;
-            };
-            if let Some(sup) = &entry.supervisor {
-                tracing::info!(task = %sibling, "{why}");
-                sup.kill_with(Kill {
-                    grace: None,
-                    why: Some((StatusReason::ReasonTaskKilled, why.clone())),
-                });
-            }
-        }
+        tracing::info!(task = %key, "{why}");
+        sup.kill_with(Kill {
+            grace: None,
+            why: Some((StatusReason::ReasonTaskKilled, why)),
+        });
     }
 }
 
