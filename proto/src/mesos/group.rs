@@ -9,23 +9,16 @@ use super::convert::{Refused, executor_in, task_in};
 use super::types as m;
 use crate::v1;
 
-/// How the tasks of a group run.
-enum GroupExecutor {
-    /// Mesos' default executor: Mezzo runs each task as a command.
-    Default,
-    /// The framework's custom executor, given to every task.
-    Custom(v1::ExecutorInfo),
-}
-
-/// The group's executor, or why it is refused (never ignored).
-fn group_executor(e: &m::ExecutorInfo) -> Result<GroupExecutor, Refused> {
+/// The group's custom executor (`None`: Mesos' default executor, whose
+/// tasks Mezzo runs as commands), or why it is refused (never ignored).
+fn group_executor(e: &m::ExecutorInfo) -> Result<Option<v1::ExecutorInfo>, Refused> {
     let id = &e.executor_id.value;
     match (e.kind.as_deref(), &e.command) {
-        (Some("DEFAULT"), None) => Ok(GroupExecutor::Default),
+        (Some("DEFAULT"), None) => Ok(None),
         (Some("DEFAULT"), Some(_)) => Err(format!(
             "launch_group: executor {id}: 'ExecutorInfo.command' must not be set for the DEFAULT executor"
         )),
-        (Some("CUSTOM") | None, Some(_)) => Ok(GroupExecutor::Custom(executor_in(e)?)),
+        (Some("CUSTOM") | None, Some(_)) => executor_in(e).map(Some),
         (Some("CUSTOM"), None) => Err(format!(
             "launch_group: executor {id}: 'ExecutorInfo.command' must be set for a CUSTOM executor"
         )),
@@ -45,7 +38,7 @@ pub fn launch_group_in(g: &m::LaunchGroup) -> Result<Vec<v1::TaskInfo>, Refused>
         .executor
         .as_ref()
         .ok_or("launch_group: Expecting 'executor' to be present")?;
-    let kind = group_executor(executor)?;
+    let custom = group_executor(executor)?;
     if g.task_group.tasks.is_empty() {
         return Err("launch_group: the task group has no tasks".into());
     }
@@ -65,7 +58,7 @@ pub fn launch_group_in(g: &m::LaunchGroup) -> Result<Vec<v1::TaskInfo>, Refused>
                 executor: None,
                 ..t.clone()
             })?;
-            if let GroupExecutor::Custom(e) = &kind {
+            if let Some(e) = &custom {
                 if task.command.is_some() {
                     return Err(format!(
                         "launch_group: task {id}: its custom executor {} runs it: give it no `command`",
