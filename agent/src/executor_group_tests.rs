@@ -169,3 +169,18 @@ async fn when_a_command_of_a_group_fails_the_others_are_killed_not_when_one_fini
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn half_a_group_is_dropped_when_a_master_registers_the_agent_again() -> TestResult {
+    let h = harness(Duration::from_secs(30)).await?;
+    let exec = sleeping_executor("ex-1");
+    let ids = ["t-1", "t-2"];
+    h.table.run_task(in_group(run("t-1", &exec, b""), &ids)).await?;
+    // The connection that carried t-1 ended before t-2: the master,
+    // not finding t-1 in the re-registration, reports it never received.
+    h.table.master_registered().await?;
+    h.table.run_task(in_group(run("t-2", &exec, b""), &ids)).await?;
+    assert!(h.table.executors().await?.is_empty(), "no executor for half a group");
+    assert!(h.table.snapshot().await?.is_empty(), "nothing launched");
+    Ok(())
+}

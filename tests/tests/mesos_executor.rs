@@ -477,6 +477,16 @@ async fn shutdown_and_check(c: &Cluster, fw: &mut Framework, agent: &str, execut
     }
 }
 
+/// Ends a test: its cluster goes, and no process of its executor may be
+/// left; a failure carries the cluster's and the executor's logs.
+async fn finish(c: Cluster, marker: &str, result: Result<()>) -> Result<()> {
+    let logs = format!("{}\n--- executor ---{}", c.logs(), executor_logs(&c));
+    drop(c);
+    let left = no_process_left(marker, Duration::from_secs(10)).await;
+    result.with_context(|| logs.clone())?;
+    left.with_context(|| logs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_executor_runs_tasks_exchanges_messages_and_outlives_its_agent() -> Result<()> {
     let mut c = Cluster::start(spec()).await?;
@@ -641,11 +651,7 @@ async fn bad_executor_launches_are_task_errors_and_change_nothing() -> Result<()
         shutdown_and_check(&c, &mut fw, &agent, executor_id, &marker).await
     }
     .await;
-    let logs = format!("{}\n--- executor ---{}", c.logs(), executor_logs(&c));
-    drop(c);
-    let left = no_process_left(&marker, Duration::from_secs(10)).await;
-    result.with_context(|| logs.clone())?;
-    left.with_context(|| logs)
+    finish(c, &marker, result).await
 }
 
 /// A task of a group: its group's executor runs it, so it names none.
@@ -756,11 +762,7 @@ async fn task_groups_reach_a_custom_executor_whole_and_a_failure_ends_a_default_
         shutdown_and_check(&c, &mut fw, &agent, executor_id, &marker).await
     }
     .await;
-    let logs = format!("{}\n--- executor ---{}", c.logs(), executor_logs(&c));
-    drop(c);
-    let left = no_process_left(&marker, Duration::from_secs(10)).await;
-    result.with_context(|| logs.clone())?;
-    left.with_context(|| logs)
+    finish(c, &marker, result).await
 }
 
 /// The echo executor itself, against a fake agent in Python

@@ -626,7 +626,10 @@ impl Table {
                 self.shutdown_framework_executors(&framework_id);
             }
             TableCmd::Executor(call) => self.on_executor_call(*call).await?,
-            TableCmd::MasterRegistered => self.flush_exits(),
+            TableCmd::MasterRegistered => {
+                self.drop_partial_groups();
+                self.flush_exits();
+            }
             TableCmd::FrameworkMessage(m) => self.on_framework_message(m),
             TableCmd::ShutdownExecutor(s) => {
                 match (

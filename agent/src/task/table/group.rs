@@ -81,6 +81,17 @@ impl Table {
         Gathered::Complete(runs)
     }
 
+    /// A master registered the agent: a group still incomplete lost the
+    /// rest of its tasks with the old connection (the master sends a
+    /// group's `RunTask`s together). Its tasks were not in the
+    /// re-registration, so the master reports them as never received;
+    /// they are dropped here too, never launched.
+    pub(super) fn drop_partial_groups(&mut self) {
+        for ((fid, first), runs) in std::mem::take(&mut self.pending_groups) {
+            tracing::warn!(framework = %fid, group = %first, tasks = runs.len(), "a task group that never came whole is dropped");
+        }
+    }
+
     /// The tasks of `key`'s group other than `key` (none if it has no
     /// group).
     pub(super) fn siblings(&self, key: &TaskKey) -> Vec<TaskKey> {
