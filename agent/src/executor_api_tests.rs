@@ -1238,3 +1238,6 @@ async fn the_executor_api_bounds_what_it_holds() -> TestResult {
     assert!(ended.is_ok(), "the stream ended");
     Ok(())
 }
+
+#[path = "executor_group_tests.rs"]
+mod groups;

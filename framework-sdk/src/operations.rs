@@ -35,7 +35,7 @@ fn op(o: Op) -> v1::Operation {
 
 /// Launches these tasks (what [`Scheduler::accept`](crate::Scheduler::accept) sends).
 pub fn launch(tasks: Vec<v1::TaskInfo>) -> v1::Operation {
-    op(Op::Launch(v1::Launch { tasks }))
+    op(Op::Launch(v1::Launch { tasks, group: false }))
 }
 
 /// Reserves unreserved resources of the offer for `role`, which must be

@@ -810,6 +810,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             v1::Operation {
                 operation: Some(v1::operation::Operation::Launch(v1::Launch {
                     tasks: vec![task.clone()],
+                    group: false,
                 })),
             },
         ],

@@ -22,6 +22,9 @@ its own. What it does with the events:
   LAUNCH        TASK_RUNNING, runs the task's `data` (base64 of a shell
                 command; none: nothing), then TASK_FINISHED (exit 0),
                 TASK_FAILED (else) or TASK_KILLED (killed)
+  LAUNCH_GROUP  tells the framework which tasks the one event held (a
+                MESSAGE of `group:` + their ids, comma-separated, in
+                order), then runs each task as LAUNCH does
   KILL          kills the task's command: TASK_KILLED
   MESSAGE       answers with a MESSAGE of `echo:` + the bytes received
   ACKNOWLEDGED  forgets the update (and the task, once acknowledged)
@@ -221,6 +224,17 @@ class Executor:
         except OSError:
             pass
 
+    def launch(self, task):
+        """Runs a task it was handed (once: a LAUNCH again is ignored)."""
+        task_id = task["task_id"]["value"]
+        with LOCK:
+            if task_id in self.launched:
+                log("LAUNCH of %s again: it runs already" % task_id)
+                return
+            self.launched.add(task_id)
+            self.unacked_tasks[task_id] = task
+        threading.Thread(target=self.run_task, args=(task,), daemon=True).start()
+
     def kill(self, task_id):
         with LOCK:
             self.killed.add(task_id)
@@ -247,19 +261,15 @@ class Executor:
             info = event.get("subscribed", {})
             log("subscribed on agent %s" % info.get("agent_info", {}).get("hostname", "?"))
         elif kind == "LAUNCH":
-            task = event["launch"]["task"]
-            with LOCK:
-                if task["task_id"]["value"] in self.launched:
-                    log("LAUNCH of %s again: it runs already" % task["task_id"]["value"])
-                    return
-                self.launched.add(task["task_id"]["value"])
-                self.unacked_tasks[task["task_id"]["value"]] = task
-            threading.Thread(target=self.run_task, args=(task,), daemon=True).start()
+            self.launch(event["launch"]["task"])
         elif kind == "LAUNCH_GROUP":
-            for task in event["launch_group"]["task_group"].get("tasks", []):
-                with LOCK:
-                    self.unacked_tasks[task["task_id"]["value"]] = task
-                self.end(task["task_id"]["value"], "TASK_FAILED", "this executor runs no task groups")
+            tasks = event["launch_group"]["task_group"].get("tasks", [])
+            ids = [t["task_id"]["value"] for t in tasks]
+            log("LAUNCH_GROUP of %s" % ", ".join(ids))
+            told = self.call("MESSAGE", message={"data": b64(("group:" + ",".join(ids)).encode())})
+            threading.Thread(target=self.post, args=(told,), daemon=True).start()
+            for task in tasks:
+                self.launch(task)
         elif kind == "KILL":
             self.kill(event["kill"]["task_id"]["value"])
         elif kind == "ACKNOWLEDGED":

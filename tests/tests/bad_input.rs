@@ -194,7 +194,10 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             framework_id: fid.clone(),
             offer_ids: id(),
             operations: vec![v1::Operation {
-                operation: Some(v1::operation::Operation::Launch(v1::Launch { tasks: vec![huge] })),
+                operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                    tasks: vec![huge],
+                    group: false,
+                })),
             }],
             filters: None,
         };

@@ -7,7 +7,8 @@
 //! messages go both ways, the executor outlives a restart of its agent
 //! (subscribing again with what was not acknowledged), and `SHUTDOWN` ends
 //! it with a `FAILURE` event and gives its resources back. Bad launches are
-//! `TASK_ERROR`, as on Mesos.
+//! `TASK_ERROR`, as on Mesos. Task groups (LAUNCH_GROUP) reach the executor
+//! whole.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -476,6 +477,16 @@ async fn shutdown_and_check(c: &Cluster, fw: &mut Framework, agent: &str, execut
     }
 }
 
+/// Ends a test: its cluster goes, and no process of its executor may be
+/// left; a failure carries the cluster's and the executor's logs.
+async fn finish(c: Cluster, marker: &str, result: Result<()>) -> Result<()> {
+    let logs = format!("{}\n--- executor ---{}", c.logs(), executor_logs(&c));
+    drop(c);
+    let left = no_process_left(marker, Duration::from_secs(10)).await;
+    result.with_context(|| logs.clone())?;
+    left.with_context(|| logs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_executor_runs_tasks_exchanges_messages_and_outlives_its_agent() -> Result<()> {
     let mut c = Cluster::start(spec()).await?;
@@ -640,11 +651,118 @@ async fn bad_executor_launches_are_task_errors_and_change_nothing() -> Result<()
         shutdown_and_check(&c, &mut fw, &agent, executor_id, &marker).await
     }
     .await;
-    let logs = format!("{}\n--- executor ---{}", c.logs(), executor_logs(&c));
-    drop(c);
-    let left = no_process_left(&marker, Duration::from_secs(10)).await;
-    result.with_context(|| logs.clone())?;
-    left.with_context(|| logs)
+    finish(c, &marker, result).await
+}
+
+/// A task of a group: its group's executor runs it, so it names none.
+fn group_task(id: &str, agent: &str, script: &str) -> Value {
+    let mut t = executor_task(id, agent, &Value::Null, script);
+    if let Some(o) = t.as_object_mut() {
+        o.remove("executor");
+    }
+    t
+}
+
+/// A task of a group of the DEFAULT executor: a command of its own.
+fn command_task(id: &str, agent: &str, command: &str) -> Value {
+    let mut t = group_task(id, agent, "");
+    t["command"] = json!({ "value": command, "shell": true });
+    t.as_object_mut().map(|o| o.remove("data"));
+    t
+}
+
+impl Framework {
+    /// Launches `tasks` on `offer` as one task group of `executor`.
+    async fn launch_group(&self, offer: &Value, executor: Value, tasks: Vec<Value>) -> Result<()> {
+        self.call(
+            "ACCEPT",
+            "accept",
+            json!({
+                "offer_ids": [offer["id"]],
+                "operations": [{ "type": "LAUNCH_GROUP", "launch_group": {
+                    "executor": executor, "task_group": { "tasks": tasks } } }],
+                "filters": { "refuse_seconds": 0.5 }
+            }),
+        )
+        .await
+    }
+}
+
+/// Mesos' LAUNCH_GROUP (docs/mesos-api.md, "Task groups"): a group for a
+/// custom executor reaches it in one LAUNCH_GROUP event (the executor
+/// says so with a message naming the tasks it held) and every task
+/// finishes; in a group of the DEFAULT executor (each task a command),
+/// a task that fails gets its running sibling killed at once; a group
+/// whose executor has neither a type nor a command is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_groups_reach_a_custom_executor_whole_and_a_failure_ends_a_default_group() -> Result<()> {
+    let c = Cluster::start(spec()).await?;
+    let marker = marker("group");
+    let result = async {
+        let mut fw = Framework::start(&c, "group-fw").await?;
+        let executor_id = "echo";
+        let executor = executor_info(executor_id, &executor_command(&marker));
+
+        let o = fw.offer(1.0).await?;
+        let agent = o["agent_id"]["value"].as_str().context("agent id")?.to_owned();
+        let ids = ["g1", "g2", "g3"];
+        let tasks = ids.iter().map(|id| group_task(id, &agent, "sleep 0.2")).collect();
+        fw.launch_group(&o, executor, tasks).await?;
+        let told = B64.encode("group:g1,g2,g3");
+        fw.wait("the executor's word on its LAUNCH_GROUP", T, |e| {
+            e["type"] == "MESSAGE" && e["message"]["data"] == told.as_str()
+        })
+        .await?;
+        for id in ids {
+            from_executor(&fw.update(id, "TASK_RUNNING").await?, executor_id)?;
+            from_executor(&fw.update(id, "TASK_FINISHED").await?, executor_id)?;
+        }
+
+        // The DEFAULT executor: each task a command; one fails, and its
+        // sibling (a minute's sleep) is killed at once.
+        let default = json!({ "type": "DEFAULT", "executor_id": { "value": "default" } });
+        let o = fw.offer(0.5).await?;
+        let tasks = vec![
+            command_task("sleeper", &agent, "sleep 60"),
+            command_task("fails", &agent, "sleep 0.5; exit 1"),
+        ];
+        let started = std::time::Instant::now();
+        fw.launch_group(&o, default, tasks).await?;
+        fw.update("fails", "TASK_FAILED").await?;
+        let killed = fw.update("sleeper", "TASK_KILLED").await?;
+        ensure!(
+            killed["message"].as_str().is_some_and(|m| m.contains("task fails")),
+            "{killed}"
+        );
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the sibling was not killed at once"
+        );
+
+        // An executor with neither a type nor a command: the whole group
+        // is refused, TASK_ERROR for each task, and nothing runs.
+        let o = fw.offer(0.5).await?;
+        let neither = json!({ "executor_id": { "value": "neither" } });
+        let tasks = vec![
+            command_task("bad1", &agent, "true"),
+            command_task("bad2", &agent, "true"),
+        ];
+        fw.launch_group(&o, neither, tasks).await?;
+        for id in ["bad1", "bad2"] {
+            let error = fw.update(id, "TASK_ERROR").await?;
+            ensure!(error["reason"] == "REASON_TASK_GROUP_INVALID", "{error}");
+            ensure!(
+                error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("neither a type nor a command")),
+                "{error}"
+            );
+        }
+
+        shutdown_and_check(&c, &mut fw, &agent, executor_id, &marker).await
+    }
+    .await;
+    finish(c, &marker, result).await
 }
 
 /// The echo executor itself, against a fake agent in Python

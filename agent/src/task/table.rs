@@ -29,6 +29,7 @@ use crate::{AgentError, paths};
 pub use executors::{CallError, ExecutorCall, ExecutorDeps, ExecutorView, MAX_EXECUTOR_DATA};
 
 mod executors;
+mod group;
 
 /// One task as `/state` and `Reregister` see it.
 #[derive(Debug, Clone)]
@@ -85,6 +86,14 @@ impl Statuses {
 
     fn to_vec(&self) -> Vec<v1::TaskStatus> {
         self.0.iter().cloned().collect()
+    }
+
+    /// The reason of the latest status.
+    fn last_reason(&self) -> StatusReason {
+        self.0
+            .back()
+            .and_then(|s| StatusReason::try_from(s.reason).ok())
+            .unwrap_or(StatusReason::ReasonUnspecified)
     }
 }
 
@@ -303,6 +312,9 @@ struct Table {
     exec_reports_tx: mpsc::Sender<StatusReport>,
     /// Executor exits the master has not been sent yet, oldest first.
     pending_exits: Vec<v1::ExecutorExited>,
+    /// Tasks of groups for a custom executor, kept until every task of
+    /// their group has come ([`group`]).
+    pending_groups: BTreeMap<group::GroupKey, Vec<v1::RunTask>>,
 }
 
 /// Starts the table, seeded with the tasks whose updates survived a restart.
@@ -321,6 +333,7 @@ pub async fn start(
         executors: BTreeMap::new(),
         exec_reports_tx,
         pending_exits: Vec::new(),
+        pending_groups: BTreeMap::new(),
     };
     table.recover(recovered).await?;
     let join = tokio::spawn(table.run(rx, reports_rx, exec_reports_rx));
@@ -613,7 +626,10 @@ impl Table {
                 self.shutdown_framework_executors(&framework_id);
             }
             TableCmd::Executor(call) => self.on_executor_call(*call).await?,
-            TableCmd::MasterRegistered => self.flush_exits(),
+            TableCmd::MasterRegistered => {
+                self.drop_partial_groups();
+                self.flush_exits();
+            }
             TableCmd::FrameworkMessage(m) => self.on_framework_message(m),
             TableCmd::ShutdownExecutor(s) => {
                 match (
@@ -786,7 +802,7 @@ impl Table {
         tracing::debug!(task = %key, "launching");
         self.deps.metrics.task_state(TaskState::Staging).inc();
         self.tasks.insert(
-            key,
+            key.clone(),
             Entry {
                 info: task,
                 state: TaskState::Staging,
@@ -797,6 +813,7 @@ impl Table {
                 executor: None,
             },
         );
+        self.join_group(&key);
         Ok(())
     }
 
@@ -844,7 +861,12 @@ impl Table {
             entry.state = new;
             entry.statuses.push(&report.status);
         }
-        self.deps.status.update(report.key, report.status).await
+        // The failure is reported before the kills it causes.
+        let reason = StatusReason::try_from(report.status.reason).unwrap_or(StatusReason::ReasonUnspecified);
+        let key = report.key.clone();
+        self.deps.status.update(report.key, report.status).await?;
+        self.end_group_of(&key, new, reason);
+        Ok(())
     }
 
     fn on_forget(&mut self, key: TaskKey) {

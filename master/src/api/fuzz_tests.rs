@@ -217,7 +217,8 @@ fn refuse() -> impl Strategy<Value = Option<v1::Filters>> {
 fn call() -> impl Strategy<Value = Vec<u8>> {
     use v1::operation::Operation as Op;
     let operation = prop_oneof![
-        3 => prop::collection::vec(task_info(), 0..3).prop_map(|tasks| Some(Op::Launch(v1::Launch { tasks }))),
+        3 => (prop::collection::vec(task_info(), 0..3), any::<bool>())
+            .prop_map(|(tasks, group)| Some(Op::Launch(v1::Launch { tasks, group }))),
         1 => resources().prop_map(|resources| Some(Op::Reserve(v1::Reserve { resources }))),
         1 => resources().prop_map(|resources| Some(Op::Unreserve(v1::Unreserve { resources }))),
         1 => Just(None),

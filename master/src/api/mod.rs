@@ -6,6 +6,7 @@ mod artifacts;
 mod checks;
 #[cfg(test)]
 mod fuzz_tests;
+mod group;
 pub(crate) mod kv;
 pub(crate) mod pending;
 pub mod scheduler;
@@ -107,6 +108,11 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
     }
     if info.name.len() > 1024 {
         return Err(invalid(format!("task {t}: name is longer than 1024 bytes")));
+    }
+    if info.group.is_some() {
+        return Err(invalid(format!(
+            "task {t}: TaskInfo.group is set by the master; launch a task group with Launch.group"
+        )));
     }
     if let Some(c) = &info.container
         && !SECCOMP_PROFILES.contains(&c.seccomp.as_str())

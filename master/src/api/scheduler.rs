@@ -227,9 +227,13 @@ pub fn accept(req: v1::AcceptRequest) -> Result<Call, MasterError> {
                         super::MAX_TASKS_PER_ACCEPT
                     )));
                 }
-                for t in l.tasks {
-                    operations.push(OfferOperation::Launch(validate_task(t)?));
-                }
+                let tasks = l.tasks.into_iter().map(validate_task).collect::<Result<Vec<_>, _>>()?;
+                let tasks = if l.group {
+                    super::group::task_group(tasks)?
+                } else {
+                    tasks
+                };
+                operations.extend(tasks.into_iter().map(OfferOperation::Launch));
             }
             Some(v1::operation::Operation::Reserve(r)) => {
                 operations.push(OfferOperation::Reserve(operation_resources("reserve", &r.resources)?));

@@ -1005,6 +1005,7 @@ fn operator_requests_answer_after_commit_and_refuse_bad_input() {
 }
 mod executors;
 mod failover;
+mod groups;
 mod history;
 mod operator;
 mod outcomes;

@@ -22,7 +22,7 @@ mod scheduler;
 mod tests;
 
 pub use mezzo_proto::mesos::media::{self, Encoding};
-pub use mezzo_proto::mesos::{convert, parse, protobuf, recordio, types};
+pub use mezzo_proto::mesos::{convert, group, parse, protobuf, recordio, types};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -21,6 +21,7 @@ use mezzo_proto::v1;
 use tokio::sync::mpsc;
 
 use super::convert::{self, Format};
+use super::group;
 use super::types as m;
 use super::{Encoding, MesosApi, acks, bad_request, core_error, media, protobuf, recordio};
 use crate::api::scheduler::{self as api, EVENT_QUEUE};
@@ -397,19 +398,24 @@ async fn other_call(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m
     }
 }
 
-/// The (task id, agent id) of every task an ACCEPT launches.
-fn launched_tasks(call: &m::Call) -> Vec<(String, String)> {
+/// The (task id, agent id, in a task group) of every task an ACCEPT
+/// launches.
+fn launched_tasks(call: &m::Call) -> Vec<(String, String, bool)> {
     let Some(a) = call.accept.as_ref().filter(|_| call.kind == "ACCEPT") else {
         return Vec::new();
     };
     a.operations
         .iter()
         .flat_map(|op| {
-            let launch = op.launch.iter().flat_map(|l| &l.task_infos);
-            let group = op.launch_group.iter().flat_map(|g| &g.task_group.tasks);
+            let launch = op.launch.iter().flat_map(|l| &l.task_infos).map(|t| (t, false));
+            let group = op
+                .launch_group
+                .iter()
+                .flat_map(|g| &g.task_group.tasks)
+                .map(|t| (t, true));
             launch.chain(group)
         })
-        .map(|t| (t.task_id.value.clone(), t.agent_id.value.clone()))
+        .map(|(t, grouped)| (t.task_id.value.clone(), t.agent_id.value.clone(), grouped))
         .collect()
 }
 
@@ -441,7 +447,7 @@ async fn refuse_launches(
     fid: &FrameworkId,
     caller: Caller,
     events: &mpsc::WeakSender<Result<v1::Event, tonic::Status>>,
-    launches: &[(String, String)],
+    launches: &[(String, String, bool)],
     (offers, refuse): (Vec<String>, Option<v1::Filters>),
     why: &MasterError,
 ) {
@@ -453,6 +459,11 @@ async fn refuse_launches(
         | MasterError::AgentDisconnected(_)
         | MasterError::AgentGone(_) => (S::TaskDropped, R::ReasonInvalidOffers),
         _ => (S::TaskError, R::ReasonTaskInvalid),
+    };
+    // As Mesos refuses a task group: every task of it, for the group.
+    let reason_of = |grouped: bool| match (state, grouped) {
+        (S::TaskError, true) => R::ReasonTaskGroupInvalid,
+        _ => reason,
     };
     // Each offer on its own: those that are gone are refused, the others
     // go back (with the accept's filters, or none if those were bad).
@@ -470,11 +481,11 @@ async fn refuse_launches(
         }
     }
     let Some(tx) = events.upgrade() else { return };
-    for (task, agent) in launches {
+    for (task, agent, grouped) in launches {
         let status = v1::TaskStatus {
             task_id: task.clone(),
             state: state as i32,
-            reason: reason as i32,
+            reason: reason_of(*grouped) as i32,
             message: why.to_string(),
             source: v1::StatusSource::SourceMaster as i32,
             agent_id: agent.clone(),
@@ -527,19 +538,16 @@ fn operation(op: m::Operation) -> Result<Vec<v1::Operation>, String> {
     use v1::operation::Operation as O;
     let launch = |tasks: Vec<m::TaskInfo>| -> Result<O, String> {
         let tasks = tasks.iter().map(convert::task_in).collect::<Result<_, _>>()?;
-        Ok(O::Launch(v1::Launch { tasks }))
+        Ok(O::Launch(v1::Launch { tasks, group: false }))
     };
     let op = match op.kind.as_str() {
         "LAUNCH" => launch(need(op.launch, "launch")?.task_infos)?,
-        "LAUNCH_GROUP" => {
-            let g = need(op.launch_group, "launch_group")?;
-            if let Some(e) = &g.executor
-                && e.kind.as_deref().is_some_and(|k| k != "DEFAULT")
-            {
-                return Err("launch_group: only the DEFAULT executor is supported".into());
-            }
-            launch(g.task_group.tasks)?
-        }
+        // All or nothing, as the rest of its ACCEPT (docs/mesos-api.md,
+        // "Task groups").
+        "LAUNCH_GROUP" => O::Launch(v1::Launch {
+            tasks: group::launch_group_in(&need(op.launch_group, "launch_group")?)?,
+            group: true,
+        }),
         "RESERVE" => O::Reserve(v1::Reserve {
             resources: convert::resources_in(&need(op.reserve, "reserve")?.resources)?,
         }),
@@ -653,4 +661,52 @@ fn convert_call(fid: &FrameworkId, call: m::Call) -> Result<Option<Call>, String
         other => return Err(format!("Unsupported call type {other:?}")),
     };
     Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn launch_group(executor: serde_json::Value) -> m::Operation {
+        let task = |id: &str| json!({"name": id, "task_id": {"value": id}, "agent_id": {"value": "a"}});
+        serde_json::from_value(json!({"type": "LAUNCH_GROUP", "launch_group": {
+            "executor": executor, "task_group": {"tasks": [task("t1"), task("t2")]}}}))
+        .expect("an operation")
+    }
+
+    fn launched(op: m::Operation) -> Result<v1::Launch, String> {
+        match operation(op)?.pop().and_then(|o| o.operation) {
+            Some(v1::operation::Operation::Launch(l)) => Ok(l),
+            other => Err(format!("not a launch: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn a_launch_group_is_one_group_launch_with_its_executor_on_every_task() {
+        let custom = json!({"type": "CUSTOM", "executor_id": {"value": "ex"}, "command": {"value": "./ex"}});
+        let l = launched(launch_group(custom)).expect("a group");
+        assert!(l.group);
+        assert_eq!(l.tasks.len(), 2);
+        assert!(
+            l.tasks
+                .iter()
+                .all(|t| t.executor.as_ref().is_some_and(|e| e.executor_id == "ex"))
+        );
+        // An executor without a type or a command is refused, not ignored.
+        let e = launched(launch_group(json!({"executor_id": {"value": "ex"}}))).expect_err("refused");
+        assert!(e.contains("neither a type nor a command"), "{e}");
+    }
+
+    #[test]
+    fn the_tasks_of_a_refused_group_are_reported_as_a_group() {
+        let call: m::Call = serde_json::from_value(json!({"type": "ACCEPT", "accept": {"offer_ids": [],
+            "operations": [serde_json::to_value(launch_group(json!({"type": "DEFAULT",
+                "executor_id": {"value": "d"}}))).expect("json")]}}))
+        .expect("a call");
+        let tasks = launched_tasks(&call);
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.iter().all(|(_, _, grouped)| *grouped));
+    }
 }

@@ -397,6 +397,7 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         allocation_role,
         executor,
         data,
+        group: None,
     })
 }
 
@@ -480,6 +481,7 @@ fn reason_out(r: v1::StatusReason, state: v1::TaskState) -> Option<&'static str>
         R::ReasonExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
         R::ReasonExecutorRegistrationTimeout => "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
         R::ReasonExecutorUnregistered => "REASON_EXECUTOR_UNREGISTERED",
+        R::ReasonTaskGroupInvalid => "REASON_TASK_GROUP_INVALID",
     })
 }
 

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::convert::{Format, Refused, bytes_in, resource_out};
 use super::types::{
     Attribute, CommandInfo, ContainerInfo, DockerImage, Environment, ExecutorInfo, FrameworkInfo, Id, Image,
-    KillPolicy, Label, Labels, MesosContainer, Resource, Secret, SecretReference, TaskInfo, TaskStatus, Text, Uri,
-    Variable,
+    KillPolicy, Label, Labels, MesosContainer, Resource, Secret, SecretReference, TaskGroupInfo, TaskInfo, TaskStatus,
+    Text, Uri, Variable,
 };
 use crate::v1;
 
@@ -58,9 +58,8 @@ pub struct Message {
 /// `executor::Event`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// `SUBSCRIBED`, `LAUNCH`, `KILL`, `ACKNOWLEDGED`, `MESSAGE`, `ERROR`,
-    /// `SHUTDOWN` or `HEARTBEAT` (`LAUNCH_GROUP` is never sent: Mezzo has
-    /// no task groups).
+    /// `SUBSCRIBED`, `LAUNCH`, `LAUNCH_GROUP`, `KILL`, `ACKNOWLEDGED`,
+    /// `MESSAGE`, `ERROR`, `SHUTDOWN` or `HEARTBEAT`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +68,8 @@ pub struct Event {
     pub acknowledged: Option<Acknowledged>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<Launch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_group: Option<LaunchGroup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill: Option<Kill>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +121,12 @@ pub struct ContainerId {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Launch {
     pub task: TaskInfo,
+}
+
+/// `Event.LaunchGroup`: a task group, handed over whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaunchGroup {
+    pub task_group: TaskGroupInfo,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -273,6 +280,32 @@ pub fn task_out(t: &v1::TaskInfo, framework_id: &str, agent_id: &str) -> TaskInf
         kill_policy: grace_out(t.kill_grace_period_ms).map(|g| KillPolicy { grace_period: Some(g) }),
         data: (!t.data.is_empty()).then(|| B64.encode(&t.data)),
         labels: labels_out(&t.labels),
+    }
+}
+
+/// LAUNCH of one task.
+pub fn launch(t: &v1::TaskInfo, framework_id: &str, agent_id: &str) -> Event {
+    Event {
+        launch: Some(Launch {
+            task: task_out(t, framework_id, agent_id),
+        }),
+        ..Event::of("LAUNCH")
+    }
+}
+
+/// LAUNCH_GROUP of a task group, its tasks in the group's order.
+pub fn launch_group<'a>(
+    tasks: impl IntoIterator<Item = &'a v1::TaskInfo>,
+    framework_id: &str,
+    agent_id: &str,
+) -> Event {
+    Event {
+        launch_group: Some(LaunchGroup {
+            task_group: TaskGroupInfo {
+                tasks: tasks.into_iter().map(|t| task_out(t, framework_id, agent_id)).collect(),
+            },
+        }),
+        ..Event::of("LAUNCH_GROUP")
     }
 }
 

@@ -200,3 +200,29 @@ fn subscribed_and_launch_carry_the_executor_its_framework_and_tasks() {
     assert_eq!(v["launch"]["task"]["data"], "cGF5bG9hZA==");
     assert_eq!(v["launch"]["task"]["executor"]["executor_id"]["value"], "ex-1");
 }
+
+/// Mesos' `executor.proto`: `Event.type = LAUNCH_GROUP` with
+/// `Event.launch_group` (`Event.LaunchGroup { required TaskGroupInfo
+/// task_group = 1; }`), and `mesos.proto`'s `TaskGroupInfo { repeated
+/// TaskInfo tasks = 1; }`: each task as LAUNCH carries it.
+#[test]
+fn launch_group_has_mesos_field_names_and_the_tasks_launch_carries() {
+    let task = |id: &str| v1::TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        data: b"payload".to_vec(),
+        ..Default::default()
+    };
+    let tasks = [task("t-1"), task("t-2")];
+    let v = serde_json::to_value(launch_group(&tasks, "fw-1", "ag-1")).expect("json");
+    let one =
+        |t: &v1::TaskInfo| serde_json::to_value(launch(t, "fw-1", "ag-1")).expect("json")["launch"]["task"].clone();
+    assert_eq!(
+        v,
+        json!({"type": "LAUNCH_GROUP", "launch_group": {"task_group": {"tasks": [one(&tasks[0]), one(&tasks[1])]}}})
+    );
+    assert_eq!(v["launch_group"]["task_group"]["tasks"][1]["task_id"]["value"], "t-2");
+    assert_eq!(v["launch_group"]["task_group"]["tasks"][0]["agent_id"]["value"], "ag-1");
+    let back: Event = serde_json::from_value(v).expect("round trip");
+    assert_eq!(back.launch_group.map(|g| g.task_group.tasks.len()), Some(2));
+}

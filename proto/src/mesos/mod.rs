@@ -1,11 +1,12 @@
 //! Mesos' v1 HTTP APIs in their JSON form, shared by the master (the
 //! scheduler and operator APIs) and the agent (the executor API): the
 //! messages ([`types`], [`executor`]), their conversion to and from
-//! `mezzo.v1` ([`convert`]), their protobuf form ([`protobuf`]) and the
+//! `mezzo.v1` ([`convert`], and [`group`] for task groups), their protobuf form ([`protobuf`]) and the
 //! framing of their event streams ([`recordio`]).
 
 pub mod convert;
 pub mod executor;
+pub mod group;
 pub mod media;
 pub mod protobuf;
 pub mod recordio;

@@ -24,9 +24,10 @@ use mezzo_proto::v1::{self, StatusReason};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Entry, Statuses, Table};
+use super::Table;
 
 mod calls;
+mod launch;
 mod recover;
 use crate::key::TaskKey;
 use crate::task::supervisor::{self, Kill, SupervisorHandle, SupervisorSpec};
@@ -353,157 +354,6 @@ impl Table {
         }
     }
 
-    /// Fails a task the agent will not hand to an executor.
-    async fn refuse_executor_task(
-        &mut self,
-        key: TaskKey,
-        task: v1::TaskInfo,
-        launched_at: f64,
-        state: TaskState,
-        reason: StatusReason,
-        message: String,
-    ) -> Result<(), AgentError> {
-        tracing::info!(task = %key, "{message}");
-        let status = agent_status(&key, &self.agent_id(), state, reason, message);
-        let mut statuses = Statuses::default();
-        statuses.push(&status);
-        self.deps.metrics.task_state(state).inc();
-        let sandbox = paths::sandbox_dir(&self.deps.work_dir, &key.framework_id, &key.task_id);
-        self.tasks.insert(
-            key.clone(),
-            Entry {
-                info: task,
-                state,
-                sandbox,
-                supervisor: None,
-                launched_at,
-                statuses,
-                executor: None,
-            },
-        );
-        self.deps.status.update(key, status).await
-    }
-
-    /// A task for a custom executor: started with its executor if that is
-    /// not running, checkpointed, then handed over (or queued until the
-    /// executor subscribes).
-    pub(super) async fn on_run_executor_task(
-        &mut self,
-        run: v1::RunTask,
-        key: TaskKey,
-        mut task: v1::TaskInfo,
-    ) -> Result<(), AgentError> {
-        let info = task.executor.clone().unwrap_or_default();
-        let refuse = |why: String| (TaskState::Failed, StatusReason::ReasonTaskInvalid, why);
-        let eid = match ExecutorId::parse(&info.executor_id) {
-            Ok(eid) => eid,
-            Err(e) => {
-                let (s, r, m) = refuse(e.to_string());
-                return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
-            }
-        };
-        let ekey = (key.framework_id.clone(), eid.clone());
-        let isolated = info
-            .labels
-            .iter()
-            .any(|l| l.name == crate::containerizer::NETWORK_LABEL && l.value == "isolated");
-        if isolated {
-            let (s, r, m) = refuse(format!(
-                "executor {eid} asks for {}=isolated: an executor must reach the agent on 127.0.0.1, it runs on the host's network",
-                crate::containerizer::NETWORK_LABEL
-            ));
-            if !self.executors.contains_key(&ekey) {
-                self.never_started(&ekey, &m);
-            }
-            return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
-        }
-        if let Some(e) = self.executors.get(&ekey) {
-            if !same_executor(&e.info, &info) {
-                let (s, r, m) = refuse(format!(
-                    "executor {eid} already runs on this agent with another command, resources or container"
-                ));
-                return self.refuse_executor_task(key, task, run.launched_at, s, r, m).await;
-            }
-            if e.kill_at.is_some() {
-                let message = format!("executor {eid} is shutting down");
-                let (s, r) = (TaskState::Failed, StatusReason::ReasonExecutorTerminated);
-                return self
-                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
-                    .await;
-            }
-        }
-        let fresh = !self.executors.contains_key(&ekey);
-        if fresh {
-            let framework = run.framework.clone().unwrap_or_default();
-            if let Err(e) = self.start_executor(&ekey, &info, framework) {
-                let message = format!("executor {eid} cannot be started: {e}");
-                self.never_started(&ekey, &message);
-                let (s, r) = (TaskState::Failed, StatusReason::ReasonContainerLaunchFailed);
-                return self
-                    .refuse_executor_task(key, task, run.launched_at, s, r, message)
-                    .await;
-            }
-        }
-        // The task's own secrets (an image login) are not the executor's
-        // business, and never written.
-        let _ = supervisor::take_secrets(&mut task);
-        let checkpoint = v1::RunTask {
-            framework_id: run.framework_id.clone(),
-            framework: run.framework.clone(),
-            task: Some(task.clone()),
-            launched_at: run.launched_at,
-        };
-        let dir = paths::task_meta_dir(&self.deps.runtime_dir, &key.framework_id, &key.task_id);
-        let written = std::fs::create_dir_all(&dir)
-            .map_err(AgentError::io("create", &dir))
-            .and_then(|()| {
-                paths::write_replace(
-                    &dir.join(paths::TASK_CHECKPOINT),
-                    &prost::Message::encode_to_vec(&checkpoint),
-                )
-            });
-        if let Err(e) = written {
-            if fresh {
-                // Started for this task alone: it would idle on the
-                // master's books.
-                self.shutdown_executor(&ekey);
-            }
-            let message = format!("the agent cannot checkpoint the task, which was not launched: {e}");
-            let (s, r) = (TaskState::Dropped, StatusReason::ReasonContainerLaunchFailed);
-            return self
-                .refuse_executor_task(key, task, run.launched_at, s, r, message)
-                .await;
-        }
-        let agent_id = self.agent_id();
-        let Some(exec) = self.executors.get_mut(&ekey) else {
-            return Ok(());
-        };
-        let launch = mx::Event {
-            launch: Some(mx::Launch {
-                task: mx::task_out(&task, key.framework_id.as_str(), &agent_id),
-            }),
-            ..mx::Event::of("LAUNCH")
-        };
-        if !exec.send(launch) {
-            exec.queued.push(key.task_id.clone());
-        }
-        tracing::debug!(task = %key, executor = %eid, "handed to its executor");
-        self.deps.metrics.task_state(TaskState::Staging).inc();
-        self.tasks.insert(
-            key,
-            Entry {
-                info: task,
-                state: TaskState::Staging,
-                sandbox: exec.sandbox.clone(),
-                supervisor: None,
-                launched_at: run.launched_at,
-                statuses: Statuses::default(),
-                executor: Some(eid),
-            },
-        );
-        Ok(())
-    }
-
     /// Launches an executor's process (its supervisor checkpoints it, with
     /// no token, before the launch; the token goes to a root-only file).
     fn start_executor(
@@ -766,23 +616,53 @@ impl Table {
         let Some(exec) = self.executors.get_mut(&ekey) else {
             return Ok(());
         };
-        if let Some(i) = exec.queued.iter().position(|t| *t == key.task_id) {
-            exec.queued.remove(i);
-            let (reason, message) = kill.why.unwrap_or((
-                StatusReason::ReasonTaskKilledDuringLaunch,
-                "killed before its executor took it".to_owned(),
-            ));
-            let status = agent_status(key, &self.agent_id(), TaskState::Killed, reason, message);
+        if exec.queued.contains(&key.task_id) {
+            // Not handed over yet: killed here, and with it the rest of its
+            // group, which is handed over whole or not at all (as Mesos
+            // kills a group one of whose tasks is killed before delivery).
+            let group: Vec<TaskKey> = std::iter::once(key.clone()).chain(self.siblings(key)).collect();
+            return self.kill_queued(&ekey, &group, kill.why).await;
+        }
+        if !exec.send(mx::kill(key.task_id.as_str(), grace)) {
+            tracing::info!(task = %key, "kill of a task whose executor is not subscribed now: not passed on");
+        }
+        Ok(())
+    }
+
+    /// Kills `keys` that still wait for their executor `ekey` (the first
+    /// is the one asked for; the others are its group): TASK_KILLED from
+    /// the agent.
+    async fn kill_queued(
+        &mut self,
+        ekey: &ExecKey,
+        keys: &[TaskKey],
+        why: Option<(StatusReason, String)>,
+    ) -> Result<(), AgentError> {
+        let agent_id = self.agent_id();
+        let (reason, message) = why.unwrap_or((
+            StatusReason::ReasonTaskKilledDuringLaunch,
+            "killed before its executor took it".to_owned(),
+        ));
+        for (i, key) in keys.iter().enumerate() {
+            let Some(exec) = self.executors.get_mut(ekey) else {
+                break;
+            };
+            let Some(at) = exec.queued.iter().position(|t| *t == key.task_id) else {
+                continue;
+            };
+            exec.queued.remove(at);
+            let message = match i {
+                0 => message.clone(),
+                _ => format!("killed with its task group: task {} was {message}", keys[0].task_id),
+            };
+            let status = agent_status(key, &agent_id, TaskState::Killed, reason, message);
             if let Some(entry) = self.tasks.get_mut(key) {
                 self.deps.metrics.task_state(entry.state).dec();
                 self.deps.metrics.task_state(TaskState::Killed).inc();
                 entry.state = TaskState::Killed;
                 entry.statuses.push(&status);
             }
-            return self.deps.status.update(key.clone(), status).await;
-        }
-        if !exec.send(mx::kill(key.task_id.as_str(), grace)) {
-            tracing::info!(task = %key, "kill of a task whose executor is not subscribed now: not passed on");
+            self.deps.status.update(key.clone(), status).await?;
         }
         Ok(())
     }

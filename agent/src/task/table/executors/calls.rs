@@ -19,6 +19,13 @@ use super::{
 use crate::key::TaskKey;
 use crate::{AgentError, paths};
 
+/// Tasks a subscribing executor has not seen: one for a LAUNCH, or a
+/// whole group for a LAUNCH_GROUP.
+struct Unseen {
+    tasks: Vec<v1::TaskInfo>,
+    grouped: bool,
+}
+
 /// An update the agent has (taken now or before): the executor is owed
 /// ACKNOWLEDGED for it once it is journaled.
 struct Taken {
@@ -160,7 +167,7 @@ impl Table {
                 Err(e) => tracing::debug!(executor = %ekey.1, "unacknowledged update not taken: {e}"),
             }
         }
-        let launches = self.unseen_tasks(&ekey, &subscribe);
+        let launches = self.unseen_launches(&ekey, &subscribe);
         let Some(exec) = self.executors.get_mut(&ekey) else {
             return Ok(Err(CallError::Forbidden("the token is not this executor's".into())));
         };
@@ -179,18 +186,17 @@ impl Table {
         let _ = tx.try_send(subscribed);
         exec.queued.clear();
         let mut launched = 0;
-        for task in &launches {
-            let launch = mx::Event {
-                launch: Some(mx::Launch {
-                    task: mx::task_out(task, fid, &agent_id),
-                }),
-                ..mx::Event::of("LAUNCH")
+        for launch in &launches {
+            let event = match launch.grouped {
+                true => mx::launch_group(&launch.tasks, fid, &agent_id),
+                false => mx::launch(&launch.tasks[0], fid, &agent_id),
             };
-            match (TaskId::parse(&task.task_id), tx.try_send(launch)) {
-                (_, Ok(())) => launched += 1,
+            match tx.try_send(event) {
+                Ok(()) => launched += launch.tasks.len(),
                 // More than a stream holds: the rest at its next SUBSCRIBE.
-                (Ok(t), Err(_)) => exec.queued.push(t),
-                (Err(_), Err(_)) => {}
+                Err(_) => exec
+                    .queued
+                    .extend(launch.tasks.iter().filter_map(|t| TaskId::parse(&t.task_id).ok())),
             }
         }
         if exec.kill_at.is_some() {
@@ -205,27 +211,29 @@ impl Table {
         Ok(Ok(rx))
     }
 
-    /// The tasks a subscribing executor is handed: every task of it still
+    /// What a subscribing executor is handed: every task of it still
     /// STAGING (it never sent an update for it) that it does not list as
-    /// unacknowledged, in the order they were queued, then by id. A
-    /// LAUNCH lost on a half-open stream or across an agent restart is
-    /// so sent again, as Mesos' agent relaunches such tasks.
-    fn unseen_tasks(&self, ekey: &ExecKey, subscribe: &mx::Subscribe) -> Vec<v1::TaskInfo> {
+    /// unacknowledged, in the order they were queued, then by id; a task
+    /// of a group with its whole group, in one LAUNCH_GROUP, only if every
+    /// task of the group is so (otherwise the executor has the group). A
+    /// LAUNCH lost on a half-open stream or across an agent restart is so
+    /// sent again, as Mesos' agent relaunches such tasks.
+    fn unseen_launches(&self, ekey: &ExecKey, subscribe: &mx::Subscribe) -> Vec<Unseen> {
         let held: HashSet<&str> = subscribe
             .unacknowledged_tasks
             .iter()
             .map(|t| t.task_id.value.as_str())
             .collect();
-        let staging = |task_id: &TaskId| {
-            let key = TaskKey {
-                framework_id: ekey.0.clone(),
-                task_id: task_id.clone(),
-            };
+        let unseen = |key: &TaskKey| {
             self.tasks
-                .get(&key)
+                .get(key)
                 .filter(|e| e.state == TaskState::Staging && e.executor.as_ref() == Some(&ekey.1))
-                .filter(|_| !held.contains(task_id.as_str()))
-                .map(|e| e.info.clone())
+                .filter(|_| !held.contains(key.task_id.as_str()))
+                .map(|e| &e.info)
+        };
+        let key_of = |task_id: TaskId| TaskKey {
+            framework_id: ekey.0.clone(),
+            task_id,
         };
         let queued = self.executors.get(ekey).map(|e| e.queued.clone()).unwrap_or_default();
         let others = self
@@ -233,8 +241,30 @@ impl Table {
             .keys()
             .filter(|k| k.framework_id == ekey.0 && !queued.contains(&k.task_id))
             .map(|k| k.task_id.clone());
-        let order: Vec<TaskId> = queued.iter().cloned().chain(others).collect();
-        order.iter().filter_map(staging).collect()
+        let mut out = Vec::new();
+        let mut grouped_ids = HashSet::new();
+        for key in queued.iter().cloned().chain(others).map(key_of) {
+            let Some(info) = unseen(&key) else { continue };
+            if info.group.is_none() {
+                out.push(Unseen {
+                    tasks: vec![info.clone()],
+                    grouped: false,
+                });
+                continue;
+            }
+            if grouped_ids.contains(&key.task_id) {
+                continue;
+            }
+            let group: Vec<TaskKey> = std::iter::once(key.clone()).chain(self.siblings(&key)).collect();
+            grouped_ids.extend(group.iter().map(|k| k.task_id.clone()));
+            let tasks: Option<Vec<v1::TaskInfo>> = group.iter().map(|k| unseen(k).cloned()).collect();
+            if let Some(mut tasks) = tasks {
+                let order = info.group.as_ref().map(|g| g.task_ids.clone()).unwrap_or_default();
+                tasks.sort_by_key(|t| order.iter().position(|id| *id == t.task_id));
+                out.push(Unseen { tasks, grouped: true });
+            }
+        }
+        out
     }
 
     /// An UPDATE from a subscribed executor (or, `resent`, one of a
