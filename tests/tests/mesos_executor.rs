@@ -520,6 +520,16 @@ async fn a_custom_executor_runs_tasks_exchanges_messages_and_outlives_its_agent(
             m["message"]["agent_id"]["value"] == agent.as_str() && m["message"]["executor_id"]["value"] == executor_id,
             "{m}"
         );
+        // Operators see the executor under its framework, with its agent,
+        // and the tasks it ran name it.
+        let state = c.get(&c.masters[0].addr, "/master/state").await?;
+        let f = &state["frameworks"][0];
+        ensure!(
+            f["executors"][0]["executor_id"] == executor_id
+                && f["executors"][0]["slave_id"] == agent.as_str()
+                && f["completed_tasks"][0]["executor_id"] == executor_id,
+            "{f}"
+        );
 
         // A task in flight while the agent is SIGKILLed and restarted: the
         // executor keeps running it, subscribes again when the agent is
