@@ -4,6 +4,8 @@
 //! ```text
 //! GET /files/<framework>/<task>/browse?path=DIR
 //! GET /files/<framework>/<task>/read?path=FILE&offset=N&length=N   (or &tail=N)
+//! GET /files/<framework>/executors/<executor>/{browse,read}?…  (a custom
+//!     executor's sandbox, which the tasks it runs share)
 //! ```
 //!
 //! Paths are confined to the sandbox. A request path must be relative and
@@ -27,7 +29,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use mezzo_proto::ids::{FrameworkId, TaskId};
+use mezzo_proto::ids::{ExecutorId, FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::paths;
@@ -48,8 +50,9 @@ pub enum FilesError {
     Escapes(String),
     #[error("path {0:?}: not found in the sandbox")]
     NotFound(String),
-    #[error("no sandbox for task {task} of framework {framework}")]
-    NoSandbox { framework: String, task: String },
+    /// `what`: "task ID" or "executor ID".
+    #[error("no sandbox for {what} of framework {framework}")]
+    NoSandbox { framework: String, what: String },
     #[error("path {0:?} is a directory: list it with `mezzo logs TASK --ls {0}` (or the files API's browse)")]
     IsDir(String),
     #[error("path {0:?} is not a directory; use read")]
@@ -95,10 +98,25 @@ impl Sandbox {
     pub fn of(work_dir: &Path, framework: &str, task: &str) -> Result<Sandbox, FilesError> {
         let fid = FrameworkId::parse(framework).map_err(|e| FilesError::Invalid(format!("framework: {e}")))?;
         let tid = TaskId::parse(task).map_err(|e| FilesError::Invalid(format!("task: {e}")))?;
-        let dir = paths::sandbox_dir(work_dir, &fid, &tid);
+        Sandbox::at(
+            &paths::sandbox_dir(work_dir, &fid, &tid),
+            framework,
+            &format!("task {task}"),
+        )
+    }
+
+    /// The sandbox of a custom executor under `work_dir`.
+    pub fn of_executor(work_dir: &Path, framework: &str, executor: &str) -> Result<Sandbox, FilesError> {
+        let fid = FrameworkId::parse(framework).map_err(|e| FilesError::Invalid(format!("framework: {e}")))?;
+        let eid = ExecutorId::parse(executor).map_err(|e| FilesError::Invalid(format!("executor: {e}")))?;
+        let dir = paths::executor_sandbox_dir(work_dir, &fid, &eid);
+        Sandbox::at(&dir, framework, &format!("executor {executor}"))
+    }
+
+    fn at(dir: &Path, framework: &str, what: &str) -> Result<Sandbox, FilesError> {
         let root = dir.canonicalize().map_err(|_| FilesError::NoSandbox {
             framework: framework.to_owned(),
-            task: task.to_owned(),
+            what: what.to_owned(),
         })?;
         Ok(Sandbox { root })
     }
@@ -334,6 +352,8 @@ pub fn router(work_dir: PathBuf) -> Router {
     Router::new()
         .route("/files/{framework}/{task}/browse", get(browse))
         .route("/files/{framework}/{task}/read", get(read))
+        .route("/files/{framework}/executors/{executor}/browse", get(browse_executor))
+        .route("/files/{framework}/executors/{executor}/read", get(read_executor))
         .with_state(work_dir)
 }
 
@@ -351,20 +371,43 @@ async fn blocking<T: Serialize + Send + 'static>(
     }
 }
 
-async fn browse(
-    State(work_dir): State<PathBuf>,
-    UrlPath((fw, task)): UrlPath<(String, String)>,
-    q: Result<Query<BrowseQuery>, QueryRejection>,
-) -> Response {
+/// Which sandbox a route names: a task's (`false`) or an executor's.
+type Which = (PathBuf, String, String, bool);
+
+fn sandbox((work_dir, fw, id, executor): &Which) -> Result<Sandbox, FilesError> {
+    if *executor {
+        Sandbox::of_executor(work_dir, fw, id)
+    } else {
+        Sandbox::of(work_dir, fw, id)
+    }
+}
+
+async fn browse_in(which: Which, q: Result<Query<BrowseQuery>, QueryRejection>) -> Response {
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
     blocking(move || {
         let path = q.path.filter(|p| !p.is_empty()).unwrap_or_else(|| ".".into());
-        Sandbox::of(&work_dir, &fw, &task)?.browse(&path)
+        sandbox(&which)?.browse(&path)
     })
     .await
+}
+
+async fn read_in(which: Which, q: Result<Query<ReadQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    blocking(move || sandbox(&which)?.read(&q.path, q.offset, q.length, q.tail)).await
+}
+
+async fn browse(
+    State(work_dir): State<PathBuf>,
+    UrlPath((fw, task)): UrlPath<(String, String)>,
+    q: Result<Query<BrowseQuery>, QueryRejection>,
+) -> Response {
+    browse_in((work_dir, fw, task, false), q).await
 }
 
 async fn read(
@@ -372,11 +415,23 @@ async fn read(
     UrlPath((fw, task)): UrlPath<(String, String)>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(e),
-    };
-    blocking(move || Sandbox::of(&work_dir, &fw, &task)?.read(&q.path, q.offset, q.length, q.tail)).await
+    read_in((work_dir, fw, task, false), q).await
+}
+
+async fn browse_executor(
+    State(work_dir): State<PathBuf>,
+    UrlPath((fw, executor)): UrlPath<(String, String)>,
+    q: Result<Query<BrowseQuery>, QueryRejection>,
+) -> Response {
+    browse_in((work_dir, fw, executor, true), q).await
+}
+
+async fn read_executor(
+    State(work_dir): State<PathBuf>,
+    UrlPath((fw, executor)): UrlPath<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Response {
+    read_in((work_dir, fw, executor, true), q).await
 }
 
 #[cfg(test)]

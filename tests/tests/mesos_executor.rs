@@ -530,6 +530,14 @@ async fn a_custom_executor_runs_tasks_exchanges_messages_and_outlives_its_agent(
                 && f["completed_tasks"][0]["executor_id"] == executor_id,
             "{f}"
         );
+        // A task it ran shares its sandbox: the files API shows the
+        // executor's output for it.
+        let path = format!("/api/v1/tasks/{}/t1/files/read?path=stderr", fw.s.framework_id);
+        let out = c.get(&c.masters[0].addr, &path).await?;
+        ensure!(
+            out["data"].as_str().is_some_and(|d| d.contains("echo_executor[")),
+            "{out}"
+        );
 
         // A task in flight while the agent is SIGKILLed and restarted: the
         // executor keeps running it, subscribes again when the agent is

@@ -216,3 +216,35 @@ async fn percent_encoded_traversal_is_refused_over_http() {
     let (code, _) = raw_get(addr, "/files/%2e%2e/t1/read?path=stdout").await;
     assert_eq!(code, 400);
 }
+
+/// A custom executor's sandbox (which its tasks share) is served under
+/// `executors/ID`, confined as a task's: its files read, `..` and ids
+/// that are not ids refused, a task's sandbox not reachable through it.
+#[tokio::test]
+async fn an_executors_sandbox_is_served_and_confined() {
+    let (d, _s) = setup();
+    let sb = d.path().join("sandboxes/fw1/+executors/echo");
+    std::fs::create_dir_all(&sb).expect("mkdir");
+    std::fs::write(sb.join("stderr"), "executor says hi").expect("write");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = router(d.path().to_path_buf());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (code, body) = raw_get(addr, "/files/fw1/executors/echo/read?path=stderr").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("executor says hi"), "{body}");
+    let (code, body) = raw_get(addr, "/files/fw1/executors/echo/browse").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("stderr"), "{body}");
+    for (target, want) in [
+        ("/files/fw1/executors/echo/read?path=..%2f..%2ft1%2fstdout", 400),
+        ("/files/fw1/executors/%2e%2e/read?path=stdout", 400),
+        ("/files/fw1/executors/nope/read?path=stderr", 404),
+    ] {
+        let (code, body) = raw_get(addr, target).await;
+        assert_eq!(code, want, "{target}: {body}");
+        assert!(!body.contains("hello"), "{target}: {body}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The dashboard's and CLI's way to a task's sandbox: the master finds the
 //! task's agent and passes the request on to that agent's files API
-//! (`/files/<framework>/<task>/{browse,read}`), answering with the agent's
+//! (`/files/<framework>/<task>/{browse,read}`, or for a task a custom
+//! executor runs, that executor's sandbox), answering with the agent's
 //! status and JSON. One origin for the browser, and the agent does the
 //! confinement.
 
@@ -64,8 +65,8 @@ async fn pass(
     if let Err(r) = s.check_owner_is(caller, Action::ReadSandbox, &owner) {
         return r;
     }
-    let (addr, agent) = match found {
-        Ok(a) => (a.addr, a.principal),
+    let (addr, agent, executor) = match found {
+        Ok(a) => (a.addr, a.principal, a.executor),
         Err(e) => return error(e, &path_of(u)),
     };
     // Only the agent that registered (its own certificate name) is asked,
@@ -78,11 +79,16 @@ async fn pass(
         Ok(c) => c,
         Err(e) => return error_body(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    // The query string goes on as it came: the agent decodes it once.
+    // A task a custom executor runs shares the executor's sandbox. The
+    // query string goes on as it came: the agent decodes it once.
+    let sandbox = match executor {
+        Some(e) => format!("{fid}/executors/{e}"),
+        None => format!("{fid}/{tid}"),
+    };
     let url = https::url(
         &s.transport,
         &addr,
-        &format!("/files/{fid}/{tid}/{what}?{}", q.unwrap_or_default()),
+        &format!("/files/{sandbox}/{what}?{}", q.unwrap_or_default()),
     );
     match client.get(&url).send().await {
         Ok(r) => {

@@ -319,8 +319,11 @@ pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<TaskAge
     // A task of a framework that has gone (or one its live view no longer
     // holds) is found in the task history, with the owner it had (issue
     // 20: its output could not be read after a teardown).
-    let (agent_id, removed_owner) = match find_task(m, fid, tid) {
-        Ok(task) => (task.agent_id.clone(), None),
+    let (agent_id, removed_owner, executor) = match find_task(m, fid, tid) {
+        Ok(task) => {
+            let executor = task.info.executor.as_ref().map(|e| e.executor_id.clone());
+            (task.agent_id.clone(), None, executor)
+        }
         Err(e) => {
             let history = &m.registry.history;
             let record = history
@@ -333,7 +336,7 @@ pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<TaskAge
                 .iter()
                 .find(|f| &f.id == fid)
                 .map(|f| f.principal.clone());
-            (record.agent_id.clone(), owner)
+            (record.agent_id.clone(), owner, None)
         }
     };
     let addr = m
@@ -347,6 +350,7 @@ pub fn task_agent(m: &Master, fid: &FrameworkId, tid: &TaskId) -> Result<TaskAge
         addr,
         principal,
         removed_owner,
+        executor,
     })
 }
 
@@ -360,6 +364,8 @@ pub struct TaskAgent {
     /// The owner of the task's framework when it has been removed (from
     /// the history), for the access check.
     pub removed_owner: Option<String>,
+    /// The custom executor that runs it, whose sandbox it shares.
+    pub executor: Option<String>,
 }
 
 /// A framework as operators see it.
