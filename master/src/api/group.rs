@@ -10,11 +10,30 @@ use super::invalid;
 use crate::core::LaunchRequest;
 use crate::error::MasterError;
 
+/// Tasks in one group at most. Every task carries its group's ids, so a
+/// group costs the square of its size; pods hold a few containers.
+pub const MAX_TASKS_PER_GROUP: usize = 64;
+/// Bytes of task ids in one group at most (with the cap above, a group's
+/// copies stay under 256 KiB).
+pub const MAX_GROUP_ID_BYTES: usize = 4096;
+
 /// The tasks of one group, each told the group it belongs to.
 pub fn task_group(mut tasks: Vec<LaunchRequest>) -> Result<Vec<LaunchRequest>, MasterError> {
     let Some(first) = tasks.first() else {
         return Err(invalid("a task group needs at least one task"));
     };
+    if tasks.len() > MAX_TASKS_PER_GROUP {
+        return Err(invalid(format!(
+            "a task group holds at most {MAX_TASKS_PER_GROUP} tasks, not {}",
+            tasks.len()
+        )));
+    }
+    let id_bytes: usize = tasks.iter().map(|t| t.task_id.as_str().len()).sum();
+    if id_bytes > MAX_GROUP_ID_BYTES {
+        return Err(invalid(format!(
+            "a task group's task ids hold at most {MAX_GROUP_ID_BYTES} bytes together, not {id_bytes}"
+        )));
+    }
     let executor = first.executor.as_ref().map(|(id, _)| id.clone());
     if let Some(t) = tasks
         .iter()
@@ -107,6 +126,20 @@ mod tests {
             let e = task_group(mixed).expect_err("mixed");
             assert!(e.to_string().contains("same custom executor"), "{e}");
         }
+    }
+
+    /// Each task carries its group's ids: a group is capped in tasks and
+    /// in id bytes before anything is copied.
+    #[test]
+    fn a_group_too_big_is_refused_before_it_is_copied() {
+        let many: Vec<_> = (0..=MAX_TASKS_PER_GROUP).map(|i| task(&format!("t{i}"), None)).collect();
+        let e = task_group(many).expect_err("too many");
+        assert!(e.to_string().contains("at most 64 tasks"), "{e}");
+        let long: Vec<_> = (0..30).map(|i| task(&format!("{i}-{}", "x".repeat(190)), None)).collect();
+        let e = task_group(long).expect_err("ids too long");
+        assert!(e.to_string().contains("4096 bytes"), "{e}");
+        let fine: Vec<_> = (0..MAX_TASKS_PER_GROUP).map(|i| task(&format!("t{i}"), None)).collect();
+        assert!(task_group(fine).is_ok());
     }
 
     #[test]
