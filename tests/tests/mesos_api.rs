@@ -794,7 +794,10 @@ async fn end_of(m: &MesosClient, s: &mut Subscription, task: &str) -> Result<Val
     until(m, s, &format!("the end of {task}"), |kind, st| {
         kind == "UPDATE"
             && st["task_id"]["value"] == task
-            && !matches!(st["state"].as_str(), Some("TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING"))
+            && !matches!(
+                st["state"].as_str(),
+                Some("TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING")
+            )
     })
     .await
 }
@@ -822,28 +825,48 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
         };
         let o = until(&m, &mut s, "a first offer", |kind, _| kind == "OFFER").await?;
         let agent = o["agent_id"]["value"].as_str().context("agent id")?.to_owned();
-        let disk = |mib: u32, extra: Value| {
-            let mut r = json!({ "name": "disk", "type": "SCALAR", "scalar": { "value": mib },
+        let reserved = |name: &str, amount: u32, extra: Value| {
+            let mut r = json!({ "name": name, "type": "SCALAR", "scalar": { "value": amount },
                                 "role": "eng", "reservation": { "principal": "vol-fw" } });
             if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
                 r.extend(e.clone());
             }
             r
         };
-        let v1 = disk(
+        let v1 = reserved(
+            "disk",
             64,
             json!({ "disk": { "persistence": { "id": "v1", "principal": "vol-fw" },
                               "volume": { "mode": "RW", "container_path": "data" } } }),
         );
+        // With cpus and memory: a reservation of disk alone is too small
+        // to offer (Mezzo's minimum offer, as Mesos' minimum allocatable
+        // resources).
+        let reservation = [
+            reserved("cpus", 1, json!({})),
+            reserved("mem", 256, json!({})),
+            reserved("disk", 128, json!({})),
+        ];
         let ops = json!([
-            { "type": "RESERVE", "reserve": { "resources": [disk(128, json!({}))] } },
+            { "type": "RESERVE", "reserve": { "resources": reservation } },
             { "type": "CREATE", "create": { "volumes": [v1] } }
         ]);
         m.call_ok_in(wire, &s.stream_id, &accept(&o, ops)).await?;
 
         // Offered: the volume as reserved disk with its persistence, and
-        // only the rest of the reservation as plain reserved disk.
-        let o = until(&m, &mut s, "an offer of v1", |k, o| k == "OFFER" && volume_in(o, "v1").is_some()).await?;
+        // only the rest of the reservation as plain reserved disk (in no
+        // offer more than that, while the volume exists).
+        let most = std::cell::Cell::new(0.0f64);
+        let o = until(&m, &mut s, "an offer of v1 and the rest of the reservation", |k, o| {
+            most.set(most.get().max(plain_disk(o, "eng")));
+            k == "OFFER" && volume_in(o, "v1").is_some() && plain_disk(o, "eng") == 64.0
+        })
+        .await?;
+        ensure!(
+            most.get() <= 64.0,
+            "the volume's disk offered again: {} MiB",
+            most.get()
+        );
         let vol = volume_in(&o, "v1").context("v1")?.clone();
         ensure!(
             vol["name"] == "disk" && vol["scalar"]["value"] == 64.0 && vol["role"] == "eng",
@@ -853,7 +876,6 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
             vol["disk"]["volume"] == json!({ "mode": "RW", "container_path": "v1" }),
             "{vol}"
         );
-        ensure!(plain_disk(&o, "eng") == 64.0, "the volume's disk offered again: {o}");
 
         // A task writes into it, mounted where the framework says.
         let mut mine = vol.clone();
@@ -867,7 +889,10 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
 
         // A volume the agent does not have: the launch fails, as Mezzo
         // fails it, and the offer comes back.
-        let o = until(&m, &mut s, "v1 offered again", |k, o| k == "OFFER" && volume_in(o, "v1").is_some()).await?;
+        let o = until(&m, &mut s, "v1 offered again", |k, o| {
+            k == "OFFER" && volume_in(o, "v1").is_some()
+        })
+        .await?;
         let mut ghost = task("ghost", &agent, json!({ "value": "true" }));
         let mut nope = vol.clone();
         nope["disk"]["persistence"]["id"] = json!("nope");
@@ -880,7 +905,10 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
         );
 
         // The next task reads the file back, at the offered path.
-        let o = until(&m, &mut s, "v1 offered again", |k, o| k == "OFFER" && volume_in(o, "v1").is_some()).await?;
+        let o = until(&m, &mut s, "v1 offered again", |k, o| {
+            k == "OFFER" && volume_in(o, "v1").is_some()
+        })
+        .await?;
         let mut reader = task("reader", &agent, json!({ "value": "test \"$(cat v1/file)\" = kept" }));
         reader["resources"]
             .as_array_mut()
@@ -892,7 +920,10 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
 
         // DESTROY: the volume is gone from the offers, its disk back as
         // plain reserved disk.
-        let o = until(&m, &mut s, "v1 to destroy", |k, o| k == "OFFER" && volume_in(o, "v1").is_some()).await?;
+        let o = until(&m, &mut s, "v1 to destroy", |k, o| {
+            k == "OFFER" && volume_in(o, "v1").is_some()
+        })
+        .await?;
         let gone = volume_in(&o, "v1").context("v1")?.clone();
         let ops = json!([{ "type": "DESTROY", "destroy": { "volumes": [gone] } }]);
         m.call_ok_in(wire, &s.stream_id, &accept(&o, ops)).await?;
@@ -901,10 +932,8 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
         })
         .await?;
         ensure!(volume_in(&o, "v1").is_none(), "{o}");
-        c.wait_master("no volumes", |st| {
-            st["volumes"].as_array().is_none_or(|v| v.is_empty())
-        })
-        .await?;
+        c.wait_master("no volumes", |st| st["volumes"].as_array().is_none_or(|v| v.is_empty()))
+            .await?;
         Ok(())
     }
     .await;

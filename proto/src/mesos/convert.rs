@@ -162,7 +162,10 @@ fn task_resources_in(list: &[m::Resource]) -> Result<(Vec<v1::Resource>, Vec<v1:
 pub fn create_in(list: &[m::Resource]) -> Result<v1::Create, Refused> {
     let volume = |r: &m::Resource| -> Result<v1::Volume, Refused> {
         if r.name != "disk" {
-            return Err(format!("create: resource {}: only disk becomes a persistent volume", r.name));
+            return Err(format!(
+                "create: resource {}: only disk becomes a persistent volume",
+                r.name
+            ));
         }
         let v = volumes::persistent_disk(r)?.ok_or("create: a volume needs `disk.persistence.id`")?;
         let id = v.id;

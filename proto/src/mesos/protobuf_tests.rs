@@ -42,6 +42,24 @@ fn scalar(name: &str, v: f64) -> Vec<u8> {
     r
 }
 
+/// Call{framework_id#1 "fw-1", type#2=ACCEPT(3), accept#4{offer_ids#1
+/// "o-1", operations#2, filters#3}}.
+fn accept_call(operations: &[Vec<u8>], filters: Option<&[u8]>) -> Vec<u8> {
+    let mut accept = Vec::new();
+    id(&mut accept, 1, "o-1");
+    for op in operations {
+        bytes(&mut accept, 2, op);
+    }
+    if let Some(f) = filters {
+        bytes(&mut accept, 3, f);
+    }
+    let mut call = Vec::new();
+    id(&mut call, 1, "fw-1");
+    varint(&mut call, 2, 3);
+    bytes(&mut call, 4, &accept);
+    call
+}
+
 /// One field read back by hand.
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
@@ -167,14 +185,7 @@ fn an_accept_launching_a_task_with_an_executor_decodes() {
     bytes(&mut op, 2, &launch);
     let mut filters = Vec::new();
     double(&mut filters, 1, 1.5);
-    let mut accept = Vec::new();
-    id(&mut accept, 1, "o-1");
-    bytes(&mut accept, 2, &op);
-    bytes(&mut accept, 3, &filters);
-    let mut call = Vec::new();
-    id(&mut call, 1, "fw-1");
-    varint(&mut call, 2, 3);
-    bytes(&mut call, 4, &accept);
+    let call = accept_call(&[op], Some(&filters));
 
     let c = call_from_protobuf(&call).expect("decodes");
     assert_eq!(c.kind, "ACCEPT");
@@ -526,14 +537,7 @@ fn create_destroy_and_a_volume_in_an_offer_use_mesos_field_numbers() {
     let mut op2 = Vec::new();
     varint(&mut op2, 1, 5);
     bytes(&mut op2, 6, &destroy);
-    let mut accept = Vec::new();
-    id(&mut accept, 1, "o-1");
-    bytes(&mut accept, 2, &op1);
-    bytes(&mut accept, 2, &op2);
-    let mut call = Vec::new();
-    id(&mut call, 1, "fw-1");
-    varint(&mut call, 2, 3);
-    bytes(&mut call, 4, &accept);
+    let call = accept_call(&[op1, op2], None);
 
     let c = call_from_protobuf(&call).expect("decodes");
     let ops = c.accept.expect("accept").operations;
@@ -551,7 +555,11 @@ fn create_destroy_and_a_volume_in_an_offer_use_mesos_field_numbers() {
         "v-1"
     );
     let v = &ops[1].destroy.as_ref().expect("destroy").volumes[0];
-    let mode = v.disk.as_ref().and_then(|d| d.volume.as_ref()).and_then(|v| v.mode.clone());
+    let mode = v
+        .disk
+        .as_ref()
+        .and_then(|d| d.volume.as_ref())
+        .and_then(|v| v.mode.clone());
     assert_eq!(mode.as_deref(), Some("RO"));
 
     // A free volume in an offer: the same shape on the way out.

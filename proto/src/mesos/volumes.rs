@@ -60,9 +60,11 @@ pub fn persistent_disk(r: &m::Resource) -> Result<Option<PersistentDisk>, String
     }
     let Some(persistence) = &disk.persistence else {
         if disk.volume.is_some() {
-            return Err("resource disk: a disk volume without `persistence` (an ephemeral volume) \
+            return Err(
+                "resource disk: a disk volume without `persistence` (an ephemeral volume) \
                         is not supported by Mezzo: give `disk.persistence.id`"
-                .into());
+                    .into(),
+            );
         }
         return Ok(None);
     };

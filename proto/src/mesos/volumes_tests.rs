@@ -55,7 +55,10 @@ fn create_refuses_what_mezzo_has_no_volume_for() {
             "only disk",
         ),
         (
-            volume("v", json!({ "disk": { "volume": { "mode": "RW", "container_path": "d" } } })),
+            volume(
+                "v",
+                json!({ "disk": { "volume": { "mode": "RW", "container_path": "d" } } }),
+            ),
             "ephemeral",
         ),
         (volume("v", json!({ "disk": {} })), "persistence.id"),
@@ -71,7 +74,10 @@ fn create_refuses_what_mezzo_has_no_volume_for() {
         (volume("v", json!({ "shared": {} })), "shared"),
         (volume("", json!({ "disk": { "persistence": { "id": "" } } })), "empty"),
         (
-            volume("v", json!({ "type": "RANGES", "scalar": null, "ranges": { "range": [] } })),
+            volume(
+                "v",
+                json!({ "type": "RANGES", "scalar": null, "ranges": { "range": [] } }),
+            ),
             "SCALAR",
         ),
         (
@@ -92,21 +98,27 @@ fn create_refuses_what_mezzo_has_no_volume_for() {
         ),
     ];
     for (r, why) in cases {
-        let e = convert::create_in(&[r.clone()]).expect_err("refused");
+        let e = convert::create_in(std::slice::from_ref(&r)).expect_err("refused");
         assert!(e.contains(why), "{r:?}: {e}");
     }
 }
 
 #[test]
 fn destroy_names_the_volumes_by_persistence_id() {
-    let d = convert::destroy_in(&[volume("v1", json!({})), volume("v2", json!({ "disk": { "persistence": { "id": "v2" } } }))])
-        .expect("a destroy");
+    let d = convert::destroy_in(&[
+        volume("v1", json!({})),
+        volume("v2", json!({ "disk": { "persistence": { "id": "v2" } } })),
+    ])
+    .expect("a destroy");
     assert_eq!(d.volume_ids, ["v1", "v2"]);
     let plain = resource(json!({ "name": "disk", "type": "SCALAR", "scalar": { "value": 1.0 }, "role": "eng" }));
     let e = convert::destroy_in(&[plain]).expect_err("no persistence");
     assert!(e.contains("persistence.id"), "{e}");
-    let e = convert::destroy_in(&[volume("v", json!({ "disk": { "persistence": { "id": "v" }, "source": { "type": "PATH" } } }))])
-        .expect_err("a source");
+    let e = convert::destroy_in(&[volume(
+        "v",
+        json!({ "disk": { "persistence": { "id": "v" }, "source": { "type": "PATH" } } }),
+    )])
+    .expect_err("a source");
     assert!(e.contains("PATH"), "{e}");
 }
 
