@@ -781,6 +781,14 @@ fn volume_in<'a>(offer: &'a Value, id: &str) -> Option<&'a Value> {
         .find(|r| r["disk"]["persistence"]["id"] == id)
 }
 
+/// The next offer that lists volume `id` (others declined).
+async fn offer_listing(m: &MesosClient, s: &mut Subscription, id: &str) -> Result<Value> {
+    until(m, s, &format!("an offer of {id}"), |k, o| {
+        k == "OFFER" && volume_in(o, id).is_some()
+    })
+    .await
+}
+
 /// The offer's disk reserved for `role` that is no volume.
 fn plain_disk(offer: &Value, role: &str) -> f64 {
     let rs = offer["resources"].as_array().into_iter().flatten();
@@ -880,24 +888,26 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
         // A task writes into it, mounted where the framework says.
         let mut mine = vol.clone();
         mine["disk"]["volume"]["container_path"] = json!("data");
-        let mut writer = task("writer", &agent, json!({ "value": "echo kept > data/file" }));
-        writer["resources"].as_array_mut().context("resources")?.push(mine);
-        let launch = |t: Value| json!([{ "type": "LAUNCH", "launch": { "task_infos": [t] } }]);
-        m.call_ok_in(wire, &s.stream_id, &accept(&o, launch(writer))).await?;
+        // One task with a volume among its resources, in a LAUNCH.
+        let launch = |id: &str, command: &str, volume: Value| {
+            let mut t = task(id, &agent, json!({ "value": command }));
+            if let Some(rs) = t["resources"].as_array_mut() {
+                rs.push(volume);
+            }
+            json!([{ "type": "LAUNCH", "launch": { "task_infos": [t] } }])
+        };
+        let writer = launch("writer", "echo kept > data/file", mine);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, writer)).await?;
         let end = end_of(&m, &mut s, "writer").await?;
         ensure!(end["state"] == "TASK_FINISHED", "{end}");
 
         // A volume the agent does not have: the launch fails, as Mezzo
         // fails it, and the offer comes back.
-        let o = until(&m, &mut s, "v1 offered again", |k, o| {
-            k == "OFFER" && volume_in(o, "v1").is_some()
-        })
-        .await?;
-        let mut ghost = task("ghost", &agent, json!({ "value": "true" }));
+        let o = offer_listing(&m, &mut s, "v1").await?;
         let mut nope = vol.clone();
         nope["disk"]["persistence"]["id"] = json!("nope");
-        ghost["resources"].as_array_mut().context("resources")?.push(nope);
-        m.call_ok_in(wire, &s.stream_id, &accept(&o, launch(ghost))).await?;
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, launch("ghost", "true", nope)))
+            .await?;
         let end = end_of(&m, &mut s, "ghost").await?;
         ensure!(
             end["state"] == "TASK_ERROR" && end["message"].as_str().is_some_and(|m| m.contains("nope")),
@@ -905,25 +915,16 @@ async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
         );
 
         // The next task reads the file back, at the offered path.
-        let o = until(&m, &mut s, "v1 offered again", |k, o| {
-            k == "OFFER" && volume_in(o, "v1").is_some()
-        })
-        .await?;
-        let mut reader = task("reader", &agent, json!({ "value": "test \"$(cat v1/file)\" = kept" }));
-        reader["resources"]
-            .as_array_mut()
-            .context("resources")?
-            .push(volume_in(&o, "v1").context("v1")?.clone());
-        m.call_ok_in(wire, &s.stream_id, &accept(&o, launch(reader))).await?;
+        let o = offer_listing(&m, &mut s, "v1").await?;
+        let offered = volume_in(&o, "v1").context("v1")?.clone();
+        let reader = launch("reader", "test \"$(cat v1/file)\" = kept", offered);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, reader)).await?;
         let end = end_of(&m, &mut s, "reader").await?;
         ensure!(end["state"] == "TASK_FINISHED", "{end}");
 
         // DESTROY: the volume is gone from the offers, its disk back as
         // plain reserved disk.
-        let o = until(&m, &mut s, "v1 to destroy", |k, o| {
-            k == "OFFER" && volume_in(o, "v1").is_some()
-        })
-        .await?;
+        let o = offer_listing(&m, &mut s, "v1").await?;
         let gone = volume_in(&o, "v1").context("v1")?.clone();
         let ops = json!([{ "type": "DESTROY", "destroy": { "volumes": [gone] } }]);
         m.call_ok_in(wire, &s.stream_id, &accept(&o, ops)).await?;
