@@ -456,9 +456,15 @@ async fn bad_calls_are_refused_as_mesos_refuses_them_and_change_nothing() -> Res
         let unparsable = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
             "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "name": "x", "task_id": "x" }] } }] } });
         expect(&m.call(&s.stream_id, &unparsable).await?, StatusCode::BAD_REQUEST, "parse")?;
+        let grow = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
+            "operations": [{ "type": "GROW_VOLUME", "grow_volume": {} }] } });
+        expect(&m.call(&s.stream_id, &grow).await?, StatusCode::BAD_REQUEST, "GROW_VOLUME")?;
+        // A volume of unreserved disk: Mesos' error, and nothing changed.
         let create = json!({ "framework_id": f, "type": "ACCEPT", "accept": { "offer_ids": [o["id"]],
-            "operations": [{ "type": "CREATE", "create": { "volumes": [] } }] } });
-        expect(&m.call(&s.stream_id, &create).await?, StatusCode::BAD_REQUEST, "CREATE")?;
+            "operations": [{ "type": "CREATE", "create": { "volumes": [{
+                "name": "disk", "type": "SCALAR", "scalar": { "value": 8 }, "role": "*",
+                "disk": { "persistence": { "id": "v" }, "volume": { "mode": "RW", "container_path": "v" } } }] } }] } });
+        expect(&m.call(&s.stream_id, &create).await?, StatusCode::BAD_REQUEST, "reserved")?;
         // A launch that parses but cannot run is answered 202, as on Mesos,
         // and each task's update says why (clients do not read answers).
         // Each on an offer of its own: a refused launch gives its offers back.
@@ -729,4 +735,218 @@ async fn a_mesos_framework_speaks_protobuf() -> Result<()> {
     }
     .await;
     result.with_context(|| c.logs())
+}
+
+/// Handles events until `pick` takes one: every update is acknowledged
+/// (as a Mesos framework does) and shown to `pick` as ("UPDATE", status);
+/// every offer as ("OFFER", offer), and declined at once if not taken
+/// (an offer left outstanding would hold the volume it lists).
+async fn until(
+    m: &MesosClient,
+    s: &mut Subscription,
+    what: &str,
+    pick: impl Fn(&str, &Value) -> bool,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut taken = None;
+    while taken.is_none() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = s.next(left).await.with_context(|| format!("waiting for {what}"))?;
+        if e["type"] == "UPDATE" {
+            let st = &e["update"]["status"];
+            s.acknowledge(m, st).await?;
+            if pick("UPDATE", st) {
+                taken = Some(st.clone());
+            }
+        }
+        for o in e["offers"]["offers"].as_array().into_iter().flatten() {
+            if taken.is_none() && pick("OFFER", o) {
+                taken = Some(o.clone());
+                continue;
+            }
+            // It may be rescinded already (a new volume rescinds its agent's offers).
+            let decline = json!({ "framework_id": { "value": s.framework_id }, "type": "DECLINE",
+                "decline": { "offer_ids": [o["id"]], "filters": { "refuse_seconds": 0 } } });
+            m.call_in(s.wire, &s.stream_id, &decline).await?;
+        }
+    }
+    taken.context(what.to_owned())
+}
+
+/// The resource of an offer that is persistent volume `id`.
+fn volume_in<'a>(offer: &'a Value, id: &str) -> Option<&'a Value> {
+    offer["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["disk"]["persistence"]["id"] == id)
+}
+
+/// The next offer that lists volume `id` (others declined).
+async fn offer_listing(m: &MesosClient, s: &mut Subscription, id: &str) -> Result<Value> {
+    until(m, s, &format!("an offer of {id}"), |k, o| {
+        k == "OFFER" && volume_in(o, id).is_some()
+    })
+    .await
+}
+
+/// The offer's disk reserved for `role` that is no volume.
+fn plain_disk(offer: &Value, role: &str) -> f64 {
+    let rs = offer["resources"].as_array().into_iter().flatten();
+    rs.filter(|r| r["name"] == "disk" && r["role"] == role && r.get("disk").is_none())
+        .filter_map(|r| r["scalar"]["value"].as_f64())
+        .sum()
+}
+
+/// The terminal update of `task`.
+async fn end_of(m: &MesosClient, s: &mut Subscription, task: &str) -> Result<Value> {
+    until(m, s, &format!("the end of {task}"), |kind, st| {
+        kind == "UPDATE"
+            && st["task_id"]["value"] == task
+            && !matches!(
+                st["state"].as_str(),
+                Some("TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING")
+            )
+    })
+    .await
+}
+
+/// A persistent volume through the Mesos API, as a Mesos framework uses
+/// one (docs/mesos-api.md, "Persistent volumes"; DESIGN.md, "Resources"):
+/// RESERVE and CREATE, the volume in the next offer (its disk not offered
+/// again as plain reserved disk), a task that writes into it, one that
+/// names a volume the agent lacks (TASK_ERROR), one that reads the file
+/// back, then DESTROY, and the next offer without it.
+async fn a_volume_lives_through_the_mesos_api(wire: Wire) -> Result<()> {
+    let c = Cluster::start(spec(1)).await?;
+    let result = async {
+        let auth = framework_principal(&c, "vol-fw", "eng").await?;
+        let m = plain(&c, 0, &auth)?;
+        let body = subscribe_body("vol-fw", json!({ "role": "eng", "principal": "vol-fw" }));
+        let mut s = match m.subscribe_in(wire, &body).await? {
+            Ok(s) => s,
+            Err(a) => anyhow::bail!("SUBSCRIBE refused: {a:?}"),
+        };
+        let f = fid(&s);
+        let accept = |offer: &Value, operations: Value| {
+            json!({ "framework_id": f, "type": "ACCEPT", "accept": {
+                "offer_ids": [offer["id"]], "operations": operations, "filters": { "refuse_seconds": 0 } } })
+        };
+        let o = until(&m, &mut s, "a first offer", |kind, _| kind == "OFFER").await?;
+        let agent = o["agent_id"]["value"].as_str().context("agent id")?.to_owned();
+        let reserved = |name: &str, amount: u32, extra: Value| {
+            let mut r = json!({ "name": name, "type": "SCALAR", "scalar": { "value": amount },
+                                "role": "eng", "reservation": { "principal": "vol-fw" } });
+            if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+                r.extend(e.clone());
+            }
+            r
+        };
+        let v1 = reserved(
+            "disk",
+            64,
+            json!({ "disk": { "persistence": { "id": "v1", "principal": "vol-fw" },
+                              "volume": { "mode": "RW", "container_path": "data" } } }),
+        );
+        // With cpus and memory: a reservation of disk alone is too small
+        // to offer (Mezzo's minimum offer, as Mesos' minimum allocatable
+        // resources).
+        let reservation = [
+            reserved("cpus", 1, json!({})),
+            reserved("mem", 256, json!({})),
+            reserved("disk", 128, json!({})),
+        ];
+        let ops = json!([
+            { "type": "RESERVE", "reserve": { "resources": reservation } },
+            { "type": "CREATE", "create": { "volumes": [v1] } }
+        ]);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, ops)).await?;
+
+        // Offered: the volume as reserved disk with its persistence, and
+        // only the rest of the reservation as plain reserved disk (in no
+        // offer more than that, while the volume exists).
+        let most = std::cell::Cell::new(0.0f64);
+        let o = until(&m, &mut s, "an offer of v1 and the rest of the reservation", |k, o| {
+            most.set(most.get().max(plain_disk(o, "eng")));
+            k == "OFFER" && volume_in(o, "v1").is_some() && plain_disk(o, "eng") == 64.0
+        })
+        .await?;
+        ensure!(
+            most.get() <= 64.0,
+            "the volume's disk offered again: {} MiB",
+            most.get()
+        );
+        let vol = volume_in(&o, "v1").context("v1")?.clone();
+        ensure!(
+            vol["name"] == "disk" && vol["scalar"]["value"] == 64.0 && vol["role"] == "eng",
+            "{vol}"
+        );
+        ensure!(
+            vol["disk"]["volume"] == json!({ "mode": "RW", "container_path": "v1" }),
+            "{vol}"
+        );
+
+        // A task writes into it, mounted where the framework says.
+        let mut mine = vol.clone();
+        mine["disk"]["volume"]["container_path"] = json!("data");
+        // One task with a volume among its resources, in a LAUNCH.
+        let launch = |id: &str, command: &str, volume: Value| {
+            let mut t = task(id, &agent, json!({ "value": command }));
+            if let Some(rs) = t["resources"].as_array_mut() {
+                rs.push(volume);
+            }
+            json!([{ "type": "LAUNCH", "launch": { "task_infos": [t] } }])
+        };
+        let writer = launch("writer", "echo kept > data/file", mine);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, writer)).await?;
+        let end = end_of(&m, &mut s, "writer").await?;
+        ensure!(end["state"] == "TASK_FINISHED", "{end}");
+
+        // A volume the agent does not have: the launch fails, as Mezzo
+        // fails it, and the offer comes back.
+        let o = offer_listing(&m, &mut s, "v1").await?;
+        let mut nope = vol.clone();
+        nope["disk"]["persistence"]["id"] = json!("nope");
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, launch("ghost", "true", nope)))
+            .await?;
+        let end = end_of(&m, &mut s, "ghost").await?;
+        ensure!(
+            end["state"] == "TASK_ERROR" && end["message"].as_str().is_some_and(|m| m.contains("nope")),
+            "{end}"
+        );
+
+        // The next task reads the file back, at the offered path.
+        let o = offer_listing(&m, &mut s, "v1").await?;
+        let offered = volume_in(&o, "v1").context("v1")?.clone();
+        let reader = launch("reader", "test \"$(cat v1/file)\" = kept", offered);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, reader)).await?;
+        let end = end_of(&m, &mut s, "reader").await?;
+        ensure!(end["state"] == "TASK_FINISHED", "{end}");
+
+        // DESTROY: the volume is gone from the offers, its disk back as
+        // plain reserved disk.
+        let o = offer_listing(&m, &mut s, "v1").await?;
+        let gone = volume_in(&o, "v1").context("v1")?.clone();
+        let ops = json!([{ "type": "DESTROY", "destroy": { "volumes": [gone] } }]);
+        m.call_ok_in(wire, &s.stream_id, &accept(&o, ops)).await?;
+        let o = until(&m, &mut s, "an offer of the whole reservation", |k, o| {
+            k == "OFFER" && plain_disk(o, "eng") == 128.0
+        })
+        .await?;
+        ensure!(volume_in(&o, "v1").is_none(), "{o}");
+        c.wait_master("no volumes", |st| st["volumes"].as_array().is_none_or(|v| v.is_empty()))
+            .await?;
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesos_framework_keeps_data_in_a_persistent_volume() -> Result<()> {
+    a_volume_lives_through_the_mesos_api(Wire::Json).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protobuf_framework_keeps_data_in_a_persistent_volume() -> Result<()> {
+    a_volume_lives_through_the_mesos_api(Wire::Protobuf).await
 }

@@ -554,9 +554,12 @@ fn operation(op: m::Operation) -> Result<Vec<v1::Operation>, String> {
         "UNRESERVE" => O::Unreserve(v1::Unreserve {
             resources: convert::resources_in(&need(op.unreserve, "unreserve")?.resources)?,
         }),
+        "CREATE" => O::Create(convert::create_in(&need(op.create, "create")?.volumes)?),
+        "DESTROY" => O::Destroy(convert::destroy_in(&need(op.destroy, "destroy")?.volumes)?),
         other => {
             return Err(format!(
-                "offer operation {other:?} is not supported by Mezzo's Mesos API (LAUNCH, LAUNCH_GROUP, RESERVE and UNRESERVE are)"
+                "offer operation {other:?} is not supported by Mezzo's Mesos API \
+                 (LAUNCH, LAUNCH_GROUP, RESERVE, UNRESERVE, CREATE and DESTROY are)"
             ));
         }
     };

@@ -119,7 +119,16 @@ fn resources_are_read_in_either_format_and_what_mezzo_lacks_is_refused() {
         (
             json!({ "name": "disk", "type": "SCALAR", "scalar": { "value": 1 },
                  "disk": { "persistence": { "id": "v" } } }),
-            "disk",
+            "persistent volume v",
+        ),
+        (
+            json!({ "name": "disk", "type": "SCALAR", "scalar": { "value": 1 },
+                 "disk": { "source": { "type": "MOUNT" } } }),
+            "disk source MOUNT",
+        ),
+        (
+            json!({ "name": "mem", "type": "SCALAR", "scalar": { "value": 1 }, "shared": {} }),
+            "shared",
         ),
     ] {
         let e = read(bad.clone()).expect_err("refused");

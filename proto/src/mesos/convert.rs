@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::types as m;
+use super::volumes;
 
 /// How a framework wants its resources written (its capabilities).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,9 +77,10 @@ fn is_unreserved(role: &str) -> bool {
 /// reservation format) or not.
 pub fn resource_in(r: &m::Resource) -> Result<v1::Resource, Refused> {
     let name = &r.name;
-    if r.disk.is_some() || r.shared.is_some() {
+    if let Some(v) = volumes::persistent_disk(r)? {
         return Err(format!(
-            "resource {name}: disk information and shared resources are not supported by Mezzo's Mesos API"
+            "persistent volume {}: only CREATE, DESTROY and a task's resources take a persistent volume",
+            v.id
         ));
     }
     let mut out = v1::Resource {
@@ -115,13 +117,7 @@ pub fn resource_in(r: &m::Resource) -> Result<v1::Resource, Refused> {
         }
         other => return Err(format!("resource {name}: unknown type {other:?}")),
     }
-    let (role, principal) = match r.reservations.last() {
-        Some(last) => (last.role.clone().unwrap_or_default(), last.principal.clone()),
-        None => (
-            r.role.clone().unwrap_or_default(),
-            r.reservation.as_ref().and_then(|x| x.principal.clone()),
-        ),
-    };
+    let (role, principal) = reservation_of(r);
     if !is_unreserved(&role) {
         out.role = role;
         out.reservation_principal = principal.unwrap_or_default();
@@ -129,8 +125,98 @@ pub fn resource_in(r: &m::Resource) -> Result<v1::Resource, Refused> {
     Ok(out)
 }
 
+/// The role a resource is reserved for (empty or `*`: unreserved) and who
+/// reserved it, in either reservation format.
+fn reservation_of(r: &m::Resource) -> (String, Option<String>) {
+    match r.reservations.last() {
+        Some(last) => (last.role.clone().unwrap_or_default(), last.principal.clone()),
+        None => (
+            r.role.clone().unwrap_or_default(),
+            r.reservation.as_ref().and_then(|x| x.principal.clone()),
+        ),
+    }
+}
+
 pub fn resources_in(list: &[m::Resource]) -> Result<Vec<v1::Resource>, Refused> {
     list.iter().map(resource_in).collect()
+}
+
+/// A task's resources as Mezzo's, and its persistent volumes as mounts
+/// (a volume's disk is not the task's: Mezzo does not count it again).
+fn task_resources_in(list: &[m::Resource]) -> Result<(Vec<v1::Resource>, Vec<v1::Mount>), Refused> {
+    let (mut resources, mut mounts) = (Vec::new(), Vec::new());
+    for r in list {
+        match volumes::persistent_disk(r)? {
+            Some(v) => mounts.push(v.mount()?),
+            None => resources.push(resource_in(r)?),
+        }
+    }
+    Ok((resources, mounts))
+}
+
+// ---- persistent volumes ----
+
+/// `CREATE`'s volumes as Mezzo's `Create`: each a SCALAR `disk` reserved
+/// for a role, with `disk.persistence.id`. Mezzo makes it in the offer's
+/// role, with the framework's principal; it keeps no mount path.
+pub fn create_in(list: &[m::Resource]) -> Result<v1::Create, Refused> {
+    let volume = |r: &m::Resource| -> Result<v1::Volume, Refused> {
+        if r.name != "disk" {
+            return Err(format!(
+                "create: resource {}: only disk becomes a persistent volume",
+                r.name
+            ));
+        }
+        let v = volumes::persistent_disk(r)?.ok_or("create: a volume needs `disk.persistence.id`")?;
+        let id = v.id;
+        let disk_mib = match (r.kind.as_str(), &r.scalar) {
+            ("SCALAR", Some(s)) => s.value,
+            _ => return Err(format!("create: volume {id}: disk is a SCALAR with `scalar`")),
+        };
+        if is_unreserved(&reservation_of(r).0) {
+            return Err(format!(
+                "create: volume {id}: its disk must be reserved for the offer's role (RESERVE it first, \
+                 or in the same ACCEPT)"
+            ));
+        }
+        Ok(v1::Volume {
+            id,
+            disk_mib,
+            ..Default::default()
+        })
+    };
+    Ok(v1::Create {
+        volumes: list.iter().map(volume).collect::<Result<_, _>>()?,
+    })
+}
+
+/// `DESTROY`'s volumes as Mezzo's `Destroy`: the ids of their
+/// `disk.persistence`.
+pub fn destroy_in(list: &[m::Resource]) -> Result<v1::Destroy, Refused> {
+    let id = |r: &m::Resource| -> Result<String, Refused> {
+        Ok(volumes::persistent_disk(r)?
+            .ok_or_else(|| format!("destroy: resource {}: a volume needs `disk.persistence.id`", r.name))?
+            .id)
+    };
+    Ok(v1::Destroy {
+        volume_ids: list.iter().map(id).collect::<Result<_, _>>()?,
+    })
+}
+
+/// A free Mezzo volume in an offer to `role`: its disk, reserved for its
+/// role as the offer's other reserved resources are written, with the
+/// volume's details.
+fn volume_out(v: &v1::Volume, fmt: Format, role: &str) -> m::Resource {
+    let disk = v1::Resource {
+        name: "disk".into(),
+        scalar: v.disk_mib,
+        role: v.role.clone(),
+        ..Default::default()
+    };
+    m::Resource {
+        disk: Some(volumes::disk_out(v)),
+        ..resource_out(&disk, fmt, role)
+    }
 }
 
 /// One Mezzo resource as Mesos writes it for a framework of `fmt`,
@@ -197,7 +283,10 @@ pub fn offer_out(o: &v1::Offer, fmt: Format) -> m::Offer {
         framework_id: m::Id::new(&o.framework_id),
         agent_id: m::Id::new(&o.agent_id),
         hostname: o.hostname.clone(),
-        resources: resources_out(&o.resources, fmt, &o.allocation_role),
+        resources: resources_out(&o.resources, fmt, &o.allocation_role)
+            .into_iter()
+            .chain(o.volumes.iter().map(|v| volume_out(v, fmt, &o.allocation_role)))
+            .collect(),
         attributes: o
             .attributes
             .iter()
@@ -377,10 +466,15 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
         .iter()
         .find_map(|r| r.allocation_info.as_ref().and_then(|a| a.role.clone()))
         .unwrap_or_default();
+    let (resources, mounts) = task_resources_in(&t.resources).map_err(with)?;
+    let mut container = t.container.as_ref().map(container_in).transpose().map_err(with)?;
+    if !mounts.is_empty() {
+        container.get_or_insert_with(Default::default).mounts.extend(mounts);
+    }
     Ok(v1::TaskInfo {
         task_id: id.clone(),
         name: t.name.clone(),
-        resources: resources_in(&t.resources).map_err(with)?,
+        resources,
         command: t.command.as_ref().map(command_in).transpose().map_err(with)?,
         kill_grace_period_ms,
         agent_id: match (&t.agent_id.value, &t.slave_id) {
@@ -391,7 +485,7 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
             (a, _) => a.clone(),
         },
         labels: labels_in(t.labels.as_ref()),
-        container: t.container.as_ref().map(container_in).transpose().map_err(with)?,
+        container,
         health_check: t.health_check.as_ref().map(health_check_in).transpose().map_err(with)?,
         priority: 0,
         allocation_role,

@@ -1,7 +1,8 @@
 //! Mesos' v1 HTTP APIs in their JSON form, shared by the master (the
 //! scheduler and operator APIs) and the agent (the executor API): the
 //! messages ([`types`], [`executor`]), their conversion to and from
-//! `mezzo.v1` ([`convert`], and [`group`] for task groups), their protobuf form ([`protobuf`]) and the
+//! `mezzo.v1` ([`convert`]; task groups in [`group`], persistent volumes'
+//! details in [`volumes`]), their protobuf form ([`protobuf`]) and the
 //! framing of their event streams ([`recordio`]).
 
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod media;
 pub mod protobuf;
 pub mod recordio;
 pub mod types;
+pub mod volumes;
 
 /// Most JSON objects and arrays in one request body: a body of empty
 /// objects (`[{},{},...]`, a few bytes each) must not make a server build

@@ -42,6 +42,24 @@ fn scalar(name: &str, v: f64) -> Vec<u8> {
     r
 }
 
+/// Call{framework_id#1 "fw-1", type#2=ACCEPT(3), accept#4{offer_ids#1
+/// "o-1", operations#2, filters#3}}.
+fn accept_call(operations: &[Vec<u8>], filters: Option<&[u8]>) -> Vec<u8> {
+    let mut accept = Vec::new();
+    id(&mut accept, 1, "o-1");
+    for op in operations {
+        bytes(&mut accept, 2, op);
+    }
+    if let Some(f) = filters {
+        bytes(&mut accept, 3, f);
+    }
+    let mut call = Vec::new();
+    id(&mut call, 1, "fw-1");
+    varint(&mut call, 2, 3);
+    bytes(&mut call, 4, &accept);
+    call
+}
+
 /// One field read back by hand.
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
@@ -167,14 +185,7 @@ fn an_accept_launching_a_task_with_an_executor_decodes() {
     bytes(&mut op, 2, &launch);
     let mut filters = Vec::new();
     double(&mut filters, 1, 1.5);
-    let mut accept = Vec::new();
-    id(&mut accept, 1, "o-1");
-    bytes(&mut accept, 2, &op);
-    bytes(&mut accept, 3, &filters);
-    let mut call = Vec::new();
-    id(&mut call, 1, "fw-1");
-    varint(&mut call, 2, 3);
-    bytes(&mut call, 4, &accept);
+    let call = accept_call(&[op], Some(&filters));
 
     let c = call_from_protobuf(&call).expect("decodes");
     assert_eq!(c.kind, "ACCEPT");
@@ -445,6 +456,13 @@ fn every_event_and_call_field_of_types_is_in_the_descriptors() {
             "allocation_info": {"role": "r"}}]}},
         {"type": "UNRESERVE", "unreserve": {"resources": [{"name": "s", "type": "SET", "set": {"item": ["x"]},
             "reservation": {"principal": "p"}}]}},
+        {"type": "CREATE", "create": {"volumes": [{"name": "disk", "type": "SCALAR", "scalar": {"value": 64.0},
+            "role": "r", "disk": {"persistence": {"id": "v", "principal": "p"},
+                "volume": {"mode": "RO", "container_path": "d", "host_path": "h",
+                    "image": {"type": "DOCKER", "docker": {"name": "i"}}, "source": {}},
+                "source": {"type": "MOUNT"}}, "shared": {}}]}},
+        {"type": "DESTROY", "destroy": {"volumes": [{"name": "disk", "type": "SCALAR", "scalar": {"value": 64.0},
+            "disk": {"persistence": {"id": "v"}}}]}},
         {"type": "LAUNCH_GROUP", "launch_group": {
             "executor": {"type": "DEFAULT", "executor_id": {"value": "e"}, "framework_id": {"value": "f"},
                 "name": "n", "data": "ZA==", "shutdown_grace_period": {"nanoseconds": 1},
@@ -484,4 +502,95 @@ fn every_event_and_call_field_of_types_is_in_the_descriptors() {
     };
     let b = call_to_protobuf(&c).expect("encodes");
     assert_eq!(call_from_protobuf(&b).expect("decodes"), c);
+}
+
+/// A persistent volume resource: a disk scalar with role#6 and
+/// disk#7{persistence#1{id#1, principal#2}, volume#2{container_path#1,
+/// mode#3}}.
+fn volume_resource(id_: &str, mode: u64) -> Vec<u8> {
+    let mut persistence = Vec::new();
+    bytes(&mut persistence, 1, id_.as_bytes());
+    bytes(&mut persistence, 2, b"p");
+    let mut volume = Vec::new();
+    bytes(&mut volume, 1, b"data");
+    varint(&mut volume, 3, mode);
+    let mut disk = Vec::new();
+    bytes(&mut disk, 1, &persistence);
+    bytes(&mut disk, 2, &volume);
+    let mut r = scalar("disk", 64.0);
+    bytes(&mut r, 6, b"eng");
+    bytes(&mut r, 7, &disk);
+    r
+}
+
+#[test]
+fn create_destroy_and_a_volume_in_an_offer_use_mesos_field_numbers() {
+    // Operation{type#1=CREATE(4), create#5{volumes#1}} and
+    // {type#1=DESTROY(5), destroy#6{volumes#1}} in one ACCEPT.
+    let mut create = Vec::new();
+    bytes(&mut create, 1, &volume_resource("v-1", 1));
+    let mut op1 = Vec::new();
+    varint(&mut op1, 1, 4);
+    bytes(&mut op1, 5, &create);
+    let mut destroy = Vec::new();
+    bytes(&mut destroy, 1, &volume_resource("v-0", 2));
+    let mut op2 = Vec::new();
+    varint(&mut op2, 1, 5);
+    bytes(&mut op2, 6, &destroy);
+    let call = accept_call(&[op1, op2], None);
+
+    let c = call_from_protobuf(&call).expect("decodes");
+    let ops = c.accept.expect("accept").operations;
+    assert_eq!((ops[0].kind.as_str(), ops[1].kind.as_str()), ("CREATE", "DESTROY"));
+    let v = &ops[0].create.as_ref().expect("create").volumes[0];
+    let disk = v.disk.as_ref().expect("disk");
+    assert_eq!(disk.persistence.as_ref().map(|p| p.id.as_str()), Some("v-1"));
+    let vol = disk.volume.as_ref().expect("volume");
+    assert_eq!((vol.mode.as_deref(), vol.container_path.as_str()), (Some("RW"), "data"));
+    assert_eq!(
+        crate::mesos::convert::create_in(&ops[0].create.as_ref().expect("create").volumes)
+            .expect("a Mezzo create")
+            .volumes[0]
+            .id,
+        "v-1"
+    );
+    let v = &ops[1].destroy.as_ref().expect("destroy").volumes[0];
+    let mode = v
+        .disk
+        .as_ref()
+        .and_then(|d| d.volume.as_ref())
+        .and_then(|v| v.mode.clone());
+    assert_eq!(mode.as_deref(), Some("RO"));
+
+    // A free volume in an offer: the same shape on the way out.
+    let offer = crate::v1::Offer {
+        offer_id: "o-1".into(),
+        framework_id: "fw-1".into(),
+        agent_id: "a-1".into(),
+        hostname: "h".into(),
+        allocation_role: "eng".into(),
+        volumes: vec![crate::v1::Volume {
+            id: "v-1".into(),
+            disk_mib: 64.0,
+            role: "eng".into(),
+            principal: "p".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = types::Event {
+        offers: Some(types::Offers {
+            offers: vec![crate::mesos::convert::offer_out(&offer, Default::default())],
+        }),
+        ..types::Event::of("OFFERS")
+    };
+    let b = event_to_protobuf(&e).expect("encodes");
+    let r = sub(&sub(&sub(&b, 3), 1), 5);
+    let disk = sub(&r, 7);
+    assert_eq!(string(&sub(&disk, 1), 1), "v-1");
+    assert_eq!(string(&sub(&disk, 1), 2), "p");
+    assert_eq!(string(&sub(&disk, 2), 1), "v-1");
+    assert_eq!(field(&sub(&disk, 2), 3), Field::Varint(1));
+    assert_eq!(string(&r, 6), "eng");
+    assert_eq!(event_from_protobuf(&b).expect("decodes"), e);
 }

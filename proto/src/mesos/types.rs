@@ -103,12 +103,62 @@ pub struct Resource {
     pub reservations: Vec<ReservationInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
-    /// Disk details (persistent volumes, sources): not supported, refused
-    /// when given.
+    /// Disk details: a persistent volume (`CREATE`, `DESTROY`, offers, a
+    /// task's resources); other disk sources are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk: Option<serde_json::Value>,
+    pub disk: Option<DiskInfo>,
+    /// Shared resources: not supported, refused when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<serde_json::Value>,
+}
+
+/// `Resource.DiskInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Volume>,
+    /// Where the disk comes from; absent for the agent's root disk, the
+    /// only disk Mezzo has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DiskSource>,
+}
+
+/// `Resource.DiskInfo.Persistence`: the volume's id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+}
+
+/// `Resource.DiskInfo.Source`: only its type is read (to name it when
+/// refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSource {
+    /// `PATH`, `MOUNT`, `BLOCK` or `RAW`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `Volume`, as `DiskInfo.volume`: where a persistent volume is mounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// `RW` or `RO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub container_path: String,
+    /// Ignored in a disk's volume, as Mesos ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Images and sources of a volume: not supported, refused when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -472,6 +522,10 @@ pub struct Operation {
     pub reserve: Option<ResourcesOp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreserve: Option<ResourcesOp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<VolumesOp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy: Option<VolumesOp>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -492,6 +546,14 @@ pub struct LaunchGroup {
 pub struct ResourcesOp {
     #[serde(default)]
     pub resources: Vec<Resource>,
+}
+
+/// `Offer.Operation.Create` and `.Destroy`: persistent volumes, each a
+/// disk resource with `disk.persistence`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumesOp {
+    #[serde(default)]
+    pub volumes: Vec<Resource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
