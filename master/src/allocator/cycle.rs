@@ -60,7 +60,32 @@ impl Allocator {
         self.give_reservations(&mut pass);
         self.give_guarantees(&mut pass);
         self.give_fair_share(&mut pass);
+        self.give_reserved_leftovers(&mut pass);
         self.finish_agent(pass, out);
+    }
+
+    /// Last: what a role has reserved here that was too little to offer
+    /// alone (disk only, say) joins an offer made to one of its
+    /// frameworks in this pass, as Mesos applies its minimum to a whole
+    /// offer, not to its reserved part.
+    fn give_reserved_leftovers(&mut self, pass: &mut AgentPass) {
+        let left: Vec<_> = (pass.free.reserved.iter())
+            .filter(|(_, part)| !part.is_empty())
+            .map(|(role, part)| (role.clone(), part.clone()))
+            .collect();
+        for (role, part) in left {
+            let Some(rix) = self.roles.get(&role) else { continue };
+            let Some(f) = pass.given.keys().find(|(_, r)| *r == rix).map(|(f, _)| *f) else {
+                continue;
+            };
+            let give = self.limit_cap(rix).apply(&part);
+            if give.is_empty() {
+                continue;
+            }
+            let r = ReservedResources::for_role(&role, give);
+            pass.free = pass.free.saturating_sub(&r);
+            self.give(f, rix, pass, &r);
+        }
     }
 
     /// Stage 1: each role's reservation goes to one of its own frameworks

@@ -67,6 +67,25 @@ fn reserved_resources_go_only_to_their_role() {
     assert_eq!(got[0].resources, rr("cpus(eng):2;mem(eng):1024"));
 }
 
+/// Reserved disk alone is too little to offer, but it joins an offer the
+/// role's framework gets anyway (as Mesos' minimum applies to the whole
+/// offer): a framework that reserved disk for its volumes sees it.
+#[test]
+fn reserved_disk_alone_joins_its_roles_offer() {
+    let now = Instant::now();
+    let mut al = Allocator::new();
+    al.add_agent(&aid(0), rr("cpus:2;mem:2048;disk(eng):100"), true);
+    al.add_framework(&fid(1), &[role("eng")], true);
+    let got = al.allocate(now);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].resources, rr("cpus:2;mem:2048;disk(eng):100"));
+    // Nothing else to offer: the disk alone is not offered.
+    let mut al = Allocator::new();
+    al.add_agent(&aid(0), rr("disk:10;disk(eng):100"), true);
+    al.add_framework(&fid(1), &[role("eng")], true);
+    assert!(al.allocate(now).is_empty());
+}
+
 #[test]
 fn a_guarantee_is_set_aside_and_a_limit_is_never_passed() {
     let now = Instant::now();
