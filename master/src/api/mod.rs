@@ -93,6 +93,20 @@ pub fn validate_task(info: v1::TaskInfo) -> Result<LaunchRequest, MasterError> {
                 "task {t} names both a command and an executor; give one"
             )));
         }
+        // Its executor runs it, in the executor's container: a container of
+        // the task's own (an image, volumes) would be accepted and never
+        // made, and a volume's data written beside it would be lost.
+        (Some(_), None)
+            if info
+                .container
+                .as_ref()
+                .is_some_and(|c| c.image.is_some() || !c.mounts.is_empty()) =>
+        {
+            return Err(invalid(format!(
+                "task {t} runs in its executor's container: it cannot have an image or volumes of its own \
+                 (give them to a command task)"
+            )));
+        }
         (Some(e), None) => Some(validate_executor(t, e)?),
         (None, Some(cmd)) => {
             check_command(&format!("task {t}"), cmd, has_image)?;

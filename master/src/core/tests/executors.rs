@@ -283,6 +283,35 @@ fn the_edge_refuses_tasks_with_both_a_command_and_an_executor_and_bad_executors(
     assert!(err.to_string().contains("must reach its agent"), "{err}");
 }
 
+/// A task its executor runs has no container of its own: an image or a
+/// volume given to it would be accepted and never made (a review found a
+/// volume's data lost that way), so both are refused at the edge.
+#[test]
+fn the_edge_refuses_an_image_or_a_volume_on_a_task_an_executor_runs() {
+    for container in [
+        v1::ContainerInfo {
+            mounts: vec![v1::Mount {
+                container_path: "data".into(),
+                volume_id: "v1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        v1::ContainerInfo {
+            image: Some(v1::Image {
+                reference: "docker.io/library/alpine:3.20".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ] {
+        let mut t = run_by("t1", executor("e1", "./a")).info;
+        t.container = Some(container);
+        let err = validate_task(t).expect_err("refused");
+        assert!(err.to_string().contains("runs in its executor's container"), "{err}");
+    }
+}
+
 #[test]
 fn an_executor_taken_from_a_reservation_is_reported_and_booked_back_as_taken() {
     let mut s = Sim::new();
