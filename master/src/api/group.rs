@@ -132,10 +132,14 @@ mod tests {
     /// in id bytes before anything is copied.
     #[test]
     fn a_group_too_big_is_refused_before_it_is_copied() {
-        let many: Vec<_> = (0..=MAX_TASKS_PER_GROUP).map(|i| task(&format!("t{i}"), None)).collect();
+        let many: Vec<_> = (0..=MAX_TASKS_PER_GROUP)
+            .map(|i| task(&format!("t{i}"), None))
+            .collect();
         let e = task_group(many).expect_err("too many");
         assert!(e.to_string().contains("at most 64 tasks"), "{e}");
-        let long: Vec<_> = (0..30).map(|i| task(&format!("{i}-{}", "x".repeat(190)), None)).collect();
+        let long: Vec<_> = (0..30)
+            .map(|i| task(&format!("{i}-{}", "x".repeat(190)), None))
+            .collect();
         let e = task_group(long).expect_err("ids too long");
         assert!(e.to_string().contains("4096 bytes"), "{e}");
         let fine: Vec<_> = (0..MAX_TASKS_PER_GROUP).map(|i| task(&format!("t{i}"), None)).collect();
