@@ -368,12 +368,21 @@ fn run(task_id: &str, exec: &v1::ExecutorInfo, data: &[u8]) -> v1::RunTask {
 impl Harness {
     /// Stops this agent, leaving its processes and files, and starts
     /// another on the same dirs.
-    async fn restart(mut self) -> Result<Harness, Box<dyn std::error::Error>> {
+    async fn restart(self) -> Result<Harness, Box<dyn std::error::Error>> {
+        self.restart_with(async {}).await
+    }
+
+    /// [`Harness::restart`], doing `meanwhile` while no agent runs.
+    async fn restart_with(
+        mut self,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> Result<Harness, Box<dyn std::error::Error>> {
         let dir = self._dir.take().ok_or("restarted twice")?;
         let containers = self.containers.clone();
         drop(self);
         // The old table and status manager stop once their handles are gone.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        meanwhile.await;
         harness_in(dir, Duration::from_secs(30), containers).await
     }
 

@@ -169,6 +169,12 @@ pub const TASK_CHECKPOINT: &str = "task.pb";
 /// launched again).
 pub const EXECUTOR_TOOK: &str = "executor-took";
 
+/// Beside each checkpoint of a custom executor's task group once every
+/// task of the group is checkpointed: after a restart, a group none of
+/// whose tasks has it (and some of whose tasks are missing) never
+/// arrived whole, and its executor was never handed it.
+pub const GROUP_WHOLE: &str = "group-whole";
+
 /// Where every sandbox is (`<work_dir>/sandboxes`).
 pub fn sandboxes_root(work_dir: &Path) -> PathBuf {
     work_dir.join("sandboxes")

@@ -108,9 +108,16 @@ impl Manager {
             .iter()
             .filter_map(|(key, q)| {
                 let latest_state = q.updates.back().and_then(state_of)?;
+                let latest_reason = q
+                    .updates
+                    .back()
+                    .and_then(|u| u.status.as_ref())
+                    .and_then(|s| v1::StatusReason::try_from(s.reason).ok())
+                    .unwrap_or(v1::StatusReason::ReasonUnspecified);
                 Some(Recovered {
                     key: key.clone(),
                     latest_state,
+                    latest_reason,
                     uuids: q.updates.iter().map(|u| uuid_of(u).to_vec()).collect(),
                 })
             })

@@ -41,6 +41,9 @@ pub struct Recovered {
     pub key: TaskKey,
     /// State of the newest pending update.
     pub latest_state: TaskState,
+    /// The reason of the newest pending update (a task of a group of
+    /// commands killed by a limit ends its group; see the task table).
+    pub latest_reason: v1::StatusReason,
     /// The uuids of its pending updates, oldest first: a custom executor
     /// resubscribing after the restart lists some of them again.
     pub uuids: Vec<Vec<u8>>,

@@ -213,11 +213,13 @@ async fn pending_updates_survive_a_restart_in_order() -> TestResult {
             Recovered {
                 key: key("t1"),
                 latest_state: TaskState::Finished,
+                latest_reason: m.recovered[0].latest_reason,
                 uuids: m.recovered[0].uuids.clone(),
             },
             Recovered {
                 key: key("t2"),
                 latest_state: TaskState::Starting,
+                latest_reason: m.recovered[1].latest_reason,
                 uuids: vec![uuid(&heads[1])],
             },
         ]

@@ -88,6 +88,10 @@ impl Statuses {
         self.0.iter().cloned().collect()
     }
 
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The reason of the latest status.
     fn last_reason(&self) -> StatusReason {
         self.0
@@ -315,6 +319,9 @@ struct Table {
     /// Tasks of groups for a custom executor, kept until every task of
     /// their group has come ([`group`]).
     pending_groups: BTreeMap<group::GroupKey, Vec<v1::RunTask>>,
+    /// Groups killed while they were gathered: the tasks of them still to
+    /// come are killed as they come ([`group`]).
+    killed_groups: BTreeMap<group::GroupKey, group::Killed>,
 }
 
 /// Starts the table, seeded with the tasks whose updates survived a restart.
@@ -334,6 +341,7 @@ pub async fn start(
         exec_reports_tx,
         pending_exits: Vec::new(),
         pending_groups: BTreeMap::new(),
+        killed_groups: BTreeMap::new(),
     };
     table.recover(recovered).await?;
     let join = tokio::spawn(table.run(rx, reports_rx, exec_reports_rx));
@@ -374,6 +382,8 @@ impl Table {
     async fn recover(&mut self, recovered: Vec<Recovered>) -> Result<(), AgentError> {
         let mut uuids: BTreeMap<TaskKey, Vec<Vec<u8>>> =
             recovered.iter().map(|r| (r.key.clone(), r.uuids.clone())).collect();
+        let reasons: BTreeMap<TaskKey, StatusReason> =
+            recovered.iter().map(|r| (r.key.clone(), r.latest_reason)).collect();
         let mut latest: BTreeMap<TaskKey, TaskState> = recovered.into_iter().map(|r| (r.key, r.latest_state)).collect();
         let mut adopted = Vec::new();
         // Executors first: their tasks' states depend on them.
@@ -497,6 +507,8 @@ impl Table {
                 },
             );
         }
+        // Every task is in the table: its group is checked again.
+        self.recover_groups(&reasons).await?;
         // Every sandbox still in use is now known to the collector.
         self.deps.gc.recovered();
         Ok(())
@@ -825,6 +837,9 @@ impl Table {
                 return Ok(());
             }
         };
+        if !self.tasks.contains_key(&key) && self.kill_gathered(&key, kill.why.clone()).await? {
+            return Ok(());
+        }
         match self.tasks.get(&key) {
             Some(entry) if entry.state.is_terminal() => {
                 tracing::debug!(task = %key, "kill of a task that already ended ignored")

@@ -139,6 +139,7 @@ async fn restart(
         recovered.push(Recovered {
             key: TaskKey::parse("fw", t)?,
             latest_state: *s,
+            latest_reason: mezzo_proto::v1::StatusReason::ReasonUnspecified,
             uuids: Vec::new(),
         });
     }

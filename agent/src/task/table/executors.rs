@@ -629,6 +629,13 @@ impl Table {
         Ok(())
     }
 
+    /// `key` is no longer to be handed to its executor `eid`.
+    pub(super) fn unqueue(&mut self, key: &TaskKey, eid: ExecutorId) {
+        if let Some(exec) = self.executors.get_mut(&(key.framework_id.clone(), eid)) {
+            exec.queued.retain(|t| *t != key.task_id);
+        }
+    }
+
     /// Kills `keys` that still wait for their executor `ekey` (the first
     /// is the one asked for; the others are its group): TASK_KILLED from
     /// the agent.

@@ -15,9 +15,13 @@ use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1::{self, StatusReason};
 
+use std::collections::BTreeMap;
+
 use super::Table;
 use crate::key::TaskKey;
 use crate::task::supervisor::Kill;
+
+mod recover;
 
 /// A group is named by its framework and its first task.
 pub(crate) type GroupKey = (FrameworkId, String);
@@ -35,6 +39,19 @@ pub(super) enum Gathered {
     Waiting,
     /// Its group does not hold it, or is too big, or holds it twice.
     Invalid(String),
+    /// Its group was killed while it was gathered: this task is killed
+    /// too, with this reason and message.
+    Killed(StatusReason, String),
+}
+
+/// A group killed while it was gathered, some of whose tasks are still to
+/// come (each is killed as it comes).
+pub(crate) struct Killed {
+    reason: StatusReason,
+    /// What each task still to come is told.
+    message: String,
+    /// How many are still to come.
+    left: usize,
 }
 
 /// Whether the end of a task of a group of commands ends the group: a
@@ -63,6 +80,14 @@ impl Table {
             return invalid(&format!("it does not list task {}", key.task_id));
         }
         let gkey = (key.framework_id.clone(), ids[0].clone());
+        if let Some(killed) = self.killed_groups.get_mut(&gkey) {
+            killed.left = killed.left.saturating_sub(1);
+            let gathered = Gathered::Killed(killed.reason, killed.message.clone());
+            if killed.left == 0 {
+                self.killed_groups.remove(&gkey);
+            }
+            return gathered;
+        }
         let waiting = self.pending_groups.entry(gkey.clone()).or_default();
         let same = |r: &v1::RunTask| r.task.as_ref().is_some_and(|t| t.task_id == key.task_id.as_str());
         if waiting.iter().any(same) {
@@ -87,8 +112,36 @@ impl Table {
     /// re-registration, so the master reports them as never received;
     /// they are dropped here too, never launched.
     pub(super) fn drop_partial_groups(&mut self) {
+        // Nor is the rest of a killed group still to come.
+        self.killed_groups.clear();
         for ((fid, first), runs) in std::mem::take(&mut self.pending_groups) {
             tracing::warn!(framework = %fid, group = %first, tasks = runs.len(), "a task group that never came whole is dropped");
+        }
+    }
+
+    /// Takes the group being gathered that holds `key` (its tasks come so
+    /// far, and how many tasks the group has), if one does.
+    pub(super) fn take_gathered(&mut self, key: &TaskKey) -> Option<(GroupKey, Vec<v1::RunTask>, usize)> {
+        let holds = |r: &v1::RunTask| r.task.as_ref().is_some_and(|t| t.task_id == key.task_id.as_str());
+        let gkey = self
+            .pending_groups
+            .iter()
+            .find(|((fid, _), runs)| *fid == key.framework_id && runs.iter().any(holds))
+            .map(|(k, _)| k.clone())?;
+        let runs = self.pending_groups.remove(&gkey)?;
+        let size = runs
+            .iter()
+            .find_map(|r| r.task.as_ref()?.group.as_ref())
+            .map_or(runs.len(), |g| g.task_ids.len());
+        Some((gkey, runs, size))
+    }
+
+    /// The tasks still to come of a group killed while it was gathered are
+    /// killed as they come, with `reason` and `message`.
+    pub(super) fn killed_while_gathered(&mut self, gkey: GroupKey, reason: StatusReason, message: String, left: usize) {
+        if left > 0 {
+            let killed = Killed { reason, message, left };
+            self.killed_groups.insert(gkey, killed);
         }
     }
 
@@ -124,9 +177,18 @@ impl Table {
     /// A task of a group of commands just launched: killed at once if
     /// another task of its group has already ended the group.
     pub(super) fn join_group(&self, key: &TaskKey) {
+        self.join_group_given(key, &BTreeMap::new());
+    }
+
+    /// [`Table::join_group`], with the reasons of the journaled updates of
+    /// the tasks recovered after a restart (their statuses are not kept).
+    fn join_group_given(&self, key: &TaskKey, journaled: &BTreeMap<TaskKey, StatusReason>) {
         let ended = self.siblings(key).into_iter().find_map(|s| {
             let e = self.tasks.get(&s)?;
-            let reason = e.statuses.last_reason();
+            let reason = match e.statuses.is_empty() {
+                true => journaled.get(&s).copied().unwrap_or(StatusReason::ReasonUnspecified),
+                false => e.statuses.last_reason(),
+            };
             ends_group(e.state, reason).then_some((s, e.state))
         });
         if let Some((failed, state)) = ended {

@@ -41,6 +41,27 @@ impl Refusal {
             message,
         }
     }
+
+    /// A group the agent refuses, as the master refuses one.
+    fn group_invalid(message: String) -> Refusal {
+        Refusal {
+            state: TaskState::Error,
+            reason: StatusReason::ReasonTaskGroupInvalid,
+            message,
+        }
+    }
+}
+
+/// One task of a `RunTask` (none if it has no valid task).
+fn handed(r: v1::RunTask) -> Option<Handed> {
+    let task = r.task?;
+    let key = TaskKey::parse(&r.framework_id, &task.task_id).ok()?;
+    Some(Handed {
+        key,
+        task,
+        launched_at: r.launched_at,
+        framework: r.framework,
+    })
 }
 
 impl Table {
@@ -53,37 +74,66 @@ impl Table {
         task: v1::TaskInfo,
     ) -> Result<(), AgentError> {
         let launched_at = run.launched_at;
-        let (runs, grouped) = match task.group.clone() {
-            None => (vec![run], false),
+        let (runs, grouped, refused) = match task.group.clone() {
+            None => (vec![run], false, None),
             Some(group) => match self.gather(run, &key, &group) {
                 Gathered::Waiting => return Ok(()),
-                Gathered::Complete(runs) => (runs, true),
-                Gathered::Invalid(why) => {
-                    let handed = Handed {
-                        key,
-                        task,
-                        launched_at,
-                        framework: None,
+                Gathered::Complete(runs) => (runs, true, None),
+                Gathered::Invalid(why) => (Vec::new(), true, Some(Refusal::group_invalid(why))),
+                Gathered::Killed(reason, message) => {
+                    let refusal = Refusal {
+                        state: TaskState::Killed,
+                        reason,
+                        message,
                     };
-                    return self.refuse_executor_tasks(vec![handed], Refusal::invalid(why)).await;
+                    (Vec::new(), true, Some(refusal))
                 }
             },
         };
+        if let Some(refusal) = refused {
+            let handed = Handed {
+                key,
+                task,
+                launched_at,
+                framework: None,
+            };
+            return self.refuse_executor_tasks(vec![handed], refusal).await;
+        }
         let framework = runs.first().and_then(|r| r.framework.clone()).unwrap_or_default();
-        let handed = runs
-            .into_iter()
-            .filter_map(|r| {
-                let task = r.task?;
-                let key = TaskKey::parse(&r.framework_id, &task.task_id).ok()?;
-                Some(Handed {
-                    key,
-                    task,
-                    launched_at: r.launched_at,
-                    framework: r.framework,
-                })
-            })
-            .collect();
+        let handed = runs.into_iter().filter_map(handed).collect();
         self.hand_to_executor(handed, grouped, framework).await
+    }
+
+    /// A kill of `key`, a task of a group still gathered (if it is one):
+    /// the group is killed, its tasks here and those still to come
+    /// (TASK_KILLED, the others' message naming `key`), as a group still
+    /// waiting for its executor is. Whether `key` was so.
+    pub(in crate::task::table) async fn kill_gathered(
+        &mut self,
+        key: &TaskKey,
+        why: Option<(StatusReason, String)>,
+    ) -> Result<bool, AgentError> {
+        let Some((gkey, runs, size)) = self.take_gathered(key) else {
+            return Ok(false);
+        };
+        let (reason, message) = why.unwrap_or((
+            StatusReason::ReasonTaskKilledDuringLaunch,
+            "killed before its task group arrived whole".to_owned(),
+        ));
+        let group_message = format!("killed with its task group: task {} was {message}", key.task_id);
+        let came = runs.len();
+        let (asked, others): (Vec<Handed>, Vec<Handed>) =
+            runs.into_iter().filter_map(handed).partition(|h| h.key == *key);
+        let killed = |message| Refusal {
+            state: TaskState::Killed,
+            reason,
+            message,
+        };
+        self.refuse_executor_tasks(asked, killed(message)).await?;
+        self.refuse_executor_tasks(others, killed(group_message.clone()))
+            .await?;
+        self.killed_while_gathered(gkey, reason, group_message, size.saturating_sub(came));
+        Ok(true)
     }
 
     /// Starts the tasks' executor if it is not running, checkpoints the
@@ -126,7 +176,7 @@ impl Table {
             // executor's business, and never written.
             let _ = supervisor::take_secrets(&mut h.task);
         }
-        if let Err(e) = self.checkpoint_executor_tasks(&handed) {
+        if let Err(e) = self.checkpoint_executor_tasks(&handed, grouped) {
             if fresh {
                 // Started for these tasks alone: it would idle on the
                 // master's books.
@@ -180,7 +230,7 @@ impl Table {
             .iter()
             .find(|h| h.task.executor.as_ref().map(|e| e.executor_id.as_str()) != Some(eid.as_str()))
         {
-            return Some(Refusal::invalid(format!(
+            return Some(Refusal::group_invalid(format!(
                 "task {} of the group does not name executor {eid}",
                 h.key.task_id
             )));
@@ -213,8 +263,10 @@ impl Table {
     }
 
     /// Writes every task's checkpoint, or none: one that fails takes back
-    /// those written before it.
-    fn checkpoint_executor_tasks(&self, handed: &[Handed]) -> Result<(), AgentError> {
+    /// those written before it. A group's tasks are then each marked
+    /// [`paths::GROUP_WHOLE`]: a crash before that leaves a group that
+    /// recovery drops (see `group::recover`).
+    fn checkpoint_executor_tasks(&self, handed: &[Handed], grouped: bool) -> Result<(), AgentError> {
         let mut written = Vec::new();
         for h in handed {
             let checkpoint = v1::RunTask {
@@ -239,6 +291,18 @@ impl Table {
                 return Err(e);
             }
             written.push(dir);
+        }
+        if !grouped {
+            return Ok(());
+        }
+        for dir in &written {
+            let mark = dir.join(paths::GROUP_WHOLE);
+            if let Err(e) = std::fs::write(&mark, b"").map_err(AgentError::io("write", &mark)) {
+                for d in &written {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
