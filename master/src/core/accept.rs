@@ -489,6 +489,12 @@ impl Plan {
                 "create: the offer was made to role *, which cannot hold volumes; subscribe in a named role and reserve disk first".into(),
             ));
         }
+        if let Some(meant) = v.role.as_ref().filter(|r| *r != role) {
+            return Err(MasterError::Invalid(format!(
+                "create: volume {} is meant for role {meant}, but the offer was made to role {role}",
+                v.id
+            )));
+        }
         let disk = ReservedResources::for_role(role, v.disk.clone());
         if let Some(left) = self.left.checked_sub(&disk) {
             self.left = left;

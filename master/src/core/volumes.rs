@@ -27,6 +27,9 @@ pub const MAX_VOLUMES_PER_AGENT: usize = 1000;
 pub struct NewVolume {
     pub id: VolumeId,
     pub disk: Resources,
+    /// The role the framework means it for (Mesos' CREATE names it in the
+    /// volume's reservation); refused unless it is the offer's.
+    pub role: Option<Role>,
 }
 
 /// Checks one volume of a `create`.
@@ -38,16 +41,20 @@ pub fn new_volume(v: &v1::Volume) -> Result<NewVolume, MasterError> {
             "create: volume {id} needs disk_mib, a whole number of MiB from 1 to {MAX_VOLUME_MIB}, not {mib}"
         )));
     }
-    if !v.role.is_empty() || !v.agent_id.is_empty() || !v.principal.is_empty() || v.created_at != 0.0 {
+    if !v.agent_id.is_empty() || !v.principal.is_empty() || v.created_at != 0.0 {
         return Err(MasterError::Invalid(format!(
-            "create: volume {id}: give id and disk_mib only; the master sets role, agent, principal and time"
+            "create: volume {id}: give id, disk_mib and at most role; the master sets agent, principal and time"
         )));
     }
+    let role = match v.role.as_str() {
+        "" => None,
+        r => Some(Role::parse(r).map_err(|e| MasterError::Invalid(format!("create: volume {id}: {e}")))?),
+    };
     let disk = Resources {
         disk: Mib(mib as u64),
         ..Default::default()
     };
-    Ok(NewVolume { id, disk })
+    Ok(NewVolume { id, disk, role })
 }
 
 /// An agent's resources less the disk its volumes hold (a volume whose

@@ -157,8 +157,8 @@ fn task_resources_in(list: &[m::Resource]) -> Result<(Vec<v1::Resource>, Vec<v1:
 // ---- persistent volumes ----
 
 /// `CREATE`'s volumes as Mezzo's `Create`: each a SCALAR `disk` reserved
-/// for a role, with `disk.persistence.id`. Mezzo makes it in the offer's
-/// role, with the framework's principal; it keeps no mount path.
+/// for a role (which must be the offer's), with `disk.persistence.id`.
+/// Mezzo makes it with the framework's principal; it keeps no mount path.
 pub fn create_in(list: &[m::Resource]) -> Result<v1::Create, Refused> {
     let volume = |r: &m::Resource| -> Result<v1::Volume, Refused> {
         if r.name != "disk" {
@@ -173,15 +173,18 @@ pub fn create_in(list: &[m::Resource]) -> Result<v1::Create, Refused> {
             ("SCALAR", Some(s)) => s.value,
             _ => return Err(format!("create: volume {id}: disk is a SCALAR with `scalar`")),
         };
-        if is_unreserved(&reservation_of(r).0) {
+        let role = reservation_of(r).0;
+        if is_unreserved(&role) {
             return Err(format!(
                 "create: volume {id}: its disk must be reserved for the offer's role (RESERVE it first, \
                  or in the same ACCEPT)"
             ));
         }
+        // The master refuses it unless it is the offer's role.
         Ok(v1::Volume {
             id,
             disk_mib,
+            role,
             ..Default::default()
         })
     };

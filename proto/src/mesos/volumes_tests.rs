@@ -35,9 +35,12 @@ fn create_makes_mezzo_volumes_of_reserved_disk_in_either_reservation_format() {
                 "reservations": [{ "type": "DYNAMIC", "role": "eng", "principal": "p" }] }),
     );
     let c = convert::create_in(&[volume("v1", json!({})), refined]).expect("a create");
+    // The role its disk is reserved for goes with it: the master refuses
+    // it unless it is the offer's.
     let want = |id: &str| v1::Volume {
         id: id.into(),
         disk_mib: 64.0,
+        role: "eng".into(),
         ..Default::default()
     };
     assert_eq!(c.volumes, [want("v1"), want("v2")]);

@@ -7,7 +7,7 @@ use mezzo_proto::ids::VolumeId;
 use mezzo_proto::reservation::ReservedResources;
 
 use super::*;
-use crate::core::volumes::NewVolume;
+use crate::core::volumes::{NewVolume, new_volume};
 
 const ENG_CONN: ConnId = 401;
 
@@ -15,6 +15,7 @@ fn create(id: &str, mib: u64) -> OfferOperation {
     OfferOperation::Create(vec![NewVolume {
         id: VolumeId::parse(id).expect("id"),
         disk: Resources::parse(&format!("disk:{mib}")).expect("disk"),
+        role: None,
     }])
 }
 
@@ -153,6 +154,18 @@ fn bad_volume_operations_are_refused_and_change_nothing() {
         (vec![launch_on("t", "nope")], "has no volume nope"),
         (vec![create("v", 100), launch_on("t", "v")], "created by this accept"),
         (vec![destroy("nope")], "has no volume nope"),
+        (
+            vec![OfferOperation::Create(vec![NewVolume {
+                role: Some(Role::parse("web").expect("role")),
+                ..new_volume(&v1::Volume {
+                    id: "v".into(),
+                    disk_mib: 100.0,
+                    ..Default::default()
+                })
+                .expect("a volume")
+            }])],
+            "meant for role web, but the offer was made to role eng",
+        ),
     ];
     for (ops, want) in cases {
         let err = s.m.accept_operations(&eng, &o.ids, ops, None, s.now).expect_err(want);
