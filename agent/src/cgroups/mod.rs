@@ -42,6 +42,7 @@
 //! reading `cgroup.procs`, usage, OOM detection, the freeze-and-kill
 //! protocol and removal.
 
+mod devices;
 mod layout;
 mod v1;
 mod v2;

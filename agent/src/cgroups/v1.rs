@@ -19,6 +19,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{self as lib, Controller, MaxValue};
 
+use super::devices;
 use super::layout::{Layout, Mounts, Writer, controller, saturating_i64};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
@@ -35,21 +36,6 @@ const REQUIRED: [(&str, Option<&str>); 5] = [
     ("freezer", None),
 ];
 
-/// The devices a container may open or create (`devices.allow` lines of
-/// the agent's parent in the devices hierarchy; everything else is
-/// denied): null, zero, full, random, urandom, tty, ptmx and the pts.
-/// crun's and runc's default list less `/dev/console`.
-const ALLOWED_DEVICES: [&str; 8] = [
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
-
 /// `memory.limit_in_bytes` reads back as this (page-rounded i64::MAX) when
 /// unlimited; anything that large is no limit.
 const UNLIMITED: u64 = 1 << 62;
@@ -64,7 +50,7 @@ pub struct V1Backend {
     /// For the limits, written on the launch path.
     writer: Writer,
     /// The devices hierarchy, if mounted: containers join the agent's
-    /// parent there, which allows only [`ALLOWED_DEVICES`] (one cgroup for
+    /// parent there, which allows only [`devices::ALLOWED`] (one cgroup for
     /// all, so no per-container mkdir).
     devices: Option<PathBuf>,
     /// The parent's device list was checked (and written if it differed).
@@ -144,7 +130,7 @@ impl V1Backend {
     }
 }
 
-/// Makes `dir`'s device list exactly [`ALLOWED_DEVICES`], unless it is
+/// Makes `dir`'s device list exactly [`devices::ALLOWED`], unless it is
 /// already (a restarted agent: containers of the previous one are in it,
 /// and a rewrite would deny them every device for a moment). By hand:
 /// cgroups-rs's devices controller only adds and removes single rules.
@@ -154,7 +140,7 @@ fn restrict_devices(dir: &Path) -> Result<(), CgroupError> {
         .map(str::to_owned)
         .collect();
     current.sort();
-    let mut wanted: Vec<String> = ALLOWED_DEVICES.iter().map(|s| (*s).to_owned()).collect();
+    let mut wanted: Vec<String> = devices::ALLOWED.iter().map(devices::v1_rule).collect();
     wanted.sort();
     if current == wanted {
         return Ok(());
@@ -164,7 +150,7 @@ fn restrict_devices(dir: &Path) -> Result<(), CgroupError> {
         std::fs::write(&path, rule).map_err(CgroupError::io("write", &path))
     };
     write("devices.deny", "a")?;
-    for rule in ALLOWED_DEVICES {
+    for rule in &wanted {
         write("devices.allow", rule)?;
     }
     Ok(())

@@ -3,9 +3,12 @@
 //! so `create` enables cpu, memory and pids from the root down to the
 //! parent. Limits, freezing, joining, `pids.current` and `cgroup.kill` go
 //! through cgroups-rs's controllers (over [`Layout::V2`]); what stays by
-//! hand says why where it is.
+//! hand says why where it is. v2 has no devices controller: the agent's
+//! parent cgroup gets an eBPF device filter instead (`devices.rs`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cgroups_rs::CgroupPid;
@@ -16,6 +19,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{self as lib, MaxValue};
 
+use super::devices;
 use super::layout::{Layout, Writer, controller, saturating_i64};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
@@ -32,6 +36,9 @@ pub struct V2Backend {
     root: PathBuf,
     /// For the limits, written on the launch path.
     writer: Writer,
+    /// The device filter is attached to the parent (once per agent: the
+    /// containers below it all share it, as v1's devices cgroup).
+    devices_ready: Arc<AtomicBool>,
 }
 
 impl V2Backend {
@@ -53,7 +60,24 @@ impl V2Backend {
         V2Backend {
             root: root.to_owned(),
             writer: Writer::for_mount(root),
+            devices_ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Attaches the device filter to `parent_dir` unless this backend has.
+    /// Before any container is made below it, so none runs unfiltered. A
+    /// directory that is not on a cgroup2 file system (the unit tests' fake
+    /// hierarchies) cannot hold one, nor contain anything.
+    pub(super) fn restrict_devices(&self, parent_dir: &Path) -> Result<(), CgroupError> {
+        if !self.devices_ready.load(Ordering::Acquire) {
+            let fs =
+                nix::sys::statfs::statfs(parent_dir).map_err(|e| CgroupError::io("statfs", parent_dir)(e.into()))?;
+            if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+                devices::restrict_v2(parent_dir)?;
+            }
+            self.devices_ready.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Enables cpu, memory and pids for the children of `dir`.
@@ -87,6 +111,7 @@ impl CgroupBackend for V2Backend {
         limits.validate(&dir)?;
         let parent_dir = cgroup_path(&self.root, parent, None)?;
         mkdir_all(&self.root, &parent_dir, |_| Ok(()))?;
+        self.restrict_devices(&parent_dir)?;
         // Enable from the root down on every create, not only for new
         // directories: an agent restarted on a half-set-up parent heals it.
         let mut cur = self.root.clone();
