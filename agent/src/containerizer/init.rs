@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ExitStatus;
 
+mod netns_pool;
 mod task_exec;
 use task_exec::{Stdio, Step, TASK_STACK, TaskExec, TaskFailure};
 
@@ -272,12 +273,14 @@ fn serve_launcher() -> ! {
     }
     // Compiled once here, inherited by every supervisor this process forks.
     super::harden::warm();
+    // Without it (no /proc?) every container makes its own namespace.
+    let mut pool = netns_pool::NetnsPool::new().ok();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let reply = match serde_json::from_str::<InitSpec>(&line) {
-            Ok(spec) => fork_supervisor(&spec),
+            Ok(spec) => fork_supervisor(&spec, &mut pool),
             Err(e) => LaunchReply::Error(format!("invalid init spec: {e}")),
         };
         let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
@@ -289,10 +292,17 @@ fn serve_launcher() -> ! {
     std::process::exit(0);
 }
 
-fn fork_supervisor(spec: &InitSpec) -> LaunchReply {
+fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
     if let Err(e) = ensure_single_threaded() {
         return LaunchReply::Error(e.to_string());
     }
+    // A lent network namespace (see `netns_pool`) for a container with its
+    // own pid namespace and no user namespace; on any failure the
+    // supervisor makes one, as without the pool.
+    let netns = match pool {
+        Some(pool) if spec.namespaces.net && spec.namespaces.pid && spec.userns.is_none() => pool.take().ok(),
+        _ => None,
+    };
     // SAFETY: the launcher is single-threaded (checked just above), so the
     // child is an exact copy with no lock held by a vanished thread.
     match unsafe { fork() } {
@@ -305,9 +315,25 @@ fn fork_supervisor(spec: &InitSpec) -> LaunchReply {
             }
             // The supervisor waits for its init: SIGCHLD back to default.
             let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
-            supervise(spec, false)
+            // The pool's other namespaces are not this container's.
+            drop(pool.take());
+            match netns {
+                Some(ns) if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).is_ok() => {
+                    drop(ns);
+                    // Joined: `lo` is up already.
+                    let mut spec = spec.clone();
+                    spec.namespaces.net = false;
+                    supervise(&spec, false)
+                }
+                _ => supervise(spec, false),
+            }
         }
-        Ok(ForkResult::Parent { child }) => LaunchReply::Pid(child.as_raw() as u32),
+        Ok(ForkResult::Parent { child }) => {
+            if let (Some(pool), Some(ns)) = (pool.as_mut(), netns) {
+                pool.lend(child, ns);
+            }
+            LaunchReply::Pid(child.as_raw() as u32)
+        }
         Err(e) => LaunchReply::Error(format!("fork: {e}")),
     }
 }

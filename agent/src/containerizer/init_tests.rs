@@ -537,6 +537,130 @@ fn network_namespace_has_only_loopback_and_it_is_up() {
     assert!(out.contains(": lo: <LOOPBACK,UP"), "lo up: {out}");
 }
 
+/// A launcher as the agent runs it, for the tests that go through one.
+struct TestLauncher {
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TestLauncher {
+    fn start() -> TestLauncher {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut child = Command::new(exe)
+            .env(ENTRY_ENV, LAUNCHER_ARG)
+            .args(["--list", "--exact", "no such test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn launcher");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        TestLauncher { child, stdout }
+    }
+
+    /// Launches `c`, waits for its exit record and for its supervisor to be
+    /// gone, and returns the task's stdout.
+    fn run(&mut self, c: &Container) -> String {
+        let mut line = serde_json::to_vec(&c.spec).expect("spec");
+        line.push(b'\n');
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(&line)
+            .expect("send spec");
+        let mut reply = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut reply).expect("reply");
+        let Ok(LaunchReply::Pid(pid)) = serde_json::from_str::<LaunchReply>(&reply) else {
+            panic!("launcher: {reply}");
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        while read_exit(&c.spec.run_dir).is_none() || kill(Pid::from_raw(pid as i32), None).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "container or supervisor still there after {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            read_exit(&c.spec.run_dir),
+            Some(ExitRecord::Code(0)),
+            "stderr: {}",
+            c.stderr()
+        );
+        c.stdout()
+    }
+}
+
+impl Drop for TestLauncher {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The launcher lends the network namespace of an ended container to the
+/// next one (`init/netns_pool.rs`) with `lo` up, and never one that still
+/// holds a socket: a TIME_WAIT left by a task ends its namespace's reuse.
+/// Namespaces are told apart by their cookie (`SO_NETNS_COOKIE`, never
+/// reused while the machine runs, unlike their inode numbers).
+#[test]
+fn the_launcher_lends_clean_network_namespaces_only() {
+    if !is_root() {
+        return;
+    }
+    let (ip, python) = ("/usr/sbin/ip", "/usr/bin/python3");
+    if !Path::new(ip).exists() || !Path::new(python).exists() {
+        eprintln!("skipped: needs {ip} and {python}");
+        return;
+    }
+    let probe = r#"
+import socket, sys
+tcp = [l for l in open('/proc/net/sockstat') if l.startswith('TCP:')][0].split()
+s = socket.socket(socket.AF_UNIX)
+cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), 'little')
+s.close()
+print('cookie', cookie, 'tw', tcp[tcp.index('tw') + 1])
+if sys.argv[1:] == ['linger']:
+    l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()
+    a = socket.create_connection(l.getsockname()); b, _ = l.accept()
+    a.close(); b.close(); l.close()
+"#;
+    let container = |arg: &str| {
+        let script = format!("{ip} -o link show; exec {python} -c \"$0\" {arg}");
+        let mut c = Container::new(&["/bin/sh", "-c", &script, probe]);
+        c.spec.namespaces.net = true;
+        c
+    };
+    // (cookie, TIME_WAIT count, the links) of one container's namespace.
+    let mut launcher = TestLauncher::start();
+    let mut run = |arg: &str| {
+        let out = launcher.run(&container(arg));
+        let words: Vec<&str> = out.lines().last().unwrap_or("").split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"cookie"), "{out}");
+        let links: Vec<&str> = out.lines().filter(|l| !l.starts_with("cookie")).collect();
+        assert!(
+            links.len() == 1 && links[0].contains(": lo: <LOOPBACK,UP"),
+            "only lo, up: {out}"
+        );
+        (words[1].to_owned(), words[3].to_owned())
+    };
+
+    let (first, _) = run("");
+    // The ended container's namespace is lent again (once its socket
+    // counts have settled).
+    let reused = (0..20).any(|_| run("").0 == first);
+    assert!(reused, "no container got the first one's network namespace again");
+
+    // A task leaves a TIME_WAIT behind: its namespace is not lent again,
+    // and no later container sees a TIME_WAIT.
+    let (lingered, _) = run("linger");
+    for _ in 0..5 {
+        let (cookie, tw) = run("");
+        assert_ne!(cookie, lingered, "a namespace with a TIME_WAIT was lent again");
+        assert_eq!(tw, "0");
+    }
+}
+
 #[test]
 fn exit_record_json_shape() {
     for (record, json) in [
