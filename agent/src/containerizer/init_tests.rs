@@ -475,29 +475,8 @@ fn the_init_has_left_the_cgroups_when_the_exit_is_recorded() {
 
     // A launcher, as the agent runs it: it forks the supervisor, which
     // does not wait for the init once it has the init's report.
-    let exe = std::env::current_exe().expect("test binary");
-    let mut launcher = Command::new(exe)
-        .env(ENTRY_ENV, LAUNCHER_ARG)
-        .args(["--list", "--exact", "no such test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn launcher");
-    let mut line = serde_json::to_vec(&c.spec).expect("spec");
-    line.push(b'\n');
-    launcher
-        .stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(&line)
-        .expect("send spec");
-    let mut reply = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(launcher.stdout.as_mut().expect("stdout")),
-        &mut reply,
-    )
-    .expect("reply");
-    assert!(reply.contains("pid"), "launcher: {reply}");
+    let mut launcher = TestLauncher::start();
+    launcher.send(&c.spec);
 
     let deadline = Instant::now() + TIMEOUT;
     let record = loop {
@@ -508,8 +487,7 @@ fn the_init_has_left_the_cgroups_when_the_exit_is_recorded() {
         std::thread::sleep(Duration::from_micros(200));
     };
     let left = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("read cgroup.procs");
-    drop(launcher.stdin.take());
-    let _ = launcher.wait();
+    drop(launcher);
     assert_eq!(record, ExitRecord::Code(0), "stderr: {}", c.stderr());
     assert!(
         c.stdout().trim_end().ends_with(&format!(":pids:/{name}")),
@@ -557,22 +535,24 @@ impl TestLauncher {
         TestLauncher { child, stdout }
     }
 
+    /// Has `spec` launched and returns the supervisor's pid.
+    fn send(&mut self, spec: &InitSpec) -> u32 {
+        let mut line = serde_json::to_vec(spec).expect("spec");
+        line.push(b'\n');
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(&line).expect("send spec");
+        let mut reply = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut reply).expect("reply");
+        match serde_json::from_str::<LaunchReply>(&reply) {
+            Ok(LaunchReply::Pid(pid)) => pid,
+            _ => panic!("launcher: {reply}"),
+        }
+    }
+
     /// Launches `c`, waits for its exit record and for its supervisor to be
     /// gone, and returns the task's stdout.
     fn run(&mut self, c: &Container) -> String {
-        let mut line = serde_json::to_vec(&c.spec).expect("spec");
-        line.push(b'\n');
-        self.child
-            .stdin
-            .as_mut()
-            .expect("stdin")
-            .write_all(&line)
-            .expect("send spec");
-        let mut reply = String::new();
-        std::io::BufRead::read_line(&mut self.stdout, &mut reply).expect("reply");
-        let Ok(LaunchReply::Pid(pid)) = serde_json::from_str::<LaunchReply>(&reply) else {
-            panic!("launcher: {reply}");
-        };
+        let pid = self.send(&c.spec);
         let deadline = Instant::now() + TIMEOUT;
         while read_exit(&c.spec.run_dir).is_none() || kill(Pid::from_raw(pid as i32), None).is_ok() {
             assert!(
