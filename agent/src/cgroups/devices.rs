@@ -181,7 +181,7 @@ struct ProgQuery {
 
 /// `bpf(cmd, attr, sizeof attr)`.
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, fully initialised repr(C) prefix of
+    // SAFETY: `attr` is a live, initialised repr(C) prefix of
     // `union bpf_attr` for `cmd`, and its size is passed with it; the
     // pointers inside it point at buffers that outlive the call.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
@@ -206,7 +206,20 @@ fn load() -> io::Result<OwnedFd> {
         prog_name: name,
         ..Default::default()
     };
-    match bpf(BPF_PROG_LOAD, &mut attr) {
+    let mut loaded = bpf(BPF_PROG_LOAD, &mut attr);
+    if matches!(&loaded, Err(e) if e.raw_os_error() == Some(libc::EPERM)) {
+        // Before Linux 5.11 programs are charged to RLIMIT_MEMLOCK (64 KiB
+        // by default, shared by every process of the user), as runc found.
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a valid rlimit for the duration of the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+            loaded = bpf(BPF_PROG_LOAD, &mut attr);
+        }
+    }
+    match loaded {
         // SAFETY: BPF_PROG_LOAD returns a new descriptor that nothing else owns.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(e) => {
@@ -231,7 +244,13 @@ pub(super) fn restrict_v2(dir: &Path) -> Result<(), CgroupError> {
         attach_type: BPF_CGROUP_DEVICE,
         attach_flags: 0,
     };
-    bpf(BPF_PROG_ATTACH, &mut attr).map_err(CgroupError::io("attach the device filter (eBPF) to", dir))?;
+    // EPERM here: a device program attached above or here by another
+    // manager (systemd attaches with BPF_F_ALLOW_MULTI) that does not let
+    // this one in; `--cgroup-parent` chooses another place.
+    bpf(BPF_PROG_ATTACH, &mut attr).map_err(CgroupError::io(
+        "attach the device filter (eBPF; EPERM: another manager's device program is attached here or above) to",
+        dir,
+    ))?;
     Ok(())
 }
 

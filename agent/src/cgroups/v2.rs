@@ -64,16 +64,20 @@ impl V2Backend {
         }
     }
 
-    /// Attaches the device filter to `parent_dir` unless this backend has.
-    /// Before any container is made below it, so none runs unfiltered. A
-    /// directory that is not on a cgroup2 file system (the unit tests' fake
-    /// hierarchies) cannot hold one, nor contain anything.
-    pub(super) fn restrict_devices(&self, parent_dir: &Path) -> Result<(), CgroupError> {
-        if !self.devices_ready.load(Ordering::Acquire) {
+    /// Attaches the device filter to `parent_dir` unless this backend has
+    /// (`made`: the directory is new, so whatever was attached before went
+    /// with the old one). Before any container is made below it, so none
+    /// runs unfiltered. A directory that is not on a cgroup2 file system
+    /// (the unit tests' fake hierarchies) cannot hold one, nor contain
+    /// anything: the agent logs it.
+    pub(super) fn restrict_devices(&self, parent_dir: &Path, made: bool) -> Result<(), CgroupError> {
+        if made || !self.devices_ready.load(Ordering::Acquire) {
             let fs =
                 nix::sys::statfs::statfs(parent_dir).map_err(|e| CgroupError::io("statfs", parent_dir)(e.into()))?;
             if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
                 devices::restrict_v2(parent_dir)?;
+            } else {
+                tracing::warn!(dir = %parent_dir.display(), "not a cgroup2 directory: no device filter attached");
             }
             self.devices_ready.store(true, Ordering::Release);
         }
@@ -110,8 +114,12 @@ impl CgroupBackend for V2Backend {
         let dir = cgroup_path(&self.root, parent, Some(name))?;
         limits.validate(&dir)?;
         let parent_dir = cgroup_path(&self.root, parent, None)?;
-        mkdir_all(&self.root, &parent_dir, |_| Ok(()))?;
-        self.restrict_devices(&parent_dir)?;
+        let mut made = false;
+        mkdir_all(&self.root, &parent_dir, |dir| {
+            made |= dir == parent_dir;
+            Ok(())
+        })?;
+        self.restrict_devices(&parent_dir, made)?;
         // Enable from the root down on every create, not only for new
         // directories: an agent restarted on a half-set-up parent heals it.
         let mut cur = self.root.clone();

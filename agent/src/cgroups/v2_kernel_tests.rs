@@ -301,9 +301,11 @@ fn device_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, nodes: &Path) -> String 
 fn real_v2_device_filter_allows_only_the_list() {
     let Some(mut m) = Mounted::new() else { return };
     fs::create_dir_all(m.parent_dir()).unwrap();
-    V2Backend::at(m.root()).restrict_devices(&m.parent_dir()).unwrap();
+    V2Backend::at(m.root()).restrict_devices(&m.parent_dir(), true).unwrap();
     // A restarted agent attaches again: the program is replaced, not added.
-    V2Backend::at(m.root()).restrict_devices(&m.parent_dir()).unwrap();
+    V2Backend::at(m.root())
+        .restrict_devices(&m.parent_dir(), false)
+        .unwrap();
     assert_eq!(super::devices::attached_v2(&m.parent_dir()).unwrap(), 1);
     let cg = m.leaf("d");
 

@@ -300,7 +300,12 @@ fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) ->
     // own pid namespace and no user namespace; on any failure the
     // supervisor makes one, as without the pool.
     let netns = match pool {
-        Some(pool) if spec.namespaces.net && spec.namespaces.pid && spec.userns.is_none() => pool.take().ok(),
+        Some(pool) if spec.namespaces.net && spec.namespaces.pid && spec.view.is_some() && spec.userns.is_none() => {
+            match (pool.take(), std::os::unix::net::UnixStream::pair()) {
+                (Ok(ns), Ok(channel)) => Some((ns, channel)),
+                _ => None,
+            }
+        }
         _ => None,
     };
     // SAFETY: the launcher is single-threaded (checked just above), so the
@@ -318,8 +323,9 @@ fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) ->
             // The pool's other namespaces are not this container's.
             drop(pool.take());
             match netns {
-                Some(ns) if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).is_ok() => {
-                    drop(ns);
+                Some((ns, (launcher_end, channel))) if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).is_ok() => {
+                    drop((ns, launcher_end));
+                    netns_pool::report_to(channel);
                     // Joined: `lo` is up already.
                     let mut spec = spec.clone();
                     spec.namespaces.net = false;
@@ -329,8 +335,8 @@ fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) ->
             }
         }
         Ok(ForkResult::Parent { child }) => {
-            if let (Some(pool), Some(ns)) = (pool.as_mut(), netns) {
-                pool.lend(child, ns);
+            if let (Some(pool), Some((ns, (channel, _)))) = (pool.as_mut(), netns) {
+                pool.lend(channel, ns);
             }
             LaunchReply::Pid(child.as_raw() as u32)
         }
@@ -429,6 +435,7 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
                 let _ = wait_for(child);
                 return Err(InitError::Write { path: pid_file, source });
             }
+            netns_pool::report_init(child);
             if let (Some(handshake), Some(range)) = (handshake.as_mut(), spec.userns) {
                 if let Err(e) = handshake.release(child, range, &spec.cgroup_procs) {
                     let _ = kill(child, Signal::SIGKILL);

@@ -605,16 +605,23 @@ if sys.argv[1:] == ['linger']:
     a = socket.create_connection(l.getsockname()); b, _ = l.accept()
     a.close(); b.close(); l.close()
 "#;
-    let container = |arg: &str| {
+    // Lent only to containers with a view (where network sysctls are
+    // read-only), as the agent runs every isolated task.
+    let container = |arg: &str, view: bool| {
         let script = format!("{ip} -o link show; exec {python} -c \"$0\" {arg}");
-        let mut c = Container::new(&["/bin/sh", "-c", &script, probe]);
+        let argv = ["/bin/sh", "-c", &script, probe];
+        let mut c = if view {
+            with_view(&argv).0
+        } else {
+            Container::new(&argv)
+        };
         c.spec.namespaces.net = true;
         c
     };
-    // (cookie, TIME_WAIT count, the links) of one container's namespace.
+    // (cookie, TIME_WAIT count) of one container's namespace; `lo` is up.
     let mut launcher = TestLauncher::start();
-    let mut run = |arg: &str| {
-        let out = launcher.run(&container(arg));
+    let mut run_in = |arg: &str, view: bool| {
+        let out = launcher.run(&container(arg, view));
         let words: Vec<&str> = out.lines().last().unwrap_or("").split_whitespace().collect();
         assert_eq!(words.first(), Some(&"cookie"), "{out}");
         let links: Vec<&str> = out.lines().filter(|l| !l.starts_with("cookie")).collect();
@@ -625,17 +632,21 @@ if sys.argv[1:] == ['linger']:
         (words[1].to_owned(), words[3].to_owned())
     };
 
-    let (first, _) = run("");
+    let (first, _) = run_in("", true);
     // The ended container's namespace is lent again (once its socket
     // counts have settled).
-    let reused = (0..20).any(|_| run("").0 == first);
+    let reused = (0..20).any(|_| run_in("", true).0 == first);
     assert!(reused, "no container got the first one's network namespace again");
+    // Without a view a task as uid 0 could change the namespace's sysctls:
+    // never lent one (cookies are never reused, so a new one is new).
+    let (viewless, _) = run_in("", false);
+    assert_ne!(viewless, first, "a container without a view got a lent namespace");
 
     // A task leaves a TIME_WAIT behind: its namespace is not lent again,
     // and no later container sees a TIME_WAIT.
-    let (lingered, _) = run("linger");
+    let (lingered, _) = run_in("linger", true);
     for _ in 0..5 {
-        let (cookie, tw) = run("");
+        let (cookie, tw) = run_in("", true);
         assert_ne!(cookie, lingered, "a namespace with a TIME_WAIT was lent again");
         assert_eq!(tw, "0");
     }

@@ -116,11 +116,9 @@ async fn run(check: HealthCheck, entry: Entry, changes: mpsc::Sender<Change>, me
     let mut verdict = Verdict::new(t, started);
     let mut tick = tokio::time::interval_at(started + t.delay, t.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The task's network namespace, opened at the first check that needs it.
-    let mut net: Option<Option<File>> = None;
     loop {
         tick.tick().await;
-        let result = tokio::time::timeout(t.timeout, probe(&check.probe, &entry, &mut net)).await;
+        let result = tokio::time::timeout(t.timeout, probe(&check.probe, &entry)).await;
         let (ok, message) = match result {
             Ok(Ok(detail)) => (true, detail),
             Ok(Err(why)) => (false, why),
@@ -136,15 +134,15 @@ async fn run(check: HealthCheck, entry: Entry, changes: mpsc::Sender<Change>, me
 }
 
 /// One check: what it saw, as `Ok` when it passed.
-async fn probe(probe: &Probe, entry: &Entry, net: &mut Option<Option<File>>) -> Result<String, String> {
+async fn probe(probe: &Probe, entry: &Entry) -> Result<String, String> {
     match probe {
         Probe::Command(argv) => command(entry, argv).await,
         Probe::Http { port, path } => {
-            let stream = connect(entry, net, *port).await?;
+            let stream = connect(entry, *port).await?;
             http_get(stream, *port, path).await
         }
         Probe::Tcp { port } => {
-            connect(entry, net, *port).await?;
+            connect(entry, *port).await?;
             Ok(format!("TCP port {port} accepted a connection"))
         }
     }
@@ -216,11 +214,12 @@ impl Drop for KillGroup {
 }
 
 /// A TCP connection to 127.0.0.1:`port` in the task's network namespace.
-async fn connect(entry: &Entry, net: &mut Option<Option<File>>, port: u16) -> Result<tokio::net::TcpStream, String> {
-    if net.is_none() {
-        *net = Some(entry.open_net_ns().map_err(|e| e.to_string())?);
-    }
-    let socket = match net.as_ref().and_then(Option::as_ref) {
+/// The namespace is opened through the task's init for every check, never
+/// kept: once the task has ended the launcher may lend its namespace to
+/// another container (`containerizer/init/netns_pool.rs`).
+async fn connect(entry: &Entry, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let net = entry.open_net_ns().map_err(|e| e.to_string())?;
+    let socket = match &net {
         None => tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?,
         Some(ns) => socket_in(ns).await?,
     };

@@ -9,26 +9,41 @@
 //!
 //! What a namespace could carry from one task to the next, and why it
 //! does not:
-//! - **processes**: a namespace comes back only once the supervisor it was
-//!   lent to has exited; the container's processes die with its init (a
-//!   pid namespace is a condition of lending);
+//! - **processes**: a namespace comes back only once the container's init
+//!   has exited, and with it every process of the container's pid namespace
+//!   (a pid namespace is a condition of lending; the supervisor, the init's
+//!   parent, sends the launcher a pidfd of the init); `mezzo exec` and
+//!   command checks enter that pid namespace too;
 //! - **sockets**, TIME_WAIT ones and abstract unix names included: it comes
-//!   back only when its `sockstat` counts no socket and no TIME_WAIT;
-//!   otherwise it is dropped and the kernel tears it down, as before;
-//! - **configuration** (addresses, routes, netfilter, network sysctls):
-//!   changing it needs `CAP_NET_ADMIN` over the namespace, that is in the
-//!   host's user namespace, which no task has (and `/proc/sys` is
-//!   read-only in the view); tasks in a user namespace of their own, which
-//!   would own their network namespace, never get a lent one;
-//! - **the TCP metrics cache** (round-trip times of past peers): off in
-//!   lent namespaces (`tcp_no_metrics_save`).
+//!   back only when its `sockstat` counts no socket and no TIME_WAIT, checked
+//!   again when it is lent; otherwise it is dropped and the kernel tears it
+//!   down, as before;
+//! - **configuration** (addresses, routes, netfilter): changing it needs
+//!   `CAP_NET_ADMIN` over the namespace, that is in the host's user
+//!   namespace, which no task has; **network sysctls**, which a task running
+//!   as uid 0 could write without a capability, are read-only in the
+//!   container's view, so only containers with a view get a lent namespace;
+//!   tasks in a user namespace of their own, which would own their network
+//!   namespace, never do;
+//! - **the TCP metrics and Fast Open caches** (round-trip times and cookies
+//!   of past peers): off in lent namespaces (`tcp_no_metrics_save`,
+//!   `tcp_fastopen`).
+//!
+//! What stays: the namespace's cumulative counters (`/proc/net/snmp`,
+//! `netstat`, `lo`'s statistics) and IPv6 flow labels a task leased in the
+//! last minute; the namespace's identity (inode, cookie) is shared by the
+//! containers that had it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use nix::unistd::Pid;
 
 /// Idle namespaces kept at most; more are dropped.
@@ -48,10 +63,13 @@ pub(super) struct NetnsPool {
 
 #[derive(Debug)]
 struct Lent {
-    /// A pidfd of the supervisor: readable once it has exited.
-    supervisor: OwnedFd,
+    /// The launcher's end of a socket pair with the supervisor, which
+    /// sends a pidfd of the container's init over it.
+    channel: UnixStream,
+    /// That pidfd, once received: readable once the init has exited.
+    init: Option<OwnedFd>,
     netns: OwnedFd,
-    /// When its supervisor was first seen gone.
+    /// When the init was first seen gone.
     ended: Option<Instant>,
 }
 
@@ -71,30 +89,27 @@ impl NetnsPool {
         })
     }
 
-    /// A namespace for a container: an idle one if any is clean, else a new
-    /// one with `lo` up.
+    /// A namespace for a container: an idle one if it is still clean, else
+    /// a new one with `lo` up.
     pub(super) fn take(&mut self) -> io::Result<OwnedFd> {
         self.reclaim();
-        match self.free.pop() {
-            Some(ns) => Ok(ns),
-            None => self.make(),
+        while let Some(ns) = self.free.pop() {
+            if matches!(self.sockets(&ns), Ok(Sockets { used: 0, time_wait: 0 })) {
+                return Ok(ns);
+            }
         }
+        self.make()
     }
 
-    /// Records `netns` as lent to the supervisor `pid`. Without a pidfd it
-    /// could never come back: it is dropped.
-    pub(super) fn lend(&mut self, pid: Pid, netns: OwnedFd) {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new file
-        // descriptor (close-on-exec) or -1; it touches no memory of ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-        if fd >= 0 {
-            self.lent.push(Lent {
-                // SAFETY: the syscall returned a new descriptor nothing else owns.
-                supervisor: unsafe { OwnedFd::from_raw_fd(fd as i32) },
-                netns,
-                ended: None,
-            });
-        }
+    /// Records `netns` as lent; `channel` is the launcher's end of the
+    /// socket pair whose other end the supervisor has (see [`report_to`]).
+    pub(super) fn lend(&mut self, channel: UnixStream, netns: OwnedFd) {
+        self.lent.push(Lent {
+            channel,
+            init: None,
+            netns,
+            ended: None,
+        });
     }
 
     /// Takes back the namespaces of supervisors that have exited, if clean.
@@ -103,7 +118,20 @@ impl NetnsPool {
         let mut i = 0;
         while i < self.lent.len() {
             let lent = &mut self.lent[i];
-            if lent.ended.is_none() && exited(&lent.supervisor) {
+            if lent.init.is_none() {
+                match receive_fd(&lent.channel) {
+                    Ok(Some(init)) => lent.init = Some(init),
+                    Err(Errno::EAGAIN) => {}
+                    // The supervisor went without telling its init: the
+                    // namespace may still be in use; dropped.
+                    _ => {
+                        drop(self.lent.swap_remove(i));
+                        continue;
+                    }
+                }
+            }
+            let lent = &mut self.lent[i];
+            if lent.ended.is_none() && lent.init.as_ref().is_some_and(exited) {
                 lent.ended = Some(now);
             }
             let Some(ended) = lent.ended else {
@@ -153,10 +181,10 @@ impl NetnsPool {
         let made = (|| {
             let ns = OwnedFd::from(File::open("/proc/thread-self/ns/net")?);
             super::loopback_up()?;
-            OpenOptions::new()
-                .write(true)
-                .open("/proc/sys/net/ipv4/tcp_no_metrics_save")?
-                .write_all(b"1")?;
+            for (sysctl, value) in [("tcp_no_metrics_save", b"1"), ("tcp_fastopen", b"0")] {
+                let path = format!("/proc/sys/net/ipv4/{sysctl}");
+                OpenOptions::new().write(true).open(path)?.write_all(value)?;
+            }
             Ok(ns)
         })();
         if let Err(e) = setns(&self.host, CloneFlags::CLONE_NEWNET) {
@@ -165,6 +193,63 @@ impl NetnsPool {
         }
         made
     }
+}
+
+/// The supervisor's end of its socket pair with the launcher, set in the
+/// supervisor (a fresh process forked for one container) before it runs.
+static REPORT: OnceLock<UnixStream> = OnceLock::new();
+
+/// In the supervisor of a container with a lent namespace: where to send
+/// the init's pidfd.
+pub(super) fn report_to(channel: UnixStream) {
+    let _ = REPORT.set(channel);
+}
+
+/// In the supervisor, right after forking the init (its unreaped child, so
+/// the pid is its own): sends the launcher a pidfd of it, if the
+/// container has a lent namespace. Without it the launcher drops the
+/// namespace.
+pub(super) fn report_init(init: Pid) {
+    let Some(channel) = REPORT.get() else { return };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file
+    // descriptor (close-on-exec) or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the syscall returned a new descriptor nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let fds = [pidfd.as_raw_fd()];
+    let _ = sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(b"i")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    );
+}
+
+/// A descriptor sent over `channel`, without waiting: `Ok(None)` at end of
+/// stream, `EAGAIN` while nothing was sent yet.
+fn receive_fd(channel: &UnixStream) -> Result<Option<OwnedFd>, Errno> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for cmsg in msg.cmsgs().map_err(|_| Errno::EBADMSG)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel installed this descriptor for us alone.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the process behind `pidfd` has exited (without waiting).
