@@ -137,6 +137,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api_token;
 mod calls;
 mod config;
 pub mod controller;

@@ -83,8 +83,14 @@ impl Batch {
         Ok(())
     }
 
+    /// A client with the framework's API token (none before it has made
+    /// one: its calls are then refused).
     pub fn client(&self) -> Client {
-        Client::new(self.daemon.addr.clone())
+        let client = Client::new(self.daemon.addr.clone());
+        match mezzo_sdk::api_token::read(&mezzo_sdk::api_token::path_in(&self.state_dir)) {
+            Ok(token) => client.with_token(token),
+            Err(_) => client,
+        }
     }
 
     pub fn framework_id(&self) -> Result<String> {
@@ -101,6 +107,8 @@ impl Batch {
             .arg("batch")
             .arg("--addr")
             .arg(&self.daemon.addr)
+            .arg("--token-file")
+            .arg(mezzo_sdk::api_token::path_in(&self.state_dir))
             .args(args)
             .kill_on_drop(true)
             .output()

@@ -812,6 +812,20 @@ fn tail(s: &str) -> &str {
     &s[start..]
 }
 
+/// An HTTP client for a framework's own API (batch, service): it sends
+/// the framework's API token, read from its work dir `work_dir`.
+pub fn framework_http(work_dir: &Path, timeout: Duration) -> Result<reqwest::Client> {
+    let path = mezzo_sdk::api_token::path_in(work_dir);
+    let token = mezzo_sdk::api_token::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .default_headers(headers)
+        .build()?)
+}
+
 /// Polls `get` until `ok` holds or `limit` passes.
 pub async fn wait_for<F, Fut>(what: &str, limit: Duration, get: F, ok: impl Fn(&Value) -> bool) -> Result<Value>
 where

@@ -276,6 +276,35 @@ async fn bad_job_files_are_refused_and_nothing_is_half_submitted() -> Result<()>
                 text(&out)
             );
         }
+        // Without the framework's API token (a task on this machine can
+        // reach the port, not the 0600 file): 401 and nothing submitted;
+        // `/health` stays open.
+        let token_file = mezzo_sdk::api_token::path_in(&b.state_dir);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file)?.permissions());
+        ensure!(mode & 0o777 == 0o600, "api-token mode {mode:o}");
+        let http = reqwest::Client::new();
+        let url = |p: &str| format!("http://{}{p}", b.daemon.addr);
+        let job = "[[job]]\nname = \"sneaky\"\ncommand = \"true\"\n";
+        for (req, what) in [
+            (http.get(url("/v1/jobs")), "list, no token"),
+            (http.post(url("/v1/jobs")).body(job), "submit, no token"),
+            (http.post(url("/v1/jobs")).bearer_auth("0".repeat(64)).body(job), "submit, a wrong token"),
+            (http.post(url("/v1/jobs/fine/cancel")).bearer_auth(""), "cancel, an empty token"),
+        ] {
+            let r = req.send().await?;
+            ensure!(r.status() == reqwest::StatusCode::UNAUTHORIZED, "{what}: {}", r.status());
+            ensure!(r.text().await?.contains("API token"), "{what}: the answer names the token");
+        }
+        ensure!(http.get(url("/health")).send().await?.status().is_success(), "/health needs no token");
+        ensure!(b.client().list().await?.is_empty(), "nothing submitted without the token");
+        let out = tokio::process::Command::new(mezzo_tests::mezzo_bin())
+            .args(["batch", "--addr", &b.daemon.addr, "--token-file"])
+            .arg(shared.path().join("no-such-token"))
+            .arg("list")
+            .output()
+            .await?;
+        ensure!(!out.status.success(), "the CLI without a token: {}", text(&out));
+        ensure!(String::from_utf8_lossy(&out.stderr).contains("API token"), "{}", text(&out));
         // The framework still works after all that.
         let out = b.submit(shared.path(), "[[job]]\nname = \"fine\"\ncommand = \"echo fine\"\n", true).await?;
         ensure!(out.status.success(), "{}", text(&out));

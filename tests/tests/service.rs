@@ -95,8 +95,8 @@ impl Service {
         let daemon = Daemon::spawn_env(&c.env(), "service", &args, log).await?;
         let svc = Service {
             daemon,
+            http: mezzo_tests::framework_http(&work_dir, Duration::from_secs(10))?,
             work_dir,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         };
         // It answers 503 until it has subscribed and read its records.
         mezzo_tests::wait_for("the framework to be ready", LONG, || svc.get(""), Value::is_array).await?;
@@ -112,6 +112,8 @@ impl Service {
             .args(args)
             .arg("--service")
             .arg(&self.daemon.addr)
+            .arg("--token-file")
+            .arg(mezzo_sdk::api_token::path_in(&self.work_dir))
             .output()
             .await?;
         Ok((
@@ -487,6 +489,53 @@ async fn bad_input_is_refused_clearly_and_deploys_nothing() -> Result<()> {
         // A missing file is an error of its own.
         let (code, _, err) = svc.cli(&["deploy", "/nonexistent/web.toml"]).await?;
         ensure!(code == 1 && err.contains("/nonexistent/web.toml"), "{code}: {err}");
+        // Without the framework's API token (a task on this machine can
+        // reach the port, not the 0600 file): 401; `/health` stays open.
+        let ok = file("ok.toml", &web("sneaky", 1, HTTPD, ""))?;
+        let http = reqwest::Client::new();
+        let url = |p: &str| format!("http://{}{p}", svc.daemon.addr);
+        for (req, what) in [
+            (http.get(url("/v1/services")), "list, no token"),
+            (
+                http.post(url("/v1/services")).body(std::fs::read_to_string(&ok)?),
+                "deploy, no token",
+            ),
+            (
+                http.delete(url("/v1/services/web")).bearer_auth("x"),
+                "remove, a wrong token",
+            ),
+        ] {
+            let r = req.send().await?;
+            ensure!(
+                r.status() == reqwest::StatusCode::UNAUTHORIZED,
+                "{what}: {}",
+                r.status()
+            );
+            ensure!(
+                r.text().await?.contains("API token"),
+                "{what}: the answer names the token"
+            );
+        }
+        ensure!(
+            http.get(url("/health")).send().await?.status().is_success(),
+            "/health needs no token"
+        );
+        let out = tokio::process::Command::new(mezzo_bin())
+            .args([
+                "service",
+                "list",
+                "--service",
+                &svc.daemon.addr,
+                "--token-file",
+                "/nonexistent/api-token",
+            ])
+            .output()
+            .await?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains("API token"),
+            "the CLI without a token: {err}"
+        );
         // Nothing was deployed or launched.
         let (code, out, _) = svc.cli(&["list", "--json"]).await?;
         ensure!(

@@ -20,6 +20,16 @@ pub struct Args {
     /// service` takes `--service`; for `serve`, also `--listen`).
     #[arg(long, global = true, visible_aliases = ["batch", "listen"], env = "MEZZO_BATCH", default_value = "127.0.0.1:5080")]
     addr: String,
+    /// The framework's API token, which `mezzo batch serve` keeps in its
+    /// work dir (`api-token`, readable by its user only). Default: the
+    /// work dir `serve` uses by default, from here.
+    #[arg(
+        long,
+        global = true,
+        env = "MEZZO_BATCH_TOKEN_FILE",
+        default_value = "mezzo-batch-state/api-token"
+    )]
+    token_file: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,7 +114,16 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(args.addr.clone());
+    if let Command::Serve(s) = args.command {
+        return serve(&args.addr, s).await;
+    }
+    let token = mezzo_sdk::api_token::read(&args.token_file).with_context(|| {
+        format!(
+            "cannot read the batch framework's API token at {} (`mezzo batch serve` writes it in its --work-dir; give --token-file)",
+            args.token_file.display()
+        )
+    })?;
+    let client = Client::new(args.addr.clone()).with_token(token);
     let refused = |e: ClientError| -> anyhow::Result<ExitCode> {
         eprintln!("mezzo batch: {e}");
         Ok(ExitCode::from(2))
@@ -173,6 +192,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(addr: &str, s: ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = mezzo_sdk::api_token::load_or_create(&s.state_dir)
+        .with_context(|| format!("cannot keep the API token in {}", s.state_dir.display()))?;
     let engine = Engine::start(BatchConfig {
         masters: super::comma_list(&s.masters),
         state_dir: s.state_dir,
@@ -184,7 +205,7 @@ async fn serve(addr: &str, s: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     super::ready("batch", listener.local_addr()?);
-    axum::serve(listener, mezzo_batch::api::router(engine)).await?;
+    axum::serve(listener, mezzo_batch::api::router(engine, token)).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -28,6 +28,14 @@ struct Client {
     /// The service framework's HTTP address (see `mezzo service serve`).
     #[arg(long, env = "MEZZO_SERVICE", default_value = "127.0.0.1:5090")]
     service: String,
+    /// The framework's API token, which `mezzo service serve` keeps in its
+    /// work dir (`api-token`, readable by its user only).
+    #[arg(
+        long,
+        env = "MEZZO_SERVICE_TOKEN_FILE",
+        default_value = "/tmp/mezzo/service/api-token"
+    )]
+    token_file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -223,8 +231,14 @@ async fn call<T: DeserializeOwned>(
         format!("http://{}", c.service)
     };
     let url = format!("{base}/v1/services{path}");
+    let token = mezzo_sdk::api_token::read(&c.token_file).with_context(|| {
+        format!(
+            "cannot read the service framework's API token at {} (`mezzo service serve` writes it in its --work-dir; give --token-file)",
+            c.token_file.display()
+        )
+    })?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let mut req = http.request(method, &url);
+    let mut req = http.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         req = req.body(b);
     }

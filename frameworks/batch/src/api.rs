@@ -9,13 +9,17 @@
 //! | `GET /v1/jobs/{name}/logs?index=N&attempt=K&file=stdout` | tail of a task's output (its latest run, or attempt K), from its agent |
 //! | `GET /health` | `ok` |
 //!
+//! Every route but `/health` needs the framework's API token as a bearer
+//! token (`mezzo_sdk::api_token`; 401 without it).
+//!
 //! Errors are `{"error": "..."}` with 400 (bad job file, impossible
 //! resources, bad index), 404 (unknown job), 503 (not connected yet, store
 //! unavailable).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -30,16 +34,29 @@ struct Ctx {
     engine: Engine,
 }
 
-/// The routes, over a running [`Engine`].
-pub fn router(engine: Engine) -> Router {
+/// The routes, over a running [`Engine`]; `token` guards all but `/health`.
+pub fn router(engine: Engine, token: String) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok" }))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{name}", get(status))
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/logs", get(logs))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .route("/health", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Ctx { engine })
+}
+
+async fn require_token(State(token): State<String>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|h| h.as_bytes());
+    if !mezzo_sdk::api_token::authorized(given, &token) {
+        let error = "this call needs the batch framework's API token (its work dir's api-token) as a bearer token";
+        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": error }))).into_response();
+    }
+    next.run(req).await
 }
 
 fn error(e: BatchError) -> Response {

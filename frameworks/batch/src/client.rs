@@ -20,6 +20,8 @@ pub enum ClientError {
 pub struct Client {
     addr: String,
     http: reqwest::Client,
+    /// The framework's API token (`mezzo_sdk::api_token`).
+    token: Option<String>,
 }
 
 impl Client {
@@ -33,7 +35,14 @@ impl Client {
         Client {
             addr: addr.into(),
             http,
+            token: None,
         }
+    }
+
+    /// Sends `token` (the framework's `api-token`) with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -41,6 +50,10 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let r = req.send().await.map_err(|e| ClientError::Unreachable {
             addr: self.addr.clone(),
             why: e.to_string(),

@@ -12,13 +12,18 @@
 //! | `POST /v1/services/{name}/rollback` | back to the previous version |
 //! | `DELETE /v1/services/{name}` | stop every instance, then forget it |
 //!
+//! Every route but `/health` needs the framework's API token as a bearer
+//! token (`mezzo_sdk::api_token`; 401 without it).
+//!
 //! Errors are `{"error": "..."}` with 400 (bad file or body), 404 (unknown
 //! service), 409 (not possible now), 422 (resources no agent has) or 503
 //! (not connected; nothing changed).
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -39,17 +44,31 @@ struct Ctx {
 
 /// The router; the masters are asked for agents' sizes when a service is
 /// deployed.
-pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: mezzo_sdk::MasterHttp) -> Router {
+/// `token` guards every route but `/health`.
+pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: mezzo_sdk::MasterHttp, token: String) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok" }))
         .route("/v1/services", get(list).post(deploy))
         .route("/v1/services/{name}", get(status).delete(remove))
         .route("/v1/services/{name}/endpoints", get(endpoints))
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/services/{name}/rollback", post(rollback))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .route("/health", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FILE_BYTES + 1))
         .with_state(Ctx { cmds, masters })
+}
+
+async fn require_token(State(token): State<String>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|h| h.as_bytes());
+    if mezzo_sdk::api_token::authorized(given, &token) {
+        return next.run(req).await;
+    }
+    let error = "this call needs the service framework's API token (its work dir's api-token) as a bearer token";
+    (StatusCode::UNAUTHORIZED, Json(ErrorBody { error: error.into() })).into_response()
 }
 
 impl IntoResponse for ApiError {

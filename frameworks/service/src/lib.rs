@@ -125,6 +125,7 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
         source,
     };
     std::fs::create_dir_all(&config.work_dir).map_err(dir_err)?;
+    let token = mezzo_sdk::api_token::load_or_create(&config.work_dir).map_err(dir_err)?;
     let framework_id = match std::fs::read_to_string(config.work_dir.join(ID_FILE)) {
         Ok(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -154,7 +155,7 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let owner = owner::Owner::new(sched, config.work_dir.clone(), role);
     let owner = tokio::spawn(owner.run(events, cmd_rx));
-    let app = api::router(cmd_tx, master_http);
+    let app = api::router(cmd_tx, master_http, token);
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");

@@ -61,10 +61,7 @@ impl Service {
         let daemon = Daemon::spawn_env(&site.env(), "service", &args, site.dir().join("service.log")).await?;
         let svc = Service {
             daemon,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .no_proxy()
-                .build()?,
+            http: crate::framework_http(&work_dir, Duration::from_secs(5))?,
             dir: site.dir().to_owned(),
         };
         svc.wait_ready().await?;

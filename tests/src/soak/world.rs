@@ -292,7 +292,7 @@ impl World {
     /// Read as plain JSON, so that this harness reads them either way.
     async fn relaunches(&self, job: &str) -> (u64, u64) {
         let url = format!("http://{}/v1/jobs/{job}", self.batch.daemon.addr);
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+        let http = crate::framework_http(&self.batch.state_dir, Duration::from_secs(5));
         let v: serde_json::Value = match http.map(|c| c.get(&url).send()) {
             Ok(sent) => match sent.await {
                 Ok(r) => r.json().await.unwrap_or_default(),
