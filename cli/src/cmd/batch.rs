@@ -192,7 +192,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(addr: &str, s: ServeArgs) -> anyhow::Result<ExitCode> {
-    let token = mezzo_sdk::api_token::load_or_create(&s.state_dir)
+    let token = mezzo_sdk::api_token::create(&s.state_dir)
         .with_context(|| format!("cannot keep the API token in {}", s.state_dir.display()))?;
     let engine = Engine::start(BatchConfig {
         masters: super::comma_list(&s.masters),

@@ -237,7 +237,11 @@ async fn call<T: DeserializeOwned>(
             c.token_file.display()
         )
     })?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    // No proxy: it would be handed the token.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()?;
     let mut req = http.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         req = req.body(b);

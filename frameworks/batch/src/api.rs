@@ -36,13 +36,16 @@ struct Ctx {
 
 /// The routes, over a running [`Engine`]; `token` guards all but `/health`.
 pub fn router(engine: Engine, token: String) -> Router {
-    Router::new()
+    // Every route of `guarded` (only those added before `route_layer`).
+    let guarded = Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{name}", get(status))
         .route("/v1/jobs/{name}/cancel", post(cancel))
         .route("/v1/jobs/{name}/logs", get(logs))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token));
+    Router::new()
         .route("/health", get(|| async { "ok" }))
+        .merge(guarded)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(Ctx { engine })
 }

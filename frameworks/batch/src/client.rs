@@ -16,7 +16,7 @@ pub enum ClientError {
 }
 
 /// Talks to `mezzo batch serve` at one address.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     addr: String,
     http: reqwest::Client,
@@ -24,12 +24,23 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// Without the token.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// A client of the framework at `addr` (`host:port`).
     pub fn new(addr: impl Into<String>) -> Client {
         mezzo_sdk::ensure_tls_provider();
+        // No proxy: it would be handed the token.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .no_proxy()
             .build()
             .unwrap_or_default();
         Client {

@@ -46,15 +46,18 @@ struct Ctx {
 /// deployed.
 /// `token` guards every route but `/health`.
 pub(crate) fn router(cmds: mpsc::Sender<Cmd>, masters: mezzo_sdk::MasterHttp, token: String) -> Router {
-    Router::new()
+    // Every route of `guarded` (only those added before `route_layer`).
+    let guarded = Router::new()
         .route("/v1/services", get(list).post(deploy))
         .route("/v1/services/{name}", get(status).delete(remove))
         .route("/v1/services/{name}/endpoints", get(endpoints))
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/services/{name}/rollback", post(rollback))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token));
+    Router::new()
         .route("/health", get(|| async { "ok" }))
+        .merge(guarded)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FILE_BYTES + 1))
         .with_state(Ctx { cmds, masters })
 }

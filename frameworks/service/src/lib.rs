@@ -125,7 +125,7 @@ pub async fn serve(config: Config) -> Result<Running, ServeError> {
         source,
     };
     std::fs::create_dir_all(&config.work_dir).map_err(dir_err)?;
-    let token = mezzo_sdk::api_token::load_or_create(&config.work_dir).map_err(dir_err)?;
+    let token = mezzo_sdk::api_token::create(&config.work_dir).map_err(dir_err)?;
     let framework_id = match std::fs::read_to_string(config.work_dir.join(ID_FILE)) {
         Ok(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

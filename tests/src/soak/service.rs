@@ -71,6 +71,8 @@ impl Service {
     /// Starts it again after [`Daemon::kill`] (a new port).
     pub async fn restart(&mut self) -> Result<()> {
         self.daemon = self.daemon.respawn(crate::restart_log(&self.dir, "service")).await?;
+        // A new API token with every start.
+        self.http = crate::framework_http(&self.dir.join("service"), Duration::from_secs(5))?;
         self.wait_ready().await
     }
 
