@@ -46,7 +46,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -905,6 +905,19 @@ fn supervise_task(task: Pid) -> Result<ExitRecord, InitError> {
             return Ok(record);
         }
     }
+}
+
+/// A pidfd of process `pid` (Linux 5.3+): readable once it has exited;
+/// close-on-exec.
+pub(crate) fn pidfd_open(pid: nix::libc::pid_t) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file
+    // descriptor or -1; it touches no memory of ours.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// `ioctl(SIOCSIFFLAGS)` with IFF_UP on `lo` of the new network namespace.

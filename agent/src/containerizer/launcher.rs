@@ -31,7 +31,7 @@
 #![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
@@ -154,17 +154,11 @@ impl PidFd {
         let Ok(raw_pid) = nix::libc::pid_t::try_from(pid) else {
             return Ok(None);
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new file
-        // descriptor or -1; it touches no memory of ours.
-        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw_pid, 0) };
-        if fd < 0 {
-            return match Errno::last() {
-                Errno::ESRCH => Ok(None),
-                e => Err(e.into()),
-            };
-        }
-        // SAFETY: the syscall returned a new descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let owned = match super::init::pidfd_open(raw_pid) {
+            Ok(fd) => fd,
+            Err(Errno::ESRCH) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         // SAFETY: the AsyncFd owns the descriptor, so it stays open for as
         // long as it is registered.
         let async_fd = unsafe { AsyncFd::register(owned) }?;

@@ -114,16 +114,16 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Command::Serve(s) = args.command {
-        return serve(&args.addr, s).await;
-    }
-    let token = mezzo_sdk::api_token::read(&args.token_file).with_context(|| {
-        format!(
-            "cannot read the batch framework's API token at {} (`mezzo batch serve` writes it in its --work-dir; give --token-file)",
-            args.token_file.display()
-        )
-    })?;
-    let client = Client::new(args.addr.clone()).with_token(token);
+    // Every command but `serve` talks to the framework, with its token.
+    let connect = || -> anyhow::Result<Client> {
+        let token = mezzo_sdk::api_token::read(&args.token_file).with_context(|| {
+            format!(
+                "cannot read the batch framework's API token at {} (`mezzo batch serve` writes it in its --work-dir; give --token-file)",
+                args.token_file.display()
+            )
+        })?;
+        Ok(Client::new(args.addr.clone()).with_token(token))
+    };
     let refused = |e: ClientError| -> anyhow::Result<ExitCode> {
         eprintln!("mezzo batch: {e}");
         Ok(ExitCode::from(2))
@@ -131,6 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Serve(s) => serve(&args.addr, s).await,
         Command::Submit { file, wait, json } => {
+            let client = connect()?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let names = match client.submit(text).await {
                 Ok(n) => n,
@@ -142,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             follow(&client, &names, json).await
         }
-        Command::Status { name, all, index, json } => match client.status(&name, all, index).await {
+        Command::Status { name, all, index, json } => match connect()?.status(&name, all, index).await {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string_pretty(&s)?);
                 Ok(ExitCode::SUCCESS)
@@ -153,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => refused(e),
         },
-        Command::List { json } => match client.list().await {
+        Command::List { json } => match connect()?.list().await {
             Ok(l) if json => {
                 println!("{}", serde_json::to_string_pretty(&l)?);
                 Ok(ExitCode::SUCCESS)
@@ -164,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(e) => refused(e),
         },
-        Command::Cancel { name } => match client.cancel(&name).await {
+        Command::Cancel { name } => match connect()?.cancel(&name).await {
             Ok(s) => {
                 println!("{}: {}", s.name, state_name(s.state));
                 Ok(ExitCode::SUCCESS)
@@ -177,7 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             attempt,
             stderr,
         } => {
-            match client
+            match connect()?
                 .logs(&name, index, attempt, if stderr { "stderr" } else { "stdout" })
                 .await
             {

@@ -92,11 +92,13 @@ impl NetnsPool {
     /// A namespace for a container: an idle one if it is still clean, else
     /// a new one with `lo` up.
     pub(super) fn take(&mut self) -> io::Result<OwnedFd> {
-        self.reclaim();
+        // Those taken back just now were checked just now, and are on top.
+        let mut fresh = self.reclaim();
         while let Some(ns) = self.free.pop() {
-            if matches!(self.sockets(&ns), Ok(Sockets { used: 0, time_wait: 0 })) {
+            if fresh > 0 || matches!(self.sockets(&ns), Ok(Sockets { used: 0, time_wait: 0 })) {
                 return Ok(ns);
             }
+            fresh = fresh.saturating_sub(1);
         }
         self.make()
     }
@@ -112,9 +114,11 @@ impl NetnsPool {
         });
     }
 
-    /// Takes back the namespaces of supervisors that have exited, if clean.
-    fn reclaim(&mut self) {
+    /// Takes back the namespaces of containers whose init has exited, if
+    /// clean; how many it put on the idle stack.
+    fn reclaim(&mut self) -> usize {
         let now = Instant::now();
+        let mut taken = 0;
         let mut i = 0;
         while i < self.lent.len() {
             let lent = &mut self.lent[i];
@@ -143,6 +147,7 @@ impl NetnsPool {
                     let lent = self.lent.swap_remove(i);
                     if self.free.len() < MAX_FREE {
                         self.free.push(lent.netns);
+                        taken += 1;
                     }
                 }
                 // Sockets still being freed: look again at the next launch.
@@ -151,6 +156,7 @@ impl NetnsPool {
                 _ => drop(self.lent.swap_remove(i)),
             }
         }
+        taken
     }
 
     /// Runs `f` in the namespace `ns` and comes back. Coming back cannot
@@ -160,11 +166,16 @@ impl NetnsPool {
     fn inside<T>(&self, ns: &impl AsFd, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         setns(ns, CloneFlags::CLONE_NEWNET)?;
         let r = f();
+        self.go_home();
+        r
+    }
+
+    /// Back to the launcher's own namespace (see [`Self::inside`]).
+    fn go_home(&self) {
         if let Err(e) = setns(&self.host, CloneFlags::CLONE_NEWNET) {
             eprintln!("mezzo container launcher: cannot return to its network namespace: {e}");
             std::process::exit(1);
         }
-        r
     }
 
     fn sockets(&self, ns: &OwnedFd) -> io::Result<Sockets> {
@@ -187,10 +198,7 @@ impl NetnsPool {
             }
             Ok(ns)
         })();
-        if let Err(e) = setns(&self.host, CloneFlags::CLONE_NEWNET) {
-            eprintln!("mezzo container launcher: cannot return to its network namespace: {e}");
-            std::process::exit(1);
-        }
+        self.go_home();
         made
     }
 }
@@ -211,14 +219,9 @@ pub(super) fn report_to(channel: UnixStream) {
 /// namespace.
 pub(super) fn report_init(init: Pid) {
     let Some(channel) = REPORT.get() else { return };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new file
-    // descriptor (close-on-exec) or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) };
-    if fd < 0 {
+    let Ok(pidfd) = super::pidfd_open(init.as_raw()) else {
         return;
-    }
-    // SAFETY: the syscall returned a new descriptor nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    };
     let fds = [pidfd.as_raw_fd()];
     let _ = sendmsg::<()>(
         channel.as_raw_fd(),
