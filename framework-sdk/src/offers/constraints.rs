@@ -271,11 +271,12 @@ impl Location {
         }
     }
 
-    fn keys(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        let agent = (!self.agent_id.is_empty()).then(|| (AGENT.to_owned(), self.agent_id.clone()));
-        std::iter::once(("hostname".to_owned(), self.hostname.clone()))
+    /// The (attribute, value) pairs it is counted under.
+    fn keys(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let agent = (!self.agent_id.is_empty()).then_some((AGENT, self.agent_id.as_str()));
+        std::iter::once(("hostname", self.hostname.as_str()))
             .chain(agent)
-            .chain(self.attributes.iter().cloned())
+            .chain(self.attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 }
 
@@ -344,13 +345,14 @@ impl Placed {
     /// Frees the place of task `task_id` (it ended, or its launch was
     /// refused). False when the id is not known.
     pub fn release(&mut self, task_id: &str) -> bool {
-        match self.tasks.remove(task_id) {
-            Some(at) => {
-                self.count_out(&at);
-                true
-            }
-            None => false,
-        }
+        self.take(task_id).is_some()
+    }
+
+    /// [`Placed::release`], answering where the task was.
+    pub(crate) fn take(&mut self, task_id: &str) -> Option<Location> {
+        let at = self.tasks.remove(task_id)?;
+        self.count_out(&at);
+        Some(at)
     }
 
     /// Follows a task update: a task that ended frees its place. An
@@ -417,25 +419,38 @@ impl Placed {
         }
     }
 
+    /// Allocates only for a name or value not counted yet (this runs for
+    /// every task placed and every one that ends).
     fn count_in(&mut self, at: &Location) {
         for (name, value) in at.keys() {
-            *self.counts.entry(name).or_default().entry(value).or_default() += 1;
+            if !self.counts.contains_key(name) {
+                self.counts.insert(name.to_owned(), BTreeMap::new());
+            }
+            let Some(values) = self.counts.get_mut(name) else {
+                continue;
+            };
+            match values.get_mut(value) {
+                Some(n) => *n += 1,
+                None => {
+                    values.insert(value.to_owned(), 1);
+                }
+            }
         }
     }
 
     fn count_out(&mut self, at: &Location) {
         for (name, value) in at.keys() {
-            let Some(values) = self.counts.get_mut(&name) else {
+            let Some(values) = self.counts.get_mut(name) else {
                 continue;
             };
-            if let Some(n) = values.get_mut(&value) {
+            if let Some(n) = values.get_mut(value) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    values.remove(&value);
+                    values.remove(value);
                 }
             }
             if values.is_empty() {
-                self.counts.remove(&name);
+                self.counts.remove(name);
             }
         }
     }

@@ -138,14 +138,16 @@ impl Scheduler {
         refuse_seconds: Option<f64>,
         mut build: impl FnMut(&Assignment<T>) -> v1::TaskInfo,
     ) -> Launched<T> {
-        let mut by_offer: BTreeMap<String, Vec<(v1::TaskInfo, T, Location)>> = BTreeMap::new();
+        // Per offer: the tasks for its accept, and each one's id and payload.
+        type Batch<T> = (Vec<v1::TaskInfo>, Vec<(String, T)>);
+        let mut by_offer: BTreeMap<String, Batch<T>> = BTreeMap::new();
         for a in plan.assignments {
             let task = build(&a);
-            placed.assign(&task.task_id, a.location.clone());
-            by_offer
-                .entry(a.offer_id.clone())
-                .or_default()
-                .push((task, a.payload, a.location));
+            let id = task.task_id.clone();
+            placed.assign(&id, a.location);
+            let (tasks, ids) = by_offer.entry(a.offer_id).or_default();
+            tasks.push(task);
+            ids.push((id, a.payload));
         }
         if !plan.unused_offers.is_empty()
             && let Err(e) = self.decline(plan.unused_offers, refuse_seconds).await
@@ -157,22 +159,20 @@ impl Scheduler {
             refused: Vec::new(),
             unplaced: plan.unplaced,
         };
-        let mut answers = futures::stream::iter(by_offer.into_iter().map(|(offer_id, batch)| async move {
-            let tasks: Vec<v1::TaskInfo> = batch.iter().map(|(t, _, _)| t.clone()).collect();
-            (self.accept(vec![offer_id], tasks, Some(0.0)).await, batch)
-        }))
-        .buffer_unordered(ACCEPTS_IN_FLIGHT);
-        while let Some((answer, batch)) = answers.next().await {
+        let mut answers =
+            futures::stream::iter(by_offer.into_iter().map(|(offer_id, (tasks, ids))| async move {
+                (self.accept(vec![offer_id], tasks, Some(0.0)).await, ids)
+            }))
+            .buffer_unordered(ACCEPTS_IN_FLIGHT);
+        while let Some((answer, ids)) = answers.next().await {
             match answer {
-                Ok(()) => out
-                    .launched
-                    .extend(batch.into_iter().map(|(t, payload, _)| (t.task_id, payload))),
+                Ok(()) => out.launched.extend(ids),
                 Err(error) => {
-                    for (task, payload, location) in batch {
-                        placed.release(&task.task_id);
+                    for (task_id, payload) in ids {
+                        let location = placed.take(&task_id).unwrap_or_default();
                         out.refused.push(Refused {
                             payload,
-                            task_id: task.task_id,
+                            task_id,
                             location,
                             error: error.clone(),
                         });
