@@ -113,6 +113,15 @@ pub fn mezzo_bin() -> PathBuf {
     bin
 }
 
+/// The daemons' log filter: debug for Mezzo's crates (the tests read
+/// the logs when they fail), or `MEZZO_TEST_LOG` (the scale benchmarks
+/// run the daemons at their default, info: debug lines for 40,000 agents
+/// are a cost no cluster pays).
+fn daemon_log_filter() -> String {
+    std::env::var("MEZZO_TEST_LOG")
+        .unwrap_or_else(|_| "info,mezzo_master=debug,mezzo_agent=debug,mezzo_batch=debug,mezzo_sdk=debug".to_owned())
+}
+
 /// A log file in `dir` for a restart of `name` not used yet:
 /// `NAME.restart-K.log`, so that every restart keeps its own.
 pub fn restart_log(dir: &Path, name: &str) -> PathBuf {
@@ -173,10 +182,7 @@ impl Daemon {
         let mut child = cmd
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "MEZZO_LOG",
-                "info,mezzo_master=debug,mezzo_agent=debug,mezzo_batch=debug,mezzo_sdk=debug",
-            )
+            .env("MEZZO_LOG", daemon_log_filter())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
