@@ -283,7 +283,7 @@ struct Clients {
 pub fn spawn(
     cfg: CoreConfig,
     raft: RaftHandle,
-    events: mpsc::Receiver<RaftEvent>,
+    events: mpsc::UnboundedReceiver<RaftEvent>,
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
@@ -311,7 +311,7 @@ impl Runtime {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<RaftEvent>,
+        mut events: mpsc::UnboundedReceiver<RaftEvent>,
         tick: Duration,
     ) -> Result<(), MasterError> {
         let mut ticker = tokio::time::interval(tick);

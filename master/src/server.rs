@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mezzo_proto::MAX_MESSAGE_BYTES;
-use mezzo_proto::security::Transport;
 use mezzo_proto::security::client_config::mezzo_home;
 use mezzo_proto::security::https;
 use mezzo_proto::security::principal::MASTER_DNS_NAME;
 use mezzo_proto::security::serve::ServeOptions;
+use mezzo_proto::security::{Kind, Transport};
 use mezzo_proto::v1::agent_api_server::AgentApiServer;
 use mezzo_proto::v1::raft_transport_server::RaftTransportServer;
 use mezzo_proto::v1::scheduler_server::SchedulerServer;
@@ -207,6 +207,8 @@ pub async fn start(cfg: MasterConfig) -> Result<MasterHandle, StartError> {
     let app = crate::http::app(http_state.clone(), grpc.merge(mesos(addr, false)));
     let mut serve = ServeOptions::new(server_tls);
     serve.max_connections = cfg.security.max_connections;
+    // The other masters' connections (Raft) on the node's own thread.
+    serve.dedicated = Some((Kind::Master, raft.runtime().clone()));
     tokio::spawn(crate_serve(listener, serve.clone(), app));
     let mesos_addr = match mesos_listener {
         Some((l, a)) => {

@@ -145,3 +145,59 @@ fn serials_are_unique_and_fixed_length() {
     assert_eq!(a.info.serial.len(), 32);
     let _ = Arc::new(a);
 }
+
+/// A master serves its peers' connections on the Raft node's own runtime
+/// (`ServeOptions::dedicated`): a request over a master's certificate is
+/// answered on that runtime's thread, one over a user's on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_the_dedicated_kind_are_served_on_their_runtime() {
+    use mezzo_proto::security::serve::{ServeOptions, serve};
+    use mezzo_proto::security::{Kind, Transport, https};
+
+    let ca = Authority::generate().expect("ca");
+    let server = creds(&ca, "master:127.0.0.1:5050", Duration::from_secs(3600));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("dedicated".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            handle_tx.send(rt.handle().clone()).expect("send handle");
+            rt.block_on(async move {
+                let _ = stopped.await;
+            });
+        })
+        .expect("thread");
+    let dedicated = handle_rx.recv().expect("handle");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut opts = ServeOptions::new(Some(server.server_config().expect("server config")));
+    opts.dedicated = Some((Kind::Master, dedicated));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { std::thread::current().name().unwrap_or_default().to_owned() }),
+    );
+    let serving = tokio::spawn(serve(listener, opts, app));
+    let served_on = |who: &'static str| {
+        let transport = Transport::Tls(creds(&ca, who, Duration::from_secs(3600)));
+        async move {
+            let http = https::client(&transport, MASTER_DNS_NAME, Duration::from_secs(10)).expect("client");
+            let mut names = Vec::new();
+            // Several requests on the one connection, all on one side.
+            for _ in 0..3 {
+                let r = http.get(format!("https://{addr}/")).send().await.expect("request");
+                names.push(r.text().await.expect("body"));
+            }
+            names
+        }
+    };
+    assert_eq!(served_on("master:127.0.0.1:5051").await, ["dedicated"; 3]);
+    let user = served_on("user:ops").await;
+    assert!(user.iter().all(|n| n != "dedicated"), "{user:?}");
+    serving.abort();
+    let _ = stop.send(());
+    thread.join().expect("join");
+}

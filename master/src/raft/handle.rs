@@ -64,6 +64,8 @@ pub struct RaftHandle {
     members: watch::Receiver<BTreeMap<u64, String>>,
     auth: watch::Receiver<Arc<AuthView>>,
     id: u64,
+    /// The node's own runtime (see [`super::node::start`]).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for RaftHandle {
@@ -78,8 +80,20 @@ impl RaftHandle {
         members: watch::Receiver<BTreeMap<u64, String>>,
         auth: watch::Receiver<Arc<AuthView>>,
         id: u64,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
-        RaftHandle { tx, members, auth, id }
+        RaftHandle {
+            tx,
+            members,
+            auth,
+            id,
+            runtime,
+        }
+    }
+
+    /// The runtime the node and its traffic run on, on a thread of their own.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// The ACL, revocations and framework owners as this master has

@@ -78,6 +78,8 @@ pub enum NodeError {
     Raft(#[from] raft::Error),
     #[error("registry snapshot in {dir} does not decode: {why}")]
     Snapshot { dir: PathBuf, why: String },
+    #[error("cannot start the raft thread: {0}")]
+    Thread(std::io::Error),
 }
 
 struct Node {
@@ -92,7 +94,10 @@ struct Node {
     leader_ready: bool,
     serving: bool,
     last_leader: u64,
-    events: mpsc::Sender<RaftEvent>,
+    /// Unbounded: a node waiting for a busy core to take its commits
+    /// would stop ticking and heartbeating, and lose the leadership. What
+    /// it holds is bounded by what the core proposed.
+    events: mpsc::UnboundedSender<RaftEvent>,
     peers: HashMap<u64, mpsc::Sender<Message>>,
     /// Take a snapshot at the next opportunity (after a conf change).
     snapshot_now: bool,
@@ -107,8 +112,12 @@ struct Node {
     transport: Transport,
 }
 
-/// Opens the log (creating the group on first start) and spawns the node.
-pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>), NodeError> {
+/// Opens the log (creating the group on first start) and starts the node
+/// on a thread of its own with its own runtime, where its peer streams
+/// (and, see `server`, its peers' connections) are served too: the
+/// master's other work, however heavy, then never delays a heartbeat,
+/// an fsync or a vote past the election timeout.
+pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::UnboundedReceiver<RaftEvent>), NodeError> {
     let mut storage = RaftStorage::open(&cfg.dir)?;
     // A joiner counts as fresh until the leader's snapshot arrives, even if
     // it already stored a hard state from the leader's first message.
@@ -154,7 +163,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
     let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => cfg.id));
     let raw = RawNode::new(&raft_cfg, storage, &logger)?;
     let (tx, rx) = mpsc::channel(16384);
-    let (events_tx, events_rx) = mpsc::channel(16384);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (members_tx, members_rx) = watch::channel(registry.masters.clone());
     let owners = Owners::default();
     owners.reset(&registry);
@@ -179,8 +188,17 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::Receiver<RaftEvent>),
         owners,
         transport: cfg.transport.clone(),
     };
-    tokio::spawn(node.run(rx, cfg.tick));
-    Ok((RaftHandle::new(tx, members_rx, auth_rx, cfg.id), events_rx))
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Thread)?;
+    let on = runtime.handle().clone();
+    let tick = cfg.tick;
+    std::thread::Builder::new()
+        .name("mezzo-raft".into())
+        .spawn(move || runtime.block_on(node.run(rx, tick)))
+        .map_err(NodeError::Thread)?;
+    Ok((RaftHandle::new(tx, members_rx, auth_rx, cfg.id, on), events_rx))
 }
 
 impl Node {
@@ -424,7 +442,7 @@ impl Node {
                             self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
                         }
                         if self.serving {
-                            let _ = self.events.send(RaftEvent::Committed(op)).await;
+                            let _ = self.events.send(RaftEvent::Committed(op));
                         }
                     }
                     Err(err) => {
@@ -505,19 +523,16 @@ impl Node {
         if leader && self.leader_ready && !self.serving {
             self.serving = true;
             tracing::info!(id = self.raw.raft.id, term = self.raw.raft.term, "leading");
-            let _ = self
-                .events
-                .send(RaftEvent::Leading {
-                    registry: Box::new(self.registry.clone()),
-                })
-                .await;
+            let _ = self.events.send(RaftEvent::Leading {
+                registry: Box::new(self.registry.clone()),
+            });
         } else if !leader && (self.serving || self.raw.raft.leader_id != self.last_leader) {
             if self.serving {
                 tracing::warn!(id = self.raw.raft.id, "no longer leading");
             }
             self.serving = false;
             let addr = self.registry.masters.get(&self.raw.raft.leader_id).cloned();
-            let _ = self.events.send(RaftEvent::Following { leader: addr }).await;
+            let _ = self.events.send(RaftEvent::Following { leader: addr });
         }
         self.last_leader = self.raw.raft.leader_id;
     }

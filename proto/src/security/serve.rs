@@ -7,17 +7,20 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::principal::CertInfo;
+use super::principal::{CertInfo, Kind};
 
 /// The other end of a connection, as the TLS handshake proved it.
 #[derive(Debug, Clone)]
@@ -39,6 +42,10 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// A client that has not finished its TLS handshake by then is dropped.
     pub handshake_timeout: Duration,
+    /// Connections whose client certificate is of this kind are served on
+    /// this runtime instead (a master serves its peers' Raft traffic on a
+    /// thread of its own, so that a busy master still answers them in time).
+    pub dedicated: Option<(Kind, tokio::runtime::Handle)>,
 }
 
 impl ServeOptions {
@@ -47,6 +54,7 @@ impl ServeOptions {
             tls,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
+            dedicated: None,
         }
     }
 }
@@ -84,14 +92,10 @@ where
         let service = service.clone();
         let acceptor = acceptor.clone();
         let timeout = opts.handshake_timeout;
+        let dedicated = opts.dedicated.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client that trickles its headers is dropped.
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
+            let builder = connection_builder();
             match acceptor {
                 None => {
                     let peer = Peer {
@@ -103,7 +107,8 @@ where
                     let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
                 }
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    let accepting = acceptor.accept(Movable(Some(tcp)));
+                    let mut tls = match tokio::time::timeout(timeout, accepting).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
                             tracing::debug!(%addr, error = %e, "TLS handshake refused");
@@ -124,13 +129,48 @@ where
                                 }
                             },
                         );
+                    let elsewhere =
+                        dedicated.filter(|(kind, _)| cert.as_ref().is_some_and(|c| c.principal.kind() == *kind));
                     let peer = Peer { addr, cert, tls: true };
                     let svc = TowerToHyperService::new(with_peer(service, peer));
-                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+                    let Some((_, runtime)) = elsewhere else {
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+                        return;
+                    };
+                    // The socket is registered with this runtime's reactor:
+                    // taken out and registered again over there.
+                    let Some(std) = tls.get_mut().0.0.take().and_then(|t| t.into_std().ok()) else {
+                        return;
+                    };
+                    runtime.spawn(async move {
+                        let _permit = _permit;
+                        match TcpStream::from_std(std) {
+                            Ok(t) => tls.get_mut().0.0 = Some(t),
+                            Err(e) => {
+                                tracing::warn!(%addr, error = %e, "cannot move a connection to its runtime");
+                                return;
+                            }
+                        }
+                        let _ = connection_builder()
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await;
+                    });
                 }
             }
         });
     }
+}
+
+/// HTTP/1 and HTTP/2 on one connection, its tasks spawned on the runtime
+/// it is served on.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that trickles its headers is dropped.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
 }
 
 fn with_peer<S, B>(
@@ -144,4 +184,65 @@ where
         req.extensions_mut().insert(peer.clone());
         req
     })
+}
+
+/// A TCP stream that can leave the runtime it was accepted on after its
+/// TLS handshake (tokio binds a socket to the reactor that registered it,
+/// and a TLS stream cannot be taken apart and put together again).
+struct Movable(Option<TcpStream>);
+
+impl Movable {
+    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        match self.0.as_mut() {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl AsyncRead for Movable {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Movable {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
 }
