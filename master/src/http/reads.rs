@@ -34,7 +34,11 @@ async fn read<T: Serialize + Send + 'static>(
 /// written off the owner task and shared by concurrent readers.
 pub(super) async fn state(State(s): State<HttpState>) -> Response {
     match s.state.get().await {
-        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(json) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(json.into_stream()),
+        )
+            .into_response(),
         Err(e @ MasterError::Internal(_)) => error(e, "/state"),
         Err(e) => to_leader(e, "/state"),
     }

@@ -362,11 +362,14 @@ impl StateSnapshot {
     /// `/state` as JSON.
     pub fn to_json(self) -> Result<Vec<u8>, serde_json::Error> {
         let size = 512 * (self.tasks.len() + self.completed.len()) + 1024 * self.head.agents.len();
-        self.with_lists(|v| {
-            let mut out = Vec::with_capacity(size);
-            serde_json::to_writer(&mut out, &v)?;
-            Ok(out)
-        })
+        let mut out = Vec::with_capacity(size);
+        self.write_json(&mut out)?;
+        Ok(out)
+    }
+
+    /// `/state` as JSON, written to `out` as it is made.
+    pub fn write_json(self, out: impl std::io::Write) -> Result<(), serde_json::Error> {
+        self.with_lists(|v| serde_json::to_writer(out, &v))
     }
 
     /// `/state` as read back.
