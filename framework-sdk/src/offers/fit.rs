@@ -231,14 +231,13 @@ impl<'a> Choice<'a> {
     /// tasks first (each counts more than any room can: slack is at most
     /// 3), then the most room.
     fn key(&self, offer: usize, room: &Resources) -> f64 {
-        let slack = || slack_after(room, &Resources::default(), &self.total);
         match self.strategy {
             Strategy::FirstFit => 0.0,
-            Strategy::BestFit => slack(),
+            Strategy::BestFit => slack(room, &self.total),
             Strategy::Spread => {
                 let host = self.offers[offer].hostname.as_str();
                 let here = self.hosts.get(host).copied().unwrap_or(0) as f64;
-                here * 4.0 - slack()
+                here * 4.0 - slack(room, &self.total)
             }
         }
     }
@@ -294,20 +293,11 @@ impl<'a> Choice<'a> {
     }
 }
 
-/// Room left once `need` is taken from `room`, as the sum of fractions of
-/// all offered cpus, mem and disk (computed on the scalars: it runs for
-/// every request and offer, and a subtraction would copy port ranges).
-fn slack_after(room: &Resources, need: &Resources, total: &Resources) -> f64 {
-    let frac = |a: u64, n: u64, t: u64| {
-        if t == 0 {
-            0.0
-        } else {
-            a.saturating_sub(n) as f64 / t as f64
-        }
-    };
-    frac(room.cpus.0, need.cpus.0, total.cpus.0)
-        + frac(room.mem.0, need.mem.0, total.mem.0)
-        + frac(room.disk.0, need.disk.0, total.disk.0)
+/// An offer's room as the sum of its fractions of all offered cpus, mem
+/// and disk (at most 3; on the scalars: port ranges do not count).
+fn slack(room: &Resources, total: &Resources) -> f64 {
+    let frac = |a: u64, t: u64| if t == 0 { 0.0 } else { a as f64 / t as f64 };
+    frac(room.cpus.0, total.cpus.0) + frac(room.mem.0, total.mem.0) + frac(room.disk.0, total.disk.0)
 }
 
 #[cfg(test)]

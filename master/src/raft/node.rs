@@ -230,13 +230,13 @@ impl Node {
             }
             // Applying can produce more to do (e.g. after a conf change).
             while self.raw.has_ready() {
-                if let Err(e) = self.on_ready().await {
+                if let Err(e) = self.on_ready() {
                     // The log cannot be written: this master must stop.
                     tracing::error!(error = %e, "raft storage failed; stopping the master");
                     std::process::exit(70);
                 }
             }
-            self.check_role().await;
+            self.check_role();
         }
     }
 
@@ -372,7 +372,7 @@ impl Node {
         }
     }
 
-    async fn on_ready(&mut self) -> Result<(), NodeError> {
+    fn on_ready(&mut self) -> Result<(), NodeError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -397,7 +397,7 @@ impl Node {
             self.auth_tx.send_replace(AuthView::of(&self.registry, &self.owners));
         }
         let committed = rd.take_committed_entries();
-        self.apply(committed).await?;
+        self.apply(committed)?;
         if !rd.entries().is_empty() || rd.hs().is_some() {
             let entries = rd.take_entries();
             let hs = rd.hs().cloned();
@@ -417,13 +417,13 @@ impl Node {
         let msgs = light.take_messages();
         self.send(msgs);
         let committed = light.take_committed_entries();
-        self.apply(committed).await?;
+        self.apply(committed)?;
         self.raw.advance_apply();
         self.maybe_compact()?;
         Ok(())
     }
 
-    async fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         for e in entries {
             self.applied = e.index;
             match e.get_entry_type() {
@@ -512,7 +512,7 @@ impl Node {
     }
 
     /// Tells the runtime when leading starts or stops, or the leader changes.
-    async fn check_role(&mut self) {
+    fn check_role(&mut self) {
         let leader = self.raw.raft.state == StateRole::Leader;
         if !leader {
             self.leader_ready = false;

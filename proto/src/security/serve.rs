@@ -93,9 +93,8 @@ where
         let acceptor = acceptor.clone();
         let timeout = opts.handshake_timeout;
         let dedicated = opts.dedicated.clone();
+        // The permit is held until the connection ends, wherever it is served.
         tokio::spawn(async move {
-            let _permit = permit;
-            let builder = connection_builder();
             match acceptor {
                 None => {
                     let peer = Peer {
@@ -104,7 +103,9 @@ where
                         tls: false,
                     };
                     let svc = TowerToHyperService::new(with_peer(service, peer));
-                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
+                    let _ = connection_builder()
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await;
                 }
                 Some(acceptor) => {
                     let accepting = acceptor.accept(Movable(Some(tcp)));
@@ -134,7 +135,9 @@ where
                     let peer = Peer { addr, cert, tls: true };
                     let svc = TowerToHyperService::new(with_peer(service, peer));
                     let Some((_, runtime)) = elsewhere else {
-                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+                        let _ = connection_builder()
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await;
                         return;
                     };
                     // The socket is registered with this runtime's reactor:
@@ -143,7 +146,7 @@ where
                         return;
                     };
                     runtime.spawn(async move {
-                        let _permit = _permit;
+                        let _permit = permit;
                         match TcpStream::from_std(std) {
                             Ok(t) => tls.get_mut().0.0 = Some(t),
                             Err(e) => {
