@@ -497,7 +497,12 @@ impl Clients {
                     core.track_credential(conn, &caller);
                     self.frameworks.insert(conn, tx);
                 }
-                let _ = reply.send(result.map(|()| conn));
+                if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
+                    // Gone before its answer: no stream exists to say it closed.
+                    self.frameworks.remove(&conn);
+                    core.forget_credential(conn);
+                    core.framework_conn_closed(conn, now);
+                }
             }
             Command::FrameworkClosed(conn) => {
                 self.frameworks.remove(&conn);
@@ -528,6 +533,14 @@ impl Clients {
                 tx,
                 reply,
             } => {
+                // An agent that stopped waiting (its registration timed out
+                // while this queued, as thousands do after a failover) has
+                // dropped its attach: admitting it would be work thrown
+                // away, then done again for its retry.
+                if reply.is_closed() {
+                    tracing::debug!(agent = ?hello.id(), "the agent gave up attaching before its turn; skipping it");
+                    return;
+                }
                 let conn = self.next_conn();
                 let result = core
                     .check_agent(&caller, hello.id())
@@ -536,7 +549,12 @@ impl Clients {
                     core.track_credential(conn, &caller);
                     self.agents.insert(conn, tx);
                 }
-                let _ = reply.send(result.map(|()| conn));
+                if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
+                    // Gone since the check: no stream exists to say it closed.
+                    self.agents.remove(&conn);
+                    core.forget_credential(conn);
+                    core.agent_conn_closed(conn, now);
+                }
             }
             Command::StatusUpdate {
                 conn,
@@ -706,5 +724,68 @@ impl Call {
             Call::Message { agent, executor, data } => c.framework_message(fid, &agent, &executor, data),
             Call::ShutdownExecutor { agent, executor } => c.shutdown_executor(fid, &agent, &executor),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::agent_types::AgentDescription;
+    use crate::registry::RegistryOp;
+    use mezzo_proto::reservation::ReservedResources;
+
+    fn clients() -> Clients {
+        Clients {
+            next_conn: 0,
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            policy_waiting: HashMap::new(),
+            kv_waiting: HashMap::new(),
+            next_kv_request: 0,
+        }
+    }
+
+    fn attach(reply: oneshot::Sender<Result<ConnId, MasterError>>) -> Command {
+        let info = AgentDescription {
+            hostname: "h".into(),
+            http_address: String::new(),
+            resources: ReservedResources::parse("cpus:1").expect("resources"),
+            attributes: vec![],
+        };
+        Command::AgentAttach {
+            hello: AgentHello::Register {
+                info,
+                registration: None,
+            },
+            caller: Caller::Insecure,
+            tx: mpsc::channel(8).0,
+            reply,
+        }
+    }
+
+    /// After a failover thousands of agents queue their attaches; one
+    /// whose agent stopped waiting must cost nothing, or the leader does
+    /// every late agent's work twice.
+    #[test]
+    fn an_attach_whose_agent_stopped_waiting_is_skipped() {
+        let now = Instant::now();
+        let mut core = Master::recover(CoreConfig::default(), Registry::default(), now);
+        let mut clients = clients();
+
+        let (reply, gave_up) = oneshot::channel();
+        drop(gave_up);
+        clients.serve(&mut core, attach(reply), now);
+        assert!(clients.agents.is_empty(), "a stream kept for an agent that left");
+        assert!(core.take_effects().is_empty(), "an agent that left was admitted");
+
+        let (reply, mut waiting) = oneshot::channel();
+        clients.serve(&mut core, attach(reply), now);
+        let conn = waiting.try_recv().expect("answered").expect("attached");
+        assert!(clients.agents.contains_key(&conn));
+        let admitted = core
+            .take_effects()
+            .into_iter()
+            .any(|e| matches!(e, Effect::Propose(RegistryOp::AdmitAgent(_))));
+        assert!(admitted, "a waiting agent was not admitted");
     }
 }

@@ -34,7 +34,14 @@ pub const LEADER_METADATA: &str = "mezzo-leader";
 /// A master that does not accept a connection this fast is skipped for the
 /// next address (a partitioned host drops packets instead of refusing).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a registration waits for the master's `Registered` at first.
+/// Each wait that runs out doubles the next, up to [`MAX_REGISTER_WAIT`]:
+/// a new leader admits every agent of the cluster at once after a
+/// failover, and an agent that gave up early would send its whole task
+/// list again, behind all the others (the master skips attaches whose
+/// agent stopped waiting, but not the decoding of each one).
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_REGISTER_WAIT: Duration = Duration::from_secs(80);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 const OUTBOUND_CAPACITY: usize = 8192;
 
@@ -84,6 +91,7 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
         return Err(AgentError::NoMasters);
     }
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jitter(0.25);
+    let mut register_wait = Backoff::new(REGISTER_TIMEOUT, MAX_REGISTER_WAIT);
     let mut next = 0;
     let mut leader_hint: Option<String> = None;
     let mut failed_in_round = 0usize;
@@ -98,7 +106,11 @@ pub async fn run(deps: AttachDeps) -> Result<(), AgentError> {
         // How long to wait before the next attempt: follow a redirect at
         // once (once in a row), try the rest of the list quickly, and back
         // off only after a whole round failed.
-        let pause = match session(&deps, &addr, &mut backoff, &mut tasks_complete).await {
+        let waits = Waits {
+            backoff: &mut backoff,
+            register: &mut register_wait,
+        };
+        let pause = match session(&deps, &addr, waits, &mut tasks_complete).await {
             Ok(()) => {
                 tracing::info!(master = %addr, "master closed the connection");
                 failed_in_round = 0;
@@ -155,9 +167,16 @@ fn refused(addr: &str, status: tonic::Status) -> Ended {
     ))
 }
 
+/// The delays a session resets once registered: between attempts, and
+/// the wait for `Registered` (grown by the session when it runs out).
+struct Waits<'a> {
+    backoff: &'a mut Backoff,
+    register: &'a mut Backoff,
+}
+
 /// One connection. `tasks_complete` turns true once a master has heard
 /// the agent's task list: what it missed is then known to the master.
-async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_complete: &mut bool) -> Result<(), Ended> {
+async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete: &mut bool) -> Result<(), Ended> {
     let endpoint = mezzo_proto::security::grpc::endpoint(addr, &deps.transport)
         .map_err(Ended::Failed)?
         .connect_timeout(CONNECT_TIMEOUT);
@@ -187,17 +206,22 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
         .await
         .map_err(|_| Ended::Failed("outbound stream closed before registering".to_owned()))?;
 
-    let attach = tokio::time::timeout(REGISTER_TIMEOUT, client.attach(ReceiverStream::new(rx)));
+    let wait = waits.register.peek();
+    let deadline = Instant::now() + wait;
+    let mut timed_out = |what: &str| {
+        waits.register.next_delay();
+        Err(Ended::Failed(format!("master {addr} {what} within {wait:?}")))
+    };
+    let attach = tokio::time::timeout_at(deadline, client.attach(ReceiverStream::new(rx)));
     let mut inbound = match attach.await {
-        Err(_) => return Err(Ended::Failed(format!("master {addr} did not answer Attach"))),
+        Err(_) => return timed_out("did not answer Attach"),
         Ok(Err(status)) => return Err(refused(addr, status)),
         Ok(Ok(response)) => response.into_inner(),
     };
 
-    let deadline = Instant::now() + REGISTER_TIMEOUT;
     let registered = loop {
         match tokio::time::timeout_at(deadline, inbound.next()).await {
-            Err(_) => return Err(Ended::Failed(format!("master {addr} sent no Registered"))),
+            Err(_) => return timed_out("sent no Registered"),
             Ok(None) => {
                 return Err(Ended::Failed(format!(
                     "master {addr} closed the stream before Registered"
@@ -231,7 +255,8 @@ async fn session(deps: &AttachDeps, addr: &str, backoff: &mut Backoff, tasks_com
     }
     let mut heartbeat = heartbeat_interval(registered.heartbeat_interval_secs);
     tracing::info!(master = %addr, %agent_id, ?heartbeat, "registered");
-    backoff.reset();
+    waits.backoff.reset();
+    waits.register.reset();
     deps.master.send_replace(Some(addr.to_owned()));
     deps.metrics.connected.set(1);
     deps.status.connected(tx.clone()).await?;
