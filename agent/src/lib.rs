@@ -158,6 +158,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         resources: host.resources.clone(),
         attributes: config.attributes.clone(),
         http_address: http_addr.to_string(),
+        registration: uuid::Uuid::new_v4().to_string(),
     };
     let executors = table::ExecutorDeps {
         endpoint: executor_listener.local_addr().map_err(|source| AgentError::Bind {

@@ -147,7 +147,15 @@ impl Core {
         };
         if core
             .m
-            .agent_attach(AGENT_CONN, AgentHello::Register { info }, None, core.now)
+            .agent_attach(
+                AGENT_CONN,
+                AgentHello::Register {
+                    info,
+                    registration: None,
+                },
+                None,
+                core.now,
+            )
             .is_ok()
         {
             core.run();
@@ -273,7 +281,11 @@ pub fn agent_stream(data: &[u8]) {
         Err(e) => return assert_invalid_argument(&e),
     };
     match &hello {
-        AgentHello::Register { info } => check_description(info),
+        AgentHello::Register { info, registration } => {
+            check_description(info);
+            let valid = |r: &String| api::agent::valid_registration(r);
+            assert!(registration.as_ref().is_none_or(valid), "{registration:?}");
+        }
         AgentHello::Reregister { id, info, tasks, .. } => {
             check_id(&TaskId::parse(id.as_str()).unwrap_or_else(|e| panic!("{e}")));
             check_description(info);
@@ -772,6 +784,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }));
     let register = msg(v1::agent_message::Message::Register(v1::Register {
         agent: Some(agent.clone()),
+        registration: String::new(),
     }));
     let reregister = msg(v1::agent_message::Message::Reregister(v1::Reregister {
         agent_id: "a1".into(),

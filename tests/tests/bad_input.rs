@@ -290,12 +290,27 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
                     }],
                     ..Default::default()
                 }),
+                registration: String::new(),
             }),
             "negative",
         ),
         (
-            v1::agent_message::Message::Register(v1::Register { agent: None }),
+            v1::agent_message::Message::Register(v1::Register {
+                agent: None,
+                registration: String::new(),
+            }),
             "no agent info",
+        ),
+        (
+            v1::agent_message::Message::Register(v1::Register {
+                agent: Some(v1::AgentInfo {
+                    hostname: "h".into(),
+                    resources: fw::shell_task("x", "true").resources,
+                    ..Default::default()
+                }),
+                registration: "../etc/passwd".into(),
+            }),
+            "registration id",
         ),
     ];
     for (first, want) in cases {
@@ -343,6 +358,7 @@ async fn an_agent_cannot_report_on_tasks_it_does_not_run() -> Result<()> {
                 http_address: "127.0.0.1:1".into(),
                 ..Default::default()
             }),
+            registration: String::new(),
         });
         tx.send(v1::AgentMessage {
             message: Some(register),

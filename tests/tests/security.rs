@@ -129,6 +129,7 @@ fn register(hostname: &str, http_address: &str) -> v1::AgentMessage {
                 }],
                 ..Default::default()
             }),
+            registration: String::new(),
         })),
     }
 }

@@ -34,6 +34,9 @@ pub struct Identity {
     pub resources: ReservedResources,
     pub attributes: Vec<(String, String)>,
     pub http_address: String,
+    /// Named in every `Register` of this process, so that a retry whose
+    /// first attempt the master admitted gets that attempt's id.
+    pub registration: String,
 }
 
 impl Identity {
@@ -68,6 +71,7 @@ impl Identity {
         let message = match agent_id {
             None => Message::Register(v1::Register {
                 agent: Some(self.info()),
+                registration: self.registration.clone(),
             }),
             Some(id) => Message::Reregister(v1::Reregister {
                 agent_id: id.to_string(),

@@ -156,11 +156,30 @@ async fn check_host(handle: Handle, hostname: String) {
     handle.notify(Command::AgentHostChecked(hostname, problem));
 }
 
+/// The longest registration id an agent may name.
+pub const MAX_REGISTRATION_ID: usize = 64;
+
+/// Whether a registration id is short and plain: letters, digits and '-'.
+pub fn valid_registration(id: &str) -> bool {
+    id.len() <= MAX_REGISTRATION_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A `Register`'s registration id: none if empty.
+fn registration_id(id: String) -> Result<Option<String>, MasterError> {
+    if !valid_registration(&id) {
+        return Err(invalid(format!(
+            "the registration id must be at most {MAX_REGISTRATION_ID} letters, digits and '-'"
+        )));
+    }
+    Ok((!id.is_empty()).then_some(id))
+}
+
 /// Validates the first message of the stream.
 pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
     match msg.message {
         Some(Message::Register(r)) => Ok(AgentHello::Register {
             info: describe(r.agent)?,
+            registration: registration_id(r.registration)?,
         }),
         Some(Message::Reregister(r)) => {
             let id = AgentId::parse(&r.agent_id)?;
@@ -257,7 +276,7 @@ impl AgentApi for AgentService {
             .ok_or_else(|| Status::invalid_argument("stream closed before registration"))??;
         let hello = hello(first)?;
         let hostname = match &hello {
-            AgentHello::Register { info } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
+            AgentHello::Register { info, .. } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
         };
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let conn = self
@@ -349,6 +368,7 @@ mod tests {
                     attributes: vec![],
                     http_address: http_address.into(),
                 }),
+                registration: String::new(),
             })),
         }
     }

@@ -157,7 +157,8 @@ fn agent_stream() -> impl Strategy<Value = Vec<u8>> {
         );
     use v1::agent_message::Message as M;
     let first = prop_oneof![
-        agent_info().prop_map(|agent| Some(M::Register(v1::Register { agent }))),
+        (agent_info(), "[a-z0-9-]{0,70}|.{0,3}")
+            .prop_map(|(agent, registration)| Some(M::Register(v1::Register { agent, registration }))),
         (id(), agent_info(), prop::collection::vec(running, 0..4)).prop_map(|(agent_id, agent, tasks)| Some(
             M::Reregister(v1::Reregister {
                 agent_id,

@@ -38,6 +38,9 @@ pub struct ReportedTask {
 pub enum AgentHello {
     Register {
         info: AgentDescription,
+        /// The agent's id for this registration and its retries, if it
+        /// sent one (see [`Master::agent_attach`]).
+        registration: Option<String>,
     },
     Reregister {
         id: AgentId,
@@ -141,6 +144,10 @@ fn task_role(rt: &ReportedTask, framework_roles: &[String]) -> Role {
         .unwrap_or_else(Role::star)
 }
 
+/// A registration not committed this long after it was proposed never
+/// will be: a retry of it is a new registration.
+const REGISTRATION_COMMITS_WITHIN: Duration = Duration::from_secs(60);
+
 /// Host names with a lookup problem kept at most (one per agent in
 /// practice; the cap only bounds a storm of bogus registrations).
 const MAX_HOST_PROBLEMS: usize = 10_000;
@@ -214,15 +221,51 @@ impl Master {
     /// already has it (every agent after a leader failover) is admitted at
     /// once: a write would change nothing, and 40,000 of them would hold a
     /// failover back.
+    ///
+    /// A registration the agent retries (it gave up waiting, or its answer
+    /// was lost) names the registration id of its first attempt: while that
+    /// attempt commits, the retry waits for the same commit; once it has
+    /// committed, the retry re-registers the agent it made, with no tasks
+    /// (it was never told its id, so it cannot have run one). Only a
+    /// retry by the principal of the first attempt; mapped on this leader
+    /// only (a registration that spans a failover makes a second agent).
     pub fn agent_attach(
         &mut self,
         conn: ConnId,
-        hello: AgentHello,
+        mut hello: AgentHello,
         principal: Option<String>,
         now: Instant,
     ) -> Result<(), MasterError> {
+        if let AgentHello::Register { info, registration } = &hello
+            && let Some((earlier, at)) = self
+                .registrations
+                .earlier(registration.as_deref(), principal.as_deref(), now)
+        {
+            let committed = self.agents.contains_key(&earlier) || self.registry.agents.contains_key(&earlier);
+            // (A proposal that never committed in that time was lost.)
+            if !committed && now.duration_since(at) < REGISTRATION_COMMITS_WITHIN {
+                tracing::debug!(agent = %earlier, "a registration retried while it commits");
+                self.pending_agents.insert(earlier, (conn, hello));
+                return Ok(());
+            }
+            if self.agents.contains_key(&earlier) && !self.registry.gone.contains_key(&earlier) {
+                tracing::info!(agent = %earlier, "a registration retried after it committed: the agent it made re-registers");
+                hello = AgentHello::Reregister {
+                    id: earlier,
+                    info: info.clone(),
+                    tasks: Vec::new(),
+                    complete: true,
+                    executors: Vec::new(),
+                };
+            }
+        }
         let (id, desc) = match &hello {
-            AgentHello::Register { info } => (AgentId::generate(), info),
+            AgentHello::Register { info, registration } => {
+                let id = AgentId::generate();
+                self.registrations
+                    .note(registration.as_deref(), &id, principal.as_deref(), now);
+                (id, info)
+            }
             AgentHello::Reregister { id, info, .. } => (id.clone(), info),
         };
         if self.registry.gone.contains_key(&id) {

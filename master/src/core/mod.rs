@@ -19,6 +19,7 @@ pub mod observe;
 mod offer;
 mod policy;
 pub mod preempt;
+mod registrations;
 mod samples;
 mod secrets;
 mod update;
@@ -300,6 +301,8 @@ pub struct Master {
     /// Subscriptions and registrations waiting for their registry op.
     pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
     pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
+    /// Agents made by registrations that named an id, for their retries.
+    registrations: registrations::Registrations,
     /// Agents whose `MarkAgentUnreachable` is proposed and not applied yet:
     /// one of them coming back must be admitted through the registry, after
     /// the mark, not before it.
@@ -316,6 +319,8 @@ pub struct Master {
     /// The agents' heartbeat interval now (see `agent_heartbeats_per_second`).
     agent_beat: Duration,
     last_agent_heartbeat: Instant,
+    /// When [`Master::check_agents`] last looked at every agent.
+    last_agent_check: Instant,
     last_failover_check: Instant,
     started: Instant,
     counters: Counters,
@@ -356,6 +361,7 @@ impl Master {
             last_periodic: now,
             pending_frameworks: HashMap::new(),
             pending_agents: HashMap::new(),
+            registrations: Default::default(),
             pending_unreachable: HashSet::new(),
             conn_credentials: HashMap::new(),
             framework_conns: HashMap::new(),
@@ -365,6 +371,7 @@ impl Master {
             last_heartbeat: now,
             agent_beat: beat,
             last_agent_heartbeat: now,
+            last_agent_check: now,
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
@@ -506,7 +513,13 @@ impl Master {
                 self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(hb) }));
             }
         }
-        self.check_agents(now);
+        // A scan of every agent: a twentieth of the silence allowed is
+        // soon enough (every tick was a million agent looks a second at
+        // 50,000 agents).
+        if now.duration_since(self.last_agent_check) >= self.agent_silence_limit() / 20 {
+            self.last_agent_check = now;
+            self.check_agents(now);
+        }
         self.expire_offers(now);
         self.check_failovers(now);
         self.drain_tick();

@@ -92,7 +92,15 @@ impl Sim {
             attributes: vec![],
         };
         self.m
-            .agent_attach(conn, AgentHello::Register { info }, None, self.now)
+            .agent_attach(
+                conn,
+                AgentHello::Register {
+                    info,
+                    registration: None,
+                },
+                None,
+                self.now,
+            )
             .expect("attach");
         self.run();
         let id = self.agent_msgs().iter().rev().find_map(|m| match m {
@@ -1082,4 +1090,75 @@ fn an_agent_back_as_the_registry_has_it_is_admitted_without_a_write() {
     }
     s.run();
     assert_eq!(s.m.agents[&id].status, AgentStatus::Active, "back after the mark");
+}
+
+/// The agent ids sent in `Registered` to one connection.
+fn registered_on(s: &Sim, conn: ConnId) -> Vec<String> {
+    s.sent
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToAgent(c, m) if *c == conn => match &m.message {
+                Some(v1::master_message::Message::Registered(r)) => Some(r.agent_id.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 17: an agent that stopped waiting for `Registered` (thousands do
+/// in a registration storm) retries with its first attempt's registration
+/// id: before the commit the retry waits for that commit, after it the
+/// retry gets the agent the first attempt made. One agent, not two.
+#[test]
+fn a_retried_registration_gets_the_agent_its_first_attempt_made() {
+    let mut s = Sim::new();
+    let register = || AgentHello::Register {
+        info: AgentDescription {
+            hostname: "h".into(),
+            http_address: "127.0.0.1:5051".into(),
+            resources: mezzo_proto::reservation::ReservedResources::parse("cpus:4;mem:1024").expect("res"),
+            attributes: vec![],
+        },
+        registration: Some("reg-1".into()),
+    };
+    let agent = Some("agent-1".to_owned());
+    s.m.agent_attach(1, register(), agent.clone(), s.now).expect("attach");
+    let first = s.m.take_effects();
+    assert!(first.iter().any(|e| matches!(e, Effect::Propose(_))));
+    // It gives up before the commit, and retries.
+    s.m.agent_conn_closed(1, s.now);
+    s.m.agent_attach(2, register(), agent.clone(), s.now).expect("retry");
+    let retry = s.m.take_effects();
+    assert!(
+        !retry.iter().any(|e| matches!(e, Effect::Propose(_))),
+        "a retry before the commit proposed another agent: {retry:?}"
+    );
+    for e in first {
+        if let Effect::Propose(op) = e {
+            s.m.apply(op, s.now);
+        }
+    }
+    s.run();
+    let id = registered_on(&s, 2);
+    assert_eq!(id.len(), 1, "the retry's stream was not answered");
+    assert!(registered_on(&s, 1).is_empty());
+    assert_eq!(s.m.agents.len(), 1);
+
+    // Its answer is lost too: the next retry re-registers that agent.
+    s.m.agent_conn_closed(2, s.now);
+    s.m.agent_attach(3, register(), agent, s.now).expect("retry");
+    s.run();
+    assert_eq!(registered_on(&s, 3), id);
+    assert_eq!(s.m.agents.len(), 1);
+    assert_eq!(s.m.agents.values().next().and_then(|a| a.conn), Some(3));
+
+    // Another principal naming the same registration id is another agent.
+    s.m.agent_attach(4, register(), Some("agent-2".into()), s.now)
+        .expect("attach");
+    s.run();
+    let other = registered_on(&s, 4);
+    assert_eq!(other.len(), 1);
+    assert_ne!(other, id);
+    assert_eq!(s.m.agents.len(), 2);
 }

@@ -52,8 +52,16 @@ fn cluster() -> (Master, FrameworkId, AgentId, Instant) {
         resources: ReservedResources::unreserved(Resources::parse("cpus:2;mem:512").expect("resources")),
         attributes: vec![],
     };
-    m.agent_attach(AGENT, AgentHello::Register { info: desc }, None, now)
-        .expect("attach");
+    m.agent_attach(
+        AGENT,
+        AgentHello::Register {
+            info: desc,
+            registration: None,
+        },
+        None,
+        now,
+    )
+    .expect("attach");
     let sent = run(&mut m, now);
     let mut fid = None;
     let mut offer = None;

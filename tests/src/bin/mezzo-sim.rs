@@ -126,9 +126,10 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     let offered = probe.all_offered(args.agents, storm).await?;
     let (p50, p99, max, _) = stats.latency();
     println!(
-        "storm     {} admitted in {admitted:.2?} (attach->registered p50 {p50:.0?} p99 {p99:.0?} max {max:.0?}; {} failed attaches, {} redirected); all offered in {offered:.2?}  {}",
+        "storm     {} admitted in {admitted:.2?} (attach->registered p50 {p50:.0?} p99 {p99:.0?} max {max:.0?}; {} failed attaches, {} timed out, {} redirected); all offered in {offered:.2?}  {}",
         args.agents,
         Stats::get(&stats.failures),
+        Stats::get(&stats.timeouts),
         Stats::get(&stats.redirects),
         masters_usage(c)
     );
@@ -178,6 +179,11 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     // 4. A leader failover.
     if args.masters >= 3 {
         let before = stats.masters();
+        let (failed, timeouts, redirected) = (
+            Stats::get(&stats.failures),
+            Stats::get(&stats.timeouts),
+            Stats::get(&stats.redirects),
+        );
         let leader = c.wait_leader().await?;
         c.masters[leader].kill().await;
         let killed = Instant::now();
@@ -189,9 +195,12 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         .await?;
         let offered = probe.all_offered(args.agents, killed).await?;
         println!(
-            "failover  {} agents / {} tasks: all re-registered {back:.2?} after the kill, all offered {offered:.2?} after it  {}",
+            "failover  {} agents / {} tasks: all re-registered {back:.2?} after the kill, all offered {offered:.2?} after it ({} sessions failed, {} of them waiting for Registered; {} redirected)  {}",
             args.agents,
             Stats::get(&stats.launched),
+            Stats::get(&stats.failures) - failed,
+            Stats::get(&stats.timeouts) - timeouts,
+            Stats::get(&stats.redirects) - redirected,
             masters_usage(c)
         );
         let st = c.master_state().await?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mezzo_proto::backoff::Backoff;
 use mezzo_proto::v1;
 use mezzo_proto::v1::agent_api_client::AgentApiClient;
 use mezzo_proto::v1::master_message::Message;
@@ -23,9 +24,9 @@ use tonic::transport::Channel;
 use super::group::Group;
 use super::stats::Stats;
 
-/// The real agent's limits: an answer to Attach and `Registered` within
-/// 5 s, a master silent for three heartbeats is gone.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+// The real agent's limits: `Registered` within 5 s, the wait doubling
+// after each that runs out.
+use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT};
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Statuses kept per task for re-registration, as the real agent.
 const KEPT_STATUSES: usize = 16;
@@ -91,6 +92,8 @@ pub(super) struct Agent {
     /// Finishes and resends by time; stale ones (the task moved on) are
     /// skipped when they come due.
     timers: BinaryHeap<Reverse<(Instant, Due, String)>>,
+    /// How long the next registration waits for `Registered`.
+    register_wait: Backoff,
 }
 
 /// Makes status update uuids unique over the whole simulation.
@@ -116,6 +119,7 @@ impl Agent {
             tasks: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
+            register_wait: Backoff::new(REGISTER_TIMEOUT, MAX_REGISTER_WAIT),
         }
     }
 
@@ -155,8 +159,10 @@ impl Agent {
     fn first_message(&self) -> v1::AgentMessage {
         use v1::agent_message::Message as M;
         let message = match &self.id {
+            // As the real agent: one registration id until it has an agent id.
             None => M::Register(v1::Register {
                 agent: Some(self.info.clone()),
+                registration: format!("sim-{}-{}", std::process::id(), self.index),
             }),
             Some(id) => M::Reregister(v1::Reregister {
                 agent_id: id.clone(),
@@ -179,14 +185,15 @@ impl Agent {
         if tx.send(self.first_message()).await.is_err() {
             return Ended::Failed("outbound closed".into());
         }
-        let mut inbound = match tokio::time::timeout(REGISTER_TIMEOUT, client.attach(ReceiverStream::new(rx))).await {
-            Err(_) => return Ended::Failed("no answer to Attach".into()),
+        let deadline = started + self.register_wait.peek();
+        let mut inbound = match tokio::time::timeout_at(deadline, client.attach(ReceiverStream::new(rx))).await {
+            Err(_) => return self.timed_out("no answer to Attach"),
             Ok(Err(status)) => return refused(status),
             Ok(Ok(r)) => r.into_inner(),
         };
         let registered = loop {
-            match tokio::time::timeout_at(started + REGISTER_TIMEOUT, inbound.next()).await {
-                Err(_) => return Ended::Failed("no Registered".into()),
+            match tokio::time::timeout_at(deadline, inbound.next()).await {
+                Err(_) => return self.timed_out("no Registered"),
                 Ok(None) => return Ended::Failed("closed before Registered".into()),
                 Ok(Some(Err(status))) => return refused(status),
                 Ok(Some(Ok(v1::MasterMessage {
@@ -195,6 +202,7 @@ impl Agent {
                 Ok(Some(Ok(_))) => {}
             }
         };
+        self.register_wait.reset();
         self.id = Some(registered.agent_id.clone());
         self.stats.registered(
             self.index,
@@ -208,6 +216,13 @@ impl Agent {
             .await;
         self.stats.connected.fetch_sub(1, Ordering::Relaxed);
         ended
+    }
+
+    /// A registration that ran out of time: the next waits longer.
+    fn timed_out(&mut self, what: &str) -> Ended {
+        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.register_wait.next_delay();
+        Ended::Failed(what.into())
     }
 
     /// The registered session: answers the master, sends heartbeats,

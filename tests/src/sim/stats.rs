@@ -19,6 +19,8 @@ pub struct Stats {
     /// Sessions that failed before or after registering (redirects to
     /// the leader not counted).
     pub failures: AtomicUsize,
+    /// Of the failures, registrations that waited for `Registered` in vain.
+    pub timeouts: AtomicUsize,
     /// Attaches a follower answered by naming the leader.
     pub redirects: AtomicUsize,
     /// Tasks the masters launched here.
@@ -42,6 +44,7 @@ impl Stats {
             registrations: AtomicUsize::new(0),
             reregistrations: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
+            timeouts: AtomicUsize::new(0),
             redirects: AtomicUsize::new(0),
             launched: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
