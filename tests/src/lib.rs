@@ -293,6 +293,8 @@ impl Default for ClusterSpec {
             master_args: vec![
                 "--agent-timeout".into(),
                 "3s".into(),
+                "--agent-reregister-timeout".into(),
+                "3s".into(),
                 "--heartbeat-interval".into(),
                 "500ms".into(),
             ],

@@ -34,6 +34,10 @@ pub struct Args {
     /// (at least three agent heartbeat intervals).
     #[arg(long, env = "MEZZO_AGENT_TIMEOUT", default_value = "10s", value_parser = super::duration)]
     agent_timeout: Duration,
+    /// After a new leader takes over, an agent not re-registered this long
+    /// is marked unreachable (at least `--agent-timeout`).
+    #[arg(long, env = "MEZZO_AGENT_REREGISTER_TIMEOUT", default_value = "2m", value_parser = super::duration)]
+    agent_reregister_timeout: Duration,
     /// Agent heartbeats the leader receives per second at most: beyond this
     /// many agents, they are told to heartbeat more rarely (0: no limit).
     #[arg(long, env = "MEZZO_AGENT_HEARTBEATS_PER_SECOND", default_value_t = 5000)]
@@ -133,6 +137,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     cfg.snapshot_every = a.snapshot_every;
     cfg.core.heartbeat_interval = a.heartbeat_interval;
     cfg.core.agent_timeout = a.agent_timeout;
+    cfg.core.agent_reregister_timeout = a.agent_reregister_timeout;
     cfg.core.agent_heartbeats_per_second = a.agent_heartbeats_per_second;
     cfg.core.offer_timeout = a.offer_timeout;
     cfg.core.max_frameworks_per_principal = a.max_frameworks_per_principal;

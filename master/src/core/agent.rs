@@ -516,14 +516,23 @@ impl Master {
         self.cfg.agent_timeout.max(self.agent_beat * 3)
     }
 
-    /// Marks agents unreachable once they have been silent, disconnected
-    /// or unrecovered for longer than the silence limit.
+    /// Marks agents unreachable once they have been silent or disconnected
+    /// for longer than the silence limit, or not re-registered with this
+    /// leader for longer than `agent_reregister_timeout`.
     pub(crate) fn check_agents(&mut self, now: Instant) {
         let timeout = self.agent_silence_limit();
+        let recovery = timeout.max(self.cfg.agent_reregister_timeout);
         let late: Vec<AgentId> = self
             .agents
             .values()
-            .filter(|a| a.status != AgentStatus::Unreachable && now.duration_since(a.last_seen) > timeout)
+            .filter(|a| {
+                let limit = if a.status == AgentStatus::Recovering {
+                    recovery
+                } else {
+                    timeout
+                };
+                a.status != AgentStatus::Unreachable && now.duration_since(a.last_seen) > limit
+            })
             .map(|a| a.id.clone())
             .collect();
         for id in late {

@@ -77,6 +77,13 @@ pub struct CoreConfig {
     pub agent_heartbeats_per_second: u32,
     /// An agent silent (or disconnected) this long is marked unreachable.
     pub agent_timeout: Duration,
+    /// How long a new leader waits for the agents it recovered to
+    /// re-register before it marks them unreachable (at least the silence
+    /// limit): tens of thousands of agents take longer than one agent's
+    /// silence to come back, and marking them unreachable meanwhile would
+    /// flood frameworks and then re-admit them all. Mesos waits 10 minutes,
+    /// Nomad 5.
+    pub agent_reregister_timeout: Duration,
     /// An offer not used within this time is rescinded.
     pub offer_timeout: Duration,
     /// Filter applied by a decline that names no refuse time (Mesos: 5 s).
@@ -131,6 +138,7 @@ impl Default for CoreConfig {
             heartbeat_interval: Duration::from_secs(1),
             agent_heartbeats_per_second: 5000,
             agent_timeout: Duration::from_secs(10),
+            agent_reregister_timeout: Duration::from_secs(120),
             offer_timeout: Duration::from_secs(30),
             default_refuse: Duration::from_secs(5),
             completed_tasks_per_framework: 1000,
@@ -321,6 +329,8 @@ pub struct Master {
     last_agent_heartbeat: Instant,
     /// When [`Master::check_agents`] last looked at every agent.
     last_agent_check: Instant,
+    /// When [`Master::expire_offers`] last looked at every offer.
+    last_offer_check: Instant,
     last_failover_check: Instant,
     started: Instant,
     counters: Counters,
@@ -372,6 +382,7 @@ impl Master {
             agent_beat: beat,
             last_agent_heartbeat: now,
             last_agent_check: now,
+            last_offer_check: now,
             last_failover_check: now,
             started: now,
             counters: Counters::default(),
@@ -513,14 +524,17 @@ impl Master {
                 self.emit(Effect::ToAgent(conn, v1::MasterMessage { message: Some(hb) }));
             }
         }
-        // A scan of every agent: a twentieth of the silence allowed is
-        // soon enough (every tick was a million agent looks a second at
-        // 50,000 agents).
+        // Scans of every agent and every offer: a twentieth of the time
+        // allowed is soon enough (every tick was a million looks a second
+        // at 50,000 agents).
         if now.duration_since(self.last_agent_check) >= self.agent_silence_limit() / 20 {
             self.last_agent_check = now;
             self.check_agents(now);
         }
-        self.expire_offers(now);
+        if now.duration_since(self.last_offer_check) >= self.cfg.offer_timeout / 20 {
+            self.last_offer_check = now;
+            self.expire_offers(now);
+        }
         self.check_failovers(now);
         self.drain_tick();
         self.preempt_tick(now);

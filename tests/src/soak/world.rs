@@ -51,6 +51,8 @@ impl World {
         let master_args: Vec<String> = vec![
             "--agent-timeout".into(),
             format!("{}ms", spec.agent_timeout.as_millis()),
+            "--agent-reregister-timeout".into(),
+            format!("{}ms", spec.agent_timeout.as_millis()),
             "--heartbeat-interval".into(),
             "500ms".into(),
         ];

@@ -282,3 +282,34 @@ fn a_framework_keeps_its_registration_time() {
     );
     assert_eq!(n.m.frameworks[&f].registered_at, at);
 }
+
+/// Issue 17: a new leader gives the agents it recovered
+/// `agent_reregister_timeout`, not one agent's silence, to come back: at
+/// 40,000 agents the late ones were marked unreachable while they queued
+/// to re-register, and the frameworks' streams overflowed with the news.
+/// An agent that came back and then fell silent has the usual limit.
+#[test]
+fn recovered_agents_have_the_reregister_timeout_to_come_back() {
+    let (mut old, _f) = Sim::with_task();
+    let second = old.agent(AGENT_CONN + 1, "cpus:1;mem:256");
+    let first = old.m.agents.keys().find(|id| **id != second).cloned().expect("agent");
+    let mut s = new_leader(&old);
+    let limit = s.m.cfg.agent_reregister_timeout;
+    assert!(limit > s.m.agent_silence_limit() * 2, "the test needs a longer limit");
+    let marked = |s: &Sim, id: &AgentId| s.m.agents[id].status == AgentStatus::Unreachable;
+
+    reregister(&mut s, AGENT_CONN + 1, &second, vec![]);
+    s.advance(s.m.agent_silence_limit() + Duration::from_secs(1));
+    assert!(marked(&s, &second), "a re-registered agent gone silent was not marked");
+    assert!(
+        !marked(&s, &first),
+        "a recovering agent was marked after one agent's silence"
+    );
+    assert_eq!(s.m.agents[&first].status, AgentStatus::Recovering);
+
+    s.advance(limit);
+    assert!(
+        marked(&s, &first),
+        "a recovering agent never came back and was not marked"
+    );
+}
