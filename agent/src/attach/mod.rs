@@ -41,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// list again, behind all the others (the master skips attaches whose
 /// agent stopped waiting, but not the decoding of each one).
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-pub const MAX_REGISTER_WAIT: Duration = Duration::from_secs(80);
+pub const MAX_REGISTER_WAIT: Duration = Duration::from_secs(40);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 const OUTBOUND_CAPACITY: usize = 8192;
 

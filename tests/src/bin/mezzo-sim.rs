@@ -188,9 +188,20 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         c.masters[leader].kill().await;
         let killed = Instant::now();
         let probe = Probe::start(c, "sim-probe-2").await?;
+        let mut next_note = killed + Duration::from_secs(30);
         let back = until("every agent re-registered", Duration::from_secs(600), || {
             let now = stats.masters();
-            now.len() == 1 && now.keys().next() != before.keys().next() && Stats::get(&stats.connected) == args.agents
+            let connected = Stats::get(&stats.connected);
+            if Instant::now() >= next_note {
+                // Say what is still missing, should it take this long.
+                next_note += Duration::from_secs(30);
+                let by_master: Vec<usize> = now.values().copied().collect();
+                println!(
+                    "          ({:.0?} after the kill: {connected} sessions registered; agents by master {by_master:?})",
+                    killed.elapsed()
+                );
+            }
+            now.len() == 1 && now.keys().next() != before.keys().next() && connected == args.agents
         })
         .await?;
         let offered = probe.all_offered(args.agents, killed).await?;
