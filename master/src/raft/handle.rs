@@ -91,6 +91,16 @@ impl RaftHandle {
         }
     }
 
+    /// A handle on no node (its proposals go nowhere), for tests of the
+    /// owner task's plumbing; inside a tokio runtime.
+    #[cfg(test)]
+    pub(crate) fn detached() -> RaftHandle {
+        let (tx, _) = mpsc::channel(1);
+        let (_, members) = watch::channel(BTreeMap::new());
+        let (_, auth) = watch::channel(Arc::new(AuthView::default()));
+        RaftHandle::new(tx, members, auth, 0, tokio::runtime::Handle::current())
+    }
+
     /// The runtime the node and its traffic run on, on a thread of their own.
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
