@@ -435,12 +435,11 @@ impl Runtime {
             }
             let (closed_fw, closed_agents) = self.clients.deliver(effects, &self.raft);
             let now = Instant::now();
+            // `deliver` has dropped their senders already.
             for conn in closed_fw {
-                self.clients.frameworks.remove(&conn);
                 core.framework_conn_closed(conn, now);
             }
             for conn in closed_agents {
-                self.clients.agents.remove(&conn);
                 core.agent_conn_closed(conn, now);
             }
             core.allocate_if_needed(now);
@@ -479,6 +478,20 @@ impl Clients {
         self.next_conn
     }
 
+    /// A framework's stream ended (or its subscriber left before the answer).
+    fn framework_closed(&mut self, core: &mut Master, conn: ConnId, now: Instant) {
+        self.frameworks.remove(&conn);
+        core.forget_credential(conn);
+        core.framework_conn_closed(conn, now);
+    }
+
+    /// An agent's stream ended (or the agent left before the answer).
+    fn agent_closed(&mut self, core: &mut Master, conn: ConnId, now: Instant) {
+        self.agents.remove(&conn);
+        core.forget_credential(conn);
+        core.agent_conn_closed(conn, now);
+    }
+
     /// Hands one command to the core and keeps what it opens or waits for.
     fn serve(&mut self, core: &mut Master, cmd: Command, now: Instant) {
         match cmd {
@@ -499,16 +512,10 @@ impl Clients {
                 }
                 if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
                     // Gone before its answer: no stream exists to say it closed.
-                    self.frameworks.remove(&conn);
-                    core.forget_credential(conn);
-                    core.framework_conn_closed(conn, now);
+                    self.framework_closed(core, conn, now);
                 }
             }
-            Command::FrameworkClosed(conn) => {
-                self.frameworks.remove(&conn);
-                core.forget_credential(conn);
-                core.framework_conn_closed(conn, now);
-            }
+            Command::FrameworkClosed(conn) => self.framework_closed(core, conn, now),
             Command::Call {
                 framework,
                 call,
@@ -551,9 +558,7 @@ impl Clients {
                 }
                 if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
                     // Gone since the check: no stream exists to say it closed.
-                    self.agents.remove(&conn);
-                    core.forget_credential(conn);
-                    core.agent_conn_closed(conn, now);
+                    self.agent_closed(core, conn, now);
                 }
             }
             Command::StatusUpdate {
@@ -571,11 +576,7 @@ impl Clients {
             Command::ExecutorExited(conn, e) => core.executor_exited(conn, e, now),
             Command::AgentUsage(conn, usage) => core.agent_usage(conn, usage, now),
             Command::AgentHostChecked(host, problem) => core.agent_host_checked(host, problem),
-            Command::AgentClosed(conn) => {
-                self.agents.remove(&conn);
-                core.forget_credential(conn);
-                core.agent_conn_closed(conn, now);
-            }
+            Command::AgentClosed(conn) => self.agent_closed(core, conn, now),
             Command::Kv {
                 framework,
                 call,

@@ -241,14 +241,15 @@ impl Master {
                 .registrations
                 .earlier(registration.as_deref(), principal.as_deref(), now)
         {
-            let committed = self.agents.contains_key(&earlier) || self.registry.agents.contains_key(&earlier);
+            let admitted = self.agents.contains_key(&earlier);
+            let committed = admitted || self.registry.agents.contains_key(&earlier);
             // (A proposal that never committed in that time was lost.)
             if !committed && now.duration_since(at) < REGISTRATION_COMMITS_WITHIN {
                 tracing::debug!(agent = %earlier, "a registration retried while it commits");
                 self.pending_agents.insert(earlier, (conn, hello));
                 return Ok(());
             }
-            if self.agents.contains_key(&earlier) && !self.registry.gone.contains_key(&earlier) {
+            if admitted && !self.registry.gone.contains_key(&earlier) {
                 tracing::info!(agent = %earlier, "a registration retried after it committed: the agent it made re-registers");
                 hello = AgentHello::Reregister {
                     id: earlier,
