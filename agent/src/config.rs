@@ -107,6 +107,10 @@ pub struct IsolationConfig {
     /// `0..count` mapped to host ids `base..` (`--user-namespaces`,
     /// `--user-namespace-ids`); `None`: tasks share the host's.
     pub userns: Option<crate::containerizer::userns::IdRange>,
+    /// Ports on loopback tasks on the host's network may reach besides
+    /// each other's listeners and the executor API (`--task-loopback`);
+    /// `None`: every port (no filter).
+    pub task_loopback: Option<Vec<std::ops::RangeInclusive<u16>>>,
 }
 
 impl IsolationConfig {
@@ -129,6 +133,7 @@ impl IsolationConfig {
             image_store_max_bytes: 10 << 30,
             registries: crate::images::RegistryConfig::default(),
             userns: None,
+            task_loopback: Some(crate::cgroups::loopback::DEFAULT_PORTS.to_vec()),
         }
     }
 }

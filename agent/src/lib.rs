@@ -344,7 +344,7 @@ async fn recover_tasks(
         tracing::info!(tasks = recovered.len(), "recovered pending status updates");
     }
 
-    let containerizer = containerizer(config, host)?;
+    let containerizer = containerizer(config, host, executors.endpoint.port())?;
     let fetcher = fetch::Fetcher::new(config.artifacts.clone(), &host.work_dir, metrics.clone())?;
     let sandboxes = paths::sandboxes_root(&host.work_dir);
     let (writeback, writeback_actor) = writeback::start(&sandboxes, config.sandbox_writeback)?;
@@ -513,7 +513,7 @@ fn image_source(
 
 /// The containerizer the configuration asks for; refuses to start an
 /// isolating agent that cannot isolate.
-fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containerizer>, AgentError> {
+fn containerizer(config: &AgentConfig, host: &Host, executor_port: u16) -> Result<Arc<dyn Containerizer>, AgentError> {
     let work_dir = host.work_dir.as_path();
     match &config.isolation {
         Isolation::None => Ok(Arc::new(PosixContainerizer::new())),
@@ -552,9 +552,27 @@ fn containerizer(config: &AgentConfig, host: &Host) -> Result<Arc<dyn Containeri
                 allow_unconfined: iso.allow_unconfined,
                 images: Some(image_source(work_dir, iso)?),
                 userns: iso.userns,
+                loopback: loopback_filter(iso, executor_port),
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))
+        }
+    }
+}
+
+/// The loopback filter `--task-loopback` asks for, with the executor API's
+/// port (custom executors are tasks); `None` when it asks for none, or when
+/// this kernel cannot name the host's network namespace (logged).
+fn loopback_filter(iso: &IsolationConfig, executor_port: u16) -> Option<crate::cgroups::LoopbackFilter> {
+    let mut ports = iso.task_loopback.clone()?;
+    ports.push(executor_port..=executor_port);
+    match crate::cgroups::LoopbackFilter::new(&ports) {
+        Ok(filter) => Some(filter),
+        Err(e) => {
+            tracing::warn!(
+                "cannot filter what tasks reach on loopback (the network namespace's cookie needs Linux 5.14): {e}"
+            );
+            None
         }
     }
 }

@@ -725,6 +725,17 @@ if child == 0:
     os._exit(0)
 call("ptrace_child", 101, 16, child, 0, 0)
 os.kill(child, 9)
+import socket
+def connect(name, port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        print(f"{name}: ok")
+    except OSError as e:
+        print(f"{name}: {errno.errorcode.get(e.errno, e.errno)}")
+connect("master_loopback", @MASTERPORT@)
+connect("host_loopback", @HOSTPORT@)
+connect("neighbour_port", @NPORT@)
 PY
 "#;
 
@@ -735,9 +746,10 @@ PY
 /// module loading (this kernel has no modules at all, so EPERM is the
 /// filter's answer, where the kernel alone would say ENOSYS); no `ptrace`
 /// of a process outside, nor of the init's descriptors; no view of another
-/// task's sandbox. Controls: the
-/// host has what the task could not reach, the task's own child can be
-/// traced and the neighbour's output read from the host. Host paths the
+/// task's sandbox; no connection to the master or another host service on
+/// loopback. Controls: the host has what the task could not reach, the
+/// task's own child can be traced, the neighbour's output read from the
+/// host and its port on loopback reached from the task. Host paths the
 /// operator shares (`--host-paths`) are there, read-only unless `:rw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escapes_from_a_task_fail() -> Result<()> {
@@ -770,12 +782,15 @@ async fn escapes(extra: &[&str]) -> Result<()> {
         let (s, mut ev, fid) = fw::subscribe(&c, "escapes", None).await?;
         let sandboxes = c.dir.path().join("agent0/sandboxes").join(&fid);
         let o = ev.offer().await?;
+        // The neighbour serves on a port of its own, on loopback (a free
+        // one: other tests' tasks share the host's network).
+        let neighbour_port = mezzo_tests::free_ports(1)?[0];
         s.accept(
             vec![o.offer_id],
             vec![task(
                 "neighbour",
-                "cpus:0.1;mem:32",
-                "echo neighbour-secret; sleep 600",
+                "cpus:0.1;mem:64",
+                &format!("echo neighbour-secret; exec python3 -u -m http.server {neighbour_port} --bind 127.0.0.1"),
             )?],
             None,
         )
@@ -784,16 +799,22 @@ async fn escapes(extra: &[&str]) -> Result<()> {
             .await?;
         let neighbour = sandboxes.join("neighbour/stdout");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&neighbour).is_ok_and(|out| out.contains("neighbour-secret")) {
-            ensure!(Instant::now() < deadline, "the neighbour wrote nothing");
+        while !std::fs::read_to_string(&neighbour).is_ok_and(|out| out.contains("Serving HTTP")) {
+            ensure!(Instant::now() < deadline, "the neighbour is not serving");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A service of the host on loopback, which the task must not reach.
+        let host_service = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let master_port = c.master_addr().rsplit(':').next().context("master port")?.to_owned();
         let script = ESCAPES
             .replace("NONCE", &nonce)
             .replace("NEIGHBOUR", &neighbour.display().to_string())
             .replace("@RO@", &ro.path().display().to_string())
             .replace("@RW@", &rw.path().display().to_string())
-            .replace("OUTSIDE", &std::process::id().to_string());
+            .replace("OUTSIDE", &std::process::id().to_string())
+            .replace("@MASTERPORT@", &master_port)
+            .replace("@HOSTPORT@", &host_service.local_addr()?.port().to_string())
+            .replace("@NPORT@", &neighbour_port.to_string());
         for user in ["nobody", "root"] {
             let out = probe_as(&s, &mut ev, &sandboxes, user, &script).await?;
             for expected in [
@@ -820,6 +841,9 @@ async fn escapes(extra: &[&str]) -> Result<()> {
                 "finit_module: EPERM".into(),
                 "ptrace_outside: ESRCH".into(),
                 "ptrace_child: ok".into(),
+                "master_loopback: EPERM".into(),
+                "host_loopback: EPERM".into(),
+                "neighbour_port: ok".into(),
             ] {
                 ensure!(out.lines().any(|l| l == expected), "{user}: no {expected:?} in:\n{out}");
             }
@@ -840,6 +864,9 @@ async fn escapes(extra: &[&str]) -> Result<()> {
             !std::fs::read_to_string("/proc/keys")?.is_empty(),
             "the host's /proc/keys is empty"
         );
+        // What the task could not reach on loopback is there.
+        std::net::TcpStream::connect(c.master_addr())?;
+        std::net::TcpStream::connect(host_service.local_addr()?)?;
         // The shared directory is the host's: both probes' files are there.
         for uid in [65534, 0] {
             let written = rw.path().join(format!("from-task-{uid}"));

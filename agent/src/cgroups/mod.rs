@@ -42,8 +42,10 @@
 //! reading `cgroup.procs`, usage, OOM detection, the freeze-and-kill
 //! protocol and removal.
 
+mod bpf;
 mod devices;
 mod layout;
+pub mod loopback;
 mod v1;
 mod v2;
 
@@ -62,6 +64,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub use loopback::LoopbackFilter;
 pub use v1::V1Backend;
 pub use v2::V2Backend;
 
@@ -308,6 +311,11 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     /// Removes `parent` itself if empty; fails (EBUSY) if it still has
     /// children; nothing to do if it does not exist.
     fn remove_parent(&self, parent: &str) -> Result<(), CgroupError>;
+    /// What containers made from now on may reach on the host's loopback
+    /// (`loopback.rs`); `None`: anything. Set before the first `create`,
+    /// which puts it on the parent. Returns why it cannot be enforced
+    /// here, if it cannot (the agent logs it and goes on).
+    fn filter_loopback(&mut self, filter: Option<LoopbackFilter>) -> Option<String>;
 }
 
 /// One container's cgroup.

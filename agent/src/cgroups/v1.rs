@@ -21,6 +21,7 @@ use cgroups_rs::fs::{self as lib, Controller, MaxValue};
 
 use super::devices;
 use super::layout::{Layout, Mounts, Writer, controller, saturating_i64};
+use super::loopback::{self, LoopbackFilter};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
     keyed, keyed_required, kill_all_with, mkdir_all, mkdir_leaf, read_file, read_procs, read_u64, rmdir_retry,
@@ -55,6 +56,16 @@ pub struct V1Backend {
     devices: Option<PathBuf>,
     /// The parent's device list was checked (and written if it differed).
     devices_ready: Arc<AtomicBool>,
+    /// The unified (v2) hierarchy of a hybrid host, `<root>/unified`, once
+    /// [`CgroupBackend::filter_loopback`] found it: cgroup eBPF programs
+    /// attach there only.
+    unified: Option<PathBuf>,
+    /// What containers may reach on loopback; `Some`: containers join the
+    /// agent's parent in `unified`, which holds the filter.
+    loopback: Option<Arc<LoopbackFilter>>,
+    /// The filter was put on (or taken off) the parent in `unified`.
+    loopback_ready: Arc<AtomicBool>,
+    root: PathBuf,
 }
 
 impl V1Backend {
@@ -87,6 +98,10 @@ impl V1Backend {
             mounts,
             devices: devices.join("devices.allow").is_file().then_some(devices),
             devices_ready: Arc::new(AtomicBool::new(false)),
+            unified: None,
+            loopback: None,
+            loopback_ready: Arc::new(AtomicBool::new(false)),
+            root: root.to_owned(),
         }
     }
 
@@ -105,6 +120,10 @@ impl V1Backend {
                 .as_ref()
                 .map(|d| cgroup_path(d, parent, None).map(|p| p.join("cgroup.procs")))
                 .transpose()?,
+            unified: match (&self.unified, &self.loopback) {
+                (Some(u), Some(_)) => Some(cgroup_path(u, parent, None)?.join("cgroup.procs")),
+                _ => None,
+            },
             handle: self.layout.load(&format!("{parent}/{name}")),
             writer: self.writer,
         })
@@ -125,6 +144,20 @@ impl V1Backend {
             mkdir_all(devices, &dir, |_| Ok(()))?;
             restrict_devices(&dir)?;
             self.devices_ready.store(true, Ordering::Release);
+        }
+        if let Some(unified) = &self.unified
+            && !self.loopback_ready.load(Ordering::Acquire)
+        {
+            let dir = cgroup_path(unified, parent, None)?;
+            match &self.loopback {
+                Some(filter) => {
+                    mkdir_all(unified, &dir, |_| Ok(()))?;
+                    filter.attach(&dir)?;
+                }
+                None if dir.is_dir() => loopback::detach(&dir)?,
+                None => {}
+            }
+            self.loopback_ready.store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -203,12 +236,27 @@ impl CgroupBackend for V1Backend {
 
     /// By hand: see [`rmdir_retry`].
     fn remove_parent(&self, parent: &str) -> Result<(), CgroupError> {
-        for h in self.hierarchies.iter().chain(&self.devices) {
+        for h in self.hierarchies.iter().chain(&self.devices).chain(&self.unified) {
             rmdir_retry(&cgroup_path(h, parent, None)?)?;
         }
-        // A parent made again starts with every device allowed.
+        // A parent made again starts with every device allowed, and no filter.
         self.devices_ready.store(false, Ordering::Release);
+        self.loopback_ready.store(false, Ordering::Release);
         Ok(())
+    }
+
+    fn filter_loopback(&mut self, filter: Option<LoopbackFilter>) -> Option<String> {
+        let unified = self.root.join("unified");
+        let is_v2 = nix::sys::statfs::statfs(&unified)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        self.unified = is_v2.then_some(unified);
+        self.loopback = filter.map(Arc::new);
+        (self.loopback.is_some() && !is_v2).then(|| {
+            format!(
+                "no cgroup2 hierarchy at {}/unified (a cgroup v1 host without one): tasks on the host's network reach every loopback port",
+                self.root.display()
+            )
+        })
     }
 }
 
@@ -225,6 +273,9 @@ struct V1Cgroup {
     dirs: Vec<PathBuf>,
     /// `cgroup.procs` of the agent's parent in the devices hierarchy.
     devices: Option<PathBuf>,
+    /// `cgroup.procs` of the agent's parent in the unified hierarchy (the
+    /// loopback filter's).
+    unified: Option<PathBuf>,
     writer: Writer,
 }
 
@@ -306,7 +357,7 @@ impl Freezer for V1Freezer<'_> {
 impl Cgroup for V1Cgroup {
     fn procs_files(&self) -> Vec<PathBuf> {
         let dirs = self.dirs.iter().map(|d| d.join("cgroup.procs"));
-        dirs.chain(self.devices.clone()).collect()
+        dirs.chain(self.devices.clone()).chain(self.unified.clone()).collect()
     }
 
     fn leave_files(&self) -> Vec<PathBuf> {
@@ -324,8 +375,9 @@ impl Cgroup for V1Cgroup {
             let c = sub.to_controller();
             Writer::CHECKED.set(c.path(), "cgroup.procs", &pid, || c.add_task_by_tgid(&tgid))?;
         }
-        // By hand: the devices parent is not one of the handle's subsystems.
-        if let Some(procs) = &self.devices {
+        // By hand: the devices and unified parents are not among the
+        // handle's subsystems.
+        for procs in self.devices.iter().chain(&self.unified) {
             std::fs::write(procs, pid.to_string()).map_err(CgroupError::io("write", procs))?;
         }
         Ok(())

@@ -21,6 +21,7 @@ use cgroups_rs::fs::{self as lib, MaxValue};
 
 use super::devices;
 use super::layout::{Layout, Writer, controller, saturating_i64};
+use super::loopback::{self, LoopbackFilter};
 use super::{
     CPU_PERIOD_US, Cgroup, CgroupBackend, CgroupError, CgroupVersion, Freezer, Limits, Usage, cgroup_path, child_dirs,
     keyed, keyed_required, kill_all_with, mkdir_all, mkdir_leaf, read_file, read_procs, rmdir_retry, wait_empty,
@@ -36,9 +37,12 @@ pub struct V2Backend {
     root: PathBuf,
     /// For the limits, written on the launch path.
     writer: Writer,
-    /// The device filter is attached to the parent (once per agent: the
-    /// containers below it all share it, as v1's devices cgroup).
+    /// The device filter (and the loopback filter) are attached to the
+    /// parent (once per agent: the containers below it all share them, as
+    /// v1's devices cgroup).
     devices_ready: Arc<AtomicBool>,
+    /// What containers may reach on loopback; `None`: anything.
+    loopback: Option<Arc<LoopbackFilter>>,
 }
 
 impl V2Backend {
@@ -61,21 +65,27 @@ impl V2Backend {
             root: root.to_owned(),
             writer: Writer::for_mount(root),
             devices_ready: Arc::new(AtomicBool::new(false)),
+            loopback: None,
         }
     }
 
-    /// Attaches the device filter to `parent_dir` unless this backend has
-    /// (`made`: the directory is new, so whatever was attached before went
-    /// with the old one). Before any container is made below it, so none
-    /// runs unfiltered. A directory that is not on a cgroup2 file system
-    /// (the unit tests' fake hierarchies) cannot hold one, nor contain
-    /// anything: the agent logs it.
-    pub(super) fn restrict_devices(&self, parent_dir: &Path, made: bool) -> Result<(), CgroupError> {
+    /// Attaches the device filter and the loopback filter to `parent_dir`
+    /// (or takes an earlier agent's loopback filter off) unless this
+    /// backend has (`made`: the directory is new, so whatever was attached
+    /// before went with the old one). Before any container is made below
+    /// it, so none runs unfiltered. A directory that is not on a cgroup2
+    /// file system (the unit tests' fake hierarchies) cannot hold one, nor
+    /// contain anything: the agent logs it.
+    pub(super) fn restrict_parent(&self, parent_dir: &Path, made: bool) -> Result<(), CgroupError> {
         if made || !self.devices_ready.load(Ordering::Acquire) {
             let fs =
                 nix::sys::statfs::statfs(parent_dir).map_err(|e| CgroupError::io("statfs", parent_dir)(e.into()))?;
             if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
                 devices::restrict_v2(parent_dir)?;
+                match &self.loopback {
+                    Some(filter) => filter.attach(parent_dir)?,
+                    None => loopback::detach(parent_dir)?,
+                }
             } else {
                 tracing::warn!(dir = %parent_dir.display(), "not a cgroup2 directory: no device filter attached");
             }
@@ -119,7 +129,7 @@ impl CgroupBackend for V2Backend {
             made |= dir == parent_dir;
             Ok(())
         })?;
-        self.restrict_devices(&parent_dir, made)?;
+        self.restrict_parent(&parent_dir, made)?;
         // Enable from the root down on every create, not only for new
         // directories: an agent restarted on a half-set-up parent heals it.
         let mut cur = self.root.clone();
@@ -155,6 +165,11 @@ impl CgroupBackend for V2Backend {
     /// By hand: see [`rmdir_retry`].
     fn remove_parent(&self, parent: &str) -> Result<(), CgroupError> {
         rmdir_retry(&cgroup_path(&self.root, parent, None)?)
+    }
+
+    fn filter_loopback(&mut self, filter: Option<LoopbackFilter>) -> Option<String> {
+        self.loopback = filter.map(Arc::new);
+        None
     }
 }
 

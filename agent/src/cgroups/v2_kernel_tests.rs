@@ -265,7 +265,6 @@ fn real_v2_create_with_or_without_controllers() {
 /// the test), in `cg` when given (moved in before it starts), and returns
 /// its output.
 fn device_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, nodes: &Path) -> String {
-    use std::io::{Read, Write};
     let script = r#"read go
         try() { if "$@" 2>/dev/null; then echo "$* ok"; else echo "$* denied"; fi; }
         # Not `:`, a special builtin: a failed redirection would end the shell.
@@ -278,15 +277,17 @@ fn device_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, nodes: &Path) -> String 
         try mknod "$N/kmsg2" c 1 11
         try mknod "$N/disk2" b 8 0
         rm -f "$N/null2" "$N/kmsg2" "$N/disk2""#;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .env("N", nodes)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).env("N", nodes).stderr(Stdio::null());
+    probe(m, cg, cmd)
+}
+
+/// Runs `cmd`, which waits for a line on stdin before it does anything,
+/// in `cg` when given (moved in before the line is sent), and returns its
+/// output.
+fn probe(m: &mut Mounted, cg: Option<&V2Cgroup>, mut cmd: Command) -> String {
+    use std::io::{Read, Write};
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     if let Some(cg) = cg {
         cg.add_pid(child.id()).unwrap();
     }
@@ -301,11 +302,9 @@ fn device_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, nodes: &Path) -> String 
 fn real_v2_device_filter_allows_only_the_list() {
     let Some(mut m) = Mounted::new() else { return };
     fs::create_dir_all(m.parent_dir()).unwrap();
-    V2Backend::at(m.root()).restrict_devices(&m.parent_dir(), true).unwrap();
+    V2Backend::at(m.root()).restrict_parent(&m.parent_dir(), true).unwrap();
     // A restarted agent attaches again: the program is replaced, not added.
-    V2Backend::at(m.root())
-        .restrict_devices(&m.parent_dir(), false)
-        .unwrap();
+    V2Backend::at(m.root()).restrict_parent(&m.parent_dir(), false).unwrap();
     assert_eq!(super::devices::attached_v2(&m.parent_dir()).unwrap(), 1);
     let cg = m.leaf("d");
 
@@ -339,4 +338,146 @@ fn real_v2_device_filter_allows_only_the_list() {
     ] {
         assert!(inside.lines().any(|l| l == want), "want {want:?} in:\n{inside}");
     }
+}
+
+/// Runs a Python probe of loopback (ports in `env`), in `cg` when given
+/// (moved in before it makes a socket), and returns its output.
+fn loopback_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, env: &[(&str, u16)]) -> String {
+    let script = r#"
+import ctypes, errno, fcntl, os, socket, struct, sys
+sys.stdin.readline()
+P = {k: int(v) for k, v in os.environ.items() if k.startswith("P_")}
+def res(name, f):
+    try:
+        f()
+        print(f"{name} ok")
+    except OSError as e:
+        print(f"{name} {errno.errorcode.get(e.errno, e.errno)}")
+def tcp(addr, port, fam=socket.AF_INET):
+    def f():
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect((addr, port))
+    return f
+def udp(port, connect=False):
+    def f():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            if connect:
+                s.connect(("127.0.0.1", port))
+            else:
+                s.sendto(b"x", ("127.0.0.1", port))
+    return f
+def fastopen():
+    with socket.socket() as s:
+        s.sendto(b"x", socket.MSG_FASTOPEN, ("127.0.0.1", P["P_HOST"]))
+own = socket.socket()
+own.bind(("127.0.0.1", 0))
+own.listen()
+print("priority", hex(own.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY)))
+res("own", tcp("127.0.0.1", own.getsockname()[1]))
+res("own-any", tcp("0.0.0.0", own.getsockname()[1]))
+own_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+own_udp.bind(("127.0.0.1", 0))
+res("own-udp", udp(own_udp.getsockname()[1]))
+res("host", tcp("127.0.0.1", P["P_HOST"]))
+res("host-any", tcp("0.0.0.0", P["P_HOST"]))
+res("host-127.0.0.2", tcp("127.0.0.2", P["P_HOST"]))
+res("allowed", tcp("127.0.0.1", P["P_ALLOWED"]))
+res("dual-v6", tcp("::1", P["P_DUAL"], socket.AF_INET6))
+res("dual-mapped", tcp("::ffff:127.0.0.1", P["P_DUAL"], socket.AF_INET6))
+res("dual-any6", tcp("::", P["P_DUAL"], socket.AF_INET6))
+res("udp-send", udp(P["P_UDP"]))
+res("udp-connect", udp(P["P_UDP"], connect=True))
+squat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+squat.bind(("127.0.0.1", P["P_TCPONLY"]))
+res("tcp-behind-own-udp", tcp("127.0.0.1", P["P_TCPONLY"]))
+res("fastopen", fastopen)
+sys.stdout.flush()
+# Another network namespace's loopback is its own: no listener there.
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", 1))
+    res("other-netns", tcp("127.0.0.1", P["P_HOST"]))
+else:
+    print("other-netns unshare failed")
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script);
+    for (k, port) in env {
+        cmd.env(k, port.to_string());
+    }
+    probe(m, cg, cmd)
+}
+
+/// Issue 15: from a cgroup under the filter, loopback reaches the cgroup's
+/// own listeners (TCP and UDP) and the allowed port, and nothing of the
+/// host's: not by 127.0.0.1, 127.0.0.2, 0.0.0.0, `::1`, `::`, IPv4 mapped
+/// into IPv6, a datagram, a connected UDP socket, TCP Fast Open, or a UDP
+/// socket of its own on a TCP listener's port; a network namespace of its
+/// own is not filtered. Outside the cgroup all of it connects (the
+/// control), and once the filter is detached so does the cgroup.
+#[test]
+fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
+    use std::net::{TcpListener, UdpSocket};
+    let Some(mut m) = Mounted::new() else { return };
+    let parent = m.parent_dir();
+    fs::create_dir_all(&parent).unwrap();
+    let host = TcpListener::bind("0.0.0.0:0").unwrap();
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dual = TcpListener::bind("[::]:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcponly = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = |a: std::io::Result<std::net::SocketAddr>| a.unwrap().port();
+    let env = [
+        ("P_HOST", port(host.local_addr())),
+        ("P_ALLOWED", port(allowed.local_addr())),
+        ("P_DUAL", port(dual.local_addr())),
+        ("P_UDP", port(udp.local_addr())),
+        ("P_TCPONLY", port(tcponly.local_addr())),
+    ];
+    let allowed_port = env[1].1;
+    let filter = super::LoopbackFilter::new(&[allowed_port..=allowed_port]).unwrap();
+    filter.attach(&parent).unwrap();
+    // A restarted agent attaches again: replaced, not added.
+    filter.attach(&parent).unwrap();
+    assert_eq!(super::loopback::attached(&parent).unwrap(), 5);
+    let cg = m.leaf("t");
+
+    let outside = loopback_probe(&mut m, None, &env);
+    for line in outside
+        .lines()
+        .filter(|l| !l.starts_with("priority") && !l.starts_with("other-netns"))
+    {
+        assert!(line.ends_with(" ok"), "outside: {line:?} in:\n{outside}");
+    }
+    assert!(outside.contains("priority 0x0\n"), "{outside}");
+
+    let inside = loopback_probe(&mut m, Some(&cg), &env);
+
+    let mark = format!("priority {:#x}", super::loopback::TASK_PRIORITY);
+    for want in [
+        mark.as_str(),
+        "own ok",
+        "own-any ok",
+        "own-udp ok",
+        "allowed ok",
+        "host EPERM",
+        "host-any EPERM",
+        "host-127.0.0.2 EPERM",
+        "dual-v6 EPERM",
+        "dual-mapped EPERM",
+        "dual-any6 EPERM",
+        "udp-send EPERM",
+        "udp-connect EPERM",
+        "tcp-behind-own-udp EPERM",
+        "fastopen EPERM",
+        "other-netns ECONNREFUSED",
+    ] {
+        assert!(inside.lines().any(|l| l == want), "want {want:?} in:\n{inside}");
+    }
+
+    super::loopback::detach(&parent).unwrap();
+    assert_eq!(super::loopback::attached(&parent).unwrap(), 0);
+    let after = loopback_probe(&mut m, Some(&cg), &env);
+    assert!(after.lines().any(|l| l == "host ok"), "{after}");
 }

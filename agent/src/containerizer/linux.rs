@@ -61,6 +61,9 @@ pub struct LinuxConfig {
     /// Each task in a user namespace of its own with these ids
     /// (`--user-namespaces`, `super::userns`); `None`: the host's.
     pub userns: Option<super::userns::IdRange>,
+    /// What tasks on the host's network may reach on loopback
+    /// (`cgroups::loopback`); `None`: anything.
+    pub loopback: Option<cgroups::LoopbackFilter>,
 }
 
 /// What the containerizer records in a container's run dir.
@@ -115,9 +118,12 @@ impl LinuxContainerizer {
                     .into(),
             ));
         }
-        let backend = cgroups::detect(&cfg.cgroup_root).map_err(|e| {
+        let mut backend = cgroups::detect(&cfg.cgroup_root).map_err(|e| {
             ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation"))
         })?;
+        if let Some(why) = backend.filter_loopback(cfg.loopback.clone()) {
+            tracing::warn!("{why}");
+        }
         if let Some(range) = cfg.userns {
             if let Some(why) = super::userns::unsupported() {
                 return Err(ContainerError::Isolation(format!("--user-namespaces: {why}")));

@@ -61,6 +61,13 @@ pub struct Args {
     /// master's ACL allowed it (`relax_isolation` on `seccomp:unconfined`).
     #[arg(long, env = "MEZZO_ALLOW_UNCONFINED")]
     allow_unconfined: bool,
+    /// What a task on the host's network may reach on loopback besides
+    /// other tasks' listeners and the executor API: ports and ranges,
+    /// comma-separated (the default 53 is for local DNS resolvers), `none`,
+    /// or `all` for no filter (then every task reaches every service the
+    /// host has on 127.0.0.1, the masters' and agent's among them).
+    #[arg(long, env = "MEZZO_TASK_LOOPBACK", default_value = "53", value_parser = task_loopback)]
+    task_loopback: TaskLoopback,
     /// Host directories every task sees at the same path, comma-separated;
     /// read-only unless suffixed `:rw` (e.g. `/data,/scratch:rw`).
     #[arg(long, env = "MEZZO_HOST_PATHS", default_value = "")]
@@ -203,6 +210,14 @@ fn userns_ids(s: &str) -> Result<mezzo_agent::containerizer::userns::IdRange, St
     mezzo_agent::containerizer::userns::IdRange::parse(s)
 }
 
+/// `--task-loopback`: `None` for `all`.
+#[derive(Debug, Clone)]
+struct TaskLoopback(Option<Vec<std::ops::RangeInclusive<u16>>>);
+
+fn task_loopback(s: &str) -> Result<TaskLoopback, String> {
+    mezzo_agent::cgroups::loopback::parse_ports(s).map(TaskLoopback)
+}
+
 fn headroom(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -240,6 +255,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         iso.allowed_users = super::comma_list(&a.allowed_users);
         iso.cpu_hard_limit = a.cpu_hard_limit;
         iso.allow_unconfined = a.allow_unconfined;
+        iso.task_loopback = a.task_loopback.0;
         iso.host_paths = host_paths(&a.host_paths)?;
         iso.userns = a.user_namespaces.then_some(a.user_namespace_ids);
         iso.image_layouts = a.image_layouts;

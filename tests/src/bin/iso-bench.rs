@@ -359,6 +359,10 @@ async fn run(a: Args) -> Result<()> {
             allow_unconfined: false,
             images: Some(images.clone()),
             userns: None,
+            // As an agent has it by default.
+            loopback: Some(mezzo_agent::cgroups::LoopbackFilter::new(
+                &mezzo_agent::cgroups::loopback::DEFAULT_PORTS,
+            )?),
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(match (net, &image) {
