@@ -552,7 +552,7 @@ fn containerizer(config: &AgentConfig, host: &Host, executor_port: u16) -> Resul
                 allow_unconfined: iso.allow_unconfined,
                 images: Some(image_source(work_dir, iso)?),
                 userns: iso.userns,
-                loopback: loopback_filter(iso, executor_port),
+                loopback: loopback_filter(iso, executor_port)?,
             };
             let c = LinuxContainerizer::new(cfg).map_err(|e| AgentError::Isolation(e.to_string()))?;
             Ok(Arc::new(c))
@@ -561,20 +561,22 @@ fn containerizer(config: &AgentConfig, host: &Host, executor_port: u16) -> Resul
 }
 
 /// The loopback filter `--task-loopback` asks for, with the executor API's
-/// port (custom executors are tasks); `None` when it asks for none, or when
-/// this kernel cannot name the host's network namespace (logged).
-fn loopback_filter(iso: &IsolationConfig, executor_port: u16) -> Option<crate::cgroups::LoopbackFilter> {
-    let mut ports = iso.task_loopback.clone()?;
+/// port (custom executors are tasks); `None` when it asks for none. An
+/// agent that cannot filter refuses to start rather than leave loopback
+/// open (`--task-loopback all` says to).
+fn loopback_filter(
+    iso: &IsolationConfig,
+    executor_port: u16,
+) -> Result<Option<crate::cgroups::LoopbackFilter>, AgentError> {
+    let Some(mut ports) = iso.task_loopback.clone() else {
+        return Ok(None);
+    };
     ports.push(executor_port..=executor_port);
-    match crate::cgroups::LoopbackFilter::new(&ports) {
-        Ok(filter) => Some(filter),
-        Err(e) => {
-            tracing::warn!(
-                "cannot filter what tasks reach on loopback (the network namespace's cookie needs Linux 5.14): {e}"
-            );
-            None
-        }
-    }
+    crate::cgroups::LoopbackFilter::new(&ports).map(Some).map_err(|e| {
+        AgentError::Isolation(format!(
+            "cannot filter what tasks reach on loopback ({e}; naming the host's network namespace needs Linux 5.14); pass --task-loopback all to run without the filter"
+        ))
+    })
 }
 
 #[cfg(test)]

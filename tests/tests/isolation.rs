@@ -736,6 +736,18 @@ def connect(name, port):
 connect("master_loopback", @MASTERPORT@)
 connect("host_loopback", @HOSTPORT@)
 connect("neighbour_port", @NPORT@)
+def abstract(name, address):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(address)
+        print(f"{name}: ok")
+    except OSError as e:
+        print(f"{name}: {errno.errorcode.get(e.errno, e.errno)}")
+own = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+own.bind("\0mezzo-own-NONCE-" + str(os.getuid()))
+own.listen()
+abstract("abstract_own", "\0mezzo-own-NONCE-" + str(os.getuid()))
+abstract("abstract_host", "\0mezzo-host-NONCE")
 PY
 "#;
 
@@ -747,7 +759,7 @@ PY
 /// filter's answer, where the kernel alone would say ENOSYS); no `ptrace`
 /// of a process outside, nor of the init's descriptors; no view of another
 /// task's sandbox; no connection to the master or another host service on
-/// loopback. Controls: the host has what the task could not reach, the
+/// loopback, nor to the host's abstract Unix sockets. Controls: the host has what the task could not reach, the
 /// task's own child can be traced, the neighbour's output read from the
 /// host and its port on loopback reached from the task. Host paths the
 /// operator shares (`--host-paths`) are there, read-only unless `:rw`.
@@ -803,8 +815,15 @@ async fn escapes(extra: &[&str]) -> Result<()> {
             ensure!(Instant::now() < deadline, "the neighbour is not serving");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // A service of the host on loopback, which the task must not reach.
+        // A service of the host on loopback, and one on an abstract Unix
+        // socket (the host network namespace's), which the task must not reach.
         let host_service = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let abstract_name = format!("mezzo-host-{nonce}");
+        let host_abstract = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
+            std::os::unix::net::UnixListener::bind_addr(&addr)?
+        };
         let master_port = c.master_addr().rsplit(':').next().context("master port")?.to_owned();
         let script = ESCAPES
             .replace("NONCE", &nonce)
@@ -844,6 +863,8 @@ async fn escapes(extra: &[&str]) -> Result<()> {
                 "master_loopback: EPERM".into(),
                 "host_loopback: EPERM".into(),
                 "neighbour_port: ok".into(),
+                "abstract_own: ok".into(),
+                "abstract_host: EPERM".into(),
             ] {
                 ensure!(out.lines().any(|l| l == expected), "{user}: no {expected:?} in:\n{out}");
             }
@@ -867,6 +888,7 @@ async fn escapes(extra: &[&str]) -> Result<()> {
         // What the task could not reach on loopback is there.
         std::net::TcpStream::connect(c.master_addr())?;
         std::net::TcpStream::connect(host_service.local_addr()?)?;
+        std::os::unix::net::UnixStream::connect_addr(&host_abstract.local_addr()?)?;
         // The shared directory is the host's: both probes' files are there.
         for uid in [65534, 0] {
             let written = rw.path().join(format!("from-task-{uid}"));

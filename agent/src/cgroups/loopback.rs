@@ -55,7 +55,14 @@ impl LoopbackFilter {
     /// A filter for the network namespace this process is in, allowing
     /// `ports` (merged; at most [`MAX_RANGES`] ranges after merging).
     pub fn new(ports: &[RangeInclusive<u16>]) -> io::Result<Self> {
-        Ok(Self::for_netns(ports, current_netns_cookie()?))
+        let filter = Self::for_netns(ports, current_netns_cookie()?);
+        if filter.ports.len() > MAX_RANGES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} port ranges; at most {MAX_RANGES}", filter.ports.len()),
+            ));
+        }
+        Ok(filter)
     }
 
     fn for_netns(ports: &[RangeInclusive<u16>], host_netns: u64) -> Self {
@@ -70,7 +77,6 @@ impl LoopbackFilter {
                 _ => merged.push(r),
             }
         }
-        merged.truncate(MAX_RANGES);
         LoopbackFilter {
             ports: merged,
             host_netns,
@@ -119,8 +125,9 @@ pub fn parse_ports(text: &str) -> Result<Option<Vec<RangeInclusive<u16>>>, Strin
     if out.is_empty() {
         return Err("no ports: say `none` for none, `all` for no filter".into());
     }
-    if out.len() > MAX_RANGES {
-        return Err(format!("{} ranges; at most {MAX_RANGES}", out.len()));
+    // One is kept for the executor API's port.
+    if out.len() >= MAX_RANGES {
+        return Err(format!("{} ranges; at most {}", out.len(), MAX_RANGES - 1));
     }
     Ok(Some(out))
 }
@@ -169,9 +176,14 @@ const USER_IP4: i16 = 4;
 const USER_IP6: i16 = 8;
 const USER_PORT: i16 = 24;
 const SOCK_ADDR_PROTOCOL: i16 = 36;
+const SOCK_PROTOCOL: i16 = 12;
 const SOCK_PRIORITY: i16 = 20;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
+/// Protocols a task may open sockets of on the host's network: TCP and
+/// UDP, which the filters follow; ICMP and ICMPv6 (ping sockets, which
+/// have no port to reach a service by); MPTCP, whose subflows are TCP.
+const FOLLOWED_PROTOCOLS: [i32; 5] = [IPPROTO_TCP, IPPROTO_UDP, 1, 58, 262];
 
 /// A u32 as loaded from an address in network order: the bytes as they
 /// are, whatever the host's byte order.
@@ -224,13 +236,29 @@ impl Hook {
     }
 }
 
-/// `cgroup/sock_create`: every new socket gets [`TASK_PRIORITY`]. A store
-/// into the context must come from a register.
-fn mark_program() -> Vec<Insn> {
+/// `cgroup/sock_create`: every new socket gets [`TASK_PRIORITY`] (a store
+/// into the context must come from a register); in the host's network
+/// namespace, one of a protocol the filters cannot follow (SCTP, UDP-Lite,
+/// DCCP: their connects and datagrams pass no hook, or are looked up in
+/// another protocol's table) is refused (`EPERM`).
+fn mark_program(f: &LoopbackFilter) -> Vec<Insn> {
     let mut a = Asm::default();
+    let (mark, refuse) = (a.label(), a.label());
+    a.op(MOV64_X, 6, 1, 0, 0);
+    a.op(CALL, 0, 0, 0, HELPER_GET_NETNS_COOKIE);
+    a.ld_imm64(1, f.host_netns);
+    a.jump_reg(JNE_X, 0, 1, mark);
+    a.op(LDX_W, 2, 6, SOCK_PROTOCOL, 0);
+    for protocol in FOLLOWED_PROTOCOLS {
+        a.jump(JEQ32_K, 2, protocol, mark);
+    }
+    a.goto(refuse);
+    a.bind(mark);
     a.op(MOV32_K, 2, 0, 0, TASK_PRIORITY as i32);
-    a.op(STX_W, 1, 2, SOCK_PRIORITY, 0);
+    a.op(STX_W, 6, 2, SOCK_PRIORITY, 0);
     a.ret(1);
+    a.bind(refuse);
+    a.ret(0);
     a.finish()
 }
 
@@ -257,7 +285,11 @@ fn filter_program(hook: Hook, f: &LoopbackFilter) -> Vec<Insn> {
         a.jump(JNE32_K, 2, 0, allow);
         a.jump(JEQ32_K, 7, LOOPBACK6_LAST, local6);
         a.jump(JNE32_K, 7, 0, allow);
+        // `::`: the kernel would pick the destination after this program
+        // (the source's address, for a socket bound to mapped IPv4); it
+        // goes where the filter looked instead.
         a.op(MOV32_K, 7, 0, 0, LOOPBACK6_LAST);
+        a.op(STX_W, 6, 7, USER_IP6 + 12, 0);
         a.bind(local6);
         tail(&mut a, hook, f, true, allow, deny);
         a.bind(mapped);
@@ -270,7 +302,12 @@ fn filter_program(hook: Hook, f: &LoopbackFilter) -> Vec<Insn> {
     a.op(AND32_K, 2, 0, 0, FIRST_OCTET);
     a.jump(JEQ32_K, 2, NET127, local4);
     a.jump(JNE32_K, 7, 0, allow);
+    // `0.0.0.0`: the kernel would route to the source's address (a socket
+    // bound to 127.0.0.2, or a datagram's `IP_PKTINFO`) after this
+    // program; it goes where the filter looked instead.
     a.op(MOV32_K, 7, 0, 0, LOOPBACK4);
+    let at = if hook.v6() { USER_IP6 + 12 } else { USER_IP4 };
+    a.op(STX_W, 6, 7, at, 0);
     a.bind(local4);
     tail(&mut a, hook, f, false, allow, deny);
     a.bind(deny);
@@ -349,7 +386,7 @@ impl LoopbackFilter {
     /// [`bpf::attach`]); the mark first, so no socket made after a filter
     /// is in place goes unmarked.
     pub(super) fn attach(&self, dir: &Path) -> Result<(), CgroupError> {
-        let mark = mark_program();
+        let mark = mark_program(self);
         bpf::attach(
             dir,
             &bpf::Program {

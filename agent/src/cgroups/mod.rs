@@ -314,7 +314,7 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     /// What containers made from now on may reach on the host's loopback
     /// (`loopback.rs`); `None`: anything. Set before the first `create`,
     /// which puts it on the parent. Returns why it cannot be enforced
-    /// here, if it cannot (the agent logs it and goes on).
+    /// here, if it cannot (the agent then refuses to start).
     fn filter_loopback(&mut self, filter: Option<LoopbackFilter>) -> Option<String>;
 }
 

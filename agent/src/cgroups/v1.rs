@@ -253,7 +253,7 @@ impl CgroupBackend for V1Backend {
         self.loopback = filter.map(Arc::new);
         (self.loopback.is_some() && !is_v2).then(|| {
             format!(
-                "no cgroup2 hierarchy at {}/unified (a cgroup v1 host without one): tasks on the host's network reach every loopback port",
+                "no cgroup2 hierarchy at {}/unified (a cgroup v1 host without one) to hold the loopback filter",
                 self.root.display()
             )
         })

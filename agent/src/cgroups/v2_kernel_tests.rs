@@ -392,6 +392,28 @@ squat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 squat.bind(("127.0.0.1", P["P_TCPONLY"]))
 res("tcp-behind-own-udp", tcp("127.0.0.1", P["P_TCPONLY"]))
 res("fastopen", fastopen)
+# The unspecified destination from a bound socket: the kernel picks the
+# source's address after the hook; the task listens where the filter looks.
+def peer(name, fam, bound, dst):
+    try:
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.bind((bound, 0))
+            s.connect(dst)
+            print(name, s.getpeername()[0])
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+decoy4 = socket.socket()
+decoy4.bind(("127.0.0.1", P["P_HOST2"]))
+decoy4.listen()
+peer("unspec-bound4", socket.AF_INET, "127.0.0.2", ("0.0.0.0", P["P_HOST2"]))
+decoy6 = socket.socket(socket.AF_INET6)
+decoy6.bind(("::1", P["P_TCPONLY"]))
+decoy6.listen()
+peer("unspec-bound6", socket.AF_INET6, "::ffff:127.0.0.1", ("::", P["P_TCPONLY"]))
+def udplite():
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136).close()
+res("udplite", udplite)
 sys.stdout.flush()
 # Another network namespace's loopback is its own: no listener there.
 if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:
@@ -413,7 +435,9 @@ else:
 /// own listeners (TCP and UDP) and the allowed port, and nothing of the
 /// host's: not by 127.0.0.1, 127.0.0.2, 0.0.0.0, `::1`, `::`, IPv4 mapped
 /// into IPv6, a datagram, a connected UDP socket, TCP Fast Open, or a UDP
-/// socket of its own on a TCP listener's port; a network namespace of its
+/// socket of its own on a TCP listener's port, nor by the unspecified
+/// address from a socket bound to another loopback address (which the
+/// kernel would route to); no UDP-Lite socket; a network namespace of its
 /// own is not filtered. Outside the cgroup all of it connects (the
 /// control), and once the filter is detached so does the cgroup.
 #[test]
@@ -427,6 +451,7 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
     let dual = TcpListener::bind("[::]:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let tcponly = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host2 = TcpListener::bind("127.0.0.2:0").unwrap();
     let port = |a: std::io::Result<std::net::SocketAddr>| a.unwrap().port();
     let env = [
         ("P_HOST", port(host.local_addr())),
@@ -434,6 +459,7 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
         ("P_DUAL", port(dual.local_addr())),
         ("P_UDP", port(udp.local_addr())),
         ("P_TCPONLY", port(tcponly.local_addr())),
+        ("P_HOST2", port(host2.local_addr())),
     ];
     let allowed_port = env[1].1;
     let filter = super::LoopbackFilter::new(&[allowed_port..=allowed_port]).unwrap();
@@ -444,11 +470,16 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
     let cg = m.leaf("t");
 
     let outside = loopback_probe(&mut m, None, &env);
-    for line in outside
-        .lines()
-        .filter(|l| !l.starts_with("priority") && !l.starts_with("other-netns"))
-    {
+    let special = ["priority", "other-netns", "unspec-bound", "udplite"];
+    for line in outside.lines().filter(|l| !special.iter().any(|s| l.starts_with(s))) {
         assert!(line.ends_with(" ok"), "outside: {line:?} in:\n{outside}");
+    }
+    // What the kernel does without the filter: the host's listeners.
+    for want in ["unspec-bound4 127.0.0.2", "unspec-bound6 ::ffff:127.0.0.1"] {
+        assert!(
+            outside.lines().any(|l| l == want),
+            "outside: want {want:?} in:\n{outside}"
+        );
     }
     assert!(outside.contains("priority 0x0\n"), "{outside}");
 
@@ -472,8 +503,19 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
         "tcp-behind-own-udp EPERM",
         "fastopen EPERM",
         "other-netns ECONNREFUSED",
+        // Sent where the filter looked: the task's own listener.
+        "unspec-bound4 127.0.0.1",
     ] {
         assert!(inside.lines().any(|l| l == want), "want {want:?} in:\n{inside}");
+    }
+    assert!(
+        inside
+            .lines()
+            .any(|l| l.starts_with("unspec-bound6 ") && l != "unspec-bound6 ::ffff:127.0.0.1"),
+        "{inside}"
+    );
+    if outside.contains("udplite ok") {
+        assert!(inside.contains("udplite EPERM"), "{inside}");
     }
 
     super::loopback::detach(&parent).unwrap();

@@ -25,7 +25,9 @@
 //!
 //! The capability calls are made raw (`prctl`, `capset`): the task process
 //! shares the init's memory until its `execve` and must not allocate,
-//! which rules out the `caps` crate's set-based API.
+//! which rules out the `caps` crate's set-based API. So are Landlock's
+//! (make a ruleset, restrict, close): the `landlock` crate's builder
+//! allocates.
 
 #![allow(unsafe_code)]
 
@@ -119,6 +121,9 @@ pub struct Prepared {
     /// run newest first, and the first action of the highest precedence
     /// wins, so the second decides `clone3`).
     filters: &'static [BpfProgram],
+    /// Scope the task's abstract Unix sockets with Landlock: false where
+    /// the kernel has no Landlock or no scopes (before 6.12).
+    landlock: bool,
 }
 
 impl Prepared {
@@ -132,6 +137,7 @@ impl Prepared {
             keep: agent_is_root.then_some(keep),
             last_cap: last_cap(),
             filters,
+            landlock: abstract_unix_scope_supported(),
         })
     }
 
@@ -172,6 +178,9 @@ impl Prepared {
             capset(keep)?;
         }
         nix::sys::prctl::set_no_new_privs()?;
+        if self.landlock {
+            scope_abstract_unix()?;
+        }
         for filter in self.filters {
             if let Err(e) = seccompiler::apply_filter(filter) {
                 let errno = match e {
@@ -185,6 +194,71 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// `struct landlock_ruleset_attr` (ABI 6): no access right handled, only
+/// the scope of abstract Unix sockets, so restricting a process with it
+/// leaves its files and ports alone.
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+const SCOPE_ABSTRACT_UNIX: RulesetAttr = RulesetAttr {
+    handled_access_fs: 0,
+    handled_access_net: 0,
+    scoped: 1, // LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+};
+
+/// `landlock_create_ruleset` of [`SCOPE_ABSTRACT_UNIX`]: a descriptor
+/// (close-on-exec) or the error.
+fn create_ruleset() -> Result<i32, Errno> {
+    // SAFETY: a valid attribute of the size passed, read only; the kernel
+    // returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &SCOPE_ABSTRACT_UNIX as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0,
+        )
+    };
+    Errno::result(fd).map(|fd| fd as i32)
+}
+
+/// Whether this kernel can scope abstract Unix sockets (no Landlock, or an
+/// ABI before 6: `E2BIG`/`EINVAL` for the larger attribute), found once,
+/// and logged once when it cannot.
+fn abstract_unix_scope_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| match create_ruleset() {
+        Ok(fd) => {
+            // SAFETY: the descriptor was just made and is closed once.
+            unsafe { libc::close(fd) };
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                "this kernel cannot keep tasks from the host's abstract Unix sockets (Landlock scopes need Linux 6.12): {e}"
+            );
+            false
+        }
+    })
+}
+
+/// Restricts this process (and what it starts) to the abstract Unix
+/// sockets of its own Landlock domain. Three system calls, no allocation;
+/// `no_new_privs` must be set.
+fn scope_abstract_unix() -> Result<(), Errno> {
+    let fd = create_ruleset()?;
+    // SAFETY: integer arguments; `fd` is the ruleset just made, closed once.
+    let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) };
+    let restricted = Errno::result(rc);
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    restricted.map(drop)
 }
 
 /// Sets the effective and permitted sets to `caps` and the inheritable set

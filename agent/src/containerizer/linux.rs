@@ -122,7 +122,9 @@ impl LinuxContainerizer {
             ContainerError::Isolation(format!("{e}; pass --isolation none to run tasks without isolation"))
         })?;
         if let Some(why) = backend.filter_loopback(cfg.loopback.clone()) {
-            tracing::warn!("{why}");
+            return Err(ContainerError::Isolation(format!(
+                "{why}; pass --task-loopback all to run without the loopback filter"
+            )));
         }
         if let Some(range) = cfg.userns {
             if let Some(why) = super::userns::unsupported() {
