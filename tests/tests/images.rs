@@ -150,6 +150,111 @@ async fn a_task_runs_in_its_image() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
+/// Issue 15: with `--user-namespaces` a task runs in its image too: the
+/// layers are id-mapped, so the image's files belong to the image's users
+/// inside (root's are root's, not `nobody`'s), root in the task writes its
+/// own root (and only its own: the image and the store are as they were)
+/// and is the agent's unprivileged host id outside (its `uid_map`), and an
+/// opaque
+/// directory of an upper layer hides the lower one's files (overlayfs in a
+/// user namespace reads `user.overlay.opaque`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_in_its_image_in_a_user_namespace() -> Result<()> {
+    const BASE: u32 = 1879048192;
+    let layouts = tempfile::tempdir()?;
+    busybox_layout(
+        &layouts.path().join("busybox"),
+        "1",
+        json!({"Env": ["PATH=/bin"], "User": "app"}),
+        &[
+            // /etc opaque in the second layer: the base's /etc/group goes.
+            Entry::File("etc/.wh..wh..opq", b"", 0o644),
+            Entry::File(
+                "etc/passwd",
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\n",
+                0o644,
+            ),
+            Entry::File("etc/os-release", b"ID=mezzo-test\n", 0o644),
+        ],
+    )?;
+    let c = one_agent(&[
+        "--image-layouts",
+        &layouts.path().display().to_string(),
+        "--user-namespaces",
+        "--allowed-users",
+        "root",
+    ])
+    .await?;
+    let result = async {
+        let (s, mut ev, fid) = fw::subscribe(&c, "images-userns", None).await?;
+        let probe = "id -u; ls /etc | tr '\\n' ' '; echo; ls -ln /bin/busybox | cut -c1-30; cat /proc/self/uid_map";
+        let mut as_root = with_image(
+            "root",
+            "oci:busybox:1",
+            "id -u; echo made > /made-by-root && ls -ln /made-by-root; \
+             rm /bin/ls && echo x > /etc/os-release && chmod 777 /bin && echo changed its root",
+        );
+        as_root.command.as_mut().context("command")?.user = "root".into();
+        let o = ev.offer().await?;
+        s.accept(
+            vec![o.offer_id],
+            vec![with_image("probe", "oci:busybox:1", probe), as_root],
+            None,
+        )
+        .await?;
+        let sandbox = |id: &str| c.dir.path().join("agent0/sandboxes").join(&fid).join(id);
+        for id in ["probe", "root"] {
+            let st = ev.update(id, Duration::from_secs(20), TaskState::is_terminal).await?;
+            let err = std::fs::read_to_string(sandbox(id).join("stderr")).unwrap_or_default();
+            ensure!(task_state(&st) == Some(TaskState::Finished), "{id}: {st:?}\n{err}");
+        }
+        let out = std::fs::read_to_string(sandbox("probe").join("stdout"))?;
+        let lines: Vec<&str> = out.lines().collect();
+        ensure!(
+            lines.len() == 4
+                && lines[0] == "1234"
+                && lines[1].split_whitespace().any(|f| f == "os-release")
+                && !lines[1].split_whitespace().any(|f| f == "group")
+                && lines[2].split_whitespace().nth(2) == Some("0")
+                && lines[2].split_whitespace().nth(3) == Some("0")
+                && lines[3].split_whitespace().collect::<Vec<_>>() == ["0", &BASE.to_string(), "65536"],
+            "probe:\n{out}"
+        );
+        let out = std::fs::read_to_string(sandbox("root").join("stdout"))?;
+        let lines: Vec<&str> = out.lines().collect();
+        ensure!(
+            lines.len() == 3
+                && lines[0] == "0"
+                && lines[1].split_whitespace().nth(2) == Some("0")
+                && lines[2] == "changed its root",
+            "root:\n{out}"
+        );
+        // What root changed was its own: the image and its store are not.
+        let o = ev.offer().await?;
+        let after = "cat /etc/os-release; ls -ld /bin | cut -c1-10; ls /bin/ls";
+        s.accept(
+            vec![o.offer_id],
+            vec![with_image("after", "oci:busybox:1", after)],
+            None,
+        )
+        .await?;
+        let st = ev
+            .update("after", Duration::from_secs(20), TaskState::is_terminal)
+            .await?;
+        ensure!(task_state(&st) == Some(TaskState::Finished), "after: {st:?}");
+        let out = std::fs::read_to_string(sandbox("after").join("stdout"))?;
+        ensure!(out == "ID=mezzo-test\ndrwxr-xr-x\n/bin/ls\n", "after:\n{out}");
+        let stored = files_holding(&c.dir.path().join("agent0/images"), "ID=mezzo-test");
+        ensure!(!stored.is_empty(), "no os-release in the store");
+        for f in stored {
+            ensure!(std::fs::read(&f)? == b"ID=mezzo-test\n", "{} changed", f.display());
+        }
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// The manifest digest's hex of the layout's only image.
 fn manifest_hex(layout: &std::path::Path) -> Result<String> {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;

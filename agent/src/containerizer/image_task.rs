@@ -31,6 +31,12 @@ pub struct ImageSource {
     /// used images no container uses (`--image-store-max-mib`).
     pub max_bytes: u64,
     pub leases: Leases,
+    /// Layers known to carry `user.overlay.opaque` wherever they carry
+    /// `trusted.overlay.opaque` (see [`ImageSource::for_user_namespaces`]).
+    pub user_xattrs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
+    /// Why images cannot run in a user namespace on this host, if they
+    /// cannot (found at start: `LinuxContainerizer::new`).
+    pub userns_unsupported: Option<String>,
 }
 
 /// The images containers use (manifest digests, counted), which the
@@ -148,6 +154,35 @@ impl ImageSource {
 }
 
 impl ImageSource {
+    /// Makes `layers` usable by an overlay mounted in a user namespace,
+    /// which reads only `user.overlay.*` xattrs: layers unpacked by an
+    /// agent from before images ran in user namespaces made their opaque
+    /// directories with the `trusted.` one only. Each layer is walked once
+    /// per agent process.
+    pub fn for_user_namespaces(&self, layers: &[PathBuf]) -> Result<(), ContainerError> {
+        for layer in layers {
+            let known = self
+                .user_xattrs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(layer);
+            if known {
+                continue;
+            }
+            copy_opaque_xattrs(layer).map_err(|e| {
+                ContainerError::Image(format!(
+                    "cannot mark the opaque directories of {} for user namespaces: {e}",
+                    layer.display()
+                ))
+            })?;
+            self.user_xattrs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(layer.clone());
+        }
+        Ok(())
+    }
+
     /// Keeps the store under its size, sparing the images in use. Run
     /// when an image new to this agent came in; an error is only logged:
     /// the launch goes on.
@@ -345,5 +380,77 @@ mod tests {
     fn sizes_read_as_people_write_them() {
         let got: Vec<String> = [0, 512, 12_345, 50_000_000, 3_200_000_000].map(super::bytes).into();
         assert_eq!(got, ["0 B", "512 B", "12.3 kB", "50.0 MB", "3.2 GB"]);
+    }
+}
+
+/// Marks a layer whose opaque directories all carry `user.overlay.opaque`
+/// (on its root: a layer is walked once, not at every agent start).
+const USER_XATTRS_DONE: &str = "user.mezzo.user-xattrs";
+
+/// Sets `user.overlay.opaque` on every directory under `dir` (itself
+/// included) that has `trusted.overlay.opaque`, then marks `dir`; links
+/// are not followed. A file system without `user.` xattrs fails here.
+fn copy_opaque_xattrs(dir: &Path) -> std::io::Result<()> {
+    if xattr::get(dir, USER_XATTRS_DONE)?.is_some() {
+        return Ok(());
+    }
+    let [trusted, user] = crate::images::OPAQUE_XATTRS;
+    let root = dir;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        if xattr::get(&dir, trusted)?.is_some_and(|v| v == b"y") && xattr::get(&dir, user)?.is_none() {
+            xattr::set(&dir, user, b"y")?;
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    xattr::set(root, USER_XATTRS_DONE, b"1")
+}
+
+#[cfg(test)]
+mod user_xattr_tests {
+    /// A layer unpacked before images ran in user namespaces has only the
+    /// `trusted.` opaque xattr: the walk adds the `user.` one where (and
+    /// only where) it is, without following links.
+    #[test]
+    fn opaque_directories_get_the_user_xattr_too() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        let layer = tempfile::tempdir().expect("tempdir");
+        let (opaque, plain) = (layer.path().join("a/opaque"), layer.path().join("a/plain"));
+        std::fs::create_dir_all(&opaque).expect("mkdir");
+        std::fs::create_dir_all(&plain).expect("mkdir");
+        if xattr::set(&opaque, "trusted.overlay.opaque", b"y").is_err()
+            || xattr::set(&plain, "user.probe", b"y")
+                .and_then(|()| xattr::remove(&plain, "user.probe"))
+                .is_err()
+        {
+            eprintln!("skipped: this file system takes no trusted or no user xattrs");
+            return;
+        }
+        let outside = tempfile::tempdir().expect("tempdir");
+        xattr::set(outside.path(), "trusted.overlay.opaque", b"y").expect("xattr");
+        std::os::unix::fs::symlink(outside.path(), layer.path().join("link")).expect("symlink");
+        super::copy_opaque_xattrs(layer.path()).expect("walk");
+        let user = |p: &std::path::Path| xattr::get(p, "user.overlay.opaque").expect("get");
+        assert_eq!(user(&opaque), Some(b"y".to_vec()));
+        assert_eq!(user(&plain), None);
+        assert_eq!(user(outside.path()), None, "followed a link");
+        // Marked: a second walk (another agent start) reads one xattr.
+        assert!(user(layer.path()).is_none());
+        assert!(
+            xattr::get(layer.path(), super::USER_XATTRS_DONE)
+                .expect("get")
+                .is_some()
+        );
+        xattr::remove(&opaque, "user.overlay.opaque").expect("remove");
+        super::copy_opaque_xattrs(layer.path()).expect("walk");
+        assert_eq!(user(&opaque), None, "walked again");
     }
 }

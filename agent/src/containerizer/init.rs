@@ -400,6 +400,12 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
         unshare(clone_flags(spec)).map_err(sys("unshare"))?;
     }
 
+    // An image's layers, id-mapped for the container's user namespace:
+    // only host root can make them, and the init inherits them.
+    let idmapped = match (spec.userns, spec.view.as_ref().and_then(|v| v.image.as_ref())) {
+        (Some(range), Some(image)) => Some(super::userns::idmapped_layers(range, &image.layers)?),
+        _ => None,
+    };
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
     let handshake = match spec.userns {
         Some(_) => Some(super::userns::Handshake::new().map_err(sys("pipe2"))?),
@@ -422,11 +428,16 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
     match forked {
         None => {
             drop(report_read);
-            let code = container_init(spec, report_write, handshake.map(super::userns::Handshake::init));
+            let code = container_init(
+                spec,
+                report_write,
+                handshake.map(super::userns::Handshake::init),
+                idmapped,
+            );
             std::process::exit(code);
         }
         Some(child) => {
-            drop(report_write);
+            drop((report_write, idmapped));
             let mut handshake = handshake.map(super::userns::Handshake::supervisor);
             let pid_file = spec.run_dir.join(INIT_PID_FILE);
             if let Err(source) = write_atomic(&pid_file, format!("{child}\n").as_bytes()) {
@@ -563,9 +574,6 @@ fn validate(spec: &InitSpec) -> Result<(), InitError> {
     if spec.userns.is_some() && !(spec.namespaces.mount && spec.namespaces.pid) {
         return Err(invalid("a user namespace needs mount and pid namespaces".into()));
     }
-    if spec.userns.is_some() && in_image {
-        return Err(invalid(super::userns::NO_IMAGES.into()));
-    }
     Ok(())
 }
 
@@ -653,11 +661,16 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 
 /// Runs in the forked init; returns its exit code. `report` carries the
 /// exact [`ExitRecord`] to the supervisor.
-fn container_init(spec: &InitSpec, report: OwnedFd, userns: Option<super::userns::InitSide>) -> i32 {
+fn container_init(
+    spec: &InitSpec,
+    report: OwnedFd,
+    userns: Option<super::userns::InitSide>,
+    idmapped: Option<super::rootfs::IdmappedLayers>,
+) -> i32 {
     // The task's stderr, once open: after the view is entered its host
     // path may no longer lead to it.
     let mut stderr = None;
-    let record = match init_body(spec, &mut stderr, userns) {
+    let record = match init_body(spec, &mut stderr, userns, idmapped) {
         Ok(record) => record,
         Err(e) => {
             let message = e.to_string();
@@ -685,6 +698,7 @@ fn init_body(
     spec: &InitSpec,
     stderr_sink: &mut Option<File>,
     mut userns: Option<super::userns::InitSide>,
+    idmapped: Option<super::rootfs::IdmappedLayers>,
 ) -> Result<ExitRecord, InitError> {
     // Inherited SIG_IGN from the supervisor; the signals are still blocked,
     // so nothing is lost in between.
@@ -754,7 +768,7 @@ fn init_body(
                 path: spec.run_dir.clone(),
                 source: source.into(),
             })?;
-            Some((view, super::rootfs::Mountpoint::open(view)?, run_dir))
+            Some((view, super::rootfs::Mountpoint::open(view, idmapped)?, run_dir))
         }
         None => None,
     };

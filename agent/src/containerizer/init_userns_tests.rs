@@ -161,28 +161,6 @@ fn a_user_namespace_keeps_the_cgroups_and_the_claim() {
     assert_eq!(dropped.stdout(), "", "the task never ran");
 }
 
-/// Issue 15: images in a user namespace are not supported yet: refused
-/// with a clear error before anything is built.
-#[test]
-fn an_image_in_a_user_namespace_is_refused() {
-    if !is_root() {
-        return;
-    }
-    let (mut c, _) = in_userns(0, "true");
-    let base = c.spec.run_dir.parent().expect("temp dir").to_owned();
-    if let Some(view) = c.spec.view.as_mut() {
-        view.image = Some(super::super::super::rootfs::ImageRoot {
-            layers: vec![base.join("layer")],
-            upper: base.join("upper"),
-            work: base.join("work"),
-        });
-    }
-    let ExitRecord::Error(message) = c.run() else {
-        panic!("expected an error record")
-    };
-    assert!(message.contains(super::super::super::userns::NO_IMAGES), "{message}");
-}
-
 /// Issue 15: the UTS and network namespaces are made with the user
 /// namespace and belong to it: its root sets the hostname and brings `lo`
 /// up, as without one.

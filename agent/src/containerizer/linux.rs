@@ -111,7 +111,7 @@ pub struct LinuxContainerizer {
 impl LinuxContainerizer {
     /// Refuses to start when this agent cannot isolate (not root, or the
     /// cgroup controllers are missing), with what is missing.
-    pub fn new(cfg: LinuxConfig) -> Result<Self, ContainerError> {
+    pub fn new(mut cfg: LinuxConfig) -> Result<Self, ContainerError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(ContainerError::Isolation(
                 "isolating tasks needs root (cgroups and namespaces); run the agent as root or pass --isolation none"
@@ -144,6 +144,12 @@ impl LinuxContainerizer {
             super::rootfs::build_scaffold(&dir, &view.host_paths).map_err(|e| {
                 ContainerError::Isolation(format!("cannot make the image scaffold {}: {e}", dir.display()))
             })?;
+            if let (Some(range), Some(images)) = (cfg.userns, cfg.images.as_mut()) {
+                images.userns_unsupported = images_in_userns(range, &dir, &images.store.layers_root()).err();
+                if let Some(why) = &images.userns_unsupported {
+                    tracing::warn!("tasks with an image cannot run on this agent (--user-namespaces): {why}");
+                }
+            }
         }
         Ok(LinuxContainerizer {
             launcher: Arc::new(Launcher::new(cfg.exe.clone())),
@@ -375,10 +381,14 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
     std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
     let image = match &spec.image {
         None => None,
-        Some(r) if cfg.userns.is_some() => {
+        Some(r) if cfg.userns.is_some() && cfg.images.as_ref().is_some_and(|i| i.userns_unsupported.is_some()) => {
+            let why = cfg
+                .images
+                .as_ref()
+                .and_then(|i| i.userns_unsupported.as_deref())
+                .unwrap_or_default();
             return Err(ContainerError::Image(format!(
-                "image {r}: {}",
-                super::userns::NO_IMAGES
+                "image {r}: cannot run in a user namespace on this host: {why}"
             )));
         }
         Some(r) => {
@@ -406,6 +416,16 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         }
     };
     let (host_uid, host_gid) = host_ids(cfg, uid, gid)?;
+    if let (Some(range), Some(image)) = (cfg.userns, &image) {
+        // In a user namespace the overlay is the container root's (host
+        // `base`): it writes the root's changes and overlayfs' scratch.
+        for dir in [&image.root.upper, &image.root.work] {
+            std::os::unix::fs::chown(dir, Some(range.base), Some(range.base)).map_err(sandbox_err(dir))?;
+        }
+        if let Some(source) = &cfg.images {
+            source.for_user_namespaces(&image.root.layers)?;
+        }
+    }
     std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
     std::os::unix::fs::chown(&spec.sandbox, Some(host_uid), Some(host_gid)).map_err(sandbox_err(&spec.sandbox))?;
     super::write_secret_files(&spec.sandbox, &spec.secret_files, Some((host_uid, host_gid)))?;
@@ -753,6 +773,19 @@ impl Container for LinuxContainer {
 
 /// The agent's scaffold layer, the topmost of every image root (see
 /// [`super::rootfs::build_scaffold`]), beside the view's mount point.
+/// Whether this host can run images in user namespaces: id-mapped mounts
+/// of the runtime dir (the scaffold layer: tmpfs needs Linux 6.3) and of
+/// the store, and `user.` xattrs where the containers' upper dirs are
+/// (tmpfs: 6.6). Overlayfs on id-mapped layers (5.19) shows only at the
+/// first launch, as a failed mount.
+fn images_in_userns(range: super::userns::IdRange, scaffold: &Path, layers: &Path) -> Result<(), String> {
+    super::userns::idmapped_layers(range, &[scaffold.to_owned(), layers.to_owned()]).map_err(|e| e.to_string())?;
+    let probe = "user.mezzo.probe";
+    xattr::set(scaffold, probe, b"1")
+        .and_then(|()| xattr::remove(scaffold, probe))
+        .map_err(|e| format!("{}: no user xattrs ({e})", scaffold.display()))
+}
+
 fn scaffold_dir(view: &super::rootfs::View) -> PathBuf {
     view.mountpoint.with_file_name("image-scaffold")
 }

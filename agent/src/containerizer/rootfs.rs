@@ -191,22 +191,87 @@ const DEV_LINKS: [(&str, &str); 5] = [
 const TTY_GID: u32 = 5;
 
 const HARDENED: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+const PROC_FLAGS: MsFlags = HARDENED.union(MsFlags::MS_NOEXEC);
 
 /// The view's mount point, opened while the init is still host root: as
 /// root of a user namespace it may not look it up (the agent's runtime
-/// dir is private).
-pub struct Mountpoint(OwnedFd);
+/// dir is private). With an image in a user namespace, also the image's
+/// directories, for the same reason.
+pub struct Mountpoint {
+    fd: OwnedFd,
+    image: Option<ImageDirs>,
+}
+
+/// An image's directories as a container in a user namespace mounts them:
+/// its layers (id-mapped, the base first), upper and work dirs, each by a
+/// descriptor (`/proc/self/fd/N` in the overlay's options).
+struct ImageDirs {
+    lowers: Vec<OwnedFd>,
+    upper: OwnedFd,
+    work: OwnedFd,
+}
+
+/// Detached, id-mapped copies of an image's layers, the base first, made
+/// by the supervisor (host root) for a container in a user namespace: a
+/// file a layer has as host uid N is uid N in the container
+/// (`idmapped_layers`).
+pub struct IdmappedLayers(Vec<OwnedFd>);
+
+/// Copies of `layers` mapped as the user namespace `userns` maps ids:
+/// `open_tree(OPEN_TREE_CLONE)` and `mount_setattr(MOUNT_ATTR_IDMAP)`,
+/// which need `CAP_SYS_ADMIN` in the host's user namespace.
+pub fn idmapped_layers(layers: &[PathBuf], userns: &OwnedFd) -> Result<IdmappedLayers, ViewError> {
+    use std::os::fd::AsRawFd;
+    layers
+        .iter()
+        .map(|layer| {
+            let tree = open_tree(layer, false)?;
+            // Read-only too: overlayfs never writes a lower layer, and nothing
+            // else should write the store's through this mount.
+            let attrs =
+                libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+            set_mount_attr(&tree, layer, attrs, false, userns.as_raw_fd() as u64)?;
+            Ok(tree)
+        })
+        .collect::<Result<_, _>>()
+        .map(IdmappedLayers)
+}
+
+/// An `O_PATH` descriptor of the directory `path`.
+fn open_path(path: &Path, step: &'static str) -> Result<OwnedFd, ViewError> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(failed(step, path))
+}
 
 impl Mountpoint {
-    /// Call after `unshare(CLONE_NEWNS)`: the view is mounted in that namespace.
-    pub fn open(view: &View) -> Result<Mountpoint, ViewError> {
-        let fd = nix::fcntl::open(
-            &view.mountpoint,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(failed("opening the mount point", &view.mountpoint))?;
-        Ok(Mountpoint(fd))
+    /// Call after `unshare(CLONE_NEWNS)`: the view is mounted in that
+    /// namespace, and so are `idmapped` (an image's layers for a user
+    /// namespace), each over its layer's own path.
+    pub fn open(view: &View, idmapped: Option<IdmappedLayers>) -> Result<Mountpoint, ViewError> {
+        let fd = open_path(&view.mountpoint, "opening the mount point")?;
+        let image = match (&view.image, idmapped) {
+            (Some(image), Some(IdmappedLayers(trees))) => {
+                if trees.len() != image.layers.len() {
+                    return Err(failed("mapping the layers of", &view.mountpoint)(Errno::EINVAL));
+                }
+                let mut lowers = Vec::with_capacity(trees.len());
+                for (tree, layer) in trees.iter().zip(&image.layers) {
+                    attach(tree, MountTarget::Path(layer), layer)?;
+                    lowers.push(open_path(layer, "opening the layer")?);
+                }
+                Some(ImageDirs {
+                    lowers,
+                    upper: open_path(&image.upper, "opening the upper dir")?,
+                    work: open_path(&image.work, "opening the work dir")?,
+                })
+            }
+            _ => None,
+        };
+        Ok(Mountpoint { fd, image })
     }
 }
 
@@ -236,12 +301,13 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
     } else {
         Vec::new()
     };
+    let mut proc_mounted = false;
     let sys = match &view.image {
         None => {
             let root = open_tree(Path::new("/"), true)?;
             let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
             set_attr(&root, Path::new("/"), attrs, true)?;
-            attach(&root, MountTarget::Fd(&mountpoint.0), &view.mountpoint)?;
+            attach(&root, MountTarget::Fd(&mountpoint.fd), &view.mountpoint)?;
             // The attached tree's root: the mount point itself is covered.
             nix::unistd::fchdir(&root).map_err(failed("entering", &view.mountpoint))?;
             None
@@ -251,8 +317,22 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
                 binds.push(Bind::take(file, file, false, false)?);
             }
             let sys = Bind::take(Path::new("/sys"), Path::new("/sys"), false, true)?;
-            mount_overlay(image, &view.mountpoint)?;
-            nix::unistd::chdir(&view.mountpoint).map_err(failed("entering", &view.mountpoint))?;
+            match &mountpoint.image {
+                Some(dirs) => {
+                    let root = overlay_of(dirs, &view.mountpoint)?;
+                    attach(&root, MountTarget::Fd(&mountpoint.fd), &view.mountpoint)?;
+                    nix::unistd::fchdir(&root).map_err(failed("entering", &view.mountpoint))?;
+                    // In a user namespace a new proc needs one as visible
+                    // in the mount namespace (`mount_too_revealing`): the
+                    // host's, which goes with the pivot.
+                    mount_fs("proc", "proc", PROC_FLAGS, None)?;
+                    proc_mounted = true;
+                }
+                None => {
+                    mount_overlay(image, &view.mountpoint)?;
+                    nix::unistd::chdir(&view.mountpoint).map_err(failed("entering", &view.mountpoint))?;
+                }
+            }
             Some(sys)
         }
     };
@@ -267,12 +347,9 @@ pub fn enter(view: &View, sandbox: &Path, mountpoint: Mountpoint, userns: bool) 
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )?;
     }
-    mount_fs(
-        "proc",
-        "/proc",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
+    if !proc_mounted {
+        mount_fs("proc", "/proc", PROC_FLAGS, None)?;
+    }
     if let Some(sys) = sys {
         sys.attach()?;
     }
@@ -435,6 +512,70 @@ fn mount_overlay(image: &ImageRoot, target: &Path) -> Result<(), ViewError> {
         .map_err(failed("mounting the image on", target))
 }
 
+/// The overlay of an image for a container in a user namespace, as a
+/// detached mount (`fsopen`, `fsconfig`, `fsmount`: the new mount API,
+/// which nix does not wrap): its directories by descriptor, and the
+/// `user.overlay.*` xattrs (`userxattr`), the only ones overlayfs reads
+/// for a mount made in a user namespace (`unpack.rs` writes both kinds).
+fn overlay_of(dirs: &ImageDirs, name: &Path) -> Result<OwnedFd, ViewError> {
+    use std::os::fd::AsRawFd;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let fail = |step: &'static str| failed(step, name);
+    // SAFETY: a NUL-terminated name; the kernel returns a new descriptor or -1.
+    let fs = Errno::result(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+        .map_err(fail("opening an overlay for"))?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let set = |cmd: libc::c_uint, key: &str, value: Option<&str>| -> Result<(), Errno> {
+        let key = CString::new(key).map_err(|_| Errno::EINVAL)?;
+        let value = value.map(CString::new).transpose().map_err(|_| Errno::EINVAL)?;
+        let value_ptr = value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: an open fs context, NUL-terminated strings (or null)
+        // that outlive the call.
+        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key.as_ptr(), value_ptr, 0) };
+        Errno::result(rc).map(drop)
+    };
+    let by_fd = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+    // lowerdir lists the topmost layer first.
+    let lower = dirs.lowers.iter().rev().map(by_fd).collect::<Vec<_>>().join(":");
+    set(FSCONFIG_SET_STRING, "lowerdir", Some(&lower)).map_err(fail("setting the layers of"))?;
+    set(FSCONFIG_SET_STRING, "upperdir", Some(&by_fd(&dirs.upper))).map_err(fail("setting the upper dir of"))?;
+    set(FSCONFIG_SET_STRING, "workdir", Some(&by_fd(&dirs.work))).map_err(fail("setting the work dir of"))?;
+    set(FSCONFIG_SET_FLAG, "userxattr", None).map_err(fail("setting userxattr on"))?;
+    // As `mount_overlay`: no sync of a root thrown away with the container
+    // (Linux 5.10+; without it the mount is only slower).
+    let _ = set(FSCONFIG_SET_FLAG, "volatile", None);
+    // SAFETY: an open fs context; the command takes a null key and value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    Errno::result(rc).map_err(fail("mounting the image on"))?;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: an open, created fs context; integer flags.
+    let mnt = Errno::result(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+        .map_err(fail("mounting the image on"))?;
+    // SAFETY: the kernel just returned this descriptor to us.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    // The overlay holds private copies of its layers: the id-mapped ones
+    // attached over the store's paths go, so that no bind of a host path
+    // that holds the store (`--host-paths`) carries them into the task.
+    for lower in &dirs.lowers {
+        umount2(by_fd(lower).as_str(), MntFlags::MNT_DETACH).map_err(fail("detaching a mapped layer of"))?;
+    }
+    Ok(mnt)
+}
+
 /// `pivot_root` into the working directory, the new root mounted on
 /// `new_root`, and drop the old root, runc's way: no directory for the
 /// old root is needed in a read-only new one.
@@ -563,12 +704,17 @@ fn open_tree(path: &Path, recursive: bool) -> Result<OwnedFd, ViewError> {
 /// `mount_setattr` on a detached tree: sets `attrs` on its top mount, or
 /// on all of them when `recursive`.
 fn set_attr(tree: &OwnedFd, path: &Path, attrs: u64, recursive: bool) -> Result<(), ViewError> {
+    set_mount_attr(tree, path, attrs, recursive, 0)
+}
+
+/// [`set_attr`], with the user namespace `MOUNT_ATTR_IDMAP` maps by.
+fn set_mount_attr(tree: &OwnedFd, path: &Path, attrs: u64, recursive: bool, userns_fd: u64) -> Result<(), ViewError> {
     use std::os::fd::AsRawFd;
     let attr = libc::mount_attr {
         attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     let mut flags = libc::AT_EMPTY_PATH;
     if recursive {

@@ -97,9 +97,6 @@ impl std::fmt::Display for IdRange {
     }
 }
 
-/// Why a task with an image is refused on an agent with user namespaces.
-pub const NO_IMAGES: &str = "tasks with an image cannot run in a user namespace yet (this agent has --user-namespaces)";
-
 /// Why this kernel does not let the agent use user namespaces, if it
 /// does not (checked once at start-up).
 pub fn unsupported() -> Option<String> {
@@ -127,6 +124,74 @@ pub enum UsernsError {
     NoGo,
     #[error("cannot become root of the user namespace: {0}")]
     Root(Errno),
+    #[error("cannot make a user namespace to map the image's layers by: {0}")]
+    Template(Errno),
+    #[error("cannot map the image's layers: {0}")]
+    Layers(#[from] super::rootfs::ViewError),
+}
+
+/// The image's `layers` id-mapped for a container whose user namespace
+/// maps `range` (`rootfs::idmapped_layers`): the mapping is taken from a
+/// user namespace made for it, the same for every container of the agent.
+/// Made before the init's `clone`, which hands the init the descriptors.
+pub fn idmapped_layers(range: IdRange, layers: &[PathBuf]) -> Result<super::rootfs::IdmappedLayers, UsernsError> {
+    let userns = mapped_userns(range)?;
+    Ok(super::rootfs::idmapped_layers(layers, &userns)?)
+}
+
+/// A user namespace mapping `range`, kept by a descriptor: a child
+/// unshares into it and waits, this process writes its maps and opens it,
+/// and the child exits (the namespace lives on with the descriptor).
+/// The child makes only async-signal-safe system calls, so the agent (many
+/// threads) may call this too, not only a supervisor.
+fn mapped_userns(range: IdRange) -> Result<OwnedFd, UsernsError> {
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(UsernsError::Template)?;
+    let (done_read, done_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(UsernsError::Template)?;
+    // SAFETY: the child only makes async-signal-safe system calls
+    // (unshare, write, read, _exit) on what was set up before the fork,
+    // as fork in a process of many threads requires.
+    match unsafe { nix::unistd::fork() }.map_err(UsernsError::Template)? {
+        nix::unistd::ForkResult::Child => {
+            drop((ready_read, done_write));
+            // 0, or the errno of the unshare (all fit a byte).
+            let errno = nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+                .err()
+                .map_or(0, |e| e as i32);
+            let _ = nix::unistd::write(&ready_write, &[errno as u8]);
+            // Until the parent is done with the namespace (EOF).
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&done_read, &mut byte);
+            // SAFETY: leaving the forked child without running anything of the parent's.
+            unsafe { nix::libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop((ready_write, done_read));
+            let mut byte = [0u8; 1];
+            let answer = match nix::unistd::read(&ready_read, &mut byte) {
+                Ok(1) => byte[0],
+                _ => Errno::ECHILD as u8,
+            };
+            let userns = if answer == 0 {
+                (|| {
+                    for name in ["uid_map", "gid_map"] {
+                        let path = PathBuf::from(format!("/proc/{child}/{name}"));
+                        fs::write(&path, range.map_line()).map_err(|source| UsernsError::Map { path, source })?;
+                    }
+                    nix::fcntl::open(
+                        format!("/proc/{child}/ns/user").as_str(),
+                        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(UsernsError::Template)
+                })()
+            } else {
+                Err(UsernsError::Template(Errno::from_raw(i32::from(answer))))
+            };
+            drop(done_write);
+            let _ = nix::sys::wait::waitpid(child, None);
+            userns
+        }
+    }
 }
 
 /// The two pipes between the supervisor and the init, made before the

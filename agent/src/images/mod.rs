@@ -40,7 +40,7 @@ pub use layout::{ImageConfig, JsonBlob, LayerDescriptor, Layout, MAX_JSON_BLOB, 
 pub(crate) use pull::tls_config;
 pub use pull::{Credentials, Puller, RegistryConfig, RemoteImage};
 pub use store::{GcReport, Image, Store};
-pub use unpack::{Compression, Limits, StagedLayer, unpack_artifact, unpack_layer};
+pub use unpack::{Compression, Limits, OPAQUE_XATTRS, StagedLayer, unpack_artifact, unpack_layer};
 pub(crate) use unpack::{open_beneath, open_beneath_with};
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ impl Store {
         Store { limits, ..self }
     }
 
+    /// The directory the layers are unpacked in.
+    pub fn layers_root(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
     /// Where the layer `diff_id` is unpacked.
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("layers").join(diff_id.hex())

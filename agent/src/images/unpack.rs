@@ -509,16 +509,29 @@ fn open_parent(root: &OwnedFd, parents: &[Vec<u8>], raw: &[u8], how: Placement) 
     Ok(dir)
 }
 
+/// The xattrs that make a directory opaque to overlayfs mounted by the
+/// host's root and in a user namespace.
+pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
 /// `.wh..wh..opq` makes `parent` opaque, `.wh.NAME` hides NAME of the
 /// layers below; other `.wh..wh.` names are aufs bookkeeping, ignored.
 fn whiteout(parent: OwnedFd, hidden: &[u8], raw: &[u8]) -> Result<(), ImageError> {
     if hidden == b".wh..opq" {
-        return File::from(parent)
-            .set_xattr("trusted.overlay.opaque", b"y")
-            .map_err(ImageError::io(
-                "set trusted.overlay.opaque on the parent of",
-                display_path(raw),
-            ));
+        // Both: overlayfs reads `trusted.` ones, but for a mount made in a
+        // user namespace (`userxattr`) only `user.` ones.
+        let [trusted, user] = OPAQUE_XATTRS;
+        let dir = File::from(parent);
+        dir.set_xattr(trusted, b"y").map_err(ImageError::io(
+            "set trusted.overlay.opaque on the parent of",
+            display_path(raw),
+        ))?;
+        // Best effort: a store on a file system without `user.` xattrs
+        // still serves agents without user namespaces (the others refuse
+        // such a layer when they walk it).
+        if let Err(e) = dir.set_xattr(user, b"y") {
+            tracing::debug!(path = %display_path(raw).display(), "cannot set {user}: {e}");
+        }
+        return Ok(());
     }
     if hidden.starts_with(b".wh.") {
         return Ok(());

@@ -84,7 +84,7 @@ pub struct Args {
     volume_retention: Duration,
     /// Run each isolated task in a user namespace of its own, so that root
     /// in a task is an unprivileged host user (ids from
-    /// --user-namespace-ids). Tasks with an image are refused.
+    /// --user-namespace-ids); images' layers are id-mapped.
     #[arg(long, env = "MEZZO_USER_NAMESPACES")]
     user_namespaces: bool,
     /// With --user-namespaces: container uids and gids 0..COUNT are host

@@ -69,6 +69,10 @@ struct Args {
     /// Measure only the systems whose name contains one of these.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The agent's loopback filter on Mezzo's containers: `auto` (on where
+    /// a cgroup2 hierarchy can hold it, as an agent has it), `on`, `off`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    loopback_filter: String,
 }
 
 /// Latencies in microseconds.
@@ -329,8 +333,28 @@ async fn run(a: Args) -> Result<()> {
         store: Arc::new(mezzo_agent::images::Store::open(&a.dir.join("images"))?),
         max_bytes: u64::MAX,
         leases: Default::default(),
+        user_xattrs: Default::default(),
+        userns_unsupported: None,
     };
     let busybox = mezzo_proto::image::ImageRef::parse("oci:busybox:1")?;
+    // As an agent has it by default, where it can (`scripts/bench-isolation`
+    // hides the host's cgroup2 from crun, and with it the filter's place).
+    let cgroup2 = |p: &str| {
+        nix::sys::statfs::statfs(p).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    let filter = match a.loopback_filter.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => cgroup2("/sys/fs/cgroup") || cgroup2("/sys/fs/cgroup/unified"),
+    };
+    println!("mezzo: loopback filter {}", if filter { "on" } else { "off" });
+    let loopback = if filter {
+        Some(mezzo_agent::cgroups::LoopbackFilter::new(
+            &mezzo_agent::cgroups::loopback::DEFAULT_PORTS,
+        )?)
+    } else {
+        None
+    };
     for (name, net, image) in [
         ("mezzo", false, None),
         ("mezzo (+ network namespace)", true, None),
@@ -359,10 +383,7 @@ async fn run(a: Args) -> Result<()> {
             allow_unconfined: false,
             images: Some(images.clone()),
             userns: None,
-            // As an agent has it by default.
-            loopback: Some(mezzo_agent::cgroups::LoopbackFilter::new(
-                &mezzo_agent::cgroups::loopback::DEFAULT_PORTS,
-            )?),
+            loopback: loopback.clone(),
         };
         let c = LinuxContainerizer::new(cfg)?;
         let dir = a.dir.join(match (net, &image) {
