@@ -41,6 +41,17 @@ async fn one_agent(args: &[&str]) -> Result<Cluster> {
     Cluster::start(spec).await
 }
 
+/// Waits for each of `ids` to end `TASK_FINISHED` (`sandbox` finds its
+/// sandbox, whose stderr the error shows if it does not).
+async fn all_finish(ev: &mut fw::Inbox, sandbox: &dyn Fn(&str) -> std::path::PathBuf, ids: &[&str]) -> Result<()> {
+    for id in ids {
+        let st = ev.update(id, Duration::from_secs(20), TaskState::is_terminal).await?;
+        let err = std::fs::read_to_string(sandbox(id).join("stderr")).unwrap_or_default();
+        ensure!(task_state(&st) == Some(TaskState::Finished), "{id}: {st:?}\n{err}");
+    }
+    Ok(())
+}
+
 /// Checks that the master refuses a task with the image `reference`
 /// (`INVALID_ARGUMENT`, the message saying `why`).
 async fn refused(s: &Scheduler, offer_id: &str, reference: &str, why: &str) -> Result<()> {
@@ -95,11 +106,7 @@ async fn a_task_runs_in_its_image() -> Result<()> {
         )
         .await?;
         let sandbox = |id: &str| c.dir.path().join("agent0/sandboxes").join(&fid).join(id);
-        for id in ["probe", "default"] {
-            let st = ev.update(id, Duration::from_secs(20), TaskState::is_terminal).await?;
-            let err = std::fs::read_to_string(sandbox(id).join("stderr")).unwrap_or_default();
-            ensure!(task_state(&st) == Some(TaskState::Finished), "{id}: {st:?}\n{err}");
-        }
+        all_finish(&mut ev, &sandbox, &["probe", "default"]).await?;
         let out = std::fs::read_to_string(sandbox("probe").join("stdout"))?;
         let lines: Vec<&str> = out.lines().collect();
         ensure!(
@@ -203,11 +210,7 @@ async fn a_task_runs_in_its_image_in_a_user_namespace() -> Result<()> {
         )
         .await?;
         let sandbox = |id: &str| c.dir.path().join("agent0/sandboxes").join(&fid).join(id);
-        for id in ["probe", "root"] {
-            let st = ev.update(id, Duration::from_secs(20), TaskState::is_terminal).await?;
-            let err = std::fs::read_to_string(sandbox(id).join("stderr")).unwrap_or_default();
-            ensure!(task_state(&st) == Some(TaskState::Finished), "{id}: {st:?}\n{err}");
-        }
+        all_finish(&mut ev, &sandbox, &["probe", "root"]).await?;
         let out = std::fs::read_to_string(sandbox("probe").join("stdout"))?;
         let lines: Vec<&str> = out.lines().collect();
         ensure!(
@@ -238,10 +241,7 @@ async fn a_task_runs_in_its_image_in_a_user_namespace() -> Result<()> {
             None,
         )
         .await?;
-        let st = ev
-            .update("after", Duration::from_secs(20), TaskState::is_terminal)
-            .await?;
-        ensure!(task_state(&st) == Some(TaskState::Finished), "after: {st:?}");
+        all_finish(&mut ev, &sandbox, &["after"]).await?;
         let out = std::fs::read_to_string(sandbox("after").join("stdout"))?;
         ensure!(out == "ID=mezzo-test\ndrwxr-xr-x\n/bin/ls\n", "after:\n{out}");
         let stored = files_holding(&c.dir.path().join("agent0/images"), "ID=mezzo-test");
