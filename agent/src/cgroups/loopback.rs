@@ -9,17 +9,20 @@
 //! loopback fails with `EPERM`. Other addresses, and tasks with a network
 //! namespace of their own, are not touched.
 //!
-//! Four programs on the agent's parent cgroup (v2; on a v1 host, the
+//! Seven programs on the agent's parent cgroup (v2; on a v1 host, the
 //! parent in the unified hierarchy that every container also joins):
 //! - `cgroup/sock_create` marks every IPv4 and IPv6 socket a container
 //!   makes: its priority becomes [`TASK_PRIORITY`], whose low 16 bits are
 //!   0, so queueing disciplines (which look at those bits) treat it as the
-//!   default priority 0;
+//!   default priority 0; in the host's namespace it refuses protocols the
+//!   others cannot follow;
 //! - `cgroup/connect4`, `connect6`, `sendmsg4` and `sendmsg6`: in the
 //!   host's network namespace, a destination on loopback (127.0.0.0/8,
 //!   `::1`, the unspecified addresses, which mean the local host, and IPv4
 //!   mapped into IPv6) is let through if its port is allowed or the socket
-//!   listening there (TCP) or bound there (UDP) carries the mark.
+//!   listening there (TCP) or bound there (UDP) carries the mark;
+//! - `cgroup/bind4` and `bind6`: no share of a port a host socket holds
+//!   (`SO_REUSEPORT`, `SO_REUSEADDR`), on any address.
 
 use std::io;
 use std::ops::RangeInclusive;
@@ -164,6 +167,13 @@ const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+const BPF_CGROUP_INET4_BIND: u32 = 8;
+const BPF_CGROUP_INET6_BIND: u32 = 9;
+/// The bind programs: IPv6 or not, attach type, name.
+const BIND_HOOKS: [(bool, u32, &str); 2] = [
+    (false, BPF_CGROUP_INET4_BIND, "mezzo_lo_bind4"),
+    (true, BPF_CGROUP_INET6_BIND, "mezzo_lo_bind6"),
+];
 const HELPER_SK_LOOKUP_TCP: i32 = 84;
 const HELPER_SK_LOOKUP_UDP: i32 = 85;
 const HELPER_SK_RELEASE: i32 = 86;
@@ -244,10 +254,7 @@ impl Hook {
 fn mark_program(f: &LoopbackFilter) -> Vec<Insn> {
     let mut a = Asm::default();
     let (mark, refuse) = (a.label(), a.label());
-    a.op(MOV64_X, 6, 1, 0, 0);
-    a.op(CALL, 0, 0, 0, HELPER_GET_NETNS_COOKIE);
-    a.ld_imm64(1, f.host_netns);
-    a.jump_reg(JNE_X, 0, 1, mark);
+    outside_host_netns(&mut a, f, mark);
     a.op(LDX_W, 2, 6, SOCK_PROTOCOL, 0);
     for protocol in FOLLOWED_PROTOCOLS {
         a.jump(JEQ32_K, 2, protocol, mark);
@@ -262,6 +269,24 @@ fn mark_program(f: &LoopbackFilter) -> Vec<Insn> {
     a.finish()
 }
 
+/// Keeps the context in r6 and jumps to `to` unless the socket is in the
+/// host's network namespace (the agent's).
+fn outside_host_netns(a: &mut Asm, f: &LoopbackFilter, to: Label) {
+    a.op(MOV64_X, 6, 1, 0, 0);
+    a.op(CALL, 0, 0, 0, HELPER_GET_NETNS_COOKIE);
+    a.ld_imm64(1, f.host_netns);
+    a.jump_reg(JNE_X, 0, 1, to);
+}
+
+/// The program's end: `deny` returns 0 (`EPERM`), `allow` 1.
+fn verdicts(mut a: Asm, allow: Label, deny: Label) -> Vec<Insn> {
+    a.bind(deny);
+    a.ret(0);
+    a.bind(allow);
+    a.ret(1);
+    a.finish()
+}
+
 /// The program for `hook`. Registers: r6 the context, r7 the destination
 /// address (IPv4, or the last word of IPv6), r8 the port as the context
 /// holds it (network order in the low 16 bits), r9 the priority of the
@@ -269,10 +294,7 @@ fn mark_program(f: &LoopbackFilter) -> Vec<Insn> {
 fn filter_program(hook: Hook, f: &LoopbackFilter) -> Vec<Insn> {
     let mut a = Asm::default();
     let (allow, deny) = (a.label(), a.label());
-    a.op(MOV64_X, 6, 1, 0, 0);
-    a.op(CALL, 0, 0, 0, HELPER_GET_NETNS_COOKIE);
-    a.ld_imm64(1, f.host_netns);
-    a.jump_reg(JNE_X, 0, 1, allow);
+    outside_host_netns(&mut a, f, allow);
     if hook.v6() {
         let (mapped, local6) = (a.label(), a.label());
         for word in 0..2 {
@@ -310,11 +332,7 @@ fn filter_program(hook: Hook, f: &LoopbackFilter) -> Vec<Insn> {
     a.op(STX_W, 6, 7, at, 0);
     a.bind(local4);
     tail(&mut a, hook, f, false, allow, deny);
-    a.bind(deny);
-    a.ret(0);
-    a.bind(allow);
-    a.ret(1);
-    a.finish()
+    verdicts(a, allow, deny)
 }
 
 /// For a destination on loopback (r7, normalised from unspecified): allow
@@ -335,7 +353,7 @@ fn tail(a: &mut Asm, hook: Hook, f: &LoopbackFilter, v6: bool, allow: Label, den
     }
     // `struct bpf_sock_tuple`: source and destination address, then the
     // ports; the source is the destination (only the listener matters).
-    let (start, size) = if v6 {
+    let (start, size): (i16, i32) = if v6 {
         for at in [-40i16, -24] {
             for w in 0..3 {
                 a.op(ST_W, 10, 0, at + 4 * w, 0);
@@ -353,35 +371,123 @@ fn tail(a: &mut Asm, hook: Hook, f: &LoopbackFilter, v6: bool, allow: Label, den
     // The socket table of the connecting socket's protocol: TCP or UDP
     // for a connect, UDP for a datagram; any other (ICMP, SCTP, MPTCP)
     // reaches loopback on allowed ports only.
+    let tables = if hook.connect() {
+        Tables::ByProtocol
+    } else {
+        Tables::Udp
+    };
+    lookup(
+        a,
+        (start, size),
+        tables,
+        Found {
+            marked: allow,
+            other: deny,
+            none: deny,
+        },
+    );
+}
+
+/// Which socket table a lookup searches.
+#[derive(Clone, Copy)]
+enum Tables {
+    /// TCP's or UDP's, as the socket's protocol (other protocols: `none`).
+    ByProtocol,
+    Udp,
+}
+
+/// Where a lookup goes on: a socket with the mark, one without, none.
+struct Found {
+    marked: Label,
+    other: Label,
+    none: Label,
+}
+
+/// Looks up the socket at the tuple on the stack (`start`, `size`), in
+/// the socket's own network namespace, and jumps by what it finds.
+fn lookup(a: &mut Asm, (start, size): (i16, i32), tables: Tables, to: Found) {
     let (tcp, udp) = (a.label(), a.label());
-    let mut tables = vec![(udp, HELPER_SK_LOOKUP_UDP)];
-    if hook.connect() {
+    let mut searched = vec![(udp, HELPER_SK_LOOKUP_UDP)];
+    if let Tables::ByProtocol = tables {
         a.op(LDX_W, 2, 6, SOCK_ADDR_PROTOCOL, 0);
         a.jump(JEQ32_K, 2, IPPROTO_TCP, tcp);
         a.jump(JEQ32_K, 2, IPPROTO_UDP, udp);
-        a.goto(deny);
-        tables.insert(0, (tcp, HELPER_SK_LOOKUP_TCP));
+        a.goto(to.none);
+        searched.insert(0, (tcp, HELPER_SK_LOOKUP_TCP));
     }
-    for (label, helper) in tables {
+    for (label, helper) in searched {
         a.bind(label);
         a.op(MOV64_X, 1, 6, 0, 0);
         a.op(MOV64_X, 2, 10, 0, 0);
-        a.op(ADD64_K, 2, 0, 0, start);
+        a.op(ADD64_K, 2, 0, 0, i32::from(start));
         a.op(MOV64_K, 3, 0, 0, size);
         a.op(MOV64_K, 4, 0, 0, CURRENT_NETNS);
         a.op(MOV64_K, 5, 0, 0, 0);
         a.op(CALL, 0, 0, 0, helper);
-        a.jump(JEQ_K, 0, 0, deny);
+        a.jump(JEQ_K, 0, 0, to.none);
         a.op(LDX_W, 9, 0, SOCK_PRIORITY, 0);
         a.op(MOV64_X, 1, 0, 0, 0);
         a.op(CALL, 0, 0, 0, HELPER_SK_RELEASE);
-        a.jump(JEQ32_K, 9, TASK_PRIORITY as i32, allow);
-        a.goto(deny);
+        a.jump(JEQ32_K, 9, TASK_PRIORITY as i32, to.marked);
+        a.goto(to.other);
     }
 }
 
+/// `cgroup/bind4` and `bind6`: in the host's network namespace, a bind to
+/// a port where a socket of the host's (without the mark) already is
+/// fails with `EPERM`. With `SO_REUSEPORT` (same user) a task could join
+/// a host service's group and take some of its connections, with
+/// `SO_REUSEADDR` some of its datagrams; any address, not only loopback.
+/// Binds to port 0, and among tasks' own sockets, go on.
+fn bind_program(v6: bool, f: &LoopbackFilter) -> Vec<Insn> {
+    let mut a = Asm::default();
+    let (allow, deny) = (a.label(), a.label());
+    outside_host_netns(&mut a, f, allow);
+    a.op(LDX_W, 8, 6, USER_PORT, 0);
+    a.jump(JEQ32_K, 8, 0, allow);
+    let found = || Found {
+        marked: allow,
+        other: deny,
+        none: allow,
+    };
+    let tuple4 = |a: &mut Asm| {
+        a.op(STX_W, 10, 7, -16, 0);
+        a.op(STX_W, 10, 7, -12, 0);
+        a.op(ST_H, 10, 0, -8, 0);
+        a.op(STX_H, 10, 8, -6, 0);
+    };
+    if v6 {
+        let native = a.label();
+        a.op(LDX_W, 2, 6, USER_IP6, 0);
+        a.jump(JNE32_K, 2, 0, native);
+        a.op(LDX_W, 2, 6, USER_IP6 + 4, 0);
+        a.jump(JNE32_K, 2, 0, native);
+        a.op(LDX_W, 2, 6, USER_IP6 + 8, 0);
+        a.jump(JNE32_K, 2, MAPPED, native);
+        // Mapped IPv4: the IPv4 tables.
+        a.op(LDX_W, 7, 6, USER_IP6 + 12, 0);
+        tuple4(&mut a);
+        lookup(&mut a, (-16, 12), Tables::ByProtocol, found());
+        a.bind(native);
+        for w in 0..4i16 {
+            a.op(LDX_W, 2, 6, USER_IP6 + 4 * w, 0);
+            a.op(STX_W, 10, 2, -40 + 4 * w, 0);
+            a.op(STX_W, 10, 2, -24 + 4 * w, 0);
+        }
+        a.op(ST_H, 10, 0, -8, 0);
+        a.op(STX_H, 10, 8, -6, 0);
+        lookup(&mut a, (-40, 36), Tables::ByProtocol, found());
+    } else {
+        a.op(LDX_W, 7, 6, USER_IP4, 0);
+        tuple4(&mut a);
+        lookup(&mut a, (-16, 12), Tables::ByProtocol, found());
+    }
+    verdicts(a, allow, deny)
+}
+
 impl LoopbackFilter {
-    /// Attaches the marking program and the four filters to the v2 cgroup
+    /// Attaches the marking program, the four filters and the two bind
+    /// programs to the v2 cgroup
     /// `dir`, replacing those of an earlier agent at once (see
     /// [`bpf::attach`]); the mark first, so no socket made after a filter
     /// is in place goes unmarked.
@@ -407,6 +513,16 @@ impl LoopbackFilter {
             };
             bpf::attach(dir, &p, "the loopback filter (`--task-loopback all` turns it off)")?;
         }
+        for (v6, attach_type, name) in BIND_HOOKS {
+            let insns = bind_program(v6, self);
+            let p = bpf::Program {
+                prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+                attach_type,
+                name,
+                insns: &insns,
+            };
+            bpf::attach(dir, &p, "the loopback filter (`--task-loopback all` turns it off)")?;
+        }
         Ok(())
     }
 }
@@ -417,15 +533,21 @@ pub(super) fn detach(dir: &Path) -> Result<(), CgroupError> {
     for hook in Hook::ALL {
         bpf::detach(dir, hook.attach_type())?;
     }
+    for (_, attach_type, _) in BIND_HOOKS {
+        bpf::detach(dir, attach_type)?;
+    }
     bpf::detach(dir, BPF_CGROUP_INET_SOCK_CREATE)
 }
 
-/// How many of the filter's five programs are attached to `dir` itself.
+/// How many of the filter's seven programs are attached to `dir` itself.
 #[cfg(test)]
 pub(super) fn attached(dir: &Path) -> io::Result<u32> {
     let mut n = bpf::attached(dir, BPF_CGROUP_INET_SOCK_CREATE)?;
     for hook in Hook::ALL {
         n += bpf::attached(dir, hook.attach_type())?;
+    }
+    for (_, attach_type, _) in BIND_HOOKS {
+        n += bpf::attached(dir, attach_type)?;
     }
     Ok(n)
 }
@@ -449,8 +571,11 @@ mod tests {
     #[test]
     fn programs_jump_only_forward_to_their_own_instructions() {
         let f = LoopbackFilter::for_netns(&[53..=53, 8000..=8100], 7);
-        for hook in Hook::ALL {
-            let p = filter_program(hook, &f);
+        let programs = Hook::ALL
+            .iter()
+            .map(|h| (format!("{h:?}"), filter_program(*h, &f)))
+            .chain([false, true].map(|v6| (format!("bind v6={v6}"), bind_program(v6, &f))));
+        for (hook, p) in programs {
             for (at, i) in p.iter().enumerate() {
                 let class = i.code & 7;
                 if (class == 5 || class == 6) && i.code != CALL && i.code != bpf::EXIT {

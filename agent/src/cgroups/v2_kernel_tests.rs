@@ -340,6 +340,40 @@ fn real_v2_device_filter_allows_only_the_list() {
     }
 }
 
+/// A host socket of `kind` on 127.0.0.1 with `option` (`SO_REUSEPORT`,
+/// `SO_REUSEADDR`) set, listening if a stream; and its port.
+fn shared_socket(kind: libc::c_int, option: libc::c_int) -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    #[allow(unsafe_code)]
+    // SAFETY: plain socket calls on a descriptor made here, with a valid
+    // sockaddr_in and an int option of the sizes passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, kind, 0);
+        assert!(fd >= 0);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, option, (&raw const one).cast(), size),
+            0
+        );
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+        if kind == libc::SOCK_STREAM {
+            assert_eq!(libc::listen(fd, 8), 0);
+        }
+        let mut len = len;
+        assert_eq!(
+            libc::getsockname(owned.as_raw_fd(), (&raw mut addr).cast(), &mut len),
+            0
+        );
+        (owned, u16::from_be(addr.sin_port))
+    }
+}
+
 /// Runs a Python probe of loopback (ports in `env`), in `cg` when given
 /// (moved in before it makes a socket), and returns its output.
 fn loopback_probe(m: &mut Mounted, cg: Option<&V2Cgroup>, env: &[(&str, u16)]) -> String {
@@ -414,6 +448,25 @@ peer("unspec-bound6", socket.AF_INET6, "::ffff:127.0.0.1", ("::", P["P_TCPONLY"]
 def udplite():
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136).close()
 res("udplite", udplite)
+# Sharing a port: with the host's SO_REUSEPORT listener and SO_REUSEADDR
+# datagram socket (same user: root), and among the task's own sockets.
+def share(kind, opt, addr, port, fam=socket.AF_INET):
+    def f():
+        s = socket.socket(fam, kind)
+        s.setsockopt(socket.SOL_SOCKET, opt, 1)
+        s.bind((addr, port))
+        KEEP.append(s)
+    return f
+KEEP = []
+res("reuseport-host", share(socket.SOCK_STREAM, socket.SO_REUSEPORT, "127.0.0.1", P["P_REUSE"]))
+res("reuseport-host6", share(socket.SOCK_STREAM, socket.SO_REUSEPORT, "::ffff:127.0.0.1", P["P_REUSE"], socket.AF_INET6))
+res("reuseaddr-host-udp", share(socket.SOCK_DGRAM, socket.SO_REUSEADDR, "127.0.0.1", P["P_REUSEUDP"]))
+mine = socket.socket()
+mine.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+mine.bind(("127.0.0.1", 0))
+mine.listen()
+res("reuseport-own", share(socket.SOCK_STREAM, socket.SO_REUSEPORT, "127.0.0.1", mine.getsockname()[1]))
+res("bind-free", share(socket.SOCK_STREAM, socket.SO_REUSEADDR, "127.0.0.1", 0))
 sys.stdout.flush()
 # Another network namespace's loopback is its own: no listener there.
 if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:
@@ -437,8 +490,9 @@ else:
 /// into IPv6, a datagram, a connected UDP socket, TCP Fast Open, or a UDP
 /// socket of its own on a TCP listener's port, nor by the unspecified
 /// address from a socket bound to another loopback address (which the
-/// kernel would route to); no UDP-Lite socket; a network namespace of its
-/// own is not filtered. Outside the cgroup all of it connects (the
+/// kernel would route to); no UDP-Lite socket; no share of a host
+/// socket's port (`SO_REUSEPORT`, `SO_REUSEADDR`), where its own sockets
+/// share theirs; a network namespace of its own is not filtered. Outside the cgroup all of it connects (the
 /// control), and once the filter is detached so does the cgroup.
 #[test]
 fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
@@ -452,6 +506,9 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let tcponly = TcpListener::bind("127.0.0.1:0").unwrap();
     let host2 = TcpListener::bind("127.0.0.2:0").unwrap();
+    // Host sockets that let a socket of the same user share their port.
+    let reuse = shared_socket(libc::SOCK_STREAM, libc::SO_REUSEPORT);
+    let reuse_udp = shared_socket(libc::SOCK_DGRAM, libc::SO_REUSEADDR);
     let port = |a: std::io::Result<std::net::SocketAddr>| a.unwrap().port();
     let env = [
         ("P_HOST", port(host.local_addr())),
@@ -460,17 +517,19 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
         ("P_UDP", port(udp.local_addr())),
         ("P_TCPONLY", port(tcponly.local_addr())),
         ("P_HOST2", port(host2.local_addr())),
+        ("P_REUSE", reuse.1),
+        ("P_REUSEUDP", reuse_udp.1),
     ];
     let allowed_port = env[1].1;
     let filter = super::LoopbackFilter::new(&[allowed_port..=allowed_port]).unwrap();
     filter.attach(&parent).unwrap();
     // A restarted agent attaches again: replaced, not added.
     filter.attach(&parent).unwrap();
-    assert_eq!(super::loopback::attached(&parent).unwrap(), 5);
+    assert_eq!(super::loopback::attached(&parent).unwrap(), 7);
     let cg = m.leaf("t");
 
     let outside = loopback_probe(&mut m, None, &env);
-    let special = ["priority", "other-netns", "unspec-bound", "udplite"];
+    let special = ["priority", "other-netns", "unspec-bound", "udplite", "reuseport-host6"];
     for line in outside.lines().filter(|l| !special.iter().any(|s| l.starts_with(s))) {
         assert!(line.ends_with(" ok"), "outside: {line:?} in:\n{outside}");
     }
@@ -505,6 +564,11 @@ fn real_loopback_filter_reaches_only_tasks_and_allowed_ports() {
         "other-netns ECONNREFUSED",
         // Sent where the filter looked: the task's own listener.
         "unspec-bound4 127.0.0.1",
+        "reuseport-host EPERM",
+        "reuseport-host6 EPERM",
+        "reuseaddr-host-udp EPERM",
+        "reuseport-own ok",
+        "bind-free ok",
     ] {
         assert!(inside.lines().any(|l| l == want), "want {want:?} in:\n{inside}");
     }
