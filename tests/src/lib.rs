@@ -647,9 +647,11 @@ impl Cluster {
             if m.pid().is_none() {
                 continue;
             }
+            // A one-row page, not `/state`: at a simulated cluster's size
+            // the whole state takes seconds to write.
             if let Ok(r) = self.get(&m.addr, "/raft").await
                 && r["role"] == "leader"
-                && self.get(&m.addr, "/state").await.is_ok()
+                && self.get(&m.addr, "/api/v1/agents?limit=1").await.is_ok()
             {
                 return Some(i);
             }
@@ -659,13 +661,19 @@ impl Cluster {
 
     /// Waits (10 s at most) until some master leads and serves.
     pub async fn wait_leader(&self) -> Result<usize> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.wait_leader_within(Duration::from_secs(10)).await
+    }
+
+    /// Waits (`limit` at most) until some master leads and serves: a
+    /// leader busy with a simulated cluster may take seconds to answer.
+    pub async fn wait_leader_within(&self, limit: Duration) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(i) = self.leader().await {
                 return Ok(i);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("no master leads after 10 s");
+                bail!("no master leads after {limit:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -184,7 +184,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             Stats::get(&stats.timeouts),
             Stats::get(&stats.redirects),
         );
-        let leader = c.wait_leader().await?;
+        let leader = c.wait_leader_within(LEADER_WAIT).await?;
         c.masters[leader].kill().await;
         let killed = Instant::now();
         let probe = Probe::start(c, "sim-probe-2").await?;
@@ -288,7 +288,7 @@ struct Pollers {
 impl Pollers {
     async fn start(c: &Cluster, n: usize) -> Result<Pollers> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let url = c.url(&c.masters[c.wait_leader().await?].addr, "/state");
+        let url = c.url(&c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr, "/state");
         let mut tasks = Vec::new();
         for _ in 0..n {
             let http = leader_client(c)?;
@@ -334,6 +334,10 @@ impl Pollers {
 }
 
 /// An HTTP client for the masters as the cluster's admin.
+/// How long the simulator waits for a leader to answer `/raft` and
+/// `/state`: at tens of thousands of agents a busy one takes seconds.
+const LEADER_WAIT: Duration = Duration::from_secs(120);
+
 fn leader_client(c: &Cluster) -> Result<reqwest::Client> {
     mezzo_tests::http_client_waiting(
         &c.transport(),
@@ -345,7 +349,7 @@ fn leader_client(c: &Cluster) -> Result<reqwest::Client> {
 /// The leader's allocator so far, from `/metrics`: passes, their mean
 /// time, and how many took longer than 0.1 s.
 async fn allocation(c: &Cluster) -> Result<String> {
-    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let addr = c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr.clone();
     let text = leader_client(c)?
         .get(c.url(&addr, "/metrics"))
         .send()
@@ -373,7 +377,7 @@ async fn allocation(c: &Cluster) -> Result<String> {
 
 /// The paged operator reads, 100 of each from the leader: p50 and p99.
 async fn read_pages(c: &Cluster) -> Result<()> {
-    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let addr = c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr.clone();
     let http = leader_client(c)?;
     let mut line = Vec::new();
     for path in [
@@ -400,7 +404,7 @@ async fn read_pages(c: &Cluster) -> Result<()> {
 /// unreachable, then their return once healed.
 async fn partition(c: &Cluster, agents: &Agents, n: usize, every: usize) -> Result<()> {
     let cut = n.div_ceil(every) as u64;
-    let addr = c.masters[c.wait_leader().await?].addr.clone();
+    let addr = c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr.clone();
     let stats = agents.stats().clone();
     let limit = Duration::from_secs(120);
     agents.partition(every);
@@ -422,7 +426,7 @@ async fn partition(c: &Cluster, agents: &Agents, n: usize, every: usize) -> Resu
 
 /// `/state` from the leader, `n` times: p50, max and the body's size.
 async fn read_state(c: &Cluster, n: usize) -> Result<()> {
-    let leader = c.wait_leader().await?;
+    let leader = c.wait_leader_within(LEADER_WAIT).await?;
     let addr = c.masters[leader].addr.clone();
     let http = leader_client(c)?;
     let url = c.url(&addr, "/state");
