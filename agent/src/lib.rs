@@ -508,7 +508,6 @@ fn image_source(
         store: Arc::new(store),
         max_bytes: iso.image_store_max_bytes,
         leases: Default::default(),
-        user_xattrs: Default::default(),
         userns_unsupported: None,
     })
 }

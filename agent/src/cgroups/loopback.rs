@@ -169,11 +169,6 @@ const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
 const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
 const BPF_CGROUP_INET4_BIND: u32 = 8;
 const BPF_CGROUP_INET6_BIND: u32 = 9;
-/// The bind programs: IPv6 or not, attach type, name.
-const BIND_HOOKS: [(bool, u32, &str); 2] = [
-    (false, BPF_CGROUP_INET4_BIND, "mezzo_lo_bind4"),
-    (true, BPF_CGROUP_INET6_BIND, "mezzo_lo_bind6"),
-];
 const HELPER_SK_LOOKUP_TCP: i32 = 84;
 const HELPER_SK_LOOKUP_UDP: i32 = 85;
 const HELPER_SK_RELEASE: i32 = 86;
@@ -207,17 +202,26 @@ const NET127: i32 = wire([127, 0, 0, 0]);
 const MAPPED: i32 = wire([0, 0, 0xff, 0xff]);
 const LOOPBACK6_LAST: i32 = wire([0, 0, 0, 1]);
 
-/// Which hook a program is for.
+/// Which socket-address hook a program is for (the mark's is apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hook {
     Connect4,
     Connect6,
     Sendmsg4,
     Sendmsg6,
+    Bind4,
+    Bind6,
 }
 
 impl Hook {
-    const ALL: [Hook; 4] = [Hook::Connect4, Hook::Connect6, Hook::Sendmsg4, Hook::Sendmsg6];
+    const ALL: [Hook; 6] = [
+        Hook::Connect4,
+        Hook::Connect6,
+        Hook::Sendmsg4,
+        Hook::Sendmsg6,
+        Hook::Bind4,
+        Hook::Bind6,
+    ];
 
     fn attach_type(self) -> u32 {
         match self {
@@ -225,11 +229,13 @@ impl Hook {
             Hook::Connect6 => BPF_CGROUP_INET6_CONNECT,
             Hook::Sendmsg4 => BPF_CGROUP_UDP4_SENDMSG,
             Hook::Sendmsg6 => BPF_CGROUP_UDP6_SENDMSG,
+            Hook::Bind4 => BPF_CGROUP_INET4_BIND,
+            Hook::Bind6 => BPF_CGROUP_INET6_BIND,
         }
     }
 
     fn v6(self) -> bool {
-        matches!(self, Hook::Connect6 | Hook::Sendmsg6)
+        matches!(self, Hook::Connect6 | Hook::Sendmsg6 | Hook::Bind6)
     }
 
     fn name(self) -> &'static str {
@@ -238,11 +244,20 @@ impl Hook {
             Hook::Connect6 => "mezzo_lo_conn6",
             Hook::Sendmsg4 => "mezzo_lo_send4",
             Hook::Sendmsg6 => "mezzo_lo_send6",
+            Hook::Bind4 => "mezzo_lo_bind4",
+            Hook::Bind6 => "mezzo_lo_bind6",
         }
     }
 
     fn connect(self) -> bool {
         matches!(self, Hook::Connect4 | Hook::Connect6)
+    }
+
+    fn program(self, f: &LoopbackFilter) -> Vec<Insn> {
+        match self {
+            Hook::Bind4 | Hook::Bind6 => bind_program(self.v6(), f),
+            _ => filter_program(self, f),
+        }
     }
 }
 
@@ -351,23 +366,17 @@ fn tail(a: &mut Asm, hook: Hook, f: &LoopbackFilter, v6: bool, allow: Label, den
             a.jump(JLE32_K, 3, hi, allow);
         }
     }
-    // `struct bpf_sock_tuple`: source and destination address, then the
-    // ports; the source is the destination (only the listener matters).
-    let (start, size): (i16, i32) = if v6 {
+    let tuple = if v6 {
         for at in [-40i16, -24] {
             for w in 0..3 {
                 a.op(ST_W, 10, 0, at + 4 * w, 0);
             }
             a.op(STX_W, 10, 7, at + 12, 0);
         }
-        (-40, 36)
+        tuple_ports(a, TUPLE6)
     } else {
-        a.op(STX_W, 10, 7, -16, 0);
-        a.op(STX_W, 10, 7, -12, 0);
-        (-16, 12)
+        tuple4(a)
     };
-    a.op(ST_H, 10, 0, -8, 0);
-    a.op(STX_H, 10, 8, -6, 0);
     // The socket table of the connecting socket's protocol: TCP or UDP
     // for a connect, UDP for a datagram; any other (ICMP, SCTP, MPTCP)
     // reaches loopback on allowed ports only.
@@ -378,7 +387,7 @@ fn tail(a: &mut Asm, hook: Hook, f: &LoopbackFilter, v6: bool, allow: Label, den
     };
     lookup(
         a,
-        (start, size),
+        tuple,
         tables,
         Found {
             marked: allow,
@@ -386,6 +395,27 @@ fn tail(a: &mut Asm, hook: Hook, f: &LoopbackFilter, v6: bool, allow: Label, den
             none: deny,
         },
     );
+}
+
+/// Where a `struct bpf_sock_tuple` is on the stack, and its size: source
+/// and destination address, then the ports. The source is the
+/// destination (only the listening or bound socket matters).
+type Tuple = (i16, i32);
+const TUPLE4: Tuple = (-16, 12);
+const TUPLE6: Tuple = (-40, 36);
+
+/// The IPv4 tuple of the address in r7 and the port in r8.
+fn tuple4(a: &mut Asm) -> Tuple {
+    a.op(STX_W, 10, 7, -16, 0);
+    a.op(STX_W, 10, 7, -12, 0);
+    tuple_ports(a, TUPLE4)
+}
+
+/// The tuple's ports (after either family's addresses): none, and r8.
+fn tuple_ports(a: &mut Asm, tuple: Tuple) -> Tuple {
+    a.op(ST_H, 10, 0, -8, 0);
+    a.op(STX_H, 10, 8, -6, 0);
+    tuple
 }
 
 /// Which socket table a lookup searches.
@@ -405,7 +435,7 @@ struct Found {
 
 /// Looks up the socket at the tuple on the stack (`start`, `size`), in
 /// the socket's own network namespace, and jumps by what it finds.
-fn lookup(a: &mut Asm, (start, size): (i16, i32), tables: Tables, to: Found) {
+fn lookup(a: &mut Asm, (start, size): Tuple, tables: Tables, to: Found) {
     let (tcp, udp) = (a.label(), a.label());
     let mut searched = vec![(udp, HELPER_SK_LOOKUP_UDP)];
     if let Tables::ByProtocol = tables {
@@ -450,12 +480,6 @@ fn bind_program(v6: bool, f: &LoopbackFilter) -> Vec<Insn> {
         other: deny,
         none: allow,
     };
-    let tuple4 = |a: &mut Asm| {
-        a.op(STX_W, 10, 7, -16, 0);
-        a.op(STX_W, 10, 7, -12, 0);
-        a.op(ST_H, 10, 0, -8, 0);
-        a.op(STX_H, 10, 8, -6, 0);
-    };
     if v6 {
         let native = a.label();
         a.op(LDX_W, 2, 6, USER_IP6, 0);
@@ -466,29 +490,27 @@ fn bind_program(v6: bool, f: &LoopbackFilter) -> Vec<Insn> {
         a.jump(JNE32_K, 2, MAPPED, native);
         // Mapped IPv4: the IPv4 tables.
         a.op(LDX_W, 7, 6, USER_IP6 + 12, 0);
-        tuple4(&mut a);
-        lookup(&mut a, (-16, 12), Tables::ByProtocol, found());
+        let tuple = tuple4(&mut a);
+        lookup(&mut a, tuple, Tables::ByProtocol, found());
         a.bind(native);
         for w in 0..4i16 {
             a.op(LDX_W, 2, 6, USER_IP6 + 4 * w, 0);
             a.op(STX_W, 10, 2, -40 + 4 * w, 0);
             a.op(STX_W, 10, 2, -24 + 4 * w, 0);
         }
-        a.op(ST_H, 10, 0, -8, 0);
-        a.op(STX_H, 10, 8, -6, 0);
-        lookup(&mut a, (-40, 36), Tables::ByProtocol, found());
+        let tuple = tuple_ports(&mut a, TUPLE6);
+        lookup(&mut a, tuple, Tables::ByProtocol, found());
     } else {
         a.op(LDX_W, 7, 6, USER_IP4, 0);
-        tuple4(&mut a);
-        lookup(&mut a, (-16, 12), Tables::ByProtocol, found());
+        let tuple = tuple4(&mut a);
+        lookup(&mut a, tuple, Tables::ByProtocol, found());
     }
     verdicts(a, allow, deny)
 }
 
 impl LoopbackFilter {
-    /// Attaches the marking program, the four filters and the two bind
-    /// programs to the v2 cgroup
-    /// `dir`, replacing those of an earlier agent at once (see
+    /// Attaches the marking program and the six socket-address programs
+    /// (connect, sendmsg, bind) to the v2 cgroup `dir`, replacing those of an earlier agent at once (see
     /// [`bpf::attach`]); the mark first, so no socket made after a filter
     /// is in place goes unmarked.
     pub(super) fn attach(&self, dir: &Path) -> Result<(), CgroupError> {
@@ -504,21 +526,11 @@ impl LoopbackFilter {
             "the loopback filter's socket mark",
         )?;
         for hook in Hook::ALL {
-            let insns = filter_program(hook, self);
+            let insns = hook.program(self);
             let p = bpf::Program {
                 prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
                 attach_type: hook.attach_type(),
                 name: hook.name(),
-                insns: &insns,
-            };
-            bpf::attach(dir, &p, "the loopback filter (`--task-loopback all` turns it off)")?;
-        }
-        for (v6, attach_type, name) in BIND_HOOKS {
-            let insns = bind_program(v6, self);
-            let p = bpf::Program {
-                prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-                attach_type,
-                name,
                 insns: &insns,
             };
             bpf::attach(dir, &p, "the loopback filter (`--task-loopback all` turns it off)")?;
@@ -533,9 +545,6 @@ pub(super) fn detach(dir: &Path) -> Result<(), CgroupError> {
     for hook in Hook::ALL {
         bpf::detach(dir, hook.attach_type())?;
     }
-    for (_, attach_type, _) in BIND_HOOKS {
-        bpf::detach(dir, attach_type)?;
-    }
     bpf::detach(dir, BPF_CGROUP_INET_SOCK_CREATE)
 }
 
@@ -545,9 +554,6 @@ pub(super) fn attached(dir: &Path) -> io::Result<u32> {
     let mut n = bpf::attached(dir, BPF_CGROUP_INET_SOCK_CREATE)?;
     for hook in Hook::ALL {
         n += bpf::attached(dir, hook.attach_type())?;
-    }
-    for (_, attach_type, _) in BIND_HOOKS {
-        n += bpf::attached(dir, attach_type)?;
     }
     Ok(n)
 }
@@ -571,11 +577,8 @@ mod tests {
     #[test]
     fn programs_jump_only_forward_to_their_own_instructions() {
         let f = LoopbackFilter::for_netns(&[53..=53, 8000..=8100], 7);
-        let programs = Hook::ALL
-            .iter()
-            .map(|h| (format!("{h:?}"), filter_program(*h, &f)))
-            .chain([false, true].map(|v6| (format!("bind v6={v6}"), bind_program(v6, &f))));
-        for (hook, p) in programs {
+        for hook in Hook::ALL {
+            let p = hook.program(&f);
             for (at, i) in p.iter().enumerate() {
                 let class = i.code & 7;
                 if (class == 5 || class == 6) && i.code != CALL && i.code != bpf::EXIT {

@@ -31,9 +31,6 @@ pub struct ImageSource {
     /// used images no container uses (`--image-store-max-mib`).
     pub max_bytes: u64,
     pub leases: Leases,
-    /// Layers known to carry `user.overlay.opaque` wherever they carry
-    /// `trusted.overlay.opaque` (see [`ImageSource::for_user_namespaces`]).
-    pub user_xattrs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
     /// Why images cannot run in a user namespace on this host, if they
     /// cannot (found at start: `LinuxContainerizer::new`).
     pub userns_unsupported: Option<String>,
@@ -154,35 +151,6 @@ impl ImageSource {
 }
 
 impl ImageSource {
-    /// Makes `layers` usable by an overlay mounted in a user namespace,
-    /// which reads only `user.overlay.*` xattrs: layers unpacked by an
-    /// agent from before images ran in user namespaces made their opaque
-    /// directories with the `trusted.` one only. Each layer is walked once
-    /// per agent process.
-    pub fn for_user_namespaces(&self, layers: &[PathBuf]) -> Result<(), ContainerError> {
-        for layer in layers {
-            let known = self
-                .user_xattrs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(layer);
-            if known {
-                continue;
-            }
-            copy_opaque_xattrs(layer).map_err(|e| {
-                ContainerError::Image(format!(
-                    "cannot mark the opaque directories of {} for user namespaces: {e}",
-                    layer.display()
-                ))
-            })?;
-            self.user_xattrs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(layer.clone());
-        }
-        Ok(())
-    }
-
     /// Keeps the store under its size, sparing the images in use. Run
     /// when an image new to this agent came in; an error is only logged:
     /// the launch goes on.
@@ -381,6 +349,23 @@ mod tests {
         let got: Vec<String> = [0, 512, 12_345, 50_000_000, 3_200_000_000].map(super::bytes).into();
         assert_eq!(got, ["0 B", "512 B", "12.3 kB", "50.0 MB", "3.2 GB"]);
     }
+}
+
+/// Makes `layers` usable by an overlay mounted in a user namespace,
+/// which reads only `user.overlay.*` xattrs: layers unpacked by an
+/// agent from before images ran in user namespaces made their opaque
+/// directories with the `trusted.` one only. Each layer is walked once
+/// and marked (then one `getxattr` a launch).
+pub fn for_user_namespaces(layers: &[PathBuf]) -> Result<(), ContainerError> {
+    for layer in layers {
+        copy_opaque_xattrs(layer).map_err(|e| {
+            ContainerError::Image(format!(
+                "cannot mark the opaque directories of {} for user namespaces: {e}",
+                layer.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Marks a layer whose opaque directories all carry `user.overlay.opaque`

@@ -308,6 +308,12 @@ fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) ->
         }
         _ => None,
     };
+    // The user namespace image layers are mapped by, made once here and
+    // inherited by every supervisor (`userns::layer_userns`); on failure the
+    // supervisor tries again and reports it.
+    if let (Some(range), true) = (spec.userns, spec.view.as_ref().is_some_and(|v| v.image.is_some())) {
+        let _ = super::userns::layer_userns(range);
+    }
     // SAFETY: the launcher is single-threaded (checked just above), so the
     // child is an exact copy with no lock held by a vanished thread.
     match unsafe { fork() } {

@@ -379,19 +379,18 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         move |source| ContainerError::Sandbox { path, source }
     };
     std::fs::create_dir_all(&spec.run_dir).map_err(sandbox_err(&spec.run_dir))?;
-    let image = match &spec.image {
-        None => None,
-        Some(r) if cfg.userns.is_some() && cfg.images.as_ref().is_some_and(|i| i.userns_unsupported.is_some()) => {
-            let why = cfg
-                .images
-                .as_ref()
-                .and_then(|i| i.userns_unsupported.as_deref())
-                .unwrap_or_default();
+    let userns_unsupported = cfg
+        .userns
+        .and(cfg.images.as_ref())
+        .and_then(|i| i.userns_unsupported.as_deref());
+    let image = match (&spec.image, userns_unsupported) {
+        (None, _) => None,
+        (Some(r), Some(why)) => {
             return Err(ContainerError::Image(format!(
                 "image {r}: cannot run in a user namespace on this host: {why}"
             )));
         }
-        Some(r) => {
+        (Some(r), None) => {
             let source = cfg.images.as_ref().filter(|_| cfg.view.is_some()).ok_or_else(|| {
                 ContainerError::Image(format!(
                     "image {r}: this agent cannot run images (no private task root)"
@@ -422,9 +421,7 @@ fn prepare(cfg: &LinuxConfig, backend: &dyn CgroupBackend, spec: ContainerSpec) 
         for dir in [&image.root.upper, &image.root.work] {
             std::os::unix::fs::chown(dir, Some(range.base), Some(range.base)).map_err(sandbox_err(dir))?;
         }
-        if let Some(source) = &cfg.images {
-            source.for_user_namespaces(&image.root.layers)?;
-        }
+        super::image_task::for_user_namespaces(&image.root.layers)?;
     }
     std::fs::create_dir_all(&spec.sandbox).map_err(sandbox_err(&spec.sandbox))?;
     std::os::unix::fs::chown(&spec.sandbox, Some(host_uid), Some(host_gid)).map_err(sandbox_err(&spec.sandbox))?;

@@ -132,11 +132,51 @@ pub enum UsernsError {
 
 /// The image's `layers` id-mapped for a container whose user namespace
 /// maps `range` (`rootfs::idmapped_layers`): the mapping is taken from a
-/// user namespace made for it, the same for every container of the agent.
-/// Made before the init's `clone`, which hands the init the descriptors.
+/// user namespace made for it ([`layer_userns`]). Made before the init's
+/// `clone`, which hands the init the descriptors.
 pub fn idmapped_layers(range: IdRange, layers: &[PathBuf]) -> Result<super::rootfs::IdmappedLayers, UsernsError> {
+    match layer_userns(range)? {
+        Mapping::Kept(userns) => Ok(super::rootfs::idmapped_layers(layers, userns)?),
+        Mapping::Made(userns) => Ok(super::rootfs::idmapped_layers(layers, &userns)?),
+    }
+}
+
+/// A user namespace mapping a range: the one kept for the process, or one
+/// made for another range.
+pub enum Mapping {
+    Kept(&'static OwnedFd),
+    Made(OwnedFd),
+}
+
+/// The user namespace layers are mapped by. The first is kept for the
+/// process's life: the launcher makes it before it forks a supervisor
+/// that needs it, and every supervisor after inherits it (descriptor and
+/// memory), rather than each making one (a fork) per launch. Every
+/// container of an agent has the same range.
+pub fn layer_userns(range: IdRange) -> Result<Mapping, UsernsError> {
+    static KEPT: std::sync::OnceLock<(IdRange, OwnedFd)> = std::sync::OnceLock::new();
+    if let Some((kept, userns)) = KEPT.get() {
+        return Ok(if *kept == range {
+            Mapping::Kept(userns)
+        } else {
+            Mapping::Made(mapped_userns(range)?)
+        });
+    }
     let userns = mapped_userns(range)?;
-    Ok(super::rootfs::idmapped_layers(layers, &userns)?)
+    Ok(match KEPT.set((range, userns)) {
+        Ok(()) => Mapping::Kept(&KEPT.get().expect("just set").1),
+        Err((_, userns)) => Mapping::Made(userns),
+    })
+}
+
+/// Writes `range` as the uid and gid maps of the process `pid` (a child
+/// in a new user namespace).
+fn write_maps(pid: Pid, range: IdRange) -> Result<(), UsernsError> {
+    for name in ["uid_map", "gid_map"] {
+        let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+        fs::write(&path, range.map_line()).map_err(|source| UsernsError::Map { path, source })?;
+    }
+    Ok(())
 }
 
 /// A user namespace mapping `range`, kept by a descriptor: a child
@@ -172,18 +212,14 @@ fn mapped_userns(range: IdRange) -> Result<OwnedFd, UsernsError> {
                 _ => Errno::ECHILD as u8,
             };
             let userns = if answer == 0 {
-                (|| {
-                    for name in ["uid_map", "gid_map"] {
-                        let path = PathBuf::from(format!("/proc/{child}/{name}"));
-                        fs::write(&path, range.map_line()).map_err(|source| UsernsError::Map { path, source })?;
-                    }
+                write_maps(child, range).and_then(|()| {
                     nix::fcntl::open(
                         format!("/proc/{child}/ns/user").as_str(),
                         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
                         nix::sys::stat::Mode::empty(),
                     )
                     .map_err(UsernsError::Template)
-                })()
+                })
             } else {
                 Err(UsernsError::Template(Errno::from_raw(i32::from(answer))))
             };
@@ -277,10 +313,7 @@ impl SupervisorSide {
     /// Maps the init's user namespace, moves the init into `cgroup_procs`
     /// and lets it go on.
     pub fn release(&mut self, init: Pid, range: IdRange, cgroup_procs: &[PathBuf]) -> Result<(), UsernsError> {
-        for name in ["uid_map", "gid_map"] {
-            let path = PathBuf::from(format!("/proc/{init}/{name}"));
-            fs::write(&path, range.map_line()).map_err(|source| UsernsError::Map { path, source })?;
-        }
+        write_maps(init, range)?;
         // Before the init runs anything of the container: as the init does
         // when it joins them itself, only the init and the task are in them.
         for path in cgroup_procs {

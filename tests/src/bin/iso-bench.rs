@@ -333,7 +333,6 @@ async fn run(a: Args) -> Result<()> {
         store: Arc::new(mezzo_agent::images::Store::open(&a.dir.join("images"))?),
         max_bytes: u64::MAX,
         leases: Default::default(),
-        user_xattrs: Default::default(),
         userns_unsupported: None,
     };
     let busybox = mezzo_proto::image::ImageRef::parse("oci:busybox:1")?;
