@@ -163,8 +163,10 @@ fn full_cycle(c: &mut Criterion, s: Shape) {
 }
 
 /// One task of `cpus:1;mem:1024` ends on a cluster where everything is in
-/// use; the allocator re-offers just that.
-fn incremental(c: &mut Criterion, agents: usize, frameworks: usize) {
+/// use; the allocator re-offers just that. With `wanting`, only that many
+/// frameworks still want offers, the others suppressed (their work placed,
+/// as most of a big cluster's frameworks are at any time).
+fn incremental(c: &mut Criterion, agents: usize, frameworks: usize, wanting: Option<usize>) {
     let s = Shape {
         agents,
         frameworks,
@@ -177,6 +179,11 @@ fn incremental(c: &mut Criterion, agents: usize, frameworks: usize) {
     let task = ReservedResources::parse("cpus:1;mem:1024").expect("task");
     for g in &got {
         al.offer_used(&g.framework, &g.role, &g.agent, &g.resources);
+    }
+    if let Some(w) = wanting {
+        for i in w..frameworks {
+            al.suppress(&framework(i), &[]);
+        }
     }
     let mut g = c.benchmark_group("allocator/incremental_one_task");
     g.sample_size(50).warm_up_time(Duration::from_millis(300));
@@ -195,7 +202,10 @@ fn incremental(c: &mut Criterion, agents: usize, frameworks: usize) {
         }
         spent
     };
-    let name = format!("{agents}x{frameworks}");
+    let mut name = format!("{agents}x{frameworks}");
+    if let Some(w) = wanting {
+        name += &format!("/{w}-wanting");
+    }
     g.bench_function(&name, |b| b.iter_custom(|iters| (0..iters).map(|_| one().0).sum()));
     g.finish();
     print_cpu(&format!("allocator/incremental_one_task/{name}"), 1001, || one().1);
@@ -236,9 +246,13 @@ fn benches(c: &mut Criterion) {
             full_cycle(c, s);
         }
     }
-    for (a, f) in [(10_000, 1_000), (20_000, 2_000)] {
-        if wanted(&format!("allocator/incremental_one_task/{a}x{f}")) {
-            incremental(c, a, f);
+    for (a, f, w) in [(10_000, 1_000, None), (20_000, 2_000, None), (20_000, 2_000, Some(100))] {
+        let name = match w {
+            Some(w) => format!("allocator/incremental_one_task/{a}x{f}/{w}-wanting"),
+            None => format!("allocator/incremental_one_task/{a}x{f}"),
+        };
+        if wanted(&name) {
+            incremental(c, a, f, w);
         }
     }
 }

@@ -352,6 +352,8 @@ impl Allocator {
         for rix in left {
             if self.holdings.range((f, rix, 0)..=(f, rix, u32::MAX)).next().is_none() {
                 self.roles.remove_client(rix, f, &self.total_flat);
+            } else {
+                self.roles.set_wants(rix, f, false);
             }
         }
         if let Some(fw) = self.fws[f as usize].as_mut() {
@@ -359,6 +361,7 @@ impl Allocator {
             fw.roles = ixs;
             fw.active = active;
         }
+        self.sync_wants(f);
         self.mark_idle();
     }
 
@@ -391,6 +394,7 @@ impl Allocator {
         if let Some(fw) = self.fw_mut(id) {
             fw.active = active;
         }
+        self.sync_wants_of(id);
         if active {
             self.mark_idle();
         }
@@ -407,6 +411,7 @@ impl Allocator {
                 }
             }
         }
+        self.sync_wants_of(id);
     }
 
     /// Makes `roles` exactly the framework's suppressed roles; its filters
@@ -416,6 +421,7 @@ impl Allocator {
         if let Some(fw) = self.fw_mut(id) {
             fw.suppressed = fw.roles.iter().copied().filter(|r| named.contains(r)).collect();
         }
+        self.sync_wants_of(id);
         self.mark_idle();
     }
 
@@ -428,6 +434,7 @@ impl Allocator {
         if let Some(fw) = self.fws[f as usize].as_mut() {
             fw.suppressed.retain(|r| !roles.is_empty() && !named.contains(r));
         }
+        self.sync_wants(f);
         for a in self.filters.clear_framework(f) {
             self.mark(a);
         }
@@ -438,6 +445,23 @@ impl Allocator {
     pub fn filter(&mut self, framework: &FrameworkId, agent: &AgentId, until: Instant) {
         if let (Some(&f), Some(&a)) = (self.fw_ix.get(framework), self.agent_ix.get(agent)) {
             self.filters.insert(f, a, until);
+        }
+    }
+
+    /// Puts framework `f` in (or out of) the DRF order of each of its
+    /// roles, as [`FwSt::wants`] says.
+    fn sync_wants(&mut self, f: FwIx) {
+        let Some(fw) = self.fws.get(f as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        for (r, wants) in fw.roles.iter().map(|&r| (r, fw.wants(r))).collect::<Vec<_>>() {
+            self.roles.set_wants(r, f, wants);
+        }
+    }
+
+    fn sync_wants_of(&mut self, id: &FrameworkId) {
+        if let Some(&f) = self.fw_ix.get(id) {
+            self.sync_wants(f);
         }
     }
 
@@ -664,6 +688,18 @@ impl Allocator {
     /// Active filters.
     pub fn filter_count(&self) -> usize {
         self.filters.len()
+    }
+
+    /// Checks that exactly the frameworks that want offers are in the
+    /// DRF order (tests).
+    #[cfg(test)]
+    fn check_wanting(&self) -> Result<(), String> {
+        self.roles.check_wanting(|r, f| {
+            self.fws
+                .get(f as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|fw| fw.wants(r))
+        })
     }
 
     /// Agents a framework's decline filters keep from it.

@@ -8,6 +8,11 @@
 //! parents: O(depth · log n), so an allocation after one task ends costs
 //! microseconds however big the cluster is. Only a change of the cluster
 //! total makes every share stale; [`RoleTree::refresh`] then re-sorts all.
+//!
+//! Only clients that want offers (active, not suppressed in the role) are
+//! in the sorted sets, and a subtree with none is not entered: with
+//! thousands of frameworks, most of them suppressed once their work is
+//! placed, a pick walked them all for every agent.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -44,9 +49,13 @@ pub(crate) struct Node {
     key: u64,
     own_key: u64,
     children: BTreeSet<(u64, RoleIx)>,
+    /// The clients that want offers, by key.
     clients: BTreeSet<(u64, FwIx)>,
-    /// Each client's holding in this role and its key in `clients`.
+    /// Each client's holding in this role and its key (in `clients` if
+    /// it wants offers).
     pub client_alloc: HashMap<FwIx, (Resources, u64)>,
+    /// Clients wanting offers here and in every role below.
+    wanting: usize,
 }
 
 impl Node {
@@ -113,23 +122,48 @@ impl RoleTree {
         self.path(ix).any(|i| i == ancestor)
     }
 
+    /// Adds a client that wants no offers until [`RoleTree::set_wants`].
     pub fn add_client(&mut self, role: RoleIx, fw: FwIx) {
-        let node = &mut self.nodes[role];
-        if node.client_alloc.contains_key(&fw) {
-            return;
-        }
-        node.client_alloc.insert(fw, (Resources::default(), 0));
-        node.clients.insert((0, fw));
+        self.nodes[role]
+            .client_alloc
+            .entry(fw)
+            .or_insert((Resources::default(), 0));
     }
 
     /// Removes a client; its holding must have been taken back first.
     pub fn remove_client(&mut self, role: RoleIx, fw: FwIx, total: &Resources) {
+        self.set_wants(role, fw, false);
         let node = &mut self.nodes[role];
-        if let Some((held, k)) = node.client_alloc.remove(&fw) {
-            node.clients.remove(&(k, fw));
-            if !held.is_empty() {
-                self.change(role, None, &held, false, total);
+        if let Some((held, _)) = node.client_alloc.remove(&fw)
+            && !held.is_empty()
+        {
+            self.change(role, None, &held, false, total);
+        }
+    }
+
+    /// Puts a client in (or out of) the order [`RoleTree::pick`] walks.
+    pub fn set_wants(&mut self, role: RoleIx, fw: FwIx, wants: bool) {
+        let node = &mut self.nodes[role];
+        let Some(&(_, k)) = node.client_alloc.get(&fw) else {
+            return;
+        };
+        let changed = if wants {
+            node.clients.insert((k, fw))
+        } else {
+            node.clients.remove(&(k, fw))
+        };
+        if !changed {
+            return;
+        }
+        let mut cur = Some(role);
+        while let Some(ix) = cur {
+            let node = &mut self.nodes[ix];
+            if wants {
+                node.wanting += 1;
+            } else {
+                node.wanting -= 1;
             }
+            cur = node.parent;
         }
     }
 
@@ -147,10 +181,12 @@ impl RoleTree {
         if let Some(fw) = fw
             && let Some((held, k)) = node.client_alloc.get_mut(&fw)
         {
-            node.clients.remove(&(*k, fw));
+            let wants = node.clients.remove(&(*k, fw));
             apply(held);
             *k = key(held.dominant_share(total));
-            node.clients.insert((*k, fw));
+            if wants {
+                node.clients.insert((*k, fw));
+            }
         }
         apply(&mut node.own);
         node.own_key = key(node.own.dominant_share(total));
@@ -178,10 +214,13 @@ impl RoleTree {
         for node in &mut self.nodes {
             node.key = key(node.subtree.dominant_share(total) / node.weight);
             node.own_key = key(node.own.dominant_share(total));
-            node.clients.clear();
+            let wanting = std::mem::take(&mut node.clients);
             for (fw, (held, k)) in node.client_alloc.iter_mut() {
+                let old = *k;
                 *k = key(held.dominant_share(total));
-                node.clients.insert((*k, *fw));
+                if wanting.contains(&(old, *fw)) {
+                    node.clients.insert((*k, *fw));
+                }
             }
         }
         for ix in 0..self.nodes.len() {
@@ -210,7 +249,8 @@ impl RoleTree {
                     return Some(hit);
                 }
             }
-            if enter(child)
+            if self.nodes[child].wanting > 0
+                && enter(child)
                 && let Some(hit) = self.pick(child, enter, ok)
             {
                 return Some(hit);
@@ -220,6 +260,36 @@ impl RoleTree {
             return self.pick_own(from, ok);
         }
         None
+    }
+
+    /// Checks the wanting sets and counts against `wants` (tests).
+    #[cfg(test)]
+    pub fn check_wanting(&self, wants: impl Fn(RoleIx, FwIx) -> bool) -> Result<(), String> {
+        let mut below = vec![0usize; self.nodes.len()];
+        for (ix, node) in self.nodes.iter().enumerate() {
+            for (&fw, &(_, k)) in &node.client_alloc {
+                if node.clients.contains(&(k, fw)) != wants(ix, fw) {
+                    return Err(format!("framework {fw} in role {ix}: in the order {}", !wants(ix, fw)));
+                }
+            }
+            if node.clients.len() != node.client_alloc.keys().filter(|f| wants(ix, **f)).count() {
+                return Err(format!("role {ix}: a stale entry in the order"));
+            }
+            let mut cur = Some(ix);
+            while let Some(c) = cur {
+                below[c] += node.clients.len();
+                cur = self.nodes[c].parent;
+            }
+        }
+        for (ix, node) in self.nodes.iter().enumerate() {
+            if node.wanting != below[ix] {
+                return Err(format!(
+                    "role {ix}: {} wanting counted, {} there",
+                    node.wanting, below[ix]
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn pick_own(&self, role: RoleIx, ok: &mut impl FnMut(RoleIx, FwIx) -> bool) -> Option<(RoleIx, FwIx)> {

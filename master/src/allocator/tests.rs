@@ -1,7 +1,7 @@
 //! Tests of the allocator alone (DESIGN.md "Allocator"): table-driven
 //! cases, properties over random clusters, and fairness simulations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, FrameworkId};
@@ -330,7 +330,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::collection::vec((1u64..8, 1u64..8, proptest::option::of((1usize..4, 1u64..3))), 1..12),
         proptest::collection::vec(0usize..4, 1..6),
         proptest::collection::vec(proptest::option::of(1u64..10), 4),
-        proptest::collection::vec((0u8..6, 0usize..16, 0usize..16), 1..40),
+        proptest::collection::vec((0u8..9, 0usize..16, 0usize..16), 1..40),
     )
         .prop_map(|(agents, frameworks, limits, ops)| Scenario {
             agents,
@@ -449,10 +449,15 @@ proptest! {
         }
         let mut m = Model::default();
         let mut filters: HashMap<(usize, usize), Instant> = HashMap::new();
+        let (mut suppressed, mut away) = (HashSet::new(), HashSet::new());
         for (op, x, y) in &s.ops {
             match op {
                 0 | 1 => {
                     let got = al.allocate(now);
+                    for x in &got {
+                        let f: usize = x.framework.as_str()[1..].parse().expect("index");
+                        prop_assert!(!suppressed.contains(&f) && !away.contains(&f), "f{} offered while suppressed or inactive", f);
+                    }
                     m.offers.extend(got.iter().cloned());
                     check(&al, &m, &totals, &s.limits, now, &filters, &got)?;
                 }
@@ -477,8 +482,31 @@ proptest! {
                     al.recover_used(&t.framework, &t.role, &t.agent, &t.resources);
                 }
                 5 => now += Duration::from_secs(1 + (*y as u64 % 3)),
+                6 => {
+                    let f = x % s.frameworks.len();
+                    let named = if y % 2 == 0 { vec![] } else { vec![role(ROLES[s.frameworks[f]])] };
+                    al.suppress(&fid(f), &named);
+                    suppressed.insert(f);
+                }
+                7 => {
+                    let f = x % s.frameworks.len();
+                    al.revive(&fid(f), &[]);
+                    suppressed.remove(&f);
+                    filters.retain(|(g, _), _| *g != f);
+                }
+                8 => {
+                    let f = x % s.frameworks.len();
+                    let active = y % 2 == 0;
+                    al.set_framework_active(&fid(f), active);
+                    if active {
+                        away.remove(&f);
+                    } else {
+                        away.insert(f);
+                    }
+                }
                 _ => {}
             }
+            al.check_wanting().map_err(TestCaseError::fail)?;
         }
     }
 
