@@ -159,6 +159,9 @@ impl std::fmt::Debug for ReadFn {
 /// further behind is told how many it missed.
 pub const OPERATOR_EVENTS: usize = 16_384;
 
+/// The longest an allocation pass is put off after the last one.
+const MAX_ALLOCATION_GAP: Duration = Duration::from_millis(100);
+
 /// A cloneable way to talk to the owner task.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -316,8 +319,19 @@ impl Runtime {
     ) -> Result<(), MasterError> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Passes are batched: after a pass, the next waits as long as it
+        // took (up to MAX_ALLOCATION_GAP), so that the allocator takes at
+        // most half of this task's time and the events in between (a
+        // storm of subscriptions, each marking every idle agent) share one
+        // pass. A pass of microseconds delays nothing.
+        let mut next_pass = Instant::now();
         loop {
+            let deferred = self
+                .core
+                .as_ref()
+                .is_some_and(|c| c.allocation_wanted() && Instant::now() < next_pass);
             tokio::select! {
+                _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     self.handle(cmd);
@@ -345,7 +359,11 @@ impl Runtime {
                 }
             }
             if let Some(core) = self.core.as_mut() {
-                core.allocate_if_needed(Instant::now());
+                let now = Instant::now();
+                if now >= next_pass && core.allocation_wanted() {
+                    core.allocate_if_needed(now);
+                    next_pass = now + now.elapsed().min(MAX_ALLOCATION_GAP);
+                }
             }
             self.execute();
         }

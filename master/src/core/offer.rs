@@ -11,9 +11,14 @@ use super::{Master, Offer};
 use crate::error::MasterError;
 
 impl Master {
+    /// True when something changed since the last allocation pass.
+    pub fn allocation_wanted(&self) -> bool {
+        self.allocation_needed || self.alloc.pending() > 0
+    }
+
     /// Runs the allocator if anything changed since the last run.
     pub fn allocate_if_needed(&mut self, now: Instant) {
-        if self.allocation_needed || self.alloc.pending() > 0 {
+        if self.allocation_wanted() {
             self.allocation_needed = false;
             self.allocate(now);
         }
