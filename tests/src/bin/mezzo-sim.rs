@@ -8,8 +8,9 @@
 //! 2. load: frameworks launch the tasks, which keep running: half of
 //!    them with nobody reading, the other half (by as many new
 //!    frameworks) while `--pollers` clients read `/state` in a loop;
-//! 3. reads: `/state` and the paged operator reads fetched from the
-//!    leader, timed;
+//! 3. reads: once the leader has worked through the load's updates
+//!    (how long that took is printed), `/state` and the paged operator
+//!    reads fetched from it, timed;
 //! 4. partition: every tenth agent is cut off (a rack); timed until the
 //!    leader marks them unreachable, then until they are back;
 //! 5. failover (3 masters): the leader is SIGKILLed; timed until every
@@ -166,7 +167,8 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         100.0 * rates[1] / rates[0]
     );
 
-    // 3. Operator reads.
+    // 3. Operator reads, once the leader has worked through the load.
+    settle(c).await?;
     read_state(c, args.state_reads).await?;
     read_pages(c).await?;
     println!("alloc     {}", allocation(c).await?);
@@ -462,12 +464,44 @@ fn masters_usage(c: &Cluster) -> String {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|k| k.parse::<u64>().ok())
             .unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: u64 = fields
-            .get(11..13)
-            .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
-        out.push(format!("m{i}: {} MiB, {:.1} s cpu", rss / 1024, ticks as f64 / 100.0));
+        out.push(format!("m{i}: {} MiB, {:.1} s cpu", rss / 1024, cpu_secs(pid)));
     }
     format!("[{}]", out.join("; "))
+}
+
+/// A process's CPU time so far (user and system), in seconds.
+fn cpu_secs(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
+    ticks as f64 / 100.0
+}
+
+/// Waits until the leader is nearly idle (under a fifth of a core for a
+/// second): "launched" counts tasks that reached their agents, and the
+/// updates and acknowledgements behind them are still being worked
+/// through; a read timed then measures that backlog, not the read.
+async fn settle(c: &Cluster) -> Result<()> {
+    let leader = c.wait_leader_within(LEADER_WAIT).await?;
+    let Some(pid) = c.masters[leader].pid() else {
+        return Ok(());
+    };
+    let (start, cpu0) = (Instant::now(), cpu_secs(pid));
+    let mut last = cpu0;
+    while start.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu_secs(pid);
+        if now - last < 0.2 {
+            break;
+        }
+        last = now;
+    }
+    println!(
+        "settle    the leader was busy {:.1?} after the load ({:.1} s of CPU)",
+        start.elapsed(),
+        cpu_secs(pid) - cpu0
+    );
+    Ok(())
 }
