@@ -214,6 +214,7 @@ impl Master {
             state: TaskState::Staging,
             last_status: None,
             unacked: None,
+            forwarded: None,
             launched_at,
             ended_at: None,
             healthy: None,

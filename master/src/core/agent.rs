@@ -97,6 +97,7 @@ impl Task {
             state: rt.state,
             last_status,
             unacked: None,
+            forwarded: None,
             launched_at: rt.launched_at.unwrap_or_else(unix_now),
             ended_at,
             healthy,

@@ -1,6 +1,7 @@
 //! Frameworks: subscribe, resume, disconnect, failover timeout, teardown.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::FrameworkId;
@@ -86,7 +87,7 @@ impl Master {
         conn: ConnId,
         info: v1::FrameworkInfo,
         id: Option<FrameworkId>,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(), MasterError> {
         let Some(id) = id else {
             let id = FrameworkId::generate();
@@ -126,8 +127,17 @@ impl Master {
         // Updates forwarded while it was away and never acknowledged.
         let resend: Vec<v1::TaskStatus> = self
             .frameworks
-            .get(&id)
-            .map(|f| f.tasks.values().filter_map(|t| t.unacked.clone()).collect())
+            .get_mut(&id)
+            .map(|f| {
+                (f.tasks.values_mut())
+                    .filter(|t| t.unacked.is_some())
+                    .filter_map(|t| {
+                        let t = Arc::make_mut(t);
+                        t.forwarded = Some((conn, now));
+                        t.unacked.clone()
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         for status in resend {
             self.send_framework(&id, v1::event::Event::Update(v1::Update { status: Some(status) }));

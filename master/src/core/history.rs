@@ -74,6 +74,7 @@ impl Task {
                 ..Default::default()
             }),
             unacked: None,
+            forwarded: None,
             launched_at: r.launched_at,
             ended_at: Some(r.ended_at),
             healthy: None,

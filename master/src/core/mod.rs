@@ -177,6 +177,10 @@ pub struct Counters {
     pub offers_accepted: u64,
     pub tasks_launched: u64,
     pub status_updates: u64,
+    /// Agents' resends of an update the framework was sent moments ago on
+    /// the same stream, not forwarded again.
+    #[serde(default)]
+    pub resends_held: u64,
     pub acknowledgements: u64,
     pub invalid_calls: u64,
     pub allocation_runs: u64,
@@ -198,6 +202,8 @@ struct Task {
     /// Forwarded to the framework and not yet acknowledged: resent when
     /// the framework re-subscribes.
     pub unacked: Option<v1::TaskStatus>,
+    /// The framework stream `unacked` was last forwarded on, and when.
+    pub forwarded: Option<(ConnId, Instant)>,
     pub launched_at: f64,
     /// Unix seconds when it was last seen terminal (completed tasks).
     pub ended_at: Option<f64>,

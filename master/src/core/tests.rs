@@ -585,6 +585,59 @@ fn resubscribe_resends_unacknowledged_updates() {
     assert_eq!(ups[0].uuid, vec![7; 16]);
 }
 
+/// An agent's resends of an update the framework has not acknowledged
+/// yet reach the framework once per stream and [`FORWARD_AGAIN_AFTER`]
+/// (under load, agents resend every 1, 2, 4 s …, and forwarding each one
+/// kept a lagging framework further behind); a new stream, the time
+/// passing or a newer update sends it again; the acknowledgement still
+/// reaches the agent.
+#[test]
+fn resends_of_an_unacknowledged_update_reach_the_framework_once_per_stream() {
+    use super::update::FORWARD_AGAIN_AFTER;
+    let (mut s, f) = Sim::with_task();
+    let a = s.m.agents.keys().next().expect("agent").clone();
+    let send = |s: &mut Sim, state: TaskState, uuid: u8| {
+        s.m.status_update(AGENT_CONN, f.clone(), status("t", state, uuid), state, s.now)
+            .expect("update");
+        s.run();
+    };
+    let wait = |s: &mut Sim, d: Duration| {
+        for _ in 0..d.as_secs() {
+            s.m.agent_heartbeat(AGENT_CONN, s.now);
+            s.advance(Duration::from_secs(1));
+        }
+    };
+    send(&mut s, TaskState::Running, 1);
+    assert_eq!(s.updates().len(), 1);
+    for _ in 0..3 {
+        wait(&mut s, Duration::from_secs(2));
+        send(&mut s, TaskState::Running, 1);
+    }
+    assert_eq!(s.updates().len(), 1, "resends within {FORWARD_AGAIN_AFTER:?} held");
+    assert_eq!(s.m.counters.resends_held, 3);
+    wait(&mut s, FORWARD_AGAIN_AFTER);
+    send(&mut s, TaskState::Running, 1);
+    assert_eq!(s.updates().len(), 2, "forwarded again after {FORWARD_AGAIN_AFTER:?}");
+    // A new stream gets it at once (the re-subscription resends it), and
+    // an agent's resend right after is held again.
+    s.m.framework_conn_closed(FW_CONN, s.now);
+    s.resubscribe(FW_CONN + 1, &f);
+    assert_eq!(s.updates().len(), 3);
+    send(&mut s, TaskState::Running, 1);
+    assert_eq!(s.updates().len(), 3);
+    // A newer update goes at once; once acknowledged, its resend (the
+    // agent had not got the acknowledgement yet) goes to the framework.
+    send(&mut s, TaskState::Finished, 2);
+    assert_eq!(s.updates().len(), 4);
+    let t = TaskId::parse("t").expect("id");
+    s.m.acknowledge(&f, &a, &t, &[2; 16]).expect("ack");
+    s.run();
+    assert_eq!(s.acks_forwarded(), 1);
+    assert_eq!(s.m.view(true).completed_tasks.len(), 1);
+    send(&mut s, TaskState::Finished, 2);
+    assert_eq!(s.updates().len(), 5);
+}
+
 /// A framework whose failover timeout passes is removed and its tasks
 /// are shut down on their agents.
 #[test]

@@ -12,6 +12,11 @@ use super::{AgentStatus, ConnId, Effect, Master, Task};
 use crate::error::MasterError;
 use mezzo_proto::clock::unix_now;
 
+/// How soon an agent's resend of an unacknowledged update is forwarded
+/// again on the same framework stream (Mesos' agents wait this long
+/// before their first resend).
+pub const FORWARD_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
 impl Master {
     /// An update from an agent. The master records the task's newest state
     /// (`latest`, which may be ahead of the update itself), frees resources
@@ -45,6 +50,7 @@ impl Master {
             .and_then(|f| f.tasks.get(&tid))
             .map(|t| t.agent_id.clone());
         match placed {
+            Some(on) if on == agent_id && self.resent_unacked(&fid, &tid, &status, now) => return Ok(()),
             Some(on) if on == agent_id => self.set_task_state(&fid, &tid, latest, Some(&status)),
             // An agent speaks only for the tasks placed on it: anything
             // else is dropped (never forwarded, never acknowledged).
@@ -68,14 +74,54 @@ impl Master {
                 )));
             }
         }
-        if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
+        if let Some(fw) = self.frameworks.get_mut(&fid)
+            && let Some(task) = fw.tasks.get_mut(&tid)
             && !status.uuid.is_empty()
         {
-            Arc::make_mut(task).unacked = Some(status.clone());
+            let task = Arc::make_mut(task);
+            task.unacked = Some(status.clone());
+            task.forwarded = fw.conn.map(|c| (c, now));
             self.observed.forwarded(&fid, &tid);
         }
         self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
         Ok(())
+    }
+
+    /// True when `status` is the agent's resend of the update the
+    /// framework has not acknowledged yet: applied when it first came, it
+    /// goes to the framework again only if the framework's stream changed
+    /// since (a re-subscription resends it anyway) or [`FORWARD_AGAIN_AFTER`]
+    /// passed. Agents resend after 1, 2, 4 s …: under load, forwarding
+    /// each resend multiplied the work of a framework already behind, and
+    /// its acknowledgements fell further behind (a run with 4,000
+    /// frameworks stayed busy with resends minutes after its last launch).
+    fn resent_unacked(&mut self, fid: &FrameworkId, tid: &TaskId, status: &v1::TaskStatus, now: Instant) -> bool {
+        let Some(fw) = self.frameworks.get_mut(fid) else {
+            return false;
+        };
+        let conn = fw.conn;
+        let Some(task) = fw.tasks.get_mut(tid) else {
+            return false;
+        };
+        if status.uuid.is_empty() || task.unacked.as_ref().is_none_or(|u| u.uuid != status.uuid) {
+            return false;
+        }
+        let recent = task
+            .forwarded
+            .is_some_and(|(c, at)| conn == Some(c) && now.saturating_duration_since(at) < FORWARD_AGAIN_AFTER);
+        if recent {
+            self.counters.resends_held += 1;
+            return true;
+        }
+        Arc::make_mut(task).forwarded = conn.map(|c| (c, now));
+        self.observed.forwarded(fid, tid);
+        self.send_framework(
+            fid,
+            v1::event::Event::Update(v1::Update {
+                status: Some(status.clone()),
+            }),
+        );
+        true
     }
 
     /// Whether `tid` is among the framework's completed tasks, placed on `agent_id`.
@@ -259,7 +305,9 @@ impl Master {
         if let Some(task) = self.frameworks.get_mut(fid).and_then(|f| f.tasks.get_mut(tid))
             && task.unacked.as_ref().is_some_and(|s| s.uuid == uuid)
         {
-            let acked = Arc::make_mut(task).unacked.take();
+            let task = Arc::make_mut(task);
+            task.forwarded = None;
+            let acked = task.unacked.take();
             self.observed.acknowledged(fid, tid);
             let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
             done = task.state.is_terminal() && acked_state.is_some_and(TaskState::is_terminal);

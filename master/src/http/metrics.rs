@@ -275,6 +275,11 @@ fn offers_and_counters(enc: &mut Enc<'_>, m: &MetricsView) -> Result<(), std::fm
             c.status_updates,
         ),
         (
+            "status_update_resends_held",
+            "Agents' resends of an update just forwarded on the same framework stream, not forwarded again",
+            c.resends_held,
+        ),
+        (
             "acknowledgements",
             "Acknowledgements received from frameworks",
             c.acknowledgements,
