@@ -215,6 +215,7 @@ impl Master {
             last_status: None,
             unacked: None,
             forwarded: None,
+            acked: None,
             launched_at,
             ended_at: None,
             healthy: None,

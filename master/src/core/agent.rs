@@ -98,6 +98,7 @@ impl Task {
             last_status,
             unacked: None,
             forwarded: None,
+            acked: None,
             launched_at: rt.launched_at.unwrap_or_else(unix_now),
             ended_at,
             healthy,

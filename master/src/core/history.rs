@@ -75,6 +75,7 @@ impl Task {
             }),
             unacked: None,
             forwarded: None,
+            acked: None,
             launched_at: r.launched_at,
             ended_at: Some(r.ended_at),
             healthy: None,

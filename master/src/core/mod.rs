@@ -204,6 +204,9 @@ struct Task {
     pub unacked: Option<v1::TaskStatus>,
     /// The framework stream `unacked` was last forwarded on, and when.
     pub forwarded: Option<(ConnId, Instant)>,
+    /// The uuid of the last update the framework acknowledged: the
+    /// agent's resends of it are acknowledged by the master.
+    pub acked: Option<u128>,
     pub launched_at: f64,
     /// Unix seconds when it was last seen terminal (completed tasks).
     pub ended_at: Option<f64>,

@@ -588,11 +588,11 @@ fn resubscribe_resends_unacknowledged_updates() {
 /// An agent's resends of an update the framework has not acknowledged
 /// yet reach the framework once per stream and [`FORWARD_AGAIN_AFTER`]
 /// (under load, agents resend every 1, 2, 4 s …, and forwarding each one
-/// kept a lagging framework further behind); a new stream, the time
-/// passing or a newer update sends it again; the acknowledgement still
-/// reaches the agent.
+/// kept a lagging framework further behind); a new stream or the time
+/// passing sends it again; resends of an acknowledged update are
+/// acknowledged by the master, of a running task or an ended one.
 #[test]
-fn resends_of_an_unacknowledged_update_reach_the_framework_once_per_stream() {
+fn agents_resends_reach_the_framework_once_per_stream_or_are_acknowledged() {
     use super::update::FORWARD_AGAIN_AFTER;
     let (mut s, f) = Sim::with_task();
     let a = s.m.agents.keys().next().expect("agent").clone();
@@ -625,17 +625,25 @@ fn resends_of_an_unacknowledged_update_reach_the_framework_once_per_stream() {
     assert_eq!(s.updates().len(), 3);
     send(&mut s, TaskState::Running, 1);
     assert_eq!(s.updates().len(), 3);
-    // A newer update goes at once; once acknowledged, its resend (the
-    // agent had not got the acknowledgement yet) goes to the framework.
-    send(&mut s, TaskState::Finished, 2);
-    assert_eq!(s.updates().len(), 4);
+    // Once acknowledged, a resend (the agent had not got the
+    // acknowledgement yet) is acknowledged by the master, running or ended.
     let t = TaskId::parse("t").expect("id");
-    s.m.acknowledge(&f, &a, &t, &[2; 16]).expect("ack");
+    s.m.acknowledge(&f, &a, &t, &[1; 16]).expect("ack");
     s.run();
     assert_eq!(s.acks_forwarded(), 1);
+    send(&mut s, TaskState::Running, 1);
+    assert_eq!((s.updates().len(), s.acks_forwarded()), (3, 2));
+    send(&mut s, TaskState::Finished, 2);
+    assert_eq!(s.updates().len(), 4, "a newer update goes at once");
+    s.m.acknowledge(&f, &a, &t, &[2; 16]).expect("ack");
+    s.run();
     assert_eq!(s.m.view(true).completed_tasks.len(), 1);
     send(&mut s, TaskState::Finished, 2);
-    assert_eq!(s.updates().len(), 5);
+    assert_eq!((s.updates().len(), s.acks_forwarded()), (4, 4));
+    // An update acknowledged by nobody still goes to the framework.
+    let before = s.m.counters.resends_held;
+    send(&mut s, TaskState::Finished, 3);
+    assert_eq!((s.updates().len(), s.m.counters.resends_held), (5, before));
 }
 
 /// A framework whose failover timeout passes is removed and its tasks

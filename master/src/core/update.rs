@@ -17,6 +17,11 @@ use mezzo_proto::clock::unix_now;
 /// before their first resend).
 pub const FORWARD_AGAIN_AFTER: Duration = Duration::from_secs(10);
 
+/// An update's uuid as a key (16 bytes; others never match).
+fn uuid_key(uuid: &[u8]) -> Option<u128> {
+    <[u8; 16]>::try_from(uuid).ok().map(u128::from_le_bytes)
+}
+
 impl Master {
     /// An update from an agent. The master records the task's newest state
     /// (`latest`, which may be ahead of the update itself), frees resources
@@ -36,12 +41,7 @@ impl Master {
         let tid = TaskId::parse(&status.task_id)?;
         if !self.frameworks.contains_key(&fid) {
             // The framework is gone: nobody will acknowledge, so the master does.
-            let ack = v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
-                framework_id: fid.to_string(),
-                task_id: tid.to_string(),
-                uuid: status.uuid.clone(),
-            });
-            self.send_agent(&agent_id, ack);
+            self.ack_to_agent(&agent_id, &fid, &tid, &status.uuid);
             return Ok(());
         }
         let placed = self
@@ -49,8 +49,12 @@ impl Master {
             .get(&fid)
             .and_then(|f| f.tasks.get(&tid))
             .map(|t| t.agent_id.clone());
+        let completed = match placed {
+            None => self.completed_on(&fid, &tid, &agent_id),
+            Some(_) => None,
+        };
         match placed {
-            Some(on) if on == agent_id && self.resent_unacked(&fid, &tid, &status, now) => return Ok(()),
+            Some(on) if on == agent_id && self.resend_answered(&agent_id, &fid, &tid, &status, now) => return Ok(()),
             Some(on) if on == agent_id => self.set_task_state(&fid, &tid, latest, Some(&status)),
             // An agent speaks only for the tasks placed on it: anything
             // else is dropped (never forwarded, never acknowledged).
@@ -64,8 +68,14 @@ impl Master {
             // waited for its acknowledgement): forward it without a state
             // change, so that the framework acknowledges it and the agent
             // stops resending it.
-            None if self.completed_on(&fid, &tid, &agent_id) => {
-                self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+            None if completed.is_some() => {
+                let acked = completed.flatten();
+                if acked.is_some() && acked == uuid_key(&status.uuid) {
+                    self.counters.resends_held += 1;
+                    self.ack_to_agent(&agent_id, &fid, &tid, &status.uuid);
+                } else {
+                    self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+                }
                 return Ok(());
             }
             None => {
@@ -87,15 +97,25 @@ impl Master {
         Ok(())
     }
 
-    /// True when `status` is the agent's resend of the update the
-    /// framework has not acknowledged yet: applied when it first came, it
-    /// goes to the framework again only if the framework's stream changed
-    /// since (a re-subscription resends it anyway) or [`FORWARD_AGAIN_AFTER`]
-    /// passed. Agents resend after 1, 2, 4 s …: under load, forwarding
-    /// each resend multiplied the work of a framework already behind, and
-    /// its acknowledgements fell further behind (a run with 4,000
-    /// frameworks stayed busy with resends minutes after its last launch).
-    fn resent_unacked(&mut self, fid: &FrameworkId, tid: &TaskId, status: &v1::TaskStatus, now: Instant) -> bool {
+    /// True when `status` is an agent's resend that the master answers
+    /// without the framework. Agents resend after 1, 2, 4 s …, and under
+    /// load each resend went to the framework as a new update and was
+    /// acknowledged again: a run with 4,000 frameworks made ten updates a
+    /// task, and stayed busy with them minutes after its last launch.
+    /// - A resend of the update the framework acknowledged (the agent had
+    ///   not got that acknowledgement yet): the master acknowledges it.
+    /// - A resend of the update the framework has not acknowledged yet:
+    ///   applied when it first came, it goes to the framework again only
+    ///   if the framework's stream changed since (a re-subscription
+    ///   resends it anyway) or [`FORWARD_AGAIN_AFTER`] passed.
+    fn resend_answered(
+        &mut self,
+        agent_id: &AgentId,
+        fid: &FrameworkId,
+        tid: &TaskId,
+        status: &v1::TaskStatus,
+        now: Instant,
+    ) -> bool {
         let Some(fw) = self.frameworks.get_mut(fid) else {
             return false;
         };
@@ -103,7 +123,15 @@ impl Master {
         let Some(task) = fw.tasks.get_mut(tid) else {
             return false;
         };
-        if status.uuid.is_empty() || task.unacked.as_ref().is_none_or(|u| u.uuid != status.uuid) {
+        if status.uuid.is_empty() {
+            return false;
+        }
+        if task.acked.is_some() && task.acked == uuid_key(&status.uuid) {
+            self.counters.resends_held += 1;
+            self.ack_to_agent(agent_id, fid, tid, &status.uuid);
+            return true;
+        }
+        if task.unacked.as_ref().is_none_or(|u| u.uuid != status.uuid) {
             return false;
         }
         let recent = task
@@ -124,15 +152,26 @@ impl Master {
         true
     }
 
-    /// Whether `tid` is among the framework's completed tasks, placed on `agent_id`.
-    fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> bool {
-        self.frameworks.get(fid).is_some_and(|f| {
-            f.completed_ids.contains(tid)
-                && f.completed
-                    .iter()
-                    .rev()
-                    .any(|t| &t.id == tid && &t.agent_id == agent_id)
-        })
+    /// Whether `tid` is among the framework's completed tasks, placed on
+    /// `agent_id`: then `Some` of the uuid its framework acknowledged last.
+    fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> Option<Option<u128>> {
+        let f = self.frameworks.get(fid)?;
+        if !f.completed_ids.contains(tid) {
+            return None;
+        }
+        (f.completed.iter().rev())
+            .find(|t| &t.id == tid && &t.agent_id == agent_id)
+            .map(|t| t.acked)
+    }
+
+    /// Tells `agent_id` that the update `uuid` of `tid` was acknowledged.
+    fn ack_to_agent(&mut self, agent_id: &AgentId, fid: &FrameworkId, tid: &TaskId, uuid: &[u8]) {
+        let ack = v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
+            framework_id: fid.to_string(),
+            task_id: tid.to_string(),
+            uuid: uuid.to_vec(),
+        });
+        self.send_agent(agent_id, ack);
     }
 
     /// Moves a task to `state`, keeping resource accounting right.
@@ -307,6 +346,7 @@ impl Master {
         {
             let task = Arc::make_mut(task);
             task.forwarded = None;
+            task.acked = uuid_key(uuid);
             let acked = task.unacked.take();
             self.observed.acknowledged(fid, tid);
             let acked_state = acked.as_ref().and_then(|s| TaskState::from_proto(s.state));
@@ -315,13 +355,8 @@ impl Master {
         if done {
             self.complete_task(fid, tid);
         }
-        let ack = v1::master_message::Message::Acknowledge(v1::AcknowledgeUpdate {
-            framework_id: fid.to_string(),
-            task_id: tid.to_string(),
-            uuid: uuid.to_vec(),
-        });
         // A disconnected agent resends the update later; it is acked again then.
-        self.send_agent(agent_id, ack);
+        self.ack_to_agent(agent_id, fid, tid, uuid);
     }
 
     pub fn kill(&mut self, fid: &FrameworkId, tid: &TaskId, grace: Option<Duration>) -> Result<(), MasterError> {

@@ -276,7 +276,7 @@ fn offers_and_counters(enc: &mut Enc<'_>, m: &MetricsView) -> Result<(), std::fm
         ),
         (
             "status_update_resends_held",
-            "Agents' resends of an update just forwarded on the same framework stream, not forwarded again",
+            "Agents' resends answered without the framework (just forwarded on the same stream, or acknowledged)",
             c.resends_held,
         ),
         (
