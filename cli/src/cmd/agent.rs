@@ -38,8 +38,12 @@ pub struct Args {
     /// Attributes, e.g. "rack:r1,zone:a".
     #[arg(long, env = "MEZZO_ATTRIBUTES", default_value = "")]
     attributes: String,
-    /// First resend delay for unacknowledged status updates.
-    #[arg(long, default_value = "1s", value_parser = super::duration)]
+    /// First resend delay for unacknowledged status updates. Every update
+    /// waiting is sent again at once on a new connection, and a
+    /// framework that re-subscribes is sent its unacknowledged updates by
+    /// the master, so on a live stream a resend is only a safety net; at
+    /// 1 s, 40,000 agents under load resent 14 times a task (Mesos: 10 s).
+    #[arg(long, default_value = "10s", value_parser = super::duration)]
     status_retry: Duration,
     /// How tasks are isolated: `linux` (cgroups + namespaces, needs root) or
     /// `none` (a plain process group, as the agent's user).
@@ -123,7 +127,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     log_max_mib: u64,
     /// Largest resend delay for unacknowledged status updates.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "10m", value_parser = super::duration)]
     status_retry_max: Duration,
     /// Where custom executors (Mesos' executor API, plain HTTP) reach the
     /// agent. With port 0 the port first chosen is kept in the work dir and

@@ -47,8 +47,9 @@ impl Default for AgentsSpec {
             racks: 40,
             behaviour: Behaviour {
                 task_time: Some(Duration::from_secs(5)),
-                resend: Duration::from_secs(1),
-                resend_max: Duration::from_secs(30),
+                // The real agent's defaults.
+                resend: Duration::from_secs(10),
+                resend_max: Duration::from_secs(600),
             },
         }
     }
