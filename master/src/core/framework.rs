@@ -1,10 +1,9 @@
 //! Frameworks: subscribe, resume, disconnect, failover timeout, teardown.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzo_proto::ids::FrameworkId;
+use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
@@ -125,22 +124,17 @@ impl Master {
         self.send_subscribed(&id);
         self.notify_drains_to(&id);
         // Updates forwarded while it was away and never acknowledged.
-        let resend: Vec<v1::TaskStatus> = self
+        let resend: Vec<(TaskId, v1::TaskStatus)> = self
             .frameworks
-            .get_mut(&id)
+            .get(&id)
             .map(|f| {
-                (f.tasks.values_mut())
-                    .filter(|t| t.unacked.is_some())
-                    .filter_map(|t| {
-                        let t = Arc::make_mut(t);
-                        t.forwarded = Some((conn, now));
-                        t.unacked.clone()
-                    })
+                (f.tasks.values())
+                    .filter_map(|t| Some((t.id.clone(), t.unacked.clone()?)))
                     .collect()
             })
             .unwrap_or_default();
-        for status in resend {
-            self.send_framework(&id, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        for (tid, status) in resend {
+            self.forward_unacked(&id, &tid, status, now);
         }
         self.allocation_needed = true;
         tracing::info!(framework = %id, conn, "framework re-subscribed");

@@ -84,22 +84,33 @@ impl Master {
                 )));
             }
         }
-        if let Some(fw) = self.frameworks.get_mut(&fid)
-            && let Some(task) = fw.tasks.get_mut(&tid)
-            && !status.uuid.is_empty()
-        {
-            let task = Arc::make_mut(task);
-            task.unacked = Some(status.clone());
-            task.forwarded = fw.conn.map(|c| (c, now));
-            self.observed.forwarded(&fid, &tid);
+        if status.uuid.is_empty() {
+            self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+            return Ok(());
         }
-        self.send_framework(&fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+        if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid)) {
+            Arc::make_mut(task).unacked = Some(status.clone());
+        }
+        self.forward_unacked(&fid, &tid, status, now);
         Ok(())
     }
 
+    /// Sends the framework a task's update that waits for its
+    /// acknowledgement, noting the stream and the time (see
+    /// [`Master::resend_answered`]).
+    pub(super) fn forward_unacked(&mut self, fid: &FrameworkId, tid: &TaskId, status: v1::TaskStatus, now: Instant) {
+        if let Some(fw) = self.frameworks.get_mut(fid)
+            && let Some(task) = fw.tasks.get_mut(tid)
+        {
+            Arc::make_mut(task).forwarded = fw.conn.map(|c| (c, now));
+            self.observed.forwarded(fid, tid);
+        }
+        self.send_framework(fid, v1::event::Event::Update(v1::Update { status: Some(status) }));
+    }
+
     /// True when `status` is an agent's resend that the master answers
-    /// without the framework. Agents resend after 1, 2, 4 s …, and under
-    /// load each resend went to the framework as a new update and was
+    /// without the framework. Agents resend with backoff, and under load
+    /// each resend went to the framework as a new update and was
     /// acknowledged again: a run with 4,000 frameworks made ten updates a
     /// task, and stayed busy with them minutes after its last launch.
     /// - A resend of the update the framework acknowledged (the agent had
@@ -139,16 +150,9 @@ impl Master {
             .is_some_and(|(c, at)| conn == Some(c) && now.saturating_duration_since(at) < FORWARD_AGAIN_AFTER);
         if recent {
             self.counters.resends_held += 1;
-            return true;
+        } else {
+            self.forward_unacked(fid, tid, status.clone(), now);
         }
-        Arc::make_mut(task).forwarded = conn.map(|c| (c, now));
-        self.observed.forwarded(fid, tid);
-        self.send_framework(
-            fid,
-            v1::event::Event::Update(v1::Update {
-                status: Some(status.clone()),
-            }),
-        );
         true
     }
 

@@ -469,14 +469,9 @@ fn masters_usage(c: &Cluster) -> String {
     format!("[{}]", out.join("; "))
 }
 
-/// A process's CPU time so far (user and system), in seconds.
+/// A process's CPU time so far (user and system), in seconds; 0 once gone.
 fn cpu_secs(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
-    ticks as f64 / 100.0
+    mezzo_tests::cpu_seconds(pid, false).unwrap_or(0.0)
 }
 
 /// Waits until the leader is nearly idle (under a fifth of a core for a
