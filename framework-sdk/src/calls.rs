@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::error::SdkError;
+use crate::suppressed::Suppressed;
 use crate::task::millis;
 
 /// Metadata key with which a non-leading master names the leader.
@@ -71,11 +72,28 @@ pub(crate) struct Calls {
     session: watch::Receiver<Session>,
     cmds: mpsc::Sender<Command>,
     timeout: Duration,
+    /// What the framework's suppress and revive calls left suppressed.
+    suppressed: Suppressed,
 }
 
 impl Calls {
-    pub(crate) fn new(session: watch::Receiver<Session>, cmds: mpsc::Sender<Command>, timeout: Duration) -> Self {
-        Calls { session, cmds, timeout }
+    pub(crate) fn new(
+        session: watch::Receiver<Session>,
+        cmds: mpsc::Sender<Command>,
+        timeout: Duration,
+        suppressed: Suppressed,
+    ) -> Self {
+        Calls {
+            session,
+            cmds,
+            timeout,
+            suppressed,
+        }
+    }
+
+    /// The roles the next subscription names as suppressed.
+    pub(crate) fn suppressed_roles(&self) -> Vec<String> {
+        self.suppressed.roles()
     }
 
     /// How long one call may take.
@@ -187,14 +205,18 @@ impl Calls {
         .await
     }
 
+    /// A revive, remembered for the next subscription even if it fails.
     pub(crate) async fn revive(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.suppressed.revive(&roles);
         self.send("revive", |mut c, framework_id| async move {
             c.revive(v1::ReviveRequest { framework_id, roles }).await
         })
         .await
     }
 
+    /// A suppress, remembered for the next subscription even if it fails.
     pub(crate) async fn suppress(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.suppressed.suppress(&roles);
         self.send("suppress", |mut c, framework_id| async move {
             c.suppress(v1::SuppressRequest { framework_id, roles }).await
         })

@@ -150,6 +150,7 @@ mod master_http;
 pub mod offers;
 pub mod operations;
 pub mod queue;
+mod suppressed;
 mod task;
 
 pub use config::{DEFAULT_FAILOVER_TIMEOUT, SchedulerConfig};

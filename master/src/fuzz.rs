@@ -131,7 +131,7 @@ impl Core {
             failover_timeout_secs: 60.0,
             ..Default::default()
         };
-        if core.m.subscribe(FW_CONN, info, None, now).is_ok() {
+        if core.m.subscribe(FW_CONN, info, None, Vec::new(), now).is_ok() {
             core.run();
         }
         core
@@ -419,7 +419,7 @@ pub fn scheduler_calls(data: &[u8]) {
             Checked::Subscribe(info, id) => {
                 assert!(!info.name.trim().is_empty() && info.name.len() <= 256);
                 assert!(!info.roles.is_empty());
-                let _ = core.m.subscribe(FW_CONN + 10, info, id, core.now);
+                let _ = core.m.subscribe(FW_CONN + 10, info, id, Vec::new(), core.now);
             }
         }
         core.advance(Duration::from_secs(1));
@@ -931,6 +931,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     ..Default::default()
                 }),
                 framework_id: String::new(),
+                suppressed_roles: Vec::new(),
             },
         ),
         encode_call("revive", &v1::ReviveRequest::default()),

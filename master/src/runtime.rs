@@ -11,6 +11,8 @@
 //! come back committed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
@@ -87,6 +89,8 @@ pub enum Command {
     Subscribe {
         info: v1::FrameworkInfo,
         id: Option<FrameworkId>,
+        /// Roles it is suppressed in from the start.
+        suppressed: Vec<Role>,
         caller: Caller,
         tx: FrameworkTx,
         reply: oneshot::Sender<Result<ConnId, MasterError>>,
@@ -166,7 +170,11 @@ const MAX_ALLOCATION_GAP: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    /// Agents' registrations, a queue of their own (see [`Handle::attach`]).
+    attach_tx: mpsc::Sender<Command>,
     events: broadcast::Sender<ClusterEvent>,
+    /// Commands the owner has handled: proof that it moves on.
+    handled: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -176,8 +184,25 @@ impl Handle {
 
     /// Sends a command built around a oneshot and waits for its answer.
     pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MasterError> {
+        Self::ask_on(&self.tx, make).await
+    }
+
+    /// [`Handle::ask`] for an agent's registration
+    /// ([`Command::AgentAttach`]), which waits in a queue of its own: after
+    /// a failover a new leader has every agent of the cluster to admit
+    /// (seconds of work), and the frameworks' subscriptions and calls, the
+    /// registered agents' updates and the operators' reads must not wait
+    /// behind all of them. The owner takes from both queues in turn.
+    pub async fn attach<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MasterError> {
+        Self::ask_on(&self.attach_tx, make).await
+    }
+
+    async fn ask_on<T>(
+        tx: &mpsc::Sender<Command>,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MasterError> {
         let (reply, rx) = oneshot::channel();
-        self.send(make(reply)).await?;
+        tx.send(make(reply)).await.map_err(|_| MasterError::ShuttingDown)?;
         rx.await.map_err(|_| MasterError::ShuttingDown)
     }
 
@@ -187,12 +212,14 @@ impl Handle {
         &self,
         info: v1::FrameworkInfo,
         id: Option<FrameworkId>,
+        suppressed: Vec<Role>,
         caller: Caller,
         tx: FrameworkTx,
     ) -> Result<ConnId, MasterError> {
         self.ask(|reply| Command::Subscribe {
             info,
             id,
+            suppressed,
             caller,
             tx,
             reply,
@@ -243,6 +270,12 @@ impl Handle {
         self.events.subscribe()
     }
 
+    /// How many commands the owner has handled so far (it moves on while
+    /// this grows).
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
     /// Tells the owner a stream ended, from a non-async context (a Drop).
     pub fn notify(&self, cmd: Command) {
         let tx = self.tx.clone();
@@ -251,6 +284,26 @@ impl Handle {
                 let _ = tx.send(cmd).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+impl Handle {
+    /// A handle without an owner: the test answers its commands.
+    pub(crate) fn unowned() -> (Handle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(64);
+        let handle = Handle {
+            attach_tx: tx.clone(),
+            tx,
+            events: broadcast::channel(1).0,
+            handled: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    /// Counts a command as handled, as the owner does.
+    pub(crate) fn count_handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -264,6 +317,8 @@ struct Runtime {
     leader: Option<String>,
     clients: Clients,
     events: broadcast::Sender<ClusterEvent>,
+    /// Commands handled (see [`Handle::handled`]).
+    handled: Arc<AtomicU64>,
 }
 
 /// The open streams and the callers waiting for a commit. Emptied when
@@ -282,6 +337,12 @@ struct Clients {
     next_kv_request: u64,
 }
 
+/// The owner's two command queues (see [`Handle::attach`]).
+struct Queues {
+    commands: mpsc::Receiver<Command>,
+    attaches: mpsc::Receiver<Command>,
+}
+
 /// Spawns the owner task.
 pub fn spawn(
     cfg: CoreConfig,
@@ -290,8 +351,10 @@ pub fn spawn(
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
+    let (attach_tx, attach_rx) = mpsc::channel(4096);
     let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let rt = Runtime {
+        handled: Arc::default(),
         events: ops_events.clone(),
         core: None,
         cfg,
@@ -306,14 +369,23 @@ pub fn spawn(
             next_kv_request: rand::random::<u64>() >> 1,
         },
     };
-    let handle = Handle { tx, events: ops_events };
-    (handle, tokio::spawn(rt.run(rx, events, tick)))
+    let handle = Handle {
+        tx,
+        attach_tx,
+        events: ops_events,
+        handled: rt.handled.clone(),
+    };
+    let queues = Queues {
+        commands: rx,
+        attaches: attach_rx,
+    };
+    (handle, tokio::spawn(rt.run(queues, events, tick)))
 }
 
 impl Runtime {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Command>,
+        mut queues: Queues,
         mut events: mpsc::UnboundedReceiver<RaftEvent>,
         tick: Duration,
     ) -> Result<(), MasterError> {
@@ -332,11 +404,23 @@ impl Runtime {
                 .is_some_and(|c| c.allocation_wanted() && Instant::now() < next_pass);
             tokio::select! {
                 _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
-                cmd = rx.recv() => {
+                // Both queues ready: select! picks one at random, so the
+                // registrations take at most every other turn, 64 at a
+                // time, and the other commands up to 1024.
+                cmd = queues.commands.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     self.handle(cmd);
                     for _ in 0..1024 {
-                        match rx.try_recv() {
+                        match queues.commands.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(cmd) = queues.attaches.recv() => {
+                    self.handle(cmd);
+                    for _ in 0..64 {
+                        match queues.attaches.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
                         }
@@ -430,6 +514,7 @@ impl Runtime {
 
     /// One command: served by the core while leading, else refused.
     fn handle(&mut self, cmd: Command) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
         let not_leader = self.not_leader();
         match self.core.as_mut() {
             Some(core) => self.clients.serve(core, cmd, Instant::now()),
@@ -516,14 +601,22 @@ impl Clients {
             Command::Subscribe {
                 mut info,
                 id,
+                suppressed,
                 caller,
                 tx,
                 reply,
             } => {
+                // A framework that stopped waiting (its subscription timed
+                // out while this queued) would be subscribed only to be
+                // disconnected, its offers rescinded twice.
+                if reply.is_closed() {
+                    tracing::debug!(framework = ?id, "the framework gave up subscribing before its turn; skipping it");
+                    return;
+                }
                 let conn = self.next_conn();
                 let result = core
                     .check_subscribe(&caller, &mut info, id.as_ref())
-                    .and_then(|()| core.subscribe(conn, info, id, now));
+                    .and_then(|()| core.subscribe(conn, info, id, suppressed, now));
                 if result.is_ok() {
                     core.track_credential(conn, &caller);
                     self.frameworks.insert(conn, tx);
@@ -849,5 +942,79 @@ mod tests {
             .into_iter()
             .any(|e| matches!(e, Effect::Propose(RegistryOp::AdmitAgent(_))));
         assert!(admitted, "a waiting agent was not admitted");
+    }
+
+    /// A subscription queued while the leader was busy, whose framework
+    /// stopped waiting, is skipped: subscribing it would only rescind its
+    /// offers and disconnect it again.
+    #[test]
+    fn a_subscription_whose_framework_stopped_waiting_is_skipped() {
+        let now = Instant::now();
+        let mut core = Master::recover(CoreConfig::default(), Registry::default(), now);
+        let mut clients = clients();
+        let subscribe = |reply| Command::Subscribe {
+            info: v1::FrameworkInfo {
+                name: "f".into(),
+                roles: vec!["*".into()],
+                ..Default::default()
+            },
+            id: None,
+            suppressed: Vec::new(),
+            caller: Caller::Insecure,
+            tx: mpsc::channel(8).0,
+            reply,
+        };
+        let (reply, gave_up) = oneshot::channel();
+        drop(gave_up);
+        clients.serve(&mut core, subscribe(reply), now);
+        assert!(clients.frameworks.is_empty());
+        assert!(core.take_effects().is_empty(), "a framework that left was registered");
+
+        let (reply, mut waiting) = oneshot::channel();
+        clients.serve(&mut core, subscribe(reply), now);
+        let conn = waiting.try_recv().expect("answered").expect("subscribed");
+        assert!(clients.frameworks.contains_key(&conn));
+    }
+
+    /// Registrations wait in a queue of their own: a read (or a call, a
+    /// subscription, an update) sent after thousands of them is answered
+    /// before they are all admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_commands_do_not_wait_behind_registrations() {
+        let (raft_events, events) = mpsc::unbounded_channel();
+        let (handle, _owner) = spawn(
+            CoreConfig::default(),
+            RaftHandle::detached(),
+            events,
+            Duration::from_millis(50),
+        );
+        let registry = Box::new(Registry::default());
+        raft_events.send(RaftEvent::Leading { registry }).expect("owner");
+        while handle.read(|_| ()).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+        // The owner is held while the registrations, then the read, queue.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let h = handle.clone();
+        let stuck = tokio::spawn(async move { h.read(move |_| held.recv()).await });
+        let queued = 2000;
+        let mut waiting = Vec::new();
+        for _ in 0..queued {
+            let h = handle.clone();
+            waiting.push(tokio::spawn(async move { h.attach(attach).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let h = handle.clone();
+        let read = tokio::spawn(async move { h.read(|m| m.pending_agent_count()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.send(()).expect("owner held");
+        let _ = stuck.await;
+        let before = read.await.expect("task").expect("read");
+        assert!(before < queued / 2, "the read waited for {before} registrations");
+        for w in waiting {
+            w.await.expect("task").expect("owner").expect("attached");
+        }
+        let after = handle.read(|m| m.pending_agent_count()).await.expect("read");
+        assert_eq!(after, queued);
     }
 }

@@ -59,6 +59,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             .subscribe(v1::SubscribeRequest {
                 framework: Some(info),
                 framework_id: String::new(),
+                suppressed_roles: Vec::new(),
             })
             .await
             .expect_err("no name");
@@ -72,11 +73,30 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             .subscribe(v1::SubscribeRequest {
                 framework: Some(info),
                 framework_id: String::new(),
+                suppressed_roles: Vec::new(),
             })
             .await
             .expect_err("nan");
         ensure!(
             err.code() == Code::InvalidArgument && err.message().contains("failover"),
+            "{err:?}"
+        );
+        // Subscribing suppressed in a role that is not the framework's.
+        let info = v1::FrameworkInfo {
+            name: "x".into(),
+            roles: vec!["a".into()],
+            ..Default::default()
+        };
+        let err = raw
+            .subscribe(v1::SubscribeRequest {
+                framework: Some(info),
+                framework_id: String::new(),
+                suppressed_roles: vec!["b".into()],
+            })
+            .await
+            .expect_err("a role not its own");
+        ensure!(
+            err.code() == Code::InvalidArgument && err.message().contains("role b is not one of the framework's roles"),
             "{err:?}"
         );
         // Resuming an unknown framework id.
@@ -88,6 +108,7 @@ async fn bad_requests_are_refused_and_nothing_is_launched() -> Result<()> {
             .subscribe(v1::SubscribeRequest {
                 framework: Some(info),
                 framework_id: "ghost".into(),
+                suppressed_roles: Vec::new(),
             })
             .await
             .expect_err("ghost");

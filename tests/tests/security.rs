@@ -847,6 +847,7 @@ async fn a_flood_from_one_principal_is_cut_off_and_others_keep_working() -> Resu
                     ..Default::default()
                 }),
                 framework_id: String::new(),
+                suppressed_roles: Vec::new(),
             };
             match raw.subscribe(req).await {
                 Ok(s) => streams.push(s.into_inner()),

@@ -207,7 +207,7 @@ async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete
         .map_err(|_| Ended::Failed("outbound stream closed before registering".to_owned()))?;
 
     let wait = waits.register.peek();
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
     let mut timed_out = |what: &str| {
         waits.register.next_delay();
         Err(Ended::Failed(format!("master {addr} {what} within {wait:?}")))
@@ -231,6 +231,12 @@ async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete
             Ok(Some(Ok(v1::MasterMessage {
                 message: Some(Message::Registered(r)),
             }))) => break r,
+            Ok(Some(Ok(v1::MasterMessage {
+                message: Some(Message::Heartbeat(hb)),
+            }))) => {
+                tracing::debug!(master = %addr, "the registration waits for its turn");
+                deadline = Instant::now() + queued_wait(wait, &hb);
+            }
             Ok(Some(Ok(other))) => tracing::warn!(master = %addr, "ignoring {other:?} before Registered"),
         }
     };
@@ -307,6 +313,15 @@ async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete
     }
 }
 
+/// How long to wait for `Registered` after the master's heartbeat said
+/// the registration is queued (a new leader admits a whole cluster's agents
+/// after a failover): three of its heartbeats, or the usual wait if longer.
+/// Giving up would put the agent, and its whole task list, at the back of
+/// the queue again.
+pub fn queued_wait(wait: Duration, hb: &v1::MasterHeartbeat) -> Duration {
+    wait.max(heartbeat_interval(hb.interval_secs) * 3)
+}
+
 fn heartbeat_interval(secs: f64) -> Duration {
     if secs.is_finite() && secs > 0.0 {
         Duration::from_secs_f64(secs.clamp(0.01, 3600.0))
@@ -337,5 +352,23 @@ async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), Agent
             tracing::debug!("empty master message ignored");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registration the master says is queued waits three of its
+    /// heartbeats, or the usual wait if that is longer.
+    #[test]
+    fn a_queued_registration_waits_three_heartbeats() {
+        let hb = |secs| v1::MasterHeartbeat { interval_secs: secs };
+        let wait = REGISTER_TIMEOUT;
+        assert_eq!(queued_wait(wait, &hb(5.0)), Duration::from_secs(15));
+        assert_eq!(queued_wait(MAX_REGISTER_WAIT, &hb(5.0)), MAX_REGISTER_WAIT);
+        // No interval named: the default heartbeat's.
+        assert_eq!(queued_wait(wait, &hb(0.0)), DEFAULT_HEARTBEAT * 3);
+        assert_eq!(queued_wait(wait, &hb(f64::NAN)), DEFAULT_HEARTBEAT * 3);
     }
 }

@@ -34,6 +34,7 @@ use crate::config::SchedulerConfig;
 use crate::error::SdkError;
 use crate::event::Events;
 use crate::kv::Kv;
+use crate::suppressed::Suppressed;
 
 /// Capacity of the events channel: enough for bursts of offers and updates,
 /// small enough that a stuck framework applies back-pressure.
@@ -70,7 +71,8 @@ impl Scheduler {
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let calls = Calls::new(session_rx, cmd_tx, config.call_timeout);
+        let suppressed = Suppressed::new(&config.framework.roles);
+        let calls = Calls::new(session_rx, cmd_tx, config.call_timeout, suppressed);
         let acker = acks::Acker::spawn(calls.clone());
         run::spawn(
             config,
@@ -144,12 +146,14 @@ impl Scheduler {
 
     /// Clears offer filters and resumes offers after [`Scheduler::suppress`].
     pub async fn revive(&self) -> Result<(), SdkError> {
-        self.calls.revive(Vec::new()).await
+        self.revive_roles(&[]).await
     }
 
-    /// Asks the master to stop sending offers.
+    /// Asks the master to stop sending offers. It holds until a revive,
+    /// across re-subscriptions and master failovers (the driver names the
+    /// suppressed roles when it subscribes again), even if this call fails.
     pub async fn suppress(&self) -> Result<(), SdkError> {
-        self.calls.suppress(Vec::new()).await
+        self.suppress_roles(&[]).await
     }
 
     /// [`Scheduler::revive`] in some of the framework's roles only.

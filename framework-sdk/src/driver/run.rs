@@ -196,6 +196,7 @@ impl Driver {
         let request = v1::SubscribeRequest {
             framework: Some(self.framework.clone()),
             framework_id: self.framework_id.clone().unwrap_or_default(),
+            suppressed_roles: self.calls.suppressed_roles(),
         };
         let mut stream = match tokio::time::timeout(self.call_timeout, client.subscribe(request)).await {
             Err(_) => return Attempt::Retry(format!("{addr}: no answer to Subscribe")),

@@ -444,6 +444,36 @@ async fn resubscribes_with_the_framework_id_and_reconciles() {
     scheduler.stop().await;
 }
 
+/// A suppress holds across re-subscriptions: the driver names the roles
+/// it was suppressed in when it subscribes again, also when the suppress
+/// itself could not be sent (the master applies them at once).
+#[tokio::test]
+async fn resubscribes_suppressed_where_it_was() {
+    let master = FakeMaster::default();
+    master.seen().heartbeat_secs = 30.0;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    assert!(master.seen().subscribes[0].suppressed_roles.is_empty());
+    assert_eq!(scheduler.suppress().await, Ok(()));
+
+    master.drop_stream();
+    assert!(matches!(next(&mut events).await, Event::Disconnected { .. }));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", true));
+    assert_eq!(master.seen().subscribes[1].suppressed_roles, vec!["*".to_owned()]);
+
+    // A revive while disconnected fails, and still counts.
+    master.seen().refuse = Some(None);
+    master.drop_stream();
+    assert!(matches!(next(&mut events).await, Event::Disconnected { .. }));
+    assert_eq!(scheduler.revive().await, Err(SdkError::NotConnected));
+    master.seen().refuse = None;
+    assert_eq!(next(&mut events).await, subscribed("fw-1", true));
+    let last = master.seen().subscribes.last().cloned().expect("subscribed");
+    assert!(last.suppressed_roles.is_empty(), "{last:?}");
+    scheduler.stop().await;
+}
+
 #[tokio::test]
 async fn auto_ack_only_for_updates_with_a_uuid() {
     let master = FakeMaster::default();

@@ -1,11 +1,13 @@
 //! `mezzo.v1.AgentApi`: the agent's one bidirectional stream.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use mezzo_proto::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use mezzo_proto::reservation::ReservedResources;
 use mezzo_proto::state::TaskState;
@@ -13,6 +15,8 @@ use mezzo_proto::v1;
 use mezzo_proto::v1::agent_api_server::AgentApi;
 use mezzo_proto::v1::agent_message::Message;
 use tokio::sync::mpsc;
+#[cfg(test)]
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
@@ -26,6 +30,12 @@ use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An attach the owner has not answered within this is answered at once,
+/// its registration left waiting for its turn.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+/// How often an agent whose registration waits for its turn hears that it
+/// does (a heartbeat before `Registered`).
+pub const QUEUED_HEARTBEAT: Duration = Duration::from_secs(5);
 const AGENT_QUEUE: usize = 65536;
 
 #[derive(Debug, Clone)]
@@ -241,10 +251,36 @@ fn reported_executor(e: v1::RunningExecutor) -> Result<ReportedExecutor, MasterE
     })
 }
 
+/// Whether the agent's stream still exists once the owner admitted it:
+/// whichever of the stream's drop and the admission comes second tells the
+/// owner the stream closed.
+#[derive(Debug, Default)]
+enum Slot {
+    #[default]
+    Waiting,
+    Admitted(ConnId),
+    Dropped,
+}
+
+type SharedSlot = Arc<Mutex<Slot>>;
+
+/// Notes the admitted connection; false if the stream is gone already (the
+/// caller then tells the owner).
+fn admitted(slot: &SharedSlot, conn: ConnId) -> bool {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    match *slot {
+        Slot::Dropped => false,
+        _ => {
+            *slot = Slot::Admitted(conn);
+            true
+        }
+    }
+}
+
 /// The stream to the agent; tells the owner when it is dropped.
 pub struct ToAgentStream {
     rx: mpsc::Receiver<Result<v1::MasterMessage, Status>>,
-    conn: ConnId,
+    slot: SharedSlot,
     handle: Handle,
 }
 
@@ -257,8 +293,115 @@ impl Stream for ToAgentStream {
 
 impl Drop for ToAgentStream {
     fn drop(&mut self) {
-        self.handle.notify(Command::AgentClosed(self.conn));
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Slot::Admitted(conn) = std::mem::replace(&mut *slot, Slot::Dropped) {
+            self.handle.notify(Command::AgentClosed(conn));
+        }
     }
+}
+
+/// The owner's answer to an attach: the connection, or why not.
+type Answer = Pin<Box<dyn Future<Output = Result<ConnId, MasterError>> + Send>>;
+
+/// The master's heartbeat an agent gets while its registration waits for
+/// its turn: `interval_secs` says how often it comes.
+fn queued_heartbeat() -> Result<v1::MasterMessage, Status> {
+    Ok(v1::MasterMessage {
+        message: Some(v1::master_message::Message::Heartbeat(v1::MasterHeartbeat {
+            interval_secs: QUEUED_HEARTBEAT.as_secs_f64(),
+        })),
+    })
+}
+
+/// An attach answered before the owner's turn came: tells the agent it is
+/// still queued (while the owner moves on at all, so that a wedged owner
+/// does not hold agents forever), and gives up its place when the agent
+/// goes away (the owner then skips it). A refusal ends the stream with
+/// its status, which names the leader as the answer to Attach would.
+async fn wait_turn(
+    handle: Handle,
+    mut answer: Answer,
+    tx: mpsc::Sender<Result<v1::MasterMessage, Status>>,
+    slot: SharedSlot,
+) -> Option<ConnId> {
+    let mut beat = tokio::time::interval(QUEUED_HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    let conn = loop {
+        tokio::select! {
+            biased;
+            answer = &mut answer => match answer {
+                Ok(conn) => break conn,
+                Err(e) => {
+                    let _ = tx.try_send(Err(e.into()));
+                    return None;
+                }
+            },
+            () = tx.closed() => {
+                // The owner may have admitted it just now: that connection
+                // is closed here, as nobody else knows it (an admission
+                // dropped unread would leave a live session replaced by a
+                // dead one, or a dead agent counted connected).
+                if let Some(Ok(conn)) = answer.now_or_never() {
+                    handle.notify(Command::AgentClosed(conn));
+                }
+                return None;
+            }
+            _ = beat.tick() => {
+                let handled = handle.handled();
+                if seen != Some(handled) {
+                    seen = Some(handled);
+                    let _ = tx.try_send(queued_heartbeat());
+                }
+            }
+        }
+    };
+    if admitted(&slot, conn) {
+        Some(conn)
+    } else {
+        handle.notify(Command::AgentClosed(conn));
+        None
+    }
+}
+
+/// Passes an admitted agent's messages to the owner until its stream ends.
+async fn forward(handle: Handle, conn: ConnId, mut inbound: Streaming<v1::AgentMessage>) {
+    while let Some(msg) = inbound.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "agent stream ended");
+                break;
+            }
+        };
+        let cmd = match msg.message {
+            Some(Message::StatusUpdate(u)) => match status_update(conn, u) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    tracing::warn!(conn, error = %e, "dropping an invalid status update");
+                    continue;
+                }
+            },
+            Some(Message::Heartbeat(_)) => Command::AgentHeartbeat(conn),
+            Some(Message::ExecutorMessage(m)) => Command::ExecutorMessage(conn, m),
+            Some(Message::ExecutorExited(e)) => Command::ExecutorExited(conn, e),
+            Some(Message::Usage(u)) => match super::usage::report(u) {
+                Ok(usage) => Command::AgentUsage(conn, usage),
+                Err(e) => {
+                    tracing::warn!(conn, error = %e, "dropping an invalid usage report");
+                    continue;
+                }
+            },
+            _ => {
+                tracing::warn!(conn, "unexpected message on an attached agent stream");
+                continue;
+            }
+        };
+        if handle.send(cmd).await.is_err() {
+            break;
+        }
+    }
+    handle.notify(Command::AgentClosed(conn));
 }
 
 #[tonic::async_trait]
@@ -279,60 +422,47 @@ impl AgentApi for AgentService {
             AgentHello::Register { info, .. } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
         };
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
-        let conn = self
-            .handle
-            .ask(|reply| Command::AgentAttach {
-                hello,
-                caller,
-                tx,
-                reply,
-            })
-            .await??;
-        tokio::spawn(check_host(self.handle.clone(), hostname));
         let handle = self.handle.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = inbound.next().await {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::debug!(conn, error = %e, "agent stream ended");
-                        break;
-                    }
-                };
-                let cmd = match msg.message {
-                    Some(Message::StatusUpdate(u)) => match status_update(conn, u) {
-                        Ok(cmd) => cmd,
-                        Err(e) => {
-                            tracing::warn!(conn, error = %e, "dropping an invalid status update");
-                            continue;
-                        }
-                    },
-                    Some(Message::Heartbeat(_)) => Command::AgentHeartbeat(conn),
-                    Some(Message::ExecutorMessage(m)) => Command::ExecutorMessage(conn, m),
-                    Some(Message::ExecutorExited(e)) => Command::ExecutorExited(conn, e),
-                    Some(Message::Usage(u)) => match super::usage::report(u) {
-                        Ok(usage) => Command::AgentUsage(conn, usage),
-                        Err(e) => {
-                            tracing::warn!(conn, error = %e, "dropping an invalid usage report");
-                            continue;
-                        }
-                    },
-                    _ => {
-                        tracing::warn!(conn, "unexpected message on an attached agent stream");
-                        continue;
-                    }
-                };
-                if handle.send(cmd).await.is_err() {
-                    break;
-                }
-            }
-            handle.notify(Command::AgentClosed(conn));
+        let owner_tx = tx.clone();
+        let mut answer: Answer = Box::pin(async move {
+            handle
+                .attach(|reply| Command::AgentAttach {
+                    hello,
+                    caller,
+                    tx: owner_tx,
+                    reply,
+                })
+                .await?
         });
-        Ok(Response::new(ToAgentStream {
+        let slot = SharedSlot::default();
+        let stream = ToAgentStream {
             rx,
-            conn,
+            slot: slot.clone(),
             handle: self.handle.clone(),
-        }))
+        };
+        let handle = self.handle.clone();
+        match tokio::time::timeout(ANSWER_WITHIN, &mut answer).await {
+            Ok(answer) => {
+                // Answered in time: a refusal is the answer to Attach.
+                let conn = answer?;
+                drop(tx);
+                admitted(&slot, conn);
+                tokio::spawn(check_host(handle.clone(), hostname));
+                tokio::spawn(forward(handle, conn, inbound));
+            }
+            Err(_) => {
+                // Queued behind others (a failover's thousands of agents):
+                // the agent hears so while it waits, instead of giving up
+                // and sending its task list again at the back of the queue.
+                tokio::spawn(async move {
+                    if let Some(conn) = wait_turn(handle.clone(), answer, tx, slot).await {
+                        tokio::spawn(check_host(handle.clone(), hostname));
+                        forward(handle, conn, inbound).await;
+                    }
+                });
+            }
+        }
+        Ok(Response::new(stream))
     }
 }
 
@@ -402,5 +532,129 @@ mod tests {
             let err = hello(register(bad)).expect_err(bad);
             assert!(err.to_string().contains("must be host:port"), "{bad:?}: {err}");
         }
+    }
+
+    type ToAgent = mpsc::Sender<Result<v1::MasterMessage, Status>>;
+
+    /// An attach waiting for its turn, as the service leaves it: the
+    /// owner's answer comes through `reply`.
+    fn queued(
+        handle: &Handle,
+    ) -> (
+        oneshot::Sender<Result<ConnId, MasterError>>,
+        ToAgentStream,
+        ToAgent,
+        SharedSlot,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let answer: Answer = Box::pin(async move { answer.await.map_err(|_| MasterError::ShuttingDown)? });
+        let (tx, rx) = mpsc::channel(16);
+        let slot = SharedSlot::default();
+        let stream = ToAgentStream {
+            rx,
+            slot: slot.clone(),
+            handle: handle.clone(),
+        };
+        let waiting = tx.clone();
+        tokio::spawn(wait_turn(handle.clone(), answer, tx, slot.clone()));
+        (reply, stream, waiting, slot)
+    }
+
+    fn is_heartbeat(m: &Option<Result<v1::MasterMessage, Status>>) -> bool {
+        matches!(
+            m,
+            Some(Ok(v1::MasterMessage {
+                message: Some(v1::master_message::Message::Heartbeat(hb)),
+            })) if hb.interval_secs == QUEUED_HEARTBEAT.as_secs_f64()
+        )
+    }
+
+    /// A registration queued behind others hears so every few seconds
+    /// while the owner moves on, and not while it is stuck (a wedged
+    /// owner must not hold agents forever); admitted, its stream carries
+    /// what the owner sends, and closing it tells the owner.
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_registration_hears_heartbeats_while_the_owner_moves_on() {
+        let (handle, mut owner) = Handle::unowned();
+        let (reply, mut stream, _tx, _slot) = queued(&handle);
+        assert!(is_heartbeat(&stream.next().await), "the first at once");
+        // The owner handles nothing: no more heartbeats.
+        let quiet = tokio::time::timeout(QUEUED_HEARTBEAT * 3, stream.next()).await;
+        assert!(quiet.is_err(), "a heartbeat although the owner is stuck: {quiet:?}");
+        handle.count_handled();
+        let beat = tokio::time::timeout(QUEUED_HEARTBEAT * 2, stream.next()).await;
+        assert!(beat.as_ref().is_ok_and(is_heartbeat), "{beat:?}");
+        reply.send(Ok(7)).expect("waiting");
+        tokio::time::sleep(QUEUED_HEARTBEAT * 2).await;
+        handle.count_handled();
+        tokio::time::sleep(QUEUED_HEARTBEAT * 2).await;
+        drop(_tx);
+        // Admitted: no more heartbeats; dropping the stream says conn 7 closed.
+        drop(stream);
+        match owner.recv().await {
+            Some(Command::AgentClosed(7)) => {}
+            other => panic!("expected AgentClosed(7), got {:?}", other.is_some()),
+        }
+    }
+
+    /// A refusal ends the stream with its status, naming the leader as
+    /// the answer to Attach would (the agent follows it).
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_registration_refused_ends_with_the_status() {
+        let (handle, _owner) = Handle::unowned();
+        let (reply, mut stream, tx, _slot) = queued(&handle);
+        drop(tx);
+        assert!(is_heartbeat(&stream.next().await));
+        let leader = Some("m2:5050".to_owned());
+        reply.send(Err(MasterError::NotLeader { leader })).expect("waiting");
+        let status = match stream.next().await {
+            Some(Err(status)) => status,
+            other => panic!("expected a status, got {other:?}"),
+        };
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let named = status.metadata().get(crate::error::LEADER_METADATA);
+        assert_eq!(named.and_then(|v| v.to_str().ok()), Some("m2:5050"));
+        assert!(stream.next().await.is_none(), "the stream ends");
+    }
+
+    /// An agent that goes away gives up its place (the owner skips an
+    /// attach whose reply is closed); one that goes away just as the owner
+    /// admits it is closed by the waiting side.
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_registration_whose_agent_left_gives_up_its_place() {
+        let (handle, _owner) = Handle::unowned();
+        let (reply, stream, tx, _slot) = queued(&handle);
+        drop(tx);
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(reply.is_closed(), "the owner would admit an agent that left");
+
+        // The owner admits it just as the agent goes: that connection is
+        // closed, not forgotten (the owner would count a dead agent).
+        let (handle, mut owner) = Handle::unowned();
+        let (reply, stream, tx, _slot) = queued(&handle);
+        drop(tx);
+        reply.send(Ok(5)).expect("waiting");
+        drop(stream);
+        match tokio::time::timeout(Duration::from_secs(1), owner.recv()).await {
+            Ok(Some(Command::AgentClosed(5))) => {}
+            other => panic!("expected AgentClosed(5), got {:?}", other.map(|c| c.is_some())),
+        }
+
+        // The stream goes while the owner admits: whoever comes second
+        // tells the owner, once.
+        let (handle, mut owner) = Handle::unowned();
+        let slot = SharedSlot::default();
+        let stream = ToAgentStream {
+            rx: mpsc::channel(1).1,
+            slot: slot.clone(),
+            handle: handle.clone(),
+        };
+        drop(stream);
+        assert!(owner.try_recv().is_err(), "nothing was admitted yet");
+        assert!(
+            !admitted(&slot, 9),
+            "the stream is gone: the waiting side must close conn 9"
+        );
     }
 }

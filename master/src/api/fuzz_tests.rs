@@ -269,8 +269,8 @@ fn call() -> impl Strategy<Value = Vec<u8>> {
             let tasks = tasks.into_iter().map(|(task_id, agent_id)| v1::ReconcileTask { task_id, agent_id }).collect();
             encode_call("reconcile", &v1::ReconcileRequest { tasks, ..Default::default() })
         }),
-        1 => (framework, prop_oneof![Just(String::new()), id()]).prop_map(|(framework, framework_id)| {
-            encode_call("subscribe", &v1::SubscribeRequest { framework, framework_id })
+        1 => (framework, prop_oneof![Just(String::new()), id()], prop::collection::vec(prop_oneof![Just("*".to_owned()), id()], 0..2)).prop_map(|(framework, framework_id, suppressed_roles)| {
+            encode_call("subscribe", &v1::SubscribeRequest { framework, framework_id, suppressed_roles })
         }),
         1 => (key, prop::collection::vec(any::<u8>(), 0..8), prop::option::of(0u64..20)).prop_map(|(key, value, expected_version)| {
             encode_call("kv_put", &v1::KvPutRequest { key, value, expected_version, ..Default::default() })

@@ -87,8 +87,9 @@ impl Scheduler for SchedulerApi {
             "" => None,
             s => Some(FrameworkId::parse(s).map_err(MasterError::from)?),
         };
+        let suppressed = roles(&req.suppressed_roles)?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let conn = self.handle.subscribe(info, id, caller, tx).await?;
+        let conn = self.handle.subscribe(info, id, suppressed, caller, tx).await?;
         Ok(Response::new(EventStream {
             rx,
             conn,

@@ -86,7 +86,7 @@ impl Master {
         let pending = self
             .pending_frameworks
             .values()
-            .filter(|(_, info)| info.principal == owner)
+            .filter(|(_, info, _)| info.principal == owner)
             .count();
         if registered + pending >= max {
             return Err(MasterError::ResourceExhausted(format!(

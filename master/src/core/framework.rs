@@ -86,8 +86,10 @@ impl Master {
         conn: ConnId,
         info: v1::FrameworkInfo,
         id: Option<FrameworkId>,
+        suppressed: Vec<Role>,
         now: Instant,
     ) -> Result<(), MasterError> {
+        known_roles(&info, &suppressed)?;
         let Some(id) = id else {
             let id = FrameworkId::generate();
             self.emit(Effect::Propose(RegistryOp::RegisterFramework(record(
@@ -95,7 +97,7 @@ impl Master {
                 &info,
                 unix_now(),
             ))));
-            self.pending_frameworks.insert(id, (conn, info));
+            self.pending_frameworks.insert(id, (conn, info, suppressed));
             return Ok(());
         };
         let Some(fw) = self.frameworks.get_mut(&id) else {
@@ -121,6 +123,11 @@ impl Master {
         self.framework_conns.insert(conn, id.clone());
         self.alloc.set_framework_active(&id, true);
         self.alloc.revive(&id, &[]);
+        // Suppressed where it says it was (a framework failing over or
+        // following a new leader): no offer made only to be rescinded.
+        if !suppressed.is_empty() {
+            self.set_suppressed(&id, suppressed)?;
+        }
         self.send_subscribed(&id);
         self.notify_drains_to(&id);
         // Updates forwarded while it was away and never acknowledged.
@@ -212,9 +219,14 @@ impl Master {
             return; // an info update of a known framework
         }
         match self.pending_frameworks.remove(&rec.id) {
-            Some((conn, _)) => {
+            Some((conn, _, suppressed)) => {
                 self.insert_framework(rec, Some(conn), None);
                 self.framework_conns.insert(conn, rec.id.clone());
+                if !suppressed.is_empty()
+                    && let Err(e) = self.set_suppressed(&rec.id, suppressed)
+                {
+                    tracing::warn!(framework = %rec.id, "its suppressed roles: {e}");
+                }
                 self.send_subscribed(&rec.id);
                 self.notify_drains_to(&rec.id);
                 self.allocation_needed = true;
@@ -228,7 +240,7 @@ impl Master {
     /// The framework's event stream closed. Its offers are rescinded; its
     /// tasks keep running until its failover timeout passes.
     pub fn framework_conn_closed(&mut self, conn: ConnId, now: Instant) {
-        self.pending_frameworks.retain(|_, (c, _)| *c != conn);
+        self.pending_frameworks.retain(|_, (c, _, _)| *c != conn);
         let Some(id) = self.framework_conns.remove(&conn) else {
             return;
         };

@@ -80,7 +80,7 @@ mod tests {
             failover_timeout_secs: 60.0,
             ..Default::default()
         };
-        m.subscribe(1, info, None, now).expect("subscribe");
+        m.subscribe(1, info, None, Vec::new(), now).expect("subscribe");
         let mut id = None;
         for e in m.take_effects() {
             if let Effect::Propose(op) = e {

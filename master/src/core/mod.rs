@@ -316,7 +316,9 @@ pub struct Master {
     pending_tickets: Vec<(RegistryOp, u64)>,
     last_periodic: Instant,
     /// Subscriptions and registrations waiting for their registry op.
-    pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo)>,
+    /// New frameworks waiting for their registration to commit: their
+    /// stream, info and the roles they subscribed suppressed in.
+    pending_frameworks: HashMap<FrameworkId, (ConnId, v1::FrameworkInfo, Vec<Role>)>,
     pending_agents: HashMap<AgentId, (ConnId, AgentHello)>,
     /// Agents made by registrations that named an id, for their retries.
     registrations: registrations::Registrations,
@@ -362,6 +364,12 @@ pub struct Master {
 }
 
 impl Master {
+    /// Registrations waiting for their commit (tests of the owner task).
+    #[cfg(test)]
+    pub(crate) fn pending_agent_count(&self) -> usize {
+        self.pending_agents.len()
+    }
+
     /// Builds the leader state from a recovered registry: known frameworks
     /// start disconnected (their failover clocks run from `now`), known
     /// agents start recovering (they have `agent_timeout` to re-register).

@@ -75,7 +75,9 @@ impl Sim {
             failover_timeout_secs: 60.0,
             ..Default::default()
         };
-        self.m.subscribe(FW_CONN, info, None, self.now).expect("subscribe");
+        self.m
+            .subscribe(FW_CONN, info, None, Vec::new(), self.now)
+            .expect("subscribe");
         self.run();
         let id = self.events().iter().find_map(|e| match e {
             v1::event::Event::Subscribed(s) => Some(s.framework_id.clone()),
@@ -118,7 +120,9 @@ impl Sim {
             failover_timeout_secs: 60.0,
             ..Default::default()
         };
-        self.m.subscribe(FW_CONN, info, None, self.now).expect("subscribe");
+        self.m
+            .subscribe(FW_CONN, info, None, Vec::new(), self.now)
+            .expect("subscribe");
         self.run();
         self.m.frameworks.keys().next().expect("framework").clone()
     }
@@ -131,7 +135,7 @@ impl Sim {
             ..Default::default()
         };
         self.m
-            .subscribe(conn, info, Some(f.clone()), self.now)
+            .subscribe(conn, info, Some(f.clone()), Vec::new(), self.now)
             .expect("resubscribe");
         self.run();
     }
@@ -493,7 +497,7 @@ fn calls_before_subscribing_are_refused() {
         ..Default::default()
     };
     assert!(matches!(
-        s.m.subscribe(1, info, Some(f), s.now),
+        s.m.subscribe(1, info, Some(f), Vec::new(), s.now),
         Err(MasterError::UnknownFramework(_))
     ));
 }
@@ -541,6 +545,50 @@ fn suppress_in_one_role_keeps_offers_in_the_others() {
     assert!(matches!(s.m.suppress(&f, &[role("c")]), Err(MasterError::Invalid(_))));
     s.m.revive(&f, &[]).expect("revive");
     assert!(s.m.frameworks.get(&f).expect("framework").suppressed_roles.is_empty());
+}
+
+/// Mesos' `Subscribe.suppressed_roles`: a framework that subscribes (new,
+/// or again after a failover) suppressed in some roles is offered nothing
+/// in them from the start, and is in its others; one naming a role it is
+/// not in is refused and changes nothing.
+#[test]
+fn a_subscription_names_the_roles_it_is_suppressed_in() {
+    let mut s = Sim::new();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    let role = |r: &str| mezzo_proto::reservation::Role::parse(r).expect("role");
+    let info = |roles: &[&str]| v1::FrameworkInfo {
+        name: "f".into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    let refused = s.m.subscribe(FW_CONN, info(&["a"]), None, vec![role("b")], s.now);
+    assert!(matches!(refused, Err(MasterError::Invalid(_))), "{refused:?}");
+    s.run();
+    assert!(s.m.frameworks.is_empty());
+
+    s.m.subscribe(FW_CONN, info(&["a", "b"]), None, vec![role("a"), role("b")], s.now)
+        .expect("subscribe");
+    s.run();
+    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    assert!(s.m.frameworks[&f].suppressed_everywhere());
+    assert!(s.offers().is_empty(), "offered while suppressed");
+
+    s.m.subscribe(FW_CONN + 1, info(&["a", "b"]), Some(f.clone()), vec![role("a")], s.now)
+        .expect("resubscribe");
+    s.run();
+    let offers = s.offers();
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].allocation_role, "b");
+    assert_eq!(s.m.frameworks[&f].suppressed_role_names(), vec!["a".to_owned()]);
+
+    s.m.subscribe(FW_CONN + 2, info(&["a", "b"]), Some(f.clone()), Vec::new(), s.now)
+        .expect("resubscribe");
+    s.run();
+    assert!(
+        s.m.frameworks[&f].suppressed_roles.is_empty(),
+        "a subscription revives the rest"
+    );
 }
 
 /// DESIGN.md "Offers" and "Leadership": an agent that goes silent loses
@@ -819,7 +867,8 @@ fn failover_subscription_gets_the_offers() {
         failover_timeout_secs: 60.0,
         ..Default::default()
     };
-    s.m.subscribe(FW_CONN + 1, info, Some(f), s.now).expect("resubscribe");
+    s.m.subscribe(FW_CONN + 1, info, Some(f), Vec::new(), s.now)
+        .expect("resubscribe");
     s.run();
     let to_new = s.sent.iter().any(|e| matches!(e, Effect::ToFramework(c, ev) if *c == FW_CONN + 1 && matches!(ev.event, Some(v1::event::Event::Offers(_)))));
     assert!(to_new, "no offer on the new stream");
@@ -887,7 +936,7 @@ fn framework_in(s: &mut Sim, conn: ConnId, roles: &[&str]) -> FrameworkId {
         failover_timeout_secs: 60.0,
         ..Default::default()
     };
-    s.m.subscribe(conn, info, None, s.now).expect("subscribe");
+    s.m.subscribe(conn, info, None, Vec::new(), s.now).expect("subscribe");
     s.run();
     let id = s.sent.iter().rev().find_map(|e| match e {
         Effect::ToFramework(c, ev) if *c == conn => match &ev.event {

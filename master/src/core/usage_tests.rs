@@ -45,7 +45,7 @@ fn cluster() -> (Master, FrameworkId, AgentId, Instant) {
         failover_timeout_secs: 60.0,
         ..Default::default()
     };
-    m.subscribe(FW, info, None, now).expect("subscribe");
+    m.subscribe(FW, info, None, Vec::new(), now).expect("subscribe");
     let desc = AgentDescription {
         hostname: "h".into(),
         http_address: String::new(),

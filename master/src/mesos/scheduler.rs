@@ -215,7 +215,7 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let events = tx.downgrade();
     let handle = api.http.handle().clone();
-    let conn = match handle.subscribe(info, id, caller.clone(), tx).await {
+    let conn = match handle.subscribe(info, id, suppressed, caller, tx).await {
         Ok(c) => c,
         Err(e) => return core_error(api, e, PATH).await,
     };
@@ -275,13 +275,6 @@ async fn subscribe(api: &MesosApi, caller: Caller, headers: &HeaderMap, call: m:
         return bad_request("a newer subscription of this framework replaced this one");
     }
     subscription.framework = Some((fid.clone(), stream_id.clone()));
-    // Subscribed suppressed in some roles (its outstanding offers in them
-    // are rescinded).
-    if !suppressed.is_empty()
-        && let Err(e) = api.http.handle().call(fid, Call::Suppress(suppressed), caller).await
-    {
-        return core_error(api, e, PATH).await;
-    }
     // Mesos follows SUBSCRIBED with a heartbeat at once.
     let first = convert::event_out(&first, fmt, &api.master).map(|e| {
         let mut b = Vec::new();

@@ -181,9 +181,10 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     // 4. A leader failover.
     if args.masters >= 3 {
         let before = stats.masters();
-        let (failed, timeouts, redirected) = (
+        let (failed, timeouts, unanswered, redirected) = (
             Stats::get(&stats.failures),
             Stats::get(&stats.timeouts),
+            Stats::get(&stats.unanswered),
             Stats::get(&stats.redirects),
         );
         let leader = c.wait_leader_within(LEADER_WAIT).await?;
@@ -208,11 +209,12 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         .await?;
         let offered = probe.all_offered(args.agents, killed).await?;
         println!(
-            "failover  {} agents / {} tasks: all re-registered {back:.2?} after the kill, all offered {offered:.2?} after it ({} sessions failed, {} of them waiting for Registered; {} redirected)  {}",
+            "failover  {} agents / {} tasks: all re-registered {back:.2?} after the kill, all offered {offered:.2?} after it ({} sessions failed, {} of them waiting for Registered, {} of those unanswered; {} redirected)  {}",
             args.agents,
             Stats::get(&stats.launched),
             Stats::get(&stats.failures) - failed,
             Stats::get(&stats.timeouts) - timeouts,
+            Stats::get(&stats.unanswered) - unanswered,
             Stats::get(&stats.redirects) - redirected,
             masters_usage(c)
         );

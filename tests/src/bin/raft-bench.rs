@@ -358,6 +358,7 @@ impl Writer for MezzoWriter {
             let req = v1::SubscribeRequest {
                 framework: Some(framework_info(&self.run, i)),
                 framework_id: String::new(),
+                suppressed_roles: Vec::new(),
             };
             let mut stream = self.client.subscribe(req).await?.into_inner();
             match stream.message().await? {

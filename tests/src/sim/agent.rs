@@ -26,7 +26,7 @@ use super::stats::Stats;
 
 // The real agent's limits: `Registered` within 5 s, the wait doubling
 // after each that runs out.
-use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT};
+use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT, queued_wait};
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Statuses kept per task for re-registration, as the real agent.
 const KEPT_STATUSES: usize = 16;
@@ -185,9 +185,13 @@ impl Agent {
         if tx.send(self.first_message()).await.is_err() {
             return Ended::Failed("outbound closed".into());
         }
-        let deadline = started + self.register_wait.peek();
+        let wait = self.register_wait.peek();
+        let mut deadline = started + wait;
         let mut inbound = match tokio::time::timeout_at(deadline, client.attach(ReceiverStream::new(rx))).await {
-            Err(_) => return self.timed_out("no answer to Attach"),
+            Err(_) => {
+                self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+                return self.timed_out("no answer to Attach");
+            }
             Ok(Err(status)) => return refused(status),
             Ok(Ok(r)) => r.into_inner(),
         };
@@ -199,6 +203,9 @@ impl Agent {
                 Ok(Some(Ok(v1::MasterMessage {
                     message: Some(Message::Registered(r)),
                 }))) => break r,
+                Ok(Some(Ok(v1::MasterMessage {
+                    message: Some(Message::Heartbeat(hb)),
+                }))) => deadline = Instant::now() + queued_wait(wait, &hb),
                 Ok(Some(Ok(_))) => {}
             }
         };

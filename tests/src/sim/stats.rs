@@ -21,6 +21,8 @@ pub struct Stats {
     pub failures: AtomicUsize,
     /// Of the failures, registrations that waited for `Registered` in vain.
     pub timeouts: AtomicUsize,
+    /// Of those, the ones the master had not even answered `Attach`.
+    pub unanswered: AtomicUsize,
     /// Attaches a follower answered by naming the leader.
     pub redirects: AtomicUsize,
     /// Tasks the masters launched here.
@@ -45,6 +47,7 @@ impl Stats {
             reregistrations: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
             timeouts: AtomicUsize::new(0),
+            unanswered: AtomicUsize::new(0),
             redirects: AtomicUsize::new(0),
             launched: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),

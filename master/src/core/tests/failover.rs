@@ -272,7 +272,7 @@ fn a_framework_keeps_its_registration_time() {
         failover_timeout_secs: 120.0,
         ..Default::default()
     };
-    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), s.now)
+    s.m.subscribe(FW_CONN + 1, info, Some(f.clone()), Vec::new(), s.now)
         .expect("resubscribe");
     s.run();
     let n = new_leader(&s);
