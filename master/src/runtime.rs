@@ -170,8 +170,6 @@ const MAX_ALLOCATION_GAP: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
-    /// Agents' registrations, a queue of their own (see [`Handle::attach`]).
-    attach_tx: mpsc::Sender<Command>,
     events: broadcast::Sender<ClusterEvent>,
     /// Commands the owner has handled: proof that it moves on.
     handled: Arc<AtomicU64>,
@@ -184,25 +182,8 @@ impl Handle {
 
     /// Sends a command built around a oneshot and waits for its answer.
     pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MasterError> {
-        Self::ask_on(&self.tx, make).await
-    }
-
-    /// [`Handle::ask`] for an agent's registration
-    /// ([`Command::AgentAttach`]), which waits in a queue of its own: after
-    /// a failover a new leader has every agent of the cluster to admit
-    /// (seconds of work), and the frameworks' subscriptions and calls, the
-    /// registered agents' updates and the operators' reads must not wait
-    /// behind all of them. The owner takes from both queues in turn.
-    pub async fn attach<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MasterError> {
-        Self::ask_on(&self.attach_tx, make).await
-    }
-
-    async fn ask_on<T>(
-        tx: &mpsc::Sender<Command>,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, MasterError> {
         let (reply, rx) = oneshot::channel();
-        tx.send(make(reply)).await.map_err(|_| MasterError::ShuttingDown)?;
+        self.send(make(reply)).await?;
         rx.await.map_err(|_| MasterError::ShuttingDown)
     }
 
@@ -293,7 +274,6 @@ impl Handle {
     pub(crate) fn unowned() -> (Handle, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
         let handle = Handle {
-            attach_tx: tx.clone(),
             tx,
             events: broadcast::channel(1).0,
             handled: Arc::default(),
@@ -337,12 +317,6 @@ struct Clients {
     next_kv_request: u64,
 }
 
-/// The owner's two command queues (see [`Handle::attach`]).
-struct Queues {
-    commands: mpsc::Receiver<Command>,
-    attaches: mpsc::Receiver<Command>,
-}
-
 /// Spawns the owner task.
 pub fn spawn(
     cfg: CoreConfig,
@@ -351,7 +325,6 @@ pub fn spawn(
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
-    let (attach_tx, attach_rx) = mpsc::channel(4096);
     let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let rt = Runtime {
         handled: Arc::default(),
@@ -371,21 +344,16 @@ pub fn spawn(
     };
     let handle = Handle {
         tx,
-        attach_tx,
         events: ops_events,
         handled: rt.handled.clone(),
     };
-    let queues = Queues {
-        commands: rx,
-        attaches: attach_rx,
-    };
-    (handle, tokio::spawn(rt.run(queues, events, tick)))
+    (handle, tokio::spawn(rt.run(rx, events, tick)))
 }
 
 impl Runtime {
     async fn run(
         mut self,
-        mut queues: Queues,
+        mut rx: mpsc::Receiver<Command>,
         mut events: mpsc::UnboundedReceiver<RaftEvent>,
         tick: Duration,
     ) -> Result<(), MasterError> {
@@ -404,23 +372,11 @@ impl Runtime {
                 .is_some_and(|c| c.allocation_wanted() && Instant::now() < next_pass);
             tokio::select! {
                 _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
-                // Both queues ready: select! picks one at random, so the
-                // registrations take at most every other turn, 64 at a
-                // time, and the other commands up to 1024.
-                cmd = queues.commands.recv() => {
+                cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     self.handle(cmd);
                     for _ in 0..1024 {
-                        match queues.commands.try_recv() {
-                            Ok(cmd) => self.handle(cmd),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(cmd) = queues.attaches.recv() => {
-                    self.handle(cmd);
-                    for _ in 0..64 {
-                        match queues.attaches.try_recv() {
+                        match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
                         }
@@ -974,47 +930,5 @@ mod tests {
         clients.serve(&mut core, subscribe(reply), now);
         let conn = waiting.try_recv().expect("answered").expect("subscribed");
         assert!(clients.frameworks.contains_key(&conn));
-    }
-
-    /// Registrations wait in a queue of their own: a read (or a call, a
-    /// subscription, an update) sent after thousands of them is answered
-    /// before they are all admitted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn other_commands_do_not_wait_behind_registrations() {
-        let (raft_events, events) = mpsc::unbounded_channel();
-        let (handle, _owner) = spawn(
-            CoreConfig::default(),
-            RaftHandle::detached(),
-            events,
-            Duration::from_millis(50),
-        );
-        let registry = Box::new(Registry::default());
-        raft_events.send(RaftEvent::Leading { registry }).expect("owner");
-        while handle.read(|_| ()).await.is_err() {
-            tokio::task::yield_now().await;
-        }
-        // The owner is held while the registrations, then the read, queue.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let h = handle.clone();
-        let stuck = tokio::spawn(async move { h.read(move |_| held.recv()).await });
-        let queued = 2000;
-        let mut waiting = Vec::new();
-        for _ in 0..queued {
-            let h = handle.clone();
-            waiting.push(tokio::spawn(async move { h.attach(attach).await }));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let h = handle.clone();
-        let read = tokio::spawn(async move { h.read(|m| m.pending_agent_count()).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        release.send(()).expect("owner held");
-        let _ = stuck.await;
-        let before = read.await.expect("task").expect("read");
-        assert!(before < queued / 2, "the read waited for {before} registrations");
-        for w in waiting {
-            w.await.expect("task").expect("owner").expect("attached");
-        }
-        let after = handle.read(|m| m.pending_agent_count()).await.expect("read");
-        assert_eq!(after, queued);
     }
 }

@@ -426,7 +426,7 @@ impl AgentApi for AgentService {
         let owner_tx = tx.clone();
         let mut answer: Answer = Box::pin(async move {
             handle
-                .attach(|reply| Command::AgentAttach {
+                .ask(|reply| Command::AgentAttach {
                     hello,
                     caller,
                     tx: owner_tx,

@@ -364,12 +364,6 @@ pub struct Master {
 }
 
 impl Master {
-    /// Registrations waiting for their commit (tests of the owner task).
-    #[cfg(test)]
-    pub(crate) fn pending_agent_count(&self) -> usize {
-        self.pending_agents.len()
-    }
-
     /// Builds the leader state from a recovered registry: known frameworks
     /// start disconnected (their failover clocks run from `now`), known
     /// agents start recovering (they have `agent_timeout` to re-register).
