@@ -404,12 +404,19 @@ async fn dead_address() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
-#[tokio::test]
-async fn resubscribes_with_the_framework_id_and_reconciles() {
+/// A fake master with 30 s heartbeats (no reconnect for silence while a
+/// test runs) and a scheduler started against it.
+async fn started() -> (FakeMaster, SocketAddr, Scheduler, Events) {
     let master = FakeMaster::default();
     master.seen().heartbeat_secs = 30.0;
     let addr = master.clone().serve().await;
-    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let (scheduler, events) = Scheduler::start(config(&[addr]));
+    (master, addr, scheduler, events)
+}
+
+#[tokio::test]
+async fn resubscribes_with_the_framework_id_and_reconciles() {
+    let (master, addr, scheduler, mut events) = started().await;
 
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     assert_eq!(scheduler.framework_id().as_deref(), Some("fw-1"));
@@ -449,10 +456,7 @@ async fn resubscribes_with_the_framework_id_and_reconciles() {
 /// itself could not be sent (the master applies them at once).
 #[tokio::test]
 async fn resubscribes_suppressed_where_it_was() {
-    let master = FakeMaster::default();
-    master.seen().heartbeat_secs = 30.0;
-    let addr = master.clone().serve().await;
-    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let (master, _addr, scheduler, mut events) = started().await;
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     assert!(master.seen().subscribes[0].suppressed_roles.is_empty());
     assert_eq!(scheduler.suppress().await, Ok(()));
@@ -916,10 +920,7 @@ async fn dropping_every_handle_and_the_events_stops_the_driver() {
 
 #[tokio::test]
 async fn key_value_calls_convert_answers_and_conflicts() {
-    let master = FakeMaster::default();
-    master.seen().heartbeat_secs = 30.0;
-    let addr = master.clone().serve().await;
-    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    let (_master, _addr, scheduler, mut events) = started().await;
     let kv = scheduler.kv();
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     let entry = kv.get("present").await.expect("get").expect("present");

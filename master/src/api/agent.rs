@@ -576,7 +576,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queued_registration_hears_heartbeats_while_the_owner_moves_on() {
         let (handle, mut owner) = Handle::unowned();
-        let (reply, mut stream, _tx, _slot) = queued(&handle);
+        let (reply, mut stream, tx, _slot) = queued(&handle);
         assert!(is_heartbeat(&stream.next().await), "the first at once");
         // The owner handles nothing: no more heartbeats.
         let quiet = tokio::time::timeout(QUEUED_HEARTBEAT * 3, stream.next()).await;
@@ -585,11 +585,12 @@ mod tests {
         let beat = tokio::time::timeout(QUEUED_HEARTBEAT * 2, stream.next()).await;
         assert!(beat.as_ref().is_ok_and(is_heartbeat), "{beat:?}");
         reply.send(Ok(7)).expect("waiting");
-        tokio::time::sleep(QUEUED_HEARTBEAT * 2).await;
+        // Admitted: no more heartbeats though the owner moves on (`tx`, the
+        // owner's side, keeps the stream open); dropping it says conn 7 closed.
         handle.count_handled();
-        tokio::time::sleep(QUEUED_HEARTBEAT * 2).await;
-        drop(_tx);
-        // Admitted: no more heartbeats; dropping the stream says conn 7 closed.
+        let after = tokio::time::timeout(QUEUED_HEARTBEAT * 3, stream.next()).await;
+        assert!(after.is_err(), "a heartbeat after the admission: {after:?}");
+        drop(tx);
         drop(stream);
         match owner.recv().await {
             Some(Command::AgentClosed(7)) => {}
