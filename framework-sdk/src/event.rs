@@ -1,5 +1,8 @@
 //! What the driver tells the framework, one event at a time.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use mezzo_proto::v1;
 use tokio::sync::mpsc;
 
@@ -103,20 +106,86 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<Event>,
+    unread: Unread,
 }
 
 impl Events {
-    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
-        Events { rx }
+    pub(crate) fn new(rx: mpsc::Receiver<Event>, unread: Unread) -> Self {
+        Events { rx, unread }
     }
 
-    /// The next event, or `None` once the driver has stopped.
+    /// The next event, or `None` once the driver has stopped. Offers
+    /// rescinded while they waited in the channel are left out (with their
+    /// [`Event::Rescind`]): a framework that falls behind is not handed
+    /// offers it could only be refused.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        loop {
+            if let Some(event) = self.unread.read(self.rx.recv().await?) {
+                return Some(event);
+            }
+        }
     }
 
     /// The next event if one is already waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        loop {
+            if let Some(event) = self.unread.read(self.rx.try_recv().ok()?) {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// The offers in the events channel that the framework has not read yet,
+/// and those of them rescinded since. Shared by the driver, which notes
+/// offers before it queues them and asks here whether a rescind still
+/// needs passing on, and [`Events`], which takes the rescinded ones out.
+/// Both sets hold only offers in the channel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Unread(Arc<Mutex<UnreadOffers>>);
+
+#[derive(Debug, Default)]
+struct UnreadOffers {
+    queued: HashSet<String>,
+    rescinded: HashSet<String>,
+}
+
+impl Unread {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnreadOffers> {
+        // The sets stay consistent whatever panicked while holding them.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The driver is about to queue `offers`.
+    pub(crate) fn queue(&self, offers: &[v1::Offer]) {
+        let mut u = self.lock();
+        u.queued.extend(offers.iter().map(|o| o.offer_id.clone()));
+    }
+
+    /// The master rescinded `offer`: true if the framework still has to be
+    /// told (it may have read the offer); false if the offer is still
+    /// queued, and is now taken out when it is read.
+    pub(crate) fn rescind(&self, offer: &str) -> bool {
+        let mut u = self.lock();
+        if u.queued.remove(offer) {
+            u.rescinded.insert(offer.to_owned());
+            false
+        } else {
+            true
+        }
+    }
+
+    /// `event` as the framework reads it: offers rescinded while queued
+    /// left out, nothing if none is left.
+    fn read(&self, event: Event) -> Option<Event> {
+        let Event::Offers(mut offers) = event else {
+            return Some(event);
+        };
+        let mut u = self.lock();
+        offers.retain(|o| {
+            u.queued.remove(&o.offer_id);
+            !u.rescinded.remove(&o.offer_id)
+        });
+        (!offers.is_empty()).then_some(Event::Offers(offers))
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use crate::calls::{Calls, Link, Session};
 use crate::config::SchedulerConfig;
 use crate::error::SdkError;
-use crate::event::Events;
+use crate::event::{Events, Unread};
 use crate::kv::Kv;
 use crate::suppressed::Suppressed;
 
@@ -74,12 +74,13 @@ impl Scheduler {
         let suppressed = Suppressed::new(&config.framework.roles);
         let calls = Calls::new(session_rx, cmd_tx, config.call_timeout, suppressed);
         let acker = acks::Acker::spawn(calls.clone());
+        let unread = Unread::default();
         run::spawn(
             config,
             calls.clone(),
             acker.clone(),
             session_tx,
-            events_tx,
+            (events_tx, unread.clone()),
             cmd_rx,
             stop_rx,
         );
@@ -88,7 +89,7 @@ impl Scheduler {
             acker,
             stop: Arc::new(stop_tx),
         };
-        (scheduler, Events::new(events_rx))
+        (scheduler, Events::new(events_rx, unread))
     }
 
     /// The framework's id, once the master has assigned (or confirmed) it.

@@ -18,7 +18,7 @@ use super::acks;
 use super::connect::{self, Masters, is_fatal_subscribe_error};
 use crate::calls::{Calls, Client, Command, Link, Session, leader_hint};
 use crate::config::SchedulerConfig;
-use crate::event::Event;
+use crate::event::{Event, Unread};
 
 /// A session that lasted this long was healthy: the next reconnection
 /// starts again from the smallest backoff.
@@ -41,7 +41,7 @@ pub(crate) fn spawn(
     calls: Calls,
     acker: acks::Acker,
     session: watch::Sender<Session>,
-    events: mpsc::Sender<Event>,
+    (events, unread): (mpsc::Sender<Event>, Unread),
     cmds: mpsc::Receiver<Command>,
     stop: watch::Receiver<bool>,
 ) {
@@ -62,6 +62,7 @@ pub(crate) fn spawn(
         calls,
         session,
         events,
+        unread,
         cmds,
     };
     tokio::spawn(async move {
@@ -125,6 +126,8 @@ struct Driver {
     calls: Calls,
     session: watch::Sender<Session>,
     events: mpsc::Sender<Event>,
+    /// Offers queued in `events` and not read yet (a rescind takes one out).
+    unread: Unread,
     cmds: mpsc::Receiver<Command>,
 }
 
@@ -285,8 +288,15 @@ impl Driver {
         match event.event? {
             Wire::Heartbeat(_) => {}
             Wire::Subscribed(_) => debug!("ignoring a repeated Subscribed event"),
-            Wire::Offers(o) => self.emit(Event::Offers(o.offers)).await,
-            Wire::Rescind(r) => self.emit(Event::Rescind { offer_id: r.offer_id }).await,
+            Wire::Offers(o) => {
+                self.unread.queue(&o.offers);
+                self.emit(Event::Offers(o.offers)).await;
+            }
+            Wire::Rescind(r) => {
+                if self.unread.rescind(&r.offer_id) {
+                    self.emit(Event::Rescind { offer_id: r.offer_id }).await;
+                }
+            }
             Wire::Failure(f) if f.executor_id.is_empty() => self.emit(Event::AgentLost { agent_id: f.agent_id }).await,
             Wire::Failure(f) => {
                 let ev = Event::ExecutorLost {

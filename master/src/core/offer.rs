@@ -10,6 +10,34 @@ use mezzo_proto::v1;
 use super::{Master, Offer};
 use crate::error::MasterError;
 
+/// The most an `Offers` event carries, encoded: well under the 4 MiB
+/// frameworks accept in one message. One pass may offer a framework every
+/// agent of a big cluster (40,000 offers are about 8 MiB), and one event
+/// that size failed its stream at every subscription.
+const OFFERS_EVENT_BYTES: usize = mezzo_proto::MAX_MESSAGE_BYTES / 4;
+
+/// `offers` in events of at most [`OFFERS_EVENT_BYTES`] each (an offer
+/// bigger than that alone in one), in order.
+fn in_events(offers: Vec<v1::Offer>) -> Vec<Vec<v1::Offer>> {
+    use prost::Message;
+    let mut events = Vec::new();
+    let (mut event, mut bytes) = (Vec::new(), 0);
+    for offer in offers {
+        // Its field tag and length prefix.
+        let len = offer.encoded_len() + 1 + prost::length_delimiter_len(offer.encoded_len());
+        if !event.is_empty() && bytes + len > OFFERS_EVENT_BYTES {
+            events.push(std::mem::take(&mut event));
+            bytes = 0;
+        }
+        bytes += len;
+        event.push(offer);
+    }
+    if !event.is_empty() {
+        events.push(event);
+    }
+    events
+}
+
 impl Master {
     /// True when something changed since the last allocation pass.
     pub fn allocation_wanted(&self) -> bool {
@@ -102,7 +130,9 @@ impl Master {
         for (fid, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
             self.observed.offered(&fid, &offers);
-            self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
+            for offers in in_events(offers) {
+                self.send_framework(&fid, v1::event::Event::Offers(v1::Offers { offers }));
+            }
         }
         self.counters.allocation_runs += 1;
         self.counters.allocation_nanos += started.elapsed().as_nanos() as u64;
@@ -182,7 +212,12 @@ impl Master {
     }
 
     /// Declines offers; their agents are not offered to this framework
-    /// again for `refuse` (default 5 s).
+    /// again for `refuse` (default 5 s). An offer no longer outstanding
+    /// (rescinded, expired, used) is skipped, as Mesos skips it: a busy
+    /// framework's decline names offers that ran out while it planned, and
+    /// refusing the whole call left every other offer in it held until it
+    /// expired (a 40,000-agent cluster stalled so, every agent offered and
+    /// nothing accepted). Another framework's offer refuses the call.
     pub fn decline(
         &mut self,
         fid: &FrameworkId,
@@ -192,16 +227,21 @@ impl Master {
     ) -> Result<(), MasterError> {
         self.subscribed(fid)?;
         for id in ids {
-            self.owned_offer(fid, id)?;
+            match self.owned_offer(fid, id) {
+                Ok(_) | Err(MasterError::UnknownOffer(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let refuse = refuse.unwrap_or(self.cfg.default_refuse);
         for id in ids {
-            if let Some(offer) = self.rescind_offer(id, false) {
-                self.counters.offers_declined += 1;
-                self.observed.declined(fid);
-                if !refuse.is_zero() {
-                    self.alloc.filter(fid, &offer.agent_id, now + refuse);
-                }
+            let Some(offer) = self.rescind_offer(id, false) else {
+                tracing::debug!(offer = %id, framework = %fid, "declined an offer no longer outstanding");
+                continue;
+            };
+            self.counters.offers_declined += 1;
+            self.observed.declined(fid);
+            if !refuse.is_zero() {
+                self.alloc.filter(fid, &offer.agent_id, now + refuse);
             }
         }
         Ok(())
@@ -294,5 +334,44 @@ pub(super) fn known_roles(info: &v1::FrameworkInfo, roles: &[Role]) -> Result<()
             info.roles.join(", ")
         ))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// An `Offers` event for every agent of a big cluster stays within
+    /// what a framework accepts in one message, split without a loss.
+    #[test]
+    fn offers_for_many_agents_go_in_several_events() {
+        let offer = |i: usize| v1::Offer {
+            offer_id: format!("offer-{i:036}"),
+            framework_id: "f".repeat(36),
+            agent_id: format!("agent-{i:036}"),
+            hostname: "host.example.com".into(),
+            allocation_role: "*".into(),
+            ..Default::default()
+        };
+        let offers: Vec<v1::Offer> = (0..40_000).map(offer).collect();
+        let whole = v1::Offers { offers: offers.clone() }.encoded_len();
+        assert!(whole > OFFERS_EVENT_BYTES, "{whole} bytes fit in one event anyway");
+        let events = in_events(offers.clone());
+        assert!(events.len() > 1);
+        for e in &events {
+            let event = v1::Event {
+                event: Some(v1::event::Event::Offers(v1::Offers { offers: e.clone() })),
+            };
+            assert!(
+                event.encoded_len() <= OFFERS_EVENT_BYTES + 16,
+                "{}",
+                event.encoded_len()
+            );
+        }
+        assert_eq!(events.concat(), offers);
+        assert_eq!(in_events(vec![offer(1)]), [vec![offer(1)]]);
+        assert!(in_events(Vec::new()).is_empty());
     }
 }

@@ -502,6 +502,48 @@ fn calls_before_subscribing_are_refused() {
     ));
 }
 
+/// A decline naming offers that ran out (used, expired) declines the rest
+/// (refusing it whole left them held until they expired); one naming
+/// another framework's offer is refused and changes nothing.
+#[test]
+fn a_decline_skips_offers_no_longer_outstanding() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:1;mem:256");
+    s.agent(AGENT_CONN + 1, "cpus:1;mem:256");
+    let offers: Vec<OfferId> = s.offers().iter().map(oid).collect();
+    assert_eq!(offers.len(), 2);
+    s.m.accept(&f, &offers[..1], vec![launch("t", "cpus:0.5")], None, s.now)
+        .expect("accept");
+    s.run();
+    let stale = offers[0].clone();
+    let good = oid(s.offers().last().expect("the rest offered again"));
+    let gone = OfferId::parse("never-made").expect("id");
+    s.m.decline(&f, &[stale, good.clone(), gone], Some(Duration::from_secs(60)), s.now)
+        .expect("the outstanding ones declined");
+    assert!(!s.m.offers.contains_key(&good));
+    assert!(s.m.offers.contains_key(&offers[1]), "an offer not named stays");
+
+    let info = v1::FrameworkInfo {
+        name: "g".into(),
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN + 1, info, None, Vec::new(), s.now)
+        .expect("subscribe");
+    s.run();
+    let g =
+        s.m.frameworks
+            .keys()
+            .find(|k| **k != f)
+            .expect("second framework")
+            .clone();
+    let err =
+        s.m.decline(&g, std::slice::from_ref(&offers[1]), None, s.now)
+            .expect_err("foreign");
+    assert!(matches!(err, MasterError::ForeignOffer { .. }), "{err}");
+    assert!(s.m.offers.contains_key(&offers[1]), "nothing declined");
+}
+
 /// DESIGN.md "Offers": decline filters keep the agent away for the refuse
 /// time; revive clears them.
 #[test]
