@@ -174,7 +174,19 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_pending_accept_reset_streams(MAX_STREAMS as usize);
+    builder
 }
+
+/// Streams open at once on one HTTP/2 connection (hyper's default), and
+/// streams the client may reset before a busy server took them: h2's
+/// default of 20 closed whole connections of 100 multiplexed agents whose
+/// registrations gave up while a new leader was busy, and every agent on
+/// them had to start over (50 times in one failover of 40,000 agents). A
+/// window's worth still bounds a "rapid reset" flood (CVE-2023-44487).
+const MAX_STREAMS: u32 = 200;
 
 fn with_peer<S, B>(
     service: S,
