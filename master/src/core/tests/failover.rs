@@ -313,3 +313,36 @@ fn recovered_agents_have_the_reregister_timeout_to_come_back() {
         "a recovering agent never came back and was not marked"
     );
 }
+
+/// Issue 17: an agent that came back to a new leader and lost its stream
+/// again while other agents are still to come back has the re-registration
+/// timeout too (it queues behind them); once every agent is back, one
+/// agent's silence again.
+#[test]
+fn an_agent_disconnected_during_the_takeover_has_as_long_to_come_back() {
+    let (mut old, _f) = Sim::with_task();
+    let second = old.agent(AGENT_CONN + 1, "cpus:1;mem:256");
+    let first = old.m.agents.keys().find(|id| **id != second).cloned().expect("agent");
+    let mut s = new_leader(&old);
+    let silence = s.m.agent_silence_limit();
+    assert!(s.m.cfg.agent_reregister_timeout > silence * 2, "the test needs a longer limit");
+    let marked = |s: &Sim, id: &AgentId| s.m.agents[id].status == AgentStatus::Unreachable;
+
+    reregister(&mut s, AGENT_CONN + 1, &second, vec![]);
+    s.m.agent_conn_closed(AGENT_CONN + 1, s.now);
+    s.advance(silence * 2);
+    assert!(
+        !marked(&s, &second),
+        "marked after one agent's silence while another was still to come back"
+    );
+    reregister(&mut s, AGENT_CONN + 2, &second, vec![]);
+
+    // Every agent back: a disconnected one has one agent's silence.
+    reregister(&mut s, AGENT_CONN, &first, vec![]);
+    s.m.agent_conn_closed(AGENT_CONN + 2, s.now);
+    s.advance(silence + Duration::from_secs(1));
+    assert!(
+        marked(&s, &second),
+        "a disconnected agent was not marked after the takeover"
+    );
+}
