@@ -93,6 +93,25 @@ pub async fn registries(addrs: &[String], get: impl AsyncFn(&str, &str) -> Resul
 /// Path of the `mezzo` binary: `$MEZZO_BIN`, else beside the running
 /// executable (a driver such as `target/release/soak`), else next to the
 /// test executable's `deps/` folder (where `cargo build` puts it).
+/// How the master refuses an agent registration `first`: Attach is
+/// answered at once, so the refusal ends the stream (a credential of the
+/// wrong kind is refused at Attach itself). Errors if it is admitted.
+pub async fn attach_refusal(
+    channel: tonic::transport::Channel,
+    first: mezzo_proto::v1::AgentMessage,
+) -> Result<tonic::Status> {
+    let mut client = mezzo_proto::v1::agent_api_client::AgentApiClient::new(channel);
+    let mut inbound = match client.attach(tokio_stream::iter(vec![first])).await {
+        Err(status) => return Ok(status),
+        Ok(answer) => answer.into_inner(),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+        Err(_) => bail!("no answer to the registration within 10 s"),
+        Ok(Err(status)) => Ok(status),
+        Ok(Ok(m)) => bail!("the registration was not refused: {m:?}"),
+    }
+}
+
 pub fn mezzo_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MEZZO_BIN") {
         return PathBuf::from(p);

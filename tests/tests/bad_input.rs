@@ -294,7 +294,6 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
     let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &agent)
         .await
         .map_err(anyhow::Error::msg)?;
-    let mut client = AgentApiClient::new(channel);
     let cases: Vec<(v1::agent_message::Message, &str)> = vec![
         (
             v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {}),
@@ -336,7 +335,7 @@ async fn bad_agent_registrations_are_refused() -> Result<()> {
     ];
     for (first, want) in cases {
         let msg = v1::AgentMessage { message: Some(first) };
-        let err = client.attach(tokio_stream::iter(vec![msg])).await.expect_err(want);
+        let err = mezzo_tests::attach_refusal(channel.clone(), msg).await?;
         ensure!(
             err.code() == Code::InvalidArgument && err.message().contains(want),
             "{want}: {err:?}"

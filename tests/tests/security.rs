@@ -339,19 +339,13 @@ async fn agents_are_bound_to_their_credentials() -> Result<()> {
                 executors: vec![],
             })),
         };
-        let err = AgentApiClient::new(ch.clone())
-            .attach(tokio_stream::iter(vec![rereg]))
-            .await
-            .expect_err("not its id");
+        let err = mezzo_tests::attach_refusal(ch.clone(), rereg).await?;
         ensure!(
             err.code() == Code::PermissionDenied && err.message().contains("belongs to"),
             "{err:?}"
         );
         // An HTTP address that is more than host:port.
-        let err = AgentApiClient::new(ch.clone())
-            .attach(tokio_stream::iter(vec![register("impostor", "127.0.0.1:1/any?")]))
-            .await
-            .expect_err("bad address");
+        let err = mezzo_tests::attach_refusal(ch.clone(), register("impostor", "127.0.0.1:1/any?")).await?;
         ensure!(
             err.code() == Code::InvalidArgument && err.message().contains("host:port"),
             "{err:?}"

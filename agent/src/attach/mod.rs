@@ -218,6 +218,7 @@ async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete
         Ok(Err(status)) => return Err(refused(addr, status)),
         Ok(Ok(response)) => response.into_inner(),
     };
+    deadline = deadline.max(Instant::now() + answered_wait(wait));
 
     let registered = loop {
         match tokio::time::timeout_at(deadline, inbound.next()).await {
@@ -313,6 +314,16 @@ async fn session(deps: &AttachDeps, addr: &str, waits: Waits<'_>, tasks_complete
     }
 }
 
+/// How long to wait for `Registered`, or a heartbeat saying it is queued,
+/// once the master has answered Attach: it answers at once and reads the
+/// registration in turn (a new leader reads a failover's thousands of task
+/// lists one after another, which takes seconds), then says it waits with
+/// heartbeats every 5 s; as long as three of those, or the usual wait if
+/// longer, before starting over at the back.
+pub fn answered_wait(wait: Duration) -> Duration {
+    wait.max(DEFAULT_HEARTBEAT * 3)
+}
+
 /// How long to wait for `Registered` after the master's heartbeat said
 /// the registration is queued (a new leader admits a whole cluster's agents
 /// after a failover): three of its heartbeats, or the usual wait if longer.
@@ -370,5 +381,7 @@ mod tests {
         // No interval named: the default heartbeat's.
         assert_eq!(queued_wait(wait, &hb(0.0)), DEFAULT_HEARTBEAT * 3);
         assert_eq!(queued_wait(wait, &hb(f64::NAN)), DEFAULT_HEARTBEAT * 3);
+        assert_eq!(answered_wait(wait), Duration::from_secs(15));
+        assert_eq!(answered_wait(MAX_REGISTER_WAIT), MAX_REGISTER_WAIT);
     }
 }

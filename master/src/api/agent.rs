@@ -408,62 +408,89 @@ async fn forward(handle: Handle, conn: ConnId, mut inbound: Streaming<v1::AgentM
 impl AgentApi for AgentService {
     type AttachStream = ToAgentStream;
 
+    /// Answered at once, before the registration is read: a new leader
+    /// gets a failover's 40,000 registrations within seconds, and agents
+    /// whose Attach waited behind the others' decoding gave up after 5 s and
+    /// sent their task lists again (26,000 of them in one failover). The
+    /// registration's answer, or its refusal, comes on the stream.
     async fn attach(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ToAgentStream>, Status> {
         let caller = Caller::of(&req);
         // Only an agent's credential may open an agent stream.
         caller.expect_kind(Kind::Agent).map_err(|e| e.status())?;
-        let mut inbound = req.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no registration within 10 s"))?
-            .ok_or_else(|| Status::invalid_argument("stream closed before registration"))??;
-        let hello = hello(first)?;
-        let hostname = match &hello {
-            AgentHello::Register { info, .. } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
-        };
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
-        let handle = self.handle.clone();
-        let owner_tx = tx.clone();
-        let mut answer: Answer = Box::pin(async move {
-            handle
-                .ask(|reply| Command::AgentAttach {
-                    hello,
-                    caller,
-                    tx: owner_tx,
-                    reply,
-                })
-                .await?
-        });
         let slot = SharedSlot::default();
         let stream = ToAgentStream {
             rx,
             slot: slot.clone(),
             handle: self.handle.clone(),
         };
-        let handle = self.handle.clone();
-        match tokio::time::timeout(ANSWER_WITHIN, &mut answer).await {
-            Ok(answer) => {
-                // Answered in time: a refusal is the answer to Attach.
-                let conn = answer?;
-                drop(tx);
-                admitted(&slot, conn);
-                tokio::spawn(check_host(handle.clone(), hostname));
-                tokio::spawn(forward(handle, conn, inbound));
-            }
-            Err(_) => {
-                // Queued behind others (a failover's thousands of agents):
-                // the agent hears so while it waits, instead of giving up
-                // and sending its task list again at the back of the queue.
-                tokio::spawn(async move {
-                    if let Some(conn) = wait_turn(handle.clone(), answer, tx, slot).await {
-                        tokio::spawn(check_host(handle.clone(), hostname));
-                        forward(handle, conn, inbound).await;
-                    }
-                });
-            }
-        }
+        tokio::spawn(register(self.handle.clone(), caller, req.into_inner(), tx, slot));
         Ok(Response::new(stream))
     }
+}
+
+/// Reads an attached agent's registration, has the owner admit it and then
+/// passes its messages on; a refusal ends the stream with its status.
+async fn register(
+    handle: Handle,
+    caller: Caller,
+    mut inbound: Streaming<v1::AgentMessage>,
+    tx: mpsc::Sender<Result<v1::MasterMessage, Status>>,
+    slot: SharedSlot,
+) {
+    if tx.is_closed() {
+        return; // the agent gave up before its turn: nothing to decode
+    }
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+        Err(_) => Err(Status::deadline_exceeded("no registration within 10 s")),
+        Ok(None) => Err(Status::invalid_argument("stream closed before registration")),
+        Ok(Some(first)) => first,
+    };
+    let hello = match first.and_then(|m| hello(m).map_err(Status::from)) {
+        Ok(hello) => hello,
+        Err(status) => {
+            let _ = tx.try_send(Err(status));
+            return;
+        }
+    };
+    let hostname = match &hello {
+        AgentHello::Register { info, .. } | AgentHello::Reregister { info, .. } => info.hostname.clone(),
+    };
+    let owner = handle.clone();
+    let owner_tx = tx.clone();
+    let mut answer: Answer = Box::pin(async move {
+        owner
+            .ask(|reply| Command::AgentAttach {
+                hello,
+                caller,
+                tx: owner_tx,
+                reply,
+            })
+            .await?
+    });
+    let conn = match tokio::time::timeout(ANSWER_WITHIN, &mut answer).await {
+        Ok(Ok(conn)) => {
+            drop(tx);
+            if !admitted(&slot, conn) {
+                handle.notify(Command::AgentClosed(conn));
+                return;
+            }
+            conn
+        }
+        Ok(Err(e)) => {
+            let _ = tx.try_send(Err(e.into()));
+            return;
+        }
+        // Queued behind others (a failover's thousands of agents): the
+        // agent hears so while it waits, instead of giving up and sending
+        // its task list again at the back of the queue.
+        Err(_) => match wait_turn(handle.clone(), answer, tx, slot).await {
+            Some(conn) => conn,
+            None => return,
+        },
+    };
+    tokio::spawn(check_host(handle.clone(), hostname));
+    forward(handle, conn, inbound).await;
 }
 
 pub(crate) fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {

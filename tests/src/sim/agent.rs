@@ -26,7 +26,7 @@ use super::stats::Stats;
 
 // The real agent's limits: `Registered` within 5 s, the wait doubling
 // after each that runs out.
-use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT, queued_wait};
+use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT, answered_wait, queued_wait};
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Statuses kept per task for re-registration, as the real agent.
 const KEPT_STATUSES: usize = 16;
@@ -195,6 +195,7 @@ impl Agent {
             Ok(Err(status)) => return refused(status),
             Ok(Ok(r)) => r.into_inner(),
         };
+        deadline = deadline.max(Instant::now() + answered_wait(wait));
         let registered = loop {
             match tokio::time::timeout_at(deadline, inbound.next()).await {
                 Err(_) => return self.timed_out("no Registered"),
