@@ -468,6 +468,8 @@ fn masters_usage(c: &Cluster) -> String {
             .unwrap_or(0);
         out.push(format!("m{i}: {} MiB, {:.1} s cpu", rss / 1024, cpu_secs(pid)));
     }
+    // The simulator's own, which shares the cores.
+    out.push(format!("sim: {:.1} s cpu", cpu_secs(std::process::id() as i32)));
     format!("[{}]", out.join("; "))
 }
 
