@@ -87,13 +87,17 @@ impl Stats {
     /// How many agents last registered with each master (by master id;
     /// "" for agents not registered yet).
     pub fn masters(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        if let Ok(a) = self.agents.read() {
-            for (_, m) in a.iter() {
-                *out.entry(m.clone()).or_default() += 1;
-            }
+        // Counted under the lock without a copy of each agent's master id:
+        // polled while 40,000 agents re-register, a copy each took a quarter
+        // of the simulator's CPU and held up their registrations' writes.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let Ok(a) = self.agents.read() else {
+            return BTreeMap::new();
+        };
+        for (_, m) in a.iter() {
+            *counts.entry(m.as_str()).or_default() += 1;
         }
-        out
+        counts.into_iter().map(|(m, n)| (m.to_owned(), n)).collect()
     }
 
     /// Attach-to-`Registered` latency: p50, p99 and max, and how many.
