@@ -325,7 +325,10 @@ fn an_agent_disconnected_during_the_takeover_has_as_long_to_come_back() {
     let first = old.m.agents.keys().find(|id| **id != second).cloned().expect("agent");
     let mut s = new_leader(&old);
     let silence = s.m.agent_silence_limit();
-    assert!(s.m.cfg.agent_reregister_timeout > silence * 2, "the test needs a longer limit");
+    assert!(
+        s.m.cfg.agent_reregister_timeout > silence * 2,
+        "the test needs a longer limit"
+    );
     let marked = |s: &Sim, id: &AgentId| s.m.agents[id].status == AgentStatus::Unreachable;
 
     reregister(&mut s, AGENT_CONN + 1, &second, vec![]);
