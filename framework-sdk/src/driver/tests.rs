@@ -1268,3 +1268,65 @@ async fn a_controller_follows_the_tasks_of_an_unreadable_desired_object() {
     );
     scheduler.stop().await;
 }
+
+/// After a subscription the work queue asks the master explicitly only
+/// about the running tasks its implicit reconciliation did not report, and
+/// only once that ended (asking about every task doubled a failover's
+/// answers).
+#[tokio::test]
+async fn the_queue_asks_only_about_tasks_the_implicit_reconciliation_missed() {
+    use crate::WorkQueue;
+    use crate::offers::TaskRequest;
+    use tokio::time::Instant;
+    let (master, _addr, scheduler, mut events) = started().await;
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    let mut q: WorkQueue<u32> = WorkQueue::new("q", crate::RetryPolicy::attempts(1));
+    let request = TaskRequest::new(&mezzo_proto::resources::Resources::parse("cpus:0.1").expect("res"));
+    q.submit(0, request.clone());
+    q.submit(1, request);
+    let offer = v1::Offer {
+        offer_id: "o-1".into(),
+        agent_id: "agent-1".into(),
+        hostname: "h".into(),
+        resources: mezzo_proto::resources::Resources::parse("cpus:1;mem:64")
+            .expect("res")
+            .to_proto(),
+        ..Default::default()
+    };
+    let round = q.offers(&scheduler, vec![offer], |_, t| t, Instant::now()).await;
+    let tasks: Vec<String> = round.launched.iter().map(|l| l.task_id.clone()).collect();
+    assert_eq!(tasks.len(), 2, "{round:?}");
+    let running = |t: &str| status(t, v1::TaskState::TaskRunning, &[]);
+    for t in &tasks {
+        q.update(&running(t), Instant::now());
+    }
+    // The first tick asks about every running task (and then not for ten minutes).
+    q.tick(&scheduler, Instant::now()).await;
+    eventually(&master, "the first reconciliation", |s| s.reconciles.len() == 1).await;
+    assert_eq!(master.seen().reconciles[0].tasks.len(), 2);
+
+    // A new subscription: the implicit reconciliation reports the first task only.
+    q.subscribed();
+    q.update(&running(&tasks[0]), Instant::now());
+    q.tick(&scheduler, Instant::now()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(master.seen().reconciles.len(), 1, "asked before the implicit one ended");
+    q.reconciled();
+    q.tick(&scheduler, Instant::now()).await;
+    eventually(&master, "the explicit reconciliation", |s| s.reconciles.len() == 2).await;
+    let asked: Vec<String> = master.seen().reconciles[1]
+        .tasks
+        .iter()
+        .map(|t| t.task_id.clone())
+        .collect();
+    assert_eq!(asked, [tasks[1].clone()], "only the task not reported");
+
+    // Without `reconciled`, the unreported ones are asked about a minute on.
+    q.subscribed();
+    let now = Instant::now();
+    q.tick(&scheduler, now).await;
+    q.tick(&scheduler, now + Duration::from_secs(61)).await;
+    eventually(&master, "the late reconciliation", |s| s.reconciles.len() == 3).await;
+    assert_eq!(master.seen().reconciles[2].tasks.len(), 2);
+    scheduler.stop().await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mezzo_proto::v1;
 use tokio::time::Instant;
 
-use super::{Cancelling, Change, ItemId, WorkQueue};
+use super::{Cancelling, Change, ItemId, SinceSubscribed, WorkQueue};
 use crate::offers::{Location, plan};
 use crate::{Scheduler, TaskBuilder};
 
@@ -27,12 +27,16 @@ const MAX_PER_ROUND: usize = 4096;
 const MIN_OFFERS_CONSIDERED: usize = 64;
 /// A launch with no update for this long is asked about.
 pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
-/// Every running task is asked about after each subscription (a launch a
-/// dying master accepted but never passed on is then reported, not waited
-/// for forever) and again this often, as Mesos advises. Every 15 s, as it
-/// was, 400,000 running tasks were 27,000 answers a second for the leader:
-/// its cost per launched task grew tenfold past 200,000.
+/// Every running task is asked about this often, as Mesos advises, and
+/// after each subscription those its implicit reconciliation did not report
+/// (a launch a dying master accepted but never passed on is then reported,
+/// not waited for forever). Every 15 s, as it was, 400,000 running tasks
+/// were 27,000 answers a second for the leader: its cost per launched task
+/// grew tenfold past 200,000.
 const RECONCILE_EVERY: Duration = Duration::from_secs(600);
+/// After a subscription, the tasks not reported are asked about this long
+/// after the first tick even if [`WorkQueue::reconciled`] is never called.
+const RECONCILED_WITHIN: Duration = Duration::from_secs(60);
 /// A kill with no end yet is asked for again after this long.
 const KILL_AGAIN: Duration = Duration::from_secs(5);
 /// Kill calls in flight at once.
@@ -163,7 +167,19 @@ impl<T> WorkQueue<T> {
     /// anything waits, and suppresses them if nothing does.
     pub fn subscribed(&mut self) {
         self.suppressed = None;
-        self.next_reconcile = None;
+        self.since_subscribed = Some(SinceSubscribed::default());
+    }
+
+    /// Call on [`Event::Reconciled`](crate::Event::Reconciled): the
+    /// subscription's implicit reconciliation has ended, and the next
+    /// [`WorkQueue::tick`] asks the master only about the running tasks it
+    /// did not report. (Asking about every task, as the queue did, doubled
+    /// a master failover's answers: 400,000 at 400,000 tasks. Without this
+    /// call they are asked about a minute after the subscription.)
+    pub fn reconciled(&mut self) {
+        if let Some(since) = self.since_subscribed.as_mut() {
+            since.reconciled = true;
+        }
     }
 
     /// Cancels items: those waiting end at once (their outcomes are
@@ -232,11 +248,22 @@ impl<T> WorkQueue<T> {
     /// `TASK_DROPPED` and is launched again), and about every running
     /// task after each subscription and every [`RECONCILE_EVERY`].
     fn ask_about_silent(&mut self, scheduler: &Scheduler, now: Instant) {
-        let all = self.next_reconcile.is_none_or(|t| t <= now);
+        let heard = match self.since_subscribed.as_mut() {
+            None => None,
+            Some(since) => {
+                let ask_by = *since.ask_by.get_or_insert(now + RECONCILED_WITHIN);
+                (since.reconciled || ask_by <= now).then(|| std::mem::take(&mut since.heard))
+            }
+        };
+        if heard.is_some() {
+            self.since_subscribed = None;
+        }
+        let all = heard.is_some() || (self.since_subscribed.is_none() && self.next_reconcile.is_none_or(|t| t <= now));
         let mut ask = Vec::new();
         if all {
             self.next_reconcile = Some(now + RECONCILE_EVERY);
-            for task in self.by_task.keys() {
+            let heard = heard.unwrap_or_default();
+            for task in self.by_task.keys().filter(|t| !heard.contains(*t)) {
                 let agent = self.placed.location(task).map(|l| l.agent_id.clone());
                 ask.push((task.clone(), agent.unwrap_or_default()));
             }

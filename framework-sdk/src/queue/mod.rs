@@ -20,7 +20,7 @@
 
 mod io;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,6 +317,22 @@ pub struct WorkQueue<T> {
     suppressed: Option<bool>,
     /// When every running task is next asked about.
     next_reconcile: Option<Instant>,
+    /// Since the last subscription, until its implicit reconciliation
+    /// ended: the tasks reported meanwhile (only the others are then asked
+    /// about).
+    since_subscribed: Option<SinceSubscribed>,
+}
+
+/// What the queue heard between a subscription and the end of its
+/// implicit reconciliation ([`WorkQueue::reconciled`]).
+#[derive(Debug, Default)]
+struct SinceSubscribed {
+    heard: HashSet<String>,
+    /// The implicit reconciliation ended.
+    reconciled: bool,
+    /// When the unheard tasks are asked about anyway (a framework that
+    /// does not call `reconciled`); set by the first tick.
+    ask_by: Option<Instant>,
 }
 
 impl<T> std::fmt::Debug for WorkQueue<T> {
@@ -353,6 +369,7 @@ impl<T> WorkQueue<T> {
             kill_pass: None,
             suppressed: None,
             next_reconcile: None,
+            since_subscribed: None,
         }
     }
 
@@ -524,6 +541,11 @@ impl<T> WorkQueue<T> {
     pub fn update(&mut self, status: &v1::TaskStatus, now: Instant) -> Option<Change<T>> {
         self.placed.observe(status);
         self.unconfirmed.remove(&status.task_id);
+        if let Some(since) = self.since_subscribed.as_mut()
+            && self.by_task.contains_key(&status.task_id)
+        {
+            since.heard.insert(status.task_id.clone());
+        }
         let state = task_state(status)?;
         let id = *self.by_task.get(&status.task_id)?;
         if !state.is_terminal() || state == TaskState::Unreachable {

@@ -72,6 +72,7 @@ pub async fn run(config: SchedulerConfig, tasks: usize, need: &Resources, limit:
                     }
                 }
                 Some(Event::Subscribed { .. }) => queue.subscribed(),
+                Some(Event::Reconciled) => queue.reconciled(),
                 Some(Event::Error { message }) => bail!("framework {name} removed: {message}"),
                 Some(_) => {}
                 None => bail!("framework {name}: the driver stopped"),

@@ -324,6 +324,7 @@ impl State {
             Event::Error { message } => warn!(%message, "the master removed the batch framework"),
             Event::Reconciled => {
                 self.reconciled = true;
+                self.queue.reconciled();
                 if self.hold_until.take().is_some() {
                     info!("reconciliation ended; launching");
                 }
