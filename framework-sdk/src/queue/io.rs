@@ -2,6 +2,7 @@
 //! declining, suppressing and reviving, killing, and asking about
 //! launches that went silent.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use mezzo_proto::v1;
@@ -248,21 +249,19 @@ impl<T> WorkQueue<T> {
     /// `TASK_DROPPED` and is launched again), and about every running
     /// task after each subscription and every [`RECONCILE_EVERY`].
     fn ask_about_silent(&mut self, scheduler: &Scheduler, now: Instant) {
-        let heard = match self.since_subscribed.as_mut() {
-            None => None,
+        // Whether every running task is due to be asked about, but those
+        // the subscription's implicit reconciliation reported.
+        let all = match self.since_subscribed.as_mut() {
             Some(since) => {
                 let ask_by = *since.ask_by.get_or_insert(now + RECONCILED_WITHIN);
                 (since.reconciled || ask_by <= now).then(|| std::mem::take(&mut since.heard))
             }
+            None => self.next_reconcile.is_none_or(|t| t <= now).then(HashSet::new),
         };
-        if heard.is_some() {
-            self.since_subscribed = None;
-        }
-        let all = heard.is_some() || (self.since_subscribed.is_none() && self.next_reconcile.is_none_or(|t| t <= now));
         let mut ask = Vec::new();
-        if all {
+        if let Some(heard) = all {
+            self.since_subscribed = None;
             self.next_reconcile = Some(now + RECONCILE_EVERY);
-            let heard = heard.unwrap_or_default();
             for task in self.by_task.keys().filter(|t| !heard.contains(*t)) {
                 let agent = self.placed.location(task).map(|l| l.agent_id.clone());
                 ask.push((task.clone(), agent.unwrap_or_default()));

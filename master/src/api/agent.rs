@@ -30,8 +30,8 @@ use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// An attach the owner has not answered within this is answered at once,
-/// its registration left waiting for its turn.
+/// A registration the owner has not answered within this hears that it
+/// waits for its turn.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// How often an agent whose registration waits for its turn hears that it
 /// does (a heartbeat before `Registered`).
@@ -313,18 +313,19 @@ fn queued_heartbeat() -> Result<v1::MasterMessage, Status> {
     })
 }
 
-/// An attach answered before the owner's turn came: tells the agent it is
-/// still queued (while the owner moves on at all, so that a wedged owner
-/// does not hold agents forever), and gives up its place when the agent
-/// goes away (the owner then skips it). A refusal ends the stream with
-/// its status, which names the leader as the answer to Attach would.
+/// Waits for the owner's answer to a registration: one not answered within
+/// [`ANSWER_WITHIN`] tells the agent it is still queued, every
+/// [`QUEUED_HEARTBEAT`] (while the owner moves on at all, so that a wedged
+/// owner does not hold agents forever), and gives up its place when the
+/// agent goes away (the owner then skips it). A refusal ends the stream
+/// with its status, which names the leader as the answer to Attach would.
 async fn wait_turn(
     handle: Handle,
     mut answer: Answer,
     tx: mpsc::Sender<Result<v1::MasterMessage, Status>>,
     slot: SharedSlot,
 ) -> Option<ConnId> {
-    let mut beat = tokio::time::interval(QUEUED_HEARTBEAT);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + ANSWER_WITHIN, QUEUED_HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = None;
     let conn = loop {
@@ -458,7 +459,7 @@ async fn register(
     };
     let owner = handle.clone();
     let owner_tx = tx.clone();
-    let mut answer: Answer = Box::pin(async move {
+    let answer: Answer = Box::pin(async move {
         owner
             .ask(|reply| Command::AgentAttach {
                 hello,
@@ -468,26 +469,11 @@ async fn register(
             })
             .await?
     });
-    let conn = match tokio::time::timeout(ANSWER_WITHIN, &mut answer).await {
-        Ok(Ok(conn)) => {
-            drop(tx);
-            if !admitted(&slot, conn) {
-                handle.notify(Command::AgentClosed(conn));
-                return;
-            }
-            conn
-        }
-        Ok(Err(e)) => {
-            let _ = tx.try_send(Err(e.into()));
-            return;
-        }
-        // Queued behind others (a failover's thousands of agents): the
-        // agent hears so while it waits, instead of giving up and sending
-        // its task list again at the back of the queue.
-        Err(_) => match wait_turn(handle.clone(), answer, tx, slot).await {
-            Some(conn) => conn,
-            None => return,
-        },
+    // Queued behind others (a failover's thousands of agents), the agent
+    // hears so while it waits, instead of giving up and sending its task
+    // list again at the back of the queue.
+    let Some(conn) = wait_turn(handle.clone(), answer, tx, slot).await else {
+        return;
     };
     tokio::spawn(check_host(handle.clone(), hostname));
     forward(handle, conn, inbound).await;
@@ -604,7 +590,7 @@ mod tests {
     async fn a_queued_registration_hears_heartbeats_while_the_owner_moves_on() {
         let (handle, mut owner) = Handle::unowned();
         let (reply, mut stream, tx, _slot) = queued(&handle);
-        assert!(is_heartbeat(&stream.next().await), "the first at once");
+        assert!(is_heartbeat(&stream.next().await), "the first after ANSWER_WITHIN");
         // The owner handles nothing: no more heartbeats.
         let quiet = tokio::time::timeout(QUEUED_HEARTBEAT * 3, stream.next()).await;
         assert!(quiet.is_err(), "a heartbeat although the owner is stuck: {quiet:?}");

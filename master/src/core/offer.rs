@@ -19,12 +19,11 @@ const OFFERS_EVENT_BYTES: usize = mezzo_proto::MAX_MESSAGE_BYTES / 4;
 /// `offers` in events of at most [`OFFERS_EVENT_BYTES`] each (an offer
 /// bigger than that alone in one), in order.
 fn in_events(offers: Vec<v1::Offer>) -> Vec<Vec<v1::Offer>> {
-    use prost::Message;
     let mut events = Vec::new();
     let (mut event, mut bytes) = (Vec::new(), 0);
     for offer in offers {
-        // Its field tag and length prefix.
-        let len = offer.encoded_len() + 1 + prost::length_delimiter_len(offer.encoded_len());
+        // As field 1 of `Offers`: its tag, length and body.
+        let len = prost::encoding::message::encoded_len(1, &offer);
         if !event.is_empty() && bytes + len > OFFERS_EVENT_BYTES {
             events.push(std::mem::take(&mut event));
             bytes = 0;
