@@ -324,6 +324,199 @@ fn a_state_snapshot_is_unchanged_by_later_updates_and_writes_the_view() {
     assert_eq!(t1.state, "TASK_RUNNING", "the core moved on");
 }
 
+/// `/state`'s JSON is written by hand for speed (`view::state_json`):
+/// byte for byte what serde writes for the same view, with every optional
+/// field set and unset, strings that need escaping, a completed task and
+/// one on an agent the master no longer knows.
+#[test]
+fn state_json_is_what_serde_writes() {
+    let mut s = Sim::new();
+    let info = v1::FrameworkInfo {
+        name: "f \"quoted\" \\ ünï\ncode\u{1}".into(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    s.m.subscribe(FW_CONN, info, None, Vec::new(), s.now)
+        .expect("subscribe");
+    s.run();
+    let f = s.m.frameworks.keys().next().expect("framework").clone();
+    s.agent(AGENT_CONN, "cpus:4;mem:4096;gpus:2;ports:[31000-31005]");
+    let offers = s.offers();
+    let tasks = vec![
+        validate_task(v1::TaskInfo {
+            task_id: "running".into(),
+            name: "a \"name\" with\tescapes ✓".into(),
+            resources: Resources::parse("cpus:0.5;mem:128;ports:[31000-31001]")
+                .expect("res")
+                .to_proto(),
+            command: Some(v1::CommandInfo {
+                value: "true".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .expect("valid task"),
+        launch("done", "cpus:0.5;mem:128"),
+        launch("healthy", "cpus:0.5;mem:128;gpus:1"),
+    ];
+    s.m.accept(&f, &[oid(&offers[0])], tasks, None, s.now).expect("accept");
+    let mut running = status("running", TaskState::Running, 1);
+    running.message = "tab\there, \"quote\", \u{7f} and 🚀".into();
+    let mut done = status("done", TaskState::Finished, 2);
+    done.exit_code = Some(3);
+    done.reason = v1::StatusReason::ReasonCommandExited as i32;
+    let mut healthy = status("healthy", TaskState::Running, 3);
+    healthy.healthy = Some(false);
+    for st in [running, done, healthy] {
+        let state = TaskState::from_proto(st.state).expect("state");
+        s.m.status_update(AGENT_CONN, f.clone(), st, state, s.now)
+            .expect("update");
+    }
+    s.run();
+    let agent = s.m.agents.keys().next().expect("agent").clone();
+    let done = TaskId::parse("done").expect("id");
+    s.m.acknowledge(&f, &agent, &done, &[2; 16]).expect("ack");
+    s.run();
+    s.m.agent_usage(
+        AGENT_CONN,
+        vec![super::usage::ContainerUsage {
+            framework_id: f.clone(),
+            task_id: TaskId::parse("healthy").expect("id"),
+            usage: super::usage::Usage {
+                cpu_time_secs: 0.125,
+                memory_rss_bytes: 1 << 40,
+                memory_cache_bytes: 7,
+                pids: 2,
+            },
+        }],
+        s.now,
+    );
+    // A task whose agent is gone from every table shows an empty hostname.
+    let fw = s.m.frameworks.get_mut(&f).expect("framework");
+    let running = TaskId::parse("running").expect("id");
+    std::sync::Arc::make_mut(fw.tasks.get_mut(&running).expect("task")).agent_id =
+        AgentId::parse("0b0e28ba-2fa1-11d2-883f-0016d3cca427-S9").expect("id");
+    let snapshot = s.m.state_snapshot(true);
+    let ours = snapshot.clone().to_json().expect("ours");
+    let view = snapshot.into_view();
+    assert_eq!(view.completed_tasks.len(), 1, "{view:?}");
+    assert!(view.tasks.iter().any(|t| t.healthy == Some(false) && t.usage.is_some()));
+    assert!(view.tasks.iter().any(|t| t.agent_hostname.is_empty()));
+    let theirs = serde_json::to_vec(&view).expect("serde");
+    assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+}
+
+/// What writing `/state` costs at scale (issue 17), without the network:
+/// `cargo test --release -p mezzo-master --lib state_json_at_scale --
+/// --ignored --nocapture` (`MEZZO_STATE_AGENTS`, ten running tasks each;
+/// default 40,000: 400,000 tasks).
+#[test]
+#[ignore = "a measurement, run by hand in release"]
+fn state_json_at_scale() {
+    let agents: usize = std::env::var("MEZZO_STATE_AGENTS").map_or(40_000, |v| v.parse().expect("a number"));
+    let mut s = Sim::new();
+    let f = s.framework();
+    for a in 0..agents {
+        let info = AgentDescription {
+            hostname: format!("host-{a}.rack-{}.example.com", a / 40),
+            http_address: format!("10.0.{}.{}:5051", a / 250, a % 250),
+            resources: mezzo_proto::reservation::ReservedResources::parse("cpus:16;mem:65536").expect("res"),
+            attributes: vec![],
+        };
+        let hello = AgentHello::Register {
+            info,
+            registration: None,
+        };
+        s.m.agent_attach(AGENT_CONN + a as ConnId, hello, None, s.now)
+            .expect("attach");
+        s.m.take_effects().into_iter().for_each(|e| {
+            if let Effect::Propose(op) = e {
+                s.m.apply(op, s.now);
+            }
+        });
+    }
+    s.m.allocate_if_needed(s.now);
+    let offers: Vec<(OfferId, String)> =
+        s.m.take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::ToFramework(_, ev) => match ev.event {
+                    Some(v1::event::Event::Offers(o)) => Some(o.offers),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .flatten()
+            .map(|o| (oid(&o), o.agent_id))
+            .collect();
+    assert_eq!(offers.len(), agents);
+    let started = Instant::now();
+    for (n, (offer, _)) in offers.iter().enumerate() {
+        let tasks = (0..10)
+            .map(|i| launch(&format!("job-{n}.task-{i}"), "cpus:0.1;mem:32"))
+            .collect();
+        s.m.accept(&f, std::slice::from_ref(offer), tasks, None, s.now)
+            .expect("accept");
+    }
+    for (n, (_, agent)) in offers.iter().enumerate() {
+        let conn = AGENT_CONN + n as ConnId;
+        assert!(!agent.is_empty());
+        for i in 0..10 {
+            let st = status(&format!("job-{n}.task-{i}"), TaskState::Running, 1);
+            s.m.status_update(conn, f.clone(), st, TaskState::Running, s.now)
+                .expect("update");
+        }
+    }
+    let _ = s.m.take_effects();
+    println!("{} tasks on {agents} agents in {:.2?}", agents * 10, started.elapsed());
+    for offset in [0, 5000] {
+        let q = view::TaskFilter {
+            limit: Some(50),
+            offset: Some(offset),
+            ..Default::default()
+        }
+        .check()
+        .expect("query");
+        let mut times: Vec<Duration> = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(view::tasks(&s.m, &q).items.len(), 50);
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        println!("tasks page at {offset}: p50 {:.2?}, max {:.2?}", times[10], times[19]);
+    }
+    for _ in 0..3 {
+        let t = Instant::now();
+        let snapshot = s.m.state_snapshot(true);
+        let taken = t.elapsed();
+        // Buffers handed on and dropped, as the HTTP body sends them.
+        struct Sent(usize, Vec<u8>);
+        impl view::state::JsonSink for Sent {
+            fn take(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
+                self.0 += buf.len();
+                if self.1.is_empty() {
+                    self.1 = buf;
+                }
+                Ok(())
+            }
+        }
+        let mut out = Sent(0, Vec::new());
+        snapshot.write_json(&mut out).expect("json");
+        println!(
+            "snapshot {taken:.2?}, written {:.2?}: {:.1} MB",
+            t.elapsed() - taken,
+            out.0 as f64 / 1e6
+        );
+        if std::env::var_os("MEZZO_STATE_SHOW").is_some() {
+            let text = String::from_utf8_lossy(&out.1);
+            let at = text.find("\"tasks\":[").expect("tasks");
+            println!("{}", &text[at..at + 1200]);
+        }
+    }
+}
+
 /// A cluster bigger than the agent heartbeat budget is told to heartbeat
 /// more rarely (whole seconds, announced at once in the next heartbeat and
 /// in `Registered`), and an agent may then be silent for three intervals

@@ -15,14 +15,11 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::view::state::StateSnapshot;
+use crate::core::view::state::{JsonSink, StateSnapshot};
 use crate::error::MasterError;
 use crate::runtime::Handle;
 
 type Reply = oneshot::Sender<Result<Written, MasterError>>;
-
-/// Bytes handed to the readers at a time.
-const CHUNK: usize = 512 * 1024;
 
 /// The way to the task that answers `/state`.
 #[derive(Debug, Clone)]
@@ -100,7 +97,6 @@ pub(crate) struct Written {
 
 /// The writing end of a [`Written`].
 struct ChunkWriter {
-    buf: Vec<u8>,
     chunks: Arc<Mutex<Vec<Bytes>>>,
     ready: usize,
     progress: watch::Sender<Progress>,
@@ -111,7 +107,6 @@ impl Written {
         let chunks = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = watch::channel(Progress::Writing(0));
         let writer = ChunkWriter {
-            buf: Vec::with_capacity(CHUNK),
             chunks: chunks.clone(),
             ready: 0,
             progress: tx,
@@ -146,20 +141,9 @@ impl Written {
 }
 
 impl ChunkWriter {
-    fn publish(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.chunks.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
-        self.ready += 1;
-        self.progress.send_replace(Progress::Writing(self.ready));
-    }
-
-    fn finish(mut self, result: Result<(), String>) {
+    fn finish(self, result: Result<(), String>) {
         match result {
             Ok(()) => {
-                self.publish();
                 self.progress.send_replace(Progress::Done(self.ready));
             }
             Err(e) => {
@@ -170,16 +154,18 @@ impl ChunkWriter {
     }
 }
 
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK {
-            self.publish();
+impl JsonSink for ChunkWriter {
+    /// Each buffer is a chunk of the body as it is (the writer hands over
+    /// about 256 KiB at a time).
+    fn take(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
+        if !buf.is_empty() {
+            self.chunks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Bytes::from(buf));
+            self.ready += 1;
+            self.progress.send_replace(Progress::Writing(self.ready));
         }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -196,11 +182,14 @@ mod tests {
     async fn readers_get_the_chunks_as_they_are_written() {
         let (written, mut writer) = Written::new();
         let early = tokio::spawn(written.clone().into_stream().collect::<Vec<_>>());
+        const CHUNK: usize = 1000;
         let body: Vec<u8> = (0..3 * CHUNK + 10).map(|i| (i % 251) as u8).collect();
-        std::io::Write::write_all(&mut writer, &body[..CHUNK + 5]).expect("write");
+        writer.take(body[..CHUNK + 5].to_vec()).expect("write");
         let late = tokio::spawn(written.into_stream().collect::<Vec<_>>());
         tokio::task::yield_now().await;
-        std::io::Write::write_all(&mut writer, &body[CHUNK + 5..]).expect("write");
+        writer.take(body[CHUNK + 5..2 * CHUNK].to_vec()).expect("write");
+        writer.take(Vec::new()).expect("nothing to write");
+        writer.take(body[2 * CHUNK..].to_vec()).expect("write");
         writer.finish(Ok(()));
         for reader in [early, late] {
             let got: Vec<u8> = (reader.await.expect("reader").into_iter())
@@ -209,7 +198,7 @@ mod tests {
             assert!(got == body, "{} bytes read of {}", got.len(), body.len());
         }
         let (written, mut writer) = Written::new();
-        std::io::Write::write_all(&mut writer, &body).expect("write");
+        writer.take(body.clone()).expect("write");
         writer.finish(Err("no".into()));
         let got: Vec<_> = written.into_stream().collect().await;
         assert!(

@@ -21,6 +21,7 @@ pub mod overview;
 pub mod pages;
 pub mod roles;
 pub mod state;
+mod state_json;
 pub mod why;
 
 use std::borrow::Cow;
