@@ -493,7 +493,7 @@ fn state_json_at_scale() {
         let taken = t.elapsed();
         // Buffers handed on and dropped, as the HTTP body sends them.
         struct Sent(usize, Vec<u8>);
-        impl view::state::JsonSink for Sent {
+        impl view::JsonSink for Sent {
             fn take(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
                 self.0 += buf.len();
                 if self.1.is_empty() {

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::view::state::{JsonSink, StateSnapshot};
+use crate::core::view::JsonSink;
+use crate::core::view::state::StateSnapshot;
 use crate::error::MasterError;
 use crate::runtime::Handle;
 

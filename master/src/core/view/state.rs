@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::StateName;
 use super::roles::AllocationView;
-pub use super::state_json::JsonSink;
 use crate::core::usage::{AgentUsage, Usage};
 use crate::core::volumes::VolumeView;
 use crate::core::{AgentStatus, Counters, Master, Task};
@@ -326,7 +325,10 @@ impl StateSnapshot {
     /// Runs `f` on the snapshot as it is written: the tasks sorted by
     /// launch (then framework and id), the completed ones as the core
     /// keeps them.
-    fn with_lists<R>(self, f: impl FnOnce(StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> R) -> R {
+    pub(super) fn with_lists<R>(
+        self,
+        f: impl FnOnce(StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> R,
+    ) -> R {
         let StateSnapshot {
             head,
             mut tasks,
@@ -369,19 +371,7 @@ impl StateSnapshot {
         })
     }
 
-    /// `/state` as JSON.
-    pub fn to_json(self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::new();
-        self.write_json(&mut out)?;
-        Ok(out)
-    }
-
-    /// `/state` as JSON, handed to `out` as it is made.
-    pub fn write_json(self, out: impl JsonSink) -> Result<(), serde_json::Error> {
-        self.with_lists(|v| super::state_json::write(out, v))
-    }
-
-    /// `/state` as read back.
+    /// `/state` as read back (`to_json` writes it as JSON).
     pub fn into_view(self) -> StateView {
         self.with_lists(|v| {
             let list = |l: TaskList<'_>| l.views().map(TaskView::owned).collect();

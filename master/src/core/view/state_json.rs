@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use mezzo_proto::resources::Resources;
 use serde::Serialize;
 
-use super::state::{AgentView, FrameworkView, StateView, TaskList, borrowed_view};
+use super::state::{AgentView, FrameworkView, StateSnapshot, StateView, TaskList, borrowed_view};
 use crate::core::Task;
 
 /// Written JSON is handed on in buffers of about this many bytes.
@@ -44,8 +44,22 @@ impl JsonSink for Vec<u8> {
     }
 }
 
+impl StateSnapshot {
+    /// `/state` as JSON.
+    pub fn to_json(self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_json(&mut out)?;
+        Ok(out)
+    }
+
+    /// `/state` as JSON, handed to `out` as it is made.
+    pub fn write_json(self, out: impl JsonSink) -> Result {
+        self.with_lists(|v| write(out, v))
+    }
+}
+
 /// `v` as JSON, in [`StateView`]'s field order.
-pub(super) fn write(out: impl JsonSink, v: StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> Result {
+fn write(out: impl JsonSink, v: StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> Result {
     let mut w = Writer {
         buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
         out,
