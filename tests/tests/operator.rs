@@ -383,6 +383,58 @@ async fn followers_redirect_the_dashboard_and_api_to_the_leader() -> Result<()> 
     result.with_context(|| c.logs())
 }
 
+/// `/state` is gzipped for a reader that accepts it (compressed once per
+/// batch for all of them) and plain for the others, in the same batch;
+/// both read as the same leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_gzipped_for_readers_that_accept_it() -> Result<()> {
+    let c = Cluster::start(ClusterSpec::default()).await?;
+    let result = async {
+        let leader = c.wait_leader().await?;
+        c.wait_master("every agent registered", |s| {
+            s["agents"].as_array().is_some_and(|a| a.len() == c.agents.len())
+        })
+        .await?;
+        let url = c.url(&c.masters[leader].addr, "/state");
+        let ask = |encoding: Option<&'static str>| {
+            let mut r = c.http().get(&url);
+            if let Some(e) = encoding {
+                r = r.header("accept-encoding", e);
+            }
+            r.send()
+        };
+        let encoding = |r: &reqwest::Response| {
+            let h = r.headers().get("content-encoding");
+            h.and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        let (a, b, plain) = tokio::join!(ask(Some("gzip")), ask(Some("br;q=1, GZIP;q=0.5")), ask(None));
+        let plain = plain?;
+        ensure!(plain.status() == 200 && encoding(&plain).is_none(), "{plain:?}");
+        let plain: Value = plain.json().await?;
+        for r in [a?, b?] {
+            ensure!(r.status() == 200 && encoding(&r).as_deref() == Some("gzip"), "{r:?}");
+            let body = r.bytes().await?;
+            let mut json = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut json)?;
+            ensure!(json.len() > 2 * body.len(), "{} bytes from {}", json.len(), body.len());
+            let v: Value = serde_json::from_slice(&json)?;
+            ensure!(
+                v["master_id"] == plain["master_id"] && v["agents"] == plain["agents"],
+                "{v}"
+            );
+        }
+        for refused in ["gzip;q=0", "identity", "*"] {
+            let r = ask(Some(refused)).await?;
+            ensure!(encoding(&r).is_none(), "{refused}: {r:?}");
+            let v: Value = r.json().await?;
+            ensure!(v["master_id"] == plain["master_id"], "{refused}");
+        }
+        Ok(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// Runs `mezzo ARGS` against the cluster as `who`; returns exit code,
 /// stdout and stderr.
 async fn mezzo(c: &Cluster, args: &[&str], who: As<'_>) -> Result<(i32, String, String)> {

@@ -4,7 +4,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use crate::core::Master;
 use crate::core::view::{self, Page, TaskFilter};
 use crate::error::MasterError;
 use crate::history::Sample;
+use crate::http::state_reads::Encoding;
 use crate::raft::RaftStatus;
 
 fn bad_query(e: QueryRejection) -> Response {
@@ -31,17 +32,44 @@ async fn read<T: Serialize + Send + 'static>(
 }
 
 /// `/state`: the whole leader (a follower redirects, in plain text),
-/// written off the owner task and shared by concurrent readers.
-pub(super) async fn state(State(s): State<HttpState>) -> Response {
-    match s.state.get().await {
-        Ok(json) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            axum::body::Body::from_stream(json.into_stream()),
-        )
-            .into_response(),
+/// written off the owner task and shared by concurrent readers; gzipped
+/// for a reader that accepts it.
+pub(super) async fn state(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    let encoding = if accepts_gzip(&headers) {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    };
+    match s.state.get(encoding).await {
+        Ok(json) => {
+            let mut r = axum::body::Body::from_stream(json.into_stream()).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            if encoding == Encoding::Gzip {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
+        }
         Err(e @ MasterError::Internal(_)) => error(e, "/state"),
         Err(e) => to_leader(e, "/state"),
     }
+}
+
+/// Whether `Accept-Encoding` names gzip with a weight above zero
+/// (RFC 9110 12.5.3; `*` is not taken as gzip).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    (headers.get_all(header::ACCEPT_ENCODING).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let weight = parts
+                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
+            name.eq_ignore_ascii_case("gzip") && weight.is_some_and(|q| q > 0.0)
+        })
 }
 
 /// `/api/v1/overview`: the leader's overview with this master's Raft view
@@ -171,4 +199,34 @@ pub(super) async fn why_task(State(s): State<HttpState>, u: OriginalUri, Path(ti
         Err(e) => return error(e.into(), ""),
     };
     read(&s, path_of(&u), move |m| view::why_task(m, &tid)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_taken_only_when_accepted_with_a_weight() {
+        let accepts = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).expect("header"));
+            accepts_gzip(&h)
+        };
+        for yes in ["gzip", "GZip", "deflate, gzip", "br;q=1, gzip;q=0.5", "gzip ; q=0.001"] {
+            assert!(accepts(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "*",
+            "gzip;q=0",
+            "gzip;q=0.0",
+            "gzip;q=nope",
+            "x-gzip",
+            "deflate",
+        ] {
+            assert!(!accepts(no), "{no}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

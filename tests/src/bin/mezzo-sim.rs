@@ -64,6 +64,10 @@ struct Args {
     /// Clients reading `/state` in a loop during the second half of the load.
     #[arg(long, default_value_t = 10)]
     pollers: usize,
+    /// Read `/state` plain (by default the readers ask for it gzipped, as
+    /// `curl --compressed` does, and decompress it).
+    #[arg(long)]
+    plain_state: bool,
     /// Cut every n-th agent off for the partition phase (0: no partition).
     #[arg(long, default_value_t = 10)]
     partition_every: usize,
@@ -141,7 +145,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     let mut fws = Vec::new();
     let mut rates = Vec::new();
     for (round, readers) in [(0, 0), (1, args.pollers)] {
-        let polling = Pollers::start(c, readers).await?;
+        let polling = Pollers::start(c, readers, !args.plain_state).await?;
         let from = Stats::get(&stats.launched);
         fws.extend((0..args.frameworks).map(|f| {
             let config = c.sdk_config(&format!("sim-fw-{round}-{f}"));
@@ -169,7 +173,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
 
     // 3. Operator reads, once the leader has worked through the load.
     settle(c).await?;
-    read_state(c, args.state_reads).await?;
+    read_state(c, args.state_reads, !args.plain_state).await?;
     read_pages(c).await?;
     println!("alloc     {}", allocation(c).await?);
 
@@ -224,7 +228,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             .map(|t| t.iter().filter(|t| t["state"] != "TASK_RUNNING").count())
             .unwrap_or_default();
         println!("          tasks not running after the failover: {troubled}");
-        read_state(c, args.state_reads).await?;
+        read_state(c, args.state_reads, !args.plain_state).await?;
     }
     for f in fws {
         f.abort();
@@ -290,7 +294,7 @@ struct Pollers {
 }
 
 impl Pollers {
-    async fn start(c: &Cluster, n: usize) -> Result<Pollers> {
+    async fn start(c: &Cluster, n: usize, gzip: bool) -> Result<Pollers> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let url = c.url(&c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr, "/state");
         let mut tasks = Vec::new();
@@ -301,7 +305,7 @@ impl Pollers {
                 let mut times = Vec::new();
                 while !*stopped.borrow() {
                     let t = Instant::now();
-                    let read = match http.get(&url).send().await {
+                    let read = match state_request(&http, &url, gzip).send().await {
                         Ok(r) if r.status().is_success() => read_body(r).await.is_ok(),
                         _ => false,
                     };
@@ -429,39 +433,67 @@ async fn partition(c: &Cluster, agents: &Agents, n: usize, every: usize) -> Resu
 }
 
 /// `/state` from the leader, `n` times: p50, max and the body's size.
-async fn read_state(c: &Cluster, n: usize) -> Result<()> {
+async fn read_state(c: &Cluster, n: usize, gzip: bool) -> Result<()> {
     let leader = c.wait_leader_within(LEADER_WAIT).await?;
     let addr = c.masters[leader].addr.clone();
     let http = leader_client(c)?;
     let url = c.url(&addr, "/state");
     let mut times = Vec::new();
-    let mut size = 0;
+    let (mut size, mut sent) = (0, 0);
     for _ in 0..n.max(1) {
         let t = Instant::now();
-        size = read_body(http.get(&url).send().await?.error_for_status()?).await?;
+        (size, sent) = read_body(state_request(&http, &url, gzip).send().await?.error_for_status()?).await?;
         times.push(t.elapsed());
     }
     times.sort();
     println!(
-        "state     /state x{}: p50 {:.2?} max {:.2?}, {:.1} MB  {}",
+        "state     /state x{}: p50 {:.2?} max {:.2?}, {:.1} MB ({:.1} MB sent)  {}",
         times.len(),
         times[times.len() / 2],
         times[times.len() - 1],
         size as f64 / 1e6,
+        sent as f64 / 1e6,
         masters_usage(c)
     );
     Ok(())
 }
 
-/// Reads a body to its end as it comes, as `curl -o /dev/null` or a
-/// streaming parser does (gathering 200 MB into one buffer cost the
-/// simulator more than the master took to send it): its size.
-async fn read_body(mut r: reqwest::Response) -> Result<usize> {
-    let mut size = 0;
-    while let Some(chunk) = r.chunk().await? {
-        size += chunk.len();
+/// A GET of `/state`, asking for it gzipped if `gzip`.
+fn state_request(http: &reqwest::Client, url: &str, gzip: bool) -> reqwest::RequestBuilder {
+    let r = http.get(url);
+    if gzip { r.header("accept-encoding", "gzip") } else { r }
+}
+
+/// Reads a body to its end as it comes, decompressed if it is gzipped, as
+/// `curl --compressed -o /dev/null` or a streaming parser does (gathering
+/// 200 MB into one buffer cost the simulator more than the master took to
+/// send it): its size, and the size sent.
+async fn read_body(mut r: reqwest::Response) -> Result<(usize, usize)> {
+    /// Counts what is written to it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    Ok(size)
+    let gzipped = r.headers().get("content-encoding").is_some_and(|v| v == "gzip");
+    let mut sent = 0;
+    let mut gz = flate2::write::GzDecoder::new(Count(0));
+    let mut plain = 0;
+    while let Some(chunk) = r.chunk().await? {
+        sent += chunk.len();
+        if gzipped {
+            std::io::Write::write_all(&mut gz, &chunk)?;
+        } else {
+            plain += chunk.len();
+        }
+    }
+    let size = if gzipped { gz.finish()?.0 } else { plain };
+    Ok((size, sent))
 }
 
 /// Each live master's resident memory and CPU time so far.
