@@ -2,11 +2,13 @@
 //! while a snapshot is being written waits for the next one, and every
 //! read waiting then shares it. The snapshot is taken on the owner task
 //! (a pointer per task, see [`StateSnapshot`]) and written to JSON on the
-//! blocking pool, so ten clients polling a big cluster cost about what
-//! one does and never hold the owner task while JSON is written.
+//! blocking pool, so ten clients polling a big cluster write it once
+//! between them and never hold the owner task while JSON is written.
+//! Each is still sent its own copy through TLS: the readers that accept
+//! gzip share one compressed copy ([`Compressor`]), a tenth of the bytes.
 //!
 //! The JSON is sent as it is written, in chunks ([`Written`]): writing
-//! 400,000 tasks (190 MB) and sending them over TLS overlap instead of
+//! 400,000 tasks (186 MB) and sending them over TLS overlap instead of
 //! following each other.
 
 use std::sync::{Arc, Mutex, PoisonError};
