@@ -633,9 +633,20 @@ if sys.argv[1:] == ['linger']:
     };
 
     let (first, _) = run_in("", true);
-    // The ended container's namespace is lent again (once its socket
-    // counts have settled).
-    let reused = (0..20).any(|_| run_in("", true).0 == first);
+    // The ended container's namespace is lent again (once its init's exit
+    // reached the launcher and its socket counts settled: under a loaded
+    // test run that took longer than 20 containers, so up to 10 s).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reused = std::iter::from_fn(|| {
+        (std::time::Instant::now() < until).then(|| {
+            let again = run_in("", true).0 == first;
+            if !again {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            again
+        })
+    })
+    .any(|again| again);
     assert!(reused, "no container got the first one's network namespace again");
     // Without a view a task as uid 0 could change the namespace's sysctls:
     // never lent one (cookies are never reused, so a new one is new).
