@@ -170,6 +170,14 @@ impl Written {
 }
 
 impl ChunkWriter {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.chunks.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
+            self.ready += 1;
+            self.progress.send_replace(Progress::Writing(self.ready));
+        }
+    }
+
     fn finish(self, result: Result<(), String>) {
         match result {
             Ok(()) => {
@@ -179,16 +187,6 @@ impl ChunkWriter {
                 tracing::error!(error = %e, "writing /state failed");
                 self.progress.send_replace(Progress::Failed);
             }
-        }
-    }
-}
-
-impl ChunkWriter {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.chunks.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
-            self.ready += 1;
-            self.progress.send_replace(Progress::Writing(self.ready));
         }
     }
 }

@@ -84,7 +84,7 @@ fn write(out: impl JsonSink, v: StateView<TaskList<'_>, &[AgentView], &[Framewor
     w.next("allocation", &v.allocation)?;
     w.next("volumes", &v.volumes)?;
     w.buf.push(b'}');
-    w.flush()
+    w.out.take(w.buf).map_err(serde_json::Error::io)
 }
 
 /// What consecutive rows often share, kept from the last row: the
