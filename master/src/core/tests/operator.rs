@@ -2,7 +2,7 @@
 //! operator kill and teardown, pending reports, events and history.
 
 use super::*;
-use crate::core::observe::{ClusterEvent, PendingTask};
+use crate::core::observe::{ClusterEvent, PRUNE_EVERY, PendingTask};
 
 /// A drained agent gets no new offers and its outstanding ones are
 /// rescinded; tasks at the deadline are killed; reactivating offers again.
@@ -208,6 +208,71 @@ fn pending_reports_offer_figures_and_history() {
     )
     .expect("ack");
     assert_eq!(s.m.observed.unacked(), 0);
+}
+
+/// The histories of tasks the core forgot are swept away, and a sweep
+/// waits for as many launches as half the histories kept: with many
+/// tasks known, sweeping every few thousand launches walked them all
+/// again and again.
+#[test]
+fn forgotten_histories_are_swept_at_a_constant_cost_per_launch() {
+    let (mut s, f) = Sim::with_task();
+    s.run();
+    let agent = s.m.agents.keys().next().expect("agent").clone();
+    let t = TaskId::parse("t").expect("id");
+    let id = |i: usize| TaskId::parse(&format!("gone-{i}")).expect("id");
+    // Launches of tasks the core then forgot (never in its tables).
+    for i in 0..3 * PRUNE_EVERY {
+        s.m.note_task_added(&f, &id(i), &agent);
+    }
+    let kept = s.m.observed.history.len();
+    assert!(kept <= PRUNE_EVERY + 1, "{kept} histories kept");
+    assert!(
+        s.m.observed.history.contains_key(&(f.clone(), t.clone())),
+        "a known task keeps its history"
+    );
+    assert_eq!(s.m.observed.sweeps, 3);
+
+    // 4 × PRUNE_EVERY tasks known: a sweep waits for a third as many
+    // launches, not PRUNE_EVERY.
+    let task = s.m.frameworks[&f].tasks[&t].clone();
+    let known = 4 * PRUNE_EVERY;
+    for i in 0..known {
+        let tid = TaskId::parse(&format!("known-{i}")).expect("id");
+        let mut more = (*task).clone();
+        more.id = tid.clone();
+        s.m.frameworks
+            .get_mut(&f)
+            .expect("framework")
+            .tasks
+            .insert(tid.clone(), Arc::new(more));
+        s.m.note_task_added(&f, &tid, &agent);
+    }
+    s.m.prune_ops();
+    let before = s.m.observed.sweeps;
+    let due = (known + 1) / 3;
+    for i in 0..due - 100 {
+        s.m.note_task_added(&f, &id(i), &agent);
+    }
+    assert_eq!(
+        s.m.observed.sweeps,
+        before,
+        "{} histories kept",
+        s.m.observed.history.len()
+    );
+    for i in 0..200 {
+        s.m.note_task_added(&f, &id(known + i), &agent);
+    }
+    assert_eq!(s.m.observed.sweeps, before + 1);
+    let gone = (s.m.observed.history.keys())
+        .filter(|(_, t)| t.as_str().starts_with("gone-"))
+        .count();
+    assert!(gone <= 200, "{gone} forgotten histories kept after a sweep");
+    assert_eq!(
+        s.m.observed.history.len(),
+        known + 1 + gone,
+        "every known task keeps its history"
+    );
 }
 
 /// An agent whose host name does not resolve from the master is flagged in
