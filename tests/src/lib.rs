@@ -331,7 +331,16 @@ impl Default for ClusterSpec {
 /// Seconds of CPU (user + system) process `pid` has used, with those of
 /// the children it waited for when `children` (for the benchmarks).
 pub fn cpu_seconds(pid: i32, children: bool) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"), children)
+}
+
+/// The calling thread's CPU time so far (user and system), in seconds.
+pub fn thread_cpu_seconds() -> Result<f64> {
+    stat_cpu_seconds("/proc/thread-self/stat", false)
+}
+
+fn stat_cpu_seconds(path: &str, children: bool) -> Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
     // After the command's closing parenthesis: fields 3.. of proc(5).
     let rest = stat.rsplit_once(')').context("stat")?.1;
     let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();

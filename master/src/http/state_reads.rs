@@ -1,9 +1,10 @@
 //! `/state` in batches, as Mesos 1.7 answers it: a read that arrives
 //! while a snapshot is being written waits for the next one, and every
 //! read waiting then shares it. The snapshot is taken on the owner task
-//! (a pointer per task, see [`StateSnapshot`]) and written to JSON on the
-//! blocking pool, so ten clients polling a big cluster write it once
-//! between them and never hold the owner task while JSON is written.
+//! (a pointer per task, see [`StateSnapshot`]) and written to JSON on a
+//! thread of its own at a lower priority, so ten clients polling a big
+//! cluster write it once between them, never hold the owner task while
+//! JSON is written, and wait when the cores are busy scheduling.
 //! Each is still sent its own copy through TLS: the readers that accept
 //! gzip share one compressed copy ([`Compressor`]), a tenth of the bytes.
 //!
@@ -94,18 +95,41 @@ async fn answer(handle: Handle, mut rx: mpsc::Receiver<Reply>) {
         }
         let mut sink = Tee {
             plain: plain.map(|(_, writer)| writer),
-            gzip: gzip.map(|(_, writer)| Compressor::start(writer)),
+            gzip: gzip.and_then(|(_, writer)| Compressor::start(writer)),
         };
         // The next batch starts once this one is written.
-        let done = tokio::task::spawn_blocking(move || {
+        let (done, written) = oneshot::channel();
+        let spawned = behind("state-writer", move || {
             let result = snapshot.write_json(&mut sink);
             sink.finish(result.map_err(|e| e.to_string()));
-        })
-        .await;
-        if let Err(e) = done {
-            tracing::error!(error = %e, "writing /state failed");
+            let _ = done.send(());
+        });
+        if spawned.is_err() || written.await.is_err() {
+            tracing::error!("writing /state failed: its thread could not start or panicked");
         }
     }
+}
+
+/// How much lower than the cluster's own work `/state` is written and
+/// compressed (added to those threads' nice value): about a tenth of a busy
+/// thread's share of a saturated core. Ten clients polling `/state` of
+/// 400,000 tasks in a loop would otherwise take as much CPU as the
+/// scheduling they read about; this way they wait longer for it instead.
+const READ_NICE: i32 = 10;
+
+/// Runs `work` on a thread of its own, [`READ_NICE`] below the master's
+/// priority (Linux sets the nice value per thread). A thread of the blocking pool would keep the
+/// lower priority for whatever it ran next.
+fn behind<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        if let Err(e) = rustix::process::nice(READ_NICE) {
+            tracing::debug!(error = %e, "cannot lower the /state writer's priority");
+        }
+        work()
+    })
 }
 
 /// How far the writer is: chunks ready, and whether it is done.
@@ -239,10 +263,12 @@ struct Compressor {
 }
 
 impl Compressor {
-    fn start(mut out: ChunkWriter) -> Compressor {
+    /// None if its thread cannot start: `out` is dropped then, and its
+    /// readers are told the writer stopped.
+    fn start(mut out: ChunkWriter) -> Option<Compressor> {
         // A few chunks may wait: memory stays bounded if it falls behind.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
-        let thread = std::thread::spawn(move || {
+        let thread = behind("state-gzip", move || {
             let result = (|| {
                 let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
                 for chunk in rx {
@@ -256,7 +282,13 @@ impl Compressor {
             })();
             (out, result)
         });
-        Compressor { tx, thread }
+        match thread {
+            Ok(thread) => Some(Compressor { tx, thread }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start compressing /state");
+                None
+            }
+        }
     }
 
     fn send(&self, chunk: Bytes) {
@@ -313,6 +345,19 @@ mod tests {
         );
     }
 
+    /// `/state` is written and compressed below the owner's priority.
+    #[test]
+    fn writers_run_behind_the_cluster_s_work() {
+        let here = rustix::process::getpriority_process(None).expect("priority");
+        let there = behind("test", || rustix::process::getpriority_process(None).expect("priority"))
+            .expect("spawn")
+            .join()
+            .expect("join");
+        assert_eq!(there, (here + READ_NICE).min(19));
+        let after = rustix::process::getpriority_process(None).expect("priority");
+        assert_eq!(after, here, "the caller's thread keeps its priority");
+    }
+
     /// The gzip readers' body is the JSON compressed; a failed write
     /// fails it too.
     #[tokio::test]
@@ -323,7 +368,7 @@ mod tests {
         let (written, writer) = Written::new();
         let mut tee = Tee {
             plain: None,
-            gzip: Some(Compressor::start(writer)),
+            gzip: Compressor::start(writer),
         };
         for part in body.chunks(100_000) {
             tee.take(part.to_vec()).expect("write");
@@ -341,7 +386,7 @@ mod tests {
         let (written, writer) = Written::new();
         let tee = Tee {
             plain: None,
-            gzip: Some(Compressor::start(writer)),
+            gzip: Compressor::start(writer),
         };
         tee.finish(Err("no".into()));
         let got: Vec<_> = written.into_stream().collect().await;

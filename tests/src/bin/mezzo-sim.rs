@@ -65,7 +65,8 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     pollers: usize,
     /// Read `/state` plain (by default the readers ask for it gzipped, as
-    /// `curl --compressed` does, and decompress it).
+    /// `curl --compressed` does; the timed reads decompress it, the
+    /// pollers read it to its end as it is sent).
     #[arg(long)]
     plain_state: bool,
     /// Cut every n-th agent off for the partition phase (0: no partition).
@@ -290,50 +291,70 @@ impl Probe {
 /// Clients reading `/state` from the leader in a loop.
 struct Pollers {
     stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    thread: Option<std::thread::JoinHandle<(Vec<Duration>, f64)>>,
 }
 
 impl Pollers {
+    /// `n` clients reading `/state` in a loop, on a thread of their own:
+    /// they stand for clients on other machines, so they read each body
+    /// to its end (the master's cost) without decompressing it (a
+    /// client's own cost, which here would take the simulated cluster's
+    /// cores); the timed reads after the load decompress theirs.
     async fn start(c: &Cluster, n: usize, gzip: bool) -> Result<Pollers> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let url = c.url(&c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr, "/state");
-        let mut tasks = Vec::new();
-        for _ in 0..n {
-            let http = leader_client(c)?;
-            let (url, stopped) = (url.clone(), stopped.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut times = Vec::new();
-                while !*stopped.borrow() {
-                    let t = Instant::now();
-                    let read = match state_request(&http, &url, gzip).send().await {
-                        Ok(r) if r.status().is_success() => read_body(r).await.is_ok(),
-                        _ => false,
-                    };
-                    if read {
-                        times.push(t.elapsed());
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                times
-            }));
+        if n == 0 {
+            return Ok(Pollers { stop, thread: None });
         }
-        Ok(Pollers { stop, tasks })
+        let url = c.url(&c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr, "/state");
+        let clients = (0..n).map(|_| leader_client(c)).collect::<Result<Vec<_>>>()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("sim-pollers".into()).spawn(move || {
+            let pollers = clients.into_iter().map(|http| {
+                let (url, stopped) = (url.clone(), stopped.clone());
+                async move {
+                    let mut times = Vec::new();
+                    while !*stopped.borrow() {
+                        let t = Instant::now();
+                        let read = match state_request(&http, &url, gzip).send().await {
+                            Ok(r) if r.status().is_success() => drain(r).await.is_ok(),
+                            _ => false,
+                        };
+                        if read {
+                            times.push(t.elapsed());
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    times
+                }
+            });
+            let times = runtime.block_on(futures::future::join_all(pollers)).concat();
+            (times, mezzo_tests::thread_cpu_seconds().unwrap_or_default())
+        })?;
+        Ok(Pollers {
+            stop,
+            thread: Some(thread),
+        })
     }
 
-    /// Stops them; says how many reads they made and how long those took.
+    /// Stops them; says how many reads they made, how long those took and
+    /// the CPU the clients took.
     async fn stop(self) -> String {
         self.stop.send_replace(true);
-        let mut times = Vec::new();
-        for t in self.tasks {
-            times.extend(t.await.unwrap_or_default());
-        }
+        let Some(thread) = self.thread else {
+            return String::new();
+        };
+        let (mut times, cpu) = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         if times.is_empty() {
             return String::new();
         }
         times.sort();
         format!(
-            " ({} reads, p50 {:.2?}, max {:.2?})",
+            " ({} reads, p50 {:.2?}, max {:.2?}; the clients {cpu:.1} s cpu)",
             times.len(),
             times[times.len() / 2],
             times[times.len() - 1]
@@ -462,6 +483,15 @@ async fn read_state(c: &Cluster, n: usize, gzip: bool) -> Result<()> {
 fn state_request(http: &reqwest::Client, url: &str, gzip: bool) -> reqwest::RequestBuilder {
     let r = http.get(url);
     if gzip { r.header("accept-encoding", "gzip") } else { r }
+}
+
+/// Reads a body to its end as it comes, as it is sent (compressed or not).
+async fn drain(mut r: reqwest::Response) -> Result<usize> {
+    let mut sent = 0;
+    while let Some(chunk) = r.chunk().await? {
+        sent += chunk.len();
+    }
+    Ok(sent)
 }
 
 /// Reads a body to its end as it comes, decompressed if it is gzipped, as
