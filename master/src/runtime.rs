@@ -166,6 +166,10 @@ pub const OPERATOR_EVENTS: usize = 16_384;
 /// The longest an allocation pass is put off after the last one.
 const MAX_ALLOCATION_GAP: Duration = Duration::from_millis(100);
 
+/// The room (16 MiB) the list of a turn's effects keeps between turns: a
+/// heartbeat to each of 20,000 agents fits.
+const KEPT_EFFECTS: usize = (16 << 20) / std::mem::size_of::<Effect>();
+
 /// A cloneable way to talk to the owner task.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -296,6 +300,9 @@ struct Runtime {
     /// Where to send clients while not leading.
     leader: Option<String>,
     clients: Clients,
+    /// The effects of the turn being delivered; emptied and handed back
+    /// to the core, room kept (see [`Master::swap_effects`]).
+    effects: Vec<Effect>,
     events: broadcast::Sender<ClusterEvent>,
     /// Commands handled (see [`Handle::handled`]).
     handled: Arc<AtomicU64>,
@@ -341,6 +348,7 @@ pub fn spawn(
             kv_waiting: HashMap::new(),
             next_kv_request: rand::random::<u64>() >> 1,
         },
+        effects: Vec::new(),
     };
     let handle = Handle {
         tx,
@@ -488,11 +496,14 @@ impl Runtime {
             }
             // The next turn builds events only if someone follows them.
             core.set_events_watched(self.events.receiver_count() > 0);
-            let effects = core.take_effects();
-            if effects.is_empty() {
+            core.swap_effects(&mut self.effects);
+            if self.effects.is_empty() {
                 return;
             }
-            let (closed_fw, closed_agents) = self.clients.deliver(effects, &self.raft);
+            let (closed_fw, closed_agents) = self.clients.deliver(&mut self.effects, &self.raft);
+            // A turn far bigger than usual (a failover's registrations)
+            // does not keep its room for ever.
+            self.effects.shrink_to(KEPT_EFFECTS);
             let now = Instant::now();
             // `deliver` has dropped their senders already.
             for conn in closed_fw {
@@ -693,10 +704,11 @@ impl Clients {
     /// Sends the effects on their way; answers the streams that are
     /// closed or not reading (framework conns, agent conns), which the
     /// core must be told of.
-    fn deliver(&mut self, effects: Vec<Effect>, raft: &RaftHandle) -> (Vec<ConnId>, Vec<ConnId>) {
+    /// Sends `effects` on, leaving it empty.
+    fn deliver(&mut self, effects: &mut Vec<Effect>, raft: &RaftHandle) -> (Vec<ConnId>, Vec<ConnId>) {
         let mut closed_fw = Vec::new();
         let mut closed_agents = Vec::new();
-        for e in effects {
+        for e in effects.drain(..) {
             match e {
                 // A stream that takes no more is dropped at once: the rest
                 // of the batch skips it (one line, not one per event).
@@ -862,15 +874,16 @@ mod tests {
                 interval_secs: 1.0,
             })),
         };
-        let effects = vec![
+        let mut effects = vec![
             Effect::ToFramework(1, event()),
             Effect::ToFramework(1, event()),
             Effect::ToAgent(2, beat()),
             Effect::ToFramework(1, event()),
             Effect::ToAgent(2, beat()),
         ];
-        let (fw, agents) = clients.deliver(effects, &RaftHandle::detached());
+        let (fw, agents) = clients.deliver(&mut effects, &RaftHandle::detached());
         assert_eq!((fw, agents), (vec![1], vec![2]));
+        assert!(effects.is_empty(), "every effect delivered");
         assert!(clients.frameworks.is_empty() && clients.agents.is_empty());
     }
 
