@@ -13,6 +13,7 @@
 //! following each other.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use std::io::Write;
 
@@ -66,7 +67,11 @@ impl StateReads {
 }
 
 async fn answer(handle: Handle, mut rx: mpsc::Receiver<Reply>) {
+    let mut not_before = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
+        // After a batch that waited for the cores, readers wait too (and
+        // those arriving meanwhile join them).
+        tokio::time::sleep_until(not_before).await;
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
@@ -99,15 +104,41 @@ async fn answer(handle: Handle, mut rx: mpsc::Receiver<Reply>) {
         };
         // The next batch starts once this one is written.
         let (done, written) = oneshot::channel();
+        let began = tokio::time::Instant::now();
         let spawned = behind("state-writer", move || {
             let result = snapshot.write_json(&mut sink);
-            sink.finish(result.map_err(|e| e.to_string()));
-            let _ = done.send(());
+            let cpu = thread_cpu();
+            let gzip_cpu = sink.finish(result.map_err(|e| e.to_string()));
+            let _ = done.send(cpu.max(gzip_cpu));
         });
-        if spawned.is_err() || written.await.is_err() {
-            tracing::error!("writing /state failed: its thread could not start or panicked");
+        match written.await {
+            Ok(cpu) if spawned.is_ok() => {
+                if let Some(wait) = backoff(began.elapsed(), cpu) {
+                    tracing::debug!(?wait, ?cpu, "/state waited for the cores: the next batch waits as long");
+                    not_before = tokio::time::Instant::now() + wait;
+                }
+            }
+            _ => tracing::error!("writing /state failed: its thread could not start or panicked"),
         }
     }
+}
+
+/// How long the next batch waits after one that took `wall` to write
+/// with `cpu` on its busiest thread: none on a leader with cores to
+/// spare (reads follow each other at once), as long as it took when the
+/// writer, below everything else, waited for them. Clients polling in a
+/// loop then take at most about half of what the scheduling leaves.
+fn backoff(wall: Duration, cpu: Duration) -> Option<Duration> {
+    (wall > cpu * 3 / 2 + Duration::from_millis(100)).then(|| wall.min(MAX_BACKOFF))
+}
+
+/// The longest wait [`backoff`] imposes.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// How much lower than the cluster's own work `/state` is written and
@@ -245,13 +276,16 @@ impl JsonSink for Tee {
 }
 
 impl Tee {
-    fn finish(self, result: Result<(), String>) {
-        if let Some(gzip) = self.gzip {
-            gzip.finish(result.clone());
-        }
+    /// Ends the batch; the compressor's CPU time (zero without one).
+    fn finish(self, result: Result<(), String>) -> Duration {
+        let cpu = match self.gzip {
+            Some(gzip) => gzip.finish(result.clone()),
+            None => Duration::ZERO,
+        };
         if let Some(plain) = self.plain {
             plain.finish(result);
         }
+        cpu
     }
 }
 
@@ -259,7 +293,7 @@ impl Tee {
 /// (two cores: compressing does not lengthen the write).
 struct Compressor {
     tx: std::sync::mpsc::SyncSender<Bytes>,
-    thread: std::thread::JoinHandle<(ChunkWriter, std::io::Result<()>)>,
+    thread: std::thread::JoinHandle<(ChunkWriter, std::io::Result<()>, Duration)>,
 }
 
 impl Compressor {
@@ -280,7 +314,7 @@ impl Compressor {
                 out.push(Bytes::from(gz.finish()?));
                 Ok(())
             })();
-            (out, result)
+            (out, result, thread_cpu())
         });
         match thread {
             Ok(thread) => Some(Compressor { tx, thread }),
@@ -296,11 +330,18 @@ impl Compressor {
         let _ = self.tx.send(chunk);
     }
 
-    fn finish(self, result: Result<(), String>) {
+    /// Ends the batch; the compressor's CPU time.
+    fn finish(self, result: Result<(), String>) -> Duration {
         drop(self.tx);
         match self.thread.join() {
-            Ok((out, compressed)) => out.finish(result.and(compressed.map_err(|e| e.to_string()))),
-            Err(_) => tracing::error!("compressing /state panicked"),
+            Ok((out, compressed, cpu)) => {
+                out.finish(result.and(compressed.map_err(|e| e.to_string())));
+                cpu
+            }
+            Err(_) => {
+                tracing::error!("compressing /state panicked");
+                Duration::ZERO
+            }
         }
     }
 }
@@ -356,6 +397,21 @@ mod tests {
         assert_eq!(there, (here + READ_NICE).min(19));
         let after = rustix::process::getpriority_process(None).expect("priority");
         assert_eq!(after, here, "the caller's thread keeps its priority");
+    }
+
+    /// A batch whose writer had the cores it wanted is followed at once;
+    /// one that waited for them makes the next wait as long, up to a cap.
+    #[test]
+    fn a_batch_that_waited_for_the_cores_holds_the_next_back() {
+        let ms = Duration::from_millis;
+        assert_eq!(backoff(ms(800), ms(700)), None, "an idle leader");
+        assert_eq!(backoff(ms(100), ms(10)), None, "a small cluster");
+        assert_eq!(backoff(ms(3000), ms(700)), Some(ms(3000)));
+        assert_eq!(backoff(Duration::from_secs(60), ms(700)), Some(MAX_BACKOFF));
+        // The clock is the thread's own: sleeping costs none of it.
+        let before = thread_cpu();
+        std::thread::sleep(ms(50));
+        assert!(thread_cpu() - before < ms(20));
     }
 
     /// The gzip readers' body is the JSON compressed; a failed write
