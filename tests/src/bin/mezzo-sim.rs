@@ -167,9 +167,13 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             masters_usage(c)
         );
     }
+    // The halves differ in more than the pollers (the second starts with
+    // half the tasks placed and twice the frameworks): the pollers' own
+    // effect is the second half against a run with `--pollers 0`.
     println!(
-        "          launch rate under /state polling: {:.0}% of the rate without",
-        100.0 * rates[1] / rates[0]
+        "          second half at {:.0}% of the first's rate (with {} pollers; compare a run with --pollers 0)",
+        100.0 * rates[1] / rates[0],
+        args.pollers
     );
 
     // 3. Operator reads, once the leader has worked through the load.
@@ -397,8 +401,12 @@ async fn allocation(c: &Cluster) -> Result<String> {
     let nanos = value("mezzo_master_allocation_nanoseconds");
     let quick = value("mezzo_master_allocation_run_seconds_bucket{le=\"0.1\"}");
     let all = value("mezzo_master_allocation_run_seconds_count");
+    // Updates and acknowledgements beyond two per task are resends.
+    let updates = value("mezzo_master_status_updates_total");
+    let held = value("mezzo_master_status_update_resends_held_total");
+    let acks = value("mezzo_master_acknowledgements_total");
     Ok(format!(
-        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s",
+        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s; {updates:.0} status updates ({held:.0} resends answered by the master), {acks:.0} acknowledgements",
         nanos / runs.max(1.0) / 1e6,
         all - quick
     ))
