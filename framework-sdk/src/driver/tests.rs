@@ -1269,6 +1269,52 @@ async fn a_controller_follows_the_tasks_of_an_unreadable_desired_object() {
     scheduler.stop().await;
 }
 
+/// A launch with no update is asked about after 10 s, then after twice
+/// as long each time: a leader behind on its updates is not asked about
+/// every waiting launch every 10 s.
+#[tokio::test]
+async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
+    use crate::WorkQueue;
+    use crate::offers::TaskRequest;
+    use tokio::time::Instant;
+    let (master, _addr, scheduler, mut events) = started().await;
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    let mut q: WorkQueue<u32> = WorkQueue::new("q", crate::RetryPolicy::attempts(1));
+    let request = TaskRequest::new(&mezzo_proto::resources::Resources::parse("cpus:0.1").expect("res"));
+    q.submit(0, request.clone());
+    q.submit(1, request);
+    let offer = v1::Offer {
+        offer_id: "o-1".into(),
+        agent_id: "agent-1".into(),
+        hostname: "h".into(),
+        resources: mezzo_proto::resources::Resources::parse("cpus:1;mem:64")
+            .expect("res")
+            .to_proto(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let round = q.offers(&scheduler, vec![offer], |_, t| t, t0).await;
+    assert_eq!(round.launched.len(), 2, "{round:?}");
+    // The first tick is the periodic reconciliation of every task.
+    q.tick(&scheduler, t0).await;
+    eventually(&master, "the periodic reconciliation", |s| s.reconciles.len() == 1).await;
+    let asked = |n: usize| master.seen().reconciles.get(n).map(|r| r.tasks.len());
+    let s = Duration::from_secs;
+    for (at, reconciles) in [(9, 1), (10, 2), (29, 2), (30, 3), (69, 3), (70, 4)] {
+        q.tick(&scheduler, t0 + s(at)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(master.seen().reconciles.len(), reconciles, "{at} s after the launch");
+    }
+    assert_eq!(asked(3), Some(2), "both unconfirmed launches asked about");
+    // An update confirms a launch: it is not asked about again.
+    let first = round.launched[0].task_id.clone();
+    q.update(&status(&first, v1::TaskState::TaskRunning, &[]), t0 + s(71));
+    q.tick(&scheduler, t0 + s(150)).await;
+    eventually(&master, "the fourth question", |s| s.reconciles.len() == 5).await;
+    assert_eq!(asked(4), Some(1));
+    scheduler.stop().await;
+}
+
 /// After a subscription the work queue asks the master explicitly only
 /// about the running tasks its implicit reconciliation did not report, and
 /// only once that ended (asking about every task doubled a failover's

@@ -26,8 +26,15 @@ const MAX_PER_ROUND: usize = 4096;
 /// framework tens of thousands of agents at once; the rest are declined
 /// at once (for `REFUSE_WAITING`), so other frameworks get them.
 const MIN_OFFERS_CONSIDERED: usize = 64;
-/// A launch with no update for this long is asked about.
+/// A launch with no update for this long is asked about; then again
+/// after twice as long each time, up to [`UNCONFIRMED_AT_MOST`] (the
+/// backoff Mesos advises for reconciliation). Asked every 10 s, a leader
+/// more than 10 s behind on updates was asked about every launch still
+/// waiting in its queues, again and again: more work for a leader
+/// already behind.
 pub const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
+/// The longest wait between two questions about one unconfirmed launch.
+const UNCONFIRMED_AT_MOST: Duration = Duration::from_secs(320);
 /// Every running task is asked about this often, as Mesos advises, and
 /// after each subscription those its implicit reconciliation did not report
 /// (a launch a dying master accepted but never passed on is then reported,
@@ -245,8 +252,8 @@ impl<T> WorkQueue<T> {
     }
 
     /// Asks the master about launches that have had no update for
-    /// [`UNCONFIRMED_AFTER`] (one that never reached it comes back
-    /// `TASK_DROPPED` and is launched again), and about every running
+    /// [`UNCONFIRMED_AFTER`], then twice as long each time (one that never
+    /// reached it comes back `TASK_DROPPED` and is launched again), and about every running
     /// task after each subscription and every [`RECONCILE_EVERY`].
     fn ask_about_silent(&mut self, scheduler: &Scheduler, now: Instant) {
         // Whether every running task is due to be asked about, but those
@@ -267,10 +274,12 @@ impl<T> WorkQueue<T> {
                 ask.push((task.clone(), agent.unwrap_or_default()));
             }
         } else {
-            for (task, (agent, since)) in &mut self.unconfirmed {
-                if now.saturating_duration_since(*since) >= UNCONFIRMED_AFTER {
-                    *since = now;
-                    ask.push((task.clone(), agent.clone()));
+            for (task, u) in &mut self.unconfirmed {
+                let wait = (UNCONFIRMED_AFTER * 2u32.saturating_pow(u.asked)).min(UNCONFIRMED_AT_MOST);
+                if now.saturating_duration_since(u.since) >= wait {
+                    u.since = now;
+                    u.asked = u.asked.saturating_add(1);
+                    ask.push((task.clone(), u.agent.clone()));
                 }
             }
         }

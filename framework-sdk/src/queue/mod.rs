@@ -284,6 +284,16 @@ struct Item<T> {
     stage: Stage,
 }
 
+/// A launch not yet confirmed by an update (see [`UNCONFIRMED_AFTER`]).
+#[derive(Debug, Clone)]
+struct Unconfirmed {
+    agent: String,
+    /// When it was launched, or last asked about.
+    since: Instant,
+    /// How often it was asked about.
+    asked: u32,
+}
+
 /// Items, their tasks and their places. See the module documentation.
 pub struct WorkQueue<T> {
     name: String,
@@ -302,10 +312,11 @@ pub struct WorkQueue<T> {
     deadlines: BTreeSet<(Instant, ItemId)>,
     /// Current task id -> item.
     by_task: HashMap<String, ItemId>,
-    /// Launched tasks with no update yet, with their agent and when they
-    /// were last asked about: a launch whose answer was lost may never
-    /// have reached the master, and only a reconciliation tells.
-    unconfirmed: HashMap<String, (String, Instant)>,
+    /// Launched tasks with no update yet, with their agent, when they were
+    /// launched or last asked about, and how often they were asked: a
+    /// launch whose answer was lost may never have reached the master, and
+    /// only a reconciliation tells.
+    unconfirmed: HashMap<String, Unconfirmed>,
     /// Kills asked for and not yet confirmed by an end, with when each was
     /// last sent (`None`: not yet).
     kills: HashMap<String, Option<Instant>>,
@@ -531,7 +542,14 @@ impl<T> WorkQueue<T> {
             since: now,
             kill: None,
         };
-        self.unconfirmed.insert(task_id.clone(), (agent, now));
+        self.unconfirmed.insert(
+            task_id.clone(),
+            Unconfirmed {
+                agent,
+                since: now,
+                asked: 0,
+            },
+        );
         self.by_task.insert(task_id, id);
     }
 
