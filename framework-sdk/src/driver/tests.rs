@@ -1269,18 +1269,10 @@ async fn a_controller_follows_the_tasks_of_an_unreadable_desired_object() {
     scheduler.stop().await;
 }
 
-/// A launch with no update is asked about after 10 s, then after twice
-/// as long each time: a leader behind on its updates is not asked about
-/// every waiting launch every 10 s.
-#[tokio::test]
-async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
-    use crate::WorkQueue;
-    use crate::offers::TaskRequest;
-    use tokio::time::Instant;
-    let (master, _addr, scheduler, mut events) = started().await;
-    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
-    let mut q: WorkQueue<u32> = WorkQueue::new("q", crate::RetryPolicy::attempts(1));
-    let request = TaskRequest::new(&mezzo_proto::resources::Resources::parse("cpus:0.1").expect("res"));
+/// A work queue that launched two tasks on one offer at `now`; their ids.
+async fn two_launched(scheduler: &Scheduler, now: tokio::time::Instant) -> (crate::WorkQueue<u32>, Vec<String>) {
+    let mut q: crate::WorkQueue<u32> = crate::WorkQueue::new("q", crate::RetryPolicy::attempts(1));
+    let request = crate::offers::TaskRequest::new(&mezzo_proto::resources::Resources::parse("cpus:0.1").expect("res"));
     q.submit(0, request.clone());
     q.submit(1, request);
     let offer = v1::Offer {
@@ -1292,9 +1284,22 @@ async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
             .to_proto(),
         ..Default::default()
     };
+    let round = q.offers(scheduler, vec![offer], |_, t| t, now).await;
+    let tasks: Vec<String> = round.launched.iter().map(|l| l.task_id.clone()).collect();
+    assert_eq!(tasks.len(), 2, "{round:?}");
+    (q, tasks)
+}
+
+/// A launch with no update is asked about after 10 s, then after twice
+/// as long each time: a leader behind on its updates is not asked about
+/// every waiting launch every 10 s.
+#[tokio::test]
+async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
+    use tokio::time::Instant;
+    let (master, _addr, scheduler, mut events) = started().await;
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
     let t0 = Instant::now();
-    let round = q.offers(&scheduler, vec![offer], |_, t| t, t0).await;
-    assert_eq!(round.launched.len(), 2, "{round:?}");
+    let (mut q, tasks) = two_launched(&scheduler, t0).await;
     // The first tick is the periodic reconciliation of every task.
     q.tick(&scheduler, t0).await;
     eventually(&master, "the periodic reconciliation", |s| s.reconciles.len() == 1).await;
@@ -1307,8 +1312,7 @@ async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
     }
     assert_eq!(asked(3), Some(2), "both unconfirmed launches asked about");
     // An update confirms a launch: it is not asked about again.
-    let first = round.launched[0].task_id.clone();
-    q.update(&status(&first, v1::TaskState::TaskRunning, &[]), t0 + s(71));
+    q.update(&status(&tasks[0], v1::TaskState::TaskRunning, &[]), t0 + s(71));
     q.tick(&scheduler, t0 + s(150)).await;
     eventually(&master, "the fourth question", |s| s.reconciles.len() == 5).await;
     assert_eq!(asked(4), Some(1));
@@ -1321,27 +1325,10 @@ async fn the_queue_asks_about_unconfirmed_launches_with_backoff() {
 /// answers).
 #[tokio::test]
 async fn the_queue_asks_only_about_tasks_the_implicit_reconciliation_missed() {
-    use crate::WorkQueue;
-    use crate::offers::TaskRequest;
     use tokio::time::Instant;
     let (master, _addr, scheduler, mut events) = started().await;
     assert_eq!(next(&mut events).await, subscribed("fw-1", false));
-    let mut q: WorkQueue<u32> = WorkQueue::new("q", crate::RetryPolicy::attempts(1));
-    let request = TaskRequest::new(&mezzo_proto::resources::Resources::parse("cpus:0.1").expect("res"));
-    q.submit(0, request.clone());
-    q.submit(1, request);
-    let offer = v1::Offer {
-        offer_id: "o-1".into(),
-        agent_id: "agent-1".into(),
-        hostname: "h".into(),
-        resources: mezzo_proto::resources::Resources::parse("cpus:1;mem:64")
-            .expect("res")
-            .to_proto(),
-        ..Default::default()
-    };
-    let round = q.offers(&scheduler, vec![offer], |_, t| t, Instant::now()).await;
-    let tasks: Vec<String> = round.launched.iter().map(|l| l.task_id.clone()).collect();
-    assert_eq!(tasks.len(), 2, "{round:?}");
+    let (mut q, tasks) = two_launched(&scheduler, Instant::now()).await;
     let running = |t: &str| status(t, v1::TaskState::TaskRunning, &[]);
     for t in &tasks {
         q.update(&running(t), Instant::now());
