@@ -12,10 +12,9 @@
 //! 400,000 tasks (186 MB) and sending them over TLS overlap instead of
 //! following each other.
 
+use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-use std::io::Write;
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -105,20 +104,22 @@ async fn answer(handle: Handle, mut rx: mpsc::Receiver<Reply>) {
         // The next batch starts once this one is written.
         let (done, written) = oneshot::channel();
         let began = tokio::time::Instant::now();
-        let spawned = behind("state-writer", move || {
+        // A thread that cannot start drops `done` (and the writers, so
+        // the readers are told); one that panics too.
+        let _ = behind("state-writer", move || {
             let result = snapshot.write_json(&mut sink);
             let cpu = thread_cpu();
             let gzip_cpu = sink.finish(result.map_err(|e| e.to_string()));
             let _ = done.send(cpu.max(gzip_cpu));
         });
         match written.await {
-            Ok(cpu) if spawned.is_ok() => {
+            Ok(cpu) => {
                 if let Some(wait) = backoff(began.elapsed(), cpu) {
                     tracing::debug!(?wait, ?cpu, "/state waited for the cores: the next batch waits as long");
                     not_before = tokio::time::Instant::now() + wait;
                 }
             }
-            _ => tracing::error!("writing /state failed: its thread could not start or panicked"),
+            Err(_) => tracing::error!("writing /state failed: its thread could not start or panicked"),
         }
     }
 }
@@ -149,8 +150,8 @@ fn thread_cpu() -> Duration {
 const READ_NICE: i32 = 10;
 
 /// Runs `work` on a thread of its own, [`READ_NICE`] below the master's
-/// priority (Linux sets the nice value per thread). A thread of the blocking pool would keep the
-/// lower priority for whatever it ran next.
+/// priority (Linux sets the nice value per thread). A thread of the
+/// blocking pool would keep the lower priority for whatever it ran next.
 fn behind<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> T + Send + 'static,

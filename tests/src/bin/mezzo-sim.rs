@@ -401,7 +401,8 @@ async fn allocation(c: &Cluster) -> Result<String> {
     let nanos = value("mezzo_master_allocation_nanoseconds");
     let quick = value("mezzo_master_allocation_run_seconds_bucket{le=\"0.1\"}");
     let all = value("mezzo_master_allocation_run_seconds_count");
-    // Updates and acknowledgements beyond two per task are resends.
+    // A task's launch brings about two updates and their acknowledgements;
+    // the rest are resends.
     let updates = value("mezzo_master_status_updates_total");
     let held = value("mezzo_master_status_update_resends_held_total");
     let acks = value("mezzo_master_acknowledgements_total");

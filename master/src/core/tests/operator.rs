@@ -211,7 +211,7 @@ fn pending_reports_offer_figures_and_history() {
 }
 
 /// The histories of tasks the core forgot are swept away, and a sweep
-/// waits for as many launches as half the histories kept: with many
+/// waits for as many launches as a quarter of the histories kept: with many
 /// tasks known, sweeping every few thousand launches walked them all
 /// again and again.
 #[test]
