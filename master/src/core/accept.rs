@@ -15,6 +15,7 @@ use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
 use super::executors::NewExecutor;
+use super::task_index::Table;
 use super::volumes::NewVolume;
 use super::{Master, Task};
 use crate::error::MasterError;
@@ -222,7 +223,10 @@ impl Master {
         };
         if let Some(fw) = self.frameworks.get_mut(fid) {
             fw.allocated.add(&flat);
-            fw.tasks.insert(launch.task_id.clone(), Arc::new(task));
+            self.task_index.add(&task, Table::Active);
+            if let Some(old) = fw.tasks.insert(launch.task_id.clone(), Arc::new(task)) {
+                self.task_index.remove(&old, Table::Active); // refused before, by validation
+            }
         }
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used.add(&flat);
@@ -310,7 +314,7 @@ impl Master {
                 OfferOperation::Launch(launch) => {
                     if !ids.insert(launch.task_id.clone())
                         || fw.tasks.contains_key(&launch.task_id)
-                        || fw.completed_ids.contains(&launch.task_id)
+                        || fw.completed_ids.contains_key(&launch.task_id)
                     {
                         return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
                     }

@@ -10,6 +10,7 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+use super::task_index::Table;
 use super::{Agent, AgentStatus, ConnId, Effect, Master, Task};
 use crate::error::MasterError;
 use crate::registry::{AgentRecord, Registry, RegistryOp};
@@ -383,7 +384,7 @@ impl Master {
                         self.set_task_state(&fid, &tid, rt.state, None);
                     }
                 }
-                None if rt.state.is_terminal() && fw.completed_ids.contains(&tid) => {
+                None if rt.state.is_terminal() && fw.completed_ids.contains_key(&tid) => {
                     // Its end is in the history already: an earlier leader
                     // recorded it when the framework acknowledged it (the
                     // acknowledgement may not have reached the agent, which
@@ -415,8 +416,9 @@ impl Master {
                     let Some(fw) = self.frameworks.get_mut(&fid) else {
                         continue;
                     };
-                    fw.tasks
-                        .insert(tid.clone(), Arc::new(Task::reported(agent_id, rt, role)));
+                    let task = Task::reported(agent_id, rt, role);
+                    self.task_index.add(&task, Table::Active);
+                    fw.tasks.insert(tid.clone(), Arc::new(task));
                     if let Some(agent) = self.agents.get_mut(agent_id) {
                         agent.tasks.insert((fid.clone(), tid.clone()));
                     }

@@ -9,6 +9,7 @@ use mezzo_proto::resources::Resources;
 use mezzo_proto::v1;
 
 use super::offer::known_roles;
+use super::task_index::Table;
 use super::{ConnId, Effect, Framework, Master};
 use crate::error::MasterError;
 use crate::registry::{FrameworkRecord, RegistryOp};
@@ -64,7 +65,7 @@ impl Master {
                 suppressed_roles: Default::default(),
                 tasks: HashMap::new(),
                 completed: VecDeque::new(),
-                completed_ids: HashSet::new(),
+                completed_ids: HashMap::new(),
                 offers: HashSet::new(),
                 allocated: Resources::default(),
                 offered: Resources::default(),
@@ -313,6 +314,12 @@ impl Master {
             });
             self.emit(Effect::ToFramework(conn, v1::Event { event: Some(err) }));
             self.emit(Effect::CloseFramework(conn));
+        }
+        for t in fw.tasks.values() {
+            self.task_index.remove(t, Table::Active);
+        }
+        for t in &fw.completed {
+            self.task_index.remove(t, Table::Completed);
         }
         let mut agents = HashSet::new();
         for task in fw.tasks.values() {

@@ -22,6 +22,7 @@ pub mod preempt;
 mod registrations;
 mod samples;
 mod secrets;
+mod task_index;
 mod update;
 pub mod usage;
 pub mod view;
@@ -227,7 +228,8 @@ struct Framework {
     /// changed copy-on-write (`Arc::make_mut`).
     pub tasks: HashMap<TaskId, Arc<Task>>,
     pub completed: VecDeque<Arc<Task>>,
-    pub completed_ids: HashSet<TaskId>,
+    /// The tasks of `completed` by id (an id is there at most once).
+    pub completed_ids: HashMap<TaskId, Arc<Task>>,
     pub offers: HashSet<OfferId>,
     pub allocated: Resources,
     pub offered: Resources,
@@ -361,6 +363,8 @@ pub struct Master {
     unflushed_samples: Vec<crate::history::Sample>,
     last_sample: Option<Instant>,
     effects: Vec<Effect>,
+    /// Every task of `frameworks`, newest launch first (see `task_index.rs`).
+    task_index: task_index::TaskIndex,
 }
 
 impl Master {
@@ -407,6 +411,7 @@ impl Master {
             unflushed_samples: Vec::new(),
             last_sample: None,
             effects: Vec::new(),
+            task_index: task_index::TaskIndex::default(),
         };
         for (role, w) in &registry.weights {
             m.alloc.set_weight(role, *w);

@@ -51,6 +51,12 @@ impl Sim {
                 by_agent.entry(o.agent_id.clone()).or_default().insert(o.id.clone());
             }
             assert_eq!(by_agent, self.m.agent_offers, "the per-agent offer index drifted");
+            // And the task index equal to the frameworks' tables.
+            let tables = self.m.frameworks.values().flat_map(|f| {
+                let active = f.tasks.values().map(|t| (&**t, task_index::Table::Active));
+                active.chain(f.completed.iter().map(|t| (&**t, task_index::Table::Completed)))
+            });
+            self.m.task_index.check(tables);
             if effects.is_empty() {
                 return;
             }
@@ -125,6 +131,19 @@ impl Sim {
             .expect("subscribe");
         self.run();
         self.m.frameworks.keys().next().expect("framework").clone()
+    }
+
+    /// A new framework "g", subscribed on `FW_CONN + 1`.
+    fn second_framework(&mut self) -> FrameworkId {
+        let info = v1::FrameworkInfo {
+            name: "g".into(),
+            ..Default::default()
+        };
+        self.m
+            .subscribe(FW_CONN + 1, info, None, Vec::new(), self.now)
+            .expect("subscribe");
+        self.run();
+        self.m.framework_conns[&(FW_CONN + 1)].clone()
     }
 
     /// Framework `f` subscribes again, on `conn` (a failover).
@@ -718,19 +737,7 @@ fn a_decline_skips_offers_no_longer_outstanding() {
     assert!(!s.m.offers.contains_key(&good));
     assert!(s.m.offers.contains_key(&offers[1]), "an offer not named stays");
 
-    let info = v1::FrameworkInfo {
-        name: "g".into(),
-        ..Default::default()
-    };
-    s.m.subscribe(FW_CONN + 1, info, None, Vec::new(), s.now)
-        .expect("subscribe");
-    s.run();
-    let g =
-        s.m.frameworks
-            .keys()
-            .find(|k| **k != f)
-            .expect("second framework")
-            .clone();
+    let g = s.second_framework();
     let err =
         s.m.decline(&g, std::slice::from_ref(&offers[1]), None, s.now)
             .expect_err("foreign");

@@ -8,6 +8,7 @@ use mezzo_proto::ids::{AgentId, FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;
 use mezzo_proto::v1;
 
+use super::task_index::Table;
 use super::{AgentStatus, ConnId, Effect, Master, Task};
 use crate::error::MasterError;
 use mezzo_proto::clock::unix_now;
@@ -160,7 +161,7 @@ impl Master {
     /// `agent_id`: then `Some` of the uuid its framework acknowledged last.
     fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> Option<Option<u128>> {
         let f = self.frameworks.get(fid)?;
-        if !f.completed_ids.contains(tid) {
+        if !f.completed_ids.contains_key(tid) {
             return None;
         }
         (f.completed.iter().rev())
@@ -192,6 +193,7 @@ impl Master {
             return;
         };
         let was_terminal = task.state.is_terminal();
+        self.task_index.uncount(task);
         match task.state.transition(state) {
             Ok(s) => task.state = s,
             Err(e) => tracing::warn!(framework = %fid, task = %tid, error = %e, "ignoring an impossible state change"),
@@ -202,6 +204,7 @@ impl Master {
                 task.healthy = s.healthy;
             }
         }
+        self.task_index.count(task);
         let split = task.resources.clone();
         let res = split.total();
         let agent_id = task.agent_id.clone();
@@ -292,6 +295,7 @@ impl Master {
     fn complete_task(&mut self, fid: &FrameworkId, tid: &TaskId) {
         let Some(fw) = self.frameworks.get_mut(fid) else { return };
         let Some(task) = fw.tasks.remove(tid) else { return };
+        self.task_index.remove(&task, Table::Active);
         if let Some(agent) = self.agents.get_mut(&task.agent_id) {
             agent.tasks.remove(&(fid.clone(), tid.clone()));
         }

@@ -172,3 +172,114 @@ fn the_leader_puts_its_bounds_in_the_registry() {
         }
     );
 }
+
+/// Offers sent on `conn`.
+fn offers_on(s: &Sim, conn: ConnId) -> Vec<OfferId> {
+    (s.sent.iter())
+        .filter_map(|e| match e {
+            Effect::ToFramework(
+                c,
+                v1::Event {
+                    event: Some(v1::event::Event::Offers(o)),
+                },
+            ) if *c == conn => Some(o.offers.iter().map(oid).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// TaskIndex `ids` with an outstanding offer sent on `conn`.
+fn launch_all(s: &mut Sim, f: &FrameworkId, conn: ConnId, ids: &[&str]) {
+    let offers = offers_on(s, conn);
+    let offer = (offers.into_iter().rev())
+        .find(|o| s.m.offers.contains_key(o))
+        .expect("an offer");
+    let tasks = ids.iter().map(|id| launch(id, "cpus:0.1;mem:1")).collect();
+    s.m.accept(f, &[offer], tasks, None, s.now).expect("accept");
+    s.run();
+}
+
+/// Task `id` of `f` on the agent of `conn` ends and its end is acknowledged.
+fn end(s: &mut Sim, f: &FrameworkId, conn: ConnId, id: &str, uuid: u8) {
+    s.m.status_update(
+        conn,
+        f.clone(),
+        status(id, TaskState::Finished, uuid),
+        TaskState::Finished,
+        s.now,
+    )
+    .expect("update");
+    let agent = s.m.agent_conns[&conn].clone();
+    s.m.acknowledge(f, &agent, &TaskId::parse(id).expect("id"), &[uuid; 16])
+        .expect("ack");
+    s.run();
+}
+
+/// The page of every task comes off the launch index: the same rows in the
+/// same order (newest launch first, then id) as a filter that matches
+/// every task finds by walking them all, at every offset, across active
+/// and completed tasks, a removed framework's history and a new leader's
+/// rebuilt rings.
+#[test]
+fn the_page_of_every_task_is_the_walk_s_order_read_off_the_index() {
+    let mut s = Sim::new();
+    let f = s.framework();
+    s.agent(AGENT_CONN, "cpus:64;mem:65536");
+    launch_all(&mut s, &f, FW_CONN, &["a1", "a2", "a3", "a4", "a5", "a6"]);
+    for (i, id) in ["a2", "a5", "a6"].iter().enumerate() {
+        end(&mut s, &f, AGENT_CONN, id, i as u8 + 1);
+    }
+    // A second framework on its own agent, ended with one task completed.
+    let g = s.second_framework();
+    s.agent(AGENT_CONN + 1, "cpus:64;mem:65536");
+    launch_all(&mut s, &g, FW_CONN + 1, &["a3", "b1", "b2"]);
+    end(&mut s, &g, AGENT_CONN + 1, "b1", 9);
+    s.m.teardown(&g).expect("teardown");
+    s.run();
+    s.advance(Duration::from_millis(1100));
+    assert_eq!(s.m.registry().history.removed.len(), 1);
+    s.advance(Duration::from_secs(2));
+    launch_all(&mut s, &f, FW_CONN, &["c1", "c2"]);
+
+    let page = |m: &Master, every_state: bool, limit, offset| {
+        let q = TaskFilter {
+            state: every_state.then(|| "active,terminal".to_owned()),
+            limit: Some(limit),
+            offset: Some(offset),
+            ..Default::default()
+        };
+        let page = view::tasks(m, &q.check().expect("query"));
+        let rows: Vec<_> = (page.items.iter())
+            .map(|t| (t.framework_id.clone(), t.id.clone(), t.state.to_string()))
+            .collect();
+        (page.total, rows)
+    };
+    let same_as_the_walk = |m: &Master, tasks: usize| {
+        let (total, all) = page(m, false, 100, 0);
+        assert_eq!((total, all.len()), (tasks, tasks));
+        assert_eq!((total, all.clone()), page(m, true, 100, 0));
+        for (limit, offset) in [(1, 0), (3, 0), (3, 2), (4, 7), (5, 9), (2, tasks), (1, tasks + 5)] {
+            let (total, rows) = page(m, false, limit, offset);
+            assert_eq!(
+                (total, rows.clone()),
+                page(m, true, limit, offset),
+                "limit {limit} offset {offset}"
+            );
+            let want: Vec<_> = all.iter().skip(offset).take(limit).cloned().collect();
+            assert_eq!(rows, want, "limit {limit} offset {offset}");
+        }
+        all
+    };
+    // f: 8 tasks, 3 of them completed; g: 3 tasks in the history.
+    let all = same_as_the_walk(&s.m, 11);
+    assert_eq!(&all[0].1[..1], "c", "the newest launches first: {all:?}");
+    assert!(
+        all.iter().any(|(fw, id, _)| fw == g.as_str() && id == "a3"),
+        "an id in two frameworks"
+    );
+
+    // A new leader: f's completed ring and g's history, from the registry.
+    let next = Master::recover(CoreConfig::default(), s.m.registry().clone(), s.now);
+    assert_eq!(same_as_the_walk(&next, 6).len(), 6);
+}

@@ -59,20 +59,15 @@ pub fn metrics(m: &Master) -> MetricsView {
         }
     }
     let mut frameworks_by_connected = BTreeMap::new();
-    let mut tasks_by_reason = BTreeMap::new();
     for f in m.frameworks.values() {
         *frameworks_by_connected.entry(f.conn.is_some()).or_insert(0) += 1;
-        for t in f.tasks.values().chain(f.completed.iter()) {
-            let reason = t
-                .last_status
-                .as_ref()
-                .and_then(|s| mezzo_proto::v1::StatusReason::try_from(s.reason).ok())
-                .map(|r| r.as_str_name())
-                .unwrap_or("REASON_UNSPECIFIED");
-            *tasks_by_reason
-                .entry((Cow::Borrowed(t.state.name()), reason))
-                .or_insert(0) += 1;
-        }
+    }
+    let mut tasks_by_reason = BTreeMap::new();
+    for ((state, reason), n) in m.task_index.outcomes() {
+        let reason = mezzo_proto::v1::StatusReason::try_from(reason).map_or("REASON_UNSPECIFIED", |r| r.as_str_name());
+        *tasks_by_reason
+            .entry((Cow::Borrowed(state.name()), reason))
+            .or_insert(0) += n;
     }
     MetricsView {
         uptime_secs: m.started.elapsed().as_secs_f64(),

@@ -72,10 +72,8 @@ fn find_task<'m>(m: &'m Master, fid: &FrameworkId, tid: &TaskId) -> Result<&'m T
 /// Active and retained tasks by state.
 pub fn task_counts(m: &Master) -> std::collections::BTreeMap<StateName, u64> {
     let mut counts = std::collections::BTreeMap::new();
-    for f in m.frameworks.values() {
-        for t in f.tasks.values().chain(f.completed.iter()) {
-            *counts.entry(Cow::Borrowed(t.state.name())).or_insert(0) += 1;
-        }
+    for ((state, _), n) in m.task_index.outcomes() {
+        *counts.entry(Cow::Borrowed(state.name())).or_insert(0) += n;
     }
     counts
 }
