@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
@@ -147,6 +148,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     let mut rates = Vec::new();
     for (round, readers) in [(0, 0), (1, args.pollers)] {
         let polling = Pollers::start(c, readers, !args.plain_state).await?;
+        let watch = Watch::start(c, stats.clone()).await?;
         let from = Stats::get(&stats.launched);
         fws.extend((0..args.frameworks).map(|f| {
             let config = c.sdk_config(&format!("sim-fw-{round}-{f}"));
@@ -161,11 +163,13 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         let rate = (target - from) as f64 / launched.as_secs_f64();
         rates.push(rate);
         let reads = polling.stop().await;
+        let watched = watch.stop().await;
         println!(
             "load      {} tasks launched in {launched:.2?} ({rate:.0}/s) with {readers} /state pollers{reads}  {}",
             target - from,
             masters_usage(c)
         );
+        println!("          {watched}");
     }
     // The halves differ in more than the pollers (the second starts with
     // half the tasks placed and twice the frameworks): the pollers' own
@@ -366,6 +370,66 @@ impl Pollers {
     }
 }
 
+/// The leader's queues during a load, from `/metrics` once a second:
+/// whether it keeps up with what it is sent.
+struct Watch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(f64, f64, f64)>>,
+}
+
+impl Watch {
+    async fn start(c: &Cluster, stats: Arc<Stats>) -> Result<Watch> {
+        let url = c.url(&c.masters[c.wait_leader_within(LEADER_WAIT).await?].addr, "/metrics");
+        let http = leader_client(c)?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !*stopped.borrow() {
+                let text = match http.get(&url).send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let value = |name: &str| metric(&text, name);
+                seen.push((
+                    value("mezzo_master_event_queue_commands"),
+                    value("mezzo_master_status_update_queue"),
+                    Stats::get(&stats.resends) as f64,
+                ));
+                let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
+            }
+            seen
+        });
+        Ok(Watch { stop, task })
+    }
+
+    /// Stops it; the queues second by second.
+    async fn stop(self) -> String {
+        self.stop.send_replace(true);
+        let seen = self.task.await.unwrap_or_default();
+        let series = |f: fn(&(f64, f64, f64)) -> f64| {
+            seen.iter()
+                .map(|s| format!("{:.0}", f(s)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "each second: commands waiting for the leader {}; updates unacknowledged {}; agents' resends so far {}",
+            series(|s| s.0),
+            series(|s| s.1),
+            series(|s| s.2)
+        )
+    }
+}
+
+/// The value of the first sample of metric `name` in a `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.split_whitespace().next().is_some_and(|n| n.starts_with(name)))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// An HTTP client for the masters as the cluster's admin.
 /// How long the simulator waits for a leader to answer `/raft` and
 /// `/state`: at tens of thousands of agents a busy one takes seconds.
@@ -390,13 +454,7 @@ async fn allocation(c: &Cluster) -> Result<String> {
         .error_for_status()?
         .text()
         .await?;
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.split_whitespace().next().is_some_and(|n| n.starts_with(name)))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name: &str| metric(&text, name);
     let runs = value("mezzo_master_allocation_runs");
     let nanos = value("mezzo_master_allocation_nanoseconds");
     let quick = value("mezzo_master_allocation_run_seconds_bucket{le=\"0.1\"}");
@@ -406,8 +464,9 @@ async fn allocation(c: &Cluster) -> Result<String> {
     let updates = value("mezzo_master_status_updates_total");
     let held = value("mezzo_master_status_update_resends_held_total");
     let acks = value("mezzo_master_acknowledgements_total");
+    let held_calls = value("mezzo_master_calls_held_total");
     Ok(format!(
-        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s; {updates:.0} status updates ({held:.0} resends answered by the master), {acks:.0} acknowledgements",
+        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s; {updates:.0} status updates ({held:.0} resends answered by the master), {acks:.0} acknowledgements; {held_calls:.0} calls held back while the leader was behind",
         nanos / runs.max(1.0) / 1e6,
         all - quick
     ))
