@@ -10,8 +10,6 @@
 //! channels; registry ops are proposed to Raft and applied only when they
 //! come back committed.
 
-mod hold;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,8 +177,6 @@ pub struct Handle {
     events: broadcast::Sender<ClusterEvent>,
     /// Commands the owner has handled: proof that it moves on.
     handled: Arc<AtomicU64>,
-    /// Calls it held back while behind (see `hold.rs`).
-    held: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -271,12 +267,6 @@ impl Handle {
         self.handled.load(Ordering::Relaxed)
     }
 
-    /// How many framework calls the owner has held back so far because it
-    /// was behind on its queue (see `hold.rs`).
-    pub fn held(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
-    }
-
     /// Tells the owner a stream ended, from a non-async context (a Drop).
     pub fn notify(&self, cmd: Command) {
         let tx = self.tx.clone();
@@ -297,7 +287,6 @@ impl Handle {
             tx,
             events: broadcast::channel(1).0,
             handled: Arc::default(),
-            held: Arc::default(),
         };
         (handle, rx)
     }
@@ -323,10 +312,6 @@ struct Runtime {
     events: broadcast::Sender<ClusterEvent>,
     /// Commands handled (see [`Handle::handled`]).
     handled: Arc<AtomicU64>,
-    /// Framework calls waiting while the owner is behind, and how many
-    /// ever did (see [`Handle::held`]).
-    held: hold::Held,
-    held_total: Arc<AtomicU64>,
 }
 
 /// The open streams and the callers waiting for a commit. Emptied when
@@ -356,8 +341,6 @@ pub fn spawn(
     let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let rt = Runtime {
         handled: Arc::default(),
-        held: hold::Held::default(),
-        held_total: Arc::default(),
         events: ops_events.clone(),
         core: None,
         cfg,
@@ -377,7 +360,6 @@ pub fn spawn(
         tx,
         events: ops_events,
         handled: rt.handled.clone(),
-        held: rt.held_total.clone(),
     };
     (handle, tokio::spawn(rt.run(rx, events, tick)))
 }
@@ -397,7 +379,6 @@ impl Runtime {
         // storm of subscriptions, each marking every idle agent) share one
         // pass. A pass of microseconds delays nothing.
         let mut next_pass = Instant::now();
-        let mut last_pass = Instant::now();
         loop {
             let deferred = self
                 .core
@@ -407,7 +388,6 @@ impl Runtime {
                 _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
-                    self.held.queued(rx.len() + 1);
                     self.handle(cmd);
                     for _ in 0..1024 {
                         match rx.try_recv() {
@@ -432,24 +412,12 @@ impl Runtime {
                     }
                 }
             }
-            self.held.queued(rx.len());
-            let now = Instant::now();
-            let core = self.core.as_ref();
-            let lagging = |f: &FrameworkId| core.is_some_and(|c| c.acks_lag(f, hold::ACK_LAG));
-            for cmd in self.held.release(now, lagging) {
-                self.serve(cmd);
-            }
-            // A leader behind on its queue makes no new offers either (at
-            // most one pass per hold): they would only bring accepts to hold.
-            let offering = !self.held.behind() || now.duration_since(last_pass) >= hold::MAX_HOLD;
-            if let Some(core) = self.core.as_mut()
-                && offering
-                && now >= next_pass
-                && core.allocation_wanted()
-            {
-                core.allocate_if_needed(now);
-                last_pass = now;
-                next_pass = now + now.elapsed().min(MAX_ALLOCATION_GAP);
+            if let Some(core) = self.core.as_mut() {
+                let now = Instant::now();
+                if now >= next_pass && core.allocation_wanted() {
+                    core.allocate_if_needed(now);
+                    next_pass = now + now.elapsed().min(MAX_ALLOCATION_GAP);
+                }
             }
             self.execute();
         }
@@ -506,10 +474,6 @@ impl Runtime {
         for (_, reply) in self.clients.kv_waiting.drain() {
             let _ = reply.send(Err(err.clone()));
         }
-        // Calls held back while it was behind: refused like any other now.
-        for cmd in self.held.drain() {
-            refuse(cmd, err.clone());
-        }
     }
 
     fn not_leader(&self) -> MasterError {
@@ -518,23 +482,8 @@ impl Runtime {
         }
     }
 
-    /// Serves a command, or holds it back while the owner is behind.
-    fn handle(&mut self, cmd: Command) {
-        let cmd = match &self.core {
-            Some(core) => match self.held.hold(cmd, Instant::now(), |f| core.acks_lag(f, hold::ACK_LAG)) {
-                Some(cmd) => cmd,
-                None => {
-                    self.held_total.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            },
-            None => cmd,
-        };
-        self.serve(cmd);
-    }
-
     /// One command: served by the core while leading, else refused.
-    fn serve(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
         self.handled.fetch_add(1, Ordering::Relaxed);
         let not_leader = self.not_leader();
         match self.core.as_mut() {

@@ -130,9 +130,6 @@ pub(super) struct Observations {
     pub(super) history: HashMap<(FrameworkId, TaskId), Arc<VecDeque<StatusEntry>>>,
     /// Updates forwarded to frameworks and not yet acknowledged.
     forwarded: HashMap<(FrameworkId, TaskId), Instant>,
-    /// Per framework: how many of `forwarded` are its, and how long its
-    /// acknowledgements took lately (a moving average, seconds).
-    acks: HashMap<FrameworkId, AckLag>,
     /// Tasks added since the last sweep of forgotten tasks.
     added_since_prune: usize,
     /// Sweeps so far.
@@ -140,17 +137,6 @@ pub(super) struct Observations {
     pub(super) allocation_seconds: Histogram,
     pub(super) ack_latency_seconds: Histogram,
 }
-
-/// A framework's acknowledgements (see [`Observations::acks_lag`]).
-#[derive(Debug, Default)]
-struct AckLag {
-    waiting: usize,
-    seconds: f64,
-}
-
-/// How much one acknowledgement moves the average: the last few dozen
-/// count.
-const ACK_LAG_WEIGHT: f64 = 0.05;
 
 impl Default for Observations {
     fn default() -> Self {
@@ -163,7 +149,6 @@ impl Default for Observations {
             pending: HashMap::new(),
             history: HashMap::new(),
             forwarded: HashMap::new(),
-            acks: HashMap::new(),
             added_since_prune: 0,
             sweeps: 0,
             allocation_seconds: Histogram::new(buckets),
@@ -213,33 +198,13 @@ impl Observations {
     }
 
     pub(super) fn forwarded(&mut self, fid: &FrameworkId, tid: &TaskId) {
-        if self
-            .forwarded
-            .insert((fid.clone(), tid.clone()), Instant::now())
-            .is_none()
-        {
-            self.acks.entry(fid.clone()).or_default().waiting += 1;
-        }
+        self.forwarded.insert((fid.clone(), tid.clone()), Instant::now());
     }
 
     pub(super) fn acknowledged(&mut self, fid: &FrameworkId, tid: &TaskId) {
         if let Some(at) = self.forwarded.remove(&(fid.clone(), tid.clone())) {
-            let took = at.elapsed().as_secs_f64();
-            self.ack_latency_seconds.observe(took);
-            if let Some(lag) = self.acks.get_mut(fid) {
-                lag.waiting = lag.waiting.saturating_sub(1);
-                lag.seconds += (took - lag.seconds) * ACK_LAG_WEIGHT;
-            }
+            self.ack_latency_seconds.observe(at.elapsed().as_secs_f64());
         }
-    }
-
-    /// Whether `fid`'s acknowledgements lag: some are awaited, and lately
-    /// they took over `limit` on average (its own slowness, or the leader's
-    /// behind its queue).
-    pub(super) fn acks_lag(&self, fid: &FrameworkId, limit: Duration) -> bool {
-        self.acks
-            .get(fid)
-            .is_some_and(|l| l.waiting > 0 && l.seconds > limit.as_secs_f64())
     }
 
     pub(super) fn allocation_took(&mut self, d: Duration) {
@@ -257,7 +222,6 @@ impl Observations {
         self.pending.remove(fid);
         self.history.retain(|(f, _), _| f != fid);
         self.forwarded.retain(|(f, _), _| f != fid);
-        self.acks.remove(fid);
     }
 }
 
@@ -345,12 +309,6 @@ impl Master {
     /// forgotten tasks are at most a third as many as the others. (Every
     /// 4,096 launches, as until now, a leader of 400,000 tasks spent 28 %
     /// of its CPU in these sweeps while tasks were launched.)
-    /// Whether framework `fid`'s acknowledgements lag by more than `limit`
-    /// (see `runtime/hold.rs`).
-    pub fn acks_lag(&self, fid: &FrameworkId, limit: Duration) -> bool {
-        self.observed.acks_lag(fid, limit)
-    }
-
     pub(super) fn prune_ops(&mut self) {
         self.observed.added_since_prune = 0;
         self.observed.sweeps += 1;
@@ -361,16 +319,11 @@ impl Master {
                 .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_ids.contains_key(t))
         };
         self.observed.history.retain(|k, _| known(k));
-        let Observations { forwarded, acks, .. } = &mut self.observed;
-        forwarded.retain(|k, _| {
-            let keep = frameworks
+        self.observed.forwarded.retain(|k, _| {
+            frameworks
                 .get(&k.0)
                 .and_then(|fw| fw.tasks.get(&k.1))
-                .is_some_and(|t| t.unacked.is_some());
-            if !keep && let Some(lag) = acks.get_mut(&k.0) {
-                lag.waiting = lag.waiting.saturating_sub(1);
-            }
-            keep
+                .is_some_and(|t| t.unacked.is_some())
         });
     }
 
@@ -497,41 +450,5 @@ impl Master {
             self.observed.pending.insert(fid.clone(), report);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A framework lags while it has updates to acknowledge and its
-    /// acknowledgements lately took longer than the limit; one with none
-    /// awaited does not, whatever they took.
-    #[test]
-    fn a_framework_lags_while_its_slow_acknowledgements_are_awaited() {
-        let mut o = Observations::default();
-        let (f, g) = (
-            FrameworkId::parse("f").expect("id"),
-            FrameworkId::parse("g").expect("id"),
-        );
-        let t = |i: u32| TaskId::parse(&format!("t{i}")).expect("id");
-        let limit = Duration::from_millis(5);
-        for i in 0..3 {
-            o.forwarded(&f, &t(i));
-        }
-        o.forwarded(&f, &t(0)); // forwarded again: still one awaited
-        assert!(!o.acks_lag(&f, limit), "no acknowledgement yet: nothing measured");
-        std::thread::sleep(limit * 30);
-        o.acknowledged(&f, &t(0));
-        o.acknowledged(&f, &t(1));
-        assert!(o.acks_lag(&f, limit), "two slow ones, one awaited");
-        assert!(!o.acks_lag(&g, limit), "another framework");
-        o.acknowledged(&f, &t(2));
-        o.acknowledged(&f, &t(2)); // a duplicate changes nothing
-        assert!(!o.acks_lag(&f, limit), "none awaited");
-        o.forwarded(&f, &t(3));
-        assert!(o.acks_lag(&f, limit), "awaited again, and they were slow");
-        o.framework_gone(&f);
-        assert!(!o.acks_lag(&f, limit));
     }
 }

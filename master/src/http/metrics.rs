@@ -40,8 +40,6 @@ pub struct Snapshot {
     pub leader: Option<MetricsView>,
     /// Commands waiting for the owner task as the scrape began.
     pub queued: usize,
-    /// Framework calls the owner has held back while behind, so far.
-    pub held: u64,
 }
 
 /// The master's metrics registry.
@@ -98,12 +96,6 @@ impl Collector for Families {
             "event_queue_commands",
             "Calls, streams' messages and reads waiting for the master's owner task (Mesos' event_queue_messages): a queue that stays long means the master is behind",
             snapshot.queued as i64,
-        )?;
-        counter(
-            &mut enc,
-            "calls_held",
-            "Framework calls (accepts, and the calls behind them) held back while the owner task was behind on its queue",
-            snapshot.held,
         )?;
         if let Some(r) = &snapshot.raft {
             raft(&mut enc, r)?;
@@ -367,15 +359,10 @@ fn operations(enc: &mut Enc<'_>, m: &MetricsView) -> Result<(), std::fmt::Error>
 /// Reads the snapshot (one read of the core, one of the Raft node) and
 /// answers it.
 pub(super) async fn scrape(State(s): State<HttpState>) -> Response {
-    let (queued, held) = (s.handle.queued(), s.handle.held());
+    let queued = s.handle.queued();
     let leader = s.handle.read(view::metrics).await.ok();
     let raft = s.raft.status().await;
-    let text = s.metrics.encode(Snapshot {
-        raft,
-        leader,
-        queued,
-        held,
-    });
+    let text = s.metrics.encode(Snapshot { raft, leader, queued });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
@@ -446,18 +433,15 @@ mod tests {
             raft: Some(raft()),
             leader: None,
             queued: 3,
-            held: 5,
         });
         assert!(follower.contains("mezzo_master_elected 0\n"), "{follower}");
         assert!(follower.contains("mezzo_master_event_queue_commands 3\n"), "{follower}");
-        assert!(follower.contains("mezzo_master_calls_held_total 5\n"), "{follower}");
         assert!(follower.contains("mezzo_master_raft_apply_lag 2\n"), "{follower}");
         assert!(!follower.contains("mezzo_master_agents"), "{follower}");
         let text = metrics.encode(Snapshot {
             raft: Some(raft()),
             leader: Some(leader()),
             queued: 0,
-            held: 0,
         });
         for line in [
             "mezzo_master_elected 1\n",

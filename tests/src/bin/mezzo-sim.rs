@@ -464,9 +464,8 @@ async fn allocation(c: &Cluster) -> Result<String> {
     let updates = value("mezzo_master_status_updates_total");
     let held = value("mezzo_master_status_update_resends_held_total");
     let acks = value("mezzo_master_acknowledgements_total");
-    let held_calls = value("mezzo_master_calls_held_total");
     Ok(format!(
-        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s; {updates:.0} status updates ({held:.0} resends answered by the master), {acks:.0} acknowledgements; {held_calls:.0} calls held back while the leader was behind",
+        "{runs:.0} allocator passes on the leader, mean {:.1} ms, {:.0} of {all:.0} timed over 0.1 s; {updates:.0} status updates ({held:.0} resends answered by the master), {acks:.0} acknowledgements",
         nanos / runs.max(1.0) / 1e6,
         all - quick
     ))
