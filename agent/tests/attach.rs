@@ -160,8 +160,8 @@ async fn registers_runs_a_task_and_reregisters_after_a_reconnect() -> TestResult
             ..Default::default()
         }),
     };
-    send(&tx, Out::RunTask(run.clone())).await;
-    send(&tx, Out::RunTask(run)).await; // a duplicate launches nothing
+    send(&tx, Out::RunTask(Box::new(run.clone()))).await;
+    send(&tx, Out::RunTask(Box::new(run))).await; // a duplicate launches nothing
 
     let mut seen = Vec::new();
     for _ in 0..3 {

@@ -343,7 +343,7 @@ fn heartbeat_interval(secs: f64) -> Duration {
 
 async fn dispatch(deps: &AttachDeps, msg: v1::MasterMessage) -> Result<(), AgentError> {
     match msg.message {
-        Some(Message::RunTask(run)) => deps.table.run_task(run).await,
+        Some(Message::RunTask(run)) => deps.table.run_task(*run).await,
         Some(Message::KillTask(k)) => {
             let kill = crate::task::supervisor::Kill::from_proto(&k);
             deps.table.kill(k.framework_id, k.task_id, kill).await

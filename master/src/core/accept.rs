@@ -240,14 +240,14 @@ impl Master {
                 info
             }
         };
-        let run = v1::master_message::Message::RunTask(v1::RunTask {
+        let run = v1::master_message::Message::RunTask(Box::new(v1::RunTask {
             framework_id: fid.to_string(),
             framework: framework.cloned(),
             task: Some(info),
             // Checkpointed with the task and reported back on
             // re-registration, so a new leader keeps it.
             launched_at,
-        });
+        }));
         self.send_agent(agent_id, run);
         self.counters.tasks_launched += 1;
         self.note_task_added(fid, &launch.task_id, agent_id);

@@ -304,7 +304,7 @@ impl Agent {
 
     fn dispatch(&mut self, msg: v1::MasterMessage) {
         match msg.message {
-            Some(Message::RunTask(run)) => self.run_task(run),
+            Some(Message::RunTask(run)) => self.run_task(*run),
             Some(Message::KillTask(k)) => {
                 let reason = v1::StatusReason::try_from(k.reason).unwrap_or(v1::StatusReason::ReasonUnspecified);
                 let (reason, message) = if reason == v1::StatusReason::ReasonUnspecified {
