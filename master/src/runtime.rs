@@ -707,10 +707,9 @@ impl Clients {
         }
     }
 
-    /// Sends the effects on their way; answers the streams that are
-    /// closed or not reading (framework conns, agent conns), which the
-    /// core must be told of.
-    /// Sends `effects` on, leaving it empty.
+    /// Sends the effects on their way, leaving `effects` empty; answers
+    /// the streams that are closed or not reading (framework conns, agent
+    /// conns), which the core must be told of.
     fn deliver(&mut self, effects: &mut Vec<Effect>, raft: &RaftHandle) -> (Vec<ConnId>, Vec<ConnId>) {
         let mut closed_fw = Vec::new();
         let mut closed_agents = Vec::new();

@@ -253,8 +253,9 @@ impl<T> WorkQueue<T> {
 
     /// Asks the master about launches that have had no update for
     /// [`UNCONFIRMED_AFTER`], then twice as long each time (one that never
-    /// reached it comes back `TASK_DROPPED` and is launched again), and about every running
-    /// task after each subscription and every [`RECONCILE_EVERY`].
+    /// reached it comes back `TASK_DROPPED` and is launched again), and
+    /// about every running task after each subscription and every
+    /// [`RECONCILE_EVERY`].
     fn ask_about_silent(&mut self, scheduler: &Scheduler, now: Instant) {
         // Whether every running task is due to be asked about, but those
         // the subscription's implicit reconciliation reported.

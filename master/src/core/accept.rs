@@ -314,7 +314,7 @@ impl Master {
                 OfferOperation::Launch(launch) => {
                     if !ids.insert(launch.task_id.clone())
                         || fw.tasks.contains_key(&launch.task_id)
-                        || fw.completed_ids.contains_key(&launch.task_id)
+                        || fw.completed_by_id.contains_key(&launch.task_id)
                     {
                         return Err(MasterError::DuplicateTask(launch.task_id.to_string()));
                     }

@@ -384,7 +384,7 @@ impl Master {
                         self.set_task_state(&fid, &tid, rt.state, None);
                     }
                 }
-                None if rt.state.is_terminal() && fw.completed_ids.contains_key(&tid) => {
+                None if rt.state.is_terminal() && fw.completed_by_id.contains_key(&tid) => {
                     // Its end is in the history already: an earlier leader
                     // recorded it when the framework acknowledged it (the
                     // acknowledgement may not have reached the agent, which

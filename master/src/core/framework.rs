@@ -65,7 +65,7 @@ impl Master {
                 suppressed_roles: Default::default(),
                 tasks: HashMap::new(),
                 completed: VecDeque::new(),
-                completed_ids: HashMap::new(),
+                completed_by_id: HashMap::new(),
                 offers: HashSet::new(),
                 allocated: Resources::default(),
                 offered: Resources::default(),

@@ -90,18 +90,18 @@ impl Master {
     pub(super) fn remember_completed(&mut self, fid: &FrameworkId, mut task: Arc<Task>) {
         let limit = self.cfg.completed_tasks_per_framework;
         let Some(fw) = self.frameworks.get_mut(fid) else { return };
-        if fw.completed_ids.contains_key(&task.id) {
+        if fw.completed_by_id.contains_key(&task.id) {
             return;
         }
         let ended_at = *Arc::make_mut(&mut task).ended_at.get_or_insert_with(unix_now);
         self.unflushed_ends.push(task.record(ended_at));
         self.task_index.add(&task, Table::Completed);
-        fw.completed_ids.insert(task.id.clone(), task.clone());
+        fw.completed_by_id.insert(task.id.clone(), task.clone());
         fw.completed.push_back(task);
         while fw.completed.len() > limit {
             if let Some(old) = fw.completed.pop_front() {
-                if fw.completed_ids.get(&old.id).is_some_and(|t| Arc::ptr_eq(t, &old)) {
-                    fw.completed_ids.remove(&old.id);
+                if fw.completed_by_id.get(&old.id).is_some_and(|t| Arc::ptr_eq(t, &old)) {
+                    fw.completed_by_id.remove(&old.id);
                 }
                 self.task_index.remove(&old, Table::Completed);
             }
@@ -119,7 +119,7 @@ impl Master {
                 // A reused id is in the ring twice; the map has the later.
                 let task = Arc::new(Task::from_record(r));
                 self.task_index.add(&task, Table::Completed);
-                fw.completed_ids.insert(task.id.clone(), task.clone());
+                fw.completed_by_id.insert(task.id.clone(), task.clone());
                 fw.completed.push_back(task);
             }
         }

@@ -228,8 +228,9 @@ struct Framework {
     /// changed copy-on-write (`Arc::make_mut`).
     pub tasks: HashMap<TaskId, Arc<Task>>,
     pub completed: VecDeque<Arc<Task>>,
-    /// The tasks of `completed` by id (an id is there at most once).
-    pub completed_ids: HashMap<TaskId, Arc<Task>>,
+    /// The tasks of `completed` by id (the later of two a rebuilt ring
+    /// may hold for a reused id).
+    pub completed_by_id: HashMap<TaskId, Arc<Task>>,
     pub offers: HashSet<OfferId>,
     pub allocated: Resources,
     pub offered: Resources,

@@ -316,7 +316,7 @@ impl Master {
         let known = |(f, t): &(FrameworkId, TaskId)| {
             frameworks
                 .get(f)
-                .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_ids.contains_key(t))
+                .is_some_and(|fw| fw.tasks.contains_key(t) || fw.completed_by_id.contains_key(t))
         };
         self.observed.history.retain(|k, _| known(k));
         self.observed.forwarded.retain(|k, _| {

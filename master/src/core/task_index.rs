@@ -121,13 +121,15 @@ impl TaskIndex {
         let t = match table {
             Table::Active => fw.tasks.get(tid),
             // A reused id is in the ring twice, and in the map once.
-            Table::Completed => {
-                (fw.completed_ids.get(tid).filter(|t| newest_first(t.launched_at) == at)).or_else(|| {
-                    fw.completed
-                        .iter()
-                        .find(|t| &t.id == tid && newest_first(t.launched_at) == at)
-                })
-            }
+            Table::Completed => (fw
+                .completed_by_id
+                .get(tid)
+                .filter(|t| newest_first(t.launched_at) == at))
+            .or_else(|| {
+                fw.completed
+                    .iter()
+                    .find(|t| &t.id == tid && newest_first(t.launched_at) == at)
+            }),
         };
         t.map(|t| &**t)
     }

@@ -160,13 +160,8 @@ impl Master {
     /// Whether `tid` is among the framework's completed tasks, placed on
     /// `agent_id`: then `Some` of the uuid its framework acknowledged last.
     fn completed_on(&self, fid: &FrameworkId, tid: &TaskId, agent_id: &AgentId) -> Option<Option<u128>> {
-        let f = self.frameworks.get(fid)?;
-        if !f.completed_ids.contains_key(tid) {
-            return None;
-        }
-        (f.completed.iter().rev())
-            .find(|t| &t.id == tid && &t.agent_id == agent_id)
-            .map(|t| t.acked)
+        let t = self.frameworks.get(fid)?.completed_by_id.get(tid)?;
+        (&t.agent_id == agent_id).then_some(t.acked)
     }
 
     /// Tells `agent_id` that the update `uuid` of `tid` was acknowledged.
@@ -399,7 +394,7 @@ impl Master {
         let task: &Task = match fw.tasks.get(tid) {
             Some(t) => t,
             None => {
-                return Err(match fw.completed.iter().rev().find(|t| &t.id == tid) {
+                return Err(match fw.completed_by_id.get(tid) {
                     Some(t) => MasterError::TaskTerminal {
                         task: tid.to_string(),
                         state: t.state.name(),
@@ -479,11 +474,7 @@ impl Master {
             tasks
                 .iter()
                 .filter_map(|(tid, agent)| {
-                    if let Some(t) = fw
-                        .tasks
-                        .get(tid)
-                        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid))
-                    {
+                    if let Some(t) = fw.tasks.get(tid).or_else(|| fw.completed_by_id.get(tid)) {
                         return Some(status_of(t));
                     }
                     let on = agent.as_ref().and_then(|a| self.agents.get(a));

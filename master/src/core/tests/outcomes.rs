@@ -211,5 +211,5 @@ fn implicit_reconcile_reports_ends_not_yet_acknowledged() {
     s.m.acknowledge(&f, &a, &t, &[9; 16]).expect("ack");
     s.run();
     assert!(!s.m.frameworks[&f].tasks.contains_key(&t));
-    assert!(s.m.frameworks[&f].completed_ids.contains_key(&t));
+    assert!(s.m.frameworks[&f].completed_by_id.contains_key(&t));
 }

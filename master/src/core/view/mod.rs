@@ -64,7 +64,7 @@ fn find_task<'m>(m: &'m Master, fid: &FrameworkId, tid: &TaskId) -> Result<&'m T
         .ok_or_else(|| MasterError::UnknownFramework(fid.to_string()))?;
     fw.tasks
         .get(tid)
-        .or_else(|| fw.completed.iter().rev().find(|t| &t.id == tid))
+        .or_else(|| fw.completed_by_id.get(tid))
         .map(|t| &**t)
         .ok_or_else(|| MasterError::UnknownTask(tid.to_string()))
 }

@@ -217,6 +217,7 @@ fn newest_tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
     let mut live = m.task_index.newest().peekable();
     let mut gone = removed.into_iter().peekable();
     let mut items = Vec::with_capacity(q.limit.min(total));
+    let view = |t: &Task| task_view(m, t, m.task_usage(&t.agent_id, &t.framework_id, &t.id));
     for place in 0..end {
         let from_live = match (live.peek(), gone.peek()) {
             (Some((a, ta, ..)), Some((b, rb))) => (a, *ta) <= (b, &rb.id),
@@ -224,25 +225,17 @@ fn newest_tasks(m: &Master, q: &TaskQuery) -> Page<TaskView> {
             (None, Some(_)) => false,
             (None, None) => break,
         };
-        let (live_key, record) = if from_live {
-            (live.next(), None)
-        } else {
-            (None, gone.next().map(|(_, r)| r))
-        };
-        if place < q.offset {
-            continue;
-        }
-        let owned;
-        let task = match (live_key, record) {
-            (Some(key), _) => TaskIndex::find(&m.frameworks, key),
-            (None, Some(r)) => {
-                owned = Task::from_record(r);
-                Some(&owned)
+        if from_live {
+            let key = live.next();
+            if place >= q.offset
+                && let Some(t) = key.and_then(|k| TaskIndex::find(&m.frameworks, k))
+            {
+                items.push(view(t));
             }
-            (None, None) => None,
-        };
-        if let Some(t) = task {
-            items.push(task_view(m, t, m.task_usage(&t.agent_id, &t.framework_id, &t.id)));
+        } else if let Some((_, r)) = gone.next()
+            && place >= q.offset
+        {
+            items.push(view(&Task::from_record(r)));
         }
     }
     Page {

@@ -192,12 +192,7 @@ pub fn why_task(m: &Master, tid: &TaskId) -> Result<WhyTask, MasterError> {
     let tasks: Vec<&Task> = m
         .frameworks
         .values()
-        .filter_map(|f| {
-            f.tasks
-                .get(tid)
-                .or_else(|| f.completed.iter().rev().find(|t| &t.id == tid))
-                .map(|t| &**t)
-        })
+        .filter_map(|f| f.tasks.get(tid).or_else(|| f.completed_by_id.get(tid)).map(|t| &**t))
         .collect();
     let launched: Vec<TaskView> = tasks
         .iter()
