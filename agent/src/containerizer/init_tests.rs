@@ -635,8 +635,9 @@ if sys.argv[1:] == ['linger']:
     let (first, _) = run_in("", true);
     // The ended container's namespace is lent again (once its init's exit
     // reached the launcher and its socket counts settled: under a loaded
-    // test run that took longer than 20 containers, so up to 10 s).
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // test run that took longer than 20 containers, and once over 10 s,
+    // so up to 30 s).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let reused = std::iter::from_fn(|| {
         (std::time::Instant::now() < until).then(|| {
             let again = run_in("", true).0 == first;
