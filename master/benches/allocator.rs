@@ -31,6 +31,10 @@ struct Shape {
     frameworks: usize,
     quota: bool,
     filters: bool,
+    /// Tasks of `cpus:1;mem:1024` running before the cycle (spread over
+    /// the agents, each agent's of different frameworks), whose resources
+    /// are not offered: the cycle offers what is left around them.
+    tasks: usize,
 }
 
 impl Shape {
@@ -41,6 +45,9 @@ impl Shape {
         }
         if self.filters {
             n += "/filters";
+        }
+        if self.tasks > 0 {
+            n += &format!("/{}-tasks", self.tasks);
         }
         n
     }
@@ -69,6 +76,20 @@ fn build(s: Shape) -> Allocator {
     }
     for i in 0..s.frameworks {
         al.add_framework(&framework(i), &[role_of(i, s.frameworks)], true);
+    }
+    let task = ReservedResources::parse("cpus:1;mem:1024").expect("task");
+    let (agents, frameworks): (Vec<AgentId>, Vec<FrameworkId>) = (
+        (0..s.agents).map(agent).collect(),
+        (0..s.frameworks).map(framework).collect(),
+    );
+    let roles: Vec<Role> = (0..s.frameworks).map(|i| role_of(i, s.frameworks)).collect();
+    for t in 0..s.tasks {
+        // Task t on agent t % agents; an agent's k-th task of framework
+        // (agent + 251 k) % frameworks, so each agent hosts several
+        // frameworks and each framework's tasks span many agents.
+        let (a, k) = (t % s.agents, t / s.agents);
+        let f = (a + 251 * k) % s.frameworks;
+        al.track_used(&frameworks[f], &roles[f], &agents[a], &task);
     }
     if s.quota {
         // Half the top roles are guaranteed a twentieth of the cluster
@@ -172,6 +193,7 @@ fn incremental(c: &mut Criterion, agents: usize, frameworks: usize, wanting: Opt
         frameworks,
         quota: false,
         filters: false,
+        tasks: 0,
     };
     let mut al = build(s);
     let now = Instant::now();
@@ -221,6 +243,7 @@ fn benches(c: &mut Criterion) {
                     frameworks,
                     quota,
                     filters,
+                    tasks: 0,
                 });
             }
         }
@@ -231,6 +254,18 @@ fn benches(c: &mut Criterion) {
             frameworks: 2_000,
             quota,
             filters,
+            tasks: 0,
+        });
+    }
+    // Issue 17's largest cluster: 50,000 agents, 5,000 frameworks, and
+    // with 1,000,000 tasks in flight.
+    for tasks in [0, 1_000_000] {
+        shapes.push(Shape {
+            agents: 50_000,
+            frameworks: 5_000,
+            quota: false,
+            filters: false,
+            tasks,
         });
     }
     // Criterion filters what it measures, not what we build: skip
