@@ -29,6 +29,8 @@ use crate::kv::{KvAnswer, KvCall};
 use crate::raft::{RaftEvent, RaftHandle};
 use crate::registry::Registry;
 
+mod outbox;
+
 /// Where the answer to a key-value call goes.
 pub type KvReply = oneshot::Sender<Result<KvAnswer, MasterError>>;
 
@@ -96,6 +98,9 @@ pub enum Command {
         reply: oneshot::Sender<Result<ConnId, MasterError>>,
     },
     FrameworkClosed(ConnId),
+    /// A framework stream whose events were held has room again (see
+    /// [`outbox`]).
+    FrameworkDrained(ConnId),
     Call {
         framework: FrameworkId,
         call: Call,
@@ -319,8 +324,11 @@ struct Runtime {
 /// look for the new leader.
 struct Clients {
     next_conn: ConnId,
-    frameworks: HashMap<ConnId, FrameworkTx>,
+    frameworks: HashMap<ConnId, outbox::Outbox>,
     agents: HashMap<ConnId, AgentTx>,
+    /// The owner task's own queue, for [`Command::FrameworkDrained`]
+    /// (weak: the owner task still ends when every handle is gone).
+    wake: mpsc::WeakSender<Command>,
     /// Policy changes waiting for their commit, by ticket.
     policy_waiting: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
     /// Key-value writes proposed and not yet committed, by request number.
@@ -350,6 +358,7 @@ pub fn spawn(
             next_conn: 1,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
+            wake: tx.downgrade(),
             policy_waiting: HashMap::new(),
             kv_waiting: HashMap::new(),
             next_kv_request: rand::random::<u64>() >> 1,
@@ -538,6 +547,7 @@ fn refuse(cmd: Command, not_leader: MasterError) {
         }
         Command::Read(f) => (f.0)(Err(not_leader)),
         Command::FrameworkClosed(_)
+        | Command::FrameworkDrained(_)
         | Command::AgentClosed(_)
         | Command::StatusUpdate { .. }
         | Command::AgentHeartbeat(_)
@@ -592,7 +602,7 @@ impl Clients {
                     .and_then(|()| core.subscribe(conn, info, id, suppressed, now));
                 if result.is_ok() {
                     core.track_credential(conn, &caller);
-                    self.frameworks.insert(conn, tx);
+                    self.frameworks.insert(conn, outbox::Outbox::new(tx));
                 }
                 if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
                     // Gone before its answer: no stream exists to say it closed.
@@ -600,6 +610,14 @@ impl Clients {
                 }
             }
             Command::FrameworkClosed(conn) => self.framework_closed(core, conn, now),
+            Command::FrameworkDrained(conn) => {
+                if let Some(out) = self.frameworks.get_mut(&conn)
+                    && let Err(e) = out.drained(conn, &self.wake)
+                {
+                    tracing::warn!(conn, "framework stream {}; dropping it", e.why());
+                    self.framework_closed(core, conn, now);
+                }
+            }
             Command::Call {
                 framework,
                 call,
@@ -718,10 +736,10 @@ impl Clients {
                 // A stream that takes no more is dropped at once: the rest
                 // of the batch skips it (one line, not one per event).
                 Effect::ToFramework(conn, ev) => {
-                    if let Some(tx) = self.frameworks.get(&conn)
-                        && let Err(e) = tx.try_send(Ok(ev))
+                    if let Some(out) = self.frameworks.get_mut(&conn)
+                        && let Err(e) = out.send(conn, ev, &self.wake)
                     {
-                        tracing::warn!(conn, "framework stream {}; dropping it", unwritable(&e));
+                        tracing::warn!(conn, "framework stream {}; dropping it", e.why());
                         self.frameworks.remove(&conn);
                         closed_fw.push(conn);
                     }
@@ -836,6 +854,7 @@ mod tests {
             next_conn: 0,
             frameworks: HashMap::new(),
             agents: HashMap::new(),
+            wake: mpsc::channel(1).0.downgrade(),
             policy_waiting: HashMap::new(),
             kv_waiting: HashMap::new(),
             next_kv_request: 0,
@@ -866,11 +885,11 @@ mod tests {
     #[tokio::test]
     async fn a_stream_that_takes_no_more_is_dropped_once() {
         let mut clients = clients();
+        let (ended, left) = mpsc::channel(1);
+        drop(left);
         let (full, _reading_nothing) = mpsc::channel(1);
-        let (closed, gone) = mpsc::channel(8);
-        drop(gone);
-        clients.frameworks.insert(1, full);
-        clients.agents.insert(2, closed);
+        clients.frameworks.insert(1, outbox::Outbox::new(ended));
+        clients.agents.insert(2, full);
         let event = || v1::Event {
             event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})),
         };

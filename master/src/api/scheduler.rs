@@ -19,8 +19,9 @@ use crate::core::{ConnId, OfferOperation};
 use crate::error::MasterError;
 use crate::runtime::{Call, Command, Handle};
 
-/// Capacity of one framework's event queue; a framework this far behind is
-/// disconnected rather than allowed to grow the master's memory.
+/// Capacity of one framework's event queue; behind it the owner task holds
+/// task updates (one per task) and a bounded number of other events
+/// before it disconnects the framework (`runtime::outbox`).
 pub const EVENT_QUEUE: usize = 65536;
 /// Most acknowledgements one call may carry (an SDK batches what arrived
 /// while its previous call was in flight: a few dozen under load).

@@ -11,9 +11,13 @@
 //! 3. reads: once the leader has worked through the load's updates
 //!    (how long that took is printed), `/state` and the paged operator
 //!    reads fetched from it, timed;
-//! 4. partition: every tenth agent is cut off (a rack); timed until the
+//! 4. framework failover (`--framework-failover N`): one more framework
+//!    runs N tasks, its scheduler stops and another resumes it; timed
+//!    until it is subscribed again and until the implicit reconciliation
+//!    has reported every task running;
+//! 5. partition: every tenth agent is cut off (a rack); timed until the
 //!    leader marks them unreachable, then until they are back;
-//! 5. failover (3 masters): the leader is SIGKILLed; timed until every
+//! 6. failover (3 masters): the leader is SIGKILLed; timed until every
 //!    agent has re-registered with the new one and a new probe has been
 //!    offered every agent again, and no task was lost.
 //!
@@ -73,6 +77,10 @@ struct Args {
     /// Cut every n-th agent off for the partition phase (0: no partition).
     #[arg(long, default_value_t = 10)]
     partition_every: usize,
+    /// Tasks of one more framework that then fails over (its scheduler
+    /// stopped and resumed; 0: no such phase). Its tasks keep running.
+    #[arg(long, default_value_t = 0)]
+    framework_failover: usize,
 }
 
 #[tokio::main]
@@ -186,12 +194,34 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     read_pages(c).await?;
     println!("alloc     {}", allocation(c).await?);
 
-    // 4. A rack cut off.
+    // 4. A framework with many tasks failing over.
+    if args.framework_failover > 0 {
+        let config = c.sdk_config("sim-fw-failover");
+        let f = frameworks::failover(config, args.framework_failover, &need, Duration::from_secs(1200)).await?;
+        println!(
+            "fw-fail   {} tasks of one framework running in {:.2?}; resumed: subscribed in {:.2?}, every task reconciled in {:.2?} ({} running, {} otherwise)  {}",
+            args.framework_failover,
+            f.launched_in,
+            f.subscribed_in,
+            f.reconciled_in,
+            f.running,
+            f.other,
+            masters_usage(c)
+        );
+        ensure!(
+            f.running == args.framework_failover,
+            "the failed-over framework's reconciliation reported {} of {} tasks running",
+            f.running,
+            args.framework_failover
+        );
+    }
+
+    // 5. A rack cut off.
     if args.partition_every > 0 {
         partition(c, &agents, args.agents, args.partition_every).await?;
     }
 
-    // 4. A leader failover.
+    // 6. A leader failover.
     if args.masters >= 3 {
         let before = stats.masters();
         let (failed, timeouts, unanswered, redirected) = (

@@ -1,0 +1,313 @@
+//! A framework's event stream as the owner task writes it: the stream's
+//! bounded queue and, once that is full, an overflow behind it that is
+//! moved into the queue as the framework reads.
+//!
+//! Bursts the master makes itself are as large as the framework: a
+//! re-subscription resends every unacknowledged update, an implicit
+//! reconciliation answers for every task. A framework with more tasks than
+//! the queue holds was disconnected by each of them, subscribed again and
+//! was sent the same burst: it never came back (a failover with 100,000
+//! tasks in `mezzo-sim`). The overflow keeps at most one update per task
+//! and kind (acknowledged or reconciliation answer; a newer one replaces
+//! the older in place), so it is bounded by the framework's tasks;
+//! other events (offers, rescinds, `Reconciled`) keep their order behind
+//! the updates before them and are bounded by [`OTHERS_MAX`]: a stream
+//! that reads nothing is still dropped once that many wait.
+
+use std::collections::{HashMap, VecDeque};
+
+use mezzo_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Command, FrameworkTx};
+use crate::core::ConnId;
+
+/// Events other than task updates the overflow holds before the stream is
+/// dropped as not reading (the queue holds as many again).
+pub const OTHERS_MAX: usize = 65_536;
+
+/// How much of the queue must be free before the overflow is moved in:
+/// one wake-up of the owner task per this many events read.
+const ROOM: usize = 4_096;
+
+/// Why an event could not be queued or held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unwritable {
+    /// The stream ended (the framework left).
+    Closed,
+    /// The framework has read nothing while [`OTHERS_MAX`] events waited.
+    NotReading,
+}
+
+impl Unwritable {
+    pub fn why(&self) -> &'static str {
+        match self {
+            Unwritable::Closed => "is closed",
+            Unwritable::NotReading => "is not reading (its queue and overflow are full)",
+        }
+    }
+}
+
+/// One framework stream.
+#[derive(Debug)]
+pub struct Outbox {
+    tx: FrameworkTx,
+    /// Events waiting for room in the queue, oldest first.
+    overflow: VecDeque<v1::Event>,
+    /// Sequence number of `overflow`'s front.
+    front: u64,
+    /// Where each task's held update is: (task, acknowledged kind) → sequence number.
+    updates: HashMap<(String, bool), u64>,
+    /// Held events that are not updates.
+    others: usize,
+    /// Dropped to call off the wait for room (the stream is forgotten).
+    waiting: Option<oneshot::Sender<()>>,
+}
+
+impl Outbox {
+    pub fn new(tx: FrameworkTx) -> Outbox {
+        Outbox {
+            tx,
+            overflow: VecDeque::new(),
+            front: 0,
+            updates: HashMap::new(),
+            others: 0,
+            waiting: None,
+        }
+    }
+
+    /// Events held behind the queue.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.updates.len() + self.others
+    }
+
+    /// Queues `event`, or holds it while the queue is full (then `wake` is
+    /// sent `FrameworkDrained(conn)` once there is room).
+    pub fn send(&mut self, conn: ConnId, event: v1::Event, wake: &mpsc::WeakSender<Command>) -> Result<(), Unwritable> {
+        if self.overflow.is_empty() {
+            match self.tx.try_send(Ok(event)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
+                Err(mpsc::error::TrySendError::Full(Ok(event))) => {
+                    tracing::info!(conn, "framework stream is behind; holding its events until it reads");
+                    self.hold(event)?;
+                    self.wait_for_room(conn, wake.clone());
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("only events are sent"),
+            }
+        }
+        if self.tx.is_closed() {
+            return Err(Unwritable::Closed);
+        }
+        self.hold(event)
+    }
+
+    fn hold(&mut self, event: v1::Event) -> Result<(), Unwritable> {
+        let next = self.front + self.overflow.len() as u64;
+        match update_key(&event) {
+            Some(key) => {
+                if let Some(&at) = self.updates.get(&key) {
+                    // The task's newer update, where the older one was.
+                    self.overflow[(at - self.front) as usize] = event;
+                    return Ok(());
+                }
+                self.updates.insert(key, next);
+            }
+            None => {
+                if self.others >= OTHERS_MAX {
+                    return Err(Unwritable::NotReading);
+                }
+                self.others += 1;
+            }
+        }
+        self.overflow.push_back(event);
+        Ok(())
+    }
+
+    /// There is room in the queue: moves held events into it, oldest
+    /// first, and waits again if some are left.
+    pub fn drained(&mut self, conn: ConnId, wake: &mpsc::WeakSender<Command>) -> Result<(), Unwritable> {
+        self.waiting = None;
+        while let Some(event) = self.overflow.pop_front() {
+            let key = update_key(&event);
+            match self.tx.try_send(Ok(event)) {
+                Ok(()) => {
+                    match key {
+                        Some(key) => {
+                            if self.updates.get(&key) == Some(&self.front) {
+                                self.updates.remove(&key);
+                            }
+                        }
+                        None => self.others -= 1,
+                    }
+                    self.front += 1;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
+                Err(mpsc::error::TrySendError::Full(Ok(event))) => {
+                    self.overflow.push_front(event);
+                    self.wait_for_room(conn, wake.clone());
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("only events are sent"),
+            }
+        }
+        tracing::info!(conn, "framework stream caught up");
+        Ok(())
+    }
+
+    /// Sends `FrameworkDrained(conn)` to the owner task once [`ROOM`]
+    /// places are free in the queue. The wait holds a sender of the
+    /// stream: it ends when this outbox is dropped, so that dropping the
+    /// outbox still ends the stream.
+    fn wait_for_room(&mut self, conn: ConnId, wake: mpsc::WeakSender<Command>) {
+        let (call_off, called_off) = oneshot::channel();
+        self.waiting = Some(call_off);
+        let tx = self.tx.clone();
+        let room = ROOM.min(tx.max_capacity());
+        tokio::spawn(async move {
+            tokio::select! {
+                permits = tx.reserve_many(room) => {
+                    if permits.is_err() {
+                        return;
+                    }
+                }
+                _ = called_off => return,
+            }
+            drop(tx);
+            if let Some(wake) = wake.upgrade() {
+                let _ = wake.send(Command::FrameworkDrained(conn)).await;
+            }
+        });
+    }
+}
+
+/// A task update's key in the overflow: its task, and whether it waits for
+/// an acknowledgement (an agent's update) or not (a reconciliation answer).
+fn update_key(event: &v1::Event) -> Option<(String, bool)> {
+    match &event.event {
+        Some(v1::event::Event::Update(v1::Update { status: Some(s) })) => Some((s.task_id.clone(), !s.uuid.is_empty())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(task: &str, uuid: &[u8], message: &str) -> v1::Event {
+        v1::Event {
+            event: Some(v1::event::Event::Update(v1::Update {
+                status: Some(v1::TaskStatus {
+                    task_id: task.into(),
+                    uuid: uuid.to_vec(),
+                    message: message.into(),
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    fn heartbeat() -> v1::Event {
+        v1::Event {
+            event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})),
+        }
+    }
+
+    /// What an event says, for comparing orders.
+    fn label(event: &v1::Event) -> String {
+        match &event.event {
+            Some(v1::event::Event::Update(v1::Update { status: Some(s) })) => format!("{}:{}", s.task_id, s.message),
+            _ => "beat".into(),
+        }
+    }
+
+    /// A burst larger than the queue reaches a framework that reads it,
+    /// in order, with a task's newer update where its older one waited and
+    /// a reconciliation answer kept apart from an acknowledged update.
+    #[tokio::test]
+    async fn a_burst_larger_than_the_queue_arrives_in_order_once_read() {
+        let (cmd_tx, mut cmds) = mpsc::channel(8);
+        let wake = cmd_tx.downgrade();
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut out = Outbox::new(tx);
+        let sent = [
+            update("a", b"1", "a1"),
+            update("b", b"1", "b1"),
+            update("c", b"1", "c1"),
+            heartbeat(),
+            update("d", b"1", "d1"),
+            update("c", b"2", "c2"),
+            update("c", b"", "c-reconciled"),
+            heartbeat(),
+        ];
+        for e in sent {
+            out.send(7, e, &wake).expect("held");
+        }
+        assert_eq!(out.held(), 5, "c's newer update replaced its older one");
+        let mut got = Vec::new();
+        while got.len() < 7 {
+            tokio::select! {
+                Some(Ok(e)) = rx.recv() => got.push(label(&e)),
+                Some(cmd) = cmds.recv() => match cmd {
+                    Command::FrameworkDrained(conn) => {
+                        assert_eq!(conn, 7);
+                        out.drained(conn, &wake).expect("drained");
+                    }
+                    _ => panic!("unexpected command"),
+                },
+            }
+        }
+        assert_eq!(got, ["a:a1", "b:b1", "c:c2", "beat", "d:d1", "c:c-reconciled", "beat"]);
+        assert_eq!(out.held(), 0);
+        // Caught up: the next event goes straight into the queue.
+        out.send(7, heartbeat(), &wake).expect("queued");
+        assert_eq!(
+            rx.recv().await.map(|e| e.map(|e| label(&e)).ok()),
+            Some(Some("beat".into()))
+        );
+    }
+
+    /// A framework that reads nothing is still dropped, once the events
+    /// other than updates fill the overflow; an ended stream is closed.
+    #[tokio::test]
+    async fn a_stream_that_reads_nothing_is_dropped_and_a_closed_one_closed() {
+        let (cmd_tx, _cmds) = mpsc::channel(8);
+        let wake = cmd_tx.downgrade();
+        let (tx, rx) = mpsc::channel(1);
+        let mut out = Outbox::new(tx);
+        out.send(1, heartbeat(), &wake).expect("queued");
+        for i in 0..10 {
+            // Updates of the same tasks only ever replace each other.
+            out.send(1, update(&format!("t{}", i % 3), b"1", "x"), &wake)
+                .expect("held");
+        }
+        assert_eq!(out.held(), 3);
+        for _ in 0..OTHERS_MAX {
+            out.send(1, heartbeat(), &wake).expect("held");
+        }
+        assert_eq!(out.send(1, heartbeat(), &wake), Err(Unwritable::NotReading));
+        drop(rx);
+        assert_eq!(out.send(1, heartbeat(), &wake), Err(Unwritable::Closed));
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        assert_eq!(Outbox::new(tx).send(1, heartbeat(), &wake), Err(Unwritable::Closed));
+    }
+
+    /// Dropping an outbox that waits for room ends its stream: the wait
+    /// holds no sender past it.
+    #[tokio::test]
+    async fn dropping_a_waiting_outbox_ends_its_stream() {
+        let (cmd_tx, _cmds) = mpsc::channel(8);
+        let wake = cmd_tx.downgrade();
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut out = Outbox::new(tx);
+        out.send(1, heartbeat(), &wake).expect("queued");
+        out.send(1, heartbeat(), &wake).expect("held");
+        drop(out);
+        assert!(rx.recv().await.is_some());
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+        assert!(matches!(end, Ok(None)), "the stream did not end");
+    }
+}
