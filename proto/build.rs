@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // agent (a heartbeat too) 1,352 bytes: each agent's queue and every
         // turn's list of effects held that per message.
         .boxed(".mezzo.v1.MasterMessage.message.run_task")
+        // 1 KiB stream buffers instead of 8 (src/codec.rs).
+        .codec_path("crate::codec::LeanCodec")
         .compile_fds(fds)?;
 
     let mesos = ["mesos/v1/mesos.proto", "mesos/v1/scheduler/scheduler.proto"];

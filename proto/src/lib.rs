@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod backoff;
 pub mod clock;
+pub mod codec;
 pub mod exec;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
