@@ -182,6 +182,8 @@ pub struct Handle {
     events: broadcast::Sender<ClusterEvent>,
     /// Commands the owner has handled: proof that it moves on.
     handled: Arc<AtomicU64>,
+    /// Events held for framework streams whose queue is full (see [`outbox`]).
+    held: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -266,6 +268,11 @@ impl Handle {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
+    /// Events held for framework streams that fell behind (see [`outbox`]).
+    pub fn held_events(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// How many commands the owner has handled so far (it moves on while
     /// this grows).
     pub fn handled(&self) -> u64 {
@@ -292,6 +299,7 @@ impl Handle {
             tx,
             events: broadcast::channel(1).0,
             handled: Arc::default(),
+            held: Arc::default(),
         };
         (handle, rx)
     }
@@ -329,6 +337,8 @@ struct Clients {
     /// The owner task's own queue, for [`Command::FrameworkDrained`]
     /// (weak: the owner task still ends when every handle is gone).
     wake: mpsc::WeakSender<Command>,
+    /// Events the framework streams' outboxes hold, all together.
+    held: Arc<AtomicU64>,
     /// Policy changes waiting for their commit, by ticket.
     policy_waiting: HashMap<u64, oneshot::Sender<Result<(), MasterError>>>,
     /// Key-value writes proposed and not yet committed, by request number.
@@ -347,6 +357,7 @@ pub fn spawn(
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
     let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
+    let held = Arc::new(AtomicU64::new(0));
     let rt = Runtime {
         handled: Arc::default(),
         events: ops_events.clone(),
@@ -359,6 +370,7 @@ pub fn spawn(
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             wake: tx.downgrade(),
+            held: held.clone(),
             policy_waiting: HashMap::new(),
             kv_waiting: HashMap::new(),
             next_kv_request: rand::random::<u64>() >> 1,
@@ -369,6 +381,7 @@ pub fn spawn(
         tx,
         events: ops_events,
         handled: rt.handled.clone(),
+        held,
     };
     (handle, tokio::spawn(rt.run(rx, events, tick)))
 }
@@ -602,7 +615,7 @@ impl Clients {
                     .and_then(|()| core.subscribe(conn, info, id, suppressed, now));
                 if result.is_ok() {
                     core.track_credential(conn, &caller);
-                    self.frameworks.insert(conn, outbox::Outbox::new(tx));
+                    self.frameworks.insert(conn, outbox::Outbox::new(tx, self.held.clone()));
                 }
                 if let Err(Ok(conn)) = reply.send(result.map(|()| conn)) {
                     // Gone before its answer: no stream exists to say it closed.
@@ -855,6 +868,7 @@ mod tests {
             frameworks: HashMap::new(),
             agents: HashMap::new(),
             wake: mpsc::channel(1).0.downgrade(),
+            held: Arc::default(),
             policy_waiting: HashMap::new(),
             kv_waiting: HashMap::new(),
             next_kv_request: 0,
@@ -888,7 +902,7 @@ mod tests {
         let (ended, left) = mpsc::channel(1);
         drop(left);
         let (full, _reading_nothing) = mpsc::channel(1);
-        clients.frameworks.insert(1, outbox::Outbox::new(ended));
+        clients.frameworks.insert(1, outbox::Outbox::new(ended, Arc::default()));
         clients.agents.insert(2, full);
         let event = || v1::Event {
             event: Some(v1::event::Event::Heartbeat(v1::Heartbeat {})),

@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub leader: Option<MetricsView>,
     /// Commands waiting for the owner task as the scrape began.
     pub queued: usize,
+    /// Events held for framework streams that fell behind.
+    pub held: u64,
 }
 
 /// The master's metrics registry.
@@ -96,6 +98,12 @@ impl Collector for Families {
             "event_queue_commands",
             "Calls, streams' messages and reads waiting for the master's owner task (Mesos' event_queue_messages): a queue that stays long means the master is behind",
             snapshot.queued as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "framework_events_held",
+            "Events held for framework streams whose queue is full, until they read (task updates, the newest of each task, and other events in order); a framework behind by 65,536 events other than updates is disconnected",
+            snapshot.held as i64,
         )?;
         if let Some(r) = &snapshot.raft {
             raft(&mut enc, r)?;
@@ -359,10 +367,15 @@ fn operations(enc: &mut Enc<'_>, m: &MetricsView) -> Result<(), std::fmt::Error>
 /// Reads the snapshot (one read of the core, one of the Raft node) and
 /// answers it.
 pub(super) async fn scrape(State(s): State<HttpState>) -> Response {
-    let queued = s.handle.queued();
+    let (queued, held) = (s.handle.queued(), s.handle.held_events());
     let leader = s.handle.read(view::metrics).await.ok();
     let raft = s.raft.status().await;
-    let text = s.metrics.encode(Snapshot { raft, leader, queued });
+    let text = s.metrics.encode(Snapshot {
+        raft,
+        leader,
+        queued,
+        held,
+    });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
@@ -433,15 +446,21 @@ mod tests {
             raft: Some(raft()),
             leader: None,
             queued: 3,
+            held: 7,
         });
         assert!(follower.contains("mezzo_master_elected 0\n"), "{follower}");
         assert!(follower.contains("mezzo_master_event_queue_commands 3\n"), "{follower}");
+        assert!(
+            follower.contains("mezzo_master_framework_events_held 7\n"),
+            "{follower}"
+        );
         assert!(follower.contains("mezzo_master_raft_apply_lag 2\n"), "{follower}");
         assert!(!follower.contains("mezzo_master_agents"), "{follower}");
         let text = metrics.encode(Snapshot {
             raft: Some(raft()),
             leader: Some(leader()),
             queued: 0,
+            held: 0,
         });
         for line in [
             "mezzo_master_elected 1\n",

@@ -15,6 +15,8 @@
 //! that reads nothing is still dropped once that many wait.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mezzo_proto::v1;
 use tokio::sync::{mpsc, oneshot};
@@ -62,10 +64,18 @@ pub struct Outbox {
     others: usize,
     /// Dropped to call off the wait for room (the stream is forgotten).
     waiting: Option<oneshot::Sender<()>>,
+    /// Events held by every outbox (the `framework_events_held` gauge).
+    held_total: Arc<AtomicU64>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.held_total.fetch_sub(self.overflow.len() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Outbox {
-    pub fn new(tx: FrameworkTx) -> Outbox {
+    pub fn new(tx: FrameworkTx, held_total: Arc<AtomicU64>) -> Outbox {
         Outbox {
             tx,
             overflow: VecDeque::new(),
@@ -73,6 +83,7 @@ impl Outbox {
             updates: HashMap::new(),
             others: 0,
             waiting: None,
+            held_total,
         }
     }
 
@@ -123,6 +134,7 @@ impl Outbox {
             }
         }
         self.overflow.push_back(event);
+        self.held_total.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -143,6 +155,7 @@ impl Outbox {
                         None => self.others -= 1,
                     }
                     self.front += 1;
+                    self.held_total.fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
                 Err(mpsc::error::TrySendError::Full(Ok(event))) => {
@@ -231,7 +244,8 @@ mod tests {
         let (cmd_tx, mut cmds) = mpsc::channel(8);
         let wake = cmd_tx.downgrade();
         let (tx, mut rx) = mpsc::channel(2);
-        let mut out = Outbox::new(tx);
+        let total = Arc::new(AtomicU64::new(0));
+        let mut out = Outbox::new(tx, total.clone());
         let sent = [
             update("a", b"1", "a1"),
             update("b", b"1", "b1"),
@@ -246,6 +260,7 @@ mod tests {
             out.send(7, e, &wake).expect("held");
         }
         assert_eq!(out.held(), 5, "c's newer update replaced its older one");
+        assert_eq!(total.load(Ordering::Relaxed), 5);
         let mut got = Vec::new();
         while got.len() < 7 {
             tokio::select! {
@@ -260,7 +275,7 @@ mod tests {
             }
         }
         assert_eq!(got, ["a:a1", "b:b1", "c:c2", "beat", "d:d1", "c:c-reconciled", "beat"]);
-        assert_eq!(out.held(), 0);
+        assert_eq!((out.held(), total.load(Ordering::Relaxed)), (0, 0));
         // Caught up: the next event goes straight into the queue.
         out.send(7, heartbeat(), &wake).expect("queued");
         assert_eq!(
@@ -276,7 +291,7 @@ mod tests {
         let (cmd_tx, _cmds) = mpsc::channel(8);
         let wake = cmd_tx.downgrade();
         let (tx, rx) = mpsc::channel(1);
-        let mut out = Outbox::new(tx);
+        let mut out = Outbox::new(tx, Arc::default());
         out.send(1, heartbeat(), &wake).expect("queued");
         for i in 0..10 {
             // Updates of the same tasks only ever replace each other.
@@ -292,20 +307,26 @@ mod tests {
         assert_eq!(out.send(1, heartbeat(), &wake), Err(Unwritable::Closed));
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        assert_eq!(Outbox::new(tx).send(1, heartbeat(), &wake), Err(Unwritable::Closed));
+        assert_eq!(
+            Outbox::new(tx, Arc::default()).send(1, heartbeat(), &wake),
+            Err(Unwritable::Closed)
+        );
     }
 
-    /// Dropping an outbox that waits for room ends its stream: the wait
-    /// holds no sender past it.
+    /// Dropping an outbox that waits for room ends its stream (the wait
+    /// holds no sender past it) and takes its events off the gauge.
     #[tokio::test]
     async fn dropping_a_waiting_outbox_ends_its_stream() {
         let (cmd_tx, _cmds) = mpsc::channel(8);
         let wake = cmd_tx.downgrade();
         let (tx, mut rx) = mpsc::channel(1);
-        let mut out = Outbox::new(tx);
+        let total = Arc::new(AtomicU64::new(0));
+        let mut out = Outbox::new(tx, total.clone());
         out.send(1, heartbeat(), &wake).expect("queued");
         out.send(1, heartbeat(), &wake).expect("held");
+        assert_eq!(total.load(Ordering::Relaxed), 1);
         drop(out);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "a dropped outbox still counted");
         assert!(rx.recv().await.is_some());
         let end = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
         assert!(matches!(end, Ok(None)), "the stream did not end");
