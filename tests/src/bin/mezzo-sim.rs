@@ -197,7 +197,9 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     // 4. A framework with many tasks failing over.
     if args.framework_failover > 0 {
         let config = c.sdk_config("sim-fw-failover");
+        let watch = Watch::start(c, stats.clone()).await?;
         let f = frameworks::failover(config, args.framework_failover, &need, Duration::from_secs(1200)).await?;
+        let watched = watch.stop().await;
         println!(
             "fw-fail   {} tasks of one framework running in {:.2?}; resumed: subscribed in {:.2?}, every task reconciled in {:.2?} ({} running, {} otherwise)  {}",
             args.framework_failover,
@@ -208,6 +210,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             f.other,
             masters_usage(c)
         );
+        println!("          {watched}");
         ensure!(
             f.running == args.framework_failover,
             "the failed-over framework's reconciliation reported {} of {} tasks running",
@@ -404,7 +407,7 @@ impl Pollers {
 /// whether it keeps up with what it is sent.
 struct Watch {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Vec<(f64, f64, f64)>>,
+    task: tokio::task::JoinHandle<Vec<[f64; 4]>>,
 }
 
 impl Watch {
@@ -420,11 +423,12 @@ impl Watch {
                     Err(_) => String::new(),
                 };
                 let value = |name: &str| metric(&text, name);
-                seen.push((
+                seen.push([
                     value("mezzo_master_event_queue_commands"),
                     value("mezzo_master_status_update_queue"),
                     Stats::get(&stats.resends) as f64,
-                ));
+                    value("mezzo_master_framework_events_held"),
+                ]);
                 let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
             }
             seen
@@ -436,17 +440,18 @@ impl Watch {
     async fn stop(self) -> String {
         self.stop.send_replace(true);
         let seen = self.task.await.unwrap_or_default();
-        let series = |f: fn(&(f64, f64, f64)) -> f64| {
+        let series = |i: usize| {
             seen.iter()
-                .map(|s| format!("{:.0}", f(s)))
+                .map(|s| format!("{:.0}", s[i]))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
         format!(
-            "each second: commands waiting for the leader {}; updates unacknowledged {}; agents' resends so far {}",
-            series(|s| s.0),
-            series(|s| s.1),
-            series(|s| s.2)
+            "each second: commands waiting for the leader {}; updates unacknowledged {}; agents' resends so far {}; events held for frameworks behind {}",
+            series(0),
+            series(1),
+            series(2),
+            series(3)
         )
     }
 }
