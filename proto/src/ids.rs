@@ -2,6 +2,7 @@
 //! is checked once at the edge: no separators, no dot-names, bounded length.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,20 +41,22 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         /// Its JSON form is a string, checked like [`Self::parse`] when read.
+        /// Shared, not copied, when cloned: the master keeps a task's ids in
+        /// several tables and indexes.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks `s` and wraps it.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 check($kind, s)?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(Arc::from(s)))
             }
 
             /// A fresh random id.
             pub fn generate() -> Self {
-                Self(uuid::Uuid::new_v4().to_string())
+                Self(Arc::from(uuid::Uuid::new_v4().to_string()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -65,13 +68,13 @@ macro_rules! id_type {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
                 check($kind, &s)?;
-                Ok(Self(s))
+                Ok(Self(Arc::from(s)))
             }
         }
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 
