@@ -100,13 +100,15 @@ impl Outbox {
             match self.tx.try_send(Ok(event)) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
-                Err(mpsc::error::TrySendError::Full(Ok(event))) => {
+                // Only `Ok` items are ever sent.
+                Err(mpsc::error::TrySendError::Full(item)) => {
                     tracing::info!(conn, "framework stream is behind; holding its events until it reads");
-                    self.hold(event)?;
+                    if let Ok(event) = item {
+                        self.hold(event)?;
+                    }
                     self.wait_for_room(conn, wake.clone());
                     return Ok(());
                 }
-                Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("only events are sent"),
             }
         }
         if self.tx.is_closed() {
@@ -158,12 +160,13 @@ impl Outbox {
                     self.held_total.fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
-                Err(mpsc::error::TrySendError::Full(Ok(event))) => {
-                    self.overflow.push_front(event);
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    if let Ok(event) = item {
+                        self.overflow.push_front(event);
+                    }
                     self.wait_for_room(conn, wake.clone());
                     return Ok(());
                 }
-                Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("only events are sent"),
             }
         }
         tracing::info!(conn, "framework stream caught up");
