@@ -58,10 +58,10 @@ pub struct Outbox {
     overflow: VecDeque<v1::Event>,
     /// Sequence number of `overflow`'s front.
     front: u64,
-    /// Where each task's held update is: (task, acknowledged kind) → sequence number.
-    updates: HashMap<(String, bool), u64>,
-    /// Held events that are not updates.
-    others: usize,
+    /// Where each task's held update is (its sequence number), by kind
+    /// ([`UpdateKind`]) and task. The other held events are
+    /// `overflow.len()` less these.
+    updates: [HashMap<String, u64>; 2],
     /// Dropped to call off the wait for room (the stream is forgotten).
     waiting: Option<oneshot::Sender<()>>,
     /// Events held by every outbox (the `framework_events_held` gauge).
@@ -80,8 +80,7 @@ impl Outbox {
             tx,
             overflow: VecDeque::new(),
             front: 0,
-            updates: HashMap::new(),
-            others: 0,
+            updates: Default::default(),
             waiting: None,
             held_total,
         }
@@ -90,7 +89,12 @@ impl Outbox {
     /// Events held behind the queue.
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.updates.len() + self.others
+        self.overflow.len()
+    }
+
+    /// Held events that are not task updates.
+    fn others(&self) -> usize {
+        self.overflow.len() - self.updates.iter().map(HashMap::len).sum::<usize>()
     }
 
     /// Queues `event`, or holds it while the queue is full (then `wake` is
@@ -119,21 +123,17 @@ impl Outbox {
 
     fn hold(&mut self, event: v1::Event) -> Result<(), Unwritable> {
         let next = self.front + self.overflow.len() as u64;
-        match update_key(&event) {
-            Some(key) => {
-                if let Some(&at) = self.updates.get(&key) {
+        match update_of(&event) {
+            Some((task, kind)) => {
+                if let Some(&at) = self.updates[kind as usize].get(task) {
                     // The task's newer update, where the older one was.
                     self.overflow[(at - self.front) as usize] = event;
                     return Ok(());
                 }
-                self.updates.insert(key, next);
+                self.updates[kind as usize].insert(task.to_owned(), next);
             }
-            None => {
-                if self.others >= OTHERS_MAX {
-                    return Err(Unwritable::NotReading);
-                }
-                self.others += 1;
-            }
+            None if self.others() >= OTHERS_MAX => return Err(Unwritable::NotReading),
+            None => {}
         }
         self.overflow.push_back(event);
         self.held_total.fetch_add(1, Ordering::Relaxed);
@@ -145,24 +145,23 @@ impl Outbox {
     pub fn drained(&mut self, conn: ConnId, wake: &mpsc::WeakSender<Command>) -> Result<(), Unwritable> {
         self.waiting = None;
         while let Some(event) = self.overflow.pop_front() {
-            let key = update_key(&event);
+            // Out of the overflow (and the gauge) before it is sent, back
+            // in if the queue is full: once sent, a later update of the
+            // task is held anew, behind what is queued.
+            self.held_total.fetch_sub(1, Ordering::Relaxed);
+            if let Some((task, kind)) = update_of(&event) {
+                self.updates[kind as usize].remove(task);
+            }
             match self.tx.try_send(Ok(event)) {
-                Ok(()) => {
-                    match key {
-                        Some(key) => {
-                            if self.updates.get(&key) == Some(&self.front) {
-                                self.updates.remove(&key);
-                            }
-                        }
-                        None => self.others -= 1,
-                    }
-                    self.front += 1;
-                    self.held_total.fetch_sub(1, Ordering::Relaxed);
-                }
+                Ok(()) => self.front += 1,
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unwritable::Closed),
                 Err(mpsc::error::TrySendError::Full(item)) => {
                     if let Ok(event) = item {
+                        if let Some((task, kind)) = update_of(&event) {
+                            self.updates[kind as usize].insert(task.to_owned(), self.front);
+                        }
                         self.overflow.push_front(event);
+                        self.held_total.fetch_add(1, Ordering::Relaxed);
                     }
                     self.wait_for_room(conn, wake.clone());
                     return Ok(());
@@ -199,11 +198,26 @@ impl Outbox {
     }
 }
 
-/// A task update's key in the overflow: its task, and whether it waits for
-/// an acknowledgement (an agent's update) or not (a reconciliation answer).
-fn update_key(event: &v1::Event) -> Option<(String, bool)> {
+/// The two kinds of task update the overflow keeps apart.
+#[derive(Debug, Clone, Copy)]
+enum UpdateKind {
+    /// An agent's update, waiting for its acknowledgement.
+    Acknowledged = 0,
+    /// A reconciliation answer (no uuid).
+    Answer = 1,
+}
+
+/// A task update's task and kind; `None` for other events.
+fn update_of(event: &v1::Event) -> Option<(&str, UpdateKind)> {
     match &event.event {
-        Some(v1::event::Event::Update(v1::Update { status: Some(s) })) => Some((s.task_id.clone(), !s.uuid.is_empty())),
+        Some(v1::event::Event::Update(v1::Update { status: Some(s) })) => {
+            let kind = if s.uuid.is_empty() {
+                UpdateKind::Answer
+            } else {
+                UpdateKind::Acknowledged
+            };
+            Some((s.task_id.as_str(), kind))
+        }
         _ => None,
     }
 }
@@ -288,13 +302,15 @@ mod tests {
     }
 
     /// A framework that reads nothing is still dropped, once the events
-    /// other than updates fill the overflow; an ended stream is closed.
+    /// other than updates fill the overflow; an ended stream is closed,
+    /// and what it held leaves the gauge.
     #[tokio::test]
     async fn a_stream_that_reads_nothing_is_dropped_and_a_closed_one_closed() {
         let (cmd_tx, _cmds) = mpsc::channel(8);
         let wake = cmd_tx.downgrade();
         let (tx, rx) = mpsc::channel(1);
-        let mut out = Outbox::new(tx, Arc::default());
+        let total = Arc::new(AtomicU64::new(0));
+        let mut out = Outbox::new(tx, total.clone());
         out.send(1, heartbeat(), &wake).expect("queued");
         for i in 0..10 {
             // Updates of the same tasks only ever replace each other.
@@ -308,6 +324,14 @@ mod tests {
         assert_eq!(out.send(1, heartbeat(), &wake), Err(Unwritable::NotReading));
         drop(rx);
         assert_eq!(out.send(1, heartbeat(), &wake), Err(Unwritable::Closed));
+        // Found closed while moving what it held: the gauge ends at 0.
+        assert_eq!(out.drained(1, &wake), Err(Unwritable::Closed));
+        drop(out);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            0,
+            "events of a closed stream still counted"
+        );
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         assert_eq!(
