@@ -189,6 +189,35 @@ async fn all_masters_restarted_keep_the_registry() -> Result<()> {
     result.with_context(|| c.logs())
 }
 
+/// A leader whose process dies is replaced without waiting out its lease:
+/// the followers see its stream end. With a 3 s election timeout (each
+/// follower's randomised up to 6 s), a new leader leads well within 3 s of
+/// the kill; before, never sooner than 3 s after the last heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leader_is_replaced_before_its_lease_runs_out() -> Result<()> {
+    let mut spec = three_masters(0);
+    spec.master_args.extend(["--election-ticks".into(), "60".into()]);
+    let mut c = Cluster::start(spec).await?;
+    let result = async {
+        let old = c.wait_leader().await?;
+        c.masters[old].kill().await;
+        let killed = Instant::now();
+        let limit = Duration::from_millis(2700);
+        loop {
+            for (i, m) in c.masters.iter().enumerate() {
+                if i != old && c.get(&m.addr, "/raft").await.is_ok_and(|r| r["role"] == "leader") {
+                    println!("master {i} leads {:?} after the kill", killed.elapsed());
+                    return Ok(());
+                }
+            }
+            ensure!(killed.elapsed() < limit, "no new leader {limit:?} after the kill");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
 /// A master whose Raft log is truncated refuses to start and names the
 /// file; the other two keep serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

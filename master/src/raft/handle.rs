@@ -51,7 +51,13 @@ pub(crate) enum NodeCmd {
     Propose(RegistryOp),
     Messages(Vec<Message>),
     Unreachable(u64),
-    SnapshotSent { to: u64, ok: bool },
+    /// A peer's stream of batches to this master ended (see
+    /// [`RaftHandle::stream_ended`]).
+    StreamEnded(u64),
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
     Status(oneshot::Sender<RaftStatus>),
     Registry(oneshot::Sender<Registry>),
     ChangeMembers(MemberChange, oneshot::Sender<Result<u64, MembershipError>>),
@@ -158,5 +164,12 @@ impl RaftHandle {
 
     pub(crate) async fn deliver(&self, msgs: Vec<Message>) -> bool {
         self.tx.send(NodeCmd::Messages(msgs)).await.is_ok()
+    }
+
+    /// The stream on which member `from` sent its batches ended: if it
+    /// was the leader's, the leader may be gone (its process exits, and
+    /// the connection closes with it).
+    pub(crate) fn stream_ended(&self, from: u64) {
+        let _ = self.tx.try_send(NodeCmd::StreamEnded(from));
     }
 }

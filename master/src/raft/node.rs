@@ -264,6 +264,7 @@ impl Node {
                 }
             }
             NodeCmd::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeCmd::StreamEnded(from) => self.leader_stream_ended(from),
             NodeCmd::SnapshotSent { to, ok } => {
                 let status = if ok {
                     SnapshotStatus::Finish
@@ -279,6 +280,30 @@ impl Node {
                 let _ = reply.send(self.registry.clone());
             }
             NodeCmd::ChangeMembers(change, reply) => self.change_members(change, reply),
+        }
+    }
+
+    /// The leader's stream to this follower ended. A leader whose process
+    /// died is heard from no more, and waiting out its whole lease and then
+    /// the randomised election timeout (1-2 s by default) was most of a
+    /// failover's wait for a leader; a live leader opens a new stream with
+    /// its next heartbeat, which starts the wait over. So the lease ends at
+    /// once, and the randomised rest of the timeout is halved: followers
+    /// keep their order (no more split votes), and another election still
+    /// needs every heartbeat to stay away for that long.
+    fn leader_stream_ended(&mut self, from: u64) {
+        let r = &mut self.raw.raft;
+        if r.state != StateRole::Follower || r.leader_id != from {
+            return;
+        }
+        let lease = r.election_timeout();
+        let at = lease + r.randomized_election_timeout().saturating_sub(lease) / 2;
+        if r.election_elapsed < at {
+            tracing::info!(
+                leader = from,
+                "the leader's stream ended: its lease is over, an election follows unless it is heard from"
+            );
+            r.election_elapsed = at;
         }
     }
 

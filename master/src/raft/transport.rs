@@ -47,10 +47,23 @@ impl RaftTransport for RaftService {
     async fn stream(&self, req: Request<tonic::Streaming<v1::RaftBatch>>) -> Result<Response<v1::RaftAck>, Status> {
         let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
-        while let Some(batch) = inbound.message().await? {
-            self.deliver(&caller, batch).await?;
+        // The member whose batches were accepted on this stream.
+        let mut from = None;
+        let ended = loop {
+            match inbound.message().await {
+                Ok(Some(batch)) => {
+                    let sender = batch.from;
+                    self.deliver(&caller, batch).await?;
+                    from = Some(sender);
+                }
+                Ok(None) => break Ok(Response::new(v1::RaftAck {})),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(from) = from {
+            self.node.stream_ended(from);
         }
-        Ok(Response::new(v1::RaftAck {}))
+        ended
     }
 }
 
