@@ -179,6 +179,10 @@ const KEPT_EFFECTS: usize = (16 << 20) / std::mem::size_of::<Effect>();
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    /// Subscriptions, which the owner takes before the queue: after a
+    /// failover, 40,000 agents' registrations fill the queue, and a
+    /// framework's subscription waited behind them all (5 s at 40,000).
+    urgent: mpsc::Sender<Command>,
     events: broadcast::Sender<ClusterEvent>,
     /// Commands the owner has handled: proof that it moves on.
     handled: Arc<AtomicU64>,
@@ -208,15 +212,17 @@ impl Handle {
         caller: Caller,
         tx: FrameworkTx,
     ) -> Result<ConnId, MasterError> {
-        self.ask(|reply| Command::Subscribe {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Subscribe {
             info,
             id,
             suppressed,
             caller,
             tx,
             reply,
-        })
-        .await?
+        };
+        self.urgent.send(cmd).await.map_err(|_| MasterError::ShuttingDown)?;
+        rx.await.map_err(|_| MasterError::ShuttingDown)?
     }
 
     pub async fn call(&self, framework: FrameworkId, call: Call, caller: Caller) -> Result<(), MasterError> {
@@ -296,6 +302,7 @@ impl Handle {
     pub(crate) fn unowned() -> (Handle, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
         let handle = Handle {
+            urgent: tx.clone(),
             tx,
             events: broadcast::channel(1).0,
             handled: Arc::default(),
@@ -356,6 +363,7 @@ pub fn spawn(
     tick: Duration,
 ) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
+    let (urgent, urgent_rx) = mpsc::channel(URGENT_QUEUE);
     let (ops_events, _) = broadcast::channel(OPERATOR_EVENTS);
     let held = Arc::new(AtomicU64::new(0));
     let rt = Runtime {
@@ -379,20 +387,34 @@ pub fn spawn(
     };
     let handle = Handle {
         tx,
+        urgent,
         events: ops_events,
         handled: rt.handled.clone(),
         held,
     };
-    (handle, tokio::spawn(rt.run(rx, events, tick)))
+    (
+        handle,
+        tokio::spawn(rt.run(Queues { rx, urgent: urgent_rx }, events, tick)),
+    )
+}
+
+/// Subscriptions waiting for the owner (see [`Handle::subscribe`]).
+const URGENT_QUEUE: usize = 256;
+
+/// The owner's two command queues: `urgent` is drained before each turn.
+struct Queues {
+    rx: mpsc::Receiver<Command>,
+    urgent: mpsc::Receiver<Command>,
 }
 
 impl Runtime {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Command>,
+        queues: Queues,
         mut events: mpsc::UnboundedReceiver<RaftEvent>,
         tick: Duration,
     ) -> Result<(), MasterError> {
+        let Queues { mut rx, mut urgent } = queues;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Passes are batched: after a pass, the next waits as long as it
@@ -406,12 +428,19 @@ impl Runtime {
                 .core
                 .as_ref()
                 .is_some_and(|c| c.allocation_wanted() && Instant::now() < next_pass);
+            // Not a biased select: that would starve the other branches.
+            self.handle_urgent(&mut urgent);
             tokio::select! {
                 _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
+                cmd = urgent.recv() => {
+                    let Some(cmd) = cmd else { return Ok(()) };
+                    self.handle(cmd);
+                }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
                     self.handle(cmd);
                     for _ in 0..1024 {
+                        self.handle_urgent(&mut urgent);
                         match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
@@ -505,6 +534,13 @@ impl Runtime {
     }
 
     /// One command: served by the core while leading, else refused.
+    /// Handles the subscriptions waiting (see [`Handle::subscribe`]).
+    fn handle_urgent(&mut self, urgent: &mut mpsc::Receiver<Command>) {
+        while let Ok(cmd) = urgent.try_recv() {
+            self.handle(cmd);
+        }
+    }
+
     fn handle(&mut self, cmd: Command) {
         self.handled.fetch_add(1, Ordering::Relaxed);
         let not_leader = self.not_leader();
@@ -981,5 +1017,46 @@ mod tests {
         clients.serve(&mut core, subscribe(reply), now);
         let conn = waiting.try_recv().expect("answered").expect("subscribed");
         assert!(clients.frameworks.contains_key(&conn));
+    }
+
+    /// A subscription is answered before the commands queued ahead of it
+    /// (after a failover, every agent's registration).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_goes_before_the_queue() {
+        let (_raft_events, events) = mpsc::unbounded_channel();
+        let (handle, owner) = spawn(
+            CoreConfig::default(),
+            RaftHandle::detached(),
+            events,
+            Duration::from_secs(1),
+        );
+        const QUEUED: usize = 2000;
+        let done = Arc::new(AtomicU64::new(0));
+        for _ in 0..QUEUED {
+            let done = done.clone();
+            let slow = Command::Read(ReadFn(Box::new(move |_| {
+                std::thread::sleep(Duration::from_millis(1));
+                done.fetch_add(1, Ordering::Relaxed);
+            })));
+            handle.send(slow).await.expect("queued");
+        }
+        while done.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let info = v1::FrameworkInfo {
+            name: "f".into(),
+            ..Default::default()
+        };
+        let answer = handle
+            .subscribe(info, None, Vec::new(), Caller::Insecure, mpsc::channel(8).0)
+            .await;
+        let before = done.load(Ordering::Relaxed);
+        // This master does not lead: the answer is a refusal, in its turn.
+        assert!(matches!(answer, Err(MasterError::NotLeader { .. })), "{answer:?}");
+        assert!(
+            before < 100,
+            "answered after {before} of the {QUEUED} commands queued before it"
+        );
+        owner.abort();
     }
 }

@@ -22,6 +22,8 @@
 //!    offered every agent again, and no task was lost.
 //!
 //! Prints one line per phase, with the masters' memory and CPU time.
+//! `MEZZO_SIM_LOG` (a `tracing` filter, e.g. `mezzo_sdk=info`) logs the
+//! simulator's own frameworks and agents to stderr.
 //!
 //!     mezzo-sim --agents 10000 --per-conn 100 --frameworks 10 --tasks 100000 --masters 3
 
@@ -94,6 +96,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Ok(filter) = std::env::var("MEZZO_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     ensure!(args.per_conn > 0 && args.per_conn <= 200, "--per-conn must be 1 to 200");
     ensure!(args.frameworks > 0, "--frameworks must be at least 1");
     let mut c = Cluster::start(ClusterSpec {
