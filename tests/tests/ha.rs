@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use mezzo_master::error::LEADER_METADATA;
+use mezzo_proto::security::grpc;
 use mezzo_proto::v1;
+use mezzo_proto::v1::agent_api_client::AgentApiClient;
 use mezzo_proto::v1::raft_transport_client::RaftTransportClient;
 use mezzo_sdk::{Event, Resources, TaskBuilder, TaskState, task_state};
 use mezzo_tests::{Cluster, ClusterSpec, fw};
@@ -213,6 +216,44 @@ async fn a_dead_leader_is_replaced_before_its_lease_runs_out() -> Result<()> {
             ensure!(killed.elapsed() < limit, "no new leader {limit:?} after the kill");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// A follower refuses an agent's Attach at once, naming the leader, before
+/// reading the registration (after a failover, agents' task lists it only
+/// decoded to refuse them took seconds of CPU from the new leader's cores).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_an_agent_before_reading_its_registration() -> Result<()> {
+    let c = Cluster::start(three_masters(0)).await?;
+    let result = async {
+        let leader = c.wait_leader().await?;
+        let follower = &c.masters[(leader + 1) % 3].addr;
+        let agent = c.join_as_agent("redirected").await?;
+        let mut last = None;
+        for _ in 0..25 {
+            let channel = grpc::connect(follower, &agent).await.map_err(anyhow::Error::msg)?;
+            // A registration that never comes: a follower that waited for
+            // it would answer Attach and then say nothing for 10 s.
+            let (_registration, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(1);
+            let mut client = AgentApiClient::new(channel);
+            let attach = client.attach(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let refused = match tokio::time::timeout(Duration::from_secs(5), attach).await {
+                Err(_) => bail!("no answer to Attach within 5 s"),
+                Ok(Ok(_)) => bail!("a follower accepted an agent's stream"),
+                Ok(Err(status)) => status,
+            };
+            ensure!(refused.code() == Code::Unavailable, "{refused:?}");
+            let named = refused.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok());
+            if named == Some(c.masters[leader].addr.as_str()) {
+                return Ok(());
+            }
+            // The follower may not have heard from the leader yet.
+            last = Some(refused);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("the follower never named the leader: {last:?}")
     }
     .await;
     result.with_context(|| c.logs())

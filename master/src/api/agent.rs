@@ -413,11 +413,14 @@ impl AgentApi for AgentService {
     /// gets a failover's 40,000 registrations within seconds, and agents
     /// whose Attach waited behind the others' decoding gave up after 5 s and
     /// sent their task lists again (26,000 of them in one failover). The
-    /// registration's answer, or its refusal, comes on the stream.
+    /// registration's answer, or its refusal, comes on the stream. A
+    /// follower refuses the Attach itself, naming the leader.
     async fn attach(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ToAgentStream>, Status> {
         let caller = Caller::of(&req);
         // Only an agent's credential may open an agent stream.
         caller.expect_kind(Kind::Agent).map_err(|e| e.status())?;
+        // A follower refuses before reading the registration (a task list).
+        self.handle.refuse_unless_leading()?;
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let slot = SharedSlot::default();
         let stream = ToAgentStream {
