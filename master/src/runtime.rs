@@ -171,6 +171,15 @@ pub const OPERATOR_EVENTS: usize = 16_384;
 /// The longest an allocation pass is put off after the last one.
 const MAX_ALLOCATION_GAP: Duration = Duration::from_millis(100);
 
+/// How long a turn takes queued commands (or Raft events) before their
+/// effects go out: the streams hear from the owner at least this often
+/// while it has work (1,024 heavy commands in one turn, such as a load's
+/// launches, kept every framework stream silent for seconds).
+const TURN: Duration = Duration::from_millis(50);
+
+/// A turn this long (its effects included) is logged.
+const LONG_TURN: Duration = Duration::from_secs(1);
+
 /// The room (16 MiB) the list of a turn's effects keeps between turns: a
 /// heartbeat to each of 20,000 agents fits.
 const KEPT_EFFECTS: usize = (16 << 20) / std::mem::size_of::<Effect>();
@@ -465,6 +474,7 @@ impl Runtime {
                 .is_some_and(|c| c.allocation_wanted() && Instant::now() < next_pass);
             // Not a biased select: that would starve the other branches.
             self.handle_urgent(&mut urgent);
+            let mut woke = None;
             tokio::select! {
                 _ = tokio::time::sleep_until(next_pass.into()), if deferred => {}
                 cmd = urgent.recv() => {
@@ -473,9 +483,13 @@ impl Runtime {
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return Ok(()) };
+                    let turn = *woke.insert(Instant::now());
                     self.handle(cmd);
                     for _ in 0..1024 {
                         self.handle_urgent(&mut urgent);
+                        if turn.elapsed() >= TURN {
+                            break;
+                        }
                         match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
@@ -484,8 +498,12 @@ impl Runtime {
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else { return Err(MasterError::ShuttingDown) };
+                    let turn = *woke.insert(Instant::now());
                     self.raft_event(ev);
                     for _ in 0..1024 {
+                        if turn.elapsed() >= TURN {
+                            break;
+                        }
                         match events.try_recv() {
                             Ok(ev) => self.raft_event(ev),
                             Err(_) => break,
@@ -506,6 +524,12 @@ impl Runtime {
                 }
             }
             self.execute();
+            if let Some(took) = woke.map(|w| w.elapsed()).filter(|t| *t >= LONG_TURN) {
+                tracing::warn!(
+                    ?took,
+                    "the owner task was busy with one turn: streams heard nothing meanwhile"
+                );
+            }
         }
     }
 

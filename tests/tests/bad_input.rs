@@ -370,31 +370,7 @@ async fn an_agent_cannot_report_on_tasks_it_does_not_run() -> Result<()> {
         let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &impostor)
             .await
             .map_err(anyhow::Error::msg)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let register = v1::agent_message::Message::Register(v1::Register {
-            agent: Some(v1::AgentInfo {
-                hostname: "impostor".into(),
-                resources: fw::shell_task("x", "true").resources,
-                http_address: "127.0.0.1:1".into(),
-                ..Default::default()
-            }),
-            registration: String::new(),
-        });
-        tx.send(v1::AgentMessage {
-            message: Some(register),
-        })
-        .await?;
-        let mut from_master = AgentApiClient::new(channel)
-            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let registered = tokio::time::timeout(Duration::from_secs(10), from_master.message())
-            .await
-            .context("no answer to the registration")??;
-        let own_id = match registered.and_then(|m| m.message) {
-            Some(v1::master_message::Message::Registered(r)) => r.agent_id,
-            other => bail!("expected Registered, got {other:?}"),
-        };
+        let (tx, _from_master, own_id) = register_on(channel, "impostor", Duration::from_secs(10)).await?;
         for task in ["victim", "never-launched"] {
             let status = v1::TaskStatus {
                 task_id: task.into(),
@@ -548,4 +524,77 @@ async fn daemons_serve_health_state_and_metrics() -> Result<()> {
     let a = c.agent_state(0).await?;
     ensure!(a["agent_id"] == c.master_state().await?["agents"][0]["id"], "{a}");
     Ok(())
+}
+
+/// Agent streams that never send their registration do not hold up the
+/// agents that do (each stream is read on its own: a cap on the
+/// registrations read at once, tried against a failover's 40,000, stalled
+/// the streams multiplexed on one connection behind the unread ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_agent_streams_do_not_hold_up_registrations() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
+    let result = async {
+        let agent = c.join_as_agent("patient").await?;
+        let channel = mezzo_proto::security::grpc::connect(c.master_addr(), &agent)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut silent = Vec::new();
+        for _ in 0..8 {
+            let (tx, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(1);
+            let answer = AgentApiClient::new(channel.clone())
+                .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?;
+            silent.push((tx, answer));
+        }
+        let started = std::time::Instant::now();
+        // Each silent stream waits 10 s for its registration.
+        register_on(channel, "patient", Duration::from_secs(6)).await?;
+        println!("registered {:?} after it was sent", started.elapsed());
+        drop(silent);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    result.with_context(|| c.logs())
+}
+
+/// Registers an agent named `host` on `channel`; answers the open stream
+/// (its sender and what the master sends) and the agent's id.
+async fn register_on(
+    channel: tonic::transport::Channel,
+    host: &str,
+    within: Duration,
+) -> Result<(
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::MasterMessage>,
+    String,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let register = v1::agent_message::Message::Register(v1::Register {
+        agent: Some(v1::AgentInfo {
+            hostname: host.into(),
+            resources: fw::shell_task("x", "true").resources,
+            http_address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }),
+        registration: String::new(),
+    });
+    tx.send(v1::AgentMessage {
+        message: Some(register),
+    })
+    .await?;
+    let mut from_master = AgentApiClient::new(channel)
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let registered = tokio::time::timeout(within, from_master.message())
+        .await
+        .with_context(|| format!("no answer to the registration within {within:?}"))??;
+    match registered.and_then(|m| m.message) {
+        Some(v1::master_message::Message::Registered(r)) => Ok((tx, from_master, r.agent_id)),
+        other => bail!("expected Registered, got {other:?}"),
+    }
 }

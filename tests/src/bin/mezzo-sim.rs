@@ -177,7 +177,8 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         fws.extend((0..args.frameworks).map(|f| {
             let config = c.sdk_config(&format!("sim-fw-{round}-{f}"));
             let (need, n) = (need.clone(), half / args.frameworks);
-            tokio::spawn(async move { frameworks::run(config, n, &need, Duration::from_secs(86_400)).await })
+            frameworks::runtime()
+                .spawn(async move { frameworks::run(config, n, &need, Duration::from_secs(86_400)).await })
         }));
         let target = from + half / args.frameworks * args.frameworks;
         let launched = until("every task launched", Duration::from_secs(1200), || {
@@ -214,7 +215,10 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
     if args.framework_failover > 0 {
         let config = c.sdk_config("sim-fw-failover");
         let watch = Watch::start(c, stats.clone()).await?;
-        let f = frameworks::failover(config, args.framework_failover, &need, Duration::from_secs(1200)).await?;
+        let (n, need) = (args.framework_failover, need.clone());
+        let f = frameworks::runtime()
+            .spawn(async move { frameworks::failover(config, n, &need, Duration::from_secs(1200)).await })
+            .await??;
         let watched = watch.stop().await;
         println!(
             "fw-fail   {} tasks of one framework running in {:.2?}; resumed: subscribed in {:.2?}, every task reconciled in {:.2?} ({} running, {} otherwise)  {}",
@@ -305,10 +309,13 @@ struct Probe {
 
 impl Probe {
     async fn start(c: &Cluster, name: &str) -> Result<Probe> {
-        let (scheduler, mut events) = Scheduler::start(c.sdk_config(name));
+        let (scheduler, mut events) = {
+            let _frameworks = frameworks::runtime().enter();
+            Scheduler::start(c.sdk_config(name))
+        };
         let (tx, seen) = tokio::sync::watch::channel(0);
         let s = scheduler.clone();
-        let task = tokio::spawn(async move {
+        let task = frameworks::runtime().spawn(async move {
             let scheduler = s;
             let mut agents = HashSet::new();
             let born = Instant::now();

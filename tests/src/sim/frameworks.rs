@@ -5,6 +5,7 @@
 //! tears down.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -12,6 +13,22 @@ use mezzo_proto::resources::Resources;
 use mezzo_sdk::offers::TaskRequest;
 use mezzo_sdk::{Change, Event, RetryPolicy, Scheduler, SchedulerConfig, TaskState, WorkQueue, task_state};
 use tokio::time::Instant;
+
+/// A runtime for simulated frameworks, on threads of their own: a real
+/// framework is a process of its own. On the simulated agents' runtime, at
+/// 40,000 agents, a framework's connection waited seconds for its turn
+/// and the SDK took the master for dead (no event for 3 s).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sim-frameworks")
+            .enable_all()
+            .build()
+            .expect("a runtime for the simulated frameworks")
+    })
+}
 
 /// What one framework saw.
 #[derive(Debug, Default, Clone)]
