@@ -722,13 +722,10 @@ impl Container for LinuxContainer {
                 .map_err(|e| ContainerError::Isolation(e.to_string()));
         }
         match self.init_pid() {
-            Some(pid) => match kill(Pid::from_raw(pid), signal) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-                Err(source) => Err(ContainerError::Signal {
-                    id: self.id.clone(),
-                    source,
-                }),
-            },
+            Some(pid) => signal_member(pid, signal, || self.cgroup.pids()).map_err(|source| ContainerError::Signal {
+                id: self.id.clone(),
+                source,
+            }),
             // Not started yet: only a kill can stop it.
             None => Ok(()),
         }
@@ -889,4 +886,47 @@ fn du(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Sends `signal` to the container's init `pid` only while the container's
+/// cgroup still holds it. An init that has ended and been reaped leaves its
+/// pid free for any new process of the host: a kill just after the task
+/// ended went to whatever started next (in the test suite, where pids wrap
+/// at 32,768 within minutes, another cluster's master, which a SIGTERM
+/// stops without a word).
+fn signal_member(
+    pid: i32,
+    signal: Signal,
+    members: impl FnOnce() -> Result<Vec<u32>, crate::cgroups::CgroupError>,
+) -> Result<(), nix::errno::Errno> {
+    let member = u32::try_from(pid).is_ok_and(|p| members().is_ok_and(|m| m.contains(&p)));
+    if !member {
+        return Ok(()); // ended, or leaving its cgroups as it winds down
+    }
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::*;
+
+    /// A pid that is not in the container's cgroup is not signalled; one
+    /// that is, is.
+    #[test]
+    fn only_a_member_of_the_cgroup_is_signalled() {
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = other.id();
+        signal_member(pid as i32, Signal::SIGTERM, || Ok(vec![pid + 1])).expect("skipped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            other.try_wait().expect("try_wait").is_none(),
+            "a process outside the cgroup was signalled"
+        );
+        signal_member(pid as i32, Signal::SIGTERM, || Ok(vec![pid])).expect("signalled");
+        let status = other.wait().expect("wait");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(15));
+    }
 }

@@ -173,6 +173,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             r.context("master stopped")?;
             Ok(ExitCode::SUCCESS)
         }
-        _ = super::shutdown_signal() => Ok(ExitCode::SUCCESS),
+        _ = super::shutdown_signal() => {
+            // Said, so that a stop nobody asked for shows in the log.
+            tracing::info!("stopping on SIGINT or SIGTERM");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
