@@ -126,15 +126,18 @@ fn reported_statuses(
     statuses: Vec<v1::TaskStatus>,
 ) -> Vec<v1::TaskStatus> {
     let skip = statuses.len().saturating_sub(HISTORY_PER_TASK);
-    statuses
+    let mut kept: Vec<v1::TaskStatus> = statuses
         .into_iter()
         .skip(skip)
         .filter(|s| TaskState::from_proto(s.state).is_some())
         .map(|mut s| {
-            s.task_id = tid.to_string();
-            s.framework_id = fid.to_string();
-            s.agent_id = agent.to_string();
-            s.uuid.clear();
+            // The agent's ids are not trusted; the latest status gets ours
+            // below, and the earlier ones only feed the task's history,
+            // which keeps none.
+            s.task_id = String::new();
+            s.framework_id = String::new();
+            s.agent_id = String::new();
+            s.uuid = Vec::new();
             if v1::StatusReason::try_from(s.reason).is_err() {
                 s.reason = v1::StatusReason::ReasonUnspecified as i32;
             }
@@ -147,7 +150,13 @@ fn reported_statuses(
             cut(&mut s.message, MAX_MESSAGE_BYTES);
             s
         })
-        .collect()
+        .collect();
+    if let Some(latest) = kept.last_mut() {
+        latest.task_id = tid.to_string();
+        latest.framework_id = fid.to_string();
+        latest.agent_id = agent.to_string();
+    }
+    kept
 }
 
 /// How long a host name lookup may take before it counts as failed.
@@ -194,7 +203,7 @@ pub fn hello(msg: v1::AgentMessage) -> Result<AgentHello, MasterError> {
         Some(Message::Reregister(r)) => {
             let id = AgentId::parse(&r.agent_id)?;
             let info = describe(r.agent)?;
-            let mut tasks = Vec::new();
+            let mut tasks = Vec::with_capacity(r.tasks.len());
             for t in r.tasks {
                 let state = TaskState::from_proto(t.state).ok_or_else(|| invalid("reported task has no state"))?;
                 // The agent is the source of truth for what it runs: only ids

@@ -354,7 +354,16 @@ impl Master {
     /// else LOST (it may have run before the agent lost its checkpoints).
     fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<ReportedTask>, complete: bool) {
         tracing::debug!(agent = %agent_id, reported = reported.len(), complete, "agent's tasks");
+        // A leader that knows none of the agent's tasks (after a failover)
+        // can miss none of them: it notes none as seen (a set of 400,000 ids
+        // built for nothing during a failover).
+        let track = self.agents.get(agent_id).is_some_and(|a| !a.tasks.is_empty());
         let mut seen = HashSet::new();
+        let mut see = |key: (FrameworkId, TaskId)| {
+            if track {
+                seen.insert(key);
+            }
+        };
         let mut unknown_frameworks = HashSet::new();
         for rt in reported {
             let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
@@ -375,7 +384,7 @@ impl Master {
                     tracing::warn!(agent = %agent_id, task = %tid, on = %t.agent_id, "agent reports a task the master places on another agent; ignoring it");
                 }
                 Some(t) => {
-                    seen.insert((fid.clone(), tid.clone()));
+                    see((fid.clone(), tid.clone()));
                     if t.state == TaskState::Unreachable && rt.state != TaskState::Unreachable {
                         // Tell the framework, which was told UNREACHABLE.
                         let reason = v1::StatusReason::ReasonReconciliation;
@@ -389,7 +398,7 @@ impl Master {
                     // recorded it when the framework acknowledged it (the
                     // acknowledgement may not have reached the agent, which
                     // then resends the update: see `status_update`).
-                    seen.insert((fid, tid));
+                    see((fid, tid));
                 }
                 None if rt.state.is_terminal() && rt.state != TaskState::Unreachable && !rt.end_unacknowledged => {
                     // Ended and acknowledged before this leader knew it (the
@@ -398,7 +407,7 @@ impl Master {
                     let role = task_role(&rt, &fw.info.roles);
                     let task = Task::reported(agent_id, rt, role);
                     self.remember_completed(&fid, Arc::new(task));
-                    seen.insert((fid, tid));
+                    see((fid, tid));
                 }
                 None => {
                     // Running, or ended without the framework knowing yet:
@@ -422,7 +431,7 @@ impl Master {
                     if let Some(agent) = self.agents.get_mut(agent_id) {
                         agent.tasks.insert((fid.clone(), tid.clone()));
                     }
-                    seen.insert((fid, tid));
+                    see((fid, tid));
                 }
             }
         }
@@ -431,6 +440,7 @@ impl Master {
         let missing: Vec<(FrameworkId, TaskId)> = self
             .agents
             .get(agent_id)
+            .filter(|_| track)
             .map(|a| a.tasks.iter().filter(|k| !seen.contains(*k)).cloned().collect())
             .unwrap_or_default();
         let (state, reason, message) = missing_task_outcome(complete);
