@@ -242,6 +242,23 @@ impl Daemon {
         self.child.as_ref().and_then(|c| c.id()).map(|p| p as i32)
     }
 
+    /// How the daemon ended, if it did and the harness has not reaped it:
+    /// a zombie's exit status is the last field of `/proc/PID/stat`. (A
+    /// daemon gone without a word in its log was killed: this says by
+    /// which signal.)
+    pub fn how_it_ended(&self) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        if fields.first() != Some(&"Z") {
+            return None;
+        }
+        let code: i32 = fields.last()?.parse().ok()?;
+        Some(match code & 0x7f {
+            0 => format!("exited with status {}", code >> 8),
+            signal => format!("killed by signal {signal}"),
+        })
+    }
+
     /// SIGKILLs the daemon and waits for it.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -745,7 +762,8 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for d in self.masters.iter().chain(&self.agents) {
-            out += &format!("\n--- {} log ---\n{}", d.name, tail(&d.log()));
+            let ended = d.how_it_ended().map(|h| format!(" ({h})")).unwrap_or_default();
+            out += &format!("\n--- {} log{ended} ---\n{}", d.name, tail(&d.log()));
         }
         out
     }

@@ -486,3 +486,27 @@ async fn the_last_master_cannot_be_removed() -> Result<()> {
     );
     Ok(())
 }
+
+/// The harness says how a daemon that died on its own ended: a master
+/// gone without a word in its log was killed, and by which signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_says_how_a_daemon_ended() -> Result<()> {
+    let c = Cluster::start(ClusterSpec {
+        agents: 0,
+        ..Default::default()
+    })
+    .await?;
+    let pid = c.masters[0].pid().context("the master's pid")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.masters[0].how_it_ended().is_none() {
+        ensure!(Instant::now() < deadline, "the master did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        c.logs().contains("--- master0 log (killed by signal 9) ---"),
+        "{}",
+        c.logs()
+    );
+    Ok(())
+}
