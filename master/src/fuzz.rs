@@ -295,11 +295,15 @@ pub fn agent_stream(data: &[u8]) {
                 check_reserved(&t.resources);
                 assert!(t.launched_at.is_none_or(|at| at.is_finite() && at > 0.0));
                 assert!(t.statuses.len() <= crate::core::observe::HISTORY_PER_TASK);
-                for s in &t.statuses {
-                    assert_eq!(
-                        (s.task_id.as_str(), s.agent_id.as_str()),
-                        (t.task_id.as_str(), id.as_str())
-                    );
+                for (i, s) in t.statuses.iter().enumerate() {
+                    // Our ids on the latest (the task's status); none on the
+                    // earlier ones (its history, which keeps none).
+                    let ids = if i + 1 == t.statuses.len() {
+                        (t.task_id.as_str(), t.framework_id.as_str(), id.as_str())
+                    } else {
+                        ("", "", "")
+                    };
+                    assert_eq!((s.task_id.as_str(), s.framework_id.as_str(), s.agent_id.as_str()), ids);
                     assert!(mezzo_proto::state::TaskState::from_proto(s.state).is_some() && s.uuid.is_empty());
                     assert!(v1::StatusReason::try_from(s.reason).is_ok());
                     assert!(s.timestamp.is_finite() && s.timestamp >= 0.0);
