@@ -209,6 +209,14 @@ struct Leadership {
     leader: Option<String>,
 }
 
+impl Leadership {
+    fn not_leader(&self) -> MasterError {
+        MasterError::NotLeader {
+            leader: self.leader.clone(),
+        }
+    }
+}
+
 impl Handle {
     /// `NotLeader` unless this master leads: for a call a follower refuses
     /// before reading it (a failover's agent registrations, which followers
@@ -216,13 +224,7 @@ impl Handle {
     /// The owner still checks: leadership may change in between.
     pub fn refuse_unless_leading(&self) -> Result<(), MasterError> {
         let l = self.leadership.borrow();
-        if l.leading {
-            Ok(())
-        } else {
-            Err(MasterError::NotLeader {
-                leader: l.leader.clone(),
-            })
-        }
+        if l.leading { Ok(()) } else { Err(l.not_leader()) }
     }
 
     pub async fn send(&self, cmd: Command) -> Result<(), MasterError> {
@@ -231,9 +233,7 @@ impl Handle {
 
     /// Sends a command built around a oneshot and waits for its answer.
     pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MasterError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(make(reply)).await?;
-        rx.await.map_err(|_| MasterError::ShuttingDown)
+        ask_on(&self.tx, make).await
     }
 
     /// Subscribes a framework (a new one without `id`): its events go to
@@ -246,17 +246,15 @@ impl Handle {
         caller: Caller,
         tx: FrameworkTx,
     ) -> Result<ConnId, MasterError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Subscribe {
+        ask_on(&self.urgent, |reply| Command::Subscribe {
             info,
             id,
             suppressed,
             caller,
             tx,
             reply,
-        };
-        self.urgent.send(cmd).await.map_err(|_| MasterError::ShuttingDown)?;
-        rx.await.map_err(|_| MasterError::ShuttingDown)?
+        })
+        .await?
     }
 
     pub async fn call(&self, framework: FrameworkId, call: Call, caller: Caller) -> Result<(), MasterError> {
@@ -362,9 +360,8 @@ struct Runtime {
     core: Option<Master>,
     cfg: CoreConfig,
     raft: RaftHandle,
-    /// Where to send clients while not leading.
-    leader: Option<String>,
-    /// Tells the handles whether this master leads.
+    /// Whether this master leads, and else where to send clients; the
+    /// handles see it too.
     leadership: watch::Sender<Leadership>,
     clients: Clients,
     /// The effects of the turn being delivered; emptied and handed back
@@ -414,7 +411,6 @@ pub fn spawn(
         core: None,
         cfg,
         raft,
-        leader: None,
         leadership,
         clients: Clients {
             next_conn: 1,
@@ -440,6 +436,16 @@ pub fn spawn(
         handle,
         tokio::spawn(rt.run(Queues { rx, urgent: urgent_rx }, events, tick)),
     )
+}
+
+/// Sends `queue` a command built around a oneshot and waits for its answer.
+async fn ask_on<T>(
+    queue: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, MasterError> {
+    let (reply, rx) = oneshot::channel();
+    queue.send(make(reply)).await.map_err(|_| MasterError::ShuttingDown)?;
+    rx.await.map_err(|_| MasterError::ShuttingDown)
 }
 
 /// Subscriptions waiting for the owner (see [`Handle::subscribe`]).
@@ -552,18 +558,16 @@ impl Runtime {
             frameworks = registry.frameworks.len(),
             "leading: recovered the registry; waiting for agents and frameworks to come back"
         );
-        self.leader = self.raft.members().get(&self.raft.id()).cloned();
+        let leader = self.raft.members().get(&self.raft.id()).cloned();
         self.clients.frameworks.clear();
         self.clients.agents.clear();
         self.clients.policy_waiting.clear();
         self.core = Some(Master::recover(self.cfg.clone(), registry, now));
         self.leadership.send_replace(Leadership {
             leading: true,
-            leader: self.leader.clone(),
+            leader: leader.clone(),
         });
-        let _ = self.events.send(ClusterEvent::LeaderChanged {
-            leader: self.leader.clone(),
-        });
+        let _ = self.events.send(ClusterEvent::LeaderChanged { leader });
     }
 
     fn follow(&mut self, leader: Option<String>) {
@@ -578,25 +582,18 @@ impl Runtime {
             // operators are told to try again.
             self.clients.policy_waiting.clear();
         }
-        if self.leader != leader {
-            let _ = self.events.send(ClusterEvent::LeaderChanged { leader: leader.clone() });
-        }
-        self.leadership.send_replace(Leadership {
+        let previous = self.leadership.send_replace(Leadership {
             leading: false,
             leader: leader.clone(),
         });
-        self.leader = leader;
+        if previous.leader != leader {
+            let _ = self.events.send(ClusterEvent::LeaderChanged { leader });
+        }
         // A write may or may not commit under the new leader: the caller
         // is told to ask the leader (and may read to check).
-        let err = self.not_leader();
+        let err = self.leadership.borrow().not_leader();
         for (_, reply) in self.clients.kv_waiting.drain() {
             let _ = reply.send(Err(err.clone()));
-        }
-    }
-
-    fn not_leader(&self) -> MasterError {
-        MasterError::NotLeader {
-            leader: self.leader.clone(),
         }
     }
 
@@ -610,10 +607,9 @@ impl Runtime {
     /// One command: served by the core while leading, else refused.
     fn handle(&mut self, cmd: Command) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        let not_leader = self.not_leader();
         match self.core.as_mut() {
             Some(core) => self.clients.serve(core, cmd, Instant::now()),
-            None => refuse(cmd, not_leader),
+            None => refuse(cmd, self.leadership.borrow().not_leader()),
         }
     }
 
