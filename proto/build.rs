@@ -24,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // agent (a heartbeat too) 1,352 bytes: each agent's queue and every
         // turn's list of effects held that per message.
         .boxed(".mezzo.v1.MasterMessage.message.run_task")
+        // Set on few tasks, and 1 KiB of every task record inline when
+        // not boxed: the leader holds one record per task (issue 17).
+        .boxed(".mezzo.v1.TaskInfo.executor")
+        .boxed(".mezzo.v1.TaskInfo.container")
+        .boxed(".mezzo.v1.TaskInfo.health_check")
         // 1 KiB stream buffers instead of 8 (src/codec.rs).
         .codec_path("crate::codec::LeanCodec")
         .compile_fds(fds)?;

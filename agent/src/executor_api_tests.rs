@@ -357,7 +357,7 @@ fn run(task_id: &str, exec: &v1::ExecutorInfo, data: &[u8]) -> v1::RunTask {
         task: Some(v1::TaskInfo {
             task_id: task_id.into(),
             name: task_id.into(),
-            executor: Some(exec.clone()),
+            executor: Some(Box::new(exec.clone())),
             data: data.to_vec(),
             ..Default::default()
         }),

@@ -218,7 +218,7 @@ impl TaskBuilder {
     /// A health check the agent runs while the task runs; its result comes
     /// back as `TaskStatus.healthy` on a RUNNING update each time it changes.
     pub fn health_check(mut self, check: HealthCheck) -> Self {
-        self.info.health_check = Some(check.0);
+        self.info.health_check = Some(Box::new(check.0));
         self
     }
 

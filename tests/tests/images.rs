@@ -21,13 +21,13 @@ fn with_image(id: &str, image: &str, script: &str) -> v1::TaskInfo {
     if script.is_empty() {
         t.command = None;
     }
-    t.container = Some(v1::ContainerInfo {
+    t.container = Some(Box::new(v1::ContainerInfo {
         image: Some(v1::Image {
             reference: image.into(),
             ..Default::default()
         }),
         ..Default::default()
-    });
+    }));
     t
 }
 

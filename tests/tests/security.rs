@@ -926,10 +926,10 @@ async fn anonymous_read_is_an_explicit_opt_in_for_reads_only() -> Result<()> {
 /// `fw::shell_task` without the seccomp filter.
 fn unconfined(id: &str, script: &str) -> v1::TaskInfo {
     let mut t = fw::shell_task(id, script);
-    t.container = Some(v1::ContainerInfo {
+    t.container = Some(Box::new(v1::ContainerInfo {
         seccomp: "unconfined".into(),
         ..Default::default()
-    });
+    }));
     t
 }
 

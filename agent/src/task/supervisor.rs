@@ -874,14 +874,14 @@ fn the_memory_message_names_the_limit() {
 #[test]
 fn secrets_are_taken_out_of_the_task() {
     let mut task = v1::TaskInfo {
-        container: Some(v1::ContainerInfo {
+        container: Some(Box::new(v1::ContainerInfo {
             image: Some(v1::Image {
                 reference: "127.0.0.1:5000/app:1".into(),
                 credentials_secret: "regcreds".into(),
                 credentials: b"alice:s3cret".to_vec(),
             }),
             ..Default::default()
-        }),
+        })),
         command: Some(v1::CommandInfo {
             environment: vec![
                 v1::EnvVar {
@@ -944,10 +944,10 @@ fn artifacts_may_not_take_the_place_of_the_output_or_a_secret_file() {
     std::fs::remove_dir_all(dir.path().join("conf")).expect("rm");
 
     let mounted = v1::TaskInfo {
-        container: Some(v1::ContainerInfo {
+        container: Some(Box::new(v1::ContainerInfo {
             mounts: vec![crate::volumes::tests::mount("db-0", "", "data/db", false)],
             ..Default::default()
-        }),
+        })),
         ..task
     };
     std::fs::create_dir(dir.path().join("data")).expect("data");

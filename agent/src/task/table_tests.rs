@@ -324,14 +324,14 @@ async fn volumes_follow_the_masters_list_and_one_task_mounts_each() -> TestResul
                 shell: true,
                 ..Default::default()
             }),
-            container: Some(v1::ContainerInfo {
+            container: Some(Box::new(v1::ContainerInfo {
                 mounts: vec![v1::Mount {
                     container_path: "data".into(),
                     volume_id: "db-0".into(),
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }),
     };

@@ -443,10 +443,10 @@ async fn output_and_environment_land_in_the_sandbox() -> TestResult {
 fn with_mounts(script: &str, mounts: Vec<v1::Mount>, volumes: &[&str]) -> Result<Run, Box<dyn std::error::Error>> {
     let task = v1::TaskInfo {
         command: Some(command(script, true, &[])),
-        container: Some(v1::ContainerInfo {
+        container: Some(Box::new(v1::ContainerInfo {
             mounts,
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let ids = volumes

@@ -98,7 +98,7 @@ mod tests {
             task_id: id.into(),
             resources: vec![cpus],
             command,
-            executor,
+            executor: executor.map(Box::new),
             ..Default::default()
         })
         .expect("a valid task")

@@ -188,9 +188,6 @@ impl Master {
         taken: ReservedResources,
     ) {
         let mut info = launch.info;
-        info.agent_id = agent_id.to_string();
-        info.resources = taken.to_proto();
-        info.allocation_role = role.to_string();
         // The agent reports back what its executor holds, as it was taken.
         if let Some(e) = info.executor.as_mut()
             && let Some(held) = ExecutorId::parse(&e.executor_id).ok().and_then(|eid| {
@@ -205,13 +202,18 @@ impl Master {
         self.alloc.offer_used(fid, role, agent_id, &taken);
         let flat = taken.total();
         let launched_at = unix_now();
+        let mut kept = info.clone();
+        Task::keep(&mut kept);
+        info.agent_id = agent_id.to_string();
+        info.resources = taken.to_proto();
+        info.allocation_role = role.to_string();
         let task = Task {
             id: launch.task_id.clone(),
             framework_id: fid.clone(),
             agent_id: agent_id.clone(),
             role: role.clone(),
             resources: taken,
-            info: info.clone(),
+            info: kept,
             state: TaskState::Staging,
             last_status: None,
             unacked: None,
@@ -390,7 +392,7 @@ impl Master {
             offered: left.to_string(),
         })?;
         *left = left.saturating_sub(&taken);
-        planned.push((eid.clone(), info.clone(), taken));
+        planned.push((eid.clone(), (**info).clone(), taken));
         Ok(())
     }
 

@@ -88,6 +88,7 @@ impl Task {
             .as_ref()
             .filter(|s| rt.state.is_terminal() && s.state == rt.state.to_proto() as i32 && s.timestamp > 0.0)
             .map(|s| s.timestamp);
+        Task::keep(&mut rt.info);
         Task {
             id: rt.task_id,
             framework_id: rt.framework_id,

@@ -137,7 +137,7 @@ impl Master {
             .get(&id)
             .map(|f| {
                 (f.tasks.values())
-                    .filter_map(|t| Some((t.id.clone(), t.unacked.clone()?)))
+                    .filter_map(|t| Some((t.id.clone(), t.unacked.as_deref()?.clone())))
                     .collect()
             })
             .unwrap_or_default();

@@ -110,8 +110,11 @@ pub struct PendingReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusEntry {
     pub state: StateName,
-    pub reason: String,
-    pub message: String,
+    /// A `StatusReason` name, borrowed like `state`.
+    pub reason: StateName,
+    /// Borrowed for the master's own ("launched"): a leader keeps an entry
+    /// per update of every task.
+    pub message: StateName,
     pub at: f64,
 }
 
@@ -227,10 +230,18 @@ impl Observations {
 
 /// A status's reason by name (`REASON_COMMAND_EXITED`), as the
 /// task's views show it.
-fn reason_name(s: &v1::TaskStatus) -> String {
-    v1::StatusReason::try_from(s.reason)
-        .map(|r| r.as_str_name().to_owned())
-        .unwrap_or_default()
+fn reason_name(s: &v1::TaskStatus) -> StateName {
+    Cow::Borrowed(v1::StatusReason::try_from(s.reason).map_or("", |r| r.as_str_name()))
+}
+
+/// A task's first entry.
+fn launched(at: f64) -> StatusEntry {
+    StatusEntry {
+        state: Cow::Borrowed(TaskState::Staging.name()),
+        reason: Cow::Borrowed(""),
+        message: Cow::Borrowed("launched"),
+        at,
+    }
 }
 
 /// `t`'s status history from `kept`, what a leader saw or adopted from
@@ -243,19 +254,13 @@ pub(super) fn statuses_of(t: &Task, kept: Option<&Arc<VecDeque<StatusEntry>>>) -
     let Some(ended_at) = t.ended_at else {
         return Vec::new();
     };
-    let launched = StatusEntry {
-        state: Cow::Borrowed(TaskState::Staging.name()),
-        reason: String::new(),
-        message: "launched".into(),
-        at: t.launched_at,
-    };
     let ended = StatusEntry {
         state: Cow::Borrowed(t.state.name()),
-        reason: t.last_status.as_ref().map(reason_name).unwrap_or_default(),
-        message: t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        reason: t.last_status.as_ref().map_or(Cow::Borrowed(""), reason_name),
+        message: Cow::Owned(t.last_status.as_ref().map(|s| s.message.clone()).unwrap_or_default()),
         at: ended_at,
     };
-    vec![launched, ended]
+    vec![launched(t.launched_at), ended]
 }
 
 /// One status update as the history shows it (none for an unknown state).
@@ -263,7 +268,7 @@ fn entry_of(s: &v1::TaskStatus) -> Option<StatusEntry> {
     Some(StatusEntry {
         state: Cow::Borrowed(TaskState::from_proto(s.state)?.name()),
         reason: reason_name(s),
-        message: s.message.clone(),
+        message: Cow::Owned(s.message.clone()),
         at: s.timestamp,
     })
 }
@@ -286,14 +291,10 @@ impl Master {
             agent_id: agent.to_string(),
             state: TaskState::Staging.name(),
         });
-        let entry = StatusEntry {
-            state: Cow::Borrowed(TaskState::Staging.name()),
-            reason: String::new(),
-            message: "launched".into(),
-            at: unix_now(),
-        };
-        let h = self.observed.history.entry((fid.clone(), tid.clone())).or_default();
-        Arc::make_mut(h).push_back(entry);
+        // Room for its launch and its RUNNING update (a running task's).
+        let h = self.observed.history.entry((fid.clone(), tid.clone()));
+        let h = h.or_insert_with(|| Arc::new(VecDeque::with_capacity(2)));
+        Arc::make_mut(h).push_back(launched(unix_now()));
         self.observed.added_since_prune += 1;
         if self.observed.added_since_prune >= PRUNE_EVERY.max(self.observed.history.len() / 4) {
             self.prune_ops();
@@ -341,16 +342,14 @@ impl Master {
         if self.observed.history.contains_key(&key) || (launched_at.is_none() && statuses.is_empty()) {
             return;
         }
-        let launched = launched_at.map(|at| StatusEntry {
-            state: Cow::Borrowed(TaskState::Staging.name()),
-            reason: String::new(),
-            message: "launched".into(),
-            at,
-        });
-        let mut h: VecDeque<StatusEntry> = launched
-            .into_iter()
-            .chain(statuses.iter().filter_map(entry_of))
-            .collect();
+        // Sized once (`collect` rounds a filtered list up to four).
+        let mut h = VecDeque::with_capacity(1 + statuses.len());
+        h.extend(
+            launched_at
+                .map(launched)
+                .into_iter()
+                .chain(statuses.iter().filter_map(entry_of)),
+        );
         while h.len() > HISTORY_PER_TASK {
             h.pop_front();
         }
@@ -371,8 +370,8 @@ impl Master {
         let Some(t) = self.frameworks.get(fid).and_then(|f| f.tasks.get(tid)) else {
             return;
         };
-        let reason = status.map(reason_name).unwrap_or_default();
-        let (state, agent) = (t.state.name(), t.agent_id.to_string());
+        let reason = status.map_or(Cow::Borrowed(""), reason_name);
+        let (state, agent) = (t.state.name(), t.agent_id.clone());
         let h = Arc::make_mut(self.observed.history.entry((fid.clone(), tid.clone())).or_default());
         if h.len() >= HISTORY_PER_TASK {
             h.pop_front();
@@ -380,15 +379,15 @@ impl Master {
         h.push_back(StatusEntry {
             state: Cow::Borrowed(state),
             reason: reason.clone(),
-            message: status.map(|s| s.message.clone()).unwrap_or_default(),
+            message: Cow::Owned(status.map(|s| s.message.clone()).unwrap_or_default()),
             at: status.map(|s| s.timestamp).unwrap_or_else(unix_now),
         });
         self.observed.event(move || ClusterEvent::TaskUpdated {
             framework_id: fid.to_string(),
             task_id: tid.to_string(),
-            agent_id: agent,
+            agent_id: agent.to_string(),
             state,
-            reason,
+            reason: reason.into_owned(),
         });
     }
 

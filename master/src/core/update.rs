@@ -90,7 +90,7 @@ impl Master {
             return Ok(());
         }
         if let Some(task) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid)) {
-            Arc::make_mut(task).unacked = Some(status.clone());
+            Arc::make_mut(task).unacked = Some(Box::new(status.clone()));
         }
         self.forward_unacked(&fid, &tid, status, now);
         Ok(())

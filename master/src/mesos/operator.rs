@@ -898,14 +898,14 @@ mod tests {
             statuses: vec![
                 StatusEntry {
                     state: Cow::Borrowed("TASK_STAGING"),
-                    reason: String::new(),
-                    message: "launched".into(),
+                    reason: Cow::Borrowed(""),
+                    message: Cow::Borrowed("launched"),
                     at: 10.0,
                 },
                 StatusEntry {
                     state: Cow::Borrowed("TASK_RUNNING"),
-                    reason: String::new(),
-                    message: String::new(),
+                    reason: Cow::Borrowed(""),
+                    message: Cow::Borrowed(""),
                     at: 11.0,
                 },
             ],

@@ -488,11 +488,17 @@ pub fn task_in(t: &m::TaskInfo) -> Result<v1::TaskInfo, Refused> {
             (a, _) => a.clone(),
         },
         labels: labels_in(t.labels.as_ref()),
-        container,
-        health_check: t.health_check.as_ref().map(health_check_in).transpose().map_err(with)?,
+        container: container.map(Box::new),
+        health_check: t
+            .health_check
+            .as_ref()
+            .map(health_check_in)
+            .transpose()
+            .map_err(with)?
+            .map(Box::new),
         priority: 0,
         allocation_role,
-        executor,
+        executor: executor.map(Box::new),
         data,
         group: None,
     })

@@ -275,7 +275,7 @@ pub fn task_out(t: &v1::TaskInfo, framework_id: &str, agent_id: &str) -> TaskInf
             .collect(),
         executor: t.executor.as_ref().map(|e| executor_out(e, framework_id)),
         command: t.command.as_ref().map(command_out),
-        container: t.container.as_ref().map(container_out),
+        container: t.container.as_deref().map(container_out),
         health_check: None,
         kill_policy: grace_out(t.kill_grace_period_ms).map(|g| KillPolicy { grace_period: Some(g) }),
         data: (!t.data.is_empty()).then(|| B64.encode(&t.data)),

@@ -133,7 +133,7 @@ fn subscribed_and_launch_carry_the_executor_its_framework_and_tasks() {
     let task = v1::TaskInfo {
         task_id: "t-1".into(),
         name: "t".into(),
-        executor: Some(exec.clone()),
+        executor: Some(Box::new(exec.clone())),
         data: b"payload".to_vec(),
         ..Default::default()
     };

@@ -65,7 +65,7 @@ pub fn launch_group_in(g: &m::LaunchGroup) -> Result<Vec<v1::TaskInfo>, Refused>
                         e.executor_id
                     ));
                 }
-                task.executor = Some(e.clone());
+                task.executor = Some(Box::new(e.clone()));
             }
             Ok(task)
         })

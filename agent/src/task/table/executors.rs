@@ -258,10 +258,10 @@ fn executor_task(
         name: info.name.clone(),
         resources: info.resources.clone(),
         command: Some(command),
-        container: info.container.clone(),
+        container: info.container.clone().map(Box::new),
         labels: info.labels.clone(),
         kill_grace_period_ms: Some(grace.as_millis() as u64),
-        executor: Some(info.clone()),
+        executor: Some(Box::new(info.clone())),
         ..Default::default()
     }
 }

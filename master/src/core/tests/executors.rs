@@ -28,7 +28,7 @@ fn run_by(id: &str, exec: v1::ExecutorInfo) -> LaunchRequest {
     validate_task(v1::TaskInfo {
         task_id: id.into(),
         resources: Resources::parse("cpus:0.25;mem:64").expect("res").to_proto(),
-        executor: Some(exec),
+        executor: Some(Box::new(exec)),
         ..Default::default()
     })
     .expect("valid task")
@@ -263,7 +263,7 @@ fn the_edge_refuses_tasks_with_both_a_command_and_an_executor_and_bad_executors(
         let t = v1::TaskInfo {
             task_id: "t".into(),
             resources: Resources::parse("cpus:0.25").expect("res").to_proto(),
-            executor: Some(bad),
+            executor: Some(Box::new(bad)),
             ..Default::default()
         };
         assert!(validate_task(t).is_err());
@@ -276,7 +276,7 @@ fn the_edge_refuses_tasks_with_both_a_command_and_an_executor_and_bad_executors(
     let t = v1::TaskInfo {
         task_id: "t".into(),
         resources: Resources::parse("cpus:0.25").expect("res").to_proto(),
-        executor: Some(isolated),
+        executor: Some(Box::new(isolated)),
         ..Default::default()
     };
     let err = validate_task(t).expect_err("isolated executor");
@@ -306,7 +306,7 @@ fn the_edge_refuses_an_image_or_a_volume_on_a_task_an_executor_runs() {
         },
     ] {
         let mut t = run_by("t1", executor("e1", "./a")).info;
-        t.container = Some(container);
+        t.container = Some(Box::new(container));
         let err = validate_task(t).expect_err("refused");
         assert!(err.to_string().contains("runs in its executor's container"), "{err}");
     }
@@ -356,7 +356,7 @@ fn an_executor_taken_from_a_reservation_is_reported_and_booked_back_as_taken() {
         executors: vec![ReportedExecutor {
             framework_id: f.clone(),
             executor_id: eid("e1"),
-            info: sent,
+            info: *sent,
             resources: taken,
             role: "r".into(),
         }],
@@ -438,7 +438,7 @@ fn the_edge_refuses_executors_with_secrets_or_an_endless_shutdown_grace() {
     let task = |e: v1::ExecutorInfo| v1::TaskInfo {
         task_id: "t".into(),
         resources: Resources::parse("cpus:0.25").expect("res").to_proto(),
-        executor: Some(e),
+        executor: Some(Box::new(e)),
         ..Default::default()
     };
     let mut secret = executor("e1", "./a");

@@ -27,7 +27,7 @@ fn task(id: &str, res: &str, exec: Option<&v1::ExecutorInfo>) -> v1::TaskInfo {
             value: "true".into(),
             ..Default::default()
         }),
-        executor: exec.cloned(),
+        executor: exec.cloned().map(Box::new),
         ..Default::default()
     }
 }

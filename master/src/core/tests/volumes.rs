@@ -26,14 +26,14 @@ fn destroy(id: &str) -> OfferOperation {
 /// A task that mounts `volume` at `data`.
 fn launch_on(id: &str, volume: &str) -> OfferOperation {
     let mut l = launch(id, "cpus:1;mem:64");
-    l.info.container = Some(v1::ContainerInfo {
+    l.info.container = Some(Box::new(v1::ContainerInfo {
         mounts: vec![v1::Mount {
             container_path: "data".into(),
             volume_id: volume.into(),
             ..Default::default()
         }],
         ..Default::default()
-    });
+    }));
     OfferOperation::Launch(l)
 }
 

@@ -75,7 +75,7 @@ impl Table {
                         self.executors.insert(
                             ekey,
                             ExecutorEntry {
-                                info,
+                                info: *info,
                                 framework: v1::FrameworkInfo::default(),
                                 sandbox,
                                 run_dir: dir,
