@@ -297,6 +297,7 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
         // a framework in * can be offered the rest.
         let deadline = Instant::now() + Duration::from_secs(20);
         let eng = Role::parse("eng")?;
+        let mut found = false;
         loop {
             let offers = ev
                 .next(Duration::from_secs(20), |e| match e {
@@ -304,16 +305,26 @@ async fn dynamic_reservations_survive_a_failover() -> Result<()> {
                     _ => None,
                 })
                 .await?;
-            // Offers of the old leader may still be queued: declining one
-            // of those fails (it is gone anyway), so only a declined offer
-            // counts, and each is declined on its own.
-            let mut found = false;
+            // Offers of the old leader may still be queued, and declining
+            // one succeeds (an offer no longer outstanding is skipped, as
+            // Mesos skips it): only an offer the new leader lists counts,
+            // and the loop ends once eng holds none of its offers (else
+            // the one still queued would keep the rest from the framework
+            // in *).
+            let st = c.get(&leader_addr(&c).await?, "/state").await?;
+            let listed = |id: &str| st["offers"].as_array().is_some_and(|l| l.iter().any(|o| o["id"] == id));
             for o in &offers {
-                let declined = s.decline(vec![o.offer_id.clone()], Some(60.0)).await.is_ok();
-                let reserved = offered(o)?.reserved.get(&eng).is_some_and(|e| e.cpus.0 == 1000);
-                found |= declined && reserved;
+                let current = listed(&o.offer_id);
+                s.decline(vec![o.offer_id.clone()], Some(60.0)).await?;
+                found |= current && offered(o)?.reserved.get(&eng).is_some_and(|e| e.cpus.0 == 1000);
             }
-            if found {
+            let st = c.get(&leader_addr(&c).await?, "/state").await?;
+            let held = st["frameworks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["id"] == fid.as_str() && f["outstanding_offers"].as_u64().is_some_and(|n| n > 0));
+            if found && !held {
                 break;
             }
             ensure!(Instant::now() < deadline, "eng was never offered its reservation");

@@ -151,6 +151,7 @@ pub(crate) async fn peer_sender(
         .max_encoding_message_size(MAX_BATCH_BYTES)
         .max_decoding_message_size(MAX_BATCH_BYTES);
     let mut stream: Option<mpsc::Sender<v1::RaftBatch>> = None;
+    let logged = LastFailure::default();
     while let Some(first) = rx.recv().await {
         let mut bytes = protobuf::Message::compute_size(&first) as usize;
         let mut batch = vec![first];
@@ -179,7 +180,7 @@ pub(crate) async fn peer_sender(
         let ok = if snapshots.is_empty() {
             // The normal path: onto the open stream (opened on demand).
             if stream.as_ref().is_none_or(|tx| tx.is_closed()) {
-                stream = Some(open_stream(&client));
+                stream = Some(open_stream(&client, &logged));
             }
             stream.as_ref().is_some_and(|tx| tx.try_send(req).is_ok())
         } else {
@@ -187,7 +188,9 @@ pub(crate) async fn peer_sender(
         };
         if !ok {
             stream = None;
-            tracing::debug!(to, %addr, "raft batch not delivered");
+            if logged.first("not delivered") {
+                tracing::debug!(to, %addr, "raft batch not delivered");
+            }
             let _ = node.try_send(NodeCmd::Unreachable(to));
         }
         for to in snapshots {
@@ -199,17 +202,63 @@ pub(crate) async fn peer_sender(
 /// Opens a `Stream` call to the peer; batches go into the returned sender.
 /// When the call ends (the peer or the connection went away), the sender
 /// reports closed and the next batch opens a new call.
-fn open_stream(client: &RaftTransportClient<tonic::transport::Channel>) -> mpsc::Sender<v1::RaftBatch> {
+fn open_stream(
+    client: &RaftTransportClient<tonic::transport::Channel>,
+    logged: &LastFailure,
+) -> mpsc::Sender<v1::RaftBatch> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     let mut client = client.clone();
+    let logged = logged.clone();
     tokio::spawn(async move {
-        if let Err(e) = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
-            tracing::debug!(error = %e, "raft stream ended");
+        if let Err(e) = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+            && logged.first(&e.to_string())
+        {
+            tracing::debug!(error = %e, "raft stream ended (the same failure again is logged every {RELOG_AFTER:?} at most)");
         }
     });
     tx
 }
 
+/// The same failure to reach a peer is logged once every this long: a
+/// peer that is down is retried every 50 ms, and a line for each retry
+/// buried the rest of a log.
+const RELOG_AFTER: Duration = Duration::from_secs(30);
+
+/// The last failure logged for one peer, and when.
+#[derive(Clone, Default)]
+struct LastFailure(std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>);
+
+impl LastFailure {
+    /// Whether `failure` is to be logged: it differs from the last one
+    /// logged, or that was [`RELOG_AFTER`] ago.
+    fn first(&self, failure: &str) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last
+            .as_ref()
+            .is_some_and(|(f, at)| f == failure && now.duration_since(*at) < RELOG_AFTER)
+        {
+            return false;
+        }
+        *last = Some((failure.to_owned(), now));
+        true
+    }
+}
+
 #[cfg(test)]
 #[path = "transport_fuzz_tests.rs"]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::LastFailure;
+
+    #[test]
+    fn the_same_failure_is_logged_once_and_another_at_once() {
+        let logged = LastFailure::default();
+        assert!(logged.first("connection refused"));
+        assert!(!logged.first("connection refused"), "a retry's failure again");
+        assert!(logged.first("timed out"));
+        assert!(logged.first("connection refused"), "changed since");
+    }
+}
