@@ -1122,4 +1122,49 @@ mod tests {
         );
         owner.abort();
     }
+
+    /// A turn of the owner task ends after [`TURN`] however many commands
+    /// are queued, so that what arrived meanwhile (here Raft's news that
+    /// this master leads) is not held behind them: unbounded, 1,024
+    /// commands went in one turn and frameworks heard nothing for seconds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_ends_after_its_time_however_long_the_queue() {
+        let (raft_events, events) = mpsc::unbounded_channel();
+        let (handle, owner) = spawn(
+            CoreConfig::default(),
+            RaftHandle::detached(),
+            events,
+            Duration::from_secs(1),
+        );
+        const QUEUED: usize = 2000;
+        let done = Arc::new(AtomicU64::new(0));
+        for _ in 0..QUEUED {
+            let done = done.clone();
+            let slow = Command::Read(ReadFn(Box::new(move |_| {
+                std::thread::sleep(Duration::from_millis(1));
+                done.fetch_add(1, Ordering::Relaxed);
+            })));
+            handle.send(slow).await.expect("queued");
+        }
+        while done.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        raft_events
+            .send(RaftEvent::Leading {
+                registry: Box::default(),
+            })
+            .expect("sent");
+        while handle.refuse_unless_leading().is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = done.load(Ordering::Relaxed);
+        // About 50 commands a turn, and a few turns before the select
+        // takes the event (it picks among the ready branches at random:
+        // 2 to 4 turns in six runs); unbounded, the first turn took 1,024.
+        assert!(
+            before < 700,
+            "leading after {before} of the {QUEUED} commands queued before the news"
+        );
+        owner.abort();
+    }
 }
