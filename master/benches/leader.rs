@@ -147,20 +147,26 @@ fn running_status(t: &Running, agent: &AgentId, framework: &FrameworkId) -> v1::
     }
 }
 
-/// Prints the allocation sizes that grew most between two moments.
-fn breakdown(before: &[isize], tasks: usize) {
-    for (size, n) in counting::grown(before, &counting::by_size(), 8) {
+/// Prints the allocation sizes that grew most (from [`counting::grown`]),
+/// per one of `n` things (`what`).
+fn print_sizes(grown: Vec<(usize, isize)>, n: usize, what: &str) {
+    for (size, count) in grown {
         let label = if size == 4096 {
             "4096+".to_owned()
         } else {
             size.to_string()
         };
         println!(
-            "  {:.2} allocations of {label} bytes a task ({:.0} bytes)",
-            n as f64 / tasks as f64,
-            (size as isize * n) as f64 / tasks as f64
+            "  {:.2} allocations of {label} bytes {what} ({:.0} bytes)",
+            count as f64 / n as f64,
+            (size as isize * count) as f64 / n as f64
         );
     }
+}
+
+/// The sizes that grew most since `before`, per task.
+fn breakdown(before: &[isize], tasks: usize) {
+    print_sizes(counting::grown(before, &counting::by_size(), 8), tasks, "a task");
 }
 
 fn main() {
@@ -198,6 +204,7 @@ fn main() {
     }
     assert_eq!(frameworks.len(), s.frameworks, "every framework subscribed");
     let after_frameworks = counting::live();
+    let sizes = counting::by_size();
     for i in 0..s.agents {
         let hello = hello(v1::AgentMessage {
             message: Some(v1::agent_message::Message::Register(v1::Register {
@@ -219,6 +226,7 @@ fn main() {
     }
     assert_eq!(agents.len(), s.agents, "every agent registered");
     let after_agents = counting::live();
+    let agent_sizes = counting::grown(&sizes, &counting::by_size(), 8);
     let sizes = counting::by_size();
 
     // Launch: every offer accepted with its agent's share of the tasks.
@@ -320,6 +328,8 @@ fn main() {
         per(after_running, after_acks, s.tasks),
     );
     breakdown(&sizes, s.tasks);
+    println!("an agent, by size:");
+    print_sizes(agent_sizes, s.agents, "an agent");
     println!(
         "cpu: launch {:.2} us a task, RUNNING update {:.2} us, acknowledgement {:.2} us",
         launched_in.as_secs_f64() * 1e6 / s.tasks as f64,
