@@ -366,12 +366,15 @@ impl Master {
             }
         };
         let mut unknown_frameworks = HashSet::new();
-        for rt in reported {
-            let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
-            let Some(fw) = self.frameworks.get(&fid) else {
-                unknown_frameworks.insert(fid);
+        for mut rt in reported {
+            let Some((known, fw)) = self.frameworks.get_key_value(&rt.framework_id) else {
+                unknown_frameworks.insert(rt.framework_id);
                 continue;
             };
+            // The framework's own id, shared: the one parsed from the
+            // report was a string of its own for each task.
+            rt.framework_id = known.clone();
+            let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
             if !fw.tasks.contains_key(&tid) {
                 // New to this leader (e.g. after a failover): its status
                 // history is what the agent saw.
