@@ -117,13 +117,20 @@ fn task_id(n: u32) -> String {
     format!("sim-task-{n}")
 }
 
+/// [`TASK`] as protobuf, parsed once: the framework's work, not the
+/// leader's, and inside the launches' timing.
+fn task_resources() -> &'static Vec<v1::Resource> {
+    static PARSED: std::sync::OnceLock<Vec<v1::Resource>> = std::sync::OnceLock::new();
+    PARSED.get_or_init(|| ReservedResources::parse(TASK).expect("task").to_proto())
+}
+
 /// The task a framework launches (as the simulator's frameworks do).
 fn task_info(n: u32, agent: &AgentId) -> v1::TaskInfo {
     v1::TaskInfo {
         name: format!("sim {n}"),
         task_id: task_id(n),
         agent_id: agent.to_string(),
-        resources: ReservedResources::parse(TASK).expect("task").to_proto(),
+        resources: task_resources().clone(),
         command: Some(v1::CommandInfo {
             value: "true".into(),
             shell: false,

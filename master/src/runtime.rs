@@ -1082,18 +1082,25 @@ mod tests {
         assert!(clients.frameworks.contains_key(&conn));
     }
 
-    /// A subscription is answered before the commands queued ahead of it
-    /// (after a failover, every agent's registration).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_subscription_goes_before_the_queue() {
-        let (_raft_events, events) = mpsc::unbounded_channel();
+    /// Commands queued on a busy owner task by [`busy_owner`].
+    const QUEUED: usize = 2000;
+
+    /// A fresh owner task (not leading) given [`QUEUED`] commands of 1 ms
+    /// each, once it has started on them: its Raft events' sender, its
+    /// handle, the task, and the count of commands done so far.
+    async fn busy_owner() -> (
+        mpsc::UnboundedSender<RaftEvent>,
+        Handle,
+        tokio::task::JoinHandle<Result<(), MasterError>>,
+        Arc<AtomicU64>,
+    ) {
+        let (raft_events, events) = mpsc::unbounded_channel();
         let (handle, owner) = spawn(
             CoreConfig::default(),
             RaftHandle::detached(),
             events,
             Duration::from_secs(1),
         );
-        const QUEUED: usize = 2000;
         let done = Arc::new(AtomicU64::new(0));
         for _ in 0..QUEUED {
             let done = done.clone();
@@ -1106,6 +1113,14 @@ mod tests {
         while done.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
         }
+        (raft_events, handle, owner, done)
+    }
+
+    /// A subscription is answered before the commands queued ahead of it
+    /// (after a failover, every agent's registration).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_goes_before_the_queue() {
+        let (_raft_events, handle, owner, done) = busy_owner().await;
         let info = v1::FrameworkInfo {
             name: "f".into(),
             ..Default::default()
@@ -1129,26 +1144,7 @@ mod tests {
     /// commands went in one turn and frameworks heard nothing for seconds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_turn_ends_after_its_time_however_long_the_queue() {
-        let (raft_events, events) = mpsc::unbounded_channel();
-        let (handle, owner) = spawn(
-            CoreConfig::default(),
-            RaftHandle::detached(),
-            events,
-            Duration::from_secs(1),
-        );
-        const QUEUED: usize = 2000;
-        let done = Arc::new(AtomicU64::new(0));
-        for _ in 0..QUEUED {
-            let done = done.clone();
-            let slow = Command::Read(ReadFn(Box::new(move |_| {
-                std::thread::sleep(Duration::from_millis(1));
-                done.fetch_add(1, Ordering::Relaxed);
-            })));
-            handle.send(slow).await.expect("queued");
-        }
-        while done.load(Ordering::Relaxed) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (raft_events, handle, owner, done) = busy_owner().await;
         raft_events
             .send(RaftEvent::Leading {
                 registry: Box::default(),

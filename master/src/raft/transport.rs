@@ -151,7 +151,9 @@ pub(crate) async fn peer_sender(
         .max_encoding_message_size(MAX_BATCH_BYTES)
         .max_decoding_message_size(MAX_BATCH_BYTES);
     let mut stream: Option<mpsc::Sender<v1::RaftBatch>> = None;
-    let logged = LastFailure::default();
+    // Apart, so that the two kinds of failure, alternating, do not each
+    // count as new.
+    let (logged, undelivered) = (LastFailure::default(), LastFailure::default());
     while let Some(first) = rx.recv().await {
         let mut bytes = protobuf::Message::compute_size(&first) as usize;
         let mut batch = vec![first];
@@ -188,7 +190,7 @@ pub(crate) async fn peer_sender(
         };
         if !ok {
             stream = None;
-            if logged.first("not delivered") {
+            if undelivered.first("not delivered") {
                 tracing::debug!(to, %addr, "raft batch not delivered");
             }
             let _ = node.try_send(NodeCmd::Unreachable(to));
