@@ -393,16 +393,13 @@ struct Clients {
     next_kv_request: u64,
 }
 
-/// The owner task's end: its result, or an error if its thread died.
-pub type Ended = oneshot::Receiver<Result<(), MasterError>>;
-
-/// Starts the owner task, on a thread of its own (see [`own_thread`]).
+/// Spawns the owner task.
 pub fn spawn(
     cfg: CoreConfig,
     raft: RaftHandle,
     events: mpsc::UnboundedReceiver<RaftEvent>,
     tick: Duration,
-) -> (Handle, Ended) {
+) -> (Handle, tokio::task::JoinHandle<Result<(), MasterError>>) {
     let (tx, rx) = mpsc::channel(4096);
     let (urgent, urgent_rx) = mpsc::channel(URGENT_QUEUE);
     let (leadership, leadership_rx) = watch::channel(Leadership::default());
@@ -437,33 +434,8 @@ pub fn spawn(
     };
     (
         handle,
-        own_thread(rt.run(Queues { rx, urgent: urgent_rx }, events, tick)),
+        tokio::spawn(rt.run(Queues { rx, urgent: urgent_rx }, events, tick)),
     )
-}
-
-/// Runs the owner task on a thread of its own, with a single-threaded
-/// runtime of its own (for its timers and the few waits it spawns).
-///
-/// On the shared workers the owner was one task among thousands: in a
-/// failover each of 40,000 agents' registrations is a task decoding on
-/// those workers, and the owner, woken behind them in their run queue,
-/// went unpolled for up to a second at a time while the registrations it
-/// had to admit piled up and their agents waited for an answer. The
-/// kernel schedules a thread beside the workers instead of behind them.
-fn own_thread(run: impl Future<Output = Result<(), MasterError>> + Send + 'static) -> Ended {
-    let (done, ended) = oneshot::channel();
-    let started = std::thread::Builder::new().name("mezzo-owner".into()).spawn(move || {
-        let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(run),
-            Err(e) => Err(MasterError::Internal(format!("cannot start the owner's runtime: {e}"))),
-        };
-        let _ = done.send(result);
-    });
-    if let Err(e) = started {
-        // `done` went with the closure: the receiver reads the thread as dead.
-        tracing::error!(error = %e, "cannot start the owner task's thread");
-    }
-    ended
 }
 
 /// Sends `queue` a command built around a oneshot and waits for its answer.
@@ -1110,9 +1082,18 @@ mod tests {
         assert!(clients.frameworks.contains_key(&conn));
     }
 
-    /// A fresh owner task, not leading: its Raft events' sender, its
-    /// handle and its end.
-    fn fresh_owner() -> (mpsc::UnboundedSender<RaftEvent>, Handle, Ended) {
+    /// Commands queued on a busy owner task by [`busy_owner`].
+    const QUEUED: usize = 2000;
+
+    /// A fresh owner task (not leading) given [`QUEUED`] commands of 1 ms
+    /// each, once it has started on them: its Raft events' sender, its
+    /// handle, the task, and the count of commands done so far.
+    async fn busy_owner() -> (
+        mpsc::UnboundedSender<RaftEvent>,
+        Handle,
+        tokio::task::JoinHandle<Result<(), MasterError>>,
+        Arc<AtomicU64>,
+    ) {
         let (raft_events, events) = mpsc::unbounded_channel();
         let (handle, owner) = spawn(
             CoreConfig::default(),
@@ -1120,17 +1101,6 @@ mod tests {
             events,
             Duration::from_secs(1),
         );
-        (raft_events, handle, owner)
-    }
-
-    /// Commands queued on a busy owner task by [`busy_owner`].
-    const QUEUED: usize = 2000;
-
-    /// A fresh owner task (not leading) given [`QUEUED`] commands of 1 ms
-    /// each, once it has started on them: its Raft events' sender, its
-    /// handle, the task, and the count of commands done so far.
-    async fn busy_owner() -> (mpsc::UnboundedSender<RaftEvent>, Handle, Ended, Arc<AtomicU64>) {
-        let (raft_events, handle, owner) = fresh_owner();
         let done = Arc::new(AtomicU64::new(0));
         for _ in 0..QUEUED {
             let done = done.clone();
@@ -1165,7 +1135,7 @@ mod tests {
             before < 100,
             "answered after {before} of the {QUEUED} commands queued before it"
         );
-        drop(owner);
+        owner.abort();
     }
 
     /// A turn of the owner task ends after [`TURN`] however many commands
@@ -1191,63 +1161,6 @@ mod tests {
             before < 700,
             "leading after {before} of the {QUEUED} commands queued before the news"
         );
-        drop(owner);
-    }
-    /// Tasks that keep the shared workers busy in
-    /// [`the_owner_is_not_queued_behind_the_workers_tasks`].
-    const BUSY: usize = 1000;
-
-    /// The owner answers while the shared workers are busy with a
-    /// thousand tasks (a failover's registrations decoding). As one of
-    /// those tasks it was woken into a worker's queue behind up to 256
-    /// others whenever another wake took the worker's next slot, as an
-    /// agent's connection waking its other streams does, and went unpolled
-    /// for up to a second at a time in failovers at 40,000 agents (here
-    /// after 1,206 to 1,445 polls of the others in five runs; on a thread
-    /// of its own, after 0 to 18).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_owner_is_not_queued_behind_the_workers_tasks() {
-        let (_raft_events, handle, _owner) = fresh_owner();
-        let polls = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for _ in 0..BUSY {
-            let (polls, stop) = (polls.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let began = Instant::now();
-                    while began.elapsed() < Duration::from_micros(300) {
-                        std::hint::spin_loop();
-                    }
-                    polls.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            });
-        }
-        while polls.load(Ordering::Relaxed) < BUSY as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let (kick, mut kicked) = mpsc::channel::<()>(1);
-        tokio::spawn(async move { while kicked.recv().await.is_some() {} });
-        let counted = polls.clone();
-        let waited = tokio::spawn(async move {
-            let (reply, answered) = oneshot::channel();
-            let asked = counted.load(Ordering::Relaxed);
-            // Counted when the owner runs it, not when the asker, itself
-            // one of the workers' tasks, hears the answer.
-            let read = Command::Read(ReadFn(Box::new(move |_| {
-                let _ = reply.send(counted.load(Ordering::Relaxed) - asked);
-            })));
-            handle.send(read).await.expect("queued");
-            // The next wake on this worker takes its next slot.
-            kick.send(()).await.expect("kicked");
-            answered.await.expect("answered")
-        })
-        .await
-        .expect("asked");
-        stop.store(true, Ordering::Relaxed);
-        assert!(
-            waited < 250,
-            "answered after {waited} polls of the workers' other tasks"
-        );
+        owner.abort();
     }
 }

@@ -107,7 +107,7 @@ pub struct MasterHandle {
     pub http_addr: Option<SocketAddr>,
     /// Where `--mesos-listen` serves.
     pub mesos_addr: Option<SocketAddr>,
-    owner: crate::runtime::Ended,
+    owner: tokio::task::JoinHandle<Result<(), MasterError>>,
 }
 
 impl MasterHandle {
