@@ -26,6 +26,11 @@ const STABLE_SESSION: Duration = Duration::from_secs(1);
 /// Pause before trying the next master of the list after one failed (a
 /// full round of failures backs off instead).
 const NEXT_MASTER: Duration = Duration::from_millis(50);
+/// How late the heartbeat limit's timer may fire before it says more about
+/// this process than about the master: a runtime that keeps up fires it
+/// within a millisecond or two.
+const STARVED: Duration = Duration::from_millis(100);
+
 /// Silence tolerated when the master announces no heartbeat interval.
 const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(45);
 /// The master is declared dead after this many missed heartbeats...
@@ -252,15 +257,24 @@ impl Driver {
         }
 
         let mut deadline = Instant::now() + dead_after;
+        // Whether the limit was moved once already because its timer fired
+        // late; cleared by the next event.
+        let mut extended = false;
         loop {
             tokio::select! {
                 biased;
                 message = stream.message() => match message {
                     Ok(Some(event)) => {
-                        deadline = Instant::now() + dead_after;
                         if let Some(outcome) = self.dispatch(event).await {
                             return outcome;
                         }
+                        // Silence counts from here: handing the event over
+                        // waits while the app's queue is full, and a master
+                        // is not silent for the time its framework did not
+                        // listen (it found nothing new the moment it did,
+                        // and reconnected for nothing).
+                        deadline = Instant::now() + dead_after;
+                        extended = false;
                     }
                     Ok(None) => return Outcome::Lost(format!("{master} closed the event stream")),
                     Err(status) => {
@@ -277,6 +291,17 @@ impl Driver {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
+                    // A timer this late means this process could not run
+                    // (its cores busy elsewhere): what the master sent
+                    // meanwhile may still be unread in the connection.
+                    // Listen once more before blaming the master.
+                    let late = Instant::now().saturating_duration_since(deadline);
+                    if late >= STARVED && !extended {
+                        debug!(%master, ?late, "the heartbeat limit's timer fired late: listening once more");
+                        deadline = Instant::now() + dead_after;
+                        extended = true;
+                        continue;
+                    }
                     return Outcome::Lost(format!("no heartbeat from {master} for {dead_after:?}"));
                 }
             }

@@ -732,6 +732,80 @@ async fn heartbeat_timeout_triggers_reconnect() {
     scheduler.stop().await;
 }
 
+/// A scheduler subscribed to a fake master that announces 1 s heartbeats
+/// (so the SDK gives up after 3 s of silence) and sends none by itself.
+async fn subscribed_with_3s_limit() -> (FakeMaster, Scheduler, Events) {
+    let master = FakeMaster::default();
+    master.seen().heartbeat_secs = 1.0;
+    let addr = master.clone().serve().await;
+    let (scheduler, mut events) = Scheduler::start(config(&[addr]));
+    assert_eq!(next(&mut events).await, subscribed("fw-1", false));
+    (master, scheduler, events)
+}
+
+/// No event for `quiet`, and still the first subscription.
+async fn still_subscribed(master: &FakeMaster, events: &mut Events, quiet: Duration) {
+    let after = tokio::time::timeout(quiet, events.next()).await;
+    assert!(after.is_err(), "the driver did not wait for the master: {after:?}");
+    assert_eq!(master.seen().subscribes.len(), 1);
+}
+
+/// A framework slow to take its events is not a silent master: the driver
+/// blocked handing an event to a full queue for longer than the heartbeat
+/// limit, then found nothing new on the stream at that moment and
+/// reconnected, though the master's next heartbeat was on its way (every
+/// framework of `mezzo-sim`'s loads did so, 33 at once, each time
+/// re-subscribing and asking for all its tasks again).
+#[tokio::test]
+async fn an_app_slow_to_take_its_events_does_not_count_as_master_silence() {
+    let (master, scheduler, mut events) = subscribed_with_3s_limit().await;
+    // One event more than the app's queue holds: the driver waits to hand
+    // over the last one while the app does not read.
+    let offers = super::EVENTS_CAPACITY + 1;
+    for i in 0..offers {
+        let offer = v1::Offer {
+            offer_id: format!("o-{i}"),
+            agent_id: "a-1".into(),
+            ..Default::default()
+        };
+        master.push(Wire::Offers(v1::Offers { offers: vec![offer] })).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for _ in 0..offers {
+        assert!(matches!(next(&mut events).await, Event::Offers(_)));
+    }
+    // The master's next heartbeat, well within 3 s of the app taking the
+    // last event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    master.push(Wire::Heartbeat(v1::Heartbeat {})).await;
+    still_subscribed(&master, &mut events, Duration::from_secs(1)).await;
+    scheduler.stop().await;
+}
+
+/// A process that could not run is not a silent master: with every thread
+/// of the framework's runtime held for longer than the heartbeat limit
+/// (`mezzo-sim`'s 40 frameworks on two busy cores), the driver woke with
+/// its limit long past before its connection had read what the master
+/// sent meanwhile, and reconnected.
+#[tokio::test]
+async fn a_runtime_that_could_not_run_does_not_count_as_master_silence() {
+    let (master, scheduler, mut events) = subscribed_with_3s_limit().await;
+    let beating = master.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            beating.push(Wire::Heartbeat(v1::Heartbeat {})).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The test's runtime has one thread: the driver, its connection and
+    // the fake master all stop.
+    std::thread::sleep(Duration::from_secs(4));
+    still_subscribed(&master, &mut events, Duration::from_secs(2)).await;
+    beats.abort();
+    scheduler.stop().await;
+}
+
 #[tokio::test]
 async fn calls_fail_fast_when_not_connected_and_after_stop() {
     let (scheduler, mut events) = Scheduler::start(config(&[dead_address().await]));
