@@ -36,8 +36,12 @@ pub type KvReply = oneshot::Sender<Result<KvAnswer, MasterError>>;
 
 /// Events for one framework stream.
 pub type FrameworkTx = mpsc::Sender<Result<v1::Event, tonic::Status>>;
+/// A message for one agent stream, boxed: each stream's queue allocates
+/// its first block of 32 slots when it is made, 3 KiB of unboxed messages
+/// for every agent (120 MB at 40,000 agents), 512 bytes boxed.
+pub type ToAgent = Result<Box<v1::MasterMessage>, tonic::Status>;
 /// Messages for one agent stream.
-pub type AgentTx = mpsc::Sender<Result<v1::MasterMessage, tonic::Status>>;
+pub type AgentTx = mpsc::Sender<ToAgent>;
 
 /// Scheduler calls after API validation.
 #[derive(Debug)]
@@ -861,7 +865,7 @@ impl Clients {
                 }
                 Effect::ToAgent(conn, msg) => {
                     if let Some(tx) = self.agents.get(&conn)
-                        && let Err(e) = tx.try_send(Ok(msg))
+                        && let Err(e) = tx.try_send(Ok(Box::new(msg)))
                     {
                         tracing::warn!(conn, "agent stream {}; dropping it", unwritable(&e));
                         self.agents.remove(&conn);

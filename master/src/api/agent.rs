@@ -25,7 +25,7 @@ use crate::core::observe::HISTORY_PER_TASK;
 use crate::core::{AgentHello, ConnId};
 use crate::error::MasterError;
 use crate::history::{MAX_MESSAGE_BYTES, cut};
-use crate::runtime::{Command, Handle};
+use crate::runtime::{AgentTx, Command, Handle, ToAgent};
 use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
@@ -288,7 +288,7 @@ fn admitted(slot: &SharedSlot, conn: ConnId) -> bool {
 
 /// The stream to the agent; tells the owner when it is dropped.
 pub struct ToAgentStream {
-    rx: mpsc::Receiver<Result<v1::MasterMessage, Status>>,
+    rx: mpsc::Receiver<ToAgent>,
     slot: SharedSlot,
     handle: Handle,
 }
@@ -296,7 +296,7 @@ pub struct ToAgentStream {
 impl Stream for ToAgentStream {
     type Item = Result<v1::MasterMessage, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|m| m.map(|m| m.map(|m| *m)))
     }
 }
 
@@ -314,12 +314,12 @@ type Answer = Pin<Box<dyn Future<Output = Result<ConnId, MasterError>> + Send>>;
 
 /// The master's heartbeat an agent gets while its registration waits for
 /// its turn: `interval_secs` says how often it comes.
-fn queued_heartbeat() -> Result<v1::MasterMessage, Status> {
-    Ok(v1::MasterMessage {
+fn queued_heartbeat() -> ToAgent {
+    Ok(Box::new(v1::MasterMessage {
         message: Some(v1::master_message::Message::Heartbeat(v1::MasterHeartbeat {
             interval_secs: QUEUED_HEARTBEAT.as_secs_f64(),
         })),
-    })
+    }))
 }
 
 /// Waits for the owner's answer to a registration: one not answered within
@@ -328,12 +328,7 @@ fn queued_heartbeat() -> Result<v1::MasterMessage, Status> {
 /// owner does not hold agents forever), and gives up its place when the
 /// agent goes away (the owner then skips it). A refusal ends the stream
 /// with its status, which names the leader as the answer to Attach would.
-async fn wait_turn(
-    handle: Handle,
-    mut answer: Answer,
-    tx: mpsc::Sender<Result<v1::MasterMessage, Status>>,
-    slot: SharedSlot,
-) -> Option<ConnId> {
+async fn wait_turn(handle: Handle, mut answer: Answer, tx: AgentTx, slot: SharedSlot) -> Option<ConnId> {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + ANSWER_WITHIN, QUEUED_HEARTBEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = None;
@@ -448,7 +443,7 @@ async fn register(
     handle: Handle,
     caller: Caller,
     mut inbound: Streaming<v1::AgentMessage>,
-    tx: mpsc::Sender<Result<v1::MasterMessage, Status>>,
+    tx: AgentTx,
     slot: SharedSlot,
 ) {
     if tx.is_closed() {
@@ -559,8 +554,6 @@ mod tests {
         }
     }
 
-    type ToAgent = mpsc::Sender<Result<v1::MasterMessage, Status>>;
-
     /// An attach waiting for its turn, as the service leaves it: the
     /// owner's answer comes through `reply`.
     fn queued(
@@ -568,7 +561,7 @@ mod tests {
     ) -> (
         oneshot::Sender<Result<ConnId, MasterError>>,
         ToAgentStream,
-        ToAgent,
+        AgentTx,
         SharedSlot,
     ) {
         let (reply, answer) = oneshot::channel();
