@@ -483,7 +483,10 @@ async fn register(
         return;
     };
     tokio::spawn(check_host(handle.clone(), hostname));
-    forward(handle, conn, inbound).await;
+    // A task of its own for the session: this one's state, sized for the
+    // registration's steps too, held 3.4 KB for every agent for as long as
+    // it ran (a heap profile of 20,000 agents); `forward`'s is a third less.
+    tokio::spawn(forward(handle, conn, inbound));
 }
 
 pub(crate) fn status_update(conn: ConnId, u: v1::StatusUpdate) -> Result<Command, MasterError> {
