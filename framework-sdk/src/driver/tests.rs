@@ -753,9 +753,8 @@ async fn still_subscribed(master: &FakeMaster, events: &mut Events, quiet: Durat
 /// A framework slow to take its events is not a silent master: the driver
 /// blocked handing an event to a full queue for longer than the heartbeat
 /// limit, then found nothing new on the stream at that moment and
-/// reconnected, though the master's next heartbeat was on its way (every
-/// framework of `mezzo-sim`'s loads did so, 33 at once, each time
-/// re-subscribing and asking for all its tasks again).
+/// reconnected (re-subscribing and asking about all its tasks again),
+/// though the master's next heartbeat was on its way.
 #[tokio::test]
 async fn an_app_slow_to_take_its_events_does_not_count_as_master_silence() {
     let (master, scheduler, mut events) = subscribed_with_3s_limit().await;
@@ -783,10 +782,10 @@ async fn an_app_slow_to_take_its_events_does_not_count_as_master_silence() {
 }
 
 /// A process that could not run is not a silent master: with every thread
-/// of the framework's runtime held for longer than the heartbeat limit
-/// (`mezzo-sim`'s 40 frameworks on two busy cores), the driver woke with
-/// its limit long past before its connection had read what the master
-/// sent meanwhile, and reconnected.
+/// of the framework's runtime held for longer than the heartbeat limit (a
+/// framework's own work, or cores busy elsewhere), the driver woke with its
+/// limit long past before its connection had read what the master sent
+/// meanwhile, and reconnected.
 #[tokio::test]
 async fn a_runtime_that_could_not_run_does_not_count_as_master_silence() {
     let (master, scheduler, mut events) = subscribed_with_3s_limit().await;
