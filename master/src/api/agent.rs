@@ -296,7 +296,10 @@ pub struct ToAgentStream {
 impl Stream for ToAgentStream {
     type Item = Result<v1::MasterMessage, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|m| m.map(|m| m.map(|m| *m)))
+        // Unboxed for tonic (boxed only while queued, see `ToAgent`).
+        self.rx
+            .poll_recv(cx)
+            .map(|queued| queued.map(|item| item.map(|boxed| *boxed)))
     }
 }
 

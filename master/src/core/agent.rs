@@ -373,8 +373,8 @@ impl Master {
             };
             // The framework's own id, shared: the one parsed from the
             // report was a string of its own for each task.
-            rt.framework_id = known.clone();
-            let (fid, tid) = (rt.framework_id.clone(), rt.task_id.clone());
+            let (fid, tid) = (known.clone(), rt.task_id.clone());
+            rt.framework_id = fid.clone();
             if !fw.tasks.contains_key(&tid) {
                 // New to this leader (e.g. after a failover): its status
                 // history is what the agent saw.
