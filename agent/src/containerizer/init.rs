@@ -1,40 +1,48 @@
-//! The container supervisor and init: `mezzo __container-init SPEC`, and
-//! the launcher process that forks supervisors (`mezzo __container-init
-//! --launcher`, whose agent side is [`super::launcher`]). Everything here
-//! runs in those helper processes, never in the agent.
+//! The container init (and, with a user namespace, its supervisor), and the
+//! launcher process that starts them (`mezzo __container-init --launcher`,
+//! whose agent side is [`super::launcher`]). Everything here runs in those
+//! helper processes, never in the agent.
 //!
 //! The agent is a multi-threaded tokio process, so it never forks and then
 //! sets up namespaces itself. Instead it hands an [`InitSpec`] to its
 //! launcher (the `mezzo` binary started once in this internal mode, a
-//! fresh single-threaded process, see [`super::launcher`]), which forks a
-//! supervisor that builds the container ([`supervise`]); `mezzo
-//! __container-init SPEC` does the same from a spec file:
+//! fresh single-threaded process, see [`super::launcher`]), which clones
+//! the container's init straight into its namespaces ([`start_init`]):
 //!
 //! ```text
-//! launcher ─fork─▶ supervisor        setsid; ignores TERM/INT/HUP; unshare(ns);
-//!                  │                 writes run_dir/supervisor.pid and init.pid, waits,
-//!                  │                 writes run_dir/exit
-//!                  └─fork─▶ init     "pid 1": joins the cgroups, mounts /proc,
-//!                           │        sets the hostname, brings lo up, takes the
-//!                           │        launch claim (`super::claim`); forwards
-//!                           │        signals to the task, reaps orphans, exits
-//!                           │        with the task's status
-//!                           └─vfork─▶ task  stdio, chdir, setgroups/setgid/setuid, execve
-//!                                           (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
+//! launcher ─clone(ns)─▶ init   setsid; writes run_dir/init.pid; "pid 1": joins the
+//!                       │      cgroups, builds the view, sets the hostname, brings lo up,
+//!                       │      takes the launch claim (`super::claim`); forwards signals
+//!                       │      to the task, reaps orphans, writes run_dir/exit, exits
+//!                       └─vfork─▶ task  stdio, chdir, setgroups/setgid/setuid, execve
+//!                                       (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
 //! ```
 //!
-//! With a user namespace (`mezzo agent --user-namespaces`) the supervisor
-//! instead clones the init into it and the other namespaces at once, writes
-//! its id maps, moves it into the cgroups and takes the launch claim for
-//! it; the init becomes root of its namespace before it builds the view
-//! (see [`super::userns`]).
+//! The agent waits for the init's end (a pidfd) and reads `exit`; an init
+//! that ended without one was killed with SIGKILL (the agent's kill, the
+//! OOM killer), the only way it ends without recording.
 //!
-//! The supervisor lives in its own session, so it survives the agent: the
-//! `exit` file is written even when no agent is watching, and a restarted
-//! agent finds `init.pid` and `exit` in the run directory (DESIGN.md, "Agent
-//! recovery"). The agent signals the *init* pid; the init forwards
-//! TERM, INT, HUP, QUIT, USR1 and USR2 to the task. SIGKILL to the init ends
-//! the whole pid namespace.
+//! With a user namespace (`mezzo agent --user-namespaces`) someone outside
+//! the namespace must write its id maps, move the init into the cgroups
+//! and take the launch claim for it, so the launcher forks a supervisor
+//! ([`supervise`]; `mezzo __container-init SPEC` does the same from a spec
+//! file) that clones the init into the user namespace and the others at
+//! once; the init becomes root of its namespace before it builds the view
+//! (see [`super::userns`]), reports its end to the supervisor, and the
+//! supervisor writes `exit`, also when the init was killed:
+//!
+//! ```text
+//! launcher ─fork─▶ supervisor  setsid; ignores TERM/INT/HUP; writes supervisor.pid and
+//!                  │           init.pid; maps the init's namespace; waits; writes exit
+//!                  └─clone(userns, ns)─▶ init ─vfork─▶ task
+//! ```
+//!
+//! Inits and supervisors live in sessions of their own and outlive the
+//! agent and its launcher: `exit` is written even when no agent is
+//! watching, and a restarted agent finds `init.pid` and `exit` in the run
+//! directory (DESIGN.md, "Agent recovery"). The agent signals the *init*
+//! pid; the init forwards TERM, INT, HUP, QUIT, USR1 and USR2 to the task.
+//! SIGKILL to the init ends the whole pid namespace.
 //!
 //! Errors before the task starts are appended to the task's stderr file and
 //! recorded as [`ExitRecord::Error`].
@@ -152,6 +160,17 @@ pub struct InitSpec {
     pub userns: Option<super::userns::IdRange>,
 }
 
+impl InitSpec {
+    /// Built by a supervisor process that records the exit (a container
+    /// with a user namespace: someone outside it maps it and takes the
+    /// launch claim), rather than by an init the launcher clones and that
+    /// records the exit itself. The agent waits for the supervisor, or the
+    /// init, to end.
+    pub fn supervised(&self) -> bool {
+        self.userns.is_some()
+    }
+}
+
 /// How the task ended, as recorded in `run_dir/exit`:
 /// `{"code": N}`, `{"signal": N}` or `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,26 +271,27 @@ pub const LAUNCHER_ARG: &str = "--launcher";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LaunchReply {
-    /// The supervisor's pid.
+    /// The pid whose end means the exit record is final: the init's, or
+    /// with a supervisor ([`InitSpec::supervised`]) the supervisor's.
     Pid(u32),
     Error(String),
 }
 
 /// The launcher process (its agent side is [`super::launcher`]): reads
-/// [`InitSpec`]s from stdin, one JSON line each, forks a supervisor for
-/// each, answers its pid. Exits at EOF. Call only in a fresh,
+/// [`InitSpec`]s from stdin, one JSON line each, starts each container
+/// ([`launch`]), answers the pid to wait for. Exits at EOF. Call only in a fresh,
 /// single-threaded process (`mezzo __container-init --launcher`).
 fn serve_launcher() -> ! {
-    // The kernel reaps the supervisors (they are waited for by pidfd),
-    // and, as a subreaper, the inits a supervisor left behind once it had
-    // their report (see `run`).
+    // The kernel reaps the inits and supervisors (they are waited for by
+    // pidfd), and, as a subreaper, the inits a supervisor left behind once
+    // it had their report (see `run`).
     if let Err(e) =
         set_disposition(Signal::SIGCHLD, SigHandler::SigIgn).and_then(|()| nix::sys::prctl::set_child_subreaper(true))
     {
         eprintln!("mezzo container launcher: {e}");
         std::process::exit(1);
     }
-    // Compiled once here, inherited by every supervisor this process forks.
+    // Compiled once here, inherited by every init this process clones.
     super::harden::warm();
     // Without it (no /proc?) every container makes its own namespace.
     let mut pool = netns_pool::NetnsPool::new().ok();
@@ -280,7 +300,7 @@ fn serve_launcher() -> ! {
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let reply = match serde_json::from_str::<InitSpec>(&line) {
-            Ok(spec) => fork_supervisor(&spec, &mut pool),
+            Ok(spec) => launch(&spec, &mut pool),
             Err(e) => LaunchReply::Error(format!("invalid init spec: {e}")),
         };
         let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
@@ -292,64 +312,187 @@ fn serve_launcher() -> ! {
     std::process::exit(0);
 }
 
-fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
+/// Starts one container. Without a user namespace the launcher clones the
+/// container's init itself, into its namespaces, and the init records the
+/// task's exit ([`start_init`]); with one, a supervisor builds it
+/// ([`fork_supervisor`]). Replies the pid whose end means the exit record
+/// is final (or will never come).
+fn launch(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
     if let Err(e) = ensure_single_threaded() {
         return LaunchReply::Error(e.to_string());
     }
-    // A lent network namespace (see `netns_pool`) for a container with its
-    // own pid namespace and no user namespace; on any failure the
-    // supervisor makes one, as without the pool.
-    let netns = match pool {
-        Some(pool) if spec.namespaces.net && spec.namespaces.pid && spec.view.is_some() && spec.userns.is_none() => {
-            match (pool.take(), std::os::unix::net::UnixStream::pair()) {
-                (Ok(ns), Ok(channel)) => Some((ns, channel)),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    if spec.supervised() {
+        fork_supervisor(spec, pool)
+    } else {
+        start_init(spec, pool)
+    }
+}
+
+/// A supervisor for a container with a user namespace (`supervise`): it
+/// maps the namespace and takes the launch claim for the init, which
+/// cannot, and records the exit.
+fn fork_supervisor(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
     // The user namespace image layers are mapped by, made once here and
     // inherited by every supervisor (`userns::layer_userns`); on failure the
     // supervisor tries again and reports it.
     if let (Some(range), true) = (spec.userns, spec.view.as_ref().is_some_and(|v| v.image.is_some())) {
         let _ = super::userns::layer_userns(range);
     }
-    // SAFETY: the launcher is single-threaded (checked just above), so the
+    // SAFETY: the launcher is single-threaded (checked by `launch`), so the
     // child is an exact copy with no lock held by a vanished thread.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            // Not the agent's pipes: the agent must see EOF when the
-            // launcher goes, whatever the supervisors do.
-            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-                let _ = nix::unistd::dup2_stdin(&null);
-                let _ = nix::unistd::dup2_stdout(&null);
-            }
-            // The supervisor waits for its init: SIGCHLD back to default.
-            let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
-            // The pool's other namespaces are not this container's.
-            drop(pool.take());
-            match netns {
-                Some((ns, (launcher_end, channel))) if nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).is_ok() => {
-                    drop((ns, launcher_end));
-                    netns_pool::report_to(channel);
-                    // Joined: `lo` is up already.
-                    let mut spec = spec.clone();
-                    spec.namespaces.net = false;
-                    supervise(&spec, false)
-                }
-                _ => supervise(spec, false),
-            }
+            leave_launcher(pool);
+            supervise(spec, false)
         }
-        Ok(ForkResult::Parent { child }) => {
-            if let (Some(pool), Some((ns, (channel, _)))) = (pool.as_mut(), netns) {
-                pool.lend(channel, ns);
-            }
-            LaunchReply::Pid(child.as_raw() as u32)
-        }
+        Ok(ForkResult::Parent { child }) => LaunchReply::Pid(child.as_raw() as u32),
         Err(e) => LaunchReply::Error(format!("fork: {e}")),
     }
 }
 
+/// In a process the launcher just made: not the agent's pipes (the agent
+/// must see EOF when the launcher goes, whatever containers do), SIGCHLD
+/// back to its default (the launcher ignores it, a supervisor or init
+/// waits for its child), and none of the pool's namespaces.
+fn leave_launcher(pool: &mut Option<netns_pool::NetnsPool>) {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let _ = set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
+    drop(pool.take());
+}
+
+/// The cloned init's work (see [`init_main`]); returns its exit code.
+fn run_alone(spec: &InitSpec) -> i32 {
+    // Its host pid, for whoever signals the container, before anything
+    // else: before the launch claim, so that a task that may have started
+    // always has it on disk. `/proc` is still the host's.
+    let pid = match fs::read_link("/proc/self") {
+        Ok(pid) => pid,
+        Err(source) => {
+            return fail_alone(
+                spec,
+                InitError::Open {
+                    path: "/proc/self".into(),
+                    source,
+                },
+            );
+        }
+    };
+    let mut line = pid.into_os_string().into_encoded_bytes();
+    line.push(b'\n');
+    let pid_file = spec.run_dir.join(INIT_PID_FILE);
+    if let Err(source) = write_atomic(&pid_file, &line) {
+        return fail_alone(spec, InitError::Write { path: pid_file, source });
+    }
+    if let Err(e) = validate(spec) {
+        return fail_alone(spec, e);
+    }
+    // Opened while on the host's view: the exit is recorded through it.
+    let run_dir = match nix::fcntl::open(
+        &spec.run_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(source) => {
+            return fail_alone(
+                spec,
+                InitError::Open {
+                    path: spec.run_dir.clone(),
+                    source: source.into(),
+                },
+            );
+        }
+    };
+    container_init(spec, Report::RunDir(run_dir), None, None)
+}
+
+/// A cloned init that could not start the container: the error goes to
+/// the task's stderr and into its exit record.
+fn fail_alone(spec: &InitSpec, error: InitError) -> i32 {
+    let message = error.to_string();
+    append_stderr(spec, &message);
+    let _ = write_exit(&spec.run_dir, &ExitRecord::Error(message));
+    1
+}
+
+/// The init, cloned straight into the container's namespaces: one process
+/// fewer per container than a supervisor forking it (a fork, its page
+/// faults and its exit: about a tenth of an isolated launch's CPU).
+fn start_init(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
+    // A lent network namespace (see `netns_pool`) for a container with its
+    // own pid namespace and a view; on any failure the init makes one.
+    let lent = match pool {
+        Some(pool) if spec.namespaces.net && spec.namespaces.pid && spec.view.is_some() => pool.take().ok(),
+        _ => None,
+    };
+    let mut flags = clone_flags(spec);
+    if lent.is_some() {
+        flags.remove(CloneFlags::CLONE_NEWNET);
+    }
+    // Blocked before the clone, so the init starts with the mask it needs:
+    // a signal the agent sends as soon as it has the pid stays pending
+    // until the init collects it with sigwait.
+    let old_mask = match init_mask().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK) {
+        Ok(old) => old,
+        Err(e) => return LaunchReply::Error(format!("sigprocmask: {e}")),
+    };
+    // SAFETY: the launcher is single-threaded (checked by `launch`).
+    match unsafe { clone_fork(flags, lent.is_some()) } {
+        Ok(None) => init_main(spec, pool, lent),
+        Ok(Some((child, pidfd))) => {
+            let _ = old_mask.thread_set_mask();
+            if let (Some(pool), Some(ns), Some(pidfd)) = (pool.as_mut(), lent, pidfd) {
+                pool.lend(pidfd, ns);
+            }
+            LaunchReply::Pid(child.as_raw() as u32)
+        }
+        Err(e) => {
+            let _ = old_mask.thread_set_mask();
+            LaunchReply::Error(format!("clone: {e}"))
+        }
+    }
+}
+
+/// The cloned init's start: leaves the launcher's session and pipes,
+/// records its pid, runs the container and records its exit itself.
+fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Option<OwnedFd>) -> ! {
+    // Its own session: signals to the agent's process group (a terminal's
+    // Ctrl-C) do not reach the container.
+    let _ = nix::unistd::setsid();
+    leave_launcher(pool);
+    // A panic must not unwind into the launcher's loop, of which this
+    // process is a copy.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let joined;
+        let spec = match lent {
+            None => spec,
+            Some(ns) => match nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET) {
+                Ok(()) => {
+                    // `lo` is up already.
+                    joined = InitSpec {
+                        namespaces: Namespaces {
+                            net: false,
+                            ..spec.namespaces.clone()
+                        },
+                        ..spec.clone()
+                    };
+                    &joined
+                }
+                // Cloned without one for the lent one: a namespace of its own.
+                Err(_) => match unshare(CloneFlags::CLONE_NEWNET) {
+                    Ok(()) => spec,
+                    Err(source) => return fail_alone(spec, InitError::Sys { op: "unshare", source }),
+                },
+            },
+        };
+        run_alone(spec)
+    }))
+    .unwrap_or_else(|_| fail_alone(spec, InitError::Task("the container's init panicked".into())));
+    std::process::exit(code)
+}
 /// The supervisor of one container, in a fresh single-threaded process:
 /// leaves the agent's session, runs the container and records its exit.
 /// `reap_init`: wait for the init to be gone before recording its end;
@@ -427,8 +570,10 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
         },
         Some(_) => {
             let flags = clone_flags(spec) | CloneFlags::CLONE_NEWUSER;
-            // SAFETY: as for `fork` above, which is all `fork_into` requires.
-            unsafe { super::userns::fork_into(flags) }.map_err(sys("clone"))?
+            // SAFETY: as for `fork` above, which is all `clone_fork` requires.
+            unsafe { clone_fork(flags, false) }
+                .map_err(sys("clone"))?
+                .map(|(child, _)| child)
         }
     };
     match forked {
@@ -436,7 +581,7 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
             drop(report_read);
             let code = container_init(
                 spec,
-                report_write,
+                Report::Pipe(report_write),
                 handshake.map(super::userns::Handshake::init),
                 idmapped,
             );
@@ -452,7 +597,6 @@ pub fn run(spec: &InitSpec, reap_init: bool) -> Result<ExitRecord, InitError> {
                 let _ = wait_for(child);
                 return Err(InitError::Write { path: pid_file, source });
             }
-            netns_pool::report_init(child);
             if let (Some(handshake), Some(range)) = (handshake.as_mut(), spec.userns) {
                 if let Err(e) = handshake.release(child, range, &spec.cgroup_procs) {
                     let _ = kill(child, Signal::SIGKILL);
@@ -612,6 +756,47 @@ fn clone_flags(spec: &InitSpec) -> CloneFlags {
     flags
 }
 
+/// `fork`, but the child starts in new namespaces made by `clone`
+/// (`flags`; with `CLONE_NEWUSER` the others belong to the new user
+/// namespace), and with a pidfd of the child when `pidfd`. Returns the
+/// child's pid (and pidfd) in the parent and `None` in the child.
+///
+/// # Safety
+/// As `fork`: only in a single-threaded process.
+unsafe fn clone_fork(flags: CloneFlags, pidfd: bool) -> Result<Option<(Pid, Option<OwnedFd>)>, Errno> {
+    use nix::libc::{CLONE_PIDFD, SIGCHLD, c_int, c_ulong};
+    let mut fd: c_int = -1;
+    let mut bits = flags.bits() as c_ulong | SIGCHLD as c_ulong;
+    if pidfd {
+        bits |= CLONE_PIDFD as c_ulong;
+    }
+    // SAFETY: without CLONE_VM and with a null stack, clone is fork with
+    // namespace flags: the child continues on a copy of this stack in a
+    // copy of this memory. The caller guarantees a single thread, so no
+    // lock is held by a thread the child lacks (what glibc's fork would
+    // reset). The kernel writes the pidfd to `fd` (the parent_tid
+    // argument, with CLONE_PIDFD), which lives across the call; the other
+    // pointers are null.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            bits,
+            std::ptr::null_mut::<nix::libc::c_void>(),
+            &mut fd as *mut c_int,
+            std::ptr::null_mut::<c_int>(),
+            0 as c_ulong,
+        )
+    };
+    match Errno::result(rc)? {
+        0 => Ok(None),
+        // SAFETY: with CLONE_PIDFD the kernel made `fd` for us alone.
+        child => Ok(Some((
+            Pid::from_raw(child as i32),
+            (pidfd && fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+        ))),
+    }
+}
+
 /// What the init waits for with sigwait: forwarded signals and SIGCHLD.
 fn init_mask() -> SigSet {
     let mut mask = SigSet::empty();
@@ -669,7 +854,7 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 /// exact [`ExitRecord`] to the supervisor.
 fn container_init(
     spec: &InitSpec,
-    report: OwnedFd,
+    report: Report,
     userns: Option<super::userns::InitSide>,
     idmapped: Option<super::rootfs::IdmappedLayers>,
 ) -> i32 {
@@ -684,10 +869,44 @@ fn container_init(
             ExitRecord::Error(message)
         }
     };
-    if let Ok(json) = serde_json::to_vec(&record) {
-        let _ = File::from(report).write_all(&json);
+    match report {
+        Report::Pipe(pipe) => {
+            if let Ok(json) = serde_json::to_vec(&record) {
+                let _ = File::from(pipe).write_all(&json);
+            }
+        }
+        Report::RunDir(dir) => {
+            if let Err(e) = write_exit_at(&dir, &record) {
+                report_error(spec, stderr.as_ref(), &format!("cannot record the task's exit: {e}"));
+            }
+        }
     }
     init_exit_code(&record)
+}
+
+/// Where the init reports the task's end.
+enum Report {
+    /// To its supervisor, which records it.
+    Pipe(OwnedFd),
+    /// Recorded by the init itself as `exit` in the run dir (an `O_PATH`
+    /// descriptor, opened before the task's view hid the path).
+    RunDir(OwnedFd),
+}
+
+/// [`write_exit`] through a descriptor of the run dir.
+fn write_exit_at(dir: &OwnedFd, record: &ExitRecord) -> io::Result<()> {
+    use nix::sys::stat::Mode;
+    let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+    let tmp = "exit.tmp";
+    let fd = nix::fcntl::openat(
+        dir,
+        tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    File::from(fd).write_all(&json)?;
+    nix::fcntl::renameat(dir, tmp, dir, EXIT_FILE)?;
+    Ok(())
 }
 
 /// Appends `message` to the task's stderr: `file` if open, else its path.

@@ -553,21 +553,21 @@ impl TestLauncher {
     /// gone, and returns the task's stdout.
     fn run(&mut self, c: &Container) -> String {
         let pid = self.send(&c.spec);
-        let deadline = Instant::now() + TIMEOUT;
-        while read_exit(&c.spec.run_dir).is_none() || kill(Pid::from_raw(pid as i32), None).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "container or supervisor still there after {TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(
-            read_exit(&c.spec.run_dir),
-            Some(ExitRecord::Code(0)),
-            "stderr: {}",
-            c.stderr()
-        );
+        assert_eq!(ended(c, pid), ExitRecord::Code(0), "stderr: {}", c.stderr());
         c.stdout()
+    }
+}
+
+/// Waits for `c`'s exit record and for `pid` (its init or supervisor) to
+/// be gone, and returns the record.
+fn ended(c: &Container, pid: u32) -> ExitRecord {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match read_exit(&c.spec.run_dir) {
+            Some(record) if kill(Pid::from_raw(pid as i32), None).is_err() => return record,
+            _ => assert!(Instant::now() < deadline, "container still there after {TIMEOUT:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -576,6 +576,62 @@ impl Drop for TestLauncher {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// The launcher clones a container's init itself, with no supervisor in
+/// between: the pid it answers is the init's (its own child, in a session
+/// of its own, pid 1 of the container), and the init records the task's
+/// exit before it ends. Killed with SIGKILL, it ends without a record
+/// (the agent reads that as the kill it was).
+#[test]
+fn the_launcher_starts_inits_that_record_their_own_exit() {
+    if !is_root() {
+        return;
+    }
+    let mut launcher = TestLauncher::start();
+    let launcher_pid = launcher.child.id();
+    let status_of = |pid: u32, key: &str| -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        Some(line[key.len()..].trim().to_owned())
+    };
+
+    // The task waits on a fifo, so that the init is seen while it runs.
+    let mut c = Container::new(&["/bin/sh", "-c", ""]);
+    let fifo = c.spec.run_dir.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    c.spec.argv[2] = format!("read line < {}; echo \"got $line\"; exit 3", fifo.display());
+    let pid = launcher.send(&c.spec);
+    assert_eq!(
+        wait_until(|| read_init_pid(&c.spec.run_dir)),
+        Some(pid as i32),
+        "init.pid"
+    );
+    assert_eq!(
+        status_of(pid, "PPid:"),
+        Some(launcher_pid.to_string()),
+        "the launcher's child"
+    );
+    assert_eq!(
+        status_of(pid, "NSpid:").and_then(|ns| ns.split_whitespace().last().map(str::to_owned)),
+        Some("1".into())
+    );
+    assert_eq!(
+        nix::unistd::getsid(Some(Pid::from_raw(pid as i32))),
+        Ok(Pid::from_raw(pid as i32))
+    );
+    std::fs::write(&fifo, "go\n").expect("release the task");
+    assert_eq!(ended(&c, pid), ExitRecord::Code(3), "stderr: {}", c.stderr());
+    assert_eq!(c.stdout(), "got go\n");
+
+    let killed = Container::new(&["/bin/sleep", "600"]);
+    let pid = launcher.send(&killed.spec);
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    wait_until(|| std::fs::read_to_string(&children).ok().filter(|c| !c.trim().is_empty())).expect("task started");
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL");
+    let gone = wait_until(|| kill(Pid::from_raw(pid as i32), None).is_err().then_some(()));
+    assert!(gone.is_some(), "init still there");
+    assert_eq!(read_exit(&killed.spec.run_dir), None, "no record from a killed init");
 }
 
 /// The launcher lends the network namespace of an ended container to the

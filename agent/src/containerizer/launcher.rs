@@ -1,6 +1,6 @@
 //! The container launcher: one long-lived `mezzo __container-init
-//! --launcher` process per agent that forks each container's supervisor.
-//! This file is the agent's side; the launcher process itself runs in
+//! --launcher` process per agent that starts each container's init. This
+//! file is the agent's side; the launcher process itself runs in
 //! [`super::init`] (`serve_launcher`), with the rest of the code that runs
 //! outside the agent, so imports point one way: launcher → init.
 //!
@@ -10,21 +10,21 @@
 //! launcher is started once, as a fresh single-threaded process (so `fork`
 //! is safe there, as in [`super::init`]); for each container the agent
 //! writes the [`InitSpec`] as one JSON line on the launcher's stdin and the
-//! launcher forks a supervisor that runs [`super::init::supervise`] on it,
-//! then answers the supervisor's pid as one line on its stdout
-//! ([`LaunchReply`]).
+//! launcher clones the container's init into its namespaces (or, with a
+//! user namespace, forks a supervisor that does), then answers the pid to
+//! wait for as one line on its stdout ([`LaunchReply`]).
 //!
 //! ```text
-//! agent ──spawn once──▶ launcher ──fork per container──▶ supervisor ─fork─▶ init ─vfork─▶ task
+//! agent ──spawn once──▶ launcher ──clone per container──▶ init ─vfork─▶ task
 //!   (each launch's blocking step writes a spec and reads a pid, under a mutex)
 //! ```
 //!
-//! The launcher ignores SIGCHLD, so the kernel reaps supervisors as they
-//! exit; the agent waits for a supervisor with a pidfd ([`PidFd`]), which
-//! works for processes that are not its children (also after a restart).
-//! Supervisors still leave their session and outlive both the agent and
-//! the launcher: the launcher exits at EOF on its stdin, that is when the
-//! agent is gone, and a restarted agent starts a new one.
+//! The launcher ignores SIGCHLD, so the kernel reaps inits (and
+//! supervisors) as they exit; the agent waits for one with a pidfd
+//! ([`PidFd`]), which works for processes that are not its children (also
+//! after a restart). Inits leave the launcher's session and outlive both
+//! the agent and the launcher: the launcher exits at EOF on its stdin,
+//! that is when the agent is gone, and a restarted agent starts a new one.
 
 // `pidfd_open` and registering a pidfd with tokio are `unsafe`; every
 // block says why it is sound.
@@ -61,7 +61,8 @@ impl Launcher {
         }
     }
 
-    /// Forks a supervisor for `spec` and returns its pid. Blocks.
+    /// Starts the container of `spec` and returns the pid whose end means
+    /// its exit record is final (see [`LaunchReply`]). Blocks.
     pub fn launch(&self, spec: &InitSpec) -> Result<u32, ContainerError> {
         let mut process = self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         launch_once(&self.exe, &mut process, spec).or_else(|e| {

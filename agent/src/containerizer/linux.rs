@@ -2,13 +2,13 @@
 //! limits) and its own pid, mount, uts and ipc namespaces, as an
 //! unprivileged user.
 //!
-//! The agent never forks a container itself: it starts `mezzo
-//! __container-init SPEC` (a fresh, single-threaded process, see
-//! [`super::init`]) which sets up the namespaces, runs the task under a tiny
-//! init, and records the task's exit status in the container's run dir.
-//! That supervisor outlives the agent, so a restarted agent finds the
-//! container again ([`Containerizer::recover`]) and still learns how a task
-//! that ended meanwhile exited.
+//! The agent never forks a container itself: its launcher (a fresh,
+//! single-threaded process, see [`super::launcher`]) starts each
+//! container's init in its namespaces (see [`super::init`]), which runs the
+//! task and records the task's exit status in the container's run dir.
+//! The init outlives the agent, so a restarted agent finds the container
+//! again ([`Containerizer::recover`]) and still learns how a task that
+//! ended meanwhile exited.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,10 +70,17 @@ pub struct LinuxConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     cgroup: String,
-    /// 0 on disk (written before the fork; recovery reads the supervisor's
-    /// own `supervisor.pid`); set in memory once the fork returned. Older
-    /// agents recorded it after the fork.
+    /// The process whose end means the exit record is final: the init
+    /// (`init_records_exit`) or its supervisor. 0 on disk (written before
+    /// the launch; recovery reads the `init.pid` or `supervisor.pid` the
+    /// process writes first thing); set in memory once the launch returned.
+    /// Older agents recorded it after the fork.
     supervisor_pid: u32,
+    /// The init records the exit itself and no supervisor watches it
+    /// ([`InitSpec::supervised`]): an init gone without a record was killed.
+    /// False in records of agents from before (a supervisor always).
+    #[serde(default)]
+    init_records_exit: bool,
     sandbox: PathBuf,
     disk_limit_mib: u64,
     /// For the memory limit's message; 0 in records of older agents.
@@ -166,15 +173,16 @@ impl LinuxContainerizer {
         let (spec, record, cgroup, lease) = tokio::task::spawn_blocking(move || {
             let (spec, init, cgroup, name, lease) = prepare(&cfg, backend.as_ref(), spec)?;
             let enter = enter_base(&spec, &init, &name);
-            // Recorded once, before the fork: a restart right after it still
-            // finds the container of a task that may have started. The
-            // supervisor's pid is not in it; recovery reads the
-            // `supervisor.pid` the supervisor writes before it forks the
-            // init (which takes the launch claim), so a task that may have
-            // started always has its supervisor's pid on disk.
+            // Recorded once, before the launch: a restart right after it
+            // still finds the container of a task that may have started.
+            // The pid to watch is not in it; recovery reads the `init.pid`
+            // the init writes (or the `supervisor.pid` its supervisor
+            // writes) before the init takes the launch claim, so a task
+            // that may have started always has it on disk.
             let mut record = Record {
                 cgroup: name,
                 supervisor_pid: 0,
+                init_records_exit: !init.supervised(),
                 sandbox: spec.sandbox.clone(),
                 disk_limit_mib: spec.resources.disk.0,
                 mem_limit_mib: spec.resources.mem.0,
@@ -240,8 +248,13 @@ impl LinuxContainerizer {
             tracing::warn!(container = %id, "cannot record how to enter the container: {e}");
         }
         if record.supervisor_pid == 0 {
-            // Recorded before the fork: the supervisor says who it is.
-            record.supervisor_pid = super::init::read_pid(&run_dir, super::init::SUPERVISOR_PID_FILE).unwrap_or(0);
+            // Recorded before the launch: the process says who it is.
+            let file = if record.init_records_exit {
+                super::init::INIT_PID_FILE
+            } else {
+                super::init::SUPERVISOR_PID_FILE
+            };
+            record.supervisor_pid = super::init::read_pid(&run_dir, file).unwrap_or(0);
         }
         let cgroup = self
             .backend
@@ -262,9 +275,9 @@ impl LinuxContainerizer {
                 Ok(Recovery::Adopted(Box::new(container)))
             }
             Some(cgroup) => {
-                // No supervisor and no exit record: nothing can report this
-                // container's end; stop it.
-                tracing::warn!(container = %id, "container without its supervisor; destroying it");
+                // No init or supervisor and no exit record: nothing can
+                // report this container's end; stop it.
+                tracing::warn!(container = %id, "container without its init or supervisor; destroying it");
                 let _ = cgroup.destroy();
                 Ok(Recovery::Gone)
             }
@@ -299,8 +312,8 @@ fn exit_of(record: ExitRecord) -> Result<ExitStatus, String> {
     }
 }
 
-/// A pidfd on a supervisor, or `None` (already gone, or no pidfd support:
-/// `wait` then polls).
+/// A pidfd on an init or supervisor, or `None` (already gone, or no pidfd
+/// support: `wait` then polls).
 fn open_pidfd(id: &str, pid: u32) -> Option<PidFd> {
     PidFd::open(pid).unwrap_or_else(|e| {
         tracing::debug!(container = %id, pid, "no pidfd ({e}); polling for the exit");
@@ -604,7 +617,8 @@ struct LinuxContainer {
     run_dir: PathBuf,
     record: Record,
     cgroup: Arc<dyn Cgroup>,
-    /// Readable once the supervisor has exited (without one, it is polled).
+    /// Readable once the init or supervisor has exited (without one, it is
+    /// polled).
     supervisor: Option<PidFd>,
     status: Option<ExitStatus>,
     /// What the watcher found over its limit (the sandbox or a volume),
@@ -684,6 +698,10 @@ impl LinuxContainer {
             Some(Ok(status)) => status,
             // The init failed before the task's process existed.
             Some(Err(msg)) => return Err(ContainerError::NeverStarted(msg)),
+            // The init records every end it lives through: it was killed
+            // (the agent's SIGKILL, the OOM killer), and the whole pid
+            // namespace with it.
+            None if self.record.init_records_exit => ExitStatus::Signal(nix::libc::SIGKILL),
             None => {
                 return Err(ContainerError::Isolation(format!(
                     "the supervisor of container {} ended without recording the task's exit",

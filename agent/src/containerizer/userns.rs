@@ -278,37 +278,6 @@ impl Handshake {
     }
 }
 
-/// `fork`, but the child starts in new namespaces made by `clone`, the
-/// user namespace among them (`flags` must hold `CLONE_NEWUSER`), so that
-/// the others belong to it. Returns the child's pid in the parent and
-/// `None` in the child.
-///
-/// # Safety
-/// As `fork`: only in a single-threaded process.
-pub unsafe fn fork_into(flags: CloneFlags) -> Result<Option<Pid>, Errno> {
-    debug_assert!(flags.contains(CloneFlags::CLONE_NEWUSER));
-    let flags = flags.bits() as nix::libc::c_ulong | nix::libc::SIGCHLD as nix::libc::c_ulong;
-    // SAFETY: without CLONE_VM and with a null stack, clone is fork with
-    // namespace flags: the child continues on a copy of this stack in a
-    // copy of this memory. The caller guarantees a single thread, so no
-    // lock is held by a thread the child lacks (what glibc's fork would
-    // reset). The pointer arguments are null: nothing is read or written.
-    let rc = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_clone,
-            flags,
-            std::ptr::null_mut::<nix::libc::c_void>(),
-            std::ptr::null_mut::<nix::libc::c_int>(),
-            std::ptr::null_mut::<nix::libc::c_int>(),
-            0 as nix::libc::c_ulong,
-        )
-    };
-    match Errno::result(rc)? {
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
-    }
-}
-
 impl SupervisorSide {
     /// Maps the init's user namespace, moves the init into `cgroup_procs`
     /// and lets it go on.

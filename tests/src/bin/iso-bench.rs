@@ -4,7 +4,7 @@
 //! Mezzo: the agent's Linux containerizer (the library, as the agent's task
 //! supervisor calls it) launches `/bin/true` with the default isolation
 //! (cgroups in every hierarchy, pid/mount/uts/ipc namespaces, as `nobody`,
-//! through the re-exec'd `mezzo __container-init` supervisor). One launch
+//! through the agent's container launcher). One launch
 //! is timed from the moment the agent would receive it: the supervisor's
 //! checkpoint write (`task.pb`), then `Containerizer::launch`, until
 //!
@@ -12,7 +12,7 @@
 //!   in the run dir, seen with inotify), its last step before it starts
 //!   the task's process: the cgroups, namespaces and the task's root are
 //!   ready, and the task's `execve` is a few system calls away;
-//! - *exited*: `Container::wait` returns the exit status the supervisor
+//! - *exited*: `Container::wait` returns the exit status the init
 //!   recorded;
 //! - *cycle*: `Container::cleanup` has removed the cgroups too.
 //!
@@ -95,7 +95,7 @@ impl Hist {
 
 #[derive(Default)]
 struct Sample {
-    /// `Containerizer::launch` returned (the supervisor is forked).
+    /// `Containerizer::launch` returned (the container's init is started).
     launched: Option<Duration>,
     exec: Option<Duration>,
     exit: Option<Duration>,

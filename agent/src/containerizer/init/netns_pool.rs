@@ -11,8 +11,8 @@
 //! does not:
 //! - **processes**: a namespace comes back only once the container's init
 //!   has exited, and with it every process of the container's pid namespace
-//!   (a pid namespace is a condition of lending; the supervisor, the init's
-//!   parent, sends the launcher a pidfd of the init); `mezzo exec` and
+//!   (a pid namespace is a condition of lending; the launcher clones the
+//!   init and keeps a pidfd of it); `mezzo exec` and
 //!   command checks enter that pid namespace too;
 //! - **sockets**, TIME_WAIT ones and abstract unix names included: it comes
 //!   back only when its `sockstat` counts no socket and no TIME_WAIT, checked
@@ -35,16 +35,11 @@
 //! containers that had it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::sync::OnceLock;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use nix::unistd::Pid;
 
 /// Idle namespaces kept at most; more are dropped.
 const MAX_FREE: usize = 64;
@@ -52,7 +47,7 @@ const MAX_FREE: usize = 64;
 /// RCU grace period) may wait for them before it is dropped.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// The launcher's namespaces: idle ones, and those lent to a supervisor.
+/// The launcher's namespaces: idle ones, and those lent to a container.
 #[derive(Debug)]
 pub(super) struct NetnsPool {
     /// The launcher's own network namespace, to come back to.
@@ -63,11 +58,8 @@ pub(super) struct NetnsPool {
 
 #[derive(Debug)]
 struct Lent {
-    /// The launcher's end of a socket pair with the supervisor, which
-    /// sends a pidfd of the container's init over it.
-    channel: UnixStream,
-    /// That pidfd, once received: readable once the init has exited.
-    init: Option<OwnedFd>,
+    /// A pidfd of the container's init: readable once it has exited.
+    init: OwnedFd,
     netns: OwnedFd,
     /// When the init was first seen gone.
     ended: Option<Instant>,
@@ -103,12 +95,11 @@ impl NetnsPool {
         self.make()
     }
 
-    /// Records `netns` as lent; `channel` is the launcher's end of the
-    /// socket pair whose other end the supervisor has (see [`report_to`]).
-    pub(super) fn lend(&mut self, channel: UnixStream, netns: OwnedFd) {
+    /// Records `netns` as lent to the container whose init `init` is (a
+    /// pidfd).
+    pub(super) fn lend(&mut self, init: OwnedFd, netns: OwnedFd) {
         self.lent.push(Lent {
-            channel,
-            init: None,
+            init,
             netns,
             ended: None,
         });
@@ -122,20 +113,7 @@ impl NetnsPool {
         let mut i = 0;
         while i < self.lent.len() {
             let lent = &mut self.lent[i];
-            if lent.init.is_none() {
-                match receive_fd(&lent.channel) {
-                    Ok(Some(init)) => lent.init = Some(init),
-                    Err(Errno::EAGAIN) => {}
-                    // The supervisor went without telling its init: the
-                    // namespace may still be in use; dropped.
-                    _ => {
-                        drop(self.lent.swap_remove(i));
-                        continue;
-                    }
-                }
-            }
-            let lent = &mut self.lent[i];
-            if lent.ended.is_none() && lent.init.as_ref().is_some_and(exited) {
+            if lent.ended.is_none() && exited(&lent.init) {
                 lent.ended = Some(now);
             }
             let Some(ended) = lent.ended else {
@@ -201,58 +179,6 @@ impl NetnsPool {
         self.go_home();
         made
     }
-}
-
-/// The supervisor's end of its socket pair with the launcher, set in the
-/// supervisor (a fresh process forked for one container) before it runs.
-static REPORT: OnceLock<UnixStream> = OnceLock::new();
-
-/// In the supervisor of a container with a lent namespace: where to send
-/// the init's pidfd.
-pub(super) fn report_to(channel: UnixStream) {
-    let _ = REPORT.set(channel);
-}
-
-/// In the supervisor, right after forking the init (its unreaped child, so
-/// the pid is its own): sends the launcher a pidfd of it, if the
-/// container has a lent namespace. Without it the launcher drops the
-/// namespace.
-pub(super) fn report_init(init: Pid) {
-    let Some(channel) = REPORT.get() else { return };
-    let Ok(pidfd) = super::pidfd_open(init.as_raw()) else {
-        return;
-    };
-    let fds = [pidfd.as_raw_fd()];
-    let _ = sendmsg::<()>(
-        channel.as_raw_fd(),
-        &[IoSlice::new(b"i")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    );
-}
-
-/// A descriptor sent over `channel`, without waiting: `Ok(None)` at end of
-/// stream, `EAGAIN` while nothing was sent yet.
-fn receive_fd(channel: &UnixStream) -> Result<Option<OwnedFd>, Errno> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!(RawFd);
-    let msg = recvmsg::<()>(
-        channel.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    for cmsg in msg.cmsgs().map_err(|_| Errno::EBADMSG)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel installed this descriptor for us alone.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Ok(None)
 }
 
 /// Whether the process behind `pidfd` has exited (without waiting).
