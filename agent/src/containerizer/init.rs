@@ -491,7 +491,11 @@ fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Op
         run_alone(spec)
     }))
     .unwrap_or_else(|_| fail_alone(spec, InitError::Task("the container's init panicked".into())));
-    std::process::exit(code)
+    // Without the C library's exit handlers and the loader's finalizers,
+    // which fault in pages of this copy of the launcher for nothing:
+    // everything the init wrote went straight to its files.
+    // SAFETY: _exit ends this process at once; it touches no memory of ours.
+    unsafe { nix::libc::_exit(code) }
 }
 /// The supervisor of one container, in a fresh single-threaded process:
 /// leaves the agent's session, runs the container and records its exit.
@@ -1062,7 +1066,26 @@ fn init_body(
     // and torn down again, and nothing is copied on write: both cost more
     // than the rest of a launch. The child therefore only makes system
     // calls with what `prepare` built (see `TaskExec::run`).
-    let mut stack = vec![0u8; TASK_STACK];
+    // Fresh zero pages from the kernel, of which only the few the child
+    // touches are ever faulted in (a heap buffer is zeroed, every page of
+    // it, in this copy of the launcher); unmapped when the init exits.
+    // SAFETY: a new private anonymous mapping, aliased by nothing; the
+    // slice over it lives in this function only, and zero bytes are
+    // valid `u8`s.
+    let stack = unsafe {
+        let len = std::num::NonZeroUsize::new(TASK_STACK).ok_or(InitError::Sys {
+            op: "mmap",
+            source: Errno::EINVAL,
+        })?;
+        let map = nix::sys::mman::mmap_anonymous(
+            None,
+            len,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_STACK,
+        )
+        .map_err(sys("mmap"))?;
+        std::slice::from_raw_parts_mut(map.as_ptr().cast::<u8>(), TASK_STACK)
+    };
     // SAFETY: with CLONE_VFORK this thread is suspended until the child
     // has exec'd or exited, so nothing else touches the shared memory
     // meanwhile; the child runs on `stack`, allocates nothing, takes no
@@ -1070,7 +1093,7 @@ fn init_body(
     let pid = unsafe {
         nix::sched::clone(
             Box::new(|| task.run(&failure_write)),
-            &mut stack,
+            stack,
             CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
             Some(Signal::SIGCHLD as i32),
         )

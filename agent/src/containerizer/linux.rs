@@ -113,7 +113,17 @@ pub struct LinuxContainerizer {
     cfg: Arc<LinuxConfig>,
     backend: Arc<dyn CgroupBackend>,
     launcher: Arc<Launcher>,
+    /// Launches in their blocking step at once ([`LAUNCHES_AT_ONCE`]).
+    launch_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Launches whose blocking step (directories, cgroups, the record, the
+/// launcher) runs at once; the others wait for a slot without a thread.
+/// The launcher takes one at a time anyway, and a burst of thousands
+/// otherwise parked as many blocking-pool threads on its lock, which every
+/// container's `pivot_root` then walked (it visits every thread of the
+/// host) and the scheduler juggled.
+const LAUNCHES_AT_ONCE: usize = 4;
 
 impl LinuxContainerizer {
     /// Refuses to start when this agent cannot isolate (not root, or the
@@ -160,6 +170,7 @@ impl LinuxContainerizer {
         }
         Ok(LinuxContainerizer {
             launcher: Arc::new(Launcher::new(cfg.exe.clone())),
+            launch_slots: Arc::new(tokio::sync::Semaphore::new(LAUNCHES_AT_ONCE)),
             cfg: Arc::new(cfg),
             backend: Arc::from(backend),
         })
@@ -170,7 +181,14 @@ impl LinuxContainerizer {
         // cgroup files, the launcher's pipes, the record): one trip to the
         // blocking pool, off the async workers.
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
+        let slot = self
+            .launch_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
         let (spec, record, cgroup, lease) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let (spec, init, cgroup, name, lease) = prepare(&cfg, backend.as_ref(), spec)?;
             let enter = enter_base(&spec, &init, &name);
             // Recorded once, before the launch: a restart right after it
