@@ -13,7 +13,16 @@
 //!   namespace's init waits for it);
 //! - `both`: the two together, as every Mezzo container (and crun) does;
 //! - `both, cgroups reused`: one cgroup per hierarchy made once and joined
-//!   by every launch, to show what creating and removing cgroups costs.
+//!   by every launch, to show what creating and removing cgroups costs;
+//! - `both + view + confinement`: `both`, and what Mezzo's default
+//!   container adds, with the agent's own functions: the task's file
+//!   system view (the host's root read-only, a private `/dev`, `/tmp` and
+//!   `/proc`, masked paths, the sandbox bound writable, `pivot_root`:
+//!   `rootfs::enter`), and the task confined (capabilities dropped, no new
+//!   privileges, Landlock's scope, the seccomp filter: `harden::Prepared`)
+//!   and running as `nobody`. No launcher, agent or record: the kernel
+//!   work of the isolation the agent gives every task, with nothing of
+//!   Mezzo's own around it.
 //!
 //! It is a single-threaded process without an async runtime, so forking
 //! is safe anywhere.
@@ -56,6 +65,15 @@ enum Way {
     Namespaces,
     Both,
     BothReused,
+    Hardened,
+}
+
+/// What the `Hardened` way's containers get: a view of the host's root
+/// and a sandbox in it, and the task's confinement, made once.
+struct Hardening {
+    view: mezzo_agent::containerizer::rootfs::View,
+    sandbox: PathBuf,
+    confinement: mezzo_agent::containerizer::harden::Prepared,
 }
 
 impl Way {
@@ -66,13 +84,14 @@ impl Way {
             Way::Namespaces => "namespaces",
             Way::Both => "both",
             Way::BothReused => "both, cgroups reused",
+            Way::Hardened => "both + view + confinement",
         }
     }
     fn cgroups(self) -> bool {
         self != Way::Plain && self != Way::Namespaces
     }
     fn namespaces(self) -> bool {
-        matches!(self, Way::Namespaces | Way::Both | Way::BothReused)
+        matches!(self, Way::Namespaces | Way::Both | Way::BothReused | Way::Hardened)
     }
 }
 
@@ -165,7 +184,7 @@ fn exec_true() -> ! {
 }
 
 /// The child's side: join the cgroups, set up the namespaces, run the task.
-fn child(way: Way, cgroups: &[PathBuf], procs: &str) -> isize {
+fn child(way: Way, cgroups: &[PathBuf], procs: &str, hardening: &Hardening) -> isize {
     for cg in cgroups {
         if fs::write(cg.join(procs), "0").is_err() {
             return 2;
@@ -182,7 +201,18 @@ fn child(way: Way, cgroups: &[PathBuf], procs: &str) -> isize {
         None::<&str>,
     );
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if private.is_err() || mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>).is_err() {
+    if private.is_err() {
+        return 3;
+    }
+    if way == Way::Hardened {
+        use mezzo_agent::containerizer::rootfs;
+        let Ok(mountpoint) = rootfs::Mountpoint::open(&hardening.view, None) else {
+            return 7;
+        };
+        if rootfs::enter(&hardening.view, &hardening.sandbox, mountpoint, false).is_err() {
+            return 8;
+        }
+    } else if mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>).is_err() {
         return 3;
     }
     if nix::unistd::sethostname("task").is_err() {
@@ -190,6 +220,19 @@ fn child(way: Way, cgroups: &[PathBuf], procs: &str) -> isize {
     }
     // SAFETY: single-threaded (see the crate attribute's comment).
     match unsafe { fork() } {
+        Ok(ForkResult::Child) if way == Way::Hardened => {
+            let nobody = nix::unistd::Uid::from_raw(65534);
+            let c = &hardening.confinement;
+            let confined = c.before_user().is_ok()
+                && nix::unistd::setgroups(&[]).is_ok()
+                && nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).is_ok()
+                && nix::unistd::setuid(nobody).is_ok()
+                && c.after_user().is_ok();
+            if !confined {
+                std::process::exit(9);
+            }
+            exec_true()
+        }
         Ok(ForkResult::Child) => exec_true(),
         Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
             Ok(_) => 0,
@@ -199,7 +242,7 @@ fn child(way: Way, cgroups: &[PathBuf], procs: &str) -> isize {
     }
 }
 
-fn launch(way: Way, i: usize, parents: &Parents, reused: &[PathBuf]) -> Result<()> {
+fn launch(way: Way, i: usize, parents: &Parents, reused: &[PathBuf], hardening: &Hardening) -> Result<()> {
     let cgroups = match way {
         Way::BothReused => reused.to_vec(),
         w if w.cgroups() => parents.make(&format!("c{i}"))?,
@@ -215,7 +258,7 @@ fn launch(way: Way, i: usize, parents: &Parents, reused: &[PathBuf]) -> Result<(
         // copy of this process (no CLONE_VM).
         unsafe {
             nix::sched::clone(
-                Box::new(move || child(way, &cg, procs)),
+                Box::new(move || child(way, &cg, procs, hardening)),
                 &mut stack,
                 flags,
                 Some(Signal::SIGCHLD as i32),
@@ -225,7 +268,7 @@ fn launch(way: Way, i: usize, parents: &Parents, reused: &[PathBuf]) -> Result<(
     } else {
         // SAFETY: single-threaded (see the crate attribute's comment).
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => std::process::exit(child(way, &cgroups, parents.procs) as i32),
+            ForkResult::Child => std::process::exit(child(way, &cgroups, parents.procs, hardening) as i32),
             ForkResult::Parent { child } => child,
         }
     };
@@ -256,19 +299,42 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let parents = Parents::create(&a.cgroup_root, &a.parent)?;
     let reused = parents.make("reused")?;
+    let work = tempfile::Builder::new()
+        .prefix("mezzo-isofloor-")
+        .tempdir_in("/var/tmp")
+        .context("work dir")?;
+    let hardening = Hardening {
+        view: mezzo_agent::containerizer::rootfs::View {
+            mountpoint: work.path().join("root"),
+            hide: vec![work.path().to_path_buf()],
+            ..Default::default()
+        },
+        sandbox: work.path().join("sandbox"),
+        confinement: mezzo_agent::containerizer::harden::Prepared::new(&Default::default(), 65534, true)
+            .context("confinement")?,
+    };
+    fs::create_dir(&hardening.view.mountpoint)?;
+    fs::create_dir(&hardening.sandbox)?;
     println!(
         "isolation floor: {} launches of /bin/true per way, {} cgroup hierarchies",
         a.launches,
         parents.dirs.len()
     );
     let mut plain = None;
-    for way in [Way::Plain, Way::Cgroups, Way::Namespaces, Way::Both, Way::BothReused] {
+    for way in [
+        Way::Plain,
+        Way::Cgroups,
+        Way::Namespaces,
+        Way::Both,
+        Way::BothReused,
+        Way::Hardened,
+    ] {
         for i in 0..a.launches / 10 {
-            launch(way, i, &parents, &reused)?;
+            launch(way, i, &parents, &reused, &hardening)?;
         }
         let (b0, t0) = (machine_busy()?, Instant::now());
         for i in 0..a.launches {
-            launch(way, i, &parents, &reused)?;
+            launch(way, i, &parents, &reused, &hardening)?;
         }
         let (cpu, wall) = (
             (machine_busy()? - b0) * 1000.0 / a.launches as f64,
