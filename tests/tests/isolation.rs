@@ -220,40 +220,61 @@ async fn hard_cpu_quota_caps_a_busy_loop() -> Result<()> {
 
 /// SIGKILL the agent while tasks run and start it again: they are still
 /// running and finish normally; one that ended while the agent was down is
-/// reported with its true exit status.
+/// reported with its true exit status, and one whose container's init was
+/// killed meanwhile (the OOM killer, an operator) as killed by that signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_survive_an_agent_restart() -> Result<()> {
-    survive_a_restart(&[], ("4.0123", "1.0321")).await
+    survive_a_restart(&[], ("4.0123", "1.0321", "30.0123")).await
 }
 
 /// Issue 15: the same with `--user-namespaces`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_in_user_namespaces_survive_an_agent_restart() -> Result<()> {
-    survive_a_restart(&["--user-namespaces"], ("4.0124", "1.0322")).await
+    survive_a_restart(&["--user-namespaces"], ("4.0124", "1.0322", "30.0124")).await
 }
 
 /// [`tasks_survive_an_agent_restart`] on an agent with `extra` flags; the
-/// tasks sleep `long` and `short` seconds (markers of their processes).
-async fn survive_a_restart(extra: &[&str], (long, short): (&str, &str)) -> Result<()> {
+/// tasks sleep `long`, `short` and `doomed` seconds (markers of their
+/// processes).
+async fn survive_a_restart(extra: &[&str], (long, short, doomed): (&str, &str, &str)) -> Result<()> {
     let mut c = Cluster::start(spec(extra)).await?;
     let result = async {
         let (s, mut ev, _) = fw::subscribe(&c, "survivors", None).await?;
         let o = ev.offer().await?;
         let long_task = task("long", "cpus:0.1;mem:32", &format!("sleep {long}; exit 0"))?;
         let short_task = task("short", "cpus:0.1;mem:32", &format!("sleep {short}; exit 7"))?;
-        s.accept(vec![o.offer_id], vec![long_task, short_task], None).await?;
+        let doomed_task = task("doomed", "cpus:0.1;mem:32", &format!("sleep {doomed}; exit 0"))?;
+        s.accept(vec![o.offer_id], vec![long_task, short_task, doomed_task], None)
+            .await?;
         ev.update("long", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
         ev.update("short", Duration::from_secs(10), |s| s == TaskState::Running)
             .await?;
+        ev.update("doomed", Duration::from_secs(10), |s| s == TaskState::Running)
+            .await?;
         // RUNNING means launched: the tasks' own processes must exist before
         // the kill (an agent killed earlier finds them never started).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while processes_with(long).is_empty() || processes_with(short).is_empty() {
+        while [long, short, doomed].iter().any(|m| processes_with(m).is_empty()) {
             ensure!(Instant::now() < deadline, "the tasks never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         c.agents[0].kill().await;
+        // The doomed task's init (the parent of its shell) killed while
+        // the agent is down: the whole container goes with it.
+        let init = processes_with(doomed)
+            .into_iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ppid: i32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
+                String::from_utf8_lossy(&cmdline)
+                    .contains("__container-init")
+                    .then_some(ppid)
+            })
+            .next()
+            .context("the doomed task's init")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL)?;
         tokio::time::sleep(Duration::from_millis(1800)).await; // "short" ends meanwhile
         c.restart_agent(0).await?;
         let st = ev
@@ -262,6 +283,13 @@ async fn survive_a_restart(extra: &[&str], (long, short): (&str, &str)) -> Resul
         ensure!(
             task_state(&st) == Some(TaskState::Failed) && st.exit_code == Some(7),
             "short: {st:?}"
+        );
+        let st = ev
+            .update("doomed", Duration::from_secs(10), TaskState::is_terminal)
+            .await?;
+        ensure!(
+            task_state(&st) == Some(TaskState::Failed) && st.exit_code == Some(-9),
+            "doomed: {st:?}"
         );
         let st = ev
             .update("long", Duration::from_secs(10), TaskState::is_terminal)

@@ -18,9 +18,10 @@
 //!                                       (clone(CLONE_VM|CLONE_VFORK), see `TaskExec`)
 //! ```
 //!
-//! The agent waits for the init's end (a pidfd) and reads `exit`; an init
-//! that ended without one was killed with SIGKILL (the agent's kill, the
-//! OOM killer), the only way it ends without recording.
+//! The agent waits for the init's end (a pidfd) and reads `exit`. An init
+//! ends without one when it is killed (the agent's SIGKILL, the OOM killer,
+//! an operator), and otherwise only if it cannot write it (its run dir, on
+//! the agent's runtime dir, full) or crashes: the agent reports a kill.
 //!
 //! With a user namespace (`mezzo agent --user-namespaces`) someone outside
 //! the namespace must write its id maps, move the init into the cgroups
@@ -54,7 +55,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -363,8 +364,9 @@ fn leave_launcher(pool: &mut Option<netns_pool::NetnsPool>) {
     drop(pool.take());
 }
 
-/// The cloned init's work (see [`init_main`]); returns its exit code.
-fn run_alone(spec: &InitSpec) -> i32 {
+/// The cloned init's work (see [`init_main`]); `run_dir` is a descriptor
+/// of the run dir; returns its exit code.
+fn run_alone(spec: &InitSpec, run_dir: BorrowedFd<'_>) -> i32 {
     // Its host pid, for whoever signals the container, before anything
     // else: before the launch claim, so that a task that may have started
     // always has it on disk. `/proc` is still the host's.
@@ -389,23 +391,6 @@ fn run_alone(spec: &InitSpec) -> i32 {
     if let Err(e) = validate(spec) {
         return fail_alone(spec, e);
     }
-    // Opened while on the host's view: the exit is recorded through it.
-    let run_dir = match nix::fcntl::open(
-        &spec.run_dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(source) => {
-            return fail_alone(
-                spec,
-                InitError::Open {
-                    path: spec.run_dir.clone(),
-                    source: source.into(),
-                },
-            );
-        }
-    };
     container_init(spec, Report::RunDir(run_dir), None, None)
 }
 
@@ -463,6 +448,23 @@ fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Op
     // Ctrl-C) do not reach the container.
     let _ = nix::unistd::setsid();
     leave_launcher(pool);
+    // Opened while on the host's view: the exit is recorded through it,
+    // also after a panic in the task's view.
+    let run_dir = match nix::fcntl::open(
+        &spec.run_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(source) => {
+            let error = InitError::Open {
+                path: spec.run_dir.clone(),
+                source: source.into(),
+            };
+            // SAFETY: _exit ends this process at once; it touches no memory of ours.
+            unsafe { nix::libc::_exit(fail_alone(spec, error)) }
+        }
+    };
     // A panic must not unwind into the launcher's loop, of which this
     // process is a copy.
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -488,9 +490,14 @@ fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Op
                 },
             },
         };
-        run_alone(spec)
+        run_alone(spec, run_dir.as_fd())
     }))
-    .unwrap_or_else(|_| fail_alone(spec, InitError::Task("the container's init panicked".into())));
+    .unwrap_or_else(|_| {
+        // Not to the task's stderr: after the view is entered its host
+        // path may lead elsewhere.
+        let _ = write_exit_at(&run_dir, &ExitRecord::Error("the container's init panicked".into()));
+        1
+    });
     // Without the C library's exit handlers and the loader's finalizers,
     // which fault in pages of this copy of the launcher for nothing:
     // everything the init wrote went straight to its files.
@@ -858,7 +865,7 @@ fn init_exit_code(record: &ExitRecord) -> i32 {
 /// exact [`ExitRecord`] to the supervisor.
 fn container_init(
     spec: &InitSpec,
-    report: Report,
+    report: Report<'_>,
     userns: Option<super::userns::InitSide>,
     idmapped: Option<super::rootfs::IdmappedLayers>,
 ) -> i32 {
@@ -880,7 +887,7 @@ fn container_init(
             }
         }
         Report::RunDir(dir) => {
-            if let Err(e) = write_exit_at(&dir, &record) {
+            if let Err(e) = write_exit_at(dir, &record) {
                 report_error(spec, stderr.as_ref(), &format!("cannot record the task's exit: {e}"));
             }
         }
@@ -889,16 +896,17 @@ fn container_init(
 }
 
 /// Where the init reports the task's end.
-enum Report {
+enum Report<'a> {
     /// To its supervisor, which records it.
     Pipe(OwnedFd),
     /// Recorded by the init itself as `exit` in the run dir (an `O_PATH`
     /// descriptor, opened before the task's view hid the path).
-    RunDir(OwnedFd),
+    RunDir(BorrowedFd<'a>),
 }
 
 /// [`write_exit`] through a descriptor of the run dir.
-fn write_exit_at(dir: &OwnedFd, record: &ExitRecord) -> io::Result<()> {
+fn write_exit_at(dir: impl AsFd, record: &ExitRecord) -> io::Result<()> {
+    let dir = dir.as_fd();
     use nix::sys::stat::Mode;
     let json = serde_json::to_vec(record).map_err(io::Error::other)?;
     let tmp = "exit.tmp";

@@ -535,7 +535,8 @@ impl TestLauncher {
         TestLauncher { child, stdout }
     }
 
-    /// Has `spec` launched and returns the supervisor's pid.
+    /// Has `spec` launched and returns the pid to wait for (its init's, or
+    /// with a user namespace its supervisor's).
     fn send(&mut self, spec: &InitSpec) -> u32 {
         let mut line = serde_json::to_vec(spec).expect("spec");
         line.push(b'\n');
@@ -581,8 +582,9 @@ impl Drop for TestLauncher {
 /// The launcher clones a container's init itself, with no supervisor in
 /// between: the pid it answers is the init's (its own child, in a session
 /// of its own, pid 1 of the container), and the init records the task's
-/// exit before it ends. Killed with SIGKILL, it ends without a record
-/// (the agent reads that as the kill it was).
+/// exit before it ends (also through a view: the network namespace test
+/// below runs its containers with one). Killed with SIGKILL, it ends
+/// without a record (the agent reads that as the kill it was).
 #[test]
 fn the_launcher_starts_inits_that_record_their_own_exit() {
     if !is_root() {
@@ -623,6 +625,13 @@ fn the_launcher_starts_inits_that_record_their_own_exit() {
     std::fs::write(&fifo, "go\n").expect("release the task");
     assert_eq!(ended(&c, pid), ExitRecord::Code(3), "stderr: {}", c.stderr());
     assert_eq!(c.stdout(), "got go\n");
+
+    // A signal sent the moment the pid is known is not lost: the init
+    // starts with it blocked, and passes it on once the task runs.
+    let early = Container::new(&["/bin/sleep", "600"]);
+    let pid = launcher.send(&early.spec);
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(ended(&early, pid), ExitRecord::Signal(Signal::SIGTERM as i32));
 
     let killed = Container::new(&["/bin/sleep", "600"]);
     let pid = launcher.send(&killed.spec);

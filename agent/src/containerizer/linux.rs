@@ -117,8 +117,9 @@ pub struct LinuxContainerizer {
     launch_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Launches whose blocking step (directories, cgroups, the record, the
-/// launcher) runs at once; the others wait for a slot without a thread.
+/// Launches without an image whose blocking step (directories, cgroups,
+/// the record, the launcher) runs at once; the others wait for a slot
+/// without a thread.
 /// The launcher takes one at a time anyway, and a burst of thousands
 /// otherwise parked as many blocking-pool threads on its lock, which every
 /// container's `pivot_root` then walked (it visits every thread of the
@@ -181,12 +182,18 @@ impl LinuxContainerizer {
         // cgroup files, the launcher's pipes, the record): one trip to the
         // blocking pool, off the async workers.
         let (cfg, backend, launcher) = (self.cfg.clone(), self.backend.clone(), self.launcher.clone());
-        let slot = self
-            .launch_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| ContainerError::Isolation(e.to_string()))?;
+        // A launch that may pull an image takes no slot: a pull may take
+        // minutes, and must not hold back other tasks' launches.
+        let slot = match spec.image {
+            Some(_) => None,
+            None => Some(
+                self.launch_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| ContainerError::Isolation(e.to_string()))?,
+            ),
+        };
         let (spec, record, cgroup, lease) = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let (spec, init, cgroup, name, lease) = prepare(&cfg, backend.as_ref(), spec)?;
@@ -279,10 +286,21 @@ impl LinuxContainerizer {
             .open(&self.cfg.parent, &record.cgroup)
             .map_err(|e| ContainerError::Isolation(e.to_string()))?;
         let alive = pid_alive(record.supervisor_pid);
+        // Written since it was read above, by a process that ended since.
+        let exit = if exit.is_none() && !alive {
+            super::init::read_exit(&run_dir)
+        } else {
+            exit
+        };
+        // An init that records its own end and is gone without a record
+        // was killed while the agent was away (the OOM killer, an
+        // operator): adopted, so that its end is reported as that kill
+        // (`wait_exit`), and an OOM kill as such (`limitation`).
+        let killed = record.init_records_exit && record.supervisor_pid > 1 && !alive;
         match cgroup {
-            Some(cgroup) if exit.is_some() || alive => {
+            Some(cgroup) if exit.is_some() || alive || killed => {
                 let cgroup: Arc<dyn Cgroup> = Arc::from(cgroup);
-                let pidfd = if exit.is_some() {
+                let pidfd = if exit.is_some() || !alive {
                     None
                 } else {
                     open_pidfd(&id, record.supervisor_pid)
@@ -716,9 +734,9 @@ impl LinuxContainer {
             Some(Ok(status)) => status,
             // The init failed before the task's process existed.
             Some(Err(msg)) => return Err(ContainerError::NeverStarted(msg)),
-            // The init records every end it lives through: it was killed
-            // (the agent's SIGKILL, the OOM killer), and the whole pid
-            // namespace with it.
+            // The init records every end it lives through and can write:
+            // it was killed (the agent's SIGKILL, the OOM killer), and the
+            // whole pid namespace with it.
             None if self.record.init_records_exit => ExitStatus::Signal(nix::libc::SIGKILL),
             None => {
                 return Err(ContainerError::Isolation(format!(
