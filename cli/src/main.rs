@@ -1,10 +1,12 @@
 //! `mezzo`: the one user-facing binary. Runs a master or an agent, runs
 //! one-off tasks, and queries the cluster.
 
-#![forbid(unsafe_code)]
-
+mod alloc;
 mod cmd;
 mod config_file;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 use clap::{Parser, Subcommand};
 
@@ -76,6 +78,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    if matches!(cli.command, Command::Master(_)) {
+        alloc::use_mimalloc();
+    }
     mezzo_proto::security::tls::ensure_provider();
     // `mezzo run` shares stderr with its task's: only warnings join it.
     let default_log = match cli.command {

@@ -1,0 +1,133 @@
+//! The process's allocator: mimalloc in a master, the system's everywhere
+//! else.
+//!
+//! A master allocates and frees for every message it decodes and every
+//! record it keeps; under glibc's allocator a failover's 40,000
+//! re-registrations spent a fifth of the new leader's CPU in `malloc`,
+//! `free` and their consolidations, and mimalloc admits them 14 % faster
+//! (BENCHMARKS.md, issue 17). The same binary is also the agent's container
+//! launcher, whose forks mimalloc makes slower, so the choice is made per
+//! process, once, by [`use_mimalloc`]: before it every block comes from the
+//! system's allocator, after it from mimalloc, and each block goes back to
+//! the allocator that owns it (mimalloc tells its own blocks apart by
+//! address, `mi_is_in_heap_region`, a lookup in its segment map).
+
+// A global allocator is `unsafe` to implement; each method forwards to
+// one of two allocators under the same contract.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mimalloc::MiMalloc;
+
+/// Set once, never cleared: from then on new blocks come from mimalloc.
+static MIMALLOC: AtomicBool = AtomicBool::new(false);
+
+/// New blocks from mimalloc from now on, for the rest of the process.
+pub fn use_mimalloc() {
+    MIMALLOC.store(true, Ordering::Release);
+}
+
+/// The global allocator of the `mezzo` binary (see the module docs).
+pub struct Allocator;
+
+fn mimalloc_now() -> bool {
+    MIMALLOC.load(Ordering::Acquire)
+}
+
+/// Whether `ptr` is mimalloc's. Before [`use_mimalloc`] no block is.
+fn owned_by_mimalloc(ptr: *mut u8) -> bool {
+    // SAFETY: a read-only lookup of an address in mimalloc's segment map;
+    // it dereferences nothing.
+    mimalloc_now() && unsafe { libmimalloc_sys::mi_is_in_heap_region(ptr.cast()) }
+}
+
+// SAFETY: every block is allocated by exactly one of the two allocators,
+// with the caller's layout, and freed or resized by the one that owns it
+// (`owned_by_mimalloc`); a system block resized after the switch moves to
+// a mimalloc block of the new size, with its contents copied.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            if mimalloc_now() {
+                MiMalloc.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            if mimalloc_now() {
+                MiMalloc.alloc_zeroed(layout)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed to the block's owner.
+        unsafe {
+            if owned_by_mimalloc(ptr) {
+                MiMalloc.dealloc(ptr, layout)
+            } else {
+                System.dealloc(ptr, layout)
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed to the block's owner; a
+        // system block moves to mimalloc once the switch is made: a new
+        // block of the new size (same alignment), the common prefix
+        // copied, the old block freed by its owner.
+        unsafe {
+            if owned_by_mimalloc(ptr) {
+                return MiMalloc.realloc(ptr, layout, new_size);
+            }
+            if !mimalloc_now() {
+                return System.realloc(ptr, layout, new_size);
+            }
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = MiMalloc.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                System.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The switch as a master makes it, in this test process (whose
+    /// global allocator this is): blocks made before it go back to the
+    /// system's allocator, a system block grown after it moves to mimalloc
+    /// with its contents, and new blocks are mimalloc's.
+    #[test]
+    fn each_block_goes_back_to_the_allocator_that_made_it() {
+        let before = vec![1u8; 1000];
+        let mut grown = vec![2u8; 100];
+        assert!(!owned_by_mimalloc(before.as_ptr().cast_mut()));
+        use_mimalloc();
+        let after = vec![3u8; 1000];
+        assert!(owned_by_mimalloc(after.as_ptr().cast_mut()));
+        assert!(!owned_by_mimalloc(before.as_ptr().cast_mut()));
+        assert!(!owned_by_mimalloc(grown.as_ptr().cast_mut()));
+        grown.resize(100_000, 4);
+        assert!(owned_by_mimalloc(grown.as_ptr().cast_mut()));
+        assert!(grown[..100].iter().all(|&b| b == 2) && grown[100..].iter().all(|&b| b == 4));
+        drop((before, after, grown));
+        // Both allocators still work after the frees.
+        let again = vec![5u8; 10];
+        assert!(owned_by_mimalloc(again.as_ptr().cast_mut()));
+    }
+}
