@@ -127,7 +127,7 @@ mod tests {
         assert!(grown[..100].iter().all(|&b| b == 2) && grown[100..].iter().all(|&b| b == 4));
         drop((before, after, grown));
         // Both allocators still work after the frees.
-        let again = vec![5u8; 10];
+        let again = Box::new([5u8; 10]);
         assert!(owned_by_mimalloc(again.as_ptr().cast_mut()));
     }
 }
