@@ -166,6 +166,28 @@ impl PidFd {
         Ok(Some(PidFd(async_fd)))
     }
 
+    /// Sends `signal` to exactly this process (`pidfd_send_signal`, Linux
+    /// 5.1+): never to another that reused its pid. `Ok` also when it has
+    /// ended.
+    pub fn send_signal(&self, signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a signal number, a descriptor this value owns, no
+        // siginfo (NULL) and no flags; the kernel reads nothing of ours.
+        let rc = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.get_ref().as_raw_fd(),
+                signal as nix::libc::c_int,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0 as nix::libc::c_uint,
+            )
+        };
+        match Errno::result(rc) {
+            Ok(_) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits until the process has exited. Cancel-safe.
     pub async fn exited(&self) -> std::io::Result<()> {
         self.0.readable().await.map(|mut guard| guard.retain_ready())

@@ -775,11 +775,18 @@ impl Container for LinuxContainer {
                 .kill_all()
                 .map_err(|e| ContainerError::Isolation(e.to_string()));
         }
+        let to = |source| ContainerError::Signal {
+            id: self.id.clone(),
+            source,
+        };
+        // The init itself, by its pidfd: also in the moment before it has
+        // joined the cgroups, when the membership check below would drop
+        // the signal.
+        if let (true, Some(init)) = (self.record.init_records_exit, &self.supervisor) {
+            return init.send_signal(signal).map_err(to);
+        }
         match self.init_pid() {
-            Some(pid) => signal_member(pid, signal, || self.cgroup.pids()).map_err(|source| ContainerError::Signal {
-                id: self.id.clone(),
-                source,
-            }),
+            Some(pid) => signal_member(pid, signal, || self.cgroup.pids()).map_err(to),
             // Not started yet: only a kill can stop it.
             None => Ok(()),
         }
@@ -966,6 +973,19 @@ fn signal_member(
 #[cfg(test)]
 mod signal_tests {
     use super::*;
+
+    /// A pidfd signals exactly its process, and, once that has ended and
+    /// been reaped, nothing (no error either).
+    #[tokio::test]
+    async fn a_pidfd_signals_its_process_and_nothing_once_it_is_gone() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pidfd = PidFd::open(child.id()).expect("pidfd_open").expect("running");
+        pidfd.send_signal(Signal::SIGTERM).expect("signalled");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
+        pidfd.send_signal(Signal::SIGTERM).expect("gone: no error");
+    }
 
     /// A pid that is not in the container's cgroup is not signalled; one
     /// that is, is.
