@@ -405,7 +405,8 @@ fn fail_alone(spec: &InitSpec, error: InitError) -> i32 {
 
 /// The init, cloned straight into the container's namespaces: one process
 /// fewer per container than a supervisor forking it (a fork, its page
-/// faults and its exit: about a tenth of an isolated launch's CPU).
+/// faults and its exit: launches a quarter to a third faster two and eight
+/// at a time, BENCHMARKS.md).
 fn start_init(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>) -> LaunchReply {
     // A lent network namespace (see `netns_pool`) for a container with its
     // own pid namespace and a view; on any failure the init makes one.
@@ -450,24 +451,33 @@ fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Op
     leave_launcher(pool);
     // Opened while on the host's view: the exit is recorded through it,
     // also after a panic in the task's view.
-    let run_dir = match nix::fcntl::open(
+    let code = match nix::fcntl::open(
         &spec.run_dir,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     ) {
-        Ok(fd) => fd,
-        Err(source) => {
-            let error = InitError::Open {
+        Err(source) => fail_alone(
+            spec,
+            InitError::Open {
                 path: spec.run_dir.clone(),
                 source: source.into(),
-            };
-            // SAFETY: _exit ends this process at once; it touches no memory of ours.
-            unsafe { nix::libc::_exit(fail_alone(spec, error)) }
-        }
+            },
+        ),
+        Ok(run_dir) => run_guarded(spec, lent, &run_dir),
     };
+    // Without the C library's exit handlers and the loader's finalizers,
+    // which fault in pages of this copy of the launcher for nothing:
+    // everything the init wrote went straight to its files.
+    // SAFETY: _exit ends this process at once; it touches no memory of ours.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// [`run_alone`] with the lent network namespace joined, a panic recorded
+/// through `run_dir` instead of unwinding.
+fn run_guarded(spec: &InitSpec, lent: Option<OwnedFd>, run_dir: &OwnedFd) -> i32 {
     // A panic must not unwind into the launcher's loop, of which this
     // process is a copy.
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let joined;
         let spec = match lent {
             None => spec,
@@ -495,15 +505,11 @@ fn init_main(spec: &InitSpec, pool: &mut Option<netns_pool::NetnsPool>, lent: Op
     .unwrap_or_else(|_| {
         // Not to the task's stderr: after the view is entered its host
         // path may lead elsewhere.
-        let _ = write_exit_at(&run_dir, &ExitRecord::Error("the container's init panicked".into()));
+        let _ = write_exit_at(run_dir, &ExitRecord::Error("the container's init panicked".into()));
         1
-    });
-    // Without the C library's exit handlers and the loader's finalizers,
-    // which fault in pages of this copy of the launcher for nothing:
-    // everything the init wrote went straight to its files.
-    // SAFETY: _exit ends this process at once; it touches no memory of ours.
-    unsafe { nix::libc::_exit(code) }
+    })
 }
+
 /// The supervisor of one container, in a fresh single-threaded process:
 /// leaves the agent's session, runs the container and records its exit.
 /// `reap_init`: wait for the init to be gone before recording its end;
