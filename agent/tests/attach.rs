@@ -22,6 +22,9 @@ struct FakeMaster {
     sessions: mpsc::Sender<(Streaming<v1::AgentMessage>, Outbound)>,
     /// When set, every Attach is refused with UNAVAILABLE naming this leader.
     redirect_to: Option<String>,
+    /// When set, Attach is answered only after this long, and whether a
+    /// message came before the answer is reported.
+    hold: Option<(Duration, mpsc::Sender<bool>)>,
 }
 
 #[tonic::async_trait]
@@ -40,24 +43,37 @@ impl AgentApi for FakeMaster {
             );
             return Err(status);
         }
+        let mut inbound = request.into_inner();
+        if let Some((wait, report)) = &self.hold {
+            let early = tokio::time::timeout(*wait, inbound.next()).await.is_ok();
+            let _ = report.send(early).await;
+        }
         let (tx, rx) = mpsc::channel(64);
         self.sessions
-            .send((request.into_inner(), tx))
+            .send((inbound, tx))
             .await
             .map_err(|_| Status::internal("test gone"))?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn fake_master(
+type Sessions = mpsc::Receiver<(Streaming<v1::AgentMessage>, Outbound)>;
+
+async fn fake_master(redirect_to: Option<String>) -> Result<(SocketAddr, Sessions), std::io::Error> {
+    fake_master_holding(redirect_to, None).await
+}
+
+async fn fake_master_holding(
     redirect_to: Option<String>,
-) -> Result<(SocketAddr, mpsc::Receiver<(Streaming<v1::AgentMessage>, Outbound)>), std::io::Error> {
+    hold: Option<(Duration, mpsc::Sender<bool>)>,
+) -> Result<(SocketAddr, Sessions), std::io::Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(4);
     let svc = AgentApiServer::new(FakeMaster {
         sessions: tx,
         redirect_to,
+        hold,
     });
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -77,9 +93,7 @@ async fn agent(master: SocketAddr, dir: &std::path::Path) -> Result<AgentHandle,
     Ok(start(config).await?)
 }
 
-async fn next_session(
-    sessions: &mut mpsc::Receiver<(Streaming<v1::AgentMessage>, Outbound)>,
-) -> (Streaming<v1::AgentMessage>, Outbound) {
+async fn next_session(sessions: &mut Sessions) -> (Streaming<v1::AgentMessage>, Outbound) {
     tokio::time::timeout(Duration::from_secs(10), sessions.recv())
         .await
         .expect("the agent attaches within 10s")
@@ -230,6 +244,22 @@ async fn follows_the_leader_named_by_a_non_leader() -> TestResult {
     let (leader, mut sessions) = fake_master(None).await?;
     let (follower, _unused) = fake_master(Some(leader.to_string())).await?;
     let _agent = agent(follower, dir.path()).await?;
+    let (mut inbound, _tx) = next_session(&mut sessions).await;
+    assert!(matches!(next_message(&mut inbound).await, In::Register(_)));
+    Ok(())
+}
+
+/// A master that has not answered Attach (a follower about to refuse it,
+/// or a leader) gets nothing: the registration, a task list after a
+/// failover, goes only on a stream the master took.
+#[tokio::test]
+async fn sends_its_registration_only_once_the_attach_is_answered() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (report, mut reports) = mpsc::channel(4);
+    let (master, mut sessions) = fake_master_holding(None, Some((Duration::from_millis(500), report))).await?;
+    let _agent = agent(master, dir.path()).await?;
+    let early = tokio::time::timeout(Duration::from_secs(10), reports.recv()).await?;
+    assert_eq!(early, Some(false), "a message came before Attach was answered");
     let (mut inbound, _tx) = next_session(&mut sessions).await;
     assert!(matches!(next_message(&mut inbound).await, In::Register(_)));
     Ok(())
