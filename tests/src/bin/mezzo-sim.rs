@@ -258,9 +258,12 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
         let killed = Instant::now();
         let probe = Probe::start(c, "sim-probe-2").await?;
         let mut next_note = killed + Duration::from_secs(30);
+        let mut back_marks = Marks::new(args.agents);
         let back = until("every agent re-registered", Duration::from_secs(600), || {
             let now = stats.masters();
             let connected = Stats::get(&stats.connected);
+            let with_new: usize = now.iter().filter(|(m, _)| !before.contains_key(*m)).map(|(_, n)| n).sum();
+            back_marks.note(killed.elapsed(), with_new);
             if Instant::now() >= next_note {
                 // Say what is still missing, should it take this long.
                 next_note += Duration::from_secs(30);
@@ -273,7 +276,12 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             now.len() == 1 && now.keys().next() != before.keys().next() && connected == args.agents
         })
         .await?;
-        let offered = probe.all_offered(args.agents, killed).await?;
+        let (offered, offer_marks) = probe.all_offered_marked(args.agents, killed).await?;
+        println!(
+            "          (after the kill: agents back {}; the probe offered {})",
+            back_marks.show(),
+            offer_marks.show()
+        );
         println!(
             "failover  {} agents / {} tasks: all re-registered {back:.2?} after the kill, all offered {offered:.2?} after it ({} sessions failed, {} of them waiting for Registered, {} of those unanswered; {} redirected)  {}",
             args.agents,
@@ -305,6 +313,43 @@ struct Probe {
     scheduler: Scheduler,
     seen: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
+    /// When each batch of offers came, and the agents offered by then.
+    marks: std::sync::Arc<std::sync::Mutex<Vec<(Instant, usize)>>>,
+}
+
+/// When a count first passed 0 and first reached 10 %, half, 90 % and
+/// 99 % of its goal.
+struct Marks {
+    goal: usize,
+    at: [Option<Duration>; 5],
+}
+
+impl Marks {
+    const SHARES: [f64; 5] = [1e-9, 0.1, 0.5, 0.9, 0.99];
+
+    fn new(goal: usize) -> Marks {
+        Marks { goal, at: [None; 5] }
+    }
+
+    fn note(&mut self, at: Duration, count: usize) {
+        for (i, share) in Self::SHARES.iter().enumerate() {
+            if self.at[i].is_none() && count as f64 >= share * self.goal as f64 {
+                self.at[i] = Some(at);
+            }
+        }
+    }
+
+    fn show(&self) -> String {
+        let at = |i: usize| self.at[i].map_or("-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()));
+        format!(
+            "first {}, 10% {}, half {}, 90% {}, 99% {}",
+            at(0),
+            at(1),
+            at(2),
+            at(3),
+            at(4)
+        )
+    }
 }
 
 impl Probe {
@@ -315,8 +360,18 @@ impl Probe {
         };
         let (tx, seen) = tokio::sync::watch::channel(0);
         let s = scheduler.clone();
+        let marks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = marks.clone();
         let task = frameworks::runtime().spawn(async move {
-            let scheduler = s;
+            // Declined by a task of their own: a decline waits its turn at
+            // a leader busy with a failover's registrations, and offers
+            // counted only after it were counted seconds late.
+            let (decline, mut declines) = tokio::sync::mpsc::unbounded_channel::<Vec<_>>();
+            let decliner = tokio::spawn(async move {
+                while let Some(ids) = declines.recv().await {
+                    let _ = s.decline(ids, Some(3600.0)).await;
+                }
+            });
             let mut agents = HashSet::new();
             let born = Instant::now();
             while let Some(e) = events.next().await {
@@ -327,11 +382,32 @@ impl Probe {
                     let ids = offers.iter().map(|o| o.offer_id.clone()).collect();
                     agents.extend(offers.into_iter().map(|o| o.agent_id));
                     tx.send_replace(agents.len());
-                    let _ = scheduler.decline(ids, Some(3600.0)).await;
+                    if let Ok(mut m) = noted.lock() {
+                        m.push((Instant::now(), agents.len()));
+                    }
+                    let _ = decline.send(ids);
                 }
             }
+            decliner.abort();
         });
-        Ok(Probe { scheduler, seen, task })
+        Ok(Probe {
+            scheduler,
+            seen,
+            task,
+            marks,
+        })
+    }
+
+    /// [`Probe::all_offered`], and when the offers had reached half, 90 %
+    /// and 99 % of the agents.
+    async fn all_offered_marked(self, n: usize, from: Instant) -> Result<(Duration, Marks)> {
+        let noted = self.marks.clone();
+        let took = self.all_offered(n, from).await?;
+        let mut marks = Marks::new(n);
+        for (at, count) in noted.lock().map(|m| m.clone()).unwrap_or_default() {
+            marks.note(at.saturating_duration_since(from), count);
+        }
+        Ok((took, marks))
     }
 
     /// Waits until `n` agents were offered; answers how long since `from`.

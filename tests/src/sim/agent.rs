@@ -13,21 +13,21 @@ use std::time::Duration;
 
 use mezzo_proto::backoff::Backoff;
 use mezzo_proto::v1;
-use mezzo_proto::v1::agent_api_client::AgentApiClient;
 use mezzo_proto::v1::master_message::Message;
+use prost::Message as _;
+use prost::bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::group::Group;
 use super::stats::Stats;
+use super::wire::{self, Outbound};
 
 // The real agent's limits: `Registered` within 5 s, the wait doubling
 // after each that runs out.
 use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT, answered_wait, queued_wait};
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Statuses kept per task for re-registration, as the real agent.
 const KEPT_STATUSES: usize = 16;
 
@@ -156,45 +156,78 @@ impl Agent {
         }
     }
 
-    fn first_message(&self) -> v1::AgentMessage {
+    fn first_message(&mut self) -> Outbound {
         use v1::agent_message::Message as M;
-        let message = match &self.id {
+        match self.id.clone() {
             // As the real agent: one registration id until it has an agent id.
-            None => M::Register(v1::Register {
-                agent: Some(self.info.clone()),
-                registration: format!("sim-{}-{}", std::process::id(), self.index),
+            None => Outbound::Message(v1::AgentMessage {
+                message: Some(M::Register(v1::Register {
+                    agent: Some(self.info.clone()),
+                    registration: format!("sim-{}-{}", std::process::id(), self.index),
+                })),
             }),
-            Some(id) => M::Reregister(v1::Reregister {
-                agent_id: id.clone(),
+            Some(id) => Outbound::Encoded(self.reregistration(id)),
+        }
+    }
+
+    /// `Reregister` with every task, encoded: each task's info, framework
+    /// id and statuses are moved into the message and back once it is
+    /// encoded, not copied (see [`wire`]).
+    fn reregistration(&mut self, agent_id: String) -> Bytes {
+        use v1::agent_message::Message as M;
+        let tasks = self
+            .tasks
+            .values_mut()
+            .map(|t| v1::RunningTask {
+                task: Some(std::mem::take(&mut t.info)),
+                framework_id: std::mem::take(&mut t.framework_id),
+                state: t.latest as i32,
+                end_unacknowledged: is_terminal(t.latest),
+                launched_at: t.launched_at,
+                statuses: std::mem::take(&mut t.history).into(),
+            })
+            .collect();
+        let message = v1::AgentMessage {
+            message: Some(M::Reregister(v1::Reregister {
+                agent_id,
                 agent: Some(self.info.clone()),
-                tasks: self.tasks.values().map(running).collect(),
+                tasks,
                 tasks_complete: true,
                 executors: Vec::new(),
-            }),
+            })),
         };
-        v1::AgentMessage { message: Some(message) }
+        let encoded = Bytes::from(message.encode_to_vec());
+        if let Some(M::Reregister(r)) = message.message {
+            // The map is unchanged since, so it yields its tasks in the
+            // same order.
+            for (t, r) in self.tasks.values_mut().zip(r.tasks) {
+                t.info = r.task.unwrap_or_default();
+                t.framework_id = r.framework_id;
+                t.history = r.statuses.into();
+            }
+        }
+        encoded
     }
 
     async fn session(&mut self, channel: Channel) -> Ended {
-        let mut client = AgentApiClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel(1024);
         let again = self.id.is_some();
         let started = Instant::now();
-        if tx.send(self.first_message()).await.is_err() {
-            return Ended::Failed("outbound closed".into());
-        }
         let wait = self.register_wait.peek();
         let mut deadline = started + wait;
-        let mut inbound = match tokio::time::timeout_at(deadline, client.attach(ReceiverStream::new(rx))).await {
+        let mut inbound = match tokio::time::timeout_at(deadline, wire::attach(channel, rx)).await {
             Err(_) => {
                 self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
                 return self.timed_out("no answer to Attach");
             }
             Ok(Err(status)) => return refused(status),
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(inbound)) => inbound,
         };
+        // As the real agent: the registration goes only on a stream the
+        // master took (a follower refuses before reading anything).
+        if tx.send(self.first_message()).await.is_err() {
+            return Ended::Failed("outbound closed".into());
+        }
         deadline = deadline.max(Instant::now() + answered_wait(wait));
         let registered = loop {
             match tokio::time::timeout_at(deadline, inbound.next()).await {
@@ -237,7 +270,7 @@ impl Agent {
     /// ends tasks on time and resends what is not acknowledged.
     async fn attached(
         &mut self,
-        tx: &mpsc::Sender<v1::AgentMessage>,
+        tx: &mpsc::Sender<Outbound>,
         inbound: &mut tonic::Streaming<v1::MasterMessage>,
         heartbeat_secs: f64,
     ) -> Ended {
@@ -284,7 +317,7 @@ impl Agent {
                     let msg = v1::AgentMessage {
                         message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
                     };
-                    if tx.try_send(msg).is_err() {
+                    if tx.try_send(msg.into()).is_err() {
                         tracing::debug!(agent = self.index, "sim heartbeat skipped: stream full");
                     }
                 }
@@ -448,7 +481,7 @@ impl Agent {
 
     /// Ends tasks whose time is up and sends (or resends) every head that
     /// is due.
-    fn flush(&mut self, tx: &mpsc::Sender<v1::AgentMessage>, now: Instant) {
+    fn flush(&mut self, tx: &mpsc::Sender<Outbound>, now: Instant) {
         while let Some(Reverse((at, due, id))) = self.timers.peek().cloned()
             && at <= now
         {
@@ -484,7 +517,7 @@ impl Agent {
                     latest_state: t.latest as i32,
                 })),
             };
-            if tx.try_send(update).is_err() {
+            if tx.try_send(update.into()).is_err() {
                 self.ready.push_front(id);
                 return; // the stream is full: the rest go at the next wake
             }
@@ -510,18 +543,6 @@ fn cut_off(n: usize, index: usize) -> bool {
 fn is_terminal(s: v1::TaskState) -> bool {
     mezzo_proto::state::TaskState::from_proto(s as i32)
         .is_some_and(|s| s.is_terminal() && s != mezzo_proto::state::TaskState::Unreachable)
-}
-
-/// A task as re-registration reports it.
-fn running(t: &Task) -> v1::RunningTask {
-    v1::RunningTask {
-        task: Some(t.info.clone()),
-        framework_id: t.framework_id.clone(),
-        state: t.latest as i32,
-        end_unacknowledged: is_terminal(t.latest),
-        launched_at: t.launched_at,
-        statuses: t.history.iter().cloned().collect(),
-    }
 }
 
 /// A refusal that names the leader is a redirect.

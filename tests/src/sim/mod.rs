@@ -16,6 +16,7 @@ mod agent;
 pub mod frameworks;
 mod group;
 mod stats;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
