@@ -10,6 +10,7 @@
 //! process; forking the multi-threaded test process is what STYLE.md item 8
 //! forbids.)
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -641,6 +642,26 @@ fn the_launcher_starts_inits_that_record_their_own_exit() {
     let gone = wait_until(|| kill(Pid::from_raw(pid as i32), None).is_err().then_some(()));
     assert!(gone.is_some(), "init still there");
     assert_eq!(read_exit(&killed.spec.run_dir), None, "no record from a killed init");
+
+    // An init that cannot write its record (here `exit` is a directory in
+    // the way) exits with the task's code, which the kernel keeps for any
+    // holder of its pidfd (the agent reads it there, `linux.rs`).
+    let blocked = Container::new(&["/bin/sh", "-c", ""]);
+    let fifo = blocked.spec.run_dir.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    let blocked = {
+        let mut c = blocked;
+        c.spec.argv[2] = format!("read line < {}; exit 3", fifo.display());
+        c
+    };
+    let pid = launcher.send(&blocked.spec);
+    let pidfd = pidfd_open(pid as i32).expect("the init's pidfd");
+    std::fs::create_dir_all(blocked.spec.run_dir.join(EXIT_FILE).join("in-the-way")).expect("exit as a directory");
+    std::fs::write(&fifo, "go\n").expect("release the task");
+    let status = wait_until(|| super::super::launcher::exit_status(pidfd.as_fd()));
+    let ws = status.expect("the init's end, on Linux 6.15+");
+    assert!(nix::libc::WIFEXITED(ws) && nix::libc::WEXITSTATUS(ws) == 3, "{ws:#x}");
+    assert_eq!(read_exit(&blocked.spec.run_dir), None, "no record");
 }
 
 /// The launcher lends the network namespace of an ended container to the

@@ -192,4 +192,33 @@ impl PidFd {
     pub async fn exited(&self) -> std::io::Result<()> {
         self.0.readable().await.map(|mut guard| guard.retain_ready())
     }
+
+    /// The process's wait status once it has ended and been reaped (see
+    /// [`exit_status`]).
+    pub fn exit_status(&self) -> Option<i32> {
+        use std::os::fd::AsFd;
+        exit_status(self.0.get_ref().as_fd())
+    }
+}
+
+/// The wait status of the process `pidfd` refers to, once it has ended
+/// and been reaped (`PIDFD_GET_INFO` asking for `PIDFD_INFO_EXIT`, Linux
+/// 6.15+: any holder of the pidfd may ask, not only the parent). `None`
+/// while it runs or is not reaped yet, and on an older kernel.
+pub fn exit_status(pidfd: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `pidfd_info` is plain integers, for which all zeroes is a
+    // valid value.
+    let mut info: nix::libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = u64::from(nix::libc::PIDFD_INFO_EXIT);
+    // SAFETY: the kernel writes at most a `pidfd_info` into `info`, which
+    // lives across the call; the descriptor is borrowed, so open.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            pidfd.as_raw_fd(),
+            nix::libc::PIDFD_GET_INFO,
+            &mut info as *mut nix::libc::pidfd_info,
+        )
+    };
+    (rc == 0 && info.mask & u64::from(nix::libc::PIDFD_INFO_EXIT) != 0).then_some(info.exit_code)
 }

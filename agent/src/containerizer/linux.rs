@@ -734,10 +734,13 @@ impl LinuxContainer {
             Some(Ok(status)) => status,
             // The init failed before the task's process existed.
             Some(Err(msg)) => return Err(ContainerError::NeverStarted(msg)),
-            // The init records every end it lives through and can write:
-            // it was killed (the agent's SIGKILL, the OOM killer), and the
-            // whole pid namespace with it.
-            None if self.record.init_records_exit => ExitStatus::Signal(nix::libc::SIGKILL),
+            None if self.record.init_records_exit => {
+                let status = match &self.supervisor {
+                    Some(init) => init_wait_status(init).await,
+                    None => None,
+                };
+                unrecorded_end(&self.id, status)?
+            }
             None => {
                 return Err(ContainerError::Isolation(format!(
                     "the supervisor of container {} ended without recording the task's exit",
@@ -747,6 +750,50 @@ impl LinuxContainer {
         };
         self.status = Some(status);
         Ok(status)
+    }
+}
+
+/// The init's wait status, once the launcher (which ignores SIGCHLD, so
+/// the kernel reaps its children) has reaped it: a moment after its pidfd
+/// turns readable.
+async fn init_wait_status(init: &PidFd) -> Option<i32> {
+    for _ in 0..20 {
+        if let Some(status) = init.exit_status() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// What an init that left no exit record ended with. It records every end
+/// it lives through and can write, so, by its wait status (`None`: the
+/// kernel cannot tell, before Linux 6.15): killed with SIGKILL, the
+/// agent's kill or the OOM killer's, and the whole pid namespace with it;
+/// killed by another signal, which the init would have passed on to the
+/// task, it crashed; exited, it could not write the record, and its exit
+/// code stands for the task's (the task's code, or 128 + its signal, as
+/// a shell's).
+fn unrecorded_end(id: &str, wait_status: Option<i32>) -> Result<ExitStatus, ContainerError> {
+    use nix::libc::{SIGKILL, WEXITSTATUS, WIFEXITED, WIFSIGNALED, WTERMSIG};
+    match wait_status {
+        None => Ok(ExitStatus::Signal(SIGKILL)),
+        Some(ws) if WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL => Ok(ExitStatus::Signal(SIGKILL)),
+        Some(ws) if WIFSIGNALED(ws) => Err(ContainerError::Isolation(format!(
+            "the init of container {id} crashed (signal {}) before it recorded the task's exit",
+            WTERMSIG(ws)
+        ))),
+        Some(ws) if WIFEXITED(ws) => {
+            tracing::warn!(
+                container = %id,
+                code = WEXITSTATUS(ws),
+                "the container's init could not record the task's exit; its own exit code stands for it"
+            );
+            Ok(ExitStatus::Code(WEXITSTATUS(ws)))
+        }
+        Some(ws) => Err(ContainerError::Isolation(format!(
+            "the init of container {id} ended (wait status {ws:#x}) without recording the task's exit"
+        ))),
     }
 }
 
@@ -985,6 +1032,56 @@ mod signal_tests {
         let status = child.wait().expect("wait");
         assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
         pidfd.send_signal(Signal::SIGTERM).expect("gone: no error");
+    }
+
+    /// A pidfd tells how its process ended once it is reaped, to any
+    /// holder (the agent is not its containers' inits' parent), and
+    /// nothing while it runs.
+    #[tokio::test]
+    async fn a_pidfd_tells_how_its_process_ended() {
+        use std::io::Write;
+        let mut crashed = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pidfd = PidFd::open(crashed.id()).expect("pidfd_open").expect("running");
+        assert_eq!(pidfd.exit_status(), None, "still running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(crashed.id() as i32), Signal::SIGSEGV).expect("kill");
+        crashed.wait().expect("wait");
+        let ws = pidfd.exit_status().expect("its end, on Linux 6.15+");
+        assert!(
+            nix::libc::WIFSIGNALED(ws) && nix::libc::WTERMSIG(ws) == nix::libc::SIGSEGV,
+            "{ws:#x}"
+        );
+
+        let mut exited = std::process::Command::new("sh")
+            .args(["-c", "read line; exit 3"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pidfd = PidFd::open(exited.id()).expect("pidfd_open").expect("running");
+        exited.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+        exited.wait().expect("wait");
+        let ws = pidfd.exit_status().expect("its end");
+        assert!(nix::libc::WIFEXITED(ws) && nix::libc::WEXITSTATUS(ws) == 3, "{ws:#x}");
+    }
+
+    /// An init gone without a record: killed (by the agent or the OOM
+    /// killer), crashed, or unable to write the record (its exit code then
+    /// stands for the task's); a kernel that cannot tell, killed.
+    #[test]
+    fn an_init_gone_without_a_record_is_told_apart_by_its_wait_status() {
+        let exited = |code: i32| code << 8;
+        let killed_by = |signal: i32| signal;
+        assert!(matches!(unrecorded_end("c", None), Ok(ExitStatus::Signal(9))));
+        assert!(matches!(
+            unrecorded_end("c", Some(killed_by(nix::libc::SIGKILL))),
+            Ok(ExitStatus::Signal(9))
+        ));
+        assert!(matches!(unrecorded_end("c", Some(exited(3))), Ok(ExitStatus::Code(3))));
+        assert!(matches!(unrecorded_end("c", Some(exited(0))), Ok(ExitStatus::Code(0))));
+        let crashed = unrecorded_end("c", Some(killed_by(nix::libc::SIGSEGV)));
+        assert!(
+            matches!(&crashed, Err(ContainerError::Isolation(m)) if m.contains("crashed (signal 11)")),
+            "{crashed:?}"
+        );
     }
 
     /// A pid that is not in the container's cgroup is not signalled; one
