@@ -105,7 +105,7 @@ fn reported_tasks(tasks: Vec<TaskView>) -> Vec<v1::RunningTask> {
         .into_iter()
         .rev()
         .map(|t| {
-            let mut statuses = t.statuses;
+            let mut statuses: Vec<v1::TaskStatus> = t.statuses.into_iter().map(without_ids).collect();
             let earlier: usize = statuses
                 .iter()
                 .rev()
@@ -131,6 +131,19 @@ fn reported_tasks(tasks: Vec<TaskView>) -> Vec<v1::RunningTask> {
     out
 }
 
+/// A status as a re-registration carries it: without the ids and uuid,
+/// which the master takes from the task instead (it trusts none of the
+/// agent's): 110 bytes fewer a status on the wire, and four strings
+/// fewer for a new leader to decode and drop, for each of the 800,000
+/// statuses of a failover at 400,000 tasks.
+fn without_ids(mut s: v1::TaskStatus) -> v1::TaskStatus {
+    s.task_id = String::new();
+    s.framework_id = String::new();
+    s.agent_id = String::new();
+    s.uuid = Vec::new();
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +163,9 @@ mod tests {
             statuses: (0..statuses)
                 .map(|i| v1::TaskStatus {
                     task_id: id.into(),
+                    framework_id: "fw".into(),
+                    agent_id: "agent".into(),
+                    uuid: vec![7; 16],
                     message: "m".repeat(message_bytes),
                     timestamp: i as f64,
                     ..Default::default()
@@ -175,6 +191,13 @@ mod tests {
         assert!(
             out.iter()
                 .all(|t| t.statuses.last().is_some_and(|s| s.timestamp == 15.0))
+        );
+        // The master takes a status's ids from its task, and trusts none.
+        assert!(
+            out.iter().flat_map(|t| &t.statuses).all(|s| s.task_id.is_empty()
+                && s.framework_id.is_empty()
+                && s.agent_id.is_empty()
+                && s.uuid.is_empty())
         );
         assert_eq!(
             out.last().map(|t| t.statuses.len()),

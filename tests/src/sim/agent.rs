@@ -455,7 +455,14 @@ impl Agent {
         if t.history.len() == KEPT_STATUSES {
             t.history.pop_front();
         }
-        t.history.push_back(status.clone());
+        // As the real agent re-registers it: without the ids and uuid.
+        t.history.push_back(v1::TaskStatus {
+            task_id: String::new(),
+            framework_id: String::new(),
+            agent_id: String::new(),
+            uuid: Vec::new(),
+            ..status.clone()
+        });
         t.unacked.push_back(status);
         if t.unacked.len() == 1 {
             self.ready.push_back(task_id.to_owned());
