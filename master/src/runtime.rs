@@ -231,6 +231,18 @@ impl Handle {
         if l.leading { Ok(()) } else { Err(l.not_leader()) }
     }
 
+    /// [`Handle::refuse_unless_leading`], but while this master knows no
+    /// leader (an election under way: the leader's process died, and no
+    /// follower names it any more) it first waits up to `limit` for one,
+    /// so that the caller goes straight to the new leader, or is taken
+    /// here, instead of trying masters in turn with its backoff.
+    pub async fn refuse_unless_leading_soon(&self, limit: Duration) -> Result<(), MasterError> {
+        let mut leadership = self.leadership.clone();
+        let known = leadership.wait_for(|l| l.leading || l.leader.is_some());
+        let _ = tokio::time::timeout(limit, known).await;
+        self.refuse_unless_leading()
+    }
+
     pub async fn send(&self, cmd: Command) -> Result<(), MasterError> {
         self.tx.send(cmd).await.map_err(|_| MasterError::ShuttingDown)
     }

@@ -30,6 +30,9 @@ use mezzo_proto::security::Kind;
 
 /// How long an agent may take to send its first message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a follower that knows no leader holds an agent's Attach for
+/// the election's outcome (about 0.1 s after a leader's process dies).
+const ELECTION_WAIT: Duration = Duration::from_secs(1);
 /// A registration the owner has not answered within this hears that it
 /// waits for its turn.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
@@ -426,8 +429,9 @@ impl AgentApi for AgentService {
         let caller = Caller::of(&req);
         // Only an agent's credential may open an agent stream.
         caller.expect_kind(Kind::Agent).map_err(|e| e.status())?;
-        // A follower refuses before reading the registration (a task list).
-        self.handle.refuse_unless_leading()?;
+        // A follower refuses before reading anything, naming the leader:
+        // during an election, once it is known.
+        self.handle.refuse_unless_leading_soon(ELECTION_WAIT).await?;
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let slot = SharedSlot::default();
         let stream = ToAgentStream {

@@ -99,6 +99,10 @@ struct Node {
     leader_ready: bool,
     serving: bool,
     last_leader: u64,
+    /// A leader whose stream ended (its process died, most likely): named
+    /// to no one until it is heard from again or another leads, so that
+    /// clients are not sent to a dead master while the election runs.
+    leader_gone: Option<u64>,
     /// Unbounded: a node waiting for a busy core to take its commits
     /// would stop ticking and heartbeating, and lose the leadership. What
     /// it holds is bounded by what the core proposed.
@@ -183,6 +187,7 @@ pub fn start(cfg: RaftConfig) -> Result<(RaftHandle, mpsc::UnboundedReceiver<Raf
         leader_ready: false,
         serving: false,
         last_leader: 0,
+        leader_gone: None,
         events: events_tx,
         peers: HashMap::new(),
         pending_change: None,
@@ -263,6 +268,9 @@ impl Node {
             },
             NodeCmd::Messages(msgs) => {
                 for m in msgs {
+                    if self.leader_gone == Some(m.from) {
+                        self.leader_gone = None; // it lives after all
+                    }
                     if let Err(e) = self.raw.step(m) {
                         tracing::debug!(error = %e, "raft message refused");
                     }
@@ -320,6 +328,7 @@ impl Node {
         // allows timeouts below twice the lease).
         r.election_elapsed = lease;
         r.set_randomized_election_timeout((lease + 1 + rank * CAMPAIGN_STAGGER).min(2 * lease - 1));
+        self.leader_gone = Some(from);
     }
 
     fn change_members(&mut self, change: MemberChange, reply: oneshot::Sender<Result<u64, MembershipError>>) {
@@ -566,15 +575,23 @@ impl Node {
             let _ = self.events.send(RaftEvent::Leading {
                 registry: Box::new(self.registry.clone()),
             });
-        } else if !leader && (self.serving || self.raw.raft.leader_id != self.last_leader) {
+        }
+        if self.leader_gone.is_some_and(|gone| gone != self.raw.raft.leader_id) {
+            self.leader_gone = None; // another leads, or an election runs
+        }
+        let named = match self.leader_gone {
+            Some(_) => raft::INVALID_ID,
+            None => self.raw.raft.leader_id,
+        };
+        if !leader && (self.serving || named != self.last_leader) {
             if self.serving {
                 tracing::warn!(id = self.raw.raft.id, "no longer leading");
             }
             self.serving = false;
-            let addr = self.registry.masters.get(&self.raw.raft.leader_id).cloned();
+            let addr = self.registry.masters.get(&named).cloned();
             let _ = self.events.send(RaftEvent::Following { leader: addr });
         }
-        self.last_leader = self.raw.raft.leader_id;
+        self.last_leader = named;
     }
 }
 
