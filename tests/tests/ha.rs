@@ -193,19 +193,26 @@ async fn all_masters_restarted_keep_the_registry() -> Result<()> {
 }
 
 /// A leader whose process dies is replaced without waiting out its lease:
-/// the followers see its stream end. With a 6 s election timeout (each
-/// follower's randomised up to 12 s), a new leader leads within 1 s of the
-/// kill; before, never sooner than 6 s after the last heartbeat. And the
-/// followers campaign one after the other, in a few ticks whatever the
-/// timeout: the first campaign wins (the term grows by one), three kills
-/// in a row. (When both campaigned at random within half the rest of the
-/// timeout, here up to 3 s, two followers of three split the vote in one
+/// the followers see its stream end. With a 3 s election timeout (150
+/// ticks of 20 ms, each follower's randomised up to 6 s), a new leader
+/// leads within 0.6 s of the kill; before, never sooner than 3 s after the
+/// last heartbeat. And the followers campaign one after the other, in a
+/// few ticks whatever the timeout: the first campaign wins (the term grows
+/// by one), three kills in a row. (When both campaigned at random within half the rest of the
+/// timeout, here up to 1.5 s, two followers of three split the vote in one
 /// failover of six at 40,000 agents, and the new leader came 1.7 s after
 /// the kill.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_leader_is_replaced_before_its_lease_runs_out() -> Result<()> {
     let mut spec = three_masters(0);
-    spec.master_args.extend(["--election-ticks".into(), "120".into()]);
+    // Short ticks: the first election waits out a whole timeout, within
+    // the harness's 10 s.
+    spec.master_args.extend([
+        "--raft-tick".into(),
+        "20ms".into(),
+        "--election-ticks".into(),
+        "150".into(),
+    ]);
     let mut c = Cluster::start(spec).await?;
     let result = async {
         for round in 0..3 {
@@ -216,7 +223,7 @@ async fn a_dead_leader_is_replaced_before_its_lease_runs_out() -> Result<()> {
                 .unwrap_or(0);
             c.masters[old].kill().await;
             let killed = Instant::now();
-            let limit = Duration::from_secs(1);
+            let limit = Duration::from_millis(600);
             let (new, new_term) = 'found: loop {
                 for (i, m) in c.masters.iter().enumerate() {
                     if i == old {
