@@ -311,13 +311,13 @@ impl Node {
         if r.state != StateRole::Follower || r.leader_id != from {
             return;
         }
-        let mut others: Vec<u64> = r.prs().conf().voters().ids().iter().filter(|id| *id != from).collect();
-        others.sort_unstable();
-        let rank = others.iter().position(|id| *id == r.id).unwrap_or(others.len());
         let lease = r.election_timeout();
         if r.election_elapsed >= lease {
             return; // told already, or silent for a whole lease anyway
         }
+        let mut others: Vec<u64> = r.prs().conf().voters().ids().iter().filter(|id| *id != from).collect();
+        others.sort_unstable();
+        let rank = others.iter().position(|id| *id == r.id).unwrap_or(others.len());
         tracing::info!(
             leader = from,
             rank,

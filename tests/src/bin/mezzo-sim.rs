@@ -325,7 +325,8 @@ struct Marks {
 }
 
 impl Marks {
-    const SHARES: [f64; 5] = [1e-9, 0.1, 0.5, 0.9, 0.99];
+    /// Shares of the goal; 0: the first one counted.
+    const SHARES: [f64; 5] = [0.0, 0.1, 0.5, 0.9, 0.99];
 
     fn new(goal: usize) -> Marks {
         Marks { goal, at: [None; 5] }
@@ -333,7 +334,7 @@ impl Marks {
 
     fn note(&mut self, at: Duration, count: usize) {
         for (i, share) in Self::SHARES.iter().enumerate() {
-            if self.at[i].is_none() && count as f64 >= share * self.goal as f64 {
+            if self.at[i].is_none() && count > 0 && count as f64 >= share * self.goal as f64 {
                 self.at[i] = Some(at);
             }
         }
@@ -398,8 +399,8 @@ impl Probe {
         })
     }
 
-    /// [`Probe::all_offered`], and when the offers had reached half, 90 %
-    /// and 99 % of the agents.
+    /// [`Probe::all_offered`], and when the offers had reached each of
+    /// [`Marks`]' shares of the agents.
     async fn all_offered_marked(self, n: usize, from: Instant) -> Result<(Duration, Marks)> {
         let noted = self.marks.clone();
         let took = self.all_offered(n, from).await?;

@@ -27,6 +27,7 @@ use super::wire::{self, Outbound};
 
 // The real agent's limits: `Registered` within 5 s, the wait doubling
 // after each that runs out.
+use mezzo_agent::attach::register::without_ids;
 use mezzo_agent::attach::{MAX_REGISTER_WAIT, REGISTER_TIMEOUT, answered_wait, queued_wait};
 /// Statuses kept per task for re-registration, as the real agent.
 const KEPT_STATUSES: usize = 16;
@@ -456,13 +457,7 @@ impl Agent {
             t.history.pop_front();
         }
         // As the real agent re-registers it: without the ids and uuid.
-        t.history.push_back(v1::TaskStatus {
-            task_id: String::new(),
-            framework_id: String::new(),
-            agent_id: String::new(),
-            uuid: Vec::new(),
-            ..status.clone()
-        });
+        t.history.push_back(without_ids(status.clone()));
         t.unacked.push_back(status);
         if t.unacked.len() == 1 {
             self.ready.push_back(task_id.to_owned());
