@@ -1,6 +1,6 @@
 //! Decline filters: "do not offer this agent to this framework until T".
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::Instant;
 
 use super::roles::FwIx;

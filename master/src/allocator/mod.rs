@@ -34,7 +34,8 @@ mod roles;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use mezzo_proto::ids::{AgentId, FrameworkId};

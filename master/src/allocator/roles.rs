@@ -14,7 +14,8 @@
 //! thousands of frameworks, most of them suppressed once their work is
 //! placed, a pick walked them all for every agent.
 
-use std::collections::{BTreeSet, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeSet;
 
 use mezzo_proto::reservation::Role;
 use mezzo_proto::resources::Resources;

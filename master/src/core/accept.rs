@@ -4,7 +4,7 @@
 //! launches nothing, leaves the offers outstanding and usable, and tells
 //! the framework why.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

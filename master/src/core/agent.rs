@@ -1,6 +1,6 @@
 //! Agents: registration, re-registration, heartbeats, loss.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,6 +206,25 @@ fn missing_task_outcome(complete: bool) -> (TaskState, v1::StatusReason, &'stati
     }
 }
 
+/// The tasks a re-registering agent reports that are new to this leader,
+/// gathered to be added to the agent and the allocator once per agent.
+#[derive(Default)]
+struct Adopted {
+    used: Resources,
+    tasks: Vec<(FrameworkId, TaskId)>,
+    /// What the active ones hold, by framework and role (a few per agent).
+    held: Vec<(FrameworkId, Role, ReservedResources)>,
+}
+
+impl Adopted {
+    fn hold(&mut self, fid: &FrameworkId, role: Role, r: &ReservedResources) {
+        match self.held.iter_mut().find(|(f, o, _)| f == fid && *o == role) {
+            Some((_, _, sum)) => sum.add(r),
+            None => self.held.push((fid.clone(), role, r.clone())),
+        }
+    }
+}
+
 fn record_of(id: &AgentId, d: &AgentDescription) -> AgentRecord {
     AgentRecord {
         id: id.clone(),
@@ -366,6 +385,7 @@ impl Master {
             }
         };
         let mut unknown_frameworks = HashSet::new();
+        let mut adopted = Adopted::default();
         for mut rt in reported {
             let Some((known, fw)) = self.frameworks.get_key_value(&rt.framework_id) else {
                 unknown_frameworks.insert(rt.framework_id);
@@ -420,24 +440,26 @@ impl Master {
                     // framework would otherwise launch it again).
                     let role = task_role(&rt, &fw.info.roles);
                     if !rt.state.is_terminal() {
-                        fw.allocated.add(&rt.resources.total());
-                        if let Some(agent) = self.agents.get_mut(agent_id) {
-                            agent.used.add(&rt.resources.total());
-                        }
-                        self.alloc.track_used(&fid, &role, agent_id, &rt.resources);
+                        let total = rt.resources.total();
+                        fw.allocated.add(&total);
+                        adopted.used.add(&total);
+                        adopted.hold(&fid, role.clone(), &rt.resources);
                     }
-                    let Some(fw) = self.frameworks.get_mut(&fid) else {
-                        continue;
-                    };
                     let task = Task::reported(agent_id, rt, role);
                     self.task_index.add(&task, Table::Active);
                     fw.tasks.insert(tid.clone(), Arc::new(task));
-                    if let Some(agent) = self.agents.get_mut(agent_id) {
-                        agent.tasks.insert((fid.clone(), tid.clone()));
-                    }
+                    adopted.tasks.push((fid.clone(), tid.clone()));
                     see((fid, tid));
                 }
             }
+        }
+        // Once for the agent, not once a task (a failover's 400,000).
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used.add(&adopted.used);
+            agent.tasks.extend(adopted.tasks);
+        }
+        for (fid, role, r) in adopted.held {
+            self.alloc.track_used(&fid, &role, agent_id, &r);
         }
         // What the master placed here but the agent does not have is gone,
         // including tasks the framework was told are UNREACHABLE.

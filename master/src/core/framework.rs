@@ -1,6 +1,7 @@
 //! Frameworks: subscribe, resume, disconnect, failover timeout, teardown.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::{FrameworkId, TaskId};

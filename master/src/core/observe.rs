@@ -6,8 +6,9 @@
 //! Everything here is bookkeeping beside the core's own tables; the core
 //! calls the small `note_*` hooks at the points where things happen.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -16,7 +16,7 @@
 //!       lowest priority first, newest first) ─▶ Preemption event ─▶ grace ─▶ kill
 //! ```
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
 use mezzo_proto::clock::unix_now;

@@ -3,7 +3,8 @@
 //! agent its first attempt made instead of making another. Kept in memory
 //! by the leader, for a while and up to a bound.
 
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::ids::AgentId;

@@ -12,7 +12,8 @@
 //! (`set_task_state`); the core tests check the index against the tables
 //! after every step.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mezzo_proto::ids::{FrameworkId, TaskId};
 use mezzo_proto::state::TaskState;

@@ -6,7 +6,7 @@
 //! previous figures; entries for tasks the master does not place on that
 //! agent (or that have ended) are dropped.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::Instant;
 
 use mezzo_proto::ids::{FrameworkId, TaskId};

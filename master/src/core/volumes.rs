@@ -5,7 +5,8 @@
 //! leaves the agent's offerable resources for as long as it exists; the
 //! volume itself travels in offers to its role while no task uses it.
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeMap;
 
 use mezzo_proto::ids::{AgentId, FrameworkId, TaskId, VolumeId};
 use mezzo_proto::reservation::{ReservedResources, Role};

@@ -190,6 +190,53 @@ fn an_ended_task_from_the_registry_keeps_its_outcome_and_shows_a_history() {
     assert_eq!(s.acks_forwarded(), 1);
 }
 
+/// A new leader adopts one agent's tasks of several frameworks at once
+/// (gathered per agent, issue 17): the agent's use, each framework's
+/// allocation and the allocator's (no offer of the cpus the tasks hold)
+/// come out as they would one task at a time.
+#[test]
+fn a_new_leader_adopts_the_tasks_of_several_frameworks_on_one_agent() {
+    let (mut old, f) = Sim::with_task();
+    let a = agent_id(&old);
+    let info = v1::FrameworkInfo {
+        name: "g".into(),
+        failover_timeout_secs: 60.0,
+        ..Default::default()
+    };
+    old.m
+        .subscribe(FW_CONN + 7, info, None, Vec::new(), old.now)
+        .expect("subscribe");
+    old.run();
+    let g = old.m.frameworks.keys().find(|k| **k != f).expect("g").clone();
+
+    let mut s = new_leader(&old);
+    let tasks = vec![
+        (f.clone(), "t", TaskState::Running),
+        (g.clone(), "u", TaskState::Running),
+        (f.clone(), "done", TaskState::Finished),
+    ];
+    reregister_with(&mut s, AGENT_CONN + 1, &a, tasks, true);
+    let view = s.m.view(true);
+    assert_eq!(view.agents[0].used.cpus.0, 1000, "two running tasks of 0.5 cpus");
+    let allocated = |id: &FrameworkId| {
+        let fw = view.frameworks.iter().find(|x| x.id == id.to_string());
+        fw.map(|x| x.allocated.cpus.0)
+    };
+    assert_eq!((allocated(&f), allocated(&g)), (Some(500), Some(500)));
+    s.resubscribe(FW_CONN + 1, &f);
+    s.resubscribe(FW_CONN + 2, &g);
+    s.advance(Duration::from_secs(1));
+    let offers = s.offers();
+    assert!(!offers.is_empty(), "the agent's memory is offered");
+    let cpus: f64 = offers
+        .iter()
+        .flat_map(|o| &o.resources)
+        .filter(|r| r.name == "cpus")
+        .map(|r| r.scalar)
+        .sum();
+    assert_eq!(cpus, 0.0, "the cpus the tasks hold were offered");
+}
+
 /// An agent that does not report launch times or statuses (an older
 /// agent) still re-registers; its tasks are launched at its return.
 #[test]
