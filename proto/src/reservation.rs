@@ -286,6 +286,11 @@ impl ReservedResources {
     /// Converts and validates API resources; `role` empty or `*` is
     /// unreserved. A name may repeat across roles but not within one.
     pub fn from_proto(list: &[v1::Resource]) -> Result<ReservedResources, ReservationError> {
+        // Most lists reserve nothing (every task a failover re-registers):
+        // taken as they are, without a copy grouped by role.
+        if list.iter().all(|r| r.role.is_empty() || r.role == "*") {
+            return Ok(ReservedResources::unreserved(Resources::from_proto(list)?));
+        }
         let mut groups: BTreeMap<Role, Vec<v1::Resource>> = BTreeMap::new();
         for res in list {
             let role = if res.role.is_empty() {

@@ -153,7 +153,7 @@ impl Resources {
     /// and finite; names may not repeat; ports must be valid ranges.
     pub fn from_proto(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
         let mut r = Resources::default();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = std::collections::BTreeSet::<&str>::new();
         for res in list {
             let name = res.name.trim();
             check_name(name)?;
@@ -163,7 +163,7 @@ impl Resources {
                     role: res.role.clone(),
                 });
             }
-            if !seen.insert(name.to_owned()) {
+            if !seen.insert(name) {
                 return Err(ResourceError::Duplicate { name: name.to_owned() });
             }
             if name == "ports" {
