@@ -78,8 +78,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    if matches!(cli.command, Command::Master(_)) {
+    if let Command::Master(a) = &cli.command {
         alloc::use_mimalloc();
+        // Runs beside the master's start; nothing waits for it.
+        let _warming = alloc::keep_warm(a.standby_heap());
     }
     mezzo_proto::security::tls::ensure_provider();
     // `mezzo run` shares stderr with its task's: only warnings join it.

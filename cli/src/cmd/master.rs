@@ -113,6 +113,19 @@ pub struct Args {
     /// Between a preemption's warning and its kill.
     #[arg(long, env = "MEZZO_PREEMPTION_GRACE", value_parser = super::duration, default_value = "10s")]
     preemption_grace: Duration,
+    /// Heap made resident at start, in MiB, and freed memory kept resident
+    /// from then on: a standby master pays the kernel's zeroing of the
+    /// pages a failover fills before it leads (about the leader's resident
+    /// size; 0 = none). See docs/operators.md, "Failover at scale".
+    #[arg(long, env = "MEZZO_STANDBY_HEAP_MIB", default_value_t = 0)]
+    standby_heap_mib: usize,
+}
+
+impl Args {
+    /// The heap to make resident at start (`--standby-heap-mib`), in bytes.
+    pub fn standby_heap(&self) -> usize {
+        self.standby_heap_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// A join token from `file`, else from MEZZO_JOIN_TOKEN (never a flag's

@@ -91,6 +91,9 @@ struct Args {
     /// stopped and resumed; 0: no such phase). Its tasks keep running.
     #[arg(long, default_value_t = 0)]
     framework_failover: usize,
+    /// The masters' `--standby-heap-mib` (heap made resident at start).
+    #[arg(long, default_value_t = 0)]
+    standby_heap_mib: usize,
 }
 
 #[tokio::main]
@@ -108,7 +111,7 @@ async fn main() -> Result<()> {
         masters: args.masters,
         agents: 0,
         // The daemons' own timings: 1 s heartbeats, 10 s agent timeout.
-        master_args: Vec::new(),
+        master_args: vec!["--standby-heap-mib".into(), args.standby_heap_mib.to_string()],
         ..Default::default()
     })
     .await?;
