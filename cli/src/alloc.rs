@@ -156,12 +156,34 @@ unsafe impl GlobalAlloc for Allocator {
 mod tests {
     use super::*;
 
+    /// Runs the test `name` again alone in a process of its own, unless
+    /// this is that process: the switch to mimalloc lasts for the process,
+    /// and `cargo test` runs every test of the binary in one (nextest runs
+    /// each in its own already). True when the caller is to stop here.
+    fn ran_apart(name: &str) -> bool {
+        const CHILD: &str = "MEZZO_ALLOC_TEST_ALONE";
+        if std::env::var_os(CHILD).is_some() {
+            return false;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let status = std::process::Command::new(exe)
+            .args([name, "--exact", "--test-threads=1"])
+            .env(CHILD, "1")
+            .status()
+            .expect("run the test apart");
+        assert!(status.success(), "{name} failed in a process of its own");
+        true
+    }
+
     /// The switch as a master makes it, in this test process (whose
     /// global allocator this is): blocks made before it go back to the
     /// system's allocator, a system block grown after it moves to mimalloc
     /// with its contents, and new blocks are mimalloc's.
     #[test]
     fn each_block_goes_back_to_the_allocator_that_made_it() {
+        if ran_apart("alloc::tests::each_block_goes_back_to_the_allocator_that_made_it") {
+            return;
+        }
         let before = vec![1u8; 1000];
         let mut grown = vec![2u8; 100];
         assert!(!owned_by_mimalloc(before.as_ptr().cast_mut()));
@@ -191,14 +213,22 @@ mod tests {
     }
 
     /// Warmed memory stays resident once freed, and new blocks then take
-    /// it instead of fresh pages (each test runs in a process of its own
-    /// under nextest; under `cargo test` other tests' blocks are noise
-    /// well below these sizes).
+    /// it instead of fresh pages.
     #[test]
     fn a_warmed_heap_stays_resident_and_serves_new_blocks() {
+        if ran_apart("alloc::tests::a_warmed_heap_stays_resident_and_serves_new_blocks") {
+            return;
+        }
         use_mimalloc();
+        // The option's number names mimalloc's purge delay (its default,
+        // 1 s, in v3), which warming turns off: without that the warmed
+        // pages would go back to the OS a while after this test looks.
+        // SAFETY: reads of an option.
+        let purge_delay = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(purge_delay(), 1000, "not mimalloc's purge delay");
         let before = resident();
         keep_warm(96 << 20).expect("a thread").join().expect("warmed");
+        assert_eq!(purge_delay(), -1, "freed memory would go back to the OS");
         let warmed = resident();
         assert!(warmed >= before + (90 << 20), "warmed {before} -> {warmed}");
         let mut blocks = Vec::new();

@@ -22,6 +22,19 @@ fn three_masters(agents: usize) -> ClusterSpec {
     }
 }
 
+/// Three masters without agents on Raft ticks of `tick`, `election_ticks`
+/// to an election timeout.
+fn three_masters_ticking(tick: &str, election_ticks: u32) -> ClusterSpec {
+    let mut spec = three_masters(0);
+    spec.master_args.extend([
+        "--raft-tick".into(),
+        tick.into(),
+        "--election-ticks".into(),
+        election_ticks.to_string(),
+    ]);
+    spec
+}
+
 /// Sandboxes per task id across all agents: a task launched twice would
 /// have two.
 fn sandboxes(c: &Cluster) -> HashMap<String, usize> {
@@ -204,16 +217,9 @@ async fn all_masters_restarted_keep_the_registry() -> Result<()> {
 /// the kill.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_leader_is_replaced_before_its_lease_runs_out() -> Result<()> {
-    let mut spec = three_masters(0);
     // Short ticks: the first election waits out a whole timeout, within
     // the harness's 10 s.
-    spec.master_args.extend([
-        "--raft-tick".into(),
-        "20ms".into(),
-        "--election-ticks".into(),
-        "150".into(),
-    ]);
-    let mut c = Cluster::start(spec).await?;
+    let mut c = Cluster::start(three_masters_ticking("20ms", 150)).await?;
     let result = async {
         for round in 0..3 {
             // The first election waits out a whole timeout.
@@ -313,14 +319,7 @@ async fn a_follower_refuses_an_agent_before_reading_its_registration() -> Result
 /// the election a window to look into.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_election_a_follower_names_no_dead_leader() -> Result<()> {
-    let mut spec = three_masters(0);
-    spec.master_args.extend([
-        "--raft-tick".into(),
-        "250ms".into(),
-        "--election-ticks".into(),
-        "8".into(),
-    ]);
-    let mut c = Cluster::start(spec).await?;
+    let mut c = Cluster::start(three_masters_ticking("250ms", 8)).await?;
     let result = async {
         let old = c.wait_leader_within(Duration::from_secs(20)).await?;
         let agent = c.join_as_agent("after-the-kill").await?;
