@@ -301,6 +301,7 @@ async fn run(c: &mut Cluster, args: &Args) -> Result<()> {
             .map(|t| t.iter().filter(|t| t["state"] != "TASK_RUNNING").count())
             .unwrap_or_default();
         println!("          tasks not running after the failover: {troubled}");
+        println!("          attaches after the kill: {}", stats.attaches_since(killed));
         read_state(c, args.state_reads, !args.plain_state).await?;
     }
     for f in fws {
@@ -510,7 +511,7 @@ impl Pollers {
 /// whether it keeps up with what it is sent.
 struct Watch {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Vec<[f64; 4]>>,
+    task: tokio::task::JoinHandle<Vec<[f64; 5]>>,
 }
 
 impl Watch {
@@ -531,6 +532,7 @@ impl Watch {
                     value("mezzo_master_status_update_queue"),
                     Stats::get(&stats.resends) as f64,
                     value("mezzo_master_framework_events_held"),
+                    Stats::get(&stats.launched) as f64,
                 ]);
                 let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
             }
@@ -550,7 +552,8 @@ impl Watch {
                 .join(" ")
         };
         format!(
-            "each second: commands waiting for the leader {}; updates unacknowledged {}; agents' resends so far {}; events held for frameworks behind {}",
+            "each second: tasks launched so far {}; commands waiting for the leader {}; updates unacknowledged {}; agents' resends so far {}; events held for frameworks behind {}",
+            series(4),
             series(0),
             series(1),
             series(2),

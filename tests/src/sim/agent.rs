@@ -136,11 +136,11 @@ impl Agent {
                 // Back on the group's connection as it is now.
                 after = after.saturating_sub(1);
             }
-            let Some((generation, channel)) = self.group.channel(after).await else {
+            let Some((generation, channel, master)) = self.group.channel(after).await else {
                 return;
             };
             after = generation;
-            let hint = match self.session(channel).await {
+            let hint = match self.session(channel, &master).await {
                 Ended::NotLeader(leader) => {
                     self.stats.redirects.fetch_add(1, Ordering::Relaxed);
                     Some(leader)
@@ -210,7 +210,7 @@ impl Agent {
         encoded
     }
 
-    async fn session(&mut self, channel: Channel) -> Ended {
+    async fn session(&mut self, channel: Channel, master: &Arc<str>) -> Ended {
         let (tx, rx) = mpsc::channel(1024);
         let again = self.id.is_some();
         let started = Instant::now();
@@ -218,11 +218,18 @@ impl Agent {
         let mut deadline = started + wait;
         let mut inbound = match tokio::time::timeout_at(deadline, wire::attach(channel, rx)).await {
             Err(_) => {
+                self.stats.attached(started, master, None);
                 self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
                 return self.timed_out("no answer to Attach");
             }
-            Ok(Err(status)) => return refused(status),
-            Ok(Ok(inbound)) => inbound,
+            Ok(Err(status)) => {
+                self.stats.attached(started, master, Some(started.elapsed()));
+                return refused(status);
+            }
+            Ok(Ok(inbound)) => {
+                self.stats.attached(started, master, Some(started.elapsed()));
+                inbound
+            }
         };
         // As the real agent: the registration goes only on a stream the
         // master took (a follower refuses before reading anything).

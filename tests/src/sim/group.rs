@@ -5,6 +5,7 @@
 //! connects again once for all of them: to the leader a refusal named,
 //! else to the next master of the list.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mezzo_proto::security::Transport;
@@ -16,6 +17,7 @@ use tonic::transport::Channel;
 struct Conn {
     generation: u64,
     channel: Option<Channel>,
+    addr: Option<Arc<str>>,
 }
 
 /// A handle on one group, cloned into each of its agents.
@@ -36,13 +38,13 @@ impl Group {
     }
 
     /// The connection newer than generation `after`, once there is one.
-    pub(super) async fn channel(&mut self, after: u64) -> Option<(u64, Channel)> {
+    pub(super) async fn channel(&mut self, after: u64) -> Option<(u64, Channel, Arc<str>)> {
         let conn = self
             .conn
             .wait_for(|c| c.generation > after && c.channel.is_some())
             .await
             .ok()?;
-        Some((conn.generation, conn.channel.clone()?))
+        Some((conn.generation, conn.channel.clone()?, conn.addr.clone()?))
     }
 
     /// A session on generation `generation` failed; `leader` is the master
@@ -88,6 +90,7 @@ async fn own(
                     conn.send_replace(Conn {
                         generation,
                         channel: Some(channel),
+                        addr: Some(addr.into()),
                     });
                     break;
                 }

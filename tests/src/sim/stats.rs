@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Counters and per-agent facts. Cheap to update from 50,000 tasks.
 #[derive(Debug)]
@@ -37,7 +39,13 @@ pub struct Stats {
     agents: RwLock<Agents>,
     /// Attach to `Registered`, in microseconds.
     latency: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Every Attach: when it was sent, to which master, and how long the
+    /// master took to answer it (`None`: not within the wait).
+    attaches: Mutex<Vec<Attach>>,
 }
+
+/// One Attach: when it was sent, to which master, and its answer's wait.
+type Attach = (Instant, Arc<str>, Option<Duration>);
 
 impl Stats {
     pub(super) fn new(agents: usize) -> Stats {
@@ -58,6 +66,7 @@ impl Stats {
                 by_master: (agents > 0).then(|| (String::new(), agents)).into_iter().collect(),
             }),
             latency: Mutex::new(hdrhistogram::Histogram::new(3).expect("3 significant figures is valid")),
+            attaches: Mutex::new(Vec::new()),
         }
     }
 
@@ -110,6 +119,33 @@ impl Stats {
         )
     }
 
+    pub(super) fn attached(&self, sent: Instant, master: &Arc<str>, took: Option<Duration>) {
+        if let Ok(mut a) = self.attaches.lock() {
+            a.push((sent, master.clone(), took));
+        }
+    }
+
+    /// The Attaches sent since `from`, by the second they were sent in
+    /// and by master: how many, how many unanswered, the slowest answer.
+    pub fn attaches_since(&self, from: Instant) -> String {
+        let mut by: BTreeMap<(u64, Arc<str>), (usize, usize, Duration)> = BTreeMap::new();
+        for (sent, master, took) in self.attaches.lock().map(|a| a.clone()).unwrap_or_default() {
+            let Some(after) = sent.checked_duration_since(from) else {
+                continue;
+            };
+            let e = by.entry((after.as_secs(), master)).or_default();
+            e.0 += 1;
+            match took {
+                None => e.1 += 1,
+                Some(t) => e.2 = e.2.max(t),
+            }
+        }
+        by.into_iter()
+            .map(|((s, m), (n, lost, max))| format!("{s}s {m}: {n} ({lost} unanswered, max {max:.2?})"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn get(c: &AtomicUsize) -> usize {
         c.load(Ordering::Relaxed)
     }
@@ -147,6 +183,26 @@ impl Agents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attaches sent before `from` are left out; the rest are counted by
+    /// the second they were sent in and by master, with the unanswered
+    /// ones and the slowest answer.
+    #[test]
+    fn attaches_are_summed_by_second_and_master() {
+        let stats = Stats::new(1);
+        let (m1, m2): (Arc<str>, Arc<str>) = ("m1".into(), "m2".into());
+        let from = Instant::now();
+        let before = from.checked_sub(Duration::from_secs(1)).expect("a second of uptime");
+        stats.attached(before, &m1, None);
+        stats.attached(from, &m1, Some(Duration::from_millis(30)));
+        stats.attached(from + Duration::from_millis(200), &m1, None);
+        stats.attached(from + Duration::from_millis(900), &m1, Some(Duration::from_millis(70)));
+        stats.attached(from + Duration::from_millis(1500), &m2, Some(Duration::from_millis(5)));
+        assert_eq!(
+            stats.attaches_since(from),
+            "0s m1: 3 (1 unanswered, max 70.00ms); 1s m2: 1 (0 unanswered, max 5.00ms)"
+        );
+    }
 
     /// The counts follow each agent from "" (not registered) to the
     /// master it last registered with, and drop a master left by all.
