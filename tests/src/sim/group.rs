@@ -16,8 +16,8 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Default)]
 struct Conn {
     generation: u64,
-    channel: Option<Channel>,
-    addr: Option<Arc<str>>,
+    /// The connection and the master it goes to.
+    channel: Option<(Channel, Arc<str>)>,
 }
 
 /// A handle on one group, cloned into each of its agents.
@@ -44,7 +44,8 @@ impl Group {
             .wait_for(|c| c.generation > after && c.channel.is_some())
             .await
             .ok()?;
-        Some((conn.generation, conn.channel.clone()?, conn.addr.clone()?))
+        let (channel, addr) = conn.channel.clone()?;
+        Some((conn.generation, channel, addr))
     }
 
     /// A session on generation `generation` failed; `leader` is the master
@@ -89,8 +90,7 @@ async fn own(
                     pause = Duration::from_millis(50);
                     conn.send_replace(Conn {
                         generation,
-                        channel: Some(channel),
-                        addr: Some(addr.into()),
+                        channel: Some((channel, addr.into())),
                     });
                     break;
                 }

@@ -129,15 +129,16 @@ impl Stats {
     /// and by master: how many, how many unanswered, the slowest answer.
     pub fn attaches_since(&self, from: Instant) -> String {
         let mut by: BTreeMap<(u64, Arc<str>), (usize, usize, Duration)> = BTreeMap::new();
-        for (sent, master, took) in self.attaches.lock().map(|a| a.clone()).unwrap_or_default() {
+        let attaches = self.attaches.lock().unwrap_or_else(|e| e.into_inner());
+        for (sent, master, took) in attaches.iter() {
             let Some(after) = sent.checked_duration_since(from) else {
                 continue;
             };
-            let e = by.entry((after.as_secs(), master)).or_default();
+            let e = by.entry((after.as_secs(), master.clone())).or_default();
             e.0 += 1;
             match took {
                 None => e.1 += 1,
-                Some(t) => e.2 = e.2.max(t),
+                Some(t) => e.2 = e.2.max(*t),
             }
         }
         by.into_iter()
