@@ -759,26 +759,33 @@ fn cpu_secs(pid: i32) -> f64 {
 }
 
 /// Waits until the leader is nearly idle (under a fifth of a core for a
-/// second): "launched" counts tasks that reached their agents, and the
-/// updates and acknowledgements behind them are still being worked
-/// through; a read timed then measures that backlog, not the read.
+/// second) and holds no unacknowledged update: "launched" counts tasks
+/// that reached their agents, and the updates and acknowledgements behind
+/// them are still being worked through (an update left unacknowledged is
+/// resent later, with the agent's backoff); a read timed then measures that
+/// backlog, not the read.
 async fn settle(c: &Cluster) -> Result<()> {
     let leader = c.wait_leader_within(LEADER_WAIT).await?;
     let Some(pid) = c.masters[leader].pid() else {
         return Ok(());
     };
+    let url = c.url(&c.masters[leader].addr, "/metrics");
+    let http = leader_client(c)?;
     let (start, cpu0) = (Instant::now(), cpu_secs(pid));
     let mut last = cpu0;
+    let mut unacknowledged = f64::NAN;
     while start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = cpu_secs(pid);
-        if now - last < 0.2 {
+        let text = http.get(&url).send().await?.text().await?;
+        unacknowledged = metric(&text, "mezzo_master_status_update_queue");
+        if now - last < 0.2 && unacknowledged == 0.0 {
             break;
         }
         last = now;
     }
     println!(
-        "settle    the leader was busy {:.1?} after the load ({:.1} s of CPU)",
+        "settle    the leader was busy {:.1?} after the load ({:.1} s of CPU; {unacknowledged} updates unacknowledged then)",
         start.elapsed(),
         cpu_secs(pid) - cpu0
     );
