@@ -40,7 +40,7 @@ pub use pages::{
 };
 pub use roles::{AllocationView, roles};
 pub use state::{AgentView, FrameworkView, OfferView, StateView, TaskView, Totals};
-pub use state_json::JsonSink;
+pub use state_json::{JsonSink, Split};
 pub use why::{ImagePull, WhyFramework, WhyTask, why_framework, why_task};
 
 pub use super::StateName;

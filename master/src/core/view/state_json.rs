@@ -9,6 +9,7 @@
 //! the same [`StateView`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mezzo_proto::resources::Resources;
 use serde::Serialize;
@@ -54,12 +55,32 @@ impl StateSnapshot {
 
     /// `/state` as JSON, handed to `out` as it is made.
     pub fn write_json(self, out: impl JsonSink) -> Result {
-        self.with_lists(|v| write(out, v))
+        self.with_lists(|v| write(out, v, None))
+    }
+
+    /// [`Self::write_json`] on two cores: with at least `split.from`
+    /// running tasks, their second half is written meanwhile on a thread
+    /// of its own (the same bytes, handed on after the first half's).
+    pub fn write_json_split(self, out: impl JsonSink, split: &Split<'_>) -> Result {
+        self.with_lists(|v| write(out, v, Some(split)))
     }
 }
 
+/// When and how [`StateSnapshot::write_json_split`] writes on two threads.
+pub struct Split<'a> {
+    /// The fewest running tasks worth a second thread.
+    pub from: usize,
+    /// Runs the second thread's work, given to it (to lower the thread's
+    /// priority first, or to take its CPU time after, say).
+    pub helper: &'a (dyn Fn(&mut dyn FnMut()) + Sync),
+}
+
 /// `v` as JSON, in [`StateView`]'s field order.
-fn write(out: impl JsonSink, v: StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>) -> Result {
+fn write(
+    out: impl JsonSink,
+    v: StateView<TaskList<'_>, &[AgentView], &[FrameworkView]>,
+    split: Option<&Split<'_>>,
+) -> Result {
     let mut w = Writer {
         buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
         out,
@@ -76,9 +97,9 @@ fn write(out: impl JsonSink, v: StateView<TaskList<'_>, &[AgentView], &[Framewor
     w.seq(v.frameworks.iter(), value)?;
     let shared = Shared::of(&v.tasks);
     w.key("tasks");
-    w.tasks(&v.tasks, &shared)?;
+    w.tasks(&v.tasks, &shared, split)?;
     w.key("completed_tasks");
-    w.tasks(&v.completed_tasks, &shared)?;
+    w.tasks(&v.completed_tasks, &shared, None)?;
     w.next("offers", &v.offers)?;
     w.next("counters", &v.counters)?;
     w.next("allocation", &v.allocation)?;
@@ -159,15 +180,30 @@ fn key(buf: &mut Vec<u8>, k: &str) {
 /// `s` as a JSON string: copied as it is when nothing in it needs an
 /// escape (ids, names and states nearly always), else by serde_json.
 fn string(buf: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        buf.reserve(s.len() + 2);
-        buf.push(b'"');
-        buf.extend_from_slice(s.as_bytes());
-        buf.push(b'"');
+    // Every byte looked at, not stopping at the first to escape: the
+    // loop then runs on whole vectors, and the strings are short.
+    let escapes = s
+        .bytes()
+        .fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escapes {
+        plain(buf, s);
     } else {
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *buf, s);
     }
+}
+
+/// `s`, known to need no escape (an id's characters are checked when it
+/// is made, states and reasons are the protocol's names), as a JSON string.
+fn plain(buf: &mut Vec<u8>, s: &str) {
+    debug_assert!(
+        !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
+        "{s:?} needs escaping"
+    );
+    buf.reserve(s.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(b'"');
 }
 
 fn value<T: Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) -> Result {
@@ -216,9 +252,82 @@ impl<W: JsonSink> Writer<W> {
         Ok(())
     }
 
-    fn tasks(&mut self, list: &TaskList<'_>, shared: &Shared<'_>) -> Result {
+    /// `list` as a JSON array; its second half on a thread of its own if
+    /// `split` says so (and that thread can start).
+    fn tasks(&mut self, list: &TaskList<'_>, shared: &Shared<'_>, split: Option<&Split<'_>>) -> Result {
+        let (first, second, helper) = match split {
+            Some(split) if list.tasks.len() >= split.from.max(2) => {
+                let (first, second) = list.tasks.split_at(list.tasks.len() / 2);
+                (first, second, Some(split.helper))
+            }
+            _ => (list.tasks, &[][..], None),
+        };
+        self.buf.push(b'[');
+        std::thread::scope(|scope| {
+            let helper = helper.and_then(|helper| {
+                let write = move || {
+                    let mut w = Writer {
+                        buf: Vec::with_capacity(FLUSH_AT + 64 * 1024),
+                        out: Chunks(Vec::new()),
+                    };
+                    w.rows(second, list, shared, true)?;
+                    w.flush()?;
+                    Ok::<_, serde_json::Error>(w.out.0)
+                };
+                let run = move || {
+                    let mut written = None;
+                    helper(&mut || written = Some(write()));
+                    written
+                        .unwrap_or_else(|| Err(serde_json::Error::io(std::io::Error::other("the helper did not run"))))
+                };
+                std::thread::Builder::new()
+                    .name("state-writer-2".into())
+                    .spawn_scoped(scope, run)
+                    .ok()
+            });
+            self.rows(first, list, shared, false)?;
+            match helper {
+                Some(h) => {
+                    let chunks = h.join().map_err(|_| {
+                        serde_json::Error::io(std::io::Error::other("the second /state writer panicked"))
+                    })??;
+                    self.flush()?;
+                    for chunk in chunks {
+                        self.out.take(chunk).map_err(serde_json::Error::io)?;
+                    }
+                    Ok(())
+                }
+                None => self.rows(second, list, shared, !first.is_empty()),
+            }
+        })?;
+        self.buf.push(b']');
+        Ok(())
+    }
+
+    /// `tasks` as rows of a JSON array, the first after a comma if `comma`.
+    fn rows(&mut self, tasks: &[Arc<Task>], list: &TaskList<'_>, shared: &Shared<'_>, mut comma: bool) -> Result {
         let mut last = Last::default();
-        self.seq(list.tasks.iter(), |buf, t| row(buf, t, list, shared, &mut last))
+        for t in tasks {
+            if comma {
+                self.buf.push(b',');
+            }
+            comma = true;
+            row(&mut self.buf, t, list, shared, &mut last)?;
+            if self.buf.len() >= FLUSH_AT {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Buffers kept in order, to be handed on later.
+struct Chunks(Vec<Vec<u8>>);
+
+impl JsonSink for Chunks {
+    fn take(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
+        self.0.push(buf);
+        Ok(())
     }
 }
 
@@ -226,9 +335,14 @@ impl<W: JsonSink> Writer<W> {
 fn row<'s>(buf: &mut Vec<u8>, t: &Task, list: &TaskList<'_>, shared: &'s Shared<'_>, last: &mut Last<'s>) -> Result {
     let v = borrowed_view(t, "", "", list.usage_of(t));
     buf.extend_from_slice(b"{\"id\":");
-    string(buf, v.id);
+    plain(buf, v.id);
     buf.extend_from_slice(b",\"name\":");
-    string(buf, v.name);
+    // Frameworks often name a task by its id.
+    if v.name == v.id {
+        plain(buf, v.name);
+    } else {
+        string(buf, v.name);
+    }
     buf.push(b',');
     match fragment(&shared.frameworks, &mut last.framework, v.framework_id) {
         Some(f) => buf.extend_from_slice(f),
@@ -240,9 +354,9 @@ fn row<'s>(buf: &mut Vec<u8>, t: &Task, list: &TaskList<'_>, shared: &'s Shared<
         None => pair(buf, "agent_id", v.agent_id, "agent_hostname", ""),
     }
     buf.extend_from_slice(b",\"state\":");
-    string(buf, &v.state);
+    plain(buf, &v.state);
     buf.extend_from_slice(b",\"reason\":");
-    string(buf, v.reason);
+    plain(buf, v.reason);
     buf.extend_from_slice(b",\"message\":");
     string(buf, v.message);
     buf.extend_from_slice(b",\"exit_code\":");
