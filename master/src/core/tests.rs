@@ -392,6 +392,9 @@ fn state_json_is_what_serde_writes() {
             .expect("update");
     }
     s.run();
+    // The finished task is the framework's until acknowledged, not active.
+    assert_eq!(s.m.frameworks[&f].tasks.len(), 3);
+    assert_eq!(s.m.view(true).frameworks[0].active_tasks, 2);
     let agent = s.m.agents.keys().next().expect("agent").clone();
     let done = TaskId::parse("done").expect("id");
     s.m.acknowledge(&f, &agent, &done, &[2; 16]).expect("ack");
