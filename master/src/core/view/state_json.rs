@@ -178,7 +178,7 @@ fn key(buf: &mut Vec<u8>, k: &str) {
 }
 
 /// `s` as a JSON string: copied as it is when nothing in it needs an
-/// escape (ids, names and states nearly always), else by serde_json.
+/// escape (names, messages and roles nearly always), else by serde_json.
 fn string(buf: &mut Vec<u8>, s: &str) {
     // Every byte looked at, not stopping at the first to escape: the
     // loop then runs on whole vectors, and the strings are short.
